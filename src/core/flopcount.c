@@ -1,0 +1,3 @@
+#include "flopcount.h"
+
+uint64_t fh_macs = 0;

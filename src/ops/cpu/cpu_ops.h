@@ -1,0 +1,44 @@
+/* cpu_ops.h - the CPU backend's implementations of the op interface
+ * (see ../ops.h for the contract of each op). One file per op family. */
+#ifndef FLOWHN_CPU_OPS_H
+#define FLOWHN_CPU_OPS_H
+
+#include "../ops.h"
+
+void * cpu_alloc(size_t bytes);
+void cpu_release(void *p);
+void cpu_zero(void *p, size_t bytes);
+void cpu_to_host(void *dst_host, const void *src, size_t bytes);
+void cpu_from_host(void *dst, const void *src_host, size_t bytes);
+void cpu_add(real *out, const real *a, const real *b, size_t n);
+void cpu_accumulate(real *dst, const real *src, real alpha, size_t n);
+void cpu_embedding_fwd(real *out, const int *tok, const real *wte, int N, int C);
+void cpu_embedding_bwd(real *dwte, const real *dout, const int *tok, int N, int C);
+void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
+void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd, int N, int C);
+void cpu_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC);
+void cpu_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N, int IC, int OC);
+void cpu_swiglu_fwd(real *out, const real *gate, const real *up, size_t n);
+void cpu_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n);
+void cpu_silu_fwd(real *out, const real *x, size_t n);
+void cpu_silu_bwd(real *dx, const real *dout, const real *x, size_t n);
+void cpu_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
+void cpu_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta);
+void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
+void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n, int C, int K);
+void cpu_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S);
+void cpu_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S);
+void cpu_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+void cpu_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy, const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C, real eps);
+void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, const real *w, const real *rstd, int N, int C);
+void cpu_gather_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+void cpu_gather_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+void cpu_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+void cpu_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
+void cpu_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
+
+#endif

@@ -1,0 +1,150 @@
+/* ops.h - the op interface every backend implements.
+ *
+ * The model (src/model/model.c) is written once against this table; the CPU
+ * backend (src/ops/cpu, the fp32/fp64 oracle) and the CUDA backend
+ * (src/ops/cuda) fill it in. Pointers are in the backend's memory.
+ *
+ * Conventions, for every op:
+ *   - Tensors are row-major and contiguous; activations are [B, n, C] with the
+ *     channel dimension last. Linear weights are [out, in] (PyTorch layout).
+ *   - Forward ops overwrite their outputs.
+ *   - Backward ops ACCUMULATE (+=) into every gradient they produce, both
+ *     parameter gradients and input gradients (as in llm.c). Callers zero the
+ *     activation-gradient buffers once per step. A NULL gradient pointer means
+ *     "not needed" and is skipped.
+ *   - Ops that do matmul-like work add the multiply-adds their loops execute to
+ *     fh_macs (core/flopcount.h); the formula is stated at each op and the
+ *     analytic FLOP model (model/flops.c) must agree with it exactly.
+ *   - Token positions (`pos` arrays) are the tokens' positions in the original
+ *     sequence, ascending; the same for every sequence in the batch.
+ */
+#ifndef FLOWHN_OPS_H
+#define FLOWHN_OPS_H
+
+#include <stddef.h>
+#include "../core/real.h"
+
+typedef struct Ops {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes);                 /* zero-filled; NULL + fh_error on failure */
+    void (*release)(void *p);
+    void (*zero)(void *p, size_t bytes);
+    void (*to_host)(void *dst_host, const void *src, size_t bytes);
+    void (*from_host)(void *dst, const void *src_host, size_t bytes);
+
+    /* ---- elementwise ---- */
+    /* out[i] = a[i] + b[i] */
+    void (*add)(real *out, const real *a, const real *b, size_t n);
+    /* dst[i] += alpha * src[i] */
+    void (*accumulate)(real *dst, const real *src, real alpha, size_t n);
+
+    /* ---- embedding: out[i,:] = wte[tok[i],:] ---- */
+    void (*embedding_fwd)(real *out, const int *tok, const real *wte, int N, int C);
+    void (*embedding_bwd)(real *dwte, const real *dout, const int *tok, int N, int C);
+
+    /* ---- RMSNorm: out = x / sqrt(mean(x^2) + eps) * w; saves rstd[N] ---- */
+    void (*rmsnorm_fwd)(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
+    void (*rmsnorm_bwd)(real *dx, real *dw, const real *dout, const real *x, const real *w,
+                        const real *rstd, int N, int C);
+
+    /* ---- linear: out[N,OC] = in[N,IC] @ w[OC,IC]^T (+ b[OC]); b may be NULL.
+     * MACs: N*IC*OC (forward); backward is not counted. ---- */
+    void (*linear_fwd)(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC);
+    void (*linear_bwd)(real *din, real *dw, real *db, const real *dout, const real *in,
+                       const real *w, int N, int IC, int OC);
+
+    /* ---- SwiGLU: out = silu(gate) * up, all [n] ---- */
+    void (*swiglu_fwd)(real *out, const real *gate, const real *up, size_t n);
+    void (*swiglu_bwd)(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n);
+
+    /* ---- SiLU: out = x * sigmoid(x) ---- */
+    void (*silu_fwd)(real *out, const real *x, size_t n);
+    void (*silu_bwd)(real *dx, const real *dout, const real *x, size_t n);
+
+    /* ---- RoPE (rotate-half convention, as HF LLaMA): x [B, n, nh, hd],
+     * position of token j of each sequence is pos[j]. out may not alias x. ---- */
+    void (*rope_fwd)(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
+    void (*rope_bwd)(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta);
+
+    /* ---- causal grouped-query attention over token subsets ----
+     * q [B, nq, nh, hd]; k, v [B, nk, nkv, hd]; qpos[nq], kpos[nk] ascending.
+     * Query i may attend key j iff kpos[j] <= qpos[i] (a query with no visible key
+     * outputs zeros). Head h uses kv head h / (nh / nkv). Scale 1/sqrt(hd).
+     * out [B, nq, nh, hd]; lse [B, nh, nq] saved log-sum-exp.
+     *   isolated context: kpos == qpos (the branch's own tokens);
+     *   prefix context:   kpos = 0..T-1 (all tokens).
+     * MACs: 2 * hd * (visible keys) per (batch, head, query). */
+    void (*attention_fwd)(real *out, real *lse, const real *q, const real *k, const real *v,
+                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+    void (*attention_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out,
+                          const real *lse, const real *q, const real *k, const real *v,
+                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+
+    /* ---- causal depthwise conv1d: x, out [B, n, C]; w [C, K]; b [C] (may be NULL)
+     * out[t,c] = b[c] + sum_{k=0}^{K-1} w[c,k] * x[t-(K-1)+k, c]   (x[<0] = 0)
+     * MACs: C * (taps whose input index is >= 0), i.e. C*(n*K - K*(K-1)/2) per
+     * sequence when n >= K. ---- */
+    void (*conv1d_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
+    void (*conv1d_bwd)(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                       int B, int n, int C, int K);
+
+    /* ---- Mamba-1 selective scan, fused with softplus, D skip and SiLU(z) gate.
+     * x, z, dt_raw [B, n, E]; Bm, Cm [B, n, S]; A_log [E, S]; D [E].
+     *   dt = softplus(dt_raw); A = -exp(A_log)
+     *   h_t = exp(dt_t*A) * h_{t-1} + dt_t * Bm_t * x_t   (h_{-1} = 0, per (e, s))
+     *   y_t = (sum_s Cm_t[s] h_t[e,s] + D[e] x_t[e]) * silu(z_t[e])
+     * hs [B, n, E, S]: states saved by forward for backward (scratch owned by caller).
+     * MACs: 3 * n * E * S per sequence. ---- */
+    void (*selective_scan_fwd)(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log,
+                               const real *Bm, const real *Cm, const real *D, const real *z,
+                               int B, int n, int E, int S);
+    void (*selective_scan_bwd)(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD,
+                               real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw,
+                               const real *A_log, const real *Bm, const real *Cm, const real *D,
+                               const real *z, int B, int n, int E, int S);
+
+    /* ---- Mamba-2 SSD (scalar A per head), computed by chunks of length L.
+     * xbc [B, n, E + 2*G*N] (after conv + SiLU): x = channels [0, E) seen as
+     *   [nh, P] (E = nh*P), Bm = [E, E+G*N) as [G, N], Cm = [E+G*N, E+2*G*N).
+     * dt_raw [B, n, nh]; dt_bias, A_log, D [nh]. Head h uses group h / (nh/G).
+     *   dt = softplus(dt_raw + dt_bias); a_t = exp(dt_t * -exp(A_log))
+     *   h_t = a_t h_{t-1} + dt_t x_t Bm_t^T  ([P, N] per head);  y_t = h_t Cm_t + D x_t
+     * y [B, n, E]. states [B, nchunks+1, nh, P, N] saved chunk-boundary states.
+     * MACs: stated in src/ops/cpu/ssd.c and mirrored by model/flops.c. ---- */
+    void (*ssd_fwd)(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
+                    const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+    void (*ssd_bwd)(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
+                    const real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
+                    const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+
+    /* ---- gated RMSNorm (Mamba-2, norm after gate):
+     * out = rmsnorm(y * silu(z)) * w; y, z, out [N, C]; saves rstd[N] ---- */
+    void (*gated_rmsnorm_fwd)(real *out, real *rstd, const real *y, const real *z, const real *w,
+                              int N, int C, real eps);
+    void (*gated_rmsnorm_bwd)(real *dy, real *dz, real *dw, const real *dout, const real *y,
+                              const real *z, const real *w, const real *rstd, int N, int C);
+
+    /* ---- token split / fusion.
+     * gather:  out[b, j, :] = in[b, idx[j], col0 : col0+C]   in rows have width ldi
+     * scatter: out[b, idx[j], col0 : col0+C] = in[b, j, :]   out rows have width ldo
+     * out is [B, n_sel, C] for gather, [B, T, ldo] for scatter (rows not named in
+     * idx are left untouched). Backward: scatter-add / gather-add. ---- */
+    void (*gather_fwd)(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+    void (*gather_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+    void (*scatter_fwd)(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+    void (*scatter_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+
+    /* ---- fused softmax + cross-entropy over logits [N, V]; target < 0 = ignored.
+     * forward: loss[i] = lse_i - logits[i, target_i] (0 when ignored), saves lse[N].
+     * backward: dlogits[i,:] += dloss[i] * (softmax(logits[i]) - onehot(target_i)). ---- */
+    void (*xent_fwd)(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
+    void (*xent_bwd)(real *dlogits, const real *dloss, const real *logits, const real *lse,
+                     const int *targets, int N, int V);
+} Ops;
+
+/* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */
+extern const Ops cpu_ops;
+
+#endif

@@ -1,0 +1,31 @@
+/* gradcheck.h - finite-difference gradient checks for the fp64 test build.
+ *
+ * Used by tests/grad_*.c, which link the double-precision build of the
+ * library (see core/real.h), so central differences with eps ~1e-6 are
+ * accurate to ~1e-9 and any error above ~1e-6 is a real bug. */
+#ifndef FLOWHN_GRADCHECK_H
+#define FLOWHN_GRADCHECK_H
+
+#include <stddef.h>
+#include "../../src/core/real.h"
+#include "../../src/core/rng.h"
+
+/* Scalar loss of the current contents of the perturbed buffer. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares grad[i] with (L(x+eps e_i) - L(x-eps e_i)) / 2eps for up to
+ * max_checks indices of x[0..n) (all of them when n <= max_checks, else an
+ * even spread). Error per entry: |a - fd| / max(|a|, |fd|, floor), floor =
+ * 1e-3 * max|grad| so entries that are ~0 are judged on the scale of the
+ * whole gradient. Returns the largest error; prints the worst entry under `name`. */
+double gradcheck(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
+                 int max_checks, double eps);
+
+/* Fills x[n] with uniform values in [lo, hi). */
+void fill_uniform(real *x, size_t n, Rng *r, double lo, double hi);
+/* sum_i a[i] * b[i] in double */
+double dot(const real *a, const real *b, size_t n);
+/* ||a - b|| / max(||b||, tiny) */
+double rel_l2(const real *a, const real *b, size_t n);
+
+#endif

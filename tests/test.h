@@ -1,0 +1,40 @@
+/* test.h - a tiny test harness.
+ *
+ * A test binary is a list of cases: RUN(fn) runs one, which fails if any
+ * CHECK inside it fails. TEST_SUMMARY() prints "RESULT <p> passed, <f> failed"
+ * (one count per case), which tools/run_tests.sh adds up. */
+#ifndef FLOWHN_TEST_H
+#define FLOWHN_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int t_cases_pass, t_cases_fail, t_case_failed;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        if (!(cond)) {                                                    \
+            t_case_failed = 1;                                            \
+            printf("    check failed %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            printf(__VA_ARGS__);                                          \
+            printf("\n");                                                 \
+        }                                                                 \
+    } while (0)
+
+#define RUN(fn)                                                           \
+    do {                                                                  \
+        t_case_failed = 0;                                                \
+        fn();                                                             \
+        if (t_case_failed) { t_cases_fail++; printf("FAIL %s\n", #fn); }  \
+        else { t_cases_pass++; printf("ok   %s\n", #fn); }                \
+        fflush(stdout);                                                   \
+    } while (0)
+
+#define TEST_SUMMARY()                                                    \
+    do {                                                                  \
+        printf("RESULT %d passed, %d failed\n", t_cases_pass, t_cases_fail); \
+        return t_cases_fail ? 1 : 0;                                      \
+    } while (0)
+
+#endif
