@@ -1,0 +1,43 @@
+/* rmsnorm.c - RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). */
+#include "cpu_ops.h"
+
+#include <math.h>
+
+void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
+#pragma omp parallel for if (N > 64)
+    for (int i = 0; i < N; i++) {
+        const real *xi = x + (size_t)i * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)xi[c] * xi[c];
+        real r = (real)(1.0 / sqrt(ss / C + eps));
+        rstd[i] = r;
+        real *oi = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) oi[c] = xi[c] * r * w[c];
+    }
+}
+
+void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
+                     const real *rstd, int N, int C) {
+    /* With xhat = x r: dxhat = dout w; dx = r (dxhat - xhat mean(dxhat xhat)). */
+    if (dx) {
+#pragma omp parallel for if (N > 64)
+        for (int i = 0; i < N; i++) {
+            const real *xi = x + (size_t)i * C, *di = dout + (size_t)i * C;
+            real r = rstd[i];
+            double dot = 0;
+            for (int c = 0; c < C; c++) dot += (double)di[c] * w[c] * xi[c] * r;
+            real m = (real)(dot / C);
+            real *dxi = dx + (size_t)i * C;
+            for (int c = 0; c < C; c++) dxi[c] += r * (di[c] * w[c] - xi[c] * r * m);
+        }
+    }
+    if (dw) {
+        /* Reduce over rows per channel; channels are independent. */
+#pragma omp parallel for if ((long)N * C > 65536)
+        for (int c = 0; c < C; c++) {
+            double s = 0;
+            for (int i = 0; i < N; i++) s += (double)dout[(size_t)i * C + c] * x[(size_t)i * C + c] * rstd[i];
+            dw[c] += (real)s;
+        }
+    }
+}
