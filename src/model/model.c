@@ -1,0 +1,677 @@
+/* model.c - the one model definition: every architecture, forward and
+ * backward side by side, written against the op interface (ops/ops.h).
+ *
+ * Building blocks, each with a forward and its backward below it:
+ *   attention mixer, Mamba-1 mixer, Mamba-2 mixer, SwiGLU MLP (+ residual),
+ *   decoder layer (norm -> mixer -> residual -> MLP), FlowHN parallel block,
+ *   Hymba block, and the model (embedding, layers, head, loss).
+ * Activations are allocated on first use for the current (B, T) and kept for
+ * the backward pass; gradient scratch is zeroed by the backward that owns it. */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+#include "flops.h"
+
+/* ------------------------------------------------------------------------ */
+/* activation storage                                                        */
+
+typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd;
+                 real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk; } AttnActs;
+typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
+                 *dtraw, *hs, *y;
+                 real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
+typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_rstd;
+                 real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn; } M2Acts;
+typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act;
+                 real *dv, *dg, *dup, *dact; } MlpActs;
+typedef struct {
+    const real *x_in, *x_full;   /* inputs (not owned); x_full: all T tokens, prefix attention only */
+    const int *pos; int B, n, T;
+    real *u, *u_rstd, *mix, *h;
+    real *du, *dmix, *dh;
+    AttnActs at; M1Acts m1; M2Acts m2; MlpActs mlp;
+} DecActs;
+typedef struct {
+    DecActs dec;                                     /* decoder layers */
+    DecActs ab, sb;                                  /* FlowHN branches */
+    real *xa, *xs, *ya, *ys, *y, *zz, *zn, *zn_rstd; /* FlowHN fusion */
+    real *dxa, *dxs, *dya, *dys, *dy, *dzz, *dzn;
+    real *u, *u_rstd, *a, *s, *an, *an_rstd, *sn, *sn_rstd, *c, *h; /* Hymba */
+    real *du, *da, *ds, *dan, *dsn, *dc, *dh;
+    AttnActs at; M1Acts m1; MlpActs mlp;
+} LayerActs;
+
+struct ModelActs {
+    void **allocs; int n_allocs, cap_allocs;
+    real **x;                    /* [L+1] layer inputs/outputs [B, T, H] */
+    LayerActs *layers;
+    real *xf, *xf_rstd, *logits, *losses, *lse, *dlosses;
+    real *dxf, *dlogits, *dcur, *dnext;
+};
+
+/* Returns a zeroed backend buffer of n reals in *p, allocating it on first
+ * use for the current shape. All of them are freed when the shape changes. */
+static int ens(Model *m, real **p, size_t n) {
+    if (*p) return 0;
+    ModelActs *A = m->acts;
+    if (A->n_allocs == A->cap_allocs) {
+        int cap = A->cap_allocs ? 2 * A->cap_allocs : 256;
+        void **a = realloc(A->allocs, sizeof(void *) * cap);
+        if (!a) return fh_error("out of memory for activations");
+        A->allocs = a;
+        A->cap_allocs = cap;
+    }
+    *p = m->ops->alloc(sizeof(real) * (n ? n : 1));
+    if (!*p) return fh_error("out of memory for activations (%zu reals): reduce batch size or sequence length", n);
+    A->allocs[A->n_allocs++] = *p;
+    return 0;
+}
+#define ENS(ptr, n) do { if (ens(m, &(ptr), (size_t)(n))) return -1; } while (0)
+#define ZERO(ptr, n) m->ops->zero((ptr), sizeof(real) * (size_t)(n))
+#define W(off) (m->params + (off))
+#define G(off) (m->grads + (off))
+
+static void acts_release(Model *m) {
+    ModelActs *A = m->acts;
+    if (!A) return;
+    for (int i = 0; i < A->n_allocs; i++) m->ops->release(A->allocs[i]);
+    free(A->allocs);
+    free(A->x);
+    free(A->layers);
+    free(A);
+    m->acts = NULL;
+}
+
+static int acts_reset(Model *m) {
+    acts_release(m);
+    m->acts = calloc(1, sizeof(ModelActs));
+    if (!m->acts) return fh_error("out of memory for activations");
+    m->acts->x = calloc(m->cfg.num_layers + 1, sizeof(real *));
+    m->acts->layers = calloc(m->cfg.num_layers, sizeof(LayerActs));
+    if (!m->acts->x || !m->acts->layers) return fh_error("out of memory for activations");
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* attention mixer: queries from uq at qpos, keys/values from ukv at kpos     */
+
+static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
+                    int nk, const int *kpos, const real *ukv, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+    ENS(a->q, (size_t)B * nq * qd); ENS(a->k, (size_t)B * nk * kvd); ENS(a->v, (size_t)B * nk * kvd);
+    ENS(a->att, (size_t)B * nq * qd); ENS(a->lse, (size_t)B * nh * nq);
+    o->linear_fwd(a->q, uq, W(w->q), NULL, B * nq, H, qd);
+    o->linear_fwd(a->k, ukv, W(w->k), NULL, B * nk, H, kvd);
+    o->linear_fwd(a->v, ukv, W(w->v), NULL, B * nk, H, kvd);
+    const real *q = a->q, *k = a->k;
+    if (c->use_rope) {
+        ENS(a->qr, (size_t)B * nq * qd); ENS(a->kr, (size_t)B * nk * kvd);
+        o->rope_fwd(a->qr, a->q, qpos, B, nq, nh, hd, (real)c->rope_theta);
+        o->rope_fwd(a->kr, a->k, kpos, B, nk, nkv, hd, (real)c->rope_theta);
+        q = a->qr; k = a->kr;
+    }
+    o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
+    return 0;
+}
+
+/* duq, dukv accumulate (they may be the same buffer when uq == ukv) */
+static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
+                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
+    ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
+    ZERO(a->datt, nqd); ZERO(a->dq, nqd); ZERO(a->dk, nkd); ZERO(a->dv, nkd);
+    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H);
+    if (c->use_rope) {
+        ENS(a->dqr, nqd); ENS(a->dkr, nkd);
+        ZERO(a->dqr, nqd); ZERO(a->dkr, nkd);
+        o->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, a->att, a->lse, a->qr, a->kr, a->v, qpos, kpos,
+                         B, nq, nk, nh, nkv, hd);
+        o->rope_bwd(a->dq, a->dqr, qpos, B, nq, nh, hd, (real)c->rope_theta);
+        o->rope_bwd(a->dk, a->dkr, kpos, B, nk, nkv, hd, (real)c->rope_theta);
+    } else {
+        o->attention_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos,
+                         B, nq, nk, nh, nkv, hd);
+    }
+    o->linear_bwd(duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd);
+    o->linear_bwd(dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd);
+    o->linear_bwd(dukv, G(w->v), NULL, a->dv, ukv, W(w->v), B * nk, H, kvd);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Mamba-1 mixer (Jamba flavour: RMSNorm on dt, B, C)                         */
+
+static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const real *u, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank, K = c->d_conv;
+    size_t N = (size_t)B * n;
+    ENS(a->xm, N * E); ENS(a->zm, N * E); ENS(a->xconv, N * E); ENS(a->xc, N * E);
+    ENS(a->dtr, N * R); ENS(a->br, N * S); ENS(a->cr, N * S);
+    ENS(a->dtn, N * R); ENS(a->bn, N * S); ENS(a->cn, N * S);
+    ENS(a->dt_rstd, N); ENS(a->b_rstd, N); ENS(a->c_rstd, N);
+    ENS(a->dtraw, N * E); ENS(a->hs, N * E * S); ENS(a->y, N * E);
+    /* in_proj rows [0, E) give x, rows [E, 2E) the gate z */
+    o->linear_fwd(a->xm, u, W(w->in_proj), NULL, (int)N, H, E);
+    o->linear_fwd(a->zm, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, E);
+    o->conv1d_fwd(a->xconv, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
+    o->silu_fwd(a->xc, a->xconv, N * E);
+    /* x_proj rows: dt [0, R), B [R, R+S), C [R+S, R+2S) */
+    o->linear_fwd(a->dtr, a->xc, W(w->x_proj), NULL, (int)N, E, R);
+    o->linear_fwd(a->br, a->xc, W(w->x_proj) + (size_t)R * E, NULL, (int)N, E, S);
+    o->linear_fwd(a->cr, a->xc, W(w->x_proj) + (size_t)(R + S) * E, NULL, (int)N, E, S);
+    real eps = (real)c->norm_eps;
+    o->rmsnorm_fwd(a->dtn, a->dt_rstd, a->dtr, W(w->dt_norm), (int)N, R, eps);
+    o->rmsnorm_fwd(a->bn, a->b_rstd, a->br, W(w->b_norm), (int)N, S, eps);
+    o->rmsnorm_fwd(a->cn, a->c_rstd, a->cr, W(w->c_norm), (int)N, S, eps);
+    o->linear_fwd(a->dtraw, a->dtn, W(w->dt_w), W(w->dt_b), (int)N, R, E);
+    o->selective_scan_fwd(a->y, a->hs, a->xc, a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S);
+    o->linear_fwd(out, a->y, W(w->out_proj), NULL, (int)N, E, H);
+    return 0;
+}
+
+static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const real *u, const real *dout,
+                      real *du) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank, K = c->d_conv;
+    size_t N = (size_t)B * n;
+    ENS(a->dy, N * E); ENS(a->dxc, N * E); ENS(a->dzm, N * E); ENS(a->ddtraw, N * E);
+    ENS(a->dxconv, N * E); ENS(a->dxm, N * E);
+    ENS(a->ddtn, N * R); ENS(a->dbn, N * S); ENS(a->dcn, N * S);
+    ENS(a->ddtr, N * R); ENS(a->dbr, N * S); ENS(a->dcr, N * S);
+    ZERO(a->dy, N * E); ZERO(a->dxc, N * E); ZERO(a->dzm, N * E); ZERO(a->ddtraw, N * E);
+    ZERO(a->dxconv, N * E); ZERO(a->dxm, N * E);
+    ZERO(a->ddtn, N * R); ZERO(a->dbn, N * S); ZERO(a->dcn, N * S);
+    ZERO(a->ddtr, N * R); ZERO(a->dbr, N * S); ZERO(a->dcr, N * S);
+    o->linear_bwd(a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H);
+    o->selective_scan_bwd(a->dxc, a->ddtraw, G(w->A_log), a->dbn, a->dcn, G(w->D), a->dzm, a->dy, a->hs, a->xc,
+                          a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S);
+    o->linear_bwd(a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E);
+    o->rmsnorm_bwd(a->ddtr, G(w->dt_norm), a->ddtn, a->dtr, W(w->dt_norm), a->dt_rstd, (int)N, R);
+    o->rmsnorm_bwd(a->dbr, G(w->b_norm), a->dbn, a->br, W(w->b_norm), a->b_rstd, (int)N, S);
+    o->rmsnorm_bwd(a->dcr, G(w->c_norm), a->dcn, a->cr, W(w->c_norm), a->c_rstd, (int)N, S);
+    o->linear_bwd(a->dxc, G(w->x_proj), NULL, a->ddtr, a->xc, W(w->x_proj), (int)N, E, R);
+    o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)R * E, NULL, a->dbr, a->xc, W(w->x_proj) + (size_t)R * E,
+                  (int)N, E, S);
+    o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)(R + S) * E, NULL, a->dcr, a->xc,
+                  W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S);
+    o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E);
+    o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K);
+    o->linear_bwd(du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E);
+    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Mamba-2 mixer (SSD, gated RMSNorm)                                        */
+
+static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const real *u, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), P = c->m2_headdim;
+    int G_ = c->m2_ngroups, Ns = c->m2_d_state, L = c->m2_chunk_size, K = c->d_conv;
+    int CX = E + 2 * G_ * Ns, nchunks = (n + L - 1) / L;
+    size_t N = (size_t)B * n;
+    ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); ENS(a->dtr, N * nh); ENS(a->xbc_conv, N * CX);
+    ENS(a->xbc, N * CX); ENS(a->y, N * E); ENS(a->states, (size_t)B * (nchunks + 1) * nh * P * Ns);
+    ENS(a->yn, N * E); ENS(a->g_rstd, N);
+    /* in_proj rows: z [0, E), x|B|C [E, E+CX), dt [E+CX, E+CX+nh) */
+    o->linear_fwd(a->z, u, W(w->in_proj), NULL, (int)N, H, E);
+    o->linear_fwd(a->xbc_pre, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, CX);
+    o->linear_fwd(a->dtr, u, W(w->in_proj) + (size_t)(E + CX) * H, NULL, (int)N, H, nh);
+    o->conv1d_fwd(a->xbc_conv, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
+    o->silu_fwd(a->xbc, a->xbc_conv, N * CX);
+    o->ssd_fwd(a->y, a->states, a->xbc, a->dtr, W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
+    o->gated_rmsnorm_fwd(a->yn, a->g_rstd, a->y, a->z, W(w->gate_norm), (int)N, E, (real)c->norm_eps);
+    o->linear_fwd(out, a->yn, W(w->out_proj), NULL, (int)N, E, H);
+    return 0;
+}
+
+static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const real *u, const real *dout,
+                      real *du) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), P = c->m2_headdim;
+    int G_ = c->m2_ngroups, Ns = c->m2_d_state, L = c->m2_chunk_size, K = c->d_conv;
+    int CX = E + 2 * G_ * Ns;
+    size_t N = (size_t)B * n;
+    ENS(a->dyn, N * E); ENS(a->dy, N * E); ENS(a->dz, N * E); ENS(a->dxbc, N * CX);
+    ENS(a->dxbc_conv, N * CX); ENS(a->dxbc_pre, N * CX); ENS(a->ddtr, N * nh);
+    ZERO(a->dyn, N * E); ZERO(a->dy, N * E); ZERO(a->dz, N * E); ZERO(a->dxbc, N * CX);
+    ZERO(a->dxbc_conv, N * CX); ZERO(a->dxbc_pre, N * CX); ZERO(a->ddtr, N * nh);
+    o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H);
+    o->gated_rmsnorm_bwd(a->dy, a->dz, G(w->gate_norm), a->dyn, a->y, a->z, W(w->gate_norm), a->g_rstd, (int)N, E);
+    o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,
+               W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
+    o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX);
+    o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX, K);
+    o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E);
+    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
+                  (int)N, H, CX);
+    o->linear_bwd(du, G(w->in_proj) + (size_t)(E + CX) * H, NULL, a->ddtr, u,
+                  W(w->in_proj) + (size_t)(E + CX) * H, (int)N, H, nh);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* MLP with its norm and residual: out = h + down(silu(gate(v)) * up(v)), v = RMSNorm(h) */
+
+static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *h, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, I = c->intermediate_size;
+    ENS(a->v, (size_t)N * H); ENS(a->v_rstd, N); ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I);
+    ENS(a->act, (size_t)N * I);
+    a->h = h;
+    o->rmsnorm_fwd(a->v, a->v_rstd, h, W(norm), N, H, (real)c->norm_eps);
+    o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
+    o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
+    o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
+    o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
+    o->add(out, out, h, (size_t)N * H);
+    return 0;
+}
+
+static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *dout, real *dh) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, I = c->intermediate_size;
+    ENS(a->dv, (size_t)N * H); ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I); ENS(a->dact, (size_t)N * I);
+    ZERO(a->dv, (size_t)N * H); ZERO(a->dg, (size_t)N * I); ZERO(a->dup, (size_t)N * I); ZERO(a->dact, (size_t)N * I);
+    o->accumulate(dh, dout, 1, (size_t)N * H);
+    o->linear_bwd(a->dact, G(w->down), NULL, dout, a->act, W(w->down), N, I, H);
+    o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I);
+    o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I);
+    o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I);
+    o->rmsnorm_bwd(dh, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* decoder layer on n tokens at positions pos (of a length-T sequence).
+ * x_full != NULL selects prefix attention: keys/values from all T tokens.   */
+
+static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, const int *pos, int T,
+                       const real *x_in, const real *x_full, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size;
+    size_t N = (size_t)B * n;
+    real eps = (real)c->norm_eps;
+    a->x_in = x_in; a->x_full = x_full; a->pos = pos; a->B = B; a->n = n; a->T = T;
+    ENS(a->u, N * H); ENS(a->u_rstd, N); ENS(a->mix, N * H);
+    o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
+    if (w->mixer == MIXER_ATTN) {
+        if (x_full) {
+            ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
+            o->rmsnorm_fwd(a->at.uk, a->at.uk_rstd, x_full, W(w->mixer_norm), B * T, H, eps);
+            if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, T, m->iota_dev, a->at.uk, a->mix)) return -1;
+        } else if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, n, pos, a->u, a->mix)) return -1;
+    } else if (w->mixer == MIXER_MAMBA1) {
+        if (mamba1_fwd(m, &w->m1, &a->m1, B, n, a->u, a->mix)) return -1;
+    } else if (mamba2_fwd(m, &w->m2, &a->m2, B, n, a->u, a->mix)) return -1;
+    if (!w->has_mlp) {
+        o->add(out, x_in, a->mix, N * H);
+        return 0;
+    }
+    ENS(a->h, N * H);
+    o->add(a->h, x_in, a->mix, N * H);
+    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, a->h, out);
+}
+
+/* dx_in accumulates; dx_full (prefix attention) accumulates the keys' share */
+static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout, real *dx_in, real *dx_full) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, B = a->B, n = a->n, T = a->T;
+    size_t N = (size_t)B * n;
+    const real *dmix = dout;
+    if (w->has_mlp) {
+        ENS(a->dh, N * H);
+        ZERO(a->dh, N * H);
+        if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, dout, a->dh)) return -1;
+        dmix = a->dh;
+    }
+    o->accumulate(dx_in, dmix, 1, N * H);   /* residual */
+    ENS(a->du, N * H);
+    ZERO(a->du, N * H);
+    if (w->mixer == MIXER_ATTN) {
+        if (a->x_full) {
+            ENS(a->at.duk, (size_t)B * T * H);
+            ZERO(a->at.duk, (size_t)B * T * H);
+            if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, T, m->iota_dev, a->at.uk, dmix, a->du, a->at.duk))
+                return -1;
+            o->rmsnorm_bwd(dx_full, G(w->mixer_norm), a->at.duk, a->x_full, W(w->mixer_norm), a->at.uk_rstd, B * T, H);
+        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du)) return -1;
+    } else if (w->mixer == MIXER_MAMBA1) {
+        if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du)) return -1;
+    } else if (mamba2_bwd(m, &w->m2, &a->m2, B, n, a->u, dmix, a->du)) return -1;
+    o->rmsnorm_bwd(dx_in, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* FlowHN parallel block: split tokens, two decoder branches, fuse, project   */
+
+static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    const LayerW *w = &m->layout.layers[l];
+    LayerActs *a = &m->acts->layers[l];
+    const LayerSplit *ls = &m->plan.layers[l];
+    int B = m->B, T = m->T, H = c->hidden_size, na = ls->na, ns = ls->ns;
+    int Hin = c->split == SPLIT_NONE ? 2 * H : H;
+    size_t BT = (size_t)B * T;
+    const int *pa = m->pa_dev[l], *ps = m->ps_dev[l];
+    ENS(a->xa, (size_t)B * na * H); ENS(a->xs, (size_t)B * ns * H); ENS(a->ya, (size_t)B * na * H);
+    ENS(a->ys, (size_t)B * ns * H); ENS(a->y, BT * Hin); ENS(a->zz, BT * H); ENS(a->zn, BT * H);
+    ENS(a->zn_rstd, BT);
+    o->gather_fwd(a->xa, x, pa, B, T, na, H, H, 0);
+    o->gather_fwd(a->xs, x, ps, B, T, ns, H, H, 0);
+    const real *x_full = c->context == CONTEXT_PREFIX ? x : NULL;
+    if (decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya)) return -1;
+    if (decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys)) return -1;
+    if (c->split == SPLIT_NONE) {   /* y = concat(ys, ya) along channels */
+        o->scatter_fwd(a->y, a->ys, ps, B, T, ns, H, 2 * H, 0);
+        o->scatter_fwd(a->y, a->ya, pa, B, T, na, H, 2 * H, H);
+    } else {                        /* y = each token's branch output at its position */
+        o->scatter_fwd(a->y, a->ya, pa, B, T, na, H, H, 0);
+        o->scatter_fwd(a->y, a->ys, ps, B, T, ns, H, H, 0);
+    }
+    o->linear_fwd(a->zz, a->y, W(w->fuse), NULL, (int)BT, Hin, H);
+    o->add(a->zz, a->zz, x, BT * H);
+    o->rmsnorm_fwd(a->zn, a->zn_rstd, a->zz, W(w->out_norm), (int)BT, H, (real)c->norm_eps);
+    o->linear_fwd(out, a->zn, W(w->out_proj), NULL, (int)BT, H, H);
+    o->add(out, out, a->zz, BT * H);
+    return 0;
+}
+
+static int flowhn_bwd(Model *m, int l, const real *x, const real *dout, real *dx) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    const LayerW *w = &m->layout.layers[l];
+    LayerActs *a = &m->acts->layers[l];
+    const LayerSplit *ls = &m->plan.layers[l];
+    int B = m->B, T = m->T, H = c->hidden_size, na = ls->na, ns = ls->ns;
+    int Hin = c->split == SPLIT_NONE ? 2 * H : H;
+    size_t BT = (size_t)B * T;
+    const int *pa = m->pa_dev[l], *ps = m->ps_dev[l];
+    ENS(a->dzz, BT * H); ENS(a->dzn, BT * H); ENS(a->dy, BT * Hin);
+    ENS(a->dya, (size_t)B * na * H); ENS(a->dys, (size_t)B * ns * H);
+    ENS(a->dxa, (size_t)B * na * H); ENS(a->dxs, (size_t)B * ns * H);
+    ZERO(a->dzz, BT * H); ZERO(a->dzn, BT * H); ZERO(a->dy, BT * Hin);
+    ZERO(a->dya, (size_t)B * na * H); ZERO(a->dys, (size_t)B * ns * H);
+    ZERO(a->dxa, (size_t)B * na * H); ZERO(a->dxs, (size_t)B * ns * H);
+    o->accumulate(a->dzz, dout, 1, BT * H);
+    o->linear_bwd(a->dzn, G(w->out_proj), NULL, dout, a->zn, W(w->out_proj), (int)BT, H, H);
+    o->rmsnorm_bwd(a->dzz, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H);
+    o->accumulate(dx, a->dzz, 1, BT * H);
+    o->linear_bwd(a->dy, G(w->fuse), NULL, a->dzz, a->y, W(w->fuse), (int)BT, Hin, H);
+    if (c->split == SPLIT_NONE) {
+        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, 2 * H, 0);
+        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, 2 * H, H);
+    } else {
+        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, H, 0);
+        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0);
+    }
+    if (decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL)) return -1;
+    if (decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL)) return -1;
+    o->gather_bwd(dx, a->dxa, pa, B, T, na, H, H, 0);
+    o->gather_bwd(dx, a->dxs, ps, B, T, ns, H, H, 0);
+    (void)x;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hymba block: attention and Mamba heads on all tokens, normalised, averaged */
+
+static int hymba_fwd(Model *m, int l, const real *x, real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    const LayerW *w = &m->layout.layers[l];
+    LayerActs *a = &m->acts->layers[l];
+    int B = m->B, T = m->T, H = c->hidden_size;
+    size_t BT = (size_t)B * T;
+    real eps = (real)c->norm_eps;
+    ENS(a->u, BT * H); ENS(a->u_rstd, BT); ENS(a->a, BT * H); ENS(a->s, BT * H); ENS(a->an, BT * H);
+    ENS(a->an_rstd, BT); ENS(a->sn, BT * H); ENS(a->sn_rstd, BT); ENS(a->c, BT * H); ENS(a->h, BT * H);
+    o->rmsnorm_fwd(a->u, a->u_rstd, x, W(w->mixer_norm), (int)BT, H, eps);
+    if (attn_fwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->a)) return -1;
+    if (mamba1_fwd(m, &w->m1, &a->m1, B, T, a->u, a->s)) return -1;
+    o->rmsnorm_fwd(a->an, a->an_rstd, a->a, W(w->attn_out_norm), (int)BT, H, eps);
+    o->rmsnorm_fwd(a->sn, a->sn_rstd, a->s, W(w->ssm_out_norm), (int)BT, H, eps);
+    o->zero(a->c, sizeof(real) * BT * H);
+    o->accumulate(a->c, a->an, (real)0.5, BT * H);
+    o->accumulate(a->c, a->sn, (real)0.5, BT * H);
+    o->linear_fwd(a->h, a->c, W(w->out_proj), NULL, (int)BT, H, H);
+    o->add(a->h, a->h, x, BT * H);
+    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, a->h, out);
+}
+
+static int hymba_bwd(Model *m, int l, const real *x, const real *dout, real *dx) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    const LayerW *w = &m->layout.layers[l];
+    LayerActs *a = &m->acts->layers[l];
+    int B = m->B, T = m->T, H = c->hidden_size;
+    size_t BT = (size_t)B * T, n = BT * H;
+    ENS(a->dh, n); ENS(a->dc, n); ENS(a->dan, n); ENS(a->dsn, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
+    ZERO(a->dh, n); ZERO(a->dc, n); ZERO(a->dan, n); ZERO(a->dsn, n); ZERO(a->da, n); ZERO(a->ds, n); ZERO(a->du, n);
+    if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, dout, a->dh)) return -1;
+    o->accumulate(dx, a->dh, 1, n);
+    o->linear_bwd(a->dc, G(w->out_proj), NULL, a->dh, a->c, W(w->out_proj), (int)BT, H, H);
+    o->accumulate(a->dan, a->dc, (real)0.5, n);
+    o->accumulate(a->dsn, a->dc, (real)0.5, n);
+    o->rmsnorm_bwd(a->da, G(w->attn_out_norm), a->dan, a->a, W(w->attn_out_norm), a->an_rstd, (int)BT, H);
+    o->rmsnorm_bwd(a->ds, G(w->ssm_out_norm), a->dsn, a->s, W(w->ssm_out_norm), a->sn_rstd, (int)BT, H);
+    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du)) return -1;
+    if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du)) return -1;
+    o->rmsnorm_bwd(dx, G(w->mixer_norm), a->du, x, W(w->mixer_norm), a->u_rstd, (int)BT, H);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the model                                                                 */
+
+int model_split_na(const Config *c, int T) {
+    if (c->arch != ARCH_FLOWHN || c->split == SPLIT_NONE) return T;
+    if (c->split == SPLIT_AE) return T / 2;
+    if (c->ratio_rule == RATIO_FIXED) return split_na_for_ratio(c, T, c->split_ratio);
+    return flops_solve_na(c, T);   /* "measured" is resolved into a number before the model is built */
+}
+
+int model_create(Model *m, const Config *c, const Ops *ops) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    m->ops = ops;
+    if (c->arch == ARCH_FLOWHN && c->split != SPLIT_NONE && c->split != SPLIT_AE && c->ratio_rule == RATIO_MEASURED)
+        return fh_error("split_ratio \"measured\" must be resolved to a number first (flowhn bench --measure-split "
+                        "prints it); set split_ratio to that number or to \"flops\"");
+    if (layout_build(&m->layout, c)) return -1;
+    m->params = ops->alloc(sizeof(real) * m->layout.total);
+    m->grads = ops->alloc(sizeof(real) * m->layout.total);
+    if (!m->params || !m->grads) {
+        model_free(m);
+        return fh_error("cannot allocate %zu parameters (%.1f MiB each for weights and gradients)", m->layout.total,
+                        sizeof(real) * m->layout.total / 1048576.0);
+    }
+    return 0;
+}
+
+static void plan_release(Model *m) {
+    for (int l = 0; m->pa_dev && l < m->plan.num_layers; l++) {
+        m->ops->release(m->pa_dev[l]);
+        m->ops->release(m->ps_dev[l]);
+    }
+    free(m->pa_dev);
+    free(m->ps_dev);
+    m->pa_dev = m->ps_dev = NULL;
+    split_plan_free(&m->plan);
+}
+
+void model_free(Model *m) {
+    acts_release(m);
+    plan_release(m);
+    if (m->ops) {
+        m->ops->release(m->params);
+        m->ops->release(m->grads);
+        m->ops->release(m->iota_dev);
+        m->ops->release(m->tokens_dev);
+        m->ops->release(m->targets_dev);
+    }
+    free(m->targets_host);
+    layout_free(&m->layout);
+    memset(m, 0, sizeof *m);
+}
+
+int model_init_params(Model *m, uint64_t seed) {
+    real *host = fh_malloc(sizeof(real) * m->layout.total, "parameter initialisation");
+    if (!host) return -1;
+    params_init(host, &m->layout, &m->cfg, seed);
+    m->ops->from_host(m->params, host, sizeof(real) * m->layout.total);
+    free(host);
+    return 0;
+}
+
+void model_zero_grad(Model *m) { m->ops->zero(m->grads, sizeof(real) * m->layout.total); }
+
+const real *model_logits(const Model *m) { return m->acts ? m->acts->logits : NULL; }
+
+static int *dev_ints(Model *m, const int *host, int n) {
+    int *d = m->ops->alloc(sizeof(int) * (n ? n : 1));
+    if (d) m->ops->from_host(d, host, sizeof(int) * n);
+    return d;
+}
+
+/* (Re)builds shape-dependent state when (B, T) changes. */
+static int prepare_shape(Model *m, int B, int T) {
+    if (m->acts && m->B == B && m->T == T) return 0;
+    const Ops *o = m->ops;
+    plan_release(m);
+    o->release(m->iota_dev); o->release(m->tokens_dev); o->release(m->targets_dev);
+    m->iota_dev = m->tokens_dev = m->targets_dev = NULL;
+    free(m->targets_host);
+    m->targets_host = NULL;
+    if (acts_reset(m)) return -1;
+    m->B = B; m->T = T;
+    int *iota = malloc(sizeof(int) * T);
+    if (!iota) return fh_error("out of memory");
+    for (int t = 0; t < T; t++) iota[t] = t;
+    m->iota_dev = dev_ints(m, iota, T);
+    free(iota);
+    m->tokens_dev = o->alloc(sizeof(int) * (size_t)B * T);
+    m->targets_dev = o->alloc(sizeof(int) * (size_t)B * T);
+    m->targets_host = malloc(sizeof(int) * (size_t)B * T);
+    if (!m->iota_dev || !m->tokens_dev || !m->targets_dev || !m->targets_host) return fh_error("out of memory");
+    if (m->cfg.arch == ARCH_FLOWHN) {
+        if (split_plan_build(&m->plan, &m->cfg, T, model_split_na(&m->cfg, T))) return -1;
+        m->pa_dev = calloc(m->cfg.num_layers, sizeof(int *));
+        m->ps_dev = calloc(m->cfg.num_layers, sizeof(int *));
+        if (!m->pa_dev || !m->ps_dev) return fh_error("out of memory");
+        for (int l = 0; l < m->cfg.num_layers; l++) {
+            m->pa_dev[l] = dev_ints(m, m->plan.layers[l].pa, m->plan.layers[l].na);
+            m->ps_dev[l] = dev_ints(m, m->plan.layers[l].ps, m->plan.layers[l].ns);
+            if (!m->pa_dev[l] || !m->ps_dev[l]) return fh_error("out of memory");
+        }
+    }
+    return 0;
+}
+
+int model_forward(Model *m, const int *tokens, const int *targets, int B, int T) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, V = c->vocab_size;
+    if (B < 1 || T < 1) return fh_error("batch size (%d) and sequence length (%d) must be at least 1", B, T);
+    if (T > c->max_seq_len)
+        return fh_error("sequence length %d exceeds the model's max_position_embeddings %d; use a shorter "
+                        "sequence or a config with a larger max_position_embeddings", T, c->max_seq_len);
+    for (long i = 0; i < (long)B * T; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return fh_error("token id %d at batch %ld position %ld is outside the vocabulary [0, %d); the data "
+                            "and the model's vocab_size do not match", tokens[i], i / T, i % T, V);
+        if (targets && (targets[i] < -1 || targets[i] >= V))
+            return fh_error("target id %d at batch %ld position %ld is outside the vocabulary [0, %d) (-1 means "
+                            "ignored)", targets[i], i / T, i % T, V);
+    }
+    if (prepare_shape(m, B, T)) return -1;
+    ModelActs *A = m->acts;
+    size_t BT = (size_t)B * T;
+    o->from_host(m->tokens_dev, tokens, sizeof(int) * BT);
+    for (int l = 0; l <= c->num_layers; l++) ENS(A->x[l], BT * H);
+    o->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), (int)BT, H);
+    for (int l = 0; l < c->num_layers; l++) {
+        const LayerW *w = &m->layout.layers[l];
+        int rc;
+        if (w->kind == LAYER_FLOWHN) rc = flowhn_fwd(m, l, A->x[l], A->x[l + 1]);
+        else if (w->kind == LAYER_HYMBA) rc = hymba_fwd(m, l, A->x[l], A->x[l + 1]);
+        else rc = decoder_fwd(m, &w->dec, &A->layers[l].dec, B, T, m->iota_dev, T, A->x[l], NULL, A->x[l + 1]);
+        if (rc) return -1;
+    }
+    ENS(A->xf, BT * H); ENS(A->xf_rstd, BT); ENS(A->logits, BT * V);
+    o->rmsnorm_fwd(A->xf, A->xf_rstd, A->x[c->num_layers], W(m->layout.norm_f), (int)BT, H, (real)c->norm_eps);
+    o->linear_fwd(A->logits, A->xf, W(m->layout.lm_head), NULL, (int)BT, H, V);
+    m->has_targets = targets != NULL;
+    if (!targets) return 0;
+    ENS(A->losses, BT); ENS(A->lse, BT);
+    memcpy(m->targets_host, targets, sizeof(int) * BT);
+    o->from_host(m->targets_dev, targets, sizeof(int) * BT);
+    o->xent_fwd(A->losses, A->lse, A->logits, m->targets_dev, (int)BT, V);
+    real *losses = malloc(sizeof(real) * BT);
+    if (!losses) return fh_error("out of memory");
+    o->to_host(losses, A->losses, sizeof(real) * BT);
+    double sum = 0;
+    m->n_valid = 0;
+    for (size_t i = 0; i < BT; i++)
+        if (targets[i] >= 0) { sum += losses[i]; m->n_valid++; }
+    free(losses);
+    m->loss = m->n_valid ? sum / m->n_valid : 0;
+    if (!isfinite(m->loss))
+        return fh_error("the loss is not finite (%g): the parameters or activations hold NaN/Inf", m->loss);
+    return 0;
+}
+
+int model_backward(Model *m) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    if (!m->acts || !m->has_targets) return fh_error("model_backward needs a forward pass with targets first");
+    ModelActs *A = m->acts;
+    int B = m->B, T = m->T, H = c->hidden_size, V = c->vocab_size;
+    size_t BT = (size_t)B * T;
+    ENS(A->dlosses, BT); ENS(A->dlogits, BT * V); ENS(A->dxf, BT * H); ENS(A->dcur, BT * H); ENS(A->dnext, BT * H);
+    /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
+    real *dl = malloc(sizeof(real) * BT);
+    if (!dl) return fh_error("out of memory");
+    for (size_t i = 0; i < BT; i++) dl[i] = m->targets_host[i] >= 0 && m->n_valid ? (real)1 / m->n_valid : 0;
+    o->from_host(A->dlosses, dl, sizeof(real) * BT);
+    free(dl);
+    ZERO(A->dlogits, BT * V); ZERO(A->dxf, BT * H); ZERO(A->dcur, BT * H);
+    o->xent_bwd(A->dlogits, A->dlosses, A->logits, A->lse, m->targets_dev, (int)BT, V);
+    o->linear_bwd(A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V);
+    o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
+                   (int)BT, H);
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        const LayerW *w = &m->layout.layers[l];
+        ZERO(A->dnext, BT * H);
+        int rc;
+        if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->x[l], A->dcur, A->dnext);
+        else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur, A->dnext);
+        else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, A->dnext, NULL);
+        if (rc) return -1;
+        real *t = A->dcur; A->dcur = A->dnext; A->dnext = t;
+    }
+    o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/* model.h - one model definition for every architecture, on any backend.
+ *
+ * model_forward() runs embedding -> layers -> final norm -> LM head -> loss;
+ * model_backward() runs the same in reverse, accumulating into m->grads.
+ * Parameters and gradients are single contiguous buffers (layout.h). */
+#ifndef FLOWHN_MODEL_H
+#define FLOWHN_MODEL_H
+
+#include <stdint.h>
+
+#include "../ops/ops.h"
+#include "config.h"
+#include "layout.h"
+#include "split.h"
+
+typedef struct ModelActs ModelActs;   /* activations (model.c) */
+
+typedef struct {
+    Config cfg;
+    const Ops *ops;
+    ParamLayout layout;
+    real *params, *grads;      /* backend memory, layout.total reals each */
+
+    /* state of the last forward */
+    int B, T;
+    SplitPlan plan;            /* FlowHN split for length plan.T */
+    int **pa_dev, **ps_dev;    /* the plan's positions in backend memory, per layer */
+    int *iota_dev;             /* 0..T-1 in backend memory */
+    int *tokens_dev, *targets_dev;
+    int *targets_host;
+    int has_targets, n_valid;
+    double loss;               /* mean loss of the last forward with targets */
+    ModelActs *acts;
+} Model;
+
+/* Builds the layout and allocates parameters and gradients (zeroed). */
+int model_create(Model *m, const Config *c, const Ops *ops);
+void model_free(Model *m);
+/* Deterministic initialisation from a seed (host init, then copied). */
+int model_init_params(Model *m, uint64_t seed);
+/* Forward on tokens [B, T] (host). targets [B, T] (host, -1 = ignored) may be
+ * NULL: then only logits are computed. Checks token ids, T and that the loss
+ * is finite. 0 or -1 with fh_last_error(). */
+int model_forward(Model *m, const int *tokens, const int *targets, int B, int T);
+/* Backward of the last forward (which must have had targets); accumulates
+ * d(mean loss)/d(params) into m->grads. */
+int model_backward(Model *m);
+void model_zero_grad(Model *m);
+/* Logits of the last forward, [B, T, V], backend memory. */
+const real *model_logits(const Model *m);
+/* n_a the split rule gives at length T (FlowHN); T for other architectures. */
+int model_split_na(const Config *c, int T);
+
+#endif
