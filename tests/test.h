@@ -31,6 +31,16 @@ static int t_cases_pass, t_cases_fail, t_case_failed;
         fflush(stdout);                                                   \
     } while (0)
 
+/* RUN_ARG(fn, arg, label): one case per argument, named by a string */
+#define RUN_ARG(fn, arg, label)                                           \
+    do {                                                                  \
+        t_case_failed = 0;                                                \
+        fn(arg);                                                          \
+        if (t_case_failed) { t_cases_fail++; printf("FAIL %s(%s)\n", #fn, label); } \
+        else { t_cases_pass++; printf("ok   %s(%s)\n", #fn, label); }    \
+        fflush(stdout);                                                   \
+    } while (0)
+
 #define TEST_SUMMARY()                                                    \
     do {                                                                  \
         printf("RESULT %d passed, %d failed\n", t_cases_pass, t_cases_fail); \

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdio.h>
 
+int gradcheck_quiet = 0;
+
 double gradcheck(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
                  int max_checks, double eps) {
     double gmax = 0;
@@ -24,7 +26,8 @@ double gradcheck(const char *name, loss_fn f, void *ctx, real *x, const real *gr
         double err = fabs(a - fd) / fmax(fmax(fabs(a), fabs(fd)), floor_);
         if (err > worst) { worst = err; worst_i = i; worst_a = a; worst_fd = fd; }
     }
-    printf("    gradcheck %-28s n=%-7zu checked=%-5zu max rel err %.2e (at %zu: analytic %.6e fd %.6e)\n",
+    if (!gradcheck_quiet)
+        printf("    gradcheck %-28s n=%-7zu checked=%-5zu max rel err %.2e (at %zu: analytic %.6e fd %.6e)\n",
            name, n, checks, worst, worst_i, worst_a, worst_fd);
     return worst;
 }

@@ -13,6 +13,9 @@
 /* Scalar loss of the current contents of the perturbed buffer. */
 typedef double (*loss_fn)(void *ctx);
 
+/* When set, gradcheck() prints nothing. */
+extern int gradcheck_quiet;
+
 /* Compares grad[i] with (L(x+eps e_i) - L(x-eps e_i)) / 2eps for up to
  * max_checks indices of x[0..n) (all of them when n <= max_checks, else an
  * even spread). Error per entry: |a - fd| / max(|a|, |fd|, floor), floor =
