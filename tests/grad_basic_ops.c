@@ -1,0 +1,194 @@
+/* grad_basic_ops.c - finite-difference checks (double precision) of the
+ * simple CPU ops: embedding, RMSNorm, linear, SiLU, SwiGLU, RoPE,
+ * gather/scatter and the fused softmax + cross-entropy.
+ * Each op's scalar test loss is L = sum(out * R) for a fixed random R, so
+ * dout = R. Bound: max relative error < 1e-6. */
+#include <string.h>
+
+#include "../src/ops/cpu/cpu_ops.h"
+#include "helpers/gradcheck.h"
+#include "test.h"
+
+#define BOUND 1e-6
+static Rng rng;
+
+static real *rnd(size_t n, double lo, double hi) {
+    real *p = malloc(sizeof(real) * n);
+    fill_uniform(p, n, &rng, lo, hi);
+    return p;
+}
+static real *zeros(size_t n) { return calloc(n, sizeof(real)); }
+
+/* ---- RMSNorm ---- */
+enum { RN = 5, RC = 7 };
+static real *rn_x, *rn_w, *rn_R;
+static double rn_loss(void *u) {
+    (void)u;
+    real out[RN * RC], rstd[RN];
+    cpu_rmsnorm_fwd(out, rstd, rn_x, rn_w, RN, RC, (real)1e-5);
+    return dot(out, rn_R, RN * RC);
+}
+static void test_rmsnorm(void) {
+    rn_x = rnd(RN * RC, -2, 2); rn_w = rnd(RC, 0.5, 1.5); rn_R = rnd(RN * RC, -1, 1);
+    real out[RN * RC], rstd[RN], *dx = zeros(RN * RC), *dw = zeros(RC);
+    cpu_rmsnorm_fwd(out, rstd, rn_x, rn_w, RN, RC, (real)1e-5);
+    cpu_rmsnorm_bwd(dx, dw, rn_R, rn_x, rn_w, rstd, RN, RC);
+    CHECK(gradcheck("rmsnorm dx", rn_loss, NULL, rn_x, dx, RN * RC, 100, 1e-6) < BOUND, "dx");
+    CHECK(gradcheck("rmsnorm dw", rn_loss, NULL, rn_w, dw, RC, 100, 1e-6) < BOUND, "dw");
+    /* forward against the definition */
+    double ss = 0;
+    for (int c = 0; c < RC; c++) ss += rn_x[c] * rn_x[c];
+    CHECK(fabs(out[2] - rn_x[2] / sqrt(ss / RC + 1e-5) * rn_w[2]) < 1e-12, "forward value");
+}
+
+/* ---- linear ---- */
+enum { LN = 4, LI = 6, LO = 5 };
+static real *l_in, *l_w, *l_b, *l_R;
+static double lin_loss(void *u) {
+    (void)u;
+    real out[LN * LO];
+    cpu_linear_fwd(out, l_in, l_w, l_b, LN, LI, LO);
+    return dot(out, l_R, LN * LO);
+}
+static void test_linear(void) {
+    l_in = rnd(LN * LI, -1, 1); l_w = rnd(LO * LI, -1, 1); l_b = rnd(LO, -1, 1); l_R = rnd(LN * LO, -1, 1);
+    real out[LN * LO], *din = zeros(LN * LI), *dw = zeros(LO * LI), *db = zeros(LO);
+    cpu_linear_fwd(out, l_in, l_w, l_b, LN, LI, LO);
+    double ref = l_b[3];
+    for (int i = 0; i < LI; i++) ref += l_in[2 * LI + i] * l_w[3 * LI + i];
+    CHECK(fabs(out[2 * LO + 3] - ref) < 1e-12, "forward %g vs %g", out[2 * LO + 3], ref);
+    cpu_linear_bwd(din, dw, db, l_R, l_in, l_w, LN, LI, LO);
+    CHECK(gradcheck("linear din", lin_loss, NULL, l_in, din, LN * LI, 100, 1e-6) < BOUND, "din");
+    CHECK(gradcheck("linear dw", lin_loss, NULL, l_w, dw, LO * LI, 100, 1e-6) < BOUND, "dw");
+    CHECK(gradcheck("linear db", lin_loss, NULL, l_b, db, LO, 100, 1e-6) < BOUND, "db");
+    /* accumulation: a second backward doubles the gradient */
+    real dw0 = dw[7];
+    cpu_linear_bwd(NULL, dw, NULL, l_R, l_in, l_w, LN, LI, LO);
+    CHECK(fabs(dw[7] - 2 * dw0) < 1e-12, "backward accumulates");
+}
+
+/* ---- SiLU and SwiGLU ---- */
+enum { SN = 9 };
+static real *s_g, *s_u, *s_R;
+static double silu_loss(void *u) { (void)u; real o[SN]; cpu_silu_fwd(o, s_g, SN); return dot(o, s_R, SN); }
+static double swiglu_loss(void *u) { (void)u; real o[SN]; cpu_swiglu_fwd(o, s_g, s_u, SN); return dot(o, s_R, SN); }
+static void test_activations(void) {
+    s_g = rnd(SN, -4, 4); s_u = rnd(SN, -2, 2); s_R = rnd(SN, -1, 1);
+    real *dx = zeros(SN), *dg = zeros(SN), *du = zeros(SN);
+    cpu_silu_bwd(dx, s_R, s_g, SN);
+    CHECK(gradcheck("silu dx", silu_loss, NULL, s_g, dx, SN, 100, 1e-6) < BOUND, "silu");
+    cpu_swiglu_bwd(dg, du, s_R, s_g, s_u, SN);
+    CHECK(gradcheck("swiglu dgate", swiglu_loss, NULL, s_g, dg, SN, 100, 1e-6) < BOUND, "swiglu gate");
+    CHECK(gradcheck("swiglu dup", swiglu_loss, NULL, s_u, du, SN, 100, 1e-6) < BOUND, "swiglu up");
+}
+
+/* ---- RoPE ---- */
+enum { PB = 2, PN = 3, PH = 2, PD = 6 };
+static const int p_pos[PN] = {1, 4, 9};
+static real *p_x, *p_R;
+static double rope_loss(void *u) {
+    (void)u;
+    real o[PB * PN * PH * PD];
+    cpu_rope_fwd(o, p_x, p_pos, PB, PN, PH, PD, 10000);
+    return dot(o, p_R, PB * PN * PH * PD);
+}
+static void test_rope(void) {
+    size_t n = PB * PN * PH * PD;
+    p_x = rnd(n, -1, 1); p_R = rnd(n, -1, 1);
+    real *dx = zeros(n), o[PB * PN * PH * PD];
+    cpu_rope_bwd(dx, p_R, p_pos, PB, PN, PH, PD, 10000);
+    CHECK(gradcheck("rope dx", rope_loss, NULL, p_x, dx, n, 200, 1e-6) < BOUND, "rope");
+    /* position 0 is the identity; rotation preserves each pair's norm */
+    int zero = 0;
+    cpu_rope_fwd(o, p_x, &zero, 1, 1, 1, PD, 10000);
+    for (int i = 0; i < PD; i++) CHECK(fabs(o[i] - p_x[i]) < 1e-15, "identity at position 0");
+    cpu_rope_fwd(o, p_x, p_pos, PB, PN, PH, PD, 10000);
+    double a = p_x[1] * p_x[1] + p_x[4] * p_x[4], b = o[1] * o[1] + o[4] * o[4];
+    CHECK(fabs(a - b) < 1e-12, "pair norm kept");
+}
+
+/* ---- gather / scatter with a column window ---- */
+enum { GB = 2, GT = 6, GS = 3, GC = 4, GL = 10 };
+static const int g_idx[GS] = {0, 3, 5};
+static real *g_in, *g_R, *g_src, *g_Rs;
+static double gather_loss(void *u) {
+    (void)u;
+    real o[GB * GS * GC];
+    cpu_gather_fwd(o, g_in, g_idx, GB, GT, GS, GC, GL, 3);
+    return dot(o, g_R, GB * GS * GC);
+}
+static double scatter_loss(void *u) {
+    (void)u;
+    real o[GB * GT * GL];
+    memset(o, 0, sizeof o);
+    cpu_scatter_fwd(o, g_src, g_idx, GB, GT, GS, GC, GL, 5);
+    return dot(o, g_Rs, GB * GT * GL);
+}
+static void test_gather_scatter(void) {
+    g_in = rnd(GB * GT * GL, -1, 1); g_R = rnd(GB * GS * GC, -1, 1);
+    g_src = rnd(GB * GS * GC, -1, 1); g_Rs = rnd(GB * GT * GL, -1, 1);
+    real o[GB * GS * GC];
+    cpu_gather_fwd(o, g_in, g_idx, GB, GT, GS, GC, GL, 3);
+    CHECK(o[(1 * GS + 2) * GC + 1] == g_in[(1 * GT + 5) * GL + 3 + 1], "gather picks the right element");
+    real *din = zeros(GB * GT * GL), *dsrc = zeros(GB * GS * GC);
+    cpu_gather_bwd(din, g_R, g_idx, GB, GT, GS, GC, GL, 3);
+    cpu_scatter_bwd(dsrc, g_Rs, g_idx, GB, GT, GS, GC, GL, 5);
+    CHECK(gradcheck("gather din", gather_loss, NULL, g_in, din, GB * GT * GL, 200, 1e-6) < BOUND, "gather");
+    CHECK(gradcheck("scatter dsrc", scatter_loss, NULL, g_src, dsrc, GB * GS * GC, 200, 1e-6) < BOUND, "scatter");
+}
+
+/* ---- embedding ---- */
+enum { EN = 5, EV = 4, EC = 3 };
+static const int e_tok[EN] = {1, 3, 1, 0, 3};
+static real *e_w, *e_R;
+static double emb_loss(void *u) {
+    (void)u;
+    real o[EN * EC];
+    cpu_embedding_fwd(o, e_tok, e_w, EN, EC);
+    return dot(o, e_R, EN * EC);
+}
+static void test_embedding(void) {
+    e_w = rnd(EV * EC, -1, 1); e_R = rnd(EN * EC, -1, 1);
+    real *dw = zeros(EV * EC);
+    cpu_embedding_bwd(dw, e_R, e_tok, EN, EC);
+    CHECK(gradcheck("embedding dw", emb_loss, NULL, e_w, dw, EV * EC, 100, 1e-6) < BOUND, "embedding");
+}
+
+/* ---- softmax + cross-entropy ---- */
+enum { XN = 4, XV = 7 };
+static const int x_t[XN] = {2, -1, 6, 0};
+static real *x_l, *x_w;
+static double xent_loss(void *u) {
+    (void)u;
+    real loss[XN], lse[XN];
+    cpu_xent_fwd(loss, lse, x_l, x_t, XN, XV);
+    return dot(loss, x_w, XN);
+}
+static void test_xent(void) {
+    x_l = rnd(XN * XV, -3, 3); x_w = rnd(XN, 0.5, 1.5);
+    real loss[XN], lse[XN], *dl = zeros(XN * XV);
+    cpu_xent_fwd(loss, lse, x_l, x_t, XN, XV);
+    double s = 0;
+    for (int v = 0; v < XV; v++) s += exp(x_l[v]);
+    CHECK(fabs(loss[0] - (log(s) - x_l[2])) < 1e-12, "loss value");
+    CHECK(loss[1] == 0, "ignored target has zero loss");
+    cpu_xent_bwd(dl, x_w, x_l, lse, x_t, XN, XV);
+    CHECK(gradcheck("xent dlogits", xent_loss, NULL, x_l, dl, XN * XV, 100, 1e-6) < BOUND, "xent");
+    /* extreme logits stay finite */
+    real big[XV] = {1000, -1000, 0, 0, 0, 0, 0};
+    int t0 = 1;
+    cpu_xent_fwd(loss, lse, big, &t0, 1, XV);
+    CHECK(isfinite(loss[0]) && fabs(loss[0] - 2000) < 1e-9, "stable at large logits: %g", loss[0]);
+}
+
+int main(void) {
+    rng_seed(&rng, 1234, 1);
+    RUN(test_rmsnorm);
+    RUN(test_linear);
+    RUN(test_activations);
+    RUN(test_rope);
+    RUN(test_gather_scatter);
+    RUN(test_embedding);
+    RUN(test_xent);
+    TEST_SUMMARY();
+}
