@@ -1,3 +1,4 @@
 /* command_list.h - the table of subcommands (name, function, one-line help).
  * Add a line here and a src/cli/cmd_<name>.c to add a command. No include guard: included with different COMMAND macros. */
 COMMAND("version", cmd_version, "print the version and build")
+COMMAND("info", cmd_info, "parameters, FLOPs per token and the FlowHN split for a config")
