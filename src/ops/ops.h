@@ -142,6 +142,17 @@ typedef struct Ops {
     void (*xent_fwd)(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
     void (*xent_bwd)(real *dlogits, const real *dloss, const real *logits, const real *lse,
                      const int *targets, int N, int V);
+
+    /* ---- optimizer ----
+     * AdamW with decoupled weight decay, one tensor (or a run of tensors with
+     * the same decay) at a time; g is multiplied by grad_scale first (gradient
+     * clipping / accumulation averaging). m, v: fp32 moments.
+     *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+     *   p -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + wd * p)    (t = step, from 1) */
+    void (*adamw)(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
+                  real wd, real grad_scale, int step);
+    /* sum of x[i]^2 in double (gradient norm); returns NaN/Inf if any x is not finite */
+    double (*sum_squares)(const real *x, size_t n);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

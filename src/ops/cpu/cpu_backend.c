@@ -38,4 +38,6 @@ const Ops cpu_ops = {
     .scatter_bwd = cpu_scatter_bwd,
     .xent_fwd = cpu_xent_fwd,
     .xent_bwd = cpu_xent_bwd,
+    .adamw = cpu_adamw,
+    .sum_squares = cpu_sum_squares,
 };

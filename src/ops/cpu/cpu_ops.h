@@ -40,5 +40,7 @@ void cpu_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, in
 void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
 void cpu_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cpu_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
+void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
+double cpu_sum_squares(const real *x, size_t n);
 
 #endif

@@ -1,0 +1,24 @@
+/* adamw.c - the optimizer step and the gradient norm. */
+#include <math.h>
+
+#include "cpu_ops.h"
+
+void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
+               real wd, real grad_scale, int step) {
+    double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+#pragma omp parallel for if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        real gi = g[i] * grad_scale;
+        m[i] = beta1 * m[i] + (1 - beta1) * gi;
+        v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
+        real mhat = (real)(m[i] / bc1), vhat = (real)(v[i] / bc2);
+        p[i] -= lr * (mhat / (R_SQRT(vhat) + eps) + wd * p[i]);
+    }
+}
+
+double cpu_sum_squares(const real *x, size_t n) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) if (n > 65536)
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
