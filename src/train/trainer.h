@@ -1,0 +1,45 @@
+/* trainer.h - the training loop: micro-batches with gradient accumulation,
+ * AdamW, validation every N steps, a live progress line, a JSON-lines log, a
+ * loss-curve SVG and atomic checkpoints, resumable exactly. */
+#ifndef FLOWHN_TRAINER_H
+#define FLOWHN_TRAINER_H
+
+#include "../model/model.h"
+#include "optimizer.h"
+
+/* Where batches come from: fills tokens/targets [B, T]; its position is saved
+ * in checkpoints as a JSON object (state) and restored on resume. */
+typedef struct {
+    int (*next)(void *ctx, int *tokens, int *targets, int B, int T);
+    char *(*state)(void *ctx);                    /* malloc'd JSON object text */
+    int (*restore)(void *ctx, const char *json);  /* 0 or -1 */
+    void *ctx;
+} BatchSource;
+
+typedef enum { NAN_STOP, NAN_SKIP } NanPolicy;
+
+typedef struct {
+    int batch_size, seq_len, grad_accum;
+    int steps;                /* total optimizer steps */
+    int val_every, val_batches;
+    int ckpt_every;           /* 0: only at the end */
+    const char *out_dir;      /* checkpoint.bin, log.jsonl, loss.svg go here */
+    const char *resume;       /* checkpoint to resume from, or NULL */
+    NanPolicy nan_policy;
+    int quiet;                /* no progress line (tests) */
+    int stop_after;           /* stop (after checkpointing) once this many steps are done; 0 = run to `steps` */
+    double baseline_loss;     /* drawn on the plot when > 0 (e.g. the unigram entropy) */
+    AdamWConfig opt;
+} TrainOptions;
+
+typedef struct {
+    int steps_done;
+    double last_loss, last_val_loss, tokens_per_s;
+    double *losses;           /* per step, malloc'd, steps_done entries (this run only) */
+} TrainResult;
+
+int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *val, TrainResult *res);
+/* Mean loss over n batches of a source (no gradient). */
+int evaluate_loss(Model *m, BatchSource *src, int n_batches, int B, int T, double *loss);
+
+#endif
