@@ -1,0 +1,229 @@
+/* test_train.c - the training loop and checkpoints: exact resume, refusal of
+ * a different config, corrupted / truncated checkpoints, a full disk that
+ * leaves the previous checkpoint intact, NaN detection, and that a tiny
+ * model's loss goes down on learnable data. */
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../src/core/error.h"
+#include "../src/train/checkpoint.h"
+#include "../src/train/trainer.h"
+#include "helpers/tiny.h"
+#include "test.h"
+
+/* A deterministic source over a fixed repeating token pattern (learnable). */
+typedef struct { long pos; int V; } Stream;
+static int stream_next(void *p, int *tok, int *tgt, int B, int T) {
+    Stream *s = p;
+    for (int i = 0; i < B * (T + 1); i++) {
+        long k = s->pos + i;
+        int v = (int)((k * 7 + (k / 5) % 3) % s->V);
+        if (i % (T + 1) < T) tok[(i / (T + 1)) * T + i % (T + 1)] = v;
+        if (i % (T + 1) > 0) tgt[(i / (T + 1)) * T + i % (T + 1) - 1] = v;
+    }
+    s->pos += (long)B * (T + 1);
+    return 0;
+}
+static char *stream_state(void *p) {
+    char *s = malloc(64);
+    snprintf(s, 64, "{\"pos\": %ld}", ((Stream *)p)->pos);
+    return s;
+}
+static int stream_restore(void *p, const char *json) {
+    return sscanf(json, "{\"pos\":%ld}", &((Stream *)p)->pos) == 1 ? 0 : fh_error("bad stream state %s", json);
+}
+
+static char dir[256];
+
+static TrainOptions options(const char *sub, int steps) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    TrainOptions o;
+    memset(&o, 0, sizeof o);
+    o.batch_size = 2; o.seq_len = 12; o.grad_accum = 2; o.steps = steps; o.quiet = 1;
+    o.val_every = 5; o.val_batches = 2;
+    o.out_dir = strdup(path);
+    adamw_defaults(&o.opt);
+    o.opt.lr = 3e-3; o.opt.warmup_steps = 3;
+    return o;
+}
+
+static Config cfg_fac(void) { return tiny_config(&tiny_specs[12]); }   /* flowhn-fac-isolated */
+
+static void exact_resume(void) {
+    Config c = cfg_fac();
+    Model a, b;
+    model_create(&a, &c, &cpu_ops); model_init_params(&a, 5);
+    model_create(&b, &c, &cpu_ops); model_init_params(&b, 5);
+    Stream sa = {0, c.vocab_size}, sb = {0, c.vocab_size}, va = {1000000, c.vocab_size}, vb = va;
+    BatchSource ta = {stream_next, stream_state, stream_restore, &sa}, tb = {stream_next, stream_state, stream_restore, &sb};
+    BatchSource vsa = {stream_next, stream_state, stream_restore, &va}, vsb = {stream_next, stream_state, stream_restore, &vb};
+    TrainResult ra, rb1, rb2;
+    TrainOptions oa = options("straight", 20);
+    CHECK(train_run(&a, &oa, &ta, &vsa, &ra) == 0, "%s", fh_last_error());
+    TrainOptions ob = options("resumed", 20);
+    ob.stop_after = 10;
+    CHECK(train_run(&b, &ob, &tb, &vsb, &rb1) == 0, "%s", fh_last_error());
+    CHECK(rb1.steps_done == 10, "stopped after 10 (%d)", rb1.steps_done);
+    /* a fresh model and source, restored from the checkpoint */
+    Model b2;
+    model_create(&b2, &c, &cpu_ops);
+    model_init_params(&b2, 999);   /* different init: must be overwritten by the checkpoint */
+    Stream sb2 = {0, c.vocab_size};
+    BatchSource tb2 = {stream_next, stream_state, stream_restore, &sb2};
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/checkpoint.bin", ob.out_dir);
+    TrainOptions ob2 = options("resumed", 20);
+    ob2.resume = ck;
+    CHECK(train_run(&b2, &ob2, &tb2, &vsb, &rb2) == 0, "%s", fh_last_error());
+    CHECK(rb2.steps_done == 10, "resumed run did 10 steps (%d)", rb2.steps_done);
+    for (int i = 0; i < 10; i++) {
+        CHECK(ra.losses[i] == rb1.losses[i], "step %d: %.9g vs %.9g", i + 1, ra.losses[i], rb1.losses[i]);
+        CHECK(ra.losses[10 + i] == rb2.losses[i], "step %d after resume: %.9g vs %.9g", 11 + i, ra.losses[10 + i],
+              rb2.losses[i]);
+    }
+    CHECK(memcmp(a.params, b2.params, sizeof(real) * a.layout.total) == 0, "weights bit-identical after resume");
+    CHECK(ra.losses[19] < ra.losses[0] - 0.5, "loss falls on learnable data: %.4f -> %.4f", ra.losses[0], ra.losses[19]);
+    printf("    20 straight vs 10 + resume + 10: identical; loss %.4f -> %.4f\n", ra.losses[0], ra.losses[19]);
+    model_free(&a); model_free(&b); model_free(&b2);
+}
+
+static void refuses_other_config(void) {
+    Config c = cfg_fac();
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/cfg.bin", dir);
+    OptimizerView none = {NULL, NULL};
+    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
+    Config d = c;
+    d.intermediate_size = 32;
+    Model m2;
+    model_create(&m2, &d, &cpu_ops);
+    CHECK(checkpoint_load(ck, &m2, NULL, NULL, NULL) != 0, "a different config must be refused");
+    CHECK(strstr(fh_last_error(), "intermediate_size") != NULL, "message names the field: %s", fh_last_error());
+    printf("    message: %s\n", fh_last_error());
+    CHECK(checkpoint_load(ck, &m, NULL, NULL, NULL) == 0, "same config loads: %s", fh_last_error());
+    model_free(&m); model_free(&m2);
+}
+
+static void corrupted_and_truncated(void) {
+    Config c = cfg_fac();
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    char ck[600], bad[700];
+    snprintf(ck, sizeof ck, "%s/good.bin", dir);
+    OptimizerView none = {NULL, NULL};
+    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
+    FILE *f = fopen(ck, "rb");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = malloc(n);
+    CHECK(fread(buf, 1, n, f) == (size_t)n, "read");
+    fclose(f);
+    /* one flipped bit in the weights */
+    snprintf(bad, sizeof bad, "%s/flipped.bin", dir);
+    buf[n / 2] ^= 4;
+    f = fopen(bad, "wb"); fwrite(buf, 1, n, f); fclose(f);
+    CHECK(checkpoint_load(bad, &m, NULL, NULL, NULL) != 0 && strstr(fh_last_error(), "checksum"), "flip: %s", fh_last_error());
+    buf[n / 2] ^= 4;
+    /* truncated */
+    snprintf(bad, sizeof bad, "%s/truncated.bin", dir);
+    f = fopen(bad, "wb"); fwrite(buf, 1, n - 100, f); fclose(f);
+    CHECK(checkpoint_load(bad, &m, NULL, NULL, NULL) != 0 && strstr(fh_last_error(), "truncated"), "trunc: %s", fh_last_error());
+    /* not a checkpoint at all */
+    snprintf(bad, sizeof bad, "%s/garbage.bin", dir);
+    f = fopen(bad, "wb"); fputs("hello", f); fclose(f);
+    CHECK(checkpoint_load(bad, &m, NULL, NULL, NULL) != 0 && strstr(fh_last_error(), "not a flowhn checkpoint"), "%s", fh_last_error());
+    CHECK(checkpoint_load("/nonexistent/x.bin", &m, NULL, NULL, NULL) != 0 && strstr(fh_last_error(), "/nonexistent/x.bin"), "%s", fh_last_error());
+    free(buf);
+    model_free(&m);
+}
+
+static void full_disk_keeps_previous(void) {
+    Config c = cfg_fac();
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/disk.bin", dir);
+    OptimizerView none = {NULL, NULL};
+    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
+    /* a file-size limit below the checkpoint size: writes fail with EFBIG like a full disk */
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {4096, 4096};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        model_init_params(&m, 2);
+        int rc = checkpoint_save(ck, &m, none, NULL);
+        printf("    write under a 4 KiB file limit: %s\n", rc ? fh_last_error() : "succeeded?!");
+        fflush(stdout);
+        _exit(rc ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the limited write must fail with an error");
+    Model back;
+    model_create(&back, &c, &cpu_ops);
+    CHECK(checkpoint_load(ck, &back, NULL, NULL, NULL) == 0, "previous checkpoint still loads: %s", fh_last_error());
+    CHECK(memcmp(back.params, m.params, sizeof(real) * m.layout.total) == 0, "and holds the seed-1 weights");
+    char tmpname[700];
+    snprintf(tmpname, sizeof tmpname, "%s/disk.bin.tmp.%d", dir, (int)pid);
+    CHECK(access(tmpname, F_OK) != 0, "no temporary file left behind");
+    model_free(&m); model_free(&back);
+}
+
+static void nan_detected(void) {
+    Config c = cfg_fac();
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    m.params[m.layout.layers[0].out_proj + 3] = NAN;
+    int tok[24], tgt[24];
+    tiny_batch(tok, tgt, 2, 12, c.vocab_size, 1);
+    CHECK(model_forward(&m, tok, tgt, 2, 12) != 0, "NaN weights give an error");
+    CHECK(strstr(fh_last_error(), "not finite") != NULL, "%s", fh_last_error());
+    model_free(&m);
+}
+
+static void bad_inputs(void) {
+    Config c = cfg_fac();
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    int tok[24], tgt[24];
+    tiny_batch(tok, tgt, 2, 12, c.vocab_size, 1);
+    tok[5] = c.vocab_size;
+    CHECK(model_forward(&m, tok, tgt, 2, 12) != 0 && strstr(fh_last_error(), "outside the vocabulary"), "%s", fh_last_error());
+    tok[5] = -3;
+    CHECK(model_forward(&m, tok, tgt, 2, 12) != 0, "negative token");
+    tok[5] = 1;
+    int big[2 * 65];
+    for (int i = 0; i < 130; i++) big[i] = 1;
+    CHECK(model_forward(&m, big, NULL, 2, 65) != 0 && strstr(fh_last_error(), "max_position_embeddings"), "%s", fh_last_error());
+    CHECK(model_backward(&m) != 0, "backward without forward with targets");
+    model_free(&m);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/flowhn-test-train-%d", (int)getpid());
+    mkdir(dir, 0777);
+    RUN(exact_resume);
+    RUN(refuses_other_config);
+    RUN(corrupted_and_truncated);
+    RUN(full_disk_keeps_previous);
+    RUN(nan_detected);
+    RUN(bad_inputs);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) {}
+    TEST_SUMMARY();
+}
