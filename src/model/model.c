@@ -382,8 +382,9 @@ static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
     o->gather_fwd(a->xa, x, pa, B, T, na, H, H, 0);
     o->gather_fwd(a->xs, x, ps, B, T, ns, H, H, 0);
     const real *x_full = c->context == CONTEXT_PREFIX ? x : NULL;
-    if (decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya)) return -1;
-    if (decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys)) return -1;
+    /* a branch may get no tokens when a window's plan is used on a short prefix */
+    if (na && decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya)) return -1;
+    if (ns && decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys)) return -1;
     if (c->split == SPLIT_NONE) {   /* y = concat(ys, ya) along channels */
         o->scatter_fwd(a->y, a->ys, ps, B, T, ns, H, 2 * H, 0);
         o->scatter_fwd(a->y, a->ya, pa, B, T, na, H, 2 * H, H);
@@ -427,8 +428,9 @@ static int flowhn_bwd(Model *m, int l, const real *x, const real *dout, real *dx
         o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, H, 0);
         o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0);
     }
-    if (decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL)) return -1;
-    if (decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL)) return -1;
+    if (na && decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL))
+        return -1;
+    if (ns && decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL)) return -1;
     o->gather_bwd(dx, a->dxa, pa, B, T, na, H, H, 0);
     o->gather_bwd(dx, a->dxs, ps, B, T, ns, H, H, 0);
     (void)x;
@@ -558,7 +560,8 @@ static int *dev_ints(Model *m, const int *host, int n) {
 
 /* (Re)builds shape-dependent state when (B, T) changes. */
 static int prepare_shape(Model *m, int B, int T) {
-    if (m->acts && m->B == B && m->T == T) return 0;
+    if (m->acts && m->B == B && m->T == T && m->plan_len == m->plan_len_used) return 0;
+    m->plan_len_used = m->plan_len;
     const Ops *o = m->ops;
     plan_release(m);
     o->release(m->iota_dev); o->release(m->tokens_dev); o->release(m->targets_dev);
@@ -577,7 +580,9 @@ static int prepare_shape(Model *m, int B, int T) {
     m->targets_host = malloc(sizeof(int) * (size_t)B * T);
     if (!m->iota_dev || !m->tokens_dev || !m->targets_dev || !m->targets_host) return fh_error("out of memory");
     if (m->cfg.arch == ARCH_FLOWHN) {
-        if (split_plan_build(&m->plan, &m->cfg, T, model_split_na(&m->cfg, T))) return -1;
+        int W = m->plan_len > T ? m->plan_len : T;
+        if (split_plan_build(&m->plan, &m->cfg, W, model_split_na(&m->cfg, W))) return -1;
+        split_plan_restrict(&m->plan, T);
         m->pa_dev = calloc(m->cfg.num_layers, sizeof(int *));
         m->ps_dev = calloc(m->cfg.num_layers, sizeof(int *));
         if (!m->pa_dev || !m->ps_dev) return fh_error("out of memory");

@@ -21,8 +21,14 @@ typedef struct {
     ParamLayout layout;
     real *params, *grads;      /* backend memory, layout.total reals each */
 
+    /* FlowHN split window: 0 = plan for each input's own length T (training,
+     * the paper's behaviour); W > 0 = use the plan of length max(W, T) restricted
+     * to the input's positions, so a token's branch depends only on its position
+     * (generation and evaluation; docs/decisions.md). */
+    int plan_len;
+
     /* state of the last forward */
-    int B, T;
+    int B, T, plan_len_used;
     SplitPlan plan;            /* FlowHN split for length plan.T */
     int **pa_dev, **ps_dev;    /* the plan's positions in backend memory, per layer */
     int *iota_dev;             /* 0..T-1 in backend memory */

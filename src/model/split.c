@@ -79,6 +79,22 @@ int split_plan_build(SplitPlan *p, const Config *c, int T, int n_a) {
     return 0;
 }
 
+static int keep_below(int *pos, int n, int T) {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (pos[i] < T) pos[k++] = pos[i];
+    return k;
+}
+
+void split_plan_restrict(SplitPlan *p, int T) {
+    if (T >= p->T) return;
+    for (int l = 0; l < p->num_layers; l++) {
+        p->layers[l].na = keep_below(p->layers[l].pa, p->layers[l].na, T);
+        p->layers[l].ns = keep_below(p->layers[l].ps, p->layers[l].ns, T);
+    }
+    p->T = T;
+}
+
 void split_plan_free(SplitPlan *p) {
     for (int l = 0; l < p->num_layers && p->layers; l++) {
         free(p->layers[l].pa);

@@ -24,6 +24,10 @@ int split_na_for_ratio(const Config *c, int T, double r);
 /* Builds the plan for length T with attention getting n_a tokens (fa/fac;
  * ignored for none/ae). 0 or -1. */
 int split_plan_build(SplitPlan *p, const Config *c, int T, int n_a);
+/* Keeps only positions < T (a plan made for a longer window, used on a prefix:
+ * generation and evaluation use the plan of the model's window so that a
+ * token's branch never depends on how many tokens follow it). */
+void split_plan_restrict(SplitPlan *p, int T);
 void split_plan_free(SplitPlan *p);
 
 #endif
