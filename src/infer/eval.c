@@ -1,0 +1,172 @@
+/* eval.c - zero-shot scoring (see eval.h). */
+#include "eval.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+
+int score_continuation(Model *m, const Tokenizer *tok, const char *context, const char *continuation,
+                       double *logprob, int *n_tokens, int *greedy_match) {
+    int *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    if (tokenizer_encode(tok, context, strlen(context), &a, &na) ||
+        tokenizer_encode(tok, continuation, strlen(continuation), &b, &nb)) {
+        free(a); free(b);
+        return -1;
+    }
+    if (nb == 0) { free(a); free(b); return fh_error("empty continuation after tokenisation"); }
+    /* sequence: <eot> context continuation; predict every continuation token */
+    int W = m->cfg.max_seq_len;
+    size_t total = 1 + na + nb;
+    int *seq = malloc(sizeof(int) * total);
+    if (!seq) { free(a); free(b); return fh_error("out of memory"); }
+    int eot = tokenizer_eot(tok);
+    seq[0] = eot >= 0 ? eot : 0;
+    memcpy(seq + 1, a, sizeof(int) * na);
+    memcpy(seq + 1 + na, b, sizeof(int) * nb);
+    free(a); free(b);
+    /* inputs are seq[s .. total-1), targets seq[s+1 .. total) with at most W inputs */
+    size_t start = total - 1 > (size_t)W ? total - 1 - W : 0;
+    int T = (int)(total - 1 - start);
+    if ((size_t)T < nb) { free(seq); return fh_error("continuation of %zu tokens does not fit the model's window %d", nb, W); }
+    int *in = seq + start, *tg = malloc(sizeof(int) * T);
+    if (!tg) { free(seq); return fh_error("out of memory"); }
+    for (int t = 0; t < T; t++) tg[t] = t >= T - (int)nb ? in[t + 1] : -1;
+    int rc = model_forward(m, in, tg, 1, T);
+    if (!rc) {
+        *logprob = -m->loss * m->n_valid;
+        *n_tokens = m->n_valid;
+        if (greedy_match) {
+            int V = m->cfg.vocab_size;
+            real *row = malloc(sizeof(real) * V);
+            *greedy_match = 1;
+            for (int t = T - (int)nb; t < T && row; t++) {
+                m->ops->to_host(row, model_logits(m) + (size_t)t * V, sizeof(real) * V);
+                int best = 0;
+                for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+                if (best != tg[t]) { *greedy_match = 0; break; }
+            }
+            free(row);
+        }
+    }
+    free(tg);
+    free(seq);
+    return rc;
+}
+
+/* Reads one JSON line; returns NULL at EOF, sets *err on a bad line. */
+static cJSON *next_line(FILE *f, const char *path, long lineno, int *err) {
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&buf, &cap, f);
+    if (n < 0) { free(buf); return NULL; }
+    cJSON *o = cJSON_Parse(buf);
+    free(buf);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        *err = fh_error("%s:%ld: not a JSON object", path, lineno);
+    }
+    return o;
+}
+
+static void progress_line(const char *what, int i, int limit, double acc) {
+    if (limit > 0) fprintf(stderr, "\r%s: %d / %d items, accuracy so far %.4f   ", what, i, limit, acc);
+    else fprintf(stderr, "\r%s: %d items, accuracy so far %.4f   ", what, i, acc);
+}
+
+int eval_choices(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, ChoiceResult *r) {
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "r");
+    if (!f) return fh_error("cannot open %s: %s", path, strerror(errno));
+    m->plan_len = m->cfg.max_seq_len;
+    long lineno = 0;
+    int err = 0;
+    cJSON *o;
+    while ((limit <= 0 || r->n < limit) && (o = next_line(f, path, ++lineno, &err)) != NULL) {
+        cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *ch = cJSON_GetObjectItemCaseSensitive(o, "Choices");
+        cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+        int label = -1, partial = 0, nc = cJSON_GetArraySize(ch);
+        if (cJSON_IsNumber(lab)) label = (int)lab->valuedouble;
+        else if (cJSON_IsString(lab) && lab->valuestring[0] >= '1' && lab->valuestring[0] <= '9') {
+            label = atoi(lab->valuestring) - 1;   /* WinoGrande: 1-based, choices are contexts */
+            partial = 1;
+        }
+        if (!cJSON_IsString(q) || !cJSON_IsArray(ch) || nc < 2 || label < 0 || label >= nc) {
+            cJSON_Delete(o);
+            fclose(f);
+            return fh_error("%s:%ld: expected \"Query\" (string), \"Choices\" (array of >= 2 strings) and \"label\" "
+                            "(index into Choices: integer from 0, or string from \"1\")", path, lineno);
+        }
+        int best = -1, best_norm = -1;
+        double bs = -INFINITY, bn = -INFINITY;
+        for (int k = 0; k < nc; k++) {
+            cJSON *c = cJSON_GetArrayItem(ch, k);
+            if (!cJSON_IsString(c)) { cJSON_Delete(o); fclose(f); return fh_error("%s:%ld: choice %d is not a string", path, lineno, k); }
+            const char *ctx = partial ? c->valuestring : q->valuestring, *cont = partial ? q->valuestring : c->valuestring;
+            double lp;
+            int nt;
+            if (score_continuation(m, tok, ctx, cont, &lp, &nt, NULL)) {
+                cJSON_Delete(o); fclose(f);
+                return fh_error("%s:%ld: %s", path, lineno, fh_last_error());
+            }
+            double norm = lp / (double)(strlen(cont) ? strlen(cont) : 1);
+            if (lp > bs) { bs = lp; best = k; }
+            if (norm > bn) { bn = norm; best_norm = k; }
+        }
+        r->n++;
+        r->correct += best == label;
+        r->correct_norm += best_norm == label;
+        cJSON_Delete(o);
+        if (progress && r->n % 20 == 0) progress_line(path, r->n, limit, (double)r->correct / r->n);
+    }
+    fclose(f);
+    if (progress) fprintf(stderr, "\n");
+    if (err) return -1;
+    if (!r->n) return fh_error("%s: no items", path);
+    r->acc = (double)r->correct / r->n;
+    r->acc_norm = (double)r->correct_norm / r->n;
+    return 0;
+}
+
+int eval_lambada(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, LambadaResult *r) {
+    memset(r, 0, sizeof *r);
+    FILE *f = fopen(path, "r");
+    if (!f) return fh_error("cannot open %s: %s", path, strerror(errno));
+    m->plan_len = m->cfg.max_seq_len;
+    long lineno = 0, tokens = 0;
+    int err = 0;
+    double total = 0;
+    cJSON *o;
+    while ((limit <= 0 || r->n < limit) && (o = next_line(f, path, ++lineno, &err)) != NULL) {
+        cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+        if (!cJSON_IsString(q) || !cJSON_IsString(lab)) {
+            cJSON_Delete(o); fclose(f);
+            return fh_error("%s:%ld: LAMBADA lines need \"Query\" and \"label\" (the target word) strings", path, lineno);
+        }
+        double lp;
+        int nt, match;
+        if (score_continuation(m, tok, q->valuestring, lab->valuestring, &lp, &nt, &match)) {
+            cJSON_Delete(o); fclose(f);
+            return fh_error("%s:%ld: %s", path, lineno, fh_last_error());
+        }
+        r->n++;
+        r->correct += match;
+        total += lp;
+        tokens += nt;
+        cJSON_Delete(o);
+        if (progress && r->n % 20 == 0) progress_line(path, r->n, limit, (double)r->correct / r->n);
+    }
+    fclose(f);
+    if (progress) fprintf(stderr, "\n");
+    if (err) return -1;
+    if (!r->n) return fh_error("%s: no items", path);
+    r->acc = (double)r->correct / r->n;
+    r->mean_logprob = total / r->n;
+    r->ppl = exp(-total / (tokens ? tokens : 1));
+    return 0;
+}
