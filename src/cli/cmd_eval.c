@@ -1,0 +1,69 @@
+/* cmd_eval.c - `flowhn eval`: zero-shot multiple choice and LAMBADA scores
+ * of a checkpoint, printed as a table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+#include "../infer/eval.h"
+#include "../train/checkpoint.h"
+#include "args.h"
+#include "commands.h"
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: flowhn eval --checkpoint FILE --tokenizer tokenizer.json [--choices FILE.jsonl]... "
+            "[--lambada FILE.jsonl] [--limit N]\n"
+            "  --choices   multiple choice JSON lines (Query, Choices, label): PIQA, BoolQ, WinoGrande, ...\n"
+            "  --lambada   LAMBADA JSON lines (Query, label = target word)\n"
+            "  --limit     score only the first N items of each file\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *ckpt = NULL, *tokp = NULL, *lambada = NULL, *choices[16];
+    int n_choices = 0, limit = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help")) { usage(); return 0; }
+        if (!(v = arg_value("eval", argc, argv, &i))) return 2;
+        if (!strcmp(a, "--checkpoint")) ckpt = v;
+        else if (!strcmp(a, "--tokenizer")) tokp = v;
+        else if (!strcmp(a, "--lambada")) lambada = v;
+        else if (!strcmp(a, "--choices")) {
+            if (n_choices == 16) { fprintf(stderr, "flowhn eval: at most 16 --choices files\n"); return 2; }
+            choices[n_choices++] = v;
+        } else if (!strcmp(a, "--limit")) { if (arg_int("eval", a, v, 1, 100000000, &limit)) return 2; }
+        else { fprintf(stderr, "flowhn eval: unknown option '%s'\n", a); usage(); return 2; }
+    }
+    if (!ckpt || !tokp || (!n_choices && !lambada)) { usage(); return 2; }
+    Config c;
+    Model m;
+    if (checkpoint_read_config(ckpt, &c) || model_create(&m, &c, &cpu_ops) ||
+        checkpoint_load(ckpt, &m, NULL, NULL, NULL)) {
+        fprintf(stderr, "flowhn eval: %s\n", fh_last_error());
+        return 1;
+    }
+    Tokenizer *tok = tokenizer_load(tokp);
+    if (!tok) { fprintf(stderr, "flowhn eval: %s\n", fh_last_error()); model_free(&m); return 1; }
+    if (tokenizer_vocab_size(tok) > c.vocab_size) {
+        fprintf(stderr, "flowhn eval: tokenizer %s has %d tokens but the model's vocab_size is %d; use the "
+                        "tokenizer the model was trained with\n", tokp, tokenizer_vocab_size(tok), c.vocab_size);
+        return 1;
+    }
+    printf("| task | items | acc | acc_norm |\n|---|---|---|---|\n");
+    int rc = 0;
+    for (int k = 0; k < n_choices; k++) {
+        ChoiceResult r;
+        if (eval_choices(&m, tok, choices[k], limit, 1, &r)) { fprintf(stderr, "flowhn eval: %s\n", fh_last_error()); rc = 1; continue; }
+        printf("| %s | %d | %.4f | %.4f |\n", choices[k], r.n, r.acc, r.acc_norm);
+        fflush(stdout);
+    }
+    if (lambada) {
+        LambadaResult r;
+        if (eval_lambada(&m, tok, lambada, limit, 1, &r)) { fprintf(stderr, "flowhn eval: %s\n", fh_last_error()); rc = 1; }
+        else printf("| %s (greedy match; target ppl %.1f) | %d | %.4f | - |\n", lambada, r.ppl, r.n, r.acc);
+    }
+    tokenizer_free(tok);
+    model_free(&m);
+    return rc;
+}
