@@ -1,0 +1,140 @@
+/* common.cuh - helpers shared by the CUDA op files: error recording, launch
+ * geometry, warp/block reductions, and the internal prototypes that
+ * cuda_backend.cu puts into the op table. */
+#ifndef FLOWHN_CUDA_COMMON_CUH
+#define FLOWHN_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "../../core/error.h"
+#include "../../core/flopcount.h"
+}
+#include "cuda_ops.h"
+
+#if defined(FLOWHN_REAL_DOUBLE)
+#error "the CUDA backend is fp32: build it without FLOWHN_REAL_DOUBLE"
+#endif
+
+/* Records the first failure (file:line and CUDA's message); see cuda_ops_check(). */
+void cuda_record_error(const char *what, const char *msg, const char *file, int line);
+
+#define CUDA_CALL(call)                                                              \
+    do {                                                                             \
+        cudaError_t e_ = (call);                                                     \
+        if (e_ != cudaSuccess) cuda_record_error(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+    } while (0)
+/* after every kernel launch: catches bad launch configurations at once */
+#define CUDA_LAUNCHED() CUDA_CALL(cudaGetLastError())
+
+static inline unsigned int blocks_for(size_t n, int threads) {
+    return (unsigned int)((n + threads - 1) / threads);
+}
+
+/* Grid-stride loops cap the grid so huge tensors do not overflow gridDim.x. */
+static inline unsigned int grid_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned int)(b > 65535 * 32 ? 65535 * 32 : (b ? b : 1));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every
+ * thread gets the result. `sh` is 32 floats of shared memory; the leading
+ * barrier lets callers reuse `sh` back to back. */
+__device__ __forceinline__ float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.f;
+    return warp_sum(v);
+}
+__device__ __forceinline__ float block_max(float v, float *sh) {
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) sh[wid] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+/* Deterministic column reduction: dst[c*stride] += sum_i f(i, c) over rows
+ * i < N. Block (32 columns) x (32 row lanes); each thread walks every 32nd row
+ * (coalesced across the 32 columns), then the 32 partials are added in a
+ * fixed order, so the result does not depend on scheduling. */
+#define COLSUM_ROWS 32
+template <class F>
+__global__ void colsum_kernel(float *dst, int stride, int N, int C, F f) {
+    __shared__ float part[COLSUM_ROWS][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float s = 0.f;
+    if (c < C)
+        for (int i = threadIdx.y; i < N; i += COLSUM_ROWS) s += f(i, c);
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float t = 0.f;
+        for (int r = 0; r < COLSUM_ROWS; r++) t += part[r][threadIdx.x];
+        dst[(size_t)c * stride] += t;
+    }
+}
+template <class F>
+static inline void colsum(float *dst, int stride, int N, int C, F f) {
+    if (C <= 0) return;
+    colsum_kernel<<<(C + 31) / 32, dim3(32, COLSUM_ROWS)>>>(dst, stride, N, C, f);
+    CUDA_LAUNCHED();
+}
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+/* softplus without overflow: log(1 + e^x) = max(x, 0) + log1p(e^-|x|) */
+__device__ __forceinline__ float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }
+
+/* ---- the op implementations (one .cu file per family) ---- */
+void *cuda_alloc(size_t bytes);
+void cuda_release(void *p);
+void cuda_zero(void *p, size_t bytes);
+void cuda_to_host(void *dst_host, const void *src, size_t bytes);
+void cuda_from_host(void *dst, const void *src_host, size_t bytes);
+void cuda_add(real *out, const real *a, const real *b, size_t n);
+void cuda_accumulate(real *dst, const real *src, real alpha, size_t n);
+void cuda_embedding_fwd(real *out, const int *tok, const real *wte, int N, int C);
+void cuda_embedding_bwd(real *dwte, const real *dout, const int *tok, int N, int C);
+void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
+void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd, int N, int C);
+void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC);
+void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N, int IC, int OC);
+void cuda_swiglu_fwd(real *out, const real *gate, const real *up, size_t n);
+void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n);
+void cuda_silu_fwd(real *out, const real *x, size_t n);
+void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n);
+void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
+void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta);
+void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
+void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n, int C, int K);
+void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S);
+void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S);
+void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy, const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C, real eps);
+void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, const real *w, const real *rstd, int N, int C);
+void cuda_gather_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+void cuda_gather_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+void cuda_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+void cuda_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
+void cuda_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
+
+#endif

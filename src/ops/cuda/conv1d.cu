@@ -1,0 +1,79 @@
+/* conv1d.cu - causal depthwise conv1d (Mamba's short conv), channel-last:
+ *   out[t,c] = b[c] + sum_k w[c,k] x[t-(K-1)+k, c]   (x[<0] = 0)
+ * One thread per output element, channels fastest so loads coalesce. The
+ * input gradient is gathered (no atomics); dw and db are deterministic
+ * column reductions over all (batch, time) rows. */
+#include "common.cuh"
+
+__global__ void conv1d_fwd_kernel(float *out, const float *x, const float *w, const float *b, int B, int n,
+                                  int C, int K) {
+    size_t total = (size_t)B * n * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % C);
+        int t = (int)((i / C) % n);
+        float s = b ? b[c] : 0.f;
+        for (int k = 0; k < K; k++) {
+            int ti = t - (K - 1) + k;
+            if (ti >= 0) s += w[(size_t)c * K + k] * x[i + (size_t)(ti - t) * C];
+        }
+        out[i] = s;
+    }
+}
+
+/* dx[s,c] = sum_k w[c,k] dout[s+(K-1)-k, c] over outputs inside the sequence */
+__global__ void conv1d_bwd_dx_kernel(float *dx, const float *dout, const float *w, int B, int n, int C, int K) {
+    size_t total = (size_t)B * n * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % C);
+        int s = (int)((i / C) % n);
+        float acc = 0.f;
+        for (int k = 0; k < K; k++) {
+            int t = s + (K - 1) - k;
+            if (t < n) acc += w[(size_t)c * K + k] * dout[i + (size_t)(t - s) * C];
+        }
+        dx[i] += acc;
+    }
+}
+
+/* row r = b*n + t; term of tap k: dout[t,c] x[t-(K-1)+k, c] */
+struct ConvDw {
+    const float *dout, *x;
+    int n, C, K, k;
+    __device__ float operator()(int r, int c) const {
+        int t = r % n, ti = t - (K - 1) + k;
+        if (ti < 0) return 0.f;
+        return dout[(size_t)r * C + c] * x[((size_t)r + (ti - t)) * C + c];
+    }
+};
+struct ConvDb {
+    const float *dout;
+    int C;
+    __device__ float operator()(int r, int c) const { return dout[(size_t)r * C + c]; }
+};
+
+/* taps whose input index is >= 0, per channel and sequence */
+static uint64_t conv_taps(int n, int K) {
+    if (n >= K) return (uint64_t)n * K - (uint64_t)K * (K - 1) / 2;
+    return (uint64_t)n * (n + 1) / 2;
+}
+
+void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    size_t total = (size_t)B * n * C;
+    if (!total) return;
+    conv1d_fwd_kernel<<<grid_for(total, 256), 256>>>(out, x, w, b, B, n, C, K);
+    CUDA_LAUNCHED();
+    fh_count_macs((uint64_t)B * C * conv_taps(n, K));
+}
+
+void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                     int B, int n, int C, int K) {
+    size_t total = (size_t)B * n * C;
+    if (!total) return;
+    if (dx) {
+        conv1d_bwd_dx_kernel<<<grid_for(total, 256), 256>>>(dx, dout, w, B, n, C, K);
+        CUDA_LAUNCHED();
+    }
+    if (dw)
+        for (int k = 0; k < K; k++) colsum(dw + k, K, B * n, C, ConvDw{dout, x, n, C, K, k});
+    if (db) colsum(db, 1, B * n, C, ConvDb{dout, C});
+}

@@ -1,0 +1,56 @@
+/* cuda_backend.cu - the CUDA op table and its sticky error state. */
+#include "common.cuh"
+
+static int cuda_failed;  /* set by the first failure, cleared by cuda_ops_check() */
+
+void cuda_record_error(const char *what, const char *msg, const char *file, int line) {
+    if (cuda_failed) return;  /* keep the first, most useful message */
+    cuda_failed = 1;
+    fh_error("CUDA failure at %s:%d in %s: %s", file, line, what, msg);
+}
+
+int cuda_ops_check(void) {
+    CUDA_CALL(cudaDeviceSynchronize());
+    int failed = cuda_failed;
+    cuda_failed = 0;
+    return failed ? -1 : 0;
+}
+
+const Ops cuda_ops = {
+    .name = "cuda-f32",
+    .alloc = cuda_alloc,
+    .release = cuda_release,
+    .zero = cuda_zero,
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .add = cuda_add,
+    .accumulate = cuda_accumulate,
+    .embedding_fwd = cuda_embedding_fwd,
+    .embedding_bwd = cuda_embedding_bwd,
+    .rmsnorm_fwd = cuda_rmsnorm_fwd,
+    .rmsnorm_bwd = cuda_rmsnorm_bwd,
+    .linear_fwd = cuda_linear_fwd,
+    .linear_bwd = cuda_linear_bwd,
+    .swiglu_fwd = cuda_swiglu_fwd,
+    .swiglu_bwd = cuda_swiglu_bwd,
+    .silu_fwd = cuda_silu_fwd,
+    .silu_bwd = cuda_silu_bwd,
+    .rope_fwd = cuda_rope_fwd,
+    .rope_bwd = cuda_rope_bwd,
+    .attention_fwd = cuda_attention_fwd,
+    .attention_bwd = cuda_attention_bwd,
+    .conv1d_fwd = cuda_conv1d_fwd,
+    .conv1d_bwd = cuda_conv1d_bwd,
+    .selective_scan_fwd = cuda_selective_scan_fwd,
+    .selective_scan_bwd = cuda_selective_scan_bwd,
+    .ssd_fwd = cuda_ssd_fwd,
+    .ssd_bwd = cuda_ssd_bwd,
+    .gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd,
+    .gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd,
+    .gather_fwd = cuda_gather_fwd,
+    .gather_bwd = cuda_gather_bwd,
+    .scatter_fwd = cuda_scatter_fwd,
+    .scatter_bwd = cuda_scatter_bwd,
+    .xent_fwd = cuda_xent_fwd,
+    .xent_bwd = cuda_xent_bwd,
+};

@@ -1,0 +1,29 @@
+/* cuda_ops.h - the CUDA backend's op table (see ../ops.h for each op's contract).
+ *
+ * First version: fp32 (real = float; the CUDA build never uses the double
+ * build), every kernel checked against the CPU oracle by tests/cuda/test_cuda.
+ * All pointers, including token/position/index arrays, are device pointers.
+ *
+ * Errors: the ops return void, so a failing CUDA call or launch records its
+ * message with fh_error() and raises a sticky flag; cuda_ops_check() waits for
+ * the device and returns -1 (message in fh_last_error()) if anything failed. */
+#ifndef FLOWHN_CUDA_OPS_H
+#define FLOWHN_CUDA_OPS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "../ops.h"
+
+extern const Ops cuda_ops;
+
+/* Synchronizes the device; 0 if every CUDA call since the last check
+ * succeeded, else -1 with the first failure in fh_last_error(). */
+int cuda_ops_check(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

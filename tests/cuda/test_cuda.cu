@@ -1,0 +1,524 @@
+/* test_cuda.cu - every CUDA op against the CPU oracle (fp32).
+ *
+ * For each op and several shapes (odd sizes included) fresh random inputs go
+ * to both backends; forward outputs and every gradient are compared by the
+ * relative L2 error ||gpu - cpu|| / ||cpu|| <= 1e-5. Forward outputs on the GPU
+ * start as NaN (an unwritten element fails); gradient buffers start as the same
+ * random values on both sides, which checks that backward ops accumulate.
+ * cuBLASLt runs in true fp32 (no TF32), so the bound holds for linear too.
+ * The multiply-adds each forward adds to fh_macs must match the CPU's.
+ * Ops whose CPU version is not in this checkout (see CPU_OPTIONAL in cuda.mk)
+ * are reported as skipped. Needs a GPU. */
+#include <cuda_runtime.h>
+#include <stdarg.h>
+#include <string.h>
+
+extern "C" {
+#include "../../src/core/error.h"
+#include "../../src/core/flopcount.h"
+#include "../../src/core/rng.h"
+#include "../../src/ops/cpu/cpu_ops.h"
+}
+#include "../../src/ops/cuda/cuda_ops.h"
+#include "../test.h"
+
+#define TOL 1e-5
+
+static Rng rng;
+static const Ops *G = &cuda_ops;
+
+/* ---- host/device buffers ---- */
+static float *hrand(size_t n, float mean, float sd) {
+    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h[i] = mean + sd * (float)rng_normal(&rng);
+    return h;
+}
+static inline float *hcopy(const float *src, size_t n) {
+    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    memcpy(h, src, sizeof(float) * n);
+    return h;
+}
+static float *hnan(size_t n) {  /* CPU outputs: poison too */
+    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    return h;
+}
+static float *dev(const float *h, size_t n) {
+    float *d = (float *)G->alloc(sizeof(float) * n);
+    G->from_host(d, h, sizeof(float) * n);
+    return d;
+}
+static int *devi(const int *h, size_t n) {
+    int *d = (int *)G->alloc(sizeof(int) * n);
+    G->from_host(d, h, sizeof(int) * n);
+    return d;
+}
+static float *dnan(size_t n) {
+    float *d = (float *)G->alloc(sizeof(float) * n);
+    cudaMemset(d, 0xff, sizeof(float) * n);  /* all-ones bits: NaN */
+    return d;
+}
+/* sorted distinct random subset of [0, T) of size k */
+static int *subset(int T, int k) {
+    int *all = (int *)malloc(sizeof(int) * T), *out = (int *)malloc(sizeof(int) * (k ? k : 1));
+    for (int i = 0; i < T; i++) all[i] = i;
+    for (int i = 0; i < k; i++) {
+        int j = i + (int)(rng_u32(&rng) % (uint32_t)(T - i));
+        int t = all[i]; all[i] = all[j]; all[j] = t;
+    }
+    for (int i = 0; i < k; i++) out[i] = all[i];
+    free(all);
+    for (int i = 1; i < k; i++)  /* insertion sort */
+        for (int j = i; j > 0 && out[j - 1] > out[j]; j--) { int t = out[j]; out[j] = out[j - 1]; out[j - 1] = t; }
+    return out;
+}
+
+/* ---- comparison: one printed line per op and shape ---- */
+static char line[1024];
+static int line_ok;
+static void line_start(const char *op, const char *fmt, ...) {
+    char shape[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(shape, sizeof shape, fmt, ap);
+    va_end(ap);
+    snprintf(line, sizeof line, "  %-15s %-34s", op, shape);
+    line_ok = 1;
+}
+static void line_end(void) {
+    if (cuda_ops_check()) {
+        line_ok = 0;
+        CHECK(0, "CUDA error: %s", fh_last_error());
+    }
+    printf("%s %s\n", line, line_ok ? "ok" : "FAIL");
+    fflush(stdout);
+}
+/* compares n elements of the device array d with the host reference h;
+ * elements equal in both (e.g. -inf == -inf) count as no error */
+static void cmp(const char *what, const float *h, const float *d, size_t n) {
+    float *g = (float *)malloc(sizeof(float) * (n ? n : 1));
+    G->to_host(g, d, sizeof(float) * n);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (h[i] == g[i]) { if (isfinite(h[i])) den += (double)h[i] * h[i]; continue; }
+        double e = (double)g[i] - h[i];
+        num += e * e;
+        den += (double)h[i] * h[i];
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    int ok = rel <= TOL;  /* NaN fails */
+    if (!ok) line_ok = 0;
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " %s=%.1e", what, rel);
+    CHECK(ok, "%s: relative L2 error %.3e > %.0e", what, rel, TOL);
+    free(g);
+}
+static void cmp_macs(uint64_t cpu, uint64_t gpu) {
+    if (cpu != gpu) line_ok = 0;
+    CHECK(cpu == gpu, "MACs: cpu %llu, cuda %llu", (unsigned long long)cpu, (unsigned long long)gpu);
+}
+/* runs a forward on both sides and compares fh_macs */
+#define BOTH_FWD(cpu_call, gpu_call)                      \
+    do {                                                  \
+        fh_macs = 0; cpu_call; uint64_t mc_ = fh_macs;    \
+        fh_macs = 0; gpu_call; uint64_t mg_ = fh_macs;    \
+        cmp_macs(mc_, mg_);                               \
+    } while (0)
+
+/* a gradient pair: the same random start on both sides (backward accumulates) */
+struct Grad {
+    float *h, *d;
+    size_t n;
+};
+static Grad grad(size_t n) {
+    Grad g;
+    g.h = hrand(n, 0, 1);
+    g.d = dev(g.h, n);
+    g.n = n;
+    return g;
+}
+static void grad_cmp(const char *what, Grad g) { cmp(what, g.h, g.d, g.n); }
+static void grad_free(Grad g) { free(g.h); G->release(g.d); }
+
+/* ---------------------------------------------------------------- */
+
+static void test_elementwise(void) {
+    size_t sizes[] = {1, 1000, 65537};
+    for (int si = 0; si < 3; si++) {
+        size_t n = sizes[si];
+        line_start("elementwise", "n=%zu", n);
+        float *a = hrand(n, 0, 2), *b = hrand(n, 0, 2), *dout = hrand(n, 0, 1);
+        float *da = dev(a, n), *db = dev(b, n), *ddout = dev(dout, n);
+        float *out = hnan(n), *dres = dnan(n);
+        cpu_add(out, a, b, n); G->add(dres, da, db, n); cmp("add", out, dres, n);
+        Grad acc = grad(n);
+        cpu_accumulate(acc.h, a, 0.37f, n); G->accumulate(acc.d, da, 0.37f, n); grad_cmp("accumulate", acc);
+        cpu_silu_fwd(out, a, n); G->silu_fwd(dres, da, n); cmp("silu", out, dres, n);
+        Grad dx = grad(n);
+        cpu_silu_bwd(dx.h, dout, a, n); G->silu_bwd(dx.d, ddout, da, n); grad_cmp("dsilu", dx);
+        cpu_swiglu_fwd(out, a, b, n); G->swiglu_fwd(dres, da, db, n); cmp("swiglu", out, dres, n);
+        Grad dg = grad(n), du = grad(n);
+        cpu_swiglu_bwd(dg.h, du.h, dout, a, b, n); G->swiglu_bwd(dg.d, du.d, ddout, da, db, n);
+        grad_cmp("dgate", dg); grad_cmp("dup", du);
+        line_end();
+        free(a); free(b); free(dout); free(out);
+        G->release(da); G->release(db); G->release(ddout); G->release(dres);
+        grad_free(acc); grad_free(dx); grad_free(dg); grad_free(du);
+    }
+}
+
+static void test_embedding(void) {
+    int shapes[][3] = {{1, 1, 3}, {37, 65, 11}, {1024, 768, 500}};  /* N, C, V */
+    for (int si = 0; si < 3; si++) {
+        int N = shapes[si][0], C = shapes[si][1], V = shapes[si][2];
+        line_start("embedding", "N=%d C=%d V=%d", N, C, V);
+        int *tok = (int *)malloc(sizeof(int) * N);
+        for (int i = 0; i < N; i++) tok[i] = (int)(rng_u32(&rng) % V);  /* repeats on purpose */
+        float *wte = hrand((size_t)V * C, 0, 1), *dout = hrand((size_t)N * C, 0, 1);
+        int *dtok = devi(tok, N);
+        float *dwte = dev(wte, (size_t)V * C), *ddout = dev(dout, (size_t)N * C);
+        float *out = hnan((size_t)N * C), *dres = dnan((size_t)N * C);
+        cpu_embedding_fwd(out, tok, wte, N, C); G->embedding_fwd(dres, dtok, dwte, N, C);
+        cmp("out", out, dres, (size_t)N * C);
+        Grad gw = grad((size_t)V * C);
+        cpu_embedding_bwd(gw.h, dout, tok, N, C); G->embedding_bwd(gw.d, ddout, dtok, N, C);
+        grad_cmp("dwte", gw);
+        line_end();
+        free(tok); free(wte); free(dout); free(out);
+        G->release(dtok); G->release(dwte); G->release(ddout); G->release(dres); grad_free(gw);
+    }
+}
+
+/* rmsnorm and gated rmsnorm share shapes */
+static int norm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}};
+
+static void test_rmsnorm(void) {
+    for (int si = 0; si < 3; si++) {
+        int N = norm_shapes[si][0], C = norm_shapes[si][1];
+        size_t nc = (size_t)N * C;
+        line_start("rmsnorm", "N=%d C=%d", N, C);
+        float *x = hrand(nc, 0.3f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
+        float *dx_ = dev(x, nc), *dw_ = dev(w, C), *ddout = dev(dout, nc);
+        float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
+        cpu_rmsnorm_fwd(out, rstd, x, w, N, C, 1e-5f); G->rmsnorm_fwd(gout, grstd, dx_, dw_, N, C, 1e-5f);
+        cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
+        Grad gx = grad(nc), gw = grad(C);
+        cpu_rmsnorm_bwd(gx.h, gw.h, dout, x, w, rstd, N, C);
+        G->rmsnorm_bwd(gx.d, gw.d, ddout, dx_, dw_, grstd, N, C);
+        grad_cmp("dx", gx); grad_cmp("dw", gw);
+        line_end();
+        free(x); free(w); free(dout); free(out); free(rstd);
+        G->release(dx_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
+        grad_free(gx); grad_free(gw);
+    }
+}
+
+static void test_linear(void) {
+    int shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {257, 512, 384}, {64, 768, 2304}};  /* N, IC, OC */
+    for (int si = 0; si < 4; si++) {
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            int N = shapes[si][0], IC = shapes[si][1], OC = shapes[si][2];
+            line_start("linear", "N=%d IC=%d OC=%d %s", N, IC, OC, with_bias ? "bias" : "no-bias");
+            float *in = hrand((size_t)N * IC, 0, 1), *w = hrand((size_t)OC * IC, 0, 0.05f), *b = hrand(OC, 0, 1);
+            float *dout = hrand((size_t)N * OC, 0, 1);
+            float *din_ = dev(in, (size_t)N * IC), *dw_ = dev(w, (size_t)OC * IC), *db_ = dev(b, OC);
+            float *ddout = dev(dout, (size_t)N * OC);
+            float *out = hnan((size_t)N * OC), *gout = dnan((size_t)N * OC);
+            BOTH_FWD(cpu_linear_fwd(out, in, w, with_bias ? b : NULL, N, IC, OC),
+                     G->linear_fwd(gout, din_, dw_, with_bias ? db_ : NULL, N, IC, OC));
+            cmp("out", out, gout, (size_t)N * OC);
+            Grad gi = grad((size_t)N * IC), gw = grad((size_t)OC * IC), gb = grad(OC);
+            cpu_linear_bwd(gi.h, gw.h, with_bias ? gb.h : NULL, dout, in, w, N, IC, OC);
+            G->linear_bwd(gi.d, gw.d, with_bias ? gb.d : NULL, ddout, din_, dw_, N, IC, OC);
+            grad_cmp("din", gi); grad_cmp("dw", gw); grad_cmp("db", gb);
+            line_end();
+            free(in); free(w); free(b); free(dout); free(out);
+            G->release(din_); G->release(dw_); G->release(db_); G->release(ddout); G->release(gout);
+            grad_free(gi); grad_free(gw); grad_free(gb);
+        }
+    }
+}
+
+static void test_rope(void) {
+    int shapes[][4] = {{1, 1, 1, 2}, {2, 17, 3, 8}, {2, 64, 4, 65}, {1, 200, 2, 128}};  /* B, n, nh, hd */
+    for (int si = 0; si < 4; si++) {
+        int B = shapes[si][0], n = shapes[si][1], nh = shapes[si][2], hd = shapes[si][3];
+        size_t tot = (size_t)B * n * nh * hd;
+        line_start("rope", "B=%d n=%d nh=%d hd=%d", B, n, nh, hd);
+        int *pos = subset(4096, n);  /* positions up to 4k: the angle precision matters */
+        float *x = hrand(tot, 0, 1), *dout = hrand(tot, 0, 1);
+        int *dpos = devi(pos, n);
+        float *dx_ = dev(x, tot), *ddout = dev(dout, tot), *out = hnan(tot), *gout = dnan(tot);
+        cpu_rope_fwd(out, x, pos, B, n, nh, hd, 10000.f); G->rope_fwd(gout, dx_, dpos, B, n, nh, hd, 10000.f);
+        cmp("out", out, gout, tot);
+        Grad gx = grad(tot);
+        cpu_rope_bwd(gx.h, dout, pos, B, n, nh, hd, 10000.f); G->rope_bwd(gx.d, ddout, dpos, B, n, nh, hd, 10000.f);
+        grad_cmp("dx", gx);
+        line_end();
+        free(pos); free(x); free(dout); free(out);
+        G->release(dpos); G->release(dx_); G->release(ddout); G->release(gout); grad_free(gx);
+    }
+}
+
+static void test_gather_scatter(void) {
+    int shapes[][6] = {{1, 1, 1, 1, 1, 0}, {3, 29, 11, 17, 40, 5}, {2, 512, 300, 256, 768, 256}};
+    for (int si = 0; si < 3; si++) {
+        int B = shapes[si][0], T = shapes[si][1], ns = shapes[si][2], C = shapes[si][3], ld = shapes[si][4],
+            col0 = shapes[si][5];
+        size_t nfull = (size_t)B * T * ld, nsel = (size_t)B * ns * C;
+        line_start("gather/scatter", "B=%d T=%d n_sel=%d C=%d ld=%d col0=%d", B, T, ns, C, ld, col0);
+        int *idx = subset(T, ns), *didx = devi(idx, ns);
+        float *full = hrand(nfull, 0, 1), *sel = hrand(nsel, 0, 1);
+        float *dfull = dev(full, nfull), *dsel = dev(sel, nsel);
+        float *out = hnan(nsel), *gout = dnan(nsel);
+        cpu_gather_fwd(out, full, idx, B, T, ns, C, ld, col0); G->gather_fwd(gout, dfull, didx, B, T, ns, C, ld, col0);
+        cmp("gather", out, gout, nsel);
+        Grad gf = grad(nfull);
+        cpu_gather_bwd(gf.h, sel, idx, B, T, ns, C, ld, col0); G->gather_bwd(gf.d, dsel, didx, B, T, ns, C, ld, col0);
+        grad_cmp("dgather", gf);
+        Grad sf = grad(nfull);  /* scatter leaves unnamed rows alone: same start both sides */
+        cpu_scatter_fwd(sf.h, sel, idx, B, T, ns, C, ld, col0); G->scatter_fwd(sf.d, dsel, didx, B, T, ns, C, ld, col0);
+        grad_cmp("scatter", sf);
+        Grad gs = grad(nsel);
+        cpu_scatter_bwd(gs.h, full, idx, B, T, ns, C, ld, col0); G->scatter_bwd(gs.d, dfull, didx, B, T, ns, C, ld, col0);
+        grad_cmp("dscatter", gs);
+        line_end();
+        free(idx); free(full); free(sel); free(out);
+        G->release(didx); G->release(dfull); G->release(dsel); G->release(gout);
+        grad_free(gf); grad_free(sf); grad_free(gs);
+    }
+}
+
+static void test_xent(void) {
+    int shapes[][2] = {{1, 2}, {13, 1001}, {64, 50257}};  /* N, V */
+    for (int si = 0; si < 3; si++) {
+        int N = shapes[si][0], V = shapes[si][1];
+        size_t nv = (size_t)N * V;
+        line_start("xent", "N=%d V=%d", N, V);
+        int *tg = (int *)malloc(sizeof(int) * N);
+        for (int i = 0; i < N; i++) tg[i] = (i % 5 == 3) ? -1 : (int)(rng_u32(&rng) % V);  /* some ignored */
+        float *logits = hrand(nv, 0, 3), *dloss = hrand(N, 1, 0.5f);
+        int *dtg = devi(tg, N);
+        float *dlog = dev(logits, nv), *ddl = dev(dloss, N);
+        float *loss = hnan(N), *lse = hnan(N), *gloss = dnan(N), *glse = dnan(N);
+        cpu_xent_fwd(loss, lse, logits, tg, N, V); G->xent_fwd(gloss, glse, dlog, dtg, N, V);
+        cmp("loss", loss, gloss, N); cmp("lse", lse, glse, N);
+        Grad gl = grad(nv);
+        cpu_xent_bwd(gl.h, dloss, logits, lse, tg, N, V); G->xent_bwd(gl.d, ddl, dlog, glse, dtg, N, V);
+        grad_cmp("dlogits", gl);
+        line_end();
+        free(tg); free(logits); free(dloss); free(loss); free(lse);
+        G->release(dtg); G->release(dlog); G->release(ddl); G->release(gloss); G->release(glse); grad_free(gl);
+    }
+}
+
+#ifdef HAVE_CPU_CONV1D
+static void test_conv1d(void) {
+    int shapes[][4] = {{1, 1, 1, 1}, {2, 3, 5, 4}, {2, 67, 129, 4}, {2, 256, 512, 4}};  /* B, n, C, K */
+    for (int si = 0; si < 4; si++) {
+        int B = shapes[si][0], n = shapes[si][1], C = shapes[si][2], K = shapes[si][3], with_bias = si % 2;
+        size_t tot = (size_t)B * n * C;
+        line_start("conv1d", "B=%d n=%d C=%d K=%d %s", B, n, C, K, with_bias ? "bias" : "no-bias");
+        float *x = hrand(tot, 0, 1), *w = hrand((size_t)C * K, 0, 0.5f), *b = hrand(C, 0, 1), *dout = hrand(tot, 0, 1);
+        float *dx_ = dev(x, tot), *dw_ = dev(w, (size_t)C * K), *db_ = dev(b, C), *ddout = dev(dout, tot);
+        float *out = hnan(tot), *gout = dnan(tot);
+        BOTH_FWD(cpu_conv1d_fwd(out, x, w, with_bias ? b : NULL, B, n, C, K),
+                 G->conv1d_fwd(gout, dx_, dw_, with_bias ? db_ : NULL, B, n, C, K));
+        cmp("out", out, gout, tot);
+        Grad gx = grad(tot), gw = grad((size_t)C * K), gb = grad(C);
+        cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K);
+        G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K);
+        grad_cmp("dx", gx); grad_cmp("dw", gw); grad_cmp("db", gb);
+        line_end();
+        free(x); free(w); free(b); free(dout); free(out);
+        G->release(dx_); G->release(dw_); G->release(db_); G->release(ddout); G->release(gout);
+        grad_free(gx); grad_free(gw); grad_free(gb);
+    }
+}
+#endif
+
+#ifdef HAVE_CPU_GATED_RMSNORM
+static void test_gated_rmsnorm(void) {
+    for (int si = 0; si < 3; si++) {
+        int N = norm_shapes[si][0], C = norm_shapes[si][1];
+        size_t nc = (size_t)N * C;
+        line_start("gated_rmsnorm", "N=%d C=%d", N, C);
+        float *y = hrand(nc, 0, 1), *z = hrand(nc, 0.5f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
+        float *dy_ = dev(y, nc), *dz_ = dev(z, nc), *dw_ = dev(w, C), *ddout = dev(dout, nc);
+        float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
+        cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, 1e-5f);
+        G->gated_rmsnorm_fwd(gout, grstd, dy_, dz_, dw_, N, C, 1e-5f);
+        cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
+        Grad gy = grad(nc), gz = grad(nc), gw = grad(C);
+        cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C);
+        G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C);
+        grad_cmp("dy", gy); grad_cmp("dz", gz); grad_cmp("dw", gw);
+        line_end();
+        free(y); free(z); free(w); free(dout); free(out); free(rstd);
+        G->release(dy_); G->release(dz_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
+        grad_free(gy); grad_free(gz); grad_free(gw);
+    }
+}
+#endif
+
+#ifdef HAVE_CPU_ATTENTION
+/* ctx 0: isolated (kpos = qpos), 1: prefix (kpos = 0..T-1), 2: disjoint subsets
+ * (some queries see no key: their lse is compared only where a key is visible) */
+static void test_attention(void) {
+    int shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
+                       {1, 1, 1, 1, 1, 1, 0},     {2, 37, 20, 4, 2, 16, 0}, {2, 37, 20, 4, 2, 16, 1},
+                       {2, 40, 15, 2, 1, 8, 2},   {2, 300, 150, 6, 2, 64, 0}, {1, 300, 120, 4, 4, 64, 1}};
+    const char *ctxname[] = {"isolated", "prefix", "disjoint"};
+    for (int si = 0; si < 6; si++) {
+        int B = shapes[si][0], T = shapes[si][1], ns = shapes[si][2], nh = shapes[si][3], nkv = shapes[si][4],
+            hd = shapes[si][5], ctx = shapes[si][6];
+        int *all = subset(T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;
+        if (ctx == 0) { qpos = all; kpos = all; nk = ns; }
+        else if (ctx == 1) { qpos = all; kpos = subset(T, T); nk = T; }
+        else {  /* alternate the 2*ns sorted positions between keys and queries */
+            qpos = (int *)malloc(sizeof(int) * ns); kpos = (int *)malloc(sizeof(int) * ns); nk = ns;
+            for (int i = 0; i < ns; i++) { kpos[i] = all[2 * i + 1]; qpos[i] = all[2 * i]; }
+        }
+        line_start("attention", "B=%d nq=%d nk=%d nh=%d nkv=%d hd=%d %s", B, nq, nk, nh, nkv, hd, ctxname[ctx]);
+        size_t nqe = (size_t)B * nq * nh * hd, nke = (size_t)B * nk * nkv * hd, nl = (size_t)B * nh * nq;
+        float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+        float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
+        int *dqp = devi(qpos, nq), *dkp = devi(kpos, nk);
+        float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+        BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd),
+                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd));
+        cmp("out", out, gout, nqe);
+        /* lse where the query sees a key (the value for no visible key is not part of the contract) */
+        float *glse_h = (float *)malloc(sizeof(float) * nl), *lse_m = hcopy(lse, nl);
+        G->to_host(glse_h, glse, sizeof(float) * nl);
+        for (size_t r = 0; r < nl; r++)
+            if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
+        float *glse_m = dev(glse_h, nl);
+        cmp("lse", lse_m, glse_m, nl);
+        Grad gq = grad(nqe), gk = grad(nke), gv = grad(nke);
+        cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+        G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd);
+        grad_cmp("dq", gq); grad_cmp("dk", gk); grad_cmp("dv", gv);
+        line_end();
+        if (qpos != all) free(qpos);
+        if (kpos != all) free(kpos);
+        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse); free(glse_h); free(lse_m);
+        G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dqp); G->release(dkp);
+        G->release(gout); G->release(glse); G->release(glse_m);
+        grad_free(gq); grad_free(gk); grad_free(gv);
+    }
+}
+#endif
+
+#ifdef HAVE_CPU_SELECTIVE_SCAN
+static void test_selective_scan(void) {
+    int shapes[][4] = {{1, 1, 1, 1}, {2, 19, 5, 16}, {2, 64, 33, 40}, {1, 128, 64, 16}};  /* B, n, E, S */
+    for (int si = 0; si < 4; si++) {
+        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3];
+        size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = ne * S;
+        line_start("selective_scan", "B=%d n=%d E=%d S=%d", B, n, E, S);
+        float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1), *dy = hrand(ne, 0, 1);
+        float *Bm = hrand(nsb, 0, 1), *Cm = hrand(nsb, 0, 1), *D = hrand(E, 1, 0.3f);
+        float *Al = (float *)malloc(sizeof(float) * E * S);
+        for (int i = 0; i < E * S; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));  /* A in [-16, -1] */
+        float *dx_ = dev(x, ne), *ddtr = dev(dtr, ne), *dz_ = dev(z, ne), *ddy = dev(dy, ne);
+        float *dB_ = dev(Bm, nsb), *dC_ = dev(Cm, nsb), *dD_ = dev(D, E), *dAl = dev(Al, (size_t)E * S);
+        float *y = hnan(ne), *hs = hnan(nhs), *gy = dnan(ne), *ghs = dnan(nhs);
+        BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S),
+                 G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S));
+        cmp("y", y, gy, ne); cmp("hs", hs, ghs, nhs);
+        Grad gx = grad(ne), gdt = grad(ne), gA = grad((size_t)E * S), gB = grad(nsb), gC = grad(nsb), gD = grad(E),
+             gz = grad(ne);
+        cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S);
+        G->selective_scan_bwd(gx.d, gdt.d, gA.d, gB.d, gC.d, gD.d, gz.d, ddy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_,
+                              B, n, E, S);
+        grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
+        grad_cmp("dD", gD); grad_cmp("dz", gz);
+        line_end();
+        free(x); free(dtr); free(z); free(dy); free(Bm); free(Cm); free(D); free(Al); free(y); free(hs);
+        G->release(dx_); G->release(ddtr); G->release(dz_); G->release(ddy); G->release(dB_); G->release(dC_);
+        G->release(dD_); G->release(dAl); G->release(gy); G->release(ghs);
+        grad_free(gx); grad_free(gdt); grad_free(gA); grad_free(gB); grad_free(gC); grad_free(gD); grad_free(gz);
+    }
+}
+#endif
+
+#ifdef HAVE_CPU_SSD
+static void test_ssd(void) {
+    int shapes[][7] = {/* B, n, nh, P, G, N, L */
+                       {1, 1, 1, 1, 1, 1, 1}, {2, 19, 4, 3, 2, 5, 4}, {2, 70, 4, 16, 1, 40, 16}, {1, 64, 2, 8, 2, 64, 64}};
+    for (int si = 0; si < 4; si++) {
+        int B = shapes[si][0], n = shapes[si][1], nh = shapes[si][2], P = shapes[si][3], Gr = shapes[si][4],
+            N = shapes[si][5], L = shapes[si][6];
+        int E = nh * P, W = E + 2 * Gr * N, nch = (n + L - 1) / L;
+        size_t nx = (size_t)B * n * W, ny = (size_t)B * n * E, ndt = (size_t)B * n * nh;
+        size_t nst = (size_t)B * (nch + 1) * nh * P * N;
+        line_start("ssd", "B=%d n=%d nh=%d P=%d G=%d N=%d L=%d", B, n, nh, P, Gr, N, L);
+        float *xbc = hrand(nx, 0, 1), *dtr = hrand(ndt, -2.5f, 1), *dtb = hrand(nh, 0, 0.5f), *D = hrand(nh, 1, 0.3f);
+        float *dy = hrand(ny, 0, 1), *Al = (float *)malloc(sizeof(float) * nh);
+        for (int i = 0; i < nh; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));
+        float *dxbc_ = dev(xbc, nx), *ddtr = dev(dtr, ndt), *ddtb = dev(dtb, nh), *dD_ = dev(D, nh);
+        float *dAl = dev(Al, nh), *ddy = dev(dy, ny);
+        float *y = hnan(ny), *st = hnan(nst), *gy = dnan(ny), *gst = dnan(nst);
+        BOTH_FWD(cpu_ssd_fwd(y, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L),
+                 G->ssd_fwd(gy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L));
+        cmp("y", y, gy, ny); cmp("states", st, gst, nst);
+        Grad gx = grad(nx), gdt = grad(ndt), gdb = grad(nh), gA = grad(nh), gD = grad(nh);
+        cpu_ssd_bwd(gx.h, gdt.h, gdb.h, gA.h, gD.h, dy, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L);
+        G->ssd_bwd(gx.d, gdt.d, gdb.d, gA.d, gD.d, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+        grad_cmp("dxbc", gx); grad_cmp("ddt", gdt); grad_cmp("ddt_bias", gdb); grad_cmp("dA_log", gA);
+        grad_cmp("dD", gD);
+        line_end();
+        free(xbc); free(dtr); free(dtb); free(D); free(dy); free(Al); free(y); free(st);
+        G->release(dxbc_); G->release(ddtr); G->release(ddtb); G->release(dD_); G->release(dAl); G->release(ddy);
+        G->release(gy); G->release(gst);
+        grad_free(gx); grad_free(gdt); grad_free(gdb); grad_free(gA); grad_free(gD);
+    }
+}
+#endif
+
+int main(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("no CUDA device: test_cuda needs a GPU\nRESULT 0 passed, 1 failed\n");
+        return 1;
+    }
+    cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    printf("device: %s (sm_%d%d), backend %s, bound: relative L2 <= %.0e\n", prop.name, prop.major, prop.minor,
+           G->name, TOL);
+    rng_seed(&rng, 1234, 7);
+    RUN(test_elementwise);
+    RUN(test_embedding);
+    RUN(test_rmsnorm);
+    RUN(test_linear);
+    RUN(test_rope);
+    RUN(test_gather_scatter);
+    RUN(test_xent);
+#ifdef HAVE_CPU_CONV1D
+    RUN(test_conv1d);
+#else
+    printf("skipped conv1d: no src/ops/cpu/conv1d.c in this checkout\n");
+#endif
+#ifdef HAVE_CPU_GATED_RMSNORM
+    RUN(test_gated_rmsnorm);
+#else
+    printf("skipped gated_rmsnorm: no src/ops/cpu/gated_rmsnorm.c in this checkout\n");
+#endif
+#ifdef HAVE_CPU_ATTENTION
+    RUN(test_attention);
+#else
+    printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
+#endif
+#ifdef HAVE_CPU_SELECTIVE_SCAN
+    RUN(test_selective_scan);
+#else
+    printf("skipped selective_scan: no src/ops/cpu/selective_scan.c in this checkout\n");
+#endif
+#ifdef HAVE_CPU_SSD
+    RUN(test_ssd);
+#else
+    printf("skipped ssd: no src/ops/cpu/ssd.c in this checkout\n");
+#endif
+    TEST_SUMMARY();
+}
