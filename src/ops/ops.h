@@ -143,6 +143,16 @@ typedef struct Ops {
     void (*xent_bwd)(real *dlogits, const real *dloss, const real *logits, const real *lse,
                      const int *targets, int N, int V);
 
+    /* ---- single-token recurrent steps for generation (state updated in place) ----
+     * Mamba-1: h [B, E, S]; x, z, dt_raw, y [B, E]; Bm, Cm [B, S]; same math as
+     * selective_scan_fwd for one time step starting from state h.
+     * Mamba-2: h [B, nh, P, N]; xbc [B, E + 2GN]; dt_raw [B, nh]; y [B, E]; same math
+     * as ssd_fwd for one step (no chunking at n = 1). MACs as the scans (3 per state element). */
+    void (*selective_scan_step)(real *y, real *h, const real *x, const real *dt_raw, const real *A_log,
+                                const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
+    void (*ssd_step)(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
+                     const real *D, int B, int nh, int P, int G, int N);
+
     /* ---- optimizer ----
      * AdamW with decoupled weight decay, one tensor (or a run of tensors with
      * the same decay) at a time; g is multiplied by grad_scale first (gradient
