@@ -1,5 +1,7 @@
 /* ssm_step.c - one-token recurrent updates of the Mamba-1 and Mamba-2 state,
  * for generation: O(1) work per token, whatever the context length. */
+#include <math.h>
+
 #include "../../core/flopcount.h"
 #include "cpu_ops.h"
 
