@@ -33,11 +33,6 @@ static float *hrand(size_t n, float mean, float sd) {
     for (size_t i = 0; i < n; i++) h[i] = mean + sd * (float)rng_normal(&rng);
     return h;
 }
-static inline float *hcopy(const float *src, size_t n) {
-    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
-    memcpy(h, src, sizeof(float) * n);
-    return h;
-}
 static float *hnan(size_t n) {  /* CPU outputs: poison too */
     float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++) h[i] = NAN;
@@ -362,6 +357,12 @@ static void test_gated_rmsnorm(void) {
 #endif
 
 #ifdef HAVE_CPU_ATTENTION
+static float *hcopy(const float *src, size_t n) {
+    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    memcpy(h, src, sizeof(float) * n);
+    return h;
+}
+
 /* ctx 0: isolated (kpos = qpos), 1: prefix (kpos = 0..T-1), 2: disjoint subsets
  * (some queries see no key: their lse is compared only where a key is visible) */
 static void test_attention(void) {

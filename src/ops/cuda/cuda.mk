@@ -9,6 +9,9 @@
 #   CUDNN_HOME, NCCL_HOME    default: PyTorch's wheels (python3 -c 'import nvidia.cudnn'),
 #                            where python3 has them, else CUDA_HOME
 #   CUDNN_INC/CUDNN_LIB, NCCL_INC/NCCL_LIB   default: $(X_HOME)/include, $(X_HOME)/lib
+#   CPU_LIB       the fp32 CPU oracle the test links (default build/libflowhn.a, built
+#                 by the top Makefile); point it at a prebuilt copy where the machine
+#                 lacks the CPU build's headers (the GPU machines have no cJSON/OpenBLAS)
 # `make -f src/ops/cuda/cuda.mk cuda-config` prints what was found.
 
 NVCC_PATH  := $(shell command -v nvcc 2>/dev/null)
@@ -65,15 +68,18 @@ build/cuda/%.o: %.cu
 build/cuda/libflowhn_cuda.a: $(CUDA_OBJ)
 	@rm -f $@; ar rcs $@ $^
 
-# the CPU oracle (fp32 library) comes from the top Makefile
+# the CPU oracle (fp32 library) comes from the top Makefile unless CPU_LIB names another
+CPU_LIB ?= build/libflowhn.a
+ifeq ($(CPU_LIB),build/libflowhn.a)
 build/libflowhn.a: FORCE
 	$(MAKE) -f Makefile build/libflowhn.a
+endif
 
 build/cuda/tests/cuda/test_cuda.o: $(TEST_CUDA_SRC) FORCE
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(CPU_HAVE) -c $< -o $@
 
-build/tests/test_cuda: build/cuda/tests/cuda/test_cuda.o build/cuda/libflowhn_cuda.a build/libflowhn.a
+build/tests/test_cuda: build/cuda/tests/cuda/test_cuda.o build/cuda/libflowhn_cuda.a $(CPU_LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
 
