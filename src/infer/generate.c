@@ -1,0 +1,387 @@
+/* generate.c - incremental decoding (see generate.h). The per-token blocks
+ * mirror model.c's forward blocks with n = 1 and explicit state. */
+#include "generate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+
+typedef struct {
+    real *K, *V;        /* [B, W, kvd] */
+    int *kpos;          /* [W] positions of the cached keys (same for every sequence) */
+    int count;
+} KVCache;
+
+typedef struct {
+    real *win;          /* [B, K, C]: the last K conv inputs, oldest first (zeros before the first) */
+    real *h;            /* Mamba-1 [B, E, S]; Mamba-2 [B, nh, P, N] */
+} SsmState;
+
+typedef struct {
+    KVCache kv;         /* attention mixer */
+    SsmState ssm;       /* mamba mixer */
+} MixerState;
+
+typedef struct {
+    MixerState dec, attn, ssm;   /* decoder layer; FlowHN branches / Hymba mixers */
+    char *in_attn;               /* FlowHN: [W] 1 if the position goes to attention */
+} LayerState;
+
+struct Generator {
+    Model *m;
+    int B, W, t;
+    LayerState *layers;
+    void **allocs;
+    int n_allocs;
+    /* scratch, [B, ...] */
+    real *x, *x2, *u, *rstd, *uk, *q, *k, *v, *qr, *kr, *att, *mix, *h, *hn, *g, *up, *act, *y, *z, *zn, *tmp;
+    real *xm, *zm, *conv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dtraw, *ys;
+    real *logits, *lse;
+    int *tok_dev, *pos_dev;
+};
+
+#define P(off) (g->m->params + (off))
+
+static real *galloc(Generator *g, size_t n) {
+    void **a = realloc(g->allocs, sizeof(void *) * (g->n_allocs + 1));
+    if (!a) return NULL;
+    g->allocs = a;
+    real *p = g->m->ops->alloc(sizeof(real) * (n ? n : 1));
+    if (p) g->allocs[g->n_allocs++] = p;
+    return p;
+}
+
+void generator_free(Generator *g) {
+    if (!g) return;
+    for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
+    free(g->allocs);
+    if (g->layers)
+        for (int l = 0; l < g->m->cfg.num_layers; l++) {
+            free(g->layers[l].dec.kv.kpos); free(g->layers[l].attn.kv.kpos); free(g->layers[l].ssm.kv.kpos);
+            free(g->layers[l].in_attn);
+        }
+    free(g->layers);
+    free(g);
+}
+
+int generator_position(const Generator *g) { return g->t; }
+
+static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
+    const Config *c = &g->m->cfg;
+    int B = g->B, W = g->W;
+    if (kind == MIXER_ATTN) {
+        s->kv.K = galloc(g, (size_t)B * W * cfg_kv_dim(c));
+        s->kv.V = galloc(g, (size_t)B * W * cfg_kv_dim(c));
+        s->kv.kpos = malloc(sizeof(int) * W);
+        return s->kv.K && s->kv.V && s->kv.kpos ? 0 : fh_error("out of memory for the KV cache");
+    }
+    if (kind == MIXER_MAMBA1) {
+        s->ssm.win = galloc(g, (size_t)B * c->d_conv * cfg_E(c));
+        s->ssm.h = galloc(g, (size_t)B * cfg_E(c) * c->d_state);
+    } else {
+        int CX = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
+        s->ssm.win = galloc(g, (size_t)B * c->d_conv * CX);
+        s->ssm.h = galloc(g, (size_t)B * cfg_m2_E(c) * c->m2_d_state);
+    }
+    return s->ssm.win && s->ssm.h ? 0 : fh_error("out of memory for the SSM state");
+}
+
+Generator *generator_create(Model *m, int B) {
+    const Config *c = &m->cfg;
+    /* The caches and conv windows are updated with host memcpy: CPU backend only
+     * for now (the CUDA decode path is graph-captured and separate). */
+    if (m->ops != &cpu_ops) { fh_error("the generator runs on the CPU backend only"); return NULL; }
+    Generator *g = calloc(1, sizeof *g);
+    if (!g) { fh_error("out of memory"); return NULL; }
+    g->m = m;
+    g->B = B;
+    g->W = m->plan_len > 0 ? m->plan_len : c->max_seq_len;
+    if (g->W > c->max_seq_len) g->W = c->max_seq_len;
+    g->layers = calloc(c->num_layers, sizeof(LayerState));
+    if (!g->layers) goto oom;
+    int H = c->hidden_size, I = c->intermediate_size, qd = c->num_heads * c->head_dim;
+    int E = cfg_E(c) > cfg_m2_E(c) ? cfg_E(c) : cfg_m2_E(c);
+    int CX = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
+    int wide = E + CX + cfg_m2_heads(c) + 2 * H + qd + I + c->dt_rank + 2 * c->d_state;
+    size_t BW = (size_t)B * wide;
+    real **bufs[] = {&g->x, &g->x2, &g->u, &g->uk, &g->q, &g->k, &g->v, &g->qr, &g->kr, &g->att, &g->mix, &g->h,
+                     &g->hn, &g->g, &g->up, &g->act, &g->y, &g->z, &g->zn, &g->tmp, &g->xm, &g->zm, &g->xc,
+                     &g->dtr, &g->br, &g->cr, &g->dtn, &g->bn, &g->cn, &g->dtraw, &g->ys};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (!(*bufs[i] = galloc(g, BW))) goto oom;
+    if (!(g->rstd = galloc(g, B)) || !(g->lse = galloc(g, (size_t)B * c->num_heads)) || !(g->conv = galloc(g, (size_t)B * c->d_conv * (CX > E ? CX : E))) ||
+        !(g->logits = galloc(g, (size_t)B * c->vocab_size)))
+        goto oom;
+    g->tok_dev = m->ops->alloc(sizeof(int) * B);
+    g->pos_dev = m->ops->alloc(sizeof(int) * (g->W + 1));
+    if (!g->tok_dev || !g->pos_dev) goto oom;
+    g->allocs = realloc(g->allocs, sizeof(void *) * (g->n_allocs + 2));
+    g->allocs[g->n_allocs++] = g->tok_dev;
+    g->allocs[g->n_allocs++] = g->pos_dev;
+    SplitPlan plan = {0};
+    if (c->arch == ARCH_FLOWHN && split_plan_build(&plan, c, g->W, model_split_na(c, g->W))) { generator_free(g); return NULL; }
+    for (int l = 0; l < c->num_layers; l++) {
+        const LayerW *w = &m->layout.layers[l];
+        LayerState *s = &g->layers[l];
+        int rc = 0;
+        if (w->kind == LAYER_DECODER) rc = mixer_state_init(g, &s->dec, w->dec.mixer);
+        else {
+            rc = mixer_state_init(g, &s->attn, MIXER_ATTN) || mixer_state_init(g, &s->ssm, MIXER_MAMBA1);
+            if (!rc && w->kind == LAYER_FLOWHN) {
+                s->in_attn = calloc(g->W, 1);
+                if (!s->in_attn) rc = fh_error("out of memory");
+                else for (int i = 0; i < plan.layers[l].na; i++) s->in_attn[plan.layers[l].pa[i]] = 1;
+            }
+        }
+        if (rc) { split_plan_free(&plan); generator_free(g); return NULL; }
+    }
+    if (c->arch == ARCH_FLOWHN) split_plan_free(&plan);
+    return g;
+oom:
+    fh_error("out of memory creating the generator");
+    generator_free(g);
+    return NULL;
+}
+
+/* ---- per-token blocks ---------------------------------------------------- */
+
+/* Appends K/V computed from ukv [B, H] at position t to the cache. */
+static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv, int t) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, kvd = cfg_kv_dim(c);
+    o->linear_fwd(g->k, ukv, P(w->k), NULL, B, H, kvd);
+    o->linear_fwd(g->v, ukv, P(w->v), NULL, B, H, kvd);
+    const real *k = g->k;
+    if (c->use_rope) {
+        o->rope_fwd(g->kr, g->k, g->pos_dev + g->W, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
+        k = g->kr;
+    }
+    for (int b = 0; b < B; b++) {
+        memcpy(kv->K + ((size_t)b * g->W + kv->count) * kvd, k + (size_t)b * kvd, sizeof(real) * kvd);
+        memcpy(kv->V + ((size_t)b * g->W + kv->count) * kvd, g->v + (size_t)b * kvd, sizeof(real) * kvd);
+    }
+    kv->kpos[kv->count++] = t;
+}
+
+/* Attention for queries from u [B, H] at position t over the cache; out [B, H]. */
+static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd, kvd = cfg_kv_dim(c);
+    o->linear_fwd(g->q, u, P(w->q), NULL, B, H, qd);
+    const real *q = g->q;
+    if (c->use_rope) {
+        o->rope_fwd(g->qr, g->q, g->pos_dev + g->W, B, 1, nh, hd, (real)c->rope_theta);
+        q = g->qr;
+    }
+    o->from_host(g->pos_dev, kv->kpos, sizeof(int) * kv->count);
+    for (int b = 0; b < B; b++)
+        o->attention_fwd(g->att + (size_t)b * qd, g->lse + (size_t)b * nh, q + (size_t)b * qd,
+                         kv->K + (size_t)b * g->W * kvd, kv->V + (size_t)b * g->W * kvd, g->pos_dev + g->W,
+                         g->pos_dev, 1, 1, kv->count, nh, c->num_kv_heads, hd);
+    o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
+}
+
+/* Shifts the conv window by one token and returns the conv output [B, C]. */
+static void conv_step(Generator *g, real *win, const real *xin, const real *cw, const real *cb, int C, real *out) {
+    const Config *c = &g->m->cfg;
+    int B = g->B, K = c->d_conv;
+    for (int b = 0; b < B; b++) {
+        real *wb = win + (size_t)b * K * C;
+        memmove(wb, wb + C, sizeof(real) * (size_t)(K - 1) * C);
+        memcpy(wb + (size_t)(K - 1) * C, xin + (size_t)b * C, sizeof(real) * C);
+        /* out[c] = b[c] + sum_k w[c,k] win[k, c]: the conv at the window's last position */
+        for (int ch = 0; ch < C; ch++) {
+            real acc = cb ? cb[ch] : 0;
+            for (int k = 0; k < K; k++) acc += cw[(size_t)ch * K + k] * wb[(size_t)k * C + ch];
+            out[(size_t)b * C + ch] = acc;
+        }
+    }
+}
+
+static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank;
+    real eps = (real)c->norm_eps;
+    o->linear_fwd(g->xm, u, P(w->in_proj), NULL, B, H, E);
+    o->linear_fwd(g->zm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, E);
+    conv_step(g, s->win, g->xm, P(w->conv_w), P(w->conv_b), E, g->conv);
+    o->silu_fwd(g->xc, g->conv, (size_t)B * E);
+    o->linear_fwd(g->dtr, g->xc, P(w->x_proj), NULL, B, E, R);
+    o->linear_fwd(g->br, g->xc, P(w->x_proj) + (size_t)R * E, NULL, B, E, S);
+    o->linear_fwd(g->cr, g->xc, P(w->x_proj) + (size_t)(R + S) * E, NULL, B, E, S);
+    o->rmsnorm_fwd(g->dtn, g->rstd, g->dtr, P(w->dt_norm), B, R, eps);
+    o->rmsnorm_fwd(g->bn, g->rstd, g->br, P(w->b_norm), B, S, eps);
+    o->rmsnorm_fwd(g->cn, g->rstd, g->cr, P(w->c_norm), B, S, eps);
+    o->linear_fwd(g->dtraw, g->dtn, P(w->dt_w), P(w->dt_b), B, R, E);
+    o->selective_scan_step(g->ys, s->h, g->xc, g->dtraw, P(w->A_log), g->bn, g->cn, P(w->D), g->zm, B, E, S);
+    o->linear_fwd(out, g->ys, P(w->out_proj), NULL, B, E, H);
+}
+
+static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c);
+    int CX = E + 2 * c->m2_ngroups * c->m2_d_state;
+    o->linear_fwd(g->z, u, P(w->in_proj), NULL, B, H, E);
+    o->linear_fwd(g->xm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, CX);
+    o->linear_fwd(g->dtraw, u, P(w->in_proj) + (size_t)(E + CX) * H, NULL, B, H, nh);
+    conv_step(g, s->win, g->xm, P(w->conv_w), P(w->conv_b), CX, g->conv);
+    o->silu_fwd(g->xc, g->conv, (size_t)B * CX);
+    o->ssd_step(g->ys, s->h, g->xc, g->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, nh, c->m2_headdim,
+                c->m2_ngroups, c->m2_d_state);
+    o->gated_rmsnorm_fwd(g->zn, g->rstd, g->ys, g->z, P(w->gate_norm), B, E, (real)c->norm_eps);
+    o->linear_fwd(out, g->zn, P(w->out_proj), NULL, B, E, H);
+}
+
+/* out = h + MLP(RMSNorm(h)) */
+static void mlp_step(Generator *g, const MlpW *w, size_t norm, const real *h, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, I = c->intermediate_size;
+    o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
+    o->linear_fwd(g->g, g->hn, P(w->gate), NULL, B, H, I);
+    o->linear_fwd(g->up, g->hn, P(w->up), NULL, B, H, I);
+    o->swiglu_fwd(g->act, g->g, g->up, (size_t)B * I);
+    o->linear_fwd(out, g->act, P(w->down), NULL, B, I, H);
+    o->add(out, out, h, (size_t)B * H);
+}
+
+/* A decoder layer on this token: x -> out. kv_done: K/V already appended (prefix). */
+static void decoder_step(Generator *g, const DecoderW *w, MixerState *s, const real *x, real *out, int kv_done) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size;
+    o->rmsnorm_fwd(g->u, g->rstd, x, P(w->mixer_norm), B, H, (real)c->norm_eps);
+    if (w->mixer == MIXER_ATTN) {
+        if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u, g->t);
+        attn_query(g, &w->attn, &s->kv, g->u, g->mix);
+    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, g->mix);
+    else mamba2_step(g, &w->m2, &s->ssm, g->u, g->mix);
+    if (!w->has_mlp) { o->add(out, x, g->mix, (size_t)B * H); return; }
+    o->add(g->h, x, g->mix, (size_t)B * H);
+    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
+}
+
+static void flowhn_step(Generator *g, int l, const real *x, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    const LayerW *w = &g->m->layout.layers[l];
+    LayerState *s = &g->layers[l];
+    int B = g->B, H = c->hidden_size, none = c->split == SPLIT_NONE;
+    int to_attn = none || s->in_attn[g->t], to_ssm = none || !s->in_attn[g->t];
+    int Hin = none ? 2 * H : H;
+    real *y = g->y;   /* [B, Hin] */
+    if (c->context == CONTEXT_PREFIX) {
+        /* every token's K/V enter the attention branch's cache */
+        o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->attn_branch.mixer_norm), B, H, (real)c->norm_eps);
+        kv_append(g, &w->attn_branch.attn, &s->attn.kv, g->uk, g->t);
+    }
+    /* branch outputs go to g->x2 (attention) and g->zn (ssm) before fusion */
+    if (to_ssm) decoder_step(g, &w->ssm_branch, &s->ssm, x, g->zn, 0);
+    if (to_attn) decoder_step(g, &w->attn_branch, &s->attn, x, g->x2, c->context == CONTEXT_PREFIX);
+    for (int b = 0; b < B; b++) {
+        real *yb = y + (size_t)b * Hin;
+        if (none) {
+            memcpy(yb, g->zn + (size_t)b * H, sizeof(real) * H);
+            memcpy(yb + H, g->x2 + (size_t)b * H, sizeof(real) * H);
+        } else memcpy(yb, (to_attn ? g->x2 : g->zn) + (size_t)b * H, sizeof(real) * H);
+    }
+    o->linear_fwd(g->z, y, P(w->fuse), NULL, B, Hin, H);
+    o->add(g->z, g->z, x, (size_t)B * H);
+    o->rmsnorm_fwd(g->hn, g->rstd, g->z, P(w->out_norm), B, H, (real)c->norm_eps);
+    o->linear_fwd(out, g->hn, P(w->out_proj), NULL, B, H, H);
+    o->add(out, out, g->z, (size_t)B * H);
+}
+
+static void hymba_step(Generator *g, int l, const real *x, real *out) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    const LayerW *w = &g->m->layout.layers[l];
+    LayerState *s = &g->layers[l];
+    int B = g->B, H = c->hidden_size;
+    size_t n = (size_t)B * H;
+    real eps = (real)c->norm_eps;
+    o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->mixer_norm), B, H, eps);
+    kv_append(g, &w->attn, &s->attn.kv, g->uk, g->t);
+    attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2);
+    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn);
+    o->rmsnorm_fwd(g->x2, g->rstd, g->x2, P(w->attn_out_norm), B, H, eps);   /* row-wise: in place is safe */
+    o->rmsnorm_fwd(g->zn, g->rstd, g->zn, P(w->ssm_out_norm), B, H, eps);
+    o->zero(g->y, sizeof(real) * n);
+    o->accumulate(g->y, g->x2, (real)0.5, n);
+    o->accumulate(g->y, g->zn, (real)0.5, n);
+    o->linear_fwd(g->h, g->y, P(w->out_proj), NULL, B, H, H);
+    o->add(g->h, g->h, x, n);
+    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
+}
+
+int generator_step(Generator *g, const int *tokens, real *logits) {
+    Model *m = g->m;
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int B = g->B, H = c->hidden_size, V = c->vocab_size;
+    if (g->t >= g->W)
+        return fh_error("generation reached the model's window of %d tokens (max_position_embeddings)", g->W);
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
+    o->from_host(g->tok_dev, tokens, sizeof(int) * B);
+    o->from_host(g->pos_dev + g->W, &g->t, sizeof(int));
+    o->embedding_fwd(g->x, g->tok_dev, P(m->layout.embed), B, H);
+    for (int l = 0; l < c->num_layers; l++) {
+        const LayerW *w = &m->layout.layers[l];
+        /* layer input g->x -> output g->tmp, then swap */
+        if (w->kind == LAYER_FLOWHN) flowhn_step(g, l, g->x, g->tmp);
+        else if (w->kind == LAYER_HYMBA) hymba_step(g, l, g->x, g->tmp);
+        else decoder_step(g, &w->dec, &g->layers[l].dec, g->x, g->tmp, 0);
+        real *t = g->x; g->x = g->tmp; g->tmp = t;
+    }
+    o->rmsnorm_fwd(g->hn, g->rstd, g->x, P(m->layout.norm_f), B, H, (real)c->norm_eps);
+    o->linear_fwd(g->logits, g->hn, P(m->layout.lm_head), NULL, B, H, V);
+    o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
+    g->t++;
+    return 0;
+}
+
+int sample_token(const real *logits, int V, const SamplerConfig *s, Rng *rng) {
+    if (s->temperature <= 0) {
+        int best = 0;
+        for (int v = 1; v < V; v++) if (logits[v] > logits[best]) best = v;
+        return best;
+    }
+    double *p = malloc(sizeof(double) * V);
+    int *idx = malloc(sizeof(int) * V);
+    if (!p || !idx) { free(p); free(idx); return 0; }
+    double mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = fmax(mx, logits[v]);
+    double sum = 0;
+    for (int v = 0; v < V; v++) { p[v] = exp((logits[v] - mx) / s->temperature); sum += p[v]; idx[v] = v; }
+    /* order by probability (partial selection sort is enough for top-k; full sort for top-p) */
+    int keep = V;
+    if (s->top_k > 0 && s->top_k < V) keep = s->top_k;
+    int sort_n = s->top_p > 0 && s->top_p < 1 ? V : keep;
+    for (int i = 0; i < sort_n && i < V - 1; i++) {
+        int best = i;
+        for (int j = i + 1; j < V; j++) if (p[idx[j]] > p[idx[best]]) best = j;
+        int t = idx[i]; idx[i] = idx[best]; idx[best] = t;
+        if (sort_n == keep && i + 1 >= keep) break;
+    }
+    if (s->top_p > 0 && s->top_p < 1) {
+        double cum = 0;
+        int k = 0;
+        while (k < keep) { cum += p[idx[k]] / sum; k++; if (cum >= s->top_p) break; }
+        keep = k;
+    }
+    double tot = 0;
+    for (int i = 0; i < keep; i++) tot += p[idx[i]];
+    double r = rng_uniform(rng) * tot, acc = 0;
+    int choice = idx[keep - 1];
+    for (int i = 0; i < keep; i++) { acc += p[idx[i]]; if (r < acc) { choice = idx[i]; break; } }
+    free(p);
+    free(idx);
+    return choice;
+}

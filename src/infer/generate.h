@@ -1,0 +1,34 @@
+/* generate.h - token-by-token decoding with an attention KV cache and the
+ * SSM recurrent state: each new token costs O(1) SSM work and O(context)
+ * attention work, for every architecture.
+ *
+ * FlowHN at decode time (docs/decisions.md, "Split at generation time"): the
+ * split plan of the model's window W (max_position_embeddings unless
+ * Model.plan_len says otherwise) decides, per layer, which branch a position
+ * goes to. The attention branch keeps a KV cache of its own tokens (isolated)
+ * or of every token (prefix: K/V of SSM-branch tokens are still computed and
+ * cached, as the full forward does); the SSM branch carries its conv window and
+ * state across the positions it does not own. The logits equal the full
+ * forward's at the same positions under the same plan (tests/test_generate.c). */
+#ifndef FLOWHN_GENERATE_H
+#define FLOWHN_GENERATE_H
+
+#include "../core/rng.h"
+#include "../model/model.h"
+
+typedef struct Generator Generator;
+
+/* A decoder for B sequences of up to W tokens (W <= max_position_embeddings). */
+Generator *generator_create(Model *m, int B);
+void generator_free(Generator *g);
+/* Feeds one token per sequence (tokens[B]) at the next position; writes the
+ * next-token logits [B, V] to logits (host). 0 or -1. */
+int generator_step(Generator *g, const int *tokens, real *logits);
+/* Tokens consumed so far. */
+int generator_position(const Generator *g);
+
+typedef struct { double temperature; int top_k; double top_p; } SamplerConfig;
+/* Samples from logits [V] (temperature 0 = greedy). */
+int sample_token(const real *logits, int V, const SamplerConfig *s, Rng *rng);
+
+#endif
