@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "../core/error.h"
+#include "../data/tokenizer.h"
 #include "../infer/generate.h"
 #include "../train/checkpoint.h"
 #include "args.h"
