@@ -2,9 +2,11 @@
  * per architecture and FlowHN split/context, in double precision.
  *
  * For every parameter tensor, up to 6 entries (spread over the tensor) are
- * perturbed by +-1e-6 and the central difference of the mean loss is compared
- * with the backward pass. Bound: max relative error < 1e-6 (double build:
- * finite-difference error is ~1e-9 here, so anything above is a bug). */
+ * perturbed by +-1e-4 and +-2e-4 (five-point stencil) and the central difference of the mean loss is compared
+ * with the backward pass. Bound: relative error < 1e-6, with gradients below
+ * 1e-4 judged on their absolute error / 1e-4 (see gradcheck_floor: the
+ * finite-difference noise is ~1e-10 absolute, so a tiny true gradient cannot
+ * be resolved relatively; a real bug shows errors orders above). */
 #include <string.h>
 
 #include "../src/core/error.h"
@@ -36,6 +38,7 @@ static void check_spec(int si) {
     model_zero_grad(&m);
     CHECK(model_forward(&m, tok, tgt, B, T) == 0, "%s", fh_last_error());
     CHECK(model_backward(&m) == 0, "%s", fh_last_error());
+    double loss0 = m.loss;
     real *grad = malloc(sizeof(real) * m.layout.total);
     memcpy(grad, m.grads, sizeof(real) * m.layout.total);
     double worst = 0;
@@ -45,12 +48,13 @@ static void check_spec(int si) {
         char label[160];
         snprintf(label, sizeof label, "%s:%s", s->name, e->name);
         gradcheck_quiet = 1;   /* print only the worst tensor below */
-        double err = gradcheck(label, loss_of, &ctx, m.params + e->offset, grad + e->offset, e->numel, 6, 1e-6);
+        double err = gradcheck_floor(label, loss_of, &ctx, m.params + e->offset, grad + e->offset, e->numel, 6,
+                                     1e-4, 1e-4);
         gradcheck_quiet = 0;
         if (err > worst) { worst = err; worst_name = e->name; }
         CHECK(err < 1e-6, "%s: %s max rel err %.3e", s->name, e->name, err);
     }
-    printf("    %-22s params %6zu  loss %.6f  max grad rel err %.2e (%s)\n", s->name, m.layout.total, m.loss, worst,
+    printf("    %-22s params %6zu  loss %.6f  max grad rel err %.2e (%s)\n", s->name, m.layout.total, loss0, worst,
            worst_name);
     free(grad);
     model_free(&m);

@@ -7,21 +7,30 @@ int gradcheck_quiet = 0;
 
 double gradcheck(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
                  int max_checks, double eps) {
+    return gradcheck_floor(name, f, ctx, x, grad, n, max_checks, eps, 0);
+}
+
+double gradcheck_floor(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
+                       int max_checks, double eps, double abs_floor) {
     double gmax = 0;
     for (size_t i = 0; i < n; i++) gmax = fmax(gmax, fabs((double)grad[i]));
-    double floor_ = fmax(1e-3 * gmax, 1e-12);
+    double floor_ = fmax(fmax(1e-3 * gmax, 1e-12), abs_floor);
     size_t checks = n <= (size_t)max_checks ? n : (size_t)max_checks;
     double worst = 0, worst_a = 0, worst_fd = 0;
     size_t worst_i = 0;
     for (size_t c = 0; c < checks; c++) {
         size_t i = checks == n ? c : (size_t)((double)c * (double)(n - 1) / (double)(checks - 1 ? checks - 1 : 1));
+        /* five-point stencil: truncation error O(eps^4), so eps can be large
+         * enough that rounding noise stays small */
         real saved = x[i];
-        x[i] = saved + (real)eps;
-        double lp = f(ctx);
-        x[i] = saved - (real)eps;
-        double lm = f(ctx);
+        double v[4];
+        const double steps[4] = {1, -1, 2, -2};
+        for (int k = 0; k < 4; k++) {
+            x[i] = saved + (real)(steps[k] * eps);
+            v[k] = f(ctx);
+        }
         x[i] = saved;
-        double fd = (lp - lm) / (2 * eps);
+        double fd = (8 * (v[0] - v[1]) - (v[2] - v[3])) / (12 * eps);
         double a = grad[i];
         double err = fabs(a - fd) / fmax(fmax(fabs(a), fabs(fd)), floor_);
         if (err > worst) { worst = err; worst_i = i; worst_a = a; worst_fd = fd; }

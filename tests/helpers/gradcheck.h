@@ -16,13 +16,21 @@ typedef double (*loss_fn)(void *ctx);
 /* When set, gradcheck() prints nothing. */
 extern int gradcheck_quiet;
 
-/* Compares grad[i] with (L(x+eps e_i) - L(x-eps e_i)) / 2eps for up to
+/* Compares grad[i] with the five-point central difference of L at step eps
+ * (truncation error O(eps^4)) for up to
  * max_checks indices of x[0..n) (all of them when n <= max_checks, else an
  * even spread). Error per entry: |a - fd| / max(|a|, |fd|, floor), floor =
  * 1e-3 * max|grad| so entries that are ~0 are judged on the scale of the
  * whole gradient. Returns the largest error; prints the worst entry under `name`. */
 double gradcheck(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
                  int max_checks, double eps);
+/* The same with an absolute floor on the denominator: entries whose gradient
+ * is below `abs_floor` are judged by |a - fd| / abs_floor. Whole-model checks
+ * need it: a loss of ~3.5 computed through thousands of operations carries
+ * ~1e-15 relative rounding, i.e. ~1e-11 of finite-difference noise at eps
+ * 1e-4, which is the whole size of some tiny gradients (e.g. A_log ~1e-8). */
+double gradcheck_floor(const char *name, loss_fn f, void *ctx, real *x, const real *grad, size_t n,
+                       int max_checks, double eps, double abs_floor);
 
 /* Fills x[n] with uniform values in [lo, hi). */
 void fill_uniform(real *x, size_t n, Rng *r, double lo, double hi);
