@@ -73,11 +73,13 @@ static uint64_t macs_decoder(const Config *c, MixerKind mk, int has_mlp, int n, 
 /* FlowHN block MACs for one split layout. */
 static void macs_flowhn_layer(const Config *c, int T, const LayerSplit *ls, const int *iota, LayerMacs *out) {
     uint64_t H = c->hidden_size;
-    if (c->context == CONTEXT_PREFIX)
+    /* a branch with no tokens is skipped entirely (model.c), K/V projections included */
+    if (ls->na == 0) out->attn_branch = 0;
+    else if (c->context == CONTEXT_PREFIX)
         out->attn_branch = macs_decoder(c, MIXER_ATTN, 1, ls->na, ls->pa, T, iota);
     else
         out->attn_branch = macs_decoder(c, MIXER_ATTN, 1, ls->na, ls->pa, ls->na, ls->pa);
-    out->ssm_branch = macs_decoder(c, MIXER_MAMBA1, 1, ls->ns, ls->ps, ls->ns, ls->ps);
+    out->ssm_branch = ls->ns ? macs_decoder(c, MIXER_MAMBA1, 1, ls->ns, ls->ps, ls->ns, ls->ps) : 0;
     out->fusion = (uint64_t)T * H * (c->split == SPLIT_NONE ? 2 * H : H) + (uint64_t)T * H * H;
     out->total = out->attn_branch + out->ssm_branch + out->fusion;
     out->na = ls->na;
