@@ -39,20 +39,9 @@ uint64_t macs_mamba1_mixer(const Config *c, int n) {
          + N * E * H;                    /* out_proj */
 }
 
-/* Chunked SSD as src/ops/cpu/ssd.c executes it (formula stated there). */
+/* SSD: 3 multiply-adds per state element per token (ops/ops.h, ssd.c). */
 static uint64_t macs_ssd(const Config *c, int n) {
-    uint64_t nh = cfg_m2_heads(c), P = c->m2_headdim, N = c->m2_d_state, G = c->m2_ngroups;
-    int L = c->m2_chunk_size;
-    uint64_t total = 0;
-    for (int s = 0; s < n; s += L) {
-        uint64_t l = (uint64_t)(n - s < L ? n - s : L);
-        uint64_t pairs = l * (l + 1) / 2;
-        total += G * pairs * N          /* C B^T per group, causal pairs */
-               + nh * pairs * P         /* weighted sum of x over the pairs */
-               + nh * l * P * N         /* contribution of the incoming state: y_off = C h */
-               + nh * l * P * N;        /* chunk state update from B and x */
-    }
-    return total;
+    return 3ull * n * cfg_m2_heads(c) * c->m2_headdim * c->m2_d_state;
 }
 
 uint64_t macs_mamba2_mixer(const Config *c, int n) {

@@ -112,7 +112,10 @@ typedef struct Ops {
      *   dt = softplus(dt_raw + dt_bias); a_t = exp(dt_t * -exp(A_log))
      *   h_t = a_t h_{t-1} + dt_t x_t Bm_t^T  ([P, N] per head);  y_t = h_t Cm_t + D x_t
      * y [B, n, E]. states [B, nchunks+1, nh, P, N] saved chunk-boundary states.
-     * MACs: stated in src/ops/cpu/ssd.c and mirrored by model/flops.c. ---- */
+     * states[c] is the state entering chunk c; states[nchunks] the final state.
+     * MACs: 3 * n * nh * P * N per sequence (the recurrence's state update and
+     * output; the chunked GPU form does more arithmetic for parallelism, counted
+     * as the same model FLOPs). ---- */
     void (*ssd_fwd)(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
                     const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
     void (*ssd_bwd)(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,

@@ -1,0 +1,41 @@
+/* conv1d.c - causal depthwise conv1d over [B, n, C] (channel last):
+ * out[t,c] = b[c] + sum_k w[c,k] x[t-(K-1)+k, c], zero before the first token. */
+#include "../../core/flopcount.h"
+#include "cpu_ops.h"
+
+void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    uint64_t taps = 0;
+    for (int t = 0; t < n; t++) taps += (uint64_t)(t + 1 < K ? t + 1 : K);
+    fh_count_macs(taps * C * B);
+#pragma omp parallel for collapse(2) if ((long)B * n * C > 65536)
+    for (int bb = 0; bb < B; bb++)
+        for (int t = 0; t < n; t++) {
+            real *o = out + ((size_t)bb * n + t) * C;
+            for (int c = 0; c < C; c++) o[c] = b ? b[c] : 0;
+            for (int k = 0; k < K; k++) {
+                int s = t - (K - 1) + k;
+                if (s < 0) continue;
+                const real *xs = x + ((size_t)bb * n + s) * C;
+                for (int c = 0; c < C; c++) o[c] += w[(size_t)c * K + k] * xs[c];
+            }
+        }
+}
+
+void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n,
+                    int C, int K) {
+    /* parallel over channels: each task owns its channel's dw, db and dx column */
+#pragma omp parallel for if ((long)B * n * C > 65536)
+    for (int c = 0; c < C; c++)
+        for (int bb = 0; bb < B; bb++)
+            for (int t = 0; t < n; t++) {
+                real d = dout[((size_t)bb * n + t) * C + c];
+                if (db) db[c] += d;
+                for (int k = 0; k < K; k++) {
+                    int s = t - (K - 1) + k;
+                    if (s < 0) continue;
+                    size_t xi = ((size_t)bb * n + s) * C + c;
+                    if (dw) dw[(size_t)c * K + k] += d * x[xi];
+                    if (dx) dx[xi] += d * w[(size_t)c * K + k];
+                }
+            }
+}
