@@ -2,3 +2,5 @@
  * Add a line here and a src/cli/cmd_<name>.c to add a command. No include guard: included with different COMMAND macros. */
 COMMAND("version", cmd_version, "print the version and build")
 COMMAND("info", cmd_info, "parameters, FLOPs per token and the FlowHN split for a config")
+COMMAND("init", cmd_init, "write a freshly initialised model from a config as a checkpoint")
+COMMAND("export", cmd_export, "export checkpoint weights to safetensors + config.json")
