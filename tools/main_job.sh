@@ -30,7 +30,7 @@ say() { printf '\n== %s\n' "$*"; }
 say "1/6 installing build dependencies and the default corpus (Debian package 'fortunes')"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 need=""
-for p in build-essential libopenblas-dev libcjson-dev fortunes; do dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"; done
+for p in build-essential libopenblas-dev libopenblas-openmp-dev libcjson-dev fortunes; do dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"; done
 if [ -n "$need" ]; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $need >/dev/null
