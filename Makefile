@@ -29,6 +29,8 @@ HELP64 := $(TEST_HELPERS:%.c=build/f64/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=build/tests/%) $(GRAD_SRC:tests/%.c=build/tests/%)
 
 .PHONY: all test tests clean cuda
+# keep test objects (no "rm" after the run, faster rebuilds)
+.SECONDARY:
 all: flowhn build/libflowhn.a
 
 build/f32/%.o: %.c
