@@ -7,3 +7,4 @@ COMMAND("export", cmd_export, "export checkpoint weights to safetensors + config
 COMMAND("tokenizer", cmd_tokenizer, "train, encode, decode or benchmark a byte-level BPE tokenizer")
 COMMAND("generate", cmd_generate, "generate text from a checkpoint (KV cache + SSM state)")
 COMMAND("eval", cmd_eval, "zero-shot multiple choice and LAMBADA scores of a checkpoint")
+COMMAND("train", cmd_train, "train a model on token shards (CPU), with checkpoints, log and loss plot")
