@@ -51,8 +51,9 @@ else
         # largest clean-prose text package in Debian main that installs in
         # seconds; the ascii-art file is left out (pictures, not language).
         CORPUS="$OUT/corpus.txt"
+        # fortunes are separated by lines holding a single '%': make them blank lines
         find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' ! -name 'ascii-art' \
-            -print0 | sort -z | xargs -0 cat > "$CORPUS"
+            -print0 | sort -z | xargs -0 cat | sed 's/^%$//' > "$CORPUS"
         DATA=("$CORPUS")
         say "3/6 corpus: Debian 'fortunes', $(wc -c < "$CORPUS") bytes -> $CORPUS"
     else
