@@ -143,7 +143,8 @@ int cmd_tokenizer(int argc, char **argv) {
         else { fprintf(stderr, "flowhn tokenizer %s: unknown option '%s'\n", sub, a); usage(); return 2; }
     }
     if (!tokp || (!strcmp(sub, "bench") && !input)) {
-        fprintf(stderr, "flowhn tokenizer %s: --tokenizer%s is required\n", sub, strcmp(sub, "bench") ? "" : " and --input are");
+        fprintf(stderr, "flowhn tokenizer %s: %s required\n", sub,
+                strcmp(sub, "bench") ? "--tokenizer is" : "--tokenizer and --input are");
         return 2;
     }
     Tokenizer *t = tokenizer_load(tokp);
@@ -160,7 +161,7 @@ int cmd_tokenizer(int argc, char **argv) {
             if (!*p) break;
             long v = strtol(p, &end, 10);
             if (end == p || v < 0 || v > 2147483647L) {
-                fprintf(stderr, "flowhn tokenizer decode: '%.20s' is not a token id\n", p);
+                fprintf(stderr, "flowhn tokenizer decode: '%.*s' is not a token id\n", (int)strcspn(p, " \t\r\n,"), p);
                 rc = 1;
                 break;
             }
