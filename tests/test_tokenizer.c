@@ -397,6 +397,24 @@ static void test_load_formats(void) {
     remove(p);
 }
 
+/* equal ranks merge leftmost first: "aaaaa" -> aa|aa|a -> aa|aaa (GPT-2 and HF) */
+static void test_equal_rank_leftmost(void) {
+    const char *p = tmp_path("aaa.json");
+    write_file(p, "{\"pre_tokenizer\":" BL ",\"decoder\":{\"type\":\"ByteLevel\"},\"model\":{\"type\":\"BPE\","
+                  "\"vocab\":{\"a\":0,\"aa\":1,\"aaa\":2},\"merges\":[\"a a\",\"aa a\"]}}");
+    Tokenizer *t = tokenizer_load(p);
+    CHECK(t != NULL, "load: %s", fh_last_error());
+    if (!t) return;
+    int *ids;
+    size_t n;
+    CHECK(!tokenizer_encode(t, "aaaaa", 5, &ids, &n) && n == 2 && ids[0] == 1 && ids[1] == 2, "aaaaa -> %zu ids", n);
+    free(ids);
+    CHECK(!tokenizer_encode(t, "aaa", 3, &ids, &n) && n == 1 && ids[0] == 2, "aaa -> %zu ids", n);
+    free(ids);
+    tokenizer_free(t);
+    remove(p);
+}
+
 static void expect_error(const char *label, const char *text, const char *field) {
     const char *p = tmp_path("bad.json");
     if (text) write_file(p, text);
@@ -468,6 +486,7 @@ int main(void) {
     RUN(test_special_token);
     RUN(test_save_load);
     RUN(test_load_formats);
+    RUN(test_equal_rank_leftmost);
     RUN(test_load_errors);
     TEST_SUMMARY();
 }
