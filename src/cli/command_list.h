@@ -8,3 +8,4 @@ COMMAND("tokenizer", cmd_tokenizer, "train, encode, decode or benchmark a byte-l
 COMMAND("generate", cmd_generate, "generate text from a checkpoint (KV cache + SSM state)")
 COMMAND("eval", cmd_eval, "zero-shot multiple choice and LAMBADA scores of a checkpoint")
 COMMAND("train", cmd_train, "train a model on token shards (CPU), with checkpoints, log and loss plot")
+COMMAND("prepare", cmd_prepare, "turn text or JSON-lines files into llm.c token shards")
