@@ -8,7 +8,9 @@
  * cuBLASLt runs in true fp32 (no TF32), so the bound holds for linear too.
  * The multiply-adds each forward adds to fh_macs must match the CPU's.
  * Ops whose CPU version is not in this checkout (see CPU_OPTIONAL in cuda.mk)
- * are reported as skipped. Needs a GPU. */
+ * are reported as skipped. adamw and sum_squares, selective_scan_step and
+ * ssd_step (several steps from a random state) are compared the same way.
+ * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <stdarg.h>
 #include <string.h>
@@ -478,6 +480,92 @@ static void test_ssd(void) {
 }
 #endif
 
+/* AdamW on both sides from the same p, m, v for several steps (bias
+ * corrections change with the step), with and without decay and scaling;
+ * sum_squares in double, including a non-finite input. */
+static void test_optimizer(void) {
+    size_t sizes[] = {1, 1000, 300001};
+    for (int si = 0; si < 3; si++) {
+        size_t n = sizes[si];
+        line_start("adamw", "n=%zu", n);
+        float *p = hrand(n, 0, 1), *g = hrand(n, 0, 0.1f), *m = hrand(n, 0, 0.01f), *v = hnan(n);
+        for (size_t i = 0; i < n; i++) v[i] = 1e-4f * (float)rng_uniform(&rng);
+        float *dp = dev(p, n), *dg = dev(g, n), *dm = dev(m, n), *dv = dev(v, n);
+        for (int step = 1; step <= 5; step++) {
+            float wd = step % 2 ? 0.1f : 0.f, scale = step == 3 ? 0.25f : 1.f;
+            cpu_adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+        }
+        cmp("p", p, dp, n); cmp("m", m, dm, n); cmp("v", v, dv, n);
+        double sc = cpu_sum_squares(g, n), sg = G->sum_squares(dg, n);
+        double rel = fabs(sg - sc) / sc;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " sumsq=%.1e", rel);
+        if (!(rel <= 1e-12)) line_ok = 0;  /* both sum in double: only the order differs */
+        CHECK(rel <= 1e-12, "sum_squares: cpu %.17g, cuda %.17g (rel %.3e > 1e-12)", sc, sg, rel);
+        g[n / 2] = INFINITY;
+        G->from_host(dg, g, sizeof(float) * n);
+        double sinf = G->sum_squares(dg, n);
+        if (isfinite(sinf)) line_ok = 0;
+        CHECK(!isfinite(sinf), "sum_squares of a tensor holding +inf returned the finite %g", sinf);
+        line_end();
+        free(p); free(g); free(m); free(v);
+        G->release(dp); G->release(dg); G->release(dm); G->release(dv);
+    }
+}
+
+/* single-token steps: several steps in a row from a random state, so the
+ * in-place state update is compared too */
+static void test_ssm_step(void) {
+    int m1[][3] = {{1, 1, 1}, {3, 37, 16}, {4, 1536, 16}, {2, 20, 70}};  /* B, E, S */
+    for (int si = 0; si < 4; si++) {
+        int B = m1[si][0], E = m1[si][1], S = m1[si][2];
+        size_t ne = (size_t)B * E, nh = ne * S, nb = (size_t)B * S;
+        line_start("scan_step", "B=%d E=%d S=%d", B, E, S);
+        float *h = hrand(nh, 0, 1), *Al = (float *)malloc(sizeof(float) * E * S), *D = hrand(E, 1, 0.3f);
+        for (int i = 0; i < E * S; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));
+        float *dh = dev(h, nh), *dAl = dev(Al, (size_t)E * S), *dD = dev(D, E);
+        float *y = hnan(ne), *gy = dnan(ne);
+        for (int step = 0; step < 3; step++) {
+            float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1);
+            float *Bm = hrand(nb, 0, 1), *Cm = hrand(nb, 0, 1);
+            float *dx = dev(x, ne), *ddtr = dev(dtr, ne), *dz = dev(z, ne), *dB = dev(Bm, nb), *dC = dev(Cm, nb);
+            BOTH_FWD(cpu_selective_scan_step(y, h, x, dtr, Al, Bm, Cm, D, z, B, E, S),
+                     G->selective_scan_step(gy, dh, dx, ddtr, dAl, dB, dC, dD, dz, B, E, S));
+            free(x); free(dtr); free(z); free(Bm); free(Cm);
+            G->release(dx); G->release(ddtr); G->release(dz); G->release(dB); G->release(dC);
+        }
+        cmp("y", y, gy, ne); cmp("h", h, dh, nh);
+        line_end();
+        free(h); free(Al); free(D); free(y);
+        G->release(dh); G->release(dAl); G->release(dD); G->release(gy);
+    }
+    int m2[][5] = {{1, 1, 1, 1, 1}, {2, 4, 3, 2, 5}, {4, 24, 64, 1, 128}, {3, 6, 16, 3, 40}};  /* B, nh, P, G, N */
+    for (int si = 0; si < 4; si++) {
+        int B = m2[si][0], nh = m2[si][1], P = m2[si][2], Gr = m2[si][3], N = m2[si][4];
+        int E = nh * P, W = E + 2 * Gr * N;
+        size_t nst = (size_t)B * nh * P * N, ny = (size_t)B * E;
+        line_start("ssd_step", "B=%d nh=%d P=%d G=%d N=%d", B, nh, P, Gr, N);
+        float *h = hrand(nst, 0, 1), *dtb = hrand(nh, 0, 0.5f), *D = hrand(nh, 1, 0.3f);
+        float *Al = (float *)malloc(sizeof(float) * nh);
+        for (int i = 0; i < nh; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));
+        float *dh = dev(h, nst), *ddtb = dev(dtb, nh), *dD = dev(D, nh), *dAl = dev(Al, nh);
+        float *y = hnan(ny), *gy = dnan(ny);
+        for (int step = 0; step < 3; step++) {
+            float *xbc = hrand((size_t)B * W, 0, 1), *dtr = hrand((size_t)B * nh, -2.5f, 1);
+            float *dxbc = dev(xbc, (size_t)B * W), *ddtr = dev(dtr, (size_t)B * nh);
+            BOTH_FWD(cpu_ssd_step(y, h, xbc, dtr, dtb, Al, D, B, nh, P, Gr, N),
+                     G->ssd_step(gy, dh, dxbc, ddtr, ddtb, dAl, dD, B, nh, P, Gr, N));
+            free(xbc); free(dtr);
+            G->release(dxbc); G->release(ddtr);
+        }
+        cmp("y", y, gy, ny); cmp("h", h, dh, nst);
+        line_end();
+        free(h); free(dtb); free(D); free(Al); free(y);
+        G->release(dh); G->release(ddtb); G->release(dD); G->release(dAl); G->release(gy);
+    }
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -496,6 +584,8 @@ int main(void) {
     RUN(test_rope);
     RUN(test_gather_scatter);
     RUN(test_xent);
+    RUN(test_optimizer);
+    RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
 #else

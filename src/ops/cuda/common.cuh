@@ -137,4 +137,11 @@ void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T,
 void cuda_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cuda_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
 
+void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
+void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
+void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
+double cuda_sum_squares(const real *x, size_t n);
+/* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
+void cuda_memory_stats(size_t *live, size_t *peak);
+
 #endif

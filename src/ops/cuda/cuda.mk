@@ -2,6 +2,9 @@
 # `$(MAKE) -f src/ops/cuda/cuda.mk`).
 #   build/cuda/libflowhn_cuda.a   the op table cuda_ops (src/ops/cuda/*.cu)
 #   build/tests/test_cuda         every CUDA op against the CPU oracle (needs a GPU to run)
+#   build/tests/test_cuda_model   the whole model, cpu_ops vs cuda_ops, every architecture (needs a GPU)
+#   build/flowhn-cuda             the flowhn tool with the CUDA backend linked in
+#                                 (`flowhn-cuda bench --device cuda ...`)
 # Everything is found by configuration; override any variable on the command
 # line, e.g. `make cuda CUDA_HOME=/opt/cuda NCCL_HOME=/opt/nccl`.
 #   CUDA_HOME     default: dirname(dirname(which nvcc)), else /usr/local/cuda
@@ -59,7 +62,7 @@ CPU_OPTIONAL := attention conv1d selective_scan ssd gated_rmsnorm
 CPU_HAVE := $(foreach f,$(CPU_OPTIONAL),$(if $(wildcard src/ops/cpu/$(f).c),-DHAVE_CPU_$(shell echo $(f) | tr a-z A-Z)))
 
 .PHONY: all cuda-config FORCE
-all: build/cuda/libflowhn_cuda.a build/tests/test_cuda
+all: build/cuda/libflowhn_cuda.a build/tests/test_cuda build/tests/test_cuda_model build/flowhn-cuda
 
 build/cuda/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -80,6 +83,27 @@ build/cuda/tests/cuda/test_cuda.o: $(TEST_CUDA_SRC) FORCE
 	$(NVCC) $(NVCCFLAGS) $(CPU_HAVE) -c $< -o $@
 
 build/tests/test_cuda: build/cuda/tests/cuda/test_cuda.o build/cuda/libflowhn_cuda.a $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
+
+# fp32 test helpers (tiny configs) and the CLI's objects come from the top Makefile
+HELP32 := build/f32/tests/helpers/tiny.o build/f32/tests/helpers/gradcheck.o
+CLI_OBJ := $(patsubst %.c,build/f32/%.o,$(sort $(wildcard src/cli/*.c)))
+$(HELP32) $(CLI_OBJ): FORCE
+	$(MAKE) -f Makefile $@
+
+build/cuda/tests/cuda/test_cuda_model.o: tests/cuda/test_cuda_model.cu FORCE
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+build/tests/test_cuda_model: build/cuda/tests/cuda/test_cuda_model.o $(HELP32) build/cuda/libflowhn_cuda.a $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
+
+# The CUDA objects go in as objects, not the archive: the registry's weak
+# reference to cuda_backend (src/ops/cpu/backend.c) would not pull an archive
+# member, so cuda_registry.o must be linked explicitly.
+build/flowhn-cuda: $(CLI_OBJ) $(CUDA_OBJ) $(CPU_LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
 

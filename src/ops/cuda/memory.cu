@@ -1,5 +1,15 @@
-/* memory.cu - device memory: cudaMalloc'd, zero-filled like the CPU backend. */
+/* memory.cu - device memory: cudaMalloc'd, zero-filled like the CPU backend.
+ * A host-side table remembers each block's size so the bytes held and their
+ * high-water mark can be reported (flowhn bench); allocation happens outside
+ * the training step's hot path (activations are kept between steps). */
+#include <mutex>
+#include <unordered_map>
+
 #include "common.cuh"
+
+static std::unordered_map<void *, size_t> block_bytes;
+static size_t live_bytes, peak_bytes;
+static std::mutex table_lock;
 
 void *cuda_alloc(size_t bytes) {
     void *p = NULL;
@@ -10,11 +20,30 @@ void *cuda_alloc(size_t bytes) {
         return NULL;
     }
     CUDA_CALL(cudaMemset(p, 0, bytes));
+    std::lock_guard<std::mutex> g(table_lock);
+    block_bytes[p] = bytes;
+    live_bytes += bytes;
+    if (live_bytes > peak_bytes) peak_bytes = live_bytes;
     return p;
 }
 
 void cuda_release(void *p) {
-    if (p) CUDA_CALL(cudaFree(p));
+    if (!p) return;
+    {
+        std::lock_guard<std::mutex> g(table_lock);
+        auto it = block_bytes.find(p);
+        if (it != block_bytes.end()) {
+            live_bytes -= it->second;
+            block_bytes.erase(it);
+        }
+    }
+    CUDA_CALL(cudaFree(p));
+}
+
+void cuda_memory_stats(size_t *live, size_t *peak) {
+    std::lock_guard<std::mutex> g(table_lock);
+    if (live) *live = live_bytes;
+    if (peak) *peak = peak_bytes;
 }
 
 void cuda_zero(void *p, size_t bytes) { CUDA_CALL(cudaMemset(p, 0, bytes)); }

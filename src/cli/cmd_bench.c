@@ -1,0 +1,152 @@
+/* cmd_bench.c - `flowhn bench`: training speed of a config on a backend.
+ *
+ * Times N full training steps (zero grads, forward, backward, AdamW) after W
+ * warm-up steps on random tokens, and reports tokens/s, the step time, the
+ * model FLOPs per token (flops_train_per_token: training = 3 x forward,
+ * attention counted over the keys each query really sees), the achieved
+ * TFLOP/s, MFU against stated peaks and the memory used. On CUDA the timed
+ * region is bracketed by CUDA events (the backend's timer), not host clocks
+ * around asynchronous launches. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+#include "../core/rng.h"
+#include "../model/flops.h"
+#include "../model/model.h"
+#include "../ops/backend.h"
+#include "../train/optimizer.h"
+#include "args.h"
+#include "commands.h"
+
+/* Peaks the MFU is stated against (NVIDIA H100 SXM datasheet, dense). The H200
+ * has the same compute peaks. */
+#define PEAK_BF16_TFLOPS 989.0
+#define PEAK_FP32_TFLOPS 67.0
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: flowhn bench --config FILE [options]\n"
+            "  --config FILE       model config (configs/*.json)\n"
+            "  --batch B           sequences per step (default 8)\n"
+            "  --seq-len T         tokens per sequence (default: max_position_embeddings)\n"
+            "  --steps N           timed training steps (default 10)\n"
+            "  --warmup W          untimed steps first (default 2; the first allocates activations)\n"
+            "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
+            "  --seed S            parameter and token seed (default 1)\n");
+}
+
+static double gib(size_t b) { return b / 1073741824.0; }
+
+/* one training step on a fixed batch; 0 or -1 with fh_last_error() */
+static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, int B, int T) {
+    double gnorm;
+    model_zero_grad(m);
+    if (model_forward(m, tok, tgt, B, T) || model_backward(m)) return -1;
+    return optimizer_step(o, m, 1.0, &gnorm);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *cfg_path = NULL, *device = "cpu";
+    int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help")) { usage(); return 0; }
+        if (!(v = arg_value("bench", argc, argv, &i))) return 2;
+        int bad = 0;
+        if (!strcmp(a, "--config")) cfg_path = v;
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--batch")) bad = arg_int("bench", a, v, 1, 1 << 20, &batch);
+        else if (!strcmp(a, "--seq-len")) bad = arg_int("bench", a, v, 1, 1 << 24, &seq);
+        else if (!strcmp(a, "--steps")) bad = arg_int("bench", a, v, 1, 1 << 20, &steps);
+        else if (!strcmp(a, "--warmup")) bad = arg_int("bench", a, v, 0, 1 << 20, &warmup);
+        else if (!strcmp(a, "--seed")) bad = arg_int("bench", a, v, 0, 2147483647, &seed);
+        else { fprintf(stderr, "flowhn bench: unknown option '%s'\n", a); usage(); return 2; }
+        if (bad) return 2;
+    }
+    if (!cfg_path) { usage(); return 2; }
+    const Backend *be = backend_find(device);
+    if (!be) { fprintf(stderr, "flowhn bench: --device %s: %s\n", device, fh_last_error()); return 2; }
+    Config c;
+    if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
+    if (!seq) seq = c.max_seq_len;
+    if (seq > c.max_seq_len) {
+        fprintf(stderr, "flowhn bench: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq,
+                c.max_seq_len);
+        return 2;
+    }
+
+    /* random tokens; targets are the next token (the last position predicts nothing) */
+    size_t BT = (size_t)batch * seq;
+    int *tok = malloc(sizeof(int) * BT), *tgt = malloc(sizeof(int) * BT);
+    if (!tok || !tgt) { fprintf(stderr, "flowhn bench: out of memory\n"); return 1; }
+    Rng rng;
+    rng_seed(&rng, (uint64_t)seed, 99);
+    for (size_t i = 0; i < BT; i++) tok[i] = (int)(rng_u32(&rng) % (uint32_t)c.vocab_size);
+    for (size_t i = 0; i < BT; i++) tgt[i] = (i % seq == (size_t)seq - 1) ? -1 : tok[i + 1];
+
+    Model m;
+    Optimizer opt;
+    AdamWConfig oc;
+    adamw_defaults(&oc);
+    oc.total_steps = warmup + steps;
+    int rc = 1;
+    if (model_create(&m, &c, be->ops)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_tokens; }
+    if (model_init_params(&m, (uint64_t)seed) || optimizer_create(&opt, &m, &oc)) {
+        fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+        goto out_model;
+    }
+    printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
+           arch_name(c.arch), m.layout.total, m.layout.total / 1e6, batch, seq, BT);
+    printf("device: %s, backend %s\n", be->device(), m.ops->name);
+    fflush(stdout);
+
+    for (int s = 0; s < warmup; s++)
+        if (train_step(&m, &opt, tok, tgt, batch, seq) || be->sync()) goto fail;
+    double first_loss = m.loss;
+    be->timer_start();
+    for (int s = 0; s < steps; s++)
+        if (train_step(&m, &opt, tok, tgt, batch, seq)) goto fail;
+    double secs = be->timer_stop();
+    if (be->sync()) goto fail;
+
+    double step_ms = 1e3 * secs / steps, tok_s = BT * steps / secs;
+    double flops_tok = flops_train_per_token(&c, seq), tflops = flops_tok * tok_s / 1e12;
+    size_t live, peak, used, total;
+    be->memory(&live, &peak, &used, &total);
+    printf("loss: %.4f after warm-up, %.4f after the timed steps (random tokens)\n", warmup ? first_loss : m.loss,
+           m.loss);
+    printf("step time:   %.2f ms (mean of %d steps after %d warm-up; forward + backward + AdamW)\n", step_ms, steps,
+           warmup);
+    printf("throughput:  %.0f tokens/s\n", tok_s);
+    printf("model FLOPs: %.4g per token (training = 3 x forward; attention over the keys really seen)\n", flops_tok);
+    printf("achieved:    %.3f TFLOP/s\n", tflops);
+    if (!strcmp(be->name, "cuda")) {
+        printf("MFU:         %.2f%% of %.0f TFLOP/s (H100 SXM bf16 dense)\n", 100 * tflops / PEAK_BF16_TFLOPS,
+               PEAK_BF16_TFLOPS);
+        printf("             %.2f%% of %.0f TFLOP/s (H100 SXM fp32, no tensor cores)\n", 100 * tflops / PEAK_FP32_TFLOPS,
+               PEAK_FP32_TFLOPS);
+        printf("             (this backend computes in fp32 for now, so the fp32 figure is the fair one today)\n");
+        printf("memory:      %.2f GiB peak allocated by flowhn (weights, grads, AdamW state, activations); "
+               "device in use %.2f of %.2f GiB\n", gib(peak), gib(used), gib(total));
+    } else {
+        printf("MFU:         not stated for the CPU (the peaks are the GPU's)\n");
+    }
+    printf("BENCH config=%s device=%s B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
+           "tflops=%.4f mfu_bf16=%.4f mfu_fp32=%.4f peak_alloc_gib=%.3f\n",
+           cfg_path, be->name, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
+           tflops / PEAK_BF16_TFLOPS, tflops / PEAK_FP32_TFLOPS, gib(peak));
+    rc = 0;
+    goto out_opt;
+fail:
+    fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+out_opt:
+    optimizer_free(&opt, &m);
+out_model:
+    model_free(&m);
+out_tokens:
+    free(tok);
+    free(tgt);
+    return rc;
+}

@@ -1,0 +1,45 @@
+/* backend.c - the backend registry (see ../backend.h). Lives with the CPU
+ * sources so every build has it; the CUDA entry comes from cuda_registry.cu
+ * when the CUDA objects are linked in, else the weak reference is NULL. */
+#include "../backend.h"
+
+#include <string.h>
+#include <sys/time.h>
+
+#include "../../core/error.h"
+
+extern const Backend cuda_backend __attribute__((weak));
+
+static double cpu_t0;
+static double now_s(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + tv.tv_usec * 1e-6;
+}
+static const char *cpu_device(void) { return "host CPU (OpenMP)"; }
+static int cpu_sync(void) { return 0; }
+static void cpu_timer_start(void) { cpu_t0 = now_s(); }
+static double cpu_timer_stop(void) { return now_s() - cpu_t0; }
+static void cpu_memory(size_t *live, size_t *peak, size_t *used, size_t *total) {
+    *live = *peak = *used = *total = 0;  /* not tracked for host memory */
+}
+
+static const Backend cpu_backend = {"cpu", &cpu_ops, cpu_device, cpu_sync, cpu_timer_start, cpu_timer_stop,
+                                    cpu_memory};
+
+const Backend *backend_find(const char *name) {
+    if (!strcmp(name, "cpu")) return &cpu_backend;
+    if (!strcmp(name, "cuda")) {
+        if (&cuda_backend) return &cuda_backend;
+        fh_error("this build has no CUDA backend: build the CUDA-enabled tool with `make cuda` (needs nvcc; "
+                 "see src/ops/cuda/cuda.mk) and run build/flowhn-cuda");
+        return NULL;
+    }
+    fh_error("unknown device '%s': use cpu or cuda", name);
+    return NULL;
+}
+
+const Ops *backend_by_name(const char *name) {
+    const Backend *b = backend_find(name);
+    return b ? b->ops : NULL;
+}

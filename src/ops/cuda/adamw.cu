@@ -1,0 +1,79 @@
+/* adamw.cu - the AdamW update and the squared gradient norm (contracts in ops.h).
+ * Both are single passes over memory. The bias corrections are formed in
+ * double on the host, and m/bc1, v/bc2 divided in double, as the CPU does. */
+#include <math.h>
+
+#include "common.cuh"
+
+#define OPT_THREADS 256
+#define SS_BLOCKS 1024 /* partial sums of sum_squares: one per block */
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                             float beta2, float eps, float wd, float grad_scale, double bc1, double bc2) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gi = g[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.f - beta1) * gi;
+        float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
+        p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[i]);
+    }
+}
+
+void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
+                real wd, real grad_scale, int step) {
+    if (n == 0) return;
+    double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+    adamw_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS>>>(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale,
+                                                            bc1, bc2);
+    CUDA_LAUNCHED();
+}
+
+/* Double-precision block sums, then one block adds the partials in a fixed
+ * order: deterministic, and NaN/Inf propagate to the result as on the CPU. */
+__device__ double block_sum_d(double v, double *sh) {
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] += sh[threadIdx.x + s];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+__global__ void sum_squares_kernel(double *partial, const float *x, size_t n) {
+    __shared__ double sh[OPT_THREADS];
+    double s = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    s = block_sum_d(s, sh);
+    if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+__global__ void sum_partials_kernel(double *out, const double *partial, int nb) {
+    __shared__ double sh[OPT_THREADS];
+    double s = 0;
+    for (int i = threadIdx.x; i < nb; i += blockDim.x) s += partial[i];
+    s = block_sum_d(s, sh);
+    if (threadIdx.x == 0) out[0] = s;
+}
+
+double cuda_sum_squares(const real *x, size_t n) {
+    static double *scratch; /* SS_BLOCKS partials + the total, allocated once */
+    if (n == 0) return 0;
+    if (!scratch && cudaMalloc(&scratch, sizeof(double) * (SS_BLOCKS + 1)) != cudaSuccess) {
+        scratch = NULL;
+        cuda_record_error("cudaMalloc", "cannot allocate the sum_squares scratch", __FILE__, __LINE__);
+        return NAN;
+    }
+    unsigned int nb = blocks_for(n, OPT_THREADS);
+    if (nb > SS_BLOCKS) nb = SS_BLOCKS;
+    sum_squares_kernel<<<nb, OPT_THREADS>>>(scratch, x, n);
+    CUDA_LAUNCHED();
+    sum_partials_kernel<<<1, OPT_THREADS>>>(scratch + SS_BLOCKS, scratch, (int)nb);
+    CUDA_LAUNCHED();
+    double s = NAN;
+    CUDA_CALL(cudaMemcpy(&s, scratch + SS_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
+    return s;
+}

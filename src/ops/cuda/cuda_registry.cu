@@ -1,0 +1,49 @@
+/* cuda_registry.cu - the CUDA entry of the backend registry (../backend.h):
+ * the op table plus CUDA-event timing and memory figures. Linked only into
+ * CUDA builds; its definition overrides the CPU build's weak reference. */
+#include <stdio.h>
+
+#include "common.cuh"
+
+extern "C" {
+#include "../backend.h"
+}
+
+static cudaEvent_t ev_start, ev_stop;
+static char device_name[320];
+
+static const char *cuda_device(void) {
+    cudaDeviceProp p;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "CUDA device (unknown)";
+    snprintf(device_name, sizeof device_name, "%s (sm_%d%d, %d SMs, %.1f GiB)", p.name, p.major, p.minor,
+             p.multiProcessorCount, p.totalGlobalMem / 1073741824.0);
+    return device_name;
+}
+
+static void cuda_timer_start(void) {
+    if (!ev_start) {
+        CUDA_CALL(cudaEventCreate(&ev_start));
+        CUDA_CALL(cudaEventCreate(&ev_stop));
+    }
+    CUDA_CALL(cudaEventRecord(ev_start));
+}
+
+static double cuda_timer_stop(void) {
+    float ms = 0;
+    CUDA_CALL(cudaEventRecord(ev_stop));
+    CUDA_CALL(cudaEventSynchronize(ev_stop));
+    CUDA_CALL(cudaEventElapsedTime(&ms, ev_start, ev_stop));
+    return ms * 1e-3;
+}
+
+static void cuda_memory(size_t *live, size_t *peak, size_t *used, size_t *total) {
+    size_t free_b = 0, total_b = 0;
+    cuda_memory_stats(live, peak);
+    CUDA_CALL(cudaMemGetInfo(&free_b, &total_b));
+    *used = total_b - free_b;
+    *total = total_b;
+}
+
+extern "C" const Backend cuda_backend = {"cuda", &cuda_ops, cuda_device, cuda_ops_check, cuda_timer_start,
+                                         cuda_timer_stop, cuda_memory};
