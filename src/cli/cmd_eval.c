@@ -7,13 +7,16 @@
 #include "../core/error.h"
 #include "../infer/eval.h"
 #include "../train/checkpoint.h"
+#include "../train/data_source.h"
+#include <math.h>
 #include "args.h"
 #include "commands.h"
 
 static void usage(void) {
     fprintf(stderr,
             "usage: flowhn eval --checkpoint FILE --tokenizer tokenizer.json [--choices FILE.jsonl]... "
-            "[--lambada FILE.jsonl] [--limit N]\n"
+            "[--lambada FILE.jsonl] [--data DIR [--batches N]] [--limit N]\n"
+            "  --data      validation loss and perplexity on DIR/val_*.bin (token shards from flowhn prepare)\n"
             "  --choices   multiple choice JSON lines (Query, Choices, label): PIQA, BoolQ, WinoGrande, ...\n"
             "  --lambada   LAMBADA JSON lines (Query, label = target word)\n"
             "  --limit     score only the first N items of each file\n");
@@ -21,7 +24,8 @@ static void usage(void) {
 
 int cmd_eval(int argc, char **argv) {
     const char *ckpt = NULL, *tokp = NULL, *lambada = NULL, *choices[16];
-    int n_choices = 0, limit = 0;
+    const char *data = NULL;
+    int n_choices = 0, limit = 0, batches = 20;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
@@ -29,19 +33,38 @@ int cmd_eval(int argc, char **argv) {
         if (!strcmp(a, "--checkpoint")) ckpt = v;
         else if (!strcmp(a, "--tokenizer")) tokp = v;
         else if (!strcmp(a, "--lambada")) lambada = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--batches")) { if (arg_int("eval", a, v, 1, 1 << 20, &batches)) return 2; }
         else if (!strcmp(a, "--choices")) {
             if (n_choices == 16) { fprintf(stderr, "flowhn eval: at most 16 --choices files\n"); return 2; }
             choices[n_choices++] = v;
         } else if (!strcmp(a, "--limit")) { if (arg_int("eval", a, v, 1, 100000000, &limit)) return 2; }
         else { fprintf(stderr, "flowhn eval: unknown option '%s'\n", a); usage(); return 2; }
     }
-    if (!ckpt || !tokp || (!n_choices && !lambada)) { usage(); return 2; }
+    if (!ckpt || (!tokp && (n_choices || lambada)) || (!n_choices && !lambada && !data)) { usage(); return 2; }
     Config c;
     Model m;
     if (checkpoint_read_config(ckpt, &c) || model_create(&m, &c, &cpu_ops) ||
         checkpoint_load(ckpt, &m, NULL, NULL, NULL)) {
         fprintf(stderr, "flowhn eval: %s\n", fh_last_error());
         return 1;
+    }
+    if (data) {
+        /* validation loss: the same windows the trainer's validation uses */
+        ShardSource vs;
+        double loss;
+        int T = c.max_seq_len, B = 4;
+        BatchSource bs;
+        if (shard_source_open(&vs, data, "val", c.vocab_size, 0, 1) ||
+            (bs = shard_batch_source(&vs), evaluate_loss(&m, &bs, batches, B, T, &loss))) {
+            fprintf(stderr, "flowhn eval: %s\n", fh_last_error());
+            model_free(&m);
+            return 1;
+        }
+        printf("validation on %s/val_*.bin: %d batches of %d x %d tokens: loss %.4f nats/token, perplexity %.2f\n", data,
+               batches, B, T, loss, exp(loss));
+        shard_source_close(&vs);
+        if (!n_choices && !lambada) { model_free(&m); return 0; }
     }
     Tokenizer *tok = tokenizer_load(tokp);
     if (!tok) { fprintf(stderr, "flowhn eval: %s\n", fh_last_error()); model_free(&m); return 1; }
