@@ -12,17 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-passed = failed = 0
-
-
-def case(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
+from harness import case, finish
 
 
 def read_checkpoint(path):
@@ -74,9 +64,7 @@ def main():
 
 if __name__ == "__main__":
     if not os.path.exists("flowhn"):
-        print("FAIL ./flowhn not built (run from the repository root after make)")
-        print("RESULT 0 passed, 1 failed")
-        sys.exit(1)
+        case("./flowhn is built (run from the repository root after make)", False)
+        finish()
     main()
-    print("RESULT %d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    finish()

@@ -10,17 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-passed = failed = 0
-
-
-def case(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok   " + name)
-    else:
-        failed += 1
-        print("FAIL %s %s" % (name, detail))
+from harness import case, finish
 
 
 def read_shard(path):
@@ -74,5 +64,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    print("RESULT %d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    finish()
