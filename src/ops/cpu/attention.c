@@ -1,44 +1,53 @@
 /* attention.c - causal grouped-query attention over token subsets.
  *
- * Keys are visible to a query when their position is not later than the
- * query's; since positions are ascending, query i sees the key prefix
- * [0, m_i). The forward keeps only the log-sum-exp per (query, head); the
- * backward recomputes the probabilities from q, k and lse (flash-attention
- * style), so no T x T matrix is ever stored. */
+ * Key j is visible to query i when kpos[j] <= qpos[i]; since positions are
+ * ascending, query i sees the key prefix [0, m_i). The forward keeps only the
+ * log-sum-exp per (batch, head, query); the backward recomputes the
+ * probabilities p_ij = exp(s_ij - lse_i) from q, k and lse (flash-attention
+ * style), so no nq x nk matrix outlives a call.
+ *
+ * Backward, with s_ij = scale q_i.k_j, dp_ij = dout_i.v_j and
+ * D_i = sum_j p_ij dp_ij = dout_i.out_i:
+ *   dv_j += p_ij dout_i;  ds_ij = p_ij (dp_ij - D_i);
+ *   dq_i += scale ds_ij k_j;  dk_j += scale ds_ij q_i. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "../../core/flopcount.h"
 #include "cpu_ops.h"
 
-/* number of keys visible to each query: kpos[0..m) <= qpos[i] */
-static void visible_counts(int *m, const int *qpos, int nq, const int *kpos, int nk) {
+/* m[i] = number of keys visible to query i (a moving pointer: both ascending) */
+static int *visible_counts(const int *qpos, int nq, const int *kpos, int nk) {
+    int *m = malloc(sizeof(int) * (nq > 0 ? nq : 1));
     int j = 0;
     for (int i = 0; i < nq; i++) {
         while (j < nk && kpos[j] <= qpos[i]) j++;
         m[i] = j;
     }
+    return m;
 }
 
 void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
-    int *m = malloc(sizeof(int) * (nq ? nq : 1));
-    visible_counts(m, qpos, nq, kpos, nk);
-    uint64_t seen = 0;
-    for (int i = 0; i < nq; i++) seen += (uint64_t)m[i];
-    fh_count_macs(2ull * hd * seen * B * nh);
+    int *m = visible_counts(qpos, nq, kpos, nk);
 #pragma omp parallel
     {
-        real *s = malloc(sizeof(real) * (nk ? nk : 1));
+        real *s = malloc(sizeof(real) * (nk > 0 ? nk : 1));   /* one query's scores, then weights */
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < nh; h++) {
                 int kh = h / group;
+                uint64_t seen = 0;
                 for (int i = 0; i < nq; i++) {
-                    const real *qi = q + (((size_t)b * nq + i) * nh + h) * hd;
-                    real *oi = out + (((size_t)b * nq + i) * nh + h) * hd;
+                    size_t qo = (((size_t)b * nq + i) * nh + h) * hd;
+                    const real *qi = q + qo;
+                    real *oi = out + qo;
+                    real *lse_i = lse + ((size_t)b * nh + h) * nq + i;
+                    for (int x = 0; x < hd; x++) oi[x] = 0;
+                    if (m[i] == 0) { *lse_i = -INFINITY; continue; }   /* backward skips it */
+                    seen += (uint64_t)m[i];
                     real mx = -INFINITY;
                     for (int j = 0; j < m[i]; j++) {
                         const real *kj = k + (((size_t)b * nk + j) * nkv + kh) * hd;
@@ -47,17 +56,18 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
                         s[j] = d * scale;
                         if (s[j] > mx) mx = s[j];
                     }
+                    /* subtract the max so the largest weight is exp(0) = 1: no overflow */
                     real z = 0;
                     for (int j = 0; j < m[i]; j++) { s[j] = R_EXP(s[j] - mx); z += s[j]; }
-                    for (int x = 0; x < hd; x++) oi[x] = 0;
+                    real inv_z = 1 / z;
                     for (int j = 0; j < m[i]; j++) {
                         const real *vj = v + (((size_t)b * nk + j) * nkv + kh) * hd;
-                        real p = s[j] / z;
+                        real p = s[j] * inv_z;
                         for (int x = 0; x < hd; x++) oi[x] += p * vj[x];
                     }
-                    /* no visible key: output 0, and lse 0 is never used by the backward */
-                    lse[((size_t)b * nh + h) * nq + i] = m[i] ? mx + R_LOG(z) : 0;
+                    *lse_i = mx + R_LOG(z);
                 }
+                fh_count_macs(2ull * hd * seen);   /* q.k and p*v per visible key */
             }
         free(s);
     }
@@ -69,17 +79,18 @@ void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const rea
                        int nk, int nh, int nkv, int hd) {
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
-    int *m = malloc(sizeof(int) * (nq ? nq : 1));
-    visible_counts(m, qpos, nq, kpos, nk);
-    /* one task per (batch, kv head) owns dk/dv of that head: no races */
+    int *m = visible_counts(qpos, nq, kpos, nk);
+    /* dk/dv of a kv head sum over the query heads of its group: one task per
+     * (batch, kv head) owns those rows, and the dq rows of its query heads. */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int kh = 0; kh < nkv; kh++)
             for (int h = kh * group; h < (kh + 1) * group; h++)
                 for (int i = 0; i < nq; i++) {
+                    if (m[i] == 0) continue;   /* output was a constant 0 */
                     size_t qo = (((size_t)b * nq + i) * nh + h) * hd;
                     const real *qi = q + qo, *doi = dout + qo, *oi = out + qo;
-                    real D = 0;   /* sum_x dout * out = sum_j p_j dp_j */
+                    real D = 0;
                     for (int x = 0; x < hd; x++) D += doi[x] * oi[x];
                     real L = lse[((size_t)b * nh + h) * nq + i];
                     for (int j = 0; j < m[i]; j++) {
@@ -89,11 +100,9 @@ void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const rea
                         for (int x = 0; x < hd; x++) { d += qi[x] * kj[x]; dp += doi[x] * vj[x]; }
                         real p = R_EXP(d * scale - L);
                         real ds = p * (dp - D) * scale;
-                        for (int x = 0; x < hd; x++) {
-                            if (dv) dv[ko + x] += p * doi[x];
-                            if (dq) dq[qo + x] += ds * kj[x];
-                            if (dk) dk[ko + x] += ds * qi[x];
-                        }
+                        if (dv) for (int x = 0; x < hd; x++) dv[ko + x] += p * doi[x];
+                        if (dq) for (int x = 0; x < hd; x++) dq[qo + x] += ds * kj[x];
+                        if (dk) for (int x = 0; x < hd; x++) dk[ko + x] += ds * qi[x];
                     }
                 }
     free(m);
