@@ -33,7 +33,7 @@ double gradcheck_floor(const char *name, loss_fn f, void *ctx, real *x, const re
         double fd = (8 * (v[0] - v[1]) - (v[2] - v[3])) / (12 * eps);
         double a = grad[i];
         double err = fabs(a - fd) / fmax(fmax(fabs(a), fabs(fd)), floor_);
-        if (err > worst) { worst = err; worst_i = i; worst_a = a; worst_fd = fd; }
+        if (err > worst || isnan(err)) { worst = isnan(err) ? INFINITY : err; worst_i = i; worst_a = a; worst_fd = fd; }
     }
     if (!gradcheck_quiet)
         printf("    gradcheck %-28s n=%-7zu checked=%-5zu max rel err %.2e (at %zu: analytic %.6e fd %.6e)\n",
