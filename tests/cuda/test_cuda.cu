@@ -2,7 +2,9 @@
  *
  * For each op and several shapes (odd sizes included) fresh random inputs go
  * to both backends; forward outputs and every gradient are compared by the
- * relative L2 error ||gpu - cpu|| / ||cpu|| <= 1e-5. Forward outputs on the GPU
+ * relative L2 error ||gpu - cpu|| / ||cpu|| <= 1e-5 (for gradients the scale is, per
+ * element, the larger of the final value and the amount the backward added,
+ * see cmp_from). Forward outputs on the GPU
  * start as NaN (an unwritten element fails); gradient buffers start as the same
  * random values on both sides, which checks that backward ops accumulate.
  * cuBLASLt runs in true fp32 (no TF32), so the bound holds for linear too.
@@ -91,16 +93,23 @@ static void line_end(void) {
     fflush(stdout);
 }
 /* compares n elements of the device array d with the host reference h;
- * elements equal in both (e.g. -inf == -inf) count as no error */
-static void cmp(const char *what, const float *h, const float *d, size_t n) {
+ * elements equal in both (e.g. -inf == -inf) count as no error. For a
+ * gradient, start0 is the buffer's value before the backward: each element is
+ * judged on the larger of its final value and the amount added to it, so a
+ * sum that happens to cancel the random start is not held to the final
+ * value's tiny scale (an op that overwrites instead of adding still fails by
+ * the whole start value). */
+static void cmp_from(const char *what, const float *h, const float *d, size_t n, const float *start0) {
     float *g = (float *)malloc(sizeof(float) * (n ? n : 1));
     G->to_host(g, d, sizeof(float) * n);
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
-        if (h[i] == g[i]) { if (isfinite(h[i])) den += (double)h[i] * h[i]; continue; }
+        double scale = (double)h[i] * h[i];
+        if (start0) scale = fmax(scale, ((double)h[i] - start0[i]) * ((double)h[i] - start0[i]));
+        if (h[i] == g[i]) { if (isfinite(h[i])) den += scale; continue; }
         double e = (double)g[i] - h[i];
         num += e * e;
-        den += (double)h[i] * h[i];
+        den += scale;
     }
     double rel = den > 0 ? sqrt(num / den) : sqrt(num);
     int ok = rel <= TOL;  /* NaN fails */
@@ -110,6 +119,7 @@ static void cmp(const char *what, const float *h, const float *d, size_t n) {
     CHECK(ok, "%s: relative L2 error %.3e > %.0e", what, rel, TOL);
     free(g);
 }
+static void cmp(const char *what, const float *h, const float *d, size_t n) { cmp_from(what, h, d, n, NULL); }
 static void cmp_macs(uint64_t cpu, uint64_t gpu) {
     if (cpu != gpu) line_ok = 0;
     CHECK(cpu == gpu, "MACs: cpu %llu, cuda %llu", (unsigned long long)cpu, (unsigned long long)gpu);
@@ -124,18 +134,20 @@ static void cmp_macs(uint64_t cpu, uint64_t gpu) {
 
 /* a gradient pair: the same random start on both sides (backward accumulates) */
 struct Grad {
-    float *h, *d;
+    float *h, *d, *h0;  /* h0: the start, kept for the error's scale */
     size_t n;
 };
 static Grad grad(size_t n) {
     Grad g;
     g.h = hrand(n, 0, 1);
+    g.h0 = (float *)malloc(sizeof(float) * (n ? n : 1));
+    memcpy(g.h0, g.h, sizeof(float) * n);
     g.d = dev(g.h, n);
     g.n = n;
     return g;
 }
-static void grad_cmp(const char *what, Grad g) { cmp(what, g.h, g.d, g.n); }
-static void grad_free(Grad g) { free(g.h); G->release(g.d); }
+static void grad_cmp(const char *what, Grad g) { cmp_from(what, g.h, g.d, g.n, g.h0); }
+static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
 
 /* ---------------------------------------------------------------- */
 

@@ -4,7 +4,8 @@
 
 #define NORM_THREADS 256
 
-__device__ __forceinline__ float gate_of(float y, float z) { return y * z * sigmoidf_(z); }
+/* y * silu(z), rounded in the CPU oracle's order */
+__device__ __forceinline__ float gate_of(float y, float z) { return y * (z * sigmoidf_(z)); }
 
 __global__ void gated_rmsnorm_fwd_kernel(float *out, float *rstd, const float *y, const float *z,
                                          const float *w, int C, float eps) {
@@ -32,7 +33,7 @@ __global__ void gated_rmsnorm_bwd_kernel(float *dy, float *dz, const float *dout
     float m = block_sum(dot, sh) * r / C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float yv = y[off + c], zv = z[off + c], s = sigmoidf_(zv);
-        float g = yv * zv * s;
+        float g = yv * (zv * s);
         float dg = r * (dout[off + c] * w[c] - g * r * m);
         if (dy) dy[off + c] += dg * zv * s;
         if (dz) dz[off + c] += dg * yv * s * (1.f + zv * (1.f - s));

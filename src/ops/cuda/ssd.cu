@@ -156,6 +156,7 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     ssd_fwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(y, states, xbc, dt_raw, dt_bias,
                                                                             A_log, D, d);
     CUDA_LAUNCHED();
+    fh_count_macs(3ull * B * n * nh * P * N);  /* the recurrence's count, as ops.h states */
 }
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
