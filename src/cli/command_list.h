@@ -9,3 +9,4 @@ COMMAND("generate", cmd_generate, "generate text from a checkpoint (KV cache + S
 COMMAND("eval", cmd_eval, "zero-shot multiple choice and LAMBADA scores of a checkpoint")
 COMMAND("train", cmd_train, "train a model on token shards (CPU), with checkpoints, log and loss plot")
 COMMAND("prepare", cmd_prepare, "turn text or JSON-lines files into llm.c token shards")
+COMMAND("bench", cmd_bench, "measure training tokens/s, MFU and memory for a config")
