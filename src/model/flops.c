@@ -39,9 +39,17 @@ uint64_t macs_mamba1_mixer(const Config *c, int n) {
          + N * E * H;                    /* out_proj */
 }
 
-/* SSD: 3 multiply-adds per state element per token (ops/ops.h, ssd.c). */
+/* SSD, chunked as src/ops/cpu/ssd.c executes it (formula stated there):
+ * C.B over the causal pairs of each chunk once per group (G*N) plus the
+ * weighted sum per head (nh*P) over those pairs; each chunk's own state and
+ * the inter-chunk pass and the incoming-state output (nh*P*N each). */
+uint64_t macs_ssd_chunked(uint64_t n, uint64_t nh, uint64_t P, uint64_t G, uint64_t N, uint64_t L) {
+    uint64_t nfull = n / L, r = n % L, nchunks = (n + L - 1) / L;
+    return (G * N + nh * P) * (nfull * L * (L + 1) / 2 + r * (r + 1) / 2) + nh * P * N * (2 * n + nchunks);
+}
+
 static uint64_t macs_ssd(const Config *c, int n) {
-    return 3ull * n * cfg_m2_heads(c) * c->m2_headdim * c->m2_d_state;
+    return macs_ssd_chunked((uint64_t)n, cfg_m2_heads(c), c->m2_headdim, c->m2_ngroups, c->m2_d_state, c->m2_chunk_size);
 }
 
 uint64_t macs_mamba2_mixer(const Config *c, int n) {

@@ -19,6 +19,8 @@ uint64_t macs_mamba1_mixer(const Config *c, int n);
 uint64_t macs_mamba2_mixer(const Config *c, int n);
 uint64_t macs_mlp(const Config *c, int n);
 uint64_t macs_conv1d(int n, int C, int K);
+/* the chunked SSD scan of one sequence (also used by the CUDA backend's counter) */
+uint64_t macs_ssd_chunked(uint64_t n, uint64_t nh, uint64_t P, uint64_t G, uint64_t N, uint64_t L);
 
 typedef struct {
     uint64_t attn_branch, ssm_branch, fusion;   /* FlowHN parts (0 elsewhere) */

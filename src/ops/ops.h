@@ -113,9 +113,9 @@ typedef struct Ops {
      *   h_t = a_t h_{t-1} + dt_t x_t Bm_t^T  ([P, N] per head);  y_t = h_t Cm_t + D x_t
      * y [B, n, E]. states [B, nchunks+1, nh, P, N] saved chunk-boundary states.
      * states[c] is the state entering chunk c; states[nchunks] the final state.
-     * MACs: 3 * n * nh * P * N per sequence (the recurrence's state update and
-     * output; the chunked GPU form does more arithmetic for parallelism, counted
-     * as the same model FLOPs). ---- */
+     * MACs: the chunked algorithm's, per sequence (nfull = n/L, r = n%L):
+     *   (G*N + nh*P) * (nfull*L(L+1)/2 + r(r+1)/2) + nh*P*N*(2n + nchunks)
+     * (src/ops/cpu/ssd.c; model/flops.c macs_ssd_chunked). ---- */
     void (*ssd_fwd)(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
                     const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
     void (*ssd_bwd)(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,

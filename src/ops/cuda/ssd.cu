@@ -12,6 +12,9 @@
  * Gradients shared across warps (Bm, Cm over heads and p; dt over p; the
  * per-head parameters over the batch) use atomics. */
 #include "common.cuh"
+extern "C" {
+#include "../../model/flops.h"
+}
 
 #define SSD_SPL 4  /* state columns per lane */
 #define SSD_WARPS 4
@@ -156,7 +159,7 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     ssd_fwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(y, states, xbc, dt_raw, dt_bias,
                                                                             A_log, D, d);
     CUDA_LAUNCHED();
-    fh_count_macs(3ull * B * n * nh * P * N);  /* the recurrence's count, as ops.h states */
+    fh_count_macs((uint64_t)B * macs_ssd_chunked(n, nh, P, G, N, L));  /* the model's count (ops.h), not this kernel's */
 }
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
