@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../data/shards.h"
 #include "../data/tokenizer.h"
 #include "args.h"
 #include "commands.h"
@@ -57,39 +58,16 @@ static char *read_file(const char *path, size_t *len) {
     return buf;
 }
 
-/* Writes tokens as llm.c shards of at most per_shard tokens: 256 int32 header
- * (20240520, version, count), then uint16 (version 1) or uint32 (version 2,
- * for vocabularies over 65,536) tokens. Temp file + rename per shard. */
+/* Writes tokens as DIR/<split>_NNNNNN.bin shards of at most per_shard tokens. */
 static int write_shards(const char *dir, const char *split, const int *ids, size_t n, size_t per_shard, int vocab,
                         int *n_shards) {
-    int version = vocab > 65536 ? 2 : 1;
-    size_t width = version == 1 ? 2 : 4;
     *n_shards = 0;
-    for (size_t start = 0; start < n || (n == 0 && start == 0); start += per_shard) {
+    for (size_t start = 0; start < n; start += per_shard) {
         size_t cnt = n - start < per_shard ? n - start : per_shard;
-        char path[4200], tmp[4300];
+        char path[4200];
         snprintf(path, sizeof path, "%s/%s_%06d.bin", dir, split, *n_shards);
-        snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-        FILE *f = fopen(tmp, "wb");
-        if (!f) return fh_error("cannot create %s: %s", tmp, strerror(errno));
-        int32_t h[256] = {0};
-        h[0] = 20240520;
-        h[1] = version;
-        h[2] = (int32_t)cnt;
-        int ok = fwrite(h, sizeof h, 1, f) == 1;
-        unsigned char *buf = malloc(width * (cnt ? cnt : 1));
-        for (size_t i = 0; buf && i < cnt; i++) {
-            uint32_t v = (uint32_t)ids[start + i];
-            for (size_t b = 0; b < width; b++) buf[i * width + b] = (unsigned char)(v >> (8 * b));
-        }
-        ok = ok && buf && fwrite(buf, width, cnt, f) == cnt && fflush(f) == 0 && fsync(fileno(f)) == 0;
-        free(buf);
-        if (fclose(f) || !ok || rename(tmp, path)) {
-            unlink(tmp);
-            return fh_error("writing %s failed: %s", path, strerror(errno));
-        }
+        if (shard_write(path, ids + start, (long)cnt, vocab)) return -1;
         (*n_shards)++;
-        if (n == 0) break;
     }
     return 0;
 }

@@ -11,47 +11,18 @@
 #include <string.h>
 
 #include "../core/error.h"
+#include "../data/shards.h"
 
-/* Reads one llm.c shard: 256 int32 header (magic 20240520, version 1 =
- * uint16 tokens / 2 = uint32 tokens, token count), then the tokens; checks the
- * size and every id against the vocabulary. */
-static int shard_read(const char *path, int vocab, int **out, long *n_out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fh_error("cannot open shard %s: %s", path, strerror(errno));
-    int32_t h[256];
-    if (fread(h, sizeof h, 1, f) != 1) { fclose(f); return fh_error("%s: shorter than the 1024-byte shard header", path); }
-    if (h[0] != 20240520) { fclose(f); return fh_error("%s: not a token shard (magic %d, expected 20240520)", path, h[0]); }
-    if (h[1] != 1 && h[1] != 2) { fclose(f); return fh_error("%s: shard version %d; expected 1 (uint16) or 2 (uint32)", path, h[1]); }
-    long n = h[2];
-    size_t w = h[1] == 1 ? 2 : 4;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    if (n < 0 || size != 1024 + (long)w * n) {
-        fclose(f);
-        return fh_error("%s: header says %ld tokens (%ld bytes) but the file has %ld bytes: truncated or corrupt; "
-                        "re-run flowhn prepare", path, n, 1024 + (long)w * n, size);
-    }
-    fseek(f, 1024, SEEK_SET);
-    unsigned char *raw = malloc(w * (size_t)(n ? n : 1));
-    int *tok = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    if (!raw || !tok || fread(raw, w, (size_t)n, f) != (size_t)n) {
-        free(raw); free(tok); fclose(f);
-        return fh_error("%s: cannot read %ld tokens", path, n);
-    }
-    fclose(f);
-    for (long i = 0; i < n; i++) {
-        uint32_t v = w == 2 ? (uint32_t)(raw[2 * i] | raw[2 * i + 1] << 8)
-                            : (uint32_t)(raw[4 * i] | raw[4 * i + 1] << 8 | raw[4 * i + 2] << 16 | (uint32_t)raw[4 * i + 3] << 24);
-        if (v >= (uint32_t)vocab) {
-            free(raw); free(tok);
-            return fh_error("%s: token %ld has id %u, outside the model's vocabulary of %d; the shards were made with a "
-                            "different tokenizer", path, i, v, vocab);
-        }
-        tok[i] = (int)v;
-    }
-    free(raw);
+/* Reads a whole shard (validated by shard_open: magic, version, size, ids). */
+static int read_shard_tokens(const char *path, int vocab, int **out, long *n_out) {
+    Shard sh;
+    if (shard_open(&sh, path, vocab)) return -1;
+    int *tok = malloc(sizeof(int) * (size_t)(sh.n_tokens ? sh.n_tokens : 1));
+    int rc = tok ? shard_read(&sh, 0, sh.n_tokens, tok) : fh_error("out of memory reading %s", path);
+    *n_out = sh.n_tokens;
+    shard_close(&sh);
+    if (rc) { free(tok); return -1; }
     *out = tok;
-    *n_out = n;
     return 0;
 }
 
@@ -71,7 +42,7 @@ int shard_source_open(ShardSource *s, const char *dir, const char *split, int vo
     for (size_t f = 0; f < g.gl_pathc; f++) {
         int *tok = NULL;
         long n = 0;
-        if (shard_read(g.gl_pathv[f], vocab, &tok, &n)) { globfree(&g); shard_source_close(s); return -1; }
+        if (read_shard_tokens(g.gl_pathv[f], vocab, &tok, &n)) { globfree(&g); shard_source_close(s); return -1; }
         int *all = realloc(s->tokens, sizeof(int) * (s->n + n));
         if (!all) { free(tok); globfree(&g); shard_source_close(s); return fh_error("out of memory reading %s", g.gl_pathv[f]); }
         s->tokens = all;
