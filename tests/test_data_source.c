@@ -46,6 +46,17 @@ static void reads_llmc_layout_and_batches(void) {
     b.next(b.ctx, tok, tgt, 2, 8);
     CHECK(memcmp(tok, want, sizeof want) == 0, "restored position gives the same batch");
     free(st);
+    /* a fresh source restored before its first batch (as on resume) continues identically */
+    st = b.state(b.ctx);
+    b.next(b.ctx, want, tgt, 2, 8);
+    ShardSource s2;
+    shard_source_open(&s2, dir, "train", 50, 0, 1);
+    BatchSource b2 = shard_batch_source(&s2);
+    CHECK(b2.restore(b2.ctx, st) == 0, "%s", fh_last_error());
+    b2.next(b2.ctx, tok, tgt, 2, 8);
+    CHECK(memcmp(tok, want, sizeof want) == 0, "restore into a fresh source gives the same batch");
+    free(st);
+    shard_source_close(&s2);
     /* wrap-around: keeps producing full batches */
     for (int i = 0; i < 20; i++) CHECK(b.next(b.ctx, tok, tgt, 2, 8) == 0, "batch %d", i);
     /* two ranks read disjoint windows of the same step */
@@ -85,8 +96,8 @@ static void unigram(void) {
     ShardSource a, b;
     shard_source_open(&a, dir, "u", 4, 0, 1);
     shard_source_open(&b, dir, "v", 4, 0, 1);
-    /* V = 2 seen ids, add-one: p0 = 7/10, p1 = 3/10 */
-    double want = -(6 * log(0.7) + 2 * log(0.3)) / 8;
+    /* vocabulary 4, add-one: p0 = (6+1)/(8+4), p1 = (2+1)/(8+4) */
+    double want = -(6 * log(7.0 / 12) + 2 * log(3.0 / 12)) / 8;
     CHECK(fabs(shard_unigram_baseline(&a, &b) - want) < 1e-12, "%.6f vs %.6f", shard_unigram_baseline(&a, &b), want);
     shard_source_close(&a); shard_source_close(&b);
 }

@@ -1,21 +1,25 @@
-/* data_source.h - the trainer's view of token shards: all shards of one
- * split (DIR/train_*.bin or DIR/val_*.bin, llm.c format) as one token
- * stream, cut into batches of B sequences of T+1 tokens (inputs and shifted
- * targets), with a position that checkpoints save and restore exactly. */
+/* data_source.h - the trainer's view of token shards: the shards of one
+ * split (DIR/train_*.bin or DIR/val_*.bin, llm.c format) walked by the
+ * dataloader (src/data/dataloader.h) as batches of B sequences of T+1 tokens,
+ * with a position that checkpoints save and restore exactly. */
 #ifndef FLOWHN_DATA_SOURCE_H
 #define FLOWHN_DATA_SOURCE_H
 
+#include "../data/dataloader.h"
 #include "trainer.h"
 
 typedef struct {
-    int *tokens;       /* the split's tokens, concatenated in file order */
-    long n;
-    long pos;          /* next batch starts here */
-    int rank, world;   /* this process reads every world-th batch, offset by rank */
-    char dir[512], split[16];
+    char pattern[600], dir[512], split[16];
+    int vocab, rank, world, shuffle;
+    uint64_t seed;
+    long n_tokens;       /* over all the split's shards */
+    int open;            /* the loader is opened on the first batch, when B and T are known */
+    int has_pending;     /* a restored position waiting for the loader to open */
+    DataPosition pending;
+    DataLoader dl;
 } ShardSource;
 
-/* Opens every DIR/<split>_*.bin, validating headers and token ids < vocab. */
+/* Finds DIR/<split>_*.bin and validates every shard's header, size and ids. */
 int shard_source_open(ShardSource *s, const char *dir, const char *split, int vocab, int rank, int world);
 void shard_source_close(ShardSource *s);
 long shard_source_tokens(const ShardSource *s);
