@@ -149,7 +149,9 @@ static void count_attention_macs(const int *qpos, const int *kpos, int B, int nq
 void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                         const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     if (B <= 0 || nq <= 0) return;
-    size_t smem = sizeof(float) * ((size_t)hd + nk);
+    /* +4 floats: compute-sanitizer saw the compiled dot loop read sq with a
+     * 12-byte vector load past the end when hd + nk is tiny (hd = nk = 1) */
+    size_t smem = sizeof(float) * ((size_t)hd + nk + 4);
     if (set_smem((const void *)attention_fwd_kernel, smem, "attention_fwd")) return;
     attention_fwd_kernel<<<dim3(nq, nh, B), ATT_THREADS, smem>>>(out, lse, q, k, v, qpos, kpos, nq, nk, nh, nkv, hd);
     CUDA_LAUNCHED();
@@ -160,7 +162,7 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
                         const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                         int nq, int nk, int nh, int nkv, int hd) {
     if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return;
-    size_t smem = sizeof(float) * (2 * (size_t)hd + nk);
+    size_t smem = sizeof(float) * (2 * (size_t)hd + nk + 4);   /* padded as in the forward */
     if (set_smem((const void *)attention_bwd_kernel, smem, "attention_bwd")) return;
     attention_bwd_kernel<<<dim3(nq, nh, B), ATT_THREADS, smem>>>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos,
                                                                  nq, nk, nh, nkv, hd);
