@@ -118,6 +118,22 @@ static void accuracy_from_known_labels(void) {
     model_free(&m);
 }
 
+static void continuation_longer_than_window(void) {
+    Model m = make_model(12);   /* window 64 */
+    char longtext[2000] = "";
+    for (int i = 0; i < 40; i++) strcat(longtext, " the cat sat on the mat");
+    int *ids;
+    size_t n;
+    tokenizer_encode(tok, longtext, strlen(longtext), &ids, &n);
+    free(ids);
+    double lp;
+    int nt, g;
+    CHECK(n > 64, "the text is longer than the window (%zu tokens)", n);
+    CHECK(score_continuation(&m, tok, "a dog", longtext, &lp, &nt, &g) == 0, "%s", fh_last_error());
+    CHECK(nt == (int)n && isfinite(lp) && lp < 0, "every token scored in rolling windows: %d of %zu, lp %g", nt, n, lp);
+    model_free(&m);
+}
+
 static void bad_files(void) {
     Model m = make_model(0);
     char p[200];
@@ -147,6 +163,7 @@ int main(void) {
     RUN_ARG(scores_match_generator, 12, "flowhn-fac-isolated");
     RUN_ARG(scores_match_generator, 2, "mamba2");
     RUN(accuracy_from_known_labels);
+    RUN(continuation_longer_than_window);
     RUN(bad_files);
     tokenizer_free(tok);
     char cmd[200];

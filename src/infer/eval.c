@@ -30,30 +30,37 @@ int score_continuation(Model *m, const Tokenizer *tok, const char *context, cons
     memcpy(seq + 1, a, sizeof(int) * na);
     memcpy(seq + 1 + na, b, sizeof(int) * nb);
     free(a); free(b);
-    /* inputs are seq[s .. total-1), targets seq[s+1 .. total) with at most W inputs */
-    size_t start = total - 1 > (size_t)W ? total - 1 - W : 0;
-    int T = (int)(total - 1 - start);
-    if ((size_t)T < nb) { free(seq); return fh_error("continuation of %zu tokens does not fit the model's window %d", nb, W); }
-    int *in = seq + start, *tg = malloc(sizeof(int) * T);
-    if (!tg) { free(seq); return fh_error("out of memory"); }
-    for (int t = 0; t < T; t++) tg[t] = t >= T - (int)nb ? in[t + 1] : -1;
-    int rc = model_forward(m, in, tg, 1, T);
-    if (!rc) {
-        *logprob = -m->loss * m->n_valid;
-        *n_tokens = m->n_valid;
-        if (greedy_match) {
-            int V = m->cfg.vocab_size;
-            real *row = malloc(sizeof(real) * V);
-            *greedy_match = 1;
-            for (int t = T - (int)nb; t < T && row; t++) {
-                m->ops->to_host(row, model_logits(m) + (size_t)t * V, sizeof(real) * V);
-                int best = 0;
-                for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
-                if (best != tg[t]) { *greedy_match = 0; break; }
-            }
-            free(row);
+    /* The continuation's tokens seq[p0, L) are scored in blocks of at most W
+     * (rolling windows, as lm-evaluation-harness does for long texts): block
+     * [p0, p1) is predicted from the inputs seq[a, p1 - 1) with a as far left as
+     * the window allows, so every token keeps up to W tokens of context. */
+    size_t L = total, p0 = 1 + na;
+    int *tg = malloc(sizeof(int) * W);
+    real *row = greedy_match ? malloc(sizeof(real) * m->cfg.vocab_size) : NULL;
+    if (!tg || (greedy_match && !row)) { free(seq); free(tg); free(row); return fh_error("out of memory"); }
+    *logprob = 0;
+    *n_tokens = 0;
+    if (greedy_match) *greedy_match = 1;
+    int rc = 0;
+    while (p0 < L && !rc) {
+        size_t p1 = p0 + (size_t)W < L ? p0 + (size_t)W : L;
+        size_t a = p1 - 1 > (size_t)W ? p1 - 1 - (size_t)W : 0;
+        int T = (int)(p1 - 1 - a);
+        for (int t = 0; t < T; t++) tg[t] = a + t + 1 >= p0 ? seq[a + t + 1] : -1;
+        rc = model_forward(m, seq + a, tg, 1, T);
+        if (rc) break;
+        *logprob -= m->loss * m->n_valid;
+        *n_tokens += m->n_valid;
+        for (int t = 0; greedy_match && *greedy_match && t < T; t++) {
+            if (tg[t] < 0) continue;
+            int V = m->cfg.vocab_size, best = 0;
+            m->ops->to_host(row, model_logits(m) + (size_t)t * V, sizeof(real) * V);
+            for (int v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+            if (best != tg[t]) *greedy_match = 0;
         }
+        p0 = p1;
     }
+    free(row);
     free(tg);
     free(seq);
     return rc;
