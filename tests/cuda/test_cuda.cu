@@ -15,6 +15,7 @@
  * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
@@ -379,12 +380,23 @@ static float *hcopy(const float *src, size_t n) {
 
 /* ctx 0: isolated (kpos = qpos), 1: prefix (kpos = 0..T-1), 2: disjoint subsets
  * (some queries see no key: their lse is compared only where a key is visible) */
+/* The shapes cover every head-size template of the tiled kernels (hd padded
+ * to 16/32/64/128/256), several query and key tiles with ragged ends, GQA
+ * groups of 1-4, and the presets' sizes at T = 1024 (the last four; set
+ * FLOWHN_TEST_QUICK to skip them under compute-sanitizer, whose racecheck is
+ * slow on them). */
 static void test_attention(void) {
     int shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
-                       {1, 1, 1, 1, 1, 1, 0},     {2, 37, 20, 4, 2, 16, 0}, {2, 37, 20, 4, 2, 16, 1},
-                       {2, 40, 15, 2, 1, 8, 2},   {2, 300, 150, 6, 2, 64, 0}, {1, 300, 120, 4, 4, 64, 1}};
+                       {1, 1, 1, 1, 1, 1, 0},       {2, 37, 20, 4, 2, 16, 0},     {2, 37, 20, 4, 2, 16, 1},
+                       {2, 40, 15, 2, 1, 8, 2},     {2, 300, 150, 6, 2, 64, 0},   {1, 300, 120, 4, 4, 64, 1},
+                       {2, 400, 130, 3, 1, 5, 2},   {1, 150, 77, 4, 1, 100, 1},   {1, 100, 70, 2, 2, 200, 0},
+                       {1, 90, 90, 2, 1, 24, 1},
+                       {1, 1024, 1024, 32, 8, 24, 0}, {1, 1024, 600, 32, 8, 24, 1},
+                       {1, 1024, 1024, 32, 8, 64, 0}, {1, 1024, 600, 32, 8, 64, 1}};
     const char *ctxname[] = {"isolated", "prefix", "disjoint"};
-    for (int si = 0; si < 6; si++) {
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+    if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 4;
+    for (int si = 0; si < nshapes; si++) {
         int B = shapes[si][0], T = shapes[si][1], ns = shapes[si][2], nh = shapes[si][3], nkv = shapes[si][4],
             hd = shapes[si][5], ctx = shapes[si][6];
         int *all = subset(T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;

@@ -1,126 +1,414 @@
-/* attention.cu - causal grouped-query attention over token subsets.
- *
- * FIRST VERSION, to be replaced by a tiled (flash-style) kernel: one thread
- * block per (batch, head, query). The block keeps the query's scores for all
- * nk keys in shared memory, so nk is bounded by the shared-memory limit
- * (~56k keys on an H100); key loads are not coalesced. It is here to be
- * correct and simple, and is checked against the CPU oracle.
+/* attention.cu - causal grouped-query attention over token subsets, tiled
+ * (flash-attention style, fp32).
  *
  * Query i sees key j iff kpos[j] <= qpos[i]; head h reads kv head h/(nh/nkv);
- * scale 1/sqrt(hd). lse[b,h,i] is saved for the backward; a query with no
- * visible key writes zeros and lse = -inf.
- * Backward, with p_j = exp(s_j - lse), D = dout.out:
- *   dv_j += p_j dout;  ds_j = p_j (dout.v_j - D);  dq += scale sum_j ds_j k_j;
- *   dk_j += scale ds_j q.  dk/dv are shared by queries and heads: atomics. */
+ * scale 1/sqrt(hd). Both position arrays ascend, so query i sees the key
+ * prefix [0, m_i) with m_i = #{j : kpos[j] <= qpos[i]} (a binary search), and
+ * a tile of queries needs only the key tiles below the last row's m.
+ *
+ * Forward: one block per (query tile of BT rows, head, batch). Key and value
+ * tiles of BT rows go through shared memory (rows loaded whole: coalesced);
+ * an online softmax keeps each row's running max and sum, the output stays in
+ * registers and is divided once at the end. lse[b,h,i] is saved; a query with
+ * no visible key writes zeros and lse = -inf.
+ *
+ * Backward (FlashAttention-2 split), with p = exp(s - lse), D_i = dout_i.out_i:
+ *   dv_j += p_ij dout_i;  ds_ij = p_ij (dout_i.v_j - D_i);
+ *   dk_j += scale ds_ij q_i;  dq_i += scale ds_ij k_j.
+ * 1. attention_rowdot_kernel: D per (b, h, query).
+ * 2. attention_dkdv_kernel: one block owns a (key tile, kv head, batch) and
+ *    loops over the query heads of its group and the query tiles that can see
+ *    the tile, so dk/dv are written once, without atomics.
+ * 3. attention_dq_kernel: one block per (query tile, head, batch) recomputes
+ *    p and ds over its visible key tiles and adds dq once. Deterministic.
+ *
+ * Thread layout (256 threads = 16 x 16, tx = low 4 bits): a BT x BT tile of
+ * scores is computed as RI x RI register micro-tiles, rows ty + 16 i and
+ * columns tx + 16 j; a BT x HD accumulator as rows ty + 16 i, columns
+ * tx + 16 j. The 16 threads of a row sit in one half-warp, so row max/sum are
+ * four xor-shuffles. Shared tiles are [BT][HD + 1]: the odd row stride makes
+ * both column-wise (16 rows, one d) and row-wise reads conflict-free. hd is
+ * padded up to HD (16, 32, 64, 128, 256) with zeros. */
 #include <stdlib.h>
 
 #include "common.cuh"
 
-#define ATT_THREADS 128
+#define ATT_THREADS 256
 
-__global__ void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                                     const int *qpos, const int *kpos, int nq, int nk, int nh, int nkv, int hd) {
-    extern __shared__ float smem[];
-    float *sq = smem, *sp = smem + hd;
-    __shared__ float red[32];
-    int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (nh / nkv);
-    float scale = 1.f / sqrtf((float)hd);
-    size_t qoff = (((size_t)b * nq + i) * nh + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) sq[d] = q[qoff + d];
-    __syncthreads();
-
-    int qp = qpos[i];
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-        float s = -INFINITY;
-        if (kpos[j] <= qp) {
-            const float *kj = k + (((size_t)b * nk + j) * nkv + hk) * hd;
-            float dot = 0.f;
-            for (int d = 0; d < hd; d++) dot += sq[d] * kj[d];
-            s = dot * scale;
-        }
-        sp[j] = s;
-        mx = fmaxf(mx, s);
+/* m = number of keys visible at position qp: the first j with kpos[j] > qp */
+__device__ __forceinline__ int visible_keys(const int *kpos, int nk, int qp) {
+    int lo = 0, hi = nk;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (kpos[mid] <= qp) lo = mid + 1; else hi = mid;
     }
-    mx = block_max(mx, red);
-    size_t lidx = ((size_t)b * nh + h) * nq + i;
-    if (mx == -INFINITY) {  /* no visible key */
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) out[qoff + d] = 0.f;
-        if (threadIdx.x == 0) lse[lidx] = -INFINITY;
-        return;
+    return lo;
+}
+/* the first query i with qpos[i] >= p (the first that can see a key at p) */
+__device__ __forceinline__ int first_query_at(const int *qpos, int nq, int p) {
+    int lo = 0, hi = nq;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (qpos[mid] < p) lo = mid + 1; else hi = mid;
     }
-    float sum = 0.f;
-    for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-        float e = sp[j] == -INFINITY ? 0.f : expf(sp[j] - mx);
-        sp[j] = e;
-        sum += e;
-    }
-    sum = block_sum(sum, red);  /* its barriers also publish sp */
-    float inv = 1.f / sum;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.f;
-        for (int j = 0; j < nk; j++)
-            if (sp[j] != 0.f) acc += sp[j] * v[(((size_t)b * nk + j) * nkv + hk) * hd + d];
-        out[qoff + d] = acc * inv;
-    }
-    if (threadIdx.x == 0) lse[lidx] = mx + logf(sum);
+    return lo;
 }
 
-__global__ void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                                     const float *lse, const float *q, const float *k, const float *v,
-                                     const int *qpos, const int *kpos, int nq, int nk, int nh, int nkv, int hd) {
-    extern __shared__ float smem[];
-    float *sq = smem, *sdo = smem + hd, *sds = smem + 2 * hd;
-    __shared__ float red[32];
-    int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (nh / nkv);
-    float scale = 1.f / sqrtf((float)hd);
-    size_t qoff = (((size_t)b * nq + i) * nh + h) * hd;
-    float Dpart = 0.f;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        sq[d] = q[qoff + d];
-        sdo[d] = dout[qoff + d];
-        Dpart += dout[qoff + d] * out[qoff + d];
+__device__ __forceinline__ float half_warp_max(float v) {
+    for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ float half_warp_sum(float v) {
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* rows [0, nrows) of a [BT][HD+1] tile from src (row r at src + r*stride),
+ * zeros past nrows and past hd. Consecutive threads read consecutive d. */
+template <int HD, int BT>
+__device__ __forceinline__ void load_tile(float *dst, const float *src, int nrows, size_t stride, int hd) {
+    for (int idx = threadIdx.x; idx < BT * HD; idx += ATT_THREADS) {
+        int r = idx / HD, d = idx % HD;
+        dst[r * (HD + 1) + d] = (r < nrows && d < hd) ? src[(size_t)r * stride + d] : 0.f;
     }
-    float D = block_sum(Dpart, red);  /* barriers publish sq, sdo */
-    float l = lse[((size_t)b * nh + h) * nq + i];
-    int qp = qpos[i];
-    for (int j = threadIdx.x; j < nk; j += blockDim.x) {
-        float ds = 0.f;
-        if (kpos[j] <= qp) {
-            size_t koff = (((size_t)b * nk + j) * nkv + hk) * hd;
-            float s = 0.f, dp = 0.f;
-            for (int d = 0; d < hd; d++) {
-                s += sq[d] * k[koff + d];
-                dp += sdo[d] * v[koff + d];
+}
+
+template <int HD, int BT>
+__global__ void __launch_bounds__(ATT_THREADS)
+attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
+                     const int *kpos, int nq, int nk, int nh, int nkv, int hd, float scale) {
+    constexpr int LD = HD + 1, PLD = BT + 16, RI = BT / 16, RD = HD / 16;
+    extern __shared__ float sm[];
+    float *sQ = sm, *sK = sQ + BT * LD, *sV = sK + BT * LD, *sP = sV + BT * LD;
+    __shared__ int smr[BT];
+    int h = blockIdx.x, b = blockIdx.y, q0 = (gridDim.z - 1 - blockIdx.z) * BT;  /* long tiles first */
+    int hk = h / (nh / nkv), tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    int nrow = min(BT, nq - q0);
+    size_t qstride = (size_t)nh * hd, kstride = (size_t)nkv * hd;
+    const float *qb = q + ((size_t)b * nq + q0) * qstride + (size_t)h * hd;
+    const float *kb = k + (size_t)b * nk * kstride + (size_t)hk * hd;
+    const float *vb = v + (size_t)b * nk * kstride + (size_t)hk * hd;
+    if (threadIdx.x < BT) smr[threadIdx.x] = threadIdx.x < nrow ? visible_keys(kpos, nk, qpos[q0 + threadIdx.x]) : 0;
+    load_tile<HD, BT>(sQ, qb, nrow, qstride, hd);
+    __syncthreads();
+    int mlast = smr[nrow - 1];  /* the largest m of the tile */
+    int mr[RI];
+    float mrun[RI], l[RI], o[RI][RD];
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+        mr[i] = smr[ty + 16 * i];
+        mrun[i] = -INFINITY;
+        l[i] = 0.f;
+#pragma unroll
+        for (int j = 0; j < RD; j++) o[i][j] = 0.f;
+    }
+    for (int c0 = 0; c0 < mlast; c0 += BT) {
+        int ncol = min(BT, mlast - c0);
+        __syncthreads();  /* the previous tile's readers are done */
+        load_tile<HD, BT>(sK, kb + (size_t)c0 * kstride, ncol, kstride, hd);
+        load_tile<HD, BT>(sV, vb + (size_t)c0 * kstride, ncol, kstride, hd);
+        __syncthreads();
+        float s[RI][RI];
+#pragma unroll
+        for (int i = 0; i < RI; i++)
+#pragma unroll
+            for (int j = 0; j < RI; j++) s[i][j] = 0.f;
+        for (int d = 0; d < hd; d++) {
+            float qv[RI], kv[RI];
+#pragma unroll
+            for (int i = 0; i < RI; i++) qv[i] = sQ[(ty + 16 * i) * LD + d];
+#pragma unroll
+            for (int j = 0; j < RI; j++) kv[j] = sK[(tx + 16 * j) * LD + d];
+#pragma unroll
+            for (int i = 0; i < RI; i++)
+#pragma unroll
+                for (int j = 0; j < RI; j++) s[i][j] += qv[i] * kv[j];
+        }
+#pragma unroll
+        for (int i = 0; i < RI; i++) {
+            float tmax = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < RI; j++) {
+                s[i][j] = c0 + tx + 16 * j < mr[i] ? s[i][j] * scale : -INFINITY;
+                tmax = fmaxf(tmax, s[i][j]);
             }
-            float p = expf(s * scale - l);
-            ds = p * (dp - D);
-            if (dv)
-                for (int d = 0; d < hd; d++) atomicAdd(&dv[koff + d], p * sdo[d]);
-            if (dk)
-                for (int d = 0; d < hd; d++) atomicAdd(&dk[koff + d], scale * ds * sq[d]);
+            float mn = fmaxf(mrun[i], half_warp_max(tmax));
+            float alpha = 1.f, rs = 0.f;
+            if (mn != -INFINITY) {  /* else: nothing visible to this row yet */
+                alpha = expf(mrun[i] - mn);  /* 0 on the first visible tile */
+#pragma unroll
+                for (int j = 0; j < RI; j++) {
+                    s[i][j] = expf(s[i][j] - mn);  /* masked: exp(-inf) = 0 */
+                    rs += s[i][j];
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < RI; j++) s[i][j] = 0.f;
+            }
+#pragma unroll
+            for (int j = 0; j < RI; j++) sP[(ty + 16 * i) * PLD + tx + 16 * j] = s[i][j];
+            l[i] = l[i] * alpha + half_warp_sum(rs);
+            mrun[i] = mn;
+#pragma unroll
+            for (int j = 0; j < RD; j++) o[i][j] *= alpha;
         }
-        sds[j] = ds;
+        __syncthreads();
+        for (int c = 0; c < ncol; c++) {
+            float vv[RD];
+#pragma unroll
+            for (int j = 0; j < RD; j++) vv[j] = sV[c * LD + tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < RI; i++) {
+                float p = sP[(ty + 16 * i) * PLD + c];
+#pragma unroll
+                for (int j = 0; j < RD; j++) o[i][j] += p * vv[j];
+            }
+        }
     }
-    if (!dq) return;
-    __syncthreads();
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.f;
-        for (int j = 0; j < nk; j++)
-            if (sds[j] != 0.f) acc += sds[j] * k[(((size_t)b * nk + j) * nkv + hk) * hd + d];
-        dq[qoff + d] += scale * acc;
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+        int r = ty + 16 * i;
+        if (r >= nrow) continue;
+        float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;  /* no visible key: zeros */
+        float *orow = out + ((size_t)b * nq + q0 + r) * qstride + (size_t)h * hd;
+#pragma unroll
+        for (int j = 0; j < RD; j++)
+            if (tx + 16 * j < hd) orow[tx + 16 * j] = o[i][j] * inv;
+        if (tx == 0) lse[((size_t)b * nh + h) * nq + q0 + r] = l[i] > 0.f ? mrun[i] + logf(l[i]) : -INFINITY;
     }
 }
 
-/* Raises the kernel's dynamic shared-memory limit when the scores need more
- * than the default 48 KB; 0 if it fits the device. */
+/* D[b,h,i] = dout.out over the head's hd values: one warp per row */
+__global__ void attention_rowdot_kernel(float *D, const float *dout, const float *out, int B, int nq, int nh,
+                                        int hd) {
+    size_t row = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;  /* (b, i, h) */
+    int lane = threadIdx.x & 31;
+    if (row >= (size_t)B * nq * nh) return;
+    const float *a = dout + row * hd, *c = out + row * hd;
+    float s = 0.f;
+    for (int d = lane; d < hd; d += 32) s += a[d] * c[d];
+    s = warp_sum(s);
+    int h = (int)(row % nh);
+    size_t bi = row / nh;  /* b * nq + i */
+    int i = (int)(bi % nq), b = (int)(bi / nq);
+    if (lane == 0) D[((size_t)b * nh + h) * nq + i] = s;
+}
+
+/* Loads a query tile's rows for the backward: q and dout tiles, and per row
+ * m (visible keys), lse and D; rows past nrow get m = 0 (never visible). */
+template <int HD, int BT>
+__device__ __forceinline__ void load_query_side(float *sQ, float *sO, int *smr, float *slse, float *sD,
+                                                const float *q, const float *dout, const float *lse,
+                                                const float *D, const int *qpos, const int *kpos, int b, int h,
+                                                int q0, int nrow, int nq, int nk, int nh, int hd) {
+    size_t qstride = (size_t)nh * hd, off = ((size_t)b * nq + q0) * qstride + (size_t)h * hd;
+    load_tile<HD, BT>(sQ, q + off, nrow, qstride, hd);
+    load_tile<HD, BT>(sO, dout + off, nrow, qstride, hd);
+    if (threadIdx.x < BT) {
+        int r = threadIdx.x;
+        size_t li = ((size_t)b * nh + h) * nq + q0 + r;
+        smr[r] = r < nrow ? visible_keys(kpos, nk, qpos[q0 + r]) : 0;
+        slse[r] = r < nrow && smr[r] > 0 ? lse[li] : 0.f;
+        sD[r] = r < nrow ? D[li] : 0.f;
+    }
+}
+
+template <int HD, int BT>
+__global__ void __launch_bounds__(ATT_THREADS)
+attention_dkdv_kernel(float *dk, float *dv, const float *dout, const float *D, const float *lse, const float *q,
+                      const float *k, const float *v, const int *qpos, const int *kpos, int nq, int nk, int nh,
+                      int nkv, int hd, float scale) {
+    constexpr int LD = HD + 1, PLD = BT + 16, RI = BT / 16, RD = HD / 16;
+    extern __shared__ float sm[];
+    float *sK = sm, *sV = sK + BT * LD, *sQ = sV + BT * LD, *sO = sQ + BT * LD, *sP = sO + BT * LD,
+          *sS = sP + BT * PLD;
+    __shared__ int smr[BT];
+    __shared__ float slse[BT], sD[BT];
+    int hk = blockIdx.x, b = blockIdx.y, c0 = blockIdx.z * BT;  /* low key tiles (the most queries) first */
+    int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, group = nh / nkv;
+    int ncol = min(BT, nk - c0);
+    int i0 = first_query_at(qpos, nq, kpos[c0]);  /* earlier queries see none of these keys */
+    if (i0 >= nq) return;                          /* nothing to add */
+    size_t kstride = (size_t)nkv * hd, koff = (size_t)b * nk * kstride + (size_t)c0 * kstride + (size_t)hk * hd;
+    load_tile<HD, BT>(sK, k + koff, ncol, kstride, hd);
+    load_tile<HD, BT>(sV, v + koff, ncol, kstride, hd);
+    float adk[RI][RD], adv[RI][RD];
+#pragma unroll
+    for (int i = 0; i < RI; i++)
+#pragma unroll
+        for (int j = 0; j < RD; j++) adk[i][j] = adv[i][j] = 0.f;
+    for (int h = hk * group; h < (hk + 1) * group; h++)
+        for (int q0 = i0; q0 < nq; q0 += BT) {
+            int nrow = min(BT, nq - q0);
+            __syncthreads();  /* the previous tile's readers are done */
+            load_query_side<HD, BT>(sQ, sO, smr, slse, sD, q, dout, lse, D, qpos, kpos, b, h, q0, nrow, nq, nk,
+                                    nh, hd);
+            __syncthreads();
+            /* transposed scores: rows = keys (ty + 16 i), columns = queries (tx + 16 j) */
+            float s[RI][RI], dp[RI][RI];
+#pragma unroll
+            for (int i = 0; i < RI; i++)
+#pragma unroll
+                for (int j = 0; j < RI; j++) s[i][j] = dp[i][j] = 0.f;
+            for (int d = 0; d < hd; d++) {
+                float kv[RI], vv[RI], qv[RI], ov[RI];
+#pragma unroll
+                for (int i = 0; i < RI; i++) {
+                    kv[i] = sK[(ty + 16 * i) * LD + d];
+                    vv[i] = sV[(ty + 16 * i) * LD + d];
+                }
+#pragma unroll
+                for (int j = 0; j < RI; j++) {
+                    qv[j] = sQ[(tx + 16 * j) * LD + d];
+                    ov[j] = sO[(tx + 16 * j) * LD + d];
+                }
+#pragma unroll
+                for (int i = 0; i < RI; i++)
+#pragma unroll
+                    for (int j = 0; j < RI; j++) {
+                        s[i][j] += kv[i] * qv[j];
+                        dp[i][j] += vv[i] * ov[j];
+                    }
+            }
+#pragma unroll
+            for (int i = 0; i < RI; i++)
+#pragma unroll
+                for (int j = 0; j < RI; j++) {
+                    int r = tx + 16 * j;
+                    float p = c0 + ty + 16 * i < smr[r] ? expf(s[i][j] * scale - slse[r]) : 0.f;
+                    sP[(ty + 16 * i) * PLD + r] = p;
+                    sS[(ty + 16 * i) * PLD + r] = p * (dp[i][j] - sD[r]);
+                }
+            __syncthreads();
+            for (int r = 0; r < nrow; r++) {
+                float ov[RD], qv[RD];
+#pragma unroll
+                for (int j = 0; j < RD; j++) {
+                    ov[j] = sO[r * LD + tx + 16 * j];
+                    qv[j] = sQ[r * LD + tx + 16 * j];
+                }
+#pragma unroll
+                for (int i = 0; i < RI; i++) {
+                    float p = sP[(ty + 16 * i) * PLD + r], ds = sS[(ty + 16 * i) * PLD + r];
+#pragma unroll
+                    for (int j = 0; j < RD; j++) {
+                        adv[i][j] += p * ov[j];
+                        adk[i][j] += ds * qv[j];
+                    }
+                }
+            }
+        }
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+        if (ty + 16 * i >= ncol) continue;
+        size_t row = koff + (size_t)(ty + 16 * i) * kstride;
+#pragma unroll
+        for (int j = 0; j < RD; j++) {
+            int d = tx + 16 * j;
+            if (d >= hd) continue;
+            if (dk) dk[row + d] += scale * adk[i][j];
+            if (dv) dv[row + d] += adv[i][j];
+        }
+    }
+}
+
+template <int HD, int BT>
+__global__ void __launch_bounds__(ATT_THREADS)
+attention_dq_kernel(float *dq, const float *dout, const float *D, const float *lse, const float *q,
+                    const float *k, const float *v, const int *qpos, const int *kpos, int nq, int nk, int nh,
+                    int nkv, int hd, float scale) {
+    constexpr int LD = HD + 1, PLD = BT + 16, RI = BT / 16, RD = HD / 16;
+    extern __shared__ float sm[];
+    float *sQ = sm, *sO = sQ + BT * LD, *sK = sO + BT * LD, *sV = sK + BT * LD, *sS = sV + BT * LD;
+    __shared__ int smr[BT];
+    __shared__ float slse[BT], sD[BT];
+    int h = blockIdx.x, b = blockIdx.y, q0 = (gridDim.z - 1 - blockIdx.z) * BT;  /* long tiles first */
+    int hk = h / (nh / nkv), tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    int nrow = min(BT, nq - q0);
+    load_query_side<HD, BT>(sQ, sO, smr, slse, sD, q, dout, lse, D, qpos, kpos, b, h, q0, nrow, nq, nk, nh, hd);
+    __syncthreads();
+    int mlast = smr[nrow - 1];
+    int mr[RI];
+    float lr[RI], Dr[RI], acc[RI][RD];
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+        mr[i] = smr[ty + 16 * i];
+        lr[i] = slse[ty + 16 * i];
+        Dr[i] = sD[ty + 16 * i];
+#pragma unroll
+        for (int j = 0; j < RD; j++) acc[i][j] = 0.f;
+    }
+    size_t kstride = (size_t)nkv * hd, kbase = (size_t)b * nk * kstride + (size_t)hk * hd;
+    for (int c0 = 0; c0 < mlast; c0 += BT) {
+        int ncol = min(BT, mlast - c0);
+        __syncthreads();
+        load_tile<HD, BT>(sK, k + kbase + (size_t)c0 * kstride, ncol, kstride, hd);
+        load_tile<HD, BT>(sV, v + kbase + (size_t)c0 * kstride, ncol, kstride, hd);
+        __syncthreads();
+        float s[RI][RI], dp[RI][RI];
+#pragma unroll
+        for (int i = 0; i < RI; i++)
+#pragma unroll
+            for (int j = 0; j < RI; j++) s[i][j] = dp[i][j] = 0.f;
+        for (int d = 0; d < hd; d++) {
+            float qv[RI], ov[RI], kv[RI], vv[RI];
+#pragma unroll
+            for (int i = 0; i < RI; i++) {
+                qv[i] = sQ[(ty + 16 * i) * LD + d];
+                ov[i] = sO[(ty + 16 * i) * LD + d];
+            }
+#pragma unroll
+            for (int j = 0; j < RI; j++) {
+                kv[j] = sK[(tx + 16 * j) * LD + d];
+                vv[j] = sV[(tx + 16 * j) * LD + d];
+            }
+#pragma unroll
+            for (int i = 0; i < RI; i++)
+#pragma unroll
+                for (int j = 0; j < RI; j++) {
+                    s[i][j] += qv[i] * kv[j];
+                    dp[i][j] += ov[i] * vv[j];
+                }
+        }
+#pragma unroll
+        for (int i = 0; i < RI; i++)
+#pragma unroll
+            for (int j = 0; j < RI; j++) {
+                float p = c0 + tx + 16 * j < mr[i] ? expf(s[i][j] * scale - lr[i]) : 0.f;
+                sS[(ty + 16 * i) * PLD + tx + 16 * j] = p * (dp[i][j] - Dr[i]);
+            }
+        __syncthreads();
+        for (int c = 0; c < ncol; c++) {
+            float kv[RD];
+#pragma unroll
+            for (int j = 0; j < RD; j++) kv[j] = sK[c * LD + tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < RI; i++) {
+                float ds = sS[(ty + 16 * i) * PLD + c];
+#pragma unroll
+                for (int j = 0; j < RD; j++) acc[i][j] += ds * kv[j];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < RI; i++) {
+        int r = ty + 16 * i;
+        if (r >= nrow) continue;
+        float *row = dq + ((size_t)b * nq + q0 + r) * nh * hd + (size_t)h * hd;
+#pragma unroll
+        for (int j = 0; j < RD; j++)
+            if (tx + 16 * j < hd) row[tx + 16 * j] += scale * acc[i][j];
+    }
+}
+
+/* Dynamic shared memory above the default 48 KB needs an opt-in per kernel. */
 static int set_smem(const void *kernel, size_t bytes, const char *what) {
     if (bytes <= 48 * 1024) return 0;
     int dev = 0, maxb = 0;
     CUDA_CALL(cudaGetDevice(&dev));
     CUDA_CALL(cudaDeviceGetAttribute(&maxb, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (bytes > (size_t)maxb) {
-        cuda_record_error(what, "too many keys for the first-version attention kernel (scores live in shared memory)",
+        cuda_record_error(what, "attention tiles need more shared memory than this GPU has per block",
                           __FILE__, __LINE__);
         return -1;
     }
@@ -129,8 +417,7 @@ static int set_smem(const void *kernel, size_t bytes, const char *what) {
 }
 
 /* 2*hd MACs per visible key: the positions live on the device, so they are
- * copied back here (a small synchronous copy; the fast kernel will count
- * from the positions it already has on the host side). */
+ * copied back here (a small synchronous copy). */
 static void count_attention_macs(const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int hd) {
     int *hq = (int *)malloc(sizeof(int) * (nq + nk));
     if (!hq) return;
@@ -146,25 +433,86 @@ static void count_attention_macs(const int *qpos, const int *kpos, int B, int nq
     fh_count_macs(vis * 2 * hd * nh * B);
 }
 
+template <int HD, int BT>
+static void fwd_launch(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
+                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
+    size_t smem = sizeof(float) * (3 * BT * (HD + 1) + BT * (BT + 16));
+    if (set_smem((const void *)attention_fwd_kernel<HD, BT>, smem, "attention_fwd")) return;
+    dim3 grid(nh, B, (nq + BT - 1) / BT);
+    attention_fwd_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(out, lse, q, k, v, qpos, kpos, nq, nk, nh, nkv, hd,
+                                                            1.f / sqrtf((float)hd));
+    CUDA_LAUNCHED();
+}
+
+template <int HD, int BT>
+static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
+                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
+                       int nq, int nk, int nh, int nkv, int hd) {
+    float scale = 1.f / sqrtf((float)hd);
+    if (dk || dv) {
+        size_t smem = sizeof(float) * (4 * BT * (HD + 1) + 2 * BT * (BT + 16));
+        if (set_smem((const void *)attention_dkdv_kernel<HD, BT>, smem, "attention_bwd")) return;
+        dim3 grid(nkv, B, (nk + BT - 1) / BT);
+        attention_dkdv_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dk, dv, dout, D, lse, q, k, v, qpos, kpos, nq,
+                                                                 nk, nh, nkv, hd, scale);
+        CUDA_LAUNCHED();
+    }
+    if (dq) {
+        size_t smem = sizeof(float) * (4 * BT * (HD + 1) + BT * (BT + 16));
+        if (set_smem((const void *)attention_dq_kernel<HD, BT>, smem, "attention_bwd")) return;
+        dim3 grid(nh, B, (nq + BT - 1) / BT);
+        attention_dq_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dq, dout, D, lse, q, k, v, qpos, kpos, nq, nk, nh,
+                                                               nkv, hd, scale);
+        CUDA_LAUNCHED();
+    }
+}
+
+static int hd_supported(int hd, const char *what) {
+    if (hd >= 1 && hd <= 256) return 1;
+    cuda_record_error(what, "head_dim must be 1..256 for the CUDA attention kernels", __FILE__, __LINE__);
+    return 0;
+}
+
 void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                         const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
-    if (B <= 0 || nq <= 0) return;
-    /* +4 floats: compute-sanitizer saw the compiled dot loop read sq with a
-     * 12-byte vector load past the end when hd + nk is tiny (hd = nk = 1) */
-    size_t smem = sizeof(float) * ((size_t)hd + nk + 4);
-    if (set_smem((const void *)attention_fwd_kernel, smem, "attention_fwd")) return;
-    attention_fwd_kernel<<<dim3(nq, nh, B), ATT_THREADS, smem>>>(out, lse, q, k, v, qpos, kpos, nq, nk, nh, nkv, hd);
-    CUDA_LAUNCHED();
+    if (B <= 0 || nq <= 0 || !hd_supported(hd, "attention_fwd")) return;
+    if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 32) fwd_launch<32, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 64) fwd_launch<64, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 128) fwd_launch<128, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else fwd_launch<256, 32>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
+}
+
+/* D scratch [B, nh, nq], grown on demand and kept (the same shapes recur every step) */
+static float *rowdot_scratch(size_t n) {
+    static float *buf;
+    static size_t cap;
+    if (n <= cap) return buf;
+    if (buf) CUDA_CALL(cudaFree(buf));
+    buf = NULL;
+    cap = 0;
+    if (cudaMalloc(&buf, sizeof(float) * n) != cudaSuccess) {
+        buf = NULL;
+        cuda_record_error("cudaMalloc", "cannot allocate the attention backward scratch", __FILE__, __LINE__);
+        return NULL;
+    }
+    cap = n;
+    return buf;
 }
 
 void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                         const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                         int nq, int nk, int nh, int nkv, int hd) {
-    if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return;
-    size_t smem = sizeof(float) * (2 * (size_t)hd + nk + 4);   /* padded as in the forward */
-    if (set_smem((const void *)attention_bwd_kernel, smem, "attention_bwd")) return;
-    attention_bwd_kernel<<<dim3(nq, nh, B), ATT_THREADS, smem>>>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos,
-                                                                 nq, nk, nh, nkv, hd);
+    if (B <= 0 || nq <= 0 || nk <= 0 || (!dq && !dk && !dv) || !hd_supported(hd, "attention_bwd")) return;
+    size_t rows = (size_t)B * nq * nh;
+    float *D = rowdot_scratch(rows);
+    if (!D) return;
+    attention_rowdot_kernel<<<blocks_for(rows * 32, 256), 256>>>(D, dout, out, B, nq, nh, hd);
     CUDA_LAUNCHED();
+    if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 32) bwd_launch<32, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 64) bwd_launch<64, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else bwd_launch<256, 32>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
 }
