@@ -4,10 +4,12 @@
 #   make cuda       the CUDA backend (reserved; see src/ops/cuda)
 CC      ?= gcc
 OPT     ?= -O2
-CFLAGS  += -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -D_GNU_SOURCE -MMD -MP \
+BUILD   ?= build
+BIN     ?= flowhn
+CFLAGS  += -std=c11 $(OPT) $(SAN) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -D_GNU_SOURCE -MMD -MP \
            -I/usr/include/cjson -I/usr/include/x86_64-linux-gnu
 LDLIBS  += -lopenblas -lcjson -lm
-LDFLAGS += -fopenmp
+LDFLAGS += -fopenmp $(SAN)
 # Prefer OpenBLAS's OpenMP build (Debian: libopenblas-openmp-dev): it shares
 # the OpenMP thread pool with our ops instead of fighting it with its own
 # pthreads (measured 1.6x faster training on 2 cores, docs/perf-notes.md).
@@ -22,48 +24,55 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 GRAD_SRC := $(sort $(wildcard tests/grad_*.c))
 TEST_HELPERS := $(sort $(wildcard tests/helpers/*.c))
 
-OBJ32 := $(LIB_SRC:%.c=build/f32/%.o)
-OBJ64 := $(LIB_SRC:%.c=build/f64/%.o)
-HELP32 := $(TEST_HELPERS:%.c=build/f32/%.o)
-HELP64 := $(TEST_HELPERS:%.c=build/f64/%.o)
-TEST_BIN := $(TEST_SRC:tests/%.c=build/tests/%) $(GRAD_SRC:tests/%.c=build/tests/%)
+OBJ32 := $(LIB_SRC:%.c=$(BUILD)/f32/%.o)
+OBJ64 := $(LIB_SRC:%.c=$(BUILD)/f64/%.o)
+HELP32 := $(TEST_HELPERS:%.c=$(BUILD)/f32/%.o)
+HELP64 := $(TEST_HELPERS:%.c=$(BUILD)/f64/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(GRAD_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test tests clean cuda
+.PHONY: all test tests clean cuda asan
 # keep test objects (no "rm" after the run, faster rebuilds)
 .SECONDARY:
-all: flowhn build/libflowhn.a
+all: $(BIN) $(BUILD)/libflowhn.a
 
-build/f32/%.o: %.c
+$(BUILD)/f32/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
-build/f64/%.o: %.c
+$(BUILD)/f64/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DFLOWHN_REAL_DOUBLE -c $< -o $@
 
-build/libflowhn.a: $(OBJ32)
+$(BUILD)/libflowhn.a: $(OBJ32)
 	@rm -f $@; ar rcs $@ $^
-build/libflowhn_f64.a: $(OBJ64)
+$(BUILD)/libflowhn_f64.a: $(OBJ64)
 	@rm -f $@; ar rcs $@ $^
 
-flowhn: $(CLI_SRC:%.c=build/f32/%.o) build/libflowhn.a
+$(BIN): $(CLI_SRC:%.c=$(BUILD)/f32/%.o) $(BUILD)/libflowhn.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # fp32 tests link the float library; grad_* tests link the double build.
-build/tests/test_%: build/f32/tests/test_%.o $(HELP32) build/libflowhn.a
+$(BUILD)/tests/test_%: $(BUILD)/f32/tests/test_%.o $(HELP32) $(BUILD)/libflowhn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-build/tests/grad_%: build/f64/tests/grad_%.o $(HELP64) build/libflowhn_f64.a
+$(BUILD)/tests/grad_%: $(BUILD)/f64/tests/grad_%.o $(HELP64) $(BUILD)/libflowhn_f64.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-tests: $(TEST_BIN) flowhn
+tests: $(TEST_BIN) $(BIN)
 test: tests
-	@sh tools/run_tests.sh $(TEST_BIN)
+	@FLOWHN=$(abspath $(BIN)) sh tools/run_tests.sh $(TEST_BIN)
+
+# The whole CPU test-suite under AddressSanitizer + UndefinedBehaviorSanitizer
+# (its own build tree and binary; any report fails the run).
+asan:
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/flowhn OPT="-O1" \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" test
 
 cuda:
 	$(MAKE) -f src/ops/cuda/cuda.mk
 
 clean:
-	rm -rf build flowhn
+	rm -rf build build-asan flowhn
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -12,12 +12,16 @@
 #define BOUND 1e-6
 static Rng rng;
 
+/* test buffers live until the end of main (freed there, for LeakSanitizer) */
+static void *bufs[256];
+static int n_bufs;
+static real *keep(real *p) { bufs[n_bufs++] = p; return p; }
 static real *rnd(size_t n, double lo, double hi) {
-    real *p = malloc(sizeof(real) * n);
+    real *p = keep(malloc(sizeof(real) * n));
     fill_uniform(p, n, &rng, lo, hi);
     return p;
 }
-static real *zeros(size_t n) { return calloc(n, sizeof(real)); }
+static real *zeros(size_t n) { return keep(calloc(n, sizeof(real))); }
 
 /* ---- RMSNorm ---- */
 enum { RN = 5, RC = 7 };
@@ -190,5 +194,6 @@ int main(void) {
     RUN(test_gather_scatter);
     RUN(test_embedding);
     RUN(test_xent);
+    for (int i = 0; i < n_bufs; i++) free(bufs[i]);
     TEST_SUMMARY();
 }

@@ -90,6 +90,8 @@ static void exact_resume(void) {
     CHECK(ra.losses[19] < ra.losses[0] - 0.5, "loss falls on learnable data: %.4f -> %.4f", ra.losses[0], ra.losses[19]);
     printf("    20 straight vs 10 + resume + 10: identical; loss %.4f -> %.4f\n", ra.losses[0], ra.losses[19]);
     model_free(&a); model_free(&b); model_free(&b2);
+    free(ra.losses); free(rb1.losses); free(rb2.losses);
+    free((char *)oa.out_dir); free((char *)ob.out_dir); free((char *)ob2.out_dir);
 }
 
 static void refuses_other_config(void) {

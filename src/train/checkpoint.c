@@ -138,41 +138,43 @@ static int read_all(const char *path, Blob *b) {
     return 0;
 }
 
-/* Validates framing and checksum; returns the parsed header. */
+/* Validates framing and checksum; returns the parsed header (and keeps the
+ * file in b->buf), or NULL with nothing left allocated. */
 static cJSON *open_checked(const char *path, Blob *b, size_t *data_off) {
     if (read_all(path, b)) return NULL;
+    cJSON *hdr = NULL;
     const size_t head = 8 + 4 + 8, tail = 16;
+    uint32_t version;
+    uint64_t hlen, want, h = 14695981039346656037ull;
     if (b->len < head + tail || memcmp(b->buf, MAGIC, 8)) {
         fh_error("%s is not a flowhn checkpoint (bad magic or too short: %zu bytes)", path, b->len);
-        return NULL;
+        goto fail;
     }
-    uint32_t version;
-    uint64_t hlen;
     memcpy(&version, b->buf + 8, 4);
     memcpy(&hlen, b->buf + 12, 8);
-    if (version != VERSION) { fh_error("%s: checkpoint version %u, this flowhn reads version %u", path, version, VERSION); return NULL; }
-    if (hlen > b->len - head - tail) { fh_error("%s: checkpoint is truncated (header says %llu bytes)", path, (unsigned long long)hlen); return NULL; }
+    if (version != VERSION) { fh_error("%s: checkpoint version %u, this flowhn reads version %u", path, version, VERSION); goto fail; }
+    if (hlen > b->len - head - tail) { fh_error("%s: checkpoint is truncated (header says %llu bytes)", path, (unsigned long long)hlen); goto fail; }
     if (memcmp(b->buf + b->len - 8, END_MAGIC, 8)) {
         fh_error("%s: checkpoint is truncated or was not completely written (end marker missing); use an earlier "
                  "checkpoint", path);
-        return NULL;
+        goto fail;
     }
-    uint64_t want, h = 14695981039346656037ull;
     memcpy(&want, b->buf + b->len - 16, 8);
     fnv(&h, b->buf, b->len - 16);
-    if (h != want) {
-        fh_error("%s: checksum mismatch (file is corrupted); use an earlier checkpoint", path);
-        return NULL;
-    }
+    if (h != want) { fh_error("%s: checksum mismatch (file is corrupted); use an earlier checkpoint", path); goto fail; }
     char *text = malloc(hlen + 1);
-    if (!text) { fh_error("out of memory"); return NULL; }
+    if (!text) { fh_error("out of memory"); goto fail; }
     memcpy(text, b->buf + head, hlen);
     text[hlen] = 0;
-    cJSON *hdr = cJSON_Parse(text);
+    hdr = cJSON_Parse(text);
     free(text);
-    if (!hdr) { fh_error("%s: checkpoint header is not valid JSON", path); return NULL; }
+    if (!hdr) { fh_error("%s: checkpoint header is not valid JSON", path); goto fail; }
     *data_off = head + hlen;
     return hdr;
+fail:
+    free(b->buf);
+    b->buf = NULL;
+    return NULL;
 }
 
 static int config_from_header(const cJSON *hdr, const char *path, Config *c) {

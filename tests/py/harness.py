@@ -1,6 +1,10 @@
 """Shared helpers for the Python tests: one `case` per check, and the
 RESULT line tools/run_tests.sh adds up."""
+import os
 import sys
+
+# the binary under test: ./flowhn, or $FLOWHN (make test and make asan set it)
+FLOWHN = os.environ.get("FLOWHN", os.path.abspath("flowhn"))
 
 _counts = {"passed": 0, "failed": 0}
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import case, finish
+from harness import FLOWHN, case, finish
 
 
 def read_checkpoint(path):
@@ -33,7 +33,7 @@ def main():
     except ImportError as e:
         case("python safetensors and numpy available", False, "(%s; .ci/run installs them with pip)" % e)
         return
-    flowhn = os.path.abspath("flowhn")
+    flowhn = FLOWHN
     for cfg in ("tests/fixtures/llama.json", "tests/fixtures/flowhn_fac_isolated.json", "tests/fixtures/mamba2.json"):
         name = os.path.basename(cfg)
         with tempfile.TemporaryDirectory() as d:
@@ -63,7 +63,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if not os.path.exists("flowhn"):
+    if not os.path.exists(FLOWHN):
         case("./flowhn is built (run from the repository root after make)", False)
         finish()
     main()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 
-from harness import case, finish
+from harness import FLOWHN, case, finish
 
 
 def read_shard(path):
@@ -22,7 +22,7 @@ def read_shard(path):
 
 
 def run(*args, stdin=None):
-    return subprocess.run(["./flowhn"] + list(args), capture_output=True, text=True, input=stdin)
+    return subprocess.run([FLOWHN] + list(args), capture_output=True, text=True, input=stdin)
 
 
 def main():
