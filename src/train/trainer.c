@@ -145,6 +145,9 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
             fprintf(stderr, "flowhn train: skipping step %d (--on-nan skip)\n", step + 1);
             rc = 0;
             opt.step++;
+            int k = step - first_step;   /* a gap in the curve, not a zero */
+            xs[k] = step + 1; ys[k] = NAN; res->losses[k] = NAN;
+            res->steps_done = k + 1;
             continue;
         }
         double dt = now_s() - t0, loss = loss_sum / accum;
