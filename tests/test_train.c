@@ -196,6 +196,36 @@ static void nan_detected(void) {
     model_free(&m);
 }
 
+static void nan_policies(void) {
+    Config c = cfg_fac();
+    for (int skip = 0; skip < 2; skip++) {
+        Model m;
+        model_create(&m, &c, &cpu_ops);
+        model_init_params(&m, 1);
+        m.params[m.layout.layers[0].out_proj + 3] = NAN;
+        real before = m.params[m.layout.embed + 5];
+        Stream st = {0, c.vocab_size};
+        BatchSource src = {stream_next, stream_state, stream_restore, &st};
+        TrainOptions o = options(skip ? "nan-skip" : "nan-stop", 3);
+        o.nan_policy = skip ? NAN_SKIP : NAN_STOP;
+        o.val_every = 0;
+        TrainResult r;
+        int rc = train_run(&m, &o, &src, NULL, &r);
+        if (skip) {
+            CHECK(rc == 0 && r.steps_done == 3 && isnan(r.losses[0]) && isnan(r.losses[2]), "skip: rc %d, %d steps", rc, r.steps_done);
+            CHECK(m.params[m.layout.embed + 5] == before, "skipped updates leave the weights alone");
+        } else {
+            CHECK(rc != 0 && strstr(fh_last_error(), "step 1") && strstr(fh_last_error(), "not finite"), "stop: %s", fh_last_error());
+            char ck[600];
+            snprintf(ck, sizeof ck, "%s/checkpoint.bin", o.out_dir);
+            CHECK(access(ck, F_OK) != 0, "no checkpoint written from a NaN run");
+        }
+        free(r.losses);
+        free((char *)o.out_dir);
+        model_free(&m);
+    }
+}
+
 static void bad_inputs(void) {
     Config c = cfg_fac();
     Model m;
@@ -223,6 +253,7 @@ int main(void) {
     RUN(corrupted_and_truncated);
     RUN(full_disk_keeps_previous);
     RUN(nan_detected);
+    RUN(nan_policies);
     RUN(bad_inputs);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -3,14 +3,19 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static _Thread_local char last_error[2048];
 
 int fh_error(const char *fmt, ...) {
+    /* format into a scratch buffer first: callers often wrap the previous
+     * message, passing fh_last_error() as an argument */
+    char buf[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof buf);
     return -1;
 }
 
