@@ -643,8 +643,16 @@ int model_forward(Model *m, const int *tokens, const int *targets, int B, int T)
         if (targets[i] >= 0) { sum += losses[i]; m->n_valid++; }
     free(losses);
     m->loss = m->n_valid ? sum / m->n_valid : 0;
-    if (!isfinite(m->loss))
-        return fh_error("the loss is not finite (%g): the parameters or activations hold NaN/Inf", m->loss);
+    if (!isfinite(m->loss)) {
+        /* name the first parameter tensor holding a NaN/Inf, if any */
+        for (int i = 0; i < m->layout.n; i++) {
+            const ParamEntry *e = &m->layout.entries[i];
+            if (!isfinite(o->sum_squares(m->params + e->offset, e->numel)))
+                return fh_error("the loss is not finite (%g): parameter %s holds NaN/Inf", m->loss, e->name);
+        }
+        return fh_error("the loss is not finite (%g): the parameters are finite, so an activation overflowed "
+                        "(lower the learning rate or check the data)", m->loss);
+    }
     return 0;
 }
 
