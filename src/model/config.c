@@ -85,7 +85,6 @@ void config_defaults(Config *c) {
     c->d_state = 16;
     c->expand = 2;
     c->d_conv = 4;
-    c->dt_rank = 0;   /* auto */
     c->m2_d_state = 128;
     c->m2_headdim = 64;
     c->m2_ngroups = 1;
@@ -100,7 +99,7 @@ void config_defaults(Config *c) {
     c->attn_period = 2;
     c->attn_offset = 1;
     c->head_dim = c->hidden_size / c->num_heads;
-    c->dt_rank = (c->hidden_size + 15) / 16;
+    c->dt_rank = (c->hidden_size + 15) / 16;   /* "auto", resolved */
 }
 
 static size_t edit_distance(const char *a, const char *b) {
