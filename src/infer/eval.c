@@ -77,6 +77,7 @@ static cJSON *next_line(FILE *f, const char *path, long lineno, int *err) {
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
         *err = fh_error("%s:%ld: not a JSON object", path, lineno);
+        return NULL;   /* the caller stops here; never hand back the freed line */
     }
     return o;
 }
@@ -98,7 +99,8 @@ int eval_choices(Model *m, const Tokenizer *tok, const char *path, int limit, in
         cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *ch = cJSON_GetObjectItemCaseSensitive(o, "Choices");
         cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
         int label = -1, partial = 0, nc = cJSON_GetArraySize(ch);
-        if (cJSON_IsNumber(lab)) label = (int)lab->valuedouble;
+        /* range-checked before the cast: a huge or NaN label would be undefined behaviour */
+        if (cJSON_IsNumber(lab) && lab->valuedouble >= 0 && lab->valuedouble < nc) label = (int)lab->valuedouble;
         else if (cJSON_IsString(lab) && lab->valuestring[0] >= '1' && lab->valuestring[0] <= '9') {
             label = atoi(lab->valuestring) - 1;   /* WinoGrande: 1-based, choices are contexts */
             partial = 1;
