@@ -239,7 +239,8 @@ int checkpoint_load(const char *path, Model *model, real *m, real *v, char **sta
     if (diff[0]) { fh_error("%s: checkpoint was written for a different config: %s", path, diff); goto done; }
     cJSON *np = cJSON_GetObjectItemCaseSensitive(hdr, "n_params");
     size_t n = model->layout.total;
-    if (!cJSON_IsNumber(np) || (size_t)np->valuedouble != n) {
+    /* compared as doubles: casting a huge or negative n_params to size_t would be undefined */
+    if (!cJSON_IsNumber(np) || np->valuedouble != (double)n) {
         fh_error("%s: checkpoint holds %g parameters, the model has %zu", path, cJSON_IsNumber(np) ? np->valuedouble : -1.0, n);
         goto done;
     }
