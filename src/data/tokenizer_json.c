@@ -122,8 +122,14 @@ static int check_model_options(const char *path, const cJSON *model) {
     return 0;
 }
 
+/* Ids index arrays, so an id far beyond any real vocabulary is a corrupt file,
+ * not a request for gigabytes (doubling the capacity past 2^30 also overflows). */
+#define TOK_MAX_ID (1 << 24)
+
 /* grows the id-indexed arrays to hold id */
 static int fit_id(Tokenizer *t, int id, int *cap) {
+    if (id >= TOK_MAX_ID)
+        return fh_error("tokenizer: id %d is over the limit of %d ids; the file is corrupt", id, TOK_MAX_ID);
     if (id < *cap) { if (id >= t->n_ids) t->n_ids = id + 1; return 0; }
     int c = *cap ? *cap : 1024;
     while (c <= id) c *= 2;
