@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/error.h"
@@ -125,6 +126,12 @@ typedef struct { unsigned char *buf; size_t len; } Blob;
 static int read_all(const char *path, Blob *b) {
     FILE *f = fopen(path, "rb");
     if (!f) return fh_error("cannot open checkpoint %s: %s", path, strerror(errno));
+    /* a directory opens, and its "size" from ftell can be LONG_MAX */
+    struct stat st;
+    if (fstat(fileno(f), &st) || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return fh_error("checkpoint %s is not a regular file; pass the checkpoint.bin file itself", path);
+    }
     if (fseek(f, 0, SEEK_END)) { fclose(f); return fh_error("cannot read checkpoint %s", path); }
     long n = ftell(f);
     rewind(f);
