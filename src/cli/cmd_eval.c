@@ -42,13 +42,12 @@ int cmd_eval(int argc, char **argv) {
         else { fprintf(stderr, "flowhn eval: unknown option '%s'\n", a); usage(); return 2; }
     }
     if (!ckpt || (!tokp && (n_choices || lambada)) || (!n_choices && !lambada && !data)) { usage(); return 2; }
-    Config c;
     Model m;
-    if (checkpoint_read_config(ckpt, &c) || model_create(&m, &c, &cpu_ops) ||
-        checkpoint_load(ckpt, &m, NULL, NULL, NULL)) {
+    if (checkpoint_load_model(ckpt, &cpu_ops, &m)) {
         fprintf(stderr, "flowhn eval: %s\n", fh_last_error());
         return 1;
     }
+    const Config c = m.cfg;
     if (data) {
         /* validation loss: the same windows the trainer's validation uses */
         ShardSource vs;

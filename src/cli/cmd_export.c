@@ -22,9 +22,8 @@ int cmd_export(int argc, char **argv) {
         else { fprintf(stderr, "flowhn export: unknown option '%s'\n", a); return 2; }
     }
     if (!ckpt || !out) { fprintf(stderr, "usage: flowhn export --checkpoint FILE --out DIR\n"); return 2; }
-    Config c;
     Model m;
-    if (checkpoint_read_config(ckpt, &c) || model_create(&m, &c, &cpu_ops) || checkpoint_load(ckpt, &m, NULL, NULL, NULL) ||
+    if (checkpoint_load_model(ckpt, &cpu_ops, &m) ||
         export_safetensors(&m, out)) {
         fprintf(stderr, "flowhn export: %s\n", fh_last_error());
         return 1;

@@ -74,13 +74,12 @@ int cmd_generate(int argc, char **argv) {
         else { fprintf(stderr, "flowhn generate: unknown option '%s'\n", a); usage(); return 2; }
     }
     if (!ckpt || !tokp) { usage(); return 2; }
-    Config c;
     Model m;
-    if (checkpoint_read_config(ckpt, &c) || model_create(&m, &c, &cpu_ops) ||
-        checkpoint_load(ckpt, &m, NULL, NULL, NULL)) {
+    if (checkpoint_load_model(ckpt, &cpu_ops, &m)) {
         fprintf(stderr, "flowhn generate: %s\n", fh_last_error());
         return 1;
     }
+    const Config c = m.cfg;
     Tokenizer *tok = tokenizer_load(tokp);
     if (!tok) { fprintf(stderr, "flowhn generate: %s\n", fh_last_error()); model_free(&m); return 1; }
     if (tokenizer_vocab_size(tok) > c.vocab_size) {

@@ -276,3 +276,13 @@ done:
     free(b.buf);
     return rc;
 }
+
+int checkpoint_load_model(const char *path, const Ops *ops, Model *m) {
+    Config c;
+    if (checkpoint_read_config(path, &c) || model_create(m, &c, ops)) return -1;
+    if (checkpoint_load(path, m, NULL, NULL, NULL)) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}

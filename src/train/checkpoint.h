@@ -29,5 +29,7 @@ int checkpoint_load(const char *path, Model *model, real *m, real *v, char **sta
 
 /* Reads only the config stored in a checkpoint. */
 int checkpoint_read_config(const char *path, Config *c);
+/* Builds the model a checkpoint describes on `ops` and loads its weights. */
+int checkpoint_load_model(const char *path, const Ops *ops, Model *m);
 
 #endif
