@@ -15,14 +15,13 @@ static const char *group_of(const ParamEntry *e) {
     if (!strcmp(n, "embed.weight")) return "embedding";
     if (!strcmp(n, "lm_head.weight")) return "lm_head";
     if (strstr(n, "norm")) return "norms";
-    if (strstr(n, "_proj.weight") && (strstr(n, ".q_proj") || strstr(n, ".k_proj") || strstr(n, ".v_proj") ||
-                                      strstr(n, ".o_proj")))
+    if (strstr(n, ".q_proj.") || strstr(n, ".k_proj.") || strstr(n, ".v_proj.") || strstr(n, ".o_proj."))
         return "attention";
     if (strstr(n, ".mlp.")) return "mlp";
-    /* FlowHN/Hymba block-level out_proj: "layers.<l>.out_proj.weight" */
-    const char *p = strchr(n + 7, '.');
-    if (!strncmp(n, "layers.", 7) && p && !strcmp(p, ".out_proj.weight")) return "fusion";
-    if (strstr(n, ".fuse.weight") || strstr(n, "_out_norm")) return "fusion";
+    if (strstr(n, ".fuse.weight")) return "fusion";
+    /* the FlowHN/Hymba block's own projection: "layers.<l>.out_proj.weight" (a mixer's is deeper) */
+    const char *p = strncmp(n, "layers.", 7) ? NULL : strchr(n + 7, '.');
+    if (p && !strcmp(p, ".out_proj.weight")) return "fusion";
     return "ssm";
 }
 
