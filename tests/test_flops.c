@@ -88,9 +88,29 @@ static void split_plans(void) {
     CHECK(split_na_for_ratio(&c, 1024, 0.999) == 960, "clamped to T - m");
 }
 
+static void measured_split(void) {
+    Config c = tiny_config(&tiny_specs[12]);   /* flowhn-fac-isolated */
+    c.ratio_rule = RATIO_MEASURED;
+    c.split_multiple = 4;
+    Model m;
+    CHECK(model_create(&m, &c, &cpu_ops) == 0, "%s", fh_last_error());
+    model_init_params(&m, 1);
+    int tok[24] = {0}, tgt[24] = {0};
+    CHECK(model_forward(&m, tok, tgt, 1, 24) != 0 && strstr(fh_last_error(), "model_measure_split"),
+          "an unmeasured ratio is refused: %s", fh_last_error());
+    CHECK(model_measure_split(&m, 24, 1, NULL) == 0, "%s", fh_last_error());
+    int na = split_na_for_ratio(&m.cfg, 24, m.cfg.split_ratio);
+    CHECK(m.cfg.ratio_rule == RATIO_FIXED && na >= 4 && na <= 20 && na % 4 == 0 && fabs(m.cfg.split_ratio - na / 24.0) < 1e-12,
+          "resolved to a fixed multiple of 4: ratio %g (n_a %d)", m.cfg.split_ratio, na);
+    CHECK(model_forward(&m, tok, tgt, 1, 24) == 0, "forward after measuring: %s", fh_last_error());
+    CHECK(m.plan.layers[0].na == na, "the plan uses the measured n_a (%d vs %d)", m.plan.layers[0].na, na);
+    model_free(&m);
+}
+
 int main(void) {
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(count_matches_model, i, tiny_specs[i].name);
     RUN(paper_135m_split);
     RUN(split_plans);
+    RUN(measured_split);
     TEST_SUMMARY();
 }

@@ -93,7 +93,8 @@ int cmd_bench(int argc, char **argv) {
     oc.total_steps = warmup + steps;
     int rc = 1;
     if (model_create(&m, &c, be->ops)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_tokens; }
-    if (model_init_params(&m, (uint64_t)seed) || optimizer_create(&opt, &m, &oc)) {
+    if (model_init_params(&m, (uint64_t)seed) || model_measure_split(&m, seq, 2, stdout) ||
+        optimizer_create(&opt, &m, &oc)) {
         fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
         goto out_model;
     }

@@ -88,9 +88,17 @@ int cmd_train(int argc, char **argv) {
     double unigram = have_val ? shard_unigram_baseline(&train_src, &val_src) : 0;
 
     Model m;
-    if (model_create(&m, &c, &cpu_ops) || model_init_params(&m, (uint64_t)seed)) {
+    if (model_create(&m, &c, &cpu_ops) || model_init_params(&m, (uint64_t)seed) ||
+        (!resume && model_measure_split(&m, seq, 2, stdout))) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
+    }
+    if (resume && m.cfg.ratio_rule == RATIO_MEASURED) {
+        /* the checkpoint stores the ratio measured when training started */
+        Config ck;
+        if (checkpoint_read_config(resume, &ck)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 1; }
+        m.cfg.ratio_rule = ck.ratio_rule;
+        m.cfg.split_ratio = ck.split_ratio;
     }
     TrainOptions o;
     memset(&o, 0, sizeof o);
@@ -116,7 +124,7 @@ int cmd_train(int argc, char **argv) {
     if (rc) fprintf(stderr, "flowhn train: %s\n", fh_last_error());
     else {
         printf("done: %d steps, final train loss %.4f", r.steps_done, r.last_loss);
-        if (have_val) printf(", validation loss %.4f (unigram baseline %.4f)", r.last_val_loss, unigram);
+        if (have_val && o.val_every > 0) printf(", validation loss %.4f (unigram baseline %.4f)", r.last_val_loss, unigram);
         printf(", %.0f tokens/s\ncheckpoint: %s/checkpoint.bin\nlog: %s/log.jsonl\nloss plot: %s/loss.svg\n",
                r.tokens_per_s, out, out, out);
     }

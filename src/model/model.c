@@ -10,8 +10,10 @@
 #include "model.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../core/error.h"
 #include "flops.h"
@@ -499,9 +501,6 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->ops = ops;
-    if (c->arch == ARCH_FLOWHN && c->split != SPLIT_NONE && c->split != SPLIT_AE && c->ratio_rule == RATIO_MEASURED)
-        return fh_error("split_ratio \"measured\" must be resolved to a number first (flowhn bench --measure-split "
-                        "prints it); set split_ratio to that number or to \"flops\"");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);
@@ -595,10 +594,55 @@ static int prepare_shape(Model *m, int B, int T) {
     return 0;
 }
 
+static int needs_measured_split(const Config *c) {
+    return c->arch == ARCH_FLOWHN && (c->split == SPLIT_FA || c->split == SPLIT_FAC) && c->ratio_rule == RATIO_MEASURED;
+}
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+int model_measure_split(Model *m, int T, int reps, FILE *log) {
+    if (!needs_measured_split(&m->cfg)) return 0;
+    if (T < 2 || T > m->cfg.max_seq_len) return fh_error("split measurement needs 2 <= T <= %d, got %d", m->cfg.max_seq_len, T);
+    int *tok = calloc(T, sizeof(int));
+    if (!tok) return fh_error("out of memory");
+    int step = split_multiple_at(&m->cfg, T), best = -1;
+    while ((T - 2 * step) / step + 1 > 32) step += split_multiple_at(&m->cfg, T);   /* at most ~32 candidates */
+    double best_t = 0;
+    if (log) fprintf(log, "measuring the FlowHN split at T = %d on %s (forward, best of %d):\n", T, m->ops->name, reps);
+    for (int na = split_multiple_at(&m->cfg, T); na <= T - split_multiple_at(&m->cfg, T); na += step) {
+        m->cfg.ratio_rule = RATIO_FIXED;
+        m->cfg.split_ratio = (double)na / T;
+        acts_release(m);   /* the plan and buffers are rebuilt for this n_a */
+        double t_min = 1e30;
+        for (int r = 0; r <= reps; r++) {   /* the first run warms up */
+            double t0 = seconds_now();
+            if (model_forward(m, tok, tok, 1, T)) { free(tok); return -1; }
+            double dt = seconds_now() - t0;
+            if (r && dt < t_min) t_min = dt;
+        }
+        if (log) fprintf(log, "  n_a %5d  %8.3f ms\n", na, 1e3 * t_min);
+        if (best < 0 || t_min < best_t) { best = na; best_t = t_min; }
+    }
+    free(tok);
+    m->cfg.ratio_rule = RATIO_FIXED;
+    m->cfg.split_ratio = (double)best / T;
+    acts_release(m);
+    if (log) fprintf(log, "measured split: n_a = %d of %d (split_ratio %.6g), stored as a fixed ratio\n", best, T,
+                     m->cfg.split_ratio);
+    return 0;
+}
+
 int model_forward(Model *m, const int *tokens, const int *targets, int B, int T) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, V = c->vocab_size;
+    if (needs_measured_split(c))
+        return fh_error("split_ratio \"measured\" has not been measured yet: call model_measure_split first "
+                        "(flowhn train and flowhn bench do)");
     if (B < 1 || T < 1) return fh_error("batch size (%d) and sequence length (%d) must be at least 1", B, T);
     if (T > c->max_seq_len)
         return fh_error("sequence length %d exceeds the model's max_position_embeddings %d; use a shorter "

@@ -7,6 +7,7 @@
 #define FLOWHN_MODEL_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../ops/ops.h"
 #include "config.h"
@@ -54,6 +55,12 @@ int model_backward(Model *m);
 void model_zero_grad(Model *m);
 /* Logits of the last forward, [B, T, V], backend memory. */
 const real *model_logits(const Model *m);
+/* split_ratio "measured" (the ACL paper's hardware-aligned ratio): times the
+ * forward pass on this model's backend at every candidate n_a (multiples of
+ * split_multiple, at most ~32) at length T, keeps the fastest and stores it
+ * as a fixed ratio in m->cfg (so checkpoints record the number). A no-op for
+ * other rules; log (may be NULL) receives the table. 0 or -1. */
+int model_measure_split(Model *m, int T, int reps, FILE *log);
 /* n_a the split rule gives at length T (FlowHN); T for other architectures. */
 int model_split_na(const Config *c, int T);
 
