@@ -87,95 +87,98 @@ static void progress_line(const char *what, int i, int limit, double acc) {
     else fprintf(stderr, "\r%s: %d items, accuracy so far %.4f   ", what, i, acc);
 }
 
-int eval_choices(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, ChoiceResult *r) {
-    memset(r, 0, sizeof *r);
+/* One item of a task: scores the JSON object, updates the task's tallies,
+ * returns 0 or -1 (message without the file:line prefix, added by the driver). */
+typedef int (*ItemFn)(Model *m, const Tokenizer *tok, const cJSON *o, void *ctx);
+
+/* Reads a JSON-lines file item by item (at most limit > 0 items), with the
+ * plan window used for scoring, a progress line, and errors named file:line.
+ * *n counts items done; *correct feeds the progress line. */
+static int for_each_item(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, ItemFn fn,
+                         void *ctx, const int *n, const int *correct) {
     FILE *f = fopen(path, "r");
     if (!f) return fh_error("cannot open %s: %s", path, strerror(errno));
     m->plan_len = m->cfg.max_seq_len;
     long lineno = 0;
     int err = 0;
     cJSON *o;
-    while ((limit <= 0 || r->n < limit) && (o = next_line(f, path, ++lineno, &err)) != NULL) {
-        cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *ch = cJSON_GetObjectItemCaseSensitive(o, "Choices");
-        cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
-        int label = -1, partial = 0, nc = cJSON_GetArraySize(ch);
-        /* range-checked before the cast: a huge or NaN label would be undefined behaviour */
-        if (cJSON_IsNumber(lab) && lab->valuedouble >= 0 && lab->valuedouble < nc) label = (int)lab->valuedouble;
-        else if (cJSON_IsString(lab) && lab->valuestring[0] >= '1' && lab->valuestring[0] <= '9') {
-            label = atoi(lab->valuestring) - 1;   /* WinoGrande: 1-based, choices are contexts */
-            partial = 1;
-        }
-        if (!cJSON_IsString(q) || !cJSON_IsArray(ch) || nc < 2 || label < 0 || label >= nc) {
-            cJSON_Delete(o);
-            fclose(f);
-            return fh_error("%s:%ld: expected \"Query\" (string), \"Choices\" (array of >= 2 strings) and \"label\" "
-                            "(index into Choices: integer from 0, or string from \"1\")", path, lineno);
-        }
-        int best = -1, best_norm = -1;
-        double bs = -INFINITY, bn = -INFINITY;
-        for (int k = 0; k < nc; k++) {
-            cJSON *c = cJSON_GetArrayItem(ch, k);
-            if (!cJSON_IsString(c)) { cJSON_Delete(o); fclose(f); return fh_error("%s:%ld: choice %d is not a string", path, lineno, k); }
-            const char *ctx = partial ? c->valuestring : q->valuestring, *cont = partial ? q->valuestring : c->valuestring;
-            double lp;
-            int nt;
-            if (score_continuation(m, tok, ctx, cont, &lp, &nt, NULL)) {
-                cJSON_Delete(o); fclose(f);
-                return fh_error("%s:%ld: %s", path, lineno, fh_last_error());
-            }
-            double norm = lp / (double)(strlen(cont) ? strlen(cont) : 1);
-            if (lp > bs) { bs = lp; best = k; }
-            if (norm > bn) { bn = norm; best_norm = k; }
-        }
-        r->n++;
-        r->correct += best == label;
-        r->correct_norm += best_norm == label;
+    while ((limit <= 0 || *n < limit) && (o = next_line(f, path, ++lineno, &err)) != NULL) {
+        int rc = fn(m, tok, o, ctx);
         cJSON_Delete(o);
-        if (progress && r->n % 20 == 0) progress_line(path, r->n, limit, (double)r->correct / r->n);
+        if (rc) { fclose(f); return fh_error("%s:%ld: %s", path, lineno, fh_last_error()); }
+        if (progress && *n % 20 == 0) progress_line(path, *n, limit, (double)*correct / *n);
     }
     fclose(f);
     if (progress) fprintf(stderr, "\n");
     if (err) return -1;
-    if (!r->n) return fh_error("%s: no items", path);
+    if (!*n) return fh_error("%s: no items", path);
+    return 0;
+}
+
+static int choice_item(Model *m, const Tokenizer *tok, const cJSON *o, void *ctx) {
+    ChoiceResult *r = ctx;
+    cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *ch = cJSON_GetObjectItemCaseSensitive(o, "Choices");
+    cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+    int label = -1, partial = 0, nc = cJSON_GetArraySize(ch);
+    /* range-checked before the cast: a huge or NaN label would be undefined behaviour */
+    if (cJSON_IsNumber(lab) && lab->valuedouble >= 0 && lab->valuedouble < nc) label = (int)lab->valuedouble;
+    else if (cJSON_IsString(lab) && lab->valuestring[0] >= '1' && lab->valuestring[0] <= '9') {
+        label = atoi(lab->valuestring) - 1;   /* WinoGrande: 1-based, choices are contexts */
+        partial = 1;
+    }
+    if (!cJSON_IsString(q) || !cJSON_IsArray(ch) || nc < 2 || label < 0 || label >= nc)
+        return fh_error("expected \"Query\" (string), \"Choices\" (array of >= 2 strings) and \"label\" "
+                        "(index into Choices: integer from 0, or string from \"1\")");
+    int best = -1, best_norm = -1;
+    double bs = -INFINITY, bn = -INFINITY;
+    for (int k = 0; k < nc; k++) {
+        cJSON *c = cJSON_GetArrayItem(ch, k);
+        if (!cJSON_IsString(c)) return fh_error("choice %d is not a string", k);
+        const char *cx = partial ? c->valuestring : q->valuestring, *cont = partial ? q->valuestring : c->valuestring;
+        double lp;
+        int nt;
+        if (score_continuation(m, tok, cx, cont, &lp, &nt, NULL)) return -1;
+        double norm = lp / (double)(strlen(cont) ? strlen(cont) : 1);
+        if (lp > bs) { bs = lp; best = k; }
+        if (norm > bn) { bn = norm; best_norm = k; }
+    }
+    r->n++;
+    r->correct += best == label;
+    r->correct_norm += best_norm == label;
+    return 0;
+}
+
+int eval_choices(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, ChoiceResult *r) {
+    memset(r, 0, sizeof *r);
+    if (for_each_item(m, tok, path, limit, progress, choice_item, r, &r->n, &r->correct)) return -1;
     r->acc = (double)r->correct / r->n;
     r->acc_norm = (double)r->correct_norm / r->n;
     return 0;
 }
 
+typedef struct { LambadaResult *r; double total; long tokens; } LambadaTally;
+
+static int lambada_item(Model *m, const Tokenizer *tok, const cJSON *o, void *ctx) {
+    LambadaTally *t = ctx;
+    cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+    if (!cJSON_IsString(q) || !cJSON_IsString(lab))
+        return fh_error("LAMBADA lines need \"Query\" and \"label\" (the target word) strings");
+    double lp;
+    int nt, match;
+    if (score_continuation(m, tok, q->valuestring, lab->valuestring, &lp, &nt, &match)) return -1;
+    t->r->n++;
+    t->r->correct += match;
+    t->total += lp;
+    t->tokens += nt;
+    return 0;
+}
+
 int eval_lambada(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, LambadaResult *r) {
     memset(r, 0, sizeof *r);
-    FILE *f = fopen(path, "r");
-    if (!f) return fh_error("cannot open %s: %s", path, strerror(errno));
-    m->plan_len = m->cfg.max_seq_len;
-    long lineno = 0, tokens = 0;
-    int err = 0;
-    double total = 0;
-    cJSON *o;
-    while ((limit <= 0 || r->n < limit) && (o = next_line(f, path, ++lineno, &err)) != NULL) {
-        cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "Query"), *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
-        if (!cJSON_IsString(q) || !cJSON_IsString(lab)) {
-            cJSON_Delete(o); fclose(f);
-            return fh_error("%s:%ld: LAMBADA lines need \"Query\" and \"label\" (the target word) strings", path, lineno);
-        }
-        double lp;
-        int nt, match;
-        if (score_continuation(m, tok, q->valuestring, lab->valuestring, &lp, &nt, &match)) {
-            cJSON_Delete(o); fclose(f);
-            return fh_error("%s:%ld: %s", path, lineno, fh_last_error());
-        }
-        r->n++;
-        r->correct += match;
-        total += lp;
-        tokens += nt;
-        cJSON_Delete(o);
-        if (progress && r->n % 20 == 0) progress_line(path, r->n, limit, (double)r->correct / r->n);
-    }
-    fclose(f);
-    if (progress) fprintf(stderr, "\n");
-    if (err) return -1;
-    if (!r->n) return fh_error("%s: no items", path);
+    LambadaTally t = {r, 0, 0};
+    if (for_each_item(m, tok, path, limit, progress, lambada_item, &t, &r->n, &r->correct)) return -1;
     r->acc = (double)r->correct / r->n;
-    r->mean_logprob = total / r->n;
-    r->ppl = exp(-total / (tokens ? tokens : 1));
+    r->mean_logprob = t.total / r->n;
+    r->ppl = exp(-t.total / (t.tokens ? t.tokens : 1));
     return 0;
 }
