@@ -402,7 +402,7 @@ static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
     return 0;
 }
 
-static int flowhn_bwd(Model *m, int l, const real *x, const real *dout, real *dx) {
+static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
@@ -435,7 +435,6 @@ static int flowhn_bwd(Model *m, int l, const real *x, const real *dout, real *dx
     if (ns && decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL)) return -1;
     o->gather_bwd(dx, a->dxa, pa, B, T, na, H, H, 0);
     o->gather_bwd(dx, a->dxs, ps, B, T, ns, H, H, 0);
-    (void)x;
     return 0;
 }
 
@@ -723,7 +722,7 @@ int model_backward(Model *m) {
         const LayerW *w = &m->layout.layers[l];
         ZERO(A->dnext, BT * H);
         int rc;
-        if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->x[l], A->dcur, A->dnext);
+        if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->dcur, A->dnext);
         else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur, A->dnext);
         else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, A->dnext, NULL);
         if (rc) return -1;
