@@ -11,6 +11,7 @@
 #include "../model/flops.h"
 #include "../train/checkpoint.h"
 #include "../train/trainer.h"
+#include "../ops/backend.h"
 #include "args.h"
 #include "commands.h"
 
@@ -32,11 +33,12 @@ static void usage(void) {
             "  --ckpt-every N      checkpoint every N steps (default: at the end only)\n"
             "  --resume FILE       continue from a checkpoint (same config required)\n"
             "  --seed S            parameter initialisation seed (default 1)\n"
-            "  --on-nan stop|skip  a NaN/Inf loss or gradient stops the run, or skips the update\n");
+            "  --on-nan stop|skip  a NaN/Inf loss or gradient stops the run, or skips the update\n"
+            "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n");
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL;
+    const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu";
     int steps = 200, batch = 8, seq = 0, accum = 1, warmup = -1, val_every = 50, val_batches = 8, ckpt_every = 0;
     int seed = 1;
     double lr = 3e-4, min_lr = -1, wd = 0.1, clip = 1.0;
@@ -50,6 +52,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--resume")) resume = v;
+        else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--steps")) bad = arg_int("train", a, v, 1, 1 << 30, &steps);
         else if (!strcmp(a, "--batch")) bad = arg_int("train", a, v, 1, 1 << 20, &batch);
         else if (!strcmp(a, "--seq-len")) bad = arg_int("train", a, v, 1, 1 << 24, &seq);
@@ -87,8 +90,10 @@ int cmd_train(int argc, char **argv) {
     if (!have_val) fprintf(stderr, "flowhn train: no validation shards (%s); training without validation\n", fh_last_error());
     double unigram = have_val ? shard_unigram_baseline(&train_src, &val_src) : 0;
 
+    const Backend *be = backend_find(device);
+    if (!be) { fprintf(stderr, "flowhn train: --device %s: %s\n", device, fh_last_error()); return 2; }
     Model m;
-    if (model_create(&m, &c, &cpu_ops) || model_init_params(&m, (uint64_t)seed) ||
+    if (model_create(&m, &c, be->ops) || model_init_params(&m, (uint64_t)seed) ||
         (!resume && model_measure_split(&m, seq, 2, stdout))) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
@@ -111,6 +116,7 @@ int cmd_train(int argc, char **argv) {
     o.opt.weight_decay = wd;
     o.opt.grad_clip = clip;
     o.opt.warmup_steps = warmup >= 0 ? warmup : steps / 10;
+    printf("device: %s, backend %s\n", be->device(), m.ops->name);
     printf("model: %s, %zu parameters (%.2fM); %.3g training FLOPs/token at T=%d\n", arch_name(c.arch),
            m.layout.total, m.layout.total / 1e6, flops_train_per_token(&c, seq), seq);
     printf("data: %s (%ld training tokens)%s", data, shard_source_tokens(&train_src), have_val ? "" : "\n");
