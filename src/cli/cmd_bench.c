@@ -34,7 +34,9 @@ static void usage(void) {
             "  --steps N           timed training steps (default 10)\n"
             "  --warmup W          untimed steps first (default 2; the first allocates activations)\n"
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
-            "  --seed S            parameter and token seed (default 1)\n");
+            "  --seed S            parameter and token seed (default 1)\n"
+            "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
+            "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n");
 }
 
 static double gib(size_t b) { return b / 1073741824.0; }
@@ -48,7 +50,7 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
 }
 
 int cmd_bench(int argc, char **argv) {
-    const char *cfg_path = NULL, *device = "cpu";
+    const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
     int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -57,6 +59,7 @@ int cmd_bench(int argc, char **argv) {
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--batch")) bad = arg_int("bench", a, v, 1, 1 << 20, &batch);
         else if (!strcmp(a, "--seq-len")) bad = arg_int("bench", a, v, 1, 1 << 24, &seq);
         else if (!strcmp(a, "--steps")) bad = arg_int("bench", a, v, 1, 1 << 20, &steps);
@@ -68,6 +71,7 @@ int cmd_bench(int argc, char **argv) {
     if (!cfg_path) { usage(); return 2; }
     const Backend *be = backend_find(device);
     if (!be) { fprintf(stderr, "flowhn bench: --device %s: %s\n", device, fh_last_error()); return 2; }
+    if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 2; }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
     if (!seq) seq = c.max_seq_len;
@@ -100,7 +104,7 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
            arch_name(c.arch), m.layout.total, m.layout.total / 1e6, batch, seq, BT);
-    printf("device: %s, backend %s\n", be->device(), m.ops->name);
+    printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
     fflush(stdout);
 
     for (int s = 0; s < warmup; s++)
@@ -128,15 +132,15 @@ int cmd_bench(int argc, char **argv) {
                PEAK_BF16_TFLOPS);
         printf("             %.2f%% of %.0f TFLOP/s (H100 SXM fp32, no tensor cores)\n", 100 * tflops / PEAK_FP32_TFLOPS,
                PEAK_FP32_TFLOPS);
-        printf("             (this backend computes in fp32 for now, so the fp32 figure is the fair one today)\n");
+        printf("             (matmul precision %s; every other op computes in fp32)\n", be->matmul_precision());
         printf("memory:      %.2f GiB peak allocated by flowhn (weights, grads, AdamW state, activations); "
                "device in use %.2f of %.2f GiB\n", gib(peak), gib(used), gib(total));
     } else {
         printf("MFU:         not stated for the CPU (the peaks are the GPU's)\n");
     }
-    printf("BENCH config=%s device=%s B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
+    printf("BENCH config=%s device=%s precision=%s B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
            "tflops=%.4f mfu_bf16=%.4f mfu_fp32=%.4f peak_alloc_gib=%.3f\n",
-           cfg_path, be->name, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
+           cfg_path, be->name, be->matmul_precision(), batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
            tflops / PEAK_BF16_TFLOPS, tflops / PEAK_FP32_TFLOPS, gib(peak));
     rc = 0;
     goto out_opt;

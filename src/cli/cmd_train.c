@@ -34,11 +34,12 @@ static void usage(void) {
             "  --resume FILE       continue from a checkpoint (same config required)\n"
             "  --seed S            parameter initialisation seed (default 1)\n"
             "  --on-nan stop|skip  a NaN/Inf loss or gradient stops the run, or skips the update\n"
-            "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n");
+            "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
+            "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA only)\n");
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu";
+    const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu", *precision = "fp32";
     int steps = 200, batch = 8, seq = 0, accum = 1, warmup = -1, val_every = 50, val_batches = 8, ckpt_every = 0;
     int seed = 1;
     double lr = 3e-4, min_lr = -1, wd = 0.1, clip = 1.0;
@@ -53,6 +54,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--resume")) resume = v;
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else if (!strcmp(a, "--steps")) bad = arg_int("train", a, v, 1, 1 << 30, &steps);
         else if (!strcmp(a, "--batch")) bad = arg_int("train", a, v, 1, 1 << 20, &batch);
         else if (!strcmp(a, "--seq-len")) bad = arg_int("train", a, v, 1, 1 << 24, &seq);
@@ -92,6 +94,7 @@ int cmd_train(int argc, char **argv) {
 
     const Backend *be = backend_find(device);
     if (!be) { fprintf(stderr, "flowhn train: --device %s: %s\n", device, fh_last_error()); return 2; }
+    if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
     Model m;
     if (model_create(&m, &c, be->ops) || model_init_params(&m, (uint64_t)seed) ||
         (!resume && model_measure_split(&m, seq, 2, stdout))) {
@@ -116,7 +119,7 @@ int cmd_train(int argc, char **argv) {
     o.opt.weight_decay = wd;
     o.opt.grad_clip = clip;
     o.opt.warmup_steps = warmup >= 0 ? warmup : steps / 10;
-    printf("device: %s, backend %s\n", be->device(), m.ops->name);
+    printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
     printf("model: %s, %zu parameters (%.2fM); %.3g training FLOPs/token at T=%d\n", arch_name(c.arch),
            m.layout.total, m.layout.total / 1e6, flops_train_per_token(&c, seq), seq);
     printf("data: %s (%ld training tokens)%s", data, shard_source_tokens(&train_src), have_val ? "" : "\n");

@@ -26,6 +26,11 @@ typedef struct {
     /* bytes the backend's allocator holds now / at most so far, and the
      * device's memory in use (all processes) and total; 0 where unknown */
     void (*memory)(size_t *alloc_live, size_t *alloc_peak, size_t *device_used, size_t *device_total);
+    /* the precision of matrix products: "fp32" (every backend), and on CUDA
+     * "tf32" or "bf16" (tensor cores; see src/ops/cuda/linear.cu). 0, or -1 with
+     * fh_last_error() naming what this backend accepts */
+    int (*set_matmul_precision)(const char *mode);
+    const char *(*matmul_precision)(void);
 } Backend;
 
 /* The backend named `name` ("cpu" or "cuda"), or NULL with fh_last_error()

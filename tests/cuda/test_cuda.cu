@@ -27,7 +27,7 @@ extern "C" {
 #include "../../src/ops/cuda/cuda_ops.h"
 #include "../test.h"
 
-#define TOL 1e-5
+static double TOL = 1e-5;  /* fp32; the matmul-precision test raises it for tf32/bf16 */
 
 static Rng rng;
 static const Ops *G = &cuda_ops;
@@ -223,9 +223,9 @@ static void test_rmsnorm(void) {
     }
 }
 
-static void test_linear(void) {
-    int shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {257, 512, 384}, {64, 768, 2304}};  /* N, IC, OC */
-    for (int si = 0; si < 4; si++) {
+static void test_linear_shapes(int first, int last) {
+    int shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {257, 512, 384}, {64, 768, 2304}, {1024, 768, 3072}};  /* N, IC, OC */
+    for (int si = first; si <= last; si++) {
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             int N = shapes[si][0], IC = shapes[si][1], OC = shapes[si][2];
             line_start("linear", "N=%d IC=%d OC=%d %s", N, IC, OC, with_bias ? "bias" : "no-bias");
@@ -247,6 +247,39 @@ static void test_linear(void) {
             grad_free(gi); grad_free(gw); grad_free(gb);
         }
     }
+}
+static void test_linear(void) { test_linear_shapes(0, 3); }
+
+/* tensor-core modes against the fp32 CPU product, bounds by precision (TF32
+ * keeps 11 significant bits, bf16 8; a K-long dot product of rounded operands
+ * has relative L2 error about 2^-bits). The last check proves the mode is
+ * really in effect: bf16 results must differ from the fp32 ones. */
+static void test_linear_precision(void) {
+    const char *modes[] = {"tf32", "bf16"};
+    double tols[] = {2e-3, 1e-2};
+    for (int k = 0; k < 2; k++) {
+        CHECK(cuda_set_matmul_precision(modes[k]) == 0, "%s", fh_last_error());
+        TOL = tols[k];
+        printf("  matmul precision %s (bound %.0e):\n", modes[k], TOL);
+        test_linear_shapes(1, 4);
+    }
+    /* bf16 really rounds: a product of values with full 24-bit mantissas */
+    int N = 64, IC = 256, OC = 64;
+    float *in = hrand((size_t)N * IC, 0, 1), *w = hrand((size_t)OC * IC, 0, 1), *out = hnan((size_t)N * OC);
+    float *din_ = dev(in, (size_t)N * IC), *dw_ = dev(w, (size_t)OC * IC), *gout = dnan((size_t)N * OC);
+    cpu_linear_fwd(out, in, w, NULL, N, IC, OC);
+    G->linear_fwd(gout, din_, dw_, NULL, N, IC, OC);
+    float *g = (float *)malloc(sizeof(float) * N * OC);
+    G->to_host(g, gout, sizeof(float) * N * OC);
+    double num = 0, den = 0;
+    for (int i = 0; i < N * OC; i++) { num += ((double)g[i] - out[i]) * ((double)g[i] - out[i]); den += (double)out[i] * out[i]; }
+    CHECK(sqrt(num / den) > 1e-4, "bf16 mode gave fp32-exact results (rel %.1e): the mode is not in effect",
+          sqrt(num / den));
+    printf("  bf16 rounding in effect: rel L2 vs fp32 %.2e\n", sqrt(num / den));
+    free(in); free(w); free(out); free(g);
+    G->release(din_); G->release(dw_); G->release(gout);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
 }
 
 static void test_rope(void) {
@@ -605,6 +638,7 @@ int main(void) {
     RUN(test_embedding);
     RUN(test_rmsnorm);
     RUN(test_linear);
+    RUN(test_linear_precision);
     RUN(test_rope);
     RUN(test_gather_scatter);
     RUN(test_xent);

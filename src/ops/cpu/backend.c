@@ -24,8 +24,14 @@ static void cpu_memory(size_t *live, size_t *peak, size_t *used, size_t *total) 
     *live = *peak = *used = *total = 0;  /* not tracked for host memory */
 }
 
+static int cpu_set_matmul_precision(const char *mode) {
+    if (!strcmp(mode, "fp32")) return 0;
+    return fh_error("--precision %s: the CPU backend computes in fp32 only (tf32 and bf16 are CUDA modes)", mode);
+}
+static const char *cpu_matmul_precision(void) { return "fp32"; }
+
 static const Backend cpu_backend = {"cpu", &cpu_ops, cpu_device, cpu_sync, cpu_timer_start, cpu_timer_stop,
-                                    cpu_memory};
+                                    cpu_memory, cpu_set_matmul_precision, cpu_matmul_precision};
 
 const Backend *backend_find(const char *name) {
     if (!strcmp(name, "cpu")) return &cpu_backend;

@@ -22,6 +22,11 @@ extern const Ops cuda_ops;
  * succeeded, else -1 with the first failure in fh_last_error(). */
 int cuda_ops_check(void);
 
+/* Matrix-product precision of linear_fwd/bwd: "fp32" (default), "tf32" or
+ * "bf16" (linear.cu). 0, or -1 with fh_last_error() for an unknown mode. */
+int cuda_set_matmul_precision(const char *mode);
+const char *cuda_matmul_precision(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,4 +46,5 @@ static void cuda_memory(size_t *live, size_t *peak, size_t *used, size_t *total)
 }
 
 extern "C" const Backend cuda_backend = {"cuda", &cuda_ops, cuda_device, cuda_ops_check, cuda_timer_start,
-                                         cuda_timer_stop, cuda_memory};
+                                         cuda_timer_stop, cuda_memory, cuda_set_matmul_precision,
+                                         cuda_matmul_precision};

@@ -5,17 +5,43 @@
  *   forward  out^T[OC,N] = w'^T in^T          (w' = w seen column-major [IC,OC])
  *   din^T[IC,N]  += w' dout^T                 (beta = 1: backward accumulates)
  *   dw'[IC,OC]   += in^T dout                 (dw' = dw seen column-major)
- * Compute type CUBLAS_COMPUTE_32F: true fp32, no TF32, so results stay within
- * the 1e-5 relative bound of the CPU oracle. The bias rides the BIAS epilogue
- * when an algorithm supports it; otherwise a small kernel adds it. */
+ *
+ * Matmul precision (cuda_set_matmul_precision, `--precision`):
+ *   fp32  CUBLAS_COMPUTE_32F, true fp32: within the CPU oracle's 1e-5 bound.
+ *   tf32  the same fp32 buffers, tensor cores with TF32 inputs (10-bit mantissa).
+ *   bf16  tensor cores on bf16 operands with fp32 accumulation and fp32 output:
+ *         the operands (weights and activations, kept in fp32 everywhere else:
+ *         these are the fp32 master weights) are rounded to bf16 into a
+ *         scratch buffer just before each product; C/D stay fp32, so the
+ *         backward's += accumulation and the gradients keep fp32.
+ * The bias rides the BIAS epilogue. Matmul descriptors and the heuristic's
+ * algorithm are cached per shape (querying the heuristic costs tens of
+ * microseconds of host time, more than many of the products themselves). */
 #include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <string.h>
 
 #include "common.cuh"
 
 #define LT_WORKSPACE_BYTES (32u << 20)
+#define PLAN_CACHE 256
+
+typedef enum { MM_FP32, MM_TF32, MM_BF16 } MatmulPrecision;
 
 static cublasLtHandle_t lt_handle;
 static void *lt_workspace;
+static MatmulPrecision precision = MM_FP32;
+
+extern "C" int cuda_set_matmul_precision(const char *mode) {
+    if (!strcmp(mode, "fp32")) precision = MM_FP32;
+    else if (!strcmp(mode, "tf32")) precision = MM_TF32;
+    else if (!strcmp(mode, "bf16")) precision = MM_BF16;
+    else return fh_error("unknown matmul precision '%s': use fp32, tf32 or bf16", mode);
+    return 0;
+}
+extern "C" const char *cuda_matmul_precision(void) {
+    return precision == MM_FP32 ? "fp32" : precision == MM_TF32 ? "tf32" : "bf16";
+}
 
 static int lt_init(void) {
     if (lt_handle) return 0;
@@ -42,51 +68,137 @@ static uint32_t alignment_of(const void *p) {
     return al;
 }
 
-/* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, fp32.
- * Returns 0, or -1 if no algorithm fits (nothing was written). */
-static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A, int lda,
-                     const float *B, int ldb, float *C, int ldc, float beta, const float *bias) {
-    if (lt_init()) return -1;
-    cublasLtMatmulDesc_t desc = NULL;
-    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+/* ---- plan cache: one entry per distinct product shape ---- */
+typedef struct {
+    int used;
+    cublasOperation_t ta, tb;
+    int m, n, k, lda, ldb, ldc, has_bias, accumulate;
+    MatmulPrecision prec;
+    uint32_t al_a, al_b, al_c;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} Plan;
+static Plan plans[PLAN_CACHE];
+static int plan_next;  /* round-robin eviction once full */
+
+static void plan_destroy(Plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds (or finds) the plan; NULL if cuBLASLt offers no algorithm. */
+static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc,
+                      int has_bias, int accumulate, uint32_t al_a, uint32_t al_b, uint32_t al_c) {
+    for (int i = 0; i < PLAN_CACHE; i++) {
+        Plan *p = &plans[i];
+        if (p->used && p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
+            p->ldb == ldb && p->ldc == ldc && p->has_bias == has_bias && p->accumulate == accumulate &&
+            p->prec == precision && p->al_a == al_a && p->al_b == al_b && p->al_c == al_c)
+            return p;
+    }
+    Plan *p = &plans[plan_next];
+    plan_next = (plan_next + 1) % PLAN_CACHE;
+    if (p->used) plan_destroy(p);
+    p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k; p->lda = lda; p->ldb = ldb; p->ldc = ldc;
+    p->has_bias = has_bias; p->accumulate = accumulate; p->prec = precision;
+    p->al_a = al_a; p->al_b = al_b; p->al_c = al_c;
+
+    cublasComputeType_t ct = precision == MM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cudaDataType_t ab = precision == MM_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t heur;
-    int found = 0, rc = -1;
+    int found = 0;
     uint64_t ws = LT_WORKSPACE_BYTES;
-    uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_c = alignment_of(C);
-    float alpha = 1.f;
-
-    if (cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto done;
-    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
-    if (bias) {
+    if (cublasLtMatmulDescCreate(&p->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto fail;
+    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (has_bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+        cudaDataType_t bt = CUDA_R_32F;
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
     }
-    if (cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda) ||
-        cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb) ||
-        cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, m, n, ldc))
-        goto done;
-    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) goto done;
+    if (cublasLtMatrixLayoutCreate(&p->la, ab, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda) ||
+        cublasLtMatrixLayoutCreate(&p->lb, ab, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb) ||
+        cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc))
+        goto fail;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) goto fail;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c);
-    if (cublasLtMatmulAlgoGetHeuristic(lt_handle, desc, la, lb, lc, lc, pref, 1, &heur, &found) !=
+    if (cublasLtMatmulAlgoGetHeuristic(lt_handle, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &heur, &found) !=
             CUBLAS_STATUS_SUCCESS || found == 0)
-        goto done;
-    if (cublasLtMatmul(lt_handle, desc, &alpha, A, la, B, lb, &beta, C, lc, C, lc, &heur.algo, lt_workspace,
-                       LT_WORKSPACE_BYTES, 0) == CUBLAS_STATUS_SUCCESS)
-        rc = 0;
-done:
+        goto fail;
+    cublasLtMatmulPreferenceDestroy(pref);
+    p->algo = heur.algo;
+    p->used = 1;
+    return p;
+fail:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (lc) cublasLtMatrixLayoutDestroy(lc);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (desc) cublasLtMatmulDescDestroy(desc);
-    return rc;
+    plan_destroy(p);
+    return NULL;
+}
+
+/* ---- bf16 operand scratch: three slots (a weight, an activation, an output
+ * gradient) grown on demand; growth happens in the first steps only ---- */
+static __nv_bfloat16 *scratch[3];
+static size_t scratch_n[3];
+
+__global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * 2;
+    size_t stride = (size_t)gridDim.x * blockDim.x * 2;
+    for (; i + 1 < n; i += stride) {
+        float2 v = make_float2(src[i], src[i + 1]);
+        *(__nv_bfloat162 *)(dst + i) = __float22bfloat162_rn(v);
+    }
+    if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* the fp32 matrix rounded to bf16 in scratch slot `slot`; NULL on failure */
+static const void *as_bf16(const float *src, size_t n, int slot) {
+    if (scratch_n[slot] < n) {
+        if (scratch[slot]) CUDA_CALL(cudaFree(scratch[slot]));
+        scratch[slot] = NULL;
+        scratch_n[slot] = 0;
+        size_t cap = n + n / 4;
+        if (cudaMalloc(&scratch[slot], cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            cuda_record_error("cudaMalloc", "cannot allocate bf16 matmul scratch", __FILE__, __LINE__);
+            return NULL;
+        }
+        scratch_n[slot] = cap;
+    }
+    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256>>>(scratch[slot], src, n);
+    CUDA_LAUNCHED();
+    return scratch[slot];
+}
+
+/* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
+ * its rounding into scratch slot `slot`. NULL on failure. */
+static const void *operand(const float *x, size_t n, int slot) {
+    return precision == MM_BF16 ? as_bf16(x, n, slot) : x;
+}
+
+/* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, C fp32;
+ * A and B come from operand(). Returns 0, or -1 if no algorithm fits or the
+ * call failed (nothing was written). */
+static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                     const void *B, int ldb, float *C, int ldc, float beta, const float *bias) {
+    if (!A || !B || lt_init()) return -1;
+    Plan *p = plan_get(ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, beta != 0.f, alignment_of(A), alignment_of(B),
+                       alignment_of(C));
+    if (!p) return -1;
+    if (bias) cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
+    float alpha = 1.f;
+    return cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                          lt_workspace, LT_WORKSPACE_BYTES, 0) == CUBLAS_STATUS_SUCCESS
+               ? 0
+               : -1;
 }
 
 __global__ void add_bias_kernel(float *out, const float *b, size_t total, int OC) {
@@ -100,17 +212,18 @@ struct ColOf {
     __device__ float operator()(int i, int c) const { return m[(size_t)i * C + c]; }
 };
 
-static void matmul_or_fail(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A,
-                           int lda, const float *B, int ldb, float *C, int ldc, float beta, const char *what) {
-    if (lt_matmul(ta, tb, m, n, k, A, lda, B, ldb, C, ldc, beta, NULL))
-        cuda_record_error(what, "cuBLASLt found no fp32 algorithm or the matmul failed", __FILE__, __LINE__);
+static void failed(const char *what) {
+    cuda_record_error(what, "cuBLASLt found no algorithm or the matmul failed", __FILE__, __LINE__);
 }
 
+/* scratch slots: 0 the weight, 1 the input activation, 2 the output gradient */
 void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     if (N <= 0) return;
-    if (!b || lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, in, IC, out, OC, 0.f, b)) {
-        matmul_or_fail(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, w, IC, in, IC, out, OC, 0.f, "linear_fwd");
-        if (b) {
+    const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
+    if (!b || lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, b)) {
+        if (lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, NULL))
+            failed("linear_fwd");
+        else if (b) {  /* no algorithm with the bias epilogue: add it separately */
             size_t total = (size_t)N * OC;
             add_bias_kernel<<<grid_for(total, 256), 256>>>(out, b, total, OC);
             CUDA_LAUNCHED();
@@ -122,7 +235,12 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
 void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w,
                      int N, int IC, int OC) {
     if (N <= 0) return;
-    if (din) matmul_or_fail(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, w, IC, dout, OC, din, IC, 1.f, "linear_bwd din");
-    if (dw) matmul_or_fail(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, in, IC, dout, OC, dw, IC, 1.f, "linear_bwd dw");
+    const void *go = (din || dw) ? operand(dout, (size_t)N * OC, 2) : NULL;  /* rounded once, used twice */
+    if (din && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, operand(w, (size_t)OC * IC, 0), IC, go, OC, din, IC,
+                         1.f, NULL))
+        failed("linear_bwd din");
+    if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,
+                        1.f, NULL))
+        failed("linear_bwd dw");
     if (db) colsum(db, 1, N, OC, ColOf{dout, OC});
 }
