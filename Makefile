@@ -30,7 +30,7 @@ HELP32 := $(TEST_HELPERS:%.c=$(BUILD)/f32/%.o)
 HELP64 := $(TEST_HELPERS:%.c=$(BUILD)/f64/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(GRAD_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test tests clean cuda asan
+.PHONY: all test tests clean cuda asan test-cuda test-cuda-sanitize
 # keep test objects (no "rm" after the run, faster rebuilds)
 .SECONDARY:
 all: $(BIN) $(BUILD)/libflowhn.a
@@ -71,6 +71,16 @@ asan:
 
 cuda:
 	$(MAKE) -f src/ops/cuda/cuda.mk
+
+# On a GPU machine: every CUDA op against the CPU op, the whole model (fp32 and
+# bf16) against the CPU, then compute-sanitizer memcheck and racecheck on the
+# op tests (FLOWHN_TEST_QUICK=1 drops the long T=1024 shapes under the sanitizer).
+CUDA_TESTS = build/tests/test_cuda build/tests/test_cuda_model
+test-cuda: cuda
+	@FLOWHN_NO_PY_TESTS=1 sh tools/run_tests.sh $(CUDA_TESTS)
+test-cuda-sanitize: cuda
+	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda
+	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool racecheck --error-exitcode 1 build/tests/test_cuda
 
 clean:
 	rm -rf build build-asan flowhn

@@ -15,7 +15,7 @@ for t in "$@"; do
     echo "   $p passed, $f failed"
     pass=$((pass+p)); fail=$((fail+f))
 done
-if [ -d tests/py ] && command -v python3 >/dev/null; then
+if [ -z "$FLOWHN_NO_PY_TESTS" ] && [ -d tests/py ] && command -v python3 >/dev/null; then
     for t in tests/py/test_*.py; do
         [ -f "$t" ] || continue
         echo "== $t"
