@@ -333,8 +333,9 @@ static void test_gather_scatter(void) {
 }
 
 static void test_xent(void) {
-    int shapes[][2] = {{1, 2}, {13, 1001}, {64, 50257}};  /* N, V */
-    for (int si = 0; si < 3; si++) {
+    /* V % 4 == 0 takes the float4 paths, the others the scalar ones */
+    int shapes[][2] = {{1, 2}, {13, 1001}, {64, 50257}, {37, 4096}, {8, 49152}};  /* N, V */
+    for (int si = 0; si < 5; si++) {
         int N = shapes[si][0], V = shapes[si][1];
         size_t nv = (size_t)N * V;
         line_start("xent", "N=%d V=%d", N, V);
