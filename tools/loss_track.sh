@@ -29,7 +29,7 @@ common=(--config "$CONFIG" --data "$DATA" --steps "$STEPS" --batch "$BATCH" --se
 for run in cpu:fp32 cuda:fp32 cuda:bf16; do
     dev=${run%%:*}; prec=${run##*:}
     echo "== $dev $prec"
-    "$BIN" train "${common[@]}" --device "$dev" --precision "$prec" --out "$OUT/$dev-$prec" > "$OUT/$dev-$prec.txt"
+    "$BIN" train "${common[@]}" --device "$dev" --precision "$prec" --out "$OUT/$dev-$prec" > "$OUT/$dev-$prec.txt" 2>&1
     grep -E "^done" "$OUT/$dev-$prec.txt"
 done
 python3 tools/loss_track_compare.py "$OUT/cpu-fp32/log.jsonl" "$OUT/cuda-fp32/log.jsonl" "$OUT/cuda-bf16/log.jsonl" \
