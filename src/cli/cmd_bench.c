@@ -14,6 +14,7 @@
 #include "../core/error.h"
 #include "../core/rng.h"
 #include "../model/flops.h"
+#include "../model/memory.h"
 #include "../model/model.h"
 #include "../ops/backend.h"
 #include "../train/optimizer.h"
@@ -80,6 +81,15 @@ int cmd_bench(int argc, char **argv) {
                 c.max_seq_len);
         return 2;
     }
+    /* refused before anything is allocated when it cannot fit */
+    MemoryEstimate mem;
+    if (model_memory_estimate(&c, batch, seq, MEMORY_TRAIN, &mem)) {
+        fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+        return 1;
+    }
+    mem.total -= mem.host;   /* bench writes no checkpoints: no host copies of m and v */
+    mem.host = 0;
+    if (memory_check(&mem, be)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
 
     /* random tokens; targets are the next token (the last position predicts nothing) */
     size_t BT = (size_t)batch * seq;
@@ -105,6 +115,9 @@ int cmd_bench(int argc, char **argv) {
     printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
            arch_name(c.arch), m.layout.total, m.layout.total / 1e6, batch, seq, BT);
     printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
+    char mem_line[512];
+    memory_describe(&mem, mem_line, sizeof mem_line);
+    printf("memory: estimated %s\n", mem_line);
     fflush(stdout);
 
     for (int s = 0; s < warmup; s++)

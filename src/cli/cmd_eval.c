@@ -6,6 +6,7 @@
 
 #include "../core/error.h"
 #include "../infer/eval.h"
+#include "../model/memory.h"
 #include "../train/checkpoint.h"
 #include "../train/data_source.h"
 #include <math.h>
@@ -42,6 +43,16 @@ int cmd_eval(int argc, char **argv) {
         else { fprintf(stderr, "flowhn eval: unknown option '%s'\n", a); usage(); return 2; }
     }
     if (!ckpt || (!tokp && (n_choices || lambada)) || (!n_choices && !lambada && !data)) { usage(); return 2; }
+    /* refused before loading when it cannot fit: the largest forward is the
+     * validation batch (4 x the window) with --data, else one window */
+    Config cc;
+    MemoryEstimate mem;
+    if (checkpoint_read_config(ckpt, &cc) ||
+        model_memory_estimate(&cc, data ? 4 : 1, cc.max_seq_len, MEMORY_INFER, &mem) ||
+        memory_check(&mem, backend_find("cpu"))) {
+        fprintf(stderr, "flowhn eval: %s\n", fh_last_error());
+        return 1;
+    }
     Model m;
     if (checkpoint_load_model(ckpt, &cpu_ops, &m)) {
         fprintf(stderr, "flowhn eval: %s\n", fh_last_error());

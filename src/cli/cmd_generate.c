@@ -8,6 +8,7 @@
 #include "../core/error.h"
 #include "../data/tokenizer.h"
 #include "../infer/generate.h"
+#include "../model/memory.h"
 #include "../train/checkpoint.h"
 #include "args.h"
 #include "commands.h"
@@ -74,6 +75,14 @@ int cmd_generate(int argc, char **argv) {
         else { fprintf(stderr, "flowhn generate: unknown option '%s'\n", a); usage(); return 2; }
     }
     if (!ckpt || !tokp) { usage(); return 2; }
+    /* refused before loading when it cannot fit: weights + the generator's KV caches and states */
+    Config cc;
+    MemoryEstimate mem;
+    if (checkpoint_read_config(ckpt, &cc) || model_memory_estimate(&cc, 1, 0, MEMORY_GENERATE, &mem) ||
+        memory_check(&mem, backend_find("cpu"))) {
+        fprintf(stderr, "flowhn generate: %s\n", fh_last_error());
+        return 1;
+    }
     Model m;
     if (checkpoint_load_model(ckpt, &cpu_ops, &m)) {
         fprintf(stderr, "flowhn generate: %s\n", fh_last_error());

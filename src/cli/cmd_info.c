@@ -7,6 +7,7 @@
 #include "../core/error.h"
 #include "../model/flops.h"
 #include "../model/layout.h"
+#include "../model/memory.h"
 #include "../model/model.h"
 #include "commands.h"
 
@@ -26,23 +27,26 @@ static const char *group_of(const ParamEntry *e) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: flowhn info --config FILE [--seq-len T]\n"
-                    "  prints parameters by group, FLOPs per token and the FlowHN split per layer\n");
+    fprintf(stderr, "usage: flowhn info --config FILE [--seq-len T] [--batch B]\n"
+                    "  prints parameters by group, FLOPs per token, the FlowHN split per layer and the\n"
+                    "  memory a run needs (training at batch B, default 8, as flowhn train)\n");
 }
 
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    int T = 0;
+    int T = 0, B = 8;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc) path = argv[++i];
-        else if (!strcmp(argv[i], "--seq-len") && i + 1 < argc) {
+        else if ((!strcmp(argv[i], "--seq-len") || !strcmp(argv[i], "--batch")) && i + 1 < argc) {
             char *end;
+            const char *opt = argv[i];
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 1 || v > 1 << 24) {
-                fprintf(stderr, "flowhn info: --seq-len must be an integer in [1, 16777216], got '%s'\n", argv[i]);
+                fprintf(stderr, "flowhn info: %s must be an integer in [1, 16777216], got '%s'\n", opt, argv[i]);
                 return 2;
             }
-            T = (int)v;
+            if (!strcmp(opt, "--batch")) B = (int)v;
+            else T = (int)v;
         } else if (!strcmp(argv[i], "--help")) { usage(); return 0; }
         else { fprintf(stderr, "flowhn info: unknown option '%s'\n", argv[i]); usage(); return 2; }
     }
@@ -85,5 +89,25 @@ int cmd_info(int argc, char **argv) {
     }
     free(lm);
     layout_free(&L);
+
+    /* what the backend will allocate (fp32), as flowhn train, eval and generate estimate it */
+    const struct { const char *what; int use, B, T; } runs[] = {
+        {"training", MEMORY_TRAIN, B, T}, {"eval (forward)", MEMORY_INFER, 1, T}, {"generate", MEMORY_GENERATE, 1, 0}};
+    printf("\nmemory (fp32 backend allocations; flowhn train/bench/eval/generate refuse a run that does not fit):\n");
+    for (int r = 0; r < 3; r++) {
+        MemoryEstimate e;
+        char line[512];
+        if (model_memory_estimate(&c, runs[r].B, runs[r].T, runs[r].use, &e)) {
+            fprintf(stderr, "flowhn info: %s\n", fh_last_error());
+            return 1;
+        }
+        memory_describe(&e, line, sizeof line);
+        if (runs[r].use == MEMORY_GENERATE) printf("  %-15s batch %d:        %s\n", runs[r].what, runs[r].B, line);
+        else printf("  %-15s batch %d x %-5d %s\n", runs[r].what, runs[r].B, runs[r].T, line);
+    }
+    size_t avail;
+    char src[256];
+    if (memory_available_cpu(&avail, src, sizeof src) == 0)
+        printf("  host memory available: %.3g GiB (%s)\n", avail / 1073741824.0, src);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include "../core/error.h"
 #include "../train/data_source.h"
 #include "../model/flops.h"
+#include "../model/memory.h"
 #include "../train/checkpoint.h"
 #include "../train/trainer.h"
 #include "../ops/backend.h"
@@ -83,6 +84,15 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "flowhn train: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq, c.max_seq_len);
         return 2;
     }
+    const Backend *be = backend_find(device);
+    if (!be) { fprintf(stderr, "flowhn train: --device %s: %s\n", device, fh_last_error()); return 2; }
+    if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
+    /* refused here, before the data is read or anything allocated, when it cannot fit */
+    MemoryEstimate mem;
+    if (model_memory_estimate(&c, batch, seq, MEMORY_TRAIN, &mem) || memory_check(&mem, be)) {
+        fprintf(stderr, "flowhn train: %s\n", fh_last_error());
+        return 1;
+    }
     ShardSource train_src, val_src;
     if (shard_source_open(&train_src, data, "train", c.vocab_size, 0, 1)) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
@@ -92,9 +102,6 @@ int cmd_train(int argc, char **argv) {
     if (!have_val) fprintf(stderr, "flowhn train: no validation shards (%s); training without validation\n", fh_last_error());
     double unigram = have_val ? shard_unigram_baseline(&train_src, &val_src) : 0;
 
-    const Backend *be = backend_find(device);
-    if (!be) { fprintf(stderr, "flowhn train: --device %s: %s\n", device, fh_last_error()); return 2; }
-    if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
     Model m;
     if (model_create(&m, &c, be->ops) || model_init_params(&m, (uint64_t)seed) ||
         (!resume && model_measure_split(&m, seq, 2, stdout))) {
@@ -122,6 +129,9 @@ int cmd_train(int argc, char **argv) {
     printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
     printf("model: %s, %zu parameters (%.2fM); %.3g training FLOPs/token at T=%d\n", arch_name(c.arch),
            m.layout.total, m.layout.total / 1e6, flops_train_per_token(&c, seq), seq);
+    char mem_line[512];
+    memory_describe(&mem, mem_line, sizeof mem_line);
+    printf("memory: estimated %s\n", mem_line);
     printf("data: %s (%ld training tokens)%s", data, shard_source_tokens(&train_src), have_val ? "" : "\n");
     if (have_val) printf(", unigram baseline on validation: %.4f nats/token\n", unigram);
     printf("training %d steps of %d x %d tokens x %d accumulation, lr %.2e, warm-up %d\n", steps, batch, seq, accum, lr,

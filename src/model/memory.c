@@ -1,0 +1,391 @@
+/* memory.c - memory estimate by dry run, memory available, and the check
+ * (see memory.h). */
+#include "memory.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/error.h"
+#include "../train/optimizer.h"
+#include "model.h"
+#include "split.h"
+
+/* ------------------------------------------------------------------------ */
+/* the dry-run op table: alloc records sizes, compute does nothing            */
+
+/* Bytes "allocated" now and at most since the last reset. One dry run at a
+ * time (the CLI estimates once, before it builds anything). */
+static struct { size_t live, peak; } dry;
+
+/* Each allocation is a host word holding its size, so release can subtract it
+ * and every pointer is distinct and non-NULL. No op ever reads through them. */
+static void *dry_alloc(size_t bytes) {
+    size_t *h = malloc(sizeof *h);
+    if (!h) { fh_error("out of memory estimating memory"); return NULL; }
+    *h = bytes;
+    dry.live += bytes;
+    if (dry.live > dry.peak) dry.peak = dry.live;
+    return h;
+}
+static void dry_release(void *p) {
+    if (!p) return;
+    dry.live -= *(size_t *)p;
+    free(p);
+}
+static void dry_zero(void *p, size_t bytes) {}
+/* the host side gets zeros: the model reads losses back (finite, 0) */
+static void dry_to_host(void *dst, const void *src, size_t bytes) { memset(dst, 0, bytes); }
+static void dry_from_host(void *dst, const void *src, size_t bytes) {}
+static void dry_add(real *o, const real *a, const real *b, size_t n) {}
+static void dry_accumulate(real *d, const real *s, real alpha, size_t n) {}
+static void dry_embedding_fwd(real *o, const int *t, const real *w, int N, int C) {}
+static void dry_embedding_bwd(real *dw, const real *d, const int *t, int N, int C) {}
+static void dry_rmsnorm_fwd(real *o, real *r, const real *x, const real *w, int N, int C, real eps) {}
+static void dry_rmsnorm_bwd(real *dx, real *dw, const real *d, const real *x, const real *w, const real *r, int N,
+                            int C) {}
+static void dry_linear_fwd(real *o, const real *i, const real *w, const real *b, int N, int IC, int OC) {}
+static void dry_linear_bwd(real *di, real *dw, real *db, const real *d, const real *i, const real *w, int N, int IC,
+                           int OC) {}
+static void dry_swiglu_fwd(real *o, const real *g, const real *u, size_t n) {}
+static void dry_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n) {}
+static void dry_silu_fwd(real *o, const real *x, size_t n) {}
+static void dry_silu_bwd(real *dx, const real *d, const real *x, size_t n) {}
+static void dry_rope_fwd(real *o, const real *x, const int *p, int B, int n, int nh, int hd, real th) {}
+static void dry_rope_bwd(real *dx, const real *d, const int *p, int B, int n, int nh, int hd, real th) {}
+static void dry_attention_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
+                              const int *kp, int B, int nq, int nk, int nh, int nkv, int hd) {}
+static void dry_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
+                              const real *q, const real *k, const real *v, const int *qp, const int *kp, int B, int nq,
+                              int nk, int nh, int nkv, int hd) {}
+static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
+static void dry_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int B, int n,
+                           int C, int K) {}
+static void dry_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
+                         const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L) {}
+static void dry_scan_bwd(real *dx, real *ddt, real *dA, real *dB, real *dC, real *dD, real *dz, const real *dy,
+                         const real *hs, const real *x, const real *dt, const real *A, const real *Bm, const real *Cm,
+                         const real *D, const real *z, int B, int n, int E, int S, int L) {}
+static void dry_ssd_fwd(real *y, real *st, const real *xbc, const real *dt, const real *dtb, const real *A,
+                        const real *D, int B, int n, int nh, int P, int G, int N, int L) {}
+static void dry_ssd_bwd(real *dxbc, real *ddt, real *ddtb, real *dA, real *dD, const real *dy, const real *st,
+                        const real *xbc, const real *dt, const real *dtb, const real *A, const real *D, int B, int n,
+                        int nh, int P, int G, int N, int L) {}
+static void dry_gated_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real eps) {}
+static void dry_gated_bwd(real *dy, real *dz, real *dw, const real *d, const real *y, const real *z, const real *w,
+                          const real *r, int N, int C) {}
+static void dry_select(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0) {}
+static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}
+static void dry_xent_bwd(real *dl, const real *d, const real *lg, const real *lse, const int *t, int N, int V) {}
+static void dry_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
+                          const real *Cm, const real *D, const real *z, int B, int E, int S) {}
+static void dry_ssd_step(real *y, real *h, const real *xbc, const real *dt, const real *dtb, const real *A,
+                         const real *D, int B, int nh, int P, int G, int N) {}
+static void dry_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real b1, real b2, real eps,
+                      real wd, real gs, int step) {}
+static double dry_sum_squares(const real *x, size_t n) { return 0; }
+
+/* Every entry is set: an op added to ops.h and not here is NULL and crashes
+ * test_memory, which runs the dry run on every architecture; a changed
+ * signature fails to compile (the pragma makes the mismatch an error). */
+#pragma GCC diagnostic error "-Wincompatible-pointer-types"
+static const Ops dry_ops = {
+    .name = "dry-run",
+    .alloc = dry_alloc, .release = dry_release, .zero = dry_zero,
+    .to_host = dry_to_host, .from_host = dry_from_host,
+    .add = dry_add, .accumulate = dry_accumulate,
+    .embedding_fwd = dry_embedding_fwd, .embedding_bwd = dry_embedding_bwd,
+    .rmsnorm_fwd = dry_rmsnorm_fwd, .rmsnorm_bwd = dry_rmsnorm_bwd,
+    .linear_fwd = dry_linear_fwd, .linear_bwd = dry_linear_bwd,
+    .swiglu_fwd = dry_swiglu_fwd, .swiglu_bwd = dry_swiglu_bwd,
+    .silu_fwd = dry_silu_fwd, .silu_bwd = dry_silu_bwd,
+    .rope_fwd = dry_rope_fwd, .rope_bwd = dry_rope_bwd,
+    .attention_fwd = dry_attention_fwd, .attention_bwd = dry_attention_bwd,
+    .conv1d_fwd = dry_conv1d_fwd, .conv1d_bwd = dry_conv1d_bwd,
+    .selective_scan_fwd = dry_scan_fwd, .selective_scan_bwd = dry_scan_bwd,
+    .ssd_fwd = dry_ssd_fwd, .ssd_bwd = dry_ssd_bwd,
+    .gated_rmsnorm_fwd = dry_gated_fwd, .gated_rmsnorm_bwd = dry_gated_bwd,
+    .gather_fwd = dry_select, .gather_bwd = dry_select, .scatter_fwd = dry_select, .scatter_bwd = dry_select,
+    .xent_fwd = dry_xent_fwd, .xent_bwd = dry_xent_bwd,
+    .selective_scan_step = dry_scan_step, .ssd_step = dry_ssd_step,
+    .adamw = dry_adamw, .sum_squares = dry_sum_squares,
+};
+
+/* ------------------------------------------------------------------------ */
+/* the estimate                                                              */
+
+static size_t nz(size_t n) { return n ? n : 1; }
+
+/* The generator's backend buffers for B sequences. Mirrors generator_create
+ * (src/infer/generate.c), which only runs on the CPU op table and so cannot be
+ * dry-run; test_memory holds the two together by measuring the real one. */
+static size_t generator_bytes(const Config *c, const ParamLayout *L, int B) {
+    size_t W = (size_t)c->max_seq_len;   /* flowhn generate decodes with plan_len 0: the window is the model's */
+    int H = c->hidden_size, I = c->intermediate_size, qd = c->num_heads * c->head_dim;
+    int E = cfg_E(c) > cfg_m2_E(c) ? cfg_E(c) : cfg_m2_E(c);
+    int CX = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
+    size_t wide = (size_t)E + CX + cfg_m2_heads(c) + 2 * H + qd + I + c->dt_rank + 2 * c->d_state;
+    /* 31 scratch rows of width `wide`, rstd, lse, conv output, logits */
+    size_t reals = 31 * nz(B * wide) + nz(B) + nz((size_t)B * c->num_heads) +
+                   nz((size_t)B * c->d_conv * (CX > E ? CX : E)) + nz((size_t)B * c->vocab_size);
+    size_t attn = 2 * nz(B * W * cfg_kv_dim(c));   /* K and V caches */
+    size_t m1 = nz((size_t)B * c->d_conv * cfg_E(c)) + nz((size_t)B * cfg_E(c) * c->d_state);
+    size_t m2 = nz((size_t)B * c->d_conv * CX) + nz((size_t)B * cfg_m2_E(c) * c->m2_d_state);
+    for (int l = 0; l < c->num_layers; l++) {
+        const LayerW *w = &L->layers[l];
+        if (w->kind != LAYER_DECODER) reals += attn + m1;   /* FlowHN / Hymba: attention and Mamba-1 states */
+        else reals += w->dec.mixer == MIXER_ATTN ? attn : w->dec.mixer == MIXER_MAMBA1 ? m1 : m2;
+    }
+    return sizeof(real) * reals + sizeof(int) * (size_t)B + sizeof(int) * (W + 1);   /* + tokens, positions */
+}
+
+/* One dry run for a config whose split is a number. */
+static int dry_run(const Config *c, int B, int T, int use, MemoryEstimate *e) {
+    memset(e, 0, sizeof *e);
+    dry.live = dry.peak = 0;
+    Model m;
+    Optimizer opt;
+    memset(&opt, 0, sizeof opt);
+    if (model_create(&m, c, &dry_ops)) return -1;
+    int rc = 0;
+    e->params = sizeof(real) * m.layout.total;
+    e->grads = dry.live - e->params;
+    size_t base = dry.live;
+    if (use == MEMORY_TRAIN) {
+        AdamWConfig oc;
+        adamw_defaults(&oc);
+        rc = optimizer_create(&opt, &m, &oc);
+        e->optimizer = dry.live - base;
+        base = dry.live;
+        /* train_run's save() copies m and v to the host while the activations live */
+        e->host = 2 * sizeof(real) * m.layout.total;
+    }
+    if (!rc && use == MEMORY_GENERATE) e->activations = generator_bytes(c, &m.layout, B);
+    else if (!rc) {
+        int *tok = calloc((size_t)B * T, sizeof(int));   /* token 0 everywhere, as inputs and targets */
+        double gnorm;
+        if (!tok) rc = fh_error("out of memory estimating memory");
+        else rc = model_forward(&m, tok, tok, B, T) ||
+                  (use == MEMORY_TRAIN && (model_backward(&m) || optimizer_step(&opt, &m, 1.0, &gnorm)));
+        free(tok);
+        e->activations = dry.peak - base;
+    }
+    optimizer_free(&opt, &m);
+    model_free(&m);
+    e->backend = e->params + e->grads + e->optimizer + e->activations;
+    e->total = e->backend + e->host;
+    e->use = use;
+    return rc ? -1 : 0;
+}
+
+int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate *e) {
+    if (B < 1 || (use != MEMORY_GENERATE && T < 1))
+        return fh_error("memory estimate: batch size (%d) and sequence length (%d) must be at least 1", B, T);
+    int measured = c->arch == ARCH_FLOWHN && (c->split == SPLIT_FA || c->split == SPLIT_FAC) &&
+                   c->ratio_rule == RATIO_MEASURED;
+    if (!measured || use == MEMORY_GENERATE) {
+        Config f = *c;
+        if (measured) f.ratio_rule = RATIO_FLOPS;   /* the generator's buffers do not depend on the split */
+        return dry_run(&f, B, T, use, e);
+    }
+    /* the n_a candidates model_measure_split times (at most ~32): the run will
+     * keep one of them, so the largest figure covers it */
+    int mult = split_multiple_at(c, T), step = mult, any = 0;
+    while ((T - 2 * step) / step + 1 > 32) step += mult;
+    memset(e, 0, sizeof *e);
+    for (int na = mult; na <= T - mult; na += step) {
+        Config f = *c;
+        f.ratio_rule = RATIO_FIXED;
+        f.split_ratio = (double)na / T;
+        MemoryEstimate x;
+        if (dry_run(&f, B, T, use, &x)) return -1;
+        if (!any || x.total > e->total) *e = x;
+        any = 1;
+    }
+    if (any) return 0;
+    return fh_error("split_ratio \"measured\" needs a sequence length of at least %d (2 x split_multiple), got %d",
+                    2 * mult, T);
+}
+
+/* ------------------------------------------------------------------------ */
+/* memory available                                                          */
+
+/* Reads one unsigned number from a file; 1 if the file says "max", -1 if it
+ * cannot be read. */
+static int read_number(const char *path, unsigned long long *v) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char buf[64] = {0};
+    int ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok) return -1;
+    if (!strncmp(buf, "max", 3)) return 1;
+    char *end;
+    *v = strtoull(buf, &end, 10);
+    return end == buf ? -1 : 0;
+}
+
+/* This process's cgroup path for a hierarchy: "0::/path" (v2) or
+ * "N:memory:/path" (v1) in /proc/self/cgroup. "" when not found. */
+static void cgroup_path(int v2, char *out, size_t n) {
+    out[0] = 0;
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        char *a = strchr(line, ':'), *b = a ? strchr(a + 1, ':') : NULL;
+        if (!b) continue;
+        int match = v2 ? !strncmp(line, "0::", 3) : (b - a - 1 == 6 && !strncmp(a + 1, "memory", 6));
+        if (!match) continue;
+        b[strcspn(b, "\n")] = 0;
+        snprintf(out, n, "%s", strcmp(b + 1, "/") ? b + 1 : "");
+        break;
+    }
+    fclose(f);
+}
+
+/* The least room under a cgroup limit from `dir` up to `root` (limits of
+ * ancestors apply too). limit_file/usage_file: v2 memory.max/memory.current,
+ * v1 memory.limit_in_bytes/memory.usage_in_bytes. 0 and *room, or -1 if no
+ * limit is set anywhere. */
+static int cgroup_room(const char *root, const char *rel, const char *limit_file, const char *usage_file,
+                       size_t *room) {
+    char dir[1200], p[1300];
+    snprintf(dir, sizeof dir, "%s%s", root, rel);
+    int found = 0;
+    for (;;) {
+        unsigned long long lim, use;
+        snprintf(p, sizeof p, "%s/%s", dir, limit_file);
+        int rl = read_number(p, &lim);
+        snprintf(p, sizeof p, "%s/%s", dir, usage_file);
+        /* v1 reports "no limit" as a huge number near 2^63 */
+        if (rl == 0 && lim < (1ull << 60) && read_number(p, &use) == 0) {
+            size_t r = use < lim ? (size_t)(lim - use) : 0;
+            if (!found || r < *room) *room = r;
+            found = 1;
+        }
+        char *slash = strrchr(dir, '/');
+        if (strlen(dir) <= strlen(root) || !slash) break;
+        *slash = 0;
+    }
+    return found ? 0 : -1;
+}
+
+int memory_available_cpu(size_t *bytes, char *source, size_t n) {
+    int have = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[256];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                *bytes = (size_t)kb * 1024;
+                snprintf(source, n, "MemAvailable in /proc/meminfo");
+                have = 1;
+                break;
+            }
+        fclose(f);
+    }
+    char rel[1024];
+    size_t room;
+    cgroup_path(1, rel, sizeof rel);
+    int v2 = cgroup_room("/sys/fs/cgroup", rel, "memory.max", "memory.current", &room) == 0;
+    int v1 = 0;
+    if (!v2) {
+        cgroup_path(0, rel, sizeof rel);
+        v1 = cgroup_room("/sys/fs/cgroup/memory", rel, "memory.limit_in_bytes", "memory.usage_in_bytes", &room) == 0;
+        /* inside a container the v1 hierarchy is often mounted at our own cgroup */
+        if (!v1) v1 = cgroup_room("/sys/fs/cgroup/memory", "", "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                  &room) == 0;
+    }
+    if ((v2 || v1) && (!have || room < *bytes)) {
+        *bytes = room;
+        snprintf(source, n, "%s", v2 ? "cgroup v2 memory.max - memory.current"
+                                     : "cgroup v1 memory.limit_in_bytes - memory.usage_in_bytes");
+        have = 1;
+    }
+    return have ? 0 : -1;
+}
+
+/* "123", "512K", "4G", "1.5G" (powers of 1024, an optional trailing B or iB) */
+static int parse_bytes(const char *s, size_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v >= 0)) return -1;
+    double mult = 1;
+    switch (toupper((unsigned char)*end)) {
+        case 'K': mult = 1024.0; end++; break;
+        case 'M': mult = 1024.0 * 1024; end++; break;
+        case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+        case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+        default: break;
+    }
+    if (mult > 1 && toupper((unsigned char)*end) == 'I') end++;
+    if (toupper((unsigned char)*end) == 'B') end++;
+    if (*end || v * mult >= 1.8e19) return -1;
+    *out = (size_t)(v * mult);
+    return 0;
+}
+
+int memory_available(const Backend *be, size_t *bytes, char *source, size_t n) {
+    const char *env = getenv("FLOWHN_MEMORY_LIMIT");
+    if (env && *env) {
+        if (parse_bytes(env, bytes))
+            return fh_error("FLOWHN_MEMORY_LIMIT='%s' is not a byte count: use e.g. 512M, 4G or 1073741824", env);
+        snprintf(source, n, "FLOWHN_MEMORY_LIMIT=%s", env);
+        return 0;
+    }
+    if (!strcmp(be->name, "cpu")) return memory_available_cpu(bytes, source, n);
+    size_t live, peak, used, total;
+    be->memory(&live, &peak, &used, &total);
+    if (!total) return -1;
+    *bytes = used < total ? total - used : 0;
+    snprintf(source, n, "%s: device total - in use", be->device());
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the check                                                                 */
+
+/* "3.72 GiB", "1.50 MiB", "12.0 KiB": GiB for real models, smaller units for test-sized ones */
+static const char *human(size_t b, char *buf, size_t n) {
+    if (b >= (1u << 30)) snprintf(buf, n, "%.2f GiB", b / 1073741824.0);
+    else if (b >= (1u << 20)) snprintf(buf, n, "%.2f MiB", b / 1048576.0);
+    else snprintf(buf, n, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
+void memory_describe(const MemoryEstimate *e, char *buf, size_t n) {
+    char t[32], p[32], g[32], o[32], a[32], h[32];
+    snprintf(buf, n, "%s (params %s + grads %s%s%s + %s %s%s%s)", human(e->total, t, 32),
+             human(e->params, p, 32), human(e->grads, g, 32), e->optimizer ? " + AdamW m, v " : "",
+             e->optimizer ? human(e->optimizer, o, 32) : "",
+             e->use == MEMORY_GENERATE ? "KV caches, states and scratch" : "activations", human(e->activations, a, 32),
+             e->host ? " + host checkpoint copies " : "", e->host ? human(e->host, h, 32) : "");
+}
+
+int memory_check(const MemoryEstimate *e, const Backend *be) {
+    static const char *fix = "reduce --batch or --seq-len, or use a smaller config";
+    char what[512], src[256], need_s[32], avail_s[32];
+    size_t avail;
+    memory_describe(e, what, sizeof what);
+    int cpu = !strcmp(be->name, "cpu");
+    /* the FLOWHN_MEMORY_LIMIT error wins over "unknown" */
+    const char *env = getenv("FLOWHN_MEMORY_LIMIT");
+    int rc = memory_available(be, &avail, src, sizeof src);
+    if (rc && env && *env) return -1;
+    if (!rc && cpu && e->total > avail)
+        return fh_error("not enough memory: this run needs an estimated %s, but %s is available (%s); %s", what,
+                        human(avail, avail_s, 32), src, fix);
+    if (!rc && !cpu && e->backend > avail)
+        return fh_error("not enough device memory: this run needs an estimated %s, of which %s on the device, but "
+                        "%s is available there (%s); %s", what, human(e->backend, need_s, 32),
+                        human(avail, avail_s, 32), src, fix);
+    if (cpu || !e->host) return 0;
+    /* a device run also keeps host copies (checkpoints) */
+    if (memory_available_cpu(&avail, src, sizeof src) == 0 && e->host > avail)
+        return fh_error("not enough host memory: this run needs an estimated %s, of which %s on the host, but %s "
+                        "is available (%s); %s", what, human(e->host, need_s, 32), human(avail, avail_s, 32), src, fix);
+    return 0;
+}
