@@ -146,9 +146,22 @@ fail:
 }
 
 /* ---- bf16 operand scratch: three slots (a weight, an activation, an output
- * gradient) grown on demand; growth happens in the first steps only ---- */
-static __nv_bfloat16 *scratch[3];
-static size_t scratch_n[3];
+ * gradient) grown on demand; growth happens in the first steps only.
+ * Consecutive products often share an operand (k and v from the same input,
+ * gate and up, the x_proj slices, a backward's dW products over one input):
+ * a slot's rounding is reused while its source is unchanged, i.e. while no
+ * CUDA call or launch other than this file's own (which write only scratch or
+ * the product's C, checked for overlap) ran since. cuda_epoch counts them. */
+unsigned long cuda_epoch;
+
+typedef struct {
+    __nv_bfloat16 *buf;
+    size_t cap;
+    const float *src;      /* what buf holds the rounding of, while epoch == cuda_epoch */
+    size_t n;
+    unsigned long epoch;
+} Slot;
+static Slot slots[3];
 
 __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
     size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * 2;
@@ -160,22 +173,43 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
     if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-/* the fp32 matrix rounded to bf16 in scratch slot `slot`; NULL on failure */
+/* After one of this file's own launches, which wrote `written` (bytes) and
+ * nothing else: roundings still valid before it stay valid unless their
+ * source overlaps what was written. */
+static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
+    uintptr_t w0 = (uintptr_t)written, w1 = w0 + bytes;
+    for (int k = 0; k < 3; k++) {
+        Slot *s = &slots[k];
+        if (!s->src || s->epoch != before) continue;
+        uintptr_t s0 = (uintptr_t)s->src, s1 = s0 + s->n * sizeof(float);
+        if (s1 <= w0 || w1 <= s0) s->epoch = cuda_epoch;
+    }
+}
+
+/* the fp32 matrix rounded to bf16 in slot `slot`; NULL on failure */
 static const void *as_bf16(const float *src, size_t n, int slot) {
-    if (scratch_n[slot] < n) {
-        if (scratch[slot]) CUDA_CALL(cudaFree(scratch[slot]));
-        scratch[slot] = NULL;
-        scratch_n[slot] = 0;
+    Slot *s = &slots[slot];
+    if (s->src == src && s->n == n && s->epoch == cuda_epoch) return s->buf;
+    if (s->cap < n) {
+        if (s->buf) cudaFree(s->buf);
+        s->buf = NULL;
+        s->cap = 0;
         size_t cap = n + n / 4;
-        if (cudaMalloc(&scratch[slot], cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
+        if (cudaMalloc(&s->buf, cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            s->src = NULL;
             cuda_record_error("cudaMalloc", "cannot allocate bf16 matmul scratch", __FILE__, __LINE__);
             return NULL;
         }
-        scratch_n[slot] = cap;
+        s->cap = cap;
     }
-    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256>>>(scratch[slot], src, n);
+    unsigned long before = cuda_epoch;
+    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256>>>(s->buf, src, n);
     CUDA_LAUNCHED();
-    return scratch[slot];
+    own_launch_done(before, s->buf, n * sizeof(__nv_bfloat16));
+    s->src = src;
+    s->n = n;
+    s->epoch = cuda_epoch;
+    return s->buf;
 }
 
 /* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
@@ -195,10 +229,14 @@ static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
     if (!p) return -1;
     if (bias) cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     float alpha = 1.f;
-    return cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
-                          lt_workspace, LT_WORKSPACE_BYTES, 0) == CUBLAS_STATUS_SUCCESS
-               ? 0
-               : -1;
+    unsigned long before = cuda_epoch;
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);  /* C changes */
+    int rc = cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
+                            lt_workspace, LT_WORKSPACE_BYTES, 0) == CUBLAS_STATUS_SUCCESS
+                 ? 0
+                 : -1;
+    own_launch_done(before, C, ((size_t)(n - 1) * ldc + m) * sizeof(float));
+    return rc;
 }
 
 __global__ void add_bias_kernel(float *out, const float *b, size_t total, int OC) {
