@@ -20,8 +20,13 @@ extern "C" {
 /* Records the first failure (file:line and CUDA's message); see cuda_ops_check(). */
 void cuda_record_error(const char *what, const char *msg, const char *file, int line);
 
+/* Counts CUDA calls and launches (each may write device memory): linear.cu
+ * reuses a bf16 rounding of an operand only while nothing else ran since. */
+extern unsigned long cuda_epoch;
+
 #define CUDA_CALL(call)                                                              \
     do {                                                                             \
+        __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);                        \
         cudaError_t e_ = (call);                                                     \
         if (e_ != cudaSuccess) cuda_record_error(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
     } while (0)
