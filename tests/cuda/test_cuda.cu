@@ -425,20 +425,22 @@ static float *hcopy(const float *src, size_t n) {
  * groups of 1-4, and the presets' sizes at T = 1024 (the last four; set
  * FLOWHN_TEST_QUICK to skip them under compute-sanitizer, whose racecheck is
  * slow on them). */
-static void test_attention(void) {
-    int shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
-                       {1, 1, 1, 1, 1, 1, 0},       {2, 37, 20, 4, 2, 16, 0},     {2, 37, 20, 4, 2, 16, 1},
-                       {2, 40, 15, 2, 1, 8, 2},     {2, 300, 150, 6, 2, 64, 0},   {1, 300, 120, 4, 4, 64, 1},
-                       {2, 400, 130, 3, 1, 5, 2},   {1, 150, 77, 4, 1, 100, 1},   {1, 100, 70, 2, 2, 200, 0},
-                       {1, 90, 90, 2, 1, 24, 1},
-                       {1, 1024, 1024, 32, 8, 24, 0}, {1, 1024, 600, 32, 8, 24, 1},
-                       {1, 1024, 1024, 32, 8, 64, 0}, {1, 1024, 600, 32, 8, 64, 1}};
+static int attention_shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
+                                   {1, 1, 1, 1, 1, 1, 0},       {2, 37, 20, 4, 2, 16, 0},     {2, 37, 20, 4, 2, 16, 1},
+                                   {2, 40, 15, 2, 1, 8, 2},     {2, 300, 150, 6, 2, 64, 0},   {1, 300, 120, 4, 4, 64, 1},
+                                   {2, 400, 130, 3, 1, 5, 2},   {1, 150, 77, 4, 1, 100, 1},   {1, 100, 70, 2, 2, 200, 0},
+                                   {1, 90, 90, 2, 1, 24, 1},
+                                   {1, 1024, 1024, 32, 8, 24, 0}, {1, 1024, 600, 32, 8, 24, 1},
+                                   {1, 1024, 1024, 32, 8, 64, 0}, {1, 1024, 600, 32, 8, 64, 1}};
+static int attention_nshapes(void) {
+    int n = (int)(sizeof attention_shapes / sizeof attention_shapes[0]);
+    return getenv("FLOWHN_TEST_QUICK") ? n - 4 : n;
+}
+static void test_attention_shapes(void) {
     const char *ctxname[] = {"isolated", "prefix", "disjoint"};
-    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
-    if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 4;
-    for (int si = 0; si < nshapes; si++) {
-        int B = shapes[si][0], T = shapes[si][1], ns = shapes[si][2], nh = shapes[si][3], nkv = shapes[si][4],
-            hd = shapes[si][5], ctx = shapes[si][6];
+    for (int si = 0; si < attention_nshapes(); si++) {
+        const int *shape = attention_shapes[si];
+        int B = shape[0], T = shape[1], ns = shape[2], nh = shape[3], nkv = shape[4], hd = shape[5], ctx = shape[6];
         int *all = subset(T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;
         if (ctx == 0) { qpos = all; kpos = all; nk = ns; }
         else if (ctx == 1) { qpos = all; kpos = subset(T, T); nk = T; }
@@ -475,15 +477,57 @@ static void test_attention(void) {
         grad_free(gq); grad_free(gk); grad_free(gv);
     }
 }
+static void test_attention(void) { test_attention_shapes(); }
+
+/* The bf16 tensor-core kernels (attention_tc.cu, taken for hd <= 128 when
+ * the matmul precision is bf16; hd 200 stays on the fp32 kernels) on the same
+ * shapes, against the fp32 CPU op. q, k, v, dout, P and dS are rounded to
+ * bf16 (relative 2^-9 each) as product operands, with fp32 accumulation and
+ * softmax: bound 1e-2, as for the bf16 matmuls. The last check proves the
+ * path is taken: at hd 64 the result must differ from fp32. */
+static void test_attention_bf16(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    TOL = 1e-2;
+    printf("  bf16 tensor-core attention (bound %.0e):\n", TOL);
+    test_attention_shapes();
+    int B = 1, n = 128, nh = 2, nkv = 1, hd = 64;
+    int *pos = subset(n, n);
+    size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
+    float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *out = hnan(nqe), *lse = hnan(nl);
+    float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *gout = dnan(nqe), *glse = dnan(nl);
+    int *dpos = devi(pos, n);
+    cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd);
+    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd);
+    float *g = (float *)malloc(sizeof(float) * nqe);
+    G->to_host(g, gout, sizeof(float) * nqe);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < nqe; i++) { num += ((double)g[i] - out[i]) * ((double)g[i] - out[i]); den += (double)out[i] * out[i]; }
+    CHECK(sqrt(num / den) > 1e-4, "bf16 attention gave fp32-exact results (rel %.1e): the tensor-core path is not taken",
+          sqrt(num / den));
+    printf("  bf16 rounding in effect: attention out rel L2 vs fp32 %.2e\n", sqrt(num / den));
+    free(pos); free(q); free(k); free(v); free(out); free(lse); free(g);
+    G->release(dq_); G->release(dk_); G->release(dv_); G->release(gout); G->release(glse); G->release(dpos);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
 #endif
 
 #ifdef HAVE_CPU_SELECTIVE_SCAN
+/* Every lane layout of the kernels (S up to 4, 8, 16, 32 and 2 or 4 states a
+ * lane), channel counts that leave a block's last groups idle, chunks of one
+ * step, partial last chunks and chunks longer than the sequence; the last two
+ * are mamba1-135m's channels and chunk at T = 1024 and at an odd length
+ * (skipped under FLOWHN_TEST_QUICK). */
 static void test_selective_scan(void) {
-    int shapes[][4] = {{1, 1, 1, 1}, {2, 19, 5, 16}, {2, 64, 33, 40}, {1, 128, 64, 16}};  /* B, n, E, S */
-    for (int si = 0; si < 4; si++) {
-        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3];
-        size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = ne * S;
-        line_start("selective_scan", "B=%d n=%d E=%d S=%d", B, n, E, S);
+    int shapes[][5] = {/* B, n, E, S, L */
+                       {1, 1, 1, 1, 1},    {2, 19, 5, 16, 4},  {2, 64, 33, 40, 16}, {1, 128, 64, 16, 32},
+                       {2, 37, 7, 3, 64},  {1, 50, 9, 100, 8}, {1, 21, 70, 5, 1},   {1, 45, 20, 32, 32},
+                       {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 2 : 0);
+    for (int si = 0; si < nshapes; si++) {
+        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
+        size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
+        line_start("selective_scan", "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
         float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1), *dy = hrand(ne, 0, 1);
         float *Bm = hrand(nsb, 0, 1), *Cm = hrand(nsb, 0, 1), *D = hrand(E, 1, 0.3f);
         float *Al = (float *)malloc(sizeof(float) * E * S);
@@ -491,14 +535,15 @@ static void test_selective_scan(void) {
         float *dx_ = dev(x, ne), *ddtr = dev(dtr, ne), *dz_ = dev(z, ne), *ddy = dev(dy, ne);
         float *dB_ = dev(Bm, nsb), *dC_ = dev(Cm, nsb), *dD_ = dev(D, E), *dAl = dev(Al, (size_t)E * S);
         float *y = hnan(ne), *hs = hnan(nhs), *gy = dnan(ne), *ghs = dnan(nhs);
-        BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S),
-                 G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S));
+        BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S, L),
+                 G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S, L));
         cmp("y", y, gy, ne); cmp("hs", hs, ghs, nhs);
         Grad gx = grad(ne), gdt = grad(ne), gA = grad((size_t)E * S), gB = grad(nsb), gC = grad(nsb), gD = grad(E),
              gz = grad(ne);
-        cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S);
+        cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S,
+                               L);
         G->selective_scan_bwd(gx.d, gdt.d, gA.d, gB.d, gC.d, gD.d, gz.d, ddy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_,
-                              B, n, E, S);
+                              B, n, E, S, L);
         grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
         grad_cmp("dD", gD); grad_cmp("dz", gz);
         line_end();
@@ -512,9 +557,18 @@ static void test_selective_scan(void) {
 
 #ifdef HAVE_CPU_SSD
 static void test_ssd(void) {
+    /* The chunked kernels tile chunks of <= 64 tokens and P, N by 64: ragged
+     * last chunks (n % L != 0), G > 1, P and N over one tile with ragged ends,
+     * a chunk size over 64 (the plain-recurrence path), and the Mamba-2 135M
+     * layer (nh 24, P 64, N 128, L 64) at T = 1024 (the last shape; skipped
+     * under FLOWHN_TEST_QUICK). */
     int shapes[][7] = {/* B, n, nh, P, G, N, L */
-                       {1, 1, 1, 1, 1, 1, 1}, {2, 19, 4, 3, 2, 5, 4}, {2, 70, 4, 16, 1, 40, 16}, {1, 64, 2, 8, 2, 64, 64}};
-    for (int si = 0; si < 4; si++) {
+                       {1, 1, 1, 1, 1, 1, 1},        {2, 19, 4, 3, 2, 5, 4},      {2, 70, 4, 16, 1, 40, 16},
+                       {1, 64, 2, 8, 2, 64, 64},     {2, 300, 6, 24, 3, 40, 64},  {1, 200, 4, 80, 2, 150, 48},
+                       {1, 150, 2, 8, 1, 16, 100},   {2, 1024, 24, 64, 1, 128, 64}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+    if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 1;
+    for (int si = 0; si < nshapes; si++) {
         int B = shapes[si][0], n = shapes[si][1], nh = shapes[si][2], P = shapes[si][3], Gr = shapes[si][4],
             N = shapes[si][5], L = shapes[si][6];
         int E = nh * P, W = E + 2 * Gr * N, nch = (n + L - 1) / L;
@@ -663,6 +717,7 @@ int main(void) {
 #endif
 #ifdef HAVE_CPU_ATTENTION
     RUN(test_attention);
+    RUN(test_attention_bf16);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

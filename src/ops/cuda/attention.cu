@@ -28,31 +28,15 @@
  * tx + 16 j. The 16 threads of a row sit in one half-warp, so row max/sum are
  * four xor-shuffles. Shared tiles are [BT][HD + 1]: the odd row stride makes
  * both column-wise (16 rows, one d) and row-wise reads conflict-free. hd is
- * padded up to HD (16, 32, 64, 128, 256) with zeros. */
+ * padded up to HD (16, 32, 64, 128, 256) with zeros.
+ *
+ * With the bf16 matmul precision, head sizes up to 128 take the tensor-core
+ * kernels of attention_tc.cu instead (same contract, bf16 operands). */
 #include <stdlib.h>
 
-#include "common.cuh"
+#include "attention.cuh"
 
 #define ATT_THREADS 256
-
-/* m = number of keys visible at position qp: the first j with kpos[j] > qp */
-__device__ __forceinline__ int visible_keys(const int *kpos, int nk, int qp) {
-    int lo = 0, hi = nk;
-    while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if (kpos[mid] <= qp) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
-/* the first query i with qpos[i] >= p (the first that can see a key at p) */
-__device__ __forceinline__ int first_query_at(const int *qpos, int nq, int p) {
-    int lo = 0, hi = nq;
-    while (lo < hi) {
-        int mid = (lo + hi) >> 1;
-        if (qpos[mid] < p) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
 
 __device__ __forceinline__ float half_warp_max(float v) {
     for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -402,7 +386,7 @@ attention_dq_kernel(float *dq, const float *dout, const float *D, const float *l
 }
 
 /* Dynamic shared memory above the default 48 KB needs an opt-in per kernel. */
-static int set_smem(const void *kernel, size_t bytes, const char *what) {
+int attention_set_smem(const void *kernel, size_t bytes, const char *what) {
     if (bytes <= 48 * 1024) return 0;
     int dev = 0, maxb = 0;
     CUDA_CALL(cudaGetDevice(&dev));
@@ -437,7 +421,7 @@ template <int HD, int BT>
 static void fwd_launch(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     size_t smem = sizeof(float) * (3 * BT * (HD + 1) + BT * (BT + 16));
-    if (set_smem((const void *)attention_fwd_kernel<HD, BT>, smem, "attention_fwd")) return;
+    if (attention_set_smem((const void *)attention_fwd_kernel<HD, BT>, smem, "attention_fwd")) return;
     dim3 grid(nh, B, (nq + BT - 1) / BT);
     attention_fwd_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(out, lse, q, k, v, qpos, kpos, nq, nk, nh, nkv, hd,
                                                             1.f / sqrtf((float)hd));
@@ -451,7 +435,7 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
     float scale = 1.f / sqrtf((float)hd);
     if (dk || dv) {
         size_t smem = sizeof(float) * (4 * BT * (HD + 1) + 2 * BT * (BT + 16));
-        if (set_smem((const void *)attention_dkdv_kernel<HD, BT>, smem, "attention_bwd")) return;
+        if (attention_set_smem((const void *)attention_dkdv_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nkv, B, (nk + BT - 1) / BT);
         attention_dkdv_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dk, dv, dout, D, lse, q, k, v, qpos, kpos, nq,
                                                                  nk, nh, nkv, hd, scale);
@@ -459,7 +443,7 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
     }
     if (dq) {
         size_t smem = sizeof(float) * (4 * BT * (HD + 1) + BT * (BT + 16));
-        if (set_smem((const void *)attention_dq_kernel<HD, BT>, smem, "attention_bwd")) return;
+        if (attention_set_smem((const void *)attention_dq_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nh, B, (nq + BT - 1) / BT);
         attention_dq_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dq, dout, D, lse, q, k, v, qpos, kpos, nq, nk, nh,
                                                                nkv, hd, scale);
@@ -476,7 +460,8 @@ static int hd_supported(int hd, const char *what) {
 void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                         const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     if (B <= 0 || nq <= 0 || !hd_supported(hd, "attention_fwd")) return;
-    if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    if (attention_tc_applies(hd)) attention_tc_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) fwd_launch<32, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 64) fwd_launch<64, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 128) fwd_launch<128, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
@@ -510,7 +495,8 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
     if (!D) return;
     attention_rowdot_kernel<<<blocks_for(rows * 32, 256), 256>>>(D, dout, out, B, nq, nh, hd);
     CUDA_LAUNCHED();
-    if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    if (attention_tc_applies(hd)) attention_tc_bwd(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    else if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) bwd_launch<32, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 64) bwd_launch<64, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);

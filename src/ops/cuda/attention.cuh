@@ -1,0 +1,43 @@
+/* attention.cuh - what the two attention implementations share: the fp32
+ * CUDA-core kernels (attention.cu) and the bf16 tensor-core kernels
+ * (attention_tc.cu, used when the matmul precision is bf16). */
+#ifndef FLOWHN_CUDA_ATTENTION_CUH
+#define FLOWHN_CUDA_ATTENTION_CUH
+
+#include "common.cuh"
+
+/* m = number of keys visible at position qp: the first j with kpos[j] > qp.
+ * Both position arrays ascend, so query i sees the key prefix [0, m_i). */
+__device__ __forceinline__ int visible_keys(const int *kpos, int nk, int qp) {
+    int lo = 0, hi = nk;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (kpos[mid] <= qp) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+/* the first query i with qpos[i] >= p (the first that can see a key at p) */
+__device__ __forceinline__ int first_query_at(const int *qpos, int nq, int p) {
+    int lo = 0, hi = nq;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (qpos[mid] < p) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* Opts a kernel into `bytes` of dynamic shared memory (needed above 48 KB);
+ * -1 (error recorded) if the GPU has less per block. */
+int attention_set_smem(const void *kernel, size_t bytes, const char *what);
+
+/* bf16 tensor-core path (attention_tc.cu): taken for head sizes up to 128
+ * when the matmul precision is bf16. Same contract as the ops; the backward
+ * gets D = rowdot(dout, out) [B, nh, nq] computed by the caller. */
+int attention_tc_applies(int hd);
+void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
+                      const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
+                      const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
+                      int nq, int nk, int nh, int nkv, int hd);
+
+#endif
