@@ -62,15 +62,15 @@ static void test_conv1d_short(void) { check_conv((ConvShape){2, 3, 5, 4}, 1); } 
 static void test_conv1d_nobias(void) { check_conv((ConvShape){1, 6, 3, 3}, 0); }
 
 /* ---- Mamba-1 selective scan ---- */
-typedef struct { int B, n, E, S; } ScanShape;
+typedef struct { int B, n, E, S, L; } ScanShape;   /* L: the chunk length */
 static ScanShape ss;
 static real *s_x, *s_dt, *s_Alog, *s_Bm, *s_Cm, *s_D, *s_z, *s_R;
 
 static double scan_loss(void *u) {
     (void)u;
-    size_t NE = (size_t)ss.B * ss.n * ss.E;
-    real *y = malloc(sizeof(real) * NE), *hs = malloc(sizeof(real) * NE * ss.S);
-    cpu_selective_scan_fwd(y, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z, ss.B, ss.n, ss.E, ss.S);
+    size_t NE = (size_t)ss.B * ss.n * ss.E, NH = (size_t)ss.B * ((ss.n + ss.L - 1) / ss.L + 1) * ss.E * ss.S;
+    real *y = malloc(sizeof(real) * NE), *hs = malloc(sizeof(real) * NH);
+    cpu_selective_scan_fwd(y, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z, ss.B, ss.n, ss.E, ss.S, ss.L);
     double L = dot(y, s_R, NE);
     free(y); free(hs);
     return L;
@@ -79,6 +79,7 @@ static double scan_loss(void *u) {
 static void check_scan(ScanShape s) {
     ss = s;
     size_t NE = (size_t)s.B * s.n * s.E, NS = (size_t)s.B * s.n * s.S, ES = (size_t)s.E * s.S;
+    size_t NH = (size_t)s.B * ((s.n + s.L - 1) / s.L + 1) * ES;
     /* realistic ranges: dt = softplus(-3..1) ~ 0.05..1.3, A_log = log(1..S)
      * plus jitter (Mamba's S4D-real init), gates z of both signs */
     s_x = rnd(NE, -1, 1); s_dt = rnd(NE, -3, 1); s_z = rnd(NE, -2, 2); s_R = rnd(NE, -1, 1);
@@ -88,12 +89,12 @@ static void check_scan(ScanShape s) {
         for (int k = 0; k < s.S; k++)
             s_Alog[(size_t)e * s.S + k] = (real)log(k + 1.0) + (real)(0.1 * (rng_uniform(&rng) - 0.5));
 
-    real *y = zeros(NE), *hs = zeros(NE * s.S);
+    real *y = zeros(NE), *hs = zeros(NH);
     real *dx = zeros(NE), *ddt = zeros(NE), *dz = zeros(NE), *dAlog = zeros(ES), *dBm = zeros(NS),
          *dCm = zeros(NS), *dD = zeros(s.E);
-    cpu_selective_scan_fwd(y, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z, s.B, s.n, s.E, s.S);
+    cpu_selective_scan_fwd(y, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z, s.B, s.n, s.E, s.S, s.L);
     cpu_selective_scan_bwd(dx, ddt, dAlog, dBm, dCm, dD, dz, s_R, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z,
-                           s.B, s.n, s.E, s.S);
+                           s.B, s.n, s.E, s.S, s.L);
     CHECK(gradcheck("scan dx", scan_loss, NULL, s_x, dx, NE, 300, EPS) < BOUND, "dx");
     CHECK(gradcheck("scan ddt_raw", scan_loss, NULL, s_dt, ddt, NE, 300, EPS) < BOUND, "ddt_raw");
     CHECK(gradcheck("scan dA_log", scan_loss, NULL, s_Alog, dAlog, ES, 300, EPS) < BOUND, "dA_log");
@@ -106,7 +107,7 @@ static void check_scan(ScanShape s) {
      * asking only for dBm and dA_log doubles exactly those */
     real b0 = dBm[1], a0 = dAlog[ES - 1], x0 = dx[0];
     cpu_selective_scan_bwd(NULL, NULL, dAlog, dBm, NULL, NULL, NULL, s_R, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D,
-                           s_z, s.B, s.n, s.E, s.S);
+                           s_z, s.B, s.n, s.E, s.S, s.L);
     CHECK(fabs(dBm[1] - 2 * b0) < 1e-12 && fabs(dAlog[ES - 1] - 2 * a0) < 1e-12, "backward accumulates");
     CHECK(dx[0] == x0, "NULL gradients leave the others alone");
 
@@ -114,9 +115,10 @@ static void check_scan(ScanShape s) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
-static void test_scan(void) { check_scan((ScanShape){2, 7, 5, 3}); }
-static void test_scan_single_token(void) { check_scan((ScanShape){3, 1, 4, 2}); }
-static void test_scan_long(void) { check_scan((ScanShape){1, 13, 3, 4}); }
+static void test_scan(void) { check_scan((ScanShape){2, 7, 5, 3, 3}); }              /* last chunk partial */
+static void test_scan_single_token(void) { check_scan((ScanShape){3, 1, 4, 2, 4}); } /* chunk > sequence */
+static void test_scan_long(void) { check_scan((ScanShape){1, 13, 3, 4, 1}); }        /* a chunk per step */
+static void test_scan_chunks(void) { check_scan((ScanShape){2, 12, 3, 5, 4}); }      /* whole chunks */
 
 int main(void) {
     rng_seed(&rng, 1234, 7);
@@ -126,5 +128,6 @@ int main(void) {
     RUN(test_scan);
     RUN(test_scan_single_token);
     RUN(test_scan_long);
+    RUN(test_scan_chunks);
     TEST_SUMMARY();
 }

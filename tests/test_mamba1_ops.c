@@ -68,7 +68,7 @@ static void test_conv1d(void) {
 }
 
 /* ---- Mamba-1 selective scan ---- */
-typedef struct { int B, n, E, S; double dt_lo, dt_hi; } ScanCase;
+typedef struct { int B, n, E, S, L; double dt_lo, dt_hi; } ScanCase;
 
 /* y and the states h_t, straight from the recurrence in double */
 static void naive_scan(double *y, double *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm,
@@ -103,24 +103,33 @@ static double rel_l2_d(const real *a, const double *b, size_t n) {
 }
 
 static void check_scan(ScanCase sc) {
-    int B = sc.B, n = sc.n, E = sc.E, S = sc.S;
-    size_t NE = (size_t)B * n * E, NS = (size_t)B * n * S;
+    int B = sc.B, n = sc.n, E = sc.E, S = sc.S, L = sc.L, nc = (n + L - 1) / L;
+    size_t NE = (size_t)B * n * E, NS = (size_t)B * n * S, NH = (size_t)B * (nc + 1) * E * S;
     real *x = rnd(NE, -1, 1), *dt = rnd(NE, sc.dt_lo, sc.dt_hi), *z = rnd(NE, -3, 3);
     real *Bm = rnd(NS, -1, 1), *Cm = rnd(NS, -1, 1), *D = rnd(E, 0.5, 1.5);
     real *A_log = malloc(sizeof(real) * E * S);
     for (int e = 0; e < E; e++)
         for (int s = 0; s < S; s++) A_log[e * S + s] = (real)log(s + 1.0);   /* S4D-real init */
-    real *y = malloc(sizeof(real) * NE), *hs = malloc(sizeof(real) * NE * S);
+    real *y = malloc(sizeof(real) * NE), *hs = malloc(sizeof(real) * NH);
     double *yr = malloc(sizeof(double) * NE), *hr = malloc(sizeof(double) * NE * S);
 
     fh_macs = 0;
-    cpu_selective_scan_fwd(y, hs, x, dt, A_log, Bm, Cm, D, z, B, n, E, S);
+    cpu_selective_scan_fwd(y, hs, x, dt, A_log, Bm, Cm, D, z, B, n, E, S, L);
     uint64_t counted = fh_macs;
     naive_scan(yr, hr, x, dt, A_log, Bm, Cm, D, z, B, n, E, S);
 
-    double ey = rel_l2_d(y, yr, NE), eh = rel_l2_d(hs, hr, NE * S);
-    printf("    scan B=%d n=%d E=%d S=%d dt_raw in [%g, %g): rel L2 y %.2e, states %.2e\n", B, n, E, S, sc.dt_lo,
-           sc.dt_hi, ey, eh);
+    /* saved states: hs[b, c] is h at step c*L - 1 (zero for c = 0, the final
+     * state for c = nc), picked out of the naive run's every-step states */
+    double *hb = malloc(sizeof(double) * NH);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c <= nc; c++) {
+            int t = (c * L < n ? c * L : n) - 1;
+            for (size_t k = 0; k < (size_t)E * S; k++)
+                hb[((size_t)b * (nc + 1) + c) * E * S + k] = t < 0 ? 0 : hr[((size_t)b * n + t) * E * S + k];
+        }
+    double ey = rel_l2_d(y, yr, NE), eh = rel_l2_d(hs, hb, NH);
+    printf("    scan B=%d n=%d E=%d S=%d L=%d dt_raw in [%g, %g): rel L2 y %.2e, chunk states %.2e\n", B, n, E, S, L,
+           sc.dt_lo, sc.dt_hi, ey, eh);
     CHECK(ey < BOUND, "scan output rel L2 %.3e", ey);
     CHECK(eh < BOUND, "scan saved states rel L2 %.3e", eh);
     int finite = 1;
@@ -132,15 +141,16 @@ static void check_scan(ScanCase sc) {
 
     real *bufs[] = {x, dt, z, Bm, Cm, D, A_log, y, hs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    free(yr); free(hr);
+    free(yr); free(hr); free(hb);
 }
 
 static void test_selective_scan(void) {
     const ScanCase cases[] = {
-        {2, 7, 5, 3, -3, 1},
-        {3, 1, 4, 2, -3, 1},      /* one token */
-        {1, 64, 24, 16, -3, 1},   /* Mamba's d_state */
-        {2, 33, 9, 5, -6, 25},    /* tiny and huge dt: softplus's x > 20 branch, strong decay */
+        {2, 7, 5, 3, 3, -3, 1},      /* last chunk partial */
+        {2, 7, 5, 3, 1, -3, 1},      /* a state saved after every step */
+        {3, 1, 4, 2, 4, -3, 1},      /* one token, chunk longer than the sequence */
+        {1, 64, 24, 16, 16, -3, 1},  /* Mamba's d_state, whole chunks */
+        {2, 33, 9, 5, 32, -6, 25},   /* tiny and huge dt: softplus's x > 20 branch, strong decay */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_scan(cases[i]);
 }

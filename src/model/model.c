@@ -155,6 +155,13 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
 /* ------------------------------------------------------------------------ */
 /* Mamba-1 mixer (Jamba flavour: RMSNorm on dt, B, C)                         */
 
+/* The selective scan saves its state only every M1_SCAN_CHUNK steps (the
+ * backward recomputes the rest): hs holds [B, nchunks+1, E, S]. */
+#define M1_SCAN_CHUNK 32
+static size_t m1_hs_len(int B, int n, int E, int S) {
+    return (size_t)B * ((n + M1_SCAN_CHUNK - 1) / M1_SCAN_CHUNK + 1) * E * S;
+}
+
 static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const real *u, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -164,7 +171,7 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     ENS(a->dtr, N * R); ENS(a->br, N * S); ENS(a->cr, N * S);
     ENS(a->dtn, N * R); ENS(a->bn, N * S); ENS(a->cn, N * S);
     ENS(a->dt_rstd, N); ENS(a->b_rstd, N); ENS(a->c_rstd, N);
-    ENS(a->dtraw, N * E); ENS(a->hs, N * E * S); ENS(a->y, N * E);
+    ENS(a->dtraw, N * E); ENS(a->hs, m1_hs_len(B, n, E, S)); ENS(a->y, N * E);
     /* in_proj rows [0, E) give x, rows [E, 2E) the gate z */
     o->linear_fwd(a->xm, u, W(w->in_proj), NULL, (int)N, H, E);
     o->linear_fwd(a->zm, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, E);
@@ -179,7 +186,8 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     o->rmsnorm_fwd(a->bn, a->b_rstd, a->br, W(w->b_norm), (int)N, S, eps);
     o->rmsnorm_fwd(a->cn, a->c_rstd, a->cr, W(w->c_norm), (int)N, S, eps);
     o->linear_fwd(a->dtraw, a->dtn, W(w->dt_w), W(w->dt_b), (int)N, R, E);
-    o->selective_scan_fwd(a->y, a->hs, a->xc, a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S);
+    o->selective_scan_fwd(a->y, a->hs, a->xc, a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S,
+                          M1_SCAN_CHUNK);
     o->linear_fwd(out, a->y, W(w->out_proj), NULL, (int)N, E, H);
     return 0;
 }
@@ -200,7 +208,7 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     ZERO(a->ddtr, N * R); ZERO(a->dbr, N * S); ZERO(a->dcr, N * S);
     o->linear_bwd(a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H);
     o->selective_scan_bwd(a->dxc, a->ddtraw, G(w->A_log), a->dbn, a->dcn, G(w->D), a->dzm, a->dy, a->hs, a->xc,
-                          a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S);
+                          a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S, M1_SCAN_CHUNK);
     o->linear_bwd(a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E);
     o->rmsnorm_bwd(a->ddtr, G(w->dt_norm), a->ddtn, a->dtr, W(w->dt_norm), a->dt_rstd, (int)N, R);
     o->rmsnorm_bwd(a->dbr, G(w->b_norm), a->dbn, a->br, W(w->b_norm), a->b_rstd, (int)N, S);

@@ -95,15 +95,20 @@ typedef struct Ops {
      *   dt = softplus(dt_raw); A = -exp(A_log)
      *   h_t = exp(dt_t*A) * h_{t-1} + dt_t * Bm_t * x_t   (h_{-1} = 0, per (e, s))
      *   y_t = (sum_s Cm_t[s] h_t[e,s] + D[e] x_t[e]) * silu(z_t[e])
-     * hs [B, n, E, S]: states saved by forward for backward (scratch owned by caller).
-     * MACs: 3 * n * E * S per sequence. ---- */
+     * hs [B, nchunks+1, E, S], nchunks = ceil(n/L) (L >= 1): the states at chunk
+     * boundaries, saved by forward for backward (scratch owned by caller);
+     * hs[:, c] is the state entering chunk c (steps [c*L, c*L+L)), hs[:, 0] = 0,
+     * hs[:, nchunks] the final state. The backward recomputes the states inside
+     * each chunk from hs, so the forward saves (n/L) times less than every h_t.
+     * MACs: 3 * n * E * S per sequence (the backward's recomputation is not
+     * counted, as no backward is). ---- */
     void (*selective_scan_fwd)(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log,
                                const real *Bm, const real *Cm, const real *D, const real *z,
-                               int B, int n, int E, int S);
+                               int B, int n, int E, int S, int L);
     void (*selective_scan_bwd)(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD,
                                real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw,
                                const real *A_log, const real *Bm, const real *Cm, const real *D,
-                               const real *z, int B, int n, int E, int S);
+                               const real *z, int B, int n, int E, int S, int L);
 
     /* ---- Mamba-2 SSD (scalar A per head), computed by chunks of length L.
      * xbc [B, n, E + 2*G*N] (after conv + SiLU): x = channels [0, E) seen as
@@ -166,6 +171,13 @@ typedef struct Ops {
                   real wd, real grad_scale, int step);
     /* sum of x[i]^2 in double (gradient norm); returns NaN/Inf if any x is not finite */
     double (*sum_squares)(const real *x, size_t n);
+
+    /* ---- concurrency hint (may be NULL: the backend runs everything in order) ----
+     * set_branch(1) / set_branch(2) mark the ops that follow as one of the two
+     * independent branches of a parallel block; set_branch(0) returns to the
+     * main sequence, after which everything waits for both branches. Ops of
+     * the two branches must not write the same memory. (CUDA: two streams.) */
+    void (*set_branch)(int branch);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

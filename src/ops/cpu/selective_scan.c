@@ -1,8 +1,10 @@
 /* selective_scan.c - the Mamba-1 selective scan, fused with softplus(dt), the
  * D skip and the SiLU(z) gate:
  *   h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t ;  y_t = (C_t . h_t + D x_t) silu(z_t)
- * The forward saves every state h_t (hs [B, n, E, S]) for the backward, which
- * walks time in reverse carrying dL/dh. */
+ * Time is cut into chunks of L steps. The forward saves only the states at
+ * chunk boundaries (hs [B, nchunks+1, E, S]); the backward walks the chunks
+ * from last to first, recomputes each chunk's states from its saved entry
+ * state, then walks the chunk in reverse carrying dL/dh. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,25 +15,34 @@
 static inline real softplus(real x) { return x > 20 ? x : R_LOG1P(R_EXP(x)); }
 static inline real sigmoid(real x) { return 1 / (1 + R_EXP(-x)); }
 
+/* one step of the recurrence for channel e: h = exp(dt A) hprev + dt B x (hprev may equal h) */
+static inline void scan_step(real *h, const real *hprev, const real *A_log, const real *Bt, real dt, real xv,
+                             int S) {
+    for (int s = 0; s < S; s++) h[s] = R_EXP(-dt * R_EXP(A_log[s])) * hprev[s] + dt * Bt[s] * xv;
+}
+
 void cpu_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm,
-                            const real *Cm, const real *D, const real *z, int B, int n, int E, int S) {
+                            const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L) {
     fh_count_macs(3ull * B * n * E * S);
+    int nc = (n + L - 1) / L;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int e = 0; e < E; e++) {
-            real *h = hs + ((size_t)b * n * E + e) * S;   /* state of step t lives at h + t*E*S */
-            const real *prev = NULL;
-            for (int t = 0; t < n; t++, h += (size_t)E * S) {
-                size_t i = ((size_t)b * n + t) * E + e;
-                const real *Bt = Bm + ((size_t)b * n + t) * S, *Ct = Cm + ((size_t)b * n + t) * S;
-                real dt = softplus(dt_raw[i]), acc = 0;
-                for (int s = 0; s < S; s++) {
-                    real a = -R_EXP(A_log[(size_t)e * S + s]);
-                    h[s] = R_EXP(dt * a) * (prev ? prev[s] : 0) + dt * Bt[s] * x[i];
-                    acc += Ct[s] * h[s];
+            /* the running state lives in the slot of the chunk being walked;
+             * each chunk starts by copying it into the next chunk's slot */
+            real *h = hs + ((size_t)b * (nc + 1) * E + e) * S;
+            memset(h, 0, sizeof(real) * S);
+            for (int c = 0; c < nc; c++) {
+                real *hn = h + (size_t)E * S;
+                memcpy(hn, h, sizeof(real) * S);
+                for (int t = c * L; t < n && t < c * L + L; t++) {
+                    size_t i = ((size_t)b * n + t) * E + e, r = ((size_t)b * n + t) * S;
+                    real dt = softplus(dt_raw[i]), acc = 0;
+                    scan_step(hn, hn, A_log + (size_t)e * S, Bm + r, dt, x[i], S);
+                    for (int s = 0; s < S; s++) acc += Cm[r + s] * hn[s];
+                    y[i] = (acc + D[e] * x[i]) * z[i] * sigmoid(z[i]);
                 }
-                prev = h;
-                y[i] = (acc + D[e] * x[i]) * z[i] * sigmoid(z[i]);
+                h = hn;
             }
         }
 }
@@ -39,39 +50,52 @@ void cpu_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw
 void cpu_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz,
                             const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log,
                             const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E,
-                            int S) {
+                            int S, int L) {
     size_t nbs = (size_t)B * n * S;
+    int nc = (n + L - 1) / L;
     /* parallel over channels: each task owns dA_log[e], dD[e] and its dx/ddt/dz
      * entries; dB and dC are shared by all channels, so each thread sums into
-     * its own copy, added up at the end */
+     * its own copy, added up at the end. hc holds one chunk's states:
+     * hc[j] = h at step c*L + j - 1 (hc[0] the chunk's saved entry state). */
 #pragma omp parallel
     {
         real *lB = calloc(nbs, sizeof(real)), *lC = calloc(nbs, sizeof(real)), *dh = malloc(sizeof(real) * S);
+        real *hc = malloc(sizeof(real) * (size_t)((L < n ? L : n) + 1) * S);
 #pragma omp for schedule(static)
         for (int e = 0; e < E; e++)
             for (int b = 0; b < B; b++) {
                 memset(dh, 0, sizeof(real) * S);
-                for (int t = n - 1; t >= 0; t--) {
-                    size_t i = ((size_t)b * n + t) * E + e, bs = ((size_t)b * n + t) * S;
-                    const real *h = hs + i * S, *hp = t ? hs + (i - E) * S : NULL;
-                    real dt = softplus(dt_raw[i]), sz = sigmoid(z[i]), acc = 0;
-                    for (int s = 0; s < S; s++) acc += Cm[bs + s] * h[s];
-                    real pre = acc + D[e] * x[i];
-                    if (dz) dz[i] += dy[i] * pre * sz * (1 + z[i] * (1 - sz));
-                    real dpre = dy[i] * z[i] * sz, ddt = 0, dxi = dpre * D[e];
-                    if (dD) dD[e] += dpre * x[i];
-                    for (int s = 0; s < S; s++) {
-                        real a = -R_EXP(A_log[(size_t)e * S + s]), da = R_EXP(dt * a), hprev = hp ? hp[s] : 0;
-                        lC[bs + s] += dpre * h[s];
-                        dh[s] += dpre * Cm[bs + s];
-                        ddt += dh[s] * (a * da * hprev + Bm[bs + s] * x[i]);
-                        if (dA_log) dA_log[(size_t)e * S + s] += dh[s] * dt * da * hprev * a;
-                        lB[bs + s] += dh[s] * dt * x[i];
-                        dxi += dh[s] * dt * Bm[bs + s];
-                        dh[s] *= da;   /* to step t-1 */
+                for (int c = nc - 1; c >= 0; c--) {
+                    int t0 = c * L, t1 = t0 + L < n ? t0 + L : n;
+                    memcpy(hc, hs + (((size_t)b * (nc + 1) + c) * E + e) * S, sizeof(real) * S);
+                    for (int t = t0; t < t1; t++) {   /* recompute the chunk's states */
+                        size_t i = ((size_t)b * n + t) * E + e;
+                        real *h = hc + (size_t)(t - t0 + 1) * S;
+                        scan_step(h, h - S, A_log + (size_t)e * S, Bm + ((size_t)b * n + t) * S,
+                                  softplus(dt_raw[i]), x[i], S);
                     }
-                    if (dx) dx[i] += dxi;
-                    if (ddt_raw) ddt_raw[i] += ddt * sigmoid(dt_raw[i]);   /* softplus' = sigmoid */
+                    for (int t = t1 - 1; t >= t0; t--) {
+                        size_t i = ((size_t)b * n + t) * E + e, bs = ((size_t)b * n + t) * S;
+                        const real *h = hc + (size_t)(t - t0 + 1) * S, *hp = h - S;
+                        real dt = softplus(dt_raw[i]), sz = sigmoid(z[i]), acc = 0;
+                        for (int s = 0; s < S; s++) acc += Cm[bs + s] * h[s];
+                        real pre = acc + D[e] * x[i];
+                        if (dz) dz[i] += dy[i] * pre * sz * (1 + z[i] * (1 - sz));
+                        real dpre = dy[i] * z[i] * sz, ddt = 0, dxi = dpre * D[e];
+                        if (dD) dD[e] += dpre * x[i];
+                        for (int s = 0; s < S; s++) {
+                            real a = -R_EXP(A_log[(size_t)e * S + s]), da = R_EXP(dt * a);
+                            lC[bs + s] += dpre * h[s];
+                            dh[s] += dpre * Cm[bs + s];
+                            ddt += dh[s] * (a * da * hp[s] + Bm[bs + s] * x[i]);
+                            if (dA_log) dA_log[(size_t)e * S + s] += dh[s] * dt * da * hp[s] * a;
+                            lB[bs + s] += dh[s] * dt * x[i];
+                            dxi += dh[s] * dt * Bm[bs + s];
+                            dh[s] *= da;   /* to step t-1 */
+                        }
+                        if (dx) dx[i] += dxi;
+                        if (ddt_raw) ddt_raw[i] += ddt * sigmoid(dt_raw[i]);   /* softplus' = sigmoid */
+                    }
                 }
             }
 #pragma omp critical
@@ -79,6 +103,6 @@ void cpu_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, re
             if (dBm) dBm[k] += lB[k];
             if (dCm) dCm[k] += lC[k];
         }
-        free(lB); free(lC); free(dh);
+        free(lB); free(lC); free(dh); free(hc);
     }
 }
