@@ -513,12 +513,21 @@ static void test_attention_bf16(void) {
 #endif
 
 #ifdef HAVE_CPU_SELECTIVE_SCAN
+/* Every lane layout of the kernels (S up to 4, 8, 16, 32 and 2 or 4 states a
+ * lane), channel counts that leave a block's last groups idle, chunks of one
+ * step, partial last chunks and chunks longer than the sequence; the last two
+ * are mamba1-135m's channels and chunk at T = 1024 and at an odd length
+ * (skipped under FLOWHN_TEST_QUICK). */
 static void test_selective_scan(void) {
-    int shapes[][4] = {{1, 1, 1, 1}, {2, 19, 5, 16}, {2, 64, 33, 40}, {1, 128, 64, 16}};  /* B, n, E, S */
-    for (int si = 0; si < 4; si++) {
-        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3];
-        size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = ne * S;
-        line_start("selective_scan", "B=%d n=%d E=%d S=%d", B, n, E, S);
+    int shapes[][5] = {/* B, n, E, S, L */
+                       {1, 1, 1, 1, 1},    {2, 19, 5, 16, 4},  {2, 64, 33, 40, 16}, {1, 128, 64, 16, 32},
+                       {2, 37, 7, 3, 64},  {1, 50, 9, 100, 8}, {1, 21, 70, 5, 1},   {1, 45, 20, 32, 32},
+                       {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 2 : 0);
+    for (int si = 0; si < nshapes; si++) {
+        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
+        size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
+        line_start("selective_scan", "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
         float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1), *dy = hrand(ne, 0, 1);
         float *Bm = hrand(nsb, 0, 1), *Cm = hrand(nsb, 0, 1), *D = hrand(E, 1, 0.3f);
         float *Al = (float *)malloc(sizeof(float) * E * S);
@@ -526,14 +535,15 @@ static void test_selective_scan(void) {
         float *dx_ = dev(x, ne), *ddtr = dev(dtr, ne), *dz_ = dev(z, ne), *ddy = dev(dy, ne);
         float *dB_ = dev(Bm, nsb), *dC_ = dev(Cm, nsb), *dD_ = dev(D, E), *dAl = dev(Al, (size_t)E * S);
         float *y = hnan(ne), *hs = hnan(nhs), *gy = dnan(ne), *ghs = dnan(nhs);
-        BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S),
-                 G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S));
+        BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S, L),
+                 G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S, L));
         cmp("y", y, gy, ne); cmp("hs", hs, ghs, nhs);
         Grad gx = grad(ne), gdt = grad(ne), gA = grad((size_t)E * S), gB = grad(nsb), gC = grad(nsb), gD = grad(E),
              gz = grad(ne);
-        cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S);
+        cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S,
+                               L);
         G->selective_scan_bwd(gx.d, gdt.d, gA.d, gB.d, gC.d, gD.d, gz.d, ddy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_,
-                              B, n, E, S);
+                              B, n, E, S, L);
         grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
         grad_cmp("dD", gD); grad_cmp("dz", gz);
         line_end();
@@ -547,9 +557,18 @@ static void test_selective_scan(void) {
 
 #ifdef HAVE_CPU_SSD
 static void test_ssd(void) {
+    /* The chunked kernels tile chunks of <= 64 tokens and P, N by 64: ragged
+     * last chunks (n % L != 0), G > 1, P and N over one tile with ragged ends,
+     * a chunk size over 64 (the plain-recurrence path), and the Mamba-2 135M
+     * layer (nh 24, P 64, N 128, L 64) at T = 1024 (the last shape; skipped
+     * under FLOWHN_TEST_QUICK). */
     int shapes[][7] = {/* B, n, nh, P, G, N, L */
-                       {1, 1, 1, 1, 1, 1, 1}, {2, 19, 4, 3, 2, 5, 4}, {2, 70, 4, 16, 1, 40, 16}, {1, 64, 2, 8, 2, 64, 64}};
-    for (int si = 0; si < 4; si++) {
+                       {1, 1, 1, 1, 1, 1, 1},        {2, 19, 4, 3, 2, 5, 4},      {2, 70, 4, 16, 1, 40, 16},
+                       {1, 64, 2, 8, 2, 64, 64},     {2, 300, 6, 24, 3, 40, 64},  {1, 200, 4, 80, 2, 150, 48},
+                       {1, 150, 2, 8, 1, 16, 100},   {2, 1024, 24, 64, 1, 128, 64}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+    if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 1;
+    for (int si = 0; si < nshapes; si++) {
         int B = shapes[si][0], n = shapes[si][1], nh = shapes[si][2], P = shapes[si][3], Gr = shapes[si][4],
             N = shapes[si][5], L = shapes[si][6];
         int E = nh * P, W = E + 2 * Gr * N, nch = (n + L - 1) / L;
