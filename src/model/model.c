@@ -376,6 +376,11 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout
 /* ------------------------------------------------------------------------ */
 /* FlowHN parallel block: split tokens, two decoder branches, fuse, project   */
 
+/* The two branches are independent: a backend may run them at once (ops.h set_branch) */
+static void branch(const Ops *o, int b) {
+    if (o->set_branch) o->set_branch(b);
+}
+
 static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -393,8 +398,13 @@ static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
     o->gather_fwd(a->xs, x, ps, B, T, ns, H, H, 0);
     const real *x_full = c->context == CONTEXT_PREFIX ? x : NULL;
     /* a branch may get no tokens when a window's plan is used on a short prefix */
-    if (na && decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya)) return -1;
-    if (ns && decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys)) return -1;
+    int rc = 0;
+    branch(o, 1);
+    if (na) rc = decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya);
+    branch(o, 2);
+    if (!rc && ns) rc = decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys);
+    branch(o, 0);
+    if (rc) return -1;
     if (c->split == SPLIT_NONE) {   /* y = concat(ys, ya) along channels */
         o->scatter_fwd(a->y, a->ys, ps, B, T, ns, H, 2 * H, 0);
         o->scatter_fwd(a->y, a->ya, pa, B, T, na, H, 2 * H, H);
@@ -438,9 +448,15 @@ static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
         o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, H, 0);
         o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0);
     }
-    if (na && decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL))
-        return -1;
-    if (ns && decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL)) return -1;
+    /* the branches write disjoint memory: their own activations and gradients,
+     * and (prefix context) the attention branch alone adds its keys' share to dx */
+    int rc = 0;
+    branch(o, 1);
+    if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL);
+    branch(o, 2);
+    if (!rc && ns) rc = decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL);
+    branch(o, 0);
+    if (rc) return -1;
     o->gather_bwd(dx, a->dxa, pa, B, T, na, H, H, 0);
     o->gather_bwd(dx, a->dxs, ps, B, T, ns, H, H, 0);
     return 0;
@@ -460,8 +476,14 @@ static int hymba_fwd(Model *m, int l, const real *x, real *out) {
     ENS(a->u, BT * H); ENS(a->u_rstd, BT); ENS(a->a, BT * H); ENS(a->s, BT * H); ENS(a->an, BT * H);
     ENS(a->an_rstd, BT); ENS(a->sn, BT * H); ENS(a->sn_rstd, BT); ENS(a->c, BT * H); ENS(a->h, BT * H);
     o->rmsnorm_fwd(a->u, a->u_rstd, x, W(w->mixer_norm), (int)BT, H, eps);
-    if (attn_fwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->a)) return -1;
-    if (mamba1_fwd(m, &w->m1, &a->m1, B, T, a->u, a->s)) return -1;
+    /* attention and Mamba heads read u and write their own outputs: two branches
+     * (the backward adds both into du, so it stays in order) */
+    branch(o, 1);
+    int rc = attn_fwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->a);
+    branch(o, 2);
+    if (!rc) rc = mamba1_fwd(m, &w->m1, &a->m1, B, T, a->u, a->s);
+    branch(o, 0);
+    if (rc) return -1;
     o->rmsnorm_fwd(a->an, a->an_rstd, a->a, W(w->attn_out_norm), (int)BT, H, eps);
     o->rmsnorm_fwd(a->sn, a->sn_rstd, a->s, W(w->ssm_out_norm), (int)BT, H, eps);
     o->zero(a->c, sizeof(real) * BT * H);

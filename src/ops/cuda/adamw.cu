@@ -25,7 +25,7 @@ void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, rea
                 real wd, real grad_scale, int step) {
     if (n == 0) return;
     double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
-    adamw_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS>>>(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale,
+    adamw_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale,
                                                             bc1, bc2);
     CUDA_LAUNCHED();
 }
@@ -69,9 +69,9 @@ double cuda_sum_squares(const real *x, size_t n) {
     }
     unsigned int nb = blocks_for(n, OPT_THREADS);
     if (nb > SS_BLOCKS) nb = SS_BLOCKS;
-    sum_squares_kernel<<<nb, OPT_THREADS>>>(scratch, x, n);
+    sum_squares_kernel<<<nb, OPT_THREADS, 0, cuda_stream()>>>(scratch, x, n);
     CUDA_LAUNCHED();
-    sum_partials_kernel<<<1, OPT_THREADS>>>(scratch + SS_BLOCKS, scratch, (int)nb);
+    sum_partials_kernel<<<1, OPT_THREADS, 0, cuda_stream()>>>(scratch + SS_BLOCKS, scratch, (int)nb);
     CUDA_LAUNCHED();
     double s = NAN;
     CUDA_CALL(cudaMemcpy(&s, scratch + SS_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));

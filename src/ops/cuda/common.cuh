@@ -20,6 +20,14 @@ extern "C" {
 /* Records the first failure (file:line and CUDA's message); see cuda_ops_check(). */
 void cuda_record_error(const char *what, const char *msg, const char *file, int line);
 
+/* The stream the current branch's kernels launch on, the branch (0 = the main
+ * sequence, 1 and 2 = the two branches of a parallel block), see stream.cu.
+ * Every launch is `kernel<<<grid, block, smem, cuda_stream()>>>`. */
+#define CUDA_BRANCHES 3
+cudaStream_t cuda_stream(void);
+int cuda_branch(void);
+void cuda_set_branch(int b);
+
 /* Counts CUDA calls and launches (each may write device memory): linear.cu
  * reuses a bf16 rounding of an operand only while nothing else ran since. */
 extern unsigned long cuda_epoch;
@@ -97,7 +105,7 @@ __global__ void colsum_kernel(float *dst, int stride, int N, int C, F f) {
 template <class F>
 static inline void colsum(float *dst, int stride, int N, int C, F f) {
     if (C <= 0) return;
-    colsum_kernel<<<(C + 31) / 32, dim3(32, COLSUM_ROWS)>>>(dst, stride, N, C, f);
+    colsum_kernel<<<(C + 31) / 32, dim3(32, COLSUM_ROWS), 0, cuda_stream()>>>(dst, stride, N, C, f);
     CUDA_LAUNCHED();
 }
 

@@ -60,7 +60,7 @@ static uint64_t conv_taps(int n, int K) {
 void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    conv1d_fwd_kernel<<<grid_for(total, 256), 256>>>(out, x, w, b, B, n, C, K);
+    conv1d_fwd_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, w, b, B, n, C, K);
     CUDA_LAUNCHED();
     fh_count_macs((uint64_t)B * C * conv_taps(n, K));
 }
@@ -70,7 +70,7 @@ void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real 
     size_t total = (size_t)B * n * C;
     if (!total) return;
     if (dx) {
-        conv1d_bwd_dx_kernel<<<grid_for(total, 256), 256>>>(dx, dout, w, B, n, C, K);
+        conv1d_bwd_dx_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dx, dout, w, B, n, C, K);
         CUDA_LAUNCHED();
     }
     if (dw)

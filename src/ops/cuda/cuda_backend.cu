@@ -57,4 +57,5 @@ const Ops cuda_ops = {
     .ssd_step = cuda_ssd_step,
     .adamw = cuda_adamw,
     .sum_squares = cuda_sum_squares,
+    .set_branch = cuda_set_branch,
 };

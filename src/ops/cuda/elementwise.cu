@@ -36,7 +36,7 @@ __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, c
 #define LAUNCH_EW(kernel, n, ...)                                                  \
     do {                                                                           \
         if ((n) == 0) return;                                                      \
-        kernel<<<grid_for(n, EW_THREADS), EW_THREADS>>>(__VA_ARGS__);              \
+        kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(__VA_ARGS__);              \
         CUDA_LAUNCHED();                                                           \
     } while (0)
 

@@ -22,13 +22,13 @@ __global__ void embedding_bwd_kernel(float *dwte, const float *dout, const int *
 void cuda_embedding_fwd(real *out, const int *tok, const real *wte, int N, int C) {
     size_t n = (size_t)N * C;
     if (!n) return;
-    embedding_fwd_kernel<<<grid_for(n, 256), 256>>>(out, tok, wte, N, C);
+    embedding_fwd_kernel<<<grid_for(n, 256), 256, 0, cuda_stream()>>>(out, tok, wte, N, C);
     CUDA_LAUNCHED();
 }
 
 void cuda_embedding_bwd(real *dwte, const real *dout, const int *tok, int N, int C) {
     size_t n = (size_t)N * C;
     if (!n || !dwte) return;
-    embedding_bwd_kernel<<<grid_for(n, 256), 256>>>(dwte, dout, tok, N, C);
+    embedding_bwd_kernel<<<grid_for(n, 256), 256, 0, cuda_stream()>>>(dwte, dout, tok, N, C);
     CUDA_LAUNCHED();
 }

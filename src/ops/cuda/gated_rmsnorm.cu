@@ -52,7 +52,7 @@ struct GatedDw {
 void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w,
                             int N, int C, real eps) {
     if (N <= 0) return;
-    gated_rmsnorm_fwd_kernel<<<N, NORM_THREADS>>>(out, rstd, y, z, w, C, eps);
+    gated_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps);
     CUDA_LAUNCHED();
 }
 
@@ -60,7 +60,7 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
                             const real *z, const real *w, const real *rstd, int N, int C) {
     if (N <= 0) return;
     if (dy || dz) {
-        gated_rmsnorm_bwd_kernel<<<N, NORM_THREADS>>>(dy, dz, dout, y, z, w, rstd, C);
+        gated_rmsnorm_bwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dy, dz, dout, y, z, w, rstd, C);
         CUDA_LAUNCHED();
     }
     if (dw) colsum(dw, 1, N, C, GatedDw{dout, y, z, rstd, C});

@@ -29,7 +29,7 @@
 typedef enum { MM_FP32, MM_TF32, MM_BF16 } MatmulPrecision;
 
 static cublasLtHandle_t lt_handle;
-static void *lt_workspace;
+static void *lt_workspace[CUDA_BRANCHES];  /* one per branch: the branches' products may run at once */
 static MatmulPrecision precision = MM_FP32;
 
 extern "C" int cuda_set_matmul_precision(const char *mode) {
@@ -45,14 +45,15 @@ extern "C" const char *cuda_matmul_precision(void) {
 
 static int lt_init(void) {
     if (lt_handle) return 0;
+    for (int b = 0; b < CUDA_BRANCHES; b++)
+        if (!lt_workspace[b] && cudaMalloc(&lt_workspace[b], LT_WORKSPACE_BYTES) != cudaSuccess) {
+            lt_workspace[b] = NULL;
+            cuda_record_error("cudaMalloc", "cannot allocate the cuBLASLt workspace", __FILE__, __LINE__);
+            return -1;
+        }
     if (cublasLtCreate(&lt_handle) != CUBLAS_STATUS_SUCCESS) {
         lt_handle = NULL;
         cuda_record_error("cublasLtCreate", "cannot create a cuBLASLt handle", __FILE__, __LINE__);
-        return -1;
-    }
-    if (cudaMalloc(&lt_workspace, LT_WORKSPACE_BYTES) != cudaSuccess) {
-        lt_workspace = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the cuBLASLt workspace", __FILE__, __LINE__);
         return -1;
     }
     return 0;
@@ -161,7 +162,7 @@ typedef struct {
     size_t n;
     unsigned long epoch;
 } Slot;
-static Slot slots[3];
+static Slot slots[CUDA_BRANCHES][3];  /* per branch, as the workspace */
 
 __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
     size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * 2;
@@ -179,7 +180,7 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
 static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
     uintptr_t w0 = (uintptr_t)written, w1 = w0 + bytes;
     for (int k = 0; k < 3; k++) {
-        Slot *s = &slots[k];
+        Slot *s = &slots[cuda_branch()][k];
         if (!s->src || s->epoch != before) continue;
         uintptr_t s0 = (uintptr_t)s->src, s1 = s0 + s->n * sizeof(float);
         if (s1 <= w0 || w1 <= s0) s->epoch = cuda_epoch;
@@ -188,7 +189,7 @@ static void own_launch_done(unsigned long before, const void *written, size_t by
 
 /* the fp32 matrix rounded to bf16 in slot `slot`; NULL on failure */
 static const void *as_bf16(const float *src, size_t n, int slot) {
-    Slot *s = &slots[slot];
+    Slot *s = &slots[cuda_branch()][slot];
     if (s->src == src && s->n == n && s->epoch == cuda_epoch) return s->buf;
     if (s->cap < n) {
         if (s->buf) cudaFree(s->buf);
@@ -203,7 +204,7 @@ static const void *as_bf16(const float *src, size_t n, int slot) {
         s->cap = cap;
     }
     unsigned long before = cuda_epoch;
-    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256>>>(s->buf, src, n);
+    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256, 0, cuda_stream()>>>(s->buf, src, n);
     CUDA_LAUNCHED();
     own_launch_done(before, s->buf, n * sizeof(__nv_bfloat16));
     s->src = src;
@@ -232,7 +233,7 @@ static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
     unsigned long before = cuda_epoch;
     __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);  /* C changes */
     int rc = cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
-                            lt_workspace, LT_WORKSPACE_BYTES, 0) == CUBLAS_STATUS_SUCCESS
+                            lt_workspace[cuda_branch()], LT_WORKSPACE_BYTES, cuda_stream()) == CUBLAS_STATUS_SUCCESS
                  ? 0
                  : -1;
     own_launch_done(before, C, ((size_t)(n - 1) * ldc + m) * sizeof(float));
@@ -263,7 +264,7 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
             failed("linear_fwd");
         else if (b) {  /* no algorithm with the bias epilogue: add it separately */
             size_t total = (size_t)N * OC;
-            add_bias_kernel<<<grid_for(total, 256), 256>>>(out, b, total, OC);
+            add_bias_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, b, total, OC);
             CUDA_LAUNCHED();
         }
     }

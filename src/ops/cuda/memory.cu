@@ -46,7 +46,8 @@ void cuda_memory_stats(size_t *live, size_t *peak) {
     if (peak) *peak = peak_bytes;
 }
 
-void cuda_zero(void *p, size_t bytes) { CUDA_CALL(cudaMemset(p, 0, bytes)); }
+/* on the current branch's stream (stream.cu), so zeroing inside a branch does not serialize */
+void cuda_zero(void *p, size_t bytes) { CUDA_CALL(cudaMemsetAsync(p, 0, bytes, cuda_stream())); }
 
 /* Plain cudaMemcpy: synchronous with respect to the host, so a to_host result
  * is ready to read. */

@@ -40,7 +40,7 @@ struct RmsnormDw {
 
 void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
     if (N <= 0) return;
-    rmsnorm_fwd_kernel<<<N, NORM_THREADS>>>(out, rstd, x, w, C, eps);
+    rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, x, w, C, eps);
     CUDA_LAUNCHED();
 }
 
@@ -48,7 +48,7 @@ void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const
                       const real *rstd, int N, int C) {
     if (N <= 0) return;
     if (dx) {
-        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS>>>(dx, dout, x, w, rstd, C);
+        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C);
         CUDA_LAUNCHED();
     }
     if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});

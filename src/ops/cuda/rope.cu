@@ -35,7 +35,7 @@ static void rope(float *out, const float *x, const int *pos, int B, int n, int n
                  float sign, int accumulate) {
     size_t total = (size_t)B * n * nh * (hd / 2 + (hd & 1));
     if (!total || !out) return;
-    rope_kernel<<<grid_for(total, 256), 256>>>(out, x, pos, B, n, nh, hd, theta, sign, accumulate);
+    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, pos, B, n, nh, hd, theta, sign, accumulate);
     CUDA_LAUNCHED();
 }
 

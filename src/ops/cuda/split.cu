@@ -23,7 +23,7 @@ static void launch(float *dst, const float *src, const int *idx, int B, int T, i
                    int col0, int to_full, int add) {
     size_t n = (size_t)B * n_sel * C;
     if (!n || !dst) return;
-    gather_scatter_kernel<<<grid_for(n, 256), 256>>>(dst, src, idx, B, T, n_sel, C, ld, col0, to_full, add);
+    gather_scatter_kernel<<<grid_for(n, 256), 256, 0, cuda_stream()>>>(dst, src, idx, B, T, n_sel, C, ld, col0, to_full, add);
     CUDA_LAUNCHED();
 }
 

@@ -48,7 +48,7 @@ void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_ra
                               const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S) {
     if (B <= 0 || E <= 0 || S <= 0) return;
     size_t threads = (size_t)B * E * 32;
-    scan_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS>>>(y, h, x, dt_raw, A_log, Bm, Cm, D,
+    scan_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS, 0, cuda_stream()>>>(y, h, x, dt_raw, A_log, Bm, Cm, D,
                                                                                  z, B, E, S);
     CUDA_LAUNCHED();
     fh_count_macs(3ull * B * E * S);
@@ -58,7 +58,7 @@ void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const 
                    const real *D, int B, int nh, int P, int G, int N) {
     if (B <= 0 || nh <= 0 || P <= 0 || N <= 0) return;
     size_t threads = (size_t)B * nh * P * 32;
-    ssd_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS>>>(y, h, xbc, dt_raw, dt_bias, A_log,
+    ssd_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS, 0, cuda_stream()>>>(y, h, xbc, dt_raw, dt_bias, A_log,
                                                                                 D, B, nh, P, G, N);
     CUDA_LAUNCHED();
     fh_count_macs(3ull * B * nh * P * N);

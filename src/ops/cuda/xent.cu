@@ -64,13 +64,13 @@ __global__ void xent_bwd_kernel(float *dlogits, const float *dloss, const float 
 
 void cuda_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V) {
     if (N <= 0) return;
-    xent_fwd_kernel<<<N, XENT_THREADS>>>(loss, lse, logits, targets, V);
+    xent_fwd_kernel<<<N, XENT_THREADS, 0, cuda_stream()>>>(loss, lse, logits, targets, V);
     CUDA_LAUNCHED();
 }
 
 void cuda_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse,
                    const int *targets, int N, int V) {
     if (N <= 0 || !dlogits) return;
-    xent_bwd_kernel<<<N, XENT_THREADS>>>(dlogits, dloss, logits, lse, targets, V);
+    xent_bwd_kernel<<<N, XENT_THREADS, 0, cuda_stream()>>>(dlogits, dloss, logits, lse, targets, V);
     CUDA_LAUNCHED();
 }
