@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from fast_model import FastModel  # noqa: E402
+from fast_model import FastModel, usable_config  # noqa: E402
 from flowhn_ref import FlowHNRef  # noqa: E402
 from make_fixtures import init_value  # noqa: E402
 
@@ -54,9 +54,7 @@ def rel(a, b):
 
 
 def check(name, cfg, device, tol):
-    cfg = dict(cfg, max_position_embeddings=max(cfg.get("max_position_embeddings", 0), T))
-    if cfg.get("architecture") != "mamba2":   # unused there, but contract.py checks it everywhere
-        cfg.setdefault("mamba2_headdim", 8)
+    cfg = usable_config(dict(cfg, max_position_embeddings=max(cfg.get("max_position_embeddings", 0), T)))
     ref = FlowHNRef(cfg)                                     # float64, parameters named as the contract
     with torch.no_grad():
         for pname, shape in ref.layout:
