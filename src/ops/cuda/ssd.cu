@@ -1,174 +1,581 @@
-/* ssd.cu - Mamba-2 SSD (scalar A per head), contract in ops.h.
+/* ssd.cu - Mamba-2 SSD (scalar A per head) by chunks, contract in ops.h; the
+ * same algorithm as the CPU oracle (src/ops/cpu/ssd.c), written as matrix
+ * products over shared-memory tiles so that every (batch, head, chunk) is a block.
  *
- * FIRST VERSION, to be replaced by the chunked matmul (SSD) algorithm: one
- * warp per (batch, head, p) runs the plain recurrence over time; lane l holds
- * state columns s = l, l+32, l+64, l+96 (so N <= 128) in registers.
- *   dt = softplus(dt_raw + dt_bias), a = exp(dt * -exp(A_log))
- *   h_t[p,:] = a h_{t-1}[p,:] + dt x_t[p] Bm_t;   y_t[p] = h_t[p,:].Cm_t + D x_t[p]
- * states[b, c] is the state entering chunk c (after c*L tokens); states[b,
- * nchunks] is the final state. The backward walks chunks in reverse and, for
- * each token, rebuilds h_{t-1} from the chunk's saved state (O(L) steps per
- * token: quadratic in L, acceptable only for this first version).
- * Gradients shared across warps (Bm, Cm over heads and p; dt over p; the
- * per-head parameters over the batch) use atomics. */
+ * Per chunk of l <= L tokens, with dt_j = softplus(dt_raw + dt_bias),
+ * la_j = -dt_j e^{A_log} (log of the decay a_j), local positions i, j < l:
+ *   M_ij   = exp(la_{j+1} + ... + la_i)       (j <= i; the decay from step j to i)
+ *   ecum_i = exp(la_0 + ... + la_i)           (from the state entering the chunk)
+ *   etail_j = M_{l-1, j}                      (from step j to the chunk's end)
+ *   W_ij   = (C_i . B_j) M_ij dt_j
+ *   y_i    = sum_{j<=i} W_ij x_j + ecum_i h0 C_i + D x_i     (h0 = states[c], [P, N])
+ *   S_c    = sum_j etail_j dt_j x_j B_j^T,    states[c+1] = ecum_{l-1} states[c] + S_c
+ * The exponents are sums of la added one by one in the CPU's order (never
+ * differences of cumulative sums, which lose digits in fp32 over a chunk).
+ *
+ * Forward, three kernels:
+ *   chunk_state (per b, h, c): S_c, a [P, N] = [P, l] x [l, N] product, into states[c+1]
+ *   state_pass (per b, h, element of [P, N]): states[c+1] += a_c states[c], in order of c
+ *   chunk_scan (per b, h, c): C B^T ([l, l], K = N), W, then y = ecum (C h0^T) + W X + D x
+ * Backward (dstates[c] = dL/dstates[c]; nothing flows into the final state):
+ *   chunk_state again, for the chunk's own term of dstates[c]: sum_i ecum_i dy_i C_i^T
+ *   state_pass backwards: G_c := dstates[c+1], dstates[c] = a_c G_c + own term
+ *   chunk_bwd (per b, h, c), everything else; with dW_ij = dy_i . x_j,
+ *   dCB_ij = dW_ij M_ij dt_j and the decays differentiated through their exponents:
+ *     dx_j = sum_i W_ij dy_i + etail_j dt_j G B_j + D dy_j
+ *     dB_j = sum_i dCB_ij C_i + etail_j dt_j G^T x_j
+ *     dC_i = sum_j dCB_ij B_j + ecum_i h0^T dy_i
+ *     dt_j directly: sum_i dW_ij CB_ij M_ij + etail_j x_j.G B_j
+ *     d la_k = sum_{j<k<=i} dW_ij W_ij + sum_{i>=k} dcum_i + sum_{j<k} dtail_j + dtotal
+ *       (dcum_i = C_i . dC_i's state part, dtail_j = etail_j dt_j x_j.G B_j,
+ *        dtotal = a_c sum(G * h0)), then ddt += -e^{A_log} d la, dA_log += la d la.
+ *   B and C are shared by the heads of a group: their gradients are added with atomics.
+ *
+ * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
+ * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
+ * with row stride 65, which keeps both the [row][k] and the [k][row] readings
+ * free of bank conflicts, so tiles are always stored as they lie in memory.
+ * Launch bounds: 4 blocks per SM where shared memory allows 4 (64
+ * registers), 2 for the backward (its 83 KB of tiles allow 2; 128 registers).
+ * Chunks longer than 64 tokens go to the plain recurrence (ssd_recurrent.cu). */
 #include "common.cuh"
 extern "C" {
 #include "../../model/flops.h"
 }
 
-#define SSD_SPL 4  /* state columns per lane */
-#define SSD_WARPS 4
+#define TS 64   /* tile edge: chunk positions, and columns of P or N */
+#define LD 65   /* shared row stride */
+#define NT 256  /* threads per block */
+#define TILE (TS * LD)
+
+int ssd_recurrent_fwd(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
+                      const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+int ssd_recurrent_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
+                      const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
+                      const real *D, int B, int n, int nh, int P, int G, int N, int L);
 
 struct SsdDims {
     int B, n, nh, P, G, N, L, E, W, nch;  /* E = nh*P; W = E + 2*G*N (xbc row width) */
 };
+
+/* ---- shared-memory tile helpers ---- */
+
+/* dst[r][c] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile */
+__device__ __forceinline__ void load_tile(float *dst, const float *src, size_t ld, int rows, int cols,
+                                          const float *rs = nullptr) {
+    for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+        int r = idx >> 6, c = idx & (TS - 1);
+        float v = 0.f;
+        if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
+        dst[r * LD + c] = v;
+    }
+}
+
+/* acc[a][b] += sum_{k<K} A(k, ty+16a) * Bm(k, tx+16b), where A(k, r) is A[r][k]
+ * (A_RK) or A[k][r], and Bm(k, c) is Bm[c][k] (B_CK) or Bm[k][c]. */
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm(float acc[4][4], const float *A, const float *Bm, int K) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const float *a0 = A + (A_RK ? ty * LD : ty), *b0 = Bm + (B_CK ? tx * LD : tx);
+    const int ak = A_RK ? 1 : LD, ar = A_RK ? 16 * LD : 16, bk = B_CK ? 1 : LD, bc = B_CK ? 16 * LD : 16;
+#pragma unroll 4
+    for (int k = 0; k < K; k++) {
+        float av[4], bv[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            av[q] = a0[k * ak + q * ar];
+            bv[q] = b0[k * bk + q * bc];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+}
+
+__device__ __forceinline__ void zero(float acc[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+}
+
+/* sum over the 16 threads of a half-warp (the tx of one ty) */
+__device__ __forceinline__ float half_warp_sum(float v) {
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ---- per-chunk decays ---- */
+struct Chunk {
+    int b, h, g, c, t0, l;
+    float Ae;  /* e^{A_log} */
+};
+
+__device__ __forceinline__ Chunk chunk_of(const SsdDims &d, const float *A_log) {
+    Chunk k;
+    k.c = blockIdx.x; k.h = blockIdx.y; k.b = blockIdx.z;
+    k.g = k.h / (d.nh / d.G);
+    k.t0 = k.c * d.L;
+    k.l = min(d.L, d.n - k.t0);
+    k.Ae = expf(A_log[k.h]);
+    return k;
+}
+
+/* Fills u (dt_raw + bias), dt, la, ecum, etail for j < l (0 beyond), *etot =
+ * ecum_{l-1}, and, if Mt is given, the decay matrix Mt[i][j] = M_ij (0 off the
+ * causal triangle). Ends with a barrier. */
+__device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, const float *dt_raw, const float *dt_bias,
+                             float *u_s, float *dt_s, float *la_s, float *ecum_s, float *etail_s, float *etot,
+                             float *Mt) {
+    int tid = threadIdx.x;
+    if (tid < TS) {
+        float u = 0.f, dt = 0.f, la = 0.f;
+        if (tid < k.l) {
+            u = dt_raw[((size_t)k.b * d.n + k.t0 + tid) * d.nh + k.h] + dt_bias[k.h];
+            dt = softplusf_(u);
+            la = -dt * k.Ae;
+        }
+        u_s[tid] = u; dt_s[tid] = dt; la_s[tid] = la;
+        ecum_s[tid] = 0.f; etail_s[tid] = 0.f;
+    }
+    __syncthreads();
+    if (tid == 64) {  /* the running sum from the chunk's start (the CPU's step 3 order) */
+        float s = 0.f;
+        for (int i = 0; i < k.l; i++) { s += la_s[i]; ecum_s[i] = expf(s); }
+        *etot = expf(s);
+    } else if (tid == 96) {  /* from the end, walking down (the CPU's chunk-state order) */
+        float s = 0.f;
+        etail_s[k.l - 1] = 1.f;
+        for (int j = k.l - 2; j >= 0; j--) { s += la_s[j + 1]; etail_s[j] = expf(s); }
+    } else if (Mt && tid < TS) {  /* row i, walking j down from i (the CPU's quadratic-form order) */
+        int i = tid;
+        float *row = Mt + i * LD, s = 0.f;
+        for (int j = TS - 1; j > i; j--) row[j] = 0.f;
+        if (i < k.l) {
+            row[i] = 1.f;
+            for (int j = i - 1; j >= 0; j--) { s += la_s[j + 1]; row[j] = expf(s); }
+        } else {
+            for (int j = i; j >= 0; j--) row[j] = 0.f;
+        }
+    }
+    __syncthreads();
+}
+
+/* ---- forward: the chunk's own state, and the backward's own-term of dstates ----
+ * out slot = sum_j s_j U_j^T V_j ([P, N]) with, forward: U = x, V = B,
+ * s = etail dt, into states[b, c+1]; backward: U = dy, V = C, s = ecum, into
+ * gbuf[b, c]. Both write the chunk's decay a_c = ecum_{l-1} to achunk[b, h, c]. */
+template <bool FWD>
+__global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, float *achunk, const float *dy,
+                                                             const float *xbc, const float *dt_raw,
+                                                             const float *dt_bias, const float *A_log, SsdDims d) {
+    __shared__ float S0[TILE], S1[TILE];
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], sc_s[TS], etot;
+    Chunk k = chunk_of(d, A_log);
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    if (threadIdx.x < TS) sc_s[threadIdx.x] = FWD ? etail_s[threadIdx.x] * dt_s[threadIdx.x] : ecum_s[threadIdx.x];
+    if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
+    size_t row0 = (size_t)k.b * d.n + k.t0;
+    const float *U = FWD ? xbc + row0 * d.W + (size_t)k.h * d.P : dy + row0 * d.E + (size_t)k.h * d.P;
+    const float *V = xbc + row0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N;
+    size_t ldu = FWD ? d.W : d.E;
+    size_t slots = FWD ? d.nch + 1 : d.nch;
+    float *o = out + (((size_t)k.b * slots + k.c + (FWD ? 1 : 0)) * d.nh + k.h) * (size_t)d.P * d.N;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    for (int p0 = 0; p0 < d.P; p0 += TS)
+        for (int n0 = 0; n0 < d.N; n0 += TS) {
+            __syncthreads();  /* sc_s written / the previous tiles read */
+            load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0), sc_s);
+            load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            __syncthreads();
+            float acc[4][4];
+            zero(acc);
+            mm<false, false>(acc, S0, S1, k.l);  /* [p][n] += U[j][p] V[j][n] */
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
+                }
+        }
+}
+
+/* states[b, c+1] = S_c + a_c states[b, c], c ascending (states[b, 0] = 0) */
+__global__ void ssd_state_pass_fwd(float *states, const float *achunk, SsdDims d) {
+    size_t PN = (size_t)d.P * d.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int h = blockIdx.y, b = blockIdx.z;
+    if (e >= PN) return;
+    const float *a = achunk + ((size_t)b * d.nh + h) * d.nch;
+    float *s = states + (size_t)b * (d.nch + 1) * d.nh * PN + (size_t)h * PN + e;
+    size_t step = (size_t)d.nh * PN;
+    float carry = 0.f;
+    s[0] = 0.f;
+    for (int c = 0; c < d.nch; c++) {
+        float v = s[(c + 1) * step] + a[c] * carry;
+        s[(c + 1) * step] = v;
+        carry = v;
+    }
+}
+
+/* g[b, c] holds the chunk's own term of dstates[c]; replaced by G_c = dstates[c+1],
+ * c descending: dstates[c] = own_c + a_c dstates[c+1], dstates[nch] = 0 */
+__global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
+    size_t PN = (size_t)d.P * d.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int h = blockIdx.y, b = blockIdx.z;
+    if (e >= PN) return;
+    const float *a = achunk + ((size_t)b * d.nh + h) * d.nch;
+    float *s = g + (size_t)b * d.nch * d.nh * PN + (size_t)h * PN + e;
+    size_t step = (size_t)d.nh * PN;
+    float carry = 0.f;
+    for (int c = d.nch - 1; c >= 0; c--) {
+        float own = s[c * step];
+        s[c * step] = carry;
+        carry = own + a[c] * carry;
+    }
+}
+
+/* ---- forward: outputs of one chunk ---- */
+#define SCAN_SMEM (3 * TILE * sizeof(float))
+__global__ void __launch_bounds__(NT, 4) ssd_chunk_scan_kernel(float *y, const float *states, const float *xbc,
+                                                            const float *dt_raw, const float *dt_bias,
+                                                            const float *A_log, const float *D, SsdDims d) {
+    extern __shared__ float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    Chunk k = chunk_of(d, A_log);
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    size_t row0 = (size_t)k.b * d.n + k.t0;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
+
+    float cb[4][4];  /* C_i . B_j */
+    zero(cb);
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        __syncthreads();
+        mm<true, true>(cb, S0, S1, min(TS, d.N - n0));
+    }
+    /* W in place of M: each thread rewrites only the elements it reads */
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int i = ty + 16 * a, j = tx + 16 * b;
+            Mt[i * LD + j] = cb[a][b] * Mt[i * LD + j] * dt_s[j];
+        }
+
+    float Dh = D[k.h];
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        int pc = min(TS, d.P - p0);
+        float acc[4][4];
+        zero(acc);
+        for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [i][p] += C_i[n] h0[p][n] */
+            __syncthreads();
+            load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
+            __syncthreads();
+            mm<true, true>(acc, S0, S1, min(TS, d.N - n0));
+        }
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) acc[a][b] *= ecum_s[ty + 16 * a];
+        __syncthreads();
+        load_tile(S1, X + p0, d.W, k.l, pc);
+        __syncthreads();
+        mm<true, false>(acc, Mt, S1, k.l);  /* [i][p] += W[i][j] x[j][p] */
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int i = ty + 16 * a, p = tx + 16 * b;
+                if (i < k.l && p < pc) y[(row0 + i) * d.E + (size_t)k.h * d.P + p0 + p] = acc[a][b] + Dh * S1[i * LD + p];
+            }
+    }
+}
+
+/* ---- backward: every gradient of one chunk (see the header) ---- */
+#define BWD_SMEM (5 * TILE * sizeof(float))
+__global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
+                                                           float *dA_log, float *dD, const float *dy,
+                                                           const float *states, const float *gbuf,
+                                                           const float *xbc, const float *dt_raw,
+                                                           const float *dt_bias, const float *A_log,
+                                                           const float *D, SsdDims d) {
+    extern __shared__ float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Wt = Mt + TILE, *Dt = Wt + TILE;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], red[32];
+    Chunk k = chunk_of(d, A_log);
+    if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)d.P * d.N;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *dY = dy + row0 * d.E + (size_t)k.h * d.P;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
+    const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
+    float Dh = D[k.h];
+
+    float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
+    zero(cb);
+    zero(dw);
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        __syncthreads();
+        mm<true, true>(cb, S0, S1, min(TS, d.N - n0));
+    }
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        __syncthreads();
+        load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
+        load_tile(S1, X + p0, d.W, k.l, min(TS, d.P - p0));
+        __syncthreads();
+        mm<true, true>(dw, S0, S1, min(TS, d.P - p0));
+    }
+    /* W, dCB, and dSeg (in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        int j = tx + 16 * b;
+        float col = 0.f;
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float m = Mt[i * LD + j], w = cb[a][b] * m * dt_s[j];
+            Wt[i * LD + j] = w;
+            Dt[i * LD + j] = dw[a][b] * m * dt_s[j];
+            Mt[i * LD + j] = dw[a][b] * w;
+            col += dw[a][b] * cb[a][b] * m;
+        }
+        atomicAdd(&ddtw_s[j], col);
+    }
+
+    /* dx; q_j = x_j . (G B_j) */
+    float dDp = 0.f;
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        int pc = min(TS, d.P - p0);
+        float acc[4][4];
+        zero(acc);
+        for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [j][p] += B_j[n] G[p][n] */
+            __syncthreads();
+            load_tile(S0, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
+            __syncthreads();
+            mm<true, true>(acc, S0, S1, min(TS, d.N - n0));
+        }
+        __syncthreads();
+        load_tile(S0, X + p0, d.W, k.l, pc);
+        load_tile(S1, dY + p0, d.E, k.l, pc);
+        __syncthreads();  /* also publishes Wt */
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int j = ty + 16 * a;
+            float q = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int p = tx + 16 * b;
+                q += S0[j * LD + p] * acc[a][b];
+                dDp += S0[j * LD + p] * S1[j * LD + p];
+                acc[a][b] *= etail_s[j] * dt_s[j];
+            }
+            q = half_warp_sum(q);
+            if (tx == 0) atomicAdd(&q_s[j], q);
+        }
+        mm<false, false>(acc, Wt, S1, k.l);  /* [j][p] += W[i][j] dy[i][p] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = ty + 16 * a, p = tx + 16 * b;
+                    if (j < k.l && p < pc)
+                        dxbc[(row0 + j) * d.W + (size_t)k.h * d.P + p0 + p] += acc[a][b] + Dh * S1[j * LD + p];
+                }
+    }
+
+    /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i) */
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        int nc = min(TS, d.N - n0);
+        float acc[4][4];
+        zero(acc);
+        for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [j][n] += x_j[p] G[p][n] */
+            __syncthreads();
+            load_tile(S0, X + p0, d.W, k.l, min(TS, d.P - p0));
+            load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
+            __syncthreads();
+            mm<true, false>(acc, S0, S1, min(TS, d.P - p0));
+        }
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) acc[a][b] *= etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, nc);
+        __syncthreads();
+        mm<false, false>(acc, Dt, S0, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = ty + 16 * a, nn = tx + 16 * b;
+                    if (j < k.l && nn < nc)
+                        atomicAdd(&dxbc[(row0 + j) * d.W + d.E + (size_t)k.g * d.N + n0 + nn], acc[a][b]);
+                }
+
+        zero(acc);
+        for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [i][n] += dy_i[p] h0[p][n] */
+            __syncthreads();
+            load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
+            load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
+            __syncthreads();
+            mm<true, false>(acc, S0, S1, min(TS, d.P - p0));
+        }
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, nc);
+        load_tile(S1, Bm + n0, d.W, k.l, nc);
+        __syncthreads();
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float dc = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                acc[a][b] *= ecum_s[i];
+                dc += S0[i * LD + tx + 16 * b] * acc[a][b];
+            }
+            dc = half_warp_sum(dc);
+            if (tx == 0) atomicAdd(&dcum_s[i], dc);
+        }
+        mm<true, false>(acc, Dt, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int i = ty + 16 * a, nn = tx + 16 * b;
+                    if (i < k.l && nn < nc)
+                        atomicAdd(&dxbc[(row0 + i) * d.W + d.E + (size_t)(d.G + k.g) * d.N + n0 + nn], acc[a][b]);
+                }
+    }
+
+    /* dtotal = a_c sum(G * h0) */
+    float gh = 0.f;
+    for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+    float dtot = etot * block_sum(gh, red);
+
+    /* sum_{j<k<=i} dSeg_ij: row prefixes (Mt[i][k] := sum_{j<k} dSeg_ij), then column sums over i >= k */
+    if (threadIdx.x < k.l) {
+        int i = threadIdx.x;
+        float run = 0.f;
+        for (int c = 0; c <= i; c++) {
+            float t = Mt[i * LD + c];
+            Mt[i * LD + c] = run;
+            run += t;
+        }
+    }
+    __syncthreads();
+    float dbias = 0.f, dAl = 0.f;
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float dla = dtot;
+        for (int i = kk; i < k.l; i++) dla += Mt[i * LD + kk] + dcum_s[i];
+        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
+        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
+        float du = ddt * sigmoidf_(u_s[kk]);
+        if (ddt_raw) ddt_raw[(row0 + kk) * d.nh + k.h] += du;
+        dbias = du;
+        dAl = dla * la_s[kk];
+    }
+    dbias = block_sum(dbias, red);
+    dAl = block_sum(dAl, red);
+    dDp = block_sum(dDp, red);
+    if (threadIdx.x == 0) {
+        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
+        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
+        if (dD) atomicAdd(&dD[k.h], dDp);
+    }
+}
+
+/* ---- host side ---- */
+
+/* scratch grown on demand and kept (the same shapes recur every step) */
+static float *ssd_scratch(int slot, size_t n) {
+    static float *buf[2];
+    static size_t cap[2];
+    if (cap[slot] >= n) return buf[slot];
+    if (buf[slot]) CUDA_CALL(cudaFree(buf[slot]));
+    buf[slot] = NULL;
+    cap[slot] = 0;
+    if (cudaMalloc(&buf[slot], sizeof(float) * n) != cudaSuccess) {
+        buf[slot] = NULL;
+        cuda_record_error("cudaMalloc", "cannot allocate the SSD scratch", __FILE__, __LINE__);
+        return NULL;
+    }
+    cap[slot] = n;
+    return buf[slot];
+}
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
     SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L};
     return d;
 }
 
-__device__ __forceinline__ size_t state_index(const SsdDims &d, int b, int c, int h, int p, int s) {
-    return ((((size_t)b * (d.nch + 1) + c) * d.nh + h) * d.P + p) * d.N + s;
-}
-
-__global__ void ssd_fwd_kernel(float *y, float *states, const float *xbc, const float *dt_raw,
-                               const float *dt_bias, const float *A_log, const float *D, SsdDims d) {
-    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (w >= d.B * d.nh * d.P) return;
-    int p = w % d.P, h = (w / d.P) % d.nh, b = w / (d.P * d.nh), g = h / (d.nh / d.G);
-    float Aneg = -expf(A_log[h]), bias = dt_bias[h], Dh = D[h];
-    float st[SSD_SPL];
-#pragma unroll
-    for (int k = 0; k < SSD_SPL; k++) st[k] = 0.f;
-    for (int t = 0; t < d.n; t++) {
-        const float *row = xbc + ((size_t)b * d.n + t) * d.W;
-        const float *Bt = row + d.E + g * d.N, *Ct = row + d.E + d.G * d.N + g * d.N;
-        if (t % d.L == 0) {
-#pragma unroll
-            for (int k = 0; k < SSD_SPL; k++) {
-                int s = lane + 32 * k;
-                if (s < d.N) states[state_index(d, b, t / d.L, h, p, s)] = st[k];
-            }
-        }
-        float dt = softplusf_(dt_raw[((size_t)b * d.n + t) * d.nh + h] + bias), a = expf(dt * Aneg);
-        float xv = row[h * d.P + p], acc = 0.f;
-#pragma unroll
-        for (int k = 0; k < SSD_SPL; k++) {
-            int s = lane + 32 * k;
-            if (s < d.N) {
-                st[k] = a * st[k] + dt * xv * Bt[s];
-                acc += st[k] * Ct[s];
-            }
-        }
-        acc = warp_sum(acc);
-        if (lane == 0) y[((size_t)b * d.n + t) * d.E + h * d.P + p] = acc + Dh * xv;
-    }
-#pragma unroll
-    for (int k = 0; k < SSD_SPL; k++) {
-        int s = lane + 32 * k;
-        if (s < d.N) states[state_index(d, b, d.nch, h, p, s)] = st[k];
-    }
-}
-
-__global__ void ssd_bwd_kernel(float *dxbc, float *ddt_raw, float *ddt_bias, float *dA_log, float *dD,
-                               const float *dy, const float *states, const float *xbc, const float *dt_raw,
-                               const float *dt_bias, const float *A_log, const float *D, SsdDims d) {
-    int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (w >= d.B * d.nh * d.P) return;
-    int p = w % d.P, h = (w / d.P) % d.nh, b = w / (d.P * d.nh), g = h / (d.nh / d.G);
-    float Aneg = -expf(A_log[h]), bias = dt_bias[h], Dh = D[h];
-    float dh[SSD_SPL], hp[SSD_SPL];
-#pragma unroll
-    for (int k = 0; k < SSD_SPL; k++) dh[k] = 0.f;
-    float dA_acc = 0.f, dbias_acc = 0.f, dD_acc = 0.f;  /* lane 0's sums over time */
-    for (int c = d.nch - 1; c >= 0; c--) {
-        int t0 = c * d.L, t1 = min(d.n, t0 + d.L);
-        for (int t = t1 - 1; t >= t0; t--) {
-            /* h_{t-1}: the chunk's entering state, stepped to t-1 */
-#pragma unroll
-            for (int k = 0; k < SSD_SPL; k++) {
-                int s = lane + 32 * k;
-                hp[k] = s < d.N ? states[state_index(d, b, c, h, p, s)] : 0.f;
-            }
-            for (int u = t0; u < t; u++) {
-                const float *ru = xbc + ((size_t)b * d.n + u) * d.W;
-                float dtu = softplusf_(dt_raw[((size_t)b * d.n + u) * d.nh + h] + bias), au = expf(dtu * Aneg);
-                float xu = ru[h * d.P + p];
-#pragma unroll
-                for (int k = 0; k < SSD_SPL; k++) {
-                    int s = lane + 32 * k;
-                    if (s < d.N) hp[k] = au * hp[k] + dtu * xu * ru[d.E + g * d.N + s];
-                }
-            }
-            size_t rt = (size_t)b * d.n + t;
-            const float *row = xbc + rt * d.W;
-            const float *Bt = row + d.E + g * d.N, *Ct = row + d.E + d.G * d.N + g * d.N;
-            float dtr = dt_raw[rt * d.nh + h] + bias, dt = softplusf_(dtr), a = expf(dt * Aneg);
-            float xv = row[h * d.P + p], dyv = dy[rt * d.E + h * d.P + p];
-            float dxp = 0.f, ddtp = 0.f, dap = 0.f;
-#pragma unroll
-            for (int k = 0; k < SSD_SPL; k++) {
-                int s = lane + 32 * k;
-                if (s < d.N) {
-                    float ht = a * hp[k] + dt * xv * Bt[s];
-                    dh[k] += dyv * Ct[s];
-                    if (dxbc) {
-                        atomicAdd(&dxbc[rt * d.W + d.E + d.G * d.N + g * d.N + s], dyv * ht);
-                        atomicAdd(&dxbc[rt * d.W + d.E + g * d.N + s], dh[k] * dt * xv);
-                    }
-                    dxp += dh[k] * dt * Bt[s];
-                    ddtp += dh[k] * xv * Bt[s];
-                    dap += dh[k] * hp[k];
-                    dh[k] *= a;  /* on to h_{t-1} */
-                }
-            }
-            dxp = warp_sum(dxp);
-            ddtp = warp_sum(ddtp);
-            dap = warp_sum(dap);
-            if (lane == 0) {
-                /* da/ddt = a Aneg; softplus' = sigmoid */
-                float gdt = (ddtp + dap * a * Aneg) * sigmoidf_(dtr);
-                if (dxbc) dxbc[rt * d.W + h * d.P + p] += dxp + Dh * dyv;
-                if (ddt_raw) atomicAdd(&ddt_raw[rt * d.nh + h], gdt);
-                dbias_acc += gdt;
-                dA_acc += dap * a * dt;
-                dD_acc += dyv * xv;
-            }
-        }
-    }
-    if (lane == 0) {
-        if (ddt_bias) atomicAdd(&ddt_bias[h], dbias_acc);
-        if (dA_log) atomicAdd(&dA_log[h], dA_acc * Aneg);  /* dA_log = dA A */
-        if (dD) atomicAdd(&dD[h], dD_acc);
-    }
-}
-
-static int ssd_shape_ok(int N, int L, const char *what) {
-    if (N <= 32 * SSD_SPL && L >= 1) return 0;
-    cuda_record_error(what, "d_state > 128 (or chunk size < 1) is not supported by the first-version SSD kernel",
-                      __FILE__, __LINE__);
-    return -1;
-}
-
 void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
                   const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L) {
-    if (B <= 0 || n <= 0 || ssd_shape_ok(N, L, "ssd_fwd")) return;
+    if (B <= 0 || n <= 0) return;
+    fh_count_macs((uint64_t)B * macs_ssd_chunked(n, nh, P, G, N, L));  /* the model's count (ops.h) */
+    if (L > TS) {
+        ssd_recurrent_fwd(y, states, xbc, dt_raw, dt_bias, A_log, D, B, n, nh, P, G, N, L);
+        return;
+    }
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
-    size_t threads = (size_t)B * nh * P * 32;
-    ssd_fwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(y, states, xbc, dt_raw, dt_bias,
-                                                                            A_log, D, d);
+    float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
+    if (!achunk) return;
+    dim3 grid(d.nch, nh, B);
+    ssd_chunk_state_kernel<true><<<grid, NT>>>(states, achunk, NULL, xbc, dt_raw, dt_bias, A_log, d);
     CUDA_LAUNCHED();
-    fh_count_macs((uint64_t)B * macs_ssd_chunked(n, nh, P, G, N, L));  /* the model's count (ops.h), not this kernel's */
+    ssd_state_pass_fwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT>>>(states, achunk, d);
+    CUDA_LAUNCHED();
+    static int attr;
+    if (!attr++) CUDA_CALL(cudaFuncSetAttribute(ssd_chunk_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                (int)SCAN_SMEM));
+    ssd_chunk_scan_kernel<<<grid, NT, SCAN_SMEM>>>(y, states, xbc, dt_raw, dt_bias, A_log, D, d);
+    CUDA_LAUNCHED();
 }
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
                   const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
                   const real *D, int B, int n, int nh, int P, int G, int N, int L) {
-    if (B <= 0 || n <= 0 || ssd_shape_ok(N, L, "ssd_bwd")) return;
+    if (B <= 0 || n <= 0) return;
+    if (L > TS) {
+        ssd_recurrent_bwd(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, xbc, dt_raw, dt_bias, A_log, D, B, n,
+                          nh, P, G, N, L);
+        return;
+    }
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
-    size_t threads = (size_t)B * nh * P * 32;
-    ssd_bwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(
-        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, xbc, dt_raw, dt_bias, A_log, D, d);
+    float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
+    float *gbuf = ssd_scratch(1, (size_t)B * d.nch * nh * P * N);
+    if (!achunk || !gbuf) return;
+    dim3 grid(d.nch, nh, B);
+    ssd_chunk_state_kernel<false><<<grid, NT>>>(gbuf, achunk, dy, xbc, dt_raw, dt_bias, A_log, d);
+    CUDA_LAUNCHED();
+    ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT>>>(gbuf, achunk, d);
+    CUDA_LAUNCHED();
+    static int attr;
+    if (!attr++) CUDA_CALL(cudaFuncSetAttribute(ssd_chunk_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                (int)BWD_SMEM));
+    ssd_chunk_bwd_kernel<<<grid, NT, BWD_SMEM>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw,
+                                                 dt_bias, A_log, D, d);
     CUDA_LAUNCHED();
 }
