@@ -25,14 +25,16 @@ extern "C" {
 #include "../test.h"
 
 /* bounds per matmul precision. fp32 is the oracle's arithmetic. bf16 rounds
- * every matmul operand to 8 significant bits (relative 2^-9 per operand) and a
- * gradient passes through several such products per layer: the whole gradient
- * vector is held to 1e-2 (WHOLE_TOL), single tensors to 1e-1 (small ones, e.g.
- * a 16-element norm weight whose entries are sums that nearly cancel, measured
- * up to 5.7e-2; a wrong or missing term still shows as ~1), and AdamW
- * trajectories to 1e-1: Adam's normalised update turns the rounding of
- * near-zero gradient entries into full-size steps, so paths separate (measured
- * 4.9e-2 after 20 steps on llama-H256, under 2e-3 on the others). */
+ * every matmul operand (linear layers and, with the tensor-core attention,
+ * q/k/v/p and the backward's operands) to 8 significant bits (relative 2^-9
+ * each) and a gradient passes through several such products per layer: the
+ * whole gradient vector is held to 3e-2 (WHOLE_TOL; measured 4.8e-3 to 1.4e-2
+ * across the architectures), single tensors to 2e-1 (small ones, e.g. a
+ * 16-element norm weight whose entries are sums that nearly cancel, measured
+ * up to 1.2e-1; a wrong sign or a missing term still shows as 1 to 2), and
+ * AdamW trajectories to 1e-1: Adam's normalised update turns the rounding of
+ * near-zero gradient entries into full-size steps, so paths separate
+ * (measured 4.9e-2 after 20 steps on llama-H256, under 2e-3 on the others). */
 static double LOSS_TOL = 1e-5, GRAD_TOL = 1e-4, WHOLE_TOL = 1e-4, STEP_TOL = 2e-4;
 static const char *mode = "fp32";
 #define ADAM_STEPS 20
@@ -201,7 +203,7 @@ int main(void) {
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
     mode = "bf16";
-    LOSS_TOL = 1e-2; GRAD_TOL = 1e-1; WHOLE_TOL = 1e-2; STEP_TOL = 1e-1;
+    LOSS_TOL = 1e-2; GRAD_TOL = 2e-1; WHOLE_TOL = 3e-2; STEP_TOL = 1e-1;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     printf("bf16 matmuls vs the fp32 CPU: loss rel <= %.0e, whole gradient rel L2 < %.0e, per tensor < %.0e, AdamW "
            "losses rel <= %.0e\n", LOSS_TOL, WHOLE_TOL, GRAD_TOL, STEP_TOL);

@@ -10,7 +10,10 @@
  * not yet converted to cuda_stream() launches on stream 0 and is simply a
  * barrier: correct, only less parallel. Op files that keep scratch buffers
  * keep one per branch (cuda_branch()), since both branches may run at once.
- * FLOWHN_BRANCH_STREAMS=0 keeps everything on stream 0 (for comparisons). */
+ * Off by default, FLOWHN_BRANCH_STREAMS=1 turns it on: measured on the H100
+ * at B 8, T 1024 (bf16) each branch already fills the GPU and two streams were
+ * 1-2% slower (flowhn-fac-135m 360K vs 368K tokens/s, flowhn-ae 357K vs 361K;
+ * docs/perf-notes.md); smaller batches or decode may gain. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +28,7 @@ int cuda_branch(void) { return current; }
 void cuda_set_branch(int b) {
     if (enabled < 0) {
         const char *e = getenv("FLOWHN_BRANCH_STREAMS");
-        enabled = !(e && !strcmp(e, "0"));
+        enabled = e && !strcmp(e, "1");
     }
     if (b < 0 || b >= CUDA_BRANCHES || !enabled) { current = 0; return; }
     if (b && !streams[b] && cudaStreamCreate(&streams[b]) != cudaSuccess) {
