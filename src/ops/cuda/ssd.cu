@@ -202,6 +202,12 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
         }
 }
 
+/* The two passes walk the chunks in order, one thread per (b, h, state
+ * element). Each loads PASS_BATCH chunks' values before storing any, so that
+ * many loads are in flight per thread (the compiler may not move a load above
+ * the previous chunk's store, which it cannot prove to be elsewhere). */
+#define PASS_BATCH 8
+
 /* states[b, c+1] = S_c + a_c states[b, c], c ascending (states[b, 0] = 0) */
 __global__ void ssd_state_pass_fwd(float *states, const float *achunk, SsdDims d) {
     size_t PN = (size_t)d.P * d.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -212,10 +218,17 @@ __global__ void ssd_state_pass_fwd(float *states, const float *achunk, SsdDims d
     size_t step = (size_t)d.nh * PN;
     float carry = 0.f;
     s[0] = 0.f;
-    for (int c = 0; c < d.nch; c++) {
-        float v = s[(c + 1) * step] + a[c] * carry;
-        s[(c + 1) * step] = v;
-        carry = v;
+    for (int c0 = 0; c0 < d.nch; c0 += PASS_BATCH) {
+        float v[PASS_BATCH];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c0 + q < d.nch) v[q] = s[(size_t)(c0 + q + 1) * step];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c0 + q < d.nch) {
+                carry = v[q] + a[c0 + q] * carry;
+                s[(size_t)(c0 + q + 1) * step] = carry;
+            }
     }
 }
 
@@ -229,10 +242,17 @@ __global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
     float *s = g + (size_t)b * d.nch * d.nh * PN + (size_t)h * PN + e;
     size_t step = (size_t)d.nh * PN;
     float carry = 0.f;
-    for (int c = d.nch - 1; c >= 0; c--) {
-        float own = s[c * step];
-        s[c * step] = carry;
-        carry = own + a[c] * carry;
+    for (int c1 = d.nch - 1; c1 >= 0; c1 -= PASS_BATCH) {  /* chunks c1, c1-1, ... */
+        float own[PASS_BATCH];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c1 - q >= 0) own[q] = s[(size_t)(c1 - q) * step];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c1 - q >= 0) {
+                s[(size_t)(c1 - q) * step] = carry;
+                carry = own[q] + a[c1 - q] * carry;
+            }
     }
 }
 
@@ -509,21 +529,23 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
 
 /* ---- host side ---- */
 
-/* scratch grown on demand and kept (the same shapes recur every step) */
+/* scratch grown on demand and kept (the same shapes recur every step); one
+ * set per branch stream, since both branches of a parallel block may run at once */
 static float *ssd_scratch(int slot, size_t n) {
-    static float *buf[2];
-    static size_t cap[2];
-    if (cap[slot] >= n) return buf[slot];
-    if (buf[slot]) CUDA_CALL(cudaFree(buf[slot]));
-    buf[slot] = NULL;
-    cap[slot] = 0;
-    if (cudaMalloc(&buf[slot], sizeof(float) * n) != cudaSuccess) {
-        buf[slot] = NULL;
+    static float *buf[CUDA_BRANCHES][2];
+    static size_t cap[CUDA_BRANCHES][2];
+    int br = cuda_branch();
+    if (cap[br][slot] >= n) return buf[br][slot];
+    if (buf[br][slot]) CUDA_CALL(cudaFree(buf[br][slot]));
+    buf[br][slot] = NULL;
+    cap[br][slot] = 0;
+    if (cudaMalloc(&buf[br][slot], sizeof(float) * n) != cudaSuccess) {
+        buf[br][slot] = NULL;
         cuda_record_error("cudaMalloc", "cannot allocate the SSD scratch", __FILE__, __LINE__);
         return NULL;
     }
-    cap[slot] = n;
-    return buf[slot];
+    cap[br][slot] = n;
+    return buf[br][slot];
 }
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
@@ -543,14 +565,14 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
     if (!achunk) return;
     dim3 grid(d.nch, nh, B);
-    ssd_chunk_state_kernel<true><<<grid, NT>>>(states, achunk, NULL, xbc, dt_raw, dt_bias, A_log, d);
+    ssd_chunk_state_kernel<true><<<grid, NT, 0, cuda_stream()>>>(states, achunk, NULL, xbc, dt_raw, dt_bias, A_log, d);
     CUDA_LAUNCHED();
-    ssd_state_pass_fwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT>>>(states, achunk, d);
+    ssd_state_pass_fwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(states, achunk, d);
     CUDA_LAUNCHED();
     static int attr;
     if (!attr++) CUDA_CALL(cudaFuncSetAttribute(ssd_chunk_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 (int)SCAN_SMEM));
-    ssd_chunk_scan_kernel<<<grid, NT, SCAN_SMEM>>>(y, states, xbc, dt_raw, dt_bias, A_log, D, d);
+    ssd_chunk_scan_kernel<<<grid, NT, SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias, A_log, D, d);
     CUDA_LAUNCHED();
 }
 
@@ -568,14 +590,14 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
     float *gbuf = ssd_scratch(1, (size_t)B * d.nch * nh * P * N);
     if (!achunk || !gbuf) return;
     dim3 grid(d.nch, nh, B);
-    ssd_chunk_state_kernel<false><<<grid, NT>>>(gbuf, achunk, dy, xbc, dt_raw, dt_bias, A_log, d);
+    ssd_chunk_state_kernel<false><<<grid, NT, 0, cuda_stream()>>>(gbuf, achunk, dy, xbc, dt_raw, dt_bias, A_log, d);
     CUDA_LAUNCHED();
-    ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT>>>(gbuf, achunk, d);
+    ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf, achunk, d);
     CUDA_LAUNCHED();
     static int attr;
     if (!attr++) CUDA_CALL(cudaFuncSetAttribute(ssd_chunk_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 (int)BWD_SMEM));
-    ssd_chunk_bwd_kernel<<<grid, NT, BWD_SMEM>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw,
-                                                 dt_bias, A_log, D, d);
+    ssd_chunk_bwd_kernel<<<grid, NT, BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states,
+                                                                gbuf, xbc, dt_raw, dt_bias, A_log, D, d);
     CUDA_LAUNCHED();
 }

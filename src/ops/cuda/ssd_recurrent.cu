@@ -146,8 +146,8 @@ int ssd_recurrent_fwd(real *y, real *states, const real *xbc, const real *dt_raw
     }
     RecDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L};
     size_t threads = (size_t)B * nh * P * 32;
-    ssd_rec_fwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(y, states, xbc, dt_raw, dt_bias,
-                                                                                A_log, D, d);
+    ssd_rec_fwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS, 0, cuda_stream()>>>(
+        y, states, xbc, dt_raw, dt_bias, A_log, D, d);
     CUDA_LAUNCHED();
     return 0;
 }
@@ -161,7 +161,7 @@ int ssd_recurrent_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, r
     }
     RecDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L};
     size_t threads = (size_t)B * nh * P * 32;
-    ssd_rec_bwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS>>>(
+    ssd_rec_bwd_kernel<<<blocks_for(threads, 32 * SSD_WARPS), 32 * SSD_WARPS, 0, cuda_stream()>>>(
         dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, xbc, dt_raw, dt_bias, A_log, D, d);
     CUDA_LAUNCHED();
     return 0;
