@@ -14,7 +14,8 @@
 # BENCH line (the same model for both) over 989 TFLOP/s (H100 SXM bf16 dense).
 # Output: DIR/bench_compare.md (the markdown table, also on stdout), DIR/bench_compare.{png,svg}
 # (tokens/s bars; needs matplotlib), DIR/bench_compare.log (raw). --keep appends to an existing
-# log (tables over several runs); --report-only rebuilds table and plot from the log.
+# log (tables over several runs; a config measured again replaces its earlier row); --report-only
+# rebuilds table and plot from the log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${FLOWHN_CUDA:-build/flowhn-cuda}; PY=${PYTHON:-python3}
@@ -70,7 +71,7 @@ for line in open(log, errors="replace"):
         cur["torch"] = kv()
     elif w[0] == "CMPTAG":
         cur["name"] = kv()["name"]
-        rows.append(cur)
+        rows = [r for r in rows if r["name"] != cur["name"]] + [cur]   # the latest measurement wins
         cur = {}
 
 def num(d, k):
