@@ -12,6 +12,7 @@
 #   CUDNN_HOME, NCCL_HOME    default: PyTorch's wheels (python3 -c 'import nvidia.cudnn'),
 #                            where python3 has them, else CUDA_HOME
 #   CUDNN_INC/CUDNN_LIB, NCCL_INC/NCCL_LIB   default: $(X_HOME)/include, $(X_HOME)/lib
+#                NCCL is linked by its soname (-l:libnccl.so.2): the wheels ship no libnccl.so link
 #   CPU_LIB       the fp32 CPU oracle the test links (default build/libflowhn.a, built
 #                 by the top Makefile); point it at a prebuilt copy where the machine
 #                 lacks the CPU build's headers (the GPU machines have no cJSON/OpenBLAS)
@@ -49,7 +50,7 @@ NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Xcompiler -fopenmp,-Wall,-Wno-unknown-prag
 # as run paths for the steps that will use them.
 CUDA_LDFLAGS = -L$(CUDA_LIBDIR) -L$(CUBLAS_LIB) -L$(CUDNN_LIB) -L$(NCCL_LIB) \
                -Xlinker -rpath,$(CUBLAS_LIB):$(CUDNN_LIB):$(NCCL_LIB)
-CUDA_LDLIBS  = -lcublasLt -lcublas -lcudart -lgomp -lopenblas -lcjson -lm
+CUDA_LDLIBS  = -lcublasLt -lcublas -l:libnccl.so.2 -lcudart -lgomp -lopenblas -lcjson -lm
 
 CUDA_SRC := $(sort $(wildcard src/ops/cuda/*.cu))
 CUDA_OBJ := $(CUDA_SRC:%.cu=build/cuda/%.o)
