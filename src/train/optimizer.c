@@ -2,9 +2,11 @@
 #include "optimizer.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/error.h"
+#include "../dist/shard.h"
 
 void adamw_defaults(AdamWConfig *c) {
     /* the paper's recipe: AdamW lr 3e-4, betas (0.9, 0.95), weight decay 0.1, 10% warm-up, cosine */
@@ -20,17 +22,46 @@ void adamw_defaults(AdamWConfig *c) {
     c->total_steps = 1;
 }
 
-int optimizer_create(Optimizer *o, const Model *model, const AdamWConfig *cfg) {
+static int decayed(const AdamWConfig *c, const ParamEntry *e) {
+    return e->kind == PK_MATRIX || (c->decay_embeddings && e->kind == PK_EMBED);
+}
+
+/* Runs of neighbouring tensors with the same decay, intersected with [lo, hi). */
+static int build_runs(Optimizer *o, const ParamLayout *L) {
+    o->runs = malloc(sizeof(OptRun) * (L->n ? L->n : 1));
+    if (!o->runs) return fh_error("out of memory");
+    o->n_runs = 0;
+    for (int i = 0; i < L->n;) {
+        int d = decayed(&o->cfg, &L->entries[i]), j = i;
+        size_t a = L->entries[i].offset, b = a;
+        for (; j < L->n && decayed(&o->cfg, &L->entries[j]) == d; j++) b = L->entries[j].offset + L->entries[j].numel;
+        size_t lo = a > o->lo ? a : o->lo, hi = b < o->hi ? b : o->hi;
+        if (lo < hi) o->runs[o->n_runs++] = (OptRun){lo, hi - lo, d};
+        i = j;
+    }
+    return 0;
+}
+
+int optimizer_create_shard(Optimizer *o, const Model *model, const AdamWConfig *cfg, Dist *dist, int rank, int world) {
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
-    size_t bytes = sizeof(real) * model->layout.total;
+    o->dist = dist;
+    size_t total = model->layout.total;
+    o->per_rank = shard_per_rank(total, world);
+    shard_range(total, world, rank, &o->lo, &o->hi);
+    size_t bytes = sizeof(real) * (o->per_rank ? o->per_rank : 1);
     o->m = model->ops->alloc(bytes);
     o->v = model->ops->alloc(bytes);
     if (!o->m || !o->v) {
         optimizer_free(o, model);
         return fh_error("cannot allocate optimizer state (%.1f MiB)", 2.0 * bytes / 1048576.0);
     }
+    if (build_runs(o, &model->layout)) { optimizer_free(o, model); return -1; }
     return 0;
+}
+
+int optimizer_create(Optimizer *o, const Model *model, const AdamWConfig *cfg) {
+    return optimizer_create_shard(o, model, cfg, NULL, 0, 1);
 }
 
 void optimizer_free(Optimizer *o, const Model *model) {
@@ -38,6 +69,8 @@ void optimizer_free(Optimizer *o, const Model *model) {
         model->ops->release(o->m);
         model->ops->release(o->v);
     }
+    free(o->runs);
+    o->runs = NULL;
     o->m = o->v = NULL;
 }
 
@@ -50,19 +83,23 @@ double lr_at(const AdamWConfig *c, int t) {
     return c->min_lr + 0.5 * (c->lr - c->min_lr) * (1 + cos(M_PI * p));
 }
 
-static int decayed(const Optimizer *o, const ParamEntry *e) {
-    return e->kind == PK_MATRIX || (o->cfg.decay_embeddings && e->kind == PK_EMBED);
+double optimizer_local_sumsq(const Optimizer *o, const Model *model) {
+    return o->hi > o->lo ? model->ops->sum_squares(model->grads + o->lo, o->hi - o->lo) : 0;
 }
 
-int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm) {
+int optimizer_apply(Optimizer *o, Model *model, double ss, double grad_scale, double *gnorm) {
     const Ops *ops = model->ops;
     const ParamLayout *L = &model->layout;
-    double ss = ops->sum_squares(model->grads, L->total);
     if (!isfinite(ss)) {
-        for (int i = 0; i < L->n; i++)
-            if (!isfinite(ops->sum_squares(model->grads + L->entries[i].offset, L->entries[i].numel)))
-                return fh_error("gradient of %s is not finite (NaN/Inf) at step %d; update skipped",
-                                L->entries[i].name, o->step + 1);
+        /* name the first tensor with a NaN/Inf in this rank's range (another rank may hold it) */
+        for (int i = 0; i < L->n; i++) {
+            size_t a = L->entries[i].offset, b = a + L->entries[i].numel;
+            a = a > o->lo ? a : o->lo;
+            b = b < o->hi ? b : o->hi;
+            if (a < b && !isfinite(ops->sum_squares(model->grads + a, b - a)))
+                return fh_error("gradient of %s is not finite (NaN/Inf) at step %d; update skipped", L->entries[i].name,
+                                o->step + 1);
+        }
         return fh_error("gradient is not finite at step %d; update skipped", o->step + 1);
     }
     double norm = sqrt(ss) * grad_scale;
@@ -71,15 +108,20 @@ int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm)
     if (o->cfg.grad_clip > 0 && norm > o->cfg.grad_clip) scale *= o->cfg.grad_clip / norm;
     double lr = lr_at(&o->cfg, o->step);
     o->step++;
-    /* one call per run of neighbouring tensors with the same decay */
-    for (int i = 0; i < L->n;) {
-        int d = decayed(o, &L->entries[i]), j = i;
-        size_t n = 0;
-        while (j < L->n && decayed(o, &L->entries[j]) == d) n += L->entries[j++].numel;
-        size_t off = L->entries[i].offset;
-        ops->adamw(model->params + off, model->grads + off, o->m + off, o->v + off, n, (real)lr, (real)o->cfg.beta1,
-                   (real)o->cfg.beta2, (real)o->cfg.eps, d ? (real)o->cfg.weight_decay : 0, (real)scale, o->step);
-        i = j;
+    for (int r = 0; r < o->n_runs; r++) {
+        const OptRun *u = &o->runs[r];
+        size_t mo = u->offset - o->lo;
+        ops->adamw(model->params + u->offset, model->grads + u->offset, o->m + mo, o->v + mo, u->n, (real)lr,
+                   (real)o->cfg.beta1, (real)o->cfg.beta2, (real)o->cfg.eps, u->decay ? (real)o->cfg.weight_decay : 0,
+                   (real)scale, o->step);
     }
     return 0;
+}
+
+int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm) {
+    double ss = optimizer_local_sumsq(o, model);
+    /* the global norm: every rank's part of the sum of squares */
+    if (o->dist && o->dist->world > 1 && o->dist->all_reduce_host(o->dist, &ss, 1, "all-reduce of the gradient norm"))
+        return -1;
+    return optimizer_apply(o, model, ss, grad_scale, gnorm);
 }

@@ -5,6 +5,7 @@
 #ifndef FLOWHN_OPTIMIZER_H
 #define FLOWHN_OPTIMIZER_H
 
+#include "../dist/dist.h"
 #include "../model/model.h"
 
 typedef struct {
@@ -13,14 +14,27 @@ typedef struct {
     int warmup_steps, total_steps;
 } AdamWConfig;
 
+/* One AdamW call: a run of neighbouring tensors with the same weight decay,
+ * cut to the optimizer's range. */
+typedef struct { size_t offset, n; int decay; } OptRun;
+
+/* ZeRO-1: with world > 1, each rank keeps moments for, and updates, only its
+ * range [lo, hi) of the flat buffer (src/dist/shard.h); with world 1 the range
+ * is everything. */
 typedef struct {
     AdamWConfig cfg;
-    real *m, *v;            /* backend memory, one per parameter */
+    real *m, *v;            /* backend memory: moments of [lo, hi), m[i - lo]; per_rank reals (padding zero) */
+    size_t lo, hi, per_rank;
+    OptRun *runs;           /* the AdamW calls over [lo, hi) */
+    int n_runs;
+    Dist *dist;             /* NULL or a world of one: no collectives */
     int step;               /* steps taken */
 } Optimizer;
 
 void adamw_defaults(AdamWConfig *c);
 int optimizer_create(Optimizer *o, const Model *model, const AdamWConfig *cfg);
+/* The optimizer of rank `rank` of `world` (dist may be NULL when world is 1). */
+int optimizer_create_shard(Optimizer *o, const Model *model, const AdamWConfig *cfg, Dist *dist, int rank, int world);
 void optimizer_free(Optimizer *o, const Model *model);
 /* Learning rate at step t (0-based): linear warm-up to lr, then cosine to min_lr. */
 double lr_at(const AdamWConfig *c, int t);
@@ -29,5 +43,10 @@ double lr_at(const AdamWConfig *c, int t);
  * *gnorm; -1 if the gradient is not finite (no update is made), naming the
  * first tensor with a NaN/Inf. */
 int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm);
+/* optimizer_step in two halves, the collective between them: the sum of
+ * squares of this range's gradients, then the update given the sum over all
+ * ranks (the global norm before clipping is sqrt(ss) * grad_scale). */
+double optimizer_local_sumsq(const Optimizer *o, const Model *model);
+int optimizer_apply(Optimizer *o, Model *model, double global_ss, double grad_scale, double *gnorm);
 
 #endif
