@@ -423,8 +423,8 @@ static void fwd_launch(float *out, float *lse, const float *q, const float *k, c
     size_t smem = sizeof(float) * (3 * BT * (HD + 1) + BT * (BT + 16));
     if (attention_set_smem((const void *)attention_fwd_kernel<HD, BT>, smem, "attention_fwd")) return;
     dim3 grid(nh, B, (nq + BT - 1) / BT);
-    attention_fwd_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(out, lse, q, k, v, qpos, kpos, nq, nk, nh, nkv, hd,
-                                                            1.f / sqrtf((float)hd));
+    attention_fwd_kernel<HD, BT><<<grid, ATT_THREADS, smem, cuda_stream()>>>(out, lse, q, k, v, qpos, kpos, nq, nk,
+                                                                             nh, nkv, hd, 1.f / sqrtf((float)hd));
     CUDA_LAUNCHED();
 }
 
@@ -437,16 +437,16 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
         size_t smem = sizeof(float) * (4 * BT * (HD + 1) + 2 * BT * (BT + 16));
         if (attention_set_smem((const void *)attention_dkdv_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nkv, B, (nk + BT - 1) / BT);
-        attention_dkdv_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dk, dv, dout, D, lse, q, k, v, qpos, kpos, nq,
-                                                                 nk, nh, nkv, hd, scale);
+        attention_dkdv_kernel<HD, BT><<<grid, ATT_THREADS, smem, cuda_stream()>>>(dk, dv, dout, D, lse, q, k, v, qpos,
+                                                                                  kpos, nq, nk, nh, nkv, hd, scale);
         CUDA_LAUNCHED();
     }
     if (dq) {
         size_t smem = sizeof(float) * (4 * BT * (HD + 1) + BT * (BT + 16));
         if (attention_set_smem((const void *)attention_dq_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nh, B, (nq + BT - 1) / BT);
-        attention_dq_kernel<HD, BT><<<grid, ATT_THREADS, smem>>>(dq, dout, D, lse, q, k, v, qpos, kpos, nq, nk, nh,
-                                                               nkv, hd, scale);
+        attention_dq_kernel<HD, BT><<<grid, ATT_THREADS, smem, cuda_stream()>>>(dq, dout, D, lse, q, k, v, qpos, kpos,
+                                                                                nq, nk, nh, nkv, hd, scale);
         CUDA_LAUNCHED();
     }
 }
@@ -469,34 +469,39 @@ void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, cons
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
 }
 
-/* D scratch [B, nh, nq], grown on demand and kept (the same shapes recur every step) */
+/* D scratch [B, nh, nq], one per branch stream (both branches of a parallel
+ * block may run at once), grown on demand and kept (the same shapes recur every step) */
 static float *rowdot_scratch(size_t n) {
-    static float *buf;
-    static size_t cap;
-    if (n <= cap) return buf;
-    if (buf) CUDA_CALL(cudaFree(buf));
-    buf = NULL;
-    cap = 0;
-    if (cudaMalloc(&buf, sizeof(float) * n) != cudaSuccess) {
-        buf = NULL;
+    static float *buf[CUDA_BRANCHES];
+    static size_t cap[CUDA_BRANCHES];
+    int br = cuda_branch();
+    if (n <= cap[br]) return buf[br];
+    if (buf[br]) CUDA_CALL(cudaFree(buf[br]));
+    buf[br] = NULL;
+    cap[br] = 0;
+    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
+        buf[br] = NULL;
         cuda_record_error("cudaMalloc", "cannot allocate the attention backward scratch", __FILE__, __LINE__);
         return NULL;
     }
-    cap = n;
-    return buf;
+    cap[br] = n;
+    return buf[br];
 }
 
 void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                         const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                         int nq, int nk, int nh, int nkv, int hd) {
     if (B <= 0 || nq <= 0 || nk <= 0 || (!dq && !dk && !dv) || !hd_supported(hd, "attention_bwd")) return;
+    if (attention_tc_applies(hd)) {  /* computes D itself */
+        attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+        return;
+    }
     size_t rows = (size_t)B * nq * nh;
     float *D = rowdot_scratch(rows);
     if (!D) return;
-    attention_rowdot_kernel<<<blocks_for(rows * 32, 256), 256>>>(D, dout, out, B, nq, nh, hd);
+    attention_rowdot_kernel<<<blocks_for(rows * 32, 256), 256, 0, cuda_stream()>>>(D, dout, out, B, nq, nh, hd);
     CUDA_LAUNCHED();
-    if (attention_tc_applies(hd)) attention_tc_bwd(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) bwd_launch<32, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 64) bwd_launch<64, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);

@@ -31,12 +31,11 @@ __device__ __forceinline__ int first_query_at(const int *qpos, int nq, int p) {
 int attention_set_smem(const void *kernel, size_t bytes, const char *what);
 
 /* bf16 tensor-core path (attention_tc.cu): taken for head sizes up to 128
- * when the matmul precision is bf16. Same contract as the ops; the backward
- * gets D = rowdot(dout, out) [B, nh, nq] computed by the caller. */
+ * when the matmul precision is bf16. Same contract as the ops. */
 int attention_tc_applies(int hd);
 void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
-void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
+void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
                       int nq, int nk, int nh, int nkv, int hd);
 
