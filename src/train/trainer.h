@@ -4,6 +4,7 @@
 #ifndef FLOWHN_TRAINER_H
 #define FLOWHN_TRAINER_H
 
+#include "../dist/dist.h"
 #include "../model/model.h"
 #include "optimizer.h"
 
@@ -30,6 +31,14 @@ typedef struct {
     int stop_after;           /* stop (after checkpointing) once this many steps are done; 0 = run to `steps` */
     double baseline_loss;     /* drawn on the plot when > 0 (e.g. the unigram entropy) */
     AdamWConfig opt;
+    /* Data parallelism (NULL or a world of one: this process alone). Each rank
+     * passes its own slice of the data in `train`/`val` and a micro-batch of
+     * batch_size sequences, so the global batch is world * batch_size * grad_accum.
+     * Gradients are reduce-scattered, each rank updates its ZeRO-1 shard, the
+     * parameters are all-gathered; the loss reported is the mean over ranks.
+     * Only rank 0 prints, logs and writes checkpoints (the single-process
+     * format: it gathers the moments), so a run resumes on any world size. */
+    Dist *dist;
 } TrainOptions;
 
 typedef struct {
