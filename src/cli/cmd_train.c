@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../core/error.h"
+#include "../dist/dist.h"
 #include "../train/data_source.h"
 #include "../model/flops.h"
 #include "../model/memory.h"
@@ -36,13 +38,15 @@ static void usage(void) {
             "  --seed S            parameter initialisation seed (default 1)\n"
             "  --on-nan stop|skip  a NaN/Inf loss or gradient stops the run, or skips the update\n"
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
-            "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA only)\n");
+            "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA only)\n"
+            "  --gpus N            data-parallel over N GPUs of this node, one process each (--batch is per GPU);\n"
+            "                      under mpirun/srun the ranks come from the environment instead\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu", *precision = "fp32";
     int steps = 200, batch = 8, seq = 0, accum = 1, warmup = -1, val_every = 50, val_batches = 8, ckpt_every = 0;
-    int seed = 1;
+    int seed = 1, gpus = 1;
     double lr = 3e-4, min_lr = -1, wd = 0.1, clip = 1.0;
     NanPolicy nan = NAN_STOP;
     for (int i = 1; i < argc; i++) {
@@ -64,6 +68,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--val-every")) bad = arg_int("train", a, v, 0, 1 << 30, &val_every);
         else if (!strcmp(a, "--val-batches")) bad = arg_int("train", a, v, 1, 1 << 20, &val_batches);
         else if (!strcmp(a, "--ckpt-every")) bad = arg_int("train", a, v, 0, 1 << 30, &ckpt_every);
+        else if (!strcmp(a, "--gpus")) bad = arg_int("train", a, v, 1, 1024, &gpus);
         else if (!strcmp(a, "--seed")) bad = arg_int("train", a, v, 0, 2147483647, &seed);
         else if (!strcmp(a, "--lr")) bad = arg_double("train", a, v, 0, 10, &lr);
         else if (!strcmp(a, "--min-lr")) bad = arg_double("train", a, v, 0, 10, &min_lr);
@@ -77,6 +82,19 @@ int cmd_train(int argc, char **argv) {
         if (bad) return 2;
     }
     if (!cfg_path || !data || !out) { usage(); return 2; }
+    /* data parallelism: the launcher's ranks, or ours (--gpus N re-runs this command N times) */
+    DistEnv env;
+    if (dist_env_read(&env)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
+    if (gpus > 1 && env.world == 1) {
+        if (strcmp(device, "cuda")) { fprintf(stderr, "flowhn train: --gpus needs --device cuda\n"); return 2; }
+        return dist_launch(gpus, argc, argv, out);
+    }
+    if (env.rank != 0 && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 reports for all */
+    Dist dist;
+    if (dist_init(&dist, &env, device, out)) {
+        fprintf(stderr, "flowhn train: %s\n", fh_last_error());
+        return 1;
+    }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 1; }
     if (!seq) seq = c.max_seq_len;
@@ -94,19 +112,28 @@ int cmd_train(int argc, char **argv) {
         return 1;
     }
     ShardSource train_src, val_src;
-    if (shard_source_open(&train_src, data, "train", c.vocab_size, 0, 1)) {
+    if (shard_source_open(&train_src, data, "train", c.vocab_size, env.rank, env.world)) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
     }
-    int have_val = shard_source_open(&val_src, data, "val", c.vocab_size, 0, 1) == 0;
+    int have_val = shard_source_open(&val_src, data, "val", c.vocab_size, env.rank, env.world) == 0;
     if (!have_val) fprintf(stderr, "flowhn train: no validation shards (%s); training without validation\n", fh_last_error());
     double unigram = have_val ? shard_unigram_baseline(&train_src, &val_src) : 0;
 
     Model m;
     if (model_create(&m, &c, be->ops) || model_init_params(&m, (uint64_t)seed) ||
-        (!resume && model_measure_split(&m, seq, 2, stdout))) {
+        (!resume && env.rank == 0 && model_measure_split(&m, seq, 2, stdout))) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
+    }
+    if (!resume && env.world > 1 && c.ratio_rule == RATIO_MEASURED) {   /* one measurement, rank 0's, for all */
+        double r = env.rank == 0 ? m.cfg.split_ratio : 0;
+        if (dist.all_reduce_host(&dist, &r, 1, "broadcast of the measured split")) {
+            fprintf(stderr, "flowhn train: %s\n", fh_last_error());
+            return 1;
+        }
+        m.cfg.ratio_rule = RATIO_FIXED;
+        m.cfg.split_ratio = r;
     }
     if (resume && m.cfg.ratio_rule == RATIO_MEASURED) {
         /* the checkpoint stores the ratio measured when training started */
@@ -119,7 +146,7 @@ int cmd_train(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.batch_size = batch; o.seq_len = seq; o.grad_accum = accum; o.steps = steps;
     o.val_every = have_val ? val_every : 0; o.val_batches = val_batches; o.ckpt_every = ckpt_every;
-    o.out_dir = out; o.resume = resume; o.nan_policy = nan; o.baseline_loss = unigram;
+    o.out_dir = out; o.resume = resume; o.nan_policy = nan; o.baseline_loss = unigram; o.dist = &dist;
     adamw_defaults(&o.opt);
     o.opt.lr = lr;
     o.opt.min_lr = min_lr >= 0 ? min_lr : lr / 10;
@@ -136,11 +163,18 @@ int cmd_train(int argc, char **argv) {
     if (have_val) printf(", unigram baseline on validation: %.4f nats/token\n", unigram);
     printf("training %d steps of %d x %d tokens x %d accumulation, lr %.2e, warm-up %d\n", steps, batch, seq, accum, lr,
            o.opt.warmup_steps);
+    if (env.world > 1)
+        printf("data parallel: %d ranks (%s), global batch %d x %d tokens, ZeRO-1 optimizer shards\n", env.world,
+               env.source, env.world * batch * accum, seq);
     fflush(stdout);
     BatchSource tb = shard_batch_source(&train_src), vb = have_val ? shard_batch_source(&val_src) : tb;
     TrainResult r;
     int rc = train_run(&m, &o, &tb, have_val ? &vb : NULL, &r);
     if (rc) fprintf(stderr, "flowhn train: %s\n", fh_last_error());
+    if (dist.failed) {   /* the communicator is aborted: leave without touching the device again */
+        fflush(stdout);
+        _exit(1);
+    }
     else {
         printf("done: %d steps, final train loss %.4f", r.steps_done, r.last_loss);
         if (have_val && o.val_every > 0) printf(", validation loss %.4f (unigram baseline %.4f)", r.last_val_loss, unigram);
@@ -151,5 +185,6 @@ int cmd_train(int argc, char **argv) {
     shard_source_close(&train_src);
     if (have_val) shard_source_close(&val_src);
     model_free(&m);
+    dist_free(&dist);
     return rc ? 1 : 0;
 }
