@@ -34,6 +34,7 @@ static void usage(void) {
             "  --grad-clip X       global gradient-norm clip, 0 = off (default 1.0)\n"
             "  --val-every N       validation loss every N steps (default 50); --val-batches N (default 8)\n"
             "  --ckpt-every N      checkpoint every N steps (default: at the end only)\n"
+            "  --stop-after N      stop with a checkpoint once N steps are done (the schedule still spans --steps)\n"
             "  --resume FILE       continue from a checkpoint (same config required)\n"
             "  --seed S            parameter initialisation seed (default 1)\n"
             "  --on-nan stop|skip  a NaN/Inf loss or gradient stops the run, or skips the update\n"
@@ -46,7 +47,7 @@ static void usage(void) {
 int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu", *precision = "fp32";
     int steps = 200, batch = 8, seq = 0, accum = 1, warmup = -1, val_every = 50, val_batches = 8, ckpt_every = 0;
-    int seed = 1, gpus = 1;
+    int seed = 1, gpus = 1, stop_after = 0;
     double lr = 3e-4, min_lr = -1, wd = 0.1, clip = 1.0;
     NanPolicy nan = NAN_STOP;
     for (int i = 1; i < argc; i++) {
@@ -68,6 +69,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--val-every")) bad = arg_int("train", a, v, 0, 1 << 30, &val_every);
         else if (!strcmp(a, "--val-batches")) bad = arg_int("train", a, v, 1, 1 << 20, &val_batches);
         else if (!strcmp(a, "--ckpt-every")) bad = arg_int("train", a, v, 0, 1 << 30, &ckpt_every);
+        else if (!strcmp(a, "--stop-after")) bad = arg_int("train", a, v, 1, 1 << 30, &stop_after);
         else if (!strcmp(a, "--gpus")) bad = arg_int("train", a, v, 1, 1024, &gpus);
         else if (!strcmp(a, "--seed")) bad = arg_int("train", a, v, 0, 2147483647, &seed);
         else if (!strcmp(a, "--lr")) bad = arg_double("train", a, v, 0, 10, &lr);
@@ -146,7 +148,7 @@ int cmd_train(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.batch_size = batch; o.seq_len = seq; o.grad_accum = accum; o.steps = steps;
     o.val_every = have_val ? val_every : 0; o.val_batches = val_batches; o.ckpt_every = ckpt_every;
-    o.out_dir = out; o.resume = resume; o.nan_policy = nan; o.baseline_loss = unigram; o.dist = &dist;
+    o.out_dir = out; o.resume = resume; o.nan_policy = nan; o.baseline_loss = unigram; o.dist = &dist; o.stop_after = stop_after;
     adamw_defaults(&o.opt);
     o.opt.lr = lr;
     o.opt.min_lr = min_lr >= 0 ? min_lr : lr / 10;
