@@ -3,12 +3,24 @@
  *   out_i = x_i cos - x_{i+h} sin,  out_{i+h} = x_{i+h} cos + x_i sin.
  * The backward is the rotation by -angle, accumulated. The angle and its
  * cos/sin are taken in double, as the CPU oracle does: at positions in the
- * thousands a float angle would be off by ~1e-4 radians. An odd head_dim
+ * thousands a float angle would be off by ~1e-4 radians. Double pow/cos/sin
+ * are slow, and every (batch, head) repeats the same angles, so a first
+ * kernel tabulates (cos, sin) per (token, pair) — n * hd/2 entries — and the
+ * rotation reads the table (a few hundred KB, L2-resident). An odd head_dim
  * leaves its last channel unrotated. */
 #include "common.cuh"
 
-__global__ void rope_kernel(float *out, const float *x, const int *pos, int B, int n, int nh, int hd,
-                            float theta, float sign, int accumulate) {
+__global__ void rope_table_kernel(float2 *cs, const int *pos, int n, int half, int hd, float theta) {
+    int total = n * half;
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+        int t = idx / half, i = idx % half;
+        double ang = pos[t] * pow((double)theta, -2.0 * i / hd);
+        cs[idx] = make_float2((float)cos(ang), (float)sin(ang));
+    }
+}
+
+__global__ void rope_kernel(float *out, const float *x, const float2 *cs, int B, int n, int nh, int hd, float sign,
+                            int accumulate) {
     int half = hd / 2, pairs = half + (hd & 1);  /* the odd channel is a "pair" passed through */
     size_t total = (size_t)B * n * nh * pairs;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -22,8 +34,8 @@ __global__ void rope_kernel(float *out, const float *x, const int *pos, int B, i
             out[k] = accumulate ? out[k] + x[k] : x[k];
             continue;
         }
-        double ang = pos[t] * pow((double)theta, -2.0 * i / hd);
-        float c = (float)cos(ang), s = (float)(sign * sin(ang));
+        float2 r = cs[(size_t)t * half + i];
+        float c = r.x, s = sign * r.y;
         float x0 = x[base + i], x1 = x[base + i + half];
         float o0 = x0 * c - x1 * s, o1 = x1 * c + x0 * s;
         if (accumulate) { out[base + i] += o0; out[base + i + half] += o1; }
@@ -31,11 +43,33 @@ __global__ void rope_kernel(float *out, const float *x, const int *pos, int B, i
     }
 }
 
+/* the (cos, sin) table, one per branch (branches may rotate at the same time) */
+static float2 *table[CUDA_BRANCHES];
+static size_t table_cap[CUDA_BRANCHES];
+
 static void rope(float *out, const float *x, const int *pos, int B, int n, int nh, int hd, float theta,
                  float sign, int accumulate) {
-    size_t total = (size_t)B * n * nh * (hd / 2 + (hd & 1));
+    int half = hd / 2;
+    size_t total = (size_t)B * n * nh * (half + (hd & 1));
     if (!total || !out) return;
-    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, pos, B, n, nh, hd, theta, sign, accumulate);
+    int br = cuda_branch();
+    size_t need = (size_t)n * (half ? half : 1);
+    if (table_cap[br] < need) {
+        if (table[br]) CUDA_CALL(cudaFree(table[br]));
+        table[br] = NULL;
+        table_cap[br] = 0;
+        if (cudaMalloc(&table[br], need * sizeof(float2)) != cudaSuccess) {
+            cuda_record_error("cudaMalloc", "cannot allocate the RoPE table", __FILE__, __LINE__);
+            return;
+        }
+        table_cap[br] = need;
+    }
+    if (half) {
+        rope_table_kernel<<<grid_for((size_t)n * half, 256), 256, 0, cuda_stream()>>>(table[br], pos, n, half, hd,
+                                                                                      theta);
+        CUDA_LAUNCHED();
+    }
+    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, table[br], B, n, nh, hd, sign, accumulate);
     CUDA_LAUNCHED();
 }
 
