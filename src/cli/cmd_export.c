@@ -23,9 +23,13 @@ int cmd_export(int argc, char **argv) {
     }
     if (!ckpt || !out) { fprintf(stderr, "usage: flowhn export --checkpoint FILE --out DIR\n"); return 2; }
     Model m;
-    if (checkpoint_load_model(ckpt, &cpu_ops, &m) ||
-        export_safetensors(&m, out)) {
+    if (checkpoint_load_model(ckpt, &cpu_ops, &m)) {
         fprintf(stderr, "flowhn export: %s\n", fh_last_error());
+        return 1;
+    }
+    if (export_safetensors(&m, out)) {
+        fprintf(stderr, "flowhn export: %s\n", fh_last_error());
+        model_free(&m);
         return 1;
     }
     printf("wrote %s/model.safetensors (%d tensors, %zu parameters) and %s/config.json\n", out, m.layout.n,

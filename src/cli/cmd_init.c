@@ -27,9 +27,13 @@ int cmd_init(int argc, char **argv) {
     Config c;
     Model m;
     OptimizerView none = {NULL, NULL};
-    if (config_load(&c, cfg) || model_create(&m, &c, &cpu_ops) || model_init_params(&m, (uint64_t)seed) ||
-        checkpoint_save(out, &m, none, NULL)) {
+    if (config_load(&c, cfg) || model_create(&m, &c, &cpu_ops)) {
         fprintf(stderr, "flowhn init: %s\n", fh_last_error());
+        return 1;
+    }
+    if (model_init_params(&m, (uint64_t)seed) || checkpoint_save(out, &m, none, NULL)) {
+        fprintf(stderr, "flowhn init: %s\n", fh_last_error());
+        model_free(&m);
         return 1;
     }
     printf("wrote %s: %s, %zu parameters, seed %d\n", out, arch_name(c.arch), m.layout.total, seed);

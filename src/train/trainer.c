@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../core/error.h"
 #include "../dist/shard.h"
@@ -189,6 +190,19 @@ static int pad_buffers(Model *m, int world) {
     return 0;
 }
 
+/* Appends one line to the training log. The stream is unbuffered, so the line
+ * is one write: if the disk is full, the bytes that did get out are cut off
+ * again (ftruncate), so the log only ever holds whole lines. */
+static int log_append(FILE *log, const char *path, const char *line) {
+    long at = ftell(log);
+    if (fputs(line, log) >= 0) return 0;
+    int e = errno;
+    clearerr(log);
+    if (at >= 0 && ftruncate(fileno(log), at) == 0) fseek(log, at, SEEK_SET);
+    return fh_error("writing the training log %s failed (%s): free disk space or choose another --out (the log keeps "
+                    "its whole lines; the last checkpoint is untouched)", path, strerror(e));
+}
+
 int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *val, TrainResult *res) {
     memset(res, 0, sizeof *res);
     int B = o->batch_size, T = o->seq_len, accum = o->grad_accum > 0 ? o->grad_accum : 1;
@@ -214,6 +228,10 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     if (rank == 0 && !(log = fopen(logp, o->resume ? "a" : "w"))) {
         optimizer_free(&opt, m);
         return fh_error("cannot write %s: %s", logp, strerror(errno));
+    }
+    if (log) {
+        setvbuf(log, NULL, _IONBF, 0);  /* each line goes out whole or is cut back (log_append) */
+        fseek(log, 0, SEEK_END);        /* an appended log: ftell must see its end, not 0 */
     }
 
     int *tok = malloc(sizeof(int) * (size_t)B * T), *tgt = malloc(sizeof(int) * (size_t)B * T);
@@ -281,12 +299,14 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
             vx[nv] = step + 1; vy[nv++] = vloss;
             res->last_val_loss = vloss;
         }
-        if (log) fprintf(log, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.4f, \"tokens_per_s\": %.1f, "
-                     "\"step_ms\": %.1f", step + 1, loss, lr_at(&opt.cfg, step), gnorm, tps, dt * 1e3);
         if (log) {
-            if (isfinite(vloss)) fprintf(log, ", \"val_loss\": %.6f", vloss);
-            fprintf(log, "}\n");
-            fflush(log);
+            char line[512];
+            int len = snprintf(line, sizeof line, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.4f, "
+                               "\"tokens_per_s\": %.1f, \"step_ms\": %.1f", step + 1, loss, lr_at(&opt.cfg, step),
+                               gnorm, tps, dt * 1e3);
+            if (isfinite(vloss)) len += snprintf(line + len, sizeof line - len, ", \"val_loss\": %.6f", vloss);
+            snprintf(line + len, sizeof line - len, "}\n");
+            if (log_append(log, logp, line)) { rc = -1; goto done; }
         }
         if (!quiet) {
             char eta[32];
