@@ -36,17 +36,24 @@ static void usage(void) {
             "  --warmup W          untimed steps first (default 2; the first allocates activations)\n"
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
             "  --seed S            parameter and token seed (default 1)\n"
+            "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n");
 }
 
 static double gib(size_t b) { return b / 1073741824.0; }
 
+/* --unfused-head: the head and loss as separate ops (fp32 logits stored), to
+ * measure what the fused classifier saves */
+static int unfused_head;
+
 /* one training step on a fixed batch; 0 or -1 with fh_last_error() */
 static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, int B, int T) {
     double gnorm;
     model_zero_grad(m);
-    if (model_forward(m, tok, tgt, B, T) || model_backward(m)) return -1;
+    if (unfused_head ? model_forward(m, tok, tgt, B, T) || model_backward(m)
+                     : model_forward_backward(m, tok, tgt, B, T))
+        return -1;
     return optimizer_step(o, m, 1.0, &gnorm);
 }
 
@@ -56,6 +63,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
+        if (!strcmp(a, "--unfused-head")) { unfused_head = 1; continue; }
         if (!(v = arg_value("bench", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;

@@ -78,6 +78,8 @@ static void dry_gated_bwd(real *dy, real *dz, real *dw, const real *d, const rea
 static void dry_select(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0) {}
 static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}
 static void dry_xent_bwd(real *dl, const real *d, const real *lg, const real *lse, const int *t, int N, int V) {}
+static void dry_classifier(real *l, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
+                           int H, int V) {}
 static void dry_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
                           const real *Cm, const real *D, const real *z, int B, int E, int S) {}
 static void dry_ssd_step(real *y, real *h, const real *xbc, const real *dt, const real *dtb, const real *A,
@@ -107,7 +109,7 @@ static const Ops dry_ops = {
     .ssd_fwd = dry_ssd_fwd, .ssd_bwd = dry_ssd_bwd,
     .gated_rmsnorm_fwd = dry_gated_fwd, .gated_rmsnorm_bwd = dry_gated_bwd,
     .gather_fwd = dry_select, .gather_bwd = dry_select, .scatter_fwd = dry_select, .scatter_bwd = dry_select,
-    .xent_fwd = dry_xent_fwd, .xent_bwd = dry_xent_bwd,
+    .xent_fwd = dry_xent_fwd, .xent_bwd = dry_xent_bwd, .classifier = dry_classifier,
     .selective_scan_step = dry_scan_step, .ssd_step = dry_ssd_step,
     .adamw = dry_adamw, .sum_squares = dry_sum_squares,
 };

@@ -665,7 +665,8 @@ int model_measure_split(Model *m, int T, int reps, FILE *log) {
     return 0;
 }
 
-int model_forward(Model *m, const int *tokens, const int *targets, int B, int T) {
+/* Checks the input, then embedding -> layers -> final norm (A->xf). */
+static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, V = c->vocab_size;
@@ -698,22 +699,30 @@ int model_forward(Model *m, const int *tokens, const int *targets, int B, int T)
         else rc = decoder_fwd(m, &w->dec, &A->layers[l].dec, B, T, m->iota_dev, T, A->x[l], NULL, A->x[l + 1]);
         if (rc) return -1;
     }
-    ENS(A->xf, BT * H); ENS(A->xf_rstd, BT); ENS(A->logits, BT * V);
+    ENS(A->xf, BT * H); ENS(A->xf_rstd, BT);
     o->rmsnorm_fwd(A->xf, A->xf_rstd, A->x[c->num_layers], W(m->layout.norm_f), (int)BT, H, (real)c->norm_eps);
-    o->linear_fwd(A->logits, A->xf, W(m->layout.lm_head), NULL, (int)BT, H, V);
-    m->has_targets = targets != NULL;
-    if (!targets) return 0;
-    ENS(A->losses, BT); ENS(A->lse, BT);
+    return 0;
+}
+
+/* Targets to the backend and the host copy; counts the scored tokens. */
+static int set_targets(Model *m, const int *targets, size_t BT) {
     memcpy(m->targets_host, targets, sizeof(int) * BT);
-    o->from_host(m->targets_dev, targets, sizeof(int) * BT);
-    o->xent_fwd(A->losses, A->lse, A->logits, m->targets_dev, (int)BT, V);
+    m->ops->from_host(m->targets_dev, targets, sizeof(int) * BT);
+    m->n_valid = 0;
+    for (size_t i = 0; i < BT; i++) m->n_valid += targets[i] >= 0;
+    return 0;
+}
+
+/* m->loss = mean of A->losses over the scored tokens; an error naming the
+ * first non-finite parameter tensor if it is not finite. */
+static int mean_loss(Model *m, size_t BT) {
+    const Ops *o = m->ops;
     real *losses = malloc(sizeof(real) * BT);
     if (!losses) return fh_error("out of memory");
-    o->to_host(losses, A->losses, sizeof(real) * BT);
+    o->to_host(losses, m->acts->losses, sizeof(real) * BT);
     double sum = 0;
-    m->n_valid = 0;
     for (size_t i = 0; i < BT; i++)
-        if (targets[i] >= 0) { sum += losses[i]; m->n_valid++; }
+        if (m->targets_host[i] >= 0) sum += losses[i];
     free(losses);
     m->loss = m->n_valid ? sum / m->n_valid : 0;
     if (!isfinite(m->loss)) {
@@ -729,6 +738,24 @@ int model_forward(Model *m, const int *tokens, const int *targets, int B, int T)
     return 0;
 }
 
+int model_forward(Model *m, const int *tokens, const int *targets, int B, int T) {
+    if (forward_trunk(m, tokens, targets, B, T)) return -1;
+    const Ops *o = m->ops;
+    ModelActs *A = m->acts;
+    int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    size_t BT = (size_t)B * T;
+    ENS(A->logits, BT * V);
+    o->linear_fwd(A->logits, A->xf, W(m->layout.lm_head), NULL, (int)BT, H, V);
+    m->has_targets = targets != NULL;
+    if (!targets) return 0;
+    ENS(A->losses, BT); ENS(A->lse, BT);
+    set_targets(m, targets, BT);
+    o->xent_fwd(A->losses, A->lse, A->logits, m->targets_dev, (int)BT, V);
+    return mean_loss(m, BT);
+}
+
+static int backward_trunk(Model *m);
+
 int model_backward(Model *m) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -736,16 +763,28 @@ int model_backward(Model *m) {
     ModelActs *A = m->acts;
     int B = m->B, T = m->T, H = c->hidden_size, V = c->vocab_size;
     size_t BT = (size_t)B * T;
-    ENS(A->dlosses, BT); ENS(A->dlogits, BT * V); ENS(A->dxf, BT * H); ENS(A->dcur, BT * H); ENS(A->dnext, BT * H);
+    ENS(A->dlosses, BT); ENS(A->dlogits, BT * V); ENS(A->dxf, BT * H);
     /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
     real *dl = malloc(sizeof(real) * BT);
     if (!dl) return fh_error("out of memory");
     for (size_t i = 0; i < BT; i++) dl[i] = m->targets_host[i] >= 0 && m->n_valid ? (real)1 / m->n_valid : 0;
     o->from_host(A->dlosses, dl, sizeof(real) * BT);
     free(dl);
-    ZERO(A->dlogits, BT * V); ZERO(A->dxf, BT * H); ZERO(A->dcur, BT * H);
+    ZERO(A->dlogits, BT * V); ZERO(A->dxf, BT * H);
     o->xent_bwd(A->dlogits, A->dlosses, A->logits, A->lse, m->targets_dev, (int)BT, V);
     o->linear_bwd(A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V);
+    return backward_trunk(m);
+}
+
+/* From A->dxf (the gradient at the final norm's output) down to the embedding. */
+static int backward_trunk(Model *m) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    ModelActs *A = m->acts;
+    int B = m->B, T = m->T, H = c->hidden_size;
+    size_t BT = (size_t)B * T;
+    ENS(A->dcur, BT * H); ENS(A->dnext, BT * H);
+    ZERO(A->dcur, BT * H);
     o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
                    (int)BT, H);
     for (int l = c->num_layers - 1; l >= 0; l--) {
@@ -760,4 +799,33 @@ int model_backward(Model *m) {
     }
     o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
     return 0;
+}
+
+/* The training step's forward and backward with the fused classifier: the
+ * head's product, the loss and their gradients are done by chunks of rows
+ * inside ops->classifier, so the [B*T, V] logits and their gradients are never
+ * stored (at a 50K vocabulary and 8K tokens that is 3.2 GB of fp32 traffic
+ * and memory saved per step). Same loss and gradients as model_forward +
+ * model_backward (tests/test_fused_head.c); model_logits() is not available
+ * after it. */
+int model_forward_backward(Model *m, const int *tokens, const int *targets, int B, int T) {
+    if (!targets) return fh_error("model_forward_backward needs targets");
+    if (!m->ops->classifier) {
+        if (model_forward(m, tokens, targets, B, T)) return -1;
+        return model_backward(m);
+    }
+    if (forward_trunk(m, tokens, targets, B, T)) return -1;
+    const Ops *o = m->ops;
+    ModelActs *A = m->acts;
+    int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    size_t BT = (size_t)B * T;
+    ENS(A->losses, BT); ENS(A->dxf, BT * H);
+    set_targets(m, targets, BT);
+    m->has_targets = 0;  /* no logits to run model_backward from */
+    ZERO(A->dxf, BT * H);
+    /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
+    o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+    if (mean_loss(m, BT)) return -1;
+    return backward_trunk(m);
 }

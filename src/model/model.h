@@ -52,6 +52,10 @@ int model_forward(Model *m, const int *tokens, const int *targets, int B, int T)
 /* Backward of the last forward (which must have had targets); accumulates
  * d(mean loss)/d(params) into m->grads. */
 int model_backward(Model *m);
+/* A training step's forward and backward in one call (fused classifier: the
+ * [B, T, V] logits are never stored); the same loss and gradients as
+ * model_forward + model_backward. model_logits() is not available after it. */
+int model_forward_backward(Model *m, const int *tokens, const int *targets, int B, int T);
 void model_zero_grad(Model *m);
 /* Logits of the last forward, [B, T, V], backend memory. */
 const real *model_logits(const Model *m);

@@ -151,6 +151,17 @@ typedef struct Ops {
     void (*xent_bwd)(real *dlogits, const real *dloss, const real *logits, const real *lse,
                      const int *targets, int N, int V);
 
+    /* ---- fused training classifier: the output head and the cross-entropy,
+     * forward and backward at once, so the [N, V] logits are never stored whole
+     * (they are made and consumed by chunks of rows):
+     *   logits = x w^T; loss[i] as xent_fwd (0 when targets[i] < 0);
+     *   dlogits[i,:] = scale * (softmax(logits_i) - onehot(t_i)) for counted rows, 0 otherwise;
+     *   dx [N, H] += dlogits w;  dw [V, H] += dlogits^T x  (accumulate; dx may be NULL).
+     * For training only: it runs the head's backward inside the forward.
+     * MACs: N*H*V (the forward product, as linear_fwd). ---- */
+    void (*classifier)(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
+                       int N, int H, int V);
+
     /* ---- single-token recurrent steps for generation (state updated in place) ----
      * Mamba-1: h [B, E, S]; x, z, dt_raw, y [B, E]; Bm, Cm [B, S]; same math as
      * selective_scan_fwd for one time step starting from state h.

@@ -248,13 +248,13 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
         double t0 = now_s(), loss_sum = 0;
         model_zero_grad(m);
         for (int a = 0; a < accum; a++) {
-            if (train->next(train->ctx, tok, tgt, B, T) || model_forward(m, tok, tgt, B, T)) {
+            /* forward and backward in one call: the fused classifier never stores the logits */
+            if (train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T)) {
                 rc = fh_error("step %d: %s", step + 1, fh_last_error());
                 /* with several ranks a non-finite loss is decided together after the reduction, whatever the policy */
                 if ((o->nan_policy == NAN_SKIP || D) && strstr(fh_last_error(), "not finite")) break;
                 goto done;
             }
-            if (model_backward(m)) { rc = -1; goto done; }
             loss_sum += m->loss;
         }
         if (D) {

@@ -332,6 +332,44 @@ static void test_gather_scatter(void) {
     }
 }
 
+/* the fused training classifier against the CPU one (itself the composition
+ * of linear, xent_fwd, xent_bwd and linear_bwd, tests/test_fused_head.c), in
+ * fp32 and with bf16 matmuls (bound 1e-2); the last shape spans two chunks */
+static void test_classifier(void) {
+    int shapes[][3] = {{37, 24, 50}, {300, 64, 4096}, {2800, 32, 50304}};  /* N, H, V */
+    const char *modes[] = {"fp32", "bf16"};
+    double tols[] = {1e-5, 1e-2};
+    for (int k = 0; k < 2; k++) {
+        CHECK(cuda_set_matmul_precision(modes[k]) == 0, "%s", fh_last_error());
+        TOL = tols[k];
+        for (int si = 0; si < 3; si++) {
+            int N = shapes[si][0], H = shapes[si][1], V = shapes[si][2];
+            line_start("classifier", "%s N=%d H=%d V=%d", modes[k], N, H, V);
+            int *tg = (int *)malloc(sizeof(int) * N);
+            for (int i = 0; i < N; i++) tg[i] = (i % 7 == 3) ? -1 : (int)(rng_u32(&rng) % V);
+            float *x = hrand((size_t)N * H, 0, 1), *w = hrand((size_t)V * H, 0, 0.3f);
+            float *dx_ = dev(x, (size_t)N * H), *dw_ = dev(w, (size_t)V * H);
+            int *dtg = devi(tg, N);
+            float *loss = hnan(N), *gloss = dnan(N);
+            Grad gx = grad((size_t)N * H), gw = grad((size_t)V * H);
+            uint64_t m0 = fh_macs;
+            cpu_classifier(loss, gx.h, gw.h, x, w, tg, 1.f / N, N, H, V);
+            uint64_t m1 = fh_macs;
+            G->classifier(gloss, gx.d, gw.d, dx_, dw_, dtg, 1.f / N, N, H, V);
+            cuda_ops_check();
+            cmp_macs(m1 - m0, fh_macs - m1);
+            cmp("loss", loss, gloss, N);
+            grad_cmp("dx", gx); grad_cmp("dw", gw);
+            line_end();
+            free(tg); free(x); free(w); free(loss);
+            G->release(dx_); G->release(dw_); G->release(dtg); G->release(gloss);
+            grad_free(gx); grad_free(gw);
+        }
+    }
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
+
 static void test_xent(void) {
     /* V % 4 == 0 takes the float4 paths, the others the scalar ones */
     int shapes[][2] = {{1, 2}, {13, 1001}, {64, 50257}, {37, 4096}, {8, 49152}};  /* N, V */
@@ -703,6 +741,7 @@ int main(void) {
     RUN(test_rope);
     RUN(test_gather_scatter);
     RUN(test_xent);
+    RUN(test_classifier);
     RUN(test_optimizer);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D

@@ -113,6 +113,22 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         CHECK(worst < GRAD_TOL, "%s: gradient of %s differs by relative L2 %.2e (bound %.0e)", name, worst_name,
               worst, GRAD_TOL);
 
+        /* the fused training classifier (model_forward_backward) on the GPU gives
+         * the same loss and gradients as the CPU's unfused forward + backward */
+        model_zero_grad(&mg);
+        int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+        CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
+        if (okf) {
+            double dlf = rel_diff(mc.loss, mg.loss), wholef;
+            char worstf_name[96];
+            double worstf = compare_grads(&mc, &mg, worstf_name, sizeof worstf_name, &wholef);
+            CHECK(dlf <= LOSS_TOL, "%s: fused loss cpu %.9g cuda %.9g (rel %.2e)", name, mc.loss, mg.loss, dlf);
+            CHECK(wholef < WHOLE_TOL && worstf < GRAD_TOL, "%s: fused classifier gradients: whole %.2e, %s %.2e",
+                  name, wholef, worstf_name, worstf);
+            printf("  %-5s %-22s fused classifier: loss rel %.1e, grad rel %.1e, worst %s %.1e\n", mode, name, dlf,
+                   wholef, worstf_name, worstf);
+        }
+
         /* AdamW steps from the same start on both sides */
         AdamWConfig oc;
         adamw_defaults(&oc);
@@ -128,8 +144,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
             if (s > 0) {  /* step 0 uses the gradients compared above */
                 model_zero_grad(&mc);
                 model_zero_grad(&mg);
-                if (model_forward(&mc, tok, tgt, B, T) || model_backward(&mc) || model_forward(&mg, tok, tgt, B, T) ||
-                    model_backward(&mg) || !gpu_ok(name)) {
+                if (model_forward(&mc, tok, tgt, B, T) || model_backward(&mc) ||
+                    model_forward_backward(&mg, tok, tgt, B, T) || !gpu_ok(name)) {
                     CHECK(0, "%s: step %d: %s", name, s, fh_last_error());
                     break;
                 }

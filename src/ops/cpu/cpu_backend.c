@@ -38,6 +38,7 @@ const Ops cpu_ops = {
     .scatter_bwd = cpu_scatter_bwd,
     .xent_fwd = cpu_xent_fwd,
     .xent_bwd = cpu_xent_bwd,
+    .classifier = cpu_classifier,
     .selective_scan_step = cpu_selective_scan_step,
     .ssd_step = cpu_ssd_step,
     .adamw = cpu_adamw,

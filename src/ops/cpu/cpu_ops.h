@@ -40,6 +40,8 @@ void cpu_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, in
 void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
 void cpu_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cpu_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
+void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
+                    int N, int H, int V);
 void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cpu_sum_squares(const real *x, size_t n);
 void cpu_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);

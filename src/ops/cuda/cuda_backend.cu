@@ -53,6 +53,7 @@ const Ops cuda_ops = {
     .scatter_bwd = cuda_scatter_bwd,
     .xent_fwd = cuda_xent_fwd,
     .xent_bwd = cuda_xent_bwd,
+    .classifier = cuda_classifier,
     .selective_scan_step = cuda_selective_scan_step,
     .ssd_step = cuda_ssd_step,
     .adamw = cuda_adamw,

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "matmul.cuh"
 
 #define LT_WORKSPACE_BYTES (32u << 20)
 #define PLAN_CACHE 256
@@ -282,4 +283,16 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
                         1.f, NULL))
         failed("linear_bwd dw");
     if (db) colsum(db, 1, N, OC, ColOf{dout, OC});
+}
+
+/* ---- for other op files (matmul.cuh) ---- */
+int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                const void *B, int ldb, float *C, int ldc, float beta) {
+    return lt_matmul(ta, tb, m, n, k, A, lda, B, ldb, C, ldc, beta, NULL);
+}
+int cuda_matmul_bf16(void) { return precision == MM_BF16; }
+void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
+    if (!n) return;
+    to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256, 0, cuda_stream()>>>(dst, src, n);
+    CUDA_LAUNCHED();
 }

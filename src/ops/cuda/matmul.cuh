@@ -1,0 +1,18 @@
+/* matmul.cuh - linear.cu's cuBLASLt products for other op files (the fused
+ * classifier). Operands are fp32 in fp32/tf32 mode and bf16 in bf16 mode
+ * (cuda_matmul_bf16()); C is fp32. Column-major, as cuBLASLt. */
+#ifndef FLOWHN_CUDA_MATMUL_CUH
+#define FLOWHN_CUDA_MATMUL_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+
+/* C[m,n] = op(A) op(B) + beta C on the current branch's stream; 0 or -1 */
+int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                const void *B, int ldb, float *C, int ldc, float beta);
+/* whether the matmul operands must be bf16 (--precision bf16) */
+int cuda_matmul_bf16(void);
+/* dst = bf16 rounding of src (n elements) on the current stream */
+void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n);
+
+#endif
