@@ -10,7 +10,8 @@
  * shuffles inside the group. The per-(b, t, e) scalars (softplus, gate) are
  * computed once per group, not once per state: time goes in blocks of G
  * steps, lane g works out step t0+g's scalars, and the block's steps then
- * broadcast them from lane j with a shuffle.
+ * broadcast them from lane j with a shuffle; the block's sums over s are
+ * reduce-scattered at its end, so lane g gets step t0+g's sum.
  *
  * Memory: the forward stores the state only at chunk boundaries (every L
  * steps, hs [B, nchunks+1, E, S]). The backward walks the chunks from last to
@@ -32,6 +33,23 @@ __device__ __forceinline__ float group_sum(float v) {
 #pragma unroll
     for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, G);
     return v;
+}
+
+/* Reduce-scatter over a group: lane g gets sum over the group's lanes of
+ * v[g]. Each halving round sends the half of v the lane does not keep, so G
+ * sums cost G-1 shuffles instead of G log2(G). */
+template <int G>
+__device__ __forceinline__ float group_sum_scatter(float (&v)[G], int g) {
+#pragma unroll
+    for (int w = G / 2; w >= 1; w >>= 1) {
+        bool up = g & w;
+#pragma unroll
+        for (int i = 0; i < w; i++) {
+            float send = up ? v[i] : v[i + w], keep = up ? v[i + w] : v[i];
+            v[i] = keep + __shfl_xor_sync(0xffffffffu, send, w, G);
+        }
+    }
+    return v[0];
 }
 
 /* Lanes of one thread: lane g of channel ch (clamped to E-1 so that a block's
@@ -66,14 +84,13 @@ scan_fwd_kernel(float *y, float *hs, const float *x, const float *dt_raw, const 
         if (ln.live && ln.g + G * k < S) hsb[ln.g + G * k] = 0.f;
     int save = min(L, n);  /* the next chunk boundary: the state after step save-1 is kept */
     for (int t0 = 0; t0 < n; t0 += G) {
-        /* this lane's step t0+g: its scalars */
+        /* this lane's step t0+g: its scalars. Steps past the end get dt = 0
+         * (a = 1, u = 0: h unchanged), so a block never branches per step. */
         int tm = t0 + ln.g;
-        size_t im = ((size_t)b * n + (tm < n ? tm : n - 1)) * E + ln.e;
-        float dtm = softplusf_(dt_raw[im]), xm = x[im], prem = 0.f;
-#pragma unroll
-        for (int j = 0; j < G; j++) {
-            int t = t0 + j;
-            if (t >= n) break;  /* uniform over the warp */
+        size_t im = ((size_t)b * n + min(tm, n - 1)) * E + ln.e;
+        float dtm = tm < n ? softplusf_(dt_raw[im]) : 0.f, xm = x[im], pj[G];
+        auto step = [&](int j) {
+            int t = min(t0 + j, n - 1);
             float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G), p = 0.f;
             const float *Bt = Bm + ((size_t)b * n + t) * S, *Ct = Cm + ((size_t)b * n + t) * S;
 #pragma unroll
@@ -84,16 +101,28 @@ scan_fwd_kernel(float *y, float *hs, const float *x, const float *dt_raw, const 
                     p += Ct[s] * h[k];
                 }
             }
-            p = group_sum<G>(p);
-            if (ln.g == j) prem = p;
-            if (t + 1 == save) {  /* chunk boundary: save the state */
-                float *dst = hsb + (size_t)((t + L) / L) * E * S;
-                save = min(save + L, n);
+            pj[j] = p;
+        };
+        auto keep = [&](int t) {  /* after step t: the state entering chunk (t+1)/L (or the final one) */
+            float *dst = hsb + (size_t)((t + L) / L) * E * S;
 #pragma unroll
-                for (int k = 0; k < SPL; k++)
-                    if (ln.live && ln.g + G * k < S) dst[ln.g + G * k] = h[k];
+            for (int k = 0; k < SPL; k++)
+                if (ln.live && ln.g + G * k < S) dst[ln.g + G * k] = h[k];
+            save = min(save + L, n);
+        };
+        int tend = min(t0 + G, n);
+        if (save >= tend) {  /* no chunk boundary inside the block */
+#pragma unroll
+            for (int j = 0; j < G; j++) step(j);
+            if (save == tend) keep(tend - 1);
+        } else {
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                step(j);
+                if (t0 + j + 1 == save) keep(t0 + j);
             }
         }
+        float prem = group_sum_scatter<G>(pj, ln.g);  /* C_t . h_t of this lane's step */
         if (ln.live && tm < n) {
             float zv = z[im];
             y[im] = (prem + D[ln.e] * xm) * zv * sigmoidf_(zv);
@@ -133,34 +162,34 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
             hin[k] = h[k] = s < S ? hsb[(size_t)c * E * S + s] : 0.f;
         }
         for (int tb = t0; tb < t1; tb += G) {
-            int tm = min(tb + ln.g, t1 - 1);
-            size_t im = ((size_t)b * n + tm) * E + ln.e;
-            float dtm = softplusf_(dt_raw[im]), xm = x[im];
+            int tm = tb + ln.g;  /* steps past the chunk: dt = 0 leaves h alone */
+            size_t im = ((size_t)b * n + min(tm, t1 - 1)) * E + ln.e;
+            float dtm = tm < t1 ? softplusf_(dt_raw[im]) : 0.f, xm = x[im];
 #pragma unroll
             for (int j = 0; j < G; j++) {
-                int t = tb + j;
-                if (t >= t1) break;
+                int t = min(tb + j, t1 - 1);
                 float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G);
                 const float *Bt = Bm + ((size_t)b * n + t) * S;
 #pragma unroll
                 for (int k = 0; k < SPL; k++) {
                     int s = ln.g + G * k;
                     if (s < S) h[k] = expf(dt * A[k]) * h[k] + dt * Bt[s] * xv;
-                    hsm[((size_t)(t - t0) * SPL + k) * SCAN_THREADS + tid] = h[k];
+                    if (tb + j < t1) hsm[((size_t)(t - t0) * SPL + k) * SCAN_THREADS + tid] = h[k];
                 }
             }
         }
         /* 2. walk the chunk in reverse, G steps at a time (lane g owns step ts+g) */
         for (int te = t1; te > t0; te -= G) {
-            int ts = max(te - G, t0), tm = min(ts + ln.g, te - 1);
-            size_t im = ((size_t)b * n + tm) * E + ln.e;
-            float dtrm = dt_raw[im], dtm = softplusf_(dtrm), xm = x[im], zm = z[im], dym = dy[im];
-            float sgm = sigmoidf_(zm), dyym = ln.live ? dym * zm * sgm : 0.f;  /* dead lanes add nothing */
-            float prem = 0.f, dxm = 0.f, ddtm = 0.f;
+            /* lane g owns step ts+g; steps before the chunk (ts < t0 in its
+             * first block) get dt = dyy = 0, which makes them add nothing */
+            int ts = te - G, tm = ts + ln.g, on = tm >= t0;
+            size_t im = ((size_t)b * n + max(tm, t0)) * E + ln.e;
+            float dtrm = dt_raw[im], dtm = on ? softplusf_(dtrm) : 0.f, xm = x[im], zm = z[im], dym = dy[im];
+            float sgm = sigmoidf_(zm), dyym = ln.live && on ? dym * zm * sgm : 0.f;  /* dead lanes add nothing */
+            float pj[G], dxm = 0.f, ddtm = 0.f;  /* pj: this lane's share of step j's C_t . h_t */
 #pragma unroll
             for (int jj = 0; jj < G; jj++) {
-                int j = G - 1 - jj, t = ts + j;
-                if (t >= te) continue;  /* uniform over the warp */
+                int j = G - 1 - jj, t = max(ts + j, t0);
                 float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G);
                 float dyy = __shfl_sync(0xffffffffu, dyym, j, G);
                 const float *Bt = Bm + ((size_t)b * n + t) * S, *Ct = Cm + ((size_t)b * n + t) * S;
@@ -169,7 +198,7 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                 for (int k = 0; k < SPL; k++) {
                     int s = ln.g + G * k;
                     float ht = hsm[((size_t)(t - t0) * SPL + k) * SCAN_THREADS + tid];
-                    float hp = t > t0 ? hsm[((size_t)(t - 1 - t0) * SPL + k) * SCAN_THREADS + tid] : hin[k];
+                    float hp = ts + j > t0 ? hsm[((size_t)(t - 1 - t0) * SPL + k) * SCAN_THREADS + tid] : hin[k];
                     float Bv = s < S ? Bt[s] : 0.f, Cv = s < S ? Ct[s] : 0.f, a = expf(dt * A[k]);
                     pp += Cv * ht;
                     dh[k] += Cv * dyy;
@@ -189,12 +218,13 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                         atomicAdd(&tC[(t - t0) * S + s], dCv);
                     }
                 }
-                pp = group_sum<G>(pp);
+                pj[j] = pp;
                 dxp = group_sum<G>(dxp);
                 ddtp = group_sum<G>(ddtp);
-                if (ln.g == j) { prem = pp; dxm = dxp; ddtm = ddtp; }
+                if (ln.g == j) { dxm = dxp; ddtm = ddtp; }
             }
-            if (ln.live && ts + ln.g < te) {
+            float prem = group_sum_scatter<G>(pj, ln.g);
+            if (ln.live && on) {
                 if (dz) dz[im] += dym * (prem + De * xm) * sgm * (1.f + zm * (1.f - sgm));
                 if (dx) dx[im] += dxm + De * dyym;
                 if (ddt_raw) ddt_raw[im] += ddtm * sigmoidf_(dtrm);  /* softplus' = sigmoid */
@@ -258,7 +288,7 @@ void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_ra
     size_t smem;
     if (B <= 0 || n <= 0 || E <= 0 || scan_kernels(S, L, &k, &smem, "selective_scan_fwd")) return;
     dim3 grid(blocks_for((size_t)E, SCAN_THREADS / k.G), B);
-    k.fwd<<<grid, SCAN_THREADS>>>(y, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L);
+    k.fwd<<<grid, SCAN_THREADS, 0, cuda_stream()>>>(y, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L);
     CUDA_LAUNCHED();
     fh_count_macs((uint64_t)3 * n * E * S * B);
 }
@@ -275,7 +305,7 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                                               Bm, Cm, D, z, B, n, E, S, n);
     if (smem > 48 * 1024) CUDA_CALL(cudaFuncSetAttribute(k.bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid(blocks_for((size_t)E, SCAN_THREADS / k.G), B);
-    k.bwd<<<grid, SCAN_THREADS, smem>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm,
+    k.bwd<<<grid, SCAN_THREADS, smem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm,
                                          D, z, n, E, S, L);
     CUDA_LAUNCHED();
 }
