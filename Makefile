@@ -8,7 +8,7 @@ BUILD   ?= build
 BIN     ?= flowhn
 CFLAGS  += -std=c11 $(OPT) $(SAN) -g -Wall -Wextra -Wno-unused-parameter -fopenmp -D_GNU_SOURCE -MMD -MP \
            -I/usr/include/cjson -I/usr/include/x86_64-linux-gnu
-LDLIBS  += -lopenblas -lcjson -lm
+LDLIBS  += -lopenblas -lcjson -lm -ldl
 LDFLAGS += -fopenmp $(SAN)
 # Prefer OpenBLAS's OpenMP build (Debian: libopenblas-openmp-dev): it shares
 # the OpenMP thread pool with our ops instead of fighting it with its own
@@ -58,9 +58,14 @@ $(BUILD)/tests/grad_%: $(BUILD)/f64/tests/grad_%.o $(HELP64) $(BUILD)/libflowhn_
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-tests: $(TEST_BIN) $(BIN)
+# a rank of the rendezvous tests (tests/py/test_dist_mpi.py runs it under mpirun)
+$(BUILD)/tests/rendezvous_probe: $(BUILD)/f32/tests/probe/rendezvous_probe.o $(BUILD)/libflowhn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+tests: $(TEST_BIN) $(BIN) $(BUILD)/tests/rendezvous_probe
 test: tests
-	@FLOWHN=$(abspath $(BIN)) sh tools/run_tests.sh $(TEST_BIN)
+	@FLOWHN=$(abspath $(BIN)) FLOWHN_BUILD=$(abspath $(BUILD)) sh tools/run_tests.sh $(TEST_BIN)
 
 # The whole CPU test-suite under AddressSanitizer + UndefinedBehaviorSanitizer
 # (its own build tree and binary; any report fails the run).

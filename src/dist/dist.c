@@ -3,6 +3,7 @@
  * file reaches it through a weak reference, NULL in a CPU-only build, as the
  * backend registry reaches cuda_backend (src/ops/cpu/backend.c). */
 #include "dist.h"
+#include "rendezvous.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,6 +59,8 @@ double dist_timeout_s(void) {
 int dist_default_rendezvous(char *buf, size_t cap, const char *out_dir) {
     const char *addr = getenv("MASTER_ADDR"), *port = getenv("MASTER_PORT");
     if (addr && *addr && port && *port) { snprintf(buf, cap, "tcp:%s:%s", addr, port); return 0; }
+    /* started by Open MPI's mpirun: MPI itself hands the id over when it can be loaded */
+    if (getenv("OMPI_COMM_WORLD_SIZE") && rendezvous_mpi_available()) { snprintf(buf, cap, "mpi"); return 0; }
     char job[200] = "";
     const char *sj = getenv("SLURM_JOB_ID"), *ss = getenv("SLURM_STEP_ID");
     const char *oj = getenv("OMPI_MCA_ess_base_jobid"), *px = getenv("PMIX_NAMESPACE");

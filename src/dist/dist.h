@@ -55,7 +55,8 @@ struct Dist {
 int dist_init(Dist *d, const DistEnv *e, const char *device, const char *out_dir);
 void dist_free(Dist *d);
 
-/* "file:OUT_DIR/.rendezvous-JOB" for a job id the launcher exported
+/* "mpi" when Open MPI started the job and its library loads; else
+ * "file:OUT_DIR/.rendezvous-JOB" for a job id the launcher exported
  * (SLURM_JOB_ID.SLURM_STEP_ID, OpenMPI's job id or PMIx namespace), or
  * "tcp:MASTER_ADDR:MASTER_PORT" when those are set; -1 when there is nothing
  * to name the job by (then set FLOWHN_RENDEZVOUS). */

@@ -178,7 +178,8 @@ int rendezvous_exchange(const char *spec, int rank, int world, void *blob, size_
         if (rank == 0) return tcp_serve(spec + 4, world, blob, len, timeout_s);
         return tcp_fetch(spec + 4, rank, blob, len, timeout_s);
     }
-    return fh_error("rendezvous '%s': expected file:PATH or tcp:HOST:PORT (FLOWHN_RENDEZVOUS)", spec);
+    if (!strcmp(spec, "mpi")) return rendezvous_mpi(rank, world, blob, len);
+    return fh_error("rendezvous '%s': expected file:PATH, tcp:HOST:PORT or mpi (FLOWHN_RENDEZVOUS)", spec);
 }
 
 void rendezvous_cleanup(const char *spec, int rank) {

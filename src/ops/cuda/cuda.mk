@@ -50,7 +50,7 @@ NVCCFLAGS += -std=c++17 $(CUDA_ARCH) -Xcompiler -fopenmp,-Wall,-Wno-unknown-prag
 # as run paths for the steps that will use them.
 CUDA_LDFLAGS = -L$(CUDA_LIBDIR) -L$(CUBLAS_LIB) -L$(CUDNN_LIB) -L$(NCCL_LIB) \
                -Xlinker -rpath,$(CUBLAS_LIB):$(CUDNN_LIB):$(NCCL_LIB)
-CUDA_LDLIBS  = -lcublasLt -lcublas -l:libnccl.so.2 -lcudart -lgomp -lopenblas -lcjson -lm
+CUDA_LDLIBS  = -lcublasLt -lcublas -l:libnccl.so.2 -lcudart -lgomp -lopenblas -lcjson -lm -ldl
 
 CUDA_SRC := $(sort $(wildcard src/ops/cuda/*.cu))
 CUDA_OBJ := $(CUDA_SRC:%.cu=build/cuda/%.o)
