@@ -14,9 +14,9 @@ FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fn
 # no -fopenmp: one thread per input keeps runs reproducible (pragmas ignored)
 FUZZ_CFLAGS  := -std=c11 -O1 -g $(FUZZ_SAN) -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter \
                 -Wno-unknown-pragmas -I/usr/include/cjson -I/usr/include/x86_64-linux-gnu
-FUZZ_LDLIBS  := -lopenblas -lcjson -lm
+FUZZ_LDLIBS  := -lopenblas -lcjson -lm -ldl
 
-FUZZ_LIB_SRC := $(sort $(wildcard src/core/*.c src/ops/cpu/*.c src/model/*.c src/train/*.c src/data/*.c src/infer/*.c))
+FUZZ_LIB_SRC := $(sort $(wildcard src/core/*.c src/ops/cpu/*.c src/model/*.c src/train/*.c src/data/*.c src/infer/*.c src/dist/*.c))
 FUZZ_OBJ     := $(FUZZ_LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
