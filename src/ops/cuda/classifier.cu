@@ -16,11 +16,6 @@
 #define CLS_THREADS 512
 #define CLS_CHUNK_ELEMS (1u << 27)
 
-__device__ __forceinline__ void online_add(float x, float &m, float &s) {
-    if (x > m) { s = s * expf(m - x) + 1.f; m = x; }
-    else s += expf(x - m);
-}
-
 /* one block per row of the chunk; dl16 == NULL: fp32 gradients in place */
 __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16 *dl16, const int *targets,
                                        float scale, int V) {
@@ -29,19 +24,7 @@ __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16
     int t = targets[blockIdx.x];
     float xt = (t >= 0 && threadIdx.x == 0) ? row[t] : 0.f;  /* read before any thread overwrites the row */
     int vec = (V & 3) == 0;
-    float m = -INFINITY, s = 0.f;
-    if (vec) {
-        const float4 *r4 = (const float4 *)row;
-        for (int v = threadIdx.x; v < V / 4; v += blockDim.x) {
-            float4 x = r4[v];
-            online_add(x.x, m, s); online_add(x.y, m, s); online_add(x.z, m, s); online_add(x.w, m, s);
-        }
-    } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) online_add(row[v], m, s);
-    }
-    float M = block_max(m, sh);
-    s = (m == -INFINITY) ? 0.f : s * expf(m - M);
-    float lse = M + logf(block_sum(s, sh));  /* block_sum's barriers also order xt's read before the writes */
+    float lse = row_logsumexp(row, V, sh);  /* its barriers also order xt's read before the writes below */
     if (threadIdx.x == 0) loss[blockIdx.x] = t >= 0 ? lse - xt : 0.f;
     float g = t >= 0 ? scale : 0.f;
     if (dl16) {

@@ -109,6 +109,31 @@ static inline void colsum(float *dst, int stride, int N, int C, F f) {
     CUDA_LAUNCHED();
 }
 
+/* log-sum-exp of a row of V floats, the whole block cooperating, in one pass:
+ * each thread keeps a running (max, sum of exp(x - max)) pair (online
+ * softmax), rescaling its sum when the max grows; the block combines the pairs.
+ * float4 loads when V and the row allow. Every thread gets the result. */
+__device__ __forceinline__ void online_softmax_add(float x, float &m, float &s) {
+    if (x > m) { s = s * expf(m - x) + 1.f; m = x; }
+    else s += expf(x - m);
+}
+__device__ __forceinline__ float row_logsumexp(const float *row, int V, float *sh) {
+    float m = -INFINITY, s = 0.f;
+    if ((V & 3) == 0 && ((uintptr_t)row & 15) == 0) {
+        const float4 *r4 = (const float4 *)row;
+        for (int v = threadIdx.x; v < V / 4; v += blockDim.x) {
+            float4 x = r4[v];
+            online_softmax_add(x.x, m, s); online_softmax_add(x.y, m, s);
+            online_softmax_add(x.z, m, s); online_softmax_add(x.w, m, s);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) online_softmax_add(row[v], m, s);
+    }
+    float M = block_max(m, sh);
+    s = (m == -INFINITY) ? 0.f : s * expf(m - M);  /* a thread that saw nothing adds nothing */
+    return M + logf(block_sum(s, sh));
+}
+
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 /* softplus without overflow: log(1 + e^x) = max(x, 0) + log1p(e^-|x|) */
 __device__ __forceinline__ float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }

@@ -2,37 +2,18 @@
  * keeps only the log-sum-exp; the backward rebuilds the softmax from it.
  *
  * Both kernels are bound by reading the logits (at a 49K vocabulary and 8K
- * tokens that is 1.6 GB per pass), so the forward makes ONE pass: each thread
- * keeps a running (max, sum of exp(x - max)) pair, rescaling its sum when the
- * max grows (online softmax), and the block combines the pairs at the end.
- * Rows are read as float4 when the row length and base allow it. */
+ * tokens that is 1.6 GB per pass), so the forward makes ONE pass (online
+ * softmax, row_logsumexp in common.cuh). Rows are read as float4 when the row
+ * length and base allow it. */
 #include "common.cuh"
 
 #define XENT_THREADS 512
 
-__device__ __forceinline__ void online_add(float x, float &m, float &s) {
-    if (x > m) { s = s * expf(m - x) + 1.f; m = x; }
-    else s += expf(x - m);
-}
-
 __global__ void xent_fwd_kernel(float *loss, float *lse, const float *logits, const int *targets, int V) {
     __shared__ float sh[32];
     const float *row = logits + (size_t)blockIdx.x * V;
-    float m = -INFINITY, s = 0.f;
-    if ((V & 3) == 0 && ((uintptr_t)logits & 15) == 0) {
-        const float4 *r4 = (const float4 *)row;
-        for (int v = threadIdx.x; v < V / 4; v += blockDim.x) {
-            float4 x = r4[v];
-            online_add(x.x, m, s); online_add(x.y, m, s); online_add(x.z, m, s); online_add(x.w, m, s);
-        }
-    } else {
-        for (int v = threadIdx.x; v < V; v += blockDim.x) online_add(row[v], m, s);
-    }
-    float M = block_max(m, sh);
-    s = (m == -INFINITY) ? 0.f : s * expf(m - M);  /* a thread that saw nothing adds nothing */
-    s = block_sum(s, sh);
+    float l = row_logsumexp(row, V, sh);
     if (threadIdx.x == 0) {
-        float l = M + logf(s);
         int t = targets[blockIdx.x];
         lse[blockIdx.x] = l;
         loss[blockIdx.x] = t >= 0 ? l - row[t] : 0.f;
