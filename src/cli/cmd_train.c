@@ -109,7 +109,7 @@ int cmd_train(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
     /* refused here, before the data is read or anything allocated, when it cannot fit */
     MemoryEstimate mem;
-    if (model_memory_estimate(&c, batch, seq, MEMORY_TRAIN, &mem) || memory_check(&mem, be)) {
+    if (model_memory_estimate_ranks(&c, batch, seq, MEMORY_TRAIN, env.world, &mem) || memory_check(&mem, be)) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
     }

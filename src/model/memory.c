@@ -143,7 +143,7 @@ static size_t generator_bytes(const Config *c, const ParamLayout *L, int B) {
 }
 
 /* One dry run for a config whose split is a number. */
-static int dry_run(const Config *c, int B, int T, int use, MemoryEstimate *e) {
+static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
     memset(e, 0, sizeof *e);
     dry.live = dry.peak = 0;
     Model m;
@@ -157,7 +157,7 @@ static int dry_run(const Config *c, int B, int T, int use, MemoryEstimate *e) {
     if (use == MEMORY_TRAIN) {
         AdamWConfig oc;
         adamw_defaults(&oc);
-        rc = optimizer_create(&opt, &m, &oc);
+        rc = optimizer_create_shard(&opt, &m, &oc, NULL, 0, world);   /* ZeRO-1: this rank's moments */
         e->optimizer = dry.live - base;
         base = dry.live;
         /* train_run's save() copies m and v to the host while the activations live */
@@ -168,8 +168,9 @@ static int dry_run(const Config *c, int B, int T, int use, MemoryEstimate *e) {
         int *tok = calloc((size_t)B * T, sizeof(int));   /* token 0 everywhere, as inputs and targets */
         double gnorm;
         if (!tok) rc = fh_error("out of memory estimating memory");
-        else rc = model_forward(&m, tok, tok, B, T) ||
-                  (use == MEMORY_TRAIN && (model_backward(&m) || optimizer_step(&opt, &m, 1.0, &gnorm)));
+        else if (use == MEMORY_TRAIN)   /* the trainer's step: the fused classifier, no [B*T, V] logits */
+            rc = model_forward_backward(&m, tok, tok, B, T) || optimizer_step(&opt, &m, 1.0, &gnorm);
+        else rc = model_forward(&m, tok, tok, B, T);
         free(tok);
         e->activations = dry.peak - base;
     }
@@ -182,6 +183,11 @@ static int dry_run(const Config *c, int B, int T, int use, MemoryEstimate *e) {
 }
 
 int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate *e) {
+    return model_memory_estimate_ranks(c, B, T, use, 1, e);
+}
+
+int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
+    if (world < 1) return fh_error("memory estimate: world size %d must be at least 1", world);
     if (B < 1 || (use != MEMORY_GENERATE && T < 1))
         return fh_error("memory estimate: batch size (%d) and sequence length (%d) must be at least 1", B, T);
     int measured = c->arch == ARCH_FLOWHN && (c->split == SPLIT_FA || c->split == SPLIT_FAC) &&
@@ -189,7 +195,7 @@ int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate
     if (!measured || use == MEMORY_GENERATE) {
         Config f = *c;
         if (measured) f.ratio_rule = RATIO_FLOPS;   /* the generator's buffers do not depend on the split */
-        return dry_run(&f, B, T, use, e);
+        return dry_run(&f, B, T, use, world, e);
     }
     /* the n_a candidates model_measure_split times (at most ~32): the run will
      * keep one of them, so the largest figure covers it */
@@ -201,7 +207,7 @@ int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate
         f.ratio_rule = RATIO_FIXED;
         f.split_ratio = (double)na / T;
         MemoryEstimate x;
-        if (dry_run(&f, B, T, use, &x)) return -1;
+        if (dry_run(&f, B, T, use, world, &x)) return -1;
         if (!any || x.total > e->total) *e = x;
         any = 1;
     }

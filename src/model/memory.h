@@ -48,6 +48,10 @@ typedef struct {
  * model_measure_split tries. 0, or -1 with fh_last_error() (e.g. T beyond
  * max_position_embeddings, a config that does not build). */
 int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate *e);
+/* The same for one rank of `world` data-parallel ranks (B sequences per rank):
+ * the optimizer moments are the rank's ZeRO-1 share. Training is estimated
+ * as the trainer runs it (model_forward_backward: the fused classifier). */
+int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int world, MemoryEstimate *e);
 
 /* Bytes this process may still take from the host: the smaller of
  * MemAvailable (/proc/meminfo) and the room under any cgroup memory limit
