@@ -189,6 +189,25 @@ typedef struct Ops {
      * main sequence, after which everything waits for both branches. Ops of
      * the two branches must not write the same memory. (CUDA: two streams.) */
     void (*set_branch)(int branch);
+
+    /* ---- decoding helpers (src/infer/generate.c): what the generator does
+     * between the ops above, on the backend's memory ----
+     * copy_rows: dst[r*ldd + c] = src[r*lds + c] for r < rows, c < cols
+     *   (the KV-cache append: a [B, kvd] row block into [B, W, kvd] at row t;
+     *   FlowHN's branch outputs side by side). dst and src do not overlap.
+     * conv1d_step: the rolling window win [B, K, C] (the last K inputs, oldest
+     *   first) drops its oldest row and takes x [B, C] as its newest, then
+     *   out[b,c] = bias[c] + sum_k w[c,k] win[b,k,c] (bias may be NULL): conv1d_fwd
+     *   at the window's last position. MACs: B*C*K.
+     * attention_decode: one query per sequence over a KV cache, every cached key
+     *   visible (they are all at or before the query's position). q, out [B, nh, hd];
+     *   k, v [B, ld, nkv, hd] of which rows [0, nk) are used; head h uses kv head
+     *   h / (nh / nkv); scale 1/sqrt(hd); nk = 0 gives zeros. Same values as
+     *   attention_fwd with nq = 1. MACs: 2*hd*nk per (batch, head). */
+    void (*copy_rows)(real *dst, int ldd, const real *src, int lds, int rows, int cols);
+    void (*conv1d_step)(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
+    void (*attention_decode)(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
+                             int nkv, int hd);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

@@ -43,4 +43,7 @@ const Ops cpu_ops = {
     .ssd_step = cpu_ssd_step,
     .adamw = cpu_adamw,
     .sum_squares = cpu_sum_squares,
+    .copy_rows = cpu_copy_rows,
+    .conv1d_step = cpu_conv1d_step,
+    .attention_decode = cpu_attention_decode,
 };

@@ -46,5 +46,8 @@ void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real
 double cpu_sum_squares(const real *x, size_t n);
 void cpu_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
 void cpu_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
+void cpu_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
+void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
+void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 
 #endif

@@ -1,0 +1,68 @@
+/* decode_ops.c - the generator's per-token helpers (ops.h, "decoding
+ * helpers"): the strided row copy of the KV-cache append, the rolling conv
+ * window, and one query per sequence over a KV cache. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../core/flopcount.h"
+#include "cpu_ops.h"
+
+void cpu_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols) {
+    for (int r = 0; r < rows; r++) memcpy(dst + (size_t)r * ldd, src + (size_t)r * lds, sizeof(real) * cols);
+}
+
+void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K) {
+#pragma omp parallel for if ((long)B * C * K > 65536)
+    for (int bi = 0; bi < B; bi++) {
+        real *wb = win + (size_t)bi * K * C;
+        memmove(wb, wb + C, sizeof(real) * (size_t)(K - 1) * C);
+        memcpy(wb + (size_t)(K - 1) * C, x + (size_t)bi * C, sizeof(real) * C);
+        for (int c = 0; c < C; c++) {
+            real acc = b ? b[c] : 0;
+            for (int k = 0; k < K; k++) acc += w[(size_t)c * K + k] * wb[(size_t)k * C + c];
+            out[(size_t)bi * C + c] = acc;
+        }
+    }
+    fh_count_macs((uint64_t)B * C * K);
+}
+
+/* The arithmetic of cpu_attention_fwd for one query (scores, max, exp, sum,
+ * weighted values, in that order), so the generator's logits match the full
+ * forward's. */
+void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
+                          int nkv, int hd) {
+    int group = nh / nkv;
+    real scale = (real)(1.0 / sqrt((double)hd));
+#pragma omp parallel
+    {
+        real *s = malloc(sizeof(real) * (nk > 0 ? nk : 1));
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < nh; h++) {
+                int kh = h / group;
+                const real *qi = q + ((size_t)b * nh + h) * hd;
+                real *oi = out + ((size_t)b * nh + h) * hd;
+                for (int x = 0; x < hd; x++) oi[x] = 0;
+                if (nk == 0) continue;
+                real mx = -INFINITY;
+                for (int j = 0; j < nk; j++) {
+                    const real *kj = k + (((size_t)b * ld + j) * nkv + kh) * hd;
+                    real d = 0;
+                    for (int x = 0; x < hd; x++) d += qi[x] * kj[x];
+                    s[j] = d * scale;
+                    if (s[j] > mx) mx = s[j];
+                }
+                real z = 0;
+                for (int j = 0; j < nk; j++) { s[j] = R_EXP(s[j] - mx); z += s[j]; }
+                real inv_z = 1 / z;
+                for (int j = 0; j < nk; j++) {
+                    const real *vj = v + (((size_t)b * ld + j) * nkv + kh) * hd;
+                    real p = s[j] * inv_z;
+                    for (int x = 0; x < hd; x++) oi[x] += p * vj[x];
+                }
+            }
+        free(s);
+    }
+    fh_count_macs(2ull * hd * nk * B * nh);
+}
