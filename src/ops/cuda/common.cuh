@@ -181,6 +181,9 @@ void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_ra
 void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
 void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cuda_sum_squares(const real *x, size_t n);
+void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
+void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
+void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
 void cuda_memory_stats(size_t *live, size_t *peak);
 

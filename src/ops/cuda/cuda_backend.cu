@@ -59,4 +59,7 @@ const Ops cuda_ops = {
     .adamw = cuda_adamw,
     .sum_squares = cuda_sum_squares,
     .set_branch = cuda_set_branch,
+    .copy_rows = cuda_copy_rows,
+    .conv1d_step = cuda_conv1d_step,
+    .attention_decode = cuda_attention_decode,
 };
