@@ -1,5 +1,10 @@
 /* generate.c - incremental decoding (see generate.h). The per-token blocks
- * mirror model.c's forward blocks with n = 1 and explicit state. */
+ * mirror model.c's forward blocks with n = 1 and explicit state. Everything
+ * runs through the Ops table on the backend's memory (the KV-cache append,
+ * the conv window and the cache attention are ops too), so the same code
+ * decodes on the CPU and on the GPU; the host only sends the token ids and
+ * the position, reads back the logits, and keeps FlowHN's routing (a
+ * property of the position, decided by the split plan). */
 #include "generate.h"
 
 #include <math.h>
@@ -9,9 +14,8 @@
 #include "../core/error.h"
 
 typedef struct {
-    real *K, *V;        /* [B, W, kvd] */
-    int *kpos;          /* [W] positions of the cached keys (same for every sequence) */
-    int count;
+    real *K, *V;        /* [B, W, kvd]: rows [0, count) hold the cached keys/values */
+    int count;          /* the same for every sequence */
 } KVCache;
 
 typedef struct {
@@ -38,8 +42,8 @@ struct Generator {
     /* scratch, [B, ...] */
     real *x, *x2, *u, *rstd, *uk, *q, *k, *v, *qr, *kr, *att, *mix, *h, *hn, *g, *up, *act, *y, *z, *zn, *tmp;
     real *xm, *zm, *conv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dtraw, *ys;
-    real *logits, *lse;
-    int *tok_dev, *pos_dev;
+    real *logits;
+    int *tok_dev, *pos_dev;   /* [B] token ids, [1] the position (RoPE) */
 };
 
 #define P(off) (g->m->params + (off))
@@ -58,15 +62,13 @@ void generator_free(Generator *g) {
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
     if (g->layers)
-        for (int l = 0; l < g->m->cfg.num_layers; l++) {
-            free(g->layers[l].dec.kv.kpos); free(g->layers[l].attn.kv.kpos); free(g->layers[l].ssm.kv.kpos);
-            free(g->layers[l].in_attn);
-        }
+        for (int l = 0; l < g->m->cfg.num_layers; l++) free(g->layers[l].in_attn);
     free(g->layers);
     free(g);
 }
 
 int generator_position(const Generator *g) { return g->t; }
+const real *generator_logits(const Generator *g) { return g->logits; }
 
 static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
     const Config *c = &g->m->cfg;
@@ -74,8 +76,7 @@ static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
     if (kind == MIXER_ATTN) {
         s->kv.K = galloc(g, (size_t)B * W * cfg_kv_dim(c));
         s->kv.V = galloc(g, (size_t)B * W * cfg_kv_dim(c));
-        s->kv.kpos = malloc(sizeof(int) * W);
-        return s->kv.K && s->kv.V && s->kv.kpos ? 0 : fh_error("out of memory for the KV cache");
+        return s->kv.K && s->kv.V ? 0 : fh_error("out of memory for the KV cache");
     }
     if (kind == MIXER_MAMBA1) {
         s->ssm.win = galloc(g, (size_t)B * c->d_conv * cfg_E(c));
@@ -90,9 +91,10 @@ static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
 
 Generator *generator_create(Model *m, int B) {
     const Config *c = &m->cfg;
-    /* The caches and conv windows are updated with host memcpy: CPU backend only
-     * for now (the CUDA decode path is graph-captured and separate). */
-    if (m->ops != &cpu_ops) { fh_error("the generator runs on the CPU backend only"); return NULL; }
+    if (!m->ops->copy_rows || !m->ops->conv1d_step || !m->ops->attention_decode) {
+        fh_error("backend %s lacks the decoding ops (copy_rows, conv1d_step, attention_decode)", m->ops->name);
+        return NULL;
+    }
     Generator *g = calloc(1, sizeof *g);
     if (!g) { fh_error("out of memory"); return NULL; }
     g->m = m;
@@ -111,11 +113,11 @@ Generator *generator_create(Model *m, int B) {
                      &g->dtr, &g->br, &g->cr, &g->dtn, &g->bn, &g->cn, &g->dtraw, &g->ys};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i] = galloc(g, BW))) goto oom;
-    if (!(g->rstd = galloc(g, B)) || !(g->lse = galloc(g, (size_t)B * c->num_heads)) || !(g->conv = galloc(g, (size_t)B * c->d_conv * (CX > E ? CX : E))) ||
+    if (!(g->rstd = galloc(g, B)) || !(g->conv = galloc(g, (size_t)B * (CX > E ? CX : E))) ||
         !(g->logits = galloc(g, (size_t)B * c->vocab_size)))
         goto oom;
     g->tok_dev = m->ops->alloc(sizeof(int) * B);
-    g->pos_dev = m->ops->alloc(sizeof(int) * (g->W + 1));
+    g->pos_dev = m->ops->alloc(sizeof(int));
     if (!g->tok_dev || !g->pos_dev) goto oom;
     g->allocs = realloc(g->allocs, sizeof(void *) * (g->n_allocs + 2));
     g->allocs[g->n_allocs++] = g->tok_dev;
@@ -147,8 +149,8 @@ oom:
 
 /* ---- per-token blocks ---------------------------------------------------- */
 
-/* Appends K/V computed from ukv [B, H] at position t to the cache. */
-static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv, int t) {
+/* Appends K/V computed from ukv [B, H] at the current position to the cache. */
+static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, kvd = cfg_kv_dim(c);
@@ -156,50 +158,29 @@ static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv
     o->linear_fwd(g->v, ukv, P(w->v), NULL, B, H, kvd);
     const real *k = g->k;
     if (c->use_rope) {
-        o->rope_fwd(g->kr, g->k, g->pos_dev + g->W, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
+        o->rope_fwd(g->kr, g->k, g->pos_dev, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
         k = g->kr;
     }
-    for (int b = 0; b < B; b++) {
-        memcpy(kv->K + ((size_t)b * g->W + kv->count) * kvd, k + (size_t)b * kvd, sizeof(real) * kvd);
-        memcpy(kv->V + ((size_t)b * g->W + kv->count) * kvd, g->v + (size_t)b * kvd, sizeof(real) * kvd);
-    }
-    kv->kpos[kv->count++] = t;
+    /* row `count` of each sequence's [W, kvd] cache */
+    o->copy_rows(kv->K + (size_t)kv->count * kvd, g->W * kvd, k, kvd, B, kvd);
+    o->copy_rows(kv->V + (size_t)kv->count * kvd, g->W * kvd, g->v, kvd, B, kvd);
+    kv->count++;
 }
 
 /* Attention for queries from u [B, H] at position t over the cache; out [B, H]. */
 static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
-    int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd, kvd = cfg_kv_dim(c);
+    int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd;
     o->linear_fwd(g->q, u, P(w->q), NULL, B, H, qd);
     const real *q = g->q;
     if (c->use_rope) {
-        o->rope_fwd(g->qr, g->q, g->pos_dev + g->W, B, 1, nh, hd, (real)c->rope_theta);
+        o->rope_fwd(g->qr, g->q, g->pos_dev, B, 1, nh, hd, (real)c->rope_theta);
         q = g->qr;
     }
-    o->from_host(g->pos_dev, kv->kpos, sizeof(int) * kv->count);
-    for (int b = 0; b < B; b++)
-        o->attention_fwd(g->att + (size_t)b * qd, g->lse + (size_t)b * nh, q + (size_t)b * qd,
-                         kv->K + (size_t)b * g->W * kvd, kv->V + (size_t)b * g->W * kvd, g->pos_dev + g->W,
-                         g->pos_dev, 1, 1, kv->count, nh, c->num_kv_heads, hd);
+    /* every cached key is at or before this position: all visible */
+    o->attention_decode(g->att, q, kv->K, kv->V, B, kv->count, g->W, nh, c->num_kv_heads, hd);
     o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
-}
-
-/* Shifts the conv window by one token and returns the conv output [B, C]. */
-static void conv_step(Generator *g, real *win, const real *xin, const real *cw, const real *cb, int C, real *out) {
-    const Config *c = &g->m->cfg;
-    int B = g->B, K = c->d_conv;
-    for (int b = 0; b < B; b++) {
-        real *wb = win + (size_t)b * K * C;
-        memmove(wb, wb + C, sizeof(real) * (size_t)(K - 1) * C);
-        memcpy(wb + (size_t)(K - 1) * C, xin + (size_t)b * C, sizeof(real) * C);
-        /* out[c] = b[c] + sum_k w[c,k] win[k, c]: the conv at the window's last position */
-        for (int ch = 0; ch < C; ch++) {
-            real acc = cb ? cb[ch] : 0;
-            for (int k = 0; k < K; k++) acc += cw[(size_t)ch * K + k] * wb[(size_t)k * C + ch];
-            out[(size_t)b * C + ch] = acc;
-        }
-    }
 }
 
 static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out) {
@@ -209,7 +190,7 @@ static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real 
     real eps = (real)c->norm_eps;
     o->linear_fwd(g->xm, u, P(w->in_proj), NULL, B, H, E);
     o->linear_fwd(g->zm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, E);
-    conv_step(g, s->win, g->xm, P(w->conv_w), P(w->conv_b), E, g->conv);
+    o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, E, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * E);
     o->linear_fwd(g->dtr, g->xc, P(w->x_proj), NULL, B, E, R);
     o->linear_fwd(g->br, g->xc, P(w->x_proj) + (size_t)R * E, NULL, B, E, S);
@@ -230,7 +211,7 @@ static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real 
     o->linear_fwd(g->z, u, P(w->in_proj), NULL, B, H, E);
     o->linear_fwd(g->xm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, CX);
     o->linear_fwd(g->dtraw, u, P(w->in_proj) + (size_t)(E + CX) * H, NULL, B, H, nh);
-    conv_step(g, s->win, g->xm, P(w->conv_w), P(w->conv_b), CX, g->conv);
+    o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, CX, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * CX);
     o->ssd_step(g->ys, s->h, g->xc, g->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, nh, c->m2_headdim,
                 c->m2_ngroups, c->m2_d_state);
@@ -258,7 +239,7 @@ static void decoder_step(Generator *g, const DecoderW *w, MixerState *s, const r
     int B = g->B, H = c->hidden_size;
     o->rmsnorm_fwd(g->u, g->rstd, x, P(w->mixer_norm), B, H, (real)c->norm_eps);
     if (w->mixer == MIXER_ATTN) {
-        if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u, g->t);
+        if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u);
         attn_query(g, &w->attn, &s->kv, g->u, g->mix);
     } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, g->mix);
     else mamba2_step(g, &w->m2, &s->ssm, g->u, g->mix);
@@ -275,22 +256,19 @@ static void flowhn_step(Generator *g, int l, const real *x, real *out) {
     int B = g->B, H = c->hidden_size, none = c->split == SPLIT_NONE;
     int to_attn = none || s->in_attn[g->t], to_ssm = none || !s->in_attn[g->t];
     int Hin = none ? 2 * H : H;
-    real *y = g->y;   /* [B, Hin] */
+    real *y = g->y;   /* [B, Hin]: the fusion's input */
     if (c->context == CONTEXT_PREFIX) {
         /* every token's K/V enter the attention branch's cache */
         o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->attn_branch.mixer_norm), B, H, (real)c->norm_eps);
-        kv_append(g, &w->attn_branch.attn, &s->attn.kv, g->uk, g->t);
+        kv_append(g, &w->attn_branch.attn, &s->attn.kv, g->uk);
     }
     /* branch outputs go to g->x2 (attention) and g->zn (ssm) before fusion */
     if (to_ssm) decoder_step(g, &w->ssm_branch, &s->ssm, x, g->zn, 0);
     if (to_attn) decoder_step(g, &w->attn_branch, &s->attn, x, g->x2, c->context == CONTEXT_PREFIX);
-    for (int b = 0; b < B; b++) {
-        real *yb = y + (size_t)b * Hin;
-        if (none) {
-            memcpy(yb, g->zn + (size_t)b * H, sizeof(real) * H);
-            memcpy(yb + H, g->x2 + (size_t)b * H, sizeof(real) * H);
-        } else memcpy(yb, (to_attn ? g->x2 : g->zn) + (size_t)b * H, sizeof(real) * H);
-    }
+    if (none) {   /* y = [ssm | attention] per row */
+        o->copy_rows(y, Hin, g->zn, H, B, H);
+        o->copy_rows(y + H, Hin, g->x2, H, B, H);
+    } else y = to_attn ? g->x2 : g->zn;
     o->linear_fwd(g->z, y, P(w->fuse), NULL, B, Hin, H);
     o->add(g->z, g->z, x, (size_t)B * H);
     o->rmsnorm_fwd(g->hn, g->rstd, g->z, P(w->out_norm), B, H, (real)c->norm_eps);
@@ -307,7 +285,7 @@ static void hymba_step(Generator *g, int l, const real *x, real *out) {
     size_t n = (size_t)B * H;
     real eps = (real)c->norm_eps;
     o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->mixer_norm), B, H, eps);
-    kv_append(g, &w->attn, &s->attn.kv, g->uk, g->t);
+    kv_append(g, &w->attn, &s->attn.kv, g->uk);
     attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2);
     mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn);
     o->rmsnorm_fwd(g->x2, g->rstd, g->x2, P(w->attn_out_norm), B, H, eps);   /* row-wise: in place is safe */
@@ -330,7 +308,7 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
     for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
     o->from_host(g->tok_dev, tokens, sizeof(int) * B);
-    o->from_host(g->pos_dev + g->W, &g->t, sizeof(int));
+    o->from_host(g->pos_dev, &g->t, sizeof(int));
     o->embedding_fwd(g->x, g->tok_dev, P(m->layout.embed), B, H);
     for (int l = 0; l < c->num_layers; l++) {
         const LayerW *w = &m->layout.layers[l];
@@ -342,7 +320,7 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
     }
     o->rmsnorm_fwd(g->hn, g->rstd, g->x, P(m->layout.norm_f), B, H, (real)c->norm_eps);
     o->linear_fwd(g->logits, g->hn, P(m->layout.lm_head), NULL, B, H, V);
-    o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
+    if (logits) o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
     g->t++;
     return 0;
 }

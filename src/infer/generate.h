@@ -22,8 +22,11 @@ typedef struct Generator Generator;
 Generator *generator_create(Model *m, int B);
 void generator_free(Generator *g);
 /* Feeds one token per sequence (tokens[B]) at the next position; writes the
- * next-token logits [B, V] to logits (host). 0 or -1. */
+ * next-token logits [B, V] to logits (host), or leaves them in the backend's
+ * memory when logits is NULL (generator_logits). 0 or -1. */
 int generator_step(Generator *g, const int *tokens, real *logits);
+/* The last step's logits [B, V] in the backend's memory. */
+const real *generator_logits(const Generator *g);
 /* Tokens consumed so far. */
 int generator_position(const Generator *g);
 
