@@ -101,6 +101,16 @@ build/tests/test_cuda_model: build/cuda/tests/cuda/test_cuda_model.o $(HELP32) b
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
 
+# the generator and its decoding ops on the GPU against the CPU (test_cuda_decode.cu)
+all: build/tests/test_cuda_decode
+build/cuda/tests/cuda/test_cuda_decode.o: tests/cuda/test_cuda_decode.cu FORCE
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+build/tests/test_cuda_decode: build/cuda/tests/cuda/test_cuda_decode.o $(HELP32) build/cuda/libflowhn_cuda.a $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
+
 # The CUDA objects go in as objects, not the archive: the registry's weak
 # reference to cuda_backend (src/ops/cpu/backend.c) would not pull an archive
 # member, so cuda_registry.o must be linked explicitly.
