@@ -43,7 +43,8 @@ struct Generator {
     real *x, *x2, *u, *rstd, *uk, *q, *k, *v, *qr, *kr, *att, *mix, *h, *hn, *g, *up, *act, *y, *z, *zn, *tmp;
     real *xm, *zm, *conv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dtraw, *ys;
     real *logits;
-    int *tok_dev, *pos_dev;   /* [B] token ids, [1] the position (RoPE) */
+    int *tok_dev, *pos_dev;   /* [B] token ids, then [1] the position (RoPE): one buffer, one copy */
+    int *tok_host;            /* [B + 1] staging for that copy */
 };
 
 #define P(off) (g->m->params + (off))
@@ -61,6 +62,7 @@ void generator_free(Generator *g) {
     if (!g) return;
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
+    free(g->tok_host);
     if (g->layers)
         for (int l = 0; l < g->m->cfg.num_layers; l++) free(g->layers[l].in_attn);
     free(g->layers);
@@ -116,12 +118,10 @@ Generator *generator_create(Model *m, int B) {
     if (!(g->rstd = galloc(g, B)) || !(g->conv = galloc(g, (size_t)B * (CX > E ? CX : E))) ||
         !(g->logits = galloc(g, (size_t)B * c->vocab_size)))
         goto oom;
-    g->tok_dev = m->ops->alloc(sizeof(int) * B);
-    g->pos_dev = m->ops->alloc(sizeof(int));
-    if (!g->tok_dev || !g->pos_dev) goto oom;
-    g->allocs = realloc(g->allocs, sizeof(void *) * (g->n_allocs + 2));
-    g->allocs[g->n_allocs++] = g->tok_dev;
-    g->allocs[g->n_allocs++] = g->pos_dev;
+    g->tok_dev = (int *)galloc(g, B + 1);   /* sizeof(real) >= sizeof(int) */
+    g->tok_host = malloc(sizeof(int) * (B + 1));
+    if (!g->tok_dev || !g->tok_host) goto oom;
+    g->pos_dev = g->tok_dev + B;
     SplitPlan plan = {0};
     if (c->arch == ARCH_FLOWHN && split_plan_build(&plan, c, g->W, model_split_na(c, g->W))) { generator_free(g); return NULL; }
     for (int l = 0; l < c->num_layers; l++) {
@@ -307,8 +307,9 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
         return fh_error("generation reached the model's window of %d tokens (max_position_embeddings)", g->W);
     for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
-    o->from_host(g->tok_dev, tokens, sizeof(int) * B);
-    o->from_host(g->pos_dev, &g->t, sizeof(int));
+    memcpy(g->tok_host, tokens, sizeof(int) * B);
+    g->tok_host[B] = g->t;
+    o->from_host(g->tok_dev, g->tok_host, sizeof(int) * (B + 1));
     o->embedding_fwd(g->x, g->tok_dev, P(m->layout.embed), B, H);
     for (int l = 0; l < c->num_layers; l++) {
         const LayerW *w = &m->layout.layers[l];
