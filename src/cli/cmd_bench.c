@@ -13,6 +13,7 @@
 
 #include "../core/error.h"
 #include "../core/rng.h"
+#include "../infer/generate.h"
 #include "../model/flops.h"
 #include "../model/memory.h"
 #include "../model/model.h"
@@ -38,7 +39,92 @@ static void usage(void) {
             "  --seed S            parameter and token seed (default 1)\n"
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
-            "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n");
+            "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
+            "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
+            "                      token, then --steps decode steps (default 128) at --batch B (default 1)\n");
+}
+
+/* Peak HBM bandwidth the decode bound is stated against (H100 SXM HBM3
+ * datasheet), and what a device-to-device copy reaches on it in practice. */
+#define HBM_PEAK_BYTES_S 3.35e12
+#define HBM_MEASURED_BYTES_S 3.0e12
+
+/* --decode: generation speed. The prompt is fed through the generator token
+ * by token (its timing is the prefill's), then `steps` decode steps are timed
+ * with the logits left on the device (a GPU sampler's case; tokens are random,
+ * not sampled), then 16 more with the logits copied to the host each step (as
+ * `flowhn generate` does). The bound: a decode step must read every weight
+ * once, so at best it takes weight bytes / HBM bandwidth; at batch B that
+ * step yields B tokens. Weight bytes: every parameter in fp32, except that an
+ * untied input embedding contributes only the B rows it reads. FlowHN with a
+ * split runs one branch per layer per token, so it reads fewer bytes than its
+ * parameter count: its fraction is stated against all its weights (an
+ * overstatement of how close it is to its own bound). */
+static int bench_decode(const Backend *be, const char *cfg_path, const Config *c, int B, int P, int N, int seed) {
+    const int host_steps = 16;
+    int W = P + N + host_steps;
+    if (W > c->max_seq_len) {
+        fprintf(stderr, "flowhn bench --decode: prompt %d + %d steps + %d exceed max_position_embeddings %d\n", P, N,
+                host_steps, c->max_seq_len);
+        return 2;
+    }
+    Model m;
+    if (model_create(&m, c, be->ops) || model_init_params(&m, (uint64_t)seed)) {
+        fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+        return 1;
+    }
+    m.plan_len = W;
+    Generator *g = generator_create(&m, B);
+    int *tok = malloc(sizeof(int) * B);
+    real *logits = malloc(sizeof(real) * (size_t)B * c->vocab_size);
+    int rc = 1;
+    if (!g || !tok || !logits) { fprintf(stderr, "flowhn bench: %s\n", g ? "out of memory" : fh_last_error()); goto out; }
+    Rng rng;
+    rng_seed(&rng, (uint64_t)seed, 98);
+    size_t H = c->hidden_size, V = c->vocab_size;
+    size_t weight_elems = m.layout.total - (c->tie_embeddings ? 0 : V * H - (size_t)B * H);
+    double weight_bytes = (double)sizeof(real) * weight_elems;
+    printf("bench --decode: %s (%s), %zu parameters, batch %d, prompt %d, %d decode steps (window %d)\n", cfg_path,
+           arch_name(c->arch), m.layout.total, B, P, N, W);
+    printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
+    double secs[3];
+    int counts[3] = {P, N, host_steps};
+    for (int phase = 0; phase < 3; phase++) {
+        if (be->sync()) goto fail;
+        be->timer_start();
+        for (int s = 0; s < counts[phase]; s++) {
+            for (int b = 0; b < B; b++) tok[b] = (int)(rng_u32(&rng) % (uint32_t)V);
+            if (generator_step(g, tok, phase == 2 ? logits : NULL)) goto fail;
+        }
+        secs[phase] = be->timer_stop();
+        if (be->sync()) goto fail;
+    }
+    double step_s = secs[1] / N, tok_s = B / step_s, host_step_s = secs[2] / host_steps;
+    double bound_s = weight_bytes / HBM_PEAK_BYTES_S, frac = bound_s / step_s;
+    printf("prefill:     %.3f ms per token step (%d steps, token by token through the generator)\n",
+           1e3 * secs[0] / P, P);
+    printf("decode step: %.3f ms -> %.1f tokens/s (batch %d; logits left on the device)\n", 1e3 * step_s, tok_s, B);
+    printf("             %.3f ms -> %.1f tokens/s with the logits copied to the host each step\n",
+           1e3 * host_step_s, B / host_step_s);
+    printf("weights:     %.1f MB read per step (fp32)\n", weight_bytes / 1e6);
+    printf("bound:       %.3f ms per step at %.2f TB/s (H100 HBM3 peak) = %.1f tokens/s; reached %.1f%%\n",
+           1e3 * bound_s, HBM_PEAK_BYTES_S / 1e12, B / bound_s, 100 * frac);
+    printf("             %.3f ms per step at %.2f TB/s (measured copy bandwidth); reached %.1f%%\n",
+           1e3 * weight_bytes / HBM_MEASURED_BYTES_S, HBM_MEASURED_BYTES_S / 1e12,
+           100 * weight_bytes / HBM_MEASURED_BYTES_S / step_s);
+    printf("DECODE config=%s device=%s B=%d prompt=%d steps=%d step_ms=%.4f tokens_per_s=%.1f host_logits_tokens_per_s=%.1f "
+           "weight_bytes=%.0f bound_ms=%.4f bound_fraction=%.4f\n",
+           cfg_path, be->name, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, weight_bytes, 1e3 * bound_s, frac);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "flowhn bench --decode: %s\n", fh_last_error());
+out:
+    generator_free(g);
+    free(tok);
+    free(logits);
+    model_free(&m);
+    return rc;
 }
 
 static double gib(size_t b) { return b / 1073741824.0; }
@@ -59,19 +145,21 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
 
 int cmd_bench(int argc, char **argv) {
     const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
-    int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1;
+    int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1, decode = 0, prompt = 128, batch_set = 0, steps_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
         if (!strcmp(a, "--unfused-head")) { unfused_head = 1; continue; }
+        if (!strcmp(a, "--decode")) { decode = 1; continue; }
         if (!(v = arg_value("bench", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--precision")) precision = v;
-        else if (!strcmp(a, "--batch")) bad = arg_int("bench", a, v, 1, 1 << 20, &batch);
+        else if (!strcmp(a, "--batch")) bad = arg_int("bench", a, v, 1, 1 << 20, &batch), batch_set = 1;
+        else if (!strcmp(a, "--prompt-len")) bad = arg_int("bench", a, v, 1, 1 << 24, &prompt);
         else if (!strcmp(a, "--seq-len")) bad = arg_int("bench", a, v, 1, 1 << 24, &seq);
-        else if (!strcmp(a, "--steps")) bad = arg_int("bench", a, v, 1, 1 << 20, &steps);
+        else if (!strcmp(a, "--steps")) bad = arg_int("bench", a, v, 1, 1 << 20, &steps), steps_set = 1;
         else if (!strcmp(a, "--warmup")) bad = arg_int("bench", a, v, 0, 1 << 20, &warmup);
         else if (!strcmp(a, "--seed")) bad = arg_int("bench", a, v, 0, 2147483647, &seed);
         else { fprintf(stderr, "flowhn bench: unknown option '%s'\n", a); usage(); return 2; }
@@ -83,6 +171,7 @@ int cmd_bench(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 2; }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
+    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed);
     if (!seq) seq = c.max_seq_len;
     if (seq > c.max_seq_len) {
         fprintf(stderr, "flowhn bench: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq,
