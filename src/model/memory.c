@@ -120,17 +120,18 @@ static const Ops dry_ops = {
 static size_t nz(size_t n) { return n ? n : 1; }
 
 /* The generator's backend buffers for B sequences. Mirrors generator_create
- * (src/infer/generate.c), which only runs on the CPU op table and so cannot be
- * dry-run; test_memory holds the two together by measuring the real one. */
+ * (src/infer/generate.c), which needs the decoding ops the counting table
+ * lacks and so is not dry-run; test_memory holds the two together by
+ * measuring the real one. */
 static size_t generator_bytes(const Config *c, const ParamLayout *L, int B) {
     size_t W = (size_t)c->max_seq_len;   /* flowhn generate decodes with plan_len 0: the window is the model's */
     int H = c->hidden_size, I = c->intermediate_size, qd = c->num_heads * c->head_dim;
     int E = cfg_E(c) > cfg_m2_E(c) ? cfg_E(c) : cfg_m2_E(c);
     int CX = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
     size_t wide = (size_t)E + CX + cfg_m2_heads(c) + 2 * H + qd + I + c->dt_rank + 2 * c->d_state;
-    /* 31 scratch rows of width `wide`, rstd, lse, conv output, logits */
-    size_t reals = 31 * nz(B * wide) + nz(B) + nz((size_t)B * c->num_heads) +
-                   nz((size_t)B * c->d_conv * (CX > E ? CX : E)) + nz((size_t)B * c->vocab_size);
+    /* 31 scratch rows of width `wide`, rstd, conv output, logits, token ids + position */
+    size_t reals = 31 * nz(B * wide) + nz(B) + nz((size_t)B * (CX > E ? CX : E)) + nz((size_t)B * c->vocab_size) +
+                   (size_t)B + 1;
     size_t attn = 2 * nz(B * W * cfg_kv_dim(c));   /* K and V caches */
     size_t m1 = nz((size_t)B * c->d_conv * cfg_E(c)) + nz((size_t)B * cfg_E(c) * c->d_state);
     size_t m2 = nz((size_t)B * c->d_conv * CX) + nz((size_t)B * cfg_m2_E(c) * c->m2_d_state);
@@ -139,7 +140,7 @@ static size_t generator_bytes(const Config *c, const ParamLayout *L, int B) {
         if (w->kind != LAYER_DECODER) reals += attn + m1;   /* FlowHN / Hymba: attention and Mamba-1 states */
         else reals += w->dec.mixer == MIXER_ATTN ? attn : w->dec.mixer == MIXER_MAMBA1 ? m1 : m2;
     }
-    return sizeof(real) * reals + sizeof(int) * (size_t)B + sizeof(int) * (W + 1);   /* + tokens, positions */
+    return sizeof(real) * reals;
 }
 
 /* One dry run for a config whose split is a number. */
