@@ -80,7 +80,7 @@ cuda:
 # On a GPU machine: every CUDA op against the CPU op, the whole model (fp32 and
 # bf16) against the CPU, then compute-sanitizer memcheck and racecheck on the
 # op tests (FLOWHN_TEST_QUICK=1 drops the long T=1024 shapes under the sanitizer).
-CUDA_TESTS = build/tests/test_cuda build/tests/test_cuda_model
+CUDA_TESTS = build/tests/test_cuda build/tests/test_cuda_model build/tests/test_cuda_decode
 test-cuda: cuda
 	@FLOWHN_NO_PY_TESTS=1 sh tools/run_tests.sh $(CUDA_TESTS)
 test-cuda-sanitize: cuda
