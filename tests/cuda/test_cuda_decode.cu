@@ -167,19 +167,7 @@ static void generator_tiny(const TinySpec *s) {
 }
 
 static void generator_large(const TinySpec *s) {
-    Config c = tiny_config(s);
-    c.hidden_size = 256;
-    c.num_layers = 4;
-    c.num_heads = 8;
-    c.num_kv_heads = 4;
-    c.head_dim = 32;
-    c.intermediate_size = 688;
-    c.vocab_size = 1024;
-    c.max_seq_len = 96;
-    c.init_std = 0.02;
-    c.d_state = 16;
-    c.dt_rank = 16;
-    c.split_multiple = 16;
+    Config c = tiny_config_h256(s, 96);
     char name[64];
     snprintf(name, sizeof name, "%s-H256", s->name);
     if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }

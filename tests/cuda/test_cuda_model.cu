@@ -183,19 +183,7 @@ static void test_tiny(const TinySpec *s) {
 /* H 256, 4 layers, T 256, B 4: long enough sequences for several Mamba-2
  * chunks and FlowHN splits with many tokens per branch */
 static void test_large(const TinySpec *s) {
-    Config c = tiny_config(s);
-    c.hidden_size = 256;
-    c.num_layers = 4;
-    c.num_heads = 8;
-    c.num_kv_heads = 4;
-    c.head_dim = 32;
-    c.intermediate_size = 688;
-    c.vocab_size = 1024;
-    c.max_seq_len = 256;
-    c.init_std = 0.02;
-    c.d_state = 16;
-    c.dt_rank = 16;
-    c.split_multiple = 16;
+    Config c = tiny_config_h256(s, 256);
     char name[64];
     snprintf(name, sizeof name, "%s-H256", s->name);
     if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }

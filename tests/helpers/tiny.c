@@ -66,3 +66,20 @@ void tiny_batch(int *tokens, int *targets, int B, int T, int V, unsigned seed) {
     for (int i = 0; i < B * T; i++) targets[i] = (i % T == T - 1) ? -1 : tokens[i + 1];
     if (B * T > 5) targets[3] = -1;
 }
+
+Config tiny_config_h256(const TinySpec *s, int T) {
+    Config c = tiny_config(s);
+    c.hidden_size = 256;
+    c.num_layers = 4;
+    c.num_heads = 8;
+    c.num_kv_heads = 4;
+    c.head_dim = 32;
+    c.intermediate_size = 688;
+    c.vocab_size = 1024;
+    c.max_seq_len = T;
+    c.init_std = 0.02;
+    c.d_state = 16;
+    c.dt_rank = 16;
+    c.split_multiple = 16;
+    return c;
+}
