@@ -24,6 +24,21 @@
 #include <stddef.h>
 #include "../core/real.h"
 
+/* The scalars of a training step that runs without host round trips (graph
+ * capture, see Ops.step_scale): the host writes the inputs before the step,
+ * the step's ops read them and write the outputs, the host reads those after.
+ * Lives in backend memory. */
+typedef struct {
+    double loss_sum;            /* out: sum of the per-token losses (ignored tokens give 0) */
+    double sumsq;               /* out: sum of the squared gradients */
+    double bc1, bc2;            /* in: AdamW bias corrections 1 - beta1^t, 1 - beta2^t (beta as real) */
+    double grad_scale, clip;    /* in: gradient multiplier before clipping; clip norm (<= 0: none) */
+    float lr;                   /* in: learning rate */
+    float scale;                /* out: grad_scale after clipping */
+    int ok;                     /* out: loss and gradient finite, the update was applied */
+    int pad_;
+} StepScalars;
+
 typedef struct Ops {
     const char *name;
 
@@ -208,6 +223,46 @@ typedef struct Ops {
     void (*conv1d_step)(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
     void (*attention_decode)(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
                              int nkv, int hd);
+    /* The same two with the position read from backend memory, pos[0] = t (may
+     * be NULL): a decode step recorded once as a graph then serves every
+     * position (generate.c; the caches' row t, every cached key visible).
+     * copy_rows_at: copy_rows(dst + pos[0] * cols, ldd, src, cols, rows, cols)
+     * attention_decode_at: attention_decode with nk = pos[0] + 1. */
+    void (*copy_rows_at)(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
+    void (*attention_decode_at)(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
+                                int nh, int nkv, int hd);
+
+    /* ---- a training step without host round trips (src/train/step.c) ----
+     * The same arithmetic as model_forward_backward's loss and
+     * optimizer_step's norm, clipping and AdamW, but every scalar stays in
+     * backend memory (StepScalars s), so the whole step can be recorded once
+     * and replayed.
+     * sum_into: *out = sum of x[i] (squares: of x[i]^2) in double, in the
+     *   order of sum_squares (so the norm is the same number).
+     * step_scale: s->ok = loss_sum and sumsq finite; s->scale = grad_scale,
+     *   times clip / norm when norm = sqrt(sumsq) * grad_scale exceeds clip
+     *   (clip > 0); in double, as optimizer_apply does on the host.
+     * adamw_step: adamw with lr, bias corrections and grad_scale taken from s
+     *   (s->scale); does nothing when !s->ok (a NaN/Inf step changes nothing). */
+    void (*sum_into)(double *out, const real *x, size_t n, int squares);
+    void (*step_scale)(StepScalars *s);
+    void (*adamw_step)(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1,
+                       real beta2, real eps, real wd);
+
+    /* ---- graph capture (may be NULL: the backend has none; CPU) ----
+     * graph_begin: the ops that follow (on every branch) are recorded, not
+     *   run, until graph_end, which returns the replayable graph (NULL with
+     *   fh_last_error() if the recording failed: then nothing was run and the
+     *   backend is as before graph_begin). No allocation, host copy or host
+     *   read of device data may happen in between (warm up first).
+     * graph_launch: runs the recorded ops again, on the same buffers with
+     *   whatever they hold now; 1 (nothing run) when a buffer the graph
+     *   used may have been freed since (scratch regrown, activations
+     *   reallocated): record again; 0 launched, -1 error. */
+    int (*graph_begin)(void);
+    void *(*graph_end)(void);
+    int (*graph_launch)(void *graph);
+    void (*graph_free)(void *graph);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

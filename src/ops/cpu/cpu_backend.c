@@ -46,4 +46,10 @@ const Ops cpu_ops = {
     .copy_rows = cpu_copy_rows,
     .conv1d_step = cpu_conv1d_step,
     .attention_decode = cpu_attention_decode,
+    .copy_rows_at = cpu_copy_rows_at,
+    .attention_decode_at = cpu_attention_decode_at,
+    .sum_into = cpu_sum_into,
+    .step_scale = cpu_step_scale,
+    .adamw_step = cpu_adamw_step,
+    /* no graph capture: graph_* stay NULL */
 };

@@ -44,9 +44,16 @@ void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w
                     int N, int H, int V);
 void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cpu_sum_squares(const real *x, size_t n);
+void cpu_sum_into(double *out, const real *x, size_t n, int squares);
+void cpu_step_scale(StepScalars *s);
+void cpu_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
+                    real eps, real wd);
 void cpu_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
 void cpu_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
 void cpu_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
+void cpu_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
+void cpu_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
+                             int nh, int nkv, int hd);
 void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 

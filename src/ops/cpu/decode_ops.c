@@ -66,3 +66,13 @@ void cpu_attention_decode(real *out, const real *q, const real *k, const real *v
     }
     fh_count_macs(2ull * hd * nk * B * nh);
 }
+
+/* the position from "backend memory", which is host memory here */
+void cpu_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos) {
+    cpu_copy_rows(dst + (size_t)pos[0] * cols, ldd, src, cols, rows, cols);
+}
+
+void cpu_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
+                             int nh, int nkv, int hd) {
+    cpu_attention_decode(out, q, k, v, B, pos[0] + 1, ld, nh, nkv, hd);
+}

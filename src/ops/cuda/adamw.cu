@@ -8,8 +8,9 @@
 #define OPT_THREADS 256
 #define SS_BLOCKS 1024 /* partial sums of sum_squares: one per block */
 
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
-                             float beta2, float eps, float wd, float grad_scale, double bc1, double bc2) {
+__device__ __forceinline__ void adamw_range(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                                            float beta1, float beta2, float eps, float wd, float grad_scale,
+                                            double bc1, double bc2) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float gi = g[i] * grad_scale;
         float mi = beta1 * m[i] + (1.f - beta1) * gi;
@@ -19,6 +20,27 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
         float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
         p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[i]);
     }
+}
+
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
+                             float beta2, float eps, float wd, float grad_scale, double bc1, double bc2) {
+    adamw_range(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale, bc1, bc2);
+}
+
+/* the same update with lr, scale and bias corrections read from device memory
+ * (written by the host before the step and by step_scale_kernel in it) */
+__global__ void adamw_step_kernel(float *p, const float *g, float *m, float *v, size_t n, const StepScalars *s,
+                                  float beta1, float beta2, float eps, float wd) {
+    if (!s->ok) return;
+    adamw_range(p, g, m, v, n, s->lr, beta1, beta2, eps, wd, s->scale, s->bc1, s->bc2);
+}
+
+void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
+                     real eps, real wd) {
+    if (n == 0) return;
+    adamw_step_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, n, s, beta1, beta2, eps,
+                                                                                 wd);
+    CUDA_LAUNCHED();
 }
 
 void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
@@ -42,11 +64,12 @@ __device__ double block_sum_d(double v, double *sh) {
     return sh[0];
 }
 
+template <bool SQ>
 __global__ void sum_squares_kernel(double *partial, const float *x, size_t n) {
     __shared__ double sh[OPT_THREADS];
     double s = 0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        s += (double)x[i] * x[i];
+        s += SQ ? (double)x[i] * x[i] : (double)x[i];
     s = block_sum_d(s, sh);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
@@ -59,21 +82,50 @@ __global__ void sum_partials_kernel(double *out, const double *partial, int nb) 
     if (threadIdx.x == 0) out[0] = s;
 }
 
-double cuda_sum_squares(const real *x, size_t n) {
-    static double *scratch; /* SS_BLOCKS partials + the total, allocated once */
-    if (n == 0) return 0;
+/* the SS_BLOCKS partials, allocated once (before any graph capture: the first
+ * eager step's sum_squares or sum_into makes it) */
+static double *ss_scratch(void) {
+    static double *scratch;
     if (!scratch && cudaMalloc(&scratch, sizeof(double) * (SS_BLOCKS + 1)) != cudaSuccess) {
         scratch = NULL;
         cuda_record_error("cudaMalloc", "cannot allocate the sum_squares scratch", __FILE__, __LINE__);
-        return NAN;
     }
+    return scratch;
+}
+
+/* the sum into out (device), no host copy: capturable */
+void cuda_sum_into(double *out, const real *x, size_t n, int squares) {
+    double *partial = ss_scratch();
+    if (!partial) return;
+    if (n == 0) { CUDA_CALL(cudaMemsetAsync(out, 0, sizeof(double), cuda_stream())); return; }
     unsigned int nb = blocks_for(n, OPT_THREADS);
     if (nb > SS_BLOCKS) nb = SS_BLOCKS;
-    sum_squares_kernel<<<nb, OPT_THREADS, 0, cuda_stream()>>>(scratch, x, n);
+    if (squares) sum_squares_kernel<true><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    else sum_squares_kernel<false><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
     CUDA_LAUNCHED();
-    sum_partials_kernel<<<1, OPT_THREADS, 0, cuda_stream()>>>(scratch + SS_BLOCKS, scratch, (int)nb);
+    sum_partials_kernel<<<1, OPT_THREADS, 0, cuda_stream()>>>(out, partial, (int)nb);
     CUDA_LAUNCHED();
+}
+
+double cuda_sum_squares(const real *x, size_t n) {
+    if (n == 0) return 0;
+    double *scratch = ss_scratch();
+    if (!scratch) return NAN;
+    cuda_sum_into(scratch + SS_BLOCKS, x, n, 1);
     double s = NAN;
     CUDA_CALL(cudaMemcpy(&s, scratch + SS_BLOCKS, sizeof s, cudaMemcpyDeviceToHost));
     return s;
+}
+
+/* optimizer_apply's clipping on the device, in double as the host does it */
+__global__ void step_scale_kernel(StepScalars *s) {
+    s->ok = isfinite(s->loss_sum) && isfinite(s->sumsq);
+    double norm = sqrt(s->sumsq) * s->grad_scale, scale = s->grad_scale;
+    if (s->clip > 0 && norm > s->clip) scale *= s->clip / norm;
+    s->scale = (float)scale;
+}
+
+void cuda_step_scale(StepScalars *s) {
+    step_scale_kernel<<<1, 1, 0, cuda_stream()>>>(s);
+    CUDA_LAUNCHED();
 }

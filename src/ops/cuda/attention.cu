@@ -388,21 +388,27 @@ attention_dq_kernel(float *dq, const float *dout, const float *D, const float *l
 /* Dynamic shared memory above the default 48 KB needs an opt-in per kernel. */
 int attention_set_smem(const void *kernel, size_t bytes, const char *what) {
     if (bytes <= 48 * 1024) return 0;
-    int dev = 0, maxb = 0;
-    CUDA_CALL(cudaGetDevice(&dev));
-    CUDA_CALL(cudaDeviceGetAttribute(&maxb, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    static int maxb;  /* the device's opt-in limit, asked once (not while a graph is recorded) */
+    if (!maxb) {
+        int dev = 0;
+        CUDA_CALL(cudaGetDevice(&dev));
+        CUDA_CALL(cudaDeviceGetAttribute(&maxb, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    }
     if (bytes > (size_t)maxb) {
         cuda_record_error(what, "attention tiles need more shared memory than this GPU has per block",
                           __FILE__, __LINE__);
         return -1;
     }
-    CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    cuda_func_smem(kernel, bytes);
     return 0;
 }
 
 /* 2*hd MACs per visible key: the positions live on the device, so they are
  * copied back here (a small synchronous copy). */
 static void count_attention_macs(const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int hd) {
+    /* not while a graph is recorded (a host copy there is not allowed; the
+     * replays do not run host code, so they count nothing either) */
+    if (cuda_capturing()) return;
     int *hq = (int *)malloc(sizeof(int) * (nq + nk));
     if (!hq) return;
     int *hk = hq + nq;
@@ -476,7 +482,7 @@ static float *rowdot_scratch(size_t n) {
     static size_t cap[CUDA_BRANCHES];
     int br = cuda_branch();
     if (n <= cap[br]) return buf[br];
-    if (buf[br]) CUDA_CALL(cudaFree(buf[br]));
+    cuda_scratch_free(buf[br]);
     buf[br] = NULL;
     cap[br] = 0;
     if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {

@@ -472,7 +472,7 @@ static unsigned char *tc_scratch(size_t bytes) {
     static size_t cap[CUDA_BRANCHES];
     int br = cuda_branch();
     if (bytes <= cap[br]) return buf[br];
-    if (buf[br]) CUDA_CALL(cudaFree(buf[br]));
+    cuda_scratch_free(buf[br]);
     buf[br] = NULL;
     cap[br] = 0;
     if (cudaMalloc(&buf[br], bytes) != cudaSuccess) {

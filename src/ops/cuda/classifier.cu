@@ -58,7 +58,7 @@ static Buf bufs[CUDA_BRANCHES][4];
 static void *scratch(int k, size_t bytes) {
     Buf *b = &bufs[cuda_branch()][k];
     if (b->bytes < bytes) {
-        if (b->p) CUDA_CALL(cudaFree(b->p));
+        cuda_scratch_free(b->p);
         b->p = NULL;
         b->bytes = 0;
         if (cudaMalloc(&b->p, bytes) != cudaSuccess) {

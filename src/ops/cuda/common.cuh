@@ -28,6 +28,16 @@ cudaStream_t cuda_stream(void);
 int cuda_branch(void);
 void cuda_set_branch(int b);
 
+/* Graph capture (stream.cu): whether ops are being recorded now (host-side
+ * work that needs device data, e.g. attention's MAC count, is skipped), and a
+ * counter every cudaFree of backend memory or scratch bumps: a recorded graph
+ * whose buffers may have been freed must not be replayed. */
+int cuda_capturing(void);
+/* cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and size (stream.cu) */
+void cuda_func_smem(const void *kernel, size_t bytes);
+extern unsigned long cuda_free_gen;
+static inline void cuda_scratch_free(void *p);
+
 /* Counts CUDA calls and launches (each may write device memory): linear.cu
  * reuses a bf16 rounding of an operand only while nothing else ran since. */
 extern unsigned long cuda_epoch;
@@ -40,6 +50,12 @@ extern unsigned long cuda_epoch;
     } while (0)
 /* after every kernel launch: catches bad launch configurations at once */
 #define CUDA_LAUNCHED() CUDA_CALL(cudaGetLastError())
+
+static inline void cuda_scratch_free(void *p) {
+    if (!p) return;
+    cuda_free_gen++;
+    CUDA_CALL(cudaFree(p));
+}
 
 static inline unsigned int blocks_for(size_t n, int threads) {
     return (unsigned int)((n + threads - 1) / threads);
@@ -181,9 +197,20 @@ void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_ra
 void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
 void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cuda_sum_squares(const real *x, size_t n);
+void cuda_sum_into(double *out, const real *x, size_t n, int squares);
+void cuda_step_scale(StepScalars *s);
+void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
+                     real eps, real wd);
+int cuda_graph_begin(void);
+void *cuda_graph_end(void);
+int cuda_graph_launch(void *graph);
+void cuda_graph_free(void *graph);
 void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
+void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
+void cuda_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
+                              int nh, int nkv, int hd);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
 void cuda_memory_stats(size_t *live, size_t *peak);
 

@@ -62,4 +62,13 @@ const Ops cuda_ops = {
     .copy_rows = cuda_copy_rows,
     .conv1d_step = cuda_conv1d_step,
     .attention_decode = cuda_attention_decode,
+    .copy_rows_at = cuda_copy_rows_at,
+    .attention_decode_at = cuda_attention_decode_at,
+    .sum_into = cuda_sum_into,
+    .step_scale = cuda_step_scale,
+    .adamw_step = cuda_adamw_step,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_launch = cuda_graph_launch,
+    .graph_free = cuda_graph_free,
 };

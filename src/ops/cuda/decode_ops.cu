@@ -43,8 +43,9 @@ void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const 
  * end through shared memory. */
 #define DEC_WARPS 4
 #define DEC_MAXR 8
-__global__ void attention_decode_kernel(float *out, const float *q, const float *k, const float *v, int nk, int ld,
-                                        int nh, int nkv, int hd, float scale) {
+__global__ void attention_decode_kernel(float *out, const float *q, const float *k, const float *v, int nk,
+                                        const int *pos, int ld, int nh, int nkv, int hd, float scale) {
+    if (pos) nk = pos[0] + 1;  /* the _at variant: the position from device memory */
     __shared__ float sm[DEC_WARPS], ss[DEC_WARPS], sacc[DEC_WARPS][32 * DEC_MAXR];
     int h = blockIdx.x, b = blockIdx.y, kh = h / (nh / nkv);
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
@@ -92,16 +93,41 @@ __global__ void attention_decode_kernel(float *out, const float *q, const float 
     }
 }
 
-void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
-                           int nkv, int hd) {
+static void attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, const int *pos,
+                             int ld, int nh, int nkv, int hd) {
     if (B <= 0 || nh <= 0) return;
     if (hd > 32 * DEC_MAXR) {
         cuda_record_error("attention_decode", "head_dim above 256 is not supported by the decode kernel", __FILE__,
                           __LINE__);
         return;
     }
-    attention_decode_kernel<<<dim3(nh, B), 32 * DEC_WARPS, 0, cuda_stream()>>>(out, q, k, v, nk, ld, nh, nkv, hd,
-                                                                               1.f / sqrtf((float)hd));
+    attention_decode_kernel<<<dim3(nh, B), 32 * DEC_WARPS, 0, cuda_stream()>>>(out, q, k, v, nk, pos, ld, nh, nkv,
+                                                                               hd, 1.f / sqrtf((float)hd));
     CUDA_LAUNCHED();
+}
+
+void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
+                           int nkv, int hd) {
+    attention_decode(out, q, k, v, B, nk, NULL, ld, nh, nkv, hd);
     fh_count_macs(2ull * hd * nk * B * nh);
+}
+
+/* nk is on the device: not counted (the host does not know it) */
+void cuda_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
+                              int nh, int nkv, int hd) {
+    attention_decode(out, q, k, v, B, 0, pos, ld, nh, nkv, hd);
+}
+
+__global__ void copy_rows_at_kernel(float *dst, int ldd, const float *src, int rows, int cols, const int *pos) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * cols) return;
+    size_t r = i / cols, c = i % cols;
+    dst[r * ldd + (size_t)pos[0] * cols + c] = src[i];
+}
+
+void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos) {
+    size_t n = (size_t)rows * cols;
+    if (!n) return;
+    copy_rows_at_kernel<<<blocks_for(n, 256), 256, 0, cuda_stream()>>>(dst, ldd, src, rows, cols, pos);
+    CUDA_LAUNCHED();
 }

@@ -193,7 +193,7 @@ static const void *as_bf16(const float *src, size_t n, int slot) {
     Slot *s = &slots[cuda_branch()][slot];
     if (s->src == src && s->n == n && s->epoch == cuda_epoch) return s->buf;
     if (s->cap < n) {
-        if (s->buf) cudaFree(s->buf);
+        cuda_scratch_free(s->buf);
         s->buf = NULL;
         s->cap = 0;
         size_t cap = n + n / 4;

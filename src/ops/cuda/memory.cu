@@ -37,7 +37,7 @@ void cuda_release(void *p) {
             block_bytes.erase(it);
         }
     }
-    CUDA_CALL(cudaFree(p));
+    cuda_scratch_free(p);   /* counts the free: a recorded graph may have used p */
 }
 
 void cuda_memory_stats(size_t *live, size_t *peak) {

@@ -55,7 +55,7 @@ static void rope(float *out, const float *x, const int *pos, int B, int n, int n
     int br = cuda_branch();
     size_t need = (size_t)n * (half ? half : 1);
     if (table_cap[br] < need) {
-        if (table[br]) CUDA_CALL(cudaFree(table[br]));
+        cuda_scratch_free(table[br]);
         table[br] = NULL;
         table_cap[br] = 0;
         if (cudaMalloc(&table[br], need * sizeof(float2)) != cudaSuccess) {

@@ -303,7 +303,7 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
     /* chunks longer than the sequence only cost shared memory: walk n-long ones */
     if (L > n) return cuda_selective_scan_bwd(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log,
                                               Bm, Cm, D, z, B, n, E, S, n);
-    if (smem > 48 * 1024) CUDA_CALL(cudaFuncSetAttribute(k.bwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
     dim3 grid(blocks_for((size_t)E, SCAN_THREADS / k.G), B);
     k.bwd<<<grid, SCAN_THREADS, smem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm,
                                          D, z, n, E, S, L);

@@ -536,7 +536,7 @@ static float *ssd_scratch(int slot, size_t n) {
     static size_t cap[CUDA_BRANCHES][2];
     int br = cuda_branch();
     if (cap[br][slot] >= n) return buf[br][slot];
-    if (buf[br][slot]) CUDA_CALL(cudaFree(buf[br][slot]));
+    cuda_scratch_free(buf[br][slot]);
     buf[br][slot] = NULL;
     cap[br][slot] = 0;
     if (cudaMalloc(&buf[br][slot], sizeof(float) * n) != cudaSuccess) {

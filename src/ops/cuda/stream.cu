@@ -14,13 +14,49 @@
  * at B 8, T 1024 (bf16) each branch already fills the GPU and two streams were
  * 1-2% slower (flowhn-fac-135m 360K vs 368K tokens/s, flowhn-ae 357K vs 361K;
  * docs/perf-notes.md); smaller batches or decode may gain. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
 
-static cudaStream_t streams[CUDA_BRANCHES];  /* [0] = 0: the legacy default stream */
+static cudaStream_t streams[CUDA_BRANCHES];  /* [0] = 0: the legacy default stream (or the capture stream) */
 static int current, enabled = -1;
+static cudaStream_t capture_stream;         /* the main sequence while a graph is recorded */
+static cudaEvent_t ev_fork, ev_join[CUDA_BRANCHES];
+static int capturing;
+static unsigned long capture_gen;           /* cuda_free_gen when the recording began */
+unsigned long cuda_free_gen;
+
+int cuda_capturing(void) { return capturing; }
+
+/* the branch streams wait for the main sequence (entering a parallel block) */
+static void fork_branches(void) {
+    CUDA_CALL(cudaEventRecord(ev_fork, streams[0]));
+    for (int b = 1; b < CUDA_BRANCHES; b++) CUDA_CALL(cudaStreamWaitEvent(streams[b], ev_fork, 0));
+}
+/* the main sequence waits for both branches (leaving it) */
+static void join_branches(void) {
+    for (int b = 1; b < CUDA_BRANCHES; b++) {
+        CUDA_CALL(cudaEventRecord(ev_join[b], streams[b]));
+        CUDA_CALL(cudaStreamWaitEvent(streams[0], ev_join[b], 0));
+    }
+}
+
+/* the branch streams and the events, made outside any recording */
+static int make_branch_streams(void) {
+    for (int b = 1; b < CUDA_BRANCHES; b++)
+        if (!streams[b] && cudaStreamCreate(&streams[b]) != cudaSuccess) {
+            cuda_record_error("cudaStreamCreate", "cannot create a branch stream", __FILE__, __LINE__);
+            streams[b] = 0;
+            return -1;
+        }
+    if (!ev_fork) {
+        CUDA_CALL(cudaEventCreateWithFlags(&ev_fork, cudaEventDisableTiming));
+        for (int b = 1; b < CUDA_BRANCHES; b++) CUDA_CALL(cudaEventCreateWithFlags(&ev_join[b], cudaEventDisableTiming));
+    }
+    return 0;
+}
 
 cudaStream_t cuda_stream(void) { return streams[current]; }
 int cuda_branch(void) { return current; }
@@ -31,10 +67,109 @@ void cuda_set_branch(int b) {
         enabled = e && !strcmp(e, "1");
     }
     if (b < 0 || b >= CUDA_BRANCHES || !enabled) { current = 0; return; }
-    if (b && !streams[b] && cudaStreamCreate(&streams[b]) != cudaSuccess) {
-        cuda_record_error("cudaStreamCreate", "cannot create a branch stream", __FILE__, __LINE__);
-        streams[b] = 0;
-        b = 0;
+    if (b && !streams[b] && (capturing || make_branch_streams())) b = 0;  /* none made while recording */
+    /* while recording, the fork and join are explicit (outside, the legacy stream's rules give them) */
+    if (capturing && streams[1] && streams[2]) {
+        if (current == 0 && b != 0) fork_branches();
+        else if (current != 0 && b == 0) join_branches();
     }
     current = b;
+}
+
+/* Opts `kernel` in to `bytes` of dynamic shared memory, once per kernel and
+ * size: the attribute calls then happen in the first (eager) step only, not
+ * while a graph is recorded, and cost no host time later. */
+void cuda_func_smem(const void *kernel, size_t bytes) {
+    static struct { const void *k; size_t bytes; } done[64];
+    static int n_done;
+    for (int i = 0; i < n_done; i++)
+        if (done[i].k == kernel) {
+            if (done[i].bytes >= bytes) return;
+            CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+            done[i].bytes = bytes;
+            return;
+        }
+    CUDA_CALL(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    if (n_done < 64) { done[n_done].k = kernel; done[n_done].bytes = bytes; n_done++; }
+}
+
+/* ---- graph capture (ops.h graph_*) ---- */
+typedef struct {
+    cudaGraphExec_t exec;
+    unsigned long gen;   /* cuda_free_gen at recording: buffers it uses were live then */
+} Graph;
+
+int cuda_graph_begin(void) {
+    if (capturing) return fh_error("a CUDA graph is already being recorded");
+    if (!capture_stream && cudaStreamCreateWithFlags(&capture_stream, cudaStreamNonBlocking) != cudaSuccess) {
+        capture_stream = 0;
+        return fh_error("cannot create the CUDA graph capture stream");
+    }
+    if (enabled > 0 && make_branch_streams()) return cuda_ops_check();
+    /* everything queued before runs first (the recording does not order itself after it) */
+    if (cuda_ops_check()) return -1;
+    current = 0;
+    streams[0] = capture_stream;
+    /* thread-local mode: an unsafe call from this thread (a synchronous copy,
+     * an allocation) fails the recording instead of silently syncing */
+    cudaError_t e = cudaStreamBeginCapture(capture_stream, cudaStreamCaptureModeThreadLocal);
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);  /* no bf16 rounding from before is reused inside */
+    if (e != cudaSuccess) {
+        streams[0] = 0;
+        return fh_error("cudaStreamBeginCapture failed: %s", cudaGetErrorString(e));
+    }
+    capturing = 1;
+    capture_gen = cuda_free_gen;
+    return 0;
+}
+
+void *cuda_graph_end(void) {
+    if (!capturing) { fh_error("cuda_graph_end without cuda_graph_begin"); return NULL; }
+    if (current != 0) cuda_set_branch(0);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(capture_stream, &graph);
+    capturing = 0;
+    streams[0] = 0;
+    current = 0;
+    /* the recorded ops did not run: roundings the recording "made" are not in the scratch */
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
+    /* an op that failed while recording (e.g. an allocation) set the sticky error: the recording
+     * is abandoned, nothing ran, so the error is taken back and reported here instead */
+    int op_failed = cuda_ops_check();
+    char why[512];
+    snprintf(why, sizeof why, "%s", op_failed ? fh_last_error() : "");
+    cudaGetLastError();  /* clear the runtime's last error too */
+    Graph *g = NULL;
+    if (e == cudaSuccess && !op_failed && capture_gen == cuda_free_gen) {
+        g = (Graph *)calloc(1, sizeof(Graph));
+        if (g && cudaGraphInstantiate(&g->exec, graph, 0) != cudaSuccess) {
+            cudaGetLastError();
+            free(g);
+            g = NULL;
+            snprintf(why, sizeof why, "cudaGraphInstantiate failed");
+        }
+        if (g) g->gen = capture_gen;
+    } else if (e != cudaSuccess && !op_failed) {
+        snprintf(why, sizeof why, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
+    } else if (!op_failed) {
+        snprintf(why, sizeof why, "backend memory was freed while recording");
+    }
+    if (graph) cudaGraphDestroy(graph);
+    if (!g) fh_error("recording the step as a CUDA graph failed (%s)", why);
+    return g;
+}
+
+int cuda_graph_launch(void *graph) {
+    Graph *g = (Graph *)graph;
+    if (!g) return fh_error("no CUDA graph to launch");
+    if (g->gen != cuda_free_gen) return 1;  /* a buffer it uses may be gone: record again */
+    CUDA_CALL(cudaGraphLaunch(g->exec, 0));
+    return 0;
+}
+
+void cuda_graph_free(void *graph) {
+    Graph *g = (Graph *)graph;
+    if (!g) return;
+    CUDA_CALL(cudaGraphExecDestroy(g->exec));
+    free(g);
 }
