@@ -19,6 +19,7 @@
 #include "../model/model.h"
 #include "../ops/backend.h"
 #include "../train/optimizer.h"
+#include "../train/step.h"
 #include "args.h"
 #include "commands.h"
 
@@ -38,6 +39,9 @@ static void usage(void) {
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
             "  --seed S            parameter and token seed (default 1)\n"
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
+            "  --no-graph          CUDA: launch every op of every step instead of replaying the whole step recorded\n"
+            "                      as a CUDA graph (default where the backend can; also FLOWHN_NO_GRAPH=1); with\n"
+            "                      --decode the same for the decode step (graphs: all but FlowHN with a split)\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
             "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
@@ -60,7 +64,8 @@ static void usage(void) {
  * split runs one branch per layer per token, so it reads fewer bytes than its
  * parameter count: its fraction is stated against all its weights (an
  * overstatement of how close it is to its own bound). */
-static int bench_decode(const Backend *be, const char *cfg_path, const Config *c, int B, int P, int N, int seed) {
+static int bench_decode(const Backend *be, const char *cfg_path, const Config *c, int B, int P, int N, int seed,
+                        int no_graph) {
     const int host_steps = 16;
     int W = P + N + host_steps;
     if (W > c->max_seq_len) {
@@ -75,6 +80,7 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     }
     m.plan_len = W;
     Generator *g = generator_create(&m, B);
+    int graphs = g ? generator_set_graphs(g, !no_graph) : 0;
     int *tok = malloc(sizeof(int) * B);
     real *logits = malloc(sizeof(real) * (size_t)B * c->vocab_size);
     int rc = 1;
@@ -86,7 +92,8 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     double weight_bytes = (double)sizeof(real) * weight_elems;
     printf("bench --decode: %s (%s), %zu parameters, batch %d, prompt %d, %d decode steps (window %d)\n", cfg_path,
            arch_name(c->arch), m.layout.total, B, P, N, W);
-    printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
+    printf("device: %s, backend %s, matmul precision %s, decode step %s\n", be->device(), m.ops->name,
+           be->matmul_precision(), graphs ? "recorded once as a graph, then replayed" : "ops launched one by one");
     double secs[3];
     int counts[3] = {P, N, host_steps};
     for (int phase = 0; phase < 3; phase++) {
@@ -112,9 +119,9 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     printf("             %.3f ms per step at %.2f TB/s (measured copy bandwidth); reached %.1f%%\n",
            1e3 * weight_bytes / HBM_MEASURED_BYTES_S, HBM_MEASURED_BYTES_S / 1e12,
            100 * weight_bytes / HBM_MEASURED_BYTES_S / step_s);
-    printf("DECODE config=%s device=%s B=%d prompt=%d steps=%d step_ms=%.4f tokens_per_s=%.1f host_logits_tokens_per_s=%.1f "
+    printf("DECODE config=%s device=%s graph=%d B=%d prompt=%d steps=%d step_ms=%.4f tokens_per_s=%.1f host_logits_tokens_per_s=%.1f "
            "weight_bytes=%.0f bound_ms=%.4f bound_fraction=%.4f\n",
-           cfg_path, be->name, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, weight_bytes, 1e3 * bound_s, frac);
+           cfg_path, be->name, graphs, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, weight_bytes, 1e3 * bound_s, frac);
     rc = 0;
     goto out;
 fail:
@@ -133,9 +140,13 @@ static double gib(size_t b) { return b / 1073741824.0; }
  * measure what the fused classifier saves */
 static int unfused_head;
 
+/* the whole step recorded as a graph and replayed (src/train/step.h), when used */
+static TrainStep *graph_step;
+
 /* one training step on a fixed batch; 0 or -1 with fh_last_error() */
 static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, int B, int T) {
-    double gnorm;
+    double gnorm, loss;
+    if (graph_step) return train_step_run(graph_step, m, o, tok, tgt, B, T, &loss, &gnorm);
     model_zero_grad(m);
     if (unfused_head ? model_forward(m, tok, tgt, B, T) || model_backward(m)
                      : model_forward_backward(m, tok, tgt, B, T))
@@ -146,11 +157,13 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
 int cmd_bench(int argc, char **argv) {
     const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
     int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1, decode = 0, prompt = 128, batch_set = 0, steps_set = 0;
+    int no_graph = !train_step_graphs_wanted();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
         if (!strcmp(a, "--unfused-head")) { unfused_head = 1; continue; }
         if (!strcmp(a, "--decode")) { decode = 1; continue; }
+        if (!strcmp(a, "--no-graph")) { no_graph = 1; continue; }
         if (!(v = arg_value("bench", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;
@@ -171,7 +184,7 @@ int cmd_bench(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 2; }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
-    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed);
+    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed, no_graph);
     if (!seq) seq = c.max_seq_len;
     if (seq > c.max_seq_len) {
         fprintf(stderr, "flowhn bench: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq,
@@ -209,9 +222,15 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
         goto out_model;
     }
+    TrainStep ts;
+    if (!no_graph && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
+        if (train_step_init(&ts, &m, 1)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
+        graph_step = &ts;
+    }
     printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
            arch_name(c.arch), m.layout.total, m.layout.total / 1e6, batch, seq, BT);
-    printf("device: %s, backend %s, matmul precision %s\n", be->device(), m.ops->name, be->matmul_precision());
+    printf("device: %s, backend %s, matmul precision %s, step %s\n", be->device(), m.ops->name,
+           be->matmul_precision(), graph_step ? "recorded once as a graph, then replayed" : "ops launched one by one");
     char mem_line[512];
     memory_describe(&mem, mem_line, sizeof mem_line);
     printf("memory: estimated %s\n", mem_line);
@@ -230,6 +249,9 @@ int cmd_bench(int argc, char **argv) {
     double flops_tok = flops_train_per_token(&c, seq), tflops = flops_tok * tok_s / 1e12;
     size_t live, peak, used, total;
     be->memory(&live, &peak, &used, &total);
+    if (graph_step)
+        printf("graph: %d recording(s), %d replays%s\n", graph_step->recordings, graph_step->replays,
+               graph_step->graphs ? "" : " (recording failed: steps ran without graphs)");
     printf("loss: %.4f after warm-up, %.4f after the timed steps (random tokens)\n", warmup ? first_loss : m.loss,
            m.loss);
     printf("step time:   %.2f ms (mean of %d steps after %d warm-up; forward + backward + AdamW)\n", step_ms, steps,
@@ -248,15 +270,17 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("MFU:         not stated for the CPU (the peaks are the GPU's)\n");
     }
-    printf("BENCH config=%s device=%s precision=%s B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
+    printf("BENCH config=%s device=%s precision=%s graph=%d B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
            "tflops=%.4f mfu_bf16=%.4f mfu_fp32=%.4f peak_alloc_gib=%.3f\n",
-           cfg_path, be->name, be->matmul_precision(), batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
+           cfg_path, be->name, be->matmul_precision(), graph_step && graph_step->graphs, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
            tflops / PEAK_BF16_TFLOPS, tflops / PEAK_FP32_TFLOPS, gib(peak));
     rc = 0;
     goto out_opt;
 fail:
     fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
 out_opt:
+    if (graph_step) train_step_free(graph_step, &m);
+    graph_step = NULL;
     optimizer_free(&opt, &m);
 out_model:
     model_free(&m);

@@ -665,11 +665,11 @@ int model_measure_split(Model *m, int T, int reps, FILE *log) {
     return 0;
 }
 
-/* Checks the input, then embedding -> layers -> final norm (A->xf). */
-static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T) {
+/* Checks the input, (re)builds the shape's state, copies the tokens to the backend. */
+static int stage_tokens(Model *m, const int *tokens, const int *targets, int B, int T) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
-    int H = c->hidden_size, V = c->vocab_size;
+    int V = c->vocab_size;
     if (needs_measured_split(c))
         return fh_error("split_ratio \"measured\" has not been measured yet: call model_measure_split first "
                         "(flowhn train and flowhn bench do)");
@@ -686,9 +686,17 @@ static int forward_trunk(Model *m, const int *tokens, const int *targets, int B,
                             "ignored)", targets[i], i / T, i % T, V);
     }
     if (prepare_shape(m, B, T)) return -1;
+    o->from_host(m->tokens_dev, tokens, sizeof(int) * (size_t)B * T);
+    return 0;
+}
+
+/* embedding -> layers -> final norm (A->xf), from the staged tokens */
+static int trunk_compute(Model *m) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
     ModelActs *A = m->acts;
+    int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T;
-    o->from_host(m->tokens_dev, tokens, sizeof(int) * BT);
     for (int l = 0; l <= c->num_layers; l++) ENS(A->x[l], BT * H);
     o->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), (int)BT, H);
     for (int l = 0; l < c->num_layers; l++) {
@@ -704,6 +712,12 @@ static int forward_trunk(Model *m, const int *tokens, const int *targets, int B,
     return 0;
 }
 
+/* Checks the input, then embedding -> layers -> final norm (A->xf). */
+static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T) {
+    if (stage_tokens(m, tokens, targets, B, T)) return -1;
+    return trunk_compute(m);
+}
+
 /* Targets to the backend and the host copy; counts the scored tokens. */
 static int set_targets(Model *m, const int *targets, size_t BT) {
     memcpy(m->targets_host, targets, sizeof(int) * BT);
@@ -715,6 +729,7 @@ static int set_targets(Model *m, const int *targets, size_t BT) {
 
 /* m->loss = mean of A->losses over the scored tokens; an error naming the
  * first non-finite parameter tensor if it is not finite. */
+static int loss_check(Model *m);
 static int mean_loss(Model *m, size_t BT) {
     const Ops *o = m->ops;
     real *losses = malloc(sizeof(real) * BT);
@@ -725,6 +740,12 @@ static int mean_loss(Model *m, size_t BT) {
         if (m->targets_host[i] >= 0) sum += losses[i];
     free(losses);
     m->loss = m->n_valid ? sum / m->n_valid : 0;
+    return loss_check(m);
+}
+
+/* 0 if m->loss is finite, else the error naming the cause */
+static int loss_check(Model *m) {
+    const Ops *o = m->ops;
     if (!isfinite(m->loss)) {
         /* name the first parameter tensor holding a NaN/Inf, if any */
         for (int i = 0; i < m->layout.n; i++) {
@@ -828,4 +849,41 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
                   m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
     if (mean_loss(m, BT)) return -1;
     return backward_trunk(m);
+}
+
+/* ---- the training step for graph capture (model.h) ---- */
+
+int model_stage_batch(Model *m, const int *tokens, const int *targets, int B, int T) {
+    if (!targets) return fh_error("model_stage_batch needs targets");
+    if (!m->ops->classifier || !m->ops->sum_into)
+        return fh_error("backend %s has no fused classifier or device sum: use model_forward_backward", m->ops->name);
+    if (stage_tokens(m, tokens, targets, B, T)) return -1;
+    set_targets(m, targets, (size_t)B * T);
+    m->has_targets = 0;  /* no logits to run model_backward from */
+    return 0;
+}
+
+/* model_forward_backward's work after the host copies, without its readback
+ * of the losses in the middle: the loss sum stays on the backend and the
+ * backward runs whatever it is (a NaN loss then gives a NaN gradient, which
+ * the optimizer's device-side check refuses, as the host check would have). */
+int model_step_body(Model *m, double *loss_sum) {
+    const Ops *o = m->ops;
+    if (!m->acts) return fh_error("model_step_body needs model_stage_batch first");
+    ModelActs *A = m->acts;
+    int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    size_t BT = (size_t)m->B * m->T;
+    model_zero_grad(m);
+    if (trunk_compute(m)) return -1;
+    ENS(A->losses, BT); ENS(A->dxf, BT * H);
+    ZERO(A->dxf, BT * H);
+    o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+    o->sum_into(loss_sum, A->losses, BT, 0);   /* ignored tokens' losses are 0 (ops.h classifier) */
+    return backward_trunk(m);
+}
+
+int model_step_loss(Model *m, double loss_sum) {
+    m->loss = m->n_valid ? loss_sum / m->n_valid : 0;
+    return loss_check(m);
 }

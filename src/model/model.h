@@ -56,6 +56,20 @@ int model_backward(Model *m);
  * [B, T, V] logits are never stored); the same loss and gradients as
  * model_forward + model_backward. model_logits() is not available after it. */
 int model_forward_backward(Model *m, const int *tokens, const int *targets, int B, int T);
+/* The same training step split for recording as a graph (src/train/step.c):
+ *  - model_stage_batch: checks the batch, (re)builds the shape's state and
+ *    copies tokens and targets into the model's fixed backend buffers (host
+ *    work; the scale 1/n_valid it fixes is in m->n_valid);
+ *  - model_step_body: zeroes the gradients, forward, fused classifier,
+ *    backward; the summed loss goes to *loss_sum (backend memory). It copies
+ *    nothing to or from the host, and after one run at a shape it allocates
+ *    nothing, so a later run can be recorded and replayed;
+ *  - model_step_loss: m->loss from the sum read back, and the error naming the
+ *    cause when it is not finite (as model_forward_backward's).
+ * Needs ops->classifier and ops->sum_into. 0 or -1 with fh_last_error(). */
+int model_stage_batch(Model *m, const int *tokens, const int *targets, int B, int T);
+int model_step_body(Model *m, double *loss_sum);
+int model_step_loss(Model *m, double loss_sum);
 void model_zero_grad(Model *m);
 /* Logits of the last forward, [B, T, V], backend memory. */
 const real *model_logits(const Model *m);

@@ -87,21 +87,25 @@ double optimizer_local_sumsq(const Optimizer *o, const Model *model) {
     return o->hi > o->lo ? model->ops->sum_squares(model->grads + o->lo, o->hi - o->lo) : 0;
 }
 
-int optimizer_apply(Optimizer *o, Model *model, double ss, double grad_scale, double *gnorm) {
+/* the error for a non-finite gradient, naming the first tensor with a NaN/Inf
+ * in this rank's range (another rank may hold it) */
+static int gradient_not_finite(const Optimizer *o, const Model *model) {
     const Ops *ops = model->ops;
     const ParamLayout *L = &model->layout;
-    if (!isfinite(ss)) {
-        /* name the first tensor with a NaN/Inf in this rank's range (another rank may hold it) */
-        for (int i = 0; i < L->n; i++) {
-            size_t a = L->entries[i].offset, b = a + L->entries[i].numel;
-            a = a > o->lo ? a : o->lo;
-            b = b < o->hi ? b : o->hi;
-            if (a < b && !isfinite(ops->sum_squares(model->grads + a, b - a)))
-                return fh_error("gradient of %s is not finite (NaN/Inf) at step %d; update skipped", L->entries[i].name,
-                                o->step + 1);
-        }
-        return fh_error("gradient is not finite at step %d; update skipped", o->step + 1);
+    for (int i = 0; i < L->n; i++) {
+        size_t a = L->entries[i].offset, b = a + L->entries[i].numel;
+        a = a > o->lo ? a : o->lo;
+        b = b < o->hi ? b : o->hi;
+        if (a < b && !isfinite(ops->sum_squares(model->grads + a, b - a)))
+            return fh_error("gradient of %s is not finite (NaN/Inf) at step %d; update skipped", L->entries[i].name,
+                            o->step + 1);
     }
+    return fh_error("gradient is not finite at step %d; update skipped", o->step + 1);
+}
+
+int optimizer_apply(Optimizer *o, Model *model, double ss, double grad_scale, double *gnorm) {
+    const Ops *ops = model->ops;
+    if (!isfinite(ss)) return gradient_not_finite(o, model);
     double norm = sqrt(ss) * grad_scale;
     *gnorm = norm;
     double scale = grad_scale;
@@ -124,4 +128,37 @@ int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm)
     if (o->dist && o->dist->world > 1 && o->dist->all_reduce_host(o->dist, &ss, 1, "all-reduce of the gradient norm"))
         return -1;
     return optimizer_apply(o, model, ss, grad_scale, gnorm);
+}
+
+/* ---- the update inside a recorded step (optimizer.h) ---- */
+
+void optimizer_stage(const Optimizer *o, double grad_scale, StepScalars *s) {
+    int t = o->step + 1;
+    /* the bias corrections as the adamw ops form them: pow of the real-typed betas, in double */
+    s->bc1 = 1.0 - pow((double)(real)o->cfg.beta1, t);
+    s->bc2 = 1.0 - pow((double)(real)o->cfg.beta2, t);
+    s->grad_scale = grad_scale;
+    s->clip = o->cfg.grad_clip;
+    s->lr = (float)(real)lr_at(&o->cfg, o->step);
+}
+
+void optimizer_body(const Optimizer *o, Model *model, StepScalars *s) {
+    const Ops *ops = model->ops;
+    ops->sum_into(&s->sumsq, model->grads + o->lo, o->hi - o->lo, 1);
+    ops->step_scale(s);
+    for (int r = 0; r < o->n_runs; r++) {
+        const OptRun *u = &o->runs[r];
+        size_t mo = u->offset - o->lo;
+        ops->adamw_step(model->params + u->offset, model->grads + u->offset, o->m + mo, o->v + mo, u->n, s,
+                        (real)o->cfg.beta1, (real)o->cfg.beta2, (real)o->cfg.eps,
+                        u->decay ? (real)o->cfg.weight_decay : 0);
+    }
+}
+
+int optimizer_finish(Optimizer *o, Model *model, const StepScalars *s, double *gnorm) {
+    if (!isfinite(s->sumsq)) return gradient_not_finite(o, model);
+    if (!s->ok) return fh_error("the loss is not finite at step %d; update skipped", o->step + 1);
+    *gnorm = sqrt(s->sumsq) * s->grad_scale;
+    o->step++;
+    return 0;
 }

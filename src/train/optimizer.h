@@ -49,4 +49,18 @@ int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm)
 double optimizer_local_sumsq(const Optimizer *o, const Model *model);
 int optimizer_apply(Optimizer *o, Model *model, double global_ss, double grad_scale, double *gnorm);
 
+/* optimizer_step with every scalar on the backend, for a step recorded as a
+ * graph (src/train/step.c; world 1 only, no collective in between):
+ *  - optimizer_stage: the host's inputs for the next update (learning rate,
+ *    bias corrections, grad_scale, clip) into the host copy *s;
+ *  - optimizer_body: sum of squares, clipping and AdamW (ops sum_into,
+ *    step_scale, adamw_step) on s in backend memory; no host round trip; the
+ *    update is skipped on the device when the loss or the gradient is not finite;
+ *  - optimizer_finish: from the host copy read back after the step, the norm
+ *    before clipping and step + 1, or -1 as optimizer_apply (no update made).
+ * The same numbers as optimizer_step. */
+void optimizer_stage(const Optimizer *o, double grad_scale, StepScalars *s);
+void optimizer_body(const Optimizer *o, Model *model, StepScalars *s);
+int optimizer_finish(Optimizer *o, Model *model, const StepScalars *s, double *gnorm);
+
 #endif

@@ -15,6 +15,7 @@
 #include "../dist/shard.h"
 #include "checkpoint.h"
 #include "plot.h"
+#include "step.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -239,36 +240,53 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     double *xs = calloc(n_steps + 1, sizeof(double)), *ys = calloc(n_steps + 1, sizeof(double));
     double *vx = calloc(n_steps + 2, sizeof(double)), *vy = calloc(n_steps + 2, sizeof(double));
     res->losses = calloc(n_steps + 1, sizeof(double));
-    int nv = 0, rc = 0;
+    int nv = 0, rc = 0, use_ts = 0;
+    TrainStep ts;
     if (!tok || !tgt || !xs || !ys || !vx || !vy || !res->losses) { rc = fh_error("out of memory"); goto done; }
+    /* one process, no accumulation: the whole step recorded as a graph where the backend can (step.h) */
+    use_ts = accum == 1 && !D && !o->no_graph && train_step_graphs_wanted() && m->ops->graph_begin &&
+                 train_step_supported(m->ops);
+    if (use_ts && train_step_init(&ts, m, 1)) { rc = -1; goto done; }
     double t_start = now_s(), tokens_done = 0;
     int first_step = opt.step;
     while (opt.step < o->steps) {
         int step = opt.step;
-        double t0 = now_s(), loss_sum = 0;
-        model_zero_grad(m);
-        for (int a = 0; a < accum; a++) {
-            /* forward and backward in one call: the fused classifier never stores the logits */
-            if (train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T)) {
+        double t0 = now_s(), loss_sum = 0, gnorm = 0;
+        int failed = 0;
+        if (use_ts) {
+            if (train->next(train->ctx, tok, tgt, B, T)) { rc = fh_error("step %d: %s", step + 1, fh_last_error()); goto done; }
+            if (train_step_run(&ts, m, &opt, tok, tgt, B, T, &loss_sum, &gnorm)) {
+                /* a NaN/Inf loss or gradient (no update made) goes to the policy below; anything else stops */
+                int nonfinite = strstr(fh_last_error(), "not finite") != NULL;
                 rc = fh_error("step %d: %s", step + 1, fh_last_error());
-                /* with several ranks a non-finite loss is decided together after the reduction, whatever the policy */
-                if ((o->nan_policy == NAN_SKIP || D) && strstr(fh_last_error(), "not finite")) break;
-                goto done;
+                if (!nonfinite) goto done;
+                failed = 1;
             }
-            loss_sum += m->loss;
+        } else {
+            model_zero_grad(m);
+            for (int a = 0; a < accum; a++) {
+                /* forward and backward in one call: the fused classifier never stores the logits */
+                if (train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T)) {
+                    rc = fh_error("step %d: %s", step + 1, fh_last_error());
+                    /* with several ranks a non-finite loss is decided together after the reduction, whatever the policy */
+                    if ((o->nan_policy == NAN_SKIP || D) && strstr(fh_last_error(), "not finite")) break;
+                    goto done;
+                }
+                loss_sum += m->loss;
+            }
+            if (D) {
+                /* the summed gradient of this rank's shard, the mean loss, and whether any rank's loss was not
+                 * finite (then every rank skips the update together) */
+                double x[2] = {loss_sum, rc ? 1 : 0};
+                if (D->reduce_scatter(D, m->grads, m->grads + rank * S, S, "reduce-scatter of the gradients") ||
+                    D->all_reduce_host(D, x, 2, "all-reduce of the loss")) { rc = -1; goto done; }
+                loss_sum = x[0] / W;
+                if (x[1] > 0 && !rc) rc = fh_error("step %d: the loss of another rank is not finite", step + 1);
+            }
+            /* gradients are means over the accumulated micro-batches and the ranks */
+            failed = rc || optimizer_step(&opt, m, 1.0 / ((double)accum * W), &gnorm);
         }
-        if (D) {
-            /* the summed gradient of this rank's shard, the mean loss, and whether any rank's loss was not
-             * finite (then every rank skips the update together) */
-            double x[2] = {loss_sum, rc ? 1 : 0};
-            if (D->reduce_scatter(D, m->grads, m->grads + rank * S, S, "reduce-scatter of the gradients") ||
-                D->all_reduce_host(D, x, 2, "all-reduce of the loss")) { rc = -1; goto done; }
-            loss_sum = x[0] / W;
-            if (x[1] > 0 && !rc) rc = fh_error("step %d: the loss of another rank is not finite", step + 1);
-        }
-        double gnorm = 0;
-        /* gradients are means over the accumulated micro-batches and the ranks */
-        if (rc || optimizer_step(&opt, m, 1.0 / ((double)accum * W), &gnorm)) {
+        if (failed) {
             if (D && D->failed) { rc = -1; goto done; }   /* a collective failed, not the numbers */
             /* a NaN/Inf loss or gradient: the update was not applied */
             fprintf(stderr, "\nflowhn train: %s\n", fh_last_error());
@@ -330,6 +348,7 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
             rc = -1;
     }
 done:
+    if (use_ts) train_step_free(&ts, m);
     if (log) fclose(log);
     free(tok); free(tgt); free(xs); free(ys); free(vx); free(vy);
     optimizer_free(&opt, m);

@@ -29,6 +29,7 @@ typedef struct {
     NanPolicy nan_policy;
     int quiet;                /* no progress line (tests) */
     int stop_after;           /* stop (after checkpointing) once this many steps are done; 0 = run to `steps` */
+    int no_graph;             /* never record the step as a graph (src/train/step.h; also FLOWHN_NO_GRAPH=1) */
     double baseline_loss;     /* drawn on the plot when > 0 (e.g. the unigram entropy) */
     AdamWConfig opt;
     /* Data parallelism (NULL or a world of one: this process alone). Each rank
