@@ -8,6 +8,7 @@
 #include "generate.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,14 @@ struct Generator {
     real *logits;
     int *tok_dev, *pos_dev;   /* [B] token ids, then [1] the position (RoPE): one buffer, one copy */
     int *tok_host;            /* [B + 1] staging for that copy */
+    /* the step recorded once as a graph and replayed (ops graph_*): possible when
+     * every position runs the same ops, i.e. every attention cache takes every
+     * token (all but FlowHN with a split), the cache row and the number of
+     * cached keys then being the position, read on the device (copy_rows_at,
+     * attention_decode_at) */
+    int graphs;               /* record and replay */
+    int state;                /* 0 next step eager (warm-up), 1 recorded, 2 replayed */
+    void *graph;
 };
 
 #define P(off) (g->m->params + (off))
@@ -60,6 +69,7 @@ static real *galloc(Generator *g, size_t n) {
 
 void generator_free(Generator *g) {
     if (!g) return;
+    if (g->graph) g->m->ops->graph_free(g->graph);
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
     free(g->tok_host);
@@ -70,6 +80,17 @@ void generator_free(Generator *g) {
 }
 
 int generator_position(const Generator *g) { return g->t; }
+
+int generator_set_graphs(Generator *g, int on) {
+    const Ops *o = g->m->ops;
+    const Config *c = &g->m->cfg;
+    if (g->graph) o->graph_free(g->graph);
+    g->graph = NULL;
+    g->state = 0;
+    g->graphs = on && o->graph_begin && o->copy_rows_at && o->attention_decode_at &&
+                (c->arch != ARCH_FLOWHN || c->split == SPLIT_NONE);
+    return g->graphs;
+}
 const real *generator_logits(const Generator *g) { return g->logits; }
 
 static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
@@ -140,6 +161,8 @@ Generator *generator_create(Model *m, int B) {
         if (rc) { split_plan_free(&plan); generator_free(g); return NULL; }
     }
     if (c->arch == ARCH_FLOWHN) split_plan_free(&plan);
+    const char *ng = getenv("FLOWHN_NO_GRAPH");
+    generator_set_graphs(g, !(ng && !strcmp(ng, "1")));
     return g;
 oom:
     fh_error("out of memory creating the generator");
@@ -161,9 +184,14 @@ static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv
         o->rope_fwd(g->kr, g->k, g->pos_dev, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
         k = g->kr;
     }
-    /* row `count` of each sequence's [W, kvd] cache */
-    o->copy_rows(kv->K + (size_t)kv->count * kvd, g->W * kvd, k, kvd, B, kvd);
-    o->copy_rows(kv->V + (size_t)kv->count * kvd, g->W * kvd, g->v, kvd, B, kvd);
+    /* row `count` of each sequence's [W, kvd] cache (= the position when recording: every token is cached) */
+    if (g->graphs) {
+        o->copy_rows_at(kv->K, g->W * kvd, k, B, kvd, g->pos_dev);
+        o->copy_rows_at(kv->V, g->W * kvd, g->v, B, kvd, g->pos_dev);
+    } else {
+        o->copy_rows(kv->K + (size_t)kv->count * kvd, g->W * kvd, k, kvd, B, kvd);
+        o->copy_rows(kv->V + (size_t)kv->count * kvd, g->W * kvd, g->v, kvd, B, kvd);
+    }
     kv->count++;
 }
 
@@ -179,7 +207,8 @@ static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u,
         q = g->qr;
     }
     /* every cached key is at or before this position: all visible */
-    o->attention_decode(g->att, q, kv->K, kv->V, B, kv->count, g->W, nh, c->num_kv_heads, hd);
+    if (g->graphs) o->attention_decode_at(g->att, q, kv->K, kv->V, B, g->pos_dev, g->W, nh, c->num_kv_heads, hd);
+    else o->attention_decode(g->att, q, kv->K, kv->V, B, kv->count, g->W, nh, c->num_kv_heads, hd);
     o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
 }
 
@@ -298,18 +327,12 @@ static void hymba_step(Generator *g, int l, const real *x, real *out) {
     mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 
-int generator_step(Generator *g, const int *tokens, real *logits) {
+/* the step's backend work after the token copy: embedding -> layers -> logits */
+static void step_body(Generator *g) {
     Model *m = g->m;
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int B = g->B, H = c->hidden_size, V = c->vocab_size;
-    if (g->t >= g->W)
-        return fh_error("generation reached the model's window of %d tokens (max_position_embeddings)", g->W);
-    for (int b = 0; b < B; b++)
-        if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
-    memcpy(g->tok_host, tokens, sizeof(int) * B);
-    g->tok_host[B] = g->t;
-    o->from_host(g->tok_dev, g->tok_host, sizeof(int) * (B + 1));
     o->embedding_fwd(g->x, g->tok_dev, P(m->layout.embed), B, H);
     for (int l = 0; l < c->num_layers; l++) {
         const LayerW *w = &m->layout.layers[l];
@@ -321,6 +344,67 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
     }
     o->rmsnorm_fwd(g->hn, g->rstd, g->x, P(m->layout.norm_f), B, H, (real)c->norm_eps);
     o->linear_fwd(g->logits, g->hn, P(m->layout.lm_head), NULL, B, H, V);
+}
+
+/* With graphs: replay the recorded step (state 2) or record it (state 1);
+ * 0 if it ran, 1 if this step must run eagerly (the recording failed, or a
+ * buffer it used was freed since: recorded again at the next step), -1 on error.
+ * g->x and g->tmp are scratch (rewritten every step), so the recording's
+ * pointers serve every replay whatever the host swaps. */
+static int step_graph(Generator *g) {
+    const Ops *o = g->m->ops;
+    if (g->state == 2) {
+        int rc = o->graph_launch(g->graph);
+        if (rc <= 0) return rc;
+        o->graph_free(g->graph);
+        g->graph = NULL;
+        g->state = 0;
+        return 1;
+    }
+    if (o->graph_begin()) return -1;
+    step_body(g);
+    void *gr = o->graph_end();
+    if (gr && o->graph_launch(gr) == 0) {
+        g->graph = gr;
+        g->state = 2;
+        return 0;
+    }
+    if (gr) o->graph_free(gr);
+    fprintf(stderr, "flowhn: %s; decoding without graphs\n", fh_last_error());
+    g->graphs = 0;
+    g->state = 0;
+    return 1;
+}
+
+/* every KV cache holds the tokens up to position t (graph mode: each cache takes every token) */
+static void set_counts(Generator *g, int n) {
+    for (int l = 0; l < g->m->cfg.num_layers; l++) {
+        MixerState *ms[3] = {&g->layers[l].dec, &g->layers[l].attn, &g->layers[l].ssm};
+        for (int i = 0; i < 3; i++)
+            if (ms[i]->kv.K) ms[i]->kv.count = n;
+    }
+}
+
+int generator_step(Generator *g, const int *tokens, real *logits) {
+    Model *m = g->m;
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int B = g->B, V = c->vocab_size;
+    if (g->t >= g->W)
+        return fh_error("generation reached the model's window of %d tokens (max_position_embeddings)", g->W);
+    for (int b = 0; b < B; b++)
+        if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
+    memcpy(g->tok_host, tokens, sizeof(int) * B);
+    g->tok_host[B] = g->t;
+    o->from_host(g->tok_dev, g->tok_host, sizeof(int) * (B + 1));
+    int graphs = g->graphs, rc = 1;
+    if (graphs && g->state && (rc = step_graph(g)) < 0) return -1;
+    if (graphs) set_counts(g, g->t);   /* a recording's host pass counted tokens that did not run */
+    if (rc) {
+        step_body(g);
+        if (g->graphs) g->state = 1;   /* warmed up: record the next step */
+    }
+    if (graphs) set_counts(g, g->t + 1);   /* replays run no host code: count here */
     if (logits) o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
     g->t++;
     return 0;

@@ -27,6 +27,11 @@ void generator_free(Generator *g);
 int generator_step(Generator *g, const int *tokens, real *logits);
 /* The last step's logits [B, V] in the backend's memory. */
 const real *generator_logits(const Generator *g);
+/* Replaying each step recorded once as a graph (the backend's graph_*) where
+ * the architecture allows (every position running the same ops: not FlowHN
+ * with a split), on by default unless FLOWHN_NO_GRAPH=1; the same logits
+ * (tests/cuda/test_cuda_decode.cu). Returns whether graphs are now used. */
+int generator_set_graphs(Generator *g, int on);
 /* Tokens consumed so far. */
 int generator_position(const Generator *g);
 
