@@ -78,11 +78,14 @@ cuda:
 	$(MAKE) -f src/ops/cuda/cuda.mk
 
 # On a GPU machine: every CUDA op against the CPU op, the whole model (fp32 and
-# bf16) against the CPU, then compute-sanitizer memcheck and racecheck on the
+# bf16) against the CPU, the generator, the training step replayed as a CUDA
+# graph against op by op, then compute-sanitizer memcheck and racecheck on the
 # op tests (FLOWHN_TEST_QUICK=1 drops the long T=1024 shapes under the sanitizer).
-CUDA_TESTS = build/tests/test_cuda build/tests/test_cuda_model build/tests/test_cuda_decode
+CUDA_TESTS = build/tests/test_cuda build/tests/test_cuda_model build/tests/test_cuda_decode build/tests/test_cuda_graph
 test-cuda: cuda
 	@FLOWHN_NO_PY_TESTS=1 sh tools/run_tests.sh $(CUDA_TESTS)
+	@# the recorded step again with FlowHN/Hymba's branches on two streams (fork/join recorded as graph edges)
+	FLOWHN_BRANCH_STREAMS=1 build/tests/test_cuda_graph
 test-cuda-sanitize: cuda
 	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda
 	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool racecheck --error-exitcode 1 build/tests/test_cuda

@@ -111,6 +111,16 @@ build/tests/test_cuda_decode: build/cuda/tests/cuda/test_cuda_decode.o $(HELP32)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
 
+# the training step recorded as a CUDA graph vs op by op (test_cuda_graph.cu)
+all: build/tests/test_cuda_graph
+build/cuda/tests/cuda/test_cuda_graph.o: tests/cuda/test_cuda_graph.cu FORCE
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+build/tests/test_cuda_graph: build/cuda/tests/cuda/test_cuda_graph.o $(HELP32) build/cuda/libflowhn_cuda.a $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) $^ -o $@ $(CUDA_LDFLAGS) $(CUDA_LDLIBS)
+
 # The CUDA objects go in as objects, not the archive: the registry's weak
 # reference to cuda_backend (src/ops/cpu/backend.c) would not pull an archive
 # member, so cuda_registry.o must be linked explicitly.
