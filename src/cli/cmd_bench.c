@@ -39,9 +39,11 @@ static void usage(void) {
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
             "  --seed S            parameter and token seed (default 1)\n"
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
-            "  --no-graph          CUDA: launch every op of every step instead of replaying the whole step recorded\n"
-            "                      as a CUDA graph (default where the backend can; also FLOWHN_NO_GRAPH=1); with\n"
-            "                      --decode the same for the decode step (graphs: all but FlowHN with a split)\n"
+            "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (also\n"
+            "                      FLOWHN_GRAPH=1; opt-in until tests/cuda/test_cuda_graph passes on a GPU)\n"
+            "  --no-graph          CUDA: the original training step (host reads of the loss and norm inside it), and\n"
+            "                      --decode launching every op instead of replaying the recorded decode step (the\n"
+            "                      default for all but FlowHN with a split); also FLOWHN_NO_GRAPH=1\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
             "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
@@ -157,13 +159,14 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
 int cmd_bench(int argc, char **argv) {
     const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
     int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1, decode = 0, prompt = 128, batch_set = 0, steps_set = 0;
-    int no_graph = !train_step_graphs_wanted();
+    int genv = train_step_graph_env(), graph = genv;   /* -1 none, 0 recordable step op by op, 1 replayed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
         if (!strcmp(a, "--unfused-head")) { unfused_head = 1; continue; }
         if (!strcmp(a, "--decode")) { decode = 1; continue; }
-        if (!strcmp(a, "--no-graph")) { no_graph = 1; continue; }
+        if (!strcmp(a, "--no-graph")) { graph = -1; continue; }
+        if (!strcmp(a, "--graph")) { graph = 1; continue; }
         if (!(v = arg_value("bench", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;
@@ -184,7 +187,7 @@ int cmd_bench(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 2; }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
-    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed, no_graph);
+    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed, graph < 0);
     if (!seq) seq = c.max_seq_len;
     if (seq > c.max_seq_len) {
         fprintf(stderr, "flowhn bench: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq,
@@ -223,14 +226,15 @@ int cmd_bench(int argc, char **argv) {
         goto out_model;
     }
     TrainStep ts;
-    if (!no_graph && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
-        if (train_step_init(&ts, &m, 1)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
+    if (graph >= 0 && genv >= 0 && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
+        if (train_step_init(&ts, &m, graph > 0)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
         graph_step = &ts;
     }
     printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
            arch_name(c.arch), m.layout.total, m.layout.total / 1e6, batch, seq, BT);
     printf("device: %s, backend %s, matmul precision %s, step %s\n", be->device(), m.ops->name,
-           be->matmul_precision(), graph_step ? "recorded once as a graph, then replayed" : "ops launched one by one");
+           be->matmul_precision(), graph_step && graph_step->graphs ? "recorded once as a graph, then replayed"
+           : graph_step ? "op by op, no host reads inside the step" : "op by op (model_forward_backward + optimizer_step)");
     char mem_line[512];
     memory_describe(&mem, mem_line, sizeof mem_line);
     printf("memory: estimated %s\n", mem_line);
@@ -249,7 +253,7 @@ int cmd_bench(int argc, char **argv) {
     double flops_tok = flops_train_per_token(&c, seq), tflops = flops_tok * tok_s / 1e12;
     size_t live, peak, used, total;
     be->memory(&live, &peak, &used, &total);
-    if (graph_step)
+    if (graph_step && graph > 0)
         printf("graph: %d recording(s), %d replays%s\n", graph_step->recordings, graph_step->replays,
                graph_step->graphs ? "" : " (recording failed: steps ran without graphs)");
     printf("loss: %.4f after warm-up, %.4f after the timed steps (random tokens)\n", warmup ? first_loss : m.loss,
@@ -272,7 +276,7 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("BENCH config=%s device=%s precision=%s graph=%d B=%d T=%d params=%zu step_ms=%.3f tokens_per_s=%.1f flops_per_token=%.6g "
            "tflops=%.4f mfu_bf16=%.4f mfu_fp32=%.4f peak_alloc_gib=%.3f\n",
-           cfg_path, be->name, be->matmul_precision(), graph_step && graph_step->graphs, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
+           cfg_path, be->name, be->matmul_precision(), graph_step ? graph_step->graphs : -1, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
            tflops / PEAK_BF16_TFLOPS, tflops / PEAK_FP32_TFLOPS, gib(peak));
     rc = 0;
     goto out_opt;

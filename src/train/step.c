@@ -11,9 +11,10 @@ int train_step_supported(const Ops *ops) {
     return ops->classifier && ops->sum_into && ops->step_scale && ops->adamw_step;
 }
 
-int train_step_graphs_wanted(void) {
-    const char *e = getenv("FLOWHN_NO_GRAPH");
-    return !(e && !strcmp(e, "1"));
+int train_step_graph_env(void) {
+    const char *no = getenv("FLOWHN_NO_GRAPH"), *yes = getenv("FLOWHN_GRAPH");
+    if (no && !strcmp(no, "1")) return -1;
+    return yes && !strcmp(yes, "1") ? 1 : 0;
 }
 
 int train_step_init(TrainStep *s, const Model *m, int use_graphs) {
@@ -52,6 +53,8 @@ int train_step_run(TrainStep *s, Model *m, Optimizer *o, const int *tokens, cons
     memset(&h, 0, sizeof h);
     optimizer_stage(o, 1.0, &h);
     ops->from_host(s->dev, &h, sizeof h);
+    /* (B, T, n_valid) of the warm-up, then of the recording: another shape must warm up (allocate) again,
+     * another count of scored tokens is another 1/n_valid in the classifier */
     if (s->graphs && s->state && (s->B != B || s->T != T || s->n_valid != m->n_valid)) drop_graph(s, m);
     int ran = 0;
     if (s->graphs && s->state == 2) {
@@ -66,7 +69,6 @@ int train_step_run(TrainStep *s, Model *m, Optimizer *o, const int *tokens, cons
         if (!rc && g && ops->graph_launch(g) == 0) {
             s->graph = g;
             s->state = 2;
-            s->B = B; s->T = T; s->n_valid = m->n_valid;
             s->recordings++;
             ran = 1;
         } else {
@@ -79,7 +81,10 @@ int train_step_run(TrainStep *s, Model *m, Optimizer *o, const int *tokens, cons
     }
     if (!ran) {
         if (body(m, o, s->dev)) return -1;
-        if (s->graphs) s->state = 1;   /* warmed up: record the next one */
+        if (s->graphs) {   /* warmed up at this key: record the next step if it has the same */
+            s->state = 1;
+            s->B = B; s->T = T; s->n_valid = m->n_valid;
+        }
     }
     ops->to_host(&h, s->dev, sizeof h);   /* waits for the step */
     if (model_step_loss(m, h.loss_sum)) return -1;

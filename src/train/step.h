@@ -10,7 +10,12 @@
  * the second is recorded and launched, later ones replay. The recording is
  * made again when the batch shape or the number of scored tokens changes
  * (1/n_valid is baked in) or when a buffer it used was freed (graph_launch
- * says so). World 1 and no gradient accumulation only (trainer.c). */
+ * says so). World 1 and no gradient accumulation only (trainer.c).
+ *
+ * Recording is opt-in for now (`--graph`, FLOWHN_GRAPH=1): the replay is
+ * checked by tests/cuda/test_cuda_graph, which has not yet passed on a GPU
+ * (docs/perf-notes.md). Without it the same step runs op by op, which
+ * already drops the two host syncs inside the step. */
 #ifndef FLOWHN_STEP_H
 #define FLOWHN_STEP_H
 
@@ -27,8 +32,9 @@ typedef struct {
 
 /* Whether the backend has what the step needs (fused classifier, device sums, adamw_step). */
 int train_step_supported(const Ops *ops);
-/* Whether graphs are wanted: not when FLOWHN_NO_GRAPH=1 is set. */
-int train_step_graphs_wanted(void);
+/* The environment's say: FLOWHN_NO_GRAPH=1 -> -1 (no graphs, and the trainer's
+ * original step); FLOWHN_GRAPH=1 -> 1 (record the step); else 0. */
+int train_step_graph_env(void);
 /* use_graphs: 0 runs the same step eagerly (every step), 1 records it where the
  * backend can. 0 or -1. */
 int train_step_init(TrainStep *s, const Model *m, int use_graphs);

@@ -243,10 +243,10 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     int nv = 0, rc = 0, use_ts = 0;
     TrainStep ts;
     if (!tok || !tgt || !xs || !ys || !vx || !vy || !res->losses) { rc = fh_error("out of memory"); goto done; }
-    /* one process, no accumulation: the whole step recorded as a graph where the backend can (step.h) */
-    use_ts = accum == 1 && !D && !o->no_graph && train_step_graphs_wanted() && m->ops->graph_begin &&
-                 train_step_supported(m->ops);
-    if (use_ts && train_step_init(&ts, m, 1)) { rc = -1; goto done; }
+    /* one process, no accumulation, a backend with graphs: the recordable step (step.h), replayed with --graph */
+    int genv = train_step_graph_env(), graph = o->graph ? o->graph : genv;
+    use_ts = accum == 1 && !D && graph >= 0 && genv >= 0 && m->ops->graph_begin && train_step_supported(m->ops);
+    if (use_ts && train_step_init(&ts, m, graph > 0)) { rc = -1; goto done; }
     double t_start = now_s(), tokens_done = 0;
     int first_step = opt.step;
     while (opt.step < o->steps) {

@@ -29,7 +29,9 @@ typedef struct {
     NanPolicy nan_policy;
     int quiet;                /* no progress line (tests) */
     int stop_after;           /* stop (after checkpointing) once this many steps are done; 0 = run to `steps` */
-    int no_graph;             /* never record the step as a graph (src/train/step.h; also FLOWHN_NO_GRAPH=1) */
+    int graph;                /* 1: record the step as a graph and replay it (src/train/step.h; also FLOWHN_GRAPH=1);
+                               * -1: the original step, no graphs (also FLOWHN_NO_GRAPH=1); 0: the recordable
+                               * step op by op (the default on a backend with graphs) */
     double baseline_loss;     /* drawn on the plot when > 0 (e.g. the unigram entropy) */
     AdamWConfig opt;
     /* Data parallelism (NULL or a world of one: this process alone). Each rank
