@@ -1,7 +1,9 @@
 /* test_train.c - the training loop and checkpoints: exact resume, refusal of
  * a different config, corrupted / truncated checkpoints, a full disk that
  * leaves the previous checkpoint intact, NaN detection, and that a tiny
- * model's loss goes down on learnable data. */
+ * model's loss goes down on learnable data; the recordable step
+ * (src/train/step.c, TrainOptions.graph, run op by op on the CPU) gives the
+ * losses and weights of the trainer's original step, and the same NaN policies. */
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -196,7 +198,7 @@ static void nan_detected(void) {
     model_free(&m);
 }
 
-static void nan_policies(void) {
+static void nan_policies_with(int graph) {
     Config c = cfg_fac();
     for (int skip = 0; skip < 2; skip++) {
         Model m;
@@ -209,6 +211,7 @@ static void nan_policies(void) {
         TrainOptions o = options(skip ? "nan-skip" : "nan-stop", 3);
         o.nan_policy = skip ? NAN_SKIP : NAN_STOP;
         o.val_every = 0;
+        if (graph) { o.graph = 1; o.grad_accum = 1; }   /* the recordable step (no accumulation) */
         TrainResult r;
         int rc = train_run(&m, &o, &src, NULL, &r);
         if (skip) {
@@ -224,6 +227,38 @@ static void nan_policies(void) {
         free((char *)o.out_dir);
         model_free(&m);
     }
+}
+
+static void nan_policies(void) { nan_policies_with(0); }
+static void nan_policies_recordable_step(void) { nan_policies_with(1); }
+
+/* the recordable step in the trainer (validation, checkpoints) against the original step */
+static void recordable_step_same_run(void) {
+    Config c = cfg_fac();
+    Model a, b;
+    model_create(&a, &c, &cpu_ops); model_init_params(&a, 5);
+    model_create(&b, &c, &cpu_ops); model_init_params(&b, 5);
+    Stream sa = {0, c.vocab_size}, sb = {0, c.vocab_size}, va = {1000000, c.vocab_size}, vb = va;
+    BatchSource ta = {stream_next, stream_state, stream_restore, &sa}, tb = {stream_next, stream_state, stream_restore, &sb};
+    BatchSource vsa = {stream_next, stream_state, stream_restore, &va}, vsb = {stream_next, stream_state, stream_restore, &vb};
+    TrainResult ra, rb;
+    TrainOptions oa = options("orig-step", 12), ob = options("recordable-step", 12);
+    oa.grad_accum = ob.grad_accum = 1;
+    oa.graph = -1;
+    ob.graph = 1;
+    CHECK(train_run(&a, &oa, &ta, &vsa, &ra) == 0, "%s", fh_last_error());
+    CHECK(train_run(&b, &ob, &tb, &vsb, &rb) == 0, "%s", fh_last_error());
+    double worst = 0;
+    for (int i = 0; i < 12; i++) worst = fmax(worst, fabs(ra.losses[i] - rb.losses[i]) / fabs(ra.losses[i]));
+    CHECK(worst <= 1e-12, "losses differ by relative %.2e", worst);
+    CHECK(fabs(ra.last_val_loss - rb.last_val_loss) <= 1e-12 * fabs(ra.last_val_loss), "validation %.9g vs %.9g",
+          ra.last_val_loss, rb.last_val_loss);
+    CHECK(memcmp(a.params, b.params, sizeof(real) * a.layout.total) == 0, "weights bit-identical");
+    printf("    original vs recordable step, 12 steps: losses rel %.1e, loss %.4f -> %.4f\n", worst, ra.losses[0],
+           ra.losses[11]);
+    model_free(&a); model_free(&b);
+    free(ra.losses); free(rb.losses);
+    free((char *)oa.out_dir); free((char *)ob.out_dir);
 }
 
 static void bad_inputs(void) {
@@ -254,6 +289,8 @@ int main(void) {
     RUN(full_disk_keeps_previous);
     RUN(nan_detected);
     RUN(nan_policies);
+    RUN(nan_policies_recordable_step);
+    RUN(recordable_step_same_run);
     RUN(bad_inputs);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -245,7 +245,9 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     if (!tok || !tgt || !xs || !ys || !vx || !vy || !res->losses) { rc = fh_error("out of memory"); goto done; }
     /* one process, no accumulation, a backend with graphs: the recordable step (step.h), replayed with --graph */
     int genv = train_step_graph_env(), graph = o->graph ? o->graph : genv;
-    use_ts = accum == 1 && !D && graph >= 0 && genv >= 0 && m->ops->graph_begin && train_step_supported(m->ops);
+    /* (asked for explicitly, also on a backend without graphs, e.g. to test the step on the CPU) */
+    use_ts = accum == 1 && !D && genv >= 0 && train_step_supported(m->ops) &&
+             (graph > 0 || (graph == 0 && m->ops->graph_begin));
     if (use_ts && train_step_init(&ts, m, graph > 0)) { rc = -1; goto done; }
     double t_start = now_s(), tokens_done = 0;
     int first_step = opt.step;
