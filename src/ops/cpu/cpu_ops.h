@@ -48,6 +48,7 @@ void cpu_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw
 void cpu_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
 void cpu_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
 void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
+real cpu_attend_query(real *oi, const real *qi, const real *k0, const real *v0, size_t kstride, int n, int hd, real scale, real *s);
 void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 
 #endif
