@@ -45,6 +45,7 @@ struct Generator {
     real *logits;
     int *tok_dev, *pos_dev;   /* [B] token ids, then [1] the position (RoPE): one buffer, one copy */
     int *tok_host;            /* [B + 1] staging for that copy */
+    int frozen;               /* the parameters are frozen (Ops.freeze_weights) while we live */
 };
 
 #define P(off) (g->m->params + (off))
@@ -60,6 +61,7 @@ static real *galloc(Generator *g, size_t n) {
 
 void generator_free(Generator *g) {
     if (!g) return;
+    if (g->frozen) g->m->ops->freeze_weights(NULL, 0);
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
     free(g->tok_host);
@@ -140,6 +142,9 @@ Generator *generator_create(Model *m, int B) {
         if (rc) { split_plan_free(&plan); generator_free(g); return NULL; }
     }
     if (c->arch == ARCH_FLOWHN) split_plan_free(&plan);
+    /* decoding never writes the weights: let the backend convert them once
+     * (failing that, it converts per product as in training) */
+    if (m->ops->freeze_weights) g->frozen = m->ops->freeze_weights(m->params, m->layout.total) == 0;
     return g;
 oom:
     fh_error("out of memory creating the generator");

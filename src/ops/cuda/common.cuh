@@ -184,6 +184,7 @@ double cuda_sum_squares(const real *x, size_t n);
 void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
+int cuda_freeze_weights(const real *p, size_t n);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
 void cuda_memory_stats(size_t *live, size_t *peak);
 

@@ -62,4 +62,5 @@ const Ops cuda_ops = {
     .copy_rows = cuda_copy_rows,
     .conv1d_step = cuda_conv1d_step,
     .attention_decode = cuda_attention_decode,
+    .freeze_weights = cuda_freeze_weights,
 };
