@@ -232,8 +232,9 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
         A2[k] = A[k] * SCAN_DECAY_SCALE;
         dh[k] = dA[k] = 0.f;
     }
-    /* dL/dh entering this segment from the later ones: c_j = R_{j+1} + P_{j+1} c_{j+1} */
-    for (int j = K - 1; j > seg; j--) {
+    /* dL/dh entering this segment from the later ones: c_j = R_{j+1} + P_{j+1} c_{j+1}.
+     * Dead lanes (channel clamped to E-1) keep dh = 0: they still add dBv = dh dt x into the sums. */
+    for (int j = K - 1; ln.live && j > seg; j--) {
         size_t q = ((size_t)b * K + j) * E + ln.e;
         float sd = csdt[q];
 #pragma unroll
