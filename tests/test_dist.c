@@ -2,7 +2,10 @@
  * discovery from the launchers' environments, the file and TCP rendezvous
  * between forked processes (and their timeouts), the ZeRO-1 shard arithmetic,
  * and ZeRO-1 AdamW over W simulated ranks against the single-process AdamW,
- * bit for bit. (The NCCL collectives themselves need GPUs: see src/dist/dist.h.) */
+ * bit for bit; the gradient buckets of the overlapped reduction (their plan
+ * over the ZeRO-1 shards, and that the backward hands each one over only once
+ * its gradients are final). (The NCCL collectives themselves need GPUs: see
+ * src/dist/dist.h.) */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #include "../src/core/error.h"
+#include "../src/dist/bucket.h"
 #include "../src/dist/dist.h"
 #include "../src/dist/rendezvous.h"
 #include "../src/dist/shard.h"
@@ -337,6 +341,219 @@ static void sharded_vs_whole(int W, double clip) {
     for (int r = 0; r < W; r++) { optimizer_free(&ork[r], &rk[r]); model_free(&rk[r]); }
 }
 
+
+/* ---- gradient buckets (src/dist/bucket.h) ---- */
+
+/* Every property the overlapped reduction relies on, for one plan: the
+ * buckets tile [0, total) from the top down with frontiers as low ends and
+ * close as soon as they reach the target size; the pieces tile each bucket,
+ * each lies in its root's ZeRO-1 shard, and each rank's pieces together are
+ * exactly its shard; then W simulated ranks reduced piece by piece hold
+ * exactly what the reduce-scatter gives. */
+static void check_plan(const size_t *f, int nf, size_t total, int W, size_t target) {
+    BucketPlan p;
+    CHECK(bucket_plan_build(&p, f, nf, total, W, target) == 0, "%s", fh_last_error());
+    size_t hi = total;
+    for (int b = 0; b < p.n_buckets; b++) {
+        const Bucket *k = &p.buckets[b];
+        CHECK(k->hi == hi && k->lo < k->hi, "total %zu W %d: bucket %d is [%zu, %zu), expected to end at %zu", total, W,
+              b, k->lo, k->hi, hi);
+        int is_frontier = 0, minimal = 1;
+        for (int i = 0; i < nf; i++) {
+            is_frontier |= f[i] == k->lo;
+            /* no frontier strictly inside would already have closed the bucket */
+            if (f[i] > k->lo && f[i] < k->hi && k->hi - f[i] >= target) minimal = 0;
+        }
+        CHECK(is_frontier, "bucket %d starts at %zu, not a frontier", b, k->lo);
+        CHECK(minimal, "bucket %d [%zu, %zu) could have closed earlier (target %zu)", b, k->lo, k->hi, target);
+        CHECK(k->lo == 0 || k->hi - k->lo >= target, "bucket %d smaller than the target", b);
+        size_t at = k->lo;
+        for (int j = 0; j < k->n; j++) {
+            const DistPiece *q = &p.pieces[k->first + j];
+            size_t lo, sh;
+            shard_range(total, W, q->root, &lo, &sh);
+            CHECK(q->offset == at && q->count > 0, "bucket %d piece %d at %zu+%zu, expected at %zu", b, j, q->offset,
+                  q->count, at);
+            CHECK(q->root >= 0 && q->root < W && q->offset >= lo && q->offset + q->count <= sh,
+                  "piece [%zu, %zu) outside rank %d's shard [%zu, %zu)", q->offset, q->offset + q->count, q->root, lo, sh);
+            at += q->count;
+        }
+        CHECK(at == k->hi, "bucket %d: its pieces end at %zu, not %zu", b, at, k->hi);
+        hi = k->lo;
+    }
+    CHECK(hi == 0, "total %zu W %d: the buckets stop at %zu", total, W, hi);
+    CHECK(p.n_buckets == 0 || p.buckets[0].first == 0, "first piece");
+    /* simulated ranks: rank r's gradient element i is a distinct value; the pieces summed onto their roots */
+    real *g = malloc(sizeof(real) * (total ? total : 1) * W), *want = malloc(sizeof(real) * (total ? total : 1));
+    for (int r = 0; r < W; r++)
+        for (size_t i = 0; i < total; i++) g[(size_t)r * total + i] = (real)((i * 7 + r * 13) % 101) * (real)0.37;
+    for (size_t i = 0; i < total; i++) {   /* the reduce-scatter's sums, in rank order */
+        real s = 0;
+        for (int r = 0; r < W; r++) s += g[(size_t)r * total + i];
+        want[i] = s;
+    }
+    for (int j = 0; j < p.n_pieces; j++) {
+        const DistPiece *q = &p.pieces[j];
+        for (size_t i = q->offset; i < q->offset + q->count; i++) {
+            real s = 0;
+            for (int r = 0; r < W; r++) s += g[(size_t)r * total + i];
+            g[(size_t)q->root * total + i] = s;
+        }
+    }
+    size_t bad = 0;
+    for (int r = 0; r < W; r++) {
+        size_t lo, sh;
+        shard_range(total, W, r, &lo, &sh);
+        for (size_t i = lo; i < sh; i++) bad += memcmp(&g[(size_t)r * total + i], &want[i], sizeof(real)) != 0;
+    }
+    CHECK(bad == 0, "total %zu W %d target %zu: %zu owned sums differ from the reduce-scatter's", total, W, target, bad);
+    free(g); free(want);
+    bucket_plan_free(&p);
+}
+
+static void test_bucket_plan(void) {
+    /* hand-made: head [90, 100), layers at 60, 30, embedding [0, 10) */
+    size_t f1[] = {90, 60, 30, 10, 0};
+    BucketPlan p;
+    CHECK(bucket_plan_build(&p, f1, 5, 100, 2, 25) == 0, "%s", fh_last_error());
+    CHECK(p.n_buckets == 3, "%d buckets", p.n_buckets);
+    if (p.n_buckets == 3) {
+        CHECK(p.buckets[0].lo == 60 && p.buckets[0].hi == 100, "[%zu, %zu)", p.buckets[0].lo, p.buckets[0].hi);
+        CHECK(p.buckets[1].lo == 30 && p.buckets[1].hi == 60, "[%zu, %zu)", p.buckets[1].lo, p.buckets[1].hi);
+        CHECK(p.buckets[2].lo == 0 && p.buckets[2].hi == 30, "[%zu, %zu)", p.buckets[2].lo, p.buckets[2].hi);
+        /* shards [0, 50) and [50, 100): [60, 100) is rank 1's, [30, 60) straddles the boundary, [0, 30) is rank 0's */
+        const DistPiece *q = p.pieces;
+        CHECK(p.n_pieces == 4 && p.buckets[0].n == 1 && q[0].offset == 60 && q[0].count == 40 && q[0].root == 1,
+              "bucket 0: %d pieces, first %zu+%zu root %d", p.buckets[0].n, q[0].offset, q[0].count, q[0].root);
+        CHECK(p.n_pieces == 4 && p.buckets[1].n == 2 && q[1].offset == 30 && q[1].count == 20 && q[1].root == 0 &&
+              q[2].offset == 50 && q[2].count == 10 && q[2].root == 1, "bucket 1 is not cut at 50");
+        CHECK(p.n_pieces == 4 && p.buckets[2].n == 1 && q[3].offset == 0 && q[3].count == 30 && q[3].root == 0, "bucket 2");
+    }
+    bucket_plan_free(&p);
+    check_plan(f1, 5, 100, 2, 25);
+    size_t bad_order[] = {30, 60, 0}, no_zero[] = {60, 30};
+    CHECK(bucket_plan_build(&p, bad_order, 3, 100, 2, 10) != 0, "increasing frontiers accepted");
+    CHECK(bucket_plan_build(&p, no_zero, 2, 100, 2, 10) != 0, "frontiers not ending at 0 accepted");
+    /* random layouts, worlds and targets, including targets of 1 (a bucket per block) and over everything */
+    uint64_t s = 99;
+    for (int trial = 0; trial < 300; trial++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        int nf = 1 + (int)(s >> 60), W = 1 + (int)((s >> 40) % 9);
+        size_t f[20], total = 1 + (s >> 20) % 500;
+        f[nf - 1] = 0;
+        for (int i = nf - 2; i >= 0; i--) {   /* decreasing, some equal */
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            f[i] = f[i + 1] + (s >> 33) % (total / nf + 2);
+            if (f[i] > total) f[i] = total;
+        }
+        size_t targets[] = {1, 7, 40, 1000};
+        check_plan(f, nf, total, W, targets[trial % 4]);
+    }
+}
+
+/* A Dist of W ranks whose reduce_async records, for each bucket, the
+ * gradients it was handed at that moment (and whose wait_async counts). */
+typedef struct {
+    real *snap;        /* [total]: each element as it was when its bucket was launched */
+    int launched, waits, bad_root;
+    size_t covered;
+} FakeDist;
+static FakeDist fake;
+static int fake_reduce_async(Dist *d, real *buf, const DistPiece *p, int n, const char *what) {
+    for (int i = 0; i < n; i++) {
+        if (p[i].root < 0 || p[i].root >= d->world) fake.bad_root++;
+        memcpy(fake.snap + p[i].offset, buf + p[i].offset, sizeof(real) * p[i].count);
+        fake.covered += p[i].count;
+    }
+    fake.launched++;
+    return 0;
+}
+static int fake_wait_async(Dist *d, const char *what) { fake.waits++; return 0; }
+
+/* The backward hands every bucket over while it runs, and only once its
+ * gradients are final: what each bucket held when it was launched equals the
+ * finished gradient bit for bit. On every architecture (tied head: SHM), after
+ * an earlier micro-batch without the hook (accumulation), with W 3 and a
+ * bucket target of one real (a bucket per block, the finest cut). */
+static void test_backward_hands_over_final_buckets(void) {
+    for (int si = 0; si < n_tiny_specs; si++) {
+        Config c = tiny_config(&tiny_specs[si]);
+        Model m;
+        CHECK(model_create(&m, &c, &cpu_ops) == 0 && model_init_params(&m, 3) == 0, "%s", fh_last_error());
+        size_t n = m.layout.total;
+        Dist d;
+        memset(&d, 0, sizeof d);
+        d.world = 3;
+        d.reduce_async = fake_reduce_async;
+        d.wait_async = fake_wait_async;
+        for (int target = 0; target < 2; target++) {
+            GradReducer g;
+            CHECK(grad_reducer_create(&g, &m, &d, target ? n / 3 : 1) == 0, "%s", fh_last_error());
+            CHECK(g.plan.n_buckets == (target ? g.plan.n_buckets : c.num_layers + 2), "%s: %d buckets for a target of 1",
+                  tiny_specs[si].name, g.plan.n_buckets);
+            memset(&fake, 0, sizeof fake);
+            fake.snap = calloc(n, sizeof(real));
+            int B = 2, T = 12, tok[24], tgt[24];
+            model_zero_grad(&m);
+            grad_reducer_begin(&g, m.grads);
+            for (int a = 0; a < 2; a++) {   /* two micro-batches, the hook on the last */
+                tiny_batch(tok, tgt, B, T, c.vocab_size, 11 + a);
+                if (a == 1) { m.grads_ready = grad_reducer_ready; m.grads_ready_ctx = &g; }
+                CHECK(model_forward_backward(&m, tok, tgt, B, T) == 0, "%s", fh_last_error());
+                m.grads_ready = NULL;
+                if (a == 0) CHECK(fake.launched == 0, "a bucket went out during an earlier micro-batch");
+            }
+            CHECK(fake.launched == g.plan.n_buckets, "%s: %d of %d buckets launched during the backward",
+                  tiny_specs[si].name, fake.launched, g.plan.n_buckets);
+            CHECK(grad_reducer_finish(&g) == 0 && fake.waits == 1 && fake.launched == g.plan.n_buckets,
+                  "finish: %d waits, %d launched", fake.waits, fake.launched);
+            CHECK(fake.covered == n && fake.bad_root == 0, "%zu of %zu reals handed over, %d bad roots", fake.covered, n,
+                  fake.bad_root);
+            size_t diff = 0, first = n;
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(&fake.snap[i], &m.grads[i], sizeof(real))) { diff++; if (first == n) first = i; }
+            CHECK(diff == 0, "%s: %zu gradients changed after their bucket was launched (first at %zu)",
+                  tiny_specs[si].name, diff, first);
+            /* a rank whose backward did not run (a non-finite loss) still queues every bucket, in order */
+            memset(&fake, 0, sizeof fake);
+            fake.snap = calloc(n, sizeof(real));
+            grad_reducer_begin(&g, m.grads);
+            CHECK(grad_reducer_finish(&g) == 0 && fake.launched == g.plan.n_buckets && fake.covered == n,
+                  "finish without a backward launched %d of %d", fake.launched, g.plan.n_buckets);
+            free(fake.snap);
+            grad_reducer_free(&g);
+        }
+        model_free(&m);
+    }
+}
+
+static void test_grad_frontiers(void) {
+    for (int si = 0; si < n_tiny_specs; si++) {
+        Config c = tiny_config(&tiny_specs[si]);
+        Model m;
+        CHECK(model_create(&m, &c, &cpu_ops) == 0, "%s", fh_last_error());
+        size_t f[64];
+        int nf = model_grad_frontiers(&m, f, 64);
+        CHECK(nf == c.num_layers + 2 && f[nf - 1] == 0 && f[0] == m.layout.norm_f, "%s: %d frontiers",
+              tiny_specs[si].name, nf);
+        /* each layer's tensors lie in [begin, next begin): the backward of layer l writes nothing else */
+        for (int l = 0; l < c.num_layers; l++) {
+            size_t lo = m.layout.layers[l].begin, hi = l + 1 < c.num_layers ? m.layout.layers[l + 1].begin : m.layout.norm_f;
+            int inside = 0;
+            for (int i = 0; i < m.layout.n; i++) {
+                char pre[32];
+                snprintf(pre, sizeof pre, "layers.%d.", l);
+                if (strncmp(m.layout.entries[i].name, pre, strlen(pre))) continue;
+                inside++;
+                CHECK(m.layout.entries[i].offset >= lo && m.layout.entries[i].offset + m.layout.entries[i].numel <= hi,
+                      "%s outside layer %d's range", m.layout.entries[i].name, l);
+            }
+            CHECK(inside > 0, "layer %d has no tensors", l);
+        }
+        model_free(&m);
+    }
+}
+
 static void test_sharded_adamw_w2(void) { sharded_vs_whole(2, 1.0); }
 static void test_sharded_adamw_w3(void) { sharded_vs_whole(3, 1.0); }
 static void test_sharded_adamw_w5_noclip(void) { sharded_vs_whole(5, 0); }
@@ -356,5 +573,8 @@ int main(void) {
     RUN(test_sharded_adamw_w3);
     RUN(test_sharded_adamw_w5_noclip);
     RUN(test_sharded_adamw_w7);
+    RUN(test_bucket_plan);
+    RUN(test_grad_frontiers);
+    RUN(test_backward_hands_over_final_buckets);
     TEST_SUMMARY();
 }

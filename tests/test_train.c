@@ -1,9 +1,11 @@
 /* test_train.c - the training loop and checkpoints: exact resume, refusal of
  * a different config, corrupted / truncated checkpoints, a full disk that
- * leaves the previous checkpoint intact, NaN detection, and that a tiny
- * model's loss goes down on learnable data; the recordable step
- * (src/train/step.c, TrainOptions.graph, run op by op on the CPU) gives the
- * losses and weights of the trainer's original step, and the same NaN policies. */
+ * leaves the previous checkpoint intact, NaN detection, that a tiny
+ * model's loss goes down on learnable data, the trainer's wiring of the
+ * overlapped gradient reduction (a one-rank Dist on the CPU), and that the
+ * recordable step (src/train/step.c, TrainOptions.graph, run op by op on the
+ * CPU) gives the losses and weights of the trainer's original step and the
+ * same NaN policies. */
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -13,6 +15,7 @@
 
 #include "../src/core/error.h"
 #include "../src/train/checkpoint.h"
+#include "../src/dist/bucket.h"
 #include "../src/train/trainer.h"
 #include "helpers/tiny.h"
 #include "test.h"
@@ -94,6 +97,84 @@ static void exact_resume(void) {
     model_free(&a); model_free(&b); model_free(&b2);
     free(ra.losses); free(rb1.losses); free(rb2.losses);
     free((char *)oa.out_dir); free((char *)ob.out_dir); free((char *)ob2.out_dir);
+}
+
+
+/* A Dist of one rank that behaves like a real communicator (impl set, so the
+ * trainer takes the collective path) with copying collectives, counting
+ * what the trainer asks of it. */
+static struct { int rs, ag, launched, waits, bad; } fd;
+static int fd_reduce_scatter(Dist *d, const real *send, real *recv, size_t n, const char *w) {
+    fd.rs++;
+    memmove(recv, send, sizeof(real) * n);
+    return 0;
+}
+static int fd_all_gather(Dist *d, const real *send, real *recv, size_t n, const char *w) {
+    fd.ag++;
+    memmove(recv, send, sizeof(real) * n);
+    return 0;
+}
+static int fd_all_reduce_host(Dist *d, double *x, int n, const char *w) { return 0; }
+static int fd_reduce_async(Dist *d, real *buf, const DistPiece *p, int n, const char *w) {
+    for (int i = 0; i < n; i++) fd.bad += p[i].root != 0;
+    fd.launched++;
+    return 0;
+}
+static int fd_wait_async(Dist *d, const char *w) { fd.waits++; return 0; }
+
+/* Overlap on, off, and no Dist at all train the same weights bit for bit
+ * (with accumulation); with overlap every bucket goes out once per step
+ * (during the last micro-batch's backward) and is waited for once, and the
+ * reduce-scatter is never called; without, the reduce-scatter runs once a step. */
+static void overlap_wiring(void) {
+    Config c = cfg_fac();
+    int impl_dummy = 0, steps = 6;
+    real *ref = NULL;
+    double ref_loss[6];
+    for (int mode = 0; mode < 3; mode++) {   /* 0: no Dist, 1: --no-overlap, 2: overlap */
+        Model m;
+        model_create(&m, &c, &cpu_ops);
+        model_init_params(&m, 5);
+        Stream st = {0, c.vocab_size};
+        BatchSource src = {stream_next, stream_state, stream_restore, &st};
+        const char *sub[] = {"ov-none", "ov-off", "ov-on"};
+        TrainOptions o = options(sub[mode], steps);
+        o.val_every = 0;
+        Dist d;
+        memset(&d, 0, sizeof d);
+        d.world = 1;
+        d.impl = &impl_dummy;
+        d.reduce_scatter = fd_reduce_scatter; d.all_gather = fd_all_gather; d.all_reduce_host = fd_all_reduce_host;
+        d.reduce_async = fd_reduce_async; d.wait_async = fd_wait_async;
+        if (mode) o.dist = &d;
+        o.no_overlap = mode == 1;
+        o.bucket_reals = 1000;   /* several buckets on the tiny model */
+        memset(&fd, 0, sizeof fd);
+        TrainResult r;
+        CHECK(train_run(&m, &o, &src, NULL, &r) == 0, "mode %d: %s", mode, fh_last_error());
+        if (mode == 0) {
+            ref = malloc(sizeof(real) * m.layout.total);
+            memcpy(ref, m.params, sizeof(real) * m.layout.total);
+            for (int i = 0; i < steps; i++) ref_loss[i] = r.losses[i];
+        } else {
+            CHECK(memcmp(ref, m.params, sizeof(real) * m.layout.total) == 0, "mode %d: weights differ", mode);
+            for (int i = 0; i < steps; i++) CHECK(r.losses[i] == ref_loss[i], "mode %d step %d", mode, i + 1);
+        }
+        if (mode == 1) CHECK(fd.rs == steps && fd.launched == 0 && fd.waits == 0, "off: %d rs, %d launched", fd.rs, fd.launched);
+        if (mode == 2) {
+            GradReducer g;
+            CHECK(grad_reducer_create(&g, &m, &d, 1000) == 0, "%s", fh_last_error());
+            CHECK(g.plan.n_buckets > 2, "%d buckets", g.plan.n_buckets);
+            CHECK(fd.rs == 0 && fd.launched == steps * g.plan.n_buckets && fd.waits == steps && fd.bad == 0,
+                  "on: %d rs, %d launched (%d x %d buckets), %d waits", fd.rs, fd.launched, steps, g.plan.n_buckets,
+                  fd.waits);
+            grad_reducer_free(&g);
+        }
+        free(r.losses);
+        free((char *)o.out_dir);
+        model_free(&m);
+    }
+    free(ref);
 }
 
 static void refuses_other_config(void) {
@@ -292,6 +373,7 @@ int main(void) {
     RUN(nan_policies_recordable_step);
     RUN(recordable_step_same_run);
     RUN(bad_inputs);
+    RUN(overlap_wiring);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) {}

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../core/error.h"
 
@@ -85,6 +86,13 @@ static int one_all_gather(Dist *d, const real *send, real *recv, size_t count, c
     return send == recv ? 0 : fh_error("%s: a world of one only gathers in place", what);
 }
 static int one_all_reduce_host(Dist *d, double *x, int n, const char *what) { return 0; }
+/* one rank's sum is its own gradient: nothing to queue */
+static int one_reduce_async(Dist *d, real *buf, const DistPiece *p, int n, const char *what) {
+    for (int i = 0; i < n; i++)
+        if (p[i].root != 0) return fh_error("%s: root %d in a world of one", what, p[i].root);
+    return 0;
+}
+static int one_wait_async(Dist *d, const char *what) { return 0; }
 static void one_destroy(Dist *d) {}
 
 int dist_init(Dist *d, const DistEnv *e, const char *device, const char *out_dir) {
@@ -94,8 +102,13 @@ int dist_init(Dist *d, const DistEnv *e, const char *device, const char *out_dir
     d->reduce_scatter = one_reduce_scatter;
     d->all_gather = one_all_gather;
     d->all_reduce_host = one_all_reduce_host;
+    d->reduce_async = one_reduce_async;
+    d->wait_async = one_wait_async;
     d->destroy = one_destroy;
-    if (e->world == 1) return 0;
+    const char *single = getenv("FLOWHN_NCCL_SINGLE");
+    int force = e->world == 1 && single && !strcmp(single, "1");
+    if (e->world == 1 && !force) return 0;
+    if (force && strcmp(device, "cuda")) return fh_error("FLOWHN_NCCL_SINGLE=1 needs --device cuda");
     if (strcmp(device, "cuda"))
         return fh_error("%d processes (from %s): multi-process training runs on GPUs over NCCL; use --device cuda",
                         e->world, e->source);
@@ -103,7 +116,11 @@ int dist_init(Dist *d, const DistEnv *e, const char *device, const char *out_dir
         return fh_error("this build has no NCCL: multi-GPU training needs the CUDA build (`make cuda`, build/flowhn-cuda)");
     char spec[1200];
     const char *rv = getenv("FLOWHN_RENDEZVOUS");
-    if (rv && *rv) snprintf(spec, sizeof spec, "%s", rv);
+    if (force) {   /* one rank: the rendezvous only passes the id to itself */
+        if (mkdir(out_dir, 0777) && errno != EEXIST)
+            return fh_error("cannot create output directory %s: %s", out_dir, strerror(errno));
+        snprintf(spec, sizeof spec, "file:%s/.rendezvous-single-%d", out_dir, (int)getpid());
+    } else if (rv && *rv) snprintf(spec, sizeof spec, "%s", rv);
     else {
         if (mkdir(out_dir, 0777) && errno != EEXIST)
             return fh_error("cannot create output directory %s: %s", out_dir, strerror(errno));

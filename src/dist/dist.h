@@ -29,6 +29,10 @@ typedef struct {
  * message for inconsistent values (rank outside the world, half a set). */
 int dist_env_read(DistEnv *e);
 
+/* A run [offset, offset + count) of a buffer summed over ranks onto rank
+ * root's copy (src/dist/bucket.h cuts the gradient buckets into these). */
+typedef struct { size_t offset, count; int root; } DistPiece;
+
 typedef struct Dist Dist;
 struct Dist {
     int rank, world, local_rank;
@@ -41,6 +45,15 @@ struct Dist {
     /* recv (world*count reals) gets every rank's send (count reals), in rank
      * order; in place when send == recv + rank*count */
     int (*all_gather)(Dist *d, const real *send, real *recv, size_t count, const char *what);
+    /* The overlapped gradient reduction (src/dist/bucket.h). reduce_async:
+     * each piece of buf summed over ranks onto its root's copy, in place (the
+     * other ranks' copies are left as they were), after the compute work
+     * queued so far and without waiting for it: on its own stream, which
+     * waits on an event recorded on the compute stream. Every rank must queue
+     * the same pieces in the same order. wait_async: waits, with the deadline,
+     * for everything reduce_async queued; buf may be read after it. */
+    int (*reduce_async)(Dist *d, real *buf, const DistPiece *pieces, int n, const char *what);
+    int (*wait_async)(Dist *d, const char *what);
     /* x[0..n) (host doubles, n <= 16) summed over ranks, in place */
     int (*all_reduce_host)(Dist *d, double *x, int n, const char *what);
     void (*destroy)(Dist *d);
@@ -48,7 +61,9 @@ struct Dist {
 };
 
 /* Sets up the process's part of the world e describes on `device` ("cpu" or
- * "cuda"): for a world of one, a Dist whose collectives are identities; else
+ * "cuda"): for a world of one, a Dist whose collectives are identities
+ * (impl NULL), unless FLOWHN_NCCL_SINGLE=1 asks for a real NCCL communicator
+ * of one rank (device cuda; a test of the NCCL path on one GPU); else
  * selects GPU local_rank and joins the NCCL communicator through the
  * rendezvous FLOWHN_RENDEZVOUS (default: a file in out_dir named after the
  * job, see dist_default_rendezvous). */

@@ -46,6 +46,7 @@ struct Generator {
     real *logits;
     int *tok_dev, *pos_dev;   /* [B] token ids, then [1] the position (RoPE): one buffer, one copy */
     int *tok_host;            /* [B + 1] staging for that copy */
+    int frozen;               /* the parameters are frozen (Ops.freeze_weights) while we live */
     /* the step recorded once as a graph and replayed (ops graph_*): possible when
      * every position runs the same ops, i.e. every attention cache takes every
      * token (all but FlowHN with a split), the cache row and the number of
@@ -70,6 +71,7 @@ static real *galloc(Generator *g, size_t n) {
 void generator_free(Generator *g) {
     if (!g) return;
     if (g->graph) g->m->ops->graph_free(g->graph);
+    if (g->frozen) g->m->ops->freeze_weights(NULL, 0);
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
     free(g->tok_host);
@@ -161,6 +163,9 @@ Generator *generator_create(Model *m, int B) {
         if (rc) { split_plan_free(&plan); generator_free(g); return NULL; }
     }
     if (c->arch == ARCH_FLOWHN) split_plan_free(&plan);
+    /* decoding never writes the weights: let the backend convert them once
+     * (failing that, it converts per product as in training) */
+    if (m->ops->freeze_weights) g->frozen = m->ops->freeze_weights(m->params, m->layout.total) == 0;
     const char *ng = getenv("FLOWHN_NO_GRAPH");
     generator_set_graphs(g, !(ng && !strcmp(ng, "1")));
     return g;

@@ -105,6 +105,7 @@ int layout_build(ParamLayout *L, const Config *c) {
     L->embed = add(L, PK_EMBED, c->vocab_size, H, "embed.weight");
     for (int l = 0; l < c->num_layers; l++) {
         LayerW *w = &L->layers[l];
+        w->begin = L->total;
         char P[64], sub[80];
         snprintf(P, sizeof P, "layers.%d", l);
         switch (c->arch) {

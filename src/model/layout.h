@@ -50,6 +50,7 @@ typedef enum { LAYER_DECODER, LAYER_FLOWHN, LAYER_HYMBA } LayerKind;
 
 typedef struct {
     LayerKind kind;
+    size_t begin;                       /* the layer's tensors are [begin, next layer's begin) of the flat buffer */
     DecoderW dec;                       /* LAYER_DECODER */
     DecoderW attn_branch, ssm_branch;   /* LAYER_FLOWHN */
     size_t fuse, out_norm, out_proj;    /* LAYER_FLOWHN (out_proj also LAYER_HYMBA) */

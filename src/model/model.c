@@ -797,7 +797,27 @@ int model_backward(Model *m) {
     return backward_trunk(m);
 }
 
-/* From A->dxf (the gradient at the final norm's output) down to the embedding. */
+int model_grad_frontiers(const Model *m, size_t *out, int cap) {
+    int n = 0, L = m->layout.num_layers;
+    if (n < cap) out[n] = m->layout.norm_f;
+    n++;
+    for (int l = L - 1; l >= 0; l--, n++)
+        if (n < cap) out[n] = m->layout.layers[l].begin;
+    if (n < cap) out[n] = 0;
+    return n + 1;
+}
+
+/* Tells the hook that the gradients of [off, total) are final. */
+static int grads_ready(Model *m, size_t off) {
+    if (!m->grads_ready || !m->grads_ready(m->grads_ready_ctx, off)) return 0;
+    char why[512];   /* copied: fh_error formats into the buffer fh_last_error returns */
+    snprintf(why, sizeof why, "%s", fh_last_error());
+    return fh_error("after the backward of the tensors from offset %zu: %s", off, why);
+}
+
+/* From A->dxf (the gradient at the final norm's output) down to the embedding.
+ * The head's gradient is final on entry (it is the last tensor, or the tied
+ * embedding, which is the first and is finished last). */
 static int backward_trunk(Model *m) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -808,6 +828,7 @@ static int backward_trunk(Model *m) {
     ZERO(A->dcur, BT * H);
     o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
                    (int)BT, H);
+    if (grads_ready(m, m->layout.norm_f)) return -1;
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const LayerW *w = &m->layout.layers[l];
         ZERO(A->dnext, BT * H);
@@ -817,9 +838,11 @@ static int backward_trunk(Model *m) {
         else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, A->dnext, NULL);
         if (rc) return -1;
         real *t = A->dcur; A->dcur = A->dnext; A->dnext = t;
+        /* layer l writes only its own tensors [begin, next begin) */
+        if (grads_ready(m, w->begin)) return -1;
     }
     o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
-    return 0;
+    return grads_ready(m, 0);
 }
 
 /* The training step's forward and backward with the fused classifier: the

@@ -38,6 +38,19 @@ typedef struct {
     int has_targets, n_valid;
     double loss;               /* mean loss of the last forward with targets */
     ModelActs *acts;
+
+    /* Gradient-ready hook (NULL: none). The backward finishes the flat
+     * gradient buffer from its end to its start: head and final norm first,
+     * then the layers from the last to the first, the embedding (also the
+     * tied head) last. After each of those blocks it calls
+     * grads_ready(grads_ready_ctx, off), meaning the gradients of
+     * [off, layout.total) are final for this backward (their kernels are
+     * queued, not necessarily done); off takes the values of
+     * model_grad_frontiers, in that order, ending with 0. Data parallelism
+     * uses it to start reducing finished gradients while the backward goes on
+     * (src/dist/bucket.h). A non-zero return stops the backward with an error. */
+    int (*grads_ready)(void *ctx, size_t off);
+    void *grads_ready_ctx;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */
@@ -71,6 +84,11 @@ int model_stage_batch(Model *m, const int *tokens, const int *targets, int B, in
 int model_step_body(Model *m, double *loss_sum);
 int model_step_loss(Model *m, double loss_sum);
 void model_zero_grad(Model *m);
+/* The offsets the backward reports to grads_ready, in order (decreasing,
+ * the last is 0): norm_f's offset, then each layer's begin from the last
+ * layer to the first, then 0. Writes at most cap; returns how many there are
+ * (num_layers + 2). */
+int model_grad_frontiers(const Model *m, size_t *out, int cap);
 /* Logits of the last forward, [B, T, V], backend memory. */
 const real *model_logits(const Model *m);
 /* split_ratio "measured" (the ACL paper's hardware-aligned ratio): times the

@@ -223,6 +223,16 @@ typedef struct Ops {
     void (*conv1d_step)(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
     void (*attention_decode)(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
                              int nkv, int hd);
+
+    /* ---- read-only weights hint (may be NULL) ----
+     * freeze_weights(p, n): the n values at p (the parameter buffer) will not
+     * change until freeze_weights(NULL, 0), so the backend may keep a converted
+     * copy of them (CUDA with bf16 products: every weight rounded to bf16 once,
+     * instead of before each product). The generator freezes while it lives;
+     * training never does (its optimizer writes the weights every step).
+     * Returns 0, or -1 if the copy could not be made (nothing is frozen then). */
+    int (*freeze_weights)(const real *p, size_t n);
+
     /* The same two with the position read from backend memory, pos[0] = t (may
      * be NULL): a decode step recorded once as a graph then serves every
      * position (generate.c; the caches' row t, every cached key visible).

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../core/error.h"
+#include "../dist/bucket.h"
 #include "../dist/shard.h"
 #include "checkpoint.h"
 #include "plot.h"
@@ -216,13 +217,26 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     snprintf(logp, sizeof logp, "%s/log.jsonl", o->out_dir);
     snprintf(svg, sizeof svg, "%s/loss.svg", o->out_dir);
 
-    Dist *D = o->dist && o->dist->world > 1 ? o->dist : NULL;
+    /* a world of one has no collectives, unless it is a real communicator (FLOWHN_NCCL_SINGLE) */
+    Dist *D = o->dist && (o->dist->world > 1 || o->dist->impl) ? o->dist : NULL;
     int W = D ? D->world : 1, rank = D ? D->rank : 0, quiet = o->quiet || rank;
     if (D && pad_buffers(m, W)) return -1;
+    const char *ov_env = getenv("FLOWHN_OVERLAP");
+    int overlap = D && !o->no_overlap && !(ov_env && !strcmp(ov_env, "0"));
+    GradReducer gr;
+    memset(&gr, 0, sizeof gr);
+    if (overlap && grad_reducer_create(&gr, m, D, o->bucket_reals ? o->bucket_reals : bucket_reals_from_env()))
+        return -1;
+    if (D && !quiet) {
+        if (overlap)
+            fprintf(stderr, "gradient reduction: %d buckets (%d pieces over the ZeRO-1 shards) overlapped with the "
+                    "backward\n", gr.plan.n_buckets, gr.plan.n_pieces);
+        else fprintf(stderr, "gradient reduction: one reduce-scatter after the backward (overlap off)\n");
+    }
     Optimizer opt;
     AdamWConfig oc = o->opt;
     oc.total_steps = o->steps;
-    if (optimizer_create_shard(&opt, m, &oc, D, rank, W)) return -1;
+    if (optimizer_create_shard(&opt, m, &oc, D, rank, W)) { grad_reducer_free(&gr); return -1; }
     size_t S = opt.per_rank;
     if (o->resume && resume_from(m, &opt, train, o->resume, W, B, T)) { optimizer_free(&opt, m); return -1; }
     FILE *log = NULL;   /* rank 0 logs for everyone */
@@ -266,11 +280,17 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
             }
         } else {
             model_zero_grad(m);
+            if (overlap) grad_reducer_begin(&gr, m->grads);
             for (int a = 0; a < accum; a++) {
+                /* the earlier micro-batches only accumulate: the buckets go out during the last one's backward */
+                if (overlap && a == accum - 1) { m->grads_ready = grad_reducer_ready; m->grads_ready_ctx = &gr; }
                 /* forward and backward in one call: the fused classifier never stores the logits */
-                if (train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T)) {
+                int fail = train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T);
+                m->grads_ready = NULL;
+                if (fail) {
                     rc = fh_error("step %d: %s", step + 1, fh_last_error());
-                    /* with several ranks a non-finite loss is decided together after the reduction, whatever the policy */
+                    /* with several ranks a non-finite loss is decided together after the reduction, whatever the
+                     * policy */
                     if ((o->nan_policy == NAN_SKIP || D) && strstr(fh_last_error(), "not finite")) break;
                     goto done;
                 }
@@ -280,7 +300,10 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
                 /* the summed gradient of this rank's shard, the mean loss, and whether any rank's loss was not
                  * finite (then every rank skips the update together) */
                 double x[2] = {loss_sum, rc ? 1 : 0};
-                if (D->reduce_scatter(D, m->grads, m->grads + rank * S, S, "reduce-scatter of the gradients") ||
+                int red = overlap ? grad_reducer_finish(&gr)
+                                  : D->reduce_scatter(D, m->grads, m->grads + rank * S, S,
+                                                      "reduce-scatter of the gradients");
+                if (red ||
                     D->all_reduce_host(D, x, 2, "all-reduce of the loss")) { rc = -1; goto done; }
                 loss_sum = x[0] / W;
                 if (x[1] > 0 && !rc) rc = fh_error("step %d: the loss of another rank is not finite", step + 1);
@@ -354,5 +377,6 @@ done:
     if (log) fclose(log);
     free(tok); free(tgt); free(xs); free(ys); free(vx); free(vy);
     optimizer_free(&opt, m);
+    grad_reducer_free(&gr);
     return rc;
 }

@@ -634,6 +634,41 @@ static void test_ssd(void) {
         grad_free(gx); grad_free(gdt); grad_free(gdb); grad_free(gA); grad_free(gD);
     }
 }
+
+/* The tensor-core chunk products (ssd.cu: TF32 operands, fp32 accumulation,
+ * taken when the matmul precision is tf32 or bf16) on the same shapes against
+ * the fp32 CPU op, at the bf16 bound 1e-2 (TF32 rounds each operand by 2^-11
+ * relative; the decays, dt and the sums stay fp32). The last check proves the
+ * path is taken: y must differ from the exact kernels' result. */
+static void test_ssd_tc(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    TOL = 1e-2;
+    printf("  tensor-core SSD products (bound %.0e):\n", TOL);
+    test_ssd();
+    int B = 2, n = 70, nh = 4, P = 16, Gr = 1, N = 40, L = 16;
+    int E = nh * P, W = E + 2 * Gr * N, nch = (n + L - 1) / L;
+    size_t nx = (size_t)B * n * W, ny = (size_t)B * n * E, ndt = (size_t)B * n * nh;
+    size_t nst = (size_t)B * (nch + 1) * nh * P * N;
+    float *xbc = hrand(nx, 0, 1), *dtr = hrand(ndt, -2.5f, 1), *dtb = hrand(nh, 0, 0.5f), *D = hrand(nh, 1, 0.3f);
+    float *Al = (float *)malloc(sizeof(float) * nh);
+    for (int i = 0; i < nh; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));
+    float *dxbc_ = dev(xbc, nx), *ddtr = dev(dtr, ndt), *ddtb = dev(dtb, nh), *dD_ = dev(D, nh), *dAl = dev(Al, nh);
+    float *y = hnan(ny), *st = hnan(nst), *gy = dnan(ny), *gst = dnan(nst);
+    cpu_ssd_fwd(y, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L);
+    G->ssd_fwd(gy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+    float *g = (float *)malloc(sizeof(float) * ny);
+    G->to_host(g, gy, sizeof(float) * ny);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ny; i++) { num += ((double)g[i] - y[i]) * ((double)g[i] - y[i]); den += (double)y[i] * y[i]; }
+    CHECK(sqrt(num / den) > 1e-5, "tensor-core SSD gave fp32-exact results (rel %.1e): the path is not taken",
+          sqrt(num / den));
+    printf("  rounding in effect: ssd y rel L2 vs fp32 %.2e\n", sqrt(num / den));
+    free(xbc); free(dtr); free(dtb); free(D); free(Al); free(y); free(st); free(g);
+    G->release(dxbc_); G->release(ddtr); G->release(ddtb); G->release(dD_); G->release(dAl); G->release(gy);
+    G->release(gst);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
 #endif
 
 /* AdamW on both sides from the same p, m, v for several steps (bias
@@ -767,6 +802,7 @@ int main(void) {
 #endif
 #ifdef HAVE_CPU_SSD
     RUN(test_ssd);
+    RUN(test_ssd_tc);
 #else
     printf("skipped ssd: no src/ops/cpu/ssd.c in this checkout\n");
 #endif

@@ -7,7 +7,9 @@
  *   - the generator (src/infer/generate.c) on cuda_ops vs on cpu_ops, built
  *     from the same seed, fed the same tokens: the logits of every step agree
  *     to relative L2 < 1e-5, for every architecture of tests/helpers/tiny.c
- *     (T 24, B 2) and for larger ones (H 256, head_dim 32, T 96, B 3).
+ *     (T 24, B 2) and for larger ones (H 256, head_dim 32, T 96, B 3);
+ *   - with bf16 products: the generator's frozen bf16 weights (Ops.freeze_weights)
+ *     against per-product rounding, and both against the CPU fp32 oracle (2e-2).
  * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -184,6 +186,59 @@ static void generator_large(const TinySpec *s) {
     compare_generator(name, &c, 3, 96);
 }
 
+/* All logits of T steps of a fresh generator on the model (seed 77). */
+static float *run_generator(Model *m, int B, int T, int unfreeze) {
+    int V = m->cfg.vocab_size;
+    Generator *g = generator_create(m, B);
+    CHECK(g != NULL, "%s", fh_last_error());
+    if (!g) return NULL;
+    if (unfreeze) cuda_ops.freeze_weights(NULL, 0);   /* products round per call, as in training */
+    float *all = (float *)malloc(sizeof(float) * (size_t)T * B * V);
+    int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T), *in = (int *)malloc(sizeof(int) * B);
+    tiny_batch(tok, tgt, B, T, V, 9);
+    for (int t = 0; t < T; t++) {
+        for (int b = 0; b < B; b++) in[b] = tok[(size_t)b * T + t];
+        int rc = generator_step(g, in, all + (size_t)t * B * V);
+        CHECK(rc == 0, "step %d: %s", t, fh_last_error());
+        if (rc) break;
+    }
+    generator_free(g);
+    free(tok); free(tgt); free(in);
+    return all;
+}
+
+/* bf16 products (--precision bf16): the generator's frozen bf16 weights give
+ * the logits of per-product rounding (the same roundings; only cuBLASLt's
+ * algorithm may differ with the pointers' alignment), and both stay within
+ * the bf16 bound of the CPU fp32 oracle. */
+static void generator_bf16(const TinySpec *s) {
+    Config c = tiny_config_h256(s, 48);
+    char name[64];
+    snprintf(name, sizeof name, "%s-H256-bf16", s->name);
+    if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }
+    int B = 2, T = 48;
+    Model mc, mg;
+    int ok = !model_create(&mc, &c, &cpu_ops) && !model_init_params(&mc, 77) && !model_create(&mg, &c, &cuda_ops) &&
+             !model_init_params(&mg, 77);
+    CHECK(ok, "%s: %s", name, fh_last_error());
+    if (!ok) return;
+    mc.plan_len = mg.plan_len = T;
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    float *ref = run_generator(&mc, B, T, 0), *frozen = run_generator(&mg, B, T, 0), *plain = run_generator(&mg, B, T, 1);
+    cuda_set_matmul_precision("fp32");
+    CHECK(cuda_ops_check() == 0, "%s: %s", name, fh_last_error());
+    size_t n = (size_t)T * B * c.vocab_size;
+    if (ref && frozen && plain) {
+        double e_same = rel(frozen, plain, n), e_ref = rel(frozen, ref, n);
+        CHECK(e_same < 1e-4, "%s: frozen vs per-product bf16 logits rel %.3e", name, e_same);
+        CHECK(e_ref < 2e-2, "%s: bf16 generator vs CPU fp32 logits rel %.3e", name, e_ref);
+        printf("    %-26s frozen vs per-product %.2e, vs CPU fp32 %.2e\n", name, e_same, e_ref);
+    }
+    free(ref); free(frozen); free(plain);
+    model_free(&mc);
+    model_free(&mg);
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -198,5 +253,8 @@ int main(void) {
     for (int k = 0; k < 6; k++)
         for (int i = 0; i < n_tiny_specs; i++)
             if (!strcmp(tiny_specs[i].name, large[k])) RUN_ARG(generator_large, &tiny_specs[i], large[k]);
+    for (int k = 0; k < 6; k++)
+        for (int i = 0; i < n_tiny_specs; i++)
+            if (!strcmp(tiny_specs[i].name, large[k])) RUN_ARG(generator_bf16, &tiny_specs[i], large[k]);
     TEST_SUMMARY();
 }

@@ -27,6 +27,32 @@ static int *visible_counts(const int *qpos, int nq, const int *kpos, int nk) {
     return m;
 }
 
+/* One query against the keys [0, n) (rows kstride apart, starting at k0 / v0):
+ * scores, max, exp, sum, weighted values, in that order. oi must be zeroed;
+ * s holds n scores. Returns the log-sum-exp. The generator's decode step uses
+ * the same function, so its logits match the full forward's bit for bit. */
+real cpu_attend_query(real *oi, const real *qi, const real *k0, const real *v0, size_t kstride, int n, int hd,
+                      real scale, real *s) {
+    real mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        const real *kj = k0 + (size_t)j * kstride;
+        real d = 0;
+        for (int x = 0; x < hd; x++) d += qi[x] * kj[x];
+        s[j] = d * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    /* subtract the max so the largest weight is exp(0) = 1: no overflow */
+    real z = 0;
+    for (int j = 0; j < n; j++) { s[j] = R_EXP(s[j] - mx); z += s[j]; }
+    real inv_z = 1 / z;
+    for (int j = 0; j < n; j++) {
+        const real *vj = v0 + (size_t)j * kstride;
+        real p = s[j] * inv_z;
+        for (int x = 0; x < hd; x++) oi[x] += p * vj[x];
+    }
+    return mx + R_LOG(z);
+}
+
 void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     int group = nh / nkv;
@@ -48,24 +74,9 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
                     for (int x = 0; x < hd; x++) oi[x] = 0;
                     if (m[i] == 0) { *lse_i = -INFINITY; continue; }   /* backward skips it */
                     seen += (uint64_t)m[i];
-                    real mx = -INFINITY;
-                    for (int j = 0; j < m[i]; j++) {
-                        const real *kj = k + (((size_t)b * nk + j) * nkv + kh) * hd;
-                        real d = 0;
-                        for (int x = 0; x < hd; x++) d += qi[x] * kj[x];
-                        s[j] = d * scale;
-                        if (s[j] > mx) mx = s[j];
-                    }
-                    /* subtract the max so the largest weight is exp(0) = 1: no overflow */
-                    real z = 0;
-                    for (int j = 0; j < m[i]; j++) { s[j] = R_EXP(s[j] - mx); z += s[j]; }
-                    real inv_z = 1 / z;
-                    for (int j = 0; j < m[i]; j++) {
-                        const real *vj = v + (((size_t)b * nk + j) * nkv + kh) * hd;
-                        real p = s[j] * inv_z;
-                        for (int x = 0; x < hd; x++) oi[x] += p * vj[x];
-                    }
-                    *lse_i = mx + R_LOG(z);
+                    *lse_i = cpu_attend_query(oi, qi, k + ((size_t)b * nk * nkv + kh) * hd,
+                                              v + ((size_t)b * nk * nkv + kh) * hd, (size_t)nkv * hd, m[i], hd,
+                                              scale, s);
                 }
                 fh_count_macs(2ull * hd * seen);   /* q.k and p*v per visible key */
             }

@@ -55,6 +55,7 @@ void cpu_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, c
 void cpu_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
                              int nh, int nkv, int hd);
 void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
+real cpu_attend_query(real *oi, const real *qi, const real *k0, const real *v0, size_t kstride, int n, int hd, real scale, real *s);
 void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 
 #endif

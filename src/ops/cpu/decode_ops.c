@@ -27,9 +27,8 @@ void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const r
     fh_count_macs((uint64_t)B * C * K);
 }
 
-/* The arithmetic of cpu_attention_fwd for one query (scores, max, exp, sum,
- * weighted values, in that order), so the generator's logits match the full
- * forward's. */
+/* cpu_attention_fwd's per-query arithmetic (cpu_attend_query), so the
+ * generator's logits match the full forward's. */
 void cpu_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
                           int nkv, int hd) {
     int group = nh / nkv;
@@ -45,22 +44,8 @@ void cpu_attention_decode(real *out, const real *q, const real *k, const real *v
                 real *oi = out + ((size_t)b * nh + h) * hd;
                 for (int x = 0; x < hd; x++) oi[x] = 0;
                 if (nk == 0) continue;
-                real mx = -INFINITY;
-                for (int j = 0; j < nk; j++) {
-                    const real *kj = k + (((size_t)b * ld + j) * nkv + kh) * hd;
-                    real d = 0;
-                    for (int x = 0; x < hd; x++) d += qi[x] * kj[x];
-                    s[j] = d * scale;
-                    if (s[j] > mx) mx = s[j];
-                }
-                real z = 0;
-                for (int j = 0; j < nk; j++) { s[j] = R_EXP(s[j] - mx); z += s[j]; }
-                real inv_z = 1 / z;
-                for (int j = 0; j < nk; j++) {
-                    const real *vj = v + (((size_t)b * ld + j) * nkv + kh) * hd;
-                    real p = s[j] * inv_z;
-                    for (int x = 0; x < hd; x++) oi[x] += p * vj[x];
-                }
+                cpu_attend_query(oi, qi, k + ((size_t)b * ld * nkv + kh) * hd, v + ((size_t)b * ld * nkv + kh) * hd,
+                                 (size_t)nkv * hd, nk, hd, scale, s);
             }
         free(s);
     }

@@ -3,10 +3,12 @@
  *
  * The op contract is unchanged (attention.cu, ops.h): q/k/v/dout and every
  * output stay fp32. A conversion pass rounds them to bf16 into per-head,
- * zero-padded scratch copies ([B, heads, rows rounded up to 64, HD], and a
- * transposed [B, heads, HD, rows] copy for operands read along the other
- * axis), so the attention kernels stream whole tiles with 16-byte cp.async
- * copies, double-buffered, with no bounds checks. Products run as warp-level
+ * zero-padded scratch copies [B, heads, rows rounded up to 64, HD] (the pass
+ * reads and writes contiguous runs), so the attention kernels stream whole
+ * tiles with 16-byte cp.async copies, double-buffered, with no bounds checks.
+ * Operands are read from shared memory with ldmatrix; those needed along the
+ * other axis (V in P V; Q, dO and K in the backward's dK, dV, dQ) with
+ * ldmatrix.trans from the same row-major tiles, so no transposed copies. Products run as warp-level
  * mma.sync m16n8k16 (bf16 inputs, fp32 accumulation); softmax statistics,
  * lse, D = dout.out (computed in fp32 by the conversion pass) and all
  * accumulators are fp32; the probabilities P (and dS in the backward) are
@@ -31,8 +33,8 @@
  * deterministic run to run (dk, dv and the forward are). The recompute of S
  * and dP that a separate dq kernel needs would cost more than the atomics.
  *
- * Shared tiles are [rows][cols + 8] bf16: the padding makes the fragment
- * reads (lane 4g + t reads row g, 32-bit word t) hit 32 distinct banks. */
+ * Shared tiles are [rows][cols + 8] bf16: the padding shifts consecutive rows
+ * by 4 banks, so the 8 row reads of an ldmatrix phase hit 32 distinct banks. */
 #include <cuda_bf16.h>
 #include <string.h>
 
@@ -56,23 +58,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const u32 (&a)[4], u32 b
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-__device__ __forceinline__ u32 ld32(const bf16 *p) { return *reinterpret_cast<const u32 *>(p); }
-/* A operand: rows row0.., columns k0.. of a [rows][ld] tile.
- * a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..) */
-__device__ __forceinline__ void frag_a(u32 (&a)[4], const bf16 *s, int ld, int row0, int k0, int g, int t) {
-    const bf16 *p = s + (row0 + g) * ld + k0 + 2 * t;
-    a[0] = ld32(p);
-    a[1] = ld32(p + 8 * ld);
-    a[2] = ld32(p + 8);
-    a[3] = ld32(p + 8 * ld + 8);
-}
-/* B operand (k x n) stored n-major, [n][ld] with k contiguous:
- * b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g) */
-__device__ __forceinline__ void frag_b(u32 &b0, u32 &b1, const bf16 *s, int ld, int n0, int k0, int g, int t) {
-    const bf16 *p = s + (n0 + g) * ld + k0 + 2 * t;
-    b0 = ld32(p);
-    b1 = ld32(p + 8);
-}
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  /* .x (lo) in the low half */
     return *reinterpret_cast<u32 *>(&v);
@@ -85,6 +70,40 @@ __device__ __forceinline__ void frag_from_acc(u32 (&a)[4], const float (&c)[N][4
     a[1] = pack_bf16(c[2 * kk][2], c[2 * kk][3]);
     a[2] = pack_bf16(c[2 * kk + 1][0], c[2 * kk + 1][1]);
     a[3] = pack_bf16(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+/* ldmatrix: four 8x8 bf16 matrices from shared memory; lanes 8m..8m+7 give the
+ * row addresses of matrix m (16-byte aligned rows of 8 elements), register m
+ * receives it in the mma fragment layout (lane 4g + t: row g, columns 2t, 2t+1;
+ * with .trans the transpose: rows 2t, 2t+1 of column g). One instruction
+ * replaces four 32-bit shared loads, and .trans reads a B operand along the
+ * other axis of a row-major tile, so no transposed copies are needed. */
+__device__ __forceinline__ void ldsm4(u32 (&r)[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm4_t(u32 (&r)[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+/* Lane addresses (lr = lane % 8, lm = lane / 8) of a [rows][ld] tile for:
+ * A operand, rows row0..+15, k k0..+15: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
+ * in the order a0..a3 */
+__device__ __forceinline__ const bf16 *ldsm_a(const bf16 *s, int ld, int row0, int k0, int lr, int lm) {
+    return s + (row0 + lr + 8 * (lm & 1)) * ld + k0 + 8 * (lm >> 1);
+}
+/* B operands of two 8-column blocks n0, n0+8 from an n-major tile [n][ld]
+ * (k contiguous), non-transposed: r = {b0(n0), b1(n0), b0(n0+8), b1(n0+8)} */
+__device__ __forceinline__ const bf16 *ldsm_bn(const bf16 *s, int ld, int n0, int k0, int lr, int lm) {
+    return s + (n0 + lr + 8 * (lm >> 1)) * ld + k0 + 8 * (lm & 1);
+}
+/* the same four registers from a k-major tile [k][ld] (n contiguous), with .trans */
+__device__ __forceinline__ const bf16 *ldsm_bk(const bf16 *s, int ld, int n0, int k0, int lr, int lm) {
+    return s + (k0 + lr + 8 * (lm & 1)) * ld + n0 + 8 * (lm >> 1);
 }
 
 /* ---- asynchronous global -> shared copies (16 bytes, both sides 16-byte aligned) ---- */
@@ -122,40 +141,66 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 /* ---- conversion pass ---- */
 
-/* x [B, n, heads, hd] fp32 -> rows [B, heads, np, HD] and/or cols
- * [B, heads, HD, np] bf16 (either may be NULL), zeros on the padding (rows
- * n..np-1, columns hd..HD-1). One thread per (b, head, row), row fastest, so
- * the transposed stores coalesce. Given o and lse (the backward's dout):
- * also D = dout.out in fp32 and lse * log2(e) into [B, heads, np] (0 on
+/* x [B, n, heads, hd] fp32 -> rows [B, heads, np, HD] bf16, zeros on the
+ * padding (rows n..np-1, columns hd..HD-1). One thread per 8 columns of a
+ * (b, row, head), in x's order (column chunk fastest, then head, then row), so
+ * a warp reads a contiguous run of x and writes whole 16-byte chunks, HD/8 of
+ * them contiguous per head row. (The first version ran one thread per row:
+ * scalar loads 3 KB apart and transposed 2-byte stores; the transposed copies
+ * are now read from the row tiles by ldmatrix.trans.) VEC: hd % 8 == 0 and
+ * 16-byte aligned x (and o), so a chunk is two float4 loads. Given o and lse
+ * (the backward's dout): also D = dout.out in fp32 (summed over the HD/8
+ * lanes of a row by shuffles) and lse * log2(e) into [B, heads, np] (0 on
  * padding rows and where lse = -inf, i.e. no visible key). */
-template <int HD>
-__global__ void tc_convert_kernel(bf16 *rows, bf16 *cols, float *D2, float *L2, const float *x, const float *o,
-                                  const float *lse, int B, int n, int heads, int hd, int np) {
+template <int HD, bool VEC>
+__global__ void tc_convert_kernel(bf16 *rows, float *D2, float *L2, const float *x, const float *o, const float *lse,
+                                  int B, int n, int heads, int hd, int np) {
+    constexpr int CH = HD / 8;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)B * heads * np) return;
-    int i = (int)(idx % np);
-    size_t bh = idx / np, b = bh / heads;
-    int hh = (int)(bh % heads);
-    bool live = i < n;
-    size_t off = live ? ((b * n + i) * heads + hh) * (size_t)hd : 0;
-    float dsum = 0.f;
-#pragma unroll
-    for (int d0 = 0; d0 < HD; d0 += 8) {
-        __align__(16) bf16 w[8];
+    bool in = idx < (size_t)B * np * heads * CH;  /* no early return: the D sums shuffle */
+    int c = (int)(idx % CH);
+    size_t r = idx / CH;
+    int hh = (int)(r % heads);
+    size_t bi = r / heads;
+    int i = (int)(bi % np);
+    size_t b = bi / np;
+    bool live = in && i < n;
+    size_t off = live ? ((b * n + i) * heads + hh) * (size_t)hd + 8 * c : 0;
+    float xv[8], ov[8];
+    if (VEC && live && 8 * c < hd) {
+        float4 x0 = *reinterpret_cast<const float4 *>(x + off), x1 = *reinterpret_cast<const float4 *>(x + off + 4);
+        xv[0] = x0.x; xv[1] = x0.y; xv[2] = x0.z; xv[3] = x0.w;
+        xv[4] = x1.x; xv[5] = x1.y; xv[6] = x1.z; xv[7] = x1.w;
+        if (o) {
+            float4 o0 = *reinterpret_cast<const float4 *>(o + off), o1 = *reinterpret_cast<const float4 *>(o + off + 4);
+            ov[0] = o0.x; ov[1] = o0.y; ov[2] = o0.z; ov[3] = o0.w;
+            ov[4] = o1.x; ov[5] = o1.y; ov[6] = o1.z; ov[7] = o1.w;
+        }
+    } else {
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            int d = d0 + e;
-            float xv = live && d < hd ? x[off + d] : 0.f;
-            if (o && live && d < hd) dsum += xv * o[off + d];
-            w[e] = __float2bfloat16_rn(xv);
-            if (cols) cols[(bh * HD + d) * np + i] = w[e];
+            bool ok = live && 8 * c + e < hd;
+            xv[e] = ok ? x[off + e] : 0.f;
+            ov[e] = ok && o ? o[off + e] : 0.f;
         }
-        if (rows) *reinterpret_cast<uint4 *>(rows + (bh * np + i) * HD + d0) = *reinterpret_cast<const uint4 *>(w);
     }
+    __align__(16) bf16 w[8];
+    float dsum = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        w[e] = __float2bfloat16_rn(xv[e]);
+        if (o) dsum += xv[e] * ov[e];  /* zero past hd and on padding rows */
+    }
+    size_t bh = b * heads + hh;
+    if (in) *reinterpret_cast<uint4 *>(rows + (bh * np + i) * HD + 8 * c) = *reinterpret_cast<const uint4 *>(w);
     if (o) {
-        float l = live ? lse[bh * n + i] : 0.f;
-        D2[bh * np + i] = dsum;
-        L2[bh * np + i] = isfinite(l) ? l * LOG2E_F : 0.f;
+#pragma unroll
+        for (int m = 1; m < CH; m <<= 1) dsum += __shfl_xor_sync(0xffffffffu, dsum, m);
+        if (in && c == 0) {
+            float l = live ? lse[bh * n + i] : 0.f;
+            D2[bh * np + i] = dsum;
+            L2[bh * np + i] = isfinite(l) ? l * LOG2E_F : 0.f;
+        }
     }
 }
 
@@ -167,55 +212,63 @@ __global__ void tc_visible_kernel(int *mq, const int *qpos, const int *kpos, int
 
 /* ---- forward ---- */
 
+/* HD <= 64: 4 resident blocks per SM (16 warps; 46 KB of shared tiles each at
+ * HD 64), which caps registers at 128 (ptxas wanted 129 without the bound) */
 template <int HD>
-__global__ void __launch_bounds__(TC_THREADS)
-attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, const bf16 *Vt, const int *mq,
+__global__ void __launch_bounds__(TC_THREADS, HD <= 64 ? 4 : 1)
+attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, const bf16 *Vh, const int *mq,
                         int nq, int nqp, int nkp, int nh, int nkv, int hd, float scale_log2) {
-    constexpr int BQ = TC_BQ, BK = TC_BK, LDH = HD + 8, LDT = BK + 8, NB = BK / 8, ND = HD / 8;
+    constexpr int BQ = TC_BQ, BK = TC_BK, LDH = HD + 8, NB = BK / 8, ND = HD / 8;
     extern __shared__ __align__(16) unsigned char tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(tc_smem);  /* [BQ][LDH] */
     bf16 *sK = sQ + BQ * LDH;                      /* 2 x [BK][LDH] */
-    bf16 *sVt = sK + 2 * BK * LDH;                 /* 2 x [HD][LDT] */
+    bf16 *sV = sK + 2 * BK * LDH;                  /* 2 x [BK][LDH] (key-major; P V reads it with .trans) */
     __shared__ int smr[BQ];
     int h = blockIdx.x, b = blockIdx.y, q0 = (gridDim.z - 1 - blockIdx.z) * BQ;  /* long tiles first */
     int hk = h / (nh / nkv), warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int lr = lane & 7, lm = lane >> 3;
     int nrow = min(BQ, nq - q0);
     size_t bh = (size_t)b * nh + h, bk = (size_t)b * nkv + hk;
-    const bf16 *Kb = Kh + bk * nkp * HD, *Vb = Vt + bk * HD * nkp;
+    const bf16 *Kb = Kh + bk * nkp * HD, *Vb = Vh + bk * nkp * HD;
     cp_tile<BQ, HD>(sQ, LDH, Qh + (bh * nqp + q0) * HD, HD);
+    cp_commit();
     if (threadIdx.x < BQ) smr[threadIdx.x] = mq[q0 + threadIdx.x];
     __syncthreads();
     int mlast = smr[nrow - 1], row = warp * 16 + g;  /* this thread's rows: row, row + 8 */
     int mrow[2] = {smr[row], smr[row + 8]};
     if (mlast > 0) {
         cp_tile<BK, HD>(sK, LDH, Kb, HD);
-        cp_tile<HD, BK>(sVt, LDT, Vb, nkp);
+        cp_tile<BK, HD>(sV, LDH, Vb, HD);
     }
-    cp_commit();  /* Q and the first key tile */
+    cp_commit();   /* the first key tile */
+    cp_wait<1>();  /* Q has landed */
+    __syncthreads();
+    u32 qf[HD / 16][4];  /* this warp's Q fragments, the same for every key tile */
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) ldsm4(qf[kk], ldsm_a(sQ, LDH, warp * 16, kk * 16, lr, lm));
     float o[ND][4], mrun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
     for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     for (int c0 = 0, buf = 0; c0 < mlast; c0 += BK, buf ^= 1) {
         if (c0 + BK < mlast) {  /* prefetch the next tile into the other buffer */
             cp_tile<BK, HD>(sK + (buf ^ 1) * BK * LDH, LDH, Kb + (size_t)(c0 + BK) * HD, HD);
-            cp_tile<HD, BK>(sVt + (buf ^ 1) * HD * LDT, LDT, Vb + c0 + BK, nkp);
+            cp_tile<BK, HD>(sV + (buf ^ 1) * BK * LDH, LDH, Vb + (size_t)(c0 + BK) * HD, HD);
         }
         cp_commit();
-        cp_wait<1>();  /* this tile (and Q) have landed */
+        cp_wait<1>();  /* this tile has landed */
         __syncthreads();
-        const bf16 *cK = sK + buf * BK * LDH, *cV = sVt + buf * HD * LDT;
+        const bf16 *cK = sK + buf * BK * LDH, *cV = sV + buf * BK * LDH;
         float s[NB][4];
 #pragma unroll
         for (int n = 0; n < NB; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
-            u32 a[4];
-            frag_a(a, sQ, LDH, warp * 16, kk * 16, g, t);
 #pragma unroll
-            for (int n = 0; n < NB; n++) {
-                u32 b0, b1;
-                frag_b(b0, b1, cK, LDH, n * 8, kk * 16, g, t);
-                mma_bf16(s[n], a, b0, b1);
+            for (int n = 0; n < NB; n += 2) {
+                u32 bb[4];
+                ldsm4(bb, ldsm_bn(cK, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(s[n], qf[kk], bb[0], bb[1]);
+                mma_bf16(s[n + 1], qf[kk], bb[2], bb[3]);
             }
         }
         /* online softmax in base 2; accumulator e of block n is row
@@ -256,10 +309,11 @@ attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, 
             u32 a[4];
             frag_from_acc(a, s, kk);
 #pragma unroll
-            for (int n = 0; n < ND; n++) {
-                u32 b0, b1;
-                frag_b(b0, b1, cV, LDT, n * 8, kk * 16, g, t);
-                mma_bf16(o[n], a, b0, b1);
+            for (int n = 0; n < ND; n += 2) {
+                u32 bb[4];
+                ldsm4_t(bb, ldsm_bk(cV, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(o[n], a, bb[0], bb[1]);
+                mma_bf16(o[n + 1], a, bb[2], bb[3]);
             }
         }
         __syncthreads();  /* readers done before this buffer is refilled */
@@ -287,21 +341,23 @@ attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, 
 /* ---- backward ---- */
 
 template <int HD, int BQ>
-__global__ void __launch_bounds__(TC_THREADS)
-attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const bf16 *Qt, const bf16 *Oh,
-                        const bf16 *Ot, const float *D2, const float *L2, const bf16 *Kh, const bf16 *Kt,
-                        const bf16 *Vh, const int *mq, const int *qpos, const int *kpos, int nq, int nk, int nqp,
+__global__ void __launch_bounds__(TC_THREADS, HD == 64 ? 3 : 1)
+attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const bf16 *Oh, const float *D2,
+                        const float *L2, const bf16 *Kh, const bf16 *Vh, const int *mq, const int *qpos, const int *kpos, int nq, int nk, int nqp,
                         int nkp, int nh, int nkv, int hd, float scale, float scale_log2) {
-    constexpr int BK = TC_BK, LDH = HD + 8, LDQ = BQ + 8, LDK = BK + 8, NQ = BQ / 8, ND = HD / 8;
+    constexpr int BK = TC_BK, LDH = HD + 8, LDK = BK + 8, NQ = BQ / 8, ND = HD / 8;
     /* dQ = dS K: warps split the BQ/16 row groups, then the column blocks */
     constexpr int RG = BQ / 16, NDW = ND / (4 / RG);
-    /* one stage of query-side tiles: Q [BQ][LDH], Q^T [HD][LDQ], dO, dO^T, then m, lse2, D (BQ words each) */
-    constexpr int STAGE = 2 * BQ * LDH + 2 * HD * LDQ + 3 * BQ * 2;  /* in bf16 units */
+    static_assert(NDW % 2 == 0 && NQ % 2 == 0, "ldmatrix x4 reads pairs of 8-column blocks");
+    /* one stage of query-side tiles: Q [BQ][LDH], dO [BQ][LDH], then m, lse2, D (BQ words each); the
+     * products that need Q, dO or K along the other axis read them with ldmatrix.trans */
+    constexpr int STAGE = 2 * BQ * LDH + 3 * BQ * 2;  /* in bf16 units */
     extern __shared__ __align__(16) unsigned char tc_smem[];
-    bf16 *sK = reinterpret_cast<bf16 *>(tc_smem), *sV = sK + BK * LDH, *sKt = sV + BK * LDH,  /* sKt [HD][LDK] */
-        *sdS = sKt + HD * LDK, *stages = sdS + BQ * LDK;  /* sdS [BQ][LDK], query-major */
+    bf16 *sK = reinterpret_cast<bf16 *>(tc_smem), *sV = sK + BK * LDH, *sdS = sV + BK * LDH,
+         *stages = sdS + BQ * LDK;  /* sdS [BQ][LDK], query-major */
     int hk = blockIdx.x, b = blockIdx.y, c0 = blockIdx.z * BK;  /* low key tiles (the most queries) first */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, group = nh / nkv;
+    int lr = lane & 7, lm = lane >> 3;
     int ncol = min(BK, nk - c0);
     int i0 = first_query_at(qpos, nq, kpos[c0]);  /* earlier queries see none of these keys */
     if (i0 >= nq) return;                          /* nothing to add */
@@ -309,17 +365,14 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
     size_t bk = (size_t)b * nkv + hk;
     cp_tile<BK, HD>(sK, LDH, Kh + (bk * nkp + c0) * HD, HD);
     cp_tile<BK, HD>(sV, LDH, Vh + (bk * nkp + c0) * HD, HD);
-    if (dq) cp_tile<HD, BK>(sKt, LDK, Kt + bk * HD * nkp + c0, nkp);
     /* query-side tiles of iteration it (head hk*group + it/ntiles, tile it%ntiles) into stage st */
     auto fetch = [&](int it, int st) {
         size_t bh = (size_t)b * nh + hk * group + it / ntiles;
         int q0 = qa + it % ntiles * BQ;
         bf16 *s = stages + st * STAGE;
         cp_tile<BQ, HD>(s, LDH, Qh + (bh * nqp + q0) * HD, HD);
-        cp_tile<HD, BQ>(s + BQ * LDH, LDQ, Qt + bh * HD * nqp + q0, nqp);
-        cp_tile<BQ, HD>(s + BQ * LDH + HD * LDQ, LDH, Oh + (bh * nqp + q0) * HD, HD);
-        cp_tile<HD, BQ>(s + 2 * BQ * LDH + HD * LDQ, LDQ, Ot + bh * HD * nqp + q0, nqp);
-        bf16 *side = s + 2 * BQ * LDH + 2 * HD * LDQ;
+        cp_tile<BQ, HD>(s + BQ * LDH, LDH, Oh + (bh * nqp + q0) * HD, HD);
+        bf16 *side = s + 2 * BQ * LDH;
         cp_words(side, mq + q0, BQ);
         cp_words(side + 2 * BQ, L2 + bh * nqp + q0, BQ);
         cp_words(side + 4 * BQ, D2 + bh * nqp + q0, BQ);
@@ -339,8 +392,8 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
         cp_wait<1>();  /* this iteration's tiles have landed */
         __syncthreads();
         const bf16 *s = stages + (it & 1) * STAGE;
-        const bf16 *sQ = s, *sQt = s + BQ * LDH, *sO = sQt + HD * LDQ, *sOt = sO + BQ * LDH;
-        const int *smr = reinterpret_cast<const int *>(sOt + HD * LDQ);
+        const bf16 *sQ = s, *sO = s + BQ * LDH;
+        const int *smr = reinterpret_cast<const int *>(sO + BQ * LDH);
         const float *slse = reinterpret_cast<const float *>(smr + BQ), *sD = slse + BQ;
         int h = hk * group + it / ntiles, q0 = qa + it % ntiles * BQ, nrow = min(BQ, nq - q0);
         /* transposed scores: rows = this warp's 16 keys, columns = the BQ queries */
@@ -352,15 +405,17 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
 #pragma unroll
         for (int kk = 0; kk < HD / 16; kk++) {
             u32 ak[4], av[4];
-            frag_a(ak, sK, LDH, warp * 16, kk * 16, g, t);
-            frag_a(av, sV, LDH, warp * 16, kk * 16, g, t);
+            ldsm4(ak, ldsm_a(sK, LDH, warp * 16, kk * 16, lr, lm));
+            ldsm4(av, ldsm_a(sV, LDH, warp * 16, kk * 16, lr, lm));
 #pragma unroll
-            for (int n = 0; n < NQ; n++) {
-                u32 b0, b1;
-                frag_b(b0, b1, sQ, LDH, n * 8, kk * 16, g, t);
-                mma_bf16(st[n], ak, b0, b1);
-                frag_b(b0, b1, sO, LDH, n * 8, kk * 16, g, t);
-                mma_bf16(dpt[n], av, b0, b1);
+            for (int n = 0; n < NQ; n += 2) {
+                u32 bb[4];
+                ldsm4(bb, ldsm_bn(sQ, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(st[n], ak, bb[0], bb[1]);
+                mma_bf16(st[n + 1], ak, bb[2], bb[3]);
+                ldsm4(bb, ldsm_bn(sO, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(dpt[n], av, bb[0], bb[1]);
+                mma_bf16(dpt[n + 1], av, bb[2], bb[3]);
             }
         }
         /* p and ds: accumulator e of block n is key krow + 8*(e/2), query 8n + 2t + e%2 */
@@ -384,12 +439,14 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
             frag_from_acc(ap, st, kk);
             frag_from_acc(as, dpt, kk);
 #pragma unroll
-            for (int n = 0; n < ND; n++) {
-                u32 b0, b1;
-                frag_b(b0, b1, sOt, LDQ, n * 8, kk * 16, g, t);
-                mma_bf16(adv[n], ap, b0, b1);
-                frag_b(b0, b1, sQt, LDQ, n * 8, kk * 16, g, t);
-                mma_bf16(adk[n], as, b0, b1);
+            for (int n = 0; n < ND; n += 2) {
+                u32 bb[4];
+                ldsm4_t(bb, ldsm_bk(sO, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(adv[n], ap, bb[0], bb[1]);
+                mma_bf16(adv[n + 1], ap, bb[2], bb[3]);
+                ldsm4_t(bb, ldsm_bk(sQ, LDH, n * 8, kk * 16, lr, lm));
+                mma_bf16(adk[n], as, bb[0], bb[1]);
+                mma_bf16(adk[n + 1], as, bb[2], bb[3]);
             }
         }
         if (dq) {
@@ -407,12 +464,13 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
                 u32 a[4];
-                frag_a(a, sdS, LDK, rg * 16, kk * 16, g, t);
+                ldsm4(a, ldsm_a(sdS, LDK, rg * 16, kk * 16, lr, lm));
 #pragma unroll
-                for (int m = 0; m < NDW; m++) {
-                    u32 b0, b1;
-                    frag_b(b0, b1, sKt, LDK, (nw * NDW + m) * 8, kk * 16, g, t);
-                    mma_bf16(acc[m], a, b0, b1);
+                for (int m = 0; m < NDW; m += 2) {
+                    u32 bb[4];
+                    ldsm4_t(bb, ldsm_bk(sK, LDH, (nw * NDW + m) * 8, kk * 16, lr, lm));
+                    mma_bf16(acc[m], a, bb[0], bb[1]);
+                    mma_bf16(acc[m + 1], a, bb[2], bb[3]);
                 }
             }
             float *qbase = dq + ((size_t)b * nq + q0) * nh * hd + (size_t)h * hd;
@@ -485,11 +543,16 @@ static unsigned char *tc_scratch(size_t bytes) {
 }
 
 template <int HD>
-static void convert(bf16 *rows, bf16 *cols, float *D2, float *L2, const float *x, const float *o, const float *lse,
-                    int B, int n, int heads, int hd, int np) {
-    size_t threads = (size_t)B * heads * np;
-    tc_convert_kernel<HD><<<blocks_for(threads, 256), 256, 0, cuda_stream()>>>(rows, cols, D2, L2, x, o, lse, B, n,
-                                                                                heads, hd, np);
+static void convert(bf16 *rows, float *D2, float *L2, const float *x, const float *o, const float *lse, int B, int n,
+                    int heads, int hd, int np) {
+    size_t threads = (size_t)B * np * heads * (HD / 8);
+    bool vec = hd % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)o % 16 == 0;  /* o may be NULL */
+    if (vec)
+        tc_convert_kernel<HD, true><<<blocks_for(threads, 256), 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B,
+                                                                                          n, heads, hd, np);
+    else
+        tc_convert_kernel<HD, false><<<blocks_for(threads, 256), 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B,
+                                                                                           n, heads, hd, np);
     CUDA_LAUNCHED();
 }
 static void visible(int *mq, const int *qpos, const int *kpos, int nq, int nk, int nqp) {
@@ -504,16 +567,16 @@ static void tc_fwd(float *out, float *lse, const float *q, const float *k, const
     size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
     unsigned char *p = tc_scratch(bq + 2 * bk + align256(sizeof(int) * nqp));
     if (!p) return;
-    bf16 *Qh = (bf16 *)p, *Kh = (bf16 *)(p + bq), *Vt = (bf16 *)(p + bq + bk);
+    bf16 *Qh = (bf16 *)p, *Kh = (bf16 *)(p + bq), *Vh = (bf16 *)(p + bq + bk);
     int *mq = (int *)(p + bq + 2 * bk);
-    convert<HD>(Qh, NULL, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
-    convert<HD>(Kh, NULL, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
-    convert<HD>(NULL, Vt, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
+    convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
+    convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
+    convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
-    size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 2 * TC_BK * (HD + 8) + 2 * HD * (TC_BK + 8));
+    size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 4 * TC_BK * (HD + 8));
     if (attention_set_smem((const void *)attention_tc_fwd_kernel<HD>, smem, "attention_fwd")) return;
     dim3 grid(nh, B, nqp / TC_BQ);
-    attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, Qh, Kh, Vt, mq, nq, nqp, nkp,
+    attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, Qh, Kh, Vh, mq, nq, nqp, nkp,
                                                                           nh, nkv, hd, LOG2E_F / sqrtf((float)hd));
     CUDA_LAUNCHED();
 }
@@ -525,24 +588,23 @@ static void tc_bwd(float *dq, float *dk, float *dv, const float *dout, const flo
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk, TC_BK);
     size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
     size_t br = align256(sizeof(float) * B * nh * nqp);
-    unsigned char *p = tc_scratch(4 * bq + 3 * bk + 2 * br + align256(sizeof(int) * nqp));
+    unsigned char *p = tc_scratch(2 * bq + 2 * bk + 2 * br + align256(sizeof(int) * nqp));
     if (!p) return;
-    bf16 *Qh = (bf16 *)p, *Qt = (bf16 *)(p + bq), *Oh = (bf16 *)(p + 2 * bq), *Ot = (bf16 *)(p + 3 * bq);
-    bf16 *Kh = (bf16 *)(p + 4 * bq), *Kt = (bf16 *)(p + 4 * bq + bk), *Vh = (bf16 *)(p + 4 * bq + 2 * bk);
-    float *D2 = (float *)(p + 4 * bq + 3 * bk), *L2 = (float *)(p + 4 * bq + 3 * bk + br);
-    int *mq = (int *)(p + 4 * bq + 3 * bk + 2 * br);
-    convert<HD>(Qh, Qt, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
-    convert<HD>(Oh, Ot, D2, L2, dout, out, lse, B, nq, nh, hd, nqp);
-    convert<HD>(Kh, dq ? Kt : NULL, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
-    convert<HD>(Vh, NULL, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
+    bf16 *Qh = (bf16 *)p, *Oh = (bf16 *)(p + bq), *Kh = (bf16 *)(p + 2 * bq), *Vh = (bf16 *)(p + 2 * bq + bk);
+    float *D2 = (float *)(p + 2 * bq + 2 * bk), *L2 = (float *)(p + 2 * bq + 2 * bk + br);
+    int *mq = (int *)(p + 2 * bq + 2 * bk + 2 * br);
+    convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
+    convert<HD>(Oh, D2, L2, dout, out, lse, B, nq, nh, hd, nqp);
+    convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
+    convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
-    size_t stage = 2 * BQ * (HD + 8) + 2 * HD * (BQ + 8) + 6 * BQ;
-    size_t smem = sizeof(bf16) * (2 * TC_BK * (HD + 8) + HD * (TC_BK + 8) + BQ * (TC_BK + 8) + 2 * stage);
+    size_t stage = 2 * BQ * (HD + 8) + 6 * BQ;
+    size_t smem = sizeof(bf16) * (2 * TC_BK * (HD + 8) + BQ * (TC_BK + 8) + 2 * stage);
     if (attention_set_smem((const void *)attention_tc_bwd_kernel<HD, BQ>, smem, "attention_bwd")) return;
     dim3 grid(nkv, B, nkp / TC_BK);
     float scale = 1.f / sqrtf((float)hd);
     attention_tc_bwd_kernel<HD, BQ><<<grid, TC_THREADS, smem, cuda_stream()>>>(
-        dq, dk, dv, Qh, Qt, Oh, Ot, D2, L2, Kh, Kt, Vh, mq, qpos, kpos, nq, nk, nqp, nkp, nh, nkv, hd, scale,
+        dq, dk, dv, Qh, Oh, D2, L2, Kh, Vh, mq, qpos, kpos, nq, nk, nqp, nkp, nh, nkv, hd, scale,
         scale * LOG2E_F);
     CUDA_LAUNCHED();
 }

@@ -98,31 +98,72 @@ __device__ __forceinline__ float block_max(float v, float *sh) {
     return warp_max(v);
 }
 
-/* Deterministic column reduction: dst[c*stride] += sum_i f(i, c) over rows
- * i < N. Block (32 columns) x (32 row lanes); each thread walks every 32nd row
- * (coalesced across the 32 columns), then the 32 partials are added in a
- * fixed order, so the result does not depend on scheduling. */
+/* Deterministic column reduction: dst[c*stride + v] += sum_i f(i, c)[v] over
+ * rows i < N, for NV values per (row, column) (colsum: NV = 1, f returns the
+ * value; colsum_multi: f(i, c, v) adds into v[NV]). The rows are cut into S
+ * fixed segments so that there are enough blocks to fill the GPU (one block
+ * per 32 columns left 24-56 blocks busy at C = 768-1792 and made these
+ * reductions latency-bound): block (column tile, segment) = 32 columns x 32
+ * row lanes, each thread walking every 32nd row of its segment (coalesced
+ * across the columns); the 32 lanes' partials are added in a fixed order into
+ * part[segment][v][c], and a second kernel adds the S segments in order. The
+ * result does not depend on scheduling. */
 #define COLSUM_ROWS 32
-template <class F>
-__global__ void colsum_kernel(float *dst, int stride, int N, int C, F f) {
-    __shared__ float part[COLSUM_ROWS][33];
-    int c = blockIdx.x * 32 + threadIdx.x;
-    float s = 0.f;
+float *cuda_colsum_scratch(size_t n);  /* per branch stream, grown on demand (memory.cu) */
+template <int NV, class F>
+__global__ void colsum_part_kernel(float *part, int seg_rows, int N, int C, F f) {
+    __shared__ float sh[COLSUM_ROWS][33];
+    int c = blockIdx.x * 32 + threadIdx.x, r0 = blockIdx.y * seg_rows, r1 = min(N, r0 + seg_rows);
+    float s[NV];
+#pragma unroll
+    for (int v = 0; v < NV; v++) s[v] = 0.f;
     if (c < C)
-        for (int i = threadIdx.y; i < N; i += COLSUM_ROWS) s += f(i, c);
-    part[threadIdx.y][threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        float t = 0.f;
-        for (int r = 0; r < COLSUM_ROWS; r++) t += part[r][threadIdx.x];
-        dst[(size_t)c * stride] += t;
+        for (int i = r0 + threadIdx.y; i < r1; i += COLSUM_ROWS) f(i, c, s);
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+        sh[threadIdx.y][threadIdx.x] = s[v];
+        __syncthreads();
+        if (threadIdx.y == 0 && c < C) {
+            float t = 0.f;
+            for (int r = 0; r < COLSUM_ROWS; r++) t += sh[r][threadIdx.x];
+            part[((size_t)blockIdx.y * NV + v) * C + c] = t;
+        }
+        __syncthreads();
     }
 }
+template <int NV>
+__global__ void colsum_finish_kernel(float *dst, int stride, const float *part, int S, int C) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;  /* e = v * C + c */
+    if (e >= NV * C) return;
+    float t = 0.f;
+    for (int sg = 0; sg < S; sg++) t += part[(size_t)sg * NV * C + e];
+    int v = e / C, c = e % C;
+    dst[(size_t)c * stride + v] += t;
+}
+template <int NV, class F>
+static inline void colsum_multi(float *dst, int stride, int N, int C, F f) {
+    if (C <= 0 || N <= 0) return;
+    int cols = (C + 31) / 32;
+    /* ~4 blocks per SM on a 132-SM GPU, segments of at least 64 rows */
+    int S = (528 + cols - 1) / cols;
+    S = max(1, min(S, N / 64));
+    int seg = (N + S - 1) / S;
+    S = (N + seg - 1) / seg;
+    float *part = cuda_colsum_scratch((size_t)S * NV * C);
+    if (!part) return;
+    colsum_part_kernel<NV><<<dim3(cols, S), dim3(32, COLSUM_ROWS), 0, cuda_stream()>>>(part, seg, N, C, f);
+    CUDA_LAUNCHED();
+    colsum_finish_kernel<NV><<<(NV * C + 255) / 256, 256, 0, cuda_stream()>>>(dst, stride, part, S, C);
+    CUDA_LAUNCHED();
+}
+template <class F>
+struct ColsumOne {
+    F f;
+    __device__ void operator()(int i, int c, float *s) const { s[0] += f(i, c); }
+};
 template <class F>
 static inline void colsum(float *dst, int stride, int N, int C, F f) {
-    if (C <= 0) return;
-    colsum_kernel<<<(C + 31) / 32, dim3(32, COLSUM_ROWS), 0, cuda_stream()>>>(dst, stride, N, C, f);
-    CUDA_LAUNCHED();
+    colsum_multi<1>(dst, stride, N, C, ColsumOne<F>{f});
 }
 
 /* log-sum-exp of a row of V floats, the whole block cooperating, in one pass:
@@ -208,6 +249,7 @@ void cuda_graph_free(void *graph);
 void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
+int cuda_freeze_weights(const real *p, size_t n);
 void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
 void cuda_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
                               int nh, int nkv, int hd);

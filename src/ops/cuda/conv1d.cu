@@ -45,6 +45,22 @@ struct ConvDw {
         return dout[(size_t)r * C + c] * x[((size_t)r + (ti - t)) * C + c];
     }
 };
+/* every tap at once (KK = K taps): one read of dout[r, c] and of the K inputs
+ * it meets, instead of one pass over dout and x per tap; v[k] for tap k */
+template <int KK>
+struct ConvDwAll {
+    const float *dout, *x;
+    int n, C;
+    __device__ void operator()(int r, int c, float *v) const {
+        int t = r % n;
+        float g = dout[(size_t)r * C + c];
+#pragma unroll
+        for (int k = 0; k < KK; k++) {
+            int ti = t - (KK - 1) + k;
+            if (ti >= 0) v[k] += g * x[((size_t)r + (ti - t)) * C + c];
+        }
+    }
+};
 struct ConvDb {
     const float *dout;
     int C;
@@ -73,7 +89,9 @@ void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real 
         conv1d_bwd_dx_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dx, dout, w, B, n, C, K);
         CUDA_LAUNCHED();
     }
-    if (dw)
+    if (dw && K == 4)  /* Mamba's d_conv */
+        colsum_multi<4>(dw, K, B * n, C, ConvDwAll<4>{dout, x, n, C});
+    else if (dw)
         for (int k = 0; k < K; k++) colsum(dw + k, K, B * n, C, ConvDw{dout, x, n, C, K, k});
     if (db) colsum(db, 1, B * n, C, ConvDb{dout, C});
 }

@@ -62,6 +62,7 @@ const Ops cuda_ops = {
     .copy_rows = cuda_copy_rows,
     .conv1d_step = cuda_conv1d_step,
     .attention_decode = cuda_attention_decode,
+    .freeze_weights = cuda_freeze_weights,
     .copy_rows_at = cuda_copy_rows_at,
     .attention_decode_at = cuda_attention_decode_at,
     .sum_into = cuda_sum_into,

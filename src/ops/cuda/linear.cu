@@ -214,10 +214,52 @@ static const void *as_bf16(const float *src, size_t n, int slot) {
     return s->buf;
 }
 
+/* ---- frozen weights (Ops.freeze_weights): while the generator lives the
+ * parameters do not change, so in bf16 mode they are rounded once, into one
+ * bf16 copy of the whole buffer, made on the first product that needs it.
+ * A decode step then reads 2 bytes per weight instead of rounding each weight
+ * (4 read + 2 written) and reading the result again (2), and launches no
+ * rounding kernels. */
+static struct {
+    const float *base;
+    size_t n;
+    __nv_bfloat16 *bf;  /* NULL until a bf16 product asks */
+} frozen;
+
+static int frozen_make_copy(void) {
+    if (cudaMalloc(&frozen.bf, frozen.n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+        frozen.bf = NULL;
+        frozen.base = NULL;  /* no room: products round per call, as without freezing */
+        return fh_error("no device memory for a bf16 copy of %zu frozen weights", frozen.n);
+    }
+    cuda_round_bf16(frozen.bf, frozen.base, frozen.n);
+    return 0;
+}
+
+/* The copy is made now when bf16 products are on (so no allocation happens
+ * inside later steps, which a captured graph could not contain), else on the
+ * first bf16 product. */
+int cuda_freeze_weights(const float *p, size_t n) {
+    cuda_scratch_free(frozen.bf);
+    frozen.bf = NULL;
+    frozen.base = p;
+    frozen.n = p ? n : 0;
+    return p && n && precision == MM_BF16 ? frozen_make_copy() : 0;
+}
+
+/* the frozen bf16 copy of [x, x + n) if x lies inside the frozen buffer */
+static const void *frozen_bf16(const float *x, size_t n) {
+    if (!frozen.base || x < frozen.base || x + n > frozen.base + frozen.n) return NULL;
+    if (!frozen.bf && frozen_make_copy()) return NULL;
+    return frozen.bf + (x - frozen.base);
+}
+
 /* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
- * its rounding into scratch slot `slot`. NULL on failure. */
+ * the frozen weights' copy or its rounding into scratch slot `slot`. NULL on failure. */
 static const void *operand(const float *x, size_t n, int slot) {
-    return precision == MM_BF16 ? as_bf16(x, n, slot) : x;
+    if (precision != MM_BF16) return x;
+    const void *f = frozen_bf16(x, n);
+    return f ? f : as_bf16(x, n, slot);
 }
 
 /* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, C fp32;

@@ -58,3 +58,22 @@ void cuda_to_host(void *dst_host, const void *src, size_t bytes) {
 void cuda_from_host(void *dst, const void *src_host, size_t bytes) {
     CUDA_CALL(cudaMemcpy(dst, src_host, bytes, cudaMemcpyHostToDevice));
 }
+
+/* scratch of the column reductions (common.cuh colsum), one per branch stream
+ * (both branches of a parallel block may reduce at once); kept between calls */
+float *cuda_colsum_scratch(size_t n) {
+    static float *buf[CUDA_BRANCHES];
+    static size_t cap[CUDA_BRANCHES];
+    int br = cuda_branch();
+    if (cap[br] >= n) return buf[br];
+    cuda_scratch_free(buf[br]);
+    buf[br] = NULL;
+    cap[br] = 0;
+    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
+        buf[br] = NULL;
+        cuda_record_error("cudaMalloc", "cannot allocate the column-reduction scratch", __FILE__, __LINE__);
+        return NULL;
+    }
+    cap[br] = n;
+    return buf[br];
+}

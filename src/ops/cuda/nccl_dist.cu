@@ -28,6 +28,14 @@ typedef struct {
     cudaStream_t stream;   /* a blocking stream: ordered after the model's legacy-stream work and before what follows */
     cudaEvent_t done;
     double *dbuf;          /* device scratch for all_reduce_host */
+    /* the overlapped gradient reduction (reduce_async): a non-blocking stream,
+     * so that it neither waits for the backward's later kernels on the legacy
+     * stream nor makes them wait (a blocking stream would serialise both ways);
+     * it is ordered by events instead: `ready` recorded on the compute stream
+     * and waited on here, `ov_done` polled by wait_async. Made on first use. */
+    cudaStream_t ov;
+    cudaEvent_t ready, ov_done;
+    int ov_pending;
 } Nccl;
 
 static double now_s(void) {
@@ -74,12 +82,12 @@ static int settle(Dist *d, ncclResult_t r, const char *what, double deadline) {
     }
 }
 
-/* Waits for the work queued on the communicator's stream, with the deadline. */
-static int finish(Dist *d, const char *what, double deadline) {
+/* Waits for the work queued on stream s (event ev), with the deadline. */
+static int finish_on(Dist *d, cudaStream_t s, cudaEvent_t ev, const char *what, double deadline) {
     Nccl *n = (Nccl *)d->impl;
-    CUDA_CALL(cudaEventRecord(n->done, n->stream));
+    CUDA_CALL(cudaEventRecord(ev, s));
     for (;;) {
-        cudaError_t e = cudaEventQuery(n->done);
+        cudaError_t e = cudaEventQuery(ev);
         if (e == cudaSuccess) return 0;
         if (e != cudaErrorNotReady)
             return fail(d, "rank %d: collective %s: CUDA error %s", d->rank, what, cudaGetErrorString(e));
@@ -91,6 +99,12 @@ static int finish(Dist *d, const char *what, double deadline) {
                         d->timeout_s);
         nap();
     }
+}
+
+/* Waits for the work queued on the communicator's stream, with the deadline. */
+static int finish(Dist *d, const char *what, double deadline) {
+    Nccl *n = (Nccl *)d->impl;
+    return finish_on(d, n->stream, n->done, what, deadline);
 }
 
 static int usable(Dist *d, const char *what) {
@@ -112,6 +126,44 @@ static int nccl_all_gather(Dist *d, const real *send, real *recv, size_t count, 
     double deadline = now_s() + d->timeout_s;
     if (settle(d, ncclAllGather(send, recv, count, ncclFloat, n->comm, n->stream), what, deadline)) return -1;
     return finish(d, what, deadline);
+}
+
+static int nccl_reduce_async(Dist *d, real *buf, const DistPiece *p, int k, const char *what) {
+    if (usable(d, what)) return -1;
+    Nccl *n = (Nccl *)d->impl;
+    if (!n->ov) {
+        if (cudaStreamCreateWithFlags(&n->ov, cudaStreamNonBlocking) != cudaSuccess ||
+            cudaEventCreateWithFlags(&n->ready, cudaEventDisableTiming) != cudaSuccess ||
+            cudaEventCreateWithFlags(&n->ov_done, cudaEventDisableTiming) != cudaSuccess)
+            return fh_error("rank %d: cannot create the overlapped communication stream", d->rank);
+    }
+    /* after the gradients queued so far on the compute (legacy) stream, which also waits for the branch
+     * streams, those being blocking streams */
+    CUDA_CALL(cudaEventRecord(n->ready, 0));
+    CUDA_CALL(cudaStreamWaitEvent(n->ov, n->ready, 0));
+    double deadline = now_s() + d->timeout_s;
+    /* one group: the pieces of a bucket that straddles shards go out together */
+    if (settle(d, ncclGroupStart(), what, deadline)) return -1;
+    for (int i = 0; i < k; i++) {
+        real *x = buf + p[i].offset;
+        ncclResult_t r = ncclReduce(x, x, p[i].count, ncclFloat, ncclSum, p[i].root, n->comm, n->ov);
+        if (r != ncclSuccess && r != ncclInProgress) {
+            ncclGroupEnd();
+            return settle(d, r, what, deadline);
+        }
+    }
+    if (settle(d, ncclGroupEnd(), what, deadline)) return -1;
+    n->ov_pending = 1;
+    return cuda_ops_check();
+}
+
+static int nccl_wait_async(Dist *d, const char *what) {
+    if (usable(d, what)) return -1;
+    Nccl *n = (Nccl *)d->impl;
+    if (!n->ov_pending) return 0;
+    if (finish_on(d, n->ov, n->ov_done, what, now_s() + d->timeout_s)) return -1;
+    n->ov_pending = 0;
+    return 0;
 }
 
 static int nccl_all_reduce_host(Dist *d, double *x, int k, const char *what) {
@@ -138,6 +190,9 @@ static void nccl_destroy(Dist *d) {
         if (n->dbuf) cudaFree(n->dbuf);
         if (n->done) cudaEventDestroy(n->done);
         if (n->stream) cudaStreamDestroy(n->stream);
+        if (n->ready) cudaEventDestroy(n->ready);
+        if (n->ov_done) cudaEventDestroy(n->ov_done);
+        if (n->ov) cudaStreamDestroy(n->ov);
     }
     free(n);
     d->impl = NULL;
@@ -163,6 +218,8 @@ extern "C" int dist_nccl_create(Dist *d, const char *rendezvous) {
     d->reduce_scatter = nccl_reduce_scatter;
     d->all_gather = nccl_all_gather;
     d->all_reduce_host = nccl_all_reduce_host;
+    d->reduce_async = nccl_reduce_async;
+    d->wait_async = nccl_wait_async;
     d->destroy = nccl_destroy;
     if (cudaStreamCreate(&n->stream) != cudaSuccess || cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming) != cudaSuccess ||
         cudaMalloc(&n->dbuf, 16 * sizeof(double)) != cudaSuccess)

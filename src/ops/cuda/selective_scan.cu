@@ -22,10 +22,47 @@
  *   dA  += dh dt a h_{t-1};        dBm += dh dt x;  dCm += dyy h_t.
  * dBm/dCm are shared by all channels: summed over the warp's channels with
  * shuffles, over the block's in a shared-memory tile of the chunk, and added
- * to global memory once per block and chunk. */
+ * to global memory once per block and chunk.
+ *
+ * Decay: a_t = exp(dt A) is one MUFU.EX2 (ex2.approx) of dt A log2(e), with
+ * A log2(e) formed once per thread, instead of the accurate expf (~15
+ * instructions with its range reduction) on the recurrence's critical path.
+ * ex2.approx has a relative error of ~2^-22; the accurate expf already takes
+ * the rounded product dt A (relative error |dt A| 2^-24 in a), so the extra
+ * error is a few ulp per step and, varying in sign from step to step, grows
+ * like sqrt of the state's memory length (docs/perf-notes.md). Building with
+ * -DSCAN_ACCURATE_EXP restores expf (for measuring the difference).
+ *
+ * Backward in time segments: one block per (channels, b) walking all n steps
+ * gives 768 blocks at the 135M shape, 1.45 waves at 4 resident blocks per SM,
+ * and the second wave runs at a third of the occupancy for a whole block
+ * time. The host splits time into K segments of whole chunks (K chosen from
+ * the occupancy, below). dL/dh is linear in dy, so the register carried out
+ * of segment j (after its first step) is R_j + P_j c_j: R_j the value from
+ * zero carry-in, P_j = prod of a_t over the segment = exp(A sum dt), c_j the
+ * carry into it from segment j+1. A light pass (scan_bwd_carry_kernel) walks
+ * segments 1..K-1 for R_j and sum dt; each backward block then folds the
+ * later segments' (R_j, P_j) into its own starting dL/dh. */
 #include "common.cuh"
 
 #define SCAN_THREADS 256
+/* resident backward blocks per SM asked of ptxas (S <= 32): 4 x 256 threads
+ * at 64 registers, no spills (5 would need 48 and spills) */
+#ifndef SCAN_BWD_MINB
+#define SCAN_BWD_MINB 4
+#endif
+
+#ifdef SCAN_ACCURATE_EXP
+#define SCAN_DECAY_SCALE 1.0f
+__device__ __forceinline__ float scan_decay(float x) { return expf(x); }
+#else
+#define SCAN_DECAY_SCALE 1.4426950408889634f /* log2(e): a = 2^(dt A log2 e) */
+__device__ __forceinline__ float scan_decay(float x2) {
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x2));
+    return r;
+}
+#endif
 
 /* sum over the G lanes of a group (every lane gets it) */
 template <int G>
@@ -66,16 +103,18 @@ struct ScanLane {
 };
 
 template <int G, int SPL>
-__global__ void __launch_bounds__(SCAN_THREADS)
+__global__ void __launch_bounds__(SCAN_THREADS, SPL == 1 && G >= 16 ? 6 : 1)  /* 40 registers, no spills: 6 blocks per SM
+                                                               * put the 135M shape's 768 blocks in one wave */
 scan_fwd_kernel(float *y, float *hs, const float *x, const float *dt_raw, const float *A_log, const float *Bm,
                 const float *Cm, const float *D, const float *z, int n, int E, int S, int L) {
     ScanLane<G> ln(E);
     int b = blockIdx.y, nc = (n + L - 1) / L;
-    float A[SPL], h[SPL];
+    float A2[SPL], h[SPL];  /* A2 = A log2(e): the decay's exponent in base 2 */
+    const float *Bb = Bm + (size_t)b * n * S + ln.g, *Cb = Cm + (size_t)b * n * S + ln.g;  /* + t*S + G*k */
 #pragma unroll
     for (int k = 0; k < SPL; k++) {
         int s = ln.g + G * k;
-        A[k] = s < S ? -expf(A_log[(size_t)ln.e * S + s]) : 0.f;
+        A2[k] = s < S ? -expf(A_log[(size_t)ln.e * S + s]) * SCAN_DECAY_SCALE : 0.f;
         h[k] = 0.f;
     }
     float *hsb = hs + (size_t)b * (nc + 1) * E * S + (size_t)ln.e * S;  /* + c*E*S + s */
@@ -88,17 +127,15 @@ scan_fwd_kernel(float *y, float *hs, const float *x, const float *dt_raw, const 
          * (a = 1, u = 0: h unchanged), so a block never branches per step. */
         int tm = t0 + ln.g;
         size_t im = ((size_t)b * n + min(tm, n - 1)) * E + ln.e;
-        float dtm = tm < n ? softplusf_(dt_raw[im]) : 0.f, xm = x[im], pj[G];
+        float dtm = tm < n ? softplusf_(dt_raw[im]) : 0.f, xm = x[im], dtxm = dtm * xm, pj[G];
         auto step = [&](int j) {
-            int t = min(t0 + j, n - 1);
-            float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G), p = 0.f;
-            const float *Bt = Bm + ((size_t)b * n + t) * S, *Ct = Cm + ((size_t)b * n + t) * S;
+            int ts = min(t0 + j, n - 1) * S;
+            float dt = __shfl_sync(0xffffffffu, dtm, j, G), dtx = __shfl_sync(0xffffffffu, dtxm, j, G), p = 0.f;
 #pragma unroll
             for (int k = 0; k < SPL; k++) {
-                int s = ln.g + G * k;
-                if (s < S) {
-                    h[k] = expf(dt * A[k]) * h[k] + dt * Bt[s] * xv;
-                    p += Ct[s] * h[k];
+                if (ln.g + G * k < S) {
+                    h[k] = fmaf(scan_decay(dt * A2[k]), h[k], dtx * Bb[ts + G * k]);
+                    p = fmaf(Cb[ts + G * k], h[k], p);
                 }
             }
             pj[j] = p;
@@ -130,29 +167,84 @@ scan_fwd_kernel(float *y, float *hs, const float *x, const float *dt_raw, const 
     }
 }
 
+/* The carry pass: for time segment seg = blockIdx.z + 1 (segment 0's carry
+ * is never needed), the dL/dh register its backward walk would leave from a
+ * zero start (R, [B][K][E][S]) and the segment's sum of dt (sdt, [B][K][E]).
+ * The same per-step update as scan_bwd_kernel: dh = (dh + C dyy) a. */
 template <int G, int SPL>
 __global__ void __launch_bounds__(SCAN_THREADS)
+scan_bwd_carry_kernel(float *R, float *sdt, const float *dy, const float *dt_raw, const float *A_log,
+                      const float *Cm, const float *z, int n, int E, int S, int L, int cps, int K) {
+    ScanLane<G> ln(E);
+    int b = blockIdx.y, seg = blockIdx.z + 1, t_lo = seg * cps * L, t_hi = min(n, t_lo + cps * L);
+    float A2[SPL], dh[SPL], sd = 0.f;
+    const float *Cb = Cm + (size_t)b * n * S + ln.g;
+#pragma unroll
+    for (int k = 0; k < SPL; k++) {
+        int s = ln.g + G * k;
+        A2[k] = s < S ? -expf(A_log[(size_t)ln.e * S + s]) * SCAN_DECAY_SCALE : 0.f;
+        dh[k] = 0.f;
+    }
+    for (int te = t_hi; te > t_lo; te -= G) {
+        int ts = te - G, tm = ts + ln.g, on = tm >= t_lo;  /* steps before the segment: dt = dyy = 0 */
+        size_t im = ((size_t)b * n + max(tm, t_lo)) * E + ln.e;
+        float zm = z[im], dtm = on ? softplusf_(dt_raw[im]) : 0.f, dyym = on ? dy[im] * zm * sigmoidf_(zm) : 0.f;
+        sd += dtm;
+#pragma unroll
+        for (int jj = 0; jj < G; jj++) {
+            int j = G - 1 - jj, tS = max(ts + j, t_lo) * S;
+            float dt = __shfl_sync(0xffffffffu, dtm, j, G), dyy = __shfl_sync(0xffffffffu, dyym, j, G);
+#pragma unroll
+            for (int k = 0; k < SPL; k++)
+                if (ln.g + G * k < S) dh[k] = fmaf(Cb[tS + G * k], dyy, dh[k]) * scan_decay(dt * A2[k]);
+        }
+    }
+    sd = group_sum<G>(sd);
+    size_t q = ((size_t)b * K + seg) * E + ln.e;
+    if (ln.live) {
+#pragma unroll
+        for (int k = 0; k < SPL; k++)
+            if (ln.g + G * k < S) R[q * S + ln.g + G * k] = dh[k];
+        if (ln.g == 0) sdt[q] = sd;
+    }
+}
+
+template <int G, int SPL>
+__global__ void __launch_bounds__(SCAN_THREADS, SPL == 1 ? SCAN_BWD_MINB : 1)
 scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                 const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
-                const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L) {
+                const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
+                const float *cR, const float *csdt, int cps, int K) {
     extern __shared__ float smem[];
     float *hsm = smem;                                   /* [L][SPL][SCAN_THREADS]: the chunk's states */
     float *tB = hsm + (size_t)L * SPL * SCAN_THREADS;    /* [L][S]: the block's dBm for the chunk */
     float *tC = tB + (size_t)L * S;                      /* [L][S]: dCm */
     ScanLane<G> ln(E);
     int b = blockIdx.y, nc = (n + L - 1) / L, tid = threadIdx.x, lane = tid & 31;
+    int seg = blockIdx.z, c_lo = seg * cps, c_hi = min(nc, c_lo + cps);  /* this block's chunks */
     for (int i = tid; i < 2 * L * S; i += SCAN_THREADS) tB[i] = 0.f;
-    float A[SPL], dh[SPL], dA[SPL], hin[SPL];
+    float A[SPL], A2[SPL], dh[SPL], dA[SPL], hin[SPL];
+    const float *Bb = Bm + (size_t)b * n * S + ln.g, *Cb = Cm + (size_t)b * n * S + ln.g;  /* + t*S + G*k */
 #pragma unroll
     for (int k = 0; k < SPL; k++) {
         int s = ln.g + G * k;
         A[k] = s < S ? -expf(A_log[(size_t)ln.e * S + s]) : 0.f;
+        A2[k] = A[k] * SCAN_DECAY_SCALE;
         dh[k] = dA[k] = 0.f;
+    }
+    /* dL/dh entering this segment from the later ones: c_j = R_{j+1} + P_{j+1} c_{j+1}.
+     * Dead lanes (channel clamped to E-1) keep dh = 0: they still add dBv = dh dt x into the sums. */
+    for (int j = K - 1; ln.live && j > seg; j--) {
+        size_t q = ((size_t)b * K + j) * E + ln.e;
+        float sd = csdt[q];
+#pragma unroll
+        for (int k = 0; k < SPL; k++)
+            if (ln.g + G * k < S) dh[k] = fmaf(scan_decay(sd * A2[k]), dh[k], cR[q * S + ln.g + G * k]);
     }
     float De = D[ln.e], dDacc = 0.f;
     const float *hsb = hs + (size_t)b * (nc + 1) * E * S + (size_t)ln.e * S;
     __syncthreads();
-    for (int c = nc - 1; c >= 0; c--) {
+    for (int c = c_hi - 1; c >= c_lo; c--) {
         int t0 = c * L, t1 = min(t0 + L, n);
         /* 1. recompute the chunk's states h_t, t in [t0, t1), from its entry state */
         float h[SPL];
@@ -164,16 +256,14 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
         for (int tb = t0; tb < t1; tb += G) {
             int tm = tb + ln.g;  /* steps past the chunk: dt = 0 leaves h alone */
             size_t im = ((size_t)b * n + min(tm, t1 - 1)) * E + ln.e;
-            float dtm = tm < t1 ? softplusf_(dt_raw[im]) : 0.f, xm = x[im];
+            float dtm = tm < t1 ? softplusf_(dt_raw[im]) : 0.f, dtxm = dtm * x[im];
 #pragma unroll
             for (int j = 0; j < G; j++) {
                 int t = min(tb + j, t1 - 1);
-                float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G);
-                const float *Bt = Bm + ((size_t)b * n + t) * S;
+                float dt = __shfl_sync(0xffffffffu, dtm, j, G), dtx = __shfl_sync(0xffffffffu, dtxm, j, G);
 #pragma unroll
                 for (int k = 0; k < SPL; k++) {
-                    int s = ln.g + G * k;
-                    if (s < S) h[k] = expf(dt * A[k]) * h[k] + dt * Bt[s] * xv;
+                    if (ln.g + G * k < S) h[k] = fmaf(scan_decay(dt * A2[k]), h[k], dtx * Bb[t * S + G * k]);
                     if (tb + j < t1) hsm[((size_t)(t - t0) * SPL + k) * SCAN_THREADS + tid] = h[k];
                 }
             }
@@ -192,14 +282,14 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                 int j = G - 1 - jj, t = max(ts + j, t0);
                 float dt = __shfl_sync(0xffffffffu, dtm, j, G), xv = __shfl_sync(0xffffffffu, xm, j, G);
                 float dyy = __shfl_sync(0xffffffffu, dyym, j, G);
-                const float *Bt = Bm + ((size_t)b * n + t) * S, *Ct = Cm + ((size_t)b * n + t) * S;
                 float pp = 0.f, dxp = 0.f, ddtp = 0.f;
 #pragma unroll
                 for (int k = 0; k < SPL; k++) {
                     int s = ln.g + G * k;
                     float ht = hsm[((size_t)(t - t0) * SPL + k) * SCAN_THREADS + tid];
                     float hp = ts + j > t0 ? hsm[((size_t)(t - 1 - t0) * SPL + k) * SCAN_THREADS + tid] : hin[k];
-                    float Bv = s < S ? Bt[s] : 0.f, Cv = s < S ? Ct[s] : 0.f, a = expf(dt * A[k]);
+                    float Bv = s < S ? Bb[t * S + G * k] : 0.f, Cv = s < S ? Cb[t * S + G * k] : 0.f;
+                    float a = scan_decay(dt * A2[k]);
                     pp += Cv * ht;
                     dh[k] += Cv * dyy;
                     float dBv = dh[k] * dt * xv, dCv = dyy * ht;
@@ -252,16 +342,19 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
     if (dD && ln.live && ln.g == 0) atomicAdd(&dD[ln.e], dDacc);
 }
 
-/* Kernel pair for a state count: G lanes per channel, SPL states per lane. */
+/* Kernel set for a state count: G lanes per channel, SPL states per lane. */
 typedef void (*ScanFwdFn)(float *, float *, const float *, const float *, const float *, const float *,
                           const float *, const float *, const float *, int, int, int, int);
 typedef void (*ScanBwdFn)(float *, float *, float *, float *, float *, float *, float *, const float *,
                           const float *, const float *, const float *, const float *, const float *, const float *,
-                          const float *, const float *, int, int, int, int);
-typedef struct { int G, SPL; ScanFwdFn fwd; ScanBwdFn bwd; } ScanKernels;
+                          const float *, const float *, int, int, int, int, const float *, const float *, int, int);
+typedef void (*ScanCarryFn)(float *, float *, const float *, const float *, const float *, const float *,
+                            const float *, int, int, int, int, int, int);
+typedef struct { int G, SPL; ScanFwdFn fwd; ScanBwdFn bwd; ScanCarryFn carry; } ScanKernels;
 
 static int scan_kernels(int S, int L, ScanKernels *k, size_t *smem, const char *what) {
-#define SCAN_K(g, spl) *k = (ScanKernels){g, spl, scan_fwd_kernel<g, spl>, scan_bwd_kernel<g, spl>}
+#define SCAN_K(g, spl) \
+    *k = (ScanKernels){g, spl, scan_fwd_kernel<g, spl>, scan_bwd_kernel<g, spl>, scan_bwd_carry_kernel<g, spl>}
     if (S <= 4) SCAN_K(4, 1);
     else if (S <= 8) SCAN_K(8, 1);
     else if (S <= 16) SCAN_K(16, 1);
@@ -279,6 +372,48 @@ static int scan_kernels(int S, int L, ScanKernels *k, size_t *smem, const char *
     }
     *smem = sizeof(float) * ((size_t)L * k->SPL * SCAN_THREADS + 2 * (size_t)L * S);
     return 0;
+}
+
+/* Time segments for the backward: the K (1..8, each a whole number of
+ * chunks, no empty one) that minimizes the modeled time, in units of one
+ * block walking all n steps: whole waves of K-times-shorter blocks, plus the
+ * carry pass, which walks (K-1)/K of the sequence at ~1/10 of the backward's
+ * work per step (a decay and an FMA per state, no states, no sums). */
+static int scan_segments(const ScanKernels &k, size_t smem, long blocks, int nc) {
+    int dev = 0, nsm = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k.bwd, SCAN_THREADS, smem) != cudaSuccess || nsm * per_sm <= 0) {
+        (void)cudaGetLastError();
+        return 1;
+    }
+    double slots = (double)nsm * per_sm, best = 1e30;
+    int K = 1;
+    for (int q = 1; q <= 8 && q <= nc; q++) {
+        int cps = (nc + q - 1) / q;
+        if ((nc + cps - 1) / cps != q) continue;  /* q segments of cps chunks would leave one empty */
+        double cost = ceil(blocks * q / slots) / q + 0.1 * (q - 1) / q * (blocks / slots);
+        if (cost < best - 1e-9) best = cost, K = q;
+    }
+    return K;
+}
+
+/* the carry pass's output, grown on demand and kept; one per branch stream,
+ * since both branches of a parallel block may run at once */
+static float *scan_scratch(size_t n) {
+    static float *buf[CUDA_BRANCHES];
+    static size_t cap[CUDA_BRANCHES];
+    int br = cuda_branch();
+    if (cap[br] >= n) return buf[br];
+    cuda_scratch_free(buf[br]);
+    buf[br] = NULL;
+    cap[br] = 0;
+    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
+        buf[br] = NULL;
+        cuda_record_error("cudaMalloc", "cannot allocate the scan's carry scratch", __FILE__, __LINE__);
+        return NULL;
+    }
+    cap[br] = n;
+    return buf[br];
 }
 
 void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log,
@@ -304,8 +439,22 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
     if (L > n) return cuda_selective_scan_bwd(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log,
                                               Bm, Cm, D, z, B, n, E, S, n);
     if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
-    dim3 grid(blocks_for((size_t)E, SCAN_THREADS / k.G), B);
-    k.bwd<<<grid, SCAN_THREADS, smem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm,
-                                         D, z, n, E, S, L);
+    int gx = blocks_for((size_t)E, SCAN_THREADS / k.G), nc = (n + L - 1) / L, K = scan_segments(k, smem, (long)gx * B, nc);
+    /* Blocks with dead lanes (E not a multiple of a block's channels) walk time
+     * unsplit for now: the split gave them a wrong dB on the H200 (test_cuda),
+     * and the fix (dead lanes take no carry) has not run on a GPU yet. */
+    if (E % (SCAN_THREADS / k.G)) K = 1;
+    int cps = (nc + K - 1) / K;
+    float *cR = NULL, *csdt = NULL;
+    if (K > 1) {
+        cR = scan_scratch((size_t)B * K * E * (S + 1));
+        if (!cR) return;
+        csdt = cR + (size_t)B * K * E * S;
+        k.carry<<<dim3(gx, B, K - 1), SCAN_THREADS, 0, cuda_stream()>>>(cR, csdt, dy, dt_raw, A_log, Cm, z, n, E, S, L,
+                                                                         cps, K);
+        CUDA_LAUNCHED();
+    }
+    k.bwd<<<dim3(gx, B, K), SCAN_THREADS, smem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw,
+                                                                  A_log, Bm, Cm, D, z, n, E, S, L, cR, csdt, cps, K);
     CUDA_LAUNCHED();
 }

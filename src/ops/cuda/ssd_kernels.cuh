@@ -1,0 +1,546 @@
+/* ssd_kernels.cuh - the chunked SSD kernels (see ssd.cu), included once per
+ * namespace: ssd_exact (LD 65, fp32 CUDA-core products) and ssd_tc (LD 68,
+ * TF32 tensor-core products); LD and TC come from the namespace. */
+/* ---- shared-memory tile helpers ---- */
+
+/* dst[r][c] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile.
+ * In the tensor-core build (LD 68: 16-byte aligned rows), 16-byte loads and stores when the rows
+ * allow (the model's P, N and row widths are multiples of 4): a quarter of the instructions, all
+ * loads issued before the stores; a quarter-warp's stores then cover 32 consecutive banks. */
+__device__ __forceinline__ void load_tile(float *dst, const float *src, size_t ld, int rows, int cols,
+                                          const float *rs = nullptr) {
+    if (TC && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
+        float4 v[TS * TS / 4 / NT];
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (r < rows && c < cols) v[q] = *(const float4 *)(src + (size_t)r * ld + c);
+        }
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            float sr = (rs && r < rows) ? rs[r] : 1.f;
+            *(float4 *)(dst + r * LD + c) = make_float4(v[q].x * sr, v[q].y * sr, v[q].z * sr, v[q].w * sr);
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+        int r = idx >> 6, c = idx & (TS - 1);
+        float v = 0.f;
+        if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
+        dst[r * LD + c] = v;
+    }
+}
+
+/* acc[a][b] += sum_{k<K} A(k, ty+16a) * Bm(k, tx+16b), where A(k, r) is A[r][k]
+ * (A_RK) or A[k][r], and Bm(k, c) is Bm[c][k] (B_CK) or Bm[k][c]. */
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm_fma(float acc[4][4], const float *A, const float *Bm, int K) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const float *a0 = A + (A_RK ? ty * LD : ty), *b0 = Bm + (B_CK ? tx * LD : tx);
+    const int ak = A_RK ? 1 : LD, ar = A_RK ? 16 * LD : 16, bk = B_CK ? 1 : LD, bc = B_CK ? 16 * LD : 16;
+#pragma unroll 4
+    for (int k = 0; k < K; k++) {
+        float av[4], bv[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            av[q] = a0[k * ak + q * ar];
+            bv[q] = b0[k * bk + q * bc];
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+}
+
+
+/* The same product on tensor cores (TF32 in, fp32 accumulate), the path of the
+ * tf32 and bf16 matmul precisions. Warp w owns the 16 x 32 output strip (rows
+ * 16 (w >> 1), columns 32 (w & 1)) as two 16 x 16 fragments; the operands are
+ * the same shared tiles (LD = 68 here: wmma wants 16-byte row strides and
+ * 32-byte aligned fragments), read row- or column-major as they lie. The
+ * fragments go through the scratch tile Sx into the callers' thread layout
+ * (row ty + 16a, column tx + 16b), so every epilogue stays as it is. K is
+ * rounded up to 8: the tiles are zero past the valid rows and columns.
+ * Contains two barriers; every thread of the block must call it. */
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
+    using namespace nvcuda;
+    typedef typename std::conditional<A_RK, wmma::row_major, wmma::col_major>::type LA;
+    typedef typename std::conditional<B_CK, wmma::col_major, wmma::row_major>::type LB;
+    const int warp = threadIdx.x >> 5, r0 = (warp >> 1) * 16, c0 = (warp & 1) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> f0, f1;
+    wmma::fill_fragment(f0, 0.f);
+    wmma::fill_fragment(f1, 0.f);
+    for (int k0 = 0; k0 < K; k0 += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> fa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> fb0, fb1;
+        wmma::load_matrix_sync(fa, A_RK ? A + r0 * LD + k0 : A + k0 * LD + r0, LD);
+        wmma::load_matrix_sync(fb0, B_CK ? Bm + c0 * LD + k0 : Bm + k0 * LD + c0, LD);
+        wmma::load_matrix_sync(fb1, B_CK ? Bm + (c0 + 16) * LD + k0 : Bm + k0 * LD + c0 + 16, LD);
+#pragma unroll
+        for (int t = 0; t < fa.num_elements; t++) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+#pragma unroll
+        for (int t = 0; t < fb0.num_elements; t++) {
+            fb0.x[t] = wmma::__float_to_tf32(fb0.x[t]);
+            fb1.x[t] = wmma::__float_to_tf32(fb1.x[t]);
+        }
+        wmma::mma_sync(f0, fa, fb0, f0);
+        wmma::mma_sync(f1, fa, fb1, f1);
+    }
+    wmma::store_matrix_sync(Sx + r0 * LD + c0, f0, LD, wmma::mem_row_major);
+    wmma::store_matrix_sync(Sx + r0 * LD + c0 + 16, f1, LD, wmma::mem_row_major);
+    __syncthreads();
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] += Sx[(ty + 16 * i) * LD + tx + 16 * j];
+    __syncthreads();  /* Sx free for the next product */
+}
+
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
+    if constexpr (TC) mm_tc<A_RK, B_CK>(acc, A, Bm, K, Sx);
+    else mm_fma<A_RK, B_CK>(acc, A, Bm, K);
+}
+
+__device__ __forceinline__ void zero(float acc[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+}
+
+/* sum over the 16 threads of a half-warp (the tx of one ty) */
+__device__ __forceinline__ float half_warp_sum(float v) {
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ---- per-chunk decays ---- */
+struct Chunk {
+    int b, h, g, c, t0, l;
+    float Ae;  /* e^{A_log} */
+};
+
+__device__ __forceinline__ Chunk chunk_of(const SsdDims &d, const float *A_log) {
+    Chunk k;
+    k.c = blockIdx.x; k.h = blockIdx.y; k.b = blockIdx.z;
+    k.g = k.h / (d.nh / d.G);
+    k.t0 = k.c * d.L;
+    k.l = min(d.L, d.n - k.t0);
+    k.Ae = expf(A_log[k.h]);
+    return k;
+}
+
+/* Fills u (dt_raw + bias), dt, la, ecum, etail for j < l (0 beyond), *etot =
+ * ecum_{l-1}, and, if Mt is given, the decay matrix Mt[i][j] = M_ij (0 off the
+ * causal triangle). Ends with a barrier. */
+__device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, const float *dt_raw, const float *dt_bias,
+                             float *u_s, float *dt_s, float *la_s, float *ecum_s, float *etail_s, float *etot,
+                             float *Mt) {
+    int tid = threadIdx.x;
+    if (tid < TS) {
+        float u = 0.f, dt = 0.f, la = 0.f;
+        if (tid < k.l) {
+            u = dt_raw[((size_t)k.b * d.n + k.t0 + tid) * d.nh + k.h] + dt_bias[k.h];
+            dt = softplusf_(u);
+            la = -dt * k.Ae;
+        }
+        u_s[tid] = u; dt_s[tid] = dt; la_s[tid] = la;
+        ecum_s[tid] = 0.f; etail_s[tid] = 0.f;
+    }
+    __syncthreads();
+    if (tid == 64) {  /* the running sum from the chunk's start (the CPU's step 3 order) */
+        float s = 0.f;
+        for (int i = 0; i < k.l; i++) { s += la_s[i]; ecum_s[i] = expf(s); }
+        *etot = expf(s);
+    } else if (tid == 96) {  /* from the end, walking down (the CPU's chunk-state order) */
+        float s = 0.f;
+        etail_s[k.l - 1] = 1.f;
+        for (int j = k.l - 2; j >= 0; j--) { s += la_s[j + 1]; etail_s[j] = expf(s); }
+    } else if (Mt && tid < TS) {  /* row i, walking j down from i (the CPU's quadratic-form order) */
+        int i = tid;
+        float *row = Mt + i * LD, s = 0.f;
+        for (int j = TS - 1; j > i; j--) row[j] = 0.f;
+        if (i < k.l) {
+            row[i] = 1.f;
+            for (int j = i - 1; j >= 0; j--) { s += la_s[j + 1]; row[j] = expf(s); }
+        } else {
+            for (int j = i; j >= 0; j--) row[j] = 0.f;
+        }
+    }
+    __syncthreads();
+}
+
+/* ---- forward: the chunk's own state, and the backward's own-term of dstates ----
+ * out slot = sum_j s_j U_j^T V_j ([P, N]) with, forward: U = x, V = B,
+ * s = etail dt, into states[b, c+1]; backward: U = dy, V = C, s = ecum, into
+ * gbuf[b, c]. Both write the chunk's decay a_c = ecum_{l-1} to achunk[b, h, c]. */
+constexpr size_t STATE_SMEM = (2 + TC) * TILE * sizeof(float);
+template <bool FWD>
+__global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, float *achunk, const float *dy,
+                                                             const float *xbc, const float *dt_raw,
+                                                             const float *dt_bias, const float *A_log, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Sx = TC ? S1 + TILE : nullptr;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], sc_s[TS], etot;
+    Chunk k = chunk_of(d, A_log);
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    if (threadIdx.x < TS) sc_s[threadIdx.x] = FWD ? etail_s[threadIdx.x] * dt_s[threadIdx.x] : ecum_s[threadIdx.x];
+    if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
+    size_t row0 = (size_t)k.b * d.n + k.t0;
+    const float *U = FWD ? xbc + row0 * d.W + (size_t)k.h * d.P : dy + row0 * d.E + (size_t)k.h * d.P;
+    const float *V = xbc + row0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N;
+    size_t ldu = FWD ? d.W : d.E;
+    size_t slots = FWD ? d.nch + 1 : d.nch;
+    float *o = out + (((size_t)k.b * slots + k.c + (FWD ? 1 : 0)) * d.nh + k.h) * (size_t)d.P * d.N;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    for (int p0 = 0; p0 < d.P; p0 += TS)
+        for (int n0 = 0; n0 < d.N; n0 += TS) {
+            __syncthreads();  /* sc_s written / the previous tiles read */
+            load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0), sc_s);
+            load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            __syncthreads();
+            float acc[4][4];
+            zero(acc);
+            mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
+                }
+        }
+}
+
+/* The two passes walk the chunks in order, one thread per (b, h, state
+ * element). Each loads PASS_BATCH chunks' values before storing any, so that
+ * many loads are in flight per thread (the compiler may not move a load above
+ * the previous chunk's store, which it cannot prove to be elsewhere). */
+#define PASS_BATCH 8
+
+/* states[b, c+1] = S_c + a_c states[b, c], c ascending (states[b, 0] = 0) */
+__global__ void ssd_state_pass_fwd(float *states, const float *achunk, SsdDims d) {
+    size_t PN = (size_t)d.P * d.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int h = blockIdx.y, b = blockIdx.z;
+    if (e >= PN) return;
+    const float *a = achunk + ((size_t)b * d.nh + h) * d.nch;
+    float *s = states + (size_t)b * (d.nch + 1) * d.nh * PN + (size_t)h * PN + e;
+    size_t step = (size_t)d.nh * PN;
+    float carry = 0.f;
+    s[0] = 0.f;
+    for (int c0 = 0; c0 < d.nch; c0 += PASS_BATCH) {
+        float v[PASS_BATCH];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c0 + q < d.nch) v[q] = s[(size_t)(c0 + q + 1) * step];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c0 + q < d.nch) {
+                carry = v[q] + a[c0 + q] * carry;
+                s[(size_t)(c0 + q + 1) * step] = carry;
+            }
+    }
+}
+
+/* g[b, c] holds the chunk's own term of dstates[c]; replaced by G_c = dstates[c+1],
+ * c descending: dstates[c] = own_c + a_c dstates[c+1], dstates[nch] = 0 */
+__global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
+    size_t PN = (size_t)d.P * d.N, e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int h = blockIdx.y, b = blockIdx.z;
+    if (e >= PN) return;
+    const float *a = achunk + ((size_t)b * d.nh + h) * d.nch;
+    float *s = g + (size_t)b * d.nch * d.nh * PN + (size_t)h * PN + e;
+    size_t step = (size_t)d.nh * PN;
+    float carry = 0.f;
+    for (int c1 = d.nch - 1; c1 >= 0; c1 -= PASS_BATCH) {  /* chunks c1, c1-1, ... */
+        float own[PASS_BATCH];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c1 - q >= 0) own[q] = s[(size_t)(c1 - q) * step];
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c1 - q >= 0) {
+                s[(size_t)(c1 - q) * step] = carry;
+                carry = own[q] + a[c1 - q] * carry;
+            }
+    }
+}
+
+/* ---- forward: outputs of one chunk ---- */
+constexpr size_t SCAN_SMEM = (3 + TC) * TILE * sizeof(float);
+__global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y, const float *states, const float *xbc,
+                                                            const float *dt_raw, const float *dt_bias,
+                                                            const float *A_log, const float *D, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Sx = TC ? Mt + TILE : nullptr;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    Chunk k = chunk_of(d, A_log);
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    size_t row0 = (size_t)k.b * d.n + k.t0;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
+
+    float cb[4][4];  /* C_i . B_j */
+    zero(cb);
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        __syncthreads();
+        mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
+    }
+    /* W in place of M: each thread rewrites only the elements it reads */
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int i = ty + 16 * a, j = tx + 16 * b;
+            Mt[i * LD + j] = cb[a][b] * Mt[i * LD + j] * dt_s[j];
+        }
+
+    float Dh = D[k.h];
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        int pc = min(TS, d.P - p0);
+        float acc[4][4];
+        zero(acc);
+        for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [i][p] += C_i[n] h0[p][n] */
+            __syncthreads();
+            load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
+            __syncthreads();
+            mm<true, true>(acc, S0, S1, min(TS, d.N - n0), Sx);
+        }
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) acc[a][b] *= ecum_s[ty + 16 * a];
+        __syncthreads();
+        load_tile(S1, X + p0, d.W, k.l, pc);
+        __syncthreads();
+        mm<true, false>(acc, Mt, S1, k.l, Sx);  /* [i][p] += W[i][j] x[j][p] */
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int i = ty + 16 * a, p = tx + 16 * b;
+                if (i < k.l && p < pc) y[(row0 + i) * d.E + (size_t)k.h * d.P + p0 + p] = acc[a][b] + Dh * S1[i * LD + p];
+            }
+    }
+}
+
+/* ---- backward: every gradient of one chunk (see the header) ---- */
+constexpr size_t BWD_SMEM = (5 + TC) * TILE * sizeof(float);
+__global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
+                                                           float *dA_log, float *dD, const float *dy,
+                                                           const float *states, const float *gbuf,
+                                                           const float *xbc, const float *dt_raw,
+                                                           const float *dt_bias, const float *A_log,
+                                                           const float *D, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Wt = Mt + TILE, *Dt = Wt + TILE;
+    float *Sx = TC ? Dt + TILE : nullptr;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], red[32];
+    Chunk k = chunk_of(d, A_log);
+    if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)d.P * d.N;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *dY = dy + row0 * d.E + (size_t)k.h * d.P;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
+    const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
+    float Dh = D[k.h];
+
+    float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
+    zero(cb);
+    zero(dw);
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        __syncthreads();
+        mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
+    }
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        __syncthreads();
+        load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
+        load_tile(S1, X + p0, d.W, k.l, min(TS, d.P - p0));
+        __syncthreads();
+        mm<true, true>(dw, S0, S1, min(TS, d.P - p0), Sx);
+    }
+    /* W, dCB, and dSeg (in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        int j = tx + 16 * b;
+        float col = 0.f;
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float m = Mt[i * LD + j], w = cb[a][b] * m * dt_s[j];
+            Wt[i * LD + j] = w;
+            Dt[i * LD + j] = dw[a][b] * m * dt_s[j];
+            Mt[i * LD + j] = dw[a][b] * w;
+            col += dw[a][b] * cb[a][b] * m;
+        }
+        atomicAdd(&ddtw_s[j], col);
+    }
+
+    /* dx; q_j = x_j . (G B_j) */
+    float dDp = 0.f;
+    for (int p0 = 0; p0 < d.P; p0 += TS) {
+        int pc = min(TS, d.P - p0);
+        float acc[4][4];
+        zero(acc);
+        for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [j][p] += B_j[n] G[p][n] */
+            __syncthreads();
+            load_tile(S0, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
+            __syncthreads();
+            mm<true, true>(acc, S0, S1, min(TS, d.N - n0), Sx);
+        }
+        __syncthreads();
+        load_tile(S0, X + p0, d.W, k.l, pc);
+        load_tile(S1, dY + p0, d.E, k.l, pc);
+        __syncthreads();  /* also publishes Wt */
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int j = ty + 16 * a;
+            float q = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int p = tx + 16 * b;
+                q += S0[j * LD + p] * acc[a][b];
+                dDp += S0[j * LD + p] * S1[j * LD + p];
+                acc[a][b] *= etail_s[j] * dt_s[j];
+            }
+            q = half_warp_sum(q);
+            if (tx == 0) atomicAdd(&q_s[j], q);
+        }
+        mm<false, false>(acc, Wt, S1, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = ty + 16 * a, p = tx + 16 * b;
+                    if (j < k.l && p < pc)
+                        dxbc[(row0 + j) * d.W + (size_t)k.h * d.P + p0 + p] += acc[a][b] + Dh * S1[j * LD + p];
+                }
+    }
+
+    /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i) */
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        int nc = min(TS, d.N - n0);
+        float acc[4][4];
+        zero(acc);
+        for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [j][n] += x_j[p] G[p][n] */
+            __syncthreads();
+            load_tile(S0, X + p0, d.W, k.l, min(TS, d.P - p0));
+            load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
+            __syncthreads();
+            mm<true, false>(acc, S0, S1, min(TS, d.P - p0), Sx);
+        }
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) acc[a][b] *= etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, nc);
+        __syncthreads();
+        mm<false, false>(acc, Dt, S0, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = ty + 16 * a, nn = tx + 16 * b;
+                    if (j < k.l && nn < nc)
+                        atomicAdd(&dxbc[(row0 + j) * d.W + d.E + (size_t)k.g * d.N + n0 + nn], acc[a][b]);
+                }
+
+        zero(acc);
+        for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [i][n] += dy_i[p] h0[p][n] */
+            __syncthreads();
+            load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
+            load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
+            __syncthreads();
+            mm<true, false>(acc, S0, S1, min(TS, d.P - p0), Sx);
+        }
+        __syncthreads();
+        load_tile(S0, Cm + n0, d.W, k.l, nc);
+        load_tile(S1, Bm + n0, d.W, k.l, nc);
+        __syncthreads();
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float dc = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                acc[a][b] *= ecum_s[i];
+                dc += S0[i * LD + tx + 16 * b] * acc[a][b];
+            }
+            dc = half_warp_sum(dc);
+            if (tx == 0) atomicAdd(&dcum_s[i], dc);
+        }
+        mm<true, false>(acc, Dt, S1, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int i = ty + 16 * a, nn = tx + 16 * b;
+                    if (i < k.l && nn < nc)
+                        atomicAdd(&dxbc[(row0 + i) * d.W + d.E + (size_t)(d.G + k.g) * d.N + n0 + nn], acc[a][b]);
+                }
+    }
+
+    /* dtotal = a_c sum(G * h0) */
+    float gh = 0.f;
+    for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+    float dtot = etot * block_sum(gh, red);
+
+    /* sum_{j<k<=i} dSeg_ij: row prefixes (Mt[i][k] := sum_{j<k} dSeg_ij), then column sums over i >= k */
+    if (threadIdx.x < k.l) {
+        int i = threadIdx.x;
+        float run = 0.f;
+        for (int c = 0; c <= i; c++) {
+            float t = Mt[i * LD + c];
+            Mt[i * LD + c] = run;
+            run += t;
+        }
+    }
+    __syncthreads();
+    float dbias = 0.f, dAl = 0.f;
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float dla = dtot;
+        for (int i = kk; i < k.l; i++) dla += Mt[i * LD + kk] + dcum_s[i];
+        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
+        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
+        float du = ddt * sigmoidf_(u_s[kk]);
+        if (ddt_raw) ddt_raw[(row0 + kk) * d.nh + k.h] += du;
+        dbias = du;
+        dAl = dla * la_s[kk];
+    }
+    dbias = block_sum(dbias, red);
+    dAl = block_sum(dAl, red);
+    dDp = block_sum(dDp, red);
+    if (threadIdx.x == 0) {
+        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
+        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
+        if (dD) atomicAdd(&dD[k.h], dDp);
+    }
+}
+
