@@ -41,9 +41,9 @@ static void usage(void) {
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
             "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (also\n"
             "                      FLOWHN_GRAPH=1; opt-in until tests/cuda/test_cuda_graph passes on a GPU)\n"
-            "  --no-graph          CUDA: the original training step (host reads of the loss and norm inside it), and\n"
-            "                      --decode launching every op instead of replaying the recorded decode step (the\n"
-            "                      default for all but FlowHN with a split); also FLOWHN_NO_GRAPH=1\n"
+            "  --no-graph          CUDA --decode: launch every op instead of replaying the recorded decode step (the\n"
+            "                      default for all but FlowHN with a split); also FLOWHN_NO_GRAPH=1. Training\n"
+            "                      runs the original step (host reads of the loss and norm inside it) unless --graph\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
             "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
@@ -192,7 +192,7 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
 int cmd_bench(int argc, char **argv) {
     const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
     int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1, decode = 0, prompt = 128, batch_set = 0, steps_set = 0;
-    int genv = train_step_graph_env(), graph = genv;   /* -1 none, 0 recordable step op by op, 1 replayed */
+    int graph = train_step_graph_env();   /* -1 no decode graph, 0 defaults, 1 training step replayed */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
@@ -259,7 +259,7 @@ int cmd_bench(int argc, char **argv) {
         goto out_model;
     }
     TrainStep ts;
-    if (graph >= 0 && genv >= 0 && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
+    if (graph > 0 && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
         if (train_step_init(&ts, &m, graph > 0)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
         graph_step = &ts;
     }

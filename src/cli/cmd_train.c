@@ -42,7 +42,7 @@ static void usage(void) {
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA only)\n"
             "  --graph             CUDA, --accum 1, one GPU: record the whole step once as a CUDA graph and\n"
             "                      replay it (also FLOWHN_GRAPH=1; opt-in until tests/cuda/test_cuda_graph passes)\n"
-            "  --no-graph          CUDA: the original step (host reads of the loss and norm inside the step)\n"
+            "  --no-graph          the original step (the default; host reads of the loss and norm inside it)\n"
             "  --gpus N            data-parallel over N GPUs of this node, one process each (--batch is per GPU);\n"
             "                      under mpirun/srun the ranks come from the environment instead\n"
             "  --no-overlap        several GPUs: reduce the gradients in one reduce-scatter after the backward\n"

@@ -257,11 +257,11 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     int nv = 0, rc = 0, use_ts = 0;
     TrainStep ts;
     if (!tok || !tgt || !xs || !ys || !vx || !vy || !res->losses) { rc = fh_error("out of memory"); goto done; }
-    /* one process, no accumulation, a backend with graphs: the recordable step (step.h), replayed with --graph */
+    /* --graph / FLOWHN_GRAPH=1, one process, no accumulation: the recordable step (step.h), replayed as a
+     * graph where the backend records them (also asked for on the CPU, to test the step). Otherwise, and
+     * by default until tests/cuda/test_cuda_graph has passed on a GPU, the original step. */
     int genv = train_step_graph_env(), graph = o->graph ? o->graph : genv;
-    /* (asked for explicitly, also on a backend without graphs, e.g. to test the step on the CPU) */
-    use_ts = accum == 1 && !D && genv >= 0 && train_step_supported(m->ops) &&
-             (graph > 0 || (graph == 0 && m->ops->graph_begin));
+    use_ts = accum == 1 && !D && genv >= 0 && train_step_supported(m->ops) && graph > 0;
     if (use_ts && train_step_init(&ts, m, graph > 0)) { rc = -1; goto done; }
     double t_start = now_s(), tokens_done = 0;
     int first_step = opt.step;
