@@ -515,6 +515,7 @@ static void test_backward_hands_over_final_buckets(void) {
             CHECK(diff == 0, "%s: %zu gradients changed after their bucket was launched (first at %zu)",
                   tiny_specs[si].name, diff, first);
             /* a rank whose backward did not run (a non-finite loss) still queues every bucket, in order */
+            free(fake.snap);
             memset(&fake, 0, sizeof fake);
             fake.snap = calloc(n, sizeof(real));
             grad_reducer_begin(&g, m.grads);
