@@ -3,9 +3,9 @@
 
 #include "cpu_ops.h"
 
-void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
-               real wd, real grad_scale, int step) {
-    double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
+/* The update both entry points share; bc1, bc2 = 1 - beta^step. */
+static void adamw_update(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2,
+                         real eps, real wd, real grad_scale, double bc1, double bc2) {
 #pragma omp parallel for if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         real gi = g[i] * grad_scale;
@@ -14,6 +14,11 @@ void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real
         real mhat = (real)(m[i] / bc1), vhat = (real)(v[i] / bc2);
         p[i] -= lr * (mhat / (R_SQRT(vhat) + eps) + wd * p[i]);
     }
+}
+
+void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps,
+               real wd, real grad_scale, int step) {
+    adamw_update(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale, 1.0 - pow(beta1, step), 1.0 - pow(beta2, step));
 }
 
 double cpu_sum_squares(const real *x, size_t n) {
@@ -42,14 +47,5 @@ void cpu_step_scale(StepScalars *s) {
 void cpu_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                     real eps, real wd) {
     if (!s->ok || n == 0) return;
-    double bc1 = s->bc1, bc2 = s->bc2;
-    real lr = s->lr, grad_scale = s->scale;
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        real gi = g[i] * grad_scale;
-        m[i] = beta1 * m[i] + (1 - beta1) * gi;
-        v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
-        real mhat = (real)(m[i] / bc1), vhat = (real)(v[i] / bc2);
-        p[i] -= lr * (mhat / (R_SQRT(vhat) + eps) + wd * p[i]);
-    }
+    adamw_update(p, g, m, v, n, s->lr, beta1, beta2, eps, wd, s->scale, s->bc1, s->bc2);
 }
