@@ -478,20 +478,8 @@ void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, cons
 /* D scratch [B, nh, nq], one per branch stream (both branches of a parallel
  * block may run at once), grown on demand and kept (the same shapes recur every step) */
 static float *rowdot_scratch(size_t n) {
-    static float *buf[CUDA_BRANCHES];
-    static size_t cap[CUDA_BRANCHES];
-    int br = cuda_branch();
-    if (n <= cap[br]) return buf[br];
-    cuda_scratch_free(buf[br]);
-    buf[br] = NULL;
-    cap[br] = 0;
-    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
-        buf[br] = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the attention backward scratch", __FILE__, __LINE__);
-        return NULL;
-    }
-    cap[br] = n;
-    return buf[br];
+    static BranchScratch s;
+    return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the attention backward scratch");
 }
 
 void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,

@@ -526,20 +526,8 @@ static size_t align256(size_t bytes) { return (bytes + 255) & ~(size_t)255; }
 /* the bf16 copies: one scratch per branch stream (both branches of a parallel
  * block may run at once), grown on demand and kept (the shapes recur every step) */
 static unsigned char *tc_scratch(size_t bytes) {
-    static unsigned char *buf[CUDA_BRANCHES];
-    static size_t cap[CUDA_BRANCHES];
-    int br = cuda_branch();
-    if (bytes <= cap[br]) return buf[br];
-    cuda_scratch_free(buf[br]);
-    buf[br] = NULL;
-    cap[br] = 0;
-    if (cudaMalloc(&buf[br], bytes) != cudaSuccess) {
-        buf[br] = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the bf16 attention scratch", __FILE__, __LINE__);
-        return NULL;
-    }
-    cap[br] = bytes;
-    return buf[br];
+    static BranchScratch s;
+    return (unsigned char *)cuda_branch_scratch(&s, bytes, "the bf16 attention scratch");
 }
 
 template <int HD>

@@ -57,6 +57,17 @@ static inline void cuda_scratch_free(void *p) {
     CUDA_CALL(cudaFree(p));
 }
 
+/* Scratch that ops keep between calls: one buffer per branch stream (both
+ * branches of a parallel block may run at once), grown on demand (the same
+ * shapes recur every step, so growth happens in the first steps only).
+ * cuda_branch_scratch returns the current branch's buffer of at least `bytes`,
+ * or NULL after recording "cannot allocate <what>". memory.cu. */
+typedef struct {
+    void *buf[CUDA_BRANCHES];
+    size_t cap[CUDA_BRANCHES];
+} BranchScratch;
+void *cuda_branch_scratch(BranchScratch *s, size_t bytes, const char *what);
+
 static inline unsigned int blocks_for(size_t n, int threads) {
     return (unsigned int)((n + threads - 1) / threads);
 }

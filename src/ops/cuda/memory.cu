@@ -59,21 +59,25 @@ void cuda_from_host(void *dst, const void *src_host, size_t bytes) {
     CUDA_CALL(cudaMemcpy(dst, src_host, bytes, cudaMemcpyHostToDevice));
 }
 
-/* scratch of the column reductions (common.cuh colsum), one per branch stream
- * (both branches of a parallel block may reduce at once); kept between calls */
-float *cuda_colsum_scratch(size_t n) {
-    static float *buf[CUDA_BRANCHES];
-    static size_t cap[CUDA_BRANCHES];
+void *cuda_branch_scratch(BranchScratch *s, size_t bytes, const char *what) {
     int br = cuda_branch();
-    if (cap[br] >= n) return buf[br];
-    cuda_scratch_free(buf[br]);
-    buf[br] = NULL;
-    cap[br] = 0;
-    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
-        buf[br] = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the column-reduction scratch", __FILE__, __LINE__);
+    if (s->cap[br] >= bytes) return s->buf[br];
+    cuda_scratch_free(s->buf[br]);   /* counts the free: a recorded graph may have used it */
+    s->buf[br] = NULL;
+    s->cap[br] = 0;
+    if (cudaMalloc(&s->buf[br], bytes) != cudaSuccess) {
+        s->buf[br] = NULL;
+        char msg[128];
+        snprintf(msg, sizeof msg, "cannot allocate %s (%zu bytes)", what, bytes);
+        cuda_record_error("cudaMalloc", msg, __FILE__, __LINE__);
         return NULL;
     }
-    cap[br] = n;
-    return buf[br];
+    s->cap[br] = bytes;
+    return s->buf[br];
+}
+
+/* scratch of the column reductions (common.cuh colsum) */
+float *cuda_colsum_scratch(size_t n) {
+    static BranchScratch s;
+    return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the column-reduction scratch");
 }

@@ -44,32 +44,22 @@ __global__ void rope_kernel(float *out, const float *x, const float2 *cs, int B,
 }
 
 /* the (cos, sin) table, one per branch (branches may rotate at the same time) */
-static float2 *table[CUDA_BRANCHES];
-static size_t table_cap[CUDA_BRANCHES];
+static BranchScratch table_scratch;
 
 static void rope(float *out, const float *x, const int *pos, int B, int n, int nh, int hd, float theta,
                  float sign, int accumulate) {
     int half = hd / 2;
     size_t total = (size_t)B * n * nh * (half + (hd & 1));
     if (!total || !out) return;
-    int br = cuda_branch();
-    size_t need = (size_t)n * (half ? half : 1);
-    if (table_cap[br] < need) {
-        cuda_scratch_free(table[br]);
-        table[br] = NULL;
-        table_cap[br] = 0;
-        if (cudaMalloc(&table[br], need * sizeof(float2)) != cudaSuccess) {
-            cuda_record_error("cudaMalloc", "cannot allocate the RoPE table", __FILE__, __LINE__);
-            return;
-        }
-        table_cap[br] = need;
-    }
+    float2 *table = (float2 *)cuda_branch_scratch(&table_scratch, sizeof(float2) * n * (half ? half : 1),
+                                                  "the RoPE table");
+    if (!table) return;
     if (half) {
-        rope_table_kernel<<<grid_for((size_t)n * half, 256), 256, 0, cuda_stream()>>>(table[br], pos, n, half, hd,
+        rope_table_kernel<<<grid_for((size_t)n * half, 256), 256, 0, cuda_stream()>>>(table, pos, n, half, hd,
                                                                                       theta);
         CUDA_LAUNCHED();
     }
-    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, table[br], B, n, nh, hd, sign, accumulate);
+    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, table, B, n, nh, hd, sign, accumulate);
     CUDA_LAUNCHED();
 }
 

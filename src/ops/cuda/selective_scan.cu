@@ -397,23 +397,10 @@ static int scan_segments(const ScanKernels &k, size_t smem, long blocks, int nc)
     return K;
 }
 
-/* the carry pass's output, grown on demand and kept; one per branch stream,
- * since both branches of a parallel block may run at once */
+/* the carry pass's output */
 static float *scan_scratch(size_t n) {
-    static float *buf[CUDA_BRANCHES];
-    static size_t cap[CUDA_BRANCHES];
-    int br = cuda_branch();
-    if (cap[br] >= n) return buf[br];
-    cuda_scratch_free(buf[br]);
-    buf[br] = NULL;
-    cap[br] = 0;
-    if (cudaMalloc(&buf[br], sizeof(float) * n) != cudaSuccess) {
-        buf[br] = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the scan's carry scratch", __FILE__, __LINE__);
-        return NULL;
-    }
-    cap[br] = n;
-    return buf[br];
+    static BranchScratch s;
+    return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the scan's carry scratch");
 }
 
 void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log,

@@ -132,20 +132,8 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
 /* scratch grown on demand and kept (the same shapes recur every step); one
  * set per branch stream, since both branches of a parallel block may run at once */
 static float *ssd_scratch(int slot, size_t n) {
-    static float *buf[CUDA_BRANCHES][2];
-    static size_t cap[CUDA_BRANCHES][2];
-    int br = cuda_branch();
-    if (cap[br][slot] >= n) return buf[br][slot];
-    cuda_scratch_free(buf[br][slot]);
-    buf[br][slot] = NULL;
-    cap[br][slot] = 0;
-    if (cudaMalloc(&buf[br][slot], sizeof(float) * n) != cudaSuccess) {
-        buf[br][slot] = NULL;
-        cuda_record_error("cudaMalloc", "cannot allocate the SSD scratch", __FILE__, __LINE__);
-        return NULL;
-    }
-    cap[br][slot] = n;
-    return buf[br][slot];
+    static BranchScratch s[2];
+    return (float *)cuda_branch_scratch(&s[slot], sizeof(float) * n, "the SSD scratch");
 }
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
