@@ -15,7 +15,8 @@ cd "$(dirname "$0")/../.."
 OUT=.devcarry/bundle
 [ "${1:-}" = "--out" ] && OUT="$2"
 mkdir -p "$OUT/bin" "$OUT/lib"
-for f in build/flowhn-cuda build/tests/test_cuda build/tests/test_cuda_model build/tests/test_cuda_decode; do
+for f in build/flowhn-cuda build/tests/test_cuda build/tests/test_cuda_model build/tests/test_cuda_decode \
+         build/tests/test_cuda_graph; do
     [ -x "$f" ] || { echo "bundle: $f missing: run make cuda first" >&2; exit 2; }
     xz -T2 -c "$f" > "$OUT/bin/$(basename "$f").xz"
 done

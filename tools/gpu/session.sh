@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The GPU work of a session in as few device calls as possible, from a bundle made
+# here by tools/gpu/bundle.sh (the GPU machine has the CUDA runtime, not our CPU libraries).
+#
+#   bash tools/gpu/session.sh [--bundle DIR] STAGE...      (on the GPU machine, repo root)
+#
+# Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
+#   tests     test_cuda, test_cuda_model, test_cuda_decode, test_cuda_graph (also with branch streams)  ~3 min
+#   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, cuBLASLt's nvjet
+#             kernels excluded)                                                                         ~4 min
+#   bench     tools/bench_all.sh: every architecture at 135M; LLaMA and the FlowHN splits at 350M and 1B
+#             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
+#   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
+#   torch     tools/bench_compare.sh: flowhn against the PyTorch model, side by side                    ~5 min
+# Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BUNDLE=.devcarry/bundle
+if [ "${1:-}" = "--bundle" ]; then BUNDLE="$2"; shift 2; fi
+[ -f "$BUNDLE/env.sh" ] || { echo "session: no $BUNDLE/env.sh (make it here with tools/gpu/bundle.sh)" >&2; exit 2; }
+# shellcheck disable=SC1091
+source "$BUNDLE/env.sh"
+LOGS=${OUT:-runs/gpu_session}; mkdir -p "$LOGS"
+SUMMARY="$LOGS/summary.md"; : > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | sed 's/^/GPU: /' | tee -a "$SUMMARY"
+run_test() {   # name, env..., binary
+    local name=$1; shift
+    local s=$SECONDS
+    env "$@" > "$LOGS/$name.log" 2>&1; local rc=$?
+    note "| $name | rc $rc | $(grep '^RESULT' "$LOGS/$name.log" | tail -1) | $((SECONDS - s)) s |"
+    grep -E "FAIL|check failed" "$LOGS/$name.log" | head -5
+}
+for stage in "$@"; do
+    note ""; note "## $stage"
+    case $stage in
+    tests)
+        run_test test_cuda timeout 300 "$FB/test_cuda"
+        run_test test_cuda_model timeout 300 "$FB/test_cuda_model"
+        run_test test_cuda_decode timeout 200 "$FB/test_cuda_decode"
+        run_test test_cuda_graph timeout 200 "$FB/test_cuda_graph"
+        run_test test_cuda_graph_streams FLOWHN_BRANCH_STREAMS=1 timeout 200 "$FB/test_cuda_graph" ;;
+    sanitize)
+        run_test memcheck FLOWHN_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda"
+        run_test memcheck_decode timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda_decode"
+        run_test racecheck FLOWHN_TEST_QUICK=1 timeout 300 compute-sanitizer --tool racecheck --kernel-name-exclude kns=nvjet \
+            --error-exitcode 1 "$FB/test_cuda"
+        grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$LOGS"/memcheck*.log "$LOGS"/racecheck.log | tee -a "$SUMMARY" ;;
+    bench)
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b135" --sizes 135m > /dev/null 2>&1
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b350" --sizes "350m 1b" \
+            --archs "llama flowhn-fac flowhn-fa flowhn-ae mamba2" > /dev/null 2>&1
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/bT" --sizes 135m --seqs "4096 16384 32768" \
+            --archs "llama flowhn-fac" > /dev/null 2>&1
+        for d in b135 b350 bT; do cat "$LOGS/$d/bench_all.md" >> "$SUMMARY"; echo >> "$SUMMARY"; done
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/gpt2" --sizes gpt2small --archs "llama mamba2" \
+            > /dev/null 2>&1; cat "$LOGS/gpt2/bench_all.md" >> "$SUMMARY" ;;
+    decode)
+        note "| config | B | ms/step | tokens/s | bound fraction (bf16 weights / measured bandwidth) |"
+        note "|---|---|---|---|---|"
+        for c in llama-135m flowhn-fac-135m mamba2-135m llama-1b flowhn-fac-1b mamba2-1b; do for b in 1 64; do
+            timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --decode --batch $b \
+                --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/decode-$c-$b.log" 2>&1
+            grep DECODE "$LOGS/decode-$c-$b.log" | tr ' ' '\n' | awk -F= -v c=$c -v b=$b '
+                {v[$1]=$2} END {printf "| %s | %s | %s | %s | %s |\n", c, b, v["step_ms"], v["tokens_per_s"], v["bound_fraction"]}' \
+                | tee -a "$SUMMARY"
+        done; done ;;
+    torch)
+        FLOWHN_CUDA="$FB/flowhn-cuda" tools/bench_compare.sh --out "$LOGS/torch" > /dev/null 2>&1
+        cat "$LOGS/torch/bench_compare.md" >> "$SUMMARY" ;;
+    *) note "unknown stage $stage (tests sanitize bench decode torch)" ;;
+    esac
+done
+echo; cat "$SUMMARY"
