@@ -19,6 +19,9 @@ extern "C" {
 
 /* Records the first failure (file:line and CUDA's message); see cuda_ops_check(). */
 void cuda_record_error(const char *what, const char *msg, const char *file, int line);
+/* 0, or -1 if a CUDA call failed since the last check (flag cleared); does not
+ * synchronize, unlike cuda_ops_check(). cuda_backend.cu. */
+int cuda_ops_failed(void);
 
 /* The stream the current branch's kernels launch on, the branch (0 = the main
  * sequence, 1 and 2 = the two branches of a parallel block), see stream.cu.

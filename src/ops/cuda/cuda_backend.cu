@@ -16,6 +16,14 @@ int cuda_ops_check(void) {
     return failed ? -1 : 0;
 }
 
+/* cuda_ops_check without the device synchronization: for callers that must not
+ * wait for queued work (nccl_dist.cu reduce_async) */
+int cuda_ops_failed(void) {
+    int failed = cuda_failed;
+    cuda_failed = 0;
+    return failed ? -1 : 0;
+}
+
 const Ops cuda_ops = {
     .name = "cuda-f32",
     .alloc = cuda_alloc,

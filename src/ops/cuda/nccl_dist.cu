@@ -154,7 +154,9 @@ static int nccl_reduce_async(Dist *d, real *buf, const DistPiece *p, int k, cons
     }
     if (settle(d, ncclGroupEnd(), what, deadline)) return -1;
     n->ov_pending = 1;
-    return cuda_ops_check();
+    /* the event calls' errors, without cuda_ops_check's device synchronization: that would wait for this
+     * bucket's reduce and the backward queued so far (no overlap left, and no deadline on the wait) */
+    return cuda_ops_failed();
 }
 
 static int nccl_wait_async(Dist *d, const char *what) {
