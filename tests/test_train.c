@@ -147,7 +147,7 @@ static void overlap_wiring(void) {
         d.reduce_scatter = fd_reduce_scatter; d.all_gather = fd_all_gather; d.all_reduce_host = fd_all_reduce_host;
         d.reduce_async = fd_reduce_async; d.wait_async = fd_wait_async;
         if (mode) o.dist = &d;
-        o.no_overlap = mode == 1;
+        o.overlap = mode == 2;
         o.bucket_reals = 1000;   /* several buckets on the tiny model */
         memset(&fd, 0, sizeof fd);
         TrainResult r;

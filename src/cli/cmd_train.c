@@ -45,15 +45,16 @@ static void usage(void) {
             "  --no-graph          the original step (the default; host reads of the loss and norm inside it)\n"
             "  --gpus N            data-parallel over N GPUs of this node, one process each (--batch is per GPU);\n"
             "                      under mpirun/srun the ranks come from the environment instead\n"
-            "  --no-overlap        several GPUs: reduce the gradients in one reduce-scatter after the backward\n"
-            "                      instead of in buckets during it (also FLOWHN_OVERLAP=0; FLOWHN_BUCKET_MB sets\n"
-            "                      the bucket size, default 25)\n");
+            "  --overlap           several GPUs: reduce the gradients in buckets while the backward runs (also\n"
+            "                      FLOWHN_OVERLAP=1; opt-in until it has run on several GPUs; the default is one\n"
+            "                      reduce-scatter after the backward, --no-overlap); FLOWHN_BUCKET_MB sets the\n"
+            "                      bucket size (default 25)\n");
 }
 
 int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL, *data = NULL, *out = NULL, *resume = NULL, *device = "cpu", *precision = "fp32";
     int steps = 200, batch = 8, seq = 0, accum = 1, warmup = -1, val_every = 50, val_batches = 8, ckpt_every = 0;
-    int seed = 1, gpus = 1, stop_after = 0, no_overlap = 0, graph = 0;
+    int seed = 1, gpus = 1, stop_after = 0, overlap = 0, graph = 0;
     double lr = 3e-4, min_lr = -1, wd = 0.1, clip = 1.0;
     NanPolicy nan = NAN_STOP;
     for (int i = 1; i < argc; i++) {
@@ -61,7 +62,8 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--help")) { usage(); return 0; }
         if (!strcmp(a, "--no-graph")) { graph = -1; continue; }
         if (!strcmp(a, "--graph")) { graph = 1; continue; }
-        if (!strcmp(a, "--no-overlap")) { no_overlap = 1; continue; }   /* a flag: no value */
+        if (!strcmp(a, "--no-overlap")) { overlap = 0; continue; }   /* flags: no value */
+        if (!strcmp(a, "--overlap")) { overlap = 1; continue; }
         if (!(v = arg_value("train", argc, argv, &i))) return 2;
         int bad = 0;
         if (!strcmp(a, "--config")) cfg_path = v;
@@ -159,7 +161,7 @@ int cmd_train(int argc, char **argv) {
     o.val_every = have_val ? val_every : 0; o.val_batches = val_batches; o.ckpt_every = ckpt_every;
     o.out_dir = out; o.resume = resume; o.nan_policy = nan; o.baseline_loss = unigram; o.dist = &dist; o.stop_after = stop_after;
     o.graph = graph;
-    o.no_overlap = no_overlap;
+    o.overlap = overlap;
     adamw_defaults(&o.opt);
     o.opt.lr = lr;
     o.opt.min_lr = min_lr >= 0 ? min_lr : lr / 10;

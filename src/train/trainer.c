@@ -222,7 +222,7 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     int W = D ? D->world : 1, rank = D ? D->rank : 0, quiet = o->quiet || rank;
     if (D && pad_buffers(m, W)) return -1;
     const char *ov_env = getenv("FLOWHN_OVERLAP");
-    int overlap = D && !o->no_overlap && !(ov_env && !strcmp(ov_env, "0"));
+    int overlap = D && (o->overlap || (ov_env && !strcmp(ov_env, "1")));
     GradReducer gr;
     memset(&gr, 0, sizeof gr);
     if (overlap && grad_reducer_create(&gr, m, D, o->bucket_reals ? o->bucket_reals : bucket_reals_from_env()))
@@ -231,7 +231,7 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
         if (overlap)
             fprintf(stderr, "gradient reduction: %d buckets (%d pieces over the ZeRO-1 shards) overlapped with the "
                     "backward\n", gr.plan.n_buckets, gr.plan.n_pieces);
-        else fprintf(stderr, "gradient reduction: one reduce-scatter after the backward (overlap off)\n");
+        else fprintf(stderr, "gradient reduction: one reduce-scatter after the backward (--overlap to overlap it)\n");
     }
     Optimizer opt;
     AdamWConfig oc = o->opt;

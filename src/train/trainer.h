@@ -41,12 +41,13 @@ typedef struct {
      * parameters are all-gathered; the loss reported is the mean over ranks.
      * Only rank 0 prints, logs and writes checkpoints (the single-process
      * format: it gathers the moments), so a run resumes on any world size.
-     * The reduction is cut into buckets queued while the backward runs
-     * (src/dist/bucket.h) unless no_overlap (or FLOWHN_OVERLAP=0) asks for the
-     * single reduce-scatter after the backward; both give the same sums.
-     * bucket_reals 0: FLOWHN_BUCKET_MB, default 25 MiB. */
+     * By default the gradients go out in one reduce-scatter after the
+     * backward (the path proven on 2 GPUs); overlap (or FLOWHN_OVERLAP=1)
+     * cuts the reduction into buckets queued while the backward runs
+     * (src/dist/bucket.h), the same sums; it becomes the default once it has
+     * run on several GPUs. bucket_reals 0: FLOWHN_BUCKET_MB, default 25 MiB. */
     Dist *dist;
-    int no_overlap;
+    int overlap;
     size_t bucket_reals;
 } TrainOptions;
 
