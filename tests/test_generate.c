@@ -48,6 +48,87 @@ static void incremental_equals_full(int si) {
     }
 }
 
+/* Batched prefill (generator_prefill) against token-by-token steps: for
+ * prompts of P = 1 .. the whole window, the prefill's logits equal those of
+ * the P-th step, and N decode steps after it equal steps P+1 .. P+N of the
+ * token-by-token run (so the caches, conv windows and SSM states it left are
+ * the steps' state). A reset generator prefilled again gives the same logits. */
+static void prefill_equals_steps(int si) {
+    const TinySpec *s = &tiny_specs[si];
+    Config c = tiny_config(s);
+    c.max_seq_len = 24;   /* the plan window */
+    enum { B = 2, W = 24 };
+    int V = c.vocab_size, prompts[] = {1, 2, 3, 5, 13, 20, 24};
+    Model m;
+    CHECK(model_create(&m, &c, &cpu_ops) == 0, "%s", fh_last_error());
+    model_init_params(&m, 11);
+    m.plan_len = W;
+    int tok[B * W], tgt[B * W];
+    tiny_batch(tok, tgt, B, W, V, 7);
+    /* the reference: W token steps, logits of every position */
+    real *ref = malloc(sizeof(real) * W * B * V), *got = malloc(sizeof(real) * B * V),
+         *again = malloc(sizeof(real) * B * V);
+    Generator *g = generator_create(&m, B);
+    CHECK(g != NULL, "%s", fh_last_error());
+    if (!g) { free(ref); free(got); free(again); model_free(&m); return; }
+    for (int t = 0; t < W; t++) {
+        int in[B] = {tok[t], tok[W + t]};
+        CHECK(generator_step(g, in, ref + (size_t)t * B * V) == 0, "%s", fh_last_error());
+    }
+    generator_free(g);
+    double worst = 0;
+    for (size_t pi = 0; pi < sizeof prompts / sizeof prompts[0]; pi++) {
+        int P = prompts[pi], N = W - P < 4 ? W - P : 4;
+        int prompt[B * W];
+        for (int b = 0; b < B; b++) memcpy(prompt + b * P, tok + b * W, sizeof(int) * P);
+        g = generator_create(&m, B);
+        CHECK(g && generator_prefill(g, prompt, P, got) == 0, "%s P=%d: %s", s->name, P, fh_last_error());
+        if (!g) break;
+        CHECK(generator_position(g) == P, "%s P=%d: position %d after the prefill", s->name, P, generator_position(g));
+        double e = rel_l2(got, ref + (size_t)(P - 1) * B * V, (size_t)B * V), ed = 0;
+        for (int k = 0; k < N; k++) {
+            int in[B] = {tok[P + k], tok[W + P + k]};
+            CHECK(generator_step(g, in, got) == 0, "%s", fh_last_error());
+            double ek = rel_l2(got, ref + (size_t)(P + k) * B * V, (size_t)B * V);
+            if (ek > ed) ed = ek;
+        }
+        CHECK(e < 1e-5 && ed < 1e-5, "%s P=%d: prefill logits rel err %.3e, the %d steps after it %.3e", s->name, P,
+              e, N, ed);
+        if (e > worst) worst = e;
+        if (ed > worst) worst = ed;
+        /* the same prompt again after a reset; a second prefill without one is refused */
+        CHECK(generator_prefill(g, prompt, P, again) != 0 && strstr(fh_last_error(), "position 0"),
+              "prefill at position %d refused", generator_position(g));
+        generator_reset(g);
+        CHECK(generator_prefill(g, prompt, P, again) == 0, "%s", fh_last_error());
+        double er = rel_l2(again, ref + (size_t)(P - 1) * B * V, (size_t)B * V);
+        CHECK(er < 1e-5, "%s P=%d: prefill after a reset rel err %.3e", s->name, P, er);
+        generator_free(g);
+    }
+    printf("    %-22s P=1..%d  max rel err %.2e (prefill and the steps after it)\n", s->name, W, worst);
+    free(ref); free(got); free(again);
+    model_free(&m);
+}
+
+static void prefill_refuses(void) {
+    Config c = tiny_config(&tiny_specs[0]);
+    c.max_seq_len = 4;
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 1);
+    Generator *g = generator_create(&m, 1);
+    int t[5] = {1, 2, 3, 4, 5};
+    real logits[32];
+    CHECK(generator_prefill(g, t, 5, logits) != 0 && strstr(fh_last_error(), "window"), "5 tokens refused: %s",
+          fh_last_error());
+    CHECK(generator_prefill(g, t, 0, logits) != 0, "an empty prompt refused");
+    t[1] = 99;
+    CHECK(generator_prefill(g, t, 3, logits) != 0 && strstr(fh_last_error(), "vocabulary"), "bad id refused");
+    CHECK(generator_position(g) == 0, "nothing consumed");
+    generator_free(g);
+    model_free(&m);
+}
+
 static void window_is_enforced(void) {
     Config c = tiny_config(&tiny_specs[0]);
     c.max_seq_len = 4;
@@ -85,6 +166,8 @@ static void sampler(void) {
 
 int main(void) {
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(incremental_equals_full, i, tiny_specs[i].name);
+    for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(prefill_equals_steps, i, tiny_specs[i].name);
+    RUN(prefill_refuses);
     RUN(window_is_enforced);
     RUN(sampler);
     TEST_SUMMARY();

@@ -47,7 +47,8 @@ static void usage(void) {
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
             "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
-            "                      token, then --steps decode steps (default 128) at --batch B (default 1)\n");
+            "                      token, then --steps decode steps (default 128) at --batch B (default 1), then\n"
+            "                      the same prompt length prefilled in one batched pass (generator_prefill)\n");
 }
 
 /* The decode bound is stated against the memory bandwidth this run
@@ -84,10 +85,12 @@ static double datasheet_bandwidth(const char *device) {
 }
 
 /* --decode: generation speed. The prompt is fed through the generator token
- * by token (its timing is the prefill's), then `steps` decode steps are timed
+ * by token (its timing is the token-by-token prefill's), then `steps` decode steps are timed
  * with the logits left on the device (a GPU sampler's case; tokens are random,
  * not sampled), then 16 more with the logits copied to the host each step (as
- * `flowhn generate` does). The bound: a decode step must read every weight
+ * `flowhn generate` does); last, the same generator reset prefills a P-token
+ * prompt in one batched pass (generator_prefill, what `flowhn generate` now
+ * does with its prompt), timed after one warm-up. The bound: a decode step must read every weight
  * once, so at best it takes weight bytes / HBM bandwidth; at batch B that
  * step yields B tokens. Weight bytes: every parameter in fp32 (in bf16 under
  * --precision bf16, the generator's frozen copy), except that an
@@ -112,10 +115,10 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     m.plan_len = W;
     Generator *g = generator_create(&m, B);
     int graphs = g ? generator_set_graphs(g, !no_graph) : 0;
-    int *tok = malloc(sizeof(int) * B);
+    int *tok = malloc(sizeof(int) * B), *prompt = malloc(sizeof(int) * (size_t)B * P);
     real *logits = malloc(sizeof(real) * (size_t)B * c->vocab_size);
     int rc = 1;
-    if (!g || !tok || !logits) { fprintf(stderr, "flowhn bench: %s\n", g ? "out of memory" : fh_last_error()); goto out; }
+    if (!g || !tok || !prompt || !logits) { fprintf(stderr, "flowhn bench: %s\n", g ? "out of memory" : fh_last_error()); goto out; }
     Rng rng;
     rng_seed(&rng, (uint64_t)seed, 98);
     size_t H = c->hidden_size, V = c->vocab_size;
@@ -139,11 +142,25 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
         secs[phase] = be->timer_stop();
         if (be->sync()) goto fail;
     }
+    /* the batched prefill of a P-token prompt (generator_prefill) on the same
+     * generator, reset: once to warm up (its scratch is allocated then), then timed */
+    double pf_s = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = 0; i < B * P; i++) prompt[i] = (int)(rng_u32(&rng) % (uint32_t)V);
+        generator_reset(g);
+        if (be->sync()) goto fail;
+        be->timer_start();
+        if (generator_prefill(g, prompt, P, NULL)) goto fail;
+        pf_s = be->timer_stop();
+        if (be->sync()) goto fail;
+    }
     double step_s = secs[1] / N, tok_s = B / step_s, host_step_s = secs[2] / host_steps;
     double bw = measured_bandwidth(be, m.ops), peak = datasheet_bandwidth(be->device());
     double bound_s = bw > 0 ? weight_bytes / bw : 0, frac = bound_s / step_s;
-    printf("prefill:     %.3f ms per token step (%d steps, token by token through the generator)\n",
-           1e3 * secs[0] / P, P);
+    printf("prefill:     %.3f ms per token step (%d steps, token by token through the generator) -> %.1f tokens/s\n",
+           1e3 * secs[0] / P, P, (double)B * P / secs[0]);
+    printf("             %.3f ms for the %d-token prompt batched (generator_prefill) -> %.1f tokens/s, %.1fx\n",
+           1e3 * pf_s, P, (double)B * P / pf_s, secs[0] / pf_s);
     printf("decode step: %.3f ms -> %.1f tokens/s (batch %d; logits left on the device)\n", 1e3 * step_s, tok_s, B);
     printf("             %.3f ms -> %.1f tokens/s with the logits copied to the host each step\n",
            1e3 * host_step_s, B / host_step_s);
@@ -154,8 +171,8 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
         printf("             %.3f ms per step at %.2f TB/s (datasheet peak); reached %.1f%%\n", 1e3 * weight_bytes / peak,
                peak / 1e12, 100 * weight_bytes / peak / step_s);
     printf("DECODE config=%s device=%s graph=%d B=%d prompt=%d steps=%d step_ms=%.4f tokens_per_s=%.1f host_logits_tokens_per_s=%.1f "
-           "weight_bytes=%.0f stream_bw_tb_s=%.3f bound_ms=%.4f bound_fraction=%.4f\n",
-           cfg_path, be->name, graphs, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, weight_bytes, bw / 1e12, 1e3 * bound_s,
+           "prefill_steps_tokens_per_s=%.1f prefill_batched_tokens_per_s=%.1f weight_bytes=%.0f stream_bw_tb_s=%.3f bound_ms=%.4f bound_fraction=%.4f\n",
+           cfg_path, be->name, graphs, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, (double)B * P / secs[0], (double)B * P / pf_s, weight_bytes, bw / 1e12, 1e3 * bound_s,
            frac);
     rc = 0;
     goto out;
@@ -164,6 +181,7 @@ fail:
 out:
     generator_free(g);
     free(tok);
+    free(prompt);
     free(logits);
     model_free(&m);
     return rc;

@@ -1,5 +1,6 @@
-/* cmd_generate.c - `flowhn generate`: prompt in, text out, token by token
- * with the KV cache and SSM state (src/infer/generate.c). */
+/* cmd_generate.c - `flowhn generate`: prompt in, text out. The prompt goes
+ * through the model in one batched pass (generator_prefill), then the text
+ * comes token by token with the KV cache and SSM state (src/infer/generate.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,9 @@ static int generate_text(Model *m, const Tokenizer *tok, const char *prompt, int
     free(ids);
     int rc = 0;
     fputs(prompt, out);
-    for (size_t i = 0; i < len && !rc; i++) rc = generator_step(g, &seq[i], logits);
+    /* the prompt in one batched pass (generator_prefill); an empty prompt with
+     * no <|endoftext|> leaves nothing to condition on */
+    if (len > 0) rc = generator_prefill(g, seq, (int)len, logits);
     for (int k = 0; k < max_tokens && !rc && generator_position(g) < m->cfg.max_seq_len; k++) {
         int next = sample_token(logits, V, sc, rng);
         if (next == eot) break;

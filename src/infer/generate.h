@@ -25,6 +25,19 @@ void generator_free(Generator *g);
  * next-token logits [B, V] to logits (host), or leaves them in the backend's
  * memory when logits is NULL (generator_logits). 0 or -1. */
 int generator_step(Generator *g, const int *tokens, real *logits);
+/* Feeds a prompt of P tokens per sequence (tokens [B, P], row-major) at
+ * positions [0, P) in one batched pass of the model's ops (as the training
+ * forward computes them: linear over B*P rows, attention over the prompt, the
+ * chunked scans), leaving the generator as P generator_step calls would (KV
+ * caches, conv windows, SSM states, position P; the same logits to fp32
+ * reassociation, tests/test_generate.c) and writing the last position's
+ * logits [B, V] to logits (host; NULL: left in the backend, generator_logits).
+ * Needs a generator at position 0 and 1 <= P <= W. Keeps scratch for B*P
+ * rows of activations until generator_free. 0 or -1. */
+int generator_prefill(Generator *g, const int *tokens, int P, real *logits);
+/* Back to position 0 with empty caches and zero states (a new prompt
+ * without reallocating). 0. */
+int generator_reset(Generator *g);
 /* The last step's logits [B, V] in the backend's memory. */
 const real *generator_logits(const Generator *g);
 /* Replaying each step recorded once as a graph (the backend's graph_*) where

@@ -8,6 +8,9 @@
  *     from the same seed, fed the same tokens: the logits of every step agree
  *     to relative L2 < 1e-5, for every architecture of tests/helpers/tiny.c
  *     (T 24, B 2) and for larger ones (H 256, head_dim 32, T 96, B 3);
+ *   - the batched prefill (generator_prefill) on cuda_ops vs cpu_ops, prompts of
+ *     1, 5, T/2+1 and T tokens, then steps to T: the prefill's logits and the
+ *     steps' after it agree to relative L2 < 1e-5, at the same shapes;
  *   - with bf16 products: the generator's frozen bf16 weights (Ops.freeze_weights)
  *     against per-product rounding, and both against the CPU fp32 oracle (2e-2).
  * Needs a GPU. */
@@ -172,10 +175,63 @@ static void compare_generator(const char *name, Config *c, int B, int T) {
     model_free(&mg);
 }
 
+/* The batched prefill (generator_prefill) on both backends: the same model,
+ * a P-token prompt, then token steps up to T (CUDA: graphs as by default).
+ * The prefill's logits and every step's after it agree (fp32, TOL); on the
+ * CPU the prefill equals the token-by-token steps (tests/test_generate.c). */
+static void compare_prefill(const char *name, Config *c, int B, int T) {
+    Model mc, mg;
+    int ok = !model_create(&mc, c, &cpu_ops) && !model_init_params(&mc, 77);
+    CHECK(ok, "%s: %s", name, fh_last_error());
+    if (!ok) return;
+    ok = !model_create(&mg, c, &cuda_ops) && !model_init_params(&mg, 77);
+    CHECK(ok, "%s: %s", name, fh_last_error());
+    if (!ok) { model_free(&mc); return; }
+    mc.plan_len = mg.plan_len = T;
+    int V = c->vocab_size, prompts[4] = {1, 5, T / 2 + 1, T};
+    float *lc = (float *)malloc(sizeof(float) * B * V), *lg = (float *)malloc(sizeof(float) * B * V);
+    int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
+    int *prompt = (int *)malloc(sizeof(int) * B * T), *in = (int *)malloc(sizeof(int) * B);
+    tiny_batch(tok, tgt, B, T, V, 9);
+    double worst_pf = 0, worst_step = 0;
+    for (int pi = 0; pi < 4; pi++) {
+        int P = prompts[pi];
+        for (int b = 0; b < B; b++) memcpy(prompt + (size_t)b * P, tok + (size_t)b * T, sizeof(int) * P);
+        Generator *gc = generator_create(&mc, B), *gg = generator_create(&mg, B);
+        int rc = !gc || !gg || generator_prefill(gc, prompt, P, lc) || generator_prefill(gg, prompt, P, lg);
+        CHECK(rc == 0, "%s P=%d: %s", name, P, fh_last_error());
+        if (!rc) {
+            double e = rel(lg, lc, (size_t)B * V);
+            if (e > worst_pf) worst_pf = e;
+            for (int t = P; t < T; t++) {
+                for (int b = 0; b < B; b++) in[b] = tok[(size_t)b * T + t];
+                rc = generator_step(gc, in, lc) || generator_step(gg, in, lg);
+                CHECK(rc == 0, "%s P=%d step %d: %s", name, P, t, fh_last_error());
+                if (rc) break;
+                e = rel(lg, lc, (size_t)B * V);
+                if (e > worst_step) worst_step = e;
+            }
+        }
+        generator_free(gc);
+        generator_free(gg);
+    }
+    CHECK(cuda_ops_check() == 0, "%s: %s", name, fh_last_error());
+    CHECK(worst_pf < TOL && worst_step < TOL, "%s: CUDA vs CPU prefill logits rel %.3e, the steps after it %.3e", name,
+          worst_pf, worst_step);
+    printf("    %-26s B %d T %3d: prefill logits rel %.2e, the steps after it %.2e\n", name, B, T, worst_pf,
+           worst_step);
+    free(lc); free(lg); free(tok); free(tgt); free(prompt); free(in);
+    model_free(&mc);
+    model_free(&mg);
+}
+
 static void generator_tiny(const TinySpec *s) {
     Config c = tiny_config(s);
     c.max_seq_len = 24;
     compare_generator(s->name, &c, 2, 24);
+    char name[64];
+    snprintf(name, sizeof name, "%s-prefill", s->name);
+    compare_prefill(name, &c, 2, 24);
 }
 
 static void generator_large(const TinySpec *s) {
@@ -184,6 +240,8 @@ static void generator_large(const TinySpec *s) {
     snprintf(name, sizeof name, "%s-H256", s->name);
     if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }
     compare_generator(name, &c, 3, 96);
+    snprintf(name, sizeof name, "%s-H256-prefill", s->name);
+    compare_prefill(name, &c, 3, 96);
 }
 
 /* All logits of T steps of a fresh generator on the model (seed 77). */
