@@ -151,6 +151,65 @@ static void bad_files(void) {
     model_free(&m);
 }
 
+/* A BatchSource over fixed batches held in memory (tiny_batch), replayable. */
+typedef struct { int V, i; } MemSource;
+static int mem_next(void *ctx, int *tokens, int *targets, int B, int T) {
+    MemSource *s = ctx;
+    tiny_batch(tokens, targets, B, T, s->V, 100 + s->i++);
+    return 0;
+}
+
+/* The buckets' count-weighted mean is the overall loss, which is the trainer's
+ * validation loss (evaluate_loss on the same batches); each bucket's loss is
+ * the model's own mean loss with only that bucket's targets kept; T = 30 in
+ * K = 7 buckets (unequal sizes 4/5) covers the bucket bounds. */
+static void loss_by_position(int spec) {
+    Config c = tiny_config(&tiny_specs[spec]);
+    Model m;
+    model_create(&m, &c, &cpu_ops);
+    model_init_params(&m, 5);
+    enum { B = 2, T = 30, K = 7, NB = 3 };
+    m.plan_len = T;
+    double bsum[K], loss, want;
+    long bcount[K];
+    MemSource ms = {c.vocab_size, 0};
+    BatchSource src = {mem_next, NULL, NULL, &ms};
+    CHECK(eval_loss_by_position(&m, &src, NB, B, T, K, bsum, bcount, &loss) == 0, "%s", fh_last_error());
+    ms.i = 0;
+    CHECK(evaluate_loss(&m, &src, NB, B, T, &want) == 0, "%s", fh_last_error());
+    CHECK(fabs(loss - want) < 1e-6 * want, "overall %.8f vs evaluate_loss %.8f", loss, want);
+    double wsum = 0;
+    long n = 0;
+    for (int k = 0; k < K; k++) { wsum += bsum[k]; n += bcount[k]; }
+    CHECK(n > 0 && fabs(wsum / n - loss) < 1e-9 * loss, "weighted mean of the buckets %.8f vs %.8f", wsum / n, loss);
+    /* per bucket: the forward's mean loss with the targets outside the bucket masked */
+    int tok[B * T], tgt[B * T];
+    double ksum[K] = {0};
+    long kcount[K] = {0};
+    for (int b = 0; b < NB; b++) {
+        for (int k = 0; k < K; k++) {
+            tiny_batch(tok, tgt, B, T, c.vocab_size, 100 + b);
+            int from = k * T / K, to = (k + 1) * T / K;
+            for (int j = 0; j < B * T; j++) if (j % T < from || j % T >= to) tgt[j] = -1;
+            CHECK(model_forward(&m, tok, tgt, B, T) == 0, "%s", fh_last_error());
+            ksum[k] += m.loss * m.n_valid;
+            kcount[k] += m.n_valid;
+        }
+    }
+    for (int k = 0; k < K; k++)
+        CHECK(kcount[k] == bcount[k] && fabs(ksum[k] - bsum[k]) < 1e-5 * fabs(ksum[k]) + 1e-9,
+              "bucket %d: %ld tokens, sum %.6f; masked forward %ld, %.6f", k, bcount[k], bsum[k], kcount[k], ksum[k]);
+    /* a known case: zero parameters give uniform logits, so every bucket's loss is ln V */
+    memset(m.params, 0, sizeof(real) * m.layout.total);
+    ms.i = 0;
+    CHECK(eval_loss_by_position(&m, &src, 1, B, T, K, bsum, bcount, &loss) == 0, "%s", fh_last_error());
+    for (int k = 0; k < K; k++)
+        CHECK(fabs(bsum[k] / bcount[k] - log(c.vocab_size)) < 1e-5, "zero model, bucket %d: %.6f vs ln V %.6f", k,
+              bsum[k] / bcount[k], log(c.vocab_size));
+    CHECK(eval_loss_by_position(&m, &src, 1, B, T, T + 1, bsum, bcount, &loss) != 0, "more buckets than positions refused");
+    model_free(&m);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/flowhn-test-eval-%d", (int)getpid());
     mkdir(dir, 0777);
@@ -165,6 +224,9 @@ int main(void) {
     RUN(accuracy_from_known_labels);
     RUN(continuation_longer_than_window);
     RUN(bad_files);
+    RUN_ARG(loss_by_position, 0, "llama");
+    RUN_ARG(loss_by_position, 12, "flowhn-fac-isolated");
+    RUN_ARG(loss_by_position, 13, "flowhn-fac-prefix");
     tokenizer_free(tok);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

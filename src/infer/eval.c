@@ -182,3 +182,36 @@ int eval_lambada(Model *m, const Tokenizer *tok, const char *path, int limit, in
     r->ppl = exp(-t.total / (t.tokens ? t.tokens : 1));
     return 0;
 }
+
+int eval_loss_by_position(Model *m, BatchSource *src, int n_batches, int B, int T, int K, double *bucket_sum,
+                          long *bucket_count, double *loss) {
+    if (K < 1 || K > T) return fh_error("--by-position: %d buckets for %d positions (need 1..T)", K, T);
+    size_t BT = (size_t)B * T;
+    int *tok = malloc(sizeof(int) * BT), *tgt = malloc(sizeof(int) * BT);
+    real *l = malloc(sizeof(real) * BT);
+    if (!tok || !tgt || !l) { free(tok); free(tgt); free(l); return fh_error("out of memory"); }
+    for (int k = 0; k < K; k++) { bucket_sum[k] = 0; bucket_count[k] = 0; }
+    double sum = 0;
+    long count = 0;
+    int rc = 0;
+    for (int i = 0; i < n_batches && !rc; i++) {
+        if ((rc = src->next(src->ctx, tok, tgt, B, T)) || (rc = model_forward(m, tok, tgt, B, T))) break;
+        m->ops->to_host(l, model_token_losses(m), sizeof(real) * BT);
+        for (size_t j = 0; j < BT; j++) {
+            if (tgt[j] < 0) continue;
+            int t = (int)(j % (size_t)T);
+            /* the bucket whose range [k*T/K, (k+1)*T/K) holds t */
+            int k = (int)(((long)t * K + K - 1) / T);
+            while (k > 0 && (long)k * T / K > t) k--;
+            while (k + 1 < K && (long)(k + 1) * T / K <= t) k++;
+            bucket_sum[k] += l[j];
+            bucket_count[k]++;
+            sum += l[j];
+            count++;
+        }
+    }
+    free(tok); free(tgt); free(l);
+    if (rc) return -1;
+    *loss = count ? sum / count : 0;
+    return 0;
+}

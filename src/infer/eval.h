@@ -15,6 +15,7 @@
 
 #include "../data/tokenizer.h"
 #include "../model/model.h"
+#include "../train/trainer.h"
 
 typedef struct {
     int n;                  /* items scored */
@@ -35,5 +36,14 @@ int score_continuation(Model *m, const Tokenizer *tok, const char *context, cons
 /* limit <= 0: every line. progress: print a progress line to stderr. */
 int eval_choices(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, ChoiceResult *r);
 int eval_lambada(Model *m, const Tokenizer *tok, const char *path, int limit, int progress, LambadaResult *r);
+
+/* Validation loss by position: n_batches batches of B x T from src, the
+ * per-token losses summed in K equal buckets of the input position t in
+ * 0..T-1 (bucket i holds t in [i*T/K, (i+1)*T/K); the loss at t is that of
+ * predicting token t+1). Fills bucket_sum[K] and bucket_count[K] (summed
+ * losses and counted targets) and *loss, the mean over all counted targets
+ * (the count-weighted mean of the buckets). 1 <= K <= T. 0 or -1. */
+int eval_loss_by_position(Model *m, BatchSource *src, int n_batches, int B, int T, int K, double *bucket_sum,
+                          long *bucket_count, double *loss);
 
 #endif

@@ -579,6 +579,7 @@ int model_init_params(Model *m, uint64_t seed) {
 void model_zero_grad(Model *m) { m->ops->zero(m->grads, sizeof(real) * m->layout.total); }
 
 const real *model_logits(const Model *m) { return m->acts ? m->acts->logits : NULL; }
+const real *model_token_losses(const Model *m) { return m->acts ? m->acts->losses : NULL; }
 
 static int *dev_ints(Model *m, const int *host, int n) {
     int *d = m->ops->alloc(sizeof(int) * (n ? n : 1));

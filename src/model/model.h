@@ -91,6 +91,10 @@ void model_zero_grad(Model *m);
 int model_grad_frontiers(const Model *m, size_t *out, int cap);
 /* Logits of the last forward, [B, T, V], backend memory. */
 const real *model_logits(const Model *m);
+/* Per-token losses of the last model_forward with targets, [B, T], backend
+ * memory (0 where the target is ignored); m->loss is their mean over the
+ * counted tokens. NULL before any forward with targets. */
+const real *model_token_losses(const Model *m);
 /* split_ratio "measured" (the ACL paper's hardware-aligned ratio): times the
  * forward pass on this model's backend at every candidate n_a (multiples of
  * split_multiple, at most ~32) at length T, keeps the fastest and stores it
