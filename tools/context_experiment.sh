@@ -4,10 +4,13 @@
 # LLaMA, FlowHN-FAC with context "isolated" and FlowHN-FAC with context
 # "prefix" (configs/ctx-*.json, ~2.1M parameters each) for the same steps,
 # batch, learning rate and seed, then evaluates each checkpoint on the
-# validation shards with the loss by position (flowhn eval --by-position) and
-# writes runs/context/results.md (table) and runs/context/loss_by_position.svg.
+# validation shards with the loss by position (flowhn eval --by-position 8 and
+# 32), on repeated text (tools/repeat_shards.py: a 128-token chunk, then the
+# same chunk), times a training step alone (flowhn bench), and writes
+# OUT/results.md (tables) and OUT/loss_by_position.svg (OUT: runs/context).
 #
-#   tools/context_experiment.sh [--data FILE] [--steps N] [--batch B] [--models "a b c"] [--fresh]
+#   tools/context_experiment.sh [--data FILE] [--steps N] [--batch B] [--models "a b c"] [--seed S]
+#                               [--out DIR] [--fresh]
 #                               [--passkey] [--passkey-only] [--passkey-steps N]
 #
 # --passkey adds the passkey probe: synthetic shards (tools/passkey_shards.py)
@@ -48,11 +51,12 @@ while [ $# -gt 0 ]; do
         --batch) BATCH="$2"; shift 2 ;;
         --models) MODELS="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
+        --seed) SEED="$2"; shift 2 ;;
         --fresh) FRESH=1; shift ;;
         --passkey) PASSKEY=1; shift ;;
         --passkey-only) PASSKEY=1; TEXT=0; shift ;;
         --passkey-steps) PK_STEPS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "context_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
