@@ -2,10 +2,14 @@
  * (FlashAttention-2 structure), the path of the bf16 matmul precision.
  *
  * The op contract is unchanged (attention.cu, ops.h): q/k/v/dout and every
- * output stay fp32. A conversion pass rounds them to bf16 into per-head,
- * zero-padded scratch copies [B, heads, rows rounded up to 64, HD] (the pass
- * reads and writes contiguous runs), so the attention kernels stream whole
- * tiles with 16-byte cp.async copies, double-buffered, with no bounds checks.
+ * output stay fp32. The operands a kernel reads many times (the forward's K
+ * and V, the backward's Q and dO) are rounded by a conversion pass into
+ * per-head, zero-padded bf16 scratch copies [B, heads, rows rounded up to 64,
+ * HD] (the pass reads and writes contiguous runs), so the kernels stream them
+ * as whole tiles with 16-byte cp.async copies, double-buffered, with no bounds
+ * checks; the tiles a block reads once (the forward's Q, the backward's K and
+ * V) are read from the fp32 inputs and rounded while being stored to shared
+ * memory, which saves their conversion (the same global bytes either way).
  * Operands are read from shared memory with ldmatrix; those needed along the
  * other axis (V in P V; Q, dO and K in the backward's dK, dV, dQ) with
  * ldmatrix.trans from the same row-major tiles, so no transposed copies. Products run as warp-level
@@ -28,7 +32,7 @@
  * (from the tile holding the first query at kpos[c0]); each warp owns 16 keys:
  *   S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T - lse), dS^T = P^T (dP^T - D),
  *   dV += P^T dO, dK += dS^T Q       (registers, written once at the end)
- *   dQ += dS K                       (dS through shared memory, fp32 atomics)
+ *   dQ += dS K                       (dS^T through shared memory, fp32 atomics)
  * dq therefore gets one atomic add per element per key tile: not bitwise
  * deterministic run to run (dk, dv and the forward are). The recompute of S
  * and dP that a separate dq kernel needs would cost more than the atomics.
@@ -130,6 +134,54 @@ __device__ __forceinline__ void cp_words(void *s, const void *g, int n) {
         cp16((unsigned char *)s + 16 * c, (const unsigned char *)g + 16 * c);
 }
 
+/* ROWS x HD tile of fp32 rows (row r at g + r * gld; rows >= nvalid and
+ * columns >= hd read as 0) rounded to bf16 into shared [ROWS][sld]. For the
+ * tiles a block reads exactly once (the forward's Q, the backward's K and V):
+ * reading them straight from the op's fp32 inputs costs the same global
+ * traffic as reading a converted copy, and saves the conversion pass over
+ * them. Loads go in batches of 4 per thread before their stores. vec: hd % 4 == 0
+ * and g, gld 16-byte aligned (float4 loads). */
+template <int ROWS, int HD>
+__device__ __forceinline__ void ld_tile_f32(bf16 *s, int sld, const float *g, size_t gld, int nvalid, int hd,
+                                            bool vec) {
+    constexpr int CH = HD / 4, PER = ROWS * CH / TC_THREADS, BATCH = PER < 4 ? PER : 4;
+    static_assert(ROWS * CH % TC_THREADS == 0 && PER % BATCH == 0, "whole chunks per thread");
+#pragma unroll
+    for (int u0 = 0; u0 < PER; u0 += BATCH) {  /* BATCH loads in flight, then their stores */
+    float4 v[BATCH];
+#pragma unroll
+    for (int u = 0; u < BATCH; u++) {
+        int c = threadIdx.x + (u0 + u) * TC_THREADS, r = c / CH, d = (c % CH) * 4;
+        v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < nvalid && d < hd) {
+            const float *p = g + (size_t)r * gld + d;
+            if (vec) v[u] = *reinterpret_cast<const float4 *>(p);
+            else {
+                v[u].x = p[0];
+                if (d + 1 < hd) v[u].y = p[1];
+                if (d + 2 < hd) v[u].z = p[2];
+                if (d + 3 < hd) v[u].w = p[3];
+            }
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < BATCH; u++) {
+        int c = threadIdx.x + (u0 + u) * TC_THREADS, r = c / CH, d = (c % CH) * 4;
+        *reinterpret_cast<uint2 *>(s + r * sld + d) = make_uint2(pack_bf16(v[u].x, v[u].y), pack_bf16(v[u].z, v[u].w));
+    }
+    }
+}
+
+/* 2^x, flushing results below 2^-126 to 0 (softmax weights that small do not
+ * matter); exp2f adds a denormal range fix-up around the same MUFU.EX2. Used
+ * in the forward; in the backward (hd 64) ptxas then spilled 20 bytes at its
+ * 168-register bound, so that one keeps exp2f. */
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ float quad_max(float v) {
     v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -216,8 +268,8 @@ __global__ void tc_visible_kernel(int *mq, const int *qpos, const int *kpos, int
  * HD 64), which caps registers at 128 (ptxas wanted 129 without the bound) */
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS, HD <= 64 ? 4 : 1)
-attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, const bf16 *Vh, const int *mq,
-                        int nq, int nqp, int nkp, int nh, int nkv, int hd, float scale_log2) {
+attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, const bf16 *Vh, const int *mq,
+                        int nq, int nkp, int nh, int nkv, int hd, float scale_log2, bool qvec) {
     constexpr int BQ = TC_BQ, BK = TC_BK, LDH = HD + 8, NB = BK / 8, ND = HD / 8;
     extern __shared__ __align__(16) unsigned char tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(tc_smem);  /* [BQ][LDH] */
@@ -230,19 +282,17 @@ attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, 
     int nrow = min(BQ, nq - q0);
     size_t bh = (size_t)b * nh + h, bk = (size_t)b * nkv + hk;
     const bf16 *Kb = Kh + bk * nkp * HD, *Vb = Vh + bk * nkp * HD;
-    cp_tile<BQ, HD>(sQ, LDH, Qh + (bh * nqp + q0) * HD, HD);
-    cp_commit();
-    if (threadIdx.x < BQ) smr[threadIdx.x] = mq[q0 + threadIdx.x];
-    __syncthreads();
-    int mlast = smr[nrow - 1], row = warp * 16 + g;  /* this thread's rows: row, row + 8 */
-    int mrow[2] = {smr[row], smr[row + 8]};
-    if (mlast > 0) {
+    int mlast = mq[q0 + nrow - 1], row = warp * 16 + g;  /* this thread's rows: row, row + 8 */
+    if (mlast > 0) {  /* the first key tile streams in while Q is read and rounded */
         cp_tile<BK, HD>(sK, LDH, Kb, HD);
         cp_tile<BK, HD>(sV, LDH, Vb, HD);
     }
-    cp_commit();   /* the first key tile */
-    cp_wait<1>();  /* Q has landed */
+    cp_commit();
+    if (threadIdx.x < BQ) smr[threadIdx.x] = mq[q0 + threadIdx.x];
+    ld_tile_f32<BQ, HD>(sQ, LDH, q + ((size_t)b * nq + q0) * nh * hd + (size_t)h * hd, (size_t)nh * hd, nrow, hd,
+                        qvec);
     __syncthreads();
+    int mrow[2] = {smr[row], smr[row + 8]};
     u32 qf[HD / 16][4];  /* this warp's Q fragments, the same for every key tile */
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) ldsm4(qf[kk], ldsm_a(sQ, LDH, warp * 16, kk * 16, lr, lm));
@@ -286,13 +336,13 @@ attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, 
                 }
             float mn = fmaxf(mrun[hr], quad_max(tmax));
             /* nothing visible to the row yet: keep sums at 0 (exp2(-inf) = 0) */
-            float alpha = mn == -INFINITY ? 1.f : exp2f(mrun[hr] - mn), base = mn == -INFINITY ? 0.f : mn;
+            float alpha = mn == -INFINITY ? 1.f : ex2(mrun[hr] - mn), base = mn == -INFINITY ? 0.f : mn;
             float rs = 0.f;
 #pragma unroll
             for (int n = 0; n < NB; n++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    float p = exp2f(s[n][2 * hr + e] - base);
+                    float p = ex2(s[n][2 * hr + e] - base);
                     s[n][2 * hr + e] = p;
                     rs += p;
                 }
@@ -343,9 +393,10 @@ attention_tc_fwd_kernel(float *out, float *lse, const bf16 *Qh, const bf16 *Kh, 
 template <int HD, int BQ>
 __global__ void __launch_bounds__(TC_THREADS, HD == 64 ? 3 : 1)
 attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const bf16 *Oh, const float *D2,
-                        const float *L2, const bf16 *Kh, const bf16 *Vh, const int *mq, const int *qpos, const int *kpos, int nq, int nk, int nqp,
-                        int nkp, int nh, int nkv, int hd, float scale, float scale_log2) {
-    constexpr int BK = TC_BK, LDH = HD + 8, LDK = BK + 8, NQ = BQ / 8, ND = HD / 8;
+                        const float *L2, const float *k, const float *v, const int *mq, const int *qpos,
+                        const int *kpos, int nq, int nk, int nqp, int nh, int nkv, int hd, float scale,
+                        float scale_log2, bool kvvec) {
+    constexpr int BK = TC_BK, LDH = HD + 8, LDS = BQ + 8, NQ = BQ / 8, ND = HD / 8;
     /* dQ = dS K: warps split the BQ/16 row groups, then the column blocks */
     constexpr int RG = BQ / 16, NDW = ND / (4 / RG);
     static_assert(NDW % 2 == 0 && NQ % 2 == 0, "ldmatrix x4 reads pairs of 8-column blocks");
@@ -354,7 +405,7 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
     constexpr int STAGE = 2 * BQ * LDH + 3 * BQ * 2;  /* in bf16 units */
     extern __shared__ __align__(16) unsigned char tc_smem[];
     bf16 *sK = reinterpret_cast<bf16 *>(tc_smem), *sV = sK + BK * LDH, *sdS = sV + BK * LDH,
-         *stages = sdS + BQ * LDK;  /* sdS [BQ][LDK], query-major */
+         *stages = sdS + BK * LDS;  /* sdS [BK][LDS], key-major (the accumulators' layout) */
     int hk = blockIdx.x, b = blockIdx.y, c0 = blockIdx.z * BK;  /* low key tiles (the most queries) first */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, group = nh / nkv;
     int lr = lane & 7, lm = lane >> 3;
@@ -362,9 +413,6 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
     int i0 = first_query_at(qpos, nq, kpos[c0]);  /* earlier queries see none of these keys */
     if (i0 >= nq) return;                          /* nothing to add */
     int qa = i0 / BQ * BQ, ntiles = (nq - qa + BQ - 1) / BQ, nit = group * ntiles;
-    size_t bk = (size_t)b * nkv + hk;
-    cp_tile<BK, HD>(sK, LDH, Kh + (bk * nkp + c0) * HD, HD);
-    cp_tile<BK, HD>(sV, LDH, Vh + (bk * nkp + c0) * HD, HD);
     /* query-side tiles of iteration it (head hk*group + it/ntiles, tile it%ntiles) into stage st */
     auto fetch = [&](int it, int st) {
         size_t bh = (size_t)b * nh + hk * group + it / ntiles;
@@ -378,7 +426,10 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
         cp_words(side + 4 * BQ, D2 + bh * nqp + q0, BQ);
     };
     fetch(0, 0);
-    cp_commit();  /* the key side and the first query tile */
+    cp_commit();  /* the first query tile streams in while K and V are read and rounded (read once) */
+    size_t kvoff = ((size_t)b * nk + c0) * nkv * hd + (size_t)hk * hd;
+    ld_tile_f32<BK, HD>(sK, LDH, k + kvoff, (size_t)nkv * hd, ncol, hd, kvvec);
+    ld_tile_f32<BK, HD>(sV, LDH, v + kvoff, (size_t)nkv * hd, ncol, hd, kvvec);
     bool dq_pairs = hd % 2 == 0 && ((uintptr_t)dq % 8 == 0);  /* float2 atomics aligned */
     int krow = warp * 16 + g;                                 /* this thread's keys: krow, krow + 8 */
     float adk[ND][4], adv[ND][4];
@@ -450,12 +501,14 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
             }
         }
         if (dq) {
-            /* dQ += scale dS K: dS goes through shared memory in query-major order */
+            /* dQ += scale dS K: dS^T goes through shared memory as it sits in the
+             * accumulators (key rows, adjacent query pairs: one 32-bit store
+             * each, conflict-free); the dS operand is read back with .trans */
 #pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    sdS[(n * 8 + 2 * t + (e & 1)) * LDK + krow + 8 * (e >> 1)] = __float2bfloat16_rn(dpt[n][e]);
+            for (int n = 0; n < NQ; n++) {
+                *reinterpret_cast<u32 *>(sdS + krow * LDS + n * 8 + 2 * t) = pack_bf16(dpt[n][0], dpt[n][1]);
+                *reinterpret_cast<u32 *>(sdS + (krow + 8) * LDS + n * 8 + 2 * t) = pack_bf16(dpt[n][2], dpt[n][3]);
+            }
             __syncthreads();
             int rg = warp % RG, nw = warp / RG;
             float acc[NDW][4];
@@ -464,7 +517,7 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
                 u32 a[4];
-                ldsm4(a, ldsm_a(sdS, LDK, rg * 16, kk * 16, lr, lm));
+                ldsm4_t(a, ldsm_bn(sdS, LDS, kk * 16, rg * 16, lr, lm));  /* rows kk*16.. (keys) */
 #pragma unroll
                 for (int m = 0; m < NDW; m += 2) {
                     u32 bb[4];
@@ -495,7 +548,12 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
                 }
             }
         }
-        __syncthreads();  /* readers done before this stage and sdS are refilled */
+        /* readers done before this stage and sdS are refilled. With dq the
+         * barrier between the sdS stores and the dQ product already orders
+         * the stage's last reads before the next fetch into it, and the next
+         * iteration's first barrier orders the dQ reads of sdS before its
+         * stores, so only the dq == NULL path needs one here */
+        if (!dq) __syncthreads();
     }
     cp_wait<0>();
     size_t kstride = (size_t)nkv * hd, koff = ((size_t)b * nk + c0) * kstride + (size_t)hk * hd;
@@ -552,20 +610,20 @@ template <int HD>
 static void tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
                    const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk > 0 ? nk : 1, TC_BK);
-    size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
-    unsigned char *p = tc_scratch(bq + 2 * bk + align256(sizeof(int) * nqp));
+    size_t bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
+    unsigned char *p = tc_scratch(2 * bk + align256(sizeof(int) * nqp));
     if (!p) return;
-    bf16 *Qh = (bf16 *)p, *Kh = (bf16 *)(p + bq), *Vh = (bf16 *)(p + bq + bk);
-    int *mq = (int *)(p + bq + 2 * bk);
-    convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
+    bf16 *Kh = (bf16 *)p, *Vh = (bf16 *)(p + bk);  /* Q is read and rounded by the kernel (read once) */
+    int *mq = (int *)(p + 2 * bk);
     convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
     convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
     size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 4 * TC_BK * (HD + 8));
     if (attention_set_smem((const void *)attention_tc_fwd_kernel<HD>, smem, "attention_fwd")) return;
     dim3 grid(nh, B, nqp / TC_BQ);
-    attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, Qh, Kh, Vh, mq, nq, nqp, nkp,
-                                                                          nh, nkv, hd, LOG2E_F / sqrtf((float)hd));
+    bool qvec = hd % 4 == 0 && (uintptr_t)q % 16 == 0;
+    attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, q, Kh, Vh, mq, nq, nkp, nh, nkv,
+                                                                          hd, LOG2E_F / sqrtf((float)hd), qvec);
     CUDA_LAUNCHED();
 }
 
@@ -574,26 +632,25 @@ static void tc_bwd(float *dq, float *dk, float *dv, const float *dout, const flo
                    const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B, int nq,
                    int nk, int nh, int nkv, int hd) {
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk, TC_BK);
-    size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
-    size_t br = align256(sizeof(float) * B * nh * nqp);
-    unsigned char *p = tc_scratch(2 * bq + 2 * bk + 2 * br + align256(sizeof(int) * nqp));
+    size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), br = align256(sizeof(float) * B * nh * nqp);
+    unsigned char *p = tc_scratch(2 * bq + 2 * br + align256(sizeof(int) * nqp));
     if (!p) return;
-    bf16 *Qh = (bf16 *)p, *Oh = (bf16 *)(p + bq), *Kh = (bf16 *)(p + 2 * bq), *Vh = (bf16 *)(p + 2 * bq + bk);
-    float *D2 = (float *)(p + 2 * bq + 2 * bk), *L2 = (float *)(p + 2 * bq + 2 * bk + br);
-    int *mq = (int *)(p + 2 * bq + 2 * bk + 2 * br);
+    /* K and V are read and rounded by the kernel (each block reads its key tile once) */
+    bf16 *Qh = (bf16 *)p, *Oh = (bf16 *)(p + bq);
+    float *D2 = (float *)(p + 2 * bq), *L2 = (float *)(p + 2 * bq + br);
+    int *mq = (int *)(p + 2 * bq + 2 * br);
     convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
     convert<HD>(Oh, D2, L2, dout, out, lse, B, nq, nh, hd, nqp);
-    convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
-    convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
     size_t stage = 2 * BQ * (HD + 8) + 6 * BQ;
-    size_t smem = sizeof(bf16) * (2 * TC_BK * (HD + 8) + BQ * (TC_BK + 8) + 2 * stage);
+    size_t smem = sizeof(bf16) * (2 * TC_BK * (HD + 8) + TC_BK * (BQ + 8) + 2 * stage);
     if (attention_set_smem((const void *)attention_tc_bwd_kernel<HD, BQ>, smem, "attention_bwd")) return;
     dim3 grid(nkv, B, nkp / TC_BK);
     float scale = 1.f / sqrtf((float)hd);
+    bool kvvec = hd % 4 == 0 && (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0;
     attention_tc_bwd_kernel<HD, BQ><<<grid, TC_THREADS, smem, cuda_stream()>>>(
-        dq, dk, dv, Qh, Oh, D2, L2, Kh, Vh, mq, qpos, kpos, nq, nk, nqp, nkp, nh, nkv, hd, scale,
-        scale * LOG2E_F);
+        dq, dk, dv, Qh, Oh, D2, L2, k, v, mq, qpos, kpos, nq, nk, nqp, nh, nkv, hd, scale, scale * LOG2E_F,
+        kvvec);
     CUDA_LAUNCHED();
 }
 
