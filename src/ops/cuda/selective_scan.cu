@@ -64,6 +64,14 @@ __device__ __forceinline__ float scan_decay(float x2) {
 }
 #endif
 
+/* dBm/dCm sums of the backward: with one state per lane and G <= 16, each
+ * warp writes its per-step sums to a [warp][G][32] shared stage with plain
+ * stores and the block sums the 8 rows every G steps; shared-memory float
+ * atomicAdd has no native instruction on sm_90 (it is an LDS + ATOMS.CAST
+ * compare-and-swap loop, contended by the block's 8 warps), which the
+ * per-chunk tile (used for S > 16) pays twice per step. */
+__host__ __device__ constexpr bool scan_staged(int G, int SPL) { return G <= 16 && SPL == 1; }
+
 /* sum over the G lanes of a group (every lane gets it) */
 template <int G>
 __device__ __forceinline__ float group_sum(float v) {
@@ -215,14 +223,17 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                 const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
                 const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
                 const float *cR, const float *csdt, int cps, int K) {
+    constexpr bool STAGED = scan_staged(G, SPL);
     extern __shared__ float smem[];
     float *hsm = smem;                                   /* [L][SPL][SCAN_THREADS]: the chunk's states */
     float *tB = hsm + (size_t)L * SPL * SCAN_THREADS;    /* [L][S]: the block's dBm for the chunk */
     float *tC = tB + (size_t)L * S;                      /* [L][S]: dCm */
+    float *stage = tB;                                   /* STAGED: [warp][G][32] instead of tB, tC */
     ScanLane<G> ln(E);
-    int b = blockIdx.y, nc = (n + L - 1) / L, tid = threadIdx.x, lane = tid & 31;
+    int b = blockIdx.y, nc = (n + L - 1) / L, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int seg = blockIdx.z, c_lo = seg * cps, c_hi = min(nc, c_lo + cps);  /* this block's chunks */
-    for (int i = tid; i < 2 * L * S; i += SCAN_THREADS) tB[i] = 0.f;
+    if (!STAGED)
+        for (int i = tid; i < 2 * L * S; i += SCAN_THREADS) tB[i] = 0.f;
     float A[SPL], A2[SPL], dh[SPL], dA[SPL], hin[SPL];
     const float *Bb = Bm + (size_t)b * n * S + ln.g, *Cb = Cm + (size_t)b * n * S + ln.g;  /* + t*S + G*k */
 #pragma unroll
@@ -303,7 +314,11 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                         dBv += __shfl_xor_sync(0xffffffffu, dBv, o);
                         dCv += __shfl_xor_sync(0xffffffffu, dCv, o);
                     }
-                    if (lane < G && s < S) {
+                    if constexpr (STAGED) {
+                        /* every lane now holds its s's sums over the warp's channels: lanes with
+                         * bit G clear keep dBm's, the others dCm's (G <= 16: both kinds exist) */
+                        stage[(warp * G + j) * 32 + lane] = (lane & G) ? dCv : dBv;
+                    } else if (lane < G && s < S) {
                         atomicAdd(&tB[(t - t0) * S + s], dBv);
                         atomicAdd(&tC[(t - t0) * S + s], dCv);
                     }
@@ -312,6 +327,22 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
                 dxp = group_sum<G>(dxp);
                 ddtp = group_sum<G>(ddtp);
                 if (ln.g == j) { dxm = dxp; ddtm = ddtp; }
+            }
+            if constexpr (STAGED) {
+                /* the block's dBm/dCm of these G steps: sum the warps' rows, one global
+                 * atomic per (t, s) and block (as many as the per-chunk tile flush made) */
+                __syncthreads();
+                for (int i = tid; i < 2 * G * G; i += SCAN_THREADS) {
+                    int j = i / (2 * G), l = i % (2 * G), s = l % G, t = ts + j;
+                    float *dst = l < G ? dBm : dCm;
+                    if (dst && t >= t0 && s < S) {
+                        float v = 0.f;
+#pragma unroll
+                        for (int w = 0; w < SCAN_THREADS / 32; w++) v += stage[(w * G + j) * 32 + l];
+                        atomicAdd(&dst[((size_t)b * n + t) * S + s], v);
+                    }
+                }
+                __syncthreads();  /* the stage is rewritten by the next G steps */
             }
             float prem = group_sum_scatter<G>(pj, ln.g);
             if (ln.live && on) {
@@ -322,6 +353,7 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
             }
         }
         /* 3. the block's dBm/dCm of this chunk into global memory; tiles reset */
+        if (STAGED) continue;  /* done per G steps; hsm is per-thread, no barrier needed */
         __syncthreads();
         size_t base = ((size_t)b * n + t0) * S;
         for (int i = tid; i < (t1 - t0) * S; i += SCAN_THREADS) {
@@ -370,7 +402,8 @@ static int scan_kernels(int S, int L, ScanKernels *k, size_t *smem, const char *
         cuda_record_error(what, "the chunk length L must be >= 1", __FILE__, __LINE__);
         return -1;
     }
-    *smem = sizeof(float) * ((size_t)L * k->SPL * SCAN_THREADS + 2 * (size_t)L * S);
+    *smem = sizeof(float) * ((size_t)L * k->SPL * SCAN_THREADS +
+                             (scan_staged(k->G, k->SPL) ? (size_t)(SCAN_THREADS / 32) * k->G * 32 : 2 * (size_t)L * S));
     return 0;
 }
 
