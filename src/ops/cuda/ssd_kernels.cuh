@@ -3,12 +3,35 @@
  * TF32 tensor-core products); LD and TC come from the namespace. */
 /* ---- shared-memory tile helpers ---- */
 
+/* ---- barriers and asynchronous tile copies ----
+ * The tensor-core build copies tiles with cp.async (16 bytes, zero-filled
+ * past the valid rows), so that all of a phase's tiles are in flight at once;
+ * every barrier first waits for the thread's own copies, which makes them
+ * visible to the block after it, as the plain stores were. */
+__device__ __forceinline__ void bar() {
+    if constexpr (TC) asm volatile("cp.async.wait_all;\n" ::);
+    __syncthreads();
+}
+__device__ __forceinline__ void cp16z(float *dst, const float *src, bool valid) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(valid ? 16 : 0));
+}
+
 /* dst[r][c] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile.
- * In the tensor-core build (LD 68: 16-byte aligned rows), 16-byte loads and stores when the rows
- * allow (the model's P, N and row widths are multiples of 4): a quarter of the instructions, all
- * loads issued before the stores; a quarter-warp's stores then cover 32 consecutive banks. */
+ * In the tensor-core build (LD 68: 16-byte aligned rows), 16-byte copies when the rows allow (the
+ * model's P, N and row widths are multiples of 4): cp.async without a row scale (completed by the
+ * next bar()), else 16-byte loads, all issued before the scaled 16-byte stores. */
 __device__ __forceinline__ void load_tile(float *dst, const float *src, size_t ld, int rows, int cols,
                                           const float *rs = nullptr) {
+    if (TC && !rs && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            bool ok = r < rows && c < cols;
+            cp16z(dst + r * LD + c, ok ? src + (size_t)r * ld + c : src, ok);
+        }
+        return;
+    }
     if (TC && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
         float4 v[TS * TS / 4 / NT];
 #pragma unroll
@@ -92,13 +115,13 @@ __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const flo
     }
     wmma::store_matrix_sync(Sx + r0 * LD + c0, f0, LD, wmma::mem_row_major);
     wmma::store_matrix_sync(Sx + r0 * LD + c0 + 16, f1, LD, wmma::mem_row_major);
-    __syncthreads();
+    bar();
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] += Sx[(ty + 16 * i) * LD + tx + 16 * j];
-    __syncthreads();  /* Sx free for the next product */
+    bar();  /* Sx free for the next product */
 }
 
 template <bool A_RK, bool B_CK>
@@ -153,7 +176,7 @@ __device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, c
         u_s[tid] = u; dt_s[tid] = dt; la_s[tid] = la;
         ecum_s[tid] = 0.f; etail_s[tid] = 0.f;
     }
-    __syncthreads();
+    bar();
     if (tid == 64) {  /* the running sum from the chunk's start (the CPU's step 3 order) */
         float s = 0.f;
         for (int i = 0; i < k.l; i++) { s += la_s[i]; ecum_s[i] = expf(s); }
@@ -173,7 +196,7 @@ __device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, c
             for (int j = i; j >= 0; j--) row[j] = 0.f;
         }
     }
-    __syncthreads();
+    bar();
 }
 
 /* ---- forward: the chunk's own state, and the backward's own-term of dstates ----
@@ -201,10 +224,10 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     for (int p0 = 0; p0 < d.P; p0 += TS)
         for (int n0 = 0; n0 < d.N; n0 += TS) {
-            __syncthreads();  /* sc_s written / the previous tiles read */
+            bar();  /* sc_s written / the previous tiles read */
             load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0), sc_s);
             load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
-            __syncthreads();
+            bar();
             float acc[4][4];
             zero(acc);
             mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
@@ -219,9 +242,11 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
 }
 
 /* The two passes walk the chunks in order, one thread per (b, h, state
- * element). Each loads PASS_BATCH chunks' values before storing any, so that
- * many loads are in flight per thread (the compiler may not move a load above
- * the previous chunk's store, which it cannot prove to be elsewhere). */
+ * element). Each loads PASS_BATCH chunks' values and decays before storing
+ * any, so that many loads are in flight per thread (the compiler may not move
+ * a load above the previous chunk's store, which it cannot prove to be
+ * elsewhere; the decays were loaded after the stores at first, one memory
+ * round trip per chunk). */
 #define PASS_BATCH 8
 
 /* states[b, c+1] = S_c + a_c states[b, c], c ascending (states[b, 0] = 0) */
@@ -235,14 +260,17 @@ __global__ void ssd_state_pass_fwd(float *states, const float *achunk, SsdDims d
     float carry = 0.f;
     s[0] = 0.f;
     for (int c0 = 0; c0 < d.nch; c0 += PASS_BATCH) {
-        float v[PASS_BATCH];
-#pragma unroll
-        for (int q = 0; q < PASS_BATCH; q++)
-            if (c0 + q < d.nch) v[q] = s[(size_t)(c0 + q + 1) * step];
+        float v[PASS_BATCH], av[PASS_BATCH];
 #pragma unroll
         for (int q = 0; q < PASS_BATCH; q++)
             if (c0 + q < d.nch) {
-                carry = v[q] + a[c0 + q] * carry;
+                v[q] = s[(size_t)(c0 + q + 1) * step];
+                av[q] = a[c0 + q];
+            }
+#pragma unroll
+        for (int q = 0; q < PASS_BATCH; q++)
+            if (c0 + q < d.nch) {
+                carry = v[q] + av[q] * carry;
                 s[(size_t)(c0 + q + 1) * step] = carry;
             }
     }
@@ -259,15 +287,18 @@ __global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
     size_t step = (size_t)d.nh * PN;
     float carry = 0.f;
     for (int c1 = d.nch - 1; c1 >= 0; c1 -= PASS_BATCH) {  /* chunks c1, c1-1, ... */
-        float own[PASS_BATCH];
+        float own[PASS_BATCH], av[PASS_BATCH];
 #pragma unroll
         for (int q = 0; q < PASS_BATCH; q++)
-            if (c1 - q >= 0) own[q] = s[(size_t)(c1 - q) * step];
+            if (c1 - q >= 0) {
+                own[q] = s[(size_t)(c1 - q) * step];
+                av[q] = a[c1 - q];
+            }
 #pragma unroll
         for (int q = 0; q < PASS_BATCH; q++)
             if (c1 - q >= 0) {
                 s[(size_t)(c1 - q) * step] = carry;
-                carry = own[q] + a[c1 - q] * carry;
+                carry = own[q] + av[q] * carry;
             }
     }
 }
@@ -292,10 +323,10 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
     float cb[4][4];  /* C_i . B_j */
     zero(cb);
     for (int n0 = 0; n0 < d.N; n0 += TS) {
-        __syncthreads();
+        bar();
         load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
         load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
-        __syncthreads();
+        bar();
         mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
     }
     /* W in place of M: each thread rewrites only the elements it reads */
@@ -313,19 +344,19 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
         float acc[4][4];
         zero(acc);
         for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [i][p] += C_i[n] h0[p][n] */
-            __syncthreads();
+            bar();
             load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
             load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
-            __syncthreads();
+            bar();
             mm<true, true>(acc, S0, S1, min(TS, d.N - n0), Sx);
         }
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) acc[a][b] *= ecum_s[ty + 16 * a];
-        __syncthreads();
+        bar();
         load_tile(S1, X + p0, d.W, k.l, pc);
-        __syncthreads();
+        bar();
         mm<true, false>(acc, Mt, S1, k.l, Sx);  /* [i][p] += W[i][j] x[j][p] */
 #pragma unroll
         for (int a = 0; a < 4; a++)
@@ -362,22 +393,34 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
     const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
     const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
     float Dh = D[k.h];
+    /* the thread's part of sum(G * h0), for dtotal at the end; first, while few registers are live */
+    float gh = 0.f;
+    if (TC && (PN & 3) == 0) {  /* 16-byte loads, several in flight (the plain loop waited on each) */
+        const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
+#pragma unroll 2
+        for (int e = threadIdx.x; e < (int)(PN / 4); e += NT) {
+            float4 a = g4[e], b = h4[e];
+            gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        }
+    } else {
+        for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+    }
 
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
     zero(cb);
     zero(dw);
     for (int n0 = 0; n0 < d.N; n0 += TS) {
-        __syncthreads();
+        bar();
         load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
         load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
-        __syncthreads();
+        bar();
         mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
     }
     for (int p0 = 0; p0 < d.P; p0 += TS) {
-        __syncthreads();
+        bar();
         load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
         load_tile(S1, X + p0, d.W, k.l, min(TS, d.P - p0));
-        __syncthreads();
+        bar();
         mm<true, true>(dw, S0, S1, min(TS, d.P - p0), Sx);
     }
     /* W, dCB, and dSeg (in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
@@ -404,16 +447,16 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         float acc[4][4];
         zero(acc);
         for (int n0 = 0; n0 < d.N; n0 += TS) {  /* [j][p] += B_j[n] G[p][n] */
-            __syncthreads();
+            bar();
             load_tile(S0, Bm + n0, d.W, k.l, min(TS, d.N - n0));
             load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, pc, min(TS, d.N - n0));
-            __syncthreads();
+            bar();
             mm<true, true>(acc, S0, S1, min(TS, d.N - n0), Sx);
         }
-        __syncthreads();
+        bar();
         load_tile(S0, X + p0, d.W, k.l, pc);
         load_tile(S1, dY + p0, d.E, k.l, pc);
-        __syncthreads();  /* also publishes Wt */
+        bar();  /* also publishes Wt */
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             int j = ty + 16 * a;
@@ -446,19 +489,19 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         float acc[4][4];
         zero(acc);
         for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [j][n] += x_j[p] G[p][n] */
-            __syncthreads();
+            bar();
             load_tile(S0, X + p0, d.W, k.l, min(TS, d.P - p0));
             load_tile(S1, Gc + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
-            __syncthreads();
+            bar();
             mm<true, false>(acc, S0, S1, min(TS, d.P - p0), Sx);
         }
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) acc[a][b] *= etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
-        __syncthreads();
+        bar();
         load_tile(S0, Cm + n0, d.W, k.l, nc);
-        __syncthreads();
+        bar();
         mm<false, false>(acc, Dt, S0, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
         if (dxbc)
 #pragma unroll
@@ -472,16 +515,16 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
 
         zero(acc);
         for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [i][n] += dy_i[p] h0[p][n] */
-            __syncthreads();
+            bar();
             load_tile(S0, dY + p0, d.E, k.l, min(TS, d.P - p0));
             load_tile(S1, h0 + (size_t)p0 * d.N + n0, d.N, min(TS, d.P - p0), nc);
-            __syncthreads();
+            bar();
             mm<true, false>(acc, S0, S1, min(TS, d.P - p0), Sx);
         }
-        __syncthreads();
+        bar();
         load_tile(S0, Cm + n0, d.W, k.l, nc);
         load_tile(S1, Bm + n0, d.W, k.l, nc);
-        __syncthreads();
+        bar();
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             int i = ty + 16 * a;
@@ -506,9 +549,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
                 }
     }
 
-    /* dtotal = a_c sum(G * h0) */
-    float gh = 0.f;
-    for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+    /* dtotal = a_c sum(G * h0), gh summed at the start */
     float dtot = etot * block_sum(gh, red);
 
     /* sum_{j<k<=i} dSeg_ij: row prefixes (Mt[i][k] := sum_{j<k} dSeg_ij), then column sums over i >= k */
@@ -521,7 +562,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
             run += t;
         }
     }
-    __syncthreads();
+    bar();
     float dbias = 0.f, dAl = 0.f;
     if (threadIdx.x < k.l) {
         int kk = threadIdx.x;
