@@ -13,6 +13,7 @@
  * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
@@ -190,6 +191,22 @@ static void test_large(const TinySpec *s) {
     compare_model(name, &c, 4, 256);
 }
 
+/* FLOWHN_TEST_ARCH=a,b,...: only the specs of those names (both sections), to
+ * check a few architectures quickly on a shared GPU */
+static int wanted(const char *name) {
+    const char *list = getenv("FLOWHN_TEST_ARCH");
+    if (!list || !*list) return 1;
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == len && !strncmp(p, name, len)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -198,11 +215,13 @@ int main(void) {
     }
     printf("whole model, cpu_ops vs cuda_ops (fp32): loss rel <= %.0e, per-tensor gradient rel L2 < %.0e, "
            "%d AdamW steps' losses rel <= %.0e\n", LOSS_TOL, GRAD_TOL, ADAM_STEPS, STEP_TOL);
-    for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     const char *large[] = {"llama", "mamba1", "flowhn-fac-isolated"};
     for (int k = 0; k < 3; k++)
         for (int i = 0; i < n_tiny_specs; i++)
-            if (!strcmp(tiny_specs[i].name, large[k])) RUN_ARG(test_large, &tiny_specs[i], large[k]);
+            if (!strcmp(tiny_specs[i].name, large[k]) && wanted(large[k]))
+                RUN_ARG(test_large, &tiny_specs[i], large[k]);
 
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
@@ -213,8 +232,10 @@ int main(void) {
            "losses rel <= %.0e\n", LOSS_TOL, WHOLE_TOL, GRAD_TOL, STEP_TOL);
     for (int k = 0; k < 3; k++)
         for (int i = 0; i < n_tiny_specs; i++)
-            if (!strcmp(tiny_specs[i].name, large[k])) RUN_ARG(test_large, &tiny_specs[i], large[k]);
-    for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+            if (!strcmp(tiny_specs[i].name, large[k]) && wanted(large[k]))
+                RUN_ARG(test_large, &tiny_specs[i], large[k]);
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     cuda_set_matmul_precision("fp32");
     TEST_SUMMARY();
 }
