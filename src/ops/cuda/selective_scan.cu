@@ -460,10 +460,6 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                                               Bm, Cm, D, z, B, n, E, S, n);
     if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
     int gx = blocks_for((size_t)E, SCAN_THREADS / k.G), nc = (n + L - 1) / L, K = scan_segments(k, smem, (long)gx * B, nc);
-    /* Blocks with dead lanes (E not a multiple of a block's channels) walk time
-     * unsplit for now: the split gave them a wrong dB on the H200 (test_cuda),
-     * and the fix (dead lanes take no carry) has not run on a GPU yet. */
-    if (E % (SCAN_THREADS / k.G)) K = 1;
     int cps = (nc + K - 1) / K;
     float *cR = NULL, *csdt = NULL;
     if (K > 1) {
