@@ -39,11 +39,12 @@ static void usage(void) {
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
             "  --seed S            parameter and token seed (default 1)\n"
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
-            "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (also\n"
-            "                      FLOWHN_GRAPH=1; opt-in until tests/cuda/test_cuda_graph passes on a GPU)\n"
-            "  --no-graph          CUDA --decode: launch every op instead of replaying the recorded decode step (the\n"
-            "                      default for all but FlowHN with a split); also FLOWHN_NO_GRAPH=1. Training\n"
-            "                      runs the original step (host reads of the loss and norm inside it) unless --graph\n"
+            "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (the\n"
+            "                      default on CUDA; also FLOWHN_GRAPH=1)\n"
+            "  --no-graph          CUDA: launch every op instead: training runs the original step (host reads of\n"
+            "                      the loss and norm inside it); --decode launches every op instead of replaying\n"
+            "                      the recorded decode step (replay is the default for all but FlowHN with a\n"
+            "                      split); also FLOWHN_NO_GRAPH=1\n"
             "  --precision P       matrix products: fp32 (default), tf32 or bf16 (CUDA; bf16 = tensor cores on\n"
             "                      bf16-rounded operands, fp32 accumulation, fp32 master weights)\n"
             "  --decode            time generation instead: --prompt-len P tokens (default 128) fed token by\n"
@@ -277,7 +278,10 @@ int cmd_bench(int argc, char **argv) {
         goto out_model;
     }
     TrainStep ts;
-    if (graph > 0 && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
+    /* the step recorded once and replayed is the default where the backend records graphs (CUDA):
+     * tests/cuda/test_cuda_graph checks it against the original step */
+    int train_graph = graph > 0 || (graph == 0 && be->ops->graph_begin != NULL);
+    if (train_graph && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
         if (train_step_init(&ts, &m, graph > 0)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
         graph_step = &ts;
     }
@@ -304,7 +308,7 @@ int cmd_bench(int argc, char **argv) {
     double flops_tok = flops_train_per_token(&c, seq), tflops = flops_tok * tok_s / 1e12;
     size_t live, peak, used, total;
     be->memory(&live, &peak, &used, &total);
-    if (graph_step && graph > 0)
+    if (graph_step)
         printf("graph: %d recording(s), %d replays%s\n", graph_step->recordings, graph_step->replays,
                graph_step->graphs ? "" : " (recording failed: steps ran without graphs)");
     printf("loss: %.4f after warm-up, %.4f after the timed steps (random tokens)\n", warmup ? first_loss : m.loss,

@@ -257,10 +257,12 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
     int nv = 0, rc = 0, use_ts = 0;
     TrainStep ts;
     if (!tok || !tgt || !xs || !ys || !vx || !vy || !res->losses) { rc = fh_error("out of memory"); goto done; }
-    /* --graph / FLOWHN_GRAPH=1, one process, no accumulation: the recordable step (step.h), replayed as a
-     * graph where the backend records them (also asked for on the CPU, to test the step). Otherwise, and
-     * by default until tests/cuda/test_cuda_graph has passed on a GPU, the original step. */
+    /* One process, no accumulation: the recordable step (step.h), replayed as a graph where the backend
+     * records them. The default where it does (CUDA; tests/cuda/test_cuda_graph checks it against the
+     * original step); --graph asks for it on the CPU too (to test the step op by op). Otherwise, and with
+     * --no-graph / FLOWHN_NO_GRAPH=1, the original step. */
     int genv = train_step_graph_env(), graph = o->graph ? o->graph : genv;
+    if (graph == 0 && m->ops->graph_begin) graph = 1;
     use_ts = accum == 1 && !D && genv >= 0 && train_step_supported(m->ops) && graph > 0;
     if (use_ts && train_step_init(&ts, m, graph > 0)) { rc = -1; goto done; }
     double t_start = now_s(), tokens_done = 0;

@@ -9,7 +9,12 @@
  * compounding over steps, so the bounds can be tight:
  *   - loss: relative 1e-6 (the forward has no atomics: equal up to the order
  *     of the loss sum, host vs device, both in double);
- *   - gradient norm: relative 1e-5 (the backward's atomics);
+ *   - gradient norm: relative 1e-5 with fp32 products (the backward's atomics);
+ *     5e-4 with bf16 products: an atomics-level difference in an activation
+ *     gradient can flip its bf16 rounding (2^-8 relative) before the next
+ *     product, so two runs of the original step differ more. Measured on the
+ *     H200 (session 4): up to 1.7e-5 (mamba1) and 8.6e-5 (hymba) for the step
+ *     op by op, graphs off; a wrong clip or a lost gradient is >= 1e-2;
  *   - the update (parameters after - before): relative L2 0.1 against the
  *     reference's update (noise: Adam's m/sqrt(v) turns atomics-level noise in
  *     near-zero gradient entries into full-size steps; a wrong learning rate,
@@ -40,7 +45,9 @@ extern "C" {
 #define STEPS 8
 #define EVAL_AT 4
 #define LOSS_TOL 1e-6
-#define NORM_TOL 1e-5
+#define NORM_TOL_FP32 1e-5
+#define NORM_TOL_BF16 5e-4
+#define NORM_TOL (strcmp(mode, "bf16") ? NORM_TOL_FP32 : NORM_TOL_BF16)
 #define UPDATE_TOL 0.1
 
 static const char *mode = "fp32";
