@@ -282,7 +282,7 @@ int cmd_bench(int argc, char **argv) {
      * tests/cuda/test_cuda_graph checks it against the original step */
     int train_graph = graph > 0 || (graph == 0 && be->ops->graph_begin != NULL);
     if (train_graph && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
-        if (train_step_init(&ts, &m, graph > 0)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
+        if (train_step_init(&ts, &m, train_graph)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
         graph_step = &ts;
     }
     printf("bench: %s (%s), %zu parameters (%.1fM), batch %d x seq %d = %zu tokens/step\n", cfg_path,
