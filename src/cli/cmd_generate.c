@@ -85,30 +85,26 @@ int cmd_generate(int argc, char **argv) {
     if (!ckpt || !tokp) { usage(); return 2; }
     const Backend *be = backend_find(device);
     if (!be) { fprintf(stderr, "flowhn generate: --device %s: %s\n", device, fh_last_error()); return 2; }
-    Tokenizer *tok = tokenizer_load(tokp);
-    if (!tok) { fprintf(stderr, "flowhn generate: %s\n", fh_last_error()); return 1; }
-    /* refused before loading when it cannot fit: weights + the generator's KV caches and states + the
-     * prompt's prefill (its tokens and the leading <|endoftext|>, up to the window) */
+    /* refused before loading (and before the tokenizer) when it cannot fit: weights + the generator's KV
+     * caches and states + the prompt's prefill, for at most its byte count + 1 tokens (byte-level BPE: a
+     * token covers at least one byte; + the leading <|endoftext|>), up to the window */
     Config cc;
     MemoryEstimate mem;
-    int *ids = NULL;
-    size_t n = 0;
-    int rc = tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n) || checkpoint_read_config(ckpt, &cc);
-    free(ids);
-    n += tokenizer_eot(tok) >= 0;
-    if (!rc && n > (size_t)cc.max_seq_len) n = cc.max_seq_len;
-    if (rc || model_memory_estimate(&cc, 1, (int)n, MEMORY_GENERATE, &mem) || memory_check(&mem, be)) {
+    size_t np = strlen(prompt) + 1;
+    int rc = checkpoint_read_config(ckpt, &cc);
+    if (!rc && np > (size_t)cc.max_seq_len) np = cc.max_seq_len;
+    if (rc || model_memory_estimate(&cc, 1, (int)np, MEMORY_GENERATE, &mem) || memory_check(&mem, be)) {
         fprintf(stderr, "flowhn generate: %s\n", fh_last_error());
-        tokenizer_free(tok);
         return 1;
     }
     Model m;
     if (checkpoint_load_model(ckpt, be->ops, &m)) {
         fprintf(stderr, "flowhn generate: %s\n", fh_last_error());
-        tokenizer_free(tok);
         return 1;
     }
     const Config c = m.cfg;
+    Tokenizer *tok = tokenizer_load(tokp);
+    if (!tok) { fprintf(stderr, "flowhn generate: %s\n", fh_last_error()); model_free(&m); return 1; }
     if (tokenizer_vocab_size(tok) > c.vocab_size) {
         fprintf(stderr, "flowhn generate: tokenizer %s has %d tokens but the model's vocab_size is %d\n", tokp,
                 tokenizer_vocab_size(tok), c.vocab_size);
