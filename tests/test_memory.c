@@ -194,6 +194,42 @@ static void test_generator_estimate(void) {
 #endif
 }
 
+/* The generate estimate with a T-token prompt (MEMORY_GENERATE, T > 0)
+ * equals what generator_create + generator_prefill allocate on the counting
+ * table, byte for byte, and grows with T (the prefill's B*T-row activations):
+ * for every architecture, prompts of 0 (none), 1, 8 and the whole window. */
+static void test_prefill_estimate(void) {
+    const int prompts[] = {0, 1, 8, 32}, B = 2;
+    int tok[2 * 32] = {0};
+    for (int i = 0; i < N_TINY; i++) {
+        Config c;
+        if (load_tiny(tiny[i], &c)) { CHECK(0, "config"); continue; }
+        c.max_seq_len = 32;
+        size_t prev = 0, none = 0;
+        for (int p = 0; p < 4; p++) {
+            int T = prompts[p];
+            MemoryEstimate e;
+            Model m;
+            int rc = model_memory_estimate(&c, B, T, MEMORY_GENERATE, &e);
+            CHECK(rc == 0, "%s T=%d: %s", tiny[i], T, fh_last_error());
+            counting_init();
+            if (rc || model_create(&m, &c, &counting)) { CHECK(0, "%s: %s", tiny[i], fh_last_error()); continue; }
+            size_t base = live;
+            Generator *g = generator_create(&m, B);
+            CHECK(g && (!T || generator_prefill(g, tok, T, NULL) == 0), "%s T=%d: %s", tiny[i], T, fh_last_error());
+            size_t got = peak - base;
+            CHECK(e.activations == got, "%s T=%d: estimate %zu bytes, allocated %zu", tiny[i], T, e.activations, got);
+            CHECK(e.activations > prev, "%s T=%d: estimate %zu not above %zu at the shorter prompt", tiny[i], T,
+                  e.activations, prev);
+            prev = e.activations;
+            if (!T) none = prev;
+            generator_free(g);
+            model_free(&m);
+        }
+        printf("    %-15s generate B=%d: no prompt %zu bytes, 32-token prompt %zu\n", tiny[i], B, none, prev);
+    }
+}
+
 /* FLOWHN_MEMORY_LIMIT replaces the detected figure; suffixes are powers of 1024. */
 static void test_limit_override(void) {
     const Backend *cpu = backend_find("cpu");
@@ -306,6 +342,7 @@ int main(void) {
     RUN(test_estimate_is_exact);
     RUN(test_measured_split_is_covered);
     RUN(test_generator_estimate);
+    RUN(test_prefill_estimate);
     RUN(test_limit_override);
     RUN(test_detected_cpu_memory);
     RUN(test_refusal);

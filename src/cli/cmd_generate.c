@@ -85,11 +85,15 @@ int cmd_generate(int argc, char **argv) {
     if (!ckpt || !tokp) { usage(); return 2; }
     const Backend *be = backend_find(device);
     if (!be) { fprintf(stderr, "flowhn generate: --device %s: %s\n", device, fh_last_error()); return 2; }
-    /* refused before loading when it cannot fit: weights + the generator's KV caches and states */
+    /* refused before loading (and before the tokenizer) when it cannot fit: weights + the generator's KV
+     * caches and states + the prompt's prefill, for at most its byte count + 1 tokens (byte-level BPE: a
+     * token covers at least one byte; + the leading <|endoftext|>), up to the window */
     Config cc;
     MemoryEstimate mem;
-    if (checkpoint_read_config(ckpt, &cc) || model_memory_estimate(&cc, 1, 0, MEMORY_GENERATE, &mem) ||
-        memory_check(&mem, be)) {
+    size_t np = strlen(prompt) + 1;
+    int rc = checkpoint_read_config(ckpt, &cc);
+    if (!rc && np > (size_t)cc.max_seq_len) np = cc.max_seq_len;
+    if (rc || model_memory_estimate(&cc, 1, (int)np, MEMORY_GENERATE, &mem) || memory_check(&mem, be)) {
         fprintf(stderr, "flowhn generate: %s\n", fh_last_error());
         return 1;
     }
@@ -109,7 +113,6 @@ int cmd_generate(int argc, char **argv) {
     SamplerConfig sc = {temp, top_k, top_p};
     Rng rng;
     rng_seed(&rng, (uint64_t)seed, 7);
-    int rc = 0;
     for (int s = 0; s < samples && !rc; s++) {
         if (samples > 1) printf("--- sample %d ---\n", s + 1);
         struct timespec t0, t1;

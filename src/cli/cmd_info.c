@@ -92,7 +92,7 @@ int cmd_info(int argc, char **argv) {
 
     /* what the backend will allocate (fp32), as flowhn train, eval and generate estimate it */
     const struct { const char *what; int use, B, T; } runs[] = {
-        {"training", MEMORY_TRAIN, B, T}, {"eval (forward)", MEMORY_INFER, 1, T}, {"generate", MEMORY_GENERATE, 1, 0}};
+        {"training", MEMORY_TRAIN, B, T}, {"eval (forward)", MEMORY_INFER, 1, T}, {"generate+prompt", MEMORY_GENERATE, 1, T}};
     printf("\nmemory (fp32 backend allocations; flowhn train/bench/eval/generate refuse a run that does not fit):\n");
     for (int r = 0; r < 3; r++) {
         MemoryEstimate e;
@@ -102,8 +102,7 @@ int cmd_info(int argc, char **argv) {
             return 1;
         }
         memory_describe(&e, line, sizeof line);
-        if (runs[r].use == MEMORY_GENERATE) printf("  %-15s batch %d:        %s\n", runs[r].what, runs[r].B, line);
-        else printf("  %-15s batch %d x %-5d %s\n", runs[r].what, runs[r].B, runs[r].T, line);
+        printf("  %-15s batch %d x %-5d %s\n", runs[r].what, runs[r].B, runs[r].T, line);
     }
     size_t avail;
     char src[256];

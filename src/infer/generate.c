@@ -55,12 +55,9 @@ struct Generator {
     int graphs;               /* record and replay */
     int state;                /* 0 next step eager (warm-up), 1 recorded, 2 replayed */
     void *graph;
-    struct Prefill *pf;       /* generator_prefill's scratch (below), NULL until the first prompt */
 };
 
 #define P(off) (g->m->params + (off))
-
-static void prefill_free(Generator *g);
 
 static real *galloc(Generator *g, size_t n) {
     void **a = realloc(g->allocs, sizeof(void *) * (g->n_allocs + 1));
@@ -74,7 +71,6 @@ static real *galloc(Generator *g, size_t n) {
 void generator_free(Generator *g) {
     if (!g) return;
     if (g->graph) g->m->ops->graph_free(g->graph);
-    prefill_free(g);
     if (g->frozen) g->m->ops->freeze_weights(NULL, 0);
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
@@ -420,324 +416,33 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
 }
 
 /* ---- batched prefill ------------------------------------------------------
- * The prompt's P tokens per sequence go through the model's batched ops at
- * once, as model.c's forward does (linear over B*P rows, attention_fwd over
- * the prompt, conv1d_fwd and the chunked scans), and the generator keeps what
+ * The prompt's P tokens per sequence go through model.c's own forward blocks
+ * at once (model_prefill: linear over B*P rows, attention_fwd over the
+ * prompt, conv1d_fwd and the chunked scans), and the generator keeps what
  * token-by-token feeding would have left: each KV cache's rows [0, P) (FlowHN
  * isolated: its branch's own tokens), each conv window (the last d_conv conv
  * inputs, oldest first, zeros before the first), each SSM state (the scans'
- * final saved state). FlowHN with a split routes the prompt's positions by the
- * generator's plan (in_attn): each branch runs on its own tokens in order, as
- * the steps would have fed them. Only the last position reaches the head. */
+ * final saved state). FlowHN routes the prompt's positions by the generator's
+ * plan (the model's, with plan_len = W): each branch runs on its own tokens in
+ * order, as the steps would have fed them. Only the last position reaches the head. */
 
-/* scratch for B*P rows, kept (and grown) with the generator: prompt after
- * prompt reuses it, and no allocation happens between two prefills */
-typedef struct Prefill {
-    int cap;                      /* rows (B*P) the buffers hold */
-    void **allocs;
-    int n_allocs;
-    int *tok, *iota, *pa, *ps;    /* device ints: [cap] tokens; [P] positions 0..P-1; [P] FlowHN routing */
-    real *x, *tmp, *u, *uk, *mix, *h, *hn, *rstd, *q, *qr, *k, *kr, *v, *att, *lse, *gt, *up, *act;
-    real *xm, *zm, *conv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dtraw, *ys, *hs, *z, *zn;
-    real *xa, *xs, *ya, *yb, *y, *fz, *fzn, *last;
-    const real *kc;               /* the keys pf_kv left (roped or not), [B, nk, kvd] */
-} Prefill;
-
-/* the Mamba-1 scan saves its state every this many steps (model.c's M1_SCAN_CHUNK:
- * the CUDA scan's shared memory grows with it, so not the whole prompt) */
-#define PF_SCAN_CHUNK 32
-
-static void prefill_free(Generator *g) {
-    Prefill *pf = g->pf;
-    if (!pf) return;
-    for (int i = 0; i < pf->n_allocs; i++) g->m->ops->release(pf->allocs[i]);
-    free(pf->allocs);
-    free(pf);
-    g->pf = NULL;
-}
-
-static void *palloc(Generator *g, size_t bytes) {
-    Prefill *pf = g->pf;
-    void **a = realloc(pf->allocs, sizeof(void *) * (pf->n_allocs + 1));
-    if (!a) return NULL;
-    pf->allocs = a;
-    void *p = g->m->ops->alloc(bytes ? bytes : 1);
-    if (p) pf->allocs[pf->n_allocs++] = p;
-    return p;
-}
-
-/* which mixers the model has (no Mamba buffers for a transformer, and so on) */
-static void model_mixers(const Model *m, int *attn, int *m1, int *m2) {
-    *attn = *m1 = *m2 = 0;
-    for (int l = 0; l < m->cfg.num_layers; l++) {
-        const LayerW *w = &m->layout.layers[l];
-        if (w->kind == LAYER_DECODER) {
-            *attn |= w->dec.mixer == MIXER_ATTN;
-            *m1 |= w->dec.mixer == MIXER_MAMBA1;
-            *m2 |= w->dec.mixer == MIXER_MAMBA2;
-        } else {
-            *attn = 1;
-            if (w->kind == LAYER_HYMBA) *m1 = 1;
-            else {
-                const DecoderW *d[2] = {&w->attn_branch, &w->ssm_branch};
-                for (int i = 0; i < 2; i++) {
-                    *attn |= d[i]->mixer == MIXER_ATTN;
-                    *m1 |= d[i]->mixer == MIXER_MAMBA1;
-                    *m2 |= d[i]->mixer == MIXER_MAMBA2;
-                }
-            }
-        }
+/* model_prefill's callback: one mixer's tensors into its cache or state */
+static int prefill_take(void *ctx, int l, int part, const MixerCache *mc) {
+    Generator *g = ctx;
+    const Ops *o = g->m->ops;
+    MixerState *s = part == 0 ? &g->layers[l].dec : part == 1 ? &g->layers[l].attn : &g->layers[l].ssm;
+    int B = g->B, n = mc->n, K = g->m->cfg.d_conv, C = mc->C, r = n < K ? n : K;
+    if (mc->k) {
+        int kvd = cfg_kv_dim(&g->m->cfg);
+        o->copy_rows(s->kv.K, g->W * kvd, mc->k, n * kvd, B, n * kvd);
+        o->copy_rows(s->kv.V, g->W * kvd, mc->v, n * kvd, B, n * kvd);
+        s->kv.count = n;
+        return 0;
     }
-}
-
-/* scratch for P tokens per sequence (kept if large enough) */
-static int prefill_reserve(Generator *g, int P) {
-    const Config *c = &g->m->cfg;
-    int B = g->B;
-    size_t N = (size_t)B * P;
-    if (g->pf && g->pf->cap >= (int)N) return 0;
-    prefill_free(g);
-    int Pc = P;
-    if (!(g->pf = calloc(1, sizeof(Prefill)))) return fh_error("out of memory");
-    Prefill *pf = g->pf;
-    pf->cap = (int)N;
-    int at, m1, m2;
-    model_mixers(g->m, &at, &m1, &m2);
-    size_t H = c->hidden_size, I = c->intermediate_size, qd = (size_t)c->num_heads * c->head_dim,
-           kvd = cfg_kv_dim(c);
-    size_t E1 = m1 ? cfg_E(c) : 0, S = m1 ? c->d_state : 0, R = m1 ? c->dt_rank : 0;
-    size_t E2 = m2 ? cfg_m2_E(c) : 0, nh2 = m2 ? cfg_m2_heads(c) : 0;
-    size_t CX = m2 ? E2 + 2 * (size_t)c->m2_ngroups * c->m2_d_state : 0;
-    size_t EX = E1 > CX ? E1 : CX, EZ = E1 > E2 ? E1 : E2, ED = E1 > nh2 ? E1 : nh2;
-    size_t hs1 = m1 ? (size_t)B * ((Pc + PF_SCAN_CHUNK - 1) / PF_SCAN_CHUNK + 1) * E1 * S : 0;
-    size_t hs2 = m2 ? (size_t)B * ((Pc + c->m2_chunk_size - 1) / c->m2_chunk_size + 1) * E2 * c->m2_d_state : 0;
-    int flowhn = c->arch == ARCH_FLOWHN;
-    struct { real **p; size_t n; } bufs[] = {
-        {&pf->x, N * H}, {&pf->tmp, N * H}, {&pf->u, N * H}, {&pf->uk, N * H}, {&pf->mix, N * H},
-        {&pf->h, N * H}, {&pf->hn, N * H}, {&pf->rstd, N}, {&pf->last, (size_t)B * H},
-        {&pf->q, at ? N * qd : 0}, {&pf->qr, at ? N * qd : 0}, {&pf->att, at ? N * qd : 0},
-        {&pf->k, at ? N * kvd : 0}, {&pf->kr, at ? N * kvd : 0}, {&pf->v, at ? N * kvd : 0},
-        {&pf->lse, at ? N * c->num_heads : 0},
-        {&pf->gt, N * I}, {&pf->up, N * I}, {&pf->act, N * I},
-        {&pf->xm, N * EX}, {&pf->zm, N * EZ}, {&pf->conv, N * EX}, {&pf->xc, N * EX},
-        {&pf->dtr, N * R}, {&pf->br, N * S}, {&pf->cr, N * S}, {&pf->dtn, N * R}, {&pf->bn, N * S},
-        {&pf->cn, N * S}, {&pf->dtraw, N * ED}, {&pf->ys, N * EZ}, {&pf->hs, hs1 > hs2 ? hs1 : hs2},
-        {&pf->z, N * E2}, {&pf->zn, N * E2},
-        {&pf->xa, flowhn ? N * H : 0}, {&pf->xs, flowhn ? N * H : 0}, {&pf->ya, N * H}, {&pf->yb, N * H},
-        {&pf->y, N * 2 * H}, {&pf->fz, flowhn ? N * H : 0}, {&pf->fzn, flowhn ? N * H : 0},
-    };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        if (!(*bufs[i].p = palloc(g, sizeof(real) * bufs[i].n))) goto oom;
-    pf->tok = palloc(g, sizeof(int) * N);
-    pf->iota = palloc(g, sizeof(int) * Pc);
-    pf->pa = palloc(g, sizeof(int) * Pc);
-    pf->ps = palloc(g, sizeof(int) * Pc);
-    if (!pf->tok || !pf->iota || !pf->pa || !pf->ps) goto oom;
+    /* the window's last min(n, K) rows are the last inputs (the rows before stay zero: a fresh window) */
+    o->copy_rows(s->ssm.win + (size_t)(K - r) * C, K * C, mc->conv_in + (size_t)(n - r) * C, n * C, B, r * C);
+    o->copy_rows(s->ssm.h, (int)mc->state_n, mc->state, (int)mc->state_ld, B, (int)mc->state_n);
     return 0;
-oom:
-    prefill_free(g);
-    return fh_error("out of memory for the prefill of %d tokens x %d sequences", P, B);
-}
-
-/* K/V of the nk tokens ukv [B, nk, H] at positions kpos into the cache rows
- * [0, nk); pf->kc and pf->v keep them contiguous for pf_attn. */
-static void pf_kv(Generator *g, const AttnW *w, KVCache *kv, const real *ukv, int nk, const int *kpos) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int B = g->B, H = c->hidden_size, kvd = cfg_kv_dim(c), N = B * nk;
-    o->linear_fwd(pf->k, ukv, P(w->k), NULL, N, H, kvd);
-    o->linear_fwd(pf->v, ukv, P(w->v), NULL, N, H, kvd);
-    pf->kc = pf->k;
-    if (c->use_rope) {
-        o->rope_fwd(pf->kr, pf->k, kpos, B, nk, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
-        pf->kc = pf->kr;
-    }
-    o->copy_rows(kv->K, g->W * kvd, pf->kc, nk * kvd, B, nk * kvd);
-    o->copy_rows(kv->V, g->W * kvd, pf->v, nk * kvd, B, nk * kvd);
-    kv->count = nk;
-}
-
-/* queries from uq [B, nq, H] at qpos over the keys pf_kv left (nk at kpos); out [B, nq, H] */
-static void pf_attn(Generator *g, const AttnW *w, const real *uq, int nq, const int *qpos, int nk, const int *kpos,
-                    real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd;
-    o->linear_fwd(pf->q, uq, P(w->q), NULL, B * nq, H, qd);
-    const real *q = pf->q;
-    if (c->use_rope) {
-        o->rope_fwd(pf->qr, pf->q, qpos, B, nq, nh, hd, (real)c->rope_theta);
-        q = pf->qr;
-    }
-    o->attention_fwd(pf->att, pf->lse, q, pf->kc, pf->v, qpos, kpos, B, nq, nk, nh, c->num_kv_heads, hd);
-    o->linear_fwd(out, pf->att, P(w->o), NULL, B * nq, qd, H);
-}
-
-/* the conv window after n inputs xin [B, n, C]: its last min(n, K) rows are
- * the last inputs (the rows before stay zero: a fresh window) */
-static void pf_window(Generator *g, real *win, const real *xin, int n, int C) {
-    int K = g->m->cfg.d_conv, r = n < K ? n : K;
-    g->m->ops->copy_rows(win + (size_t)(K - r) * C, K * C, xin + (size_t)(n - r) * C, n * C, g->B, r * C);
-}
-
-static void pf_mamba1(Generator *g, const Mamba1W *w, SsmState *s, const real *u, int n, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int B = g->B, N = B * n, H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank;
-    int nc = (n + PF_SCAN_CHUNK - 1) / PF_SCAN_CHUNK;
-    real eps = (real)c->norm_eps;
-    o->linear_fwd(pf->xm, u, P(w->in_proj), NULL, N, H, E);
-    o->linear_fwd(pf->zm, u, P(w->in_proj) + (size_t)E * H, NULL, N, H, E);
-    o->conv1d_fwd(pf->conv, pf->xm, P(w->conv_w), P(w->conv_b), B, n, E, c->d_conv);
-    pf_window(g, s->win, pf->xm, n, E);
-    o->silu_fwd(pf->xc, pf->conv, (size_t)N * E);
-    o->linear_fwd(pf->dtr, pf->xc, P(w->x_proj), NULL, N, E, R);
-    o->linear_fwd(pf->br, pf->xc, P(w->x_proj) + (size_t)R * E, NULL, N, E, S);
-    o->linear_fwd(pf->cr, pf->xc, P(w->x_proj) + (size_t)(R + S) * E, NULL, N, E, S);
-    o->rmsnorm_fwd(pf->dtn, pf->rstd, pf->dtr, P(w->dt_norm), N, R, eps);
-    o->rmsnorm_fwd(pf->bn, pf->rstd, pf->br, P(w->b_norm), N, S, eps);
-    o->rmsnorm_fwd(pf->cn, pf->rstd, pf->cr, P(w->c_norm), N, S, eps);
-    o->linear_fwd(pf->dtraw, pf->dtn, P(w->dt_w), P(w->dt_b), N, R, E);
-    o->selective_scan_fwd(pf->ys, pf->hs, pf->xc, pf->dtraw, P(w->A_log), pf->bn, pf->cn, P(w->D), pf->zm, B, n, E,
-                          S, PF_SCAN_CHUNK);
-    /* hs [B, nc+1, E, S]: slot nc is the state after the last token */
-    o->copy_rows(s->h, E * S, pf->hs + (size_t)nc * E * S, (nc + 1) * E * S, B, E * S);
-    o->linear_fwd(out, pf->ys, P(w->out_proj), NULL, N, E, H);
-}
-
-static void pf_mamba2(Generator *g, const Mamba2W *w, SsmState *s, const real *u, int n, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int B = g->B, N = B * n, H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), L = c->m2_chunk_size;
-    int CX = E + 2 * c->m2_ngroups * c->m2_d_state, PN = E * c->m2_d_state, nc = (n + L - 1) / L;
-    o->linear_fwd(pf->z, u, P(w->in_proj), NULL, N, H, E);
-    o->linear_fwd(pf->xm, u, P(w->in_proj) + (size_t)E * H, NULL, N, H, CX);
-    o->linear_fwd(pf->dtraw, u, P(w->in_proj) + (size_t)(E + CX) * H, NULL, N, H, nh);
-    o->conv1d_fwd(pf->conv, pf->xm, P(w->conv_w), P(w->conv_b), B, n, CX, c->d_conv);
-    pf_window(g, s->win, pf->xm, n, CX);
-    o->silu_fwd(pf->xc, pf->conv, (size_t)N * CX);
-    o->ssd_fwd(pf->ys, pf->hs, pf->xc, pf->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, n, nh, c->m2_headdim,
-               c->m2_ngroups, c->m2_d_state, L);
-    /* states [B, nc+1, nh, P, N]: slot nc is the state after the last token */
-    o->copy_rows(s->h, PN, pf->hs + (size_t)nc * PN, (nc + 1) * PN, B, PN);
-    o->gated_rmsnorm_fwd(pf->zn, pf->rstd, pf->ys, pf->z, P(w->gate_norm), N, E, (real)c->norm_eps);
-    o->linear_fwd(out, pf->zn, P(w->out_proj), NULL, N, E, H);
-}
-
-static void pf_mlp(Generator *g, const MlpW *w, size_t norm, int N, const real *h, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int H = c->hidden_size, I = c->intermediate_size;
-    o->rmsnorm_fwd(pf->hn, pf->rstd, h, P(norm), N, H, (real)c->norm_eps);
-    o->linear_fwd(pf->gt, pf->hn, P(w->gate), NULL, N, H, I);
-    o->linear_fwd(pf->up, pf->hn, P(w->up), NULL, N, H, I);
-    o->swiglu_fwd(pf->act, pf->gt, pf->up, (size_t)N * I);
-    o->linear_fwd(out, pf->act, P(w->down), NULL, N, I, H);
-    o->add(out, out, h, (size_t)N * H);
-}
-
-/* A decoder layer on n tokens per sequence x [B, n, H] at positions pos -> out.
- * kv_nk > 0: the cache already holds kv_nk tokens' K/V at kv_pos (prefix
- * context, filled by the caller); else this layer's own tokens fill it. */
-static void pf_decoder(Generator *g, const DecoderW *w, MixerState *s, const real *x, int n, const int *pos,
-                       int kv_nk, const int *kv_pos, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    Prefill *pf = g->pf;
-    int N = g->B * n, H = c->hidden_size;
-    o->rmsnorm_fwd(pf->u, pf->rstd, x, P(w->mixer_norm), N, H, (real)c->norm_eps);
-    if (w->mixer == MIXER_ATTN) {
-        if (!kv_nk) { pf_kv(g, &w->attn, &s->kv, pf->u, n, pos); kv_nk = n; kv_pos = pos; }
-        pf_attn(g, &w->attn, pf->u, n, pos, kv_nk, kv_pos, pf->mix);
-    } else if (w->mixer == MIXER_MAMBA1) pf_mamba1(g, &w->m1, &s->ssm, pf->u, n, pf->mix);
-    else pf_mamba2(g, &w->m2, &s->ssm, pf->u, n, pf->mix);
-    if (!w->has_mlp) { o->add(out, x, pf->mix, (size_t)N * H); return; }
-    o->add(pf->h, x, pf->mix, (size_t)N * H);
-    pf_mlp(g, &w->mlp, w->mlp_norm, N, pf->h, out);
-}
-
-/* FlowHN on the prompt: as model.c's flowhn_fwd, with the positions [0, n)
- * routed by the generator's plan (what the steps would have done). The two
- * branch calls reuse the same scratch, so they run one after the other. */
-static int pf_flowhn(Generator *g, int l, const real *x, int n, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    const LayerW *w = &g->m->layout.layers[l];
-    LayerState *s = &g->layers[l];
-    Prefill *pf = g->pf;
-    int B = g->B, N = B * n, H = c->hidden_size, none = c->split == SPLIT_NONE, prefix = c->context == CONTEXT_PREFIX;
-    int Hin = none ? 2 * H : H, na = n, ns = n;
-    const int *pa = pf->iota, *ps = pf->iota;
-    const real *xa = x, *xs = x;
-    if (!none) {
-        int *ha = malloc(sizeof(int) * n), *hs = malloc(sizeof(int) * n);
-        if (!ha || !hs) { free(ha); free(hs); return fh_error("out of memory"); }
-        na = ns = 0;
-        for (int t = 0; t < n; t++) {
-            if (s->in_attn[t]) ha[na++] = t;
-            else hs[ns++] = t;
-        }
-        /* the host copies are done before the ops below read them (from_host orders with them) */
-        if (na) o->from_host(pf->pa, ha, sizeof(int) * na);
-        if (ns) o->from_host(pf->ps, hs, sizeof(int) * ns);
-        free(ha);
-        free(hs);
-        pa = pf->pa;
-        ps = pf->ps;
-        if (na) o->gather_fwd(pf->xa, x, pa, B, n, na, H, H, 0);
-        if (ns) o->gather_fwd(pf->xs, x, ps, B, n, ns, H, H, 0);
-        xa = pf->xa;
-        xs = pf->xs;
-    }
-    if (prefix) {
-        /* every token's K/V enter the attention branch's cache */
-        o->rmsnorm_fwd(pf->uk, pf->rstd, x, P(w->attn_branch.mixer_norm), N, H, (real)c->norm_eps);
-        pf_kv(g, &w->attn_branch.attn, &s->attn.kv, pf->uk, n, pf->iota);
-    }
-    /* branch outputs: pf->ya (attention), pf->yb (ssm) */
-    if (ns) pf_decoder(g, &w->ssm_branch, &s->ssm, xs, ns, ps, 0, NULL, pf->yb);
-    if (na) pf_decoder(g, &w->attn_branch, &s->attn, xa, na, pa, prefix ? n : 0, prefix ? pf->iota : NULL, pf->ya);
-    if (none) {   /* y = [ssm | attention] per row */
-        o->copy_rows(pf->y, Hin, pf->yb, H, N, H);
-        o->copy_rows(pf->y + H, Hin, pf->ya, H, N, H);
-    } else {      /* each token's branch output at its position */
-        if (na) o->scatter_fwd(pf->y, pf->ya, pa, B, n, na, H, H, 0);
-        if (ns) o->scatter_fwd(pf->y, pf->yb, ps, B, n, ns, H, H, 0);
-    }
-    o->linear_fwd(pf->fz, pf->y, P(w->fuse), NULL, N, Hin, H);
-    o->add(pf->fz, pf->fz, x, (size_t)N * H);
-    o->rmsnorm_fwd(pf->fzn, pf->rstd, pf->fz, P(w->out_norm), N, H, (real)c->norm_eps);
-    o->linear_fwd(out, pf->fzn, P(w->out_proj), NULL, N, H, H);
-    o->add(out, out, pf->fz, (size_t)N * H);
-    return 0;
-}
-
-static void pf_hymba(Generator *g, int l, const real *x, int n, real *out) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    const LayerW *w = &g->m->layout.layers[l];
-    LayerState *s = &g->layers[l];
-    Prefill *pf = g->pf;
-    int N = g->B * n, H = c->hidden_size;
-    size_t nn = (size_t)N * H;
-    real eps = (real)c->norm_eps;
-    o->rmsnorm_fwd(pf->uk, pf->rstd, x, P(w->mixer_norm), N, H, eps);
-    pf_kv(g, &w->attn, &s->attn.kv, pf->uk, n, pf->iota);
-    pf_attn(g, &w->attn, pf->uk, n, pf->iota, n, pf->iota, pf->ya);
-    pf_mamba1(g, &w->m1, &s->ssm.ssm, pf->uk, n, pf->yb);
-    o->rmsnorm_fwd(pf->ya, pf->rstd, pf->ya, P(w->attn_out_norm), N, H, eps);   /* row-wise: in place is safe */
-    o->rmsnorm_fwd(pf->yb, pf->rstd, pf->yb, P(w->ssm_out_norm), N, H, eps);
-    o->zero(pf->y, sizeof(real) * nn);
-    o->accumulate(pf->y, pf->ya, (real)0.5, nn);
-    o->accumulate(pf->y, pf->yb, (real)0.5, nn);
-    o->linear_fwd(pf->h, pf->y, P(w->out_proj), NULL, N, H, H);
-    o->add(pf->h, pf->h, x, nn);
-    pf_mlp(g, &w->mlp, w->mlp_norm, N, pf->h, out);
 }
 
 int generator_prefill(Generator *g, const int *tokens, int np, real *logits) {
@@ -751,28 +456,15 @@ int generator_prefill(Generator *g, const int *tokens, int np, real *logits) {
     if (np < 1 || np > g->W)
         return fh_error("prompt of %d tokens: must be 1 to the model's window of %d tokens (max_position_embeddings)",
                         np, g->W);
-    for (long i = 0; i < (long)B * np; i++)
-        if (tokens[i] < 0 || tokens[i] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[i], V);
-    if (prefill_reserve(g, np)) return -1;
-    Prefill *pf = g->pf;
-    int *iota = malloc(sizeof(int) * np);
-    if (!iota) return fh_error("out of memory");
-    for (int t = 0; t < np; t++) iota[t] = t;
-    o->from_host(pf->iota, iota, sizeof(int) * np);
-    free(iota);
-    o->from_host(pf->tok, tokens, sizeof(int) * (size_t)B * np);
-    size_t N = (size_t)B * np;
-    o->embedding_fwd(pf->x, pf->tok, P(m->layout.embed), (int)N, H);
-    for (int l = 0; l < c->num_layers; l++) {
-        const LayerW *w = &m->layout.layers[l];
-        if (w->kind == LAYER_FLOWHN) { if (pf_flowhn(g, l, pf->x, np, pf->tmp)) return -1; }
-        else if (w->kind == LAYER_HYMBA) pf_hymba(g, l, pf->x, np, pf->tmp);
-        else pf_decoder(g, &w->dec, &g->layers[l].dec, pf->x, np, pf->iota, 0, NULL, pf->tmp);
-        real *t = pf->x; pf->x = pf->tmp; pf->tmp = t;
-    }
+    int plan_len = m->plan_len, rc;
+    const real *x;
+    m->plan_len = g->W;   /* the generator's routing */
+    rc = model_prefill(m, tokens, B, np, prefill_take, g, &x);
+    m->plan_len = plan_len;
+    if (rc) return -1;
     /* the head on the last position only: the next token's logits */
-    o->copy_rows(pf->last, H, pf->x + (size_t)(np - 1) * H, np * H, B, H);
-    o->rmsnorm_fwd(g->hn, g->rstd, pf->last, P(m->layout.norm_f), B, H, (real)c->norm_eps);
+    o->copy_rows(g->u, H, x + (size_t)(np - 1) * H, np * H, B, H);
+    o->rmsnorm_fwd(g->hn, g->rstd, g->u, P(m->layout.norm_f), B, H, (real)c->norm_eps);
     o->linear_fwd(g->logits, g->hn, P(m->layout.lm_head), NULL, B, H, V);
     if (logits) o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
     g->t = np;

@@ -32,8 +32,10 @@ int generator_step(Generator *g, const int *tokens, real *logits);
  * caches, conv windows, SSM states, position P; the same logits to fp32
  * reassociation, tests/test_generate.c) and writing the last position's
  * logits [B, V] to logits (host; NULL: left in the backend, generator_logits).
- * Needs a generator at position 0 and 1 <= P <= W. Keeps scratch for B*P
- * rows of activations until generator_free. 0 or -1. */
+ * Needs a generator at position 0 and 1 <= P <= W. Runs model.c's forward
+ * blocks (model_prefill): the model keeps about one layer's activations for
+ * B*P rows (reused by the next prompt of the same length) and loses those of
+ * its last forward. 0 or -1. */
 int generator_prefill(Generator *g, const int *tokens, int P, real *logits);
 /* Back to position 0 with empty caches and zero states (a new prompt
  * without reallocating). 0. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../core/error.h"
+#include "../infer/generate.h"
 #include "../train/optimizer.h"
 #include "model.h"
 #include "split.h"
@@ -87,6 +88,10 @@ static void dry_ssd_step(real *y, real *h, const real *xbc, const real *dt, cons
 static void dry_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real b1, real b2, real eps,
                       real wd, real gs, int step) {}
 static double dry_sum_squares(const real *x, size_t n) { return 0; }
+static void dry_copy_rows(real *d, int ldd, const real *s, int lds, int rows, int cols) {}
+static void dry_conv1d_step(real *o, real *win, const real *x, const real *w, const real *b, int B, int C, int K) {}
+static void dry_attention_decode(real *o, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
+                                 int nkv, int hd) {}
 
 /* Every entry is set: an op added to ops.h and not here is NULL and crashes
  * test_memory, which runs the dry run on every architecture; a changed
@@ -112,36 +117,12 @@ static const Ops dry_ops = {
     .xent_fwd = dry_xent_fwd, .xent_bwd = dry_xent_bwd, .classifier = dry_classifier,
     .selective_scan_step = dry_scan_step, .ssd_step = dry_ssd_step,
     .adamw = dry_adamw, .sum_squares = dry_sum_squares,
+    /* the generator's (graphs and frozen weights are optional: left out) */
+    .copy_rows = dry_copy_rows, .conv1d_step = dry_conv1d_step, .attention_decode = dry_attention_decode,
 };
 
 /* ------------------------------------------------------------------------ */
 /* the estimate                                                              */
-
-static size_t nz(size_t n) { return n ? n : 1; }
-
-/* The generator's backend buffers for B sequences. Mirrors generator_create
- * (src/infer/generate.c), which needs the decoding ops the counting table
- * lacks and so is not dry-run; test_memory holds the two together by
- * measuring the real one. */
-static size_t generator_bytes(const Config *c, const ParamLayout *L, int B) {
-    size_t W = (size_t)c->max_seq_len;   /* flowhn generate decodes with plan_len 0: the window is the model's */
-    int H = c->hidden_size, I = c->intermediate_size, qd = c->num_heads * c->head_dim;
-    int E = cfg_E(c) > cfg_m2_E(c) ? cfg_E(c) : cfg_m2_E(c);
-    int CX = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
-    size_t wide = (size_t)E + CX + cfg_m2_heads(c) + 2 * H + qd + I + c->dt_rank + 2 * c->d_state;
-    /* 31 scratch rows of width `wide`, rstd, conv output, logits, token ids + position */
-    size_t reals = 31 * nz(B * wide) + nz(B) + nz((size_t)B * (CX > E ? CX : E)) + nz((size_t)B * c->vocab_size) +
-                   (size_t)B + 1;
-    size_t attn = 2 * nz(B * W * cfg_kv_dim(c));   /* K and V caches */
-    size_t m1 = nz((size_t)B * c->d_conv * cfg_E(c)) + nz((size_t)B * cfg_E(c) * c->d_state);
-    size_t m2 = nz((size_t)B * c->d_conv * CX) + nz((size_t)B * cfg_m2_E(c) * c->m2_d_state);
-    for (int l = 0; l < c->num_layers; l++) {
-        const LayerW *w = &L->layers[l];
-        if (w->kind != LAYER_DECODER) reals += attn + m1;   /* FlowHN / Hymba: attention and Mamba-1 states */
-        else reals += w->dec.mixer == MIXER_ATTN ? attn : w->dec.mixer == MIXER_MAMBA1 ? m1 : m2;
-    }
-    return sizeof(real) * reals;
-}
 
 /* One dry run for a config whose split is a number. */
 static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
@@ -164,8 +145,15 @@ static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEsti
         /* train_run's save() copies m and v to the host while the activations live */
         e->host = 2 * sizeof(real) * m.layout.total;
     }
-    if (!rc && use == MEMORY_GENERATE) e->activations = generator_bytes(c, &m.layout, B);
-    else if (!rc) {
+    if (!rc && use == MEMORY_GENERATE) {   /* the generator, and the prefill of a T-token prompt (T > 0) */
+        int *tok = calloc((size_t)B * T + 1, sizeof(int));
+        Generator *g = tok ? generator_create(&m, B) : NULL;
+        rc = !g || (T > 0 && generator_prefill(g, tok, T, NULL));
+        if (!tok) fh_error("out of memory estimating memory");
+        e->activations = dry.peak - base;
+        generator_free(g);
+        free(tok);
+    } else if (!rc) {
         int *tok = calloc((size_t)B * T, sizeof(int));   /* token 0 everywhere, as inputs and targets */
         double gnorm;
         if (!tok) rc = fh_error("out of memory estimating memory");
@@ -189,7 +177,7 @@ int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate
 
 int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
     if (world < 1) return fh_error("memory estimate: world size %d must be at least 1", world);
-    if (B < 1 || (use != MEMORY_GENERATE && T < 1))
+    if (B < 1 || T < (use == MEMORY_GENERATE ? 0 : 1))
         return fh_error("memory estimate: batch size (%d) and sequence length (%d) must be at least 1", B, T);
     int measured = c->arch == ARCH_FLOWHN && (c->split == SPLIT_FA || c->split == SPLIT_FAC) &&
                    c->ratio_rule == RATIO_MEASURED;
@@ -370,7 +358,7 @@ void memory_describe(const MemoryEstimate *e, char *buf, size_t n) {
     snprintf(buf, n, "%s (params %s + grads %s%s%s + %s %s%s%s)", human(e->total, t, 32),
              human(e->params, p, 32), human(e->grads, g, 32), e->optimizer ? " + AdamW m, v " : "",
              e->optimizer ? human(e->optimizer, o, 32) : "",
-             e->use == MEMORY_GENERATE ? "KV caches, states and scratch" : "activations", human(e->activations, a, 32),
+             e->use == MEMORY_GENERATE ? "KV caches, states, scratch and prefill" : "activations", human(e->activations, a, 32),
              e->host ? " + host checkpoint copies " : "", e->host ? human(e->host, h, 32) : "");
 }
 

@@ -3,7 +3,7 @@
  *
  * The estimate is exact by construction: it runs the real code paths
  * (model_create, optimizer_create, model_forward, model_backward,
- * optimizer_step) once on a "dry-run" op table whose alloc only records the
+ * optimizer_step; generator_create, generator_prefill) once on a "dry-run" op table whose alloc only records the
  * size asked for (a few bytes of host bookkeeping, no tensor memory) and
  * whose compute ops do nothing. So an allocation added to model.c or the
  * optimizer shows up here without anyone updating a formula; test_memory
@@ -11,7 +11,8 @@
  *
  * Covered: every buffer the model and optimizer get from the backend's
  * alloc (weights, gradients, AdamW m and v, activations and their gradients,
- * token/position buffers), the generator's KV cache, SSM state and scratch,
+ * token/position buffers), the generator's KV cache, SSM state and scratch
+ * and its prompt's prefill (the model's activations for it),
  * and the trainer's host copies of m and v made when it checkpoints. Not
  * covered (docs/decisions.md): allocator overhead, the CUDA context, op-private
  * scratch of the CUDA backend (cuBLASLt workspace, bf16 operand copies,
@@ -29,7 +30,8 @@
 typedef enum {
     MEMORY_INFER = 0,     /* forward with loss at [B, T] (flowhn eval) */
     MEMORY_TRAIN = 1,     /* forward + backward + AdamW at [B, T] (flowhn train, bench) */
-    MEMORY_GENERATE = 2,  /* token-by-token decoding of B sequences (flowhn generate; T unused) */
+    MEMORY_GENERATE = 2,  /* decoding B sequences after a T-token prompt prefilled in one pass (T = 0: none;
+                           * flowhn generate) */
 } MemoryUse;
 
 /* Bytes, by what holds them. backend = what the backend allocates (device

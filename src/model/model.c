@@ -381,11 +381,10 @@ static void branch(const Ops *o, int b) {
     if (o->set_branch) o->set_branch(b);
 }
 
-static int flowhn_fwd(Model *m, int l, const real *x, real *out) {
+static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
-    LayerActs *a = &m->acts->layers[l];
     const LayerSplit *ls = &m->plan.layers[l];
     int B = m->B, T = m->T, H = c->hidden_size, na = ls->na, ns = ls->ns;
     int Hin = c->split == SPLIT_NONE ? 2 * H : H;
@@ -465,11 +464,10 @@ static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
 /* ------------------------------------------------------------------------ */
 /* Hymba block: attention and Mamba heads on all tokens, normalised, averaged */
 
-static int hymba_fwd(Model *m, int l, const real *x, real *out) {
+static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
-    LayerActs *a = &m->acts->layers[l];
     int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T;
     real eps = (real)c->norm_eps;
@@ -691,6 +689,15 @@ static int stage_tokens(Model *m, const int *tokens, const int *targets, int B, 
     return 0;
 }
 
+/* Layer l's forward on x -> out with the activations a (the layer's own in
+ * training; model_prefill shares them between layers). */
+static int layer_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
+    const LayerW *w = &m->layout.layers[l];
+    if (w->kind == LAYER_FLOWHN) return flowhn_fwd(m, l, a, x, out);
+    if (w->kind == LAYER_HYMBA) return hymba_fwd(m, l, a, x, out);
+    return decoder_fwd(m, &w->dec, &a->dec, m->B, m->T, m->iota_dev, m->T, x, NULL, out);
+}
+
 /* embedding -> layers -> final norm (A->xf), from the staged tokens */
 static int trunk_compute(Model *m) {
     const Config *c = &m->cfg;
@@ -700,14 +707,8 @@ static int trunk_compute(Model *m) {
     size_t BT = (size_t)B * T;
     for (int l = 0; l <= c->num_layers; l++) ENS(A->x[l], BT * H);
     o->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), (int)BT, H);
-    for (int l = 0; l < c->num_layers; l++) {
-        const LayerW *w = &m->layout.layers[l];
-        int rc;
-        if (w->kind == LAYER_FLOWHN) rc = flowhn_fwd(m, l, A->x[l], A->x[l + 1]);
-        else if (w->kind == LAYER_HYMBA) rc = hymba_fwd(m, l, A->x[l], A->x[l + 1]);
-        else rc = decoder_fwd(m, &w->dec, &A->layers[l].dec, B, T, m->iota_dev, T, A->x[l], NULL, A->x[l + 1]);
-        if (rc) return -1;
-    }
+    for (int l = 0; l < c->num_layers; l++)
+        if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1])) return -1;
     ENS(A->xf, BT * H); ENS(A->xf_rstd, BT);
     o->rmsnorm_fwd(A->xf, A->xf_rstd, A->x[c->num_layers], W(m->layout.norm_f), (int)BT, H, (real)c->norm_eps);
     return 0;
@@ -717,6 +718,98 @@ static int trunk_compute(Model *m) {
 static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T) {
     if (stage_tokens(m, tokens, targets, B, T)) return -1;
     return trunk_compute(m);
+}
+
+/* ---- the generator's prefill (model.h model_prefill) ---- */
+
+/* The activations layer l runs on: layers with the same buffer sizes share
+ * one set (every layer but FlowHN's, whose branch sizes follow the plan's
+ * counts), so the prefill holds about one layer's activations. */
+static LayerActs *prefill_acts(Model *m, int l) {
+    int s = 0;
+    if (m->cfg.arch == ARCH_FLOWHN)
+        while (m->plan.layers[s].na != m->plan.layers[l].na || m->plan.layers[s].ns != m->plan.layers[l].ns) s++;
+    return &m->acts->layers[s];
+}
+
+/* The prefix keys/values of a FlowHN attention branch that got no query
+ * token (no attn_fwd to compute them): as decoder_fwd's prefix path does. */
+static int prefix_kv_fwd(Model *m, const DecoderW *w, AttnActs *a, const real *x) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, kvd = cfg_kv_dim(c), BT = m->B * m->T;
+    ENS(a->uk, (size_t)BT * H); ENS(a->uk_rstd, BT); ENS(a->k, (size_t)BT * kvd); ENS(a->v, (size_t)BT * kvd);
+    o->rmsnorm_fwd(a->uk, a->uk_rstd, x, W(w->mixer_norm), BT, H, (real)c->norm_eps);
+    o->linear_fwd(a->k, a->uk, W(w->attn.k), NULL, BT, H, kvd);
+    o->linear_fwd(a->v, a->uk, W(w->attn.v), NULL, BT, H, kvd);
+    if (c->use_rope) {
+        ENS(a->kr, (size_t)BT * kvd);
+        o->rope_fwd(a->kr, a->k, m->iota_dev, m->B, m->T, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
+    }
+    return 0;
+}
+
+/* Hands one mixer's cache-relevant tensors (n tokens; nk keys) to take. */
+static int take_mixer(Model *m, int l, int part, MixerKind k, const AttnActs *at, const M1Acts *m1,
+                      const M2Acts *m2, int n, int nk, ModelCacheFn take, void *ctx) {
+    const Config *c = &m->cfg;
+    MixerCache mc = {.n = n};
+    if (k == MIXER_ATTN) {
+        mc.n = nk;
+        mc.k = c->use_rope ? at->kr : at->k;
+        mc.v = at->v;
+    } else if (k == MIXER_MAMBA1) {   /* hs [B, nc+1, E, S]: slot nc is the state after the last token */
+        size_t nc = (n + M1_SCAN_CHUNK - 1) / M1_SCAN_CHUNK;
+        mc.C = cfg_E(c);
+        mc.conv_in = m1->xm;
+        mc.state_n = (size_t)cfg_E(c) * c->d_state;
+        mc.state = m1->hs + nc * mc.state_n;
+        mc.state_ld = (nc + 1) * mc.state_n;
+    } else {                          /* states [B, nc+1, nh, P, N]: the same */
+        size_t nc = (n + c->m2_chunk_size - 1) / c->m2_chunk_size;
+        mc.C = cfg_m2_E(c) + 2 * c->m2_ngroups * c->m2_d_state;
+        mc.conv_in = m2->xbc_pre;
+        mc.state_n = (size_t)cfg_m2_E(c) * c->m2_d_state;
+        mc.state = m2->states + nc * mc.state_n;
+        mc.state_ld = (nc + 1) * mc.state_n;
+    }
+    return take(ctx, l, part, &mc);
+}
+
+/* Layer l's mixers after its forward on x (a: its activations), in the
+ * generator's parts: 0 a decoder layer's mixer, 1 attention, 2 the SSM. */
+static int take_layer(Model *m, int l, LayerActs *a, const real *x, ModelCacheFn take, void *ctx) {
+    const LayerW *w = &m->layout.layers[l];
+    int T = m->T;
+    if (w->kind == LAYER_DECODER)
+        return take_mixer(m, l, 0, w->dec.mixer, &a->dec.at, &a->dec.m1, &a->dec.m2, T, T, take, ctx);
+    if (w->kind == LAYER_HYMBA)
+        return take_mixer(m, l, 1, MIXER_ATTN, &a->at, NULL, NULL, T, T, take, ctx) ||
+               take_mixer(m, l, 2, MIXER_MAMBA1, NULL, &a->m1, NULL, T, T, take, ctx);
+    /* FlowHN: each branch's own tokens; prefix context: every token's keys */
+    int na = m->plan.layers[l].na, ns = m->plan.layers[l].ns, prefix = m->cfg.context == CONTEXT_PREFIX;
+    if (prefix && !na && prefix_kv_fwd(m, &w->attn_branch, &a->ab.at, x)) return -1;
+    if ((na || prefix) && take_mixer(m, l, 1, w->attn_branch.mixer, &a->ab.at, &a->ab.m1, &a->ab.m2, na,
+                                     prefix ? T : na, take, ctx))
+        return -1;
+    return ns ? take_mixer(m, l, 2, w->ssm_branch.mixer, &a->sb.at, &a->sb.m1, &a->sb.m2, ns, ns, take, ctx) : 0;
+}
+
+int model_prefill(Model *m, const int *tokens, int B, int T, ModelCacheFn take, void *ctx, const real **out) {
+    if (stage_tokens(m, tokens, NULL, B, T)) return -1;
+    const Config *c = &m->cfg;
+    ModelActs *A = m->acts;
+    size_t BTH = (size_t)B * T * c->hidden_size;
+    m->has_targets = 0;
+    ENS(A->x[0], BTH); ENS(A->x[1], BTH);   /* the layers' inputs and outputs, in turn */
+    m->ops->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), B * T, c->hidden_size);
+    for (int l = 0; l < c->num_layers; l++) {
+        LayerActs *a = prefill_acts(m, l);
+        if (layer_fwd(m, l, a, A->x[l & 1], A->x[(l + 1) & 1]) || take_layer(m, l, a, A->x[l & 1], take, ctx))
+            return -1;
+    }
+    *out = A->x[c->num_layers & 1];
+    return 0;
 }
 
 /* Targets to the backend and the host copy; counts the scored tokens. */

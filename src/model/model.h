@@ -95,6 +95,27 @@ const real *model_logits(const Model *m);
  * memory (0 where the target is ignored); m->loss is their mean over the
  * counted tokens. NULL before any forward with targets. */
 const real *model_token_losses(const Model *m);
+/* The generator's batched prefill (src/infer/generate.c): the forward's
+ * embedding and layers on tokens [B, T] (the training forward's blocks and
+ * ops; no final norm or head), calling take(ctx, l, part, mc) after layer l
+ * with the tensors a decoding cache keeps, per mixer: part 0 a decoder
+ * layer's mixer, 1 a FlowHN/Hymba attention mixer, 2 their SSM mixer (a
+ * FlowHN branch with no token is skipped, but in prefix context the
+ * attention branch always gets every token's keys). mc is valid during the
+ * call only. *out: the last layer's output [B, T, H]. Layers with the same
+ * shapes share their activations (about one layer's are held, kept for the
+ * next call at the same shape); the last forward's activations are gone.
+ * FlowHN routes by m->plan_len as model_forward does. 0 or -1. */
+typedef struct {
+    int n;                              /* tokens (attention: the cached keys) */
+    const real *k, *v;                  /* attention: keys after RoPE, values [B, n, kv_dim]; NULL for Mamba */
+    const real *conv_in;                /* Mamba: the conv inputs [B, n, C] */
+    int C;
+    const real *state;                  /* Mamba: the state after the last token, B rows of state_n reals */
+    size_t state_n, state_ld;           /* ... state_ld apart */
+} MixerCache;
+typedef int (*ModelCacheFn)(void *ctx, int l, int part, const MixerCache *mc);
+int model_prefill(Model *m, const int *tokens, int B, int T, ModelCacheFn take, void *ctx, const real **out);
 /* split_ratio "measured" (the ACL paper's hardware-aligned ratio): times the
  * forward pass on this model's backend at every candidate n_a (multiples of
  * split_multiple, at most ~32) at length T, keeps the fastest and stores it
