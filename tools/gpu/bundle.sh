@@ -28,6 +28,7 @@ cat > "$OUT/env.sh" <<'ENV'
 _b=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export FB=/tmp/flowhn-bin LD_LIBRARY_PATH=$_b/lib:${LD_LIBRARY_PATH:-}
 mkdir -p $FB
-for f in $_b/bin/*.xz; do xz -dc "$f" > $FB/$(basename "$f" .xz); chmod +x $FB/$(basename "$f" .xz); done
+# unpack beside and rename: a second source while a binary runs must not write into it (Text file busy)
+for f in $_b/bin/*.xz; do n=$FB/$(basename "$f" .xz); xz -dc "$f" > $n.$$; chmod +x $n.$$; mv -f $n.$$ $n; done
 ENV
 du -sh "$OUT"
