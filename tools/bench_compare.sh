@@ -83,8 +83,9 @@ def num(d, k):
 def fmt(x, f="%.0f"):
     return "-" if x is None else f % x
 
-first = next((r for r in rows if "flowhn" in r or "torch" in r), {})
-f0, t0 = first.get("flowhn", {}), first.get("torch", {})
+# the header's settings from the first row that has each side (a side can fail on a row)
+f0 = next((r["flowhn"] for r in rows if "flowhn" in r), {})
+t0 = next((r["torch"] for r in rows if "torch" in r), {})
 print("Training step (forward + backward + AdamW), B=%s T=%s; flowhn: CUDA backend, --precision %s; "
       "PyTorch: reference/fast_model.py, %s autocast, fp32 master weights, torch.compile %s, fused AdamW. "
       "MFU = FLOPs/token (flowhn's model count, training = 3 x forward) x tokens/s / 989 TFLOP/s "
