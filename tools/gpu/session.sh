@@ -13,6 +13,8 @@
 #   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
 #   torch     tools/bench_compare.sh: flowhn against the PyTorch model, side by side                    ~5 min
 # Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
+# On a several-GPU host, run the tests and sanitize stages alone: their CPU oracle takes every host core,
+# and beside another GPU's job they ran 2-3x slower and hit their limits (session 4).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUNDLE=.devcarry/bundle
