@@ -10,7 +10,7 @@
 # number of tokens per step. Configs whose max_position_embeddings is below T
 # are copied with the limit raised (RoPE has no learned positions). The table
 # (and FlowHN / LLaMA ratios) goes to stdout and DIR/bench_all.md; raw output to
-# DIR/bench_all.log.
+# DIR/bench_all.log; plots (tools/plot_bench.py, where matplotlib is installed) to DIR/bench_all_*.svg.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/flowhn-cuda; DEV=cuda; PREC=bf16; OUT=runs/bench_all; SIZES="135m"; SEQS="1024"; TOKENS=8192; STEPS=5
@@ -69,3 +69,5 @@ for k, r in rows:
     print(f"| {r['arch']} | {r['size']} | {r['T']} | {r['B']} | {tps:,.0f} | {float(r['step_ms']):.1f} | "
           f"{float(r['tflops']):.1f} | {100 * float(r['mfu_bf16']):.1f}% | {float(r['peak_alloc_gib']):.1f} | {ratio} |")
 PY
+# plots beside the table (DIR/bench_all_sizes.svg, DIR/bench_all_seq.svg) where matplotlib is installed
+python3 tools/plot_bench.py "$LOG" --out "$OUT/bench_all" --title "$PREC" || true
