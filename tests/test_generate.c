@@ -164,9 +164,58 @@ static void sampler(void) {
     CHECK(seen[2] == 0 && seen[0] == 0 && seen[1] > 800 && seen[3] > 600, "top-p: %d %d %d", seen[1], seen[3], seen[2]);
 }
 
+/* generator_step_params (the decode bench's bandwidth bound) against a count
+ * of the layout's named entries: every parameter, the untied embedding's B
+ * rows only, and for FlowHN with a split at each position the entries of the
+ * branch it is not routed to left out (prefix context: the attention
+ * branch's mixer_norm, k_proj and v_proj stay, every token's K/V being
+ * cached). Checks the routing accessor too: defined exactly for FlowHN with a
+ * split, and both branches used somewhere in the window. */
+static void step_params_match_layout(int si) {
+    const TinySpec *s = &tiny_specs[si];
+    Config c = tiny_config(s);
+    c.max_seq_len = 24;
+    enum { B = 3 };
+    Model m;
+    CHECK(model_create(&m, &c, &cpu_ops) == 0, "%s", fh_last_error());
+    m.plan_len = c.max_seq_len;
+    Generator *g = generator_create(&m, B);
+    CHECK(g != NULL, "%s", fh_last_error());
+    if (!g) { model_free(&m); return; }
+    int split = c.arch == ARCH_FLOWHN && c.split != SPLIT_NONE, prefix = c.context == CONTEXT_PREFIX;
+    int to_attn = 0, to_ssm = 0;
+    for (int t = 0; t < c.max_seq_len; t++) {
+        size_t want = 0;
+        for (int e = 0; e < m.layout.n; e++) {
+            const ParamEntry *p = &m.layout.entries[e];
+            if (!c.tie_embeddings && !strcmp(p->name, "embed.weight")) { want += (size_t)B * c.hidden_size; continue; }
+            int l = -1, used = 1;
+            char rest[96] = "";
+            if (sscanf(p->name, "layers.%d.%95s", &l, rest) == 2) {
+                int r = generator_routes_to_attention(g, l, t);
+                CHECK((r >= 0) == split, "%s: route defined for layer %d: %d", s->name, l, r);
+                if (r == 1) to_attn++;
+                if (r == 0) to_ssm++;
+                if (r == 1 && !strncmp(rest, "ssm_branch.", 11)) used = 0;
+                if (r == 0 && !strncmp(rest, "attn_branch.", 12))
+                    used = prefix && (!strcmp(rest, "attn_branch.mixer_norm.weight") ||
+                                      !strcmp(rest, "attn_branch.mixer.k_proj.weight") ||
+                                      !strcmp(rest, "attn_branch.mixer.v_proj.weight"));
+            }
+            if (used) want += p->numel;
+        }
+        size_t got = generator_step_params(g, t);
+        CHECK(got == want, "%s t=%d: generator_step_params %zu, layout count %zu", s->name, t, got, want);
+    }
+    if (split) CHECK(to_attn > 0 && to_ssm > 0, "%s: both branches used (%d, %d)", s->name, to_attn, to_ssm);
+    generator_free(g);
+    model_free(&m);
+}
+
 int main(void) {
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(incremental_equals_full, i, tiny_specs[i].name);
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(prefill_equals_steps, i, tiny_specs[i].name);
+    for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(step_params_match_layout, i, tiny_specs[i].name);
     RUN(prefill_refuses);
     RUN(window_is_enforced);
     RUN(sampler);

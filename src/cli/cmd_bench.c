@@ -95,10 +95,9 @@ static double datasheet_bandwidth(const char *device) {
  * once, so at best it takes weight bytes / HBM bandwidth; at batch B that
  * step yields B tokens. Weight bytes: every parameter in fp32 (in bf16 under
  * --precision bf16, the generator's frozen copy), except that an
- * untied input embedding contributes only the B rows it reads. FlowHN with a
- * split runs one branch per layer per token, so it reads fewer bytes than its
- * parameter count: its fraction is stated against all its weights (an
- * overstatement of how close it is to its own bound). */
+ * untied input embedding contributes only the B rows it reads, and FlowHN with
+ * a split reads only the branch each layer routes the position to
+ * (generator_step_params), averaged over the timed steps. */
 static int bench_decode(const Backend *be, const char *cfg_path, const Config *c, int B, int P, int N, int seed,
                         int no_graph) {
     const int host_steps = 16;
@@ -122,8 +121,9 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     if (!g || !tok || !prompt || !logits) { fprintf(stderr, "flowhn bench: %s\n", g ? "out of memory" : fh_last_error()); goto out; }
     Rng rng;
     rng_seed(&rng, (uint64_t)seed, 98);
-    size_t H = c->hidden_size, V = c->vocab_size;
-    size_t weight_elems = m.layout.total - (c->tie_embeddings ? 0 : V * H - (size_t)B * H);
+    size_t V = c->vocab_size;
+    double weight_elems = 0;   /* per timed step (positions P .. P+N-1), on average */
+    for (int t = P; t < P + N; t++) weight_elems += (double)generator_step_params(g, t) / N;
     /* with bf16 products the generator's frozen weights are read as bf16 */
     int bf16 = !strcmp(be->matmul_precision(), "bf16");
     double weight_bytes = (bf16 ? 2.0 : (double)sizeof(real)) * weight_elems;
@@ -165,7 +165,9 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
     printf("decode step: %.3f ms -> %.1f tokens/s (batch %d; logits left on the device)\n", 1e3 * step_s, tok_s, B);
     printf("             %.3f ms -> %.1f tokens/s with the logits copied to the host each step\n",
            1e3 * host_step_s, B / host_step_s);
-    printf("weights:     %.1f MB read per step (%s)\n", weight_bytes / 1e6, bf16 ? "bf16" : "fp32");
+    printf("weights:     %.1f MB read per step (%s%s)\n", weight_bytes / 1e6, bf16 ? "bf16" : "fp32",
+           generator_routes_to_attention(g, 0, P) >= 0 ? "; the branches the positions are routed to, on average"
+                                                       : "");
     printf("bound:       %.3f ms per step at %.2f TB/s (streaming bandwidth measured now) = %.1f tokens/s; reached %.1f%%\n",
            1e3 * bound_s, bw / 1e12, bound_s > 0 ? B / bound_s : 0, 100 * frac);
     if (peak > 0)

@@ -83,6 +83,31 @@ void generator_free(Generator *g) {
 
 int generator_position(const Generator *g) { return g->t; }
 
+int generator_routes_to_attention(const Generator *g, int l, int t) {
+    const Config *c = &g->m->cfg;
+    if (c->arch != ARCH_FLOWHN || c->split == SPLIT_NONE || l < 0 || l >= c->num_layers || t < 0 || t >= g->W ||
+        !g->layers[l].in_attn)
+        return -1;
+    return g->layers[l].in_attn[t];
+}
+
+size_t generator_step_params(const Generator *g, int t) {
+    const Config *c = &g->m->cfg;
+    const ParamLayout *L = &g->m->layout;
+    size_t H = c->hidden_size, n = L->total;
+    if (!c->tie_embeddings) n -= (size_t)c->vocab_size * H - (size_t)g->B * H;
+    for (int l = 0; l < c->num_layers; l++) {
+        int r = generator_routes_to_attention(g, l, t);
+        if (r < 0) continue;
+        /* layout.c lays a FlowHN layer out as attn_branch, ssm_branch, fuse, ... */
+        const LayerW *w = &L->layers[l];
+        size_t attn = w->ssm_branch.mixer_norm - w->attn_branch.mixer_norm, ssm = w->fuse - w->ssm_branch.mixer_norm;
+        if (r) n -= ssm;
+        else n -= attn - (c->context == CONTEXT_PREFIX ? H + 2 * (size_t)cfg_kv_dim(c) * H : 0);
+    }
+    return n;
+}
+
 int generator_set_graphs(Generator *g, int on) {
     const Ops *o = g->m->ops;
     const Config *c = &g->m->cfg;

@@ -49,6 +49,15 @@ const real *generator_logits(const Generator *g);
 int generator_set_graphs(Generator *g, int on);
 /* Tokens consumed so far. */
 int generator_position(const Generator *g);
+/* FlowHN with a split: 1 if position t goes to layer l's attention branch, 0
+ * if to its SSM branch; -1 for every other architecture or layer. */
+int generator_routes_to_attention(const Generator *g, int l, int t);
+/* The parameters (elements) the step at position t reads: all of them, except
+ * that an untied input embedding contributes only its B rows, and FlowHN with
+ * a split skips the branch the position is not routed to (with prefix context
+ * the attention branch's norm, K and V weights are still read: every token's
+ * K/V enter its cache). The decode bench's bandwidth bound. */
+size_t generator_step_params(const Generator *g, int t);
 
 typedef struct { double temperature; int top_k; double top_p; } SamplerConfig;
 /* Samples from logits [V] (temperature 0 = greedy). */
