@@ -18,7 +18,7 @@ ifneq ($(BLAS_DIR),)
 LDFLAGS += -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR)
 endif
 
-LIB_SRC  := $(sort $(wildcard src/core/*.c src/ops/cpu/*.c src/model/*.c src/train/*.c src/data/*.c src/infer/*.c src/dist/*.c))
+LIB_SRC  := $(sort $(wildcard src/core/*.c src/ops/*.c src/ops/cpu/*.c src/model/*.c src/train/*.c src/data/*.c src/infer/*.c src/dist/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 GRAD_SRC := $(sort $(wildcard tests/grad_*.c))

@@ -18,6 +18,7 @@
 #include "../model/memory.h"
 #include "../model/model.h"
 #include "../ops/backend.h"
+#include "../ops/profile.h"
 #include "../train/optimizer.h"
 #include "../train/step.h"
 #include "args.h"
@@ -39,6 +40,9 @@ static void usage(void) {
             "  --device cpu|cuda   backend (default cpu; cuda needs the CUDA build, build/flowhn-cuda)\n"
             "  --seed S            parameter and token seed (default 1)\n"
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
+            "  --profile           then as many steps again with every op timed between two marks on the device\n"
+            "                      (CUDA events): a table of ms, share of the step and TFLOP/s per op kind\n"
+            "                      (src/ops/profile.h); the timed steps then run op by op, without graphs\n"
             "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (the\n"
             "                      default on CUDA; also FLOWHN_GRAPH=1)\n"
             "  --no-graph          CUDA: launch every op instead: training runs the original step (host reads of\n"
@@ -214,10 +218,12 @@ int cmd_bench(int argc, char **argv) {
     const char *cfg_path = NULL, *device = "cpu", *precision = "fp32";
     int batch = 8, seq = 0, steps = 10, warmup = 2, seed = 1, decode = 0, prompt = 128, batch_set = 0, steps_set = 0;
     int graph = train_step_graph_env();   /* -1 no decode graph, 0 defaults, 1 training step replayed */
+    int profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "--help")) { usage(); return 0; }
         if (!strcmp(a, "--unfused-head")) { unfused_head = 1; continue; }
+        if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--decode")) { decode = 1; continue; }
         if (!strcmp(a, "--no-graph")) { graph = -1; continue; }
         if (!strcmp(a, "--graph")) { graph = 1; continue; }
@@ -273,7 +279,13 @@ int cmd_bench(int argc, char **argv) {
     adamw_defaults(&oc);
     oc.total_steps = warmup + steps;
     int rc = 1;
-    if (model_create(&m, &c, be->ops)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_tokens; }
+    /* --profile: the model runs on the timed table (without graphs), marks off until the profiled steps */
+    OpProfile *prof = profile ? op_profile_create(be) : NULL;
+    if (profile && !prof) { fprintf(stderr, "flowhn bench --profile: %s\n", fh_last_error()); goto out_tokens; }
+    if (model_create(&m, &c, prof ? op_profile_ops(prof) : be->ops)) {
+        fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+        goto out_prof;
+    }
     if (model_init_params(&m, (uint64_t)seed) || model_measure_split(&m, seq, 2, stdout) ||
         optimizer_create(&opt, &m, &oc)) {
         fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
@@ -282,8 +294,8 @@ int cmd_bench(int argc, char **argv) {
     TrainStep ts;
     /* the step recorded once and replayed is the default where the backend records graphs (CUDA):
      * tests/cuda/test_cuda_graph checks it against the original step */
-    int train_graph = graph > 0 || (graph == 0 && be->ops->graph_begin != NULL);
-    if (train_graph && !unfused_head && be->ops->graph_begin && train_step_supported(be->ops)) {
+    int train_graph = graph > 0 || (graph == 0 && m.ops->graph_begin != NULL);
+    if (train_graph && !unfused_head && m.ops->graph_begin && train_step_supported(m.ops)) {
         if (train_step_init(&ts, &m, train_graph)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); goto out_opt; }
         graph_step = &ts;
     }
@@ -335,6 +347,15 @@ int cmd_bench(int argc, char **argv) {
            "tflops=%.4f mfu_bf16=%.4f mfu_fp32=%.4f peak_alloc_gib=%.3f\n",
            cfg_path, be->name, be->matmul_precision(), graph_step ? graph_step->graphs : -1, batch, seq, m.layout.total, step_ms, tok_s, flops_tok, tflops,
            tflops / PEAK_BF16_TFLOPS, tflops / PEAK_FP32_TFLOPS, gib(peak));
+    if (prof) {
+        op_profile_enable(prof, 1);
+        op_profile_reset(prof);
+        for (int s = 0; s < steps; s++)
+            if (train_step(&m, &opt, tok, tgt, batch, seq) || be->sync() || op_profile_collect(prof)) goto fail;
+        op_profile_enable(prof, 0);
+        printf("\n");
+        op_profile_print(prof, stdout, step_ms);
+    }
     rc = 0;
     goto out_opt;
 fail:
@@ -345,6 +366,8 @@ out_opt:
     optimizer_free(&opt, &m);
 out_model:
     model_free(&m);
+out_prof:
+    op_profile_free(prof);
 out_tokens:
     free(tok);
     free(tgt);

@@ -31,6 +31,14 @@ typedef struct {
      * fh_last_error() naming what this backend accepts */
     int (*set_matmul_precision)(const char *mode);
     const char *(*matmul_precision)(void);
+    /* marks in the op stream, to time single ops (profile.h): a new mark (NULL
+     * with fh_last_error() on failure), record it after the ops queued so far,
+     * the milliseconds between two recorded marks (waits for `to`; -1 with
+     * fh_last_error() on failure), free it */
+    void *(*mark_new)(void);
+    void (*mark_record)(void *mark);
+    double (*mark_ms)(void *from, void *to);
+    void (*mark_free)(void *mark);
 } Backend;
 
 /* The backend named `name` ("cpu" or "cuda"), or NULL with fh_last_error()

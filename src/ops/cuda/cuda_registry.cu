@@ -45,6 +45,30 @@ static void cuda_memory(size_t *live, size_t *peak, size_t *used, size_t *total)
     *total = total_b;
 }
 
+/* profile.h's marks: events recorded on the stream the ops launch on */
+static void *cuda_mark_new(void) {
+    cudaEvent_t e = NULL;
+    cudaError_t rc = cudaEventCreate(&e);
+    if (rc != cudaSuccess) {
+        fh_error("cudaEventCreate: %s", cudaGetErrorString(rc));
+        return NULL;
+    }
+    return (void *)e;
+}
+static void cuda_mark_record(void *m) { CUDA_CALL(cudaEventRecord((cudaEvent_t)m, cuda_stream())); }
+static double cuda_mark_ms(void *from, void *to) {
+    float ms = 0;
+    cudaError_t rc = cudaEventSynchronize((cudaEvent_t)to);
+    if (rc == cudaSuccess) rc = cudaEventElapsedTime(&ms, (cudaEvent_t)from, (cudaEvent_t)to);
+    if (rc != cudaSuccess) {
+        fh_error("timing an op between two events: %s", cudaGetErrorString(rc));
+        return -1;
+    }
+    return ms;
+}
+static void cuda_mark_free(void *m) { cudaEventDestroy((cudaEvent_t)m); }
+
 extern "C" const Backend cuda_backend = {"cuda", &cuda_ops, cuda_device, cuda_ops_check, cuda_timer_start,
                                          cuda_timer_stop, cuda_memory, cuda_set_matmul_precision,
-                                         cuda_matmul_precision};
+                                         cuda_matmul_precision, cuda_mark_new, cuda_mark_record, cuda_mark_ms,
+                                         cuda_mark_free};
