@@ -12,6 +12,8 @@
 #             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
 #   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
 #   torch     tools/bench_compare.sh: flowhn against the PyTorch model, side by side                    ~5 min
+#   profile   bench --profile (every op timed by CUDA events): llama-gpt2small, mamba2-gpt2small,
+#             flowhn-fac-135m, llama-1b; one table each                                                ~2 min
 # Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
 # On a several-GPU host, run the tests and sanitize stages alone: their CPU oracle takes every host core,
 # and beside another GPU's job they ran 2-3x slower and hit their limits (session 4).
@@ -70,7 +72,13 @@ for stage in "$@"; do
     torch)
         FLOWHN_CUDA="$FB/flowhn-cuda" tools/bench_compare.sh --out "$LOGS/torch" > /dev/null 2>&1
         cat "$LOGS/torch/bench_compare.md" >> "$SUMMARY" ;;
-    *) note "unknown stage $stage (tests sanitize bench decode torch)" ;;
+    profile)
+        for c in llama-gpt2small mamba2-gpt2small flowhn-fac-135m llama-1b; do
+            timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --batch 8 --seq-len 1024 \
+                --steps 5 --warmup 2 --precision bf16 --profile > "$LOGS/profile-$c.log" 2>&1
+            note ""; note "### $c"; sed -n '/^op profile/,$p' "$LOGS/profile-$c.log" | head -24 >> "$SUMMARY"
+        done ;;
+    *) note "unknown stage $stage (tests sanitize bench decode torch profile)" ;;
     esac
 done
 echo; cat "$SUMMARY"
