@@ -42,7 +42,8 @@ static void usage(void) {
             "  --unfused-head      head and loss as separate ops storing fp32 logits (default: fused classifier)\n"
             "  --profile           then as many steps again with every op timed between two marks on the device\n"
             "                      (CUDA events): a table of ms, share of the step and TFLOP/s per op kind\n"
-            "                      (src/ops/profile.h); the timed steps then run op by op, without graphs\n"
+            "                      (src/ops/profile.h); the timed steps then run op by op, without graphs.\n"
+            "                      With --decode: the decode steps\n"
             "  --graph             CUDA: record the whole training step once as a CUDA graph and replay it (the\n"
             "                      default on CUDA; also FLOWHN_GRAPH=1)\n"
             "  --no-graph          CUDA: launch every op instead: training runs the original step (host reads of\n"
@@ -103,7 +104,7 @@ static double datasheet_bandwidth(const char *device) {
  * a split reads only the branch each layer routes the position to
  * (generator_step_params), averaged over the timed steps. */
 static int bench_decode(const Backend *be, const char *cfg_path, const Config *c, int B, int P, int N, int seed,
-                        int no_graph) {
+                        int no_graph, int profile) {
     const int host_steps = 16;
     int W = P + N + host_steps;
     if (W > c->max_seq_len) {
@@ -111,9 +112,13 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
                 host_steps, c->max_seq_len);
         return 2;
     }
+    /* --profile: the decode steps timed again, op by op (no graphs), after the measurement */
+    OpProfile *prof = profile ? op_profile_create(be) : NULL;
+    if (profile && !prof) { fprintf(stderr, "flowhn bench --profile: %s\n", fh_last_error()); return 1; }
     Model m;
-    if (model_create(&m, c, be->ops) || model_init_params(&m, (uint64_t)seed)) {
+    if (model_create(&m, c, prof ? op_profile_ops(prof) : be->ops) || model_init_params(&m, (uint64_t)seed)) {
         fprintf(stderr, "flowhn bench: %s\n", fh_last_error());
+        op_profile_free(prof);
         return 1;
     }
     m.plan_len = W;
@@ -181,6 +186,19 @@ static int bench_decode(const Backend *be, const char *cfg_path, const Config *c
            "prefill_steps_tokens_per_s=%.1f prefill_batched_tokens_per_s=%.1f weight_bytes=%.0f stream_bw_tb_s=%.3f bound_ms=%.4f bound_fraction=%.4f\n",
            cfg_path, be->name, graphs, B, P, N, 1e3 * step_s, tok_s, B / host_step_s, (double)B * P / secs[0], (double)B * P / pf_s, weight_bytes, bw / 1e12, 1e3 * bound_s,
            frac);
+    if (prof) {   /* N more steps from the prompt's end, on a fresh prefill */
+        generator_reset(g);
+        if (generator_prefill(g, prompt, P, NULL) || be->sync()) goto fail;
+        op_profile_enable(prof, 1);
+        op_profile_reset(prof);
+        for (int s = 0; s < N; s++) {
+            for (int b = 0; b < B; b++) tok[b] = (int)(rng_u32(&rng) % (uint32_t)V);
+            if (generator_step(g, tok, NULL) || be->sync() || op_profile_collect(prof)) goto fail;
+        }
+        op_profile_enable(prof, 0);
+        printf("\n");
+        op_profile_print(prof, stdout, 1e3 * step_s);
+    }
     rc = 0;
     goto out;
 fail:
@@ -191,6 +209,7 @@ out:
     free(prompt);
     free(logits);
     model_free(&m);
+    op_profile_free(prof);
     return rc;
 }
 
@@ -247,7 +266,7 @@ int cmd_bench(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 2; }
     Config c;
     if (config_load(&c, cfg_path)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
-    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed, graph < 0);
+    if (decode) return bench_decode(be, cfg_path, &c, batch_set ? batch : 1, prompt, steps_set ? steps : 128, seed, graph < 0, profile);
     if (!seq) seq = c.max_seq_len;
     if (seq > c.max_seq_len) {
         fprintf(stderr, "flowhn bench: --seq-len %d exceeds the config's max_position_embeddings %d\n", seq,
