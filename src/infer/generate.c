@@ -8,6 +8,7 @@
 #include "generate.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,10 @@
 
 typedef struct {
     real *K, *V;        /* [B, W, kvd]: rows [0, count) hold the cached keys/values */
-    int count;          /* the same for every sequence */
+    int count;          /* the same for every sequence; the host advances it after each step */
+    int *row;           /* backend int: count as staged for the running step (the row this step's
+                         * token is written to; keys 0..row visible), read by copy_rows_at and
+                         * attention_decode_at, so a recorded step serves any count */
 } KVCache;
 
 typedef struct {
@@ -34,6 +38,16 @@ typedef struct {
     char *in_attn;               /* FlowHN: [W] 1 if the position goes to attention */
 } LayerState;
 
+/* A routing pattern's recording: seen once (its first step runs eagerly: lazy
+ * allocations and plans happen outside a recording), then recorded, then replayed. */
+#define GRAPH_SLOTS 8
+typedef struct {
+    uint64_t key;             /* bit l: layer l routes to attention (FlowHN with a split) */
+    int state;                /* 0 free, 1 seen once (record next), 2 recorded */
+    void *graph;
+    unsigned long used;
+} GraphSlot;
+
 struct Generator {
     Model *m;
     int B, W, t;
@@ -44,17 +58,20 @@ struct Generator {
     real *x, *x2, *u, *rstd, *uk, *q, *k, *v, *qr, *kr, *att, *mix, *h, *hn, *g, *up, *act, *y, *z, *zn, *tmp;
     real *xm, *zm, *conv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dtraw, *ys;
     real *logits;
-    int *tok_dev, *pos_dev;   /* [B] token ids, then [1] the position (RoPE): one buffer, one copy */
-    int *tok_host;            /* [B + 1] staging for that copy */
+    int *tok_dev, *pos_dev;   /* [B] token ids, [1] the position (RoPE), [n_caches] the caches' rows:
+                               * one buffer, one copy per step */
+    int *tok_host;            /* [B + 1 + n_caches] staging for that copy */
+    KVCache **caches;         /* [n_caches] every KV cache, in the staging order */
+    int n_caches;
     int frozen;               /* the parameters are frozen (Ops.freeze_weights) while we live */
-    /* the step recorded once as a graph and replayed (ops graph_*): possible when
-     * every position runs the same ops, i.e. every attention cache takes every
-     * token (all but FlowHN with a split), the cache row and the number of
-     * cached keys then being the position, read on the device (copy_rows_at,
-     * attention_decode_at) */
+    /* the step recorded as a graph and replayed (ops graph_*). The caches' rows
+     * and the position are read on the device, so one recording serves every
+     * position that runs the same ops: one per routing pattern (FlowHN with a
+     * split: which branch each layer gives the position; one pattern for every
+     * other architecture), up to GRAPH_SLOTS, the least recently used replaced */
     int graphs;               /* record and replay */
-    int state;                /* 0 next step eager (warm-up), 1 recorded, 2 replayed */
-    void *graph;
+    GraphSlot slots[GRAPH_SLOTS];
+    unsigned long clock;      /* for least recently used */
 };
 
 #define P(off) (g->m->params + (off))
@@ -70,11 +87,13 @@ static real *galloc(Generator *g, size_t n) {
 
 void generator_free(Generator *g) {
     if (!g) return;
-    if (g->graph) g->m->ops->graph_free(g->graph);
+    for (int i = 0; i < GRAPH_SLOTS; i++)
+        if (g->slots[i].graph) g->m->ops->graph_free(g->slots[i].graph);
     if (g->frozen) g->m->ops->freeze_weights(NULL, 0);
     for (int i = 0; i < g->n_allocs; i++) g->m->ops->release(g->allocs[i]);
     free(g->allocs);
     free(g->tok_host);
+    free(g->caches);
     if (g->layers)
         for (int l = 0; l < g->m->cfg.num_layers; l++) free(g->layers[l].in_attn);
     free(g->layers);
@@ -111,11 +130,15 @@ size_t generator_step_params(const Generator *g, int t) {
 int generator_set_graphs(Generator *g, int on) {
     const Ops *o = g->m->ops;
     const Config *c = &g->m->cfg;
-    if (g->graph) o->graph_free(g->graph);
-    g->graph = NULL;
-    g->state = 0;
-    g->graphs = on && o->graph_begin && o->copy_rows_at && o->attention_decode_at &&
-                (c->arch != ARCH_FLOWHN || c->split == SPLIT_NONE);
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        if (g->slots[i].graph) o->graph_free(g->slots[i].graph);
+        memset(&g->slots[i], 0, sizeof g->slots[i]);
+    }
+    /* FlowHN with a split: one recording per routing pattern (at most 64 layers in a key); opt-in with
+     * FLOWHN_SPLIT_DECODE_GRAPH=1 until tests/cuda/test_cuda_decode has run it on a GPU */
+    const char *split_env = getenv("FLOWHN_SPLIT_DECODE_GRAPH");
+    int split = c->arch == ARCH_FLOWHN && c->split != SPLIT_NONE;
+    g->graphs = on && o->graph_begin && (!split || (split_env && !strcmp(split_env, "1") && c->num_layers <= 64));
     return g->graphs;
 }
 const real *generator_logits(const Generator *g) { return g->logits; }
@@ -141,8 +164,9 @@ static int mixer_state_init(Generator *g, MixerState *s, MixerKind kind) {
 
 Generator *generator_create(Model *m, int B) {
     const Config *c = &m->cfg;
-    if (!m->ops->copy_rows || !m->ops->conv1d_step || !m->ops->attention_decode) {
-        fh_error("backend %s lacks the decoding ops (copy_rows, conv1d_step, attention_decode)", m->ops->name);
+    if (!m->ops->copy_rows || !m->ops->conv1d_step || !m->ops->copy_rows_at || !m->ops->attention_decode_at) {
+        fh_error("backend %s lacks the decoding ops (copy_rows, conv1d_step, copy_rows_at, attention_decode_at)",
+                 m->ops->name);
         return NULL;
     }
     Generator *g = calloc(1, sizeof *g);
@@ -166,10 +190,6 @@ Generator *generator_create(Model *m, int B) {
     if (!(g->rstd = galloc(g, B)) || !(g->conv = galloc(g, (size_t)B * (CX > E ? CX : E))) ||
         !(g->logits = galloc(g, (size_t)B * c->vocab_size)))
         goto oom;
-    g->tok_dev = (int *)galloc(g, B + 1);   /* sizeof(real) >= sizeof(int) */
-    g->tok_host = malloc(sizeof(int) * (B + 1));
-    if (!g->tok_dev || !g->tok_host) goto oom;
-    g->pos_dev = g->tok_dev + B;
     SplitPlan plan = {0};
     if (c->arch == ARCH_FLOWHN && split_plan_build(&plan, c, g->W, model_split_na(c, g->W))) { generator_free(g); return NULL; }
     for (int l = 0; l < c->num_layers; l++) {
@@ -188,6 +208,19 @@ Generator *generator_create(Model *m, int B) {
         if (rc) { split_plan_free(&plan); generator_free(g); return NULL; }
     }
     if (c->arch == ARCH_FLOWHN) split_plan_free(&plan);
+    /* the token ids, the position and every KV cache's row: staged together, one copy a step */
+    g->caches = calloc(2 * (size_t)c->num_layers, sizeof(KVCache *));
+    if (!g->caches) goto oom;
+    for (int l = 0; l < c->num_layers; l++) {
+        KVCache *kv[2] = {&g->layers[l].dec.kv, &g->layers[l].attn.kv};
+        for (int i = 0; i < 2; i++)
+            if (kv[i]->K) g->caches[g->n_caches++] = kv[i];
+    }
+    g->tok_dev = (int *)galloc(g, (size_t)B + 1 + g->n_caches);   /* sizeof(real) >= sizeof(int) */
+    g->tok_host = malloc(sizeof(int) * ((size_t)B + 1 + g->n_caches));
+    if (!g->tok_dev || !g->tok_host) goto oom;
+    g->pos_dev = g->tok_dev + B;
+    for (int i = 0; i < g->n_caches; i++) g->caches[i]->row = g->tok_dev + B + 1 + i;
     /* decoding never writes the weights: let the backend convert them once
      * (failing that, it converts per product as in training) */
     if (m->ops->freeze_weights) g->frozen = m->ops->freeze_weights(m->params, m->layout.total) == 0;
@@ -214,15 +247,9 @@ static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv
         o->rope_fwd(g->kr, g->k, g->pos_dev, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
         k = g->kr;
     }
-    /* row `count` of each sequence's [W, kvd] cache (= the position when recording: every token is cached) */
-    if (g->graphs) {
-        o->copy_rows_at(kv->K, g->W * kvd, k, B, kvd, g->pos_dev);
-        o->copy_rows_at(kv->V, g->W * kvd, g->v, B, kvd, g->pos_dev);
-    } else {
-        o->copy_rows(kv->K + (size_t)kv->count * kvd, g->W * kvd, k, kvd, B, kvd);
-        o->copy_rows(kv->V + (size_t)kv->count * kvd, g->W * kvd, g->v, kvd, B, kvd);
-    }
-    kv->count++;
+    /* row `count` of each sequence's [W, kvd] cache, read on the device (the host advances count after the step) */
+    o->copy_rows_at(kv->K, g->W * kvd, k, B, kvd, kv->row);
+    o->copy_rows_at(kv->V, g->W * kvd, g->v, B, kvd, kv->row);
 }
 
 /* Attention for queries from u [B, H] at position t over the cache; out [B, H]. */
@@ -236,9 +263,8 @@ static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u,
         o->rope_fwd(g->qr, g->q, g->pos_dev, B, 1, nh, hd, (real)c->rope_theta);
         q = g->qr;
     }
-    /* every cached key is at or before this position: all visible */
-    if (g->graphs) o->attention_decode_at(g->att, q, kv->K, kv->V, B, g->pos_dev, g->W, nh, c->num_kv_heads, hd);
-    else o->attention_decode(g->att, q, kv->K, kv->V, B, kv->count, g->W, nh, c->num_kv_heads, hd);
+    /* every cached key is at or before this position: all visible, this step's included (keys 0..row) */
+    o->attention_decode_at(g->att, q, kv->K, kv->V, B, kv->row, g->W, nh, c->num_kv_heads, hd);
     o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
 }
 
@@ -376,42 +402,64 @@ static void step_body(Generator *g) {
     o->linear_fwd(g->logits, g->hn, P(m->layout.lm_head), NULL, B, H, V);
 }
 
-/* With graphs: replay the recorded step (state 2) or record it (state 1);
- * 0 if it ran, 1 if this step must run eagerly (the recording failed, or a
- * buffer it used was freed since: recorded again at the next step), -1 on error.
- * g->x and g->tmp are scratch (rewritten every step), so the recording's
- * pointers serve every replay whatever the host swaps. */
-static int step_graph(Generator *g) {
+/* The routing pattern of position t: bit l set when FlowHN layer l gives it
+ * to the attention branch (0 for every other architecture: one pattern). */
+static uint64_t route_key(const Generator *g, int t) {
+    uint64_t key = 0;
+    for (int l = 0; l < g->m->cfg.num_layers && l < 64; l++)
+        if (g->layers[l].in_attn && g->layers[l].in_attn[t]) key |= 1ull << l;
+    return key;
+}
+
+/* With graphs: the slot of this step's routing pattern replays its recording,
+ * or records it (seen once before), or is taken now (its first step runs
+ * eagerly). 0 if the step ran, 1 if it must run eagerly, -1 on error. The
+ * recordings read the token ids, the position and the caches' rows from the
+ * staged buffer, and g->x, g->tmp ... are scratch rewritten every step, so a
+ * recording serves every step of its pattern. */
+static int step_graph(Generator *g, uint64_t key) {
     const Ops *o = g->m->ops;
-    if (g->state == 2) {
-        int rc = o->graph_launch(g->graph);
+    GraphSlot *slot = NULL, *lru = &g->slots[0];
+    for (int i = 0; i < GRAPH_SLOTS; i++) {
+        if (g->slots[i].state && g->slots[i].key == key) { slot = &g->slots[i]; break; }
+        if (!g->slots[i].state || (lru->state && g->slots[i].used < lru->used)) lru = &g->slots[i];
+    }
+    if (!slot) {   /* a new pattern: its first step eager, recorded at the next */
+        if (lru->graph) o->graph_free(lru->graph);
+        *lru = (GraphSlot){.key = key, .state = 1, .used = ++g->clock};
+        return 1;
+    }
+    slot->used = ++g->clock;
+    if (slot->state == 2) {
+        int rc = o->graph_launch(slot->graph);
         if (rc <= 0) return rc;
-        o->graph_free(g->graph);
-        g->graph = NULL;
-        g->state = 0;
+        o->graph_free(slot->graph);   /* a buffer it used was freed since: eager now, recorded again next */
+        slot->graph = NULL;
+        slot->state = 1;
         return 1;
     }
     if (o->graph_begin()) return -1;
     step_body(g);
     void *gr = o->graph_end();
     if (gr && o->graph_launch(gr) == 0) {
-        g->graph = gr;
-        g->state = 2;
+        slot->graph = gr;
+        slot->state = 2;
         return 0;
     }
     if (gr) o->graph_free(gr);
     fprintf(stderr, "flowhn: %s; decoding without graphs\n", fh_last_error());
-    g->graphs = 0;
-    g->state = 0;
+    generator_set_graphs(g, 0);
     return 1;
 }
 
-/* every KV cache holds the tokens up to position t (graph mode: each cache takes every token) */
-static void set_counts(Generator *g, int n) {
-    for (int l = 0; l < g->m->cfg.num_layers; l++) {
-        MixerState *ms[3] = {&g->layers[l].dec, &g->layers[l].attn, &g->layers[l].ssm};
-        for (int i = 0; i < 3; i++)
-            if (ms[i]->kv.K) ms[i]->kv.count = n;
+/* after the step at position t: each KV cache that took its token has one row more */
+static void advance_counts(Generator *g, int t) {
+    const Config *c = &g->m->cfg;
+    for (int l = 0; l < c->num_layers; l++) {
+        LayerState *s = &g->layers[l];
+        if (s->dec.kv.K) s->dec.kv.count++;
+        /* FlowHN's attention branch caches its own tokens, or every token with prefix context; Hymba's every token */
+        if (s->attn.kv.K && (!s->in_attn || s->in_attn[t] || c->context == CONTEXT_PREFIX)) s->attn.kv.count++;
     }
 }
 
@@ -426,15 +474,12 @@ int generator_step(Generator *g, const int *tokens, real *logits) {
         if (tokens[b] < 0 || tokens[b] >= V) return fh_error("token id %d outside the vocabulary [0, %d)", tokens[b], V);
     memcpy(g->tok_host, tokens, sizeof(int) * B);
     g->tok_host[B] = g->t;
-    o->from_host(g->tok_dev, g->tok_host, sizeof(int) * (B + 1));
-    int graphs = g->graphs, rc = 1;
-    if (graphs && g->state && (rc = step_graph(g)) < 0) return -1;
-    if (graphs) set_counts(g, g->t);   /* a recording's host pass counted tokens that did not run */
-    if (rc) {
-        step_body(g);
-        if (g->graphs) g->state = 1;   /* warmed up: record the next step */
-    }
-    if (graphs) set_counts(g, g->t + 1);   /* replays run no host code: count here */
+    for (int i = 0; i < g->n_caches; i++) g->tok_host[B + 1 + i] = g->caches[i]->count;
+    o->from_host(g->tok_dev, g->tok_host, sizeof(int) * ((size_t)B + 1 + g->n_caches));
+    int rc = g->graphs ? step_graph(g, route_key(g, g->t)) : 1;
+    if (rc < 0) return -1;
+    if (rc) step_body(g);
+    advance_counts(g, g->t);
     if (logits) o->to_host(logits, g->logits, sizeof(real) * (size_t)B * V);
     g->t++;
     return 0;

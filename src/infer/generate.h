@@ -42,10 +42,13 @@ int generator_prefill(Generator *g, const int *tokens, int P, real *logits);
 int generator_reset(Generator *g);
 /* The last step's logits [B, V] in the backend's memory. */
 const real *generator_logits(const Generator *g);
-/* Replaying each step recorded once as a graph (the backend's graph_*) where
- * the architecture allows (every position running the same ops: not FlowHN
- * with a split), on by default unless FLOWHN_NO_GRAPH=1; the same logits
- * (tests/cuda/test_cuda_decode.cu). Returns whether graphs are now used. */
+/* Replaying each step recorded once as a graph (the backend's graph_*), on by
+ * default unless FLOWHN_NO_GRAPH=1; the same logits (tests/cuda/test_cuda_decode.cu).
+ * The KV caches' rows and the position are read on the device, so a recording
+ * serves every step with the same ops: one recording for most architectures,
+ * one per routing pattern (up to 8 kept) for FlowHN with a split, which is
+ * opt-in (FLOWHN_SPLIT_DECODE_GRAPH=1) until it has run on a GPU. Returns
+ * whether graphs are now used. */
 int generator_set_graphs(Generator *g, int on);
 /* Tokens consumed so far. */
 int generator_position(const Generator *g);

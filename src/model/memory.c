@@ -90,8 +90,9 @@ static void dry_adamw(real *p, const real *g, real *m, real *v, size_t n, real l
 static double dry_sum_squares(const real *x, size_t n) { return 0; }
 static void dry_copy_rows(real *d, int ldd, const real *s, int lds, int rows, int cols) {}
 static void dry_conv1d_step(real *o, real *win, const real *x, const real *w, const real *b, int B, int C, int K) {}
-static void dry_attention_decode(real *o, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
-                                 int nkv, int hd) {}
+static void dry_copy_rows_at(real *d, int ldd, const real *s, int rows, int cols, const int *pos) {}
+static void dry_attention_decode_at(real *o, const real *q, const real *k, const real *v, int B, const int *pos,
+                                    int ld, int nh, int nkv, int hd) {}
 
 /* Every entry is set: an op added to ops.h and not here is NULL and crashes
  * test_memory, which runs the dry run on every architecture; a changed
@@ -118,7 +119,8 @@ static const Ops dry_ops = {
     .selective_scan_step = dry_scan_step, .ssd_step = dry_ssd_step,
     .adamw = dry_adamw, .sum_squares = dry_sum_squares,
     /* the generator's (graphs and frozen weights are optional: left out) */
-    .copy_rows = dry_copy_rows, .conv1d_step = dry_conv1d_step, .attention_decode = dry_attention_decode,
+    .copy_rows = dry_copy_rows, .conv1d_step = dry_conv1d_step, .copy_rows_at = dry_copy_rows_at,
+    .attention_decode_at = dry_attention_decode_at,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -5,7 +5,8 @@
 #   bash tools/gpu/session.sh [--bundle DIR] STAGE...      (on the GPU machine, repo root)
 #
 # Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
-#   tests     test_cuda, test_cuda_model, test_cuda_decode, test_cuda_graph (also with branch streams)  ~3 min
+#   tests     test_cuda, test_cuda_model, test_cuda_decode (also with FlowHN's decode graphs),
+#             test_cuda_graph (also with branch streams)                                               ~3.5 min
 #   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, cuBLASLt's nvjet
 #             kernels excluded)                                                                         ~4 min
 #   bench     tools/bench_all.sh: every architecture at 135M; LLaMA and the FlowHN splits at 350M and 1B
@@ -42,6 +43,7 @@ for stage in "$@"; do
         run_test test_cuda timeout 300 "$FB/test_cuda"
         run_test test_cuda_model timeout 300 "$FB/test_cuda_model"
         run_test test_cuda_decode timeout 200 "$FB/test_cuda_decode"
+        run_test test_cuda_decode_split_graph FLOWHN_SPLIT_DECODE_GRAPH=1 timeout 200 "$FB/test_cuda_decode"
         run_test test_cuda_graph timeout 200 "$FB/test_cuda_graph"
         run_test test_cuda_graph_streams FLOWHN_BRANCH_STREAMS=1 timeout 200 "$FB/test_cuda_graph" ;;
     sanitize)
@@ -66,6 +68,13 @@ for stage in "$@"; do
             timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --decode --batch $b \
                 --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/decode-$c-$b.log" 2>&1
             grep DECODE "$LOGS/decode-$c-$b.log" | tr ' ' '\n' | awk -F= -v c=$c -v b=$b '
+                {v[$1]=$2} END {printf "| %s | %s | %s | %s | %s |\n", c, b, v["step_ms"], v["tokens_per_s"], v["bound_fraction"]}' \
+                | tee -a "$SUMMARY"
+        done; done
+        for c in flowhn-fac-135m flowhn-fac-1b; do for b in 1 64; do   # FlowHN's decode graphs (opt-in until checked)
+            FLOWHN_SPLIT_DECODE_GRAPH=1 timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda \
+                --decode --batch $b --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/decode-$c-$b-graph.log" 2>&1
+            grep DECODE "$LOGS/decode-$c-$b-graph.log" | tr ' ' '\n' | awk -F= -v c="$c (graph)" -v b=$b '
                 {v[$1]=$2} END {printf "| %s | %s | %s | %s | %s |\n", c, b, v["step_ms"], v["tokens_per_s"], v["bound_fraction"]}' \
                 | tee -a "$SUMMARY"
         done; done ;;
