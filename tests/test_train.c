@@ -18,6 +18,7 @@
 #include "../src/dist/bucket.h"
 #include "../src/train/trainer.h"
 #include "helpers/tiny.h"
+#include "helpers/tmpdir.h"
 #include "test.h"
 
 /* A deterministic source over a fixed repeating token pattern (learnable). */
@@ -372,8 +373,7 @@ static void bad_inputs(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/flowhn-test-train-%d", (int)getpid());
-    mkdir(dir, 0777);
+    test_dir_make(dir, sizeof dir, "train");
     RUN(exact_resume);
     RUN(refuses_other_config);
     RUN(corrupted_and_truncated);
@@ -384,8 +384,6 @@ int main(void) {
     RUN(recordable_step_same_run);
     RUN(bad_inputs);
     RUN(overlap_wiring);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    test_dir_remove(dir);
     TEST_SUMMARY();
 }
