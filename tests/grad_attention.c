@@ -39,11 +39,7 @@ static double loss(void *u) {
     return dot(out_, R_, (size_t)c->B * c->nq * c->nh * c->hd);
 }
 
-static real *rnd(size_t n, double lo, double hi) {
-    real *p = malloc(sizeof(real) * n);
-    fill_uniform(p, n, &rng, lo, hi);
-    return p;
-}
+static real *rnd(size_t n, double lo, double hi) { return uniform_buffer(&rng, n, lo, hi); }
 
 static int all_finite(const real *x, size_t n) {
     for (size_t i = 0; i < n; i++)

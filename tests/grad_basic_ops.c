@@ -16,11 +16,7 @@ static Rng rng;
 static void *bufs[256];
 static int n_bufs;
 static real *keep(real *p) { bufs[n_bufs++] = p; return p; }
-static real *rnd(size_t n, double lo, double hi) {
-    real *p = keep(malloc(sizeof(real) * n));
-    fill_uniform(p, n, &rng, lo, hi);
-    return p;
-}
+static real *rnd(size_t n, double lo, double hi) { return keep(uniform_buffer(&rng, n, lo, hi)); }
 static real *zeros(size_t n) { return keep(calloc(n, sizeof(real))); }
 
 /* ---- RMSNorm ---- */

@@ -16,11 +16,7 @@
 #define EPS 1e-4
 static Rng rng;
 
-static real *rnd(size_t n, double lo, double hi) {
-    real *p = malloc(sizeof(real) * n);
-    fill_uniform(p, n, &rng, lo, hi);
-    return p;
-}
+static real *rnd(size_t n, double lo, double hi) { return uniform_buffer(&rng, n, lo, hi); }
 static real *zeros(size_t n) { return calloc(n, sizeof(real)); }
 
 /* ---- causal depthwise conv1d ---- */

@@ -27,11 +27,7 @@ typedef struct {
     double range;   /* q and k uniform in [-range, range] */
 } Case;
 
-static real *rnd(size_t n, double lo, double hi) {
-    real *p = malloc(sizeof(real) * (n ? n : 1));
-    fill_uniform(p, n, &rng, lo, hi);
-    return p;
-}
+static real *rnd(size_t n, double lo, double hi) { return uniform_buffer(&rng, n, lo, hi); }
 
 /* a sorted random subset of n positions out of 0..T-1 (selection sampling) */
 static void subset(int *pos, int n, int T) {

@@ -8,6 +8,7 @@
 
 #include "../src/core/error.h"
 #include "../src/train/data_source.h"
+#include "helpers/tmpdir.h"
 #include "test.h"
 
 static char dir[256];
@@ -103,13 +104,10 @@ static void unigram(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/flowhn-test-shards-%d", (int)getpid());
-    mkdir(dir, 0777);
+    test_dir_make(dir, sizeof dir, "shards");
     RUN(reads_llmc_layout_and_batches);
     RUN(bad_files);
     RUN(unigram);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    test_dir_remove(dir);
     TEST_SUMMARY();
 }

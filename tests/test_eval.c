@@ -12,6 +12,7 @@
 #include "../src/infer/eval.h"
 #include "../src/infer/generate.h"
 #include "helpers/tiny.h"
+#include "helpers/tmpdir.h"
 #include "test.h"
 
 static Tokenizer *tok;
@@ -211,8 +212,7 @@ static void loss_by_position(int spec) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/flowhn-test-eval-%d", (int)getpid());
-    mkdir(dir, 0777);
+    test_dir_make(dir, sizeof dir, "eval");
     const char *text = "the cat sat on the mat. a dog ran to the park. birds fly high in the sky. one two three four. "
                        "red blue green. the cat was here and the dog is there. ";
     size_t len = strlen(text);
@@ -228,8 +228,6 @@ int main(void) {
     RUN_ARG(loss_by_position, 12, "flowhn-fac-isolated");
     RUN_ARG(loss_by_position, 13, "flowhn-fac-prefix");
     tokenizer_free(tok);
-    char cmd[200];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    test_dir_remove(dir);
     TEST_SUMMARY();
 }

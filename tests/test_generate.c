@@ -110,13 +110,18 @@ static void prefill_equals_steps(int si) {
     model_free(&m);
 }
 
-static void prefill_refuses(void) {
+/* a seed-1 llama tiny model with a 4-token window, and a generator of batch 1 on it */
+static Generator *window4_generator(Model *m) {
     Config c = tiny_config(&tiny_specs[0]);
     c.max_seq_len = 4;
+    model_create(m, &c, &cpu_ops);
+    model_init_params(m, 1);
+    return generator_create(m, 1);
+}
+
+static void prefill_refuses(void) {
     Model m;
-    model_create(&m, &c, &cpu_ops);
-    model_init_params(&m, 1);
-    Generator *g = generator_create(&m, 1);
+    Generator *g = window4_generator(&m);
     int t[5] = {1, 2, 3, 4, 5};
     real logits[32];
     CHECK(generator_prefill(g, t, 5, logits) != 0 && strstr(fh_last_error(), "window"), "5 tokens refused: %s",
@@ -130,12 +135,8 @@ static void prefill_refuses(void) {
 }
 
 static void window_is_enforced(void) {
-    Config c = tiny_config(&tiny_specs[0]);
-    c.max_seq_len = 4;
     Model m;
-    model_create(&m, &c, &cpu_ops);
-    model_init_params(&m, 1);
-    Generator *g = generator_create(&m, 1);
+    Generator *g = window4_generator(&m);
     real logits[32];
     int t = 1;
     for (int i = 0; i < 4; i++) CHECK(generator_step(g, &t, logits) == 0, "%s", fh_last_error());

@@ -18,20 +18,7 @@
 #define BOUND 1e-5
 static Rng rng;
 
-static real *rnd(size_t n, double lo, double hi) {
-    real *p = malloc(sizeof(real) * n);
-    fill_uniform(p, n, &rng, lo, hi);
-    return p;
-}
-
-static double rel_l2_d(const real *a, const double *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += b[i] * b[i];
-    }
-    return sqrt(num) / fmax(sqrt(den), 1e-30);
-}
+static real *rnd(size_t n, double lo, double hi) { return uniform_buffer(&rng, n, lo, hi); }
 
 /* ---- SSD ---- */
 typedef struct { int B, n, nh, P, G, N, L; double dt_lo, dt_hi; } SsdCase;

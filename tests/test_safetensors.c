@@ -199,56 +199,42 @@ static void corrupt_files(void) {
     CHECK(st_load(&f, p) == 0 && f.n == 1 && ((unsigned char *)f.tensors[0].data)[5] == 5, "%s", fh_last_error());
     st_free(&f);
 
-    write_raw(p, ok_hdr, -1, 15);                       /* truncated data */
-    refused(p, "tensor \"w\"", "truncated");
-    write_raw(p, ok_hdr, -1, 0);
-    refused(p, "tensor \"w\"", "[0, 16]");
-    write_raw(p, "{\"w\":{\"dty", 60, 0);               /* truncated header */
-    refused(p, "header length 60", "truncated");
-    write_raw(p, "", -1, 0);                            /* a length field and nothing else */
-    refused(p, "header length 0", NULL);
+    /* headers that must be refused: header text, length field (-1: its real length), data bytes, and the
+     * needles the message must contain */
+    const struct { const char *hdr; long long hl; size_t data; const char *n1, *n2; } bad[] = {
+        {ok_hdr, -1, 15, "tensor \"w\"", "truncated"},   /* truncated data */
+        {ok_hdr, -1, 0, "tensor \"w\"", "[0, 16]"},
+        {"{\"w\":{\"dty", 60, 0, "header length 60", "truncated"},   /* truncated header */
+        {"", -1, 0, "header length 0", NULL},   /* a length field and nothing else */
+        {ok_hdr, 0x7fffffffffffffffLL, 16, "header length 9223372036854775807", NULL},   /* header length too big */
+        {"{\"w\":{\"dtype\":\"F128\",\"shape\":[2],\"data_offsets\":[0,16]}}", -1, 16, "tensor \"w\"", "unsupported dtype \"F128\""},
+        {"{\"w\":{\"shape\":[2],\"data_offsets\":[0,8]}}", -1, 8, "tensor \"w\"", "dtype"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,1000]}}", -1, 16, "tensor \"w\"", "[0, 1000]"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[8,4]}}", -1, 16, "tensor \"w\"", "[8, 4]"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[-4,12]}}", -1, 16, "tensor \"w\"", "data_offsets"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", -1, 16, "tensor \"w\"", "needs 24"},   /* shape mismatch */
+        {"{\"w\":{\"dtype\":\"F64\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", -1, 16, "tensor \"w\"", "needs 32"},   /* dtype size mismatch */
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", -1, 16, "tensor \"w\"", "shape entry 0"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", -1, 16, "tensor \"w\"", "shape entry 0"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", -1, 16, "tensor \"w\"", "at most 8"},
+        {"{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,4]}}", -1, 16, "tensor \"w\"", "overflows"},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]},"
+         "\"b\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,16]}}", -1, 16, "\"a\" and \"b\" overlap", NULL},
+        {"{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+         "\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}", -1, 16, "tensor \"a\" appears twice", NULL},
+        {"{\"w\":[1,2]}", -1, 0, "tensor \"w\"", "expected an object"},
+        {"{\"__metadata__\":{\"k\":3}}", -1, 0, "__metadata__", "\"k\""},
+        {"{\"w\":{\"dtype\":\"F32\",", -1, 16, "not valid JSON", NULL},
+        {"[1,2,3]", -1, 0, "not a JSON object", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_raw(p, bad[i].hdr, bad[i].hl, bad[i].data);
+        refused(p, bad[i].n1, bad[i].n2);
+    }
     FILE *fp = fopen(p, "wb");
     fputs("abc", fp);
     fclose(fp);
     refused(p, "too short", NULL);                      /* under 8 bytes */
-    write_raw(p, ok_hdr, 0x7fffffffffffffffLL, 16);     /* header length too big */
-    refused(p, "header length 9223372036854775807", NULL);
-    write_raw(p, "{\"w\":{\"dtype\":\"F128\",\"shape\":[2],\"data_offsets\":[0,16]}}", -1, 16);
-    refused(p, "tensor \"w\"", "unsupported dtype \"F128\"");
-    write_raw(p, "{\"w\":{\"shape\":[2],\"data_offsets\":[0,8]}}", -1, 8);
-    refused(p, "tensor \"w\"", "dtype");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,1000]}}", -1, 16);
-    refused(p, "tensor \"w\"", "[0, 1000]");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[8,4]}}", -1, 16);
-    refused(p, "tensor \"w\"", "[8, 4]");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[-4,12]}}", -1, 16);
-    refused(p, "tensor \"w\"", "data_offsets");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", -1, 16);
-    refused(p, "tensor \"w\"", "needs 24");             /* shape mismatch */
-    write_raw(p, "{\"w\":{\"dtype\":\"F64\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", -1, 16);
-    refused(p, "tensor \"w\"", "needs 32");             /* dtype size mismatch */
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", -1, 16);
-    refused(p, "tensor \"w\"", "shape entry 0");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", -1, 16);
-    refused(p, "tensor \"w\"", "shape entry 0");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", -1, 16);
-    refused(p, "tensor \"w\"", "at most 8");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,4]}}", -1, 16);
-    refused(p, "tensor \"w\"", "overflows");
-    write_raw(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]},"
-                 "\"b\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[8,16]}}", -1, 16);
-    refused(p, "\"a\" and \"b\" overlap", NULL);
-    write_raw(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
-                 "\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}", -1, 16);
-    refused(p, "tensor \"a\" appears twice", NULL);
-    write_raw(p, "{\"w\":[1,2]}", -1, 0);
-    refused(p, "tensor \"w\"", "expected an object");
-    write_raw(p, "{\"__metadata__\":{\"k\":3}}", -1, 0);
-    refused(p, "__metadata__", "\"k\"");
-    write_raw(p, "{\"w\":{\"dtype\":\"F32\",", -1, 16);
-    refused(p, "not valid JSON", NULL);
-    write_raw(p, "[1,2,3]", -1, 0);
-    refused(p, "not a JSON object", NULL);
     refused("/nonexistent/x.safetensors", "cannot open", NULL);
     refused(dir, "not a regular file", NULL);
 

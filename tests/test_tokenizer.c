@@ -428,6 +428,16 @@ static void expect_error(const char *label, const char *text, const char *field)
     remove(p);
 }
 
+/* text with its first `from` replaced by `to` must be refused, the error naming `field` */
+static void expect_error_replaced(const char *field, const char *text, const char *from, const char *to) {
+    const char *at = strstr(text, from);
+    CHECK(at != NULL, "%s: the text has no %s to replace", field, from);
+    if (!at) return;
+    char fixed[2048];
+    snprintf(fixed, sizeof fixed, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    expect_error(field, fixed, field);
+}
+
 static void test_load_errors(void) {
     char buf[2048];
     expect_error("missing file", NULL, "cannot open");
@@ -460,20 +470,8 @@ static void test_load_errors(void) {
     BAD("added empty", "{\"id\":6,\"content\":\"\"}", BL, "", "", "", "added_tokens[0].content");
 #undef BAD
     snprintf(buf, sizeof buf, tiny_fmt, "", BL, BPE, "", "");
-    char *norm = strstr(buf, "\"normalizer\":null");
-    if (norm) {
-        char fixed[2048];
-        snprintf(fixed, sizeof fixed, "%.*s\"normalizer\":{\"type\":\"NFC\"}%s", (int)(norm - buf), buf,
-                 norm + strlen("\"normalizer\":null"));
-        expect_error("normalizer", fixed, "normalizer");
-    }
-    char *dec = strstr(buf, "\"decoder\":{\"type\":\"ByteLevel\"}");
-    if (dec) {
-        char fixed[2048];
-        snprintf(fixed, sizeof fixed, "%.*s\"decoder\":{\"type\":\"WordPiece\"}%s", (int)(dec - buf), buf,
-                 dec + strlen("\"decoder\":{\"type\":\"ByteLevel\"}"));
-        expect_error("decoder", fixed, "decoder");
-    }
+    expect_error_replaced("normalizer", buf, "\"normalizer\":null", "\"normalizer\":{\"type\":\"NFC\"}");
+    expect_error_replaced("decoder", buf, "\"decoder\":{\"type\":\"ByteLevel\"}", "\"decoder\":{\"type\":\"WordPiece\"}");
 }
 
 int main(void) {

@@ -18,6 +18,7 @@
 #include "../src/dist/bucket.h"
 #include "../src/train/trainer.h"
 #include "helpers/tiny.h"
+#include "helpers/tmpdir.h"
 #include "test.h"
 
 /* A deterministic source over a fixed repeating token pattern (learnable). */
@@ -59,42 +60,68 @@ static TrainOptions options(const char *sub, int steps) {
 
 static Config cfg_fac(void) { return tiny_config(&tiny_specs[12]); }   /* flowhn-fac-isolated */
 
-static void exact_resume(void) {
-    Config c = cfg_fac();
+/* m: a model of c with seed-1 weights, saved (no optimizer state) to dir/name, whose path goes to ck */
+static void saved_model(Model *m, const Config *c, char *ck, size_t ck_size, const char *name) {
+    model_create(m, c, &cpu_ops);
+    model_init_params(m, 1);
+    snprintf(ck, ck_size, "%s/%s", dir, name);
+    OptimizerView none = {NULL, NULL};
+    CHECK(checkpoint_save(ck, m, none, NULL) == 0, "%s", fh_last_error());
+}
+
+/* Two runs that must agree: the same seed-5 cfg_fac model twice, each with its
+ * own training stream and validation stream over the same data. Filled in
+ * place (the sources point at the streams beside them). */
+typedef struct {
+    Config c;
     Model a, b;
-    model_create(&a, &c, &cpu_ops); model_init_params(&a, 5);
-    model_create(&b, &c, &cpu_ops); model_init_params(&b, 5);
-    Stream sa = {0, c.vocab_size}, sb = {0, c.vocab_size}, va = {1000000, c.vocab_size}, vb = va;
-    BatchSource ta = {stream_next, stream_state, stream_restore, &sa}, tb = {stream_next, stream_state, stream_restore, &sb};
-    BatchSource vsa = {stream_next, stream_state, stream_restore, &va}, vsb = {stream_next, stream_state, stream_restore, &vb};
+    Stream sa, sb, va, vb;
+    BatchSource ta, tb, vsa, vsb;
+} Twins;
+
+static void twins_init(Twins *w) {
+    w->c = cfg_fac();
+    model_create(&w->a, &w->c, &cpu_ops); model_init_params(&w->a, 5);
+    model_create(&w->b, &w->c, &cpu_ops); model_init_params(&w->b, 5);
+    w->sa = w->sb = (Stream){0, w->c.vocab_size};
+    w->va = w->vb = (Stream){1000000, w->c.vocab_size};
+    w->ta = (BatchSource){stream_next, stream_state, stream_restore, &w->sa};
+    w->tb = (BatchSource){stream_next, stream_state, stream_restore, &w->sb};
+    w->vsa = (BatchSource){stream_next, stream_state, stream_restore, &w->va};
+    w->vsb = (BatchSource){stream_next, stream_state, stream_restore, &w->vb};
+}
+
+static void exact_resume(void) {
+    Twins w;
+    twins_init(&w);
     TrainResult ra, rb1, rb2;
     TrainOptions oa = options("straight", 20);
-    CHECK(train_run(&a, &oa, &ta, &vsa, &ra) == 0, "%s", fh_last_error());
+    CHECK(train_run(&w.a, &oa, &w.ta, &w.vsa, &ra) == 0, "%s", fh_last_error());
     TrainOptions ob = options("resumed", 20);
     ob.stop_after = 10;
-    CHECK(train_run(&b, &ob, &tb, &vsb, &rb1) == 0, "%s", fh_last_error());
+    CHECK(train_run(&w.b, &ob, &w.tb, &w.vsb, &rb1) == 0, "%s", fh_last_error());
     CHECK(rb1.steps_done == 10, "stopped after 10 (%d)", rb1.steps_done);
     /* a fresh model and source, restored from the checkpoint */
     Model b2;
-    model_create(&b2, &c, &cpu_ops);
+    model_create(&b2, &w.c, &cpu_ops);
     model_init_params(&b2, 999);   /* different init: must be overwritten by the checkpoint */
-    Stream sb2 = {0, c.vocab_size};
+    Stream sb2 = {0, w.c.vocab_size};
     BatchSource tb2 = {stream_next, stream_state, stream_restore, &sb2};
     char ck[600];
     snprintf(ck, sizeof ck, "%s/checkpoint.bin", ob.out_dir);
     TrainOptions ob2 = options("resumed", 20);
     ob2.resume = ck;
-    CHECK(train_run(&b2, &ob2, &tb2, &vsb, &rb2) == 0, "%s", fh_last_error());
+    CHECK(train_run(&b2, &ob2, &tb2, &w.vsb, &rb2) == 0, "%s", fh_last_error());
     CHECK(rb2.steps_done == 10, "resumed run did 10 steps (%d)", rb2.steps_done);
     for (int i = 0; i < 10; i++) {
         CHECK(ra.losses[i] == rb1.losses[i], "step %d: %.9g vs %.9g", i + 1, ra.losses[i], rb1.losses[i]);
         CHECK(ra.losses[10 + i] == rb2.losses[i], "step %d after resume: %.9g vs %.9g", 11 + i, ra.losses[10 + i],
               rb2.losses[i]);
     }
-    CHECK(memcmp(a.params, b2.params, sizeof(real) * a.layout.total) == 0, "weights bit-identical after resume");
+    CHECK(memcmp(w.a.params, b2.params, sizeof(real) * w.a.layout.total) == 0, "weights bit-identical after resume");
     CHECK(ra.losses[19] < ra.losses[0] - 0.5, "loss falls on learnable data: %.4f -> %.4f", ra.losses[0], ra.losses[19]);
     printf("    20 straight vs 10 + resume + 10: identical; loss %.4f -> %.4f\n", ra.losses[0], ra.losses[19]);
-    model_free(&a); model_free(&b); model_free(&b2);
+    model_free(&w.a); model_free(&w.b); model_free(&b2);
     free(ra.losses); free(rb1.losses); free(rb2.losses);
     free((char *)oa.out_dir); free((char *)ob.out_dir); free((char *)ob2.out_dir);
 }
@@ -180,12 +207,8 @@ static void overlap_wiring(void) {
 static void refuses_other_config(void) {
     Config c = cfg_fac();
     Model m;
-    model_create(&m, &c, &cpu_ops);
-    model_init_params(&m, 1);
     char ck[600];
-    snprintf(ck, sizeof ck, "%s/cfg.bin", dir);
-    OptimizerView none = {NULL, NULL};
-    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
+    saved_model(&m, &c, ck, sizeof ck, "cfg.bin");
     Config d = c;
     d.intermediate_size = 32;
     Model m2;
@@ -200,12 +223,8 @@ static void refuses_other_config(void) {
 static void corrupted_and_truncated(void) {
     Config c = cfg_fac();
     Model m;
-    model_create(&m, &c, &cpu_ops);
-    model_init_params(&m, 1);
     char ck[600], bad[700];
-    snprintf(ck, sizeof ck, "%s/good.bin", dir);
-    OptimizerView none = {NULL, NULL};
-    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
+    saved_model(&m, &c, ck, sizeof ck, "good.bin");
     FILE *f = fopen(ck, "rb");
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
@@ -235,12 +254,9 @@ static void corrupted_and_truncated(void) {
 static void full_disk_keeps_previous(void) {
     Config c = cfg_fac();
     Model m;
-    model_create(&m, &c, &cpu_ops);
-    model_init_params(&m, 1);
     char ck[600];
-    snprintf(ck, sizeof ck, "%s/disk.bin", dir);
+    saved_model(&m, &c, ck, sizeof ck, "disk.bin");
     OptimizerView none = {NULL, NULL};
-    CHECK(checkpoint_save(ck, &m, none, NULL) == 0, "%s", fh_last_error());
     /* a file-size limit below the checkpoint size: writes fail with EFBIG like a full disk */
     pid_t pid = fork();
     if (pid == 0) {
@@ -315,29 +331,24 @@ static void nan_policies_recordable_step(void) { nan_policies_with(1); }
 
 /* the recordable step in the trainer (validation, checkpoints) against the original step */
 static void recordable_step_same_run(void) {
-    Config c = cfg_fac();
-    Model a, b;
-    model_create(&a, &c, &cpu_ops); model_init_params(&a, 5);
-    model_create(&b, &c, &cpu_ops); model_init_params(&b, 5);
-    Stream sa = {0, c.vocab_size}, sb = {0, c.vocab_size}, va = {1000000, c.vocab_size}, vb = va;
-    BatchSource ta = {stream_next, stream_state, stream_restore, &sa}, tb = {stream_next, stream_state, stream_restore, &sb};
-    BatchSource vsa = {stream_next, stream_state, stream_restore, &va}, vsb = {stream_next, stream_state, stream_restore, &vb};
+    Twins w;
+    twins_init(&w);
     TrainResult ra, rb;
     TrainOptions oa = options("orig-step", 12), ob = options("recordable-step", 12);
     oa.grad_accum = ob.grad_accum = 1;
     oa.graph = -1;
     ob.graph = 1;
-    CHECK(train_run(&a, &oa, &ta, &vsa, &ra) == 0, "%s", fh_last_error());
-    CHECK(train_run(&b, &ob, &tb, &vsb, &rb) == 0, "%s", fh_last_error());
+    CHECK(train_run(&w.a, &oa, &w.ta, &w.vsa, &ra) == 0, "%s", fh_last_error());
+    CHECK(train_run(&w.b, &ob, &w.tb, &w.vsb, &rb) == 0, "%s", fh_last_error());
     double worst = 0;
     for (int i = 0; i < 12; i++) worst = fmax(worst, fabs(ra.losses[i] - rb.losses[i]) / fabs(ra.losses[i]));
     CHECK(worst <= 1e-12, "losses differ by relative %.2e", worst);
     CHECK(fabs(ra.last_val_loss - rb.last_val_loss) <= 1e-12 * fabs(ra.last_val_loss), "validation %.9g vs %.9g",
           ra.last_val_loss, rb.last_val_loss);
-    CHECK(memcmp(a.params, b.params, sizeof(real) * a.layout.total) == 0, "weights bit-identical");
+    CHECK(memcmp(w.a.params, w.b.params, sizeof(real) * w.a.layout.total) == 0, "weights bit-identical");
     printf("    original vs recordable step, 12 steps: losses rel %.1e, loss %.4f -> %.4f\n", worst, ra.losses[0],
            ra.losses[11]);
-    model_free(&a); model_free(&b);
+    model_free(&w.a); model_free(&w.b);
     free(ra.losses); free(rb.losses);
     free((char *)oa.out_dir); free((char *)ob.out_dir);
 }
@@ -362,8 +373,7 @@ static void bad_inputs(void) {
 }
 
 int main(void) {
-    snprintf(dir, sizeof dir, "/tmp/flowhn-test-train-%d", (int)getpid());
-    mkdir(dir, 0777);
+    test_dir_make(dir, sizeof dir, "train");
     RUN(exact_resume);
     RUN(refuses_other_config);
     RUN(corrupted_and_truncated);
@@ -374,8 +384,6 @@ int main(void) {
     RUN(recordable_step_same_run);
     RUN(bad_inputs);
     RUN(overlap_wiring);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd)) {}
+    test_dir_remove(dir);
     TEST_SUMMARY();
 }

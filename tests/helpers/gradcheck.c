@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 int gradcheck_quiet = 0;
 
@@ -45,6 +46,12 @@ void fill_uniform(real *x, size_t n, Rng *r, double lo, double hi) {
     for (size_t i = 0; i < n; i++) x[i] = (real)(lo + (hi - lo) * rng_uniform(r));
 }
 
+real *uniform_buffer(Rng *r, size_t n, double lo, double hi) {
+    real *p = malloc(sizeof(real) * (n ? n : 1));
+    fill_uniform(p, n, r, lo, hi);
+    return p;
+}
+
 double dot(const real *a, const real *b, size_t n) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
@@ -57,6 +64,15 @@ double rel_l2(const real *a, const real *b, size_t n) {
         double d = (double)a[i] - (double)b[i];
         num += d * d;
         den += (double)b[i] * (double)b[i];
+    }
+    return sqrt(num) / fmax(sqrt(den), 1e-30);
+}
+
+double rel_l2_d(const real *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += b[i] * b[i];
     }
     return sqrt(num) / fmax(sqrt(den), 1e-30);
 }

@@ -34,9 +34,14 @@ double gradcheck_floor(const char *name, loss_fn f, void *ctx, real *x, const re
 
 /* Fills x[n] with uniform values in [lo, hi). */
 void fill_uniform(real *x, size_t n, Rng *r, double lo, double hi);
+/* A new malloc'd buffer of n such values (room for one when n is 0, so that
+ * an empty case still gets a pointer it may free). */
+real *uniform_buffer(Rng *r, size_t n, double lo, double hi);
 /* sum_i a[i] * b[i] in double */
 double dot(const real *a, const real *b, size_t n);
 /* ||a - b|| / max(||b||, tiny) */
 double rel_l2(const real *a, const real *b, size_t n);
+/* The same against a reference b computed in double. */
+double rel_l2_d(const real *a, const double *b, size_t n);
 
 #endif

@@ -20,27 +20,34 @@ const TinySpec tiny_specs[] = {
 };
 const int n_tiny_specs = sizeof tiny_specs / sizeof tiny_specs[0];
 
-Config tiny_config(const TinySpec *s) {
+/* The sizes in which the two tiny families differ; everything else is shared. */
+typedef struct {
+    int hidden, layers, heads, kv_heads, head_dim, inter, vocab, max_seq;
+    double init_std;
+    int d_state, dt_rank, split_multiple;
+} TinySize;
+
+static Config sized_config(const TinySpec *s, TinySize z) {
     Config c;
     memset(&c, 0, sizeof c);
     c.arch = s->arch;
-    c.hidden_size = 16;
-    c.num_layers = s->layers;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 4;
-    c.intermediate_size = 24;
-    c.vocab_size = 32;
-    c.max_seq_len = 64;
+    c.hidden_size = z.hidden;
+    c.num_layers = z.layers;
+    c.num_heads = z.heads;
+    c.num_kv_heads = z.kv_heads;
+    c.head_dim = z.head_dim;
+    c.intermediate_size = z.inter;
+    c.vocab_size = z.vocab;
+    c.max_seq_len = z.max_seq;
     c.norm_eps = 1e-6;
     c.use_rope = s->arch == ARCH_LLAMA || s->arch == ARCH_HYMBA;
     c.rope_theta = 10000;
     c.tie_embeddings = s->arch == ARCH_SHM;
-    c.init_std = 0.2;
-    c.d_state = 4;
+    c.init_std = z.init_std;
+    c.d_state = z.d_state;
     c.expand = 2;
     c.d_conv = 4;
-    c.dt_rank = 2;
+    c.dt_rank = z.dt_rank;
     c.m2_d_state = 4;
     c.m2_headdim = 8;
     c.m2_ngroups = 1;
@@ -49,12 +56,18 @@ Config tiny_config(const TinySpec *s) {
     c.split = s->split;
     c.ratio_rule = RATIO_FIXED;
     c.split_ratio = 0.6;
-    c.split_multiple = 2;
+    c.split_multiple = z.split_multiple;
     c.context = s->ctx;
     c.attn_position = s->pos;
     c.attn_period = 2;
     c.attn_offset = 1;
     return c;
+}
+
+Config tiny_config(const TinySpec *s) {
+    return sized_config(s, (TinySize){.hidden = 16, .layers = s->layers, .heads = 4, .kv_heads = 2, .head_dim = 4,
+                                      .inter = 24, .vocab = 32, .max_seq = 64, .init_std = 0.2, .d_state = 4,
+                                      .dt_rank = 2, .split_multiple = 2});
 }
 
 void tiny_batch(int *tokens, int *targets, int B, int T, int V, unsigned seed) {
@@ -68,18 +81,7 @@ void tiny_batch(int *tokens, int *targets, int B, int T, int V, unsigned seed) {
 }
 
 Config tiny_config_h256(const TinySpec *s, int T) {
-    Config c = tiny_config(s);
-    c.hidden_size = 256;
-    c.num_layers = 4;
-    c.num_heads = 8;
-    c.num_kv_heads = 4;
-    c.head_dim = 32;
-    c.intermediate_size = 688;
-    c.vocab_size = 1024;
-    c.max_seq_len = T;
-    c.init_std = 0.02;
-    c.d_state = 16;
-    c.dt_rank = 16;
-    c.split_multiple = 16;
-    return c;
+    return sized_config(s, (TinySize){.hidden = 256, .layers = 4, .heads = 8, .kv_heads = 4, .head_dim = 32,
+                                      .inter = 688, .vocab = 1024, .max_seq = T, .init_std = 0.02, .d_state = 16,
+                                      .dt_rank = 16, .split_multiple = 16});
 }
