@@ -54,8 +54,8 @@ static int t_skipped(const char *name) {
 /* RUN_ARG(fn, arg, label): one case per argument, named by a string */
 #define RUN_ARG(fn, arg, label)                                           \
     do {                                                                  \
-        char t_name_[160];                                                \
-        snprintf(t_name_, sizeof t_name_, "%s(%s)", #fn, label);          \
+        char t_name_[320];                                                \
+        snprintf(t_name_, sizeof t_name_, "%s(%.200s)", #fn, label);      \
         if (t_skipped(t_name_)) break;                                    \
         t_case_failed = 0;                                                \
         fn(arg);                                                          \
