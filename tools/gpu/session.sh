@@ -13,6 +13,9 @@
 #             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
 #   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
 #   torch     tools/bench_compare.sh: flowhn against the PyTorch model, side by side                    ~5 min
+#   fill      the cells session 4 could not measure: mamba1, jamba, shm, hymba, flowhn-nosplit at 350M
+#             and 1B; every other architecture at T 4K/16K/32K (135M); shm, flowhn-ae, flowhn-nosplit and
+#             mamba2-gpt2small against PyTorch                                                          ~9 min
 #   profile   bench --profile (every op timed by CUDA events): llama-gpt2small, mamba2-gpt2small,
 #             flowhn-fac-135m, llama-1b; one table each                                                ~2 min
 # Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
@@ -82,13 +85,23 @@ for stage in "$@"; do
     torch)
         FLOWHN_CUDA="$FB/flowhn-cuda" tools/bench_compare.sh --out "$LOGS/torch" > /dev/null 2>&1
         cat "$LOGS/torch/bench_compare.md" >> "$SUMMARY" ;;
+    fill)
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/fill-sizes" --sizes "350m 1b" \
+            --archs "mamba1 jamba shm hymba flowhn-nosplit" > /dev/null 2>&1
+        tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/fill-T" --sizes 135m --seqs "4096 16384 32768" \
+            --archs "flowhn-fa flowhn-ae flowhn-nosplit mamba1 mamba2 jamba shm hymba" > /dev/null 2>&1
+        for d in fill-sizes fill-T; do cat "$LOGS/$d/bench_all.md" >> "$SUMMARY"; echo >> "$SUMMARY"; done
+        FLOWHN_CUDA="$FB/flowhn-cuda" tools/bench_compare.sh --out "$LOGS/fill-torch" --configs \
+            "configs/shm-135m.json configs/flowhn-ae-135m.json configs/flowhn-nosplit-135m.json configs/mamba2-gpt2small.json" \
+            > /dev/null 2>&1
+        cat "$LOGS/fill-torch/bench_compare.md" >> "$SUMMARY" ;;
     profile)
         for c in llama-gpt2small mamba2-gpt2small flowhn-fac-135m llama-1b; do
             timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --batch 8 --seq-len 1024 \
                 --steps 5 --warmup 2 --precision bf16 --profile > "$LOGS/profile-$c.log" 2>&1
             note ""; note "### $c"; sed -n '/^op profile/,$p' "$LOGS/profile-$c.log" | head -24 >> "$SUMMARY"
         done ;;
-    *) note "unknown stage $stage (tests sanitize bench decode torch profile)" ;;
+    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile)" ;;
     esac
 done
 echo; cat "$SUMMARY"
