@@ -58,7 +58,8 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
     int *m = visible_counts(qpos, nq, kpos, nk);
-#pragma omp parallel
+    /* threads only where the work pays for waking them (short prompts' prefill: see decode_ops.c) */
+#pragma omp parallel if ((double)B * nh * nq * nk * hd > 262144)
     {
         real *s = malloc(sizeof(real) * (nk > 0 ? nk : 1));   /* one query's scores, then weights */
 #pragma omp for collapse(2) schedule(static)
@@ -93,7 +94,7 @@ void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const rea
     int *m = visible_counts(qpos, nq, kpos, nk);
     /* dk/dv of a kv head sum over the query heads of its group: one task per
      * (batch, kv head) owns those rows, and the dq rows of its query heads. */
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((double)B * nh * nq * nk * hd > 262144)
     for (int b = 0; b < B; b++)
         for (int kh = 0; kh < nkv; kh++)
             for (int h = kh * group; h < (kh + 1) * group; h++)
