@@ -2,14 +2,15 @@
 bench_all's BENCH/BENCHTAG lines (a failed row is dropped, a later run of a row wins)
 and draws its two plots, or says it cannot; tools/bench_compare.sh --report-only takes
 the table header's settings from the first row that has each side, also when the
-first config's flowhn side failed."""
+first config's flowhn side failed; `flowhn bench --profile` (training and
+--decode) prints the op table on the CPU."""
 import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 
-from harness import case, finish
+from harness import FLOWHN, case, finish
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -72,6 +73,17 @@ def main():
         case("bench_compare header: precision from the first row with a flowhn side",
              "--precision bf16" in md and "?" not in md.splitlines()[0], md[:300] + r.stderr[-300:])
         case("bench_compare: the ratio of the complete row", "| 2.000 |" in md, md)
+
+    for extra in ([], ["--decode", "--prompt-len", "4", "--steps", "3"]):
+        cmd = [FLOWHN, "bench", "--config", os.path.join(ROOT, "configs", "tiny-flowhn-fac.json"), "--batch", "2",
+               "--seq-len", "16", "--steps", "2", "--warmup", "1", "--profile"] + extra
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        rows = [l for l in r.stdout.splitlines() if l.startswith("| ")]
+        want = "attention_decode_at" if extra else "linear_bwd"
+        case("bench --profile%s: the op table" % (" --decode" if extra else ""),
+             r.returncode == 0 and any(l.startswith("| linear_fwd |") for l in rows)
+             and any(l.startswith("| %s |" % want) for l in rows) and any(l.startswith("| all ops |") for l in rows),
+             r.stdout[-600:] + r.stderr[-300:])
     finish()
 
 
