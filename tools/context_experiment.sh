@@ -75,7 +75,7 @@ while [ $# -gt 0 ]; do
         --passkey-alphabet) PK_ALPHABET="$2"; shift 2 ;;
         --passkey-batch) PK_BATCH="$2"; shift 2 ;;
         --passkey-lr) PK_LR="$2"; shift 2 ;;
-        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "context_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
