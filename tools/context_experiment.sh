@@ -11,7 +11,8 @@
 #
 #   tools/context_experiment.sh [--data FILE] [--steps N] [--batch B] [--models "a b c"] [--seed S]
 #                               [--out DIR] [--fresh]
-#                               [--passkey] [--passkey-only] [--passkey-steps N]
+#                               [--passkey] [--passkey-only] [--passkey-steps N] [--passkey-T T]
+#                               [--passkey-alphabet A] [--passkey-batch B] [--passkey-lr X]
 #
 # --passkey adds the passkey probe: synthetic shards (tools/passkey_shards.py)
 # where a random key follows a marker and is repeated after a second marker:
@@ -20,8 +21,18 @@
 # 136, repeated after the marker at 191 (both in the second half). Each model
 # is trained on each layout from scratch (--passkey-steps, batch 4) and the
 # loss on the repeated key (input positions repeat .. repeat+K-1) is read from
-# eval --by-position 256 into runs/context/passkey.md. PK_LAYOUTS and
-# PK_MODELS (environment) restrict the layouts and models.
+# eval --by-position T into runs/context/passkey.md. PK_LAYOUTS
+# ("name:first:repeat:K ...", or "periodic:P" for a random block of P tokens
+# repeated, reported by where the copied token lies relative to the split at
+# T/2: first half, across, within the second half) and PK_MODELS (environment) choose the layouts
+# and models. --passkey-T (sequence length, default 256; the models' config
+# must have max_position_embeddings = T, as eval runs at that length, e.g.
+# configs/ctx-pk-*.json for 128), --passkey-alphabet (key ids, default 256),
+# --passkey-batch (default 4) and --passkey-lr (default --lr's) set the probe;
+# the learnable CPU-scale probe of docs/context-modes.md is
+#   PK_MODELS="ctx-pk-llama ctx-pk-flowhn-fac-isolated ctx-pk-flowhn-fac-prefix" PK_LAYOUTS=periodic:32 \
+#   tools/context_experiment.sh --passkey-only --out runs/context-pk --passkey-T 128 \
+#       --passkey-alphabet 32 --passkey-batch 8 --passkey-lr 3e-3 --passkey-steps 300
 #
 # Default data: /work/shared/data/text/tinyshakespeare.txt. A model whose
 # checkpoint already exists in runs/context/<model>/ is not trained again
@@ -43,6 +54,10 @@ FRESH=0
 PASSKEY=0
 TEXT=1
 PK_STEPS=300
+PK_T=256
+PK_ALPHABET=256
+PK_BATCH=4
+PK_LR=
 FLOWHN=${FLOWHN:-./flowhn}
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -56,7 +71,11 @@ while [ $# -gt 0 ]; do
         --passkey) PASSKEY=1; shift ;;
         --passkey-only) PASSKEY=1; TEXT=0; shift ;;
         --passkey-steps) PK_STEPS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --passkey-T) PK_T="$2"; shift 2 ;;
+        --passkey-alphabet) PK_ALPHABET="$2"; shift 2 ;;
+        --passkey-batch) PK_BATCH="$2"; shift 2 ;;
+        --passkey-lr) PK_LR="$2"; shift 2 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "context_experiment: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -202,34 +221,65 @@ fi
 [ "$PASSKEY" = 1 ] || exit 0
 PK_LAYOUTS=${PK_LAYOUTS:-"across:32:159:64 within:136:191:32"}
 PK_MODELS=${PK_MODELS:-$MODELS}
+PK_LR=${PK_LR:-$LR}
 for layout in $PK_LAYOUTS; do
     IFS=: read -r name first repeat K <<< "$layout"
     PK="$OUT/passkey-$name"
+    if [ "$name" = periodic ]; then   # "periodic:P": a random block of P tokens repeated (passkey_shards.py --period)
+        gen=(--period "$first")
+    else
+        gen=(--first "$first" --repeat "$repeat" --K "$K")
+    fi
     [ -f "$PK/data/train_000000.bin" ] ||
-        python3 tools/passkey_shards.py --out "$PK/data" --first "$first" --repeat "$repeat" --K "$K"
+        python3 tools/passkey_shards.py --out "$PK/data" "${gen[@]}" --T "$PK_T" --alphabet "$PK_ALPHABET"
     for m in $PK_MODELS; do
         d="$PK/$m"
         if [ -f "$d/checkpoint.bin" ] && [ "$FRESH" = 0 ]; then echo "== passkey $name $m: checkpoint exists"; else
-            echo "== passkey $name: training $m, $PK_STEPS steps, batch 4 x 256, lr $LR, seed $SEED"
+            echo "== passkey $name: training $m, $PK_STEPS steps, batch $PK_BATCH x $PK_T, lr $PK_LR, seed $SEED"
             mkdir -p "$d"
             start=$(date +%s)
-            "$FLOWHN" train --config "configs/$m.json" --data "$PK/data" --out "$d" --steps "$PK_STEPS" --batch 4 \
-                --lr "$LR" --seed "$SEED" --val-every 0 2> "$d/train.stderr" > "$d/train.txt"
+            "$FLOWHN" train --config "configs/$m.json" --data "$PK/data" --out "$d" --steps "$PK_STEPS" \
+                --batch "$PK_BATCH" --seq-len "$PK_T" --lr "$PK_LR" --seed "$SEED" --val-every 0 \
+                2> "$d/train.stderr" > "$d/train.txt"
             echo $(( $(date +%s) - start )) > "$d/train_seconds"
         fi
-        "$FLOWHN" eval --checkpoint "$d/checkpoint.bin" --data "$PK/data" --batches 32 --by-position 256 > "$d/eval.txt"
-        echo "$layout" > "$d/layout"
+        "$FLOWHN" eval --checkpoint "$d/checkpoint.bin" --data "$PK/data" --batches 32 --by-position "$PK_T" > "$d/eval.txt"
+        echo "$layout:$PK_ALPHABET" > "$d/layout"
     done
 done
 python3 - "$OUT" <<'EOF'
-import glob, re, sys
+import glob, math, re, sys
 out = sys.argv[1]
-lines = ["| layout: marker at first, repeat; key K | model | steps | val loss (all) | loss on the first key | "
-         "loss on the repeated key |", "|---|---|---|---|---|---|"]
+lines = ["| layout: marker at first, repeat; key K | model | steps | train wall s | val loss (all) | "
+         "loss on the first key | loss on the repeated key | chance ln A | filler loss |",
+         "|---|---|---|---|---|---|---|---|---|"]
+periodic = ["| model | steps | train wall s | val loss (all) | first block (chance) | copies in the first half | "
+            "copies across the split | copies within the second half | chance ln A |", "|---|---|---|---|---|---|---|---|---|"]
 for d in sorted(glob.glob(f"{out}/passkey-*/*/layout")):
     d = d[:-len("/layout")]
-    name, first, repeat, K = open(f"{d}/layout").read().split(":")
-    first, repeat, K = int(first), int(repeat), int(K)
+    f = open(f"{d}/layout").read().strip().split(":")
+    if f[0] == "periodic":
+        P, A = int(f[1]), int(f[-1])
+        ev = open(f"{d}/eval.txt").read()
+        pos = {int(a): float(x) for a, x in re.findall(r"POSLOSS bucket=\d+ from=(\d+) to=\d+ loss=([0-9.]+)", ev)}
+        loss = float(re.search(r"loss ([0-9.]+) nats/token", ev).group(1))
+        T = max(pos) + 1
+        h = T // 2   # the split boundary of configs/ctx-pk-flowhn-* (n_a = T/2, flowhn info)
+        # input p predicts token p+1, a copy of token p+1-P; the isolated split can reach it only when p and
+        # p+1-P lie in the same half (the last input, whose target is the next sequence's first token, is left out)
+        reg = {"first": [], "fh": [], "across": [], "within": []}
+        for p in range(T - 1):
+            src = p + 1 - P
+            key = "first" if src < 0 else "fh" if p < h else "across" if src < h else "within"
+            reg[key].append(pos[p])
+        mean = {k: sum(v) / len(v) for k, v in reg.items()}
+        steps = sum(1 for _ in open(f"{d}/log.jsonl"))
+        secs = open(f"{d}/train_seconds").read().strip()
+        periodic.append(f"| {d.split('/')[-1]} | {steps} | {secs} | {loss:.4f} | {mean['first']:.3f} | {mean['fh']:.3f} | "
+                        f"{mean['across']:.3f} | {mean['within']:.3f} | {math.log(A):.3f} |")
+        continue
+    name, first, repeat, K = f[0], int(f[1]), int(f[2]), int(f[3])
+    A = int(f[4]) if len(f) > 4 else 256   # layout files written before --passkey-alphabet
     ev = open(f"{d}/eval.txt").read()
     pos = {int(a): float(x) for a, x in re.findall(r"POSLOSS bucket=\d+ from=(\d+) to=\d+ loss=([0-9.]+)", ev)}
     loss = float(re.search(r"loss ([0-9.]+) nats/token", ev).group(1))
@@ -237,8 +287,20 @@ for d in sorted(glob.glob(f"{out}/passkey-*/*/layout")):
     # input position p predicts token p+1: the key after the marker at q is predicted from q .. q+K-1
     k1 = sum(pos[p] for p in range(first, first + K)) / K
     k2 = sum(pos[p] for p in range(repeat, repeat + K)) / K
-    lines.append(f"| {name}: {first}, {repeat}; {K} | {d.split('/')[-1]} | {steps} | {loss:.4f} | {k1:.3f} | {k2:.3f} |")
-txt = "\n".join(lines) + "\n\nchance on a key token: ln 256 = 5.545 nats; perfect retrieval: 0.\n"
+    # filler: every input position whose target is neither a marker nor a key token; the last position
+    # is left out too, its target is the next sequence's first token (a random phase of the cycle)
+    T = max(pos) + 1
+    skip = {first - 1, repeat - 1, T - 1} | set(range(first, first + K)) | set(range(repeat, repeat + K))
+    fill = [x for p, x in pos.items() if p not in skip]
+    secs = open(f"{d}/train_seconds").read().strip()
+    lines.append(f"| {name}: {first}, {repeat}; {K} | {d.split('/')[-1]} | {steps} | {secs} | {loss:.4f} | "
+                 f"{k1:.3f} | {k2:.3f} | {math.log(A):.3f} | {sum(fill) / len(fill):.4f} |")
+txt = ""
+if len(lines) > 2:
+    txt += "\n".join(lines) + "\n\nchance on a key token: ln A (A key ids); perfect retrieval: 0.\n"
+if len(periodic) > 2:
+    txt += ("\nPeriodic layout (a random block repeated), mean loss by where the copied token lies:\n\n" +
+            "\n".join(periodic) + "\n")
 open(f"{out}/passkey.md", "w").write(txt)
 print(txt)
 EOF
