@@ -5,23 +5,23 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "../../core/error.h"
 
 extern const Backend cuda_backend __attribute__((weak));
 
-static double cpu_t0;
-static double now_s(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return tv.tv_sec + tv.tv_usec * 1e-6;
+/* one clock for the timer and the profiler's marks: monotonic, milliseconds */
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
 }
+static double cpu_t0;
 static const char *cpu_device(void) { return "host CPU (OpenMP)"; }
 static int cpu_sync(void) { return 0; }
-static void cpu_timer_start(void) { cpu_t0 = now_s(); }
-static double cpu_timer_stop(void) { return now_s() - cpu_t0; }
+static void cpu_timer_start(void) { cpu_t0 = now_ms(); }
+static double cpu_timer_stop(void) { return (now_ms() - cpu_t0) * 1e-3; }
 static void cpu_memory(size_t *live, size_t *peak, size_t *used, size_t *total) {
     *live = *peak = *used = *total = 0;  /* not tracked for host memory */
 }
@@ -38,11 +38,7 @@ static void *cpu_mark_new(void) {
     if (!m) fh_error("out of memory");
     return m;
 }
-static void cpu_mark_record(void *m) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    *(double *)m = ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+static void cpu_mark_record(void *m) { *(double *)m = now_ms(); }
 static double cpu_mark_ms(void *from, void *to) { return *(double *)to - *(double *)from; }
 
 static const Backend cpu_backend = {"cpu", &cpu_ops, cpu_device, cpu_sync, cpu_timer_start, cpu_timer_stop,
