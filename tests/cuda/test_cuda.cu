@@ -282,6 +282,53 @@ static void test_linear_precision(void) {
     TOL = 1e-5;
 }
 
+/* The decode-shaped product on frozen bf16 weights (linear.cu gemv_bf16_kernel,
+ * FLOWHN_GEMV=1): against the CPU fp32 product within the bf16 bound, and
+ * against the cuBLASLt path on the same bf16 operands within 1e-5 (only the
+ * summation order differs). Rows 1..8, odd OC, bias or none; a weight matrix
+ * at an 8-byte (not 16-byte) offset and an IC not a multiple of 8 must take the
+ * cuBLASLt path (counted by cuda_gemv_launches). */
+extern unsigned long cuda_gemv_launches;
+static void test_linear_gemv(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    struct { int N, IC, OC, off, bias, want_gemv; } cases[] = {
+        {1, 64, 1, 0, 0, 1},    {1, 768, 2304, 0, 1, 1}, {2, 768, 33, 8, 0, 1}, {3, 1024, 4097, 0, 1, 1},
+        {5, 256, 100, 16, 1, 1}, {8, 2048, 513, 0, 0, 1}, {9, 256, 64, 0, 0, 0},  {1, 1000, 64, 0, 1, 0},
+        {2, 256, 64, 4, 1, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, off = cases[ci].off;
+        line_start("linear_gemv", "N=%d IC=%d OC=%d off=%d%s", N, IC, OC, off, cases[ci].bias ? " bias" : "");
+        float *in = hrand((size_t)N * IC, 0, 1), *wb = hrand((size_t)OC * IC + off, 0, 0.05f);
+        float *bias = hrand(OC, 0, 0.1f), *out = hnan((size_t)N * OC);
+        float *din = dev(in, (size_t)N * IC), *dwb = dev(wb, (size_t)OC * IC + off), *db = dev(bias, OC);
+        float *g1 = dnan((size_t)N * OC), *g0 = dnan((size_t)N * OC);
+        const float *w = wb + off, *dw = dwb + off, *b = cases[ci].bias ? bias : NULL, *dbp = cases[ci].bias ? db : NULL;
+        cpu_linear_fwd(out, in, w, b, N, IC, OC);
+        CHECK(G->freeze_weights(dwb, (size_t)OC * IC + off) == 0, "%s", fh_last_error());
+        setenv("FLOWHN_GEMV", "1", 1);
+        unsigned long before = cuda_gemv_launches;
+        G->linear_fwd(g1, din, dw, dbp, N, IC, OC);
+        int took = cuda_gemv_launches != before;
+        setenv("FLOWHN_GEMV", "0", 1);
+        G->linear_fwd(g0, din, dw, dbp, N, IC, OC);
+        CHECK(took == cases[ci].want_gemv, "gemv path %s, expected %s", took ? "taken" : "not taken",
+              cases[ci].want_gemv ? "taken" : "not taken");
+        TOL = 1e-2;
+        cmp("vs_cpu", out, g1, (size_t)N * OC);
+        float *h0 = (float *)malloc(sizeof(float) * N * OC);
+        G->to_host(h0, g0, sizeof(float) * N * OC);
+        TOL = 1e-5;
+        cmp("vs_cublaslt", h0, g1, (size_t)N * OC);
+        line_end();
+        G->freeze_weights(NULL, 0);
+        free(in); free(wb); free(bias); free(out); free(h0);
+        G->release(din); G->release(dwb); G->release(db); G->release(g1); G->release(g0);
+    }
+    unsetenv("FLOWHN_GEMV");
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
+
 static void test_rope(void) {
     int shapes[][4] = {{1, 1, 1, 2}, {2, 17, 3, 8}, {2, 64, 4, 65}, {1, 200, 2, 128}};  /* B, n, nh, hd */
     for (int si = 0; si < 4; si++) {
@@ -773,6 +820,7 @@ int main(void) {
     RUN(test_rmsnorm);
     RUN(test_linear);
     RUN(test_linear_precision);
+    RUN(test_linear_gemv);
     RUN(test_rope);
     RUN(test_gather_scatter);
     RUN(test_xent);

@@ -19,6 +19,8 @@
  * microseconds of host time, more than many of the products themselves). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
@@ -298,9 +300,91 @@ static void failed(const char *what) {
     cuda_record_error(what, "cuBLASLt found no algorithm or the matmul failed", __FILE__, __LINE__);
 }
 
+/* ---- decode-shaped products on frozen bf16 weights (opt-in: FLOWHN_GEMV=1) ----
+ * A decode step's products have N = batch rows (1 at batch 1): cuBLASLt's path
+ * is two launches (the input's rounding pass, then the product) and a kernel
+ * tuned for matrices. Here one warp per output feature streams its weight row
+ * once in 16-byte bf16 loads, reads the N input rows in fp32 and rounds them
+ * to bf16 in registers (the same operands as the cuBLASLt path), accumulates
+ * in fp32, sums across the warp and adds the bias: one launch, the weights read
+ * once. Used only with frozen weights (the generator; training never freezes),
+ * N <= GEMV_MAX_ROWS, IC a multiple of 8 and 16-byte aligned rows; else the
+ * cuBLASLt path. Opt-in until tests/cuda/test_cuda.cu test_linear_gemv has run
+ * on a GPU (docs/decisions.md). */
+#define GEMV_MAX_ROWS 8
+#define GEMV_WARPS 8
+
+__device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+template <int R>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
+    int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (o >= OC) return;
+    const uint4 *wr = (const uint4 *)(w + (size_t)o * IC);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.f;
+    for (int k8 = lane; k8 < IC / 8; k8 += 32) {
+        uint4 wv = __ldg(wr + k8);
+        const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&wv;
+        float wf[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 f = __bfloat1622float2(wp[j]);
+            wf[2 * j] = f.x;
+            wf[2 * j + 1] = f.y;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 *xr = (const float4 *)(in + (size_t)r * IC) + 2 * k8;
+            float4 a = __ldg(xr), c = __ldg(xr + 1);
+            float x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[r] += wf[j] * bf16_round(x[j]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) out[(size_t)r * OC + o] = v + (b ? b[o] : 0.f);
+    }
+}
+
+static int gemv_enabled(void) {   /* read per call (host time ~0.1 us; replays run no host code) */
+    const char *e = getenv("FLOWHN_GEMV");
+    return e && !strcmp(e, "1");
+}
+unsigned long cuda_gemv_launches;   /* for tests: how many products took the path */
+
+/* out = in w^T (+ b) by gemv_bf16_kernel when the product qualifies; 1 if it ran */
+static int gemv_try(float *out, const float *in, const float *w, const float *b, int N, int IC, int OC) {
+    if (!gemv_enabled() || precision != MM_BF16 || N > GEMV_MAX_ROWS || IC % 8) return 0;
+    const void *wf = frozen.bf && frozen.base ? frozen_bf16(w, (size_t)OC * IC) : NULL;
+    if (!wf || ((uintptr_t)wf | (uintptr_t)in) % 16) return 0;
+    unsigned long before = cuda_epoch;
+    dim3 grid((OC + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+    const __nv_bfloat16 *wb = (const __nv_bfloat16 *)wf;
+    switch (N) {
+#define GEMV_CASE(R) \
+    case R: gemv_bf16_kernel<R><<<grid, block, 0, cuda_stream()>>>(out, in, wb, b, IC, OC); break;
+        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+#undef GEMV_CASE
+    }
+    CUDA_LAUNCHED();
+    own_launch_done(before, out, (size_t)N * OC * sizeof(float));
+    cuda_gemv_launches++;
+    return 1;
+}
+
 /* scratch slots: 0 the weight, 1 the input activation, 2 the output gradient */
 void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     if (N <= 0) return;
+    if (gemv_try(out, in, w, b, N, IC, OC)) {
+        fh_count_macs((uint64_t)N * IC * OC);
+        return;
+    }
     const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
     if (!b || lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, b)) {
         if (lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, NULL))
