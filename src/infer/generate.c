@@ -134,11 +134,11 @@ int generator_set_graphs(Generator *g, int on) {
         if (g->slots[i].graph) o->graph_free(g->slots[i].graph);
         memset(&g->slots[i], 0, sizeof g->slots[i]);
     }
-    /* FlowHN with a split: one recording per routing pattern (at most 64 layers in a key); opt-in with
-     * FLOWHN_SPLIT_DECODE_GRAPH=1 until tests/cuda/test_cuda_decode has run it on a GPU */
+    /* FlowHN with a split: one recording per routing pattern (at most 64 layers in a key); on unless
+     * FLOWHN_SPLIT_DECODE_GRAPH=0 (tests/cuda/test_cuda_decode ran it on the H200, session 5) */
     const char *split_env = getenv("FLOWHN_SPLIT_DECODE_GRAPH");
     int split = c->arch == ARCH_FLOWHN && c->split != SPLIT_NONE;
-    g->graphs = on && o->graph_begin && (!split || (split_env && !strcmp(split_env, "1") && c->num_layers <= 64));
+    g->graphs = on && o->graph_begin && (!split || (!(split_env && !strcmp(split_env, "0")) && c->num_layers <= 64));
     return g->graphs;
 }
 const real *generator_logits(const Generator *g) { return g->logits; }

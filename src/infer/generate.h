@@ -46,8 +46,8 @@ const real *generator_logits(const Generator *g);
  * default unless FLOWHN_NO_GRAPH=1; the same logits (tests/cuda/test_cuda_decode.cu).
  * The KV caches' rows and the position are read on the device, so a recording
  * serves every step with the same ops: one recording for most architectures,
- * one per routing pattern (up to 8 kept) for FlowHN with a split, which is
- * opt-in (FLOWHN_SPLIT_DECODE_GRAPH=1) until it has run on a GPU. Returns
+ * one per routing pattern (up to 8 kept) for FlowHN with a split
+ * (FLOWHN_SPLIT_DECODE_GRAPH=0 turns those off). Returns
  * whether graphs are now used. */
 int generator_set_graphs(Generator *g, int on);
 /* Tokens consumed so far. */

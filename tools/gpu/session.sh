@@ -5,7 +5,7 @@
 #   bash tools/gpu/session.sh [--bundle DIR] STAGE...      (on the GPU machine, repo root)
 #
 # Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
-#   tests     test_cuda, test_cuda_model, test_cuda_decode (also with FlowHN's decode graphs),
+#   tests     test_cuda, test_cuda_model, test_cuda_decode (also without the gemv products and FlowHN's graphs),
 #             test_cuda_graph (also with branch streams)                                               ~3.5 min
 #   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, cuBLASLt's nvjet
 #             kernels excluded)                                                                         ~4 min
@@ -46,7 +46,7 @@ for stage in "$@"; do
         run_test test_cuda timeout 300 "$FB/test_cuda"
         run_test test_cuda_model timeout 300 "$FB/test_cuda_model"
         run_test test_cuda_decode timeout 200 "$FB/test_cuda_decode"
-        run_test test_cuda_decode_split_graph FLOWHN_SPLIT_DECODE_GRAPH=1 timeout 200 "$FB/test_cuda_decode"
+        run_test test_cuda_decode_no_gemv FLOWHN_GEMV=0 FLOWHN_SPLIT_DECODE_GRAPH=0 timeout 200 "$FB/test_cuda_decode"
         run_test test_cuda_graph timeout 200 "$FB/test_cuda_graph"
         run_test test_cuda_graph_streams FLOWHN_BRANCH_STREAMS=1 timeout 200 "$FB/test_cuda_graph" ;;
     sanitize)
@@ -75,13 +75,13 @@ for stage in "$@"; do
                 {v[$1]=$2} END {printf "| %s | %s | %s | %s | %s |\n", c, b, v["step_ms"], v["tokens_per_s"], v["bound_fraction"]}' \
                 | tee -a "$SUMMARY"
         done; done
-        for c in flowhn-fac-135m flowhn-fac-1b; do for b in 1 64; do   # FlowHN's decode graphs (opt-in until checked)
-            FLOWHN_SPLIT_DECODE_GRAPH=1 timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda \
-                --decode --batch $b --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/decode-$c-$b-graph.log" 2>&1
-            grep DECODE "$LOGS/decode-$c-$b-graph.log" | tr ' ' '\n' | awk -F= -v c="$c (graph)" -v b=$b '
+        for c in llama-135m flowhn-fac-135m llama-1b flowhn-fac-1b; do b=1   # without the one-kernel decode products
+            FLOWHN_GEMV=0 timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda \
+                --decode --batch $b --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/decode-$c-$b-nogemv.log" 2>&1
+            grep DECODE "$LOGS/decode-$c-$b-nogemv.log" | tr ' ' '\n' | awk -F= -v c="$c (FLOWHN_GEMV=0)" -v b=$b '
                 {v[$1]=$2} END {printf "| %s | %s | %s | %s | %s |\n", c, b, v["step_ms"], v["tokens_per_s"], v["bound_fraction"]}' \
                 | tee -a "$SUMMARY"
-        done; done ;;
+        done ;;
     torch)
         FLOWHN_CUDA="$FB/flowhn-cuda" tools/bench_compare.sh --out "$LOGS/torch" > /dev/null 2>&1
         cat "$LOGS/torch/bench_compare.md" >> "$SUMMARY" ;;
