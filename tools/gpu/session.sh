@@ -52,8 +52,10 @@ for stage in "$@"; do
     sanitize)
         run_test memcheck FLOWHN_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda"
         run_test memcheck_decode timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda_decode"
-        # session 4: racecheck stopped with an internal error in the tf32 linear case (cuBLASLt's kernels): skipped
-        run_test racecheck FLOWHN_TEST_QUICK=1 FLOWHN_TEST_SKIP=test_linear_precision timeout 300 compute-sanitizer \
+        # racecheck stopped with "Internal Sanitizer Error ... hardware exception" in the cases running cuBLASLt's
+        # tf32/bf16 kernels (session 4: test_linear_precision; session 5: test_linear_gemv, whose own kernel uses
+        # no shared memory, the only thing racecheck checks): skipped
+        run_test racecheck FLOWHN_TEST_QUICK=1 FLOWHN_TEST_SKIP=test_linear_precision,test_linear_gemv timeout 300 compute-sanitizer \
             --tool racecheck --kernel-name-exclude kns=nvjet --error-exitcode 1 "$FB/test_cuda"
         grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$LOGS"/memcheck*.log "$LOGS"/racecheck.log | tee -a "$SUMMARY" ;;
     bench)
