@@ -316,33 +316,61 @@ static void failed(const char *what) {
 
 __device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
+/* the 8 bf16 weights of one 16-byte load as floats */
+__device__ __forceinline__ void bf16x8_to_float(uint4 v, float *wf) {
+    const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&v;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float2 f = __bfloat1622float2(wp[j]);
+        wf[2 * j] = f.x;
+        wf[2 * j + 1] = f.y;
+    }
+}
+
+/* acc[r] += the 8 weights in wf . input row r's 8 values at k8 (rounded to bf16) */
+template <int R>
+__device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const float *in, int IC, int k8) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float4 *xr = (const float4 *)(in + (size_t)r * IC) + 2 * k8;
+        float4 a = __ldg(xr), c = __ldg(xr + 1);
+        float x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[r] += wf[j] * bf16_round(x[j]);
+    }
+}
+
+/* GEMV_UNROLL weight loads are issued before any of them is used: a lane then
+ * has 64 bytes in flight instead of 16. At 1B's shapes a product has only
+ * 64-256 blocks of 8 warps (OC 512-2048), too few 16-byte requests in flight
+ * to cover HBM latency at full bandwidth otherwise (Little's law: ~3 MB). */
+#define GEMV_UNROLL 4
 template <int R>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
     int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     if (o >= OC) return;
     const uint4 *wr = (const uint4 *)(w + (size_t)o * IC);
+    int n8 = IC / 8;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.f;
-    for (int k8 = lane; k8 < IC / 8; k8 += 32) {
-        uint4 wv = __ldg(wr + k8);
-        const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&wv;
+    int k8 = lane;
+    for (; k8 + 32 * (GEMV_UNROLL - 1) < n8; k8 += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldg(wr + k8 + 32 * u);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            float wf[8];
+            bf16x8_to_float(wv[u], wf);
+            gemv_fma8<R>(acc, wf, in, IC, k8 + 32 * u);
+        }
+    }
+    for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
         float wf[8];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            float2 f = __bfloat1622float2(wp[j]);
-            wf[2 * j] = f.x;
-            wf[2 * j + 1] = f.y;
-        }
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float4 *xr = (const float4 *)(in + (size_t)r * IC) + 2 * k8;
-            float4 a = __ldg(xr), c = __ldg(xr + 1);
-            float x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
-#pragma unroll
-            for (int j = 0; j < 8; j++) acc[r] += wf[j] * bf16_round(x[j]);
-        }
+        bf16x8_to_float(__ldg(wr + k8), wf);
+        gemv_fma8<R>(acc, wf, in, IC, k8);
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
