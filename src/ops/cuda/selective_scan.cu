@@ -451,13 +451,24 @@ void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_ra
 void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz,
                              const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log,
                              const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E,
-                             int S, int L) {
+                             int S, int L, int acc) {
     ScanKernels k;
     size_t smem;
     if (B <= 0 || n <= 0 || E <= 0 || scan_kernels(S, L, &k, &smem, "selective_scan_bwd")) return;
+    /* the kernel adds into every gradient (dBm, dCm by atomics across blocks): to
+     * overwrite (ops.h acc), zero them first. TODO: dx, dz, ddt_raw have one
+     * writing lane each and could be stored instead. */
+    if (!acc) {
+        size_t ne = sizeof(float) * B * n * E, ns = sizeof(float) * B * n * S;
+        if (dx) cuda_zero(dx, ne);
+        if (ddt_raw) cuda_zero(ddt_raw, ne);
+        if (dz) cuda_zero(dz, ne);
+        if (dBm) cuda_zero(dBm, ns);
+        if (dCm) cuda_zero(dCm, ns);
+    }
     /* chunks longer than the sequence only cost shared memory: walk n-long ones */
     if (L > n) return cuda_selective_scan_bwd(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log,
-                                              Bm, Cm, D, z, B, n, E, S, n);
+                                              Bm, Cm, D, z, B, n, E, S, n, FH_ACC);
     if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
     int gx = blocks_for((size_t)E, SCAN_THREADS / k.G), nc = (n + L - 1) / L, K = scan_segments(k, smem, (long)gx * B, nc);
     int cps = (nc + K - 1) / K;

@@ -159,8 +159,14 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
                   const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
-                  const real *D, int B, int n, int nh, int P, int G, int N, int L) {
+                  const real *D, int B, int n, int nh, int P, int G, int N, int L, int acc) {
     if (B <= 0 || n <= 0) return;
+    /* the kernels add into dxbc and ddt_raw (the B/C columns and ddt_raw by
+     * atomics across heads): to overwrite (ops.h acc), zero them first */
+    if (!acc) {
+        if (dxbc) cuda_zero(dxbc, sizeof(float) * B * n * (nh * P + 2 * G * N));
+        if (ddt_raw) cuda_zero(ddt_raw, sizeof(float) * B * n * nh);
+    }
     if (L > TS) {
         ssd_recurrent_bwd(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, xbc, dt_raw, dt_bias, A_log, D, B, n,
                           nh, P, G, N, L);
