@@ -63,7 +63,7 @@ static void check_layout(const Layout *c) {
 
     loss(NULL);   /* out_, lse_ at the unperturbed point */
     cpu_attention_bwd(dq, dk, dv, R_, out_, lse_, q_, k_, v_, c->qpos, c->kpos, c->B, c->nq, c->nk, c->nh,
-                      c->nkv, c->hd);
+                      c->nkv, c->hd, FH_ACC);
     CHECK(all_finite(dq, nqe) && all_finite(dk, nke) && all_finite(dv, nke), "%s: non-finite gradient", c->name);
 
     /* queries that see no key: zero output, no gradient */
@@ -93,7 +93,7 @@ static void check_layout(const Layout *c) {
     loss(NULL);
     real dq0 = dq[nqe - 1], dv0 = dv[0], dk0 = dk[nke / 2];
     cpu_attention_bwd(NULL, dk, NULL, R_, out_, lse_, q_, k_, v_, c->qpos, c->kpos, c->B, c->nq, c->nk, c->nh,
-                      c->nkv, c->hd);
+                      c->nkv, c->hd, FH_ACC);
     CHECK(fabs(dk[nke / 2] - 2 * dk0) <= 1e-12 * fmax(1, fabs(dk0)), "%s: dk accumulates", c->name);
     CHECK(dq[nqe - 1] == dq0 && dv[0] == dv0, "%s: NULL gradients untouched", c->name);
 

@@ -32,7 +32,7 @@ static void test_rmsnorm(void) {
     rn_x = rnd(RN * RC, -2, 2); rn_w = rnd(RC, 0.5, 1.5); rn_R = rnd(RN * RC, -1, 1);
     real out[RN * RC], rstd[RN], *dx = zeros(RN * RC), *dw = zeros(RC);
     cpu_rmsnorm_fwd(out, rstd, rn_x, rn_w, RN, RC, (real)1e-5);
-    cpu_rmsnorm_bwd(dx, dw, rn_R, rn_x, rn_w, rstd, RN, RC);
+    cpu_rmsnorm_bwd(dx, dw, rn_R, rn_x, rn_w, rstd, RN, RC, FH_ACC);
     CHECK(gradcheck("rmsnorm dx", rn_loss, NULL, rn_x, dx, RN * RC, 100, 1e-6) < BOUND, "dx");
     CHECK(gradcheck("rmsnorm dw", rn_loss, NULL, rn_w, dw, RC, 100, 1e-6) < BOUND, "dw");
     /* forward against the definition */
@@ -57,13 +57,13 @@ static void test_linear(void) {
     double ref = l_b[3];
     for (int i = 0; i < LI; i++) ref += l_in[2 * LI + i] * l_w[3 * LI + i];
     CHECK(fabs(out[2 * LO + 3] - ref) < 1e-12, "forward %g vs %g", out[2 * LO + 3], ref);
-    cpu_linear_bwd(din, dw, db, l_R, l_in, l_w, LN, LI, LO);
+    cpu_linear_bwd(din, dw, db, l_R, l_in, l_w, LN, LI, LO, FH_ACC);
     CHECK(gradcheck("linear din", lin_loss, NULL, l_in, din, LN * LI, 100, 1e-6) < BOUND, "din");
     CHECK(gradcheck("linear dw", lin_loss, NULL, l_w, dw, LO * LI, 100, 1e-6) < BOUND, "dw");
     CHECK(gradcheck("linear db", lin_loss, NULL, l_b, db, LO, 100, 1e-6) < BOUND, "db");
     /* accumulation: a second backward doubles the gradient */
     real dw0 = dw[7];
-    cpu_linear_bwd(NULL, dw, NULL, l_R, l_in, l_w, LN, LI, LO);
+    cpu_linear_bwd(NULL, dw, NULL, l_R, l_in, l_w, LN, LI, LO, FH_ACC);
     CHECK(fabs(dw[7] - 2 * dw0) < 1e-12, "backward accumulates");
 }
 
@@ -75,9 +75,9 @@ static double swiglu_loss(void *u) { (void)u; real o[SN]; cpu_swiglu_fwd(o, s_g,
 static void test_activations(void) {
     s_g = rnd(SN, -4, 4); s_u = rnd(SN, -2, 2); s_R = rnd(SN, -1, 1);
     real *dx = zeros(SN), *dg = zeros(SN), *du = zeros(SN);
-    cpu_silu_bwd(dx, s_R, s_g, SN);
+    cpu_silu_bwd(dx, s_R, s_g, SN, FH_ACC);
     CHECK(gradcheck("silu dx", silu_loss, NULL, s_g, dx, SN, 100, 1e-6) < BOUND, "silu");
-    cpu_swiglu_bwd(dg, du, s_R, s_g, s_u, SN);
+    cpu_swiglu_bwd(dg, du, s_R, s_g, s_u, SN, FH_ACC);
     CHECK(gradcheck("swiglu dgate", swiglu_loss, NULL, s_g, dg, SN, 100, 1e-6) < BOUND, "swiglu gate");
     CHECK(gradcheck("swiglu dup", swiglu_loss, NULL, s_u, du, SN, 100, 1e-6) < BOUND, "swiglu up");
 }
@@ -96,7 +96,7 @@ static void test_rope(void) {
     size_t n = PB * PN * PH * PD;
     p_x = rnd(n, -1, 1); p_R = rnd(n, -1, 1);
     real *dx = zeros(n), o[PB * PN * PH * PD];
-    cpu_rope_bwd(dx, p_R, p_pos, PB, PN, PH, PD, 10000);
+    cpu_rope_bwd(dx, p_R, p_pos, PB, PN, PH, PD, 10000, FH_ACC);
     CHECK(gradcheck("rope dx", rope_loss, NULL, p_x, dx, n, 200, 1e-6) < BOUND, "rope");
     /* position 0 is the identity; rotation preserves each pair's norm */
     int zero = 0;
@@ -132,7 +132,7 @@ static void test_gather_scatter(void) {
     CHECK(o[(1 * GS + 2) * GC + 1] == g_in[(1 * GT + 5) * GL + 3 + 1], "gather picks the right element");
     real *din = zeros(GB * GT * GL), *dsrc = zeros(GB * GS * GC);
     cpu_gather_bwd(din, g_R, g_idx, GB, GT, GS, GC, GL, 3);
-    cpu_scatter_bwd(dsrc, g_Rs, g_idx, GB, GT, GS, GC, GL, 5);
+    cpu_scatter_bwd(dsrc, g_Rs, g_idx, GB, GT, GS, GC, GL, 5, FH_ACC);
     CHECK(gradcheck("gather din", gather_loss, NULL, g_in, din, GB * GT * GL, 200, 1e-6) < BOUND, "gather");
     CHECK(gradcheck("scatter dsrc", scatter_loss, NULL, g_src, dsrc, GB * GS * GC, 200, 1e-6) < BOUND, "scatter");
 }

@@ -40,14 +40,14 @@ static void check_conv(ConvShape s, int with_bias) {
     c_x = rnd(N, -1, 1); c_w = rnd((size_t)s.C * s.K, -1, 1); c_R = rnd(N, -1, 1);
     c_b = with_bias ? rnd(s.C, -1, 1) : NULL;
     real *dx = zeros(N), *dw = zeros((size_t)s.C * s.K), *db = zeros(s.C);
-    cpu_conv1d_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, s.B, s.n, s.C, s.K);
+    cpu_conv1d_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, s.B, s.n, s.C, s.K, FH_ACC);
     CHECK(gradcheck("conv1d dx", conv_loss, NULL, c_x, dx, N, 200, EPS) < BOUND, "dx");
     CHECK(gradcheck("conv1d dw", conv_loss, NULL, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
     if (with_bias) {
         CHECK(gradcheck("conv1d db", conv_loss, NULL, c_b, db, s.C, 200, EPS) < BOUND, "db");
         /* accumulation: a second backward (other grads skipped) doubles db */
         real db0 = db[1];
-        cpu_conv1d_bwd(NULL, NULL, db, c_R, c_x, c_w, s.B, s.n, s.C, s.K);
+        cpu_conv1d_bwd(NULL, NULL, db, c_R, c_x, c_w, s.B, s.n, s.C, s.K, FH_ACC);
         CHECK(fabs(db[1] - 2 * db0) < 1e-12, "backward accumulates into db");
     }
     free(c_x); free(c_w); free(c_R); free(c_b); free(dx); free(dw); free(db);
@@ -90,7 +90,7 @@ static void check_scan(ScanShape s) {
          *dCm = zeros(NS), *dD = zeros(s.E);
     cpu_selective_scan_fwd(y, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z, s.B, s.n, s.E, s.S, s.L);
     cpu_selective_scan_bwd(dx, ddt, dAlog, dBm, dCm, dD, dz, s_R, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D, s_z,
-                           s.B, s.n, s.E, s.S, s.L);
+                           s.B, s.n, s.E, s.S, s.L, FH_ACC);
     CHECK(gradcheck("scan dx", scan_loss, NULL, s_x, dx, NE, 300, EPS) < BOUND, "dx");
     CHECK(gradcheck("scan ddt_raw", scan_loss, NULL, s_dt, ddt, NE, 300, EPS) < BOUND, "ddt_raw");
     CHECK(gradcheck("scan dA_log", scan_loss, NULL, s_Alog, dAlog, ES, 300, EPS) < BOUND, "dA_log");
@@ -103,7 +103,7 @@ static void check_scan(ScanShape s) {
      * asking only for dBm and dA_log doubles exactly those */
     real b0 = dBm[1], a0 = dAlog[ES - 1], x0 = dx[0];
     cpu_selective_scan_bwd(NULL, NULL, dAlog, dBm, NULL, NULL, NULL, s_R, hs, s_x, s_dt, s_Alog, s_Bm, s_Cm, s_D,
-                           s_z, s.B, s.n, s.E, s.S, s.L);
+                           s_z, s.B, s.n, s.E, s.S, s.L, FH_ACC);
     CHECK(fabs(dBm[1] - 2 * b0) < 1e-12 && fabs(dAlog[ES - 1] - 2 * a0) < 1e-12, "backward accumulates");
     CHECK(dx[0] == x0, "NULL gradients leave the others alone");
 

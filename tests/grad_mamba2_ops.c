@@ -49,7 +49,7 @@ static void check_ssd(SsdShape s) {
     real *dxbc = zeros(NX), *ddt = zeros(NH), *dbias = zeros(s.nh), *dAlog = zeros(s.nh), *dD = zeros(s.nh);
     cpu_ssd_fwd(y, st, s_xbc, s_dt, s_bias, s_Alog, s_D, s.B, s.n, s.nh, s.P, s.G, s.N, s.L);
     cpu_ssd_bwd(dxbc, ddt, dbias, dAlog, dD, s_R, st, s_xbc, s_dt, s_bias, s_Alog, s_D, s.B, s.n, s.nh, s.P, s.G,
-                s.N, s.L);
+                s.N, s.L, FH_ACC);
     printf("    B=%d n=%d nh=%d P=%d G=%d N=%d L=%d\n", s.B, s.n, s.nh, s.P, s.G, s.N, s.L);
     CHECK(gradcheck("ssd dxbc", ssd_loss, NULL, s_xbc, dxbc, NX, 1000, EPS) < BOUND, "dxbc");
     CHECK(gradcheck("ssd ddt_raw", ssd_loss, NULL, s_dt, ddt, NH, 400, EPS) < BOUND, "ddt_raw");
@@ -61,7 +61,7 @@ static void check_ssd(SsdShape s) {
      * asking only for dA_log and ddt_raw doubles exactly those */
     real a0 = dAlog[s.nh - 1], t0 = ddt[NH - 1], x0 = dxbc[NX - 1], b0 = dbias[0];
     cpu_ssd_bwd(NULL, ddt, NULL, dAlog, NULL, s_R, st, s_xbc, s_dt, s_bias, s_Alog, s_D, s.B, s.n, s.nh, s.P, s.G,
-                s.N, s.L);
+                s.N, s.L, FH_ACC);
     CHECK(fabs(dAlog[s.nh - 1] - 2 * a0) < 1e-12 * (1 + fabs(a0)) && fabs(ddt[NH - 1] - 2 * t0) < 1e-12,
           "backward accumulates");
     CHECK(dxbc[NX - 1] == x0 && dbias[0] == b0, "NULL gradients leave the others alone");
@@ -97,12 +97,12 @@ static void test_gated_rmsnorm(void) {
     g_y = rnd(NC, -1, 1); g_z = rnd(NC, -3, 3); g_w = rnd(gC, 0.5, 1.5); g_R = rnd(NC, -1, 1);
     real *out = zeros(NC), *rstd = zeros(gN), *dy = zeros(NC), *dz = zeros(NC), *dw = zeros(gC);
     cpu_gated_rmsnorm_fwd(out, rstd, g_y, g_z, g_w, gN, gC, GEPS);
-    cpu_gated_rmsnorm_bwd(dy, dz, dw, g_R, g_y, g_z, g_w, rstd, gN, gC);
+    cpu_gated_rmsnorm_bwd(dy, dz, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC);
     CHECK(gradcheck("gated_rmsnorm dy", grms_loss, NULL, g_y, dy, NC, 400, EPS) < BOUND, "dy");
     CHECK(gradcheck("gated_rmsnorm dz", grms_loss, NULL, g_z, dz, NC, 400, EPS) < BOUND, "dz");
     CHECK(gradcheck("gated_rmsnorm dw", grms_loss, NULL, g_w, dw, gC, 400, EPS) < BOUND, "dw");
     real w0 = dw[3], y0 = dy[5];
-    cpu_gated_rmsnorm_bwd(NULL, NULL, dw, g_R, g_y, g_z, g_w, rstd, gN, gC);
+    cpu_gated_rmsnorm_bwd(NULL, NULL, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC);
     CHECK(fabs(dw[3] - 2 * w0) < 1e-12 && dy[5] == y0, "backward accumulates, NULL skipped");
     real *bufs[] = {g_y, g_z, g_w, g_R, out, rstd, dy, dz, dw};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);

@@ -45,38 +45,39 @@ static void dry_embedding_fwd(real *o, const int *t, const real *w, int N, int C
 static void dry_embedding_bwd(real *dw, const real *d, const int *t, int N, int C) {}
 static void dry_rmsnorm_fwd(real *o, real *r, const real *x, const real *w, int N, int C, real eps) {}
 static void dry_rmsnorm_bwd(real *dx, real *dw, const real *d, const real *x, const real *w, const real *r, int N,
-                            int C) {}
+                            int C, int acc) {}
 static void dry_linear_fwd(real *o, const real *i, const real *w, const real *b, int N, int IC, int OC) {}
 static void dry_linear_bwd(real *di, real *dw, real *db, const real *d, const real *i, const real *w, int N, int IC,
-                           int OC) {}
+                           int OC, int acc) {}
 static void dry_swiglu_fwd(real *o, const real *g, const real *u, size_t n) {}
-static void dry_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n) {}
+static void dry_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n, int acc) {}
 static void dry_silu_fwd(real *o, const real *x, size_t n) {}
-static void dry_silu_bwd(real *dx, const real *d, const real *x, size_t n) {}
+static void dry_silu_bwd(real *dx, const real *d, const real *x, size_t n, int acc) {}
 static void dry_rope_fwd(real *o, const real *x, const int *p, int B, int n, int nh, int hd, real th) {}
-static void dry_rope_bwd(real *dx, const real *d, const int *p, int B, int n, int nh, int hd, real th) {}
+static void dry_rope_bwd(real *dx, const real *d, const int *p, int B, int n, int nh, int hd, real th, int acc) {}
 static void dry_attention_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
                               const int *kp, int B, int nq, int nk, int nh, int nkv, int hd) {}
 static void dry_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                               const real *q, const real *k, const real *v, const int *qp, const int *kp, int B, int nq,
-                              int nk, int nh, int nkv, int hd) {}
+                              int nk, int nh, int nkv, int hd, int acc) {}
 static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
 static void dry_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int B, int n,
-                           int C, int K) {}
+                           int C, int K, int acc) {}
 static void dry_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                          const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L) {}
 static void dry_scan_bwd(real *dx, real *ddt, real *dA, real *dB, real *dC, real *dD, real *dz, const real *dy,
                          const real *hs, const real *x, const real *dt, const real *A, const real *Bm, const real *Cm,
-                         const real *D, const real *z, int B, int n, int E, int S, int L) {}
+                         const real *D, const real *z, int B, int n, int E, int S, int L, int acc) {}
 static void dry_ssd_fwd(real *y, real *st, const real *xbc, const real *dt, const real *dtb, const real *A,
                         const real *D, int B, int n, int nh, int P, int G, int N, int L) {}
 static void dry_ssd_bwd(real *dxbc, real *ddt, real *ddtb, real *dA, real *dD, const real *dy, const real *st,
                         const real *xbc, const real *dt, const real *dtb, const real *A, const real *D, int B, int n,
-                        int nh, int P, int G, int N, int L) {}
+                        int nh, int P, int G, int N, int L, int acc) {}
 static void dry_gated_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real eps) {}
 static void dry_gated_bwd(real *dy, real *dz, real *dw, const real *d, const real *y, const real *z, const real *w,
-                          const real *r, int N, int C) {}
+                          const real *r, int N, int C, int acc) {}
 static void dry_select(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0) {}
+static void dry_scatter_bwd(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0, int acc) {}
 static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}
 static void dry_xent_bwd(real *dl, const real *d, const real *lg, const real *lse, const int *t, int N, int V) {}
 static void dry_classifier(real *l, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
@@ -114,7 +115,7 @@ static const Ops dry_ops = {
     .selective_scan_fwd = dry_scan_fwd, .selective_scan_bwd = dry_scan_bwd,
     .ssd_fwd = dry_ssd_fwd, .ssd_bwd = dry_ssd_bwd,
     .gated_rmsnorm_fwd = dry_gated_fwd, .gated_rmsnorm_bwd = dry_gated_bwd,
-    .gather_fwd = dry_select, .gather_bwd = dry_select, .scatter_fwd = dry_select, .scatter_bwd = dry_select,
+    .gather_fwd = dry_select, .gather_bwd = dry_select, .scatter_fwd = dry_select, .scatter_bwd = dry_scatter_bwd,
     .xent_fwd = dry_xent_fwd, .xent_bwd = dry_xent_bwd, .classifier = dry_classifier,
     .selective_scan_step = dry_scan_step, .ssd_step = dry_ssd_step,
     .adamw = dry_adamw, .sum_squares = dry_sum_squares,

@@ -6,7 +6,9 @@
  *   decoder layer (norm -> mixer -> residual -> MLP), FlowHN parallel block,
  *   Hymba block, and the model (embedding, layers, head, loss).
  * Activations are allocated on first use for the current (B, T) and kept for
- * the backward pass; gradient scratch is zeroed by the backward that owns it. */
+ * the backward pass. Gradient scratch is not zeroed: the first op writing a
+ * buffer in the step overwrites it (FH_OVERWRITE, ops.h), those after it
+ * accumulate (FH_ACC); each *_bwd below names its buffers' first writers. */
 #include "model.h"
 
 #include <math.h>
@@ -41,9 +43,9 @@ typedef struct {
     DecActs dec;                                     /* decoder layers */
     DecActs ab, sb;                                  /* FlowHN branches */
     real *xa, *xs, *ya, *ys, *y, *zz, *zn, *zn_rstd; /* FlowHN fusion */
-    real *dxa, *dxs, *dya, *dys, *dy, *dzz, *dzn;
+    real *dxa, *dxs, *dya, *dys, *dy, *dzn;
     real *u, *u_rstd, *a, *s, *an, *an_rstd, *sn, *sn_rstd, *c, *h; /* Hymba */
-    real *du, *da, *ds, *dan, *dsn, *dc, *dh;
+    real *du, *da, *ds, *dan, *dc, *dh;
     AttnActs at; M1Acts m1; MlpActs mlp;
 } LayerActs;
 
@@ -70,10 +72,23 @@ static int ens(Model *m, real **p, size_t n) {
     *p = m->ops->alloc(sizeof(real) * (n ? n : 1));
     if (!*p) return fh_error("out of memory for activations (%zu reals): reduce batch size or sequence length", n);
     A->allocs[A->n_allocs++] = *p;
+    if (m->poison_acts) {   /* test hook (model.h): NaN, so that reading what nothing wrote shows */
+        real *nan = malloc(sizeof(real) * (n ? n : 1));
+        if (!nan) return fh_error("out of memory");
+        for (size_t i = 0; i < (n ? n : 1); i++) nan[i] = (real)NAN;
+        m->ops->from_host(*p, nan, sizeof(real) * (n ? n : 1));
+        free(nan);
+    }
     return 0;
 }
 #define ENS(ptr, n) do { if (ens(m, &(ptr), (size_t)(n))) return -1; } while (0)
 #define ZERO(ptr, n) m->ops->zero((ptr), sizeof(real) * (size_t)(n))
+/* The acc argument of a gradient buffer's first writer: FH_OVERWRITE. The
+ * reference mode (model.h zero_first, for tests) instead zeroes every buffer
+ * up front (REF_ZERO) and lets the first writer accumulate, as the backward
+ * did before the ops could overwrite: the two must give the same bits. */
+#define FIRST (m->zero_first ? FH_ACC : FH_OVERWRITE)
+#define REF_ZERO(ptr, n) do { if (m->zero_first) ZERO(ptr, n); } while (0)
 #define W(off) (m->params + (off))
 #define G(off) (m->grads + (off))
 
@@ -124,31 +139,33 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     return 0;
 }
 
-/* duq, dukv accumulate (they may be the same buffer when uq == ukv) */
+/* duq, dukv: overwritten when acc is FH_OVERWRITE, else accumulated (they may
+ * be the same buffer when uq == ukv: the query product writes it first) */
 static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
-                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv) {
+                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv, int acc) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
     size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
     ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
-    ZERO(a->datt, nqd); ZERO(a->dq, nqd); ZERO(a->dk, nkd); ZERO(a->dv, nkd);
-    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H);
+    REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
+    /* every buffer here has one writer */
+    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
     if (c->use_rope) {
         ENS(a->dqr, nqd); ENS(a->dkr, nkd);
-        ZERO(a->dqr, nqd); ZERO(a->dkr, nkd);
+        REF_ZERO(a->dqr, nqd); REF_ZERO(a->dkr, nkd);
         o->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, a->att, a->lse, a->qr, a->kr, a->v, qpos, kpos,
-                         B, nq, nk, nh, nkv, hd);
-        o->rope_bwd(a->dq, a->dqr, qpos, B, nq, nh, hd, (real)c->rope_theta);
-        o->rope_bwd(a->dk, a->dkr, kpos, B, nk, nkv, hd, (real)c->rope_theta);
+                         B, nq, nk, nh, nkv, hd, FIRST);
+        o->rope_bwd(a->dq, a->dqr, qpos, B, nq, nh, hd, (real)c->rope_theta, FIRST);
+        o->rope_bwd(a->dk, a->dkr, kpos, B, nk, nkv, hd, (real)c->rope_theta, FIRST);
     } else {
         o->attention_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos,
-                         B, nq, nk, nh, nkv, hd);
+                         B, nq, nk, nh, nkv, hd, FIRST);
     }
-    o->linear_bwd(duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd);
-    o->linear_bwd(dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd);
-    o->linear_bwd(dukv, G(w->v), NULL, a->dv, ukv, W(w->v), B * nk, H, kvd);
+    o->linear_bwd(duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd, acc);
+    o->linear_bwd(dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd, dukv == duq ? FH_ACC : acc);
+    o->linear_bwd(dukv, G(w->v), NULL, a->dv, ukv, W(w->v), B * nk, H, kvd, FH_ACC);
     return 0;
 }
 
@@ -192,8 +209,9 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     return 0;
 }
 
+/* du: overwritten when acc is FH_OVERWRITE, else accumulated */
 static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const real *u, const real *dout,
-                      real *du) {
+                      real *du, int acc) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank, K = c->d_conv;
@@ -202,26 +220,28 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     ENS(a->dxconv, N * E); ENS(a->dxm, N * E);
     ENS(a->ddtn, N * R); ENS(a->dbn, N * S); ENS(a->dcn, N * S);
     ENS(a->ddtr, N * R); ENS(a->dbr, N * S); ENS(a->dcr, N * S);
-    ZERO(a->dy, N * E); ZERO(a->dxc, N * E); ZERO(a->dzm, N * E); ZERO(a->ddtraw, N * E);
-    ZERO(a->dxconv, N * E); ZERO(a->dxm, N * E);
-    ZERO(a->ddtn, N * R); ZERO(a->dbn, N * S); ZERO(a->dcn, N * S);
-    ZERO(a->ddtr, N * R); ZERO(a->dbr, N * S); ZERO(a->dcr, N * S);
-    o->linear_bwd(a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H);
+    REF_ZERO(a->dy, N * E); REF_ZERO(a->dxc, N * E); REF_ZERO(a->dzm, N * E); REF_ZERO(a->ddtraw, N * E);
+    REF_ZERO(a->dxconv, N * E); REF_ZERO(a->dxm, N * E);
+    REF_ZERO(a->ddtn, N * R); REF_ZERO(a->dbn, N * S); REF_ZERO(a->dcn, N * S);
+    REF_ZERO(a->ddtr, N * R); REF_ZERO(a->dbr, N * S); REF_ZERO(a->dcr, N * S);
+    /* one writer each, but dxc: the scan first, then the three x_proj products */
+    o->linear_bwd(a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H, FIRST);
     o->selective_scan_bwd(a->dxc, a->ddtraw, G(w->A_log), a->dbn, a->dcn, G(w->D), a->dzm, a->dy, a->hs, a->xc,
-                          a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S, M1_SCAN_CHUNK);
-    o->linear_bwd(a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E);
-    o->rmsnorm_bwd(a->ddtr, G(w->dt_norm), a->ddtn, a->dtr, W(w->dt_norm), a->dt_rstd, (int)N, R);
-    o->rmsnorm_bwd(a->dbr, G(w->b_norm), a->dbn, a->br, W(w->b_norm), a->b_rstd, (int)N, S);
-    o->rmsnorm_bwd(a->dcr, G(w->c_norm), a->dcn, a->cr, W(w->c_norm), a->c_rstd, (int)N, S);
-    o->linear_bwd(a->dxc, G(w->x_proj), NULL, a->ddtr, a->xc, W(w->x_proj), (int)N, E, R);
+                          a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S, M1_SCAN_CHUNK, FIRST);
+    o->linear_bwd(a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E, FIRST);
+    o->rmsnorm_bwd(a->ddtr, G(w->dt_norm), a->ddtn, a->dtr, W(w->dt_norm), a->dt_rstd, (int)N, R, FIRST);
+    o->rmsnorm_bwd(a->dbr, G(w->b_norm), a->dbn, a->br, W(w->b_norm), a->b_rstd, (int)N, S, FIRST);
+    o->rmsnorm_bwd(a->dcr, G(w->c_norm), a->dcn, a->cr, W(w->c_norm), a->c_rstd, (int)N, S, FIRST);
+    o->linear_bwd(a->dxc, G(w->x_proj), NULL, a->ddtr, a->xc, W(w->x_proj), (int)N, E, R, FH_ACC);
     o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)R * E, NULL, a->dbr, a->xc, W(w->x_proj) + (size_t)R * E,
-                  (int)N, E, S);
+                  (int)N, E, S, FH_ACC);
     o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)(R + S) * E, NULL, a->dcr, a->xc,
-                  W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S);
-    o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E);
-    o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K);
-    o->linear_bwd(du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E);
-    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E);
+                  W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S, FH_ACC);
+    o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E, FIRST);
+    o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K, FIRST);
+    o->linear_bwd(du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E, acc);
+    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E,
+                  FH_ACC);
     return 0;
 }
 
@@ -250,8 +270,9 @@ static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     return 0;
 }
 
+/* du: overwritten when acc is FH_OVERWRITE, else accumulated */
 static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const real *u, const real *dout,
-                      real *du) {
+                      real *du, int acc) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), P = c->m2_headdim;
@@ -260,19 +281,22 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     size_t N = (size_t)B * n;
     ENS(a->dyn, N * E); ENS(a->dy, N * E); ENS(a->dz, N * E); ENS(a->dxbc, N * CX);
     ENS(a->dxbc_conv, N * CX); ENS(a->dxbc_pre, N * CX); ENS(a->ddtr, N * nh);
-    ZERO(a->dyn, N * E); ZERO(a->dy, N * E); ZERO(a->dz, N * E); ZERO(a->dxbc, N * CX);
-    ZERO(a->dxbc_conv, N * CX); ZERO(a->dxbc_pre, N * CX); ZERO(a->ddtr, N * nh);
-    o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H);
-    o->gated_rmsnorm_bwd(a->dy, a->dz, G(w->gate_norm), a->dyn, a->y, a->z, W(w->gate_norm), a->g_rstd, (int)N, E);
+    REF_ZERO(a->dyn, N * E); REF_ZERO(a->dy, N * E); REF_ZERO(a->dz, N * E); REF_ZERO(a->dxbc, N * CX);
+    REF_ZERO(a->dxbc_conv, N * CX); REF_ZERO(a->dxbc_pre, N * CX); REF_ZERO(a->ddtr, N * nh);
+    /* every buffer here has one writer */
+    o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
+    o->gated_rmsnorm_bwd(a->dy, a->dz, G(w->gate_norm), a->dyn, a->y, a->z, W(w->gate_norm), a->g_rstd, (int)N, E,
+                         FIRST);
     o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,
-               W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
-    o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX);
-    o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX, K);
-    o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E);
+               W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L, FIRST);
+    o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX, FIRST);
+    o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX, K,
+                  FIRST);
+    o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E, acc);
     o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
-                  (int)N, H, CX);
+                  (int)N, H, CX, FH_ACC);
     o->linear_bwd(du, G(w->in_proj) + (size_t)(E + CX) * H, NULL, a->ddtr, u,
-                  W(w->in_proj) + (size_t)(E + CX) * H, (int)N, H, nh);
+                  W(w->in_proj) + (size_t)(E + CX) * H, (int)N, H, nh, FH_ACC);
     return 0;
 }
 
@@ -295,18 +319,21 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
     return 0;
 }
 
+/* dh is overwritten: the norm's gradient, then the residual's (x + y = y + x:
+ * the same bits as the residual first into zeros) */
 static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *dout, real *dh) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, I = c->intermediate_size;
     ENS(a->dv, (size_t)N * H); ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I); ENS(a->dact, (size_t)N * I);
-    ZERO(a->dv, (size_t)N * H); ZERO(a->dg, (size_t)N * I); ZERO(a->dup, (size_t)N * I); ZERO(a->dact, (size_t)N * I);
+    REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
+    REF_ZERO(a->dact, (size_t)N * I); REF_ZERO(dh, (size_t)N * H);
+    o->linear_bwd(a->dact, G(w->down), NULL, dout, a->act, W(w->down), N, I, H, FIRST);
+    o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
+    o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
+    o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
+    o->rmsnorm_bwd(dh, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H, FIRST);
     o->accumulate(dh, dout, 1, (size_t)N * H);
-    o->linear_bwd(a->dact, G(w->down), NULL, dout, a->act, W(w->down), N, I, H);
-    o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I);
-    o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I);
-    o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I);
-    o->rmsnorm_bwd(dh, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H);
     return 0;
 }
 
@@ -342,7 +369,9 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, a->h, out);
 }
 
-/* dx_in accumulates; dx_full (prefix attention) accumulates the keys' share */
+/* dx_in is overwritten (the norm's gradient, then the residual's: the same
+ * bits as the other order into zeros); dx_full (prefix attention) accumulates
+ * the keys' share */
 static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout, real *dx_in, real *dx_full) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -351,25 +380,27 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout
     const real *dmix = dout;
     if (w->has_mlp) {
         ENS(a->dh, N * H);
-        ZERO(a->dh, N * H);
         if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, dout, a->dh)) return -1;
         dmix = a->dh;
     }
-    o->accumulate(dx_in, dmix, 1, N * H);   /* residual */
     ENS(a->du, N * H);
-    ZERO(a->du, N * H);
+    REF_ZERO(a->du, N * H); REF_ZERO(dx_in, N * H);
     if (w->mixer == MIXER_ATTN) {
         if (a->x_full) {
             ENS(a->at.duk, (size_t)B * T * H);
-            ZERO(a->at.duk, (size_t)B * T * H);
-            if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, T, m->iota_dev, a->at.uk, dmix, a->du, a->at.duk))
+            REF_ZERO(a->at.duk, (size_t)B * T * H);
+            if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, T, m->iota_dev, a->at.uk, dmix, a->du, a->at.duk,
+                         FIRST))
                 return -1;
-            o->rmsnorm_bwd(dx_full, G(w->mixer_norm), a->at.duk, a->x_full, W(w->mixer_norm), a->at.uk_rstd, B * T, H);
-        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du)) return -1;
+            o->rmsnorm_bwd(dx_full, G(w->mixer_norm), a->at.duk, a->x_full, W(w->mixer_norm), a->at.uk_rstd, B * T, H,
+                           FH_ACC);
+        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du, FIRST))
+            return -1;
     } else if (w->mixer == MIXER_MAMBA1) {
-        if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du)) return -1;
-    } else if (mamba2_bwd(m, &w->m2, &a->m2, B, n, a->u, dmix, a->du)) return -1;
-    o->rmsnorm_bwd(dx_in, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H);
+        if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du, FIRST)) return -1;
+    } else if (mamba2_bwd(m, &w->m2, &a->m2, B, n, a->u, dmix, a->du, FIRST)) return -1;
+    o->rmsnorm_bwd(dx_in, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H, FIRST);
+    o->accumulate(dx_in, dmix, 1, N * H);   /* residual */
     return 0;
 }
 
@@ -419,6 +450,7 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     return 0;
 }
 
+/* dx is overwritten */
 static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -429,26 +461,32 @@ static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
     int Hin = c->split == SPLIT_NONE ? 2 * H : H;
     size_t BT = (size_t)B * T;
     const int *pa = m->pa_dev[l], *ps = m->ps_dev[l];
-    ENS(a->dzz, BT * H); ENS(a->dzn, BT * H); ENS(a->dy, BT * Hin);
+    ENS(a->dzn, BT * H); ENS(a->dy, BT * Hin);
     ENS(a->dya, (size_t)B * na * H); ENS(a->dys, (size_t)B * ns * H);
     ENS(a->dxa, (size_t)B * na * H); ENS(a->dxs, (size_t)B * ns * H);
-    ZERO(a->dzz, BT * H); ZERO(a->dzn, BT * H); ZERO(a->dy, BT * Hin);
-    ZERO(a->dya, (size_t)B * na * H); ZERO(a->dys, (size_t)B * ns * H);
-    ZERO(a->dxa, (size_t)B * na * H); ZERO(a->dxs, (size_t)B * ns * H);
-    o->accumulate(a->dzz, dout, 1, BT * H);
-    o->linear_bwd(a->dzn, G(w->out_proj), NULL, dout, a->zn, W(w->out_proj), (int)BT, H, H);
-    o->rmsnorm_bwd(a->dzz, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H);
-    o->accumulate(dx, a->dzz, 1, BT * H);
-    o->linear_bwd(a->dy, G(w->fuse), NULL, a->dzz, a->y, W(w->fuse), (int)BT, Hin, H);
+    REF_ZERO(a->dzn, BT * H); REF_ZERO(a->dy, BT * Hin); REF_ZERO(dx, BT * H);
+    REF_ZERO(a->dya, (size_t)B * na * H); REF_ZERO(a->dys, (size_t)B * ns * H);
+    /* dzz, the gradient at zz = fuse(y) + x, is dx's first share, so it is
+     * made in dx itself: the norm's gradient, then the output residual's (the
+     * same bits as the other order into zeros). dx then gets the prefix keys'
+     * share (attention branch) and, row by row, the branches' inputs' (the
+     * gathers write only their branch's rows, so they accumulate). */
+    const real *dzz = dx;
+    o->linear_bwd(a->dzn, G(w->out_proj), NULL, dout, a->zn, W(w->out_proj), (int)BT, H, H, FIRST);
+    o->rmsnorm_bwd(dx, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H, FIRST);
+    o->accumulate(dx, dout, 1, BT * H);
+    o->linear_bwd(a->dy, G(w->fuse), NULL, dzz, a->y, W(w->fuse), (int)BT, Hin, H, FIRST);
+    /* each scatter_bwd writes all of its branch's rows: dya and dys have one writer */
     if (c->split == SPLIT_NONE) {
-        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, 2 * H, 0);
-        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, 2 * H, H);
+        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, 2 * H, 0, FIRST);
+        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, 2 * H, H, FIRST);
     } else {
-        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, H, 0);
-        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0);
+        o->scatter_bwd(a->dya, a->dy, pa, B, T, na, H, H, 0, FIRST);
+        o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0, FIRST);
     }
-    /* the branches write disjoint memory: their own activations and gradients,
-     * and (prefix context) the attention branch alone adds its keys' share to dx */
+    /* the branches write disjoint memory: their own activations and gradients
+     * (dxa, dxs: overwritten by decoder_bwd), and (prefix context) the
+     * attention branch alone adds its keys' share to dx */
     int rc = 0;
     branch(o, 1);
     if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL);
@@ -492,6 +530,7 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, a->h, out);
 }
 
+/* dx is overwritten */
 static int hymba_bwd(Model *m, int l, const real *x, const real *dout, real *dx) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
@@ -499,18 +538,23 @@ static int hymba_bwd(Model *m, int l, const real *x, const real *dout, real *dx)
     LayerActs *a = &m->acts->layers[l];
     int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T, n = BT * H;
-    ENS(a->dh, n); ENS(a->dc, n); ENS(a->dan, n); ENS(a->dsn, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
-    ZERO(a->dh, n); ZERO(a->dc, n); ZERO(a->dan, n); ZERO(a->dsn, n); ZERO(a->da, n); ZERO(a->ds, n); ZERO(a->du, n);
+    ENS(a->dh, n); ENS(a->dc, n); ENS(a->dan, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
+    REF_ZERO(a->dc, n); REF_ZERO(a->da, n); REF_ZERO(a->ds, n); REF_ZERO(a->du, n); REF_ZERO(dx, n);
     if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, dout, a->dh)) return -1;
-    o->accumulate(dx, a->dh, 1, n);
-    o->linear_bwd(a->dc, G(w->out_proj), NULL, a->dh, a->c, W(w->out_proj), (int)BT, H, H);
+    o->linear_bwd(a->dc, G(w->out_proj), NULL, a->dh, a->c, W(w->out_proj), (int)BT, H, H, FIRST);
+    /* c = 0.5 an + 0.5 sn: both norms get 0 + 0.5 dc, one buffer (the zero stays:
+     * there is no scaled copy op, and it is Hymba's only one) */
+    ZERO(a->dan, n);
     o->accumulate(a->dan, a->dc, (real)0.5, n);
-    o->accumulate(a->dsn, a->dc, (real)0.5, n);
-    o->rmsnorm_bwd(a->da, G(w->attn_out_norm), a->dan, a->a, W(w->attn_out_norm), a->an_rstd, (int)BT, H);
-    o->rmsnorm_bwd(a->ds, G(w->ssm_out_norm), a->dsn, a->s, W(w->ssm_out_norm), a->sn_rstd, (int)BT, H);
-    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du)) return -1;
-    if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du)) return -1;
-    o->rmsnorm_bwd(dx, G(w->mixer_norm), a->du, x, W(w->mixer_norm), a->u_rstd, (int)BT, H);
+    o->rmsnorm_bwd(a->da, G(w->attn_out_norm), a->dan, a->a, W(w->attn_out_norm), a->an_rstd, (int)BT, H, FIRST);
+    o->rmsnorm_bwd(a->ds, G(w->ssm_out_norm), a->dan, a->s, W(w->ssm_out_norm), a->sn_rstd, (int)BT, H, FIRST);
+    /* du: the attention's products write it first, the Mamba's add */
+    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST))
+        return -1;
+    if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du, FH_ACC)) return -1;
+    /* dx: the norm's gradient, then the residual's (the same bits as the other order into zeros) */
+    o->rmsnorm_bwd(dx, G(w->mixer_norm), a->du, x, W(w->mixer_norm), a->u_rstd, (int)BT, H, FIRST);
+    o->accumulate(dx, a->dh, 1, n);
     return 0;
 }
 
@@ -885,9 +929,9 @@ int model_backward(Model *m) {
     for (size_t i = 0; i < BT; i++) dl[i] = m->targets_host[i] >= 0 && m->n_valid ? (real)1 / m->n_valid : 0;
     o->from_host(A->dlosses, dl, sizeof(real) * BT);
     free(dl);
-    ZERO(A->dlogits, BT * V); ZERO(A->dxf, BT * H);
+    ZERO(A->dlogits, BT * V); REF_ZERO(A->dxf, BT * H);
     o->xent_bwd(A->dlogits, A->dlosses, A->logits, A->lse, m->targets_dev, (int)BT, V);
-    o->linear_bwd(A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V);
+    o->linear_bwd(A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V, FIRST);
     return backward_trunk(m);
 }
 
@@ -919,14 +963,13 @@ static int backward_trunk(Model *m) {
     int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T;
     ENS(A->dcur, BT * H); ENS(A->dnext, BT * H);
-    ZERO(A->dcur, BT * H);
+    REF_ZERO(A->dcur, BT * H);
     o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
-                   (int)BT, H);
+                   (int)BT, H, FIRST);
     if (grads_ready(m, m->layout.norm_f)) return -1;
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const LayerW *w = &m->layout.layers[l];
-        ZERO(A->dnext, BT * H);
-        int rc;
+        int rc;   /* every layer kind overwrites dnext */
         if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->dcur, A->dnext);
         else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur, A->dnext);
         else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, A->dnext, NULL);

@@ -51,6 +51,15 @@ typedef struct {
      * (src/dist/bucket.h). A non-zero return stops the backward with an error. */
     int (*grads_ready)(void *ctx, size_t off);
     void *grads_ready_ctx;
+
+    /* Test hooks (tests/test_zero_elim.c), 0 in normal use.
+     * zero_first: the backward zeroes every activation-gradient buffer before
+     *   its first writer, which then accumulates (the old scheme, kept as the
+     *   reference the overwriting backward must match bit for bit).
+     * poison_acts: activation buffers start as NaN instead of zeros (set it
+     *   before the first forward of a shape), so an element read before any
+     *   op wrote it shows in the loss or the gradients. */
+    int zero_first, poison_acts;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

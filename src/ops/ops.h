@@ -8,10 +8,14 @@
  *   - Tensors are row-major and contiguous; activations are [B, n, C] with the
  *     channel dimension last. Linear weights are [out, in] (PyTorch layout).
  *   - Forward ops overwrite their outputs.
- *   - Backward ops ACCUMULATE (+=) into every gradient they produce, both
- *     parameter gradients and input gradients (as in llm.c). Callers zero the
- *     activation-gradient buffers once per step. A NULL gradient pointer means
- *     "not needed" and is skipped.
+ *   - Backward ops ACCUMULATE (+=) into the parameter gradients they produce.
+ *     Their input (activation) gradients are accumulated when the op's last
+ *     argument `acc` is FH_ACC, and overwritten when it is FH_OVERWRITE (the
+ *     buffer's first writer in the step: no zeroing pass before it, and no
+ *     read of the old contents, which may be anything, NaN included).
+ *     Overwriting gives the same values as accumulating into zeros (0 + x is
+ *     x; the CPU backend's results are bit-identical, tests/test_zero_elim.c).
+ *     A NULL gradient pointer means "not needed" and is skipped.
  *   - Ops that do matmul-like work add the multiply-adds their loops execute to
  *     fh_macs (core/flopcount.h); the formula is stated at each op and the
  *     analytic FLOP model (model/flops.c) must agree with it exactly.
@@ -39,6 +43,9 @@ typedef struct {
     int pad_;
 } StepScalars;
 
+/* the `acc` argument of the backward ops (see the conventions above) */
+enum { FH_OVERWRITE = 0, FH_ACC = 1 };
+
 typedef struct Ops {
     const char *name;
 
@@ -62,26 +69,27 @@ typedef struct Ops {
     /* ---- RMSNorm: out = x / sqrt(mean(x^2) + eps) * w; saves rstd[N] ---- */
     void (*rmsnorm_fwd)(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
     void (*rmsnorm_bwd)(real *dx, real *dw, const real *dout, const real *x, const real *w,
-                        const real *rstd, int N, int C);
+                        const real *rstd, int N, int C, int acc);
 
     /* ---- linear: out[N,OC] = in[N,IC] @ w[OC,IC]^T (+ b[OC]); b may be NULL.
      * MACs: N*IC*OC (forward); backward is not counted. ---- */
     void (*linear_fwd)(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC);
     void (*linear_bwd)(real *din, real *dw, real *db, const real *dout, const real *in,
-                       const real *w, int N, int IC, int OC);
+                       const real *w, int N, int IC, int OC, int acc);   /* acc: din's */
 
     /* ---- SwiGLU: out = silu(gate) * up, all [n] ---- */
     void (*swiglu_fwd)(real *out, const real *gate, const real *up, size_t n);
-    void (*swiglu_bwd)(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n);
+    void (*swiglu_bwd)(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n,
+                       int acc);
 
     /* ---- SiLU: out = x * sigmoid(x) ---- */
     void (*silu_fwd)(real *out, const real *x, size_t n);
-    void (*silu_bwd)(real *dx, const real *dout, const real *x, size_t n);
+    void (*silu_bwd)(real *dx, const real *dout, const real *x, size_t n, int acc);
 
     /* ---- RoPE (rotate-half convention, as HF LLaMA): x [B, n, nh, hd],
      * position of token j of each sequence is pos[j]. out may not alias x. ---- */
     void (*rope_fwd)(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
-    void (*rope_bwd)(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta);
+    void (*rope_bwd)(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc);
 
     /* ---- causal grouped-query attention over token subsets ----
      * q [B, nq, nh, hd]; k, v [B, nk, nkv, hd]; qpos[nq], kpos[nk] ascending.
@@ -95,7 +103,8 @@ typedef struct Ops {
                           const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
     void (*attention_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out,
                           const real *lse, const real *q, const real *k, const real *v,
-                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd,
+                          int acc);   /* acc: dq, dk, dv (overwritten: rows no query/key reaches get 0) */
 
     /* ---- causal depthwise conv1d: x, out [B, n, C]; w [C, K]; b [C] (may be NULL)
      * out[t,c] = b[c] + sum_{k=0}^{K-1} w[c,k] * x[t-(K-1)+k, c]   (x[<0] = 0)
@@ -103,7 +112,7 @@ typedef struct Ops {
      * sequence when n >= K. ---- */
     void (*conv1d_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
     void (*conv1d_bwd)(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
-                       int B, int n, int C, int K);
+                       int B, int n, int C, int K, int acc);   /* acc: dx's */
 
     /* ---- Mamba-1 selective scan, fused with softplus, D skip and SiLU(z) gate.
      * x, z, dt_raw [B, n, E]; Bm, Cm [B, n, S]; A_log [E, S]; D [E].
@@ -123,7 +132,8 @@ typedef struct Ops {
     void (*selective_scan_bwd)(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD,
                                real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw,
                                const real *A_log, const real *Bm, const real *Cm, const real *D,
-                               const real *z, int B, int n, int E, int S, int L);
+                               const real *z, int B, int n, int E, int S, int L,
+                               int acc);   /* acc: dx, ddt_raw, dBm, dCm, dz (dA_log, dD accumulate) */
 
     /* ---- Mamba-2 SSD (scalar A per head), computed by chunks of length L.
      * xbc [B, n, E + 2*G*N] (after conv + SiLU): x = channels [0, E) seen as
@@ -140,14 +150,16 @@ typedef struct Ops {
                     const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
     void (*ssd_bwd)(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
                     const real *states, const real *xbc, const real *dt_raw, const real *dt_bias,
-                    const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
+                    const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L,
+                    int acc);   /* acc: dxbc, ddt_raw (ddt_bias, dA_log, dD accumulate) */
 
     /* ---- gated RMSNorm (Mamba-2, norm after gate):
      * out = rmsnorm(y * silu(z)) * w; y, z, out [N, C]; saves rstd[N] ---- */
     void (*gated_rmsnorm_fwd)(real *out, real *rstd, const real *y, const real *z, const real *w,
                               int N, int C, real eps);
     void (*gated_rmsnorm_bwd)(real *dy, real *dz, real *dw, const real *dout, const real *y,
-                              const real *z, const real *w, const real *rstd, int N, int C);
+                              const real *z, const real *w, const real *rstd, int N, int C,
+                              int acc);   /* acc: dy, dz */
 
     /* ---- token split / fusion.
      * gather:  out[b, j, :] = in[b, idx[j], col0 : col0+C]   in rows have width ldi
@@ -157,7 +169,8 @@ typedef struct Ops {
     void (*gather_fwd)(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
     void (*gather_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
     void (*scatter_fwd)(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
-    void (*scatter_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
+    void (*scatter_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0,
+                        int acc);   /* acc: din's; din [B, n_sel, C] is written whole */
 
     /* ---- fused softmax + cross-entropy over logits [N, V]; target < 0 = ignored.
      * forward: loss[i] = lse_i - logits[i, target_i] (0 when ignored), saves lse[N].

@@ -103,27 +103,30 @@ static void w_rmsnorm_fwd(real *o, real *r, const real *x, const real *w, int N,
     TIMED(rmsnorm_fwd, 0, B->rmsnorm_fwd(o, r, x, w, N, C, e));
 }
 static void w_rmsnorm_bwd(real *dx, real *dw, const real *g, const real *x, const real *w, const real *r, int N,
-                          int C) {
-    TIMED(rmsnorm_bwd, 0, B->rmsnorm_bwd(dx, dw, g, x, w, r, N, C));
+                          int C, int acc) {
+    TIMED(rmsnorm_bwd, 0, B->rmsnorm_bwd(dx, dw, g, x, w, r, N, C, acc));
 }
 static void w_linear_fwd(real *o, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     TIMED(linear_fwd, 2.0 * N * IC * OC, B->linear_fwd(o, in, w, b, N, IC, OC));
 }
 static void w_linear_bwd(real *din, real *dw, real *db, const real *g, const real *in, const real *w, int N, int IC,
-                         int OC) {
-    TIMED(linear_bwd, 2.0 * N * IC * OC * ((din != NULL) + (dw != NULL)), B->linear_bwd(din, dw, db, g, in, w, N, IC, OC));
+                         int OC, int acc) {
+    TIMED(linear_bwd, 2.0 * N * IC * OC * ((din != NULL) + (dw != NULL)),
+          B->linear_bwd(din, dw, db, g, in, w, N, IC, OC, acc));
 }
 static void w_swiglu_fwd(real *o, const real *g, const real *u, size_t n) { TIMED(swiglu_fwd, 0, B->swiglu_fwd(o, g, u, n)); }
-static void w_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n) {
-    TIMED(swiglu_bwd, 0, B->swiglu_bwd(dg, du, d, g, u, n));
+static void w_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n, int acc) {
+    TIMED(swiglu_bwd, 0, B->swiglu_bwd(dg, du, d, g, u, n, acc));
 }
 static void w_silu_fwd(real *o, const real *x, size_t n) { TIMED(silu_fwd, 0, B->silu_fwd(o, x, n)); }
-static void w_silu_bwd(real *dx, const real *d, const real *x, size_t n) { TIMED(silu_bwd, 0, B->silu_bwd(dx, d, x, n)); }
+static void w_silu_bwd(real *dx, const real *d, const real *x, size_t n, int acc) {
+    TIMED(silu_bwd, 0, B->silu_bwd(dx, d, x, n, acc));
+}
 static void w_rope_fwd(real *o, const real *x, const int *pos, int Bn, int n, int nh, int hd, real th) {
     TIMED(rope_fwd, 0, B->rope_fwd(o, x, pos, Bn, n, nh, hd, th));
 }
-static void w_rope_bwd(real *dx, const real *d, const int *pos, int Bn, int n, int nh, int hd, real th) {
-    TIMED(rope_bwd, 0, B->rope_bwd(dx, d, pos, Bn, n, nh, hd, th));
+static void w_rope_bwd(real *dx, const real *d, const int *pos, int Bn, int n, int nh, int hd, real th, int acc) {
+    TIMED(rope_bwd, 0, B->rope_bwd(dx, d, pos, Bn, n, nh, hd, th, acc));
 }
 /* causal self-attention's forward FLOPs (2 products of hd per visible key); 0 when the keys are not the queries */
 static double attn_flops(int Bn, int nq, int nk, int nh, int hd) {
@@ -135,16 +138,16 @@ static void w_attention_fwd(real *o, real *lse, const real *q, const real *k, co
 }
 static void w_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                             const real *q, const real *k, const real *v, const int *qp, const int *kp, int Bn, int nq,
-                            int nk, int nh, int nkv, int hd) {
+                            int nk, int nh, int nkv, int hd, int acc) {
     TIMED(attention_bwd, 2 * attn_flops(Bn, nq, nk, nh, hd),
-          B->attention_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd));
+          B->attention_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, acc));
 }
 static void w_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int Bn, int n, int C, int K) {
     TIMED(conv1d_fwd, 0, B->conv1d_fwd(o, x, w, b, Bn, n, C, K));
 }
 static void w_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int Bn, int n,
-                         int C, int K) {
-    TIMED(conv1d_bwd, 0, B->conv1d_bwd(dx, dw, db, d, x, w, Bn, n, C, K));
+                         int C, int K, int acc) {
+    TIMED(conv1d_bwd, 0, B->conv1d_bwd(dx, dw, db, d, x, w, Bn, n, C, K, acc));
 }
 static void w_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                                  const real *Cm, const real *D, const real *z, int Bn, int n, int E, int S, int L) {
@@ -153,9 +156,9 @@ static void w_selective_scan_fwd(real *y, real *hs, const real *x, const real *d
 static void w_selective_scan_bwd(real *dx, real *ddt, real *dA, real *dB, real *dC, real *dD, real *dz,
                                  const real *dy, const real *hs, const real *x, const real *dt, const real *A,
                                  const real *Bm, const real *Cm, const real *D, const real *z, int Bn, int n, int E,
-                                 int S, int L) {
+                                 int S, int L, int acc) {
     TIMED(selective_scan_bwd, 0,
-          B->selective_scan_bwd(dx, ddt, dA, dB, dC, dD, dz, dy, hs, x, dt, A, Bm, Cm, D, z, Bn, n, E, S, L));
+          B->selective_scan_bwd(dx, ddt, dA, dB, dC, dD, dz, dy, hs, x, dt, A, Bm, Cm, D, z, Bn, n, E, S, L, acc));
 }
 static void w_ssd_fwd(real *y, real *st, const real *xbc, const real *dt, const real *dtb, const real *A, const real *D,
                       int Bn, int n, int nh, int P, int G, int N, int L) {
@@ -163,15 +166,15 @@ static void w_ssd_fwd(real *y, real *st, const real *xbc, const real *dt, const 
 }
 static void w_ssd_bwd(real *dxbc, real *ddt, real *ddtb, real *dA, real *dD, const real *dy, const real *st,
                       const real *xbc, const real *dt, const real *dtb, const real *A, const real *D, int Bn, int n,
-                      int nh, int P, int G, int N, int L) {
-    TIMED(ssd_bwd, 0, B->ssd_bwd(dxbc, ddt, ddtb, dA, dD, dy, st, xbc, dt, dtb, A, D, Bn, n, nh, P, G, N, L));
+                      int nh, int P, int G, int N, int L, int acc) {
+    TIMED(ssd_bwd, 0, B->ssd_bwd(dxbc, ddt, ddtb, dA, dD, dy, st, xbc, dt, dtb, A, D, Bn, n, nh, P, G, N, L, acc));
 }
 static void w_gated_rmsnorm_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real e) {
     TIMED(gated_rmsnorm_fwd, 0, B->gated_rmsnorm_fwd(o, r, y, z, w, N, C, e));
 }
 static void w_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *d, const real *y, const real *z,
-                                const real *w, const real *r, int N, int C) {
-    TIMED(gated_rmsnorm_bwd, 0, B->gated_rmsnorm_bwd(dy, dz, dw, d, y, z, w, r, N, C));
+                                const real *w, const real *r, int N, int C, int acc) {
+    TIMED(gated_rmsnorm_bwd, 0, B->gated_rmsnorm_bwd(dy, dz, dw, d, y, z, w, r, N, C, acc));
 }
 static void w_gather_fwd(real *o, const real *in, const int *idx, int Bn, int T, int ns, int C, int ld, int c0) {
     TIMED(gather_fwd, 0, B->gather_fwd(o, in, idx, Bn, T, ns, C, ld, c0));
@@ -182,8 +185,9 @@ static void w_gather_bwd(real *din, const real *d, const int *idx, int Bn, int T
 static void w_scatter_fwd(real *o, const real *in, const int *idx, int Bn, int T, int ns, int C, int ld, int c0) {
     TIMED(scatter_fwd, 0, B->scatter_fwd(o, in, idx, Bn, T, ns, C, ld, c0));
 }
-static void w_scatter_bwd(real *din, const real *d, const int *idx, int Bn, int T, int ns, int C, int ld, int c0) {
-    TIMED(scatter_bwd, 0, B->scatter_bwd(din, d, idx, Bn, T, ns, C, ld, c0));
+static void w_scatter_bwd(real *din, const real *d, const int *idx, int Bn, int T, int ns, int C, int ld, int c0,
+                          int acc) {
+    TIMED(scatter_bwd, 0, B->scatter_bwd(din, d, idx, Bn, T, ns, C, ld, c0, acc));
 }
 static void w_xent_fwd(real *loss, real *lse, const real *lg, const int *t, int N, int V) {
     TIMED(xent_fwd, 0, B->xent_fwd(loss, lse, lg, t, N, V));

@@ -147,6 +147,21 @@ static Grad grad(size_t n) {
     g.n = n;
     return g;
 }
+/* The backward ops' activation gradients (ops.h acc): ACC_MODE FH_ACC adds
+ * into a random start (grad), FH_OVERWRITE must ignore what is there: the
+ * CUDA side starts as NaN, the CPU side as zeros (its overwrite is bit-equal
+ * to adding into zeros, tests/test_zero_elim.c). Parameter gradients always
+ * accumulate (grad). main runs the backward tests in both modes. */
+static int ACC_MODE = FH_ACC;
+static Grad gradx(size_t n) {
+    if (ACC_MODE == FH_ACC) return grad(n);
+    Grad g;
+    g.h = (float *)calloc(n ? n : 1, sizeof(float));
+    g.h0 = (float *)calloc(n ? n : 1, sizeof(float));
+    g.d = dnan(n);
+    g.n = n;
+    return g;
+}
 static void grad_cmp(const char *what, Grad g) { cmp_from(what, g.h, g.d, g.n, g.h0); }
 static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
 
@@ -164,11 +179,11 @@ static void test_elementwise(void) {
         Grad acc = grad(n);
         cpu_accumulate(acc.h, a, 0.37f, n); G->accumulate(acc.d, da, 0.37f, n); grad_cmp("accumulate", acc);
         cpu_silu_fwd(out, a, n); G->silu_fwd(dres, da, n); cmp("silu", out, dres, n);
-        Grad dx = grad(n);
-        cpu_silu_bwd(dx.h, dout, a, n); G->silu_bwd(dx.d, ddout, da, n); grad_cmp("dsilu", dx);
+        Grad dx = gradx(n);
+        cpu_silu_bwd(dx.h, dout, a, n, ACC_MODE); G->silu_bwd(dx.d, ddout, da, n, ACC_MODE); grad_cmp("dsilu", dx);
         cpu_swiglu_fwd(out, a, b, n); G->swiglu_fwd(dres, da, db, n); cmp("swiglu", out, dres, n);
-        Grad dg = grad(n), du = grad(n);
-        cpu_swiglu_bwd(dg.h, du.h, dout, a, b, n); G->swiglu_bwd(dg.d, du.d, ddout, da, db, n);
+        Grad dg = gradx(n), du = gradx(n);
+        cpu_swiglu_bwd(dg.h, du.h, dout, a, b, n, ACC_MODE); G->swiglu_bwd(dg.d, du.d, ddout, da, db, n, ACC_MODE);
         grad_cmp("dgate", dg); grad_cmp("dup", du);
         line_end();
         free(a); free(b); free(dout); free(out);
@@ -212,9 +227,9 @@ static void test_rmsnorm(void) {
         float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
         cpu_rmsnorm_fwd(out, rstd, x, w, N, C, 1e-5f); G->rmsnorm_fwd(gout, grstd, dx_, dw_, N, C, 1e-5f);
         cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
-        Grad gx = grad(nc), gw = grad(C);
-        cpu_rmsnorm_bwd(gx.h, gw.h, dout, x, w, rstd, N, C);
-        G->rmsnorm_bwd(gx.d, gw.d, ddout, dx_, dw_, grstd, N, C);
+        Grad gx = gradx(nc), gw = grad(C);
+        cpu_rmsnorm_bwd(gx.h, gw.h, dout, x, w, rstd, N, C, ACC_MODE);
+        G->rmsnorm_bwd(gx.d, gw.d, ddout, dx_, dw_, grstd, N, C, ACC_MODE);
         grad_cmp("dx", gx); grad_cmp("dw", gw);
         line_end();
         free(x); free(w); free(dout); free(out); free(rstd);
@@ -237,9 +252,9 @@ static void test_linear_shapes(int first, int last) {
             BOTH_FWD(cpu_linear_fwd(out, in, w, with_bias ? b : NULL, N, IC, OC),
                      G->linear_fwd(gout, din_, dw_, with_bias ? db_ : NULL, N, IC, OC));
             cmp("out", out, gout, (size_t)N * OC);
-            Grad gi = grad((size_t)N * IC), gw = grad((size_t)OC * IC), gb = grad(OC);
-            cpu_linear_bwd(gi.h, gw.h, with_bias ? gb.h : NULL, dout, in, w, N, IC, OC);
-            G->linear_bwd(gi.d, gw.d, with_bias ? gb.d : NULL, ddout, din_, dw_, N, IC, OC);
+            Grad gi = gradx((size_t)N * IC), gw = grad((size_t)OC * IC), gb = grad(OC);
+            cpu_linear_bwd(gi.h, gw.h, with_bias ? gb.h : NULL, dout, in, w, N, IC, OC, ACC_MODE);
+            G->linear_bwd(gi.d, gw.d, with_bias ? gb.d : NULL, ddout, din_, dw_, N, IC, OC, ACC_MODE);
             grad_cmp("din", gi); grad_cmp("dw", gw); grad_cmp("db", gb);
             line_end();
             free(in); free(w); free(b); free(dout); free(out);
@@ -341,8 +356,9 @@ static void test_rope(void) {
         float *dx_ = dev(x, tot), *ddout = dev(dout, tot), *out = hnan(tot), *gout = dnan(tot);
         cpu_rope_fwd(out, x, pos, B, n, nh, hd, 10000.f); G->rope_fwd(gout, dx_, dpos, B, n, nh, hd, 10000.f);
         cmp("out", out, gout, tot);
-        Grad gx = grad(tot);
-        cpu_rope_bwd(gx.h, dout, pos, B, n, nh, hd, 10000.f); G->rope_bwd(gx.d, ddout, dpos, B, n, nh, hd, 10000.f);
+        Grad gx = gradx(tot);
+        cpu_rope_bwd(gx.h, dout, pos, B, n, nh, hd, 10000.f, ACC_MODE);
+        G->rope_bwd(gx.d, ddout, dpos, B, n, nh, hd, 10000.f, ACC_MODE);
         grad_cmp("dx", gx);
         line_end();
         free(pos); free(x); free(dout); free(out);
@@ -369,8 +385,9 @@ static void test_gather_scatter(void) {
         Grad sf = grad(nfull);  /* scatter leaves unnamed rows alone: same start both sides */
         cpu_scatter_fwd(sf.h, sel, idx, B, T, ns, C, ld, col0); G->scatter_fwd(sf.d, dsel, didx, B, T, ns, C, ld, col0);
         grad_cmp("scatter", sf);
-        Grad gs = grad(nsel);
-        cpu_scatter_bwd(gs.h, full, idx, B, T, ns, C, ld, col0); G->scatter_bwd(gs.d, dfull, didx, B, T, ns, C, ld, col0);
+        Grad gs = gradx(nsel);
+        cpu_scatter_bwd(gs.h, full, idx, B, T, ns, C, ld, col0, ACC_MODE);
+        G->scatter_bwd(gs.d, dfull, didx, B, T, ns, C, ld, col0, ACC_MODE);
         grad_cmp("dscatter", gs);
         line_end();
         free(idx); free(full); free(sel); free(out);
@@ -460,9 +477,9 @@ static void test_conv1d(void) {
         BOTH_FWD(cpu_conv1d_fwd(out, x, w, with_bias ? b : NULL, B, n, C, K),
                  G->conv1d_fwd(gout, dx_, dw_, with_bias ? db_ : NULL, B, n, C, K));
         cmp("out", out, gout, tot);
-        Grad gx = grad(tot), gw = grad((size_t)C * K), gb = grad(C);
-        cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K);
-        G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K);
+        Grad gx = gradx(tot), gw = grad((size_t)C * K), gb = grad(C);
+        cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K, ACC_MODE);
+        G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
         grad_cmp("dx", gx); grad_cmp("dw", gw); grad_cmp("db", gb);
         line_end();
         free(x); free(w); free(b); free(dout); free(out);
@@ -484,9 +501,9 @@ static void test_gated_rmsnorm(void) {
         cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, 1e-5f);
         G->gated_rmsnorm_fwd(gout, grstd, dy_, dz_, dw_, N, C, 1e-5f);
         cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
-        Grad gy = grad(nc), gz = grad(nc), gw = grad(C);
-        cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C);
-        G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C);
+        Grad gy = gradx(nc), gz = gradx(nc), gw = grad(C);
+        cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C, ACC_MODE);
+        G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
         grad_cmp("dy", gy); grad_cmp("dz", gz); grad_cmp("dw", gw);
         line_end();
         free(y); free(z); free(w); free(dout); free(out); free(rstd);
@@ -515,6 +532,7 @@ static int attention_shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
                                    {2, 40, 15, 2, 1, 8, 2},     {2, 300, 150, 6, 2, 64, 0},   {1, 300, 120, 4, 4, 64, 1},
                                    {2, 400, 130, 3, 1, 5, 2},   {1, 150, 77, 4, 1, 100, 1},   {1, 100, 70, 2, 2, 200, 0},
                                    {1, 90, 90, 2, 1, 24, 1},
+                                   {2, 300, 60, 4, 2, 64, 3},   {1, 200, 30, 2, 1, 16, 3},
                                    {1, 1024, 1024, 32, 8, 24, 0}, {1, 1024, 600, 32, 8, 24, 1},
                                    {1, 1024, 1024, 32, 8, 64, 0}, {1, 1024, 600, 32, 8, 64, 1}};
 static int attention_nshapes(void) {
@@ -522,13 +540,15 @@ static int attention_nshapes(void) {
     return getenv("FLOWHN_TEST_QUICK") ? n - 4 : n;
 }
 static void test_attention_shapes(void) {
-    const char *ctxname[] = {"isolated", "prefix", "disjoint"};
+    /* ctx 3: prefix keys, queries all in the first half: whole key tiles that
+     * no query sees (their dk, dv are 0; an overwrite must still store them) */
+    const char *ctxname[] = {"isolated", "prefix", "disjoint", "prefix-early"};
     for (int si = 0; si < attention_nshapes(); si++) {
         const int *shape = attention_shapes[si];
         int B = shape[0], T = shape[1], ns = shape[2], nh = shape[3], nkv = shape[4], hd = shape[5], ctx = shape[6];
-        int *all = subset(T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;
+        int *all = subset(ctx == 3 ? T / 2 : T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;
         if (ctx == 0) { qpos = all; kpos = all; nk = ns; }
-        else if (ctx == 1) { qpos = all; kpos = subset(T, T); nk = T; }
+        else if (ctx == 1 || ctx == 3) { qpos = all; kpos = subset(T, T); nk = T; }
         else {  /* alternate the 2*ns sorted positions between keys and queries */
             qpos = (int *)malloc(sizeof(int) * ns); kpos = (int *)malloc(sizeof(int) * ns); nk = ns;
             for (int i = 0; i < ns; i++) { kpos[i] = all[2 * i + 1]; qpos[i] = all[2 * i]; }
@@ -549,9 +569,10 @@ static void test_attention_shapes(void) {
             if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
         float *glse_m = dev(glse_h, nl);
         cmp("lse", lse_m, glse_m, nl);
-        Grad gq = grad(nqe), gk = grad(nke), gv = grad(nke);
-        cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-        G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd);
+        Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+        cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, ACC_MODE);
+        G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd,
+                         ACC_MODE);
         grad_cmp("dq", gq); grad_cmp("dk", gk); grad_cmp("dv", gv);
         line_end();
         if (qpos != all) free(qpos);
@@ -623,12 +644,12 @@ static void test_selective_scan(void) {
         BOTH_FWD(cpu_selective_scan_fwd(y, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S, L),
                  G->selective_scan_fwd(gy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_, B, n, E, S, L));
         cmp("y", y, gy, ne); cmp("hs", hs, ghs, nhs);
-        Grad gx = grad(ne), gdt = grad(ne), gA = grad((size_t)E * S), gB = grad(nsb), gC = grad(nsb), gD = grad(E),
-             gz = grad(ne);
+        Grad gx = gradx(ne), gdt = gradx(ne), gA = grad((size_t)E * S), gB = gradx(nsb), gC = gradx(nsb),
+             gD = grad(E), gz = gradx(ne);
         cpu_selective_scan_bwd(gx.h, gdt.h, gA.h, gB.h, gC.h, gD.h, gz.h, dy, hs, x, dtr, Al, Bm, Cm, D, z, B, n, E, S,
-                               L);
+                               L, ACC_MODE);
         G->selective_scan_bwd(gx.d, gdt.d, gA.d, gB.d, gC.d, gD.d, gz.d, ddy, ghs, dx_, ddtr, dAl, dB_, dC_, dD_, dz_,
-                              B, n, E, S, L);
+                              B, n, E, S, L, ACC_MODE);
         grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
         grad_cmp("dD", gD); grad_cmp("dz", gz);
         line_end();
@@ -669,9 +690,10 @@ static void test_ssd(void) {
         BOTH_FWD(cpu_ssd_fwd(y, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L),
                  G->ssd_fwd(gy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L));
         cmp("y", y, gy, ny); cmp("states", st, gst, nst);
-        Grad gx = grad(nx), gdt = grad(ndt), gdb = grad(nh), gA = grad(nh), gD = grad(nh);
-        cpu_ssd_bwd(gx.h, gdt.h, gdb.h, gA.h, gD.h, dy, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L);
-        G->ssd_bwd(gx.d, gdt.d, gdb.d, gA.d, gD.d, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+        Grad gx = gradx(nx), gdt = gradx(ndt), gdb = grad(nh), gA = grad(nh), gD = grad(nh);
+        cpu_ssd_bwd(gx.h, gdt.h, gdb.h, gA.h, gD.h, dy, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L, ACC_MODE);
+        G->ssd_bwd(gx.d, gdt.d, gdb.d, gA.d, gD.d, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L,
+                   ACC_MODE);
         grad_cmp("dxbc", gx); grad_cmp("ddt", gdt); grad_cmp("ddt_bias", gdb); grad_cmp("dA_log", gA);
         grad_cmp("dD", gD);
         line_end();
@@ -854,5 +876,31 @@ int main(void) {
 #else
     printf("skipped ssd: no src/ops/cpu/ssd.c in this checkout\n");
 #endif
+    /* the backward ops once more, overwriting their activation gradients (ops.h acc) */
+    printf("backward ops with acc = FH_OVERWRITE (the CUDA outputs start as NaN):\n");
+    ACC_MODE = FH_OVERWRITE;
+    RUN(test_elementwise);
+    RUN(test_rmsnorm);
+    RUN(test_linear);
+    RUN(test_rope);
+    RUN(test_gather_scatter);
+#ifdef HAVE_CPU_CONV1D
+    RUN(test_conv1d);
+#endif
+#ifdef HAVE_CPU_GATED_RMSNORM
+    RUN(test_gated_rmsnorm);
+#endif
+#ifdef HAVE_CPU_ATTENTION
+    RUN(test_attention);
+    RUN(test_attention_bf16);
+#endif
+#ifdef HAVE_CPU_SELECTIVE_SCAN
+    RUN(test_selective_scan);
+#endif
+#ifdef HAVE_CPU_SSD
+    RUN(test_ssd);
+    RUN(test_ssd_tc);
+#endif
+    ACC_MODE = FH_ACC;
     TEST_SUMMARY();
 }

@@ -97,6 +97,10 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
     int okg = ok && !model_create(&mg, c, &cuda_ops) && !model_init_params(&mg, 1234);
     CHECK(okg, "%s: cuda model: %s", name, fh_last_error());
     if (!ok || !okg) { free(tok); free(tgt); return; }
+    /* the GPU's activation buffers start as NaN: the backward's first writers
+     * overwrite instead of adding into zeroed buffers (ops.h acc), so an element
+     * no op writes before it is read would show in the loss or the gradients */
+    mg.poison_acts = 1;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);

@@ -12,6 +12,7 @@
  *   dq_i += scale ds_ij k_j;  dk_j += scale ds_ij q_i. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../core/flopcount.h"
 #include "cpu_ops.h"
@@ -88,9 +89,15 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
 
 void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                        const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
-                       int nk, int nh, int nkv, int hd) {
+                       int nk, int nh, int nkv, int hd, int acc) {
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
+    /* every gradient is a sum over many (query, key) pairs: overwriting is accumulating into zeros */
+    if (!acc) {
+        if (dq) memset(dq, 0, sizeof(real) * B * nq * nh * hd);
+        if (dk) memset(dk, 0, sizeof(real) * B * nk * nkv * hd);
+        if (dv) memset(dv, 0, sizeof(real) * B * nk * nkv * hd);
+    }
     int *m = visible_counts(qpos, nq, kpos, nk);
     /* dk/dv of a kv head sum over the query heads of its group: one task per
      * (batch, kv head) owns those rows, and the dq rows of its query heads. */

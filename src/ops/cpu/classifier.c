@@ -34,7 +34,7 @@ void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w
         for (int i = 0; i < n; i++) dloss[i] = targets[r0 + i] >= 0 ? scale : 0;
         memset(dlogits, 0, sizeof(real) * (size_t)n * V);
         cpu_xent_bwd(dlogits, dloss, logits, lse, targets + r0, n, V);
-        cpu_linear_bwd(dx ? dx + (size_t)r0 * H : NULL, dw, NULL, dlogits, xc, w, n, H, V);
+        cpu_linear_bwd(dx ? dx + (size_t)r0 * H : NULL, dw, NULL, dlogits, xc, w, n, H, V, FH_ACC);
     }
     free(logits); free(dlogits); free(lse); free(dloss);
 }

@@ -3,6 +3,8 @@
 #include "../../core/flopcount.h"
 #include "cpu_ops.h"
 
+#include <string.h>
+
 void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
     uint64_t taps = 0;
     for (int t = 0; t < n; t++) taps += (uint64_t)(t + 1 < K ? t + 1 : K);
@@ -22,7 +24,8 @@ void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int 
 }
 
 void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n,
-                    int C, int K) {
+                    int C, int K, int acc) {
+    if (dx && !acc) memset(dx, 0, sizeof(real) * B * n * C);   /* dx sums K taps */
     /* parallel over channels: each task owns its channel's dw, db and dx column */
 #pragma omp parallel for if ((long)B * n * C > 65536)
     for (int c = 0; c < C; c++)

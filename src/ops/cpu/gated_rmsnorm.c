@@ -22,7 +22,7 @@ void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, 
 }
 
 void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z,
-                           const real *w, const real *rstd, int N, int C) {
+                           const real *w, const real *rstd, int N, int C, int acc) {
     /* g = y silu(z); out = g r w. dg = r (dout w - g r mean(dout w g r)) */
     for (int i = 0; i < N; i++) {
         const real *yi = y + (size_t)i * C, *zi = z + (size_t)i * C, *di = dout + (size_t)i * C;
@@ -34,8 +34,10 @@ void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const
             real s = sigmoid(zi[c]), silu = zi[c] * s, g = yi[c] * silu;
             if (dw) dw[c] += di[c] * g * r;
             real dg = r * (di[c] * w[c] - g * r * mean);
-            if (dy) dy[(size_t)i * C + c] += dg * silu;
-            if (dz) dz[(size_t)i * C + c] += dg * yi[c] * s * (1 + zi[c] * (1 - s));
+            size_t k = (size_t)i * C + c;
+            real gy = dg * silu, gz = dg * yi[c] * s * (1 + zi[c] * (1 - s));
+            if (dy) dy[k] = acc ? dy[k] + gy : gy;
+            if (dz) dz[k] = acc ? dz[k] + gz : gz;
         }
     }
 }

@@ -15,10 +15,12 @@ void cpu_linear_fwd(real *out, const real *in, const real *w, const real *b, int
 }
 
 void cpu_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in,
-                    const real *w, int N, int IC, int OC) {
+                    const real *w, int N, int IC, int OC, int acc) {
     if (N == 0) return;
-    /* din[N,IC] += dout[N,OC] @ w[OC,IC];  dw[OC,IC] += dout^T @ in */
-    if (din) cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, w, IC, 1, din, IC);
+    /* din[N,IC] (+)= dout[N,OC] @ w[OC,IC];  dw[OC,IC] += dout^T @ in.
+     * beta = 0 does not read din (BLAS: C need not be set when beta is 0) */
+    if (din)
+        cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, w, IC, acc ? 1 : 0, din, IC);
     if (dw) cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, in, IC, 1, dw, IC);
     if (db) {
 #pragma omp parallel for if ((long)N * OC > 65536)

@@ -17,7 +17,7 @@ void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N,
 }
 
 void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
-                     const real *rstd, int N, int C) {
+                     const real *rstd, int N, int C, int acc) {
     /* With xhat = x r: dxhat = dout w; dx = r (dxhat - xhat mean(dxhat xhat)). */
     if (dx) {
 #pragma omp parallel for if (N > 64)
@@ -28,7 +28,10 @@ void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const 
             for (int c = 0; c < C; c++) dot += (double)di[c] * w[c] * xi[c] * r;
             real m = (real)(dot / C);
             real *dxi = dx + (size_t)i * C;
-            for (int c = 0; c < C; c++) dxi[c] += r * (di[c] * w[c] - xi[c] * r * m);
+            for (int c = 0; c < C; c++) {
+                real d = r * (di[c] * w[c] - xi[c] * r * m);
+                dxi[c] = acc ? dxi[c] + d : d;
+            }
         }
     }
     if (dw) {

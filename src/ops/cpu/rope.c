@@ -36,6 +36,6 @@ void cpu_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh
     rotate(out, x, pos, B, n, nh, hd, theta, 1.0, 0);
 }
 
-void cpu_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta) {
-    rotate(dx, dout, pos, B, n, nh, hd, theta, -1.0, 1);
+void cpu_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc) {
+    rotate(dx, dout, pos, B, n, nh, hd, theta, -1.0, acc);
 }

@@ -62,8 +62,16 @@ void cpu_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw
 void cpu_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz,
                             const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log,
                             const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E,
-                            int S, int L) {
+                            int S, int L, int acc) {
     size_t nbs = (size_t)B * n * S;
+    if (!acc) {   /* each is a sum (over the state, the channels): overwriting is accumulating into zeros */
+        size_t nbe = (size_t)B * n * E;
+        if (dx) memset(dx, 0, sizeof(real) * nbe);
+        if (ddt_raw) memset(ddt_raw, 0, sizeof(real) * nbe);
+        if (dz) memset(dz, 0, sizeof(real) * nbe);
+        if (dBm) memset(dBm, 0, sizeof(real) * nbs);
+        if (dCm) memset(dCm, 0, sizeof(real) * nbs);
+    }
     int nc = (n + L - 1) / L;
     /* parallel over channels: each task owns dA_log[e], dD[e] and its dx/ddt/dz
      * entries; dB and dC are shared by all channels, so each thread sums into

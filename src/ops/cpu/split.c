@@ -30,12 +30,14 @@ void cpu_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, in
             memcpy(out + ((size_t)b * T + idx[j]) * ldo + col0, in + ((size_t)b * n_sel + j) * C, sizeof(real) * C);
 }
 
-void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0) {
+void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0,
+                     int acc) {
 #pragma omp parallel for collapse(2) if ((long)B * n_sel * C > 65536)
     for (int b = 0; b < B; b++)
         for (int j = 0; j < n_sel; j++) {
             real *d = din + ((size_t)b * n_sel + j) * C;
             const real *s = dout + ((size_t)b * T + idx[j]) * ldo + col0;
-            for (int c = 0; c < C; c++) d[c] += s[c];
+            if (acc) for (int c = 0; c < C; c++) d[c] += s[c];
+            else memcpy(d, s, sizeof(real) * C);
         }
 }

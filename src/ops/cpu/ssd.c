@@ -162,8 +162,12 @@ void cpu_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, con
 
 void cpu_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
                  const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
-                 const real *D, int B, int n, int nh, int P, int G, int N, int L) {
+                 const real *D, int B, int n, int nh, int P, int G, int N, int L, int acc) {
     int E = nh * P, CX = E + 2 * G * N, hpg = nh / G, nchunks = (n + L - 1) / L, Lc = L < n ? L : n;
+    if (!acc) {   /* sums over the state and the group's heads: overwriting is accumulating into zeros */
+        if (dxbc) memset(dxbc, 0, sizeof(real) * B * n * CX);
+        if (ddt_raw) memset(ddt_raw, 0, sizeof(real) * B * n * nh);
+    }
     size_t PN = (size_t)P * N;
     /* Parallel over (sequence, group): an iteration owns the B and C channels
      * of its group and the x channels and dt of its heads, in its sequence.

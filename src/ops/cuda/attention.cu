@@ -201,7 +201,7 @@ template <int HD, int BT>
 __global__ void __launch_bounds__(ATT_THREADS)
 attention_dkdv_kernel(float *dk, float *dv, const float *dout, const float *D, const float *lse, const float *q,
                       const float *k, const float *v, const int *qpos, const int *kpos, int nq, int nk, int nh,
-                      int nkv, int hd, float scale) {
+                      int nkv, int hd, float scale, int acc) {
     constexpr int LD = HD + 1, PLD = BT + 16, RI = BT / 16, RD = HD / 16;
     extern __shared__ float sm[];
     float *sK = sm, *sV = sK + BT * LD, *sQ = sV + BT * LD, *sO = sQ + BT * LD, *sP = sO + BT * LD,
@@ -212,8 +212,11 @@ attention_dkdv_kernel(float *dk, float *dv, const float *dout, const float *D, c
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, group = nh / nkv;
     int ncol = min(BT, nk - c0);
     int i0 = first_query_at(qpos, nq, kpos[c0]);  /* earlier queries see none of these keys */
-    if (i0 >= nq) return;                          /* nothing to add */
     size_t kstride = (size_t)nkv * hd, koff = (size_t)b * nk * kstride + (size_t)c0 * kstride + (size_t)hk * hd;
+    if (i0 >= nq) {  /* nothing to add; an overwrite (acc 0) stores the zero gradient */
+        if (!acc) zero_kv_rows(dk, dv, koff, kstride, ncol, hd);
+        return;
+    }
     load_tile<HD, BT>(sK, k + koff, ncol, kstride, hd);
     load_tile<HD, BT>(sV, v + koff, ncol, kstride, hd);
     float adk[RI][RD], adv[RI][RD];
@@ -290,8 +293,9 @@ attention_dkdv_kernel(float *dk, float *dv, const float *dout, const float *D, c
         for (int j = 0; j < RD; j++) {
             int d = tx + 16 * j;
             if (d >= hd) continue;
-            if (dk) dk[row + d] += scale * adk[i][j];
-            if (dv) dv[row + d] += adv[i][j];
+            float gk = scale * adk[i][j], gv = adv[i][j];   /* this block's rows alone: acc 0 overwrites */
+            if (dk) dk[row + d] = acc ? dk[row + d] + gk : gk;
+            if (dv) dv[row + d] = acc ? dv[row + d] + gv : gv;
         }
     }
 }
@@ -300,7 +304,7 @@ template <int HD, int BT>
 __global__ void __launch_bounds__(ATT_THREADS)
 attention_dq_kernel(float *dq, const float *dout, const float *D, const float *lse, const float *q,
                     const float *k, const float *v, const int *qpos, const int *kpos, int nq, int nk, int nh,
-                    int nkv, int hd, float scale) {
+                    int nkv, int hd, float scale, int accumulate) {
     constexpr int LD = HD + 1, PLD = BT + 16, RI = BT / 16, RD = HD / 16;
     extern __shared__ float sm[];
     float *sQ = sm, *sO = sQ + BT * LD, *sK = sO + BT * LD, *sV = sK + BT * LD, *sS = sV + BT * LD;
@@ -381,7 +385,10 @@ attention_dq_kernel(float *dq, const float *dout, const float *D, const float *l
         float *row = dq + ((size_t)b * nq + q0 + r) * nh * hd + (size_t)h * hd;
 #pragma unroll
         for (int j = 0; j < RD; j++)
-            if (tx + 16 * j < hd) row[tx + 16 * j] += scale * acc[i][j];
+            if (tx + 16 * j < hd) {   /* every row of the tile, visible keys or not: accumulate 0 overwrites */
+                float g = scale * acc[i][j];
+                row[tx + 16 * j] = accumulate ? row[tx + 16 * j] + g : g;
+            }
     }
 }
 
@@ -437,14 +444,14 @@ static void fwd_launch(float *out, float *lse, const float *q, const float *k, c
 template <int HD, int BT>
 static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const float *D, const float *lse,
                        const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
-                       int nq, int nk, int nh, int nkv, int hd) {
+                       int nq, int nk, int nh, int nkv, int hd, int acc) {
     float scale = 1.f / sqrtf((float)hd);
     if (dk || dv) {
         size_t smem = sizeof(float) * (4 * BT * (HD + 1) + 2 * BT * (BT + 16));
         if (attention_set_smem((const void *)attention_dkdv_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nkv, B, (nk + BT - 1) / BT);
         attention_dkdv_kernel<HD, BT><<<grid, ATT_THREADS, smem, cuda_stream()>>>(dk, dv, dout, D, lse, q, k, v, qpos,
-                                                                                  kpos, nq, nk, nh, nkv, hd, scale);
+                                                                                  kpos, nq, nk, nh, nkv, hd, scale, acc);
         CUDA_LAUNCHED();
     }
     if (dq) {
@@ -452,7 +459,7 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
         if (attention_set_smem((const void *)attention_dq_kernel<HD, BT>, smem, "attention_bwd")) return;
         dim3 grid(nh, B, (nq + BT - 1) / BT);
         attention_dq_kernel<HD, BT><<<grid, ATT_THREADS, smem, cuda_stream()>>>(dq, dout, D, lse, q, k, v, qpos, kpos,
-                                                                                nq, nk, nh, nkv, hd, scale);
+                                                                                nq, nk, nh, nkv, hd, scale, acc);
         CUDA_LAUNCHED();
     }
 }
@@ -484,10 +491,14 @@ static float *rowdot_scratch(size_t n) {
 
 void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                         const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                        int nq, int nk, int nh, int nkv, int hd) {
-    if (B <= 0 || nq <= 0 || nk <= 0 || (!dq && !dk && !dv) || !hd_supported(hd, "attention_bwd")) return;
+                        int nq, int nk, int nh, int nkv, int hd, int acc) {
+    if (B <= 0 || nq <= 0 || (!dq && !dk && !dv) || !hd_supported(hd, "attention_bwd")) return;
+    if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
+        if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
+        return;
+    }
     if (attention_tc_applies(hd)) {  /* computes D itself */
-        attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+        attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
         return;
     }
     size_t rows = (size_t)B * nq * nh;
@@ -495,9 +506,9 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
     if (!D) return;
     attention_rowdot_kernel<<<blocks_for(rows * 32, 256), 256, 0, cuda_stream()>>>(D, dout, out, B, nq, nh, hd);
     CUDA_LAUNCHED();
-    if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 32) bwd_launch<32, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 64) bwd_launch<64, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else bwd_launch<256, 32>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    if (hd <= 16) bwd_launch<16, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else if (hd <= 32) bwd_launch<32, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else if (hd <= 64) bwd_launch<64, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else bwd_launch<256, 32>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
 }

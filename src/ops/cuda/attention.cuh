@@ -26,6 +26,17 @@ __device__ __forceinline__ int first_query_at(const int *qpos, int nq, int p) {
     return lo;
 }
 
+/* The backward's key tile that no query sees, when the op overwrites (ops.h
+ * acc 0): its ncol rows of dk and dv (row stride kstride, hd wide, from koff)
+ * get the zero gradient, by the block's threads. */
+__device__ __forceinline__ void zero_kv_rows(float *dk, float *dv, size_t koff, size_t kstride, int ncol, int hd) {
+    for (int i = threadIdx.x; i < ncol * hd; i += blockDim.x) {
+        size_t o = koff + (size_t)(i / hd) * kstride + i % hd;
+        if (dk) dk[o] = 0.f;
+        if (dv) dv[o] = 0.f;
+    }
+}
+
 /* Opts a kernel into `bytes` of dynamic shared memory (needed above 48 KB);
  * -1 (error recorded) if the GPU has less per block. */
 int attention_set_smem(const void *kernel, size_t bytes, const char *what);
@@ -37,6 +48,6 @@ void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, co
                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
 void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
-                      int nq, int nk, int nh, int nkv, int hd);
+                      int nq, int nk, int nh, int nkv, int hd, int acc);
 
 #endif

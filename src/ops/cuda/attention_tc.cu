@@ -395,7 +395,7 @@ __global__ void __launch_bounds__(TC_THREADS, HD == 64 ? 3 : 1)
 attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const bf16 *Oh, const float *D2,
                         const float *L2, const float *k, const float *v, const int *mq, const int *qpos,
                         const int *kpos, int nq, int nk, int nqp, int nh, int nkv, int hd, float scale,
-                        float scale_log2, bool kvvec) {
+                        float scale_log2, bool kvvec, int acc) {
     constexpr int BK = TC_BK, LDH = HD + 8, LDS = BQ + 8, NQ = BQ / 8, ND = HD / 8;
     /* dQ = dS K: warps split the BQ/16 row groups, then the column blocks */
     constexpr int RG = BQ / 16, NDW = ND / (4 / RG);
@@ -411,7 +411,10 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
     int lr = lane & 7, lm = lane >> 3;
     int ncol = min(BK, nk - c0);
     int i0 = first_query_at(qpos, nq, kpos[c0]);  /* earlier queries see none of these keys */
-    if (i0 >= nq) return;                          /* nothing to add */
+    if (i0 >= nq) {  /* nothing to add; an overwrite (acc 0) stores the zero gradient */
+        if (!acc) zero_kv_rows(dk, dv, ((size_t)b * nk + c0) * nkv * hd + (size_t)hk * hd, (size_t)nkv * hd, ncol, hd);
+        return;
+    }
     int qa = i0 / BQ * BQ, ntiles = (nq - qa + BQ - 1) / BQ, nit = group * ntiles;
     /* query-side tiles of iteration it (head hk*group + it/ntiles, tile it%ntiles) into stage st */
     auto fetch = [&](int it, int st) {
@@ -568,8 +571,9 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
             for (int e = 0; e < 2; e++) {
                 int d = n * 8 + 2 * t + e;
                 if (d >= hd) continue;
-                if (dk) dk[row + d] += scale * adk[n][2 * hr + e];
-                if (dv) dv[row + d] += adv[n][2 * hr + e];
+                float gk = scale * adk[n][2 * hr + e], gv = adv[n][2 * hr + e];   /* acc 0 overwrites */
+                if (dk) dk[row + d] = acc ? dk[row + d] + gk : gk;
+                if (dv) dv[row + d] = acc ? dv[row + d] + gv : gv;
             }
     }
 }
@@ -630,7 +634,7 @@ static void tc_fwd(float *out, float *lse, const float *q, const float *k, const
 template <int HD, int BQ>
 static void tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                    const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B, int nq,
-                   int nk, int nh, int nkv, int hd) {
+                   int nk, int nh, int nkv, int hd, int acc) {
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk, TC_BK);
     size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), br = align256(sizeof(float) * B * nh * nqp);
     unsigned char *p = tc_scratch(2 * bq + 2 * br + align256(sizeof(int) * nqp));
@@ -648,9 +652,12 @@ static void tc_bwd(float *dq, float *dk, float *dv, const float *dout, const flo
     dim3 grid(nkv, B, nkp / TC_BK);
     float scale = 1.f / sqrtf((float)hd);
     bool kvvec = hd % 4 == 0 && (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0;
+    /* dq is summed by atomics from every key tile: an overwrite zeroes it first
+     * (dk, dv are stored by the one block owning their rows) */
+    if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
     attention_tc_bwd_kernel<HD, BQ><<<grid, TC_THREADS, smem, cuda_stream()>>>(
         dq, dk, dv, Qh, Oh, D2, L2, k, v, mq, qpos, kpos, nq, nk, nqp, nh, nkv, hd, scale, scale * LOG2E_F,
-        kvvec);
+        kvvec, acc);
     CUDA_LAUNCHED();
 }
 
@@ -666,9 +673,9 @@ void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, co
  * accumulators in registers */
 void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
-                      int nq, int nk, int nh, int nkv, int hd) {
-    if (hd <= 16) tc_bwd<16, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 32) tc_bwd<32, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 64) tc_bwd<64, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else tc_bwd<128, 32>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+                      int nq, int nk, int nh, int nkv, int hd, int acc) {
+    if (hd <= 16) tc_bwd<16, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else if (hd <= 32) tc_bwd<32, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else if (hd <= 64) tc_bwd<64, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    else tc_bwd<128, 32>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
 }

@@ -29,7 +29,9 @@ __global__ void conv1d_fwd_kernel(float *out, const float *x, const float *w, co
 }
 
 /* dx[s,c] = sum_k w[c,k] dout[s+(K-1)-k, c] over outputs inside the sequence */
-__global__ void conv1d_bwd_dx_kernel(float *dx, const float *dout, const float *w, int R, int n, int C, int K) {
+/* (acc 0: dx overwritten, ops.h) */
+__global__ void conv1d_bwd_dx_kernel(float *dx, const float *dout, const float *w, int R, int n, int C, int K,
+                                     int accumulate) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     for (int r = blockIdx.y; r < R; r += gridDim.y) {
@@ -40,7 +42,7 @@ __global__ void conv1d_bwd_dx_kernel(float *dx, const float *dout, const float *
             int t = s + (K - 1) - k;
             if (t < n) acc += w[(size_t)c * K + k] * dout[i + (size_t)(t - s) * C];
         }
-        dx[i] += acc;
+        dx[i] = accumulate ? dx[i] + acc : acc;
     }
 }
 
@@ -93,11 +95,11 @@ void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int
 }
 
 void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
-                     int B, int n, int C, int K) {
+                     int B, int n, int C, int K, int acc) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
     if (dx) {
-        conv1d_bwd_dx_kernel<<<conv_grid(B * n, C), 128, 0, cuda_stream()>>>(dx, dout, w, B * n, n, C, K);
+        conv1d_bwd_dx_kernel<<<conv_grid(B * n, C), 128, 0, cuda_stream()>>>(dx, dout, w, B * n, n, C, K, acc);
         CUDA_LAUNCHED();
     }
     if (dw && K == 4)  /* Mamba's d_conv */

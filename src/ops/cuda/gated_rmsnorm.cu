@@ -23,7 +23,7 @@ __global__ void gated_rmsnorm_fwd_kernel(float *out, float *rstd, const float *y
 
 /* dg = r (dout w - ghat mean(dout w ghat)); dy = dg silu(z); dz = dg y silu'(z) */
 __global__ void gated_rmsnorm_bwd_kernel(float *dy, float *dz, const float *dout, const float *y,
-                                         const float *z, const float *w, const float *rstd, int C) {
+                                         const float *z, const float *w, const float *rstd, int C, int acc) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     float r = rstd[blockIdx.x];
@@ -35,8 +35,9 @@ __global__ void gated_rmsnorm_bwd_kernel(float *dy, float *dz, const float *dout
         float yv = y[off + c], zv = z[off + c], s = sigmoidf_(zv);
         float g = yv * (zv * s);
         float dg = r * (dout[off + c] * w[c] - g * r * m);
-        if (dy) dy[off + c] += dg * zv * s;
-        if (dz) dz[off + c] += dg * yv * s * (1.f + zv * (1.f - s));
+        float gy = dg * zv * s, gz = dg * yv * s * (1.f + zv * (1.f - s));
+        if (dy) dy[off + c] = acc ? dy[off + c] + gy : gy;   /* acc 0: overwrite (ops.h) */
+        if (dz) dz[off + c] = acc ? dz[off + c] + gz : gz;
     }
 }
 
@@ -57,10 +58,10 @@ void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z,
 }
 
 void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y,
-                            const real *z, const real *w, const real *rstd, int N, int C) {
+                            const real *z, const real *w, const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
     if (dy || dz) {
-        gated_rmsnorm_bwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dy, dz, dout, y, z, w, rstd, C);
+        gated_rmsnorm_bwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dy, dz, dout, y, z, w, rstd, C, acc);
         CUDA_LAUNCHED();
     }
     if (dw) colsum(dw, 1, N, C, GatedDw{dout, y, z, rstd, C});

@@ -3,7 +3,7 @@
  * cuBLASLt is column-major; a row-major [R, C] matrix is the column-major
  * [C, R] one, so every product below is written for the transposes:
  *   forward  out^T[OC,N] = w'^T in^T          (w' = w seen column-major [IC,OC])
- *   din^T[IC,N]  += w' dout^T                 (beta = 1: backward accumulates)
+ *   din^T[IC,N] (+)= w' dout^T                (beta = 1 accumulates, 0 overwrites: ops.h acc)
  *   dw'[IC,OC]   += in^T dout                 (dw' = dw seen column-major)
  *
  * Matmul precision (cuda_set_matmul_precision, `--precision`):
@@ -427,11 +427,12 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
 }
 
 void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w,
-                     int N, int IC, int OC) {
+                     int N, int IC, int OC, int acc) {
     if (N <= 0) return;
     const void *go = (din || dw) ? operand(dout, (size_t)N * OC, 2) : NULL;  /* rounded once, used twice */
+    /* beta 0 (acc FH_OVERWRITE): cuBLASLt does not read din, so it need not be zeroed first */
     if (din && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, operand(w, (size_t)OC * IC, 0), IC, go, OC, din, IC,
-                         1.f, NULL))
+                         acc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,
                         1.f, NULL))

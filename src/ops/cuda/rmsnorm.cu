@@ -18,15 +18,17 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, cons
 
 /* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r */
 __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float *x, const float *w,
-                                      const float *rstd, int C) {
+                                      const float *rstd, int C, int acc) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     float r = rstd[blockIdx.x];
     float dot = 0.f;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dot += dout[off + c] * w[c] * x[off + c];
     float m = block_sum(dot, sh) * r / C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        dx[off + c] += r * (dout[off + c] * w[c] - x[off + c] * r * m);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float d = r * (dout[off + c] * w[c] - x[off + c] * r * m);
+        dx[off + c] = acc ? dx[off + c] + d : d;   /* acc 0: overwrite (ops.h) */
+    }
 }
 
 struct RmsnormDw {
@@ -45,10 +47,10 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
 }
 
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
-                      const real *rstd, int N, int C) {
+                      const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
     if (dx) {
-        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C);
+        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C, acc);
         CUDA_LAUNCHED();
     }
     if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});

@@ -1,7 +1,7 @@
 /* rope.cu - rotary position embedding, rotate-half convention (HF LLaMA):
  * pair (i, i+hd/2), frequency theta^(-2i/hd) at position p:
  *   out_i = x_i cos - x_{i+h} sin,  out_{i+h} = x_{i+h} cos + x_i sin.
- * The backward is the rotation by -angle, accumulated. The angle and its
+ * The backward is the rotation by -angle, overwriting or accumulating (ops.h acc). The angle and its
  * cos/sin are taken in double, as the CPU oracle does: at positions in the
  * thousands a float angle would be off by ~1e-4 radians. Double pow/cos/sin
  * are slow, and every (batch, head) repeats the same angles, so a first
@@ -66,6 +66,6 @@ static void rope(float *out, const float *x, const int *pos, int B, int n, int n
 void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta) {
     rope(out, x, pos, B, n, nh, hd, theta, 1.f, 0);
 }
-void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta) {
-    rope(dx, dout, pos, B, n, nh, hd, theta, -1.f, 1);
+void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc) {
+    rope(dx, dout, pos, B, n, nh, hd, theta, -1.f, acc);
 }

@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(SCAN_THREADS, SPL == 1 ? SCAN_BWD_MINB : 1)
 scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                 const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
                 const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
-                const float *cR, const float *csdt, int cps, int K) {
+                const float *cR, const float *csdt, int cps, int K, int acc) {
     constexpr bool STAGED = scan_staged(G, SPL);
     extern __shared__ float smem[];
     float *hsm = smem;                                   /* [L][SPL][SCAN_THREADS]: the chunk's states */
@@ -346,9 +346,12 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
             }
             float prem = group_sum_scatter<G>(pj, ln.g);
             if (ln.live && on) {
-                if (dz) dz[im] += dym * (prem + De * xm) * sgm * (1.f + zm * (1.f - sgm));
-                if (dx) dx[im] += dxm + De * dyym;
-                if (ddt_raw) ddt_raw[im] += ddtm * sigmoidf_(dtrm);  /* softplus' = sigmoid */
+                /* this lane alone writes step tm of channel e: acc 0 stores (ops.h) */
+                float gz = dym * (prem + De * xm) * sgm * (1.f + zm * (1.f - sgm)), gx = dxm + De * dyym;
+                float gdt = ddtm * sigmoidf_(dtrm);  /* softplus' = sigmoid */
+                if (dz) dz[im] = acc ? dz[im] + gz : gz;
+                if (dx) dx[im] = acc ? dx[im] + gx : gx;
+                if (ddt_raw) ddt_raw[im] = acc ? ddt_raw[im] + gdt : gdt;
                 dDacc += dyym * xm;
             }
         }
@@ -379,7 +382,8 @@ typedef void (*ScanFwdFn)(float *, float *, const float *, const float *, const 
                           const float *, const float *, const float *, int, int, int, int);
 typedef void (*ScanBwdFn)(float *, float *, float *, float *, float *, float *, float *, const float *,
                           const float *, const float *, const float *, const float *, const float *, const float *,
-                          const float *, const float *, int, int, int, int, const float *, const float *, int, int);
+                          const float *, const float *, int, int, int, int, const float *, const float *, int, int,
+                          int);
 typedef void (*ScanCarryFn)(float *, float *, const float *, const float *, const float *, const float *,
                             const float *, int, int, int, int, int, int);
 typedef struct { int G, SPL; ScanFwdFn fwd; ScanBwdFn bwd; ScanCarryFn carry; } ScanKernels;
@@ -451,13 +455,20 @@ void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_ra
 void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz,
                              const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log,
                              const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E,
-                             int S, int L) {
+                             int S, int L, int acc) {
     ScanKernels k;
     size_t smem;
     if (B <= 0 || n <= 0 || E <= 0 || scan_kernels(S, L, &k, &smem, "selective_scan_bwd")) return;
     /* chunks longer than the sequence only cost shared memory: walk n-long ones */
     if (L > n) return cuda_selective_scan_bwd(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log,
-                                              Bm, Cm, D, z, B, n, E, S, n);
+                                              Bm, Cm, D, z, B, n, E, S, n, acc);
+    /* dx, dz, ddt_raw: one lane writes each element, so an overwrite (ops.h acc)
+     * stores them; dBm, dCm are summed over the channels by atomics across
+     * blocks: an overwrite zeroes them first */
+    if (!acc) {
+        if (dBm) cuda_zero(dBm, sizeof(float) * B * n * S);
+        if (dCm) cuda_zero(dCm, sizeof(float) * B * n * S);
+    }
     if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
     int gx = blocks_for((size_t)E, SCAN_THREADS / k.G), nc = (n + L - 1) / L, K = scan_segments(k, smem, (long)gx * B, nc);
     int cps = (nc + K - 1) / K;
@@ -471,6 +482,7 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
         CUDA_LAUNCHED();
     }
     k.bwd<<<dim3(gx, B, K), SCAN_THREADS, smem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw,
-                                                                  A_log, Bm, Cm, D, z, n, E, S, L, cR, csdt, cps, K);
+                                                                  A_log, Bm, Cm, D, z, n, E, S, L, cR, csdt, cps, K,
+                                                                  acc);
     CUDA_LAUNCHED();
 }

@@ -36,6 +36,7 @@ void cuda_gather_bwd(real *din, const real *dout, const int *idx, int B, int T, 
 void cuda_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0) {
     launch(out, in, idx, B, T, n_sel, C, ldo, col0, 1, 0);
 }
-void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0) {
-    launch(din, dout, idx, B, T, n_sel, C, ldo, col0, 0, 1);
+void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0,
+                      int acc) {
+    launch(din, dout, idx, B, T, n_sel, C, ldo, col0, 0, acc);   /* writes every element of din */
 }

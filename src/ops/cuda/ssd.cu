@@ -65,6 +65,7 @@ int ssd_recurrent_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, r
 
 struct SsdDims {
     int B, n, nh, P, G, N, L, E, W, nch;  /* E = nh*P; W = E + 2*G*N (xbc row width) */
+    int acc;  /* backward: add into dxbc's x columns and ddt_raw (1), or store them (0; ops.h acc) */
 };
 
 
@@ -137,7 +138,7 @@ static float *ssd_scratch(int slot, size_t n) {
 }
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
-    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L};
+    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L, 1};
     return d;
 }
 
@@ -159,9 +160,15 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
                   const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log,
-                  const real *D, int B, int n, int nh, int P, int G, int N, int L) {
+                  const real *D, int B, int n, int nh, int P, int G, int N, int L, int acc) {
     if (B <= 0 || n <= 0) return;
     if (L > TS) {
+        /* the recurrent kernel adds into dxbc and ddt_raw (B/C columns and
+         * ddt_raw by atomics): to overwrite (ops.h acc), zero them first */
+        if (!acc) {
+            if (dxbc) cuda_zero(dxbc, sizeof(float) * B * n * (nh * P + 2 * G * N));
+            if (ddt_raw) cuda_zero(ddt_raw, sizeof(float) * B * n * nh);
+        }
         ssd_recurrent_bwd(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, xbc, dt_raw, dt_bias, A_log, D, B, n,
                           nh, P, G, N, L);
         return;
@@ -170,6 +177,14 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
     float *gbuf = ssd_scratch(1, (size_t)B * d.nch * nh * P * N);
     if (!achunk || !gbuf) return;
+    /* The chunk kernel's block (chunk, head) alone writes its rows' x columns
+     * of that head and their ddt_raw: to overwrite it stores them. The B and C
+     * columns are summed over the group's heads by atomics: an overwrite zeroes
+     * those 2GN columns of each row first (a strided memset). */
+    d.acc = acc;
+    if (!acc && dxbc)
+        CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
+                                    cuda_stream()));
     dim3 grid(d.nch, nh, B);
     if (ssd_use_tc()) SSD_BWD_LAUNCH(ssd_tc);
     else SSD_BWD_LAUNCH(ssd_exact);

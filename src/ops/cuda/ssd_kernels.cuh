@@ -478,8 +478,11 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
 #pragma unroll
                 for (int b = 0; b < 4; b++) {
                     int j = ty + 16 * a, p = tx + 16 * b;
-                    if (j < k.l && p < pc)
-                        dxbc[(row0 + j) * d.W + (size_t)k.h * d.P + p0 + p] += acc[a][b] + Dh * S1[j * LD + p];
+                    if (j < k.l && p < pc) {   /* this block's alone: d.acc 0 stores */
+                        float g = acc[a][b] + Dh * S1[j * LD + p];
+                        float *o = dxbc + (row0 + j) * d.W + (size_t)k.h * d.P + p0 + p;
+                        *o = d.acc ? *o + g : g;
+                    }
                 }
     }
 
@@ -571,7 +574,10 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
         float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
         float du = ddt * sigmoidf_(u_s[kk]);
-        if (ddt_raw) ddt_raw[(row0 + kk) * d.nh + k.h] += du;
+        if (ddt_raw) {   /* this block's alone: d.acc 0 stores */
+            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
+            *o = d.acc ? *o + du : du;
+        }
         dbias = du;
         dAl = dla * la_s[kk];
     }

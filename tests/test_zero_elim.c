@@ -1,0 +1,275 @@
+/* test_zero_elim.c - the backward's activation-gradient buffers are not
+ * zeroed: each buffer's first writer overwrites it (ops.h FH_OVERWRITE).
+ * This must change no result, so the CPU backend is held to bit identity:
+ *
+ *  - ops: every backward op with FH_OVERWRITE into outputs full of NaN gives
+ *    the values of FH_ACC into zeros (the old scheme), element for element;
+ *  - steps: for every architecture, a training step (fused classifier, and
+ *    the unfused forward + backward) gives the loss and every gradient of the
+ *    reference mode (Model.zero_first: every buffer zeroed, every writer
+ *    accumulating, the backward as it was), while the model under test
+ *    starts its activation buffers as NaN (Model.poison_acts), so a buffer
+ *    element that no op writes before it is read shows as a NaN. Two steps
+ *    each, so the second runs on the first's stale buffers.
+ *
+ * "Identical" is ==, so +0 and -0 are the same (x overwritten is -0 where
+ * 0 + -0 was +0; no later value can tell them apart but a sign bit). With
+ * more than two threads the CPU Mamba-1 scan sums its per-thread dB/dC copies
+ * in a nondeterministic order, so the steps run on at most two (a two-term
+ * sum does not depend on the order). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/error.h"
+#include "../src/model/model.h"
+#include "../src/ops/cpu/cpu_ops.h"
+#include "helpers/tiny.h"
+#include "test.h"
+
+/* ---- helpers ---- */
+
+static unsigned rng_state = 12345;
+static real urand(void) {
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (real)((rng_state >> 8) & 0xffffff) / (real)0x1000000;
+}
+static real *rnd(size_t n, double lo, double hi) {
+    real *p = malloc(sizeof(real) * n);
+    for (size_t i = 0; i < n; i++) p[i] = (real)(lo + (hi - lo) * urand());
+    return p;
+}
+static real *filled(size_t n, real v) {
+    real *p = malloc(sizeof(real) * n);
+    for (size_t i = 0; i < n; i++) p[i] = v;
+    return p;
+}
+/* number of elements where a and b differ (== false, except NaN with NaN) */
+static size_t n_differ(const real *a, const real *b, size_t n, size_t *first) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i]) && !(isnan(a[i]) && isnan(b[i]))) {
+            if (!d && first) *first = i;
+            d++;
+        }
+    return d;
+}
+#define SAME(name, a, b, n)                                                                                  \
+    do {                                                                                                     \
+        size_t f_ = 0, d_ = n_differ((a), (b), (n), &f_);                                                    \
+        CHECK(d_ == 0, "%s: %zu of %zu differ, first [%zu] %.9g vs %.9g", name, d_, (size_t)(n), f_,       \
+              (double)(a)[f_], (double)(b)[f_]);                                                             \
+    } while (0)
+
+/* ---- ops: FH_OVERWRITE over NaN == FH_ACC over zeros ---- */
+
+static void ops_overwrite(void) {
+    const real NaN = (real)NAN;
+    {   /* linear: din [N, IC] from dout [N, OC] */
+        int N = 37, IC = 29, OC = 23;
+        real *dout = rnd((size_t)N * OC, -1, 1), *in = rnd((size_t)N * IC, -1, 1), *w = rnd((size_t)OC * IC, -1, 1);
+        real *a = filled((size_t)N * IC, 0), *b = filled((size_t)N * IC, NaN);
+        real *dwa = filled((size_t)OC * IC, 0), *dwb = filled((size_t)OC * IC, 0);
+        cpu_linear_bwd(a, dwa, NULL, dout, in, w, N, IC, OC, FH_ACC);
+        cpu_linear_bwd(b, dwb, NULL, dout, in, w, N, IC, OC, FH_OVERWRITE);
+        SAME("linear din", a, b, (size_t)N * IC);
+        SAME("linear dw (accumulates either way)", dwa, dwb, (size_t)OC * IC);
+        free(dout); free(in); free(w); free(a); free(b); free(dwa); free(dwb);
+    }
+    {   /* rmsnorm, gated rmsnorm */
+        int N = 13, C = 19;
+        size_t n = (size_t)N * C;
+        real *x = rnd(n, -2, 2), *z = rnd(n, -2, 2), *w = rnd(C, 0.5, 1.5), *dout = rnd(n, -1, 1), *out = rnd(n, 0, 1);
+        real *rstd = rnd(N, 0, 1), *dw = filled(C, 0);
+        cpu_rmsnorm_fwd(out, rstd, x, w, N, C, (real)1e-5);
+        real *a = filled(n, 0), *b = filled(n, NaN);
+        cpu_rmsnorm_bwd(a, dw, dout, x, w, rstd, N, C, FH_ACC);
+        cpu_rmsnorm_bwd(b, dw, dout, x, w, rstd, N, C, FH_OVERWRITE);
+        SAME("rmsnorm dx", a, b, n);
+        cpu_gated_rmsnorm_fwd(out, rstd, x, z, w, N, C, (real)1e-5);
+        real *a2 = filled(n, 0), *b2 = filled(n, NaN);
+        memset(a, 0, sizeof(real) * n);
+        for (size_t i = 0; i < n; i++) b[i] = NaN;
+        cpu_gated_rmsnorm_bwd(a, a2, dw, dout, x, z, w, rstd, N, C, FH_ACC);
+        cpu_gated_rmsnorm_bwd(b, b2, dw, dout, x, z, w, rstd, N, C, FH_OVERWRITE);
+        SAME("gated rmsnorm dy", a, b, n);
+        SAME("gated rmsnorm dz", a2, b2, n);
+        free(x); free(z); free(w); free(dout); free(out); free(rstd); free(dw); free(a); free(b); free(a2); free(b2);
+    }
+    {   /* silu, swiglu */
+        size_t n = 1001;
+        real *g = rnd(n, -4, 4), *u = rnd(n, -2, 2), *dout = rnd(n, -1, 1);
+        real *a = filled(n, 0), *b = filled(n, NaN), *a2 = filled(n, 0), *b2 = filled(n, NaN);
+        cpu_silu_bwd(a, dout, g, n, FH_ACC);
+        cpu_silu_bwd(b, dout, g, n, FH_OVERWRITE);
+        SAME("silu dx", a, b, n);
+        memset(a, 0, sizeof(real) * n);
+        for (size_t i = 0; i < n; i++) b[i] = NaN;
+        cpu_swiglu_bwd(a, a2, dout, g, u, n, FH_ACC);
+        cpu_swiglu_bwd(b, b2, dout, g, u, n, FH_OVERWRITE);
+        SAME("swiglu dgate", a, b, n);
+        SAME("swiglu dup", a2, b2, n);
+        free(g); free(u); free(dout); free(a); free(b); free(a2); free(b2);
+    }
+    {   /* rope, odd positions */
+        int B = 2, n = 7, nh = 3, hd = 8, pos[7] = {0, 2, 3, 5, 8, 9, 13};
+        size_t k = (size_t)B * n * nh * hd;
+        real *dout = rnd(k, -1, 1), *a = filled(k, 0), *b = filled(k, NaN);
+        cpu_rope_bwd(a, dout, pos, B, n, nh, hd, 10000, FH_ACC);
+        cpu_rope_bwd(b, dout, pos, B, n, nh, hd, 10000, FH_OVERWRITE);
+        SAME("rope dx", a, b, k);
+        free(dout); free(a); free(b);
+    }
+    {   /* attention over a subset, with a query that sees no key (its dq is 0) */
+        int B = 2, nq = 5, nk = 6, nh = 4, nkv = 2, hd = 8;
+        int qpos[5] = {0, 2, 4, 7, 9}, kpos[6] = {1, 2, 3, 5, 7, 8};
+        size_t nqe = (size_t)B * nq * nh * hd, nke = (size_t)B * nk * nkv * hd;
+        real *q = rnd(nqe, -1, 1), *kk = rnd(nke, -1, 1), *v = rnd(nke, -1, 1), *dout = rnd(nqe, -1, 1);
+        real *out = filled(nqe, 0), *lse = filled((size_t)B * nh * nq, 0);
+        cpu_attention_fwd(out, lse, q, kk, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+        real *dqa = filled(nqe, 0), *dka = filled(nke, 0), *dva = filled(nke, 0);
+        real *dqb = filled(nqe, NaN), *dkb = filled(nke, NaN), *dvb = filled(nke, NaN);
+        cpu_attention_bwd(dqa, dka, dva, dout, out, lse, q, kk, v, qpos, kpos, B, nq, nk, nh, nkv, hd, FH_ACC);
+        cpu_attention_bwd(dqb, dkb, dvb, dout, out, lse, q, kk, v, qpos, kpos, B, nq, nk, nh, nkv, hd, FH_OVERWRITE);
+        SAME("attention dq", dqa, dqb, nqe);
+        SAME("attention dk", dka, dkb, nke);
+        SAME("attention dv", dva, dvb, nke);
+        free(q); free(kk); free(v); free(dout); free(out); free(lse);
+        free(dqa); free(dka); free(dva); free(dqb); free(dkb); free(dvb);
+    }
+    {   /* conv1d */
+        int B = 2, n = 11, C = 5, K = 4;
+        size_t k = (size_t)B * n * C;
+        real *x = rnd(k, -1, 1), *w = rnd((size_t)C * K, -1, 1), *dout = rnd(k, -1, 1);
+        real *a = filled(k, 0), *b = filled(k, NaN), *dw = filled((size_t)C * K, 0), *db = filled(C, 0);
+        cpu_conv1d_bwd(a, dw, db, dout, x, w, B, n, C, K, FH_ACC);
+        cpu_conv1d_bwd(b, dw, db, dout, x, w, B, n, C, K, FH_OVERWRITE);
+        SAME("conv1d dx", a, b, k);
+        free(x); free(w); free(dout); free(a); free(b); free(dw); free(db);
+    }
+    {   /* scatter_bwd: every row of din [B, n_sel, C] */
+        int B = 2, T = 9, ns = 4, C = 3, ld = 8, idx[4] = {1, 2, 6, 8};
+        real *dout = rnd((size_t)B * T * ld, -1, 1), *a = filled((size_t)B * ns * C, 0);
+        real *b = filled((size_t)B * ns * C, NaN);
+        cpu_scatter_bwd(a, dout, idx, B, T, ns, C, ld, 5, FH_ACC);
+        cpu_scatter_bwd(b, dout, idx, B, T, ns, C, ld, 5, FH_OVERWRITE);
+        SAME("scatter din", a, b, (size_t)B * ns * C);
+        free(dout); free(a); free(b);
+    }
+    {   /* Mamba-1 scan: dx, ddt, dz [B, n, E]; dB, dC [B, n, S] (chunk 4 of n 10) */
+        int B = 2, n = 10, E = 6, S = 4, L = 4, nc = (n + L - 1) / L;
+        size_t ne = (size_t)B * n * E, ns = (size_t)B * n * S;
+        real *x = rnd(ne, -1, 1), *dt = rnd(ne, -2, 1), *z = rnd(ne, -2, 2), *Bm = rnd(ns, -1, 1), *Cm = rnd(ns, -1, 1);
+        real *Al = rnd((size_t)E * S, -1, 1), *D = rnd(E, -1, 1), *dy = rnd(ne, -1, 1), *y = filled(ne, 0);
+        real *hs = filled((size_t)B * (nc + 1) * E * S, 0), *dA = filled((size_t)E * S, 0), *dD = filled(E, 0);
+        cpu_selective_scan_fwd(y, hs, x, dt, Al, Bm, Cm, D, z, B, n, E, S, L);
+        real *o[2][5];
+        for (int r = 0; r < 2; r++) {
+            real v = r ? NaN : 0;
+            o[r][0] = filled(ne, v); o[r][1] = filled(ne, v); o[r][2] = filled(ns, v); o[r][3] = filled(ns, v);
+            o[r][4] = filled(ne, v);
+            cpu_selective_scan_bwd(o[r][0], o[r][1], dA, o[r][2], o[r][3], dD, o[r][4], dy, hs, x, dt, Al, Bm, Cm, D, z,
+                                   B, n, E, S, L, r ? FH_OVERWRITE : FH_ACC);
+        }
+        const char *nm[5] = {"scan dx", "scan ddt", "scan dB", "scan dC", "scan dz"};
+        for (int i = 0; i < 5; i++) SAME(nm[i], o[0][i], o[1][i], i == 2 || i == 3 ? ns : ne);
+        for (int r = 0; r < 2; r++)
+            for (int i = 0; i < 5; i++) free(o[r][i]);
+        free(x); free(dt); free(z); free(Bm); free(Cm); free(Al); free(D); free(dy); free(y); free(hs); free(dA);
+        free(dD);
+    }
+    {   /* Mamba-2 SSD: dxbc [B, n, E + 2GN], ddt [B, n, nh] (chunk 4 of n 10) */
+        int B = 2, n = 10, nh = 4, P = 3, G = 2, N = 5, L = 4, nc = (n + L - 1) / L, CX = nh * P + 2 * G * N;
+        real *xbc = rnd((size_t)B * n * CX, -1, 1), *dt = rnd((size_t)B * n * nh, -2, 1), *dtb = rnd(nh, -1, 1);
+        real *Al = rnd(nh, -1, 1), *D = rnd(nh, -1, 1), *dy = rnd((size_t)B * n * nh * P, -1, 1);
+        real *y = filled((size_t)B * n * nh * P, 0), *st = filled((size_t)B * (nc + 1) * nh * P * N, 0);
+        real *pg = filled(3 * nh, 0);
+        cpu_ssd_fwd(y, st, xbc, dt, dtb, Al, D, B, n, nh, P, G, N, L);
+        real *a = filled((size_t)B * n * CX, 0), *b = filled((size_t)B * n * CX, NaN);
+        real *a2 = filled((size_t)B * n * nh, 0), *b2 = filled((size_t)B * n * nh, NaN);
+        cpu_ssd_bwd(a, a2, pg, pg + nh, pg + 2 * nh, dy, st, xbc, dt, dtb, Al, D, B, n, nh, P, G, N, L, FH_ACC);
+        cpu_ssd_bwd(b, b2, pg, pg + nh, pg + 2 * nh, dy, st, xbc, dt, dtb, Al, D, B, n, nh, P, G, N, L, FH_OVERWRITE);
+        SAME("ssd dxbc", a, b, (size_t)B * n * CX);
+        SAME("ssd ddt", a2, b2, (size_t)B * n * nh);
+        free(xbc); free(dt); free(dtb); free(Al); free(D); free(dy); free(y); free(st); free(pg);
+        free(a); free(b); free(a2); free(b2);
+    }
+}
+
+/* ---- whole steps against the reference mode ---- */
+
+static int new_model(Model *m, const Config *c, int zero_first, int poison) {
+    if (model_create(m, c, &cpu_ops) || model_init_params(m, 7)) return -1;
+    m->zero_first = zero_first;
+    m->poison_acts = poison;
+    return 0;
+}
+
+static int one_step(Model *m, const int *tok, const int *tgt, int B, int T, int fused) {
+    model_zero_grad(m);
+    if (fused) return model_forward_backward(m, tok, tgt, B, T);
+    return model_forward(m, tok, tgt, B, T) || model_backward(m) ? -1 : 0;
+}
+
+static void step_matches(const TinySpec *s, int B, int T, int fused) {
+    Config c = tiny_config(s);
+    if (T > c.max_seq_len) c.max_seq_len = T;
+    int V = c.vocab_size;
+    int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
+    tiny_batch(tok, tgt, B, T, V, 3);
+    Model ref, m;
+    int ok = !new_model(&ref, &c, 1, 0) && !new_model(&m, &c, 0, 1);
+    CHECK(ok, "%s: %s", s->name, fh_last_error());
+    for (int step = 0; ok && step < 2; step++) {
+        ok = !one_step(&ref, tok, tgt, B, T, fused) && !one_step(&m, tok, tgt, B, T, fused);
+        CHECK(ok, "%s: %s", s->name, fh_last_error());
+        if (!ok) break;
+        CHECK(ref.loss == m.loss, "%s step %d: loss %.17g (reference) vs %.17g", s->name, step, ref.loss, m.loss);
+        size_t first = 0, d = n_differ(ref.grads, m.grads, ref.layout.total, &first);
+        const char *where = "";
+        for (int t = 0; d && t < ref.layout.n; t++)
+            if (first >= ref.layout.entries[t].offset) where = ref.layout.entries[t].name;
+        CHECK(d == 0, "%s step %d (%s): %zu of %zu gradients differ, the first in %s: %.9g vs %.9g", s->name, step,
+              fused ? "fused" : "unfused", d, ref.layout.total, where, (double)ref.grads[first],
+              (double)m.grads[first]);
+        /* the next step's batch: other tokens, same shape (the buffers are kept) */
+        tiny_batch(tok, tgt, B, T, V, 4 + step);
+    }
+    if (ok) printf("  %-22s B=%d T=%d %s: loss %.6f, %zu gradients identical\n", s->name, B, T,
+                   fused ? "fused  " : "unfused", m.loss, m.layout.total);
+    model_free(&ref);
+    model_free(&m);
+    free(tok);
+    free(tgt);
+}
+
+static void steps_every_architecture(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    for (int i = 0; i < n_tiny_specs; i++) {
+        step_matches(&tiny_specs[i], 2, 24, 1);
+        step_matches(&tiny_specs[i], 2, 24, 0);
+    }
+}
+
+/* longer sequences: several Mamba chunks, FlowHN splits with many tokens, T not a multiple of anything */
+static void steps_longer(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    for (int i = 0; i < n_tiny_specs; i++) step_matches(&tiny_specs[i], 3, 77, 1);
+}
+
+/* the comparison can fail: one ulp in one gradient is found */
+static void comparison_detects(void) {
+    real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
+    CHECK(n_differ(a, b, 3, NULL) == 0, "-0 and +0 are the same value");
+    b[2] = nextafterf(2, 3);
+    CHECK(n_differ(a, b, 3, NULL) == 1, "one ulp is a difference");
+}
+
+int main(void) {
+    RUN(ops_overwrite);
+    RUN(comparison_detects);
+    RUN(steps_every_architecture);
+    RUN(steps_longer);
+    TEST_SUMMARY();
+}
