@@ -281,6 +281,7 @@ int cmd_bench(int argc, char **argv) {
     }
     mem.total -= mem.host;   /* bench writes no checkpoints: no host copies of m and v */
     mem.host = 0;
+    memory_add_backend(&mem, be);   /* the bf16 weight copy of CUDA training */
     if (memory_check(&mem, be)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
 
     /* random tokens; targets are the next token (the last position predicts nothing) */

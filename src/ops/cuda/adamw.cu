@@ -1,15 +1,21 @@
 /* adamw.cu - the AdamW update and the squared gradient norm (contracts in ops.h).
  * Both are single passes over memory. The bias corrections are formed in
- * double on the host, and m/bc1, v/bc2 divided in double, as the CPU does. */
+ * double on the host, and m/bc1, v/bc2 divided in double, as the CPU does.
+ * While the parameters are trained with bf16 products, the update also writes
+ * each new parameter's bf16 rounding into the trained weights' copy
+ * (linear.cu, Ops.train_weights), which the products of the next step read:
+ * 2 bytes more written per parameter instead of a rounding pass per product. */
 #include <math.h>
 
 #include "common.cuh"
+#include "matmul.cuh"
 
 #define OPT_THREADS 256
 #define SS_BLOCKS 1024 /* partial sums of sum_squares: one per block */
 
-__device__ __forceinline__ void adamw_range(float *p, const float *g, float *m, float *v, size_t n, float lr,
-                                            float beta1, float beta2, float eps, float wd, float grad_scale,
+/* pb: the parameters' bf16 copy (NULL: none), rounded as linear.cu's to_bf16_kernel rounds (nearest even) */
+__device__ __forceinline__ void adamw_range(float *p, __nv_bfloat16 *pb, const float *g, float *m, float *v, size_t n,
+                                            float lr, float beta1, float beta2, float eps, float wd, float grad_scale,
                                             double bc1, double bc2) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float gi = g[i] * grad_scale;
@@ -19,27 +25,29 @@ __device__ __forceinline__ void adamw_range(float *p, const float *g, float *m, 
         v[i] = vi;
         float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
         p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[i]);
+        if (pb) pb[i] = __float2bfloat16_rn(p[i]);
     }
 }
 
-__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1,
-                             float beta2, float eps, float wd, float grad_scale, double bc1, double bc2) {
-    adamw_range(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale, bc1, bc2);
+__global__ void adamw_kernel(float *p, __nv_bfloat16 *pb, const float *g, float *m, float *v, size_t n, float lr,
+                             float beta1, float beta2, float eps, float wd, float grad_scale, double bc1, double bc2) {
+    adamw_range(p, pb, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale, bc1, bc2);
 }
 
 /* the same update with lr, scale and bias corrections read from device memory
  * (written by the host before the step and by step_scale_kernel in it) */
-__global__ void adamw_step_kernel(float *p, const float *g, float *m, float *v, size_t n, const StepScalars *s,
-                                  float beta1, float beta2, float eps, float wd) {
-    if (!s->ok) return;
-    adamw_range(p, g, m, v, n, s->lr, beta1, beta2, eps, wd, s->scale, s->bc1, s->bc2);
+__global__ void adamw_step_kernel(float *p, __nv_bfloat16 *pb, const float *g, float *m, float *v, size_t n,
+                                  const StepScalars *s, float beta1, float beta2, float eps, float wd) {
+    if (!s->ok) return;   /* nothing written: the copy stays the rounding of the unchanged parameters */
+    adamw_range(p, pb, g, m, v, n, s->lr, beta1, beta2, eps, wd, s->scale, s->bc1, s->bc2);
 }
 
 void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                      real eps, real wd) {
     if (n == 0) return;
-    adamw_step_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, n, s, beta1, beta2, eps,
-                                                                                 wd);
+    __nv_bfloat16 *pb = cuda_weights_adamw(p, n);
+    adamw_step_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, pb, g, m, v, n, s, beta1, beta2,
+                                                                                 eps, wd);
     CUDA_LAUNCHED();
 }
 
@@ -47,8 +55,9 @@ void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, rea
                 real wd, real grad_scale, int step) {
     if (n == 0) return;
     double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
-    adamw_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, n, lr, beta1, beta2, eps, wd, grad_scale,
-                                                            bc1, bc2);
+    __nv_bfloat16 *pb = cuda_weights_adamw(p, n);
+    adamw_kernel<<<grid_for(n, OPT_THREADS), OPT_THREADS, 0, cuda_stream()>>>(p, pb, g, m, v, n, lr, beta1, beta2, eps,
+                                                                            wd, grad_scale, bc1, bc2);
     CUDA_LAUNCHED();
 }
 

@@ -27,6 +27,11 @@ int cuda_ops_check(void);
 int cuda_set_matmul_precision(const char *mode);
 const char *cuda_matmul_precision(void);
 
+/* For tests: the trained weights' bf16 copy (Ops.train_weights): bytes held
+ * (0: none), products it served and times it was made current, since the
+ * last train_weights call. */
+void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long *refreshes);
+
 #ifdef __cplusplus
 }
 #endif

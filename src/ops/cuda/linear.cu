@@ -19,6 +19,7 @@
  * microseconds of host time, more than many of the products themselves). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
@@ -254,11 +255,146 @@ static const void *frozen_bf16(const float *x, size_t n) {
     return frozen.bf + (x - frozen.base);
 }
 
+/* ---- trained weights (Ops.train_weights): in training the parameters change
+ * once a step, in AdamW, so in bf16 mode one bf16 copy of the whole buffer is
+ * kept, written by the AdamW kernels themselves as they update each parameter
+ * (adamw.cu: 2 more bytes written per parameter, no extra pass). A product
+ * then reads 2 bytes per weight instead of rounding it (4 read + 2 written)
+ * before every forward and backward product and reading the rounding (2).
+ * The copy holds round-to-nearest-even of the same fp32 values the scratch
+ * would, so every product gives the same bits as without it.
+ * `valid`: the copy matches the buffer. A write to the buffer that is not
+ * AdamW's clears it (cuda_weights_written: from_host, zero, copy_rows and the
+ * NCCL collectives check for overlap; no compute op writes parameters), and
+ * the next product (or graph launch) makes the copy again: one rounding pass
+ * over the buffer, on the legacy stream, so it is ordered after the work of
+ * every branch stream and before everything queued after it.
+ * FLOWHN_BF16_MASTER=0 turns it off (products round each weight, as before). */
+static struct {
+    const float *base;
+    size_t n;
+    __nv_bfloat16 *bf;     /* NULL until made (bf16 products on, and room) */
+    int valid;             /* bf is the rounding of [base, base + n) now (once the queued work has run) */
+    int no_room;           /* the allocation failed: products round per call */
+    int capture_stale;     /* a recorded AdamW wrote the buffer without the copy: each replay makes it stale */
+    unsigned long served, refreshes;  /* for tests (cuda_weights_copy_stats) */
+} master;
+
+static void master_drop(void) {
+    cuda_scratch_free(master.bf);   /* counts the free: a recorded step that wrote the copy is recorded again */
+    memset(&master, 0, sizeof master);
+}
+
+/* the copy's memory, outside a recording; 0, or -1 (no copy: products round per call) */
+static int master_alloc(void) {
+    if (master.bf) return 0;
+    if (!master.base || master.no_room || cuda_capturing()) return -1;
+    if (cudaMalloc(&master.bf, master.n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+        cudaGetLastError();   /* not a failure of the ops: the next launch check must not see it */
+        master.bf = NULL;
+        master.no_room = 1;
+        return fh_error("no device memory for a bf16 copy of %zu trained weights (%.1f MiB): products round them "
+                        "one by one", master.n, master.n * 2.0 / 1048576.0);
+    }
+    master.valid = 0;
+    return 0;
+}
+
+/* the copy made current, outside a recording; 0, or -1 (not current) */
+static int master_refresh(void) {
+    if (master_alloc()) return -1;
+    if (master.valid) return 0;
+    if (cuda_capturing()) return -1;
+    unsigned long before = cuda_epoch;
+    to_bf16_kernel<<<grid_for((master.n + 1) / 2, 256), 256, 0, 0>>>(master.bf, master.base, master.n);
+    CUDA_LAUNCHED();
+    own_launch_done(before, master.bf, master.n * sizeof(__nv_bfloat16));
+    master.valid = 1;
+    master.refreshes++;
+    return 0;
+}
+
+int cuda_train_weights(const float *p, size_t n) {
+    if (!n) {
+        if (!p || p == master.base) master_drop();
+        return 0;
+    }
+    master_drop();   /* one trained buffer at a time: the last call wins */
+    const char *e = getenv("FLOWHN_BF16_MASTER");
+    if (!p || (e && !strcmp(e, "0"))) return 0;
+    master.base = p;
+    master.n = n;
+    /* made now when bf16 products are on, so that no allocation happens inside a recorded step; else on the
+     * first bf16 product. Made current by the first product that reads it. */
+    return precision == MM_BF16 ? master_alloc() : 0;
+}
+
+void cuda_weights_written(const void *p, size_t bytes) {
+    if (!master.base || !bytes) return;
+    uintptr_t a = (uintptr_t)p, b = a + bytes, m0 = (uintptr_t)master.base, m1 = m0 + master.n * sizeof(float);
+    if (a < m1 && m0 < b) master.valid = 0;
+}
+
+void cuda_weights_released(const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p, b = a + (bytes ? bytes : 1), m0 = (uintptr_t)master.base;
+    if (master.base && m0 >= a && m0 < b) master_drop();   /* the buffer is gone */
+}
+
+__nv_bfloat16 *cuda_weights_adamw(const float *p, size_t n) {
+    if (!master.base || !n || p + n <= master.base || master.base + master.n <= p) return NULL;  /* not ours */
+    if (master.bf && master.valid && p >= master.base && p + n <= master.base + master.n)
+        return master.bf + (p - master.base);
+    /* written without the copy: stale from now on (and after every replay of a recording of this) */
+    master.valid = 0;
+    if (cuda_capturing()) master.capture_stale = 1;
+    return NULL;
+}
+
+void cuda_weights_before_recording(void) {
+    if (master.base && precision == MM_BF16) master_refresh();
+    master.capture_stale = 0;
+}
+int cuda_weights_recording_stales(void) { return master.capture_stale; }
+
+void cuda_weights_before_replay(int stales) {
+    /* a recording that read the copy finds it current; one whose AdamW writes the buffer without it leaves it
+     * stale (it may read it at the start of the next replay: made current again then) */
+    if (master.base && master.bf && !master.valid) master_refresh();
+    if (stales) master.valid = 0;
+}
+
+void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long *refreshes) {
+    if (bytes) *bytes = master.bf ? master.n * sizeof(__nv_bfloat16) : 0;
+    if (served) *served = master.served;
+    if (refreshes) *refreshes = master.refreshes;
+}
+
+/* The copy's slice for [x, x + n) if it serves that weight now: inside the
+ * buffer, the copy current (made so here, outside a recording), and the slice
+ * 256-byte aligned as the scratch slots are (cudaMalloc), so cuBLASLt gets the
+ * same alignment hints, the same plan and the same algorithm: the same bits.
+ * A weight at another offset (after an odd-sized tensor) is rounded per product. */
+static const void *master_bf16(const float *x, size_t n) {
+    if (!master.base || x < master.base || x + n > master.base + master.n) return NULL;
+    size_t off = (size_t)(x - master.base);
+    if ((off * sizeof(__nv_bfloat16)) % 256 || master_refresh()) return NULL;
+    master.served++;
+    return master.bf + off;
+}
+
+/* a weight's bf16 copy (frozen or trained), or NULL: round it */
+static const void *weight_copy(const float *x, size_t n) {
+    const void *f = frozen_bf16(x, n);
+    return f ? f : master_bf16(x, n);
+}
+const void *cuda_weight_bf16(const float *x, size_t n) { return precision == MM_BF16 ? weight_copy(x, n) : NULL; }
+
 /* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
- * the frozen weights' copy or its rounding into scratch slot `slot`. NULL on failure. */
+ * a weight's copy (frozen or trained) or its rounding into scratch slot `slot`.
+ * NULL on failure. */
 static const void *operand(const float *x, size_t n, int slot) {
     if (precision != MM_BF16) return x;
-    const void *f = frozen_bf16(x, n);
+    const void *f = weight_copy(x, n);
     return f ? f : as_bf16(x, n, slot);
 }
 

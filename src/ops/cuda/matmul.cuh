@@ -14,5 +14,14 @@ int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
 int cuda_matmul_bf16(void);
 /* dst = bf16 rounding of src (n elements) on the current stream */
 void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n);
+/* in bf16 mode, a weight's kept bf16 copy (the generator's frozen one or
+ * training's, made current if needed) where it can stand for a fresh rounding
+ * into cudaMalloc'd scratch (same values, same 256-byte alignment); NULL:
+ * round it */
+const void *cuda_weight_bf16(const float *w, size_t n);
+/* the AdamW kernels' target for the new parameters' bf16 rounding: the
+ * trained weights' copy of [p, p + n), or NULL (none, or stale: then this
+ * update leaves it stale) */
+__nv_bfloat16 *cuda_weights_adamw(const float *p, size_t n);
 
 #endif
