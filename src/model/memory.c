@@ -136,6 +136,8 @@ static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEsti
     if (model_create(&m, c, &dry_ops)) return -1;
     int rc = 0;
     e->params = sizeof(real) * m.layout.total;
+    /* linear.cu's layout of the trained weights' bf16 copy: each tensor from a multiple of 128 values */
+    for (int i = 0; i < m.layout.n; i++) e->weights_bf16 += 2 * ((m.layout.entries[i].numel + 127) / 128 * 128);
     e->grads = dry.live - e->params;
     size_t base = dry.live;
     if (use == MEMORY_TRAIN) {
@@ -214,7 +216,7 @@ void memory_add_backend(MemoryEstimate *e, const Backend *be) {
     const char *off = getenv("FLOWHN_BF16_MASTER");
     if (e->use == MEMORY_TRAIN && be->matmul_precision && !strcmp(be->matmul_precision(), "bf16") &&
         strcmp(be->name, "cpu") && !(off && !strcmp(off, "0")))
-        e->weight_copy = e->params / sizeof(real) * 2;   /* one bf16 per parameter */
+        e->weight_copy = e->weights_bf16;   /* one bf16 per parameter, and the padding that aligns each tensor */
     e->backend += e->weight_copy;
     e->total += e->weight_copy;
 }

@@ -40,6 +40,8 @@ typedef enum {
 typedef struct {
     size_t params, grads, optimizer, activations;  /* backend */
     size_t weight_copy;   /* the backend's own copy of the weights (memory_add_backend; 0 from the estimate) */
+    size_t weights_bf16;  /* what a bf16 copy of the parameters laid out tensor by tensor, each tensor's start
+                           * 256-byte aligned, takes: CUDA bf16 training's copy (memory_add_backend) */
     size_t backend;       /* params + grads + optimizer + activations + weight_copy: the backend's peak */
     size_t host;          /* the trainer's checkpoint copies of m and v (MEMORY_TRAIN) */
     size_t total;         /* backend + host */
@@ -60,8 +62,8 @@ int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int worl
 /* Adds to *e what backend be keeps beside its allocations, which the dry run
  * (backend-independent) cannot see but which grows with the model: with bf16
  * products, CUDA training keeps a bf16 copy of the parameters, 2 bytes per
- * parameter (src/ops/cuda/linear.cu, Ops.train_weights; none with
- * FLOWHN_BF16_MASTER=0). Into weight_copy, backend and total. Call it after
+ * parameter plus the padding that aligns each tensor (weights_bf16;
+ * src/ops/cuda/linear.cu, Ops.train_weights; none with FLOWHN_BF16_MASTER=0). Into weight_copy, backend and total. Call it after
  * the estimate, with the precision set, before memory_check. */
 void memory_add_backend(MemoryEstimate *e, const Backend *be);
 

@@ -60,7 +60,13 @@ int optimizer_create_shard(Optimizer *o, const Model *model, const AdamWConfig *
     /* The backend may keep a converted copy of the weights that AdamW updates along with them (CUDA, bf16
      * products: their bf16 roundings, read by every product instead of rounding each weight before it). A
      * hint: without the copy (no room) the products convert as before, so a failure is not an error. */
-    if (model->ops->train_weights) model->ops->train_weights(model->params, model->layout.total);
+    if (model->ops->train_weights) {
+        const ParamLayout *L = &model->layout;
+        size_t *starts = malloc(sizeof(size_t) * (L->n ? L->n : 1));
+        for (int i = 0; starts && i < L->n; i++) starts[i] = L->entries[i].offset;
+        if (starts) model->ops->train_weights(model->params, L->total, starts, L->n);
+        free(starts);
+    }
     return 0;
 }
 
@@ -70,7 +76,7 @@ int optimizer_create(Optimizer *o, const Model *model, const AdamWConfig *cfg) {
 
 void optimizer_free(Optimizer *o, const Model *model) {
     if (model && model->ops) {
-        if (model->ops->train_weights && o->runs) model->ops->train_weights(model->params, 0);
+        if (model->ops->train_weights && o->runs) model->ops->train_weights(model->params, 0, NULL, 0);
         model->ops->release(o->m);
         model->ops->release(o->v);
     }

@@ -35,6 +35,7 @@
 
 extern "C" {
 #include "../../src/core/error.h"
+#include "../../src/model/memory.h"
 #include "../../src/model/model.h"
 #include "../../src/train/optimizer.h"
 #include "../../src/train/step.h"
@@ -173,12 +174,14 @@ static void test_arch(const TinySpec *s) {
  *     for bit, and the whole gradient norm within NORM_TOL_BF16; those
  *     tensors' parameters after AdamW (no clipping, so each update depends
  *     on its own gradient only) too.
- * Before step 3 the parameters are uploaded (host -> device, scaled by 1.02:
- * most bf16 roundings change), before step 4 one weight matrix is zeroed
- * (ops.zero): a copy not made again after either gives another loss. The
- * trainer's step op by op (optimizer_step: ops.adamw), the recordable step
- * op by op (ops.adamw_step) and recorded then replayed (the upload falls
- * between two replays: the replay must make the copy again first). */
+ * After every step the copy must be held current and equal the rounding of
+ * the new parameters (AdamW wrote it). Before step 3 the parameters are
+ * uploaded (host -> device, scaled by 1.02: most bf16 roundings change),
+ * before step 4 one weight matrix is zeroed (ops.zero): a copy not made
+ * again after either gives another loss. The trainer's step op by op
+ * (optimizer_step: ops.adamw), the recordable step op by op (ops.adamw_step)
+ * and recorded then replayed (the upload falls between two replays: the
+ * replay must make the copy again first). */
 #define MASTER_STEPS 5
 #define MASTER_UPLOAD_AT 3
 #define MASTER_ZERO_AT 4
@@ -199,6 +202,8 @@ typedef struct {
     size_t copy_bytes;
     int replays, r_served;             /* R's steps served by the copy (must stay 0) */
     size_t upload_changed;             /* parameters whose bf16 rounding the upload changed */
+    size_t n;                          /* parameters */
+    int copy_stale;                    /* steps after which the copy was not the rounding of the parameters */
 } MasterResult;
 
 /* kind 0: model_forward_backward + optimizer_step; 1: the recordable step op by op; 2: recorded and replayed */
@@ -242,10 +247,12 @@ static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult
     if (orc || optimizer_create(&og, &g, &oc)) return -1;
     if (kind && (train_step_init(&tr, &r, 0) || train_step_init(&tg, &g, kind == 2))) return -1;
     size_t n = g.layout.total;
+    res->n = n;
     const ParamLayout *L = &g.layout;
     float *tmp = (float *)malloc(sizeof(float) * n), *g1 = (float *)malloc(sizeof(float) * n);
     float *g2 = (float *)malloc(sizeof(float) * n), *gg = (float *)malloc(sizeof(float) * n);
     float *pr = (float *)malloc(sizeof(float) * n), *pg = (float *)malloc(sizeof(float) * n);
+    uint16_t *bits = (uint16_t *)malloc(sizeof(uint16_t) * n);
     cuda_weights_copy_stats(&res->copy_bytes, NULL, NULL);
     for (int s = 0; s < MASTER_STEPS; s++) {
         tiny_batch(tok, tgt, B, T, V, 500 + s);
@@ -281,6 +288,18 @@ static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult
         cuda_ops.to_host(gg, g.grads, sizeof(float) * n);
         cuda_ops.to_host(pr, r.params, sizeof(float) * n);
         cuda_ops.to_host(pg, g.params, sizeof(float) * n);
+        {   /* AdamW kept the copy current: held so, and equal to the rounding of the new parameters */
+            int valid = -1;
+            size_t bad = 0;
+            if (cuda_weights_copy_to_host(bits, 0, &valid)) bad = n;
+            else
+                for (size_t i = 0; i < n; i++) bad += bits[i] != bf16_bits(pg[i]);
+            if (valid != 1 || bad) {
+                res->copy_stale++;
+                printf("    step %d: after the step the copy is held current %d, %zu of %zu values differ\n", s, valid,
+                       bad, n);
+            }
+        }
         if (lg != lr1 || lr1 != lr2) {
             res->loss_bitwise = 0;
             printf("    step %d: loss %.17g with the copy, %.17g and %.17g without\n", s, lg, lr1, lr2);
@@ -319,7 +338,7 @@ out:
     optimizer_free(&og, &g);
     model_free(&r);
     model_free(&g);
-    free(tok); free(tgt); free(tmp); free(g1); free(g2); free(gg); free(pr); free(pg);
+    free(tok); free(tgt); free(tmp); free(g1); free(g2); free(gg); free(pr); free(pg); free(bits);
     return rc;
 }
 
@@ -334,8 +353,12 @@ static void test_master(const TinySpec *s) {
         int ok = !master_lockstep(&c, kind, 2, 256, &w);
         CHECK(ok, "%s %s: %s", name, kinds[kind], fh_last_error());
         if (!ok) continue;
-        size_t n = w.copy_bytes / 2;
-        CHECK(w.copy_bytes > 0, "%s %s: no bf16 weight copy was made", name, kinds[kind]);
+        size_t n = w.n;
+        MemoryEstimate est;
+        CHECK(model_memory_estimate(&c, 2, 256, MEMORY_TRAIN, &est) == 0, "%s", fh_last_error());
+        /* the memory check counts it exactly (memory_add_backend) */
+        CHECK(w.copy_bytes == est.weights_bf16 && w.copy_bytes >= 2 * n, "%s %s: the bf16 weight copy holds %zu bytes, "
+              "the estimate says %zu (%zu parameters)", name, kinds[kind], w.copy_bytes, est.weights_bf16, n);
         CHECK(w.served > 0, "%s %s: no product read the copy", name, kinds[kind]);
         CHECK(w.r_served == 0, "%s %s: %d products of the reference (FLOWHN_BF16_MASTER=0) read a copy", name,
               kinds[kind], w.r_served);
@@ -345,6 +368,7 @@ static void test_master(const TinySpec *s) {
         CHECK(w.upload_changed > n / 2, "%s %s: the upload changed only %zu of %zu bf16 roundings", name, kinds[kind],
               w.upload_changed, n);
         CHECK(w.loss_bitwise, "%s %s: losses differ with the copy", name, kinds[kind]);
+        CHECK(w.copy_stale == 0, "%s %s: after %d steps the copy was not current", name, kinds[kind], w.copy_stale);
         CHECK(w.equal == w.reproducible && w.reproducible > 0, "%s %s: %d of %d reproducible gradients equal", name,
               kinds[kind], w.equal, w.reproducible);
         CHECK(w.updated_equal == w.equal, "%s %s: %d of %d tensors with equal gradients updated equally", name,

@@ -264,7 +264,7 @@ void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int 
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 int cuda_freeze_weights(const real *p, size_t n);
-int cuda_train_weights(const real *p, size_t n);
+int cuda_train_weights(const real *p, size_t n, const size_t *starts, int count);
 /* training's bf16 weight copy (linear.cu, Ops.train_weights): a write to
  * [p, p + bytes) other than AdamW's (the copy is stale if it overlaps the
  * trained buffer); a backend block freed (the copy dropped if it held the

@@ -19,9 +19,20 @@ void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n);
  * into cudaMalloc'd scratch (same values, same 256-byte alignment); NULL:
  * round it */
 const void *cuda_weight_bf16(const float *w, size_t n);
-/* the AdamW kernels' target for the new parameters' bf16 rounding: the
- * trained weights' copy of [p, p + n), or NULL (none, or stale: then this
- * update leaves it stale) */
-__nv_bfloat16 *cuda_weights_adamw(const float *p, size_t n);
+/* Where the AdamW kernels write the new parameters' bf16 rounding (linear.cu,
+ * Ops.train_weights): the copy is laid out tensor by tensor, each tensor t
+ * starting at copy offset tab[nseg + 1 + t] (256-byte aligned), its
+ * parameters at [tab[t], tab[t + 1]) of the buffer. An update of the
+ * buffer's [a, a + n) meets tensors t0..t1; `longest` is its longest piece
+ * of one tensor. */
+typedef struct {
+    __nv_bfloat16 *bf;   /* the copy */
+    const size_t *tab;   /* device */
+    int nseg, t0, t1;
+    size_t a, longest;
+} WeightsCopy;
+/* 1 and *w filled: the update of [p, p + n) writes the copy too; 0: it does
+ * not (no copy, or p not in the trained buffer, or the copy stale: it stays so) */
+int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w);
 
 #endif
