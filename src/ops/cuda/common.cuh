@@ -282,5 +282,6 @@ void cuda_attention_decode_at(real *out, const real *q, const real *k, const rea
                               int nh, int nkv, int hd);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
 void cuda_memory_stats(size_t *live, size_t *peak);
+void cuda_memory_account(size_t bytes, int add);
 
 #endif

@@ -295,6 +295,7 @@ static struct {
 } master;
 
 static void master_drop(void) {
+    if (master.bf) cuda_memory_account(master.copy_n * sizeof(__nv_bfloat16), 0);
     cuda_scratch_free(master.bf);   /* counts the free: a recorded step that wrote the copy is recorded again */
     cuda_scratch_free(master.tab);
     free(master.poff);
@@ -328,6 +329,7 @@ static int master_alloc(void) {
         return fh_error("no device memory for a bf16 copy of %zu trained weights (%.1f MiB): products round them "
                         "one by one", master.n, master.copy_n * 2.0 / 1048576.0);
     }
+    cuda_memory_account(master.copy_n * sizeof(__nv_bfloat16), 1);   /* with the model's memory, as estimated */
     CUDA_CALL(cudaMemcpy(master.tab, master.poff, sizeof(size_t) * (master.nseg + 1), cudaMemcpyHostToDevice));
     CUDA_CALL(cudaMemcpy(master.tab + master.nseg + 1, master.coff, sizeof(size_t) * master.nseg,
                          cudaMemcpyHostToDevice));

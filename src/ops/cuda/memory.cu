@@ -43,6 +43,19 @@ void cuda_release(void *p) {
     cuda_scratch_free(p);   /* counts the free: a recorded graph may have used p */
 }
 
+/* memory the backend holds for the model outside cuda_alloc's blocks, counted
+ * with them (training's bf16 weight copy, linear.cu): the figures then match
+ * the estimate (memory_add_backend) */
+void cuda_memory_account(size_t bytes, int add) {
+    std::lock_guard<std::mutex> g(table_lock);
+    if (add) {
+        live_bytes += bytes;
+        if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+    } else {
+        live_bytes -= bytes;
+    }
+}
+
 void cuda_memory_stats(size_t *live, size_t *peak) {
     std::lock_guard<std::mutex> g(table_lock);
     if (live) *live = live_bytes;
