@@ -265,12 +265,15 @@ static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult
             }
             cuda_ops.from_host(g.params, tmp, sizeof(float) * n);
         }
-        if (s == MASTER_ZERO_AT)   /* the last weight matrix zeroed on the device */
-            for (int e = L->n - 1; e >= 0; e--)
-                if (L->entries[e].kind == PK_MATRIX) {
+        if (s == MASTER_ZERO_AT) {   /* a weight matrix from the middle of the model zeroed on the device */
+            int nm = 0, k = 0;
+            for (int e = 0; e < L->n; e++) nm += L->entries[e].kind == PK_MATRIX;
+            for (int e = 0; e < L->n; e++)
+                if (L->entries[e].kind == PK_MATRIX && k++ == nm / 2) {
                     cuda_ops.zero(g.params + L->entries[e].offset, sizeof(float) * L->entries[e].numel);
                     break;
                 }
+        }
         double lr1, lr2, lg;
         unsigned long served0, served1;
         cuda_weights_copy_stats(NULL, &served0, NULL);
