@@ -281,6 +281,7 @@ int cmd_bench(int argc, char **argv) {
     }
     mem.total -= mem.host;   /* bench writes no checkpoints: no host copies of m and v */
     mem.host = 0;
+    memory_add_backend(&mem, be);   /* the bf16 weight copy of CUDA training */
     if (memory_check(&mem, be)) { fprintf(stderr, "flowhn bench: %s\n", fh_last_error()); return 1; }
 
     /* random tokens; targets are the next token (the last position predicts nothing) */
@@ -357,7 +358,7 @@ int cmd_bench(int argc, char **argv) {
         printf("             %.2f%% of %.0f TFLOP/s (H100 SXM fp32, no tensor cores)\n", 100 * tflops / PEAK_FP32_TFLOPS,
                PEAK_FP32_TFLOPS);
         printf("             (matmul precision %s; every other op computes in fp32)\n", be->matmul_precision());
-        printf("memory:      %.2f GiB peak allocated by flowhn (weights, grads, AdamW state, activations); "
+        printf("memory:      %.2f GiB peak allocated by flowhn (weights, grads, AdamW state, activations, bf16 weight copy); "
                "device in use %.2f of %.2f GiB\n", gib(peak), gib(used), gib(total));
     } else {
         printf("MFU:         not stated for the CPU (the peaks are the GPU's)\n");

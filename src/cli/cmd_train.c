@@ -121,7 +121,9 @@ int cmd_train(int argc, char **argv) {
     if (be->set_matmul_precision(precision)) { fprintf(stderr, "flowhn train: %s\n", fh_last_error()); return 2; }
     /* refused here, before the data is read or anything allocated, when it cannot fit */
     MemoryEstimate mem;
-    if (model_memory_estimate_ranks(&c, batch, seq, MEMORY_TRAIN, env.world, &mem) || memory_check(&mem, be)) {
+    int est = model_memory_estimate_ranks(&c, batch, seq, MEMORY_TRAIN, env.world, &mem);
+    if (!est) memory_add_backend(&mem, be);   /* the bf16 weight copy of CUDA training */
+    if (est || memory_check(&mem, be)) {
         fprintf(stderr, "flowhn train: %s\n", fh_last_error());
         return 1;
     }

@@ -137,6 +137,8 @@ static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEsti
     if (model_create(&m, c, &dry_ops)) return -1;
     int rc = 0;
     e->params = sizeof(real) * m.layout.total;
+    /* linear.cu's layout of the trained weights' bf16 copy: each tensor from a multiple of 128 values */
+    for (int i = 0; i < m.layout.n; i++) e->weights_bf16 += 2 * ((m.layout.entries[i].numel + 127) / 128 * 128);
     e->grads = dry.live - e->params;
     size_t base = dry.live;
     if (use == MEMORY_TRAIN) {
@@ -206,6 +208,18 @@ int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int worl
     if (any) return 0;
     return fh_error("split_ratio \"measured\" needs a sequence length of at least %d (2 x split_multiple), got %d",
                     2 * mult, T);
+}
+
+void memory_add_backend(MemoryEstimate *e, const Backend *be) {
+    e->backend -= e->weight_copy;
+    e->total -= e->weight_copy;
+    e->weight_copy = 0;
+    const char *off = getenv("FLOWHN_BF16_MASTER");
+    if (e->use == MEMORY_TRAIN && be->matmul_precision && !strcmp(be->matmul_precision(), "bf16") &&
+        strcmp(be->name, "cpu") && !(off && !strcmp(off, "0")))
+        e->weight_copy = e->weights_bf16;   /* one bf16 per parameter, and the padding that aligns each tensor */
+    e->backend += e->weight_copy;
+    e->total += e->weight_copy;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -357,10 +371,11 @@ static const char *human(size_t b, char *buf, size_t n) {
 }
 
 void memory_describe(const MemoryEstimate *e, char *buf, size_t n) {
-    char t[32], p[32], g[32], o[32], a[32], h[32];
-    snprintf(buf, n, "%s (params %s + grads %s%s%s + %s %s%s%s)", human(e->total, t, 32),
-             human(e->params, p, 32), human(e->grads, g, 32), e->optimizer ? " + AdamW m, v " : "",
-             e->optimizer ? human(e->optimizer, o, 32) : "",
+    char t[32], p[32], g[32], o[32], a[32], h[32], w[32];
+    snprintf(buf, n, "%s (params %s%s%s + grads %s%s%s + %s %s%s%s)", human(e->total, t, 32),
+             human(e->params, p, 32), e->weight_copy ? " + their bf16 copy " : "",
+             e->weight_copy ? human(e->weight_copy, w, 32) : "", human(e->grads, g, 32),
+             e->optimizer ? " + AdamW m, v " : "", e->optimizer ? human(e->optimizer, o, 32) : "",
              e->use == MEMORY_GENERATE ? "KV caches, states, scratch and prefill" : "activations", human(e->activations, a, 32),
              e->host ? " + host checkpoint copies " : "", e->host ? human(e->host, h, 32) : "");
 }

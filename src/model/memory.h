@@ -17,7 +17,8 @@
  * covered (docs/decisions.md): allocator overhead, the CUDA context, op-private
  * scratch of the CUDA backend (cuBLASLt workspace, bf16 operand copies,
  * attention-backward row sums) and the transient host copy a checkpoint load
- * makes of the file. */
+ * makes of the file. The one backend-private buffer that grows with the model,
+ * CUDA training's bf16 copy of the weights, is added by memory_add_backend. */
 #ifndef FLOWHN_MEMORY_H
 #define FLOWHN_MEMORY_H
 
@@ -38,7 +39,10 @@ typedef enum {
  * memory on CUDA); host = host buffers beside it at the peak. */
 typedef struct {
     size_t params, grads, optimizer, activations;  /* backend */
-    size_t backend;       /* params + grads + optimizer + activations: the backend's peak */
+    size_t weight_copy;   /* the backend's own copy of the weights (memory_add_backend; 0 from the estimate) */
+    size_t weights_bf16;  /* what a bf16 copy of the parameters laid out tensor by tensor, each tensor's start
+                           * 256-byte aligned, takes: CUDA bf16 training's copy (memory_add_backend) */
+    size_t backend;       /* params + grads + optimizer + activations + weight_copy: the backend's peak */
     size_t host;          /* the trainer's checkpoint copies of m and v (MEMORY_TRAIN) */
     size_t total;         /* backend + host */
     int use;              /* the MemoryUse estimated (MEMORY_GENERATE: activations = KV caches, states, scratch) */
@@ -54,6 +58,14 @@ int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate
  * the optimizer moments are the rank's ZeRO-1 share. Training is estimated
  * as the trainer runs it (model_forward_backward: the fused classifier). */
 int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int world, MemoryEstimate *e);
+
+/* Adds to *e what backend be keeps beside its allocations, which the dry run
+ * (backend-independent) cannot see but which grows with the model: with bf16
+ * products, CUDA training keeps a bf16 copy of the parameters, 2 bytes per
+ * parameter plus the padding that aligns each tensor (weights_bf16;
+ * src/ops/cuda/linear.cu, Ops.train_weights; none with FLOWHN_BF16_MASTER=0). Into weight_copy, backend and total. Call it after
+ * the estimate, with the precision set, before memory_check. */
+void memory_add_backend(MemoryEstimate *e, const Backend *be);
 
 /* Bytes this process may still take from the host: the smaller of
  * MemAvailable (/proc/meminfo) and the room under any cgroup memory limit

@@ -242,7 +242,8 @@ typedef struct Ops {
      * change until freeze_weights(NULL, 0), so the backend may keep a converted
      * copy of them (CUDA with bf16 products: every weight rounded to bf16 once,
      * instead of before each product). The generator freezes while it lives;
-     * training never does (its optimizer writes the weights every step).
+     * training never does (its optimizer writes the weights every step: see
+     * train_weights).
      * Returns 0, or -1 if the copy could not be made (nothing is frozen then). */
     int (*freeze_weights)(const real *p, size_t n);
 
@@ -286,6 +287,23 @@ typedef struct Ops {
     void *(*graph_end)(void);
     int (*graph_launch)(void *graph);
     void (*graph_free)(void *graph);
+
+    /* ---- trained weights hint (may be NULL) ----
+     * train_weights(p, n, starts, count): the n values at p (the parameter
+     * buffer) are being trained: the adamw / adamw_step ops will update them.
+     * starts: the offsets at which its count tensors begin (ascending), so a
+     * copy may be laid out tensor by tensor. The backend may keep a converted
+     * copy that those ops write along with each new value (CUDA with bf16
+     * products: every weight's bf16 rounding, which the products read instead
+     * of rounding the weight before each of them). Every other write to
+     * [p, p + n) must go through from_host, zero or copy_rows (or the backend's
+     * collectives), which the backend watches so it can make the copy again; no
+     * compute op writes parameters. One buffer at a time: a call replaces the
+     * last. train_weights(p, 0, NULL, 0): training of p is over (NULL: any);
+     * releasing the buffer also ends it. Results are the same with or without
+     * the copy. Returns 0, or -1 if the copy could not be made (products then
+     * convert as without it). */
+    int (*train_weights)(const real *p, size_t n, const size_t *starts, int count);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

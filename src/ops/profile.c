@@ -255,7 +255,7 @@ OpProfile *op_profile_create(const Backend *be) {
     p->be = be;
     const Ops *b = be->ops;
     Ops *o = &p->ops;
-    *o = *b;   /* memory, set_branch and freeze_weights pass through untimed */
+    *o = *b;   /* memory, set_branch, freeze_weights and train_weights pass through untimed */
     o->graph_begin = NULL;   /* every op launched and timed: no graphs */
     o->graph_end = NULL;
     o->graph_launch = NULL;

@@ -57,6 +57,16 @@ int optimizer_create_shard(Optimizer *o, const Model *model, const AdamWConfig *
         return fh_error("cannot allocate optimizer state (%.1f MiB)", 2.0 * bytes / 1048576.0);
     }
     if (build_runs(o, &model->layout)) { optimizer_free(o, model); return -1; }
+    /* The backend may keep a converted copy of the weights that AdamW updates along with them (CUDA, bf16
+     * products: their bf16 roundings, read by every product instead of rounding each weight before it). A
+     * hint: without the copy (no room) the products convert as before, so a failure is not an error. */
+    if (model->ops->train_weights) {
+        const ParamLayout *L = &model->layout;
+        size_t *starts = malloc(sizeof(size_t) * (L->n ? L->n : 1));
+        for (int i = 0; starts && i < L->n; i++) starts[i] = L->entries[i].offset;
+        if (starts) model->ops->train_weights(model->params, L->total, starts, L->n);
+        free(starts);
+    }
     return 0;
 }
 
@@ -66,6 +76,7 @@ int optimizer_create(Optimizer *o, const Model *model, const AdamWConfig *cfg) {
 
 void optimizer_free(Optimizer *o, const Model *model) {
     if (model && model->ops) {
+        if (model->ops->train_weights && o->runs) model->ops->train_weights(model->params, 0, NULL, 0);
         model->ops->release(o->m);
         model->ops->release(o->v);
     }

@@ -774,6 +774,106 @@ static void test_optimizer(void) {
     }
 }
 
+/* Training's bf16 weight copy (linear.cu, Ops.train_weights) at the op level:
+ * a buffer of tensors with odd sizes (so most start at an fp32 offset that is
+ * not 256-byte aligned) is trained; AdamW over runs that start inside
+ * tensors and span several must leave p, m, v bit-identical to the plain
+ * kernel's on an untrained copy of the buffer, and the bf16 copy equal to the
+ * round-to-nearest-even of p (made first by the rounding pass, then kept by
+ * AdamW alone); an upload marks it stale; a product on a misaligned weight
+ * reads the copy (its tensor starts aligned there) and gives the same bits as
+ * the product on the untrained buffer (which rounds into aligned scratch). */
+static uint16_t rne_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static size_t copy_mismatches(const float *dp, size_t n, uint16_t *bits) {
+    float *p = (float *)malloc(sizeof(float) * n);
+    G->to_host(p, dp, sizeof(float) * n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += bits[i] != rne_bf16(p[i]);
+    free(p);
+    return bad;
+}
+static void test_adamw_copy(void) {
+    const size_t sizes[] = {1000, 37, 64 * 64, 5, 130, 77777, 1, 96 * 40};
+    const int nt = (int)(sizeof sizes / sizeof sizes[0]);
+    size_t starts[8], n = 0;
+    for (int t = 0; t < nt; t++) { starts[t] = n; n += sizes[t]; }
+    line_start("adamw+bf16copy", "n=%zu, %d tensors", n, nt);
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    float *p = hrand(n, 0, 1), *g = hrand(n, 0, 0.1f), *m = hrand(n, 0, 0.01f), *v = hnan(n);
+    for (size_t i = 0; i < n; i++) v[i] = 1e-4f * (float)rng_uniform(&rng);
+    float *ap = dev(p, n), *ag = dev(g, n), *am = dev(m, n), *av = dev(v, n);   /* trained, with the copy */
+    float *bp = dev(p, n), *bg = dev(g, n), *bm = dev(m, n), *bv = dev(v, n);   /* the plain kernel's */
+    uint16_t *bits = (uint16_t *)malloc(sizeof(uint16_t) * n);
+    int valid = -1;
+    CHECK(G->train_weights && G->train_weights(ap, n, starts, nt) == 0, "train_weights: %s", fh_last_error());
+    int have = cuda_weights_copy_to_host(bits, 1, &valid) == 0;
+    CHECK(have && valid == 1, "no current copy after the rounding pass");
+    size_t bad = have ? copy_mismatches(ap, n, bits) : n;
+    CHECK(bad == 0, "rounding pass: %zu of %zu copy values differ from the rounding of p", bad, n);
+    /* runs cut inside tensors 0, 2 and 5, each spanning several */
+    size_t cut[] = {0, 500, 1037 + 2000, 1037 + 4096 + 5 + 130 + 40000, n};
+    for (int step = 1; step <= 3; step++)
+        for (int r = 0; r < 4; r++) {
+            float wd = r % 2 ? 0.1f : 0.f, scale = step == 2 ? 0.5f : 1.f;
+            size_t o = cut[r], k = cut[r + 1] - cut[r];
+            G->adamw(ap + o, ag + o, am + o, av + o, k, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            G->adamw(bp + o, bg + o, bm + o, bv + o, k, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+        }
+    const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
+    const char *names[3] = {"p", "m", "v"};
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
+    for (int k = 0; k < 3; k++) {
+        G->to_host(x, pairs[k][0], sizeof(float) * n);
+        G->to_host(y, pairs[k][1], sizeof(float) * n);
+        int same = !memcmp(x, y, sizeof(float) * n);
+        if (!same) line_ok = 0;
+        CHECK(same, "adamw writing the copy: %s differs from the plain kernel's", names[k]);
+    }
+    have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
+    bad = have ? copy_mismatches(ap, n, bits) : n;
+    if (!have || valid != 1 || bad) line_ok = 0;
+    CHECK(have && valid == 1 && bad == 0, "after AdamW: copy held current %d, %zu of %zu values differ", valid, bad, n);
+    /* a product on tensor 2 (64 x 64 at fp32 offset 1037: not aligned; its copy is) */
+    int N = 33;
+    float *in = hrand((size_t)N * 64, 0, 1);
+    float *din = dev(in, (size_t)N * 64), *oa = dnan((size_t)N * 64), *ob = dnan((size_t)N * 64);
+    unsigned long served0, served1;
+    cuda_weights_copy_stats(NULL, &served0, NULL);
+    G->linear_fwd(oa, din, ap + starts[2], NULL, N, 64, 64);
+    cuda_weights_copy_stats(NULL, &served1, NULL);
+    G->linear_fwd(ob, din, bp + starts[2], NULL, N, 64, 64);
+    G->to_host(x, oa, sizeof(float) * N * 64);
+    G->to_host(y, ob, sizeof(float) * N * 64);
+    int same = !memcmp(x, y, sizeof(float) * N * 64);
+    if (!same || served1 != served0 + 1) line_ok = 0;
+    CHECK(served1 == served0 + 1, "the product on a trained weight did not read the copy");
+    CHECK(same, "the product reading the copy differs from the one rounding into scratch");
+    /* an upload into the buffer: stale */
+    G->from_host(ap + 1100, p, sizeof(float) * 10);
+    have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
+    if (!have || valid != 0) line_ok = 0;
+    CHECK(have && valid == 0, "an upload into the trained buffer left the copy marked current");
+    have = cuda_weights_copy_to_host(bits, 1, &valid) == 0;
+    bad = have ? copy_mismatches(ap, n, bits) : n;
+    if (bad) line_ok = 0;
+    CHECK(bad == 0, "made again after the upload: %zu values differ", bad);
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " bitwise");
+    G->train_weights(ap, 0, NULL, 0);
+    CHECK(cuda_weights_copy_to_host(bits, 1, &valid) == -1, "the copy outlived train_weights(p, 0)");
+    line_end();
+    cuda_set_matmul_precision("fp32");
+    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(in);
+    G->release(ap); G->release(ag); G->release(am); G->release(av);
+    G->release(bp); G->release(bg); G->release(bm); G->release(bv);
+    G->release(din); G->release(oa); G->release(ob);
+}
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -848,6 +948,7 @@ int main(void) {
     RUN(test_xent);
     RUN(test_classifier);
     RUN(test_optimizer);
+    RUN(test_adamw_copy);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

@@ -26,7 +26,8 @@
  * (isolated and prefix), mamba1, mamba2 and hymba at H 256, 4 layers, B 4,
  * T 256, fp32 and bf16 matmuls, for the recordable step op by op and
  * replayed. make test-cuda also runs it with FLOWHN_BRANCH_STREAMS=1 (the
- * branches' fork/join recorded as graph edges). Needs a GPU. */
+ * branches' fork/join recorded as graph edges). Then training's bf16 weight
+ * copy against none (test_master, below). Needs a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +35,7 @@
 
 extern "C" {
 #include "../../src/core/error.h"
+#include "../../src/model/memory.h"
 #include "../../src/model/model.h"
 #include "../../src/train/optimizer.h"
 #include "../../src/train/step.h"
@@ -155,6 +157,236 @@ static void test_arch(const TinySpec *s) {
     }
 }
 
+
+/* ---- training's bf16 weight copy (linear.cu, Ops.train_weights) ----
+ * With bf16 products the trained parameters' bf16 rounding is kept in one
+ * copy that AdamW writes; the products read it instead of rounding each weight
+ * before each product. It must change no bit. Two models in lockstep, as
+ * above: the reference R made with FLOWHN_BF16_MASTER=0 (no copy: every
+ * product rounds its weight), the tested G with the copy. Before every step R
+ * takes G's parameters and moments, then both take the step on the same batch:
+ *   - the losses must be equal bit for bit (the forward has no atomics: its
+ *     products must read the same bf16 values, so the copy must be current:
+ *     written by the previous step's AdamW, or made again after an upload);
+ *   - every tensor's gradient that is reproducible (R's step run twice from
+ *     the same state gives the same bits; the backward's atomics, attention's
+ *     dq and the embedding's, make the rest differ run to run) must be equal bit
+ *     for bit, and the gradient norm within NORM_TOL_BF16 (as above); those
+ *     tensors' parameters after AdamW (no clipping, so each update depends
+ *     on its own gradient only) too.
+ * After every step the copy must be held current and equal the rounding of
+ * the new parameters (AdamW wrote it). Before step 3 the parameters are
+ * uploaded (host -> device, scaled by 1.02: most bf16 roundings change),
+ * before step 4 one weight matrix is zeroed (ops.zero): a copy not made
+ * again after either gives another loss. The trainer's step op by op
+ * (optimizer_step: ops.adamw), the recordable step op by op (ops.adamw_step)
+ * and recorded then replayed (the upload falls between two replays: the
+ * replay must make the copy again first). */
+#define MASTER_STEPS 5
+#define MASTER_UPLOAD_AT 3
+#define MASTER_ZERO_AT 4
+
+static uint16_t bf16_bits(float x) {   /* round to nearest even, as __float2bfloat16_rn (finite x) */
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+typedef struct {
+    int loss_bitwise, steps;
+    double norm, l2;
+    int tensors, reproducible, equal;   /* summed over the steps */
+    int updated_equal;                  /* of the equal ones: parameters equal after AdamW */
+    unsigned long served, refreshes;
+    size_t copy_bytes;
+    int replays, r_served;             /* R's steps served by the copy (must stay 0) */
+    size_t upload_changed;             /* parameters whose bf16 rounding the upload changed */
+    size_t n;                          /* parameters */
+    int copy_stale;                    /* steps after which the copy was not the rounding of the parameters */
+} MasterResult;
+
+/* kind 0: model_forward_backward + optimizer_step; 1: the recordable step op by op; 2: recorded and replayed */
+static int master_step(Model *m, Optimizer *o, TrainStep *ts, int kind, const int *tok, const int *tgt, int B, int T,
+                       double *loss) {
+    double gn;
+    if (kind == 0) {
+        model_zero_grad(m);
+        if (model_forward_backward(m, tok, tgt, B, T) || optimizer_step(o, m, 1.0, &gn)) return -1;
+        *loss = m->loss;
+    } else if (train_step_run(ts, m, o, tok, tgt, B, T, loss, &gn)) {
+        return -1;
+    }
+    return cuda_ops_check();
+}
+
+static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult *res) {
+    memset(res, 0, sizeof *res);
+    res->loss_bitwise = 1;
+    Model r, g;
+    Optimizer orf, og;
+    AdamWConfig oc;
+    adamw_defaults(&oc);
+    oc.lr = 1e-3;
+    oc.min_lr = 1e-4;
+    oc.warmup_steps = 1;
+    oc.total_steps = MASTER_STEPS;
+    oc.grad_clip = 0;   /* no clipping: each parameter's update depends on its own gradient only, so the
+                         * tensors with equal gradients must come out of AdamW with equal bits */
+    int V = c->vocab_size, rc = -1;
+    int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
+    TrainStep tr, tg;
+    memset(&tr, 0, sizeof tr);
+    memset(&tg, 0, sizeof tg);
+    if (model_create(&r, c, &cuda_ops) || model_init_params(&r, 4321)) return -1;
+    if (model_create(&g, c, &cuda_ops) || model_init_params(&g, 4321)) return -1;
+    /* R first, without the copy; then G, whose optimizer keeps it (one trained buffer at a time: the last) */
+    setenv("FLOWHN_BF16_MASTER", "0", 1);
+    int orc = optimizer_create(&orf, &r, &oc);
+    unsetenv("FLOWHN_BF16_MASTER");
+    if (orc || optimizer_create(&og, &g, &oc)) return -1;
+    if (kind && (train_step_init(&tr, &r, 0) || train_step_init(&tg, &g, kind == 2))) return -1;
+    size_t n = g.layout.total;
+    res->n = n;
+    const ParamLayout *L = &g.layout;
+    float *tmp = (float *)malloc(sizeof(float) * n), *g1 = (float *)malloc(sizeof(float) * n);
+    float *g2 = (float *)malloc(sizeof(float) * n), *gg = (float *)malloc(sizeof(float) * n);
+    float *pr = (float *)malloc(sizeof(float) * n), *pg = (float *)malloc(sizeof(float) * n);
+    uint16_t *bits = (uint16_t *)malloc(sizeof(uint16_t) * n);
+    cuda_weights_copy_stats(&res->copy_bytes, NULL, NULL);
+    for (int s = 0; s < MASTER_STEPS; s++) {
+        tiny_batch(tok, tgt, B, T, V, 500 + s);
+        if (s == MASTER_UPLOAD_AT) {   /* an upload, as a checkpoint load makes */
+            cuda_ops.to_host(tmp, g.params, sizeof(float) * n);
+            for (size_t i = 0; i < n; i++) {
+                float x = tmp[i] * 1.02f;
+                res->upload_changed += bf16_bits(x) != bf16_bits(tmp[i]);
+                tmp[i] = x;
+            }
+            cuda_ops.from_host(g.params, tmp, sizeof(float) * n);
+        }
+        if (s == MASTER_ZERO_AT) {   /* a weight matrix from the middle of the model zeroed on the device */
+            int nm = 0, k = 0;
+            for (int e = 0; e < L->n; e++) nm += L->entries[e].kind == PK_MATRIX;
+            for (int e = 0; e < L->n; e++)
+                if (L->entries[e].kind == PK_MATRIX && k++ == nm / 2) {
+                    cuda_ops.zero(g.params + L->entries[e].offset, sizeof(float) * L->entries[e].numel);
+                    break;
+                }
+        }
+        double lr1, lr2, lg;
+        unsigned long served0, served1;
+        cuda_weights_copy_stats(NULL, &served0, NULL);
+        for (int k = 0; k < 2; k++) {   /* R twice from G's state: which gradients are reproducible */
+            copy_dev(r.params, g.params, n, tmp);
+            copy_dev(orf.m, og.m, n, tmp);
+            copy_dev(orf.v, og.v, n, tmp);
+            orf.step = og.step;
+            if (master_step(&r, &orf, &tr, kind ? 1 : 0, tok, tgt, B, T, k ? &lr2 : &lr1)) goto out;
+            cuda_ops.to_host(k ? g2 : g1, r.grads, sizeof(float) * n);
+        }
+        cuda_weights_copy_stats(NULL, &served1, NULL);
+        res->r_served += (int)(served1 - served0);
+        if (master_step(&g, &og, &tg, kind, tok, tgt, B, T, &lg)) goto out;
+        cuda_ops.to_host(gg, g.grads, sizeof(float) * n);
+        cuda_ops.to_host(pr, r.params, sizeof(float) * n);
+        cuda_ops.to_host(pg, g.params, sizeof(float) * n);
+        {   /* AdamW kept the copy current: held so, and equal to the rounding of the new parameters */
+            int valid = -1;
+            size_t bad = 0;
+            if (cuda_weights_copy_to_host(bits, 0, &valid)) bad = n;
+            else
+                for (size_t i = 0; i < n; i++) bad += bits[i] != bf16_bits(pg[i]);
+            if (valid != 1 || bad) {
+                res->copy_stale++;
+                printf("    step %d: after the step the copy is held current %d, %zu of %zu values differ\n", s, valid,
+                       bad, n);
+            }
+        }
+        if (lg != lr1 || lr1 != lr2) {
+            res->loss_bitwise = 0;
+            printf("    step %d: loss %.17g with the copy, %.17g and %.17g without\n", s, lg, lr1, lr2);
+        }
+        double d = 0, t = 0, q = 0;
+        for (size_t i = 0; i < n; i++) {
+            d += ((double)gg[i] - g1[i]) * ((double)gg[i] - g1[i]);
+            t += (double)g1[i] * g1[i];
+            q += (double)gg[i] * gg[i];
+        }
+        res->norm = fmax(res->norm, rel(sqrt(t), sqrt(q)));     /* as the graph test bounds it */
+        res->l2 = fmax(res->l2, sqrt(d / fmax(t, 1e-300)));      /* reported only: atomics-level noise */
+        for (int e = 0; e < L->n; e++) {
+            size_t o = L->entries[e].offset, k = L->entries[e].numel;
+            res->tensors++;
+            if (memcmp(g1 + o, g2 + o, sizeof(float) * k)) continue;
+            res->reproducible++;
+            if (memcmp(gg + o, g1 + o, sizeof(float) * k)) {
+                printf("    step %d: gradient of %s differs with the copy (reproducible without)\n", s,
+                       L->entries[e].name);
+                continue;
+            }
+            res->equal++;
+            /* the same gradient, moments and parameters in: AdamW (which also writes the copy) must give the
+             * same parameters */
+            if (!memcmp(pg + o, pr + o, sizeof(float) * k)) res->updated_equal++;
+            else printf("    step %d: %s updated differently with the copy\n", s, L->entries[e].name);
+        }
+        res->steps++;
+    }
+    cuda_weights_copy_stats(NULL, &res->served, &res->refreshes);
+    res->replays = tg.replays;
+    rc = 0;
+out:
+    if (rc) printf("    %s\n", fh_last_error());
+    if (kind) { train_step_free(&tr, &r); train_step_free(&tg, &g); }
+    optimizer_free(&orf, &r);
+    optimizer_free(&og, &g);
+    model_free(&r);
+    model_free(&g);
+    free(tok); free(tgt); free(tmp); free(g1); free(g2); free(gg); free(pr); free(pg); free(bits);
+    return rc;
+}
+
+static void test_master(const TinySpec *s) {
+    Config c = tiny_config_h256(s, 256);
+    char name[64];
+    snprintf(name, sizeof name, "%s-H256", s->name);
+    if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }
+    const char *kinds[] = {"optimizer_step", "step op by op", "step replayed"};
+    for (int kind = 0; kind < 3; kind++) {
+        MasterResult w;
+        int ok = !master_lockstep(&c, kind, 2, 256, &w);
+        CHECK(ok, "%s %s: %s", name, kinds[kind], fh_last_error());
+        if (!ok) continue;
+        size_t n = w.n;
+        MemoryEstimate est;
+        CHECK(model_memory_estimate(&c, 2, 256, MEMORY_TRAIN, &est) == 0, "%s", fh_last_error());
+        /* the memory check counts it exactly (memory_add_backend) */
+        CHECK(w.copy_bytes == est.weights_bf16 && w.copy_bytes >= 2 * n, "%s %s: the bf16 weight copy holds %zu bytes, "
+              "the estimate says %zu (%zu parameters)", name, kinds[kind], w.copy_bytes, est.weights_bf16, n);
+        CHECK(w.served > 0, "%s %s: no product read the copy", name, kinds[kind]);
+        CHECK(w.r_served == 0, "%s %s: %d products of the reference (FLOWHN_BF16_MASTER=0) read a copy", name,
+              kinds[kind], w.r_served);
+        /* made before the first step, again after the upload and after the zeroing */
+        CHECK(w.refreshes >= 3, "%s %s: the copy was made %lu times (want >= 3: first step, upload, zero)", name,
+              kinds[kind], w.refreshes);
+        CHECK(w.upload_changed > n / 2, "%s %s: the upload changed only %zu of %zu bf16 roundings", name, kinds[kind],
+              w.upload_changed, n);
+        CHECK(w.loss_bitwise, "%s %s: losses differ with the copy", name, kinds[kind]);
+        CHECK(w.copy_stale == 0, "%s %s: after %d steps the copy was not current", name, kinds[kind], w.copy_stale);
+        CHECK(w.equal == w.reproducible && w.reproducible > 0, "%s %s: %d of %d reproducible gradients equal", name,
+              kinds[kind], w.equal, w.reproducible);
+        CHECK(w.updated_equal == w.equal, "%s %s: %d of %d tensors with equal gradients updated equally", name,
+              kinds[kind], w.updated_equal, w.equal);
+        CHECK(w.norm <= NORM_TOL_BF16, "%s %s: gradient norm rel %.2e", name, kinds[kind], w.norm);
+        if (kind == 2) CHECK(w.replays >= 3, "%s: %d replays (want the upload between replays)", name, w.replays);
+        printf("  bf16  %-24s %-15s copy %.1f MiB, %lu products served, made %lu times; losses %s over %d steps; "
+               "gradients: %d/%d tensors reproducible, all equal: %s, norm rel %.1e, rel L2 %.1e\n", name, kinds[kind],
+               w.copy_bytes / 1048576.0, w.served, w.refreshes, w.loss_bitwise ? "bitwise equal" : "DIFFER", w.steps,
+               w.reproducible, w.tensors, w.equal == w.reproducible ? "yes" : "NO", w.norm, w.l2);
+    }
+}
+
 int main(void) {
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -174,6 +406,14 @@ int main(void) {
             for (int i = 0; i < n_tiny_specs; i++)
                 if (!strcmp(tiny_specs[i].name, archs[a])) RUN_ARG(test_arch, &tiny_specs[i], archs[a]);
     }
+    printf("training's bf16 weight copy (FLOWHN_BF16_MASTER) vs none, in lockstep (%d steps, an upload before step "
+           "%d, a weight zeroed before step %d): losses and reproducible gradients bit for bit\n", MASTER_STEPS,
+           MASTER_UPLOAD_AT, MASTER_ZERO_AT);
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    const char *march[] = {"llama", "mamba2", "flowhn-fac-isolated"};
+    for (int a = 0; a < 3; a++)
+        for (int i = 0; i < n_tiny_specs; i++)
+            if (!strcmp(tiny_specs[i].name, march[a])) RUN_ARG(test_master, &tiny_specs[i], march[a]);
     cuda_set_matmul_precision("fp32");
     TEST_SUMMARY();
 }

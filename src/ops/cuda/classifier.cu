@@ -9,7 +9,9 @@
  * stores fp32 logits and fp32 logit gradients for all N rows (3.2 GB at
  * N = 8K, V = 50K) and reads them four more times; here a chunk (at most
  * 2^27 logits) lives in scratch and L2 sees most of the re-reads.
- * In bf16 mode w and x are rounded once per call, not once per chunk. */
+ * In bf16 mode w and x are rounded once per call, not once per chunk; in
+ * training w is not rounded at all but read from the weights' bf16 copy
+ * (linear.cu, Ops.train_weights) where it has one. */
 #include "common.cuh"
 #include "matmul.cuh"
 
@@ -82,12 +84,13 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
     __nv_bfloat16 *dl16 = bf16 ? (__nv_bfloat16 *)scratch(1, R * V * esz) : NULL;
     const void *wo = w, *xo = x;
     if (bf16) {
-        __nv_bfloat16 *wb = (__nv_bfloat16 *)scratch(2, (size_t)V * H * esz);
+        const void *wc = cuda_weight_bf16(w, (size_t)V * H);
+        __nv_bfloat16 *wb = wc ? NULL : (__nv_bfloat16 *)scratch(2, (size_t)V * H * esz);
         __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(3, (size_t)N * H * esz);
-        if (!wb || !xb) return;
-        cuda_round_bf16(wb, w, (size_t)V * H);
+        if ((!wc && !wb) || !xb) return;
+        if (!wc) cuda_round_bf16(wb, w, (size_t)V * H);
         cuda_round_bf16(xb, x, (size_t)N * H);
-        wo = wb;
+        wo = wc ? wc : wb;
         xo = xb;
     }
     if (!logits || (bf16 && !dl16)) return;

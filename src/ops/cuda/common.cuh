@@ -264,10 +264,24 @@ void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int 
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh, int nkv, int hd);
 int cuda_freeze_weights(const real *p, size_t n);
+int cuda_train_weights(const real *p, size_t n, const size_t *starts, int count);
+/* training's bf16 weight copy (linear.cu, Ops.train_weights): a write to
+ * [p, p + bytes) other than AdamW's (the copy is stale if it overlaps the
+ * trained buffer); a backend block freed (the copy dropped if it held the
+ * buffer); before a recording (the copy made current, so the recorded
+ * products read it); whether the recording just made wrote the buffer
+ * without the copy; before a replay (made current again; stale after it if
+ * `stales`). */
+void cuda_weights_written(const void *p, size_t bytes);
+void cuda_weights_released(const void *p, size_t bytes);
+void cuda_weights_before_recording(void);
+int cuda_weights_recording_stales(void);
+void cuda_weights_before_replay(int stales);
 void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
 void cuda_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
                               int nh, int nkv, int hd);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */
 void cuda_memory_stats(size_t *live, size_t *peak);
+void cuda_memory_account(size_t bytes, int add);
 
 #endif

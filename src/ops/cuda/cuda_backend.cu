@@ -80,4 +80,5 @@ const Ops cuda_ops = {
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
+    .train_weights = cuda_train_weights,
 };

@@ -14,6 +14,8 @@
 extern "C" {
 #endif
 
+#include <stdint.h>
+
 #include "../ops.h"
 
 extern const Ops cuda_ops;
@@ -26,6 +28,15 @@ int cuda_ops_check(void);
  * "bf16" (linear.cu). 0, or -1 with fh_last_error() for an unknown mode. */
 int cuda_set_matmul_precision(const char *mode);
 const char *cuda_matmul_precision(void);
+
+/* For tests: the trained weights' bf16 copy (Ops.train_weights): bytes held
+ * (0: none), products it served and times it was made current, since the
+ * last train_weights call. */
+void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long *refreshes);
+/* For tests: the copy's bits, laid out as the parameter buffer (n values,
+ * without the padding), after making it current if `refresh`; *valid: whether
+ * the backend holds it current. 0, or -1 (no copy). */
+int cuda_weights_copy_to_host(uint16_t *dst, int refresh, int *valid);
 
 #ifdef __cplusplus
 }

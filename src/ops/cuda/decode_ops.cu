@@ -6,6 +6,7 @@
 /* a 2-D device-to-device copy on the current stream (capturable, no host sync) */
 void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols) {
     if (rows <= 0 || cols <= 0) return;
+    cuda_weights_written(dst, sizeof(float) * ((size_t)(rows - 1) * ldd + cols));
     CUDA_CALL(cudaMemcpy2DAsync(dst, sizeof(float) * ldd, src, sizeof(float) * lds, sizeof(float) * cols, rows,
                                 cudaMemcpyDeviceToDevice, cuda_stream()));
 }

@@ -256,11 +256,238 @@ static const void *frozen_bf16(const float *x, size_t n) {
     return frozen.bf + (x - frozen.base);
 }
 
+/* ---- trained weights (Ops.train_weights): in training the parameters change
+ * once a step, in AdamW, so in bf16 mode one bf16 copy of them is kept,
+ * written by the AdamW kernels themselves as they update each parameter
+ * (adamw.cu: 2 more bytes written per parameter, no extra pass). A product
+ * then reads 2 bytes per weight instead of rounding it (4 read + 2 written)
+ * before every forward and backward product and reading the rounding (2).
+ * The copy holds round-to-nearest-even of the same fp32 values the scratch
+ * would, so every product gives the same bits as without it.
+ * Layout: tensor by tensor (the starts train_weights is given), each tensor
+ * starting 256-byte aligned, as a fresh scratch slot does: cuBLASLt then gets
+ * the same alignment hints, the same plan and the same algorithm. (Laid out
+ * as the fp32 buffer, a weight after an odd-sized tensor, e.g. Mamba's
+ * dt_bias or conv1d weight, would be misaligned: most weights of the SSM
+ * architectures are.) The padding between tensors (< 128 values each) is never
+ * read.
+ * `valid`: the copy matches the buffer. A write to the buffer that is not
+ * AdamW's clears it (cuda_weights_written: from_host, zero, copy_rows and the
+ * NCCL collectives check for overlap; no compute op writes parameters), and
+ * the next product (or graph recording or launch) makes the copy again: one
+ * rounding pass over the buffer, on the legacy stream, so it is ordered after
+ * the work of every branch stream and before everything queued after it.
+ * FLOWHN_BF16_MASTER=0 turns it off (products round each weight, as before). */
+#define SEG_BLOCKS_X 4096   /* blocks per tensor of a tensor-by-tensor kernel (grid-stride beyond) */
+static struct {
+    const float *base;
+    size_t n;
+    int nseg;              /* tensors */
+    size_t *poff;          /* host: nseg + 1 parameter offsets (the tensors' starts, then n) */
+    size_t *coff;          /* host: nseg copy offsets, multiples of 128 */
+    size_t copy_n;         /* the copy's length (tensors and padding) */
+    size_t longest;        /* the longest tensor */
+    size_t *tab;           /* device: poff, then coff (the kernels' WeightsCopy.tab) */
+    __nv_bfloat16 *bf;     /* NULL until made (bf16 products on, and room) */
+    int valid;             /* bf is the rounding of [base, base + n) now (once the queued work has run) */
+    int no_room;           /* the allocation failed: products round per call */
+    int capture_stale;     /* a recorded AdamW wrote the buffer without the copy: each replay makes it stale */
+    unsigned long served, refreshes;  /* for tests (cuda_weights_copy_stats) */
+} master;
+
+static void master_drop(void) {
+    if (master.bf) cuda_memory_account(master.copy_n * sizeof(__nv_bfloat16), 0);
+    cuda_scratch_free(master.bf);   /* counts the free: a recorded step that wrote the copy is recorded again */
+    cuda_scratch_free(master.tab);
+    free(master.poff);
+    free(master.coff);
+    memset(&master, 0, sizeof master);
+}
+
+/* the tensor holding parameter offset `off` (< n) */
+static int seg_of(size_t off) {
+    int lo = 0, hi = master.nseg - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (master.poff[mid] <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* the copy's memory and table, outside a recording; 0, or -1 (no copy: products round per call) */
+static int master_alloc(void) {
+    if (master.bf) return 0;
+    if (!master.base || master.no_room || cuda_capturing()) return -1;
+    size_t tab_bytes = sizeof(size_t) * (2 * (size_t)master.nseg + 1);
+    if (cudaMalloc(&master.bf, master.copy_n * sizeof(__nv_bfloat16)) != cudaSuccess ||
+        cudaMalloc(&master.tab, tab_bytes) != cudaSuccess) {
+        cudaGetLastError();   /* not a failure of the ops: the next launch check must not see it */
+        cuda_scratch_free(master.bf);
+        master.bf = NULL;
+        master.tab = NULL;
+        master.no_room = 1;
+        return fh_error("no device memory for a bf16 copy of %zu trained weights (%.1f MiB): products round them "
+                        "one by one", master.n, master.copy_n * 2.0 / 1048576.0);
+    }
+    cuda_memory_account(master.copy_n * sizeof(__nv_bfloat16), 1);   /* with the model's memory, as estimated */
+    CUDA_CALL(cudaMemcpy(master.tab, master.poff, sizeof(size_t) * (master.nseg + 1), cudaMemcpyHostToDevice));
+    CUDA_CALL(cudaMemcpy(master.tab + master.nseg + 1, master.coff, sizeof(size_t) * master.nseg,
+                         cudaMemcpyHostToDevice));
+    master.valid = 0;
+    return 0;
+}
+
+/* the whole buffer rounded into the copy, tensor t by block row t */
+__global__ void seg_round_kernel(__nv_bfloat16 *bf, const float *src, const size_t *tab, int nseg) {
+    int t = blockIdx.y;
+    size_t lo = tab[t], hi = tab[t + 1], c = tab[nseg + 1 + t];
+    for (size_t i = lo + blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < hi; i += (size_t)gridDim.x * blockDim.x)
+        bf[c + (i - lo)] = __float2bfloat16_rn(src[i]);
+}
+
+/* the copy made current, outside a recording; 0, or -1 (not current) */
+static int master_refresh(void) {
+    if (master_alloc()) return -1;
+    if (master.valid) return 0;
+    if (cuda_capturing()) return -1;
+    unsigned long before = cuda_epoch;
+    unsigned int bx = grid_for(master.longest, 256);
+    dim3 grid(bx < SEG_BLOCKS_X ? bx : SEG_BLOCKS_X, master.nseg);
+    seg_round_kernel<<<grid, 256, 0, 0>>>(master.bf, master.base, master.tab, master.nseg);
+    CUDA_LAUNCHED();
+    own_launch_done(before, master.bf, master.copy_n * sizeof(__nv_bfloat16));
+    master.valid = 1;
+    master.refreshes++;
+    return 0;
+}
+
+int cuda_train_weights(const float *p, size_t n, const size_t *starts, int count) {
+    if (!n) {
+        if (!p || p == master.base) master_drop();
+        return 0;
+    }
+    master_drop();   /* one trained buffer at a time: the last call wins */
+    const char *e = getenv("FLOWHN_BF16_MASTER");
+    if (!p || (e && !strcmp(e, "0"))) return 0;
+    /* the tensors: the given starts that lie inside (0 first, ascending, no empty tensor) */
+    master.poff = (size_t *)malloc(sizeof(size_t) * ((count > 0 ? count : 0) + 2));
+    master.coff = (size_t *)malloc(sizeof(size_t) * ((count > 0 ? count : 0) + 1));
+    if (!master.poff || !master.coff) { master_drop(); return fh_error("out of memory"); }
+    int k = 0;
+    master.poff[k++] = 0;
+    for (int i = 0; i < count; i++)
+        if (starts[i] > master.poff[k - 1] && starts[i] < n) master.poff[k++] = starts[i];
+    if (k > 65535) k = 1;   /* more tensors than a grid has rows: one (weights after odd sizes round per call) */
+    master.nseg = k;
+    master.poff[k] = n;
+    size_t c = 0;
+    for (int t = 0; t < k; t++) {
+        size_t len = master.poff[t + 1] - master.poff[t];
+        master.coff[t] = c;
+        c += (len + 127) / 128 * 128;
+        if (len > master.longest) master.longest = len;
+    }
+    master.copy_n = c;
+    master.base = p;
+    master.n = n;
+    /* made now when bf16 products are on, so that no allocation happens inside a recorded step; else on the
+     * first bf16 product. Made current by the first product that reads it. */
+    return precision == MM_BF16 ? master_alloc() : 0;
+}
+
+void cuda_weights_written(const void *p, size_t bytes) {
+    if (!master.base || !bytes) return;
+    uintptr_t a = (uintptr_t)p, b = a + bytes, m0 = (uintptr_t)master.base, m1 = m0 + master.n * sizeof(float);
+    if (a < m1 && m0 < b) master.valid = 0;
+}
+
+void cuda_weights_released(const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p, b = a + (bytes ? bytes : 1), m0 = (uintptr_t)master.base;
+    if (master.base && m0 >= a && m0 < b) master_drop();   /* the buffer is gone */
+}
+
+int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w) {
+    memset(w, 0, sizeof *w);
+    if (!master.base || !n || p + n <= master.base || master.base + master.n <= p) return 0;  /* not ours */
+    if (master.bf && master.valid && p >= master.base && p + n <= master.base + master.n) {
+        size_t a = (size_t)(p - master.base);
+        w->bf = master.bf;
+        w->tab = master.tab;
+        w->nseg = master.nseg;
+        w->a = a;
+        w->t0 = seg_of(a);
+        w->t1 = seg_of(a + n - 1);
+        for (int t = w->t0; t <= w->t1; t++) {
+            size_t lo = master.poff[t] > a ? master.poff[t] : a;
+            size_t hi = master.poff[t + 1] < a + n ? master.poff[t + 1] : a + n;
+            if (hi - lo > w->longest) w->longest = hi - lo;
+        }
+        return 1;
+    }
+    /* written without the copy: stale from now on (and after every replay of a recording of this) */
+    master.valid = 0;
+    if (cuda_capturing()) master.capture_stale = 1;
+    return 0;
+}
+
+void cuda_weights_before_recording(void) {
+    if (master.base && precision == MM_BF16) master_refresh();
+    master.capture_stale = 0;
+}
+int cuda_weights_recording_stales(void) { return master.capture_stale; }
+
+void cuda_weights_before_replay(int stales) {
+    /* a recording that read the copy finds it current; one whose AdamW writes the buffer without it leaves it
+     * stale (it may read it at the start of the next replay: made current again then) */
+    if (master.base && master.bf && !master.valid) master_refresh();
+    if (stales) master.valid = 0;
+}
+
+int cuda_weights_copy_to_host(uint16_t *dst, int refresh, int *valid) {
+    if (!master.base || (refresh && master_refresh()) || !master.bf) return -1;
+    if (valid) *valid = master.valid;
+    CUDA_CALL(cudaDeviceSynchronize());
+    for (int t = 0; t < master.nseg; t++)
+        CUDA_CALL(cudaMemcpy(dst + master.poff[t], master.bf + master.coff[t],
+                             sizeof(uint16_t) * (master.poff[t + 1] - master.poff[t]), cudaMemcpyDeviceToHost));
+    return cuda_ops_check();
+}
+
+void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long *refreshes) {
+    if (bytes) *bytes = master.bf ? master.copy_n * sizeof(__nv_bfloat16) : 0;
+    if (served) *served = master.served;
+    if (refreshes) *refreshes = master.refreshes;
+}
+
+/* The copy's slice for [x, x + n) if it serves that weight now: inside one
+ * tensor of the buffer, 256-byte aligned in the copy (every tensor's start
+ * is; a slice from inside a tensor may not be: then it is rounded per
+ * product), and the copy current (made so here, outside a recording). */
+static const void *master_bf16(const float *x, size_t n) {
+    if (!master.base || x < master.base || x + n > master.base + master.n) return NULL;
+    size_t off = (size_t)(x - master.base);
+    int t = seg_of(off);
+    if (off + n > master.poff[t + 1]) return NULL;
+    size_t c = master.coff[t] + (off - master.poff[t]);
+    if ((c * sizeof(__nv_bfloat16)) % 256 || master_refresh()) return NULL;
+    master.served++;
+    return master.bf + c;
+}
+
+/* a weight's bf16 copy (frozen or trained), or NULL: round it */
+static const void *weight_copy(const float *x, size_t n) {
+    const void *f = frozen_bf16(x, n);
+    return f ? f : master_bf16(x, n);
+}
+const void *cuda_weight_bf16(const float *x, size_t n) { return precision == MM_BF16 ? weight_copy(x, n) : NULL; }
+
 /* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
- * the frozen weights' copy or its rounding into scratch slot `slot`. NULL on failure. */
+ * a weight's copy (frozen or trained) or its rounding into scratch slot `slot`.
+ * NULL on failure. */
 static const void *operand(const float *x, size_t n, int slot) {
     if (precision != MM_BF16) return x;
-    const void *f = frozen_bf16(x, n);
+    const void *f = weight_copy(x, n);
     return f ? f : as_bf16(x, n, slot);
 }
 

@@ -14,5 +14,25 @@ int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
 int cuda_matmul_bf16(void);
 /* dst = bf16 rounding of src (n elements) on the current stream */
 void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n);
+/* in bf16 mode, a weight's kept bf16 copy (the generator's frozen one or
+ * training's, made current if needed) where it can stand for a fresh rounding
+ * into cudaMalloc'd scratch (same values, same 256-byte alignment); NULL:
+ * round it */
+const void *cuda_weight_bf16(const float *w, size_t n);
+/* Where the AdamW kernels write the new parameters' bf16 rounding (linear.cu,
+ * Ops.train_weights): the copy is laid out tensor by tensor, each tensor t
+ * starting at copy offset tab[nseg + 1 + t] (256-byte aligned), its
+ * parameters at [tab[t], tab[t + 1]) of the buffer. An update of the
+ * buffer's [a, a + n) meets tensors t0..t1; `longest` is its longest piece
+ * of one tensor. */
+typedef struct {
+    __nv_bfloat16 *bf;   /* the copy */
+    const size_t *tab;   /* device */
+    int nseg, t0, t1;
+    size_t a, longest;
+} WeightsCopy;
+/* 1 and *w filled: the update of [p, p + n) writes the copy too; 0: it does
+ * not (no copy, or p not in the trained buffer, or the copy stale: it stays so) */
+int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w);
 
 #endif

@@ -29,15 +29,31 @@ void *cuda_alloc(size_t bytes) {
 
 void cuda_release(void *p) {
     if (!p) return;
+    size_t bytes = 0;
     {
         std::lock_guard<std::mutex> g(table_lock);
         auto it = block_bytes.find(p);
         if (it != block_bytes.end()) {
+            bytes = it->second;
             live_bytes -= it->second;
             block_bytes.erase(it);
         }
     }
+    cuda_weights_released(p, bytes);   /* the trained parameters' bf16 copy goes with them */
     cuda_scratch_free(p);   /* counts the free: a recorded graph may have used p */
+}
+
+/* memory the backend holds for the model outside cuda_alloc's blocks, counted
+ * with them (training's bf16 weight copy, linear.cu): the figures then match
+ * the estimate (memory_add_backend) */
+void cuda_memory_account(size_t bytes, int add) {
+    std::lock_guard<std::mutex> g(table_lock);
+    if (add) {
+        live_bytes += bytes;
+        if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+    } else {
+        live_bytes -= bytes;
+    }
 }
 
 void cuda_memory_stats(size_t *live, size_t *peak) {
@@ -47,7 +63,10 @@ void cuda_memory_stats(size_t *live, size_t *peak) {
 }
 
 /* on the current branch's stream (stream.cu), so zeroing inside a branch does not serialize */
-void cuda_zero(void *p, size_t bytes) { CUDA_CALL(cudaMemsetAsync(p, 0, bytes, cuda_stream())); }
+void cuda_zero(void *p, size_t bytes) {
+    cuda_weights_written(p, bytes);
+    CUDA_CALL(cudaMemsetAsync(p, 0, bytes, cuda_stream()));
+}
 
 /* Plain cudaMemcpy: synchronous with respect to the host, so a to_host result
  * is ready to read. */
@@ -56,6 +75,7 @@ void cuda_to_host(void *dst_host, const void *src, size_t bytes) {
 }
 
 void cuda_from_host(void *dst, const void *src_host, size_t bytes) {
+    cuda_weights_written(dst, bytes);   /* an upload of parameters (init, checkpoint load) makes their bf16 copy stale */
     CUDA_CALL(cudaMemcpy(dst, src_host, bytes, cudaMemcpyHostToDevice));
 }
 

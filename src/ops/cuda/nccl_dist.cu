@@ -116,6 +116,7 @@ static int nccl_reduce_scatter(Dist *d, const real *send, real *recv, size_t cou
     if (usable(d, what)) return -1;
     Nccl *n = (Nccl *)d->impl;
     double deadline = now_s() + d->timeout_s;
+    cuda_weights_written(recv, sizeof(real) * count);
     if (settle(d, ncclReduceScatter(send, recv, count, ncclFloat, ncclSum, n->comm, n->stream), what, deadline)) return -1;
     return finish(d, what, deadline);
 }
@@ -124,6 +125,9 @@ static int nccl_all_gather(Dist *d, const real *send, real *recv, size_t count, 
     if (usable(d, what)) return -1;
     Nccl *n = (Nccl *)d->impl;
     double deadline = now_s() + d->timeout_s;
+    /* the parameters' all-gather after ZeRO-1's update: AdamW wrote this rank's shard and its bf16 copy, the
+     * others' shards arrive here, so the copy is made again before the next product (linear.cu) */
+    cuda_weights_written(recv, sizeof(real) * count * (size_t)d->world);
     if (settle(d, ncclAllGather(send, recv, count, ncclFloat, n->comm, n->stream), what, deadline)) return -1;
     return finish(d, what, deadline);
 }
@@ -146,6 +150,7 @@ static int nccl_reduce_async(Dist *d, real *buf, const DistPiece *p, int k, cons
     if (settle(d, ncclGroupStart(), what, deadline)) return -1;
     for (int i = 0; i < k; i++) {
         real *x = buf + p[i].offset;
+        cuda_weights_written(x, sizeof(real) * p[i].count);
         ncclResult_t r = ncclReduce(x, x, p[i].count, ncclFloat, ncclSum, p[i].root, n->comm, n->ov);
         if (r != ncclSuccess && r != ncclInProgress) {
             ncclGroupEnd();

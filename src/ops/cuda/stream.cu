@@ -97,6 +97,7 @@ void cuda_func_smem(const void *kernel, size_t bytes) {
 typedef struct {
     cudaGraphExec_t exec;
     unsigned long gen;   /* cuda_free_gen at recording: buffers it uses were live then */
+    int stales;          /* it writes trained weights without their bf16 copy (cuda_weights_before_replay) */
 } Graph;
 
 int cuda_graph_begin(void) {
@@ -106,6 +107,7 @@ int cuda_graph_begin(void) {
         return fh_error("cannot create the CUDA graph capture stream");
     }
     if (enabled > 0 && make_branch_streams()) return cuda_ops_check();
+    cuda_weights_before_recording();   /* the trained weights' bf16 copy current: the recorded products read it */
     /* everything queued before runs first (the recording does not order itself after it) */
     if (cuda_ops_check()) return -1;
     current = 0;
@@ -148,7 +150,10 @@ void *cuda_graph_end(void) {
             g = NULL;
             snprintf(why, sizeof why, "cudaGraphInstantiate failed");
         }
-        if (g) g->gen = capture_gen;
+        if (g) {
+            g->gen = capture_gen;
+            g->stales = cuda_weights_recording_stales();
+        }
     } else if (e != cudaSuccess && !op_failed) {
         snprintf(why, sizeof why, "cudaStreamEndCapture: %s", cudaGetErrorString(e));
     } else if (!op_failed) {
@@ -163,6 +168,7 @@ int cuda_graph_launch(void *graph) {
     Graph *g = (Graph *)graph;
     if (!g) return fh_error("no CUDA graph to launch");
     if (g->gen != cuda_free_gen) return 1;  /* a buffer it uses may be gone: record again */
+    cuda_weights_before_replay(g->stales);  /* parameters uploaded since: their bf16 copy made again first */
     CUDA_CALL(cudaGraphLaunch(g->exec, 0));
     return 0;
 }
