@@ -216,6 +216,14 @@ static void test_embedding(void) {
 
 /* rmsnorm and gated rmsnorm share shapes */
 static int norm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}};
+/* At C = 1 the normalised output is w * sign(x): its input gradient is
+ * analytically rstd * w * dy * eps / (x^2 + eps), which fp32 gets as the
+ * difference of two nearly equal terms (1 - x^2 rstd^2), keeping only a few
+ * bits when x^2 >> eps, on the CPU and the GPU alike. The H200 (session 5)
+ * measured 3e-5..2e-3 between them in that shape, depending on the random
+ * draw, so its input gradients are held to the bf16 bound; an op that
+ * overwrites instead of adding still fails by the whole start value. */
+static double norm_dx_tol(int C) { return C == 1 ? 1e-2 : TOL; }
 
 static void test_rmsnorm(void) {
     for (int si = 0; si < 3; si++) {
@@ -230,7 +238,11 @@ static void test_rmsnorm(void) {
         Grad gx = gradx(nc), gw = grad(C);
         cpu_rmsnorm_bwd(gx.h, gw.h, dout, x, w, rstd, N, C, ACC_MODE);
         G->rmsnorm_bwd(gx.d, gw.d, ddout, dx_, dw_, grstd, N, C, ACC_MODE);
-        grad_cmp("dx", gx); grad_cmp("dw", gw);
+        double tol = TOL;
+        TOL = norm_dx_tol(C);
+        grad_cmp("dx", gx);
+        TOL = tol;
+        grad_cmp("dw", gw);
         line_end();
         free(x); free(w); free(dout); free(out); free(rstd);
         G->release(dx_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
@@ -504,7 +516,11 @@ static void test_gated_rmsnorm(void) {
         Grad gy = gradx(nc), gz = gradx(nc), gw = grad(C);
         cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C, ACC_MODE);
         G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
-        grad_cmp("dy", gy); grad_cmp("dz", gz); grad_cmp("dw", gw);
+        double tol = TOL;
+        TOL = norm_dx_tol(C);
+        grad_cmp("dy", gy); grad_cmp("dz", gz);
+        TOL = tol;
+        grad_cmp("dw", gw);
         line_end();
         free(y); free(z); free(w); free(dout); free(out); free(rstd);
         G->release(dy_); G->release(dz_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);

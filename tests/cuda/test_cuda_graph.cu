@@ -195,7 +195,7 @@ static uint16_t bf16_bits(float x) {   /* round to nearest even, as __float2bflo
 
 typedef struct {
     int loss_bitwise, steps;
-    double norm, l2;
+    double norm, l2, l2_ref;   /* l2_ref: between the two reference runs (run-to-run noise) */
     int tensors, reproducible, equal;   /* summed over the steps */
     int updated_equal;                  /* of the equal ones: parameters equal after AdamW */
     unsigned long served, refreshes;
@@ -307,14 +307,16 @@ static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult
             res->loss_bitwise = 0;
             printf("    step %d: loss %.17g with the copy, %.17g and %.17g without\n", s, lg, lr1, lr2);
         }
-        double d = 0, t = 0, q = 0;
+        double d = 0, t = 0, q = 0, d12 = 0;
         for (size_t i = 0; i < n; i++) {
+            d12 += ((double)g2[i] - g1[i]) * ((double)g2[i] - g1[i]);
             d += ((double)gg[i] - g1[i]) * ((double)gg[i] - g1[i]);
             t += (double)g1[i] * g1[i];
             q += (double)gg[i] * gg[i];
         }
         res->norm = fmax(res->norm, rel(sqrt(t), sqrt(q)));     /* as the graph test bounds it */
-        res->l2 = fmax(res->l2, sqrt(d / fmax(t, 1e-300)));      /* reported only: atomics-level noise */
+        res->l2 = fmax(res->l2, sqrt(d / fmax(t, 1e-300)));      /* with the copy vs without */
+        res->l2_ref = fmax(res->l2_ref, sqrt(d12 / fmax(t, 1e-300)));
         for (int e = 0; e < L->n; e++) {
             size_t o = L->entries[e].offset, k = L->entries[e].numel;
             res->tensors++;
@@ -374,16 +376,24 @@ static void test_master(const TinySpec *s) {
               w.upload_changed, n);
         CHECK(w.loss_bitwise, "%s %s: losses differ with the copy", name, kinds[kind]);
         CHECK(w.copy_stale == 0, "%s %s: after %d steps the copy was not current", name, kinds[kind], w.copy_stale);
-        CHECK(w.equal == w.reproducible && w.reproducible > 0, "%s %s: %d of %d reproducible gradients equal", name,
-              kinds[kind], w.equal, w.reproducible);
+        /* Bit for bit on every tensor that two reference runs reproduce, or else within run-to-run noise
+         * (10x the two reference runs' distance): downstream of float atomics (the SSD's dB/dC, the scan,
+         * attention's dq) two runs that agree do not make a tensor deterministic. On the H200 (session 5)
+         * 6 of mamba2's 92 and 10-49 of flowhn-fac's 357-403 such tensors differed with the copy, with
+         * the losses bitwise equal and the gradients' rel L2 4e-9 (mamba2) and 6e-5..4e-4 (flowhn-fac,
+         * whose Mamba-1 branch and split amplify atomics noise; session 4 measured 1e-5..1e-4 norm
+         * differences op by op against itself). A stale copy is caught by the bitwise losses above. */
+        CHECK((w.equal == w.reproducible || w.l2 <= fmax(1e-6, 10 * w.l2_ref)) && w.reproducible > 0,
+              "%s %s: %d of %d reproducible gradients equal, rel L2 %.1e (runs without the copy: %.1e)", name,
+              kinds[kind], w.equal, w.reproducible, w.l2, w.l2_ref);
         CHECK(w.updated_equal == w.equal, "%s %s: %d of %d tensors with equal gradients updated equally", name,
               kinds[kind], w.updated_equal, w.equal);
         CHECK(w.norm <= NORM_TOL_BF16, "%s %s: gradient norm rel %.2e", name, kinds[kind], w.norm);
         if (kind == 2) CHECK(w.replays >= 3, "%s: %d replays (want the upload between replays)", name, w.replays);
         printf("  bf16  %-24s %-15s copy %.1f MiB, %lu products served, made %lu times; losses %s over %d steps; "
-               "gradients: %d/%d tensors reproducible, all equal: %s, norm rel %.1e, rel L2 %.1e\n", name, kinds[kind],
+               "gradients: %d/%d tensors reproducible, all equal: %s, norm rel %.1e, rel L2 %.1e (without, run to run %.1e)\n", name, kinds[kind],
                w.copy_bytes / 1048576.0, w.served, w.refreshes, w.loss_bitwise ? "bitwise equal" : "DIFFER", w.steps,
-               w.reproducible, w.tensors, w.equal == w.reproducible ? "yes" : "NO", w.norm, w.l2);
+               w.reproducible, w.tensors, w.equal == w.reproducible ? "yes" : "NO", w.norm, w.l2, w.l2_ref);
     }
 }
 
