@@ -613,13 +613,13 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
  *   then:  W, dCB, dSeg (as before); dx's W^T dy + D dy term, written at once;
  *          the dSeg prefix sums reduced to one value per position (frees M)
  *   per n: (h0_n, C_n): the state part of dC, dcum, dB's dCB^T C term;
- *          (G_n, B_n): dC's dCB B term, dB's state term x G_n, and this tile's
- *          part of B G^T: dx's etail dt term and q; G_n and h0_{n+1} are copied
- *          while the products before them run (the waits are for C_n and B_n)
- *   end:   dt, dA_log, D as before.
+ *          (G_n, B_n): dC's dCB B term, dB's state term x G_n, B G_n^T (for
+ *          dx and q); G_n and h0_{n+1} are copied while the products before
+ *          them run (the waits are for C_n and B_n)
+ *   end:   dx's etail dt (B G^T) term and q, then dt, dA_log, D as before.
  * At N = 128: 14 tile loads in ~5 waits (+ the sum(G*h0) loads) instead of 26 in 14.
- * dx goes out with atomicAdd (three adds per element, each by the one thread that
- * owns it: no read to wait for, no contention).
+ * dx: read before the W^T dy product, stored after it; the last term goes out by
+ * atomicAdd from the same thread (no read to wait for at the end).
  * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua / Ub =
  * staging, then W / dCB (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
@@ -649,7 +649,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     load_tile(Ub, Bm, d.W, k.l, min(TS, d.N));
     if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
     /* the thread's part of sum(G * h0) (for dtotal at the end): the first GH_PF
-     * 16-byte pairs are loaded before the decays and summed after them */
+     * 16-byte pairs are loaded before the decays and summed after them (8 pairs
+     * spill registers), the rest further down */
     constexpr int GH_PF = 4;
     float gh = 0.f;
     const bool gh4 = TC && (PN & 3) == 0;
@@ -665,18 +666,23 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     }
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Ms);
     if (gh4) {
-        const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
 #pragma unroll
         for (int q = 0; q < GH_PF; q++)
             gh += gpf[q].x * hpf[q].x + gpf[q].y * hpf[q].y + gpf[q].z * hpf[q].z + gpf[q].w * hpf[q].w;
-#pragma unroll 4
-        for (int e = threadIdx.x + GH_PF * NT; e < (int)(PN / 4); e += NT) {
-            float4 a = g4[e], b = h4[e];
-            gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-        }
-    } else {
-        for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
     }
+    /* the rest of sum(G * h0), run where its loads wait together with the copies of C_1, B_1 */
+    auto gh_rest = [&]() {
+        if (gh4) {
+            const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
+#pragma unroll 4
+            for (int e = threadIdx.x + GH_PF * NT; e < (int)(PN / 4); e += NT) {
+                float4 a = g4[e], b = h4[e];
+                gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+            }
+        } else {
+            for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+        }
+    };
     float Dh = D[k.h];
 
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
@@ -690,9 +696,11 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         sync_plain();  /* Ua, Ub read */
         load_tile(Ua, Cm + n0, d.W, k.l, min(TS, d.N - n0));
         load_tile(Ub, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        if (n0 == TS) gh_rest();
         bar();
         mm<true, true>(cb, Ua, Ub, min(TS, d.N - n0), Sx);
     }
+    if (d.N <= TS) gh_rest();
     sync_plain();  /* Ua, Ub read: W and dCB go there */
     /* W (Ua), dCB (Ub), dSeg (Ms, in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
 #pragma unroll
@@ -712,10 +720,18 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     }
     sync_plain();  /* W, dCB, dSeg written */
 
-    /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p]; dD's x . dy */
+    /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p], added to dx read before the product
+     * (so that the read overlaps it); dD's x . dy */
     float dDp = 0.f;
     {
-        float acc[4][4];
+        float acc[4][4], old[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = ty + 16 * a, p = tx + 16 * b;
+                old[a][b] = (dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
+            }
         zero(acc);
         mm<false, false>(acc, Ua, Ys, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
 #pragma unroll
@@ -724,8 +740,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
             for (int b = 0; b < 4; b++) {
                 int j = ty + 16 * a, p = tx + 16 * b;
                 dDp += Xs[j * LD + p] * Ys[j * LD + p];
-                if (dxbc && j < k.l && p < P)  /* an atomic: no load to wait for (the block owns these) */
-                    atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], acc[a][b] + Dh * Ys[j * LD + p]);
+                if (dxbc && j < k.l && p < P)
+                    dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
             }
     }
     sync_plain();  /* W read: Ua takes h0_0 */
@@ -750,7 +766,10 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     }
     sync_plain();  /* Ms read */
 
-    /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i) */
+    /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i);
+     * bg[j][p] = sum_n B_j[n] G[p][n] (over the tiles) for dx and q */
+    float bg[4][4];
+    zero(bg);
 #pragma unroll 1
     for (int n0 = 0; n0 < d.N; n0 += TS) {
         /* the compiler hoisted every address of this body (64-bit row products for
@@ -811,28 +830,25 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
                     if (j < k.l && nn < nc)
                         atomicAdd(&dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn], accB[a][b]);
                 }
-        {
-            /* this n tile's part of (G B_j)[p]: dx's etail_j dt_j (G B_j) term and q_j = x_j . (G B_j),
-             * added per tile (a sum over all tiles would keep a fourth accumulator live: spills) */
-            float bg[4][4];
-            zero(bg);
-            mm<true, true>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
-#pragma unroll
-            for (int a = 0; a < 4; a++) {
-                int j = ty + 16 * a;
-                float q = 0.f, s = etail_s[j] * dt_s[j];
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int p = tx + 16 * b;
-                    q += Xs[j * LD + p] * bg[a][b];
-                    if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(r0 + j) * W + (size_t)k.h * P + p], s * bg[a][b]);
-                }
-                q = half_warp_sum(q);
-                if (tx == 0) atomicAdd(&q_s[j], q);
-            }
-        }
+        mm<true, true>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
         sync_plain();  /* G_n, B_n read: Ua takes h0_{n+1}, Ms C_{n+1} */
         if (n0 + TS < d.N) load_tile(Ua, h0 + n0 + TS, Nn, P, min(TS, d.N - n0 - TS));
+    }
+
+    /* dx, second part: etail_j dt_j (G B_j), by atomicAdd (no read to wait for at the block's end; the
+     * thread stored this element itself above, and the block owns it); q_j = x_j . (G B_j) */
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int j = ty + 16 * a;
+        float q = 0.f, sc = etail_s[j] * dt_s[j];
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int p = tx + 16 * b;
+            q += Xs[j * LD + p] * bg[a][b];
+            if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
+        }
+        q = half_warp_sum(q);
+        if (tx == 0) atomicAdd(&q_s[j], q);
     }
 
     /* dtotal = a_c sum(G * h0); block_sum's barriers also publish q_s and dcum_s */
