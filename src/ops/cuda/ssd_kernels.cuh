@@ -730,7 +730,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 #pragma unroll
             for (int b = 0; b < 4; b++) {
                 int j = ty + 16 * a, p = tx + 16 * b;
-                old[a][b] = (dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
+                /* this block's alone: d.acc 0 stores (ops.h acc; the stored value may be NaN) */
+                old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
             }
         zero(acc);
         mm<false, false>(acc, Ua, Ys, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
@@ -836,7 +837,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     }
 
     /* dx, second part: etail_j dt_j (G B_j), by atomicAdd (no read to wait for at the block's end; the
-     * thread stored this element itself above, and the block owns it); q_j = x_j . (G B_j) */
+     * thread stored this element itself above in either acc mode, and the block owns it); q_j = x_j . (G B_j) */
 #pragma unroll
     for (int a = 0; a < 4; a++) {
         int j = ty + 16 * a;
@@ -861,7 +862,10 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
         float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
         float du = ddt * sigmoidf_(u_s[kk]);
-        if (ddt_raw) ddt_raw[(row0 + kk) * d.nh + k.h] += du;
+        if (ddt_raw) {   /* this block's alone: d.acc 0 stores */
+            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
+            *o = d.acc ? *o + du : du;
+        }
         dbias = du;
         dAl = dla * la_s[kk];
     }
