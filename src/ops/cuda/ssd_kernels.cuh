@@ -222,22 +222,38 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
     float *S0 = smem, *S1 = S0 + TILE, *Sx = TC ? S1 + TILE : nullptr;
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], sc_s[TS], etot;
     Chunk k = chunk_of(d, A_log);
+    size_t row0 = (size_t)k.b * d.n + k.t0, ldu = FWD ? d.W : d.E;
+    auto u_at = [&](size_t r0) { return FWD ? xbc + r0 * d.W + (size_t)k.h * d.P : dy + r0 * d.E + (size_t)k.h * d.P; };
+    auto v_at = [&](size_t r0) { return xbc + r0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N; };
+    /* the first tiles are copied before the decays are computed (they need none of
+     * them: U's row scale is applied in shared memory once it has landed), so the
+     * copies overlap the dt loads and the serial decay scans */
+    load_tile(S0, u_at(row0), ldu, k.l, min(TS, d.P));
+    load_tile(S1, v_at(row0), d.W, k.l, min(TS, d.N));
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    /* the pointers again (not kept live across the decays: that spilled at 64 registers) */
+    row0 = opaque(row0);
+    const float *U = u_at(row0), *V = v_at(row0);
     if (threadIdx.x < TS) sc_s[threadIdx.x] = FWD ? etail_s[threadIdx.x] * dt_s[threadIdx.x] : ecum_s[threadIdx.x];
     if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
-    size_t row0 = (size_t)k.b * d.n + k.t0;
-    const float *U = FWD ? xbc + row0 * d.W + (size_t)k.h * d.P : dy + row0 * d.E + (size_t)k.h * d.P;
-    const float *V = xbc + row0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N;
-    size_t ldu = FWD ? d.W : d.E;
     size_t slots = FWD ? d.nch + 1 : d.nch;
     float *o = out + (((size_t)k.b * slots + k.c + (FWD ? 1 : 0)) * d.nh + k.h) * (size_t)d.P * d.N;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     for (int p0 = 0; p0 < d.P; p0 += TS)
         for (int n0 = 0; n0 < d.N; n0 += TS) {
-            bar();  /* sc_s written / the previous tiles read */
-            load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0), sc_s);
-            load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
-            bar();
+            if (p0 > 0 || n0 > 0) {
+                bar();  /* the previous tiles read */
+                if (n0 == 0) load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0));
+                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            }
+            bar();  /* the copies landed; sc_s written */
+            if (n0 == 0) {  /* U's rows scaled by s_j (the same product as scaling while loading) */
+                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+                    int r = idx >> 6, c = idx & (TS - 1);
+                    S0[r * LD + c] *= sc_s[r];
+                }
+                sync_plain();
+            }
             float acc[4][4];
             zero(acc);
             mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
@@ -322,20 +338,26 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
     float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Sx = TC ? Mt + TILE : nullptr;
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     Chunk k = chunk_of(d, A_log);
-    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     size_t row0 = (size_t)k.b * d.n + k.t0;
     const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
     const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
+    /* C_0 and B_0 are copied before the decays are computed (they need none of
+     * them), so the copies overlap the dt loads and the serial decay scans */
+    load_tile(S0, Cm, d.W, k.l, min(TS, d.N));
+    load_tile(S1, Bm, d.W, k.l, min(TS, d.N));
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
 
     float cb[4][4];  /* C_i . B_j */
     zero(cb);
     for (int n0 = 0; n0 < d.N; n0 += TS) {
-        bar();
-        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
-        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        if (n0 > 0) {
+            bar();  /* the previous tiles read */
+            load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        }
         bar();
         mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
     }
