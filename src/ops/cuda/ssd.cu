@@ -30,6 +30,9 @@
  *       (dcum_i = C_i . dC_i's state part, dtail_j = etail_j dt_j x_j.G B_j,
  *        dtotal = a_c sum(G * h0)), then ddt += -e^{A_log} d la, dA_log += la d la.
  *   B and C are shared by the heads of a group: their gradients are added with atomics.
+ *   With P <= 64 (x and dy one tile each) chunk_bwd is ssd_chunk_bwd_p64_kernel: the
+ *   same sums with x and dy resident and the products grouped by the tiles they
+ *   share (14 tile loads in ~7 waits instead of 26 in 14; see ssd_kernels.cuh).
  *
  * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
  * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
@@ -115,6 +118,8 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,   \
                                            (int)K::BWD_SMEM));                                                     \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel,                                            \
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
         }                                                                                                          \
         K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,        \
                                                                                      dt_raw, dt_bias, A_log, d);   \
@@ -122,9 +127,13 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         K::ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf, achunk, \
                                                                                                    d);             \
         CUDA_LAUNCHED();                                                                                           \
-        K::ssd_chunk_bwd_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, \
-                                                                          states, gbuf, xbc, dt_raw, dt_bias,      \
-                                                                          A_log, D, d);                            \
+        if (P <= TS) /* x and dy one tile each: the kernel with fewer round trips */                               \
+            K::ssd_chunk_bwd_p64_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                                 \
+                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, d);         \
+        else                                                                                                       \
+            K::ssd_chunk_bwd_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, \
+                                                                              dy, states, gbuf, xbc, dt_raw,       \
+                                                                              dt_bias, A_log, D, d);               \
         CUDA_LAUNCHED();                                                                                           \
     } while (0)
 

@@ -12,6 +12,16 @@ __device__ __forceinline__ void bar() {
     if constexpr (TC) asm volatile("cp.async.wait_all;\n" ::);
     __syncthreads();
 }
+/* A barrier that leaves the thread's cp.async copies in flight: for shared
+ * data written with plain stores (the decays, mm_tc's scratch tile) and for
+ * the end of a tile's readers, so that copies issued earlier keep overlapping
+ * the work in between (only bar() may precede a read of copied tiles). */
+__device__ __forceinline__ void sync_plain() { __syncthreads(); }
+/* v, as a value the compiler cannot see through (nothing derived from it is hoisted out of a loop) */
+__device__ __forceinline__ size_t opaque(size_t v) {
+    asm volatile("" : "+l"(v));
+    return v;
+}
 __device__ __forceinline__ void cp16z(float *dst, const float *src, bool valid) {
     unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(valid ? 16 : 0));
@@ -115,13 +125,13 @@ __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const flo
     }
     wmma::store_matrix_sync(Sx + r0 * LD + c0, f0, LD, wmma::mem_row_major);
     wmma::store_matrix_sync(Sx + r0 * LD + c0 + 16, f1, LD, wmma::mem_row_major);
-    bar();
+    sync_plain();  /* Sx is written with plain stores: copies in flight may stay so */
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[i][j] += Sx[(ty + 16 * i) * LD + tx + 16 * j];
-    bar();  /* Sx free for the next product */
+    sync_plain();  /* Sx free for the next product */
 }
 
 template <bool A_RK, bool B_CK>
@@ -176,7 +186,7 @@ __device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, c
         u_s[tid] = u; dt_s[tid] = dt; la_s[tid] = la;
         ecum_s[tid] = 0.f; etail_s[tid] = 0.f;
     }
-    bar();
+    sync_plain();  /* plain stores only: a caller's tile copies stay in flight */
     if (tid == 64) {  /* the running sum from the chunk's start (the CPU's step 3 order) */
         float s = 0.f;
         for (int i = 0; i < k.l; i++) { s += la_s[i]; ecum_s[i] = expf(s); }
@@ -196,7 +206,7 @@ __device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, c
             for (int j = i; j >= 0; j--) row[j] = 0.f;
         }
     }
-    bar();
+    sync_plain();
 }
 
 /* ---- forward: the chunk's own state, and the backward's own-term of dstates ----
@@ -212,22 +222,38 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
     float *S0 = smem, *S1 = S0 + TILE, *Sx = TC ? S1 + TILE : nullptr;
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], sc_s[TS], etot;
     Chunk k = chunk_of(d, A_log);
+    size_t row0 = (size_t)k.b * d.n + k.t0, ldu = FWD ? d.W : d.E;
+    auto u_at = [&](size_t r0) { return FWD ? xbc + r0 * d.W + (size_t)k.h * d.P : dy + r0 * d.E + (size_t)k.h * d.P; };
+    auto v_at = [&](size_t r0) { return xbc + r0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N; };
+    /* the first tiles are copied before the decays are computed (they need none of
+     * them: U's row scale is applied in shared memory once it has landed), so the
+     * copies overlap the dt loads and the serial decay scans */
+    load_tile(S0, u_at(row0), ldu, k.l, min(TS, d.P));
+    load_tile(S1, v_at(row0), d.W, k.l, min(TS, d.N));
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    /* the pointers again (not kept live across the decays: that spilled at 64 registers) */
+    row0 = opaque(row0);
+    const float *U = u_at(row0), *V = v_at(row0);
     if (threadIdx.x < TS) sc_s[threadIdx.x] = FWD ? etail_s[threadIdx.x] * dt_s[threadIdx.x] : ecum_s[threadIdx.x];
     if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
-    size_t row0 = (size_t)k.b * d.n + k.t0;
-    const float *U = FWD ? xbc + row0 * d.W + (size_t)k.h * d.P : dy + row0 * d.E + (size_t)k.h * d.P;
-    const float *V = xbc + row0 * d.W + d.E + (size_t)(FWD ? k.g : d.G + k.g) * d.N;
-    size_t ldu = FWD ? d.W : d.E;
     size_t slots = FWD ? d.nch + 1 : d.nch;
     float *o = out + (((size_t)k.b * slots + k.c + (FWD ? 1 : 0)) * d.nh + k.h) * (size_t)d.P * d.N;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     for (int p0 = 0; p0 < d.P; p0 += TS)
         for (int n0 = 0; n0 < d.N; n0 += TS) {
-            bar();  /* sc_s written / the previous tiles read */
-            load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0), sc_s);
-            load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
-            bar();
+            if (p0 > 0 || n0 > 0) {
+                bar();  /* the previous tiles read */
+                if (n0 == 0) load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0));
+                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            }
+            bar();  /* the copies landed; sc_s written */
+            if (n0 == 0) {  /* U's rows scaled by s_j (the same product as scaling while loading) */
+                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+                    int r = idx >> 6, c = idx & (TS - 1);
+                    S0[r * LD + c] *= sc_s[r];
+                }
+                sync_plain();
+            }
             float acc[4][4];
             zero(acc);
             mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
@@ -312,20 +338,26 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
     float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Sx = TC ? Mt + TILE : nullptr;
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     Chunk k = chunk_of(d, A_log);
-    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     size_t row0 = (size_t)k.b * d.n + k.t0;
     const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
     const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
+    /* C_0 and B_0 are copied before the decays are computed (they need none of
+     * them), so the copies overlap the dt loads and the serial decay scans */
+    load_tile(S0, Cm, d.W, k.l, min(TS, d.N));
+    load_tile(S1, Bm, d.W, k.l, min(TS, d.N));
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
 
     float cb[4][4];  /* C_i . B_j */
     zero(cb);
     for (int n0 = 0; n0 < d.N; n0 += TS) {
-        bar();
-        load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
-        load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        if (n0 > 0) {
+            bar();  /* the previous tiles read */
+            load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+            load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        }
         bar();
         mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
     }
@@ -591,3 +623,280 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
     }
 }
 
+
+/* ---- backward for P <= 64 (one tile of head channels): the same gradients as
+ * ssd_chunk_bwd_kernel with fewer memory round trips ----
+ * The old kernel loads 26 tiles in 14 phases (load -> barrier -> product), each
+ * phase waiting for its own loads; with P <= 64 the chunk's x and dy are one
+ * tile each and stay resident, and the products are regrouped around the
+ * tiles they share:
+ *   start: x, dy, C_0, B_0 copied before the decays are computed (overlapping
+ *          their serial scans and the sum(G*h0) loads); dW = dy x^T, CB over n
+ *   then:  W, dCB, dSeg (as before); dx's W^T dy + D dy term, written at once;
+ *          the dSeg prefix sums reduced to one value per position (frees M)
+ *   per n: (h0_n, C_n): the state part of dC, dcum, dB's dCB^T C term;
+ *          (G_n, B_n): dC's dCB B term, dB's state term x G_n, B G_n^T (for
+ *          dx and q); G_n and h0_{n+1} are copied while the products before
+ *          them run (the waits are for C_n and B_n)
+ *   end:   dx's etail dt (B G^T) term and q, then dt, dA_log, D as before.
+ * At N = 128: 14 tile loads in ~5 waits (+ the sum(G*h0) loads) instead of 26 in 14.
+ * dx: read before the W^T dy product, stored after it; the last term goes out by
+ * atomicAdd from the same thread (no read to wait for at the end).
+ * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua / Ub =
+ * staging, then W / dCB (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
+__global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
+                                                               float *dA_log, float *dD, const float *dy,
+                                                               const float *states, const float *gbuf,
+                                                               const float *xbc, const float *dt_raw,
+                                                               const float *dt_bias, const float *A_log,
+                                                               const float *D, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *Xs = smem, *Ys = Xs + TILE, *Ms = Ys + TILE, *Ua = Ms + TILE, *Ub = Ua + TILE;
+    float *Sx = TC ? Ub + TILE : nullptr;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], red[32];
+    Chunk k = chunk_of(d, A_log);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, P = d.P;  /* P <= TS (host) */
+    size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)P * d.N;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *dY = dy + row0 * d.E + (size_t)k.h * P;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
+    const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
+    /* the first tiles, before anything else: they need nothing of the decays */
+    load_tile(Xs, X, d.W, k.l, P);
+    load_tile(Ys, dY, d.E, k.l, P);
+    load_tile(Ua, Cm, d.W, k.l, min(TS, d.N));
+    load_tile(Ub, Bm, d.W, k.l, min(TS, d.N));
+    if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
+    /* the thread's part of sum(G * h0) (for dtotal at the end): the first GH_PF
+     * 16-byte pairs are loaded before the decays and summed after them (8 pairs
+     * spill registers), the rest further down */
+    constexpr int GH_PF = 4;
+    float gh = 0.f;
+    const bool gh4 = TC && (PN & 3) == 0;
+    float4 gpf[GH_PF], hpf[GH_PF];
+    if (gh4) {
+        const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
+#pragma unroll
+        for (int q = 0; q < GH_PF; q++) {
+            int e = threadIdx.x + q * NT;
+            gpf[q] = hpf[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (e < (int)(PN / 4)) { gpf[q] = g4[e]; hpf[q] = h4[e]; }
+        }
+    }
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Ms);
+    if (gh4) {
+#pragma unroll
+        for (int q = 0; q < GH_PF; q++)
+            gh += gpf[q].x * hpf[q].x + gpf[q].y * hpf[q].y + gpf[q].z * hpf[q].z + gpf[q].w * hpf[q].w;
+    }
+    /* the rest of sum(G * h0), run where its loads wait together with the copies of C_1, B_1 */
+    auto gh_rest = [&]() {
+        if (gh4) {
+            const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
+#pragma unroll 4
+            for (int e = threadIdx.x + GH_PF * NT; e < (int)(PN / 4); e += NT) {
+                float4 a = g4[e], b = h4[e];
+                gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+            }
+        } else {
+            for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+        }
+    };
+    float Dh = D[k.h];
+
+    float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
+    zero(cb);
+    zero(dw);
+    bar();  /* x, dy, C_0, B_0 */
+    mm<true, true>(dw, Ys, Xs, P, Sx);                /* [i][j] += dy[i][p] x[j][p] */
+    mm<true, true>(cb, Ua, Ub, min(TS, d.N), Sx);     /* [i][j] += C[i][n] B[j][n] */
+#pragma unroll 1
+    for (int n0 = TS; n0 < d.N; n0 += TS) {
+        sync_plain();  /* Ua, Ub read */
+        load_tile(Ua, Cm + n0, d.W, k.l, min(TS, d.N - n0));
+        load_tile(Ub, Bm + n0, d.W, k.l, min(TS, d.N - n0));
+        if (n0 == TS) gh_rest();
+        bar();
+        mm<true, true>(cb, Ua, Ub, min(TS, d.N - n0), Sx);
+    }
+    if (d.N <= TS) gh_rest();
+    sync_plain();  /* Ua, Ub read: W and dCB go there */
+    /* W (Ua), dCB (Ub), dSeg (Ms, in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        int j = tx + 16 * b;
+        float col = 0.f;
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float m = Ms[i * LD + j], w = cb[a][b] * m * dt_s[j];
+            Ua[i * LD + j] = w;
+            Ub[i * LD + j] = dw[a][b] * m * dt_s[j];
+            Ms[i * LD + j] = dw[a][b] * w;
+            col += dw[a][b] * cb[a][b] * m;
+        }
+        atomicAdd(&ddtw_s[j], col);
+    }
+    sync_plain();  /* W, dCB, dSeg written */
+
+    /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p], added to dx read before the product
+     * (so that the read overlaps it); dD's x . dy */
+    float dDp = 0.f;
+    {
+        float acc[4][4], old[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = ty + 16 * a, p = tx + 16 * b;
+                /* this block's alone: d.acc 0 stores (ops.h acc; the stored value may be NaN) */
+                old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
+            }
+        zero(acc);
+        mm<false, false>(acc, Ua, Ys, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = ty + 16 * a, p = tx + 16 * b;
+                dDp += Xs[j * LD + p] * Ys[j * LD + p];
+                if (dxbc && j < k.l && p < P)
+                    dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
+            }
+    }
+    sync_plain();  /* W read: Ua takes h0_0 */
+    load_tile(Ua, h0, d.N, P, min(TS, d.N));
+    /* sum_{j<k<=i} dSeg_ij: row prefixes (Ms[i][c] := sum_{j<c} dSeg_ij), then
+     * dseg_s[k] = sum_{i>=k} Ms[i][k]; Ms is then free */
+    if (threadIdx.x < k.l) {
+        int i = threadIdx.x;
+        float run = 0.f;
+        for (int c = 0; c <= i; c++) {
+            float t = Ms[i * LD + c];
+            Ms[i * LD + c] = run;
+            run += t;
+        }
+    }
+    sync_plain();
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float s = 0.f;
+        for (int i = kk; i < k.l; i++) s += Ms[i * LD + kk];
+        dseg_s[kk] = s;
+    }
+    sync_plain();  /* Ms read */
+
+    /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i);
+     * bg[j][p] = sum_n B_j[n] G[p][n] (over the tiles) for dx and q */
+    float bg[4][4];
+    zero(bg);
+#pragma unroll 1
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        /* the compiler hoisted every address of this body (64-bit row products for
+         * the copies and atomics) out of the loop and spilled them; made opaque here,
+         * they are recomputed per tile instead (a few integer ops) */
+        size_t W = opaque(d.W), Nn = opaque(d.N), r0 = opaque(row0);
+        int nc = min(TS, d.N - n0);
+        float accB[4][4], accC[4][4];
+        load_tile(Ms, Cm + n0, W, k.l, nc);
+        bar();  /* h0_n (Ua), C_n (Ms) */
+        zero(accC);
+        mm<true, false>(accC, Ys, Ua, P, Sx);  /* [i][n] += dy_i[p] h0[p][n] */
+        sync_plain();  /* h0_n read */
+        load_tile(Ua, Gc + n0, Nn, P, nc);
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float dc = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                accC[a][b] *= ecum_s[i];
+                dc += Ms[i * LD + tx + 16 * b] * accC[a][b];
+            }
+            dc = half_warp_sum(dc);
+            if (tx == 0) atomicAdd(&dcum_s[i], dc);
+        }
+        zero(accB);
+        mm<false, false>(accB, Ub, Ms, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
+        sync_plain();  /* C_n read */
+        load_tile(Ms, Bm + n0, W, k.l, nc);
+        bar();  /* G_n (Ua), B_n (Ms) */
+        /* dC first, then dB, so that at most three accumulators are live (no spills) */
+        mm<true, false>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int i = ty + 16 * a, nn = tx + 16 * b;
+                    if (i < k.l && nn < nc)
+                        atomicAdd(&dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn], accC[a][b]);
+                }
+        {
+            float xg[4][4];
+            zero(xg);
+            mm<true, false>(xg, Xs, Ua, P, Sx);  /* [j][n] += x[j][p] G[p][n] */
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
+        }
+        if (dxbc)
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = ty + 16 * a, nn = tx + 16 * b;
+                    if (j < k.l && nn < nc)
+                        atomicAdd(&dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn], accB[a][b]);
+                }
+        mm<true, true>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
+        sync_plain();  /* G_n, B_n read: Ua takes h0_{n+1}, Ms C_{n+1} */
+        if (n0 + TS < d.N) load_tile(Ua, h0 + n0 + TS, Nn, P, min(TS, d.N - n0 - TS));
+    }
+
+    /* dx, second part: etail_j dt_j (G B_j), by atomicAdd (no read to wait for at the block's end; the
+     * thread stored this element itself above in either acc mode, and the block owns it); q_j = x_j . (G B_j) */
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int j = ty + 16 * a;
+        float q = 0.f, sc = etail_s[j] * dt_s[j];
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int p = tx + 16 * b;
+            q += Xs[j * LD + p] * bg[a][b];
+            if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
+        }
+        q = half_warp_sum(q);
+        if (tx == 0) atomicAdd(&q_s[j], q);
+    }
+
+    /* dtotal = a_c sum(G * h0); block_sum's barriers also publish q_s and dcum_s */
+    float dtot = etot * block_sum(gh, red);
+    float dbias = 0.f, dAl = 0.f;
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float dla = dtot + dseg_s[kk];
+        for (int i = kk; i < k.l; i++) dla += dcum_s[i];
+        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
+        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
+        float du = ddt * sigmoidf_(u_s[kk]);
+        if (ddt_raw) {   /* this block's alone: d.acc 0 stores */
+            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
+            *o = d.acc ? *o + du : du;
+        }
+        dbias = du;
+        dAl = dla * la_s[kk];
+    }
+    dbias = block_sum(dbias, red);
+    dAl = block_sum(dAl, red);
+    dDp = block_sum(dDp, red);
+    if (threadIdx.x == 0) {
+        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
+        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
+        if (dD) atomicAdd(&dD[k.h], dDp);
+    }
+}

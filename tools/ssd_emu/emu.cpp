@@ -1,0 +1,159 @@
+/* emu.cpp - the chunked SSD kernels (src/ops/cuda/ssd_kernels.cuh) run on the CPU,
+ * for checking their indices, barriers and copies where no GPU is at hand (it is
+ * no substitute for test_cuda on a GPU). The header is turned into host C++ by
+ * gen.py (the exact build) or gen_tc.py (the tensor-core build's schedule: LD 68,
+ * the cp.async paths, mm_tc's barriers around exact fp32 products; wmma itself is
+ * not emulated). A block is 256 OS threads with real barriers for __syncthreads
+ * and per-warp barriers for the shuffles; blocks run one after another; shared
+ * memory is NaN at each block's start. cp.async lands at issue (DEFER 0) or only
+ * at the thread's next wait, the tile NaN until then (DEFER 1: a read before bar()
+ * shows). Forward (states, y) and backward (dxbc, ddt, ddt_bias, dA_log, dD) are
+ * compared with cpu_ssd_fwd / cpu_ssd_bwd at relative L2 1e-5. See run.sh. */
+#include <pthread.h>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+using std::min;
+extern "C" {
+void cpu_ssd_fwd(float *y, float *states, const float *xbc, const float *dt_raw, const float *dt_bias, const float *A_log, const float *D, int B, int n, int nh, int P, int G, int N, int L);
+void cpu_ssd_bwd(float *dxbc, float *ddt_raw, float *ddt_bias, float *dA_log, float *dD, const float *dy, const float *states, const float *xbc, const float *dt_raw, const float *dt_bias, const float *A_log, const float *D, int B, int n, int nh, int P, int G, int N, int L, int acc);
+void fh_count_macs(uint64_t) {}
+}
+struct dim3 { unsigned x, y, z; };
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim = {256, 1, 1};
+static pthread_barrier_t g_bar, w_bar[8];
+static void __syncthreads() { pthread_barrier_wait(&g_bar); }
+static float g_shfl[256];
+static float __shfl_xor_sync(unsigned, float v, int o) {
+    int t = threadIdx.x, w = t >> 5;
+    g_shfl[t] = v;
+    pthread_barrier_wait(&w_bar[w]);
+    float r = g_shfl[t ^ o];
+    pthread_barrier_wait(&w_bar[w]);
+    return r;
+}
+static std::mutex g_atom;
+static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> l(g_atom); float o = *p; *p = o + v; return o; }
+static inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
+static inline float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v); __syncthreads(); if (lane == 0) sh[wid] = v; __syncthreads();
+    v = lane < nw ? sh[lane] : 0.f; return warp_sum(v);
+}
+static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+static inline float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }
+struct SsdDims { int B, n, nh, P, G, N, L, E, W, nch; int acc; };
+static float g_smem[6 * 64 * 68];
+#define TS 64
+#define NT 256
+#define TILE (TS * LD)
+/* cp.async: deferred to the thread's next wait (DEFER=1: the copy lands as late as
+ * allowed) or done at once (DEFER=0: as early as possible) */
+static int DEFER = 1;
+struct Cp { float *dst; const float *src; bool valid; };
+thread_local std::vector<Cp> g_pending;
+static void cp_issue(float *dst, const float *src, bool valid) {
+    if (!DEFER) { for (int q = 0; q < 4; q++) dst[q] = valid ? src[q] : 0.f; return; }
+    /* the source is read when the copy lands; the kernels never write what they copy */
+    g_pending.push_back({dst, src, valid});
+    /* garbage until then, so that an early read shows */
+    for (int q = 0; q < 4; q++) dst[q] = NAN;
+}
+static void cp_wait_all() {
+    for (auto &c : g_pending) for (int q = 0; q < 4; q++) c.dst[q] = c.valid ? c.src[q] : 0.f;
+    g_pending.clear();
+}
+#ifdef EMU_TC
+namespace ssd_exact {
+constexpr int LD = 68;
+constexpr bool TC = true;
+#include "kern_tc.h"
+}
+#else
+namespace ssd_exact {
+constexpr int LD = 65;
+constexpr bool TC = false;
+#include "kern_host.h"
+}
+#endif
+static void launch(dim3 grid, std::function<void()> f) {
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                for (int i = 0; i < 6 * 64 * 68; i++) g_smem[i] = NAN;  /* shared memory starts as garbage */
+                std::vector<std::thread> th;
+                for (unsigned t = 0; t < 256; t++)
+                    th.emplace_back([=] { threadIdx = {t, 0, 0}; blockIdx = {x, y, z}; f(); });
+                for (auto &t : th) t.join();
+            }
+}
+static unsigned long long rs = 12345;
+static float urand() { rs = rs * 6364136223846793005ULL + 1442695040888963407ULL; return (float)((rs >> 11) * (1.0 / 9007199254740992.0)); }
+static std::vector<float> rnd(size_t n, float mean, float sd) { std::vector<float> v(n); for (auto &x : v) x = mean + sd * (2 * urand() - 1) * 1.7f; return v; }
+static double rel(const std::vector<float> &ref, const std::vector<float> &got, const std::vector<float> &init) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref.size(); i++) { double a = ref[i] - init[i], b = got[i] - init[i]; num += (a - b) * (a - b); den += a * a; }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+int main(int argc, char **argv) {
+    int B = atoi(argv[1]), n = atoi(argv[2]), nh = atoi(argv[3]), P = atoi(argv[4]), G = atoi(argv[5]), N = atoi(argv[6]), L = atoi(argv[7]);
+    if (argc < 8) { fprintf(stderr, "usage: emu B n nh P G N L [p64 1|general 0] [defer 1|0] [acc 1|0]\n"); return 2; }
+    int which = argc > 8 ? atoi(argv[8]) : 1;  /* 1: p64 kernel, 0: general kernel */
+    DEFER = argc > 9 ? atoi(argv[9]) : 1;
+    int ACC = argc > 10 ? atoi(argv[10]) : 1;  /* ops.h acc: 1 adds into dxbc / ddt_raw, 0 overwrites */
+    pthread_barrier_init(&g_bar, NULL, 256);
+    for (int w = 0; w < 8; w++) pthread_barrier_init(&w_bar[w], NULL, 32);
+    int E = nh * P, W = E + 2 * G * N, nch = (n + L - 1) / L;
+    SsdDims d = {B, n, nh, P, G, N, L, E, W, nch, 1};
+    size_t nx = (size_t)B * n * W, ny = (size_t)B * n * E, ndt = (size_t)B * n * nh, PN = (size_t)P * N;
+    auto xbc = rnd(nx, 0, 1), dtr = rnd(ndt, -2.5f, 1), dtb = rnd(nh, 0, 0.5f), D = rnd(nh, 1, 0.3f), dy = rnd(ny, 0, 1);
+    std::vector<float> Al(nh);
+    for (auto &a : Al) a = logf(1 + 15 * urand());
+    std::vector<float> y(ny), st((size_t)B * (nch + 1) * nh * PN);
+    cpu_ssd_fwd(y.data(), st.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), B, n, nh, P, G, N, L);
+    auto gx0 = rnd(nx, 0, 1), gdt0 = rnd(ndt, 0, 1), gdb0 = rnd(nh, 0, 1), gA0 = rnd(nh, 0, 1), gD0 = rnd(nh, 0, 1);
+    auto cx = gx0, cdt = gdt0, cdb = gdb0, cA = gA0, cD = gD0;
+    if (!ACC) { std::fill(cx.begin(), cx.end(), 0.f); std::fill(cdt.begin(), cdt.end(), 0.f); }
+    cpu_ssd_bwd(cx.data(), cdt.data(), cdb.data(), cA.data(), cD.data(), dy.data(), st.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), B, n, nh, P, G, N, L, ACC);
+    auto ex = gx0, edt = gdt0, edb = gdb0, eA = gA0, eD = gD0;
+    if (!ACC) {  /* as test_cuda: the outputs start as NaN; the host zeroes the B/C columns (ssd.cu) */
+        std::fill(ex.begin(), ex.end(), NAN); std::fill(edt.begin(), edt.end(), NAN);
+        for (size_t r = 0; r < (size_t)B * n; r++) for (int c = E; c < W; c++) ex[r * W + c] = 0.f;
+        std::fill(gx0.begin(), gx0.end(), 0.f); std::fill(gdt0.begin(), gdt0.end(), 0.f);
+    }
+    std::vector<float> achunk((size_t)B * nh * nch), gbuf((size_t)B * nch * nh * PN, NAN);
+    dim3 grid = {(unsigned)nch, (unsigned)nh, (unsigned)B};
+    launch(grid, [&] { ssd_exact::ssd_chunk_state_kernel<false>(gbuf.data(), achunk.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+    launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_bwd(gbuf.data(), achunk.data(), d); });
+    d.acc = ACC;
+    if (which)
+        launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
+    else
+        launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
+    /* the forward kernels too (states, y) */
+    std::vector<float> est(st.size(), NAN), ey(ny, NAN), ach2((size_t)B * nh * nch);
+    launch(grid, [&] { ssd_exact::ssd_chunk_state_kernel<true>(est.data(), ach2.data(), NULL, xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+    launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_fwd(est.data(), ach2.data(), d); });
+    launch(grid, [&] { ssd_exact::ssd_chunk_scan_kernel(ey.data(), est.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
+    std::vector<float> z0(ny, 0.f), zs(st.size(), 0.f);
+    double ry = rel(y, ey, z0), rst = rel(st, est, zs);
+    printf("     fwd: y %.2e states %.2e\n", ry, rst);
+    double r[5] = {rel(cx, ex, gx0), rel(cdt, edt, gdt0), rel(cdb, edb, gdb0), rel(cA, eA, gA0), rel(cD, eD, gD0)};
+    bool ok = true;
+    for (double v : r) ok = ok && v < 1e-5;
+    for (float v : ex) ok = ok && std::isfinite(v);
+    ok = ok && ry < 1e-5 && rst < 1e-5;
+    printf("%s acc=%d defer=%d B=%d n=%d nh=%d P=%d G=%d N=%d L=%d kernel=%s: dxbc %.2e ddt %.2e ddt_bias %.2e dA_log %.2e dD %.2e\n",
+           ok ? "ok  " : "FAIL", ACC, DEFER, B, n, nh, P, G, N, L, which ? "p64" : "general", r[0], r[1], r[2], r[3], r[4]);
+    return ok ? 0 : 1;
+}
