@@ -9,7 +9,7 @@ make -s build/libflowhn.a
 out=build/ssd_emu
 mkdir -p $out
 python3 tools/ssd_emu/gen.py src/ops/cuda/ssd_kernels.cuh $out/kern_host.h
-python3 tools/ssd_emu/gen_tc.py src/ops/cuda/ssd_kernels.cuh $out/kern_tc.h
+python3 tools/ssd_emu/gen.py --tc src/ops/cuda/ssd_kernels.cuh $out/kern_tc.h
 g++ -O2 -std=c++17 -pthread -w -I$out tools/ssd_emu/emu.cpp build/libflowhn.a -lm -fopenmp -o $out/emu
 g++ -O2 -std=c++17 -pthread -w -I$out -DEMU_TC tools/ssd_emu/emu.cpp build/libflowhn.a -lm -fopenmp -o $out/emu_tc
 export OMP_NUM_THREADS=1
