@@ -17,7 +17,9 @@
 #             and 1B; every other architecture at T 4K/16K/32K (135M); shm, flowhn-ae, flowhn-nosplit and
 #             mamba2-gpt2small against PyTorch                                                          ~9 min
 #   profile   bench --profile (every op timed by CUDA events): llama-gpt2small, mamba2-gpt2small,
-#             flowhn-fac-135m, llama-1b; one table each                                                ~2 min
+#             flowhn-fac-135m, llama-1b; one table each; then the B 1 decode step of llama-1b     ~3 min
+#   ab        session 5's switches timed apart: training with and without the bf16 weight copy
+#             (FLOWHN_BF16_MASTER=0), decode with and without the gemv products (FLOWHN_GEMV=0)        ~3 min
 # Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
 # On a several-GPU host, run the tests and sanitize stages alone: their CPU oracle takes every host core,
 # and beside another GPU's job they ran 2-3x slower and hit their limits (session 4).
@@ -102,8 +104,23 @@ for stage in "$@"; do
             timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --batch 8 --seq-len 1024 \
                 --steps 5 --warmup 2 --precision bf16 --profile > "$LOGS/profile-$c.log" 2>&1
             note ""; note "### $c"; sed -n '/^op profile/,$p' "$LOGS/profile-$c.log" | head -24 >> "$SUMMARY"
-        done ;;
-    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile)" ;;
+        done
+        timeout 150 "$FB/flowhn-cuda" bench --config configs/llama-1b.json --device cuda --decode --batch 1 \
+            --prompt-len 64 --steps 128 --precision bf16 --profile > "$LOGS/profile-decode-llama-1b.log" 2>&1
+        note ""; note "### decode llama-1b B 1"; sed -n '/^op profile/,$p' "$LOGS/profile-decode-llama-1b.log" | head -24 >> "$SUMMARY" ;;
+    ab)
+        note "| run | switch | ms/step | tokens/s |"; note "|---|---|---|---|"
+        for c in llama-gpt2small llama-1b flowhn-fac-135m; do for m in 1 0; do
+            FLOWHN_BF16_MASTER=$m timeout 90 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --batch 8 \
+                --seq-len 1024 --steps 6 --warmup 2 --precision bf16 > "$LOGS/ab-$c-master$m.log" 2>&1
+            note "| train $c | FLOWHN_BF16_MASTER=$m | $(grep -oE 'step_ms=[0-9.]+ tokens_per_s=[0-9.]+' "$LOGS/ab-$c-master$m.log") |"
+        done; done
+        for c in llama-1b flowhn-fac-1b; do for g in 1 0; do
+            FLOWHN_GEMV=$g timeout 120 "$FB/flowhn-cuda" bench --config configs/$c.json --device cuda --decode --batch 1 \
+                --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/ab-dec-$c-gemv$g.log" 2>&1
+            note "| decode $c B 1 | FLOWHN_GEMV=$g | $(grep -oE 'step_ms=[0-9.]+ tokens_per_s=[0-9.]+' "$LOGS/ab-dec-$c-gemv$g.log") |"
+        done; done ;;
+    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile ab)" ;;
     esac
 done
 echo; cat "$SUMMARY"
