@@ -13,20 +13,36 @@
 
 static int t_cases_pass, t_cases_fail, t_case_failed;
 
-/* FLOWHN_TEST_SKIP=name,name,...: cases left out, by their printed name
- * (fn, or fn(label)), e.g. a case that a sanitizer cannot run; each prints
- * "skip name" and counts neither way. */
-static int t_skipped(const char *name) {
-    const char *list = getenv("FLOWHN_TEST_SKIP");
+/* 1 if the comma-separated list in environment variable `var` names `name` */
+static int t_listed(const char *var, const char *name) {
+    const char *list = getenv(var);
     size_t n = strlen(name);
     for (const char *p = list; p && *p;) {
         const char *e = strchr(p, ',');
         size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == n && !strncmp(p, name, n)) {
-            printf("skip %s (FLOWHN_TEST_SKIP)\n", name);
-            return 1;
-        }
+        if (l == n && !strncmp(p, name, n)) return 1;
         p = e ? e + 1 : p + l;
+    }
+    return 0;
+}
+
+/* Which cases run, by their printed name (fn, or fn(label)); a case left out
+ * counts neither way:
+ *   FLOWHN_TEST_LIST=1            print "case <name>" for each case, run none
+ *   FLOWHN_TEST_ONLY=name,...     run only these (e.g. one case per process,
+ *                                 so that a sanitizer that dies in one case
+ *                                 does not take the others with it)
+ *   FLOWHN_TEST_SKIP=name,...     leave these out, printing "skip <name>" */
+static int t_skipped(const char *name) {
+    const char *l = getenv("FLOWHN_TEST_LIST");
+    if (l && !strcmp(l, "1")) {
+        printf("case %s\n", name);
+        return 1;
+    }
+    if (getenv("FLOWHN_TEST_ONLY") && !t_listed("FLOWHN_TEST_ONLY", name)) return 1;
+    if (t_listed("FLOWHN_TEST_SKIP", name)) {
+        printf("skip %s (FLOWHN_TEST_SKIP)\n", name);
+        return 1;
     }
     return 0;
 }

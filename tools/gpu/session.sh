@@ -7,8 +7,8 @@
 # Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
 #   tests     test_cuda, test_cuda_model, test_cuda_decode (also without the gemv products and FlowHN's graphs),
 #             test_cuda_graph (also with branch streams)                                               ~3.5 min
-#   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, cuBLASLt's nvjet
-#             kernels excluded)                                                                         ~4 min
+#   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, one case per
+#             process, cuBLASLt's nvjet kernels excluded)                                                                         ~4 min
 #   bench     tools/bench_all.sh: every architecture at 135M; LLaMA and the FlowHN splits at 350M and 1B
 #             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
 #   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
@@ -54,12 +54,9 @@ for stage in "$@"; do
     sanitize)
         run_test memcheck FLOWHN_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda"
         run_test memcheck_decode timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda_decode"
-        # racecheck stopped with "Internal Sanitizer Error ... hardware exception" in the cases running cuBLASLt's
-        # tf32/bf16 kernels (session 4: test_linear_precision; session 5: test_linear_gemv, whose own kernel uses
-        # no shared memory, the only thing racecheck checks): skipped
-        run_test racecheck FLOWHN_TEST_QUICK=1 FLOWHN_TEST_SKIP=test_linear_precision,test_linear_gemv timeout 300 compute-sanitizer \
-            --tool racecheck --kernel-name-exclude kns=nvjet --error-exitcode 1 "$FB/test_cuda"
-        grep -h "ERROR SUMMARY\|RACECHECK SUMMARY" "$LOGS"/memcheck*.log "$LOGS"/racecheck.log | tee -a "$SUMMARY" ;;
+        # racecheck, one case per process (see the script for why)
+        tools/gpu/racecheck_cases.sh "$FB/test_cuda" "$LOGS" | tee -a "$SUMMARY"
+        grep -h "ERROR SUMMARY" "$LOGS"/memcheck*.log | tee -a "$SUMMARY" ;;
     bench)
         tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b135" --sizes 135m > /dev/null 2>&1
         tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b350" --sizes "350m 1b" \
