@@ -64,19 +64,25 @@ static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(a), 1e-30
 
 typedef struct { double loss, norm, update; int bitwise_loss, recordings, replays; } Worst;
 
+/* the AdamW both lockstep tests train with: lr 1e-3 decaying to 1e-4 */
+static AdamWConfig test_adamw(int warmup, int total, double grad_clip) {
+    AdamWConfig oc;
+    adamw_defaults(&oc);
+    oc.lr = 1e-3;
+    oc.min_lr = 1e-4;
+    oc.warmup_steps = warmup;
+    oc.total_steps = total;
+    oc.grad_clip = grad_clip;
+    return oc;
+}
+
 /* graphs 0: the recordable step op by op; 1: recorded and replayed */
 static int lockstep(const Config *c, int graphs, int B, int T, Worst *w) {
     memset(w, 0, sizeof *w);
     w->bitwise_loss = 1;
     Model r, g;
     Optimizer orf, og;
-    AdamWConfig oc;
-    adamw_defaults(&oc);
-    oc.lr = 1e-3;
-    oc.min_lr = 1e-4;
-    oc.warmup_steps = 2;
-    oc.total_steps = STEPS;
-    oc.grad_clip = 0.5;  /* small enough that clipping happens */
+    AdamWConfig oc = test_adamw(2, STEPS, 0.5);  /* a clip small enough that clipping happens */
     int V = c->vocab_size, rc = -1;
     int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
     TrainStep ts;
@@ -225,14 +231,9 @@ static int master_lockstep(const Config *c, int kind, int B, int T, MasterResult
     res->loss_bitwise = 1;
     Model r, g;
     Optimizer orf, og;
-    AdamWConfig oc;
-    adamw_defaults(&oc);
-    oc.lr = 1e-3;
-    oc.min_lr = 1e-4;
-    oc.warmup_steps = 1;
-    oc.total_steps = MASTER_STEPS;
-    oc.grad_clip = 0;   /* no clipping: each parameter's update depends on its own gradient only, so the
-                         * tensors with equal gradients must come out of AdamW with equal bits */
+    /* no clipping: each parameter's update depends on its own gradient only, so the tensors with equal
+     * gradients must come out of AdamW with equal bits */
+    AdamWConfig oc = test_adamw(1, MASTER_STEPS, 0);
     int V = c->vocab_size, rc = -1;
     int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
     TrainStep tr, tg;
