@@ -1,5 +1,5 @@
 /* grad_basic_ops.c - finite-difference checks (double precision) of the
- * simple CPU ops: embedding, RMSNorm, linear, SiLU, SwiGLU, RoPE,
+ * simple CPU ops: embedding, RMSNorm, the fused residual add + RMSNorm, linear, SiLU, SwiGLU, RoPE,
  * gather/scatter and the fused softmax + cross-entropy.
  * Each op's scalar test loss is L = sum(out * R) for a fixed random R, so
  * dout = R. Bound: max relative error < 1e-6. */
@@ -39,6 +39,41 @@ static void test_rmsnorm(void) {
     double ss = 0;
     for (int c = 0; c < RC; c++) ss += rn_x[c] * rn_x[c];
     CHECK(fabs(out[2] - rn_x[2] / sqrt(ss / RC + 1e-5) * rn_w[2]) < 1e-12, "forward value");
+}
+
+/* ---- residual add + RMSNorm: r = a + b, out = rmsnorm(r) w ----
+ * The loss reads both outputs, L = sum(out R) + sum(r S), so the gradient at
+ * a (and at b) is S + rmsnorm_bwd(R): the model's backward, which starts from
+ * the residual's share S and adds the norm's with FH_ACC (model.c mlp_bwd). */
+static real *an_a, *an_b, *an_w, *an_R, *an_S;
+static double an_loss(void *u) {
+    (void)u;
+    real r[RN * RC], out[RN * RC], rstd[RN];
+    cpu_add_rmsnorm_fwd(r, out, rstd, an_a, an_b, an_w, RN, RC, (real)1e-5);
+    return dot(out, an_R, RN * RC) + dot(r, an_S, RN * RC);
+}
+static void test_add_rmsnorm(void) {
+    an_a = rnd(RN * RC, -2, 2); an_b = rnd(RN * RC, -1, 1); an_w = rnd(RC, 0.5, 1.5);
+    an_R = rnd(RN * RC, -1, 1); an_S = rnd(RN * RC, -1, 1);
+    real r[RN * RC], out[RN * RC], rstd[RN], *d = zeros(RN * RC), *dw = zeros(RC);
+    cpu_add_rmsnorm_fwd(r, out, rstd, an_a, an_b, an_w, RN, RC, (real)1e-5);
+    memcpy(d, an_S, sizeof(real) * RN * RC);
+    cpu_rmsnorm_bwd(d, dw, an_R, r, an_w, rstd, RN, RC, FH_ACC);
+    CHECK(gradcheck("add_rmsnorm da", an_loss, NULL, an_a, d, RN * RC, 100, 1e-6) < BOUND, "da");
+    CHECK(gradcheck("add_rmsnorm db", an_loss, NULL, an_b, d, RN * RC, 100, 1e-6) < BOUND, "db");
+    CHECK(gradcheck("add_rmsnorm dw", an_loss, NULL, an_w, dw, RC, 100, 1e-6) < BOUND, "dw");
+    /* the same bits as add then rmsnorm_fwd, also in place (r = a, r = b) */
+    real r2[RN * RC], out2[RN * RC], rstd2[RN], ip[RN * RC], out3[RN * RC], rstd3[RN];
+    cpu_add(r2, an_a, an_b, RN * RC);
+    cpu_rmsnorm_fwd(out2, rstd2, r2, an_w, RN, RC, (real)1e-5);
+    CHECK(!memcmp(r, r2, sizeof r) && !memcmp(out, out2, sizeof out) && !memcmp(rstd, rstd2, sizeof rstd),
+          "fused == add + rmsnorm_fwd, bit for bit");
+    memcpy(ip, an_a, sizeof ip);
+    cpu_add_rmsnorm_fwd(ip, out3, rstd3, ip, an_b, an_w, RN, RC, (real)1e-5);
+    CHECK(!memcmp(ip, r, sizeof ip) && !memcmp(out3, out, sizeof out), "in place, r = a");
+    memcpy(ip, an_b, sizeof ip);
+    cpu_add_rmsnorm_fwd(ip, out3, rstd3, an_a, ip, an_w, RN, RC, (real)1e-5);
+    CHECK(!memcmp(ip, r, sizeof ip) && !memcmp(out3, out, sizeof out), "in place, r = b");
 }
 
 /* ---- linear ---- */
@@ -184,6 +219,7 @@ static void test_xent(void) {
 int main(void) {
     rng_seed(&rng, 1234, 1);
     RUN(test_rmsnorm);
+    RUN(test_add_rmsnorm);
     RUN(test_linear);
     RUN(test_activations);
     RUN(test_rope);

@@ -46,6 +46,8 @@ static void dry_embedding_bwd(real *dw, const real *d, const int *t, int N, int 
 static void dry_rmsnorm_fwd(real *o, real *r, const real *x, const real *w, int N, int C, real eps) {}
 static void dry_rmsnorm_bwd(real *dx, real *dw, const real *d, const real *x, const real *w, const real *r, int N,
                             int C, int acc) {}
+static void dry_add_rmsnorm_fwd(real *r, real *o, real *rs, const real *a, const real *b, const real *w, int N, int C,
+                                real eps) {}
 static void dry_linear_fwd(real *o, const real *i, const real *w, const real *b, int N, int IC, int OC) {}
 static void dry_linear_bwd(real *di, real *dw, real *db, const real *d, const real *i, const real *w, int N, int IC,
                            int OC, int acc) {}
@@ -106,6 +108,7 @@ static const Ops dry_ops = {
     .add = dry_add, .accumulate = dry_accumulate,
     .embedding_fwd = dry_embedding_fwd, .embedding_bwd = dry_embedding_bwd,
     .rmsnorm_fwd = dry_rmsnorm_fwd, .rmsnorm_bwd = dry_rmsnorm_bwd,
+    .add_rmsnorm_fwd = dry_add_rmsnorm_fwd,
     .linear_fwd = dry_linear_fwd, .linear_bwd = dry_linear_bwd,
     .swiglu_fwd = dry_swiglu_fwd, .swiglu_bwd = dry_swiglu_bwd,
     .silu_fwd = dry_silu_fwd, .silu_bwd = dry_silu_bwd,

@@ -36,16 +36,16 @@ typedef struct {
     const real *x_in, *x_full;   /* inputs (not owned); x_full: all T tokens, prefix attention only */
     const int *pos; int B, n, T;
     real *u, *u_rstd, *mix, *h;
-    real *du, *dmix, *dh;
+    real *du, *dmix;
     AttnActs at; M1Acts m1; M2Acts m2; MlpActs mlp;
 } DecActs;
 typedef struct {
     DecActs dec;                                     /* decoder layers */
     DecActs ab, sb;                                  /* FlowHN branches */
     real *xa, *xs, *ya, *ys, *y, *zz, *zn, *zn_rstd; /* FlowHN fusion */
-    real *dxa, *dxs, *dya, *dys, *dy, *dzn;
+    real *dya, *dys, *dy, *dzn;
     real *u, *u_rstd, *a, *s, *an, *an_rstd, *sn, *sn_rstd, *c, *h; /* Hymba */
-    real *du, *da, *ds, *dan, *dc, *dh;
+    real *du, *da, *ds, *dan, *dc;
     AttnActs at; M1Acts m1; MlpActs mlp;
 } LayerActs;
 
@@ -54,7 +54,7 @@ struct ModelActs {
     real **x;                    /* [L+1] layer inputs/outputs [B, T, H] */
     LayerActs *layers;
     real *xf, *xf_rstd, *logits, *losses, *lse, *dlosses;
-    real *dxf, *dlogits, *dcur, *dnext;
+    real *dxf, *dlogits, *dcur;
 };
 
 /* Returns a zeroed backend buffer of n reals in *p, allocating it on first
@@ -301,48 +301,62 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
 }
 
 /* ------------------------------------------------------------------------ */
-/* MLP with its norm and residual: out = h + down(silu(gate(v)) * up(v)), v = RMSNorm(h) */
+/* A residual add left for the next op: r = a + b, where r is the buffer the
+ * add would have written. A block's output add is left to the next layer
+ * (or the final norm), which makes it in one op with its input norm
+ * (ops.h add_rmsnorm_fwd): the same operands in the same order, the same bits. */
+typedef struct { const real *a, *b; } Residual;
 
-static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *h, real *out) {
+/* ------------------------------------------------------------------------ */
+/* MLP with its norm and residual: out = h + down(silu(gate(v)) * up(v)), v = RMSNorm(h).
+ * h = ha + hb is the residual the MLP follows: made here (written to h, which
+ * may be ha or hb) with the norm in one op (ops.h add_rmsnorm_fwd). */
+
+static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *ha, const real *hb, real *h,
+                   real *out, Residual *defer) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, I = c->intermediate_size;
     ENS(a->v, (size_t)N * H); ENS(a->v_rstd, N); ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I);
     ENS(a->act, (size_t)N * I);
     a->h = h;
-    o->rmsnorm_fwd(a->v, a->v_rstd, h, W(norm), N, H, (real)c->norm_eps);
+    o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
     o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
     o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
     o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
-    o->add(out, out, h, (size_t)N * H);
+    if (defer) *defer = (Residual){out, h};   /* out = out + h, made by the next op */
+    else o->add(out, out, h, (size_t)N * H);
     return 0;
 }
 
-/* dh is overwritten: the norm's gradient, then the residual's (x + y = y + x:
- * the same bits as the residual first into zeros) */
-static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *dout, real *dh) {
+/* In place: d holds the gradient at out on entry, at h on return. The
+ * residual's share (dout itself) is already in d, so the norm's gradient is
+ * added to it (FH_ACC) with no separate accumulate pass: dout + dnorm, the
+ * same bits as the old dnorm, then += dout (x + y = y + x). */
+static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real *d) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, I = c->intermediate_size;
     ENS(a->dv, (size_t)N * H); ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I); ENS(a->dact, (size_t)N * I);
     REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
-    REF_ZERO(a->dact, (size_t)N * I); REF_ZERO(dh, (size_t)N * H);
-    o->linear_bwd(a->dact, G(w->down), NULL, dout, a->act, W(w->down), N, I, H, FIRST);
+    REF_ZERO(a->dact, (size_t)N * I);
+    o->linear_bwd(a->dact, G(w->down), NULL, d, a->act, W(w->down), N, I, H, FIRST);
     o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
     o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
     o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
-    o->rmsnorm_bwd(dh, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H, FIRST);
-    o->accumulate(dh, dout, 1, (size_t)N * H);
+    o->rmsnorm_bwd(d, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H, FH_ACC);
     return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* decoder layer on n tokens at positions pos (of a length-T sequence).
- * x_full != NULL selects prefix attention: keys/values from all T tokens.   */
+ * x_full != NULL selects prefix attention: keys/values from all T tokens.
+ * in != NULL: x_in = in->a + in->b is made here, with the first norm (x_in is
+ * written). defer != NULL: the output's residual add is left to the caller. */
 
 static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, const int *pos, int T,
-                       const real *x_in, const real *x_full, real *out) {
+                       const real *x_in, const real *x_full, real *out, const Residual *in, Residual *defer) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size;
@@ -350,7 +364,8 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     real eps = (real)c->norm_eps;
     a->x_in = x_in; a->x_full = x_full; a->pos = pos; a->B = B; a->n = n; a->T = T;
     ENS(a->u, N * H); ENS(a->u_rstd, N); ENS(a->mix, N * H);
-    o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
+    if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
+    else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
     if (w->mixer == MIXER_ATTN) {
         if (x_full) {
             ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
@@ -361,30 +376,27 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
         if (mamba1_fwd(m, &w->m1, &a->m1, B, n, a->u, a->mix)) return -1;
     } else if (mamba2_fwd(m, &w->m2, &a->m2, B, n, a->u, a->mix)) return -1;
     if (!w->has_mlp) {
-        o->add(out, x_in, a->mix, N * H);
+        if (defer) *defer = (Residual){x_in, a->mix};   /* out = x_in + mix, made by the next op */
+        else o->add(out, x_in, a->mix, N * H);
         return 0;
     }
     ENS(a->h, N * H);
-    o->add(a->h, x_in, a->mix, N * H);
-    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, a->h, out);
+    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, x_in, a->mix, a->h, out, defer);   /* h = x_in + mix */
 }
 
-/* dx_in is overwritten (the norm's gradient, then the residual's: the same
- * bits as the other order into zeros); dx_full (prefix attention) accumulates
- * the keys' share */
-static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout, real *dx_in, real *dx_full) {
+/* In place: d holds the gradient at out on entry, at x_in on return (the
+ * residuals' shares are already in it, so each norm's gradient is added to it
+ * with FH_ACC: no accumulate pass, the same bits, see mlp_bwd). dx_full
+ * (prefix attention) accumulates the keys' share. */
+static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *dx_full) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, B = a->B, n = a->n, T = a->T;
     size_t N = (size_t)B * n;
-    const real *dmix = dout;
-    if (w->has_mlp) {
-        ENS(a->dh, N * H);
-        if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, dout, a->dh)) return -1;
-        dmix = a->dh;
-    }
+    const real *dmix = d;   /* the gradient at h = x_in + mix (after the MLP's backward) */
+    if (w->has_mlp && mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)N, d)) return -1;
     ENS(a->du, N * H);
-    REF_ZERO(a->du, N * H); REF_ZERO(dx_in, N * H);
+    REF_ZERO(a->du, N * H);
     if (w->mixer == MIXER_ATTN) {
         if (a->x_full) {
             ENS(a->at.duk, (size_t)B * T * H);
@@ -399,8 +411,7 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, const real *dout
     } else if (w->mixer == MIXER_MAMBA1) {
         if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du, FIRST)) return -1;
     } else if (mamba2_bwd(m, &w->m2, &a->m2, B, n, a->u, dmix, a->du, FIRST)) return -1;
-    o->rmsnorm_bwd(dx_in, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H, FIRST);
-    o->accumulate(dx_in, dmix, 1, N * H);   /* residual */
+    o->rmsnorm_bwd(d, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H, FH_ACC);
     return 0;
 }
 
@@ -412,7 +423,8 @@ static void branch(const Ops *o, int b) {
     if (o->set_branch) o->set_branch(b);
 }
 
-static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
+/* defer != NULL: the output's residual add is left to the caller */
+static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, Residual *defer) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
@@ -430,9 +442,9 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     /* a branch may get no tokens when a window's plan is used on a short prefix */
     int rc = 0;
     branch(o, 1);
-    if (na) rc = decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya);
+    if (na) rc = decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya, NULL, NULL);
     branch(o, 2);
-    if (!rc && ns) rc = decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys);
+    if (!rc && ns) rc = decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys, NULL, NULL);
     branch(o, 0);
     if (rc) return -1;
     if (c->split == SPLIT_NONE) {   /* y = concat(ys, ya) along channels */
@@ -443,15 +455,15 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
         o->scatter_fwd(a->y, a->ys, ps, B, T, ns, H, H, 0);
     }
     o->linear_fwd(a->zz, a->y, W(w->fuse), NULL, (int)BT, Hin, H);
-    o->add(a->zz, a->zz, x, BT * H);
-    o->rmsnorm_fwd(a->zn, a->zn_rstd, a->zz, W(w->out_norm), (int)BT, H, (real)c->norm_eps);
+    o->add_rmsnorm_fwd(a->zz, a->zn, a->zn_rstd, a->zz, x, W(w->out_norm), (int)BT, H, (real)c->norm_eps);   /* zz += x */
     o->linear_fwd(out, a->zn, W(w->out_proj), NULL, (int)BT, H, H);
-    o->add(out, out, a->zz, BT * H);
+    if (defer) *defer = (Residual){out, a->zz};   /* out = out + zz, made by the next op */
+    else o->add(out, out, a->zz, BT * H);
     return 0;
 }
 
-/* dx is overwritten */
-static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
+/* In place: d holds the gradient at the block's output on entry, at its input on return */
+static int flowhn_bwd(Model *m, int l, real *d) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
@@ -463,18 +475,17 @@ static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
     const int *pa = m->pa_dev[l], *ps = m->ps_dev[l];
     ENS(a->dzn, BT * H); ENS(a->dy, BT * Hin);
     ENS(a->dya, (size_t)B * na * H); ENS(a->dys, (size_t)B * ns * H);
-    ENS(a->dxa, (size_t)B * na * H); ENS(a->dxs, (size_t)B * ns * H);
-    REF_ZERO(a->dzn, BT * H); REF_ZERO(a->dy, BT * Hin); REF_ZERO(dx, BT * H);
+    REF_ZERO(a->dzn, BT * H); REF_ZERO(a->dy, BT * Hin);
     REF_ZERO(a->dya, (size_t)B * na * H); REF_ZERO(a->dys, (size_t)B * ns * H);
-    /* dzz, the gradient at zz = fuse(y) + x, is dx's first share, so it is
-     * made in dx itself: the norm's gradient, then the output residual's (the
-     * same bits as the other order into zeros). dx then gets the prefix keys'
-     * share (attention branch) and, row by row, the branches' inputs' (the
-     * gathers write only their branch's rows, so they accumulate). */
-    const real *dzz = dx;
-    o->linear_bwd(a->dzn, G(w->out_proj), NULL, dout, a->zn, W(w->out_proj), (int)BT, H, H, FIRST);
-    o->rmsnorm_bwd(dx, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H, FIRST);
-    o->accumulate(dx, dout, 1, BT * H);
+    /* dzz, the gradient at zz = fuse(y) + x, is the input gradient's first
+     * share, so it is made in d itself: the output residual's share (dout) is
+     * there, the norm's is added (dout + dnorm: the same bits as the norm's
+     * first, then += dout). d then gets the prefix keys' share (attention
+     * branch) and, row by row, the branches' inputs' (the gathers write only
+     * their branch's rows, so they accumulate). */
+    const real *dzz = d;
+    o->linear_bwd(a->dzn, G(w->out_proj), NULL, d, a->zn, W(w->out_proj), (int)BT, H, H, FIRST);
+    o->rmsnorm_bwd(d, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H, FH_ACC);
     o->linear_bwd(a->dy, G(w->fuse), NULL, dzz, a->y, W(w->fuse), (int)BT, Hin, H, FIRST);
     /* each scatter_bwd writes all of its branch's rows: dya and dys have one writer */
     if (c->split == SPLIT_NONE) {
@@ -485,24 +496,25 @@ static int flowhn_bwd(Model *m, int l, const real *dout, real *dx) {
         o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, H, 0, FIRST);
     }
     /* the branches write disjoint memory: their own activations and gradients
-     * (dxa, dxs: overwritten by decoder_bwd), and (prefix context) the
-     * attention branch alone adds its keys' share to dx */
+     * (dya, dys: in place, the gradients at their inputs on return), and
+     * (prefix context) the attention branch alone adds its keys' share to d */
     int rc = 0;
     branch(o, 1);
-    if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, a->dxa, c->context == CONTEXT_PREFIX ? dx : NULL);
+    if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, c->context == CONTEXT_PREFIX ? d : NULL);
     branch(o, 2);
-    if (!rc && ns) rc = decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, a->dxs, NULL);
+    if (!rc && ns) rc = decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, NULL);
     branch(o, 0);
     if (rc) return -1;
-    o->gather_bwd(dx, a->dxa, pa, B, T, na, H, H, 0);
-    o->gather_bwd(dx, a->dxs, ps, B, T, ns, H, H, 0);
+    o->gather_bwd(d, a->dya, pa, B, T, na, H, H, 0);
+    o->gather_bwd(d, a->dys, ps, B, T, ns, H, H, 0);
     return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Hymba block: attention and Mamba heads on all tokens, normalised, averaged */
 
-static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
+/* in, defer: as decoder_fwd's */
+static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, const Residual *in, Residual *defer) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
@@ -511,7 +523,8 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     real eps = (real)c->norm_eps;
     ENS(a->u, BT * H); ENS(a->u_rstd, BT); ENS(a->a, BT * H); ENS(a->s, BT * H); ENS(a->an, BT * H);
     ENS(a->an_rstd, BT); ENS(a->sn, BT * H); ENS(a->sn_rstd, BT); ENS(a->c, BT * H); ENS(a->h, BT * H);
-    o->rmsnorm_fwd(a->u, a->u_rstd, x, W(w->mixer_norm), (int)BT, H, eps);
+    if (in) o->add_rmsnorm_fwd((real *)x, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)BT, H, eps);
+    else o->rmsnorm_fwd(a->u, a->u_rstd, x, W(w->mixer_norm), (int)BT, H, eps);
     /* attention and Mamba heads read u and write their own outputs: two branches
      * (the backward adds both into du, so it stays in order) */
     branch(o, 1);
@@ -526,22 +539,21 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
     o->accumulate(a->c, a->an, (real)0.5, BT * H);
     o->accumulate(a->c, a->sn, (real)0.5, BT * H);
     o->linear_fwd(a->h, a->c, W(w->out_proj), NULL, (int)BT, H, H);
-    o->add(a->h, a->h, x, BT * H);
-    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, a->h, out);
+    return mlp_fwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, a->h, x, a->h, out, defer);   /* h = h + x */
 }
 
-/* dx is overwritten */
-static int hymba_bwd(Model *m, int l, const real *x, const real *dout, real *dx) {
+/* In place: d holds the gradient at the block's output on entry, at its input x on return */
+static int hymba_bwd(Model *m, int l, const real *x, real *d) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     const LayerW *w = &m->layout.layers[l];
     LayerActs *a = &m->acts->layers[l];
     int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T, n = BT * H;
-    ENS(a->dh, n); ENS(a->dc, n); ENS(a->dan, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
-    REF_ZERO(a->dc, n); REF_ZERO(a->da, n); REF_ZERO(a->ds, n); REF_ZERO(a->du, n); REF_ZERO(dx, n);
-    if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, dout, a->dh)) return -1;
-    o->linear_bwd(a->dc, G(w->out_proj), NULL, a->dh, a->c, W(w->out_proj), (int)BT, H, H, FIRST);
+    ENS(a->dc, n); ENS(a->dan, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
+    REF_ZERO(a->dc, n); REF_ZERO(a->da, n); REF_ZERO(a->ds, n); REF_ZERO(a->du, n);
+    if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, d)) return -1;   /* d: the gradient at h */
+    o->linear_bwd(a->dc, G(w->out_proj), NULL, d, a->c, W(w->out_proj), (int)BT, H, H, FIRST);
     /* c = 0.5 an + 0.5 sn: both norms get 0 + 0.5 dc, one buffer (the zero stays:
      * there is no scaled copy op, and it is Hymba's only one) */
     ZERO(a->dan, n);
@@ -552,9 +564,8 @@ static int hymba_bwd(Model *m, int l, const real *x, const real *dout, real *dx)
     if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST))
         return -1;
     if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du, FH_ACC)) return -1;
-    /* dx: the norm's gradient, then the residual's (the same bits as the other order into zeros) */
-    o->rmsnorm_bwd(dx, G(w->mixer_norm), a->du, x, W(w->mixer_norm), a->u_rstd, (int)BT, H, FIRST);
-    o->accumulate(dx, a->dh, 1, n);
+    /* d: the residual's share (dh) is there, the norm's is added (see mlp_bwd) */
+    o->rmsnorm_bwd(d, G(w->mixer_norm), a->du, x, W(w->mixer_norm), a->u_rstd, (int)BT, H, FH_ACC);
     return 0;
 }
 
@@ -734,12 +745,18 @@ static int stage_tokens(Model *m, const int *tokens, const int *targets, int B, 
 }
 
 /* Layer l's forward on x -> out with the activations a (the layer's own in
- * training; model_prefill shares them between layers). */
-static int layer_fwd(Model *m, int l, LayerActs *a, const real *x, real *out) {
+ * training; model_prefill shares them between layers). in != NULL: x is
+ * in->a + in->b, the previous layer's deferred output add, made here (x is
+ * written). defer != NULL: this layer's output add is left to the caller
+ * (*defer). */
+static int layer_fwd(Model *m, int l, LayerActs *a, real *x, real *out, const Residual *in, Residual *defer) {
     const LayerW *w = &m->layout.layers[l];
-    if (w->kind == LAYER_FLOWHN) return flowhn_fwd(m, l, a, x, out);
-    if (w->kind == LAYER_HYMBA) return hymba_fwd(m, l, a, x, out);
-    return decoder_fwd(m, &w->dec, &a->dec, m->B, m->T, m->iota_dev, m->T, x, NULL, out);
+    if (w->kind == LAYER_FLOWHN) {   /* it starts with gathers, not a norm: the add on its own */
+        if (in) m->ops->add(x, in->a, in->b, (size_t)m->B * m->T * m->cfg.hidden_size);
+        return flowhn_fwd(m, l, a, x, out, defer);
+    }
+    if (w->kind == LAYER_HYMBA) return hymba_fwd(m, l, a, x, out, in, defer);
+    return decoder_fwd(m, &w->dec, &a->dec, m->B, m->T, m->iota_dev, m->T, x, NULL, out, in, defer);
 }
 
 /* embedding -> layers -> final norm (A->xf), from the staged tokens */
@@ -751,10 +768,18 @@ static int trunk_compute(Model *m) {
     size_t BT = (size_t)B * T;
     for (int l = 0; l <= c->num_layers; l++) ENS(A->x[l], BT * H);
     o->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), (int)BT, H);
-    for (int l = 0; l < c->num_layers; l++)
-        if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1])) return -1;
+    /* each layer's output add is made by the next layer with its input norm
+     * (x[l + 1] = res.a + res.b), the last one's by the final norm */
+    Residual res = {0}, next;
+    for (int l = 0; l < c->num_layers; l++) {
+        if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1], l ? &res : NULL, &next)) return -1;
+        res = next;
+    }
     ENS(A->xf, BT * H); ENS(A->xf_rstd, BT);
-    o->rmsnorm_fwd(A->xf, A->xf_rstd, A->x[c->num_layers], W(m->layout.norm_f), (int)BT, H, (real)c->norm_eps);
+    if (c->num_layers)
+        o->add_rmsnorm_fwd(A->x[c->num_layers], A->xf, A->xf_rstd, res.a, res.b, W(m->layout.norm_f), (int)BT, H,
+                           (real)c->norm_eps);
+    else o->rmsnorm_fwd(A->xf, A->xf_rstd, A->x[0], W(m->layout.norm_f), (int)BT, H, (real)c->norm_eps);
     return 0;
 }
 
@@ -849,7 +874,7 @@ int model_prefill(Model *m, const int *tokens, int B, int T, ModelCacheFn take, 
     m->ops->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), B * T, c->hidden_size);
     for (int l = 0; l < c->num_layers; l++) {
         LayerActs *a = prefill_acts(m, l);
-        if (layer_fwd(m, l, a, A->x[l & 1], A->x[(l + 1) & 1]) || take_layer(m, l, a, A->x[l & 1], take, ctx))
+        if (layer_fwd(m, l, a, A->x[l & 1], A->x[(l + 1) & 1], NULL, NULL) || take_layer(m, l, a, A->x[l & 1], take, ctx))
             return -1;
     }
     *out = A->x[c->num_layers & 1];
@@ -962,19 +987,18 @@ static int backward_trunk(Model *m) {
     ModelActs *A = m->acts;
     int B = m->B, T = m->T, H = c->hidden_size;
     size_t BT = (size_t)B * T;
-    ENS(A->dcur, BT * H); ENS(A->dnext, BT * H);
+    ENS(A->dcur, BT * H);
     REF_ZERO(A->dcur, BT * H);
     o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
                    (int)BT, H, FIRST);
     if (grads_ready(m, m->layout.norm_f)) return -1;
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const LayerW *w = &m->layout.layers[l];
-        int rc;   /* every layer kind overwrites dnext */
-        if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->dcur, A->dnext);
-        else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur, A->dnext);
-        else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, A->dnext, NULL);
+        int rc;   /* every layer kind works in place: dcur becomes the gradient at the layer's input */
+        if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->dcur);
+        else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur);
+        else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, NULL);
         if (rc) return -1;
-        real *t = A->dcur; A->dcur = A->dnext; A->dnext = t;
         /* layer l writes only its own tensors [begin, next begin) */
         if (grads_ready(m, w->begin)) return -1;
     }

@@ -70,6 +70,11 @@ typedef struct Ops {
     void (*rmsnorm_fwd)(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
     void (*rmsnorm_bwd)(real *dx, real *dw, const real *dout, const real *x, const real *w,
                         const real *rstd, int N, int C, int acc);
+    /* the residual add and the next sublayer's RMSNorm in one pass:
+     * r = a + b, then out = rmsnorm(r) * w as rmsnorm_fwd (saves rstd[N]).
+     * r may be a or b (in place). The same bits as add + rmsnorm_fwd. */
+    void (*add_rmsnorm_fwd)(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N,
+                            int C, real eps);
 
     /* ---- linear: out[N,OC] = in[N,IC] @ w[OC,IC]^T (+ b[OC]); b may be NULL.
      * MACs: N*IC*OC (forward); backward is not counted. ---- */

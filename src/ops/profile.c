@@ -9,7 +9,7 @@
 /* the op kinds timed, in table order; the X-macro keeps the names and ids in step */
 #define TIMED_OPS(X)                                                                                               \
     X(zero) X(to_host) X(from_host) X(add) X(accumulate) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)         \
-    X(rmsnorm_bwd) X(linear_fwd) X(linear_bwd) X(swiglu_fwd) X(swiglu_bwd) X(silu_fwd) X(silu_bwd) X(rope_fwd)    \
+    X(rmsnorm_bwd) X(add_rmsnorm_fwd) X(linear_fwd) X(linear_bwd) X(swiglu_fwd) X(swiglu_bwd) X(silu_fwd) X(silu_bwd) X(rope_fwd)    \
     X(rope_bwd) X(attention_fwd) X(attention_bwd) X(conv1d_fwd) X(conv1d_bwd) X(selective_scan_fwd)               \
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
@@ -105,6 +105,10 @@ static void w_rmsnorm_fwd(real *o, real *r, const real *x, const real *w, int N,
 static void w_rmsnorm_bwd(real *dx, real *dw, const real *g, const real *x, const real *w, const real *r, int N,
                           int C, int acc) {
     TIMED(rmsnorm_bwd, 0, B->rmsnorm_bwd(dx, dw, g, x, w, r, N, C, acc));
+}
+static void w_add_rmsnorm_fwd(real *s, real *o, real *r, const real *a, const real *b, const real *w, int N, int C,
+                              real e) {
+    TIMED(add_rmsnorm_fwd, 0, B->add_rmsnorm_fwd(s, o, r, a, b, w, N, C, e));
 }
 static void w_linear_fwd(real *o, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     TIMED(linear_fwd, 2.0 * N * IC * OC, B->linear_fwd(o, in, w, b, N, IC, OC));

@@ -250,6 +250,39 @@ static void test_rmsnorm(void) {
     }
 }
 
+/* r = a + b and rmsnorm(r) in one op, against the CPU op (itself bit-equal to
+ * cpu_add + cpu_rmsnorm_fwd, tests/grad_basic_ops.c). Also in place (r = a,
+ * r = b: the model writes the residual over one of its inputs). Its backward
+ * is rmsnorm_bwd with FH_ACC into the residual's gradient (test_rmsnorm). */
+static void test_add_rmsnorm(void) {
+    static const int shapes[][2] = {{1, 1}, {7, 33}, {5, 767}, {300, 1024}, {64, 2048}, {3, 5000}};
+    int was = cuda_set_add_norm_fused(-1);
+    for (int k = 0; k < 2 * (int)(sizeof shapes / sizeof shapes[0]); k++) {
+        int fused = k & 1, si = k / 2;   /* both kernels: the fused one and the default-off fallback */
+        cuda_set_add_norm_fused(fused);
+        int N = shapes[si][0], C = shapes[si][1];
+        size_t nc = (size_t)N * C;
+        line_start(fused ? "add_rmsnorm" : "add_rmsnorm-2k", "N=%d C=%d", N, C);
+        float *a = hrand(nc, 0.3f, 1.5f), *b = hrand(nc, -0.2f, 1), *w = hrand(C, 1, 0.2f);
+        float *da = dev(a, nc), *db = dev(b, nc), *dw = dev(w, C);
+        float *r = hnan(nc), *out = hnan(nc), *rstd = hnan(N);
+        float *gr = dnan(nc), *gout = dnan(nc), *grstd = dnan(N);
+        cpu_add_rmsnorm_fwd(r, out, rstd, a, b, w, N, C, 1e-5f);
+        G->add_rmsnorm_fwd(gr, gout, grstd, da, db, dw, N, C, 1e-5f);
+        cmp("r", r, gr, nc); cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
+        for (int which = 0; which < 2; which++) {   /* in place: r = a, then r = b */
+            float *ip = dev(which ? b : a, nc), *gout2 = dnan(nc), *grstd2 = dnan(N);
+            G->add_rmsnorm_fwd(ip, gout2, grstd2, which ? da : ip, which ? ip : db, dw, N, C, 1e-5f);
+            cmp(which ? "r=b" : "r=a", r, ip, nc); cmp("out", out, gout2, nc); cmp("rstd", rstd, grstd2, N);
+            G->release(ip); G->release(gout2); G->release(grstd2);
+        }
+        line_end();
+        free(a); free(b); free(w); free(r); free(out); free(rstd);
+        G->release(da); G->release(db); G->release(dw); G->release(gr); G->release(gout); G->release(grstd);
+    }
+    cuda_set_add_norm_fused(was);
+}
+
 static void test_linear_shapes(int first, int last) {
     int shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {257, 512, 384}, {64, 768, 2304}, {1024, 768, 3072}};  /* N, IC, OC */
     for (int si = first; si <= last; si++) {
@@ -961,6 +994,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_embedding);
     RUN(test_rmsnorm);
+    RUN(test_add_rmsnorm);
     RUN(test_linear);
     RUN(test_linear_precision);
     RUN(test_linear_gemv);

@@ -227,6 +227,15 @@ int main(void) {
             if (!strcmp(tiny_specs[i].name, large[k]) && wanted(large[k]))
                 RUN_ARG(test_large, &tiny_specs[i], large[k]);
 
+    /* the tiny models once more with add_rmsnorm_fwd's fused kernel (off by
+     * default until it has run on a GPU, rmsnorm.cu; FLOWHN_ADD_NORM=1) */
+    int was_fused = cuda_set_add_norm_fused(1);
+    mode = "fp32, fused add+norm";
+    printf("fp32 with the fused add + RMSNorm kernel:\n");
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    cuda_set_add_norm_fused(was_fused);
+
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
     mode = "bf16";

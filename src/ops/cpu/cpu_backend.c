@@ -14,6 +14,7 @@ const Ops cpu_ops = {
     .embedding_bwd = cpu_embedding_bwd,
     .rmsnorm_fwd = cpu_rmsnorm_fwd,
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .add_rmsnorm_fwd = cpu_add_rmsnorm_fwd,
     .linear_fwd = cpu_linear_fwd,
     .linear_bwd = cpu_linear_bwd,
     .swiglu_fwd = cpu_swiglu_fwd,

@@ -16,6 +16,27 @@ void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N,
     }
 }
 
+/* r = a + b, then rmsnorm_fwd on r: the same arithmetic as cpu_add followed by
+ * cpu_rmsnorm_fwd (the model's results are bit-identical with the fused op),
+ * one pass over the rows. r may be a or b: element c is read before it is written. */
+void cpu_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C,
+                         real eps) {
+#pragma omp parallel for if (N > 64)
+    for (int i = 0; i < N; i++) {
+        const real *ai = a + (size_t)i * C, *bi = b + (size_t)i * C;
+        real *ri = r + (size_t)i * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) {
+            ri[c] = ai[c] + bi[c];
+            ss += (double)ri[c] * ri[c];
+        }
+        real rs = (real)(1.0 / sqrt(ss / C + eps));
+        rstd[i] = rs;
+        real *oi = out + (size_t)i * C;
+        for (int c = 0; c < C; c++) oi[c] = ri[c] * rs * w[c];
+    }
+}
+
 void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                      const real *rstd, int N, int C, int acc) {
     /* With xhat = x r: dxhat = dout w; dx = r (dxhat - xhat mean(dxhat xhat)). */

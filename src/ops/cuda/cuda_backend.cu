@@ -37,6 +37,7 @@ const Ops cuda_ops = {
     .embedding_bwd = cuda_embedding_bwd,
     .rmsnorm_fwd = cuda_rmsnorm_fwd,
     .rmsnorm_bwd = cuda_rmsnorm_bwd,
+    .add_rmsnorm_fwd = cuda_add_rmsnorm_fwd,
     .linear_fwd = cuda_linear_fwd,
     .linear_bwd = cuda_linear_bwd,
     .swiglu_fwd = cuda_swiglu_fwd,

@@ -1,5 +1,8 @@
 /* rmsnorm.cu - RMSNorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps).
  * One block per row; dw is a deterministic column reduction. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 
 #define NORM_THREADS 256
@@ -14,6 +17,26 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, cons
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     float *oi = out + (size_t)blockIdx.x * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) oi[c] = xi[c] * r * w[c];
+}
+
+/* r = a + b and the norm of r in one pass over HBM: reads a, b, w, writes r,
+ * out (5 row passes with add + rmsnorm_fwd, 4 here). The second loop reads r
+ * back from the same thread's own writes (the same addresses; L1/L2 hits).
+ * r may alias a or b: each element is read before the same thread writes it. */
+__global__ void add_rmsnorm_fwd_kernel(float *r, float *out, float *rstd, const float *a, const float *b,
+                                       const float *w, int C, float eps) {
+    __shared__ float sh[32];
+    size_t off = (size_t)blockIdx.x * C;
+    float ss = 0.f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = a[off + c] + b[off + c];
+        r[off + c] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, sh);
+    float rs = rsqrtf(ss / C + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) out[off + c] = r[off + c] * rs * w[c];
 }
 
 /* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r */
@@ -43,6 +66,31 @@ struct RmsnormDw {
 void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
     if (N <= 0) return;
     rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, x, w, C, eps);
+    CUDA_LAUNCHED();
+}
+
+/* -1: not decided yet, FLOWHN_ADD_NORM is read on first use (cuda_ops.h) */
+static int add_norm_fused = -1;
+
+int cuda_set_add_norm_fused(int on) {
+    if (add_norm_fused < 0) {
+        const char *e = getenv("FLOWHN_ADD_NORM");
+        add_norm_fused = e && !strcmp(e, "1");
+    }
+    int was = add_norm_fused;
+    if (on >= 0) add_norm_fused = on != 0;
+    return was;
+}
+
+void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C,
+                          real eps) {
+    if (N <= 0) return;
+    if (!cuda_set_add_norm_fused(-1)) {   /* the unfused path, as before the op existed */
+        cuda_add(r, a, b, (size_t)N * C);
+        cuda_rmsnorm_fwd(out, rstd, r, w, N, C, eps);
+        return;
+    }
+    add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, out, rstd, a, b, w, C, eps);
     CUDA_LAUNCHED();
 }
 
