@@ -74,11 +74,7 @@ __global__ void adamw_step_copy_kernel(float *p, WeightsCopy w, const float *g, 
 }
 
 /* the grid of a copy-writing update: a row of blocks per tensor met */
-#define COPY_BLOCKS_X 4096
-static dim3 copy_grid(const WeightsCopy &w) {
-    unsigned int bx = grid_for(w.longest, OPT_THREADS);
-    return dim3(bx < COPY_BLOCKS_X ? bx : COPY_BLOCKS_X, w.t1 - w.t0 + 1);
-}
+static dim3 copy_grid(const WeightsCopy &w) { return weights_copy_grid(w.longest, w.t1 - w.t0 + 1, OPT_THREADS); }
 
 void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                      real eps, real wd) {

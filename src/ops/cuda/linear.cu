@@ -278,7 +278,6 @@ static const void *frozen_bf16(const float *x, size_t n) {
  * rounding pass over the buffer, on the legacy stream, so it is ordered after
  * the work of every branch stream and before everything queued after it.
  * FLOWHN_BF16_MASTER=0 turns it off (products round each weight, as before). */
-#define SEG_BLOCKS_X 4096   /* blocks per tensor of a tensor-by-tensor kernel (grid-stride beyond) */
 static struct {
     const float *base;
     size_t n;
@@ -352,9 +351,8 @@ static int master_refresh(void) {
     if (master.valid) return 0;
     if (cuda_capturing()) return -1;
     unsigned long before = cuda_epoch;
-    unsigned int bx = grid_for(master.longest, 256);
-    dim3 grid(bx < SEG_BLOCKS_X ? bx : SEG_BLOCKS_X, master.nseg);
-    seg_round_kernel<<<grid, 256, 0, 0>>>(master.bf, master.base, master.tab, master.nseg);
+    seg_round_kernel<<<weights_copy_grid(master.longest, master.nseg, 256), 256, 0, 0>>>(master.bf, master.base,
+                                                                                        master.tab, master.nseg);
     CUDA_LAUNCHED();
     own_launch_done(before, master.bf, master.copy_n * sizeof(__nv_bfloat16));
     master.valid = 1;

@@ -34,5 +34,14 @@ typedef struct {
 /* 1 and *w filled: the update of [p, p + n) writes the copy too; 0: it does
  * not (no copy, or p not in the trained buffer, or the copy stale: it stays so) */
 int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w);
+/* The grid of a kernel writing the copy tensor by tensor (the copy's rounding
+ * pass, the copy-writing AdamW): one row of blocks per tensor, as many blocks
+ * as the longest piece needs up to 4096 (grid-stride beyond). Needs
+ * common.cuh's grid_for. */
+#define WEIGHTS_COPY_BLOCKS_X 4096u
+static inline dim3 weights_copy_grid(size_t longest, int tensors, int threads) {
+    unsigned int bx = grid_for(longest, threads);
+    return dim3(bx < WEIGHTS_COPY_BLOCKS_X ? bx : WEIGHTS_COPY_BLOCKS_X, tensors);
+}
 
 #endif
