@@ -3,37 +3,31 @@
 
 #include <math.h>
 
+/* one row: out = x * rstd * w; returns rstd */
+static real rmsnorm_row(real *out, const real *x, const real *w, int C, real eps) {
+    double ss = 0;
+    for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    real r = (real)(1.0 / sqrt(ss / C + eps));
+    for (int c = 0; c < C; c++) out[c] = x[c] * r * w[c];
+    return r;
+}
+
 void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
 #pragma omp parallel for if (N > 64)
-    for (int i = 0; i < N; i++) {
-        const real *xi = x + (size_t)i * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) ss += (double)xi[c] * xi[c];
-        real r = (real)(1.0 / sqrt(ss / C + eps));
-        rstd[i] = r;
-        real *oi = out + (size_t)i * C;
-        for (int c = 0; c < C; c++) oi[c] = xi[c] * r * w[c];
-    }
+    for (int i = 0; i < N; i++) rstd[i] = rmsnorm_row(out + (size_t)i * C, x + (size_t)i * C, w, C, eps);
 }
 
 /* r = a + b, then rmsnorm_fwd on r: the same arithmetic as cpu_add followed by
  * cpu_rmsnorm_fwd (the model's results are bit-identical with the fused op),
- * one pass over the rows. r may be a or b: element c is read before it is written. */
+ * row by row. r may be a or b: element c is read before it is written. */
 void cpu_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C,
                          real eps) {
 #pragma omp parallel for if (N > 64)
     for (int i = 0; i < N; i++) {
         const real *ai = a + (size_t)i * C, *bi = b + (size_t)i * C;
         real *ri = r + (size_t)i * C;
-        double ss = 0;
-        for (int c = 0; c < C; c++) {
-            ri[c] = ai[c] + bi[c];
-            ss += (double)ri[c] * ri[c];
-        }
-        real rs = (real)(1.0 / sqrt(ss / C + eps));
-        rstd[i] = rs;
-        real *oi = out + (size_t)i * C;
-        for (int c = 0; c < C; c++) oi[c] = ri[c] * rs * w[c];
+        for (int c = 0; c < C; c++) ri[c] = ai[c] + bi[c];
+        rstd[i] = rmsnorm_row(out + (size_t)i * C, ri, w, C, eps);
     }
 }
 
