@@ -13,10 +13,11 @@
  * The exponents are sums of la added one by one in the CPU's order (never
  * differences of cumulative sums, which lose digits in fp32 over a chunk).
  *
- * Forward, three kernels:
+ * Forward, four kernels:
  *   chunk_state (per b, h, c): S_c, a [P, N] = [P, l] x [l, N] product, into states[c+1]
  *   state_pass (per b, h, element of [P, N]): states[c+1] += a_c states[c], in order of c
- *   chunk_scan (per b, h, c): C B^T ([l, l], K = N), W, then y = ecum (C h0^T) + W X + D x
+ *   cb (per b, c, group): C B^T ([l, l], K = N), shared by the group's heads
+ *   chunk_scan (per b, h, c): W from C B^T, then y = ecum (C h0^T) + W X + D x
  * Backward (dstates[c] = dL/dstates[c]; nothing flows into the final state):
  *   chunk_state again, for the chunk's own term of dstates[c]: sum_i ecum_i dy_i C_i^T
  *   state_pass backwards: G_c := dstates[c+1], dstates[c] = a_c G_c + own term
@@ -32,7 +33,8 @@
  *   B and C are shared by the heads of a group: their gradients are added with atomics.
  *   With P <= 64 (x and dy one tile each) chunk_bwd is ssd_chunk_bwd_p64_kernel: the
  *   same sums with x and dy resident and the products grouped by the tiles they
- *   share (14 tile loads in ~7 waits instead of 26 in 14; see ssd_kernels.cuh).
+ *   share (11 tile loads in ~5 waits instead of 26 in 14; see ssd_kernels.cuh), after
+ *   ssd_cb_kernel has computed C B^T once per (batch, chunk, group) for the group's heads.
  *
  * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
  * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
@@ -98,7 +100,11 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,  \
                                            (int)K::SCAN_SMEM));                                                    \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                           (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
+        K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                      \
+        CUDA_LAUNCHED();                                                                                           \
         K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc,     \
                                                                                     dt_raw, dt_bias, A_log, d);    \
         CUDA_LAUNCHED();                                                                                           \
@@ -106,7 +112,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
         K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,       \
-                                                                            A_log, D, d);                          \
+                                                                            A_log, D, cbuf, d);                    \
         CUDA_LAUNCHED();                                                                                           \
     } while (0)
 
@@ -120,6 +126,8 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            (int)K::BWD_SMEM));                                                     \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel,                                            \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                           (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
         K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,        \
                                                                                      dt_raw, dt_bias, A_log, d);   \
@@ -127,10 +135,12 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         K::ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf, achunk, \
                                                                                                    d);             \
         CUDA_LAUNCHED();                                                                                           \
-        if (P <= TS) /* x and dy one tile each: the kernel with fewer round trips */                               \
+        if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
+            K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
+            CUDA_LAUNCHED();                                                                                       \
             K::ssd_chunk_bwd_p64_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                                 \
-                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, d);         \
-        else                                                                                                       \
+                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);   \
+        } else                                                                                                     \
             K::ssd_chunk_bwd_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, \
                                                                               dy, states, gbuf, xbc, dt_raw,       \
                                                                               dt_bias, A_log, D, d);               \
@@ -142,7 +152,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
 /* scratch grown on demand and kept (the same shapes recur every step); one
  * set per branch stream, since both branches of a parallel block may run at once */
 static float *ssd_scratch(int slot, size_t n) {
-    static BranchScratch s[2];
+    static BranchScratch s[3];
     return (float *)cuda_branch_scratch(&s[slot], sizeof(float) * n, "the SSD scratch");
 }
 
@@ -161,7 +171,8 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     }
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
-    if (!achunk) return;
+    float *cbuf = ssd_scratch(2, (size_t)B * d.nch * G * TS * TS);  /* C B^T per (batch, chunk, group) */
+    if (!achunk || !cbuf) return;
     dim3 grid(d.nch, nh, B);
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
@@ -185,7 +196,9 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
     float *gbuf = ssd_scratch(1, (size_t)B * d.nch * nh * P * N);
-    if (!achunk || !gbuf) return;
+    /* C B^T per (batch, chunk, group) for the P <= 64 kernel: 16 KB each (2 MB at gpt2small) */
+    float *cbuf = P <= TS ? ssd_scratch(2, (size_t)B * d.nch * G * TS * TS) : NULL;
+    if (!achunk || !gbuf || (P <= TS && !cbuf)) return;
     /* The chunk kernel's block (chunk, head) alone writes its rows' x columns
      * of that head and their ddt_raw: to overwrite it stores them. The B and C
      * columns are summed over the group's heads by atomics: an overwrite zeroes
