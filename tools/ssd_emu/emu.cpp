@@ -52,7 +52,7 @@ static inline float block_sum(float v, float *sh) {
 }
 static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 static inline float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }
-struct SsdDims { int B, n, nh, P, G, N, L, E, W, nch; int acc; };
+struct SsdDims { int B, n, nh, P, G, N, L, E, W, nch; int acc; int no_bc_atomics; };
 static float g_smem[6 * 64 * 68];
 #define TS 64
 #define NT 256

@@ -49,6 +49,8 @@
  * registers), 2 for the backward (its 83-104 KB of tiles allow 2; 128 registers).
  * Chunks longer than 64 tokens go to the plain recurrence (ssd_recurrent.cu). */
 #include <mma.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <type_traits>
 
@@ -71,6 +73,7 @@ int ssd_recurrent_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, r
 struct SsdDims {
     int B, n, nh, P, G, N, L, E, W, nch;  /* E = nh*P; W = E + 2*G*N (xbc row width) */
     int acc;  /* backward: add into dxbc's x columns and ddt_raw (1), or store them (0; ops.h acc) */
+    int no_bc_atomics;  /* timing only (wrong dB/dC): FLOWHN_SSD_TIME_NO_BC_ATOMICS=1, see cuda_ssd_bwd */
 };
 
 
@@ -157,7 +160,7 @@ static float *ssd_scratch(int slot, size_t n) {
 }
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
-    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L, 1};
+    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L, 1, 0};
     return d;
 }
 
@@ -204,6 +207,17 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * columns are summed over the group's heads by atomics: an overwrite zeroes
      * those 2GN columns of each row first (a strided memset). */
     d.acc = acc;
+    /* A measurement switch, not a mode: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1 drops the P <= 64
+     * kernel's dB/dC atomics (16K per block, from every head of a group onto the same
+     * addresses), so that one bench says what they cost (perf-notes, ssd-dbdc). The B/C
+     * gradients are then WRONG: never for training or tests. */
+    static int no_bc = -1;
+    if (no_bc < 0) {
+        const char *e = getenv("FLOWHN_SSD_TIME_NO_BC_ATOMICS");
+        no_bc = e && e[0] == '1';
+        if (no_bc) fprintf(stderr, "warning: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1: SSD dB/dC not computed (timing only)\n");
+    }
+    d.no_bc_atomics = no_bc;
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
                                     cuda_stream()));

@@ -668,8 +668,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_cb_kernel(float *cbuf, const float 
  * At N = 128: 11 tile loads in ~5 waits (+ the sum(G*h0) loads) instead of 26 in 14.
  * dx: read before the W^T dy product, stored after it; the last term goes out by
  * atomicAdd from the same thread (no read to wait for at the end).
- * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua / Ub =
- * staging, then W / dCB (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
+ * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua = C B^T,
+ * then W / dCB in Ua / Ub (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                float *dA_log, float *dD, const float *dy,
                                                                const float *states, const float *gbuf,
@@ -807,6 +807,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     sync_plain();  /* Ms read */
 
     /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i);
+     * (d.no_bc_atomics: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1, timing only, see ssd.cu)
      * bg[j][p] = sum_n B_j[n] G[p][n] (over the tiles) for dx and q */
     float bg[4][4];
     zero(bg);
@@ -843,7 +844,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         bar();  /* G_n (Ua), B_n (Ms) */
         /* dC first, then dB, so that at most three accumulators are live (no spills) */
         mm<true, false>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
-        if (dxbc)
+        if (dxbc && !d.no_bc_atomics)
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -861,7 +862,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 #pragma unroll
                 for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
         }
-        if (dxbc)
+        if (dxbc && !d.no_bc_atomics)
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
