@@ -52,7 +52,7 @@ static inline float block_sum(float v, float *sh) {
 }
 static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 static inline float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }
-struct SsdDims { int B, n, nh, P, G, N, L, E, W, nch; int acc; };
+struct SsdDims { int B, n, nh, P, G, N, L, E, W, nch; int acc; int no_bc_atomics; };
 static float g_smem[6 * 64 * 68];
 #define TS 64
 #define NT 256
@@ -136,15 +136,18 @@ int main(int argc, char **argv) {
     launch(grid, [&] { ssd_exact::ssd_chunk_state_kernel<false>(gbuf.data(), achunk.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
     launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_bwd(gbuf.data(), achunk.data(), d); });
     d.acc = ACC;
-    if (which)
-        launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
-    else
+    /* as ssd.cu: C B^T once per (batch, chunk, group) for the p64 backward and chunk_scan */
+    std::vector<float> cbuf((size_t)B * nch * G * 64 * 64, NAN);
+    launch({(unsigned)nch, (unsigned)G, (unsigned)B}, [&] { ssd_exact::ssd_cb_kernel(cbuf.data(), xbc.data(), d); });
+    if (which) {
+        launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+    } else
         launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
     /* the forward kernels too (states, y) */
     std::vector<float> est(st.size(), NAN), ey(ny, NAN), ach2((size_t)B * nh * nch);
     launch(grid, [&] { ssd_exact::ssd_chunk_state_kernel<true>(est.data(), ach2.data(), NULL, xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
     launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_fwd(est.data(), ach2.data(), d); });
-    launch(grid, [&] { ssd_exact::ssd_chunk_scan_kernel(ey.data(), est.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
+    launch(grid, [&] { ssd_exact::ssd_chunk_scan_kernel(ey.data(), est.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     std::vector<float> z0(ny, 0.f), zs(st.size(), 0.f);
     double ry = rel(y, ey, z0), rst = rel(st, est, zs);
     printf("     fwd: y %.2e states %.2e\n", ry, rst);

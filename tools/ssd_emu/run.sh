@@ -15,7 +15,7 @@ g++ -O2 -std=c++17 -pthread -w -I$out -DEMU_TC tools/ssd_emu/emu.cpp build/libfl
 export OMP_NUM_THREADS=1
 fail=0
 for s in "1 1 1 1 1 1 1" "2 19 4 3 2 5 4" "2 70 4 16 1 40 16" "1 64 2 8 2 64 64" "2 130 8 64 2 136 64" \
-         "1 333 4 64 1 128 64" "1 77 3 36 3 72 32" "1 99 6 20 2 150 50" "2 300 6 24 3 40 64"; do
+         "1 333 4 64 1 128 64" "2 97 4 64 2 200 48" "1 101 6 64 3 64 64" "1 77 3 36 3 72 32" "1 99 6 20 2 150 50" "2 300 6 24 3 40 64"; do
     $out/emu $s 1 1 1 || fail=1; $out/emu $s 1 1 0 || fail=1
     $out/emu_tc $s 1 1 1 || fail=1; $out/emu_tc $s 1 0 0 || fail=1
 done

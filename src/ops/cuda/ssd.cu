@@ -13,10 +13,11 @@
  * The exponents are sums of la added one by one in the CPU's order (never
  * differences of cumulative sums, which lose digits in fp32 over a chunk).
  *
- * Forward, three kernels:
+ * Forward, four kernels:
  *   chunk_state (per b, h, c): S_c, a [P, N] = [P, l] x [l, N] product, into states[c+1]
  *   state_pass (per b, h, element of [P, N]): states[c+1] += a_c states[c], in order of c
- *   chunk_scan (per b, h, c): C B^T ([l, l], K = N), W, then y = ecum (C h0^T) + W X + D x
+ *   cb (per b, c, group): C B^T ([l, l], K = N), shared by the group's heads
+ *   chunk_scan (per b, h, c): W from C B^T, then y = ecum (C h0^T) + W X + D x
  * Backward (dstates[c] = dL/dstates[c]; nothing flows into the final state):
  *   chunk_state again, for the chunk's own term of dstates[c]: sum_i ecum_i dy_i C_i^T
  *   state_pass backwards: G_c := dstates[c+1], dstates[c] = a_c G_c + own term
@@ -32,7 +33,8 @@
  *   B and C are shared by the heads of a group: their gradients are added with atomics.
  *   With P <= 64 (x and dy one tile each) chunk_bwd is ssd_chunk_bwd_p64_kernel: the
  *   same sums with x and dy resident and the products grouped by the tiles they
- *   share (14 tile loads in ~7 waits instead of 26 in 14; see ssd_kernels.cuh).
+ *   share (11 tile loads in ~5 waits instead of 26 in 14; see ssd_kernels.cuh), after
+ *   ssd_cb_kernel has computed C B^T once per (batch, chunk, group) for the group's heads.
  *
  * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
  * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
@@ -47,6 +49,8 @@
  * registers), 2 for the backward (its 83-104 KB of tiles allow 2; 128 registers).
  * Chunks longer than 64 tokens go to the plain recurrence (ssd_recurrent.cu). */
 #include <mma.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <type_traits>
 
@@ -69,6 +73,7 @@ int ssd_recurrent_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, r
 struct SsdDims {
     int B, n, nh, P, G, N, L, E, W, nch;  /* E = nh*P; W = E + 2*G*N (xbc row width) */
     int acc;  /* backward: add into dxbc's x columns and ddt_raw (1), or store them (0; ops.h acc) */
+    int no_bc_atomics;  /* timing only (wrong dB/dC): FLOWHN_SSD_TIME_NO_BC_ATOMICS=1, see cuda_ssd_bwd */
 };
 
 
@@ -98,7 +103,11 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,  \
                                            (int)K::SCAN_SMEM));                                                    \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                           (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
+        K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                      \
+        CUDA_LAUNCHED();                                                                                           \
         K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc,     \
                                                                                     dt_raw, dt_bias, A_log, d);    \
         CUDA_LAUNCHED();                                                                                           \
@@ -106,7 +115,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
         K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,       \
-                                                                            A_log, D, d);                          \
+                                                                            A_log, D, cbuf, d);                    \
         CUDA_LAUNCHED();                                                                                           \
     } while (0)
 
@@ -120,6 +129,8 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            (int)K::BWD_SMEM));                                                     \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel,                                            \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                           (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
         K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,        \
                                                                                      dt_raw, dt_bias, A_log, d);   \
@@ -127,10 +138,12 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         K::ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf, achunk, \
                                                                                                    d);             \
         CUDA_LAUNCHED();                                                                                           \
-        if (P <= TS) /* x and dy one tile each: the kernel with fewer round trips */                               \
+        if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
+            K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
+            CUDA_LAUNCHED();                                                                                       \
             K::ssd_chunk_bwd_p64_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                                 \
-                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, d);         \
-        else                                                                                                       \
+                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);   \
+        } else                                                                                                     \
             K::ssd_chunk_bwd_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, \
                                                                               dy, states, gbuf, xbc, dt_raw,       \
                                                                               dt_bias, A_log, D, d);               \
@@ -142,12 +155,12 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
 /* scratch grown on demand and kept (the same shapes recur every step); one
  * set per branch stream, since both branches of a parallel block may run at once */
 static float *ssd_scratch(int slot, size_t n) {
-    static BranchScratch s[2];
+    static BranchScratch s[3];
     return (float *)cuda_branch_scratch(&s[slot], sizeof(float) * n, "the SSD scratch");
 }
 
 static SsdDims ssd_dims(int B, int n, int nh, int P, int G, int N, int L) {
-    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L, 1};
+    SsdDims d = {B, n, nh, P, G, N, L, nh * P, nh * P + 2 * G * N, (n + L - 1) / L, 1, 0};
     return d;
 }
 
@@ -161,7 +174,8 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     }
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
-    if (!achunk) return;
+    float *cbuf = ssd_scratch(2, (size_t)B * d.nch * G * TS * TS);  /* C B^T per (batch, chunk, group) */
+    if (!achunk || !cbuf) return;
     dim3 grid(d.nch, nh, B);
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
@@ -185,12 +199,25 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
     SsdDims d = ssd_dims(B, n, nh, P, G, N, L);
     float *achunk = ssd_scratch(0, (size_t)B * nh * d.nch);
     float *gbuf = ssd_scratch(1, (size_t)B * d.nch * nh * P * N);
-    if (!achunk || !gbuf) return;
+    /* C B^T per (batch, chunk, group) for the P <= 64 kernel: 16 KB each (2 MB at gpt2small) */
+    float *cbuf = P <= TS ? ssd_scratch(2, (size_t)B * d.nch * G * TS * TS) : NULL;
+    if (!achunk || !gbuf || (P <= TS && !cbuf)) return;
     /* The chunk kernel's block (chunk, head) alone writes its rows' x columns
      * of that head and their ddt_raw: to overwrite it stores them. The B and C
      * columns are summed over the group's heads by atomics: an overwrite zeroes
      * those 2GN columns of each row first (a strided memset). */
     d.acc = acc;
+    /* A measurement switch, not a mode: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1 drops the P <= 64
+     * kernel's dB/dC atomics (16K per block, from every head of a group onto the same
+     * addresses), so that one bench says what they cost (perf-notes, ssd-dbdc). The B/C
+     * gradients are then WRONG: never for training or tests. */
+    static int no_bc = -1;
+    if (no_bc < 0) {
+        const char *e = getenv("FLOWHN_SSD_TIME_NO_BC_ATOMICS");
+        no_bc = e && e[0] == '1';
+        if (no_bc) fprintf(stderr, "warning: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1: SSD dB/dC not computed (timing only)\n");
+    }
+    d.no_bc_atomics = no_bc;
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
                                     cuda_stream()));

@@ -333,7 +333,8 @@ __global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
 constexpr size_t SCAN_SMEM = (3 + TC) * TILE * sizeof(float);
 __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y, const float *states, const float *xbc,
                                                             const float *dt_raw, const float *dt_bias,
-                                                            const float *A_log, const float *D, SsdDims d) {
+                                                            const float *A_log, const float *D,
+                                                            const float *cbuf, SsdDims d) {
     extern __shared__ __align__(128) float smem[];
     float *S0 = smem, *S1 = S0 + TILE, *Mt = S1 + TILE, *Sx = TC ? Mt + TILE : nullptr;
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
@@ -341,33 +342,21 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     size_t row0 = (size_t)k.b * d.n + k.t0;
     const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
-    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
     const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
-    /* C_0 and B_0 are copied before the decays are computed (they need none of
-     * them), so the copies overlap the dt loads and the serial decay scans */
-    load_tile(S0, Cm, d.W, k.l, min(TS, d.N));
-    load_tile(S1, Bm, d.W, k.l, min(TS, d.N));
+    /* C B^T (ssd_cb_kernel, once per batch, chunk and group for the group's heads)
+     * is copied before the decays are computed (it needs none of them), so the
+     * copy overlaps the dt loads and the serial decay scans */
+    load_tile(S0, cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS), TS, TS, TS);
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Mt);
-
-    float cb[4][4];  /* C_i . B_j */
-    zero(cb);
-    for (int n0 = 0; n0 < d.N; n0 += TS) {
-        if (n0 > 0) {
-            bar();  /* the previous tiles read */
-            load_tile(S0, Cm + n0, d.W, k.l, min(TS, d.N - n0));
-            load_tile(S1, Bm + n0, d.W, k.l, min(TS, d.N - n0));
-        }
-        bar();
-        mm<true, true>(cb, S0, S1, min(TS, d.N - n0), Sx);
-    }
+    bar();  /* C B^T */
     /* W in place of M: each thread rewrites only the elements it reads */
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
         for (int b = 0; b < 4; b++) {
             int i = ty + 16 * a, j = tx + 16 * b;
-            Mt[i * LD + j] = cb[a][b] * Mt[i * LD + j] * dt_s[j];
+            Mt[i * LD + j] = S0[i * LD + j] * Mt[i * LD + j] * dt_s[j];
         }
 
     float Dh = D[k.h];
@@ -624,14 +613,51 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
 }
 
 
+/* ---- C B^T of one (batch, chunk, group), for the p64 backward ----
+ * cbuf[b][c][g] is a TS x TS tile (row stride TS): C_i . B_j for i, j < l, 0
+ * elsewhere (the tiles are zero-filled past l). The group's heads share B and C,
+ * so the p64 backward's heads copy this tile instead of each computing it (the
+ * same products in the same order: the same values). Up to two N tiles of C and
+ * B are copied per wait (N = 128: one wait). 128 blocks at the gpt2small shape. */
+constexpr size_t CB_SMEM = (4 + TC) * TILE * sizeof(float);
+__global__ void __launch_bounds__(NT, 2) ssd_cb_kernel(float *cbuf, const float *xbc, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *S = smem, *Sx = TC ? S + 4 * TILE : nullptr;  /* S: C_n, B_n, C_{n+1}, B_{n+1} */
+    const int c = blockIdx.x, g = blockIdx.y, b = blockIdx.z, tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const int t0 = c * d.L, l = min(d.L, d.n - t0);
+    size_t row0 = (size_t)b * d.n + t0;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + g) * d.N;
+    float cb[4][4];
+    zero(cb);
+#pragma unroll 1
+    for (int n0 = 0; n0 < d.N; n0 += 2 * TS) {
+        if (n0 > 0) sync_plain();  /* the previous tiles read */
+        for (int q = 0; q < 2 && n0 + q * TS < d.N; q++) {
+            int m0 = n0 + q * TS, nc = min(TS, d.N - m0);
+            load_tile(S + 2 * q * TILE, Cm + m0, d.W, l, nc);
+            load_tile(S + (2 * q + 1) * TILE, Bm + m0, d.W, l, nc);
+        }
+        bar();
+        for (int q = 0; q < 2 && n0 + q * TS < d.N; q++)
+            mm<true, true>(cb, S + 2 * q * TILE, S + (2 * q + 1) * TILE, min(TS, d.N - n0 - q * TS), Sx);
+    }
+    float *o = cbuf + (((size_t)b * d.nch + c) * d.G + g) * (TS * TS);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[(ty + 16 * a) * TS + tx + 16 * e] = cb[a][e];
+}
+
 /* ---- backward for P <= 64 (one tile of head channels): the same gradients as
  * ssd_chunk_bwd_kernel with fewer memory round trips ----
  * The old kernel loads 26 tiles in 14 phases (load -> barrier -> product), each
  * phase waiting for its own loads; with P <= 64 the chunk's x and dy are one
  * tile each and stay resident, and the products are regrouped around the
  * tiles they share:
- *   start: x, dy, C_0, B_0 copied before the decays are computed (overlapping
- *          their serial scans and the sum(G*h0) loads); dW = dy x^T, CB over n
+ *   start: x, dy and the group's C B^T tile (ssd_cb_kernel, computed once for
+ *          the group's heads) copied before the decays are computed (overlapping
+ *          their serial scans and the sum(G*h0) loads); dW = dy x^T
  *   then:  W, dCB, dSeg (as before); dx's W^T dy + D dy term, written at once;
  *          the dSeg prefix sums reduced to one value per position (frees M)
  *   per n: (h0_n, C_n): the state part of dC, dcum, dB's dCB^T C term;
@@ -639,17 +665,17 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
  *          dx and q); G_n and h0_{n+1} are copied while the products before
  *          them run (the waits are for C_n and B_n)
  *   end:   dx's etail dt (B G^T) term and q, then dt, dA_log, D as before.
- * At N = 128: 14 tile loads in ~5 waits (+ the sum(G*h0) loads) instead of 26 in 14.
+ * At N = 128: 11 tile loads in ~5 waits (+ the sum(G*h0) loads) instead of 26 in 14.
  * dx: read before the W^T dy product, stored after it; the last term goes out by
  * atomicAdd from the same thread (no read to wait for at the end).
- * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua / Ub =
- * staging, then W / dCB (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
+ * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua = C B^T,
+ * then W / dCB in Ua / Ub (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                float *dA_log, float *dD, const float *dy,
                                                                const float *states, const float *gbuf,
                                                                const float *xbc, const float *dt_raw,
                                                                const float *dt_bias, const float *A_log,
-                                                               const float *D, SsdDims d) {
+                                                               const float *D, const float *cbuf, SsdDims d) {
     extern __shared__ __align__(128) float smem[];
     float *Xs = smem, *Ys = Xs + TILE, *Ms = Ys + TILE, *Ua = Ms + TILE, *Ub = Ua + TILE;
     float *Sx = TC ? Ub + TILE : nullptr;
@@ -667,8 +693,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     /* the first tiles, before anything else: they need nothing of the decays */
     load_tile(Xs, X, d.W, k.l, P);
     load_tile(Ys, dY, d.E, k.l, P);
-    load_tile(Ua, Cm, d.W, k.l, min(TS, d.N));
-    load_tile(Ub, Bm, d.W, k.l, min(TS, d.N));
+    load_tile(Ua, cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS), TS, TS, TS);
     if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
     /* the thread's part of sum(G * h0) (for dtotal at the end): the first GH_PF
      * 16-byte pairs are loaded before the decays and summed after them (8 pairs
@@ -692,8 +717,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         for (int q = 0; q < GH_PF; q++)
             gh += gpf[q].x * hpf[q].x + gpf[q].y * hpf[q].y + gpf[q].z * hpf[q].z + gpf[q].w * hpf[q].w;
     }
-    /* the rest of sum(G * h0), run where its loads wait together with the copies of C_1, B_1 */
-    auto gh_rest = [&]() {
+    /* the rest of sum(G * h0), while the first copies are in flight */
+    {
         if (gh4) {
             const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
 #pragma unroll 4
@@ -704,26 +729,18 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         } else {
             for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
         }
-    };
+    }
     float Dh = D[k.h];
 
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
-    zero(cb);
     zero(dw);
-    bar();  /* x, dy, C_0, B_0 */
+    bar();  /* x, dy, C B^T */
     mm<true, true>(dw, Ys, Xs, P, Sx);                /* [i][j] += dy[i][p] x[j][p] */
-    mm<true, true>(cb, Ua, Ub, min(TS, d.N), Sx);     /* [i][j] += C[i][n] B[j][n] */
-#pragma unroll 1
-    for (int n0 = TS; n0 < d.N; n0 += TS) {
-        sync_plain();  /* Ua, Ub read */
-        load_tile(Ua, Cm + n0, d.W, k.l, min(TS, d.N - n0));
-        load_tile(Ub, Bm + n0, d.W, k.l, min(TS, d.N - n0));
-        if (n0 == TS) gh_rest();
-        bar();
-        mm<true, true>(cb, Ua, Ub, min(TS, d.N - n0), Sx);
-    }
-    if (d.N <= TS) gh_rest();
-    sync_plain();  /* Ua, Ub read: W and dCB go there */
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) cb[a][b] = Ua[(ty + 16 * a) * LD + tx + 16 * b];
+    sync_plain();  /* Ua read: W and dCB go to Ua, Ub */
     /* W (Ua), dCB (Ub), dSeg (Ms, in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
 #pragma unroll
     for (int b = 0; b < 4; b++) {
@@ -790,6 +807,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     sync_plain();  /* Ms read */
 
     /* dB and dC, one column tile of N at a time; dcum_i = C_i . (state part of dC_i);
+     * (d.no_bc_atomics: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1, timing only, see ssd.cu)
      * bg[j][p] = sum_n B_j[n] G[p][n] (over the tiles) for dx and q */
     float bg[4][4];
     zero(bg);
@@ -826,7 +844,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         bar();  /* G_n (Ua), B_n (Ms) */
         /* dC first, then dB, so that at most three accumulators are live (no spills) */
         mm<true, false>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
-        if (dxbc)
+        if (dxbc && !d.no_bc_atomics)
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -844,7 +862,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 #pragma unroll
                 for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
         }
-        if (dxbc)
+        if (dxbc && !d.no_bc_atomics)
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
