@@ -241,9 +241,10 @@ oom:
 
 /* Decode fusions (ops.h "fused decode ops"; docs/perf-notes.md "Decode
  * fusions"): at batch 1 a step's time is its count of launches, so products of
- * one input run as one, and adds go into the product before them or the norm
- * after them. Each helper falls back to the composition when the backend lacks
- * the op or g->fuse is off; the values are the same either way. */
+ * one input run as one, and every residual add goes into the product before it
+ * (so no add is left for add_rmsnorm_fwd to take into a norm). Each helper
+ * falls back to the composition when the backend lacks the op or g->fuse is
+ * off; the values are the same either way. */
 
 /* out = res + in w^T (res NULL: out = in w^T); out aliases neither */
 static void linear_res(Generator *g, real *out, const real *in, const real *w, const real *res, int N, int IC,
@@ -262,19 +263,6 @@ static void linear3(Generator *g, real *o0, real *o1, real *o2, const real *in, 
     if (OC0 > 0) o->linear_fwd(o0, in, w0, NULL, N, IC, OC0);
     if (OC1 > 0) o->linear_fwd(o1, in, w1, NULL, N, IC, OC1);
     if (OC2 > 0) o->linear_fwd(o2, in, w2, NULL, N, IC, OC2);
-}
-
-/* r = a + b, out = rmsnorm(r) * w (one op when fusing) */
-static void add_norm(Generator *g, real *r, real *out, const real *a, const real *b, size_t w) {
-    const Config *c = &g->m->cfg;
-    const Ops *o = g->m->ops;
-    int B = g->B, H = c->hidden_size;
-    if (g->fuse && o->add_rmsnorm_fwd) {
-        o->add_rmsnorm_fwd(r, out, g->rstd, a, b, P(w), B, H, (real)c->norm_eps);
-        return;
-    }
-    o->add(r, a, b, (size_t)B * H);
-    o->rmsnorm_fwd(out, g->rstd, r, P(w), B, H, (real)c->norm_eps);
 }
 
 /* kv_append + attn_query from one input u in 4 launches (q/k/v product, RoPE +
@@ -311,8 +299,8 @@ static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv
     o->copy_rows_at(kv->V, g->W * kvd, g->v, B, kvd, kv->row);
 }
 
-/* Attention for queries from u [B, H] at position t over the cache; out [B, H]. */
-static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out) {
+/* Attention for queries from u [B, H] at position t over the cache; out [B, H] = res + attention (res may be NULL). */
+static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out, const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd;
@@ -324,10 +312,11 @@ static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u,
     }
     /* every cached key is at or before this position: all visible, this step's included (keys 0..row) */
     o->attention_decode_at(g->att, q, kv->K, kv->V, B, kv->row, g->W, nh, c->num_kv_heads, hd);
-    o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
+    linear_res(g, out, g->att, P(w->o), res, B, qd, H);
 }
 
-static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out) {
+/* the Mamba steps: out = res + mixer (res may be NULL) */
+static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out, const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank;
@@ -342,10 +331,10 @@ static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real 
     o->rmsnorm_fwd(g->cn, g->rstd, g->cr, P(w->c_norm), B, S, eps);
     o->linear_fwd(g->dtraw, g->dtn, P(w->dt_w), P(w->dt_b), B, R, E);
     o->selective_scan_step(g->ys, s->h, g->xc, g->dtraw, P(w->A_log), g->bn, g->cn, P(w->D), g->zm, B, E, S);
-    o->linear_fwd(out, g->ys, P(w->out_proj), NULL, B, E, H);
+    linear_res(g, out, g->ys, P(w->out_proj), res, B, E, H);
 }
 
-static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, real *out) {
+static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, real *out, const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c);
@@ -357,15 +346,15 @@ static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real 
     o->ssd_step(g->ys, s->h, g->xc, g->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, nh, c->m2_headdim,
                 c->m2_ngroups, c->m2_d_state);
     o->gated_rmsnorm_fwd(g->zn, g->rstd, g->ys, g->z, P(w->gate_norm), B, E, (real)c->norm_eps);
-    o->linear_fwd(out, g->zn, P(w->out_proj), NULL, B, E, H);
+    linear_res(g, out, g->zn, P(w->out_proj), res, B, E, H);
 }
 
-/* out = h + MLP(RMSNorm(h)); normed: g->hn already holds RMSNorm(h) (add_norm) */
-static void mlp_step(Generator *g, const MlpW *w, size_t norm, const real *h, real *out, int normed) {
+/* out = h + MLP(RMSNorm(h)) */
+static void mlp_step(Generator *g, const MlpW *w, size_t norm, const real *h, real *out) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, I = c->intermediate_size;
-    if (!normed) o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
+    o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
     if (g->fuse && o->swiglu_linear_fwd) o->swiglu_linear_fwd(g->act, g->g, g->up, g->hn, P(w->gate), P(w->up), B, H, I);
     else {
         o->linear_fwd(g->g, g->hn, P(w->gate), NULL, B, H, I);
@@ -381,23 +370,15 @@ static void decoder_step(Generator *g, const DecoderW *w, MixerState *s, const r
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size;
     o->rmsnorm_fwd(g->u, g->rstd, x, P(w->mixer_norm), B, H, (real)c->norm_eps);
+    real *dst = w->has_mlp ? g->h : out;   /* x + mixer, the residual added by the mixer's output product */
     if (w->mixer == MIXER_ATTN) {
-        /* without an MLP the residual add goes into the output product */
-        if (!kv_done && attn_fused(g, &w->attn, &s->kv, g->u, w->has_mlp ? g->mix : out, w->has_mlp ? NULL : x)) {
-            if (!w->has_mlp) return;
-        } else {
+        if (kv_done || !attn_fused(g, &w->attn, &s->kv, g->u, dst, x)) {
             if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u);
-            attn_query(g, &w->attn, &s->kv, g->u, g->mix);
-            if (!w->has_mlp) { o->add(out, x, g->mix, (size_t)B * H); return; }
+            attn_query(g, &w->attn, &s->kv, g->u, dst, x);
         }
-    } else {
-        if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, g->mix);
-        else mamba2_step(g, &w->m2, &s->ssm, g->u, g->mix);
-        if (!w->has_mlp) { o->add(out, x, g->mix, (size_t)B * H); return; }
-    }
-    /* h = x + mixer, and the MLP's norm of it */
-    add_norm(g, g->h, g->hn, x, g->mix, w->mlp_norm);
-    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out, 1);
+    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, dst, x);
+    else mamba2_step(g, &w->m2, &s->ssm, g->u, dst, x);
+    if (w->has_mlp) mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 
 static void flowhn_step(Generator *g, int l, const real *x, real *out) {
@@ -421,8 +402,8 @@ static void flowhn_step(Generator *g, int l, const real *x, real *out) {
         o->copy_rows(y, Hin, g->zn, H, B, H);
         o->copy_rows(y + H, Hin, g->x2, H, B, H);
     } else y = to_attn ? g->x2 : g->zn;
-    o->linear_fwd(g->mix, y, P(w->fuse), NULL, B, Hin, H);   /* the branches are done with g->mix */
-    add_norm(g, g->z, g->hn, g->mix, x, w->out_norm);
+    linear_res(g, g->z, y, P(w->fuse), x, B, Hin, H);
+    o->rmsnorm_fwd(g->hn, g->rstd, g->z, P(w->out_norm), B, H, (real)c->norm_eps);
     linear_res(g, out, g->hn, P(w->out_proj), g->z, B, H, H);
 }
 
@@ -437,17 +418,16 @@ static void hymba_step(Generator *g, int l, const real *x, real *out) {
     o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->mixer_norm), B, H, eps);
     if (!attn_fused(g, &w->attn, &s->attn.kv, g->uk, g->x2, NULL)) {
         kv_append(g, &w->attn, &s->attn.kv, g->uk);
-        attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2);
+        attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2, NULL);
     }
-    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn);
+    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn, NULL);
     o->rmsnorm_fwd(g->x2, g->rstd, g->x2, P(w->attn_out_norm), B, H, eps);   /* row-wise: in place is safe */
     o->rmsnorm_fwd(g->zn, g->rstd, g->zn, P(w->ssm_out_norm), B, H, eps);
     o->zero(g->y, sizeof(real) * n);
     o->accumulate(g->y, g->x2, (real)0.5, n);
     o->accumulate(g->y, g->zn, (real)0.5, n);
-    o->linear_fwd(g->mix, g->y, P(w->out_proj), NULL, B, H, H);
-    add_norm(g, g->h, g->hn, g->mix, x, w->mlp_norm);
-    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out, 1);
+    linear_res(g, g->h, g->y, P(w->out_proj), x, B, H, H);
+    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 
 /* the step's backend work after the token copy: embedding -> layers -> logits */
