@@ -255,40 +255,55 @@ static void linear_res(Generator *g, real *out, const real *in, const real *w, c
     if (res) o->add(out, out, res, (size_t)N * OC);
 }
 
-/* up to three products of one input (OC_i = 0: none) */
-static void linear3(Generator *g, real *o0, real *o1, real *o2, const real *in, const real *w0, const real *w1,
-                    const real *w2, int N, int IC, int OC0, int OC1, int OC2) {
+/* up to three products of one input (OC_i = 0: none); nw != NULL: of
+ * RMSNorm(in) * nw (the norm made into `normed` unless the fused op does it
+ * inside), eps the config's norm_eps */
+static void linear3(Generator *g, real *o0, real *o1, real *o2, const real *in, const real *nw, real *normed,
+                    const real *w0, const real *w1, const real *w2, int N, int IC, int OC0, int OC1, int OC2) {
     const Ops *o = g->m->ops;
-    if (g->fuse && o->linear3_fwd) { o->linear3_fwd(o0, o1, o2, in, w0, w1, w2, N, IC, OC0, OC1, OC2); return; }
+    real eps = (real)g->m->cfg.norm_eps;
+    if (g->fuse && o->linear3_fwd) {
+        o->linear3_fwd(o0, o1, o2, in, w0, w1, w2, N, IC, OC0, OC1, OC2, nw, eps, normed, g->rstd);
+        return;
+    }
+    if (nw) {
+        o->rmsnorm_fwd(normed, g->rstd, in, nw, N, IC, eps);
+        in = normed;
+    }
     if (OC0 > 0) o->linear_fwd(o0, in, w0, NULL, N, IC, OC0);
     if (OC1 > 0) o->linear_fwd(o1, in, w1, NULL, N, IC, OC1);
     if (OC2 > 0) o->linear_fwd(o2, in, w2, NULL, N, IC, OC2);
 }
 
+static int attn_fusable(const Generator *g) {
+    const Ops *o = g->m->ops;
+    return g->fuse && o->linear3_fwd && o->rope_append_at && g->m->cfg.use_rope;
+}
+
 /* kv_append + attn_query from one input u in 4 launches (q/k/v product, RoPE +
  * cache append, attention, output product + residual): out = res + attention
- * (res may be NULL). 0 when it does not apply (no fused ops, no RoPE): the caller
- * runs the composition. */
-static int attn_fused(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out, const real *res) {
+ * (res may be NULL). nw != NULL: u is RMSNorm(in) * nw, made inside the q/k/v
+ * product (g->u its scratch); else u = in. Only where attn_fusable. */
+static void attn_fused(Generator *g, const AttnW *w, KVCache *kv, const real *in, const real *nw, real *out,
+                       const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
-    if (!g->fuse || !o->linear3_fwd || !o->rope_append_at || !c->use_rope) return 0;
     int B = g->B, H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim, qd = nh * hd,
         kvd = cfg_kv_dim(c);
-    o->linear3_fwd(g->q, g->k, g->v, u, P(w->q), P(w->k), P(w->v), B, H, qd, kvd, kvd);
+    linear3(g, g->q, g->k, g->v, in, nw, g->u, P(w->q), P(w->k), P(w->v), B, H, qd, kvd, kvd);
     o->rope_append_at(g->qr, kv->K, kv->V, g->kr, g->q, g->k, g->v, g->pos_dev, kv->row, B, g->W * kvd, nh, nkv, hd,
                       (real)c->rope_theta);
     o->attention_decode_at(g->att, g->qr, kv->K, kv->V, B, kv->row, g->W, nh, nkv, hd);
     linear_res(g, out, g->att, P(w->o), res, B, qd, H);
-    return 1;
 }
 
-/* Appends K/V computed from ukv [B, H] at the current position to the cache. */
-static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv) {
+/* Appends K/V computed from ukv [B, H] at the current position to the cache
+ * (nw != NULL: from RMSNorm(ukv) * nw, g->uk its scratch). */
+static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv, const real *nw) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, kvd = cfg_kv_dim(c);
-    linear3(g, g->k, g->v, NULL, ukv, P(w->k), P(w->v), NULL, B, H, kvd, kvd, 0);
+    linear3(g, g->k, g->v, NULL, ukv, nw, g->uk, P(w->k), P(w->v), NULL, B, H, kvd, kvd, 0);
     const real *k = g->k;
     if (c->use_rope) {
         o->rope_fwd(g->kr, g->k, g->pos_dev, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
@@ -315,16 +330,18 @@ static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u,
     linear_res(g, out, g->att, P(w->o), res, B, qd, H);
 }
 
-/* the Mamba steps: out = res + mixer (res may be NULL) */
-static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out, const real *res) {
+/* the Mamba steps: out = res + mixer (res may be NULL); the mixer's input is
+ * RMSNorm(u) * nw when nw != NULL (made with the in_proj products), else u */
+static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, const real *nw, real *out,
+                        const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank;
     real eps = (real)c->norm_eps;
-    linear3(g, g->xm, g->zm, NULL, u, P(w->in_proj), P(w->in_proj) + (size_t)E * H, NULL, B, H, E, E, 0);
+    linear3(g, g->xm, g->zm, NULL, u, nw, g->u, P(w->in_proj), P(w->in_proj) + (size_t)E * H, NULL, B, H, E, E, 0);
     o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, E, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * E);
-    linear3(g, g->dtr, g->br, g->cr, g->xc, P(w->x_proj), P(w->x_proj) + (size_t)R * E,
+    linear3(g, g->dtr, g->br, g->cr, g->xc, NULL, NULL, P(w->x_proj), P(w->x_proj) + (size_t)R * E,
             P(w->x_proj) + (size_t)(R + S) * E, B, E, R, S, S);
     o->rmsnorm_fwd(g->dtn, g->rstd, g->dtr, P(w->dt_norm), B, R, eps);
     o->rmsnorm_fwd(g->bn, g->rstd, g->br, P(w->b_norm), B, S, eps);
@@ -334,12 +351,13 @@ static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real 
     linear_res(g, out, g->ys, P(w->out_proj), res, B, E, H);
 }
 
-static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, real *out, const real *res) {
+static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, const real *nw, real *out,
+                        const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c);
     int CX = E + 2 * c->m2_ngroups * c->m2_d_state;
-    linear3(g, g->z, g->xm, g->dtraw, u, P(w->in_proj), P(w->in_proj) + (size_t)E * H,
+    linear3(g, g->z, g->xm, g->dtraw, u, nw, g->u, P(w->in_proj), P(w->in_proj) + (size_t)E * H,
             P(w->in_proj) + (size_t)(E + CX) * H, B, H, E, CX, nh);
     o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, CX, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * CX);
@@ -354,9 +372,11 @@ static void mlp_step(Generator *g, const MlpW *w, size_t norm, const real *h, re
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, I = c->intermediate_size;
-    o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
-    if (g->fuse && o->swiglu_linear_fwd) o->swiglu_linear_fwd(g->act, g->g, g->up, g->hn, P(w->gate), P(w->up), B, H, I);
+    if (g->fuse && o->swiglu_linear_fwd)   /* the norm inside the gate/up product */
+        o->swiglu_linear_fwd(g->act, g->g, g->up, h, P(w->gate), P(w->up), B, H, I, P(norm), (real)c->norm_eps, g->hn,
+                             g->rstd);
     else {
+        o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
         o->linear_fwd(g->g, g->hn, P(w->gate), NULL, B, H, I);
         o->linear_fwd(g->up, g->hn, P(w->up), NULL, B, H, I);
         o->swiglu_fwd(g->act, g->g, g->up, (size_t)B * I);
@@ -369,15 +389,17 @@ static void decoder_step(Generator *g, const DecoderW *w, MixerState *s, const r
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size;
-    o->rmsnorm_fwd(g->u, g->rstd, x, P(w->mixer_norm), B, H, (real)c->norm_eps);
     real *dst = w->has_mlp ? g->h : out;   /* x + mixer, the residual added by the mixer's output product */
+    const real *nw = P(w->mixer_norm);     /* the mixer's norm, inside its first products where fused */
     if (w->mixer == MIXER_ATTN) {
-        if (kv_done || !attn_fused(g, &w->attn, &s->kv, g->u, dst, x)) {
-            if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u);
+        if (!kv_done && attn_fusable(g)) attn_fused(g, &w->attn, &s->kv, x, nw, dst, x);
+        else {
+            o->rmsnorm_fwd(g->u, g->rstd, x, nw, B, H, (real)c->norm_eps);
+            if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u, NULL);
             attn_query(g, &w->attn, &s->kv, g->u, dst, x);
         }
-    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, dst, x);
-    else mamba2_step(g, &w->m2, &s->ssm, g->u, dst, x);
+    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, x, nw, dst, x);
+    else mamba2_step(g, &w->m2, &s->ssm, x, nw, dst, x);
     if (w->has_mlp) mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 
@@ -392,8 +414,7 @@ static void flowhn_step(Generator *g, int l, const real *x, real *out) {
     real *y = g->y;   /* [B, Hin]: the fusion's input */
     if (c->context == CONTEXT_PREFIX) {
         /* every token's K/V enter the attention branch's cache */
-        o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->attn_branch.mixer_norm), B, H, (real)c->norm_eps);
-        kv_append(g, &w->attn_branch.attn, &s->attn.kv, g->uk);
+        kv_append(g, &w->attn_branch.attn, &s->attn.kv, x, P(w->attn_branch.mixer_norm));
     }
     /* branch outputs go to g->x2 (attention) and g->zn (ssm) before fusion */
     if (to_ssm) decoder_step(g, &w->ssm_branch, &s->ssm, x, g->zn, 0);
@@ -416,11 +437,12 @@ static void hymba_step(Generator *g, int l, const real *x, real *out) {
     size_t n = (size_t)B * H;
     real eps = (real)c->norm_eps;
     o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->mixer_norm), B, H, eps);
-    if (!attn_fused(g, &w->attn, &s->attn.kv, g->uk, g->x2, NULL)) {
-        kv_append(g, &w->attn, &s->attn.kv, g->uk);
+    if (attn_fusable(g)) attn_fused(g, &w->attn, &s->attn.kv, g->uk, NULL, g->x2, NULL);
+    else {
+        kv_append(g, &w->attn, &s->attn.kv, g->uk, NULL);
         attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2, NULL);
     }
-    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn, NULL);
+    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, NULL, g->zn, NULL);
     o->rmsnorm_fwd(g->x2, g->rstd, g->x2, P(w->attn_out_norm), B, H, eps);   /* row-wise: in place is safe */
     o->rmsnorm_fwd(g->zn, g->rstd, g->zn, P(w->ssm_out_norm), B, H, eps);
     o->zero(g->y, sizeof(real) * n);

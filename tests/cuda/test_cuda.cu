@@ -392,11 +392,13 @@ static void test_linear_gemv(void) {
 /* The fused decode ops (ops.h "fused decode ops") against the CPU's
  * compositions, on frozen bf16 weights: linear3_fwd (three products of one
  * input; also two, and one with an empty middle product), linear_res_fwd and
- * swiglu_linear_fwd, N = 1..8 rows, odd OC, and IC not a multiple of 8 (the
- * composition path: gemv not taken). bf16 bound 1e-2 against the CPU; against
- * the unfused CUDA ops on the same device (gemv + add / swiglu kernels) 1e-5:
- * the fused kernel is the same warp arithmetic. The gemv path's use is checked
- * by cuda_gemv_launches (one launch per fused op), MACs against the CPU's. */
+ * swiglu_linear_fwd, linear3_fwd and swiglu_linear_fwd again with the input's
+ * RMSNorm inside (norm_w), N = 1..8 rows, odd OC, and IC not a multiple of 8
+ * (the composition path: gemv not taken). bf16 bound 1e-2 against the CPU;
+ * against the unfused CUDA ops on the same device (rmsnorm_fwd, gemv, add,
+ * swiglu kernels) 1e-5: the fused kernel is the same arithmetic. The gemv
+ * path's use is checked by cuda_gemv_launches (one launch per fused op), MACs
+ * against the CPU's. */
 static void test_decode_fused(void) {
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     setenv("FLOWHN_GEMV", "1", 1);
@@ -418,22 +420,36 @@ static void test_decode_fused(void) {
         float *cg = hnan(o0), *cu = hnan(o0);
         float *g0 = dnan(o0), *g1 = dnan(o1 + 1), *g2 = dnan(o2 + 1), *gres = dnan(o0), *gsw = dnan(o0);
         float *gg = dnan(o0), *gu = dnan(o0);
+        /* the variants with the norm inside: norm weight, outputs, the composition's scratch */
+        float *hnw = hrand(IC, 1, 0.1f), *dnw = dev(hnw, IC), *c0n = hnan(o0), *c1n = hnan(o1 + 1), *c2n = hnan(o2 + 1);
+        float *cswn = hnan(o0), *cnormed = hnan((size_t)N * IC), *crstd = hnan(N);
+        float *g0n = dnan(o0), *g1n = dnan(o1 + 1), *g2n = dnan(o2 + 1), *gswn = dnan(o0);
+        float *gnormed = dnan((size_t)N * IC), *grstd = dnan(N);
+        const float eps = 1e-5f;
         CHECK(G->freeze_weights(dw, nw) == 0, "%s", fh_last_error());
         G->linear_fwd(g0, din, d0, NULL, N, IC, OC);   /* the first product makes the frozen copy */
         unsigned long before = cuda_gemv_launches;
-        BOTH_FWD(cpu_linear3_fwd(c0, c1, c2, in, w0, w1, w2, N, IC, OC, OC1, OC2),
-                 G->linear3_fwd(g0, g1, g2, din, d0, d1, d2, N, IC, OC, OC1, OC2));
+        BOTH_FWD(cpu_linear3_fwd(c0, c1, c2, in, w0, w1, w2, N, IC, OC, OC1, OC2, NULL, 0, NULL, NULL),
+                 G->linear3_fwd(g0, g1, g2, din, d0, d1, d2, N, IC, OC, OC1, OC2, NULL, 0, NULL, NULL));
         BOTH_FWD(cpu_linear_res_fwd(cres, in, wr, res, N, IC, OC), G->linear_res_fwd(gres, din, dr, dres, N, IC, OC));
-        BOTH_FWD(cpu_swiglu_linear_fwd(csw, cg, cu, in, wg, wu, N, IC, OC),
-                 G->swiglu_linear_fwd(gsw, gg, gu, din, dg, du, N, IC, OC));
+        BOTH_FWD(cpu_swiglu_linear_fwd(csw, cg, cu, in, wg, wu, N, IC, OC, NULL, 0, NULL, NULL),
+                 G->swiglu_linear_fwd(gsw, gg, gu, din, dg, du, N, IC, OC, NULL, 0, NULL, NULL));
+        BOTH_FWD(cpu_linear3_fwd(c0n, c1n, c2n, in, w0, w1, w2, N, IC, OC, OC1, OC2, hnw, eps, cnormed, crstd),
+                 G->linear3_fwd(g0n, g1n, g2n, din, d0, d1, d2, N, IC, OC, OC1, OC2, dnw, eps, gnormed, grstd));
+        BOTH_FWD(cpu_swiglu_linear_fwd(cswn, cg, cu, in, wg, wu, N, IC, OC, hnw, eps, cnormed, crstd),
+                 G->swiglu_linear_fwd(gswn, gg, gu, din, dg, du, N, IC, OC, dnw, eps, gnormed, grstd));
         unsigned long took = cuda_gemv_launches - before;
-        CHECK(took == (cases[ci].want ? 3ul : 0ul), "gemv launches %lu, expected %d", took, cases[ci].want ? 3 : 0);
+        CHECK(took == (cases[ci].want ? 5ul : 0ul), "gemv launches %lu, expected %d", took, cases[ci].want ? 5 : 0);
         TOL = 1e-2;
         cmp("q", c0, g0, o0);
         if (OC1) cmp("k", c1, g1, o1);
         if (OC2) cmp("v", c2, g2, o2);
         cmp("res", cres, gres, o0);
         cmp("swiglu", csw, gsw, o0);
+        cmp("norm_q", c0n, g0n, o0);
+        if (OC1) cmp("norm_k", c1n, g1n, o1);
+        if (OC2) cmp("norm_v", c2n, g2n, o2);
+        cmp("norm_swiglu", cswn, gswn, o0);
         /* the unfused CUDA ops on the same bf16 operands */
         float *u0 = dnan(o0), *ur = dnan(o0), *ug = dnan(o0), *uu = dnan(o0), *us = dnan(o0);
         float *h = (float *)malloc(sizeof(float) * o0);
@@ -450,10 +466,22 @@ static void test_decode_fused(void) {
         cmp("res_unfused", h, gres, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("swiglu_unfused", h, gsw, o0);
+        /* with the norm: rmsnorm_fwd's kernel, then the same products (the fused kernel's block sums as it does) */
+        G->rmsnorm_fwd(gnormed, grstd, din, dnw, N, IC, eps);
+        G->linear_fwd(u0, gnormed, d0, NULL, N, IC, OC);
+        G->linear_fwd(ug, gnormed, dg, NULL, N, IC, OC);
+        G->linear_fwd(uu, gnormed, du, NULL, N, IC, OC);
+        G->swiglu_fwd(us, ug, uu, o0);
+        G->to_host(h, u0, sizeof(float) * o0);
+        cmp("norm_q_unfused", h, g0n, o0);
+        G->to_host(h, us, sizeof(float) * o0);
+        cmp("norm_swiglu_unfused", h, gswn, o0);
         line_end();
         G->freeze_weights(NULL, 0);
         free(hw); free(in); free(res); free(c0); free(c1); free(c2); free(cres); free(csw); free(cg); free(cu); free(h);
-        float *dfree[] = {dw, din, dres, g0, g1, g2, gres, gsw, gg, gu, u0, ur, ug, uu, us};
+        free(hnw); free(c0n); free(c1n); free(c2n); free(cswn); free(cnormed); free(crstd);
+        float *dfree[] = {dw, din, dres, g0, g1, g2, gres, gsw, gg, gu, u0, ur, ug, uu, us,
+                          dnw, g0n, g1n, g2n, gswn, gnormed, grstd};
         for (size_t i = 0; i < sizeof dfree / sizeof dfree[0]; i++) G->release(dfree[i]);
     }
     unsetenv("FLOWHN_GEMV");

@@ -68,7 +68,12 @@ void cpu_attention_decode_at(real *out, const real *q, const real *k, const real
  * its composition, run in the same order with the same ops: the same bits as
  * the unfused step (tests/test_generate.c checks the decode both ways). ---- */
 void cpu_linear3_fwd(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
-                     const real *w2, int N, int IC, int OC0, int OC1, int OC2) {
+                     const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                     real *normed, real *rstd) {
+    if (norm_w) {
+        cpu_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+        in = normed;
+    }
     if (OC0 > 0) cpu_linear_fwd(out0, in, w0, NULL, N, IC, OC0);
     if (OC1 > 0) cpu_linear_fwd(out1, in, w1, NULL, N, IC, OC1);
     if (OC2 > 0) cpu_linear_fwd(out2, in, w2, NULL, N, IC, OC2);
@@ -80,7 +85,11 @@ void cpu_linear_res_fwd(real *out, const real *in, const real *w, const real *re
 }
 
 void cpu_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N, int IC,
-                           int OC) {
+                           int OC, const real *norm_w, real eps, real *normed, real *rstd) {
+    if (norm_w) {
+        cpu_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+        in = normed;
+    }
     cpu_linear_fwd(gs, in, wg, NULL, N, IC, OC);
     cpu_linear_fwd(us, in, wu, NULL, N, IC, OC);
     cpu_swiglu_fwd(out, gs, us, (size_t)N * OC);
