@@ -4,6 +4,7 @@
  * time through the generator (KV cache + SSM state) and compare the logits at
  * each position with one full-sequence forward under the same split plan
  * window. fp32; bound: relative L2 error < 1e-5 per position. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "../src/core/error.h"
@@ -149,6 +150,42 @@ static void window_is_enforced(void) {
     model_free(&m);
 }
 
+/* The decode fusions (ops.h "fused decode ops", generate.c add_norm,
+ * linear3, attn_fused ...) against the unfused step (FLOWHN_DECODE_FUSE=0):
+ * on the CPU the fused ops are their compositions, so every step's logits
+ * must have the same bits. */
+static void fused_equals_unfused(int si) {
+    const TinySpec *s = &tiny_specs[si];
+    Config c = tiny_config(s);
+    c.max_seq_len = 24;
+    enum { B = 2, W = 24 };
+    int V = c.vocab_size;
+    Model m;
+    CHECK(model_create(&m, &c, &cpu_ops) == 0, "%s", fh_last_error());
+    model_init_params(&m, 13);
+    m.plan_len = W;
+    int tok[B * W], tgt[B * W];
+    tiny_batch(tok, tgt, B, W, V, 9);
+    real *out[2];
+    for (int f = 0; f < 2; f++) {
+        out[f] = malloc(sizeof(real) * W * B * V);
+        setenv("FLOWHN_DECODE_FUSE", f ? "1" : "0", 1);
+        Generator *g = generator_create(&m, B);
+        CHECK(g != NULL, "%s", fh_last_error());
+        for (int t = 0; g && t < W; t++) {
+            int in[B] = {tok[t], tok[W + t]};
+            CHECK(generator_step(g, in, out[f] + (size_t)t * B * V) == 0, "%s", fh_last_error());
+        }
+        generator_free(g);
+    }
+    unsetenv("FLOWHN_DECODE_FUSE");
+    CHECK(!memcmp(out[0], out[1], sizeof(real) * W * B * V), "%s: fused decode logits differ from the unfused",
+          s->name);
+    free(out[0]);
+    free(out[1]);
+    model_free(&m);
+}
+
 static void sampler(void) {
     real logits[5] = {0, 3, 1, 2.9f, -1};
     Rng r;
@@ -217,6 +254,7 @@ int main(void) {
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(incremental_equals_full, i, tiny_specs[i].name);
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(prefill_equals_steps, i, tiny_specs[i].name);
     for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(step_params_match_layout, i, tiny_specs[i].name);
+    for (int i = 0; i < n_tiny_specs; i++) RUN_ARG(fused_equals_unfused, i, tiny_specs[i].name);
     RUN(prefill_refuses);
     RUN(window_is_enforced);
     RUN(sampler);

@@ -64,6 +64,8 @@ struct Generator {
     KVCache **caches;         /* [n_caches] every KV cache, in the staging order */
     int n_caches;
     int frozen;               /* the parameters are frozen (Ops.freeze_weights) while we live */
+    int fuse;                 /* use the backend's fused decode ops (ops.h) where it has them; off with
+                               * FLOWHN_DECODE_FUSE=0 (the same values: A/B timing, tests) */
     /* the step recorded as a graph and replayed (ops graph_*). The caches' rows
      * and the position are read on the device, so one recording serves every
      * position that runs the same ops: one per routing pattern (FlowHN with a
@@ -224,6 +226,8 @@ Generator *generator_create(Model *m, int B) {
     /* decoding never writes the weights: let the backend convert them once
      * (failing that, it converts per product as in training) */
     if (m->ops->freeze_weights) g->frozen = m->ops->freeze_weights(m->params, m->layout.total) == 0;
+    const char *fe = getenv("FLOWHN_DECODE_FUSE");
+    g->fuse = !(fe && !strcmp(fe, "0"));
     const char *ng = getenv("FLOWHN_NO_GRAPH");
     generator_set_graphs(g, !(ng && !strcmp(ng, "1")));
     return g;
@@ -235,13 +239,71 @@ oom:
 
 /* ---- per-token blocks ---------------------------------------------------- */
 
-/* Appends K/V computed from ukv [B, H] at the current position to the cache. */
-static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv) {
+/* Decode fusions (ops.h "fused decode ops"; docs/perf-notes.md "Decode
+ * fusions"): at batch 1 a step's time is its count of launches, so products of
+ * one input run as one, and every residual add goes into the product before it
+ * (so no add is left for add_rmsnorm_fwd to take into a norm). Each helper
+ * falls back to the composition when the backend lacks the op or g->fuse is
+ * off; the values are the same either way. */
+
+/* out = res + in w^T (res NULL: out = in w^T); out aliases neither */
+static void linear_res(Generator *g, real *out, const real *in, const real *w, const real *res, int N, int IC,
+                       int OC) {
+    const Ops *o = g->m->ops;
+    if (res && g->fuse && o->linear_res_fwd) { o->linear_res_fwd(out, in, w, res, N, IC, OC); return; }
+    o->linear_fwd(out, in, w, NULL, N, IC, OC);
+    if (res) o->add(out, out, res, (size_t)N * OC);
+}
+
+/* up to three products of one input (OC_i = 0: none); nw != NULL: of
+ * RMSNorm(in) * nw (the norm made into `normed` unless the fused op does it
+ * inside), eps the config's norm_eps */
+static void linear3(Generator *g, real *o0, real *o1, real *o2, const real *in, const real *nw, real *normed,
+                    const real *w0, const real *w1, const real *w2, int N, int IC, int OC0, int OC1, int OC2) {
+    const Ops *o = g->m->ops;
+    real eps = (real)g->m->cfg.norm_eps;
+    if (g->fuse && o->linear3_fwd) {
+        o->linear3_fwd(o0, o1, o2, in, w0, w1, w2, N, IC, OC0, OC1, OC2, nw, eps, normed, g->rstd);
+        return;
+    }
+    if (nw) {
+        o->rmsnorm_fwd(normed, g->rstd, in, nw, N, IC, eps);
+        in = normed;
+    }
+    if (OC0 > 0) o->linear_fwd(o0, in, w0, NULL, N, IC, OC0);
+    if (OC1 > 0) o->linear_fwd(o1, in, w1, NULL, N, IC, OC1);
+    if (OC2 > 0) o->linear_fwd(o2, in, w2, NULL, N, IC, OC2);
+}
+
+static int attn_fusable(const Generator *g) {
+    const Ops *o = g->m->ops;
+    return g->fuse && o->linear3_fwd && o->rope_append_at && g->m->cfg.use_rope;
+}
+
+/* kv_append + attn_query from one input u in 4 launches (q/k/v product, RoPE +
+ * cache append, attention, output product + residual): out = res + attention
+ * (res may be NULL). nw != NULL: u is RMSNorm(in) * nw, made inside the q/k/v
+ * product (g->u its scratch); else u = in. Only where attn_fusable. */
+static void attn_fused(Generator *g, const AttnW *w, KVCache *kv, const real *in, const real *nw, real *out,
+                       const real *res) {
+    const Config *c = &g->m->cfg;
+    const Ops *o = g->m->ops;
+    int B = g->B, H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim, qd = nh * hd,
+        kvd = cfg_kv_dim(c);
+    linear3(g, g->q, g->k, g->v, in, nw, g->u, P(w->q), P(w->k), P(w->v), B, H, qd, kvd, kvd);
+    o->rope_append_at(g->qr, kv->K, kv->V, g->kr, g->q, g->k, g->v, g->pos_dev, kv->row, B, g->W * kvd, nh, nkv, hd,
+                      (real)c->rope_theta);
+    o->attention_decode_at(g->att, g->qr, kv->K, kv->V, B, kv->row, g->W, nh, nkv, hd);
+    linear_res(g, out, g->att, P(w->o), res, B, qd, H);
+}
+
+/* Appends K/V computed from ukv [B, H] at the current position to the cache
+ * (nw != NULL: from RMSNorm(ukv) * nw, g->uk its scratch). */
+static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv, const real *nw) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, kvd = cfg_kv_dim(c);
-    o->linear_fwd(g->k, ukv, P(w->k), NULL, B, H, kvd);
-    o->linear_fwd(g->v, ukv, P(w->v), NULL, B, H, kvd);
+    linear3(g, g->k, g->v, NULL, ukv, nw, g->uk, P(w->k), P(w->v), NULL, B, H, kvd, kvd, 0);
     const real *k = g->k;
     if (c->use_rope) {
         o->rope_fwd(g->kr, g->k, g->pos_dev, B, 1, c->num_kv_heads, c->head_dim, (real)c->rope_theta);
@@ -252,8 +314,8 @@ static void kv_append(Generator *g, const AttnW *w, KVCache *kv, const real *ukv
     o->copy_rows_at(kv->V, g->W * kvd, g->v, B, kvd, kv->row);
 }
 
-/* Attention for queries from u [B, H] at position t over the cache; out [B, H]. */
-static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out) {
+/* Attention for queries from u [B, H] at position t over the cache; out [B, H] = res + attention (res may be NULL). */
+static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u, real *out, const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, nh = c->num_heads, hd = c->head_dim, qd = nh * hd;
@@ -265,43 +327,44 @@ static void attn_query(Generator *g, const AttnW *w, KVCache *kv, const real *u,
     }
     /* every cached key is at or before this position: all visible, this step's included (keys 0..row) */
     o->attention_decode_at(g->att, q, kv->K, kv->V, B, kv->row, g->W, nh, c->num_kv_heads, hd);
-    o->linear_fwd(out, g->att, P(w->o), NULL, B, qd, H);
+    linear_res(g, out, g->att, P(w->o), res, B, qd, H);
 }
 
-static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, real *out) {
+/* the Mamba steps: out = res + mixer (res may be NULL); the mixer's input is
+ * RMSNorm(u) * nw when nw != NULL (made with the in_proj products), else u */
+static void mamba1_step(Generator *g, const Mamba1W *w, SsmState *s, const real *u, const real *nw, real *out,
+                        const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank;
     real eps = (real)c->norm_eps;
-    o->linear_fwd(g->xm, u, P(w->in_proj), NULL, B, H, E);
-    o->linear_fwd(g->zm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, E);
+    linear3(g, g->xm, g->zm, NULL, u, nw, g->u, P(w->in_proj), P(w->in_proj) + (size_t)E * H, NULL, B, H, E, E, 0);
     o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, E, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * E);
-    o->linear_fwd(g->dtr, g->xc, P(w->x_proj), NULL, B, E, R);
-    o->linear_fwd(g->br, g->xc, P(w->x_proj) + (size_t)R * E, NULL, B, E, S);
-    o->linear_fwd(g->cr, g->xc, P(w->x_proj) + (size_t)(R + S) * E, NULL, B, E, S);
+    linear3(g, g->dtr, g->br, g->cr, g->xc, NULL, NULL, P(w->x_proj), P(w->x_proj) + (size_t)R * E,
+            P(w->x_proj) + (size_t)(R + S) * E, B, E, R, S, S);
     o->rmsnorm_fwd(g->dtn, g->rstd, g->dtr, P(w->dt_norm), B, R, eps);
     o->rmsnorm_fwd(g->bn, g->rstd, g->br, P(w->b_norm), B, S, eps);
     o->rmsnorm_fwd(g->cn, g->rstd, g->cr, P(w->c_norm), B, S, eps);
     o->linear_fwd(g->dtraw, g->dtn, P(w->dt_w), P(w->dt_b), B, R, E);
     o->selective_scan_step(g->ys, s->h, g->xc, g->dtraw, P(w->A_log), g->bn, g->cn, P(w->D), g->zm, B, E, S);
-    o->linear_fwd(out, g->ys, P(w->out_proj), NULL, B, E, H);
+    linear_res(g, out, g->ys, P(w->out_proj), res, B, E, H);
 }
 
-static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, real *out) {
+static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real *u, const real *nw, real *out,
+                        const real *res) {
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c);
     int CX = E + 2 * c->m2_ngroups * c->m2_d_state;
-    o->linear_fwd(g->z, u, P(w->in_proj), NULL, B, H, E);
-    o->linear_fwd(g->xm, u, P(w->in_proj) + (size_t)E * H, NULL, B, H, CX);
-    o->linear_fwd(g->dtraw, u, P(w->in_proj) + (size_t)(E + CX) * H, NULL, B, H, nh);
+    linear3(g, g->z, g->xm, g->dtraw, u, nw, g->u, P(w->in_proj), P(w->in_proj) + (size_t)E * H,
+            P(w->in_proj) + (size_t)(E + CX) * H, B, H, E, CX, nh);
     o->conv1d_step(g->conv, s->win, g->xm, P(w->conv_w), P(w->conv_b), B, CX, c->d_conv);
     o->silu_fwd(g->xc, g->conv, (size_t)B * CX);
     o->ssd_step(g->ys, s->h, g->xc, g->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, nh, c->m2_headdim,
                 c->m2_ngroups, c->m2_d_state);
     o->gated_rmsnorm_fwd(g->zn, g->rstd, g->ys, g->z, P(w->gate_norm), B, E, (real)c->norm_eps);
-    o->linear_fwd(out, g->zn, P(w->out_proj), NULL, B, E, H);
+    linear_res(g, out, g->zn, P(w->out_proj), res, B, E, H);
 }
 
 /* out = h + MLP(RMSNorm(h)) */
@@ -309,12 +372,16 @@ static void mlp_step(Generator *g, const MlpW *w, size_t norm, const real *h, re
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size, I = c->intermediate_size;
-    o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
-    o->linear_fwd(g->g, g->hn, P(w->gate), NULL, B, H, I);
-    o->linear_fwd(g->up, g->hn, P(w->up), NULL, B, H, I);
-    o->swiglu_fwd(g->act, g->g, g->up, (size_t)B * I);
-    o->linear_fwd(out, g->act, P(w->down), NULL, B, I, H);
-    o->add(out, out, h, (size_t)B * H);
+    if (g->fuse && o->swiglu_linear_fwd)   /* the norm inside the gate/up product */
+        o->swiglu_linear_fwd(g->act, g->g, g->up, h, P(w->gate), P(w->up), B, H, I, P(norm), (real)c->norm_eps, g->hn,
+                             g->rstd);
+    else {
+        o->rmsnorm_fwd(g->hn, g->rstd, h, P(norm), B, H, (real)c->norm_eps);
+        o->linear_fwd(g->g, g->hn, P(w->gate), NULL, B, H, I);
+        o->linear_fwd(g->up, g->hn, P(w->up), NULL, B, H, I);
+        o->swiglu_fwd(g->act, g->g, g->up, (size_t)B * I);
+    }
+    linear_res(g, out, g->act, P(w->down), h, B, I, H);
 }
 
 /* A decoder layer on this token: x -> out. kv_done: K/V already appended (prefix). */
@@ -322,15 +389,18 @@ static void decoder_step(Generator *g, const DecoderW *w, MixerState *s, const r
     const Config *c = &g->m->cfg;
     const Ops *o = g->m->ops;
     int B = g->B, H = c->hidden_size;
-    o->rmsnorm_fwd(g->u, g->rstd, x, P(w->mixer_norm), B, H, (real)c->norm_eps);
+    real *dst = w->has_mlp ? g->h : out;   /* x + mixer, the residual added by the mixer's output product */
+    const real *nw = P(w->mixer_norm);     /* the mixer's norm, inside its first products where fused */
     if (w->mixer == MIXER_ATTN) {
-        if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u);
-        attn_query(g, &w->attn, &s->kv, g->u, g->mix);
-    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, g->u, g->mix);
-    else mamba2_step(g, &w->m2, &s->ssm, g->u, g->mix);
-    if (!w->has_mlp) { o->add(out, x, g->mix, (size_t)B * H); return; }
-    o->add(g->h, x, g->mix, (size_t)B * H);
-    mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
+        if (!kv_done && attn_fusable(g)) attn_fused(g, &w->attn, &s->kv, x, nw, dst, x);
+        else {
+            o->rmsnorm_fwd(g->u, g->rstd, x, nw, B, H, (real)c->norm_eps);
+            if (!kv_done) kv_append(g, &w->attn, &s->kv, g->u, NULL);
+            attn_query(g, &w->attn, &s->kv, g->u, dst, x);
+        }
+    } else if (w->mixer == MIXER_MAMBA1) mamba1_step(g, &w->m1, &s->ssm, x, nw, dst, x);
+    else mamba2_step(g, &w->m2, &s->ssm, x, nw, dst, x);
+    if (w->has_mlp) mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 
 static void flowhn_step(Generator *g, int l, const real *x, real *out) {
@@ -344,8 +414,7 @@ static void flowhn_step(Generator *g, int l, const real *x, real *out) {
     real *y = g->y;   /* [B, Hin]: the fusion's input */
     if (c->context == CONTEXT_PREFIX) {
         /* every token's K/V enter the attention branch's cache */
-        o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->attn_branch.mixer_norm), B, H, (real)c->norm_eps);
-        kv_append(g, &w->attn_branch.attn, &s->attn.kv, g->uk);
+        kv_append(g, &w->attn_branch.attn, &s->attn.kv, x, P(w->attn_branch.mixer_norm));
     }
     /* branch outputs go to g->x2 (attention) and g->zn (ssm) before fusion */
     if (to_ssm) decoder_step(g, &w->ssm_branch, &s->ssm, x, g->zn, 0);
@@ -354,11 +423,9 @@ static void flowhn_step(Generator *g, int l, const real *x, real *out) {
         o->copy_rows(y, Hin, g->zn, H, B, H);
         o->copy_rows(y + H, Hin, g->x2, H, B, H);
     } else y = to_attn ? g->x2 : g->zn;
-    o->linear_fwd(g->z, y, P(w->fuse), NULL, B, Hin, H);
-    o->add(g->z, g->z, x, (size_t)B * H);
+    linear_res(g, g->z, y, P(w->fuse), x, B, Hin, H);
     o->rmsnorm_fwd(g->hn, g->rstd, g->z, P(w->out_norm), B, H, (real)c->norm_eps);
-    o->linear_fwd(out, g->hn, P(w->out_proj), NULL, B, H, H);
-    o->add(out, out, g->z, (size_t)B * H);
+    linear_res(g, out, g->hn, P(w->out_proj), g->z, B, H, H);
 }
 
 static void hymba_step(Generator *g, int l, const real *x, real *out) {
@@ -370,16 +437,18 @@ static void hymba_step(Generator *g, int l, const real *x, real *out) {
     size_t n = (size_t)B * H;
     real eps = (real)c->norm_eps;
     o->rmsnorm_fwd(g->uk, g->rstd, x, P(w->mixer_norm), B, H, eps);
-    kv_append(g, &w->attn, &s->attn.kv, g->uk);
-    attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2);
-    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, g->zn);
+    if (attn_fusable(g)) attn_fused(g, &w->attn, &s->attn.kv, g->uk, NULL, g->x2, NULL);
+    else {
+        kv_append(g, &w->attn, &s->attn.kv, g->uk, NULL);
+        attn_query(g, &w->attn, &s->attn.kv, g->uk, g->x2, NULL);
+    }
+    mamba1_step(g, &w->m1, &s->ssm.ssm, g->uk, NULL, g->zn, NULL);
     o->rmsnorm_fwd(g->x2, g->rstd, g->x2, P(w->attn_out_norm), B, H, eps);   /* row-wise: in place is safe */
     o->rmsnorm_fwd(g->zn, g->rstd, g->zn, P(w->ssm_out_norm), B, H, eps);
     o->zero(g->y, sizeof(real) * n);
     o->accumulate(g->y, g->x2, (real)0.5, n);
     o->accumulate(g->y, g->zn, (real)0.5, n);
-    o->linear_fwd(g->h, g->y, P(w->out_proj), NULL, B, H, H);
-    o->add(g->h, g->h, x, n);
+    linear_res(g, g->h, g->y, P(w->out_proj), x, B, H, H);
     mlp_step(g, &w->mlp, w->mlp_norm, g->h, out);
 }
 

@@ -309,6 +309,38 @@ typedef struct Ops {
      * the copy. Returns 0, or -1 if the copy could not be made (products then
      * convert as without it). */
     int (*train_weights)(const real *p, size_t n, const size_t *starts, int count);
+
+    /* ---- fused decode ops (each may be NULL: generate.c then runs the
+     * composition named at each; FLOWHN_DECODE_FUSE=0 makes it run that
+     * composition anyway). A decode step at batch 1 is bound by its count of
+     * small launches, not by work (docs/perf-notes.md, "Decode fusions"); each
+     * op is one launch where the composition is several, and gives the same
+     * values (the CPU's: the same bits, it runs the composition). Scratch
+     * arguments are what the composition writes in between; a fused kernel
+     * may leave them unwritten.
+     * linear3_fwd: out_i [N, OC_i] = u @ w_i [OC_i, IC]^T for the products
+     *   with OC_i > 0 (q/k/v of one input): linear_fwd for each, no bias.
+     *   u = in [N, IC], or with norm_w != NULL u = RMSNorm(in) * norm_w
+     *   (rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps) first; normed [N, IC]
+     *   and rstd [N] are scratch). MACs: N*IC*(OC0+OC1+OC2). out_i alias nothing.
+     * linear_res_fwd: out = res + in @ w^T (linear_fwd(out, in, w, NULL), then
+     *   add(out, out, res)); out aliases neither in nor res. MACs as linear_fwd.
+     * swiglu_linear_fwd: out [N, OC] = silu(in wg^T) * (in wu^T) (two
+     *   linear_fwd into gs, us [N, OC], then swiglu_fwd); the input RMSNorm'ed
+     *   first when norm_w != NULL, as linear3_fwd. MACs: 2*N*IC*OC.
+     * rope_append_at: after the q/k/v products of a decode step: qr = RoPE(q)
+     *   at position pos[0] (rope_fwd, [B, 1, nh, hd]), the keys RoPE(k) (into
+     *   scratch kr [B, nkv*hd]) and v appended as rows row[0] of the caches K,
+     *   V (copy_rows_at(K, ld, kr, B, nkv*hd, row), the same for V); theta as
+     *   rope_fwd. */
+    void (*linear3_fwd)(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
+                        const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                        real *normed, real *rstd);
+    void (*linear_res_fwd)(real *out, const real *in, const real *w, const real *res, int N, int IC, int OC);
+    void (*swiglu_linear_fwd)(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N,
+                              int IC, int OC, const real *norm_w, real eps, real *normed, real *rstd);
+    void (*rope_append_at)(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
+                           const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

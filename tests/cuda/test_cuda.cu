@@ -410,6 +410,137 @@ static void test_linear_gemv(void) {
     TOL = 1e-5;
 }
 
+/* The fused decode ops (ops.h "fused decode ops") against the CPU's
+ * compositions, on frozen bf16 weights: linear3_fwd (three products of one
+ * input; also two, and one with an empty middle product), linear_res_fwd and
+ * swiglu_linear_fwd, linear3_fwd and swiglu_linear_fwd again with the input's
+ * RMSNorm inside (norm_w), N = 1..8 rows, odd OC, and IC not a multiple of 8
+ * (the composition path: gemv not taken). bf16 bound 1e-2 against the CPU;
+ * against the unfused CUDA ops on the same device (rmsnorm_fwd, gemv, add,
+ * swiglu kernels) 1e-5: the fused kernel is the same arithmetic. The gemv
+ * path's use is checked by cuda_gemv_launches (one launch per fused op), MACs
+ * against the CPU's. */
+static void test_decode_fused(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    setenv("FLOWHN_GEMV", "1", 1);
+    struct { int N, IC, OC, OC1, OC2, want; } cases[] = {
+        {1, 64, 1, 1, 1, 1},       {1, 2048, 2048, 512, 512, 1}, {2, 768, 33, 0, 17, 1}, {3, 1024, 4097, 9, 0, 1},
+        {4, 256, 100, 100, 3, 1},  {5, 520, 513, 7, 1, 1},       {6, 128, 8, 16, 24, 1}, {7, 64, 65, 1, 129, 1},
+        {8, 2048, 513, 128, 128, 1}, {1, 1004, 64, 32, 32, 0},   {3, 36, 5, 5, 5, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, OC1 = cases[ci].OC1, OC2 = cases[ci].OC2;
+        line_start("decode_fused", "N=%d IC=%d OC=%d,%d,%d", N, IC, OC, OC1, OC2);
+        /* one weight buffer, as the parameter buffer: w0 | w1 | w2 | wg | wu | wr, frozen whole */
+        size_t n0 = (size_t)OC * IC, n1 = (size_t)OC1 * IC, n2 = (size_t)OC2 * IC, nw = n0 + n1 + n2 + 3 * n0;
+        float *hw = hrand(nw, 0, 0.05f), *in = hrand((size_t)N * IC, 0, 1), *res = hrand((size_t)N * OC, 0, 1);
+        float *dw = dev(hw, nw), *din = dev(in, (size_t)N * IC), *dres = dev(res, (size_t)N * OC);
+        const float *w0 = hw, *w1 = w0 + n0, *w2 = w1 + n1, *wg = w2 + n2, *wu = wg + n0, *wr = wu + n0;
+        const float *d0 = dw, *d1 = d0 + n0, *d2 = d1 + n1, *dg = d2 + n2, *du = dg + n0, *dr = du + n0;
+        size_t o0 = (size_t)N * OC, o1 = (size_t)N * OC1, o2 = (size_t)N * OC2;
+        float *c0 = hnan(o0), *c1 = hnan(o1 + 1), *c2 = hnan(o2 + 1), *cres = hnan(o0), *csw = hnan(o0);
+        float *cg = hnan(o0), *cu = hnan(o0);
+        float *g0 = dnan(o0), *g1 = dnan(o1 + 1), *g2 = dnan(o2 + 1), *gres = dnan(o0), *gsw = dnan(o0);
+        float *gg = dnan(o0), *gu = dnan(o0);
+        /* the variants with the norm inside: norm weight, outputs, the composition's scratch */
+        float *hnw = hrand(IC, 1, 0.1f), *dnw = dev(hnw, IC), *c0n = hnan(o0), *c1n = hnan(o1 + 1), *c2n = hnan(o2 + 1);
+        float *cswn = hnan(o0), *cnormed = hnan((size_t)N * IC), *crstd = hnan(N);
+        float *g0n = dnan(o0), *g1n = dnan(o1 + 1), *g2n = dnan(o2 + 1), *gswn = dnan(o0);
+        float *gnormed = dnan((size_t)N * IC), *grstd = dnan(N);
+        const float eps = 1e-5f;
+        CHECK(G->freeze_weights(dw, nw) == 0, "%s", fh_last_error());
+        G->linear_fwd(g0, din, d0, NULL, N, IC, OC);   /* the first product makes the frozen copy */
+        unsigned long before = cuda_gemv_launches;
+        BOTH_FWD(cpu_linear3_fwd(c0, c1, c2, in, w0, w1, w2, N, IC, OC, OC1, OC2, NULL, 0, NULL, NULL),
+                 G->linear3_fwd(g0, g1, g2, din, d0, d1, d2, N, IC, OC, OC1, OC2, NULL, 0, NULL, NULL));
+        BOTH_FWD(cpu_linear_res_fwd(cres, in, wr, res, N, IC, OC), G->linear_res_fwd(gres, din, dr, dres, N, IC, OC));
+        BOTH_FWD(cpu_swiglu_linear_fwd(csw, cg, cu, in, wg, wu, N, IC, OC, NULL, 0, NULL, NULL),
+                 G->swiglu_linear_fwd(gsw, gg, gu, din, dg, du, N, IC, OC, NULL, 0, NULL, NULL));
+        BOTH_FWD(cpu_linear3_fwd(c0n, c1n, c2n, in, w0, w1, w2, N, IC, OC, OC1, OC2, hnw, eps, cnormed, crstd),
+                 G->linear3_fwd(g0n, g1n, g2n, din, d0, d1, d2, N, IC, OC, OC1, OC2, dnw, eps, gnormed, grstd));
+        BOTH_FWD(cpu_swiglu_linear_fwd(cswn, cg, cu, in, wg, wu, N, IC, OC, hnw, eps, cnormed, crstd),
+                 G->swiglu_linear_fwd(gswn, gg, gu, din, dg, du, N, IC, OC, dnw, eps, gnormed, grstd));
+        unsigned long took = cuda_gemv_launches - before;
+        CHECK(took == (cases[ci].want ? 5ul : 0ul), "gemv launches %lu, expected %d", took, cases[ci].want ? 5 : 0);
+        TOL = 1e-2;
+        cmp("q", c0, g0, o0);
+        if (OC1) cmp("k", c1, g1, o1);
+        if (OC2) cmp("v", c2, g2, o2);
+        cmp("res", cres, gres, o0);
+        cmp("swiglu", csw, gsw, o0);
+        cmp("norm_q", c0n, g0n, o0);
+        if (OC1) cmp("norm_k", c1n, g1n, o1);
+        if (OC2) cmp("norm_v", c2n, g2n, o2);
+        cmp("norm_swiglu", cswn, gswn, o0);
+        /* the unfused CUDA ops on the same bf16 operands */
+        float *u0 = dnan(o0), *ur = dnan(o0), *ug = dnan(o0), *uu = dnan(o0), *us = dnan(o0);
+        float *h = (float *)malloc(sizeof(float) * o0);
+        G->linear_fwd(u0, din, d0, NULL, N, IC, OC);
+        G->linear_fwd(ur, din, dr, NULL, N, IC, OC);
+        G->add(ur, ur, dres, o0);
+        G->linear_fwd(ug, din, dg, NULL, N, IC, OC);
+        G->linear_fwd(uu, din, du, NULL, N, IC, OC);
+        G->swiglu_fwd(us, ug, uu, o0);
+        TOL = 1e-5;
+        G->to_host(h, u0, sizeof(float) * o0);
+        cmp("q_unfused", h, g0, o0);
+        G->to_host(h, ur, sizeof(float) * o0);
+        cmp("res_unfused", h, gres, o0);
+        G->to_host(h, us, sizeof(float) * o0);
+        cmp("swiglu_unfused", h, gsw, o0);
+        /* with the norm: rmsnorm_fwd's kernel, then the same products (the fused kernel's block sums as it does) */
+        G->rmsnorm_fwd(gnormed, grstd, din, dnw, N, IC, eps);
+        G->linear_fwd(u0, gnormed, d0, NULL, N, IC, OC);
+        G->linear_fwd(ug, gnormed, dg, NULL, N, IC, OC);
+        G->linear_fwd(uu, gnormed, du, NULL, N, IC, OC);
+        G->swiglu_fwd(us, ug, uu, o0);
+        G->to_host(h, u0, sizeof(float) * o0);
+        cmp("norm_q_unfused", h, g0n, o0);
+        G->to_host(h, us, sizeof(float) * o0);
+        cmp("norm_swiglu_unfused", h, gswn, o0);
+        line_end();
+        G->freeze_weights(NULL, 0);
+        free(hw); free(in); free(res); free(c0); free(c1); free(c2); free(cres); free(csw); free(cg); free(cu); free(h);
+        free(hnw); free(c0n); free(c1n); free(c2n); free(cswn); free(cnormed); free(crstd);
+        float *dfree[] = {dw, din, dres, g0, g1, g2, gres, gsw, gg, gu, u0, ur, ug, uu, us,
+                          dnw, g0n, g1n, g2n, gswn, gnormed, grstd};
+        for (size_t i = 0; i < sizeof dfree / sizeof dfree[0]; i++) G->release(dfree[i]);
+    }
+    unsetenv("FLOWHN_GEMV");
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
+
+/* rope_append_at (RoPE of q and k + the KV-cache append in one kernel) against
+ * the CPU's composition (rope_fwd twice, copy_rows_at twice): qr, and the whole
+ * caches (rows other than row[0] must keep their random contents). fp32 1e-5;
+ * positions up to 4000 (the angle's precision), odd head_dim, GQA groups. */
+static void test_rope_append(void) {
+    struct { int B, nh, nkv, hd, W, row, pos; } cases[] = {
+        {1, 32, 8, 64, 16, 5, 5}, {1, 1, 1, 2, 1, 0, 0}, {2, 6, 3, 8, 9, 8, 4000}, {3, 4, 2, 65, 7, 6, 100},
+        {8, 12, 4, 32, 33, 17, 777}, {5, 3, 3, 7, 4, 1, 2}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int B = cases[ci].B, nh = cases[ci].nh, nkv = cases[ci].nkv, hd = cases[ci].hd, W = cases[ci].W;
+        int kvd = nkv * hd, ld = W * kvd, pr[2] = {cases[ci].pos, cases[ci].row};
+        line_start("rope_append_at", "B=%d nh=%d nkv=%d hd=%d W=%d row=%d pos=%d", B, nh, nkv, hd, W, pr[1], pr[0]);
+        size_t nq = (size_t)B * nh * hd, nk = (size_t)B * kvd, nc = (size_t)B * ld;
+        float *q = hrand(nq, 0, 1), *k = hrand(nk, 0, 1), *v = hrand(nk, 0, 1);
+        float *K = hrand(nc, 0, 1), *V = hrand(nc, 0, 1), *qr = hnan(nq), *kr = hnan(nk);
+        float *dq = dev(q, nq), *dk = dev(k, nk), *dv = dev(v, nk), *dK = dev(K, nc), *dV = dev(V, nc);
+        float *dqr = dnan(nq), *dkr = dnan(nk);
+        int *dpr = devi(pr, 2);
+        cpu_rope_append_at(qr, K, V, kr, q, k, v, &pr[0], &pr[1], B, ld, nh, nkv, hd, 10000.f);
+        G->rope_append_at(dqr, dK, dV, dkr, dq, dk, dv, dpr, dpr + 1, B, ld, nh, nkv, hd, 10000.f);
+        cmp("qr", qr, dqr, nq);
+        cmp("K", K, dK, nc);
+        cmp("V", V, dV, nc);
+        line_end();
+        free(q); free(k); free(v); free(K); free(V); free(qr); free(kr);
+        float *dfree[] = {dq, dk, dv, dK, dV, dqr, dkr};
+        for (size_t i = 0; i < sizeof dfree / sizeof dfree[0]; i++) G->release(dfree[i]);
+        G->release(dpr);
+    }
+}
+
 static void test_rope(void) {
     int shapes[][4] = {{1, 1, 1, 2}, {2, 17, 3, 8}, {2, 64, 4, 65}, {1, 200, 2, 128}};  /* B, n, nh, hd */
     for (int si = 0; si < 4; si++) {
@@ -1038,7 +1169,9 @@ int main(void) {
     RUN(test_linear);
     RUN(test_linear_precision);
     RUN(test_linear_gemv);
+    RUN(test_decode_fused);
     RUN(test_rope);
+    RUN(test_rope_append);
     RUN(test_gather_scatter);
     RUN(test_xent);
     RUN(test_classifier);

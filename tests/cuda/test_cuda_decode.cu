@@ -12,7 +12,12 @@
  *     1, 5, T/2+1 and T tokens, then steps to T: the prefill's logits and the
  *     steps' after it agree to relative L2 < 1e-5, at the same shapes;
  *   - with bf16 products: the generator's frozen bf16 weights (Ops.freeze_weights)
- *     against per-product rounding, and both against the CPU fp32 oracle (2e-2).
+ *     against per-product rounding, and both against the CPU fp32 oracle (2e-2);
+ *   - the decode fusions (ops.h "fused decode ops", generate.c; on by default,
+ *     FLOWHN_DECODE_FUSE=0 turns them off for A/B timing): the fused generator
+ *     against the unfused one, fp32 (the fused ops fall back to their
+ *     compositions there, but RoPE + the cache append is one kernel: 1e-6) and
+ *     bf16 with gemv (the fused gemv kernels: 1e-2, and vs the CPU 2e-2).
  * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -29,6 +34,18 @@ extern "C" {
 #include "../test.h"
 
 #define TOL 1e-5
+
+/* sets an environment variable; returns its old value (strdup'ed, or NULL) for env_restore */
+static char *env_set(const char *name, const char *value) {
+    const char *was = getenv(name);
+    char *saved = was ? strdup(was) : NULL;
+    setenv(name, value, 1);
+    return saved;
+}
+static void env_restore(const char *name, char *saved) {
+    if (saved) setenv(name, saved, 1); else unsetenv(name);
+    free(saved);
+}
 
 static double rel(const float *a, const float *b, size_t n) {
     double d = 0, s = 0;
@@ -138,39 +155,47 @@ static void compare_generator(const char *name, Config *c, int B, int T) {
     if (!ok) { model_free(&mc); return; }
     mc.plan_len = mg.plan_len = T;
     /* gg replays its step recorded as a CUDA graph where the architecture allows
-     * (the default), gn launches op by op: the same logits */
+     * (the default), gn launches op by op: the same logits. gu: the decode
+     * fusions off (FLOWHN_DECODE_FUSE=0), graphs as by default */
     Generator *gc = generator_create(&mc, B), *gg = generator_create(&mg, B), *gn = generator_create(&mg, B);
-    CHECK(gc && gg && gn, "%s: %s", name, fh_last_error());
+    char *saved = env_set("FLOWHN_DECODE_FUSE", "0");
+    Generator *gu = generator_create(&mg, B);
+    env_restore("FLOWHN_DECODE_FUSE", saved);
+    CHECK(gc && gg && gn && gu, "%s: %s", name, fh_last_error());
     int graphs = gg ? generator_set_graphs(gg, 1) : 0;
     if (gn) generator_set_graphs(gn, 0);
     int V = c->vocab_size;
     float *lc = (float *)malloc(sizeof(float) * B * V), *lg = (float *)malloc(sizeof(float) * B * V);
-    float *ln = (float *)malloc(sizeof(float) * B * V);
-    double worst_graph = 0;
+    float *ln = (float *)malloc(sizeof(float) * B * V), *lu = (float *)malloc(sizeof(float) * B * V);
+    double worst_graph = 0, worst_fuse = 0;
     int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
     tiny_batch(tok, tgt, B, T, V, 9);
     double worst = 0;
     int worst_t = -1;
-    for (int t = 0; gc && gg && t < T; t++) {
+    for (int t = 0; gc && gg && gn && gu && t < T; t++) {
         int *in = (int *)malloc(sizeof(int) * B);
         for (int b = 0; b < B; b++) in[b] = tok[(size_t)b * T + t];
-        int rc = generator_step(gc, in, lc) || generator_step(gg, in, lg) || generator_step(gn, in, ln);
+        int rc = generator_step(gc, in, lc) || generator_step(gg, in, lg) || generator_step(gn, in, ln) ||
+                 generator_step(gu, in, lu);
         free(in);
         CHECK(rc == 0, "%s step %d: %s", name, t, fh_last_error());
         if (rc) break;
-        double e = rel(lg, lc, (size_t)B * V), eg = rel(lg, ln, (size_t)B * V);
+        double e = rel(lg, lc, (size_t)B * V), eg = rel(lg, ln, (size_t)B * V), ef = rel(lg, lu, (size_t)B * V);
         if (eg > worst_graph) worst_graph = eg;
+        if (!(ef <= worst_fuse)) worst_fuse = ef;
         if (!(e <= worst)) { worst = e; worst_t = t; }
     }
     CHECK(cuda_ops_check() == 0, "%s: %s", name, fh_last_error());
     CHECK(worst < TOL, "%s: CUDA vs CPU generator logits rel %.3e at step %d", name, worst, worst_t);
     CHECK(worst_graph <= 1e-6, "%s: graph-replayed vs op-by-op decode logits rel %.3e", name, worst_graph);
-    printf("    %-26s B %d T %3d: worst logits rel %.2e (step %d); graph %s, vs op by op rel %.1e\n", name, B, T, worst,
-           worst_t, graphs ? "on" : "off", worst_graph);
+    CHECK(worst_fuse <= 1e-6, "%s: fused vs unfused (FLOWHN_DECODE_FUSE=0) decode logits rel %.3e", name, worst_fuse);
+    printf("    %-26s B %d T %3d: worst logits rel %.2e (step %d); graph %s, vs op by op rel %.1e; vs unfused %.1e\n",
+           name, B, T, worst, worst_t, graphs ? "on" : "off", worst_graph, worst_fuse);
     generator_free(gc);
     generator_free(gg);
     generator_free(gn);
-    free(lc); free(lg); free(ln); free(tok); free(tgt);
+    generator_free(gu);
+    free(lc); free(lg); free(ln); free(lu); free(tok); free(tgt);
     model_free(&mc);
     model_free(&mg);
 }
@@ -287,18 +312,24 @@ static void generator_bf16(const TinySpec *s) {
     mc.plan_len = mg.plan_len = T;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     float *ref = run_generator(&mc, B, T, 0), *gemv = run_generator(&mg, B, T, 0);
-    const char *was = getenv("FLOWHN_GEMV");
-    char *saved = was ? strdup(was) : NULL;
-    setenv("FLOWHN_GEMV", "0", 1);
+    /* gemv without the decode fusions: one gemv launch per product, separate adds, SwiGLU, RoPE, copies */
+    char *saved = env_set("FLOWHN_DECODE_FUSE", "0");
+    float *unfused = run_generator(&mg, B, T, 0);
+    env_restore("FLOWHN_DECODE_FUSE", saved);
+    /* through cuBLASLt (the fused ops fall back to their compositions) */
+    saved = env_set("FLOWHN_GEMV", "0");
     float *frozen = run_generator(&mg, B, T, 0), *plain = run_generator(&mg, B, T, 1);
-    if (saved) setenv("FLOWHN_GEMV", saved, 1); else unsetenv("FLOWHN_GEMV");
-    free(saved);
+    env_restore("FLOWHN_GEMV", saved);
     cuda_set_matmul_precision("fp32");
     CHECK(cuda_ops_check() == 0, "%s: %s", name, fh_last_error());
     size_t n = (size_t)T * B * c.vocab_size;
-    if (ref && frozen && plain && gemv) {
+    if (ref && frozen && plain && gemv && unfused) {
         double e_same = rel(frozen, plain, n), e_ref = rel(frozen, ref, n);
-        double e_gemv = rel(gemv, frozen, n), e_gemv_ref = rel(gemv, ref, n);
+        double e_gemv = rel(gemv, frozen, n), e_gemv_ref = rel(gemv, ref, n), e_fuse = rel(gemv, unfused, n);
+        /* the fused gemv kernels sum as gemv_bf16_kernel does, so ~0 is expected; a last-bit difference
+         * (an FMA contracted differently) may flip later bf16 roundings: the bf16 bound */
+        CHECK(e_fuse < 1e-2, "%s: fused vs unfused gemv generator logits rel %.3e", name, e_fuse);
+        printf("    %-26s fused vs unfused (FLOWHN_DECODE_FUSE=0) gemv decode %.2e\n", name, e_fuse);
         CHECK(e_same < 1e-4, "%s: frozen vs per-product bf16 logits rel %.3e", name, e_same);
         CHECK(e_ref < 2e-2, "%s: bf16 generator vs CPU fp32 logits rel %.3e", name, e_ref);
         CHECK(e_gemv_ref < 2e-2, "%s: gemv generator vs CPU fp32 logits rel %.3e", name, e_gemv_ref);
@@ -306,7 +337,7 @@ static void generator_bf16(const TinySpec *s) {
         printf("    %-26s frozen vs per-product %.2e, vs CPU fp32 %.2e; gemv vs cuBLASLt %.2e, vs CPU fp32 %.2e\n",
                name, e_same, e_ref, e_gemv, e_gemv_ref);
     }
-    free(ref); free(frozen); free(plain); free(gemv);
+    free(ref); free(frozen); free(plain); free(gemv); free(unfused);
     model_free(&mc);
     model_free(&mg);
 }

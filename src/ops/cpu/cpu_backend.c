@@ -52,5 +52,9 @@ const Ops cpu_ops = {
     .sum_into = cpu_sum_into,
     .step_scale = cpu_step_scale,
     .adamw_step = cpu_adamw_step,
+    .linear3_fwd = cpu_linear3_fwd,
+    .linear_res_fwd = cpu_linear_res_fwd,
+    .swiglu_linear_fwd = cpu_swiglu_linear_fwd,
+    .rope_append_at = cpu_rope_append_at,
     /* no graph capture: graph_* stay NULL */
 };

@@ -53,6 +53,14 @@ void cpu_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw
 void cpu_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
 void cpu_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols);
 void cpu_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
+void cpu_linear3_fwd(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
+                     const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                     real *normed, real *rstd);
+void cpu_linear_res_fwd(real *out, const real *in, const real *w, const real *res, int N, int IC, int OC);
+void cpu_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N, int IC,
+                           int OC, const real *norm_w, real eps, real *normed, real *rstd);
+void cpu_rope_append_at(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
+                        const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta);
 void cpu_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
                              int nh, int nkv, int hd);
 void cpu_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K);

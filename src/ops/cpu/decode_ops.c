@@ -63,3 +63,43 @@ void cpu_attention_decode_at(real *out, const real *q, const real *k, const real
                              int nh, int nkv, int hd) {
     cpu_attention_decode(out, q, k, v, B, pos[0] + 1, ld, nh, nkv, hd);
 }
+
+/* ---- fused decode ops (ops.h): on the CPU a call costs no launch, so each is
+ * its composition, run in the same order with the same ops: the same bits as
+ * the unfused step (tests/test_generate.c checks the decode both ways). ---- */
+void cpu_linear3_fwd(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
+                     const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                     real *normed, real *rstd) {
+    if (norm_w) {
+        cpu_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+        in = normed;
+    }
+    if (OC0 > 0) cpu_linear_fwd(out0, in, w0, NULL, N, IC, OC0);
+    if (OC1 > 0) cpu_linear_fwd(out1, in, w1, NULL, N, IC, OC1);
+    if (OC2 > 0) cpu_linear_fwd(out2, in, w2, NULL, N, IC, OC2);
+}
+
+void cpu_linear_res_fwd(real *out, const real *in, const real *w, const real *res, int N, int IC, int OC) {
+    cpu_linear_fwd(out, in, w, NULL, N, IC, OC);
+    cpu_add(out, out, res, (size_t)N * OC);
+}
+
+void cpu_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N, int IC,
+                           int OC, const real *norm_w, real eps, real *normed, real *rstd) {
+    if (norm_w) {
+        cpu_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+        in = normed;
+    }
+    cpu_linear_fwd(gs, in, wg, NULL, N, IC, OC);
+    cpu_linear_fwd(us, in, wu, NULL, N, IC, OC);
+    cpu_swiglu_fwd(out, gs, us, (size_t)N * OC);
+}
+
+void cpu_rope_append_at(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
+                        const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta) {
+    int kvd = nkv * hd;
+    cpu_rope_fwd(kr, k, pos, B, 1, nkv, hd, theta);
+    cpu_copy_rows_at(K, ld, kr, B, kvd, row);
+    cpu_copy_rows_at(V, ld, v, B, kvd, row);
+    cpu_rope_fwd(qr, q, pos, B, 1, nh, hd, theta);
+}

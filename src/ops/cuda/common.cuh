@@ -279,6 +279,14 @@ void cuda_weights_before_recording(void);
 int cuda_weights_recording_stales(void);
 void cuda_weights_before_replay(int stales);
 void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos);
+void cuda_linear3_fwd(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
+                      const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                      real *normed, real *rstd);
+void cuda_linear_res_fwd(real *out, const real *in, const real *w, const real *res, int N, int IC, int OC);
+void cuda_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N,
+                            int IC, int OC, const real *norm_w, real eps, real *normed, real *rstd);
+void cuda_rope_append_at(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
+                         const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta);
 void cuda_attention_decode_at(real *out, const real *q, const real *k, const real *v, int B, const int *pos, int ld,
                               int nh, int nkv, int hd);
 /* allocator bookkeeping (memory.cu): bytes held now and the high-water mark */

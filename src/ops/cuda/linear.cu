@@ -552,14 +552,27 @@ __device__ __forceinline__ void bf16x8_to_float(uint4 v, float *wf) {
     }
 }
 
-/* acc[r] += the 8 weights in wf . input row r's 8 values at k8 (rounded to bf16) */
-template <int R>
-__device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const float *in, int IC, int k8) {
+/* acc[r] += the 8 weights in wf . input row r's 8 values at k8 (rounded to bf16).
+ * NORM: the input is RMSNorm'ed on the fly, x rs[r] nw (rmsnorm_fwd_kernel's
+ * expression, so the same bf16 operand as rmsnorm_fwd then the product). */
+template <int R, bool NORM = false>
+__device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const float *in, int IC, int k8,
+                                          const float *rs = nullptr, const float *nw = nullptr) {
+    float nwf[8];
+    if (NORM) {
+        const float4 *np = (const float4 *)nw + 2 * k8;
+        float4 a = __ldg(np), c = __ldg(np + 1);
+        nwf[0] = a.x; nwf[1] = a.y; nwf[2] = a.z; nwf[3] = a.w; nwf[4] = c.x; nwf[5] = c.y; nwf[6] = c.z; nwf[7] = c.w;
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const float4 *xr = (const float4 *)(in + (size_t)r * IC) + 2 * k8;
         float4 a = __ldg(xr), c = __ldg(xr + 1);
         float x[8] = {a.x, a.y, a.z, a.w, c.x, c.y, c.z, c.w};
+        if (NORM) {
+#pragma unroll
+            for (int j = 0; j < 8; j++) x[j] = x[j] * rs[r] * nwf[j];
+        }
 #pragma unroll
         for (int j = 0; j < 8; j++) acc[r] += wf[j] * bf16_round(x[j]);
     }
@@ -570,14 +583,12 @@ __device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const flo
  * 64-256 blocks of 8 warps (OC 512-2048), too few 16-byte requests in flight
  * to cover HBM latency at full bandwidth otherwise (Little's law: ~3 MB). */
 #define GEMV_UNROLL 4
-template <int R>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
-    int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    if (o >= OC) return;
-    const uint4 *wr = (const uint4 *)(w + (size_t)o * IC);
+
+/* acc[r] = (weight row wr) . (input row r), the warp's sum in every lane */
+template <int R, bool NORM = false>
+__device__ __forceinline__ void gemv_row(float *acc, const uint4 *wr, const float *in, int IC, int lane,
+                                         const float *rs = nullptr, const float *nw = nullptr) {
     int n8 = IC / 8;
-    float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.f;
     int k8 = lane;
@@ -589,19 +600,90 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         for (int u = 0; u < GEMV_UNROLL; u++) {
             float wf[8];
             bf16x8_to_float(wv[u], wf);
-            gemv_fma8<R>(acc, wf, in, IC, k8 + 32 * u);
+            gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
         }
     }
     for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
         float wf[8];
         bf16x8_to_float(__ldg(wr + k8), wf);
-        gemv_fma8<R>(acc, wf, in, IC, k8);
+        gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+}
+
+template <int R>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
+    int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (o >= OC) return;
+    float acc[R];
+    gemv_row<R>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        if (lane == 0) out[(size_t)r * OC + o] = acc[r] + (b ? b[o] : 0.f);
+}
+
+/* ---- the decode fusions' products (ops.h "fused decode ops"), the same
+ * warp-per-row arithmetic as gemv_bf16_kernel, so each output has the bits a
+ * separate gemv launch would give it (the epilogues aside):
+ *   GEMV_MULTI: up to three products of one input in one launch, blocks
+ *     [0, blk1) for product 0, [blk1, blk2) for 1, [blk2, grid) for 2 (each
+ *     block within one product);
+ *   GEMV_RES: out = res + product (the residual add as the product's epilogue);
+ *   GEMV_SWIGLU: a warp computes row o of the gate product and of the up
+ *     product and writes silu(g) * u (swiglu_fwd's formula): the [N, I] gate and
+ *     up activations never reach memory.
+ * NORM (MULTI and SWIGLU): the input is RMSNorm'ed inside (a.nw, a.eps): every
+ * block first sums the squares of the N input rows exactly as
+ * rmsnorm_fwd_kernel does (256 threads, the same strides, block_sum), so rstd
+ * and the normed operand have rmsnorm_fwd's bits; the rows (8 KB each at 1B)
+ * come from L2. One launch instead of two, at the price of ~1 us of prologue
+ * per block before its weight loads start. */
+enum { GEMV_MULTI = 0, GEMV_RES = 1, GEMV_SWIGLU = 2 };
+struct GemvArgs {
+    const __nv_bfloat16 *w0, *w1, *w2;   /* SWIGLU: w0 gate, w1 up */
+    float *out0, *out1, *out2;
+    int OC0, OC1, OC2, blk1, blk2;
+    const float *res;                    /* RES: [N, OC0] */
+    const float *nw;                     /* NORM: the RMSNorm weight [IC] */
+    float eps;
+};
+
+template <int R, int MODE, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_kernel(GemvArgs a, const float *in, int IC) {
+    float rs[R];
+    if (NORM) {   /* before any thread leaves: block_sum needs the whole block */
+        __shared__ float sh[32];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float *xi = in + (size_t)r * IC;
+            float ss = 0.f;
+            for (int c = threadIdx.x; c < IC; c += blockDim.x) ss += xi[c] * xi[c];
+            ss = block_sum(ss, sh);
+            rs[r] = rsqrtf(ss / IC + a.eps);
+        }
+    }
+    int seg = MODE != GEMV_MULTI ? 0 : (int)blockIdx.x >= a.blk2 ? 2 : (int)blockIdx.x >= a.blk1 ? 1 : 0;
+    int b0 = seg == 0 ? 0 : seg == 1 ? a.blk1 : a.blk2;
+    int OC = seg == 0 ? a.OC0 : seg == 1 ? a.OC1 : a.OC2;
+    const __nv_bfloat16 *w = seg == 0 ? a.w0 : seg == 1 ? a.w1 : a.w2;
+    float *out = seg == 0 ? a.out0 : seg == 1 ? a.out1 : a.out2;
+    int lane = threadIdx.x & 31, o = ((int)blockIdx.x - b0) * GEMV_WARPS + (threadIdx.x >> 5);
+    if (o >= OC) return;
+    float acc[R];
+    gemv_row<R, NORM>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane, rs, a.nw);
+    if (MODE == GEMV_SWIGLU) {
+        float up[R];
+        gemv_row<R, NORM>(up, (const uint4 *)(a.w1 + (size_t)o * IC), in, IC, lane, rs, a.nw);
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = acc[r] * (1.f / (1.f + expf(-acc[r]))) * up[r];
     }
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        float v = acc[r];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) out[(size_t)r * OC + o] = v + (b ? b[o] : 0.f);
+        size_t i = (size_t)r * OC + o;
+        if (lane == 0) out[i] = MODE == GEMV_RES ? acc[r] + a.res[i] : acc[r];
     }
 }
 
@@ -629,6 +711,99 @@ static int gemv_try(float *out, const float *in, const float *w, const float *b,
     own_launch_done(before, out, (size_t)N * OC * sizeof(float));
     cuda_gemv_launches++;
     return 1;
+}
+
+/* the frozen bf16 copy of weight w [OC, IC] when a fused gemv may read it
+ * (the conditions of gemv_try), else NULL */
+static const __nv_bfloat16 *gemv_weight(const float *w, int OC, int IC) {
+    const void *wf = frozen.bf && frozen.base ? frozen_bf16(w, (size_t)OC * IC) : NULL;
+    return wf && (uintptr_t)wf % 16 == 0 ? (const __nv_bfloat16 *)wf : NULL;
+}
+static int gemv_fusable(const float *in, int N, int IC, const float *norm_w) {
+    return gemv_enabled() && precision == MM_BF16 && N >= 1 && N <= GEMV_MAX_ROWS && IC % 8 == 0 &&
+           ((uintptr_t)in | (uintptr_t)norm_w) % 16 == 0;
+}
+
+template <int MODE, bool NORM>
+static void gemv_fused_launch(const GemvArgs &a, int blocks, const float *in, int N, int IC) {
+    dim3 grid(blocks), block(GEMV_WARPS * 32);
+    switch (N) {
+#define GEMV_CASE(R) \
+    case R: gemv_fused_kernel<R, MODE, NORM><<<grid, block, 0, cuda_stream()>>>(a, in, IC); break;
+        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+#undef GEMV_CASE
+    }
+    CUDA_LAUNCHED();
+    cuda_gemv_launches++;
+}
+
+static int gemv_blocks(int OC) { return (OC + GEMV_WARPS - 1) / GEMV_WARPS; }
+
+/* Fused decode ops: one gemv launch when the products qualify (frozen bf16
+ * weights, as gemv_try), else the composition of this backend's ops. The bf16
+ * roundings cached in the scratch slots are left stale after a fused launch
+ * (no own_launch_done): conservative, the next product rounds again. */
+void cuda_linear3_fwd(real *out0, real *out1, real *out2, const real *in, const real *w0, const real *w1,
+                      const real *w2, int N, int IC, int OC0, int OC1, int OC2, const real *norm_w, real eps,
+                      real *normed, real *rstd) {
+    if (N <= 0) return;
+    if (OC1 < 0) OC1 = 0;
+    if (OC2 < 0) OC2 = 0;
+    const __nv_bfloat16 *b0 = NULL, *b1 = NULL, *b2 = NULL;
+    int ok = OC0 > 0 && gemv_fusable(in, N, IC, norm_w) && (b0 = gemv_weight(w0, OC0, IC));
+    if (ok && OC1) ok = (b1 = gemv_weight(w1, OC1, IC)) != NULL;
+    if (ok && OC2) ok = (b2 = gemv_weight(w2, OC2, IC)) != NULL;
+    if (!ok) {
+        if (norm_w) {
+            cuda_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+            in = normed;
+        }
+        if (OC0 > 0) cuda_linear_fwd(out0, in, w0, NULL, N, IC, OC0);
+        if (OC1 > 0) cuda_linear_fwd(out1, in, w1, NULL, N, IC, OC1);
+        if (OC2 > 0) cuda_linear_fwd(out2, in, w2, NULL, N, IC, OC2);
+        return;
+    }
+    GemvArgs a = {b0, b1, b2, out0, out1, out2, OC0, OC1, OC2, 0, 0, NULL, norm_w, eps};
+    a.blk1 = gemv_blocks(OC0);
+    a.blk2 = a.blk1 + gemv_blocks(OC1);   /* OC1 = 0: no blocks, product 1 empty */
+    int blocks = a.blk2 + gemv_blocks(OC2);
+    if (norm_w) gemv_fused_launch<GEMV_MULTI, true>(a, blocks, in, N, IC);
+    else gemv_fused_launch<GEMV_MULTI, false>(a, blocks, in, N, IC);
+    fh_count_macs((uint64_t)N * IC * ((uint64_t)OC0 + OC1 + OC2));
+}
+
+void cuda_linear_res_fwd(real *out, const real *in, const real *w, const real *res, int N, int IC, int OC) {
+    if (N <= 0 || OC <= 0) return;
+    const __nv_bfloat16 *wb = gemv_fusable(in, N, IC, NULL) ? gemv_weight(w, OC, IC) : NULL;
+    if (!wb) {
+        cuda_linear_fwd(out, in, w, NULL, N, IC, OC);
+        cuda_add(out, out, res, (size_t)N * OC);
+        return;
+    }
+    GemvArgs a = {wb, NULL, NULL, out, NULL, NULL, OC, 0, 0, 0, 0, res, NULL, 0.f};
+    gemv_fused_launch<GEMV_RES, false>(a, gemv_blocks(OC), in, N, IC);
+    fh_count_macs((uint64_t)N * IC * OC);
+}
+
+void cuda_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const real *wg, const real *wu, int N,
+                            int IC, int OC, const real *norm_w, real eps, real *normed, real *rstd) {
+    if (N <= 0 || OC <= 0) return;
+    const __nv_bfloat16 *bg = gemv_fusable(in, N, IC, norm_w) ? gemv_weight(wg, OC, IC) : NULL;
+    const __nv_bfloat16 *bu = bg ? gemv_weight(wu, OC, IC) : NULL;
+    if (!bu) {
+        if (norm_w) {
+            cuda_rmsnorm_fwd(normed, rstd, in, norm_w, N, IC, eps);
+            in = normed;
+        }
+        cuda_linear_fwd(gs, in, wg, NULL, N, IC, OC);
+        cuda_linear_fwd(us, in, wu, NULL, N, IC, OC);
+        cuda_swiglu_fwd(out, gs, us, (size_t)N * OC);
+        return;
+    }
+    GemvArgs a = {bg, bu, NULL, out, NULL, NULL, OC, 0, 0, 0, 0, NULL, norm_w, eps};
+    if (norm_w) gemv_fused_launch<GEMV_SWIGLU, true>(a, gemv_blocks(OC), in, N, IC);
+    else gemv_fused_launch<GEMV_SWIGLU, false>(a, gemv_blocks(OC), in, N, IC);
+    fh_count_macs(2ull * N * IC * OC);
 }
 
 /* scratch slots: 0 the weight, 1 the input activation, 2 the output gradient */

@@ -69,3 +69,46 @@ void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int n
 void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc) {
     rope(dx, dout, pos, B, n, nh, hd, theta, -1.f, acc);
 }
+
+/* rope_append_at (ops.h "fused decode ops"): a decode step's RoPE of q and k
+ * and its KV-cache append in one launch, where the composition is five (two
+ * table + rotation pairs, two row copies). One block per sequence: its first
+ * threads tabulate the position's (cos, sin) in shared memory with
+ * rope_table_kernel's expression (the same bits), then the block rotates the
+ * nh query heads into qr and the nkv key heads straight into cache row row[0],
+ * and copies v into the V cache's row. kr (the composition's scratch) is not
+ * written. */
+__global__ void rope_append_kernel(float *qr, float *K, float *V, const float *q, const float *k, const float *v,
+                                   const int *pos, const int *row, int ld, int nh, int nkv, int hd, float theta) {
+    extern __shared__ float2 cs[];
+    int b = blockIdx.x, half = hd / 2, pairs = half + (hd & 1), kvd = nkv * hd;
+    int p = pos[0];
+    size_t crow = (size_t)b * ld + (size_t)row[0] * kvd;   /* this sequence's cache row */
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double ang = p * pow((double)theta, -2.0 * i / hd);
+        cs[i] = make_float2((float)cos(ang), (float)sin(ang));
+    }
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x) V[crow + i] = v[(size_t)b * kvd + i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < (nh + nkv) * pairs; idx += blockDim.x) {
+        int h = idx / pairs, i = idx % pairs;
+        const float *x = h < nh ? q + ((size_t)b * nh + h) * hd : k + ((size_t)b * nkv + (h - nh)) * hd;
+        float *o = h < nh ? qr + ((size_t)b * nh + h) * hd : K + crow + (size_t)(h - nh) * hd;
+        if (i == half) {   /* odd head_dim: last channel unrotated */
+            o[hd - 1] = x[hd - 1];
+            continue;
+        }
+        float c = cs[i].x, s = cs[i].y;
+        float x0 = x[i], x1 = x[i + half];
+        o[i] = x0 * c - x1 * s;
+        o[i + half] = x1 * c + x0 * s;
+    }
+}
+
+void cuda_rope_append_at(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
+                         const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta) {
+    if (B <= 0 || hd <= 0) return;
+    size_t smem = sizeof(float2) * (hd / 2 ? hd / 2 : 1);
+    rope_append_kernel<<<B, 256, smem, cuda_stream()>>>(qr, K, V, q, k, v, pos, row, ld, nh, nkv, hd, theta);
+    CUDA_LAUNCHED();
+}
