@@ -939,7 +939,7 @@ static void test_adamw_copy(void) {
  * (an add, a product's din, a producer writing part of it), always right
  * after its producer. */
 extern unsigned long cuda_shadow_served, cuda_shadow_claims;
-#define SHADOW_RES 17
+#define SHADOW_RES 19
 static int shadow_checking;   /* 0 in the warm-up run */
 static void shadow_expect(int on, unsigned long before, int want, const char *what) {
     if (!shadow_checking) return;
@@ -963,7 +963,7 @@ static void shadow_sequence(int on, int N, int C, int I, int OC, int nh, const i
     float *dup = dnan(ni), *r = dnan(nc);
     size_t sz[SHADOW_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC,
                              (size_t)N * OC, nc, (size_t)I * C, nc, (size_t)I * I, nc, nc, (size_t)N * OC,
-                             (size_t)N * OC, nc, nc, (size_t)N * OC};
+                             (size_t)N * OC, nc, nc, (size_t)N * OC, nc, (size_t)C};
     float *o[SHADOW_RES];
     for (int k = 0; k < SHADOW_RES; k++) o[k] = dnan(sz[k]);
     G->zero(o[7], sizeof(float) * sz[7]);   /* dW accumulates */
@@ -1028,6 +1028,11 @@ static void shadow_sequence(int on, int N, int C, int I, int OC, int nh, const i
 #else
     G->zero(o[16], sizeof(float) * sz[16]);
 #endif
+    /* 12: rmsnorm_bwd's dx (the residual gradient: the dout of the o and down products), accumulating */
+    G->zero(o[18], sizeof(float) * sz[18]);
+    G->rmsnorm_bwd(h2, o[18], a, x, wn, rs, N, C, FH_ACC);
+    s = cuda_shadow_served; G->linear_bwd(o[17], NULL, NULL, h2, hb, Wc, N, C, C, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "rmsnorm_bwd -> din");
     if (shadow_checking && !on && cuda_shadow_claims != c0) line_ok = 0;
     CHECK(!shadow_checking || on || cuda_shadow_claims == c0, "FLOWHN_BF16_SHADOW off, yet %lu shadows claimed", cuda_shadow_claims - c0);
     for (int k = 0; k < SHADOW_RES; k++) {
@@ -1063,7 +1068,7 @@ static void test_bf16_shadow(void) {
         float *r = hnan(nc), *ref[SHADOW_RES];
         size_t sz[SHADOW_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC,
                                  (size_t)N * OC, nc, (size_t)I * C, nc, (size_t)I * I, nc, nc, (size_t)N * OC,
-                                 (size_t)N * OC, nc, nc, (size_t)N * OC};
+                                 (size_t)N * OC, nc, nc, (size_t)N * OC, nc, (size_t)C};
         for (int k = 0; k < SHADOW_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
         cpu_rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
         cpu_linear_fwd(ref[0], hb, W1, NULL, N, C, OC);
@@ -1100,6 +1105,8 @@ static void test_bf16_shadow(void) {
         cpu_linear_fwd(ref[16], r, W1, NULL, N, C, OC);
         free(lse);
 #endif
+        cpu_rmsnorm_bwd(h2, ref[18], a, x, wn, rs, N, C, FH_ACC);
+        cpu_linear_bwd(ref[17], NULL, NULL, h2, hb, h[14], N, C, C, FH_OVERWRITE);
         float *on[SHADOW_RES], *off[SHADOW_RES];
         /* a warm-up run first: it grows the scratch slots and the shadow buffers, whose growth (a cudaFree)
          * retires every rounding, so which products read a shadow would depend on the previous shape */
@@ -1112,7 +1119,7 @@ static void test_bf16_shadow(void) {
         TOL = 1e-2;
         static const char *names[SHADOW_RES] = {"y1", "y2", "y3", "y4", "y5", "y6", "dh", "dWu", "dh7", "dWi",
                                                 "dh7g", "dh8", "y9", "y9f", "dh10", "dh10b",
-                                                "y11"};
+                                                "y11", "dh12", "dw12"};
         for (int k = 0; k < SHADOW_RES; k++) {
             float *d = dev(on[k], sz[k]);
             cmp(names[k], ref[k], d, sz[k]);

@@ -50,9 +50,9 @@ __global__ void add_rmsnorm_fwd_kernel(float *r, float *out, float *rstd, const 
     }
 }
 
-/* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r */
+/* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r; ob: NULL, or dx's bf16 shadow */
 __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float *x, const float *w,
-                                      const float *rstd, int C, int acc) {
+                                      const float *rstd, int C, int acc, __nv_bfloat16 *ob) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     float r = rstd[blockIdx.x];
@@ -61,7 +61,9 @@ __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float 
     float m = block_sum(dot, sh) * r / C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float d = r * (dout[off + c] * w[c] - x[off + c] * r * m);
-        dx[off + c] = acc ? dx[off + c] + d : d;   /* acc 0: overwrite (ops.h) */
+        d = acc ? dx[off + c] + d : d;   /* acc 0: overwrite (ops.h) */
+        dx[off + c] = d;
+        if (ob) ob[off + c] = __float2bfloat16_rn(d);
     }
 }
 
@@ -124,9 +126,18 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                       const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
-    if (dx) {
-        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C, acc);
-        CUDA_LAUNCHED();
-    }
+    /* dw first: dx is the residual gradient, which the next product (the o or down projection's backward)
+     * reads as its dout, so its bf16 rounding is written too and must be the last launch here (colsum's
+     * launches are not declared: they would retire it). The order is free: colsum writes only dw (and its
+     * scratch), the dx kernel only dx, and neither reads what the other writes. */
     if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});
+    if (dx) {
+        size_t n = (size_t)N * C;
+        __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(dx, n);
+        unsigned long before = cuda_epoch;
+        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C, acc, ob);
+        CUDA_LAUNCHED();
+        CudaRange wr[2] = {{dx, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
+        cuda_shadow_done(before, wr, 2);
+    }
 }
