@@ -1099,6 +1099,217 @@ static void test_adamw_copy(void) {
     G->release(din); G->release(oa); G->release(ob);
 }
 
+/* bf16 shadows (linear.cu, common.cuh cuda_shadow_claim): producers
+ * (rmsnorm_fwd, add_rmsnorm_fwd both kernels, swiglu_fwd, swiglu_bwd) write
+ * the bf16 rounding of their outputs, and the next products read it instead
+ * of rounding. One sequence of producers, products and overwrites, run with
+ * shadows on and off: every result against the CPU (bf16 bound) and the two
+ * runs bit for bit (a shadow holds the same rounding a slot would, in a
+ * buffer with the same alignment). Which products read a shadow is checked
+ * where it matters: never after the fp32 buffer was written by another op
+ * (an add, a product's din, a producer writing part of it), always right
+ * after its producer. */
+extern unsigned long cuda_shadow_served, cuda_shadow_claims;
+#define SHADOW_RES 19
+static int shadow_checking;   /* 0 in the warm-up run */
+static void shadow_expect(int on, unsigned long before, int want, const char *what) {
+    if (!shadow_checking) return;
+    unsigned long got = cuda_shadow_served - before;
+    int ok = on ? (want < 0 ? got >= 1 : got == (unsigned long)want) : got == 0;
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%s: %lu operands read from shadows, expected %s%d", what, got, want < 0 ? ">= " : "",
+          on ? (want < 0 ? 1 : want) : 0);
+}
+static void shadow_sequence(int on, int N, int C, int I, int OC, int nh, const int *pos, float *const *h,
+                            float **res) {
+    /* h: x, x2, wn, W1, g, u, Wg, Wu, Wd, dact, dY, a, b, Wi, Wc */
+    size_t nc = (size_t)N * C, ni = (size_t)N * I;
+    int was = cuda_set_bf16_shadow(on);
+    float *x = dev(h[0], nc), *x2 = dev(h[1], nc), *wn = dev(h[2], C), *W1 = dev(h[3], (size_t)OC * C);
+    float *g = dev(h[4], ni), *u = dev(h[5], ni), *Wg = dev(h[6], (size_t)I * C), *Wu = dev(h[7], (size_t)I * C);
+    float *Wd = dev(h[8], (size_t)OC * I), *dact = dev(h[9], ni), *dY = dev(h[10], (size_t)N * OC);
+    float *a = dev(h[11], nc), *b = dev(h[12], nc), *Wi = dev(h[13], (size_t)I * I), *Wc = dev(h[14], (size_t)C * C);
+    int *dpos = devi(pos, N);
+    float *hb = dnan(nc), *h2 = dnan(nc), *rs = dnan(N), *rs2 = dnan(N), *act = dnan(ni), *dg = dnan(ni);
+    float *dup = dnan(ni), *r = dnan(nc);
+    size_t sz[SHADOW_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC,
+                             (size_t)N * OC, nc, (size_t)I * C, nc, (size_t)I * I, nc, nc, (size_t)N * OC,
+                             (size_t)N * OC, nc, nc, (size_t)N * OC, nc, (size_t)C};
+    float *o[SHADOW_RES];
+    for (int k = 0; k < SHADOW_RES; k++) o[k] = dnan(sz[k]);
+    G->zero(o[7], sizeof(float) * sz[7]);   /* dW accumulates */
+    G->zero(o[9], sizeof(float) * sz[9]);
+    unsigned long c0 = cuda_shadow_claims, s;
+    /* 1: a norm, then its product */
+    G->rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+    s = cuda_shadow_served; G->linear_fwd(o[0], hb, W1, NULL, N, C, OC); shadow_expect(on, s, 1, "norm -> product");
+    /* 2: another norm into another buffer leaves the first shadow current */
+    G->rmsnorm_fwd(h2, rs2, x2, wn, N, C, 1e-5f);
+    s = cuda_shadow_served; G->linear_fwd(o[1], hb, W1, NULL, N, C, OC); shadow_expect(on, s, 1, "after another norm");
+    /* 3: overwritten by another op (an add): the product rounds the new values */
+    G->add(hb, a, b, nc);
+    s = cuda_shadow_served; G->linear_fwd(o[2], hb, W1, NULL, N, C, OC); shadow_expect(on, s, 0, "after an add");
+    /* 4: both produced again (new values); then a producer writing part of h2 retires h2's shadow only */
+    G->rmsnorm_fwd(hb, rs, x2, wn, N, C, 1e-5f);
+    G->rmsnorm_fwd(h2, rs2, x, wn, N, C, 1e-5f);
+    G->swiglu_fwd(h2 + 3, g, u, nc > 8 ? 5 : 1);
+    s = cuda_shadow_served; G->linear_fwd(o[3], hb, W1, NULL, N, C, OC); shadow_expect(on, s, 1, "norm again");
+    s = cuda_shadow_served; G->linear_fwd(o[4], h2, W1, NULL, N, C, OC); shadow_expect(on, s, 0, "partly overwritten");
+    /* 5: SwiGLU, then the down projection */
+    G->swiglu_fwd(act, g, u, ni);
+    s = cuda_shadow_served; G->linear_fwd(o[5], act, Wd, NULL, N, I, OC); shadow_expect(on, s, 1, "swiglu -> down");
+    /* 6: SwiGLU's backward, then the gate and up products' backward (dout from the shadows) */
+    G->swiglu_bwd(dg, dup, dact, g, u, ni, FH_OVERWRITE);
+    s = cuda_shadow_served; G->linear_bwd(o[6], NULL, NULL, dg, hb, Wg, N, C, I, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "dgate -> din");
+    s = cuda_shadow_served; G->linear_bwd(o[6], o[7], NULL, dup, hb, Wu, N, C, I, FH_ACC);
+    shadow_expect(on, s, -1, "dup -> din, dw");
+    /* 7: dup overwritten by a product's din (a product with IC = I): its shadow must not serve, dg's still does */
+    G->linear_bwd(dup, o[9], NULL, dg, g, Wi, N, I, I, FH_OVERWRITE);
+    s = cuda_shadow_served; G->linear_bwd(o[8], NULL, NULL, dup, hb, Wu, N, C, I, FH_OVERWRITE);
+    shadow_expect(on, s, 0, "after a din write");
+    s = cuda_shadow_served; G->linear_bwd(o[10], NULL, NULL, dg, hb, Wg, N, C, I, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "dgate still current");
+    /* 8: swiglu_bwd accumulating (acc): the shadow holds the sum */
+    G->swiglu_bwd(dg, dup, dact, g, u, ni, FH_ACC);
+    s = cuda_shadow_served; G->linear_bwd(o[11], NULL, NULL, dup, hb, Wu, N, C, I, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "accumulated dup");
+    /* 9: add_rmsnorm_fwd, both kernels */
+    int fused = cuda_set_add_norm_fused(-1);
+    for (int f = 0; f < 2; f++) {
+        cuda_set_add_norm_fused(f);
+        G->add_rmsnorm_fwd(r, hb, rs, f ? b : a, f ? a : b, wn, N, C, 1e-5f);
+        s = cuda_shadow_served; G->linear_fwd(o[12 + f], hb, W1, NULL, N, C, OC);
+        shadow_expect(on, s, 1, f ? "add_rmsnorm (fused) -> product" : "add_rmsnorm -> product");
+    }
+    cuda_set_add_norm_fused(fused);
+    /* 10: rope_bwd's dx (dq, dk: the douts of the q and k products); a rope_fwd into another buffer keeps it */
+    G->rope_bwd(h2, a, dpos, 1, N, nh, C / nh, 10000.f, FH_OVERWRITE);
+    s = cuda_shadow_served; G->linear_bwd(o[14], NULL, NULL, h2, hb, Wc, N, C, C, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "rope_bwd -> din");
+    G->rope_fwd(r, b, dpos, 1, N, nh, C / nh, 10000.f);
+    s = cuda_shadow_served; G->linear_bwd(o[15], NULL, NULL, h2, hb, Wc, N, C, C, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "after a rope_fwd elsewhere");
+    /* 11: the attention forward's output (bf16 mode: the tensor-core kernel), read by the o product */
+#ifdef HAVE_CPU_ATTENTION
+    float *lse = dnan((size_t)N * nh);
+    G->attention_fwd(r, lse, x, x2, b, dpos, dpos, 1, N, N, nh, nh, C / nh);
+    s = cuda_shadow_served; G->linear_fwd(o[16], r, W1, NULL, N, C, OC); shadow_expect(on, s, 1, "attention -> o");
+    G->release(lse);
+#else
+    G->zero(o[16], sizeof(float) * sz[16]);
+#endif
+    /* 12: rmsnorm_bwd's dx (the residual gradient: the dout of the o and down products), accumulating */
+    G->zero(o[18], sizeof(float) * sz[18]);
+    G->rmsnorm_bwd(h2, o[18], a, x, wn, rs, N, C, FH_ACC);
+    s = cuda_shadow_served; G->linear_bwd(o[17], NULL, NULL, h2, hb, Wc, N, C, C, FH_OVERWRITE);
+    shadow_expect(on, s, 1, "rmsnorm_bwd -> din");
+    if (shadow_checking && !on && cuda_shadow_claims != c0) line_ok = 0;
+    CHECK(!shadow_checking || on || cuda_shadow_claims == c0, "FLOWHN_BF16_SHADOW off, yet %lu shadows claimed", cuda_shadow_claims - c0);
+    for (int k = 0; k < SHADOW_RES; k++) {
+        res[k] = (float *)malloc(sizeof(float) * sz[k]);
+        G->to_host(res[k], o[k], sizeof(float) * sz[k]);
+        G->release(o[k]);
+    }
+    float *all[] = {x, x2, wn, W1, g, u, Wg, Wu, Wd, dact, dY, a, b, Wi, Wc, hb, h2, rs, rs2, act, dg, dup, r};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    G->release(dpos);
+    cuda_set_bf16_shadow(was);
+}
+static void test_bf16_shadow(void) {
+    /* N, C, I, OC, heads (rope: head_dim C / heads, 11 odd) */
+    static const int shapes[][5] = {{5, 33, 17, 9, 3}, {37, 96, 160, 72, 4}, {300, 768, 2048, 768, 12}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], I = shapes[si][2], OC = shapes[si][3], nh = shapes[si][4];
+        int *pos = (int *)malloc(sizeof(int) * N);
+        for (int i = 0; i < N; i++) pos[i] = i;
+        size_t nc = (size_t)N * C, ni = (size_t)N * I;
+        line_start("bf16_shadow", "N=%d C=%d I=%d OC=%d", N, C, I, OC);
+        float *h[15] = {hrand(nc, 0.3f, 1.5f), hrand(nc, -0.2f, 1), hrand(C, 1, 0.2f),
+                        hrand((size_t)OC * C, 0, 0.05f), hrand(ni, 0, 1), hrand(ni, 0, 1),
+                        hrand((size_t)I * C, 0, 0.05f), hrand((size_t)I * C, 0, 0.05f),
+                        hrand((size_t)OC * I, 0, 0.05f), hrand(ni, 0, 1), hrand((size_t)N * OC, 0, 1),
+                        hrand(nc, 0, 1), hrand(nc, 0.5f, 1), hrand((size_t)I * I, 0, 0.05f),
+                        hrand((size_t)C * C, 0, 0.05f)};
+        /* the CPU, the same sequence */
+        float *x = h[0], *x2 = h[1], *wn = h[2], *W1 = h[3], *g = h[4], *u = h[5], *Wg = h[6], *Wu = h[7];
+        float *dact = h[9], *a = h[11], *b = h[12];
+        float *hb = hnan(nc), *h2 = hnan(nc), *rs = hnan(N), *act = hnan(ni), *dg = hnan(ni), *dup = hnan(ni);
+        float *r = hnan(nc), *ref[SHADOW_RES];
+        size_t sz[SHADOW_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC,
+                                 (size_t)N * OC, nc, (size_t)I * C, nc, (size_t)I * I, nc, nc, (size_t)N * OC,
+                                 (size_t)N * OC, nc, nc, (size_t)N * OC, nc, (size_t)C};
+        for (int k = 0; k < SHADOW_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
+        cpu_rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+        cpu_linear_fwd(ref[0], hb, W1, NULL, N, C, OC);
+        cpu_rmsnorm_fwd(h2, rs, x2, wn, N, C, 1e-5f);
+        cpu_linear_fwd(ref[1], hb, W1, NULL, N, C, OC);
+        cpu_add(hb, a, b, nc);
+        cpu_linear_fwd(ref[2], hb, W1, NULL, N, C, OC);
+        cpu_rmsnorm_fwd(hb, rs, x2, wn, N, C, 1e-5f);
+        cpu_rmsnorm_fwd(h2, rs, x, wn, N, C, 1e-5f);
+        cpu_swiglu_fwd(h2 + 3, g, u, nc > 8 ? 5 : 1);
+        cpu_linear_fwd(ref[3], hb, W1, NULL, N, C, OC);
+        cpu_linear_fwd(ref[4], h2, W1, NULL, N, C, OC);
+        cpu_swiglu_fwd(act, g, u, ni);
+        cpu_linear_fwd(ref[5], act, h[8], NULL, N, I, OC);
+        cpu_swiglu_bwd(dg, dup, dact, g, u, ni, FH_OVERWRITE);
+        cpu_linear_bwd(ref[6], NULL, NULL, dg, hb, Wg, N, C, I, FH_OVERWRITE);
+        cpu_linear_bwd(ref[6], ref[7], NULL, dup, hb, Wu, N, C, I, FH_ACC);
+        cpu_linear_bwd(dup, ref[9], NULL, dg, g, h[13], N, I, I, FH_OVERWRITE);
+        cpu_linear_bwd(ref[8], NULL, NULL, dup, hb, Wu, N, C, I, FH_OVERWRITE);
+        cpu_linear_bwd(ref[10], NULL, NULL, dg, hb, Wg, N, C, I, FH_OVERWRITE);
+        cpu_swiglu_bwd(dg, dup, dact, g, u, ni, FH_ACC);
+        cpu_linear_bwd(ref[11], NULL, NULL, dup, hb, Wu, N, C, I, FH_OVERWRITE);
+        for (int f = 0; f < 2; f++) {
+            cpu_add_rmsnorm_fwd(r, hb, rs, f ? b : a, f ? a : b, wn, N, C, 1e-5f);
+            cpu_linear_fwd(ref[12 + f], hb, W1, NULL, N, C, OC);
+        }
+        cpu_rope_bwd(h2, a, pos, 1, N, nh, C / nh, 10000.f, FH_OVERWRITE);
+        cpu_linear_bwd(ref[14], NULL, NULL, h2, hb, h[14], N, C, C, FH_OVERWRITE);
+        cpu_rope_fwd(r, b, pos, 1, N, nh, C / nh, 10000.f);
+        cpu_linear_bwd(ref[15], NULL, NULL, h2, hb, h[14], N, C, C, FH_OVERWRITE);
+#ifdef HAVE_CPU_ATTENTION
+        float *lse = hnan((size_t)N * nh);
+        cpu_attention_fwd(r, lse, x, x2, b, pos, pos, 1, N, N, nh, nh, C / nh);
+        cpu_linear_fwd(ref[16], r, W1, NULL, N, C, OC);
+        free(lse);
+#endif
+        cpu_rmsnorm_bwd(h2, ref[18], a, x, wn, rs, N, C, FH_ACC);
+        cpu_linear_bwd(ref[17], NULL, NULL, h2, hb, h[14], N, C, C, FH_OVERWRITE);
+        float *on[SHADOW_RES], *off[SHADOW_RES];
+        /* a warm-up run first: it grows the scratch slots and the shadow buffers, whose growth (a cudaFree)
+         * retires every rounding, so which products read a shadow would depend on the previous shape */
+        shadow_checking = 0;
+        shadow_sequence(1, N, C, I, OC, nh, pos, h, on);
+        for (int k = 0; k < SHADOW_RES; k++) free(on[k]);
+        shadow_checking = 1;
+        shadow_sequence(0, N, C, I, OC, nh, pos, h, off);
+        shadow_sequence(1, N, C, I, OC, nh, pos, h, on);
+        TOL = 1e-2;
+        static const char *names[SHADOW_RES] = {"y1", "y2", "y3", "y4", "y5", "y6", "dh", "dWu", "dh7", "dWi",
+                                                "dh7g", "dh8", "y9", "y9f", "dh10", "dh10b",
+                                                "y11", "dh12", "dw12"};
+        for (int k = 0; k < SHADOW_RES; k++) {
+            float *d = dev(on[k], sz[k]);
+            cmp(names[k], ref[k], d, sz[k]);
+            G->release(d);
+            int same = !memcmp(on[k], off[k], sizeof(float) * sz[k]);
+            if (!same) line_ok = 0;
+            CHECK(same, "%s: shadows on and off differ", names[k]);
+            free(on[k]); free(off[k]); free(ref[k]);
+        }
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " on==off bitwise");
+        line_end();
+        for (int k = 0; k < 15; k++) free(h[k]);
+        free(pos); free(hb); free(h2); free(rs); free(act); free(dg); free(dup); free(r);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -1177,6 +1388,7 @@ int main(void) {
     RUN(test_classifier);
     RUN(test_optimizer);
     RUN(test_adamw_copy);
+    RUN(test_bf16_shadow);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

@@ -25,7 +25,11 @@
  * ignored target (1/n_valid changes: recorded again). For llama, flowhn-fac
  * (isolated and prefix), mamba1, mamba2 and hymba at H 256, 4 layers, B 4,
  * T 256, fp32 and bf16 matmuls, for the recordable step op by op and
- * replayed. make test-cuda also runs it with FLOWHN_BRANCH_STREAMS=1 (the
+ * replayed. The reference runs with the bf16 shadows off (linear.cu,
+ * FLOWHN_BF16_SHADOW), the tested step with them as set (on by default): the
+ * same roundings either way, so the same bounds hold, and a product reading a
+ * stale shadow, op by op or in a replay, fails them.
+ * make test-cuda also runs it with FLOWHN_BRANCH_STREAMS=1 (the
  * branches' fork/join recorded as graph edges). Then training's bf16 weight
  * copy against none (test_master, below). Needs a GPU. */
 #include <cuda_runtime.h>
@@ -108,7 +112,12 @@ static int lockstep(const Config *c, int graphs, int B, int T, Worst *w) {
         cuda_ops.to_host(before, g.params, sizeof(float) * n);
         double lr_, nr, lg, ng;
         model_zero_grad(&r);
-        if (model_forward_backward(&r, tok, tgt, B, T) || optimizer_step(&orf, &r, 1.0, &nr)) goto out;
+        /* the reference without bf16 shadows (every product rounds its operands itself): a product of the
+         * tested step reading a stale shadow would show as a loss or gradient off by far more than the bounds */
+        int shadow_was = cuda_set_bf16_shadow(0);
+        int ref_failed = model_forward_backward(&r, tok, tgt, B, T) || optimizer_step(&orf, &r, 1.0, &nr);
+        cuda_set_bf16_shadow(shadow_was);
+        if (ref_failed) goto out;
         lr_ = r.loss;
         if (train_step_run(&ts, &g, &og, tok, tgt, B, T, &lg, &ng)) goto out;
         if (cuda_ops_check()) goto out;

@@ -473,13 +473,15 @@ static int hd_supported(int hd, const char *what) {
 void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                         const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
     if (B <= 0 || nq <= 0 || !hd_supported(hd, "attention_fwd")) return;
+    /* counted first: its host copies of the positions are CUDA calls, which after the kernel would retire the
+     * output's bf16 shadow (linear.cu) before the o product reads it */
+    count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
     if (attention_tc_applies(hd)) attention_tc_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) fwd_launch<32, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 64) fwd_launch<64, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 128) fwd_launch<128, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else fwd_launch<256, 32>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
 }
 
 /* D scratch [B, nh, nq], one per branch stream (both branches of a parallel

@@ -269,7 +269,7 @@ __global__ void tc_visible_kernel(int *mq, const int *qpos, const int *kpos, int
 template <int HD>
 __global__ void __launch_bounds__(TC_THREADS, HD <= 64 ? 4 : 1)
 attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, const bf16 *Vh, const int *mq,
-                        int nq, int nkp, int nh, int nkv, int hd, float scale_log2, bool qvec) {
+                        int nq, int nkp, int nh, int nkv, int hd, float scale_log2, bool qvec, bf16 *ob) {
     constexpr int BQ = TC_BQ, BK = TC_BK, LDH = HD + 8, NB = BK / 8, ND = HD / 8;
     extern __shared__ __align__(16) unsigned char tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(tc_smem);  /* [BQ][LDH] */
@@ -377,12 +377,17 @@ attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, 
         if (r >= nrow) continue;
         float inv = lt > 0.f ? 1.f / lt : 0.f;  /* no visible key: zeros */
         float *orow = obase + (size_t)r * nh * hd;
+        bf16 *brow = ob ? ob + (orow - out) : NULL;   /* out's bf16 shadow (the o product's operand), if any */
 #pragma unroll
         for (int n = 0; n < ND; n++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 int d = n * 8 + 2 * t + e;
-                if (d < hd) orow[d] = o[n][2 * hr + e] * inv;
+                if (d < hd) {
+                    float val = o[n][2 * hr + e] * inv;
+                    orow[d] = val;
+                    if (brow) brow[d] = __float2bfloat16_rn(val);
+                }
             }
         if (t == 0) lse[bh * nq + q0 + r] = lt > 0.f ? mrun[hr] * LN2_F + logf(lt) : -INFINITY;
     }
@@ -619,16 +624,24 @@ static void tc_fwd(float *out, float *lse, const float *q, const float *k, const
     if (!p) return;
     bf16 *Kh = (bf16 *)p, *Vh = (bf16 *)(p + bk);  /* Q is read and rounded by the kernel (read once) */
     int *mq = (int *)(p + 2 * bk);
+    size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 4 * TC_BK * (HD + 8));
+    if (attention_set_smem((const void *)attention_tc_fwd_kernel<HD>, smem, "attention_fwd")) return;
+    /* the output is what the o product reads next: its bf16 rounding is written too (common.cuh
+     * cuda_shadow_claim); every launch from here on is declared to cuda_shadow_done */
+    size_t nout = (size_t)B * nq * nh * hd;
+    bf16 *ob = (bf16 *)cuda_shadow_claim(out, nout);
+    unsigned long before = cuda_epoch;
     convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
     convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
-    size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 4 * TC_BK * (HD + 8));
-    if (attention_set_smem((const void *)attention_tc_fwd_kernel<HD>, smem, "attention_fwd")) return;
     dim3 grid(nh, B, nqp / TC_BQ);
     bool qvec = hd % 4 == 0 && (uintptr_t)q % 16 == 0;
     attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, q, Kh, Vh, mq, nq, nkp, nh, nkv,
-                                                                          hd, LOG2E_F / sqrtf((float)hd), qvec);
+                                                                          hd, LOG2E_F / sqrtf((float)hd), qvec, ob);
     CUDA_LAUNCHED();
+    CudaRange wr[4] = {{p, 2 * bk + align256(sizeof(int) * nqp)}, {out, nout * sizeof(float)},
+                       {lse, sizeof(float) * B * nh * nq}, {ob, ob ? nout * sizeof(bf16) : 0}};
+    cuda_shadow_done(before, wr, 4);
 }
 
 template <int HD, int BQ>

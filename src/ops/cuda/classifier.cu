@@ -86,12 +86,15 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
     if (bf16) {
         const void *wc = cuda_weight_bf16(w, (size_t)V * H);
         __nv_bfloat16 *wb = wc ? NULL : (__nv_bfloat16 *)scratch(2, (size_t)V * H * esz);
-        __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(3, (size_t)N * H * esz);
-        if ((!wc && !wb) || !xb) return;
+        /* x is the final norm's output: its shadow, if that norm wrote one (looked up after the scratch above,
+         * whose growth would retire it); else rounded here */
+        const void *xs = cuda_shadow_bf16(x, (size_t)N * H);
+        __nv_bfloat16 *xb = xs ? NULL : (__nv_bfloat16 *)scratch(3, (size_t)N * H * esz);
+        if ((!wc && !wb) || (!xs && !xb)) return;
         if (!wc) cuda_round_bf16(wb, w, (size_t)V * H);
-        cuda_round_bf16(xb, x, (size_t)N * H);
+        if (!xs) cuda_round_bf16(xb, x, (size_t)N * H);
         wo = wc ? wc : wb;
-        xo = xb;
+        xo = xs ? xs : xb;
     }
     if (!logits || (bf16 && !dl16)) return;
     const void *go = bf16 ? (const void *)dl16 : (const void *)logits;  /* the logit gradients' operand */

@@ -45,6 +45,22 @@ static inline void cuda_scratch_free(void *p);
  * reuses a bf16 rounding of an operand only while nothing else ran since. */
 extern unsigned long cuda_epoch;
 
+/* bf16 shadows (linear.cu): a producer kernel that writes an fp32 matrix a
+ * bf16 product reads next also writes its bf16 rounding. The op claims a
+ * buffer for out[0, n) (NULL: none, write no shadow: not bf16 products,
+ * FLOWHN_BF16_SHADOW=0, no room, or growth refused while recording), takes
+ * `before = cuda_epoch`, launches, and then, claimed or not, calls
+ * cuda_shadow_done with EVERY range its launches wrote (outputs, the shadow,
+ * scratch): roundings whose sources it did not touch stay valid, the claimed
+ * shadow becomes current. A range left out would let a product read a stale
+ * rounding. */
+typedef struct {
+    const void *p;
+    size_t bytes;
+} CudaRange;
+void *cuda_shadow_claim(const float *out, size_t n);
+void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw);
+
 #define CUDA_CALL(call)                                                              \
     do {                                                                             \
         __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);                        \

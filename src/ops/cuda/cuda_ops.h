@@ -44,6 +44,13 @@ int cuda_weights_copy_to_host(uint16_t *dst, int refresh, int *valid);
  * Returns the previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_add_norm_fused(int on);
 
+/* bf16 shadows (linear.cu): producers (rmsnorm_fwd, add_rmsnorm_fwd,
+ * swiglu_fwd, swiglu_bwd) also write the bf16 rounding of their outputs, which
+ * the next bf16 products read instead of rounding them again. On by default;
+ * FLOWHN_BF16_SHADOW=0 turns it off (read on first use). Returns the previous
+ * setting; -1 leaves it as it is (tests use both). */
+int cuda_set_bf16_shadow(int on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -55,7 +55,15 @@ static void *cuda_mark_new(void) {
     }
     return (void *)e;
 }
-static void cuda_mark_record(void *m) { CUDA_CALL(cudaEventRecord((cudaEvent_t)m, cuda_stream())); }
+/* Not through CUDA_CALL: recording an event writes no device memory, so it
+ * leaves cuda_epoch alone. Counted as a CUDA call (as it was), the mark
+ * between every two ops retired every bf16 rounding (linear.cu slots and
+ * shadows): the profiled step rounded q, k, v's shared input three times,
+ * gate and up's twice, and read no producer's shadow, unlike the real step. */
+static void cuda_mark_record(void *m) {
+    cudaError_t e = cudaEventRecord((cudaEvent_t)m, cuda_stream());
+    if (e != cudaSuccess) cuda_record_error("cudaEventRecord", cudaGetErrorString(e), __FILE__, __LINE__);
+}
 static double cuda_mark_ms(void *from, void *to) {
     float ms = 0;
     cudaError_t rc = cudaEventSynchronize((cudaEvent_t)to);

@@ -1,5 +1,7 @@
 /* elementwise.cu - residual adds, gradient accumulation, SiLU and SwiGLU.
  * One grid-stride loop each; memory-bound, so one pass over each tensor. */
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 #define EW_THREADS 256
@@ -23,20 +25,30 @@ __global__ void silu_bwd_kernel(float *dx, const float *dout, const float *x, si
         dx[i] = acc ? dx[i] + d : d;
     }
 }
-__global__ void swiglu_fwd_kernel(float *out, const float *gate, const float *up, size_t n) {
-    GRID_STRIDE(i, n) out[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+/* ob, bg, bu: NULL, or the outputs' bf16 shadows (linear.cu cuda_shadow_claim):
+ * the rounding of each value stored, for the product that reads it next */
+__global__ void swiglu_fwd_kernel(float *out, const float *gate, const float *up, size_t n, __nv_bfloat16 *ob) {
+    GRID_STRIDE(i, n) {
+        float o = gate[i] * sigmoidf_(gate[i]) * up[i];
+        out[i] = o;
+        if (ob) ob[i] = __float2bfloat16_rn(o);
+    }
 }
 __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                  const float *up, size_t n, int acc) {
+                                  const float *up, size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu) {
     GRID_STRIDE(i, n) {
         float g = gate[i], s = sigmoidf_(g);
         if (dup) {
             float d = dout[i] * g * s;
-            dup[i] = acc ? dup[i] + d : d;
+            d = acc ? dup[i] + d : d;
+            dup[i] = d;
+            if (bu) bu[i] = __float2bfloat16_rn(d);
         }
         if (dgate) {
             float d = dout[i] * up[i] * s * (1.f + g * (1.f - s));
-            dgate[i] = acc ? dgate[i] + d : d;
+            d = acc ? dgate[i] + d : d;
+            dgate[i] = d;
+            if (bg) bg[i] = __float2bfloat16_rn(d);
         }
     }
 }
@@ -57,11 +69,28 @@ void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc)
     if (!dx) return;
     LAUNCH_EW(silu_bwd_kernel, n, dx, dout, x, n, acc);
 }
+/* SwiGLU's output is what the down projection reads next, its gradients
+ * the douts of gate and up: with bf16 products their roundings are written
+ * here too (common.cuh cuda_shadow_claim). */
 void cuda_swiglu_fwd(real *out, const real *gate, const real *up, size_t n) {
-    LAUNCH_EW(swiglu_fwd_kernel, n, out, gate, up, n);
+    if (n == 0) return;
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    unsigned long before = cuda_epoch;
+    swiglu_fwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(out, gate, up, n, ob);
+    CUDA_LAUNCHED();
+    CudaRange wr[2] = {{out, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
+    cuda_shadow_done(before, wr, 2);
 }
 void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n,
                      int acc) {
-    if (!dgate && !dup) return;
-    LAUNCH_EW(swiglu_bwd_kernel, n, dgate, dup, dout, gate, up, n, acc);
+    if ((!dgate && !dup) || n == 0) return;
+    __nv_bfloat16 *bg = (__nv_bfloat16 *)cuda_shadow_claim(dgate, n);
+    __nv_bfloat16 *bu = dup != dgate ? (__nv_bfloat16 *)cuda_shadow_claim(dup, n) : NULL;
+    unsigned long before = cuda_epoch;
+    swiglu_bwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n,
+                                                                                   acc, bg, bu);
+    CUDA_LAUNCHED();
+    CudaRange wr[4] = {{dgate, dgate ? n * sizeof(float) : 0}, {dup, dup ? n * sizeof(float) : 0},
+                       {bg, bg ? n * 2 : 0}, {bu, bu ? n * 2 : 0}};
+    cuda_shadow_done(before, wr, 4);
 }

@@ -177,17 +177,151 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
     if (i < n) dst[i] = __float2bfloat16_rn(src[i]);
 }
 
-/* After one of this file's own launches, which wrote `written` (bytes) and
- * nothing else: roundings still valid before it stay valid unless their
- * source overlaps what was written. */
-static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
-    uintptr_t w0 = (uintptr_t)written, w1 = w0 + bytes;
+/* ---- bf16 shadows written by the producers (FLOWHN_BF16_SHADOW=0 turns them off) ----
+ * A kernel that writes an fp32 activation which a product reads next
+ * (rmsnorm_fwd / add_rmsnorm_fwd outputs, read by q, k, v and gate, up;
+ * swiglu_fwd's, read by down; swiglu_bwd's dgate and dup, the douts of gate
+ * and up) also writes its bf16 rounding (round-to-nearest-even, the values
+ * to_bf16_kernel would write) into a shadow buffer claimed here
+ * (cuda_shadow_claim) and registers it after the launch (cuda_shadow_done).
+ * operand() then reads the shadow instead of rounding the fp32 matrix into a
+ * slot: 4 bytes read + 2 written per value and a launch fewer, for 2 more
+ * bytes written by the producer.
+ * Exactness, by the rule the slots already follow: a shadow serves (src, n)
+ * only while shadow.epoch == cuda_epoch, i.e. while no CUDA call or launch ran
+ * since, other than launches that said exactly what they wrote (this file's
+ * own, and the producers', through launch_done) and wrote nothing that
+ * overlaps src. Any other op (attention, rope, a memset, an upload, a free)
+ * bumps cuda_epoch and retires every shadow: its consumer then rounds, as
+ * before. Served only for the same pointer and length (a fresh shadow buffer
+ * is 256-byte aligned, as a slot is: the same cuBLASLt plan and algorithm,
+ * the same bits). Decisions are host-side, so a recorded graph replays them:
+ * cuda_graph_begin/end bump the epoch (nothing from outside a recording is
+ * served inside it), and growing a shadow is refused while recording.
+ * SHADOWS buffers per branch (a producer and its consumer run on one branch;
+ * lookups see only the current branch's, so another branch's producer never
+ * overwrites a shadow a queued product still reads), reused least recently
+ * used first, those no longer current before those still current. */
+#define SHADOWS 4
+typedef struct {
+    __nv_bfloat16 *buf;
+    size_t cap;
+    const float *src;      /* NULL: none; what buf holds the rounding of, while epoch == cuda_epoch */
+    size_t n;
+    unsigned long epoch;
+    const float *claimed;  /* between claim and done: the producer's output */
+    size_t claimed_n;
+    unsigned long used;    /* shadow_clock at the last claim or read: the least recent goes first */
+} Shadow;
+static Shadow shadows[CUDA_BRANCHES][SHADOWS];
+static unsigned long shadow_clock;
+static int shadow_on = -1;   /* -1: FLOWHN_BF16_SHADOW not read yet */
+unsigned long cuda_shadow_served, cuda_shadow_claims;   /* for tests */
+
+int cuda_set_bf16_shadow(int on) {
+    if (shadow_on < 0) {
+        const char *e = getenv("FLOWHN_BF16_SHADOW");
+        shadow_on = !(e && !strcmp(e, "0"));
+    }
+    int was = shadow_on;
+    if (on >= 0) shadow_on = on != 0;
+    return was;
+}
+
+static int overlaps(const void *p, size_t bytes, const CudaRange *w, int nw) {
+    uintptr_t s0 = (uintptr_t)p, s1 = s0 + bytes;
+    for (int i = 0; i < nw; i++) {
+        uintptr_t w0 = (uintptr_t)w[i].p, w1 = w0 + w[i].bytes;
+        if (w[i].p && w[i].bytes && s0 < w1 && w0 < s1) return 1;
+    }
+    return 0;
+}
+
+/* After a launch (or a few) that wrote the nw ranges w and nothing else, all
+ * since `before`: roundings (the current branch's slots, every branch's
+ * shadows) still valid before it stay valid unless their source overlaps
+ * what was written. */
+static void launch_done(unsigned long before, const CudaRange *w, int nw) {
     for (int k = 0; k < 3; k++) {
         Slot *s = &slots[cuda_branch()][k];
-        if (!s->src || s->epoch != before) continue;
-        uintptr_t s0 = (uintptr_t)s->src, s1 = s0 + s->n * sizeof(float);
-        if (s1 <= w0 || w1 <= s0) s->epoch = cuda_epoch;
+        if (s->src && s->epoch == before && !overlaps(s->src, s->n * sizeof(float), w, nw)) s->epoch = cuda_epoch;
     }
+    for (int b = 0; b < CUDA_BRANCHES; b++)
+        for (int k = 0; k < SHADOWS; k++) {
+            Shadow *h = &shadows[b][k];
+            if (h->src && h->epoch == before && !overlaps(h->src, h->n * sizeof(float), w, nw))
+                h->epoch = cuda_epoch;
+        }
+}
+static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
+    CudaRange w = {written, bytes};
+    launch_done(before, &w, 1);
+}
+
+void *cuda_shadow_claim(const float *out, size_t n) {
+    if (!n || !out || precision != MM_BF16 || !cuda_set_bf16_shadow(-1)) return NULL;
+    Shadow *t = shadows[cuda_branch()], *h = NULL;
+    /* which buffer: the same output produced again takes its own; else the least recently used of those not
+     * current (an empty one, or one whose source was written since); else the least recently used */
+    for (int k = 0; k < SHADOWS; k++)
+        if (t[k].src == out && !t[k].claimed) h = &t[k];
+    for (int pass = 0; pass < 2 && !h; pass++)
+        for (int k = 0; k < SHADOWS; k++) {
+            Shadow *c = &t[k];
+            int current = c->src && c->epoch == cuda_epoch;
+            if (c->claimed || (pass == 0 && current)) continue;
+            if (!h || c->used < h->used) h = c;
+        }
+    if (!h) return NULL;
+    h->used = ++shadow_clock;
+    h->src = NULL;   /* overwritten from here on */
+    if (h->cap < n) {
+        if (cuda_capturing()) return NULL;   /* no allocation inside a recording: the consumer rounds */
+        if (h->buf) {
+            /* counts the free (a recorded graph may have used the buffer) but leaves cuda_epoch: a free
+             * writes nothing, and this buffer is no rounding's source, so the other shadows stay current */
+            cuda_free_gen++;
+            if (cudaFree(h->buf) != cudaSuccess) cuda_record_error("cudaFree", "bf16 shadow", __FILE__, __LINE__);
+        }
+        h->buf = NULL;
+        h->cap = 0;
+        size_t cap = n + n / 4;
+        if (cudaMalloc(&h->buf, cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            h->buf = NULL;
+            cudaGetLastError();   /* no room: not an error, the consumer rounds into its slot */
+            return NULL;
+        }
+        h->cap = cap;
+    }
+    h->claimed = out;
+    h->claimed_n = n;
+    cuda_shadow_claims++;
+    return h->buf;
+}
+
+void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw) {
+    launch_done(before, w, nw);
+    Shadow *t = shadows[cuda_branch()];
+    for (int k = 0; k < SHADOWS; k++)
+        if (t[k].claimed) {
+            t[k].src = t[k].claimed;
+            t[k].n = t[k].claimed_n;
+            t[k].epoch = cuda_epoch;
+            t[k].claimed = NULL;
+        }
+}
+
+/* the current branch's shadow of exactly [x, x + n), if current */
+static const void *shadow_of(const float *x, size_t n) {
+    if (shadow_on <= 0) return NULL;
+    Shadow *t = shadows[cuda_branch()];
+    for (int k = 0; k < SHADOWS; k++)
+        if (t[k].src == x && t[k].n == n && t[k].epoch == cuda_epoch) {
+            t[k].used = ++shadow_clock;
+            cuda_shadow_served++;
+            return t[k].buf;
+        }
+    return NULL;
 }
 
 /* the fp32 matrix rounded to bf16 in slot `slot`; NULL on failure */
@@ -479,13 +613,16 @@ static const void *weight_copy(const float *x, size_t n) {
     return f ? f : master_bf16(x, n);
 }
 const void *cuda_weight_bf16(const float *x, size_t n) { return precision == MM_BF16 ? weight_copy(x, n) : NULL; }
+const void *cuda_shadow_bf16(const float *x, size_t n) { return precision == MM_BF16 ? shadow_of(x, n) : NULL; }
 
 /* The operand as the matmul reads it: the fp32 matrix itself, or in bf16 mode
- * a weight's copy (frozen or trained) or its rounding into scratch slot `slot`.
+ * a weight's copy (frozen or trained), the shadow its producer wrote, or its
+ * rounding into scratch slot `slot`.
  * NULL on failure. */
 static const void *operand(const float *x, size_t n, int slot) {
     if (precision != MM_BF16) return x;
     const void *f = weight_copy(x, n);
+    if (!f) f = shadow_of(x, n);
     return f ? f : as_bf16(x, n, slot);
 }
 

@@ -19,6 +19,11 @@ void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n);
  * into cudaMalloc'd scratch (same values, same 256-byte alignment); NULL:
  * round it */
 const void *cuda_weight_bf16(const float *w, size_t n);
+/* in bf16 mode, the bf16 shadow of exactly [x, x + n) that its producer wrote
+ * (common.cuh cuda_shadow_claim) if it is current on this branch, else NULL;
+ * like a rounding into scratch, its contents stay as they are until a later
+ * producer on this branch claims the buffer */
+const void *cuda_shadow_bf16(const float *x, size_t n);
 /* Where the AdamW kernels write the new parameters' bf16 rounding (linear.cu,
  * Ops.train_weights): the copy is laid out tensor by tensor, each tensor t
  * starting at copy offset tab[nseg + 1 + t] (256-byte aligned), its

@@ -7,7 +7,11 @@
  * are slow, and every (batch, head) repeats the same angles, so a first
  * kernel tabulates (cos, sin) per (token, pair) — n * hd/2 entries — and the
  * rotation reads the table (a few hundred KB, L2-resident). An odd head_dim
- * leaves its last channel unrotated. */
+ * leaves its last channel unrotated.
+ * The backward's dx is the dout of the q and k products: with bf16 products
+ * its rounding is written too (common.cuh cuda_shadow_claim). */
+#include <cuda_bf16.h>
+
 #include "common.cuh"
 
 __global__ void rope_table_kernel(float2 *cs, const int *pos, int n, int half, int hd, float theta) {
@@ -19,8 +23,9 @@ __global__ void rope_table_kernel(float2 *cs, const int *pos, int n, int half, i
     }
 }
 
+/* ob: NULL, or out's bf16 shadow: the rounding of each value stored */
 __global__ void rope_kernel(float *out, const float *x, const float2 *cs, int B, int n, int nh, int hd, float sign,
-                            int accumulate) {
+                            int accumulate, __nv_bfloat16 *ob) {
     int half = hd / 2, pairs = half + (hd & 1);  /* the odd channel is a "pair" passed through */
     size_t total = (size_t)B * n * nh * pairs;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -31,15 +36,22 @@ __global__ void rope_kernel(float *out, const float *x, const float2 *cs, int B,
         size_t base = bth * hd;
         if (i == half) {  /* odd head_dim: last channel unrotated */
             size_t k = base + hd - 1;
-            out[k] = accumulate ? out[k] + x[k] : x[k];
+            float o = accumulate ? out[k] + x[k] : x[k];
+            out[k] = o;
+            if (ob) ob[k] = __float2bfloat16_rn(o);
             continue;
         }
         float2 r = cs[(size_t)t * half + i];
         float c = r.x, s = sign * r.y;
         float x0 = x[base + i], x1 = x[base + i + half];
         float o0 = x0 * c - x1 * s, o1 = x1 * c + x0 * s;
-        if (accumulate) { out[base + i] += o0; out[base + i + half] += o1; }
-        else { out[base + i] = o0; out[base + i + half] = o1; }
+        if (accumulate) { o0 = out[base + i] + o0; o1 = out[base + i + half] + o1; }
+        out[base + i] = o0;
+        out[base + i + half] = o1;
+        if (ob) {
+            ob[base + i] = __float2bfloat16_rn(o0);
+            ob[base + i + half] = __float2bfloat16_rn(o1);
+        }
     }
 }
 
@@ -54,13 +66,19 @@ static void rope(float *out, const float *x, const int *pos, int B, int n, int n
     float2 *table = (float2 *)cuda_branch_scratch(&table_scratch, sizeof(float2) * n * (half ? half : 1),
                                                   "the RoPE table");
     if (!table) return;
+    size_t nout = (size_t)B * n * nh * hd;
+    __nv_bfloat16 *ob = sign < 0.f ? (__nv_bfloat16 *)cuda_shadow_claim(out, nout) : NULL;   /* the backward only */
+    unsigned long before = cuda_epoch;
     if (half) {
         rope_table_kernel<<<grid_for((size_t)n * half, 256), 256, 0, cuda_stream()>>>(table, pos, n, half, hd,
                                                                                       theta);
         CUDA_LAUNCHED();
     }
-    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, table, B, n, nh, hd, sign, accumulate);
+    rope_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(out, x, table, B, n, nh, hd, sign, accumulate, ob);
     CUDA_LAUNCHED();
+    CudaRange wr[3] = {{table, half ? sizeof(float2) * n * half : 0}, {out, nout * sizeof(float)},
+                       {ob, ob ? nout * 2 : 0}};
+    cuda_shadow_done(before, wr, 3);
 }
 
 void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta) {
