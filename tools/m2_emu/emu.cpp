@@ -40,7 +40,7 @@ static dim3 blockDim, gridDim;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 template <class T> static inline T __ldg(const T *p) { return *p; }
 static pthread_barrier_t g_bar, w_bar[32];

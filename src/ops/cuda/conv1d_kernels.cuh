@@ -44,8 +44,11 @@ __device__ __forceinline__ void stv(float *p, const float *s) {
 
 /* rows loaded ahead per step of the walk: U loads of each stream in flight per thread */
 #define CONV_U 4
+/* the backward's: 2 (its two streams, dout and x, give 4 loads in flight per
+ * thread; 4 took it past 128 registers, to 1-2 blocks per SM) */
+#define CONV_UB 2
 /* threads per block: 32 channel groups x CONV_SEGS segments */
-#define CONV_SEGS 8
+#define CONV_SEGS 4
 
 /* out = conv(x) (+ silu): thread (channel group, segment g of B * nseg) */
 template <int KK, int V, bool SILU>
@@ -104,8 +107,9 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
 /* dx (acc: ops.h), and the block's dw / db partials part[blockIdx.y][KK+1][C]
  * (entry KK: db; part NULL: neither wanted). With SILU, dout is the gradient
  * of silu(conv) and the conv's output is recomputed from x, w, b. */
+/* at most 128 registers: 4 blocks (16 warps) per SM */
 template <int KK, int V, bool SILU>
-__global__ void __launch_bounds__(32 * CONV_SEGS)
+__global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_seg_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
                         const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ b, int n,
                         int C, int seg, int nseg, int nsegs_all, int acc) {
@@ -149,16 +153,16 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
         }
         /* step t: d[t] (t < tend, else 0), then dx[t - (KK-1)] once it is in the segment */
         int tlast = t1 + KK - 1;
-        for (int t = t0; t < tlast; t += CONV_U) {
-            float nx[CONV_U][V], nd[CONV_U][V];
+        for (int t = t0; t < tlast; t += CONV_UB) {
+            float nx[CONV_UB][V], nd[CONV_UB][V];
 #pragma unroll
-            for (int u = 0; u < CONV_U; u++)
+            for (int u = 0; u < CONV_UB; u++)
                 if (t + u < tend) {
                     ldv<V>(nd[u], ds + (size_t)(t + u) * C);
                     if (SILU || t + u < t1) ldv<V>(nx[u], xs + (size_t)(t + u) * C);
                 }
 #pragma unroll
-            for (int u = 0; u < CONV_U; u++) {
+            for (int u = 0; u < CONV_UB; u++) {
                 int tt = t + u;
                 if (tt >= tlast) break;
 #pragma unroll
@@ -240,8 +244,11 @@ __global__ void conv_seg_finish_kernel(float *dw, float *db, const float *part, 
     else db[c] += t;
 }
 
-/* The walk's geometry: segments long enough to amortize the K-1 halo rows,
- * short enough for ~128K threads (the H200's 132 SMs x ~1K) to be in flight. */
+/* The walk's geometry: segments long enough to amortize the K-1 halo rows
+ * (and the backward's K-1 rows of lookahead), short enough for ~64K threads
+ * to walk at once: one wave of the backward on the H200 (132 SMs x 4 blocks
+ * of 128 threads at <= 128 registers), ~2/3 of the forward's (79 registers).
+ * mamba2-gpt2small (B 8, n 1024, C 1792): segments of 57 rows, 504 blocks. */
 struct ConvGeom {
     int V, seg, nseg, nsegs_all;
     dim3 grid, block;
@@ -250,7 +257,7 @@ static inline ConvGeom conv_geom(int B, int n, int C, int V) {
     ConvGeom g;
     g.V = V;
     long groups = (C + V - 1) / V;
-    long want = std::max(1L, 131072L / std::max(1L, groups * B));
+    long want = std::max(1L, 65536L / std::max(1L, groups * B));
     long maxseg = std::max(1, (n + 15) / 16);  /* segments of at least 16 rows */
     g.nseg = (int)std::min(want, maxseg);
     g.seg = (n + g.nseg - 1) / g.nseg;
