@@ -57,6 +57,34 @@ static void test_conv1d(void) { check_conv((ConvShape){2, 7, 5, 4}, 1); }
 static void test_conv1d_short(void) { check_conv((ConvShape){2, 3, 5, 4}, 1); }   /* n < K */
 static void test_conv1d_nobias(void) { check_conv((ConvShape){1, 6, 3, 3}, 0); }
 
+/* ---- conv1d then SiLU in one op (ops.h conv1d_silu_*) ---- */
+static double conv_silu_loss(void *u) {
+    (void)u;
+    size_t N = (size_t)cs.B * cs.n * cs.C;
+    real *out = malloc(sizeof(real) * N);
+    cpu_conv1d_silu_fwd(out, c_x, c_w, c_b, cs.B, cs.n, cs.C, cs.K);
+    double L = dot(out, c_R, N);
+    free(out);
+    return L;
+}
+
+static void check_conv_silu(ConvShape s, int with_bias) {
+    cs = s;
+    size_t N = (size_t)s.B * s.n * s.C;
+    c_x = rnd(N, -1, 1); c_w = rnd((size_t)s.C * s.K, -1, 1); c_R = rnd(N, -1, 1);
+    c_b = with_bias ? rnd(s.C, -1, 1) : NULL;
+    real *dx = zeros(N), *dw = zeros((size_t)s.C * s.K), *db = zeros(s.C);
+    cpu_conv1d_silu_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, c_b, s.B, s.n, s.C, s.K, FH_OVERWRITE);
+    CHECK(gradcheck("conv1d_silu dx", conv_silu_loss, NULL, c_x, dx, N, 200, EPS) < BOUND, "dx");
+    CHECK(gradcheck("conv1d_silu dw", conv_silu_loss, NULL, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
+    if (with_bias) CHECK(gradcheck("conv1d_silu db", conv_silu_loss, NULL, c_b, db, s.C, 200, EPS) < BOUND, "db");
+    free(c_x); free(c_w); free(c_R); free(c_b); free(dx); free(dw); free(db);
+}
+
+static void test_conv1d_silu(void) { check_conv_silu((ConvShape){2, 7, 5, 4}, 1); }
+static void test_conv1d_silu_short(void) { check_conv_silu((ConvShape){2, 3, 5, 4}, 1); }   /* n < K */
+static void test_conv1d_silu_nobias(void) { check_conv_silu((ConvShape){1, 6, 3, 3}, 0); }
+
 /* ---- Mamba-1 selective scan ---- */
 typedef struct { int B, n, E, S, L; } ScanShape;   /* L: the chunk length */
 static ScanShape ss;
@@ -121,6 +149,9 @@ int main(void) {
     RUN(test_conv1d);
     RUN(test_conv1d_short);
     RUN(test_conv1d_nobias);
+    RUN(test_conv1d_silu);
+    RUN(test_conv1d_silu_short);
+    RUN(test_conv1d_silu_nobias);
     RUN(test_scan);
     RUN(test_scan_single_token);
     RUN(test_scan_long);

@@ -10,7 +10,9 @@
  *    accumulating, the backward as it was), while the model under test
  *    starts its activation buffers as NaN (Model.poison_acts), so a buffer
  *    element that no op writes before it is read shows as a NaN. Two steps
- *    each, so the second runs on the first's stale buffers.
+ *    each, so the second runs on the first's stale buffers. The reference
+ *    also runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu),
+ *    the model under test as the fused conv1d_silu op: the same bits too.
  *
  * "Identical" is ==, so +0 and -0 are the same (x overwritten is -0 where
  * 0 + -0 was +0; no later value can tell them apart but a sign bit). With
@@ -148,6 +150,33 @@ static void ops_overwrite(void) {
         SAME("conv1d dx", a, b, k);
         free(x); free(w); free(dout); free(a); free(b); free(dw); free(db);
     }
+    {   /* conv1d + SiLU fused: overwrite as accumulate, and the composition's bits
+         * (forward out; backward dx, dw, db) at n < K, n = K + 7, with and without bias */
+        int B = 2, C = 5, K = 4, ns[2] = {3, 11};
+        for (int i = 0; i < 4; i++) {
+            int n = ns[i & 1], bias = i >> 1;
+            size_t k = (size_t)B * n * C, kw = (size_t)C * K;
+            real *x = rnd(k, -2, 2), *w = rnd(kw, -1, 1), *bv = bias ? rnd(C, -1, 1) : NULL, *dout = rnd(k, -1, 1);
+            real *pre = filled(k, 0), *act = filled(k, 0), *fo = filled(k, NaN), *dpre = filled(k, NaN);
+            real *a = filled(k, 0), *b = filled(k, NaN), *c = filled(k, NaN);
+            real *dwa = filled(kw, 0), *dba = filled(C, 0), *dwb = filled(kw, 0), *dbb = filled(C, 0);
+            cpu_conv1d_fwd(pre, x, w, bv, B, n, C, K);
+            cpu_silu_fwd(act, pre, k);
+            cpu_conv1d_silu_fwd(fo, x, w, bv, B, n, C, K);
+            SAME("conv1d_silu out vs conv1d + silu", act, fo, k);
+            cpu_silu_bwd(dpre, dout, pre, k, FH_OVERWRITE);
+            cpu_conv1d_bwd(a, dwa, dba, dpre, x, w, B, n, C, K, FH_OVERWRITE);
+            cpu_conv1d_silu_bwd(b, dwb, dbb, dout, x, w, bv, B, n, C, K, FH_OVERWRITE);
+            SAME("conv1d_silu dx vs composition", a, b, k);
+            SAME("conv1d_silu dw vs composition", dwa, dwb, kw);
+            SAME("conv1d_silu db vs composition", dba, dbb, (size_t)C);
+            for (size_t j = 0; j < k; j++) c[j] = 0;
+            cpu_conv1d_silu_bwd(c, NULL, NULL, dout, x, w, bv, B, n, C, K, FH_ACC);
+            SAME("conv1d_silu dx acc into 0 vs overwrite", c, b, k);
+            free(x); free(w); free(bv); free(dout); free(pre); free(act); free(fo); free(dpre);
+            free(a); free(b); free(c); free(dwa); free(dba); free(dwb); free(dbb);
+        }
+    }
     {   /* scatter_bwd: every row of din [B, n_sel, C] */
         int B = 2, T = 9, ns = 4, C = 3, ld = 8, idx[4] = {1, 2, 6, 8};
         real *dout = rnd((size_t)B * T * ld, -1, 1), *a = filled((size_t)B * ns * C, 0);
@@ -203,6 +232,9 @@ static int new_model(Model *m, const Config *c, int zero_first, int poison) {
     if (model_create(m, c, &cpu_ops) || model_init_params(m, 7)) return -1;
     m->zero_first = zero_first;
     m->poison_acts = poison;
+    /* the reference also composes conv1d + silu where the model under test
+     * runs the fused conv1d_silu ops (ops.h): they must give the same bits */
+    m->unfused_conv_silu = zero_first;
     return 0;
 }
 

@@ -65,6 +65,9 @@ static void dry_attention_bwd(real *dq, real *dk, real *dv, const real *d, const
 static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
 static void dry_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int B, int n,
                            int C, int K, int acc) {}
+static void dry_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
+static void dry_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w,
+                                const real *b, int B, int n, int C, int K, int acc) {}
 static void dry_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                          const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L) {}
 static void dry_scan_bwd(real *dx, real *ddt, real *dA, real *dB, real *dC, real *dD, real *dz, const real *dy,
@@ -115,6 +118,7 @@ static const Ops dry_ops = {
     .rope_fwd = dry_rope_fwd, .rope_bwd = dry_rope_bwd,
     .attention_fwd = dry_attention_fwd, .attention_bwd = dry_attention_bwd,
     .conv1d_fwd = dry_conv1d_fwd, .conv1d_bwd = dry_conv1d_bwd,
+    .conv1d_silu_fwd = dry_conv1d_silu_fwd, .conv1d_silu_bwd = dry_conv1d_silu_bwd,
     .selective_scan_fwd = dry_scan_fwd, .selective_scan_bwd = dry_scan_bwd,
     .ssd_fwd = dry_ssd_fwd, .ssd_bwd = dry_ssd_bwd,
     .gated_rmsnorm_fwd = dry_gated_fwd, .gated_rmsnorm_bwd = dry_gated_bwd,

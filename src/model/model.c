@@ -175,6 +175,13 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
 /* The selective scan saves its state only every M1_SCAN_CHUNK steps (the
  * backward recomputes the rest): hs holds [B, nchunks+1, E, S]. */
 #define M1_SCAN_CHUNK 32
+
+/* the short conv and its SiLU as one op (ops.h conv1d_silu_*) when the
+ * backend has it and the model does not ask for the composition
+ * (Model.unfused_conv_silu: FLOWHN_CONV_SILU=0, or tests) */
+static int conv_silu_fused(const Model *m) {
+    return m->ops->conv1d_silu_fwd && m->ops->conv1d_silu_bwd && !m->unfused_conv_silu;
+}
 static size_t m1_hs_len(int B, int n, int E, int S) {
     return (size_t)B * ((n + M1_SCAN_CHUNK - 1) / M1_SCAN_CHUNK + 1) * E * S;
 }
@@ -184,7 +191,9 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     const Ops *o = m->ops;
     int H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank, K = c->d_conv;
     size_t N = (size_t)B * n;
-    ENS(a->xm, N * E); ENS(a->zm, N * E); ENS(a->xconv, N * E); ENS(a->xc, N * E);
+    int fuse = conv_silu_fused(m);
+    ENS(a->xm, N * E); ENS(a->zm, N * E); ENS(a->xc, N * E);
+    if (!fuse) ENS(a->xconv, N * E);
     ENS(a->dtr, N * R); ENS(a->br, N * S); ENS(a->cr, N * S);
     ENS(a->dtn, N * R); ENS(a->bn, N * S); ENS(a->cn, N * S);
     ENS(a->dt_rstd, N); ENS(a->b_rstd, N); ENS(a->c_rstd, N);
@@ -192,8 +201,12 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     /* in_proj rows [0, E) give x, rows [E, 2E) the gate z */
     o->linear_fwd(a->xm, u, W(w->in_proj), NULL, (int)N, H, E);
     o->linear_fwd(a->zm, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, E);
-    o->conv1d_fwd(a->xconv, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
-    o->silu_fwd(a->xc, a->xconv, N * E);
+    if (fuse) {
+        o->conv1d_silu_fwd(a->xc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
+    } else {
+        o->conv1d_fwd(a->xconv, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
+        o->silu_fwd(a->xc, a->xconv, N * E);
+    }
     /* x_proj rows: dt [0, R), B [R, R+S), C [R+S, R+2S) */
     o->linear_fwd(a->dtr, a->xc, W(w->x_proj), NULL, (int)N, E, R);
     o->linear_fwd(a->br, a->xc, W(w->x_proj) + (size_t)R * E, NULL, (int)N, E, S);
@@ -217,11 +230,14 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     int H = c->hidden_size, E = cfg_E(c), S = c->d_state, R = c->dt_rank, K = c->d_conv;
     size_t N = (size_t)B * n;
     ENS(a->dy, N * E); ENS(a->dxc, N * E); ENS(a->dzm, N * E); ENS(a->ddtraw, N * E);
-    ENS(a->dxconv, N * E); ENS(a->dxm, N * E);
+    int fuse = conv_silu_fused(m);
+    ENS(a->dxm, N * E);
+    if (!fuse) ENS(a->dxconv, N * E);
     ENS(a->ddtn, N * R); ENS(a->dbn, N * S); ENS(a->dcn, N * S);
     ENS(a->ddtr, N * R); ENS(a->dbr, N * S); ENS(a->dcr, N * S);
     REF_ZERO(a->dy, N * E); REF_ZERO(a->dxc, N * E); REF_ZERO(a->dzm, N * E); REF_ZERO(a->ddtraw, N * E);
-    REF_ZERO(a->dxconv, N * E); REF_ZERO(a->dxm, N * E);
+    if (!fuse) REF_ZERO(a->dxconv, N * E);
+    REF_ZERO(a->dxm, N * E);
     REF_ZERO(a->ddtn, N * R); REF_ZERO(a->dbn, N * S); REF_ZERO(a->dcn, N * S);
     REF_ZERO(a->ddtr, N * R); REF_ZERO(a->dbr, N * S); REF_ZERO(a->dcr, N * S);
     /* one writer each, but dxc: the scan first, then the three x_proj products */
@@ -237,8 +253,13 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
                   (int)N, E, S, FH_ACC);
     o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)(R + S) * E, NULL, a->dcr, a->xc,
                   W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S, FH_ACC);
-    o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E, FIRST);
-    o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K, FIRST);
+    if (fuse) {
+        o->conv1d_silu_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E,
+                           K, FIRST);
+    } else {
+        o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E, FIRST);
+        o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K, FIRST);
+    }
     o->linear_bwd(du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E, acc);
     o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E,
                   FH_ACC);
@@ -255,15 +276,21 @@ static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     int G_ = c->m2_ngroups, Ns = c->m2_d_state, L = c->m2_chunk_size, K = c->d_conv;
     int CX = E + 2 * G_ * Ns, nchunks = (n + L - 1) / L;
     size_t N = (size_t)B * n;
-    ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); ENS(a->dtr, N * nh); ENS(a->xbc_conv, N * CX);
+    int fuse = conv_silu_fused(m);
+    ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); ENS(a->dtr, N * nh);
+    if (!fuse) ENS(a->xbc_conv, N * CX);
     ENS(a->xbc, N * CX); ENS(a->y, N * E); ENS(a->states, (size_t)B * (nchunks + 1) * nh * P * Ns);
     ENS(a->yn, N * E); ENS(a->g_rstd, N);
     /* in_proj rows: z [0, E), x|B|C [E, E+CX), dt [E+CX, E+CX+nh) */
     o->linear_fwd(a->z, u, W(w->in_proj), NULL, (int)N, H, E);
     o->linear_fwd(a->xbc_pre, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, CX);
     o->linear_fwd(a->dtr, u, W(w->in_proj) + (size_t)(E + CX) * H, NULL, (int)N, H, nh);
-    o->conv1d_fwd(a->xbc_conv, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
-    o->silu_fwd(a->xbc, a->xbc_conv, N * CX);
+    if (fuse) {
+        o->conv1d_silu_fwd(a->xbc, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
+    } else {
+        o->conv1d_fwd(a->xbc_conv, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
+        o->silu_fwd(a->xbc, a->xbc_conv, N * CX);
+    }
     o->ssd_fwd(a->y, a->states, a->xbc, a->dtr, W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
     o->gated_rmsnorm_fwd(a->yn, a->g_rstd, a->y, a->z, W(w->gate_norm), (int)N, E, (real)c->norm_eps);
     o->linear_fwd(out, a->yn, W(w->out_proj), NULL, (int)N, E, H);
@@ -280,18 +307,26 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     int CX = E + 2 * G_ * Ns;
     size_t N = (size_t)B * n;
     ENS(a->dyn, N * E); ENS(a->dy, N * E); ENS(a->dz, N * E); ENS(a->dxbc, N * CX);
-    ENS(a->dxbc_conv, N * CX); ENS(a->dxbc_pre, N * CX); ENS(a->ddtr, N * nh);
+    int fuse = conv_silu_fused(m);
+    ENS(a->dxbc_pre, N * CX); ENS(a->ddtr, N * nh);
+    if (!fuse) ENS(a->dxbc_conv, N * CX);
     REF_ZERO(a->dyn, N * E); REF_ZERO(a->dy, N * E); REF_ZERO(a->dz, N * E); REF_ZERO(a->dxbc, N * CX);
-    REF_ZERO(a->dxbc_conv, N * CX); REF_ZERO(a->dxbc_pre, N * CX); REF_ZERO(a->ddtr, N * nh);
+    if (!fuse) REF_ZERO(a->dxbc_conv, N * CX);
+    REF_ZERO(a->dxbc_pre, N * CX); REF_ZERO(a->ddtr, N * nh);
     /* every buffer here has one writer */
     o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
     o->gated_rmsnorm_bwd(a->dy, a->dz, G(w->gate_norm), a->dyn, a->y, a->z, W(w->gate_norm), a->g_rstd, (int)N, E,
                          FIRST);
     o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,
                W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L, FIRST);
-    o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX, FIRST);
-    o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX, K,
-                  FIRST);
+    if (fuse) {
+        o->conv1d_silu_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc, a->xbc_pre, W(w->conv_w),
+                           W(w->conv_b), B, n, CX, K, FIRST);
+    } else {
+        o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX, FIRST);
+        o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX,
+                      K, FIRST);
+    }
     o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E, acc);
     o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
                   (int)N, H, CX, FH_ACC);
@@ -583,6 +618,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     memset(m, 0, sizeof *m);
     m->cfg = *c;
     m->ops = ops;
+    const char *cs = getenv("FLOWHN_CONV_SILU");
+    m->unfused_conv_silu = cs && !strcmp(cs, "0");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);

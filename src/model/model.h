@@ -60,6 +60,11 @@ typedef struct {
      *   before the first forward of a shape), so an element read before any
      *   op wrote it shows in the loss or the gradients. */
     int zero_first, poison_acts;
+    /* 1: Mamba's conv and SiLU run as conv1d_fwd + silu_fwd (and their
+     * backwards) even when the backend has the fused conv1d_silu ops: the
+     * composition for A/B timing and the reference the fused op must match
+     * (tests/test_zero_elim.c). model_create sets it from FLOWHN_CONV_SILU=0. */
+    int unfused_conv_silu;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

@@ -118,6 +118,17 @@ typedef struct Ops {
     void (*conv1d_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
     void (*conv1d_bwd)(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
                        int B, int n, int C, int K, int acc);   /* acc: dx's */
+    /* conv1d then SiLU in one op, Mamba's x -> silu(conv(x)) (optional: NULL
+     * makes the model compose conv1d_fwd and silu_fwd as before):
+     *   out = silu(conv1d(x, w, b)), MACs as conv1d_fwd.
+     * The pre-activation is not stored: the backward recomputes it from x, w
+     * and b (it reads x for dw anyway), which saves writing and reading one
+     * [B, n, C] tensor per layer. dout is out's gradient; dx, dw, db are
+     * conv1d_bwd's for the gradient dout * silu'(conv1d(x)). The same values
+     * as the composition (CPU: the same bits). ---- */
+    void (*conv1d_silu_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
+    void (*conv1d_silu_bwd)(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                            const real *b, int B, int n, int C, int K, int acc);   /* acc: dx's */
 
     /* ---- Mamba-1 selective scan, fused with softplus, D skip and SiLU(z) gate.
      * x, z, dt_raw [B, n, E]; Bm, Cm [B, n, S]; A_log [E, S]; D [E].

@@ -10,7 +10,7 @@
 #define TIMED_OPS(X)                                                                                               \
     X(zero) X(to_host) X(from_host) X(add) X(accumulate) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)         \
     X(rmsnorm_bwd) X(add_rmsnorm_fwd) X(linear_fwd) X(linear_bwd) X(swiglu_fwd) X(swiglu_bwd) X(silu_fwd) X(silu_bwd) X(rope_fwd)    \
-    X(rope_bwd) X(attention_fwd) X(attention_bwd) X(conv1d_fwd) X(conv1d_bwd) X(selective_scan_fwd)               \
+    X(rope_bwd) X(attention_fwd) X(attention_bwd) X(conv1d_fwd) X(conv1d_bwd) X(conv1d_silu_fwd) X(conv1d_silu_bwd) X(selective_scan_fwd) \
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
     X(ssd_step) X(adamw) X(sum_squares) X(copy_rows) X(conv1d_step) X(attention_decode) X(copy_rows_at)           \
@@ -152,6 +152,13 @@ static void w_conv1d_fwd(real *o, const real *x, const real *w, const real *b, i
 static void w_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int Bn, int n,
                          int C, int K, int acc) {
     TIMED(conv1d_bwd, 0, B->conv1d_bwd(dx, dw, db, d, x, w, Bn, n, C, K, acc));
+}
+static void w_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int Bn, int n, int C, int K) {
+    TIMED(conv1d_silu_fwd, 0, B->conv1d_silu_fwd(o, x, w, b, Bn, n, C, K));
+}
+static void w_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, const real *b,
+                              int Bn, int n, int C, int K, int acc) {
+    TIMED(conv1d_silu_bwd, 0, B->conv1d_silu_bwd(dx, dw, db, d, x, w, b, Bn, n, C, K, acc));
 }
 static void w_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                                  const real *Cm, const real *D, const real *z, int Bn, int n, int E, int S, int L) {

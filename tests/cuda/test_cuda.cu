@@ -662,34 +662,80 @@ static void test_xent(void) {
 }
 
 #ifdef HAVE_CPU_CONV1D
-static void test_conv1d(void) {
-    int shapes[][4] = {{1, 1, 1, 1}, {2, 3, 5, 4}, {2, 67, 129, 4}, {2, 256, 512, 4}};  /* B, n, C, K */
-    for (int si = 0; si < 4; si++) {
-        int B = shapes[si][0], n = shapes[si][1], C = shapes[si][2], K = shapes[si][3], with_bias = si % 2;
+/* conv1d and conv1d_silu (silu = 1). The shapes take every path of conv1d.cu:
+ * 1 or 4 channels per thread (C % 4), several time segments (n > 16), n < K,
+ * n = 1, taps 1..4 and the first kernels' K = 5; the model's layer last
+ * (mamba2-gpt2small: C = 1792, B 2 of its 8 sequences of 1024) */
+static int conv_shapes[][4] = {{1, 1, 1, 1}, {2, 3, 5, 4},   {2, 67, 129, 4}, {2, 256, 512, 4}, {1, 1, 8, 4},
+                               {3, 40, 7, 3}, {2, 19, 12, 2}, {2, 9, 3, 1},    {2, 33, 6, 5},   {2, 1024, 1792, 4}};
+static void test_conv1d_op(int silu) {
+    int ns = (int)(sizeof conv_shapes / sizeof conv_shapes[0]);
+    if (getenv("FLOWHN_TEST_QUICK")) ns--;
+    for (int si = 0; si < ns; si++) {
+        int B = conv_shapes[si][0], n = conv_shapes[si][1], C = conv_shapes[si][2], K = conv_shapes[si][3];
+        int with_bias = si % 2 || silu;
         size_t tot = (size_t)B * n * C;
-        line_start("conv1d", "B=%d n=%d C=%d K=%d %s", B, n, C, K, with_bias ? "bias" : "no-bias");
+        line_start(silu ? "conv1d_silu" : "conv1d", "B=%d n=%d C=%d K=%d %s", B, n, C, K,
+                   with_bias ? "bias" : "no-bias");
         float *x = hrand(tot, 0, 1), *w = hrand((size_t)C * K, 0, 0.5f), *b = hrand(C, 0, 1), *dout = hrand(tot, 0, 1);
         float *dx_ = dev(x, tot), *dw_ = dev(w, (size_t)C * K), *db_ = dev(b, C), *ddout = dev(dout, tot);
         float *out = hnan(tot), *gout = dnan(tot);
-        BOTH_FWD(cpu_conv1d_fwd(out, x, w, with_bias ? b : NULL, B, n, C, K),
-                 G->conv1d_fwd(gout, dx_, dw_, with_bias ? db_ : NULL, B, n, C, K));
+        const float *hb = with_bias ? b : NULL, *gb_ = with_bias ? db_ : NULL;
+        if (silu)
+            BOTH_FWD(cpu_conv1d_silu_fwd(out, x, w, hb, B, n, C, K), G->conv1d_silu_fwd(gout, dx_, dw_, gb_, B, n, C, K));
+        else
+            BOTH_FWD(cpu_conv1d_fwd(out, x, w, hb, B, n, C, K), G->conv1d_fwd(gout, dx_, dw_, gb_, B, n, C, K));
         cmp("out", out, gout, tot);
         Grad gx = gradx(tot), gw = grad((size_t)C * K), gb = grad(C);
-        cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K, ACC_MODE);
-        G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
+        if (silu) {
+            cpu_conv1d_silu_bwd(gx.h, gw.h, gb.h, dout, x, w, hb, B, n, C, K, ACC_MODE);
+            G->conv1d_silu_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
+        } else {
+            cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K, ACC_MODE);
+            G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
+        }
         grad_cmp("dx", gx); grad_cmp("dw", gw); grad_cmp("db", gb);
+        /* the parts alone: dx only, then dw and db only (the reduction without dx) */
+        Grad gx2 = gradx(tot), gw2 = grad((size_t)C * K);
+        if (silu) {
+            cpu_conv1d_silu_bwd(gx2.h, NULL, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE);
+            G->conv1d_silu_bwd(gx2.d, NULL, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
+            cpu_conv1d_silu_bwd(NULL, gw2.h, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE);
+            G->conv1d_silu_bwd(NULL, gw2.d, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
+        } else {
+            cpu_conv1d_bwd(gx2.h, NULL, NULL, dout, x, w, B, n, C, K, ACC_MODE);
+            G->conv1d_bwd(gx2.d, NULL, NULL, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
+            cpu_conv1d_bwd(NULL, gw2.h, NULL, dout, x, w, B, n, C, K, ACC_MODE);
+            G->conv1d_bwd(NULL, gw2.d, NULL, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
+        }
+        grad_cmp("dx-only", gx2); grad_cmp("dw-only", gw2);
         line_end();
         free(x); free(w); free(b); free(dout); free(out);
         G->release(dx_); G->release(dw_); G->release(db_); G->release(ddout); G->release(gout);
-        grad_free(gx); grad_free(gw); grad_free(gb);
+        grad_free(gx); grad_free(gw); grad_free(gb); grad_free(gx2); grad_free(gw2);
     }
 }
+/* the new kernels (default), then the first ones (FLOWHN_M2_KERNELS=old), then the fused op */
+static void test_conv1d(void) {
+    int was = cuda_set_m2_kernels(1);
+    test_conv1d_op(0);
+    cuda_set_m2_kernels(0);
+    printf("  (the first conv1d kernels)\n");
+    test_conv1d_op(0);
+    cuda_set_m2_kernels(was);
+}
+static void test_conv1d_silu(void) { test_conv1d_op(1); }
 #endif
 
 #ifdef HAVE_CPU_GATED_RMSNORM
-static void test_gated_rmsnorm(void) {
-    for (int si = 0; si < 3; si++) {
-        int N = norm_shapes[si][0], C = norm_shapes[si][1];
+/* the register kernels take C % 4 == 0, C <= 4096 (1024: 2 float4 per thread;
+ * 1028: a third for one thread; 1536: the model's E; 4096: 8); the others and
+ * C > 4096 the first kernels. N = 2000 > the backward's 1024 blocks: rows per block > 1 */
+static int gnorm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}, {5, 1028}, {64, 1536}, {2000, 1536}, {3, 4096},
+                                {2, 4100}, {4, 8}};
+static void test_gated_rmsnorm_shapes(void) {
+    for (int si = 0; si < (int)(sizeof gnorm_shapes / sizeof gnorm_shapes[0]); si++) {
+        int N = gnorm_shapes[si][0], C = gnorm_shapes[si][1];
         size_t nc = (size_t)N * C;
         line_start("gated_rmsnorm", "N=%d C=%d", N, C);
         float *y = hrand(nc, 0, 1), *z = hrand(nc, 0.5f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
@@ -706,11 +752,30 @@ static void test_gated_rmsnorm(void) {
         grad_cmp("dy", gy); grad_cmp("dz", gz);
         TOL = tol;
         grad_cmp("dw", gw);
+        /* dw alone, and dy alone (dz not wanted) */
+        Grad gw2 = grad(C), gy2 = gradx(nc);
+        cpu_gated_rmsnorm_bwd(NULL, NULL, gw2.h, dout, y, z, w, rstd, N, C, ACC_MODE);
+        G->gated_rmsnorm_bwd(NULL, NULL, gw2.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
+        cpu_gated_rmsnorm_bwd(gy2.h, NULL, NULL, dout, y, z, w, rstd, N, C, ACC_MODE);
+        G->gated_rmsnorm_bwd(gy2.d, NULL, NULL, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
+        grad_cmp("dw-only", gw2);
+        TOL = norm_dx_tol(C);
+        grad_cmp("dy-only", gy2);
+        TOL = tol;
         line_end();
         free(y); free(z); free(w); free(dout); free(out); free(rstd);
         G->release(dy_); G->release(dz_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
-        grad_free(gy); grad_free(gz); grad_free(gw);
+        grad_free(gy); grad_free(gz); grad_free(gw); grad_free(gw2); grad_free(gy2);
     }
+}
+/* the register kernels (default), then the first ones (FLOWHN_M2_KERNELS=old) */
+static void test_gated_rmsnorm(void) {
+    int was = cuda_set_m2_kernels(1);
+    test_gated_rmsnorm_shapes();
+    cuda_set_m2_kernels(0);
+    printf("  (the first gated_rmsnorm kernels)\n");
+    test_gated_rmsnorm_shapes();
+    cuda_set_m2_kernels(was);
 }
 #endif
 
@@ -1392,6 +1457,7 @@ int main(void) {
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
+    RUN(test_conv1d_silu);
 #else
     printf("skipped conv1d: no src/ops/cpu/conv1d.c in this checkout\n");
 #endif
@@ -1427,6 +1493,7 @@ int main(void) {
     RUN(test_gather_scatter);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
+    RUN(test_conv1d_silu);
 #endif
 #ifdef HAVE_CPU_GATED_RMSNORM
     RUN(test_gated_rmsnorm);

@@ -86,6 +86,9 @@ static double compare_grads(const Model *mc, const Model *mg, char *worst_name, 
 
 static double rel_diff(double a, double b) { return fabs(a - b) / fmax(fabs(a), 1e-30); }
 
+/* 1: the CUDA model runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu) */
+static int gpu_unfused_conv_silu = 0;
+
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
     Model mc, mg;
@@ -101,6 +104,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
      * overwrite instead of adding into zeroed buffers (ops.h acc), so an element
      * no op writes before it is read would show in the loss or the gradients */
     mg.poison_acts = 1;
+    mg.unfused_conv_silu = gpu_unfused_conv_silu;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);
@@ -221,8 +225,8 @@ int main(void) {
            "%d AdamW steps' losses rel <= %.0e\n", LOSS_TOL, GRAD_TOL, ADAM_STEPS, STEP_TOL);
     for (int i = 0; i < n_tiny_specs; i++)
         if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
-    const char *large[] = {"llama", "mamba1", "flowhn-fac-isolated"};
-    for (int k = 0; k < 3; k++)
+    const char *large[] = {"llama", "mamba1", "flowhn-fac-isolated", "mamba2"};
+    for (int k = 0; k < 4; k++)
         for (int i = 0; i < n_tiny_specs; i++)
             if (!strcmp(tiny_specs[i].name, large[k]) && wanted(large[k]))
                 RUN_ARG(test_large, &tiny_specs[i], large[k]);
@@ -236,6 +240,20 @@ int main(void) {
         if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     cuda_set_add_norm_fused(was_fused);
 
+    /* the models with a Mamba mixer once more as before the fused conv1d_silu
+     * op and the rewritten conv1d / gated-norm kernels (FLOWHN_CONV_SILU=0,
+     * FLOWHN_M2_KERNELS=old), the A/B timing's other side */
+    int was_m2 = cuda_set_m2_kernels(0);
+    gpu_unfused_conv_silu = 1;
+    mode = "fp32, conv + silu unfused, first conv/gated-norm kernels";
+    printf("fp32 with the conv and SiLU as two ops and the first conv1d / gated RMSNorm kernels:\n");
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name) && (strstr(tiny_specs[i].name, "mamba") || !strcmp(tiny_specs[i].name, "jamba") ||
+                                           !strcmp(tiny_specs[i].name, "hymba")))
+            RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    gpu_unfused_conv_silu = 0;
+    cuda_set_m2_kernels(was_m2);
+
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
     mode = "bf16";
@@ -243,7 +261,7 @@ int main(void) {
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     printf("bf16 matmuls vs the fp32 CPU: loss rel <= %.0e, whole gradient rel L2 < %.0e, per tensor < %.0e, AdamW "
            "losses rel <= %.0e\n", LOSS_TOL, WHOLE_TOL, GRAD_TOL, STEP_TOL);
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         for (int i = 0; i < n_tiny_specs; i++)
             if (!strcmp(tiny_specs[i].name, large[k]) && wanted(large[k]))
                 RUN_ARG(test_large, &tiny_specs[i], large[k]);

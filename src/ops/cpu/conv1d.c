@@ -3,6 +3,7 @@
 #include "../../core/flopcount.h"
 #include "cpu_ops.h"
 
+#include <math.h>
 #include <string.h>
 
 void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
@@ -23,8 +24,12 @@ void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int 
         }
 }
 
-void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n,
-                    int C, int K, int acc) {
+/* The shared backward; silu != 0: dout is the gradient of silu(conv(x)), and
+ * each element's conv output is recomputed here (b may be NULL) in
+ * cpu_conv1d_fwd's order, then turned into conv's gradient with
+ * cpu_silu_bwd's expression, so the fused op gives the composition's bits. */
+static void conv_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, const real *b,
+                     int B, int n, int C, int K, int acc, int silu) {
     if (dx && !acc) memset(dx, 0, sizeof(real) * B * n * C);   /* dx sums K taps */
     /* parallel over channels: each task owns its channel's dw, db and dx column */
 #pragma omp parallel for if ((long)B * n * C > 65536)
@@ -32,6 +37,15 @@ void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *
         for (int bb = 0; bb < B; bb++)
             for (int t = 0; t < n; t++) {
                 real d = dout[((size_t)bb * n + t) * C + c];
+                if (silu) {
+                    real v = b ? b[c] : 0;
+                    for (int k = 0; k < K; k++) {
+                        int s = t - (K - 1) + k;
+                        if (s >= 0) v += w[(size_t)c * K + k] * x[((size_t)bb * n + s) * C + c];
+                    }
+                    real sg = (real)1 / ((real)1 + R_EXP(-v));
+                    d = d * sg * ((real)1 + v * ((real)1 - sg));
+                }
                 if (db) db[c] += d;
                 for (int k = 0; k < K; k++) {
                     int s = t - (K - 1) + k;
@@ -41,4 +55,22 @@ void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *
                     if (dx) dx[xi] += d * w[(size_t)c * K + k];
                 }
             }
+}
+
+void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n,
+                    int C, int K, int acc) {
+    conv_bwd(dx, dw, db, dout, x, w, NULL, B, n, C, K, acc, 0);
+}
+
+/* the conv, then silu_fwd's expression in place (elementwise.c) */
+void cpu_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    cpu_conv1d_fwd(out, x, w, b, B, n, C, K);
+    size_t total = (size_t)B * n * C;
+#pragma omp parallel for if (total > 65536)
+    for (size_t i = 0; i < total; i++) out[i] = out[i] * ((real)1 / ((real)1 + R_EXP(-out[i])));
+}
+
+void cpu_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, const real *b,
+                         int B, int n, int C, int K, int acc) {
+    conv_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, 1);
 }

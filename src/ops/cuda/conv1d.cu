@@ -1,11 +1,27 @@
 /* conv1d.cu - causal depthwise conv1d (Mamba's short conv), channel-last:
  *   out[t,c] = b[c] + sum_k w[c,k] x[t-(K-1)+k, c]   (x[<0] = 0)
- * One thread per output element, channels fastest so loads coalesce. The
- * input gradient is gathered (no atomics); dw and db are deterministic
- * column reductions over all (batch, time) rows. */
+ * and the same followed by SiLU (ops.h conv1d_silu_*).
+ *
+ * The kernels (taps K <= 4, Mamba's d_conv): each thread owns V channels
+ * (V = 4 with float4 loads when C % 4 == 0 and the rows are 16-byte aligned)
+ * of one time segment of one sequence and walks it in order, the last K-1
+ * inputs in registers, so every input is read once (plus K-1 halo rows per
+ * segment). The backward walks K-1 rows past its segment (the conv outputs
+ * that row s feeds), recomputing the pre-activation when SiLU is fused, keeps
+ * the last K gradients of the conv output in registers and writes dx once;
+ * dw and db are summed per thread, then over the block in a fixed order,
+ * then once per channel over the blocks by a second kernel: one pass over
+ * dout and x, no atomics, deterministic.
+ *
+ * The first kernels (one thread per element, dw and db as separate column
+ * passes) stay for K > 4 and for A/B timing (FLOWHN_M2_KERNELS=old,
+ * cuda_set_m2_kernels). */
 #include <algorithm>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
+#include "conv1d_kernels.cuh"
 
 /* grid (channel blocks, row groups): each thread keeps one channel and walks
  * rows r = b*n + t with a 32-bit row index, so the position t costs one
@@ -86,18 +102,110 @@ static uint64_t conv_taps(int n, int K) {
     return (uint64_t)n * (n + 1) / 2;
 }
 
+
+/* -1: not read yet; FLOWHN_M2_KERNELS=old selects the first conv1d and
+ * gated-norm kernels (cuda_ops.h) */
+static int m2_new_kernels = -1;
+int cuda_set_m2_kernels(int on) {
+    if (m2_new_kernels < 0) {
+        const char *e = getenv("FLOWHN_M2_KERNELS");
+        m2_new_kernels = !(e && !strcmp(e, "old"));
+    }
+    int was = m2_new_kernels;
+    if (on >= 0) m2_new_kernels = on != 0;
+    return was;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+template <int KK, int V>
+static void conv_seg_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu) {
+    ConvGeom g = conv_geom(B, n, C, V);
+    if (silu)
+        conv_seg_fwd_kernel<KK, V, true><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
+                                                                                g.nsegs_all);
+    else
+        conv_seg_fwd_kernel<KK, V, false><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
+                                                                                 g.nsegs_all);
+    CUDA_LAUNCHED();
+}
+template <int KK, int V>
+static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                         const float *b, int B, int n, int C, int acc, bool silu) {
+    ConvGeom g = conv_geom(B, n, C, V);
+    float *part = nullptr;
+    if (dw || db) {
+        part = cuda_colsum_scratch((size_t)g.grid.y * (KK + 1) * C);
+        if (!part) return;
+    }
+    if (silu)
+        conv_seg_bwd_kernel<KK, V, true><<<g.grid, g.block, 0, cuda_stream()>>>(dx, part, dout, x, w, b, n, C, g.seg,
+                                                                                g.nseg, g.nsegs_all, acc);
+    else
+        conv_seg_bwd_kernel<KK, V, false><<<g.grid, g.block, 0, cuda_stream()>>>(dx, part, dout, x, w, b, n, C,
+                                                                                 g.seg, g.nseg, g.nsegs_all, acc);
+    CUDA_LAUNCHED();
+    if (part) {
+        conv_seg_finish_kernel<<<((KK + 1) * C + 255) / 256, 256, 0, cuda_stream()>>>(dw, db, part, (int)g.grid.y, C,
+                                                                                      KK);
+        CUDA_LAUNCHED();
+    }
+}
+
+/* V = 4 when every row pointer the kernel forms is 16-byte aligned */
+static int conv_vec(int C, const void *a, const void *b2, const void *c) {
+    return (C % 4 == 0 && aligned16(a) && aligned16(b2) && (!c || aligned16(c))) ? 4 : 1;
+}
+template <int KK>
+static void conv_fwd_k(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu) {
+    if (conv_vec(C, out, x, nullptr) == 4) conv_seg_fwd<KK, 4>(out, x, w, b, B, n, C, silu);
+    else conv_seg_fwd<KK, 1>(out, x, w, b, B, n, C, silu);
+}
+template <int KK>
+static void conv_bwd_k(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                       const float *b, int B, int n, int C, int acc, bool silu) {
+    if (conv_vec(C, dout, x, dx) == 4) conv_seg_bwd<KK, 4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu);
+    else conv_seg_bwd<KK, 1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu);
+}
+/* the new kernels take K 1..4; 0 when not taken */
+static int conv_new_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K,
+                        bool silu) {
+    switch (K) {
+    case 1: conv_fwd_k<1>(out, x, w, b, B, n, C, silu); return 1;
+    case 2: conv_fwd_k<2>(out, x, w, b, B, n, C, silu); return 1;
+    case 3: conv_fwd_k<3>(out, x, w, b, B, n, C, silu); return 1;
+    case 4: conv_fwd_k<4>(out, x, w, b, B, n, C, silu); return 1;
+    default: return 0;
+    }
+}
+static int conv_new_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                        const float *b, int B, int n, int C, int K, int acc, bool silu) {
+    switch (K) {
+    case 1: conv_bwd_k<1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
+    case 2: conv_bwd_k<2>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
+    case 3: conv_bwd_k<3>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
+    case 4: conv_bwd_k<4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
+    default: return 0;
+    }
+}
+
+/* ---- the ops ---- */
+
+static void conv1d_fwd_old(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    conv1d_fwd_kernel<<<conv_grid(B * n, C), 128, 0, cuda_stream()>>>(out, x, w, b, B * n, n, C, K);
+    CUDA_LAUNCHED();
+}
+
 void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    conv1d_fwd_kernel<<<conv_grid(B * n, C), 128, 0, cuda_stream()>>>(out, x, w, b, B * n, n, C, K);
-    CUDA_LAUNCHED();
+    if (!(cuda_set_m2_kernels(-1) && conv_new_fwd(out, x, w, b, B, n, C, K, false)))
+        conv1d_fwd_old(out, x, w, b, B, n, C, K);
     fh_count_macs((uint64_t)B * C * conv_taps(n, K));
 }
 
-void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
-                     int B, int n, int C, int K, int acc) {
-    size_t total = (size_t)B * n * C;
-    if (!total) return;
+static void conv1d_bwd_old(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                           int B, int n, int C, int K, int acc) {
     if (dx) {
         conv1d_bwd_dx_kernel<<<conv_grid(B * n, C), 128, 0, cuda_stream()>>>(dx, dout, w, B * n, n, C, K, acc);
         CUDA_LAUNCHED();
@@ -107,4 +215,38 @@ void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real 
     else if (dw)
         for (int k = 0; k < K; k++) colsum(dw + k, K, B * n, C, ConvDw{dout, x, n, C, K, k});
     if (db) colsum(db, 1, B * n, C, ConvDb{dout, C});
+}
+
+void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                     int B, int n, int C, int K, int acc) {
+    size_t total = (size_t)B * n * C;
+    if (!total) return;
+    if (!(cuda_set_m2_kernels(-1) && conv_new_bwd(dx, dw, db, dout, x, w, nullptr, B, n, C, K, acc, false)))
+        conv1d_bwd_old(dx, dw, db, dout, x, w, B, n, C, K, acc);
+}
+
+/* conv then SiLU: the segment kernels with the activation fused; for K > 4
+ * the first conv kernel, then silu in place (forward) / the pre-activation
+ * recomputed into scratch (backward) */
+void cuda_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    size_t total = (size_t)B * n * C;
+    if (!total) return;
+    if (!conv_new_fwd(out, x, w, b, B, n, C, K, true)) {
+        conv1d_fwd_old(out, x, w, b, B, n, C, K);
+        cuda_silu_fwd(out, out, total);
+    }
+    fh_count_macs((uint64_t)B * C * conv_taps(n, K));
+}
+
+static BranchScratch conv_silu_scratch;
+void cuda_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                          const real *b, int B, int n, int C, int K, int acc) {
+    size_t total = (size_t)B * n * C;
+    if (!total) return;
+    if (conv_new_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, true)) return;
+    float *pre = (float *)cuda_branch_scratch(&conv_silu_scratch, sizeof(float) * 2 * total, "conv1d_silu scratch");
+    if (!pre) return;
+    conv1d_fwd_old(pre, x, w, b, B, n, C, K);
+    cuda_silu_bwd(pre + total, dout, pre, total, FH_OVERWRITE);
+    conv1d_bwd_old(dx, dw, db, pre + total, x, w, B, n, C, K, acc);
 }

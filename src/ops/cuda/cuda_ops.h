@@ -51,6 +51,13 @@ int cuda_set_add_norm_fused(int on);
  * setting; -1 leaves it as it is (tests use both). */
 int cuda_set_bf16_shadow(int on);
 
+/* conv1d (conv1d.cu) and gated RMSNorm (gated_rmsnorm.cu) kernels: 1 the
+ * segment-walking conv and register-resident gated norm (default), 0 the
+ * first ones (for A/B timing; FLOWHN_M2_KERNELS=old). The fused conv1d_silu
+ * op always takes the new conv kernels (up to 4 taps). Returns the previous
+ * setting; -1 leaves it as it is. */
+int cuda_set_m2_kernels(int on);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,11 +1,13 @@
 /* gated_rmsnorm.cu - Mamba-2's norm after gate: g = y * silu(z),
- * out = g * rstd * w, rstd = 1/sqrt(mean(g^2) + eps). One block per row. */
+ * out = g * rstd * w, rstd = 1/sqrt(mean(g^2) + eps).
+ * The register-resident kernels (gated_rmsnorm_kernels.cuh) when C % 4 == 0,
+ * C <= 4096 and the rows are 16-byte aligned; otherwise, or with
+ * FLOWHN_M2_KERNELS=old (cuda_set_m2_kernels), the first ones below: one
+ * block per row reading y and z twice, dw as a separate column pass. */
 #include "common.cuh"
+#include "gated_rmsnorm_kernels.cuh"
 
 #define NORM_THREADS 256
-
-/* y * silu(z), rounded in the CPU oracle's order */
-__device__ __forceinline__ float gate_of(float y, float z) { return y * (z * sigmoidf_(z)); }
 
 __global__ void gated_rmsnorm_fwd_kernel(float *out, float *rstd, const float *y, const float *z,
                                          const float *w, int C, float eps) {
@@ -50,16 +52,62 @@ struct GatedDw {
     }
 };
 
+/* float4 units per thread for the register kernels; 0: not taken */
+static int gnorm_npt(int C, const void *a, const void *b, const void *c, const void *d) {
+    if (!cuda_set_m2_kernels(-1) || C <= 0 || C % 4 || C > 4 * GN_THREADS * 8) return 0;
+    const void *p[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        if (p[i] && ((uintptr_t)p[i] & 15)) return 0;
+    return (C / 4 + GN_THREADS - 1) / GN_THREADS;
+}
+
+#define GN_CASES(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8)
+
 void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w,
                             int N, int C, real eps) {
     if (N <= 0) return;
-    gated_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps);
+    int npt = gnorm_npt(C, out, y, z, w);
+    switch (npt) {
+#define GN_FWD(k) \
+    case k: gnorm_fwd_reg_kernel<k><<<N, GN_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps); break;
+        GN_CASES(GN_FWD)
+#undef GN_FWD
+    default:
+        gated_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps);
+    }
     CUDA_LAUNCHED();
 }
+
+/* the backward's blocks: enough rows in flight for the H200 (132 SMs x 8
+ * blocks of 128 threads), few enough that the dw partials stay small
+ * (1024 x C floats, summed in ~2 us); a fixed number, so the sum's order
+ * does not depend on the device */
+#define GN_BWD_BLOCKS 1024
 
 void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y,
                             const real *z, const real *w, const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
+    int npt = gnorm_npt(C, dout, y, z, w);
+    if (npt && ((dy && ((uintptr_t)dy & 15)) || (dz && ((uintptr_t)dz & 15)))) npt = 0;
+    if (npt) {
+        int nblk = N < GN_BWD_BLOCKS ? N : GN_BWD_BLOCKS;
+        float *part = NULL;
+        if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
+        switch (npt) {
+#define GN_BWD(k) \
+    case k: \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc); \
+        break;
+            GN_CASES(GN_BWD)
+#undef GN_BWD
+        }
+        CUDA_LAUNCHED();
+        if (part) {
+            gnorm_dw_finish_kernel<<<(C + 255) / 256, 256, 0, cuda_stream()>>>(dw, part, nblk, C);
+            CUDA_LAUNCHED();
+        }
+        return;
+    }
     if (dy || dz) {
         gated_rmsnorm_bwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dy, dz, dout, y, z, w, rstd, C, acc);
         CUDA_LAUNCHED();

@@ -1,0 +1,193 @@
+/* emu.cpp - the conv1d (conv1d_kernels.cuh) and gated RMSNorm
+ * (gated_rmsnorm_kernels.cuh) CUDA kernels run on the CPU, for checking their
+ * indexing, windows, barriers and reductions where no GPU is at hand (no
+ * substitute for tests/cuda/test_cuda.cu on a GPU). A launch runs a block's
+ * threads as OS threads with a real barrier for __syncthreads and per-warp
+ * barriers for the shuffles, the blocks one after another; __shared__ arrays
+ * become statics (one block at a time). Every result is compared with the CPU
+ * op (src/ops/cpu) at relative L2 1e-5 (test_cuda's fp32 bound). See run.sh. */
+#include <pthread.h>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <functional>
+#include <thread>
+#include <vector>
+using std::min;
+extern "C" {
+void cpu_conv1d_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K);
+void cpu_conv1d_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w, int B, int n,
+                    int C, int K, int acc);
+void cpu_conv1d_silu_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K);
+void cpu_conv1d_silu_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                         const float *b, int B, int n, int C, int K, int acc);
+void cpu_gated_rmsnorm_fwd(float *out, float *rstd, const float *y, const float *z, const float *w, int N, int C,
+                           float eps);
+void cpu_gated_rmsnorm_bwd(float *dy, float *dz, float *dw, const float *dout, const float *y, const float *z,
+                           const float *w, const float *rstd, int N, int C, int acc);
+}
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct float4 { float x, y, z, w; };
+static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+template <class T> static inline T __ldg(const T *p) { return *p; }
+static pthread_barrier_t g_bar, w_bar[32];
+static void __syncthreads() { pthread_barrier_wait(&g_bar); }
+static float g_shfl[1024];
+static float __shfl_xor_sync(unsigned, float v, int o) {
+    int t = threadIdx.x + threadIdx.y * blockDim.x, w = t >> 5;
+    g_shfl[t] = v;
+    pthread_barrier_wait(&w_bar[w]);
+    float r = g_shfl[t ^ o];
+    pthread_barrier_wait(&w_bar[w]);
+    return r;
+}
+static inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
+/* common.cuh's block_sum */
+static inline float block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v); __syncthreads(); if (lane == 0) sh[wid] = v; __syncthreads();
+    v = lane < nw ? sh[lane] : 0.f; return warp_sum(v);
+}
+static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+
+#include "../../src/ops/cuda/conv1d_kernels.cuh"
+#include "../../src/ops/cuda/gated_rmsnorm_kernels.cuh"
+
+/* runs f() as kernel<<<grid, block>>>: blockDim threads, the blocks in order */
+static void launch(dim3 grid, dim3 block, const std::function<void()> &f) {
+    gridDim = grid; blockDim = block;
+    int nt = block.x * block.y;
+    pthread_barrier_init(&g_bar, NULL, nt);
+    for (int w = 0; w < (nt + 31) / 32; w++) pthread_barrier_init(&w_bar[w], NULL, std::min(32, nt - 32 * w));
+    std::vector<std::thread> th;
+    for (int t = 0; t < nt; t++)
+        th.emplace_back([&, t] {
+            threadIdx = dim3(t % block.x, t / block.x);
+            for (unsigned by = 0; by < grid.y; by++)
+                for (unsigned bx = 0; bx < grid.x; bx++) {
+                    blockIdx = dim3(bx, by);
+                    f();
+                    pthread_barrier_wait(&g_bar);  /* the block is done before the next reuses shared memory */
+                }
+        });
+    for (auto &t : th) t.join();
+    pthread_barrier_destroy(&g_bar);
+    for (int w = 0; w < (nt + 31) / 32; w++) pthread_barrier_destroy(&w_bar[w]);
+}
+static void launch1d(int nb, int nt, const std::function<void()> &f) { launch(dim3(nb), dim3(nt), f); }
+
+static unsigned rs = 1;
+static float frand() { rs = rs * 1103515245u + 12345u; return ((rs >> 8) & 0xffffff) / (float)0x1000000 * 2.f - 1.f; }
+static std::vector<float> rnd(size_t n, float sc = 1.f) { std::vector<float> v(n); for (auto &x : v) x = sc * frand(); return v; }
+static int fails = 0;
+static void cmp(const char *what, const std::vector<float> &a, const std::vector<float> &b) {
+    double num = 0, den = 0, mx = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        double d = (double)a[i] - b[i];
+        if (std::isnan(b[i]) || std::isnan(a[i])) { num = INFINITY; break; }
+        num += d * d; den += (double)a[i] * a[i];
+        mx = std::max(mx, fabs(d) / (fabs(a[i]) + 1e-3));
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    bool ok = rel < 1e-5;  /* test_cuda's bound; max rel only shown (sums that cancel) */
+    if (!ok) fails++;
+    printf("    %-28s rel L2 %.2e max rel %.2e %s\n", what, rel, mx, ok ? "" : "FAILED");
+}
+
+/* conv (silu or not), V forced (1 or 4), acc mode; dw/db accumulate into a random start */
+template <int KK, int V>
+static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
+    size_t tot = (size_t)B * n * C;
+    auto x = rnd(tot, 2.f), w = rnd((size_t)C * KK), b = rnd(C), dout = rnd(tot);
+    const float *bp = bias ? b.data() : nullptr;
+    std::vector<float> oc(tot), og(tot, NAN);
+    if (silu) cpu_conv1d_silu_fwd(oc.data(), x.data(), w.data(), bp, B, n, C, KK);
+    else cpu_conv1d_fwd(oc.data(), x.data(), w.data(), bp, B, n, C, KK);
+    ConvGeom g = conv_geom(B, n, C, V);
+    printf("  conv%s K=%d V=%d B=%d n=%d C=%d bias=%d acc=%d: seg %d x %d, grid %u x %u\n", silu ? "+silu" : "", KK, V,
+           B, n, C, bias, acc, g.seg, g.nseg, g.grid.x, g.grid.y);
+    launch(g.grid, g.block, [&] {
+        if (silu) conv_seg_fwd_kernel<KK, V, true>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        else conv_seg_fwd_kernel<KK, V, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+    });
+    cmp("out", oc, og);
+    auto dx0 = rnd(tot), dw0 = rnd((size_t)C * KK), db0 = rnd(C);
+    std::vector<float> dxc = acc ? dx0 : std::vector<float>(tot, 0.f), dxg = acc ? dx0 : std::vector<float>(tot, NAN);
+    std::vector<float> dwc = dw0, dwg = dw0, dbc = db0, dbg = db0;
+    if (silu) cpu_conv1d_silu_bwd(dxc.data(), dwc.data(), dbc.data(), dout.data(), x.data(), w.data(), bp, B, n, C, KK, acc);
+    else cpu_conv1d_bwd(dxc.data(), dwc.data(), dbc.data(), dout.data(), x.data(), w.data(), B, n, C, KK, acc);
+    std::vector<float> part((size_t)g.grid.y * (KK + 1) * C, NAN);
+    launch(g.grid, g.block, [&] {
+        if (silu)
+            conv_seg_bwd_kernel<KK, V, true>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C, g.seg,
+                                             g.nseg, g.nsegs_all, acc);
+        else
+            conv_seg_bwd_kernel<KK, V, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C, g.seg,
+                                              g.nseg, g.nsegs_all, acc);
+    });
+    int fb = ((KK + 1) * C + 255) / 256;
+    launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg.data(), dbg.data(), part.data(), (int)g.grid.y, C, KK); });
+    cmp("dx", dxc, dxg); cmp("dw", dwc, dwg); cmp("db", dbc, dbg);
+}
+
+template <int NPT>
+static void gnorm_case(int N, int C, int nblk, int acc) {
+    size_t nc = (size_t)N * C;
+    auto y = rnd(nc), z = rnd(nc, 2.f), w = rnd(C), dout = rnd(nc);
+    for (auto &v : w) v += 1.f;
+    std::vector<float> oc(nc), og(nc, NAN), rc(N), rg(N, NAN);
+    printf("  gated_rmsnorm NPT=%d N=%d C=%d blocks %d acc=%d\n", NPT, N, C, nblk, acc);
+    cpu_gated_rmsnorm_fwd(oc.data(), rc.data(), y.data(), z.data(), w.data(), N, C, 1e-5f);
+    launch1d(N, GN_THREADS, [&] { gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), z.data(), w.data(), C, 1e-5f); });
+    cmp("out", oc, og); cmp("rstd", rc, rg);
+    auto d0 = rnd(nc), e0 = rnd(nc), dw0 = rnd(C);
+    std::vector<float> dyc = acc ? d0 : std::vector<float>(nc, 0.f), dyg = acc ? d0 : std::vector<float>(nc, NAN);
+    std::vector<float> dzc = acc ? e0 : std::vector<float>(nc, 0.f), dzg = acc ? e0 : std::vector<float>(nc, NAN);
+    std::vector<float> dwc = dw0, dwg = dw0, part((size_t)nblk * C, NAN);
+    cpu_gated_rmsnorm_bwd(dyc.data(), dzc.data(), dwc.data(), dout.data(), y.data(), z.data(), w.data(), rc.data(), N, C, acc);
+    launch1d(nblk, GN_THREADS, [&] {
+        gnorm_bwd_reg_kernel<NPT>(dyg.data(), dzg.data(), part.data(), dout.data(), y.data(), z.data(), w.data(),
+                                  rc.data(), N, C, acc);
+    });
+    launch1d((C + 255) / 256, 256, [&] { gnorm_dw_finish_kernel(dwg.data(), part.data(), nblk, C); });
+    cmp("dy", dyc, dyg); cmp("dz", dzc, dzg); cmp("dw", dwc, dwg);
+}
+
+int main() {
+    for (int acc = 0; acc < 2; acc++)
+        for (int silu = 0; silu < 2; silu++) {
+            conv_case<4, 1>(1, 1, 1, silu, true, acc);
+            conv_case<4, 1>(2, 3, 5, silu, true, acc);      /* n < K */
+            conv_case<4, 1>(2, 67, 129, silu, acc, acc);    /* odd C, several segments */
+            conv_case<4, 4>(2, 67, 132, silu, true, acc);
+            conv_case<4, 4>(2, 256, 512, silu, !acc, acc);
+            conv_case<3, 1>(1, 40, 7, silu, true, acc);
+            conv_case<2, 4>(3, 19, 8, silu, true, acc);
+            conv_case<1, 1>(2, 9, 3, silu, true, acc);
+            conv_case<4, 4>(1, 1, 4, silu, true, acc);      /* T = 1 */
+        }
+    conv_case<4, 4>(2, 1024, 64, true, true, 0);            /* the model's sequence length, 4 segments... */
+    for (int acc = 0; acc < 2; acc++) {
+        gnorm_case<1>(7, 36, 7, acc);
+        gnorm_case<1>(9, 512, 4, acc);                          /* several rows per block */
+        gnorm_case<3>(20, 1536, 6, acc);                        /* mamba2-gpt2small's E */
+        gnorm_case<3>(5, 1028, 5, acc);                         /* C/4 = 257: the third float4 of one thread only */
+        gnorm_case<8>(3, 4096, 2, acc);
+    }
+    printf(fails ? "m2_emu: %d FAILED\n" : "m2_emu: all passed\n", fails);
+    return fails != 0;
+}
