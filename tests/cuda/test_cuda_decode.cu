@@ -3,7 +3,9 @@
  *   - the decoding ops (copy_rows, conv1d_step, attention_decode): cuda_ops vs
  *     cpu_ops on the same inputs, relative L2 < 1e-5 (the copy exactly), the
  *     conv over several steps (its window included), attention at the tiny
- *     shapes, at the 135M shapes (hd 64, GQA 9/3, B 64, ld > nk) and hd 128;
+ *     shapes, at the 135M shapes (hd 64, GQA 9/3, B 64, ld > nk) and hd 128,
+ *     and a sweep of the split kernel (nk 1..4097, hd 1..256, groups 1..8,
+ *     B 1..64; attention_decode_at too) and the old kernel (FLOWHN_DECODE_ATTN=old);
  *   - the generator (src/infer/generate.c) on cuda_ops vs on cpu_ops, built
  *     from the same seed, fed the same tokens: the logits of every step agree
  *     to relative L2 < 1e-5, for every architecture of tests/helpers/tiny.c
@@ -21,6 +23,7 @@
  * Needs a GPU. */
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 extern "C" {
@@ -112,26 +115,43 @@ static void conv1d_step(void) {
     cuda_ops.release(dw); cuda_ops.release(db); cuda_ops.release(dwin); cuda_ops.release(dout);
 }
 
+/* cuda_ops.attention_decode, and attention_decode_at (nk = pos[0] + 1 read
+ * from device memory), against cpu_ops.attention_decode at one shape */
 static void attention_case(int B, int nk, int ld, int nh, int nkv, int hd) {
     Rng r;
-    rng_seed(&r, 3 + nk, 1);
+    rng_seed(&r, 3 + nk + 7 * hd + 131 * B, 1);
     size_t nq = (size_t)B * nh * hd, nc = (size_t)B * ld * nkv * hd;
     float *q = rnd(nq, &r), *k = rnd(nc, &r), *v = rnd(nc, &r), *out = rnd(nq, &r);
     for (size_t i = 0; i < nq; i++) q[i] *= 4;
-    float *dq = dev(q, nq), *dk = dev(k, nc), *dv = dev(v, nc), *dout = dev(out, nq);
+    float *dq = dev(q, nq), *dk = dev(k, nc), *dv = dev(v, nc), *dout = dev(out, nq), *dout2 = dev(out, nq);
+    int *dpos = NULL, pos = nk - 1;
+    if (nk > 0) {
+        dpos = (int *)cuda_ops.alloc(sizeof(int));
+        cuda_ops.from_host(dpos, &pos, sizeof(int));
+    }
     cpu_ops.attention_decode(out, q, k, v, B, nk, ld, nh, nkv, hd);
     cuda_ops.attention_decode(dout, dq, dk, dv, B, nk, ld, nh, nkv, hd);
-    float *got = back(dout, nq);
+    if (dpos) cuda_ops.attention_decode_at(dout2, dq, dk, dv, B, dpos, ld, nh, nkv, hd);
+    float *got = back(dout, nq), *got2 = dpos ? back(dout2, nq) : NULL;
     CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
-    double e = rel(got, out, nq);
+    double e = rel(got, out, nq), e2 = got2 ? rel(got2, out, nq) : 0;
+    const char *which = getenv("FLOWHN_DECODE_ATTN") ? getenv("FLOWHN_DECODE_ATTN") : "new";
     if (nk == 0) {
         int nz = 0;
         for (size_t i = 0; i < nq; i++) nz += got[i] != 0;
         CHECK(nz == 0, "no keys: %d outputs not zero", nz);
-    } else CHECK(e < TOL, "attention_decode B %d nk %d ld %d nh %d nkv %d hd %d: rel %.3e", B, nk, ld, nh, nkv, hd, e);
-    printf("    attention_decode B %2d nk %3d ld %3d nh %2d nkv %d hd %3d: rel %.2e\n", B, nk, ld, nh, nkv, hd, e);
-    free(q); free(k); free(v); free(out); free(got);
+    } else {
+        CHECK(e < TOL, "attention_decode (%s) B %d nk %d ld %d nh %d nkv %d hd %d: rel %.3e", which, B, nk, ld, nh, nkv,
+              hd, e);
+        CHECK(e2 < TOL, "attention_decode_at (%s) B %d nk %d ld %d nh %d nkv %d hd %d: rel %.3e", which, B, nk, ld, nh,
+              nkv, hd, e2);
+    }
+    printf("    attention_decode (%s) B %2d nk %4d ld %4d nh %2d nkv %d hd %3d: rel %.2e, _at rel %.2e\n", which, B, nk,
+           ld, nh, nkv, hd, e, e2);
+    free(q); free(k); free(v); free(out); free(got); free(got2);
     cuda_ops.release(dq); cuda_ops.release(dk); cuda_ops.release(dv); cuda_ops.release(dout);
+    cuda_ops.release(dout2);
+    if (dpos) cuda_ops.release(dpos);
 }
 
 static void attention_decode(void) {
@@ -142,6 +162,30 @@ static void attention_decode(void) {
     attention_case(3, 70, 70, 8, 2, 128);
     attention_case(2, 5, 8, 4, 4, 33);
     attention_case(2, 0, 8, 4, 2, 16);
+    /* the split kernel's sweep: every head_dim class (R = 1, 2, 4, 8 elements a
+     * lane, odd sizes), key counts below, at and above the cluster's 8 slices
+     * and its warps' 8 x U keys, GQA groups of 1, 4, 8 (two head chunks) and
+     * 6 (a partial second chunk), B 1, 3, 64, ld > nk */
+    const int nks[] = {1, 7, 192, 1000, 4097}, hds[] = {1, 16, 64, 100, 128, 256};
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 6; j++) attention_case(1, nks[i], nks[i] + 3, 8, 2, hds[j]);   /* group 4 */
+    for (int j = 0; j < 6; j++) {
+        attention_case(3, 192, 200, 4, 4, hds[j]);    /* group 1 */
+        attention_case(3, 1000, 1000, 8, 1, hds[j]);  /* group 8 */
+        attention_case(3, 7, 9, 12, 2, hds[j]);       /* group 6 */
+    }
+    attention_case(64, 1, 8, 8, 2, 64);
+    attention_case(64, 7, 16, 4, 4, 100);
+    attention_case(64, 192, 192, 32, 8, 64);   /* llama-1b's heads */
+    attention_case(64, 1000, 1001, 8, 1, 128);
+    attention_case(1, 192, 200, 32, 8, 64);    /* llama-1b B1 */
+    attention_case(1, 4097, 4100, 32, 8, 64);
+    /* the old serial kernel, kept for A/B timing (FLOWHN_DECODE_ATTN=old) */
+    setenv("FLOWHN_DECODE_ATTN", "old", 1);
+    attention_case(1, 192, 200, 32, 8, 64);
+    attention_case(3, 7, 9, 12, 2, 100);
+    attention_case(2, 0, 8, 4, 2, 16);
+    unsetenv("FLOWHN_DECODE_ATTN");
 }
 
 /* the same model on both backends, the same tokens, step by step */
