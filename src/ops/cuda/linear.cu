@@ -277,21 +277,32 @@ void *cuda_shadow_claim(const float *out, size_t n) {
     h->src = NULL;   /* overwritten from here on */
     if (h->cap < n) {
         if (cuda_capturing()) return NULL;   /* no allocation inside a recording: the consumer rounds */
-        if (h->buf) {
-            /* counts the free (a recorded graph may have used the buffer) but leaves cuda_epoch: a free
-             * writes nothing, and this buffer is no rounding's source, so the other shadows stay current */
-            cuda_free_gen++;
-            if (cudaFree(h->buf) != cudaSuccess) cuda_record_error("cudaFree", "bf16 shadow", __FILE__, __LINE__);
-        }
-        h->buf = NULL;
-        h->cap = 0;
+        /* Every buffer of the branch grows to one capacity. Which buffer a producer gets depends on the
+         * claims before it, which differ between the first steps and a recorded one; had only this buffer
+         * grown, a recording could draw a smaller one, refuse the claim, and make its consumer round into a
+         * slot the unrecorded steps never grew: a cudaFree inside the capture (graph recording failed at
+         * gpt2small on the H200, session 6). With one capacity any buffer serves any size seen before. */
         size_t cap = n + n / 4;
-        if (cudaMalloc(&h->buf, cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
-            h->buf = NULL;
-            cudaGetLastError();   /* no room: not an error, the consumer rounds into its slot */
-            return NULL;
+        for (int k = 0; k < SHADOWS; k++) {
+            Shadow *c = &t[k];
+            if (c->cap >= n || c->claimed) continue;
+            if (c->buf) {
+                /* counts the free (a recorded graph may have used the buffer) but leaves cuda_epoch: a free
+                 * writes nothing; this buffer's own shadow, if any, is dropped */
+                cuda_free_gen++;
+                if (cudaFree(c->buf) != cudaSuccess) cuda_record_error("cudaFree", "bf16 shadow", __FILE__, __LINE__);
+            }
+            c->buf = NULL;
+            c->cap = 0;
+            c->src = NULL;
+            if (cudaMalloc(&c->buf, cap * sizeof(__nv_bfloat16)) != cudaSuccess) {
+                c->buf = NULL;
+                cudaGetLastError();   /* no room: not an error, the consumer rounds into its slot */
+                continue;
+            }
+            c->cap = cap;
         }
-        h->cap = cap;
+        if (h->cap < n) return NULL;
     }
     h->claimed = out;
     h->claimed_n = n;
