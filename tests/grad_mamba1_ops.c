@@ -24,27 +24,36 @@ typedef struct { int B, n, C, K; } ConvShape;
 static ConvShape cs;
 static real *c_x, *c_w, *c_b, *c_R;
 
+/* L = sum(fwd(x, w, b) * R), fwd the plain conv or conv + SiLU (u: the forward) */
+typedef void (*ConvFwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
 static double conv_loss(void *u) {
-    (void)u;
     size_t N = (size_t)cs.B * cs.n * cs.C;
     real *out = malloc(sizeof(real) * N);
-    cpu_conv1d_fwd(out, c_x, c_w, c_b, cs.B, cs.n, cs.C, cs.K);
+    (*(ConvFwd *)u)(out, c_x, c_w, c_b, cs.B, cs.n, cs.C, cs.K);
     double L = dot(out, c_R, N);
     free(out);
     return L;
 }
+static ConvFwd conv_plain = cpu_conv1d_fwd, conv_silu = cpu_conv1d_silu_fwd;
 
-static void check_conv(ConvShape s, int with_bias) {
+/* the inputs of one check (c_x, c_w, c_R, c_b) and zeroed gradients */
+static void conv_setup(ConvShape s, int with_bias, real **dx, real **dw, real **db) {
     cs = s;
     size_t N = (size_t)s.B * s.n * s.C;
     c_x = rnd(N, -1, 1); c_w = rnd((size_t)s.C * s.K, -1, 1); c_R = rnd(N, -1, 1);
     c_b = with_bias ? rnd(s.C, -1, 1) : NULL;
-    real *dx = zeros(N), *dw = zeros((size_t)s.C * s.K), *db = zeros(s.C);
+    *dx = zeros(N); *dw = zeros((size_t)s.C * s.K); *db = zeros(s.C);
+}
+
+static void check_conv(ConvShape s, int with_bias) {
+    size_t N = (size_t)s.B * s.n * s.C;
+    real *dx, *dw, *db;
+    conv_setup(s, with_bias, &dx, &dw, &db);
     cpu_conv1d_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, s.B, s.n, s.C, s.K, FH_ACC);
-    CHECK(gradcheck("conv1d dx", conv_loss, NULL, c_x, dx, N, 200, EPS) < BOUND, "dx");
-    CHECK(gradcheck("conv1d dw", conv_loss, NULL, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
+    CHECK(gradcheck("conv1d dx", conv_loss, &conv_plain, c_x, dx, N, 200, EPS) < BOUND, "dx");
+    CHECK(gradcheck("conv1d dw", conv_loss, &conv_plain, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
     if (with_bias) {
-        CHECK(gradcheck("conv1d db", conv_loss, NULL, c_b, db, s.C, 200, EPS) < BOUND, "db");
+        CHECK(gradcheck("conv1d db", conv_loss, &conv_plain, c_b, db, s.C, 200, EPS) < BOUND, "db");
         /* accumulation: a second backward (other grads skipped) doubles db */
         real db0 = db[1];
         cpu_conv1d_bwd(NULL, NULL, db, c_R, c_x, c_w, s.B, s.n, s.C, s.K, FH_ACC);
@@ -58,26 +67,15 @@ static void test_conv1d_short(void) { check_conv((ConvShape){2, 3, 5, 4}, 1); } 
 static void test_conv1d_nobias(void) { check_conv((ConvShape){1, 6, 3, 3}, 0); }
 
 /* ---- conv1d then SiLU in one op (ops.h conv1d_silu_*) ---- */
-static double conv_silu_loss(void *u) {
-    (void)u;
-    size_t N = (size_t)cs.B * cs.n * cs.C;
-    real *out = malloc(sizeof(real) * N);
-    cpu_conv1d_silu_fwd(out, c_x, c_w, c_b, cs.B, cs.n, cs.C, cs.K);
-    double L = dot(out, c_R, N);
-    free(out);
-    return L;
-}
 
 static void check_conv_silu(ConvShape s, int with_bias) {
-    cs = s;
     size_t N = (size_t)s.B * s.n * s.C;
-    c_x = rnd(N, -1, 1); c_w = rnd((size_t)s.C * s.K, -1, 1); c_R = rnd(N, -1, 1);
-    c_b = with_bias ? rnd(s.C, -1, 1) : NULL;
-    real *dx = zeros(N), *dw = zeros((size_t)s.C * s.K), *db = zeros(s.C);
+    real *dx, *dw, *db;
+    conv_setup(s, with_bias, &dx, &dw, &db);
     cpu_conv1d_silu_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, c_b, s.B, s.n, s.C, s.K, FH_OVERWRITE);
-    CHECK(gradcheck("conv1d_silu dx", conv_silu_loss, NULL, c_x, dx, N, 200, EPS) < BOUND, "dx");
-    CHECK(gradcheck("conv1d_silu dw", conv_silu_loss, NULL, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
-    if (with_bias) CHECK(gradcheck("conv1d_silu db", conv_silu_loss, NULL, c_b, db, s.C, 200, EPS) < BOUND, "db");
+    CHECK(gradcheck("conv1d_silu dx", conv_loss, &conv_silu, c_x, dx, N, 200, EPS) < BOUND, "dx");
+    CHECK(gradcheck("conv1d_silu dw", conv_loss, &conv_silu, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
+    if (with_bias) CHECK(gradcheck("conv1d_silu db", conv_loss, &conv_silu, c_b, db, s.C, 200, EPS) < BOUND, "db");
     free(c_x); free(c_w); free(c_R); free(c_b); free(dx); free(dw); free(db);
 }
 

@@ -42,6 +42,20 @@ __device__ __forceinline__ void stv(float *p, const float *s) {
     }
 }
 
+/* the KK-1 input rows before a segment that starts at t0 (zeros before the
+ * sequence): win[k] = x[t0 - (KK-1) + k], row stride C; both walks start so */
+template <int KK, int V>
+__device__ __forceinline__ void load_window(float (*win)[V], const float *xs, int t0, int C) {
+#pragma unroll
+    for (int k = 0; k < KK - 1; k++) {
+        int ti = t0 - (KK - 1) + k;
+        if (ti >= 0) ldv<V>(win[k], xs + (size_t)ti * C);
+        else
+#pragma unroll
+            for (int v = 0; v < V; v++) win[k][v] = 0.f;
+    }
+}
+
 /* rows loaded ahead per step of the walk: U loads of each stream in flight per thread */
 #define CONV_U 4
 /* the backward's: 2 (its two streams, dout and x, give 4 loads in flight per
@@ -70,14 +84,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
     const float *xs = x + base;
     float *os = out + base;
     float win[KK][V];  /* win[k] = x[t - (KK-1) + k]; win[KK-1] the current row */
-#pragma unroll
-    for (int k = 0; k < KK - 1; k++) {
-        int ti = t0 - (KK - 1) + k;
-        if (ti >= 0) ldv<V>(win[k], xs + (size_t)ti * C);
-        else
-#pragma unroll
-            for (int v = 0; v < V; v++) win[k][v] = 0.f;
-    }
+    load_window<KK, V>(win, xs, t0, C);
     for (int t = t0; t < t1; t += CONV_U) {
         float nx[CONV_U][V];
 #pragma unroll
@@ -143,14 +150,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
         for (int k = 0; k < KK; k++)
 #pragma unroll
             for (int v = 0; v < V; v++) dwin[k][v] = 0.f;
-#pragma unroll
-        for (int k = 0; k < KK - 1; k++) {
-            int ti = t0 - (KK - 1) + k;
-            if (ti >= 0) ldv<V>(win[k], xs + (size_t)ti * C);
-            else
-#pragma unroll
-                for (int v = 0; v < V; v++) win[k][v] = 0.f;
-        }
+        load_window<KK, V>(win, xs, t0, C);
         /* step t: d[t] (t < tend, else 0), then dx[t - (KK-1)] once it is in the segment */
         int tlast = t1 + KK - 1;
         for (int t = t0; t < tlast; t += CONV_UB) {
