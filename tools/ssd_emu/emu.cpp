@@ -8,7 +8,9 @@
  * memory is NaN at each block's start. cp.async lands at issue (DEFER 0) or only
  * at the thread's next wait, the tile NaN until then (DEFER 1: a read before bar()
  * shows). Forward (states, y) and backward (dxbc, ddt, ddt_bias, dA_log, dD) are
- * compared with cpu_ssd_fwd / cpu_ssd_bwd at relative L2 1e-5. See run.sh. */
+ * compared with cpu_ssd_fwd / cpu_ssd_bwd at relative L2 1e-5. See run.sh. EMU_DUMP=file writes
+ * the outputs raw, EMU_SERIAL=1 makes the thread interleaving (so the atomicAdd order and every
+ * output) deterministic: both for bit-for-bit comparisons across a refactor of the kernels. */
 #include <pthread.h>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <algorithm>
 #include <functional>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -32,14 +35,56 @@ static inline float4 make_float4(float a, float b, float c, float d) { return {a
 thread_local dim3 threadIdx, blockIdx;
 static dim3 blockDim = {256, 1, 1};
 static pthread_barrier_t g_bar, w_bar[8];
-static void __syncthreads() { pthread_barrier_wait(&g_bar); }
+/* EMU_SERIAL=1: one thread runs at a time, handing over at its barriers (block or warp) to the next
+ * runnable thread by id, so that every run interleaves the same way and the order of the atomicAdds
+ * (and so every output) is deterministic: outputs can be compared bit for bit across a refactor
+ * (EMU_DUMP). The default lets the OS interleave the threads (more schedules seen per run). */
+static int SERIAL = 0;
+struct Serial {
+    std::mutex m;
+    std::condition_variable cv[256];
+    int turn = 0, bar_n = 0, wbar_n[8] = {};
+    int wait_kind[256] = {};  /* 0 runnable, 1 at the block barrier, 2 at its warp barrier, 3 done */
+} g_ser;
+static void ser_pass(int me) {  /* lock held: the turn to the next runnable thread after me */
+    for (int s = 1; s <= 256; s++) {
+        int t = (me + s) & 255;
+        if (g_ser.wait_kind[t] == 0) { g_ser.turn = t; g_ser.cv[t].notify_one(); return; }
+    }
+}
+static void ser_wait(int me, std::unique_lock<std::mutex> &l) {
+    g_ser.cv[me].wait(l, [&] { return g_ser.turn == me && g_ser.wait_kind[me] == 0; });
+}
+static void ser_start(int me) { std::unique_lock<std::mutex> l(g_ser.m); ser_wait(me, l); }
+static void ser_end(int me) { std::unique_lock<std::mutex> l(g_ser.m); g_ser.wait_kind[me] = 3; ser_pass(me); }
+static void ser_barrier(int me, bool warp) {
+    std::unique_lock<std::mutex> l(g_ser.m);
+    int w = me >> 5, &n = warp ? g_ser.wbar_n[w] : g_ser.bar_n;
+    if (++n == (warp ? 32 : 256)) {  /* the last to arrive releases the others and runs on */
+        n = 0;
+        for (int t = warp ? 32 * w : 0; t < (warp ? 32 * w + 32 : 256); t++)
+            if (g_ser.wait_kind[t] == (warp ? 2 : 1)) g_ser.wait_kind[t] = 0;
+        return;
+    }
+    g_ser.wait_kind[me] = warp ? 2 : 1;
+    ser_pass(me);
+    ser_wait(me, l);
+}
+static void __syncthreads() {
+    if (SERIAL) ser_barrier(threadIdx.x, false);
+    else pthread_barrier_wait(&g_bar);
+}
+static void warp_bar(int w) {
+    if (SERIAL) ser_barrier(threadIdx.x, true);
+    else pthread_barrier_wait(&w_bar[w]);
+}
 static float g_shfl[256];
 static float __shfl_xor_sync(unsigned, float v, int o) {
     int t = threadIdx.x, w = t >> 5;
     g_shfl[t] = v;
-    pthread_barrier_wait(&w_bar[w]);
+    warp_bar(w);
     float r = g_shfl[t ^ o];
-    pthread_barrier_wait(&w_bar[w]);
+    warp_bar(w);
     return r;
 }
 static std::mutex g_atom;
@@ -92,8 +137,16 @@ static void launch(dim3 grid, std::function<void()> f) {
             for (unsigned x = 0; x < grid.x; x++) {
                 for (int i = 0; i < 6 * 64 * 68; i++) g_smem[i] = NAN;  /* shared memory starts as garbage */
                 std::vector<std::thread> th;
+                g_ser.turn = 0; g_ser.bar_n = 0;
+                for (int w = 0; w < 8; w++) g_ser.wbar_n[w] = 0;
+                for (int t = 0; t < 256; t++) g_ser.wait_kind[t] = 0;
                 for (unsigned t = 0; t < 256; t++)
-                    th.emplace_back([=] { threadIdx = {t, 0, 0}; blockIdx = {x, y, z}; f(); });
+                    th.emplace_back([=] {
+                        threadIdx = {t, 0, 0}; blockIdx = {x, y, z};
+                        if (SERIAL) ser_start(t);
+                        f();
+                        if (SERIAL) ser_end(t);
+                    });
                 for (auto &t : th) t.join();
             }
 }
@@ -110,6 +163,7 @@ int main(int argc, char **argv) {
     if (argc < 8) { fprintf(stderr, "usage: emu B n nh P G N L [p64 1|general 0] [defer 1|0] [acc 1|0]\n"); return 2; }
     int which = argc > 8 ? atoi(argv[8]) : 1;  /* 1: p64 kernel, 0: general kernel */
     DEFER = argc > 9 ? atoi(argv[9]) : 1;
+    SERIAL = getenv("EMU_SERIAL") && atoi(getenv("EMU_SERIAL"));
     int ACC = argc > 10 ? atoi(argv[10]) : 1;  /* ops.h acc: 1 adds into dxbc / ddt_raw, 0 overwrites */
     pthread_barrier_init(&g_bar, NULL, 256);
     for (int w = 0; w < 8; w++) pthread_barrier_init(&w_bar[w], NULL, 32);
@@ -156,6 +210,11 @@ int main(int argc, char **argv) {
     for (double v : r) ok = ok && v < 1e-5;
     for (float v : ex) ok = ok && std::isfinite(v);
     ok = ok && ry < 1e-5 && rst < 1e-5;
+    if (const char *dump = getenv("EMU_DUMP")) {  /* raw outputs, for bit-for-bit comparison across a refactor */
+        FILE *f = fopen(dump, "wb");
+        for (auto *v : {&ex, &edt, &edb, &eA, &eD, &ey, &est}) fwrite(v->data(), sizeof(float), v->size(), f);
+        fclose(f);
+    }
     printf("%s acc=%d defer=%d B=%d n=%d nh=%d P=%d G=%d N=%d L=%d kernel=%s: dxbc %.2e ddt %.2e ddt_bias %.2e dA_log %.2e dD %.2e\n",
            ok ? "ok  " : "FAIL", ACC, DEFER, B, n, nh, P, G, N, L, which ? "p64" : "general", r[0], r[1], r[2], r[3], r[4]);
     return ok ? 0 : 1;

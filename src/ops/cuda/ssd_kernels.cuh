@@ -389,6 +389,128 @@ __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y
     }
 }
 
+/* ---- pieces of the two chunk backward kernels (ssd_chunk_bwd_kernel, ssd_chunk_bwd_p64_kernel) ----
+ * Each is the code both kernels ran, moved here as it was (the same operations in the same order:
+ * the same values); the tiles they work on are the callers'. */
+
+/* gh + the thread's part of sum(G * h0), added in order: with vec (16-byte loads: the tensor-core build,
+ * PN a multiple of 4) the 16-byte pairs e0, e0 + NT, ... (a caller may have summed the ones before e0),
+ * else every element from threadIdx.x (no caller sums any before). U: the unroll of the 16-byte loop
+ * (2 in the general kernel, 4 in the p64 one, as they were: their register budgets differ). */
+template <int U>
+__device__ __forceinline__ float gh_sum(float gh, const float *Gc, const float *h0, size_t PN, int e0, bool vec) {
+    if (vec) {
+        const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
+#pragma unroll U
+        for (int e = e0; e < (int)(PN / 4); e += NT) {
+            float4 a = g4[e], b = h4[e];
+            gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        }
+    } else {
+        for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
+    }
+    return gh;
+}
+
+/* From C B^T (cb) and dy x^T (dw) in the thread layout and M in Mt: W = CB M dt (Wt), dCB = dW M dt (Dt),
+ * dSeg = dW W in place of M; ddtw_s[j] += sum_i dW_ij CB_ij M_ij */
+__device__ __forceinline__ void w_dcb_dseg(const float cb[4][4], const float dw[4][4], float *Mt, float *Wt,
+                                           float *Dt, const float *dt_s, float *ddtw_s) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        int j = tx + 16 * b;
+        float col = 0.f;
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = ty + 16 * a;
+            float m = Mt[i * LD + j], w = cb[a][b] * m * dt_s[j];
+            Wt[i * LD + j] = w;
+            Dt[i * LD + j] = dw[a][b] * m * dt_s[j];
+            Mt[i * LD + j] = dw[a][b] * w;
+            col += dw[a][b] * cb[a][b] * m;
+        }
+        atomicAdd(&ddtw_s[j], col);
+    }
+}
+
+/* acc (the state part of dC, [i][n]) scaled by ecum_i; dcum_s[i] += C_i . acc_i (C_n in Ct) */
+__device__ __forceinline__ void dcum_add(float acc[4][4], const float *Ct, const float *ecum_s, float *dcum_s) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int i = ty + 16 * a;
+        float dc = 0.f;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            acc[a][b] *= ecum_s[i];
+            dc += Ct[i * LD + tx + 16 * b] * acc[a][b];
+        }
+        dc = half_warp_sum(dc);
+        if (tx == 0) atomicAdd(&dcum_s[i], dc);
+    }
+}
+
+/* atomicAdd(at(r, c), acc) for the thread's elements inside rows x cols (at: the callers' own address
+ * arithmetic, kept as it was: in the p64 kernel it is recomputed per tile to save registers) */
+template <class At>
+__device__ __forceinline__ void atomic_add_tile(const float acc[4][4], int rows, int cols, At at) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int r = ty + 16 * a, c = tx + 16 * b;
+            if (r < rows && c < cols) atomicAdd(at(r, c), acc[a][b]);
+        }
+}
+
+/* Mt[i][c] := sum_{j<c} dSeg_ij for c <= i < l (row prefixes, one thread per row) */
+__device__ __forceinline__ void dseg_row_prefix(float *Mt, int l) {
+    if (threadIdx.x < l) {
+        int i = threadIdx.x;
+        float run = 0.f;
+        for (int c = 0; c <= i; c++) {
+            float t = Mt[i * LD + c];
+            Mt[i * LD + c] = run;
+            run += t;
+        }
+    }
+}
+
+/* The end of both backward kernels: per position kk < l, dla = dla0(kk) (the kernel's dtotal and dSeg,
+ * dcum sums) + the q terms, then ddt_raw, and the block's ddt_bias, dA_log and dD (dDp: the thread's
+ * part). ddt_raw is this block's alone: d.acc 0 stores. */
+template <class Dla0>
+__device__ __forceinline__ void chunk_bwd_finish(const SsdDims &d, const Chunk &k, size_t row0, Dla0 dla0,
+                                                 const float *u_s, const float *dt_s, const float *la_s,
+                                                 const float *etail_s, const float *ddtw_s, const float *q_s,
+                                                 float *red, float dDp, float *ddt_raw, float *ddt_bias,
+                                                 float *dA_log, float *dD) {
+    float dbias = 0.f, dAl = 0.f;
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float dla = dla0(kk);
+        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
+        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
+        float du = ddt * sigmoidf_(u_s[kk]);
+        if (ddt_raw) {
+            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
+            *o = d.acc ? *o + du : du;
+        }
+        dbias = du;
+        dAl = dla * la_s[kk];
+    }
+    dbias = block_sum(dbias, red);
+    dAl = block_sum(dAl, red);
+    dDp = block_sum(dDp, red);
+    if (threadIdx.x == 0) {
+        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
+        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
+        if (dD) atomicAdd(&dD[k.h], dDp);
+    }
+}
+
 /* ---- backward: every gradient of one chunk (see the header) ---- */
 constexpr size_t BWD_SMEM = (5 + TC) * TILE * sizeof(float);
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
@@ -415,17 +537,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
     const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
     float Dh = D[k.h];
     /* the thread's part of sum(G * h0), for dtotal at the end; first, while few registers are live */
-    float gh = 0.f;
-    if (TC && (PN & 3) == 0) {  /* 16-byte loads, several in flight (the plain loop waited on each) */
-        const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
-#pragma unroll 2
-        for (int e = threadIdx.x; e < (int)(PN / 4); e += NT) {
-            float4 a = g4[e], b = h4[e];
-            gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-        }
-    } else {
-        for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
-    }
+    /* (16-byte loads: several in flight, the plain loop waited on each) */
+    float gh = gh_sum<2>(0.f, Gc, h0, PN, threadIdx.x, TC && (PN & 3) == 0);
 
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
     zero(cb);
@@ -445,21 +558,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         mm<true, true>(dw, S0, S1, min(TS, d.P - p0), Sx);
     }
     /* W, dCB, and dSeg (in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
-#pragma unroll
-    for (int b = 0; b < 4; b++) {
-        int j = tx + 16 * b;
-        float col = 0.f;
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            int i = ty + 16 * a;
-            float m = Mt[i * LD + j], w = cb[a][b] * m * dt_s[j];
-            Wt[i * LD + j] = w;
-            Dt[i * LD + j] = dw[a][b] * m * dt_s[j];
-            Mt[i * LD + j] = dw[a][b] * w;
-            col += dw[a][b] * cb[a][b] * m;
-        }
-        atomicAdd(&ddtw_s[j], col);
-    }
+    w_dcb_dseg(cb, dw, Mt, Wt, Dt, dt_s, ddtw_s);
 
     /* dx; q_j = x_j . (G B_j) */
     float dDp = 0.f;
@@ -528,14 +627,9 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         bar();
         mm<false, false>(acc, Dt, S0, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
         if (dxbc)
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int j = ty + 16 * a, nn = tx + 16 * b;
-                    if (j < k.l && nn < nc)
-                        atomicAdd(&dxbc[(row0 + j) * d.W + d.E + (size_t)k.g * d.N + n0 + nn], acc[a][b]);
-                }
+            atomic_add_tile(acc, k.l, nc, [&](int j, int nn) {
+                return &dxbc[(row0 + j) * d.W + d.E + (size_t)k.g * d.N + n0 + nn];
+            });
 
         zero(acc);
         for (int p0 = 0; p0 < d.P; p0 += TS) {  /* [i][n] += dy_i[p] h0[p][n] */
@@ -549,67 +643,25 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float
         load_tile(S0, Cm + n0, d.W, k.l, nc);
         load_tile(S1, Bm + n0, d.W, k.l, nc);
         bar();
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            int i = ty + 16 * a;
-            float dc = 0.f;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                acc[a][b] *= ecum_s[i];
-                dc += S0[i * LD + tx + 16 * b] * acc[a][b];
-            }
-            dc = half_warp_sum(dc);
-            if (tx == 0) atomicAdd(&dcum_s[i], dc);
-        }
+        dcum_add(acc, S0, ecum_s, dcum_s);
         mm<true, false>(acc, Dt, S1, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
         if (dxbc)
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int i = ty + 16 * a, nn = tx + 16 * b;
-                    if (i < k.l && nn < nc)
-                        atomicAdd(&dxbc[(row0 + i) * d.W + d.E + (size_t)(d.G + k.g) * d.N + n0 + nn], acc[a][b]);
-                }
+            atomic_add_tile(acc, k.l, nc, [&](int i, int nn) {
+                return &dxbc[(row0 + i) * d.W + d.E + (size_t)(d.G + k.g) * d.N + n0 + nn];
+            });
     }
 
     /* dtotal = a_c sum(G * h0), gh summed at the start */
     float dtot = etot * block_sum(gh, red);
 
     /* sum_{j<k<=i} dSeg_ij: row prefixes (Mt[i][k] := sum_{j<k} dSeg_ij), then column sums over i >= k */
-    if (threadIdx.x < k.l) {
-        int i = threadIdx.x;
-        float run = 0.f;
-        for (int c = 0; c <= i; c++) {
-            float t = Mt[i * LD + c];
-            Mt[i * LD + c] = run;
-            run += t;
-        }
-    }
+    dseg_row_prefix(Mt, k.l);
     bar();
-    float dbias = 0.f, dAl = 0.f;
-    if (threadIdx.x < k.l) {
-        int kk = threadIdx.x;
+    chunk_bwd_finish(d, k, row0, [&](int kk) {
         float dla = dtot;
         for (int i = kk; i < k.l; i++) dla += Mt[i * LD + kk] + dcum_s[i];
-        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
-        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
-        float du = ddt * sigmoidf_(u_s[kk]);
-        if (ddt_raw) {   /* this block's alone: d.acc 0 stores */
-            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
-            *o = d.acc ? *o + du : du;
-        }
-        dbias = du;
-        dAl = dla * la_s[kk];
-    }
-    dbias = block_sum(dbias, red);
-    dAl = block_sum(dAl, red);
-    dDp = block_sum(dDp, red);
-    if (threadIdx.x == 0) {
-        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
-        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
-        if (dD) atomicAdd(&dD[k.h], dDp);
-    }
+        return dla;
+    }, u_s, dt_s, la_s, etail_s, ddtw_s, q_s, red, dDp, ddt_raw, ddt_bias, dA_log, dD);
 }
 
 
@@ -718,18 +770,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
             gh += gpf[q].x * hpf[q].x + gpf[q].y * hpf[q].y + gpf[q].z * hpf[q].z + gpf[q].w * hpf[q].w;
     }
     /* the rest of sum(G * h0), while the first copies are in flight */
-    {
-        if (gh4) {
-            const float4 *g4 = (const float4 *)Gc, *h4 = (const float4 *)h0;
-#pragma unroll 4
-            for (int e = threadIdx.x + GH_PF * NT; e < (int)(PN / 4); e += NT) {
-                float4 a = g4[e], b = h4[e];
-                gh += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
-            }
-        } else {
-            for (size_t e = threadIdx.x; e < PN; e += NT) gh += Gc[e] * h0[e];
-        }
-    }
+    gh = gh_sum<4>(gh, Gc, h0, PN, threadIdx.x + GH_PF * NT, gh4);
     float Dh = D[k.h];
 
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
@@ -742,21 +783,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         for (int b = 0; b < 4; b++) cb[a][b] = Ua[(ty + 16 * a) * LD + tx + 16 * b];
     sync_plain();  /* Ua read: W and dCB go to Ua, Ub */
     /* W (Ua), dCB (Ub), dSeg (Ms, in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
-#pragma unroll
-    for (int b = 0; b < 4; b++) {
-        int j = tx + 16 * b;
-        float col = 0.f;
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            int i = ty + 16 * a;
-            float m = Ms[i * LD + j], w = cb[a][b] * m * dt_s[j];
-            Ua[i * LD + j] = w;
-            Ub[i * LD + j] = dw[a][b] * m * dt_s[j];
-            Ms[i * LD + j] = dw[a][b] * w;
-            col += dw[a][b] * cb[a][b] * m;
-        }
-        atomicAdd(&ddtw_s[j], col);
-    }
+    w_dcb_dseg(cb, dw, Ms, Ua, Ub, dt_s, ddtw_s);
     sync_plain();  /* W, dCB, dSeg written */
 
     /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p], added to dx read before the product
@@ -788,15 +815,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     load_tile(Ua, h0, d.N, P, min(TS, d.N));
     /* sum_{j<k<=i} dSeg_ij: row prefixes (Ms[i][c] := sum_{j<c} dSeg_ij), then
      * dseg_s[k] = sum_{i>=k} Ms[i][k]; Ms is then free */
-    if (threadIdx.x < k.l) {
-        int i = threadIdx.x;
-        float run = 0.f;
-        for (int c = 0; c <= i; c++) {
-            float t = Ms[i * LD + c];
-            Ms[i * LD + c] = run;
-            run += t;
-        }
-    }
+    dseg_row_prefix(Ms, k.l);
     sync_plain();
     if (threadIdx.x < k.l) {
         int kk = threadIdx.x;
@@ -825,18 +844,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         mm<true, false>(accC, Ys, Ua, P, Sx);  /* [i][n] += dy_i[p] h0[p][n] */
         sync_plain();  /* h0_n read */
         load_tile(Ua, Gc + n0, Nn, P, nc);
-#pragma unroll
-        for (int a = 0; a < 4; a++) {
-            int i = ty + 16 * a;
-            float dc = 0.f;
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                accC[a][b] *= ecum_s[i];
-                dc += Ms[i * LD + tx + 16 * b] * accC[a][b];
-            }
-            dc = half_warp_sum(dc);
-            if (tx == 0) atomicAdd(&dcum_s[i], dc);
-        }
+        dcum_add(accC, Ms, ecum_s, dcum_s);
         zero(accB);
         mm<false, false>(accB, Ub, Ms, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
         sync_plain();  /* C_n read */
@@ -845,14 +853,9 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         /* dC first, then dB, so that at most three accumulators are live (no spills) */
         mm<true, false>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
         if (dxbc && !d.no_bc_atomics)
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int i = ty + 16 * a, nn = tx + 16 * b;
-                    if (i < k.l && nn < nc)
-                        atomicAdd(&dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn], accC[a][b]);
-                }
+            atomic_add_tile(accC, k.l, nc, [&](int i, int nn) {
+                return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn];
+            });
         {
             float xg[4][4];
             zero(xg);
@@ -863,14 +866,9 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
                 for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
         }
         if (dxbc && !d.no_bc_atomics)
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int j = ty + 16 * a, nn = tx + 16 * b;
-                    if (j < k.l && nn < nc)
-                        atomicAdd(&dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn], accB[a][b]);
-                }
+            atomic_add_tile(accB, k.l, nc, [&](int j, int nn) {
+                return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn];
+            });
         mm<true, true>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
         sync_plain();  /* G_n, B_n read: Ua takes h0_{n+1}, Ms C_{n+1} */
         if (n0 + TS < d.N) load_tile(Ua, h0 + n0 + TS, Nn, P, min(TS, d.N - n0 - TS));
@@ -894,27 +892,9 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 
     /* dtotal = a_c sum(G * h0); block_sum's barriers also publish q_s and dcum_s */
     float dtot = etot * block_sum(gh, red);
-    float dbias = 0.f, dAl = 0.f;
-    if (threadIdx.x < k.l) {
-        int kk = threadIdx.x;
+    chunk_bwd_finish(d, k, row0, [&](int kk) {
         float dla = dtot + dseg_s[kk];
         for (int i = kk; i < k.l; i++) dla += dcum_s[i];
-        for (int j = 0; j < kk; j++) dla += etail_s[j] * dt_s[j] * q_s[j];
-        float ddt = ddtw_s[kk] + etail_s[kk] * q_s[kk] - k.Ae * dla;
-        float du = ddt * sigmoidf_(u_s[kk]);
-        if (ddt_raw) {   /* this block's alone: d.acc 0 stores */
-            float *o = ddt_raw + (row0 + kk) * d.nh + k.h;
-            *o = d.acc ? *o + du : du;
-        }
-        dbias = du;
-        dAl = dla * la_s[kk];
-    }
-    dbias = block_sum(dbias, red);
-    dAl = block_sum(dAl, red);
-    dDp = block_sum(dDp, red);
-    if (threadIdx.x == 0) {
-        if (ddt_bias) atomicAdd(&ddt_bias[k.h], dbias);
-        if (dA_log) atomicAdd(&dA_log[k.h], dAl);
-        if (dD) atomicAdd(&dD[k.h], dDp);
-    }
+        return dla;
+    }, u_s, dt_s, la_s, etail_s, ddtw_s, q_s, red, dDp, ddt_raw, ddt_bias, dA_log, dD);
 }
