@@ -392,8 +392,11 @@ static void test_master(const TinySpec *s) {
          * 6 of mamba2's 92 and 10-49 of flowhn-fac's 357-403 such tensors differed with the copy, with
          * the losses bitwise equal and the gradients' rel L2 4e-9 (mamba2) and 6e-5..4e-4 (flowhn-fac,
          * whose Mamba-1 branch and split amplify atomics noise; session 4 measured 1e-5..1e-4 norm
-         * differences op by op against itself). A stale copy is caught by the bitwise losses above. */
-        CHECK((w.equal == w.reproducible || w.l2 <= fmax(1e-6, 10 * w.l2_ref)) && w.reproducible > 0,
+         * differences op by op against itself). A stale copy is caught by the bitwise losses above.
+         * Two reference runs estimate that noise poorly: in session 6 they agreed to 1.6e-6 while the copy's
+         * run was 1.9e-5 away (flowhn-fac, step replayed), inside session 5's measured range. So the bound
+         * is never below that measured range (1e-3 covers its 4e-4). */
+        CHECK((w.equal == w.reproducible || w.l2 <= fmax(1e-3, 10 * w.l2_ref)) && w.reproducible > 0,
               "%s %s: %d of %d reproducible gradients equal, rel L2 %.1e (runs without the copy: %.1e)", name,
               kinds[kind], w.equal, w.reproducible, w.l2, w.l2_ref);
         CHECK(w.updated_equal == w.equal, "%s %s: %d of %d tensors with equal gradients updated equally", name,
