@@ -14,7 +14,7 @@ set -uo pipefail
 BIN=${FLOWHN_CUDA:-build/flowhn-cuda}; OUTD=runs/ncu
 while [ $# -gt 0 ]; do case $1 in
     --bin) BIN=$2; shift 2 ;; --out) OUTD=$2; shift 2 ;; *) break ;; esac; done
-[ $# -ge 2 ] || { sed -n '2,11p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
 CONFIG=$1; REGEX=$2; COUNT=${3:-2}
 command -v ncu > /dev/null || { echo "ncu_kernels: no ncu on PATH (Nsight Compute; it ships with the CUDA toolkit)" >&2; exit 2; }
 [ -x "$BIN" ] || { echo "ncu_kernels: $BIN is not an executable (--bin or FLOWHN_CUDA)" >&2; exit 2; }
