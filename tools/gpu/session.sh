@@ -20,6 +20,8 @@
 #             flowhn-fac-135m, llama-1b; one table each; then the B 1 decode step of llama-1b     ~3 min
 #   ab        session 5's switches timed apart: training with and without the bf16 weight copy
 #             (FLOWHN_BF16_MASTER=0), decode with and without the gemv products (FLOWHN_GEMV=0)        ~3 min
+#   ncu       tools/gpu/ncu_kernels.sh: Nsight Compute on the bf16 attention kernels (llama-gpt2small) and the
+#             SSD chunk kernels (mamba2-gpt2small): SOL, occupancy, warp stalls                        ~4 min
 # Pick stages to fit one call's 10 minutes, e.g. `tests decode bench`, then `sanitize torch`.
 # On a several-GPU host, run the tests and sanitize stages alone: their CPU oracle takes every host core,
 # and beside another GPU's job they ran 2-3x slower and hit their limits (session 4).
@@ -117,7 +119,13 @@ for stage in "$@"; do
                 --prompt-len 64 --steps 128 --precision bf16 > "$LOGS/ab-dec-$c-gemv$g.log" 2>&1
             note "| decode $c B 1 | FLOWHN_GEMV=$g | $(grep -oE 'step_ms=[0-9.]+ tokens_per_s=[0-9.]+' "$LOGS/ab-dec-$c-gemv$g.log") |"
         done; done ;;
-    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile ab)" ;;
+    ncu)
+        tools/gpu/ncu_kernels.sh --bin "$FB/flowhn-cuda" --out "$LOGS/ncu-attn" configs/llama-gpt2small.json \
+            'attention_tc_(fwd|bwd)_kernel' 2 > "$LOGS/ncu-attn.log" 2>&1
+        tools/gpu/ncu_kernels.sh --bin "$FB/flowhn-cuda" --out "$LOGS/ncu-ssd" configs/mamba2-gpt2small.json \
+            'ssd_chunk_(scan|bwd_p64)_kernel' 2 > "$LOGS/ncu-ssd.log" 2>&1
+        for f in ncu-attn ncu-ssd; do note ""; note "### $f"; head -60 "$LOGS/$f.log" >> "$SUMMARY"; done ;;
+    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile ab ncu)" ;;
     esac
 done
 echo; cat "$SUMMARY"
