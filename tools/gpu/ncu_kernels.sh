@@ -10,6 +10,7 @@
 # Runs `bench --steps 1 --warmup 1 --no-graph` (launched op by op, so each kernel is its own launch),
 # profiles the first COUNT (default 2) launches matching REGEX after skipping the warm-up step's, and
 # writes DIR/ncu.txt (the sections below, human-readable) and DIR/ncu.csv (raw metrics). ~1 min per kernel.
+# --clock-control none everywhere: the device notes (METHOD.md) say to leave the GPU's clocks alone.
 set -uo pipefail
 BIN=${FLOWHN_CUDA:-build/flowhn-cuda}; OUTD=runs/ncu
 while [ $# -gt 0 ]; do case $1 in
@@ -20,15 +21,15 @@ command -v ncu > /dev/null || { echo "ncu_kernels: no ncu on PATH (Nsight Comput
 [ -x "$BIN" ] || { echo "ncu_kernels: $BIN is not an executable (--bin or FLOWHN_CUDA)" >&2; exit 2; }
 mkdir -p "$OUTD"
 # the warm-up step launches each kernel as often as the measured one: skip that many
-SKIP=$(( $(ncu --kernel-name "regex:$REGEX" --launch-count 1000 --metrics sm__cycles_elapsed.avg --csv \
+SKIP=$(( $(ncu --clock-control none --kernel-name "regex:$REGEX" --launch-count 1000 --metrics sm__cycles_elapsed.avg --csv \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
     --no-graph 2>/dev/null | grep -c '"sm__cycles_elapsed.avg"') / 2 ))
-ncu --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
+ncu --clock-control none --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --csv --page raw \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
     --no-graph > "$OUTD/ncu.csv" 2> "$OUTD/ncu.err"
-ncu --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
+ncu --clock-control none --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
     --no-graph > "$OUTD/ncu.txt" 2>> "$OUTD/ncu.err"
