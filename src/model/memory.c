@@ -18,7 +18,7 @@
 
 /* Bytes "allocated" now and at most since the last reset. One dry run at a
  * time (the CLI estimates once, before it builds anything). */
-static struct { size_t live, peak; } dry;
+static struct { size_t live, peak, kept; } dry;
 
 /* Each allocation is a host word holding its size, so release can subtract it
  * and every pointer is distinct and non-NULL. No op ever reads through them. */
@@ -36,6 +36,9 @@ static void dry_release(void *p) {
     free(p);
 }
 static void dry_zero(void *p, size_t bytes) {}
+/* Ops.keep_bf16: the CUDA backend holds one bf16 buffer per kept input (linear.cu "kept roundings"), as long as
+ * the activation: counted here, added by memory_add_backend for CUDA bf16 training (one step: no input twice) */
+static void dry_keep_bf16(const real *x, size_t n) { if (x) dry.kept += 2 * n; }
 /* the host side gets zeros: the model reads losses back (finite, 0) */
 static void dry_to_host(void *dst, const void *src, size_t bytes) { memset(dst, 0, bytes); }
 static void dry_from_host(void *dst, const void *src, size_t bytes) {}
@@ -129,6 +132,7 @@ static const Ops dry_ops = {
     /* the generator's (graphs and frozen weights are optional: left out) */
     .copy_rows = dry_copy_rows, .conv1d_step = dry_conv1d_step, .copy_rows_at = dry_copy_rows_at,
     .attention_decode_at = dry_attention_decode_at,
+    .keep_bf16 = dry_keep_bf16,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -137,7 +141,7 @@ static const Ops dry_ops = {
 /* One dry run for a config whose split is a number. */
 static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
     memset(e, 0, sizeof *e);
-    dry.live = dry.peak = 0;
+    dry.live = dry.peak = dry.kept = 0;
     Model m;
     Optimizer opt;
     memset(&opt, 0, sizeof opt);
@@ -175,6 +179,7 @@ static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEsti
         free(tok);
         e->activations = dry.peak - base;
     }
+    if (use == MEMORY_TRAIN) e->kept_bf16 = dry.kept;
     optimizer_free(&opt, &m);
     model_free(&m);
     e->backend = e->params + e->grads + e->optimizer + e->activations;
@@ -221,10 +226,13 @@ void memory_add_backend(MemoryEstimate *e, const Backend *be) {
     e->backend -= e->weight_copy;
     e->total -= e->weight_copy;
     e->weight_copy = 0;
-    const char *off = getenv("FLOWHN_BF16_MASTER");
-    if (e->use == MEMORY_TRAIN && be->matmul_precision && !strcmp(be->matmul_precision(), "bf16") &&
-        strcmp(be->name, "cpu") && !(off && !strcmp(off, "0")))
+    const char *off = getenv("FLOWHN_BF16_MASTER"), *keep = getenv("FLOWHN_BF16_KEEP");
+    int bf16 = e->use == MEMORY_TRAIN && be->matmul_precision && !strcmp(be->matmul_precision(), "bf16") &&
+               strcmp(be->name, "cpu");
+    if (bf16 && !(off && !strcmp(off, "0")))
         e->weight_copy = e->weights_bf16;   /* one bf16 per parameter, and the padding that aligns each tensor */
+    if (bf16 && !(keep && !strcmp(keep, "0")))
+        e->weight_copy += e->kept_bf16;     /* the kept bf16 roundings of the saved product inputs */
     e->backend += e->weight_copy;
     e->total += e->weight_copy;
 }
@@ -380,7 +388,7 @@ static const char *human(size_t b, char *buf, size_t n) {
 void memory_describe(const MemoryEstimate *e, char *buf, size_t n) {
     char t[32], p[32], g[32], o[32], a[32], h[32], w[32];
     snprintf(buf, n, "%s (params %s%s%s + grads %s%s%s + %s %s%s%s)", human(e->total, t, 32),
-             human(e->params, p, 32), e->weight_copy ? " + their bf16 copy " : "",
+             human(e->params, p, 32), e->weight_copy ? " + bf16 copies (weights, kept inputs) " : "",
              e->weight_copy ? human(e->weight_copy, w, 32) : "", human(e->grads, g, 32),
              e->optimizer ? " + AdamW m, v " : "", e->optimizer ? human(e->optimizer, o, 32) : "",
              e->use == MEMORY_GENERATE ? "KV caches, states, scratch and prefill" : "activations", human(e->activations, a, 32),

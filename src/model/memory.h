@@ -39,9 +39,12 @@ typedef enum {
  * memory on CUDA); host = host buffers beside it at the peak. */
 typedef struct {
     size_t params, grads, optimizer, activations;  /* backend */
-    size_t weight_copy;   /* the backend's own copy of the weights (memory_add_backend; 0 from the estimate) */
+    size_t weight_copy;   /* the backend's own copies (memory_add_backend; 0 from the estimate): of the weights, and
+                           * CUDA bf16 training's kept bf16 roundings of the saved product inputs (kept_bf16) */
     size_t weights_bf16;  /* what a bf16 copy of the parameters laid out tensor by tensor, each tensor's start
                            * 256-byte aligned, takes: CUDA bf16 training's copy (memory_add_backend) */
+    size_t kept_bf16;     /* MEMORY_TRAIN: 2 bytes per value of every product input the model keeps for the backward
+                           * (Ops.keep_bf16): CUDA bf16 training's kept roundings (memory_add_backend) */
     size_t backend;       /* params + grads + optimizer + activations + weight_copy: the backend's peak */
     size_t host;          /* the trainer's checkpoint copies of m and v (MEMORY_TRAIN) */
     size_t total;         /* backend + host */
@@ -63,7 +66,8 @@ int model_memory_estimate_ranks(const Config *c, int B, int T, int use, int worl
  * (backend-independent) cannot see but which grows with the model: with bf16
  * products, CUDA training keeps a bf16 copy of the parameters, 2 bytes per
  * parameter plus the padding that aligns each tensor (weights_bf16;
- * src/ops/cuda/linear.cu, Ops.train_weights; none with FLOWHN_BF16_MASTER=0). Into weight_copy, backend and total. Call it after
+ * src/ops/cuda/linear.cu, Ops.train_weights; none with FLOWHN_BF16_MASTER=0), and the kept bf16 roundings of the
+ * saved product inputs (kept_bf16; Ops.keep_bf16; none with FLOWHN_BF16_KEEP=0). Into weight_copy, backend and total. Call it after
  * the estimate, with the precision set, before memory_check. */
 void memory_add_backend(MemoryEstimate *e, const Backend *be);
 

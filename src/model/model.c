@@ -90,6 +90,22 @@ static int ens(Model *m, real **p, size_t n) {
 #define FIRST (m->zero_first ? FH_ACC : FH_OVERWRITE)
 #define REF_ZERO(ptr, n) do { if (m->zero_first) ZERO(ptr, n); } while (0)
 #define W(off) (m->params + (off))
+
+/* Ops.keep_bf16: x, written by the next op, is a product input saved for the
+ * backward; nothing writes it again until keep_end. Each buffer passed here
+ * belongs to one layer's activations for the whole step (ENS: its own
+ * allocation), is written once in the forward by that next op and only read
+ * after (by the forward's products and the backward). keep_end runs before
+ * anything may write such a buffer again: at the start of trunk_compute (the
+ * next forward) and of a prefill (which runs the layers on shared buffers),
+ * and at the end of the backward. Releasing a buffer also ends its keep (the
+ * backend sees the release). */
+static void keep_bf16(Model *m, const real *x, size_t n) {
+    if (m->keep_acts && m->ops->keep_bf16) m->ops->keep_bf16(x, n);
+}
+static void keep_end(Model *m) {
+    if (m->ops->keep_bf16) m->ops->keep_bf16(NULL, 0);
+}
 #define G(off) (m->grads + (off))
 
 static void acts_release(Model *m) {
@@ -134,6 +150,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         o->rope_fwd(a->kr, a->k, kpos, B, nk, nkv, hd, (real)c->rope_theta);
         q = a->qr; k = a->kr;
     }
+    keep_bf16(m, a->att, (size_t)B * nq * qd);   /* the o product's input, again in its backward */
     o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
     return 0;
@@ -355,9 +372,11 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
     ENS(a->v, (size_t)N * H); ENS(a->v_rstd, N); ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I);
     ENS(a->act, (size_t)N * I);
     a->h = h;
+    keep_bf16(m, a->v, (size_t)N * H);   /* gate and up's input, again in their backward */
     o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
     o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
     o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
+    keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
     o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
     if (defer) *defer = (Residual){out, h};   /* out = out + h, made by the next op */
@@ -399,11 +418,13 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     real eps = (real)c->norm_eps;
     a->x_in = x_in; a->x_full = x_full; a->pos = pos; a->B = B; a->n = n; a->T = T;
     ENS(a->u, N * H); ENS(a->u_rstd, N); ENS(a->mix, N * H);
+    keep_bf16(m, a->u, N * H);   /* the mixer's input products (q, k, v; in_proj), again in their backward */
     if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
     if (w->mixer == MIXER_ATTN) {
         if (x_full) {
             ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
+            keep_bf16(m, a->at.uk, (size_t)B * T * H);   /* k and v's input, again in their backward */
             o->rmsnorm_fwd(a->at.uk, a->at.uk_rstd, x_full, W(w->mixer_norm), B * T, H, eps);
             if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, T, m->iota_dev, a->at.uk, a->mix)) return -1;
         } else if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, n, pos, a->u, a->mix)) return -1;
@@ -558,6 +579,7 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, co
     real eps = (real)c->norm_eps;
     ENS(a->u, BT * H); ENS(a->u_rstd, BT); ENS(a->a, BT * H); ENS(a->s, BT * H); ENS(a->an, BT * H);
     ENS(a->an_rstd, BT); ENS(a->sn, BT * H); ENS(a->sn_rstd, BT); ENS(a->c, BT * H); ENS(a->h, BT * H);
+    keep_bf16(m, a->u, BT * H);   /* both heads' input products, again in their backward */
     if (in) o->add_rmsnorm_fwd((real *)x, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)BT, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x, W(w->mixer_norm), (int)BT, H, eps);
     /* attention and Mamba heads read u and write their own outputs: two branches
@@ -797,7 +819,9 @@ static int layer_fwd(Model *m, int l, LayerActs *a, real *x, real *out, const Re
 }
 
 /* embedding -> layers -> final norm (A->xf), from the staged tokens */
-static int trunk_compute(Model *m) {
+/* keep: a backward follows (model_forward_backward, model_step_body): the
+ * layers keep their saved product inputs' bf16 roundings (Ops.keep_bf16) */
+static int trunk_compute(Model *m, int keep) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     ModelActs *A = m->acts;
@@ -805,6 +829,8 @@ static int trunk_compute(Model *m) {
     size_t BT = (size_t)B * T;
     for (int l = 0; l <= c->num_layers; l++) ENS(A->x[l], BT * H);
     o->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), (int)BT, H);
+    keep_end(m);   /* this forward rewrites the saved inputs */
+    m->keep_acts = keep;
     /* each layer's output add is made by the next layer with its input norm
      * (x[l + 1] = res.a + res.b), the last one's by the final norm */
     Residual res = {0}, next;
@@ -812,6 +838,7 @@ static int trunk_compute(Model *m) {
         if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1], l ? &res : NULL, &next)) return -1;
         res = next;
     }
+    m->keep_acts = 0;
     ENS(A->xf, BT * H); ENS(A->xf_rstd, BT);
     if (c->num_layers)
         o->add_rmsnorm_fwd(A->x[c->num_layers], A->xf, A->xf_rstd, res.a, res.b, W(m->layout.norm_f), (int)BT, H,
@@ -821,9 +848,9 @@ static int trunk_compute(Model *m) {
 }
 
 /* Checks the input, then embedding -> layers -> final norm (A->xf). */
-static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T) {
+static int forward_trunk(Model *m, const int *tokens, const int *targets, int B, int T, int keep) {
     if (stage_tokens(m, tokens, targets, B, T)) return -1;
-    return trunk_compute(m);
+    return trunk_compute(m, keep);
 }
 
 /* ---- the generator's prefill (model.h model_prefill) ---- */
@@ -907,6 +934,8 @@ int model_prefill(Model *m, const int *tokens, int B, int T, ModelCacheFn take, 
     ModelActs *A = m->acts;
     size_t BTH = (size_t)B * T * c->hidden_size;
     m->has_targets = 0;
+    m->keep_acts = 0;
+    keep_end(m);   /* the prefill's layers write the first layers' buffers: no keep outlives that */
     ENS(A->x[0], BTH); ENS(A->x[1], BTH);   /* the layers' inputs and outputs, in turn */
     m->ops->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), B * T, c->hidden_size);
     for (int l = 0; l < c->num_layers; l++) {
@@ -960,7 +989,7 @@ static int loss_check(Model *m) {
 }
 
 int model_forward(Model *m, const int *tokens, const int *targets, int B, int T) {
-    if (forward_trunk(m, tokens, targets, B, T)) return -1;
+    if (forward_trunk(m, tokens, targets, B, T, 0)) return -1;
     const Ops *o = m->ops;
     ModelActs *A = m->acts;
     int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
@@ -1039,6 +1068,7 @@ static int backward_trunk(Model *m) {
         /* layer l writes only its own tensors [begin, next begin) */
         if (grads_ready(m, w->begin)) return -1;
     }
+    keep_end(m);   /* every saved input has been read for the last time */
     o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
     return grads_ready(m, 0);
 }
@@ -1056,7 +1086,7 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
         if (model_forward(m, tokens, targets, B, T)) return -1;
         return model_backward(m);
     }
-    if (forward_trunk(m, tokens, targets, B, T)) return -1;
+    if (forward_trunk(m, tokens, targets, B, T, 1)) return -1;
     const Ops *o = m->ops;
     ModelActs *A = m->acts;
     int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
@@ -1095,7 +1125,7 @@ int model_step_body(Model *m, double *loss_sum) {
     int H = m->cfg.hidden_size, V = m->cfg.vocab_size;
     size_t BT = (size_t)m->B * m->T;
     model_zero_grad(m);
-    if (trunk_compute(m)) return -1;
+    if (trunk_compute(m, 1)) return -1;
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
     ZERO(A->dxf, BT * H);
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,

@@ -65,6 +65,11 @@ typedef struct {
      * composition for A/B timing and the reference the fused op must match
      * (tests/test_zero_elim.c). model_create sets it from FLOWHN_CONV_SILU=0. */
     int unfused_conv_silu;
+    /* 1 while trunk_compute runs the layers (a training or loss forward): the
+     * layers then tell the backend which product inputs they save for the
+     * backward (Ops.keep_bf16); 0 otherwise (the prefill's layers share
+     * buffers, so nothing is kept there). */
+    int keep_acts;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

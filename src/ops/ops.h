@@ -321,6 +321,18 @@ typedef struct Ops {
      * convert as without it). */
     int (*train_weights)(const real *p, size_t n, const size_t *starts, int count);
 
+    /* ---- saved-activation hint (may be NULL: CPU) ----
+     * keep_bf16(x, n): the next op writes x[0, n) (it is that op's output), and
+     * after it nothing writes [x, x + n) until keep_bf16(NULL, 0), which ends
+     * every keep (the model calls it before anything may write a kept buffer
+     * again: at the start of each training forward and of a prefill, and at the
+     * end of the backward). Products read x meanwhile (the forward's, and the
+     * backward's weight gradients). A backend with bf16 products may keep x's
+     * bf16 rounding for all of them (CUDA: linear.cu "kept roundings") instead
+     * of rounding x again in the backward. Results are the same bits with or
+     * without it; a caller that breaks the promise gets stale operands. */
+    void (*keep_bf16)(const real *x, size_t n);
+
     /* ---- fused decode ops (each may be NULL: generate.c then runs the
      * composition named at each; FLOWHN_DECODE_FUSE=0 makes it run that
      * composition anyway). A decode step at batch 1 is bound by its count of
