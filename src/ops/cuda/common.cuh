@@ -293,6 +293,12 @@ int cuda_train_weights(const real *p, size_t n, const size_t *starts, int count)
  * `stales`). */
 void cuda_weights_written(const void *p, size_t bytes);
 void cuda_weights_released(const void *p, size_t bytes);
+/* kept bf16 roundings of saved activations (linear.cu, Ops.keep_bf16): the
+ * op; a backend block freed (keeps of inputs inside it end, their buffers
+ * go); before a recording (every keep ends). */
+void cuda_keep_bf16(const real *x, size_t n);
+void cuda_keep_released(const void *p, size_t bytes);
+void cuda_keep_before_recording(void);
 void cuda_weights_before_recording(void);
 int cuda_weights_recording_stales(void);
 void cuda_weights_before_replay(int stales);

@@ -84,6 +84,7 @@ const Ops cuda_ops = {
     .graph_launch = cuda_graph_launch,
     .graph_free = cuda_graph_free,
     .train_weights = cuda_train_weights,
+    .keep_bf16 = cuda_keep_bf16,
     .linear3_fwd = cuda_linear3_fwd,
     .linear_res_fwd = cuda_linear_res_fwd,
     .swiglu_linear_fwd = cuda_swiglu_linear_fwd,

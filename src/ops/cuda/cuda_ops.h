@@ -51,6 +51,18 @@ int cuda_set_add_norm_fused(int on);
  * setting; -1 leaves it as it is (tests use both). */
 int cuda_set_bf16_shadow(int on);
 
+/* kept bf16 roundings (linear.cu, Ops.keep_bf16): the forward inputs the
+ * model saves keep their bf16 rounding until the backward's weight-gradient
+ * products. On by default; FLOWHN_BF16_KEEP=0 turns it off (read on first
+ * use). Returns the previous setting; -1 leaves it. cuda_keep_stats: bytes
+ * of kept buffers held and inputs holding one. Counters (for tests):
+ * cuda_keep_served (products that read a kept rounding), cuda_keep_fills
+ * (roundings made into a kept buffer by a product), cuda_keep_produced (kept
+ * buffers written by their producer). */
+int cuda_set_bf16_keep(int on);
+void cuda_keep_stats(size_t *bytes, int *entries);
+extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
+
 /* conv1d (conv1d.cu) and gated RMSNorm (gated_rmsnorm.cu) kernels: 1 the
  * segment-walking conv and register-resident gated norm (default), 0 the
  * first ones (for A/B timing; FLOWHN_M2_KERNELS=old). The fused conv1d_silu

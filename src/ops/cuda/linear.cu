@@ -237,6 +237,68 @@ static int overlaps(const void *p, size_t bytes, const CudaRange *w, int nw) {
     return 0;
 }
 
+/* ---- kept roundings of saved activations (Ops.keep_bf16; FLOWHN_BF16_KEEP=0 turns them off) ----
+ * The weight gradient dW = dout^T x of every product needs its forward input
+ * x in bf16 again in the backward. x's shadow (above) was retired long before
+ * (every op in between moves cuda_epoch), so linear_bwd rounded x once more:
+ * 4 bytes read + 2 written per value and a launch, per product per layer. The
+ * model says which inputs it saves for the backward (Ops.keep_bf16 before
+ * their producer); each gets its own bf16 buffer here, which holds x's
+ * rounding from the forward to the backward.
+ * Exactness does not rest on cuda_epoch (nothing would survive that long) but
+ * on the op contract: after keep_bf16(x, n) the next op writes x, then nothing
+ * writes [x, x + n) until keep_bf16(NULL, 0). So the buffer is filled exactly
+ * once per keep, by whichever comes first:
+ *   - the producer itself (cuda_shadow_claim hands out the kept buffer instead
+ *     of one of the SHADOWS; its rounding of the very values it stores), or
+ *   - the first product that reads x (operand(): rounding into the kept buffer
+ *     instead of the slot; x is final then: its producer ran before its reader).
+ * From then on x's values are the ones rounded, until keep_bf16(NULL, 0) ends
+ * it; every product reading exactly (x, n) reads the buffer. Belt and braces:
+ * a declared write that overlaps x (launch_done) ends the keep too, and so
+ * does freeing the block that holds x (cuda_keep_released) and the start of a
+ * recording (nothing from outside a recorded step is served inside it).
+ * Streams: a kept buffer is read only on the branch whose stream wrote it
+ * (stream order puts the fill first); another branch rounds into its slot.
+ * Its next writer is x's next producer (or a reader of the new x), which the
+ * model orders after x's previous readers as it must for x itself.
+ * Graphs: decisions are host-side and recorded; the buffers are allocated at
+ * keep_bf16 outside a recording (the warm-up step) and never inside one (no
+ * buffer: that input is rounded per product, as before).
+ * Memory: one buffer per kept input, 2 bytes per value, held until the block
+ * holding x is released (counted with the model's memory: memory.c's dry run
+ * counts the model's keep_bf16 calls). A fresh cudaMalloc is 256-byte aligned
+ * as a slot is: the same cuBLASLt plan and algorithm, the same bits. */
+typedef struct {
+    const float *src;      /* the fp32 input; NULL: a free entry */
+    size_t n;
+    __nv_bfloat16 *buf;
+    size_t cap;
+    int armed;             /* between keep_bf16(src, n) and keep_bf16(NULL, 0), with a buffer */
+    int claimed;           /* its producer is writing buf (between claim and done) */
+    int valid;             /* buf holds the rounding of [src, src + n) (armed only) */
+    int branch;            /* the branch whose stream wrote buf */
+} Kept;
+static Kept *kept;
+static int nkept, kept_alloc_n, kept_valid;   /* kept_valid: entries valid now (0: nothing to check) */
+static int keep_on = -1;                       /* -1: FLOWHN_BF16_KEEP not read yet */
+unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;   /* for tests */
+
+int cuda_set_bf16_keep(int on) {
+    if (keep_on < 0) {
+        const char *e = getenv("FLOWHN_BF16_KEEP");
+        keep_on = !(e && !strcmp(e, "0"));
+    }
+    int was = keep_on;
+    if (on >= 0) keep_on = on != 0;
+    return was;
+}
+
+static void kept_end(Kept *k) {
+    if (k->valid) kept_valid--;
+    k->armed = k->claimed = k->valid = 0;
+}
+
 /* After a launch (or a few) that wrote the nw ranges w and nothing else, all
  * since `before`: roundings (the current branch's slots, every branch's
  * shadows) still valid before it stay valid unless their source overlaps
@@ -252,6 +314,8 @@ static void launch_done(unsigned long before, const CudaRange *w, int nw) {
             if (h->src && h->epoch == before && !overlaps(h->src, h->n * sizeof(float), w, nw))
                 h->epoch = cuda_epoch;
         }
+    for (int i = 0; kept_valid && i < nkept; i++)   /* the contract forbids it; if it happens, exactness wins */
+        if (kept[i].valid && overlaps(kept[i].src, kept[i].n * sizeof(float), w, nw)) kept_end(&kept[i]);
 }
 static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
     CudaRange w = {written, bytes};
@@ -259,7 +323,14 @@ static void own_launch_done(unsigned long before, const void *written, size_t by
 }
 
 void *cuda_shadow_claim(const float *out, size_t n) {
-    if (!n || !out || precision != MM_BF16 || !cuda_set_bf16_shadow(-1)) return NULL;
+    if (!n || !out || precision != MM_BF16) return NULL;
+    for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
+        if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid) {
+            kept[i].claimed = 1;
+            cuda_shadow_claims++;
+            return kept[i].buf;
+        }
+    if (!cuda_set_bf16_shadow(-1)) return NULL;
     Shadow *t = shadows[cuda_branch()], *h = NULL;
     /* which buffer: the same output produced again takes its own; else the least recently used of those not
      * current (an empty one, or one whose source was written since); else the least recently used */
@@ -312,6 +383,14 @@ void *cuda_shadow_claim(const float *out, size_t n) {
 
 void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw) {
     launch_done(before, w, nw);
+    for (int i = 0; i < nkept; i++)
+        if (kept[i].claimed) {
+            kept[i].claimed = 0;
+            kept[i].valid = 1;
+            kept[i].branch = cuda_branch();
+            kept_valid++;
+            cuda_keep_produced++;
+        }
     Shadow *t = shadows[cuda_branch()];
     for (int k = 0; k < SHADOWS; k++)
         if (t[k].claimed) {
@@ -332,6 +411,108 @@ static const void *shadow_of(const float *x, size_t n) {
             cuda_shadow_served++;
             return t[k].buf;
         }
+    return NULL;
+}
+
+/* Ops.keep_bf16 (see the block comment "kept roundings" above) */
+void cuda_keep_bf16(const real *x, size_t n) {
+    if (!x) {   /* every keep ends */
+        for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
+        return;
+    }
+    if (!n || precision != MM_BF16 || !cuda_set_bf16_keep(-1)) return;
+    Kept *k = NULL, *free_k = NULL;
+    for (int i = 0; i < nkept && !k; i++) {
+        if (kept[i].src == x) k = &kept[i];
+        else if (!kept[i].src && !free_k) free_k = &kept[i];
+    }
+    if (!k) k = free_k;
+    if (!k) {
+        if (nkept == kept_alloc_n) {
+            int cap = kept_alloc_n ? 2 * kept_alloc_n : 64;
+            Kept *t = (Kept *)realloc(kept, sizeof(Kept) * cap);
+            if (!t) return;   /* no keep: x is rounded per product */
+            kept = t;
+            kept_alloc_n = cap;
+        }
+        k = &kept[nkept++];
+        memset(k, 0, sizeof *k);
+    }
+    kept_end(k);   /* the next op rewrites x */
+    k->src = x;
+    k->n = n;
+    if (k->cap < n) {
+        if (cuda_capturing()) return;   /* no allocation inside a recording: x is rounded per product */
+        if (k->buf) {
+            cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
+            cuda_scratch_free(k->buf);   /* counts the free: a recorded graph may have used it */
+        }
+        k->buf = NULL;
+        k->cap = 0;
+        if (cudaMalloc(&k->buf, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            k->buf = NULL;
+            cudaGetLastError();   /* no room: not an error, x is rounded per product */
+            return;
+        }
+        k->cap = n;
+        cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 1);   /* with the model's memory, as estimated */
+    }
+    k->armed = 1;
+}
+
+/* the block [p, p + bytes) is freed: keeps of inputs inside it end, their buffers go */
+void cuda_keep_released(const void *p, size_t bytes) {
+    uintptr_t a = (uintptr_t)p, b = a + (bytes ? bytes : 1);
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (!k->src || (uintptr_t)k->src < a || (uintptr_t)k->src >= b) continue;
+        kept_end(k);
+        if (k->buf) {
+            cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
+            cuda_scratch_free(k->buf);
+        }
+        memset(k, 0, sizeof *k);   /* a free entry */
+    }
+}
+
+void cuda_keep_before_recording(void) {
+    for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
+}
+
+void cuda_keep_stats(size_t *bytes, int *entries) {
+    size_t b = 0;
+    int e = 0;
+    for (int i = 0; i < nkept; i++)
+        if (kept[i].src) {
+            b += kept[i].cap * sizeof(__nv_bfloat16);
+            e++;
+        }
+    if (bytes) *bytes = b;
+    if (entries) *entries = e;
+}
+
+/* the kept rounding of exactly [x, x + n) on this branch, made now (into its
+ * buffer, by the first reader) if x is kept and not rounded yet; NULL: not kept */
+static const void *kept_of(const float *x, size_t n) {
+    if (!nkept || keep_on <= 0) return NULL;
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src != x || k->n != n || !k->armed || k->claimed) continue;
+        if (k->valid) {
+            if (k->branch != cuda_branch()) return NULL;
+            cuda_keep_served++;
+            return k->buf;
+        }
+        unsigned long before = cuda_epoch;
+        to_bf16_kernel<<<grid_for((n + 1) / 2, 256), 256, 0, cuda_stream()>>>(k->buf, x, n);
+        CUDA_LAUNCHED();
+        own_launch_done(before, k->buf, n * sizeof(__nv_bfloat16));
+        k->valid = 1;
+        k->branch = cuda_branch();
+        kept_valid++;
+        cuda_keep_fills++;
+        return k->buf;
+    }
     return NULL;
 }
 
@@ -633,6 +814,7 @@ const void *cuda_shadow_bf16(const float *x, size_t n) { return precision == MM_
 static const void *operand(const float *x, size_t n, int slot) {
     if (precision != MM_BF16) return x;
     const void *f = weight_copy(x, n);
+    if (!f) f = kept_of(x, n);
     if (!f) f = shadow_of(x, n);
     return f ? f : as_bf16(x, n, slot);
 }

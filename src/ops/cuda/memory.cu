@@ -40,6 +40,7 @@ void cuda_release(void *p) {
         }
     }
     cuda_weights_released(p, bytes);   /* the trained parameters' bf16 copy goes with them */
+    cuda_keep_released(p, bytes);      /* and the kept bf16 roundings of activations inside */
     cuda_scratch_free(p);   /* counts the free: a recorded graph may have used p */
 }
 

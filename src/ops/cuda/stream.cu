@@ -108,6 +108,7 @@ int cuda_graph_begin(void) {
     }
     if (enabled > 0 && make_branch_streams()) return cuda_ops_check();
     cuda_weights_before_recording();   /* the trained weights' bf16 copy current: the recorded products read it */
+    cuda_keep_before_recording();      /* no kept rounding from before is served inside */
     /* everything queued before runs first (the recording does not order itself after it) */
     if (cuda_ops_check()) return -1;
     current = 0;
