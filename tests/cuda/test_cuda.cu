@@ -1394,6 +1394,154 @@ static void test_bf16_shadow(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* kept bf16 roundings (linear.cu "kept roundings", Ops.keep_bf16): a saved
+ * product input keeps its bf16 rounding from the forward (written by its
+ * producer, or by its first product) until the backward's weight-gradient
+ * products, across ops that retire every shadow. One forward/backward-like
+ * sequence with keeps on and off (FLOWHN_BF16_KEEP): every result against the
+ * CPU (bf16 bound), on == off bit for bit, and which products read a kept
+ * rounding: each product of a kept input while it is unchanged, never after a
+ * declared overwrite (a product's din into it) nor after keep_bf16(NULL, 0). */
+#define KEEP_RES 12
+static int keep_checking;   /* 0 in the warm-up run */
+static void keep_expect(int on, unsigned long before, int want, const char *what) {
+    if (!keep_checking) return;
+    unsigned long got = cuda_keep_served - before;
+    int ok = got == (unsigned long)(on ? want : 0);
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%s: %lu operands read from kept roundings, expected %d", what, got, on ? want : 0);
+}
+static void keep_sequence(int on, int N, int C, int I, int OC, float *const *h, float **res) {
+    /* h: x, wn, Wq, Wd, g, u, a, b, dY, Wo */
+    size_t nc = (size_t)N * C, ni = (size_t)N * I;
+    int was = cuda_set_bf16_keep(on);
+    float *x = dev(h[0], nc), *wn = dev(h[1], C), *Wq = dev(h[2], (size_t)OC * C), *Wd = dev(h[3], (size_t)OC * I);
+    float *g = dev(h[4], ni), *u = dev(h[5], ni), *a = dev(h[6], nc), *b = dev(h[7], nc);
+    float *dY = dev(h[8], (size_t)N * OC), *Wo = dev(h[9], (size_t)OC * OC);
+    float *hb = dnan(nc), *rs = dnan(N), *act = dnan(ni), *hc = dnan(nc), *r = dnan(nc), *z = dnan((size_t)N * OC);
+    size_t sz[KEEP_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, ni, (size_t)OC * I,
+                           nc, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C};
+    float *o[KEEP_RES];
+    for (int k = 0; k < KEEP_RES; k++) o[k] = dnan(sz[k]);
+    for (int k = 5; k < KEEP_RES; k++)
+        if (k != 6) G->zero(o[k], sizeof(float) * sz[k]);   /* dW accumulates */
+    int e0;
+    cuda_keep_stats(NULL, &e0);
+    unsigned long s, p0 = cuda_keep_produced, f0 = cuda_keep_fills;
+    /* forward: a kept norm output, written by its producer, read by two products */
+    G->keep_bf16(hb, nc);
+    G->rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+    s = cuda_keep_served; G->linear_fwd(o[0], hb, Wq, NULL, N, C, OC); keep_expect(on, s, 1, "norm -> product");
+    /* a kept SwiGLU output, read by down */
+    G->keep_bf16(act, ni);
+    G->swiglu_fwd(act, g, u, ni);
+    s = cuda_keep_served; G->linear_fwd(o[1], act, Wd, NULL, N, I, OC); keep_expect(on, s, 1, "swiglu -> down");
+    /* a kept input whose writer writes no shadow (an add): its first product rounds into the kept buffer */
+    G->keep_bf16(hc, nc);
+    G->add(hc, a, b, nc);
+    s = cuda_keep_served; G->linear_fwd(o[2], hc, Wq, NULL, N, C, OC); keep_expect(on, s, 0, "add -> first product");
+    if (keep_checking && on && cuda_keep_fills != f0 + 1) line_ok = 0;
+    CHECK(!keep_checking || !on || cuda_keep_fills == f0 + 1, "the first product of a kept input made %lu roundings "
+          "into its buffer, expected 1", cuda_keep_fills - f0);
+    /* ops in between that retire every shadow and slot: an add, an upload, a memset, another product */
+    G->add(r, a, b, nc);
+    G->from_host(r, h[7], sizeof(float) * nc);
+    G->zero(z, sizeof(float) * N * OC);
+    G->linear_fwd(z, o[0], Wo, NULL, N, OC, OC);
+    s = cuda_keep_served; G->linear_fwd(o[3], hc, Wq, NULL, N, C, OC); keep_expect(on, s, 1, "kept across other ops");
+    /* backward: each weight gradient reads its input's kept rounding (din reads the weight and dout only) */
+    s = cuda_keep_served; G->linear_bwd(o[4], o[5], NULL, dY, act, Wd, N, I, OC, FH_OVERWRITE);
+    keep_expect(on, s, 1, "down bwd");
+    s = cuda_keep_served; G->linear_bwd(o[6], o[7], NULL, dY, hb, Wq, N, C, OC, FH_OVERWRITE);
+    keep_expect(on, s, 1, "q bwd");
+    s = cuda_keep_served; G->linear_bwd(NULL, o[8], NULL, dY, hc, Wq, N, C, OC, FH_ACC);
+    keep_expect(on, s, 1, "add's output bwd");
+    /* a declared overwrite (a product's din into hc) ends hc's keep: its next product rounds the new values */
+    G->linear_bwd(hc, NULL, NULL, dY, hb, Wq, N, C, OC, FH_OVERWRITE);
+    s = cuda_keep_served; G->linear_bwd(NULL, o[9], NULL, dY, hc, Wq, N, C, OC, FH_ACC);
+    keep_expect(on, s, 0, "after a din write");
+    s = cuda_keep_served; G->linear_bwd(NULL, o[10], NULL, dY, hb, Wq, N, C, OC, FH_ACC);
+    keep_expect(on, s, 1, "hb still kept");
+    /* keep_bf16(NULL, 0) ends every keep: hb may be written again */
+    G->keep_bf16(NULL, 0);
+    G->add(hb, b, a, nc);
+    s = cuda_keep_served; G->linear_bwd(NULL, o[11], NULL, dY, hb, Wq, N, C, OC, FH_ACC);
+    keep_expect(on, s, 0, "after the end of the keeps");
+    if (keep_checking && on && cuda_keep_produced != p0 + 2) line_ok = 0;
+    CHECK(!keep_checking || !on || cuda_keep_produced == p0 + 2, "%lu kept buffers written by their producers, "
+          "expected 2 (rmsnorm_fwd, swiglu_fwd)", cuda_keep_produced - p0);
+    for (int k = 0; k < KEEP_RES; k++) {
+        res[k] = (float *)malloc(sizeof(float) * sz[k]);
+        G->to_host(res[k], o[k], sizeof(float) * sz[k]);
+        G->release(o[k]);
+    }
+    float *all[] = {x, wn, Wq, Wd, g, u, a, b, dY, Wo, hb, rs, act, hc, r, z};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    int e1;
+    cuda_keep_stats(NULL, &e1);   /* releasing the inputs frees their kept buffers */
+    if (keep_checking && e1 > e0) line_ok = 0;
+    CHECK(!keep_checking || e1 <= e0, "%d kept buffers outlived their inputs", e1 - e0);
+    cuda_set_bf16_keep(was);
+}
+static void test_bf16_keep(void) {
+    static const int shapes[][4] = {{5, 33, 17, 9}, {37, 96, 160, 72}, {300, 768, 2048, 768}};   /* N, C, I, OC */
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], I = shapes[si][2], OC = shapes[si][3];
+        size_t nc = (size_t)N * C, ni = (size_t)N * I;
+        line_start("bf16_keep", "N=%d C=%d I=%d OC=%d", N, C, I, OC);
+        float *h[10] = {hrand(nc, 0.3f, 1.5f), hrand(C, 1, 0.2f), hrand((size_t)OC * C, 0, 0.05f),
+                        hrand((size_t)OC * I, 0, 0.05f), hrand(ni, 0, 1), hrand(ni, 0, 1), hrand(nc, 0, 1),
+                        hrand(nc, 0.5f, 1), hrand((size_t)N * OC, 0, 1), hrand((size_t)OC * OC, 0, 0.05f)};
+        float *x = h[0], *wn = h[1], *Wq = h[2], *Wd = h[3], *g = h[4], *u = h[5], *a = h[6], *b = h[7], *dY = h[8];
+        float *hb = hnan(nc), *rs = hnan(N), *act = hnan(ni), *hc = hnan(nc), *ref[KEEP_RES];
+        size_t sz[KEEP_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)N * OC, (size_t)N * OC, ni, (size_t)OC * I,
+                               nc, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C, (size_t)OC * C};
+        for (int k = 0; k < KEEP_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
+        cpu_rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+        cpu_linear_fwd(ref[0], hb, Wq, NULL, N, C, OC);
+        cpu_swiglu_fwd(act, g, u, ni);
+        cpu_linear_fwd(ref[1], act, Wd, NULL, N, I, OC);
+        cpu_add(hc, a, b, nc);
+        cpu_linear_fwd(ref[2], hc, Wq, NULL, N, C, OC);
+        cpu_linear_fwd(ref[3], hc, Wq, NULL, N, C, OC);
+        cpu_linear_bwd(ref[4], ref[5], NULL, dY, act, Wd, N, I, OC, FH_OVERWRITE);
+        cpu_linear_bwd(ref[6], ref[7], NULL, dY, hb, Wq, N, C, OC, FH_OVERWRITE);
+        cpu_linear_bwd(NULL, ref[8], NULL, dY, hc, Wq, N, C, OC, FH_ACC);
+        cpu_linear_bwd(hc, NULL, NULL, dY, hb, Wq, N, C, OC, FH_OVERWRITE);
+        cpu_linear_bwd(NULL, ref[9], NULL, dY, hc, Wq, N, C, OC, FH_ACC);
+        cpu_linear_bwd(NULL, ref[10], NULL, dY, hb, Wq, N, C, OC, FH_ACC);
+        cpu_add(hb, b, a, nc);
+        cpu_linear_bwd(NULL, ref[11], NULL, dY, hb, Wq, N, C, OC, FH_ACC);
+        float *on[KEEP_RES], *off[KEEP_RES];
+        keep_checking = 0;   /* a warm-up run: it grows the slots and shadows */
+        keep_sequence(1, N, C, I, OC, h, on);
+        for (int k = 0; k < KEEP_RES; k++) free(on[k]);
+        keep_checking = 1;
+        keep_sequence(0, N, C, I, OC, h, off);
+        keep_sequence(1, N, C, I, OC, h, on);
+        TOL = 1e-2;
+        static const char *names[KEEP_RES] = {"y0", "y1", "y2", "y3", "dact", "dWd", "dhb", "dWq", "dWq_c",
+                                              "dWq_c2", "dWq_b", "dWq_b2"};
+        for (int k = 0; k < KEEP_RES; k++) {
+            float *d = dev(on[k], sz[k]);
+            cmp(names[k], ref[k], d, sz[k]);
+            G->release(d);
+            int same = !memcmp(on[k], off[k], sizeof(float) * sz[k]);
+            if (!same) line_ok = 0;
+            CHECK(same, "%s: keeps on and off differ", names[k]);
+            free(on[k]); free(off[k]); free(ref[k]);
+        }
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " on==off bitwise");
+        line_end();
+        for (int k = 0; k < 10; k++) free(h[k]);
+        free(hb); free(rs); free(act); free(hc);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -1473,6 +1621,7 @@ int main(void) {
     RUN(test_optimizer);
     RUN(test_adamw_copy);
     RUN(test_bf16_shadow);
+    RUN(test_bf16_keep);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

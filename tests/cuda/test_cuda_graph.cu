@@ -25,8 +25,9 @@
  * ignored target (1/n_valid changes: recorded again). For llama, flowhn-fac
  * (isolated and prefix), mamba1, mamba2 and hymba at H 256, 4 layers, B 4,
  * T 256, fp32 and bf16 matmuls, for the recordable step op by op and
- * replayed. The reference runs with the bf16 shadows off (linear.cu,
- * FLOWHN_BF16_SHADOW), the tested step with them as set (on by default): the
+ * replayed. The reference runs with the bf16 shadows and kept roundings off
+ * (linear.cu, FLOWHN_BF16_SHADOW, FLOWHN_BF16_KEEP), the tested step with
+ * them as set (on by default): the
  * same roundings either way, so the same bounds hold, and a product reading a
  * stale shadow, op by op or in a replay, fails them.
  * make test-cuda also runs it with FLOWHN_BRANCH_STREAMS=1 (the
@@ -66,7 +67,7 @@ static void copy_dev(real *dst, const real *src, size_t n, float *tmp) {
 
 static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(a), 1e-30); }
 
-typedef struct { double loss, norm, update; int bitwise_loss, recordings, replays; } Worst;
+typedef struct { double loss, norm, update; int bitwise_loss, recordings, replays; unsigned long kept; size_t kept_bytes; } Worst;
 
 /* the AdamW both lockstep tests train with: lr 1e-3 decaying to 1e-4 */
 static AdamWConfig test_adamw(int warmup, int total, double grad_clip) {
@@ -114,12 +115,16 @@ static int lockstep(const Config *c, int graphs, int B, int T, Worst *w) {
         model_zero_grad(&r);
         /* the reference without bf16 shadows (every product rounds its operands itself): a product of the
          * tested step reading a stale shadow would show as a loss or gradient off by far more than the bounds */
-        int shadow_was = cuda_set_bf16_shadow(0);
+        /* nor kept roundings (Ops.keep_bf16): a kept rounding served after its input changed would show too */
+        int shadow_was = cuda_set_bf16_shadow(0), keep_was = cuda_set_bf16_keep(0);
         int ref_failed = model_forward_backward(&r, tok, tgt, B, T) || optimizer_step(&orf, &r, 1.0, &nr);
         cuda_set_bf16_shadow(shadow_was);
+        cuda_set_bf16_keep(keep_was);
         if (ref_failed) goto out;
         lr_ = r.loss;
+        unsigned long kept0 = cuda_keep_served;
         if (train_step_run(&ts, &g, &og, tok, tgt, B, T, &lg, &ng)) goto out;
+        w->kept += cuda_keep_served - kept0;   /* host-side: the eager and recorded steps' products, not replays */
         if (cuda_ops_check()) goto out;
         w->loss = fmax(w->loss, rel(lr_, lg));
         w->norm = fmax(w->norm, rel(nr, ng));
@@ -136,6 +141,7 @@ static int lockstep(const Config *c, int graphs, int B, int T, Worst *w) {
     }
     w->recordings = ts.recordings;
     w->replays = ts.replays;
+    cuda_keep_stats(&w->kept_bytes, NULL);   /* the tested model's (the reference keeps none) */
     rc = 0;
 out:
     if (rc) printf("    %s: %s\n", graphs ? "graph" : "eager", fh_last_error());
@@ -167,8 +173,18 @@ static void test_arch(const TinySpec *s) {
         if (graphs)
             CHECK(w.recordings >= 2 && w.replays >= 2, "%s: %d recordings, %d replays", name, w.recordings,
                   w.replays);
-        printf("  %-5s %-24s %-8s loss rel %.1e%s, norm rel %.1e, update rel %.1e; %d recordings, %d replays\n", mode,
-               name, what, w.loss, w.bitwise_loss ? " (bitwise)" : "", w.norm, w.update, w.recordings, w.replays);
+        /* bf16 with keeps on: the backward's weight gradients read the forward inputs' kept roundings */
+        if (!strcmp(mode, "bf16") && cuda_set_bf16_keep(-1))
+            CHECK(w.kept > 0, "%s %s: no product read a kept bf16 rounding", name, what);
+        if (!strcmp(mode, "bf16") && cuda_set_bf16_keep(-1)) {   /* the memory check counts the kept buffers exactly */
+            MemoryEstimate est;
+            CHECK(model_memory_estimate(&c, 4, 256, MEMORY_TRAIN, &est) == 0, "%s", fh_last_error());
+            CHECK(w.kept_bytes == est.kept_bf16, "%s %s: kept bf16 roundings hold %zu bytes, the estimate says %zu",
+                  name, what, w.kept_bytes, est.kept_bf16);
+        }
+        printf("  %-5s %-24s %-8s loss rel %.1e%s, norm rel %.1e, update rel %.1e; %d recordings, %d replays; "
+               "%lu kept operands read\n", mode, name, what, w.loss, w.bitwise_loss ? " (bitwise)" : "", w.norm, w.update,
+               w.recordings, w.replays, w.kept);
     }
 }
 

@@ -125,8 +125,13 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         /* the fused training classifier (model_forward_backward) on the GPU gives
          * the same loss and gradients as the CPU's unfused forward + backward */
         model_zero_grad(&mg);
+        unsigned long kept0 = cuda_keep_served;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
+        /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
+         * so this step's bounds against the CPU cover them */
+        if (okf && !strcmp(mode, "bf16") && cuda_set_bf16_keep(-1))
+            CHECK(cuda_keep_served > kept0, "%s: no product of the fused step read a kept bf16 rounding", name);
         if (okf) {
             double dlf = rel_diff(mc.loss, mg.loss), wholef;
             char worstf_name[96];
