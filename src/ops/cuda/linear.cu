@@ -326,8 +326,7 @@ void *cuda_shadow_claim(const float *out, size_t n) {
     if (!n || !out || precision != MM_BF16) return NULL;
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
         if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid) {
-            kept[i].claimed = 1;
-            cuda_shadow_claims++;
+            kept[i].claimed = 1;   /* counted in cuda_keep_produced at done, not as a shadow */
             return kept[i].buf;
         }
     if (!cuda_set_bf16_shadow(-1)) return NULL;
