@@ -223,7 +223,8 @@ static void test_embedding(void) {
 
 /* rmsnorm and gated rmsnorm share shapes */
 static int norm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}};
-/* At C = 1 the normalised output is w * sign(x): its input gradient is
+/* (gated rmsnorm; test_rmsnorm judges dx on its terms' size instead, MAG)
+ * At C = 1 the normalised output is w * sign(x): its input gradient is
  * analytically rstd * w * dy * eps / (x^2 + eps), which fp32 gets as the
  * difference of two nearly equal terms (1 - x^2 rstd^2), keeping only a few
  * bits when x^2 >> eps, on the CPU and the GPU alike. The H200 (session 5)
@@ -245,10 +246,16 @@ static void test_rmsnorm(void) {
         Grad gx = gradx(nc), gw = grad(C);
         cpu_rmsnorm_bwd(gx.h, gw.h, dout, x, w, rstd, N, C, ACC_MODE);
         G->rmsnorm_bwd(gx.d, gw.d, ddout, dx_, dw_, grstd, N, C, ACC_MODE);
-        double tol = TOL;
-        TOL = norm_dx_tol(C);
+        /* dx = rstd (w dy - x rstd^2 mean(x w dy)): judged on its first term's
+         * size, rstd |w dy|. At C = 1 the two terms cancel to eps/(x^2 + eps) of
+         * it, and fp32 keeps only rounding noise of that size on either side
+         * (session 7, H200: 1.4e-1 of the cancelled value, ~6e-7 of the term) */
+        float *mag = (float *)malloc(sizeof(float) * nc);
+        for (size_t i = 0; i < nc; i++) mag[i] = fabsf(w[i % C] * dout[i]) * rstd[i / C];
+        MAG = mag;
         grad_cmp("dx", gx);
-        TOL = tol;
+        MAG = NULL;
+        free(mag);
         grad_cmp("dw", gw);
         line_end();
         free(x); free(w); free(dout); free(out); free(rstd);
