@@ -9,7 +9,7 @@
 #
 # Runs `bench --steps 1 --warmup 1 --no-graph` (launched op by op, so each kernel is its own launch),
 # profiles the first COUNT (default 2) launches matching REGEX after skipping the warm-up step's, and
-# writes DIR/ncu.txt (the sections below, human-readable) and DIR/ncu.csv (raw metrics). ~1 min per kernel.
+# writes DIR/ncu.txt (the sections below, human-readable) and DIR/ncu.csv (raw metrics) from one profiling run (DIR/ncu.ncu-rep).
 # --clock-control none everywhere: the device notes (METHOD.md) say to leave the GPU's clocks alone.
 set -uo pipefail
 BIN=${FLOWHN_CUDA:-build/flowhn-cuda}; OUTD=runs/ncu
@@ -24,14 +24,15 @@ mkdir -p "$OUTD"
 SKIP=$(( $(ncu --clock-control none --kernel-name "regex:$REGEX" --launch-count 1000 --metrics sm__cycles_elapsed.avg --csv \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
     --no-graph 2>/dev/null | grep -c '"sm__cycles_elapsed.avg"') / 2 ))
+# one profiling run into a report, then two views of it (the run is the slow part: each kernel is replayed
+# once per metric pass)
+rm -f "$OUTD/ncu.ncu-rep"
 ncu --clock-control none --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --csv --page raw \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -o "$OUTD/ncu" \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
-    --no-graph > "$OUTD/ncu.csv" 2> "$OUTD/ncu.err"
-ncu --clock-control none --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
-    --no-graph > "$OUTD/ncu.txt" 2>> "$OUTD/ncu.err"
+    --no-graph > "$OUTD/ncu.err" 2>&1
+ncu -i "$OUTD/ncu.ncu-rep" --csv --page raw > "$OUTD/ncu.csv" 2>> "$OUTD/ncu.err"
+ncu -i "$OUTD/ncu.ncu-rep" --page details > "$OUTD/ncu.txt" 2>> "$OUTD/ncu.err"
 echo "ncu_kernels: skipped $SKIP warm-up launches; $OUTD/ncu.txt, $OUTD/ncu.csv"
 grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Block Limit|Registers Per Thread" "$OUTD/ncu.txt" | head -60
