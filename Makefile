@@ -87,11 +87,14 @@ test-cuda: cuda
 	@# the recorded step again with FlowHN/Hymba's branches on two streams (fork/join recorded as graph edges)
 	FLOWHN_BRANCH_STREAMS=1 build/tests/test_cuda_graph
 # racecheck runs one case per process and skips cuBLASLt's own Hopper kernels (nvjet_*): see
-# tools/gpu/racecheck_cases.sh for why; every kernel of ours stays checked.
+# tools/gpu/racecheck_cases.sh for why, and docs/perf-notes.md "Racecheck coverage" for which of our
+# kernels each case covers (the *_rc variants avoid cuBLASLt's bf16/tf32 kernels, which stop the sanitizer).
 test-cuda-sanitize: cuda
 	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda
 	tools/gpu/racecheck_cases.sh build/tests/test_cuda runs/racecheck
 	compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda_decode
+	RACECHECK_CASES=copy_rows,conv1d_step,attention_decode RACECHECK_TIMEOUT=300 \
+	  tools/gpu/racecheck_cases.sh build/tests/test_cuda_decode runs/racecheck-decode
 
 clean:
 	rm -rf build build-asan flowhn

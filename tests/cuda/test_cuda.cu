@@ -58,6 +58,19 @@ static float *dnan(size_t n) {
     cudaMemset(d, 0xff, sizeof(float) * n);  /* all-ones bits: NaN */
     return d;
 }
+/* bf16 round to nearest even (finite x), as __float2bfloat16_rn; and back to float */
+static uint16_t rne_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf16_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 /* sorted distinct random subset of [0, T) of size k */
 static int *subset(int T, int k) {
     int *all = (int *)malloc(sizeof(int) * T), *out = (int *)malloc(sizeof(int) * (k ? k : 1));
@@ -388,15 +401,36 @@ static void cmp_dot(const char *what, const float *h, const float *d, const floa
     free(mag);
 }
 
-static void test_linear_gemv(void) {
+/* out = in w^T (+ b) on the bf16 roundings of in and w, in double on the host:
+ * the gemv kernel's operands, so it differs only by its fp32 summation */
+static float *bf16_product(const float *in, const float *w, const float *b, int N, int IC, int OC) {
+    float *out = (float *)malloc(sizeof(float) * ((size_t)N * OC + 1));
+    for (int r = 0; r < N; r++)
+        for (int j = 0; j < OC; j++) {
+            double t = 0;
+            for (int k = 0; k < IC; k++)
+                t += (double)bf16_float(rne_bf16(in[(size_t)r * IC + k])) * bf16_float(rne_bf16(w[(size_t)j * IC + k]));
+            out[(size_t)r * OC + j] = (float)(t + (b ? b[j] : 0.f));
+        }
+    return out;
+}
+
+/* rc (the racecheck variant, test_linear_gemv_rc): only the shapes that take
+ * the gemv kernel, and no cuBLASLt product at all (compute-sanitizer racecheck
+ * stops with an internal error inside cuBLASLt's bf16 Hopper kernels, session
+ * 6): the gemv result is checked against the CPU fp32 product (bf16 bound) and
+ * against the host product of the same bf16 operands (1e-5), as in the full
+ * case, which also compares with cuBLASLt and checks the shapes gemv refuses. */
+static void linear_gemv_cases(int rc) {
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     struct { int N, IC, OC, off, bias, want_gemv; } cases[] = {
         {1, 64, 1, 0, 0, 1},    {1, 768, 2304, 0, 1, 1}, {2, 768, 33, 8, 0, 1}, {3, 1024, 4097, 0, 1, 1},
         {5, 256, 100, 16, 1, 1}, {8, 2048, 513, 0, 0, 1}, {9, 256, 64, 0, 0, 0},  {1, 1004, 64, 0, 1, 0},
         {2, 256, 64, 4, 1, 0}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        if (rc && !cases[ci].want_gemv) continue;   /* those run cuBLASLt */
         int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, off = cases[ci].off;
-        line_start("linear_gemv", "N=%d IC=%d OC=%d off=%d%s", N, IC, OC, off, cases[ci].bias ? " bias" : "");
+        line_start(rc ? "linear_gemv_rc" : "linear_gemv", "N=%d IC=%d OC=%d off=%d%s", N, IC, OC, off, cases[ci].bias ? " bias" : "");
         float *in = hrand((size_t)N * IC, 0, 1), *wb = hrand((size_t)OC * IC + off, 0, 0.05f);
         float *bias = hrand(OC, 0, 0.1f), *out = hnan((size_t)N * OC);
         float *din = dev(in, (size_t)N * IC), *dwb = dev(wb, (size_t)OC * IC + off), *db = dev(bias, OC);
@@ -409,7 +443,7 @@ static void test_linear_gemv(void) {
         G->linear_fwd(g1, din, dw, dbp, N, IC, OC);
         int took = cuda_gemv_launches != before;
         setenv("FLOWHN_GEMV", "0", 1);
-        G->linear_fwd(g0, din, dw, dbp, N, IC, OC);
+        if (!rc) G->linear_fwd(g0, din, dw, dbp, N, IC, OC);
         CHECK(took == cases[ci].want_gemv, "gemv path %s, expected %s", took ? "taken" : "not taken",
               cases[ci].want_gemv ? "taken" : "not taken");
         /* each output's scale: the L2 norm of its terms x_k w_jk. Against the sum
@@ -419,12 +453,19 @@ static void test_linear_gemv(void) {
         TOL = 1e-2;
         MAG = mag;
         cmp("vs_cpu", out, g1, (size_t)N * OC);
+        /* the same bf16 operands on the host: only the summation order differs
+         * (fp32 in the kernel, ~sqrt(IC) 2^-24 of the terms' scale) */
+        float *hb = took ? bf16_product(in, w, b, N, IC, OC) : NULL;
+        TOL = 1e-5;
+        if (hb) cmp("vs_cpu_bf16", hb, g1, (size_t)N * OC);
         MAG = NULL;
         free(mag);
+        free(hb);
         float *h0 = (float *)malloc(sizeof(float) * N * OC);
-        G->to_host(h0, g0, sizeof(float) * N * OC);
-        TOL = 1e-5;
-        cmp("vs_cublaslt", h0, g1, (size_t)N * OC);
+        if (!rc) {
+            G->to_host(h0, g0, sizeof(float) * N * OC);
+            cmp("vs_cublaslt", h0, g1, (size_t)N * OC);
+        }
         line_end();
         G->freeze_weights(NULL, 0);
         free(in); free(wb); free(bias); free(out); free(h0);
@@ -434,6 +475,8 @@ static void test_linear_gemv(void) {
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
+static void test_linear_gemv(void) { linear_gemv_cases(0); }
+static void test_linear_gemv_rc(void) { linear_gemv_cases(1); }
 
 /* The fused decode ops (ops.h "fused decode ops") against the CPU's
  * compositions, on frozen bf16 weights: linear3_fwd (three products of one
@@ -443,9 +486,13 @@ static void test_linear_gemv(void) {
  * (the composition path: gemv not taken). bf16 bound 1e-2 against the CPU;
  * against the unfused CUDA ops on the same device (rmsnorm_fwd, gemv, add,
  * swiglu kernels) 1e-5: the fused kernel is the same arithmetic. The gemv
- * path's use is checked by cuda_gemv_launches (one launch per fused op), MACs
- * against the CPU's. */
-static void test_decode_fused(void) {
+ * path's use is checked by cuda_gemv_launches (one launch per fused op, and
+ * every unfused product on gemv too), MACs against the CPU's.
+ * rc (test_decode_fused_rc, for compute-sanitizer racecheck): only the shapes
+ * that take the gemv kernels, so that no cuBLASLt product runs (the sanitizer
+ * stops inside cuBLASLt's bf16 Hopper kernels, session 6); the checks are the
+ * same. */
+static void decode_fused_cases(int rc) {
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     setenv("FLOWHN_GEMV", "1", 1);
     struct { int N, IC, OC, OC1, OC2, want; } cases[] = {
@@ -453,8 +500,9 @@ static void test_decode_fused(void) {
         {4, 256, 100, 100, 3, 1},  {5, 520, 513, 7, 1, 1},       {6, 128, 8, 16, 24, 1}, {7, 64, 65, 1, 129, 1},
         {8, 2048, 513, 128, 128, 1}, {1, 1004, 64, 32, 32, 0},   {3, 36, 5, 5, 5, 0}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        if (rc && !cases[ci].want) continue;   /* the composition path: cuBLASLt products */
         int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, OC1 = cases[ci].OC1, OC2 = cases[ci].OC2;
-        line_start("decode_fused", "N=%d IC=%d OC=%d,%d,%d", N, IC, OC, OC1, OC2);
+        line_start(rc ? "decode_fused_rc" : "decode_fused", "N=%d IC=%d OC=%d,%d,%d", N, IC, OC, OC1, OC2);
         /* one weight buffer, as the parameter buffer: w0 | w1 | w2 | wg | wu | wr, frozen whole */
         size_t n0 = (size_t)OC * IC, n1 = (size_t)OC1 * IC, n2 = (size_t)OC2 * IC, nw = n0 + n1 + n2 + 3 * n0;
         float *hw = hrand(nw, 0, 0.05f), *in = hrand((size_t)N * IC, 0, 1), *res = hrand((size_t)N * OC, 0, 1);
@@ -500,6 +548,7 @@ static void test_decode_fused(void) {
         /* the unfused CUDA ops on the same bf16 operands */
         float *u0 = dnan(o0), *ur = dnan(o0), *ug = dnan(o0), *uu = dnan(o0), *us = dnan(o0);
         float *h = (float *)malloc(sizeof(float) * o0);
+        unsigned long before_unfused = cuda_gemv_launches;
         G->linear_fwd(u0, din, d0, NULL, N, IC, OC);
         G->linear_fwd(ur, din, dr, NULL, N, IC, OC);
         G->add(ur, ur, dres, o0);
@@ -519,6 +568,9 @@ static void test_decode_fused(void) {
         G->linear_fwd(ug, gnormed, dg, NULL, N, IC, OC);
         G->linear_fwd(uu, gnormed, du, NULL, N, IC, OC);
         G->swiglu_fwd(us, ug, uu, o0);
+        took = cuda_gemv_launches - before_unfused;   /* 7 products: all on gemv, or none */
+        CHECK(took == (cases[ci].want ? 7ul : 0ul), "unfused products on gemv %lu, expected %d", took,
+              cases[ci].want ? 7 : 0);
         G->to_host(h, u0, sizeof(float) * o0);
         cmp("norm_q_unfused", h, g0n, o0);
         G->to_host(h, us, sizeof(float) * o0);
@@ -535,6 +587,8 @@ static void test_decode_fused(void) {
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
+static void test_decode_fused(void) { decode_fused_cases(0); }
+static void test_decode_fused_rc(void) { decode_fused_cases(1); }
 
 /* rope_append_at (RoPE of q and k + the KV-cache append in one kernel) against
  * the CPU's composition (rope_fwd twice, copy_rows_at twice): qr, and the whole
@@ -621,15 +675,16 @@ static void test_gather_scatter(void) {
 
 /* the fused training classifier against the CPU one (itself the composition
  * of linear, xent_fwd, xent_bwd and linear_bwd, tests/test_fused_head.c), in
- * fp32 and with bf16 matmuls (bound 1e-2); the last shape spans two chunks */
-static void test_classifier(void) {
+ * fp32 and with bf16 matmuls (bound 1e-2); the last shape spans two chunks.
+ * Modes k0..k1 of {fp32, bf16}; nshapes of the shapes. */
+static void classifier_modes(int k0, int k1, int nshapes) {
     int shapes[][3] = {{37, 24, 50}, {300, 64, 4096}, {2800, 32, 50304}};  /* N, H, V */
     const char *modes[] = {"fp32", "bf16"};
     double tols[] = {1e-5, 1e-2};
-    for (int k = 0; k < 2; k++) {
+    for (int k = k0; k <= k1; k++) {
         CHECK(cuda_set_matmul_precision(modes[k]) == 0, "%s", fh_last_error());
         TOL = tols[k];
-        for (int si = 0; si < 3; si++) {
+        for (int si = 0; si < nshapes; si++) {
             int N = shapes[si][0], H = shapes[si][1], V = shapes[si][2];
             line_start("classifier", "%s N=%d H=%d V=%d", modes[k], N, H, V);
             int *tg = (int *)malloc(sizeof(int) * N);
@@ -655,6 +710,77 @@ static void test_classifier(void) {
     }
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
+}
+static void test_classifier(void) { classifier_modes(0, 1, 3); }
+/* For compute-sanitizer racecheck: the whole op with fp32 products only (cuBLASLt's
+ * true-fp32 kernels, which racecheck followed in test_linear, session 6; its bf16
+ * Hopper kernels stop the sanitizer). Without the two-chunk shape, which
+ * test_classifier runs: the same launches at other offsets, 13.5 GMAC of
+ * products that would be slow under the sanitizer. */
+static void test_classifier_fp32(void) { classifier_modes(0, 0, 2); }
+
+/* The classifier's row kernel alone (cuda_classifier_rows) on logits made on
+ * the host, both outputs: the bf16 logit gradients training uses (float4 path
+ * at V % 4 == 0, scalar otherwise) and the fp32 ones in place; no product runs,
+ * so compute-sanitizer racecheck can follow the whole case. Against
+ * cpu_xent_fwd (loss) and cpu_xent_bwd with dloss = scale (gradients; rows
+ * with target -1 get zeros on both sides): fp32 1e-5, bf16 5e-3 (rounding to
+ * nearest even with 8 significant bits moves a value by at most 2^-8 = 3.9e-3
+ * of itself; a host emulation of the kernel's arithmetic gave 2.1e-3 at worst
+ * over 20 draws of these shapes). The target's gradient scale (p - 1)
+ * cancels when p is near 1 (both sides form it from terms of size scale): it is
+ * judged on that scale (MAG). */
+static void test_classifier_rows(void) {
+    int shapes[][2] = {{1, 2}, {37, 50}, {13, 1001}, {64, 4096}, {5, 50304}, {3, 50257}};  /* n, V */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int n = shapes[si][0], V = shapes[si][1];
+        size_t nv = (size_t)n * V;
+        line_start("classifier_rows", "n=%d V=%d", n, V);
+        int *tg = (int *)malloc(sizeof(int) * n);
+        for (int i = 0; i < n; i++) tg[i] = (i % 5 == 3) ? -1 : (int)(rng_u32(&rng) % V);
+        float scale = 1.f / (float)(n + 1);
+        float *logits = hrand(nv, 0, 3), *loss = hnan(n), *lse = hnan(n), *dl = (float *)calloc(nv, sizeof(float));
+        float *dscale = (float *)malloc(sizeof(float) * n);
+        for (int i = 0; i < n; i++) dscale[i] = scale;
+        cpu_xent_fwd(loss, lse, logits, tg, n, V);
+        cpu_xent_bwd(dl, dscale, logits, lse, tg, n, V);
+        float *loss_minus_lse = (float *)malloc(sizeof(float) * n);   /* loss's scale, as test_xent */
+        for (int i = 0; i < n; i++) loss_minus_lse[i] = loss[i] - lse[i];
+        float *mag = (float *)calloc(nv, sizeof(float));
+        for (int i = 0; i < n; i++)
+            if (tg[i] >= 0) mag[(size_t)i * V + tg[i]] = scale;
+        int *dtg = devi(tg, n);
+        /* bf16 gradients: the logits stay */
+        float *dlog = dev(logits, nv), *gloss = dnan(n);
+        uint16_t *d16 = (uint16_t *)G->alloc(sizeof(uint16_t) * nv);
+        cudaMemset(d16, 0xff, sizeof(uint16_t) * nv);   /* NaN bits: an unwritten value fails */
+        cuda_classifier_rows(gloss, dlog, d16, dtg, scale, n, V);
+        cuda_ops_check();
+        cmp_from("loss", loss, gloss, n, loss_minus_lse);
+        cmp("logits_kept", logits, dlog, nv);
+        uint16_t *h16 = (uint16_t *)malloc(sizeof(uint16_t) * nv);
+        float *g16 = (float *)malloc(sizeof(float) * nv);
+        G->to_host(h16, d16, sizeof(uint16_t) * nv);
+        for (size_t i = 0; i < nv; i++) g16[i] = bf16_float(h16[i]);
+        float *dg16 = dev(g16, nv);   /* cmp reads the device */
+        TOL = 5e-3;
+        MAG = mag;
+        cmp("dl_bf16", dl, dg16, nv);
+        MAG = NULL;
+        TOL = 1e-5;
+        /* fp32 gradients in place over the logits */
+        float *gloss2 = dnan(n);
+        cuda_classifier_rows(gloss2, dlog, NULL, dtg, scale, n, V);
+        cmp_from("loss32", loss, gloss2, n, loss_minus_lse);
+        MAG = mag;
+        cmp("dl_fp32", dl, dlog, nv);
+        MAG = NULL;
+        line_end();
+        free(mag);
+        free(tg); free(logits); free(loss); free(lse); free(dl); free(dscale); free(loss_minus_lse);
+        free(h16); free(g16);
+        G->release(dtg); G->release(dlog); G->release(gloss); G->release(gloss2); G->release(d16); G->release(dg16);
+    }
 }
 
 static void test_xent(void) {
@@ -1099,12 +1225,6 @@ static void test_optimizer(void) {
  * AdamW alone); an upload marks it stale; a product on a misaligned weight
  * reads the copy (its tensor starts aligned there) and gives the same bits as
  * the product on the untrained buffer (which rounds into aligned scratch). */
-static uint16_t rne_bf16(float x) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 static size_t copy_mismatches(const float *dp, size_t n, uint16_t *bits) {
     float *p = (float *)malloc(sizeof(float) * n);
     G->to_host(p, dp, sizeof(float) * n);
@@ -1113,12 +1233,15 @@ static size_t copy_mismatches(const float *dp, size_t n, uint16_t *bits) {
     free(p);
     return bad;
 }
-static void test_adamw_copy(void) {
+/* rc (test_adamw_copy_rc, for compute-sanitizer racecheck): without the
+ * product on the trained weight, a bf16 cuBLASLt product (the sanitizer stops
+ * inside those kernels, session 6); every check on p, m, v and the copy stays. */
+static void adamw_copy_cases(int rc) {
     const size_t sizes[] = {1000, 37, 64 * 64, 5, 130, 77777, 1, 96 * 40};
     const int nt = (int)(sizeof sizes / sizeof sizes[0]);
     size_t starts[8], n = 0;
     for (int t = 0; t < nt; t++) { starts[t] = n; n += sizes[t]; }
-    line_start("adamw+bf16copy", "n=%zu, %d tensors", n, nt);
+    line_start(rc ? "adamw+bf16copy_rc" : "adamw+bf16copy", "n=%zu, %d tensors", n, nt);
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     float *p = hrand(n, 0, 1), *g = hrand(n, 0, 0.1f), *m = hrand(n, 0, 0.01f), *v = hnan(n);
     for (size_t i = 0; i < n; i++) v[i] = 1e-4f * (float)rng_uniform(&rng);
@@ -1158,17 +1281,19 @@ static void test_adamw_copy(void) {
     int N = 33;
     float *in = hrand((size_t)N * 64, 0, 1);
     float *din = dev(in, (size_t)N * 64), *oa = dnan((size_t)N * 64), *ob = dnan((size_t)N * 64);
-    unsigned long served0, served1;
-    cuda_weights_copy_stats(NULL, &served0, NULL);
-    G->linear_fwd(oa, din, ap + starts[2], NULL, N, 64, 64);
-    cuda_weights_copy_stats(NULL, &served1, NULL);
-    G->linear_fwd(ob, din, bp + starts[2], NULL, N, 64, 64);
-    G->to_host(x, oa, sizeof(float) * N * 64);
-    G->to_host(y, ob, sizeof(float) * N * 64);
-    int same = !memcmp(x, y, sizeof(float) * N * 64);
-    if (!same || served1 != served0 + 1) line_ok = 0;
-    CHECK(served1 == served0 + 1, "the product on a trained weight did not read the copy");
-    CHECK(same, "the product reading the copy differs from the one rounding into scratch");
+    if (!rc) {
+        unsigned long served0, served1;
+        cuda_weights_copy_stats(NULL, &served0, NULL);
+        G->linear_fwd(oa, din, ap + starts[2], NULL, N, 64, 64);
+        cuda_weights_copy_stats(NULL, &served1, NULL);
+        G->linear_fwd(ob, din, bp + starts[2], NULL, N, 64, 64);
+        G->to_host(x, oa, sizeof(float) * N * 64);
+        G->to_host(y, ob, sizeof(float) * N * 64);
+        int same = !memcmp(x, y, sizeof(float) * N * 64);
+        if (!same || served1 != served0 + 1) line_ok = 0;
+        CHECK(served1 == served0 + 1, "the product on a trained weight did not read the copy");
+        CHECK(same, "the product reading the copy differs from the one rounding into scratch");
+    }
     /* an upload into the buffer: stale */
     G->from_host(ap + 1100, p, sizeof(float) * 10);
     have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
@@ -1189,6 +1314,8 @@ static void test_adamw_copy(void) {
     G->release(bp); G->release(bg); G->release(bm); G->release(bv);
     G->release(din); G->release(oa); G->release(ob);
 }
+static void test_adamw_copy(void) { adamw_copy_cases(0); }
+static void test_adamw_copy_rc(void) { adamw_copy_cases(1); }
 
 /* bf16 shadows (linear.cu, common.cuh cuda_shadow_claim): producers
  * (rmsnorm_fwd, add_rmsnorm_fwd both kernels, swiglu_fwd, swiglu_bwd) write
@@ -1619,14 +1746,19 @@ int main(void) {
     RUN(test_linear);
     RUN(test_linear_precision);
     RUN(test_linear_gemv);
+    RUN(test_linear_gemv_rc);
     RUN(test_decode_fused);
+    RUN(test_decode_fused_rc);
     RUN(test_rope);
     RUN(test_rope_append);
     RUN(test_gather_scatter);
     RUN(test_xent);
     RUN(test_classifier);
+    RUN(test_classifier_fp32);
+    RUN(test_classifier_rows);
     RUN(test_optimizer);
     RUN(test_adamw_copy);
+    RUN(test_adamw_copy_rc);
     RUN(test_bf16_shadow);
     RUN(test_bf16_keep);
     RUN(test_ssm_step);

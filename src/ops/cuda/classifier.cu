@@ -50,6 +50,18 @@ __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16
     }
 }
 
+/* For tests (cuda_ops.h): the row kernel alone on n rows of logits already on
+ * the device, as cuda_classifier launches it per chunk. Racecheck cannot
+ * follow cuBLASLt's bf16 Hopper kernels (the sanitizer stops with an internal
+ * error, session 6), so the bf16-gradient path is checked through this entry
+ * with logits made on the host, no product run. */
+void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targets, real scale, int n, int V) {
+    if (n <= 0) return;
+    classifier_xent_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss, logits, (__nv_bfloat16 *)dl16, targets, scale,
+                                                                 V);
+    CUDA_LAUNCHED();
+}
+
 /* scratch per branch: the chunk's logits, its bf16 gradients, bf16 w and x */
 typedef struct {
     void *p;

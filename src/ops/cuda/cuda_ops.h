@@ -38,6 +38,12 @@ void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long
  * the backend holds it current. 0, or -1 (no copy). */
 int cuda_weights_copy_to_host(uint16_t *dst, int refresh, int *valid);
 
+/* For tests: the fused classifier's row kernel (classifier.cu) on n rows of
+ * device logits [n, V]: loss[i], and the logit gradients scale * (softmax -
+ * onehot) as bf16 into dl16 [n, V] (logits unchanged), or in place over the
+ * logits when dl16 is NULL. No product runs. */
+void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targets, real scale, int n, int V);
+
 /* add_rmsnorm_fwd's kernel (rmsnorm.cu): 1 the fused one, 0 the add and
  * rmsnorm_fwd kernels one after the other (the same op, two passes more).
  * On by default (it passed on the H200 in session 6): FLOWHN_ADD_NORM=0 turns it off.
