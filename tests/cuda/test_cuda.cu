@@ -1676,6 +1676,50 @@ static void test_bf16_keep(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* FLOWHN_BF16_KEEP_VERIFY's check (linear.cu): a kept rounding served while its
+ * input is unchanged counts nothing; after an undeclared write to the input
+ * (from_host declares no range, so the keep stays valid: exactly the breach
+ * of the op contract the check is for) the next serve counts the values whose
+ * rounding changed. Without this the check could be a no-op and model tests
+ * run with it would prove nothing. */
+static void test_bf16_keep_verify(void) {
+    int N = 37, C = 96, OC = 72;
+    size_t nc = (size_t)N * C;
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    int was = cuda_set_bf16_keep_verify(1);
+    line_start("bf16_keep_verify", "N=%d C=%d OC=%d", N, C, OC);
+    float *x = hrand(nc, 0.3f, 1.5f), *w = hrand(C, 1, 0.2f), *W = hrand((size_t)OC * C, 0, 0.05f);
+    float *x2 = hrand(nc, 0.3f, 1.5f);
+    float *dx = dev(x, nc), *dw = dev(w, C), *dW = dev(W, (size_t)OC * C);
+    float *h = dnan(nc), *rs = dnan(N), *y = dnan((size_t)N * OC);
+    unsigned long stale0 = cuda_keep_stale(), served0 = cuda_keep_served;
+    G->keep_bf16(h, nc);
+    G->rmsnorm_fwd(h, rs, dx, dw, N, C, 1e-5f);          /* the kept input's producer */
+    G->linear_fwd(y, h, dW, NULL, N, C, OC);              /* fills or reads the kept rounding */
+    G->linear_fwd(y, h, dW, NULL, N, C, OC);              /* served: checked */
+    unsigned long served1 = cuda_keep_served, stale1 = cuda_keep_stale();
+    int ok = served1 > served0 && stale1 == stale0;
+    CHECK(served1 > served0, "no product was served the kept rounding");
+    CHECK(stale1 == stale0, "%lu values counted stale while the input was unchanged", stale1 - stale0);
+    G->from_host(h, x2, sizeof(float) * nc);              /* an undeclared write: the contract broken */
+    G->linear_fwd(y, h, dW, NULL, N, C, OC);              /* served stale: the check must count it */
+    unsigned long stale2 = cuda_keep_stale();
+    CHECK(cuda_keep_served > served1, "the stale rounding was not served (the keep ended on the write?)");
+    CHECK(stale2 - stale1 > nc / 2, "the check counted %lu stale values of %zu after the input changed",
+          stale2 - stale1, nc);
+    ok = ok && cuda_keep_served > served1 && stale2 - stale1 > nc / 2;
+    if (!ok) line_ok = 0;
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " unchanged: 0 stale; after an undeclared write: %lu of %zu stale",
+             stale2 - stale1, nc);
+    G->keep_bf16(NULL, 0);
+    line_end();
+    G->release(dx); G->release(dw); G->release(dW); G->release(h); G->release(rs); G->release(y);
+    free(x); free(w); free(W); free(x2);
+    cuda_set_bf16_keep_verify(was);
+    cuda_set_matmul_precision("fp32");
+}
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -1761,6 +1805,7 @@ int main(void) {
     RUN(test_adamw_copy_rc);
     RUN(test_bf16_shadow);
     RUN(test_bf16_keep);
+    RUN(test_bf16_keep_verify);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

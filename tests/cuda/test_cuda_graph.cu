@@ -174,8 +174,12 @@ static void test_arch(const TinySpec *s) {
             CHECK(w.recordings >= 2 && w.replays >= 2, "%s: %d recordings, %d replays", name, w.recordings,
                   w.replays);
         /* bf16 with keeps on: the backward's weight gradients read the forward inputs' kept roundings */
-        if (!strcmp(mode, "bf16") && cuda_set_bf16_keep(-1))
+        if (!strcmp(mode, "bf16") && cuda_set_bf16_keep(-1)) {
             CHECK(w.kept > 0, "%s %s: no product read a kept bf16 rounding", name, what);
+            /* main turns on the kept-rounding check (linear.cu): in replays too, every read matched its input */
+            unsigned long stale = cuda_keep_stale();
+            CHECK(stale == 0, "%s %s: %lu kept bf16 values were stale when read", name, what, stale);
+        }
         if (!strcmp(mode, "bf16") && cuda_set_bf16_keep(-1)) {   /* the memory check counts the kept buffers exactly */
             MemoryEstimate est;
             CHECK(model_memory_estimate(&c, 4, 256, MEMORY_TRAIN, &est) == 0, "%s", fh_last_error());
@@ -436,6 +440,7 @@ int main(void) {
     printf("training step replayed as a CUDA graph vs op by op, in lockstep (%d steps, branch streams %s): loss rel "
            "<= %.0e, norm rel <= %.0e, update rel L2 <= %.1f\n", STEPS, e && !strcmp(e, "1") ? "on" : "off",
            LOSS_TOL, NORM_TOL, UPDATE_TOL);
+    cuda_set_bf16_keep_verify(1);   /* each kept rounding read is compared with a fresh one (linear.cu) */
     const char *archs[] = {"llama", "flowhn-fac-isolated", "flowhn-fac-prefix", "mamba1", "mamba2", "hymba"};
     const char *modes[] = {"fp32", "bf16"};
     for (int k = 0; k < 2; k++) {

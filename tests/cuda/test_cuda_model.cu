@@ -130,8 +130,14 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
         /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
          * so this step's bounds against the CPU cover them */
-        if (okf && !strcmp(mode, "bf16") && cuda_set_bf16_keep(-1))
+        if (okf && !strcmp(mode, "bf16") && cuda_set_bf16_keep(-1)) {
             CHECK(cuda_keep_served > kept0, "%s: no product of the fused step read a kept bf16 rounding", name);
+            /* and each of those reads matched a fresh rounding of its input (main turns the check on):
+             * nothing in the model wrote a kept input between its forward and backward */
+            unsigned long stale = cuda_keep_stale();
+            CHECK(stale == 0, "%s: %lu kept bf16 values were stale when read (an undeclared write to a kept input)",
+                  name, stale);
+        }
         if (okf) {
             double dlf = rel_diff(mc.loss, mg.loss), wholef;
             char worstf_name[96];
@@ -228,6 +234,9 @@ int main(void) {
     }
     printf("whole model, cpu_ops vs cuda_ops (fp32): loss rel <= %.0e, per-tensor gradient rel L2 < %.0e, "
            "%d AdamW steps' losses rel <= %.0e\n", LOSS_TOL, GRAD_TOL, ADAM_STEPS, STEP_TOL);
+    /* every kept bf16 rounding a product reads is compared with a fresh one (linear.cu, FLOWHN_BF16_KEEP_VERIFY);
+     * the bf16 steps below check that none was stale */
+    cuda_set_bf16_keep_verify(1);
     for (int i = 0; i < n_tiny_specs; i++)
         if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     const char *large[] = {"llama", "mamba1", "flowhn-fac-isolated", "mamba2"};

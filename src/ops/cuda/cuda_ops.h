@@ -68,6 +68,12 @@ int cuda_set_bf16_shadow(int on);
 int cuda_set_bf16_keep(int on);
 void cuda_keep_stats(size_t *bytes, int *entries);
 extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
+/* FLOWHN_BF16_KEEP_VERIFY=1 (or cuda_set_bf16_keep_verify(1)): each served kept
+ * rounding is compared on the GPU with a fresh rounding of its source;
+ * cuda_keep_stale() (synchronising) is the number of values that differed
+ * since the start: 0 unless something wrote a kept input undeclared */
+int cuda_set_bf16_keep_verify(int on);
+unsigned long cuda_keep_stale(void);
 
 /* conv1d (conv1d.cu) and gated RMSNorm (gated_rmsnorm.cu) kernels: 1 the
  * segment-walking conv and register-resident gated norm (default), 0 the

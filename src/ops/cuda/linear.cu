@@ -294,6 +294,59 @@ int cuda_set_bf16_keep(int on) {
     return was;
 }
 
+/* FLOWHN_BF16_KEEP_VERIFY=1 (tests, debugging): every time a product is served
+ * a kept rounding, a kernel compares it with a fresh rounding of x and counts
+ * the values that differ (cuda_keep_stale). Exactness of the keeps rests on
+ * the op contract above, which no code enforces: an undeclared write to x
+ * between the forward and the backward would serve a stale operand silently.
+ * This makes it loud. The check writes only its own counter and does not move
+ * cuda_epoch, so the slots, shadows and keeps behave as without it; inside a
+ * recording it is recorded and runs at every replay. */
+static int keep_verify = -1;
+static unsigned int *keep_stale_dev;
+
+__global__ void kept_stale_kernel(unsigned int *count, const __nv_bfloat16 *buf, const float *x, size_t n) {
+    unsigned int bad = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        bad += __bfloat16_as_ushort(buf[i]) != __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
+    if (bad) atomicAdd(count, bad);
+}
+
+int cuda_set_bf16_keep_verify(int on) {
+    if (keep_verify < 0) {
+        const char *e = getenv("FLOWHN_BF16_KEEP_VERIFY");
+        keep_verify = e && !strcmp(e, "1");
+    }
+    int was = keep_verify;
+    if (on >= 0) keep_verify = on != 0;
+    return was;
+}
+
+unsigned long cuda_keep_stale(void) {
+    unsigned int c = 0;
+    if (!keep_stale_dev) return 0;
+    if (cudaDeviceSynchronize() != cudaSuccess ||   /* the checks run on the branches' own streams */
+        cudaMemcpy(&c, keep_stale_dev, sizeof c, cudaMemcpyDeviceToHost) != cudaSuccess)
+        cuda_record_error("cudaMemcpy", "cannot read the kept-rounding check's counter", __FILE__, __LINE__);
+    return c;
+}
+
+static void kept_verify(const Kept *k) {
+    if (cuda_set_bf16_keep_verify(-1) <= 0) return;
+    if (!keep_stale_dev) {
+        if (cuda_capturing()) return;   /* no allocation inside a recording: this serve goes unchecked */
+        if (cudaMalloc(&keep_stale_dev, sizeof(unsigned int)) != cudaSuccess ||
+            cudaMemset(keep_stale_dev, 0, sizeof(unsigned int)) != cudaSuccess) {
+            cuda_record_error("cudaMalloc", "cannot allocate the kept-rounding check's counter", __FILE__, __LINE__);
+            keep_stale_dev = NULL;
+            return;
+        }
+    }
+    kept_stale_kernel<<<grid_for(k->n, 256), 256, 0, cuda_stream()>>>(keep_stale_dev, k->buf, k->src, k->n);
+    cudaError_t e = cudaGetLastError();   /* not CUDA_CALL: the check must not move cuda_epoch */
+    if (e != cudaSuccess) cuda_record_error("kept_stale_kernel", cudaGetErrorString(e), __FILE__, __LINE__);
+}
+
 static void kept_end(Kept *k) {
     if (k->valid) kept_valid--;
     k->armed = k->claimed = k->valid = 0;
@@ -500,6 +553,7 @@ static const void *kept_of(const float *x, size_t n) {
         if (k->valid) {
             if (k->branch != cuda_branch()) return NULL;
             cuda_keep_served++;
+            kept_verify(k);
             return k->buf;
         }
         unsigned long before = cuda_epoch;
