@@ -781,6 +781,11 @@ static void lt_tune(Plan *p, const void *A, const void *B, float *C, float beta)
                                            p->lc, &p->cand[i], ws, LT_WORKSPACE_BYTES, st) == CUBLAS_STATUS_SUCCESS;
                 cudaEventRecord(tune_ev[1 + r * nc + i], st);
             }
+        int refused = 0;
+        for (int i = 0; i < nc; i++) refused |= !ok[i];
+        /* a refused candidate may leave a launch error behind; earlier launches were checked as they went, so
+         * what is pending now is its: cleared, or the next op's check would blame itself */
+        if (refused) cudaGetLastError();
         cudaError_t e = cudaEventSynchronize(tune_ev[LT_TUNE_ROUNDS * nc]);
         if (e != cudaSuccess) {
             /* a fault in a product (or earlier work): recorded like any failed call, untimed */
