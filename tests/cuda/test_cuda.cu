@@ -360,6 +360,132 @@ static void test_linear_precision(void) {
     TOL = 1e-5;
 }
 
+/* cuBLASLt algorithm tuning (linear.cu lt_tune): a new plan's first product
+ * times up to 8 algorithms on the product's own operands before running it.
+ * Per shape and precision (fp32, bf16), a forward with bias and a backward that
+ * accumulates (din and dw: beta = 1, the case where a timing run written into C
+ * would add the product again) run twice from the same starts, every plan made
+ * afresh: tuning off (the heuristic's first), then on. Checked: both against
+ * the CPU (the precision's bound); the two runs against each other within 1e-4
+ * (only the accumulation order may differ; a product added twice is off by
+ * ~1); the inputs bit for bit unchanged; plans were really timed with tuning on
+ * and never with it off. Then a plan first made inside a graph recording: not
+ * timed (no host wait in a capture), the recording replays correctly, and the
+ * later eager call keeps the recorded algorithm (no tuning then either). */
+extern unsigned long cuda_lt_tunes, cuda_lt_capture_plans;
+
+static size_t bit_mismatches(const float *h, const float *d, size_t n) {
+    float *g = (float *)malloc(sizeof(float) * (n ? n : 1));
+    G->to_host(g, d, sizeof(float) * n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += memcmp(&h[i], &g[i], sizeof(float)) != 0;
+    free(g);
+    return bad;
+}
+
+static void test_linear_tune(void) {
+    int was = cuda_set_lt_tune(-1);
+    if (was) CHECK(cuda_lt_tunes > 0, "tuning on, yet test_linear's products timed no plan");
+    printf("  plans timed so far (test_linear and others): %lu\n", cuda_lt_tunes);
+    int shapes[][3] = {{17, 33, 65}, {257, 512, 384}, {1024, 768, 3072}, {2048, 768, 768}};  /* N, IC, OC */
+    const char *modes[] = {"fp32", "bf16"};
+    double tols[] = {1e-5, 1e-2};
+    unsigned long timed_on = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], IC = shapes[si][1], OC = shapes[si][2];
+        size_t nin = (size_t)N * IC, nw = (size_t)OC * IC, nout = (size_t)N * OC;
+        float *in = hrand(nin, 0, 1), *w = hrand(nw, 0, 0.05f), *b = hrand(OC, 0, 1), *dout = hrand(nout, 0, 1);
+        float *si0 = hrand(nin, 0, 1), *sw0 = hrand(nw, 0, 1), *sb0 = hrand(OC, 0, 1);   /* gradient starts */
+        float *out = hnan(nout), *gi = (float *)malloc(sizeof(float) * nin), *gw = (float *)malloc(sizeof(float) * nw);
+        float *gb = (float *)malloc(sizeof(float) * OC);
+        memcpy(gi, si0, sizeof(float) * nin); memcpy(gw, sw0, sizeof(float) * nw); memcpy(gb, sb0, sizeof(float) * OC);
+        cpu_linear_fwd(out, in, w, b, N, IC, OC);
+        cpu_linear_bwd(gi, gw, gb, dout, in, w, N, IC, OC, FH_ACC);
+        for (int mi = 0; mi < 2; mi++) {
+            CHECK(cuda_set_matmul_precision(modes[mi]) == 0, "%s", fh_last_error());
+            line_start("linear_tune", "%s N=%d IC=%d OC=%d", modes[mi], N, IC, OC);
+            float *res[2][3];   /* [tune][out, din, dw] on the device */
+            for (int tune = 0; tune < 2; tune++) {
+                cuda_set_lt_tune(tune);
+                cuda_lt_forget_plans();
+                unsigned long t0 = cuda_lt_tunes;
+                float *din_ = dev(in, nin), *dw_ = dev(w, nw), *db_ = dev(b, OC), *ddout = dev(dout, nout);
+                float *gout = dnan(nout), *gid = dev(si0, nin), *gwd = dev(sw0, nw), *gbd = dev(sb0, OC);
+                G->linear_fwd(gout, din_, dw_, db_, N, IC, OC);
+                G->linear_bwd(gid, gwd, gbd, ddout, din_, dw_, N, IC, OC, FH_ACC);
+                TOL = tols[mi];
+                const char *names[2][3] = {{"out", "din", "dw"}, {"out_t", "din_t", "dw_t"}};
+                cmp(names[tune][0], out, gout, nout);
+                cmp_from(names[tune][1], gi, gid, nin, si0);
+                cmp_from(names[tune][2], gw, gwd, nw, sw0);
+                TOL = 1e-5;
+                size_t bad = bit_mismatches(in, din_, nin) + bit_mismatches(w, dw_, nw) + bit_mismatches(b, db_, OC) +
+                             bit_mismatches(dout, ddout, nout);
+                if (bad) line_ok = 0;
+                CHECK(bad == 0, "tune=%d: %zu input values changed", tune, bad);
+                if (tune) timed_on += cuda_lt_tunes - t0;
+                else {
+                    if (cuda_lt_tunes != t0) line_ok = 0;
+                    CHECK(cuda_lt_tunes == t0, "tuning off, yet %lu plans were timed", cuda_lt_tunes - t0);
+                }
+                res[tune][0] = gout; res[tune][1] = gid; res[tune][2] = gwd;
+                G->release(din_); G->release(dw_); G->release(db_); G->release(ddout); G->release(gbd);
+            }
+            /* tuned against untuned: the same products up to accumulation order */
+            float *h[3] = {(float *)malloc(sizeof(float) * nout), (float *)malloc(sizeof(float) * nin),
+                           (float *)malloc(sizeof(float) * nw)};
+            G->to_host(h[0], res[1][0], sizeof(float) * nout);
+            G->to_host(h[1], res[1][1], sizeof(float) * nin);
+            G->to_host(h[2], res[1][2], sizeof(float) * nw);
+            TOL = 1e-4;
+            cmp("out_t~out", h[0], res[0][0], nout);
+            cmp_from("din_t~din", h[1], res[0][1], nin, si0);
+            cmp_from("dw_t~dw", h[2], res[0][2], nw, sw0);
+            TOL = 1e-5;
+            line_end();
+            for (int k = 0; k < 3; k++) { free(h[k]); G->release(res[0][k]); G->release(res[1][k]); }
+        }
+        free(in); free(w); free(b); free(dout); free(si0); free(sw0); free(sb0); free(out); free(gi); free(gw); free(gb);
+    }
+    cuda_set_matmul_precision("fp32");
+    printf("  plans timed with tuning on: %lu\n", timed_on);
+    CHECK(timed_on > 0, "tuning on, yet no plan was timed (every shape offered one algorithm?)");
+
+    /* a plan first made inside a recording */
+    {
+        int N = 96, IC = 160, OC = 224;   /* a shape no other test plans */
+        cuda_set_lt_tune(1);
+        cuda_lt_forget_plans();
+        line_start("linear_tune", "plan made while recording N=%d IC=%d OC=%d", N, IC, OC);
+        float *in = hrand((size_t)N * IC, 0, 1), *w = hrand((size_t)OC * IC, 0, 0.05f), *out = hnan((size_t)N * OC);
+        float *din_ = dev(in, (size_t)N * IC), *dw_ = dev(w, (size_t)OC * IC), *gout = dnan((size_t)N * OC);
+        cpu_linear_fwd(out, in, w, NULL, N, IC, OC);
+        unsigned long t0 = cuda_lt_tunes, c0 = cuda_lt_capture_plans;
+        void *g = NULL;
+        if (G->graph_begin() == 0) {
+            G->linear_fwd(gout, din_, dw_, NULL, N, IC, OC);
+            g = G->graph_end();
+        }
+        CHECK(g != NULL, "recording a product failed: %s", fh_last_error());
+        if (!g) line_ok = 0;
+        if (g && G->graph_launch(g) == 0) cmp("replayed", out, gout, (size_t)N * OC);
+        int ok = cuda_lt_capture_plans == c0 + 1 && cuda_lt_tunes == t0;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "inside the recording: %lu plans made, %lu timed (want 1, 0)", cuda_lt_capture_plans - c0,
+              cuda_lt_tunes - t0);
+        cudaMemset(gout, 0xff, sizeof(float) * N * OC);
+        G->linear_fwd(gout, din_, dw_, NULL, N, IC, OC);   /* eager, the same plan: its algorithm stays */
+        cmp("eager", out, gout, (size_t)N * OC);
+        if (cuda_lt_tunes != t0) line_ok = 0;
+        CHECK(cuda_lt_tunes == t0, "the plan made while recording was timed later (its algorithm changed)");
+        line_end();
+        if (g) G->graph_free(g);
+        free(in); free(w); free(out);
+        G->release(din_); G->release(dw_); G->release(gout);
+    }
+    cuda_set_lt_tune(was);
+}
+
 /* The decode-shaped product on frozen bf16 weights (linear.cu gemv_bf16_kernel;
  * the default, FLOWHN_GEMV=0 turns it off): against the CPU fp32 product within the bf16 bound, and
  * against the cuBLASLt path on the same bf16 operands within 1e-5 (only the
@@ -1836,6 +1962,7 @@ int main(void) {
     RUN(test_add_rmsnorm);
     RUN(test_linear);
     RUN(test_linear_precision);
+    RUN(test_linear_tune);
     RUN(test_linear_gemv);
     RUN(test_linear_gemv_rc);
     RUN(test_decode_fused);

@@ -75,6 +75,16 @@ extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
 int cuda_set_bf16_keep_verify(int on);
 unsigned long cuda_keep_stale(void);
 
+/* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
+ * heuristic's first 8 algorithms on its first product and keeps the fastest
+ * (default), 0 it takes the heuristic's first (FLOWHN_LT_TUNE=0; read on
+ * first use). Applies to plans made from then on. Returns the previous
+ * setting; -1 leaves it as it is. */
+int cuda_set_lt_tune(int on);
+/* drops every cached cuBLASLt plan: the next products plan (and tune) again.
+ * For tests; recorded graphs keep the algorithms they recorded. */
+void cuda_lt_forget_plans(void);
+
 /* conv1d (conv1d.cu) and gated RMSNorm (gated_rmsnorm.cu) kernels: 1 the
  * segment-walking conv and register-resident gated norm (default), 0 the
  * first ones (for A/B timing; FLOWHN_M2_KERNELS=old). The fused conv1d_silu

@@ -14,20 +14,28 @@
  *         these are the fp32 master weights) are rounded to bf16 into a
  *         scratch buffer just before each product; C/D stay fp32, so the
  *         backward's += accumulation and the gradients keep fp32.
- * The bias rides the BIAS epilogue. Matmul descriptors and the heuristic's
- * algorithm are cached per shape (querying the heuristic costs tens of
- * microseconds of host time, more than many of the products themselves). */
+ * The bias rides the BIAS epilogue. Matmul descriptors and the algorithm are
+ * cached per shape (querying the heuristic costs tens of microseconds of host
+ * time, more than many of the products themselves); the algorithm is the
+ * fastest of the heuristic's first LT_TUNE_CANDIDATES, timed on the first
+ * product of the plan (lt_tune below; FLOWHN_LT_TUNE=0: the heuristic's first). */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.cuh"
 #include "matmul.cuh"
 
+/* Per branch. 32 MiB is what NVIDIA advises for cuBLASLt on Hopper; it also
+ * bounds the split-K candidates the heuristic offers: the widest split a
+ * 768x768 dW at K = 8192 wants (fp32 partials, 8 x 2.4 MB) fits. */
 #define LT_WORKSPACE_BYTES (32u << 20)
 #define PLAN_CACHE 256
+/* How many of the heuristic's algorithms a plan times (lt_tune) */
+#define LT_TUNE_CANDIDATES 8
 
 typedef enum { MM_FP32, MM_TF32, MM_BF16 } MatmulPrecision;
 
@@ -82,6 +90,10 @@ typedef struct {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
+    /* until tuned: the heuristic's answers, best first (algo = cand[0]); tuned: algo is final */
+    int tuned, ncand;
+    cublasLtMatmulAlgo_t cand[LT_TUNE_CANDIDATES];
+    size_t cand_ws[LT_TUNE_CANDIDATES];
 } Plan;
 static Plan plans[PLAN_CACHE];
 static int plan_next;  /* round-robin eviction once full */
@@ -92,6 +104,55 @@ static void plan_destroy(Plan *p) {
     if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
     if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- algorithm tuning (FLOWHN_LT_TUNE=0 turns it off, FLOWHN_LT_TUNE_LOG=1 prints it) ----
+ * The heuristic ranks algorithms by a model, and its first answer is often
+ * not the fastest at our shapes (768-wide outputs fill 1.45 waves of 128x256
+ * tiles on 132 SMs; a 768x768 dW with K = 8192 has 36 output tiles). So a new
+ * plan asks for the first LT_TUNE_CANDIDATES, and its first product times each
+ * on the product's own operands and stream (after a warm-up run each,
+ * LT_TUNE_ROUNDS rounds of LT_TUNE_REPS runs, candidates interleaved so that
+ * clock drift hits all alike; a candidate's time is its best round) and keeps
+ * the fastest, unless it beats the heuristic's first by less than 1% (timing
+ * noise: keep the heuristic's). Once chosen the algorithm never changes for the
+ * plan (a recorded graph keeps the one it recorded; eager calls use the same).
+ * Where the timing runs write: a product that overwrites C (beta 0) writes C,
+ * which the real product then overwrites in full (the same m x n region, in
+ * stream order; C never aliases A or B); a product that accumulates (beta 1)
+ * writes into scratch of C's extent and address modulo 256 (same alignment),
+ * never into C: C is added to exactly once, by the real product. No scratch
+ * (no memory): the heuristic's first, untimed.
+ * Timing needs a host wait, impossible inside a graph recording: a plan made
+ * while recording takes the heuristic's first answer and keeps it (logged).
+ * Recorded steps warm up eagerly at their shape first (src/train/step.c,
+ * generate.c step_graph), so their plans are all tuned before recording. The
+ * tune costs ~80 runs per plan, once, in the first step. */
+#define LT_TUNE_ROUNDS 3
+#define LT_TUNE_REPS 3
+static int tune_on = -1, tune_log = -1;   /* -1: the environment not read yet */
+unsigned long cuda_lt_tunes, cuda_lt_capture_plans;   /* for tests: plans timed, plans made while recording */
+
+static int env_flag(const char *name, int dflt) {
+    const char *e = getenv(name);
+    if (!e || !*e) return dflt;
+    return strcmp(e, "0") != 0;
+}
+int cuda_set_lt_tune(int on) {
+    if (tune_on < 0) tune_on = env_flag("FLOWHN_LT_TUNE", 1);
+    int was = tune_on;
+    if (on >= 0) tune_on = on != 0;
+    return was;
+}
+static int lt_logging(void) {
+    if (tune_log < 0) tune_log = env_flag("FLOWHN_LT_TUNE_LOG", 0);
+    return tune_log;
+}
+
+void cuda_lt_forget_plans(void) {
+    for (int i = 0; i < PLAN_CACHE; i++)
+        if (plans[i].used) plan_destroy(&plans[i]);
+    plan_next = 0;
 }
 
 /* Builds (or finds) the plan; NULL if cuBLASLt offers no algorithm. */
@@ -114,8 +175,10 @@ static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasComputeType_t ct = precision == MM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cudaDataType_t ab = precision == MM_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
+    cublasLtMatmulHeuristicResult_t heur[LT_TUNE_CANDIDATES];
+    int found = 0, capturing = cuda_capturing();
+    /* one answer when it will not be timed: tuning off (today's choice), or inside a recording */
+    int want = cuda_set_lt_tune(-1) && !capturing ? LT_TUNE_CANDIDATES : 1;
     uint64_t ws = LT_WORKSPACE_BYTES;
     if (cublasLtMatmulDescCreate(&p->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) goto fail;
     cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
@@ -136,11 +199,28 @@ static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c);
-    if (cublasLtMatmulAlgoGetHeuristic(lt_handle, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &heur, &found) !=
-            CUBLAS_STATUS_SUCCESS || found == 0)
+    if (cublasLtMatmulAlgoGetHeuristic(lt_handle, p->desc, p->la, p->lb, p->lc, p->lc, pref, want, heur, &found) !=
+            CUBLAS_STATUS_SUCCESS)
         goto fail;
     cublasLtMatmulPreferenceDestroy(pref);
-    p->algo = heur.algo;
+    pref = NULL;
+    for (int i = 0; i < found && i < want; i++)
+        if (heur[i].state == CUBLAS_STATUS_SUCCESS) {
+            p->cand[p->ncand] = heur[i].algo;
+            p->cand_ws[p->ncand++] = heur[i].workspaceSize;
+        }
+    if (p->ncand == 0) goto fail;
+    p->algo = p->cand[0];
+    p->tuned = p->ncand < 2;   /* nothing to choose from */
+    if (p->ncand == 1 && want > 1 && lt_logging())
+        fprintf(stderr, "lt-tune: %s m=%d n=%d k=%d: the heuristic offers one algorithm\n", cuda_matmul_precision(),
+                m, n, k);
+    if (capturing && cuda_set_lt_tune(-1)) {
+        cuda_lt_capture_plans++;
+        if (lt_logging())
+            fprintf(stderr, "lt-tune: %s m=%d n=%d k=%d planned inside a graph recording: the heuristic's first "
+                    "algorithm, untimed, kept for this plan\n", cuda_matmul_precision(), m, n, k);
+    }
     p->used = 1;
     return p;
 fail:
@@ -872,6 +952,127 @@ static const void *operand(const float *x, size_t n, int slot) {
     return f ? f : as_bf16(x, n, slot);
 }
 
+static void algo_describe(const cublasLtMatmulAlgo_t *a, char *buf, size_t len) {
+    int32_t id = 0, splitk = 1;
+    uint32_t tile = 0, stages = 0, swizzle = 0;
+    uint16_t cluster = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swizzle, sizeof swizzle, NULL);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof cluster, NULL);
+    snprintf(buf, len, "algo %d tile %u stages %u splitK %d swizzle %u cluster %u", (int)id, tile, stages, (int)splitk,
+             swizzle, (unsigned)cluster);
+}
+
+/* Times the plan's candidates (see "algorithm tuning" above) and fixes
+ * p->algo. Outside a recording only; the caller has set the bias pointer.
+ * Writes C only when beta == 0 (then the real product follows and overwrites
+ * it); with beta != 0 only scratch. On any failure the plan keeps the
+ * heuristic's first answer. */
+static cudaEvent_t tune_ev[1 + LT_TUNE_ROUNDS * LT_TUNE_CANDIDATES];
+
+static void lt_tune(Plan *p, const void *A, const void *B, float *C, float beta) {
+    p->tuned = 1;   /* whatever happens below, the choice is made once */
+    int nc = p->ncand, log = lt_logging();
+    cudaStream_t st = cuda_stream();
+    void *ws = lt_workspace[cuda_branch()];
+    size_t c_bytes = ((size_t)(p->n - 1) * p->ldc + p->m) * sizeof(float);
+    float *T = C;
+    void *raw = NULL;
+    const char *why = NULL;
+    if (!tune_ev[0])
+        for (size_t i = 0; i < sizeof tune_ev / sizeof tune_ev[0]; i++)
+            if (cudaEventCreate(&tune_ev[i]) != cudaSuccess) {
+                cudaGetLastError();
+                for (size_t j = 0; j < i; j++) cudaEventDestroy(tune_ev[j]);
+                memset(tune_ev, 0, sizeof tune_ev);
+                why = "no CUDA events";
+                break;
+            }
+    if (!why && beta != 0.f) {   /* accumulates: time into scratch with C's address modulo 256 */
+        if (cudaMalloc(&raw, c_bytes + 256) != cudaSuccess) {
+            cudaGetLastError();   /* no room: not an error, untimed */
+            raw = NULL;
+            why = "no memory for the scratch output";
+        } else {
+            T = (float *)((char *)raw + (uintptr_t)C % 256);
+        }
+    }
+    float alpha = 1.f, best[LT_TUNE_CANDIDATES];
+    int ok[LT_TUNE_CANDIDATES];
+    if (!why) {
+        for (int i = 0; i < nc; i++) {   /* warm-up; an algorithm that refuses the call is dropped */
+            ok[i] = cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, T, p->lc, T, p->lc,
+                                   &p->cand[i], ws, LT_WORKSPACE_BYTES, st) == CUBLAS_STATUS_SUCCESS;
+            best[i] = 0.f;
+        }
+        cudaEventRecord(tune_ev[0], st);
+        for (int r = 0; r < LT_TUNE_ROUNDS; r++)
+            for (int i = 0; i < nc; i++) {
+                for (int k = 0; k < LT_TUNE_REPS && ok[i]; k++)
+                    ok[i] = cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, T, p->lc, T,
+                                           p->lc, &p->cand[i], ws, LT_WORKSPACE_BYTES, st) == CUBLAS_STATUS_SUCCESS;
+                cudaEventRecord(tune_ev[1 + r * nc + i], st);
+            }
+        int refused = 0;
+        for (int i = 0; i < nc; i++) refused |= !ok[i];
+        /* a refused candidate may leave a launch error behind; earlier launches were checked as they went, so
+         * what is pending now is its: cleared, or the next op's check would blame itself */
+        if (refused) cudaGetLastError();
+        cudaError_t e = cudaEventSynchronize(tune_ev[LT_TUNE_ROUNDS * nc]);
+        if (e != cudaSuccess) {
+            /* a fault in a product (or earlier work): recorded like any failed call, untimed */
+            cuda_record_error("cudaEventSynchronize", cudaGetErrorString(e), __FILE__, __LINE__);
+            why = "the timing runs failed";
+        }
+    }
+    if (!why)
+        for (int r = 0; r < LT_TUNE_ROUNDS; r++)
+            for (int i = 0; i < nc; i++) {
+                float ms = 0.f;
+                int at = 1 + r * nc + i;
+                if (!ok[i] || cudaEventElapsedTime(&ms, tune_ev[at - 1], tune_ev[at]) != cudaSuccess) {
+                    ok[i] = 0;
+                    continue;
+                }
+                ms /= LT_TUNE_REPS;
+                if (r == 0 || ms < best[i]) best[i] = ms;
+            }
+    if (raw && cudaFree(raw) != cudaSuccess)   /* never seen by a recording: no cuda_free_gen bump */
+        cuda_record_error("cudaFree", "cuBLASLt tuning scratch", __FILE__, __LINE__);
+    int pick = 0;
+    if (!why) {
+        int fastest = -1;
+        for (int i = 0; i < nc; i++)
+            if (ok[i] && (fastest < 0 || best[i] < best[fastest])) fastest = i;
+        if (fastest < 0) why = "no candidate ran";
+        else if (!ok[0] || best[fastest] < 0.99f * best[0]) pick = fastest;
+    }
+    p->algo = p->cand[pick];
+    if (!why) cuda_lt_tunes++;
+    if (log) {
+        double flop = 2.0 * p->m * p->n * p->k;
+        fprintf(stderr, "lt-tune: %s m=%d n=%d k=%d op%c%c ld %d %d %d beta %g%s align %u/%u/%u, into %s: %d candidates\n",
+                cuda_matmul_precision(), p->m, p->n, p->k, p->ta == CUBLAS_OP_T ? 'T' : 'N',
+                p->tb == CUBLAS_OP_T ? 'T' : 'N', p->lda, p->ldb, p->ldc, beta, p->has_bias ? " bias" : "", p->al_a,
+                p->al_b, p->al_c, raw ? "scratch" : "C", nc);
+        for (int i = 0; i < nc && !why; i++) {
+            char d[160];
+            algo_describe(&p->cand[i], d, sizeof d);
+            if (ok[i])
+                fprintf(stderr, "lt-tune:   #%d %s ws %zu KiB: %.4f ms, %.1f TFLOP/s%s\n", i, d, p->cand_ws[i] >> 10,
+                        best[i], flop / (best[i] * 1e9), i == pick ? "  <- chosen" : "");
+            else
+                fprintf(stderr, "lt-tune:   #%d %s: failed to run, dropped\n", i, d);
+        }
+        if (why) fprintf(stderr, "lt-tune:   not timed (%s): the heuristic's first\n", why);
+        else if (pick) fprintf(stderr, "lt-tune:   chose #%d, %.2fx the heuristic's first\n", pick,
+                               ok[0] ? best[0] / best[pick] : 0.0);
+    }
+}
+
 /* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, C fp32;
  * A and B come from operand(). Returns 0, or -1 if no algorithm fits or the
  * call failed (nothing was written). */
@@ -885,6 +1086,10 @@ static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
     float alpha = 1.f;
     unsigned long before = cuda_epoch;
     __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);  /* C changes */
+    if (!p->tuned) {
+        if (cuda_capturing()) p->tuned = 1;   /* made outside, first used inside a recording: keep the first */
+        else lt_tune(p, A, B, C, beta);
+    }
     int rc = cublasLtMatmul(lt_handle, p->desc, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc, &p->algo,
                             lt_workspace[cuda_branch()], LT_WORKSPACE_BYTES, cuda_stream()) == CUBLAS_STATUS_SUCCESS
                  ? 0
