@@ -1266,13 +1266,21 @@ static void test_ssd(void) {
      * ssd_cb_kernel (once per batch, chunk, group): {2, 97, 4, 64, 2, 200, 48}
      * (two heads per group, G 2, N 200: two copy rounds, the second ragged, a
      * 1-token last chunk) and {1, 101, 6, 64, 3, 64, 64} (G 3, N one tile, odd T)
-     * check its indexing by group and chunk. */
+     * check its indexing by group and chunk. The backward's own terms and state pass
+     * run chained by default (ssd_chunk_state_bwd_chain_kernel: tickets in reverse
+     * chunk order, a flag per chunk; FLOWHN_SSD_BWD=old runs the two kernels, for an
+     * A/B of the same shapes): {3, 257, 5, 64, 1, 100, 32} gives it 9 chunks of 15
+     * (b, h) chains (odd nh), a 1-token last chunk, N 100 (two tiles, the second
+     * ragged); {2, 300, 7, 80, 1, 72, 64} the general chunk kernel after it (P 80: two
+     * P tiles in the chain step, odd nh, a 44-token last chunk); {2, 40, 3, 64, 1, 128,
+     * 64} one chunk (its blocks only zero dstates[nch]). */
     int shapes[][7] = {/* B, n, nh, P, G, N, L */
                        {1, 1, 1, 1, 1, 1, 1},        {2, 19, 4, 3, 2, 5, 4},      {2, 70, 4, 16, 1, 40, 16},
                        {1, 64, 2, 8, 2, 64, 64},     {2, 300, 6, 24, 3, 40, 64},  {1, 200, 4, 80, 2, 150, 48},
                        {1, 150, 2, 8, 1, 16, 100},   {2, 130, 8, 64, 2, 136, 64}, {1, 333, 4, 64, 1, 128, 64},
                        {1, 77, 3, 36, 3, 72, 32},    {1, 99, 6, 20, 2, 150, 50},  {2, 97, 4, 64, 2, 200, 48},
-                       {1, 101, 6, 64, 3, 64, 64},   {2, 1024, 24, 64, 1, 128, 64}};
+                       {1, 101, 6, 64, 3, 64, 64},   {3, 257, 5, 64, 1, 100, 32}, {2, 300, 7, 80, 1, 72, 64},
+                       {2, 40, 3, 64, 1, 128, 64},   {2, 1024, 24, 64, 1, 128, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 1;
     for (int si = 0; si < nshapes; si++) {

@@ -21,6 +21,7 @@
 #include <functional>
 #include <condition_variable>
 #include <mutex>
+#include <atomic>
 #include <thread>
 #include <vector>
 using std::min;
@@ -89,6 +90,9 @@ static float __shfl_xor_sync(unsigned, float v, int o) {
 }
 static std::mutex g_atom;
 static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> l(g_atom); float o = *p; *p = o + v; return o; }
+static int atomicAdd(int *p, int v) { std::lock_guard<std::mutex> l(g_atom); int o = *p; *p = o + v; return o; }
+static void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+static float __ldcg(const float *p) { return *(const volatile float *)p; }
 static inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 static inline float block_sum(float v, float *sh) {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -189,6 +193,16 @@ int main(int argc, char **argv) {
     dim3 grid = {(unsigned)nch, (unsigned)nh, (unsigned)B};
     launch(grid, [&] { ssd_exact::ssd_chunk_state_kernel<false>(gbuf.data(), achunk.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
     launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_bwd(gbuf.data(), achunk.data(), d); });
+    /* as ssd.cu by default: the own terms and the state pass chained (ssd_chunk_state_bwd_chain_kernel;
+     * tickets, so blocks in any launch order); its G must equal the two kernels' bit for bit (the same
+     * products and the pass's expression). EMU_BWD_OLD=1 feeds the chunk kernel the two kernels' G. */
+    std::vector<float> gbuf2(gbuf.size(), NAN);
+    std::vector<int> bsync(1 + (size_t)B * nh * nch, 0);
+    launch({(unsigned)(B * nh * nch), 1, 1}, [&] { ssd_exact::ssd_chunk_state_bwd_chain_kernel(gbuf2.data(), bsync.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+    size_t gdiff = 0;
+    for (size_t i = 0; i < gbuf.size(); i++) gdiff += memcmp(&gbuf[i], &gbuf2[i], sizeof(float)) != 0;
+    printf("   chain: G differs from state_pass's in %zu of %zu elements\n", gdiff, gbuf.size());
+    if (!(getenv("EMU_BWD_OLD") && atoi(getenv("EMU_BWD_OLD")))) gbuf.swap(gbuf2);
     d.acc = ACC;
     /* as ssd.cu: C B^T once per (batch, chunk, group) for the p64 backward and chunk_scan */
     std::vector<float> cbuf((size_t)B * nch * G * 64 * 64, NAN);
@@ -208,6 +222,7 @@ int main(int argc, char **argv) {
     double r[5] = {rel(cx, ex, gx0), rel(cdt, edt, gdt0), rel(cdb, edb, gdb0), rel(cA, eA, gA0), rel(cD, eD, gD0)};
     bool ok = true;
     for (double v : r) ok = ok && v < 1e-5;
+    ok = ok && gdiff == 0;
     for (float v : ex) ok = ok && std::isfinite(v);
     ok = ok && ry < 1e-5 && rst < 1e-5;
     if (const char *dump = getenv("EMU_DUMP")) {  /* raw outputs, for bit-for-bit comparison across a refactor */

@@ -1,6 +1,7 @@
 #!/bin/sh
 # tools/ssd_emu/run.sh - build the CPU emulation of the SSD kernels and run it on
-# test_ssd's shapes (both builds, both copy timings, both acc modes). Needs the CPU
+# test_ssd's shapes (both builds, both copy timings, both acc modes); the backward's state pass
+# both ways (the chained kernel's G must equal the two kernels' bit for bit). Needs the CPU
 # library (make) and g++; takes minutes on two cores (every block is 256 threads).
 # Usage: tools/ssd_emu/run.sh [--big]   (--big adds the 135M layer at T 1024, B 1)
 set -e
@@ -15,12 +16,19 @@ g++ -O2 -std=c++17 -pthread -w -I$out -DEMU_TC tools/ssd_emu/emu.cpp build/libfl
 export OMP_NUM_THREADS=1
 fail=0
 for s in "1 1 1 1 1 1 1" "2 19 4 3 2 5 4" "2 70 4 16 1 40 16" "1 64 2 8 2 64 64" "2 130 8 64 2 136 64" \
-         "1 333 4 64 1 128 64" "2 97 4 64 2 200 48" "1 101 6 64 3 64 64" "1 77 3 36 3 72 32" "1 99 6 20 2 150 50" "2 300 6 24 3 40 64"; do
+         "1 333 4 64 1 128 64" "2 97 4 64 2 200 48" "1 101 6 64 3 64 64" "1 77 3 36 3 72 32" "1 99 6 20 2 150 50" "2 300 6 24 3 40 64" \
+         "3 257 5 64 1 100 32"; do
     $out/emu $s 1 1 1 || fail=1; $out/emu $s 1 1 0 || fail=1
     $out/emu_tc $s 1 1 1 || fail=1; $out/emu_tc $s 1 0 0 || fail=1
 done
 $out/emu 1 200 4 80 2 150 48 0 1 0 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 1 1 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 0 0 || fail=1
+# the chained state pass before the general kernel (P 80: two P tiles in the chain step, odd nh), and one chunk
+$out/emu 2 300 7 80 1 72 64 0 1 0 || fail=1
+$out/emu_tc 2 300 7 80 1 72 64 0 1 1 || fail=1
+$out/emu_tc 2 300 7 80 1 72 64 0 0 0 || fail=1
+$out/emu_tc 2 40 3 64 1 128 64 1 1 0 || fail=1
+$out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1; fi
 [ $fail = 0 ] && echo "ssd_emu: all passed" || { echo "ssd_emu: FAILED"; exit 1; }

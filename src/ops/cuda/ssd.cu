@@ -21,6 +21,9 @@
  * Backward (dstates[c] = dL/dstates[c]; nothing flows into the final state):
  *   chunk_state again, for the chunk's own term of dstates[c]: sum_i ecum_i dy_i C_i^T
  *   state_pass backwards: G_c := dstates[c+1], dstates[c] = a_c G_c + own term
+ *   (these two are one chained kernel by default, ssd_chunk_state_bwd_chain_kernel: each
+ *   block takes G_c from chunk c+1's block as soon as it is published; FLOWHN_SSD_BWD=old
+ *   runs the two kernels)
  *   chunk_bwd (per b, h, c), everything else; with dW_ij = dy_i . x_j,
  *   dCB_ij = dW_ij M_ij dt_j and the decays differentiated through their exponents:
  *     dx_j = sum_i W_ij dy_i + etail_j dt_j G B_j + D dy_j
@@ -121,7 +124,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
 
 #define SSD_BWD_LAUNCH(K)                                                                                          \
     do {                                                                                                           \
-        static int attr;                                                                                           \
+        static int attr, chain_attr;                                                                               \
         if (!attr++) {                                                                                             \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_state_kernel<false>,                                       \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
@@ -132,12 +135,23 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
                                            (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
-        K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,        \
-                                                                                     dt_raw, dt_bias, A_log, d);   \
-        CUDA_LAUNCHED();                                                                                           \
-        K::ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf, achunk, \
-                                                                                                   d);             \
-        CUDA_LAUNCHED();                                                                                           \
+        if (bsync) { /* own terms and the state pass chained in one kernel (tickets, a flag per chunk) */         \
+            if (!chain_attr++)                                                                                     \
+                CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_state_bwd_chain_kernel,                                \
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));  \
+            CUDA_CALL(cudaMemsetAsync(bsync, 0, sizeof(int) * (1 + (size_t)B * nh * d.nch), cuda_stream()));       \
+            K::ssd_chunk_state_bwd_chain_kernel<<<B * nh * d.nch, NT, K::STATE_SMEM, cuda_stream()>>>(            \
+                gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                                  \
+            CUDA_LAUNCHED();                                                                                       \
+        } else {                                                                                                   \
+            K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,    \
+                                                                                         dt_raw, dt_bias, A_log,   \
+                                                                                         d);                       \
+            CUDA_LAUNCHED();                                                                                       \
+            K::ssd_state_pass_bwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(gbuf,     \
+                                                                                                       achunk, d); \
+            CUDA_LAUNCHED();                                                                                       \
+        }                                                                                                          \
         if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
             K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
             CUDA_LAUNCHED();                                                                                       \
@@ -155,7 +169,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
 /* scratch grown on demand and kept (the same shapes recur every step); one
  * set per branch stream, since both branches of a parallel block may run at once */
 static float *ssd_scratch(int slot, size_t n) {
-    static BranchScratch s[3];
+    static BranchScratch s[4];
     return (float *)cuda_branch_scratch(&s[slot], sizeof(float) * n, "the SSD scratch");
 }
 
@@ -202,6 +216,18 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
     /* C B^T per (batch, chunk, group) for the P <= 64 kernel: 16 KB each (2 MB at gpt2small) */
     float *cbuf = P <= TS ? ssd_scratch(2, (size_t)B * d.nch * G * TS * TS) : NULL;
     if (!achunk || !gbuf || (P <= TS && !cbuf)) return;
+    /* FLOWHN_SSD_BWD=old: chunk_state<false> then ssd_state_pass_bwd (main's two kernels, for A/B
+     * timing); by default the chained kernel (ssd_chunk_state_bwd_chain_kernel, the same values) */
+    static int bwd_old = -1;
+    if (bwd_old < 0) {
+        const char *e = getenv("FLOWHN_SSD_BWD");
+        bwd_old = e && strcmp(e, "old") == 0;
+    }
+    int *bsync = NULL;  /* the chained kernel's ticket counter and a flag per (chunk, b, h) */
+    if (!bwd_old) {
+        bsync = (int *)ssd_scratch(3, 1 + (size_t)B * nh * d.nch);
+        if (!bsync) return;
+    }
     /* The chunk kernel's block (chunk, head) alone writes its rows' x columns
      * of that head and their ddt_raw: to overwrite it stores them. The B and C
      * columns are summed over the group's heads by atomics: an overwrite zeroes

@@ -329,6 +329,128 @@ __global__ void ssd_state_pass_bwd(float *g, const float *achunk, SsdDims d) {
     }
 }
 
+/* ---- backward: the chunks' own terms of dstates and the state pass in one kernel ----
+ * main ran chunk_state<false> (own_c into gbuf[b, c], 100 MB at gpt2small) and then
+ * ssd_state_pass_bwd (gbuf read and written once more, two dependent DRAM round trips per
+ * thread): the pass was ~0.1 ms a layer for no arithmetic (perf-notes, session 7). Here a
+ * block (b, h, c) computes own_c exactly as chunk_state<false> does (the same code, so the
+ * same values), stores it raw into gbuf[b, c-1] (where G_{c-1} = dstates[c] belongs), waits
+ * for chunk c+1's block to publish gbuf[b, c] = G_c = dstates[c+1], and replaces its raw
+ * elements by dstates[c] = own_c + a_c G_c (the pass's expression: the same values), each
+ * thread the elements it stored itself; fence, barrier, flag. Blocks take tickets in reverse
+ * chunk-major order (all (b, h) of the last chunk first), so a block waits only for a lower
+ * ticket, whose block is already resident or done (no deadlock in any launch order). The
+ * last chunk's block also zeroes gbuf[b, nch-1] (dstates[nch] = 0); chunk 0's blocks have
+ * nothing to do (dstates[0] is never read). achunk is not written (only the old pass read it).
+ * sync: [0] the ticket counter, [1 + ticket] the flags (zeroed by the host before the launch). */
+__global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bwd_chain_kernel(float *g, int *sync, const float *dy,
+                                                                       const float *xbc, const float *dt_raw,
+                                                                       const float *dt_bias, const float *A_log,
+                                                                       SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *S0 = smem, *S1 = S0 + TILE, *Sx = TC ? S1 + TILE : nullptr;
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], sc_s[TS], etot;
+    __shared__ int ticket_s;
+    if (threadIdx.x == 0) ticket_s = atomicAdd(sync, 1);
+    __syncthreads();
+    const int t = ticket_s, nbh = d.nh * d.B, c = d.nch - 1 - t / nbh;
+    const size_t PN = (size_t)d.P * d.N;
+    Chunk k;
+    k.c = c; k.h = (t % nbh) % d.nh; k.b = (t % nbh) / d.nh;
+    k.g = k.h / (d.nh / d.G);
+    k.t0 = k.c * d.L;
+    k.l = min(d.L, d.n - k.t0);
+    k.Ae = expf(A_log[k.h]);
+    float *gin = g + (((size_t)k.b * d.nch + c) * d.nh + k.h) * PN;  /* G_c, from chunk c+1's block */
+    if (c == d.nch - 1)
+        for (size_t e = threadIdx.x; e < PN; e += NT) gin[e] = 0.f;  /* G_{nch-1} = dstates[nch] = 0 */
+    if (c == 0) return;  /* own_0 only feeds dstates[0], which nothing reads; nobody waits on chunk 0 */
+    float *o = gin - (size_t)d.nh * PN;  /* gbuf[b, c-1]: own_c raw, then dstates[c] */
+    size_t row0 = (size_t)k.b * d.n + k.t0;
+    auto u_at = [&](size_t r0) { return dy + r0 * d.E + (size_t)k.h * d.P; };
+    auto v_at = [&](size_t r0) { return xbc + r0 * d.W + d.E + (size_t)(d.G + k.g) * d.N; };
+    /* from here to the chain: chunk_state<false>'s body (U = dy, V = C, s = ecum) */
+    load_tile(S0, u_at(row0), d.E, k.l, min(TS, d.P));
+    load_tile(S1, v_at(row0), d.W, k.l, min(TS, d.N));
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    row0 = opaque(row0);
+    const float *U = u_at(row0), *V = v_at(row0);
+    if (threadIdx.x < TS) sc_s[threadIdx.x] = ecum_s[threadIdx.x];
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    for (int p0 = 0; p0 < d.P; p0 += TS)
+        for (int n0 = 0; n0 < d.N; n0 += TS) {
+            if (p0 > 0 || n0 > 0) {
+                bar();  /* the previous tiles read */
+                if (n0 == 0) load_tile(S0, U + p0, d.E, k.l, min(TS, d.P - p0));
+                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            }
+            bar();  /* the copies landed; sc_s written */
+            if (n0 == 0) {  /* U's rows scaled by s_j */
+                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+                    int r = idx >> 6, cc = idx & (TS - 1);
+                    S0[r * LD + cc] *= sc_s[r];
+                }
+                sync_plain();
+            }
+            float acc[4][4];
+            zero(acc);
+            mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
+                }
+        }
+
+    /* the chain: dstates[c] = own_c + a_c dstates[c+1] once chunk c+1's block has published it.
+     * The ticket and the slots' addresses again from ticket_s (re-read after the barriers), not
+     * kept live across the products: that spilled at 64 registers. */
+    {
+        const int t1 = ticket_s, c1 = d.nch - 1 - t1 / nbh;
+        gin = g + (((size_t)((t1 % nbh) / d.nh) * d.nch + c1) * d.nh + (t1 % nbh) % d.nh) * PN;
+        o = gin - (size_t)d.nh * PN;
+    }
+    int *flag = sync + 1;
+    const int t2 = ticket_s;
+    const bool last = t2 < nbh;
+    if (!last && threadIdx.x == 0) {
+        while (*(volatile int *)&flag[t2 - nbh] == 0) {
+        }
+        __threadfence();
+    }
+    sync_plain();  /* every thread waits for the flag (no copies are in flight here) */
+    const float ac = etot;
+#pragma unroll 1
+    for (int p0 = 0; p0 < d.P; p0 += TS)
+#pragma unroll 1
+        for (int n0 = 0; n0 < d.N; n0 += TS) {
+            float gv[4][4];
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    /* through L2 (ld.cg): another block wrote it during this kernel */
+                    gv[a][b] = (!last && p < d.P && nn < d.N) ? __ldcg(gin + (size_t)p * d.N + nn) : 0.f;
+                }
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    if (p < d.P && nn < d.N) {
+                        size_t e = (size_t)p * d.N + nn;
+                        o[e] = o[e] + ac * gv[a][b];  /* this thread's own raw own_c (the pass's order) */
+                    }
+                }
+        }
+    __threadfence();  /* dstates[c] visible device-wide before the flag */
+    sync_plain();     /* every thread's fence done */
+    if (threadIdx.x == 0) *(volatile int *)&flag[t2] = 1;
+}
+
 /* ---- forward: outputs of one chunk ---- */
 constexpr size_t SCAN_SMEM = (3 + TC) * TILE * sizeof(float);
 __global__ void __launch_bounds__(NT, TC ? 3 : 4) ssd_chunk_scan_kernel(float *y, const float *states, const float *xbc,
