@@ -112,6 +112,9 @@ static void flops_and_times(void) {
     const OpProfileRow *lf = row(r, kinds, "linear_fwd"), *lb = row(r, kinds, "linear_bwd"),
                        *af = row(r, kinds, "attention_fwd"), *ab = row(r, kinds, "attention_bwd"),
                        *cl = row(r, kinds, "classifier");
+    /* with RoPE the model runs attention as the attention_rope ops (ops.h), timed under their own names */
+    if (!af) af = row(r, kinds, "attention_rope_fwd");
+    if (!ab) ab = row(r, kinds, "attention_rope_bwd");
     CHECK(lf && lb && af && ab && cl, "the step's main ops were counted");
     if (lf && lb && af && ab && cl) {
         double fwd = (lf->flops + af->flops + cl->flops / 3) / steps;

@@ -12,7 +12,9 @@
  *    element that no op writes before it is read shows as a NaN. Two steps
  *    each, so the second runs on the first's stale buffers. The reference
  *    also runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu),
- *    the model under test as the fused conv1d_silu op: the same bits too.
+ *    the model under test as the fused conv1d_silu op: the same bits too;
+ *    likewise rope + attention (Model.unfused_attn_rope) against the
+ *    attention_rope ops.
  *
  * "Identical" is ==, so +0 and -0 are the same (x overwritten is -0 where
  * 0 + -0 was +0; no later value can tell them apart but a sign bit). With
@@ -235,6 +237,9 @@ static int new_model(Model *m, const Config *c, int zero_first, int poison) {
     /* the reference also composes conv1d + silu where the model under test
      * runs the fused conv1d_silu ops (ops.h): they must give the same bits */
     m->unfused_conv_silu = zero_first;
+    /* and rope + attention as separate ops where the model under test runs the
+     * attention_rope ops (the CPU's composition: the same bits) */
+    m->unfused_attn_rope = zero_first;
     return 0;
 }
 

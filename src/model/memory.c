@@ -65,6 +65,17 @@ static void dry_attention_fwd(real *o, real *lse, const real *q, const real *k, 
 static void dry_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                               const real *q, const real *k, const real *v, const int *qp, const int *kp, int B, int nq,
                               int nk, int nh, int nkv, int hd, int acc) {}
+/* taken (0): the estimate is the fused op's, which allocates no rotated copies
+ * (memory_add_backend adds them back where the backend composes) */
+static int dry_attention_rope_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
+                                  const int *kp, int B, int nq, int nk, int nh, int nkv, int hd, real th) {
+    return 0;
+}
+static int dry_attention_rope_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
+                                  const real *q, const real *k, const real *v, const int *qp, const int *kp, int B,
+                                  int nq, int nk, int nh, int nkv, int hd, real th, int acc) {
+    return 0;
+}
 static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
 static void dry_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int B, int n,
                            int C, int K, int acc) {}
@@ -133,19 +144,22 @@ static const Ops dry_ops = {
     .copy_rows = dry_copy_rows, .conv1d_step = dry_conv1d_step, .copy_rows_at = dry_copy_rows_at,
     .attention_decode_at = dry_attention_decode_at,
     .keep_bf16 = dry_keep_bf16,
+    .attention_rope_fwd = dry_attention_rope_fwd, .attention_rope_bwd = dry_attention_rope_bwd,
 };
 
 /* ------------------------------------------------------------------------ */
 /* the estimate                                                              */
 
-/* One dry run for a config whose split is a number. */
-static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
+/* One dry run for a config whose split is a number. unfused_rope: attention
+ * with RoPE as the separate rope passes (Model.unfused_attn_rope). */
+static int dry_run_as(const Config *c, int B, int T, int use, int world, MemoryEstimate *e, int unfused_rope) {
     memset(e, 0, sizeof *e);
     dry.live = dry.peak = dry.kept = 0;
     Model m;
     Optimizer opt;
     memset(&opt, 0, sizeof opt);
     if (model_create(&m, c, &dry_ops)) return -1;
+    m.unfused_attn_rope = unfused_rope;
     int rc = 0;
     e->params = sizeof(real) * m.layout.total;
     /* linear.cu's layout of the trained weights' bf16 copy: each tensor from a multiple of 128 values */
@@ -185,7 +199,22 @@ static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEsti
     e->backend = e->params + e->grads + e->optimizer + e->activations;
     e->total = e->backend + e->host;
     e->use = use;
+    e->head_dim = c->head_dim;
     return rc ? -1 : 0;
+}
+
+/* The fused attention_rope ops' figure, and in attn_rope_unfused what the
+ * separate rope passes add (qr, kr and their gradients; the prefill always
+ * composes, so nothing for MEMORY_GENERATE), for memory_add_backend. */
+static int dry_run(const Config *c, int B, int T, int use, int world, MemoryEstimate *e) {
+    const char *ar = getenv("FLOWHN_ATTN_ROPE");
+    int unfused = ar && !strcmp(ar, "0");
+    if (dry_run_as(c, B, T, use, world, e, unfused)) return -1;
+    if (unfused || !c->use_rope || use == MEMORY_GENERATE) return 0;
+    MemoryEstimate u;
+    if (dry_run_as(c, B, T, use, world, &u, 1)) return -1;
+    e->attn_rope_unfused = u.activations > e->activations ? u.activations - e->activations : 0;
+    return 0;
 }
 
 int model_memory_estimate(const Config *c, int B, int T, int use, MemoryEstimate *e) {
@@ -235,6 +264,20 @@ void memory_add_backend(MemoryEstimate *e, const Backend *be) {
         e->weight_copy += e->kept_bf16;     /* the kept bf16 roundings of the saved product inputs */
     e->backend += e->weight_copy;
     e->total += e->weight_copy;
+    /* the rotated copies where the backend composes rope and attention: the
+     * CPU always fuses (its op runs the composition on its own scratch); CUDA
+     * only on the bf16 tensor-core path with a head size of one tile width
+     * (attention_tc.cu attention_tc_rope_applies) */
+    e->activations -= e->attn_rope_added;
+    e->backend -= e->attn_rope_added;
+    e->total -= e->attn_rope_added;
+    int hd = e->head_dim, tile = hd == 16 || hd == 32 || hd == 64 || hd == 128;
+    int fused = !strcmp(be->name, "cpu") ||
+                (be->matmul_precision && !strcmp(be->matmul_precision(), "bf16") && tile);
+    e->attn_rope_added = fused ? 0 : e->attn_rope_unfused;
+    e->activations += e->attn_rope_added;
+    e->backend += e->attn_rope_added;
+    e->total += e->attn_rope_added;
 }
 
 /* ------------------------------------------------------------------------ */

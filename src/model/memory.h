@@ -49,6 +49,11 @@ typedef struct {
     size_t host;          /* the trainer's checkpoint copies of m and v (MEMORY_TRAIN) */
     size_t total;         /* backend + host */
     int use;              /* the MemoryUse estimated (MEMORY_GENERATE: activations = KV caches, states, scratch) */
+    /* activations are the fused attention_rope ops' (ops.h: no rotated q, k copies); where the backend
+     * composes rope and attention instead (CUDA fp32, or a head size that is not a tile width),
+     * memory_add_backend adds attn_rope_unfused (those copies and their gradients) as attn_rope_added */
+    size_t attn_rope_unfused, attn_rope_added;
+    int head_dim;
 } MemoryEstimate;
 
 /* Fills *e for config c at batch B and sequence length T (use is a

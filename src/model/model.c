@@ -24,7 +24,8 @@
 /* activation storage                                                        */
 
 typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd;
-                 real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk; } AttnActs;
+                 real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk;
+                 int roped;   /* the forward ran attention_rope_fwd: qr, kr were not written */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -132,6 +133,15 @@ static int acts_reset(Model *m) {
 /* ------------------------------------------------------------------------ */
 /* attention mixer: queries from uq at qpos, keys/values from ukv at kpos     */
 
+/* RoPE inside the attention op (ops.h attention_rope_*) when the backend has
+ * it, the model uses RoPE, and neither FLOWHN_ATTN_ROPE=0 (Model.
+ * unfused_attn_rope) nor the prefill (which hands the rotated keys kr to the
+ * KV cache, so they must be stored) asks for the separate rope passes */
+static int attn_rope_fused(const Model *m) {
+    return m->cfg.use_rope && m->ops->attention_rope_fwd && m->ops->attention_rope_bwd && !m->unfused_attn_rope &&
+           !m->prefilling;
+}
+
 static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
                     int nk, const int *kpos, const real *ukv, real *out) {
     const Config *c = &m->cfg;
@@ -144,6 +154,17 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     o->linear_fwd(a->k, ukv, W(w->k), NULL, B * nk, H, kvd);
     o->linear_fwd(a->v, ukv, W(w->v), NULL, B * nk, H, kvd);
     const real *q = a->q, *k = a->k;
+    a->roped = 0;
+    /* att is the o product's input, again in its backward: kept right before the op that writes it (the
+     * fused one; again before attention_fwd should it decline) */
+    if (attn_rope_fused(m)) keep_bf16(m, a->att, (size_t)B * nq * qd);
+    if (attn_rope_fused(m) &&
+        o->attention_rope_fwd(a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd,
+                              (real)c->rope_theta) == 0) {
+        a->roped = 1;   /* RoPE inside the attention op: no qr, kr */
+        o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
+        return 0;
+    }
     if (c->use_rope) {
         ENS(a->qr, (size_t)B * nq * qd); ENS(a->kr, (size_t)B * nk * kvd);
         o->rope_fwd(a->qr, a->q, qpos, B, nq, nh, hd, (real)c->rope_theta);
@@ -169,7 +190,16 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
     /* every buffer here has one writer */
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
-    if (c->use_rope) {
+    if (a->roped &&
+        o->attention_rope_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq,
+                              nk, nh, nkv, hd, (real)c->rope_theta, FIRST) == 0) {
+        /* dq, dk written by the fused op */
+    } else if (c->use_rope) {
+        if (a->roped) {   /* the fused backward declined: the forward's rotated q, k are needed after all */
+            ENS(a->qr, nqd); ENS(a->kr, nkd);
+            o->rope_fwd(a->qr, a->q, qpos, B, nq, nh, hd, (real)c->rope_theta);
+            o->rope_fwd(a->kr, a->k, kpos, B, nk, nkv, hd, (real)c->rope_theta);
+        }
         ENS(a->dqr, nqd); ENS(a->dkr, nkd);
         REF_ZERO(a->dqr, nqd); REF_ZERO(a->dkr, nkd);
         o->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, a->att, a->lse, a->qr, a->kr, a->v, qpos, kpos,
@@ -642,6 +672,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->ops = ops;
     const char *cs = getenv("FLOWHN_CONV_SILU");
     m->unfused_conv_silu = cs && !strcmp(cs, "0");
+    const char *ar = getenv("FLOWHN_ATTN_ROPE");
+    m->unfused_attn_rope = ar && !strcmp(ar, "0");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);
@@ -938,11 +970,15 @@ int model_prefill(Model *m, const int *tokens, int B, int T, ModelCacheFn take, 
     keep_end(m);   /* the prefill's layers write the first layers' buffers: no keep outlives that */
     ENS(A->x[0], BTH); ENS(A->x[1], BTH);   /* the layers' inputs and outputs, in turn */
     m->ops->embedding_fwd(A->x[0], m->tokens_dev, W(m->layout.embed), B * T, c->hidden_size);
+    m->prefilling = 1;   /* the caches take the rotated keys: attention with the separate rope passes */
     for (int l = 0; l < c->num_layers; l++) {
         LayerActs *a = prefill_acts(m, l);
-        if (layer_fwd(m, l, a, A->x[l & 1], A->x[(l + 1) & 1], NULL, NULL) || take_layer(m, l, a, A->x[l & 1], take, ctx))
+        if (layer_fwd(m, l, a, A->x[l & 1], A->x[(l + 1) & 1], NULL, NULL) || take_layer(m, l, a, A->x[l & 1], take, ctx)) {
+            m->prefilling = 0;
             return -1;
+        }
     }
+    m->prefilling = 0;
     *out = A->x[c->num_layers & 1];
     return 0;
 }

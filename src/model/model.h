@@ -70,6 +70,12 @@ typedef struct {
      * backward (Ops.keep_bf16); 0 otherwise (the prefill's layers share
      * buffers, so nothing is kept there). */
     int keep_acts;
+    /* 1: attention with RoPE runs as rope_fwd on q and k, attention_fwd (and
+     * attention_bwd, two rope_bwd) even when the backend has the fused
+     * attention_rope ops: the A/B timing's other side and the reference the
+     * fused ops must match. model_create sets it from FLOWHN_ATTN_ROPE=0. */
+    int unfused_attn_rope;
+    int prefilling;   /* set by model_prefill while it runs (its caches take the stored rotated keys) */
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

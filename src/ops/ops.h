@@ -364,6 +364,30 @@ typedef struct Ops {
                               int IC, int OC, const real *norm_w, real eps, real *normed, real *rstd);
     void (*rope_append_at)(real *qr, real *K, real *V, real *kr, const real *q, const real *k, const real *v,
                            const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta);
+
+    /* ---- attention with RoPE inside (each may be NULL: the model then runs
+     * rope_fwd on q and k, attention_fwd, and in the backward attention_bwd
+     * and rope_bwd twice; FLOWHN_ATTN_ROPE=0 makes it run those anyway).
+     * q, k are the UNROTATED projections; the op rotates them by qpos / kpos
+     * (as rope_fwd, theta) before the attention, so the rotated copies are
+     * never stored (CUDA bf16: the rotation happens where q and k are rounded
+     * to bf16 for the tensor cores, and the backward rotates dq, dk back as it
+     * produces them).
+     * attention_rope_fwd: attention_fwd(out, lse, rope(q, qpos), rope(k, kpos),
+     *   v, ...); out and lse are attention_fwd's.
+     * attention_rope_bwd: dq, dk are the gradients of the unrotated q, k
+     *   (rope_bwd of attention_bwd's), dv attention_bwd's; acc as
+     *   attention_bwd. q, k as given to the forward.
+     * Both return 0, or 1 having done nothing: this shape / precision is not
+     * fused, the caller runs the composition (CUDA: the bf16 tensor-core path
+     * with head_dim 16, 32, 64 or 128 only). The same values as the composition
+     * (the CPU's: the same bits, it runs the composition). MACs as
+     * attention_fwd. */
+    int (*attention_rope_fwd)(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                              const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta);
+    int (*attention_rope_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                              const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                              int nq, int nk, int nh, int nkv, int hd, real theta, int acc);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

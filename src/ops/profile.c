@@ -14,7 +14,7 @@
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
     X(ssd_step) X(adamw) X(sum_squares) X(copy_rows) X(conv1d_step) X(attention_decode) X(copy_rows_at)           \
-    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step)
+    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(attention_rope_fwd) X(attention_rope_bwd)
 
 enum {
 #define ID(n) OP_##n,
@@ -139,6 +139,22 @@ static double attn_flops(int Bn, int nq, int nk, int nh, int hd) {
 static void w_attention_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
                             const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd) {
     TIMED(attention_fwd, attn_flops(Bn, nq, nk, nh, hd), B->attention_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd));
+}
+/* an op that declines (returns 1, ops.h) ran nothing: its span is timed anyway (near zero) */
+static int w_attention_rope_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
+                                const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd, real th) {
+    int r = 0;
+    TIMED(attention_rope_fwd, attn_flops(Bn, nq, nk, nh, hd),
+          r = B->attention_rope_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th));
+    return r;
+}
+static int w_attention_rope_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
+                                const real *q, const real *k, const real *v, const int *qp, const int *kp, int Bn,
+                                int nq, int nk, int nh, int nkv, int hd, real th, int acc) {
+    int r = 0;
+    TIMED(attention_rope_bwd, 2 * attn_flops(Bn, nq, nk, nh, hd),
+          r = B->attention_rope_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th, acc));
+    return r;
 }
 static void w_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                             const real *q, const real *k, const real *v, const int *qp, const int *kp, int Bn, int nq,

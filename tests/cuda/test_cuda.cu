@@ -1207,6 +1207,111 @@ static void test_attention_bf16(void) {
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
+
+/* RoPE inside the bf16 attention (ops.h attention_rope_*, attention_tc.cu):
+ * the op on unrotated q, k against the CPU's rope + attention composition
+ * (cpu_attention_rope_*), bf16 bound 1e-2, forward and backward (dq, dk are
+ * the unrotated inputs' gradients). Every head size it takes (16, 32, 64, 128;
+ * 128 has the backward's 32-query tiles and the split dq column blocks), odd
+ * lengths, random gapped position subsets up to 4096 (the table's angles),
+ * GQA groups 1-4, isolated / prefix / disjoint / prefix-early keys (the last
+ * has key tiles no query sees), llama-gpt2small's heads at T 1024. Then the
+ * cases it must decline (return 1, nothing written): a head size that is not
+ * a tile width, and the fp32 precision. */
+static int rope_shapes[][7] = {/* B, T, nsel, nh, nkv, hd, ctx */
+                               {1, 1, 1, 1, 1, 16, 0},     {2, 37, 21, 4, 2, 16, 0},    {2, 37, 20, 4, 2, 32, 1},
+                               {2, 300, 151, 6, 2, 64, 0}, {1, 300, 121, 4, 4, 64, 1},  {2, 400, 65, 3, 1, 64, 2},
+                               {1, 150, 77, 4, 1, 128, 1}, {2, 333, 97, 4, 2, 128, 0},  {1, 200, 30, 2, 1, 32, 3},
+                               {2, 4096, 129, 4, 1, 128, 0}, {1, 4096, 300, 2, 2, 64, 2},
+                               {1, 1024, 1024, 12, 12, 64, 0}, {1, 1024, 600, 8, 2, 128, 1}};
+static void test_attention_rope(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    TOL = 1e-2;
+    const float theta = 10000.f;
+    const char *ctxname[] = {"isolated", "prefix", "disjoint", "prefix-early"};
+    int nshapes = (int)(sizeof rope_shapes / sizeof rope_shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 2 : 0);
+    for (int si = 0; si < nshapes; si++) {
+        const int *shape = rope_shapes[si];
+        int B = shape[0], T = shape[1], ns = shape[2], nh = shape[3], nkv = shape[4], hd = shape[5], ctx = shape[6];
+        int *all = subset(ctx == 3 ? T / 2 : T, ctx == 2 ? 2 * ns : ns), *qpos, *kpos, nq = ns, nk;
+        if (ctx == 0) { qpos = all; kpos = all; nk = ns; }
+        else if (ctx == 1 || ctx == 3) { qpos = all; kpos = subset(T, T); nk = T; }
+        else {
+            qpos = (int *)malloc(sizeof(int) * ns); kpos = (int *)malloc(sizeof(int) * ns); nk = ns;
+            for (int i = 0; i < ns; i++) { kpos[i] = all[2 * i + 1]; qpos[i] = all[2 * i]; }
+        }
+        line_start("attention_rope", "B=%d nq=%d nk=%d nh=%d nkv=%d hd=%d %s", B, nq, nk, nh, nkv, hd, ctxname[ctx]);
+        size_t nqe = (size_t)B * nq * nh * hd, nke = (size_t)B * nk * nkv * hd, nl = (size_t)B * nh * nq;
+        float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+        float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
+        int *dqp = devi(qpos, nq), *dkp = ctx == 0 ? dqp : devi(kpos, nk);   /* isolated: one position array */
+        float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+        int rc = 0;
+        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta),
+                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd, theta));
+        CHECK(rc == 0, "attention_rope_fwd declined hd %d in bf16", hd);
+        cmp("out", out, gout, nqe);
+        float *glse_h = (float *)malloc(sizeof(float) * nl), *lse_m = hcopy(lse, nl);
+        G->to_host(glse_h, glse, sizeof(float) * nl);
+        for (size_t r = 0; r < nl; r++)
+            if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
+        float *glse_m = dev(glse_h, nl);
+        cmp("lse", lse_m, glse_m, nl);
+        Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+        cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta,
+                               ACC_MODE);
+        rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv,
+                                   hd, theta, ACC_MODE);
+        CHECK(rc == 0, "attention_rope_bwd declined hd %d in bf16", hd);
+        float *ones = NULL;   /* one key per query: dq, dk are rounding noise (see test_attention_shapes) */
+        if (nk == 1) {
+            ones = (float *)malloc(sizeof(float) * (nqe > nke ? nqe : nke));
+            for (size_t i = 0; i < (nqe > nke ? nqe : nke); i++) ones[i] = 1;
+        }
+        MAG = ones;
+        grad_cmp("dq", gq); grad_cmp("dk", gk);
+        MAG = NULL;
+        free(ones);
+        grad_cmp("dv", gv);
+        line_end();
+        if (qpos != all) free(qpos);
+        if (kpos != all) free(kpos);
+        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse); free(glse_h); free(lse_m);
+        G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dqp);
+        if (dkp != dqp) G->release(dkp);
+        G->release(gout); G->release(glse); G->release(glse_m);
+        grad_free(gq); grad_free(gk); grad_free(gv);
+    }
+    /* declined: nothing written (the outputs stay NaN), 1 returned */
+    int B = 1, n = 40, nh = 2, nkv = 1;
+    int *pos = subset(n, n), *dpos = devi(pos, n);
+    for (int c = 0; c < 2; c++) {
+        int hd = c == 0 ? 24 : 64;   /* 24: not a tile width; 64 in fp32 */
+        if (c == 1) cuda_set_matmul_precision("fp32");
+        size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd;
+        float *h = hrand(nqe, 0, 1), *dx = dev(h, nqe), *dkv = dev(h, nke), *gout = dnan(nqe), *glse = dnan(B * nh * n);
+        int rf = G->attention_rope_fwd(gout, glse, dx, dkv, dkv, dpos, dpos, B, n, n, nh, nkv, hd, 10000.f);
+        float *dg = dnan(nqe), *dgk = dnan(nke), *dgv = dnan(nke);
+        int rb = G->attention_rope_bwd(dg, dgk, dgv, dx, dx, glse, dx, dkv, dkv, dpos, dpos, B, n, n, nh, nkv, hd,
+                                       10000.f, FH_OVERWRITE);
+        float *back = (float *)malloc(sizeof(float) * nqe);
+        G->to_host(back, gout, sizeof(float) * nqe);
+        int untouched = 1;
+        for (size_t i = 0; i < nqe; i++) untouched &= isnan(back[i]);
+        G->to_host(back, dg, sizeof(float) * nqe);
+        for (size_t i = 0; i < nqe; i++) untouched &= isnan(back[i]);
+        CHECK(rf == 1 && rb == 1 && untouched, "%s: attention_rope returned %d/%d (want 1) and %s its outputs",
+              c == 0 ? "hd 24 bf16" : "hd 64 fp32", rf, rb, untouched ? "left" : "wrote");
+        free(h); free(back);
+        G->release(dx); G->release(dkv); G->release(gout); G->release(glse); G->release(dg); G->release(dgk);
+        G->release(dgv);
+    }
+    printf("  attention_rope declines hd 24 (bf16) and fp32: checked\n");
+    free(pos);
+    G->release(dpos);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
 #endif
 
 #ifdef HAVE_CPU_SELECTIVE_SCAN
@@ -2003,6 +2108,7 @@ int main(void) {
 #ifdef HAVE_CPU_ATTENTION
     RUN(test_attention);
     RUN(test_attention_bf16);
+    RUN(test_attention_rope);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif
@@ -2035,6 +2141,7 @@ int main(void) {
 #ifdef HAVE_CPU_ATTENTION
     RUN(test_attention);
     RUN(test_attention_bf16);
+    RUN(test_attention_rope);
 #endif
 #ifdef HAVE_CPU_SELECTIVE_SCAN
     RUN(test_selective_scan);

@@ -88,6 +88,8 @@ static double rel_diff(double a, double b) { return fabs(a - b) / fmax(fabs(a), 
 
 /* 1: the CUDA model runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu) */
 static int gpu_unfused_conv_silu = 0;
+/* 1: the CUDA model runs rope and attention as separate ops (Model.unfused_attn_rope, FLOWHN_ATTN_ROPE=0) */
+static int gpu_unfused_attn_rope = 0;
 
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
@@ -105,6 +107,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
      * no op writes before it is read would show in the loss or the gradients */
     mg.poison_acts = 1;
     mg.unfused_conv_silu = gpu_unfused_conv_silu;
+    mg.unfused_attn_rope = gpu_unfused_attn_rope;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);
@@ -200,6 +203,19 @@ static void test_tiny(const TinySpec *s) {
     compare_model(s->name, &c, 2, 24);
 }
 
+/* The H256 shape with RoPE on (head_dim 32: in bf16 the attention_rope ops
+ * take it, ops.h), for the attention layouts: LLaMA, Hymba, and FlowHN's
+ * attention branch on its token subset, isolated and prefix (gapped query
+ * positions, prefix keys 0..T-1). T 240: a ragged last tile. */
+static void test_large_rope(const TinySpec *s) {
+    Config c = tiny_config_h256(s, 240);
+    c.use_rope = 1;
+    char name[80];
+    snprintf(name, sizeof name, "%s-H256-rope%s", s->name, gpu_unfused_attn_rope ? "-unfused" : "");
+    if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }
+    compare_model(name, &c, 3, 240);
+}
+
 /* H 256, 4 layers, T 256, B 4: long enough sequences for several Mamba-2
  * chunks and FlowHN splits with many tokens per branch */
 static void test_large(const TinySpec *s) {
@@ -281,6 +297,19 @@ int main(void) {
                 RUN_ARG(test_large, &tiny_specs[i], large[k]);
     for (int i = 0; i < n_tiny_specs; i++)
         if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    /* RoPE inside the bf16 attention (attention_rope), then the same models
+     * with the separate rope passes (FLOWHN_ATTN_ROPE=0), the A/B's other side */
+    const char *roped[] = {"llama", "hymba", "flowhn-fac-isolated", "flowhn-fac-prefix"};
+    for (int u = 0; u <= 1; u++) {
+        gpu_unfused_attn_rope = u;
+        mode = u ? "bf16, rope + attention separate" : "bf16, attention_rope";
+        printf("%s, H256 with RoPE:\n", mode);
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < n_tiny_specs; i++)
+                if (!strcmp(tiny_specs[i].name, roped[k]) && wanted(roped[k]))
+                    RUN_ARG(test_large_rope, &tiny_specs[i], roped[k]);
+    }
+    gpu_unfused_attn_rope = 0;
     cuda_set_matmul_precision("fp32");
     TEST_SUMMARY();
 }

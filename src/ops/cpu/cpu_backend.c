@@ -58,5 +58,7 @@ const Ops cpu_ops = {
     .linear_res_fwd = cpu_linear_res_fwd,
     .swiglu_linear_fwd = cpu_swiglu_linear_fwd,
     .rope_append_at = cpu_rope_append_at,
+    .attention_rope_fwd = cpu_attention_rope_fwd,
+    .attention_rope_bwd = cpu_attention_rope_bwd,
     /* no graph capture: graph_* stay NULL */
 };

@@ -514,3 +514,30 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
     else if (hd <= 128) bwd_launch<128, 64>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
     else bwd_launch<256, 32>(dq, dk, dv, dout, D, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
 }
+
+/* attention_rope_fwd / _bwd (ops.h): RoPE inside the bf16 tensor-core path
+ * (attention_tc.cu: q and k rotated where they are rounded to bf16, dq and dk
+ * rotated back where they are produced), so the fp32 rotated copies and their
+ * gradients are never written or read. Elsewhere (fp32 precision, a head size
+ * that is not a tile width) 1: the model composes rope and attention. */
+int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                            const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta) {
+    if (!attention_tc_rope_applies(hd) || !(theta > 0)) return 1;
+    if (B <= 0 || nq <= 0) return 0;
+    count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);   /* first, as in cuda_attention_fwd */
+    attention_tc_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    return 0;
+}
+
+int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                            const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                            int nq, int nk, int nh, int nkv, int hd, real theta, int acc) {
+    if (!attention_tc_rope_applies(hd) || !(theta > 0)) return 1;
+    if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return 0;
+    if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
+        if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
+        return 0;
+    }
+    attention_tc_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
+    return 0;
+}

@@ -50,4 +50,16 @@ void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const 
                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
                       int nq, int nk, int nh, int nkv, int hd, int acc);
 
+/* RoPE inside the bf16 path (ops.h attention_rope_*): q and k unrotated, rotated
+ * by qpos / kpos and theta (> 0) where they are rounded; dq, dk the gradients of
+ * the unrotated q, k. Only where attention_tc_rope_applies(hd): hd 16, 32, 64, 128. */
+int attention_tc_rope_applies(int hd);
+void attention_tc_rope_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
+                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, float theta);
+void attention_tc_rope_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                           const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
+                           int nq, int nk, int nh, int nkv, int hd, int acc, float theta);
+/* rope.cu: the (cos, sin) table [n][hd/2] of positions pos (rope_fwd's, the same bits), launched on the stream */
+void cuda_rope_table(float2 *cs, const int *pos, int n, int hd, float theta);
+
 #endif

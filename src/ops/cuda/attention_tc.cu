@@ -37,6 +37,15 @@
  * deterministic run to run (dk, dv and the forward are). The recompute of S
  * and dP that a separate dq kernel needs would cost more than the atomics.
  *
+ * RoPE inside (ops.h attention_rope_*, theta > 0, hd 16/32/64/128 only): q
+ * and k arrive unrotated and are rotated in fp32 where they are rounded to
+ * bf16 (the forward's K conversion and Q tile load, the backward's Q
+ * conversion and K tile load), from rope.cu's (cos, sin) tables of qpos and
+ * kpos; the backward rotates its dQ contributions back (by -angle) before the
+ * atomics and dK at its one write, so dq, dk are the unrotated inputs'
+ * gradients. The fp32 rotated copies and their gradients (rope_fwd/rope_bwd
+ * passes) are never written.
+ *
  * Shared tiles are [rows][cols + 8] bf16: the padding shifts consecutive rows
  * by 4 banks, so the 8 row reads of an ldmatrix phase hit 32 distinct banks. */
 #include <cuda_bf16.h>
@@ -134,6 +143,63 @@ __device__ __forceinline__ void cp_words(void *s, const void *g, int n) {
         cp16((unsigned char *)s + 16 * c, (const unsigned char *)g + 16 * c);
 }
 
+/* ---- RoPE inside the attention (ops.h attention_rope_*) ----
+ * Only with hd == HD (16, 32, 64, 128): column d's rotate-half partner is
+ * d +- HD/2, within the tile and, in the layouts below, in the same thread.
+ * cs: rope.cu's (cos, sin) table [rows][HD/2] of the positions (the same bits
+ * as rope_fwd's), so a rotated value is rope_kernel's expression, rounded to
+ * bf16 once. */
+
+/* x rotated: own value x, partner xp, column d (< HD) */
+__device__ __forceinline__ float rope_rot(float x, float xp, float2 r, bool lowhalf) {
+    return lowhalf ? x * r.x - xp * r.y : x * r.x + xp * r.y;
+}
+
+/* ld_tile_f32 with each row rotated by its table row cs[r]; RB chunks' loads in
+ * flight per thread before their stores (the forward's hd-64 kernel spills with
+ * 1, the backward's with 2, at their register bounds) */
+template <int ROWS, int HD, int RB>
+__device__ __forceinline__ void ld_tile_rope(bf16 *s, int sld, const float *g, size_t gld, int nvalid, bool vec,
+                                             const float2 *cs) {
+    constexpr int CH = HD / 4, PER = ROWS * CH / TC_THREADS, BATCH = PER < RB ? PER : RB, HALF = HD / 2;
+    static_assert(ROWS * CH % TC_THREADS == 0 && PER % BATCH == 0 && HALF % 4 == 0, "whole chunks per thread");
+#pragma unroll
+    for (int u0 = 0; u0 < PER; u0 += BATCH) {
+    float4 v[BATCH], w[BATCH];
+#pragma unroll
+    for (int u = 0; u < BATCH; u++) {
+        int c = threadIdx.x + (u0 + u) * TC_THREADS, r = c / CH, d = (c % CH) * 4;
+        int pd = d < HALF ? d + HALF : d - HALF;
+        v[u] = w[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < nvalid) {
+            const float *p = g + (size_t)r * gld;
+            if (vec) {
+                v[u] = *reinterpret_cast<const float4 *>(p + d);
+                w[u] = *reinterpret_cast<const float4 *>(p + pd);
+            } else {
+                v[u] = make_float4(p[d], p[d + 1], p[d + 2], p[d + 3]);
+                w[u] = make_float4(p[pd], p[pd + 1], p[pd + 2], p[pd + 3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < BATCH; u++) {
+        int c = threadIdx.x + (u0 + u) * TC_THREADS, r = c / CH, d = (c % CH) * 4;
+        bool lo = d < HALF;
+        float o[4] = {0.f, 0.f, 0.f, 0.f};
+        if (r < nvalid) {  /* (cos, sin) of pairs i .. i+3: two 16-byte loads */
+            const float2 *t = cs + (size_t)r * HALF + (lo ? d : d - HALF);
+            float4 t01 = *reinterpret_cast<const float4 *>(t), t23 = *reinterpret_cast<const float4 *>(t + 2);
+            o[0] = rope_rot(v[u].x, w[u].x, make_float2(t01.x, t01.y), lo);
+            o[1] = rope_rot(v[u].y, w[u].y, make_float2(t01.z, t01.w), lo);
+            o[2] = rope_rot(v[u].z, w[u].z, make_float2(t23.x, t23.y), lo);
+            o[3] = rope_rot(v[u].w, w[u].w, make_float2(t23.z, t23.w), lo);
+        }
+        *reinterpret_cast<uint2 *>(s + r * sld + d) = make_uint2(pack_bf16(o[0], o[1]), pack_bf16(o[2], o[3]));
+    }
+    }
+}
+
 /* ROWS x HD tile of fp32 rows (row r at g + r * gld; rows >= nvalid and
  * columns >= hd read as 0) rounded to bf16 into shared [ROWS][sld]. For the
  * tiles a block reads exactly once (the forward's Q, the backward's K and V):
@@ -142,8 +208,8 @@ __device__ __forceinline__ void cp_words(void *s, const void *g, int n) {
  * them. Loads go in batches of 4 per thread before their stores. vec: hd % 4 == 0
  * and g, gld 16-byte aligned (float4 loads). */
 template <int ROWS, int HD>
-__device__ __forceinline__ void ld_tile_f32(bf16 *s, int sld, const float *g, size_t gld, int nvalid, int hd,
-                                            bool vec) {
+__device__ __forceinline__ void ld_tile_plain(bf16 *s, int sld, const float *g, size_t gld, int nvalid, int hd,
+                                              bool vec) {
     constexpr int CH = HD / 4, PER = ROWS * CH / TC_THREADS, BATCH = PER < 4 ? PER : 4;
     static_assert(ROWS * CH % TC_THREADS == 0 && PER % BATCH == 0, "whole chunks per thread");
 #pragma unroll
@@ -170,6 +236,14 @@ __device__ __forceinline__ void ld_tile_f32(bf16 *s, int sld, const float *g, si
         *reinterpret_cast<uint2 *>(s + r * sld + d) = make_uint2(pack_bf16(v[u].x, v[u].y), pack_bf16(v[u].z, v[u].w));
     }
     }
+}
+
+/* ROPE: each row rotated first (attention_rope: hd == HD, cs the tile's rows of the (cos, sin) table) */
+template <int ROWS, int HD, bool ROPE = false, int RB = 2>
+__device__ __forceinline__ void ld_tile_f32(bf16 *s, int sld, const float *g, size_t gld, int nvalid, int hd,
+                                            bool vec, const float2 *cs = NULL) {
+    if constexpr (ROPE) ld_tile_rope<ROWS, HD, RB>(s, sld, g, gld, nvalid, vec, cs);
+    else ld_tile_plain<ROWS, HD>(s, sld, g, gld, nvalid, hd, vec);
 }
 
 /* 2^x, flushing results below 2^-126 to 0 (softmax weights that small do not
@@ -204,9 +278,9 @@ __device__ __forceinline__ float quad_sum(float v) {
  * (the backward's dout): also D = dout.out in fp32 (summed over the HD/8
  * lanes of a row by shuffles) and lse * log2(e) into [B, heads, np] (0 on
  * padding rows and where lse = -inf, i.e. no visible key). */
-template <int HD, bool VEC>
+template <int HD, bool VEC, bool ROPE = false>
 __global__ void tc_convert_kernel(bf16 *rows, float *D2, float *L2, const float *x, const float *o, const float *lse,
-                                  int B, int n, int heads, int hd, int np) {
+                                  int B, int n, int heads, int hd, int np, const float2 *cs = NULL) {
     constexpr int CH = HD / 8;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     bool in = idx < (size_t)B * np * heads * CH;  /* no early return: the D sums shuffle */
@@ -234,6 +308,27 @@ __global__ void tc_convert_kernel(bf16 *rows, float *D2, float *L2, const float 
             bool ok = live && 8 * c + e < hd;
             xv[e] = ok ? x[off + e] : 0.f;
             ov[e] = ok && o ? o[off + e] : 0.f;
+        }
+    }
+    if constexpr (ROPE) {  /* attention_rope (hd == HD, no o): rotated by row i's table entries, then rounded */
+        constexpr int HALF = HD / 2;
+        static_assert(HALF % 8 == 0, "a chunk's partner is a whole chunk");
+        if (live) {
+            int d = 8 * c, pd = d < HALF ? d + HALF : d - HALF;
+            bool lo = d < HALF;
+            float xp[8];
+            if (VEC) {
+                float4 p0 = *reinterpret_cast<const float4 *>(x + off - d + pd),
+                       p1 = *reinterpret_cast<const float4 *>(x + off - d + pd + 4);
+                xp[0] = p0.x; xp[1] = p0.y; xp[2] = p0.z; xp[3] = p0.w;
+                xp[4] = p1.x; xp[5] = p1.y; xp[6] = p1.z; xp[7] = p1.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++) xp[e] = x[off - d + pd + e];
+            }
+            const float2 *t = cs + (size_t)i * HALF + (lo ? d : d - HALF);
+#pragma unroll
+            for (int e = 0; e < 8; e++) xv[e] = rope_rot(xv[e], xp[e], t[e], lo);
         }
     }
     __align__(16) bf16 w[8];
@@ -266,10 +361,11 @@ __global__ void tc_visible_kernel(int *mq, const int *qpos, const int *kpos, int
 
 /* HD <= 64: 4 resident blocks per SM (16 warps; 46 KB of shared tiles each at
  * HD 64), which caps registers at 128 (ptxas wanted 129 without the bound) */
-template <int HD>
+template <int HD, bool ROPE>
 __global__ void __launch_bounds__(TC_THREADS, HD <= 64 ? 4 : 1)
 attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, const bf16 *Vh, const int *mq,
-                        int nq, int nkp, int nh, int nkv, int hd, float scale_log2, bool qvec, bf16 *ob) {
+                        int nq, int nkp, int nh, int nkv, int hd, float scale_log2, bool qvec, bf16 *ob,
+                        const float2 *qcs) {
     constexpr int BQ = TC_BQ, BK = TC_BK, LDH = HD + 8, NB = BK / 8, ND = HD / 8;
     extern __shared__ __align__(16) unsigned char tc_smem[];
     bf16 *sQ = reinterpret_cast<bf16 *>(tc_smem);  /* [BQ][LDH] */
@@ -289,8 +385,8 @@ attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, 
     }
     cp_commit();
     if (threadIdx.x < BQ) smr[threadIdx.x] = mq[q0 + threadIdx.x];
-    ld_tile_f32<BQ, HD>(sQ, LDH, q + ((size_t)b * nq + q0) * nh * hd + (size_t)h * hd, (size_t)nh * hd, nrow, hd,
-                        qvec);
+    ld_tile_f32<BQ, HD, ROPE>(sQ, LDH, q + ((size_t)b * nq + q0) * nh * hd + (size_t)h * hd, (size_t)nh * hd, nrow,
+                              hd, qvec, ROPE ? qcs + (size_t)q0 * (HD / 2) : NULL);
     __syncthreads();
     int mrow[2] = {smr[row], smr[row + 8]};
     u32 qf[HD / 16][4];  /* this warp's Q fragments, the same for every key tile */
@@ -395,16 +491,20 @@ attention_tc_fwd_kernel(float *out, float *lse, const float *q, const bf16 *Kh, 
 
 /* ---- backward ---- */
 
-template <int HD, int BQ>
+template <int HD, int BQ, bool ROPE>
 __global__ void __launch_bounds__(TC_THREADS, HD == 64 ? 3 : 1)
 attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const bf16 *Oh, const float *D2,
                         const float *L2, const float *k, const float *v, const int *mq, const int *qpos,
                         const int *kpos, int nq, int nk, int nqp, int nh, int nkv, int hd, float scale,
-                        float scale_log2, bool kvvec, int acc) {
-    constexpr int BK = TC_BK, LDH = HD + 8, LDS = BQ + 8, NQ = BQ / 8, ND = HD / 8;
-    /* dQ = dS K: warps split the BQ/16 row groups, then the column blocks */
-    constexpr int RG = BQ / 16, NDW = ND / (4 / RG);
+                        float scale_log2, bool kvvec, int acc, const float2 *qcs, const float2 *kcs) {
+    constexpr int BK = TC_BK, LDH = HD + 8, LDS = BQ + 8, NQ = BQ / 8, ND = HD / 8, HALF = HD / 2;
+    /* dQ = dS K: warps split the BQ/16 row groups, then the column blocks. With WPR > 1 warps per row group,
+     * warp nw owns the blocks nw*NDW/2 + [0, NDW/2) of each half of the columns (blk below), so a thread
+     * holds every column's rotate-half partner (local block m + NDW/2), which RoPE's inverse rotation of dq
+     * needs; the sums are the same whichever warp makes them */
+    constexpr int RG = BQ / 16, WPR = 4 / RG, NDW = ND / WPR;
     static_assert(NDW % 2 == 0 && NQ % 2 == 0, "ldmatrix x4 reads pairs of 8-column blocks");
+    static_assert(WPR == 1 || (NDW / 2) % 2 == 0, "block pairs within a half");
     /* one stage of query-side tiles: Q [BQ][LDH], dO [BQ][LDH], then m, lse2, D (BQ words each); the
      * products that need Q, dO or K along the other axis read them with ldmatrix.trans */
     constexpr int STAGE = 2 * BQ * LDH + 3 * BQ * 2;  /* in bf16 units */
@@ -436,7 +536,8 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
     fetch(0, 0);
     cp_commit();  /* the first query tile streams in while K and V are read and rounded (read once) */
     size_t kvoff = ((size_t)b * nk + c0) * nkv * hd + (size_t)hk * hd;
-    ld_tile_f32<BK, HD>(sK, LDH, k + kvoff, (size_t)nkv * hd, ncol, hd, kvvec);
+    ld_tile_f32<BK, HD, ROPE, 1>(sK, LDH, k + kvoff, (size_t)nkv * hd, ncol, hd, kvvec,
+                                 ROPE ? kcs + (size_t)c0 * HALF : NULL);
     ld_tile_f32<BK, HD>(sV, LDH, v + kvoff, (size_t)nkv * hd, ncol, hd, kvvec);
     bool dq_pairs = hd % 2 == 0 && ((uintptr_t)dq % 8 == 0);  /* float2 atomics aligned */
     int krow = warp * 16 + g;                                 /* this thread's keys: krow, krow + 8 */
@@ -519,6 +620,9 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
             }
             __syncthreads();
             int rg = warp % RG, nw = warp / RG;
+            /* global 8-column block of local block m (WPR 1: nw is 0, the expression is the one the kernel had
+             * before the RoPE variant; ptxas allocates the hd-64 kernel without spills with it) */
+#define blk(m) (WPR == 1 ? nw * NDW + (m) : ((m) < NDW / 2 ? 0 : ND / 2) + nw * (NDW / 2) + (m) % (NDW / 2))
             float acc[NDW][4];
 #pragma unroll
             for (int m = 0; m < NDW; m++) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = 0.f;
@@ -529,7 +633,7 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
 #pragma unroll
                 for (int m = 0; m < NDW; m += 2) {
                     u32 bb[4];
-                    ldsm4_t(bb, ldsm_bk(sK, LDH, (nw * NDW + m) * 8, kk * 16, lr, lm));
+                    ldsm4_t(bb, ldsm_bk(sK, LDH, blk(m) * 8, kk * 16, lr, lm));
                     mma_bf16(acc[m], a, bb[0], bb[1]);
                     mma_bf16(acc[m + 1], a, bb[2], bb[3]);
                 }
@@ -540,9 +644,32 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
                 int r = rg * 16 + g + 8 * hr;
                 if (r >= nrow) continue;
                 float *qrow = qbase + (size_t)r * nh * hd;
+                if constexpr (ROPE) {
+                    /* the gradient of the unrotated q: each contribution rotated back by -angle (linear, so the
+                     * atomics' sum is the rotated sum); hd == HD, so every column exists and pairs are aligned */
+                    const float2 *tr = qcs + (size_t)(q0 + r) * HALF;
+#pragma unroll
+                    for (int m = 0; m < NDW / 2; m++) {
+                        int d = blk(m) * 8 + 2 * t;  /* < HALF; its partners d + HALF are local block m + NDW/2 */
+                        float4 cs2 = *reinterpret_cast<const float4 *>(tr + d);
+                        float g0 = scale * acc[m][2 * hr], g1 = scale * acc[m][2 * hr + 1];
+                        float p0 = scale * acc[m + NDW / 2][2 * hr], p1 = scale * acc[m + NDW / 2][2 * hr + 1];
+                        float2 lo = make_float2(g0 * cs2.x + p0 * cs2.y, g1 * cs2.z + p1 * cs2.w);
+                        float2 hi = make_float2(p0 * cs2.x - g0 * cs2.y, p1 * cs2.z - g1 * cs2.w);
+                        if (dq_pairs) {
+                            atomicAdd(reinterpret_cast<float2 *>(qrow + d), lo);
+                            atomicAdd(reinterpret_cast<float2 *>(qrow + d + HALF), hi);
+                        } else {
+                            atomicAdd(qrow + d, lo.x);
+                            atomicAdd(qrow + d + 1, lo.y);
+                            atomicAdd(qrow + d + HALF, hi.x);
+                            atomicAdd(qrow + d + HALF + 1, hi.y);
+                        }
+                    }
+                } else {
 #pragma unroll
                 for (int m = 0; m < NDW; m++) {
-                    int d = (nw * NDW + m) * 8 + 2 * t;
+                    int d = blk(m) * 8 + 2 * t;
                     float x0 = scale * acc[m][2 * hr], x1 = scale * acc[m][2 * hr + 1];
                     if (d + 1 < hd) {
                         if (dq_pairs) atomicAdd(reinterpret_cast<float2 *>(qrow + d), make_float2(x0, x1));
@@ -553,6 +680,7 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
                     } else if (d < hd) {
                         atomicAdd(qrow + d, x0);
                     }
+                }
                 }
             }
         }
@@ -570,6 +698,29 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
         int j = krow + 8 * hr;
         if (j >= ncol) continue;
         size_t row = koff + (size_t)j * kstride;
+        if constexpr (ROPE) {  /* dk of the unrotated k: rotated back by -angle at its one write */
+            const float2 *tr = kcs + (size_t)(c0 + j) * HALF;
+#pragma unroll
+            for (int n = 0; n < ND / 2; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int d = n * 8 + 2 * t + e;
+                    float2 r = tr[d];
+                    float g0 = scale * adk[n][2 * hr + e], g1 = scale * adk[n + ND / 2][2 * hr + e];
+                    float x0 = g0 * r.x + g1 * r.y, x1 = g1 * r.x - g0 * r.y;
+                    if (dk) {
+                        dk[row + d] = acc ? dk[row + d] + x0 : x0;
+                        dk[row + d + HALF] = acc ? dk[row + d + HALF] + x1 : x1;
+                    }
+                }
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int d = n * 8 + 2 * t + e;
+                    if (dv) dv[row + d] = acc ? dv[row + d] + adv[n][2 * hr + e] : adv[n][2 * hr + e];
+                }
+        } else {
 #pragma unroll
         for (int n = 0; n < ND; n++)
 #pragma unroll
@@ -580,8 +731,11 @@ attention_tc_bwd_kernel(float *dq, float *dk, float *dv, const bf16 *Qh, const b
                 if (dk) dk[row + d] = acc ? dk[row + d] + gk : gk;
                 if (dv) dv[row + d] = acc ? dv[row + d] + gv : gv;
             }
+        }
     }
 }
+
+#undef blk
 
 /* ---- launchers ---- */
 
@@ -599,15 +753,17 @@ static unsigned char *tc_scratch(size_t bytes) {
 
 template <int HD>
 static void convert(bf16 *rows, float *D2, float *L2, const float *x, const float *o, const float *lse, int B, int n,
-                    int heads, int hd, int np) {
+                    int heads, int hd, int np, const float2 *cs = NULL) {
     size_t threads = (size_t)B * np * heads * (HD / 8);
     bool vec = hd % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)o % 16 == 0;  /* o may be NULL */
-    if (vec)
-        tc_convert_kernel<HD, true><<<blocks_for(threads, 256), 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B,
-                                                                                          n, heads, hd, np);
-    else
-        tc_convert_kernel<HD, false><<<blocks_for(threads, 256), 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B,
-                                                                                           n, heads, hd, np);
+    dim3 g = blocks_for(threads, 256);
+    if (cs && vec) tc_convert_kernel<HD, true, true><<<g, 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B, n, heads,
+                                                                                    hd, np, cs);
+    else if (cs) tc_convert_kernel<HD, false, true><<<g, 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B, n, heads,
+                                                                                   hd, np, cs);
+    else if (vec) tc_convert_kernel<HD, true><<<g, 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B, n, heads, hd,
+                                                                             np);
+    else tc_convert_kernel<HD, false><<<g, 256, 0, cuda_stream()>>>(rows, D2, L2, x, o, lse, B, n, heads, hd, np);
     CUDA_LAUNCHED();
 }
 static void visible(int *mq, const int *qpos, const int *kpos, int nq, int nk, int nqp) {
@@ -615,9 +771,31 @@ static void visible(int *mq, const int *qpos, const int *kpos, int nq, int nk, i
     CUDA_LAUNCHED();
 }
 
+/* RoPE's (cos, sin) tables of qpos and kpos (attention_rope: theta > 0; else
+ * none): rope.cu's, [n][hd/2] each, in their own per-branch scratch; one
+ * table when the positions are the same array. Returns the bytes written
+ * from *qcs (for cuda_shadow_done), or (size_t)-1 if the scratch failed. */
+static size_t rope_tables(const float2 **qcs, const float2 **kcs, const int *qpos, const int *kpos, int nq, int nk,
+                          int hd, float theta) {
+    *qcs = *kcs = NULL;
+    if (theta <= 0.f) return 0;
+    static BranchScratch s;
+    int half = hd / 2, shared = qpos == kpos && nq == nk;
+    size_t bq = align256(sizeof(float2) * (size_t)(nq > 0 ? nq : 1) * half);
+    size_t bytes = bq + (shared ? 0 : align256(sizeof(float2) * (size_t)(nk > 0 ? nk : 1) * half));
+    unsigned char *p = (unsigned char *)cuda_branch_scratch(&s, bytes, "the RoPE tables of the attention");
+    if (!p) return (size_t)-1;
+    *qcs = (const float2 *)p;
+    *kcs = shared ? *qcs : (const float2 *)(p + bq);
+    if (nq > 0) cuda_rope_table((float2 *)*qcs, qpos, nq, hd, theta);
+    if (!shared && nk > 0) cuda_rope_table((float2 *)*kcs, kpos, nk, hd, theta);
+    return bytes;
+}
+
+/* theta > 0: attention_rope (q and k rotated by their positions first, hd == HD) */
 template <int HD>
 static void tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
-                   const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
+                   const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, float theta) {
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk > 0 ? nk : 1, TC_BK);
     size_t bk = align256(sizeof(bf16) * B * nkv * nkp * HD);
     unsigned char *p = tc_scratch(2 * bk + align256(sizeof(int) * nqp));
@@ -625,19 +803,33 @@ static void tc_fwd(float *out, float *lse, const float *q, const float *k, const
     bf16 *Kh = (bf16 *)p, *Vh = (bf16 *)(p + bk);  /* Q is read and rounded by the kernel (read once) */
     int *mq = (int *)(p + 2 * bk);
     size_t smem = sizeof(bf16) * (TC_BQ * (HD + 8) + 4 * TC_BK * (HD + 8));
-    if (attention_set_smem((const void *)attention_tc_fwd_kernel<HD>, smem, "attention_fwd")) return;
+    const void *kern = theta > 0.f ? (const void *)attention_tc_fwd_kernel<HD, true>
+                                   : (const void *)attention_tc_fwd_kernel<HD, false>;
+    if (attention_set_smem(kern, smem, "attention_fwd")) return;
+    /* the RoPE tables first (declared as all they write, so other roundings stay valid), before a shadow is
+     * claimed: a failure then leaves no claim behind */
+    const float2 *qcs, *kcs;
+    unsigned long t0 = cuda_epoch;
+    size_t tb = rope_tables(&qcs, &kcs, qpos, kpos, nq, nk, hd, theta);
+    if (tb == (size_t)-1) return;
+    CudaRange tw = {qcs, tb};
+    if (tb) cuda_shadow_done(t0, &tw, 1);
     /* the output is what the o product reads next: its bf16 rounding is written too (common.cuh
      * cuda_shadow_claim); every launch from here on is declared to cuda_shadow_done */
     size_t nout = (size_t)B * nq * nh * hd;
     bf16 *ob = (bf16 *)cuda_shadow_claim(out, nout);
     unsigned long before = cuda_epoch;
-    convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp);
+    convert<HD>(Kh, NULL, NULL, k, NULL, NULL, B, nk, nkv, hd, nkp, kcs);
     convert<HD>(Vh, NULL, NULL, v, NULL, NULL, B, nk, nkv, hd, nkp);
     visible(mq, qpos, kpos, nq, nk, nqp);
     dim3 grid(nh, B, nqp / TC_BQ);
     bool qvec = hd % 4 == 0 && (uintptr_t)q % 16 == 0;
-    attention_tc_fwd_kernel<HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, q, Kh, Vh, mq, nq, nkp, nh, nkv,
-                                                                          hd, LOG2E_F / sqrtf((float)hd), qvec, ob);
+    if (qcs)
+        attention_tc_fwd_kernel<HD, true><<<grid, TC_THREADS, smem, cuda_stream()>>>(
+            out, lse, q, Kh, Vh, mq, nq, nkp, nh, nkv, hd, LOG2E_F / sqrtf((float)hd), qvec, ob, qcs);
+    else
+        attention_tc_fwd_kernel<HD, false><<<grid, TC_THREADS, smem, cuda_stream()>>>(
+            out, lse, q, Kh, Vh, mq, nq, nkp, nh, nkv, hd, LOG2E_F / sqrtf((float)hd), qvec, ob, NULL);
     CUDA_LAUNCHED();
     CudaRange wr[4] = {{p, 2 * bk + align256(sizeof(int) * nqp)}, {out, nout * sizeof(float)},
                        {lse, sizeof(float) * B * nh * nq}, {ob, ob ? nout * sizeof(bf16) : 0}};
@@ -647,39 +839,48 @@ static void tc_fwd(float *out, float *lse, const float *q, const float *k, const
 template <int HD, int BQ>
 static void tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                    const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B, int nq,
-                   int nk, int nh, int nkv, int hd, int acc) {
+                   int nk, int nh, int nkv, int hd, int acc, float theta) {
     int nqp = round_up(nq, TC_BQ), nkp = round_up(nk, TC_BK);
     size_t bq = align256(sizeof(bf16) * B * nh * nqp * HD), br = align256(sizeof(float) * B * nh * nqp);
     unsigned char *p = tc_scratch(2 * bq + 2 * br + align256(sizeof(int) * nqp));
     if (!p) return;
+    const float2 *qcs, *kcs;
+    if (rope_tables(&qcs, &kcs, qpos, kpos, nq, nk, hd, theta) == (size_t)-1) return;
     /* K and V are read and rounded by the kernel (each block reads its key tile once) */
     bf16 *Qh = (bf16 *)p, *Oh = (bf16 *)(p + bq);
     float *D2 = (float *)(p + 2 * bq), *L2 = (float *)(p + 2 * bq + br);
     int *mq = (int *)(p + 2 * bq + 2 * br);
-    convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp);
+    convert<HD>(Qh, NULL, NULL, q, NULL, NULL, B, nq, nh, hd, nqp, qcs);
     convert<HD>(Oh, D2, L2, dout, out, lse, B, nq, nh, hd, nqp);
     visible(mq, qpos, kpos, nq, nk, nqp);
     size_t stage = 2 * BQ * (HD + 8) + 6 * BQ;
     size_t smem = sizeof(bf16) * (2 * TC_BK * (HD + 8) + TC_BK * (BQ + 8) + 2 * stage);
-    if (attention_set_smem((const void *)attention_tc_bwd_kernel<HD, BQ>, smem, "attention_bwd")) return;
+    const void *kern = qcs ? (const void *)attention_tc_bwd_kernel<HD, BQ, true>
+                           : (const void *)attention_tc_bwd_kernel<HD, BQ, false>;
+    if (attention_set_smem(kern, smem, "attention_bwd")) return;
     dim3 grid(nkv, B, nkp / TC_BK);
     float scale = 1.f / sqrtf((float)hd);
     bool kvvec = hd % 4 == 0 && (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0;
     /* dq is summed by atomics from every key tile: an overwrite zeroes it first
      * (dk, dv are stored by the one block owning their rows) */
     if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
-    attention_tc_bwd_kernel<HD, BQ><<<grid, TC_THREADS, smem, cuda_stream()>>>(
-        dq, dk, dv, Qh, Oh, D2, L2, k, v, mq, qpos, kpos, nq, nk, nqp, nh, nkv, hd, scale, scale * LOG2E_F,
-        kvvec, acc);
+    if (qcs)
+        attention_tc_bwd_kernel<HD, BQ, true><<<grid, TC_THREADS, smem, cuda_stream()>>>(
+            dq, dk, dv, Qh, Oh, D2, L2, k, v, mq, qpos, kpos, nq, nk, nqp, nh, nkv, hd, scale, scale * LOG2E_F,
+            kvvec, acc, qcs, kcs);
+    else
+        attention_tc_bwd_kernel<HD, BQ, false><<<grid, TC_THREADS, smem, cuda_stream()>>>(
+            dq, dk, dv, Qh, Oh, D2, L2, k, v, mq, qpos, kpos, nq, nk, nqp, nh, nkv, hd, scale, scale * LOG2E_F,
+            kvvec, acc, NULL, NULL);
     CUDA_LAUNCHED();
 }
 
 void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
-    if (hd <= 16) tc_fwd<16>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 32) tc_fwd<32>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else if (hd <= 64) tc_fwd<64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
-    else tc_fwd<128>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    if (hd <= 16) tc_fwd<16>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, 0.f);
+    else if (hd <= 32) tc_fwd<32>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, 0.f);
+    else if (hd <= 64) tc_fwd<64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, 0.f);
+    else tc_fwd<128>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, 0.f);
 }
 
 /* hd 128 takes 32-query tiles in the backward: 64 would not fit its
@@ -687,8 +888,31 @@ void attention_tc_fwd(float *out, float *lse, const float *q, const float *k, co
 void attention_tc_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                       const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
                       int nq, int nk, int nh, int nkv, int hd, int acc) {
-    if (hd <= 16) tc_bwd<16, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
-    else if (hd <= 32) tc_bwd<32, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
-    else if (hd <= 64) tc_bwd<64, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
-    else tc_bwd<128, 32>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
+    if (hd <= 16) tc_bwd<16, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, 0.f);
+    else if (hd <= 32) tc_bwd<32, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, 0.f);
+    else if (hd <= 64) tc_bwd<64, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, 0.f);
+    else tc_bwd<128, 32>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, 0.f);
+}
+
+/* ---- RoPE inside (ops.h attention_rope_*): head sizes equal to a tile width only ---- */
+
+int attention_tc_rope_applies(int hd) {
+    return attention_tc_applies(hd) && (hd == 16 || hd == 32 || hd == 64 || hd == 128);
+}
+
+void attention_tc_rope_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *qpos,
+                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, float theta) {
+    if (hd == 16) tc_fwd<16>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    else if (hd == 32) tc_fwd<32>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    else if (hd == 64) tc_fwd<64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    else tc_fwd<128>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+}
+
+void attention_tc_rope_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                           const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
+                           int nq, int nk, int nh, int nkv, int hd, int acc, float theta) {
+    if (hd == 16) tc_bwd<16, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
+    else if (hd == 32) tc_bwd<32, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
+    else if (hd == 64) tc_bwd<64, 64>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
+    else tc_bwd<128, 32>(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
 }

@@ -89,4 +89,6 @@ const Ops cuda_ops = {
     .linear_res_fwd = cuda_linear_res_fwd,
     .swiglu_linear_fwd = cuda_swiglu_linear_fwd,
     .rope_append_at = cuda_rope_append_at,
+    .attention_rope_fwd = cuda_attention_rope_fwd,
+    .attention_rope_bwd = cuda_attention_rope_bwd,
 };

@@ -12,7 +12,7 @@
  * its rounding is written too (common.cuh cuda_shadow_claim). */
 #include <cuda_bf16.h>
 
-#include "common.cuh"
+#include "attention.cuh"
 
 __global__ void rope_table_kernel(float2 *cs, const int *pos, int n, int half, int hd, float theta) {
     int total = n * half;
@@ -21,6 +21,13 @@ __global__ void rope_table_kernel(float2 *cs, const int *pos, int n, int half, i
         double ang = pos[t] * pow((double)theta, -2.0 * i / hd);
         cs[idx] = make_float2((float)cos(ang), (float)sin(ang));
     }
+}
+
+void cuda_rope_table(float2 *cs, const int *pos, int n, int hd, float theta) {
+    int half = hd / 2;
+    if (n <= 0 || half <= 0) return;
+    rope_table_kernel<<<grid_for((size_t)n * half, 256), 256, 0, cuda_stream()>>>(cs, pos, n, half, hd, theta);
+    CUDA_LAUNCHED();
 }
 
 /* ob: NULL, or out's bf16 shadow: the rounding of each value stored */
