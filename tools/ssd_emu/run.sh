@@ -3,6 +3,7 @@
 # test_ssd's shapes (both builds, both copy timings, both acc modes). Needs the CPU
 # library (make) and g++; takes minutes on two cores (every block is 256 threads).
 # Usage: tools/ssd_emu/run.sh [--big]   (--big adds the 135M layer at T 1024, B 1)
+# The p64 backward runs in its warp-local layout, and with EMU_CBWD_OLD=1 in its first one.
 set -e
 cd "$(dirname "$0")/../.."
 make -s build/libflowhn.a
@@ -18,9 +19,13 @@ for s in "1 1 1 1 1 1 1" "2 19 4 3 2 5 4" "2 70 4 16 1 40 16" "1 64 2 8 2 64 64"
          "1 333 4 64 1 128 64" "2 97 4 64 2 200 48" "1 101 6 64 3 64 64" "1 77 3 36 3 72 32" "1 99 6 20 2 150 50" "2 300 6 24 3 40 64"; do
     $out/emu $s 1 1 1 || fail=1; $out/emu $s 1 1 0 || fail=1
     $out/emu_tc $s 1 1 1 || fail=1; $out/emu_tc $s 1 0 0 || fail=1
+    EMU_CBWD_OLD=1 $out/emu_tc $s 1 1 1 || fail=1  # the p64 kernel's first layout (FLOWHN_SSD_CBWD=old)
 done
 $out/emu 1 200 4 80 2 150 48 0 1 0 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 1 1 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 0 0 || fail=1
-if [ "$1" = "--big" ]; then $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1; fi
+if [ "$1" = "--big" ]; then
+    $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
+    EMU_CBWD_OLD=1 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
+fi
 [ $fail = 0 ] && echo "ssd_emu: all passed" || { echo "ssd_emu: FAILED"; exit 1; }
