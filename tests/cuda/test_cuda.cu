@@ -1378,14 +1378,18 @@ static void test_ssd(void) {
      * (b, h) chains (odd nh), a 1-token last chunk, N 100 (two tiles, the second
      * ragged); {2, 300, 7, 80, 1, 72, 64} the general chunk kernel after it (P 80: two
      * P tiles in the chain step, odd nh, a 44-token last chunk); {2, 40, 3, 64, 1, 128,
-     * 64} one chunk (its blocks only zero dstates[nch]). */
+     * 64} one chunk (its blocks only zero dstates[nch]).
+     * {3, 45, 5, 7, 1, 9, 64} (odd heads,
+     * P and N under one wmma k-step, one short chunk) runs the p64 kernel's
+     * warp-local layout (the default; FLOWHN_SSD_CBWD=old the first one) where most
+     * of every strip is padding. */
     int shapes[][7] = {/* B, n, nh, P, G, N, L */
                        {1, 1, 1, 1, 1, 1, 1},        {2, 19, 4, 3, 2, 5, 4},      {2, 70, 4, 16, 1, 40, 16},
                        {1, 64, 2, 8, 2, 64, 64},     {2, 300, 6, 24, 3, 40, 64},  {1, 200, 4, 80, 2, 150, 48},
                        {1, 150, 2, 8, 1, 16, 100},   {2, 130, 8, 64, 2, 136, 64}, {1, 333, 4, 64, 1, 128, 64},
                        {1, 77, 3, 36, 3, 72, 32},    {1, 99, 6, 20, 2, 150, 50},  {2, 97, 4, 64, 2, 200, 48},
                        {1, 101, 6, 64, 3, 64, 64},   {3, 257, 5, 64, 1, 100, 32}, {2, 300, 7, 80, 1, 72, 64},
-                       {2, 40, 3, 64, 1, 128, 64},   {2, 1024, 24, 64, 1, 128, 64}};
+                       {2, 40, 3, 64, 1, 128, 64},   {3, 45, 5, 7, 1, 9, 64},     {2, 1024, 24, 64, 1, 128, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     if (getenv("FLOWHN_TEST_QUICK")) nshapes -= 1;
     for (int si = 0; si < nshapes; si++) {

@@ -88,6 +88,7 @@ static float __shfl_xor_sync(unsigned, float v, int o) {
     warp_bar(w);
     return r;
 }
+static void __syncwarp() { warp_bar(threadIdx.x >> 5); }
 static std::mutex g_atom;
 static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> l(g_atom); float o = *p; *p = o + v; return o; }
 static int atomicAdd(int *p, int v) { std::lock_guard<std::mutex> l(g_atom); int o = *p; *p = o + v; return o; }
@@ -208,7 +209,12 @@ int main(int argc, char **argv) {
     std::vector<float> cbuf((size_t)B * nch * G * 64 * 64, NAN);
     launch({(unsigned)nch, (unsigned)G, (unsigned)B}, [&] { ssd_exact::ssd_cb_kernel(cbuf.data(), xbc.data(), d); });
     if (which) {
-        launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        /* EMU_CBWD_OLD=1: the first thread layout (FLOWHN_SSD_CBWD=old), else the warp-local one */
+        static const bool cbwd_old = getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"));
+        if (cbwd_old)
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<false>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<true>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     } else
         launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
     /* the forward kernels too (states, y) */

@@ -8,19 +8,33 @@ import re, sys
 tc = sys.argv[1] == "--tc"
 src, dst = sys.argv[1 + tc], sys.argv[2 + tc]
 s = open(src).read()
+# wmma (mm_strip) is replaced by a host product that writes the warp's strip of Sx the way the
+# fragments' store does: its own strip only, with an arbitrary lane <-> element assignment (wmma's is
+# opaque) and K rounded up to 8 as the k-steps are; mm_tc's way back into the thread layout (and its
+# barriers: block-wide, or __syncwarp in the warp-local layout) is the kernels' own code.
 a = s.index("/* The same product on tensor cores")
-b = s.index("template <bool A_RK, bool B_CK>\n__device__ __forceinline__ void mm(")
-s = s[:a] + s[b:]
-mm = "    if constexpr (TC) mm_tc<A_RK, B_CK>(acc, A, Bm, K, Sx);\n    else mm_fma<A_RK, B_CK>(acc, A, Bm, K);"
+b = s.index("/* The strips back into the callers' thread layout")
+strip = """template <bool A_RK, bool B_CK, int UNR = 1>
+inline void mm_strip(const float *A, const float *Bm, int K, float *Sx) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = (warp >> 1) * 16, c0 = (warp & 1) * 32;
+    const int K8 = (K + 7) & ~7;
+    for (int m = 0; m < 16; m++) {
+        int r = r0 + m, c = c0 + ((lane * 5 + m) & 31);  /* row m: a permutation of the lanes */
+        float s = 0.f;
+        for (int k = 0; k < K8; k++) s += (A_RK ? A[r * LD + k] : A[k * LD + r]) * (B_CK ? Bm[c * LD + k] : Bm[k * LD + c]);
+        Sx[r * LD + c] = s;
+    }
+}
+
+"""
+s = s[:a] + strip + s[b:]
 wait = '    if constexpr (TC) asm volatile("cp.async.wait_all;\\n" ::);\n'
 cp16z = r'__device__ __forceinline__ void cp16z\(float \*dst, const float \*src, bool valid\) \{.*?\n\}'
 if tc:
-    s = s.replace(mm, "    (void)Sx; mm_fma<A_RK, B_CK>(acc, A, Bm, K); if constexpr (TC) { __syncthreads(); __syncthreads(); }")
     s = s.replace(wait, '    if constexpr (TC) cp_wait_all();\n')
     s = re.sub(cp16z, 'inline void cp16z(float *dst, const float *src, bool valid) { cp_issue(dst, src, valid); }', s,
                flags=re.S)
 else:
-    s = s.replace(mm, "    (void)Sx; mm_fma<A_RK, B_CK>(acc, A, Bm, K);")
     s = s.replace(wait, '')
     s = re.sub(cp16z, 'inline void cp16z(float *dst, const float *src, bool valid) '
                '{ for (int q = 0; q < 4; q++) dst[q] = valid ? src[q] : 0.f; }', s, flags=re.S)

@@ -38,6 +38,9 @@
  *   same sums with x and dy resident and the products grouped by the tiles they
  *   share (11 tile loads in ~5 waits instead of 26 in 14; see ssd_kernels.cuh), after
  *   ssd_cb_kernel has computed C B^T once per (batch, chunk, group) for the group's heads.
+ *   Its threads own the 64 x 64 outputs in a warp-local layout (Lay<true>: a warp's elements are
+ *   its own wmma strip), so a product's way back from the tensor cores needs no block barrier;
+ *   FLOWHN_SSD_CBWD=old (read once) runs it in the first layout (two barriers a product).
  *
  * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
  * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
@@ -130,7 +133,9 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,   \
                                            (int)K::BWD_SMEM));                                                     \
-            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel,                                            \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<true>,                                      \
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<false>,                                     \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
                                            (int)K::CB_SMEM));                                                      \
@@ -155,8 +160,14 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
             K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
             CUDA_LAUNCHED();                                                                                       \
-            K::ssd_chunk_bwd_p64_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                                 \
-                dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);   \
+            if (cbwd_old) /* FLOWHN_SSD_CBWD=old: the block-wide layout, two barriers a product */                \
+                K::ssd_chunk_bwd_p64_kernel<false><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                      \
+                    dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
+                    d);                                                                                            \
+            else                                                                                                   \
+                K::ssd_chunk_bwd_p64_kernel<true><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                       \
+                    dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
+                    d);                                                                                            \
         } else                                                                                                     \
             K::ssd_chunk_bwd_kernel<<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(dxbc, ddt_raw, ddt_bias, dA_log, dD, \
                                                                               dy, states, gbuf, xbc, dt_raw,       \
@@ -244,6 +255,13 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
         if (no_bc) fprintf(stderr, "warning: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1: SSD dB/dC not computed (timing only)\n");
     }
     d.no_bc_atomics = no_bc;
+    /* FLOWHN_SSD_CBWD=old (read once): the P <= 64 chunk kernel in its first thread layout (every
+     * product's fragments back through the block with two barriers; perf-notes, ssd-cbwd) */
+    static int cbwd_old = -1;
+    if (cbwd_old < 0) {
+        const char *e = getenv("FLOWHN_SSD_CBWD");
+        cbwd_old = e && strcmp(e, "old") == 0;
+    }
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
                                     cuda_stream()));

@@ -66,20 +66,51 @@ __device__ __forceinline__ void load_tile(float *dst, const float *src, size_t l
     }
 }
 
-/* acc[a][b] += sum_{k<K} A(k, ty+16a) * Bm(k, tx+16b), where A(k, r) is A[r][k]
+/* ---- the thread layouts of a 64 x 64 output: thread owns rows row(a), columns col(b), a, b < 4 ----
+ * WL false (every kernel but the p64 backward's new path): rows ty + 16a, columns tx + 16b (ty =
+ * tid >> 4, tx = tid & 15): a row's owners are the 16 lanes of a half-warp, and a warp's 512
+ * elements lie in every warp's wmma strip, so mm_tc's way back goes through the whole block.
+ * WL true (warp-local): warp w owns exactly its wmma strip, rows 16 (w >> 1) .. +16, columns
+ * 32 (w & 1) .. +32; lane l owns rows 2 (l >> 3) + {0, 1, 8, 9} and columns (l & 7) + 8b of it, so
+ * the way back needs only __syncwarp; a row's owners are 8 lanes (l & 7) of each of two warps. The rows
+ * 2 (l >> 3) + const make a row-major read of LD 68 (bank 4 row + col) conflict-free across the warp. */
+template <bool WL>
+struct Lay {
+    int r0, c0;
+    __device__ __forceinline__ Lay() {
+        if constexpr (WL) {
+            const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+            r0 = 16 * (w >> 1) + 2 * (l >> 3);
+            c0 = 32 * (w & 1) + (l & 7);
+        } else {
+            r0 = threadIdx.x >> 4;
+            c0 = threadIdx.x & 15;
+        }
+    }
+    __device__ __forceinline__ int row(int a) const { return WL ? r0 + (a & 1) + 8 * (a >> 1) : r0 + 16 * a; }
+    __device__ __forceinline__ int col(int b) const { return WL ? c0 + 8 * b : c0 + 16 * b; }
+    /* v summed over the owners of the thread's rows inside its warp (the lanes that differ in col) */
+    __device__ __forceinline__ float row_sum(float v) const {
+        for (int o = WL ? 4 : 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        return v;
+    }
+    /* one lane per row and warp (the one that adds row_sum's result) */
+    __device__ __forceinline__ bool row_lead() const { return (threadIdx.x & (WL ? 7 : 15)) == 0; }
+};
+
+/* acc[a][b] += sum_{k<K} A(k, row(a)) * Bm(k, col(b)), where A(k, r) is A[r][k]
  * (A_RK) or A[k][r], and Bm(k, c) is Bm[c][k] (B_CK) or Bm[k][c]. */
-template <bool A_RK, bool B_CK>
+template <bool A_RK, bool B_CK, bool WL = false>
 __device__ __forceinline__ void mm_fma(float acc[4][4], const float *A, const float *Bm, int K) {
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-    const float *a0 = A + (A_RK ? ty * LD : ty), *b0 = Bm + (B_CK ? tx * LD : tx);
-    const int ak = A_RK ? 1 : LD, ar = A_RK ? 16 * LD : 16, bk = B_CK ? 1 : LD, bc = B_CK ? 16 * LD : 16;
+    const Lay<WL> L;
+    const int ak = A_RK ? 1 : LD, bk = B_CK ? 1 : LD;
 #pragma unroll 4
     for (int k = 0; k < K; k++) {
         float av[4], bv[4];
 #pragma unroll
         for (int q = 0; q < 4; q++) {
-            av[q] = a0[k * ak + q * ar];
-            bv[q] = b0[k * bk + q * bc];
+            av[q] = A[k * ak + (A_RK ? L.row(q) * LD : L.row(q))];
+            bv[q] = Bm[k * bk + (B_CK ? L.col(q) * LD : L.col(q))];
         }
 #pragma unroll
         for (int i = 0; i < 4; i++)
@@ -93,13 +124,16 @@ __device__ __forceinline__ void mm_fma(float acc[4][4], const float *A, const fl
  * tf32 and bf16 matmul precisions. Warp w owns the 16 x 32 output strip (rows
  * 16 (w >> 1), columns 32 (w & 1)) as two 16 x 16 fragments; the operands are
  * the same shared tiles (LD = 68 here: wmma wants 16-byte row strides and
- * 32-byte aligned fragments), read row- or column-major as they lie. The
- * fragments go through the scratch tile Sx into the callers' thread layout
- * (row ty + 16a, column tx + 16b), so every epilogue stays as it is. K is
- * rounded up to 8: the tiles are zero past the valid rows and columns.
- * Contains two barriers; every thread of the block must call it. */
-template <bool A_RK, bool B_CK>
-__device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
+ * 32-byte aligned fragments), read row- or column-major as they lie. mm_strip
+ * stores the warp's strip of the product into the scratch tile Sx (fragment
+ * layouts are opaque); K is rounded up to 8: the tiles are zero past the valid
+ * rows and columns. UNR: the k-loop's unroll, 2 in the warp-local path (a warp
+ * no longer waits at a block barrier after the product, so its own latency chain
+ * is what is left: the next k-step's fragment loads may issue before this step's
+ * mma; ptxas: still 128 registers, 0 spills), 1 in the first layout (as it was).
+ * (tools/ssd_emu/gen.py replaces mm_strip with a host version from here to mm_tc.) */
+template <bool A_RK, bool B_CK, int UNR = 1>
+__device__ __forceinline__ void mm_strip(const float *A, const float *Bm, int K, float *Sx) {
     using namespace nvcuda;
     typedef typename std::conditional<A_RK, wmma::row_major, wmma::col_major>::type LA;
     typedef typename std::conditional<B_CK, wmma::col_major, wmma::row_major>::type LB;
@@ -107,6 +141,7 @@ __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const flo
     wmma::fragment<wmma::accumulator, 16, 16, 8, float> f0, f1;
     wmma::fill_fragment(f0, 0.f);
     wmma::fill_fragment(f1, 0.f);
+#pragma unroll UNR
     for (int k0 = 0; k0 < K; k0 += 8) {
         wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, LA> fa;
         wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, LB> fb0, fb1;
@@ -125,19 +160,30 @@ __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const flo
     }
     wmma::store_matrix_sync(Sx + r0 * LD + c0, f0, LD, wmma::mem_row_major);
     wmma::store_matrix_sync(Sx + r0 * LD + c0 + 16, f1, LD, wmma::mem_row_major);
-    sync_plain();  /* Sx is written with plain stores: copies in flight may stay so */
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+}
+
+/* The strips back into the callers' thread layout (every epilogue stays as it is). In the
+ * WL false layout a thread's elements lie in other warps' strips: two block barriers (Sx
+ * written; Sx read, free for the next product). In the warp-local one they lie in the warp's
+ * own strip: __syncwarp for both. Every thread of the block (WL: of the warp) must call it. */
+template <bool A_RK, bool B_CK, bool WL>
+__device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
+    mm_strip<A_RK, B_CK, WL ? 2 : 1>(A, Bm, K, Sx);
+    if constexpr (WL) __syncwarp();
+    else sync_plain();  /* Sx is written with plain stores: copies in flight may stay so */
+    const Lay<WL> L;
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
-        for (int j = 0; j < 4; j++) acc[i][j] += Sx[(ty + 16 * i) * LD + tx + 16 * j];
-    sync_plain();  /* Sx free for the next product */
+        for (int j = 0; j < 4; j++) acc[i][j] += Sx[L.row(i) * LD + L.col(j)];
+    if constexpr (WL) __syncwarp();
+    else sync_plain();  /* Sx free for the next product */
 }
 
-template <bool A_RK, bool B_CK>
+template <bool A_RK, bool B_CK, bool WL = false>
 __device__ __forceinline__ void mm(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
-    if constexpr (TC) mm_tc<A_RK, B_CK>(acc, A, Bm, K, Sx);
-    else mm_fma<A_RK, B_CK>(acc, A, Bm, K);
+    if constexpr (TC) mm_tc<A_RK, B_CK, WL>(acc, A, Bm, K, Sx);
+    else mm_fma<A_RK, B_CK, WL>(acc, A, Bm, K);
 }
 
 __device__ __forceinline__ void zero(float acc[4][4]) {
@@ -536,16 +582,17 @@ __device__ __forceinline__ float gh_sum(float gh, const float *Gc, const float *
 
 /* From C B^T (cb) and dy x^T (dw) in the thread layout and M in Mt: W = CB M dt (Wt), dCB = dW M dt (Dt),
  * dSeg = dW W in place of M; ddtw_s[j] += sum_i dW_ij CB_ij M_ij */
+template <bool WL = false>
 __device__ __forceinline__ void w_dcb_dseg(const float cb[4][4], const float dw[4][4], float *Mt, float *Wt,
                                            float *Dt, const float *dt_s, float *ddtw_s) {
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const Lay<WL> L;
 #pragma unroll
     for (int b = 0; b < 4; b++) {
-        int j = tx + 16 * b;
+        int j = L.col(b);
         float col = 0.f;
 #pragma unroll
         for (int a = 0; a < 4; a++) {
-            int i = ty + 16 * a;
+            int i = L.row(a);
             float m = Mt[i * LD + j], w = cb[a][b] * m * dt_s[j];
             Wt[i * LD + j] = w;
             Dt[i * LD + j] = dw[a][b] * m * dt_s[j];
@@ -557,32 +604,33 @@ __device__ __forceinline__ void w_dcb_dseg(const float cb[4][4], const float dw[
 }
 
 /* acc (the state part of dC, [i][n]) scaled by ecum_i; dcum_s[i] += C_i . acc_i (C_n in Ct) */
+template <bool WL = false>
 __device__ __forceinline__ void dcum_add(float acc[4][4], const float *Ct, const float *ecum_s, float *dcum_s) {
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const Lay<WL> L;
 #pragma unroll
     for (int a = 0; a < 4; a++) {
-        int i = ty + 16 * a;
+        int i = L.row(a);
         float dc = 0.f;
 #pragma unroll
         for (int b = 0; b < 4; b++) {
             acc[a][b] *= ecum_s[i];
-            dc += Ct[i * LD + tx + 16 * b] * acc[a][b];
+            dc += Ct[i * LD + L.col(b)] * acc[a][b];
         }
-        dc = half_warp_sum(dc);
-        if (tx == 0) atomicAdd(&dcum_s[i], dc);
+        dc = L.row_sum(dc);
+        if (L.row_lead()) atomicAdd(&dcum_s[i], dc);
     }
 }
 
 /* atomicAdd(at(r, c), acc) for the thread's elements inside rows x cols (at: the callers' own address
  * arithmetic, kept as it was: in the p64 kernel it is recomputed per tile to save registers) */
-template <class At>
+template <bool WL = false, class At>
 __device__ __forceinline__ void atomic_add_tile(const float acc[4][4], int rows, int cols, At at) {
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    const Lay<WL> L;
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
         for (int b = 0; b < 4; b++) {
-            int r = ty + 16 * a, c = tx + 16 * b;
+            int r = L.row(a), c = L.col(b);
             if (r < rows && c < cols) atomicAdd(at(r, c), acc[a][b]);
         }
 }
@@ -843,7 +891,11 @@ __global__ void __launch_bounds__(NT, 2) ssd_cb_kernel(float *cbuf, const float 
  * dx: read before the W^T dy product, stored after it; the last term goes out by
  * atomicAdd from the same thread (no read to wait for at the end).
  * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua = C B^T,
- * then W / dCB in Ua / Ub (Ua holds h0_n and G_n, Ms C_n and B_n afterwards). */
+ * then W / dCB in Ua / Ub (Ua holds h0_n and G_n, Ms C_n and B_n afterwards).
+ * WL (the default since session 7; FLOWHN_SSD_CBWD=old runs WL false): the warp-local thread layout
+ * (Lay), in which each product's way back from the tensor cores is __syncwarp, not two block
+ * barriers (24 of the block's 50 at N 128); the same sums, row sums in another fp32 order. */
+template <bool WL>
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                float *dA_log, float *dD, const float *dy,
                                                                const float *states, const float *gbuf,
@@ -856,7 +908,8 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], red[32];
     Chunk k = chunk_of(d, A_log);
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4, P = d.P;  /* P <= TS (host) */
+    const Lay<WL> L;  /* the thread's rows L.row(a), columns L.col(b) of every 64 x 64 output */
+    const int P = d.P;  /* P <= TS (host) */
     size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)P * d.N;
     const float *X = xbc + row0 * d.W + (size_t)k.h * P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
@@ -898,14 +951,14 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
     float cb[4][4], dw[4][4];  /* C_i . B_j and dy_i . x_j */
     zero(dw);
     bar();  /* x, dy, C B^T */
-    mm<true, true>(dw, Ys, Xs, P, Sx);                /* [i][j] += dy[i][p] x[j][p] */
+    mm<true, true, WL>(dw, Ys, Xs, P, Sx);                /* [i][j] += dy[i][p] x[j][p] */
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
-        for (int b = 0; b < 4; b++) cb[a][b] = Ua[(ty + 16 * a) * LD + tx + 16 * b];
+        for (int b = 0; b < 4; b++) cb[a][b] = Ua[L.row(a) * LD + L.col(b)];
     sync_plain();  /* Ua read: W and dCB go to Ua, Ub */
     /* W (Ua), dCB (Ub), dSeg (Ms, in place of M); ddtw_s[j] = sum_i dW_ij CB_ij M_ij */
-    w_dcb_dseg(cb, dw, Ms, Ua, Ub, dt_s, ddtw_s);
+    w_dcb_dseg<WL>(cb, dw, Ms, Ua, Ub, dt_s, ddtw_s);
     sync_plain();  /* W, dCB, dSeg written */
 
     /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p], added to dx read before the product
@@ -917,17 +970,17 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) {
-                int j = ty + 16 * a, p = tx + 16 * b;
+                int j = L.row(a), p = L.col(b);
                 /* this block's alone: d.acc 0 stores (ops.h acc; the stored value may be NaN) */
                 old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
             }
         zero(acc);
-        mm<false, false>(acc, Ua, Ys, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
+        mm<false, false, WL>(acc, Ua, Ys, k.l, Sx);  /* [j][p] += W[i][j] dy[i][p] */
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
             for (int b = 0; b < 4; b++) {
-                int j = ty + 16 * a, p = tx + 16 * b;
+                int j = L.row(a), p = L.col(b);
                 dDp += Xs[j * LD + p] * Ys[j * LD + p];
                 if (dxbc && j < k.l && p < P)
                     dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
@@ -963,35 +1016,35 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
         load_tile(Ms, Cm + n0, W, k.l, nc);
         bar();  /* h0_n (Ua), C_n (Ms) */
         zero(accC);
-        mm<true, false>(accC, Ys, Ua, P, Sx);  /* [i][n] += dy_i[p] h0[p][n] */
+        mm<true, false, WL>(accC, Ys, Ua, P, Sx);  /* [i][n] += dy_i[p] h0[p][n] */
         sync_plain();  /* h0_n read */
         load_tile(Ua, Gc + n0, Nn, P, nc);
-        dcum_add(accC, Ms, ecum_s, dcum_s);
+        dcum_add<WL>(accC, Ms, ecum_s, dcum_s);
         zero(accB);
-        mm<false, false>(accB, Ub, Ms, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
+        mm<false, false, WL>(accB, Ub, Ms, k.l, Sx);  /* [j][n] += dCB[i][j] C[i][n] */
         sync_plain();  /* C_n read */
         load_tile(Ms, Bm + n0, W, k.l, nc);
         bar();  /* G_n (Ua), B_n (Ms) */
         /* dC first, then dB, so that at most three accumulators are live (no spills) */
-        mm<true, false>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
+        mm<true, false, WL>(accC, Ub, Ms, k.l, Sx);  /* [i][n] += dCB[i][j] B[j][n] */
         if (dxbc && !d.no_bc_atomics)
-            atomic_add_tile(accC, k.l, nc, [&](int i, int nn) {
+            atomic_add_tile<WL>(accC, k.l, nc, [&](int i, int nn) {
                 return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn];
             });
         {
             float xg[4][4];
             zero(xg);
-            mm<true, false>(xg, Xs, Ua, P, Sx);  /* [j][n] += x[j][p] G[p][n] */
+            mm<true, false, WL>(xg, Xs, Ua, P, Sx);  /* [j][n] += x[j][p] G[p][n] */
 #pragma unroll
             for (int a = 0; a < 4; a++)
 #pragma unroll
-                for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[ty + 16 * a] * dt_s[ty + 16 * a];
+                for (int b = 0; b < 4; b++) accB[a][b] += xg[a][b] * etail_s[L.row(a)] * dt_s[L.row(a)];
         }
         if (dxbc && !d.no_bc_atomics)
-            atomic_add_tile(accB, k.l, nc, [&](int j, int nn) {
+            atomic_add_tile<WL>(accB, k.l, nc, [&](int j, int nn) {
                 return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn];
             });
-        mm<true, true>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
+        mm<true, true, WL>(bg, Ms, Ua, nc, Sx);  /* [j][p] += B[j][n] G[p][n] */
         sync_plain();  /* G_n, B_n read: Ua takes h0_{n+1}, Ms C_{n+1} */
         if (n0 + TS < d.N) load_tile(Ua, h0 + n0 + TS, Nn, P, min(TS, d.N - n0 - TS));
     }
@@ -1000,16 +1053,16 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
      * thread stored this element itself above in either acc mode, and the block owns it); q_j = x_j . (G B_j) */
 #pragma unroll
     for (int a = 0; a < 4; a++) {
-        int j = ty + 16 * a;
+        int j = L.row(a);
         float q = 0.f, sc = etail_s[j] * dt_s[j];
 #pragma unroll
         for (int b = 0; b < 4; b++) {
-            int p = tx + 16 * b;
+            int p = L.col(b);
             q += Xs[j * LD + p] * bg[a][b];
             if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
         }
-        q = half_warp_sum(q);
-        if (tx == 0) atomicAdd(&q_s[j], q);
+        q = L.row_sum(q);
+        if (L.row_lead()) atomicAdd(&q_s[j], q);
     }
 
     /* dtotal = a_c sum(G * h0); block_sum's barriers also publish q_s and dcum_s */
