@@ -1724,6 +1724,28 @@ static void shadow_sequence(int on, int N, int C, int I, int OC, int nh, const i
     G->release(dpos);
     cuda_set_bf16_shadow(was);
 }
+/* The bf16 shadow and keep tests' verdict: each of n results from the run
+ * with the feature on against the CPU (bf16 bound), and bitwise equal to the
+ * run with it off (the feature only saves work); frees the three arrays'
+ * entries and ends the line. */
+static void cmp_on_off(const char *feature, const char *const *names, float **ref, float **on, float **off,
+                       const size_t *sz, int n) {
+    TOL = 1e-2;
+    for (int k = 0; k < n; k++) {
+        float *d = dev(on[k], sz[k]);
+        cmp(names[k], ref[k], d, sz[k]);
+        G->release(d);
+        int same = !memcmp(on[k], off[k], sizeof(float) * sz[k]);
+        if (!same) line_ok = 0;
+        CHECK(same, "%s: %s on and off differ", names[k], feature);
+        free(on[k]); free(off[k]); free(ref[k]);
+    }
+    TOL = 1e-5;
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " on==off bitwise");
+    line_end();
+}
+
 static void test_bf16_shadow(void) {
     /* N, C, I, OC, heads (rope: head_dim C / heads, 11 odd) */
     static const int shapes[][5] = {{5, 33, 17, 9, 3}, {37, 96, 160, 72, 4}, {300, 768, 2048, 768, 12}};
@@ -1795,23 +1817,10 @@ static void test_bf16_shadow(void) {
         shadow_checking = 1;
         shadow_sequence(0, N, C, I, OC, nh, pos, h, off);
         shadow_sequence(1, N, C, I, OC, nh, pos, h, on);
-        TOL = 1e-2;
         static const char *names[SHADOW_RES] = {"y1", "y2", "y3", "y4", "y5", "y6", "dh", "dWu", "dh7", "dWi",
                                                 "dh7g", "dh8", "y9", "y9f", "dh10", "dh10b",
                                                 "y11", "dh12", "dw12"};
-        for (int k = 0; k < SHADOW_RES; k++) {
-            float *d = dev(on[k], sz[k]);
-            cmp(names[k], ref[k], d, sz[k]);
-            G->release(d);
-            int same = !memcmp(on[k], off[k], sizeof(float) * sz[k]);
-            if (!same) line_ok = 0;
-            CHECK(same, "%s: shadows on and off differ", names[k]);
-            free(on[k]); free(off[k]); free(ref[k]);
-        }
-        TOL = 1e-5;
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " on==off bitwise");
-        line_end();
+        cmp_on_off("shadows", names, ref, on, off, sz, SHADOW_RES);
         for (int k = 0; k < 15; k++) free(h[k]);
         free(pos); free(hb); free(h2); free(rs); free(act); free(dg); free(dup); free(r);
     }
@@ -1944,22 +1953,9 @@ static void test_bf16_keep(void) {
         keep_checking = 1;
         keep_sequence(0, N, C, I, OC, h, off);
         keep_sequence(1, N, C, I, OC, h, on);
-        TOL = 1e-2;
         static const char *names[KEEP_RES] = {"y0", "y1", "y2", "y3", "dact", "dWd", "dhb", "dWq", "dWq_c",
                                               "dWq_c2", "dWq_b", "dWq_b2"};
-        for (int k = 0; k < KEEP_RES; k++) {
-            float *d = dev(on[k], sz[k]);
-            cmp(names[k], ref[k], d, sz[k]);
-            G->release(d);
-            int same = !memcmp(on[k], off[k], sizeof(float) * sz[k]);
-            if (!same) line_ok = 0;
-            CHECK(same, "%s: keeps on and off differ", names[k]);
-            free(on[k]); free(off[k]); free(ref[k]);
-        }
-        TOL = 1e-5;
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " on==off bitwise");
-        line_end();
+        cmp_on_off("keeps", names, ref, on, off, sz, KEEP_RES);
         for (int k = 0; k < 10; k++) free(h[k]);
         free(hb); free(rs); free(act); free(hc);
     }
