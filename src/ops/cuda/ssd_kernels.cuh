@@ -255,6 +255,42 @@ __device__ __forceinline__ void chunk_decays(const SsdDims &d, const Chunk &k, c
     sync_plain();
 }
 
+/* The chunk-state product's tile loop, shared by ssd_chunk_state_kernel and the
+ * backward's chained kernel: o[p][n] = sum_j s_j U[j][p] V[j][n] over the P x N
+ * tiles, U's rows (ldu apart) scaled by sc_s in shared memory once they land.
+ * The caller has started the first tiles' copies into S0 / S1 and written
+ * sc_s; every thread of the block calls it. */
+__device__ __forceinline__ void state_tiles(float *o, const float *U, size_t ldu, const float *V, const Chunk &k,
+                                            const SsdDims &d, float *S0, float *S1, float *Sx, const float *sc_s) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    for (int p0 = 0; p0 < d.P; p0 += TS)
+        for (int n0 = 0; n0 < d.N; n0 += TS) {
+            if (p0 > 0 || n0 > 0) {
+                bar();  /* the previous tiles read */
+                if (n0 == 0) load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0));
+                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
+            }
+            bar();  /* the copies landed; sc_s written */
+            if (n0 == 0) {  /* U's rows scaled by s_j (the same product as scaling while loading) */
+                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+                    int r = idx >> 6, c = idx & (TS - 1);
+                    S0[r * LD + c] *= sc_s[r];
+                }
+                sync_plain();
+            }
+            float acc[4][4];
+            zero(acc);
+            mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
+                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
+                }
+        }
+}
+
 /* ---- forward: the chunk's own state, and the backward's own-term of dstates ----
  * out slot = sum_j s_j U_j^T V_j ([P, N]) with, forward: U = x, V = B,
  * s = etail dt, into states[b, c+1]; backward: U = dy, V = C, s = ecum, into
@@ -284,33 +320,7 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_kernel(float *out, floa
     if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
     size_t slots = FWD ? d.nch + 1 : d.nch;
     float *o = out + (((size_t)k.b * slots + k.c + (FWD ? 1 : 0)) * d.nh + k.h) * (size_t)d.P * d.N;
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-    for (int p0 = 0; p0 < d.P; p0 += TS)
-        for (int n0 = 0; n0 < d.N; n0 += TS) {
-            if (p0 > 0 || n0 > 0) {
-                bar();  /* the previous tiles read */
-                if (n0 == 0) load_tile(S0, U + p0, ldu, k.l, min(TS, d.P - p0));
-                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
-            }
-            bar();  /* the copies landed; sc_s written */
-            if (n0 == 0) {  /* U's rows scaled by s_j (the same product as scaling while loading) */
-                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
-                    int r = idx >> 6, c = idx & (TS - 1);
-                    S0[r * LD + c] *= sc_s[r];
-                }
-                sync_plain();
-            }
-            float acc[4][4];
-            zero(acc);
-            mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
-                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
-                }
-        }
+    state_tiles(o, U, ldu, V, k, d, S0, S1, Sx, sc_s);
 }
 
 /* The two passes walk the chunks in order, one thread per (b, h, state
@@ -422,33 +432,8 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bwd_chain_kernel(float 
     row0 = opaque(row0);
     const float *U = u_at(row0), *V = v_at(row0);
     if (threadIdx.x < TS) sc_s[threadIdx.x] = ecum_s[threadIdx.x];
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-    for (int p0 = 0; p0 < d.P; p0 += TS)
-        for (int n0 = 0; n0 < d.N; n0 += TS) {
-            if (p0 > 0 || n0 > 0) {
-                bar();  /* the previous tiles read */
-                if (n0 == 0) load_tile(S0, U + p0, d.E, k.l, min(TS, d.P - p0));
-                load_tile(S1, V + n0, d.W, k.l, min(TS, d.N - n0));
-            }
-            bar();  /* the copies landed; sc_s written */
-            if (n0 == 0) {  /* U's rows scaled by s_j */
-                for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
-                    int r = idx >> 6, cc = idx & (TS - 1);
-                    S0[r * LD + cc] *= sc_s[r];
-                }
-                sync_plain();
-            }
-            float acc[4][4];
-            zero(acc);
-            mm<false, false>(acc, S0, S1, k.l, Sx);  /* [p][n] += U[j][p] V[j][n] */
-#pragma unroll
-            for (int a = 0; a < 4; a++)
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    int p = p0 + ty + 16 * a, nn = n0 + tx + 16 * b;
-                    if (p < d.P && nn < d.N) o[(size_t)p * d.N + nn] = acc[a][b];
-                }
-        }
+    state_tiles(o, U, d.E, V, k, d, S0, S1, Sx, sc_s);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;   /* state_tiles' element of each 16 x 16 block */
 
     /* the chain: dstates[c] = own_c + a_c dstates[c+1] once chunk c+1's block has published it.
      * The ticket and the slots' addresses again from ticket_s (re-read after the barriers), not
