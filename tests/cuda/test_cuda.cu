@@ -1097,6 +1097,42 @@ static float *hcopy(const float *src, size_t n) {
     return h;
 }
 
+/* Each lse row's natural magnitude: the score q.k/sqrt(hd) can cancel (one
+ * query, one key: lse is that one score; session 7, H200: hd 16, 4.6e-2 of a
+ * near-zero lse in both kernel sets), while its rounding error scales with the
+ * product's terms. Bounded over the row's keys by scale * sqrt(sum_i qa_i^2
+ * ka_i^2), ka_i the largest |k| of dimension i over the head's keys; with
+ * RoPE (pairs) each of q, k is taken as its rotate-half pair's norm, which
+ * bounds either rotated component. */
+static float *lse_mag(const float *q, const float *k, int B, int nq, int nk, int nh, int nkv, int hd, int pairs) {
+    float *mag = (float *)malloc(sizeof(float) * ((size_t)B * nh * nq + 1));
+    float *ka = (float *)malloc(sizeof(float) * hd);
+    int half = hd / 2;
+    double scale = 1.0 / sqrt((double)hd);
+#define LSE_MAG_A(x, i) (pairs ? hypotf((x)[(i) % half], (x)[(i) % half + half]) : fabsf((x)[i]))
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < nh; h++) {
+            int kh = h / (nh / nkv);
+            for (int i = 0; i < hd; i++) ka[i] = 0;
+            for (int j = 0; j < nk; j++) {
+                const float *kj = k + (((size_t)b * nk + j) * nkv + kh) * hd;
+                for (int i = 0; i < hd; i++) ka[i] = fmaxf(ka[i], LSE_MAG_A(kj, i));
+            }
+            for (int r = 0; r < nq; r++) {
+                const float *qr = q + (((size_t)b * nq + r) * nh + h) * hd;
+                double t = 0;
+                for (int i = 0; i < hd; i++) {
+                    double x = (double)LSE_MAG_A(qr, i) * ka[i];
+                    t += x * x;
+                }
+                mag[((size_t)b * nh + h) * nq + r] = (float)(scale * sqrt(t));
+            }
+        }
+#undef LSE_MAG_A
+    free(ka);
+    return mag;
+}
+
 /* ctx 0: isolated (kpos = qpos), 1: prefix (kpos = 0..T-1), 2: disjoint subsets
  * (some queries see no key: their lse is compared only where a key is visible) */
 /* The shapes cover every head-size template of the tiled kernels (hd padded
@@ -1144,8 +1180,11 @@ static void test_attention_shapes(void) {
         G->to_host(glse_h, glse, sizeof(float) * nl);
         for (size_t r = 0; r < nl; r++)
             if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
-        float *glse_m = dev(glse_h, nl);
+        float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, 0);
+        MAG = lmag;
         cmp("lse", lse_m, glse_m, nl);
+        MAG = NULL;
+        free(lmag);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, ACC_MODE);
         G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd,
@@ -1255,8 +1294,11 @@ static void test_attention_rope(void) {
         G->to_host(glse_h, glse, sizeof(float) * nl);
         for (size_t r = 0; r < nl; r++)
             if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
-        float *glse_m = dev(glse_h, nl);
+        float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, 1);
+        MAG = lmag;
         cmp("lse", lse_m, glse_m, nl);
+        MAG = NULL;
+        free(lmag);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta,
                                ACC_MODE);
