@@ -1132,6 +1132,40 @@ static float *lse_mag(const float *q, const float *k, int B, int nq, int nk, int
     free(ka);
     return mag;
 }
+/* The attention tests' lse check: rows where the query sees a key (the value
+ * for no visible key is not part of the contract), each judged on lse_mag */
+static void cmp_lse(const float *lse, const float *glse, const int *qpos, const int *kpos, const float *q,
+                    const float *k, int B, int nq, int nk, int nh, int nkv, int hd, int pairs) {
+    size_t nl = (size_t)B * nh * nq;
+    float *glse_h = (float *)malloc(sizeof(float) * nl), *lse_m = hcopy(lse, nl);
+    G->to_host(glse_h, glse, sizeof(float) * nl);
+    for (size_t r = 0; r < nl; r++)
+        if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
+    float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, pairs);
+    MAG = lmag;
+    cmp("lse", lse_m, glse_m, nl);
+    MAG = NULL;
+    free(lmag); free(glse_h); free(lse_m);
+    G->release(glse_m);
+}
+/* The attention tests' gradient checks. One key per query (nk 1): the softmax
+ * over it is 1 whatever the score, so dq and dk are 0 in exact arithmetic and
+ * what both sides hold is rounding noise; judged against the inputs' scale (1)
+ * instead. In bf16 the kernel's rowsum(dO o) and dO v round v differently:
+ * ~2^-8 |dO||v||q| (dk 1.6e-2 against a small random start on the H200, session 6). */
+static void cmp_attention_grads(Grad gq, Grad gk, Grad gv, int nk) {
+    float *ones = NULL;
+    if (nk == 1) {
+        size_t n = gq.n > gk.n ? gq.n : gk.n;
+        ones = (float *)malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) ones[i] = 1;
+    }
+    MAG = ones;
+    grad_cmp("dq", gq); grad_cmp("dk", gk);
+    MAG = NULL;
+    free(ones);
+    grad_cmp("dv", gv);
+}
 
 /* ctx 0: isolated (kpos = qpos), 1: prefix (kpos = 0..T-1), 2: disjoint subsets
  * (some queries see no key: their lse is compared only where a key is visible) */
@@ -1175,41 +1209,18 @@ static void test_attention_shapes(void) {
         BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd),
                  G->attention_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd));
         cmp("out", out, gout, nqe);
-        /* lse where the query sees a key (the value for no visible key is not part of the contract) */
-        float *glse_h = (float *)malloc(sizeof(float) * nl), *lse_m = hcopy(lse, nl);
-        G->to_host(glse_h, glse, sizeof(float) * nl);
-        for (size_t r = 0; r < nl; r++)
-            if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
-        float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, 0);
-        MAG = lmag;
-        cmp("lse", lse_m, glse_m, nl);
-        MAG = NULL;
-        free(lmag);
+        cmp_lse(lse, glse, qpos, kpos, q, k, B, nq, nk, nh, nkv, hd, 0);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, ACC_MODE);
         G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd,
                          ACC_MODE);
-        /* one key per query (nk 1): the softmax over it is 1 whatever the score, so
-         * dq and dk are 0 in exact arithmetic and what both sides hold is rounding
-         * noise; judge it against the inputs' scale (1) instead. In bf16 the
-         * kernel's rowsum(dO o) and dO v round v differently: ~2^-8 |dO||v||q|
-         * (dk 1.6e-2 against a small random start on the H200, session 6). */
-        float *ones = NULL;
-        if (nk == 1) {
-            ones = (float *)malloc(sizeof(float) * (nqe > nke ? nqe : nke));
-            for (size_t i = 0; i < (nqe > nke ? nqe : nke); i++) ones[i] = 1;
-        }
-        MAG = ones;
-        grad_cmp("dq", gq); grad_cmp("dk", gk);
-        MAG = NULL;
-        free(ones);
-        grad_cmp("dv", gv);
+        cmp_attention_grads(gq, gk, gv, nk);
         line_end();
         if (qpos != all) free(qpos);
         if (kpos != all) free(kpos);
-        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse); free(glse_h); free(lse_m);
+        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse);
         G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dqp); G->release(dkp);
-        G->release(gout); G->release(glse); G->release(glse_m);
+        G->release(gout); G->release(glse);
         grad_free(gq); grad_free(gk); grad_free(gv);
     }
 }
@@ -1290,38 +1301,21 @@ static void test_attention_rope(void) {
                  rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd, theta));
         CHECK(rc == 0, "attention_rope_fwd declined hd %d in bf16", hd);
         cmp("out", out, gout, nqe);
-        float *glse_h = (float *)malloc(sizeof(float) * nl), *lse_m = hcopy(lse, nl);
-        G->to_host(glse_h, glse, sizeof(float) * nl);
-        for (size_t r = 0; r < nl; r++)
-            if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
-        float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, 1);
-        MAG = lmag;
-        cmp("lse", lse_m, glse_m, nl);
-        MAG = NULL;
-        free(lmag);
+        cmp_lse(lse, glse, qpos, kpos, q, k, B, nq, nk, nh, nkv, hd, 1);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta,
                                ACC_MODE);
         rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv,
                                    hd, theta, ACC_MODE);
         CHECK(rc == 0, "attention_rope_bwd declined hd %d in bf16", hd);
-        float *ones = NULL;   /* one key per query: dq, dk are rounding noise (see test_attention_shapes) */
-        if (nk == 1) {
-            ones = (float *)malloc(sizeof(float) * (nqe > nke ? nqe : nke));
-            for (size_t i = 0; i < (nqe > nke ? nqe : nke); i++) ones[i] = 1;
-        }
-        MAG = ones;
-        grad_cmp("dq", gq); grad_cmp("dk", gk);
-        MAG = NULL;
-        free(ones);
-        grad_cmp("dv", gv);
+        cmp_attention_grads(gq, gk, gv, nk);
         line_end();
         if (qpos != all) free(qpos);
         if (kpos != all) free(kpos);
-        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse); free(glse_h); free(lse_m);
+        free(all); free(q); free(k); free(v); free(dout); free(out); free(lse);
         G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dqp);
         if (dkp != dqp) G->release(dkp);
-        G->release(gout); G->release(glse); G->release(glse_m);
+        G->release(gout); G->release(glse);
         grad_free(gq); grad_free(gk); grad_free(gv);
     }
     /* declined: nothing written (the outputs stay NaN), 1 returned */
