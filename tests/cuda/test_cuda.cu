@@ -113,20 +113,20 @@ static void line_end(void) {
  * sum that happens to cancel the random start is not held to the final
  * value's tiny scale (an op that overwrites instead of adding still fails by
  * the whole start value). */
-/* MAG (NULL unless a test sets it around one check) is each element's natural
- * magnitude where the exact value can be far smaller: a dot product whose
- * random-sign terms cancel, or a gradient that is zero in exact arithmetic.
- * Rounding errors scale with the terms, not with the sum, so the element is
- * judged on the larger of its value and MAG[i]. */
-static const float *MAG;
-static void cmp_from(const char *what, const float *h, const float *d, size_t n, const float *start0) {
+/* mag (NULL: none) is each element's natural magnitude where the exact value
+ * can be far smaller: a dot product whose random-sign terms cancel, or a
+ * gradient that is zero in exact arithmetic. Rounding errors scale with the
+ * terms, not with the sum, so the element is judged on the larger of its value
+ * and mag[i] (cmp_mag, grad_cmp_mag). */
+static void cmp_full(const char *what, const float *h, const float *d, size_t n, const float *start0,
+                     const float *mag) {
     float *g = (float *)malloc(sizeof(float) * (n ? n : 1));
     G->to_host(g, d, sizeof(float) * n);
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
         double scale = (double)h[i] * h[i];
         if (start0) scale = fmax(scale, ((double)h[i] - start0[i]) * ((double)h[i] - start0[i]));
-        if (MAG) scale = fmax(scale, (double)MAG[i] * MAG[i]);
+        if (mag) scale = fmax(scale, (double)mag[i] * mag[i]);
         if (h[i] == g[i]) { if (isfinite(h[i])) den += scale; continue; }
         double e = (double)g[i] - h[i];
         num += e * e;
@@ -140,7 +140,13 @@ static void cmp_from(const char *what, const float *h, const float *d, size_t n,
     CHECK(ok, "%s: relative L2 error %.3e > %.0e", what, rel, TOL);
     free(g);
 }
-static void cmp(const char *what, const float *h, const float *d, size_t n) { cmp_from(what, h, d, n, NULL); }
+static void cmp_from(const char *what, const float *h, const float *d, size_t n, const float *start0) {
+    cmp_full(what, h, d, n, start0, NULL);
+}
+static void cmp(const char *what, const float *h, const float *d, size_t n) { cmp_full(what, h, d, n, NULL, NULL); }
+static void cmp_mag(const char *what, const float *h, const float *d, size_t n, const float *mag) {
+    cmp_full(what, h, d, n, NULL, mag);
+}
 static void cmp_macs(uint64_t cpu, uint64_t gpu) {
     if (cpu != gpu) line_ok = 0;
     CHECK(cpu == gpu, "MACs: cpu %llu, cuda %llu", (unsigned long long)cpu, (unsigned long long)gpu);
@@ -182,7 +188,8 @@ static Grad gradx(size_t n) {
     g.n = n;
     return g;
 }
-static void grad_cmp(const char *what, Grad g) { cmp_from(what, g.h, g.d, g.n, g.h0); }
+static void grad_cmp(const char *what, Grad g) { cmp_full(what, g.h, g.d, g.n, g.h0, NULL); }
+static void grad_cmp_mag(const char *what, Grad g, const float *mag) { cmp_full(what, g.h, g.d, g.n, g.h0, mag); }
 static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
 
 /* ---------------------------------------------------------------- */
@@ -256,9 +263,7 @@ static void test_rmsnorm(void) {
          * (session 7, H200: 1.4e-1 of the cancelled value, ~6e-7 of the term) */
         float *mag = (float *)malloc(sizeof(float) * nc);
         for (size_t i = 0; i < nc; i++) mag[i] = fabsf(w[i % C] * dout[i]) * rstd[i / C];
-        MAG = mag;
-        grad_cmp("dx", gx);
-        MAG = NULL;
+        grad_cmp_mag("dx", gx, mag);
         free(mag);
         grad_cmp("dw", gw);
         line_end();
@@ -493,7 +498,7 @@ static void test_linear_tune(void) {
  * at an 8-byte (not 16-byte) offset and an IC not a multiple of 8 must take the
  * cuBLASLt path (counted by cuda_gemv_launches). */
 extern unsigned long cuda_gemv_launches;
-/* each output's natural magnitude for MAG: the L2 norm of the terms of its dot product,
+/* each output's natural magnitude (cmp_mag): the L2 norm of the terms of its dot product,
  * in [N, IC] . w[j] [IC] (what bf16 rounding errors scale with) */
 static float *dot_mag(const float *in, const float *w, int N, int IC, int OC) {
     float *mag = (float *)malloc(sizeof(float) * ((size_t)N * OC + 1));
@@ -508,13 +513,11 @@ static float *dot_mag(const float *in, const float *w, int N, int IC, int OC) {
         }
     return mag;
 }
-/* cmp judged on MAG = dot_mag(in, w) (a lone output whose terms cancel is not held to its own tiny scale) */
+/* cmp judged on dot_mag(in, w) (a lone output whose terms cancel is not held to its own tiny scale) */
 static void cmp_dot(const char *what, const float *h, const float *d, const float *in, const float *w, int N, int IC,
                     int OC) {
     float *mag = dot_mag(in, w, N, IC, OC);
-    MAG = mag;
-    cmp(what, h, d, (size_t)N * OC);
-    MAG = NULL;
+    cmp_mag(what, h, d, (size_t)N * OC, mag);
     free(mag);
 }
 
@@ -525,9 +528,7 @@ static void cmp_res(const char *what, const float *h, const float *d, const floa
                     const float *res, int N, int IC, int OC) {
     float *mag = dot_mag(in, w, N, IC, OC);
     for (size_t i = 0; i < (size_t)N * OC; i++) mag[i] = sqrtf(mag[i] * mag[i] + res[i] * res[i]);
-    MAG = mag;
-    cmp(what, h, d, (size_t)N * OC);
-    MAG = NULL;
+    cmp_mag(what, h, d, (size_t)N * OC, mag);
     free(mag);
 }
 /* silu(in wg^T) * (in wu^T) judged on its first-order error scale: |silu(g)|
@@ -545,9 +546,7 @@ static void cmp_swiglu(const char *what, const float *h, const float *d, const f
             size_t i = (size_t)r * OC + j;
             mu[i] = (float)(fabs(g / (1 + exp(-g))) * mu[i] + 1.1 * fabs(u) * mg[i]);
         }
-    MAG = mu;
-    cmp(what, h, d, (size_t)N * OC);
-    MAG = NULL;
+    cmp_mag(what, h, d, (size_t)N * OC, mu);
     free(mg); free(mu);
 }
 
@@ -601,14 +600,12 @@ static void linear_gemv_cases(int rc) {
          * at 1.8e-2 on the H200 (session 6) with cuBLASLt's result identical. */
         float *mag = dot_mag(in, w, N, IC, OC);
         TOL = 1e-2;
-        MAG = mag;
-        cmp("vs_cpu", out, g1, (size_t)N * OC);
+        cmp_mag("vs_cpu", out, g1, (size_t)N * OC, mag);
         /* the same bf16 operands on the host: only the summation order differs
          * (fp32 in the kernel, ~sqrt(IC) 2^-24 of the terms' scale) */
         float *hb = took ? bf16_product(in, w, b, N, IC, OC) : NULL;
         TOL = 1e-5;
-        if (hb) cmp("vs_cpu_bf16", hb, g1, (size_t)N * OC);
-        MAG = NULL;
+        if (hb) cmp_mag("vs_cpu_bf16", hb, g1, (size_t)N * OC, mag);
         free(mag);
         free(hb);
         float *h0 = (float *)malloc(sizeof(float) * N * OC);
@@ -879,7 +876,7 @@ static void test_classifier_fp32(void) { classifier_modes(0, 0, 2); }
  * of itself; a host emulation of the kernel's arithmetic gave 2.1e-3 at worst
  * over 20 draws of these shapes). The target's gradient scale (p - 1)
  * cancels when p is near 1 (both sides form it from terms of size scale): it is
- * judged on that scale (MAG). */
+ * judged on that scale (cmp_mag). */
 static void test_classifier_rows(void) {
     int shapes[][2] = {{1, 2}, {37, 50}, {13, 1001}, {64, 4096}, {5, 50304}, {3, 50257}};  /* n, V */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
@@ -914,17 +911,13 @@ static void test_classifier_rows(void) {
         for (size_t i = 0; i < nv; i++) g16[i] = bf16_float(h16[i]);
         float *dg16 = dev(g16, nv);   /* cmp reads the device */
         TOL = 5e-3;
-        MAG = mag;
-        cmp("dl_bf16", dl, dg16, nv);
-        MAG = NULL;
+        cmp_mag("dl_bf16", dl, dg16, nv, mag);
         TOL = 1e-5;
         /* fp32 gradients in place over the logits */
         float *gloss2 = dnan(n);
         cuda_classifier_rows(gloss2, dlog, NULL, dtg, scale, n, V);
         cmp_from("loss32", loss, gloss2, n, loss_minus_lse);
-        MAG = mag;
-        cmp("dl_fp32", dl, dlog, nv);
-        MAG = NULL;
+        cmp_mag("dl_fp32", dl, dlog, nv, mag);
         line_end();
         free(mag);
         free(tg); free(logits); free(loss); free(lse); free(dl); free(dscale); free(loss_minus_lse);
@@ -1059,9 +1052,8 @@ static void test_gated_rmsnorm_shapes(void) {
             my[i] = (float)(t * fabs(zi * sg));
             mz[i] = (float)(t * fabs(y[i] * sg * (1 + zi * (1 - sg))));
         }
-        MAG = my; grad_cmp("dy", gy);
-        MAG = mz; grad_cmp("dz", gz);
-        MAG = NULL;
+        grad_cmp_mag("dy", gy, my);
+        grad_cmp_mag("dz", gz, mz);
         grad_cmp("dw", gw);
         /* dw alone, and dy alone (dz not wanted) */
         Grad gw2 = grad(C), gy2 = gradx(nc);
@@ -1070,8 +1062,7 @@ static void test_gated_rmsnorm_shapes(void) {
         cpu_gated_rmsnorm_bwd(gy2.h, NULL, NULL, dout, y, z, w, rstd, N, C, ACC_MODE);
         G->gated_rmsnorm_bwd(gy2.d, NULL, NULL, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
         grad_cmp("dw-only", gw2);
-        MAG = my; grad_cmp("dy-only", gy2);
-        MAG = NULL;
+        grad_cmp_mag("dy-only", gy2, my);
         line_end();
         free(my); free(mz);
         free(y); free(z); free(w); free(dout); free(out); free(rstd);
@@ -1142,9 +1133,7 @@ static void cmp_lse(const float *lse, const float *glse, const int *qpos, const 
     for (size_t r = 0; r < nl; r++)
         if (kpos[0] > qpos[r % nq]) lse_m[r] = glse_h[r] = 0;
     float *glse_m = dev(glse_h, nl), *lmag = lse_mag(q, k, B, nq, nk, nh, nkv, hd, pairs);
-    MAG = lmag;
-    cmp("lse", lse_m, glse_m, nl);
-    MAG = NULL;
+    cmp_mag("lse", lse_m, glse_m, nl, lmag);
     free(lmag); free(glse_h); free(lse_m);
     G->release(glse_m);
 }
@@ -1160,9 +1149,7 @@ static void cmp_attention_grads(Grad gq, Grad gk, Grad gv, int nk) {
         ones = (float *)malloc(sizeof(float) * n);
         for (size_t i = 0; i < n; i++) ones[i] = 1;
     }
-    MAG = ones;
-    grad_cmp("dq", gq); grad_cmp("dk", gk);
-    MAG = NULL;
+    grad_cmp_mag("dq", gq, ones); grad_cmp_mag("dk", gk, ones);
     free(ones);
     grad_cmp("dv", gv);
 }
@@ -1458,9 +1445,7 @@ static void test_ssd(void) {
             bmag[i % nh] += (float)(t * t);
         }
         for (int h = 0; h < nh; h++) bmag[h] = sqrtf(bmag[h]);
-        MAG = bmag;
-        grad_cmp("ddt_bias", gdb);
-        MAG = NULL;
+        grad_cmp_mag("ddt_bias", gdb, bmag);
         free(bmag);
         grad_cmp("dA_log", gA);
         grad_cmp("dD", gD);
