@@ -138,12 +138,16 @@ static int env_flag(const char *name, int dflt) {
     if (!e || !*e) return dflt;
     return strcmp(e, "0") != 0;
 }
-int cuda_set_lt_tune(int on) {
-    if (tune_on < 0) tune_on = env_flag("FLOWHN_LT_TUNE", 1);
-    int was = tune_on;
-    if (on >= 0) tune_on = on != 0;
+/* This file's on/off switches: *state is -1 until the environment variable is
+ * read (unset: dflt; "0": off; else on); on >= 0 sets it (tests); returns the
+ * previous setting. */
+static int env_switch(int *state, const char *name, int dflt, int on) {
+    if (*state < 0) *state = env_flag(name, dflt);
+    int was = *state;
+    if (on >= 0) *state = on != 0;
     return was;
 }
+int cuda_set_lt_tune(int on) { return env_switch(&tune_on, "FLOWHN_LT_TUNE", 1, on); }
 static int lt_logging(void) {
     if (tune_log < 0) tune_log = env_flag("FLOWHN_LT_TUNE_LOG", 0);
     return tune_log;
@@ -298,15 +302,7 @@ static unsigned long shadow_clock;
 static int shadow_on = -1;   /* -1: FLOWHN_BF16_SHADOW not read yet */
 unsigned long cuda_shadow_served, cuda_shadow_claims;   /* for tests */
 
-int cuda_set_bf16_shadow(int on) {
-    if (shadow_on < 0) {
-        const char *e = getenv("FLOWHN_BF16_SHADOW");
-        shadow_on = !(e && !strcmp(e, "0"));
-    }
-    int was = shadow_on;
-    if (on >= 0) shadow_on = on != 0;
-    return was;
-}
+int cuda_set_bf16_shadow(int on) { return env_switch(&shadow_on, "FLOWHN_BF16_SHADOW", 1, on); }
 
 static int overlaps(const void *p, size_t bytes, const CudaRange *w, int nw) {
     uintptr_t s0 = (uintptr_t)p, s1 = s0 + bytes;
@@ -364,15 +360,7 @@ static int nkept, kept_alloc_n, kept_valid;   /* kept_valid: entries valid now (
 static int keep_on = -1;                       /* -1: FLOWHN_BF16_KEEP not read yet */
 unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;   /* for tests */
 
-int cuda_set_bf16_keep(int on) {
-    if (keep_on < 0) {
-        const char *e = getenv("FLOWHN_BF16_KEEP");
-        keep_on = !(e && !strcmp(e, "0"));
-    }
-    int was = keep_on;
-    if (on >= 0) keep_on = on != 0;
-    return was;
-}
+int cuda_set_bf16_keep(int on) { return env_switch(&keep_on, "FLOWHN_BF16_KEEP", 1, on); }
 
 /* FLOWHN_BF16_KEEP_VERIFY=1 (tests, debugging): every time a product is served
  * a kept rounding, a kernel compares it with a fresh rounding of x and counts
@@ -392,15 +380,7 @@ __global__ void kept_stale_kernel(unsigned int *count, const __nv_bfloat16 *buf,
     if (bad) atomicAdd(count, bad);
 }
 
-int cuda_set_bf16_keep_verify(int on) {
-    if (keep_verify < 0) {
-        const char *e = getenv("FLOWHN_BF16_KEEP_VERIFY");
-        keep_verify = e && !strcmp(e, "1");
-    }
-    int was = keep_verify;
-    if (on >= 0) keep_verify = on != 0;
-    return was;
-}
+int cuda_set_bf16_keep_verify(int on) { return env_switch(&keep_verify, "FLOWHN_BF16_KEEP_VERIFY", 0, on); }
 
 unsigned long cuda_keep_stale(void) {
     unsigned int c = 0;
