@@ -123,6 +123,18 @@ static void cp_wait_all() {
     for (auto &c : g_pending) for (int q = 0; q < 4; q++) c.dst[q] = c.valid ? c.src[q] : 0.f;
     g_pending.clear();
 }
+/* the operands' rounding in the host mma.sync (gen.py): EMU_ROUND=tf32 (cvt.rna: to nearest, ties
+ * away, 10 fraction bits) or bf16 (to nearest even, 7 bits), else none (exact fp32 products, so that
+ * the 1e-5 bound checks the indices); EMU_TOL sets the bound (e.g. 1e-2, the bf16 mode's) */
+static int ROUND = 0;
+static inline unsigned emu_round(float v) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    if (ROUND == 1) u = (u + 0x1000u) & 0xffffe000u;
+    else if (ROUND == 2) u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    return u;
+}
+static inline float emu_f(unsigned u) { float v; memcpy(&v, &u, 4); return v; }
 #ifdef EMU_TC
 namespace ssd_exact {
 constexpr int LD = 68;
@@ -169,6 +181,8 @@ int main(int argc, char **argv) {
     int which = argc > 8 ? atoi(argv[8]) : 1;  /* 1: p64 kernel, 0: general kernel */
     DEFER = argc > 9 ? atoi(argv[9]) : 1;
     SERIAL = getenv("EMU_SERIAL") && atoi(getenv("EMU_SERIAL"));
+    if (const char *r = getenv("EMU_ROUND")) ROUND = !strcmp(r, "tf32") ? 1 : !strcmp(r, "bf16") ? 2 : 0;
+    const double TOL = getenv("EMU_TOL") ? atof(getenv("EMU_TOL")) : 1e-5;
     int ACC = argc > 10 ? atoi(argv[10]) : 1;  /* ops.h acc: 1 adds into dxbc / ddt_raw, 0 overwrites */
     pthread_barrier_init(&g_bar, NULL, 256);
     for (int w = 0; w < 8; w++) pthread_barrier_init(&w_bar[w], NULL, 32);
@@ -209,12 +223,19 @@ int main(int argc, char **argv) {
     std::vector<float> cbuf((size_t)B * nch * G * 64 * 64, NAN);
     launch({(unsigned)nch, (unsigned)G, (unsigned)B}, [&] { ssd_exact::ssd_cb_kernel(cbuf.data(), xbc.data(), d); });
     if (which) {
-        /* EMU_CBWD_OLD=1: the first thread layout (FLOWHN_SSD_CBWD=old), else the warp-local one */
-        static const bool cbwd_old = getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"));
-        if (cbwd_old)
-            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<false>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        /* the thread layout, as ssd.cu's FLOWHN_SSD_CBWD: EMU_CBWD=old (or EMU_CBWD_OLD=1) the first one,
+         * =wl the warp-local one, else the mma fragment layout in the tensor-core build (its host
+         * mma.sync, gen.py) and the warp-local one in the exact build */
+        const char *cw = getenv("EMU_CBWD");
+        int lay = (cw && !strcmp(cw, "old")) || (getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"))) ? 0
+                  : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : ssd_exact::TC ? 2 : 1;
+        printf("     p64 layout %d\n", lay);
+        if (lay == 0)
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<0>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else if (lay == 1)
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<1>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
         else
-            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<true>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<2>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     } else
         launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
     /* the forward kernels too (states, y) */
@@ -227,10 +248,10 @@ int main(int argc, char **argv) {
     printf("     fwd: y %.2e states %.2e\n", ry, rst);
     double r[5] = {rel(cx, ex, gx0), rel(cdt, edt, gdt0), rel(cdb, edb, gdb0), rel(cA, eA, gA0), rel(cD, eD, gD0)};
     bool ok = true;
-    for (double v : r) ok = ok && v < 1e-5;
+    for (double v : r) ok = ok && v < TOL;
     ok = ok && gdiff == 0;
     for (float v : ex) ok = ok && std::isfinite(v);
-    ok = ok && ry < 1e-5 && rst < 1e-5;
+    ok = ok && ry < TOL && rst < TOL;
     if (const char *dump = getenv("EMU_DUMP")) {  /* raw outputs, for bit-for-bit comparison across a refactor */
         FILE *f = fopen(dump, "wb");
         for (auto *v : {&ex, &edt, &edb, &eA, &eD, &ey, &est}) fwrite(v->data(), sizeof(float), v->size(), f);

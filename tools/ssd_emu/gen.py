@@ -28,6 +28,37 @@ inline void mm_strip(const float *A, const float *Bm, int K, float *Sx) {
 
 """
 s = s[:a] + strip + s[b:]
+# The mma.sync primitives of mm_mma (the p64 backward's layout 2) are replaced by host versions that
+# do what the PTX ISA defines for mma.m16n8k8 .tf32 ("Matrix Fragments for mma.m16n8k8"): each lane
+# hands in its fragments (A: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4); B: b0 (k t, n g),
+# b1 (k t+4, n g); g = lane >> 2, t = lane & 3), the warp exchanges them (a warp barrier each side),
+# and each lane gets back its own C/D elements c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1).
+# So mm_mma's loads, its k-steps and the thread layout Lay<2> built on the fragments are checked as
+# written; only the operands' rounding is the emulator's (emu_round: none by default, EMU_ROUND=tf32
+# or bf16 to measure what the rounding costs against the CPU).
+a = s.index("/* One warp-wide mma.sync m16n8k8")
+b = s.index("/* end of the mma primitives */")
+mma = """inline unsigned tf32_bits(float v) { return emu_round(v); }
+inline void mma_tf32(float &d0, float &d1, float &d2, float &d3, const unsigned a[4], const unsigned b[2]) {
+    static unsigned fa[8][32][4], fb[8][32][2];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    for (int q = 0; q < 4; q++) fa[w][l][q] = a[q];
+    fb[w][l][0] = b[0]; fb[w][l][1] = b[1];
+    __syncwarp();
+    /* A(r, k) is lane 4 (r & 7) + (k & 3)'s register (r >> 3) + 2 (k >> 2); B(k, n) lane 4 n + (k & 3)'s k >> 2 */
+    auto A = [&](int r, int k) { return emu_f(fa[w][4 * (r & 7) + (k & 3)][(r >> 3) + 2 * (k >> 2)]); };
+    auto B = [&](int k, int n) { return emu_f(fb[w][4 * n + (k & 3)][k >> 2]); };
+    float *d[4] = {&d0, &d1, &d2, &d3};
+    for (int i = 0; i < 4; i++) {
+        int r = g + 8 * (i >> 1), c = 2 * t + (i & 1);
+        float s = 0.f;
+        for (int k = 0; k < 8; k++) s += A(r, k) * B(k, c);
+        *d[i] += s;
+    }
+    __syncwarp();
+}
+"""
+s = s[:a] + mma + s[b:]
 wait = '    if constexpr (TC) asm volatile("cp.async.wait_all;\\n" ::);\n'
 cp16z = r'__device__ __forceinline__ void cp16z\(float \*dst, const float \*src, bool valid\) \{.*?\n\}'
 if tc:

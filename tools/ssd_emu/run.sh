@@ -4,7 +4,11 @@
 # both ways (the chained kernel's G must equal the two kernels' bit for bit). Needs the CPU
 # library (make) and g++; takes minutes on two cores (every block is 256 threads).
 # Usage: tools/ssd_emu/run.sh [--big]   (--big adds the 135M layer at T 1024, B 1)
-# The p64 backward runs in its warp-local layout, and with EMU_CBWD_OLD=1 in its first one.
+# The p64 backward runs in the tensor-core build in its mma.sync fragment layout (host mma.sync in
+# the PTX ISA's fragment layout, gen.py), with EMU_CBWD=wl in the warp-local one and EMU_CBWD=old in
+# its first one; the exact build runs the warp-local layout (as ssd.cu).
+# The tensor-core build is also run once with the operands rounded to TF32 (EMU_ROUND=tf32) at the
+# bf16 mode's bound 1e-2 (test_ssd_tc's), as the GPU rounds them.
 set -e
 cd "$(dirname "$0")/../.."
 make -s build/libflowhn.a
@@ -21,8 +25,10 @@ for s in "1 1 1 1 1 1 1" "2 19 4 3 2 5 4" "2 70 4 16 1 40 16" "1 64 2 8 2 64 64"
          "3 257 5 64 1 100 32"; do
     $out/emu $s 1 1 1 || fail=1; $out/emu $s 1 1 0 || fail=1
     $out/emu_tc $s 1 1 1 || fail=1; $out/emu_tc $s 1 0 0 || fail=1
-    EMU_CBWD_OLD=1 $out/emu_tc $s 1 1 1 || fail=1  # the p64 kernel's first layout (FLOWHN_SSD_CBWD=old)
+    EMU_CBWD=old $out/emu_tc $s 1 1 1 || fail=1  # the p64 kernel's first layout (FLOWHN_SSD_CBWD=old)
+    EMU_CBWD=wl $out/emu_tc $s 1 0 1 || fail=1  # the warp-local layout (FLOWHN_SSD_CBWD=wl)
 done
+EMU_ROUND=tf32 EMU_TOL=1e-2 $out/emu_tc 2 97 4 64 2 200 48 1 1 1 || fail=1
 $out/emu 1 200 4 80 2 150 48 0 1 0 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 1 1 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 0 0 || fail=1
@@ -34,6 +40,7 @@ $out/emu_tc 2 40 3 64 1 128 64 1 1 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then
     $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
-    EMU_CBWD_OLD=1 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
+    EMU_CBWD=wl $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
+    EMU_CBWD=old $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
 fi
 [ $fail = 0 ] && echo "ssd_emu: all passed" || { echo "ssd_emu: FAILED"; exit 1; }

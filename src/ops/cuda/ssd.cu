@@ -38,9 +38,10 @@
  *   same sums with x and dy resident and the products grouped by the tiles they
  *   share (11 tile loads in ~5 waits instead of 26 in 14; see ssd_kernels.cuh), after
  *   ssd_cb_kernel has computed C B^T once per (batch, chunk, group) for the group's heads.
- *   Its threads own the 64 x 64 outputs in a warp-local layout (Lay<true>: a warp's elements are
- *   its own wmma strip), so a product's way back from the tensor cores needs no block barrier;
- *   FLOWHN_SSD_CBWD=old (read once) runs it in the first layout (two barriers a product).
+ *   Its threads own the 64 x 64 outputs in the mma.sync fragment layout (Lay<2>, tensor-core build:
+ *   the products accumulate in registers, no scratch tile) or the warp-local one (Lay<1>: a warp's
+ *   elements are its own wmma strip; the exact build, and FLOWHN_SSD_CBWD=wl); FLOWHN_SSD_CBWD=old
+ *   (read once) runs it in the first layout (two barriers a product).
  *
  * Tiles: 256 threads as 16 x 16, each owning a 4 x 4 register block of a 64 x 64
  * output (rows ty + 16a, columns tx + 16b); operands sit in shared memory
@@ -133,9 +134,11 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));      \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,   \
                                            (int)K::BWD_SMEM));                                                     \
-            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<true>,                                      \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<2>,                                         \
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::P64_MMA_SMEM));    \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<1>,                                         \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
-            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<false>,                                     \
+            CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_kernel<0>,                                         \
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::BWD_SMEM));        \
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
                                            (int)K::CB_SMEM));                                                      \
@@ -160,12 +163,17 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
             K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
             CUDA_LAUNCHED();                                                                                       \
-            if (cbwd_old) /* FLOWHN_SSD_CBWD=old: the block-wide layout, two barriers a product */                \
-                K::ssd_chunk_bwd_p64_kernel<false><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                      \
+            /* the layout (ssd_kernels.cuh Lay): FLOWHN_SSD_CBWD=old 0, =wl 1, else 2 in ssd_tc, 1 in ssd_exact */ \
+            if (cbwd == 0)                                                                                         \
+                K::ssd_chunk_bwd_p64_kernel<0><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                          \
+                    dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
+                    d);                                                                                            \
+            else if (cbwd == 1 || !K::TC)                                                                          \
+                K::ssd_chunk_bwd_p64_kernel<1><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                          \
                     dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
                     d);                                                                                            \
             else                                                                                                   \
-                K::ssd_chunk_bwd_p64_kernel<true><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                       \
+                K::ssd_chunk_bwd_p64_kernel<2><<<grid, NT, K::P64_MMA_SMEM, cuda_stream()>>>(                      \
                     dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
                     d);                                                                                            \
         } else                                                                                                     \
@@ -255,12 +263,15 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
         if (no_bc) fprintf(stderr, "warning: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1: SSD dB/dC not computed (timing only)\n");
     }
     d.no_bc_atomics = no_bc;
-    /* FLOWHN_SSD_CBWD=old (read once): the P <= 64 chunk kernel in its first thread layout (every
-     * product's fragments back through the block with two barriers; perf-notes, ssd-cbwd) */
-    static int cbwd_old = -1;
-    if (cbwd_old < 0) {
+    /* FLOWHN_SSD_CBWD (read once): the P <= 64 chunk kernel's thread layout (perf-notes, ssd-cbwd and
+     * ssd-cbwd2): =old the first one (every product's fragments back through the block with two
+     * barriers), =wl the warp-local one (wmma through the warp's scratch strip), else the mma.sync
+     * fragment layout (accumulators in registers; the tensor-core build only: the exact build's
+     * products are FMAs, it runs the warp-local layout then) */
+    static int cbwd = -1;
+    if (cbwd < 0) {
         const char *e = getenv("FLOWHN_SSD_CBWD");
-        cbwd_old = e && strcmp(e, "old") == 0;
+        cbwd = e && strcmp(e, "old") == 0 ? 0 : e && strcmp(e, "wl") == 0 ? 1 : 2;
     }
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,

@@ -67,19 +67,28 @@ __device__ __forceinline__ void load_tile(float *dst, const float *src, size_t l
 }
 
 /* ---- the thread layouts of a 64 x 64 output: thread owns rows row(a), columns col(b), a, b < 4 ----
- * WL false (every kernel but the p64 backward's new path): rows ty + 16a, columns tx + 16b (ty =
+ * WL 0 (every kernel but the p64 backward's newer paths): rows ty + 16a, columns tx + 16b (ty =
  * tid >> 4, tx = tid & 15): a row's owners are the 16 lanes of a half-warp, and a warp's 512
  * elements lie in every warp's wmma strip, so mm_tc's way back goes through the whole block.
- * WL true (warp-local): warp w owns exactly its wmma strip, rows 16 (w >> 1) .. +16, columns
+ * WL 1 (warp-local): warp w owns exactly its wmma strip, rows 16 (w >> 1) .. +16, columns
  * 32 (w & 1) .. +32; lane l owns rows 2 (l >> 3) + {0, 1, 8, 9} and columns (l & 7) + 8b of it, so
  * the way back needs only __syncwarp; a row's owners are 8 lanes (l & 7) of each of two warps. The rows
- * 2 (l >> 3) + const make a row-major read of LD 68 (bank 4 row + col) conflict-free across the warp. */
-template <bool WL>
+ * 2 (l >> 3) + const make a row-major read of LD 68 (bank 4 row + col) conflict-free across the warp.
+ * WL 2 (mma fragments, the tensor-core build's default for the p64 backward): warp w owns rows
+ * 32 (w >> 2) .. +32, columns 16 (w & 3) .. +16; lane l (g = l >> 2, t = l & 3) owns rows g + 8a and
+ * columns 2t + (b & 1) + 8 (b >> 1): the union of the C/D fragments of the 2 x 2 m16n8k8 mmas that cover
+ * the strip (PTX ISA, "Matrix Fragments for mma.m16n8k8": c0, c1 at row g, columns 2t, 2t + 1; c2, c3
+ * at row g + 8), so the accumulators are the thread's elements and no way back is needed (mm_mma).
+ * A row's owners are the 4 lanes of a quad (t) in each of 4 warps. */
+template <int WL>
 struct Lay {
     int r0, c0;
     __device__ __forceinline__ Lay() {
-        if constexpr (WL) {
-            const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+        const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+        if constexpr (WL == 2) {
+            r0 = 32 * (w >> 2) + (l >> 2);
+            c0 = 16 * (w & 3) + 2 * (l & 3);
+        } else if constexpr (WL == 1) {
             r0 = 16 * (w >> 1) + 2 * (l >> 3);
             c0 = 32 * (w & 1) + (l & 7);
         } else {
@@ -87,20 +96,26 @@ struct Lay {
             c0 = threadIdx.x & 15;
         }
     }
-    __device__ __forceinline__ int row(int a) const { return WL ? r0 + (a & 1) + 8 * (a >> 1) : r0 + 16 * a; }
-    __device__ __forceinline__ int col(int b) const { return WL ? c0 + 8 * b : c0 + 16 * b; }
+    __device__ __forceinline__ int row(int a) const {
+        return WL == 2 ? r0 + 8 * a : WL == 1 ? r0 + (a & 1) + 8 * (a >> 1) : r0 + 16 * a;
+    }
+    __device__ __forceinline__ int col(int b) const {
+        return WL == 2 ? c0 + (b & 1) + 8 * (b >> 1) : WL == 1 ? c0 + 8 * b : c0 + 16 * b;
+    }
     /* v summed over the owners of the thread's rows inside its warp (the lanes that differ in col) */
     __device__ __forceinline__ float row_sum(float v) const {
-        for (int o = WL ? 4 : 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        for (int o = WL == 2 ? 2 : WL == 1 ? 4 : 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
         return v;
     }
     /* one lane per row and warp (the one that adds row_sum's result) */
-    __device__ __forceinline__ bool row_lead() const { return (threadIdx.x & (WL ? 7 : 15)) == 0; }
+    __device__ __forceinline__ bool row_lead() const {
+        return (threadIdx.x & (WL == 2 ? 3 : WL == 1 ? 7 : 15)) == 0;
+    }
 };
 
 /* acc[a][b] += sum_{k<K} A(k, row(a)) * Bm(k, col(b)), where A(k, r) is A[r][k]
  * (A_RK) or A[k][r], and Bm(k, c) is Bm[c][k] (B_CK) or Bm[k][c]. */
-template <bool A_RK, bool B_CK, bool WL = false>
+template <bool A_RK, bool B_CK, int WL = 0>
 __device__ __forceinline__ void mm_fma(float acc[4][4], const float *A, const float *Bm, int K) {
     const Lay<WL> L;
     const int ak = A_RK ? 1 : LD, bk = B_CK ? 1 : LD;
@@ -163,10 +178,10 @@ __device__ __forceinline__ void mm_strip(const float *A, const float *Bm, int K,
 }
 
 /* The strips back into the callers' thread layout (every epilogue stays as it is). In the
- * WL false layout a thread's elements lie in other warps' strips: two block barriers (Sx
- * written; Sx read, free for the next product). In the warp-local one they lie in the warp's
- * own strip: __syncwarp for both. Every thread of the block (WL: of the warp) must call it. */
-template <bool A_RK, bool B_CK, bool WL>
+ * WL 0 layout a thread's elements lie in other warps' strips: two block barriers (Sx
+ * written; Sx read, free for the next product). In the warp-local one (WL 1) they lie in the warp's
+ * own strip: __syncwarp for both. Every thread of the block (WL 1: of the warp) must call it. */
+template <bool A_RK, bool B_CK, int WL>
 __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
     mm_strip<A_RK, B_CK, WL ? 2 : 1>(A, Bm, K, Sx);
     if constexpr (WL) __syncwarp();
@@ -180,9 +195,70 @@ __device__ __forceinline__ void mm_tc(float acc[4][4], const float *A, const flo
     else sync_plain();  /* Sx free for the next product */
 }
 
-template <bool A_RK, bool B_CK, bool WL = false>
+/* One warp-wide mma.sync m16n8k8 (TF32 in, fp32 accumulate): d += A (16 x 8) x B (8 x 8), the
+ * fragments as the PTX ISA lays them out (see mm_mma). tf32_bits rounds as wmma::__float_to_tf32
+ * does (cvt.rna). (tools/ssd_emu/gen.py replaces these two with host versions that exchange the
+ * fragments through the warp in exactly this layout.) */
+__device__ __forceinline__ unsigned tf32_bits(float v) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+    return r;
+}
+__device__ __forceinline__ void mma_tf32(float &d0, float &d1, float &d2, float &d3, const unsigned a[4],
+                                         const unsigned b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+/* end of the mma primitives */
+
+/* acc[a][b] += sum_{k<K} A(row(a), k) Bm(k, col(b)) in Lay<2>, on the tensor cores with the
+ * accumulators in registers (A(r, k) = A[r][k] (A_RK) or A[k][r]; Bm(k, c) = Bm[c][k] (B_CK) or
+ * Bm[k][c]; the same operand tiles and the same TF32 rounding as mm_tc, no scratch tile). Per
+ * k-step of 8 the warp runs the 2 x 2 m16n8k8 mmas of its 32 x 16 strip; lane (g, t) loads
+ * A fragments a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4) of each 16-row tile and
+ * B fragments b0 (k t, n g), b1 (k t + 4, n g) of each 8-column tile; the result fragment c0..c3
+ * of mma (mi, ni) is acc[2mi][2ni], acc[2mi][2ni + 1], acc[2mi + 1][2ni], acc[2mi + 1][2ni + 1]
+ * (rows g + 8 (2mi + {0, 1}), columns 2t + {0, 1} + 8ni: Lay<2>). K is rounded up to 8: the tiles
+ * are zero past the valid rows and columns, as for wmma. No barrier: the warp reads shared tiles only. */
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm_mma(float acc[4][4], const float *A, const float *Bm, int K) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    const int r0 = 32 * (w >> 2) + g, c0 = 16 * (w & 3) + g;
+    auto at = [&](int r, int k) { return A_RK ? A[r * LD + k] : A[k * LD + r]; };
+    auto bt = [&](int k, int c) { return B_CK ? Bm[c * LD + k] : Bm[k * LD + c]; };
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 8) {
+        unsigned fa[2][4], fb[2][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) {
+            const int r = r0 + 16 * mi;
+            fa[mi][0] = tf32_bits(at(r, k0 + t));
+            fa[mi][1] = tf32_bits(at(r + 8, k0 + t));
+            fa[mi][2] = tf32_bits(at(r, k0 + t + 4));
+            fa[mi][3] = tf32_bits(at(r + 8, k0 + t + 4));
+        }
+#pragma unroll
+        for (int ni = 0; ni < 2; ni++) {
+            fb[ni][0] = tf32_bits(bt(k0 + t, c0 + 8 * ni));
+            fb[ni][1] = tf32_bits(bt(k0 + t + 4, c0 + 8 * ni));
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int ni = 0; ni < 2; ni++)
+                mma_tf32(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
+                         acc[2 * mi + 1][2 * ni + 1], fa[mi], fb[ni]);
+    }
+}
+
+/* acc += the product in the caller's layout: fp32 FMAs (exact build), wmma through Sx (WL 0, 1), or
+ * mma.sync straight into the accumulators (WL 2; Sx unused) */
+template <bool A_RK, bool B_CK, int WL = 0>
 __device__ __forceinline__ void mm(float acc[4][4], const float *A, const float *Bm, int K, float *Sx) {
-    if constexpr (TC) mm_tc<A_RK, B_CK, WL>(acc, A, Bm, K, Sx);
+    if constexpr (TC && WL == 2) mm_mma<A_RK, B_CK>(acc, A, Bm, K);
+    else if constexpr (TC) mm_tc<A_RK, B_CK, WL>(acc, A, Bm, K, Sx);
     else mm_fma<A_RK, B_CK, WL>(acc, A, Bm, K);
 }
 
@@ -567,7 +643,7 @@ __device__ __forceinline__ float gh_sum(float gh, const float *Gc, const float *
 
 /* From C B^T (cb) and dy x^T (dw) in the thread layout and M in Mt: W = CB M dt (Wt), dCB = dW M dt (Dt),
  * dSeg = dW W in place of M; ddtw_s[j] += sum_i dW_ij CB_ij M_ij */
-template <bool WL = false>
+template <int WL = 0>
 __device__ __forceinline__ void w_dcb_dseg(const float cb[4][4], const float dw[4][4], float *Mt, float *Wt,
                                            float *Dt, const float *dt_s, float *ddtw_s) {
     const Lay<WL> L;
@@ -589,7 +665,7 @@ __device__ __forceinline__ void w_dcb_dseg(const float cb[4][4], const float dw[
 }
 
 /* acc (the state part of dC, [i][n]) scaled by ecum_i; dcum_s[i] += C_i . acc_i (C_n in Ct) */
-template <bool WL = false>
+template <int WL = 0>
 __device__ __forceinline__ void dcum_add(float acc[4][4], const float *Ct, const float *ecum_s, float *dcum_s) {
     const Lay<WL> L;
 #pragma unroll
@@ -608,7 +684,7 @@ __device__ __forceinline__ void dcum_add(float acc[4][4], const float *Ct, const
 
 /* atomicAdd(at(r, c), acc) for the thread's elements inside rows x cols (at: the callers' own address
  * arithmetic, kept as it was: in the p64 kernel it is recomputed per tile to save registers) */
-template <bool WL = false, class At>
+template <int WL = 0, class At>
 __device__ __forceinline__ void atomic_add_tile(const float acc[4][4], int rows, int cols, At at) {
     const Lay<WL> L;
 #pragma unroll
@@ -668,6 +744,8 @@ __device__ __forceinline__ void chunk_bwd_finish(const SsdDims &d, const Chunk &
 
 /* ---- backward: every gradient of one chunk (see the header) ---- */
 constexpr size_t BWD_SMEM = (5 + TC) * TILE * sizeof(float);
+/* the p64 backward in the mma layout (WL 2): the five tiles without the wmma scratch tile */
+constexpr size_t P64_MMA_SMEM = 5 * TILE * sizeof(float);
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                            float *dA_log, float *dD, const float *dy,
                                                            const float *states, const float *gbuf,
@@ -877,10 +955,13 @@ __global__ void __launch_bounds__(NT, 2) ssd_cb_kernel(float *cbuf, const float 
  * atomicAdd from the same thread (no read to wait for at the end).
  * Tiles: Xs = x, Ys = dy (resident), Ms = M then dSeg then staging, Ua = C B^T,
  * then W / dCB in Ua / Ub (Ua holds h0_n and G_n, Ms C_n and B_n afterwards).
- * WL (the default since session 7; FLOWHN_SSD_CBWD=old runs WL false): the warp-local thread layout
- * (Lay), in which each product's way back from the tensor cores is __syncwarp, not two block
- * barriers (24 of the block's 50 at N 128); the same sums, row sums in another fp32 order. */
-template <bool WL>
+ * WL (Lay): 1, the warp-local thread layout (session 7; the exact build's default, FLOWHN_SSD_CBWD=wl
+ * in the tensor-core one), in which each product's way back from the tensor cores is __syncwarp, not
+ * two block barriers (24 of the block's 50 at N 128); 0 (FLOWHN_SSD_CBWD=old), the first layout;
+ * 2 (the tensor-core build's default), the mma.sync fragment layout: the products accumulate in
+ * registers (mm_mma), no scratch tile and no way back at all. The same sums; row sums and the
+ * mma's inner order differ between layouts in fp32 rounding. */
+template <int WL>
 __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                float *dA_log, float *dD, const float *dy,
                                                                const float *states, const float *gbuf,
@@ -889,7 +970,7 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
                                                                const float *D, const float *cbuf, SsdDims d) {
     extern __shared__ __align__(128) float smem[];
     float *Xs = smem, *Ys = Xs + TILE, *Ms = Ys + TILE, *Ua = Ms + TILE, *Ub = Ua + TILE;
-    float *Sx = TC ? Ub + TILE : nullptr;
+    float *Sx = TC && WL != 2 ? Ub + TILE : nullptr;  /* WL 2: no scratch tile (P64_MMA_SMEM) */
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], red[32];
     Chunk k = chunk_of(d, A_log);
