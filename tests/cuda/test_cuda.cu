@@ -1342,17 +1342,26 @@ static void test_attention_rope(void) {
  * lane), channel counts that leave a block's last groups idle, chunks of one
  * step, partial last chunks and chunks longer than the sequence; the last two
  * are mamba1-135m's channels and chunk at T = 1024 and at an odd length
- * (skipped under FLOWHN_TEST_QUICK). */
+ * (skipped under FLOWHN_TEST_QUICK). Each shape runs with both kernel sets
+ * (cuda_set_scan1_kernels): the register-resident ones (S <= 16; backward
+ * L <= 32 after L is clamped to n) and the thread-per-state ones. For the
+ * former: E = 45 and 70 leave dead lanes in the last warp, L 3 and 5 partial
+ * sub-chunks of 4 steps, n 77 and 999 a partial last tile and chunk, E 4096 is
+ * flowhn-fac-1b's Mamba branch width. */
 static void test_selective_scan(void) {
     int shapes[][5] = {/* B, n, E, S, L */
                        {1, 1, 1, 1, 1},    {2, 19, 5, 16, 4},  {2, 64, 33, 40, 16}, {1, 128, 64, 16, 32},
                        {2, 37, 7, 3, 64},  {1, 50, 9, 100, 8}, {1, 21, 70, 5, 1},   {1, 45, 20, 32, 32},
+                       {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5}, {2, 70, 40, 16, 3}, {1, 300, 4096, 16, 32},
                        {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 2 : 0);
-    for (int si = 0; si < nshapes; si++) {
+    int was = cuda_set_scan1_kernels(-1);
+    for (int k = 0; k < 2 * nshapes; k++) {
+        int si = k / 2, reg = !(k & 1);
+        cuda_set_scan1_kernels(reg);
         int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
         size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
-        line_start("selective_scan", "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
+        line_start(reg ? "selective_scan" : "selective_scan-old", "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
         float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1), *dy = hrand(ne, 0, 1);
         float *Bm = hrand(nsb, 0, 1), *Cm = hrand(nsb, 0, 1), *D = hrand(E, 1, 0.3f);
         float *Al = (float *)malloc(sizeof(float) * E * S);
@@ -1377,6 +1386,7 @@ static void test_selective_scan(void) {
         G->release(dD_); G->release(dAl); G->release(gy); G->release(ghs);
         grad_free(gx); grad_free(gdt); grad_free(gA); grad_free(gB); grad_free(gC); grad_free(gD); grad_free(gz);
     }
+    cuda_set_scan1_kernels(was);
 }
 #endif
 

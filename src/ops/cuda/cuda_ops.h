@@ -92,6 +92,13 @@ void cuda_lt_forget_plans(void);
  * setting; -1 leaves it as it is. */
 int cuda_set_m2_kernels(int on);
 
+/* Mamba-1 selective scan kernels (selective_scan.cu): 1 the register-resident
+ * ones (a thread per (b, e) holding its <= 16 states; default), 0 the
+ * thread-per-state ones (FLOWHN_SCAN1=old, read on first use; also taken for
+ * d_state > 16 and, in the backward, chunks over 32 steps). Returns the
+ * previous setting; -1 leaves it as it is (tests use both). */
+int cuda_set_scan1_kernels(int on);
+
 #ifdef __cplusplus
 }
 #endif

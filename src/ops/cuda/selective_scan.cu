@@ -377,6 +377,36 @@ scan_bwd_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm
     if (dD && ln.live && ln.g == 0) atomicAdd(&dD[ln.e], dDacc);
 }
 
+/* ---- the register-resident kernels (selective_scan_reg.cuh; the default) and their primitives ---- */
+__device__ __forceinline__ void sr_cp4(float *dst, const float *src, bool valid) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void sr_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void sr_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ float *sr_smem() {
+    extern __shared__ float4 sr_smem4[];
+    return (float *)sr_smem4;
+}
+#include "selective_scan_reg.cuh"
+
+/* shared memory of the register-resident kernels */
+static const size_t SR_FWD_SMEM = sizeof(float) * 2 * SrTile<3, false>::SIZE;
+static const size_t SR_BWD_SMEM =
+    sizeof(float) * (2 * SrTile<4, true>::SIZE + SR_T * 32 + (SR_T / SR_LS - 1) * SR_S * 32);
+
+/* -1: not read yet; FLOWHN_SCAN1=old selects the thread-per-state kernels (cuda_ops.h) */
+static int scan1_new = -1;
+int cuda_set_scan1_kernels(int on) {
+    if (scan1_new < 0) {
+        const char *e = getenv("FLOWHN_SCAN1");
+        scan1_new = !(e && !strcmp(e, "old"));
+    }
+    int was = scan1_new;
+    if (on >= 0) scan1_new = on != 0;
+    return was;
+}
+
 /* Kernel set for a state count: G lanes per channel, SPL states per lane. */
 typedef void (*ScanFwdFn)(float *, float *, const float *, const float *, const float *, const float *,
                           const float *, const float *, const float *, int, int, int, int);
@@ -446,6 +476,13 @@ void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_ra
     ScanKernels k;
     size_t smem;
     if (B <= 0 || n <= 0 || E <= 0 || scan_kernels(S, L, &k, &smem, "selective_scan_fwd")) return;
+    if (S <= SR_S && cuda_set_scan1_kernels(-1)) {
+        scan_fwd_reg_kernel<<<dim3(blocks_for((size_t)E, 32), B), 32, SR_FWD_SMEM, cuda_stream()>>>(
+            y, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L);
+        CUDA_LAUNCHED();
+        fh_count_macs((uint64_t)3 * n * E * S * B);
+        return;
+    }
     dim3 grid(blocks_for((size_t)E, SCAN_THREADS / k.G), B);
     k.fwd<<<grid, SCAN_THREADS, 0, cuda_stream()>>>(y, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L);
     CUDA_LAUNCHED();
@@ -468,6 +505,13 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
     if (!acc) {
         if (dBm) cuda_zero(dBm, sizeof(float) * B * n * S);
         if (dCm) cuda_zero(dCm, sizeof(float) * B * n * S);
+    }
+    if (S <= SR_S && L <= SR_T && cuda_set_scan1_kernels(-1)) {
+        cuda_func_smem((const void *)scan_bwd_reg_kernel, SR_BWD_SMEM);
+        scan_bwd_reg_kernel<<<dim3(blocks_for((size_t)E, 32), B), 32, SR_BWD_SMEM, cuda_stream()>>>(
+            dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L, acc);
+        CUDA_LAUNCHED();
+        return;
     }
     if (smem > 48 * 1024) cuda_func_smem((const void *)k.bwd, smem);
     int gx = blocks_for((size_t)E, SCAN_THREADS / k.G), nc = (n + L - 1) / L, K = scan_segments(k, smem, (long)gx * B, nc);

@@ -1,0 +1,305 @@
+/* selective_scan_reg.cuh - the register-resident Mamba-1 scan kernels
+ * (selective_scan.cu's default; FLOWHN_SCAN1=old selects the others). In a
+ * header so that tools/scan1_emu can run them on the CPU. The includer defines
+ * scan_decay and SCAN_DECAY_SCALE, softplusf_, sigmoidf_, sr_smem() (the
+ * dynamic shared memory) and the copy primitives sr_cp4 (a 4-byte cp.async,
+ * zero-filling when !valid), sr_commit (commit_group) and sr_wait_prev
+ * (wait_group 1: all but the newest group landed). */
+#pragma once
+/* ---- Register-resident kernels (the default; FLOWHN_SCAN1=old selects the ones above) ----
+ * One thread per (b, e) with all S <= 16 states in registers (padded to 16:
+ * A = 0, B = C = 0 leave a padded state at 0). Compared with a thread per
+ * (b, e, s): the per-(t, e) scalars (softplus, gate, D skip) are computed by
+ * the thread that uses them, with no shuffles to broadcast them, and the sums
+ * over s (C.h, dx, ddt) are in-thread FMA chains, so a step costs ~5 (forward)
+ * or ~20 (backward) instructions per state instead of ~26 / ~69. The price is
+ * parallelism: B*E threads (12K at mamba1-135m), one warp per block and about
+ * one warp per scheduler; latency is hidden by the 16 independent states of a
+ * step (ILP) and by copying each tile of steps into shared memory with
+ * cp.async one tile ahead (B*E/32 warps x a 16-20 KB tile in flight, enough
+ * for DRAM's latency). Lanes of channels past E copy zeros (cp.async zero
+ * fill), so they compute finite zeros and add nothing to the dB/dC sums. */
+#define SR_S 16  /* states per thread */
+#define SR_T 32  /* steps per tile; the backward's chunk length L must be <= SR_T */
+#ifndef SR_LS
+#define SR_LS 4  /* backward: steps per sub-chunk whose states are held in registers (8: 255
+                  * registers and spills, 4 blocks/SM; 4: 239, none, 3 blocks/SM of 63.7 KB) */
+#endif
+
+/* (m ? b : a) as bit operations (one LOP3): with the plain ?: on array
+ * elements nvcc selects an address instead and puts the array in local memory */
+__device__ __forceinline__ float sr_pick(float a, float b, int m) {
+    return __int_as_float((__float_as_int(a) & ~m) | (__float_as_int(b) & m));
+}
+
+/* one round of a reduce-scatter (as group_sum_scatter): the lane keeps lo
+ * (m = 0) or hi (m = -1) and adds the partner's other one, partner = lane ^ w */
+__device__ __forceinline__ float sr_xchg(float lo, float hi, int m, int w) {
+    return sr_pick(lo, hi, m) + __shfl_xor_sync(0xffffffffu, sr_pick(hi, lo, m), w);
+}
+
+/* A tile: NV per-(t, e) tensors [NV][SR_T][32 lanes], then B and C [SR_T][SR_S]
+ * (states past S zero-filled), then (backward) the chunk's entry state
+ * [32 lanes][SR_S + 1] (stride 17: a lane's 16 states read conflict-free). */
+template <int NV, bool H0>
+struct SrTile {
+    static constexpr int B = NV * SR_T * 32, C = B + SR_T * SR_S, H = C + SR_T * SR_S;
+    static constexpr int SIZE = H + (H0 ? 32 * (SR_S + 1) : 0);  /* floats; a multiple of 4 (float4 reads) */
+};
+
+/* copies steps [t0, t0+tl) of the NV tensors src[v] (rows of E) for channels
+ * e0.. e0+31 and of Bm, Cm (rows of S) into tile; one cp.async group is
+ * committed by the caller */
+template <int NV>
+struct SrSrc { const float *p[NV]; };  /* by value: the unrolled loop keeps the pointers in registers */
+
+template <int NV>
+__device__ __forceinline__ void sr_load(float *tile, SrSrc<NV> src, const float *Bm, const float *Cm, int b,
+                                        int n, int E, int S, int e0, int t0, int tl, int lane) {
+    bool live = e0 + lane < E;
+    size_t row = (size_t)b * n + t0, col = live ? e0 + lane : 0;
+#pragma unroll
+    for (int v = 0; v < NV; v++)
+        for (int t = 0; t < tl; t++) sr_cp4(tile + (v * SR_T + t) * 32 + lane, src.p[v] + (row + t) * E + col, live);
+    for (int i = lane; i < tl * SR_S; i += 32) {
+        int t = i / SR_S, s = i % SR_S;
+        bool ok = s < S;
+        size_t gi = (row + t) * S + (ok ? s : 0);
+        sr_cp4(tile + NV * SR_T * 32 + i, Bm + gi, ok);
+        sr_cp4(tile + NV * SR_T * 32 + SR_T * SR_S + i, Cm + gi, ok);
+    }
+}
+
+__global__ void __launch_bounds__(32)
+scan_fwd_reg_kernel(float *y, float *hs, const float *x, const float *dt_raw, const float *A_log, const float *Bm,
+                    const float *Cm, const float *D, const float *z, int n, int E, int S, int L) {
+    typedef SrTile<3, false> T3;
+    float *sm = sr_smem();
+    int lane = threadIdx.x, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane, live = e < E, ec = live ? e : E - 1;
+    int nc = (n + L - 1) / L, ntile = (n + SR_T - 1) / SR_T;
+    SrSrc<3> src = {{dt_raw, x, z}};
+    float A[SR_S], h[SR_S];
+#pragma unroll
+    for (int s = 0; s < SR_S; s++) {
+        A[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) : 0.f;
+        h[s] = 0.f;
+    }
+    float De = D[ec];
+    float *hsb = hs + (size_t)b * (nc + 1) * E * S + (size_t)ec * S;  /* + c*E*S + s */
+#pragma unroll
+    for (int s = 0; s < SR_S; s++)
+        if (live && s < S) hsb[s] = 0.f;
+    sr_load<3>(sm, src, Bm, Cm, b, n, E, S, e0, 0, min(SR_T, n), lane);
+    sr_commit();
+    int save = min(L, n);  /* the next chunk boundary: the state after step save-1 is kept */
+    for (int k = 0; k < ntile; k++) {
+        int t0 = k * SR_T, tl = min(SR_T, n - t0);
+        if (k + 1 < ntile)  /* the other buffer: every lane finished reading it (barrier at the loop's end) */
+            sr_load<3>(sm + ((k + 1) & 1) * T3::SIZE, src, Bm, Cm, b, n, E, S, e0, t0 + SR_T, min(SR_T, n - t0 - SR_T),
+                       lane);
+        sr_commit();  /* possibly empty: wait_group 1 then always means "tile k is in" */
+        sr_wait_prev();
+        __syncwarp();  /* the other lanes' copies of tile k are visible */
+        const float *tile = sm + (k & 1) * T3::SIZE;
+        for (int j = 0; j < tl; j++) {
+            int t = t0 + j;
+            float xv = tile[(SR_T + j) * 32 + lane], dt = softplusf_(tile[j * 32 + lane]);
+            float dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * xv, p = 0.f;
+            const float4 *B4 = (const float4 *)(tile + T3::B + j * SR_S), *C4 = (const float4 *)(tile + T3::C + j * SR_S);
+#pragma unroll
+            for (int q = 0; q < SR_S / 4; q++) {
+                float4 bq = B4[q], cq = C4[q];
+                float bv[4] = {bq.x, bq.y, bq.z, bq.w}, cv[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    int s = 4 * q + i;
+                    h[s] = fmaf(scan_decay(dt2 * A[s]), h[s], dtx * bv[i]);
+                    p = fmaf(cv[i], h[s], p);
+                }
+            }
+            if (live) {
+                float zv = tile[(2 * SR_T + j) * 32 + lane];
+                y[((size_t)b * n + t) * E + e] = (p + De * xv) * zv * sigmoidf_(zv);
+            }
+            if (t + 1 == save) {  /* after step t: the state entering chunk (t+1)/L (or the final one) */
+                float *dst = hsb + (size_t)((t + L) / L) * E * S;
+#pragma unroll
+                for (int s = 0; s < SR_S; s++)
+                    if (live && s < S) dst[s] = h[s];
+                save = min(save + L, n);
+            }
+        }
+        __syncwarp();  /* tile k's buffer is refilled by the next iteration */
+    }
+}
+
+/* Backward: chunks last to first (L <= SR_T steps), dL/dh carried in
+ * registers. Per chunk (its tile of dt_raw, x, dy, z, B, C and entry state
+ * copied one chunk ahead): pass 1 recomputes the chunk's states from the entry
+ * state, keeping softplus(dt) per step and the state entering every sub-chunk
+ * of SR_LS steps (shared memory, per lane); then for each sub-chunk, last
+ * first, its SR_LS states are recomputed into registers (hr) and walked in
+ * reverse with the same formulas as scan_bwd_kernel (h_{t-1} = hr[j-1], or the
+ * sub-chunk's entry state). Three decays per (t, s) (pass 1, sub-chunk,
+ * walk) against shared memory for the chunk's states. dBm/dCm: the warp's
+ * 32 channels summed by a reduce-scatter of the 32 values (16 dB, 16 dC) of
+ * the step, so lane l adds one sum, dB[l] or dC[l-16], to global memory. */
+__global__ void __launch_bounds__(32)
+scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
+                    const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
+                    const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
+                    int acc) {
+    typedef SrTile<4, true> T4;
+    float *sm = sr_smem();
+    float *sdt = sm + 2 * T4::SIZE;     /* [SR_T][32]: softplus(dt) of the chunk's steps */
+    float *hsub = sdt + SR_T * 32;      /* [SR_T/SR_LS - 1][SR_S][32]: entry states of sub-chunks 1.. */
+    int lane = threadIdx.x, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane, live = e < E, ec = live ? e : E - 1;
+    int nc = (n + L - 1) / L;
+    SrSrc<4> src = {{dt_raw, x, dy, z}};
+    const float *hsb = hs + (size_t)b * (nc + 1) * E * S;  /* + c*E*S + e*S + s */
+    float A[SR_S], dh[SR_S], dA[SR_S];
+#pragma unroll
+    for (int s = 0; s < SR_S; s++) {
+        A[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) : 0.f;
+        dh[s] = dA[s] = 0.f;
+    }
+    float De = D[ec], dDacc = 0.f;
+    auto load = [&](int c) {  /* chunk c's tile and entry state into buffer c & 1 */
+        float *tile = sm + (c & 1) * T4::SIZE;
+        int t0 = c * L;
+        sr_load<4>(tile, src, Bm, Cm, b, n, E, S, e0, t0, min(L, n - t0), lane);
+        const float *hc = hsb + (size_t)c * E * S;
+        for (int i = lane; i < 32 * SR_S; i += 32) {
+            int ee = i / SR_S, s = i % SR_S;
+            bool ok = e0 + ee < E && s < S;
+            sr_cp4(tile + T4::H + ee * (SR_S + 1) + s, hc + (ok ? (size_t)(e0 + ee) * S + s : 0), ok);
+        }
+    };
+    load(nc - 1);
+    sr_commit();
+    for (int c = nc - 1; c >= 0; c--) {
+        int t0 = c * L, tl = min(L, n - t0);
+        if (c > 0) load(c - 1);
+        sr_commit();
+        sr_wait_prev();
+        __syncwarp();
+        const float *tile = sm + (c & 1) * T4::SIZE, *H0 = tile + T4::H + lane * (SR_S + 1);
+        /* 1. pass over the chunk: softplus(dt) and the sub-chunks' entry states */
+        {
+            float h[SR_S];
+#pragma unroll
+            for (int s = 0; s < SR_S; s++) h[s] = H0[s];
+            for (int j = 0; j < tl; j++) {
+                float dt = softplusf_(tile[j * 32 + lane]), dt2 = dt * SCAN_DECAY_SCALE;
+                float dtx = dt * tile[(SR_T + j) * 32 + lane];
+                sdt[j * 32 + lane] = dt;
+                const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S);
+#pragma unroll
+                for (int q = 0; q < SR_S / 4; q++) {
+                    float4 bq = B4[q];
+                    float bv[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                    for (int i = 0; i < 4; i++) h[4 * q + i] = fmaf(scan_decay(dt2 * A[4 * q + i]), h[4 * q + i], dtx * bv[i]);
+                }
+                if ((j + 1) % SR_LS == 0 && j + 1 < tl) {
+                    float *hk = hsub + ((j + 1) / SR_LS - 1) * SR_S * 32 + lane;
+#pragma unroll
+                    for (int s = 0; s < SR_S; s++) hk[s * 32] = h[s];
+                }
+            }
+        }
+        /* 2. the sub-chunks, last first */
+        for (int k = (tl - 1) / SR_LS; k >= 0; k--) {
+            int js = k * SR_LS, je = min(js + SR_LS, tl);
+            const float *hin = k ? hsub + (k - 1) * SR_S * 32 + lane : H0;  /* its entry state, stride hst */
+            int hst = k ? 32 : 1;
+            float hr[SR_LS][SR_S];
+            {
+                float h[SR_S];
+#pragma unroll
+                for (int s = 0; s < SR_S; s++) h[s] = hin[s * hst];
+#pragma unroll
+                for (int jj = 0; jj < SR_LS; jj++) {
+                    if (js + jj < je) {
+                        int j = js + jj;
+                        float dt = sdt[j * 32 + lane], dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tile[(SR_T + j) * 32 + lane];
+                        const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S);
+#pragma unroll
+                        for (int q = 0; q < SR_S / 4; q++) {
+                            float4 bq = B4[q];
+                            float bv[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                            for (int i = 0; i < 4; i++) {
+                                int s = 4 * q + i;
+                                h[s] = fmaf(scan_decay(dt2 * A[s]), h[s], dtx * bv[i]);
+                                hr[jj][s] = h[s];
+                            }
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int jj = SR_LS - 1; jj >= 0; jj--) {
+                if (js + jj < je) {
+                    int j = js + jj, t = t0 + j;
+                    float dtr = tile[j * 32 + lane], xv = tile[(SR_T + j) * 32 + lane];
+                    float dyv = tile[(2 * SR_T + j) * 32 + lane], zv = tile[(3 * SR_T + j) * 32 + lane];
+                    float dt = sdt[j * 32 + lane], dt2 = dt * SCAN_DECAY_SCALE, sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                    float pp = 0.f, dxp = 0.f, ddtp = 0.f, r1[16], r2[8], r3[4], r4[2], v = 0.f;
+                    /* after the first exchange this lane keeps dC's (up) or dB's; then halves of 16 */
+                    int up = (lane & 16) ? -1 : 0, m8 = (lane & 8) ? -1 : 0, m4 = (lane & 4) ? -1 : 0;
+                    int m2 = (lane & 2) ? -1 : 0, m1 = (lane & 1) ? -1 : 0;
+                    const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S), *C4 = (const float4 *)(tile + T4::C + j * SR_S);
+    #pragma unroll
+                    for (int q = 0; q < SR_S / 4; q++) {
+                        float4 bq = B4[q], cq = C4[q];
+                        float bv[4] = {bq.x, bq.y, bq.z, bq.w}, cv[4] = {cq.x, cq.y, cq.z, cq.w};
+    #pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            int s = 4 * q + i;
+                            float ht = hr[jj][s], hp = jj ? hr[jj > 0 ? jj - 1 : 0][s] : hin[s * hst];
+                            float a = scan_decay(dt2 * A[s]);
+                            pp = fmaf(cv[i], ht, pp);
+                            dh[s] = fmaf(cv[i], dyy, dh[s]);
+                            float ahp = a * hp, dhdt = dh[s] * dt;
+                            dA[s] = fmaf(dhdt, ahp, dA[s]);
+                            ddtp = fmaf(dh[s], fmaf(A[s], ahp, bv[i] * xv), ddtp);
+                            dxp = fmaf(dhdt, bv[i], dxp);
+                            float vB = dhdt * xv, vC = dyy * ht;
+                            /* the reduce-scatter of sr_sum_scatter16, each exchange as soon as its
+                             * operands exist (no array lives past the loop: nvcc otherwise merges
+                             * the unrolled steps' tails and keeps the array in local memory) */
+                            r1[s] = sr_xchg(vB, vC, up, 16);
+                            if (s >= 8) r2[s - 8] = sr_xchg(r1[s - 8], r1[s], m8, 8);
+                            if (s >= 12) r3[s - 12] = sr_xchg(r2[s - 12], r2[s - 8], m4, 4);
+                            if (s >= 14) r4[s - 14] = sr_xchg(r3[s - 14], r3[s - 12], m2, 2);
+                            if (s == 15) v = sr_xchg(r4[0], r4[1], m1, 1);
+                            dh[s] *= a;  /* on to h_{t-1} */
+                        }
+                    }
+                    /* lane l: dB[l] (l < 16) or dC[l - 16] of step t, summed over the warp's channels */
+                    float *dst = up ? dCm : dBm;
+                    if (dst && (lane & 15) < S) atomicAdd(&dst[((size_t)b * n + t) * S + (lane & 15)], v);
+                    if (live) {
+                        size_t im = ((size_t)b * n + t) * E + e;
+                        /* this lane alone writes step t of channel e: acc 0 stores (ops.h) */
+                        float gz = dyv * (pp + De * xv) * sg * (1.f + zv * (1.f - sg)), gx = dxp + De * dyy;
+                        float gdt = ddtp * sigmoidf_(dtr);  /* softplus' = sigmoid */
+                        if (dz) dz[im] = acc ? dz[im] + gz : gz;
+                        if (dx) dx[im] = acc ? dx[im] + gx : gx;
+                        if (ddt_raw) ddt_raw[im] = acc ? ddt_raw[im] + gdt : gdt;
+                        dDacc += dyy * xv;
+                    }
+                }
+            }
+        }
+        __syncwarp();  /* this buffer is refilled by the next chunk's copy */
+    }
+    if (dA_log && live) {  /* A = -exp(A_log): dA_log = dA A */
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) atomicAdd(&dA_log[(size_t)e * S + s], dA[s] * A[s]);
+    }
+    if (dD && live) atomicAdd(&dD[e], dDacc);
+}
+

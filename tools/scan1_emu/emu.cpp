@@ -1,0 +1,191 @@
+/* emu.cpp - the register-resident Mamba-1 scan kernels
+ * (src/ops/cuda/selective_scan_reg.cuh) run on the CPU, for checking their
+ * tile copies, chunk/sub-chunk index math, reduce-scatter and atomics where no
+ * GPU is at hand (no substitute for tests/cuda/test_cuda.cu on a GPU). A block
+ * is one warp: its 32 lanes run as OS threads, __syncwarp and each shuffle are
+ * barriers, blocks run one after another. cp.async copies are queued per lane
+ * and done either when issued ("eager") or at the last moment the kernel's
+ * wait allows ("lazy": wait_group 1 lands all but the newest group), so a
+ * read before its wait or a copy into a buffer still in use shows up as wrong
+ * results; shared memory starts as NaN. Outputs are compared with the CPU op
+ * (src/ops/cpu/selective_scan.c) at relative L2 1e-5 (test_cuda's fp32 bound).
+ * See run.sh. */
+#include <pthread.h>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+using std::min;
+using std::max;
+extern "C" {
+void cpu_selective_scan_fwd(float *y, float *hs, const float *x, const float *dt_raw, const float *A_log,
+                            const float *Bm, const float *Cm, const float *D, const float *z, int B, int n, int E,
+                            int S, int L);
+void cpu_selective_scan_bwd(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
+                            const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
+                            const float *Bm, const float *Cm, const float *D, const float *z, int B, int n, int E,
+                            int S, int L, int acc);
+}
+struct dim3 {
+    unsigned x, y, z;
+};
+struct alignas(16) float4 { float x, y, z, w; };
+thread_local dim3 threadIdx, blockIdx;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+static pthread_barrier_t w_bar;
+static void __syncwarp() { pthread_barrier_wait(&w_bar); }
+static float g_shfl[32];
+static float __shfl_xor_sync(unsigned, float v, int o, int width = 32) {
+    int t = threadIdx.x, p = t ^ o;
+    if (o >= width) p = t;  /* not used by the kernels */
+    pthread_barrier_wait(&w_bar);
+    g_shfl[t] = v;
+    pthread_barrier_wait(&w_bar);
+    return g_shfl[p];
+}
+static float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+static std::mutex g_atomic;
+static float atomicAdd(float *p, float v) {
+    std::lock_guard<std::mutex> g(g_atomic);
+    float o = *p;
+    *p = o + v;
+    return o;
+}
+static float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+static float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }
+#define SCAN_DECAY_SCALE 1.4426950408889634f
+static float scan_decay(float x2) { return exp2f(x2); }
+
+alignas(16) static float g_smem[1 << 15];  /* 128 KB */
+static float *sr_smem() { return g_smem; }
+struct Copy { float *dst; const float *src; bool valid; };
+thread_local std::vector<Copy> t_open;
+thread_local std::vector<std::vector<Copy>> t_groups;
+static bool g_eager;
+static void land(const std::vector<Copy> &g) {
+    for (const Copy &c : g) *c.dst = c.valid ? *c.src : 0.f;
+}
+static void sr_cp4(float *dst, const float *src, bool valid) {
+    if (g_eager) *dst = valid ? *src : 0.f;
+    else t_open.push_back({dst, src, valid});
+}
+static void sr_commit() { t_groups.push_back(t_open); t_open.clear(); }
+static void sr_wait_prev() {  /* wait_group 1 */
+    while (t_groups.size() > 1) { land(t_groups.front()); t_groups.erase(t_groups.begin()); }
+}
+
+#include "../../src/ops/cuda/selective_scan_reg.cuh"
+
+template <class F>
+static void launch(unsigned gx, unsigned gy, F kern) {
+    for (unsigned by = 0; by < gy; by++)
+        for (unsigned bx = 0; bx < gx; bx++) {
+            for (size_t i = 0; i < sizeof g_smem / sizeof(float); i++) g_smem[i] = NAN;
+            std::vector<std::thread> th;
+            for (unsigned l = 0; l < 32; l++)
+                th.emplace_back([=] {
+                    threadIdx = {l, 0, 0};
+                    blockIdx = {bx, by, 0};
+                    t_open.clear();
+                    t_groups.clear();
+                    kern();
+                    if (!t_groups.empty() || !t_open.empty()) { /* copies left in flight: fine on a GPU */ }
+                });
+            for (auto &t : th) t.join();
+        }
+}
+
+static std::mt19937 rng(1234);
+static std::vector<float> rnd(size_t n, float mean, float sd) {
+    std::normal_distribution<float> d(mean, sd);
+    std::vector<float> v(n);
+    for (auto &x : v) x = d(rng);
+    return v;
+}
+static double rel(const std::vector<float> &a, const std::vector<float> &b) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        if (!std::isfinite(b[i])) return INFINITY;
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)a[i] * a[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int fails;
+static void check(const char *what, const std::vector<float> &ref, const std::vector<float> &got) {
+    double r = rel(ref, got);
+    bool ok = r <= 1e-5;
+    if (!ok) fails++;
+    printf(" %s %.1e%s", what, r, ok ? "" : " FAIL");
+}
+
+static void run(int B, int n, int E, int S, int L, int acc) {
+    size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S;
+    int nc = (n + L - 1) / L;
+    size_t nhs = (size_t)B * (nc + 1) * E * S;
+    auto x = rnd(ne, 0, 1), dtr = rnd(ne, -2.5f, 1), z = rnd(ne, 0, 1), dy = rnd(ne, 0, 1);
+    auto Bm = rnd(nsb, 0, 1), Cm = rnd(nsb, 0, 1), D = rnd(E, 1, 0.3f);
+    std::vector<float> Al((size_t)E * S);
+    std::uniform_real_distribution<float> u(0, 1);
+    for (auto &a : Al) a = logf(1 + 15 * u(rng));
+    std::vector<float> y(ne), hs(nhs), gy(ne, NAN), ghs(nhs, NAN);
+    cpu_selective_scan_fwd(y.data(), hs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(),
+                           z.data(), B, n, E, S, L);
+    unsigned gx = (E + 31) / 32;
+    launch(gx, B, [&] {
+        scan_fwd_reg_kernel(gy.data(), ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(),
+                            z.data(), n, E, S, L);
+    });
+    printf("B=%d n=%d E=%d S=%d L=%d acc=%d %s:", B, n, E, S, L, acc, g_eager ? "eager" : "lazy");
+    check("y", y, gy);
+    check("hs", hs, ghs);
+    /* backward: the op's host code clamps L to n; chunks over SR_T take the old kernels */
+    int Lb = L > n ? n : L;
+    if (Lb > SR_T) { printf(" (bwd: old kernels)\n"); return; }
+    auto init = [&](size_t m) { return acc ? rnd(m, 0, 1) : std::vector<float>(m, 0.f); };
+    std::vector<float> gx0 = init(ne), gdt0 = init(ne), gz0 = init(ne), gB0 = init(nsb), gC0 = init(nsb);
+    std::vector<float> gA0 = rnd((size_t)E * S, 0, 1), gD0 = rnd(E, 0, 1);  /* always accumulated */
+    auto rx = gx0, rdt = gdt0, rz = gz0, rB = gB0, rC = gC0, rA = gA0, rD = gD0;
+    cpu_selective_scan_bwd(rx.data(), rdt.data(), rA.data(), rB.data(), rC.data(), rD.data(), rz.data(), dy.data(),
+                           hs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(), z.data(), B, n,
+                           E, S, L, acc);
+    auto kx = acc ? gx0 : std::vector<float>(ne, NAN), kdt = acc ? gdt0 : std::vector<float>(ne, NAN);
+    auto kz = acc ? gz0 : std::vector<float>(ne, NAN), kB = gB0, kC = gC0, kA = gA0, kD = gD0;
+    /* !acc: the host zeroes dBm, dCm (cuda_zero), the kernel stores dx, ddt, dz */
+    launch(gx, B, [&] {
+        scan_bwd_reg_kernel(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), dy.data(),
+                            ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(), z.data(), n, E,
+                            S, Lb, acc);
+    });
+    check("dx", rx, kx); check("ddt", rdt, kdt); check("dA_log", rA, kA); check("dB", rB, kB);
+    check("dC", rC, kC); check("dD", rD, kD); check("dz", rz, kz);
+    printf("\n");
+}
+
+int main() {
+    pthread_barrier_init(&w_bar, NULL, 32);
+    static const int shapes[][5] = {/* B, n, E, S, L: odd T and E, dead lanes, S < 16, partial tiles and chunks,
+                                     * chunks of 1, 3, 5 (partial sub-chunks) and 32 steps, L > n */
+                                    {1, 1, 1, 1, 1},   {2, 19, 5, 16, 4},  {1, 128, 64, 16, 32}, {2, 37, 7, 3, 64},
+                                    {1, 21, 70, 5, 1}, {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5},  {2, 70, 40, 16, 3},
+                                    {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}};
+    for (int mode = 0; mode < 2; mode++) {
+        g_eager = mode == 1;
+        for (const auto &s : shapes)
+            for (int acc = 0; acc < 2; acc++) run(s[0], s[1], s[2], s[3], s[4], acc);
+    }
+    printf("%s: %d failed checks\n", fails ? "FAIL" : "ok", fails);
+    return fails != 0;
+}
