@@ -1347,14 +1347,19 @@ static void test_attention_rope(void) {
  * L <= 32 after L is clamped to n) and the thread-per-state ones. For the
  * former: E = 45 and 70 leave dead lanes in the last warp, L 3 and 5 partial
  * sub-chunks of 4 steps, n 77 and 999 a partial last tile and chunk, E 4096 is
- * flowhn-fac-1b's Mamba branch width. */
+ * flowhn-fac-1b's Mamba branch width. Time segments (sr_segments picks K from
+ * the occupancy: many for a short grid): B 1 with n 4109 (a partial last
+ * chunk; 2 warps, so K = SR_KMAX-ish segments of 2-3 chunks) and n 16384 at
+ * mamba1-135m's width (48 warps: ~40-60 segments) split both directions;
+ * B 2 n 1024 E 1536 (96 warps) splits both. */
 static void test_selective_scan(void) {
     int shapes[][5] = {/* B, n, E, S, L */
                        {1, 1, 1, 1, 1},    {2, 19, 5, 16, 4},  {2, 64, 33, 40, 16}, {1, 128, 64, 16, 32},
                        {2, 37, 7, 3, 64},  {1, 50, 9, 100, 8}, {1, 21, 70, 5, 1},   {1, 45, 20, 32, 32},
                        {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5}, {2, 70, 40, 16, 3}, {1, 300, 4096, 16, 32},
-                       {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}};
-    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 2 : 0);
+                       {1, 4109, 45, 16, 32}, {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32},
+                       {1, 16384, 1536, 16, 32}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 3 : 0);
     int was = cuda_set_scan1_kernels(-1);
     for (int k = 0; k < 2 * nshapes; k++) {
         int si = k / 2, reg = !(k & 1);

@@ -1,6 +1,7 @@
 /* emu.cpp - the register-resident Mamba-1 scan kernels
  * (src/ops/cuda/selective_scan_reg.cuh) run on the CPU, for checking their
- * tile copies, chunk/sub-chunk index math, reduce-scatter and atomics where no
+ * tile copies, chunk/sub-chunk index math, time segments (the segment passes
+ * and the folds, at given K), reduce-scatter and atomics where no
  * GPU is at hand (no substitute for tests/cuda/test_cuda.cu on a GPU). A block
  * is one warp: its 32 lanes run as OS threads, __syncwarp and each shuffle are
  * barriers, blocks run one after another. cp.async copies are queued per lane
@@ -88,7 +89,8 @@ static void sr_wait_prev() {  /* wait_group 1 */
 #include "../../src/ops/cuda/selective_scan_reg.cuh"
 
 template <class F>
-static void launch(unsigned gx, unsigned gy, F kern) {
+static void launch(unsigned gx, unsigned gy, unsigned gz, F kern) {
+    for (unsigned bz = 0; bz < gz; bz++)
     for (unsigned by = 0; by < gy; by++)
         for (unsigned bx = 0; bx < gx; bx++) {
             for (size_t i = 0; i < sizeof g_smem / sizeof(float); i++) g_smem[i] = NAN;
@@ -96,7 +98,7 @@ static void launch(unsigned gx, unsigned gy, F kern) {
             for (unsigned l = 0; l < 32; l++)
                 th.emplace_back([=] {
                     threadIdx = {l, 0, 0};
-                    blockIdx = {bx, by, 0};
+                    blockIdx = {bx, by, bz};
                     t_open.clear();
                     t_groups.clear();
                     kern();
@@ -131,7 +133,8 @@ static void check(const char *what, const std::vector<float> &ref, const std::ve
     printf(" %s %.1e%s", what, r, ok ? "" : " FAIL");
 }
 
-static void run(int B, int n, int E, int S, int L, int acc) {
+/* K time segments of cps chunks (the host's sr_split, K given) */
+static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
     size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S;
     int nc = (n + L - 1) / L;
     size_t nhs = (size_t)B * (nc + 1) * E * S;
@@ -144,16 +147,31 @@ static void run(int B, int n, int E, int S, int L, int acc) {
     cpu_selective_scan_fwd(y.data(), hs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(),
                            z.data(), B, n, E, S, L);
     unsigned gx = (E + 31) / 32;
-    launch(gx, B, [&] {
+    /* K segments of cps chunks as the host makes them: K clamped to nc, none empty */
+    auto segs = [&](int K, int nch, int *cps) {
+        K = max(1, min(K, nch));
+        *cps = (nch + K - 1) / K;
+        return (nch + *cps - 1) / *cps;
+    };
+    int cpf, K1 = segs(Kf, nc, &cpf);
+    std::vector<float> cR((size_t)B * max(K1, 1) * E * (S + 1), NAN);
+    float *csd = cR.data() + (size_t)B * K1 * E * S;
+    if (K1 > 1)
+        launch(gx, B, K1 - 1, [&] {
+            scan_fwd_seg_kernel(cR.data(), csd, x.data(), dtr.data(), Al.data(), Bm.data(), n, E, S, cpf * L, K1);
+        });
+    launch(gx, B, K1, [&] {
         scan_fwd_reg_kernel(gy.data(), ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(),
-                            z.data(), n, E, S, L);
+                            z.data(), n, E, S, L, cR.data(), csd, cpf, K1);
     });
-    printf("B=%d n=%d E=%d S=%d L=%d acc=%d %s:", B, n, E, S, L, acc, g_eager ? "eager" : "lazy");
-    check("y", y, gy);
-    check("hs", hs, ghs);
+    printf("B=%d n=%d E=%d S=%d L=%d acc=%d K=%d", B, n, E, S, L, acc, K1);
     /* backward: the op's host code clamps L to n; chunks over SR_T take the old kernels */
     int Lb = L > n ? n : L;
-    if (Lb > SR_T) { printf(" (bwd: old kernels)\n"); return; }
+    if (Lb > SR_T) { printf(" %s: (bwd: old kernels)", g_eager ? "eager" : "lazy"); check("y", y, gy); check("hs", hs, ghs); printf("\n"); return; }
+    int ncb = (n + Lb - 1) / Lb, cpb, K2 = segs(Kb, ncb, &cpb);
+    printf("/%d %s:", K2, g_eager ? "eager" : "lazy");
+    check("y", y, gy);
+    check("hs", hs, ghs);
     auto init = [&](size_t m) { return acc ? rnd(m, 0, 1) : std::vector<float>(m, 0.f); };
     std::vector<float> gx0 = init(ne), gdt0 = init(ne), gz0 = init(ne), gB0 = init(nsb), gC0 = init(nsb);
     std::vector<float> gA0 = rnd((size_t)E * S, 0, 1), gD0 = rnd(E, 0, 1);  /* always accumulated */
@@ -164,28 +182,53 @@ static void run(int B, int n, int E, int S, int L, int acc) {
     auto kx = acc ? gx0 : std::vector<float>(ne, NAN), kdt = acc ? gdt0 : std::vector<float>(ne, NAN);
     auto kz = acc ? gz0 : std::vector<float>(ne, NAN), kB = gB0, kC = gC0, kA = gA0, kD = gD0;
     /* !acc: the host zeroes dBm, dCm (cuda_zero), the kernel stores dx, ddt, dz */
-    launch(gx, B, [&] {
+    std::vector<float> bR((size_t)B * K2 * E * (S + 1), NAN);
+    float *bsd = bR.data() + (size_t)B * K2 * E * S;
+    if (K2 > 1)
+        launch(gx, B, K2 - 1, [&] {
+            scan_bwd_seg_kernel(bR.data(), bsd, dy.data(), dtr.data(), Al.data(), Cm.data(), z.data(), n, E, S,
+                                cpb * Lb, K2);
+        });
+    launch(gx, B, K2, [&] {
         scan_bwd_reg_kernel(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), dy.data(),
                             ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(), z.data(), n, E,
-                            S, Lb, acc);
+                            S, Lb, acc, bR.data(), bsd, cpb, K2);
     });
     check("dx", rx, kx); check("ddt", rdt, kdt); check("dA_log", rA, kA); check("dB", rB, kB);
     check("dC", rC, kC); check("dD", rD, kD); check("dz", rz, kz);
     printf("\n");
 }
 
-int main() {
+int main(int argc, char **argv) {
     pthread_barrier_init(&w_bar, NULL, 32);
+    /* the host's segment choice (sr_segments) at the model shapes, with resident one-warp blocks from
+     * ptxas -v (132 SMs): forward 25/SM (80 registers, 8 KB), its segment pass 23/SM (88), backward 3/SM
+     * (63.7 KB), its carry pass 25/SM (80 registers) */
+    static const int model[][4] = {{8, 1024, 1536, 32}, {8, 448, 4096, 32}, {1, 32768, 1536, 32}, {1, 4096, 1536, 32}};
+    for (const auto &m : model) {
+        long w = (long)m[0] * ((m[2] + 31) / 32);
+        int nc = (m[1] + m[3] - 1) / m[3], cf, cb;
+        int Kf = sr_segments(w, 132 * 25, 132 * 23, nc, m[1], 0.8, &cf), Kb = sr_segments(w, 132 * 3, 132 * 25, nc, m[1], 0.3, &cb);
+        printf("model B=%d n=%d E=%d: %ld warps; fwd K=%d (%d chunks, %ld warps, %.1f/SM), bwd K=%d (%d chunks, %ld warps)\n",
+               m[0], m[1], m[2], w, Kf, cf, w * Kf, w * Kf / 132.0, Kb, cb, w * Kb);
+    }
+    if (argc > 1) return 0;
     static const int shapes[][5] = {/* B, n, E, S, L: odd T and E, dead lanes, S < 16, partial tiles and chunks,
                                      * chunks of 1, 3, 5 (partial sub-chunks) and 32 steps, L > n */
                                     {1, 1, 1, 1, 1},   {2, 19, 5, 16, 4},  {1, 128, 64, 16, 32}, {2, 37, 7, 3, 64},
                                     {1, 21, 70, 5, 1}, {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5},  {2, 70, 40, 16, 3},
-                                    {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}};
+                                    {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}, {1, 203, 37, 16, 32}};
+    /* segment counts: none, 2, 3 (odd splits of the chunks), 7, and as many as SR_KMAX allows (clamped to nc) */
+    static const int Ks[] = {1, 2, 3, 7, SR_KMAX};
     for (int mode = 0; mode < 2; mode++) {
         g_eager = mode == 1;
         for (const auto &s : shapes)
-            for (int acc = 0; acc < 2; acc++) run(s[0], s[1], s[2], s[3], s[4], acc);
+            for (int k = 0; k < 5; k++) run(s[0], s[1], s[2], s[3], s[4], k & 1, Ks[k], Ks[(k + 2) % 5]);
     }
+    /* long T, B 1: T not a multiple of the chunk, odd E, the host's K for 48 warps (the model's) */
+    g_eager = false;
+    run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
+    run(1, 4096, 33, 16, 32, 1, 64, 64);
     printf("%s: %d failed checks\n", fails ? "FAIL" : "ok", fails);
     return fails != 0;
 }

@@ -391,9 +391,15 @@ __device__ __forceinline__ float *sr_smem() {
 #include "selective_scan_reg.cuh"
 
 /* shared memory of the register-resident kernels */
-static const size_t SR_FWD_SMEM = sizeof(float) * 2 * SrTile<3, false>::SIZE;
+static const size_t SR_FWD_SMEM = sizeof(float) * 2 * SrTile<3, false, SR_TF>::SIZE;
 static const size_t SR_BWD_SMEM =
     sizeof(float) * (2 * SrTile<4, true>::SIZE + SR_T * 32 + (SR_T / SR_LS - 1) * SR_S * 32);
+
+/* the carry / segment passes' output */
+static float *scan_scratch(size_t n) {
+    static BranchScratch s;
+    return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the scan's carry scratch");
+}
 
 /* -1: not read yet; FLOWHN_SCAN1=old selects the thread-per-state kernels (cuda_ops.h) */
 static int scan1_new = -1;
@@ -405,6 +411,27 @@ int cuda_set_scan1_kernels(int on) {
     int was = scan1_new;
     if (on >= 0) scan1_new = on != 0;
     return was;
+}
+
+/* resident one-warp blocks of a kernel on the whole GPU (0 if unknown) */
+static long sr_slots(const void *fn, size_t smem) {
+    int dev = 0, nsm = 0, per_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, 32, smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return (long)nsm * per_sm;
+}
+
+/* time segments of the register-resident kernels (sr_segments), 1 where the occupancy is unknown */
+static int sr_split(const void *main_fn, size_t smem, const void *seg_fn, long w, int nc, int n, double c1, int *cps) {
+    long slots = sr_slots(main_fn, smem), slots1 = sr_slots(seg_fn, 0);
+    if (slots <= 0 || slots1 <= 0) {
+        *cps = nc;
+        return 1;
+    }
+    return sr_segments(w, slots, slots1, nc, n, c1, cps);
 }
 
 /* Kernel set for a state count: G lanes per channel, SPL states per lane. */
@@ -464,11 +491,6 @@ static int scan_segments(const ScanKernels &k, size_t smem, long blocks, int nc)
     return K;
 }
 
-/* the carry pass's output */
-static float *scan_scratch(size_t n) {
-    static BranchScratch s;
-    return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the scan's carry scratch");
-}
 
 void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log,
                              const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E,
@@ -477,8 +499,21 @@ void cuda_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_ra
     size_t smem;
     if (B <= 0 || n <= 0 || E <= 0 || scan_kernels(S, L, &k, &smem, "selective_scan_fwd")) return;
     if (S <= SR_S && cuda_set_scan1_kernels(-1)) {
-        scan_fwd_reg_kernel<<<dim3(blocks_for((size_t)E, 32), B), 32, SR_FWD_SMEM, cuda_stream()>>>(
-            y, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L);
+        /* c1 0.8: the segment pass has 16 of the forward's ~20 MUFU per step and no stores */
+        int gx = blocks_for((size_t)E, 32), nc = (n + L - 1) / L, cps;
+        int K = sr_split((const void *)scan_fwd_reg_kernel, SR_FWD_SMEM, (const void *)scan_fwd_seg_kernel,
+                         (long)gx * B, nc, n, 0.8, &cps);
+        float *cR = NULL, *csd = NULL;
+        if (K > 1) {
+            cR = scan_scratch((size_t)B * K * E * (S + 1));
+            if (!cR) return;
+            csd = cR + (size_t)B * K * E * S;
+            scan_fwd_seg_kernel<<<dim3(gx, B, K - 1), 32, 0, cuda_stream()>>>(cR, csd, x, dt_raw, A_log, Bm, n, E, S,
+                                                                              cps * L, K);
+            CUDA_LAUNCHED();
+        }
+        scan_fwd_reg_kernel<<<dim3(gx, B, K), 32, SR_FWD_SMEM, cuda_stream()>>>(y, hs, x, dt_raw, A_log, Bm, Cm, D, z,
+                                                                                  n, E, S, L, cR, csd, cps, K);
         CUDA_LAUNCHED();
         fh_count_macs((uint64_t)3 * n * E * S * B);
         return;
@@ -508,8 +543,22 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
     }
     if (S <= SR_S && L <= SR_T && cuda_set_scan1_kernels(-1)) {
         cuda_func_smem((const void *)scan_bwd_reg_kernel, SR_BWD_SMEM);
-        scan_bwd_reg_kernel<<<dim3(blocks_for((size_t)E, 32), B), 32, SR_BWD_SMEM, cuda_stream()>>>(
-            dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L, acc);
+        /* c1 0.3: the carry pass has 16 of the backward's ~54 MUFU per step */
+        int gx = blocks_for((size_t)E, 32), nc = (n + L - 1) / L, cps;
+        int K = sr_split((const void *)scan_bwd_reg_kernel, SR_BWD_SMEM, (const void *)scan_bwd_seg_kernel,
+                         (long)gx * B, nc, n, 0.3, &cps);
+        float *cR = NULL, *csd = NULL;
+        if (K > 1) {
+            cR = scan_scratch((size_t)B * K * E * (S + 1));
+            if (!cR) return;
+            csd = cR + (size_t)B * K * E * S;
+            scan_bwd_seg_kernel<<<dim3(gx, B, K - 1), 32, 0, cuda_stream()>>>(cR, csd, dy, dt_raw, A_log, Cm, z, n, E,
+                                                                              S, cps * L, K);
+            CUDA_LAUNCHED();
+        }
+        scan_bwd_reg_kernel<<<dim3(gx, B, K), 32, SR_BWD_SMEM, cuda_stream()>>>(
+            dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L, acc, cR, csd,
+            cps, K);
         CUDA_LAUNCHED();
         return;
     }

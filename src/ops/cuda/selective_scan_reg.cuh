@@ -13,14 +13,18 @@
  * the thread that uses them, with no shuffles to broadcast them, and the sums
  * over s (C.h, dx, ddt) are in-thread FMA chains, so a step costs ~5 (forward)
  * or ~20 (backward) instructions per state instead of ~26 / ~69. The price is
- * parallelism: B*E threads (12K at mamba1-135m), one warp per block and about
- * one warp per scheduler; latency is hidden by the 16 independent states of a
- * step (ILP) and by copying each tile of steps into shared memory with
- * cp.async one tile ahead (B*E/32 warps x a 16-20 KB tile in flight, enough
- * for DRAM's latency). Lanes of channels past E copy zeros (cp.async zero
+ * parallelism: B*E threads (12K at mamba1-135m, 1.5K at B 1), one warp per
+ * block; a warp's step is a ~900-clock dependent chain (measured), so time is
+ * split into K segments of whole chunks (sr_segments: enough warps to fill
+ * the SMs' resident slots; a segment pass and a fold, below) and each tile of
+ * steps is copied into shared memory with cp.async one tile ahead. Lanes of channels past E copy zeros (cp.async zero
  * fill), so they compute finite zeros and add nothing to the dB/dC sums. */
 #define SR_S 16  /* states per thread */
-#define SR_T 32  /* steps per tile; the backward's chunk length L must be <= SR_T */
+#define SR_T 32  /* steps per backward tile; the backward's chunk length L must be <= SR_T */
+#ifndef SR_TF
+#define SR_TF 8  /* steps per forward tile: 8 KB of shared memory a warp, so ~23 warps/SM (registers) */
+#endif
+#define SR_KMAX 64  /* time segments at most (host: sr_segments) */
 #ifndef SR_LS
 #define SR_LS 4  /* backward: steps per sub-chunk whose states are held in registers (8: 255
                   * registers and spills, 4 blocks/SM; 4: 239, none, 3 blocks/SM of 63.7 KB) */
@@ -41,9 +45,9 @@ __device__ __forceinline__ float sr_xchg(float lo, float hi, int m, int w) {
 /* A tile: NV per-(t, e) tensors [NV][SR_T][32 lanes], then B and C [SR_T][SR_S]
  * (states past S zero-filled), then (backward) the chunk's entry state
  * [32 lanes][SR_S + 1] (stride 17: a lane's 16 states read conflict-free). */
-template <int NV, bool H0>
+template <int NV, bool H0, int TT = SR_T>
 struct SrTile {
-    static constexpr int B = NV * SR_T * 32, C = B + SR_T * SR_S, H = C + SR_T * SR_S;
+    static constexpr int B = NV * TT * 32, C = B + TT * SR_S, H = C + TT * SR_S;
     static constexpr int SIZE = H + (H0 ? 32 * (SR_S + 1) : 0);  /* floats; a multiple of 4 (float4 reads) */
 };
 
@@ -53,30 +57,101 @@ struct SrTile {
 template <int NV>
 struct SrSrc { const float *p[NV]; };  /* by value: the unrolled loop keeps the pointers in registers */
 
-template <int NV>
+template <int NV, int TT = SR_T>
 __device__ __forceinline__ void sr_load(float *tile, SrSrc<NV> src, const float *Bm, const float *Cm, int b,
                                         int n, int E, int S, int e0, int t0, int tl, int lane) {
     bool live = e0 + lane < E;
     size_t row = (size_t)b * n + t0, col = live ? e0 + lane : 0;
 #pragma unroll
     for (int v = 0; v < NV; v++)
-        for (int t = 0; t < tl; t++) sr_cp4(tile + (v * SR_T + t) * 32 + lane, src.p[v] + (row + t) * E + col, live);
+        for (int t = 0; t < tl; t++) sr_cp4(tile + (v * TT + t) * 32 + lane, src.p[v] + (row + t) * E + col, live);
     for (int i = lane; i < tl * SR_S; i += 32) {
         int t = i / SR_S, s = i % SR_S;
         bool ok = s < S;
         size_t gi = (row + t) * S + (ok ? s : 0);
-        sr_cp4(tile + NV * SR_T * 32 + i, Bm + gi, ok);
-        sr_cp4(tile + NV * SR_T * 32 + SR_T * SR_S + i, Cm + gi, ok);
+        sr_cp4(tile + NV * TT * 32 + i, Bm + gi, ok);
+        sr_cp4(tile + NV * TT * 32 + TT * SR_S + i, Cm + gi, ok);
     }
 }
 
+/* The number of time segments K (1..SR_KMAX, each a whole number cps of the
+ * nc chunks, none empty) for a grid of w warps: the modeled time, in units of
+ * one warp walking all n steps alone on its scheduler (latency-bound, so a
+ * wave of resident warps costs one walk whatever their number), is the main
+ * kernel's waves of K times shorter warps at `slots` resident warps, plus the
+ * segment pass's (K - 1 segments, `slots1` resident, c1 of the main kernel's
+ * time per step), plus the fold (K - 1 steps of the n). Host code. */
+static inline int sr_segments(long w, long slots, long slots1, int nc, int n, double c1, int *cps) {
+    double best = 1e30;
+    int K = 1;
+    for (int q = 1; q <= SR_KMAX && q <= nc; q++) {
+        int cq = (nc + q - 1) / q;
+        if ((nc + cq - 1) / cq != q) continue;  /* q segments of cq chunks would leave one empty */
+        double cost = (double)((w * q + slots - 1) / slots) / q +
+                      c1 * (double)((w * (q - 1) + slots1 - 1) / slots1) / q + (double)(q - 1) / n;
+        if (cost < best - 1e-9) best = cost, K = q;
+    }
+    *cps = (nc + K - 1) / K;
+    return K;
+}
+
+/* Time segments (both directions): segment j is steps [j cps L, (j+1) cps L)
+ * (whole chunks, so hs keeps its meaning), blockIdx.z. The recurrence is
+ * linear in h, so a segment's end state from a start state h0 is R_j + P_j h0
+ * with R_j its end state from h0 = 0 and P_j = exp(A sum_t dt) (per state).
+ * The segment pass computes R_j and sum dt for every segment whose value a
+ * later (forward) or earlier (backward) segment needs; each main-kernel warp
+ * then folds them into its start state: K - 1 steps of 16 decays at most, a
+ * few percent of a segment's walk. R [B][K][E][S], sd [B][K][E].
+ *
+ * Forward segment pass: segments 0..K-2 (blockIdx.z), from h = 0. No tile:
+ * per-step loads straight from global memory (a warp's 32 channels are 128
+ * contiguous bytes; B_t is a broadcast), at ~40 registers and no shared
+ * memory 32 warps/SM hide their latency. */
 __global__ void __launch_bounds__(32)
+scan_fwd_seg_kernel(float *R, float *sd, const float *x, const float *dt_raw, const float *A_log, const float *Bm,
+                    int n, int E, int S, int seglen, int K) {
+    int lane = threadIdx.x, b = blockIdx.y, seg = blockIdx.z, e = blockIdx.x * 32 + lane, live = e < E;
+    int ec = live ? e : E - 1, t_lo = seg * seglen, t_hi = min(n, t_lo + seglen);
+    float A2[SR_S], h[SR_S], sdt = 0.f;
+#pragma unroll
+    for (int s = 0; s < SR_S; s++) {
+        A2[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) * SCAN_DECAY_SCALE : 0.f;
+        h[s] = 0.f;
+    }
+#pragma unroll 2
+    for (int t = t_lo; t < t_hi; t++) {
+        size_t i = ((size_t)b * n + t) * E + ec;
+        const float *Bt = Bm + ((size_t)b * n + t) * S;
+        float dt = softplusf_(dt_raw[i]), dtx = dt * x[i];
+        sdt += dt;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) h[s] = fmaf(scan_decay(dt * A2[s]), h[s], dtx * Bt[s]);
+    }
+    if (live) {
+        size_t q = ((size_t)b * K + seg) * E + e;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) R[q * S + s] = h[s];
+        sd[q] = sdt;
+    }
+}
+
+/* The forward: one warp per (32 channels, b, segment), its states in
+ * registers from the folded start state; tiles of SR_TF steps through shared
+ * memory. Writes y and hs (the entry state of each of its chunks and, for the
+ * last segment, the final state). cR/csd: the segment pass's output (K > 1). */
+__global__ void __launch_bounds__(32, 22)  /* 80 registers, no spills (96 unbounded): 25 warps/SM, as the
+                                            * 8 KB of shared memory allows; 24 would spill */
 scan_fwd_reg_kernel(float *y, float *hs, const float *x, const float *dt_raw, const float *A_log, const float *Bm,
-                    const float *Cm, const float *D, const float *z, int n, int E, int S, int L) {
-    typedef SrTile<3, false> T3;
+                    const float *Cm, const float *D, const float *z, int n, int E, int S, int L, const float *cR,
+                    const float *csd, int cps, int K) {
+    typedef SrTile<3, false, SR_TF> T3;
     float *sm = sr_smem();
     int lane = threadIdx.x, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane, live = e < E, ec = live ? e : E - 1;
-    int nc = (n + L - 1) / L, ntile = (n + SR_T - 1) / SR_T;
+    int seg = blockIdx.z, t_lo = seg * cps * L, t_hi = min(n, t_lo + cps * L);
+    int nc = (n + L - 1) / L, ntile = (t_hi - t_lo + SR_TF - 1) / SR_TF;
     SrSrc<3> src = {{dt_raw, x, z}};
     float A[SR_S], h[SR_S];
 #pragma unroll
@@ -84,26 +159,39 @@ scan_fwd_reg_kernel(float *y, float *hs, const float *x, const float *dt_raw, co
         A[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) : 0.f;
         h[s] = 0.f;
     }
+    sr_load<3, SR_TF>(sm, src, Bm, Cm, b, n, E, S, e0, t_lo, min(SR_TF, t_hi - t_lo), lane);
+    sr_commit();  /* the first tile's copy overlaps the fold */
+    for (int j = 0; live && j < seg; j++) {  /* the earlier segments, in order: h = P_j h + R_j */
+        size_t q = ((size_t)b * K + j) * E + e;
+        float sj = csd[q] * SCAN_DECAY_SCALE;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) h[s] = fmaf(scan_decay(sj * A[s]), h[s], cR[q * S + s]);
+    }
     float De = D[ec];
     float *hsb = hs + (size_t)b * (nc + 1) * E * S + (size_t)ec * S;  /* + c*E*S + s */
+    {
+        float *dst = hsb + (size_t)seg * cps * E * S;  /* the entry state of the segment's first chunk */
 #pragma unroll
-    for (int s = 0; s < SR_S; s++)
-        if (live && s < S) hsb[s] = 0.f;
-    sr_load<3>(sm, src, Bm, Cm, b, n, E, S, e0, 0, min(SR_T, n), lane);
-    sr_commit();
-    int save = min(L, n);  /* the next chunk boundary: the state after step save-1 is kept */
+        for (int s = 0; s < SR_S; s++)
+            if (live && s < S) dst[s] = h[s];
+    }
+    /* the next chunk boundary: the state after step save-1 is kept, except at the segment's end (not the
+     * sequence's), which the next segment writes (its folded state): one writer per slot (-1: none left) */
+    auto next_save = [&](int v) { return v < t_hi ? v : t_hi == n ? n : -1; };
+    int save = next_save(t_lo + L);
     for (int k = 0; k < ntile; k++) {
-        int t0 = k * SR_T, tl = min(SR_T, n - t0);
+        int t0 = t_lo + k * SR_TF, tl = min(SR_TF, t_hi - t0);
         if (k + 1 < ntile)  /* the other buffer: every lane finished reading it (barrier at the loop's end) */
-            sr_load<3>(sm + ((k + 1) & 1) * T3::SIZE, src, Bm, Cm, b, n, E, S, e0, t0 + SR_T, min(SR_T, n - t0 - SR_T),
-                       lane);
+            sr_load<3, SR_TF>(sm + ((k + 1) & 1) * T3::SIZE, src, Bm, Cm, b, n, E, S, e0, t0 + SR_TF,
+                              min(SR_TF, t_hi - t0 - SR_TF), lane);
         sr_commit();  /* possibly empty: wait_group 1 then always means "tile k is in" */
         sr_wait_prev();
         __syncwarp();  /* the other lanes' copies of tile k are visible */
         const float *tile = sm + (k & 1) * T3::SIZE;
         for (int j = 0; j < tl; j++) {
             int t = t0 + j;
-            float xv = tile[(SR_T + j) * 32 + lane], dt = softplusf_(tile[j * 32 + lane]);
+            float xv = tile[(SR_TF + j) * 32 + lane], dt = softplusf_(tile[j * 32 + lane]);
             float dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * xv, p = 0.f;
             const float4 *B4 = (const float4 *)(tile + T3::B + j * SR_S), *C4 = (const float4 *)(tile + T3::C + j * SR_S);
 #pragma unroll
@@ -118,7 +206,7 @@ scan_fwd_reg_kernel(float *y, float *hs, const float *x, const float *dt_raw, co
                 }
             }
             if (live) {
-                float zv = tile[(2 * SR_T + j) * 32 + lane];
+                float zv = tile[(2 * SR_TF + j) * 32 + lane];
                 y[((size_t)b * n + t) * E + e] = (p + De * xv) * zv * sigmoidf_(zv);
             }
             if (t + 1 == save) {  /* after step t: the state entering chunk (t+1)/L (or the final one) */
@@ -126,10 +214,43 @@ scan_fwd_reg_kernel(float *y, float *hs, const float *x, const float *dt_raw, co
 #pragma unroll
                 for (int s = 0; s < SR_S; s++)
                     if (live && s < S) dst[s] = h[s];
-                save = min(save + L, n);
+                save = next_save(save + L);
             }
         }
         __syncwarp();  /* tile k's buffer is refilled by the next iteration */
+    }
+}
+
+/* Backward segment pass: segments 1..K-1 (blockIdx.z + 1), walked in reverse
+ * from dL/dh = 0 with scan_bwd_reg_kernel's update dh = (dh + C dyy) a; the
+ * result and the segment's sum of dt into R, sd (as the forward's). */
+__global__ void __launch_bounds__(32)
+scan_bwd_seg_kernel(float *R, float *sd, const float *dy, const float *dt_raw, const float *A_log, const float *Cm,
+                    const float *z, int n, int E, int S, int seglen, int K) {
+    int lane = threadIdx.x, b = blockIdx.y, seg = blockIdx.z + 1, e = blockIdx.x * 32 + lane, live = e < E;
+    int ec = live ? e : E - 1, t_lo = seg * seglen, t_hi = min(n, t_lo + seglen);
+    float A2[SR_S], dh[SR_S], sdt = 0.f;
+#pragma unroll
+    for (int s = 0; s < SR_S; s++) {
+        A2[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) * SCAN_DECAY_SCALE : 0.f;
+        dh[s] = 0.f;
+    }
+#pragma unroll 2
+    for (int t = t_hi - 1; t >= t_lo; t--) {
+        size_t i = ((size_t)b * n + t) * E + ec;
+        const float *Ct = Cm + ((size_t)b * n + t) * S;
+        float dt = softplusf_(dt_raw[i]), zv = z[i], dyy = dy[i] * zv * sigmoidf_(zv);
+        sdt += dt;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) dh[s] = fmaf(Ct[s], dyy, dh[s]) * scan_decay(dt * A2[s]);
+    }
+    if (live) {
+        size_t q = ((size_t)b * K + seg) * E + e;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) R[q * S + s] = dh[s];
+        sd[q] = sdt;
     }
 }
 
@@ -148,13 +269,13 @@ __global__ void __launch_bounds__(32)
 scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                     const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
                     const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
-                    int acc) {
+                    int acc, const float *cR, const float *csd, int cps, int K) {
     typedef SrTile<4, true> T4;
     float *sm = sr_smem();
     float *sdt = sm + 2 * T4::SIZE;     /* [SR_T][32]: softplus(dt) of the chunk's steps */
     float *hsub = sdt + SR_T * 32;      /* [SR_T/SR_LS - 1][SR_S][32]: entry states of sub-chunks 1.. */
     int lane = threadIdx.x, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane, live = e < E, ec = live ? e : E - 1;
-    int nc = (n + L - 1) / L;
+    int nc = (n + L - 1) / L, seg = blockIdx.z, c_lo = seg * cps, c_hi = min(nc, c_lo + cps);  /* its chunks */
     SrSrc<4> src = {{dt_raw, x, dy, z}};
     const float *hsb = hs + (size_t)b * (nc + 1) * E * S;  /* + c*E*S + e*S + s */
     float A[SR_S], dh[SR_S], dA[SR_S];
@@ -162,6 +283,15 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
     for (int s = 0; s < SR_S; s++) {
         A[s] = s < S ? -expf(A_log[(size_t)ec * S + s]) : 0.f;
         dh[s] = dA[s] = 0.f;
+    }
+    /* dL/dh entering this segment from the later ones, last first: dh = P_j dh + R_j.
+     * Dead lanes keep dh = 0 (their zero-filled inputs keep it there). */
+    for (int j = K - 1; live && j > seg; j--) {
+        size_t q = ((size_t)b * K + j) * E + e;
+        float sj = csd[q] * SCAN_DECAY_SCALE;
+#pragma unroll
+        for (int s = 0; s < SR_S; s++)
+            if (s < S) dh[s] = fmaf(scan_decay(sj * A[s]), dh[s], cR[q * S + s]);
     }
     float De = D[ec], dDacc = 0.f;
     auto load = [&](int c) {  /* chunk c's tile and entry state into buffer c & 1 */
@@ -175,11 +305,11 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             sr_cp4(tile + T4::H + ee * (SR_S + 1) + s, hc + (ok ? (size_t)(e0 + ee) * S + s : 0), ok);
         }
     };
-    load(nc - 1);
+    load(c_hi - 1);
     sr_commit();
-    for (int c = nc - 1; c >= 0; c--) {
+    for (int c = c_hi - 1; c >= c_lo; c--) {
         int t0 = c * L, tl = min(L, n - t0);
-        if (c > 0) load(c - 1);
+        if (c > c_lo) load(c - 1);
         sr_commit();
         sr_wait_prev();
         __syncwarp();
