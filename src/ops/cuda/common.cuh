@@ -70,6 +70,57 @@ void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw);
 /* after every kernel launch: catches bad launch configurations at once */
 #define CUDA_LAUNCHED() CUDA_CALL(cudaGetLastError())
 
+/* Programmatic Dependent Launch (decode; docs/perf-notes.md "Programmatic
+ * Dependent Launch for the decode kernels"). A grid launched by cuda_launch
+ * with pdl set may start while the previous kernel in the stream is still
+ * running (from when all of that kernel's blocks have run pdl_trigger or
+ * exited), so its launch and its prologue overlap the predecessor's tail.
+ * Rule: such a kernel runs pdl_wait (griddepcontrol.wait: returns once the
+ * predecessor has completed and its writes are visible) before it reads
+ * anything an earlier kernel writes and before it writes anything an earlier
+ * kernel may still read; before the wait it may touch only what no kernel of
+ * the stream writes (the frozen decode weights, its arguments). Every thread
+ * runs the wait before it may exit: a grid whose threads all left without it
+ * could complete before its predecessor, and the kernel after it (which
+ * waits only for it) would read what that predecessor had not written yet. After its
+ * wait a kernel runs pdl_trigger so its own successor can launch. Launched
+ * without the attribute (pdl 0, FLOWHN_PDL=0, or a plain <<<>>> launch) both
+ * instructions are no-ops, so a kernel with them is correct either way.
+ * The attribute is set only while a graph is recorded (the decode step is
+ * replayed as one): there every dependency is an explicit edge, which the
+ * capture records as a programmatic one (CUDA 12.3+; an edge from a memcpy or
+ * memset node stays a full one). Eager launches go to the legacy default
+ * stream, whose implicit ordering with the branch streams PDL is not
+ * documented to keep, so they stay plain. */
+int cuda_pdl_enabled(void);   /* recording now, and FLOWHN_PDL unset or not "0" (read once; stream.cu) */
+/* whether the weights are frozen (the generator; training never freezes):
+ * kernels shared with training (rmsnorm_fwd, silu_fwd, gated_rmsnorm_fwd)
+ * take PDL only then, so training's launches stay as they were (linear.cu) */
+int cuda_weights_frozen(void);
+__device__ __forceinline__ void pdl_wait(void) { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void pdl_trigger(void) { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
+/* kernel<<<grid, block, smem, cuda_stream()>>>(args...), with the PDL
+ * attribute when pdl and cuda_pdl_enabled(); ONLY for kernels whose body
+ * starts with pdl_wait (see above). Compile-time cluster dimensions
+ * (__cluster_dims__) combine with the attribute. Counts as one CUDA call
+ * (cuda_epoch) like a launch + CUDA_LAUNCHED. */
+template <typename... KArgs, typename... Args>
+static inline void cuda_launch(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                               Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cuda_stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl && cuda_pdl_enabled() ? 1 : 0;
+    CUDA_CALL(cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...));
+}
+
 static inline void cuda_scratch_free(void *p) {
     if (!p) return;
     cuda_free_gen++;

@@ -21,6 +21,8 @@ void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int 
  * channel's K window entries, so the in-place shift has no race */
 __global__ void conv1d_step_kernel(float *out, float *win, const float *x, const float *w, const float *b, int B,
                                    int C, int K) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)B * C) return;
     int c = (int)(i % C);
@@ -38,8 +40,7 @@ __global__ void conv1d_step_kernel(float *out, float *win, const float *x, const
 void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const real *b, int B, int C, int K) {
     size_t n = (size_t)B * C;
     if (!n) return;
-    conv1d_step_kernel<<<blocks_for(n, 256), 256, 0, cuda_stream()>>>(out, win, x, w, b, B, C, K);
-    CUDA_LAUNCHED();
+    cuda_launch(true, conv1d_step_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, out, win, x, w, b, B, C, K);
     fh_count_macs((uint64_t)B * C * K);
 }
 
@@ -52,6 +53,8 @@ void cuda_conv1d_step(real *out, real *win, const real *x, const real *w, const 
 #define DEC_MAXR 8
 __global__ void attention_decode_kernel(float *out, const float *q, const float *k, const float *v, int nk,
                                         const int *pos, int ld, int nh, int nkv, int hd, float scale) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     if (pos) nk = pos[0] + 1;  /* the _at variant: the position from device memory */
     __shared__ float sm[DEC_WARPS], ss[DEC_WARPS], sacc[DEC_WARPS][32 * DEC_MAXR];
     int h = blockIdx.x, b = blockIdx.y, kh = h / (nh / nkv);
@@ -131,6 +134,8 @@ __global__ void __cluster_dims__(DEC2_SPLIT, 1, 1) __launch_bounds__(32 * DEC2_W
 attention_decode_split_kernel(float *out, const float *q, const float *k, const float *v, int nk, const int *pos,
                               int ld, int nh, int nkv, int hd, int chunks, float scale) {
     constexpr int U = R >= 8 ? 2 : R >= 4 ? 4 : 8;   /* U * R <= 16: k and v of U keys in 32 registers */
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     if (pos) nk = pos[0] + 1;
     __shared__ float wm[DEC2_WARPS][GM], ws[DEC2_WARPS][GM], wacc[DEC2_WARPS][GM][32 * R];
     __shared__ float pm[GM], ps[GM], pacc[GM][32 * R];
@@ -259,8 +264,9 @@ static void launch_split(real *out, const real *q, const real *k, const real *v,
                          int nh, int nkv, int hd) {
     int chunks = (nh / nkv + GM - 1) / GM;
     dim3 grid(DEC2_SPLIT, nkv * chunks, B);
-    attention_decode_split_kernel<R, GM><<<grid, 32 * DEC2_WARPS, 0, cuda_stream()>>>(
-        out, q, k, v, nk, pos, ld, nh, nkv, hd, chunks, 1.f / sqrtf((float)hd));
+    /* the cluster dimensions are the kernel's (__cluster_dims__); PDL combines with them */
+    cuda_launch(true, attention_decode_split_kernel<R, GM>, grid, dim3(32 * DEC2_WARPS), 0, out, q, k, v, nk, pos, ld, nh,
+                nkv, hd, chunks, 1.f / sqrtf((float)hd));
 }
 
 template <int R>
@@ -286,8 +292,8 @@ static void attention_decode(real *out, const real *q, const real *k, const real
         return;
     }
     if (decode_attn_old()) {
-        attention_decode_kernel<<<dim3(nh, B), 32 * DEC_WARPS, 0, cuda_stream()>>>(out, q, k, v, nk, pos, ld, nh, nkv,
-                                                                                   hd, 1.f / sqrtf((float)hd));
+        cuda_launch(true, attention_decode_kernel, dim3(nh, B), dim3(32 * DEC_WARPS), 0, out, q, k, v, nk, pos, ld, nh,
+                    nkv, hd, 1.f / sqrtf((float)hd));
     } else if (hd <= 32) {
         launch_split_r<1>(out, q, k, v, B, nk, pos, ld, nh, nkv, hd);
     } else if (hd <= 64) {
@@ -297,7 +303,6 @@ static void attention_decode(real *out, const real *q, const real *k, const real
     } else {
         launch_split_r<8>(out, q, k, v, B, nk, pos, ld, nh, nkv, hd);
     }
-    CUDA_LAUNCHED();
 }
 
 void cuda_attention_decode(real *out, const real *q, const real *k, const real *v, int B, int nk, int ld, int nh,
@@ -313,6 +318,8 @@ void cuda_attention_decode_at(real *out, const real *q, const real *k, const rea
 }
 
 __global__ void copy_rows_at_kernel(float *dst, int ldd, const float *src, int rows, int cols, const int *pos) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * cols) return;
     size_t r = i / cols, c = i % cols;
@@ -322,6 +329,5 @@ __global__ void copy_rows_at_kernel(float *dst, int ldd, const float *src, int r
 void cuda_copy_rows_at(real *dst, int ldd, const real *src, int rows, int cols, const int *pos) {
     size_t n = (size_t)rows * cols;
     if (!n) return;
-    copy_rows_at_kernel<<<blocks_for(n, 256), 256, 0, cuda_stream()>>>(dst, ldd, src, rows, cols, pos);
-    CUDA_LAUNCHED();
+    cuda_launch(true, copy_rows_at_kernel, dim3(blocks_for(n, 256)), dim3(256), 0, dst, ldd, src, rows, cols, pos);
 }

@@ -15,6 +15,8 @@ __global__ void accumulate_kernel(float *dst, const float *src, float alpha, siz
     GRID_STRIDE(i, n) dst[i] += alpha * src[i];
 }
 __global__ void silu_fwd_kernel(float *out, const float *x, size_t n) {
+    pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
+    pdl_trigger();
     GRID_STRIDE(i, n) out[i] = x[i] * sigmoidf_(x[i]);
 }
 /* the backward kernels overwrite (acc 0: the old contents are not read) or add (ops.h FH_ACC) */
@@ -64,7 +66,10 @@ void cuda_add(real *out, const real *a, const real *b, size_t n) { LAUNCH_EW(add
 void cuda_accumulate(real *dst, const real *src, real alpha, size_t n) {
     LAUNCH_EW(accumulate_kernel, n, dst, src, alpha, n);
 }
-void cuda_silu_fwd(real *out, const real *x, size_t n) { LAUNCH_EW(silu_fwd_kernel, n, out, x, n); }
+void cuda_silu_fwd(real *out, const real *x, size_t n) {
+    if (n == 0) return;
+    cuda_launch(cuda_weights_frozen(), silu_fwd_kernel, dim3(grid_for(n, EW_THREADS)), dim3(EW_THREADS), 0, out, x, n);
+}
 void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc) {
     if (!dx) return;
     LAUNCH_EW(silu_bwd_kernel, n, dx, dout, x, n, acc);

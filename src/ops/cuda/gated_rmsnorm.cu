@@ -11,6 +11,8 @@
 
 __global__ void gated_rmsnorm_fwd_kernel(float *out, float *rstd, const float *y, const float *z,
                                          const float *w, int C, float eps) {
+    pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
+    pdl_trigger();
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     float ss = 0.f;
@@ -67,15 +69,15 @@ void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z,
                             int N, int C, real eps) {
     if (N <= 0) return;
     int npt = gnorm_npt(C, out, y, z, w);
+    bool pdl = cuda_weights_frozen();
     switch (npt) {
 #define GN_FWD(k) \
-    case k: gnorm_fwd_reg_kernel<k><<<N, GN_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps); break;
+    case k: cuda_launch(pdl, gnorm_fwd_reg_kernel<k>, dim3(N), dim3(GN_THREADS), 0, out, rstd, y, z, w, C, eps); break;
         GN_CASES(GN_FWD)
 #undef GN_FWD
     default:
-        gated_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, y, z, w, C, eps);
+        cuda_launch(pdl, gated_rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, y, z, w, C, eps);
     }
-    CUDA_LAUNCHED();
 }
 
 /* the backward's blocks: enough rows in flight for the H200 (132 SMs x 8

@@ -27,6 +27,8 @@ __device__ __forceinline__ void st4(float *p, float a, float b, float c, float d
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
     gnorm_fwd_reg_kernel(float *out, float *rstd, const float *y, const float *z, const float *w, int C, float eps) {
+    pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
+    pdl_trigger();
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     int C4 = C / 4;

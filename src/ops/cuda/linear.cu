@@ -667,6 +667,8 @@ static struct {
     __nv_bfloat16 *bf;  /* NULL until a bf16 product asks */
 } frozen;
 
+int cuda_weights_frozen(void) { return frozen.base != NULL; }
+
 static int frozen_make_copy(void) {
     if (cudaMalloc(&frozen.bf, frozen.n * sizeof(__nv_bfloat16)) != cudaSuccess) {
         frozen.bf = NULL;
@@ -1152,29 +1154,71 @@ __device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const flo
  * to cover HBM latency at full bandwidth otherwise (Little's law: ~3 MB). */
 #define GEMV_UNROLL 4
 
-/* acc[r] = (weight row wr) . (input row r), the warp's sum in every lane */
+/* PDL (common.cuh cuda_launch): a gemv grid may start while its predecessor
+ * still runs. The frozen bf16 weights are written by no kernel of the decode,
+ * so before pdl_wait a lane issues its row's first GEMV_UNROLL 16-byte loads
+ * into registers (wv) and an L2 prefetch of up to GEMV_PREFETCH more: the
+ * weight stream starts under the predecessor's tail. Everything else (the
+ * input rows, the norm's sums, the residual, the outputs) comes after the
+ * wait. The row's arithmetic is unchanged (same order of products), so the
+ * results have the bits they had without PDL. */
+#define GEMV_PREFETCH 4
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+/* the first loads of lane's share of weight row wr (n8 16-byte chunks; zeros past the row) */
+__device__ __forceinline__ void gemv_row_start(uint4 *wv, const uint4 *wr, int n8, int lane) {
+#pragma unroll
+    for (int u = 0; u < GEMV_UNROLL; u++) {
+        int k8 = lane + 32 * u;
+        wv[u] = k8 < n8 ? __ldg(wr + k8) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = GEMV_UNROLL; u < GEMV_UNROLL + GEMV_PREFETCH; u++)
+        if (lane + 32 * u < n8) prefetch_l2(wr + lane + 32 * u);
+}
+
+/* acc[r] = (weight row wr) . (input row r), the warp's sum in every lane;
+ * wv: gemv_row_start's loads of the row */
 template <int R, bool NORM = false>
-__device__ __forceinline__ void gemv_row(float *acc, const uint4 *wr, const float *in, int IC, int lane,
-                                         const float *rs = nullptr, const float *nw = nullptr) {
+__device__ __forceinline__ void gemv_row(float *acc, const uint4 *wv0, const uint4 *wr, const float *in, int IC,
+                                         int lane, const float *rs = nullptr, const float *nw = nullptr) {
     int n8 = IC / 8;
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.f;
     int k8 = lane;
-    for (; k8 + 32 * (GEMV_UNROLL - 1) < n8; k8 += 32 * GEMV_UNROLL) {
-        uint4 wv[GEMV_UNROLL];
-#pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldg(wr + k8 + 32 * u);
+    if (k8 + 32 * (GEMV_UNROLL - 1) < n8) {   /* a whole first group: the loop's first iteration */
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             float wf[8];
-            bf16x8_to_float(wv[u], wf);
+            bf16x8_to_float(wv0[u], wf);
             gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
         }
-    }
-    for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
-        float wf[8];
-        bf16x8_to_float(__ldg(wr + k8), wf);
-        gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
+        k8 += 32 * GEMV_UNROLL;
+        for (; k8 + 32 * (GEMV_UNROLL - 1) < n8; k8 += 32 * GEMV_UNROLL) {
+            uint4 wv[GEMV_UNROLL];
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldg(wr + k8 + 32 * u);
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; u++) {
+                float wf[8];
+                bf16x8_to_float(wv[u], wf);
+                gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
+            }
+        }
+        for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
+            float wf[8];
+            bf16x8_to_float(__ldg(wr + k8), wf);
+            gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
+        }
+    } else {   /* the row has fewer than GEMV_UNROLL chunks for this lane: all in wv0, in order */
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL - 1; u++)
+            if (k8 + 32 * u < n8) {
+                float wf[8];
+                bf16x8_to_float(wv0[u], wf);
+                gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
+            }
     }
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -1185,9 +1229,17 @@ template <int R>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
     int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const uint4 *wr = (const uint4 *)(w + (size_t)o * IC);
+    uint4 wv[GEMV_UNROLL];
+    if (o < OC) gemv_row_start(wv, wr, IC / 8, lane);
+    /* every thread waits, none leaves before: this grid then cannot complete
+     * before its predecessor has, which the kernel after it relies on for
+     * what earlier kernels wrote (completion is transitive through the waits) */
+    pdl_wait();
+    pdl_trigger();
     if (o >= OC) return;
     float acc[R];
-    gemv_row<R>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane);
+    gemv_row<R>(acc, wv, wr, in, IC, lane);
 #pragma unroll
     for (int r = 0; r < R; r++)
         if (lane == 0) out[(size_t)r * OC + o] = acc[r] + (b ? b[o] : 0.f);
@@ -1221,6 +1273,21 @@ struct GemvArgs {
 
 template <int R, int MODE, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_kernel(GemvArgs a, const float *in, int IC) {
+    int seg = MODE != GEMV_MULTI ? 0 : (int)blockIdx.x >= a.blk2 ? 2 : (int)blockIdx.x >= a.blk1 ? 1 : 0;
+    int b0 = seg == 0 ? 0 : seg == 1 ? a.blk1 : a.blk2;
+    int OC = seg == 0 ? a.OC0 : seg == 1 ? a.OC1 : a.OC2;
+    const __nv_bfloat16 *w = seg == 0 ? a.w0 : seg == 1 ? a.w1 : a.w2;
+    float *out = seg == 0 ? a.out0 : seg == 1 ? a.out1 : a.out2;
+    int lane = threadIdx.x & 31, o = ((int)blockIdx.x - b0) * GEMV_WARPS + (threadIdx.x >> 5);
+    /* the weight rows' first loads before the wait (PDL; see gemv_row_start) */
+    const uint4 *wr = (const uint4 *)(w + (size_t)o * IC), *ur = (const uint4 *)(a.w1 + (size_t)o * IC);
+    uint4 wv[GEMV_UNROLL], uv[GEMV_UNROLL];
+    if (o < OC) {
+        gemv_row_start(wv, wr, IC / 8, lane);
+        if (MODE == GEMV_SWIGLU) gemv_row_start(uv, ur, IC / 8, lane);
+    }
+    pdl_wait();
+    pdl_trigger();
     float rs[R];
     if (NORM) {   /* before any thread leaves: block_sum needs the whole block */
         __shared__ float sh[32];
@@ -1233,18 +1300,12 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_kernel(GemvArgs a,
             rs[r] = rsqrtf(ss / IC + a.eps);
         }
     }
-    int seg = MODE != GEMV_MULTI ? 0 : (int)blockIdx.x >= a.blk2 ? 2 : (int)blockIdx.x >= a.blk1 ? 1 : 0;
-    int b0 = seg == 0 ? 0 : seg == 1 ? a.blk1 : a.blk2;
-    int OC = seg == 0 ? a.OC0 : seg == 1 ? a.OC1 : a.OC2;
-    const __nv_bfloat16 *w = seg == 0 ? a.w0 : seg == 1 ? a.w1 : a.w2;
-    float *out = seg == 0 ? a.out0 : seg == 1 ? a.out1 : a.out2;
-    int lane = threadIdx.x & 31, o = ((int)blockIdx.x - b0) * GEMV_WARPS + (threadIdx.x >> 5);
     if (o >= OC) return;
     float acc[R];
-    gemv_row<R, NORM>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane, rs, a.nw);
+    gemv_row<R, NORM>(acc, wv, wr, in, IC, lane, rs, a.nw);
     if (MODE == GEMV_SWIGLU) {
         float up[R];
-        gemv_row<R, NORM>(up, (const uint4 *)(a.w1 + (size_t)o * IC), in, IC, lane, rs, a.nw);
+        gemv_row<R, NORM>(up, uv, ur, in, IC, lane, rs, a.nw);
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r] = acc[r] * (1.f / (1.f + expf(-acc[r]))) * up[r];
     }
@@ -1271,11 +1332,10 @@ static int gemv_try(float *out, const float *in, const float *w, const float *b,
     const __nv_bfloat16 *wb = (const __nv_bfloat16 *)wf;
     switch (N) {
 #define GEMV_CASE(R) \
-    case R: gemv_bf16_kernel<R><<<grid, block, 0, cuda_stream()>>>(out, in, wb, b, IC, OC); break;
+    case R: cuda_launch(true, gemv_bf16_kernel<R>, grid, block, 0, out, in, wb, b, IC, OC); break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     }
-    CUDA_LAUNCHED();
     own_launch_done(before, out, (size_t)N * OC * sizeof(float));
     cuda_gemv_launches++;
     return 1;
@@ -1297,11 +1357,10 @@ static void gemv_fused_launch(const GemvArgs &a, int blocks, const float *in, in
     dim3 grid(blocks), block(GEMV_WARPS * 32);
     switch (N) {
 #define GEMV_CASE(R) \
-    case R: gemv_fused_kernel<R, MODE, NORM><<<grid, block, 0, cuda_stream()>>>(a, in, IC); break;
+    case R: cuda_launch(true, gemv_fused_kernel<R, MODE, NORM>, grid, block, 0, a, in, IC); break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     }
-    CUDA_LAUNCHED();
     cuda_gemv_launches++;
 }
 

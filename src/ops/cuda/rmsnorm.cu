@@ -11,6 +11,8 @@
 /* ob: NULL, or out's bf16 shadow (linear.cu), the rounding of each value stored */
 __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, const float *w, int C, float eps,
                                    __nv_bfloat16 *ob) {
+    pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
+    pdl_trigger();
     __shared__ float sh[32];
     const float *xi = x + (size_t)blockIdx.x * C;
     float ss = 0.f;
@@ -83,8 +85,7 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
     size_t n = (size_t)N * C;
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
     unsigned long before = cuda_epoch;
-    rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(out, rstd, x, w, C, eps, ob);
-    CUDA_LAUNCHED();
+    cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob);
     CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 3);
 }

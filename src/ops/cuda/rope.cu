@@ -105,6 +105,8 @@ void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int
  * written. */
 __global__ void rope_append_kernel(float *qr, float *K, float *V, const float *q, const float *k, const float *v,
                                    const int *pos, const int *row, int ld, int nh, int nkv, int hd, float theta) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     extern __shared__ float2 cs[];
     int b = blockIdx.x, half = hd / 2, pairs = half + (hd & 1), kvd = nkv * hd;
     int p = pos[0];
@@ -134,6 +136,5 @@ void cuda_rope_append_at(real *qr, real *K, real *V, real *kr, const real *q, co
                          const int *pos, const int *row, int B, int ld, int nh, int nkv, int hd, real theta) {
     if (B <= 0 || hd <= 0) return;
     size_t smem = sizeof(float2) * (hd / 2 ? hd / 2 : 1);
-    rope_append_kernel<<<B, 256, smem, cuda_stream()>>>(qr, K, V, q, k, v, pos, row, ld, nh, nkv, hd, theta);
-    CUDA_LAUNCHED();
+    cuda_launch(true, rope_append_kernel, dim3(B), dim3(256), smem, qr, K, V, q, k, v, pos, row, ld, nh, nkv, hd, theta);
 }

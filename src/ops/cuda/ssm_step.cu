@@ -9,6 +9,8 @@
 __global__ void scan_step_kernel(float *y, float *h, const float *x, const float *dt_raw, const float *A_log,
                                  const float *Bm, const float *Cm, const float *D, const float *z, int B, int E,
                                  int S) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (w >= B * E) return; /* whole warps exit together */
     int b = w / E, e = w % E;
@@ -26,6 +28,8 @@ __global__ void scan_step_kernel(float *y, float *h, const float *x, const float
 
 __global__ void ssd_step_kernel(float *y, float *h, const float *xbc, const float *dt_raw, const float *dt_bias,
                                 const float *A_log, const float *D, int B, int nh, int P, int G, int N) {
+    pdl_wait();   /* PDL (common.cuh): nothing read or written before the predecessor is done */
+    pdl_trigger();
     int w = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (w >= B * nh * P) return;
     int p = w % P, hd = (w / P) % nh, b = w / (P * nh);
@@ -48,9 +52,8 @@ void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_ra
                               const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S) {
     if (B <= 0 || E <= 0 || S <= 0) return;
     size_t threads = (size_t)B * E * 32;
-    scan_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS, 0, cuda_stream()>>>(y, h, x, dt_raw, A_log, Bm, Cm, D,
-                                                                                 z, B, E, S);
-    CUDA_LAUNCHED();
+    cuda_launch(true, scan_step_kernel, dim3(blocks_for(threads, 32 * STEP_WARPS)), dim3(32 * STEP_WARPS), 0, y, h, x,
+                dt_raw, A_log, Bm, Cm, D, z, B, E, S);
     fh_count_macs(3ull * B * E * S);
 }
 
@@ -58,8 +61,7 @@ void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const 
                    const real *D, int B, int nh, int P, int G, int N) {
     if (B <= 0 || nh <= 0 || P <= 0 || N <= 0) return;
     size_t threads = (size_t)B * nh * P * 32;
-    ssd_step_kernel<<<blocks_for(threads, 32 * STEP_WARPS), 32 * STEP_WARPS, 0, cuda_stream()>>>(y, h, xbc, dt_raw, dt_bias, A_log,
-                                                                                D, B, nh, P, G, N);
-    CUDA_LAUNCHED();
+    cuda_launch(true, ssd_step_kernel, dim3(blocks_for(threads, 32 * STEP_WARPS)), dim3(32 * STEP_WARPS), 0, y, h, xbc,
+                dt_raw, dt_bias, A_log, D, B, nh, P, G, N);
     fh_count_macs(3ull * B * nh * P * N);
 }

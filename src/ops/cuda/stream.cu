@@ -30,6 +30,16 @@ unsigned long cuda_free_gen;
 
 int cuda_capturing(void) { return capturing; }
 
+/* common.cuh cuda_launch: PDL in recorded graphs unless FLOWHN_PDL=0 (read once) */
+int cuda_pdl_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("FLOWHN_PDL");
+        on = !e || strcmp(e, "0");
+    }
+    return on && capturing;
+}
+
 /* the branch streams wait for the main sequence (entering a parallel block) */
 static void fork_branches(void) {
     CUDA_CALL(cudaEventRecord(ev_fork, streams[0]));
