@@ -575,7 +575,10 @@ static void linear_gemv_cases(int rc) {
     struct { int N, IC, OC, off, bias, want_gemv; } cases[] = {
         {1, 64, 1, 0, 0, 1},    {1, 768, 2304, 0, 1, 1}, {2, 768, 33, 8, 0, 1}, {3, 1024, 4097, 0, 1, 1},
         {5, 256, 100, 16, 1, 1}, {8, 2048, 513, 0, 0, 1}, {9, 256, 64, 0, 0, 0},  {1, 1004, 64, 0, 1, 0},
-        {2, 256, 64, 4, 1, 0}};
+        {2, 256, 64, 4, 1, 0},
+        /* IC 1000: 125 16-byte chunks a row, so lanes 0-28 take gemv_row's first full group of
+         * GEMV_UNROLL loads (issued before the PDL wait) and lanes 29-31 only 3 of them */
+        {2, 1000, 37, 0, 1, 1}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         if (rc && !cases[ci].want_gemv) continue;   /* those run cuBLASLt */
         int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, off = cases[ci].off;
@@ -645,7 +648,8 @@ static void decode_fused_cases(int rc) {
     struct { int N, IC, OC, OC1, OC2, want; } cases[] = {
         {1, 64, 1, 1, 1, 1},       {1, 2048, 2048, 512, 512, 1}, {2, 768, 33, 0, 17, 1}, {3, 1024, 4097, 9, 0, 1},
         {4, 256, 100, 100, 3, 1},  {5, 520, 513, 7, 1, 1},       {6, 128, 8, 16, 24, 1}, {7, 64, 65, 1, 129, 1},
-        {8, 2048, 513, 128, 128, 1}, {1, 1004, 64, 32, 32, 0},   {3, 36, 5, 5, 5, 0}};
+        {8, 2048, 513, 128, 128, 1}, {1, 1004, 64, 32, 32, 0},   {3, 36, 5, 5, 5, 0},
+        {2, 1000, 37, 5, 9, 1}};   /* IC 1000: a warp's lanes split between gemv_row's two branches */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         if (rc && !cases[ci].want) continue;   /* the composition path: cuBLASLt products */
         int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, OC1 = cases[ci].OC1, OC2 = cases[ci].OC2;

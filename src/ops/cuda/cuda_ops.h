@@ -99,6 +99,12 @@ int cuda_set_m2_kernels(int on);
  * previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_scan1_kernels(int on);
 
+/* Programmatic Dependent Launch of the decode kernels in recorded graphs
+ * (common.cuh cuda_launch): on by default, FLOWHN_PDL=0 turns it off (read on
+ * first use). It applies to graphs recorded after the call. Returns the
+ * previous setting; -1 leaves it as it is (tests use both). */
+int cuda_set_pdl(int on);
+
 #ifdef __cplusplus
 }
 #endif

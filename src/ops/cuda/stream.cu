@@ -31,14 +31,17 @@ unsigned long cuda_free_gen;
 int cuda_capturing(void) { return capturing; }
 
 /* common.cuh cuda_launch: PDL in recorded graphs unless FLOWHN_PDL=0 (read once) */
-int cuda_pdl_enabled(void) {
-    static int on = -1;
-    if (on < 0) {
+static int pdl_on = -1;
+int cuda_set_pdl(int on) {
+    if (pdl_on < 0) {
         const char *e = getenv("FLOWHN_PDL");
-        on = !e || strcmp(e, "0");
+        pdl_on = !e || strcmp(e, "0");
     }
-    return on && capturing;
+    int was = pdl_on;
+    if (on >= 0) pdl_on = on != 0;
+    return was;
 }
+int cuda_pdl_enabled(void) { return capturing && (pdl_on >= 0 ? pdl_on : cuda_set_pdl(-1)); }
 
 /* the branch streams wait for the main sequence (entering a parallel block) */
 static void fork_branches(void) {
