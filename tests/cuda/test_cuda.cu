@@ -576,7 +576,7 @@ static void linear_gemv_cases(int rc) {
         {1, 64, 1, 0, 0, 1},    {1, 768, 2304, 0, 1, 1}, {2, 768, 33, 8, 0, 1}, {3, 1024, 4097, 0, 1, 1},
         {5, 256, 100, 16, 1, 1}, {8, 2048, 513, 0, 0, 1}, {9, 256, 64, 0, 0, 0},  {1, 1004, 64, 0, 1, 0},
         {2, 256, 64, 4, 1, 0},
-        /* IC 1000: 125 16-byte chunks a row, so lanes 0-28 take gemv_row's first full group of
+        /* IC 1000: 125 16-byte chunks a row, so lanes 0-28 take gemv_row_pdl's first full group of
          * GEMV_UNROLL loads (issued before the PDL wait) and lanes 29-31 only 3 of them */
         {2, 1000, 37, 0, 1, 1}};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -616,6 +616,31 @@ static void linear_gemv_cases(int rc) {
             G->to_host(h0, g0, sizeof(float) * N * OC);
             cmp("vs_cublaslt", h0, g1, (size_t)N * OC);
         }
+        /* recorded with PDL on: gemv_bf16_pdl_kernel (mode 1, linear.cu) and main's code after a wait
+         * (mode 2, FLOWHN_PDL_GEMV=2), each with the eager (main's) kernel's bits */
+        for (int mode = 1; took && mode <= 2; mode++) {
+            int pdl_was = cuda_set_pdl(1), gemv_was = cuda_set_pdl_gemv(mode);
+            float *gp = dnan((size_t)N * OC);
+            void *gr = NULL;
+            setenv("FLOWHN_GEMV", "1", 1);
+            if (G->graph_begin() == 0) {
+                G->linear_fwd(gp, din, dw, dbp, N, IC, OC);
+                gr = G->graph_end();
+            }
+            setenv("FLOWHN_GEMV", "0", 1);
+            CHECK(gr != NULL, "recording the gemv product failed: %s", fh_last_error());
+            if (!gr) line_ok = 0;
+            if (gr && G->graph_launch(gr) == 0) {
+                G->to_host(h0, g1, sizeof(float) * N * OC);
+                TOL = 0;
+                cmp(mode == 1 ? "pdl_vs_plain" : "pdlwait_vs_plain", h0, gp, (size_t)N * OC);
+                TOL = 1e-5;
+            }
+            if (gr) G->graph_free(gr);
+            G->release(gp);
+            cuda_set_pdl(pdl_was);
+            cuda_set_pdl_gemv(gemv_was);
+        }
         line_end();
         G->freeze_weights(NULL, 0);
         free(in); free(wb); free(bias); free(out); free(h0);
@@ -649,7 +674,7 @@ static void decode_fused_cases(int rc) {
         {1, 64, 1, 1, 1, 1},       {1, 2048, 2048, 512, 512, 1}, {2, 768, 33, 0, 17, 1}, {3, 1024, 4097, 9, 0, 1},
         {4, 256, 100, 100, 3, 1},  {5, 520, 513, 7, 1, 1},       {6, 128, 8, 16, 24, 1}, {7, 64, 65, 1, 129, 1},
         {8, 2048, 513, 128, 128, 1}, {1, 1004, 64, 32, 32, 0},   {3, 36, 5, 5, 5, 0},
-        {2, 1000, 37, 5, 9, 1}};   /* IC 1000: a warp's lanes split between gemv_row's two branches */
+        {2, 1000, 37, 5, 9, 1}};   /* IC 1000: a warp's lanes split between gemv_row_pdl's two branches */
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         if (rc && !cases[ci].want) continue;   /* the composition path: cuBLASLt products */
         int N = cases[ci].N, IC = cases[ci].IC, OC = cases[ci].OC, OC1 = cases[ci].OC1, OC2 = cases[ci].OC2;
@@ -726,6 +751,50 @@ static void decode_fused_cases(int rc) {
         cmp("norm_q_unfused", h, g0n, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("norm_swiglu_unfused", h, gswn, o0);
+        for (int mode = 1; cases[ci].want && mode <= 2; mode++) {
+            /* the five fused ops recorded with PDL on: gemv_fused_pdl_kernel (mode 1, linear.cu), whose
+             * first weight loads come before the wait, and main's code after a wait (mode 2,
+             * FLOWHN_PDL_GEMV=2); the plain kernels' bits (TOL 0) */
+            int pdl_was = cuda_set_pdl(1), gemv_was = cuda_set_pdl_gemv(mode);
+            float *p0 = dnan(o0), *p1 = dnan(o1 + 1), *p2 = dnan(o2 + 1), *pres = dnan(o0), *psw = dnan(o0);
+            float *p0n = dnan(o0), *p1n = dnan(o1 + 1), *p2n = dnan(o2 + 1), *pswn = dnan(o0);
+            void *gr = NULL;
+            unsigned long before_pdl = cuda_gemv_launches;
+            if (G->graph_begin() == 0) {
+                G->linear3_fwd(p0, p1, p2, din, d0, d1, d2, N, IC, OC, OC1, OC2, NULL, 0, NULL, NULL);
+                G->linear_res_fwd(pres, din, dr, dres, N, IC, OC);
+                G->swiglu_linear_fwd(psw, gg, gu, din, dg, du, N, IC, OC, NULL, 0, NULL, NULL);
+                G->linear3_fwd(p0n, p1n, p2n, din, d0, d1, d2, N, IC, OC, OC1, OC2, dnw, eps, gnormed, grstd);
+                G->swiglu_linear_fwd(pswn, gg, gu, din, dg, du, N, IC, OC, dnw, eps, gnormed, grstd);
+                gr = G->graph_end();
+            }
+            CHECK(gr != NULL, "recording the fused ops failed: %s", fh_last_error());
+            CHECK(cuda_gemv_launches - before_pdl == 5ul, "recorded gemv launches %lu, expected 5",
+                  cuda_gemv_launches - before_pdl);
+            if (!gr || cuda_gemv_launches - before_pdl != 5ul) line_ok = 0;
+            if (gr && G->graph_launch(gr) == 0) {
+                TOL = 0;
+                struct { const char *what; float *ref, *got; size_t n; } pc[] = {
+                    {"q", g0, p0, o0},       {"k", g1, p1, o1},       {"v", g2, p2, o2},
+                    {"res", gres, pres, o0}, {"swiglu", gsw, psw, o0}, {"norm_q", g0n, p0n, o0},
+                    {"norm_k", g1n, p1n, o1}, {"norm_v", g2n, p2n, o2}, {"norm_swiglu", gswn, pswn, o0}};
+                float *hr = (float *)malloc(sizeof(float) * (o0 > o1 ? (o0 > o2 ? o0 : o2) : (o1 > o2 ? o1 : o2)));
+                for (size_t k = 0; k < sizeof pc / sizeof pc[0]; k++) {
+                    if (!pc[k].n) continue;
+                    G->to_host(hr, pc[k].ref, sizeof(float) * pc[k].n);
+                    char what[32];
+                    snprintf(what, sizeof what, "%s_%s", mode == 1 ? "pdl" : "pdlwait", pc[k].what);
+                    cmp(what, hr, pc[k].got, pc[k].n);
+                }
+                free(hr);
+                TOL = 1e-5;
+            }
+            if (gr) G->graph_free(gr);
+            float *pfree[] = {p0, p1, p2, pres, psw, p0n, p1n, p2n, pswn};
+            for (size_t i = 0; i < sizeof pfree / sizeof pfree[0]; i++) G->release(pfree[i]);
+            cuda_set_pdl(pdl_was);
+            cuda_set_pdl_gemv(gemv_was);
+        }
         line_end();
         G->freeze_weights(NULL, 0);
         free(hw); free(in); free(res); free(c0); free(c1); free(c2); free(cres); free(csw); free(cg); free(cu); free(h);

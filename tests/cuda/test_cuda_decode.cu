@@ -357,13 +357,25 @@ static void generator_bf16(const TinySpec *s) {
     mc.plan_len = mg.plan_len = T;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     float *ref = run_generator(&mc, B, T, 0), *gemv = run_generator(&mg, B, T, 0);
-    /* the same graph-replayed gemv decode without PDL (common.cuh cuda_launch): the same kernels in
-     * the same order, so the logits must be the same bits; a kernel that read its predecessor's output
-     * before pdl_wait would differ. And op by op (plain launches, no graph), for information: the
-     * recording may take other bf16 roundings' buffers (shadows), which cuBLASLt's algorithm can see. */
-    int pdl_was = cuda_set_pdl(0);
+    /* the same graph-replayed gemv decode under each PDL setting, set explicitly (whatever FLOWHN_PDL /
+     * FLOWHN_PDL_GEMV say; gemv above ran under the environment's): PDL on (the gemv products' _pdl
+     * kernels, linear.cu), on with the gemv products plain and main's kernels (FLOWHN_PDL_GEMV=0), on
+     * with main's gemv code after a wait (=2), off (FLOWHN_PDL=0: main's gemv kernels). The same
+     * kernels' arithmetic in the same order (the _pdl kernels sum each row in main's order), so the
+     * logits must be the same bits; a kernel that read its predecessor's output before pdl_wait would
+     * differ. And op by op (plain launches, no graph), for information: the recording may take other
+     * bf16 roundings' buffers (shadows), which cuBLASLt's algorithm can see. */
+    int pdl_was = cuda_set_pdl(1), pdl_gemv_was = cuda_set_pdl_gemv(1);
+    float *pdl_on = run_generator(&mg, B, T, 0);
+    cuda_set_pdl_gemv(0);
+    float *pdl_gemvoff = run_generator(&mg, B, T, 0);
+    cuda_set_pdl_gemv(2);   /* FLOWHN_PDL_GEMV=2: the gemv products PDL-launched with main's code after a wait */
+    float *pdl_gemvwait = run_generator(&mg, B, T, 0);
+    cuda_set_pdl(0);
+    cuda_set_pdl_gemv(1);
     float *nopdl = run_generator(&mg, B, T, 0);
     cuda_set_pdl(pdl_was);
+    cuda_set_pdl_gemv(pdl_gemv_was);
     float *eager = run_generator(&mg, B, T, 0, 0);
     /* gemv without the decode fusions: one gemv launch per product, separate adds, SwiGLU, RoPE, copies */
     char *saved = env_set("FLOWHN_DECODE_FUSE", "0");
@@ -379,12 +391,21 @@ static void generator_bf16(const TinySpec *s) {
     if (ref && frozen && plain && gemv && unfused) {
         double e_same = rel(frozen, plain, n), e_ref = rel(frozen, ref, n);
         double e_gemv = rel(gemv, frozen, n), e_gemv_ref = rel(gemv, ref, n), e_fuse = rel(gemv, unfused, n);
-        double e_pdl = nopdl ? rel(gemv, nopdl, n) : 1.0, e_eager = eager ? rel(gemv, eager, n) : 1.0;
-        CHECK(e_pdl <= 1e-6, "%s: graph-replayed gemv decode with PDL %s vs without, logits rel %.3e", name,
-              pdl_was ? "on" : "(off: FLOWHN_PDL=0)", e_pdl);
+        double e_pdl = nopdl && pdl_on ? rel(pdl_on, nopdl, n) : 1.0;
+        double e_pdl_gemv = pdl_gemvoff && pdl_on ? rel(pdl_on, pdl_gemvoff, n) : 1.0;
+        double e_pdl_wait = pdl_gemvwait && pdl_on ? rel(pdl_on, pdl_gemvwait, n) : 1.0;
+        double e_env = pdl_on ? rel(gemv, pdl_on, n) : 1.0, e_eager = eager ? rel(gemv, eager, n) : 1.0;
+        CHECK(e_pdl <= 1e-6, "%s: graph-replayed gemv decode with PDL on vs off (FLOWHN_PDL=0), logits rel %.3e",
+              name, e_pdl);
+        CHECK(e_pdl_gemv <= 1e-6, "%s: graph-replayed gemv decode with PDL on vs on but gemv plain "
+              "(FLOWHN_PDL_GEMV=0), logits rel %.3e", name, e_pdl_gemv);
+        CHECK(e_pdl_wait <= 1e-6, "%s: graph-replayed gemv decode with PDL on vs on with main's gemv after a wait "
+              "(FLOWHN_PDL_GEMV=2), logits rel %.3e", name, e_pdl_wait);
+        CHECK(e_env <= 1e-6, "%s: graph-replayed gemv decode under the environment's PDL setting vs on, logits "
+              "rel %.3e", name, e_env);
         CHECK(e_eager < 1e-2, "%s: graph-replayed vs op-by-op gemv decode logits rel %.3e", name, e_eager);
-        printf("    %-26s replayed gemv decode, PDL %s vs off %.2e; vs op by op %.2e\n", name,
-               pdl_was ? "on" : "off (FLOWHN_PDL=0)", e_pdl, e_eager);
+        printf("    %-26s replayed gemv decode, PDL on vs off %.2e, vs gemv-off %.2e, vs gemv-wait %.2e; vs op by op "
+               "%.2e\n", name, e_pdl, e_pdl_gemv, e_pdl_wait, e_eager);
         /* the fused gemv kernels sum as gemv_bf16_kernel does, so ~0 is expected; a last-bit difference
          * (an FMA contracted differently) may flip later bf16 roundings: the bf16 bound */
         CHECK(e_fuse < 1e-2, "%s: fused vs unfused gemv generator logits rel %.3e", name, e_fuse);
@@ -396,7 +417,8 @@ static void generator_bf16(const TinySpec *s) {
         printf("    %-26s frozen vs per-product %.2e, vs CPU fp32 %.2e; gemv vs cuBLASLt %.2e, vs CPU fp32 %.2e\n",
                name, e_same, e_ref, e_gemv, e_gemv_ref);
     }
-    free(ref); free(frozen); free(plain); free(gemv); free(unfused); free(nopdl); free(eager);
+    free(ref); free(frozen); free(plain); free(gemv); free(unfused); free(eager);
+    free(nopdl); free(pdl_on); free(pdl_gemvoff); free(pdl_gemvwait);
     model_free(&mc);
     model_free(&mg);
 }

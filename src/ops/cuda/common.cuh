@@ -93,6 +93,10 @@ void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw);
  * stream, whose implicit ordering with the branch streams PDL is not
  * documented to keep, so they stay plain. */
 int cuda_pdl_enabled(void);   /* recording now, and FLOWHN_PDL unset or not "0" (read once; stream.cu) */
+/* 0 unless cuda_pdl_enabled; then FLOWHN_PDL_GEMV's setting (stream.cu):
+ * 1 (default) the gemv products take PDL with their _pdl kernels, 2 PDL with
+ * main's code after a wait, 0 main's kernels launched plainly (linear.cu) */
+int cuda_pdl_gemv_enabled(void);
 /* whether the weights are frozen (the generator; training never freezes):
  * kernels shared with training (rmsnorm_fwd, silu_fwd, gated_rmsnorm_fwd)
  * take PDL only then, so training's launches stay as they were (linear.cu) */

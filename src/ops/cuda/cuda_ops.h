@@ -104,6 +104,12 @@ int cuda_set_scan1_kernels(int on);
  * first use). It applies to graphs recorded after the call. Returns the
  * previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_pdl(int on);
+/* the same for the gemv products alone, while cuda_set_pdl is on (stream.cu):
+ * 1 (default) PDL with the _pdl kernels (weight loads before the wait), 0
+ * (FLOWHN_PDL_GEMV=0) plain launches of main's kernels while the other decode
+ * kernels keep PDL, 2 (FLOWHN_PDL_GEMV=2) PDL launches of main's code after a
+ * wait at the top. Returns the previous setting; -1 leaves it. */
+int cuda_set_pdl_gemv(int on);
 
 #ifdef __cplusplus
 }

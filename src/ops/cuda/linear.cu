@@ -1154,6 +1154,66 @@ __device__ __forceinline__ void gemv_fma8(float *acc, const float *wf, const flo
  * to cover HBM latency at full bandwidth otherwise (Little's law: ~3 MB). */
 #define GEMV_UNROLL 4
 
+/* Two variants of each gemv kernel (docs/perf-notes.md "decode-pdl2"): the
+ * plain ones (gemv_row, gemv_bf16_kernel, gemv_fused_kernel) are main's code
+ * before PDL, unchanged, and run in training, in eager decode and whenever the
+ * gemv launches are not PDL ones (FLOWHN_PDL=0, FLOWHN_PDL_GEMV=0); the _pdl
+ * ones (first weight loads before griddepcontrol.wait) run only when the
+ * launch carries the PDL attribute (FLOWHN_PDL_GEMV unset or 1), and main's
+ * code with a wait at the top (WAIT) with FLOWHN_PDL_GEMV=2. So the off
+ * settings measure main's gemv, and the restructure's cost (registers, load
+ * order) can be told from the early launch's.
+ * Both sum each row in the same order, so their outputs have the same bits. */
+
+/* acc[r] = (weight row wr) . (input row r), the warp's sum in every lane */
+template <int R, bool NORM = false>
+__device__ __forceinline__ void gemv_row(float *acc, const uint4 *wr, const float *in, int IC, int lane,
+                                         const float *rs = nullptr, const float *nw = nullptr) {
+    int n8 = IC / 8;
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.f;
+    int k8 = lane;
+    for (; k8 + 32 * (GEMV_UNROLL - 1) < n8; k8 += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) wv[u] = __ldg(wr + k8 + 32 * u);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+            float wf[8];
+            bf16x8_to_float(wv[u], wf);
+            gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
+        }
+    }
+    for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
+        float wf[8];
+        bf16x8_to_float(__ldg(wr + k8), wf);
+        gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+}
+
+/* WAIT (FLOWHN_PDL_GEMV=2 only): launched with PDL, main's code after a wait
+ * at the top, so no weight load overlaps the predecessor: separates the early
+ * launch (blocks resident under the predecessor's tail) from the early loads.
+ * WAIT false compiles to main's kernel. */
+template <int R, bool WAIT = false>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
+    if (WAIT) {
+        pdl_wait();
+        pdl_trigger();
+    }
+    int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (o >= OC) return;
+    float acc[R];
+    gemv_row<R>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        if (lane == 0) out[(size_t)r * OC + o] = acc[r] + (b ? b[o] : 0.f);
+}
+
 /* PDL (common.cuh cuda_launch): a gemv grid may start while its predecessor
  * still runs. The frozen bf16 weights are written by no kernel of the decode,
  * so before pdl_wait a lane issues its row's first GEMV_UNROLL 16-byte loads
@@ -1181,7 +1241,7 @@ __device__ __forceinline__ void gemv_row_start(uint4 *wv, const uint4 *wr, int n
 /* acc[r] = (weight row wr) . (input row r), the warp's sum in every lane;
  * wv: gemv_row_start's loads of the row */
 template <int R, bool NORM = false>
-__device__ __forceinline__ void gemv_row(float *acc, const uint4 *wv0, const uint4 *wr, const float *in, int IC,
+__device__ __forceinline__ void gemv_row_pdl(float *acc, const uint4 *wv0, const uint4 *wr, const float *in, int IC,
                                          int lane, const float *rs = nullptr, const float *nw = nullptr) {
     int n8 = IC / 8;
 #pragma unroll
@@ -1227,7 +1287,7 @@ __device__ __forceinline__ void gemv_row(float *acc, const uint4 *wv0, const uin
 
 template <int R>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_bf16_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
+    gemv_bf16_pdl_kernel(float *out, const float *in, const __nv_bfloat16 *w, const float *b, int IC, int OC) {
     int lane = threadIdx.x & 31, o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const uint4 *wr = (const uint4 *)(w + (size_t)o * IC);
     uint4 wv[GEMV_UNROLL];
@@ -1239,7 +1299,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     pdl_trigger();
     if (o >= OC) return;
     float acc[R];
-    gemv_row<R>(acc, wv, wr, in, IC, lane);
+    gemv_row_pdl<R>(acc, wv, wr, in, IC, lane);
 #pragma unroll
     for (int r = 0; r < R; r++)
         if (lane == 0) out[(size_t)r * OC + o] = acc[r] + (b ? b[o] : 0.f);
@@ -1271,8 +1331,48 @@ struct GemvArgs {
     float eps;
 };
 
-template <int R, int MODE, bool NORM>
+template <int R, int MODE, bool NORM, bool WAIT = false>   /* WAIT: as gemv_bf16_kernel's */
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_kernel(GemvArgs a, const float *in, int IC) {
+    if (WAIT) {
+        pdl_wait();
+        pdl_trigger();
+    }
+    float rs[R];
+    if (NORM) {   /* before any thread leaves: block_sum needs the whole block */
+        __shared__ float sh[32];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float *xi = in + (size_t)r * IC;
+            float ss = 0.f;
+            for (int c = threadIdx.x; c < IC; c += blockDim.x) ss += xi[c] * xi[c];
+            ss = block_sum(ss, sh);
+            rs[r] = rsqrtf(ss / IC + a.eps);
+        }
+    }
+    int seg = MODE != GEMV_MULTI ? 0 : (int)blockIdx.x >= a.blk2 ? 2 : (int)blockIdx.x >= a.blk1 ? 1 : 0;
+    int b0 = seg == 0 ? 0 : seg == 1 ? a.blk1 : a.blk2;
+    int OC = seg == 0 ? a.OC0 : seg == 1 ? a.OC1 : a.OC2;
+    const __nv_bfloat16 *w = seg == 0 ? a.w0 : seg == 1 ? a.w1 : a.w2;
+    float *out = seg == 0 ? a.out0 : seg == 1 ? a.out1 : a.out2;
+    int lane = threadIdx.x & 31, o = ((int)blockIdx.x - b0) * GEMV_WARPS + (threadIdx.x >> 5);
+    if (o >= OC) return;
+    float acc[R];
+    gemv_row<R, NORM>(acc, (const uint4 *)(w + (size_t)o * IC), in, IC, lane, rs, a.nw);
+    if (MODE == GEMV_SWIGLU) {
+        float up[R];
+        gemv_row<R, NORM>(up, (const uint4 *)(a.w1 + (size_t)o * IC), in, IC, lane, rs, a.nw);
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = acc[r] * (1.f / (1.f + expf(-acc[r]))) * up[r];
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        size_t i = (size_t)r * OC + o;
+        if (lane == 0) out[i] = MODE == GEMV_RES ? acc[r] + a.res[i] : acc[r];
+    }
+}
+
+template <int R, int MODE, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_pdl_kernel(GemvArgs a, const float *in, int IC) {
     int seg = MODE != GEMV_MULTI ? 0 : (int)blockIdx.x >= a.blk2 ? 2 : (int)blockIdx.x >= a.blk1 ? 1 : 0;
     int b0 = seg == 0 ? 0 : seg == 1 ? a.blk1 : a.blk2;
     int OC = seg == 0 ? a.OC0 : seg == 1 ? a.OC1 : a.OC2;
@@ -1302,10 +1402,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_fused_kernel(GemvArgs a,
     }
     if (o >= OC) return;
     float acc[R];
-    gemv_row<R, NORM>(acc, wv, wr, in, IC, lane, rs, a.nw);
+    gemv_row_pdl<R, NORM>(acc, wv, wr, in, IC, lane, rs, a.nw);
     if (MODE == GEMV_SWIGLU) {
         float up[R];
-        gemv_row<R, NORM>(up, uv, ur, in, IC, lane, rs, a.nw);
+        gemv_row_pdl<R, NORM>(up, uv, ur, in, IC, lane, rs, a.nw);
 #pragma unroll
         for (int r = 0; r < R; r++) acc[r] = acc[r] * (1.f / (1.f + expf(-acc[r]))) * up[r];
     }
@@ -1329,10 +1429,15 @@ static int gemv_try(float *out, const float *in, const float *w, const float *b,
     if (!wf || ((uintptr_t)wf | (uintptr_t)in) % 16) return 0;
     unsigned long before = cuda_epoch;
     dim3 grid((OC + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+    int pdl = cuda_pdl_gemv_enabled();   /* 1 the _pdl kernel, 2 main's after a wait, 0 main's plainly */
     const __nv_bfloat16 *wb = (const __nv_bfloat16 *)wf;
     switch (N) {
 #define GEMV_CASE(R) \
-    case R: cuda_launch(true, gemv_bf16_kernel<R>, grid, block, 0, out, in, wb, b, IC, OC); break;
+    case R:                                                                                                   \
+        if (pdl == 1) cuda_launch(true, gemv_bf16_pdl_kernel<R>, grid, block, 0, out, in, wb, b, IC, OC);     \
+        else if (pdl == 2) cuda_launch(true, gemv_bf16_kernel<R, true>, grid, block, 0, out, in, wb, b, IC, OC); \
+        else cuda_launch(false, gemv_bf16_kernel<R>, grid, block, 0, out, in, wb, b, IC, OC);                 \
+        break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     }
@@ -1355,9 +1460,14 @@ static int gemv_fusable(const float *in, int N, int IC, const float *norm_w) {
 template <int MODE, bool NORM>
 static void gemv_fused_launch(const GemvArgs &a, int blocks, const float *in, int N, int IC) {
     dim3 grid(blocks), block(GEMV_WARPS * 32);
+    int pdl = cuda_pdl_gemv_enabled();   /* 1 the _pdl kernel, 2 main's after a wait, 0 main's plainly */
     switch (N) {
 #define GEMV_CASE(R) \
-    case R: cuda_launch(true, gemv_fused_kernel<R, MODE, NORM>, grid, block, 0, a, in, IC); break;
+    case R:                                                                                       \
+        if (pdl == 1) cuda_launch(true, gemv_fused_pdl_kernel<R, MODE, NORM>, grid, block, 0, a, in, IC);     \
+        else if (pdl == 2) cuda_launch(true, gemv_fused_kernel<R, MODE, NORM, true>, grid, block, 0, a, in, IC); \
+        else cuda_launch(false, gemv_fused_kernel<R, MODE, NORM>, grid, block, 0, a, in, IC);                 \
+        break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     }

@@ -43,6 +43,26 @@ int cuda_set_pdl(int on) {
 }
 int cuda_pdl_enabled(void) { return capturing && (pdl_on >= 0 ? pdl_on : cuda_set_pdl(-1)); }
 
+/* the gemv products under PDL (linear.cu; for the A/B of which part helps:
+ * docs/perf-notes.md "decode-pdl2"): FLOWHN_PDL_GEMV unset or 1 their _pdl
+ * kernels (first weight loads before the wait); 0 plain launches of main's
+ * kernels while the other decode kernels keep PDL; 2 PDL launches of main's
+ * code after a wait at the top (the early launch without the early loads) */
+static int pdl_gemv_on = -1;
+int cuda_set_pdl_gemv(int on) {
+    if (pdl_gemv_on < 0) {
+        const char *e = getenv("FLOWHN_PDL_GEMV");
+        pdl_gemv_on = !e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "2") ? 2 : 1;
+    }
+    int was = pdl_gemv_on;
+    if (on >= 0) pdl_gemv_on = on > 2 ? 1 : on;
+    return was;
+}
+int cuda_pdl_gemv_enabled(void) {
+    if (!cuda_pdl_enabled()) return 0;
+    return pdl_gemv_on >= 0 ? pdl_gemv_on : cuda_set_pdl_gemv(-1);
+}
+
 /* the branch streams wait for the main sequence (entering a parallel block) */
 static void fork_branches(void) {
     CUDA_CALL(cudaEventRecord(ev_fork, streams[0]));
