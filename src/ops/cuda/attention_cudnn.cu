@@ -678,6 +678,9 @@ static int rope_table(const float2 **cs, const int *pos, int n, int hd, float th
     return 0;
 }
 
+/* the masked scores' value: -inf, but cuDNN before 9.10 wants the lowest float there (cudnn-frontend does so) */
+static float mask_value(void) { return dn.version() < 91000 ? -3.402823466e38f : -INFINITY; }
+
 static int usable(int hd) {
     if (cuda_set_attn_cudnn(-1) <= 0) return 0;
     if (hd % 8 || hd > 128 || hd < 8) return 0;
@@ -709,7 +712,7 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     to_bf16(Qh, q, cs, B, n, nh, hd);
     to_bf16(Kh, k, cs, B, n, nkv, hd);
     to_bf16(Vh, v, NULL, B, n, nkv, hd);
-    float scale = 1.f / sqrtf((float)hd), neginf = -INFINITY;
+    float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
     void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
     if (execute(p, uids, ptrs, 7, ws, "forward")) { path_off("the forward failed"); return 1; }
@@ -752,7 +755,7 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     to_bf16(Oh, out, NULL, B, n, nh, hd);   /* the forward's O exactly: out holds its values */
     /* cuDNN before 9.6 expects the dQ accumulator zeroed (cudnn-frontend memsets it there) */
     if (dn.version() < 90600) CUDA_CALL(cudaMemsetAsync(dQacc, 0, nq * sizeof(float), cuda_stream()));
-    float scale = 1.f / sqrtf((float)hd), neginf = -INFINITY, one = 1.f;
+    float scale = 1.f / sqrtf((float)hd), neginf = mask_value(), one = 1.f;
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_DO, U_STATS, U_SCALE, U_NEGINF, U_ONE, U_DQ, U_DK, U_DV, U_SSUM, U_DQACC};
     void *ptrs[] = {Qh, Kh, Vh, Oh, dOh, (void *)lse, &scale, &neginf, &one, dQh, dKh, dVh, ssum, dQacc};
     if (execute(p, uids, ptrs, 14, ws, "backward")) { path_off("the backward failed"); return 1; }
