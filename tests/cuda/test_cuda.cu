@@ -1382,7 +1382,7 @@ static void test_attention_rope(void) {
     int B = 1, n = 40, nh = 2, nkv = 1;
     int *pos = subset(n, n), *dpos = devi(pos, n);
     for (int c = 0; c < 2; c++) {
-        int hd = c == 0 ? 24 : 64;   /* 24: not a tile width; 64 in fp32 */
+        int hd = c == 0 ? 20 : 64;   /* 20: not a tile width nor a multiple of 8 (cuDNN's); 64 in fp32 */
         if (c == 1) cuda_set_matmul_precision("fp32");
         size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd;
         float *h = hrand(nqe, 0, 1), *dx = dev(h, nqe), *dkv = dev(h, nke), *gout = dnan(nqe), *glse = dnan(B * nh * n);
@@ -1397,14 +1397,105 @@ static void test_attention_rope(void) {
         G->to_host(back, dg, sizeof(float) * nqe);
         for (size_t i = 0; i < nqe; i++) untouched &= isnan(back[i]);
         CHECK(rf == 1 && rb == 1 && untouched, "%s: attention_rope returned %d/%d (want 1) and %s its outputs",
-              c == 0 ? "hd 24 bf16" : "hd 64 fp32", rf, rb, untouched ? "left" : "wrote");
+              c == 0 ? "hd 20 bf16" : "hd 64 fp32", rf, rb, untouched ? "left" : "wrote");
         free(h); free(back);
         G->release(dx); G->release(dkv); G->release(gout); G->release(glse); G->release(dg); G->release(dgk);
         G->release(dgv);
     }
-    printf("  attention_rope declines hd 24 (bf16) and fp32: checked\n");
+    printf("  attention_rope declines hd 20 (bf16) and fp32: checked\n");
     free(pos);
     G->release(dpos);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
+
+/* cuDNN's fused flash attention (attention_cudnn.cu): bf16 causal
+ * self-attention (one position array for queries and keys), with RoPE inside
+ * (attention_rope_*) and without (attention_fwd/bwd), against the CPU op, bf16
+ * bound 1e-2: out, lse, dq, dk, dv (acc as ACC_MODE). Shapes: B 1-3, n 1, 17,
+ * 64, 257, 1024, heads 4/4 and 8/2 (GQA), hd 64 and 128, llama-gpt2small's
+ * heads. Every call must run cuDNN (cuda_attn_cudnn_runs counts executions),
+ * so a silent fallback to our kernels fails. Where libcudnn does not load the
+ * test says SKIPPED loudly (FLOWHN_TEST_REQUIRE_CUDNN=1 makes that a failure:
+ * the GPU machines have it in PyTorch's wheels). FLOWHN_ATTN_CUDNN_LOG=1
+ * prints each graph's build steps and the plan chosen. */
+static int cudnn_shapes[][6] = {/* B, n, nh, nkv, hd, rope */
+                                {1, 1, 4, 4, 64, 1},     {2, 17, 8, 2, 64, 1},   {3, 64, 4, 4, 128, 1},
+                                {1, 257, 8, 2, 128, 1},  {2, 257, 4, 4, 64, 0},  {3, 17, 8, 2, 128, 0},
+                                {1, 1024, 8, 2, 64, 1},  {2, 1024, 4, 4, 128, 0}, {1, 1024, 12, 12, 64, 1},
+                                {2, 64, 8, 2, 64, 0},    {1, 1, 8, 2, 128, 0}};
+static void test_attention_cudnn(void) {
+    int was = cuda_set_attn_cudnn(1);
+    if (!cuda_attn_cudnn_loaded()) {
+        printf("  ********** cuDNN not loadable: SKIPPED the cuDNN attention tests **********\n");
+        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+        cuda_set_attn_cudnn(was);
+        return;
+    }
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    TOL = 1e-2;
+    const float theta = 10000.f;
+    int nshapes = (int)(sizeof cudnn_shapes / sizeof cudnn_shapes[0]);
+    for (int si = 0; si < nshapes; si++) {
+        const int *sh = cudnn_shapes[si];
+        int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
+        line_start(rope ? "attention_rope_cudnn" : "attention_cudnn", "B=%d n=%d nh=%d nkv=%d hd=%d", B, n, nh, nkv,
+                   hd);
+        int *pos = subset(rope ? 4 * n : n, n);   /* rope: gapped positions, as a branch's token subset */
+        size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
+        float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+        float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
+        int *dpos = devi(pos, n);
+        float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+        unsigned long runs0 = cuda_attn_cudnn_runs;
+        int rc = 0;
+        if (rope)
+            BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta),
+                     rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta));
+        else
+            BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd),
+                     G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd));
+        CHECK(rc == 0, "attention_rope_fwd declined");
+        unsigned long runs1 = cuda_attn_cudnn_runs;
+        CHECK(runs1 == runs0 + 1, "the forward did not run cuDNN (%lu executions): a silent fallback", runs1 - runs0);
+        cmp("out", out, gout, nqe);
+        cmp_lse(lse, glse, pos, pos, q, k, B, n, n, nh, nkv, hd, rope);
+        Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+        if (rope) {
+            cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
+                                   ACC_MODE);
+            rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
+                                       nkv, hd, theta, ACC_MODE);
+        } else {
+            cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, ACC_MODE);
+            G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
+                             ACC_MODE);
+        }
+        CHECK(rc == 0, "attention_rope_bwd declined");
+        CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
+              cuda_attn_cudnn_runs - runs1);
+        cmp_attention_grads(gq, gk, gv, n);
+        line_end();
+        free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse);
+        G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dpos);
+        G->release(gout); G->release(glse);
+        grad_free(gq); grad_free(gk); grad_free(gv);
+    }
+    /* FLOWHN_ATTN_CUDNN=0's switch: off, the same call runs our kernel */
+    {
+        cuda_set_attn_cudnn(0);
+        int B = 1, n = 64, nh = 4, nkv = 4, hd = 64;
+        int *pos = subset(n, n), *dpos = devi(pos, n);
+        size_t nqe = (size_t)B * n * nh * hd;
+        float *h = hrand(nqe, 0, 1), *dx = dev(h, nqe), *gout = dnan(nqe), *glse = dnan(B * nh * n);
+        unsigned long r0 = cuda_attn_cudnn_runs;
+        G->attention_fwd(gout, glse, dx, dx, dx, dpos, dpos, B, n, n, nh, nkv, hd);
+        CHECK(cuda_ops_check() == 0 && cuda_attn_cudnn_runs == r0, "cuda_set_attn_cudnn(0) still ran cuDNN");
+        free(pos); free(h);
+        G->release(dpos); G->release(dx); G->release(gout); G->release(glse);
+        printf("  cuDNN attention: switched off, our kernel runs: checked\n");
+    }
+    cuda_set_attn_cudnn(was);
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
@@ -2218,6 +2309,7 @@ int main(void) {
     RUN(test_attention);
     RUN(test_attention_bf16);
     RUN(test_attention_rope);
+    RUN(test_attention_cudnn);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif
@@ -2251,6 +2343,7 @@ int main(void) {
     RUN(test_attention);
     RUN(test_attention_bf16);
     RUN(test_attention_rope);
+    RUN(test_attention_cudnn);
 #endif
 #ifdef HAVE_CPU_SELECTIVE_SCAN
     RUN(test_selective_scan);

@@ -9,7 +9,8 @@
 #                built from tools/gpu/blas_shim.c: cblas_sgemm/dgemm with double accumulation,
 #                enough for the CPU oracle inside the GPU tests (not for speed)
 # DIR/env.sh     `source DIR/env.sh` there: unpacks bin/ into /tmp/flowhn-bin and sets
-#                LD_LIBRARY_PATH; then run $FB/flowhn-cuda, $FB/test_cuda, ...
+#                LD_LIBRARY_PATH (with PyTorch's cuDNN/NVRTC lib dirs, for the cuDNN attention);
+#                then run $FB/flowhn-cuda, $FB/test_cuda, ...
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=.devcarry/bundle
@@ -27,6 +28,12 @@ cat > "$OUT/env.sh" <<'ENV'
 # source me on the GPU machine, from the repository root
 _b=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export FB=/tmp/flowhn-bin LD_LIBRARY_PATH=$_b/lib:${LD_LIBRARY_PATH:-}
+# cuDNN (attention_cudnn.cu dlopens libcudnn.so.9) and the NVRTC its runtime-compiled engines use live in
+# PyTorch's wheels there: their lib dirs on the path, where python3 has them
+for _m in nvidia.cudnn nvidia.cuda_nvrtc nvidia.cu13; do
+    _d=$(python3 -c "import $_m as m; print(list(m.__path__)[0])" 2>/dev/null) && [ -d "$_d/lib" ] &&
+        export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$_d/lib
+done
 mkdir -p $FB
 # unpack beside and rename: a second source while a binary runs must not write into it (Text file busy)
 for f in $_b/bin/*.xz; do n=$FB/$(basename "$f" .xz); xz -dc "$f" > $n.$$; chmod +x $n.$$; mv -f $n.$$ $n; done

@@ -464,6 +464,13 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
     }
 }
 
+/* causal self-attention over one token list (the isolated context, LLaMA):
+ * the same position array for queries and keys. Its positions are distinct
+ * and ascending, so key j is visible to query i iff j <= i: cuDNN's causal
+ * mask on indices (attention_cudnn.cu). The prefix context (kpos = 0..T-1, a
+ * query subset) is not that mask. */
+static int self_causal(const int *qpos, const int *kpos, int nq, int nk) { return qpos == kpos && nq == nk; }
+
 static int hd_supported(int hd, const char *what) {
     if (hd >= 1 && hd <= 256) return 1;
     cuda_record_error(what, "head_dim must be 1..256 for the CUDA attention kernels", __FILE__, __LINE__);
@@ -476,6 +483,9 @@ void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, cons
     /* counted first: its host copies of the positions are CUDA calls, which after the kernel would retire the
      * output's bf16 shadow (linear.cu) before the o product reads it */
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
+    if (attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) &&
+        attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, 0.f) == 0)
+        return;
     if (attention_tc_applies(hd)) attention_tc_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) fwd_launch<32, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
@@ -499,6 +509,9 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
         if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
         return;
     }
+    if (attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) &&
+        attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, 0.f) == 0)
+        return;
     if (attention_tc_applies(hd)) {  /* computes D itself */
         attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
         return;
@@ -522,9 +535,14 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
  * that is not a tile width) 1: the model composes rope and attention. */
 int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                             const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta) {
-    if (!attention_tc_rope_applies(hd) || !(theta > 0)) return 1;
+    if (!(theta > 0)) return 1;
+    /* cuDNN takes any multiple of 8 up to 128; our kernels only the tile widths */
+    int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
+    if (!attention_tc_rope_applies(hd) && !dnn) return 1;
     if (B <= 0 || nq <= 0) return 0;
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);   /* first, as in cuda_attention_fwd */
+    if (dnn && attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, theta) == 0) return 0;
+    if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
     attention_tc_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
     return 0;
 }
@@ -532,12 +550,17 @@ int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, 
 int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                             int nq, int nk, int nh, int nkv, int hd, real theta, int acc) {
-    if (!attention_tc_rope_applies(hd) || !(theta > 0)) return 1;
+    if (!(theta > 0)) return 1;
+    int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
+    if (!attention_tc_rope_applies(hd) && !dnn) return 1;
     if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return 0;
     if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
         if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
         return 0;
     }
+    if (dnn && attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, theta) == 0)
+        return 0;
+    if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
     attention_tc_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
     return 0;
 }

@@ -59,6 +59,16 @@ void attention_tc_rope_fwd(float *out, float *lse, const float *q, const float *
 void attention_tc_rope_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                            const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
                            int nq, int nk, int nh, int nkv, int hd, int acc, float theta);
+/* cuDNN's fused flash attention (attention_cudnn.cu), for causal self-attention
+ * over one token list (the callers check: bf16 precision, qpos == kpos, nq == nk;
+ * pos is that array). theta > 0: RoPE inside (q, k unrotated, dq, dk the
+ * unrotated inputs' gradients), else none. 0 done, or 1 having written nothing
+ * to the outputs: the caller runs our kernels. */
+int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
+                        int n, int nh, int nkv, int hd, float theta);
+int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
+                        int hd, int acc, float theta);
 /* rope.cu: the (cos, sin) table [n][hd/2] of positions pos (rope_fwd's, the same bits), launched on the stream */
 void cuda_rope_table(float2 *cs, const int *pos, int n, int hd, float theta);
 

@@ -75,6 +75,17 @@ extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
 int cuda_set_bf16_keep_verify(int on);
 unsigned long cuda_keep_stale(void);
 
+/* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
+ * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on
+ * first use); cuda_set_attn_cudnn returns the previous setting, -1 leaves it.
+ * cuda_attn_cudnn_loaded: 1 if libcudnn loaded (dlopen, tried once).
+ * cuda_attn_cudnn_runs: cuDNN executions so far (tests catch a silent
+ * fallback with it). FLOWHN_ATTN_CUDNN_LOG=1 prints the version, each
+ * graph's build steps and the plan chosen. */
+int cuda_set_attn_cudnn(int on);
+int cuda_attn_cudnn_loaded(void);
+extern unsigned long cuda_attn_cudnn_runs;
+
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest
  * (default), 0 it takes the heuristic's first (FLOWHN_LT_TUNE=0; read on

@@ -1,0 +1,767 @@
+/* attention_cudnn.cu - bf16 causal self-attention through cuDNN's fused flash
+ * attention (its C backend API), for the bf16 precision path.
+ *
+ * Why: our tensor-core kernels (attention_tc.cu) run at 72-80 TFLOP/s on the
+ * H200 (latency-bound); cuDNN's fused SDPA engines on Hopper run several times
+ * faster. The issue (#4) allows cuDNN's fused attention through its C API.
+ *
+ * Where (attention.cu decides the first three, this file the rest):
+ *   - the bf16 matmul precision (attention_tc_applies),
+ *   - causal self-attention over one token list: qpos == kpos (the same array)
+ *     and nq == nk. The positions of a token list are distinct and ascending,
+ *     so "key j visible to query i iff kpos[j] <= qpos[i]" is j <= i: cuDNN's
+ *     top-left causal mask on indices. (The prefix context, kpos = 0..T-1 with
+ *     a query subset, is not that mask: our kernels keep it.)
+ *   - hd a multiple of 8, at most 128,
+ *   - cuDNN loads (dlopen, no link-time dependency), FLOWHN_ATTN_CUDNN is not 0,
+ *     and the shape's execution plan was built (or can be: never while a CUDA
+ *     graph is recorded, see below).
+ * Otherwise the caller runs our kernels, as before.
+ *
+ * The graphs are cuDNN's flash-attention pattern (as cudnn-frontend's
+ * composite SDPA node lowers it, read from its source; written here from
+ * scratch on the backend descriptors):
+ *   forward  S = Q K^T (fp32) * scale; causal mask (GEN_INDEX row/col,
+ *            CMP_GE, BINARY_SELECT with -inf); softmax written as max, x - max,
+ *            exp, sum, div, with Stats = max + log(sum) (fp32 [B,H,S,1]);
+ *            P in bf16; O = P V (bf16).
+ *   backward softmax_sum = rowsum(dO * O) (fp32, an output tensor), P =
+ *            exp(S*scale - Stats) masked, dV = P^T dO, dP = dO V^T,
+ *            dS = P (dP - softmax_sum) * scale, dK = dS^T Q, dQ_accum (fp32) =
+ *            dS K, dQ = identity(dQ_accum) in bf16. GQA: dK, dV per query head
+ *            summed over each group by a reduction.
+ * Stats is exactly our lse: the natural log of the sum of exp of the scaled
+ * scores, the max included, fp32 [B, nh, nq]. So lse is written by cuDNN
+ * directly, and the backward reads ours (from either forward).
+ *
+ * Layouts: q [B, n, nh, hd], k, v [B, n, nkv, hd] are cuDNN tensors of dims
+ * [B, H, S, D] with strides [n*H*hd, hd, H*hd, 1] (BSHD), bf16 copies in our
+ * scratch. Conversions (our activations are fp32 in memory):
+ *   forward:  q, k -> RoPE -> bf16, v -> bf16 (one launch each); O (bf16) ->
+ *             fp32 out, plus out's bf16 shadow for the o product (the same
+ *             bits: out holds O's values exactly).
+ *   backward: q, k -> RoPE -> bf16, v, dout -> bf16, out -> bf16 (exactly the
+ *             forward's O, since out = float(O)); dq from cuDNN's fp32
+ *             dQ_accum (not the bf16 dQ: keeps the fp32 accumulation, as our
+ *             kernel's atomics do), dk, dv from bf16 dK, dV; RoPE's inverse on
+ *             dq, dk; ops.h acc semantics.
+ *
+ * Plans: built once per (fwd/bwd, B, n, nh, nkv, hd) and cached, a failed build
+ * cached as "declined" for that shape (one line on stderr). Building never
+ * happens while a CUDA graph is recorded: finalizing a plan may allocate and
+ * compile (cuDNN's runtime-compiled engines), and the workspace would need a
+ * cudaMalloc. A first call of a shape during recording declines (our kernel
+ * runs for that call, and is recorded); the model's op-by-op warm-up step
+ * before recording builds every plan, as linear.cu's lt-tune does its timing
+ * outside recording. Execution (cudnnBackendExecute on our stream) is
+ * capturable. Any execution failure prints one line and turns the path off. */
+#include <cuda_bf16.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.cuh"
+
+unsigned long cuda_attn_cudnn_runs;   /* cuDNN executions (tests: a silent fallback is caught) */
+
+static int env_on(const char *name, int dflt) {
+    const char *s = getenv(name);
+    if (!s || !*s) return dflt;
+    return strcmp(s, "0") != 0;
+}
+
+static int path_on = -1;   /* FLOWHN_ATTN_CUDNN (default on), read once */
+int cuda_set_attn_cudnn(int on) {
+    if (path_on < 0) path_on = env_on("FLOWHN_ATTN_CUDNN", 1);
+    int was = path_on;
+    if (on >= 0) path_on = on != 0;
+    return was;
+}
+
+#if defined(__has_include)
+#if __has_include(<cudnn_graph.h>)
+#define HAVE_CUDNN_GRAPH_H 1
+#endif
+#endif
+
+#ifndef HAVE_CUDNN_GRAPH_H
+/* built without cuDNN's headers: the path is absent, our kernels run */
+int cuda_attn_cudnn_loaded(void) { return 0; }
+int attention_cudnn_fwd(float *, float *, const float *, const float *, const float *, const int *, int, int, int,
+                        int, int, float) { return 1; }
+int attention_cudnn_bwd(float *, float *, float *, const float *, const float *, const float *, const float *,
+                        const float *, const float *, const int *, int, int, int, int, int, int, float) { return 1; }
+#else
+#include <cudnn_graph.h>
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- run-time loading ---- */
+
+static struct {
+    cudnnStatus_t (*create)(cudnnHandle_t *);
+    cudnnStatus_t (*set_stream)(cudnnHandle_t, cudaStream_t);
+    cudnnStatus_t (*bcreate)(cudnnBackendDescriptorType_t, cudnnBackendDescriptor_t *);
+    cudnnStatus_t (*bset)(cudnnBackendDescriptor_t, cudnnBackendAttributeName_t, cudnnBackendAttributeType_t,
+                          int64_t, const void *);
+    cudnnStatus_t (*bget)(cudnnBackendDescriptor_t, cudnnBackendAttributeName_t, cudnnBackendAttributeType_t,
+                          int64_t, int64_t *, void *);
+    cudnnStatus_t (*bfinalize)(cudnnBackendDescriptor_t);
+    cudnnStatus_t (*bexecute)(cudnnHandle_t, cudnnBackendDescriptor_t, cudnnBackendDescriptor_t);
+    cudnnStatus_t (*bdestroy)(cudnnBackendDescriptor_t);
+    const char *(*errstr)(cudnnStatus_t);
+    size_t (*version)(void);
+    void (*lasterr)(char *, size_t);   /* cuDNN 9: may be absent */
+} dn;
+static cudnnHandle_t handle;
+static int load_state;   /* 0 not tried, 1 loaded, -1 failed */
+static int log_on;
+
+int cuda_attn_cudnn_loaded(void);
+
+/* One line naming what failed, cuDNN's status and its last error message */
+static void report(const char *what, cudnnStatus_t st) {
+    char last[512] = "";
+    if (dn.lasterr) dn.lasterr(last, sizeof last);
+    fprintf(stderr, "cudnn-attn: %s failed: %s (%d)%s%s\n", what, dn.errstr ? dn.errstr(st) : "?", (int)st,
+            last[0] ? ": " : "", last);
+}
+#define DN(call, what)                                   \
+    do {                                                 \
+        cudnnStatus_t st_ = (call);                      \
+        if (st_ != CUDNN_STATUS_SUCCESS) {               \
+            report(what, st_);                           \
+            return -1;                                   \
+        }                                                \
+    } while (0)
+
+int cuda_attn_cudnn_loaded(void) {
+    if (load_state) return load_state > 0;
+    load_state = -1;
+    log_on = env_on("FLOWHN_ATTN_CUDNN_LOG", 0);
+    const char *names[] = {getenv("FLOWHN_CUDNN_LIB"), "libcudnn.so.9", "libcudnn.so"};
+    void *lib = NULL;
+    for (int i = 0; i < 3 && !lib; i++)
+        if (names[i] && *names[i]) lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
+    if (!lib) {
+        fprintf(stderr, "cudnn-attn: cuDNN not loadable (%s): our attention kernels run (put the nvidia.cudnn "
+                        "lib dir on LD_LIBRARY_PATH, or FLOWHN_CUDNN_LIB=path)\n", dlerror());
+        return 0;
+    }
+#define SYM(field, name)                                                                  \
+    do {                                                                                  \
+        *(void **)&dn.field = dlsym(lib, name);                                           \
+        if (!dn.field) {                                                                  \
+            fprintf(stderr, "cudnn-attn: cuDNN has no %s: our attention kernels run\n", name); \
+            return 0;                                                                     \
+        }                                                                                 \
+    } while (0)
+    SYM(create, "cudnnCreate");
+    SYM(set_stream, "cudnnSetStream");
+    SYM(bcreate, "cudnnBackendCreateDescriptor");
+    SYM(bset, "cudnnBackendSetAttribute");
+    SYM(bget, "cudnnBackendGetAttribute");
+    SYM(bfinalize, "cudnnBackendFinalize");
+    SYM(bexecute, "cudnnBackendExecute");
+    SYM(bdestroy, "cudnnBackendDestroyDescriptor");
+    SYM(errstr, "cudnnGetErrorString");
+    SYM(version, "cudnnGetVersion");
+#undef SYM
+    *(void **)&dn.lasterr = dlsym(lib, "cudnnGetLastErrorString");
+    size_t ver = dn.version();
+    if (log_on) fprintf(stderr, "cudnn-attn: loaded cuDNN %zu (headers %d)\n", ver, CUDNN_VERSION);
+    if (ver < 90000) {
+        fprintf(stderr, "cudnn-attn: cuDNN %zu is older than 9.0: our attention kernels run\n", ver);
+        return 0;
+    }
+    cudnnStatus_t st = dn.create(&handle);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        report("cudnnCreate", st);
+        return 0;
+    }
+    load_state = 1;
+    return 1;
+}
+
+/* ---- descriptor building ---- */
+
+/* Every descriptor a graph build creates, destroyed together (the plan keeps
+ * what it needs once finalized) */
+#define MAXD 96
+typedef struct {
+    cudnnBackendDescriptor_t d[MAXD];
+    int n;
+} Pool;
+static void pool_free(Pool *p) {
+    for (int i = 0; i < p->n; i++) dn.bdestroy(p->d[i]);
+    p->n = 0;
+}
+static int make(Pool *p, cudnnBackendDescriptorType_t t, cudnnBackendDescriptor_t *out, const char *what) {
+    if (p->n >= MAXD) { fprintf(stderr, "cudnn-attn: descriptor pool full at %s\n", what); return -1; }
+    DN(dn.bcreate(t, out), what);
+    p->d[p->n++] = *out;
+    return 0;
+}
+#define SET(d, attr, type, n, ptr, what) DN(dn.bset(d, attr, type, n, ptr), what)
+
+/* a 4-d tensor; uid < 0: none (virtual tensors get uids from 1000 on) */
+static int tensor(Pool *p, cudnnBackendDescriptor_t *t, int64_t uid, cudnnDataType_t dt, const int64_t dim[4],
+                  const int64_t str[4], bool virt, bool byval, const char *name) {
+    char what[160];
+    snprintf(what, sizeof what, "tensor %s (uid %lld)", name, (long long)uid);
+    if (make(p, CUDNN_BACKEND_TENSOR_DESCRIPTOR, t, what)) return -1;
+    int64_t align = 16;
+    SET(*t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, what);
+    SET(*t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim, what);
+    SET(*t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str, what);
+    SET(*t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, what);
+    SET(*t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, what);
+    if (virt) SET(*t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt, what);
+    if (byval) SET(*t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &byval, what);
+    DN(dn.bfinalize(*t), what);
+    return 0;
+}
+
+typedef struct {
+    Pool *p;
+    cudnnBackendDescriptor_t ops[48];
+    int nops;
+    int64_t next_uid;
+} Graph;
+
+static int add_op(Graph *g, cudnnBackendDescriptor_t op, const char *what) {
+    DN(dn.bfinalize(op), what);
+    if (g->nops >= 48) { fprintf(stderr, "cudnn-attn: too many operations at %s\n", what); return -1; }
+    g->ops[g->nops++] = op;
+    return 0;
+}
+/* a virtual tensor of the graph */
+static int vt(Graph *g, cudnnBackendDescriptor_t *t, cudnnDataType_t dt, const int64_t dim[4], const int64_t str[4],
+              const char *name) {
+    return tensor(g->p, t, g->next_uid++, dt, dim, str, true, false, name);
+}
+static int matmul(Graph *g, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c,
+                  const char *name) {
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s", name);
+    cudnnBackendDescriptor_t md, op;
+    cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    if (make(g->p, CUDNN_BACKEND_MATMUL_DESCRIPTOR, &md, what)) return -1;
+    SET(md, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, what);
+    DN(dn.bfinalize(md), what);
+    if (make(g->p, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &op, what)) return -1;
+    SET(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, what);
+    SET(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, what);
+    SET(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, what);
+    SET(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &md, what);
+    return add_op(g, op, what);
+}
+/* y = mode(x[, b[, t]]); axis >= 0 for GEN_INDEX */
+static int pw(Graph *g, cudnnPointwiseMode_t mode, cudnnDataType_t prec, cudnnBackendDescriptor_t x,
+              cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y, int64_t axis,
+              const char *name) {
+    char what[128];
+    snprintf(what, sizeof what, "pointwise %s", name);
+    cudnnBackendDescriptor_t pd, op;
+    if (make(g->p, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pd, what)) return -1;
+    SET(pd, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, what);
+    SET(pd, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, what);
+    if (axis >= 0) SET(pd, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, what);
+    DN(dn.bfinalize(pd), what);
+    if (make(g->p, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, &op, what)) return -1;
+    SET(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pd, what);
+    SET(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
+    if (b) SET(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, what);
+    if (t) SET(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t, what);
+    SET(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    return add_op(g, op, what);
+}
+static int reduce(Graph *g, cudnnReduceTensorOp_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y,
+                  const char *name) {
+    char what[128];
+    snprintf(what, sizeof what, "reduction %s", name);
+    cudnnBackendDescriptor_t rd, op;
+    cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+    if (make(g->p, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, &rd, what)) return -1;
+    SET(rd, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode, what);
+    SET(rd, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp, what);
+    DN(dn.bfinalize(rd), what);
+    if (make(g->p, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, &op, what)) return -1;
+    SET(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
+    SET(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    SET(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rd, what);
+    return add_op(g, op, what);
+}
+static int reshape(Graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y, const char *name) {
+    char what[128];
+    snprintf(what, sizeof what, "reshape %s", name);
+    cudnnBackendDescriptor_t op;
+    if (make(g->p, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, &op, what)) return -1;
+    SET(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, what);
+    SET(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, what);
+    return add_op(g, op, what);
+}
+
+/* the causal mask on scores x (top-left: query row i sees key columns j <= i) into y */
+static int causal(Graph *g, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t neginf, cudnnBackendDescriptor_t y,
+                  const int64_t sd[4], const int64_t ss[4]) {
+    cudnnBackendDescriptor_t row, col, mask;
+    if (vt(g, &row, CUDNN_DATA_INT32, sd, ss, "row index") || vt(g, &col, CUDNN_DATA_INT32, sd, ss, "col index") ||
+        vt(g, &mask, CUDNN_DATA_BOOLEAN, sd, ss, "causal mask"))
+        return -1;
+    if (pw(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, NULL, NULL, row, 2, "gen_row_index") ||
+        pw(g, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, NULL, NULL, col, 3, "gen_col_index") ||
+        pw(g, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, mask, -1, "row>=col") ||
+        pw(g, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neginf, mask, y, -1, "causal select"))
+        return -1;
+    return 0;
+}
+
+/* uids of the tensors the variant pack binds */
+enum { U_Q = 1, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF, U_DO, U_ONE, U_DQ, U_DK, U_DV, U_SSUM, U_DQACC, U_NU };
+
+typedef struct {
+    int bwd, B, n, nh, nkv, hd;
+    int state;   /* 1 built, -1 declined (the build failed) */
+    cudnnBackendDescriptor_t plan;
+    int64_t ws;
+} Plan;
+#define MAXPLANS 64
+static Plan plans[MAXPLANS];
+static int nplans;
+
+static void dims(int64_t d[4], int64_t a, int64_t b, int64_t c, int64_t e) { d[0] = a; d[1] = b; d[2] = c; d[3] = e; }
+
+static int build_fwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
+    int64_t d[4], s[4], sd[4], ss[4], st[4], sts[4], one4[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t Q, KT, V, O, Stats, scale, neginf;
+    dims(d, B, nh, n, hd); dims(s, (int64_t)n * nh * hd, hd, (int64_t)nh * hd, 1);
+    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, s, false, false, "Q")) return -1;
+    if (tensor(g->p, &O, U_O, CUDNN_DATA_BFLOAT16, d, s, false, false, "O")) return -1;
+    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * nkv * hd, hd, 1, (int64_t)nkv * hd);
+    if (tensor(g->p, &KT, U_KT, CUDNN_DATA_BFLOAT16, d, s, false, false, "K^T")) return -1;
+    dims(d, B, nkv, n, hd); dims(s, (int64_t)n * nkv * hd, hd, (int64_t)nkv * hd, 1);
+    if (tensor(g->p, &V, U_V, CUDNN_DATA_BFLOAT16, d, s, false, false, "V")) return -1;
+    dims(st, B, nh, n, 1); dims(sts, (int64_t)nh * n, n, 1, 1);
+    if (tensor(g->p, &Stats, U_STATS, CUDNN_DATA_FLOAT, st, sts, false, false, "Stats")) return -1;
+    if (tensor(g->p, &scale, U_SCALE, CUDNN_DATA_FLOAT, one4, one4, false, true, "scale")) return -1;
+    if (tensor(g->p, &neginf, U_NEGINF, CUDNN_DATA_FLOAT, one4, one4, false, true, "-inf")) return -1;
+    dims(sd, B, nh, n, n); dims(ss, (int64_t)nh * n * n, (int64_t)n * n, n, 1);
+    cudnnBackendDescriptor_t S, Ss, Sm, mx, sub, ex, sum, lg, P;
+    if (vt(g, &S, CUDNN_DATA_FLOAT, sd, ss, "S") || vt(g, &Ss, CUDNN_DATA_FLOAT, sd, ss, "S*scale") ||
+        vt(g, &Sm, CUDNN_DATA_FLOAT, sd, ss, "S masked") || vt(g, &mx, CUDNN_DATA_FLOAT, st, sts, "max") ||
+        vt(g, &sub, CUDNN_DATA_FLOAT, sd, ss, "S-max") || vt(g, &ex, CUDNN_DATA_FLOAT, sd, ss, "exp") ||
+        vt(g, &sum, CUDNN_DATA_FLOAT, st, sts, "sum exp") || vt(g, &lg, CUDNN_DATA_FLOAT, st, sts, "log sum") ||
+        vt(g, &P, CUDNN_DATA_BFLOAT16, sd, ss, "P"))
+        return -1;
+    if (matmul(g, Q, KT, S, "Q K^T") ||
+        pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, S, scale, NULL, Ss, -1, "attn_scale") ||
+        causal(g, Ss, neginf, Sm, sd, ss) || reduce(g, CUDNN_REDUCE_TENSOR_MAX, Sm, mx, "max") ||
+        pw(g, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, Sm, mx, NULL, sub, -1, "sub max") ||
+        pw(g, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, sub, NULL, NULL, ex, -1, "exp") ||
+        reduce(g, CUDNN_REDUCE_TENSOR_ADD, ex, sum, "sum") ||
+        pw(g, CUDNN_POINTWISE_LOG, CUDNN_DATA_FLOAT, sum, NULL, NULL, lg, -1, "log") ||
+        pw(g, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, mx, lg, NULL, Stats, -1, "Stats = max + log sum") ||
+        pw(g, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, ex, sum, NULL, P, -1, "P = exp / sum") ||
+        matmul(g, P, V, O, "P V"))
+        return -1;
+    return 0;
+}
+
+static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
+    int64_t d[4], s[4], st[4], sts[4], sd[4], ss[4], sdt[4], sst[4], one4[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t Q, KT, VT, O, dO, Stats, scale, neginf, one, dQ, dK, dV, ssum, dQacc;
+    int64_t qs[4];
+    dims(d, B, nh, n, hd); dims(qs, (int64_t)n * nh * hd, hd, (int64_t)nh * hd, 1);
+    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, qs, false, false, "Q") ||
+        tensor(g->p, &O, U_O, CUDNN_DATA_BFLOAT16, d, qs, false, false, "O") ||
+        tensor(g->p, &dO, U_DO, CUDNN_DATA_BFLOAT16, d, qs, false, false, "dO") ||
+        tensor(g->p, &dQ, U_DQ, CUDNN_DATA_BFLOAT16, d, qs, false, false, "dQ"))
+        return -1;
+    dims(s, (int64_t)nh * n * hd, (int64_t)n * hd, hd, 1);   /* BHSD, as cudnn-frontend's dQ accumulator */
+    if (tensor(g->p, &dQacc, U_DQACC, CUDNN_DATA_FLOAT, d, s, false, false, "dQ_accum")) return -1;
+    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * nkv * hd, hd, 1, (int64_t)nkv * hd);
+    if (tensor(g->p, &KT, U_KT, CUDNN_DATA_BFLOAT16, d, s, false, false, "K^T") ||
+        tensor(g->p, &VT, U_V, CUDNN_DATA_BFLOAT16, d, s, false, false, "V^T"))
+        return -1;
+    int64_t kd[4], ks[4];
+    dims(kd, B, nkv, n, hd); dims(ks, (int64_t)n * nkv * hd, hd, (int64_t)nkv * hd, 1);
+    if (tensor(g->p, &dK, U_DK, CUDNN_DATA_BFLOAT16, kd, ks, false, false, "dK") ||
+        tensor(g->p, &dV, U_DV, CUDNN_DATA_BFLOAT16, kd, ks, false, false, "dV"))
+        return -1;
+    dims(st, B, nh, n, 1); dims(sts, (int64_t)nh * n, n, 1, 1);
+    if (tensor(g->p, &Stats, U_STATS, CUDNN_DATA_FLOAT, st, sts, false, false, "Stats") ||
+        tensor(g->p, &ssum, U_SSUM, CUDNN_DATA_FLOAT, st, sts, false, false, "softmax_sum") ||
+        tensor(g->p, &scale, U_SCALE, CUDNN_DATA_FLOAT, one4, one4, false, true, "scale") ||
+        tensor(g->p, &neginf, U_NEGINF, CUDNN_DATA_FLOAT, one4, one4, false, true, "-inf") ||
+        tensor(g->p, &one, U_ONE, CUDNN_DATA_FLOAT, one4, one4, false, true, "one"))
+        return -1;
+    /* softmax_sum = rowsum(dO * O) (the mul's strides as cudnn-frontend gives them) */
+    int64_t od[4], os[4];
+    dims(od, B, nh, n, hd); dims(os, (int64_t)nh * n * hd, (int64_t)n * hd, (int64_t)nh * hd, 1);
+    cudnnBackendDescriptor_t dOO, rsum;
+    if (vt(g, &dOO, CUDNN_DATA_FLOAT, od, os, "dO*O") || vt(g, &rsum, CUDNN_DATA_FLOAT, st, sts, "rowsum dO*O"))
+        return -1;
+    if (pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dO, O, NULL, dOO, -1, "dO*O") ||
+        reduce(g, CUDNN_REDUCE_TENSOR_ADD, dOO, rsum, "rowsum dO*O") ||
+        pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, rsum, one, NULL, ssum, -1, "softmax_sum"))
+        return -1;
+    /* P = exp(S * scale - Stats), masked */
+    dims(sd, B, nh, n, n); dims(ss, (int64_t)nh * n * n, (int64_t)n * n, n, 1);
+    dims(sdt, B, nh, n, n); dims(sst, (int64_t)nh * n * n, (int64_t)n * n, 1, n);   /* the transposed view */
+    cudnnBackendDescriptor_t S, Ss, Sl, Sm, P, PT, dP, dPs, dS, dSs, dST, K;
+    if (vt(g, &S, CUDNN_DATA_FLOAT, sd, ss, "S") || vt(g, &Ss, CUDNN_DATA_FLOAT, sd, ss, "S*scale") ||
+        vt(g, &Sl, CUDNN_DATA_FLOAT, sd, ss, "S-Stats") || vt(g, &Sm, CUDNN_DATA_FLOAT, sd, ss, "masked") ||
+        vt(g, &P, CUDNN_DATA_FLOAT, sd, ss, "P") || vt(g, &PT, CUDNN_DATA_BFLOAT16, sdt, sst, "P^T"))
+        return -1;
+    if (matmul(g, Q, KT, S, "Q K^T") ||
+        pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, S, scale, NULL, Ss, -1, "attn_scale") ||
+        pw(g, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, Ss, Stats, NULL, Sl, -1, "sub Stats") ||
+        causal(g, Sl, neginf, Sm, sd, ss) ||
+        pw(g, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, Sm, NULL, NULL, P, -1, "exp") || reshape(g, P, PT, "P^T"))
+        return -1;
+    /* dV = P^T dO (GQA: per query head, then summed over each group) */
+    int64_t fd[4], fs[4];
+    dims(fd, B, nh, n, hd); dims(fs, (int64_t)nh * n * hd, (int64_t)n * hd, hd, 1);
+    if (nh == nkv) {
+        if (matmul(g, PT, dO, dV, "P^T dO")) return -1;
+    } else {
+        cudnnBackendDescriptor_t dVf;
+        if (vt(g, &dVf, CUDNN_DATA_BFLOAT16, fd, fs, "dV per query head") || matmul(g, PT, dO, dVf, "P^T dO") ||
+            reduce(g, CUDNN_REDUCE_TENSOR_ADD, dVf, dV, "dV over the group"))
+            return -1;
+    }
+    /* dS = P (dO V^T - softmax_sum) * scale */
+    if (vt(g, &dP, CUDNN_DATA_FLOAT, sd, ss, "dP") || vt(g, &dPs, CUDNN_DATA_FLOAT, sd, ss, "dP-sum") ||
+        vt(g, &dS, CUDNN_DATA_FLOAT, sd, ss, "dS") || vt(g, &dSs, CUDNN_DATA_FLOAT, sd, ss, "dS*scale") ||
+        vt(g, &dST, CUDNN_DATA_BFLOAT16, sdt, sst, "dS^T"))
+        return -1;
+    if (matmul(g, dO, VT, dP, "dO V^T") ||
+        pw(g, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, dP, ssum, NULL, dPs, -1, "sub softmax_sum") ||
+        pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dPs, P, NULL, dS, -1, "mul P") ||
+        pw(g, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dS, scale, NULL, dSs, -1, "dS attn_scale") ||
+        reshape(g, dSs, dST, "dS^T"))
+        return -1;
+    /* dK = dS^T Q */
+    if (nh == nkv) {
+        if (matmul(g, dST, Q, dK, "dS^T Q")) return -1;
+    } else {
+        cudnnBackendDescriptor_t dKf;
+        if (vt(g, &dKf, CUDNN_DATA_BFLOAT16, fd, fs, "dK per query head") || matmul(g, dST, Q, dKf, "dS^T Q") ||
+            reduce(g, CUDNN_REDUCE_TENSOR_ADD, dKf, dK, "dK over the group"))
+            return -1;
+    }
+    /* dQ = dS K: K as the reshaped K^T, into the fp32 accumulator, then bf16 dQ */
+    if (vt(g, &K, CUDNN_DATA_BFLOAT16, kd, ks, "K") || reshape(g, KT, K, "K") || matmul(g, dSs, K, dQacc, "dS K") ||
+        pw(g, CUDNN_POINTWISE_IDENTITY, CUDNN_DATA_FLOAT, dQacc, NULL, NULL, dQ, -1, "dQ"))
+        return -1;
+    return 0;
+}
+
+/* Builds the plan of p (graph, heuristics, the first engine config that
+ * finalizes). 0, or -1 having printed what failed. */
+static int build_plan(Plan *p) {
+    Pool pool = {{0}, 0};
+    Graph g = {&pool, {0}, 0, 1000};
+    const char *kind = p->bwd ? "backward" : "forward";
+    if (log_on)
+        fprintf(stderr, "cudnn-attn: building the %s graph B %d n %d nh %d nkv %d hd %d\n", kind, p->B, p->n, p->nh,
+                p->nkv, p->hd);
+    int rc = p->bwd ? build_bwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd)
+                    : build_fwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd);
+    if (rc) { pool_free(&pool); return -1; }
+    if (log_on) fprintf(stderr, "cudnn-attn:   %d operations, %d descriptors\n", g.nops, pool.n);
+    cudnnBackendDescriptor_t og, heur, plan = NULL;
+    auto fail = [&](void) { pool_free(&pool); return -1; };
+    if (make(&pool, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &og, "operation graph")) return fail();
+    cudnnStatus_t st;
+    if ((st = dn.bset(og, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, g.nops, g.ops)) ||
+        (st = dn.bset(og, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle))) {
+        report("operation graph: set OPS/HANDLE", st);
+        return fail();
+    }
+    st = dn.bfinalize(og);
+    if (st) { report("operation graph finalize (cuDNN does not take this graph)", st); return fail(); }
+    if (log_on) fprintf(stderr, "cudnn-attn:   operation graph finalized\n");
+    cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    for (int mi = 0; mi < 2 && !plan; mi++) {
+        if (make(&pool, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur, "engine heuristics")) return fail();
+        if ((st = dn.bset(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &og)) ||
+            (st = dn.bset(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[mi])) ||
+            (st = dn.bfinalize(heur))) {
+            report(mi ? "engine heuristics (mode FALLBACK)" : "engine heuristics (mode A)", st);
+            continue;
+        }
+        enum { NCFG = 8 };
+        cudnnBackendDescriptor_t cfg[NCFG];
+        int64_t got = 0;
+        for (int i = 0; i < NCFG; i++)
+            if (make(&pool, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &cfg[i], "engine config")) return fail();
+        if ((st = dn.bget(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, NCFG, &got, cfg))) {
+            report("engine heuristics: get RESULTS", st);
+            continue;
+        }
+        if (log_on) fprintf(stderr, "cudnn-attn:   heuristics mode %s: %lld engine configs\n", mi ? "FALLBACK" : "A",
+                            (long long)got);
+        for (int i = 0; i < got && i < NCFG && !plan; i++) {
+            cudnnBackendDescriptor_t pl;
+            if ((st = dn.bcreate(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &pl))) { report("execution plan create", st); break; }
+            if ((st = dn.bset(pl, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle)) ||
+                (st = dn.bset(pl, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg[i])) ||
+                (st = dn.bfinalize(pl))) {
+                if (log_on) report("execution plan of engine config (trying the next)", st);
+                dn.bdestroy(pl);
+                continue;
+            }
+            plan = pl;
+            int64_t ws = 0, cnt = 0;
+            dn.bget(pl, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &ws);
+            p->ws = ws;
+            if (log_on) {
+                char json[1024] = "";
+                int64_t len = 0;
+                if (dn.bget(pl, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, sizeof json - 1, &len,
+                            json) == CUDNN_STATUS_SUCCESS)
+                    json[len < (int64_t)sizeof json ? len : (int64_t)sizeof json - 1] = 0;
+                fprintf(stderr, "cudnn-attn:   %s plan: engine config #%d, workspace %lld bytes, %s\n", kind, i,
+                        (long long)ws, json);
+            }
+        }
+    }
+    if (!plan) {
+        pool_free(&pool);
+        fprintf(stderr, "cudnn-attn: no cuDNN engine runs the %s graph of B %d n %d nh %d nkv %d hd %d: our kernel "
+                        "runs that shape (FLOWHN_ATTN_CUDNN_LOG=1 shows the steps)\n", kind, p->B, p->n, p->nh,
+                p->nkv, p->hd);
+        return -1;
+    }
+    /* the graph's descriptors stay alive with the plan (cudnn-frontend keeps them too; whether a finalized plan
+     * copies what it refers to is not documented): a few hundred small objects per shape */
+    p->plan = plan;
+    return 0;
+}
+
+/* the shape's plan, built now if need be; NULL: decline */
+static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd) {
+    for (int i = 0; i < nplans; i++) {
+        Plan *p = &plans[i];
+        if (p->bwd == bwd && p->B == B && p->n == n && p->nh == nh && p->nkv == nkv && p->hd == hd)
+            return p->state > 0 ? p : NULL;
+    }
+    if (cuda_capturing() || nplans >= MAXPLANS) return NULL;   /* no build while a graph is recorded */
+    Plan *p = &plans[nplans++];
+    memset(p, 0, sizeof *p);
+    p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd;
+    p->state = build_plan(p) ? -1 : 1;
+    return p->state > 0 ? p : NULL;
+}
+
+static int execute(Plan *p, const int64_t *uids, void *const *ptrs, int nptr, void *ws, const char *kind) {
+    Pool pool = {{0}, 0};
+    cudnnBackendDescriptor_t vp;
+    cudnnStatus_t st;
+    if (make(&pool, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp, "variant pack")) return -1;
+    if ((st = dn.bset(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, nptr, uids)) ||
+        (st = dn.bset(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, nptr, ptrs)) ||
+        (st = dn.bset(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws)) || (st = dn.bfinalize(vp))) {
+        report("variant pack", st);
+        pool_free(&pool);
+        return -1;
+    }
+    if ((st = dn.set_stream(handle, cuda_stream()))) { report("cudnnSetStream", st); pool_free(&pool); return -1; }
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);   /* device memory changes (linear.cu's roundings) */
+    st = dn.bexecute(handle, p->plan, vp);
+    pool_free(&pool);
+    if (st) {
+        char what[96];
+        snprintf(what, sizeof what, "cudnnBackendExecute (%s plan)", kind);
+        report(what, st);
+        return -1;
+    }
+    cuda_attn_cudnn_runs++;
+    return 0;
+}
+
+/* ---- conversion kernels ---- */
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* dst (bf16) = rope(src) or src, [rows, heads, hd] with token t = row % n;
+ * one thread per rotation pair (i, i + hd/2); cs NULL: no rotation. The same
+ * fp32 rotation as rope.cu's rope_kernel, then round to nearest. */
+__global__ void cudnn_to_bf16_kernel(bf16 *dst, const float *src, const float2 *cs, size_t rows, int n, int heads,
+                                     int hd) {
+    int half = hd / 2;
+    size_t total = rows * heads * half;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(idx % half);
+        size_t rh = idx / half;
+        size_t base = rh * hd;
+        float x0 = src[base + i], x1 = src[base + i + half];
+        if (cs) {
+            int t = (int)((rh / heads) % n);
+            float2 r = cs[(size_t)t * half + i];
+            float o0 = x0 * r.x - x1 * r.y, o1 = x1 * r.x + x0 * r.y;
+            x0 = o0; x1 = o1;
+        }
+        dst[base + i] = __float2bfloat16_rn(x0);
+        dst[base + i + half] = __float2bfloat16_rn(x1);
+    }
+}
+
+/* out (fp32) = O (bf16), and out's bf16 shadow when claimed (the same bits as O) */
+__global__ void cudnn_from_bf16_kernel(float *out, bf16 *shadow, const bf16 *o, size_t count) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+        bf16 v = o[i];
+        out[i] = __bfloat162float(v);
+        if (shadow) shadow[i] = v;
+    }
+}
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+
+/* A gradient back into our layout [B, n, heads, hd] (fp32), acc or overwrite:
+ * from fp32 [B, heads, n, hd] (dQ_accum, bhsd 1) or bf16 [B, n, heads, hd];
+ * cs: RoPE's inverse (rotation by -angle), as rope_bwd. */
+template <typename T>
+__global__ void cudnn_grad_kernel(float *dst, const T *src, const float2 *cs, int B, int n, int heads, int hd,
+                                  int bhsd, int acc) {
+    int half = hd / 2;
+    size_t total = (size_t)B * n * heads * half;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        int i = (int)(idx % half);
+        size_t rh = idx / half;   /* (b*n + t)*heads + h */
+        int h = (int)(rh % heads);
+        size_t bt = rh / heads;
+        int t = (int)(bt % n), b = (int)(bt / n);
+        size_t sbase = bhsd ? (((size_t)b * heads + h) * n + t) * hd : rh * hd;
+        float x0 = to_f(src[sbase + i]), x1 = to_f(src[sbase + i + half]);
+        if (cs) {
+            float2 r = cs[(size_t)t * half + i];
+            float o0 = x0 * r.x + x1 * r.y, o1 = x1 * r.x - x0 * r.y;
+            x0 = o0; x1 = o1;
+        }
+        size_t dbase = rh * hd;
+        if (acc) { x0 += dst[dbase + i]; x1 += dst[dbase + i + half]; }
+        dst[dbase + i] = x0;
+        dst[dbase + i + half] = x1;
+    }
+}
+
+static void to_bf16(bf16 *dst, const float *src, const float2 *cs, int B, int n, int heads, int hd) {
+    size_t total = (size_t)B * n * heads * (hd / 2);
+    cudnn_to_bf16_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, (size_t)B * n, n, heads, hd);
+    CUDA_LAUNCHED();
+}
+template <typename T>
+static void grad_back(float *dst, const T *src, const float2 *cs, int B, int n, int heads, int hd, int bhsd, int acc) {
+    if (!dst) return;
+    size_t total = (size_t)B * n * heads * (hd / 2);
+    cudnn_grad_kernel<T><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, B, n, heads, hd, bhsd, acc);
+    CUDA_LAUNCHED();
+}
+
+/* RoPE's (cos, sin) table of pos (rope.cu's bits), per branch; NULL when theta <= 0 */
+static int rope_table(const float2 **cs, const int *pos, int n, int hd, float theta) {
+    *cs = NULL;
+    if (!(theta > 0.f)) return 0;
+    static BranchScratch s;
+    float2 *t = (float2 *)cuda_branch_scratch(&s, sizeof(float2) * (size_t)n * (hd / 2), "the cuDNN attention's RoPE table");
+    if (!t) return -1;
+    cuda_rope_table(t, pos, n, hd, theta);
+    *cs = t;
+    return 0;
+}
+
+/* the masked scores' value: -inf, but cuDNN before 9.10 wants the lowest float there (cudnn-frontend does so) */
+static float mask_value(void) { return dn.version() < 91000 ? -3.402823466e38f : -INFINITY; }
+
+static int usable(int hd) {
+    if (cuda_set_attn_cudnn(-1) <= 0) return 0;
+    if (hd % 8 || hd > 128 || hd < 8) return 0;
+    return cuda_attn_cudnn_loaded();
+}
+
+static void path_off(const char *why) {
+    fprintf(stderr, "cudnn-attn: %s: the cuDNN attention path is off from here on (our kernels run)\n", why);
+    path_on = 0;
+}
+
+int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
+                        int n, int nh, int nkv, int hd, float theta) {
+    if (!usable(hd)) return 1;
+    Plan *p = get_plan(0, B, n, nh, nkv, hd);
+    if (!p) return 1;
+    size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd;
+    size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16));
+    size_t wsb = align256((size_t)p->ws);
+    static BranchScratch s;
+    /* a growth during recording would free memory a recorded graph uses: decline instead */
+    if (cuda_capturing() && s.cap[cuda_branch()] < 2 * bq + 2 * bk + wsb) return 1;
+    unsigned char *m = (unsigned char *)cuda_branch_scratch(&s, 2 * bq + 2 * bk + wsb, "the cuDNN attention scratch");
+    if (!m) return 1;
+    bf16 *Qh = (bf16 *)m, *Oh = (bf16 *)(m + bq), *Kh = (bf16 *)(m + 2 * bq), *Vh = (bf16 *)(m + 2 * bq + bk);
+    void *ws = p->ws ? m + 2 * bq + 2 * bk : NULL;
+    const float2 *cs;
+    if (rope_table(&cs, pos, n, hd, theta)) return 1;
+    to_bf16(Qh, q, cs, B, n, nh, hd);
+    to_bf16(Kh, k, cs, B, n, nkv, hd);
+    to_bf16(Vh, v, NULL, B, n, nkv, hd);
+    float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
+    int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
+    void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
+    if (execute(p, uids, ptrs, 7, ws, "forward")) { path_off("the forward failed"); return 1; }
+    /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten */
+    bf16 *ob = (bf16 *)cuda_shadow_claim(out, nq);
+    unsigned long before = cuda_epoch;
+    cudnn_from_bf16_kernel<<<grid_for(nq, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq);
+    CUDA_LAUNCHED();
+    CudaRange wr[3] = {{out, nq * sizeof(float)}, {lse, sizeof(float) * B * nh * n}, {ob, ob ? nq * sizeof(bf16) : 0}};
+    cuda_shadow_done(before, wr, 3);
+    return 0;
+}
+
+int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
+                        int hd, int acc, float theta) {
+    if (!usable(hd)) return 1;
+    Plan *p = get_plan(1, B, n, nh, nkv, hd);
+    if (!p) return 1;
+    size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd;
+    size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16)), bacc = align256(nq * sizeof(float));
+    size_t bsum = align256(sizeof(float) * B * nh * n), wsb = align256((size_t)p->ws);
+    /* Q, O, dO, dQ (bf16), K, V, dK, dV (bf16), dQ_accum (fp32), softmax_sum, workspace */
+    size_t total = 4 * bq + 4 * bk + bacc + bsum + wsb;
+    static BranchScratch s;
+    if (cuda_capturing() && s.cap[cuda_branch()] < total) return 1;
+    unsigned char *m = (unsigned char *)cuda_branch_scratch(&s, total, "the cuDNN attention backward scratch");
+    if (!m) return 1;
+    bf16 *Qh = (bf16 *)m, *Oh = (bf16 *)(m + bq), *dOh = (bf16 *)(m + 2 * bq), *dQh = (bf16 *)(m + 3 * bq);
+    unsigned char *mk = m + 4 * bq;
+    bf16 *Kh = (bf16 *)mk, *Vh = (bf16 *)(mk + bk), *dKh = (bf16 *)(mk + 2 * bk), *dVh = (bf16 *)(mk + 3 * bk);
+    float *dQacc = (float *)(mk + 4 * bk), *ssum = (float *)(mk + 4 * bk + bacc);
+    void *ws = p->ws ? mk + 4 * bk + bacc + bsum : NULL;
+    const float2 *cs;
+    if (rope_table(&cs, pos, n, hd, theta)) return 1;
+    to_bf16(Qh, q, cs, B, n, nh, hd);
+    to_bf16(Kh, k, cs, B, n, nkv, hd);
+    to_bf16(Vh, v, NULL, B, n, nkv, hd);
+    to_bf16(dOh, dout, NULL, B, n, nh, hd);
+    to_bf16(Oh, out, NULL, B, n, nh, hd);   /* the forward's O exactly: out holds its values */
+    /* cuDNN before 9.6 expects the dQ accumulator zeroed (cudnn-frontend memsets it there) */
+    if (dn.version() < 90600) CUDA_CALL(cudaMemsetAsync(dQacc, 0, nq * sizeof(float), cuda_stream()));
+    float scale = 1.f / sqrtf((float)hd), neginf = mask_value(), one = 1.f;
+    int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_DO, U_STATS, U_SCALE, U_NEGINF, U_ONE, U_DQ, U_DK, U_DV, U_SSUM, U_DQACC};
+    void *ptrs[] = {Qh, Kh, Vh, Oh, dOh, (void *)lse, &scale, &neginf, &one, dQh, dKh, dVh, ssum, dQacc};
+    if (execute(p, uids, ptrs, 14, ws, "backward")) { path_off("the backward failed"); return 1; }
+    grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc);
+    grad_back<bf16>(dk, dKh, cs, B, n, nkv, hd, 0, acc);
+    grad_back<bf16>(dv, dVh, NULL, B, n, nkv, hd, 0, acc);
+    return 0;
+}
+#endif
