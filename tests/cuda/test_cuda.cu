@@ -194,11 +194,17 @@ static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
 
 /* ---------------------------------------------------------------- */
 
+/* each size with the float4 SwiGLU kernels and with FLOWHN_ELEM=old's (cuda_set_elem_old);
+ * n % 4 = 1, 3 and 2 take the float4 kernels' scalar tail, and SwiGLU once more
+ * one float past the start (not 16-byte aligned: the first kernels run) */
 static void test_elementwise(void) {
-    size_t sizes[] = {1, 1000, 65537};
-    for (int si = 0; si < 3; si++) {
-        size_t n = sizes[si];
-        line_start("elementwise", "n=%zu", n);
+    size_t sizes[] = {1, 1000, 65537, 4099, 1000002};
+    int was = cuda_set_elem_old(-1);
+    for (int k = 0; k < 10; k++) {
+        size_t n = sizes[k / 2];
+        int old = k & 1;
+        cuda_set_elem_old(old);
+        line_start(old ? "elementwise-old" : "elementwise", "n=%zu", n);
         float *a = hrand(n, 0, 2), *b = hrand(n, 0, 2), *dout = hrand(n, 0, 1);
         float *da = dev(a, n), *db = dev(b, n), *ddout = dev(dout, n);
         float *out = hnan(n), *dres = dnan(n);
@@ -212,11 +218,28 @@ static void test_elementwise(void) {
         Grad dg = gradx(n), du = gradx(n);
         cpu_swiglu_bwd(dg.h, du.h, dout, a, b, n, ACC_MODE); G->swiglu_bwd(dg.d, du.d, ddout, da, db, n, ACC_MODE);
         grad_cmp("dgate", dg); grad_cmp("dup", du);
+        if (n > 1) {   /* one float in: misaligned */
+            size_t m = n - 1;
+            cpu_swiglu_fwd(out, a + 1, b + 1, m); G->swiglu_fwd(dres + 1, da + 1, db + 1, m);
+            cmp("swiglu+1", out, dres + 1, m);
+            Grad dg1 = gradx(m), du1 = gradx(m);
+            cpu_swiglu_bwd(dg1.h, du1.h, dout + 1, a + 1, b + 1, m, ACC_MODE);
+            G->swiglu_bwd(dg1.d, du1.d, ddout + 1, da + 1, db + 1, m, ACC_MODE);
+            grad_cmp("dgate+1", dg1); grad_cmp("dup+1", du1);
+            grad_free(dg1); grad_free(du1);
+        }
+        /* one of the two gradients only */
+        Grad dg2 = gradx(n), du2 = gradx(n);
+        cpu_swiglu_bwd(dg2.h, NULL, dout, a, b, n, ACC_MODE); G->swiglu_bwd(dg2.d, NULL, ddout, da, db, n, ACC_MODE);
+        cpu_swiglu_bwd(NULL, du2.h, dout, a, b, n, ACC_MODE); G->swiglu_bwd(NULL, du2.d, ddout, da, db, n, ACC_MODE);
+        grad_cmp("dgate only", dg2); grad_cmp("dup only", du2);
+        grad_free(dg2); grad_free(du2);
         line_end();
         free(a); free(b); free(dout); free(out);
         G->release(da); G->release(db); G->release(ddout); G->release(dres);
         grad_free(acc); grad_free(dx); grad_free(dg); grad_free(du);
     }
+    cuda_set_elem_old(was);
 }
 
 static void test_embedding(void) {
@@ -241,14 +264,22 @@ static void test_embedding(void) {
     }
 }
 
-/* rmsnorm and gated rmsnorm share shapes */
-static int norm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}};
-
+/* rmsnorm's own shapes, each with the row-per-warp kernels and with
+ * FLOWHN_ELEM=old's (cuda_set_elem_old): float4 rows of 1, 6, 8 vectors a
+ * lane (C 100, 768, 1024), scalar rows (33, 250), C past the row kernels
+ * (767, 1028, 2048: the block kernels either way), and N past 8 x 264 rows
+ * (2500, 5000: a warp takes several rows and dw adds 264 blocks' parts) */
 static void test_rmsnorm(void) {
-    for (int si = 0; si < 3; si++) {
-        int N = norm_shapes[si][0], C = norm_shapes[si][1];
+    static const int shapes[][2] = {{1, 1},    {7, 33},     {300, 1024}, {37, 100},  {20, 250},
+                                    {5, 767},  {3, 1028},   {64, 2048},  {2500, 768}, {5000, 128}};
+    const int ns = (int)(sizeof shapes / sizeof shapes[0]);
+    int was = cuda_set_elem_old(-1);
+    for (int k = 0; k < 2 * ns; k++) {
+        int si = k / 2, old = k & 1;
+        cuda_set_elem_old(old);
+        int N = shapes[si][0], C = shapes[si][1];
         size_t nc = (size_t)N * C;
-        line_start("rmsnorm", "N=%d C=%d", N, C);
+        line_start(old ? "rmsnorm-old" : "rmsnorm", "N=%d C=%d", N, C);
         float *x = hrand(nc, 0.3f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
         float *dx_ = dev(x, nc), *dw_ = dev(w, C), *ddout = dev(dout, nc);
         float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
@@ -264,13 +295,22 @@ static void test_rmsnorm(void) {
         float *mag = (float *)malloc(sizeof(float) * nc);
         for (size_t i = 0; i < nc; i++) mag[i] = fabsf(w[i % C] * dout[i]) * rstd[i / C];
         grad_cmp_mag("dx", gx, mag);
-        free(mag);
         grad_cmp("dw", gw);
+        /* dx only, dw only */
+        Grad gx2 = gradx(nc), gw2 = grad(C);
+        cpu_rmsnorm_bwd(gx2.h, NULL, dout, x, w, rstd, N, C, ACC_MODE);
+        G->rmsnorm_bwd(gx2.d, NULL, ddout, dx_, dw_, grstd, N, C, ACC_MODE);
+        cpu_rmsnorm_bwd(NULL, gw2.h, dout, x, w, rstd, N, C, ACC_MODE);
+        G->rmsnorm_bwd(NULL, gw2.d, ddout, dx_, dw_, grstd, N, C, ACC_MODE);
+        grad_cmp_mag("dx only", gx2, mag); grad_cmp("dw only", gw2);
+        grad_free(gx2); grad_free(gw2);
+        free(mag);
         line_end();
         free(x); free(w); free(dout); free(out); free(rstd);
         G->release(dx_); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
         grad_free(gx); grad_free(gw);
     }
+    cuda_set_elem_old(was);
 }
 
 /* r = a + b and rmsnorm(r) in one op, against the CPU op (itself bit-equal to
@@ -278,14 +318,18 @@ static void test_rmsnorm(void) {
  * r = b: the model writes the residual over one of its inputs). Its backward
  * is rmsnorm_bwd with FH_ACC into the residual's gradient (test_rmsnorm). */
 static void test_add_rmsnorm(void) {
-    static const int shapes[][2] = {{1, 1}, {7, 33}, {5, 767}, {300, 1024}, {64, 2048}, {3, 5000}};
-    int was = cuda_set_add_norm_fused(-1);
-    for (int k = 0; k < 2 * (int)(sizeof shapes / sizeof shapes[0]); k++) {
-        int fused = k & 1, si = k / 2;   /* both kernels: the fused one and the default-off fallback */
+    static const int shapes[][2] = {{1, 1},     {7, 33},  {5, 767},   {300, 1024}, {64, 2048},
+                                    {3, 5000},  {37, 100}, {20, 250}, {2500, 768}};
+    int was = cuda_set_add_norm_fused(-1), was_old = cuda_set_elem_old(-1);
+    for (int k = 0; k < 4 * (int)(sizeof shapes / sizeof shapes[0]); k++) {
+        /* both ops: the fused one and the default-off fallback; each with the row-per-warp kernels and FLOWHN_ELEM=old's */
+        int fused = k & 1, old = (k >> 1) & 1, si = k / 4;
         cuda_set_add_norm_fused(fused);
+        cuda_set_elem_old(old);
         int N = shapes[si][0], C = shapes[si][1];
         size_t nc = (size_t)N * C;
-        line_start(fused ? "add_rmsnorm" : "add_rmsnorm-2k", "N=%d C=%d", N, C);
+        line_start(fused ? (old ? "add_rmsnorm-old" : "add_rmsnorm") : (old ? "add_rmsnorm-2k-old" : "add_rmsnorm-2k"),
+                   "N=%d C=%d", N, C);
         float *a = hrand(nc, 0.3f, 1.5f), *b = hrand(nc, -0.2f, 1), *w = hrand(C, 1, 0.2f);
         float *da = dev(a, nc), *db = dev(b, nc), *dw = dev(w, C);
         float *r = hnan(nc), *out = hnan(nc), *rstd = hnan(N);
@@ -304,6 +348,7 @@ static void test_add_rmsnorm(void) {
         G->release(da); G->release(db); G->release(dw); G->release(gr); G->release(gout); G->release(grstd);
     }
     cuda_set_add_norm_fused(was);
+    cuda_set_elem_old(was_old);
 }
 
 static void test_linear_shapes(int first, int last) {
@@ -1675,18 +1720,25 @@ static void test_ssd_tc(void) {
 /* AdamW on both sides from the same p, m, v for several steps (bias
  * corrections change with the step), with and without decay and scaling;
  * sum_squares in double, including a non-finite input. */
+/* Each size with the float4 kernels and with FLOWHN_ELEM=old's
+ * (cuda_set_elem_old); steps 2 and 4 update [1, n - 1) (not 16-byte aligned:
+ * the float4 kernel's scalar head, then an odd tail), and sum_squares runs on x + 1 too. */
 static void test_optimizer(void) {
-    size_t sizes[] = {1, 1000, 300001};
-    for (int si = 0; si < 3; si++) {
-        size_t n = sizes[si];
-        line_start("adamw", "n=%zu", n);
+    size_t sizes[] = {1, 1000, 300001, 7, 1048579};
+    int was = cuda_set_elem_old(-1);
+    for (int k = 0; k < 10; k++) {
+        size_t n = sizes[k / 2];
+        int old = k & 1;
+        cuda_set_elem_old(old);
+        line_start(old ? "adamw-old" : "adamw", "n=%zu", n);
         float *p = hrand(n, 0, 1), *g = hrand(n, 0, 0.1f), *m = hrand(n, 0, 0.01f), *v = hnan(n);
         for (size_t i = 0; i < n; i++) v[i] = 1e-4f * (float)rng_uniform(&rng);
         float *dp = dev(p, n), *dg = dev(g, n), *dm = dev(m, n), *dv = dev(v, n);
         for (int step = 1; step <= 5; step++) {
             float wd = step % 2 ? 0.1f : 0.f, scale = step == 3 ? 0.25f : 1.f;
-            cpu_adamw(p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
-            G->adamw(dp, dg, dm, dv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            size_t o = step % 2 == 0 && n > 2 ? 1 : 0, len = n - 2 * o;
+            cpu_adamw(p + o, g + o, m + o, v + o, len, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            G->adamw(dp + o, dg + o, dm + o, dv + o, len, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
         }
         cmp("p", p, dp, n); cmp("m", m, dm, n); cmp("v", v, dv, n);
         double sc = cpu_sum_squares(g, n), sg = G->sum_squares(dg, n);
@@ -1695,6 +1747,12 @@ static void test_optimizer(void) {
         snprintf(line + len, sizeof line - len, " sumsq=%.1e", rel);
         if (!(rel <= 1e-12)) line_ok = 0;  /* both sum in double: only the order differs */
         CHECK(rel <= 1e-12, "sum_squares: cpu %.17g, cuda %.17g (rel %.3e > 1e-12)", sc, sg, rel);
+        if (n > 1) {
+            sc = cpu_sum_squares(g + 1, n - 1), sg = G->sum_squares(dg + 1, n - 1);
+            rel = fabs(sg - sc) / sc;
+            if (!(rel <= 1e-12)) line_ok = 0;
+            CHECK(rel <= 1e-12, "sum_squares at +1: cpu %.17g, cuda %.17g (rel %.3e > 1e-12)", sc, sg, rel);
+        }
         g[n / 2] = INFINITY;
         G->from_host(dg, g, sizeof(float) * n);
         double sinf = G->sum_squares(dg, n);
@@ -1704,6 +1762,7 @@ static void test_optimizer(void) {
         free(p); free(g); free(m); free(v);
         G->release(dp); G->release(dg); G->release(dm); G->release(dv);
     }
+    cuda_set_elem_old(was);
 }
 
 /* Training's bf16 weight copy (linear.cu, Ops.train_weights) at the op level:
@@ -1751,7 +1810,11 @@ static void adamw_copy_cases(int rc) {
             float wd = r % 2 ? 0.1f : 0.f, scale = step == 2 ? 0.5f : 1.f;
             size_t o = cut[r], k = cut[r + 1] - cut[r];
             G->adamw(ap + o, ag + o, am + o, av + o, k, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            /* the plain side always with the first kernels (FLOWHN_ELEM=old's): the float4 ones must give
+             * their bits, the copy's included */
+            int was_old = cuda_set_elem_old(1);
             G->adamw(bp + o, bg + o, bm + o, bv + o, k, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
+            cuda_set_elem_old(was_old);
         }
     const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
     const char *names[3] = {"p", "m", "v"};

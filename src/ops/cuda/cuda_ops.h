@@ -50,6 +50,12 @@ void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targe
  * Returns the previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_add_norm_fused(int on);
 
+/* The row-per-warp norms, the float4 SwiGLU and the vectorised AdamW /
+ * sum_squares kernels (perf-notes, elem-llama) against the first kernels:
+ * FLOWHN_ELEM=old (read on first use) selects the first ones, for A/B runs in
+ * one binary. Returns the previous setting (1: old); -1 leaves it (tests set both). */
+int cuda_set_elem_old(int on);
+
 /* bf16 shadows (linear.cu): producers (rmsnorm_fwd, add_rmsnorm_fwd,
  * swiglu_fwd, swiglu_bwd) also write the bf16 rounding of their outputs, which
  * the next bf16 products read instead of rounding them again. On by default;

@@ -69,6 +69,272 @@ __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float 
     }
 }
 
+/* ---- the row-per-warp kernels (perf-notes, elem-llama; FLOWHN_ELEM=old: the kernels above) ----
+ * The kernels above give a row to a 256-thread block: at C = 768 three scalar
+ * loads a thread, two block barriers a row, and ~16 KB in flight an SM, so
+ * they wait on latency (1.3-1.5x their byte bound on the H200). Here a warp
+ * owns a row and holds it in registers, NV vectors of VW floats a lane
+ * (VW = 4: float4 loads, C % 4 == 0 and 16-byte aligned rows; VW = 1 for
+ * short rows that are not): one read of each input, the row's sum by warp
+ * shuffles, no block barrier. Lane l's vector k holds columns
+ * (32 k + l) VW .. + VW - 1 (coalesced); lanes past C hold zeros. The
+ * per-element arithmetic is the kernels' above, term for term; only the order
+ * of the row sums differs (fp32, ~1e-7 relative). */
+#define ROW_WARPS 8   /* warps (rows at a time) a 256-thread block */
+
+template <int VW>
+__device__ __forceinline__ void ld_v(float (&v)[VW], const float *p) {
+    if constexpr (VW == 4) {
+        float4 t = *reinterpret_cast<const float4 *>(p);
+        v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
+    } else {
+        v[0] = *p;
+    }
+}
+template <int VW>
+__device__ __forceinline__ void st_v(float *p, const float (&v)[VW]) {
+    if constexpr (VW == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    else *p = v[0];
+}
+/* the bf16 rounding (round to nearest even, as __float2bfloat16_rn) of VW values: 8-byte stores for VW = 4
+ * where p allows (shadow and kept buffers are cudaMalloc'd, 256-byte aligned; any other takes 2-byte stores) */
+template <int VW>
+__device__ __forceinline__ void st_bf(__nv_bfloat16 *p, const float (&v)[VW]) {
+    if constexpr (VW == 4) {
+        if ((uintptr_t)p & 7) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) p[j] = __float2bfloat16_rn(v[j]);
+            return;
+        }
+        __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]), hi = __floats2bfloat162_rn(v[2], v[3]);
+        uint2 u;
+        u.x = *reinterpret_cast<unsigned int *>(&lo);
+        u.y = *reinterpret_cast<unsigned int *>(&hi);
+        *reinterpret_cast<uint2 *>(p) = u;
+    } else {
+        *p = __float2bfloat16_rn(v[0]);
+    }
+}
+
+/* out = norm(a [+ b]); ADD also writes r = a + b (r may alias a or b: a lane
+ * loads all of its elements before it stores any) */
+template <int VW, int NV, bool ADD>
+__global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r, float *out, float *rstd,
+                                                                      const float *a, const float *b,
+                                                                      const float *w, int N, int C, float eps,
+                                                                      __nv_bfloat16 *ob) {
+    int row = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return;   /* the whole warp: no block barrier below */
+    size_t off = (size_t)row * C;
+    float v[NV][VW];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = (k * 32 + lane) * VW;
+        if (c < C) {
+            ld_v<VW>(v[k], a + off + c);
+            if (ADD) {
+                float t[VW];
+                ld_v<VW>(t, b + off + c);
+#pragma unroll
+                for (int j = 0; j < VW; j++) v[k][j] += t[j];
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < VW; j++) v[k][j] = 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < VW; j++) ss += v[k][j] * v[k][j];
+    }
+    ss = warp_sum(ss);
+    float rs = rsqrtf(ss / C + eps);
+    if (lane == 0) rstd[row] = rs;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = (k * 32 + lane) * VW;
+        if (c >= C) continue;
+        if (ADD) st_v<VW>(r + off + c, v[k]);
+        float wv[VW], o[VW];
+        ld_v<VW>(wv, w + c);
+#pragma unroll
+        for (int j = 0; j < VW; j++) o[j] = v[k][j] * rs * wv[j];
+        st_v<VW>(out + off + c, o);
+        if (ob) st_bf<VW>(ob + off + c, o);
+    }
+}
+
+/* rmsnorm's whole backward in one pass: dx (dx != NULL) as rmsnorm_bwd_dx_kernel,
+ * and (part != NULL) the block's share of dw, its rows' dout x rstd summed
+ * per column into part[block][C] (each warp's running sums in its own shared
+ * row, then the 8 rows added in order); rmsnorm_dw_finish adds the blocks'
+ * parts in order: deterministic. Warps take rows w, w + 8 G, ... (G blocks). */
+template <int VW, int NV>
+__global__ void __launch_bounds__(ROW_WARPS * 32, 2)
+    rmsnorm_bwd_rows_kernel(float *dx, float *part, const float *dout, const float *x, const float *w,
+                            const float *rstd, int N, int C, int acc, __nv_bfloat16 *ob) {
+    extern __shared__ float sdw[];   /* [ROW_WARPS][C] when part */
+    int wid = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *mine = sdw + (size_t)wid * C;
+    if (part) {   /* zeroed in the layout each lane reads back: its own elements, no barrier */
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int c = (k * 32 + lane) * VW;
+            if (c < C) {
+#pragma unroll
+                for (int j = 0; j < VW; j++) mine[c + j] = 0.f;
+            }
+        }
+    }
+    for (int row = blockIdx.x * ROW_WARPS + wid; row < N; row += gridDim.x * ROW_WARPS) {
+        size_t off = (size_t)row * C;
+        float r = rstd[row];
+        float dv[NV][VW], xv[NV][VW], pv[NV][VW];
+#pragma unroll
+        for (int k = 0; k < NV; k++) {   /* every load of the row first: 2-3 x NV vectors in flight a lane */
+            int c = (k * 32 + lane) * VW;
+            if (c < C) {
+                ld_v<VW>(dv[k], dout + off + c);
+                ld_v<VW>(xv[k], x + off + c);
+                if (dx && acc) ld_v<VW>(pv[k], dx + off + c);
+                else {
+#pragma unroll
+                    for (int j = 0; j < VW; j++) pv[k][j] = 0.f;
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < VW; j++) dv[k][j] = xv[k][j] = pv[k][j] = 0.f;
+            }
+        }
+        if (dx) {
+            float dot = 0.f;
+#pragma unroll
+            for (int k = 0; k < NV; k++) {
+                int c = (k * 32 + lane) * VW;
+                if (c >= C) continue;
+                float wv[VW];
+                ld_v<VW>(wv, w + c);
+#pragma unroll
+                for (int j = 0; j < VW; j++) dot += dv[k][j] * wv[j] * xv[k][j];
+            }
+            float m = warp_sum(dot) * r / C;
+#pragma unroll
+            for (int k = 0; k < NV; k++) {
+                int c = (k * 32 + lane) * VW;
+                if (c >= C) continue;
+                float wv[VW], d[VW];
+                ld_v<VW>(wv, w + c);
+#pragma unroll
+                for (int j = 0; j < VW; j++) {
+                    d[j] = r * (dv[k][j] * wv[j] - xv[k][j] * r * m);
+                    d[j] = acc ? pv[k][j] + d[j] : d[j];   /* acc 0: overwrite (ops.h) */
+                }
+                st_v<VW>(dx + off + c, d);
+                if (ob) st_bf<VW>(ob + off + c, d);
+            }
+        }
+        if (part) {
+#pragma unroll
+            for (int k = 0; k < NV; k++) {
+                int c = (k * 32 + lane) * VW;
+                if (c < C) {
+#pragma unroll
+                    for (int j = 0; j < VW; j++) mine[c + j] += dv[k][j] * xv[k][j] * r;
+                }
+            }
+        }
+    }
+    if (!part) return;
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float t = 0.f;
+#pragma unroll
+        for (int k = 0; k < ROW_WARPS; k++) t += sdw[(size_t)k * C + c];
+        part[(size_t)blockIdx.x * C + c] = t;
+    }
+}
+
+/* dw[c] += the G blocks' parts in block order: 32 columns x 8 lanes a block,
+ * lane y adding blocks y, y + 8, ...; then the 8 lanes in order */
+__global__ void rmsnorm_dw_finish_kernel(float *dw, const float *part, int G, int C) {
+    __shared__ float sh[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float t = 0.f;
+    if (c < C) {
+#pragma unroll 4
+        for (int g = threadIdx.y; g < G; g += 8) t += part[(size_t)g * C + c];
+    }
+    sh[threadIdx.y][threadIdx.x] = t;
+    __syncthreads();
+    if (threadIdx.y || c >= C) return;
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) s += sh[k][threadIdx.x];
+    dw[c] += s;
+}
+
+#define RMS_BWD_BLOCKS 264   /* 2 a SM on the H200's 132: the parts' count is fixed, so the sums' order is too */
+
+static int aligned16(const void *p) { return !((uintptr_t)p & 15); }
+
+/* the row kernels' shape for C: VW 4 when C % 4 == 0, C <= 1024 and every fp32 row
+ * pointer 16-byte aligned, else VW 1 for C <= 256; NV the vectors a lane
+ * needs, rounded up to 1, 2, 4, 6, 8. 0: the kernels above (also for
+ * FLOWHN_ELEM=old). C > 1024 (llama-1b's 2048) would need > 8 vectors a lane
+ * of 2-3 tensors: more registers than 2 blocks an SM allow; left to them. */
+static int rows_plan(int C, const float *const *p, int np, int *vw, int *nv) {
+    if (cuda_set_elem_old(-1) || C <= 0) return 0;
+    int ok4 = C % 4 == 0 && C <= 1024;
+    for (int i = 0; i < np; i++) ok4 = ok4 && aligned16(p[i]);
+    int need;
+    if (ok4) *vw = 4, need = (C + 127) / 128;
+    else if (C <= 256) *vw = 1, need = (C + 31) / 32;
+    else return 0;
+    *nv = need <= 1 ? 1 : need <= 2 ? 2 : need <= 4 ? 4 : need <= 6 ? 6 : 8;
+    return 1;
+}
+
+/* calls F(VW, NV) with the pair as template arguments */
+#define ROWS_DISPATCH(vw, nv, LAUNCH)                                             \
+    do {                                                                          \
+        if (vw == 4) {                                                            \
+            switch (nv) {                                                         \
+            case 1: LAUNCH(4, 1); break;                                          \
+            case 2: LAUNCH(4, 2); break;                                          \
+            case 4: LAUNCH(4, 4); break;                                          \
+            case 6: LAUNCH(4, 6); break;                                          \
+            default: LAUNCH(4, 8); break;                                         \
+            }                                                                     \
+        } else {                                                                  \
+            switch (nv) {                                                         \
+            case 1: LAUNCH(1, 1); break;                                          \
+            case 2: LAUNCH(1, 2); break;                                          \
+            case 4: LAUNCH(1, 4); break;                                          \
+            case 6: LAUNCH(1, 6); break;                                          \
+            default: LAUNCH(1, 8); break;                                         \
+            }                                                                     \
+        }                                                                         \
+    } while (0)
+
+/* launches the row-per-warp forward; 0: not applicable (the caller runs the block kernels) */
+static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, const float *b, const float *w, int N,
+                         int C, float eps, __nv_bfloat16 *ob) {
+    const float *p[4] = {out, a, b ? b : a, r ? r : a};
+    int vw, nv;
+    if (!rows_plan(C, p, 4, &vw, &nv)) return 0;
+    unsigned int blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
+#define NORM_FWD_LAUNCH(V, K)                                                                                    \
+    if (b)                                                                                                       \
+        norm_rows_fwd_kernel<V, K, true><<<blocks, ROW_WARPS * 32, 0, cuda_stream()>>>(r, out, rstd, a, b, w, N, C, \
+                                                                                      eps, ob);                 \
+    else                                                                                                         \
+        norm_rows_fwd_kernel<V, K, false><<<blocks, ROW_WARPS * 32, 0, cuda_stream()>>>(r, out, rstd, a, b, w, N,  \
+                                                                                       C, eps, ob)
+    ROWS_DISPATCH(vw, nv, NORM_FWD_LAUNCH);
+#undef NORM_FWD_LAUNCH
+    CUDA_LAUNCHED();
+    return 1;
+}
+
 struct RmsnormDw {
     const float *dout, *x, *rstd;
     int C;
@@ -85,7 +351,9 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
     size_t n = (size_t)N * C;
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
     unsigned long before = cuda_epoch;
-    cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob);
+    /* decode (weights frozen) keeps the PDL-aware block kernel; training takes the row kernels */
+    if (cuda_weights_frozen() || !norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob))
+        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob);
     CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 3);
 }
@@ -117,16 +385,53 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
     }
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
     unsigned long before = cuda_epoch;
-    add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, out, rstd, a, b, w, C, eps, ob);
-    CUDA_LAUNCHED();
+    if (!norm_rows_fwd(r, out, rstd, a, b, w, N, C, eps, ob)) {
+        add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, out, rstd, a, b, w, C, eps, ob);
+        CUDA_LAUNCHED();
+    }
     CudaRange wr[4] = {{r, n * sizeof(float)}, {out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)},
                        {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 4);
 }
 
+/* the one-pass backward (rmsnorm_bwd_rows_kernel, then the dw finish); 0: not
+ * applicable (the caller runs colsum and the block kernel). dx's shadow is
+ * claimed before and declared after both launches, with every range they
+ * write (dx, the shadow, the parts, dw), so it stays current for the next product. */
+static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float *x, const float *w,
+                            const float *rstd, int N, int C, int acc) {
+    if (!dx && !dw) return 1;
+    size_t n = (size_t)N * C;
+    const float *p[3] = {dout, x, dx ? dx : dout};
+    int vw, nv;
+    if (!rows_plan(C, p, 3, &vw, &nv)) return 0;
+    unsigned int rows_blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
+    unsigned int G = dw ? (rows_blocks < RMS_BWD_BLOCKS ? rows_blocks : RMS_BWD_BLOCKS) : rows_blocks;
+    float *part = NULL;
+    if (dw && !(part = cuda_colsum_scratch((size_t)G * C))) return 1;   /* error recorded */
+    __nv_bfloat16 *ob = dx ? (__nv_bfloat16 *)cuda_shadow_claim(dx, n) : NULL;
+    size_t smem = dw ? sizeof(float) * ROW_WARPS * C : 0;
+    unsigned long before = cuda_epoch;
+#define RMS_BWD_LAUNCH(V, K)                                                                                   \
+    rmsnorm_bwd_rows_kernel<V, K><<<G, ROW_WARPS * 32, smem, cuda_stream()>>>(dx, part, dout, x, w, rstd, N, C, \
+                                                                              acc, ob)
+    ROWS_DISPATCH(vw, nv, RMS_BWD_LAUNCH);
+#undef RMS_BWD_LAUNCH
+    CUDA_LAUNCHED();
+    if (dw) {
+        rmsnorm_dw_finish_kernel<<<(C + 31) / 32, dim3(32, 8), 0, cuda_stream()>>>(dw, part, (int)G, C);
+        CUDA_LAUNCHED();
+    }
+    CudaRange wr[4] = {{dx, dx ? n * sizeof(float) : 0}, {ob, ob ? n * 2 : 0},
+                       {part, part ? (size_t)G * C * sizeof(float) : 0}, {dw, dw ? (size_t)C * sizeof(float) : 0}};
+    cuda_shadow_done(before, wr, 4);
+    return 1;
+}
+
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                       const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
+    if (rmsnorm_bwd_rows(dx, dw, dout, x, w, rstd, N, C, acc)) return;
     /* dw first: dx is the residual gradient, which the next product (the o or down projection's backward)
      * reads as its dout, so its bf16 rounding is written too and must be the last launch here (colsum's
      * launches are not declared: they would retire it). The order is free: colsum writes only dw (and its
