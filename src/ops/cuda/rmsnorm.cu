@@ -318,9 +318,9 @@ static int rows_plan(int C, const float *const *p, int np, int *vw, int *nv) {
 /* launches the row-per-warp forward; 0: not applicable (the caller runs the block kernels) */
 static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, const float *b, const float *w, int N,
                          int C, float eps, __nv_bfloat16 *ob) {
-    const float *p[4] = {out, a, b ? b : a, r ? r : a};
+    const float *p[5] = {out, a, b ? b : a, r ? r : a, w};   /* w too: the kernel reads it by float4s */
     int vw, nv;
-    if (!rows_plan(C, p, 4, &vw, &nv)) return 0;
+    if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
     unsigned int blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
 #define NORM_FWD_LAUNCH(V, K)                                                                                    \
     if (b)                                                                                                       \
@@ -402,9 +402,9 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
                             const float *rstd, int N, int C, int acc) {
     if (!dx && !dw) return 1;
     size_t n = (size_t)N * C;
-    const float *p[3] = {dout, x, dx ? dx : dout};
+    const float *p[4] = {dout, x, dx ? dx : dout, w};   /* w too: the kernel reads it by float4s */
     int vw, nv;
-    if (!rows_plan(C, p, 3, &vw, &nv)) return 0;
+    if (!rows_plan(C, p, 4, &vw, &nv)) return 0;
     unsigned int rows_blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
     unsigned int G = dw ? (rows_blocks < RMS_BWD_BLOCKS ? rows_blocks : RMS_BWD_BLOCKS) : rows_blocks;
     float *part = NULL;
