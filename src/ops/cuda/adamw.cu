@@ -14,18 +14,34 @@
 #define OPT_THREADS 256
 #define SS_BLOCKS 1024 /* partial sums of sum_squares: one per block */
 
-/* one parameter's update, the CPU op's arithmetic; returns the new value */
+/* One parameter's update: the CPU op's arithmetic, every operation rounded
+ * on its own (__fmul_rn/__fadd_rn: no FMA contraction). Pinned so that every
+ * kernel below gives the same bits whatever the compiler would fuse in its
+ * context: the copy-writing and plain updates, scalar heads and float4 bodies
+ * (test_master requires equal gradients to update equally; session 8 call 1
+ * saw them differ when the contraction was left to the compiler). */
+__device__ __forceinline__ float adamw_val(float p, float g, float &m, float &v, float lr, float beta1, float beta2,
+                                           float eps, float wd, float grad_scale, double bc1, double bc2) {
+    float gi = __fmul_rn(g, grad_scale);
+    float mi = __fadd_rn(__fmul_rn(beta1, m), __fmul_rn(1.f - beta1, gi));
+    float vi = __fadd_rn(__fmul_rn(beta2, v), __fmul_rn(__fmul_rn(1.f - beta2, gi), gi));
+    m = mi;
+    v = vi;
+    float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
+    float step = __fadd_rn(__fdiv_rn(mhat, __fadd_rn(sqrtf(vhat), eps)), __fmul_rn(wd, p));
+    return __fsub_rn(p, __fmul_rn(lr, step));
+}
+
+/* adamw_val on element i in place; returns the new value */
 __device__ __forceinline__ float adamw_one(float *p, const float *g, float *m, float *v, size_t i, float lr,
                                            float beta1, float beta2, float eps, float wd, float grad_scale, double bc1,
                                            double bc2) {
-    float gi = g[i] * grad_scale;
-    float mi = beta1 * m[i] + (1.f - beta1) * gi;
-    float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+    float mi = m[i], vi = v[i];
+    float x = adamw_val(p[i], g[i], mi, vi, lr, beta1, beta2, eps, wd, grad_scale, bc1, bc2);
     m[i] = mi;
     v[i] = vi;
-    float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
-    p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[i]);
-    return p[i];
+    p[i] = x;
+    return x;
 }
 
 __device__ __forceinline__ void adamw_range(float *p, const float *g, float *m, float *v, size_t n, float lr,
@@ -84,17 +100,6 @@ __global__ void adamw_step_copy_kernel(float *p, WeightsCopy w, const float *g, 
  * p's alignment. The copy is written by 8-byte stores where the element at
  * the first boundary falls on an 8-byte boundary of the copy, else (never for
  * tensors of 4k parameters) by 2-byte ones. */
-__device__ __forceinline__ float adamw_val(float p, float g, float &m, float &v, float lr, float beta1, float beta2,
-                                           float eps, float wd, float grad_scale, double bc1, double bc2) {
-    float gi = g * grad_scale;
-    float mi = beta1 * m + (1.f - beta1) * gi;
-    float vi = beta2 * v + (1.f - beta2) * gi * gi;
-    m = mi;
-    v = vi;
-    float mhat = (float)(mi / bc1), vhat = (float)(vi / bc2);
-    return p - lr * (mhat / (sqrtf(vhat) + eps) + wd * p);
-}
-
 /* [lo, hi) of p, g, m, v; dst (NULL: no copy) the copy's place of element lo; threads t of nt */
 __device__ __forceinline__ void adamw_piece4(float *p, const float *g, float *m, float *v, __nv_bfloat16 *dst,
                                              size_t lo, size_t hi, size_t t, size_t nt, float lr, float beta1,
