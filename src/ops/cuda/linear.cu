@@ -1422,6 +1422,15 @@ static int gemv_enabled(void) {   /* read per call (host time ~0.1 us; replays r
 }
 unsigned long cuda_gemv_launches;   /* for tests: how many products took the path */
 
+/* the gemv launch of a product of welems weights under PDL: 1 the _pdl kernel,
+ * 2 main's after a wait, 0 main's plainly; auto (3, the default) picks 1 up to
+ * GEMV_PDL_AUTO_MAX weights (stream.cu says why) */
+#define GEMV_PDL_AUTO_MAX ((size_t)4 << 20)
+static int gemv_pdl_mode(size_t welems) {
+    int m = cuda_pdl_gemv_enabled();
+    return m == 3 ? (welems <= GEMV_PDL_AUTO_MAX ? 1 : 0) : m;
+}
+
 /* out = in w^T (+ b) by gemv_bf16_kernel when the product qualifies; 1 if it ran */
 static int gemv_try(float *out, const float *in, const float *w, const float *b, int N, int IC, int OC) {
     if (!gemv_enabled() || precision != MM_BF16 || N > GEMV_MAX_ROWS || IC % 8) return 0;
@@ -1429,7 +1438,7 @@ static int gemv_try(float *out, const float *in, const float *w, const float *b,
     if (!wf || ((uintptr_t)wf | (uintptr_t)in) % 16) return 0;
     unsigned long before = cuda_epoch;
     dim3 grid((OC + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
-    int pdl = cuda_pdl_gemv_enabled();   /* 1 the _pdl kernel, 2 main's after a wait, 0 main's plainly */
+    int pdl = gemv_pdl_mode((size_t)OC * IC);
     const __nv_bfloat16 *wb = (const __nv_bfloat16 *)wf;
     switch (N) {
 #define GEMV_CASE(R) \
@@ -1460,7 +1469,8 @@ static int gemv_fusable(const float *in, int N, int IC, const float *norm_w) {
 template <int MODE, bool NORM>
 static void gemv_fused_launch(const GemvArgs &a, int blocks, const float *in, int N, int IC) {
     dim3 grid(blocks), block(GEMV_WARPS * 32);
-    int pdl = cuda_pdl_gemv_enabled();   /* 1 the _pdl kernel, 2 main's after a wait, 0 main's plainly */
+    /* the weights it streams: a row of IC per output (two matrices for SwiGLU's gate and up) */
+    int pdl = gemv_pdl_mode((size_t)blocks * GEMV_WARPS * IC * (MODE == GEMV_SWIGLU ? 2 : 1));
     switch (N) {
 #define GEMV_CASE(R) \
     case R:                                                                                       \

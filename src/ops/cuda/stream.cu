@@ -44,18 +44,22 @@ int cuda_set_pdl(int on) {
 int cuda_pdl_enabled(void) { return capturing && (pdl_on >= 0 ? pdl_on : cuda_set_pdl(-1)); }
 
 /* the gemv products under PDL (linear.cu; for the A/B of which part helps:
- * docs/perf-notes.md "decode-pdl2"): FLOWHN_PDL_GEMV unset or 1 their _pdl
- * kernels (first weight loads before the wait); 0 plain launches of main's
- * kernels while the other decode kernels keep PDL; 2 PDL launches of main's
- * code after a wait at the top (the early launch without the early loads) */
+ * docs/perf-notes.md "decode-pdl2"): FLOWHN_PDL_GEMV=1 their _pdl kernels
+ * (first weight loads before the wait) for every product; 0 plain launches of
+ * main's kernels while the other decode kernels keep PDL; 2 PDL launches of
+ * main's code after a wait at the top (the early launch without the early
+ * loads); unset or 3 ("auto") the _pdl kernels for products of at most
+ * GEMV_PDL_AUTO_MAX weights and main's plainly above: session 8 call 1
+ * measured the _pdl kernels 12% faster at llama-135m (launch-bound) and 15%
+ * slower at llama-1b (bandwidth-bound, where their registers cost occupancy). */
 static int pdl_gemv_on = -1;
 int cuda_set_pdl_gemv(int on) {
     if (pdl_gemv_on < 0) {
         const char *e = getenv("FLOWHN_PDL_GEMV");
-        pdl_gemv_on = !e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "2") ? 2 : 1;
+        pdl_gemv_on = !e ? 3 : !strcmp(e, "0") ? 0 : !strcmp(e, "1") ? 1 : !strcmp(e, "2") ? 2 : 3;
     }
     int was = pdl_gemv_on;
-    if (on >= 0) pdl_gemv_on = on > 2 ? 1 : on;
+    if (on >= 0) pdl_gemv_on = on > 3 ? 3 : on;
     return was;
 }
 int cuda_pdl_gemv_enabled(void) {
