@@ -15,7 +15,11 @@
  *
  * The first kernels (one thread per element, dw and db as separate column
  * passes) stay for K > 4 and for A/B timing (FLOWHN_M2_KERNELS=old,
- * cuda_set_m2_kernels). */
+ * cuda_set_m2_kernels).
+ *
+ * Since branch elem-mamba the segment walks prefetch the rows 8 ahead into L2
+ * and the backward writes dx's bf16 rounding (a shadow for in_proj's
+ * backward); FLOWHN_CONV=old (cuda_set_conv_new) runs them as before. */
 #include <algorithm>
 #include <stdlib.h>
 #include <string.h>

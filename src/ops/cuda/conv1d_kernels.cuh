@@ -2,7 +2,7 @@
  * (with or without a fused SiLU), device code only: conv1d.cu launches them,
  * tools/m2_emu runs them on the CPU (plain C++ with shims for the CUDA
  * builtins) to check their indexing where no GPU is at hand. Include after
- * common.cuh (sigmoidf_). See conv1d.cu for the scheme. */
+ * common.cuh (sigmoidf_) and cuda_bf16.h. See conv1d.cu for the scheme. */
 #ifndef FLOWHN_CONV1D_KERNELS_CUH
 #define FLOWHN_CONV1D_KERNELS_CUH
 

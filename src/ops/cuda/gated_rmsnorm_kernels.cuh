@@ -1,6 +1,6 @@
 /* gated_rmsnorm_kernels.cuh - the register-resident gated RMSNorm kernels,
  * device code only: gated_rmsnorm.cu launches them, tools/m2_emu runs them on
- * the CPU. Include after common.cuh (sigmoidf_, block_sum).
+ * the CPU. Include after common.cuh (sigmoidf_, block_sum) and cuda_bf16.h.
  *
  * A row of C floats (C % 4 == 0, C <= 4 * GN_THREADS * NPT) is held by
  * GN_THREADS threads, NPT float4 each, in registers: y, z (and dout) are read
