@@ -339,6 +339,7 @@ static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
         o->silu_fwd(a->xbc, a->xbc_conv, N * CX);
     }
     o->ssd_fwd(a->y, a->states, a->xbc, a->dtr, W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
+    keep_bf16(m, a->yn, N * E);   /* out_proj's input, again in its backward (the norm writes the rounding) */
     o->gated_rmsnorm_fwd(a->yn, a->g_rstd, a->y, a->z, W(w->gate_norm), (int)N, E, (real)c->norm_eps);
     o->linear_fwd(out, a->yn, W(w->out_proj), NULL, (int)N, E, H);
     return 0;

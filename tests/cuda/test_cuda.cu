@@ -1074,6 +1074,11 @@ static void test_xent(void) {
     }
 }
 
+/* the bf16 tests of the Mamba-2 conv and gated norm (below) use the shadow tests' counter and verdict */
+extern unsigned long cuda_shadow_served;
+static void cmp_on_off(const char *feature, const char *const *names, float **ref, float **on, float **off,
+                       const size_t *sz, int n);
+
 #ifdef HAVE_CPU_CONV1D
 /* conv1d and conv1d_silu (silu = 1). The shapes take every path of conv1d.cu:
  * 1 or 4 channels per thread (C % 4), several time segments (n > 16), n < K,
@@ -1128,24 +1133,106 @@ static void test_conv1d_op(int silu) {
         grad_free(gx); grad_free(gw); grad_free(gb); grad_free(gx2); grad_free(gw2);
     }
 }
-/* the new kernels (default), then the first ones (FLOWHN_M2_KERNELS=old), then the fused op */
+/* the new kernels (default: with prefetches), the same as before elem-mamba
+ * (FLOWHN_CONV=old), then the first ones (FLOWHN_M2_KERNELS=old) */
 static void test_conv1d(void) {
-    int was = cuda_set_m2_kernels(1);
+    int was = cuda_set_m2_kernels(1), was_c = cuda_set_conv_new(1);
     test_conv1d_op(0);
+    cuda_set_conv_new(0);
+    printf("  (the segment kernels as before elem-mamba: FLOWHN_CONV=old)\n");
+    test_conv1d_op(0);
+    cuda_set_conv_new(was_c);
     cuda_set_m2_kernels(0);
     printf("  (the first conv1d kernels)\n");
     test_conv1d_op(0);
     cuda_set_m2_kernels(was);
 }
-static void test_conv1d_silu(void) { test_conv1d_op(1); }
+static void test_conv1d_silu(void) {
+    int was_c = cuda_set_conv_new(1);
+    test_conv1d_op(1);
+    cuda_set_conv_new(0);
+    printf("  (the segment kernels as before elem-mamba: FLOWHN_CONV=old)\n");
+    test_conv1d_op(1);
+    cuda_set_conv_new(was_c);
+}
+
+/* mamba2's backward after the conv (bf16 products): conv1d_silu_bwd's dx is
+ * in_proj's dout two products later (the z part's linear_bwd in between, whose
+ * launches linear.cu declares). With the new kernels the conv writes dx's
+ * rounding (a shadow) and the x part's product reads it; with FLOWHN_CONV=old
+ * it rounds. Against the CPU (bf16 bound) and new == old bit for bit. */
+#define CONV_BF16_RES 6
+static void conv_bf16_sequence(int cn, int check, int B, int n, int CX, int H, int E, float *const *h, float **res) {
+    /* h: xpre, cw, cb, dxbc, u, Wz, Wx, dz */
+    size_t N = (size_t)B * n, tot = N * CX;
+    int K = 4;
+    int was = cuda_set_conv_new(cn), was_sh = cuda_set_bf16_shadow(1);
+    float *xpre = dev(h[0], tot), *cw = dev(h[1], (size_t)CX * K), *cb = dev(h[2], CX), *dxbc = dev(h[3], tot);
+    float *u = dev(h[4], N * H), *Wz = dev(h[5], (size_t)E * H), *Wx = dev(h[6], (size_t)CX * H);
+    float *dz = dev(h[7], N * E);
+    size_t sz[CONV_BF16_RES] = {tot, (size_t)CX * K, (size_t)CX, N * H, (size_t)E * H, (size_t)CX * H};
+    float *o[CONV_BF16_RES];
+    for (int k = 0; k < CONV_BF16_RES; k++) o[k] = dnan(sz[k]);
+    for (int k = 1; k < CONV_BF16_RES; k++)
+        if (k != 3) G->zero(o[k], sizeof(float) * sz[k]);   /* dw, db, dW accumulate */
+    G->conv1d_silu_bwd(o[0], o[1], o[2], dxbc, xpre, cw, cb, B, n, CX, K, FH_OVERWRITE);
+    unsigned long s = cuda_shadow_served;
+    G->linear_bwd(o[3], o[4], NULL, dz, u, Wz, (int)N, H, E, FH_OVERWRITE);
+    G->linear_bwd(o[3], o[5], NULL, o[0], u, Wx, (int)N, H, CX, FH_ACC);
+    unsigned long got = cuda_shadow_served - s;
+    if (check) {
+        int ok = got == (unsigned long)(cn ? 1 : 0);
+        if (!ok) line_ok = 0;
+        CHECK(ok, "conv dx -> in_proj bwd: %lu operands read from shadows, expected %d", got, cn ? 1 : 0);
+    }
+    for (int k = 0; k < CONV_BF16_RES; k++) {
+        res[k] = (float *)malloc(sizeof(float) * sz[k]);
+        G->to_host(res[k], o[k], sizeof(float) * sz[k]);
+        G->release(o[k]);
+    }
+    float *all[] = {xpre, cw, cb, dxbc, u, Wz, Wx, dz};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_shadow(was_sh);
+    cuda_set_conv_new(was);
+}
+static void test_conv1d_silu_bf16(void) {
+    /* B, n, CX, H, E: 1 channel per thread (CX odd), 4 (CX % 4 == 0), the model's widths at B 1 n 256 */
+    static const int shapes[][5] = {{2, 19, 13, 9, 7}, {2, 67, 132, 40, 96}, {1, 256, 1792, 768, 1536}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    int was = cuda_set_m2_kernels(1);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int B = shapes[si][0], n = shapes[si][1], CX = shapes[si][2], H = shapes[si][3], E = shapes[si][4], K = 4;
+        size_t N = (size_t)B * n, tot = N * CX;
+        line_start("conv1d_silu_bf16", "B=%d n=%d CX=%d H=%d E=%d", B, n, CX, H, E);
+        float *h[8] = {hrand(tot, 0, 1), hrand((size_t)CX * K, 0, 0.5f), hrand(CX, 0, 1), hrand(tot, 0, 1),
+                       hrand(N * H, 0, 1), hrand((size_t)E * H, 0, 0.05f), hrand((size_t)CX * H, 0, 0.05f),
+                       hrand(N * E, 0, 1)};
+        size_t sz[CONV_BF16_RES] = {tot, (size_t)CX * K, (size_t)CX, N * H, (size_t)E * H, (size_t)CX * H};
+        float *ref[CONV_BF16_RES], *on[CONV_BF16_RES], *off[CONV_BF16_RES], *warm[CONV_BF16_RES];
+        for (int k = 0; k < CONV_BF16_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
+        cpu_conv1d_silu_bwd(ref[0], ref[1], ref[2], h[3], h[0], h[1], h[2], B, n, CX, K, FH_OVERWRITE);
+        cpu_linear_bwd(ref[3], ref[4], NULL, h[7], h[4], h[5], (int)N, H, E, FH_OVERWRITE);
+        cpu_linear_bwd(ref[3], ref[5], NULL, ref[0], h[4], h[6], (int)N, H, CX, FH_ACC);
+        conv_bf16_sequence(1, 0, B, n, CX, H, E, h, warm);   /* a warm-up run: it grows the slots and shadows */
+        for (int k = 0; k < CONV_BF16_RES; k++) free(warm[k]);
+        conv_bf16_sequence(1, 1, B, n, CX, H, E, h, on);
+        conv_bf16_sequence(0, 1, B, n, CX, H, E, h, off);
+        const char *names[CONV_BF16_RES] = {"dx", "dw", "db", "du", "dWz", "dWx (dx's shadow)"};
+        cmp_on_off("FLOWHN_CONV", names, ref, on, off, sz, CONV_BF16_RES);
+        for (int k = 0; k < 8; k++) free(h[k]);
+    }
+    cuda_set_m2_kernels(was);
+    cuda_set_matmul_precision("fp32");
+}
 #endif
 
 #ifdef HAVE_CPU_GATED_RMSNORM
 /* the register kernels take C % 4 == 0, C <= 4096 (1024: 2 float4 per thread;
  * 1028: a third for one thread; 1536: the model's E; 4096: 8); the others and
- * C > 4096 the first kernels. N = 2000 > the backward's 1024 blocks: rows per block > 1 */
+ * C > 4096 the first kernels. N = 2000 > the backward's 1024 blocks (the pipelined one's 512): rows per block
+ * > 1; N = 1037, 513: the pipelined backward's last round with one or a few rows, odd C/4 */
 static int gnorm_shapes[][2] = {{1, 1}, {7, 33}, {300, 1024}, {5, 1028}, {64, 1536}, {2000, 1536}, {3, 4096},
-                                {2, 4100}, {4, 8}};
+                                {2, 4100}, {4, 8}, {1037, 1028}, {513, 44}};
 static void test_gated_rmsnorm_shapes(void) {
     for (int si = 0; si < (int)(sizeof gnorm_shapes / sizeof gnorm_shapes[0]); si++) {
         int N = gnorm_shapes[si][0], C = gnorm_shapes[si][1];
@@ -1188,14 +1275,104 @@ static void test_gated_rmsnorm_shapes(void) {
         grad_free(gy); grad_free(gz); grad_free(gw); grad_free(gw2); grad_free(gy2);
     }
 }
-/* the register kernels (default), then the first ones (FLOWHN_M2_KERNELS=old) */
+/* the register kernels (default: the pipelined backward), the register kernels
+ * as before elem-mamba (FLOWHN_GNORM=old), then the first ones (FLOWHN_M2_KERNELS=old) */
 static void test_gated_rmsnorm(void) {
-    int was = cuda_set_m2_kernels(1);
+    int was = cuda_set_m2_kernels(1), was_g = cuda_set_gnorm_new(1);
     test_gated_rmsnorm_shapes();
+    cuda_set_gnorm_new(0);
+    printf("  (the register kernels as before elem-mamba: FLOWHN_GNORM=old)\n");
+    test_gated_rmsnorm_shapes();
+    cuda_set_gnorm_new(was_g);
     cuda_set_m2_kernels(0);
     printf("  (the first gated_rmsnorm kernels)\n");
     test_gated_rmsnorm_shapes();
     cuda_set_m2_kernels(was);
+}
+
+/* bf16 products after the gated norm (mamba2: yn -> out_proj, kept for its
+ * backward): with the new kernels the norm writes yn's rounding, into a shadow
+ * (served to the next product) or into yn's kept buffer (served forward and
+ * backward, cuda_keep_produced); with FLOWHN_GNORM=old the product rounds (a
+ * kept buffer filled by the first product). Both against the CPU (bf16 bound),
+ * and new == old bit for bit (the same rounding of the same fp32 values). */
+#define GN_BF16_RES 3
+static void gnorm_bf16_sequence(int gn, int check, int N, int C, int OC, float *const *h, float **res) {
+    /* h: y, z, wn, W, dY */
+    size_t nc = (size_t)N * C;
+    int was = cuda_set_gnorm_new(gn), was_sh = cuda_set_bf16_shadow(1), was_k = cuda_set_bf16_keep(1);
+    float *y = dev(h[0], nc), *z = dev(h[1], nc), *wn = dev(h[2], C), *W = dev(h[3], (size_t)OC * C);
+    float *dY = dev(h[4], (size_t)N * OC), *yn = dnan(nc), *yn2 = dnan(nc), *rs = dnan(N);
+    size_t sz[GN_BF16_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)OC * C};
+    float *o[GN_BF16_RES];
+    for (int k = 0; k < GN_BF16_RES; k++) o[k] = dnan(sz[k]);
+    G->zero(o[2], sizeof(float) * sz[2]);   /* dW accumulates */
+    unsigned long s = cuda_shadow_served, p0 = cuda_keep_produced, f0 = cuda_keep_fills, k0;
+    /* a shadow: the norm, then its product */
+    G->gated_rmsnorm_fwd(yn, rs, y, z, wn, N, C, 1e-5f);
+    G->linear_fwd(o[0], yn, W, NULL, N, C, OC);
+    unsigned long got = cuda_shadow_served - s;
+    if (check) {
+        int ok = got == (unsigned long)(gn ? 1 : 0);
+        if (!ok) line_ok = 0;
+        CHECK(ok, "gated norm -> product: %lu operands read from shadows, expected %d", got, gn ? 1 : 0);
+    }
+    /* a kept output: forward product, then the weight gradient */
+    G->keep_bf16(yn2, nc);
+    G->gated_rmsnorm_fwd(yn2, rs, y, z, wn, N, C, 1e-5f);
+    k0 = cuda_keep_served;
+    G->linear_fwd(o[1], yn2, W, NULL, N, C, OC);
+    G->linear_bwd(NULL, o[2], NULL, dY, yn2, W, N, C, OC, FH_ACC);
+    G->keep_bf16(NULL, 0);
+    if (check) {
+        unsigned long served = cuda_keep_served - k0, prod = cuda_keep_produced - p0, fills = cuda_keep_fills - f0;
+        int ok = served == (unsigned long)(gn ? 2 : 1) && prod == (unsigned long)(gn ? 1 : 0) &&
+                 fills == (unsigned long)(gn ? 0 : 1);
+        if (!ok) line_ok = 0;
+        CHECK(ok, "kept yn: %lu served, %lu written by the norm, %lu filled by a product; expected %d, %d, %d",
+              served, prod, fills, gn ? 2 : 1, gn ? 1 : 0, gn ? 0 : 1);
+    }
+    for (int k = 0; k < GN_BF16_RES; k++) {
+        res[k] = (float *)malloc(sizeof(float) * sz[k]);
+        G->to_host(res[k], o[k], sizeof(float) * sz[k]);
+        G->release(o[k]);
+    }
+    float *all[] = {y, z, wn, W, dY, yn, yn2, rs};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep(was_k);
+    cuda_set_bf16_shadow(was_sh);
+    cuda_set_gnorm_new(was);
+}
+static void test_gated_rmsnorm_bf16(void) {
+    /* N, C, OC: odd rows and outputs; the model's E = 1536 (3 float4 per thread) */
+    static const int shapes[][3] = {{5, 36, 9}, {37, 1028, 72}, {300, 1536, 768}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    int was = cuda_set_m2_kernels(1);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], OC = shapes[si][2];
+        size_t nc = (size_t)N * C;
+        line_start("gated_rmsnorm_bf16", "N=%d C=%d OC=%d", N, C, OC);
+        float *h[5] = {hrand(nc, 0, 1), hrand(nc, 0.5f, 1.5f), hrand(C, 1, 0.2f), hrand((size_t)OC * C, 0, 0.05f),
+                       hrand((size_t)N * OC, 0, 1)};
+        float *yn = hnan(nc), *rs = hnan(N), *ref[GN_BF16_RES], *on[GN_BF16_RES], *off[GN_BF16_RES];
+        size_t sz[GN_BF16_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)OC * C};
+        for (int k = 0; k < GN_BF16_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
+        cpu_gated_rmsnorm_fwd(yn, rs, h[0], h[1], h[2], N, C, 1e-5f);
+        cpu_linear_fwd(ref[0], yn, h[3], NULL, N, C, OC);
+        cpu_linear_fwd(ref[1], yn, h[3], NULL, N, C, OC);
+        cpu_linear_bwd(NULL, ref[2], NULL, h[4], yn, h[3], N, C, OC, FH_ACC);
+        float *warm[GN_BF16_RES];
+        gnorm_bf16_sequence(1, 0, N, C, OC, h, warm);   /* a warm-up run: it grows the slots and shadows */
+        for (int k = 0; k < GN_BF16_RES; k++) free(warm[k]);
+        gnorm_bf16_sequence(1, 1, N, C, OC, h, on);
+        gnorm_bf16_sequence(0, 1, N, C, OC, h, off);
+        const char *names[GN_BF16_RES] = {"out (shadow)", "out (kept)", "dW (kept)"};
+        cmp_on_off("FLOWHN_GNORM", names, ref, on, off, sz, GN_BF16_RES);
+        for (int k = 0; k < 5; k++) free(h[k]);
+        free(yn); free(rs);
+    }
+    cuda_set_m2_kernels(was);
+    cuda_set_matmul_precision("fp32");
 }
 #endif
 
@@ -2360,11 +2537,13 @@ int main(void) {
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
     RUN(test_conv1d_silu);
+    RUN(test_conv1d_silu_bf16);
 #else
     printf("skipped conv1d: no src/ops/cpu/conv1d.c in this checkout\n");
 #endif
 #ifdef HAVE_CPU_GATED_RMSNORM
     RUN(test_gated_rmsnorm);
+    RUN(test_gated_rmsnorm_bf16);
 #else
     printf("skipped gated_rmsnorm: no src/ops/cpu/gated_rmsnorm.c in this checkout\n");
 #endif

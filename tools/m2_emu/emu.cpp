@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <thread>
 #include <vector>
@@ -63,6 +64,24 @@ static inline float block_sum(float v, float *sh) {
 }
 static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
+/* cuda_bf16.h's type and round-to-nearest-even conversion (finite values) */
+struct __nv_bfloat16 { uint16_t x; };
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __nv_bfloat16{(uint16_t)(u >> 16)};
+}
+static inline float bf16_to_float(__nv_bfloat16 h) { uint32_t u = (uint32_t)h.x << 16; float f; memcpy(&f, &u, 4); return f; }
+/* conv1d_kernels.cuh's L2 prefetches: each address must lie inside one of the
+ * tensors the kernel reads (set per launch; a miss counts as a failure) */
+static const float *pf_lo[2], *pf_hi[2];
+static std::atomic<long> pf_count{0}, pf_bad{0};
+static void conv_prefetch_seen(const float *p) {
+    pf_count++;
+    bool in = false;
+    for (int i = 0; i < 2; i++) in |= pf_lo[i] && p >= pf_lo[i] && p < pf_hi[i];
+    if (!in) pf_bad++;
+}
 
 #include "../../src/ops/cuda/conv1d_kernels.cuh"
 #include "../../src/ops/cuda/gated_rmsnorm_kernels.cuh"
@@ -121,10 +140,21 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     printf("  conv%s K=%d V=%d B=%d n=%d C=%d bias=%d acc=%d: seg %d x %d, grid %u x %u\n", silu ? "+silu" : "", KK, V,
            B, n, C, bias, acc, g.seg, g.nseg, g.grid.x, g.grid.y);
     launch(g.grid, g.block, [&] {
-        if (silu) conv_seg_fwd_kernel<KK, V, true>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
-        else conv_seg_fwd_kernel<KK, V, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        if (silu) conv_seg_fwd_kernel<KK, V, true, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        else conv_seg_fwd_kernel<KK, V, false, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
     });
     cmp("out", oc, og);
+    /* with the prefetches (elem-mamba): the same values, every prefetch inside x */
+    std::vector<float> og2(tot, NAN);
+    pf_lo[0] = x.data(); pf_hi[0] = x.data() + tot; pf_lo[1] = pf_hi[1] = nullptr;
+    long c0 = pf_count, b0 = pf_bad;
+    launch(g.grid, g.block, [&] {
+        if (silu) conv_seg_fwd_kernel<KK, V, true, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        else conv_seg_fwd_kernel<KK, V, false, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+    });
+    cmp("out (prefetching)", oc, og2);
+    printf("    %-28s %ld, %ld outside x %s\n", "prefetches", pf_count - c0, pf_bad - b0, pf_bad > b0 ? "FAILED" : "");
+    if (pf_bad > b0) fails++;
     auto dx0 = rnd(tot), dw0 = rnd((size_t)C * KK), db0 = rnd(C);
     std::vector<float> dxc = acc ? dx0 : std::vector<float>(tot, 0.f), dxg = acc ? dx0 : std::vector<float>(tot, NAN);
     std::vector<float> dwc = dw0, dwg = dw0, dbc = db0, dbg = db0;
@@ -133,27 +163,55 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     std::vector<float> part((size_t)g.grid.y * (KK + 1) * C, NAN);
     launch(g.grid, g.block, [&] {
         if (silu)
-            conv_seg_bwd_kernel<KK, V, true>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C, g.seg,
-                                             g.nseg, g.nsegs_all, acc);
+            conv_seg_bwd_kernel<KK, V, true, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C,
+                                                    g.seg, g.nseg, g.nsegs_all, acc, nullptr);
         else
-            conv_seg_bwd_kernel<KK, V, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C, g.seg,
-                                              g.nseg, g.nsegs_all, acc);
+            conv_seg_bwd_kernel<KK, V, false, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n,
+                                                     C, g.seg, g.nseg, g.nsegs_all, acc, nullptr);
     });
     int fb = ((KK + 1) * C + 255) / 256;
     launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg.data(), dbg.data(), part.data(), (int)g.grid.y, C, KK); });
     cmp("dx", dxc, dxg); cmp("dw", dwc, dwg); cmp("db", dbc, dbg);
+    /* with the prefetches and dx's bf16 rounding (elem-mamba) */
+    std::vector<float> dxg2 = acc ? dx0 : std::vector<float>(tot, NAN), dwg2 = dw0, dbg2 = db0;
+    std::vector<float> part2((size_t)g.grid.y * (KK + 1) * C, NAN);
+    std::vector<__nv_bfloat16> dxb(tot, __nv_bfloat16{0x7fc0});
+    pf_lo[0] = x.data(); pf_hi[0] = x.data() + tot; pf_lo[1] = dout.data(); pf_hi[1] = dout.data() + tot;
+    c0 = pf_count; b0 = pf_bad;
+    launch(g.grid, g.block, [&] {
+        if (silu)
+            conv_seg_bwd_kernel<KK, V, true, true>(dxg2.data(), part2.data(), dout.data(), x.data(), w.data(), bp, n,
+                                                   C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data());
+        else
+            conv_seg_bwd_kernel<KK, V, false, true>(dxg2.data(), part2.data(), dout.data(), x.data(), w.data(), bp, n,
+                                                    C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data());
+    });
+    launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg2.data(), dbg2.data(), part2.data(), (int)g.grid.y, C, KK); });
+    cmp("dx (prefetching)", dxc, dxg2); cmp("dw (prefetching)", dwc, dwg2); cmp("db (prefetching)", dbc, dbg2);
+    size_t bad = 0;
+    for (size_t i = 0; i < tot; i++) bad += __float2bfloat16_rn(dxg2[i]).x != dxb[i].x;
+    printf("    %-28s %ld, %ld outside x, dout; dx bf16: %zu of %zu differ %s\n", "prefetches", pf_count - c0,
+           pf_bad - b0, bad, tot, (pf_bad > b0 || bad) ? "FAILED" : "");
+    if (pf_bad > b0 || bad) fails++;
 }
 
 template <int NPT>
-static void gnorm_case(int N, int C, int nblk, int acc) {
+static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOCKS) {
     size_t nc = (size_t)N * C;
     auto y = rnd(nc), z = rnd(nc, 2.f), w = rnd(C), dout = rnd(nc);
     for (auto &v : w) v += 1.f;
     std::vector<float> oc(nc), og(nc, NAN), rc(N), rg(N, NAN);
     printf("  gated_rmsnorm NPT=%d N=%d C=%d blocks %d acc=%d\n", NPT, N, C, nblk, acc);
     cpu_gated_rmsnorm_fwd(oc.data(), rc.data(), y.data(), z.data(), w.data(), N, C, 1e-5f);
-    launch1d(N, GN_THREADS, [&] { gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), z.data(), w.data(), C, 1e-5f); });
+    std::vector<__nv_bfloat16> ob(nc, __nv_bfloat16{0x7fc0});   /* NaN */
+    launch1d(N, GN_THREADS, [&] {
+        gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), z.data(), w.data(), C, 1e-5f, ob.data());
+    });
     cmp("out", oc, og); cmp("rstd", rc, rg);
+    size_t bad = 0;   /* the rounding written is the rounding of the fp32 value written */
+    for (size_t i = 0; i < nc; i++) bad += __float2bfloat16_rn(og[i]).x != ob[i].x;
+    printf("    %-28s %zu of %zu differ %s\n", "out bf16 rounding", bad, nc, bad ? "FAILED" : "");
+    if (bad) fails++;
     auto d0 = rnd(nc), e0 = rnd(nc), dw0 = rnd(C);
     std::vector<float> dyc = acc ? d0 : std::vector<float>(nc, 0.f), dyg = acc ? d0 : std::vector<float>(nc, NAN);
     std::vector<float> dzc = acc ? e0 : std::vector<float>(nc, 0.f), dzg = acc ? e0 : std::vector<float>(nc, NAN);
@@ -165,6 +223,24 @@ static void gnorm_case(int N, int C, int nblk, int acc) {
     });
     launch1d((C + 255) / 256, 256, [&] { gnorm_dw_finish_kernel(dwg.data(), part.data(), nblk, C); });
     cmp("dy", dyc, dyg); cmp("dz", dzc, dzg); cmp("dw", dwc, dwg);
+    /* the pipelined backward (default since elem-mamba) and its dw sum */
+    int nb2 = std::min(N, nblk2);
+    std::vector<float> dyg2 = acc ? d0 : std::vector<float>(nc, NAN), dzg2 = acc ? e0 : std::vector<float>(nc, NAN);
+    std::vector<float> dwg2 = dw0, part2((size_t)nb2 * C, NAN);
+    printf("  gated_rmsnorm pipelined backward: blocks %d\n", nb2);
+    launch1d(nb2, GN_THREADS, [&] {
+        gnorm_bwd_pipe_kernel<NPT>(dyg2.data(), dzg2.data(), part2.data(), dout.data(), y.data(), z.data(), w.data(),
+                                   rc.data(), N, C, acc);
+    });
+    launch((C + 31) / 32, dim3(32, GN_FIN_ROWS), [&] { gnorm_dw_finish2_kernel(dwg2.data(), part2.data(), nb2, C); });
+    cmp("dy", dyc, dyg2); cmp("dz", dzc, dzg2); cmp("dw", dwc, dwg2);
+    /* dy only: dz, part NULL */
+    std::vector<float> dyg3 = acc ? d0 : std::vector<float>(nc, NAN);
+    launch1d(nb2, GN_THREADS, [&] {
+        gnorm_bwd_pipe_kernel<NPT>(dyg3.data(), nullptr, nullptr, dout.data(), y.data(), z.data(), w.data(),
+                                   rc.data(), N, C, acc);
+    });
+    cmp("dy only", dyc, dyg3);
 }
 
 int main() {
@@ -187,6 +263,9 @@ int main() {
         gnorm_case<3>(20, 1536, 6, acc);                        /* mamba2-gpt2small's E */
         gnorm_case<3>(5, 1028, 5, acc);                         /* C/4 = 257: the third float4 of one thread only */
         gnorm_case<8>(3, 4096, 2, acc);
+        gnorm_case<3>(37, 1536, 6, acc, 5);                     /* pipelined: 8 rows per block, a partial last round */
+        gnorm_case<3>(11, 1028, 3, acc, 4);                     /* C/4 = 257: one thread with a third float4 */
+        gnorm_case<1>(13, 44, 2, acc, 13);                      /* one row per block (N == blocks) */
     }
     printf(fails ? "m2_emu: %d FAILED\n" : "m2_emu: all passed\n", fails);
     return fails != 0;

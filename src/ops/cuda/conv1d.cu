@@ -15,10 +15,16 @@
  *
  * The first kernels (one thread per element, dw and db as separate column
  * passes) stay for K > 4 and for A/B timing (FLOWHN_M2_KERNELS=old,
- * cuda_set_m2_kernels). */
+ * cuda_set_m2_kernels).
+ *
+ * Since branch elem-mamba the segment walks prefetch the rows 8 ahead into L2
+ * and the backward writes dx's bf16 rounding (a shadow for in_proj's
+ * backward); FLOWHN_CONV=old (cuda_set_conv_new) runs them as before. */
 #include <algorithm>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda_bf16.h>
 
 #include "common.cuh"
 #include "conv1d_kernels.cuh"
@@ -116,39 +122,81 @@ int cuda_set_m2_kernels(int on) {
     return was;
 }
 
+/* -1: not read yet; FLOWHN_CONV=old: the segment kernels as on main before
+ * branch elem-mamba, without the L2 prefetches and dx's bf16 rounding (cuda_ops.h) */
+static int conv_new = -1;
+int cuda_set_conv_new(int on) {
+    if (conv_new < 0) {
+        const char *e = getenv("FLOWHN_CONV");
+        conv_new = !(e && !strcmp(e, "old"));
+    }
+    int was = conv_new;
+    if (on >= 0) conv_new = on != 0;
+    return was;
+}
+
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+template <int KK, int V, bool SILU>
+static void conv_seg_fwd_pf(const ConvGeom &g, float *out, const float *x, const float *w, const float *b, int n,
+                            int C, bool pf) {
+    if (pf)
+        conv_seg_fwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
+                                                                                      g.nsegs_all);
+    else
+        conv_seg_fwd_kernel<KK, V, SILU, false><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg,
+                                                                                       g.nseg, g.nsegs_all);
+}
 template <int KK, int V>
 static void conv_seg_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu) {
     ConvGeom g = conv_geom(B, n, C, V);
-    if (silu)
-        conv_seg_fwd_kernel<KK, V, true><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
-                                                                                g.nsegs_all);
-    else
-        conv_seg_fwd_kernel<KK, V, false><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
-                                                                                 g.nsegs_all);
+    bool pf = cuda_set_conv_new(-1);
+    if (silu) conv_seg_fwd_pf<KK, V, true>(g, out, x, w, b, n, C, pf);
+    else conv_seg_fwd_pf<KK, V, false>(g, out, x, w, b, n, C, pf);
     CUDA_LAUNCHED();
 }
+template <int KK, int V, bool SILU>
+static void conv_seg_bwd_pf(const ConvGeom &g, float *dx, float *part, const float *dout, const float *x,
+                            const float *w, const float *b, int n, int C, int acc, bool pf, __nv_bfloat16 *dxb) {
+    if (pf)
+        conv_seg_bwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb);
+    else
+        conv_seg_bwd_kernel<KK, V, SILU, false><<<g.grid, g.block, 0, cuda_stream()>>>(
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb);
+}
+/* With the new setting dx's bf16 rounding is written too (a shadow: in_proj's
+ * backward reads dx as its dout two products later, linear.cu's declared
+ * launches in between) and every range written is declared (cuda_shadow_done). */
 template <int KK, int V>
 static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
                          const float *b, int B, int n, int C, int acc, bool silu) {
     ConvGeom g = conv_geom(B, n, C, V);
+    bool nw = cuda_set_conv_new(-1);
     float *part = nullptr;
+    size_t part_n = (size_t)g.grid.y * (KK + 1) * C, total = (size_t)B * n * C;
     if (dw || db) {
-        part = cuda_colsum_scratch((size_t)g.grid.y * (KK + 1) * C);
+        part = cuda_colsum_scratch(part_n);
         if (!part) return;
     }
-    if (silu)
-        conv_seg_bwd_kernel<KK, V, true><<<g.grid, g.block, 0, cuda_stream()>>>(dx, part, dout, x, w, b, n, C, g.seg,
-                                                                                g.nseg, g.nsegs_all, acc);
-    else
-        conv_seg_bwd_kernel<KK, V, false><<<g.grid, g.block, 0, cuda_stream()>>>(dx, part, dout, x, w, b, n, C,
-                                                                                 g.seg, g.nseg, g.nsegs_all, acc);
+    /* claimed last, after anything that may allocate: a claim is always filled and declared below */
+    __nv_bfloat16 *dxb = (nw && dx) ? (__nv_bfloat16 *)cuda_shadow_claim(dx, total) : nullptr;
+    unsigned long before = cuda_epoch;
+    if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb);
+    else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb);
     CUDA_LAUNCHED();
     if (part) {
         conv_seg_finish_kernel<<<((KK + 1) * C + 255) / 256, 256, 0, cuda_stream()>>>(dw, db, part, (int)g.grid.y, C,
                                                                                       KK);
         CUDA_LAUNCHED();
+    }
+    if (nw) {
+        CudaRange wr[5] = {{dx, dx ? total * sizeof(float) : 0},
+                           {dxb, dxb ? total * 2 : 0},
+                           {part, part ? part_n * sizeof(float) : 0},
+                           {dw, dw ? (size_t)C * KK * sizeof(float) : 0},
+                           {db, db ? (size_t)C * sizeof(float) : 0}};
+        cuda_shadow_done(before, wr, 5);
     }
 }
 

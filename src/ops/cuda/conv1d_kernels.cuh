@@ -2,7 +2,7 @@
  * (with or without a fused SiLU), device code only: conv1d.cu launches them,
  * tools/m2_emu runs them on the CPU (plain C++ with shims for the CUDA
  * builtins) to check their indexing where no GPU is at hand. Include after
- * common.cuh (sigmoidf_). See conv1d.cu for the scheme. */
+ * common.cuh (sigmoidf_) and cuda_bf16.h. See conv1d.cu for the scheme. */
 #ifndef FLOWHN_CONV1D_KERNELS_CUH
 #define FLOWHN_CONV1D_KERNELS_CUH
 
@@ -42,6 +42,40 @@ __device__ __forceinline__ void stv(float *p, const float *s) {
     }
 }
 
+/* an L2 prefetch of the line holding p: no register, nothing waits on it.
+ * The walks below (PF) ask for the rows CONV_PF ahead of the ones they load,
+ * so that a thread has the next steps' bytes on their way from HBM while it
+ * computes (its register loads alone kept ~4 float4 per thread in flight,
+ * ~32 KB per SM: the latency bound, not the bandwidth, set these kernels'
+ * time; perf-notes, elem-mamba). Only for addresses inside the tensors. */
+__device__ __forceinline__ void prefetch_l2(const float *p) {
+#ifdef __CUDACC__
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else  /* tools/m2_emu: records the row for the bounds check */
+    conv_prefetch_seen(p);
+#endif
+}
+#define CONV_PF 8
+
+/* dx's bf16 rounding, V values at p (8-byte aligned when V == 4): the product
+ * that reads dx next (in_proj's backward) reads it (linear.cu shadows) */
+template <int V>
+__device__ __forceinline__ void stv_bf16(__nv_bfloat16 *p, const float *s) {
+#ifdef __CUDACC__
+    if constexpr (V == 4) {
+        __nv_bfloat162 lo = __floats2bfloat162_rn(s[0], s[1]), hi = __floats2bfloat162_rn(s[2], s[3]);
+        uint2 u;
+        u.x = *reinterpret_cast<unsigned *>(&lo);
+        u.y = *reinterpret_cast<unsigned *>(&hi);
+        *reinterpret_cast<uint2 *>(p) = u;
+    } else
+#endif
+    {
+#pragma unroll
+        for (int v = 0; v < V; v++) p[v] = __float2bfloat16_rn(s[v]);
+    }
+}
+
 /* the KK-1 input rows before a segment that starts at t0 (zeros before the
  * sequence): win[k] = x[t0 - (KK-1) + k], row stride C; both walks start so */
 template <int KK, int V>
@@ -65,7 +99,7 @@ __device__ __forceinline__ void load_window(float (*win)[V], const float *xs, in
 #define CONV_SEGS 4
 
 /* out = conv(x) (+ silu): thread (channel group, segment g of B * nseg) */
-template <int KK, int V, bool SILU>
+template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS)
     conv_seg_fwd_kernel(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
                         const float *__restrict__ b, int n, int C, int seg, int nseg, int nsegs_all) {
@@ -84,8 +118,16 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
     const float *xs = x + base;
     float *os = out + base;
     float win[KK][V];  /* win[k] = x[t - (KK-1) + k]; win[KK-1] the current row */
+    if (PF)   /* the first rows the walk's prefetches below do not cover */
+#pragma unroll
+        for (int r = 0; r < CONV_PF; r++)
+            if (t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * C);
     load_window<KK, V>(win, xs, t0, C);
     for (int t = t0; t < t1; t += CONV_U) {
+        if (PF)
+#pragma unroll
+            for (int u = 0; u < CONV_U; u++)
+                if (t + CONV_PF + u < t1) prefetch_l2(xs + (size_t)(t + CONV_PF + u) * C);
         float nx[CONV_U][V];
 #pragma unroll
         for (int u = 0; u < CONV_U; u++)
@@ -115,11 +157,12 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
  * (entry KK: db; part NULL: neither wanted). With SILU, dout is the gradient
  * of silu(conv) and the conv's output is recomputed from x, w, b. */
 /* at most 128 registers: 4 blocks (16 warps) per SM */
-template <int KK, int V, bool SILU>
+/* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding (a shadow) */
+template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_seg_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
                         const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ b, int n,
-                        int C, int seg, int nseg, int nsegs_all, int acc) {
+                        int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb) {
     __shared__ float sh[CONV_SEGS][33];
     int c0 = (blockIdx.x * 32 + threadIdx.x) * V;
     int g = blockIdx.y * CONV_SEGS + threadIdx.y;
@@ -144,16 +187,33 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
         size_t base = (size_t)bb * n * C + c0;
         const float *xs = x + base, *ds = dout + base;
         float *dxs = dx ? dx + base : nullptr;
+        __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + base : nullptr;
         float win[KK][V];  /* inputs x[t - (KK-1) + k] */
         float dwin[KK][V]; /* conv-output gradients d[t - (KK-1) + k] (0 past the sequence) */
 #pragma unroll
         for (int k = 0; k < KK; k++)
 #pragma unroll
             for (int v = 0; v < V; v++) dwin[k][v] = 0.f;
+        if (PF)   /* the first rows the walk's prefetches below do not cover */
+#pragma unroll
+            for (int r = 0; r < CONV_PF; r++)
+                if (t0 + r < tend) {
+                    prefetch_l2(ds + (size_t)(t0 + r) * C);
+                    if (SILU || t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * C);
+                }
         load_window<KK, V>(win, xs, t0, C);
         /* step t: d[t] (t < tend, else 0), then dx[t - (KK-1)] once it is in the segment */
         int tlast = t1 + KK - 1;
         for (int t = t0; t < tlast; t += CONV_UB) {
+            if (PF)   /* the rows loaded CONV_PF / CONV_UB steps from now, the same conditions as the loads */
+#pragma unroll
+                for (int u = 0; u < CONV_UB; u++) {
+                    int tp = t + CONV_PF + u;
+                    if (tp < tend) {
+                        prefetch_l2(ds + (size_t)tp * C);
+                        if (SILU || tp < t1) prefetch_l2(xs + (size_t)tp * C);
+                    }
+                }
             float nx[CONV_UB][V], nd[CONV_UB][V];
 #pragma unroll
             for (int u = 0; u < CONV_UB; u++)
@@ -207,6 +267,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                         o[v] = acc ? old[v] + a : a;
                     }
                     stv<V>(p, o);
+                    if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * C, o);
                 }
 #pragma unroll
                 for (int k = 0; k < KK - 1; k++)

@@ -108,6 +108,16 @@ void cuda_lt_forget_plans(void);
  * op always takes the new conv kernels (up to 4 taps). Returns the previous
  * setting; -1 leaves it as it is. */
 int cuda_set_m2_kernels(int on);
+/* within the register gated-norm kernels: 1 (default) the forward writing its
+ * output's bf16 rounding, the backward with the next row in flight and the
+ * parallel dw sum; 0 (FLOWHN_GNORM=old) those kernels as before (A/B). Returns
+ * the previous setting; -1 leaves it as it is. */
+int cuda_set_gnorm_new(int on);
+/* within the segment conv kernels: 1 (default) L2 prefetches ahead of the
+ * walks and dx's bf16 rounding written by the backward (a shadow); 0
+ * (FLOWHN_CONV=old) those kernels as before (A/B). Returns the previous
+ * setting; -1 leaves it as it is. */
+int cuda_set_conv_new(int on);
 
 /* Mamba-1 selective scan kernels (selective_scan.cu): 1 the register-resident
  * ones (a thread per (b, e) holding its <= 16 states; default), 0 the

@@ -3,7 +3,19 @@
  * The register-resident kernels (gated_rmsnorm_kernels.cuh) when C % 4 == 0,
  * C <= 4096 and the rows are 16-byte aligned; otherwise, or with
  * FLOWHN_M2_KERNELS=old (cuda_set_m2_kernels), the first ones below: one
- * block per row reading y and z twice, dw as a separate column pass. */
+ * block per row reading y and z twice, dw as a separate column pass.
+ * Within the register kernels (branch elem-mamba, perf-notes): the forward
+ * also writes out's bf16 rounding for the product that reads it (out_proj:
+ * a shadow, or the kept buffer when the model keeps it for the backward), the
+ * backward keeps the next row's loads in flight (gnorm_bwd_pipe_kernel, one
+ * wave) and sums the dw partials with many independent loads
+ * (gnorm_dw_finish2_kernel); FLOWHN_GNORM=old (cuda_set_gnorm_new) runs them
+ * as before that: no rounding written, gnorm_bwd_reg_kernel, 1024 blocks,
+ * gnorm_dw_finish_kernel. */
+#include <cuda_bf16.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 #include "gated_rmsnorm_kernels.cuh"
 
@@ -54,6 +66,19 @@ struct GatedDw {
     }
 };
 
+/* -1: not read yet; FLOWHN_GNORM=old: the register kernels as on main before
+ * branch elem-mamba (cuda_ops.h) */
+static int gnorm_new = -1;
+int cuda_set_gnorm_new(int on) {
+    if (gnorm_new < 0) {
+        const char *e = getenv("FLOWHN_GNORM");
+        gnorm_new = !(e && !strcmp(e, "old"));
+    }
+    int was = gnorm_new;
+    if (on >= 0) gnorm_new = on != 0;
+    return was;
+}
+
 /* float4 units per thread for the register kernels; 0: not taken */
 static int gnorm_npt(int C, const void *a, const void *b, const void *c, const void *d) {
     if (!cuda_set_m2_kernels(-1) || C <= 0 || C % 4 || C > 4 * GN_THREADS * 8) return 0;
@@ -70,13 +95,29 @@ void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z,
     if (N <= 0) return;
     int npt = gnorm_npt(C, out, y, z, w);
     bool pdl = cuda_weights_frozen();
+    size_t n = (size_t)N * C;
+    /* out's bf16 rounding, for the register kernels (8-byte stores: C % 4 == 0 and a
+     * shadow or kept buffer is 256-byte aligned) */
+    __nv_bfloat16 *ob = NULL;
+    int declare = npt && cuda_set_gnorm_new(-1);   /* FLOWHN_GNORM=old: the launch retires every rounding, as before */
+    if (declare) {
+        /* a claim is filled (cuda_shadow_done makes it current): shadows and kept buffers are
+         * cudaMalloc'ed, 256-byte aligned, so row starts (C % 4 == 0) are 8-byte aligned */
+        ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    }
+    unsigned long before = cuda_epoch;
     switch (npt) {
 #define GN_FWD(k) \
-    case k: cuda_launch(pdl, gnorm_fwd_reg_kernel<k>, dim3(N), dim3(GN_THREADS), 0, out, rstd, y, z, w, C, eps); break;
+    case k: cuda_launch(pdl, gnorm_fwd_reg_kernel<k>, dim3(N), dim3(GN_THREADS), 0, out, rstd, y, z, w, C, eps, ob); break;
         GN_CASES(GN_FWD)
 #undef GN_FWD
     default:
         cuda_launch(pdl, gated_rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, y, z, w, C, eps);
+    }
+    /* every range written (linear.cu: roundings of other sources stay valid, a claimed one becomes current) */
+    if (declare) {
+        CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
+        cuda_shadow_done(before, wr, 3);
     }
 }
 
@@ -91,7 +132,34 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
     if (N <= 0) return;
     int npt = gnorm_npt(C, dout, y, z, w);
     if (npt && ((dy && ((uintptr_t)dy & 15)) || (dz && ((uintptr_t)dz & 15)))) npt = 0;
-    if (npt) {
+    if (npt && cuda_set_gnorm_new(-1)) {
+        /* the pipelined kernel up to 3 float4 per thread (C <= 1536: 127 registers, no spills; 4 took it to
+         * 168 bytes of spills), the row kernel beyond; both with the parallel dw sum */
+        int pipe = npt <= 3, cap = pipe ? GN_BWD2_BLOCKS : GN_BWD_BLOCKS;
+        int nblk = N < cap ? N : cap;
+        float *part = NULL;
+        if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
+        switch (npt) {
+#define GN_BWD(k) \
+    case k: \
+        gnorm_bwd_pipe_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc); \
+        break;
+#define GN_BWD_REG(k) \
+    case k: \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc); \
+        break;
+            GN_BWD(1) GN_BWD(2) GN_BWD(3) GN_BWD_REG(4) GN_BWD_REG(5) GN_BWD_REG(6) GN_BWD_REG(7) GN_BWD_REG(8)
+#undef GN_BWD
+#undef GN_BWD_REG
+        }
+        CUDA_LAUNCHED();
+        if (part) {
+            gnorm_dw_finish2_kernel<<<(C + 31) / 32, dim3(32, GN_FIN_ROWS), 0, cuda_stream()>>>(dw, part, nblk, C);
+            CUDA_LAUNCHED();
+        }
+        return;
+    }
+    if (npt) {   /* FLOWHN_GNORM=old */
         int nblk = N < GN_BWD_BLOCKS ? N : GN_BWD_BLOCKS;
         float *part = NULL;
         if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;

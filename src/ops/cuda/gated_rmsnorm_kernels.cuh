@@ -1,6 +1,6 @@
 /* gated_rmsnorm_kernels.cuh - the register-resident gated RMSNorm kernels,
  * device code only: gated_rmsnorm.cu launches them, tools/m2_emu runs them on
- * the CPU. Include after common.cuh (sigmoidf_, block_sum).
+ * the CPU. Include after common.cuh (sigmoidf_, block_sum) and cuda_bf16.h.
  *
  * A row of C floats (C % 4 == 0, C <= 4 * GN_THREADS * NPT) is held by
  * GN_THREADS threads, NPT float4 each, in registers: y, z (and dout) are read
@@ -23,10 +23,28 @@ __device__ __forceinline__ void st4(float *p, float a, float b, float c, float d
     *reinterpret_cast<float4 *>(p) = make_float4(a, b, c, d);
 }
 
-/* one row per block */
+/* the bf16 rounding (round to nearest even, as to_bf16_kernel) of 4 values into
+ * 8 bytes at p (8-byte aligned): a product's bf16 operand written by its
+ * producer (linear.cu shadows and kept roundings) */
+__device__ __forceinline__ void st4_bf16(__nv_bfloat16 *p, float a, float b, float c, float d) {
+#ifdef __CUDACC__
+    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    uint2 u;
+    u.x = *reinterpret_cast<unsigned *>(&lo);
+    u.y = *reinterpret_cast<unsigned *>(&hi);
+    *reinterpret_cast<uint2 *>(p) = u;
+#else  /* tools/m2_emu */
+    p[0] = __float2bfloat16_rn(a); p[1] = __float2bfloat16_rn(b);
+    p[2] = __float2bfloat16_rn(c); p[3] = __float2bfloat16_rn(d);
+#endif
+}
+
+/* one row per block; ob: NULL, or out's bf16 rounding (a shadow or a kept
+ * buffer, linear.cu), 8-byte aligned */
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
-    gnorm_fwd_reg_kernel(float *out, float *rstd, const float *y, const float *z, const float *w, int C, float eps) {
+    gnorm_fwd_reg_kernel(float *out, float *rstd, const float *y, const float *z, const float *w, int C, float eps,
+                         __nv_bfloat16 *ob) {
     pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
     pdl_trigger();
     __shared__ float sh[32];
@@ -52,7 +70,9 @@ __global__ void __launch_bounds__(GN_THREADS)
         int j = threadIdx.x + i * GN_THREADS;
         if (j < C4) {
             float4 wv = ld4(w + 4 * j);
-            st4(out + off + 4 * j, g[i][0] * r * wv.x, g[i][1] * r * wv.y, g[i][2] * r * wv.z, g[i][3] * r * wv.w);
+            float o0 = g[i][0] * r * wv.x, o1 = g[i][1] * r * wv.y, o2 = g[i][2] * r * wv.z, o3 = g[i][3] * r * wv.w;
+            st4(out + off + 4 * j, o0, o1, o2, o3);
+            if (ob) st4_bf16(ob + off + 4 * j, o0, o1, o2, o3);
         }
     }
 }
@@ -134,6 +154,124 @@ __global__ void gnorm_dw_finish_kernel(float *dw, const float *part, int nblk, i
     float t = 0.f;
     for (int i = 0; i < nblk; i++) t += part[(size_t)i * C + c];
     dw[c] += t;
+}
+
+/* ---- the backward with the next row in flight (default; FLOWHN_GNORM=old: the kernel above) ----
+ * gnorm_bwd_reg_kernel ran 1024 blocks at 5 per SM (1.55 waves on the H200)
+ * and had nothing in flight while a row went through its barriers and its
+ * arithmetic. Here a fixed GN_BWD2_BLOCKS blocks (one wave at 4 per SM: 128
+ * registers) each load row r + gridDim.x into registers before working on
+ * row r, so every thread has a row's 9 float4 loads (C = 1536) outstanding
+ * almost all the time. The same arithmetic per value as gnorm_bwd_reg_kernel;
+ * dw partials per block as there. */
+#define GN_BWD2_BLOCKS 512
+
+/* one row's NPT float4 of p (zeros past C4) */
+template <int NPT>
+__device__ __forceinline__ void gn_load_row(float4 *d, const float *p, int C4) {
+#pragma unroll
+    for (int i = 0; i < NPT; i++) {
+        int j = threadIdx.x + i * GN_THREADS;
+        d[i] = j < C4 ? ld4(p + 4 * j) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+}
+__device__ __forceinline__ float f4_at(const float4 &v, int q) { return q == 0 ? v.x : q == 1 ? v.y : q == 2 ? v.z : v.w; }
+
+template <int NPT>
+__global__ void __launch_bounds__(GN_THREADS, 4)
+    gnorm_bwd_pipe_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
+                          const float *w, const float *rstd, int N, int C, int acc) {
+    __shared__ float sh[32];
+    int C4 = C / 4;
+    float4 wr[NPT];
+    float pw[NPT][4];
+    gn_load_row<NPT>(wr, w, C4);
+#pragma unroll
+    for (int i = 0; i < NPT; i++)
+#pragma unroll
+        for (int q = 0; q < 4; q++) pw[i][q] = 0.f;
+    float4 dv[NPT], yv[NPT], zv[NPT];
+    int row = blockIdx.x;
+    float r = 0.f;
+    if (row < N) {
+        size_t off = (size_t)row * C;
+        gn_load_row<NPT>(dv, dout + off, C4); gn_load_row<NPT>(yv, y + off, C4); gn_load_row<NPT>(zv, z + off, C4);
+        r = rstd[row];
+    }
+    for (; row < N; row += gridDim.x) {   /* the same trip count in every thread */
+        int nxt = row + gridDim.x;
+        float4 nd[NPT], ny[NPT], nz[NPT];
+        float nr = 0.f;
+        if (nxt < N) {   /* the next row's loads, in flight during this row's work */
+            size_t off = (size_t)nxt * C;
+            gn_load_row<NPT>(nd, dout + off, C4); gn_load_row<NPT>(ny, y + off, C4); gn_load_row<NPT>(nz, z + off, C4);
+            nr = rstd[nxt];
+        }
+        size_t off = (size_t)row * C;
+        float dot = 0.f;   /* zeros past C4 add nothing */
+#pragma unroll
+        for (int i = 0; i < NPT; i++)
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                dot += f4_at(dv[i], q) * f4_at(wr[i], q) * gate_of(f4_at(yv[i], q), f4_at(zv[i], q));
+        float m = block_sum(dot, sh) * r / C;
+#pragma unroll
+        for (int i = 0; i < NPT; i++) {
+            int j = threadIdx.x + i * GN_THREADS;
+            if (j < C4) {
+                float gy[4], gz[4];
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    float dq = f4_at(dv[i], q), yq = f4_at(yv[i], q), zq = f4_at(zv[i], q), s = sigmoidf_(zq);
+                    float g = yq * (zq * s);
+                    pw[i][q] += dq * g * r;
+                    float dg = r * (dq * f4_at(wr[i], q) - g * r * m);
+                    gy[q] = dg * zq * s;
+                    gz[q] = dg * yq * s * (1.f + zq * (1.f - s));
+                }
+                size_t k = off + 4 * j;
+                if (dy) {
+                    if (acc) { float4 o = ld4(dy + k); gy[0] += o.x; gy[1] += o.y; gy[2] += o.z; gy[3] += o.w; }
+                    st4(dy + k, gy[0], gy[1], gy[2], gy[3]);
+                }
+                if (dz) {
+                    if (acc) { float4 o = ld4(dz + k); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
+                    st4(dz + k, gz[0], gz[1], gz[2], gz[3]);
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < NPT; i++) { dv[i] = nd[i]; yv[i] = ny[i]; zv[i] = nz[i]; }
+        r = nr;
+    }
+    if (!part) return;
+#pragma unroll
+    for (int i = 0; i < NPT; i++) {
+        int j = threadIdx.x + i * GN_THREADS;
+        if (j < C4) st4(part + (size_t)blockIdx.x * C + 4 * j, pw[i][0], pw[i][1], pw[i][2], pw[i][3]);
+    }
+}
+
+/* dw[c] += sum over the nblk blocks of part[blk][c]: block (32 columns) x
+ * (GN_FIN_ROWS lanes), lane t adding blocks t, t + GN_FIN_ROWS, ... (independent
+ * loads, coalesced over the columns), the lanes then added in order: a fixed
+ * order, and ~C/32 blocks instead of gnorm_dw_finish_kernel's C/256 blocks of
+ * threads each walking all nblk partials one after the other */
+#define GN_FIN_ROWS 16
+__global__ void __launch_bounds__(32 * GN_FIN_ROWS)
+    gnorm_dw_finish2_kernel(float *dw, const float *part, int nblk, int C) {
+    __shared__ float sh[GN_FIN_ROWS][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    float t = 0.f;
+    if (c < C)
+        for (int i = threadIdx.y; i < nblk; i += GN_FIN_ROWS) t += part[(size_t)i * C + c];
+    sh[threadIdx.y][threadIdx.x] = t;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float s = 0.f;
+        for (int k = 0; k < GN_FIN_ROWS; k++) s += sh[k][threadIdx.x];
+        dw[c] += s;
+    }
 }
 
 #endif
