@@ -123,6 +123,8 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
                                                                       const float *a, const float *b,
                                                                       const float *w, int N, int C, float eps,
                                                                       __nv_bfloat16 *ob) {
+    pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
+    pdl_trigger();
     int row = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;   /* the whole warp: no block barrier below */
     size_t off = (size_t)row * C;
@@ -322,16 +324,17 @@ static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, cons
     int vw, nv;
     if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
     unsigned int blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
+    /* PDL-launched in the decode graph (weights frozen), as the block kernels are there */
+    bool pdl = cuda_weights_frozen();
 #define NORM_FWD_LAUNCH(V, K)                                                                                    \
     if (b)                                                                                                       \
-        norm_rows_fwd_kernel<V, K, true><<<blocks, ROW_WARPS * 32, 0, cuda_stream()>>>(r, out, rstd, a, b, w, N, C, \
-                                                                                      eps, ob);                 \
+        cuda_launch(pdl, norm_rows_fwd_kernel<V, K, true>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, out, rstd, a, \
+                    b, w, N, C, eps, ob);                                                                        \
     else                                                                                                         \
-        norm_rows_fwd_kernel<V, K, false><<<blocks, ROW_WARPS * 32, 0, cuda_stream()>>>(r, out, rstd, a, b, w, N,  \
-                                                                                       C, eps, ob)
+        cuda_launch(pdl, norm_rows_fwd_kernel<V, K, false>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, out, rstd, \
+                    a, b, w, N, C, eps, ob)
     ROWS_DISPATCH(vw, nv, NORM_FWD_LAUNCH);
 #undef NORM_FWD_LAUNCH
-    CUDA_LAUNCHED();
     return 1;
 }
 
@@ -351,8 +354,10 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
     size_t n = (size_t)N * C;
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
     unsigned long before = cuda_epoch;
-    /* decode (weights frozen) keeps the PDL-aware block kernel; training takes the row kernels */
-    if (cuda_weights_frozen() || !norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob))
+    /* the row kernels wherever they apply, frozen (decode) or not: the two kernel sets sum a row
+     * in different orders, so mixing them by mode made frozen and per-product bf16 logits differ
+     * (test_cuda_decode, hymba, session 8 call 3) */
+    if (!norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob))
         cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob);
     CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 3);
