@@ -27,7 +27,7 @@ if not rows: print("kernel_times: no rows (see kernels.err)"); sys.exit(1)
 # columns: "ID","Process ID","Process Name","Host Name","Kernel Name",...,"Metric Name","Metric Unit","Metric Value"
 step = rows[len(rows) // 2:]
 unit = step[0][-2]
-scale = {'nsecond': 1e-3, 'usecond': 1.0, 'msecond': 1e3}.get(unit, 1.0)
+scale = {'ns': 1e-3, 'nsecond': 1e-3, 'us': 1.0, 'usecond': 1.0, 'ms': 1e3, 'msecond': 1e3}[unit]
 agg = collections.defaultdict(lambda: [0, 0.0])
 for r in step:
     name = r[4].split('(')[0][:90]
