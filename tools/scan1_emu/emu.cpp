@@ -10,6 +10,8 @@
  * read before its wait or a copy into a buffer still in use shows up as wrong
  * results; shared memory starts as NaN. Outputs are compared with the CPU op
  * (src/ops/cpu/selective_scan.c) at relative L2 1e-5 (test_cuda's fp32 bound).
+ * The backward runs in both shared-memory layouts (scan_bwd_reg_kernel<LOW>:
+ * "low" lines the default, "nosplit" the previous one, FLOWHN_SCAN1_BWD=nosplit).
  * See run.sh. */
 #include <pthread.h>
 #include <cmath>
