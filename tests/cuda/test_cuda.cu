@@ -1737,22 +1737,32 @@ static void test_attention_cudnn(void) {
  * the occupancy: many for a short grid): B 1 with n 4109 (a partial last
  * chunk; 2 warps, so K = SR_KMAX-ish segments of 2-3 chunks) and n 16384 at
  * mamba1-135m's width (48 warps: ~40-60 segments) split both directions;
- * B 2 n 1024 E 1536 (96 warps) splits both. */
+ * B 2 n 1024 E 1536 (96 warps) splits both. The register backward runs in
+ * both layouts (cuda_set_scan1_bwd_low: the 30 KB one, 7 warps/SM, which
+ * splits time even for full grids, and the previous 63.7 KB one,
+ * "selective_scan-nosplit" lines, FLOWHN_SCAN1_BWD=nosplit); n 1000 and 257
+ * (odd T: partial last chunks, 2 and 1 warps per batch row so many segments),
+ * S 5 at n 257 (the new layout's scalar B, C reads) and B 8 n 1024 E 1536
+ * (mamba1-135m's shape: K ~7 at 7 warps/SM, K 1 with nosplit; skipped under
+ * FLOWHN_TEST_QUICK with the other large ones). */
 static void test_selective_scan(void) {
     int shapes[][5] = {/* B, n, E, S, L */
                        {1, 1, 1, 1, 1},    {2, 19, 5, 16, 4},  {2, 64, 33, 40, 16}, {1, 128, 64, 16, 32},
                        {2, 37, 7, 3, 64},  {1, 50, 9, 100, 8}, {1, 21, 70, 5, 1},   {1, 45, 20, 32, 32},
                        {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5}, {2, 70, 40, 16, 3}, {1, 300, 4096, 16, 32},
-                       {1, 4109, 45, 16, 32}, {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32},
-                       {1, 16384, 1536, 16, 32}};
-    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 3 : 0);
-    int was = cuda_set_scan1_kernels(-1);
-    for (int k = 0; k < 2 * nshapes; k++) {
-        int si = k / 2, reg = !(k & 1);
-        cuda_set_scan1_kernels(reg);
+                       {1, 4109, 45, 16, 32}, {2, 1000, 64, 16, 32}, {3, 257, 33, 16, 32}, {2, 257, 45, 5, 32},
+                       {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}, {1, 16384, 1536, 16, 32},
+                       {8, 1024, 1536, 16, 32}};
+    int nshapes = (int)(sizeof shapes / sizeof shapes[0]) - (getenv("FLOWHN_TEST_QUICK") ? 4 : 0);
+    int was = cuda_set_scan1_kernels(-1), was_low = cuda_set_scan1_bwd_low(-1);
+    static const char *names[3] = {"selective_scan", "selective_scan-nosplit", "selective_scan-old"};
+    for (int k = 0; k < 3 * nshapes; k++) {
+        int si = k / 3, mode = k % 3;  /* 0: register kernels, 30 KB backward; 1: its previous layout; 2: old */
+        cuda_set_scan1_kernels(mode < 2);
+        cuda_set_scan1_bwd_low(mode == 0);
         int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
         size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
-        line_start(reg ? "selective_scan" : "selective_scan-old", "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
+        line_start(names[mode], "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
         float *x = hrand(ne, 0, 1), *dtr = hrand(ne, -2.5f, 1), *z = hrand(ne, 0, 1), *dy = hrand(ne, 0, 1);
         float *Bm = hrand(nsb, 0, 1), *Cm = hrand(nsb, 0, 1), *D = hrand(E, 1, 0.3f);
         float *Al = (float *)malloc(sizeof(float) * E * S);
@@ -1778,6 +1788,7 @@ static void test_selective_scan(void) {
         grad_free(gx); grad_free(gdt); grad_free(gA); grad_free(gB); grad_free(gC); grad_free(gD); grad_free(gz);
     }
     cuda_set_scan1_kernels(was);
+    cuda_set_scan1_bwd_low(was_low);
 }
 #endif
 

@@ -10,6 +10,8 @@
  * read before its wait or a copy into a buffer still in use shows up as wrong
  * results; shared memory starts as NaN. Outputs are compared with the CPU op
  * (src/ops/cpu/selective_scan.c) at relative L2 1e-5 (test_cuda's fp32 bound).
+ * The backward runs in both shared-memory layouts (scan_bwd_reg_kernel<LOW>:
+ * "low" lines the default, "nosplit" the previous one, FLOWHN_SCAN1_BWD=nosplit).
  * See run.sh. */
 #include <pthread.h>
 #include <cmath>
@@ -86,6 +88,10 @@ static void sr_wait_prev() {  /* wait_group 1 */
     while (t_groups.size() > 1) { land(t_groups.front()); t_groups.erase(t_groups.begin()); }
 }
 
+static void sr_wait_all() {  /* wait_group 0 */
+    while (!t_groups.empty()) { land(t_groups.front()); t_groups.erase(t_groups.begin()); }
+}
+
 #include "../../src/ops/cuda/selective_scan_reg.cuh"
 
 template <class F>
@@ -126,6 +132,7 @@ static double rel(const std::vector<float> &a, const std::vector<float> &b) {
 }
 
 static int fails;
+static bool g_low = true;  /* the backward's layout: LOW (default) or the previous one (nosplit) */
 static void check(const char *what, const std::vector<float> &ref, const std::vector<float> &got) {
     double r = rel(ref, got);
     bool ok = r <= 1e-5;
@@ -169,7 +176,7 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
     int Lb = L > n ? n : L;
     if (Lb > SR_T) { printf(" %s: (bwd: old kernels)", g_eager ? "eager" : "lazy"); check("y", y, gy); check("hs", hs, ghs); printf("\n"); return; }
     int ncb = (n + Lb - 1) / Lb, cpb, K2 = segs(Kb, ncb, &cpb);
-    printf("/%d %s:", K2, g_eager ? "eager" : "lazy");
+    printf("/%d %s %s:", K2, g_eager ? "eager" : "lazy", g_low ? "low" : "nosplit");
     check("y", y, gy);
     check("hs", hs, ghs);
     auto init = [&](size_t m) { return acc ? rnd(m, 0, 1) : std::vector<float>(m, 0.f); };
@@ -189,8 +196,11 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
             scan_bwd_seg_kernel(bR.data(), bsd, dy.data(), dtr.data(), Al.data(), Cm.data(), z.data(), n, E, S,
                                 cpb * Lb, K2);
         });
+    /* the layout (g_low: LOW, as the host picks it: S16 when S == SR_S) */
+    auto bwd = !g_low ? scan_bwd_reg_kernel<false, false>
+             : S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>;
     launch(gx, B, K2, [&] {
-        scan_bwd_reg_kernel(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), dy.data(),
+        bwd(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), dy.data(),
                             ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(), z.data(), n, E,
                             S, Lb, acc, bR.data(), bsd, cpb, K2);
     });
@@ -202,15 +212,18 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
 int main(int argc, char **argv) {
     pthread_barrier_init(&w_bar, NULL, 32);
     /* the host's segment choice (sr_segments) at the model shapes, with resident one-warp blocks from
-     * ptxas -v (132 SMs): forward 25/SM (80 registers, 8 KB), its segment pass 23/SM (88), backward 3/SM
-     * (63.7 KB), its carry pass 25/SM (80 registers) */
+     * ptxas -v (132 SMs): forward 25/SM (80 registers, 8 KB), its segment pass 23/SM (88), backward 7/SM
+     * (LOW: 30 KB + 1 KB reserved; nosplit: 3/SM, 63.7 KB), its carry pass 25/SM (80 registers) */
     static const int model[][4] = {{8, 1024, 1536, 32}, {8, 448, 4096, 32}, {1, 32768, 1536, 32}, {1, 4096, 1536, 32}};
     for (const auto &m : model) {
         long w = (long)m[0] * ((m[2] + 31) / 32);
         int nc = (m[1] + m[3] - 1) / m[3], cf, cb;
-        int Kf = sr_segments(w, 132 * 25, 132 * 23, nc, m[1], 0.8, &cf), Kb = sr_segments(w, 132 * 3, 132 * 25, nc, m[1], 0.3, &cb);
-        printf("model B=%d n=%d E=%d: %ld warps; fwd K=%d (%d chunks, %ld warps, %.1f/SM), bwd K=%d (%d chunks, %ld warps)\n",
-               m[0], m[1], m[2], w, Kf, cf, w * Kf, w * Kf / 132.0, Kb, cb, w * Kb);
+        int Kf = sr_segments(w, 132 * 25, 132 * 23, nc, m[1], 0.8, &cf), Kb = sr_segments(w, 132 * 7, 132 * 25, nc, m[1], 0.3, &cb);
+        int cb0, Kb0 = sr_segments(w, 132 * 3, 132 * 25, nc, m[1], 0.3, &cb0);
+        printf("model B=%d n=%d E=%d: %ld warps; fwd K=%d (%d chunks, %ld warps, %.1f/SM), bwd K=%d (%d chunks, %ld warps, "
+               "%.1f waves of 924), nosplit bwd K=%d (%d chunks, %.1f waves of 396)\n",
+               m[0], m[1], m[2], w, Kf, cf, w * Kf, w * Kf / 132.0, Kb, cb, w * Kb, w * Kb / 924.0, Kb0, cb0,
+               w * Kb0 / 396.0);
     }
     if (argc > 1) return 0;
     static const int shapes[][5] = {/* B, n, E, S, L: odd T and E, dead lanes, S < 16, partial tiles and chunks,
@@ -220,15 +233,21 @@ int main(int argc, char **argv) {
                                     {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}, {1, 203, 37, 16, 32}};
     /* segment counts: none, 2, 3 (odd splits of the chunks), 7, and as many as SR_KMAX allows (clamped to nc) */
     static const int Ks[] = {1, 2, 3, 7, SR_KMAX};
-    for (int mode = 0; mode < 2; mode++) {
-        g_eager = mode == 1;
+    for (int mode = 0; mode < 4; mode++) {
+        g_eager = mode & 1;
+        g_low = mode < 2;
         for (const auto &s : shapes)
             for (int k = 0; k < 5; k++) run(s[0], s[1], s[2], s[3], s[4], k & 1, Ks[k], Ks[(k + 2) % 5]);
     }
     /* long T, B 1: T not a multiple of the chunk, odd E, the host's K for 48 warps (the model's) */
     g_eager = false;
-    run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
-    run(1, 4096, 33, 16, 32, 1, 64, 64);
+    for (int lo = 1; lo >= 0; lo--) {
+        g_low = lo;
+        run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
+        run(1, 4096, 33, 16, 32, 1, 64, 64);
+        run(1, 1000, 40, 16, 32, 1, 3, 12);  /* odd T, the 135m-like K */
+        run(2, 257, 33, 5, 32, 0, 2, 9);     /* S < 16: the scalar B, C reads, 9 segments of one chunk */
+    }
     printf("%s: %d failed checks\n", fails ? "FAIL" : "ok", fails);
     return fails != 0;
 }

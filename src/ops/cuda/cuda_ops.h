@@ -125,6 +125,9 @@ int cuda_set_conv_new(int on);
  * d_state > 16 and, in the backward, chunks over 32 steps). Returns the
  * previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_scan1_kernels(int on);
+/* the register backward's layout: 1 the 30 KB one (default), 0 the previous
+ * 63.7 KB one (FLOWHN_SCAN1_BWD=nosplit); returns the previous; -1 only reads */
+int cuda_set_scan1_bwd_low(int on);
 
 /* Programmatic Dependent Launch of the decode kernels in recorded graphs
  * (common.cuh cuda_launch): on by default, FLOWHN_PDL=0 turns it off (read on

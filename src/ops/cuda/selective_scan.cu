@@ -384,6 +384,7 @@ __device__ __forceinline__ void sr_cp4(float *dst, const float *src, bool valid)
 }
 __device__ __forceinline__ void sr_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void sr_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void sr_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 __device__ __forceinline__ float *sr_smem() {
     extern __shared__ float4 sr_smem4[];
     return (float *)sr_smem4;
@@ -394,6 +395,7 @@ __device__ __forceinline__ float *sr_smem() {
 static const size_t SR_FWD_SMEM = sizeof(float) * 2 * SrTile<3, false, SR_TF>::SIZE;
 static const size_t SR_BWD_SMEM =
     sizeof(float) * (2 * SrTile<4, true>::SIZE + SR_T * 32 + (SR_T / SR_LS - 1) * SR_S * 32);
+static const size_t SR_BWD_LOW_SMEM = sizeof(float) * (4 * SR_T * 32 + (SR_T / SR_LS - 1) * SR_S * 32);
 
 /* the carry / segment passes' output */
 static float *scan_scratch(size_t n) {
@@ -410,6 +412,19 @@ int cuda_set_scan1_kernels(int on) {
     }
     int was = scan1_new;
     if (on >= 0) scan1_new = on != 0;
+    return was;
+}
+
+/* -1: not read yet; FLOWHN_SCAN1_BWD=nosplit selects the register backward's
+ * previous layout (63.7 KB a warp, 3/SM; cuda_ops.h) over the 30 KB one */
+static int scan1_bwd_low = -1;
+int cuda_set_scan1_bwd_low(int on) {
+    if (scan1_bwd_low < 0) {
+        const char *e = getenv("FLOWHN_SCAN1_BWD");
+        scan1_bwd_low = !(e && !strcmp(e, "nosplit"));
+    }
+    int was = scan1_bwd_low;
+    if (on >= 0) scan1_bwd_low = on != 0;
     return was;
 }
 
@@ -542,11 +557,26 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
         if (dCm) cuda_zero(dCm, sizeof(float) * B * n * S);
     }
     if (S <= SR_S && L <= SR_T && cuda_set_scan1_kernels(-1)) {
-        cuda_func_smem((const void *)scan_bwd_reg_kernel, SR_BWD_SMEM);
-        /* c1 0.3: the carry pass has 16 of the backward's ~54 MUFU per step */
+        typedef void (*BwdFn)(float *, float *, float *, float *, float *, float *, float *, const float *,
+                              const float *, const float *, const float *, const float *, const float *,
+                              const float *, const float *, const float *, int, int, int, int, int, const float *,
+                              const float *, int, int);
+        int low = cuda_set_scan1_bwd_low(-1);
+        BwdFn fn = !low ? scan_bwd_reg_kernel<false, false>
+                 : S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>;
+        size_t smem = low ? SR_BWD_LOW_SMEM : SR_BWD_SMEM;
+        cuda_func_smem((const void *)fn, smem);
+        static bool carved;
+        if (low && !carved) {  /* 7 x (30 + 1) KB of shared memory an SM: ask for the largest carveout */
+            for (const void *f : {(const void *)scan_bwd_reg_kernel<true, true>, (const void *)scan_bwd_reg_kernel<true, false>})
+                CUDA_CALL(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                               (int)cudaSharedmemCarveoutMaxShared));
+            carved = true;
+        }
+        /* c1 0.3: the carry pass has 16 of the backward's ~54 MUFU per step. At the new layout's 7
+         * warps/SM the model asks for more segments (K 1 -> 7 at mamba1-135m, 5 -> 7 at fac-1b) */
         int gx = blocks_for((size_t)E, 32), nc = (n + L - 1) / L, cps;
-        int K = sr_split((const void *)scan_bwd_reg_kernel, SR_BWD_SMEM, (const void *)scan_bwd_seg_kernel,
-                         (long)gx * B, nc, n, 0.3, &cps);
+        int K = sr_split((const void *)fn, smem, (const void *)scan_bwd_seg_kernel, (long)gx * B, nc, n, 0.3, &cps);
         float *cR = NULL, *csd = NULL;
         if (K > 1) {
             cR = scan_scratch((size_t)B * K * E * (S + 1));
@@ -556,7 +586,7 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                                                                               S, cps * L, K);
             CUDA_LAUNCHED();
         }
-        scan_bwd_reg_kernel<<<dim3(gx, B, K), 32, SR_BWD_SMEM, cuda_stream()>>>(
+        fn<<<dim3(gx, B, K), 32, smem, cuda_stream()>>>(
             dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw, A_log, Bm, Cm, D, z, n, E, S, L, acc, cR, csd,
             cps, K);
         CUDA_LAUNCHED();

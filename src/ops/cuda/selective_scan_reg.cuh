@@ -3,8 +3,8 @@
  * header so that tools/scan1_emu can run them on the CPU. The includer defines
  * scan_decay and SCAN_DECAY_SCALE, softplusf_, sigmoidf_, sr_smem() (the
  * dynamic shared memory) and the copy primitives sr_cp4 (a 4-byte cp.async,
- * zero-filling when !valid), sr_commit (commit_group) and sr_wait_prev
- * (wait_group 1: all but the newest group landed). */
+ * zero-filling when !valid), sr_commit (commit_group), sr_wait_prev
+ * (wait_group 1: all but the newest group landed) and sr_wait_all (wait_group 0). */
 #pragma once
 /* ---- Register-resident kernels (the default; FLOWHN_SCAN1=old selects the ones above) ----
  * One thread per (b, e) with all S <= 16 states in registers (padded to 16:
@@ -57,7 +57,7 @@ struct SrTile {
 template <int NV>
 struct SrSrc { const float *p[NV]; };  /* by value: the unrolled loop keeps the pointers in registers */
 
-template <int NV, int TT = SR_T>
+template <int NV, int TT = SR_T, bool BC = true>
 __device__ __forceinline__ void sr_load(float *tile, SrSrc<NV> src, const float *Bm, const float *Cm, int b,
                                         int n, int E, int S, int e0, int t0, int tl, int lane) {
     bool live = e0 + lane < E;
@@ -65,13 +65,14 @@ __device__ __forceinline__ void sr_load(float *tile, SrSrc<NV> src, const float 
 #pragma unroll
     for (int v = 0; v < NV; v++)
         for (int t = 0; t < tl; t++) sr_cp4(tile + (v * TT + t) * 32 + lane, src.p[v] + (row + t) * E + col, live);
-    for (int i = lane; i < tl * SR_S; i += 32) {
-        int t = i / SR_S, s = i % SR_S;
-        bool ok = s < S;
-        size_t gi = (row + t) * S + (ok ? s : 0);
-        sr_cp4(tile + NV * TT * 32 + i, Bm + gi, ok);
-        sr_cp4(tile + NV * TT * 32 + TT * SR_S + i, Cm + gi, ok);
-    }
+    if constexpr (BC)  /* (the backward's LOW layout reads B, C from global memory) */
+        for (int i = lane; i < tl * SR_S; i += 32) {
+            int t = i / SR_S, s = i % SR_S;
+            bool ok = s < S;
+            size_t gi = (row + t) * S + (ok ? s : 0);
+            sr_cp4(tile + NV * TT * 32 + i, Bm + gi, ok);
+            sr_cp4(tile + NV * TT * 32 + TT * SR_S + i, Cm + gi, ok);
+        }
 }
 
 /* The number of time segments K (1..SR_KMAX, each a whole number cps of the
@@ -254,17 +255,45 @@ scan_bwd_seg_kernel(float *R, float *sd, const float *dy, const float *dt_raw, c
     }
 }
 
+/* B or C of step t, states 4q..4q+3: from the tile (!LOW) or from global
+ * memory (LOW: grow is the step's row of S floats, a broadcast to the warp;
+ * float4 reads when S == SR_S, else guarded scalars, states past S read 0) */
+template <bool LOW, bool S16>
+__device__ __forceinline__ float4 sr_bc4(const float *tile_row, const float *grow, int S, int q) {
+    if constexpr (!LOW) return ((const float4 *)tile_row)[q];
+    else if constexpr (S16) return ((const float4 *)grow)[q];
+    else {
+        float v[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) v[i] = 4 * q + i < S ? grow[4 * q + i] : 0.f;
+        return float4{v[0], v[1], v[2], v[3]};
+    }
+}
+
 /* Backward: chunks last to first (L <= SR_T steps), dL/dh carried in
- * registers. Per chunk (its tile of dt_raw, x, dy, z, B, C and entry state
- * copied one chunk ahead): pass 1 recomputes the chunk's states from the entry
- * state, keeping softplus(dt) per step and the state entering every sub-chunk
- * of SR_LS steps (shared memory, per lane); then for each sub-chunk, last
- * first, its SR_LS states are recomputed into registers (hr) and walked in
- * reverse with the same formulas as scan_bwd_kernel (h_{t-1} = hr[j-1], or the
- * sub-chunk's entry state). Three decays per (t, s) (pass 1, sub-chunk,
- * walk) against shared memory for the chunk's states. dBm/dCm: the warp's
- * 32 channels summed by a reduce-scatter of the 32 values (16 dB, 16 dC) of
- * the step, so lane l adds one sum, dB[l] or dC[l-16], to global memory. */
+ * registers. Per chunk (its tile of dt_raw, x, dy, z [, B, C and entry state]):
+ * pass 1 recomputes the chunk's states from the entry state, keeping the
+ * state entering every sub-chunk of SR_LS steps (shared memory, per lane)
+ * [and softplus(dt) per step]; then for each sub-chunk, last first, its SR_LS
+ * states are recomputed into registers (hr) and walked in reverse with the
+ * same formulas as scan_bwd_kernel (h_{t-1} = hr[j-1], or the sub-chunk's
+ * entry state). Three decays per (t, s) (pass 1, sub-chunk, walk) against
+ * shared memory for the chunk's states. dBm/dCm: the warp's 32 channels
+ * summed by a reduce-scatter of the 32 values (16 dB, 16 dC) of the step, so
+ * lane l adds one sum, dB[l] or dC[l-16], to global memory.
+ *
+ * Two shared-memory layouts, the same arithmetic in the same order (so equal
+ * K give bitwise equal results):
+ * !LOW (FLOWHN_SCAN1_BWD=nosplit): two chunk tiles (the next chunk's copy
+ *   overlaps this one's walk) holding dt_raw, x, dy, z, B, C and the entry
+ *   state, softplus(dt) of the chunk, the sub-chunk states: 63.7 KB, 3 warps/SM.
+ * LOW (the default, S16 = (S == SR_S)): one tile of dt_raw, x, dy, z (16 KB,
+ *   copied when the chunk starts: the other resident warps cover its
+ *   latency), the sub-chunk states (14 KB); B, C and the chunk's entry state
+ *   read from global memory (L1/L2: a step's B row is 64 B for the whole
+ *   warp), softplus(dt) recomputed where used: 30 KB, 7 warps/SM, which
+ *   the host fills by splitting time into more segments (sr_split). */
+template <bool LOW, bool S16>
 __global__ void __launch_bounds__(32)
 scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                     const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
@@ -272,12 +301,14 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
                     int acc, const float *cR, const float *csd, int cps, int K) {
     typedef SrTile<4, true> T4;
     float *sm = sr_smem();
-    float *sdt = sm + 2 * T4::SIZE;     /* [SR_T][32]: softplus(dt) of the chunk's steps */
-    float *hsub = sdt + SR_T * 32;      /* [SR_T/SR_LS - 1][SR_S][32]: entry states of sub-chunks 1.. */
+    float *sdt = sm + 2 * T4::SIZE;     /* !LOW: [SR_T][32]: softplus(dt) of the chunk's steps */
+    /* [SR_T/SR_LS - 1][SR_S][32]: entry states of sub-chunks 1.. */
+    float *hsub = LOW ? sm + 4 * SR_T * 32 : sdt + SR_T * 32;
     int lane = threadIdx.x, b = blockIdx.y, e0 = blockIdx.x * 32, e = e0 + lane, live = e < E, ec = live ? e : E - 1;
     int nc = (n + L - 1) / L, seg = blockIdx.z, c_lo = seg * cps, c_hi = min(nc, c_lo + cps);  /* its chunks */
     SrSrc<4> src = {{dt_raw, x, dy, z}};
     const float *hsb = hs + (size_t)b * (nc + 1) * E * S;  /* + c*E*S + e*S + s */
+    const float *Bg = Bm + (size_t)b * n * S, *Cg = Cm + (size_t)b * n * S;  /* LOW: + t*S */
     float A[SR_S], dh[SR_S], dA[SR_S];
 #pragma unroll
     for (int s = 0; s < SR_S; s++) {
@@ -294,9 +325,13 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             if (s < S) dh[s] = fmaf(scan_decay(sj * A[s]), dh[s], cR[q * S + s]);
     }
     float De = D[ec], dDacc = 0.f;
-    auto load = [&](int c) {  /* chunk c's tile and entry state into buffer c & 1 */
-        float *tile = sm + (c & 1) * T4::SIZE;
+    auto load = [&](int c) {  /* chunk c's tile [and entry state] into buffer c & 1 (LOW: the one buffer) */
         int t0 = c * L;
+        if (LOW) {
+            sr_load<4, SR_T, false>(sm, src, Bm, Cm, b, n, E, S, e0, t0, min(L, n - t0), lane);
+            return;
+        }
+        float *tile = sm + (c & 1) * T4::SIZE;
         sr_load<4>(tile, src, Bm, Cm, b, n, E, S, e0, t0, min(L, n - t0), lane);
         const float *hc = hsb + (size_t)c * E * S;
         for (int i = lane; i < 32 * SR_S; i += 32) {
@@ -305,28 +340,43 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             sr_cp4(tile + T4::H + ee * (SR_S + 1) + s, hc + (ok ? (size_t)(e0 + ee) * S + s : 0), ok);
         }
     };
-    load(c_hi - 1);
-    sr_commit();
+    if (!LOW) {
+        load(c_hi - 1);
+        sr_commit();
+    }
     for (int c = c_hi - 1; c >= c_lo; c--) {
         int t0 = c * L, tl = min(L, n - t0);
-        if (c > c_lo) load(c - 1);
-        sr_commit();
-        sr_wait_prev();
+        if (LOW) {
+            load(c);
+            sr_commit();
+            sr_wait_all();
+        } else {
+            if (c > c_lo) load(c - 1);
+            sr_commit();
+            sr_wait_prev();
+        }
         __syncwarp();
-        const float *tile = sm + (c & 1) * T4::SIZE, *H0 = tile + T4::H + lane * (SR_S + 1);
+        const float *tile = LOW ? sm : sm + (c & 1) * T4::SIZE;
+        /* the chunk's entry state: LOW from hs (channel ec; states past S are 0), else the tile's copy */
+        const float *H0 = LOW ? hsb + (size_t)c * E * S + (size_t)ec * S : tile + T4::H + lane * (SR_S + 1);
+        auto h0 = [&](int s) { return LOW ? (s < S ? H0[s] : 0.f) : H0[s]; };
+        /* step j's B, C (states 4q..) and softplus(dt) */
+        auto Bq = [&](int j, int q) { return sr_bc4<LOW, S16>(tile + T4::B + j * SR_S, Bg + (size_t)(t0 + j) * S, S, q); };
+        auto Cq = [&](int j, int q) { return sr_bc4<LOW, S16>(tile + T4::C + j * SR_S, Cg + (size_t)(t0 + j) * S, S, q); };
+        auto sdt_of = [&](int j) { return LOW ? softplusf_(tile[j * 32 + lane]) : sdt[j * 32 + lane]; };
         /* 1. pass over the chunk: softplus(dt) and the sub-chunks' entry states */
         {
             float h[SR_S];
 #pragma unroll
-            for (int s = 0; s < SR_S; s++) h[s] = H0[s];
+            for (int s = 0; s < SR_S; s++) h[s] = h0(s);
+#pragma unroll 4  /* LOW: the steps' B loads (global) issued ahead of the h chain */
             for (int j = 0; j < tl; j++) {
                 float dt = softplusf_(tile[j * 32 + lane]), dt2 = dt * SCAN_DECAY_SCALE;
                 float dtx = dt * tile[(SR_T + j) * 32 + lane];
-                sdt[j * 32 + lane] = dt;
-                const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S);
+                if (!LOW) sdt[j * 32 + lane] = dt;
 #pragma unroll
                 for (int q = 0; q < SR_S / 4; q++) {
-                    float4 bq = B4[q];
+                    float4 bq = Bq(j, q);
                     float bv[4] = {bq.x, bq.y, bq.z, bq.w};
 #pragma unroll
                     for (int i = 0; i < 4; i++) h[4 * q + i] = fmaf(scan_decay(dt2 * A[4 * q + i]), h[4 * q + i], dtx * bv[i]);
@@ -341,22 +391,21 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
         /* 2. the sub-chunks, last first */
         for (int k = (tl - 1) / SR_LS; k >= 0; k--) {
             int js = k * SR_LS, je = min(js + SR_LS, tl);
-            const float *hin = k ? hsub + (k - 1) * SR_S * 32 + lane : H0;  /* its entry state, stride hst */
-            int hst = k ? 32 : 1;
+            const float *hin = hsub + (k - 1) * SR_S * 32 + lane;  /* k > 0: its entry state, stride 32 */
+            auto hentry = [&](int s) { return k ? hin[s * 32] : h0(s); };
             float hr[SR_LS][SR_S];
             {
                 float h[SR_S];
 #pragma unroll
-                for (int s = 0; s < SR_S; s++) h[s] = hin[s * hst];
+                for (int s = 0; s < SR_S; s++) h[s] = hentry(s);
 #pragma unroll
                 for (int jj = 0; jj < SR_LS; jj++) {
                     if (js + jj < je) {
                         int j = js + jj;
-                        float dt = sdt[j * 32 + lane], dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tile[(SR_T + j) * 32 + lane];
-                        const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S);
+                        float dt = sdt_of(j), dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tile[(SR_T + j) * 32 + lane];
 #pragma unroll
                         for (int q = 0; q < SR_S / 4; q++) {
-                            float4 bq = B4[q];
+                            float4 bq = Bq(j, q);
                             float bv[4] = {bq.x, bq.y, bq.z, bq.w};
 #pragma unroll
                             for (int i = 0; i < 4; i++) {
@@ -374,20 +423,20 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
                     int j = js + jj, t = t0 + j;
                     float dtr = tile[j * 32 + lane], xv = tile[(SR_T + j) * 32 + lane];
                     float dyv = tile[(2 * SR_T + j) * 32 + lane], zv = tile[(3 * SR_T + j) * 32 + lane];
-                    float dt = sdt[j * 32 + lane], dt2 = dt * SCAN_DECAY_SCALE, sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                    float dt = LOW ? softplusf_(dtr) : sdt[j * 32 + lane], dt2 = dt * SCAN_DECAY_SCALE;
+                    float sg = sigmoidf_(zv), dyy = dyv * zv * sg;
                     float pp = 0.f, dxp = 0.f, ddtp = 0.f, r1[16], r2[8], r3[4], r4[2], v = 0.f;
                     /* after the first exchange this lane keeps dC's (up) or dB's; then halves of 16 */
                     int up = (lane & 16) ? -1 : 0, m8 = (lane & 8) ? -1 : 0, m4 = (lane & 4) ? -1 : 0;
                     int m2 = (lane & 2) ? -1 : 0, m1 = (lane & 1) ? -1 : 0;
-                    const float4 *B4 = (const float4 *)(tile + T4::B + j * SR_S), *C4 = (const float4 *)(tile + T4::C + j * SR_S);
     #pragma unroll
                     for (int q = 0; q < SR_S / 4; q++) {
-                        float4 bq = B4[q], cq = C4[q];
+                        float4 bq = Bq(j, q), cq = Cq(j, q);
                         float bv[4] = {bq.x, bq.y, bq.z, bq.w}, cv[4] = {cq.x, cq.y, cq.z, cq.w};
     #pragma unroll
                         for (int i = 0; i < 4; i++) {
                             int s = 4 * q + i;
-                            float ht = hr[jj][s], hp = jj ? hr[jj > 0 ? jj - 1 : 0][s] : hin[s * hst];
+                            float ht = hr[jj][s], hp = jj ? hr[jj > 0 ? jj - 1 : 0][s] : hentry(s);
                             float a = scan_decay(dt2 * A[s]);
                             pp = fmaf(cv[i], ht, pp);
                             dh[s] = fmaf(cv[i], dyy, dh[s]);
@@ -432,4 +481,3 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
     }
     if (dD && live) atomicAdd(&dD[e], dDacc);
 }
-
