@@ -150,8 +150,15 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     int qd = nh * hd, kvd = nkv * hd;
     ENS(a->q, (size_t)B * nq * qd); ENS(a->k, (size_t)B * nk * kvd); ENS(a->v, (size_t)B * nk * kvd);
     ENS(a->att, (size_t)B * nq * qd); ENS(a->lse, (size_t)B * nh * nq);
+    /* causal self-attention reading q, k, v as written here (RoPE inside the op, or none): a backend's fused
+     * attention may keep its bf16 Q, K, V for the backward (CUDA: cuDNN's, attention_cudnn.cu) under the
+     * keep contract. q, k, v have one writer each (the products below) and are only read after. */
+    int self = uq == ukv && nq == nk && qpos == kpos && (attn_rope_fused(m) || !c->use_rope);
+    if (self) keep_bf16(m, a->q, (size_t)B * nq * qd);
     o->linear_fwd(a->q, uq, W(w->q), NULL, B * nq, H, qd);
+    if (self) keep_bf16(m, a->k, (size_t)B * nk * kvd);
     o->linear_fwd(a->k, ukv, W(w->k), NULL, B * nk, H, kvd);
+    if (self) keep_bf16(m, a->v, (size_t)B * nk * kvd);
     o->linear_fwd(a->v, ukv, W(w->v), NULL, B * nk, H, kvd);
     const real *q = a->q, *k = a->k;
     a->roped = 0;
