@@ -92,8 +92,9 @@ static int ens(Model *m, real **p, size_t n) {
 #define REF_ZERO(ptr, n) do { if (m->zero_first) ZERO(ptr, n); } while (0)
 #define W(off) (m->params + (off))
 
-/* Ops.keep_bf16: x, written by the next op, is a product input saved for the
- * backward; nothing writes it again until keep_end. Each buffer passed here
+/* Ops.keep_bf16: x, written by the next op, is a product input (or an
+ * attention's q, k, v) saved for the backward; nothing writes it again until
+ * keep_end. Each buffer passed here
  * belongs to one layer's activations for the whole step (ENS: its own
  * allocation), is written once in the forward by that next op and only read
  * after (by the forward's products and the backward). keep_end runs before
