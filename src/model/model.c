@@ -92,8 +92,9 @@ static int ens(Model *m, real **p, size_t n) {
 #define REF_ZERO(ptr, n) do { if (m->zero_first) ZERO(ptr, n); } while (0)
 #define W(off) (m->params + (off))
 
-/* Ops.keep_bf16: x, written by the next op, is a product input saved for the
- * backward; nothing writes it again until keep_end. Each buffer passed here
+/* Ops.keep_bf16: x, written by the next op, is a product input (or an
+ * attention's q, k, v) saved for the backward; nothing writes it again until
+ * keep_end. Each buffer passed here
  * belongs to one layer's activations for the whole step (ENS: its own
  * allocation), is written once in the forward by that next op and only read
  * after (by the forward's products and the backward). keep_end runs before
@@ -150,8 +151,15 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     int qd = nh * hd, kvd = nkv * hd;
     ENS(a->q, (size_t)B * nq * qd); ENS(a->k, (size_t)B * nk * kvd); ENS(a->v, (size_t)B * nk * kvd);
     ENS(a->att, (size_t)B * nq * qd); ENS(a->lse, (size_t)B * nh * nq);
+    /* causal self-attention reading q, k, v as written here (RoPE inside the op, or none): a backend's fused
+     * attention may keep its bf16 Q, K, V for the backward (CUDA: cuDNN's, attention_cudnn.cu) under the
+     * keep contract. q, k, v have one writer each (the products below) and are only read after. */
+    int self = uq == ukv && nq == nk && qpos == kpos && (attn_rope_fused(m) || !c->use_rope);
+    if (self) keep_bf16(m, a->q, (size_t)B * nq * qd);
     o->linear_fwd(a->q, uq, W(w->q), NULL, B * nq, H, qd);
+    if (self) keep_bf16(m, a->k, (size_t)B * nk * kvd);
     o->linear_fwd(a->k, ukv, W(w->k), NULL, B * nk, H, kvd);
+    if (self) keep_bf16(m, a->v, (size_t)B * nk * kvd);
     o->linear_fwd(a->v, ukv, W(w->v), NULL, B * nk, H, kvd);
     const real *q = a->q, *k = a->k;
     a->roped = 0;

@@ -329,8 +329,11 @@ typedef struct Ops {
      * end of the backward). Products read x meanwhile (the forward's, and the
      * backward's weight gradients). A backend with bf16 products may keep x's
      * bf16 rounding for all of them (CUDA: linear.cu "kept roundings") instead
-     * of rounding x again in the backward. Results are the same bits with or
-     * without it; a caller that breaks the promise gets stale operands. */
+     * of rounding x again in the backward, or an op reading x in its forward
+     * and its backward may keep its own bf16 transform of x (CUDA: cuDNN's
+     * attention keeps its rotated Q, K and V for q, k, v). Results are the
+     * same bits with or without it; a caller that breaks the promise gets
+     * stale operands. */
     void (*keep_bf16)(const real *x, size_t n);
 
     /* ---- fused decode ops (each may be NULL: generate.c then runs the

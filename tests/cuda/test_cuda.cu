@@ -1646,6 +1646,50 @@ static int cudnn_shapes[][6] = {/* B, n, nh, nkv, hd, rope */
                                 {1, 257, 8, 2, 128, 1},  {2, 257, 4, 4, 64, 0},  {3, 17, 8, 2, 128, 0},
                                 {1, 1024, 8, 2, 64, 1},  {2, 1024, 4, 4, 128, 0}, {1, 1024, 12, 12, 64, 1},
                                 {2, 64, 8, 2, 64, 0},    {1, 1, 8, 2, 128, 0}};
+static void cudnn_case(const int *sh, float theta, const char *name) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
+    line_start(name ? name : rope ? "attention_rope_cudnn" : "attention_cudnn", "B=%d n=%d nh=%d nkv=%d hd=%d", B, n,
+               nh, nkv, hd);
+    int *pos = subset(rope ? 4 * n : n, n);   /* rope: gapped positions, as a branch's token subset */
+    size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
+    float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+    float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
+    int *dpos = devi(pos, n);
+    float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+    unsigned long runs0 = cuda_attn_cudnn_runs;
+    int rc = 0;
+    if (rope)
+        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta),
+                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta));
+    else
+        BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd),
+                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd));
+    CHECK(rc == 0, "attention_rope_fwd declined");
+    unsigned long runs1 = cuda_attn_cudnn_runs;
+    CHECK(runs1 == runs0 + 1, "the forward did not run cuDNN (%lu executions): a silent fallback", runs1 - runs0);
+    cmp("out", out, gout, nqe);
+    cmp_lse(lse, glse, pos, pos, q, k, B, n, n, nh, nkv, hd, rope);
+    Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+    if (rope) {
+        cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
+                               ACC_MODE);
+        rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
+                                   nkv, hd, theta, ACC_MODE);
+    } else {
+        cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, ACC_MODE);
+        G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
+                         ACC_MODE);
+    }
+    CHECK(rc == 0, "attention_rope_bwd declined");
+    CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
+          cuda_attn_cudnn_runs - runs1);
+    cmp_attention_grads(gq, gk, gv, n);
+    line_end();
+    free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse);
+    G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dpos);
+    G->release(gout); G->release(glse);
+    grad_free(gq); grad_free(gk); grad_free(gv);
+}
 static void test_attention_cudnn(void) {
     int was = cuda_set_attn_cudnn(1);
     if (!cuda_attn_cudnn_loaded()) {
@@ -1658,50 +1702,105 @@ static void test_attention_cudnn(void) {
     TOL = 1e-2;
     const float theta = 10000.f;
     int nshapes = (int)(sizeof cudnn_shapes / sizeof cudnn_shapes[0]);
-    for (int si = 0; si < nshapes; si++) {
-        const int *sh = cudnn_shapes[si];
-        int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
-        line_start(rope ? "attention_rope_cudnn" : "attention_cudnn", "B=%d n=%d nh=%d nkv=%d hd=%d", B, n, nh, nkv,
-                   hd);
-        int *pos = subset(rope ? 4 * n : n, n);   /* rope: gapped positions, as a branch's token subset */
-        size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
-        float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
-        float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
-        int *dpos = devi(pos, n);
-        float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
-        unsigned long runs0 = cuda_attn_cudnn_runs;
-        int rc = 0;
-        if (rope)
-            BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta),
-                     rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta));
-        else
-            BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd),
-                     G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd));
-        CHECK(rc == 0, "attention_rope_fwd declined");
-        unsigned long runs1 = cuda_attn_cudnn_runs;
-        CHECK(runs1 == runs0 + 1, "the forward did not run cuDNN (%lu executions): a silent fallback", runs1 - runs0);
-        cmp("out", out, gout, nqe);
-        cmp_lse(lse, glse, pos, pos, q, k, B, n, n, nh, nkv, hd, rope);
-        Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
-        if (rope) {
-            cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
-                                   ACC_MODE);
-            rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
-                                       nkv, hd, theta, ACC_MODE);
-        } else {
-            cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, ACC_MODE);
-            G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
-                             ACC_MODE);
-        }
-        CHECK(rc == 0, "attention_rope_bwd declined");
-        CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
-              cuda_attn_cudnn_runs - runs1);
-        cmp_attention_grads(gq, gk, gv, n);
-        line_end();
-        free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse);
-        G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dpos);
-        G->release(gout); G->release(glse);
-        grad_free(gq); grad_free(gk); grad_free(gv);
+    for (int si = 0; si < nshapes; si++) cudnn_case(cudnn_shapes[si], theta, NULL);
+    /* the first conversion kernels (FLOWHN_CUDNN_CONV=old) on a few of the shapes: both sets stay correct */
+    {
+        int was_c = cuda_set_cudnn_conv_old(1);
+        for (int si = 0; si < 4; si++) cudnn_case(cudnn_shapes[si], theta, "cudnn-conv-old");
+        cuda_set_cudnn_conv_old(was_c);
+    }
+    /* The kept Q, K, V, O (FLOWHN_CUDNN_KEEP): q, k, v and out kept (Ops.keep_bf16) as the model does, then
+     * mode 0: forward, backward: the backward reads all four from the forward (cuda_cudnn_kept_served += 4),
+     *   dq, dk, dv against the CPU, and FLOWHN_BF16_KEEP_VERIFY's comparison with fresh conversions finds no
+     *   difference;
+     * mode 1: q rewritten between them by a declared write (rope_fwd into q: any op's launch that declares
+     *   its writes): the keep of q ends, the backward converts the new q (3 served) and matches the CPU's
+     *   backward given the new q;
+     * mode 2: q rewritten by an undeclared upload (from_host: a breach of the keep contract, which no code
+     *   can see): the stale Q is served, and FLOWHN_BF16_KEEP_VERIFY counts the differing values (what it
+     *   is for). With FLOWHN_CUDNN_KEEP=0 (cuda_set_cudnn_keep(0)) nothing is served. */
+    {
+        static const int kshapes[][6] = {{1, 17, 8, 2, 64, 1}, {2, 257, 4, 4, 128, 1}, {1, 1, 4, 4, 64, 0},
+                                         {2, 17, 8, 2, 128, 0}};
+        int was_k = cuda_set_bf16_keep(1), was_v = cuda_set_bf16_keep_verify(1), was_ck = cuda_set_cudnn_keep(1);
+        for (int ki = 0; ki < 4; ki++)
+            for (int mode = 0; mode < 4; mode++) {
+                const int *sh = kshapes[ki];
+                int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
+                if (mode == 3) cuda_set_cudnn_keep(0);
+                line_start("attention_cudnn_keep", "B=%d n=%d nh=%d nkv=%d hd=%d rope=%d %s", B, n, nh, nkv, hd,
+                           rope, mode == 0 ? "kept" : mode == 1 ? "q rewritten (declared)" :
+                                 mode == 2 ? "q uploaded (undeclared)" : "FLOWHN_CUDNN_KEEP=0");
+                int *pos = subset(rope ? 4 * n : n, n), *dpos = devi(pos, n);
+                size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
+                float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+                float *dq_ = dnan(nqe), *dk_ = dnan(nke), *dv_ = dnan(nke), *ddout = dev(dout, nqe);
+                float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+                G->keep_bf16(dq_, nqe); G->from_host(dq_, q, sizeof(float) * nqe);
+                G->keep_bf16(dk_, nke); G->from_host(dk_, k, sizeof(float) * nke);
+                G->keep_bf16(dv_, nke); G->from_host(dv_, v, sizeof(float) * nke);
+                G->keep_bf16(gout, nqe);
+                if (rope) {
+                    cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta);
+                    G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta);
+                } else {
+                    cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd);
+                    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd);
+                }
+                cmp("out", out, gout, nqe);
+                float *qsrc = NULL;
+                if (mode == 1) {   /* q = rope(q) at pos, declared (rope.cu cuda_shadow_done) */
+                    qsrc = dev(q, nqe);
+                    float *q2 = (float *)malloc(sizeof(float) * nqe);
+                    cpu_rope_fwd(q2, q, pos, B, n, nh, hd, 10000.f);
+                    G->rope_fwd(dq_, qsrc, dpos, B, n, nh, hd, 10000.f);
+                    memcpy(q, q2, sizeof(float) * nqe);
+                    free(q2);
+                }
+                if (mode == 2) {   /* q + 1, undeclared */
+                    float *q2 = (float *)malloc(sizeof(float) * nqe);
+                    for (size_t i = 0; i < nqe; i++) q2[i] = q[i] + 1.f;
+                    G->from_host(dq_, q2, sizeof(float) * nqe);
+                    free(q2);
+                }
+                unsigned long served0 = cuda_cudnn_kept_served, stale0 = cuda_keep_stale(),
+                              runs0 = cuda_attn_cudnn_runs;
+                Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+                if (rope) {
+                    cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd,
+                                           theta, ACC_MODE);
+                    G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
+                                          nkv, hd, theta, ACC_MODE);
+                } else {
+                    cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd,
+                                      ACC_MODE);
+                    G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv,
+                                     hd, ACC_MODE);
+                }
+                unsigned long served = cuda_cudnn_kept_served - served0, stale = cuda_keep_stale() - stale0;
+                CHECK(cuda_attn_cudnn_runs == runs0 + 1, "the backward did not run cuDNN");
+                unsigned long want = mode == 0 || mode == 2 ? 4 : mode == 1 ? 3 : 0;
+                CHECK(served == want, "mode %d: %lu of the backward's inputs read from the forward, want %lu", mode,
+                      served, want);
+                if (mode == 2) {
+                    CHECK(stale > 0, "an undeclared write to q was not counted by FLOWHN_BF16_KEEP_VERIFY");
+                } else {
+                    CHECK(stale == 0, "FLOWHN_BF16_KEEP_VERIFY counted %lu stale values", stale);
+                    cmp_attention_grads(gq, gk, gv, n);
+                }
+                if (served != want) line_ok = 0;
+                line_end();
+                G->keep_bf16(NULL, 0);
+                free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse);
+                G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dpos);
+                G->release(gout); G->release(glse);
+                if (qsrc) G->release(qsrc);
+                grad_free(gq); grad_free(gk); grad_free(gv);
+                if (mode == 3) cuda_set_cudnn_keep(1);
+            }
+        cuda_set_bf16_keep(was_k);
+        cuda_set_bf16_keep_verify(was_v);
+        cuda_set_cudnn_keep(was_ck);
     }
     /* FLOWHN_ATTN_CUDNN=0's switch: off, the same call runs our kernel */
     {

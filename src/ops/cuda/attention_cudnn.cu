@@ -93,6 +93,9 @@ int attention_cudnn_fwd(float *, float *, const float *, const float *, const fl
                         int, int, float) { return 1; }
 int attention_cudnn_bwd(float *, float *, float *, const float *, const float *, const float *, const float *,
                         const float *, const float *, const int *, int, int, int, int, int, int, float) { return 1; }
+int cuda_set_cudnn_conv_old(int) { return 0; }
+int cuda_set_cudnn_keep(int) { return 0; }
+unsigned long cuda_cudnn_kept_served;
 #else
 #include <cudnn_graph.h>
 
@@ -653,6 +656,150 @@ __global__ void cudnn_grad_kernel(float *dst, const T *src, const float2 *cs, in
     }
 }
 
+/* ---- the vectorised conversions (FLOWHN_CUDNN_CONV=old: the kernels above) ----
+ * Each thread takes 4 rotation pairs: (i..i+3, i+half..i+half+3) of one row and
+ * head, so both halves are one 16-byte fp32 load each (one 8-byte bf16 load in
+ * the gradient), the table's 4 (cos, sin) two 16-byte loads, and the stores 8
+ * bytes of bf16 (16 of fp32). hd is a multiple of 8 (usable()), so half is a
+ * multiple of 4 and every vector is aligned when the tensors are 16-byte
+ * aligned (checked at the call; our blocks are 256-byte aligned). Up to three
+ * tensors (q, k, v; dq, dk, dv) in one launch: a segment per tensor, its
+ * items (row, head, quad) counted in turn. */
+struct ConvSeg {
+    void *dst;
+    const void *src;
+    int heads;
+    int rope;       /* rotate (cs) or not */
+    size_t items;   /* rows * heads * half / 4 */
+};
+struct ConvArgs {
+    ConvSeg s[3];
+    int nseg, n, hd, acc;
+    const float2 *cs;
+};
+
+/* the segment of item idx and its index there; fields picked by constant indices (no local-memory copy of
+ * the kernel's parameter struct) */
+struct SegView {
+    void *dst;
+    const void *src;
+    int heads, rope;
+};
+__device__ __forceinline__ SegView seg_of(const ConvArgs &a, size_t idx, size_t *j) {
+    SegView v;
+    if (idx < a.s[0].items || a.nseg == 1) {
+        v.dst = a.s[0].dst; v.src = a.s[0].src; v.heads = a.s[0].heads; v.rope = a.s[0].rope;
+    } else if (idx - a.s[0].items < a.s[1].items || a.nseg == 2) {
+        idx -= a.s[0].items;
+        v.dst = a.s[1].dst; v.src = a.s[1].src; v.heads = a.s[1].heads; v.rope = a.s[1].rope;
+    } else {
+        idx -= a.s[0].items + a.s[1].items;
+        v.dst = a.s[2].dst; v.src = a.s[2].src; v.heads = a.s[2].heads; v.rope = a.s[2].rope;
+    }
+    *j = idx;
+    return v;
+}
+__device__ __forceinline__ void rot4(float4 &x0, float4 &x1, const float2 *cs, float sgn) {
+    float4 c01 = *(const float4 *)cs, c23 = *(const float4 *)(cs + 2);   /* (cos, sin) x 4 */
+    float c[4] = {c01.x, c01.z, c23.x, c23.z}, sn[4] = {sgn * c01.y, sgn * c01.w, sgn * c23.y, sgn * c23.w};
+    float *a = &x0.x, *b = &x1.x;
+    #pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float o0 = a[e] * c[e] - b[e] * sn[e], o1 = b[e] * c[e] + a[e] * sn[e];
+        a[e] = o0; b[e] = o1;
+    }
+}
+__device__ __forceinline__ uint2 pack4(float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 r;
+    r.x = *(unsigned int *)&lo;
+    r.y = *(unsigned int *)&hi;
+    return r;
+}
+__device__ __forceinline__ float4 unpack4(uint2 r) {
+    __nv_bfloat162 lo = *(__nv_bfloat162 *)&r.x, hi = *(__nv_bfloat162 *)&r.y;
+    float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
+/* fp32 -> (rotated) bf16: the same fp32 arithmetic as cudnn_to_bf16_kernel, the same bits */
+__global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
+    unsigned int half = a.hd / 2, quads = half / 4;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t jj;
+        SegView g = seg_of(a, idx, &jj);
+        unsigned int j = (unsigned int)jj, rh = j / quads;   /* 32-bit: each tensor has < 2^32 values (convert) */
+        int i = (int)(j % quads) * 4;
+        size_t base = (size_t)rh * a.hd;
+        const float *src = (const float *)g.src + base;
+        float4 x0 = *(const float4 *)(src + i), x1 = *(const float4 *)(src + i + half);
+        if (g.rope) {
+            int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
+            rot4(x0, x1, a.cs + (size_t)t * half + i, 1.f);
+        }
+        bf16 *dst = (bf16 *)g.dst + base;
+        *(uint2 *)(dst + i) = pack4(x0);
+        *(uint2 *)(dst + i + half) = pack4(x1);
+    }
+}
+
+/* bf16 [B, n, heads, hd] -> fp32 gradient, RoPE's inverse where rope, acc: the same arithmetic as
+ * cudnn_grad_kernel<bf16> */
+__global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
+    unsigned int half = a.hd / 2, quads = half / 4;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t jj;
+        SegView g = seg_of(a, idx, &jj);
+        unsigned int j = (unsigned int)jj, rh = j / quads;   /* 32-bit: each tensor has < 2^32 values (convert) */
+        int i = (int)(j % quads) * 4;
+        size_t base = (size_t)rh * a.hd;
+        const bf16 *src = (const bf16 *)g.src + base;
+        float4 x0 = unpack4(*(const uint2 *)(src + i)), x1 = unpack4(*(const uint2 *)(src + i + half));
+        if (g.rope) {
+            int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
+            rot4(x0, x1, a.cs + (size_t)t * half + i, -1.f);   /* rotation by -angle */
+        }
+        float *dst = (float *)g.dst + base;
+        if (a.acc) {
+            float4 d0 = *(const float4 *)(dst + i), d1 = *(const float4 *)(dst + i + half);
+            x0.x += d0.x; x0.y += d0.y; x0.z += d0.z; x0.w += d0.w;
+            x1.x += d1.x; x1.y += d1.y; x1.z += d1.z; x1.w += d1.w;
+        }
+        *(float4 *)(dst + i) = x0;
+        *(float4 *)(dst + i + half) = x1;
+    }
+}
+
+/* out (fp32) = O (bf16) and its shadow, 4 values a thread (count a multiple of 4) */
+__global__ void cudnn_from_bf16_vec_kernel(float *out, bf16 *shadow, const bf16 *o, size_t count4) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count4; i += (size_t)gridDim.x * blockDim.x) {
+        uint2 r = ((const uint2 *)o)[i];
+        ((float4 *)out)[i] = unpack4(r);
+        if (shadow) ((uint2 *)shadow)[i] = r;
+    }
+}
+
+static int conv_old = -1;   /* FLOWHN_CUDNN_CONV=old: the first conversion kernels */
+static int keep_on = -1;    /* FLOWHN_CUDNN_KEEP (default 1): Q, K, V kept from the forward for the backward */
+int cuda_set_cudnn_conv_old(int on) {
+    if (conv_old < 0) { const char *e = getenv("FLOWHN_CUDNN_CONV"); conv_old = e && !strcmp(e, "old"); }
+    int was = conv_old;
+    if (on >= 0) conv_old = on != 0;
+    return was;
+}
+int cuda_set_cudnn_keep(int on) {
+    if (keep_on < 0) keep_on = env_on("FLOWHN_CUDNN_KEEP", 1);
+    int was = keep_on;
+    if (on >= 0) keep_on = on != 0;
+    return was;
+}
+unsigned long cuda_cudnn_kept_served;   /* backward inputs read from the forward's bf16 (tests) */
+
+static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* the old kernels: one launch per tensor */
 static void to_bf16(bf16 *dst, const float *src, const float2 *cs, int B, int n, int heads, int hd) {
     size_t total = (size_t)B * n * heads * (hd / 2);
     cudnn_to_bf16_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, (size_t)B * n, n, heads, hd);
@@ -664,6 +811,48 @@ static void grad_back(float *dst, const T *src, const float2 *cs, int B, int n, 
     size_t total = (size_t)B * n * heads * (hd / 2);
     cudnn_grad_kernel<T><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, B, n, heads, hd, bhsd, acc);
     CUDA_LAUNCHED();
+}
+
+/* Conversions of up to 3 tensors [B, n, heads_i, hd]: to bf16 (grad 0; dst bf16, src fp32, rotated where
+ * rope_i) or gradients back (grad 1; dst fp32, src bf16, RoPE's inverse where rope_i, acc). A NULL dst
+ * skips that tensor. Vectorised unless FLOWHN_CUDNN_CONV=old or a pointer is not 16-byte aligned. */
+static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
+                    const float2 *cs, int B, int n, int hd, int acc) {
+    ConvArgs a;
+    memset(&a, 0, sizeof a);
+    a.n = n; a.hd = hd; a.acc = acc; a.cs = cs;
+    int vec = !cuda_set_cudnn_conv_old(-1);
+    for (int t = 0; t < nt; t++)
+        vec &= !dst[t] || (al16(dst[t]) && al16(src[t]) && (size_t)B * n * heads[t] * hd < ((size_t)1 << 32));
+    size_t total = 0;
+    for (int t = 0; t < nt; t++) {
+        if (!dst[t]) continue;
+        const float2 *c = rope[t] ? cs : NULL;
+        if (!vec) {
+            if (grad) grad_back<bf16>((float *)dst[t], (const bf16 *)src[t], c, B, n, heads[t], hd, 0, acc);
+            else to_bf16((bf16 *)dst[t], (const float *)src[t], c, B, n, heads[t], hd);
+            continue;
+        }
+        ConvSeg &g = a.s[a.nseg++];
+        g.dst = dst[t]; g.src = src[t]; g.heads = heads[t]; g.rope = c != NULL;
+        g.items = (size_t)B * n * heads[t] * (hd / 8);
+        total += g.items;
+    }
+    if (!vec || !total) return;
+    if (grad) cudnn_grad_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    else cudnn_to_bf16_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    CUDA_LAUNCHED();
+}
+
+/* what a kept Q / K / V holds: the shape, the position array and theta (0: not rotated) */
+static unsigned long long keep_tag(const int *pos, int B, int n, int heads, int hd, float theta, int which) {
+    unsigned int tb;
+    memcpy(&tb, &theta, sizeof tb);
+    unsigned long long h = 1469598103934665603ull;
+    unsigned long long v[] = {(unsigned long long)(uintptr_t)pos, (unsigned long long)B, (unsigned long long)n,
+                              (unsigned long long)heads, (unsigned long long)hd, tb, (unsigned long long)which};
+    for (int i = 0; i < 7; i++) { h ^= v[i]; h *= 1099511628211ull; }
+    return h;
 }
 
 /* RoPE's (cos, sin) table of pos (rope.cu's bits), per branch; NULL when theta <= 0 */
@@ -709,9 +898,20 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     void *ws = p->ws ? m + 2 * bq + 2 * bk : NULL;
     const float2 *cs;
     if (rope_table(&cs, pos, n, hd, theta)) return 1;
-    to_bf16(Qh, q, cs, B, n, nh, hd);
-    to_bf16(Kh, k, cs, B, n, nkv, hd);
-    to_bf16(Vh, v, NULL, B, n, nkv, hd);
+    /* Q, K, V into the kept buffers of q, k, v when the model keeps them (linear.cu "owned keeps"): the
+     * backward then reads them instead of converting again */
+    int keep = cuda_set_cudnn_keep(-1) > 0;
+    bf16 *kq = keep ? (bf16 *)cuda_keep_own(q, nq) : NULL, *kk = keep ? (bf16 *)cuda_keep_own(k, nk) : NULL;
+    bf16 *kv = keep ? (bf16 *)cuda_keep_own(v, nk) : NULL;
+    if (kq) Qh = kq;
+    if (kk) Kh = kk;
+    if (kv) Vh = kv;
+    {
+        void *dst[3] = {Qh, Kh, Vh};
+        const void *src[3] = {q, k, v};
+        int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0};
+        convert(0, 3, dst, src, heads, rope, cs, B, n, hd, 0);
+    }
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
     void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
@@ -719,10 +919,18 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten */
     bf16 *ob = (bf16 *)cuda_shadow_claim(out, nq);
     unsigned long before = cuda_epoch;
-    cudnn_from_bf16_kernel<<<grid_for(nq, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq);
+    if (!cuda_set_cudnn_conv_old(-1) && al16(out) && al16(Oh) && (!ob || al16(ob)))
+        cudnn_from_bf16_vec_kernel<<<grid_for(nq / 4, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq / 4);
+    else
+        cudnn_from_bf16_kernel<<<grid_for(nq, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq);
     CUDA_LAUNCHED();
     CudaRange wr[3] = {{out, nq * sizeof(float)}, {lse, sizeof(float) * B * nh * n}, {ob, ob ? nq * sizeof(bf16) : 0}};
     cuda_shadow_done(before, wr, 3);
+    /* the kept Q, K, V are written (after cuda_shadow_done: out and lse, declared there, do not overlap them) */
+    float th = theta > 0.f ? theta : 0.f;
+    if (kq) cuda_keep_owned_done(q, nq, keep_tag(pos, B, n, nh, hd, th, 0));
+    if (kk) cuda_keep_owned_done(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1));
+    if (kv) cuda_keep_owned_done(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
     return 0;
 }
 
@@ -748,11 +956,36 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     void *ws = p->ws ? mk + 4 * bk + bacc + bsum : NULL;
     const float2 *cs;
     if (rope_table(&cs, pos, n, hd, theta)) return 1;
-    to_bf16(Qh, q, cs, B, n, nh, hd);
-    to_bf16(Kh, k, cs, B, n, nkv, hd);
-    to_bf16(Vh, v, NULL, B, n, nkv, hd);
-    to_bf16(dOh, dout, NULL, B, n, nh, hd);
-    to_bf16(Oh, out, NULL, B, n, nh, hd);   /* the forward's O exactly: out holds its values */
+    /* the forward's Q, K, V and O where still kept (linear.cu "owned keeps", the keep contract: q, k, v, out
+     * unchanged since), else converted again: Q, K rotated, O from out (exactly the forward's O: out holds
+     * its values); dO always */
+    float th = theta > 0.f ? theta : 0.f;
+    int keep = cuda_set_cudnn_keep(-1) > 0;
+    const bf16 *kq = keep ? (const bf16 *)cuda_keep_owned(q, nq, keep_tag(pos, B, n, nh, hd, th, 0)) : NULL;
+    const bf16 *kk = keep ? (const bf16 *)cuda_keep_owned(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1)) : NULL;
+    const bf16 *kv = keep ? (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2)) : NULL;
+    const bf16 *ko = keep ? (const bf16 *)cuda_keep_rounding(out, nq) : NULL;
+    int verify = (kq || kk || kv || ko) && cuda_keep_verify_on();
+    {
+        /* under FLOWHN_BF16_KEEP_VERIFY the kept ones are converted too (into the scratch) and compared */
+        void *dst[5] = {dOh, (!kq || verify) ? Qh : NULL, (!ko || verify) ? Oh : NULL, (!kk || verify) ? Kh : NULL,
+                        (!kv || verify) ? Vh : NULL};
+        const void *src[5] = {dout, q, out, k, v};
+        int heads[5] = {nh, nh, nh, nkv, nkv}, rope[5] = {0, 1, 0, 1, 0};
+        convert(0, 3, dst, src, heads, rope, cs, B, n, hd, 0);
+        convert(0, 2, dst + 3, src + 3, heads + 3, rope + 3, cs, B, n, hd, 0);
+    }
+    if (verify) {
+        if (kq) cuda_keep_verify_pair(kq, Qh, nq);
+        if (ko) cuda_keep_verify_pair(ko, Oh, nq);
+        if (kk) cuda_keep_verify_pair(kk, Kh, nk);
+        if (kv) cuda_keep_verify_pair(kv, Vh, nk);
+    }
+    cuda_cudnn_kept_served += (kq != NULL) + (kk != NULL) + (kv != NULL) + (ko != NULL);
+    if (kq) Qh = (bf16 *)kq;
+    if (kk) Kh = (bf16 *)kk;
+    if (kv) Vh = (bf16 *)kv;
+    if (ko) Oh = (bf16 *)ko;
     /* cuDNN before 9.6 expects the dQ accumulator zeroed (cudnn-frontend memsets it there) */
     if (dn.version() < 90600) CUDA_CALL(cudaMemsetAsync(dQacc, 0, nq * sizeof(float), cuda_stream()));
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value(), one = 1.f;
@@ -766,9 +999,10 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     static int dq_acc = -1;
     if (dq_acc < 0) { const char *e = getenv("FLOWHN_CUDNN_DQ"); dq_acc = e && !strcmp(e, "acc"); }
     if (dq_acc) grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc);
-    else grad_back<bf16>(dq, dQh, cs, B, n, nh, hd, 0, acc);
-    grad_back<bf16>(dk, dKh, cs, B, n, nkv, hd, 0, acc);
-    grad_back<bf16>(dv, dVh, NULL, B, n, nkv, hd, 0, acc);
+    void *dst[3] = {dq_acc ? NULL : dq, dk, dv};
+    const void *src[3] = {dQh, dKh, dVh};
+    int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0};
+    convert(1, 3, dst, src, heads, rope, cs, B, n, hd, acc);
     return 0;
 }
 #endif

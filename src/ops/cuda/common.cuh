@@ -359,6 +359,20 @@ void cuda_weights_released(const void *p, size_t bytes);
 void cuda_keep_bf16(const real *x, size_t n);
 void cuda_keep_released(const void *p, size_t bytes);
 void cuda_keep_before_recording(void);
+/* owned keeps (linear.cu): an op's own bf16 transform of a kept input x, held
+ * from its forward to its backward under the keep contract (attention_cudnn.cu's
+ * Q, K, V). own: the buffer to write (NULL: x not kept); owned_done: written,
+ * with a tag naming the transform; owned: the buffer if still in force with that
+ * tag on this branch, else NULL (convert again). keep_rounding: x's kept bf16
+ * rounding (made now if need be) or NULL. verify_pair: under
+ * FLOWHN_BF16_KEEP_VERIFY (keep_verify_on), counts values of a served buffer
+ * that differ from a fresh conversion into cuda_keep_stale. */
+void *cuda_keep_own(const float *x, size_t n);
+void cuda_keep_owned_done(const float *x, size_t n, unsigned long long tag);
+const void *cuda_keep_owned(const float *x, size_t n, unsigned long long tag);
+const void *cuda_keep_rounding(const float *x, size_t n);
+int cuda_keep_verify_on(void);
+void cuda_keep_verify_pair(const void *kept_buf, const void *fresh, size_t n);
 void cuda_weights_before_recording(void);
 int cuda_weights_recording_stales(void);
 void cuda_weights_before_replay(int stales);

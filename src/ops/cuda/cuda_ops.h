@@ -91,6 +91,17 @@ unsigned long cuda_keep_stale(void);
 int cuda_set_attn_cudnn(int on);
 int cuda_attn_cudnn_loaded(void);
 extern unsigned long cuda_attn_cudnn_runs;
+/* Around cuDNN's attention: FLOWHN_CUDNN_KEEP (default 1) keeps the forward's
+ * bf16 Q, K (rotated), V in the kept buffers of q, k, v (the model keeps them,
+ * Ops.keep_bf16) and reads them and out's kept rounding in the backward
+ * instead of converting again; 0 converts again (A/B). cuda_cudnn_kept_served
+ * counts the backward inputs so read (tests). FLOWHN_CUDNN_CONV=old: the first
+ * (scalar, one launch per tensor) conversion kernels; else the vectorised ones,
+ * q, k, v in one launch and dq, dk, dv in one. Both return the previous
+ * setting; -1 leaves it. */
+int cuda_set_cudnn_keep(int on);
+int cuda_set_cudnn_conv_old(int on);
+extern unsigned long cuda_cudnn_kept_served;
 
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest

@@ -354,6 +354,9 @@ typedef struct {
     int claimed;           /* its producer is writing buf (between claim and done) */
     int valid;             /* buf holds the rounding of [src, src + n) (armed only) */
     int branch;            /* the branch whose stream wrote buf */
+    int owned;             /* taken by an op (cuda_keep_own): buf holds that op's transform of x, never x's
+                            * rounding for the products */
+    unsigned long long tag;   /* owned: what the op wrote (its parameters), checked by cuda_keep_owned */
 } Kept;
 static Kept *kept;
 static int nkept, kept_alloc_n, kept_valid;   /* kept_valid: entries valid now (0: nothing to check) */
@@ -409,7 +412,7 @@ static void kept_verify(const Kept *k) {
 
 static void kept_end(Kept *k) {
     if (k->valid) kept_valid--;
-    k->armed = k->claimed = k->valid = 0;
+    k->armed = k->claimed = k->valid = k->owned = 0;
 }
 
 /* After a launch (or a few) that wrote the nw ranges w and nothing else, all
@@ -438,7 +441,8 @@ static void own_launch_done(unsigned long before, const void *written, size_t by
 void *cuda_shadow_claim(const float *out, size_t n) {
     if (!n || !out || precision != MM_BF16) return NULL;
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
-        if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid) {
+        if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid &&
+            !kept[i].owned) {
             kept[i].claimed = 1;   /* counted in cuda_keep_produced at done, not as a shadow */
             return kept[i].buf;
         }
@@ -609,7 +613,7 @@ static const void *kept_of(const float *x, size_t n) {
     if (!nkept || keep_on <= 0) return NULL;
     for (int i = 0; i < nkept; i++) {
         Kept *k = &kept[i];
-        if (k->src != x || k->n != n || !k->armed || k->claimed) continue;
+        if (k->src != x || k->n != n || !k->armed || k->claimed || k->owned) continue;
         if (k->valid) {
             if (k->branch != cuda_branch()) return NULL;
             cuda_keep_served++;
@@ -627,6 +631,81 @@ static const void *kept_of(const float *x, size_t n) {
         return k->buf;
     }
     return NULL;
+}
+
+/* ---- owned keeps: an op's own bf16 transform of a kept input (cuda_ops.h) ----
+ * cuDNN's attention (attention_cudnn.cu) converts q, k (rotated by RoPE) and
+ * v to bf16 in its forward and needs exactly the same bf16 tensors in its
+ * backward. The model keeps q, k, v (Ops.keep_bf16 before their products), so
+ * the same contract holds as for any kept input: after its producer, nothing
+ * writes [x, x + n) until keep_bf16(NULL, 0). The attention's forward takes the
+ * kept buffer (cuda_keep_own: it is then never served as x's rounding, nor
+ * claimed by a producer), writes its transform there and marks it written
+ * with a tag naming the transform (cuda_keep_owned_done); the backward reads
+ * it (cuda_keep_owned) only if the keep is still in force (not ended by
+ * keep_bf16(NULL, 0), a re-keep, a declared overlapping write, a release of
+ * x's block or the start of a recording), on the same branch, with the same
+ * tag. Otherwise it converts again. */
+void *cuda_keep_own(const float *x, size_t n) {
+    if (!nkept || keep_on <= 0 || precision != MM_BF16) return NULL;
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src != x || k->n != n || !k->armed || k->claimed) continue;
+        if (k->valid && !k->owned) return NULL;   /* already x's rounding (a product read it): leave it */
+        if (k->owned && !k->valid) return NULL;   /* taken and not written yet: the same x twice in one op
+                                                   * (k == v), or a forward that failed */
+        if (k->valid) kept_valid--;
+        k->valid = 0;   /* rewritten from here on */
+        k->owned = 1;
+        return k->buf;
+    }
+    return NULL;
+}
+void cuda_keep_owned_done(const float *x, size_t n, unsigned long long tag) {
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src != x || k->n != n || !k->armed || !k->owned || k->valid) continue;
+        k->valid = 1;
+        k->tag = tag;
+        k->branch = cuda_branch();
+        kept_valid++;
+    }
+}
+const void *cuda_keep_owned(const float *x, size_t n, unsigned long long tag) {
+    if (!nkept || keep_on <= 0) return NULL;
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src == x && k->n == n && k->armed && k->owned && k->valid && k->tag == tag &&
+            k->branch == cuda_branch())
+            return k->buf;
+    }
+    return NULL;
+}
+/* the kept rounding of exactly [x, x + n) (made now if not yet), for ops other than the products; NULL: none */
+const void *cuda_keep_rounding(const float *x, size_t n) { return precision == MM_BF16 ? kept_of(x, n) : NULL; }
+
+/* FLOWHN_BF16_KEEP_VERIFY: an owned buffer served, compared with a fresh conversion (counted in cuda_keep_stale) */
+__global__ void owned_stale_kernel(unsigned int *count, const __nv_bfloat16 *a, const __nv_bfloat16 *b, size_t n) {
+    unsigned int bad = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        bad += __bfloat16_as_ushort(a[i]) != __bfloat16_as_ushort(b[i]);
+    if (bad) atomicAdd(count, bad);
+}
+int cuda_keep_verify_on(void) { return cuda_set_bf16_keep_verify(-1) > 0; }
+void cuda_keep_verify_pair(const void *kept_buf, const void *fresh, size_t n) {
+    if (!keep_stale_dev) {
+        if (cuda_capturing()) return;
+        if (cudaMalloc(&keep_stale_dev, sizeof(unsigned int)) != cudaSuccess ||
+            cudaMemset(keep_stale_dev, 0, sizeof(unsigned int)) != cudaSuccess) {
+            cuda_record_error("cudaMalloc", "cannot allocate the kept-rounding check's counter", __FILE__, __LINE__);
+            keep_stale_dev = NULL;
+            return;
+        }
+    }
+    owned_stale_kernel<<<grid_for(n, 256), 256, 0, cuda_stream()>>>(keep_stale_dev, (const __nv_bfloat16 *)kept_buf,
+                                                                    (const __nv_bfloat16 *)fresh, n);
+    cudaError_t e = cudaGetLastError();   /* not CUDA_CALL: the check must not move cuda_epoch */
+    if (e != cudaSuccess) cuda_record_error("owned_stale_kernel", cudaGetErrorString(e), __FILE__, __LINE__);
 }
 
 /* the fp32 matrix rounded to bf16 in slot `slot`; NULL on failure */
