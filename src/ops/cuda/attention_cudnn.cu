@@ -66,19 +66,9 @@
 
 unsigned long cuda_attn_cudnn_runs;   /* cuDNN executions (tests: a silent fallback is caught) */
 
-static int env_on(const char *name, int dflt) {
-    const char *s = getenv(name);
-    if (!s || !*s) return dflt;
-    return strcmp(s, "0") != 0;
-}
 
 static int path_on = -1;   /* FLOWHN_ATTN_CUDNN (default on), read once */
-int cuda_set_attn_cudnn(int on) {
-    if (path_on < 0) path_on = env_on("FLOWHN_ATTN_CUDNN", 1);
-    int was = path_on;
-    if (on >= 0) path_on = on != 0;
-    return was;
-}
+int cuda_set_attn_cudnn(int on) { return cuda_env_switch(&path_on, "FLOWHN_ATTN_CUDNN", "0", 1, on); }
 
 #if defined(__has_include)
 #if __has_include(<cudnn_graph.h>)
@@ -143,7 +133,8 @@ static void report(const char *what, cudnnStatus_t st) {
 int cuda_attn_cudnn_loaded(void) {
     if (load_state) return load_state > 0;
     load_state = -1;
-    log_on = env_on("FLOWHN_ATTN_CUDNN_LOG", 0);
+    int log_state = -1;
+    log_on = cuda_env_switch(&log_state, "FLOWHN_ATTN_CUDNN_LOG", "0", 0, -1);
     const char *names[] = {getenv("FLOWHN_CUDNN_LIB"), "libcudnn.so.9", "libcudnn.so"};
     void *lib = NULL;
     for (int i = 0; i < 3 && !lib; i++)
@@ -781,20 +772,13 @@ __global__ void cudnn_from_bf16_vec_kernel(float *out, bf16 *shadow, const bf16 
     }
 }
 
-static int conv_old = -1;   /* FLOWHN_CUDNN_CONV=old: the first conversion kernels */
+static int conv_new = -1;   /* FLOWHN_CUDNN_CONV=old: the first conversion kernels */
 static int keep_on = -1;    /* FLOWHN_CUDNN_KEEP (default 1): Q, K, V kept from the forward for the backward */
 int cuda_set_cudnn_conv_old(int on) {
-    if (conv_old < 0) { const char *e = getenv("FLOWHN_CUDNN_CONV"); conv_old = e && !strcmp(e, "old"); }
-    int was = conv_old;
-    if (on >= 0) conv_old = on != 0;
-    return was;
+    int was = cuda_env_switch(&conv_new, "FLOWHN_CUDNN_CONV", "old", 1, on < 0 ? -1 : !on);
+    return !was;
 }
-int cuda_set_cudnn_keep(int on) {
-    if (keep_on < 0) keep_on = env_on("FLOWHN_CUDNN_KEEP", 1);
-    int was = keep_on;
-    if (on >= 0) keep_on = on != 0;
-    return was;
-}
+int cuda_set_cudnn_keep(int on) { return cuda_env_switch(&keep_on, "FLOWHN_CUDNN_KEEP", "0", 1, on); }
 unsigned long cuda_cudnn_kept_served;   /* backward inputs read from the forward's bf16 (tests) */
 
 static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }

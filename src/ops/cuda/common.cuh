@@ -35,6 +35,10 @@ void cuda_set_branch(int b);
  * work that needs device data, e.g. attention's MAC count, is skipped), and a
  * counter every cudaFree of backend memory or scratch bumps: a recorded graph
  * whose buffers may have been freed must not be replayed. */
+/* switches.cu: a kernel switch read from NAME on first use (*state -1 until then):
+ * unset or empty gives dflt, the value off ("0", "old", ...) 0, any other 1; on >= 0
+ * sets it instead (tests run both settings). Returns the previous setting. */
+int cuda_env_switch(int *state, const char *name, const char *off, int dflt, int on);
 int cuda_capturing(void);
 /* cudaFuncSetAttribute(MaxDynamicSharedMemorySize) once per kernel and size (stream.cu) */
 void cuda_func_smem(const void *kernel, size_t bytes);

@@ -112,28 +112,12 @@ static uint64_t conv_taps(int n, int K) {
 /* -1: not read yet; FLOWHN_M2_KERNELS=old selects the first conv1d and
  * gated-norm kernels (cuda_ops.h) */
 static int m2_new_kernels = -1;
-int cuda_set_m2_kernels(int on) {
-    if (m2_new_kernels < 0) {
-        const char *e = getenv("FLOWHN_M2_KERNELS");
-        m2_new_kernels = !(e && !strcmp(e, "old"));
-    }
-    int was = m2_new_kernels;
-    if (on >= 0) m2_new_kernels = on != 0;
-    return was;
-}
+int cuda_set_m2_kernels(int on) { return cuda_env_switch(&m2_new_kernels, "FLOWHN_M2_KERNELS", "old", 1, on); }
 
 /* -1: not read yet; FLOWHN_CONV=old: the segment kernels as on main before
  * branch elem-mamba, without the L2 prefetches and dx's bf16 rounding (cuda_ops.h) */
 static int conv_new = -1;
-int cuda_set_conv_new(int on) {
-    if (conv_new < 0) {
-        const char *e = getenv("FLOWHN_CONV");
-        conv_new = !(e && !strcmp(e, "old"));
-    }
-    int was = conv_new;
-    if (on >= 0) conv_new = on != 0;
-    return was;
-}
+int cuda_set_conv_new(int on) { return cuda_env_switch(&conv_new, "FLOWHN_CONV", "old", 1, on); }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 

@@ -66,14 +66,8 @@ __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, c
  * per element, so the same bits. The vector part covers [0, 4 n4), every
  * pointer 16-byte aligned (checked by the caller), the scalar tail the rest. */
 int cuda_set_elem_old(int on) {
-    static int old = -1;   /* -1: FLOWHN_ELEM not read yet */
-    if (old < 0) {
-        const char *e = getenv("FLOWHN_ELEM");
-        old = e && strcmp(e, "old") == 0;
-    }
-    int was = old;
-    if (on >= 0) old = on != 0;
-    return was;
+    static int elem_new = -1;   /* -1: FLOWHN_ELEM not read yet */
+    return !cuda_env_switch(&elem_new, "FLOWHN_ELEM", "old", 1, on < 0 ? -1 : !on);
 }
 
 __device__ __forceinline__ void st_bf4(__nv_bfloat16 *p, float a, float b, float c, float d) {

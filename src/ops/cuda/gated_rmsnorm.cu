@@ -69,15 +69,7 @@ struct GatedDw {
 /* -1: not read yet; FLOWHN_GNORM=old: the register kernels as on main before
  * branch elem-mamba (cuda_ops.h) */
 static int gnorm_new = -1;
-int cuda_set_gnorm_new(int on) {
-    if (gnorm_new < 0) {
-        const char *e = getenv("FLOWHN_GNORM");
-        gnorm_new = !(e && !strcmp(e, "old"));
-    }
-    int was = gnorm_new;
-    if (on >= 0) gnorm_new = on != 0;
-    return was;
-}
+int cuda_set_gnorm_new(int on) { return cuda_env_switch(&gnorm_new, "FLOWHN_GNORM", "old", 1, on); }
 
 /* float4 units per thread for the register kernels; 0: not taken */
 static int gnorm_npt(int C, const void *a, const void *b, const void *c, const void *d) {

@@ -133,24 +133,13 @@ static void plan_destroy(Plan *p) {
 static int tune_on = -1, tune_log = -1;   /* -1: the environment not read yet */
 unsigned long cuda_lt_tunes, cuda_lt_capture_plans;   /* for tests: plans timed, plans made while recording */
 
-static int env_flag(const char *name, int dflt) {
-    const char *e = getenv(name);
-    if (!e || !*e) return dflt;
-    return strcmp(e, "0") != 0;
-}
-/* This file's on/off switches: *state is -1 until the environment variable is
- * read (unset: dflt; "0": off; else on); on >= 0 sets it (tests); returns the
- * previous setting. */
+/* This file's on/off switches ("0" off; common.cuh cuda_env_switch) */
 static int env_switch(int *state, const char *name, int dflt, int on) {
-    if (*state < 0) *state = env_flag(name, dflt);
-    int was = *state;
-    if (on >= 0) *state = on != 0;
-    return was;
+    return cuda_env_switch(state, name, "0", dflt, on);
 }
 int cuda_set_lt_tune(int on) { return env_switch(&tune_on, "FLOWHN_LT_TUNE", 1, on); }
 static int lt_logging(void) {
-    if (tune_log < 0) tune_log = env_flag("FLOWHN_LT_TUNE_LOG", 0);
-    return tune_log;
+    return env_switch(&tune_log, "FLOWHN_LT_TUNE_LOG", 0, -1);
 }
 
 void cuda_lt_forget_plans(void) {

@@ -366,15 +366,8 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
 /* -1: not decided yet, FLOWHN_ADD_NORM is read on first use (cuda_ops.h) */
 static int add_norm_fused = -1;
 
-int cuda_set_add_norm_fused(int on) {
-    if (add_norm_fused < 0) {
-        const char *e = getenv("FLOWHN_ADD_NORM");
-        add_norm_fused = !(e && !strcmp(e, "0"));   /* on: passed test_cuda / test_cuda_model on the H200, session 6 */
-    }
-    int was = add_norm_fused;
-    if (on >= 0) add_norm_fused = on != 0;
-    return was;
-}
+/* on by default: passed test_cuda / test_cuda_model on the H200, session 6 */
+int cuda_set_add_norm_fused(int on) { return cuda_env_switch(&add_norm_fused, "FLOWHN_ADD_NORM", "0", 1, on); }
 
 void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C,
                           real eps) {

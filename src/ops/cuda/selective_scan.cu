@@ -405,28 +405,12 @@ static float *scan_scratch(size_t n) {
 
 /* -1: not read yet; FLOWHN_SCAN1=old selects the thread-per-state kernels (cuda_ops.h) */
 static int scan1_new = -1;
-int cuda_set_scan1_kernels(int on) {
-    if (scan1_new < 0) {
-        const char *e = getenv("FLOWHN_SCAN1");
-        scan1_new = !(e && !strcmp(e, "old"));
-    }
-    int was = scan1_new;
-    if (on >= 0) scan1_new = on != 0;
-    return was;
-}
+int cuda_set_scan1_kernels(int on) { return cuda_env_switch(&scan1_new, "FLOWHN_SCAN1", "old", 1, on); }
 
 /* -1: not read yet; FLOWHN_SCAN1_BWD=nosplit selects the register backward's
  * previous layout (63.7 KB a warp, 3/SM; cuda_ops.h) over the 30 KB one */
 static int scan1_bwd_low = -1;
-int cuda_set_scan1_bwd_low(int on) {
-    if (scan1_bwd_low < 0) {
-        const char *e = getenv("FLOWHN_SCAN1_BWD");
-        scan1_bwd_low = !(e && !strcmp(e, "nosplit"));
-    }
-    int was = scan1_bwd_low;
-    if (on >= 0) scan1_bwd_low = on != 0;
-    return was;
-}
+int cuda_set_scan1_bwd_low(int on) { return cuda_env_switch(&scan1_bwd_low, "FLOWHN_SCAN1_BWD", "nosplit", 1, on); }
 
 /* resident one-warp blocks of a kernel on the whole GPU (0 if unknown) */
 static long sr_slots(const void *fn, size_t smem) {

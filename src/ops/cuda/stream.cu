@@ -32,15 +32,7 @@ int cuda_capturing(void) { return capturing; }
 
 /* common.cuh cuda_launch: PDL in recorded graphs unless FLOWHN_PDL=0 (read once) */
 static int pdl_on = -1;
-int cuda_set_pdl(int on) {
-    if (pdl_on < 0) {
-        const char *e = getenv("FLOWHN_PDL");
-        pdl_on = !e || strcmp(e, "0");
-    }
-    int was = pdl_on;
-    if (on >= 0) pdl_on = on != 0;
-    return was;
-}
+int cuda_set_pdl(int on) { return cuda_env_switch(&pdl_on, "FLOWHN_PDL", "0", 1, on); }
 int cuda_pdl_enabled(void) { return capturing && (pdl_on >= 0 ? pdl_on : cuda_set_pdl(-1)); }
 
 /* the gemv products under PDL (linear.cu; for the A/B of which part helps:
