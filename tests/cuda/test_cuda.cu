@@ -1892,7 +1892,8 @@ static void test_selective_scan(void) {
 #endif
 
 #ifdef HAVE_CPU_SSD
-static void test_ssd(void) {
+static const char *ssd_tag = "ssd";  /* the lines' name: the p64 backward's setting (cuda_set_ssd_cbwd) */
+static void ssd_cases(void) {
     /* The chunked kernels tile chunks of <= 64 tokens and P, N by 64: ragged
      * last chunks (n % L != 0), G > 1, P and N over one tile with ragged ends,
      * a chunk size over 64 (the plain-recurrence path), and the Mamba-2 135M
@@ -1932,7 +1933,7 @@ static void test_ssd(void) {
         int E = nh * P, W = E + 2 * Gr * N, nch = (n + L - 1) / L;
         size_t nx = (size_t)B * n * W, ny = (size_t)B * n * E, ndt = (size_t)B * n * nh;
         size_t nst = (size_t)B * (nch + 1) * nh * P * N;
-        line_start("ssd", "B=%d n=%d nh=%d P=%d G=%d N=%d L=%d", B, n, nh, P, Gr, N, L);
+        line_start(ssd_tag, "B=%d n=%d nh=%d P=%d G=%d N=%d L=%d", B, n, nh, P, Gr, N, L);
         float *xbc = hrand(nx, 0, 1), *dtr = hrand(ndt, -2.5f, 1), *dtb = hrand(nh, 0, 0.5f), *D = hrand(nh, 1, 0.3f);
         float *dy = hrand(ny, 0, 1), *Al = (float *)malloc(sizeof(float) * nh);
         for (int i = 0; i < nh; i++) Al[i] = logf(1 + 15 * (float)rng_uniform(&rng));
@@ -1968,6 +1969,25 @@ static void test_ssd(void) {
     }
 }
 
+/* Every shape under each setting of the p64 backward (cuda_set_ssd_cbwd; FLOWHN_SSD_CBWD): in the fp32
+ * precision the exact build's warp-local layout (what 2 and 3 run there) only (its first layout, 0, is
+ * marginal there at 1e-5: dD 1.003e-5 in session 8 call 1; it runs under FLOWHN_SSD_CBWD=old as before);
+ * under test_ssd_tc (bf16) the bf16 variant (3, the default there), the mma layout (2), the warp-local
+ * (1) and the first (0) layouts. */
+static void test_ssd(void) {
+    static const char *tags[] = {"ssd-old", "ssd-wl", "ssd-mma", "ssd-bf"};
+    const int tc = strcmp(cuda_matmul_precision(), "fp32") != 0;
+    int was = cuda_set_ssd_cbwd(-1);
+    for (int v = 3; v >= 0; v--) {
+        if (!tc && v != (was == 0 ? 0 : 3)) continue;  /* fp32: the process's setting only (see above) */
+        cuda_set_ssd_cbwd(v);
+        ssd_tag = tc ? tags[v] : v ? "ssd" : "ssd-old";
+        ssd_cases();
+    }
+    ssd_tag = "ssd";
+    cuda_set_ssd_cbwd(was);
+}
+
 /* The tensor-core chunk products (ssd.cu: TF32 operands, fp32 accumulation,
  * taken when the matmul precision is tf32 or bf16) on the same shapes against
  * the fp32 CPU op, at the bf16 bound 1e-2 (TF32 rounds each operand by 2^-11
@@ -1996,6 +2016,27 @@ static void test_ssd_tc(void) {
     CHECK(sqrt(num / den) > 1e-5, "tensor-core SSD gave fp32-exact results (rel %.1e): the path is not taken",
           sqrt(num / den));
     printf("  rounding in effect: ssd y rel L2 vs fp32 %.2e\n", sqrt(num / den));
+    {   /* the bf16 variant of the p64 backward is taken by default at bf16: its dxbc differs from the mma
+         * layout's (its N-loop tiles are bf16), and both stay within TOL of each other */
+        float *ddy = dev(y, ny), *gx[2];
+        for (int v = 0; v < 2; v++) {
+            gx[v] = dnan(nx);
+            G->zero(gx[v], sizeof(float) * nx);
+            int was = cuda_set_ssd_cbwd(v ? 3 : 2);
+            G->ssd_bwd(gx[v], NULL, NULL, NULL, NULL, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L, 1);
+            cuda_set_ssd_cbwd(was);
+        }
+        float *h0 = (float *)malloc(sizeof(float) * nx), *h1 = (float *)malloc(sizeof(float) * nx);
+        G->to_host(h0, gx[0], sizeof(float) * nx);
+        G->to_host(h1, gx[1], sizeof(float) * nx);
+        double dn = 0, dd = 0;
+        for (size_t i = 0; i < nx; i++) { dn += ((double)h1[i] - h0[i]) * ((double)h1[i] - h0[i]); dd += (double)h0[i] * h0[i]; }
+        double r = sqrt(dn / dd);
+        CHECK(r > 1e-6 && r < TOL, "ssd bwd: the bf16 variant's dxbc vs the mma layout's: rel %.1e (want (1e-6, %.0e))", r, TOL);
+        printf("  bf16 variant in effect: ssd bwd dxbc rel L2 vs the mma layout %.2e\n", r);
+        free(h0); free(h1);
+        G->release(ddy); G->release(gx[0]); G->release(gx[1]);
+    }
     free(xbc); free(dtr); free(dtb); free(D); free(Al); free(y); free(st); free(g);
     G->release(dxbc_); G->release(ddtr); G->release(ddtb); G->release(dD_); G->release(dAl); G->release(gy);
     G->release(gst);

@@ -135,6 +135,16 @@ static inline unsigned emu_round(float v) {
     return u;
 }
 static inline float emu_f(unsigned u) { float v; memcpy(&v, &u, 4); return v; }
+/* the bf16 variant's tiles (gen.py bf16t): EMU_TILE=bf16 rounds what is stored in them to nearest
+ * even, as __float2bfloat16_rn does; else they hold the fp32 value (indices checked at 1e-5) */
+static int TILE_ROUND = 0;
+static inline float emu_tile(float v) {
+    if (!TILE_ROUND) return v;
+    unsigned u;
+    memcpy(&u, &v, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    return emu_f(u);
+}
 #ifdef EMU_TC
 namespace ssd_exact {
 constexpr int LD = 68;
@@ -182,6 +192,7 @@ int main(int argc, char **argv) {
     DEFER = argc > 9 ? atoi(argv[9]) : 1;
     SERIAL = getenv("EMU_SERIAL") && atoi(getenv("EMU_SERIAL"));
     if (const char *r = getenv("EMU_ROUND")) ROUND = !strcmp(r, "tf32") ? 1 : !strcmp(r, "bf16") ? 2 : 0;
+    TILE_ROUND = getenv("EMU_TILE") && !strcmp(getenv("EMU_TILE"), "bf16");
     const double TOL = getenv("EMU_TOL") ? atof(getenv("EMU_TOL")) : 1e-5;
     int ACC = argc > 10 ? atoi(argv[10]) : 1;  /* ops.h acc: 1 adds into dxbc / ddt_raw, 0 overwrites */
     pthread_barrier_init(&g_bar, NULL, 256);
@@ -224,18 +235,20 @@ int main(int argc, char **argv) {
     launch({(unsigned)nch, (unsigned)G, (unsigned)B}, [&] { ssd_exact::ssd_cb_kernel(cbuf.data(), xbc.data(), d); });
     if (which) {
         /* the thread layout, as ssd.cu's FLOWHN_SSD_CBWD: EMU_CBWD=old (or EMU_CBWD_OLD=1) the first one,
-         * =wl the warp-local one, else the mma fragment layout in the tensor-core build (its host
-         * mma.sync, gen.py) and the warp-local one in the exact build */
+         * =wl the warp-local one, =mma the mma fragment layout (its host mma.sync, gen.py), else the bf16
+         * variant (layout 3) in the tensor-core build and the warp-local one in the exact build */
         const char *cw = getenv("EMU_CBWD");
         int lay = (cw && !strcmp(cw, "old")) || (getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"))) ? 0
-                  : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : ssd_exact::TC ? 2 : 1;
+                  : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : ssd_exact::TC ? 3 : 1;
         printf("     p64 layout %d\n", lay);
         if (lay == 0)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<0>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
         else if (lay == 1)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<1>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-        else
+        else if (lay == 2)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<2>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else  /* 3: the bf16 variant (ssd.cu's default at the bf16 precision; EMU_TILE=bf16 rounds its tiles) */
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     } else
         launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
     /* the forward kernels too (states, y) */

@@ -59,6 +59,15 @@ inline void mma_tf32(float &d0, float &d1, float &d2, float &d3, const unsigned 
 }
 """
 s = s[:a] + mma + s[b:]
+# The bf16 tiles of the p64 backward's bf16 variant: a 4-byte host type (the kernel keeps its bf16 pair
+# in the last tile, so the wider host tiles run into unused shared memory), rounded to bf16 by emu_tile
+# only with EMU_TILE=bf16 (exact by default, so that the 1e-5 bound checks the indices).
+a = s.index("typedef __nv_bfloat16 bf16t;")
+b = s.index("/* end of the bf16 primitives */")
+s = s[:a] + """struct bf16t { float v; };
+inline bf16t to_bf(float v) { return {emu_tile(v)}; }
+inline float from_bf(bf16t v) { return v.v; }
+""" + s[b:]
 wait = '    if constexpr (TC) asm volatile("cp.async.wait_all;\\n" ::);\n'
 cp16z = r'__device__ __forceinline__ void cp16z\(float \*dst, const float \*src, bool valid\) \{.*?\n\}'
 if tc:

@@ -140,6 +140,13 @@ int cuda_set_scan1_kernels(int on);
  * 63.7 KB one (FLOWHN_SCAN1_BWD=nosplit); returns the previous; -1 only reads */
 int cuda_set_scan1_bwd_low(int on);
 
+/* The Mamba-2 SSD chunk backward for P <= 64 (ssd.cu, FLOWHN_SSD_CBWD, read on first use): 0 its
+ * first thread layout (=old), 1 the warp-local one (=wl), 2 the mma fragment layout (=mma), 3 (default)
+ * the bf16 variant at the bf16 matmul precision (bf16 operand tiles, 3 blocks per SM; the mma layout
+ * at tf32). The fp32 precision runs the warp-local layout for 2 and 3. Returns the previous setting;
+ * -1 leaves it as it is (tests run each). */
+int cuda_set_ssd_cbwd(int v);
+
 /* Programmatic Dependent Launch of the decode kernels in recorded graphs
  * (common.cuh cuda_launch): on by default, FLOWHN_PDL=0 turns it off (read on
  * first use). It applies to graphs recorded after the call. Returns the

@@ -55,6 +55,7 @@
  * Launch bounds: 4 blocks per SM where shared memory allows 4 (64
  * registers), 2 for the backward (its 83-104 KB of tiles allow 2; 128 registers).
  * Chunks longer than 64 tokens go to the plain recurrence (ssd_recurrent.cu). */
+#include <cuda_bf16.h>
 #include <mma.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,8 +164,22 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         if (P <= TS) { /* x and dy one tile each: the kernel with fewer round trips, C B^T once per group */      \
             K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                  \
             CUDA_LAUNCHED();                                                                                       \
-            /* the layout (ssd_kernels.cuh Lay): FLOWHN_SSD_CBWD=old 0, =wl 1, else 2 in ssd_tc, 1 in ssd_exact */ \
-            if (cbwd == 0)                                                                                         \
+            /* the layout (ssd_kernels.cuh Lay): FLOWHN_SSD_CBWD=old 0, =wl 1, =mma 2, else (bf) the bf16  \
+             * variant in ssd_tc at the bf16 precision (2 at tf32), 1 in ssd_exact */                              \
+            if (cbwd == 3 && K::TC && bf) {                                                                        \
+                static int bf_attr;                                                                                \
+                if (!bf_attr++) {                                                                                  \
+                    CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_bf_kernel,                                 \
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
+                                                   (int)K::P64_BF_SMEM));                                          \
+                    CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_bf_kernel,                                 \
+                                                   cudaFuncAttributePreferredSharedMemoryCarveout,                 \
+                                                   (int)cudaSharedmemCarveoutMaxShared));                          \
+                }                                                                                                  \
+                K::ssd_chunk_bwd_p64_bf_kernel<<<grid, NT, K::P64_BF_SMEM, cuda_stream()>>>(                       \
+                    dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
+                    d);                                                                                            \
+            } else if (cbwd == 0)                                                                                  \
                 K::ssd_chunk_bwd_p64_kernel<0><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                          \
                     dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
                     d);                                                                                            \
@@ -212,6 +227,18 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     dim3 grid(d.nch, nh, B);
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
+}
+
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_cbwd) */
+static int ssd_cbwd = -1;
+int cuda_set_ssd_cbwd(int v) {
+    if (ssd_cbwd < 0) {
+        const char *e = getenv("FLOWHN_SSD_CBWD");
+        ssd_cbwd = e && strcmp(e, "old") == 0 ? 0 : e && strcmp(e, "wl") == 0 ? 1 : e && strcmp(e, "mma") == 0 ? 2 : 3;
+    }
+    int was = ssd_cbwd;
+    if (v >= 0 && v <= 3) ssd_cbwd = v;
+    return was;
 }
 
 void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy,
@@ -263,16 +290,17 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
         if (no_bc) fprintf(stderr, "warning: FLOWHN_SSD_TIME_NO_BC_ATOMICS=1: SSD dB/dC not computed (timing only)\n");
     }
     d.no_bc_atomics = no_bc;
-    /* FLOWHN_SSD_CBWD (read once): the P <= 64 chunk kernel's thread layout (perf-notes, ssd-cbwd and
+    /* FLOWHN_SSD_CBWD (read once; cuda_set_ssd_cbwd): the P <= 64 chunk kernel's thread layout (perf-notes, ssd-cbwd and
      * ssd-cbwd2): =old the first one (every product's fragments back through the block with two
-     * barriers), =wl the warp-local one (wmma through the warp's scratch strip), else the mma.sync
-     * fragment layout (accumulators in registers; the tensor-core build only: the exact build's
-     * products are FMAs, it runs the warp-local layout then) */
-    static int cbwd = -1;
-    if (cbwd < 0) {
-        const char *e = getenv("FLOWHN_SSD_CBWD");
-        cbwd = e && strcmp(e, "old") == 0 ? 0 : e && strcmp(e, "wl") == 0 ? 1 : 2;
-    }
+     * barriers), =wl the warp-local one (wmma through the warp's scratch strip), =mma the mma.sync
+     * fragment layout ( accumulators in registers; the tensor-core build only: the exact build's
+     * products are FMAs, it runs the warp-local layout then); by default (=bf) the bf16 variant of the
+     * mma layout at the bf16 precision, the mma layout at tf32 */
+    const int cbwd = cuda_set_ssd_cbwd(-1);
+    /* the bf16 variant (ssd_chunk_bwd_p64_bf_kernel: bf16 operand tiles in the N loop, 3 blocks per SM;
+     * perf-notes, ssd-cbwd3) only where the products may round to bf16: the tf32 precision keeps
+     * TF32's 10-bit operands (the mma kernel) */
+    const int bf = strcmp(cuda_matmul_precision(), "bf16") == 0;
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
                                     cuda_stream()));

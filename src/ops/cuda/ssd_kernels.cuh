@@ -213,6 +213,17 @@ __device__ __forceinline__ void mma_tf32(float &d0, float &d1, float &d2, float 
 }
 /* end of the mma primitives */
 
+/* bf16 storage for the p64 backward's bf16 variant (ssd_chunk_bwd_p64_bf_kernel): the N loop's
+ * operand tiles are held rounded to bf16 (to nearest even) and widened exactly when a fragment is
+ * loaded, so the mma itself stays the TF32 one (a bf16 value is a TF32 value: cvt.rna leaves it as it
+ * is). (tools/ssd_emu/gen.py replaces these with host versions; EMU_TILE=bf16 rounds there.) */
+typedef __nv_bfloat16 bf16t;
+__device__ __forceinline__ bf16t to_bf(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ float from_bf(bf16t v) { return __bfloat162float(v); }
+/* end of the bf16 primitives */
+__device__ __forceinline__ float ld_op(const float *p) { return *p; }
+__device__ __forceinline__ float ld_op(const bf16t *p) { return from_bf(*p); }
+
 /* acc[a][b] += sum_{k<K} A(row(a), k) Bm(k, col(b)) in Lay<2>, on the tensor cores with the
  * accumulators in registers (A(r, k) = A[r][k] (A_RK) or A[k][r]; Bm(k, c) = Bm[c][k] (B_CK) or
  * Bm[k][c]; the same operand tiles and the same TF32 rounding as mm_tc, no scratch tile). Per
@@ -221,23 +232,39 @@ __device__ __forceinline__ void mma_tf32(float &d0, float &d1, float &d2, float 
  * B fragments b0 (k t, n g), b1 (k t + 4, n g) of each 8-column tile; the result fragment c0..c3
  * of mma (mi, ni) is acc[2mi][2ni], acc[2mi][2ni + 1], acc[2mi + 1][2ni], acc[2mi + 1][2ni + 1]
  * (rows g + 8 (2mi + {0, 1}), columns 2t + {0, 1} + 8ni: Lay<2>). K is rounded up to 8: the tiles
- * are zero past the valid rows and columns, as for wmma. No barrier: the warp reads shared tiles only. */
-template <bool A_RK, bool B_CK>
-__device__ __forceinline__ void mm_mma(float acc[4][4], const float *A, const float *Bm, int K) {
+ * are zero past the valid rows and columns, as for wmma. No barrier: the warp reads shared tiles only.
+ * TA, TB: the tiles' element types (float, or bf16t in the bf16 variant); rs (the bf16 variant's
+ * x G product): A(r, k) is scaled by rs[r] before the rounding, so that a row-scaled product adds
+ * into an accumulator that holds other terms (no accumulator of its own). */
+template <bool A_RK, bool B_CK, class TA = float, class TB = float, int UNR = 2>
+__device__ __forceinline__ void mm_mma(float acc[4][4], const TA *A, const TB *Bm, int K,
+                                       const float *rs = nullptr) {
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
     const int r0 = 32 * (w >> 2) + g, c0 = 16 * (w & 3) + g;
-    auto at = [&](int r, int k) { return A_RK ? A[r * LD + k] : A[k * LD + r]; };
-    auto bt = [&](int k, int c) { return B_CK ? Bm[c * LD + k] : Bm[k * LD + c]; };
-#pragma unroll 2
+    auto at = [&](int r, int k) { return ld_op(A_RK ? A + r * LD + k : A + k * LD + r); };
+    auto bt = [&](int k, int c) { return ld_op(B_CK ? Bm + c * LD + k : Bm + k * LD + c); };
+    float sc[4] = {1.f, 1.f, 1.f, 1.f};  /* rows r0 + 8q */
+    if (rs) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) sc[q] = rs[r0 + 8 * q];
+    }
+#pragma unroll UNR
     for (int k0 = 0; k0 < K; k0 += 8) {
         unsigned fa[2][4], fb[2][2];
 #pragma unroll
         for (int mi = 0; mi < 2; mi++) {
             const int r = r0 + 16 * mi;
-            fa[mi][0] = tf32_bits(at(r, k0 + t));
-            fa[mi][1] = tf32_bits(at(r + 8, k0 + t));
-            fa[mi][2] = tf32_bits(at(r, k0 + t + 4));
-            fa[mi][3] = tf32_bits(at(r + 8, k0 + t + 4));
+            if (rs) {
+                fa[mi][0] = tf32_bits(at(r, k0 + t) * sc[2 * mi]);
+                fa[mi][1] = tf32_bits(at(r + 8, k0 + t) * sc[2 * mi + 1]);
+                fa[mi][2] = tf32_bits(at(r, k0 + t + 4) * sc[2 * mi]);
+                fa[mi][3] = tf32_bits(at(r + 8, k0 + t + 4) * sc[2 * mi + 1]);
+            } else {
+                fa[mi][0] = tf32_bits(at(r, k0 + t));
+                fa[mi][1] = tf32_bits(at(r + 8, k0 + t));
+                fa[mi][2] = tf32_bits(at(r, k0 + t + 4));
+                fa[mi][3] = tf32_bits(at(r + 8, k0 + t + 4));
+            }
         }
 #pragma unroll
         for (int ni = 0; ni < 2; ni++) {
@@ -1133,6 +1160,220 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 
     /* dtotal = a_c sum(G * h0); block_sum's barriers also publish q_s and dcum_s */
     float dtot = etot * block_sum(gh, red);
+    chunk_bwd_finish(d, k, row0, [&](int kk) {
+        float dla = dtot + dseg_s[kk];
+        for (int i = kk; i < k.l; i++) dla += dcum_s[i];
+        return dla;
+    }, u_s, dt_s, la_s, etail_s, ddtw_s, q_s, red, dDp, ddt_raw, ddt_bias, dA_log, dD);
+}
+
+/* ---- the p64 backward at 3 blocks per SM (the bf16 matmul precision's default; perf-notes,
+ * ssd-cbwd3) ----
+ * dst[r][c] = bf16(src[r*ld + c]) inside rows x cols, 0 in the rest of the 64 x LD tile (rows of
+ * LD bf16 elements). Not cp.async (the values are converted on the way): every load of the thread is
+ * issued before its stores. */
+__device__ __forceinline__ void load_tile_bf(bf16t *dst, const float *src, size_t ld, int rows, int cols) {
+    if ((((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
+        float4 v[TS * TS / 4 / NT];
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (r < rows && c < cols) v[q] = *(const float4 *)(src + (size_t)r * ld + c);
+        }
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            bf16t *o = dst + r * LD + c;
+            o[0] = to_bf(v[q].x); o[1] = to_bf(v[q].y); o[2] = to_bf(v[q].z); o[3] = to_bf(v[q].w);
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+        int r = idx >> 6, c = idx & (TS - 1);
+        float v = 0.f;
+        if (r < rows && c < cols) v = src[(size_t)r * ld + c];
+        dst[r * LD + c] = to_bf(v);
+    }
+}
+
+/* The same gradients as ssd_chunk_bwd_p64_kernel<2> (the mma fragment layout Lay<2>, whose phases it
+ * follows) in 4 fp32 tiles (69,632 B) instead of 5, and at most 48 accumulators live instead of 64,
+ * so that 3 blocks fit an SM (__launch_bounds__(NT, 3): <= 80 registers):
+ *   - C B^T is read from cbuf (L2) into registers, not copied into a tile;
+ *   - dCB stays in registers while W (Ua) feeds dx's W^T dy, then goes into Ua;
+ *   - once dSeg is reduced, Ms holds two bf16 tiles (64 x LD bf16: 8,704 B each): (h0_n, C_n), then
+ *     (G_n, B_n). The five products of the N loop read bf16 operands (rounded once, widened exactly,
+ *     TF32 mma); dW = dy x^T and W^T dy read fp32 tiles (TF32, as in the mma kernel). bf16 operands
+ *     are the bf16 precision's contract only: ssd.cu launches this kernel only there.
+ *   - per n: accC = ecum o (dy h0_n) (dcum from it), accB = dCB^T C_n; then accC += dCB B_n and its
+ *     atomics, accB += (etail dt o x) G_n (the row scale applied to the A fragments: no xg
+ *     accumulator) and its atomics, bg += B_n G_n^T.
+ * Tiles: Xs = x, Ys = dy (resident), Ua = W then dCB, Ms = M, dSeg, then the bf16 pair. Ms is last, so
+ * that the emulator's 4-byte host bf16t (tools/ssd_emu) may run past it into unused smem. */
+constexpr size_t P64_BF_SMEM = 4 * TILE * sizeof(float);
+__global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
+                                                                  float *dA_log, float *dD, const float *dy,
+                                                                  const float *states, const float *gbuf,
+                                                                  const float *xbc, const float *dt_raw,
+                                                                  const float *dt_bias, const float *A_log,
+                                                                  const float *D, const float *cbuf, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    float *Xs = smem, *Ys = Xs + TILE, *Ua = Ys + TILE, *Ms = Ua + TILE;
+    bf16t *S0 = (bf16t *)Ms, *S1 = S0 + TILE;  /* the N loop's pair, inside Ms on the GPU */
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], sx_s[TS], red[32];
+    Chunk k = chunk_of(d, A_log);
+    const Lay<2> L;
+    const int P = d.P;  /* P <= TS (host) */
+    size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)P * d.N;
+    const float *X = xbc + row0 * d.W + (size_t)k.h * P;
+    const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+    const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+    const float *dY = dy + row0 * d.E + (size_t)k.h * P;
+    const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
+    const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
+    const float *CB = cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS);
+    load_tile(Xs, X, d.W, k.l, P);
+    load_tile(Ys, dY, d.E, k.l, P);
+    if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
+    /* sum(G * h0) after the decays (the mma kernel prefetches 4 pairs first: 32 registers here) */
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Ms);
+    if (threadIdx.x < TS) sx_s[threadIdx.x] = etail_s[threadIdx.x] * dt_s[threadIdx.x];
+    float gh = gh_sum<2>(0.f, Gc, h0, PN, threadIdx.x, TC && (PN & 3) == 0);
+    float Dh = D[k.h];
+
+    float dcb[4][4];  /* dCB in registers until W is read */
+    {
+        float cb[4][4], dw[4][4];  /* C_i . B_j (from cbuf) and dy_i . x_j */
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) cb[a][b] = CB[L.row(a) * TS + L.col(b)];
+        zero(dw);
+        bar();  /* x, dy (and the decays' shared arrays, sx_s) */
+        mm_mma<true, true>(dw, Ys, Xs, P);  /* [i][j] += dy[i][p] x[j][p] */
+        /* W (Ua), dSeg (Ms, in place of M), dCB (registers); ddtw_s[j] = sum_i dW_ij CB_ij M_ij: the
+         * expressions of w_dcb_dseg */
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int j = L.col(b);
+            float col = 0.f;
+#pragma unroll
+            for (int a = 0; a < 4; a++) {
+                int i = L.row(a);
+                float m = Ms[i * LD + j], w = cb[a][b] * m * dt_s[j];
+                Ua[i * LD + j] = w;
+                dcb[a][b] = dw[a][b] * m * dt_s[j];
+                Ms[i * LD + j] = dw[a][b] * w;
+                col += dw[a][b] * cb[a][b] * m;
+            }
+            atomicAdd(&ddtw_s[j], col);
+        }
+    }
+    sync_plain();  /* W, dSeg written */
+
+    float dDp = 0.f;
+    {   /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p] (as the mma kernel) */
+        float acc[4][4], old[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = L.row(a), p = L.col(b);
+                old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
+            }
+        zero(acc);
+        mm_mma<false, false>(acc, Ua, Ys, k.l);  /* [j][p] += W[i][j] dy[i][p] */
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = L.row(a), p = L.col(b);
+                dDp += Xs[j * LD + p] * Ys[j * LD + p];
+                if (dxbc && j < k.l && p < P)
+                    dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
+            }
+    }
+    /* the block sums of dD's x . dy and of sum(G * h0) now, not at the end: two registers fewer in the
+     * N loop (the same sums: dD's goes to the end as thread 0's part, the others 0) */
+    dDp = block_sum(dDp, red);
+    dDp = threadIdx.x == 0 ? dDp : 0.f;
+    const float dtot = etot * block_sum(gh, red);  /* dtotal = a_c sum(G * h0) */
+    dseg_row_prefix(Ms, k.l);
+    sync_plain();  /* W read (Ua takes dCB), the row prefixes written */
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) Ua[L.row(a) * LD + L.col(b)] = dcb[a][b];
+    if (threadIdx.x < k.l) {
+        int kk = threadIdx.x;
+        float s = 0.f;
+        for (int i = kk; i < k.l; i++) s += Ms[i * LD + kk];
+        dseg_s[kk] = s;
+    }
+    sync_plain();  /* Ms read (free for the bf16 pair), dCB written */
+
+    float bg[4][4];  /* bg[j][p] = sum_n B_j[n] G[p][n] (over the tiles) for dx and q */
+    zero(bg);
+#pragma unroll 1
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        size_t W = opaque(d.W), Nn = opaque(d.N), r0 = opaque(row0);
+        int nc = min(TS, d.N - n0);
+        float accB[4][4], accC[4][4];
+        load_tile_bf(S0, h0 + n0, Nn, P, nc);
+        load_tile_bf(S1, Cm + n0, W, k.l, nc);
+        sync_plain();  /* h0_n (S0), C_n (S1) */
+        zero(accC);
+        mm_mma<true, false>(accC, Ys, S0, P);  /* [i][n] += dy_i[p] h0[p][n] */
+        /* accC *= ecum_i; dcum_s[i] += C_i . accC_i (dcum_add on the bf16 tile) */
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            int i = L.row(a);
+            float dc = 0.f;
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                accC[a][b] *= ecum_s[i];
+                dc += from_bf(S1[i * LD + L.col(b)]) * accC[a][b];
+            }
+            dc = L.row_sum(dc);
+            if (L.row_lead()) atomicAdd(&dcum_s[i], dc);
+        }
+        zero(accB);
+        mm_mma<false, false>(accB, Ua, S1, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
+        sync_plain();  /* h0_n, C_n read */
+        load_tile_bf(S0, Gc + n0, Nn, P, nc);
+        load_tile_bf(S1, Bm + n0, W, k.l, nc);
+        sync_plain();  /* G_n (S0), B_n (S1) */
+        mm_mma<true, false>(accC, Ua, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
+        if (dxbc && !d.no_bc_atomics)
+            atomic_add_tile<2>(accC, k.l, nc, [&](int i, int nn) {
+                return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn];
+            });
+        mm_mma<true, false>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
+        if (dxbc && !d.no_bc_atomics)
+            atomic_add_tile<2>(accB, k.l, nc, [&](int j, int nn) {
+                return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn];
+            });
+        mm_mma<true, true>(bg, S1, S0, nc);  /* [j][p] += B[j][n] G[p][n] */
+        sync_plain();  /* G_n, B_n read: the pair takes h0_{n+1}, C_{n+1} */
+    }
+
+    /* dx, second part, q, and the end: as the mma kernel */
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        int j = L.row(a);
+        float q = 0.f, sc = etail_s[j] * dt_s[j];
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            int p = L.col(b);
+            q += Xs[j * LD + p] * bg[a][b];
+            if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
+        }
+        q = L.row_sum(q);
+        if (L.row_lead()) atomicAdd(&q_s[j], q);
+    }
+    __syncthreads();  /* q_s and dcum_s complete (the mma kernel's block_sum(gh) here published them) */
     chunk_bwd_finish(d, k, row0, [&](int kk) {
         float dla = dtot + dseg_s[kk];
         for (int i = kk; i < k.l; i++) dla += dcum_s[i];
