@@ -6,6 +6,8 @@
 #   tools/gpu/ncu_kernels.sh [--bin FLOWHN_CUDA] [--out DIR] CONFIG REGEX [COUNT]      (on a GPU machine)
 #
 #   e.g. tools/gpu/ncu_kernels.sh configs/llama-gpt2small.json 'attention_tc_(fwd|bwd)_kernel' 2
+#   NCU_EXTRA="--section SourceCounters --section SchedulerStats" adds sections (SourceCounters: the
+#   source lines where warps stall most, with -lineinfo builds)
 #
 # Runs `bench --steps 1 --warmup 1 --no-graph` (launched op by op, so each kernel is its own launch),
 # profiles the first COUNT (default 2) launches matching REGEX after skipping the warm-up step's, and
@@ -29,7 +31,7 @@ SKIP=$(( $(ncu --clock-control none --kernel-name "regex:$REGEX" --launch-count 
 rm -f "$OUTD/ncu.ncu-rep"
 ncu --clock-control none --kernel-name "regex:$REGEX" --launch-skip "$SKIP" --launch-count "$COUNT" \
     --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis -o "$OUTD/ncu" \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis ${NCU_EXTRA:-} -o "$OUTD/ncu" \
     "$BIN" bench --config "$CONFIG" --device cuda --batch 8 --seq-len 1024 --steps 1 --warmup 1 --precision bf16 \
     --no-graph > "$OUTD/ncu.err" 2>&1
 ncu -i "$OUTD/ncu.ncu-rep" --csv --page raw > "$OUTD/ncu.csv" 2>> "$OUTD/ncu.err"
