@@ -940,18 +940,23 @@ static void test_gather_scatter(void) {
 
 /* the fused training classifier against the CPU one (itself the composition
  * of linear, xent_fwd, xent_bwd and linear_bwd, tests/test_fused_head.c), in
- * fp32 and with bf16 matmuls (bound 1e-2); the last shape spans two chunks.
- * Modes k0..k1 of {fp32, bf16}; nshapes of the shapes. */
+ * fp32 and with bf16 matmuls (bound 1e-2); the third shape spans two chunks.
+ * Modes k0..k1 of {fp32, bf16 (bf16 logits where V % 8 == 0: V 4096, 50304,
+ * 1000), bf16 with FLOWHN_CLS_BF16=0 (fp32 logits)}; nshapes of the shapes. The
+ * odd V (50, 50257) keep fp32 logits in both bf16 modes. */
 static void classifier_modes(int k0, int k1, int nshapes) {
-    int shapes[][3] = {{37, 24, 50}, {300, 64, 4096}, {2800, 32, 50304}};  /* N, H, V */
-    const char *modes[] = {"fp32", "bf16"};
-    double tols[] = {1e-5, 1e-2};
+    int shapes[][3] = {{37, 24, 50}, {300, 64, 4096}, {2800, 32, 50304},
+                       {1, 32, 1000}, {37, 40, 50257}, {2048, 64, 1000}, {37, 48, 50304}};  /* N, H, V */
+    const char *modes[] = {"fp32", "bf16", "bf16"};
+    const char *names[] = {"fp32", "bf16", "bf16 cls16=0"};
+    double tols[] = {1e-5, 1e-2, 1e-2};
     for (int k = k0; k <= k1; k++) {
         CHECK(cuda_set_matmul_precision(modes[k]) == 0, "%s", fh_last_error());
+        int cls16 = cuda_set_cls_bf16(k != 2);
         TOL = tols[k];
         for (int si = 0; si < nshapes; si++) {
             int N = shapes[si][0], H = shapes[si][1], V = shapes[si][2];
-            line_start("classifier", "%s N=%d H=%d V=%d", modes[k], N, H, V);
+            line_start("classifier", "%s N=%d H=%d V=%d", names[k], N, H, V);
             int *tg = (int *)malloc(sizeof(int) * N);
             for (int i = 0; i < N; i++) tg[i] = (i % 7 == 3) ? -1 : (int)(rng_u32(&rng) % V);
             float *x = hrand((size_t)N * H, 0, 1), *w = hrand((size_t)V * H, 0, 0.3f);
@@ -972,11 +977,12 @@ static void classifier_modes(int k0, int k1, int nshapes) {
             G->release(dx_); G->release(dw_); G->release(dtg); G->release(gloss);
             grad_free(gx); grad_free(gw);
         }
+        cuda_set_cls_bf16(cls16);
     }
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
-static void test_classifier(void) { classifier_modes(0, 1, 3); }
+static void test_classifier(void) { classifier_modes(0, 2, 7); }
 /* For compute-sanitizer racecheck: the whole op with fp32 products only (cuBLASLt's
  * true-fp32 kernels, which racecheck followed in test_linear, session 6; its bf16
  * Hopper kernels stop the sanitizer). Without the two-chunk shape, which
@@ -996,7 +1002,8 @@ static void test_classifier_fp32(void) { classifier_modes(0, 0, 2); }
  * cancels when p is near 1 (both sides form it from terms of size scale): it is
  * judged on that scale (cmp_mag). */
 static void test_classifier_rows(void) {
-    int shapes[][2] = {{1, 2}, {37, 50}, {13, 1001}, {64, 4096}, {5, 50304}, {3, 50257}};  /* n, V */
+    int shapes[][2] = {{1, 2}, {37, 50}, {13, 1001}, {64, 4096}, {5, 50304}, {3, 50257}, {1, 1000}, {37, 1000},
+                       {2048, 1000}, {37, 50257}};  /* n, V */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int n = shapes[si][0], V = shapes[si][1];
         size_t nv = (size_t)n * V;
@@ -1036,6 +1043,33 @@ static void test_classifier_rows(void) {
         cuda_classifier_rows(gloss2, dlog, NULL, dtg, scale, n, V);
         cmp_from("loss32", loss, gloss2, n, loss_minus_lse);
         cmp_mag("dl_fp32", dl, dlog, nv, mag);
+        /* bf16 logits in, bf16 gradients over them (classifier_xent16_kernel: 16-byte path at V % 8 == 0,
+         * scalar otherwise). Against the CPU on the same bf16-rounded logits: loss 1e-5 (the same fp32
+         * arithmetic), gradients 5e-3 (their one rounding, as dl_bf16); the loss also against the fp32
+         * logits' at 1e-2 (the rounding of the logits themselves, perf-notes cls-bf16) */
+        uint16_t *l16h = (uint16_t *)malloc(sizeof(uint16_t) * nv);
+        float *lr = (float *)malloc(sizeof(float) * nv), *loss_r = hnan(n), *lse_r = hnan(n);
+        float *dl_r = (float *)calloc(nv, sizeof(float)), *lml_r = (float *)malloc(sizeof(float) * n);
+        for (size_t i = 0; i < nv; i++) lr[i] = bf16_float(l16h[i] = rne_bf16(logits[i]));
+        cpu_xent_fwd(loss_r, lse_r, lr, tg, n, V);
+        cpu_xent_bwd(dl_r, dscale, lr, lse_r, tg, n, V);
+        for (int i = 0; i < n; i++) lml_r[i] = loss_r[i] - lse_r[i];
+        uint16_t *dl16in = (uint16_t *)G->alloc(sizeof(uint16_t) * nv);
+        G->from_host(dl16in, l16h, sizeof(uint16_t) * nv);
+        float *gloss3 = dnan(n);
+        cuda_classifier_rows16(gloss3, dl16in, dtg, scale, n, V);
+        cuda_ops_check();
+        cmp_from("loss16", loss_r, gloss3, n, lml_r);
+        TOL = 1e-2;
+        cmp_from("loss16_vs_fp32", loss, gloss3, n, loss_minus_lse);
+        G->to_host(h16, dl16in, sizeof(uint16_t) * nv);
+        for (size_t i = 0; i < nv; i++) g16[i] = bf16_float(h16[i]);
+        float *dg16b = dev(g16, nv);
+        TOL = 5e-3;
+        cmp_mag("dl16_in_place", dl_r, dg16b, nv, mag);
+        TOL = 1e-5;
+        free(l16h); free(lr); free(loss_r); free(lse_r); free(dl_r); free(lml_r);
+        G->release(dl16in); G->release(gloss3); G->release(dg16b);
         line_end();
         free(mag);
         free(tg); free(logits); free(loss); free(lse); free(dl); free(dscale); free(loss_minus_lse);

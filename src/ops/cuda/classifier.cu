@@ -1,11 +1,20 @@
 /* classifier.cu - the fused training classifier (ops.h `classifier`): head
  * product, softmax cross-entropy and both gradients by chunks of R rows.
  *
- * Per chunk: logits_c = x_c w^T (fp32, cuBLASLt); one kernel per row makes
- * the log-sum-exp (one online pass), the loss, and the logit gradients
- * scale * (softmax - onehot), written as the next products' operand: bf16 in
- * bf16 mode (half the bytes, and no separate rounding pass), fp32 in place
- * otherwise; then dx_c += dlogits w and dw += dlogits^T x_c. The unfused path
+ * Per chunk: logits_c = x_c w^T (cuBLASLt); one kernel per row makes the
+ * log-sum-exp (one online pass), the loss, and the logit gradients
+ * scale * (softmax - onehot), written as the next products' operand; then
+ * dx_c += dlogits w and dw += dlogits^T x_c.
+ *  - fp32/tf32 mode: fp32 logits, fp32 gradients in place.
+ *  - bf16 mode: the product stores the logits in bf16 (fp32 accumulation,
+ *    one rounding on the store) and the row kernel reads them in 16-byte
+ *    loads, computes in fp32 and writes the bf16 gradients in place: 6 bytes
+ *    a logit moved instead of 10 (the row kernel is bound by them: 1.05 ms of
+ *    the 3.86 at gpt2small, session 8) and half the product's store, one
+ *    256 MB scratch. The logits' bf16 rounding is an error of the same order as
+ *    the bf16 operands' (docs/perf-notes.md, cls-bf16).
+ *    FLOWHN_CLS_BF16=0: the earlier bf16 path, fp32 logits and bf16 gradients
+ *    into a second scratch (for an A/B). The unfused path
  * stores fp32 logits and fp32 logit gradients for all N rows (3.2 GB at
  * N = 8K, V = 50K) and reads them four more times; here a chunk (at most
  * 2^27 logits) lives in scratch and L2 sees most of the re-reads.
@@ -50,6 +59,63 @@ __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16
     }
 }
 
+/* bf16 mode's row kernel: bf16 logits in, bf16 gradients in place, fp32
+ * arithmetic (the expressions of classifier_xent_kernel's bf16 path). 8
+ * logits a 16-byte load and store when the row allows (V % 8 == 0, 16-byte
+ * aligned: the padded vocabularies); else one at a time (odd V, tests). */
+__device__ __forceinline__ void bf16x8_unpack(uint4 u, float *f) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float2 p = __bfloat1622float2(h[j]);
+        f[2 * j] = p.x;
+        f[2 * j + 1] = p.y;
+    }
+}
+
+__global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, const int *targets, float scale, int V) {
+    __shared__ float sh[32];
+    __nv_bfloat16 *row = logits + (size_t)blockIdx.x * V;
+    int t = targets[blockIdx.x];
+    float xt = (t >= 0 && threadIdx.x == 0) ? __bfloat162float(row[t]) : 0.f;  /* before any overwrite */
+    int vec = (V & 7) == 0 && ((uintptr_t)row & 15) == 0;
+    float m = -INFINITY, s = 0.f;
+    if (vec) {
+        const uint4 *r8 = (const uint4 *)row;
+        for (int v = threadIdx.x; v < V / 8; v += blockDim.x) {
+            float f[8];
+            bf16x8_unpack(r8[v], f);
+#pragma unroll
+            for (int j = 0; j < 8; j++) online_softmax_add(f[j], m, s);
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x) online_softmax_add(__bfloat162float(row[v]), m, s);
+    }
+    float M = block_max(m, sh);
+    s = (m == -INFINITY) ? 0.f : s * expf(m - M);  /* a thread that saw nothing adds nothing */
+    float lse = M + logf(block_sum(s, sh));        /* its barriers order xt's read before the writes below */
+    if (threadIdx.x == 0) loss[blockIdx.x] = t >= 0 ? lse - xt : 0.f;
+    float g = t >= 0 ? scale : 0.f;
+    if (vec) {
+        uint4 *r8 = (uint4 *)row;
+        for (int v = threadIdx.x; v < V / 8; v += blockDim.x) {
+            float f[8];
+            bf16x8_unpack(r8[v], f);
+            int b = 8 * v;
+            uint4 o;
+            __nv_bfloat162 *h = (__nv_bfloat162 *)&o;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                h[j] = __float22bfloat162_rn(make_float2(g * (expf(f[2 * j] - lse) - (b + 2 * j == t)),
+                                                         g * (expf(f[2 * j + 1] - lse) - (b + 2 * j + 1 == t))));
+            r8[v] = o;
+        }
+    } else {
+        for (int v = threadIdx.x; v < V; v += blockDim.x)
+            row[v] = __float2bfloat16_rn(g * (expf(__bfloat162float(row[v]) - lse) - (v == t)));
+    }
+}
+
 /* For tests (cuda_ops.h): the row kernel alone on n rows of logits already on
  * the device, as cuda_classifier launches it per chunk. Racecheck cannot
  * follow cuBLASLt's bf16 Hopper kernels (the sanitizer stops with an internal
@@ -61,8 +127,19 @@ void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targe
                                                                  V);
     CUDA_LAUNCHED();
 }
+void cuda_classifier_rows16(real *loss, void *logits16, const int *targets, real scale, int n, int V) {
+    if (n <= 0) return;
+    classifier_xent16_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss, (__nv_bfloat16 *)logits16, targets, scale,
+                                                                   V);
+    CUDA_LAUNCHED();
+}
 
-/* scratch per branch: the chunk's logits, its bf16 gradients, bf16 w and x */
+/* FLOWHN_CLS_BF16 ("0" off, default on; cuda_ops.h) */
+static int cls16_on = -1;
+int cuda_set_cls_bf16(int on) { return cuda_env_switch(&cls16_on, "FLOWHN_CLS_BF16", "0", 1, on); }
+
+/* scratch per branch: the chunk's fp32 logits, its bf16 gradients (bf16 mode: also its bf16 logits), bf16 w
+ * and x */
 typedef struct {
     void *p;
     size_t bytes;
@@ -91,8 +168,12 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
     if (R < 64) R = 64;
     if (R > (size_t)N) R = N;
     int bf16 = cuda_matmul_bf16();
+    /* bf16 logits, gradients in place over them; V % 8: rows of whole 16-byte words, as the padded vocabularies
+     * (50304, 65536, 128256); another V keeps the fp32 logits rather than ask cuBLASLt for a bf16 store with
+     * an odd leading dimension */
+    int l16 = bf16 && V % 8 == 0 && cuda_set_cls_bf16(-1);
     size_t esz = bf16 ? sizeof(__nv_bfloat16) : sizeof(float);
-    float *logits = (float *)scratch(0, R * V * sizeof(float));
+    float *logits = l16 ? NULL : (float *)scratch(0, R * V * sizeof(float));
     __nv_bfloat16 *dl16 = bf16 ? (__nv_bfloat16 *)scratch(1, R * V * esz) : NULL;
     const void *wo = w, *xo = x;
     if (bf16) {
@@ -108,14 +189,20 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
         wo = wc ? wc : wb;
         xo = xs ? xs : xb;
     }
-    if (!logits || (bf16 && !dl16)) return;
+    if ((!l16 && !logits) || (bf16 && !dl16)) return;
     const void *go = bf16 ? (const void *)dl16 : (const void *)logits;  /* the logit gradients' operand */
     for (size_t r0 = 0; r0 < (size_t)N; r0 += R) {
         int n = (int)((size_t)N - r0 < R ? (size_t)N - r0 : R);
         const char *xc = (const char *)xo + r0 * H * esz;
         /* logits^T[V, n] = w'^T x_c^T (see linear.cu for the column-major reading) */
-        if (cuda_matmul(CUBLAS_OP_T, CUBLAS_OP_N, V, n, H, wo, H, xc, H, logits, V, 0.f)) goto fail;
-        classifier_xent_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss + r0, logits, dl16, targets + r0, scale, V);
+        if (l16) {
+            if (cuda_matmul_c16(CUBLAS_OP_T, CUBLAS_OP_N, V, n, H, wo, H, xc, H, dl16, V)) goto fail;
+            classifier_xent16_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss + r0, dl16, targets + r0, scale, V);
+        } else {
+            if (cuda_matmul(CUBLAS_OP_T, CUBLAS_OP_N, V, n, H, wo, H, xc, H, logits, V, 0.f)) goto fail;
+            classifier_xent_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss + r0, logits, dl16, targets + r0, scale,
+                                                                         V);
+        }
         CUDA_LAUNCHED();
         if (dx && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_N, H, n, V, wo, H, go, V, dx + r0 * H, H, 1.f)) goto fail;
         if (dw && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_T, H, V, n, xc, H, go, V, dw, H, 1.f)) goto fail;

@@ -43,6 +43,13 @@ int cuda_weights_copy_to_host(uint16_t *dst, int refresh, int *valid);
  * onehot) as bf16 into dl16 [n, V] (logits unchanged), or in place over the
  * logits when dl16 is NULL. No product runs. */
 void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targets, real scale, int n, int V);
+/* the same for bf16 mode's row kernel: bf16 logits [n, V] in, the bf16 gradients written over them */
+void cuda_classifier_rows16(real *loss, void *logits16, const int *targets, real scale, int n, int V);
+/* FLOWHN_CLS_BF16=0 (or cuda_set_cls_bf16(0)): the fused classifier in bf16 mode
+ * keeps its logits fp32 (the path before cls-bf16, for an A/B); on (default):
+ * the head product writes bf16 logits and the row kernel its gradients over
+ * them. Returns the previous setting; -1 leaves it. */
+int cuda_set_cls_bf16(int on);
 
 /* add_rmsnorm_fwd's kernel (rmsnorm.cu): 1 the fused one, 0 the add and
  * rmsnorm_fwd kernels one after the other (the same op, two passes more).

@@ -85,6 +85,7 @@ typedef struct {
     int used;
     cublasOperation_t ta, tb;
     int m, n, k, lda, ldb, ldc, has_bias, accumulate;
+    int c16;   /* C (= D) bf16: the fused classifier's logits (cuda_matmul_c16); else fp32 */
     MatmulPrecision prec;
     uint32_t al_a, al_b, al_c;
     cublasLtMatmulDesc_t desc;
@@ -150,12 +151,12 @@ void cuda_lt_forget_plans(void) {
 
 /* Builds (or finds) the plan; NULL if cuBLASLt offers no algorithm. */
 static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc,
-                      int has_bias, int accumulate, uint32_t al_a, uint32_t al_b, uint32_t al_c) {
+                      int has_bias, int accumulate, uint32_t al_a, uint32_t al_b, uint32_t al_c, int c16) {
     for (int i = 0; i < PLAN_CACHE; i++) {
         Plan *p = &plans[i];
         if (p->used && p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
             p->ldb == ldb && p->ldc == ldc && p->has_bias == has_bias && p->accumulate == accumulate &&
-            p->prec == precision && p->al_a == al_a && p->al_b == al_b && p->al_c == al_c)
+            p->prec == precision && p->al_a == al_a && p->al_b == al_b && p->al_c == al_c && p->c16 == c16)
             return p;
     }
     Plan *p = &plans[plan_next];
@@ -163,7 +164,7 @@ static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     if (p->used) plan_destroy(p);
     p->ta = ta; p->tb = tb; p->m = m; p->n = n; p->k = k; p->lda = lda; p->ldb = ldb; p->ldc = ldc;
     p->has_bias = has_bias; p->accumulate = accumulate; p->prec = precision;
-    p->al_a = al_a; p->al_b = al_b; p->al_c = al_c;
+    p->al_a = al_a; p->al_b = al_b; p->al_c = al_c; p->c16 = c16;
 
     cublasComputeType_t ct = precision == MM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     cudaDataType_t ab = precision == MM_BF16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -184,7 +185,7 @@ static Plan *plan_get(cublasOperation_t ta, cublasOperation_t tb, int m, int n, 
     }
     if (cublasLtMatrixLayoutCreate(&p->la, ab, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda) ||
         cublasLtMatrixLayoutCreate(&p->lb, ab, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb) ||
-        cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, m, n, ldc))
+        cublasLtMatrixLayoutCreate(&p->lc, c16 ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc))
         goto fail;
     if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) goto fail;
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
@@ -1023,13 +1024,13 @@ static void algo_describe(const cublasLtMatmulAlgo_t *a, char *buf, size_t len) 
  * heuristic's first answer. */
 static cudaEvent_t tune_ev[1 + LT_TUNE_ROUNDS * LT_TUNE_CANDIDATES];
 
-static void lt_tune(Plan *p, const void *A, const void *B, float *C, float beta) {
+static void lt_tune(Plan *p, const void *A, const void *B, void *C, float beta) {
     p->tuned = 1;   /* whatever happens below, the choice is made once */
     int nc = p->ncand, log = lt_logging();
     cudaStream_t st = cuda_stream();
     void *ws = lt_workspace[cuda_branch()];
-    size_t c_bytes = ((size_t)(p->n - 1) * p->ldc + p->m) * sizeof(float);
-    float *T = C;
+    size_t c_bytes = ((size_t)(p->n - 1) * p->ldc + p->m) * (p->c16 ? sizeof(__nv_bfloat16) : sizeof(float));
+    void *T = C;
     void *raw = NULL;
     const char *why = NULL;
     if (!tune_ev[0])
@@ -1047,7 +1048,7 @@ static void lt_tune(Plan *p, const void *A, const void *B, float *C, float beta)
             raw = NULL;
             why = "no memory for the scratch output";
         } else {
-            T = (float *)((char *)raw + (uintptr_t)C % 256);
+            T = (char *)raw + (uintptr_t)C % 256;
         }
     }
     float alpha = 1.f, best[LT_TUNE_CANDIDATES];
@@ -1123,14 +1124,15 @@ static void lt_tune(Plan *p, const void *A, const void *B, float *C, float beta)
     }
 }
 
-/* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, C fp32;
- * A and B come from operand(). Returns 0, or -1 if no algorithm fits or the
- * call failed (nothing was written). */
-static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
-                     const void *B, int ldb, float *C, int ldc, float beta, const float *bias) {
+/* C[m,n] = op(A) op(B) + beta C (+ bias[m] per row), column-major, C fp32
+ * (c16: bf16, the product still accumulated and scaled in fp32, rounded once
+ * on its store); A and B come from operand(). Returns 0, or -1 if no
+ * algorithm fits or the call failed (nothing was written). */
+static int lt_matmul_c(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                       const void *B, int ldb, void *C, int c16, int ldc, float beta, const float *bias) {
     if (!A || !B || lt_init()) return -1;
     Plan *p = plan_get(ta, tb, m, n, k, lda, ldb, ldc, bias != NULL, beta != 0.f, alignment_of(A), alignment_of(B),
-                       alignment_of(C));
+                       alignment_of(C), c16);
     if (!p) return -1;
     if (bias) cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias);
     float alpha = 1.f;
@@ -1144,8 +1146,12 @@ static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, i
                             lt_workspace[cuda_branch()], LT_WORKSPACE_BYTES, cuda_stream()) == CUBLAS_STATUS_SUCCESS
                  ? 0
                  : -1;
-    own_launch_done(before, C, ((size_t)(n - 1) * ldc + m) * sizeof(float));
+    own_launch_done(before, C, ((size_t)(n - 1) * ldc + m) * (c16 ? sizeof(__nv_bfloat16) : sizeof(float)));
     return rc;
+}
+static int lt_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                     const void *B, int ldb, float *C, int ldc, float beta, const float *bias) {
+    return lt_matmul_c(ta, tb, m, n, k, A, lda, B, ldb, C, 0, ldc, beta, bias);
 }
 
 __global__ void add_bias_kernel(float *out, const float *b, size_t total, int OC) {
@@ -1659,6 +1665,11 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
 int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
                 const void *B, int ldb, float *C, int ldc, float beta) {
     return lt_matmul(ta, tb, m, n, k, A, lda, B, ldb, C, ldc, beta, NULL);
+}
+int cuda_matmul_c16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                    const void *B, int ldb, __nv_bfloat16 *C, int ldc) {
+    if (precision != MM_BF16) return -1;   /* bf16 operands only: an fp32 product keeps its fp32 output */
+    return lt_matmul_c(ta, tb, m, n, k, A, lda, B, ldb, C, 1, ldc, 0.f, NULL);
 }
 int cuda_matmul_bf16(void) { return precision == MM_BF16; }
 void cuda_round_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {

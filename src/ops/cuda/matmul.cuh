@@ -1,6 +1,6 @@
 /* matmul.cuh - linear.cu's cuBLASLt products for other op files (the fused
  * classifier). Operands are fp32 in fp32/tf32 mode and bf16 in bf16 mode
- * (cuda_matmul_bf16()); C is fp32. Column-major, as cuBLASLt. */
+ * (cuda_matmul_bf16()); C is fp32 (bf16: cuda_matmul_c16). Column-major, as cuBLASLt. */
 #ifndef FLOWHN_CUDA_MATMUL_CUH
 #define FLOWHN_CUDA_MATMUL_CUH
 
@@ -10,6 +10,10 @@
 /* C[m,n] = op(A) op(B) + beta C on the current branch's stream; 0 or -1 */
 int cuda_matmul(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
                 const void *B, int ldb, float *C, int ldc, float beta);
+/* the same with C bf16 (beta 0: C is overwritten), accumulated in fp32 and
+ * rounded once on the store; bf16 mode only (else -1, nothing written) */
+int cuda_matmul_c16(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void *A, int lda,
+                    const void *B, int ldb, __nv_bfloat16 *C, int ldc);
 /* whether the matmul operands must be bf16 (--precision bf16) */
 int cuda_matmul_bf16(void);
 /* dst = bf16 rounding of src (n elements) on the current stream */
