@@ -1,6 +1,6 @@
 /* grad_basic_ops.c - finite-difference checks (double precision) of the
  * simple CPU ops: embedding, RMSNorm, the fused residual add + RMSNorm, linear, SiLU, SwiGLU, RoPE,
- * gather/scatter and the fused softmax + cross-entropy.
+ * gather/scatter, the gather fused with RMSNorm and the fused softmax + cross-entropy.
  * Each op's scalar test loss is L = sum(out * R) for a fixed random R, so
  * dout = R. Bound: max relative error < 1e-6. */
 #include <string.h>
@@ -172,6 +172,64 @@ static void test_gather_scatter(void) {
     CHECK(gradcheck("scatter dsrc", scatter_loss, NULL, g_src, dsrc, GB * GS * GC, 200, 1e-6) < BOUND, "scatter");
 }
 
+/* ---- the split's gather fused into the branch's first norm (ops.h rmsnorm_gather_*) ----
+ * xsel = rows idx of x, out = rmsnorm(xsel) w. L = sum(out R) + sum(xsel S): the
+ * branch's norm output and its residual, as in the model; the gradient at x is
+ * (S + rmsnorm_bwd(R)) on rows idx, 0 elsewhere. */
+enum { QB = 2, QT = 7, QS = 4, QC = 5 };
+static const int q_idx[QS] = {0, 2, 3, 6};
+static real *q_x, *q_w, *q_R, *q_S;
+static double rg_loss(void *u) {
+    (void)u;
+    real xs[QB * QS * QC], out[QB * QS * QC], rstd[QB * QS];
+    cpu_rmsnorm_gather_fwd(xs, out, rstd, q_x, q_idx, q_w, QB, QT, QS, QC, (real)1e-5);
+    return dot(out, q_R, QB * QS * QC) + (q_S ? dot(xs, q_S, QB * QS * QC) : 0);
+}
+static void test_rmsnorm_gather(void) {
+    enum { NS = QB * QS * QC, NF = QB * QT * QC };
+    q_x = rnd(NF, -2, 2); q_w = rnd(QC, 0.5, 1.5); q_R = rnd(NS, -1, 1);
+    real *S = rnd(NS, -1, 1);
+    real xs[NS], out[NS], rstd[QB * QS];
+    cpu_rmsnorm_gather_fwd(xs, out, rstd, q_x, q_idx, q_w, QB, QT, QS, QC, (real)1e-5);
+    for (int pass = 0; pass < 2; pass++) {   /* with the residual's share, and without (dres NULL) */
+        q_S = pass ? NULL : S;
+        real *dfull = zeros(NF), *dw = zeros(QC);
+        cpu_rmsnorm_gather_bwd(dfull, dw, q_S, q_R, xs, q_w, rstd, q_idx, QB, QT, QS, QC);
+        CHECK(gradcheck(pass ? "rmsnorm_gather dx (no dres)" : "rmsnorm_gather dx", rg_loss, NULL, q_x, dfull, NF, 200,
+                        1e-6) < BOUND, "dx");
+        CHECK(gradcheck("rmsnorm_gather dw", rg_loss, NULL, q_w, dw, QC, 100, 1e-6) < BOUND, "dw");
+    }
+    q_S = S;
+    /* the same bits as the composition the model ran before: gather_fwd + rmsnorm_fwd;
+     * rmsnorm_bwd (FH_ACC into the residual's share) + gather_bwd into a d that holds values */
+    real xs2[NS], out2[NS], rstd2[QB * QS];
+    cpu_gather_fwd(xs2, q_x, q_idx, QB, QT, QS, QC, QC, 0);
+    cpu_rmsnorm_fwd(out2, rstd2, xs2, q_w, QB * QS, QC, (real)1e-5);
+    CHECK(!memcmp(xs, xs2, sizeof xs) && !memcmp(out, out2, sizeof out) && !memcmp(rstd, rstd2, sizeof rstd),
+          "fused forward == gather + rmsnorm_fwd, bit for bit");
+    real *d0 = rnd(NF, -1, 1), *d1 = zeros(NF), *d2 = zeros(NF), *res = zeros(NS), *dw1 = zeros(QC),
+         *dw2 = zeros(QC);
+    memcpy(d1, d0, sizeof(real) * NF); memcpy(d2, d0, sizeof(real) * NF); memcpy(res, S, sizeof(real) * NS);
+    cpu_rmsnorm_gather_bwd(d1, dw1, S, q_R, xs, q_w, rstd, q_idx, QB, QT, QS, QC);
+    cpu_rmsnorm_bwd(res, dw2, q_R, xs2, q_w, rstd2, QB * QS, QC, FH_ACC);
+    cpu_gather_bwd(d2, res, q_idx, QB, QT, QS, QC, QC, 0);
+    CHECK(!memcmp(d1, d2, sizeof(real) * NF) && !memcmp(dw1, dw2, sizeof(real) * QC),
+          "fused backward == rmsnorm_bwd + gather_bwd, bit for bit");
+    int untouched = 1;   /* rows not selected keep their values */
+    for (int b = 0; b < QB; b++)
+        for (int t = 0; t < QT; t++) {
+            int sel = 0;
+            for (int j = 0; j < QS; j++) sel |= q_idx[j] == t;
+            for (int c = 0; !sel && c < QC; c++) untouched &= d1[((size_t)b * QT + t) * QC + c] == d0[((size_t)b * QT + t) * QC + c];
+        }
+    CHECK(untouched, "rows not selected untouched");
+    /* an empty selection writes nothing */
+    memcpy(d1, d0, sizeof(real) * NF);
+    cpu_rmsnorm_gather_fwd(xs, out, rstd, q_x, q_idx, q_w, QB, QT, 0, QC, (real)1e-5);
+    cpu_rmsnorm_gather_bwd(d1, dw1, S, q_R, xs, q_w, rstd, q_idx, QB, QT, 0, QC);
+    CHECK(!memcmp(d1, d0, sizeof(real) * NF), "empty selection: nothing written");
+}
+
 /* ---- embedding ---- */
 enum { EN = 5, EV = 4, EC = 3 };
 static const int e_tok[EN] = {1, 3, 1, 0, 3};
@@ -224,6 +282,7 @@ int main(void) {
     RUN(test_activations);
     RUN(test_rope);
     RUN(test_gather_scatter);
+    RUN(test_rmsnorm_gather);
     RUN(test_embedding);
     RUN(test_xent);
     for (int i = 0; i < n_bufs; i++) free(bufs[i]);

@@ -14,7 +14,8 @@
  *    also runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu),
  *    the model under test as the fused conv1d_silu op: the same bits too;
  *    likewise rope + attention (Model.unfused_attn_rope) against the
- *    attention_rope ops.
+ *    attention_rope ops, and FlowHN's gathers (Model.unfused_split) against
+ *    the rmsnorm_gather ops.
  *
  * "Identical" is ==, so +0 and -0 are the same (x overwritten is -0 where
  * 0 + -0 was +0; no later value can tell them apart but a sign bit). With
@@ -240,6 +241,9 @@ static int new_model(Model *m, const Config *c, int zero_first, int poison) {
     /* and rope + attention as separate ops where the model under test runs the
      * attention_rope ops (the CPU's composition: the same bits) */
     m->unfused_attn_rope = zero_first;
+    /* and FlowHN's split as gather ops where the model under test runs them in
+     * the branches' norms (ops.h rmsnorm_gather_*: the same bits) */
+    m->unfused_split = zero_first;
     return 0;
 }
 

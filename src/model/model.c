@@ -237,6 +237,12 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
 static int conv_silu_fused(const Model *m) {
     return m->ops->conv1d_silu_fwd && m->ops->conv1d_silu_bwd && !m->unfused_conv_silu;
 }
+/* FlowHN's split gathers in the branches' first norms (ops.h rmsnorm_gather_*)
+ * when the backend has them and the model does not ask for the separate ops
+ * (Model.unfused_split: FLOWHN_SPLIT_FUSE=0, or tests) */
+static int split_fused(const Model *m) {
+    return m->ops->rmsnorm_gather_fwd && m->ops->rmsnorm_gather_bwd && !m->unfused_split;
+}
 static size_t m1_hs_len(int B, int n, int E, int S) {
     return (size_t)B * ((n + M1_SCAN_CHUNK - 1) / M1_SCAN_CHUNK + 1) * E * S;
 }
@@ -445,11 +451,14 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
 /* ------------------------------------------------------------------------ */
 /* decoder layer on n tokens at positions pos (of a length-T sequence).
  * x_full != NULL selects prefix attention: keys/values from all T tokens.
+ * x_src != NULL (FlowHN branch, fused split): x_in is gathered here from rows
+ * pos of x_src [B, T, H], in one op with the first norm (ops.h rmsnorm_gather_fwd).
  * in != NULL: x_in = in->a + in->b is made here, with the first norm (x_in is
  * written). defer != NULL: the output's residual add is left to the caller. */
 
 static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, const int *pos, int T,
-                       const real *x_in, const real *x_full, real *out, const Residual *in, Residual *defer) {
+                       const real *x_in, const real *x_full, real *out, const Residual *in, Residual *defer,
+                       const real *x_src) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size;
@@ -459,6 +468,7 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     ENS(a->u, N * H); ENS(a->u_rstd, N); ENS(a->mix, N * H);
     keep_bf16(m, a->u, N * H);   /* the mixer's input products (q, k, v; in_proj), again in their backward */
     if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
+    else if (x_src) o->rmsnorm_gather_fwd((real *)x_in, a->u, a->u_rstd, x_src, pos, W(w->mixer_norm), B, T, n, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
     if (w->mixer == MIXER_ATTN) {
         if (x_full) {
@@ -482,8 +492,10 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
 /* In place: d holds the gradient at out on entry, at x_in on return (the
  * residuals' shares are already in it, so each norm's gradient is added to it
  * with FH_ACC: no accumulate pass, the same bits, see mlp_bwd). dx_full
- * (prefix attention) accumulates the keys' share. */
-static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *dx_full) {
+ * (prefix attention) accumulates the keys' share. d_dst != NULL (FlowHN
+ * branch, fused split): the gradient at x_in is added to rows pos of d_dst
+ * [B, T, H] instead (d is left holding the residual's share only). */
+static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *dx_full, real *d_dst) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, B = a->B, n = a->n, T = a->T;
@@ -506,7 +518,10 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *d
     } else if (w->mixer == MIXER_MAMBA1) {
         if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du, FIRST)) return -1;
     } else if (mamba2_bwd(m, &w->m2, &a->m2, B, n, a->u, dmix, a->du, FIRST)) return -1;
-    o->rmsnorm_bwd(d, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H, FH_ACC);
+    if (d_dst)   /* d + the norm's share, added to rows pos of d_dst (the split's gather_bwd, fused) */
+        o->rmsnorm_gather_bwd(d_dst, G(w->mixer_norm), d, a->du, a->x_in, W(w->mixer_norm), a->u_rstd, a->pos, B, T,
+                              n, H);
+    else o->rmsnorm_bwd(d, G(w->mixer_norm), a->du, a->x_in, W(w->mixer_norm), a->u_rstd, (int)N, H, FH_ACC);
     return 0;
 }
 
@@ -531,15 +546,20 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, R
     ENS(a->xa, (size_t)B * na * H); ENS(a->xs, (size_t)B * ns * H); ENS(a->ya, (size_t)B * na * H);
     ENS(a->ys, (size_t)B * ns * H); ENS(a->y, BT * Hin); ENS(a->zz, BT * H); ENS(a->zn, BT * H);
     ENS(a->zn_rstd, BT);
-    o->gather_fwd(a->xa, x, pa, B, T, na, H, H, 0);
-    o->gather_fwd(a->xs, x, ps, B, T, ns, H, H, 0);
+    int fuse = split_fused(m);   /* the gathers in the branches' first norms */
+    if (!fuse) {
+        o->gather_fwd(a->xa, x, pa, B, T, na, H, H, 0);
+        o->gather_fwd(a->xs, x, ps, B, T, ns, H, H, 0);
+    }
     const real *x_full = c->context == CONTEXT_PREFIX ? x : NULL;
     /* a branch may get no tokens when a window's plan is used on a short prefix */
     int rc = 0;
     branch(o, 1);
-    if (na) rc = decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya, NULL, NULL);
+    if (na) rc = decoder_fwd(m, &w->attn_branch, &a->ab, B, na, pa, T, a->xa, x_full, a->ya, NULL, NULL,
+                             fuse ? x : NULL);
     branch(o, 2);
-    if (!rc && ns) rc = decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys, NULL, NULL);
+    if (!rc && ns) rc = decoder_fwd(m, &w->ssm_branch, &a->sb, B, ns, ps, T, a->xs, NULL, a->ys, NULL, NULL,
+                                    fuse ? x : NULL);
     branch(o, 0);
     if (rc) return -1;
     if (c->split == SPLIT_NONE) {   /* y = concat(ys, ya) along channels */
@@ -593,15 +613,20 @@ static int flowhn_bwd(Model *m, int l, real *d) {
     /* the branches write disjoint memory: their own activations and gradients
      * (dya, dys: in place, the gradients at their inputs on return), and
      * (prefix context) the attention branch alone adds its keys' share to d */
+    /* fused split: each branch's last norm adds its input gradient into its own
+     * rows of d (disjoint rows). With prefix context the attention branch adds
+     * its keys' share into every row of d on its stream, so the SSM branch's
+     * stays in dys and is gathered after the join. */
+    int prefix = c->context == CONTEXT_PREFIX, fa = split_fused(m), fs = fa && !prefix;
     int rc = 0;
     branch(o, 1);
-    if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, c->context == CONTEXT_PREFIX ? d : NULL);
+    if (na) rc = decoder_bwd(m, &w->attn_branch, &a->ab, a->dya, prefix ? d : NULL, fa ? d : NULL);
     branch(o, 2);
-    if (!rc && ns) rc = decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, NULL);
+    if (!rc && ns) rc = decoder_bwd(m, &w->ssm_branch, &a->sb, a->dys, NULL, fs ? d : NULL);
     branch(o, 0);
     if (rc) return -1;
-    o->gather_bwd(d, a->dya, pa, B, T, na, H, H, 0);
-    o->gather_bwd(d, a->dys, ps, B, T, ns, H, H, 0);
+    if (!fa) o->gather_bwd(d, a->dya, pa, B, T, na, H, H, 0);
+    if (!fs) o->gather_bwd(d, a->dys, ps, B, T, ns, H, H, 0);
     return 0;
 }
 
@@ -683,6 +708,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_conv_silu = cs && !strcmp(cs, "0");
     const char *ar = getenv("FLOWHN_ATTN_ROPE");
     m->unfused_attn_rope = ar && !strcmp(ar, "0");
+    const char *sf = getenv("FLOWHN_SPLIT_FUSE");
+    m->unfused_split = sf && !strcmp(sf, "0");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);
@@ -856,7 +883,7 @@ static int layer_fwd(Model *m, int l, LayerActs *a, real *x, real *out, const Re
         return flowhn_fwd(m, l, a, x, out, defer);
     }
     if (w->kind == LAYER_HYMBA) return hymba_fwd(m, l, a, x, out, in, defer);
-    return decoder_fwd(m, &w->dec, &a->dec, m->B, m->T, m->iota_dev, m->T, x, NULL, out, in, defer);
+    return decoder_fwd(m, &w->dec, &a->dec, m->B, m->T, m->iota_dev, m->T, x, NULL, out, in, defer, NULL);
 }
 
 /* embedding -> layers -> final norm (A->xf), from the staged tokens */
@@ -1108,7 +1135,7 @@ static int backward_trunk(Model *m) {
         int rc;   /* every layer kind works in place: dcur becomes the gradient at the layer's input */
         if (w->kind == LAYER_FLOWHN) rc = flowhn_bwd(m, l, A->dcur);
         else if (w->kind == LAYER_HYMBA) rc = hymba_bwd(m, l, A->x[l], A->dcur);
-        else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, NULL);
+        else rc = decoder_bwd(m, &w->dec, &A->layers[l].dec, A->dcur, NULL, NULL);
         if (rc) return -1;
         /* layer l writes only its own tensors [begin, next begin) */
         if (grads_ready(m, w->begin)) return -1;

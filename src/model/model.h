@@ -75,6 +75,9 @@ typedef struct {
      * attention_rope ops: the A/B timing's other side and the reference the
      * fused ops must match. model_create sets it from FLOWHN_ATTN_ROPE=0. */
     int unfused_attn_rope;
+    /* FlowHN split: 1 the separate gather ops (FLOWHN_SPLIT_FUSE=0), 0 the gathers in the
+     * branches' first norms where the backend has them (ops.h rmsnorm_gather_*) */
+    int unfused_split;
     int prefilling;   /* set by model_prefill while it runs (its caches take the stored rotated keys) */
 } Model;
 

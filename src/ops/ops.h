@@ -187,6 +187,21 @@ typedef struct Ops {
     void (*scatter_fwd)(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
     void (*scatter_bwd)(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0,
                         int acc);   /* acc: din's; din [B, n_sel, C] is written whole */
+    /* the split's gather fused into the branch's first norm (optional: NULL makes
+     * the model compose gather_fwd/_bwd and rmsnorm_fwd/_bwd as before).
+     * rows: row (b, j) of the [B, n_sel, C] tensors is row (b, idx[j]) of the
+     * [B, T, C] ones (x, dfull).
+     *   fwd: xsel[b,j,:] = x[b, idx[j], :]; out, rstd = rmsnorm_fwd(xsel) (the
+     *        same per-row arithmetic, the same bits).
+     *   bwd: dfull[b, idx[j], :] += dres[b,j,:] + dx[b,j,:] (dres may be NULL: + 0
+     *        is skipped), dx the input gradient rmsnorm_bwd gives from dout, xsel
+     *        (x here), w, rstd; dw += as rmsnorm_bwd. The same additions in the same
+     *        order as rmsnorm_bwd(FH_ACC) into dres and then gather_bwd into dfull.
+     *        dres is read only. idx holds distinct positions. ---- */
+    void (*rmsnorm_gather_fwd)(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w,
+                               int B, int T, int n_sel, int C, real eps);
+    void (*rmsnorm_gather_bwd)(real *dfull, real *dw, const real *dres, const real *dout, const real *x,
+                               const real *w, const real *rstd, const int *idx, int B, int T, int n_sel, int C);
 
     /* ---- fused softmax + cross-entropy over logits [N, V]; target < 0 = ignored.
      * forward: loss[i] = lse_i - logits[i, target_i] (0 when ignored), saves lse[N].

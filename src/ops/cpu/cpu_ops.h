@@ -16,6 +16,10 @@ void cpu_embedding_fwd(real *out, const int *tok, const real *wte, int N, int C)
 void cpu_embedding_bwd(real *dwte, const real *dout, const int *tok, int N, int C);
 void cpu_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps);
 void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd, int N, int C, int acc);
+void cpu_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w, int B,
+                            int T, int n_sel, int C, real eps);
+void cpu_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real *dout, const real *x, const real *w,
+                            const real *rstd, const int *idx, int B, int T, int n_sel, int C);
 void cpu_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C, real eps);
 void cpu_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC);
 void cpu_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N, int IC, int OC, int acc);

@@ -2,6 +2,7 @@
 #include "cpu_ops.h"
 
 #include <math.h>
+#include <string.h>
 
 /* one row: out = x * rstd * w; returns rstd */
 static real rmsnorm_row(real *out, const real *x, const real *w, int C, real eps) {
@@ -58,4 +59,44 @@ void cpu_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const 
             dw[c] += (real)s;
         }
     }
+}
+
+/* The split's gather and the branch's first norm (ops.h rmsnorm_gather_fwd):
+ * each selected row copied, then normed from the copy as cpu_rmsnorm_fwd does. */
+void cpu_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w, int B,
+                            int T, int n_sel, int C, real eps) {
+#pragma omp parallel for collapse(2) if ((long)B * n_sel > 64)
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < n_sel; j++) {
+            size_t i = (size_t)b * n_sel + j;
+            real *xi = xsel + i * C;
+            memcpy(xi, x + ((size_t)b * T + idx[j]) * C, sizeof(real) * C);
+            rstd[i] = rmsnorm_row(out + i * C, xi, w, C, eps);
+        }
+}
+
+/* Its backward (ops.h rmsnorm_gather_bwd): dx as cpu_rmsnorm_bwd's, t = dres + dx
+ * (what rmsnorm_bwd with FH_ACC left in dres), then dfull's row += t (what
+ * gather_bwd added): the same operations in the same order. */
+void cpu_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real *dout, const real *x, const real *w,
+                            const real *rstd, const int *idx, int B, int T, int n_sel, int C) {
+    if (dfull) {
+#pragma omp parallel for collapse(2) if ((long)B * n_sel > 64)
+        for (int b = 0; b < B; b++)
+            for (int j = 0; j < n_sel; j++) {
+                size_t i = (size_t)b * n_sel + j;
+                const real *xi = x + i * C, *di = dout + i * C, *ri = dres ? dres + i * C : NULL;
+                real r = rstd[i];
+                double dot = 0;
+                for (int c = 0; c < C; c++) dot += (double)di[c] * w[c] * xi[c] * r;
+                real m = (real)(dot / C);
+                real *dfi = dfull + ((size_t)b * T + idx[j]) * C;
+                for (int c = 0; c < C; c++) {
+                    real d = r * (di[c] * w[c] - xi[c] * r * m);
+                    real t = ri ? ri[c] + d : d;
+                    dfi[c] += t;
+                }
+            }
+    }
+    if (dw) cpu_rmsnorm_bwd(NULL, dw, dout, x, w, rstd, B * n_sel, C, 0);   /* the rows' dw, as rmsnorm_bwd's */
 }
