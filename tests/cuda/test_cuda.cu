@@ -938,6 +938,58 @@ static void test_gather_scatter(void) {
     }
 }
 
+/* the split's gather fused into the branch's first norm (ops.h rmsnorm_gather_*)
+ * against the CPU op (itself bit-equal to gather + rmsnorm, tests/grad_basic_ops.c),
+ * with the row-per-warp kernels and FLOWHN_ELEM=old's: scalar rows (C 1, 33),
+ * float4 rows (100, 768), the block kernels (767, 2048), every row selected, an
+ * empty selection (nothing written), N = B n_sel past 8 x 264 rows (dw's parts).
+ * Backward with the residual's share (dres) and without (NULL); dfull starts
+ * random on both sides (rows not selected must keep it). */
+static void test_rmsnorm_gather(void) {
+    static const int shapes[][4] = {{1, 1, 1, 1},     {3, 29, 11, 33},  {2, 37, 0, 768},  {2, 64, 20, 768},
+                                    {2, 100, 37, 2048}, {3, 29, 29, 100}, {2, 50, 17, 767}, {4, 700, 600, 128}};
+    const int nsh = (int)(sizeof shapes / sizeof shapes[0]);
+    int was = cuda_set_elem_old(-1);
+    for (int k = 0; k < 2 * nsh; k++) {
+        int si = k / 2, old = k & 1;
+        cuda_set_elem_old(old);
+        int B = shapes[si][0], T = shapes[si][1], ns = shapes[si][2], C = shapes[si][3];
+        size_t nfull = (size_t)B * T * C, nsel = (size_t)B * ns * C, N = (size_t)B * ns;
+        size_t nsel1 = nsel ? nsel : 1, N1 = N ? N : 1;
+        line_start(old ? "rmsnorm_gather-old" : "rmsnorm_gather", "B=%d T=%d n_sel=%d C=%d", B, T, ns, C);
+        int *idx = subset(T, ns ? ns : 1), *didx = devi(idx, ns ? ns : 1);
+        float *x = hrand(nfull, 0.3f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nsel1, 0, 1),
+              *res = hrand(nsel1, 0, 1);
+        float *dx_ = dev(x, nfull), *dw_ = dev(w, C), *ddout = dev(dout, nsel1), *dres = dev(res, nsel1);
+        float *xs = hnan(nsel1), *out = hnan(nsel1), *rstd = hnan(N1);
+        float *gxs = dnan(nsel1), *gout = dnan(nsel1), *grstd = dnan(N1);
+        cpu_rmsnorm_gather_fwd(xs, out, rstd, x, idx, w, B, T, ns, C, 1e-5f);
+        G->rmsnorm_gather_fwd(gxs, gout, grstd, dx_, didx, dw_, B, T, ns, C, 1e-5f);
+        cmp("xsel", xs, gxs, nsel); cmp("out", out, gout, nsel); cmp("rstd", rstd, grstd, N);
+        /* the backward from the CPU's forward values (the same inputs both sides) */
+        float *dxs = dev(xs, nsel1), *drs = dev(rstd, N1);
+        for (int withres = 1; withres >= 0; withres--) {
+            Grad gf = grad(nfull), gw = grad(C);
+            cpu_rmsnorm_gather_bwd(gf.h, gw.h, withres ? res : NULL, dout, xs, w, rstd, idx, B, T, ns, C);
+            G->rmsnorm_gather_bwd(gf.d, gw.d, withres ? dres : NULL, ddout, dxs, dw_, drs, didx, B, T, ns, C);
+            grad_cmp(withres ? "dfull" : "dfull_nores", gf); grad_cmp(withres ? "dw" : "dw_nores", gw);
+            grad_free(gf); grad_free(gw);
+        }
+        /* dfull only (dw NULL) */
+        Grad gf2 = grad(nfull);
+        cpu_rmsnorm_gather_bwd(gf2.h, NULL, res, dout, xs, w, rstd, idx, B, T, ns, C);
+        G->rmsnorm_gather_bwd(gf2.d, NULL, dres, ddout, dxs, dw_, drs, didx, B, T, ns, C);
+        grad_cmp("dfull only", gf2);
+        grad_free(gf2);
+        cmp("dres kept", res, dres, nsel);   /* dres is read only */
+        line_end();
+        free(idx); free(x); free(w); free(dout); free(res); free(xs); free(out); free(rstd);
+        G->release(didx); G->release(dx_); G->release(dw_); G->release(ddout); G->release(dres);
+        G->release(gxs); G->release(gout); G->release(grstd); G->release(dxs); G->release(drs);
+    }
+    cuda_set_elem_old(was);
+}
+
 /* the fused training classifier against the CPU one (itself the composition
  * of linear, xent_fwd, xent_bwd and linear_bwd, tests/test_fused_head.c), in
  * fp32 and with bf16 matmuls (bound 1e-2); the third shape spans two chunks.
@@ -2712,6 +2764,7 @@ int main(void) {
     RUN(test_rope);
     RUN(test_rope_append);
     RUN(test_gather_scatter);
+    RUN(test_rmsnorm_gather);
     RUN(test_xent);
     RUN(test_classifier);
     RUN(test_classifier_fp32);

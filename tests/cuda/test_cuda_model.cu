@@ -90,6 +90,8 @@ static double rel_diff(double a, double b) { return fabs(a - b) / fmax(fabs(a), 
 static int gpu_unfused_conv_silu = 0;
 /* 1: the CUDA model runs rope and attention as separate ops (Model.unfused_attn_rope, FLOWHN_ATTN_ROPE=0) */
 static int gpu_unfused_attn_rope = 0;
+/* 1: the CUDA model runs FlowHN's split as gather ops (Model.unfused_split, FLOWHN_SPLIT_FUSE=0) */
+static int gpu_unfused_split = 0;
 
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
@@ -108,6 +110,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
     mg.poison_acts = 1;
     mg.unfused_conv_silu = gpu_unfused_conv_silu;
     mg.unfused_attn_rope = gpu_unfused_attn_rope;
+    mg.unfused_split = gpu_unfused_split;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);
@@ -283,6 +286,17 @@ int main(void) {
             RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     gpu_unfused_conv_silu = 0;
     cuda_set_m2_kernels(was_m2);
+
+    /* the FlowHN models once more with the split's gathers as their own ops
+     * (FLOWHN_SPLIT_FUSE=0, the A/B timing's other side; the default runs them in
+     * the branches' norms, ops.h rmsnorm_gather_*) */
+    gpu_unfused_split = 1;
+    mode = "fp32, split gathers unfused";
+    printf("fp32 with FlowHN's gathers as separate ops:\n");
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name) && strstr(tiny_specs[i].name, "flowhn"))
+            RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    gpu_unfused_split = 0;
 
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */

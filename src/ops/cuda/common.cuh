@@ -323,6 +323,10 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
 void cuda_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C, real eps);
 void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, const real *w, const real *rstd, int N, int C, int acc);
 void cuda_gather_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
+void cuda_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w, int B,
+                             int T, int n_sel, int C, real eps);
+void cuda_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real *dout, const real *x, const real *w,
+                             const real *rstd, const int *idx, int B, int T, int n_sel, int C);
 void cuda_gather_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
 void cuda_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);
 void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0, int acc);

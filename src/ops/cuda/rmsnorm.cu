@@ -8,13 +8,23 @@
 
 #define NORM_THREADS 256
 
+/* The split's gather fused into a norm (ops.h rmsnorm_gather_*): row `row` of
+ * the [B, nsel, C] tensors is row (b, idx[j]) of the [B, T, C] ones. idx NULL:
+ * no map (the row itself). */
+__device__ __forceinline__ size_t sel_row(int row, const int *idx, int T, int nsel) {
+    if (!idx) return (size_t)row;
+    int b = row / nsel, j = row - b * nsel;
+    return (size_t)b * T + idx[j];
+}
+
 /* ob: NULL, or out's bf16 shadow (linear.cu), the rounding of each value stored */
+/* idx != NULL: x's row through the map (sel_row), copied to xsel's row blockIdx.x */
 __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, const float *w, int C, float eps,
-                                   __nv_bfloat16 *ob) {
+                                   __nv_bfloat16 *ob, float *xsel, const int *idx, int T, int nsel) {
     pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
     pdl_trigger();
     __shared__ float sh[32];
-    const float *xi = x + (size_t)blockIdx.x * C;
+    const float *xi = x + sel_row(blockIdx.x, idx, T, nsel) * C;
     float ss = 0.f;
     for (int c = threadIdx.x; c < C; c += blockDim.x) ss += xi[c] * xi[c];
     ss = block_sum(ss, sh);
@@ -22,7 +32,8 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, cons
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     size_t off = (size_t)blockIdx.x * C;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        float o = xi[c] * r * w[c];
+        float v = xi[c], o = v * r * w[c];
+        if (xsel) xsel[off + c] = v;
         out[off + c] = o;
         if (ob) ob[off + c] = __float2bfloat16_rn(o);
     }
@@ -52,11 +63,14 @@ __global__ void add_rmsnorm_fwd_kernel(float *r, float *out, float *rstd, const 
     }
 }
 
-/* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r; ob: NULL, or dx's bf16 shadow */
+/* dx = r (dout w - xhat mean(dout w xhat)), xhat = x r; ob: NULL, or dx's bf16 shadow.
+ * dfull != NULL (rmsnorm_gather_bwd): dx is only read (acc: the residual's share,
+ * dres), and dfull's mapped row += (acc ? dx + d : d); ob is NULL then. */
 __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float *x, const float *w,
-                                      const float *rstd, int C, int acc, __nv_bfloat16 *ob) {
+                                      const float *rstd, int C, int acc, __nv_bfloat16 *ob, float *dfull,
+                                      const int *idx, int T, int nsel) {
     __shared__ float sh[32];
-    size_t off = (size_t)blockIdx.x * C;
+    size_t off = (size_t)blockIdx.x * C, moff = dfull ? sel_row(blockIdx.x, idx, T, nsel) * C : 0;
     float r = rstd[blockIdx.x];
     float dot = 0.f;
     for (int c = threadIdx.x; c < C; c += blockDim.x) dot += dout[off + c] * w[c] * x[off + c];
@@ -64,6 +78,10 @@ __global__ void rmsnorm_bwd_dx_kernel(float *dx, const float *dout, const float 
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float d = r * (dout[off + c] * w[c] - x[off + c] * r * m);
         d = acc ? dx[off + c] + d : d;   /* acc 0: overwrite (ops.h) */
+        if (dfull) {
+            dfull[moff + c] += d;
+            continue;
+        }
         dx[off + c] = d;
         if (ob) ob[off + c] = __float2bfloat16_rn(d);
     }
@@ -117,24 +135,26 @@ __device__ __forceinline__ void st_bf(__nv_bfloat16 *p, const float (&v)[VW]) {
 }
 
 /* out = norm(a [+ b]); ADD also writes r = a + b (r may alias a or b: a lane
- * loads all of its elements before it stores any) */
+ * loads all of its elements before it stores any). idx != NULL (not with ADD):
+ * a's row through the map (sel_row), copied to r when r != NULL. */
 template <int VW, int NV, bool ADD>
 __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r, float *out, float *rstd,
                                                                       const float *a, const float *b,
                                                                       const float *w, int N, int C, float eps,
-                                                                      __nv_bfloat16 *ob) {
+                                                                      __nv_bfloat16 *ob, const int *idx, int T,
+                                                                      int nsel) {
     pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
     pdl_trigger();
     int row = blockIdx.x * ROW_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= N) return;   /* the whole warp: no block barrier below */
-    size_t off = (size_t)row * C;
+    size_t off = (size_t)row * C, aoff = sel_row(row, idx, T, nsel) * C;   /* idx: a's row through the map */
     float v[NV][VW];
     float ss = 0.f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         int c = (k * 32 + lane) * VW;
         if (c < C) {
-            ld_v<VW>(v[k], a + off + c);
+            ld_v<VW>(v[k], a + aoff + c);
             if (ADD) {
                 float t[VW];
                 ld_v<VW>(t, b + off + c);
@@ -155,7 +175,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
     for (int k = 0; k < NV; k++) {
         int c = (k * 32 + lane) * VW;
         if (c >= C) continue;
-        if (ADD) st_v<VW>(r + off + c, v[k]);
+        if (r) st_v<VW>(r + off + c, v[k]);   /* ADD: r = a + b; idx: the gathered copy of a's row */
         float wv[VW], o[VW];
         ld_v<VW>(wv, w + c);
 #pragma unroll
@@ -173,7 +193,8 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
 template <int VW, int NV>
 __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
     rmsnorm_bwd_rows_kernel(float *dx, float *part, const float *dout, const float *x, const float *w,
-                            const float *rstd, int N, int C, int acc, __nv_bfloat16 *ob) {
+                            const float *rstd, int N, int C, int acc, __nv_bfloat16 *ob, float *dfull,
+                            const int *idx, int T, int nsel) {
     extern __shared__ float sdw[];   /* [ROW_WARPS][C] when part */
     int wid = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *mine = sdw + (size_t)wid * C;
@@ -207,7 +228,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
                 for (int j = 0; j < VW; j++) dv[k][j] = xv[k][j] = pv[k][j] = 0.f;
             }
         }
-        if (dx) {
+        if (dx || dfull) {
             float dot = 0.f;
 #pragma unroll
             for (int k = 0; k < NV; k++) {
@@ -229,6 +250,15 @@ __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
                 for (int j = 0; j < VW; j++) {
                     d[j] = r * (dv[k][j] * wv[j] - xv[k][j] * r * m);
                     d[j] = acc ? pv[k][j] + d[j] : d[j];   /* acc 0: overwrite (ops.h) */
+                }
+                if (dfull) {   /* rmsnorm_gather_bwd: dx (dres) read only, the mapped row of dfull += d */
+                    float *q = dfull + sel_row(row, idx, T, nsel) * C + c;
+                    float t[VW];
+                    ld_v<VW>(t, q);
+#pragma unroll
+                    for (int j = 0; j < VW; j++) t[j] += d[j];
+                    st_v<VW>(q, t);
+                    continue;
                 }
                 st_v<VW>(dx + off + c, d);
                 if (ob) st_bf<VW>(ob + off + c, d);
@@ -319,7 +349,7 @@ static int rows_plan(int C, const float *const *p, int np, int *vw, int *nv) {
 
 /* launches the row-per-warp forward; 0: not applicable (the caller runs the block kernels) */
 static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, const float *b, const float *w, int N,
-                         int C, float eps, __nv_bfloat16 *ob) {
+                         int C, float eps, __nv_bfloat16 *ob, const int *idx = NULL, int T = 0, int nsel = 1) {
     const float *p[5] = {out, a, b ? b : a, r ? r : a, w};   /* w too: the kernel reads it by float4s */
     int vw, nv;
     if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
@@ -329,10 +359,10 @@ static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, cons
 #define NORM_FWD_LAUNCH(V, K)                                                                                    \
     if (b)                                                                                                       \
         cuda_launch(pdl, norm_rows_fwd_kernel<V, K, true>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, out, rstd, a, \
-                    b, w, N, C, eps, ob);                                                                        \
+                    b, w, N, C, eps, ob, idx, T, nsel);                                                          \
     else                                                                                                         \
         cuda_launch(pdl, norm_rows_fwd_kernel<V, K, false>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, out, rstd, \
-                    a, b, w, N, C, eps, ob)
+                    a, b, w, N, C, eps, ob, idx, T, nsel)
     ROWS_DISPATCH(vw, nv, NORM_FWD_LAUNCH);
 #undef NORM_FWD_LAUNCH
     return 1;
@@ -358,7 +388,8 @@ void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N
      * in different orders, so mixing them by mode made frozen and per-product bf16 logits differ
      * (test_cuda_decode, hymba, session 8 call 3) */
     if (!norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob))
-        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob);
+        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob,
+                    (float *)NULL, (const int *)NULL, 0, 1);
     CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 3);
 }
@@ -397,22 +428,23 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
  * claimed before and declared after both launches, with every range they
  * write (dx, the shadow, the parts, dw), so it stays current for the next product. */
 static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float *x, const float *w,
-                            const float *rstd, int N, int C, int acc) {
-    if (!dx && !dw) return 1;
+                            const float *rstd, int N, int C, int acc, float *dfull = NULL, const int *idx = NULL,
+                            int T = 0, int nsel = 1) {
+    if (!dx && !dw && !dfull) return 1;
     size_t n = (size_t)N * C;
-    const float *p[4] = {dout, x, dx ? dx : dout, w};   /* w too: the kernel reads it by float4s */
+    const float *p[5] = {dout, x, dx ? dx : dout, w, dfull ? dfull : dout};   /* w too: the kernel reads it by float4s */
     int vw, nv;
-    if (!rows_plan(C, p, 4, &vw, &nv)) return 0;
+    if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
     unsigned int rows_blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
     unsigned int G = dw ? (rows_blocks < RMS_BWD_BLOCKS ? rows_blocks : RMS_BWD_BLOCKS) : rows_blocks;
     float *part = NULL;
     if (dw && !(part = cuda_colsum_scratch((size_t)G * C))) return 1;   /* error recorded */
-    __nv_bfloat16 *ob = dx ? (__nv_bfloat16 *)cuda_shadow_claim(dx, n) : NULL;
+    __nv_bfloat16 *ob = dx && !dfull ? (__nv_bfloat16 *)cuda_shadow_claim(dx, n) : NULL;
     size_t smem = dw ? sizeof(float) * ROW_WARPS * C : 0;
     unsigned long before = cuda_epoch;
 #define RMS_BWD_LAUNCH(V, K)                                                                                   \
     rmsnorm_bwd_rows_kernel<V, K><<<G, ROW_WARPS * 32, smem, cuda_stream()>>>(dx, part, dout, x, w, rstd, N, C, \
-                                                                              acc, ob)
+                                                                              acc, ob, dfull, idx, T, nsel)
     ROWS_DISPATCH(vw, nv, RMS_BWD_LAUNCH);
 #undef RMS_BWD_LAUNCH
     CUDA_LAUNCHED();
@@ -420,9 +452,12 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
         rmsnorm_dw_finish_kernel<<<(C + 31) / 32, dim3(32, 8), 0, cuda_stream()>>>(dw, part, (int)G, C);
         CUDA_LAUNCHED();
     }
-    CudaRange wr[4] = {{dx, dx ? n * sizeof(float) : 0}, {ob, ob ? n * 2 : 0},
-                       {part, part ? (size_t)G * C * sizeof(float) : 0}, {dw, dw ? (size_t)C * sizeof(float) : 0}};
-    cuda_shadow_done(before, wr, 4);
+    /* dfull: every row of it declared (B T rows; N = B nsel of them written) */
+    size_t nfull = dfull ? (size_t)(N / nsel) * T * C : 0;
+    CudaRange wr[5] = {{dx, dx && !dfull ? n * sizeof(float) : 0}, {ob, ob ? n * 2 : 0},
+                       {part, part ? (size_t)G * C * sizeof(float) : 0}, {dw, dw ? (size_t)C * sizeof(float) : 0},
+                       {dfull, nfull * sizeof(float)}};
+    cuda_shadow_done(before, wr, 5);
     return 1;
 }
 
@@ -439,9 +474,52 @@ void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const
         size_t n = (size_t)N * C;
         __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(dx, n);
         unsigned long before = cuda_epoch;
-        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C, acc, ob);
+        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dx, dout, x, w, rstd, C, acc, ob, NULL, NULL, 0,
+                                                                     1);
         CUDA_LAUNCHED();
         CudaRange wr[2] = {{dx, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
         cuda_shadow_done(before, wr, 2);
+    }
+}
+
+/* ---- the split's gather fused into the branch's first norm (ops.h rmsnorm_gather_*) ----
+ * The same kernels as rmsnorm_fwd / rmsnorm_bwd (the row-per-warp ones where
+ * they apply, else the block ones: the same choice, so the same sums as the
+ * unfused ops), reading x's rows (forward) or adding into dfull's rows
+ * (backward) through the map. Forward: one read of x's row, writes of the
+ * copy (the branch residual), out and out's bf16 rounding: the gather pass
+ * (read + write) and the norm's read of the copy become one read. Backward:
+ * dres read, the mapped row of dfull read and written: no dx row written and
+ * read back by a gather. */
+void cuda_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w, int B,
+                             int T, int n_sel, int C, real eps) {
+    int N = B * n_sel;
+    if (N <= 0 || C <= 0) return;
+    size_t n = (size_t)N * C;
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    unsigned long before = cuda_epoch;
+    if (!norm_rows_fwd(xsel, out, rstd, x, NULL, w, N, C, eps, ob, idx, T, n_sel))
+        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps,
+                    ob, xsel, idx, T, n_sel);
+    CudaRange wr[4] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0},
+                       {xsel, n * sizeof(float)}};
+    cuda_shadow_done(before, wr, 4);
+}
+
+void cuda_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real *dout, const real *x, const real *w,
+                             const real *rstd, const int *idx, int B, int T, int n_sel, int C) {
+    int N = B * n_sel;
+    if (N <= 0 || C <= 0) return;
+    int acc = dres != NULL;   /* the kernels read dx (here dres) only when acc */
+    float *dr = (float *)dres;   /* read only with dfull set */
+    if (rmsnorm_bwd_rows(dr, dw, dout, x, w, rstd, N, C, acc, dfull, idx, T, n_sel)) return;
+    if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});
+    if (dfull) {
+        unsigned long before = cuda_epoch;
+        rmsnorm_bwd_dx_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(dr, dout, x, w, rstd, C, acc, NULL, dfull, idx, T,
+                                                                     n_sel);
+        CUDA_LAUNCHED();
+        CudaRange wr = {dfull, (size_t)B * T * C * sizeof(float)};
+        cuda_shadow_done(before, &wr, 1);
     }
 }
