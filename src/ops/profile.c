@@ -14,7 +14,8 @@
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
     X(ssd_step) X(adamw) X(sum_squares) X(copy_rows) X(conv1d_step) X(attention_decode) X(copy_rows_at)           \
-    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(attention_rope_fwd) X(attention_rope_bwd)
+    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(attention_rope_fwd) X(attention_rope_bwd) \
+    X(rmsnorm_gather_fwd) X(rmsnorm_gather_bwd)
 
 enum {
 #define ID(n) OP_##n,
@@ -215,6 +216,14 @@ static void w_scatter_fwd(real *o, const real *in, const int *idx, int Bn, int T
 static void w_scatter_bwd(real *din, const real *d, const int *idx, int Bn, int T, int ns, int C, int ld, int c0,
                           int acc) {
     TIMED(scatter_bwd, 0, B->scatter_bwd(din, d, idx, Bn, T, ns, C, ld, c0, acc));
+}
+static void w_rmsnorm_gather_fwd(real *xs, real *o, real *r, const real *x, const int *idx, const real *w, int Bn,
+                                 int T, int ns, int C, real e) {
+    TIMED(rmsnorm_gather_fwd, 0, B->rmsnorm_gather_fwd(xs, o, r, x, idx, w, Bn, T, ns, C, e));
+}
+static void w_rmsnorm_gather_bwd(real *df, real *dw, const real *dres, const real *d, const real *x, const real *w,
+                                 const real *r, const int *idx, int Bn, int T, int ns, int C) {
+    TIMED(rmsnorm_gather_bwd, 0, B->rmsnorm_gather_bwd(df, dw, dres, d, x, w, r, idx, Bn, T, ns, C));
 }
 static void w_xent_fwd(real *loss, real *lse, const real *lg, const int *t, int N, int V) {
     TIMED(xent_fwd, 0, B->xent_fwd(loss, lse, lg, t, N, V));
