@@ -303,6 +303,16 @@ typedef struct Ops {
     void (*step_scale)(StepScalars *s);
     void (*adamw_step)(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1,
                        real beta2, real eps, real wd);
+    /* adamw_runs (may be NULL: the optimizer calls adamw / adamw_step run by
+     *   run): the update of [p, p + n) cut into nruns runs, run r being
+     *   [bounds[r], bounds[r + 1]) (bounds[0] = 0, bounds[nruns] = n), with
+     *   weight decay wd where decay[r], else 0. s NULL: as adamw (lr,
+     *   grad_scale, step); else as adamw_step (from s; nothing when !s->ok).
+     *   The same values, bit for bit, as those calls run by run, in fewer
+     *   launches (a run per launch leaves small tensors' launches mostly idle). */
+    void (*adamw_runs)(real *p, const real *g, real *m, real *v, size_t n, int nruns, const size_t *bounds,
+                       const unsigned char *decay, const StepScalars *s, real lr, real beta1, real beta2, real eps,
+                       real wd, real grad_scale, int step);
 
     /* ---- graph capture (may be NULL: the backend has none; CPU) ----
      * graph_begin: the ops that follow (on every branch) are recorded, not

@@ -14,8 +14,8 @@
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
     X(ssd_step) X(adamw) X(sum_squares) X(copy_rows) X(conv1d_step) X(attention_decode) X(copy_rows_at)           \
-    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(attention_rope_fwd) X(attention_rope_bwd) \
-    X(rmsnorm_gather_fwd) X(rmsnorm_gather_bwd)
+    X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(adamw_runs) X(attention_rope_fwd)           \
+    X(attention_rope_bwd) X(rmsnorm_gather_fwd) X(rmsnorm_gather_bwd)
 
 enum {
 #define ID(n) OP_##n,
@@ -275,6 +275,12 @@ static void w_step_scale(StepScalars *s) { TIMED(step_scale, 0, B->step_scale(s)
 static void w_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real b1, real b2,
                          real eps, real wd) {
     TIMED(adamw_step, 0, B->adamw_step(p, g, m, v, n, s, b1, b2, eps, wd));
+}
+
+static void w_adamw_runs(real *p, const real *g, real *m, real *v, size_t n, int nr, const size_t *bo,
+                         const unsigned char *de, const StepScalars *s, real lr, real b1, real b2, real eps, real wd,
+                         real gs, int step) {
+    TIMED(adamw_runs, 0, B->adamw_runs(p, g, m, v, n, nr, bo, de, s, lr, b1, b2, eps, wd, gs, step));
 }
 
 OpProfile *op_profile_create(const Backend *be) {

@@ -39,6 +39,15 @@ static int build_runs(Optimizer *o, const ParamLayout *L) {
         if (lo < hi) o->runs[o->n_runs++] = (OptRun){lo, hi - lo, d};
         i = j;
     }
+    /* the same runs as one call's table (Ops.adamw_runs) */
+    o->run_bounds = malloc(sizeof(size_t) * (o->n_runs + 1));
+    o->run_decay = malloc(o->n_runs ? o->n_runs : 1);
+    if (!o->run_bounds || !o->run_decay) return fh_error("out of memory");
+    for (int r = 0; r < o->n_runs; r++) {
+        o->run_bounds[r] = o->runs[r].offset - o->lo;
+        o->run_decay[r] = (unsigned char)o->runs[r].decay;
+    }
+    o->run_bounds[o->n_runs] = o->hi - o->lo;
     return 0;
 }
 
@@ -81,7 +90,11 @@ void optimizer_free(Optimizer *o, const Model *model) {
         model->ops->release(o->v);
     }
     free(o->runs);
+    free(o->run_bounds);
+    free(o->run_decay);
     o->runs = NULL;
+    o->run_bounds = NULL;
+    o->run_decay = NULL;
     o->m = o->v = NULL;
 }
 
@@ -123,6 +136,12 @@ int optimizer_apply(Optimizer *o, Model *model, double ss, double grad_scale, do
     if (o->cfg.grad_clip > 0 && norm > o->cfg.grad_clip) scale *= o->cfg.grad_clip / norm;
     double lr = lr_at(&o->cfg, o->step);
     o->step++;
+    if (ops->adamw_runs && o->n_runs > 0) {   /* every run in one call (fewer launches), the same values */
+        ops->adamw_runs(model->params + o->lo, model->grads + o->lo, o->m, o->v, o->hi - o->lo, o->n_runs,
+                        o->run_bounds, o->run_decay, NULL, (real)lr, (real)o->cfg.beta1, (real)o->cfg.beta2,
+                        (real)o->cfg.eps, (real)o->cfg.weight_decay, (real)scale, o->step);
+        return 0;
+    }
     for (int r = 0; r < o->n_runs; r++) {
         const OptRun *u = &o->runs[r];
         size_t mo = u->offset - o->lo;
@@ -157,6 +176,12 @@ void optimizer_body(const Optimizer *o, Model *model, StepScalars *s) {
     const Ops *ops = model->ops;
     ops->sum_into(&s->sumsq, model->grads + o->lo, o->hi - o->lo, 1);
     ops->step_scale(s);
+    if (ops->adamw_runs && o->n_runs > 0) {
+        ops->adamw_runs(model->params + o->lo, model->grads + o->lo, o->m, o->v, o->hi - o->lo, o->n_runs,
+                        o->run_bounds, o->run_decay, s, 0, (real)o->cfg.beta1, (real)o->cfg.beta2, (real)o->cfg.eps,
+                        (real)o->cfg.weight_decay, 0, 0);
+        return;
+    }
     for (int r = 0; r < o->n_runs; r++) {
         const OptRun *u = &o->runs[r];
         size_t mo = u->offset - o->lo;

@@ -27,6 +27,8 @@ typedef struct {
     size_t lo, hi, per_rank;
     OptRun *runs;           /* the AdamW calls over [lo, hi) */
     int n_runs;
+    size_t *run_bounds;     /* n_runs + 1 run starts relative to lo, then hi - lo (Ops.adamw_runs) */
+    unsigned char *run_decay; /* per run: weight decay applies */
     Dist *dist;             /* NULL or a world of one: no collectives */
     int step;               /* steps taken */
 } Optimizer;

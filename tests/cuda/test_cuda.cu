@@ -2285,6 +2285,133 @@ static void adamw_copy_cases(int rc) {
     G->release(bp); G->release(bg); G->release(bm); G->release(bv);
     G->release(din); G->release(oa); G->release(ob);
 }
+/* Ops.adamw_runs (adamw.cu, adamw-mt): all of the optimizer's runs in one
+ * launch (or a few) must leave p, m, v bit-identical to the first kernels run
+ * by run (FLOWHN_ELEM=old's), the bf16 copy equal to the rounding of p, and
+ * agree with the CPU op run by run. Layouts: 1-element tensors, odd sizes,
+ * one huge tensor, 400 tiny tensors (more segments than one launch takes:
+ * several launches); the range at +0 and at +1 float (not 16-byte aligned);
+ * with the copy (bf16, train_weights) and without; eager (s NULL) and the
+ * step variant (scalars in device memory; s->ok 0 writes nothing); and
+ * FLOWHN_ADAMW=old's path (a launch a run). Runs: neighbouring tensors with
+ * the same decay, tensor t decayed unless t % 3 == 1 (runs of 1-2 tensors). */
+static void adamw_runs_case(const char *what, const size_t *sizes, int nt, size_t off, int copy, int use_step,
+                            int old) {
+    size_t *starts = (size_t *)malloc(sizeof(size_t) * (nt + 1)), *bounds = (size_t *)malloc(sizeof(size_t) * (nt + 1));
+    unsigned char *decay = (unsigned char *)malloc(nt);
+    size_t n = off;
+    for (int t = 0; t < nt; t++) { starts[t] = n; n += sizes[t]; }
+    int nr = 0;
+    for (int t = 0; t < nt; t++) {
+        unsigned char d = t % 3 != 1;
+        if (!nr || decay[nr - 1] != d) { bounds[nr] = starts[t] - off; decay[nr++] = d; }
+    }
+    bounds[nr] = n - off;
+    line_start(old ? "adamw_runs-old" : "adamw_runs", "%s n=%zu %d tensors %d runs +%zu%s%s", what, n - off, nt, nr,
+               off, copy ? " copy" : "", use_step ? " step" : "");
+    if (copy) CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    float *p = hrand(n, 0, 1), *g = hrand(n, 0, 0.1f), *m = hrand(n, 0, 0.01f), *v = hnan(n);
+    for (size_t i = 0; i < n; i++) v[i] = 1e-4f * (float)rng_uniform(&rng);
+    float *ap = dev(p, n), *ag = dev(g, n), *am = dev(m, n), *av = dev(v, n);   /* adamw_runs */
+    float *bp = dev(p, n), *bg = dev(g, n), *bm = dev(m, n), *bv = dev(v, n);   /* the first kernels, run by run */
+    uint16_t *bits = (uint16_t *)malloc(sizeof(uint16_t) * n);
+    int valid = -1;
+    if (copy) {
+        CHECK(G->train_weights && G->train_weights(ap, n, starts, nt) == 0, "train_weights: %s", fh_last_error());
+        CHECK(cuda_weights_copy_to_host(bits, 1, &valid) == 0 && valid == 1, "no current copy after the rounding pass");
+    }
+    StepScalars hs;
+    memset(&hs, 0, sizeof hs);
+    StepScalars *ds = (StepScalars *)G->alloc(sizeof(StepScalars));
+    const float lr = 1e-3f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
+    int was_mt = cuda_set_adamw_mt(!old), launches = -1;
+    for (int step = 1; step <= 3; step++) {
+        float scale = step == 2 ? 0.5f : 1.f;
+        hs.bc1 = 1.0 - pow((double)b1, step);   /* as cuda_adamw forms them from the float betas */
+        hs.bc2 = 1.0 - pow((double)b2, step);
+        hs.lr = lr;
+        hs.scale = scale;
+        hs.ok = 1;
+        G->from_host(ds, &hs, sizeof hs);
+        G->adamw_runs(ap + off, ag + off, am + off, av + off, n - off, nr, bounds, decay, use_step ? ds : NULL, lr, b1,
+                      b2, eps, wd, scale, step);
+        launches = cuda_adamw_runs_launches();
+        int was_old = cuda_set_elem_old(1);
+        for (int r = 0; r < nr; r++) {
+            size_t o = off + bounds[r], k = bounds[r + 1] - bounds[r];
+            float w = decay[r] ? wd : 0.f;
+            if (use_step) G->adamw_step(bp + o, bg + o, bm + o, bv + o, k, ds, b1, b2, eps, w);
+            else G->adamw(bp + o, bg + o, bm + o, bv + o, k, lr, b1, b2, eps, w, scale, step);
+            cpu_adamw(p + o, g + o, m + o, v + o, k, lr, b1, b2, eps, w, scale, step);
+        }
+        cuda_set_elem_old(was_old);
+    }
+    /* the launches: a segment per tensor with the copy, per run without; 150 a launch */
+    int segs = copy ? nt : nr, want = old ? 0 : (segs + 149) / 150;
+    if (launches != want) line_ok = 0;
+    CHECK(launches == want, "adamw_runs made %d launches, expected %d", launches, want);
+    const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
+    const char *names[3] = {"p", "m", "v"};
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
+    for (int k = 0; k < 3; k++) {
+        G->to_host(x, pairs[k][0], sizeof(float) * n);
+        G->to_host(y, pairs[k][1], sizeof(float) * n);
+        int same = !memcmp(x, y, sizeof(float) * n);
+        if (!same) line_ok = 0;
+        CHECK(same, "adamw_runs: %s differs from the first kernels' run by run", names[k]);
+    }
+    cmp("p", p, ap, n); cmp("m", m, am, n); cmp("v", v, av, n);
+    if (copy) {
+        int have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
+        size_t bad = have ? copy_mismatches(ap, n, bits) : n;
+        if (!have || valid != 1 || bad) line_ok = 0;
+        CHECK(have && valid == 1 && bad == 0, "after adamw_runs: copy held current %d, %zu of %zu values differ",
+              valid, bad, n);
+    }
+    if (use_step) {   /* a skipped step (!ok): nothing written */
+        hs.ok = 0;
+        G->from_host(ds, &hs, sizeof hs);
+        G->to_host(x, ap, sizeof(float) * n);
+        G->adamw_runs(ap + off, ag + off, am + off, av + off, n - off, nr, bounds, decay, ds, 0, b1, b2, eps, wd, 0,
+                      0);
+        G->to_host(y, ap, sizeof(float) * n);
+        int same = !memcmp(x, y, sizeof(float) * n);
+        if (!same) line_ok = 0;
+        CHECK(same, "adamw_runs with s->ok 0 changed p");
+        if (copy) {
+            int have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
+            size_t bad = have ? copy_mismatches(ap, n, bits) : n;
+            if (!have || valid != 1 || bad) line_ok = 0;
+            CHECK(have && valid == 1 && bad == 0, "after a skipped step: copy current %d, %zu values differ", valid,
+                  bad);
+        }
+    }
+    cuda_set_adamw_mt(was_mt);
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " bitwise, %d launch%s", launches, launches == 1 ? "" : "es");
+    line_end();
+    if (copy) {
+        G->train_weights(ap, 0, NULL, 0);
+        cuda_set_matmul_precision("fp32");
+    }
+    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(starts); free(bounds); free(decay);
+    G->release(ap); G->release(ag); G->release(am); G->release(av);
+    G->release(bp); G->release(bg); G->release(bm); G->release(bv); G->release(ds);
+}
+static void test_adamw_runs(void) {
+    const size_t mixed[] = {1, 768, 1000, 37, 4096, 5, 130, 77777, 1, 3840, 1, 1, 2049, 3000001, 6};
+    const int nm = (int)(sizeof mixed / sizeof mixed[0]);
+    for (int k = 0; k < 8; k++) adamw_runs_case("mixed", mixed, nm, k & 1, (k >> 1) & 1, k >> 2, 0);
+    adamw_runs_case("mixed", mixed, nm, 1, 1, 1, 1);   /* FLOWHN_ADAMW=old's path */
+    size_t tiny[400];
+    for (int t = 0; t < 400; t++) tiny[t] = 1 + (size_t)(t * 7) % 9;
+    for (int k = 0; k < 4; k++) adamw_runs_case("tiny", tiny, 400, k & 1, k >> 1, k & 1, 0);
+    const size_t one[] = {1}, huge[] = {5000003};
+    adamw_runs_case("one", one, 1, 0, 1, 0, 0);
+    adamw_runs_case("one", one, 1, 1, 0, 1, 0);
+    adamw_runs_case("huge", huge, 1, 1, 1, 0, 0);
+    adamw_runs_case("huge", huge, 1, 0, 0, 1, 0);
+}
 static void test_adamw_copy(void) { adamw_copy_cases(0); }
 static void test_adamw_copy_rc(void) { adamw_copy_cases(1); }
 
@@ -2771,6 +2898,7 @@ int main(void) {
     RUN(test_classifier_rows);
     RUN(test_optimizer);
     RUN(test_adamw_copy);
+    RUN(test_adamw_runs);
     RUN(test_adamw_copy_rc);
     RUN(test_bf16_shadow);
     RUN(test_bf16_keep);

@@ -240,6 +240,164 @@ void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, rea
     CUDA_LAUNCHED();
 }
 
+/* ---- every run in one launch (Ops.adamw_runs; perf-notes, adamw-mt; FLOWHN_ADAMW=old: a launch a run) ----
+ * A launch a run made 22 launches a step at llama-135m: 10 of them for one
+ * 768-value norm each, the others each with a ramp and a ragged last wave, and
+ * the copy-writing grid's rows for short tensors mostly empty blocks. Here
+ * [p, p + n) is cut into segments (the runs, cut again at the copy's tensor
+ * starts: each tensor has its own place in the copy), and the elements are
+ * grouped into items of MT_ITEM on a grid aligned to p's 16-byte boundaries
+ * (item c: elements [c MT_ITEM - h0, (c + 1) MT_ITEM - h0), h0 = p's offset
+ * in floats within 16 bytes) and cut at segment ends, so only a segment's
+ * first and last pieces have a scalar head or tail. The segment table goes by
+ * value (nothing to allocate or copy, so nothing to do before a graph
+ * capture); a persistent grid (SMs x resident blocks) walks the items, a
+ * block finding its item's segment by a binary search over the table's first
+ * items. Each piece is adamw_piece4: the arithmetic, bits and copy stores of
+ * the float4 kernels above. */
+#define MT_ITEM 2048   /* elements an item: 2 float4s a thread of 256 */
+#define MT_SEGS 150    /* segments a launch: 24 bytes each, the table within the 4 KB of kernel parameters */
+struct MtSeg {
+    size_t start;        /* first element, from p */
+    size_t dst;          /* the copy's place of element start (no copy: unused) */
+    unsigned int item0;  /* the launch's index of the segment's first item */
+    float wd;            /* the run's weight decay, or 0 */
+};
+struct MtTable {
+    MtSeg seg[MT_SEGS + 1];   /* seg[nseg]: start = the last segment's end, item0 = the launch's items */
+    int nseg;
+    unsigned int h0;
+};
+
+template <bool STEP>
+__global__ void __launch_bounds__(OPT_THREADS)
+    adamw_mt_kernel(float *p, const float *g, float *m, float *v, __nv_bfloat16 *bf, const __grid_constant__ MtTable tab,
+                    const StepScalars *s, float lr, float beta1, float beta2, float eps, float grad_scale, double bc1,
+                    double bc2) {
+    if (STEP) {
+        if (!s->ok) return;   /* nothing written: the copy stays the rounding of the unchanged parameters */
+        lr = s->lr;
+        grad_scale = s->scale;
+        bc1 = s->bc1;
+        bc2 = s->bc2;
+    }
+    unsigned int items = tab.seg[tab.nseg].item0;
+    for (unsigned int it = blockIdx.x; it < items; it += gridDim.x) {
+        int lo = 0, hi = tab.nseg - 1;   /* the last segment whose first item is <= it */
+        while (lo < hi) {
+            int mid = (lo + hi + 1) >> 1;
+            if (tab.seg[mid].item0 <= it) lo = mid;
+            else hi = mid - 1;
+        }
+        size_t start = tab.seg[lo].start, end = tab.seg[lo + 1].start;
+        size_t c = (start + tab.h0) / MT_ITEM + (it - tab.seg[lo].item0);   /* the item on p's grid */
+        size_t a = c * MT_ITEM > start + tab.h0 ? c * MT_ITEM - tab.h0 : start;
+        size_t b = (c + 1) * MT_ITEM - tab.h0;
+        if (b > end) b = end;
+        adamw_piece4(p, g, m, v, bf ? bf + tab.seg[lo].dst + (a - start) : NULL, a, b, threadIdx.x, blockDim.x, lr,
+                     beta1, beta2, eps, tab.seg[lo].wd, grad_scale, bc1, bc2);
+    }
+}
+
+static int adamw_mt_on = -1;   /* -1: FLOWHN_ADAMW not read yet */
+int cuda_set_adamw_mt(int on) { return cuda_env_switch(&adamw_mt_on, "FLOWHN_ADAMW", "old", 1, on); }
+static int mt_launches;
+int cuda_adamw_runs_launches(void) { return mt_launches; }
+
+/* blocks of the persistent grid: every SM full (read once; 4 an SM if the query fails) */
+template <bool STEP>
+static unsigned int mt_blocks(void) {
+    static unsigned int slots;
+    if (!slots) {
+        int dev = 0, nsm = 0, per_sm = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, adamw_mt_kernel<STEP>, OPT_THREADS, 0) !=
+                cudaSuccess ||
+            nsm <= 0 || per_sm <= 0) {
+            (void)cudaGetLastError();
+            nsm = nsm > 0 ? nsm : 132;
+            per_sm = 4;
+        }
+        slots = (unsigned int)nsm * (unsigned int)per_sm;
+    }
+    return slots;
+}
+
+static void mt_launch(float *p, const float *g, float *m, float *v, __nv_bfloat16 *bf, MtTable *tab, int ns,
+                      size_t end, unsigned int items, const StepScalars *s, float lr, float beta1, float beta2,
+                      float eps, float grad_scale, double bc1, double bc2) {
+    tab->nseg = ns;
+    tab->seg[ns].start = end;
+    tab->seg[ns].item0 = items;
+    unsigned int nb = s ? mt_blocks<true>() : mt_blocks<false>();
+    if (nb > items) nb = items;
+    if (s)
+        adamw_mt_kernel<true><<<nb, OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, bf, *tab, s, 0.f, beta1, beta2, eps,
+                                                                     0.f, 0.0, 0.0);
+    else
+        adamw_mt_kernel<false><<<nb, OPT_THREADS, 0, cuda_stream()>>>(p, g, m, v, bf, *tab, NULL, lr, beta1, beta2,
+                                                                      eps, grad_scale, bc1, bc2);
+    CUDA_LAUNCHED();
+    mt_launches++;
+}
+
+void cuda_adamw_runs(real *p, const real *g, real *m, real *v, size_t n, int nruns, const size_t *bounds,
+                     const unsigned char *decay, const StepScalars *s, real lr, real beta1, real beta2, real eps,
+                     real wd, real grad_scale, int step) {
+    mt_launches = 0;
+    if (n == 0 || nruns <= 0) return;
+    if (!cuda_set_adamw_mt(-1) || !adamw4_ok(p, g, m, v)) {   /* a launch a run, as before */
+        for (int r = 0; r < nruns; r++) {
+            size_t o = bounds[r], k = bounds[r + 1] - o;
+            if (!k) continue;
+            real w = decay[r] ? wd : 0;
+            if (s) cuda_adamw_step(p + o, g + o, m + o, v + o, k, s, beta1, beta2, eps, w);
+            else cuda_adamw(p + o, g + o, m + o, v + o, k, lr, beta1, beta2, eps, w, grad_scale, step);
+        }
+        return;
+    }
+    double bc1 = 0, bc2 = 0;
+    if (!s) {   /* as cuda_adamw forms them */
+        bc1 = 1.0 - pow(beta1, step);
+        bc2 = 1.0 - pow(beta2, step);
+    }
+    WeightsCopy w;
+    int copy = cuda_weights_adamw(p, n, &w);
+    const size_t *poff = NULL, *coff = NULL;
+    if (copy) cuda_weights_host_tab(&poff, &coff);
+    __nv_bfloat16 *bf = copy ? w.bf : NULL;
+    MtTable tab;   /* 3.6 KB, copied into the launch's parameters (ranks may be threads: not static) */
+    tab.h0 = (unsigned int)(((uintptr_t)p >> 2) & 3);
+    int ns = 0, r = 0, t = copy ? w.t0 : 0;
+    unsigned int items = 0;
+    size_t pos = 0;
+    while (pos < n) {
+        while (r < nruns - 1 && bounds[r + 1] <= pos) r++;   /* the run holding pos */
+        size_t end = bounds[r + 1] < n ? bounds[r + 1] : n, dst = 0;
+        if (copy) {   /* the tensor holding pos (buffer offset w.a + pos) */
+            while (poff[t + 1] - w.a <= pos) t++;
+            if (poff[t + 1] - w.a < end) end = poff[t + 1] - w.a;
+            dst = coff[t] + (w.a + pos - poff[t]);
+        }
+        if (end <= pos) break;   /* bounds not reaching n: not the contract; leave the rest */
+        unsigned int k = (unsigned int)((end - 1 + tab.h0) / MT_ITEM - (pos + tab.h0) / MT_ITEM + 1);
+        if (ns == MT_SEGS || items > 0x7fffffffu - k) {
+            mt_launch(p, g, m, v, bf, &tab, ns, pos, items, s, lr, beta1, beta2, eps, grad_scale, bc1, bc2);
+            ns = 0;
+            items = 0;
+        }
+        tab.seg[ns].start = pos;
+        tab.seg[ns].dst = dst;
+        tab.seg[ns].item0 = items;
+        tab.seg[ns].wd = decay[r] ? wd : 0.f;
+        ns++;
+        items += k;
+        pos = end;
+    }
+    if (ns) mt_launch(p, g, m, v, bf, &tab, ns, pos, items, s, lr, beta1, beta2, eps, grad_scale, bc1, bc2);
+}
+
 /* Double-precision block sums, then one block adds the partials in a fixed
  * order: deterministic, and NaN/Inf propagate to the result as on the CPU. */
 __device__ double block_sum_d(double v, double *sh) {

@@ -343,6 +343,9 @@ void cuda_sum_into(double *out, const real *x, size_t n, int squares);
 void cuda_step_scale(StepScalars *s);
 void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                      real eps, real wd);
+void cuda_adamw_runs(real *p, const real *g, real *m, real *v, size_t n, int nruns, const size_t *bounds,
+                     const unsigned char *decay, const StepScalars *s, real lr, real beta1, real beta2, real eps,
+                     real wd, real grad_scale, int step);
 int cuda_graph_begin(void);
 void *cuda_graph_end(void);
 int cuda_graph_launch(void *graph);

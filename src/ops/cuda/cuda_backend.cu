@@ -81,6 +81,7 @@ const Ops cuda_ops = {
     .sum_into = cuda_sum_into,
     .step_scale = cuda_step_scale,
     .adamw_step = cuda_adamw_step,
+    .adamw_runs = cuda_adamw_runs,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_launch = cuda_graph_launch,

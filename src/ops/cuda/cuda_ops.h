@@ -63,6 +63,15 @@ int cuda_set_add_norm_fused(int on);
  * one binary. Returns the previous setting (1: old); -1 leaves it (tests set both). */
 int cuda_set_elem_old(int on);
 
+/* AdamW over the optimizer's runs (Ops.adamw_runs, adamw.cu): 1 (default)
+ * one launch (or a few) over the whole range, a persistent grid walking
+ * items of 2048 elements; 0 (FLOWHN_ADAMW=old, read on first use) a launch per
+ * run, the kernels before (perf-notes, adamw-mt). Returns the previous
+ * setting; -1 leaves it. */
+int cuda_set_adamw_mt(int on);
+/* for tests: the launches the last adamw_runs call made (0: it took the old path) */
+int cuda_adamw_runs_launches(void);
+
 /* bf16 shadows (linear.cu): producers (rmsnorm_fwd, add_rmsnorm_fwd,
  * swiglu_fwd, swiglu_bwd) also write the bf16 rounding of their outputs, which
  * the next bf16 products read instead of rounding them again. On by default;

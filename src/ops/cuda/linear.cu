@@ -939,6 +939,12 @@ int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w) {
     return 0;
 }
 
+int cuda_weights_host_tab(const size_t **poff, const size_t **coff) {
+    *poff = master.poff;
+    *coff = master.coff;
+    return master.nseg;
+}
+
 void cuda_weights_before_recording(void) {
     if (master.base && precision == MM_BF16) master_refresh();
     master.capture_stale = 0;

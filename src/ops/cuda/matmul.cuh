@@ -43,6 +43,10 @@ typedef struct {
 /* 1 and *w filled: the update of [p, p + n) writes the copy too; 0: it does
  * not (no copy, or p not in the trained buffer, or the copy stale: it stays so) */
 int cuda_weights_adamw(const float *p, size_t n, WeightsCopy *w);
+/* the copy's host tables (after cuda_weights_adamw returned 1): *poff the
+ * nseg + 1 tensor starts in the buffer (then its length), *coff the nseg
+ * tensors' places in the copy; returns nseg */
+int cuda_weights_host_tab(const size_t **poff, const size_t **coff);
 /* The grid of a kernel writing the copy tensor by tensor (the copy's rounding
  * pass, the copy-writing AdamW): one row of blocks per tensor, as many blocks
  * as the longest piece needs up to 4096 (grid-stride beyond). Needs
