@@ -1923,9 +1923,13 @@ static void test_attention_cudnn(void) {
  * chunk; 2 warps, so K = SR_KMAX-ish segments of 2-3 chunks) and n 16384 at
  * mamba1-135m's width (48 warps: ~40-60 segments) split both directions;
  * B 2 n 1024 E 1536 (96 warps) splits both. The register backward runs in
- * both layouts (cuda_set_scan1_bwd_low: the 30 KB one, 7 warps/SM, which
- * splits time even for full grids, and the previous 63.7 KB one,
- * "selective_scan-nosplit" lines, FLOWHN_SCAN1_BWD=nosplit); n 1000 and 257
+ * three versions (cuda_set_scan1_bwd): the V2 one (the default,
+ * "selective_scan" lines: 16-byte tile copies where E % 4 == 0 and the warp's
+ * 32 channels are in range, float4 hs reads at S 16, softplus once a step),
+ * the session-8 30 KB one ("selective_scan-low", FLOWHN_SCAN1_BWD=low; both
+ * 7 warps/SM, splitting time even for full grids) and the 63.7 KB one
+ * ("selective_scan-nosplit", =nosplit); the large shapes run the default
+ * and the old kernels only (time); n 1000 and 257
  * (odd T: partial last chunks, 2 and 1 warps per batch row so many segments),
  * S 5 at n 257 (the new layout's scalar B, C reads) and B 8 n 1024 E 1536
  * (mamba1-135m's shape: K ~7 at 7 warps/SM, K 1 with nosplit; skipped under
@@ -1943,12 +1947,15 @@ static void test_selective_scan(void) {
      * test_cuda's time (past its 200 s limit on the H200, session 8 call 4) */
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]) -
                   (getenv("FLOWHN_TEST_QUICK") || ACC_MODE == FH_OVERWRITE ? 4 : 0);
-    int was = cuda_set_scan1_kernels(-1), was_low = cuda_set_scan1_bwd_low(-1);
-    static const char *names[3] = {"selective_scan", "selective_scan-nosplit", "selective_scan-old"};
-    for (int k = 0; k < 3 * nshapes; k++) {
-        int si = k / 3, mode = k % 3;  /* 0: register kernels, 30 KB backward; 1: its previous layout; 2: old */
-        cuda_set_scan1_kernels(mode < 2);
-        cuda_set_scan1_bwd_low(mode == 0);
+    int was = cuda_set_scan1_kernels(-1), was_bwd = cuda_set_scan1_bwd(-1);
+    static const char *names[4] = {"selective_scan", "selective_scan-low", "selective_scan-nosplit", "selective_scan-old"};
+    int nlarge = 4, first_large = (int)(sizeof shapes / sizeof shapes[0]) - nlarge;
+    for (int k = 0; k < 4 * nshapes; k++) {
+        /* 0: register kernels, the V2 backward; 1: the session-8 backward; 2: the 63.7 KB one; 3: old */
+        int si = k / 4, mode = k % 4;
+        if (si >= first_large && (mode == 1 || mode == 2)) continue;
+        cuda_set_scan1_kernels(mode < 3);
+        cuda_set_scan1_bwd(mode == 0 ? 2 : mode == 1 ? 1 : 0);
         int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
         size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
         line_start(names[mode], "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
@@ -1977,7 +1984,7 @@ static void test_selective_scan(void) {
         grad_free(gx); grad_free(gdt); grad_free(gA); grad_free(gB); grad_free(gC); grad_free(gD); grad_free(gz);
     }
     cuda_set_scan1_kernels(was);
-    cuda_set_scan1_bwd_low(was_low);
+    cuda_set_scan1_bwd(was_bwd);
 }
 #endif
 

@@ -10,8 +10,10 @@
  * read before its wait or a copy into a buffer still in use shows up as wrong
  * results; shared memory starts as NaN. Outputs are compared with the CPU op
  * (src/ops/cpu/selective_scan.c) at relative L2 1e-5 (test_cuda's fp32 bound).
- * The backward runs in both shared-memory layouts (scan_bwd_reg_kernel<LOW>:
- * "low" lines the default, "nosplit" the previous one, FLOWHN_SCAN1_BWD=nosplit).
+ * The backward runs in its three versions (scan_bwd_reg_kernel<LOW, S16, V2>:
+ * "v2" lines the default, "low" the session-8 one, FLOWHN_SCAN1_BWD=low,
+ * "nosplit" the 63.7 KB one); "shift" runs pass the backward's per-(t, e)
+ * inputs and hs one float off 16-byte alignment (V2's 4-byte fallbacks).
  * See run.sh. */
 #include <pthread.h>
 #include <cmath>
@@ -83,6 +85,20 @@ static void sr_cp4(float *dst, const float *src, bool valid) {
     if (g_eager) *dst = valid ? *src : 0.f;
     else t_open.push_back({dst, src, valid});
 }
+static void sr_cp16(float *dst, const float *src) {
+    if (((uintptr_t)dst & 15) || ((uintptr_t)src & 15)) { fprintf(stderr, "sr_cp16: misaligned\n"); abort(); }
+    for (int i = 0; i < 4; i++) sr_cp4(dst + i, src + i, true);
+}
+/* prefetches: no data; the address must lie in one of the kernel's inputs (g_ranges) */
+static std::vector<std::pair<const float *, const float *>> g_ranges;
+static void sr_pf(const float *p) {
+    for (auto &r : g_ranges)
+        if (p >= r.first && p < r.second) return;
+    fprintf(stderr, "prefetch out of range\n");
+    abort();
+}
+static void sr_pf_l1(const float *p) { sr_pf(p); }
+static void sr_pf_l2(const float *p) { sr_pf(p); }
 static void sr_commit() { t_groups.push_back(t_open); t_open.clear(); }
 static void sr_wait_prev() {  /* wait_group 1 */
     while (t_groups.size() > 1) { land(t_groups.front()); t_groups.erase(t_groups.begin()); }
@@ -132,7 +148,9 @@ static double rel(const std::vector<float> &a, const std::vector<float> &b) {
 }
 
 static int fails;
-static bool g_low = true;  /* the backward's layout: LOW (default) or the previous one (nosplit) */
+static int g_bwd = 2;  /* the backward: 2 V2 (default), 1 the session-8 LOW one, 0 nosplit */
+static bool g_shift;  /* the backward's dt_raw, x, dy, z and hs one float off 16-byte alignment */
+static const char *bwd_name() { return g_bwd == 2 ? (g_shift ? "v2 shift" : "v2") : g_bwd == 1 ? "low" : "nosplit"; }
 static void check(const char *what, const std::vector<float> &ref, const std::vector<float> &got) {
     double r = rel(ref, got);
     bool ok = r <= 1e-5;
@@ -176,7 +194,7 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
     int Lb = L > n ? n : L;
     if (Lb > SR_T) { printf(" %s: (bwd: old kernels)", g_eager ? "eager" : "lazy"); check("y", y, gy); check("hs", hs, ghs); printf("\n"); return; }
     int ncb = (n + Lb - 1) / Lb, cpb, K2 = segs(Kb, ncb, &cpb);
-    printf("/%d %s %s:", K2, g_eager ? "eager" : "lazy", g_low ? "low" : "nosplit");
+    printf("/%d %s %s:", K2, g_eager ? "eager" : "lazy", bwd_name());
     check("y", y, gy);
     check("hs", hs, ghs);
     auto init = [&](size_t m) { return acc ? rnd(m, 0, 1) : std::vector<float>(m, 0.f); };
@@ -196,13 +214,30 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
             scan_bwd_seg_kernel(bR.data(), bsd, dy.data(), dtr.data(), Al.data(), Cm.data(), z.data(), n, E, S,
                                 cpb * Lb, K2);
         });
-    /* the layout (g_low: LOW, as the host picks it: S16 when S == SR_S) */
-    auto bwd = !g_low ? scan_bwd_reg_kernel<false, false>
-             : S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>;
+    /* the version (as the host picks it: S16 when S == SR_S) */
+    auto bwd = g_bwd == 0 ? scan_bwd_reg_kernel<false, false>
+             : g_bwd == 1 ? (S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>)
+             : S == SR_S ? scan_bwd_reg_kernel<true, true, true> : scan_bwd_reg_kernel<true, false, true>;
+    /* g_shift: copies one float past a 16-byte boundary */
+    auto sh = [&](const std::vector<float> &v, std::vector<float> &keep) {
+        if (!g_shift) return v.data();
+        keep.assign(v.size() + 4, NAN);
+        std::copy(v.begin(), v.end(), keep.begin() + 1);
+        return (const float *)keep.data() + 1;
+    };
+    std::vector<float> k1, k2, k3, k4, k5;
+    const float *bdy = sh(dy, k1), *bhs = sh(ghs, k2), *bx = sh(x, k3), *bdt = sh(dtr, k4), *bz = sh(z, k5);
+    g_ranges.clear();
+    g_ranges.push_back({bdy, bdy + ne});
+    g_ranges.push_back({bx, bx + ne});
+    g_ranges.push_back({bdt, bdt + ne});
+    g_ranges.push_back({bz, bz + ne});
+    g_ranges.push_back({bhs, bhs + nhs});
+    g_ranges.push_back({Bm.data(), Bm.data() + nsb});
+    g_ranges.push_back({Cm.data(), Cm.data() + nsb});
     launch(gx, B, K2, [&] {
-        bwd(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), dy.data(),
-                            ghs.data(), x.data(), dtr.data(), Al.data(), Bm.data(), Cm.data(), D.data(), z.data(), n, E,
-                            S, Lb, acc, bR.data(), bsd, cpb, K2);
+        bwd(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), bdy, bhs, bx, bdt,
+            Al.data(), Bm.data(), Cm.data(), D.data(), bz, n, E, S, Lb, acc, bR.data(), bsd, cpb, K2);
     });
     check("dx", rx, kx); check("ddt", rdt, kdt); check("dA_log", rA, kA); check("dB", rB, kB);
     check("dC", rC, kC); check("dD", rD, kD); check("dz", rz, kz);
@@ -233,16 +268,18 @@ int main(int argc, char **argv) {
                                     {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}, {1, 203, 37, 16, 32}};
     /* segment counts: none, 2, 3 (odd splits of the chunks), 7, and as many as SR_KMAX allows (clamped to nc) */
     static const int Ks[] = {1, 2, 3, 7, SR_KMAX};
-    for (int mode = 0; mode < 4; mode++) {
+    for (int mode = 0; mode < 6; mode++) {
         g_eager = mode & 1;
-        g_low = mode < 2;
+        g_bwd = 2 - mode / 2;
         for (const auto &s : shapes)
             for (int k = 0; k < 5; k++) run(s[0], s[1], s[2], s[3], s[4], k & 1, Ks[k], Ks[(k + 2) % 5]);
     }
     /* long T, B 1: T not a multiple of the chunk, odd E, the host's K for 48 warps (the model's) */
     g_eager = false;
-    for (int lo = 1; lo >= 0; lo--) {
-        g_low = lo;
+    for (int m = 3; m >= 0; m--) {
+        g_bwd = m == 3 ? 2 : m;
+        g_shift = m == 2;
+        if (g_shift) g_bwd = 2;
         run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
         run(1, 4096, 33, 16, 32, 1, 64, 64);
         run(1, 1000, 40, 16, 32, 1, 3, 12);  /* odd T, the 135m-like K */

@@ -43,6 +43,9 @@
  * carry into it from segment j+1. A light pass (scan_bwd_carry_kernel) walks
  * segments 1..K-1 for R_j and sum dt; each backward block then folds the
  * later segments' (R_j, P_j) into its own starting dL/dh. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 
 #define SCAN_THREADS 256
@@ -382,6 +385,14 @@ __device__ __forceinline__ void sr_cp4(float *dst, const float *src, bool valid)
     unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(src), "r"(valid ? 4 : 0));
 }
+/* 16 bytes, L2 only (.cg): both addresses 16-byte aligned */
+__device__ __forceinline__ void sr_cp16(float *dst, const float *src) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(src));
+}
+/* prefetch hints (no data, no fault on the in-range addresses given) */
+__device__ __forceinline__ void sr_pf_l1(const float *p) { asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p)); }
+__device__ __forceinline__ void sr_pf_l2(const float *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
 __device__ __forceinline__ void sr_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void sr_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
 __device__ __forceinline__ void sr_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
@@ -407,10 +418,18 @@ static float *scan_scratch(size_t n) {
 static int scan1_new = -1;
 int cuda_set_scan1_kernels(int on) { return cuda_env_switch(&scan1_new, "FLOWHN_SCAN1", "old", 1, on); }
 
-/* -1: not read yet; FLOWHN_SCAN1_BWD=nosplit selects the register backward's
- * previous layout (63.7 KB a warp, 3/SM; cuda_ops.h) over the 30 KB one */
-static int scan1_bwd_low = -1;
-int cuda_set_scan1_bwd_low(int on) { return cuda_env_switch(&scan1_bwd_low, "FLOWHN_SCAN1_BWD", "nosplit", 1, on); }
+/* -1: not read yet; the register backward (cuda_ops.h): 2 the V2 kernel (default), 1 the
+ * session-8 30 KB one (FLOWHN_SCAN1_BWD=low), 0 the 63.7 KB layout (=nosplit) */
+static int scan1_bwd_mode = -1;
+int cuda_set_scan1_bwd(int mode) {
+    if (scan1_bwd_mode < 0) {
+        const char *e = getenv("FLOWHN_SCAN1_BWD");
+        scan1_bwd_mode = e && !strcmp(e, "nosplit") ? 0 : e && !strcmp(e, "low") ? 1 : 2;
+    }
+    int was = scan1_bwd_mode;
+    if (mode >= 0) scan1_bwd_mode = mode > 2 ? 2 : mode;
+    return was;
+}
 
 /* resident one-warp blocks of a kernel on the whole GPU (0 if unknown) */
 static long sr_slots(const void *fn, size_t smem) {
@@ -545,14 +564,17 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                               const float *, const float *, const float *, const float *, const float *,
                               const float *, const float *, const float *, int, int, int, int, int, const float *,
                               const float *, int, int);
-        int low = cuda_set_scan1_bwd_low(-1);
-        BwdFn fn = !low ? scan_bwd_reg_kernel<false, false>
-                 : S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>;
+        int mode = cuda_set_scan1_bwd(-1), low = mode > 0;
+        BwdFn fn = !low       ? scan_bwd_reg_kernel<false, false>
+                 : mode == 1  ? (S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>)
+                 : S == SR_S  ? scan_bwd_reg_kernel<true, true, true> : scan_bwd_reg_kernel<true, false, true>;
         size_t smem = low ? SR_BWD_LOW_SMEM : SR_BWD_SMEM;
         cuda_func_smem((const void *)fn, smem);
         static bool carved;
         if (low && !carved) {  /* 7 x (30 + 1) KB of shared memory an SM: ask for the largest carveout */
-            for (const void *f : {(const void *)scan_bwd_reg_kernel<true, true>, (const void *)scan_bwd_reg_kernel<true, false>})
+            for (const void *f : {(const void *)scan_bwd_reg_kernel<true, true>, (const void *)scan_bwd_reg_kernel<true, false>,
+                                  (const void *)scan_bwd_reg_kernel<true, true, true>,
+                                  (const void *)scan_bwd_reg_kernel<true, false, true>})
                 CUDA_CALL(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                                (int)cudaSharedmemCarveoutMaxShared));
             carved = true;

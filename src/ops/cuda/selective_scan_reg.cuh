@@ -36,6 +36,13 @@ __device__ __forceinline__ float sr_pick(float a, float b, int m) {
     return __int_as_float((__float_as_int(a) & ~m) | (__float_as_int(b) & m));
 }
 
+/* p[s] of a 16-byte aligned row, as a float4 load (s a constant after unrolling: the four
+ * components of one float4 are one load) */
+__device__ __forceinline__ float sr_f4(const float *p, int s) {
+    float4 v = ((const float4 *)p)[s >> 2];
+    return (s & 3) == 0 ? v.x : (s & 3) == 1 ? v.y : (s & 3) == 2 ? v.z : v.w;
+}
+
 /* one round of a reduce-scatter (as group_sum_scatter): the lane keeps lo
  * (m = 0) or hi (m = -1) and adds the partner's other one, partner = lane ^ w */
 __device__ __forceinline__ float sr_xchg(float lo, float hi, int m, int w) {
@@ -73,6 +80,31 @@ __device__ __forceinline__ void sr_load(float *tile, SrSrc<NV> src, const float 
             sr_cp4(tile + NV * TT * 32 + i, Bm + gi, ok);
             sr_cp4(tile + NV * TT * 32 + TT * SR_S + i, Cm + gi, ok);
         }
+}
+
+/* V2 backward: the NV tensors' rows of steps [t0, t0+tl) copied 16 bytes a
+ * lane (8 lanes a 128-byte row of the warp's 32 channels, 4 rows an
+ * instruction) with cp.async.cg, which bypasses L1: the 4-byte copies are
+ * .ca and their 16 KB a chunk evicted the B, C rows the walk reads through
+ * L1 (28 KB at the largest shared carveout). The caller checks that the 32
+ * channels are in range and the rows 16-byte aligned (sr_rows16). */
+template <int NV, int TT = SR_T>
+__device__ __forceinline__ void sr_load16(float *tile, SrSrc<NV> src, int b, int n, int E, int e0, int t0, int tl,
+                                          int lane) {
+    size_t row = (size_t)b * n + t0;
+    int r = lane >> 3, c4 = (lane & 7) * 4;
+#pragma unroll
+    for (int v = 0; v < NV; v++)
+        for (int t = r; t < tl; t += 4) sr_cp16(tile + (v * TT + t) * 32 + c4, src.p[v] + (row + t) * E + e0 + c4);
+}
+
+/* whether a warp's rows of E floats from e0 can be copied 16 bytes at a time */
+template <int NV>
+__device__ __forceinline__ bool sr_rows16(SrSrc<NV> src, int E, int e0) {
+    bool ok = e0 + 32 <= E && (E & 3) == 0;
+#pragma unroll
+    for (int v = 0; v < NV; v++) ok = ok && ((size_t)src.p[v] & 15) == 0;
+    return ok;
 }
 
 /* The number of time segments K (1..SR_KMAX, each a whole number cps of the
@@ -292,8 +324,18 @@ __device__ __forceinline__ float4 sr_bc4(const float *tile_row, const float *gro
  *   latency), the sub-chunk states (14 KB); B, C and the chunk's entry state
  *   read from global memory (L1/L2: a step's B row is 64 B for the whole
  *   warp), softplus(dt) recomputed where used: 30 KB, 7 warps/SM, which
- *   the host fills by splitting time into more segments (sr_split). */
-template <bool LOW, bool S16>
+ *   the host fills by splitting time into more segments (sr_split).
+ * V2 (the default, with LOW; FLOWHN_SCAN1_BWD=low the kernel without it):
+ *   the same layout and steps, fewer instructions a step and less L1 traffic:
+ *   pass 1 writes softplus(dt) over its dt_raw in the tile (read by the
+ *   recompute and the walk; sigmoid(dt_raw) = -expm1(-dt) for ddt_raw), the
+ *   walk's sums regrouped (11 FP32 a state instead of 14, the sums over s in
+ *   two chains), the tile copied 16 bytes a lane with cp.async.cg (not
+ *   allocated in L1, where it evicted the B, C rows), hs and cR read as
+ *   float4 (S = 16), and prefetches: the next chunk's tile rows and entry
+ *   states into L2, a sub-chunk's C rows and the previous one's B rows into
+ *   L1. Results differ from LOW's by rounding only. */
+template <bool LOW, bool S16, bool V2 = false>
 __global__ void __launch_bounds__(32)
 scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                     const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
@@ -317,18 +359,24 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
     }
     /* dL/dh entering this segment from the later ones, last first: dh = P_j dh + R_j.
      * Dead lanes keep dh = 0 (their zero-filled inputs keep it there). */
+    bool r4 = V2 && S16 && ((size_t)cR & 15) == 0;  /* V2: R_j's 16 states as 4 float4 (64-byte rows) */
     for (int j = K - 1; live && j > seg; j--) {
         size_t q = ((size_t)b * K + j) * E + e;
         float sj = csd[q] * SCAN_DECAY_SCALE;
+        const float *Rq = cR + q * S;
 #pragma unroll
         for (int s = 0; s < SR_S; s++)
-            if (s < S) dh[s] = fmaf(scan_decay(sj * A[s]), dh[s], cR[q * S + s]);
+            if (s < S) dh[s] = fmaf(scan_decay(sj * A[s]), dh[s], r4 ? sr_f4(Rq, s) : Rq[s]);
     }
     float De = D[ec], dDacc = 0.f;
+    /* V2: 16-byte L2-only tile copies where the rows allow; hs read as float4 (S = 16: a lane's
+     * entry state is 64 aligned bytes; 16 scalar loads at a 64-byte lane stride before) */
+    bool v16 = V2 && LOW && sr_rows16<4>(src, E, e0), h4 = V2 && S16 && ((size_t)hs & 15) == 0;
     auto load = [&](int c) {  /* chunk c's tile [and entry state] into buffer c & 1 (LOW: the one buffer) */
         int t0 = c * L;
         if (LOW) {
-            sr_load<4, SR_T, false>(sm, src, Bm, Cm, b, n, E, S, e0, t0, min(L, n - t0), lane);
+            if (v16) sr_load16<4>(sm, src, b, n, E, e0, t0, min(L, n - t0), lane);
+            else sr_load<4, SR_T, false>(sm, src, Bm, Cm, b, n, E, S, e0, t0, min(L, n - t0), lane);
             return;
         }
         float *tile = sm + (c & 1) * T4::SIZE;
@@ -356,14 +404,27 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             sr_wait_prev();
         }
         __syncwarp();
+        if (V2 && LOW && c > c_lo) {
+            /* the next chunk's tile rows (dt_raw, x, dy, z) and entry states into L2 behind this
+             * chunk's walk, so that its copy (exposed: one buffer) waits on L2, not DRAM. Chunk
+             * c - 1 is a whole one: its rows are in range */
+            size_t r0 = (size_t)b * n + (size_t)(c - 1) * L + lane;
+#pragma unroll
+            for (int v = 0; v < 4; v++)
+                if (lane < L) sr_pf_l2(src.p[v] + r0 * E + e0);
+            if (lane < 16 && e0 + 2 * lane < E) sr_pf_l2(hsb + (size_t)(c - 1) * E * S + (size_t)(e0 + 2 * lane) * S);
+        }
         const float *tile = LOW ? sm : sm + (c & 1) * T4::SIZE;
         /* the chunk's entry state: LOW from hs (channel ec; states past S are 0), else the tile's copy */
         const float *H0 = LOW ? hsb + (size_t)c * E * S + (size_t)ec * S : tile + T4::H + lane * (SR_S + 1);
-        auto h0 = [&](int s) { return LOW ? (s < S ? H0[s] : 0.f) : H0[s]; };
+        auto h0 = [&](int s) { return LOW ? (h4 ? sr_f4(H0, s) : s < S ? H0[s] : 0.f) : H0[s]; };
         /* step j's B, C (states 4q..) and softplus(dt) */
         auto Bq = [&](int j, int q) { return sr_bc4<LOW, S16>(tile + T4::B + j * SR_S, Bg + (size_t)(t0 + j) * S, S, q); };
         auto Cq = [&](int j, int q) { return sr_bc4<LOW, S16>(tile + T4::C + j * SR_S, Cg + (size_t)(t0 + j) * S, S, q); };
-        auto sdt_of = [&](int j) { return LOW ? softplusf_(tile[j * 32 + lane]) : sdt[j * 32 + lane]; };
+        /* V2: pass 1 overwrote dt_raw with softplus(dt_raw) (this lane's column of its tile) */
+        auto sdt_of = [&](int j) {
+            return LOW ? (V2 ? tile[j * 32 + lane] : softplusf_(tile[j * 32 + lane])) : sdt[j * 32 + lane];
+        };
         /* 1. pass over the chunk: softplus(dt) and the sub-chunks' entry states */
         {
             float h[SR_S];
@@ -374,6 +435,7 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
                 float dt = softplusf_(tile[j * 32 + lane]), dt2 = dt * SCAN_DECAY_SCALE;
                 float dtx = dt * tile[(SR_T + j) * 32 + lane];
                 if (!LOW) sdt[j * 32 + lane] = dt;
+                if (LOW && V2) sm[j * 32 + lane] = dt;
 #pragma unroll
                 for (int q = 0; q < SR_S / 4; q++) {
                     float4 bq = Bq(j, q);
@@ -393,6 +455,11 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             int js = k * SR_LS, je = min(js + SR_LS, tl);
             const float *hin = hsub + (k - 1) * SR_S * 32 + lane;  /* k > 0: its entry state, stride 32 */
             auto hentry = [&](int s) { return k ? hin[s * 32] : h0(s); };
+            if (V2 && LOW) {  /* into L1 ahead of use: this sub-chunk's C rows (first read by its walk, after
+                               * the recompute) and the previous sub-chunk's B rows (for its recompute) */
+                int j = lane < 4 ? js + lane : js - SR_LS + (lane - 4);
+                if (lane < 4 ? j < je : lane < 8 && k > 0) sr_pf_l1((lane < 4 ? Cg : Bg) + (size_t)(t0 + j) * S);
+            }
             float hr[SR_LS][SR_S];
             {
                 float h[SR_S];
@@ -419,7 +486,59 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             }
 #pragma unroll
             for (int jj = SR_LS - 1; jj >= 0; jj--) {
-                if (js + jj < je) {
+                if (V2 && js + jj < je) {
+                    /* V2's walk: the same sums regrouped. With dh' = dh a (the step's decay applied, as
+                     * below): dA_s += dt dh'_s hp_s; ddt = sum_s A_s dh'_s hp_s + x sum_s dh_s B_s;
+                     * dx = dt sum_s dh_s B_s; vB = dh (dt x). 11 FP32 a state (14 before); the sums over s
+                     * in two chains (even, odd s) so none is a 16-FMA dependent chain */
+                    int j = js + jj, t = t0 + j;
+                    float dt = tile[j * 32 + lane], xv = tile[(SR_T + j) * 32 + lane];
+                    float dyv = tile[(2 * SR_T + j) * 32 + lane], zv = tile[(3 * SR_T + j) * 32 + lane];
+                    float dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * xv;
+                    float sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                    float pp[2] = {0.f, 0.f}, P[2] = {0.f, 0.f}, Q[2] = {0.f, 0.f};
+                    float r1[16], r2[8], r3[4], r4[2], v = 0.f;
+                    int up = (lane & 16) ? -1 : 0, m8 = (lane & 8) ? -1 : 0, m4 = (lane & 4) ? -1 : 0;
+                    int m2 = (lane & 2) ? -1 : 0, m1 = (lane & 1) ? -1 : 0;
+#pragma unroll
+                    for (int q = 0; q < SR_S / 4; q++) {
+                        float4 bq = Bq(j, q), cq = Cq(j, q);
+                        float bv[4] = {bq.x, bq.y, bq.z, bq.w}, cv[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            int s = 4 * q + i, o = s & 1;
+                            float ht = hr[jj][s], hp = jj ? hr[jj > 0 ? jj - 1 : 0][s] : hentry(s);
+                            float a = scan_decay(dt2 * A[s]);
+                            pp[o] = fmaf(cv[i], ht, pp[o]);
+                            dh[s] = fmaf(cv[i], dyy, dh[s]);
+                            P[o] = fmaf(dh[s], bv[i], P[o]);
+                            float vB = dh[s] * dtx, vC = dyy * ht;
+                            dh[s] *= a;  /* on to h_{t-1} */
+                            float w = dh[s] * hp;
+                            dA[s] = fmaf(w, dt, dA[s]);
+                            Q[o] = fmaf(w, A[s], Q[o]);
+                            r1[s] = sr_xchg(vB, vC, up, 16);
+                            if (s >= 8) r2[s - 8] = sr_xchg(r1[s - 8], r1[s], m8, 8);
+                            if (s >= 12) r3[s - 12] = sr_xchg(r2[s - 12], r2[s - 8], m4, 4);
+                            if (s >= 14) r4[s - 14] = sr_xchg(r3[s - 14], r3[s - 12], m2, 2);
+                            if (s == 15) v = sr_xchg(r4[0], r4[1], m1, 1);
+                        }
+                    }
+                    float *dst = up ? dCm : dBm;
+                    if (dst && (lane & 15) < S) atomicAdd(&dst[((size_t)b * n + t) * S + (lane & 15)], v);
+                    if (live) {
+                        size_t im = ((size_t)b * n + t) * E + e;
+                        float Ps = P[0] + P[1];
+                        float gz = dyv * (pp[0] + pp[1] + De * xv) * sg * (1.f + zv * (1.f - sg));
+                        float gx = fmaf(dt, Ps, De * dyy);
+                        float gdt = fmaf(xv, Ps, Q[0] + Q[1]) * -expm1f(-dt);  /* sigmoid(dt_raw) = 1 - exp(-dt) */
+                        if (dz) dz[im] = acc ? dz[im] + gz : gz;
+                        if (dx) dx[im] = acc ? dx[im] + gx : gx;
+                        if (ddt_raw) ddt_raw[im] = acc ? ddt_raw[im] + gdt : gdt;
+                        dDacc += dyy * xv;
+                    }
+                }
+                if (!V2 && js + jj < je) {
                     int j = js + jj, t = t0 + j;
                     float dtr = tile[j * 32 + lane], xv = tile[(SR_T + j) * 32 + lane];
                     float dyv = tile[(2 * SR_T + j) * 32 + lane], zv = tile[(3 * SR_T + j) * 32 + lane];
