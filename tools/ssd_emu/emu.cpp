@@ -31,6 +31,8 @@ void cpu_ssd_bwd(float *dxbc, float *ddt_raw, float *ddt_bias, float *dA_log, fl
 void fh_count_macs(uint64_t) {}
 }
 struct dim3 { unsigned x, y, z; };
+struct float2 { float x, y; };
+static inline float2 make_float2(float a, float b) { return {a, b}; }
 struct float4 { float x, y, z, w; };
 static inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
 thread_local dim3 threadIdx, blockIdx;
@@ -239,7 +241,10 @@ int main(int argc, char **argv) {
          * variant (layout 3) in the tensor-core build and the warp-local one in the exact build */
         const char *cw = getenv("EMU_CBWD");
         int lay = (cw && !strcmp(cw, "old")) || (getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"))) ? 0
-                  : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : ssd_exact::TC ? 3 : 1;
+                  : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : !ssd_exact::TC ? 1
+                  : (cw && !strcmp(cw, "bf3")) ? 3 : (cw && !strcmp(cw, "bf5")) ? 5
+                  /* ssd-cbwd4's default: V 4 where W, P, N are even (as ssd.cu), else V 5 */
+                  : ((d.W | P | N) & 1) == 0 ? 4 : 5;
         printf("     p64 layout %d\n", lay);
         if (lay == 0)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<0>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
@@ -247,8 +252,12 @@ int main(int argc, char **argv) {
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<1>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
         else if (lay == 2)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<2>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-        else  /* 3: the bf16 variant (ssd.cu's default at the bf16 precision; EMU_TILE=bf16 rounds its tiles) */
-            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else if (lay == 3)  /* 3: the bf16 variant as ssd-cbwd3 left it (FLOWHN_SSD_CBWD=bf3; EMU_TILE=bf16 rounds its tiles) */
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<3>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else if (lay == 4)  /* 4: ssd-cbwd4's (the default at the bf16 precision) */
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<4>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+        else  /* 5: the same with scalar global accesses (odd W, P or N) */
+            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<5>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     } else
         launch(grid, [&] { ssd_exact::ssd_chunk_bwd_kernel(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), d); });
     /* the forward kernels too (states, y) */

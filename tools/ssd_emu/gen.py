@@ -67,6 +67,8 @@ b = s.index("/* end of the bf16 primitives */")
 s = s[:a] + """struct bf16t { float v; };
 inline bf16t to_bf(float v) { return {emu_tile(v)}; }
 inline float from_bf(bf16t v) { return v.v; }
+inline void st_bf4(bf16t *p, float4 v) { p[0] = to_bf(v.x); p[1] = to_bf(v.y); p[2] = to_bf(v.z); p[3] = to_bf(v.w); }
+inline float2 ld_bf2(const bf16t *p) { return {p[0].v, p[1].v}; }
 """ + s[b:]
 wait = '    if constexpr (TC) asm volatile("cp.async.wait_all;\\n" ::);\n'
 cp16z = r'__device__ __forceinline__ void cp16z\(float \*dst, const float \*src, bool valid\) \{.*?\n\}'

@@ -158,9 +158,10 @@ int cuda_set_scan1_kernels(int on);
 int cuda_set_scan1_bwd(int mode);
 
 /* The Mamba-2 SSD chunk backward for P <= 64 (ssd.cu, FLOWHN_SSD_CBWD, read on first use): 0 its
- * first thread layout (=old), 1 the warp-local one (=wl), 2 the mma fragment layout (=mma), 3 (default)
- * the bf16 variant at the bf16 matmul precision (bf16 operand tiles, 3 blocks per SM; the mma layout
- * at tf32). The fp32 precision runs the warp-local layout for 2 and 3. Returns the previous setting;
+ * first thread layout (=old), 1 the warp-local one (=wl), 2 the mma fragment layout (=mma), 3 the bf16
+ * variant at the bf16 matmul precision as ssd-cbwd3 left it (=bf3: bf16 operand tiles, 3 blocks per SM),
+ * 4 (default) the same with ssd-cbwd4's conflict-free shared tiles and float2 global accesses (both the
+ * mma layout at tf32). The fp32 precision runs the warp-local layout for 2, 3 and 4. Returns the previous setting;
  * -1 leaves it as it is (tests run each). */
 int cuda_set_ssd_cbwd(int v);
 

@@ -166,19 +166,32 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
             CUDA_LAUNCHED();                                                                                       \
             /* the layout (ssd_kernels.cuh Lay): FLOWHN_SSD_CBWD=old 0, =wl 1, =mma 2, else (bf) the bf16  \
              * variant in ssd_tc at the bf16 precision (2 at tf32), 1 in ssd_exact */                              \
-            if (cbwd == 3 && K::TC && bf) {                                                                        \
-                static int bf_attr;                                                                                \
-                if (!bf_attr++) {                                                                                  \
-                    CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_bf_kernel,                                 \
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
-                                                   (int)K::P64_BF_SMEM));                                          \
-                    CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_bwd_p64_bf_kernel,                                 \
-                                                   cudaFuncAttributePreferredSharedMemoryCarveout,                 \
+            if (cbwd >= 3 && K::TC && bf) {                                                                        \
+                /* =bf3 the ssd-cbwd3 kernel (V 3), else V 4 (ssd-cbwd4: its shared and global accesses), or  \
+                 * V 5 (the same with scalar global accesses) where W, P or N is odd or dxbc not 8-byte aligned */ \
+                static int bf_attr[3];                                                                             \
+                const int v = cbwd == 3 ? 3 : ((d.W | P | N) & 1) == 0 && ((uintptr_t)dxbc & 7) == 0 ? 4 : 5;     \
+                const void *kf = v == 4   ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<4>                        \
+                                 : v == 5 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<5>                        \
+                                          : (const void *)K::ssd_chunk_bwd_p64_bf_kernel<3>;                       \
+                const size_t sm = v == 3 ? K::P64_BF_SMEM : K::P64_BF4_SMEM;                                       \
+                if (!bf_attr[v - 3]++) {                                                                           \
+                    CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));     \
+                    CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,             \
                                                    (int)cudaSharedmemCarveoutMaxShared));                          \
                 }                                                                                                  \
-                K::ssd_chunk_bwd_p64_bf_kernel<<<grid, NT, K::P64_BF_SMEM, cuda_stream()>>>(                       \
-                    dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
-                    d);                                                                                            \
+                if (v == 4)                                                                                        \
+                    K::ssd_chunk_bwd_p64_bf_kernel<4><<<grid, NT, sm, cuda_stream()>>>(                            \
+                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
+                        d);                                                                                        \
+                else if (v == 5)                                                                                   \
+                    K::ssd_chunk_bwd_p64_bf_kernel<5><<<grid, NT, sm, cuda_stream()>>>(                            \
+                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
+                        d);                                                                                        \
+                else                                                                                               \
+                    K::ssd_chunk_bwd_p64_bf_kernel<3><<<grid, NT, sm, cuda_stream()>>>(                            \
+                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
+                        d);                                                                                        \
             } else if (cbwd == 0)                                                                                  \
                 K::ssd_chunk_bwd_p64_kernel<0><<<grid, NT, K::BWD_SMEM, cuda_stream()>>>(                          \
                     dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf,   \
@@ -234,10 +247,14 @@ static int ssd_cbwd = -1;
 int cuda_set_ssd_cbwd(int v) {
     if (ssd_cbwd < 0) {
         const char *e = getenv("FLOWHN_SSD_CBWD");
-        ssd_cbwd = e && strcmp(e, "old") == 0 ? 0 : e && strcmp(e, "wl") == 0 ? 1 : e && strcmp(e, "mma") == 0 ? 2 : 3;
+        ssd_cbwd = e && strcmp(e, "old") == 0   ? 0
+                   : e && strcmp(e, "wl") == 0  ? 1
+                   : e && strcmp(e, "mma") == 0 ? 2
+                   : e && strcmp(e, "bf3") == 0 ? 3
+                                                : 4;
     }
     int was = ssd_cbwd;
-    if (v >= 0 && v <= 3) ssd_cbwd = v;
+    if (v >= 0 && v <= 4) ssd_cbwd = v;
     return was;
 }
 
@@ -294,8 +311,9 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * ssd-cbwd2): =old the first one (every product's fragments back through the block with two
      * barriers), =wl the warp-local one (wmma through the warp's scratch strip), =mma the mma.sync
      * fragment layout ( accumulators in registers; the tensor-core build only: the exact build's
-     * products are FMAs, it runs the warp-local layout then); by default (=bf) the bf16 variant of the
-     * mma layout at the bf16 precision, the mma layout at tf32 */
+     * products are FMAs, it runs the warp-local layout then); =bf3 the bf16 variant of the mma layout
+     * as ssd-cbwd3 left it; by default the same with ssd-cbwd4's conflict-free shared tiles and float2
+     * global accesses (V 4) at the bf16 precision, the mma layout at tf32 */
     const int cbwd = cuda_set_ssd_cbwd(-1);
     /* the bf16 variant (ssd_chunk_bwd_p64_bf_kernel: bf16 operand tiles in the N loop, 3 blocks per SM;
      * perf-notes, ssd-cbwd3) only where the products may round to bf16: the tf32 precision keeps

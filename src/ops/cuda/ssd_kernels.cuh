@@ -27,6 +27,25 @@ __device__ __forceinline__ void cp16z(float *dst, const float *src, bool valid) 
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(valid ? 16 : 0));
 }
 
+/* Element (r, c) of a shared tile: rows of M elements (M > 0), or (M == 0: the bf16 variant's V 4, its Ua
+ * and Ys) rows of LDS = 72 floats with the columns XOR-swizzled by 4 ((r >> 2) & 1). Row stride 72 (bank 8r
+ * + c) makes mm_mma's (k + t, x + g) reads conflict-free; the swizzle makes its (x + g, k + t) reads (rows g
+ * and g + 4, 8 (g & 3) apart otherwise) and a C-layout float2 (columns 2t, 2t + 1 of rows g) conflict-free
+ * too; 16-byte chunks and column pairs stay whole (perf-notes, ssd-cbwd4). tixs is the same index with the
+ * row and the column split as hi + lo, hi a multiple of 8 and lo < 8, so that the swizzle (which sees only
+ * the low bits) folds into per-thread constants and immediates. */
+constexpr int LDS = 72;
+template <int M>
+__device__ __forceinline__ int tix(int r, int c) {
+    if constexpr (M == 0) return r * LDS + (c ^ (4 * ((r >> 2) & 1)));
+    else return r * M + c;
+}
+template <int M>
+__device__ __forceinline__ int tixs(int rh, int rl, int ch, int cl) {
+    if constexpr (M == 0) return (rh + rl) * LDS + ch + (cl ^ (4 * ((rl >> 2) & 1)));
+    else return (rh + rl) * M + ch + cl;
+}
+
 /* dst[r][c] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile.
  * In the tensor-core build (LD 68: 16-byte aligned rows), 16-byte copies when the rows allow (the
  * model's P, N and row widths are multiples of 4): cp.async without a row scale (completed by the
@@ -63,6 +82,44 @@ __device__ __forceinline__ void load_tile(float *dst, const float *src, size_t l
         float v = 0.f;
         if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
         dst[r * LD + c] = v;
+    }
+}
+
+/* load_tile into a tile indexed by tix<M> (the bf16 variant's V 4: Ys swizzled; a copy, so that the other
+ * kernels' code stays as it was) */
+template <int M>
+__device__ __forceinline__ void load_tile_m(float *dst, const float *src, size_t ld, int rows, int cols,
+                                          const float *rs = nullptr) {
+    if (TC && !rs && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            bool ok = r < rows && c < cols;
+            cp16z(dst + tix<M>(r, c), ok ? src + (size_t)r * ld + c : src, ok);
+        }
+        return;
+    }
+    if (TC && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
+        float4 v[TS * TS / 4 / NT];
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (r < rows && c < cols) v[q] = *(const float4 *)(src + (size_t)r * ld + c);
+        }
+#pragma unroll
+        for (int q = 0; q < TS * TS / 4 / NT; q++) {
+            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
+            float sr = (rs && r < rows) ? rs[r] : 1.f;
+            *(float4 *)(dst + tix<M>(r, c)) = make_float4(v[q].x * sr, v[q].y * sr, v[q].z * sr, v[q].w * sr);
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
+        int r = idx >> 6, c = idx & (TS - 1);
+        float v = 0.f;
+        if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
+        dst[tix<M>(r, c)] = v;
     }
 }
 
@@ -220,6 +277,16 @@ __device__ __forceinline__ void mma_tf32(float &d0, float &d1, float &d2, float 
 typedef __nv_bfloat16 bf16t;
 __device__ __forceinline__ bf16t to_bf(float v) { return __float2bfloat16_rn(v); }
 __device__ __forceinline__ float from_bf(bf16t v) { return __bfloat162float(v); }
+/* four bf16 (rounded as to_bf) stored as one 8-byte word (p 8-byte aligned; p[0] = v.x), and two read as
+ * one 4-byte word (p 4-byte aligned): the bf16 variant's V 4 (ssd-cbwd4) */
+__device__ __forceinline__ void st_bf4(bf16t *p, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u;
+    u.x = *(const unsigned *)&lo;
+    u.y = *(const unsigned *)&hi;
+    *(uint2 *)p = u;
+}
+__device__ __forceinline__ float2 ld_bf2(const bf16t *p) { return __bfloat1622float2(*(const __nv_bfloat162 *)p); }
 /* end of the bf16 primitives */
 __device__ __forceinline__ float ld_op(const float *p) { return *p; }
 __device__ __forceinline__ float ld_op(const bf16t *p) { return from_bf(*p); }
@@ -235,10 +302,67 @@ __device__ __forceinline__ float ld_op(const bf16t *p) { return from_bf(*p); }
  * are zero past the valid rows and columns, as for wmma. No barrier: the warp reads shared tiles only.
  * TA, TB: the tiles' element types (float, or bf16t in the bf16 variant); rs (the bf16 variant's
  * x G product): A(r, k) is scaled by rs[r] before the rounding, so that a row-scaled product adds
- * into an accumulator that holds other terms (no accumulator of its own). */
-template <bool A_RK, bool B_CK, class TA = float, class TB = float, int UNR = 2>
+ * into an accumulator that holds other terms (no accumulator of its own). MA, MB: the tiles' row lengths
+ * (tix: LD by default; the bf16 variant's V 4 has bf16 tiles of LDH and swizzled fp32 ones, 0). */
+/* mm_mma's loop with the tiles' index by tixs (row lengths MA, MB; 0: swizzled at LDS) */
+template <bool A_RK, bool B_CK, class TA, class TB, int UNR, int MA, int MB>
+__device__ __forceinline__ void mm_mma_s(float acc[4][4], const TA *A, const TB *Bm, int K,
+                                       const float *rs = nullptr) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    const int r0 = 32 * (w >> 2) + g;
+    /* the element of A at row rh + g, k kh + kl, and of Bm at k kh + kl, column ch + g (rh, ch, kh
+     * multiples of 8: tixs) */
+    const int rb = 32 * (w >> 2), cb = 16 * (w & 3);
+    auto at = [&](int rh, int kh, int kl) {
+        return ld_op(A + (A_RK ? tixs<MA>(rh, g, kh, kl) : tixs<MA>(kh, kl, rh, g)));
+    };
+    auto bt = [&](int kh, int kl, int ch) {
+        return ld_op(Bm + (B_CK ? tixs<MB>(ch, g, kh, kl) : tixs<MB>(kh, kl, ch, g)));
+    };
+    float sc[4] = {1.f, 1.f, 1.f, 1.f};  /* rows r0 + 8q */
+    if (rs) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) sc[q] = rs[r0 + 8 * q];
+    }
+#pragma unroll UNR
+    for (int k0 = 0; k0 < K; k0 += 8) {
+        unsigned fa[2][4], fb[2][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) {
+            const int r = rb + 16 * mi;  /* rows r + g, r + 8 + g */
+            if (rs) {
+                fa[mi][0] = tf32_bits(at(r, k0, t) * sc[2 * mi]);
+                fa[mi][1] = tf32_bits(at(r + 8, k0, t) * sc[2 * mi + 1]);
+                fa[mi][2] = tf32_bits(at(r, k0, t + 4) * sc[2 * mi]);
+                fa[mi][3] = tf32_bits(at(r + 8, k0, t + 4) * sc[2 * mi + 1]);
+            } else {
+                fa[mi][0] = tf32_bits(at(r, k0, t));
+                fa[mi][1] = tf32_bits(at(r + 8, k0, t));
+                fa[mi][2] = tf32_bits(at(r, k0, t + 4));
+                fa[mi][3] = tf32_bits(at(r + 8, k0, t + 4));
+            }
+        }
+#pragma unroll
+        for (int ni = 0; ni < 2; ni++) {
+            fb[ni][0] = tf32_bits(bt(k0, t, cb + 8 * ni));
+            fb[ni][1] = tf32_bits(bt(k0, t + 4, cb + 8 * ni));
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int ni = 0; ni < 2; ni++)
+                mma_tf32(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
+                         acc[2 * mi + 1][2 * ni + 1], fa[mi], fb[ni]);
+    }
+}
+
+template <bool A_RK, bool B_CK, class TA = float, class TB = float, int UNR = 2, int MA = LD, int MB = LD>
 __device__ __forceinline__ void mm_mma(float acc[4][4], const TA *A, const TB *Bm, int K,
                                        const float *rs = nullptr) {
+    if constexpr (MA != LD || MB != LD) {  /* other row lengths or the swizzle: mm_mma_s */
+        mm_mma_s<A_RK, B_CK, TA, TB, UNR, MA, MB>(acc, A, Bm, K, rs);
+        return;
+    }
     const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
     const int r0 = 32 * (w >> 2) + g, c0 = 16 * (w & 3) + g;
     auto at = [&](int r, int k) { return ld_op(A_RK ? A + r * LD + k : A + k * LD + r); };
@@ -1170,8 +1294,9 @@ __global__ void __launch_bounds__(NT, 2) ssd_chunk_bwd_p64_kernel(float *dxbc, f
 /* ---- the p64 backward at 3 blocks per SM (the bf16 matmul precision's default; perf-notes,
  * ssd-cbwd3) ----
  * dst[r][c] = bf16(src[r*ld + c]) inside rows x cols, 0 in the rest of the 64 x LD tile (rows of
- * LD bf16 elements). Not cp.async (the values are converted on the way): every load of the thread is
- * issued before its stores. */
+ * M bf16 elements). Not cp.async (the values are converted on the way): every load of the thread is
+ * issued before its stores. PACK: the four bf16 of a float4 as one 8-byte store (M * 2 bytes a multiple of 8). */
+template <int M = LD, bool PACK = false>
 __device__ __forceinline__ void load_tile_bf(bf16t *dst, const float *src, size_t ld, int rows, int cols) {
     if ((((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
         float4 v[TS * TS / 4 / NT];
@@ -1184,8 +1309,9 @@ __device__ __forceinline__ void load_tile_bf(bf16t *dst, const float *src, size_
 #pragma unroll
         for (int q = 0; q < TS * TS / 4 / NT; q++) {
             int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
-            bf16t *o = dst + r * LD + c;
-            o[0] = to_bf(v[q].x); o[1] = to_bf(v[q].y); o[2] = to_bf(v[q].z); o[3] = to_bf(v[q].w);
+            bf16t *o = dst + r * M + c;
+            if constexpr (PACK) st_bf4(o, v[q]);  /* one 8-byte store: a half-warp's row in 2 wavefronts */
+            else { o[0] = to_bf(v[q].x); o[1] = to_bf(v[q].y); o[2] = to_bf(v[q].z); o[3] = to_bf(v[q].w); }
         }
         return;
     }
@@ -1193,7 +1319,7 @@ __device__ __forceinline__ void load_tile_bf(bf16t *dst, const float *src, size_
         int r = idx >> 6, c = idx & (TS - 1);
         float v = 0.f;
         if (r < rows && c < cols) v = src[(size_t)r * ld + c];
-        dst[r * LD + c] = to_bf(v);
+        dst[r * M + c] = to_bf(v);
     }
 }
 
@@ -1212,21 +1338,76 @@ __device__ __forceinline__ void load_tile_bf(bf16t *dst, const float *src, size_
  * Tiles: Xs = x, Ys = dy (resident), Ua = W then dCB, Ms = M, dSeg, then the bf16 pair. Ms is last, so
  * that the emulator's 4-byte host bf16t (tools/ssd_emu) may run past it into unused smem. */
 constexpr size_t P64_BF_SMEM = 4 * TILE * sizeof(float);
+/* V 4 (ssd-cbwd4, the default): Ys and Ua swizzled at LDS (tix<0>: 1 KB more each), the bf16 pair at LDH
+ * elements a row (72: 36 words, bank 4 row + col / 2, so that mm_mma's (k + t, n + g) and (x + g, k + t)
+ * reads are both conflict-free), 1 KB past Ms: 72,704 B, 3 blocks per SM with the 2,816 B static. */
+constexpr int LDH = 72;
+constexpr size_t P64_BF4_SMEM = (TILE + 2 * TS * LDS) * sizeof(float) +
+                                (TILE * sizeof(float) > 2 * TS * LDH * sizeof(bf16t) ? TILE * sizeof(float)
+                                                                                      : 2 * TS * LDH * sizeof(bf16t));
+/* two adjacent fp32 atomic adds (p 8-byte aligned) by one vector atomic where the GPU has it (sm_90: each
+ * element added on its own, as two atomicAdds) */
+__device__ __forceinline__ void atomic_add2(float *p, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd((float2 *)p, make_float2(a, b));
+#else
+    atomicAdd(p, a);
+    atomicAdd(p + 1, b);
+#endif
+}
+/* atomic_add_tile<2> with the column pairs col(2bb), col(2bb) + 1 of a row as one atomic_add2 where v2 (the
+ * addresses 8-byte aligned at even columns, cols even) */
+template <class At>
+__device__ __forceinline__ void atomic_add_tile2(const float acc[4][4], int rows, int cols, bool v2, At at) {
+    const Lay<2> L;
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int bb = 0; bb < 2; bb++) {
+            int r = L.row(a), c = L.col(2 * bb);
+            if (r >= rows) continue;
+            if (v2) {
+                if (c < cols) atomic_add2(at(r, c), acc[a][2 * bb], acc[a][2 * bb + 1]);
+            } else {
+                if (c < cols) atomicAdd(at(r, c), acc[a][2 * bb]);
+                if (c + 1 < cols) atomicAdd(at(r, c + 1), acc[a][2 * bb + 1]);
+            }
+        }
+}
+/* V: 3 the ssd-cbwd3 kernel as it was (FLOWHN_SSD_CBWD=bf3); 4 (default) the same sums with the memory side
+ * of ssd-cbwd4 (perf-notes): the bf16 pair at LDH with 8-byte stores and bf16x2 reads of C_n; Ua and Ys at
+ * LDS, swizzled (tix<0>), with float2 C-layout accesses; float2 global loads of cbuf and float2 atomics of
+ * the C layout (dB, dC, dx's second part). 5: V 4 with scalar global accesses, for shapes where W, P or N
+ * is odd (the host picks 4 or 5). Only the order of the float2 atomics' adds differs from V 3. */
+template <int V>
 __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                   float *dA_log, float *dD, const float *dy,
                                                                   const float *states, const float *gbuf,
                                                                   const float *xbc, const float *dt_raw,
                                                                   const float *dt_bias, const float *A_log,
                                                                   const float *D, const float *cbuf, SsdDims d) {
+    constexpr bool N4 = V >= 4;
+    constexpr int MU = N4 ? 0 : LD;    /* Ua's and Ys's tix */
+    constexpr int MH = N4 ? LDH : LD;  /* the bf16 pair's row */
+    constexpr int UT = N4 ? TS * LDS : TILE;  /* Ys's and Ua's size */
     extern __shared__ __align__(128) float smem[];
-    float *Xs = smem, *Ys = Xs + TILE, *Ua = Ys + TILE, *Ms = Ua + TILE;
-    bf16t *S0 = (bf16t *)Ms, *S1 = S0 + TILE;  /* the N loop's pair, inside Ms on the GPU */
+    float *Xs = smem, *Ys = Xs + TILE, *Ua = Ys + UT, *Ms = Ua + UT;
+    bf16t *S0 = (bf16t *)Ms, *S1 = S0 + (N4 ? TS * LDH : TILE);  /* the N loop's pair, from Ms on the GPU */
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], sx_s[TS], red[32];
     Chunk k = chunk_of(d, A_log);
     const Lay<2> L;
+    /* Ua's and Ys's index of the thread's elements (L.row(a), L.col(2 bb)) (V 4: swizzled, tixs) */
+    auto uix = [](int a, int bb) {
+        const int w = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+        return tixs<MU>(32 * (w >> 2) + 8 * a, g, 16 * (w & 3) + 8 * bb, 2 * t);
+    };
     const int P = d.P;  /* P <= TS (host) */
     size_t row0 = (size_t)k.b * d.n + k.t0, PN = (size_t)P * d.N;
+    /* float2 global accesses at the C layout's column pairs (V 4; the host takes V 5 unless d.W, P and
+     * d.N are even and dxbc is 8-byte aligned). A compile-time choice: the run-time one (both paths in
+     * one kernel) cost ptxas ~100 bytes of spills at 80 registers. */
+    constexpr bool v2 = V == 4;
     const float *X = xbc + row0 * d.W + (size_t)k.h * P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
@@ -1235,7 +1416,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
     const float *CB = cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS);
     load_tile(Xs, X, d.W, k.l, P);
-    load_tile(Ys, dY, d.E, k.l, P);
+    load_tile_m<MU>(Ys, dY, d.E, k.l, P);
     if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
     /* sum(G * h0) after the decays (the mma kernel prefetches 4 pairs first: 32 registers here) */
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, Ms);
@@ -1246,29 +1427,65 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     float dcb[4][4];  /* dCB in registers until W is read */
     {
         float cb[4][4], dw[4][4];  /* C_i . B_j (from cbuf) and dy_i . x_j */
+        if constexpr (N4) {  /* cbuf's 64 x 64 tile: 8-byte aligned column pairs */
 #pragma unroll
-        for (int a = 0; a < 4; a++)
+            for (int a = 0; a < 4; a++)
 #pragma unroll
-            for (int b = 0; b < 4; b++) cb[a][b] = CB[L.row(a) * TS + L.col(b)];
+                for (int bb = 0; bb < 2; bb++) {
+                    float2 v = *(const float2 *)&CB[L.row(a) * TS + L.col(2 * bb)];
+                    cb[a][2 * bb] = v.x;
+                    cb[a][2 * bb + 1] = v.y;
+                }
+        } else {
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) cb[a][b] = CB[L.row(a) * TS + L.col(b)];
+        }
         zero(dw);
         bar();  /* x, dy (and the decays' shared arrays, sx_s) */
-        mm_mma<true, true>(dw, Ys, Xs, P);  /* [i][j] += dy[i][p] x[j][p] */
+        mm_mma<true, true, float, float, 2, MU, LD>(dw, Ys, Xs, P);  /* [i][j] += dy[i][p] x[j][p] */
         /* W (Ua), dSeg (Ms, in place of M), dCB (registers); ddtw_s[j] = sum_i dW_ij CB_ij M_ij: the
-         * expressions of w_dcb_dseg */
+         * expressions of w_dcb_dseg (V 4: a column pair at a time, the same sums in the same order) */
+        if constexpr (N4) {
 #pragma unroll
-        for (int b = 0; b < 4; b++) {
-            int j = L.col(b);
-            float col = 0.f;
+            for (int bb = 0; bb < 2; bb++) {
+                float col[2] = {0.f, 0.f};
 #pragma unroll
-            for (int a = 0; a < 4; a++) {
-                int i = L.row(a);
-                float m = Ms[i * LD + j], w = cb[a][b] * m * dt_s[j];
-                Ua[i * LD + j] = w;
-                dcb[a][b] = dw[a][b] * m * dt_s[j];
-                Ms[i * LD + j] = dw[a][b] * w;
-                col += dw[a][b] * cb[a][b] * m;
+                for (int a = 0; a < 4; a++) {
+                    int i = L.row(a), j = L.col(2 * bb);
+                    float2 mv = *(const float2 *)&Ms[i * LD + j];
+                    float m[2] = {mv.x, mv.y}, w[2], sg[2];
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int b = 2 * bb + e;
+                        w[e] = cb[a][b] * m[e] * dt_s[j + e];
+                        dcb[a][b] = dw[a][b] * m[e] * dt_s[j + e];
+                        sg[e] = dw[a][b] * w[e];
+                        col[e] += dw[a][b] * cb[a][b] * m[e];
+                    }
+                    *(float2 *)&Ua[uix(a, bb)] = make_float2(w[0], w[1]);
+                    *(float2 *)&Ms[i * LD + j] = make_float2(sg[0], sg[1]);
+                }
+                atomicAdd(&ddtw_s[L.col(2 * bb)], col[0]);
+                atomicAdd(&ddtw_s[L.col(2 * bb) + 1], col[1]);
             }
-            atomicAdd(&ddtw_s[j], col);
+        } else {
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int j = L.col(b);
+                float col = 0.f;
+#pragma unroll
+                for (int a = 0; a < 4; a++) {
+                    int i = L.row(a);
+                    float m = Ms[i * LD + j], w = cb[a][b] * m * dt_s[j];
+                    Ua[i * LD + j] = w;
+                    dcb[a][b] = dw[a][b] * m * dt_s[j];
+                    Ms[i * LD + j] = dw[a][b] * w;
+                    col += dw[a][b] * cb[a][b] * m;
+                }
+                atomicAdd(&ddtw_s[j], col);
+            }
         }
     }
     sync_plain();  /* W, dSeg written */
@@ -1276,6 +1493,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     float dDp = 0.f;
     {   /* dx, first part: [j][p] = sum_i W_ij dy_i[p] + D dy_j[p] (as the mma kernel) */
         float acc[4][4], old[4][4];
+        /* (V 4 too: float2 loads here, with the scalar path for odd shapes, cost ptxas ~80 bytes of spills) */
 #pragma unroll
         for (int a = 0; a < 4; a++)
 #pragma unroll
@@ -1284,16 +1502,36 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
                 old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
             }
         zero(acc);
-        mm_mma<false, false>(acc, Ua, Ys, k.l);  /* [j][p] += W[i][j] dy[i][p] */
+        mm_mma<false, false, float, float, 2, MU, MU>(acc, Ua, Ys, k.l);  /* [j][p] += W[i][j] dy[i][p] */
+        if constexpr (N4) {
 #pragma unroll
-        for (int a = 0; a < 4; a++)
+            for (int a = 0; a < 4; a++)
 #pragma unroll
-            for (int b = 0; b < 4; b++) {
-                int j = L.row(a), p = L.col(b);
-                dDp += Xs[j * LD + p] * Ys[j * LD + p];
-                if (dxbc && j < k.l && p < P)
-                    dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
-            }
+                for (int bb = 0; bb < 2; bb++) {
+                    int j = L.row(a), p = L.col(2 * bb);
+                    float2 x2 = *(const float2 *)&Xs[j * LD + p], y2 = *(const float2 *)&Ys[uix(a, bb)];
+                    dDp += x2.x * y2.x;
+                    float r0 = old[a][2 * bb] + acc[a][2 * bb] + Dh * y2.x;
+                    dDp += x2.y * y2.y;
+                    float r1 = old[a][2 * bb + 1] + acc[a][2 * bb + 1] + Dh * y2.y;
+                    float *o = dxbc + (row0 + j) * d.W + (size_t)k.h * P + p;
+                    /* scalar stores: a float2 store here cost ptxas ~100 bytes of spills at 80 registers */
+                    if (dxbc && j < k.l) {
+                        if (p < P) o[0] = r0;
+                        if (p + 1 < P) o[1] = r1;
+                    }
+                }
+        } else {
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    int j = L.row(a), p = L.col(b);
+                    dDp += Xs[j * LD + p] * Ys[j * LD + p];
+                    if (dxbc && j < k.l && p < P)
+                        dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] = old[a][b] + acc[a][b] + Dh * Ys[j * LD + p];
+                }
+        }
     }
     /* the block sums of dD's x . dy and of sum(G * h0) now, not at the end: two registers fewer in the
      * N loop (the same sums: dD's goes to the end as thread 0's part, the others 0) */
@@ -1305,7 +1543,12 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
-        for (int b = 0; b < 4; b++) Ua[L.row(a) * LD + L.col(b)] = dcb[a][b];
+        for (int b = 0; b < 4; b++) {
+            if constexpr (N4) {
+                if (!(b & 1)) *(float2 *)&Ua[uix(a, b >> 1)] = make_float2(dcb[a][b], dcb[a][b + 1]);
+            } else
+                Ua[L.row(a) * LD + L.col(b)] = dcb[a][b];
+        }
     if (threadIdx.x < k.l) {
         int kk = threadIdx.x;
         float s = 0.f;
@@ -1321,12 +1564,13 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
         size_t W = opaque(d.W), Nn = opaque(d.N), r0 = opaque(row0);
         int nc = min(TS, d.N - n0);
         float accB[4][4], accC[4][4];
-        load_tile_bf(S0, h0 + n0, Nn, P, nc);
-        load_tile_bf(S1, Cm + n0, W, k.l, nc);
+        load_tile_bf<MH, N4>(S0, h0 + n0, Nn, P, nc);
+        load_tile_bf<MH, N4>(S1, Cm + n0, W, k.l, nc);
         sync_plain();  /* h0_n (S0), C_n (S1) */
         zero(accC);
-        mm_mma<true, false>(accC, Ys, S0, P);  /* [i][n] += dy_i[p] h0[p][n] */
-        /* accC *= ecum_i; dcum_s[i] += C_i . accC_i (dcum_add on the bf16 tile) */
+        mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ys, S0, P);  /* [i][n] += dy_i[p] h0[p][n] */
+        /* accC *= ecum_i; dcum_s[i] += C_i . accC_i (dcum_add on the bf16 tile; V 4 reads the column pairs
+         * as bf16x2, the same sum in the same order) */
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             int i = L.row(a);
@@ -1334,28 +1578,34 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
 #pragma unroll
             for (int b = 0; b < 4; b++) {
                 accC[a][b] *= ecum_s[i];
-                dc += from_bf(S1[i * LD + L.col(b)]) * accC[a][b];
+                if constexpr (N4) {
+                    float2 c2 = ld_bf2(S1 + i * MH + L.col(b & 2));
+                    dc += (b & 1 ? c2.y : c2.x) * accC[a][b];
+                } else
+                    dc += from_bf(S1[i * LD + L.col(b)]) * accC[a][b];
             }
             dc = L.row_sum(dc);
             if (L.row_lead()) atomicAdd(&dcum_s[i], dc);
         }
         zero(accB);
-        mm_mma<false, false>(accB, Ua, S1, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
+        mm_mma<false, false, float, bf16t, 2, MU, MH>(accB, Ua, S1, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
         sync_plain();  /* h0_n, C_n read */
-        load_tile_bf(S0, Gc + n0, Nn, P, nc);
-        load_tile_bf(S1, Bm + n0, W, k.l, nc);
+        load_tile_bf<MH, N4>(S0, Gc + n0, Nn, P, nc);
+        load_tile_bf<MH, N4>(S1, Bm + n0, W, k.l, nc);
         sync_plain();  /* G_n (S0), B_n (S1) */
-        mm_mma<true, false>(accC, Ua, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
-        if (dxbc && !d.no_bc_atomics)
-            atomic_add_tile<2>(accC, k.l, nc, [&](int i, int nn) {
-                return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn];
-            });
-        mm_mma<true, false>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
-        if (dxbc && !d.no_bc_atomics)
-            atomic_add_tile<2>(accB, k.l, nc, [&](int j, int nn) {
-                return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn];
-            });
-        mm_mma<true, true>(bg, S1, S0, nc);  /* [j][p] += B[j][n] G[p][n] */
+        mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ua, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
+        if (dxbc && !d.no_bc_atomics) {
+            auto at = [&](int i, int nn) { return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn]; };
+            if constexpr (N4) atomic_add_tile2(accC, k.l, nc, v2, at);
+            else atomic_add_tile<2>(accC, k.l, nc, at);
+        }
+        mm_mma<true, false, float, bf16t, 2, LD, MH>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
+        if (dxbc && !d.no_bc_atomics) {
+            auto at = [&](int j, int nn) { return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn]; };
+            if constexpr (N4) atomic_add_tile2(accB, k.l, nc, v2, at);
+            else atomic_add_tile<2>(accB, k.l, nc, at);
+        }
+        mm_mma<true, true, bf16t, bf16t, 2, MH, MH>(bg, S1, S0, nc);  /* [j][p] += B[j][n] G[p][n] */
         sync_plain();  /* G_n, B_n read: the pair takes h0_{n+1}, C_{n+1} */
     }
 
@@ -1364,11 +1614,30 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     for (int a = 0; a < 4; a++) {
         int j = L.row(a);
         float q = 0.f, sc = etail_s[j] * dt_s[j];
+        if constexpr (N4) {
 #pragma unroll
-        for (int b = 0; b < 4; b++) {
-            int p = L.col(b);
-            q += Xs[j * LD + p] * bg[a][b];
-            if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
+            for (int bb = 0; bb < 2; bb++) {
+                int p = L.col(2 * bb);
+                float *o = dxbc + (row0 + j) * d.W + (size_t)k.h * P + p;
+                float2 x2 = *(const float2 *)&Xs[j * LD + p];
+                q += x2.x * bg[a][2 * bb];
+                q += x2.y * bg[a][2 * bb + 1];
+                if (dxbc && j < k.l) {
+                    if (v2) {
+                        if (p < P) atomic_add2(o, sc * bg[a][2 * bb], sc * bg[a][2 * bb + 1]);
+                    } else {
+                        if (p < P) atomicAdd(o, sc * bg[a][2 * bb]);
+                        if (p + 1 < P) atomicAdd(o + 1, sc * bg[a][2 * bb + 1]);
+                    }
+                }
+            }
+        } else {
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                int p = L.col(b);
+                q += Xs[j * LD + p] * bg[a][b];
+                if (dxbc && j < k.l && p < P) atomicAdd(&dxbc[(row0 + j) * d.W + (size_t)k.h * P + p], sc * bg[a][b]);
+            }
         }
         q = L.row_sum(q);
         if (L.row_lead()) atomicAdd(&q_s[j], q);
