@@ -2223,6 +2223,21 @@ static void test_optimizer(void) {
  * AdamW alone); an upload marks it stale; a product on a misaligned weight
  * reads the copy (its tensor starts aligned there) and gives the same bits as
  * the product on the untrained buffer (which rounds into aligned scratch). */
+/* p, m, v after two AdamW paths on device (a*, b*): the same bits, or the case fails naming the path */
+static void same_bits_pmv(const float *ap, const float *am, const float *av, const float *bp, const float *bm,
+                          const float *bv, size_t n, const char *path, const char *against) {
+    const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
+    const char *names[3] = {"p", "m", "v"};
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
+    for (int k = 0; k < 3; k++) {
+        G->to_host(x, pairs[k][0], sizeof(float) * n);
+        G->to_host(y, pairs[k][1], sizeof(float) * n);
+        int same = !memcmp(x, y, sizeof(float) * n);
+        if (!same) line_ok = 0;
+        CHECK(same, "%s: %s differs from %s", path, names[k], against);
+    }
+    free(x); free(y);
+}
 static size_t copy_mismatches(const float *dp, size_t n, uint16_t *bits) {
     float *p = (float *)malloc(sizeof(float) * n);
     G->to_host(p, dp, sizeof(float) * n);
@@ -2265,16 +2280,7 @@ static void adamw_copy_cases(int rc) {
             G->adamw(bp + o, bg + o, bm + o, bv + o, k, 1e-3f, 0.9f, 0.95f, 1e-8f, wd, scale, step);
             cuda_set_elem_old(was_old);
         }
-    const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
-    const char *names[3] = {"p", "m", "v"};
-    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
-    for (int k = 0; k < 3; k++) {
-        G->to_host(x, pairs[k][0], sizeof(float) * n);
-        G->to_host(y, pairs[k][1], sizeof(float) * n);
-        int same = !memcmp(x, y, sizeof(float) * n);
-        if (!same) line_ok = 0;
-        CHECK(same, "adamw writing the copy: %s differs from the plain kernel's", names[k]);
-    }
+    same_bits_pmv(ap, am, av, bp, bm, bv, n, "adamw writing the copy", "the plain kernel's");
     have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
     bad = have ? copy_mismatches(ap, n, bits) : n;
     if (!have || valid != 1 || bad) line_ok = 0;
@@ -2311,7 +2317,7 @@ static void adamw_copy_cases(int rc) {
     CHECK(cuda_weights_copy_to_host(bits, 1, &valid) == -1, "the copy outlived train_weights(p, 0)");
     line_end();
     cuda_set_matmul_precision("fp32");
-    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(in);
+    free(p); free(g); free(m); free(v); free(bits); free(in);
     G->release(ap); G->release(ag); G->release(am); G->release(av);
     G->release(bp); G->release(bg); G->release(bm); G->release(bv);
     G->release(din); G->release(oa); G->release(ob);
@@ -2381,16 +2387,7 @@ static void adamw_runs_case(const char *what, const size_t *sizes, int nt, size_
     int segs = copy ? nt : nr, want = old ? 0 : (segs + 149) / 150;
     if (launches != want) line_ok = 0;
     CHECK(launches == want, "adamw_runs made %d launches, expected %d", launches, want);
-    const float *pairs[3][2] = {{ap, bp}, {am, bm}, {av, bv}};
-    const char *names[3] = {"p", "m", "v"};
-    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
-    for (int k = 0; k < 3; k++) {
-        G->to_host(x, pairs[k][0], sizeof(float) * n);
-        G->to_host(y, pairs[k][1], sizeof(float) * n);
-        int same = !memcmp(x, y, sizeof(float) * n);
-        if (!same) line_ok = 0;
-        CHECK(same, "adamw_runs: %s differs from the first kernels' run by run", names[k]);
-    }
+    same_bits_pmv(ap, am, av, bp, bm, bv, n, "adamw_runs", "the first kernels' run by run");
     cmp("p", p, ap, n); cmp("m", m, am, n); cmp("v", v, av, n);
     if (copy) {
         int have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
@@ -2425,7 +2422,7 @@ static void adamw_runs_case(const char *what, const size_t *sizes, int nt, size_
         G->train_weights(ap, 0, NULL, 0);
         cuda_set_matmul_precision("fp32");
     }
-    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(starts); free(bounds); free(decay);
+    free(p); free(g); free(m); free(v); free(bits); free(starts); free(bounds); free(decay);
     G->release(ap); G->release(ag); G->release(am); G->release(av);
     G->release(bp); G->release(bg); G->release(bm); G->release(bv); G->release(ds);
 }

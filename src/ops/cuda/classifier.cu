@@ -63,15 +63,6 @@ __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16
  * arithmetic (the expressions of classifier_xent_kernel's bf16 path). 8
  * logits a 16-byte load and store when the row allows (V % 8 == 0, 16-byte
  * aligned: the padded vocabularies); else one at a time (odd V, tests). */
-__device__ __forceinline__ void bf16x8_unpack(uint4 u, float *f) {
-    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 p = __bfloat1622float2(h[j]);
-        f[2 * j] = p.x;
-        f[2 * j + 1] = p.y;
-    }
-}
 
 __global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, const int *targets, float scale, int V) {
     __shared__ float sh[32];

@@ -4,6 +4,7 @@
 #ifndef FLOWHN_CUDA_COMMON_CUH
 #define FLOWHN_CUDA_COMMON_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -280,6 +281,16 @@ __device__ __forceinline__ float row_logsumexp(const float *row, int V, float *s
     return M + logf(block_sum(s, sh));
 }
 
+/* the 8 bf16 values of one 16-byte load as floats (gemv weights, classifier logits) */
+__device__ __forceinline__ void bf16x8_unpack(uint4 u, float *f) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float2 p = __bfloat1622float2(h[j]);
+        f[2 * j] = p.x;
+        f[2 * j + 1] = p.y;
+    }
+}
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 /* softplus without overflow: log(1 + e^x) = max(x, 0) + log1p(e^-|x|) */
 __device__ __forceinline__ float softplusf_(float x) { return fmaxf(x, 0.f) + log1pf(expf(-fabsf(x))); }

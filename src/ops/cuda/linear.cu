@@ -1191,16 +1191,6 @@ static void failed(const char *what) {
 
 __device__ __forceinline__ float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
-/* the 8 bf16 weights of one 16-byte load as floats */
-__device__ __forceinline__ void bf16x8_to_float(uint4 v, float *wf) {
-    const __nv_bfloat162 *wp = (const __nv_bfloat162 *)&v;
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float2 f = __bfloat1622float2(wp[j]);
-        wf[2 * j] = f.x;
-        wf[2 * j + 1] = f.y;
-    }
-}
 
 /* acc[r] += the 8 weights in wf . input row r's 8 values at k8 (rounded to bf16).
  * NORM: the input is RMSNorm'ed on the fly, x rs[r] nw (rmsnorm_fwd_kernel's
@@ -1260,13 +1250,13 @@ __device__ __forceinline__ void gemv_row(float *acc, const uint4 *wr, const floa
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             float wf[8];
-            bf16x8_to_float(wv[u], wf);
+            bf16x8_unpack(wv[u], wf);
             gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
         }
     }
     for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
         float wf[8];
-        bf16x8_to_float(__ldg(wr + k8), wf);
+        bf16x8_unpack(__ldg(wr + k8), wf);
         gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
     }
 #pragma unroll
@@ -1331,7 +1321,7 @@ __device__ __forceinline__ void gemv_row_pdl(float *acc, const uint4 *wv0, const
 #pragma unroll
         for (int u = 0; u < GEMV_UNROLL; u++) {
             float wf[8];
-            bf16x8_to_float(wv0[u], wf);
+            bf16x8_unpack(wv0[u], wf);
             gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
         }
         k8 += 32 * GEMV_UNROLL;
@@ -1342,13 +1332,13 @@ __device__ __forceinline__ void gemv_row_pdl(float *acc, const uint4 *wv0, const
 #pragma unroll
             for (int u = 0; u < GEMV_UNROLL; u++) {
                 float wf[8];
-                bf16x8_to_float(wv[u], wf);
+                bf16x8_unpack(wv[u], wf);
                 gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
             }
         }
         for (; k8 < n8; k8 += 32) {   /* the rest: fewer than GEMV_UNROLL loads per lane */
             float wf[8];
-            bf16x8_to_float(__ldg(wr + k8), wf);
+            bf16x8_unpack(__ldg(wr + k8), wf);
             gemv_fma8<R, NORM>(acc, wf, in, IC, k8, rs, nw);
         }
     } else {   /* the row has fewer than GEMV_UNROLL chunks for this lane: all in wv0, in order */
@@ -1356,7 +1346,7 @@ __device__ __forceinline__ void gemv_row_pdl(float *acc, const uint4 *wv0, const
         for (int u = 0; u < GEMV_UNROLL - 1; u++)
             if (k8 + 32 * u < n8) {
                 float wf[8];
-                bf16x8_to_float(wv0[u], wf);
+                bf16x8_unpack(wv0[u], wf);
                 gemv_fma8<R, NORM>(acc, wf, in, IC, k8 + 32 * u, rs, nw);
             }
     }

@@ -46,47 +46,11 @@ __device__ __forceinline__ int tixs(int rh, int rl, int ch, int cl) {
     else return (rh + rl) * M + ch + cl;
 }
 
-/* dst[r][c] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile.
+/* dst[tix<M>(r, c)] = s_r * src[r*ld + c] (s_r = 1 without rs) inside rows x cols, 0 in the rest of the tile.
  * In the tensor-core build (LD 68: 16-byte aligned rows), 16-byte copies when the rows allow (the
  * model's P, N and row widths are multiples of 4): cp.async without a row scale (completed by the
- * next bar()), else 16-byte loads, all issued before the scaled 16-byte stores. */
-__device__ __forceinline__ void load_tile(float *dst, const float *src, size_t ld, int rows, int cols,
-                                          const float *rs = nullptr) {
-    if (TC && !rs && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
-#pragma unroll
-        for (int q = 0; q < TS * TS / 4 / NT; q++) {
-            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
-            bool ok = r < rows && c < cols;
-            cp16z(dst + r * LD + c, ok ? src + (size_t)r * ld + c : src, ok);
-        }
-        return;
-    }
-    if (TC && (((uintptr_t)src | (ld * sizeof(float))) & 15) == 0 && (cols & 3) == 0) {
-        float4 v[TS * TS / 4 / NT];
-#pragma unroll
-        for (int q = 0; q < TS * TS / 4 / NT; q++) {
-            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
-            v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (r < rows && c < cols) v[q] = *(const float4 *)(src + (size_t)r * ld + c);
-        }
-#pragma unroll
-        for (int q = 0; q < TS * TS / 4 / NT; q++) {
-            int idx = threadIdx.x + q * NT, r = idx >> 4, c = (idx & 15) * 4;
-            float sr = (rs && r < rows) ? rs[r] : 1.f;
-            *(float4 *)(dst + r * LD + c) = make_float4(v[q].x * sr, v[q].y * sr, v[q].z * sr, v[q].w * sr);
-        }
-        return;
-    }
-    for (int idx = threadIdx.x; idx < TS * TS; idx += NT) {
-        int r = idx >> 6, c = idx & (TS - 1);
-        float v = 0.f;
-        if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
-        dst[r * LD + c] = v;
-    }
-}
-
-/* load_tile into a tile indexed by tix<M> (the bf16 variant's V 4: Ys swizzled; a copy, so that the other
- * kernels' code stays as it was) */
+ * next bar()), else 16-byte loads, all issued before the scaled 16-byte stores.
+ * M = LD: rows of LD (load_tile); M = 0: the bf16 variant's V 4 tiles (Ys, Ua swizzled at LDS). */
 template <int M>
 __device__ __forceinline__ void load_tile_m(float *dst, const float *src, size_t ld, int rows, int cols,
                                           const float *rs = nullptr) {
@@ -121,6 +85,10 @@ __device__ __forceinline__ void load_tile_m(float *dst, const float *src, size_t
         if (r < rows && c < cols) v = src[(size_t)r * ld + c] * (rs ? rs[r] : 1.f);
         dst[tix<M>(r, c)] = v;
     }
+}
+__device__ __forceinline__ void load_tile(float *dst, const float *src, size_t ld, int rows, int cols,
+                                          const float *rs = nullptr) {
+    load_tile_m<LD>(dst, src, ld, rows, cols, rs);
 }
 
 /* ---- the thread layouts of a 64 x 64 output: thread owns rows row(a), columns col(b), a, b < 4 ----
