@@ -2281,6 +2281,7 @@ static void adamw_copy_cases(int rc) {
             cuda_set_elem_old(was_old);
         }
     same_bits_pmv(ap, am, av, bp, bm, bv, n, "adamw writing the copy", "the plain kernel's");
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
     have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
     bad = have ? copy_mismatches(ap, n, bits) : n;
     if (!have || valid != 1 || bad) line_ok = 0;
@@ -2317,7 +2318,7 @@ static void adamw_copy_cases(int rc) {
     CHECK(cuda_weights_copy_to_host(bits, 1, &valid) == -1, "the copy outlived train_weights(p, 0)");
     line_end();
     cuda_set_matmul_precision("fp32");
-    free(p); free(g); free(m); free(v); free(bits); free(in);
+    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(in);
     G->release(ap); G->release(ag); G->release(am); G->release(av);
     G->release(bp); G->release(bg); G->release(bm); G->release(bv);
     G->release(din); G->release(oa); G->release(ob);
@@ -2388,6 +2389,7 @@ static void adamw_runs_case(const char *what, const size_t *sizes, int nt, size_
     if (launches != want) line_ok = 0;
     CHECK(launches == want, "adamw_runs made %d launches, expected %d", launches, want);
     same_bits_pmv(ap, am, av, bp, bm, bv, n, "adamw_runs", "the first kernels' run by run");
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * n);
     cmp("p", p, ap, n); cmp("m", m, am, n); cmp("v", v, av, n);
     if (copy) {
         int have = cuda_weights_copy_to_host(bits, 0, &valid) == 0;
@@ -2422,7 +2424,7 @@ static void adamw_runs_case(const char *what, const size_t *sizes, int nt, size_
         G->train_weights(ap, 0, NULL, 0);
         cuda_set_matmul_precision("fp32");
     }
-    free(p); free(g); free(m); free(v); free(bits); free(starts); free(bounds); free(decay);
+    free(p); free(g); free(m); free(v); free(bits); free(x); free(y); free(starts); free(bounds); free(decay);
     G->release(ap); G->release(ag); G->release(am); G->release(av);
     G->release(bp); G->release(bg); G->release(bm); G->release(bv); G->release(ds);
 }
