@@ -713,16 +713,28 @@ __device__ __forceinline__ float4 unpack4(uint2 r) {
     return make_float4(a.x, a.y, b.x, b.y);
 }
 
+/* the vector kernels' element idx: its tensor, its row-head rh, the first of its 4 columns i (the partner
+ * quad at i + hd/2), the row-head's start base */
+__device__ __forceinline__ SegView quad_of(const ConvArgs &a, size_t idx, unsigned int quads, unsigned int *rh,
+                                           int *i, size_t *base) {
+    size_t jj;
+    SegView g = seg_of(a, idx, &jj);
+    unsigned int j = (unsigned int)jj;   /* 32-bit: each tensor has < 2^32 values (convert) */
+    *rh = j / quads;
+    *i = (int)(j % quads) * 4;
+    *base = (size_t)*rh * a.hd;
+    return g;
+}
+
 /* fp32 -> (rotated) bf16: the same fp32 arithmetic as cudnn_to_bf16_kernel, the same bits */
 __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
     unsigned int half = a.hd / 2, quads = half / 4;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
-        size_t jj;
-        SegView g = seg_of(a, idx, &jj);
-        unsigned int j = (unsigned int)jj, rh = j / quads;   /* 32-bit: each tensor has < 2^32 values (convert) */
-        int i = (int)(j % quads) * 4;
-        size_t base = (size_t)rh * a.hd;
+        unsigned int rh;
+        int i;
+        size_t base;
+        SegView g = quad_of(a, idx, quads, &rh, &i, &base);
         const float *src = (const float *)g.src + base;
         float4 x0 = *(const float4 *)(src + i), x1 = *(const float4 *)(src + i + half);
         if (g.rope) {
@@ -741,11 +753,10 @@ __global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
     unsigned int half = a.hd / 2, quads = half / 4;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
-        size_t jj;
-        SegView g = seg_of(a, idx, &jj);
-        unsigned int j = (unsigned int)jj, rh = j / quads;   /* 32-bit: each tensor has < 2^32 values (convert) */
-        int i = (int)(j % quads) * 4;
-        size_t base = (size_t)rh * a.hd;
+        unsigned int rh;
+        int i;
+        size_t base;
+        SegView g = quad_of(a, idx, quads, &rh, &i, &base);
         const bf16 *src = (const bf16 *)g.src + base;
         float4 x0 = unpack4(*(const uint2 *)(src + i)), x1 = unpack4(*(const uint2 *)(src + i + half));
         if (g.rope) {
