@@ -117,6 +117,44 @@ static void test_activations(void) {
     CHECK(gradcheck("swiglu dup", swiglu_loss, NULL, s_u, du, SN, 100, 1e-6) < BOUND, "swiglu up");
 }
 
+/* SwiGLU on a packed gate | up ([N, 2C] rows): gradient check, and the same
+ * bits as swiglu_fwd / _bwd on the two halves copied apart */
+enum { PKN = 3, PKC = 5 };
+static real *pk_gu, *pk_R;
+static double swiglu_packed_loss(void *u) {
+    (void)u;
+    real o[PKN * PKC];
+    cpu_swiglu_packed_fwd(o, pk_gu, PKN, PKC);
+    return dot(o, pk_R, PKN * PKC);
+}
+static void test_swiglu_packed(void) {
+    size_t n = PKN * PKC;
+    pk_gu = rnd(2 * n, -3, 3); pk_R = rnd(n, -1, 1);
+    real *dgu = rnd(2 * n, -1, 1), *dgu0 = zeros(2 * n);   /* acc: added to what is there */
+    memcpy(dgu0, dgu, sizeof(real) * 2 * n);
+    cpu_swiglu_packed_bwd(dgu, pk_R, pk_gu, PKN, PKC, FH_ACC);
+    for (size_t i = 0; i < 2 * n; i++) dgu[i] -= dgu0[i];
+    CHECK(gradcheck("swiglu packed dgu", swiglu_packed_loss, NULL, pk_gu, dgu, 2 * n, 200, 1e-6) < BOUND,
+          "swiglu packed");
+    real *g = zeros(n), *u = zeros(n), *o1 = zeros(n), *o2 = zeros(n), *dg = zeros(n), *du = zeros(n);
+    for (int r = 0; r < PKN; r++)
+        for (int c = 0; c < PKC; c++) {
+            g[r * PKC + c] = pk_gu[r * 2 * PKC + c];
+            u[r * PKC + c] = pk_gu[r * 2 * PKC + PKC + c];
+        }
+    cpu_swiglu_fwd(o1, g, u, n);
+    cpu_swiglu_packed_fwd(o2, pk_gu, PKN, PKC);
+    CHECK(!memcmp(o1, o2, sizeof(real) * n), "packed forward: the same bits");
+    cpu_swiglu_bwd(dg, du, pk_R, g, u, n, FH_OVERWRITE);
+    for (size_t i = 0; i < 2 * n; i++) dgu[i] = (real)NAN;   /* overwrite: not read */
+    cpu_swiglu_packed_bwd(dgu, pk_R, pk_gu, PKN, PKC, FH_OVERWRITE);
+    int same = 1;
+    for (int r = 0; r < PKN; r++)
+        for (int c = 0; c < PKC; c++)
+            same &= dgu[r * 2 * PKC + c] == dg[r * PKC + c] && dgu[r * 2 * PKC + PKC + c] == du[r * PKC + c];
+    CHECK(same, "packed backward: the same bits");
+}
+
 /* ---- RoPE ---- */
 enum { PB = 2, PN = 3, PH = 2, PD = 6 };
 static const int p_pos[PN] = {1, 4, 9};
@@ -280,6 +318,7 @@ int main(void) {
     RUN(test_add_rmsnorm);
     RUN(test_linear);
     RUN(test_activations);
+    RUN(test_swiglu_packed);
     RUN(test_rope);
     RUN(test_gather_scatter);
     RUN(test_rmsnorm_gather);

@@ -56,6 +56,8 @@ static void dry_linear_bwd(real *di, real *dw, real *db, const real *d, const re
                            int OC, int acc) {}
 static void dry_swiglu_fwd(real *o, const real *g, const real *u, size_t n) {}
 static void dry_swiglu_bwd(real *dg, real *du, const real *d, const real *g, const real *u, size_t n, int acc) {}
+static void dry_swiglu_packed_fwd(real *o, const real *gu, int N, int C) {}
+static void dry_swiglu_packed_bwd(real *dgu, const real *d, const real *gu, int N, int C, int acc) {}
 static void dry_silu_fwd(real *o, const real *x, size_t n) {}
 static void dry_silu_bwd(real *dx, const real *d, const real *x, size_t n, int acc) {}
 static void dry_rope_fwd(real *o, const real *x, const int *p, int B, int n, int nh, int hd, real th) {}
@@ -128,6 +130,7 @@ static const Ops dry_ops = {
     .add_rmsnorm_fwd = dry_add_rmsnorm_fwd,
     .linear_fwd = dry_linear_fwd, .linear_bwd = dry_linear_bwd,
     .swiglu_fwd = dry_swiglu_fwd, .swiglu_bwd = dry_swiglu_bwd,
+    .swiglu_packed_fwd = dry_swiglu_packed_fwd, .swiglu_packed_bwd = dry_swiglu_packed_bwd,
     .silu_fwd = dry_silu_fwd, .silu_bwd = dry_silu_bwd,
     .rope_fwd = dry_rope_fwd, .rope_bwd = dry_rope_bwd,
     .attention_fwd = dry_attention_fwd, .attention_bwd = dry_attention_bwd,

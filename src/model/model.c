@@ -31,8 +31,9 @@ typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
 typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_rstd;
                  real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn; } M2Acts;
-typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act;
-                 real *dv, *dg, *dup, *dact; } MlpActs;
+typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act, *gu;
+                 real *dv, *dg, *dup, *dact, *dgu;
+                 int packed;   /* the forward ran one gate|up product into gu (mlp_packed) */ } MlpActs;
 typedef struct {
     const real *x_in, *x_full;   /* inputs (not owned); x_full: all T tokens, prefix attention only */
     const int *pos; int B, n, T;
@@ -409,20 +410,39 @@ typedef struct { const real *a, *b; } Residual;
  * h = ha + hb is the residual the MLP follows: made here (written to h, which
  * may be ha or hb) with the norm in one op (ops.h add_rmsnorm_fwd). */
 
+/* gate and up as ONE product (Model.unfused_proj: FLOWHN_FUSE_PROJ=0 keeps two):
+ * their weights are adjacent in the parameter and gradient buffers (layout.c),
+ * so W(w->gate) with 2I rows is the stacked [Wgate; Wup] and G(w->gate) its
+ * gradient; the product writes gu [N, 2I] (gate | up in each row), read by
+ * swiglu_packed_fwd. The backward's input gradient is then one product over
+ * K = 2I instead of two accumulating ones (fp32 rounding apart, the same). */
+static int mlp_packed(const Model *m, const MlpW *w) {
+    return !m->unfused_proj && m->ops->swiglu_packed_fwd && m->ops->swiglu_packed_bwd &&
+           w->up == w->gate + (size_t)m->cfg.intermediate_size * m->cfg.hidden_size;
+}
+
 static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, const real *ha, const real *hb, real *h,
                    real *out, Residual *defer) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, I = c->intermediate_size;
-    ENS(a->v, (size_t)N * H); ENS(a->v_rstd, N); ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I);
-    ENS(a->act, (size_t)N * I);
+    a->packed = mlp_packed(m, w);
+    ENS(a->v, (size_t)N * H); ENS(a->v_rstd, N); ENS(a->act, (size_t)N * I);
+    if (a->packed) ENS(a->gu, (size_t)N * 2 * I);
+    else { ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I); }
     a->h = h;
     keep_bf16(m, a->v, (size_t)N * H);   /* gate and up's input, again in their backward */
     o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
-    o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
-    o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
-    keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
-    o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
+    if (a->packed) {
+        o->linear_fwd(a->gu, a->v, W(w->gate), NULL, N, H, 2 * I);   /* [Wgate; Wup]: gate | up */
+        keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
+        o->swiglu_packed_fwd(a->act, a->gu, N, I);
+    } else {
+        o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
+        o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
+        keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
+        o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
+    }
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
     if (defer) *defer = (Residual){out, h};   /* out = out + h, made by the next op */
     else o->add(out, out, h, (size_t)N * H);
@@ -437,13 +457,21 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, I = c->intermediate_size;
-    ENS(a->dv, (size_t)N * H); ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I); ENS(a->dact, (size_t)N * I);
-    REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
-    REF_ZERO(a->dact, (size_t)N * I);
+    ENS(a->dv, (size_t)N * H); ENS(a->dact, (size_t)N * I);
+    REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dact, (size_t)N * I);
     o->linear_bwd(a->dact, G(w->down), NULL, d, a->act, W(w->down), N, I, H, FIRST);
-    o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
-    o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
-    o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
+    if (a->packed) {   /* one product for gate and up (mlp_packed): dgu [N, 2I] in gu's layout */
+        ENS(a->dgu, (size_t)N * 2 * I);
+        REF_ZERO(a->dgu, (size_t)N * 2 * I);
+        o->swiglu_packed_bwd(a->dgu, a->dact, a->gu, N, I, FIRST);
+        o->linear_bwd(a->dv, G(w->gate), NULL, a->dgu, a->v, W(w->gate), N, H, 2 * I, FIRST);
+    } else {
+        ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I);
+        REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
+        o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
+        o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
+        o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
+    }
     o->rmsnorm_bwd(d, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H, FH_ACC);
     return 0;
 }
@@ -710,6 +738,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_attn_rope = ar && !strcmp(ar, "0");
     const char *sf = getenv("FLOWHN_SPLIT_FUSE");
     m->unfused_split = sf && !strcmp(sf, "0");
+    const char *fp = getenv("FLOWHN_FUSE_PROJ");
+    m->unfused_proj = fp && !strcmp(fp, "0");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);

@@ -78,6 +78,10 @@ typedef struct {
     /* FlowHN split: 1 the separate gather ops (FLOWHN_SPLIT_FUSE=0), 0 the gathers in the
      * branches' first norms where the backend has them (ops.h rmsnorm_gather_*) */
     int unfused_split;
+    /* 1: q, k, v (and gate, up) as separate products (FLOWHN_FUSE_PROJ=0); 0: one product over the
+     * adjacent stacked weights where valid (self-attention; ops.h swiglu_packed_*), its outputs packed
+     * in rows and read with a row stride (perf-notes, fuse-proj) */
+    int unfused_proj;
     int prefilling;   /* set by model_prefill while it runs (its caches take the stored rotated keys) */
 } Model;
 

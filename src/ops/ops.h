@@ -86,6 +86,14 @@ typedef struct Ops {
     void (*swiglu_fwd)(real *out, const real *gate, const real *up, size_t n);
     void (*swiglu_bwd)(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n,
                        int acc);
+    /* the same on gate and up side by side (each may be NULL: the model then
+     * runs the gate and up products apart, as before): gu [N, 2C], row r's
+     * gate in columns [0, C) and its up in [C, 2C) (the output of ONE product
+     * with the stacked weight [Wgate; Wup], adjacent in the parameter buffer);
+     * out, dout [N, C]; dgu [N, 2C] in gu's layout (acc as swiglu_bwd). The
+     * same per-element expressions as swiglu_fwd / _bwd: the same bits. */
+    void (*swiglu_packed_fwd)(real *out, const real *gu, int N, int C);
+    void (*swiglu_packed_bwd)(real *dgu, const real *dout, const real *gu, int N, int C, int acc);
 
     /* ---- SiLU: out = x * sigmoid(x) ---- */
     void (*silu_fwd)(real *out, const real *x, size_t n);

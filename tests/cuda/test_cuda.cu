@@ -242,6 +242,37 @@ static void test_elementwise(void) {
     cuda_set_elem_old(was);
 }
 
+/* SwiGLU on packed gate | up rows (ops.h swiglu_packed_*, perf-notes fuse-proj): gu [N, 2C] against the
+ * CPU op; C % 4 == 0 takes the float4 kernel, odd C and gu one float in (misaligned) the scalar one; both
+ * with FLOWHN_ELEM=old's switch too (which selects the scalar kernel) */
+static void test_swiglu_packed(void) {
+    const int shapes[][2] = {{1, 1}, {7, 5}, {33, 12}, {5, 4099}, {64, 2048}, {3, 768}};
+    int was = cuda_set_elem_old(-1);
+    for (int k = 0; k < 12; k++) {
+        int N = shapes[k / 2][0], C = shapes[k / 2][1], old = k & 1;
+        cuda_set_elem_old(old);
+        line_start(old ? "swiglu-packed-old" : "swiglu-packed", "N=%d C=%d", N, C);
+        size_t n = (size_t)N * C;
+        float *gu = hrand(2 * n + 1, -3, 3), *dout = hrand(n, 0, 1), *out = hnan(n);
+        float *dgu_ = dev(gu, 2 * n + 1), *ddout = dev(dout, n), *dres = dnan(n);
+        cpu_swiglu_packed_fwd(out, gu, N, C); G->swiglu_packed_fwd(dres, dgu_, N, C); cmp("swiglu", out, dres, n);
+        Grad dg = gradx(2 * n);
+        cpu_swiglu_packed_bwd(dg.h, dout, gu, N, C, ACC_MODE); G->swiglu_packed_bwd(dg.d, ddout, dgu_, N, C, ACC_MODE);
+        grad_cmp("dgu", dg);
+        /* one float in: misaligned */
+        cpu_swiglu_packed_fwd(out, gu + 1, N, C); G->swiglu_packed_fwd(dres, dgu_ + 1, N, C); cmp("swiglu+1", out, dres, n);
+        Grad dg1 = gradx(2 * n + 1);
+        cpu_swiglu_packed_bwd(dg1.h + 1, dout, gu + 1, N, C, ACC_MODE);
+        G->swiglu_packed_bwd(dg1.d + 1, ddout, dgu_ + 1, N, C, ACC_MODE);
+        cmp_full("dgu+1", dg1.h + 1, dg1.d + 1, 2 * n, dg1.h0 + 1, NULL);
+        line_end();
+        free(gu); free(dout); free(out);
+        G->release(dgu_); G->release(ddout); G->release(dres);
+        grad_free(dg); grad_free(dg1);
+    }
+    cuda_set_elem_old(was);
+}
+
 static void test_embedding(void) {
     int shapes[][3] = {{1, 1, 3}, {37, 65, 11}, {1024, 768, 500}};  /* N, C, V */
     for (int si = 0; si < 3; si++) {
@@ -2908,6 +2939,7 @@ int main(void) {
            G->name, TOL);
     rng_seed(&rng, 1234, 7);
     RUN(test_elementwise);
+    RUN(test_swiglu_packed);
     RUN(test_embedding);
     RUN(test_rmsnorm);
     RUN(test_add_rmsnorm);
@@ -2970,6 +3002,7 @@ int main(void) {
     printf("backward ops with acc = FH_OVERWRITE (the CUDA outputs start as NaN):\n");
     ACC_MODE = FH_OVERWRITE;
     RUN(test_elementwise);
+    RUN(test_swiglu_packed);
     RUN(test_rmsnorm);
     RUN(test_linear);
     RUN(test_rope);

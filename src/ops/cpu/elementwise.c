@@ -50,3 +50,31 @@ void cpu_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, 
         }
     }
 }
+
+/* swiglu_packed_fwd / _bwd (ops.h): gate and up side by side in one row
+ * (gu [N, 2C], one product's output); the per-element expressions above, so
+ * the same values bit for bit as swiglu_fwd / _bwd on separate buffers. */
+void cpu_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
+#pragma omp parallel for if ((size_t)N * C > 65536)
+    for (int r = 0; r < N; r++) {
+        const real *g = gu + (size_t)r * 2 * C, *u = g + C;
+        real *o = out + (size_t)r * C;
+        for (int c = 0; c < C; c++) o[c] = g[c] * sigmoid(g[c]) * u[c];
+    }
+}
+
+void cpu_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
+#pragma omp parallel for if ((size_t)N * C > 65536)
+    for (int r = 0; r < N; r++) {
+        const real *g = gu + (size_t)r * 2 * C, *u = g + C, *d = dout + (size_t)r * C;
+        real *dg = dgu + (size_t)r * 2 * C, *du = dg + C;
+        for (int c = 0; c < C; c++) {
+            real s = sigmoid(g[c]);
+            real silu = g[c] * s;
+            real a = d[c] * silu;
+            du[c] = acc ? du[c] + a : a;
+            real b = d[c] * u[c] * s * ((real)1 + g[c] * ((real)1 - s));
+            dg[c] = acc ? dg[c] + b : b;
+        }
+    }
+}

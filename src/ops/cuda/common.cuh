@@ -312,6 +312,8 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
 void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N, int IC, int OC, int acc);
 void cuda_swiglu_fwd(real *out, const real *gate, const real *up, size_t n);
 void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n, int acc);
+void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C);
+void cuda_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc);
 void cuda_silu_fwd(real *out, const real *x, size_t n);
 void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc);
 void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);

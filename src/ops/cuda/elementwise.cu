@@ -207,3 +207,95 @@ void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate,
                        {bg, bg ? n * 2 : 0}, {bu, bu ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 4);
 }
+
+/* ---- SwiGLU on gate | up side by side (ops.h swiglu_packed_*, perf-notes fuse-proj) ----
+ * gu [N, 2C], one product's output: row r's gate at gu[r*2C + c], its up C further.
+ * Element i of the [N, C] output is (r, c) = (i / C, i % C). The per-element
+ * arithmetic is swiglu_one / swiglu_bwd_one: the same bits as the separate
+ * buffers' kernels. V = 4: float4 along a row (C % 4 == 0, pointers 16-byte
+ * aligned: checked by the caller), else V = 1. The shadows: act's [N, C] as
+ * swiglu_fwd's; dgu's [N, 2C] whole (the dout of the one gate|up product). */
+template <int V>
+__global__ void swiglu_packed_fwd_kernel(float *out, const float *gu, size_t n, int C, __nv_bfloat16 *ob) {
+    size_t nv = n / V, cv = (size_t)C / V;
+    GRID_STRIDE(i, nv) {
+        size_t r = i / cv, c = i - r * cv;
+        const float *g = gu + r * 2 * C + c * V, *u = g + C;
+        if (V == 4) {
+            float4 g4 = *reinterpret_cast<const float4 *>(g), u4 = *reinterpret_cast<const float4 *>(u);
+            float4 o = make_float4(swiglu_one(g4.x, u4.x), swiglu_one(g4.y, u4.y), swiglu_one(g4.z, u4.z),
+                                   swiglu_one(g4.w, u4.w));
+            reinterpret_cast<float4 *>(out)[i] = o;
+            if (ob) st_bf4(ob + 4 * i, o.x, o.y, o.z, o.w);
+        } else {
+            float o = swiglu_one(g[0], u[0]);
+            out[i] = o;
+            if (ob) ob[i] = __float2bfloat16_rn(o);
+        }
+    }
+}
+template <int V>
+__global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const float *gu, size_t n, int C, int acc,
+                                         __nv_bfloat16 *b) {
+    size_t nv = n / V, cv = (size_t)C / V;
+    GRID_STRIDE(i, nv) {
+        size_t r = i / cv, c = i - r * cv, go = r * 2 * C + c * V, uo = go + C;
+        if (V == 4) {
+            const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+            float4 d = reinterpret_cast<const float4 *>(dout)[i], g = *reinterpret_cast<const float4 *>(gu + go),
+                   u = *reinterpret_cast<const float4 *>(gu + uo);
+            float4 pg = acc ? *reinterpret_cast<const float4 *>(dgu + go) : z;
+            float4 pu = acc ? *reinterpret_cast<const float4 *>(dgu + uo) : z;
+            float4 og, ou;
+            swiglu_bwd_one(d.x, g.x, u.x, pg.x, pu.x, acc, og.x, ou.x);
+            swiglu_bwd_one(d.y, g.y, u.y, pg.y, pu.y, acc, og.y, ou.y);
+            swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
+            swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
+            *reinterpret_cast<float4 *>(dgu + go) = og;
+            *reinterpret_cast<float4 *>(dgu + uo) = ou;
+            if (b) {
+                st_bf4(b + go, og.x, og.y, og.z, og.w);
+                st_bf4(b + uo, ou.x, ou.y, ou.z, ou.w);
+            }
+        } else {
+            float og, ou;
+            swiglu_bwd_one(dout[i], gu[go], gu[uo], acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f, acc, og, ou);
+            dgu[go] = og;
+            dgu[uo] = ou;
+            if (b) {
+                b[go] = __float2bfloat16_rn(og);
+                b[uo] = __float2bfloat16_rn(ou);
+            }
+        }
+    }
+}
+
+void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
+    size_t n = (size_t)N * C;
+    if (n == 0) return;
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    unsigned long before = cuda_epoch;
+    const void *p[2] = {out, gu};
+    if (C % 4 == 0 && ew4_ok(p, 2) && bf8_ok(ob, NULL))
+        swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(out, gu, n, C, ob);
+    else
+        swiglu_packed_fwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(out, gu, n, C, ob);
+    CUDA_LAUNCHED();
+    CudaRange wr[2] = {{out, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
+    cuda_shadow_done(before, wr, 2);
+}
+void cuda_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
+    size_t n = (size_t)N * C;
+    if (!dgu || n == 0) return;
+    __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_shadow_claim(dgu, 2 * n);
+    unsigned long before = cuda_epoch;
+    const void *p[3] = {dgu, dout, gu};
+    if (C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, NULL))
+        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b);
+    else
+        swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C,
+                                                                                                acc, b);
+    CUDA_LAUNCHED();
+    CudaRange wr[2] = {{dgu, 2 * n * sizeof(float)}, {b, b ? 2 * n * 2 : 0}};
+    cuda_shadow_done(before, wr, 2);
+}

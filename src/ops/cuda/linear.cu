@@ -974,15 +974,20 @@ void cuda_weights_copy_stats(size_t *bytes, unsigned long *served, unsigned long
     if (refreshes) *refreshes = master.refreshes;
 }
 
-/* The copy's slice for [x, x + n) if it serves that weight now: inside one
- * tensor of the buffer, 256-byte aligned in the copy (every tensor's start
- * is; a slice from inside a tensor may not be: then it is rounded per
- * product), and the copy current (made so here, outside a recording). */
+/* The copy's slice for [x, x + n) if it serves that weight now: contiguous
+ * in the copy, 256-byte aligned there (every tensor's start is; a slice from
+ * inside a tensor may not be: then it is rounded per product), and the copy
+ * current (made so here, outside a recording). Contiguous: inside one tensor,
+ * or spanning adjacent tensors (a product over stacked weights, e.g. q, k, v
+ * or gate, up as one: perf-notes fuse-proj) each of which but the last ends
+ * where the next one's copy starts, i.e. has a multiple of 128 values (no
+ * padding after it); else NULL: the product rounds the span into scratch. */
 static const void *master_bf16(const float *x, size_t n) {
     if (!master.base || x < master.base || x + n > master.base + master.n) return NULL;
     size_t off = (size_t)(x - master.base);
     int t = seg_of(off);
-    if (off + n > master.poff[t + 1]) return NULL;
+    for (int u = t; master.poff[u + 1] < off + n; u++)   /* u + 1 < nseg: off + n <= poff[nseg] */
+        if (master.coff[u + 1] - master.coff[u] != master.poff[u + 1] - master.poff[u]) return NULL;
     size_t c = master.coff[t] + (off - master.poff[t]);
     if ((c * sizeof(__nv_bfloat16)) % 256 || master_refresh()) return NULL;
     master.served++;
