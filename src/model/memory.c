@@ -63,19 +63,20 @@ static void dry_silu_bwd(real *dx, const real *d, const real *x, size_t n, int a
 static void dry_rope_fwd(real *o, const real *x, const int *p, int B, int n, int nh, int hd, real th) {}
 static void dry_rope_bwd(real *dx, const real *d, const int *p, int B, int n, int nh, int hd, real th, int acc) {}
 static void dry_attention_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
-                              const int *kp, int B, int nq, int nk, int nh, int nkv, int hd) {}
+                              const int *kp, int B, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv) {}
 static void dry_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                               const real *q, const real *k, const real *v, const int *qp, const int *kp, int B, int nq,
-                              int nk, int nh, int nkv, int hd, int acc) {}
+                              int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {}
 /* taken (0): the estimate is the fused op's, which allocates no rotated copies
  * (memory_add_backend adds them back where the backend composes) */
 static int dry_attention_rope_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
-                                  const int *kp, int B, int nq, int nk, int nh, int nkv, int hd, real th) {
+                                  const int *kp, int B, int nq, int nk, int nh, int nkv, int hd, real th, int ldq,
+                                  int ldkv) {
     return 0;
 }
 static int dry_attention_rope_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                                   const real *q, const real *k, const real *v, const int *qp, const int *kp, int B,
-                                  int nq, int nk, int nh, int nkv, int hd, real th, int acc) {
+                                  int nq, int nk, int nh, int nkv, int hd, real th, int acc, int ldq, int ldkv) {
     return 0;
 }
 static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}

@@ -23,9 +23,10 @@
 /* ------------------------------------------------------------------------ */
 /* activation storage                                                        */
 
-typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd;
-                 real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk;
-                 int roped;   /* the forward ran attention_rope_fwd: qr, kr were not written */ } AttnActs;
+typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
+                 real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
+                 int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
+                 int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -144,12 +145,112 @@ static int attn_rope_fused(const Model *m) {
            !m->prefilling;
 }
 
+/* q, k, v as ONE product (perf-notes, fuse-proj; Model.unfused_proj: FLOWHN_FUSE_PROJ=0 keeps three): for
+ * self-attention (queries and keys from the same input at the same positions) the weights Wq, Wk, Wv are
+ * adjacent in the parameter and gradient buffers (layout.c), so W(w->q) with qd + 2 kvd rows is the stacked
+ * [Wq; Wk; Wv] and G(w->q) its gradient. The product writes qkv [rows, qd + 2 kvd]; the attention reads q, k,
+ * v as its column windows (ops.h row strides), writes dq, dk, dv into dqkv alike, and one backward product
+ * (K = qd + 2 kvd) gives du and the three weight gradients. Not in the prefill (its KV cache takes k, v as
+ * dense tensors). */
+static int attn_packed(const Model *m, const AttnW *w, int nq, const int *qpos, const real *uq, int nk,
+                       const int *kpos, const real *ukv) {
+    const Config *c = &m->cfg;
+    size_t qd = (size_t)c->num_heads * c->head_dim, kvd = (size_t)c->num_kv_heads * c->head_dim;
+    return !m->unfused_proj && !m->prefilling && uq == ukv && nq == nk && qpos == kpos && m->ops->copy_rows &&
+           w->k == w->q + qd * c->hidden_size && w->v == w->k + kvd * c->hidden_size;
+}
+
+/* attn_fwd's packed path: see attn_packed */
+static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, const int *pos, const real *u,
+                           real *out) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    real theta = (real)c->rope_theta;
+    ENS(a->qkv, (size_t)rows * P); ENS(a->att, (size_t)rows * qd); ENS(a->lse, (size_t)B * nh * n);
+    /* the attention may keep its bf16 Q, K, V for the backward under the keep contract (as attn_fwd's self):
+     * qkv has one writer (the product) and is only read after */
+    if (attn_rope_fused(m) || !c->use_rope) keep_bf16(m, a->qkv, (size_t)rows * P);
+    o->linear_fwd(a->qkv, u, W(w->q), NULL, rows, H, P);   /* [Wq; Wk; Wv]: q | k | v in each row */
+    const real *q = a->qkv, *k = q + qd, *v = k + kvd;
+    a->roped = 0;
+    if (attn_rope_fused(m)) keep_bf16(m, a->att, (size_t)rows * qd);
+    if (attn_rope_fused(m) && o->attention_rope_fwd(a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
+                                                    P, P) == 0) {
+        a->roped = 1;
+    } else if (c->use_rope) {
+        /* the fused op declined (CUDA: fp32, or a head size it does not take): dense copies of q, k, v, then
+         * the separate rope passes as attn_fwd's (a rare path: the copies cost what the packing saved) */
+        size_t nqd = (size_t)rows * qd, nkd = (size_t)rows * kvd;
+        ENS(a->q, nqd); ENS(a->k, nkd); ENS(a->v, nkd); ENS(a->qr, nqd); ENS(a->kr, nkd);
+        o->copy_rows(a->q, qd, q, P, rows, qd);
+        o->copy_rows(a->k, kvd, k, P, rows, kvd);
+        o->copy_rows(a->v, kvd, v, P, rows, kvd);
+        o->rope_fwd(a->qr, a->q, pos, B, n, nh, hd, theta);
+        o->rope_fwd(a->kr, a->k, pos, B, n, nkv, hd, theta);
+        keep_bf16(m, a->att, (size_t)rows * qd);
+        o->attention_fwd(a->att, a->lse, a->qr, a->kr, a->v, pos, pos, B, n, n, nh, nkv, hd, qd, kvd);
+    } else {
+        keep_bf16(m, a->att, (size_t)rows * qd);   /* the o product's input, again in its backward */
+        o->attention_fwd(a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, P, P);
+    }
+    o->linear_fwd(out, a->att, W(w->o), NULL, rows, qd, H);
+    return 0;
+}
+
+/* attn_bwd's packed path (du overwritten when acc is FH_OVERWRITE) */
+static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, const int *pos, const real *u,
+                           const real *dout, real *du, int acc) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    size_t nqd = (size_t)rows * qd, nkd = (size_t)rows * kvd;
+    real theta = (real)c->rope_theta;
+    ENS(a->datt, nqd); ENS(a->dqkv, (size_t)rows * P);
+    REF_ZERO(a->datt, nqd); REF_ZERO(a->dqkv, (size_t)rows * P);
+    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
+    const real *q = a->qkv, *k = q + qd, *v = k + kvd;
+    real *dq = a->dqkv, *dk = dq + qd, *dv = dk + kvd;
+    if (a->roped && o->attention_rope_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv,
+                                          hd, theta, FIRST, P, P) == 0) {
+        /* dq, dk, dv written into dqkv by the fused op */
+    } else if (c->use_rope) {   /* dense, as attn_fwd_packed's declined path; then copied into dqkv */
+        if (a->roped) {   /* the fused backward declined: the dense copies are needed after all */
+            ENS(a->q, nqd); ENS(a->k, nkd); ENS(a->v, nkd); ENS(a->qr, nqd); ENS(a->kr, nkd);
+            o->copy_rows(a->q, qd, q, P, rows, qd);
+            o->copy_rows(a->k, kvd, k, P, rows, kvd);
+            o->copy_rows(a->v, kvd, v, P, rows, kvd);
+            o->rope_fwd(a->qr, a->q, pos, B, n, nh, hd, theta);
+            o->rope_fwd(a->kr, a->k, pos, B, n, nkv, hd, theta);
+        }
+        ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd); ENS(a->dqr, nqd); ENS(a->dkr, nkd);
+        REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd); REF_ZERO(a->dqr, nqd);
+        REF_ZERO(a->dkr, nkd);
+        o->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, a->att, a->lse, a->qr, a->kr, a->v, pos, pos, B, n, n, nh,
+                         nkv, hd, FIRST, qd, kvd);
+        o->rope_bwd(a->dq, a->dqr, pos, B, n, nh, hd, theta, FIRST);
+        o->rope_bwd(a->dk, a->dkr, pos, B, n, nkv, hd, theta, FIRST);
+        o->copy_rows(dq, P, a->dq, qd, rows, qd);
+        o->copy_rows(dk, P, a->dk, kvd, rows, kvd);
+        o->copy_rows(dv, P, a->dv, kvd, rows, kvd);
+    } else {
+        o->attention_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, FIRST, P, P);
+    }
+    /* one product: du and the gradients of Wq, Wk, Wv (adjacent: G(w->q) with P rows) */
+    o->linear_bwd(du, G(w->q), NULL, a->dqkv, u, W(w->q), rows, H, P, acc);
+    return 0;
+}
+
 static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
                     int nk, const int *kpos, const real *ukv, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
+    a->packed = attn_packed(m, w, nq, qpos, uq, nk, kpos, ukv);
+    if (a->packed) return attn_fwd_packed(m, w, a, B, nq, qpos, uq, out);
     ENS(a->q, (size_t)B * nq * qd); ENS(a->k, (size_t)B * nk * kvd); ENS(a->v, (size_t)B * nk * kvd);
     ENS(a->att, (size_t)B * nq * qd); ENS(a->lse, (size_t)B * nh * nq);
     /* causal self-attention reading q, k, v as written here (RoPE inside the op, or none): a backend's fused
@@ -169,7 +270,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     if (attn_rope_fused(m)) keep_bf16(m, a->att, (size_t)B * nq * qd);
     if (attn_rope_fused(m) &&
         o->attention_rope_fwd(a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd,
-                              (real)c->rope_theta) == 0) {
+                              (real)c->rope_theta, qd, kvd) == 0) {
         a->roped = 1;   /* RoPE inside the attention op: no qr, kr */
         o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
         return 0;
@@ -181,7 +282,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         q = a->qr; k = a->kr;
     }
     keep_bf16(m, a->att, (size_t)B * nq * qd);   /* the o product's input, again in its backward */
-    o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd);
+    o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd, qd, kvd);
     o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
     return 0;
 }
@@ -194,6 +295,7 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
+    if (a->packed) return attn_bwd_packed(m, w, a, B, nq, qpos, uq, dout, duq, acc);   /* duq == dukv there */
     size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
     ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
@@ -201,7 +303,7 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
     if (a->roped &&
         o->attention_rope_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq,
-                              nk, nh, nkv, hd, (real)c->rope_theta, FIRST) == 0) {
+                              nk, nh, nkv, hd, (real)c->rope_theta, FIRST, qd, kvd) == 0) {
         /* dq, dk written by the fused op */
     } else if (c->use_rope) {
         if (a->roped) {   /* the fused backward declined: the forward's rotated q, k are needed after all */
@@ -212,12 +314,12 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         ENS(a->dqr, nqd); ENS(a->dkr, nkd);
         REF_ZERO(a->dqr, nqd); REF_ZERO(a->dkr, nkd);
         o->attention_bwd(a->dqr, a->dkr, a->dv, a->datt, a->att, a->lse, a->qr, a->kr, a->v, qpos, kpos,
-                         B, nq, nk, nh, nkv, hd, FIRST);
+                         B, nq, nk, nh, nkv, hd, FIRST, qd, kvd);
         o->rope_bwd(a->dq, a->dqr, qpos, B, nq, nh, hd, (real)c->rope_theta, FIRST);
         o->rope_bwd(a->dk, a->dkr, kpos, B, nk, nkv, hd, (real)c->rope_theta, FIRST);
     } else {
         o->attention_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos,
-                         B, nq, nk, nh, nkv, hd, FIRST);
+                         B, nq, nk, nh, nkv, hd, FIRST, qd, kvd);
     }
     o->linear_bwd(duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd, acc);
     o->linear_bwd(dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd, dukv == duq ? FH_ACC : acc);

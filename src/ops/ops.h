@@ -111,13 +111,20 @@ typedef struct Ops {
      * out [B, nq, nh, hd]; lse [B, nh, nq] saved log-sum-exp.
      *   isolated context: kpos == qpos (the branch's own tokens);
      *   prefix context:   kpos = 0..T-1 (all tokens).
-     * MACs: 2 * hd * (visible keys) per (batch, head, query). */
+     * MACs: 2 * hd * (visible keys) per (batch, head, query).
+     * Row strides: token (b, i) of q (and of dq) starts at q + (b*nq + i)*ldq, of k, v
+     * (dk, dv) at k + (b*nk + j)*ldkv; ldq >= nh*hd, ldkv >= nkv*hd (dense: equal). So
+     * q, k, v may be column windows of one packed [rows, qd + 2 kvd] buffer (the one
+     * q/k/v product's output: model.c attn_fwd, perf-notes fuse-proj), dq, dk, dv
+     * likewise; only their own columns are read or written. out, dout, lse are dense. */
     void (*attention_fwd)(real *out, real *lse, const real *q, const real *k, const real *v,
-                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
+                          const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd,
+                          int ldq, int ldkv);
     void (*attention_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out,
                           const real *lse, const real *q, const real *k, const real *v,
                           const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd,
-                          int acc);   /* acc: dq, dk, dv (overwritten: rows no query/key reaches get 0) */
+                          int acc,   /* acc: dq, dk, dv (overwritten: rows no query/key reaches get 0) */
+                          int ldq, int ldkv);
 
     /* ---- causal depthwise conv1d: x, out [B, n, C]; w [C, K]; b [C] (may be NULL)
      * out[t,c] = b[c] + sum_{k=0}^{K-1} w[c,k] * x[t-(K-1)+k, c]   (x[<0] = 0)
@@ -418,12 +425,13 @@ typedef struct Ops {
      * fused, the caller runs the composition (CUDA: the bf16 tensor-core path
      * with head_dim 16, 32, 64 or 128 only). The same values as the composition
      * (the CPU's: the same bits, it runs the composition). MACs as
-     * attention_fwd. */
+     * attention_fwd. Row strides ldq, ldkv as attention_fwd's. */
     int (*attention_rope_fwd)(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                              const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta);
+                              const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                              int ldkv);
     int (*attention_rope_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                               const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                              int nq, int nk, int nh, int nkv, int hd, real theta, int acc);
+                              int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

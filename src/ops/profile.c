@@ -15,7 +15,7 @@
     X(gather_bwd) X(scatter_fwd) X(scatter_bwd) X(xent_fwd) X(xent_bwd) X(classifier) X(selective_scan_step)      \
     X(ssd_step) X(adamw) X(sum_squares) X(copy_rows) X(conv1d_step) X(attention_decode) X(copy_rows_at)           \
     X(attention_decode_at) X(sum_into) X(step_scale) X(adamw_step) X(adamw_runs) X(attention_rope_fwd)           \
-    X(attention_rope_bwd) X(rmsnorm_gather_fwd) X(rmsnorm_gather_bwd)
+    X(attention_rope_bwd) X(rmsnorm_gather_fwd) X(rmsnorm_gather_bwd) X(swiglu_packed_fwd) X(swiglu_packed_bwd)
 
 enum {
 #define ID(n) OP_##n,
@@ -138,30 +138,32 @@ static double attn_flops(int Bn, int nq, int nk, int nh, int hd) {
     return nq == nk ? 4.0 * hd * nh * Bn * ((double)nq * (nq + 1) / 2) : 0;
 }
 static void w_attention_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
-                            const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd) {
-    TIMED(attention_fwd, attn_flops(Bn, nq, nk, nh, hd), B->attention_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd));
+                            const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv) {
+    TIMED(attention_fwd, attn_flops(Bn, nq, nk, nh, hd),
+          B->attention_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, ldq, ldkv));
 }
 /* an op that declines (returns 1, ops.h) ran nothing: its span is timed anyway (near zero) */
 static int w_attention_rope_fwd(real *o, real *lse, const real *q, const real *k, const real *v, const int *qp,
-                                const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd, real th) {
+                                const int *kp, int Bn, int nq, int nk, int nh, int nkv, int hd, real th, int ldq,
+                                int ldkv) {
     int r = 0;
     TIMED(attention_rope_fwd, attn_flops(Bn, nq, nk, nh, hd),
-          r = B->attention_rope_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th));
+          r = B->attention_rope_fwd(o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th, ldq, ldkv));
     return r;
 }
 static int w_attention_rope_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                                 const real *q, const real *k, const real *v, const int *qp, const int *kp, int Bn,
-                                int nq, int nk, int nh, int nkv, int hd, real th, int acc) {
+                                int nq, int nk, int nh, int nkv, int hd, real th, int acc, int ldq, int ldkv) {
     int r = 0;
     TIMED(attention_rope_bwd, 2 * attn_flops(Bn, nq, nk, nh, hd),
-          r = B->attention_rope_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th, acc));
+          r = B->attention_rope_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, th, acc, ldq, ldkv));
     return r;
 }
 static void w_attention_bwd(real *dq, real *dk, real *dv, const real *d, const real *o, const real *lse,
                             const real *q, const real *k, const real *v, const int *qp, const int *kp, int Bn, int nq,
-                            int nk, int nh, int nkv, int hd, int acc) {
+                            int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {
     TIMED(attention_bwd, 2 * attn_flops(Bn, nq, nk, nh, hd),
-          B->attention_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, acc));
+          B->attention_bwd(dq, dk, dv, d, o, lse, q, k, v, qp, kp, Bn, nq, nk, nh, nkv, hd, acc, ldq, ldkv));
 }
 static void w_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int Bn, int n, int C, int K) {
     TIMED(conv1d_fwd, 0, B->conv1d_fwd(o, x, w, b, Bn, n, C, K));
@@ -224,6 +226,12 @@ static void w_rmsnorm_gather_fwd(real *xs, real *o, real *r, const real *x, cons
 static void w_rmsnorm_gather_bwd(real *df, real *dw, const real *dres, const real *d, const real *x, const real *w,
                                  const real *r, const int *idx, int Bn, int T, int ns, int C) {
     TIMED(rmsnorm_gather_bwd, 0, B->rmsnorm_gather_bwd(df, dw, dres, d, x, w, r, idx, Bn, T, ns, C));
+}
+static void w_swiglu_packed_fwd(real *o, const real *gu, int N, int C) {
+    TIMED(swiglu_packed_fwd, 0, B->swiglu_packed_fwd(o, gu, N, C));
+}
+static void w_swiglu_packed_bwd(real *dgu, const real *d, const real *gu, int N, int C, int acc) {
+    TIMED(swiglu_packed_bwd, 0, B->swiglu_packed_bwd(dgu, d, gu, N, C, acc));
 }
 static void w_xent_fwd(real *loss, real *lse, const real *lg, const int *t, int N, int V) {
     TIMED(xent_fwd, 0, B->xent_fwd(loss, lse, lg, t, N, V));

@@ -1606,13 +1606,13 @@ static void test_attention_shapes(void) {
         int *dqp = devi(qpos, nq), *dkp = devi(kpos, nk);
         float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
         BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd),
-                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd));
+                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd, nh * hd, nkv * hd));
         cmp("out", out, gout, nqe);
         cmp_lse(lse, glse, qpos, kpos, q, k, B, nq, nk, nh, nkv, hd, 0);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, ACC_MODE);
         G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd,
-                         ACC_MODE);
+                         ACC_MODE, nh * hd, nkv * hd);
         cmp_attention_grads(gq, gk, gv, nk);
         line_end();
         if (qpos != all) free(qpos);
@@ -1643,7 +1643,7 @@ static void test_attention_bf16(void) {
     float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *gout = dnan(nqe), *glse = dnan(nl);
     int *dpos = devi(pos, n);
     cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd);
-    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd);
+    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, nh * hd, nkv * hd);
     float *g = (float *)malloc(sizeof(float) * nqe);
     G->to_host(g, gout, sizeof(float) * nqe);
     double num = 0, den = 0;
@@ -1696,16 +1696,16 @@ static void test_attention_rope(void) {
         int *dqp = devi(qpos, nq), *dkp = ctx == 0 ? dqp : devi(kpos, nk);   /* isolated: one position array */
         float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
         int rc = 0;
-        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta),
-                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd, theta));
+        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta, nh * hd, nkv * hd),
+                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv, hd, theta, nh * hd, nkv * hd));
         CHECK(rc == 0, "attention_rope_fwd declined hd %d in bf16", hd);
         cmp("out", out, gout, nqe);
         cmp_lse(lse, glse, qpos, kpos, q, k, B, nq, nk, nh, nkv, hd, 1);
         Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
         cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta,
-                               ACC_MODE);
+                               ACC_MODE, nh * hd, nkv * hd);
         rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dqp, dkp, B, nq, nk, nh, nkv,
-                                   hd, theta, ACC_MODE);
+                                   hd, theta, ACC_MODE, nh * hd, nkv * hd);
         CHECK(rc == 0, "attention_rope_bwd declined hd %d in bf16", hd);
         cmp_attention_grads(gq, gk, gv, nk);
         line_end();
@@ -1725,10 +1725,10 @@ static void test_attention_rope(void) {
         if (c == 1) cuda_set_matmul_precision("fp32");
         size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd;
         float *h = hrand(nqe, 0, 1), *dx = dev(h, nqe), *dkv = dev(h, nke), *gout = dnan(nqe), *glse = dnan(B * nh * n);
-        int rf = G->attention_rope_fwd(gout, glse, dx, dkv, dkv, dpos, dpos, B, n, n, nh, nkv, hd, 10000.f);
+        int rf = G->attention_rope_fwd(gout, glse, dx, dkv, dkv, dpos, dpos, B, n, n, nh, nkv, hd, 10000.f, nh * hd, nkv * hd);
         float *dg = dnan(nqe), *dgk = dnan(nke), *dgv = dnan(nke);
         int rb = G->attention_rope_bwd(dg, dgk, dgv, dx, dx, glse, dx, dkv, dkv, dpos, dpos, B, n, n, nh, nkv, hd,
-                                       10000.f, FH_OVERWRITE);
+                                       10000.f, FH_OVERWRITE, nh * hd, nkv * hd);
         float *back = (float *)malloc(sizeof(float) * nqe);
         G->to_host(back, gout, sizeof(float) * nqe);
         int untouched = 1;
@@ -1776,11 +1776,11 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     unsigned long runs0 = cuda_attn_cudnn_runs;
     int rc = 0;
     if (rope)
-        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta),
-                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta));
+        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd),
+                 rc = G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd));
     else
         BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd),
-                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd));
+                 G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, nh * hd, nkv * hd));
     CHECK(rc == 0, "attention_rope_fwd declined");
     unsigned long runs1 = cuda_attn_cudnn_runs;
     CHECK(runs1 == runs0 + 1, "the forward did not run cuDNN (%lu executions): a silent fallback", runs1 - runs0);
@@ -1789,13 +1789,13 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
     if (rope) {
         cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
-                               ACC_MODE);
+                               ACC_MODE, nh * hd, nkv * hd);
         rc = G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
-                                   nkv, hd, theta, ACC_MODE);
+                                   nkv, hd, theta, ACC_MODE, nh * hd, nkv * hd);
     } else {
         cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, ACC_MODE);
         G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
-                         ACC_MODE);
+                         ACC_MODE, nh * hd, nkv * hd);
     }
     CHECK(rc == 0, "attention_rope_bwd declined");
     CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
@@ -1858,11 +1858,11 @@ static void test_attention_cudnn(void) {
                 G->keep_bf16(dv_, nke); G->from_host(dv_, v, sizeof(float) * nke);
                 G->keep_bf16(gout, nqe);
                 if (rope) {
-                    cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta);
-                    G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta);
+                    cpu_attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+                    G->attention_rope_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
                 } else {
                     cpu_attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd);
-                    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd);
+                    G->attention_fwd(gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, nh * hd, nkv * hd);
                 }
                 cmp("out", out, gout, nqe);
                 float *qsrc = NULL;
@@ -1885,14 +1885,14 @@ static void test_attention_cudnn(void) {
                 Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
                 if (rope) {
                     cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd,
-                                           theta, ACC_MODE);
+                                           theta, ACC_MODE, nh * hd, nkv * hd);
                     G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
-                                          nkv, hd, theta, ACC_MODE);
+                                          nkv, hd, theta, ACC_MODE, nh * hd, nkv * hd);
                 } else {
                     cpu_attention_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd,
                                       ACC_MODE);
                     G->attention_bwd(gq.d, gk.d, gv.d, ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv,
-                                     hd, ACC_MODE);
+                                     hd, ACC_MODE, nh * hd, nkv * hd);
                 }
                 unsigned long served = cuda_cudnn_kept_served - served0, stale = cuda_keep_stale() - stale0;
                 CHECK(cuda_attn_cudnn_runs == runs0 + 1, "the backward did not run cuDNN");
@@ -1927,7 +1927,7 @@ static void test_attention_cudnn(void) {
         size_t nqe = (size_t)B * n * nh * hd;
         float *h = hrand(nqe, 0, 1), *dx = dev(h, nqe), *gout = dnan(nqe), *glse = dnan(B * nh * n);
         unsigned long r0 = cuda_attn_cudnn_runs;
-        G->attention_fwd(gout, glse, dx, dx, dx, dpos, dpos, B, n, n, nh, nkv, hd);
+        G->attention_fwd(gout, glse, dx, dx, dx, dpos, dpos, B, n, n, nh, nkv, hd, nh * hd, nkv * hd);
         CHECK(cuda_ops_check() == 0 && cuda_attn_cudnn_runs == r0, "cuda_set_attn_cudnn(0) still ran cuDNN");
         free(pos); free(h);
         G->release(dpos); G->release(dx); G->release(gout); G->release(glse);
@@ -2570,7 +2570,7 @@ static void shadow_sequence(int on, int N, int C, int I, int OC, int nh, const i
     /* 11: the attention forward's output (bf16 mode: the tensor-core kernel), read by the o product */
 #ifdef HAVE_CPU_ATTENTION
     float *lse = dnan((size_t)N * nh);
-    G->attention_fwd(r, lse, x, x2, b, dpos, dpos, 1, N, N, nh, nh, C / nh);
+    G->attention_fwd(r, lse, x, x2, b, dpos, dpos, 1, N, N, nh, nh, C / nh, nh * (C / nh), nh * (C / nh));
     s = cuda_shadow_served; G->linear_fwd(o[16], r, W1, NULL, N, C, OC); shadow_expect(on, s, 1, "attention -> o");
     G->release(lse);
 #else

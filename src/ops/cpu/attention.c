@@ -54,8 +54,10 @@ real cpu_attend_query(real *oi, const real *qi, const real *k0, const real *v0, 
     return mx + R_LOG(z);
 }
 
-void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
+/* ldq: q's rows (tokens) are ldq values apart; ldkv: k's and v's (ops.h: q, k, v may be column windows of
+ * one packed [rows, qd + 2 kvd] buffer, the q/k/v product's output) */
+void cpu_attention_fwd_ld(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                          const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv) {
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
     int *m = visible_counts(qpos, nq, kpos, nk);
@@ -70,14 +72,14 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
                 uint64_t seen = 0;
                 for (int i = 0; i < nq; i++) {
                     size_t qo = (((size_t)b * nq + i) * nh + h) * hd;
-                    const real *qi = q + qo;
+                    const real *qi = q + ((size_t)b * nq + i) * ldq + (size_t)h * hd;
                     real *oi = out + qo;
                     real *lse_i = lse + ((size_t)b * nh + h) * nq + i;
                     for (int x = 0; x < hd; x++) oi[x] = 0;
                     if (m[i] == 0) { *lse_i = -INFINITY; continue; }   /* backward skips it */
                     seen += (uint64_t)m[i];
-                    *lse_i = cpu_attend_query(oi, qi, k + ((size_t)b * nk * nkv + kh) * hd,
-                                              v + ((size_t)b * nk * nkv + kh) * hd, (size_t)nkv * hd, m[i], hd,
+                    *lse_i = cpu_attend_query(oi, qi, k + (size_t)b * nk * ldkv + (size_t)kh * hd,
+                                              v + (size_t)b * nk * ldkv + (size_t)kh * hd, (size_t)ldkv, m[i], hd,
                                               scale, s);
                 }
                 fh_count_macs(2ull * hd * seen);   /* q.k and p*v per visible key */
@@ -87,16 +89,29 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
     free(m);
 }
 
-void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
-                       const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
-                       int nk, int nh, int nkv, int hd, int acc) {
+void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                       const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
+    cpu_attention_fwd_ld(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, nh * hd, nkv * hd);
+}
+
+/* the rows [0, rows) of x, cols wide, ld apart, zeroed */
+static void zero_rows(real *x, size_t rows, int cols, int ld) {
+    if (!x) return;
+    if (cols == ld) { memset(x, 0, sizeof(real) * rows * cols); return; }
+    for (size_t r = 0; r < rows; r++) memset(x + r * ld, 0, sizeof(real) * cols);
+}
+
+/* dq rows ldq apart (as q's), dk and dv ldkv apart (as k's and v's) */
+void cpu_attention_bwd_ld(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                          const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
+                          int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {
     int group = nh / nkv;
     real scale = (real)(1.0 / sqrt((double)hd));
     /* every gradient is a sum over many (query, key) pairs: overwriting is accumulating into zeros */
     if (!acc) {
-        if (dq) memset(dq, 0, sizeof(real) * B * nq * nh * hd);
-        if (dk) memset(dk, 0, sizeof(real) * B * nk * nkv * hd);
-        if (dv) memset(dv, 0, sizeof(real) * B * nk * nkv * hd);
+        zero_rows(dq, (size_t)B * nq, nh * hd, ldq);
+        zero_rows(dk, (size_t)B * nk, nkv * hd, ldkv);
+        zero_rows(dv, (size_t)B * nk, nkv * hd, ldkv);
     }
     int *m = visible_counts(qpos, nq, kpos, nk);
     /* dk/dv of a kv head sum over the query heads of its group: one task per
@@ -108,21 +123,29 @@ void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const rea
                 for (int i = 0; i < nq; i++) {
                     if (m[i] == 0) continue;   /* output was a constant 0 */
                     size_t qo = (((size_t)b * nq + i) * nh + h) * hd;
-                    const real *qi = q + qo, *doi = dout + qo, *oi = out + qo;
+                    size_t qs = ((size_t)b * nq + i) * ldq + (size_t)h * hd;   /* q's and dq's */
+                    const real *qi = q + qs, *doi = dout + qo, *oi = out + qo;
                     real D = 0;
                     for (int x = 0; x < hd; x++) D += doi[x] * oi[x];
                     real L = lse[((size_t)b * nh + h) * nq + i];
                     for (int j = 0; j < m[i]; j++) {
-                        size_t ko = (((size_t)b * nk + j) * nkv + kh) * hd;
+                        size_t ko = ((size_t)b * nk + j) * ldkv + (size_t)kh * hd;
                         const real *kj = k + ko, *vj = v + ko;
                         real d = 0, dp = 0;
                         for (int x = 0; x < hd; x++) { d += qi[x] * kj[x]; dp += doi[x] * vj[x]; }
                         real p = R_EXP(d * scale - L);
                         real ds = p * (dp - D) * scale;
                         if (dv) for (int x = 0; x < hd; x++) dv[ko + x] += p * doi[x];
-                        if (dq) for (int x = 0; x < hd; x++) dq[qo + x] += ds * kj[x];
+                        if (dq) for (int x = 0; x < hd; x++) dq[qs + x] += ds * kj[x];
                         if (dk) for (int x = 0; x < hd; x++) dk[ko + x] += ds * qi[x];
                     }
                 }
     free(m);
+}
+
+void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                       const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
+                       int nk, int nh, int nkv, int hd, int acc) {
+    cpu_attention_bwd_ld(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, nh * hd,
+                         nkv * hd);
 }

@@ -32,10 +32,18 @@ void cpu_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc);
 void cpu_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
 void cpu_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc);
 int cpu_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta);
+                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                           int ldkv);
 int cpu_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                            const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                           int nq, int nk, int nh, int nkv, int hd, real theta, int acc);
+                           int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv);
+/* the op table's attention (ops.h): q, dq rows ldq apart, k, v, dk, dv rows ldkv apart */
+void cpu_attention_fwd_ld(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                          const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv);
+void cpu_attention_bwd_ld(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                          const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
+                          int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv);
+/* the same, dense (ldq = nh*hd, ldkv = nkv*hd) */
 void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
 void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int acc);
 void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);

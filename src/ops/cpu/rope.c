@@ -45,8 +45,8 @@ void cpu_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int 
  * copies of the rotated q and k (and their gradients), so the CPU gives the
  * model's separate-pass results bit for bit. 1 (nothing done) if the scratch
  * cannot be had: the model then composes on its own buffers. */
-int cpu_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta) {
+static int rope_fwd_dense(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                          const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta) {
     size_t nqd = (size_t)B * nq * nh * hd, nkd = (size_t)B * nk * nkv * hd;
     real *qr = malloc(sizeof(real) * (nqd + nkd + 1));
     if (!qr) return 1;
@@ -58,9 +58,9 @@ int cpu_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, c
     return 0;
 }
 
-int cpu_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
-                           const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                           int nq, int nk, int nh, int nkv, int hd, real theta, int acc) {
+static int rope_bwd_dense(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                          const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                          int nq, int nk, int nh, int nkv, int hd, real theta, int acc) {
     size_t nqd = (size_t)B * nq * nh * hd, nkd = (size_t)B * nk * nkv * hd;
     /* qr, kr, then the gradients of the rotated q, k: zeroed, so attention_bwd's
      * acc (which also governs dv) adds into zeros, the same bits as an overwrite */
@@ -75,4 +75,59 @@ int cpu_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const
     if (dk) cpu_rope_bwd(dk, dkr, kpos, B, nk, nkv, hd, theta, acc);
     free(qr);
     return 0;
+}
+
+/* dst rows (ldd apart) = src rows (lds apart), cols wide; acc: += */
+static void rows_copy(real *dst, int ldd, const real *src, int lds, size_t rows, int cols, int acc) {
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            real x = src[r * lds + c];
+            dst[r * ldd + c] = acc ? dst[r * ldd + c] + x : x;
+        }
+}
+
+/* q, k, v (and dq, dk, dv) with row strides ldq / ldkv other than their widths
+ * (ops.h: column windows of the packed q/k/v product's output): gathered into
+ * dense scratch, the dense composition, the gradients added back (an
+ * overwrite of the dense ones then dst = s, or dst + s: the same bits as the
+ * separate passes on separate buffers, whose first writer overwrites) */
+int cpu_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                           const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                           int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd;
+    if (ldq == qd && ldkv == kvd) return rope_fwd_dense(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
+    real *qs = malloc(sizeof(real) * (nqd + 2 * nkd + 1));
+    if (!qs) return 1;
+    real *ks = qs + nqd, *vs = ks + nkd;
+    rows_copy(qs, qd, q, ldq, (size_t)B * nq, qd, 0);
+    rows_copy(ks, kvd, k, ldkv, (size_t)B * nk, kvd, 0);
+    rows_copy(vs, kvd, v, ldkv, (size_t)B * nk, kvd, 0);
+    int rc = rope_fwd_dense(out, lse, qs, ks, vs, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
+    free(qs);
+    return rc;
+}
+
+int cpu_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                           const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                           int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd;
+    if (ldq == qd && ldkv == kvd)
+        return rope_bwd_dense(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta, acc);
+    size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
+    real *qs = malloc(sizeof(real) * 2 * (nqd + 2 * nkd) + 1);
+    if (!qs) return 1;
+    real *ks = qs + nqd, *vs = ks + nkd, *dqs = vs + nkd, *dks = dqs + nqd, *dvs = dks + nkd;
+    rows_copy(qs, qd, q, ldq, (size_t)B * nq, qd, 0);
+    rows_copy(ks, kvd, k, ldkv, (size_t)B * nk, kvd, 0);
+    rows_copy(vs, kvd, v, ldkv, (size_t)B * nk, kvd, 0);
+    int rc = rope_bwd_dense(dq ? dqs : NULL, dk ? dks : NULL, dv ? dvs : NULL, dout, out, lse, qs, ks, vs, qpos, kpos,
+                            B, nq, nk, nh, nkv, hd, theta, FH_OVERWRITE);
+    if (!rc) {
+        if (dq) rows_copy(dq, ldq, dqs, qd, (size_t)B * nq, qd, acc);
+        if (dk) rows_copy(dk, ldkv, dks, kvd, (size_t)B * nk, kvd, acc);
+        if (dv) rows_copy(dv, ldkv, dvs, kvd, (size_t)B * nk, kvd, acc);
+    }
+    free(qs);
+    return rc;
 }

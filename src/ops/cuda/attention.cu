@@ -477,15 +477,59 @@ static int hd_supported(int hd, const char *what) {
     return 0;
 }
 
+/* ---- row strides (ops.h: q, k, v as column windows of the packed q/k/v product's output, perf-notes
+ * fuse-proj). cuDNN's conversions read and write the strided rows themselves; our kernels (the fp32 ones,
+ * the bf16 tiles) run on dense copies made here (and their gradients added back): the same values, for a
+ * copy of q, k, v (and dq, dk, dv) per call on those paths, which the bf16 training of the configs with
+ * cuDNN head sizes (a multiple of 8) does not take. */
+__global__ void attn_rows_kernel(float *dst, int ldd, const float *src, int lds, size_t rows, int cols, int acc) {
+    size_t total = rows * (size_t)cols;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / cols, c = i - r * cols;
+        float x = src ? src[r * lds + c] : 0.f;
+        dst[r * ldd + c] = acc ? dst[r * ldd + c] + x : x;
+    }
+}
+/* dst rows (ldd apart) = src rows (lds apart; NULL: zeros), or += with acc */
+static void rows_copy(float *dst, int ldd, const float *src, int lds, size_t rows, int cols, int acc) {
+    if (!dst || !rows || cols <= 0) return;
+    attn_rows_kernel<<<grid_for(rows * cols, 256), 256, 0, cuda_stream()>>>(dst, ldd, src, lds, rows, cols, acc);
+    CUDA_LAUNCHED();
+}
+static int is_dense(int nh, int nkv, int hd, int ldq, int ldkv) { return ldq == nh * hd && ldkv == nkv * hd; }
+static size_t up64(size_t n) { return (n + 63) / 64 * 64; }   /* 256-byte aligned sub-buffers */
+/* dense copies of q, k, v [and room for dq, dk, dv when grads]: per branch, grown on demand and kept */
+static float *dense_scratch(size_t nqd, size_t nkd, int grads) {
+    static BranchScratch s;
+    size_t n = (up64(nqd) + 2 * up64(nkd)) * (grads ? 2 : 1);
+    return (float *)cuda_branch_scratch(&s, sizeof(float) * (n ? n : 1), "the attention's dense q, k, v");
+}
+/* q, k, v into dense copies at sc (q, k, v then point there) */
+static void densify(float *sc, const float **q, const float **k, const float **v, int B, int nq, int nk, int nh,
+                    int nkv, int hd, int ldq, int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
+    float *Q = sc, *K = sc + up64(nqd), *V = K + up64(nkd);
+    rows_copy(Q, qd, *q, ldq, (size_t)B * nq, qd, 0);
+    rows_copy(K, kvd, *k, ldkv, (size_t)B * nk, kvd, 0);
+    rows_copy(V, kvd, *v, ldkv, (size_t)B * nk, kvd, 0);
+    *q = Q; *k = K; *v = V;
+}
+
 void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd) {
+                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv) {
     if (B <= 0 || nq <= 0 || !hd_supported(hd, "attention_fwd")) return;
     /* counted first: its host copies of the positions are CUDA calls, which after the kernel would retire the
      * output's bf16 shadow (linear.cu) before the o product reads it */
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);
     if (attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) &&
-        attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, 0.f) == 0)
+        attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, 0.f, ldq, ldkv) == 0)
         return;
+    if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
+        float *sc = dense_scratch((size_t)B * nq * nh * hd, (size_t)B * nk * nkv * hd, 0);
+        if (!sc) return;
+        densify(sc, &q, &k, &v, B, nq, nk, nh, nkv, hd, ldq, ldkv);
+    }
     if (attention_tc_applies(hd)) attention_tc_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 16) fwd_launch<16, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
     else if (hd <= 32) fwd_launch<32, 64>(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd);
@@ -501,17 +545,43 @@ static float *rowdot_scratch(size_t n) {
     return (float *)cuda_branch_scratch(&s, sizeof(float) * n, "the attention backward scratch");
 }
 
+/* the strided backward on dense copies: dq, dk, dv computed dense (overwritten) and added back (acc) or
+ * copied into their rows; rope: theta > 0 (the tc rope kernels), else attention_bwd's */
+static void bwd_strided(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
+                        const float *q, const float *k, const float *v, const int *qpos, const int *kpos, int B,
+                        int nq, int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv, float theta) {
+    int qd = nh * hd, kvd = nkv * hd;
+    size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
+    float *sc = dense_scratch(nqd, nkd, 1);
+    if (!sc) return;
+    densify(sc, &q, &k, &v, B, nq, nk, nh, nkv, hd, ldq, ldkv);
+    float *g = sc + up64(nqd) + 2 * up64(nkd);
+    float *dQ = dq ? g : NULL, *dK = dk ? g + up64(nqd) : NULL, *dV = dv ? g + up64(nqd) + up64(nkd) : NULL;
+    if (theta > 0.f)
+        attention_tc_rope_bwd(dQ, dK, dV, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, FH_OVERWRITE,
+                              theta);
+    else cuda_attention_bwd(dQ, dK, dV, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, FH_OVERWRITE,
+                            qd, kvd);
+    rows_copy(dq, ldq, dQ, qd, (size_t)B * nq, qd, acc);
+    rows_copy(dk, ldkv, dK, kvd, (size_t)B * nk, kvd, acc);
+    rows_copy(dv, ldkv, dV, kvd, (size_t)B * nk, kvd, acc);
+}
+
 void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                         const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                        int nq, int nk, int nh, int nkv, int hd, int acc) {
+                        int nq, int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {
     if (B <= 0 || nq <= 0 || (!dq && !dk && !dv) || !hd_supported(hd, "attention_bwd")) return;
     if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
-        if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
+        if (!acc && dq) rows_copy(dq, ldq, NULL, 0, (size_t)B * nq, nh * hd, 0);
         return;
     }
     if (attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) &&
-        attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, 0.f) == 0)
+        attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, 0.f, ldq, ldkv) == 0)
         return;
+    if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
+        bwd_strided(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv, 0.f);
+        return;
+    }
     if (attention_tc_applies(hd)) {  /* computes D itself */
         attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc);
         return;
@@ -534,33 +604,44 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
  * gradients are never written or read. Elsewhere (fp32 precision, a head size
  * that is not a tile width) 1: the model composes rope and attention. */
 int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                            const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta) {
+                            const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                            int ldkv) {
     if (!(theta > 0)) return 1;
     /* cuDNN takes any multiple of 8 up to 128; our kernels only the tile widths */
     int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
     if (!attention_tc_rope_applies(hd) && !dnn) return 1;
     if (B <= 0 || nq <= 0) return 0;
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);   /* first, as in cuda_attention_fwd */
-    if (dnn && attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, theta) == 0) return 0;
+    if (dnn && attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, theta, ldq, ldkv) == 0) return 0;
     if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
+    if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
+        float *sc = dense_scratch((size_t)B * nq * nh * hd, (size_t)B * nk * nkv * hd, 0);
+        if (!sc) return 0;   /* the error is recorded: as the kernels' own scratch failures */
+        densify(sc, &q, &k, &v, B, nq, nk, nh, nkv, hd, ldq, ldkv);
+    }
     attention_tc_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta);
     return 0;
 }
 
 int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                            int nq, int nk, int nh, int nkv, int hd, real theta, int acc) {
+                            int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
     if (!(theta > 0)) return 1;
     int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
     if (!attention_tc_rope_applies(hd) && !dnn) return 1;
     if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return 0;
     if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
-        if (!acc && dq) cuda_zero(dq, sizeof(float) * B * nq * nh * hd);
+        if (!acc && dq) rows_copy(dq, ldq, NULL, 0, (size_t)B * nq, nh * hd, 0);
         return 0;
     }
-    if (dnn && attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, theta) == 0)
+    if (dnn &&
+        attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, theta, ldq, ldkv) == 0)
         return 0;
     if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
+    if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
+        bwd_strided(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv, theta);
+        return 0;
+    }
     attention_tc_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, theta);
     return 0;
 }

@@ -63,12 +63,13 @@ void attention_tc_rope_bwd(float *dq, float *dk, float *dv, const float *dout, c
  * over one token list (the callers check: bf16 precision, qpos == kpos, nq == nk;
  * pos is that array). theta > 0: RoPE inside (q, k unrotated, dq, dk the
  * unrotated inputs' gradients), else none. 0 done, or 1 having written nothing
- * to the outputs: the caller runs our kernels. */
+ * to the outputs: the caller runs our kernels. Row strides ldq (q, dq), ldkv
+ * (k, v, dk, dv) as ops.h attention_fwd's: read and written by the conversions. */
 int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
-                        int n, int nh, int nkv, int hd, float theta);
+                        int n, int nh, int nkv, int hd, float theta, int ldq, int ldkv);
 int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                         const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
-                        int hd, int acc, float theta);
+                        int hd, int acc, float theta, int ldq, int ldkv);
 /* rope.cu: the (cos, sin) table [n][hd/2] of positions pos (rope_fwd's, the same bits), launched on the stream */
 void cuda_rope_table(float2 *cs, const int *pos, int n, int hd, float theta);
 

@@ -80,9 +80,11 @@ int cuda_set_attn_cudnn(int on) { return cuda_env_switch(&path_on, "FLOWHN_ATTN_
 /* built without cuDNN's headers: the path is absent, our kernels run */
 int cuda_attn_cudnn_loaded(void) { return 0; }
 int attention_cudnn_fwd(float *, float *, const float *, const float *, const float *, const int *, int, int, int,
-                        int, int, float) { return 1; }
+                        int, int, float, int, int) { return 1; }
 int attention_cudnn_bwd(float *, float *, float *, const float *, const float *, const float *, const float *,
-                        const float *, const float *, const int *, int, int, int, int, int, int, float) { return 1; }
+                        const float *, const float *, const int *, int, int, int, int, int, int, float, int, int) {
+    return 1;
+}
 int cuda_set_cudnn_conv_old(int) { return 0; }
 int cuda_set_cudnn_keep(int) { return 0; }
 unsigned long cuda_cudnn_kept_served;
@@ -584,17 +586,18 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 /* dst (bf16) = rope(src) or src, [rows, heads, hd] with token t = row % n;
  * one thread per rotation pair (i, i + hd/2); cs NULL: no rotation. The same
- * fp32 rotation as rope.cu's rope_kernel, then round to nearest. */
+ * fp32 rotation as rope.cu's rope_kernel, then round to nearest. src's rows
+ * are ld values apart (ops.h row strides), dst's dense. */
 __global__ void cudnn_to_bf16_kernel(bf16 *dst, const float *src, const float2 *cs, size_t rows, int n, int heads,
-                                     int hd) {
+                                     int hd, int ld) {
     int half = hd / 2;
     size_t total = rows * heads * half;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
          idx += (size_t)gridDim.x * blockDim.x) {
         int i = (int)(idx % half);
         size_t rh = idx / half;
-        size_t base = rh * hd;
-        float x0 = src[base + i], x1 = src[base + i + half];
+        size_t base = rh * hd, sbase = (rh / heads) * ld + (rh % heads) * hd;
+        float x0 = src[sbase + i], x1 = src[sbase + i + half];
         if (cs) {
             int t = (int)((rh / heads) % n);
             float2 r = cs[(size_t)t * half + i];
@@ -618,12 +621,12 @@ __global__ void cudnn_from_bf16_kernel(float *out, bf16 *shadow, const bf16 *o, 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 
-/* A gradient back into our layout [B, n, heads, hd] (fp32), acc or overwrite:
+/* A gradient back into our layout [B, n, heads, hd] (fp32, rows ld apart), acc or overwrite:
  * from fp32 [B, heads, n, hd] (dQ_accum, bhsd 1) or bf16 [B, n, heads, hd];
  * cs: RoPE's inverse (rotation by -angle), as rope_bwd. */
 template <typename T>
 __global__ void cudnn_grad_kernel(float *dst, const T *src, const float2 *cs, int B, int n, int heads, int hd,
-                                  int bhsd, int acc) {
+                                  int bhsd, int acc, int ld) {
     int half = hd / 2;
     size_t total = (size_t)B * n * heads * half;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -640,7 +643,7 @@ __global__ void cudnn_grad_kernel(float *dst, const T *src, const float2 *cs, in
             float o0 = x0 * r.x + x1 * r.y, o1 = x1 * r.x - x0 * r.y;
             x0 = o0; x1 = o1;
         }
-        size_t dbase = rh * hd;
+        size_t dbase = bt * ld + (size_t)h * hd;
         if (acc) { x0 += dst[dbase + i]; x1 += dst[dbase + i + half]; }
         dst[dbase + i] = x0;
         dst[dbase + i + half] = x1;
@@ -661,6 +664,7 @@ struct ConvSeg {
     const void *src;
     int heads;
     int rope;       /* rotate (cs) or not */
+    int ld;         /* the fp32 side's row stride (ops.h row strides; the bf16 side is dense) */
     size_t items;   /* rows * heads * half / 4 */
 };
 struct ConvArgs {
@@ -674,18 +678,18 @@ struct ConvArgs {
 struct SegView {
     void *dst;
     const void *src;
-    int heads, rope;
+    int heads, rope, ld;
 };
 __device__ __forceinline__ SegView seg_of(const ConvArgs &a, size_t idx, size_t *j) {
     SegView v;
     if (idx < a.s[0].items || a.nseg == 1) {
-        v.dst = a.s[0].dst; v.src = a.s[0].src; v.heads = a.s[0].heads; v.rope = a.s[0].rope;
+        v.dst = a.s[0].dst; v.src = a.s[0].src; v.heads = a.s[0].heads; v.rope = a.s[0].rope; v.ld = a.s[0].ld;
     } else if (idx - a.s[0].items < a.s[1].items || a.nseg == 2) {
         idx -= a.s[0].items;
-        v.dst = a.s[1].dst; v.src = a.s[1].src; v.heads = a.s[1].heads; v.rope = a.s[1].rope;
+        v.dst = a.s[1].dst; v.src = a.s[1].src; v.heads = a.s[1].heads; v.rope = a.s[1].rope; v.ld = a.s[1].ld;
     } else {
         idx -= a.s[0].items + a.s[1].items;
-        v.dst = a.s[2].dst; v.src = a.s[2].src; v.heads = a.s[2].heads; v.rope = a.s[2].rope;
+        v.dst = a.s[2].dst; v.src = a.s[2].src; v.heads = a.s[2].heads; v.rope = a.s[2].rope; v.ld = a.s[2].ld;
     }
     *j = idx;
     return v;
@@ -735,7 +739,8 @@ __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
         int i;
         size_t base;
         SegView g = quad_of(a, idx, quads, &rh, &i, &base);
-        const float *src = (const float *)g.src + base;
+        unsigned int row = rh / (unsigned int)g.heads;
+        const float *src = (const float *)g.src + (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
         float4 x0 = *(const float4 *)(src + i), x1 = *(const float4 *)(src + i + half);
         if (g.rope) {
             int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
@@ -763,7 +768,8 @@ __global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
             int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
             rot4(x0, x1, a.cs + (size_t)t * half + i, -1.f);   /* rotation by -angle */
         }
-        float *dst = (float *)g.dst + base;
+        unsigned int row = rh / (unsigned int)g.heads;
+        float *dst = (float *)g.dst + (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
         if (a.acc) {
             float4 d0 = *(const float4 *)(dst + i), d1 = *(const float4 *)(dst + i + half);
             x0.x += d0.x; x0.y += d0.y; x0.z += d0.z; x0.w += d0.w;
@@ -795,41 +801,46 @@ unsigned long cuda_cudnn_kept_served;   /* backward inputs read from the forward
 static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 /* the old kernels: one launch per tensor */
-static void to_bf16(bf16 *dst, const float *src, const float2 *cs, int B, int n, int heads, int hd) {
+static void to_bf16(bf16 *dst, const float *src, const float2 *cs, int B, int n, int heads, int hd, int ld) {
     size_t total = (size_t)B * n * heads * (hd / 2);
-    cudnn_to_bf16_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, (size_t)B * n, n, heads, hd);
+    cudnn_to_bf16_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, (size_t)B * n, n, heads, hd,
+                                                                           ld);
     CUDA_LAUNCHED();
 }
 template <typename T>
-static void grad_back(float *dst, const T *src, const float2 *cs, int B, int n, int heads, int hd, int bhsd, int acc) {
+static void grad_back(float *dst, const T *src, const float2 *cs, int B, int n, int heads, int hd, int bhsd, int acc,
+                      int ld) {
     if (!dst) return;
     size_t total = (size_t)B * n * heads * (hd / 2);
-    cudnn_grad_kernel<T><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, B, n, heads, hd, bhsd, acc);
+    cudnn_grad_kernel<T><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(dst, src, cs, B, n, heads, hd, bhsd, acc,
+                                                                           ld);
     CUDA_LAUNCHED();
 }
 
 /* Conversions of up to 3 tensors [B, n, heads_i, hd]: to bf16 (grad 0; dst bf16, src fp32, rotated where
  * rope_i) or gradients back (grad 1; dst fp32, src bf16, RoPE's inverse where rope_i, acc). A NULL dst
- * skips that tensor. Vectorised unless FLOWHN_CUDNN_CONV=old or a pointer is not 16-byte aligned. */
+ * skips that tensor. The fp32 side's rows are ld_i values apart, the bf16 side is dense. Vectorised unless
+ * FLOWHN_CUDNN_CONV=old or a pointer is not 16-byte aligned or a stride not a multiple of 4. */
 static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
-                    const float2 *cs, int B, int n, int hd, int acc) {
+                    const int *ld, const float2 *cs, int B, int n, int hd, int acc) {
     ConvArgs a;
     memset(&a, 0, sizeof a);
     a.n = n; a.hd = hd; a.acc = acc; a.cs = cs;
     int vec = !cuda_set_cudnn_conv_old(-1);
     for (int t = 0; t < nt; t++)
-        vec &= !dst[t] || (al16(dst[t]) && al16(src[t]) && (size_t)B * n * heads[t] * hd < ((size_t)1 << 32));
+        vec &= !dst[t] || (al16(dst[t]) && al16(src[t]) && ld[t] % 4 == 0 &&
+                           (size_t)B * n * heads[t] * hd < ((size_t)1 << 32));
     size_t total = 0;
     for (int t = 0; t < nt; t++) {
         if (!dst[t]) continue;
         const float2 *c = rope[t] ? cs : NULL;
         if (!vec) {
-            if (grad) grad_back<bf16>((float *)dst[t], (const bf16 *)src[t], c, B, n, heads[t], hd, 0, acc);
-            else to_bf16((bf16 *)dst[t], (const float *)src[t], c, B, n, heads[t], hd);
+            if (grad) grad_back<bf16>((float *)dst[t], (const bf16 *)src[t], c, B, n, heads[t], hd, 0, acc, ld[t]);
+            else to_bf16((bf16 *)dst[t], (const float *)src[t], c, B, n, heads[t], hd, ld[t]);
             continue;
         }
         ConvSeg &g = a.s[a.nseg++];
-        g.dst = dst[t]; g.src = src[t]; g.heads = heads[t]; g.rope = c != NULL;
+        g.dst = dst[t]; g.src = src[t]; g.heads = heads[t]; g.rope = c != NULL; g.ld = ld[t];
         g.items = (size_t)B * n * heads[t] * (hd / 8);
         total += g.items;
     }
@@ -862,6 +873,18 @@ static int rope_table(const float2 **cs, const int *pos, int n, int hd, float th
     return 0;
 }
 
+/* The keep of a packed q | k | v (ops.h row strides: one [rows, P] buffer, P = (nh + 2 nkv) hd, the q/k/v
+ * product's output, which the model keeps whole: model.c attn_fwd_packed): q, k, v are its column windows
+ * and the one kept bf16 buffer of B n P values holds Q, K, V dense one after the other (its size is theirs).
+ * 1 when q, k, v are that layout. */
+static int packed_qkv(const float *q, const float *k, const float *v, int nh, int nkv, int hd, int ldq, int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd;
+    return ldq == P && ldkv == P && k == q + qd && v == k + kvd;
+}
+static unsigned long long packed_tag(const int *pos, int B, int n, int nh, int nkv, int hd, float theta) {
+    return keep_tag(pos, B, n, nh * 65536 + nkv, hd, theta, 3);
+}
+
 /* the masked scores' value: -inf, but cuDNN before 9.10 wants the lowest float there (cudnn-frontend does so) */
 static float mask_value(void) { return dn.version() < 91000 ? -3.402823466e38f : -INFINITY; }
 
@@ -877,7 +900,7 @@ static void path_off(const char *why) {
 }
 
 int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
-                        int n, int nh, int nkv, int hd, float theta) {
+                        int n, int nh, int nkv, int hd, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
     Plan *p = get_plan(0, B, n, nh, nkv, hd);
     if (!p) return 1;
@@ -896,16 +919,25 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     /* Q, K, V into the kept buffers of q, k, v when the model keeps them (linear.cu "owned keeps"): the
      * backward then reads them instead of converting again */
     int keep = cuda_set_cudnn_keep(-1) > 0;
-    bf16 *kq = keep ? (bf16 *)cuda_keep_own(q, nq) : NULL, *kk = keep ? (bf16 *)cuda_keep_own(k, nk) : NULL;
-    bf16 *kv = keep ? (bf16 *)cuda_keep_own(v, nk) : NULL;
+    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
+    size_t np = nq + 2 * nk;   /* the packed buffer's values */
+    bf16 *kq = NULL, *kk = NULL, *kv = NULL;
+    if (keep && packed && (kq = (bf16 *)cuda_keep_own(q, np)) != NULL) {   /* Q, K, V one after the other */
+        kk = kq + nq;
+        kv = kk + nk;
+    } else if (keep && dense) {
+        kq = (bf16 *)cuda_keep_own(q, nq);
+        kk = (bf16 *)cuda_keep_own(k, nk);
+        kv = (bf16 *)cuda_keep_own(v, nk);
+    }
     if (kq) Qh = kq;
     if (kk) Kh = kk;
     if (kv) Vh = kv;
     {
         void *dst[3] = {Qh, Kh, Vh};
         const void *src[3] = {q, k, v};
-        int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0};
-        convert(0, 3, dst, src, heads, rope, cs, B, n, hd, 0);
+        int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
+        convert(0, 3, dst, src, heads, rope, ld, cs, B, n, hd, 0);
     }
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
@@ -923,6 +955,10 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     cuda_shadow_done(before, wr, 3);
     /* the kept Q, K, V are written (after cuda_shadow_done: out and lse, declared there, do not overlap them) */
     float th = theta > 0.f ? theta : 0.f;
+    if (kq && packed) {
+        cuda_keep_owned_done(q, np, packed_tag(pos, B, n, nh, nkv, hd, th));
+        return 0;
+    }
     if (kq) cuda_keep_owned_done(q, nq, keep_tag(pos, B, n, nh, hd, th, 0));
     if (kk) cuda_keep_owned_done(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1));
     if (kv) cuda_keep_owned_done(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
@@ -931,7 +967,7 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
 
 int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out, const float *lse,
                         const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
-                        int hd, int acc, float theta) {
+                        int hd, int acc, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
     Plan *p = get_plan(1, B, n, nh, nkv, hd);
     if (!p) return 1;
@@ -956,9 +992,17 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
      * its values); dO always */
     float th = theta > 0.f ? theta : 0.f;
     int keep = cuda_set_cudnn_keep(-1) > 0;
-    const bf16 *kq = keep ? (const bf16 *)cuda_keep_owned(q, nq, keep_tag(pos, B, n, nh, hd, th, 0)) : NULL;
-    const bf16 *kk = keep ? (const bf16 *)cuda_keep_owned(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1)) : NULL;
-    const bf16 *kv = keep ? (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2)) : NULL;
+    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
+    const bf16 *kq = NULL, *kk = NULL, *kv = NULL;
+    if (keep && packed &&
+        (kq = (const bf16 *)cuda_keep_owned(q, nq + 2 * nk, packed_tag(pos, B, n, nh, nkv, hd, th))) != NULL) {
+        kk = kq + nq;   /* as the forward laid them out */
+        kv = kk + nk;
+    } else if (keep && dense) {
+        kq = (const bf16 *)cuda_keep_owned(q, nq, keep_tag(pos, B, n, nh, hd, th, 0));
+        kk = (const bf16 *)cuda_keep_owned(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1));
+        kv = (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
+    }
     const bf16 *ko = keep ? (const bf16 *)cuda_keep_rounding(out, nq) : NULL;
     int verify = (kq || kk || kv || ko) && cuda_keep_verify_on();
     {
@@ -967,8 +1011,9 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
                         (!kv || verify) ? Vh : NULL};
         const void *src[5] = {dout, q, out, k, v};
         int heads[5] = {nh, nh, nh, nkv, nkv}, rope[5] = {0, 1, 0, 1, 0};
-        convert(0, 3, dst, src, heads, rope, cs, B, n, hd, 0);
-        convert(0, 2, dst + 3, src + 3, heads + 3, rope + 3, cs, B, n, hd, 0);
+        int ld[5] = {nh * hd, ldq, nh * hd, ldkv, ldkv};   /* dout and out are dense */
+        convert(0, 3, dst, src, heads, rope, ld, cs, B, n, hd, 0);
+        convert(0, 2, dst + 3, src + 3, heads + 3, rope + 3, ld + 3, cs, B, n, hd, 0);
     }
     if (verify) {
         if (kq) cuda_keep_verify_pair(kq, Qh, nq);
@@ -993,11 +1038,11 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
      * FLOWHN_CUDNN_DQ=acc reads the accumulator again (for that investigation). */
     static int dq_acc = -1;
     if (dq_acc < 0) { const char *e = getenv("FLOWHN_CUDNN_DQ"); dq_acc = e && !strcmp(e, "acc"); }
-    if (dq_acc) grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc);
+    if (dq_acc) grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc, ldq);
     void *dst[3] = {dq_acc ? NULL : dq, dk, dv};
     const void *src[3] = {dQh, dKh, dVh};
-    int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0};
-    convert(1, 3, dst, src, heads, rope, cs, B, n, hd, acc);
+    int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
+    convert(1, 3, dst, src, heads, rope, ld, cs, B, n, hd, acc);
     return 0;
 }
 #endif

@@ -318,13 +318,18 @@ void cuda_silu_fwd(real *out, const real *x, size_t n);
 void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc);
 void cuda_rope_fwd(real *out, const real *x, const int *pos, int B, int n, int nh, int hd, real theta);
 void cuda_rope_bwd(real *dx, const real *dout, const int *pos, int B, int n, int nh, int hd, real theta, int acc);
-void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd);
-void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int acc);
+/* q, dq rows ldq apart; k, v, dk, dv ldkv apart (ops.h attention_fwd) */
+void cuda_attention_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                        const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int ldq, int ldkv);
+void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                        const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq,
+                        int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv);
 int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
-                            const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta);
+                            const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                            int ldkv);
 int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
-                            int nq, int nk, int nh, int nkv, int hd, real theta, int acc);
+                            int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv);
 void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
 void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n, int C, int K, int acc);
 void cuda_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
