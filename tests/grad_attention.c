@@ -147,11 +147,91 @@ static void test_window(void) {
     check_layout(&e);
 }
 
+/* (e) row strides (ops.h): q, k, v as the column windows of one packed [B n, qd + 2 kvd + pad] buffer (the
+ * fused q/k/v product's output, with pad > 0: ld > the packed width too), dq, dk, dv likewise. Finite
+ * differences on the packed buffer; the same bits as the dense op on dense copies; the pad columns untouched
+ * (attention_bwd) and the rope composition (attention_rope_*) the same bits as on dense copies. */
+enum { SB = 2, SN = 6, SNH = 4, SNKV = 2, SHD = 6, SPAD = 3 };
+static const int s_pos[SN] = {0, 2, 3, 5, 8, 9};
+static real *sp_, *sR_, *sout_, *slse_;
+static const int SQD = SNH * SHD, SKVD = SNKV * SHD, SLD = SNH * SHD + 2 * SNKV * SHD + SPAD;
+static double strided_loss(void *u) {
+    (void)u;
+    cpu_attention_fwd_ld(sout_, slse_, sp_, sp_ + SQD, sp_ + SQD + SKVD, s_pos, s_pos, SB, SN, SN, SNH, SNKV, SHD,
+                         SLD, SLD);
+    return dot(sout_, sR_, (size_t)SB * SN * SQD);
+}
+static void unpack(real *dst, const real *src, int off, int cols) {
+    for (int r = 0; r < SB * SN; r++) memcpy(dst + (size_t)r * cols, src + (size_t)r * SLD + off, sizeof(real) * cols);
+}
+static void test_strided(void) {
+    size_t np = (size_t)SB * SN * SLD, nqe = (size_t)SB * SN * SQD, nke = (size_t)SB * SN * SKVD;
+    sp_ = rnd(np, -1.5, 1.5); sR_ = rnd(nqe, -1, 1);
+    sout_ = malloc(sizeof(real) * nqe); slse_ = malloc(sizeof(real) * SB * SNH * SN);
+    real *dp = calloc(np, sizeof(real));
+    for (size_t r = 0; r < (size_t)SB * SN; r++)   /* the pad columns: must stay as they are */
+        for (int c = SLD - SPAD; c < SLD; c++) dp[r * SLD + c] = 7;
+    strided_loss(NULL);
+    cpu_attention_bwd_ld(dp, dp + SQD, dp + SQD + SKVD, sR_, sout_, slse_, sp_, sp_ + SQD, sp_ + SQD + SKVD, s_pos,
+                         s_pos, SB, SN, SN, SNH, SNKV, SHD, FH_OVERWRITE, SLD, SLD);
+    int pad_ok = 1;
+    for (size_t r = 0; r < (size_t)SB * SN; r++)
+        for (int c = SLD - SPAD; c < SLD; c++) pad_ok &= dp[r * SLD + c] == 7;
+    CHECK(pad_ok, "strided backward wrote outside its columns");
+    for (size_t r = 0; r < (size_t)SB * SN; r++)
+        for (int c = SLD - SPAD; c < SLD; c++) dp[r * SLD + c] = 0;   /* their true gradient */
+    double e = gradcheck("strided dqkv", strided_loss, NULL, sp_, dp, np, 300, EPS);
+    CHECK(e < BOUND, "strided dqkv max rel err %.3e", e);
+
+    /* the same bits as the dense op on dense copies */
+    real *q = malloc(sizeof(real) * nqe), *k = malloc(sizeof(real) * nke), *v = malloc(sizeof(real) * nke);
+    unpack(q, sp_, 0, SQD); unpack(k, sp_, SQD, SKVD); unpack(v, sp_, SQD + SKVD, SKVD);
+    real *out = malloc(sizeof(real) * nqe), *lse = malloc(sizeof(real) * SB * SNH * SN);
+    real *dq = calloc(nqe, sizeof(real)), *dk = calloc(nke, sizeof(real)), *dv = calloc(nke, sizeof(real));
+    real *gq = malloc(sizeof(real) * nqe), *gk = malloc(sizeof(real) * nke), *gv = malloc(sizeof(real) * nke);
+    cpu_attention_fwd(out, lse, q, k, v, s_pos, s_pos, SB, SN, SN, SNH, SNKV, SHD);
+    strided_loss(NULL);
+    CHECK(!memcmp(out, sout_, sizeof(real) * nqe) && !memcmp(lse, slse_, sizeof(real) * SB * SNH * SN),
+          "strided forward: not the dense op's bits");
+    cpu_attention_bwd(dq, dk, dv, sR_, out, lse, q, k, v, s_pos, s_pos, SB, SN, SN, SNH, SNKV, SHD, FH_OVERWRITE);
+    memset(dp, 0, sizeof(real) * np);
+    cpu_attention_bwd_ld(dp, dp + SQD, dp + SQD + SKVD, sR_, out, lse, sp_, sp_ + SQD, sp_ + SQD + SKVD, s_pos, s_pos,
+                         SB, SN, SN, SNH, SNKV, SHD, FH_OVERWRITE, SLD, SLD);
+    unpack(gq, dp, 0, SQD); unpack(gk, dp, SQD, SKVD); unpack(gv, dp, SQD + SKVD, SKVD);
+    CHECK(!memcmp(dq, gq, sizeof(real) * nqe) && !memcmp(dk, gk, sizeof(real) * nke) &&
+          !memcmp(dv, gv, sizeof(real) * nke), "strided backward: not the dense op's bits");
+
+    /* RoPE inside: strided against dense, forward and backward (acc: added to what is there) */
+    CHECK(cpu_attention_rope_fwd(out, lse, q, k, v, s_pos, s_pos, SB, SN, SN, SNH, SNKV, SHD, 10000, SQD, SKVD) == 0,
+          "rope fwd dense");
+    CHECK(cpu_attention_rope_fwd(sout_, slse_, sp_, sp_ + SQD, sp_ + SQD + SKVD, s_pos, s_pos, SB, SN, SN, SNH, SNKV,
+                                 SHD, 10000, SLD, SLD) == 0, "rope fwd strided");
+    CHECK(!memcmp(out, sout_, sizeof(real) * nqe), "strided rope forward: not the dense op's bits");
+    for (int acc = 0; acc < 2; acc++) {
+        for (size_t i = 0; i < np; i++) dp[i] = acc ? 0.25 : 0;
+        for (size_t i = 0; i < nqe; i++) dq[i] = acc ? 0.25 : 0;
+        for (size_t i = 0; i < nke; i++) dk[i] = dv[i] = acc ? 0.25 : 0;
+        cpu_attention_rope_bwd(dq, dk, dv, sR_, out, lse, q, k, v, s_pos, s_pos, SB, SN, SN, SNH, SNKV, SHD, 10000,
+                               acc, SQD, SKVD);
+        cpu_attention_rope_bwd(dp, dp + SQD, dp + SQD + SKVD, sR_, out, lse, sp_, sp_ + SQD, sp_ + SQD + SKVD, s_pos,
+                               s_pos, SB, SN, SN, SNH, SNKV, SHD, 10000, acc, SLD, SLD);
+        unpack(gq, dp, 0, SQD); unpack(gk, dp, SQD, SKVD); unpack(gv, dp, SQD + SKVD, SKVD);
+        double worst = 0;
+        for (size_t i = 0; i < nqe; i++) worst = fmax(worst, fabs(gq[i] - dq[i]));
+        for (size_t i = 0; i < nke; i++) worst = fmax(worst, fmax(fabs(gk[i] - dk[i]), fabs(gv[i] - dv[i])));
+        /* overwrite: the same bits; acc: dv summed apart then added (one rounding apart) */
+        CHECK(acc ? worst < 1e-14 : worst == 0, "strided rope backward acc %d: %.3e from the dense op's", acc, worst);
+    }
+    free(q); free(k); free(v); free(out); free(lse); free(dq); free(dk); free(dv); free(gq); free(gk); free(gv);
+    free(sp_); free(sR_); free(sout_); free(slse_); free(dp);
+}
+
 int main(void) {
     rng_seed(&rng, 1234, 7);
     RUN(test_isolated);
     RUN(test_prefix);
     RUN(test_gqa);
     RUN(test_window);
+    RUN(test_strided);
     TEST_SUMMARY();
 }

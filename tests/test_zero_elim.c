@@ -299,6 +299,55 @@ static void steps_longer(void) {
     for (int i = 0; i < n_tiny_specs; i++) step_matches(&tiny_specs[i], 3, 77, 1);
 }
 
+/* q/k/v and gate/up as one product each (Model.unfused_proj 0, the default) against three and two
+ * (FLOWHN_FUSE_PROJ=0's path): the forward products give the same values element by element, the
+ * backward's input gradients sum over K in one product instead of accumulating two or three, so the
+ * loss may differ by rounding and the gradients by fp32 rounding: relative L2 of the whole gradient
+ * < 1e-5, and each tensor's worst element < 1e-4 of that tensor's largest */
+static void fuse_proj_close(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    for (int i = 0; i < n_tiny_specs; i++) {
+        const TinySpec *sp = &tiny_specs[i];
+        Config c = tiny_config(sp);
+        int B = 2, T = 24, V = c.vocab_size;
+        int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
+        tiny_batch(tok, tgt, B, T, V, 5);
+        Model old, m;
+        int ok = !new_model(&old, &c, 0, 0) && !new_model(&m, &c, 0, 1);
+        old.unfused_proj = 1;
+        m.unfused_proj = 0;
+        ok = ok && !one_step(&old, tok, tgt, B, T, 1) && !one_step(&m, tok, tgt, B, T, 1);
+        CHECK(ok, "%s: %s", sp->name, fh_last_error());
+        if (ok) {
+            double num = 0, den = 0, worst = 0;
+            const char *wname = "";
+            for (int t = 0; t < m.layout.n; t++) {
+                const ParamEntry *e = &m.layout.entries[t];
+                double big = 0, d = 0;
+                for (size_t j = e->offset; j < e->offset + e->numel; j++) {
+                    double a = old.grads[j], b = m.grads[j];
+                    big = fmax(big, fabs(a));
+                    d = fmax(d, fabs(a - b));
+                    num += (a - b) * (a - b);
+                    den += a * a;
+                }
+                if (big > 0 && d / big > worst) { worst = d / big; wname = e->name; }
+            }
+            double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+            double dl = fabs(old.loss - m.loss) / fmax(1e-30, fabs(old.loss));
+            printf("  %-22s loss %.9g vs %.9g (rel %.1e), gradients rel L2 %.1e, worst tensor %.1e (%s)\n", sp->name,
+                   old.loss, m.loss, dl, rel, worst, wname);
+            CHECK(dl < 1e-6, "%s: loss %.9g (three products) vs %.9g (one)", sp->name, old.loss, m.loss);
+            CHECK(rel < 1e-5 && worst < 1e-4, "%s: gradients rel L2 %.3e, worst %.3e in %s", sp->name, rel, worst,
+                  wname);
+        }
+        model_free(&old);
+        model_free(&m);
+        free(tok);
+        free(tgt);
+    }
+}
+
 /* the comparison can fail: one ulp in one gradient is found */
 static void comparison_detects(void) {
     real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
@@ -312,5 +361,6 @@ int main(void) {
     RUN(comparison_detects);
     RUN(steps_every_architecture);
     RUN(steps_longer);
+    RUN(fuse_proj_close);
     TEST_SUMMARY();
 }
