@@ -1657,6 +1657,145 @@ static void test_attention_bf16(void) {
     TOL = 1e-5;
 }
 
+/* ---- attention with row strides (ops.h ldq, ldkv; perf-notes fuse-proj) ----
+ * q, k, v as column windows of wider rows, against the CPU op on dense copies:
+ * nq == nk: one packed [rows, qd + 2 kvd + pad] buffer (the fused q/k/v
+ * product's layout, plus pad columns: ld > the width); else q alone
+ * [rows, qd + pad] and k | v [rows, 2 kvd + pad]. dq, dk, dv in the same layout
+ * (their windows compared, the pad columns must keep their start). pad 4 keeps
+ * float4 alignment, pad 1 breaks it (the scalar conversions). fp32 and bf16
+ * (cuDNN for isolated hd % 8 == 0, else the bf16 tiles / fp32 kernels on dense
+ * copies), with and without RoPE inside (bf16: rope declined elsewhere). */
+static void win_put(float *P, int ld, int off, const float *x, size_t rows, int cols) {
+    for (size_t r = 0; r < rows; r++) memcpy(P + r * ld + off, x + r * cols, sizeof(float) * cols);
+}
+static void win_get(float *x, const float *P, int ld, int off, size_t rows, int cols) {
+    for (size_t r = 0; r < rows; r++) memcpy(x + r * cols, P + r * ld + off, sizeof(float) * cols);
+}
+/* the device window (off, cols of rows ld apart) against the host dense h (start h0), by cmp_full */
+static void win_cmp(const char *what, const float *h, const float *h0, const float *dP, int ld, int off, size_t rows,
+                    int cols, const float *mag) {
+    size_t np = rows * ld, n = rows * cols;
+    float *P = (float *)malloc(sizeof(float) * (np ? np : 1)), *x = (float *)malloc(sizeof(float) * (n ? n : 1));
+    G->to_host(P, dP, sizeof(float) * np);
+    win_get(x, P, ld, off, rows, cols);
+    float *dx = dev(x, n);
+    cmp_full(what, h, dx, n, h0, mag);
+    G->release(dx);
+    free(P); free(x);
+}
+static void strided_case(int B, int T, int ns, int nh, int nkv, int hd, int ctx, int pad, int rope) {
+    int *all = subset(T, ns), *qpos = all, *kpos = all, nq = ns, nk = ns;
+    if (ctx == 1) { kpos = subset(T, T); nk = T; }
+    int qd = nh * hd, kvd = nkv * hd, packed = nq == nk;
+    int ldq = packed ? qd + 2 * kvd + pad : qd + pad, ldkv = packed ? ldq : 2 * kvd + pad;
+    int koff = packed ? qd : 0, voff = koff + kvd;
+    size_t rq = (size_t)B * nq, rk = (size_t)B * nk, nqe = rq * qd, nke = rk * kvd, nl = (size_t)B * nh * nq;
+    line_start(rope ? "attention-strided-rope" : "attention-strided", "B=%d nq=%d nk=%d nh=%d nkv=%d hd=%d %s pad=%d",
+               B, nq, nk, nh, nkv, hd, ctx ? "prefix" : "isolated", pad);
+    float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+    /* host images of the strided buffers: Q (or the packed one) and KV; pad columns random */
+    size_t nQ = rq * ldq, nKV = packed ? 0 : rk * ldkv;
+    float *Q = hrand(nQ, 0, 1), *KV = packed ? Q : hrand(nKV, 0, 1);
+    win_put(Q, ldq, 0, q, rq, qd);
+    win_put(KV, ldkv, koff, k, rk, kvd);
+    win_put(KV, ldkv, voff, v, rk, kvd);
+    float *dQ_ = dev(Q, nQ), *dKV_ = packed ? dQ_ : dev(KV, nKV), *ddout = dev(dout, nqe);
+    const float *gq = dQ_, *gk = dKV_ + koff, *gv = dKV_ + voff;
+    int *dqp = devi(qpos, nq), *dkp = qpos == kpos ? dqp : devi(kpos, nk);
+    float *out = hnan(nqe), *lse = hnan(nl), *gout = dnan(nqe), *glse = dnan(nl);
+    float theta = 10000.f;
+    int rc = 0;
+    if (rope)
+        BOTH_FWD(cpu_attention_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta, qd, kvd),
+                 rc = G->attention_rope_fwd(gout, glse, gq, gk, gv, dqp, dkp, B, nq, nk, nh, nkv, hd, theta, ldq, ldkv));
+    else
+        BOTH_FWD(cpu_attention_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd),
+                 G->attention_fwd(gout, glse, gq, gk, gv, dqp, dkp, B, nq, nk, nh, nkv, hd, ldq, ldkv));
+    CHECK(rc == 0, "attention_rope_fwd declined hd %d", hd);
+    cmp("out", out, gout, nqe);
+    if (!rope) cmp_lse(lse, glse, qpos, kpos, q, k, B, nq, nk, nh, nkv, hd, 0);
+    /* gradients: the starts (ACC_MODE: random on both sides; overwrite: CPU 0, CUDA NaN, pad random) */
+    int accm = ACC_MODE == FH_ACC;
+    float *sq = accm ? hrand(nqe, 0, 1) : (float *)calloc(nqe, sizeof(float));
+    float *sk = accm ? hrand(nke, 0, 1) : (float *)calloc(nke, sizeof(float));
+    float *sv = accm ? hrand(nke, 0, 1) : (float *)calloc(nke, sizeof(float));
+    float *DQ = hrand(nQ, 0, 1), *DKV = packed ? DQ : hrand(nKV, 0, 1);
+    float *nanq = hnan(nqe), *nank = hnan(nke);
+    win_put(DQ, ldq, 0, accm ? sq : nanq, rq, qd);
+    win_put(DKV, ldkv, koff, accm ? sk : nank, rk, kvd);
+    win_put(DKV, ldkv, voff, accm ? sv : nank, rk, kvd);
+    float *dDQ = dev(DQ, nQ), *dDKV = packed ? dDQ : dev(DKV, nKV);
+    float *hq = hcopy(sq, nqe), *hk = hcopy(sk, nke), *hv = hcopy(sv, nke);
+    if (rope) {
+        cpu_attention_rope_bwd(hq, hk, hv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta,
+                               ACC_MODE, qd, kvd);
+        rc = G->attention_rope_bwd(dDQ, dDKV + koff, dDKV + voff, ddout, gout, glse, gq, gk, gv, dqp, dkp, B, nq, nk,
+                                   nh, nkv, hd, theta, ACC_MODE, ldq, ldkv);
+        CHECK(rc == 0, "attention_rope_bwd declined hd %d", hd);
+    } else {
+        cpu_attention_bwd(hq, hk, hv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, ACC_MODE);
+        G->attention_bwd(dDQ, dDKV + koff, dDKV + voff, ddout, gout, glse, gq, gk, gv, dqp, dkp, B, nq, nk, nh, nkv,
+                         hd, ACC_MODE, ldq, ldkv);
+    }
+    float *ones = NULL;
+    if (nk == 1) {
+        size_t n = nqe > nke ? nqe : nke;
+        ones = (float *)malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) ones[i] = 1;
+    }
+    win_cmp("dq", hq, sq, dDQ, ldq, 0, rq, qd, ones);
+    win_cmp("dk", hk, sk, dDKV, ldkv, koff, rk, kvd, ones);
+    win_cmp("dv", hv, sv, dDKV, ldkv, voff, rk, kvd, NULL);
+    /* the pad columns: untouched */
+    {
+        float *P = (float *)malloc(sizeof(float) * nQ);
+        G->to_host(P, dDQ, sizeof(float) * nQ);
+        int same = 1;
+        for (size_t r = 0; r < rq; r++)
+            for (int c = ldq - pad; c < ldq; c++) same &= P[r * ldq + c] == DQ[r * ldq + c];
+        if (!packed) {
+            float *P2 = (float *)malloc(sizeof(float) * nKV);
+            G->to_host(P2, dDKV, sizeof(float) * nKV);
+            for (size_t r = 0; r < rk; r++)
+                for (int c = ldkv - pad; c < ldkv; c++) same &= P2[r * ldkv + c] == DKV[r * ldkv + c];
+            free(P2);
+        }
+        if (!same) line_ok = 0;
+        CHECK(same, "the backward wrote into the pad columns");
+        free(P);
+    }
+    line_end();
+    free(ones); free(nanq); free(nank); free(hq); free(hk); free(hv); free(sq); free(sk); free(sv);
+    if (kpos != all) free(kpos);
+    free(all); free(q); free(k); free(v); free(dout); free(out); free(lse); free(Q); free(DQ);
+    if (!packed) { free(KV); free(DKV); G->release(dKV_); G->release(dDKV); }
+    G->release(dQ_); G->release(dDQ); G->release(ddout); G->release(gout); G->release(glse); G->release(dqp);
+    if (dkp != dqp) G->release(dkp);
+}
+static void test_attention_strided(void) {
+    /* B, T, nsel, nh, nkv, hd, ctx, pad */
+    static const int sh[][8] = {{1, 1, 1, 1, 1, 8, 0, 1},      {2, 37, 20, 4, 2, 16, 0, 4}, {2, 37, 20, 4, 2, 16, 1, 1},
+                                {2, 40, 15, 2, 1, 8, 0, 1},     {2, 300, 150, 6, 2, 64, 0, 4}, {1, 300, 120, 4, 4, 64, 1, 4},
+                                {2, 90, 90, 4, 1, 24, 0, 4},    {2, 90, 90, 4, 1, 24, 0, 1}, {1, 100, 70, 3, 1, 5, 0, 3},
+                                {2, 256, 256, 32, 8, 24, 0, 4}, {1, 128, 128, 12, 12, 64, 0, 4}};
+    int nsh = (int)(sizeof sh / sizeof sh[0]);
+    for (int prec = 0; prec < 2; prec++) {
+        CHECK(cuda_set_matmul_precision(prec ? "bf16" : "fp32") == 0, "%s", fh_last_error());
+        TOL = prec ? 1e-2 : 1e-5;
+        for (int i = 0; i < nsh; i++) {
+            const int *c = sh[i];
+            strided_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 0);
+            /* RoPE inside: bf16 only, where a path takes it (cuDNN: isolated, hd % 8 == 0; tiles: 16, 32, 64) */
+            int hd = c[5], dnn = c[6] == 0 && hd % 8 == 0 && hd <= 128;
+            if (prec && hd % 2 == 0 && (dnn || hd == 16 || hd == 32 || hd == 64))
+                strided_case(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], 1);
+        }
+    }
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
+
 /* RoPE inside the bf16 attention (ops.h attention_rope_*, attention_tc.cu):
  * the op on unrotated q, k against the CPU's rope + attention composition
  * (cpu_attention_rope_*), bf16 bound 1e-2, forward and backward (dq, dk are
@@ -2277,6 +2416,49 @@ static size_t copy_mismatches(const float *dp, size_t n, uint16_t *bits) {
     free(p);
     return bad;
 }
+/* A product whose weight spans adjacent tensors of the trained buffer (q, k, v or gate, up as one product,
+ * perf-notes fuse-proj): served by the bf16 copy when the tensors' copies are contiguous (each but the last a
+ * multiple of 128 values: no padding between them), else rounded into scratch; the same bits either way
+ * (against the product on an untrained buffer holding the same values). */
+static void test_weights_copy_span(void) {
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    const int IC = 64, N = 45;
+    /* case 0: tensors 1..3 (64, 32, 32 rows of 64: multiples of 128 values) as one 128-row weight: served;
+     * case 1: tensors 1..2 with 69 rows (64 + 5: tensor 1 of 4096 values, tensor 2 of 320, padded in the copy)
+     * as one: tensor 2 ends inside the product but tensor 1 is contiguous with it: served; tensors 2..3 (5 +
+     * 64 rows): tensor 2 is padded before tensor 3: not served */
+    const size_t sz[2][5] = {{37, 64 * 64, 32 * 64, 32 * 64, 100}, {37, 64 * 64, 5 * 64, 64 * 64, 100}};
+    const int t0[3] = {1, 1, 2}, rows[3] = {128, 69, 69}, want[3] = {1, 1, 0};
+    for (int c = 0; c < 3; c++) {
+        const size_t *sizes = sz[c == 0 ? 0 : 1];
+        size_t starts[5], n = 0;
+        for (int t = 0; t < 5; t++) { starts[t] = n; n += sizes[t]; }
+        line_start("weights-copy-span", "tensors %d.. rows %d (expect %s)", t0[c], rows[c], want[c] ? "served" : "rounded");
+        float *p = hrand(n, 0, 1), *in = hrand((size_t)N * IC, 0, 1);
+        float *ap = dev(p, n), *bp = dev(p, n), *din = dev(in, (size_t)N * IC);
+        float *oa = dnan((size_t)N * rows[c]), *ob = dnan((size_t)N * rows[c]);
+        CHECK(G->train_weights(ap, n, starts, 5) == 0, "train_weights: %s", fh_last_error());
+        unsigned long s0, s1;
+        cuda_weights_copy_stats(NULL, &s0, NULL);
+        G->linear_fwd(oa, din, ap + starts[t0[c]], NULL, N, IC, rows[c]);
+        cuda_weights_copy_stats(NULL, &s1, NULL);
+        G->linear_fwd(ob, din, bp + starts[t0[c]], NULL, N, IC, rows[c]);
+        size_t no = (size_t)N * rows[c];
+        float *x = (float *)malloc(sizeof(float) * no), *y = (float *)malloc(sizeof(float) * no);
+        G->to_host(x, oa, sizeof(float) * no);
+        G->to_host(y, ob, sizeof(float) * no);
+        int same = !memcmp(x, y, sizeof(float) * no), served = s1 == s0 + 1;
+        if (!same || served != want[c]) line_ok = 0;
+        CHECK(served == want[c], "the spanning product %s the copy", served ? "read" : "did not read");
+        CHECK(same, "the spanning product differs from the one rounding into scratch");
+        G->train_weights(ap, 0, NULL, 0);
+        line_end();
+        free(p); free(in); free(x); free(y);
+        G->release(ap); G->release(bp); G->release(din); G->release(oa); G->release(ob);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 /* rc (test_adamw_copy_rc, for compute-sanitizer racecheck): without the
  * product on the trained weight, a bf16 cuBLASLt product (the sanitizer stops
  * inside those kernels, session 6); every check on p, m, v and the copy stays. */
@@ -2960,6 +3142,7 @@ int main(void) {
     RUN(test_classifier_rows);
     RUN(test_optimizer);
     RUN(test_adamw_copy);
+    RUN(test_weights_copy_span);
     RUN(test_adamw_runs);
     RUN(test_adamw_copy_rc);
     RUN(test_bf16_shadow);
@@ -2984,6 +3167,7 @@ int main(void) {
     RUN(test_attention_bf16);
     RUN(test_attention_rope);
     RUN(test_attention_cudnn);
+    RUN(test_attention_strided);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif
@@ -3019,6 +3203,7 @@ int main(void) {
     RUN(test_attention_bf16);
     RUN(test_attention_rope);
     RUN(test_attention_cudnn);
+    RUN(test_attention_strided);
 #endif
 #ifdef HAVE_CPU_SELECTIVE_SCAN
     RUN(test_selective_scan);

@@ -92,6 +92,9 @@ static int gpu_unfused_conv_silu = 0;
 static int gpu_unfused_attn_rope = 0;
 /* 1: the CUDA model runs FlowHN's split as gather ops (Model.unfused_split, FLOWHN_SPLIT_FUSE=0) */
 static int gpu_unfused_split = 0;
+/* 1: the CUDA model runs q, k, v and gate, up as separate products (Model.unfused_proj, FLOWHN_FUSE_PROJ=0);
+ * the default (0) runs one product each, its outputs read with row strides (perf-notes fuse-proj) */
+static int gpu_unfused_proj = 0;
 
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
@@ -111,6 +114,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
     mg.unfused_conv_silu = gpu_unfused_conv_silu;
     mg.unfused_attn_rope = gpu_unfused_attn_rope;
     mg.unfused_split = gpu_unfused_split;
+    mg.unfused_proj = gpu_unfused_proj;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);
@@ -298,6 +302,15 @@ int main(void) {
             RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     gpu_unfused_split = 0;
 
+    /* every model once more with q, k, v and gate, up as separate products (FLOWHN_FUSE_PROJ=0, the A/B
+     * timing's other side; the default runs one product each, the passes above) */
+    gpu_unfused_proj = 1;
+    mode = "fp32, q/k/v and gate/up products separate";
+    printf("fp32 with q, k, v and gate, up as separate products:\n");
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    gpu_unfused_proj = 0;
+
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
     mode = "bf16";
@@ -324,6 +337,15 @@ int main(void) {
                     RUN_ARG(test_large_rope, &tiny_specs[i], roped[k]);
     }
     gpu_unfused_attn_rope = 0;
+    /* bf16 with the separate products (FLOWHN_FUSE_PROJ=0): the weights' bf16 copy served tensor by tensor */
+    gpu_unfused_proj = 1;
+    mode = "bf16, q/k/v and gate/up products separate";
+    printf("%s, H256 with RoPE:\n", mode);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < n_tiny_specs; i++)
+            if (!strcmp(tiny_specs[i].name, roped[k]) && wanted(roped[k]))
+                RUN_ARG(test_large_rope, &tiny_specs[i], roped[k]);
+    gpu_unfused_proj = 0;
     cuda_set_matmul_precision("fp32");
     TEST_SUMMARY();
 }
