@@ -34,7 +34,9 @@ typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_
                  real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn; } M2Acts;
 typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act, *gu;
                  real *dv, *dg, *dup, *dact, *dgu;
-                 int packed;   /* the forward ran one gate|up product into gu (mlp_packed) */ } MlpActs;
+                 int packed;   /* the forward ran one gate|up product into gu (mlp_packed) */
+                 int only;     /* the forward ran with keeps (a backward follows, then keep_end): the
+                                * backward's dgu (dg, dup) may be bf16-only (bf16_only below) */ } MlpActs;
 typedef struct {
     const real *x_in, *x_full;   /* inputs (not owned); x_full: all T tokens, prefix attention only */
     const int *pos; int B, n, T;
@@ -109,6 +111,26 @@ static void keep_bf16(Model *m, const real *x, size_t n) {
 }
 static void keep_end(Model *m) {
     if (m->ops->keep_bf16) m->ops->keep_bf16(NULL, 0);
+}
+/* Ops.bf16_only: x, written by the next op, is read by bf16 products only
+ * (linear_fwd's in, linear_bwd's in / dout over exactly x[0, n)), so a backend
+ * with bf16 products may skip its fp32 values (ops.h). Marked here, each call
+ * with the reason no other op reads x:
+ *   once = 0, x just kept (keep_bf16 above it): the decoder's first-norm
+ *     output u (read by the mixer's input products: q|k|v or q, k, v; Mamba's
+ *     in_proj; rmsnorm_bwd reads x_in and the FlowHN gathers read x, never u),
+ *     the prefix attention's uk (k, v), the MLP norm's v (gate|up; rmsnorm_bwd
+ *     reads h) and act (down; swiglu's backward reads gu or g, up). Hymba's u
+ *     is not marked: its two heads read it on two branches, and a kept
+ *     rounding serves only the branch that wrote it.
+ *   once = 1: swiglu's backward dgu (or dg, dup), the dout of the one gate|up
+ *     (gate, up) backward product right after it; only when the forward kept
+ *     (MlpActs.only: backward_trunk's keep_end then follows).
+ * Only while keeping (a backward follows, which ends with keep_end): the
+ * evaluation forward and the prefill write fp32 as always. The CPU backend
+ * has no bf16_only (it is the oracle: fp32 everywhere). */
+static void bf16_only(Model *m, const real *x, size_t n, int once) {
+    if (m->ops->bf16_only) m->ops->bf16_only(x, n, once);
 }
 #define G(off) (m->grads + (off))
 
@@ -533,16 +555,20 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
     if (a->packed) ENS(a->gu, (size_t)N * 2 * I);
     else { ENS(a->g, (size_t)N * I); ENS(a->up, (size_t)N * I); }
     a->h = h;
+    a->only = m->keep_acts;   /* kept inputs may be bf16-only (bf16_only) */
     keep_bf16(m, a->v, (size_t)N * H);   /* gate and up's input, again in their backward */
+    if (a->only) bf16_only(m, a->v, (size_t)N * H, 0);   /* read by those products only */
     o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
     if (a->packed) {
         o->linear_fwd(a->gu, a->v, W(w->gate), NULL, N, H, 2 * I);   /* [Wgate; Wup]: gate | up */
         keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
+        if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);   /* read by down's products only */
         o->swiglu_packed_fwd(a->act, a->gu, N, I);
     } else {
         o->linear_fwd(a->g, a->v, W(w->gate), NULL, N, H, I);
         o->linear_fwd(a->up, a->v, W(w->up), NULL, N, H, I);
         keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
+        if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);
         o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
     }
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
@@ -565,11 +591,16 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
     if (a->packed) {   /* one product for gate and up (mlp_packed): dgu [N, 2I] in gu's layout */
         ENS(a->dgu, (size_t)N * 2 * I);
         REF_ZERO(a->dgu, (size_t)N * 2 * I);
+        if (a->only) bf16_only(m, a->dgu, (size_t)N * 2 * I, 1);   /* the next product's dout, read once */
         o->swiglu_packed_bwd(a->dgu, a->dact, a->gu, N, I, FIRST);
         o->linear_bwd(a->dv, G(w->gate), NULL, a->dgu, a->v, W(w->gate), N, H, 2 * I, FIRST);
     } else {
         ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I);
         REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
+        if (a->only) {   /* the two products' douts, each read once */
+            bf16_only(m, a->dg, (size_t)N * I, 1);
+            bf16_only(m, a->dup, (size_t)N * I, 1);
+        }
         o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
         o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
         o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
@@ -597,6 +628,7 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     a->x_in = x_in; a->x_full = x_full; a->pos = pos; a->B = B; a->n = n; a->T = T;
     ENS(a->u, N * H); ENS(a->u_rstd, N); ENS(a->mix, N * H);
     keep_bf16(m, a->u, N * H);   /* the mixer's input products (q, k, v; in_proj), again in their backward */
+    if (m->keep_acts) bf16_only(m, a->u, N * H, 0);   /* read by those products only */
     if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
     else if (x_src) o->rmsnorm_gather_fwd((real *)x_in, a->u, a->u_rstd, x_src, pos, W(w->mixer_norm), B, T, n, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
@@ -604,6 +636,7 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
         if (x_full) {
             ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
             keep_bf16(m, a->at.uk, (size_t)B * T * H);   /* k and v's input, again in their backward */
+            if (m->keep_acts) bf16_only(m, a->at.uk, (size_t)B * T * H, 0);   /* read by k, v's products only */
             o->rmsnorm_fwd(a->at.uk, a->at.uk_rstd, x_full, W(w->mixer_norm), B * T, H, eps);
             if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, T, m->iota_dev, a->at.uk, a->mix)) return -1;
         } else if (attn_fwd(m, &w->attn, &a->at, B, n, pos, a->u, n, pos, a->u, a->mix)) return -1;

@@ -432,6 +432,29 @@ typedef struct Ops {
     int (*attention_rope_bwd)(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                               const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                               int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv);
+
+    /* ---- bf16-only outputs (may be NULL: CPU, the oracle, always writes fp32) ----
+     * bf16_only(x, n, once): the next op writes x[0, n) (its output, overwritten
+     * whole, not accumulated), and its fp32 values are read by NO ONE: only
+     * bf16 products read x, as linear_fwd's `in` or linear_bwd's `in` / `dout`,
+     * over exactly (x, n) (the N x IC, N x OC matrix starting at x), and
+     * nothing writes [x, x + n) until keep_bf16(NULL, 0).
+     *   once = 0: x is a kept input (keep_bf16(x, n) was called just before,
+     *     for the same next op); its products may read it any number of times,
+     *     forward and backward, on the branch that wrote it.
+     *   once = 1: x is read by one product, once (its next reader; other ops
+     *     may run in between), on the branch that wrote it.
+     * A backend with bf16 products may then store only x's bf16 rounding where
+     * those products read it (CUDA: the kept buffer, or a shadow held until its
+     * one read), and leave x's fp32 memory unwritten. It decides per call (the
+     * producer must support it, its rounding must have a home; else it writes
+     * fp32 as always), so results are the same bits either way. A product that
+     * reads x where no such rounding serves it is an error (never a rounding of
+     * unwritten memory); under FLOWHN_BF16_KEEP_VERIFY=1 the fp32 memory is
+     * filled with NaN instead, so any other reader shows at once. The model
+     * calls it only where it can prove the readers are products (model.c
+     * bf16_only). */
+    void (*bf16_only)(const real *x, size_t n, int once);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

@@ -3057,6 +3057,180 @@ static void test_bf16_keep_verify(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* bf16-only outputs (linear.cu, ops.h bf16_only): a marked producer stores only
+ * its output's bf16 rounding (the kept buffer; a pinned shadow for a once-read
+ * output) and the products read it. One forward/backward-like sequence with the
+ * switch on and off (after a warm-up run that grows the scratch): every product
+ * against the CPU (bf16 bound), on == off bit for bit (the rounding is the one
+ * the fp32-writing producer stores), the elisions counted where they must
+ * happen (kept norm output, kept add+norm output, kept packed SwiGLU output,
+ * kept plain SwiGLU output, once-read packed dgu across an undeclared op that
+ * moves cuda_epoch, once-read dg and dup) and not where they must not
+ * (an accumulating swiglu_bwd, an unmarked output). Under the verify switch
+ * the elided fp32 ranges hold NaN (the poison a stray fp32 reader would see),
+ * and a product reading an elided output a second time fails loudly
+ * (cuda_ops_check) instead of rounding unwritten memory. */
+#define ONLY_RES 13
+static int only_checking;   /* 0 in the warm-up run */
+static void only_expect(int on, unsigned long before, unsigned long want, const char *what) {
+    if (!only_checking) return;
+    unsigned long got = cuda_bf16_only_elided - before;
+    int ok = got == (on ? want : 0);
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%s: %lu outputs written bf16-only, expected %lu", what, got, on ? want : 0);
+}
+static void only_sequence(int on, int N, int C, int I, int OC, float *const *h, float **res) {
+    /* h: x, wn, Wq, a, b, Wgu (2I x C), Wd (OC x I), dY (N x OC), g, u */
+    size_t nc = (size_t)N * C, ni = (size_t)N * I;
+    int was = cuda_set_bf16_only(on), vwas = cuda_set_bf16_keep_verify(1);
+    float *x = dev(h[0], nc), *wn = dev(h[1], C), *Wq = dev(h[2], (size_t)OC * C), *a = dev(h[3], nc);
+    float *b = dev(h[4], nc), *Wgu = dev(h[5], 2 * (size_t)I * C), *Wd = dev(h[6], (size_t)OC * I);
+    float *dY = dev(h[7], (size_t)N * OC), *g = dev(h[8], ni), *u = dev(h[9], ni);
+    float *hb = dnan(nc), *rs = dnan(N), *hv = dnan(nc), *r = dnan(nc), *rs2 = dnan(N), *gu = dnan(2 * ni);
+    float *act = dnan(ni), *act2 = dnan(ni), *dact = dnan(ni), *dgu = dnan(2 * ni), *dg = dnan(ni), *dup = dnan(ni);
+    float *junk = dnan(nc);
+    G->zero(hb, sizeof(float) * nc);   /* zeros: the verify poison (NaN) must show where fp32 was elided */
+    size_t sz[ONLY_RES] = {(size_t)N * OC, 2 * ni, (size_t)N * OC, ni, (size_t)OC * I, nc, 2 * (size_t)I * C,
+                           (size_t)N * OC, nc, (size_t)I * C, (size_t)I * C, ni, ni};
+    float *o[ONLY_RES];
+    for (int k = 0; k < ONLY_RES; k++) o[k] = dnan(sz[k]);
+    G->zero(o[4], sizeof(float) * sz[4]); G->zero(o[6], sizeof(float) * sz[6]);   /* dW accumulates */
+    G->zero(o[9], sizeof(float) * sz[9]); G->zero(o[10], sizeof(float) * sz[10]);
+    unsigned long e;
+    /* forward: a kept norm output (rmsnorm_fwd), its product */
+    e = cuda_bf16_only_elided;
+    G->keep_bf16(hb, nc); G->bf16_only(hb, nc, 0);
+    G->rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+    only_expect(on, e, 1, "rmsnorm_fwd");
+    G->linear_fwd(o[0], hb, Wq, NULL, N, C, OC);
+    if (only_checking) {   /* the verify switch poisons the elided fp32 (on), else hb holds the fp32 norm */
+        float *t = (float *)malloc(sizeof(float) * nc);
+        G->to_host(t, hb, sizeof(float) * nc);
+        size_t nan = 0;
+        for (size_t i = 0; i < nc; i++) nan += t[i] != t[i];
+        int ok = on ? nan == nc : nan == 0;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "verify poison: %zu of %zu fp32 values NaN with bf16-only %s", nan, nc, on ? "on" : "off");
+        free(t);
+    }
+    /* a kept add+norm output (the MLP's v), the packed gate|up product, a kept packed SwiGLU output, down */
+    e = cuda_bf16_only_elided;
+    G->keep_bf16(hv, nc); G->bf16_only(hv, nc, 0);
+    G->add_rmsnorm_fwd(r, hv, rs2, a, b, wn, N, C, 1e-5f);
+    G->linear_fwd(o[1], hv, Wgu, NULL, N, C, 2 * I);
+    G->from_host(gu, res[ONLY_RES], sizeof(float) * 2 * ni);   /* gu from the CPU: the same input both ways */
+    G->keep_bf16(act, ni); G->bf16_only(act, ni, 0);
+    G->swiglu_packed_fwd(act, gu, N, I);
+    G->linear_fwd(o[2], act, Wd, NULL, N, I, OC);
+    /* a kept plain SwiGLU output (the unfused MLP) */
+    G->keep_bf16(act2, ni); G->bf16_only(act2, ni, 0);
+    G->swiglu_fwd(act2, g, u, ni);
+    only_expect(on, e, 3, "add_rmsnorm_fwd, swiglu_packed_fwd, swiglu_fwd");
+    /* undeclared ops in between (each moves cuda_epoch): kept bf16-only inputs are still served */
+    G->add(junk, a, b, nc);
+    G->zero(junk, sizeof(float) * nc);
+    /* backward: down (din dact, dW from act's kept rounding) */
+    G->linear_bwd(o[3], o[4], NULL, dY, act, Wd, N, I, OC, FH_OVERWRITE);
+    G->from_host(dact, res[ONLY_RES + 1], sizeof(float) * ni);   /* the CPU's dact: the same input both ways */
+    /* packed dgu read once by the gate|up backward, with an undeclared op between (the pin holds) */
+    e = cuda_bf16_only_elided;
+    G->bf16_only(dgu, 2 * ni, 1);
+    G->swiglu_packed_bwd(dgu, dact, gu, N, I, FH_OVERWRITE);
+    only_expect(on, e, 1, "swiglu_packed_bwd");
+    G->add(junk, a, b, nc);
+    G->linear_bwd(o[5], o[6], NULL, dgu, hv, Wgu, N, C, 2 * I, FH_OVERWRITE);
+    /* the unfused backward: dg, dup each read once */
+    e = cuda_bf16_only_elided;
+    G->bf16_only(dg, ni, 1); G->bf16_only(dup, ni, 1);
+    G->swiglu_bwd(dg, dup, dact, g, u, ni, FH_OVERWRITE);
+    only_expect(on, e, 2, "swiglu_bwd");
+    G->linear_bwd(o[8], o[9], NULL, dg, hv, Wgu, N, C, I, FH_OVERWRITE);
+    G->linear_bwd(o[8], o[10], NULL, dup, hv, Wgu + (size_t)I * C, N, C, I, FH_ACC);
+    /* not elided: an accumulating swiglu_bwd (it reads the fp32 values), and an unmarked output */
+    e = cuda_bf16_only_elided;
+    G->copy_rows(o[11], (int)ni, dact, (int)ni, 1, (int)ni);
+    G->copy_rows(o[12], (int)ni, dact, (int)ni, 1, (int)ni);
+    G->bf16_only(o[11], ni, 1); G->bf16_only(o[12], ni, 1);
+    G->swiglu_bwd(o[11], o[12], dact, g, u, ni, FH_ACC);
+    G->linear_fwd(o[7], hb, Wq, NULL, N, C, OC);   /* hb again: kept, served */
+    only_expect(on, e, 0, "accumulating swiglu_bwd");
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    /* a second read of an elided once-output: an error with the switch on (nothing serves it), fine off */
+    if (only_checking) {
+        unsigned long rf = cuda_bf16_only_refused;
+        G->linear_bwd(NULL, junk, NULL, dg, x, Wgu, 1, 1, 1, FH_ACC);   /* another extent of dg: never served */
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        int ok = on ? failed && cuda_bf16_only_refused == rf + 1 : !failed;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "reading an elided output where no rounding serves it: %s, expected %s", failed ? "failed" : "ran",
+              on ? "an error" : "a run");
+    }
+    G->keep_bf16(NULL, 0);
+    for (int k = 0; k < ONLY_RES; k++) {
+        res[k] = (float *)malloc(sizeof(float) * sz[k]);
+        G->to_host(res[k], o[k], sizeof(float) * sz[k]);
+        G->release(o[k]);
+    }
+    float *all[] = {x, wn, Wq, a, b, Wgu, Wd, dY, g, u, hb, rs, hv, r, rs2, gu, act, act2, dact, dgu, dg, dup, junk};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep_verify(vwas);
+    cuda_set_bf16_only(was);
+}
+static void test_bf16_only(void) {
+    static const int shapes[][4] = {{5, 33, 17, 9}, {37, 96, 160, 72}, {300, 768, 2048, 768}};   /* N, C, I, OC */
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], I = shapes[si][2], OC = shapes[si][3];
+        size_t nc = (size_t)N * C, ni = (size_t)N * I;
+        line_start("bf16_only", "N=%d C=%d I=%d OC=%d", N, C, I, OC);
+        float *h[10] = {hrand(nc, 0.3f, 1.5f), hrand(C, 1, 0.2f), hrand((size_t)OC * C, 0, 0.05f), hrand(nc, 0, 1),
+                        hrand(nc, 0.5f, 1), hrand(2 * (size_t)I * C, 0, 0.05f), hrand((size_t)OC * I, 0, 0.05f),
+                        hrand((size_t)N * OC, 0, 1), hrand(ni, 0, 1), hrand(ni, 0, 1)};
+        float *x = h[0], *wn = h[1], *Wq = h[2], *a = h[3], *b = h[4], *Wgu = h[5], *Wd = h[6], *dY = h[7];
+        float *g = h[8], *u = h[9];
+        size_t sz[ONLY_RES] = {(size_t)N * OC, 2 * ni, (size_t)N * OC, ni, (size_t)OC * I, nc, 2 * (size_t)I * C,
+                               (size_t)N * OC, nc, (size_t)I * C, (size_t)I * C, ni, ni};
+        float *ref[ONLY_RES];
+        for (int k = 0; k < ONLY_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
+        float *hb = hnan(nc), *rs = hnan(N), *hv = hnan(nc), *r = hnan(nc), *act = hnan(ni), *dgu = hnan(2 * ni);
+        float *dg = hnan(ni), *dup = hnan(ni);
+        cpu_rmsnorm_fwd(hb, rs, x, wn, N, C, 1e-5f);
+        cpu_linear_fwd(ref[0], hb, Wq, NULL, N, C, OC);
+        cpu_add(r, a, b, nc);
+        cpu_rmsnorm_fwd(hv, rs, r, wn, N, C, 1e-5f);
+        cpu_linear_fwd(ref[1], hv, Wgu, NULL, N, C, 2 * I);
+        float *gu = ref[1];   /* the products' gu differ in bf16: both sequences take the CPU's */
+        cpu_swiglu_packed_fwd(act, gu, N, I);
+        cpu_linear_fwd(ref[2], act, Wd, NULL, N, I, OC);
+        cpu_linear_bwd(ref[3], ref[4], NULL, dY, act, Wd, N, I, OC, FH_OVERWRITE);
+        float *dact = ref[3];
+        cpu_swiglu_packed_bwd(dgu, dact, gu, N, I, FH_OVERWRITE);
+        cpu_linear_bwd(ref[5], ref[6], NULL, dgu, hv, Wgu, N, C, 2 * I, FH_OVERWRITE);
+        cpu_swiglu_bwd(dg, dup, dact, g, u, ni, FH_OVERWRITE);
+        cpu_linear_bwd(ref[8], ref[9], NULL, dg, hv, Wgu, N, C, I, FH_OVERWRITE);
+        cpu_linear_bwd(ref[8], ref[10], NULL, dup, hv, Wgu + (size_t)I * C, N, C, I, FH_ACC);
+        memcpy(ref[11], dact, sizeof(float) * ni); memcpy(ref[12], dact, sizeof(float) * ni);
+        cpu_swiglu_bwd(ref[11], ref[12], dact, g, u, ni, FH_ACC);
+        cpu_linear_fwd(ref[7], hb, Wq, NULL, N, C, OC);
+        /* res[ONLY_RES], [ONLY_RES + 1]: the inputs the sequence uploads (gu, dact), the CPU's */
+        float *on[ONLY_RES + 2], *off[ONLY_RES + 2];
+        on[ONLY_RES] = off[ONLY_RES] = gu; on[ONLY_RES + 1] = off[ONLY_RES + 1] = dact;
+        only_checking = 0;   /* a warm-up run: it grows the slots, shadows and kept buffers */
+        only_sequence(1, N, C, I, OC, h, on);
+        for (int k = 0; k < ONLY_RES; k++) free(on[k]);
+        only_checking = 1;
+        only_sequence(0, N, C, I, OC, h, off);
+        only_sequence(1, N, C, I, OC, h, on);
+        static const char *names[ONLY_RES] = {"y_norm", "gu", "y_down", "dact", "dWd", "dv_packed", "dWgu",
+                                              "y_norm2", "dv", "dWg", "dWu", "dg_acc", "dup_acc"};
+        cmp_on_off("bf16-only", names, ref, on, off, sz, ONLY_RES);
+        for (int k = 0; k < 10; k++) free(h[k]);
+        free(hb); free(rs); free(hv); free(r); free(act); free(dgu); free(dg); free(dup);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -3148,6 +3322,7 @@ int main(void) {
     RUN(test_bf16_shadow);
     RUN(test_bf16_keep);
     RUN(test_bf16_keep_verify);
+    RUN(test_bf16_only);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

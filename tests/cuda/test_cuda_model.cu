@@ -132,10 +132,27 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         CHECK(worst < GRAD_TOL, "%s: gradient of %s differs by relative L2 %.2e (bound %.0e)", name, worst_name,
               worst, GRAD_TOL);
 
+        /* bf16: the same fused step with bf16-only outputs off first (FLOWHN_BF16_ONLY=0: every
+         * activation written in fp32 as before), the A/B's other side, compared below */
+        int ab = !strncmp(mode, "bf16", 4);
+        float *g_off = NULL;
+        double loss_off = 0;
+        if (ab) {
+            int was = cuda_set_bf16_only(0);
+            model_zero_grad(&mg);
+            unsigned long el0 = cuda_bf16_only_elided;
+            if (!model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name)) {
+                g_off = host_copy(&mg, mg.grads);
+                loss_off = mg.loss;
+            } else CHECK(0, "%s: cuda fused forward_backward, bf16-only off: %s", name, fh_last_error());
+            CHECK(cuda_bf16_only_elided == el0, "%s: %lu outputs elided with the switch off", name,
+                  cuda_bf16_only_elided - el0);
+            cuda_set_bf16_only(was);
+        }
         /* the fused training classifier (model_forward_backward) on the GPU gives
          * the same loss and gradients as the CPU's unfused forward + backward */
         model_zero_grad(&mg);
-        unsigned long kept0 = cuda_keep_served;
+        unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
         /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
@@ -158,6 +175,35 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
             printf("  %-5s %-22s fused classifier: loss rel %.1e, grad rel %.1e, worst %s %.1e\n", mode, name, dlf,
                    wholef, worstf_name, worstf);
         }
+        /* bf16-only outputs (linear.cu, ops.h bf16_only; on by default): every architecture has some (the
+         * decoder's first-norm output, the MLP's v, act, dgu; Hymba's MLP), none refused, and under the
+         * verify switch (on here) each elided fp32 range holds NaN, so a reader the model's marks missed
+         * would have broken the bounds above. Against the switch-off step: the same rounding is read by
+         * the same products, so the loss and gradients should agree bit for bit (bounded at 1e-6, reported). */
+        if (okf && ab && cuda_set_bf16_only(-1)) {
+            unsigned long el = cuda_bf16_only_elided - elided0;
+            CHECK(el > 0, "%s: no output of the fused bf16 step was written bf16-only", name);
+            CHECK(cuda_bf16_only_refused == refused0, "%s: %lu products refused a bf16-only operand", name,
+                  cuda_bf16_only_refused - refused0);
+            if (g_off) {
+                float *g_on = host_copy(&mg, mg.grads);
+                double all = 0, diff = 0;
+                size_t ndiff = 0;
+                for (size_t i = 0; i < mg.layout.total; i++) {
+                    all += (double)g_off[i] * g_off[i];
+                    diff += ((double)g_on[i] - g_off[i]) * ((double)g_on[i] - g_off[i]);
+                    ndiff += memcmp(&g_on[i], &g_off[i], sizeof(float)) != 0;
+                }
+                double rel = sqrt(diff / fmax(all, 1e-300)), dlo = rel_diff(loss_off, mg.loss);
+                CHECK(rel <= 1e-6 && dlo <= 1e-6, "%s: bf16-only on vs off: loss rel %.2e, gradient rel L2 %.2e",
+                      name, dlo, rel);
+                printf("  %-5s %-22s bf16-only on vs off: %lu outputs elided, loss rel %.1e, grad rel %.1e, %zu of "
+                       "%zu gradient values differ in bits\n", mode, name, el, dlo, rel, ndiff,
+                       (size_t)mg.layout.total);
+                free(g_on);
+            }
+        }
+        free(g_off);
 
         /* AdamW steps from the same start on both sides */
         AdamWConfig oc;

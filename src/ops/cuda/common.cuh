@@ -65,6 +65,14 @@ typedef struct {
 } CudaRange;
 void *cuda_shadow_claim(const float *out, size_t n);
 void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw);
+/* The same for a producer that can leave its fp32 output unwritten (Ops.bf16_only):
+ * *skip = 1 when out was marked bf16-only and the buffer returned is a home for
+ * its rounding that lasts as long as the contract needs (the kept buffer; a
+ * shadow held until its one read, marked once). The producer then stores only
+ * the rounding (out's fp32 memory untouched) and still declares out's range to
+ * cuda_shadow_done. Call it only when the launch overwrites out whole (not an
+ * accumulation, which reads the fp32 values). */
+void *cuda_shadow_claim_only(const float *out, size_t n, int *skip);
 
 #define CUDA_CALL(call)                                                              \
     do {                                                                             \
@@ -386,6 +394,7 @@ void cuda_weights_released(const void *p, size_t bytes);
  * op; a backend block freed (keeps of inputs inside it end, their buffers
  * go); before a recording (every keep ends). */
 void cuda_keep_bf16(const real *x, size_t n);
+void cuda_bf16_only(const real *x, size_t n, int once);
 void cuda_keep_released(const void *p, size_t bytes);
 void cuda_keep_before_recording(void);
 /* owned keeps (linear.cu): an op's own bf16 transform of a kept input x, held

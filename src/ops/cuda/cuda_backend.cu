@@ -96,4 +96,5 @@ const Ops cuda_ops = {
     .rope_append_at = cuda_rope_append_at,
     .attention_rope_fwd = cuda_attention_rope_fwd,
     .attention_rope_bwd = cuda_attention_rope_bwd,
+    .bf16_only = cuda_bf16_only,
 };

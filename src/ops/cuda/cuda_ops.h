@@ -97,6 +97,16 @@ extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
 int cuda_set_bf16_keep_verify(int on);
 unsigned long cuda_keep_stale(void);
 
+/* bf16-only outputs (linear.cu, Ops.bf16_only): a producer the model marked
+ * writes only the bf16 rounding of its output (into the kept buffer, or a
+ * shadow held until its one read), not the fp32 values. On by default;
+ * FLOWHN_BF16_ONLY=0 writes fp32 as before (read on first use). Returns the
+ * previous setting; -1 leaves it. Counters (tests): cuda_bf16_only_elided
+ * (outputs written bf16 only), cuda_bf16_only_refused (products refused
+ * because an elided fp32 input had no rounding to serve them: an error). */
+int cuda_set_bf16_only(int on);
+extern unsigned long cuda_bf16_only_elided, cuda_bf16_only_refused;
+
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on
  * first use); cuda_set_attn_cudnn returns the previous setting, -1 leaves it.

@@ -31,28 +31,31 @@ __global__ void silu_bwd_kernel(float *dx, const float *dout, const float *x, si
     }
 }
 /* ob, bg, bu: NULL, or the outputs' bf16 shadows (linear.cu cuda_shadow_claim):
- * the rounding of each value stored, for the product that reads it next */
+ * the rounding of each value stored, for the product that reads it next.
+ * Bf16-only outputs (linear.cu, ops.h bf16_only): the forward kernels get out
+ * NULL, the backward ones fg / fu 0, and store the rounding only. */
 __global__ void swiglu_fwd_kernel(float *out, const float *gate, const float *up, size_t n, __nv_bfloat16 *ob) {
     GRID_STRIDE(i, n) {
         float o = gate[i] * sigmoidf_(gate[i]) * up[i];
-        out[i] = o;
+        if (out) out[i] = o;
         if (ob) ob[i] = __float2bfloat16_rn(o);
     }
 }
 __global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dout, const float *gate,
-                                  const float *up, size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu) {
+                                  const float *up, size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu, int fg,
+                                  int fu) {
     GRID_STRIDE(i, n) {
         float g = gate[i], s = sigmoidf_(g);
         if (dup) {
             float d = dout[i] * g * s;
             d = acc ? dup[i] + d : d;
-            dup[i] = d;
+            if (fu) dup[i] = d;
             if (bu) bu[i] = __float2bfloat16_rn(d);
         }
         if (dgate) {
             float d = dout[i] * up[i] * s * (1.f + g * (1.f - s));
             d = acc ? dgate[i] + d : d;
-            dgate[i] = d;
+            if (fg) dgate[i] = d;
             if (bg) bg[i] = __float2bfloat16_rn(d);
         }
     }
@@ -84,13 +87,13 @@ __global__ void swiglu_fwd4_kernel(float *out, const float *gate, const float *u
     GRID_STRIDE(i, n4) {
         float4 g = reinterpret_cast<const float4 *>(gate)[i], u = reinterpret_cast<const float4 *>(up)[i];
         float4 o = make_float4(swiglu_one(g.x, u.x), swiglu_one(g.y, u.y), swiglu_one(g.z, u.z), swiglu_one(g.w, u.w));
-        reinterpret_cast<float4 *>(out)[i] = o;
+        if (out) reinterpret_cast<float4 *>(out)[i] = o;
         if (ob) st_bf4(ob + 4 * i, o.x, o.y, o.z, o.w);
     }
     size_t t = 4 * n4 + blockIdx.x * (size_t)blockDim.x + threadIdx.x;   /* the tail: < 4 elements */
     if (t < n) {
         float o = swiglu_one(gate[t], up[t]);
-        out[t] = o;
+        if (out) out[t] = o;
         if (ob) ob[t] = __float2bfloat16_rn(o);
     }
 }
@@ -105,7 +108,7 @@ __device__ __forceinline__ void swiglu_bwd_one(float dout, float g, float u, flo
     dg = acc ? pg + d : d;
 }
 __global__ void swiglu_bwd4_kernel(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
-                                   size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu) {
+                                   size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu, int fg, int fu) {
     size_t n4 = n / 4;
     const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
     GRID_STRIDE(i, n4) {
@@ -119,11 +122,11 @@ __global__ void swiglu_bwd4_kernel(float *dgate, float *dup, const float *dout, 
         swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
         swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
         if (dup) {
-            reinterpret_cast<float4 *>(dup)[i] = ou;
+            if (fu) reinterpret_cast<float4 *>(dup)[i] = ou;
             if (bu) st_bf4(bu + 4 * i, ou.x, ou.y, ou.z, ou.w);
         }
         if (dgate) {
-            reinterpret_cast<float4 *>(dgate)[i] = og;
+            if (fg) reinterpret_cast<float4 *>(dgate)[i] = og;
             if (bg) st_bf4(bg + 4 * i, og.x, og.y, og.z, og.w);
         }
     }
@@ -133,11 +136,11 @@ __global__ void swiglu_bwd4_kernel(float *dgate, float *dup, const float *dout, 
         swiglu_bwd_one(dout[t], gate[t], dgate ? up[t] : 0.f, acc && dgate ? dgate[t] : 0.f, acc && dup ? dup[t] : 0.f,
                        acc, og, ou);
         if (dup) {
-            dup[t] = ou;
+            if (fu) dup[t] = ou;
             if (bu) bu[t] = __float2bfloat16_rn(ou);
         }
         if (dgate) {
-            dgate[t] = og;
+            if (fg) dgate[t] = og;
             if (bg) bg[t] = __float2bfloat16_rn(og);
         }
     }
@@ -179,13 +182,15 @@ void cuda_silu_bwd(real *dx, const real *dout, const real *x, size_t n, int acc)
  * here too (common.cuh cuda_shadow_claim). */
 void cuda_swiglu_fwd(real *out, const real *gate, const real *up, size_t n) {
     if (n == 0) return;
-    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    int skip;   /* a bf16-only output with a home for its rounding (linear.cu): no fp32 stores */
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
+    float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
-    const void *p[3] = {out, gate, up};
+    const void *p[3] = {out, gate, up};   /* out decides the kernel either way */
     if (ew4_ok(p, 3) && bf8_ok(ob, NULL))
-        swiglu_fwd4_kernel<<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(out, gate, up, n, ob);
+        swiglu_fwd4_kernel<<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(fo, gate, up, n, ob);
     else
-        swiglu_fwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(out, gate, up, n, ob);
+        swiglu_fwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(fo, gate, up, n, ob);
     CUDA_LAUNCHED();
     CudaRange wr[2] = {{out, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 2);
@@ -193,15 +198,18 @@ void cuda_swiglu_fwd(real *out, const real *gate, const real *up, size_t n) {
 void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate, const real *up, size_t n,
                      int acc) {
     if ((!dgate && !dup) || n == 0) return;
-    __nv_bfloat16 *bg = (__nv_bfloat16 *)cuda_shadow_claim(dgate, n);
-    __nv_bfloat16 *bu = dup != dgate ? (__nv_bfloat16 *)cuda_shadow_claim(dup, n) : NULL;
+    /* bf16-only outputs only when overwriting (acc reads the fp32 values) two distinct buffers */
+    int sg = 0, su = 0, only = !acc && dgate != dup;
+    __nv_bfloat16 *bg = (__nv_bfloat16 *)cuda_shadow_claim_only(dgate, n, only ? &sg : NULL);
+    __nv_bfloat16 *bu = dup != dgate ? (__nv_bfloat16 *)cuda_shadow_claim_only(dup, n, only ? &su : NULL) : NULL;
     unsigned long before = cuda_epoch;
     const void *p[5] = {dgate, dup, dout, gate, up};
     if (dgate != dup && ew4_ok(p, 5) && bf8_ok(bg, bu))
-        swiglu_bwd4_kernel<<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n, acc, bg, bu);
+        swiglu_bwd4_kernel<<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n, acc, bg, bu, !sg,
+                                                                        !su);
     else   /* also dgate == dup (the old kernel's order of the two writes decides what such a call leaves) */
         swiglu_bwd_kernel<<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n,
-                                                                                       acc, bg, bu);
+                                                                                       acc, bg, bu, !sg, !su);
     CUDA_LAUNCHED();
     CudaRange wr[4] = {{dgate, dgate ? n * sizeof(float) : 0}, {dup, dup ? n * sizeof(float) : 0},
                        {bg, bg ? n * 2 : 0}, {bu, bu ? n * 2 : 0}};
@@ -225,18 +233,18 @@ __global__ void swiglu_packed_fwd_kernel(float *out, const float *gu, size_t n, 
             float4 g4 = *reinterpret_cast<const float4 *>(g), u4 = *reinterpret_cast<const float4 *>(u);
             float4 o = make_float4(swiglu_one(g4.x, u4.x), swiglu_one(g4.y, u4.y), swiglu_one(g4.z, u4.z),
                                    swiglu_one(g4.w, u4.w));
-            reinterpret_cast<float4 *>(out)[i] = o;
+            if (out) reinterpret_cast<float4 *>(out)[i] = o;
             if (ob) st_bf4(ob + 4 * i, o.x, o.y, o.z, o.w);
         } else {
             float o = swiglu_one(g[0], u[0]);
-            out[i] = o;
+            if (out) out[i] = o;
             if (ob) ob[i] = __float2bfloat16_rn(o);
         }
     }
 }
 template <int V>
 __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const float *gu, size_t n, int C, int acc,
-                                         __nv_bfloat16 *b) {
+                                         __nv_bfloat16 *b, int f32) {
     size_t nv = n / V, cv = (size_t)C / V;
     GRID_STRIDE(i, nv) {
         size_t r = i / cv, c = i - r * cv, go = r * 2 * C + c * V, uo = go + C;
@@ -251,8 +259,10 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const fl
             swiglu_bwd_one(d.y, g.y, u.y, pg.y, pu.y, acc, og.y, ou.y);
             swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
             swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
-            *reinterpret_cast<float4 *>(dgu + go) = og;
-            *reinterpret_cast<float4 *>(dgu + uo) = ou;
+            if (f32) {
+                *reinterpret_cast<float4 *>(dgu + go) = og;
+                *reinterpret_cast<float4 *>(dgu + uo) = ou;
+            }
             if (b) {
                 st_bf4(b + go, og.x, og.y, og.z, og.w);
                 st_bf4(b + uo, ou.x, ou.y, ou.z, ou.w);
@@ -260,8 +270,10 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const fl
         } else {
             float og, ou;
             swiglu_bwd_one(dout[i], gu[go], gu[uo], acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f, acc, og, ou);
-            dgu[go] = og;
-            dgu[uo] = ou;
+            if (f32) {
+                dgu[go] = og;
+                dgu[uo] = ou;
+            }
             if (b) {
                 b[go] = __float2bfloat16_rn(og);
                 b[uo] = __float2bfloat16_rn(ou);
@@ -273,13 +285,15 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const fl
 void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
     size_t n = (size_t)N * C;
     if (n == 0) return;
-    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    int skip;   /* as swiglu_fwd */
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
+    float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
     const void *p[2] = {out, gu};
     if (C % 4 == 0 && ew4_ok(p, 2) && bf8_ok(ob, NULL))
-        swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(out, gu, n, C, ob);
+        swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(fo, gu, n, C, ob);
     else
-        swiglu_packed_fwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(out, gu, n, C, ob);
+        swiglu_packed_fwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(fo, gu, n, C, ob);
     CUDA_LAUNCHED();
     CudaRange wr[2] = {{out, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 2);
@@ -287,14 +301,15 @@ void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
 void cuda_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
     size_t n = (size_t)N * C;
     if (!dgu || n == 0) return;
-    __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_shadow_claim(dgu, 2 * n);
+    int skip = 0;   /* bf16-only dgu (as swiglu_bwd): only when overwriting */
+    __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_shadow_claim_only(dgu, 2 * n, acc ? NULL : &skip);
     unsigned long before = cuda_epoch;
     const void *p[3] = {dgu, dout, gu};
     if (C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, NULL))
-        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b);
+        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b, !skip);
     else
         swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C,
-                                                                                                acc, b);
+                                                                                                acc, b, !skip);
     CUDA_LAUNCHED();
     CudaRange wr[2] = {{dgu, 2 * n * sizeof(float)}, {b, b ? 2 * n * 2 : 0}};
     cuda_shadow_done(before, wr, 2);

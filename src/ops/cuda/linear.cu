@@ -286,6 +286,9 @@ typedef struct {
     const float *claimed;  /* between claim and done: the producer's output */
     size_t claimed_n;
     unsigned long used;    /* shadow_clock at the last claim or read: the least recent goes first */
+    int claim_skip;        /* between claim and done: the producer leaves out's fp32 unwritten (bf16-only) */
+    int pinned;            /* holds the only copy of a bf16-only output (once): served whatever the epoch, never
+                            * claimed by another producer, until its one read (see "bf16-only outputs") */
 } Shadow;
 static Shadow shadows[CUDA_BRANCHES][SHADOWS];
 static unsigned long shadow_clock;
@@ -347,6 +350,8 @@ typedef struct {
     int owned;             /* taken by an op (cuda_keep_own): buf holds that op's transform of x, never x's
                             * rounding for the products */
     unsigned long long tag;   /* owned: what the op wrote (its parameters), checked by cuda_keep_owned */
+    int claim_skip;        /* between claim and done: its producer leaves x's fp32 unwritten (bf16-only) */
+    int no_f32;            /* valid, and buf is the only copy of x's values: x's fp32 memory was not written */
 } Kept;
 static Kept *kept;
 static int nkept, kept_alloc_n, kept_valid;   /* kept_valid: entries valid now (0: nothing to check) */
@@ -385,7 +390,7 @@ unsigned long cuda_keep_stale(void) {
 }
 
 static void kept_verify(const Kept *k) {
-    if (cuda_set_bf16_keep_verify(-1) <= 0) return;
+    if (cuda_set_bf16_keep_verify(-1) <= 0 || k->no_f32) return;   /* bf16-only: no fp32 x to compare with */
     if (!keep_stale_dev) {
         if (cuda_capturing()) return;   /* no allocation inside a recording: this serve goes unchecked */
         if (cudaMalloc(&keep_stale_dev, sizeof(unsigned int)) != cudaSuccess ||
@@ -402,7 +407,119 @@ static void kept_verify(const Kept *k) {
 
 static void kept_end(Kept *k) {
     if (k->valid) kept_valid--;
-    k->armed = k->claimed = k->valid = k->owned = 0;
+    k->armed = k->claimed = k->valid = k->owned = k->claim_skip = k->no_f32 = 0;
+}
+
+/* ---- bf16-only outputs (Ops.bf16_only; FLOWHN_BF16_ONLY=0 writes fp32 as before) ----
+ * With bf16 products some fp32 activations are never read in fp32: the norm
+ * outputs u and v and SwiGLU's act reach their products (forward and dW)
+ * only through their kept roundings, SwiGLU's backward dgate|dup only through
+ * the shadow its one product reads. The model marks such an output
+ * (Ops.bf16_only, right before its producer; ops.h states the promise) and
+ * its producer, when it can, stores only the rounding: 4 bytes a value fewer.
+ * Where that rounding lives must outlast every reader, by construction:
+ *   once = 0 (a kept input): only the kept buffer qualifies. It is filled by
+ *     this producer and ends only with keep_bf16(NULL, 0), a re-keep, a
+ *     declared overlapping write or x's release, none of which the contract
+ *     allows before x's last product.
+ *   once = 1 (one product reads it, once): a shadow, pinned: served to that
+ *     read whatever cuda_epoch did in between (the contract says nothing
+ *     wrote x, so the rounding is x's; the epoch rule exists for fp32 sources
+ *     other ops may rewrite), and never handed to another producer until then.
+ *     A pinned shadow is released by its read, by a declared write over x, by
+ *     keep_bf16(NULL, 0) and at the start of a recording.
+ * No home (keeps or shadows off, no room, growth refused while recording, the
+ * producer's accumulate mode, a kernel that cannot skip): the producer writes
+ * fp32 as always, the same bits. The decision is host-side, so recorded graphs
+ * replay it.
+ * Loud, not lucky: every elided range is listed (absent[]) until keep_bf16(NULL,
+ * 0), a declared write over all of it, or its release. A product whose operand
+ * overlaps a listed range and is not served by its rounding fails (operand()
+ * returns NULL, the error is recorded, cuda_bf16_only_refused counts it)
+ * instead of rounding unwritten memory. Other readers cannot be seen from
+ * here: under FLOWHN_BF16_KEEP_VERIFY=1 the producer fills the fp32 range with
+ * NaN (0xFF bytes), so any fp32 reader poisons the loss (test_cuda_model runs
+ * every architecture that way). The kept-rounding check skips bf16-only
+ * entries (there is no fp32 x to compare with). */
+typedef struct {
+    const float *x;
+    size_t n;
+    int once;
+} OnlyMark;
+#define ONLY_MARKS 4   /* marks waiting for their producer (swiglu_bwd's two outputs at most) */
+static OnlyMark only_marks[ONLY_MARKS];
+static int n_only_marks;   /* a mark leaves when its producer claims, at keep_bf16(NULL, 0), or on overflow */
+typedef struct {
+    const float *x;
+    size_t n;
+} Absent;
+static Absent *absent;
+static int n_absent, absent_cap;
+static int only_on = -1;   /* -1: FLOWHN_BF16_ONLY not read yet */
+unsigned long cuda_bf16_only_elided, cuda_bf16_only_refused;   /* for tests */
+
+int cuda_set_bf16_only(int on) { return env_switch(&only_on, "FLOWHN_BF16_ONLY", 1, on); }
+
+void cuda_bf16_only(const real *x, size_t n, int once) {
+    if (!x || !n || precision != MM_BF16 || !cuda_set_bf16_only(-1)) return;
+    if (n_only_marks == ONLY_MARKS) n_only_marks = 0;   /* marks nobody claimed: forget them (no elision) */
+    only_marks[n_only_marks++] = (OnlyMark){x, n, once};
+}
+
+static int only_mark(const float *x, size_t n) {
+    for (int i = 0; i < n_only_marks; i++)
+        if (only_marks[i].x == x && only_marks[i].n == n) return i;
+    return -1;
+}
+
+static void absent_add(const float *x, size_t n) {
+    if (n_absent == absent_cap) {
+        int cap = absent_cap ? 2 * absent_cap : 64;
+        Absent *t = (Absent *)realloc(absent, sizeof(Absent) * cap);
+        if (!t) {   /* cannot list it: no loud failure is possible for this range, so say so now */
+            cuda_record_error("bf16_only", "out of host memory for the list of bf16-only ranges", __FILE__, __LINE__);
+            return;
+        }
+        absent = t;
+        absent_cap = cap;
+    }
+    absent[n_absent++] = (Absent){x, n};
+}
+/* ranges inside [a, b) (whole: a declared write over all of a range, or its block freed) leave the list */
+static void absent_drop_inside(uintptr_t a, uintptr_t b) {
+    for (int i = 0; i < n_absent;) {
+        uintptr_t x0 = (uintptr_t)absent[i].x, x1 = x0 + absent[i].n * sizeof(float);
+        if (x0 >= a && x1 <= b) absent[i] = absent[--n_absent];
+        else i++;
+    }
+}
+static int absent_overlaps(const float *x, size_t n) {
+    uintptr_t s0 = (uintptr_t)x, s1 = s0 + n * sizeof(float);
+    for (int i = 0; i < n_absent; i++) {
+        uintptr_t x0 = (uintptr_t)absent[i].x, x1 = x0 + absent[i].n * sizeof(float);
+        if (s0 < x1 && x0 < s1) return 1;
+    }
+    return 0;
+}
+static void shadows_unpin_all(void) {
+    for (int b = 0; b < CUDA_BRANCHES; b++)
+        for (int k = 0; k < SHADOWS; k++)
+            if (shadows[b][k].pinned) {
+                shadows[b][k].pinned = 0;
+                shadows[b][k].src = NULL;   /* its x is not to be read any more (or was rewritten) */
+            }
+}
+/* every bf16-only state ends (keep_bf16(NULL, 0), the start of a recording) */
+static void bf16_only_end(void) {
+    shadows_unpin_all();
+    n_absent = 0;
+    n_only_marks = 0;
+}
+/* FLOWHN_BF16_KEEP_VERIFY: an elided fp32 range filled with NaN, so that a reader the contract missed shows */
+static void bf16_only_poison(const float *x, size_t n) {
+    if (cuda_set_bf16_keep_verify(-1) <= 0) return;
+    cudaError_t e = cudaMemsetAsync((void *)x, 0xFF, n * sizeof(float), cuda_stream());   /* declared by the producer */
+    if (e != cudaSuccess) cuda_record_error("cudaMemsetAsync", cudaGetErrorString(e), __FILE__, __LINE__);
 }
 
 /* After a launch (or a few) that wrote the nw ranges w and nothing else, all
@@ -417,41 +534,58 @@ static void launch_done(unsigned long before, const CudaRange *w, int nw) {
     for (int b = 0; b < CUDA_BRANCHES; b++)
         for (int k = 0; k < SHADOWS; k++) {
             Shadow *h = &shadows[b][k];
+            if (h->pinned && overlaps(h->src, h->n * sizeof(float), w, nw)) {   /* x rewritten: not x's any more */
+                h->pinned = 0;
+                h->src = NULL;
+            }
             if (h->src && h->epoch == before && !overlaps(h->src, h->n * sizeof(float), w, nw))
                 h->epoch = cuda_epoch;
         }
     for (int i = 0; kept_valid && i < nkept; i++)   /* the contract forbids it; if it happens, exactness wins */
         if (kept[i].valid && overlaps(kept[i].src, kept[i].n * sizeof(float), w, nw)) kept_end(&kept[i]);
+    for (int i = 0; n_absent && i < nw; i++)   /* fp32 written again over a whole elided range: readable again */
+        if (w[i].p && w[i].bytes) absent_drop_inside((uintptr_t)w[i].p, (uintptr_t)w[i].p + w[i].bytes);
 }
 static void own_launch_done(unsigned long before, const void *written, size_t bytes) {
     CudaRange w = {written, bytes};
     launch_done(before, &w, 1);
 }
 
-void *cuda_shadow_claim(const float *out, size_t n) {
+void *cuda_shadow_claim(const float *out, size_t n) { return cuda_shadow_claim_only(out, n, NULL); }
+
+void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
+    if (skip) *skip = 0;
     if (!n || !out || precision != MM_BF16) return NULL;
+    /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
+    int mark = skip && only_on > 0 ? only_mark(out, n) : -1;
+    int once = mark >= 0 && only_marks[mark].once;
+    if (mark >= 0) only_marks[mark] = only_marks[--n_only_marks];   /* a mark serves its producer once */
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
         if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid &&
             !kept[i].owned) {
             kept[i].claimed = 1;   /* counted in cuda_keep_produced at done, not as a shadow */
+            kept[i].claim_skip = mark >= 0;   /* a kept buffer lasts until keep_bf16(NULL, 0): a home for either mark */
+            if (mark >= 0) *skip = 1;
             return kept[i].buf;
         }
     if (!cuda_set_bf16_shadow(-1)) return NULL;
     Shadow *t = shadows[cuda_branch()], *h = NULL;
     /* which buffer: the same output produced again takes its own; else the least recently used of those not
-     * current (an empty one, or one whose source was written since); else the least recently used */
+     * current (an empty one, or one whose source was written since); else the least recently used. A pinned
+     * one (the only copy of a bf16-only output not read yet) is never another output's. */
     for (int k = 0; k < SHADOWS; k++)
         if (t[k].src == out && !t[k].claimed) h = &t[k];
     for (int pass = 0; pass < 2 && !h; pass++)
         for (int k = 0; k < SHADOWS; k++) {
             Shadow *c = &t[k];
             int current = c->src && c->epoch == cuda_epoch;
-            if (c->claimed || (pass == 0 && current)) continue;
+            if (c->claimed || c->pinned || (pass == 0 && current)) continue;
             if (!h || c->used < h->used) h = c;
         }
     if (!h) return NULL;
     h->used = ++shadow_clock;
     h->src = NULL;   /* overwritten from here on */
+    h->pinned = 0;
     if (h->cap < n) {
         if (cuda_capturing()) return NULL;   /* no allocation inside a recording: the consumer rounds */
         /* Every buffer of the branch grows to one capacity. Which buffer a producer gets depends on the
@@ -462,7 +596,7 @@ void *cuda_shadow_claim(const float *out, size_t n) {
         size_t cap = n + n / 4;
         for (int k = 0; k < SHADOWS; k++) {
             Shadow *c = &t[k];
-            if (c->cap >= n || c->claimed) continue;
+            if (c->cap >= n || c->claimed || c->pinned) continue;   /* a pinned buffer holds data still to read */
             if (c->buf) {
                 /* counts the free (a recorded graph may have used the buffer) but leaves cuda_epoch: a free
                  * writes nothing; this buffer's own shadow, if any, is dropped */
@@ -483,12 +617,15 @@ void *cuda_shadow_claim(const float *out, size_t n) {
     }
     h->claimed = out;
     h->claimed_n = n;
+    /* a shadow is a home for a once-read output only: pinned until that read */
+    h->claim_skip = once;
+    if (h->claim_skip) *skip = 1;
     cuda_shadow_claims++;
     return h->buf;
 }
 
 void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw) {
-    launch_done(before, w, nw);
+    launch_done(before, w, nw);   /* first: it drops listed ranges the producer declared (out among them) */
     for (int i = 0; i < nkept; i++)
         if (kept[i].claimed) {
             kept[i].claimed = 0;
@@ -496,6 +633,13 @@ void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw) {
             kept[i].branch = cuda_branch();
             kept_valid++;
             cuda_keep_produced++;
+            if (kept[i].claim_skip) {
+                kept[i].claim_skip = 0;
+                kept[i].no_f32 = 1;
+                absent_add(kept[i].src, kept[i].n);
+                bf16_only_poison(kept[i].src, kept[i].n);
+                cuda_bf16_only_elided++;
+            }
         }
     Shadow *t = shadows[cuda_branch()];
     for (int k = 0; k < SHADOWS; k++)
@@ -504,6 +648,13 @@ void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw) {
             t[k].n = t[k].claimed_n;
             t[k].epoch = cuda_epoch;
             t[k].claimed = NULL;
+            if (t[k].claim_skip) {
+                t[k].claim_skip = 0;
+                t[k].pinned = 1;
+                absent_add(t[k].src, t[k].n);
+                bf16_only_poison(t[k].src, t[k].n);
+                cuda_bf16_only_elided++;
+            }
         }
 }
 
@@ -512,8 +663,9 @@ static const void *shadow_of(const float *x, size_t n) {
     if (shadow_on <= 0) return NULL;
     Shadow *t = shadows[cuda_branch()];
     for (int k = 0; k < SHADOWS; k++)
-        if (t[k].src == x && t[k].n == n && t[k].epoch == cuda_epoch) {
+        if (t[k].src == x && t[k].n == n && (t[k].epoch == cuda_epoch || t[k].pinned)) {
             t[k].used = ++shadow_clock;
+            t[k].pinned = 0;   /* a bf16-only output's one read: from here on a shadow like any other */
             cuda_shadow_served++;
             return t[k].buf;
         }
@@ -522,8 +674,9 @@ static const void *shadow_of(const float *x, size_t n) {
 
 /* Ops.keep_bf16 (see the block comment "kept roundings" above) */
 void cuda_keep_bf16(const real *x, size_t n) {
-    if (!x) {   /* every keep ends */
+    if (!x) {   /* every keep ends, and with them every bf16-only promise */
         for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
+        bf16_only_end();
         return;
     }
     if (!n || precision != MM_BF16 || !cuda_set_bf16_keep(-1)) return;
@@ -569,6 +722,12 @@ void cuda_keep_bf16(const real *x, size_t n) {
 /* the block [p, p + bytes) is freed: keeps of inputs inside it end, their buffers go */
 void cuda_keep_released(const void *p, size_t bytes) {
     uintptr_t a = (uintptr_t)p, b = a + (bytes ? bytes : 1);
+    absent_drop_inside(a, b);
+    for (int br = 0; br < CUDA_BRANCHES; br++)
+        for (int k = 0; k < SHADOWS; k++) {
+            Shadow *h = &shadows[br][k];
+            if (h->pinned && (uintptr_t)h->src >= a && (uintptr_t)h->src < b) h->pinned = 0, h->src = NULL;
+        }
     for (int i = 0; i < nkept; i++) {
         Kept *k = &kept[i];
         if (!k->src || (uintptr_t)k->src < a || (uintptr_t)k->src >= b) continue;
@@ -583,6 +742,7 @@ void cuda_keep_released(const void *p, size_t bytes) {
 
 void cuda_keep_before_recording(void) {
     for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
+    bf16_only_end();
 }
 
 void cuda_keep_stats(size_t *bytes, int *entries) {
@@ -641,7 +801,7 @@ void *cuda_keep_own(const float *x, size_t n) {
     for (int i = 0; i < nkept; i++) {
         Kept *k = &kept[i];
         if (k->src != x || k->n != n || !k->armed || k->claimed) continue;
-        if (k->valid && !k->owned) return NULL;   /* already x's rounding (a product read it): leave it */
+        if (k->valid && !k->owned) return NULL;   /* already x's rounding (a product read it, or bf16-only) */
         if (k->owned && !k->valid) return NULL;   /* taken and not written yet: the same x twice in one op
                                                    * (k == v), or a forward that failed */
         if (k->valid) kept_valid--;
@@ -1011,7 +1171,15 @@ static const void *operand(const float *x, size_t n, int slot) {
     const void *f = weight_copy(x, n);
     if (!f) f = kept_of(x, n);
     if (!f) f = shadow_of(x, n);
-    return f ? f : as_bf16(x, n, slot);
+    if (f) return f;
+    if (n_absent && absent_overlaps(x, n)) {   /* its fp32 values were never written (bf16-only outputs) */
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "a product reads a bf16-only output where its rounding cannot serve it "
+                          "(another branch, another extent, read twice, or after keep_bf16(NULL, 0)): the op "
+                          "contract (ops.h bf16_only) was broken", __FILE__, __LINE__);
+        return NULL;
+    }
+    return as_bf16(x, n, slot);
 }
 
 static void algo_describe(const cublasLtMatmulAlgo_t *a, char *buf, size_t len) {

@@ -17,7 +17,8 @@ __device__ __forceinline__ size_t sel_row(int row, const int *idx, int T, int ns
     return (size_t)b * T + idx[j];
 }
 
-/* ob: NULL, or out's bf16 shadow (linear.cu), the rounding of each value stored */
+/* ob: NULL, or out's bf16 shadow (linear.cu), the rounding of each value stored; out NULL: the
+ * rounding only (a bf16-only output, linear.cu; the same for every forward norm kernel here) */
 /* idx != NULL: x's row through the map (sel_row), copied to xsel's row blockIdx.x */
 __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, const float *w, int C, float eps,
                                    __nv_bfloat16 *ob, float *xsel, const int *idx, int T, int nsel) {
@@ -34,7 +35,7 @@ __global__ void rmsnorm_fwd_kernel(float *out, float *rstd, const float *x, cons
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float v = xi[c], o = v * r * w[c];
         if (xsel) xsel[off + c] = v;
-        out[off + c] = o;
+        if (out) out[off + c] = o;
         if (ob) ob[off + c] = __float2bfloat16_rn(o);
     }
 }
@@ -58,7 +59,7 @@ __global__ void add_rmsnorm_fwd_kernel(float *r, float *out, float *rstd, const 
     if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
         float o = r[off + c] * rs * w[c];
-        out[off + c] = o;
+        if (out) out[off + c] = o;
         if (ob) ob[off + c] = __float2bfloat16_rn(o);
     }
 }
@@ -180,7 +181,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
         ld_v<VW>(wv, w + c);
 #pragma unroll
         for (int j = 0; j < VW; j++) o[j] = v[k][j] * rs * wv[j];
-        st_v<VW>(out + off + c, o);
+        if (out) st_v<VW>(out + off + c, o);
         if (ob) st_bf<VW>(ob + off + c, o);
     }
 }
@@ -348,9 +349,13 @@ static int rows_plan(int C, const float *const *p, int np, int *vw, int *nv) {
     } while (0)
 
 /* launches the row-per-warp forward; 0: not applicable (the caller runs the block kernels) */
+/* f32 false: out's fp32 values are not stored (a bf16-only output); out still decides the plan, so the
+ * kernel, and the sums' order, are the ones the fp32-writing call gets: the same bits */
 static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, const float *b, const float *w, int N,
-                         int C, float eps, __nv_bfloat16 *ob, const int *idx = NULL, int T = 0, int nsel = 1) {
+                         int C, float eps, __nv_bfloat16 *ob, const int *idx = NULL, int T = 0, int nsel = 1,
+                         bool f32 = true) {
     const float *p[5] = {out, a, b ? b : a, r ? r : a, w};   /* w too: the kernel reads it by float4s */
+    if (!f32) out = NULL;
     int vw, nv;
     if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
     unsigned int blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
@@ -382,13 +387,15 @@ struct RmsnormDw {
 void cuda_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
     if (N <= 0) return;
     size_t n = (size_t)N * C;
-    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    int skip;   /* a bf16-only output with a home for its rounding: out's fp32 left unwritten (linear.cu) */
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
+    float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
     /* the row kernels wherever they apply, frozen (decode) or not: the two kernel sets sum a row
      * in different orders, so mixing them by mode made frozen and per-product bf16 logits differ
      * (test_cuda_decode, hymba, session 8 call 3) */
-    if (!norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob))
-        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps, ob,
+    if (!norm_rows_fwd(NULL, out, rstd, x, NULL, w, N, C, eps, ob, NULL, 0, 1, !skip))
+        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, fo, rstd, x, w, C, eps, ob,
                     (float *)NULL, (const int *)NULL, 0, 1);
     CudaRange wr[3] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 3);
@@ -412,10 +419,12 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
         cuda_rmsnorm_fwd(out, rstd, r, w, N, C, eps);
         return;
     }
-    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    int skip;   /* as rmsnorm_fwd */
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
+    float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
-    if (!norm_rows_fwd(r, out, rstd, a, b, w, N, C, eps, ob)) {
-        add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, out, rstd, a, b, w, C, eps, ob);
+    if (!norm_rows_fwd(r, out, rstd, a, b, w, N, C, eps, ob, NULL, 0, 1, !skip)) {
+        add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, fo, rstd, a, b, w, C, eps, ob);
         CUDA_LAUNCHED();
     }
     CudaRange wr[4] = {{r, n * sizeof(float)}, {out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)},
@@ -496,10 +505,12 @@ void cuda_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, c
     int N = B * n_sel;
     if (N <= 0 || C <= 0) return;
     size_t n = (size_t)N * C;
-    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim(out, n);
+    int skip;   /* as rmsnorm_fwd */
+    __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
+    float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
-    if (!norm_rows_fwd(xsel, out, rstd, x, NULL, w, N, C, eps, ob, idx, T, n_sel))
-        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, out, rstd, x, w, C, eps,
+    if (!norm_rows_fwd(xsel, out, rstd, x, NULL, w, N, C, eps, ob, idx, T, n_sel, !skip))
+        cuda_launch(cuda_weights_frozen(), rmsnorm_fwd_kernel, dim3(N), dim3(NORM_THREADS), 0, fo, rstd, x, w, C, eps,
                     ob, xsel, idx, T, n_sel);
     CudaRange wr[4] = {{out, n * sizeof(float)}, {rstd, (size_t)N * sizeof(float)}, {ob, ob ? n * 2 : 0},
                        {xsel, n * sizeof(float)}};
