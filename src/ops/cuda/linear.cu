@@ -1679,6 +1679,8 @@ static int gemv_try(float *out, const float *in, const float *w, const float *b,
     if (!gemv_enabled() || precision != MM_BF16 || N > GEMV_MAX_ROWS || IC % 8) return 0;
     const void *wf = frozen.bf && frozen.base ? frozen_bf16(w, (size_t)OC * IC) : NULL;
     if (!wf || ((uintptr_t)wf | (uintptr_t)in) % 16) return 0;
+    /* the gemv reads in's fp32 values: never those of a bf16-only output (decode marks none; operand() decides) */
+    if (n_absent && absent_overlaps(in, (size_t)N * IC)) return 0;
     unsigned long before = cuda_epoch;
     dim3 grid((OC + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
     int pdl = gemv_pdl_mode((size_t)OC * IC);

@@ -1,0 +1,238 @@
+/* test_bf16_only_marks.c - the model's bf16-only marks (model.c bf16_only,
+ * ops.h Ops.bf16_only) hold on every architecture, checked on the CPU.
+ *
+ * The CUDA backend, given a mark, stores only the bf16 rounding of the marked
+ * output and serves it to the products that read it; every other reader
+ * would read unwritten fp32 memory. Whether the model marks only outputs
+ * whose readers are all products (over exactly the marked extent, on the
+ * branch that wrote it; a once-mark read once) is a property of model.c, so
+ * it is checked here, on every tiny architecture, without a GPU: the ops
+ * table below is the CPU's, with bf16_only and keep_bf16 added and the
+ * producers and products wrapped as the CUDA backend treats them:
+ *   - a marked output whose producer could elide it (the producers the CUDA
+ *     backend elides in, overwrite mode; a once = 0 mark only if x was kept,
+ *     as only a kept buffer is its home there) is saved aside and its fp32
+ *     memory filled with NaN, as FLOWHN_BF16_KEEP_VERIFY does on the GPU;
+ *   - linear_fwd / linear_bwd reading exactly such an x (its `in`, or
+ *     linear_bwd's `dout`) get the saved values back for the call, if the CUDA
+ *     backend would serve them (on the branch that wrote them; a once-mark
+ *     only at its first read);
+ *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN).
+ * Any other reader, extent, branch or second read sees NaN, which reaches
+ * the loss or the gradients. So a step through this table must give the
+ * very bits of a step through cpu_ops, and elide something, on every
+ * architecture (fused classifier and the model's set_branch calls included:
+ * branches are tracked as with FLOWHN_BRANCH_STREAMS=1, the strictest case). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/core/error.h"
+#include "../src/model/model.h"
+#include "../src/ops/ops.h"
+#include "helpers/tiny.h"
+#include "test.h"
+
+typedef struct {
+    const real *x;
+    size_t n;
+    int once, branch, reads;
+    real *saved;   /* NULL: not elided (or no longer served) */
+} Mark;
+#define MAX_MARKS 4096
+static Mark marks[MAX_MARKS];
+static int nmarks;
+typedef struct { const real *x; size_t n; int once; } Pending;
+static Pending pend[8];
+static int npend;
+static const real *kept_x[MAX_MARKS];
+static size_t kept_n[MAX_MARKS];
+static int nkept, branch_now;
+static unsigned long elided, served;
+
+static void mk_keep(const real *x, size_t n) {
+    if (!x) {   /* every keep and mark ends */
+        for (int i = 0; i < nmarks; i++) free(marks[i].saved);
+        nmarks = npend = nkept = 0;
+        return;
+    }
+    if (nkept < MAX_MARKS) kept_x[nkept] = x, kept_n[nkept++] = n;
+}
+static void mk_only(const real *x, size_t n, int once) {
+    if (npend < 8) pend[npend++] = (Pending){x, n, once};
+}
+static void mk_branch(int b) { branch_now = b; }
+
+/* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only) */
+static void produced(real *out, size_t n, int can) {
+    for (int i = 0; i < npend; i++) {
+        if (pend[i].x != out || pend[i].n != n) continue;
+        int once = pend[i].once;
+        pend[i] = pend[--npend];   /* a mark serves its producer once */
+        int kept = 0;
+        for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
+        if (!can || !(kept || once) || nmarks == MAX_MARKS) return;
+        real *s = malloc(sizeof(real) * n);
+        if (!s) return;
+        memcpy(s, out, sizeof(real) * n);
+        for (size_t j = 0; j < n; j++) out[j] = NAN;
+        marks[nmarks++] = (Mark){out, n, once && !kept, branch_now, 0, s};
+        elided++;
+        return;
+    }
+}
+/* a product reads x[0, n): the saved values if the CUDA backend would serve them; returns the mark restored */
+static Mark *restore(const real *x, size_t n) {
+    for (int i = 0; i < nmarks; i++) {
+        Mark *m = &marks[i];
+        if (m->x != x || m->n != n || !m->saved) continue;
+        if (m->branch != branch_now) return NULL;   /* kept roundings and shadows serve their own branch only */
+        memcpy((real *)x, m->saved, sizeof(real) * n);
+        served++;
+        return m;
+    }
+    return NULL;
+}
+static void repoison(Mark *m) {
+    if (!m) return;
+    for (size_t j = 0; j < m->n; j++) ((real *)m->x)[j] = NAN;
+    if (m->once) {   /* read once: nothing serves it again */
+        free(m->saved);
+        m->saved = NULL;
+    }
+}
+
+static void mk_rmsnorm_fwd(real *out, real *rstd, const real *x, const real *w, int N, int C, real eps) {
+    cpu_ops.rmsnorm_fwd(out, rstd, x, w, N, C, eps);
+    produced(out, (size_t)N * C, 1);
+}
+static void mk_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N,
+                               int C, real eps) {
+    cpu_ops.add_rmsnorm_fwd(r, out, rstd, a, b, w, N, C, eps);
+    produced(out, (size_t)N * C, 1);
+}
+static void mk_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real *x, const int *idx, const real *w,
+                                  int B, int T, int n_sel, int C, real eps) {
+    cpu_ops.rmsnorm_gather_fwd(xsel, out, rstd, x, idx, w, B, T, n_sel, C, eps);
+    produced(out, (size_t)B * n_sel * C, 1);
+}
+static void mk_swiglu_fwd(real *out, const real *g, const real *u, size_t n) {
+    cpu_ops.swiglu_fwd(out, g, u, n);
+    produced(out, n, 1);
+}
+static void mk_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
+    cpu_ops.swiglu_packed_fwd(out, gu, N, C);
+    produced(out, (size_t)N * C, 1);
+}
+static void mk_swiglu_bwd(real *dg, real *du, const real *dout, const real *g, const real *u, size_t n, int acc) {
+    cpu_ops.swiglu_bwd(dg, du, dout, g, u, n, acc);
+    int can = !acc && dg != du;
+    if (dg) produced(dg, n, can);
+    if (du) produced(du, n, can);
+}
+static void mk_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
+    cpu_ops.swiglu_packed_bwd(dgu, dout, gu, N, C, acc);
+    produced(dgu, 2 * (size_t)N * C, !acc);
+}
+static void mk_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
+    Mark *m = restore(in, (size_t)N * IC);
+    cpu_ops.linear_fwd(out, in, w, b, N, IC, OC);
+    repoison(m);
+}
+static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N,
+                          int IC, int OC, int acc) {
+    Mark *md = restore(dout, (size_t)N * OC);
+    Mark *mi = in != dout ? restore(in, (size_t)N * IC) : NULL;
+    cpu_ops.linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
+    repoison(md);
+    repoison(mi);
+}
+
+static Ops marks_ops;
+
+static int step(Model *m, const int *tok, const int *tgt, int B, int T) {
+    model_zero_grad(m);
+    return model_forward_backward(m, tok, tgt, B, T);
+}
+
+static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
+    Config c = tiny_config(s);
+    if (T > c.max_seq_len) c.max_seq_len = T;
+    int V = c.vocab_size;
+    int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
+    tiny_batch(tok, tgt, B, T, V, 3);
+    Model ref, m;
+    int ok = !model_create(&ref, &c, &cpu_ops) && !model_init_params(&ref, 7) && !model_create(&m, &c, &marks_ops) &&
+             !model_init_params(&m, 7);
+    CHECK(ok, "%s: %s", s->name, fh_last_error());
+    ref.unfused_proj = m.unfused_proj = unfused_proj;
+    unsigned long e0 = elided, s0 = served;
+    for (int st = 0; ok && st < 2; st++) {
+        ok = !step(&ref, tok, tgt, B, T) && !step(&m, tok, tgt, B, T);
+        CHECK(ok, "%s: %s", s->name, fh_last_error());
+        if (!ok) break;
+        CHECK(ref.loss == m.loss, "%s step %d: loss %.9g vs %.9g with bf16-only marks (NaN: a reader the marks "
+              "missed)", s->name, st, ref.loss, m.loss);
+        size_t d = 0, first = 0;
+        for (size_t i = 0; i < ref.layout.total; i++)
+            if (memcmp(&ref.grads[i], &m.grads[i], sizeof(real))) {
+                if (!d) first = i;
+                d++;
+            }
+        const char *where = "";
+        for (int t = 0; d && t < ref.layout.n; t++)
+            if (first >= ref.layout.entries[t].offset) where = ref.layout.entries[t].name;
+        CHECK(d == 0, "%s step %d: %zu gradients differ with bf16-only marks, the first in %s", s->name, st, d,
+              where);
+        tiny_batch(tok, tgt, B, T, V, 4 + st);
+    }
+    CHECK(elided > e0, "%s: nothing was marked and elided", s->name);
+    if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, same bits\n", s->name, B, T,
+                   unfused_proj ? "separate products" : "fused products   ", elided - e0, served - s0);
+    model_free(&ref);
+    model_free(&m);
+    free(tok);
+    free(tgt);
+}
+
+static void every_architecture(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    for (int i = 0; i < n_tiny_specs; i++) {
+        marks_hold(&tiny_specs[i], 2, 24, 0);
+        marks_hold(&tiny_specs[i], 2, 24, 1);
+    }
+}
+
+/* the emulation can fail: a non-product reading a marked output sees NaN */
+static void emulation_detects(void) {
+    real x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[4], rstd[1], y[1];
+    mk_keep(out, 4);
+    mk_only(out, 4, 0);
+    mk_rmsnorm_fwd(out, rstd, x, w, 1, 4, 1e-5f);
+    CHECK(out[0] != out[0], "the elided output holds NaN");
+    mk_linear_fwd(y, out, w, NULL, 1, 4, 1);
+    CHECK(y[0] == y[0], "a product reading it is served");
+    cpu_ops.add(y, out, out, 1);
+    CHECK(y[0] != y[0], "any other reader sees NaN");
+    mk_keep(NULL, 0);
+}
+
+int main(void) {
+    marks_ops = cpu_ops;
+    marks_ops.keep_bf16 = mk_keep;
+    marks_ops.bf16_only = mk_only;
+    marks_ops.set_branch = mk_branch;
+    marks_ops.rmsnorm_fwd = mk_rmsnorm_fwd;
+    marks_ops.add_rmsnorm_fwd = mk_add_rmsnorm_fwd;
+    marks_ops.rmsnorm_gather_fwd = mk_rmsnorm_gather_fwd;
+    marks_ops.swiglu_fwd = mk_swiglu_fwd;
+    marks_ops.swiglu_packed_fwd = mk_swiglu_packed_fwd;
+    marks_ops.swiglu_bwd = mk_swiglu_bwd;
+    marks_ops.swiglu_packed_bwd = mk_swiglu_packed_bwd;
+    marks_ops.linear_fwd = mk_linear_fwd;
+    marks_ops.linear_bwd = mk_linear_bwd;
+    RUN(emulation_detects);
+    RUN(every_architecture);
+    TEST_SUMMARY();
+}
