@@ -2181,6 +2181,8 @@ static void ssd_cases(void) {
      * ragged); {2, 300, 7, 80, 1, 72, 64} the general chunk kernel after it (P 80: two
      * P tiles in the chain step, odd nh, a 44-token last chunk); {2, 40, 3, 64, 1, 128,
      * 64} one chunk (its blocks only zero dstates[nch]).
+     * {2, 150, 3, 62, 1, 126, 56} (P 62, N 126: not multiples of 4, so the bf16 forward's chunk_scan
+     * takes its scalar loads; two N tiles, the second ragged; a 38-token last chunk) is for ssd-fwd2.
      * {3, 45, 5, 7, 1, 9, 64} (odd heads,
      * P and N under one wmma k-step, one short chunk) runs the p64 kernel's
      * warp-local layout (the default; FLOWHN_SSD_CBWD=old the first one) where most
@@ -2191,7 +2193,8 @@ static void ssd_cases(void) {
                        {1, 150, 2, 8, 1, 16, 100},   {2, 130, 8, 64, 2, 136, 64}, {1, 333, 4, 64, 1, 128, 64},
                        {1, 77, 3, 36, 3, 72, 32},    {1, 99, 6, 20, 2, 150, 50},  {2, 97, 4, 64, 2, 200, 48},
                        {1, 101, 6, 64, 3, 64, 64},   {3, 257, 5, 64, 1, 100, 32}, {2, 300, 7, 80, 1, 72, 64},
-                       {2, 40, 3, 64, 1, 128, 64},   {3, 45, 5, 7, 1, 9, 64},     {2, 1024, 24, 64, 1, 128, 64}};
+                       {2, 40, 3, 64, 1, 128, 64},   {3, 45, 5, 7, 1, 9, 64},     {2, 150, 3, 62, 1, 126, 56},
+                       {2, 1024, 24, 64, 1, 128, 64}};
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     if (getenv("FLOWHN_TEST_QUICK") || ACC_MODE == FH_OVERWRITE) nshapes -= 1;   /* the 135M layer: the acc pass only */
     for (int si = 0; si < nshapes; si++) {
@@ -2210,6 +2213,21 @@ static void ssd_cases(void) {
         BOTH_FWD(cpu_ssd_fwd(y, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L),
                  G->ssd_fwd(gy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L));
         cmp("y", y, gy, ny); cmp("states", st, gst, nst);
+        /* at the bf16 precision with P <= 64, N <= 128 the forward's chunk_state and chunk_scan are the bf16-tile
+         * kernels (ssd-fwd2; cuda_set_ssd_fwd_kernel, FLOWHN_SSD_FWD_KERNEL): y and states against the other
+         * setting's kernels from the same inputs too ("y-old", "states-old": the other setting as the reference) */
+        if (strcmp(cuda_matmul_precision(), "bf16") == 0 && P <= 64 && N <= 128) {
+            float *gy2 = dnan(ny), *gst2 = dnan(nst), *hy2 = (float *)malloc(sizeof(float) * ny);
+            float *hst2 = (float *)malloc(sizeof(float) * nst);
+            int fw = cuda_set_ssd_fwd_kernel(!cuda_set_ssd_fwd_kernel(-1));
+            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+            cuda_set_ssd_fwd_kernel(fw);
+            G->to_host(hy2, gy2, sizeof(float) * ny);
+            G->to_host(hst2, gst2, sizeof(float) * nst);
+            cmp("y-old", hy2, gy, ny); cmp("states-old", hst2, gst, nst);
+            free(hy2); free(hst2);
+            G->release(gy2); G->release(gst2);
+        }
         Grad gx = gradx(nx), gdt = gradx(ndt), gdb = grad(nh), gA = grad(nh), gD = grad(nh);
         cpu_ssd_bwd(gx.h, gdt.h, gdb.h, gA.h, gD.h, dy, st, xbc, dtr, dtb, Al, D, B, n, nh, P, Gr, N, L, ACC_MODE);
         G->ssd_bwd(gx.d, gdt.d, gdb.d, gA.d, gD.d, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L,

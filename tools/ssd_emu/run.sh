@@ -45,6 +45,11 @@ $out/emu_tc 1 200 4 80 2 150 48 0 0 0 || fail=1
 $out/emu 2 300 7 80 1 72 64 0 1 0 || fail=1
 $out/emu_tc 2 300 7 80 1 72 64 0 1 1 || fail=1
 $out/emu_tc 2 300 7 80 1 72 64 0 0 0 || fail=1
+# ssd-fwd2's chunk_scan (ssd_chunk_scan_bf_kernel; every run of emu_tc with P <= 64, N <= 128 checks it, both
+# variants where 16-byte loads apply): P 62 / N 126 (scalar loads, a ragged second N tile, a short last chunk),
+# and its bf16-rounded tiles at the bf16 mode's bound
+$out/emu_tc 2 150 3 62 1 126 56 1 1 1 || fail=1
+EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 150 3 62 1 126 56 1 0 1 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 1 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then

@@ -174,6 +174,12 @@ int cuda_set_scan1_bwd(int mode);
  * mma layout at tf32). The fp32 precision runs the warp-local layout for 2, 3 and 4. Returns the previous setting;
  * -1 leaves it as it is (tests run each). */
 int cuda_set_ssd_cbwd(int v);
+/* The Mamba-2 SSD forward's chunk_state and chunk_scan at the bf16 matmul precision with P <= 64, N <= 128
+ * (ssd.cu, FLOWHN_SSD_FWD_KERNEL, read on first use): 1 (default) ssd_chunk_state_bf_kernel and
+ * ssd_chunk_scan_bf_kernel (bf16 operand tiles read once up front, mma fragment layout; perf-notes
+ * ssd-fwd2), 0 (=old) ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel. Returns the
+ * previous setting; -1 leaves it as it is (tests run both). */
+int cuda_set_ssd_fwd_kernel(int on);
 
 /* Programmatic Dependent Launch of the decode kernels in recorded graphs
  * (common.cuh cuda_launch): on by default, FLOWHN_PDL=0 turns it off (read on

@@ -116,14 +116,49 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         }                                                                                                          \
         K::ssd_cb_kernel<<<dim3(d.nch, G, B), NT, K::CB_SMEM, cuda_stream()>>>(cbuf, xbc, d);                      \
         CUDA_LAUNCHED();                                                                                           \
-        K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc,     \
-                                                                                    dt_raw, dt_bias, A_log, d);    \
+        /* ssd-fwd2 (scan_bf): chunk_state and chunk_scan as their bf16-tile kernels (ssd_kernels.cuh), 16-byte \
+         * loads where W, E, P, N are multiples of 4 and the arrays 16-byte aligned (vec), else scalar ones */   \
+        const int vec = ((d.W | d.E | P | N) & 3) == 0 &&                                                          \
+                        (((uintptr_t)y | (uintptr_t)states | (uintptr_t)xbc) & 15) == 0;                          \
+        if (K::TC && scan_bf) {                                                                                    \
+            static int st_attr[2];                                                                                 \
+            const void *kf = vec ? (const void *)K::ssd_chunk_state_bf_kernel<true>                                \
+                                 : (const void *)K::ssd_chunk_state_bf_kernel<false>;                              \
+            if (!st_attr[vec]++)                                                                                   \
+                CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
+                                               (int)K::STATE_BF_SMEM));                                            \
+            if (vec)                                                                                               \
+                K::ssd_chunk_state_bf_kernel<true><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                 \
+                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
+            else                                                                                                   \
+                K::ssd_chunk_state_bf_kernel<false><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                \
+                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
+        } else                                                                                                     \
+            K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc, \
+                                                                                        dt_raw, dt_bias, A_log, d); \
         CUDA_LAUNCHED();                                                                                           \
         K::ssd_state_pass_fwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(states,       \
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
-        K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,       \
-                                                                            A_log, D, cbuf, d);                    \
+        if (K::TC && scan_bf) {                                                                                    \
+            static int bf_attr[2];                                                                                 \
+            const void *kf = vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true>                                 \
+                                 : (const void *)K::ssd_chunk_scan_bf_kernel<false>;                               \
+            if (!bf_attr[vec]++) {                                                                                 \
+                CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
+                                               (int)K::SCAN_BF_SMEM));                                             \
+                CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,                 \
+                                               (int)cudaSharedmemCarveoutMaxShared));                              \
+            }                                                                                                      \
+            if (vec)                                                                                               \
+                K::ssd_chunk_scan_bf_kernel<true><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                   \
+                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
+            else                                                                                                   \
+                K::ssd_chunk_scan_bf_kernel<false><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                  \
+                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
+        } else                                                                                                     \
+            K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,   \
+                                                                                A_log, D, cbuf, d);                \
         CUDA_LAUNCHED();                                                                                           \
     } while (0)
 
@@ -238,9 +273,19 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
     float *cbuf = ssd_scratch(2, (size_t)B * d.nch * G * TS * TS);  /* C B^T per (batch, chunk, group) */
     if (!achunk || !cbuf) return;
     dim3 grid(d.nch, nh, B);
+    /* chunk_state and chunk_scan as ssd_chunk_state_bf_kernel and ssd_chunk_scan_bf_kernel (bf16 operand
+     * tiles, read once up front, mma fragment layout; perf-notes ssd-fwd2) where the products may round to
+     * bf16 and one tile holds P (<= 64) and two N (<= 128); FLOWHN_SSD_FWD_KERNEL=old
+     * (cuda_set_ssd_fwd_kernel) keeps ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel */
+    const bool scan_bf = cuda_set_ssd_fwd_kernel(-1) && strcmp(cuda_matmul_precision(), "bf16") == 0 &&
+                         P <= TS && N <= 2 * TS;
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
 }
+
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd_kernel) */
+static int ssd_fwd_kernel = -1;
+int cuda_set_ssd_fwd_kernel(int on) { return cuda_env_switch(&ssd_fwd_kernel, "FLOWHN_SSD_FWD_KERNEL", "old", 1, on); }
 
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_cbwd) */
 static int ssd_cbwd = -1;

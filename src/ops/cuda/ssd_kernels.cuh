@@ -1617,3 +1617,228 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
         return dla;
     }, u_s, dt_s, la_s, etail_s, ddtw_s, q_s, red, dDp, ddt_raw, ddt_bias, dA_log, dD);
 }
+
+/* ---- forward: the chunk's outputs for P <= 64, N <= 128 at the bf16 precision (branch ssdfwd2) ----
+ * The same y as ssd_chunk_scan_kernel: y_i = ecum_i (C_i . h0) + sum_j W_ij x_j + D x_i, W = (C B^T) o M o dt.
+ * That kernel waits five times a block (C B^T; C_0 and h0_0; C_1 and h0_1; x; each load -> barrier ->
+ * product) with its tiles in fp32 (4 tiles incl. wmma's scratch, 3 blocks/SM) and two block barriers a
+ * product (WL 0). Here every operand is read once, up front, in three rounds of 8 float4 loads a thread
+ * (C_0 C_1; h0_0 h0_1; x and C B^T), each round stored at once as bf16 (to nearest even, as the bf16
+ * precision's products round their operands) into tiles of LDH = 72 elements a row, so that the six
+ * tiles (W, x, C x 2, h0 x 2) are 55,296 B and 3 blocks fit an SM (80 registers); the products run in
+ * the mma fragment layout (Lay<2>, mm_mma: accumulators in registers, no scratch, no barrier inside).
+ * LDH 72 makes every fragment read conflict-free (bank 4 row + col / 2: the [row][k] reads at lanes
+ * (g, t) and the [k][col] reads at (t, g) hit 16 distinct words, two lanes a word).
+ * W is built from C B^T in the registers that loaded it: thread (r, c..c+3) walks la down from row r
+ * as the CPU does (M_rj = exp(la_r + la_{r-1} + ... + la_{j+1}), summed in that order; rows are the
+ * thread's 4 independent chains, <= 63 adds each), so M is never a tile and no thread scans a row alone.
+ * D x uses fp32 x (read again at the end, from L2), y goes out as float2 (VEC) in the C fragment layout.
+ * VEC: W, E, P, N multiples of 4 and the arrays 16-byte aligned (ssd.cu), 16-byte loads; else scalar.
+ * Only where the products may round to bf16 (ssd.cu): TF32's 10-bit operands at the tf32 precision
+ * keep ssd_chunk_scan_kernel. FLOWHN_SSD_FWD_KERNEL=old runs that kernel at bf16 too (A/B). */
+constexpr size_t SCAN_BF_SMEM = 6 * TS * LDH * sizeof(bf16t);
+
+/* the thread's 4 float4 of a TS x TS tile: (r, c..c+3), r = (tid >> 4) + 16 q, c = 4 (tid & 15); zero outside
+ * rows x cols (cols may be <= 0: all zero) */
+template <bool VEC>
+__device__ __forceinline__ void ld_tile4(float4 v[4], const float *src, size_t ld, int rows, int cols) {
+    const int r0 = threadIdx.x >> 4, c = 4 * (threadIdx.x & 15);
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const int r = r0 + 16 * q;
+        v[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if constexpr (VEC) {
+            if (r < rows && c < cols) v[q] = *(const float4 *)(src + (size_t)r * ld + c);
+        } else if (r < rows) {
+            const float *p = src + (size_t)r * ld + c;
+            if (c < cols) v[q].x = p[0];
+            if (c + 1 < cols) v[q].y = p[1];
+            if (c + 2 < cols) v[q].z = p[2];
+            if (c + 3 < cols) v[q].w = p[3];
+        }
+    }
+}
+__device__ __forceinline__ void st_tile4(bf16t *dst, const float4 v[4]) {
+    const int r0 = threadIdx.x >> 4, c = 4 * (threadIdx.x & 15);
+#pragma unroll
+    for (int q = 0; q < 4; q++) st_bf4(dst + (r0 + 16 * q) * LDH + c, v[q]);
+}
+
+template <bool VEC>
+__global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, const float *states, const float *xbc,
+                                                              const float *dt_raw, const float *dt_bias,
+                                                              const float *A_log, const float *D,
+                                                              const float *cbuf, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Ws = (bf16t *)smem, *Xs = Ws + TS * LDH, *Cs = Xs + TS * LDH, *Hs = Cs + 2 * TS * LDH;
+    __shared__ float dt_s[TS], la_s[TS], ecum_s[TS];
+    const Chunk k = chunk_of(d, A_log);
+    const int tid = threadIdx.x;
+    const size_t row0 = (size_t)k.b * d.n + k.t0;
+    float u = 0.f;  /* dt_raw + bias, loaded first (the decays wait for it) */
+    if (tid < k.l) u = dt_raw[(row0 + tid) * d.nh + k.h] + dt_bias[k.h];
+    {
+        const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+        const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
+        float4 v[8];
+        ld_tile4<VEC>(v, Cm, d.W, k.l, min(TS, d.N));
+        ld_tile4<VEC>(v + 4, Cm + TS, d.W, k.l, d.N - TS);
+        st_tile4(Cs, v);
+        st_tile4(Cs + TS * LDH, v + 4);
+        ld_tile4<VEC>(v, h0, d.N, d.P, min(TS, d.N));
+        ld_tile4<VEC>(v + 4, h0 + TS, d.N, d.P, d.N - TS);
+        st_tile4(Hs, v);
+        st_tile4(Hs + TS * LDH, v + 4);
+    }
+    float4 cb[4];  /* C B^T (ssd_cb_kernel: zero past l), kept in registers until the decays are known */
+    {
+        float4 v[4];
+        ld_tile4<VEC>(v, xbc + row0 * d.W + (size_t)k.h * d.P, d.W, k.l, d.P);
+        ld_tile4<true>(cb, cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS), TS, TS, TS);
+        st_tile4(Xs, v);
+    }
+    if (tid < TS) {
+        float dt = 0.f, la = 0.f;
+        if (tid < k.l) {
+            dt = softplusf_(u);
+            la = -dt * k.Ae;
+        }
+        dt_s[tid] = dt;
+        la_s[tid] = la;
+        ecum_s[tid] = 0.f;
+    }
+    __syncthreads();
+    if (tid == 64) {  /* the running sum from the chunk's start (the CPU's order, as chunk_decays) */
+        float s = 0.f;
+        for (int i = 0; i < k.l; i++) {
+            s += la_s[i];
+            ecum_s[i] = expf(s);
+        }
+    }
+    {  /* W = C B^T o M o dt, the thread's (r, c..c+3) of each q: M_rj summed walking j down from r */
+        const int r0 = tid >> 4, c = 4 * (tid & 15);
+        float4 w[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int r = r0 + 16 * q;
+            float m[4] = {0.f, 0.f, 0.f, 0.f};
+            if (r < k.l && c <= r) {
+                float s = 0.f;
+                int j = r - 1;
+                for (; j >= c + 4; j--) s += la_s[j + 1];
+#pragma unroll
+                for (int e = 3; e >= 0; e--) {
+                    if (c + e < r) {
+                        s += la_s[c + e + 1];
+                        m[e] = expf(s);
+                    } else if (c + e == r) {
+                        m[e] = 1.f;
+                    }
+                }
+            }
+            w[q] = make_float4(cb[q].x * m[0] * dt_s[c], cb[q].y * m[1] * dt_s[c + 1], cb[q].z * m[2] * dt_s[c + 2],
+                               cb[q].w * m[3] * dt_s[c + 3]);
+        }
+        st_tile4(Ws, w);
+    }
+    __syncthreads();  /* every tile and ecum */
+    float acc[4][4];
+    zero(acc);
+    mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs, Hs, min(TS, d.N));  /* [i][p] += C_i[n] h0[p][n] */
+    if (d.N > TS) mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs + TS * LDH, Hs + TS * LDH, d.N - TS);
+    const Lay<2> L;
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++) acc[a][b] *= ecum_s[L.row(a)];
+    mm_mma<true, false, bf16t, bf16t, 2, LDH, LDH>(acc, Ws, Xs, k.l);  /* [i][p] += W[i][j] x[j][p] */
+    const float Dh = D[k.h];
+    const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
+    float *Y = y + row0 * d.E + (size_t)k.h * d.P;
+#pragma unroll
+    for (int a = 0; a < 4; a++) {
+        const int i = L.row(a);
+        if (i >= k.l) continue;
+#pragma unroll
+        for (int bb = 0; bb < 2; bb++) {
+            const int p = L.col(2 * bb);  /* even; p + 1 = L.col(2 bb + 1) */
+            if constexpr (VEC) {
+                if (p < d.P) {  /* P a multiple of 4: p + 1 < P too */
+                    const float2 xv = *(const float2 *)(X + (size_t)i * d.W + p);
+                    *(float2 *)(Y + (size_t)i * d.E + p) =
+                        make_float2(acc[a][2 * bb] + Dh * xv.x, acc[a][2 * bb + 1] + Dh * xv.y);
+                }
+            } else {
+                if (p < d.P) Y[(size_t)i * d.E + p] = acc[a][2 * bb] + Dh * X[(size_t)i * d.W + p];
+                if (p + 1 < d.P) Y[(size_t)i * d.E + p + 1] = acc[a][2 * bb + 1] + Dh * X[(size_t)i * d.W + p + 1];
+            }
+        }
+    }
+}
+
+/* ---- forward: the chunk's own state for P <= 64, N <= 128 at the bf16 precision (branch ssdfwd2) ----
+ * The same S_c = sum_j (etail_j dt_j x_j) B_j^T into states[c+1] and a_c into achunk as
+ * ssd_chunk_state_kernel<true>, which waits three times a block (x with B_0; B_1; each load -> barrier ->
+ * wmma product with two block barriers through its scratch tile) and scales x in shared memory in a pass
+ * of its own. Here x, B_0 and B_1 are loaded in one round (12 float4 a thread) before the decays
+ * (chunk_decays: the same scans, the same values), B stored as bf16 at once, x scaled by etail dt in the
+ * registers that loaded it and then stored as bf16 (x * s rounded once, as the bf16 products round their
+ * operands); one barrier, then the two 64 x 64 products in the mma fragment layout and float2 stores
+ * straight from the accumulators (8 consecutive floats a quad row). 3 bf16 tiles, 27,648 B; 4 blocks per SM
+ * (ptxas: 64 registers, 0 spills at launch bounds 4; 72 at 3). */
+constexpr size_t STATE_BF_SMEM = 3 * TS * LDH * sizeof(bf16t);
+template <bool VEC>
+__global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bf_kernel(float *states, float *achunk, const float *xbc,
+                                                               const float *dt_raw, const float *dt_bias,
+                                                               const float *A_log, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Xs = (bf16t *)smem, *Bs = Xs + TS * LDH;  /* Bs: N columns 0..63, then 64..127 */
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    const Chunk k = chunk_of(d, A_log);
+    const size_t row0 = (size_t)k.b * d.n + k.t0;
+    float4 xv[4], v[8];
+    {
+        const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
+        ld_tile4<VEC>(xv, xbc + row0 * d.W + (size_t)k.h * d.P, d.W, k.l, d.P);
+        ld_tile4<VEC>(v, Bm, d.W, k.l, min(TS, d.N));
+        ld_tile4<VEC>(v + 4, Bm + TS, d.W, k.l, d.N - TS);
+    }
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    st_tile4(Bs, v);
+    st_tile4(Bs + TS * LDH, v + 4);
+    {
+        const int r0 = threadIdx.x >> 4;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const float s = etail_s[r0 + 16 * q] * dt_s[r0 + 16 * q];  /* chunk_state's sc_s (0 past l) */
+            xv[q] = make_float4(xv[q].x * s, xv[q].y * s, xv[q].z * s, xv[q].w * s);
+        }
+        st_tile4(Xs, xv);
+    }
+    if (threadIdx.x == 0) achunk[((size_t)k.b * d.nh + k.h) * d.nch + k.c] = etot;
+    __syncthreads();
+    float *o = states + (((size_t)k.b * (d.nch + 1) + k.c + 1) * d.nh + k.h) * (size_t)d.P * d.N;
+    const Lay<2> L;
+#pragma unroll 1
+    for (int n0 = 0; n0 < d.N; n0 += TS) {
+        float acc[4][4];
+        zero(acc);
+        mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc, Xs, Bs + (n0 / TS) * TS * LDH, k.l);  /* [p][n] */
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int p = L.row(a);
+            if (p >= d.P) continue;
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int nn = n0 + L.col(2 * bb);  /* even; nn + 1 = n0 + L.col(2 bb + 1) */
+                if constexpr (VEC) {
+                    if (nn < d.N)  /* N a multiple of 4: nn + 1 < N too */
+                        *(float2 *)(o + (size_t)p * d.N + nn) = make_float2(acc[a][2 * bb], acc[a][2 * bb + 1]);
+                } else {
+                    if (nn < d.N) o[(size_t)p * d.N + nn] = acc[a][2 * bb];
+                    if (nn + 1 < d.N) o[(size_t)p * d.N + nn + 1] = acc[a][2 * bb + 1];
+                }
+            }
+        }
+    }
+}
