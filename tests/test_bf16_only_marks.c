@@ -135,6 +135,28 @@ static void mk_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, in
     cpu_ops.swiglu_packed_bwd(dgu, dout, gu, N, C, acc);
     produced(dgu, 2 * (size_t)N * C, !acc);
 }
+/* the attention backward writing dq | dk | dv packed in one [rows, P] buffer, overwritten (the CUDA backend's
+ * cuDNN path elides it then: attention_cudnn_bwd) */
+static void attn_produced(real *dq, const real *dk, const real *dv, int B, int nq, int nh, int nkv, int hd, int acc,
+                          int ldq, int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd;
+    int packed = dq && dk == dq + qd && dv == dk + kvd && ldq == P && ldkv == P;
+    if (dq) produced(dq, (size_t)B * nq * P, packed && !acc);
+}
+static void mk_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                             int nq, int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {
+    cpu_ops.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv);
+    attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
+}
+static int mk_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                                 const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                                 int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
+    int rc = cpu_ops.attention_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd,
+                                        theta, acc, ldq, ldkv);
+    if (rc == 0) attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
+    return rc;
+}
 static void mk_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     Mark *m = restore(in, (size_t)N * IC);
     cpu_ops.linear_fwd(out, in, w, b, N, IC, OC);
@@ -230,6 +252,8 @@ int main(void) {
     marks_ops.swiglu_packed_fwd = mk_swiglu_packed_fwd;
     marks_ops.swiglu_bwd = mk_swiglu_bwd;
     marks_ops.swiglu_packed_bwd = mk_swiglu_packed_bwd;
+    marks_ops.attention_bwd = mk_attention_bwd;
+    marks_ops.attention_rope_bwd = mk_attention_rope_bwd;
     marks_ops.linear_fwd = mk_linear_fwd;
     marks_ops.linear_bwd = mk_linear_bwd;
     RUN(emulation_detects);

@@ -26,7 +26,8 @@
 typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
                  real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
                  int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
-                 int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */ } AttnActs;
+                 int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */
+                 int only;     /* the forward kept (keep_acts): the backward's dqkv may be bf16-only */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -125,7 +126,9 @@ static void keep_end(Model *m) {
  *     rounding serves only the branch that wrote it.
  *   once = 1: swiglu's backward dgu (or dg, dup), the dout of the one gate|up
  *     (gate, up) backward product right after it; only when the forward kept
- *     (MlpActs.only: backward_trunk's keep_end then follows).
+ *     (MlpActs.only: backward_trunk's keep_end then follows); the packed
+ *     attention's dqkv, the dout of the one q|k|v backward product right
+ *     after the attention backward that writes it (AttnActs.only, likewise).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -191,6 +194,7 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     real theta = (real)c->rope_theta;
     ENS(a->qkv, (size_t)rows * P); ENS(a->att, (size_t)rows * qd); ENS(a->lse, (size_t)B * nh * n);
+    a->only = m->keep_acts;   /* backward_trunk's keep_end follows: a once-mark there ends with it */
     /* the attention may keep its bf16 Q, K, V for the backward under the keep contract (as attn_fwd's self):
      * qkv has one writer (the product) and is only read after */
     if (attn_rope_fused(m) || !c->use_rope) keep_bf16(m, a->qkv, (size_t)rows * P);
@@ -235,6 +239,11 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     real *dq = a->dqkv, *dk = dq + qd, *dv = dk + kvd;
+    /* dqkv is read by one op only, the q|k|v backward product below (its dout), once: the fused attention
+     * backward that writes it whole (FIRST) may store only its bf16 rounding (bf16_only, once). Marked only
+     * where that op writes dqkv itself; if it declines, the mark finds no producer (the dense path below
+     * writes dqkv with copy_rows, which never claims) and keep_end drops it. */
+    if (a->only && (a->roped || !c->use_rope)) bf16_only(m, a->dqkv, (size_t)rows * P, 1);
     if (a->roped && o->attention_rope_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv,
                                           hd, theta, FIRST, P, P) == 0) {
         /* dq, dk, dv written into dqkv by the fused op */

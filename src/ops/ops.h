@@ -438,7 +438,9 @@ typedef struct Ops {
      * whole, not accumulated), and its fp32 values are read by NO ONE: only
      * bf16 products read x, as linear_fwd's `in` or linear_bwd's `in` / `dout`,
      * over exactly (x, n) (the N x IC, N x OC matrix starting at x), and
-     * nothing writes [x, x + n) until keep_bf16(NULL, 0).
+     * nothing writes [x, x + n) until keep_bf16(NULL, 0). A next op that may
+     * decline (attention_rope_bwd returning 1, having done nothing) leaves the
+     * mark unused: whatever writes x after it writes fp32.
      *   once = 0: x is a kept input (keep_bf16(x, n) was called just before,
      *     for the same next op); its products may read it any number of times,
      *     forward and backward, on the branch that wrote it.

@@ -176,7 +176,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                    wholef, worstf_name, worstf);
         }
         /* bf16-only outputs (linear.cu, ops.h bf16_only; on by default): every architecture has some (the
-         * decoder's first-norm output, the MLP's v, act, dgu; Hymba's MLP), none refused, and under the
+         * decoder's first-norm output, the MLP's v, act, dgu; Hymba's MLP; the packed attention's dqkv where
+         * cuDNN runs its backward), none refused, and under the
          * verify switch (on here) each elided fp32 range holds NaN, so a reader the model's marks missed
          * would have broken the bounds above. Against the switch-off step: the same rounding is read by
          * the same products, so the loss and gradients should agree bit for bit (bounded at 1e-6, reported). */
