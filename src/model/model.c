@@ -129,6 +129,10 @@ static void keep_end(Model *m) {
  *     (MlpActs.only: backward_trunk's keep_end then follows); the packed
  *     attention's dqkv, the dout of the one q|k|v backward product right
  *     after the attention backward that writes it (AttnActs.only, likewise).
+ *   once = 2: the packed MLP's gu (kept just before), read only by
+ *     swiglu_packed_fwd and swiglu_packed_bwd (MlpActs.only): the gate|up
+ *     product may write it in bf16 only (one more rounding; CUDA
+ *     FLOWHN_BF16_GU=0 keeps fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -569,6 +573,10 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
     if (a->only) bf16_only(m, a->v, (size_t)N * H, 0);   /* read by those products only */
     o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
     if (a->packed) {
+        if (a->only) {   /* gu is read by swiglu_packed_fwd / _bwd only: the product may write it in bf16 */
+            keep_bf16(m, a->gu, (size_t)N * 2 * I);
+            bf16_only(m, a->gu, (size_t)N * 2 * I, 2);
+        }
         o->linear_fwd(a->gu, a->v, W(w->gate), NULL, N, H, 2 * I);   /* [Wgate; Wup]: gate | up */
         keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
         if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);   /* read by down's products only */

@@ -3231,6 +3231,112 @@ static void test_bf16_only(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* the gate|up product's bf16 D (linear.cu gu_d16, ops.h bf16_only once = 2, FLOWHN_BF16_GU): gu kept and
+ * marked, the product writes only bf16 D into the kept buffer, swiglu_packed_fwd and _bwd read it (float4
+ * and scalar kernels: I % 4 == 0 or not). With FLOWHN_BF16_GU on and off: act, dgu against the CPU (bf16
+ * bound); on against the CPU's SwiGLU of the off run's fp32 gu rounded to bf16 (1e-3: the same arithmetic
+ * on the same bf16 inputs, up to the product's accumulation order); the counts (a product written bf16-only
+ * where cuBLASLt takes the bf16 output, none off); under the verify switch gu's fp32 all NaN (on) / none (off);
+ * a read at another extent fails loudly (on) and runs (off). */
+static void gu_run(int on, int N, int C, int I, float *const *h, float **res, unsigned long *written) {
+    size_t nc = (size_t)N * C, ni = (size_t)N * I;
+    int was = cuda_set_bf16_gu(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *v = dev(h[0], nc), *Wgu = dev(h[1], 2 * (size_t)I * C), *dact = dev(h[2], ni);
+    float *gu = dnan(2 * ni), *act = dnan(ni), *dgu = dnan(2 * ni), *act2 = dnan(ni);
+    unsigned long w0 = cuda_bf16_gu_written;
+    G->keep_bf16(gu, 2 * ni);
+    G->bf16_only(gu, 2 * ni, 2);   /* as model.c mlp_fwd */
+    G->linear_fwd(gu, v, Wgu, NULL, N, C, 2 * I);
+    *written = cuda_bf16_gu_written - w0;
+    G->swiglu_packed_fwd(act, gu, N, I);
+    G->add(act2, act, act, ni);   /* an undeclared op between: the kept D still serves */
+    G->swiglu_packed_bwd(dgu, dact, gu, N, I, FH_OVERWRITE);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    res[0] = (float *)malloc(sizeof(float) * 2 * ni);
+    res[1] = (float *)malloc(sizeof(float) * ni);
+    res[2] = (float *)malloc(sizeof(float) * 2 * ni);
+    G->to_host(res[0], gu, sizeof(float) * 2 * ni);
+    G->to_host(res[1], act, sizeof(float) * ni);
+    G->to_host(res[2], dgu, sizeof(float) * 2 * ni);
+    size_t nan = 0;
+    for (size_t i = 0; i < 2 * ni; i++) nan += res[0][i] != res[0][i];
+    int ok = *written ? nan == 2 * ni : nan == 0;
+    if (!ok) line_ok = 0;
+    CHECK(ok, "gu %s: %zu of %zu fp32 values NaN, %lu products bf16-only", on ? "on" : "off", nan, 2 * ni, *written);
+    if (N > 1) {   /* another extent of gu: nothing serves it where the fp32 was not written */
+        unsigned long rf = cuda_bf16_only_refused;
+        G->swiglu_packed_fwd(act2, gu, N - 1, I);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        int want = *written != 0;
+        ok = failed == want && cuda_bf16_only_refused == rf + want;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "swiglu_packed_fwd on another extent of gu: %s, expected %s", failed ? "failed" : "ran",
+              want ? "an error" : "a run");
+    }
+    G->keep_bf16(NULL, 0);
+    float *all[] = {v, Wgu, dact, gu, act, dgu, act2};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_gu(was);
+}
+static void test_bf16_gu(void) {
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 160}, {64, 40, 24}, {300, 768, 2048}, {8, 64, 9}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], I = shapes[si][2];
+        size_t nc = (size_t)N * C, ni = (size_t)N * I;
+        line_start("bf16_gu", "N=%d C=%d I=%d", N, C, I);
+        float *h[3] = {hrand(nc, 0, 1), hrand(2 * (size_t)I * C, 0, 0.1f), hrand(ni, 0, 1)};
+        float *gu = hnan(2 * ni), *act = hnan(ni), *dgu = hnan(2 * ni);
+        cpu_linear_fwd(gu, h[0], h[1], NULL, N, C, 2 * I);
+        cpu_swiglu_packed_fwd(act, gu, N, I);
+        cpu_swiglu_packed_bwd(dgu, h[2], gu, N, I, FH_OVERWRITE);
+        float *r_on[3], *r_off[3];
+        unsigned long w_on, w_off;
+        gu_run(0, N, C, I, h, r_off, &w_off);
+        gu_run(1, N, C, I, h, r_on, &w_on);
+        int ok = w_off == 0 && (w_on == 1 || I % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+        if (!ok) line_ok = 0;
+        CHECK(ok, "%lu products bf16-only on, %lu off", w_on, w_off);
+        TOL = 1e-2;
+        const char *nm[2] = {"act", "dgu"};
+        float *ref[2] = {act, dgu};
+        size_t sz[2] = {ni, 2 * ni};
+        for (int k = 0; k < 2; k++) {
+            char b[16];
+            float *d = dev(r_on[k + 1], sz[k]);
+            snprintf(b, sizeof b, "%s_on", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+            d = dev(r_off[k + 1], sz[k]);
+            snprintf(b, sizeof b, "%s_off", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+        }
+        /* on == the CPU's SwiGLU of the off run's gu rounded to bf16 (what the bf16 D holds) */
+        float *gr = (float *)malloc(sizeof(float) * 2 * ni), *ar = hnan(ni), *dr = hnan(2 * ni);
+        for (size_t i = 0; i < 2 * ni; i++) gr[i] = bf16_float(rne_bf16(r_off[0][i]));
+        cpu_swiglu_packed_fwd(ar, gr, N, I);
+        cpu_swiglu_packed_bwd(dr, h[2], gr, N, I, FH_OVERWRITE);
+        TOL = w_on ? 1e-3 : 1e-2;
+        float *d = dev(r_on[1], ni);
+        cmp("act_vs_bf16gu", ar, d, ni);
+        G->release(d);
+        d = dev(r_on[2], 2 * ni);
+        cmp("dgu_vs_bf16gu", dr, d, 2 * ni);
+        G->release(d);
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " D16 %lu", w_on);
+        line_end();
+        for (int k = 0; k < 3; k++) { free(r_on[k]); free(r_off[k]); free(h[k]); }
+        free(gu); free(act); free(dgu); free(gr); free(ar); free(dr);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 #ifdef HAVE_CPU_ATTENTION
 /* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
  * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
@@ -3273,6 +3379,12 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     CHECK(rc == 0, "attention_rope_bwd declined");
     CHECK(cuda_attn_cudnn_runs == runs0 + 1, "the backward did not run cuDNN: a silent fallback");
     *elided = cuda_bf16_only_elided - e0;
+    /* the q|k|v backward product right after (as the model: any CUDA call between, a download too, would
+     * retire an unpinned shadow) */
+    unsigned long s0 = cuda_shadow_served;
+    G->linear_bwd(du, dW, NULL, dqkv, u, W, rows, H, P, FH_OVERWRITE);
+    *served = cuda_shadow_served - s0;
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
     {   /* the verify poison: all NaN where elided, none where written */
         float *t = (float *)malloc(sizeof(float) * np);
         G->to_host(t, dqkv, sizeof(float) * np);
@@ -3283,10 +3395,6 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
         CHECK(ok, "mode %d: %zu of %zu dqkv fp32 values NaN (elided %lu)", mode, nan, np, *elided);
         res[2] = t;   /* mode 0: the GPU's fp32 dqkv */
     }
-    unsigned long s0 = cuda_shadow_served;
-    G->linear_bwd(du, dW, NULL, dqkv, u, W, rows, H, P, FH_OVERWRITE);   /* the q|k|v backward product */
-    *served = cuda_shadow_served - s0;
-    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
     res[0] = (float *)malloc(sizeof(float) * (size_t)rows * H);
     res[1] = (float *)malloc(sizeof(float) * (size_t)P * H);
     G->to_host(res[0], du, sizeof(float) * (size_t)rows * H);
@@ -3479,6 +3587,7 @@ int main(void) {
     RUN(test_bf16_keep);
     RUN(test_bf16_keep_verify);
     RUN(test_bf16_only);
+    RUN(test_bf16_gu);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
