@@ -17,6 +17,10 @@
  *     linear_bwd's `dout`) get the saved values back for the call, if the CUDA
  *     backend would serve them (on the branch that wrote them; a once-mark
  *     only at its first read);
+ *   - a once = 2 mark (the gate|up product's output gu, bf16 D on the GPU) is
+ *     elided by linear_fwd (no bias, kept) and served only to
+ *     swiglu_packed_fwd / _bwd as their gu, any number of times, on its
+ *     branch (the emulation checks the readers, not the extra rounding);
  *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN).
  * Any other reader, extent, branch or second read sees NaN, which reaches
  * the loss or the gradients. So a step through this table must give the
@@ -64,29 +68,33 @@ static void mk_only(const real *x, size_t n, int once) {
 }
 static void mk_branch(int b) { branch_now = b; }
 
-/* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only) */
-static void produced(real *out, size_t n, int can) {
+/* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only; a
+ * product's output, once = 2, as linear.cu gu_d16: only a product, no bias, kept) */
+static void produced_by(real *out, size_t n, int can, int product) {
     for (int i = 0; i < npend; i++) {
         if (pend[i].x != out || pend[i].n != n) continue;
         int once = pend[i].once;
         pend[i] = pend[--npend];   /* a mark serves its producer once */
         int kept = 0;
         for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
-        if (!can || !(kept || once) || nmarks == MAX_MARKS) return;
+        if ((once == 2) != product) return;   /* each kind has its own producers */
+        if (!can || !(kept || once == 1) || nmarks == MAX_MARKS) return;
         real *s = malloc(sizeof(real) * n);
         if (!s) return;
         memcpy(s, out, sizeof(real) * n);
         for (size_t j = 0; j < n; j++) out[j] = NAN;
-        marks[nmarks++] = (Mark){out, n, once && !kept, branch_now, 0, s};
+        marks[nmarks++] = (Mark){out, n, once == 2 ? 2 : once && !kept, branch_now, 0, s};
         elided++;
         return;
     }
 }
-/* a product reads x[0, n): the saved values if the CUDA backend would serve them; returns the mark restored */
-static Mark *restore(const real *x, size_t n) {
+static void produced(real *out, size_t n, int can) { produced_by(out, n, can, 0); }
+/* a product (gu 0) or swiglu_packed_* (gu 1) reads x[0, n): the saved values if the CUDA backend would serve
+ * them (products: once 0, 1 marks; SwiGLU's gu: once = 2 marks only); returns the mark restored */
+static Mark *restore_by(const real *x, size_t n, int gu) {
     for (int i = 0; i < nmarks; i++) {
         Mark *m = &marks[i];
-        if (m->x != x || m->n != n || !m->saved) continue;
+        if (m->x != x || m->n != n || !m->saved || (m->once == 2) != gu) continue;
         if (m->branch != branch_now) return NULL;   /* kept roundings and shadows serve their own branch only */
         memcpy((real *)x, m->saved, sizeof(real) * n);
         served++;
@@ -94,10 +102,11 @@ static Mark *restore(const real *x, size_t n) {
     }
     return NULL;
 }
+static Mark *restore(const real *x, size_t n) { return restore_by(x, n, 0); }
 static void repoison(Mark *m) {
     if (!m) return;
     for (size_t j = 0; j < m->n; j++) ((real *)m->x)[j] = NAN;
-    if (m->once) {   /* read once: nothing serves it again */
+    if (m->once == 1) {   /* read once: nothing serves it again */
         free(m->saved);
         m->saved = NULL;
     }
@@ -122,7 +131,9 @@ static void mk_swiglu_fwd(real *out, const real *g, const real *u, size_t n) {
     produced(out, n, 1);
 }
 static void mk_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
+    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 1);
     cpu_ops.swiglu_packed_fwd(out, gu, N, C);
+    repoison(mg);
     produced(out, (size_t)N * C, 1);
 }
 static void mk_swiglu_bwd(real *dg, real *du, const real *dout, const real *g, const real *u, size_t n, int acc) {
@@ -132,13 +143,38 @@ static void mk_swiglu_bwd(real *dg, real *du, const real *dout, const real *g, c
     if (du) produced(du, n, can);
 }
 static void mk_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
+    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 1);
     cpu_ops.swiglu_packed_bwd(dgu, dout, gu, N, C, acc);
+    repoison(mg);
     produced(dgu, 2 * (size_t)N * C, !acc);
+}
+/* the attention backward writing dq | dk | dv packed in one [rows, P] buffer, overwritten (the CUDA backend's
+ * cuDNN path elides it then: attention_cudnn_bwd) */
+static void attn_produced(real *dq, const real *dk, const real *dv, int B, int nq, int nh, int nkv, int hd, int acc,
+                          int ldq, int ldkv) {
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd;
+    int packed = dq && dk == dq + qd && dv == dk + kvd && ldq == P && ldkv == P;
+    if (dq) produced(dq, (size_t)B * nq * P, packed && !acc);
+}
+static void mk_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                             int nq, int nk, int nh, int nkv, int hd, int acc, int ldq, int ldkv) {
+    cpu_ops.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv);
+    attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
+}
+static int mk_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
+                                 const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
+                                 int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
+    int rc = cpu_ops.attention_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd,
+                                        theta, acc, ldq, ldkv);
+    if (rc == 0) attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
+    return rc;
 }
 static void mk_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     Mark *m = restore(in, (size_t)N * IC);
     cpu_ops.linear_fwd(out, in, w, b, N, IC, OC);
     repoison(m);
+    produced_by(out, (size_t)N * OC, b == NULL, 1);   /* a once = 2 mark: the bf16 D (gu) */
 }
 static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const real *in, const real *w, int N,
                           int IC, int OC, int acc) {
@@ -216,6 +252,17 @@ static void emulation_detects(void) {
     cpu_ops.add(y, out, out, 1);
     CHECK(y[0] != y[0], "any other reader sees NaN");
     mk_keep(NULL, 0);
+    /* once = 2: a product's output read by swiglu_packed_* only */
+    real gu[4], act[2], z[1];
+    mk_keep(gu, 4);
+    mk_only(gu, 4, 2);
+    mk_linear_fwd(gu, x, x, NULL, 4, 1, 1);   /* gu[i] = x[i] * x[0]: 4 rows, one column */
+    CHECK(gu[0] != gu[0], "the product's once = 2 output holds NaN");
+    mk_swiglu_packed_fwd(act, gu, 1, 2);
+    CHECK(act[0] == act[0] && act[1] == act[1], "swiglu_packed_fwd reading it is served");
+    mk_linear_fwd(z, gu, w, NULL, 1, 4, 1);
+    CHECK(z[0] != z[0], "a product reading it sees NaN");
+    mk_keep(NULL, 0);
 }
 
 int main(void) {
@@ -230,6 +277,8 @@ int main(void) {
     marks_ops.swiglu_packed_fwd = mk_swiglu_packed_fwd;
     marks_ops.swiglu_bwd = mk_swiglu_bwd;
     marks_ops.swiglu_packed_bwd = mk_swiglu_packed_bwd;
+    marks_ops.attention_bwd = mk_attention_bwd;
+    marks_ops.attention_rope_bwd = mk_attention_rope_bwd;
     marks_ops.linear_fwd = mk_linear_fwd;
     marks_ops.linear_bwd = mk_linear_bwd;
     RUN(emulation_detects);

@@ -26,7 +26,8 @@
 typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
                  real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
                  int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
-                 int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */ } AttnActs;
+                 int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */
+                 int only;     /* the forward kept (keep_acts): the backward's dqkv may be bf16-only */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -125,7 +126,13 @@ static void keep_end(Model *m) {
  *     rounding serves only the branch that wrote it.
  *   once = 1: swiglu's backward dgu (or dg, dup), the dout of the one gate|up
  *     (gate, up) backward product right after it; only when the forward kept
- *     (MlpActs.only: backward_trunk's keep_end then follows).
+ *     (MlpActs.only: backward_trunk's keep_end then follows); the packed
+ *     attention's dqkv, the dout of the one q|k|v backward product right
+ *     after the attention backward that writes it (AttnActs.only, likewise).
+ *   once = 2: the packed MLP's gu (kept just before), read only by
+ *     swiglu_packed_fwd and swiglu_packed_bwd (MlpActs.only): the gate|up
+ *     product may write it in bf16 only (one more rounding; CUDA
+ *     FLOWHN_BF16_GU=0 keeps fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -191,6 +198,7 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     real theta = (real)c->rope_theta;
     ENS(a->qkv, (size_t)rows * P); ENS(a->att, (size_t)rows * qd); ENS(a->lse, (size_t)B * nh * n);
+    a->only = m->keep_acts;   /* backward_trunk's keep_end follows: a once-mark there ends with it */
     /* the attention may keep its bf16 Q, K, V for the backward under the keep contract (as attn_fwd's self):
      * qkv has one writer (the product) and is only read after */
     if (attn_rope_fused(m) || !c->use_rope) keep_bf16(m, a->qkv, (size_t)rows * P);
@@ -235,6 +243,11 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     real *dq = a->dqkv, *dk = dq + qd, *dv = dk + kvd;
+    /* dqkv is read by one op only, the q|k|v backward product below (its dout), once: the fused attention
+     * backward that writes it whole (FIRST) may store only its bf16 rounding (bf16_only, once). Marked only
+     * where that op writes dqkv itself; if it declines, the mark finds no producer (the dense path below
+     * writes dqkv with copy_rows, which never claims) and keep_end drops it. */
+    if (a->only && (a->roped || !c->use_rope)) bf16_only(m, a->dqkv, (size_t)rows * P, 1);
     if (a->roped && o->attention_rope_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv,
                                           hd, theta, FIRST, P, P) == 0) {
         /* dq, dk, dv written into dqkv by the fused op */
@@ -560,6 +573,10 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
     if (a->only) bf16_only(m, a->v, (size_t)N * H, 0);   /* read by those products only */
     o->add_rmsnorm_fwd(h, a->v, a->v_rstd, ha, hb, W(norm), N, H, (real)c->norm_eps);
     if (a->packed) {
+        if (a->only) {   /* gu is read by swiglu_packed_fwd / _bwd only: the product may write it in bf16 */
+            keep_bf16(m, a->gu, (size_t)N * 2 * I);
+            bf16_only(m, a->gu, (size_t)N * 2 * I, 2);
+        }
         o->linear_fwd(a->gu, a->v, W(w->gate), NULL, N, H, 2 * I);   /* [Wgate; Wup]: gate | up */
         keep_bf16(m, a->act, (size_t)N * I);   /* down's input, again in its backward */
         if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);   /* read by down's products only */

@@ -438,17 +438,28 @@ typedef struct Ops {
      * whole, not accumulated), and its fp32 values are read by NO ONE: only
      * bf16 products read x, as linear_fwd's `in` or linear_bwd's `in` / `dout`,
      * over exactly (x, n) (the N x IC, N x OC matrix starting at x), and
-     * nothing writes [x, x + n) until keep_bf16(NULL, 0).
+     * nothing writes [x, x + n) until keep_bf16(NULL, 0). A next op that may
+     * decline (attention_rope_bwd returning 1, having done nothing) leaves the
+     * mark unused: whatever writes x after it writes fp32.
      *   once = 0: x is a kept input (keep_bf16(x, n) was called just before,
      *     for the same next op); its products may read it any number of times,
      *     forward and backward, on the branch that wrote it.
      *   once = 1: x is read by one product, once (its next reader; other ops
      *     may run in between), on the branch that wrote it.
+     *   once = 2: x is the output of the next op, a linear_fwd without bias
+     *     (gu, the gate|up product's [N, 2I]), kept just before
+     *     (keep_bf16(x, n)); it is read ONLY by swiglu_packed_fwd and
+     *     swiglu_packed_bwd as their gu (N x C with 2C = its width), on the
+     *     branch that wrote it, until keep_bf16(NULL, 0); no product reads it.
+     *     A backend may then have the product write only its bf16 output
+     *     (fp32 accumulation, rounded once) and those ops read that: NOT the
+     *     same bits as the fp32 path (g and u rounded to bf16 before SwiGLU);
+     *     CUDA: FLOWHN_BF16_GU=0 writes fp32 as always.
      * A backend with bf16 products may then store only x's bf16 rounding where
      * those products read it (CUDA: the kept buffer, or a shadow held until its
      * one read), and leave x's fp32 memory unwritten. It decides per call (the
      * producer must support it, its rounding must have a home; else it writes
-     * fp32 as always), so results are the same bits either way. A product that
+     * fp32 as always), so results are the same bits either way (once 0, 1). A product that
      * reads x where no such rounding serves it is an error (never a rounding of
      * unwritten memory); under FLOWHN_BF16_KEEP_VERIFY=1 the fp32 memory is
      * filled with NaN instead, so any other reader shows at once. The model

@@ -3249,6 +3249,270 @@ static void test_bf16_only(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* the gate|up product's bf16 D (linear.cu gu_d16, ops.h bf16_only once = 2, FLOWHN_BF16_GU): gu kept and
+ * marked, the product writes only bf16 D into the kept buffer, swiglu_packed_fwd and _bwd read it (float4
+ * and scalar kernels: I % 4 == 0 or not). With FLOWHN_BF16_GU on and off: act, dgu against the CPU (bf16
+ * bound); on against the CPU's SwiGLU of the off run's fp32 gu rounded to bf16 (1e-3: the same arithmetic
+ * on the same bf16 inputs, up to the product's accumulation order); the counts (a product written bf16-only
+ * where cuBLASLt takes the bf16 output, none off); under the verify switch gu's fp32 all NaN (on) / none (off);
+ * a read at another extent fails loudly (on) and runs (off). */
+static void gu_run(int on, int N, int C, int I, float *const *h, float **res, unsigned long *written) {
+    size_t nc = (size_t)N * C, ni = (size_t)N * I;
+    int was = cuda_set_bf16_gu(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *v = dev(h[0], nc), *Wgu = dev(h[1], 2 * (size_t)I * C), *dact = dev(h[2], ni);
+    float *gu = dnan(2 * ni), *act = dnan(ni), *dgu = dnan(2 * ni), *act2 = dnan(ni);
+    unsigned long w0 = cuda_bf16_gu_written;
+    G->keep_bf16(gu, 2 * ni);
+    G->bf16_only(gu, 2 * ni, 2);   /* as model.c mlp_fwd */
+    G->linear_fwd(gu, v, Wgu, NULL, N, C, 2 * I);
+    *written = cuda_bf16_gu_written - w0;
+    G->swiglu_packed_fwd(act, gu, N, I);
+    G->add(act2, act, act, ni);   /* an undeclared op between: the kept D still serves */
+    G->swiglu_packed_bwd(dgu, dact, gu, N, I, FH_OVERWRITE);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    res[0] = (float *)malloc(sizeof(float) * 2 * ni);
+    res[1] = (float *)malloc(sizeof(float) * ni);
+    res[2] = (float *)malloc(sizeof(float) * 2 * ni);
+    G->to_host(res[0], gu, sizeof(float) * 2 * ni);
+    G->to_host(res[1], act, sizeof(float) * ni);
+    G->to_host(res[2], dgu, sizeof(float) * 2 * ni);
+    size_t nan = 0;
+    for (size_t i = 0; i < 2 * ni; i++) nan += res[0][i] != res[0][i];
+    int ok = *written ? nan == 2 * ni : nan == 0;
+    if (!ok) line_ok = 0;
+    CHECK(ok, "gu %s: %zu of %zu fp32 values NaN, %lu products bf16-only", on ? "on" : "off", nan, 2 * ni, *written);
+    if (N > 1) {   /* another extent of gu: nothing serves it where the fp32 was not written */
+        unsigned long rf = cuda_bf16_only_refused;
+        G->swiglu_packed_fwd(act2, gu, N - 1, I);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        int want = *written != 0;
+        ok = failed == want && cuda_bf16_only_refused == rf + want;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "swiglu_packed_fwd on another extent of gu: %s, expected %s", failed ? "failed" : "ran",
+              want ? "an error" : "a run");
+    }
+    G->keep_bf16(NULL, 0);
+    float *all[] = {v, Wgu, dact, gu, act, dgu, act2};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_gu(was);
+}
+static void test_bf16_gu(void) {
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 160}, {64, 40, 24}, {300, 768, 2048}, {8, 64, 9}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], C = shapes[si][1], I = shapes[si][2];
+        size_t nc = (size_t)N * C, ni = (size_t)N * I;
+        line_start("bf16_gu", "N=%d C=%d I=%d", N, C, I);
+        float *h[3] = {hrand(nc, 0, 1), hrand(2 * (size_t)I * C, 0, 0.1f), hrand(ni, 0, 1)};
+        float *gu = hnan(2 * ni), *act = hnan(ni), *dgu = hnan(2 * ni);
+        cpu_linear_fwd(gu, h[0], h[1], NULL, N, C, 2 * I);
+        cpu_swiglu_packed_fwd(act, gu, N, I);
+        cpu_swiglu_packed_bwd(dgu, h[2], gu, N, I, FH_OVERWRITE);
+        float *r_on[3], *r_off[3];
+        unsigned long w_on, w_off;
+        gu_run(0, N, C, I, h, r_off, &w_off);
+        gu_run(1, N, C, I, h, r_on, &w_on);
+        int ok = w_off == 0 && (w_on == 1 || I % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+        if (!ok) line_ok = 0;
+        CHECK(ok, "%lu products bf16-only on, %lu off", w_on, w_off);
+        TOL = 1e-2;
+        const char *nm[2] = {"act", "dgu"};
+        float *ref[2] = {act, dgu};
+        size_t sz[2] = {ni, 2 * ni};
+        for (int k = 0; k < 2; k++) {
+            char b[16];
+            float *d = dev(r_on[k + 1], sz[k]);
+            snprintf(b, sizeof b, "%s_on", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+            d = dev(r_off[k + 1], sz[k]);
+            snprintf(b, sizeof b, "%s_off", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+        }
+        /* on == the CPU's SwiGLU of the off run's gu rounded to bf16 (what the bf16 D holds) */
+        float *gr = (float *)malloc(sizeof(float) * 2 * ni), *ar = hnan(ni), *dr = hnan(2 * ni);
+        for (size_t i = 0; i < 2 * ni; i++) gr[i] = bf16_float(rne_bf16(r_off[0][i]));
+        cpu_swiglu_packed_fwd(ar, gr, N, I);
+        cpu_swiglu_packed_bwd(dr, h[2], gr, N, I, FH_OVERWRITE);
+        TOL = w_on ? 1e-3 : 1e-2;
+        float *d = dev(r_on[1], ni);
+        cmp("act_vs_bf16gu", ar, d, ni);
+        G->release(d);
+        d = dev(r_on[2], 2 * ni);
+        cmp("dgu_vs_bf16gu", dr, d, 2 * ni);
+        G->release(d);
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " D16 %lu", w_on);
+        line_end();
+        for (int k = 0; k < 3; k++) { free(r_on[k]); free(r_off[k]); free(h[k]); }
+        free(gu); free(act); free(dgu); free(gr); free(ar); free(dr);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
+#ifdef HAVE_CPU_ATTENTION
+/* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
+ * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
+ * overwritten, then the q|k|v backward product reading it as dout. Four runs of the same inputs:
+ *   mode 0: shadows and bf16-only off: the fp32 dqkv, rounded by the product (today's path);
+ *   mode 1: shadows on, bf16-only off: the conversion also writes dqkv's rounding into a shadow, the
+ *           product reads it (served 1, elided 0);
+ *   mode 2: both on, dqkv marked once (the model's mark): only the rounding is stored (elided 1); under
+ *           the verify switch dqkv's fp32 holds NaN; a second read fails loudly;
+ *   mode 3: mode 2 with FLOWHN_CUDNN_CONV=old (scalar kernels, no shadow): elided 0, fp32 written.
+ * du and dW of modes 1, 2 equal mode 0's bit for bit (the shadow holds the rounding the product would
+ * make; mode 3's kernels may contract the rotation differently: judged against the CPU); mode 0's dqkv against the CPU attention backward and its du, dW against the CPU product on the
+ * GPU's dqkv (bf16 bound). Shapes: GQA, hd 24 (llama-135m's 32/8 heads), hd 128, no RoPE, llama-gpt2small's
+ * 12 heads at n 1024. */
+static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *elided,
+                     unsigned long *served) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    size_t np = (size_t)rows * P;
+    const float theta = 10000.f;
+    int was_sh = cuda_set_bf16_shadow(mode >= 1), was_only = cuda_set_bf16_only(mode >= 2);
+    int was_v = cuda_set_bf16_keep_verify(1), was_c = cuda_set_cudnn_conv_old(mode == 3);
+    /* h: qkv [rows, P], datt [rows, qd], u [rows, H], W [P, H], pos (as float bits: see dqkv_case) */
+    float *qkv = dev(h[0], np), *datt = dev(h[1], (size_t)rows * qd), *u = dev(h[2], (size_t)rows * H);
+    float *W = dev(h[3], (size_t)P * H);
+    int *dpos = devi((const int *)h[4], n);
+    float *att = dnan((size_t)rows * qd), *lse = dnan((size_t)B * nh * n), *dqkv = dnan(np);
+    float *du = dnan((size_t)rows * H), *dW = dnan((size_t)P * H);
+    float *q = qkv, *k = q + qd, *v = k + kvd, *dq = dqkv, *dk = dq + qd, *dv = dk + kvd;
+    int rc = 0;
+    if (rope) rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);
+    else G->attention_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, P, P);
+    CHECK(rc == 0, "attention_rope_fwd declined");
+    unsigned long e0 = cuda_bf16_only_elided, runs0 = cuda_attn_cudnn_runs;
+    G->bf16_only(dqkv, np, 1);   /* as model.c attn_bwd_packed */
+    if (rope)
+        rc = G->attention_rope_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta,
+                                   FH_OVERWRITE, P, P);
+    else G->attention_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, FH_OVERWRITE, P, P);
+    CHECK(rc == 0, "attention_rope_bwd declined");
+    CHECK(cuda_attn_cudnn_runs == runs0 + 1, "the backward did not run cuDNN: a silent fallback");
+    *elided = cuda_bf16_only_elided - e0;
+    /* the q|k|v backward product right after (as the model: any CUDA call between, a download too, would
+     * retire an unpinned shadow) */
+    unsigned long s0 = cuda_shadow_served;
+    G->linear_bwd(du, dW, NULL, dqkv, u, W, rows, H, P, FH_OVERWRITE);
+    *served = cuda_shadow_served - s0;
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    {   /* the verify poison: all NaN where elided, none where written */
+        float *t = (float *)malloc(sizeof(float) * np);
+        G->to_host(t, dqkv, sizeof(float) * np);
+        size_t nan = 0;
+        for (size_t i = 0; i < np; i++) nan += t[i] != t[i];
+        int ok = *elided ? nan == np : nan == 0;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "mode %d: %zu of %zu dqkv fp32 values NaN (elided %lu)", mode, nan, np, *elided);
+        res[2] = t;   /* mode 0: the GPU's fp32 dqkv */
+    }
+    res[0] = (float *)malloc(sizeof(float) * (size_t)rows * H);
+    res[1] = (float *)malloc(sizeof(float) * (size_t)P * H);
+    G->to_host(res[0], du, sizeof(float) * (size_t)rows * H);
+    G->to_host(res[1], dW, sizeof(float) * (size_t)P * H);
+    if (mode == 2) {   /* a second read of the once-output: nothing serves it, an error (switch on) */
+        unsigned long rf = cuda_bf16_only_refused;
+        G->linear_bwd(du, dW, NULL, dqkv, u, W, rows, H, P, FH_OVERWRITE);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        int ok = failed == (*elided != 0) && cuda_bf16_only_refused == rf + (*elided != 0);
+        if (!ok) line_ok = 0;
+        CHECK(ok, "a second read of the bf16-only dqkv: %s", failed ? "failed" : "ran");
+    }
+    G->keep_bf16(NULL, 0);   /* every bf16-only state ends (as the model's keep_end) */
+    float *all[] = {qkv, datt, u, W, att, lse, dqkv, du, dW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
+    G->release(dpos);
+    cuda_set_cudnn_conv_old(was_c);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_shadow(was_sh);
+}
+static void test_bf16_only_dqkv(void) {
+    int was = cuda_set_attn_cudnn(1);
+    if (!cuda_attn_cudnn_loaded()) {
+        printf("  ********** cuDNN not loadable: SKIPPED the bf16-only dqkv test **********\n");
+        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+        cuda_set_attn_cudnn(was);
+        return;
+    }
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    static const int shapes[][7] = {/* B, n, nh, nkv, hd, rope, H */
+                                    {2, 64, 8, 2, 64, 1, 96},   {1, 257, 4, 4, 128, 0, 72}, {2, 96, 32, 8, 24, 1, 768},
+                                    {3, 17, 4, 4, 64, 1, 40},   {2, 33, 8, 2, 24, 0, 64},   {1, 1024, 12, 12, 64, 1, 768}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *sh = shapes[si];
+        int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5], H = sh[6];
+        int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+        size_t np = (size_t)rows * P;
+        line_start("bf16_only_dqkv", "B=%d n=%d nh=%d nkv=%d hd=%d%s H=%d", B, n, nh, nkv, hd, rope ? " rope" : "",
+                   H);
+        int *pos = subset(rope ? 4 * n : n, n);
+        float *h[5] = {hrand(np, 0, 1), hrand((size_t)rows * qd, 0, 1), hrand((size_t)rows * H, 0, 1),
+                       hrand((size_t)P * H, 0, 0.05f), (float *)pos};
+        float *r[4][3];
+        unsigned long el[4], sv[4];
+        for (int mode = 0; mode < 4; mode++) dqkv_run(mode, sh, H, h, r[mode], &el[mode], &sv[mode]);
+        static const unsigned long want_el[4] = {0, 0, 1, 0}, want_sv[4] = {0, 1, 1, 0};
+        for (int mode = 0; mode < 4; mode++) {
+            int ok = el[mode] == want_el[mode] && sv[mode] == want_sv[mode];
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %lu elided (expected %lu), %lu shadow reads (expected %lu)", mode, el[mode],
+                  want_el[mode], sv[mode], want_sv[mode]);
+            for (int k = 0; mode && mode < 3 && k < 2; k++) {   /* mode 3's scalar kernels: against the CPU below */
+                int same = !memcmp(r[mode][k], r[0][k], sizeof(float) * (k ? (size_t)P * H : (size_t)rows * H));
+                if (!same) line_ok = 0;
+                CHECK(same, "mode %d: %s differs from the fp32-dqkv path's bits", mode, k ? "dW" : "du");
+            }
+        }
+        /* the CPU: the attention backward (on the CPU's forward) and the product on the GPU's dqkv */
+        TOL = 1e-2;
+        float *q = h[0], *k = q + qd, *v = k + kvd;
+        float *out = hnan((size_t)rows * qd), *lse = hnan((size_t)B * nh * n), *dqkv = (float *)calloc(np, 4);
+        float *du = hnan((size_t)rows * H), *dW = hnan((size_t)P * H);
+        if (rope) {
+            cpu_ops.attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, 10000.f, P, P);
+            cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[1], out, lse, q, k, v, pos, pos, B, n, n,
+                                       nh, nkv, hd, 10000.f, FH_OVERWRITE, P, P);
+        } else {
+            cpu_ops.attention_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, P, P);
+            cpu_ops.attention_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[1], out, lse, q, k, v, pos, pos, B, n, n, nh,
+                                  nkv, hd, FH_OVERWRITE, P, P);
+        }
+        float *d = dev(r[0][2], np);
+        cmp("dqkv", dqkv, d, np);
+        G->release(d);
+        cpu_ops.linear_bwd(du, dW, NULL, r[0][2], h[2], h[3], rows, H, P, FH_OVERWRITE);
+        d = dev(r[0][0], (size_t)rows * H);
+        cmp("du", du, d, (size_t)rows * H);
+        G->release(d);
+        d = dev(r[0][1], (size_t)P * H);
+        cmp("dW", dW, d, (size_t)P * H);
+        G->release(d);
+        d = dev(r[3][0], (size_t)rows * H);
+        cmp("du_conv_old", du, d, (size_t)rows * H);
+        G->release(d);
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " elided %lu, modes 1-2 == mode 0 bitwise", el[2]);
+        line_end();
+        for (int mode = 0; mode < 4; mode++)
+            for (int k = 0; k < 3; k++) free(r[mode][k]);
+        for (int k = 0; k < 5; k++) free(h[k]);
+        free(out); free(lse); free(dqkv); free(du); free(dW);
+    }
+    cuda_set_matmul_precision("fp32");
+    cuda_set_attn_cudnn(was);
+}
+#endif
+
 /* single-token steps: several steps in a row from a random state, so the
  * in-place state update is compared too */
 static void test_ssm_step(void) {
@@ -3341,6 +3605,7 @@ int main(void) {
     RUN(test_bf16_keep);
     RUN(test_bf16_keep_verify);
     RUN(test_bf16_only);
+    RUN(test_bf16_gu);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
@@ -3361,6 +3626,7 @@ int main(void) {
     RUN(test_attention_rope);
     RUN(test_attention_cudnn);
     RUN(test_attention_strided);
+    RUN(test_bf16_only_dqkv);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

@@ -179,6 +179,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         }
         /* the fused training classifier (model_forward_backward) on the GPU gives
          * the same loss and gradients as the CPU's unfused forward + backward */
+        /* the gate|up product's bf16 D (FLOWHN_BF16_GU, on by default) changes the bits: off for this step, so
+         * the on/off A/B below stays bitwise; its own step and A/B follow */
+        int gu_was = ab ? cuda_set_bf16_gu(0) : -1;
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
@@ -204,7 +207,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                    wholef, worstf_name, worstf);
         }
         /* bf16-only outputs (linear.cu, ops.h bf16_only; on by default): every architecture has some (the
-         * decoder's first-norm output, the MLP's v, act, dgu; Hymba's MLP), none refused, and under the
+         * decoder's first-norm output, the MLP's v, act, dgu; Hymba's MLP; the packed attention's dqkv where
+         * cuDNN runs its backward), none refused, and under the
          * verify switch (on here) each elided fp32 range holds NaN, so a reader the model's marks missed
          * would have broken the bounds above. Against the switch-off step: the same rounding is read by
          * the same products, so the loss and gradients should agree bit for bit (bounded at 1e-6, reported). */
@@ -233,6 +237,41 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
             }
         }
         free(g_off);
+        if (ab) cuda_set_bf16_gu(gu_was);
+        /* FLOWHN_BF16_GU on (the default): the packed MLP's gate|up product writes only its bf16 D and SwiGLU
+         * reads that. Against the CPU at the same bounds, and against the GU-off step just run (bf16 bound:
+         * one more rounding of g and u); none refused; the products counted where the model packs gate|up */
+        if (okf && ab && cuda_set_bf16_gu(-1) && cuda_set_bf16_only(-1)) {
+            float *g_nogu = host_copy(&mg, mg.grads);
+            double loss_nogu = mg.loss;
+            unsigned long gw0 = cuda_bf16_gu_written, rf0 = cuda_bf16_only_refused;
+            model_zero_grad(&mg);
+            int okgu = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(okgu, "%s: cuda fused forward_backward, bf16 gate|up D: %s", name, fh_last_error());
+            if (okgu) {
+                double dlg = rel_diff(mc.loss, mg.loss), wholeg;
+                char worstg_name[96];
+                double worstg = compare_grads(&mc, &mg, worstg_name, sizeof worstg_name, &wholeg);
+                CHECK(dlg <= LOSS_TOL && wholeg < WHOLE_TOL && worstg < GRAD_TOL,
+                      "%s: bf16 gate|up D against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dlg, wholeg,
+                      worstg_name, worstg);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 gate|up D", name,
+                      cuda_bf16_only_refused - rf0);
+                float *g_gu = host_copy(&mg, mg.grads);
+                double all = 0, diff = 0;
+                for (size_t i = 0; i < mg.layout.total; i++) {
+                    all += (double)g_nogu[i] * g_nogu[i];
+                    diff += ((double)g_gu[i] - g_nogu[i]) * ((double)g_gu[i] - g_nogu[i]);
+                }
+                double rel = sqrt(diff / fmax(all, 1e-300)), dlo = rel_diff(loss_nogu, mg.loss);
+                CHECK(rel <= 1e-2 && dlo <= 1e-2, "%s: bf16 gate|up D on vs off: loss rel %.2e, gradient rel %.2e",
+                      name, dlo, rel);
+                printf("  %-5s %-22s bf16 gate|up D on vs off: %lu products, loss rel %.1e, grad rel %.1e; vs CPU "
+                       "loss %.1e, grad %.1e\n", mode, name, cuda_bf16_gu_written - gw0, dlo, rel, dlg, wholeg);
+                free(g_gu);
+            }
+            free(g_nogu);
+        }
 
         /* AdamW steps from the same start on both sides */
         AdamWConfig oc;

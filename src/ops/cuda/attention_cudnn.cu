@@ -662,6 +662,7 @@ __global__ void cudnn_grad_kernel(float *dst, const T *src, const float2 *cs, in
 struct ConvSeg {
     void *dst;
     const void *src;
+    void *sh;       /* gradients only: the fp32 result's bf16 rounding too, at dst's offsets (a shadow), or NULL */
     int heads;
     int rope;       /* rotate (cs) or not */
     int ld;         /* the fp32 side's row stride (ops.h row strides; the bf16 side is dense) */
@@ -670,6 +671,7 @@ struct ConvSeg {
 struct ConvArgs {
     ConvSeg s[3];
     int nseg, n, hd, acc;
+    int f32;        /* gradients: store the fp32 values (0: bf16-only, only sh is written) */
     const float2 *cs;
 };
 
@@ -678,18 +680,22 @@ struct ConvArgs {
 struct SegView {
     void *dst;
     const void *src;
+    void *sh;
     int heads, rope, ld;
 };
 __device__ __forceinline__ SegView seg_of(const ConvArgs &a, size_t idx, size_t *j) {
     SegView v;
     if (idx < a.s[0].items || a.nseg == 1) {
-        v.dst = a.s[0].dst; v.src = a.s[0].src; v.heads = a.s[0].heads; v.rope = a.s[0].rope; v.ld = a.s[0].ld;
+        v.dst = a.s[0].dst; v.src = a.s[0].src; v.sh = a.s[0].sh; v.heads = a.s[0].heads; v.rope = a.s[0].rope;
+        v.ld = a.s[0].ld;
     } else if (idx - a.s[0].items < a.s[1].items || a.nseg == 2) {
         idx -= a.s[0].items;
-        v.dst = a.s[1].dst; v.src = a.s[1].src; v.heads = a.s[1].heads; v.rope = a.s[1].rope; v.ld = a.s[1].ld;
+        v.dst = a.s[1].dst; v.src = a.s[1].src; v.sh = a.s[1].sh; v.heads = a.s[1].heads; v.rope = a.s[1].rope;
+        v.ld = a.s[1].ld;
     } else {
         idx -= a.s[0].items + a.s[1].items;
-        v.dst = a.s[2].dst; v.src = a.s[2].src; v.heads = a.s[2].heads; v.rope = a.s[2].rope; v.ld = a.s[2].ld;
+        v.dst = a.s[2].dst; v.src = a.s[2].src; v.sh = a.s[2].sh; v.heads = a.s[2].heads; v.rope = a.s[2].rope;
+        v.ld = a.s[2].ld;
     }
     *j = idx;
     return v;
@@ -753,7 +759,9 @@ __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
 }
 
 /* bf16 [B, n, heads, hd] -> fp32 gradient, RoPE's inverse where rope, acc: the same arithmetic as
- * cudnn_grad_kernel<bf16> */
+ * cudnn_grad_kernel<bf16>. Where the segment has sh (the fp32 result's shadow, at the same offsets) the
+ * final fp32 values' rounding goes there too (the bits linear.cu's rounding of dst would give: round to
+ * nearest); a.f32 = 0 (bf16-only dq|dk|dv, see attention_cudnn_bwd) stores the rounding only. */
 __global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
     unsigned int half = a.hd / 2, quads = half / 4;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -769,14 +777,22 @@ __global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
             rot4(x0, x1, a.cs + (size_t)t * half + i, -1.f);   /* rotation by -angle */
         }
         unsigned int row = rh / (unsigned int)g.heads;
-        float *dst = (float *)g.dst + (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
+        size_t off = (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
+        float *dst = (float *)g.dst + off;
         if (a.acc) {
             float4 d0 = *(const float4 *)(dst + i), d1 = *(const float4 *)(dst + i + half);
             x0.x += d0.x; x0.y += d0.y; x0.z += d0.z; x0.w += d0.w;
             x1.x += d1.x; x1.y += d1.y; x1.z += d1.z; x1.w += d1.w;
         }
-        *(float4 *)(dst + i) = x0;
-        *(float4 *)(dst + i + half) = x1;
+        if (a.f32) {
+            *(float4 *)(dst + i) = x0;
+            *(float4 *)(dst + i + half) = x1;
+        }
+        if (g.sh) {
+            bf16 *sh = (bf16 *)g.sh + off;
+            *(uint2 *)(sh + i) = pack4(x0);
+            *(uint2 *)(sh + i + half) = pack4(x1);
+        }
     }
 }
 
@@ -821,15 +837,26 @@ static void grad_back(float *dst, const T *src, const float2 *cs, int B, int n, 
  * rope_i) or gradients back (grad 1; dst fp32, src bf16, RoPE's inverse where rope_i, acc). A NULL dst
  * skips that tensor. The fp32 side's rows are ld_i values apart, the bf16 side is dense. Vectorised unless
  * FLOWHN_CUDNN_CONV=old or a pointer is not 16-byte aligned or a stride not a multiple of 4. */
-static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
-                    const int *ld, const float2 *cs, int B, int n, int hd, int acc) {
-    ConvArgs a;
-    memset(&a, 0, sizeof a);
-    a.n = n; a.hd = hd; a.acc = acc; a.cs = cs;
+/* whether convert() takes the vectorised kernels for these tensors */
+static int conv_vec(int nt, void *const *dst, const void *const *src, const int *heads, const int *ld, int B, int n,
+                    int hd) {
     int vec = !cuda_set_cudnn_conv_old(-1);
     for (int t = 0; t < nt; t++)
         vec &= !dst[t] || (al16(dst[t]) && al16(src[t]) && ld[t] % 4 == 0 &&
                            (size_t)B * n * heads[t] * hd < ((size_t)1 << 32));
+    return vec;
+}
+
+/* sh (gradients, vectorised only: conv_vec must hold): the fp32 results' bf16 rounding into the shadow sh of
+ * the fp32 buffer that starts at sh_base (every dst inside it, at dst - sh_base there); f32 = 0 stores only
+ * that rounding. sh NULL: as before. */
+static void convert_sh(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
+                       const int *ld, const float2 *cs, int B, int n, int hd, int acc, void *sh, const float *sh_base,
+                       int f32) {
+    ConvArgs a;
+    memset(&a, 0, sizeof a);
+    a.n = n; a.hd = hd; a.acc = acc; a.cs = cs; a.f32 = f32 || !sh;
+    int vec = conv_vec(nt, dst, src, heads, ld, B, n, hd);
     size_t total = 0;
     for (int t = 0; t < nt; t++) {
         if (!dst[t]) continue;
@@ -841,6 +868,7 @@ static void convert(int grad, int nt, void *const *dst, const void *const *src, 
         }
         ConvSeg &g = a.s[a.nseg++];
         g.dst = dst[t]; g.src = src[t]; g.heads = heads[t]; g.rope = c != NULL; g.ld = ld[t];
+        g.sh = sh && grad ? (bf16 *)sh + ((const float *)dst[t] - sh_base) : NULL;
         g.items = (size_t)B * n * heads[t] * (hd / 8);
         total += g.items;
     }
@@ -848,6 +876,10 @@ static void convert(int grad, int nt, void *const *dst, const void *const *src, 
     if (grad) cudnn_grad_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     else cudnn_to_bf16_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     CUDA_LAUNCHED();
+}
+static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
+                    const int *ld, const float2 *cs, int B, int n, int hd, int acc) {
+    convert_sh(grad, nt, dst, src, heads, rope, ld, cs, B, n, hd, acc, NULL, NULL, 1);
 }
 
 /* what a kept Q / K / V holds: the shape, the position array and theta (0: not rotated) */
@@ -1042,7 +1074,26 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     void *dst[3] = {dq_acc ? NULL : dq, dk, dv};
     const void *src[3] = {dQh, dKh, dVh};
     int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
-    convert(1, 3, dst, src, heads, rope, ld, cs, B, n, hd, acc);
+    /* dq | dk | dv packed (one [rows, P] buffer, the q|k|v product's backward dout, model.c attn_bwd_packed),
+     * overwritten, vectorised: their bf16 rounding goes into a shadow of the whole buffer, claimed only now
+     * that cuDNN ran (a claim is never left unwritten), so the product reads it instead of rounding dqkv
+     * again; if the model marked dqkv bf16-only (once: that product is its one reader) and the shadow can be
+     * pinned, the fp32 values are not stored at all (linear.cu "bf16-only outputs"). */
+    size_t np = nq + 2 * nk;
+    bf16 *sh = NULL;
+    int skip = 0;
+    /* shadows and kept buffers are cudaMalloc'd (256-byte aligned) and every offset is a multiple of 4 values
+     * (P, hd multiples of 8), so the vector kernel's 8-byte bf16 stores are aligned */
+    if (!acc && !dq_acc && dq && dk && dv && packed_qkv(dq, dk, dv, nh, nkv, hd, ldq, ldkv) &&
+        conv_vec(3, dst, src, heads, ld, B, n, hd))
+        sh = (bf16 *)cuda_shadow_claim_only(dq, np, &skip);
+    if (!sh) skip = 0;
+    unsigned long before = cuda_epoch;
+    convert_sh(1, 3, dst, src, heads, rope, ld, cs, B, n, hd, acc, sh, dq, !skip);
+    if (sh) {
+        CudaRange wr[2] = {{dq, np * sizeof(float)}, {sh, np * sizeof(bf16)}};
+        cuda_shadow_done(before, wr, 2);
+    }
     return 0;
 }
 #endif

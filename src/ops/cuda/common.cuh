@@ -395,6 +395,10 @@ void cuda_weights_released(const void *p, size_t bytes);
  * go); before a recording (every keep ends). */
 void cuda_keep_bf16(const real *x, size_t n);
 void cuda_bf16_only(const real *x, size_t n, int once);
+/* swiglu_packed_*'s gu where the gate|up product wrote only its bf16 D (ops.h bf16_only once = 2; linear.cu):
+ * that D, or NULL (read gu's fp32). *bad = 1: gu's fp32 was never written and no D serves this read (another
+ * extent or branch, or after keep_bf16(NULL, 0)): the error is recorded, the caller does nothing. */
+const void *cuda_gu_bf16(const float *gu, size_t n, int *bad);
 void cuda_keep_released(const void *p, size_t bytes);
 void cuda_keep_before_recording(void);
 /* owned keeps (linear.cu): an op's own bf16 transform of a kept input x, held

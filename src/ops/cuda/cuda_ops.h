@@ -106,6 +106,11 @@ unsigned long cuda_keep_stale(void);
  * because an elided fp32 input had no rounding to serve them: an error). */
 int cuda_set_bf16_only(int on);
 extern unsigned long cuda_bf16_only_elided, cuda_bf16_only_refused;
+/* FLOWHN_BF16_GU (default on; needs FLOWHN_BF16_ONLY on): the gate|up product marked bf16_only once = 2
+ * writes only its bf16 D and swiglu_packed_* read that (one more rounding: not the switch-off path's bits).
+ * cuda_bf16_gu_written counts such products (tests). */
+int cuda_set_bf16_gu(int on);
+extern unsigned long cuda_bf16_gu_written;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

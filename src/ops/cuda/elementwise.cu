@@ -223,35 +223,46 @@ void cuda_swiglu_bwd(real *dgate, real *dup, const real *dout, const real *gate,
  * buffers' kernels. V = 4: float4 along a row (C % 4 == 0, pointers 16-byte
  * aligned: checked by the caller), else V = 1. The shadows: act's [N, C] as
  * swiglu_fwd's; dgu's [N, 2C] whole (the dout of the one gate|up product). */
-template <int V>
-__global__ void swiglu_packed_fwd_kernel(float *out, const float *gu, size_t n, int C, __nv_bfloat16 *ob) {
+/* gu's values: fp32, or bf16 (GI = __nv_bfloat16: the gate|up product's bf16 D, ops.h bf16_only once = 2;
+ * 4 values an 8-byte load, aligned as the fp32 ones are 16-byte aligned) */
+__device__ __forceinline__ float4 ld_gu4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ __forceinline__ float4 ld_gu4(const __nv_bfloat16 *p) {
+    uint2 r = *reinterpret_cast<const uint2 *>(p);
+    float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.x));
+    float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.y));
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+__device__ __forceinline__ float ld_gu(const float *p) { return *p; }
+__device__ __forceinline__ float ld_gu(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+
+template <int V, typename GI>
+__global__ void swiglu_packed_fwd_kernel(float *out, const GI *gu, size_t n, int C, __nv_bfloat16 *ob) {
     size_t nv = n / V, cv = (size_t)C / V;
     GRID_STRIDE(i, nv) {
         size_t r = i / cv, c = i - r * cv;
-        const float *g = gu + r * 2 * C + c * V, *u = g + C;
+        const GI *g = gu + r * 2 * C + c * V, *u = g + C;
         if (V == 4) {
-            float4 g4 = *reinterpret_cast<const float4 *>(g), u4 = *reinterpret_cast<const float4 *>(u);
+            float4 g4 = ld_gu4(g), u4 = ld_gu4(u);
             float4 o = make_float4(swiglu_one(g4.x, u4.x), swiglu_one(g4.y, u4.y), swiglu_one(g4.z, u4.z),
                                    swiglu_one(g4.w, u4.w));
             if (out) reinterpret_cast<float4 *>(out)[i] = o;
             if (ob) st_bf4(ob + 4 * i, o.x, o.y, o.z, o.w);
         } else {
-            float o = swiglu_one(g[0], u[0]);
+            float o = swiglu_one(ld_gu(g), ld_gu(u));
             if (out) out[i] = o;
             if (ob) ob[i] = __float2bfloat16_rn(o);
         }
     }
 }
-template <int V>
-__global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const float *gu, size_t n, int C, int acc,
+template <int V, typename GI>
+__global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const GI *gu, size_t n, int C, int acc,
                                          __nv_bfloat16 *b, int f32) {
     size_t nv = n / V, cv = (size_t)C / V;
     GRID_STRIDE(i, nv) {
         size_t r = i / cv, c = i - r * cv, go = r * 2 * C + c * V, uo = go + C;
         if (V == 4) {
             const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
-            float4 d = reinterpret_cast<const float4 *>(dout)[i], g = *reinterpret_cast<const float4 *>(gu + go),
-                   u = *reinterpret_cast<const float4 *>(gu + uo);
+            float4 d = reinterpret_cast<const float4 *>(dout)[i], g = ld_gu4(gu + go), u = ld_gu4(gu + uo);
             float4 pg = acc ? *reinterpret_cast<const float4 *>(dgu + go) : z;
             float4 pu = acc ? *reinterpret_cast<const float4 *>(dgu + uo) : z;
             float4 og, ou;
@@ -269,7 +280,8 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const fl
             }
         } else {
             float og, ou;
-            swiglu_bwd_one(dout[i], gu[go], gu[uo], acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f, acc, og, ou);
+            swiglu_bwd_one(dout[i], ld_gu(gu + go), ld_gu(gu + uo), acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f, acc, og,
+                           ou);
             if (f32) {
                 dgu[go] = og;
                 dgu[uo] = ou;
@@ -282,16 +294,27 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const fl
     }
 }
 
+/* gu's bf16 D (linear.cu cuda_gu_bf16: the gate|up product wrote only that), NULL: read gu's fp32; *bad: gu's
+ * fp32 was not written and no bf16 D serves this read (the error is recorded: the op does nothing) */
+static const __nv_bfloat16 *gu_bf16(const float *gu, size_t n2, int *bad) {
+    return (const __nv_bfloat16 *)cuda_gu_bf16(gu, n2, bad);
+}
 void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
     size_t n = (size_t)N * C;
     if (n == 0) return;
+    int bad;
+    const __nv_bfloat16 *gb = gu_bf16(gu, 2 * n, &bad);
+    if (bad) return;
     int skip;   /* as swiglu_fwd */
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
     float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
     const void *p[2] = {out, gu};
-    if (C % 4 == 0 && ew4_ok(p, 2) && bf8_ok(ob, NULL))
-        swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(fo, gu, n, C, ob);
+    if (C % 4 == 0 && ew4_ok(p, 2) && bf8_ok(ob, gb)) {
+        if (gb) swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(fo, gb, n, C, ob);
+        else swiglu_packed_fwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(fo, gu, n, C, ob);
+    } else if (gb)
+        swiglu_packed_fwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(fo, gb, n, C, ob);
     else
         swiglu_packed_fwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(fo, gu, n, C, ob);
     CUDA_LAUNCHED();
@@ -301,12 +324,21 @@ void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
 void cuda_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
     size_t n = (size_t)N * C;
     if (!dgu || n == 0) return;
+    int bad;
+    const __nv_bfloat16 *gb = gu_bf16(gu, 2 * n, &bad);
+    if (bad) return;
     int skip = 0;   /* bf16-only dgu (as swiglu_bwd): only when overwriting */
     __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_shadow_claim_only(dgu, 2 * n, acc ? NULL : &skip);
     unsigned long before = cuda_epoch;
     const void *p[3] = {dgu, dout, gu};
-    if (C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, NULL))
+    int v4 = C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, gb);
+    if (v4 && gb)
+        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gb, n, C, acc, b, !skip);
+    else if (v4)
         swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b, !skip);
+    else if (gb)
+        swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gb, n, C,
+                                                                                                acc, b, !skip);
     else
         swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C,
                                                                                                 acc, b, !skip);

@@ -558,6 +558,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     if (!n || !out || precision != MM_BF16) return NULL;
     /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
     int mark = skip && only_on > 0 ? only_mark(out, n) : -1;
+    if (mark >= 0 && only_marks[mark].once == 2) mark = -1;   /* a product's bf16 D (gu_d16), not an op's */
     int once = mark >= 0 && only_marks[mark].once;
     if (mark >= 0) only_marks[mark] = only_marks[--n_only_marks];   /* a mark serves its producer once */
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
@@ -1798,6 +1799,54 @@ void cuda_swiglu_linear_fwd(real *out, real *gs, real *us, const real *in, const
     fh_count_macs(2ull * N * IC * OC);
 }
 
+/* ---- the gate|up product's bf16 D (ops.h bf16_only once = 2; FLOWHN_BF16_GU=0 off) ----
+ * gu [N, 2I] is read only by swiglu_packed_fwd and _bwd, which take bf16 (elementwise.cu ld_gu4). Marked so,
+ * and kept (keep_bf16(gu) before the product: the kept buffer is its home until keep_bf16(NULL, 0), as an
+ * owned keep, "owned keeps" above), the product writes D = bf16(fp32 accumulation) into the kept buffer
+ * (the c16 plan the classifier's logits use) and no fp32 at all: 2 bytes a value written instead of 4, and
+ * SwiGLU's two passes read 2 instead of 4. Not the same bits as the fp32 path (g, u rounded once more before
+ * SwiGLU, as PyTorch autocast's bf16 matmul outputs): its own switch, its own A/B at the bf16 bounds. The
+ * fp32 range is listed as absent (a product reading it fails) and, under FLOWHN_BF16_KEEP_VERIFY, NaN. */
+static int gu_on = -1;
+unsigned long cuda_bf16_gu_written;
+int cuda_set_bf16_gu(int on) { return env_switch(&gu_on, "FLOWHN_BF16_GU", 1, on); }
+#define GU_TAG 0x67752d6431362dull   /* the owned keep's transform: the product's bf16 D */
+static int gu_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
+    size_t n = (size_t)N * OC;
+    int mk = n_only_marks ? only_mark(out, n) : -1;
+    if (mk < 0 || only_marks[mk].once != 2) return 0;
+    only_marks[mk] = only_marks[--n_only_marks];   /* a mark serves its producer once */
+    if (!cuda_set_bf16_gu(-1) || b || !wo || !io) return 0;
+    void *kb = cuda_keep_own(out, n);
+    if (!kb) return 0;   /* no keep (off, no room, recording): fp32 as always (the owned entry stays unwritten) */
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, kb, 1, OC, 0.f, NULL)) return 0;
+    /* out's fp32 is, for every rounding of it, rewritten (and, verifying, NaN): declared before the keep is
+     * marked written (launch_done would end a valid keep of out, and drop an absent range inside out) */
+    unsigned long before = cuda_epoch;
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
+    bf16_only_poison(out, n);
+    own_launch_done(before, out, n * sizeof(float));
+    cuda_keep_owned_done(out, n, GU_TAG);
+    absent_add(out, n);
+    cuda_bf16_only_elided++;
+    cuda_bf16_gu_written++;
+    return 1;
+}
+const void *cuda_gu_bf16(const float *gu, size_t n, int *bad) {
+    *bad = 0;
+    if (precision != MM_BF16) return NULL;
+    const void *d = cuda_keep_owned(gu, n, GU_TAG);
+    if (d) return d;
+    if (n_absent && absent_overlaps(gu, n)) {
+        *bad = 1;
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "swiglu_packed reads a gu whose fp32 was not written and whose bf16 D "
+                          "cannot serve it (another branch, another extent, or after keep_bf16(NULL, 0)): the op "
+                          "contract (ops.h bf16_only, once = 2) was broken", __FILE__, __LINE__);
+    }
+    return NULL;
+}
+
 /* scratch slots: 0 the weight, 1 the input activation, 2 the output gradient */
 void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     if (N <= 0) return;
@@ -1806,6 +1855,10 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
         return;
     }
     const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
+    if (gu_d16(out, wo, io, b, N, IC, OC)) {
+        fh_count_macs((uint64_t)N * IC * OC);
+        return;
+    }
     if (!b || lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, b)) {
         if (lt_matmul(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, out, OC, 0.f, NULL))
             failed("linear_fwd");
