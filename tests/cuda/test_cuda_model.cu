@@ -258,12 +258,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 gate|up D", name,
                       cuda_bf16_only_refused - rf0);
                 float *g_gu = host_copy(&mg, mg.grads);
-                double all = 0, diff = 0;
-                for (size_t i = 0; i < mg.layout.total; i++) {
-                    all += (double)g_nogu[i] * g_nogu[i];
-                    diff += ((double)g_gu[i] - g_nogu[i]) * ((double)g_gu[i] - g_nogu[i]);
-                }
-                double rel = sqrt(diff / fmax(all, 1e-300)), dlo = rel_diff(loss_nogu, mg.loss);
+                size_t nd;
+                double rel = grad_rel(g_nogu, g_gu, mg.layout.total, &nd), dlo = rel_diff(loss_nogu, mg.loss);
                 CHECK(rel <= 1e-2 && dlo <= 1e-2, "%s: bf16 gate|up D on vs off: loss rel %.2e, gradient rel %.2e",
                       name, dlo, rel);
                 printf("  %-5s %-22s bf16 gate|up D on vs off: %lu products, loss rel %.1e, grad rel %.1e; vs CPU "
