@@ -2093,8 +2093,14 @@ static void test_attention_cudnn(void) {
  * chunk; 2 warps, so K = SR_KMAX-ish segments of 2-3 chunks) and n 16384 at
  * mamba1-135m's width (48 warps: ~40-60 segments) split both directions;
  * B 2 n 1024 E 1536 (96 warps) splits both. The register backward runs in
- * three versions (cuda_set_scan1_bwd): the V2 one (the default,
- * "selective_scan" lines: 16-byte tile copies where E % 4 == 0 and the warp's
+ * four versions (cuda_set_scan1_bwd): the pair one (the default,
+ * "selective_scan" lines: two lanes a channel, 16 channels a warp, so E 5,
+ * 7, 9, 33, 45, 70 leave dead pairs; 16-byte tile copies where E % 4 == 0 and
+ * the warp's 16 channels are in range; S 1, 3, 5, 8 leave the odd lanes'
+ * states all padding; its results are also compared with V2's on the GPU,
+ * "v2:" entries, every shape; "selective_scan-pair12" the same kernel built
+ * for 12 warps/SM, FLOWHN_SCAN1_BWD=pair12), the V2 one ("selective_scan-v2",
+ * FLOWHN_SCAN1_BWD=v2: 16-byte tile copies where E % 4 == 0 and the warp's
  * 32 channels are in range, float4 hs reads at S 16, softplus once a step),
  * the session-8 30 KB one ("selective_scan-low", FLOWHN_SCAN1_BWD=low; both
  * 7 warps/SM, splitting time even for full grids) and the 63.7 KB one
@@ -2118,14 +2124,17 @@ static void test_selective_scan(void) {
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]) -
                   (getenv("FLOWHN_TEST_QUICK") || ACC_MODE == FH_OVERWRITE ? 4 : 0);
     int was = cuda_set_scan1_kernels(-1), was_bwd = cuda_set_scan1_bwd(-1);
-    static const char *names[4] = {"selective_scan", "selective_scan-low", "selective_scan-nosplit", "selective_scan-old"};
+    static const char *names[6] = {"selective_scan", "selective_scan-v2", "selective_scan-low",
+                                   "selective_scan-nosplit", "selective_scan-old", "selective_scan-pair12"};
+    static const int bwd_of[6] = {3, 2, 1, 0, 3, 4};  /* cuda_set_scan1_bwd per line kind */
     int nlarge = 4, first_large = (int)(sizeof shapes / sizeof shapes[0]) - nlarge;
-    for (int k = 0; k < 4 * nshapes; k++) {
-        /* 0: register kernels, the V2 backward; 1: the session-8 backward; 2: the 63.7 KB one; 3: old */
-        int si = k / 4, mode = k % 4;
-        if (si >= first_large && (mode == 1 || mode == 2)) continue;
-        cuda_set_scan1_kernels(mode < 3);
-        cuda_set_scan1_bwd(mode == 0 ? 2 : mode == 1 ? 1 : 0);
+    for (int k = 0; k < 6 * nshapes; k++) {
+        /* 0: register kernels, the pair backward (and V2's on the GPU against it); 1: V2; 2: the
+         * session-8 backward; 3: the 63.7 KB one; 4: old; 5: the pair kernel at 12 warps/SM */
+        int si = k / 6, mode = k % 6;
+        if (si >= first_large && mode != 0 && mode != 4) continue;
+        cuda_set_scan1_kernels(mode != 4);
+        cuda_set_scan1_bwd(bwd_of[mode]);
         int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
         size_t ne = (size_t)B * n * E, nsb = (size_t)B * n * S, nhs = (size_t)B * ((n + L - 1) / L + 1) * E * S;
         line_start(names[mode], "B=%d n=%d E=%d S=%d L=%d", B, n, E, S, L);
@@ -2147,6 +2156,28 @@ static void test_selective_scan(void) {
                               B, n, E, S, L, ACC_MODE);
         grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
         grad_cmp("dD", gD); grad_cmp("dz", gz);
+        if (mode == 0) {  /* the pair kernel's results against V2's from the same inputs (rounding only) */
+            Grad *gs[7] = {&gx, &gdt, &gA, &gB, &gC, &gD, &gz}, vg[7];
+            static const char *gn[7] = {"v2:dx", "v2:ddt", "v2:dA_log", "v2:dB", "v2:dC", "v2:dD", "v2:dz"};
+            for (int i = 0; i < 7; i++) {
+                size_t m = gs[i]->n ? gs[i]->n : 1;
+                int param = i == 2 || i == 5;  /* dA_log, dD: always accumulated */
+                vg[i].n = gs[i]->n;
+                vg[i].h = (float *)malloc(sizeof(float) * m);
+                G->to_host(vg[i].h, gs[i]->d, sizeof(float) * gs[i]->n);
+                vg[i].h0 = (float *)malloc(sizeof(float) * m);
+                memcpy(vg[i].h0, gs[i]->h0, sizeof(float) * gs[i]->n);
+                vg[i].d = ACC_MODE == FH_ACC || param ? dev(gs[i]->h0, gs[i]->n) : dnan(gs[i]->n);
+            }
+            cuda_set_scan1_bwd(2);
+            G->selective_scan_bwd(vg[0].d, vg[1].d, vg[2].d, vg[3].d, vg[4].d, vg[5].d, vg[6].d, ddy, ghs, dx_, ddtr,
+                                  dAl, dB_, dC_, dD_, dz_, B, n, E, S, L, ACC_MODE);
+            cuda_set_scan1_bwd(3);
+            for (int i = 0; i < 7; i++) {
+                grad_cmp(gn[i], vg[i]);
+                grad_free(vg[i]);
+            }
+        }
         line_end();
         free(x); free(dtr); free(z); free(dy); free(Bm); free(Cm); free(D); free(Al); free(y); free(hs);
         G->release(dx_); G->release(ddtr); G->release(dz_); G->release(ddy); G->release(dB_); G->release(dC_);

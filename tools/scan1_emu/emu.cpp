@@ -148,9 +148,11 @@ static double rel(const std::vector<float> &a, const std::vector<float> &b) {
 }
 
 static int fails;
-static int g_bwd = 2;  /* the backward: 2 V2 (default), 1 the session-8 LOW one, 0 nosplit */
+static int g_bwd = 3;  /* the backward: 3 the pair kernel (default), 2 V2, 1 the session-8 LOW one, 0 nosplit */
 static bool g_shift;  /* the backward's dt_raw, x, dy, z and hs one float off 16-byte alignment */
-static const char *bwd_name() { return g_bwd == 2 ? (g_shift ? "v2 shift" : "v2") : g_bwd == 1 ? "low" : "nosplit"; }
+static const char *bwd_name() {
+    return g_bwd == 3 ? (g_shift ? "pair shift" : "pair") : g_bwd == 2 ? (g_shift ? "v2 shift" : "v2") : g_bwd == 1 ? "low" : "nosplit";
+}
 static void check(const char *what, const std::vector<float> &ref, const std::vector<float> &got) {
     double r = rel(ref, got);
     bool ok = r <= 1e-5;
@@ -235,7 +237,9 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
     g_ranges.push_back({bhs, bhs + nhs});
     g_ranges.push_back({Bm.data(), Bm.data() + nsb});
     g_ranges.push_back({Cm.data(), Cm.data() + nsb});
-    launch(gx, B, K2, [&] {
+    /* the pair kernel: 16 channels a warp (the segment pass above keeps 32) */
+    if (g_bwd == 3) bwd = S == SR_S ? scan_bwd_pair_kernel<true> : scan_bwd_pair_kernel<false>;
+    launch(g_bwd == 3 ? (E + SP_C - 1) / SP_C : gx, B, K2, [&] {
         bwd(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), bdy, bhs, bx, bdt,
             Al.data(), Bm.data(), Cm.data(), D.data(), bz, n, E, S, Lb, acc, bR.data(), bsd, cpb, K2);
     });
@@ -259,6 +263,9 @@ int main(int argc, char **argv) {
                "%.1f waves of 924), nosplit bwd K=%d (%d chunks, %.1f waves of 396)\n",
                m[0], m[1], m[2], w, Kf, cf, w * Kf, w * Kf / 132.0, Kb, cb, w * Kb, w * Kb / 924.0, Kb0, cb0,
                w * Kb0 / 396.0);
+        /* the pair backward: 2w warps, 14/SM (15 KB + 1 KB reserved), its segment pass's slots doubled (host) */
+        int cp, Kp = sr_segments(2 * w, 132 * 14, 2 * 132 * 25, nc, m[1], 0.3, &cp);
+        printf("  pair bwd K=%d (%d chunks, %ld warps, %.1f waves of 1848)\n", Kp, cp, 2 * w * Kp, 2 * w * Kp / 1848.0);
     }
     if (argc > 1) return 0;
     static const int shapes[][5] = {/* B, n, E, S, L: odd T and E, dead lanes, S < 16, partial tiles and chunks,
@@ -268,18 +275,22 @@ int main(int argc, char **argv) {
                                     {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}, {1, 203, 37, 16, 32}};
     /* segment counts: none, 2, 3 (odd splits of the chunks), 7, and as many as SR_KMAX allows (clamped to nc) */
     static const int Ks[] = {1, 2, 3, 7, SR_KMAX};
-    for (int mode = 0; mode < 6; mode++) {
+    /* SCAN1_EMU_BWD=3 (2, 1, 0): only that backward's lines */
+    const char *only = getenv("SCAN1_EMU_BWD");
+    int want = only && *only ? atoi(only) : -1;
+    for (int mode = 0; mode < 8; mode++) {
         g_eager = mode & 1;
-        g_bwd = 2 - mode / 2;
+        g_bwd = 3 - mode / 2;
+        if (want >= 0 && g_bwd != want) continue;
         for (const auto &s : shapes)
             for (int k = 0; k < 5; k++) run(s[0], s[1], s[2], s[3], s[4], k & 1, Ks[k], Ks[(k + 2) % 5]);
     }
     /* long T, B 1: T not a multiple of the chunk, odd E, the host's K for 48 warps (the model's) */
     g_eager = false;
-    for (int m = 3; m >= 0; m--) {
-        g_bwd = m == 3 ? 2 : m;
-        g_shift = m == 2;
-        if (g_shift) g_bwd = 2;
+    for (int m = 5; m >= 0; m--) {  /* 5 pair, 4 pair shift, 3 v2, 2 v2 shift, 1 low, 0 nosplit */
+        g_bwd = m == 5 || m == 4 ? 3 : m == 3 || m == 2 ? 2 : m;
+        g_shift = m == 4 || m == 2;
+        if (want >= 0 && g_bwd != want) continue;
         run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
         run(1, 4096, 33, 16, 32, 1, 64, 64);
         run(1, 1000, 40, 16, 32, 1, 3, 12);  /* odd T, the 135m-like K */

@@ -418,16 +418,18 @@ static float *scan_scratch(size_t n) {
 static int scan1_new = -1;
 int cuda_set_scan1_kernels(int on) { return cuda_env_switch(&scan1_new, "FLOWHN_SCAN1", "old", 1, on); }
 
-/* -1: not read yet; the register backward (cuda_ops.h): 2 the V2 kernel (default), 1 the
- * session-8 30 KB one (FLOWHN_SCAN1_BWD=low), 0 the 63.7 KB layout (=nosplit) */
+/* -1: not read yet; the register backward (cuda_ops.h): 3 the pair kernel (default), 4 the pair
+ * kernel at 12 warps/SM (=pair12), 2 the V2 one (=v2), 1 the session-8 30 KB one (=low), 0 the
+ * 63.7 KB layout (=nosplit) */
 static int scan1_bwd_mode = -1;
 int cuda_set_scan1_bwd(int mode) {
     if (scan1_bwd_mode < 0) {
         const char *e = getenv("FLOWHN_SCAN1_BWD");
-        scan1_bwd_mode = e && !strcmp(e, "nosplit") ? 0 : e && !strcmp(e, "low") ? 1 : 2;
+        scan1_bwd_mode = e && !strcmp(e, "nosplit") ? 0 : e && !strcmp(e, "low") ? 1 : e && !strcmp(e, "v2") ? 2
+                      : e && !strcmp(e, "pair12") ? 4 : 3;
     }
     int was = scan1_bwd_mode;
-    if (mode >= 0) scan1_bwd_mode = mode > 2 ? 2 : mode;
+    if (mode >= 0) scan1_bwd_mode = mode > 4 ? 4 : mode;
     return was;
 }
 
@@ -565,6 +567,37 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                               const float *, const float *, const float *, int, int, int, int, int, const float *,
                               const float *, int, int);
         int mode = cuda_set_scan1_bwd(-1), low = mode > 0;
+        if (mode >= 3) {  /* two lanes a channel: 16 channels a warp, 15 KB a warp (14/SM) */
+            BwdFn pf = mode == 4 ? (S == SR_S ? scan_bwd_pair_kernel<true, 12> : scan_bwd_pair_kernel<false, 12>)
+                                 : (S == SR_S ? scan_bwd_pair_kernel<true> : scan_bwd_pair_kernel<false>);
+            size_t psmem = sizeof(float) * SP_SMEM_FLOATS;
+            static bool pcarved;
+            if (!pcarved) {  /* 14 x (15 + 1) KB an SM: the largest carveout */
+                for (const void *f : {(const void *)scan_bwd_pair_kernel<true>, (const void *)scan_bwd_pair_kernel<false>,
+                                      (const void *)scan_bwd_pair_kernel<true, 12>, (const void *)scan_bwd_pair_kernel<false, 12>})
+                    CUDA_CALL(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                                   (int)cudaSharedmemCarveoutMaxShared));
+                pcarved = true;
+            }
+            /* the segment pass keeps 32 channels a warp: half the main kernel's warps, so its
+             * resident slots count double in sr_segments' model (which counts one grid of w warps) */
+            int gp = blocks_for((size_t)E, SP_C), g32 = blocks_for((size_t)E, 32), nc = (n + L - 1) / L, cps = nc, K = 1;
+            long slots = sr_slots((const void *)pf, psmem), slots1 = sr_slots((const void *)scan_bwd_seg_kernel, 0);
+            if (slots > 0 && slots1 > 0) K = sr_segments((long)gp * B, slots, 2 * slots1, nc, n, 0.3, &cps);
+            float *cR = NULL, *csd = NULL;
+            if (K > 1) {
+                cR = scan_scratch((size_t)B * K * E * (S + 1));
+                if (!cR) return;
+                csd = cR + (size_t)B * K * E * S;
+                scan_bwd_seg_kernel<<<dim3(g32, B, K - 1), 32, 0, cuda_stream()>>>(cR, csd, dy, dt_raw, A_log, Cm, z, n,
+                                                                                   E, S, cps * L, K);
+                CUDA_LAUNCHED();
+            }
+            pf<<<dim3(gp, B, K), 32, psmem, cuda_stream()>>>(dx, ddt_raw, dA_log, dBm, dCm, dD, dz, dy, hs, x, dt_raw,
+                                                              A_log, Bm, Cm, D, z, n, E, S, L, acc, cR, csd, cps, K);
+            CUDA_LAUNCHED();
+            return;
+        }
         BwdFn fn = !low       ? scan_bwd_reg_kernel<false, false>
                  : mode == 1  ? (S == SR_S ? scan_bwd_reg_kernel<true, true> : scan_bwd_reg_kernel<true, false>)
                  : S == SR_S  ? scan_bwd_reg_kernel<true, true, true> : scan_bwd_reg_kernel<true, false, true>;

@@ -325,7 +325,8 @@ __device__ __forceinline__ float4 sr_bc4(const float *tile_row, const float *gro
  *   read from global memory (L1/L2: a step's B row is 64 B for the whole
  *   warp), softplus(dt) recomputed where used: 30 KB, 7 warps/SM, which
  *   the host fills by splitting time into more segments (sr_split).
- * V2 (the default, with LOW; FLOWHN_SCAN1_BWD=low the kernel without it):
+ * V2 (with LOW; FLOWHN_SCAN1_BWD=v2, the default before scan_bwd_pair_kernel below;
+ *   =low the kernel without it):
  *   the same layout and steps, fewer instructions a step and less L1 traffic:
  *   pass 1 writes softplus(dt) over its dt_raw in the tile (read by the
  *   recompute and the walk; sigmoid(dt_raw) = -expm1(-dt) for ddt_raw), the
@@ -599,4 +600,224 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
             if (s < S) atomicAdd(&dA_log[(size_t)e * S + s], dA[s] * A[s]);
     }
     if (dD && live) atomicAdd(&dD[e], dDacc);
+}
+
+/* Pair backward (the default; FLOWHN_SCAN1_BWD=v2 the kernel above): the V2
+ * kernel's steps with a channel's 16 states split over two lanes, so a lane
+ * carries 8 (the per-state chains and registers halve) and twice as many
+ * warps fit an SM. Why: V2 at ~246 registers and 30.7 KB a warp runs ~1.7
+ * warps a scheduler and ncu found it latency-bound (4.1 clocks between a
+ * warp's issues, 37% issue): independent work had to come from inside a warp.
+ * Lane 2c + h (h = 0, 1) holds states 8h..8h+7 of channel e0 + c (a warp = 16
+ * channels, blockIdx.x * 16). Per step both lanes of a pair compute the
+ * per-(t, e) scalars (softplus, the gate), their 8 states' decays and walk,
+ * and partial sums over their 8 states, which one shfl_xor(1) completes (C.h,
+ * dh.B, dh'.hp.A); the even lane stores dx, ddt, dz. dB/dC: the lane's 16
+ * values (vB, vC of its 8 states) reduce-scattered over lane bits 4..1 (the 16
+ * channels), 15 exchanges, leaving lane l with dB (l < 16) or dC of state
+ * 8 (l & 1) + ((l >> 1) & 7). Shared memory: the tile [4][SR_T][16] (dt_raw
+ * (softplus(dt) after pass 1), x, dy, z) and the sub-chunk entry states
+ * [SR_T/SR_LS - 1][8][32 lanes]: 15 KB, so 14 warps/SM (V2: 7). */
+#define SP_C 16  /* channels a warp */
+#define SP_SMEM_FLOATS (4 * SR_T * SP_C + (SR_T / SR_LS - 1) * 8 * 32)
+/* MINB: resident warps an SM asked of ptxas. 14 (the default; shared memory allows 14):
+ * 128 registers and 8 B (S16; 12 B S < 16) of spills; 12 (FLOWHN_SCAN1_BWD=pair12): 162, no
+ * spills (161 at S16), 12 warps/SM; unbounded it takes 186 */
+template <bool S16, int MINB = 14>
+__global__ void __launch_bounds__(32, MINB)
+scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
+                     const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
+                     const float *Bm, const float *Cm, const float *D, const float *z, int n, int E, int S, int L,
+                     int acc, const float *cR, const float *csd, int cps, int K) {
+    float *tile = sr_smem();                   /* [4][SR_T][SP_C] */
+    float *hsub = tile + 4 * SR_T * SP_C;      /* [SR_T/SR_LS - 1][8][32]: entry states of sub-chunks 1.. */
+    int lane = threadIdx.x, ch = lane >> 1, hf = lane & 1, s0 = 8 * hf, b = blockIdx.y;
+    int e0 = blockIdx.x * SP_C, e = e0 + ch, live = e < E, ec = live ? e : E - 1;
+    int nc = (n + L - 1) / L, seg = blockIdx.z, c_lo = seg * cps, c_hi = min(nc, c_lo + cps);  /* its chunks */
+    SrSrc<4> src = {{dt_raw, x, dy, z}};
+    const float *hsb = hs + (size_t)b * (nc + 1) * E * S;  /* + c*E*S + e*S + s */
+    const float *Bg = Bm + (size_t)b * n * S + s0, *Cg = Cm + (size_t)b * n * S + s0;  /* + t*S: this half's */
+    int Sh = S - s0;  /* states of this half that exist (<= 0: all padding) */
+    float A[8], dh[8], dA[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        A[i] = i < Sh ? -expf(A_log[(size_t)ec * S + s0 + i]) : 0.f;
+        dh[i] = dA[i] = 0.f;
+    }
+    /* dL/dh entering this segment from the later ones (as V2's fold, this half's states) */
+    bool r4 = S16 && ((size_t)cR & 15) == 0;
+    for (int j = K - 1; live && j > seg; j--) {
+        size_t q = ((size_t)b * K + j) * E + e;
+        float sj = csd[q] * SCAN_DECAY_SCALE;
+        const float *Rq = cR + q * S + s0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (i < Sh) dh[i] = fmaf(scan_decay(sj * A[i]), dh[i], r4 ? sr_f4(Rq, i) : Rq[i]);
+    }
+    float De = D[ec], dDacc = 0.f;
+    /* 16-byte L2-only copies (4 lanes a 64-byte row, 8 rows an instruction) when the warp's 16
+     * channels are in range and the rows aligned; else 4-byte ones zero-filling dead channels */
+    bool v16 = e0 + SP_C <= E && (E & 3) == 0, h4 = S16 && ((size_t)hs & 15) == 0;
+#pragma unroll
+    for (int v = 0; v < 4; v++) v16 = v16 && ((size_t)src.p[v] & 15) == 0;
+    for (int c = c_hi - 1; c >= c_lo; c--) {
+        int t0 = c * L, tl = min(L, n - t0);
+        {
+            size_t row = (size_t)b * n + t0;
+            if (v16) {
+                int r = lane >> 2, c4 = (lane & 3) * 4;
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    for (int t = r; t < tl; t += 8)
+                        sr_cp16(tile + (v * SR_T + t) * SP_C + c4, src.p[v] + (row + t) * E + e0 + c4);
+            } else {
+                int r = lane >> 4, cc = lane & 15;
+                bool ok = e0 + cc < E;
+                size_t col = ok ? e0 + cc : 0;
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    for (int t = r; t < tl; t += 2) sr_cp4(tile + (v * SR_T + t) * SP_C + cc, src.p[v] + (row + t) * E + col, ok);
+            }
+        }
+        sr_commit();
+        sr_wait_all();
+        __syncwarp();
+        if (c > c_lo) {
+            /* the next chunk's tile rows and entry states into L2 behind this chunk's walk (its copy
+             * is exposed: one buffer). Chunk c - 1 is a whole one: its rows are in range */
+            size_t r0 = (size_t)b * n + (size_t)(c - 1) * L + lane;
+#pragma unroll
+            for (int v = 0; v < 4; v++)
+                if (lane < L) sr_pf_l2(src.p[v] + r0 * E + e0);
+            if (lane < SP_C && e0 + lane < E) sr_pf_l2(hsb + (size_t)(c - 1) * E * S + (size_t)(e0 + lane) * S);
+        }
+        const float *H0 = hsb + (size_t)c * E * S + (size_t)ec * S + s0;  /* this half's entry state */
+        auto h0 = [&](int i) { return h4 ? sr_f4(H0, i) : i < Sh ? H0[i] : 0.f; };
+        auto Bq = [&](int j, int q) { return sr_bc4<true, S16>(nullptr, Bg + (size_t)(t0 + j) * S, Sh, q); };
+        auto Cq = [&](int j, int q) { return sr_bc4<true, S16>(nullptr, Cg + (size_t)(t0 + j) * S, Sh, q); };
+        auto tv = [&](int v, int j) { return tile[(v * SR_T + j) * SP_C + ch]; };
+        /* 1. pass over the chunk: softplus(dt) over dt_raw, the sub-chunks' entry states */
+        {
+            float h[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) h[i] = h0(i);
+#pragma unroll 4
+            for (int j = 0; j < tl; j++) {
+                float dt = softplusf_(tv(0, j)), dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tv(1, j);
+                __syncwarp();  /* both lanes of the pair have read dt_raw of step j */
+                if (!hf) tile[j * SP_C + ch] = dt;
+#pragma unroll
+                for (int q = 0; q < 2; q++) {
+                    float4 bq = Bq(j, q);
+                    float bv[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                    for (int i = 0; i < 4; i++) h[4 * q + i] = fmaf(scan_decay(dt2 * A[4 * q + i]), h[4 * q + i], dtx * bv[i]);
+                }
+                if ((j + 1) % SR_LS == 0 && j + 1 < tl) {
+                    float *hk = hsub + ((j + 1) / SR_LS - 1) * 8 * 32 + lane;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) hk[i * 32] = h[i];
+                }
+            }
+        }
+        __syncwarp();  /* softplus(dt) and the sub-chunk states visible to the pair */
+        /* 2. the sub-chunks, last first */
+        for (int k = (tl - 1) / SR_LS; k >= 0; k--) {
+            int js = k * SR_LS, je = min(js + SR_LS, tl);
+            const float *hin = hsub + (k - 1) * 8 * 32 + lane;  /* k > 0: its entry state, stride 32 */
+            auto hentry = [&](int i) { return k ? hin[i * 32] : h0(i); };
+            {   /* into L1 ahead of use: this sub-chunk's C rows and the previous sub-chunk's B rows */
+                int j = lane < 4 ? js + lane : js - SR_LS + (lane - 4);
+                if (lane < 4 ? j < je : lane < 8 && k > 0) sr_pf_l1((lane < 4 ? Cm : Bm) + ((size_t)b * n + t0 + j) * S);
+            }
+            float hr[SR_LS][8];
+            {
+                float h[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) h[i] = hentry(i);
+#pragma unroll
+                for (int jj = 0; jj < SR_LS; jj++) {
+                    if (js + jj < je) {
+                        int j = js + jj;
+                        float dt = tv(0, j), dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tv(1, j);
+#pragma unroll
+                        for (int q = 0; q < 2; q++) {
+                            float4 bq = Bq(j, q);
+                            float bv[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                            for (int i = 0; i < 4; i++) {
+                                int s = 4 * q + i;
+                                h[s] = fmaf(scan_decay(dt2 * A[s]), h[s], dtx * bv[i]);
+                                hr[jj][s] = h[s];
+                            }
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int jj = SR_LS - 1; jj >= 0; jj--) {
+                if (js + jj < je) {  /* V2's walk on 8 states */
+                    int j = js + jj, t = t0 + j;
+                    float dt = tv(0, j), xv = tv(1, j), dyv = tv(2, j), zv = tv(3, j);
+                    float dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * xv;
+                    float sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                    float pp[2] = {0.f, 0.f}, P[2] = {0.f, 0.f}, Q[2] = {0.f, 0.f};
+                    float r1[8], r2[4], r3[2], v = 0.f;
+                    int up = (lane & 16) ? -1 : 0, m8 = (lane & 8) ? -1 : 0, m4 = (lane & 4) ? -1 : 0;
+                    int m2 = (lane & 2) ? -1 : 0;
+#pragma unroll
+                    for (int q = 0; q < 2; q++) {
+                        float4 bq = Bq(j, q), cq = Cq(j, q);
+                        float bv[4] = {bq.x, bq.y, bq.z, bq.w}, cv[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                        for (int i = 0; i < 4; i++) {
+                            int s = 4 * q + i, o = s & 1;
+                            float ht = hr[jj][s], hp = jj ? hr[jj > 0 ? jj - 1 : 0][s] : hentry(s);
+                            float a = scan_decay(dt2 * A[s]);
+                            pp[o] = fmaf(cv[i], ht, pp[o]);
+                            dh[s] = fmaf(cv[i], dyy, dh[s]);
+                            P[o] = fmaf(dh[s], bv[i], P[o]);
+                            float vB = dh[s] * dtx, vC = dyy * ht;
+                            dh[s] *= a;  /* on to h_{t-1} */
+                            float w = dh[s] * hp;
+                            dA[s] = fmaf(w, dt, dA[s]);
+                            Q[o] = fmaf(w, A[s], Q[o]);
+                            /* the reduce-scatter over the 16 channels (lane bits 4..1), each exchange
+                             * as soon as its operands exist */
+                            r1[s] = sr_xchg(vB, vC, up, 16);
+                            if (s >= 4) r2[s - 4] = sr_xchg(r1[s - 4], r1[s], m8, 8);
+                            if (s >= 6) r3[s - 6] = sr_xchg(r2[s - 6], r2[s - 4], m4, 4);
+                            if (s == 7) v = sr_xchg(r3[0], r3[1], m2, 2);
+                        }
+                    }
+                    /* lane l: dB (l < 16) or dC of state 8 (l & 1) + ((l >> 1) & 7), over the 16 channels */
+                    float *dst = up ? dCm : dBm;
+                    int si = s0 + ((lane >> 1) & 7);
+                    if (dst && si < S) atomicAdd(&dst[((size_t)b * n + t) * S + si], v);
+                    /* the pair's sums over the 16 states (a + b == b + a: both lanes hold the same) */
+                    float pps = pp[0] + pp[1], Ps = P[0] + P[1], Qs = Q[0] + Q[1];
+                    pps += __shfl_xor_sync(0xffffffffu, pps, 1);
+                    Ps += __shfl_xor_sync(0xffffffffu, Ps, 1);
+                    Qs += __shfl_xor_sync(0xffffffffu, Qs, 1);
+                    if (live && !hf) {
+                        size_t im = ((size_t)b * n + t) * E + e;
+                        float gz = dyv * (pps + De * xv) * sg * (1.f + zv * (1.f - sg));
+                        float gx = fmaf(dt, Ps, De * dyy);
+                        float gdt = fmaf(xv, Ps, Qs) * -expm1f(-dt);  /* sigmoid(dt_raw) = 1 - exp(-dt) */
+                        if (dz) dz[im] = acc ? dz[im] + gz : gz;
+                        if (dx) dx[im] = acc ? dx[im] + gx : gx;
+                        if (ddt_raw) ddt_raw[im] = acc ? ddt_raw[im] + gdt : gdt;
+                        dDacc += dyy * xv;
+                    }
+                }
+            }
+        }
+        __syncwarp();  /* the tile is refilled by the next chunk's copy */
+    }
+    if (dA_log && live) {  /* A = -exp(A_log): dA_log = dA A */
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (i < Sh) atomicAdd(&dA_log[(size_t)e * S + s0 + i], dA[i] * A[i]);
+    }
+    if (dD && live && !hf) atomicAdd(&dD[e], dDacc);
 }
