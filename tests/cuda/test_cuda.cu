@@ -3507,7 +3507,7 @@ static void test_bf16_only_dqkv(void) {
         TOL = 1e-2;
         float *q = h[0], *k = q + qd, *v = k + kvd;
         float *out = hnan((size_t)rows * qd), *lse = hnan((size_t)B * nh * n), *dqkv = (float *)calloc(np, 4);
-        float *du = hnan((size_t)rows * H), *dW = hnan((size_t)P * H);
+        float *du = hnan((size_t)rows * H), *dW = (float *)calloc((size_t)P * H, 4);   /* linear_bwd adds into dW */
         if (rope) {
             cpu_ops.attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, 10000.f, P, P);
             cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[1], out, lse, q, k, v, pos, pos, B, n, n,

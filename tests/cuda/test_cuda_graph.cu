@@ -52,6 +52,11 @@ extern "C" {
 #define STEPS 8
 #define EVAL_AT 4
 #define LOSS_TOL 1e-6
+/* FLOWHN_BF16_GU on (the default): the tested model's gate|up product writes a bf16 D that SwiGLU reads, the
+ * reference (no keeps, so no home for that D) computes it in fp32: one more rounding of g and u, which moved
+ * the loss by 3e-6 to 1.3e-5 relative at H256 (session 10 call 3). The lockstep runs once with it off at
+ * LOSS_TOL and once on at this bound, which a replay that read a stale or wrong D would still break. */
+#define LOSS_TOL_GU 1e-4
 #define NORM_TOL_FP32 1e-5
 #define NORM_TOL_BF16 5e-4
 #define NORM_TOL (strcmp(mode, "bf16") ? NORM_TOL_FP32 : NORM_TOL_BF16)
@@ -159,13 +164,19 @@ static void test_arch(const TinySpec *s) {
     char name[64];
     snprintf(name, sizeof name, "%s-H256", s->name);
     if (config_validate(&c, name)) { CHECK(0, "%s", fh_last_error()); return; }
-    for (int graphs = 0; graphs <= 1; graphs++) {
+    int gu_was = cuda_set_bf16_gu(-1);
+    for (int run = 0; run < 4; run++) {
+        int graphs = run & 1, gu = run >> 1;
+        if (gu && (!gu_was || strcmp(mode, "bf16"))) break;   /* the bf16 gate|up D: its own pass when on */
+        cuda_set_bf16_gu(gu);
         Worst w;
         int ok = !lockstep(&c, graphs, 4, 256, &w);
-        const char *what = graphs ? "replayed" : "op by op";
+        cuda_set_bf16_gu(gu_was);
+        const char *what = graphs ? (gu ? "replayed, bf16 gate|up D" : "replayed")
+                                  : (gu ? "op by op, bf16 gate|up D" : "op by op");
         CHECK(ok, "%s %s: %s", name, what, fh_last_error());
         if (!ok) continue;
-        CHECK(w.loss <= LOSS_TOL, "%s %s: loss rel %.2e", name, what, w.loss);
+        CHECK(w.loss <= (gu ? LOSS_TOL_GU : LOSS_TOL), "%s %s: loss rel %.2e", name, what, w.loss);
         CHECK(w.norm <= NORM_TOL, "%s %s: gradient norm rel %.2e", name, what, w.norm);
         CHECK(w.update <= UPDATE_TOL, "%s %s: update rel L2 %.2e", name, what, w.update);
         /* step 0 warms up, 1 is recorded, 2-3 replayed; 4 (after the evaluation) may run eagerly
