@@ -96,6 +96,7 @@ static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> l(g_atom
 static int atomicAdd(int *p, int v) { std::lock_guard<std::mutex> l(g_atom); int o = *p; *p = o + v; return o; }
 static void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static float __ldcg(const float *p) { return *(const volatile float *)p; }
+static float2 __ldcg(const float2 *p) { const volatile float *q = (const volatile float *)p; return {q[0], q[1]}; }
 static inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 static inline float block_sum(float v, float *sh) {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -230,7 +231,35 @@ int main(int argc, char **argv) {
     size_t gdiff = 0;
     for (size_t i = 0; i < gbuf.size(); i++) gdiff += memcmp(&gbuf[i], &gbuf2[i], sizeof(float)) != 0;
     printf("   chain: G differs from state_pass's in %zu of %zu elements\n", gdiff, gbuf.size());
-    if (!(getenv("EMU_BWD_OLD") && atoi(getenv("EMU_BWD_OLD")))) gbuf.swap(gbuf2);
+    /* ssd-sbwd: the chained kernel as its bf16-tile variant (ssd_chunk_state_bwd_chain_bf_kernel; ssd.cu's default at
+     * the bf16 precision with P <= 64, N <= 128), both VEC variants where 16-byte loads apply; its G against the old
+     * chained kernel's (not bit for bit: its products sum in the mma fragments' order; exact tiles unless EMU_TILE=bf16);
+     * the chunk kernel then gets its G, as on the GPU, unless EMU_SBWD=old */
+    double rgb = 0;
+    std::vector<float> gbuf3;
+    if (ssd_exact::TC && P <= 64 && N <= 128) {
+        const bool vec = ((E | W | P | N) & 3) == 0;
+        for (int v = vec ? 1 : 0; v >= 0; v--) {
+            std::vector<float> gb(gbuf.size(), NAN);
+            std::vector<int> bs(1 + (size_t)B * nh * nch, 0);
+            if (v)
+                launch({(unsigned)(B * nh * nch), 1, 1}, [&] { ssd_exact::ssd_chunk_state_bwd_chain_bf_kernel<true, 4>(gb.data(), bs.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            else
+                launch({(unsigned)(B * nh * nch), 1, 1}, [&] { ssd_exact::ssd_chunk_state_bwd_chain_bf_kernel<false, 4>(gb.data(), bs.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            /* slot 0 of each batch is dstates[1]; every slot is written (slot nch-1 zeroed), so NaN means a missed element */
+            size_t nonfin = 0;
+            for (float q : gb) nonfin += !std::isfinite(q);
+            std::vector<float> zg(gb.size(), 0.f);
+            const double r = rel(gbuf2, gb, zg);
+            printf("   chain bf <%d>: G %.2e against the old chained kernel's; %zu not finite\n", v, r, nonfin);
+            rgb = std::max(rgb, nonfin ? 1.0 : r);
+            if (v == (vec ? 1 : 0)) gbuf3 = gb;
+        }
+    }
+    if (!(getenv("EMU_BWD_OLD") && atoi(getenv("EMU_BWD_OLD")))) {
+        gbuf.swap(gbuf2);
+        if (!gbuf3.empty() && !(getenv("EMU_SBWD") && !strcmp(getenv("EMU_SBWD"), "old"))) gbuf.swap(gbuf3);
+    }
     d.acc = ACC;
     /* as ssd.cu: C B^T once per (batch, chunk, group) for the p64 backward and chunk_scan */
     std::vector<float> cbuf((size_t)B * nch * G * 64 * 64, NAN);
@@ -299,7 +328,7 @@ int main(int argc, char **argv) {
     double r[5] = {rel(cx, ex, gx0), rel(cdt, edt, gdt0), rel(cdb, edb, gdb0), rel(cA, eA, gA0), rel(cD, eD, gD0)};
     bool ok = true;
     for (double v : r) ok = ok && v < TOL;
-    ok = ok && gdiff == 0;
+    ok = ok && gdiff == 0 && rgb < TOL;
     for (float v : ex) ok = ok && std::isfinite(v);
     ok = ok && ry < TOL && rst < TOL && ryb < TOL;
     if (const char *dump = getenv("EMU_DUMP")) {  /* raw outputs, for bit-for-bit comparison across a refactor */

@@ -50,6 +50,11 @@ $out/emu_tc 2 300 7 80 1 72 64 0 0 0 || fail=1
 # and its bf16-rounded tiles at the bf16 mode's bound
 $out/emu_tc 2 150 3 62 1 126 56 1 1 1 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 150 3 62 1 126 56 1 0 1 || fail=1
+# ssd-sbwd's chained state backward (ssd_chunk_state_bwd_chain_bf_kernel; every run of emu_tc with P <= 64, N <= 128
+# checks its G against the old chained kernel's and feeds it to the chunk kernel): its bf16-rounded tiles at the bf16
+# mode's bound, and the old kernel in the same setting (EMU_SBWD=old) for the error growth
+EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 70 4 16 1 40 16 1 0 0 || fail=1
+EMU_SBWD=old EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 70 4 16 1 40 16 1 0 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 1 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then

@@ -23,7 +23,9 @@
  *   state_pass backwards: G_c := dstates[c+1], dstates[c] = a_c G_c + own term
  *   (these two are one chained kernel by default, ssd_chunk_state_bwd_chain_kernel: each
  *   block takes G_c from chunk c+1's block as soon as it is published; FLOWHN_SSD_BWD=old
- *   runs the two kernels)
+ *   runs the two kernels; at the bf16 precision with P <= 64, N <= 128 its bf16-tile variant
+ *   ssd_chunk_state_bwd_chain_bf_kernel, own_c kept in registers across the wait: ssd-sbwd,
+ *   FLOWHN_SSD_SBWD=old keeps the fp32-tile one)
  *   chunk_bwd (per b, h, c), everything else; with dW_ij = dy_i . x_j,
  *   dCB_ij = dW_ij M_ij dt_j and the decays differentiated through their exponents:
  *     dx_j = sum_i W_ij dy_i + etail_j dt_j G B_j + D dy_j
@@ -184,8 +186,34 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                 CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_state_bwd_chain_kernel,                                \
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));  \
             CUDA_CALL(cudaMemsetAsync(bsync, 0, sizeof(int) * (1 + (size_t)B * nh * d.nch), cuda_stream()));       \
-            K::ssd_chunk_state_bwd_chain_kernel<<<B * nh * d.nch, NT, K::STATE_SMEM, cuda_stream()>>>(            \
-                gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                                  \
+            if (K::TC && sbwd_bf) { /* ssd-sbwd: bf16 tiles, own_c kept in the mma accumulators across the wait */ \
+                const int vec = ((d.E | d.W | P | N) & 3) == 0 &&                                                  \
+                                (((uintptr_t)dy | (uintptr_t)xbc | (uintptr_t)gbuf) & 15) == 0;                    \
+                static int sb_attr[4];                                                                             \
+                const int sv = 2 * vec + sbwd_b4;                                                                  \
+                const void *kf = sv == 3   ? (const void *)K::ssd_chunk_state_bwd_chain_bf_kernel<true, 4>         \
+                                 : sv == 2 ? (const void *)K::ssd_chunk_state_bwd_chain_bf_kernel<true, 3>         \
+                                 : sv == 1 ? (const void *)K::ssd_chunk_state_bwd_chain_bf_kernel<false, 4>        \
+                                           : (const void *)K::ssd_chunk_state_bwd_chain_bf_kernel<false, 3>;       \
+                if (!sb_attr[sv]++)                                                                                \
+                    CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                \
+                                                   (int)K::STATE_BF_SMEM));                                        \
+                const unsigned nb = (unsigned)(B * nh * d.nch);                                                    \
+                if (sv == 3)                                                                                       \
+                    K::ssd_chunk_state_bwd_chain_bf_kernel<true, 4><<<nb, NT, K::STATE_BF_SMEM, cuda_stream()>>>(  \
+                        gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                          \
+                else if (sv == 2)                                                                                  \
+                    K::ssd_chunk_state_bwd_chain_bf_kernel<true, 3><<<nb, NT, K::STATE_BF_SMEM, cuda_stream()>>>(  \
+                        gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                          \
+                else if (sv == 1)                                                                                  \
+                    K::ssd_chunk_state_bwd_chain_bf_kernel<false, 4><<<nb, NT, K::STATE_BF_SMEM, cuda_stream()>>>( \
+                        gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                          \
+                else                                                                                               \
+                    K::ssd_chunk_state_bwd_chain_bf_kernel<false, 3><<<nb, NT, K::STATE_BF_SMEM, cuda_stream()>>>( \
+                        gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                          \
+            } else                                                                                                 \
+                K::ssd_chunk_state_bwd_chain_kernel<<<B * nh * d.nch, NT, K::STATE_SMEM, cuda_stream()>>>(        \
+                    gbuf, bsync, dy, xbc, dt_raw, dt_bias, A_log, d);                                              \
             CUDA_LAUNCHED();                                                                                       \
         } else {                                                                                                   \
             K::ssd_chunk_state_kernel<false><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(gbuf, achunk, dy, xbc,    \
@@ -287,6 +315,15 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
 static int ssd_fwd_kernel = -1;
 int cuda_set_ssd_fwd_kernel(int on) { return cuda_env_switch(&ssd_fwd_kernel, "FLOWHN_SSD_FWD_KERNEL", "old", 1, on); }
 
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd) */
+static int ssd_sbwd = -1;
+int cuda_set_ssd_sbwd(int on) { return cuda_env_switch(&ssd_sbwd, "FLOWHN_SSD_SBWD", "old", 1, on); }
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd_blocks) */
+static int ssd_sbwd_blocks = -1;
+int cuda_set_ssd_sbwd_blocks(int on) {
+    return cuda_env_switch(&ssd_sbwd_blocks, "FLOWHN_SSD_SBWD_BLOCKS", "3", 1, on);
+}
+
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_cbwd) */
 static int ssd_cbwd = -1;
 int cuda_set_ssd_cbwd(int v) {
@@ -364,6 +401,14 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * perf-notes, ssd-cbwd3) only where the products may round to bf16: the tf32 precision keeps
      * TF32's 10-bit operands (the mma kernel) */
     const int bf = strcmp(cuda_matmul_precision(), "bf16") == 0;
+    /* the chained own terms + state pass as ssd_chunk_state_bwd_chain_bf_kernel (bf16 operand tiles read once,
+     * own_c in the mma accumulators across the wait, one float2 store of dstates; perf-notes ssd-sbwd) at the
+     * bf16 precision with P <= 64, N <= 128; FLOWHN_SSD_SBWD=old (cuda_set_ssd_sbwd) keeps
+     * ssd_chunk_state_bwd_chain_kernel */
+    const bool sbwd_bf = cuda_set_ssd_sbwd(-1) && bf && P <= TS && N <= 2 * TS;
+    /* its launch bounds: 4 blocks per SM (64 registers, a 64-byte spill) by default, FLOWHN_SSD_SBWD_BLOCKS=3 the
+     * build at 3 (80 registers, no spill): an A/B for the GPU (read once, switches.cu) */
+    const int sbwd_b4 = cuda_set_ssd_sbwd_blocks(-1);
     if (!acc && dxbc)
         CUDA_CALL(cudaMemset2DAsync(dxbc + d.E, sizeof(float) * d.W, 0, sizeof(float) * 2 * G * N, (size_t)B * n,
                                     cuda_stream()));

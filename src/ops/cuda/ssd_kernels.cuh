@@ -1842,3 +1842,125 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bf_kernel(float *states
         }
     }
 }
+
+/* ---- backward: own terms and the state pass chained, for P <= 64, N <= 128 at the bf16 precision (ssd-sbwd) ----
+ * The same dstates[c] = own_c + a_c dstates[c+1] into gbuf[b, c-1] as ssd_chunk_state_bwd_chain_kernel (the same
+ * tickets, flags, zeroing of gbuf[b, nch-1] and early exit of chunk 0), with ssd_chunk_state_bf_kernel's
+ * treatment of the product own_c = sum_i (ecum_i dy_i) C_i^T: dy, C_0, C_1 loaded in one round (12 float4 a
+ * thread) before the decays, C stored as bf16 at once, dy scaled by ecum in the registers that loaded it and
+ * stored as bf16, one barrier, the two 64 x 64 [p][n] products in the mma fragment layout. What the old kernel
+ * did after that, and this one does not: own_c stored raw into gbuf, then (after the flag) re-read, combined and
+ * stored again (32 KB written twice and read once a block), each product through a scratch tile with two
+ * barriers, the combine in two rounds of 16 scalar ld.cg. Here own_c stays in the accumulators (32 floats a
+ * thread) across the wait, G_c is read as float2 in the same fragment layout (16 independent ld.cg a thread, all
+ * issued before any store), and dstates[c] is stored once as float2 (the old pass's expression, own + a_c G).
+ * 3 bf16 tiles, 27,648 B. VEC: 16-byte loads and 8-byte G accesses (E, W, P, N multiples of 4, arrays aligned).
+ * MINB: the launch bounds' blocks per SM: 4 (ssd.cu's default; ptxas: 64 registers, 64 bytes of spill loads,
+ * 64-120 of stores: the 32 accumulators and 32 G values held together) or 3 (FLOWHN_SSD_SBWD_BLOCKS=3: 78-80
+ * registers, no spill, 396 slots instead of 528), an A/B for the GPU. */
+template <bool VEC, int MINB>
+__global__ void __launch_bounds__(NT, MINB) ssd_chunk_state_bwd_chain_bf_kernel(float *g, int *sync, const float *dy,
+                                                                          const float *xbc, const float *dt_raw,
+                                                                          const float *dt_bias, const float *A_log,
+                                                                          SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Us = (bf16t *)smem, *Cs = Us + TS * LDH;  /* Cs: N columns 0..63, then 64..127 */
+    __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
+    __shared__ int ticket_s;
+    if (threadIdx.x == 0) ticket_s = atomicAdd(sync, 1);
+    __syncthreads();
+    const int t = ticket_s, nbh = d.nh * d.B, c = d.nch - 1 - t / nbh;
+    const size_t PN = (size_t)d.P * d.N;
+    Chunk k;
+    k.c = c; k.h = (t % nbh) % d.nh; k.b = (t % nbh) / d.nh;
+    k.g = k.h / (d.nh / d.G);
+    k.t0 = k.c * d.L;
+    k.l = min(d.L, d.n - k.t0);
+    k.Ae = expf(A_log[k.h]);
+    float *gin = g + (((size_t)k.b * d.nch + c) * d.nh + k.h) * PN;  /* G_c, from chunk c+1's block */
+    if (c == d.nch - 1)  /* G_{nch-1} = dstates[nch] = 0 */
+        for (size_t e = threadIdx.x; e < PN; e += NT) gin[e] = 0.f;
+    if (c == 0) return;  /* own_0 only feeds dstates[0], which nothing reads; nobody waits on chunk 0 */
+    const size_t row0 = (size_t)k.b * d.n + k.t0;
+    float4 uv[4], v[8];
+    {
+        const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
+        ld_tile4<VEC>(uv, dy + row0 * d.E + (size_t)k.h * d.P, d.E, k.l, d.P);
+        ld_tile4<VEC>(v, Cm, d.W, k.l, min(TS, d.N));
+        ld_tile4<VEC>(v + 4, Cm + TS, d.W, k.l, d.N - TS);
+    }
+    chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
+    st_tile4(Cs, v);
+    st_tile4(Cs + TS * LDH, v + 4);
+    {
+        const int r0 = threadIdx.x >> 4;
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const float s = ecum_s[r0 + 16 * q];  /* the old kernel's sc_s (0 past l) */
+            uv[q] = make_float4(uv[q].x * s, uv[q].y * s, uv[q].z * s, uv[q].w * s);
+        }
+        st_tile4(Us, uv);
+    }
+    __syncthreads();
+    float acc[2][4][4];  /* own_c, [p][n] for n in [0, 64) and [64, 128) */
+    zero(acc[0]);
+    zero(acc[1]);
+    mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc[0], Us, Cs, k.l);
+    if (d.N > TS) mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc[1], Us, Cs + TS * LDH, k.l);
+    /* the chain (the old kernel's): wait for chunk c+1's flag; the slots again from the ticket */
+    const int t2 = ticket_s;
+    const bool last = t2 < nbh;
+    int *flag = sync + 1;
+    if (!last && threadIdx.x == 0) {
+        while (*(volatile int *)&flag[t2 - nbh] == 0) {
+        }
+        __threadfence();
+    }
+    __syncthreads();
+    const float ac = etot;
+    {
+        const int c1 = d.nch - 1 - t2 / nbh, bh = t2 % nbh;
+        gin = g + (((size_t)(bh / d.nh) * d.nch + c1) * d.nh + bh % d.nh) * PN;
+    }
+    float *o = gin - (size_t)d.nh * PN;  /* gbuf[b, c-1]: dstates[c] */
+    const Lay<2> L;
+    float2 gv[2][4][2];  /* G_c at the accumulators' elements, every load issued before any store */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int p = L.row(a), nn = TS * h + L.col(2 * bb);
+                float2 x = make_float2(0.f, 0.f);
+                if (!last && p < d.P) {
+                    /* through L2 (ld.cg): another block wrote it during this kernel */
+                    if constexpr (VEC) {
+                        if (nn < d.N) x = __ldcg((const float2 *)(gin + (size_t)p * d.N + nn));
+                    } else {
+                        if (nn < d.N) x.x = __ldcg(gin + (size_t)p * d.N + nn);
+                        if (nn + 1 < d.N) x.y = __ldcg(gin + (size_t)p * d.N + nn + 1);
+                    }
+                }
+                gv[h][a][bb] = x;
+            }
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int p = L.row(a), nn = TS * h + L.col(2 * bb);
+                if (p >= d.P) continue;
+                const float x0 = acc[h][a][2 * bb] + ac * gv[h][a][bb].x, x1 = acc[h][a][2 * bb + 1] + ac * gv[h][a][bb].y;
+                if constexpr (VEC) {
+                    if (nn < d.N) *(float2 *)(o + (size_t)p * d.N + nn) = make_float2(x0, x1);
+                } else {
+                    if (nn < d.N) o[(size_t)p * d.N + nn] = x0;
+                    if (nn + 1 < d.N) o[(size_t)p * d.N + nn + 1] = x1;
+                }
+            }
+    __threadfence();  /* dstates[c] visible device-wide before the flag */
+    __syncthreads();  /* every thread's fence done */
+    if (threadIdx.x == 0) *(volatile int *)&flag[t2] = 1;
+}
