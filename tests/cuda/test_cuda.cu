@@ -3450,6 +3450,7 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     int *dpos = devi((const int *)h[4], n);
     float *att = dnan((size_t)rows * qd), *lse = dnan((size_t)B * nh * n), *dqkv = dnan(np);
     float *du = dnan((size_t)rows * H), *dW = dnan((size_t)P * H);
+    G->zero(dW, sizeof(float) * P * H);   /* linear_bwd adds into dW */
     float *q = qkv, *k = q + qd, *v = k + kvd, *dq = dqkv, *dk = dq + qd, *dv = dk + kvd;
     int rc = 0;
     if (rope) rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);

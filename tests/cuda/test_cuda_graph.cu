@@ -57,6 +57,10 @@ extern "C" {
  * the loss by 3e-6 to 1.3e-5 relative at H256 (session 10 call 3). The lockstep runs once with it off at
  * LOSS_TOL and once on at this bound, which a replay that read a stale or wrong D would still break. */
 #define LOSS_TOL_GU 1e-4
+/* and its gradient norm and AdamW update: session 10 call 4 measured up to 5.1e-4 and 7.7e-2 (hymba) in this
+ * pass, where NORM_TOL_BF16 and UPDATE_TOL fit the pass without it; a broken replay moves them by O(1) */
+#define NORM_TOL_GU 5e-3
+#define UPDATE_TOL_GU 0.25
 #define NORM_TOL_FP32 1e-5
 #define NORM_TOL_BF16 5e-4
 #define NORM_TOL (strcmp(mode, "bf16") ? NORM_TOL_FP32 : NORM_TOL_BF16)
@@ -177,8 +181,8 @@ static void test_arch(const TinySpec *s) {
         CHECK(ok, "%s %s: %s", name, what, fh_last_error());
         if (!ok) continue;
         CHECK(w.loss <= (gu ? LOSS_TOL_GU : LOSS_TOL), "%s %s: loss rel %.2e", name, what, w.loss);
-        CHECK(w.norm <= NORM_TOL, "%s %s: gradient norm rel %.2e", name, what, w.norm);
-        CHECK(w.update <= UPDATE_TOL, "%s %s: update rel L2 %.2e", name, what, w.update);
+        CHECK(w.norm <= (gu ? NORM_TOL_GU : NORM_TOL), "%s %s: gradient norm rel %.2e", name, what, w.norm);
+        CHECK(w.update <= (gu ? UPDATE_TOL_GU : UPDATE_TOL), "%s %s: update rel L2 %.2e", name, what, w.update);
         /* step 0 warms up, 1 is recorded, 2-3 replayed; 4 (after the evaluation) may run eagerly
          * and 5 be recorded; 6 (n_valid) eagerly, 7 recorded */
         if (graphs)
