@@ -189,6 +189,25 @@ static int attn_packed(const Model *m, const AttnW *w, int nq, const int *qpos, 
            w->k == w->q + qd * c->hidden_size && w->v == w->k + kvd * c->hidden_size;
 }
 
+/* The packed path's fallback when a fused RoPE attention op declines: dense copies a->q, a->k, a->v of the
+ * packed q | k | v in a->qkv, and their rotations a->qr, a->kr (the separate rope passes, as attn_fwd's) */
+static int dense_roped_qkv(Model *m, AttnActs *a, int B, int n, const int *pos) {
+    const Config *c = &m->cfg;
+    const Ops *o = m->ops;
+    int nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    size_t nqd = (size_t)rows * qd, nkd = (size_t)rows * kvd;
+    real theta = (real)c->rope_theta;
+    const real *q = a->qkv, *k = q + qd, *v = k + kvd;
+    ENS(a->q, nqd); ENS(a->k, nkd); ENS(a->v, nkd); ENS(a->qr, nqd); ENS(a->kr, nkd);
+    o->copy_rows(a->q, qd, q, P, rows, qd);
+    o->copy_rows(a->k, kvd, k, P, rows, kvd);
+    o->copy_rows(a->v, kvd, v, P, rows, kvd);
+    o->rope_fwd(a->qr, a->q, pos, B, n, nh, hd, theta);
+    o->rope_fwd(a->kr, a->k, pos, B, n, nkv, hd, theta);
+    return 0;
+}
+
 /* attn_fwd's packed path: see attn_packed */
 static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, const int *pos, const real *u,
                            real *out) {
@@ -212,13 +231,7 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     } else if (c->use_rope) {
         /* the fused op declined (CUDA: fp32, or a head size it does not take): dense copies of q, k, v, then
          * the separate rope passes as attn_fwd's (a rare path: the copies cost what the packing saved) */
-        size_t nqd = (size_t)rows * qd, nkd = (size_t)rows * kvd;
-        ENS(a->q, nqd); ENS(a->k, nkd); ENS(a->v, nkd); ENS(a->qr, nqd); ENS(a->kr, nkd);
-        o->copy_rows(a->q, qd, q, P, rows, qd);
-        o->copy_rows(a->k, kvd, k, P, rows, kvd);
-        o->copy_rows(a->v, kvd, v, P, rows, kvd);
-        o->rope_fwd(a->qr, a->q, pos, B, n, nh, hd, theta);
-        o->rope_fwd(a->kr, a->k, pos, B, n, nkv, hd, theta);
+        if (dense_roped_qkv(m, a, B, n, pos)) return -1;
         keep_bf16(m, a->att, (size_t)rows * qd);
         o->attention_fwd(a->att, a->lse, a->qr, a->kr, a->v, pos, pos, B, n, n, nh, nkv, hd, qd, kvd);
     } else {
@@ -252,14 +265,8 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
                                           hd, theta, FIRST, P, P) == 0) {
         /* dq, dk, dv written into dqkv by the fused op */
     } else if (c->use_rope) {   /* dense, as attn_fwd_packed's declined path; then copied into dqkv */
-        if (a->roped) {   /* the fused backward declined: the dense copies are needed after all */
-            ENS(a->q, nqd); ENS(a->k, nkd); ENS(a->v, nkd); ENS(a->qr, nqd); ENS(a->kr, nkd);
-            o->copy_rows(a->q, qd, q, P, rows, qd);
-            o->copy_rows(a->k, kvd, k, P, rows, kvd);
-            o->copy_rows(a->v, kvd, v, P, rows, kvd);
-            o->rope_fwd(a->qr, a->q, pos, B, n, nh, hd, theta);
-            o->rope_fwd(a->kr, a->k, pos, B, n, nkv, hd, theta);
-        }
+        /* the fused backward declined: the dense copies are needed after all */
+        if (a->roped && dense_roped_qkv(m, a, B, n, pos)) return -1;
         ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd); ENS(a->dqr, nqd); ENS(a->dkr, nkd);
         REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd); REF_ZERO(a->dqr, nqd);
         REF_ZERO(a->dkr, nkd);

@@ -107,6 +107,14 @@ __device__ __forceinline__ void swiglu_bwd_one(float dout, float g, float u, flo
     d = dout * u * s * (1.f + g * (1.f - s));
     dg = acc ? pg + d : d;
 }
+/* swiglu_bwd_one on each of four lanes (the float4 kernels) */
+__device__ __forceinline__ void swiglu_bwd_four(float4 d, float4 g, float4 u, float4 pg, float4 pu, int acc,
+                                                float4 &og, float4 &ou) {
+    swiglu_bwd_one(d.x, g.x, u.x, pg.x, pu.x, acc, og.x, ou.x);
+    swiglu_bwd_one(d.y, g.y, u.y, pg.y, pu.y, acc, og.y, ou.y);
+    swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
+    swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
+}
 __global__ void swiglu_bwd4_kernel(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                    size_t n, int acc, __nv_bfloat16 *bg, __nv_bfloat16 *bu, int fg, int fu) {
     size_t n4 = n / 4;
@@ -117,10 +125,7 @@ __global__ void swiglu_bwd4_kernel(float *dgate, float *dup, const float *dout, 
         float4 pg = acc && dgate ? reinterpret_cast<const float4 *>(dgate)[i] : z;
         float4 pu = acc && dup ? reinterpret_cast<const float4 *>(dup)[i] : z;
         float4 og, ou;
-        swiglu_bwd_one(d.x, g.x, u.x, pg.x, pu.x, acc, og.x, ou.x);
-        swiglu_bwd_one(d.y, g.y, u.y, pg.y, pu.y, acc, og.y, ou.y);
-        swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
-        swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
+        swiglu_bwd_four(d, g, u, pg, pu, acc, og, ou);
         if (dup) {
             if (fu) reinterpret_cast<float4 *>(dup)[i] = ou;
             if (bu) st_bf4(bu + 4 * i, ou.x, ou.y, ou.z, ou.w);
@@ -266,10 +271,7 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const GI
             float4 pg = acc ? *reinterpret_cast<const float4 *>(dgu + go) : z;
             float4 pu = acc ? *reinterpret_cast<const float4 *>(dgu + uo) : z;
             float4 og, ou;
-            swiglu_bwd_one(d.x, g.x, u.x, pg.x, pu.x, acc, og.x, ou.x);
-            swiglu_bwd_one(d.y, g.y, u.y, pg.y, pu.y, acc, og.y, ou.y);
-            swiglu_bwd_one(d.z, g.z, u.z, pg.z, pu.z, acc, og.z, ou.z);
-            swiglu_bwd_one(d.w, g.w, u.w, pg.w, pu.w, acc, og.w, ou.w);
+            swiglu_bwd_four(d, g, u, pg, pu, acc, og, ou);
             if (f32) {
                 *reinterpret_cast<float4 *>(dgu + go) = og;
                 *reinterpret_cast<float4 *>(dgu + uo) = ou;
