@@ -410,6 +410,19 @@ __device__ __forceinline__ Chunk chunk_of(const SsdDims &d, const float *A_log) 
     return k;
 }
 
+/* the chained state backward's chunk for ticket t: tickets go from the last chunk to the first, every
+ * (b, h) of a chunk before any of the chunk below it, so a block waits only on lower tickets */
+__device__ __forceinline__ Chunk chain_chunk_of(int t, const SsdDims &d, const float *A_log) {
+    const int nbh = d.nh * d.B;
+    Chunk k;
+    k.c = d.nch - 1 - t / nbh; k.h = (t % nbh) % d.nh; k.b = (t % nbh) / d.nh;
+    k.g = k.h / (d.nh / d.G);
+    k.t0 = k.c * d.L;
+    k.l = min(d.L, d.n - k.t0);
+    k.Ae = expf(A_log[k.h]);
+    return k;
+}
+
 /* Fills u (dt_raw + bias), dt, la, ecum, etail for j < l (0 beyond), *etot =
  * ecum_{l-1}, and, if Mt is given, the decay matrix Mt[i][j] = M_ij (0 off the
  * causal triangle). Ends with a barrier. */
@@ -604,14 +617,10 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bwd_chain_kernel(float 
     __shared__ int ticket_s;
     if (threadIdx.x == 0) ticket_s = atomicAdd(sync, 1);
     __syncthreads();
-    const int t = ticket_s, nbh = d.nh * d.B, c = d.nch - 1 - t / nbh;
+    const int t = ticket_s, nbh = d.nh * d.B;
     const size_t PN = (size_t)d.P * d.N;
-    Chunk k;
-    k.c = c; k.h = (t % nbh) % d.nh; k.b = (t % nbh) / d.nh;
-    k.g = k.h / (d.nh / d.G);
-    k.t0 = k.c * d.L;
-    k.l = min(d.L, d.n - k.t0);
-    k.Ae = expf(A_log[k.h]);
+    Chunk k = chain_chunk_of(t, d, A_log);
+    const int c = k.c;
     float *gin = g + (((size_t)k.b * d.nch + c) * d.nh + k.h) * PN;  /* G_c, from chunk c+1's block */
     if (c == d.nch - 1)
         for (size_t e = threadIdx.x; e < PN; e += NT) gin[e] = 0.f;  /* G_{nch-1} = dstates[nch] = 0 */
@@ -1869,14 +1878,10 @@ __global__ void __launch_bounds__(NT, MINB) ssd_chunk_state_bwd_chain_bf_kernel(
     __shared__ int ticket_s;
     if (threadIdx.x == 0) ticket_s = atomicAdd(sync, 1);
     __syncthreads();
-    const int t = ticket_s, nbh = d.nh * d.B, c = d.nch - 1 - t / nbh;
+    const int t = ticket_s, nbh = d.nh * d.B;
     const size_t PN = (size_t)d.P * d.N;
-    Chunk k;
-    k.c = c; k.h = (t % nbh) % d.nh; k.b = (t % nbh) / d.nh;
-    k.g = k.h / (d.nh / d.G);
-    k.t0 = k.c * d.L;
-    k.l = min(d.L, d.n - k.t0);
-    k.Ae = expf(A_log[k.h]);
+    Chunk k = chain_chunk_of(t, d, A_log);
+    const int c = k.c;
     float *gin = g + (((size_t)k.b * d.nch + c) * d.nh + k.h) * PN;  /* G_c, from chunk c+1's block */
     if (c == d.nch - 1)  /* G_{nch-1} = dstates[nch] = 0 */
         for (size_t e = threadIdx.x; e < PN; e += NT) gin[e] = 0.f;
