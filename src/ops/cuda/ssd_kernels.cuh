@@ -1672,6 +1672,17 @@ __device__ __forceinline__ void st_tile4(bf16t *dst, const float4 v[4]) {
 #pragma unroll
     for (int q = 0; q < 4; q++) st_bf4(dst + (r0 + 16 * q) * LDH + c, v[q]);
 }
+/* an N <= 2 TS wide operand (B, C or a state) as two TS x TS tiles: columns [0, TS) into v[0..3], [TS, N)
+ * into v[4..7]; stored as two tiles TS * LDH apart */
+template <bool VEC>
+__device__ __forceinline__ void ld_ntile8(float4 v[8], const float *src, size_t ld, int rows, int N) {
+    ld_tile4<VEC>(v, src, ld, rows, min(TS, N));
+    ld_tile4<VEC>(v + 4, src + TS, ld, rows, N - TS);
+}
+__device__ __forceinline__ void st_ntile8(bf16t *dst, const float4 v[8]) {
+    st_tile4(dst, v);
+    st_tile4(dst + TS * LDH, v + 4);
+}
 
 template <bool VEC>
 __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, const float *states, const float *xbc,
@@ -1690,14 +1701,10 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, cons
         const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
         const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * (size_t)d.P * d.N;
         float4 v[8];
-        ld_tile4<VEC>(v, Cm, d.W, k.l, min(TS, d.N));
-        ld_tile4<VEC>(v + 4, Cm + TS, d.W, k.l, d.N - TS);
-        st_tile4(Cs, v);
-        st_tile4(Cs + TS * LDH, v + 4);
-        ld_tile4<VEC>(v, h0, d.N, d.P, min(TS, d.N));
-        ld_tile4<VEC>(v + 4, h0 + TS, d.N, d.P, d.N - TS);
-        st_tile4(Hs, v);
-        st_tile4(Hs + TS * LDH, v + 4);
+        ld_ntile8<VEC>(v, Cm, d.W, k.l, d.N);
+        st_ntile8(Cs, v);
+        ld_ntile8<VEC>(v, h0, d.N, d.P, d.N);
+        st_ntile8(Hs, v);
     }
     float4 cb[4];  /* C B^T (ssd_cb_kernel: zero past l), kept in registers until the decays are known */
     {
@@ -1809,12 +1816,10 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bf_kernel(float *states
     {
         const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
         ld_tile4<VEC>(xv, xbc + row0 * d.W + (size_t)k.h * d.P, d.W, k.l, d.P);
-        ld_tile4<VEC>(v, Bm, d.W, k.l, min(TS, d.N));
-        ld_tile4<VEC>(v + 4, Bm + TS, d.W, k.l, d.N - TS);
+        ld_ntile8<VEC>(v, Bm, d.W, k.l, d.N);
     }
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
-    st_tile4(Bs, v);
-    st_tile4(Bs + TS * LDH, v + 4);
+    st_ntile8(Bs, v);
     {
         const int r0 = threadIdx.x >> 4;
 #pragma unroll
@@ -1891,12 +1896,10 @@ __global__ void __launch_bounds__(NT, MINB) ssd_chunk_state_bwd_chain_bf_kernel(
     {
         const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
         ld_tile4<VEC>(uv, dy + row0 * d.E + (size_t)k.h * d.P, d.E, k.l, d.P);
-        ld_tile4<VEC>(v, Cm, d.W, k.l, min(TS, d.N));
-        ld_tile4<VEC>(v + 4, Cm + TS, d.W, k.l, d.N - TS);
+        ld_ntile8<VEC>(v, Cm, d.W, k.l, d.N);
     }
     chunk_decays(d, k, dt_raw, dt_bias, u_s, dt_s, la_s, ecum_s, etail_s, &etot, nullptr);
-    st_tile4(Cs, v);
-    st_tile4(Cs + TS * LDH, v + 4);
+    st_ntile8(Cs, v);
     {
         const int r0 = threadIdx.x >> 4;
 #pragma unroll
