@@ -21,6 +21,11 @@
  *     elided by linear_fwd (no bias, kept) and served only to
  *     swiglu_packed_fwd / _bwd as their gu, any number of times, on its
  *     branch (the emulation checks the readers, not the extra rounding);
+ *   - a once = 3 mark (the packed q|k|v product's output qkv, bf16 D on the
+ *     GPU) is elided by linear_fwd (no bias) and served only to
+ *     attention_rope_fwd (once; if it declines the values stay, as the CUDA
+ *     backend writes the fp32 back then) and attention_rope_bwd (as cuDNN's
+ *     kept Q | K | V serves it) as their packed q, k, v, on its branch;
  *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN).
  * Any other reader, extent, branch or second read sees NaN, which reaches
  * the loss or the gradients. So a step through this table must give the
@@ -77,24 +82,26 @@ static void produced_by(real *out, size_t n, int can, int product) {
         pend[i] = pend[--npend];   /* a mark serves its producer once */
         int kept = 0;
         for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
-        if ((once == 2) != product) return;   /* each kind has its own producers */
+        if ((once >= 2) != product) return;   /* each kind has its own producers */
         if (!can || !(kept || once == 1) || nmarks == MAX_MARKS) return;
         real *s = malloc(sizeof(real) * n);
         if (!s) return;
         memcpy(s, out, sizeof(real) * n);
         for (size_t j = 0; j < n; j++) out[j] = NAN;
-        marks[nmarks++] = (Mark){out, n, once == 2 ? 2 : once && !kept, branch_now, 0, s};
+        marks[nmarks++] = (Mark){out, n, once >= 2 ? once : once && !kept, branch_now, 0, s};
         elided++;
         return;
     }
 }
 static void produced(real *out, size_t n, int can) { produced_by(out, n, can, 0); }
-/* a product (gu 0) or swiglu_packed_* (gu 1) reads x[0, n): the saved values if the CUDA backend would serve
- * them (products: once 0, 1 marks; SwiGLU's gu: once = 2 marks only); returns the mark restored */
-static Mark *restore_by(const real *x, size_t n, int gu) {
+/* a product (kind 0), swiglu_packed_* (kind 2: its gu) or the fused RoPE attention (kind 3: its packed q, k,
+ * v) reads x[0, n): the saved values if the CUDA backend would serve them (products: once 0, 1 marks; the
+ * others: their own once = 2, 3 marks only); returns the mark restored */
+static int kind_of(int once) { return once >= 2 ? once : 0; }
+static Mark *restore_by(const real *x, size_t n, int kind) {
     for (int i = 0; i < nmarks; i++) {
         Mark *m = &marks[i];
-        if (m->x != x || m->n != n || !m->saved || (m->once == 2) != gu) continue;
+        if (m->x != x || m->n != n || !m->saved || kind_of(m->once) != kind) continue;
         if (m->branch != branch_now) return NULL;   /* kept roundings and shadows serve their own branch only */
         memcpy((real *)x, m->saved, sizeof(real) * n);
         served++;
@@ -131,7 +138,7 @@ static void mk_swiglu_fwd(real *out, const real *g, const real *u, size_t n) {
     produced(out, n, 1);
 }
 static void mk_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
-    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 1);
+    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 2);
     cpu_ops.swiglu_packed_fwd(out, gu, N, C);
     repoison(mg);
     produced(out, (size_t)N * C, 1);
@@ -143,7 +150,7 @@ static void mk_swiglu_bwd(real *dg, real *du, const real *dout, const real *g, c
     if (du) produced(du, n, can);
 }
 static void mk_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
-    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 1);
+    Mark *mg = restore_by(gu, 2 * (size_t)N * C, 2);
     cpu_ops.swiglu_packed_bwd(dgu, dout, gu, N, C, acc);
     repoison(mg);
     produced(dgu, 2 * (size_t)N * C, !acc);
@@ -162,11 +169,25 @@ static void mk_attention_bwd(real *dq, real *dk, real *dv, const real *dout, con
     cpu_ops.attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv);
     attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
 }
+/* the packed q | k | v (a once = 3 mark: the whole [rows, ldq] buffer at q) read by the fused RoPE attention */
+static int mk_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
+                                 const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
+                                 int ldkv) {
+    Mark *mq = restore_by(q, (size_t)B * nq * ldq, 3);
+    int rc = cpu_ops.attention_rope_fwd(out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, theta, ldq, ldkv);
+    if (mq && rc) {   /* declined: the CUDA backend writes the fp32 back (the values stay), the mark is done */
+        free(mq->saved);
+        mq->saved = NULL;
+    } else repoison(mq);
+    return rc;
+}
 static int mk_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                                  const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                                  int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
+    Mark *mq = restore_by(q, (size_t)B * nq * ldq, 3);   /* as cuDNN's kept Q | K | V serves it */
     int rc = cpu_ops.attention_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd,
                                         theta, acc, ldq, ldkv);
+    repoison(mq);
     if (rc == 0) attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
     return rc;
 }
@@ -263,6 +284,16 @@ static void emulation_detects(void) {
     mk_linear_fwd(z, gu, w, NULL, 1, 4, 1);
     CHECK(z[0] != z[0], "a product reading it sees NaN");
     mk_keep(NULL, 0);
+    /* once = 3: a product's output read by the fused RoPE attention only */
+    mk_keep(gu, 4);
+    mk_only(gu, 4, 3);
+    mk_linear_fwd(gu, x, x, NULL, 4, 1, 1);
+    CHECK(gu[0] != gu[0], "the product's once = 3 output holds NaN");
+    mk_swiglu_packed_fwd(act, gu, 1, 2);
+    CHECK(act[0] != act[0], "swiglu_packed_fwd reading a once = 3 output sees NaN");
+    mk_linear_fwd(z, gu, w, NULL, 1, 4, 1);
+    CHECK(z[0] != z[0], "a product reading a once = 3 output sees NaN");
+    mk_keep(NULL, 0);
 }
 
 int main(void) {
@@ -278,6 +309,7 @@ int main(void) {
     marks_ops.swiglu_bwd = mk_swiglu_bwd;
     marks_ops.swiglu_packed_bwd = mk_swiglu_packed_bwd;
     marks_ops.attention_bwd = mk_attention_bwd;
+    marks_ops.attention_rope_fwd = mk_attention_rope_fwd;
     marks_ops.attention_rope_bwd = mk_attention_rope_bwd;
     marks_ops.linear_fwd = mk_linear_fwd;
     marks_ops.linear_bwd = mk_linear_bwd;

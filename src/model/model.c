@@ -133,6 +133,10 @@ static void keep_end(Model *m) {
  *     swiglu_packed_fwd and swiglu_packed_bwd (MlpActs.only): the gate|up
  *     product may write it in bf16 only (one more rounding; CUDA
  *     FLOWHN_BF16_GU=0 keeps fp32).
+ *   once = 3: the packed attention's qkv (kept just before), read only by
+ *     the fused RoPE attention's forward and backward (AttnActs.only): the
+ *     q|k|v product may write it in bf16 only (one more rounding; CUDA
+ *     FLOWHN_BF16_QKV=0 keeps fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -221,6 +225,12 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     /* the attention may keep its bf16 Q, K, V for the backward under the keep contract (as attn_fwd's self):
      * qkv has one writer (the product) and is only read after */
     if (attn_rope_fused(m) || !c->use_rope) keep_bf16(m, a->qkv, (size_t)rows * P);
+    /* qkv's fp32 is read only by the fused RoPE attention below (its q, k, v windows) and by its backward
+     * (attn_bwd_packed: the same op's backward, or, if it declines, the dense fallback, which a backend that
+     * elided must refuse loudly): a backend may have the product write only bf16 (bf16_only, once = 3), on
+     * the branch that runs both. Not Hymba's: its attention runs forward on branch 1 and backward on branch 0
+     * (hymba_bwd), where a backend's copy kept on branch 1 does not serve (test_bf16_only_marks caught it). */
+    if (a->only && attn_rope_fused(m) && c->arch != ARCH_HYMBA) bf16_only(m, a->qkv, (size_t)rows * P, 3);
     o->linear_fwd(a->qkv, u, W(w->q), NULL, rows, H, P);   /* [Wq; Wk; Wv]: q | k | v in each row */
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     a->roped = 0;

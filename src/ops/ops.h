@@ -455,6 +455,18 @@ typedef struct Ops {
      *     (fp32 accumulation, rounded once) and those ops read that: NOT the
      *     same bits as the fp32 path (g and u rounded to bf16 before SwiGLU);
      *     CUDA: FLOWHN_BF16_GU=0 writes fp32 as always.
+     *   once = 3: x is the output of the next op, a linear_fwd without bias
+     *     (qkv, the packed q|k|v product's [rows, P]), kept just before
+     *     (keep_bf16(x, n)); it is read ONLY by the attention_rope_fwd that
+     *     follows (q, k, v its column windows, ldq = ldkv = P) and that
+     *     layer's attention_rope_bwd (the same q, k, v), on the branch that
+     *     wrote it; no product reads it. A backend may then have the product
+     *     write only its bf16 output and the attention read that: NOT the
+     *     same bits (rope(bf16 x) rounded again). It must give any fallback
+     *     of attention_rope_fwd defined fp32 (CUDA writes bf16(D) back), and
+     *     attention_rope_bwd, if it cannot serve from its own kept copy,
+     *     fails loudly instead of returning 1. CUDA: FLOWHN_BF16_QKV=0 writes
+     *     fp32 as always.
      * A backend with bf16 products may then store only x's bf16 rounding where
      * those products read it (CUDA: the kept buffer, or a shadow held until its
      * one read), and leave x's fp32 memory unwritten. It decides per call (the

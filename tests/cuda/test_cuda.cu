@@ -3579,6 +3579,162 @@ static void test_bf16_only_dqkv(void) {
     cuda_set_matmul_precision("fp32");
     cuda_set_attn_cudnn(was);
 }
+
+/* the q|k|v product's bf16 D (linear.cu qkv_d16, ops.h bf16_only once = 3, FLOWHN_BF16_QKV): qkv kept and
+ * marked as model.c attn_fwd_packed does, the product writes only bf16 D (a branch scratch), cuDNN's forward
+ * conversion reads it (rotating in fp32, rounding again), the backward reads cuDNN's kept Q | K | V. Modes:
+ *   0: QKV off (bf16-only on): the fp32 qkv (today's path);
+ *   1: QKV on: written 1, written back 0, under the verify switch qkv's fp32 all NaN; a product reading qkv
+ *      fails loudly (refused + 1);
+ *   2: QKV on, FLOWHN_CUDNN_CONV=old (the scalar conversion cannot read bf16): written 1, written back 1,
+ *      qkv's fp32 = bf16(D) (no NaN), the product reading it runs;
+ *   3: QKV on, cuDNN off: our kernels (tile head sizes) or the op declines (then the fp32 is written back
+ *      before it returns 1: the model's dense fallback reads defined values); written back 1.
+ * att and dqkv of every mode against the CPU (product + attention, fp32) at the bf16 bound; modes 1-2 against
+ * mode 0 at 1e-2 (one more rounding of q, k, v). */
+static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *written,
+                    unsigned long *restored, int *declined) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    size_t np = (size_t)rows * P;
+    const float theta = 10000.f;
+    int was_q = cuda_set_bf16_qkv(mode >= 1), was_only = cuda_set_bf16_only(1);
+    int was_v = cuda_set_bf16_keep_verify(1), was_c = cuda_set_cudnn_conv_old(mode == 2);
+    int was_dnn = cuda_set_attn_cudnn(mode != 3);
+    /* h: u [rows, H], W [P, H], datt [rows, qd], pos (as float bits), w1 [1, P] */
+    float *u = dev(h[0], (size_t)rows * H), *W = dev(h[1], (size_t)P * H), *datt = dev(h[2], (size_t)rows * qd);
+    float *w1 = dev(h[4], (size_t)P);
+    int *dpos = devi((const int *)h[3], n);
+    float *qkv = dnan(np), *att = dnan((size_t)rows * qd), *lse = dnan((size_t)B * nh * n), *dqkv = dnan(np);
+    float *y1 = dnan((size_t)rows);
+    float *q = qkv, *k = q + qd, *v = k + kvd, *dq = dqkv, *dk = dq + qd, *dv = dk + kvd;
+    unsigned long w0 = cuda_bf16_qkv_written, r0 = cuda_bf16_qkv_restored;
+    G->keep_bf16(qkv, np);        /* as model.c attn_fwd_packed */
+    G->bf16_only(qkv, np, 3);
+    G->linear_fwd(qkv, u, W, NULL, rows, H, P);
+    *written = cuda_bf16_qkv_written - w0;
+    int rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);
+    *declined = rc != 0;
+    *restored = cuda_bf16_qkv_restored - r0;
+    res[0] = res[1] = NULL;
+    if (rc == 0) {
+        rc = G->attention_rope_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta,
+                                   FH_OVERWRITE, P, P);
+        CHECK(rc == 0, "mode %d: attention_rope_bwd declined after its forward ran", mode);
+        CHECK(cuda_ops_check() == 0, "mode %d: %s", mode, fh_last_error());
+        res[0] = (float *)malloc(sizeof(float) * (size_t)rows * qd);
+        res[1] = (float *)malloc(sizeof(float) * np);
+        G->to_host(res[0], att, sizeof(float) * (size_t)rows * qd);
+        G->to_host(res[1], dqkv, sizeof(float) * np);
+    }
+    {   /* the verify poison: qkv's fp32 all NaN where D was read by cuDNN, none where written (back) */
+        float *t = (float *)malloc(sizeof(float) * np);
+        G->to_host(t, qkv, sizeof(float) * np);
+        size_t nan = 0;
+        for (size_t i = 0; i < np; i++) nan += t[i] != t[i];
+        int elided = *written && !*restored;
+        int ok = elided ? nan == np : nan == 0;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "mode %d: %zu of %zu qkv fp32 values NaN (written %lu, written back %lu)", mode, nan, np, *written,
+              *restored);
+        free(t);
+        /* a product reading qkv: refused (loud) exactly when its fp32 was never written */
+        unsigned long rf = cuda_bf16_only_refused;
+        G->linear_fwd(y1, qkv, w1, NULL, rows, P, 1);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        ok = failed == elided && cuda_bf16_only_refused == rf + elided;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "mode %d: a product reading qkv %s, expected %s", mode, failed ? "failed" : "ran",
+              elided ? "an error" : "a run");
+    }
+    G->keep_bf16(NULL, 0);
+    float *all[] = {u, W, datt, w1, qkv, att, lse, dqkv, y1};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
+    G->release(dpos);
+    cuda_set_attn_cudnn(was_dnn);
+    cuda_set_cudnn_conv_old(was_c);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_qkv(was_q);
+}
+static void test_bf16_qkv(void) {
+    int was = cuda_set_attn_cudnn(1);
+    if (!cuda_attn_cudnn_loaded()) {
+        printf("  ********** cuDNN not loadable: SKIPPED the bf16 q|k|v D test **********\n");
+        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+        cuda_set_attn_cudnn(was);
+        return;
+    }
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    static const int shapes[][6] = {/* B, n, nh, nkv, hd, H */
+                                    {2, 64, 8, 2, 64, 96},  {1, 257, 4, 4, 128, 72}, {2, 96, 32, 8, 24, 768},
+                                    {3, 17, 4, 4, 64, 40},  {1, 1024, 12, 12, 64, 768}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *sh = shapes[si];
+        int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], H = sh[5];
+        int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+        size_t np = (size_t)rows * P, na = (size_t)rows * qd;
+        line_start("bf16_qkv", "B=%d n=%d nh=%d nkv=%d hd=%d H=%d", B, n, nh, nkv, hd, H);
+        int *pos = subset(4 * n, n);
+        float *h[5] = {hrand((size_t)rows * H, 0, 1), hrand((size_t)P * H, 0, 0.05f), hrand(na, 0, 1), (float *)pos,
+                       hrand((size_t)P, 0, 0.05f)};
+        float *r[4][2];
+        unsigned long wr[4], rs[4];
+        int dec[4];
+        for (int mode = 0; mode < 4; mode++) qkv_run(mode, sh, H, h, r[mode], &wr[mode], &rs[mode], &dec[mode]);
+        static const unsigned long want_w[4] = {0, 1, 1, 1}, want_r[4] = {0, 0, 1, 1};
+        for (int mode = 0; mode < 4; mode++) {
+            int ok = wr[mode] == want_w[mode] && rs[mode] == want_r[mode] && (mode == 3 || !dec[mode]);
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %lu written bf16 (expected %lu), %lu written back (expected %lu), %s", mode, wr[mode],
+                  want_w[mode], rs[mode], want_r[mode], dec[mode] ? "declined" : "ran");
+        }
+        /* the CPU: the product, then the attention forward and backward, in fp32 */
+        float *qkv = hnan(np), *out = hnan(na), *lse = hnan((size_t)B * nh * n), *dqkv = (float *)calloc(np, 4);
+        cpu_linear_fwd(qkv, h[0], h[1], NULL, rows, H, P);
+        float *q = qkv, *k = q + qd, *v = k + kvd;
+        cpu_ops.attention_rope_fwd(out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, 10000.f, P, P);
+        cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[2], out, lse, q, k, v, pos, pos, B, n, n, nh,
+                                   nkv, hd, 10000.f, FH_OVERWRITE, P, P);
+        TOL = 1e-2;
+        static const char *mn[4] = {"off", "on", "conv_old", "no_cudnn"};
+        for (int mode = 0; mode < 4; mode++) {
+            if (!r[mode][0]) continue;   /* declined (mode 3, a head size only cuDNN takes) */
+            char b[32];
+            float *d = dev(r[mode][0], na);
+            snprintf(b, sizeof b, "att_%s", mn[mode]);
+            cmp(b, out, d, na);
+            G->release(d);
+            d = dev(r[mode][1], np);
+            snprintf(b, sizeof b, "dqkv_%s", mn[mode]);
+            cmp(b, dqkv, d, np);
+            G->release(d);
+        }
+        for (int mode = 1; mode < 3; mode++) {   /* against the switch-off path (its fp32 results as the reference) */
+            if (!r[0][0] || !r[mode][0]) continue;   /* a decline: reported above */
+            char b[32];
+            float *d = dev(r[mode][0], na);
+            snprintf(b, sizeof b, "att_%s_vs_off", mn[mode]);
+            cmp(b, r[0][0], d, na);
+            G->release(d);
+            d = dev(r[mode][1], np);
+            snprintf(b, sizeof b, "dqkv_%s_vs_off", mn[mode]);
+            cmp(b, r[0][1], d, np);
+            G->release(d);
+        }
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " D16 %lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu%s", wr[0], wr[1], wr[2],
+                 wr[3], rs[0], rs[1], rs[2], rs[3], dec[3] ? ", no-cuDNN declined" : "");
+        line_end();
+        for (int mode = 0; mode < 4; mode++) { free(r[mode][0]); free(r[mode][1]); }
+        free(h[0]); free(h[1]); free(h[2]); free(h[3]); free(h[4]);
+        free(qkv); free(out); free(lse); free(dqkv);
+    }
+    cuda_set_matmul_precision("fp32");
+    cuda_set_attn_cudnn(was);
+}
 #endif
 
 /* single-token steps: several steps in a row from a random state, so the
@@ -3695,6 +3851,7 @@ int main(void) {
     RUN(test_attention_cudnn);
     RUN(test_attention_strided);
     RUN(test_bf16_only_dqkv);
+    RUN(test_bf16_qkv);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

@@ -182,6 +182,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         /* the gate|up product's bf16 D (FLOWHN_BF16_GU, on by default) changes the bits: off for this step, so
          * the on/off A/B below stays bitwise; its own step and A/B follow */
         int gu_was = ab ? cuda_set_bf16_gu(0) : -1;
+        /* the q|k|v product's bf16 D (FLOWHN_BF16_QKV) likewise: off until its own pass after the gate|up one */
+        int qkv_was = ab ? cuda_set_bf16_qkv(0) : -1;
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
@@ -267,6 +269,44 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_gu);
             }
             free(g_nogu);
+        }
+        if (ab) cuda_set_bf16_qkv(qkv_was);
+        /* FLOWHN_BF16_QKV on (the default): the packed q|k|v product writes only its bf16 D, cuDNN's forward
+         * conversion reads it (rotating in fp32, rounding again). Against the CPU at the same bounds and against
+         * the step just run (QKV off, GU as set; bf16 bound: one more rounding of q, k, v); none refused (under
+         * the verify switch, on here, qkv's fp32 is NaN, so any other reader breaks the bounds); the products
+         * counted where the model packs q|k|v and cuDNN runs (LLaMA-like mixers), none written back then. */
+        if (okf && ab && cuda_set_bf16_qkv(-1) && cuda_set_bf16_only(-1)) {
+            float *g_noqkv = host_copy(&mg, mg.grads);
+            double loss_noqkv = mg.loss;
+            unsigned long qw0 = cuda_bf16_qkv_written, qr0 = cuda_bf16_qkv_restored, rf0 = cuda_bf16_only_refused;
+            unsigned long runs0 = cuda_attn_cudnn_runs;
+            model_zero_grad(&mg);
+            int okq = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(okq, "%s: cuda fused forward_backward, bf16 q|k|v D: %s", name, fh_last_error());
+            if (okq) {
+                double dlq = rel_diff(mc.loss, mg.loss), wholeq;
+                char worstq_name[96];
+                double worstq = compare_grads(&mc, &mg, worstq_name, sizeof worstq_name, &wholeq);
+                CHECK(dlq <= LOSS_TOL && wholeq < WHOLE_TOL && worstq < GRAD_TOL,
+                      "%s: bf16 q|k|v D against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dlq, wholeq,
+                      worstq_name, worstq);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 q|k|v D", name,
+                      cuda_bf16_only_refused - rf0);
+                unsigned long qw = cuda_bf16_qkv_written - qw0, qr = cuda_bf16_qkv_restored - qr0;
+                /* where cuDNN ran this step, every D it was given was read by it (none written back) */
+                if (cuda_attn_cudnn_runs > runs0 && qw)
+                    CHECK(qr == 0, "%s: %lu of %lu q|k|v D written back to fp32 although cuDNN ran", name, qr, qw);
+                float *g_q = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_noqkv, g_q, mg.layout.total, &nd), dlo = rel_diff(loss_noqkv, mg.loss);
+                CHECK(rel <= 1e-2 && dlo <= 1e-2, "%s: bf16 q|k|v D on vs off: loss rel %.2e, gradient rel %.2e",
+                      name, dlo, rel);
+                printf("  %-5s %-22s bf16 q|k|v D on vs off: %lu products, %lu written back, loss rel %.1e, grad "
+                       "rel %.1e; vs CPU loss %.1e, grad %.1e\n", mode, name, qw, qr, dlo, rel, dlq, wholeq);
+                free(g_q);
+            }
+            free(g_noqkv);
         }
 
         /* AdamW steps from the same start on both sides */

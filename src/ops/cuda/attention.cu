@@ -606,13 +606,17 @@ void cuda_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const re
 int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, const real *v, const int *qpos,
                             const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, real theta, int ldq,
                             int ldkv) {
-    if (!(theta > 0)) return 1;
+    /* the q|k|v product's bf16 D (ops.h bf16_only once = 3, linear.cu qkv_d16): only the cuDNN forward reads it;
+     * every other outcome (declined here, or by cuDNN) writes q | k | v's fp32 back from it first, so the model's
+     * fallback and our kernels read defined values (the rounded ones) */
+    if (!(theta > 0)) { cuda_qkv_d16_restore(q); return 1; }
     /* cuDNN takes any multiple of 8 up to 128; our kernels only the tile widths */
     int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
-    if (!attention_tc_rope_applies(hd) && !dnn) return 1;
-    if (B <= 0 || nq <= 0) return 0;
+    if (!attention_tc_rope_applies(hd) && !dnn) { cuda_qkv_d16_restore(q); return 1; }
+    if (B <= 0 || nq <= 0) { cuda_qkv_d16_restore(q); return 0; }
     count_attention_macs(qpos, kpos, B, nq, nk, nh, hd);   /* first, as in cuda_attention_fwd */
     if (dnn && attention_cudnn_fwd(out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, theta, ldq, ldkv) == 0) return 0;
+    cuda_qkv_d16_restore(q);   /* cuDNN declined (before or after reading D: D is still there) */
     if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
     if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
         float *sc = dense_scratch((size_t)B * nq * nh * hd, (size_t)B * nk * nkv * hd, 0);
@@ -637,6 +641,10 @@ int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, cons
     if (dnn &&
         attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, theta, ldq, ldkv) == 0)
         return 0;
+    /* q, k, v's fp32 never written (ops.h bf16_only once = 3): only cuDNN's kept Q | K | V could serve. Loud (the
+     * error is recorded, cuda_ops_check fails the step), not a read of unwritten memory here or in the model's
+     * dense fallback */
+    if (cuda_bf16_missing(q, (size_t)(B * nq - 1) * ldq + (size_t)nh * hd, "the attention backward")) return 0;
     if (!attention_tc_rope_applies(hd)) return 1;   /* cuDNN declined a head size only it takes */
     if (!is_dense(nh, nkv, hd, ldq, ldkv)) {
         bwd_strided(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd, acc, ldq, ldkv, theta);

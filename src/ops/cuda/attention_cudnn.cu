@@ -736,7 +736,10 @@ __device__ __forceinline__ SegView quad_of(const ConvArgs &a, size_t idx, unsign
     return g;
 }
 
-/* fp32 -> (rotated) bf16: the same fp32 arithmetic as cudnn_to_bf16_kernel, the same bits */
+/* fp32 -> (rotated) bf16: the same fp32 arithmetic as cudnn_to_bf16_kernel, the same bits. S16: the source
+ * is bf16 at the fp32 side's offsets (the q|k|v product's bf16 D, ops.h bf16_only once = 3): one 8-byte load
+ * of 4 values, widened, then the same fp32 rotation and rounding (a second rounding of the rotated values) */
+template <bool S16>
 __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
     unsigned int half = a.hd / 2, quads = half / 4;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -746,8 +749,17 @@ __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
         size_t base;
         SegView g = quad_of(a, idx, quads, &rh, &i, &base);
         unsigned int row = rh / (unsigned int)g.heads;
-        const float *src = (const float *)g.src + (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
-        float4 x0 = *(const float4 *)(src + i), x1 = *(const float4 *)(src + i + half);
+        size_t off = (size_t)row * g.ld + (size_t)(rh - row * g.heads) * a.hd;
+        float4 x0, x1;
+        if (S16) {
+            const bf16 *src = (const bf16 *)g.src + off;
+            x0 = unpack4(*(const uint2 *)(src + i));
+            x1 = unpack4(*(const uint2 *)(src + i + half));
+        } else {
+            const float *src = (const float *)g.src + off;
+            x0 = *(const float4 *)(src + i);
+            x1 = *(const float4 *)(src + i + half);
+        }
         if (g.rope) {
             int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
             rot4(x0, x1, a.cs + (size_t)t * half + i, 1.f);
@@ -852,7 +864,7 @@ static int conv_vec(int nt, void *const *dst, const void *const *src, const int 
  * that rounding. sh NULL: as before. */
 static void convert_sh(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
                        const int *ld, const float2 *cs, int B, int n, int hd, int acc, void *sh, const float *sh_base,
-                       int f32) {
+                       int f32, const void *s16 = NULL) {
     ConvArgs a;
     memset(&a, 0, sizeof a);
     a.n = n; a.hd = hd; a.acc = acc; a.cs = cs; a.f32 = f32 || !sh;
@@ -868,13 +880,15 @@ static void convert_sh(int grad, int nt, void *const *dst, const void *const *sr
         }
         ConvSeg &g = a.s[a.nseg++];
         g.dst = dst[t]; g.src = src[t]; g.heads = heads[t]; g.rope = c != NULL; g.ld = ld[t];
+        if (s16 && !grad) g.src = (const bf16 *)s16 + ((const float *)src[t] - sh_base);   /* D at src's offsets */
         g.sh = sh && grad ? (bf16 *)sh + ((const float *)dst[t] - sh_base) : NULL;
         g.items = (size_t)B * n * heads[t] * (hd / 8);
         total += g.items;
     }
     if (!vec || !total) return;
     if (grad) cudnn_grad_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
-    else cudnn_to_bf16_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    else if (s16) cudnn_to_bf16_vec_kernel<true><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    else cudnn_to_bf16_vec_kernel<false><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     CUDA_LAUNCHED();
 }
 static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
@@ -965,16 +979,25 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     if (kq) Qh = kq;
     if (kk) Kh = kk;
     if (kv) Vh = kv;
+    const void *d16 = NULL;   /* the q|k|v product's bf16 D (linear.cu qkv_d16), read instead of q, k, v's fp32 */
     {
         void *dst[3] = {Qh, Kh, Vh};
         const void *src[3] = {q, k, v};
         int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
-        convert(0, 3, dst, src, heads, rope, ld, cs, B, n, hd, 0);
+        d16 = packed ? cuda_qkv_d16(q, np) : NULL;
+        /* only with the packed keep (the backward then reads it, never the fp32) and the vector kernel (which
+         * alone reads bf16); else the fp32 written back first, and everything as before */
+        if (d16 && !(kq && packed && conv_vec(3, dst, src, heads, ld, B, n, hd))) {
+            cuda_qkv_d16_restore(q);
+            d16 = NULL;
+        }
+        convert_sh(0, 3, dst, src, heads, rope, ld, cs, B, n, hd, 0, NULL, q, 1, d16);
     }
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
     void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
     if (execute(p, uids, ptrs, 7, ws, "forward")) { path_off("the forward failed"); return 1; }
+    if (d16) cuda_qkv_d16_done(q);   /* read: from here the kept Q | K | V serves (the fp32 stays absent) */
     /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten */
     bf16 *ob = (bf16 *)cuda_shadow_claim(out, nq);
     unsigned long before = cuda_epoch;
@@ -1036,11 +1059,20 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         kv = (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
     }
     const bf16 *ko = keep ? (const bf16 *)cuda_keep_rounding(out, nq) : NULL;
+    /* q | k | v's fp32 never written (the product's bf16 D read by the forward, ops.h bf16_only once = 3): only
+     * the kept Q | K | V can serve, and the verification has no fp32 to convert */
+    size_t qext = (size_t)(B * n - 1) * ldq + (size_t)nh * hd;
+    int qabs = cuda_bf16_absent(q, qext);
+    if (qabs && !kq) {   /* loud: the error is recorded (cuda_ops_check fails the step); nothing is computed */
+        cuda_bf16_missing(q, qext, "the cuDNN attention backward");
+        return 0;
+    }
     int verify = (kq || kk || kv || ko) && cuda_keep_verify_on();
+    int vqkv = verify && !qabs;
     {
         /* under FLOWHN_BF16_KEEP_VERIFY the kept ones are converted too (into the scratch) and compared */
-        void *dst[5] = {dOh, (!kq || verify) ? Qh : NULL, (!ko || verify) ? Oh : NULL, (!kk || verify) ? Kh : NULL,
-                        (!kv || verify) ? Vh : NULL};
+        void *dst[5] = {dOh, (!kq || vqkv) ? Qh : NULL, (!ko || verify) ? Oh : NULL, (!kk || vqkv) ? Kh : NULL,
+                        (!kv || vqkv) ? Vh : NULL};
         const void *src[5] = {dout, q, out, k, v};
         int heads[5] = {nh, nh, nh, nkv, nkv}, rope[5] = {0, 1, 0, 1, 0};
         int ld[5] = {nh * hd, ldq, nh * hd, ldkv, ldkv};   /* dout and out are dense */
@@ -1048,10 +1080,10 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         convert(0, 2, dst + 3, src + 3, heads + 3, rope + 3, ld + 3, cs, B, n, hd, 0);
     }
     if (verify) {
-        if (kq) cuda_keep_verify_pair(kq, Qh, nq);
+        if (kq && vqkv) cuda_keep_verify_pair(kq, Qh, nq);
         if (ko) cuda_keep_verify_pair(ko, Oh, nq);
-        if (kk) cuda_keep_verify_pair(kk, Kh, nk);
-        if (kv) cuda_keep_verify_pair(kv, Vh, nk);
+        if (kk && vqkv) cuda_keep_verify_pair(kk, Kh, nk);
+        if (kv && vqkv) cuda_keep_verify_pair(kv, Vh, nk);
     }
     cuda_cudnn_kept_served += (kq != NULL) + (kk != NULL) + (kv != NULL) + (ko != NULL);
     if (kq) Qh = (bf16 *)kq;

@@ -399,6 +399,17 @@ void cuda_bf16_only(const real *x, size_t n, int once);
  * that D, or NULL (read gu's fp32). *bad = 1: gu's fp32 was never written and no D serves this read (another
  * extent or branch, or after keep_bf16(NULL, 0)): the error is recorded, the caller does nothing. */
 const void *cuda_gu_bf16(const float *gu, size_t n, int *bad);
+/* the packed q|k|v product's bf16 D (ops.h bf16_only once = 3; linear.cu qkv_d16): cuda_qkv_d16 gives it for
+ * exactly (x, n) on the branch that wrote it, else NULL; cuda_qkv_d16_done(x) after the attention's forward
+ * read it (x's fp32 stays unwritten: the attention's kept Q | K | V serves the backward);
+ * cuda_qkv_d16_restore(x) writes x's fp32 from it (x = bf16(D) as fp32) and ends it: every other path. No-ops
+ * when no D is recorded for x. cuda_bf16_absent: 1 when [x, x + n) overlaps fp32 never written (a bf16-only
+ * output); cuda_bf16_missing: the same, and then records the error (who reads it) and counts it refused. */
+const void *cuda_qkv_d16(const float *x, size_t n);
+void cuda_qkv_d16_done(const float *x);
+void cuda_qkv_d16_restore(const float *x);
+int cuda_bf16_absent(const float *x, size_t n);
+int cuda_bf16_missing(const float *x, size_t n, const char *who);
 void cuda_keep_released(const void *p, size_t bytes);
 void cuda_keep_before_recording(void);
 /* owned keeps (linear.cu): an op's own bf16 transform of a kept input x, held

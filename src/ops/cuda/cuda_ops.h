@@ -111,6 +111,13 @@ extern unsigned long cuda_bf16_only_elided, cuda_bf16_only_refused;
  * cuda_bf16_gu_written counts such products (tests). */
 int cuda_set_bf16_gu(int on);
 extern unsigned long cuda_bf16_gu_written;
+/* FLOWHN_BF16_QKV (default on; needs FLOWHN_BF16_ONLY on): the packed q|k|v product marked bf16_only once = 3
+ * writes only its bf16 D (into a branch scratch) and cuDNN's forward conversion reads that, rotating in fp32
+ * registers (rope(bf16 x) rounded again: not the switch-off path's bits). Counters (tests):
+ * cuda_bf16_qkv_written (such products), cuda_bf16_qkv_restored (D written back to fp32 because the attention
+ * did not take the cuDNN path that reads it). */
+int cuda_set_bf16_qkv(int on);
+extern unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

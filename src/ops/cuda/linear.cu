@@ -510,8 +510,10 @@ static void shadows_unpin_all(void) {
             }
 }
 /* every bf16-only state ends (keep_bf16(NULL, 0), the start of a recording) */
+static void qkv_rec_end(void);
 static void bf16_only_end(void) {
     shadows_unpin_all();
+    qkv_rec_end();
     n_absent = 0;
     n_only_marks = 0;
 }
@@ -558,7 +560,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     if (!n || !out || precision != MM_BF16) return NULL;
     /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
     int mark = skip && only_on > 0 ? only_mark(out, n) : -1;
-    if (mark >= 0 && only_marks[mark].once == 2) mark = -1;   /* a product's bf16 D (gu_d16), not an op's */
+    if (mark >= 0 && only_marks[mark].once >= 2) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16), not an op's */
     int once = mark >= 0 && only_marks[mark].once;
     if (mark >= 0) only_marks[mark] = only_marks[--n_only_marks];   /* a mark serves its producer once */
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
@@ -1847,6 +1849,92 @@ const void *cuda_gu_bf16(const float *gu, size_t n, int *bad) {
     return NULL;
 }
 
+/* ---- the packed q|k|v product's bf16 D (ops.h bf16_only once = 3; FLOWHN_BF16_QKV=0 off) ----
+ * qkv [rows, P] is read only by the next attention_rope_fwd (its q, k, v windows) and that layer's
+ * attention_rope_bwd. Its kept buffer is not a home for D: cuDNN's forward takes it (an owned keep) for the
+ * rotated Q | K | V, dense per tensor, another layout. So D goes to a branch scratch (one a branch, reused
+ * by every layer: written by the product, read by the attention's conversion right after) and one record
+ * says where. attention_cudnn_fwd converts from it (cuda_qkv_d16, then cuda_qkv_d16_done after cuDNN ran);
+ * every other path first writes qkv's fp32 back from D (cuda_qkv_d16_restore: qkv = bf16(D) as fp32, the
+ * same values the bf16 path reads), so no fallback ever reads unwritten memory. Until then qkv's fp32 is
+ * listed absent (a product reading it fails) and, verifying, NaN. Not the same bits as the switch off
+ * (rope(bf16 x) rounded again, a double rounding): its own switch, its A/B at the bf16 bounds. */
+static int qkv_on = -1;
+unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
+int cuda_set_bf16_qkv(int on) { return env_switch(&qkv_on, "FLOWHN_BF16_QKV", 1, on); }
+static struct {
+    const float *x;   /* NULL: no record */
+    size_t n;
+    int branch;
+    __nv_bfloat16 *d;
+} qkv_rec;
+static BranchScratch qkv_scratch;
+static void qkv_rec_end(void) { qkv_rec.x = NULL; }
+static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
+    size_t n = (size_t)N * OC;
+    int mk = n_only_marks ? only_mark(out, n) : -1;
+    if (mk < 0 || only_marks[mk].once != 3) return 0;
+    only_marks[mk] = only_marks[--n_only_marks];   /* a mark serves its producer once */
+    if (!cuda_set_bf16_qkv(-1) || b || !wo || !io || qkv_rec.x) return 0;   /* one record at a time */
+    size_t bytes = n * sizeof(__nv_bfloat16);
+    /* a growth during recording would free memory a recorded graph uses: fp32 as always instead */
+    if (cuda_capturing() && qkv_scratch.cap[cuda_branch()] < bytes) return 0;
+    __nv_bfloat16 *d = (__nv_bfloat16 *)cuda_branch_scratch(&qkv_scratch, bytes, "the q|k|v product's bf16 D");
+    if (!d) return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    /* out's fp32 is, for every rounding of it, rewritten (and, verifying, NaN) */
+    unsigned long before = cuda_epoch;
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
+    bf16_only_poison(out, n);
+    own_launch_done(before, out, n * sizeof(float));
+    absent_add(out, n);
+    qkv_rec.x = out;
+    qkv_rec.n = n;
+    qkv_rec.branch = cuda_branch();
+    qkv_rec.d = d;
+    cuda_bf16_only_elided++;
+    cuda_bf16_qkv_written++;
+    return 1;
+}
+const void *cuda_qkv_d16(const float *x, size_t n) {
+    if (!qkv_rec.x || qkv_rec.x != x || qkv_rec.n != n || qkv_rec.branch != cuda_branch()) return NULL;
+    return qkv_rec.d;
+}
+void cuda_qkv_d16_done(const float *x) {
+    if (qkv_rec.x == x) qkv_rec_end();   /* read: the fp32 stays absent (the attention's keep serves on) */
+}
+__global__ void qkv_restore_kernel(float *out, const __nv_bfloat16 *d, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __bfloat162float(d[i]);
+}
+void cuda_qkv_d16_restore(const float *x) {
+    if (!qkv_rec.x || qkv_rec.x != x) return;
+    if (qkv_rec.branch != cuda_branch()) {   /* the scratch is another stream's: no ordering with it here */
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "the q|k|v product's bf16 D is read on another branch than the one that "
+                          "wrote it: the op contract (ops.h bf16_only, once = 3) was broken", __FILE__, __LINE__);
+        qkv_rec_end();
+        return;
+    }
+    unsigned long before = cuda_epoch;
+    __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
+    qkv_restore_kernel<<<grid_for(qkv_rec.n, 256), 256, 0, cuda_stream()>>>((float *)x, qkv_rec.d, qkv_rec.n);
+    CUDA_LAUNCHED();
+    own_launch_done(before, x, qkv_rec.n * sizeof(float));   /* written whole: no longer absent */
+    cuda_bf16_qkv_restored++;
+    qkv_rec_end();
+}
+int cuda_bf16_absent(const float *x, size_t n) { return n_absent && x && n && absent_overlaps(x, n); }
+int cuda_bf16_missing(const float *x, size_t n, const char *who) {
+    if (!n_absent || !x || !n || !absent_overlaps(x, n)) return 0;
+    cuda_bf16_only_refused++;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s reads fp32 values that were never written (a bf16-only output): the op contract "
+             "(ops.h bf16_only) was broken", who);
+    cuda_record_error("bf16_only", msg, __FILE__, __LINE__);
+    return 1;
+}
+
 /* scratch slots: 0 the weight, 1 the input activation, 2 the output gradient */
 void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, int N, int IC, int OC) {
     if (N <= 0) return;
@@ -1855,7 +1943,7 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
         return;
     }
     const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
-    if (gu_d16(out, wo, io, b, N, IC, OC)) {
+    if (gu_d16(out, wo, io, b, N, IC, OC) || qkv_d16(out, wo, io, b, N, IC, OC)) {
         fh_count_macs((uint64_t)N * IC * OC);
         return;
     }
