@@ -34,7 +34,10 @@ static double conv_loss(void *u) {
     free(out);
     return L;
 }
-static ConvFwd conv_plain = cpu_conv1d_fwd, conv_silu = cpu_conv1d_silu_fwd;
+static void conv_silu_dense(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+    cpu_conv1d_silu_fwd(out, x, w, b, B, n, C, K, C);
+}
+static ConvFwd conv_plain = cpu_conv1d_fwd, conv_silu = conv_silu_dense;
 
 /* the inputs of one check (c_x, c_w, c_R, c_b) and zeroed gradients */
 static void conv_setup(ConvShape s, int with_bias, real **dx, real **dw, real **db) {
@@ -72,7 +75,7 @@ static void check_conv_silu(ConvShape s, int with_bias) {
     size_t N = (size_t)s.B * s.n * s.C;
     real *dx, *dw, *db;
     conv_setup(s, with_bias, &dx, &dw, &db);
-    cpu_conv1d_silu_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, c_b, s.B, s.n, s.C, s.K, FH_OVERWRITE);
+    cpu_conv1d_silu_bwd(dx, dw, with_bias ? db : NULL, c_R, c_x, c_w, c_b, s.B, s.n, s.C, s.K, FH_OVERWRITE, s.C);
     CHECK(gradcheck("conv1d_silu dx", conv_loss, &conv_silu, c_x, dx, N, 200, EPS) < BOUND, "dx");
     CHECK(gradcheck("conv1d_silu dw", conv_loss, &conv_silu, c_w, dw, (size_t)s.C * s.K, 200, EPS) < BOUND, "dw");
     if (with_bias) CHECK(gradcheck("conv1d_silu db", conv_loss, &conv_silu, c_b, db, s.C, 200, EPS) < BOUND, "db");

@@ -85,7 +85,7 @@ static double grms_loss(void *u) {
     (void)u;
     size_t NC = (size_t)gN * gC;
     real *out = malloc(sizeof(real) * NC), *rstd = malloc(sizeof(real) * gN);
-    cpu_gated_rmsnorm_fwd(out, rstd, g_y, g_z, g_w, gN, gC, GEPS);
+    cpu_gated_rmsnorm_fwd(out, rstd, g_y, g_z, g_w, gN, gC, GEPS, gC);
     double L = dot(out, g_R, NC);
     free(out); free(rstd);
     return L;
@@ -96,13 +96,13 @@ static void test_gated_rmsnorm(void) {
     size_t NC = (size_t)gN * gC;
     g_y = rnd(NC, -1, 1); g_z = rnd(NC, -3, 3); g_w = rnd(gC, 0.5, 1.5); g_R = rnd(NC, -1, 1);
     real *out = zeros(NC), *rstd = zeros(gN), *dy = zeros(NC), *dz = zeros(NC), *dw = zeros(gC);
-    cpu_gated_rmsnorm_fwd(out, rstd, g_y, g_z, g_w, gN, gC, GEPS);
-    cpu_gated_rmsnorm_bwd(dy, dz, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC);
+    cpu_gated_rmsnorm_fwd(out, rstd, g_y, g_z, g_w, gN, gC, GEPS, gC);
+    cpu_gated_rmsnorm_bwd(dy, dz, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC, gC);
     CHECK(gradcheck("gated_rmsnorm dy", grms_loss, NULL, g_y, dy, NC, 400, EPS) < BOUND, "dy");
     CHECK(gradcheck("gated_rmsnorm dz", grms_loss, NULL, g_z, dz, NC, 400, EPS) < BOUND, "dz");
     CHECK(gradcheck("gated_rmsnorm dw", grms_loss, NULL, g_w, dw, gC, 400, EPS) < BOUND, "dw");
     real w0 = dw[3], y0 = dy[5];
-    cpu_gated_rmsnorm_bwd(NULL, NULL, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC);
+    cpu_gated_rmsnorm_bwd(NULL, NULL, dw, g_R, g_y, g_z, g_w, rstd, gN, gC, FH_ACC, gC);
     CHECK(fabs(dw[3] - 2 * w0) < 1e-12 && dy[5] == y0, "backward accumulates, NULL skipped");
     real *bufs[] = {g_y, g_z, g_w, g_R, out, rstd, dy, dz, dw};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);

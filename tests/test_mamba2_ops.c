@@ -122,7 +122,7 @@ static void test_gated_rmsnorm(void) {
     real *y = rnd(NC, -2, 2), *z = rnd(NC, -4, 4), *w = rnd(C, 0.5, 1.5);
     real *out = malloc(sizeof(real) * NC), *rstd = malloc(sizeof(real) * N);
     double *ref = malloc(sizeof(double) * NC), *rref = malloc(sizeof(double) * N);
-    cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, eps);
+    cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, eps, C);
     for (int i = 0; i < N; i++) {
         double ss = 0;
         for (int c = 0; c < C; c++) {

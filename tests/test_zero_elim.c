@@ -92,12 +92,12 @@ static void ops_overwrite(void) {
         cpu_rmsnorm_bwd(a, dw, dout, x, w, rstd, N, C, FH_ACC);
         cpu_rmsnorm_bwd(b, dw, dout, x, w, rstd, N, C, FH_OVERWRITE);
         SAME("rmsnorm dx", a, b, n);
-        cpu_gated_rmsnorm_fwd(out, rstd, x, z, w, N, C, (real)1e-5);
+        cpu_gated_rmsnorm_fwd(out, rstd, x, z, w, N, C, (real)1e-5, C);
         real *a2 = filled(n, 0), *b2 = filled(n, NaN);
         memset(a, 0, sizeof(real) * n);
         for (size_t i = 0; i < n; i++) b[i] = NaN;
-        cpu_gated_rmsnorm_bwd(a, a2, dw, dout, x, z, w, rstd, N, C, FH_ACC);
-        cpu_gated_rmsnorm_bwd(b, b2, dw, dout, x, z, w, rstd, N, C, FH_OVERWRITE);
+        cpu_gated_rmsnorm_bwd(a, a2, dw, dout, x, z, w, rstd, N, C, FH_ACC, C);
+        cpu_gated_rmsnorm_bwd(b, b2, dw, dout, x, z, w, rstd, N, C, FH_OVERWRITE, C);
         SAME("gated rmsnorm dy", a, b, n);
         SAME("gated rmsnorm dz", a2, b2, n);
         free(x); free(z); free(w); free(dout); free(out); free(rstd); free(dw); free(a); free(b); free(a2); free(b2);
@@ -165,16 +165,16 @@ static void ops_overwrite(void) {
             real *dwa = filled(kw, 0), *dba = filled(C, 0), *dwb = filled(kw, 0), *dbb = filled(C, 0);
             cpu_conv1d_fwd(pre, x, w, bv, B, n, C, K);
             cpu_silu_fwd(act, pre, k);
-            cpu_conv1d_silu_fwd(fo, x, w, bv, B, n, C, K);
+            cpu_conv1d_silu_fwd(fo, x, w, bv, B, n, C, K, C);
             SAME("conv1d_silu out vs conv1d + silu", act, fo, k);
             cpu_silu_bwd(dpre, dout, pre, k, FH_OVERWRITE);
             cpu_conv1d_bwd(a, dwa, dba, dpre, x, w, B, n, C, K, FH_OVERWRITE);
-            cpu_conv1d_silu_bwd(b, dwb, dbb, dout, x, w, bv, B, n, C, K, FH_OVERWRITE);
+            cpu_conv1d_silu_bwd(b, dwb, dbb, dout, x, w, bv, B, n, C, K, FH_OVERWRITE, C);
             SAME("conv1d_silu dx vs composition", a, b, k);
             SAME("conv1d_silu dw vs composition", dwa, dwb, kw);
             SAME("conv1d_silu db vs composition", dba, dbb, (size_t)C);
             for (size_t j = 0; j < k; j++) c[j] = 0;
-            cpu_conv1d_silu_bwd(c, NULL, NULL, dout, x, w, bv, B, n, C, K, FH_ACC);
+            cpu_conv1d_silu_bwd(c, NULL, NULL, dout, x, w, bv, B, n, C, K, FH_ACC, C);
             SAME("conv1d_silu dx acc into 0 vs overwrite", c, b, k);
             free(x); free(w); free(bv); free(dout); free(pre); free(act); free(fo); free(dpre);
             free(a); free(b); free(c); free(dwa); free(dba); free(dwb); free(dbb);
@@ -231,13 +231,19 @@ static void ops_overwrite(void) {
 
 /* ---- whole steps against the reference mode ---- */
 
+/* 1: the reference runs the fused conv1d_silu op too, so that both models run Mamba-2's in_proj as one
+ * packed product (model.c m2_packed needs the fused conv: the only conv op with a row stride); 0: the
+ * reference composes conv1d + silu, and both models run the three separate in_proj products */
+static int ref_conv_fused;
+
 static int new_model(Model *m, const Config *c, int zero_first, int poison) {
     if (model_create(m, c, &cpu_ops) || model_init_params(m, 7)) return -1;
     m->zero_first = zero_first;
     m->poison_acts = poison;
     /* the reference also composes conv1d + silu where the model under test
      * runs the fused conv1d_silu ops (ops.h): they must give the same bits */
-    m->unfused_conv_silu = zero_first;
+    m->unfused_conv_silu = zero_first && !ref_conv_fused;
+    m->unfused_inproj = !ref_conv_fused;
     /* and rope + attention as separate ops where the model under test runs the
      * attention_rope ops (the CPU's composition: the same bits) */
     m->unfused_attn_rope = zero_first;
@@ -293,6 +299,20 @@ static void steps_every_architecture(void) {
     }
 }
 
+/* Mamba-2's packed in_proj (the default) in the reference mode: its gradient buffer's three writers
+ * (gated norm, conv, the dt copy) cover every column (poisoned activations) and overwrite as the
+ * reference accumulates; every architecture (those without Mamba-2 as before) */
+static void steps_packed_inproj(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    ref_conv_fused = 1;
+    for (int i = 0; i < n_tiny_specs; i++) {
+        step_matches(&tiny_specs[i], 2, 24, 1);
+        step_matches(&tiny_specs[i], 2, 24, 0);
+        step_matches(&tiny_specs[i], 3, 77, 1);
+    }
+    ref_conv_fused = 0;
+}
+
 /* longer sequences: several Mamba chunks, FlowHN splits with many tokens, T not a multiple of anything */
 static void steps_longer(void) {
     if (omp_get_max_threads() > 2) omp_set_num_threads(2);
@@ -304,7 +324,7 @@ static void steps_longer(void) {
  * backward's input gradients sum over K in one product instead of accumulating two or three, so the
  * loss may differ by rounding and the gradients by fp32 rounding: relative L2 of the whole gradient
  * < 1e-5, and each tensor's worst element < 1e-4 of that tensor's largest */
-static void fuse_proj_close(void) {
+static void fused_close(int inproj) {
     if (omp_get_max_threads() > 2) omp_set_num_threads(2);
     for (int i = 0; i < n_tiny_specs; i++) {
         const TinySpec *sp = &tiny_specs[i];
@@ -314,8 +334,13 @@ static void fuse_proj_close(void) {
         tiny_batch(tok, tgt, B, T, V, 5);
         Model old, m;
         int ok = !new_model(&old, &c, 0, 0) && !new_model(&m, &c, 0, 1);
-        old.unfused_proj = 1;
-        m.unfused_proj = 0;
+        if (inproj) {
+            old.unfused_inproj = 1;
+            m.unfused_inproj = 0;
+        } else {
+            old.unfused_proj = 1;
+            m.unfused_proj = 0;
+        }
         ok = ok && !one_step(&old, tok, tgt, B, T, 1) && !one_step(&m, tok, tgt, B, T, 1);
         CHECK(ok, "%s: %s", sp->name, fh_last_error());
         if (ok) {
@@ -348,6 +373,76 @@ static void fuse_proj_close(void) {
     }
 }
 
+static void fuse_proj_close(void) { fused_close(0); }
+/* Mamba-2's in_proj as one product (Model.unfused_inproj 0, the default) against three (FLOWHN_FUSE_INPROJ=0):
+ * the same bounds and reasons as fuse_proj_close (one dgrad over K = E + CX + nh instead of three accumulated);
+ * every tiny architecture, those without a Mamba-2 mixer as a control (identical) */
+static void fuse_inproj_close(void) { fused_close(1); }
+
+/* the ops with a row stride (ldz, ldx: a column window of a packed buffer) give the dense op's bits, and
+ * leave the window's other columns alone */
+static void strided_ops_same(void) {
+    int N = 13, C = 12, pad = 7, ld = C + pad, B = 2, n = 9, K = 4, R = B * n;
+    real *y = rnd((size_t)(N * C), -1, 1), *w = rnd((size_t)(C), -1, 1), *dout = rnd((size_t)(N * C), -1, 1), *z = rnd((size_t)(N * C), -1, 1), *zs = filled((size_t)N * ld, NAN);
+    for (int i = 0; i < N; i++) memcpy(zs + (size_t)i * ld + 3, z + (size_t)i * C, sizeof(real) * C);
+    real *o1 = filled(N * C, 0), *o2 = filled(N * C, 0), *r1 = filled(N, 0), *r2 = filled(N, 0);
+    cpu_gated_rmsnorm_fwd(o1, r1, y, z, w, N, C, (real)1e-5, C);
+    cpu_gated_rmsnorm_fwd(o2, r2, y, zs + 3, w, N, C, (real)1e-5, ld);
+    SAME("gated rmsnorm out, strided z", o1, o2, (size_t)N * C);
+    SAME("gated rmsnorm rstd, strided z", r1, r2, (size_t)N);
+    for (int acc = 0; acc < 2; acc++) {
+        real *dy1 = filled(N * C, acc ? 0.5f : NAN), *dy2 = filled(N * C, acc ? 0.5f : NAN);
+        real *dz1 = filled(N * C, acc ? 0.25f : NAN), *dzs = filled((size_t)N * ld, acc ? 0.25f : NAN);
+        real *dw1 = filled(C, 0), *dw2 = filled(C, 0), *dz2 = filled(N * C, 0);
+        cpu_gated_rmsnorm_bwd(dy1, dz1, dw1, dout, y, z, w, r1, N, C, acc ? FH_ACC : FH_OVERWRITE, C);
+        cpu_gated_rmsnorm_bwd(dy2, dzs + 3, dw2, dout, y, zs + 3, w, r1, N, C, acc ? FH_ACC : FH_OVERWRITE, ld);
+        int untouched = 1;
+        for (int i = 0; i < N; i++) {
+            memcpy(dz2 + (size_t)i * C, dzs + (size_t)i * ld + 3, sizeof(real) * C);
+            for (int c = 0; c < ld; c++)
+                if (c < 3 || c >= 3 + C) {
+                    real v = dzs[(size_t)i * ld + c];
+                    untouched &= acc ? v == 0.25f : v != v;
+                }
+        }
+        SAME("gated rmsnorm dy, strided z", dy1, dy2, (size_t)N * C);
+        SAME("gated rmsnorm dz, strided", dz1, dz2, (size_t)N * C);
+        SAME("gated rmsnorm dw, strided z", dw1, dw2, (size_t)C);
+        CHECK(untouched, "gated rmsnorm bwd wrote outside dz's window (acc %d)", acc);
+        free(dy1); free(dy2); free(dz1); free(dzs); free(dw1); free(dw2); free(dz2);
+    }
+    real *x = rnd((size_t)(R * C), -1, 1), *xs = filled((size_t)R * ld, NAN), *cw = rnd((size_t)(C * K), -1, 1), *cb = rnd((size_t)(C), -1, 1);
+    real *dc = rnd((size_t)(R * C), -1, 1);
+    for (int i = 0; i < R; i++) memcpy(xs + (size_t)i * ld + 5, x + (size_t)i * C, sizeof(real) * C);
+    real *f1 = filled(R * C, 0), *f2 = filled(R * C, 0);
+    cpu_conv1d_silu_fwd(f1, x, cw, cb, B, n, C, K, C);
+    cpu_conv1d_silu_fwd(f2, xs + 5, cw, cb, B, n, C, K, ld);
+    SAME("conv1d_silu out, strided x", f1, f2, (size_t)R * C);
+    for (int acc = 0; acc < 2; acc++) {
+        real *dx1 = filled(R * C, acc ? 0.5f : NAN), *dxs = filled((size_t)R * ld, acc ? 0.5f : NAN);
+        real *dx2 = filled(R * C, 0), *dw1 = filled(C * K, 0), *dw2 = filled(C * K, 0);
+        real *db1 = filled(C, 0), *db2 = filled(C, 0);
+        cpu_conv1d_silu_bwd(dx1, dw1, db1, dc, x, cw, cb, B, n, C, K, acc ? FH_ACC : FH_OVERWRITE, C);
+        cpu_conv1d_silu_bwd(dxs + 5, dw2, db2, dc, xs + 5, cw, cb, B, n, C, K, acc ? FH_ACC : FH_OVERWRITE, ld);
+        int untouched = 1;
+        for (int i = 0; i < R; i++) {
+            memcpy(dx2 + (size_t)i * C, dxs + (size_t)i * ld + 5, sizeof(real) * C);
+            for (int c = 0; c < ld; c++)
+                if (c < 5 || c >= 5 + C) {
+                    real v = dxs[(size_t)i * ld + c];
+                    untouched &= acc ? v == 0.5f : v != v;
+                }
+        }
+        SAME("conv1d_silu dx, strided", dx1, dx2, (size_t)R * C);
+        SAME("conv1d_silu dw, strided x", dw1, dw2, (size_t)C * K);
+        SAME("conv1d_silu db, strided x", db1, db2, (size_t)C);
+        CHECK(untouched, "conv1d_silu bwd wrote outside dx's window (acc %d)", acc);
+        free(dx1); free(dxs); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
+    }
+    free(y); free(w); free(dout); free(z); free(zs); free(o1); free(o2); free(r1); free(r2);
+    free(x); free(xs); free(cw); free(cb); free(dc); free(f1); free(f2);
+}
+
 /* the comparison can fail: one ulp in one gradient is found */
 static void comparison_detects(void) {
     real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
@@ -361,6 +456,9 @@ int main(void) {
     RUN(comparison_detects);
     RUN(steps_every_architecture);
     RUN(steps_longer);
+    RUN(steps_packed_inproj);
     RUN(fuse_proj_close);
+    RUN(strided_ops_same);
+    RUN(fuse_inproj_close);
     TEST_SUMMARY();
 }

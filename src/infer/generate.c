@@ -363,7 +363,7 @@ static void mamba2_step(Generator *g, const Mamba2W *w, SsmState *s, const real 
     o->silu_fwd(g->xc, g->conv, (size_t)B * CX);
     o->ssd_step(g->ys, s->h, g->xc, g->dtraw, P(w->dt_bias), P(w->A_log), P(w->D), B, nh, c->m2_headdim,
                 c->m2_ngroups, c->m2_d_state);
-    o->gated_rmsnorm_fwd(g->zn, g->rstd, g->ys, g->z, P(w->gate_norm), B, E, (real)c->norm_eps);
+    o->gated_rmsnorm_fwd(g->zn, g->rstd, g->ys, g->z, P(w->gate_norm), B, E, (real)c->norm_eps, E);
     linear_res(g, out, g->zn, P(w->out_proj), res, B, E, H);
 }
 

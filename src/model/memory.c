@@ -82,9 +82,10 @@ static int dry_attention_rope_bwd(real *dq, real *dk, real *dv, const real *d, c
 static void dry_conv1d_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
 static void dry_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, int B, int n,
                            int C, int K, int acc) {}
-static void dry_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K) {}
+static void dry_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int B, int n, int C, int K,
+                                int ldx) {}
 static void dry_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w,
-                                const real *b, int B, int n, int C, int K, int acc) {}
+                                const real *b, int B, int n, int C, int K, int acc, int ldx) {}
 static void dry_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                          const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L) {}
 static void dry_scan_bwd(real *dx, real *ddt, real *dA, real *dB, real *dC, real *dD, real *dz, const real *dy,
@@ -95,9 +96,10 @@ static void dry_ssd_fwd(real *y, real *st, const real *xbc, const real *dt, cons
 static void dry_ssd_bwd(real *dxbc, real *ddt, real *ddtb, real *dA, real *dD, const real *dy, const real *st,
                         const real *xbc, const real *dt, const real *dtb, const real *A, const real *D, int B, int n,
                         int nh, int P, int G, int N, int L, int acc) {}
-static void dry_gated_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real eps) {}
+static void dry_gated_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real eps,
+                          int ldz) {}
 static void dry_gated_bwd(real *dy, real *dz, real *dw, const real *d, const real *y, const real *z, const real *w,
-                          const real *r, int N, int C, int acc) {}
+                          const real *r, int N, int C, int acc, int ldz) {}
 static void dry_select(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0) {}
 static void dry_scatter_bwd(real *o, const real *i, const int *idx, int B, int T, int n, int C, int ld, int c0, int acc) {}
 static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}

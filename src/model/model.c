@@ -31,8 +31,10 @@ typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
-typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_rstd;
-                 real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn; } M2Acts;
+/* zxd, dzxd: the packed in_proj output and its gradient [N, E + CX + nh] (m2_packed); then z,
+ * xbc_pre (dz, dxbc_pre) are not allocated: the ops read their column windows in place */
+typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_rstd, *zxd;
+                 real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn, *dzxd; } M2Acts;
 typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act, *gu;
                  real *dv, *dg, *dup, *dact, *dgu;
                  int packed;   /* the forward ran one gate|up product into gu (mlp_packed) */
@@ -418,7 +420,7 @@ static int mamba1_fwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     o->linear_fwd(a->xm, u, W(w->in_proj), NULL, (int)N, H, E);
     o->linear_fwd(a->zm, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, E);
     if (fuse) {
-        o->conv1d_silu_fwd(a->xc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
+        o->conv1d_silu_fwd(a->xc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K, E);
     } else {
         o->conv1d_fwd(a->xconv, a->xm, W(w->conv_w), W(w->conv_b), B, n, E, K);
         o->silu_fwd(a->xc, a->xconv, N * E);
@@ -471,7 +473,7 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
                   W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S, FH_ACC);
     if (fuse) {
         o->conv1d_silu_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E,
-                           K, FIRST);
+                           K, FIRST, E);
     } else {
         o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E, FIRST);
         o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K, FIRST);
@@ -485,31 +487,54 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
 /* ------------------------------------------------------------------------ */
 /* Mamba-2 mixer (SSD, gated RMSNorm)                                        */
 
+/* Mamba-2's in_proj as ONE product (perf-notes, fuse-inproj; Model.unfused_inproj: FLOWHN_FUSE_INPROJ=0
+ * keeps three): its rows z [0, E), x|B|C [E, E+CX), dt [E+CX, E+CX+nh) are one [E+CX+nh, H] weight, so
+ * the product writes zxd [N, E+CX+nh] (z | x|B|C | dt in each row); the gated norm reads z and the conv
+ * x|B|C as column windows (ops.h row strides ldz, ldx) and write dz, dx|B|C into dzxd alike; dt is
+ * copied out to a dense [N, nh] (and its gradient back: copy_rows), nh = 24 columns, a few hundred
+ * kilobytes, so the SSD kernels keep their dense dt. One backward product (K = E+CX+nh) gives du and
+ * the whole weight gradient: no accumulation of du over three products, no 24-wide products. Needs the
+ * fused conv + SiLU op (the only conv op with a stride) and copy_rows; not in the prefill (its cache
+ * takes x|B|C as a dense tensor). */
+static int m2_packed(const Model *m) {
+    return !m->unfused_inproj && !m->prefilling && conv_silu_fused(m) && m->ops->copy_rows;
+}
+
 static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const real *u, real *out) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), P = c->m2_headdim;
     int G_ = c->m2_ngroups, Ns = c->m2_d_state, L = c->m2_chunk_size, K = c->d_conv;
-    int CX = E + 2 * G_ * Ns, nchunks = (n + L - 1) / L;
+    int CX = E + 2 * G_ * Ns, nchunks = (n + L - 1) / L, PW = E + CX + nh;
     size_t N = (size_t)B * n;
-    int fuse = conv_silu_fused(m);
-    ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); ENS(a->dtr, N * nh);
+    int fuse = conv_silu_fused(m), packed = m2_packed(m);
+    if (packed) ENS(a->zxd, N * PW);
+    else { ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); }
+    ENS(a->dtr, N * nh);
     if (!fuse) ENS(a->xbc_conv, N * CX);
     ENS(a->xbc, N * CX); ENS(a->y, N * E); ENS(a->states, (size_t)B * (nchunks + 1) * nh * P * Ns);
     ENS(a->yn, N * E); ENS(a->g_rstd, N);
     /* in_proj rows: z [0, E), x|B|C [E, E+CX), dt [E+CX, E+CX+nh) */
-    o->linear_fwd(a->z, u, W(w->in_proj), NULL, (int)N, H, E);
-    o->linear_fwd(a->xbc_pre, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, CX);
-    o->linear_fwd(a->dtr, u, W(w->in_proj) + (size_t)(E + CX) * H, NULL, (int)N, H, nh);
+    const real *z = a->z, *xbc_pre = a->xbc_pre;
+    int ld = E, ldx = CX;   /* z's and x|B|C's row strides */
+    if (packed) {
+        o->linear_fwd(a->zxd, u, W(w->in_proj), NULL, (int)N, H, PW);
+        z = a->zxd; xbc_pre = a->zxd + E; ld = ldx = PW;
+        o->copy_rows(a->dtr, nh, a->zxd + E + CX, PW, (int)N, nh);
+    } else {
+        o->linear_fwd(a->z, u, W(w->in_proj), NULL, (int)N, H, E);
+        o->linear_fwd(a->xbc_pre, u, W(w->in_proj) + (size_t)E * H, NULL, (int)N, H, CX);
+        o->linear_fwd(a->dtr, u, W(w->in_proj) + (size_t)(E + CX) * H, NULL, (int)N, H, nh);
+    }
     if (fuse) {
-        o->conv1d_silu_fwd(a->xbc, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
+        o->conv1d_silu_fwd(a->xbc, xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K, ldx);
     } else {
         o->conv1d_fwd(a->xbc_conv, a->xbc_pre, W(w->conv_w), W(w->conv_b), B, n, CX, K);
         o->silu_fwd(a->xbc, a->xbc_conv, N * CX);
     }
     o->ssd_fwd(a->y, a->states, a->xbc, a->dtr, W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L);
     keep_bf16(m, a->yn, N * E);   /* out_proj's input, again in its backward (the norm writes the rounding) */
-    o->gated_rmsnorm_fwd(a->yn, a->g_rstd, a->y, a->z, W(w->gate_norm), (int)N, E, (real)c->norm_eps);
+    o->gated_rmsnorm_fwd(a->yn, a->g_rstd, a->y, z, W(w->gate_norm), (int)N, E, (real)c->norm_eps, ld);
     o->linear_fwd(out, a->yn, W(w->out_proj), NULL, (int)N, E, H);
     return 0;
 }
@@ -521,28 +546,40 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     const Ops *o = m->ops;
     int H = c->hidden_size, E = cfg_m2_E(c), nh = cfg_m2_heads(c), P = c->m2_headdim;
     int G_ = c->m2_ngroups, Ns = c->m2_d_state, L = c->m2_chunk_size, K = c->d_conv;
-    int CX = E + 2 * G_ * Ns;
+    int CX = E + 2 * G_ * Ns, PW = E + CX + nh;
     size_t N = (size_t)B * n;
-    ENS(a->dyn, N * E); ENS(a->dy, N * E); ENS(a->dz, N * E); ENS(a->dxbc, N * CX);
-    int fuse = conv_silu_fused(m);
-    ENS(a->dxbc_pre, N * CX); ENS(a->ddtr, N * nh);
+    int fuse = conv_silu_fused(m), packed = m2_packed(m);
+    ENS(a->dyn, N * E); ENS(a->dy, N * E); ENS(a->dxbc, N * CX); ENS(a->ddtr, N * nh);
+    if (packed) ENS(a->dzxd, N * PW);
+    else { ENS(a->dz, N * E); ENS(a->dxbc_pre, N * CX); }
     if (!fuse) ENS(a->dxbc_conv, N * CX);
-    REF_ZERO(a->dyn, N * E); REF_ZERO(a->dy, N * E); REF_ZERO(a->dz, N * E); REF_ZERO(a->dxbc, N * CX);
+    REF_ZERO(a->dyn, N * E); REF_ZERO(a->dy, N * E); REF_ZERO(a->dxbc, N * CX);
     if (!fuse) REF_ZERO(a->dxbc_conv, N * CX);
-    REF_ZERO(a->dxbc_pre, N * CX); REF_ZERO(a->ddtr, N * nh);
-    /* every buffer here has one writer */
+    REF_ZERO(a->ddtr, N * nh);
+    if (packed) REF_ZERO(a->dzxd, N * PW);
+    else { REF_ZERO(a->dz, N * E); REF_ZERO(a->dxbc_pre, N * CX); }
+    /* the packed path's windows (mamba2_fwd): z, x|B|C in zxd, their gradients in dzxd */
+    const real *z = packed ? a->zxd : a->z, *xbc_pre = packed ? a->zxd + E : a->xbc_pre;
+    real *dz = packed ? a->dzxd : a->dz, *dxbc_pre = packed ? a->dzxd + E : a->dxbc_pre;
+    int ld = packed ? PW : E, ldx = packed ? PW : CX;
+    /* every buffer here has one writer (dzxd: three, each its own columns) */
     o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
-    o->gated_rmsnorm_bwd(a->dy, a->dz, G(w->gate_norm), a->dyn, a->y, a->z, W(w->gate_norm), a->g_rstd, (int)N, E,
-                         FIRST);
+    o->gated_rmsnorm_bwd(a->dy, dz, G(w->gate_norm), a->dyn, a->y, z, W(w->gate_norm), a->g_rstd, (int)N, E,
+                         FIRST, ld);
     o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,
                W(w->dt_bias), W(w->A_log), W(w->D), B, n, nh, P, G_, Ns, L, FIRST);
     if (fuse) {
-        o->conv1d_silu_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc, a->xbc_pre, W(w->conv_w),
-                           W(w->conv_b), B, n, CX, K, FIRST);
+        o->conv1d_silu_bwd(dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc, xbc_pre, W(w->conv_w),
+                           W(w->conv_b), B, n, CX, K, FIRST, ldx);
     } else {
         o->silu_bwd(a->dxbc_conv, a->dxbc, a->xbc_conv, N * CX, FIRST);
         o->conv1d_bwd(a->dxbc_pre, G(w->conv_w), G(w->conv_b), a->dxbc_conv, a->xbc_pre, W(w->conv_w), B, n, CX,
                       K, FIRST);
+    }
+    if (packed) {   /* ddtr into its columns: copy_rows overwrites, so under zero_first too (REF_ZERO above) */
+        o->copy_rows(a->dzxd + E + CX, PW, a->ddtr, nh, (int)N, nh);
+        o->linear_bwd(du, G(w->in_proj), NULL, a->dzxd, u, W(w->in_proj), (int)N, H, PW, acc);
+        return 0;
     }
     o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E, acc);
     o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
@@ -909,6 +946,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_split = sf && !strcmp(sf, "0");
     const char *fp = getenv("FLOWHN_FUSE_PROJ");
     m->unfused_proj = fp && !strcmp(fp, "0");
+    const char *fi = getenv("FLOWHN_FUSE_INPROJ");
+    m->unfused_inproj = fi && !strcmp(fi, "0");
     if (layout_build(&m->layout, c)) return -1;
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);

@@ -82,6 +82,9 @@ typedef struct {
      * adjacent stacked weights where valid (self-attention; ops.h swiglu_packed_*), its outputs packed
      * in rows and read with a row stride (perf-notes, fuse-proj) */
     int unfused_proj;
+    /* 1: Mamba-2's in_proj as three products z, x|B|C, dt (FLOWHN_FUSE_INPROJ=0); 0: one product, its
+     * outputs packed in rows and read with a row stride (model.c m2_packed; perf-notes, fuse-inproj) */
+    int unfused_inproj;
     int prefilling;   /* set by model_prefill while it runs (its caches take the stored rotated keys) */
 } Model;
 

@@ -140,10 +140,16 @@ typedef struct Ops {
      * and b (it reads x for dw anyway), which saves writing and reading one
      * [B, n, C] tensor per layer. dout is out's gradient; dx, dw, db are
      * conv1d_bwd's for the gradient dout * silu'(conv1d(x)). The same values
-     * as the composition (CPU: the same bits). ---- */
-    void (*conv1d_silu_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
+     * as the composition (CPU: the same bits).
+     * Row stride ldx (>= C) of x and dx: token (b, t) of x starts at x + (b*n + t)*ldx,
+     * so x may be a column window of a packed buffer (Mamba-2's x|B|C in the one in_proj
+     * product's output [rows, E + CX + nh], dx in its gradient: model.c mamba2_fwd,
+     * perf-notes fuse-inproj); only dx's own C columns are written. out, dout dense. ---- */
+    void (*conv1d_silu_fwd)(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K,
+                            int ldx);
     void (*conv1d_silu_bwd)(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
-                            const real *b, int B, int n, int C, int K, int acc);   /* acc: dx's */
+                            const real *b, int B, int n, int C, int K, int acc,   /* acc: dx's */
+                            int ldx);
 
     /* ---- Mamba-1 selective scan, fused with softplus, D skip and SiLU(z) gate.
      * x, z, dt_raw [B, n, E]; Bm, Cm [B, n, S]; A_log [E, S]; D [E].
@@ -185,12 +191,16 @@ typedef struct Ops {
                     int acc);   /* acc: dxbc, ddt_raw (ddt_bias, dA_log, dD accumulate) */
 
     /* ---- gated RMSNorm (Mamba-2, norm after gate):
-     * out = rmsnorm(y * silu(z)) * w; y, z, out [N, C]; saves rstd[N] ---- */
+     * out = rmsnorm(y * silu(z)) * w; y, z, out [N, C]; saves rstd[N].
+     * Row stride ldz (>= C) of z and dz (row i at z + i*ldz): z may be the column window
+     * [0, E) of Mamba-2's packed in_proj output, dz of its gradient (perf-notes
+     * fuse-inproj); only dz's own C columns are written. y, dy, out, dout dense. ---- */
     void (*gated_rmsnorm_fwd)(real *out, real *rstd, const real *y, const real *z, const real *w,
-                              int N, int C, real eps);
+                              int N, int C, real eps, int ldz);
     void (*gated_rmsnorm_bwd)(real *dy, real *dz, real *dw, const real *dout, const real *y,
                               const real *z, const real *w, const real *rstd, int N, int C,
-                              int acc);   /* acc: dy, dz */
+                              int acc,   /* acc: dy, dz */
+                              int ldz);
 
     /* ---- token split / fusion.
      * gather:  out[b, j, :] = in[b, idx[j], col0 : col0+C]   in rows have width ldi

@@ -172,12 +172,13 @@ static void w_conv1d_bwd(real *dx, real *dw, real *db, const real *d, const real
                          int C, int K, int acc) {
     TIMED(conv1d_bwd, 0, B->conv1d_bwd(dx, dw, db, d, x, w, Bn, n, C, K, acc));
 }
-static void w_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int Bn, int n, int C, int K) {
-    TIMED(conv1d_silu_fwd, 0, B->conv1d_silu_fwd(o, x, w, b, Bn, n, C, K));
+static void w_conv1d_silu_fwd(real *o, const real *x, const real *w, const real *b, int Bn, int n, int C, int K,
+                              int ldx) {
+    TIMED(conv1d_silu_fwd, 0, B->conv1d_silu_fwd(o, x, w, b, Bn, n, C, K, ldx));
 }
 static void w_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *d, const real *x, const real *w, const real *b,
-                              int Bn, int n, int C, int K, int acc) {
-    TIMED(conv1d_silu_bwd, 0, B->conv1d_silu_bwd(dx, dw, db, d, x, w, b, Bn, n, C, K, acc));
+                              int Bn, int n, int C, int K, int acc, int ldx) {
+    TIMED(conv1d_silu_bwd, 0, B->conv1d_silu_bwd(dx, dw, db, d, x, w, b, Bn, n, C, K, acc, ldx));
 }
 static void w_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt, const real *A, const real *Bm,
                                  const real *Cm, const real *D, const real *z, int Bn, int n, int E, int S, int L) {
@@ -199,12 +200,13 @@ static void w_ssd_bwd(real *dxbc, real *ddt, real *ddtb, real *dA, real *dD, con
                       int nh, int P, int G, int N, int L, int acc) {
     TIMED(ssd_bwd, 0, B->ssd_bwd(dxbc, ddt, ddtb, dA, dD, dy, st, xbc, dt, dtb, A, D, Bn, n, nh, P, G, N, L, acc));
 }
-static void w_gated_rmsnorm_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real e) {
-    TIMED(gated_rmsnorm_fwd, 0, B->gated_rmsnorm_fwd(o, r, y, z, w, N, C, e));
+static void w_gated_rmsnorm_fwd(real *o, real *r, const real *y, const real *z, const real *w, int N, int C, real e,
+                                int ldz) {
+    TIMED(gated_rmsnorm_fwd, 0, B->gated_rmsnorm_fwd(o, r, y, z, w, N, C, e, ldz));
 }
 static void w_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *d, const real *y, const real *z,
-                                const real *w, const real *r, int N, int C, int acc) {
-    TIMED(gated_rmsnorm_bwd, 0, B->gated_rmsnorm_bwd(dy, dz, dw, d, y, z, w, r, N, C, acc));
+                                const real *w, const real *r, int N, int C, int acc, int ldz) {
+    TIMED(gated_rmsnorm_bwd, 0, B->gated_rmsnorm_bwd(dy, dz, dw, d, y, z, w, r, N, C, acc, ldz));
 }
 static void w_gather_fwd(real *o, const real *in, const int *idx, int Bn, int T, int ns, int C, int ld, int c0) {
     TIMED(gather_fwd, 0, B->gather_fwd(o, in, idx, Bn, T, ns, C, ld, c0));

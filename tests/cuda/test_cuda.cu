@@ -192,6 +192,35 @@ static void grad_cmp(const char *what, Grad g) { cmp_full(what, g.h, g.d, g.n, g
 static void grad_cmp_mag(const char *what, Grad g, const float *mag) { cmp_full(what, g.h, g.d, g.n, g.h0, mag); }
 static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
 
+
+/* a gradient over a column window [col0, col0 + C) of rows of ld floats (ops.h row strides: Mamba-2's
+ * packed in_proj gradient): FH_ACC a random start everywhere; FH_OVERWRITE the window starts as NaN on
+ * the CUDA side and zeros on the CPU side (gradx), the other columns 7 on both: compared whole, so a
+ * write outside the window fails */
+static Grad gradx_win(size_t rows, int ld, int col0, int C) {
+    size_t n = rows * (size_t)ld;
+    if (ACC_MODE == FH_ACC) return grad(n);
+    Grad g;
+    g.h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    g.h0 = (float *)malloc(sizeof(float) * (n ? n : 1));
+    float *d = (float *)malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        int c = (int)(i % ld), in = c >= col0 && c < col0 + C;
+        g.h[i] = g.h0[i] = in ? 0.f : 7.f;
+        d[i] = in ? NAN : 7.f;
+    }
+    g.d = dev(d, n);
+    g.n = n;
+    free(d);
+    return g;
+}
+/* x [rows, C] placed at columns [col0, col0 + C) of rows of ld floats, the others random */
+static float *hwin(const float *x, size_t rows, int ld, int col0, int C) {
+    float *h = hrand(rows * (size_t)ld, 0, 1);
+    for (size_t r = 0; r < rows; r++) memcpy(h + r * ld + col0, x + r * C, sizeof(float) * C);
+    return h;
+}
+
 /* ---------------------------------------------------------------- */
 
 /* each size with the float4 SwiGLU kernels and with FLOWHN_ELEM=old's (cuda_set_elem_old);
@@ -1217,14 +1246,14 @@ static void test_conv1d_op(int silu) {
         float *out = hnan(tot), *gout = dnan(tot);
         const float *hb = with_bias ? b : NULL, *gb_ = with_bias ? db_ : NULL;
         if (silu)
-            BOTH_FWD(cpu_conv1d_silu_fwd(out, x, w, hb, B, n, C, K), G->conv1d_silu_fwd(gout, dx_, dw_, gb_, B, n, C, K));
+            BOTH_FWD(cpu_conv1d_silu_fwd(out, x, w, hb, B, n, C, K, C), G->conv1d_silu_fwd(gout, dx_, dw_, gb_, B, n, C, K, C));
         else
             BOTH_FWD(cpu_conv1d_fwd(out, x, w, hb, B, n, C, K), G->conv1d_fwd(gout, dx_, dw_, gb_, B, n, C, K));
         cmp("out", out, gout, tot);
         Grad gx = gradx(tot), gw = grad((size_t)C * K), gb = grad(C);
         if (silu) {
-            cpu_conv1d_silu_bwd(gx.h, gw.h, gb.h, dout, x, w, hb, B, n, C, K, ACC_MODE);
-            G->conv1d_silu_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
+            cpu_conv1d_silu_bwd(gx.h, gw.h, gb.h, dout, x, w, hb, B, n, C, K, ACC_MODE, C);
+            G->conv1d_silu_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE, C);
         } else {
             cpu_conv1d_bwd(gx.h, gw.h, gb.h, dout, x, w, B, n, C, K, ACC_MODE);
             G->conv1d_bwd(gx.d, gw.d, gb.d, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
@@ -1233,10 +1262,10 @@ static void test_conv1d_op(int silu) {
         /* the parts alone: dx only, then dw and db only (the reduction without dx) */
         Grad gx2 = gradx(tot), gw2 = grad((size_t)C * K);
         if (silu) {
-            cpu_conv1d_silu_bwd(gx2.h, NULL, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE);
-            G->conv1d_silu_bwd(gx2.d, NULL, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
-            cpu_conv1d_silu_bwd(NULL, gw2.h, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE);
-            G->conv1d_silu_bwd(NULL, gw2.d, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE);
+            cpu_conv1d_silu_bwd(gx2.h, NULL, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE, C);
+            G->conv1d_silu_bwd(gx2.d, NULL, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE, C);
+            cpu_conv1d_silu_bwd(NULL, gw2.h, NULL, dout, x, w, hb, B, n, C, K, ACC_MODE, C);
+            G->conv1d_silu_bwd(NULL, gw2.d, NULL, ddout, dx_, dw_, gb_, B, n, C, K, ACC_MODE, C);
         } else {
             cpu_conv1d_bwd(gx2.h, NULL, NULL, dout, x, w, B, n, C, K, ACC_MODE);
             G->conv1d_bwd(gx2.d, NULL, NULL, ddout, dx_, dw_, B, n, C, K, ACC_MODE);
@@ -1264,12 +1293,46 @@ static void test_conv1d(void) {
     test_conv1d_op(0);
     cuda_set_m2_kernels(was);
 }
+
+/* conv1d_silu with x and dx as a column window (row stride ldx > C, ops.h): Mamba-2's x|B|C in the packed
+ * in_proj output [rows, E + CX + nh] at column E. {B, n, C, K, col0, ldx}: float4 (C, col0, ldx % 4 == 0),
+ * one channel per thread (odd col0 or ldx), the first kernels' K = 5 (dense copies), the model's
+ * (mamba2-gpt2small: C 1792 at column 1536 of 3352) */
+static int conv_win_shapes[][6] = {{2, 67, 128, 4, 4, 140}, {2, 19, 12, 4, 3, 17}, {3, 40, 7, 3, 1, 9},
+                                   {2, 9, 16, 4, 8, 28},    {2, 33, 6, 5, 2, 11},  {2, 1024, 1792, 4, 1536, 3352}};
+static void test_conv1d_silu_strided(void) {
+    int ns = (int)(sizeof conv_win_shapes / sizeof conv_win_shapes[0]);
+    if (getenv("FLOWHN_TEST_QUICK")) ns--;
+    for (int si = 0; si < ns; si++) {
+        int B = conv_win_shapes[si][0], n = conv_win_shapes[si][1], C = conv_win_shapes[si][2];
+        int K = conv_win_shapes[si][3], col0 = conv_win_shapes[si][4], ld = conv_win_shapes[si][5];
+        size_t rows = (size_t)B * n, tot = rows * C, wt = rows * ld;
+        line_start("conv1d_silu strided", "B=%d n=%d C=%d K=%d col0=%d ldx=%d", B, n, C, K, col0, ld);
+        float *x = hrand(tot, 0, 1), *xw = hwin(x, rows, ld, col0, C), *w = hrand((size_t)C * K, 0, 0.5f);
+        float *b = hrand(C, 0, 1), *dout = hrand(tot, 0, 1);
+        float *dxw = dev(xw, wt), *dw_ = dev(w, (size_t)C * K), *db_ = dev(b, C), *ddout = dev(dout, tot);
+        float *out = hnan(tot), *gout = dnan(tot);
+        BOTH_FWD(cpu_conv1d_silu_fwd(out, xw + col0, w, b, B, n, C, K, ld),
+                 G->conv1d_silu_fwd(gout, dxw + col0, dw_, db_, B, n, C, K, ld));
+        cmp("out", out, gout, tot);
+        Grad gx = gradx_win(rows, ld, col0, C), gw = grad((size_t)C * K), gb = grad(C);
+        cpu_conv1d_silu_bwd(gx.h + col0, gw.h, gb.h, dout, xw + col0, w, b, B, n, C, K, ACC_MODE, ld);
+        G->conv1d_silu_bwd(gx.d + col0, gw.d, gb.d, ddout, dxw + col0, dw_, db_, B, n, C, K, ACC_MODE, ld);
+        grad_cmp("dx", gx); grad_cmp("dw", gw); grad_cmp("db", gb);
+        line_end();
+        free(x); free(xw); free(w); free(b); free(dout); free(out);
+        G->release(dxw); G->release(dw_); G->release(db_); G->release(ddout); G->release(gout);
+        grad_free(gx); grad_free(gw); grad_free(gb);
+    }
+}
 static void test_conv1d_silu(void) {
     int was_c = cuda_set_conv_new(1);
     test_conv1d_op(1);
+    test_conv1d_silu_strided();
     cuda_set_conv_new(0);
     printf("  (the segment kernels as before elem-mamba: FLOWHN_CONV=old)\n");
     test_conv1d_op(1);
+    test_conv1d_silu_strided();
     cuda_set_conv_new(was_c);
 }
 
@@ -1292,7 +1355,7 @@ static void conv_bf16_sequence(int cn, int check, int B, int n, int CX, int H, i
     for (int k = 0; k < CONV_BF16_RES; k++) o[k] = dnan(sz[k]);
     for (int k = 1; k < CONV_BF16_RES; k++)
         if (k != 3) G->zero(o[k], sizeof(float) * sz[k]);   /* dw, db, dW accumulate */
-    G->conv1d_silu_bwd(o[0], o[1], o[2], dxbc, xpre, cw, cb, B, n, CX, K, FH_OVERWRITE);
+    G->conv1d_silu_bwd(o[0], o[1], o[2], dxbc, xpre, cw, cb, B, n, CX, K, FH_OVERWRITE, CX);
     unsigned long s = cuda_shadow_served;
     G->linear_bwd(o[3], o[4], NULL, dz, u, Wz, (int)N, H, E, FH_OVERWRITE);
     G->linear_bwd(o[3], o[5], NULL, o[0], u, Wx, (int)N, H, CX, FH_ACC);
@@ -1327,7 +1390,7 @@ static void test_conv1d_silu_bf16(void) {
         size_t sz[CONV_BF16_RES] = {tot, (size_t)CX * K, (size_t)CX, N * H, (size_t)E * H, (size_t)CX * H};
         float *ref[CONV_BF16_RES], *on[CONV_BF16_RES], *off[CONV_BF16_RES], *warm[CONV_BF16_RES];
         for (int k = 0; k < CONV_BF16_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
-        cpu_conv1d_silu_bwd(ref[0], ref[1], ref[2], h[3], h[0], h[1], h[2], B, n, CX, K, FH_OVERWRITE);
+        cpu_conv1d_silu_bwd(ref[0], ref[1], ref[2], h[3], h[0], h[1], h[2], B, n, CX, K, FH_OVERWRITE, CX);
         cpu_linear_bwd(ref[3], ref[4], NULL, h[7], h[4], h[5], (int)N, H, E, FH_OVERWRITE);
         cpu_linear_bwd(ref[3], ref[5], NULL, ref[0], h[4], h[6], (int)N, H, CX, FH_ACC);
         conv_bf16_sequence(1, 0, B, n, CX, H, E, h, warm);   /* a warm-up run: it grows the slots and shadows */
@@ -1358,12 +1421,12 @@ static void test_gated_rmsnorm_shapes(void) {
         float *y = hrand(nc, 0, 1), *z = hrand(nc, 0.5f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
         float *dy_ = dev(y, nc), *dz_ = dev(z, nc), *dw_ = dev(w, C), *ddout = dev(dout, nc);
         float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
-        cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, 1e-5f);
-        G->gated_rmsnorm_fwd(gout, grstd, dy_, dz_, dw_, N, C, 1e-5f);
+        cpu_gated_rmsnorm_fwd(out, rstd, y, z, w, N, C, 1e-5f, C);
+        G->gated_rmsnorm_fwd(gout, grstd, dy_, dz_, dw_, N, C, 1e-5f, C);
         cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
         Grad gy = gradx(nc), gz = gradx(nc), gw = grad(C);
-        cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C, ACC_MODE);
-        G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
+        cpu_gated_rmsnorm_bwd(gy.h, gz.h, gw.h, dout, y, z, w, rstd, N, C, ACC_MODE, C);
+        G->gated_rmsnorm_bwd(gy.d, gz.d, gw.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE, C);
         /* dg = rstd (w dout - g rstd mean(...)), dy = dg silu(z), dz = dg y silu'(z):
          * each judged on its first term's size (as test_rmsnorm's dx), where at C = 1
          * the two terms cancel to eps/(g^2 + eps) of it (session 7, H200: 9.8e-2 of
@@ -1379,10 +1442,10 @@ static void test_gated_rmsnorm_shapes(void) {
         grad_cmp("dw", gw);
         /* dw alone, and dy alone (dz not wanted) */
         Grad gw2 = grad(C), gy2 = gradx(nc);
-        cpu_gated_rmsnorm_bwd(NULL, NULL, gw2.h, dout, y, z, w, rstd, N, C, ACC_MODE);
-        G->gated_rmsnorm_bwd(NULL, NULL, gw2.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
-        cpu_gated_rmsnorm_bwd(gy2.h, NULL, NULL, dout, y, z, w, rstd, N, C, ACC_MODE);
-        G->gated_rmsnorm_bwd(gy2.d, NULL, NULL, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE);
+        cpu_gated_rmsnorm_bwd(NULL, NULL, gw2.h, dout, y, z, w, rstd, N, C, ACC_MODE, C);
+        G->gated_rmsnorm_bwd(NULL, NULL, gw2.d, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE, C);
+        cpu_gated_rmsnorm_bwd(gy2.h, NULL, NULL, dout, y, z, w, rstd, N, C, ACC_MODE, C);
+        G->gated_rmsnorm_bwd(gy2.d, NULL, NULL, ddout, dy_, dz_, dw_, grstd, N, C, ACC_MODE, C);
         grad_cmp("dw-only", gw2);
         grad_cmp_mag("dy-only", gy2, my);
         line_end();
@@ -1392,18 +1455,60 @@ static void test_gated_rmsnorm_shapes(void) {
         grad_free(gy); grad_free(gz); grad_free(gw); grad_free(gw2); grad_free(gy2);
     }
 }
+
+/* z and dz as a column window (row stride ldz > C, ops.h): Mamba-2's z in the packed in_proj output at
+ * column 0. {N, C, col0, ldz}: the register kernels (C, col0, ldz % 4 == 0; 2000 rows: several a block),
+ * the first kernels (ldz or col0 odd), the model's (mamba2-gpt2small: E 1536 of 3352) */
+static int gnorm_win_shapes[][4] = {{7, 36, 0, 40}, {2000, 1536, 0, 3352}, {5, 1028, 4, 1040}, {9, 30, 2, 35},
+                                    {13, 44, 1, 48}, {3, 4096, 0, 4100}};
+static void test_gated_rmsnorm_strided(void) {
+    for (int si = 0; si < (int)(sizeof gnorm_win_shapes / sizeof gnorm_win_shapes[0]); si++) {
+        int N = gnorm_win_shapes[si][0], C = gnorm_win_shapes[si][1], col0 = gnorm_win_shapes[si][2];
+        int ld = gnorm_win_shapes[si][3];
+        size_t nc = (size_t)N * C, wt = (size_t)N * ld;
+        line_start("gated_rmsnorm strided", "N=%d C=%d col0=%d ldz=%d", N, C, col0, ld);
+        float *y = hrand(nc, 0, 1), *z = hrand(nc, 0.5f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
+        float *zw = hwin(z, N, ld, col0, C);
+        float *dy_ = dev(y, nc), *dzw = dev(zw, wt), *dw_ = dev(w, C), *ddout = dev(dout, nc);
+        float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
+        cpu_gated_rmsnorm_fwd(out, rstd, y, zw + col0, w, N, C, 1e-5f, ld);
+        G->gated_rmsnorm_fwd(gout, grstd, dy_, dzw + col0, dw_, N, C, 1e-5f, ld);
+        cmp("out", out, gout, nc); cmp("rstd", rstd, grstd, N);
+        Grad gy = gradx(nc), gz = gradx_win(N, ld, col0, C), gw = grad(C);
+        cpu_gated_rmsnorm_bwd(gy.h, gz.h + col0, gw.h, dout, y, zw + col0, w, rstd, N, C, ACC_MODE, ld);
+        G->gated_rmsnorm_bwd(gy.d, gz.d + col0, gw.d, ddout, dy_, dzw + col0, dw_, grstd, N, C, ACC_MODE, ld);
+        /* each element judged on its first term's size, as test_gated_rmsnorm_shapes */
+        float *my = (float *)malloc(sizeof(float) * nc), *mz = (float *)calloc(wt, sizeof(float));
+        for (size_t i = 0; i < nc; i++) {
+            double zi = z[i], sg = 1 / (1 + exp(-zi)), t = fabs((double)w[i % C] * dout[i]) * rstd[i / C];
+            my[i] = (float)(t * fabs(zi * sg));
+            mz[(i / C) * ld + col0 + i % C] = (float)(t * fabs(y[i] * sg * (1 + zi * (1 - sg))));
+        }
+        grad_cmp_mag("dy", gy, my);
+        grad_cmp_mag("dz", gz, mz);
+        grad_cmp("dw", gw);
+        line_end();
+        free(my); free(mz);
+        free(y); free(z); free(zw); free(w); free(dout); free(out); free(rstd);
+        G->release(dy_); G->release(dzw); G->release(dw_); G->release(ddout); G->release(gout); G->release(grstd);
+        grad_free(gy); grad_free(gz); grad_free(gw);
+    }
+}
 /* the register kernels (default: the pipelined backward), the register kernels
  * as before elem-mamba (FLOWHN_GNORM=old), then the first ones (FLOWHN_M2_KERNELS=old) */
 static void test_gated_rmsnorm(void) {
     int was = cuda_set_m2_kernels(1), was_g = cuda_set_gnorm_new(1);
     test_gated_rmsnorm_shapes();
+    test_gated_rmsnorm_strided();
     cuda_set_gnorm_new(0);
     printf("  (the register kernels as before elem-mamba: FLOWHN_GNORM=old)\n");
     test_gated_rmsnorm_shapes();
+    test_gated_rmsnorm_strided();
     cuda_set_gnorm_new(was_g);
     cuda_set_m2_kernels(0);
     printf("  (the first gated_rmsnorm kernels)\n");
     test_gated_rmsnorm_shapes();
+    test_gated_rmsnorm_strided();
     cuda_set_m2_kernels(was);
 }
 
@@ -1426,7 +1531,7 @@ static void gnorm_bf16_sequence(int gn, int check, int N, int C, int OC, float *
     G->zero(o[2], sizeof(float) * sz[2]);   /* dW accumulates */
     unsigned long s = cuda_shadow_served, p0 = cuda_keep_produced, f0 = cuda_keep_fills, k0;
     /* a shadow: the norm, then its product */
-    G->gated_rmsnorm_fwd(yn, rs, y, z, wn, N, C, 1e-5f);
+    G->gated_rmsnorm_fwd(yn, rs, y, z, wn, N, C, 1e-5f, C);
     G->linear_fwd(o[0], yn, W, NULL, N, C, OC);
     unsigned long got = cuda_shadow_served - s;
     if (check) {
@@ -1436,7 +1541,7 @@ static void gnorm_bf16_sequence(int gn, int check, int N, int C, int OC, float *
     }
     /* a kept output: forward product, then the weight gradient */
     G->keep_bf16(yn2, nc);
-    G->gated_rmsnorm_fwd(yn2, rs, y, z, wn, N, C, 1e-5f);
+    G->gated_rmsnorm_fwd(yn2, rs, y, z, wn, N, C, 1e-5f, C);
     k0 = cuda_keep_served;
     G->linear_fwd(o[1], yn2, W, NULL, N, C, OC);
     G->linear_bwd(NULL, o[2], NULL, dY, yn2, W, N, C, OC, FH_ACC);
@@ -1474,7 +1579,7 @@ static void test_gated_rmsnorm_bf16(void) {
         float *yn = hnan(nc), *rs = hnan(N), *ref[GN_BF16_RES], *on[GN_BF16_RES], *off[GN_BF16_RES];
         size_t sz[GN_BF16_RES] = {(size_t)N * OC, (size_t)N * OC, (size_t)OC * C};
         for (int k = 0; k < GN_BF16_RES; k++) ref[k] = (float *)calloc(sz[k], sizeof(float));
-        cpu_gated_rmsnorm_fwd(yn, rs, h[0], h[1], h[2], N, C, 1e-5f);
+        cpu_gated_rmsnorm_fwd(yn, rs, h[0], h[1], h[2], N, C, 1e-5f, C);
         cpu_linear_fwd(ref[0], yn, h[3], NULL, N, C, OC);
         cpu_linear_fwd(ref[1], yn, h[3], NULL, N, C, OC);
         cpu_linear_bwd(NULL, ref[2], NULL, h[4], yn, h[3], N, C, OC, FH_ACC);

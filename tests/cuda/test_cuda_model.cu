@@ -116,6 +116,9 @@ static int gpu_unfused_split = 0;
 /* 1: the CUDA model runs q, k, v and gate, up as separate products (Model.unfused_proj, FLOWHN_FUSE_PROJ=0);
  * the default (0) runs one product each, its outputs read with row strides (perf-notes fuse-proj) */
 static int gpu_unfused_proj = 0;
+/* 1: the CUDA model runs Mamba-2's in_proj as three products (Model.unfused_inproj, FLOWHN_FUSE_INPROJ=0);
+ * the default (0) one product, z and x|B|C read with row strides (perf-notes fuse-inproj) */
+static int gpu_unfused_inproj = 0;
 
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
@@ -136,6 +139,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
     mg.unfused_attn_rope = gpu_unfused_attn_rope;
     mg.unfused_split = gpu_unfused_split;
     mg.unfused_proj = gpu_unfused_proj;
+    mg.unfused_inproj = gpu_unfused_inproj;
 
     /* one forward + backward */
     ok = !model_forward(&mc, tok, tgt, B, T) && !model_backward(&mc);
@@ -466,6 +470,17 @@ int main(void) {
         if (wanted(tiny_specs[i].name)) RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
     gpu_unfused_proj = 0;
 
+    /* the models with a Mamba-2 mixer once more with its in_proj as three products (FLOWHN_FUSE_INPROJ=0,
+     * the A/B timing's other side; the default runs one packed product, the passes above); the composed
+     * conv + SiLU (which the packed path does not take) runs them too */
+    gpu_unfused_inproj = 1;
+    mode = "fp32, Mamba-2 in_proj products separate";
+    printf("fp32 with Mamba-2's in_proj as three products:\n");
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (wanted(tiny_specs[i].name) && strstr(tiny_specs[i].name, "mamba2"))
+            RUN_ARG(test_tiny, &tiny_specs[i], tiny_specs[i].name);
+    gpu_unfused_inproj = 0;
+
     /* the same models with bf16 tensor-core matmuls (fp32 master weights and
      * every other op in fp32) against the fp32 CPU oracle */
     mode = "bf16";
@@ -501,6 +516,16 @@ int main(void) {
             if (!strcmp(tiny_specs[i].name, roped[k]) && wanted(roped[k]))
                 RUN_ARG(test_large_rope, &tiny_specs[i], roped[k]);
     gpu_unfused_proj = 0;
+    /* bf16 with Mamba-2's in_proj as three products (FLOWHN_FUSE_INPROJ=0); the packed one ran above */
+    gpu_unfused_inproj = 1;
+    mode = "bf16, Mamba-2 in_proj products separate";
+    printf("%s:\n", mode);
+    for (int i = 0; i < n_tiny_specs; i++)
+        if (!strcmp(tiny_specs[i].name, "mamba2") && wanted("mamba2")) {
+            RUN_ARG(test_large, &tiny_specs[i], "mamba2");
+            RUN_ARG(test_tiny, &tiny_specs[i], "mamba2");
+        }
+    gpu_unfused_inproj = 0;
     cuda_set_matmul_precision("fp32");
     TEST_SUMMARY();
 }

@@ -22,13 +22,14 @@ extern "C" {
 void cpu_conv1d_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K);
 void cpu_conv1d_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w, int B, int n,
                     int C, int K, int acc);
-void cpu_conv1d_silu_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K);
+void cpu_conv1d_silu_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K,
+                         int ldx);
 void cpu_conv1d_silu_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
-                         const float *b, int B, int n, int C, int K, int acc);
+                         const float *b, int B, int n, int C, int K, int acc, int ldx);
 void cpu_gated_rmsnorm_fwd(float *out, float *rstd, const float *y, const float *z, const float *w, int N, int C,
-                           float eps);
+                           float eps, int ldz);
 void cpu_gated_rmsnorm_bwd(float *dy, float *dz, float *dw, const float *dout, const float *y, const float *z,
-                           const float *w, const float *rstd, int N, int C, int acc);
+                           const float *w, const float *rstd, int N, int C, int acc, int ldz);
 }
 struct dim3 {
     unsigned x, y, z;
@@ -63,6 +64,9 @@ static inline float block_sum(float v, float *sh) {
     v = lane < nw ? sh[lane] : 0.f; return warp_sum(v);
 }
 static inline float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+/* common.cuh's PDL hooks (decode graphs only): nothing to wait for here */
+static inline void pdl_wait() {}
+static inline void pdl_trigger() {}
 static inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 /* cuda_bf16.h's type and round-to-nearest-even conversion (finite values) */
 struct __nv_bfloat16 { uint16_t x; };
@@ -134,14 +138,14 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     auto x = rnd(tot, 2.f), w = rnd((size_t)C * KK), b = rnd(C), dout = rnd(tot);
     const float *bp = bias ? b.data() : nullptr;
     std::vector<float> oc(tot), og(tot, NAN);
-    if (silu) cpu_conv1d_silu_fwd(oc.data(), x.data(), w.data(), bp, B, n, C, KK);
+    if (silu) cpu_conv1d_silu_fwd(oc.data(), x.data(), w.data(), bp, B, n, C, KK, C);
     else cpu_conv1d_fwd(oc.data(), x.data(), w.data(), bp, B, n, C, KK);
     ConvGeom g = conv_geom(B, n, C, V);
     printf("  conv%s K=%d V=%d B=%d n=%d C=%d bias=%d acc=%d: seg %d x %d, grid %u x %u\n", silu ? "+silu" : "", KK, V,
            B, n, C, bias, acc, g.seg, g.nseg, g.grid.x, g.grid.y);
     launch(g.grid, g.block, [&] {
-        if (silu) conv_seg_fwd_kernel<KK, V, true, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
-        else conv_seg_fwd_kernel<KK, V, false, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        if (silu) conv_seg_fwd_kernel<KK, V, true, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
+        else conv_seg_fwd_kernel<KK, V, false, false>(og.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
     });
     cmp("out", oc, og);
     /* with the prefetches (elem-mamba): the same values, every prefetch inside x */
@@ -149,8 +153,8 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     pf_lo[0] = x.data(); pf_hi[0] = x.data() + tot; pf_lo[1] = pf_hi[1] = nullptr;
     long c0 = pf_count, b0 = pf_bad;
     launch(g.grid, g.block, [&] {
-        if (silu) conv_seg_fwd_kernel<KK, V, true, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
-        else conv_seg_fwd_kernel<KK, V, false, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all);
+        if (silu) conv_seg_fwd_kernel<KK, V, true, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
+        else conv_seg_fwd_kernel<KK, V, false, true>(og2.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
     });
     cmp("out (prefetching)", oc, og2);
     printf("    %-28s %ld, %ld outside x %s\n", "prefetches", pf_count - c0, pf_bad - b0, pf_bad > b0 ? "FAILED" : "");
@@ -158,16 +162,16 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     auto dx0 = rnd(tot), dw0 = rnd((size_t)C * KK), db0 = rnd(C);
     std::vector<float> dxc = acc ? dx0 : std::vector<float>(tot, 0.f), dxg = acc ? dx0 : std::vector<float>(tot, NAN);
     std::vector<float> dwc = dw0, dwg = dw0, dbc = db0, dbg = db0;
-    if (silu) cpu_conv1d_silu_bwd(dxc.data(), dwc.data(), dbc.data(), dout.data(), x.data(), w.data(), bp, B, n, C, KK, acc);
+    if (silu) cpu_conv1d_silu_bwd(dxc.data(), dwc.data(), dbc.data(), dout.data(), x.data(), w.data(), bp, B, n, C, KK, acc, C);
     else cpu_conv1d_bwd(dxc.data(), dwc.data(), dbc.data(), dout.data(), x.data(), w.data(), B, n, C, KK, acc);
     std::vector<float> part((size_t)g.grid.y * (KK + 1) * C, NAN);
     launch(g.grid, g.block, [&] {
         if (silu)
             conv_seg_bwd_kernel<KK, V, true, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n, C,
-                                                    g.seg, g.nseg, g.nsegs_all, acc, nullptr);
+                                                    g.seg, g.nseg, g.nsegs_all, acc, nullptr, C);
         else
             conv_seg_bwd_kernel<KK, V, false, false>(dxg.data(), part.data(), dout.data(), x.data(), w.data(), bp, n,
-                                                     C, g.seg, g.nseg, g.nsegs_all, acc, nullptr);
+                                                     C, g.seg, g.nseg, g.nsegs_all, acc, nullptr, C);
     });
     int fb = ((KK + 1) * C + 255) / 256;
     launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg.data(), dbg.data(), part.data(), (int)g.grid.y, C, KK); });
@@ -181,10 +185,10 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     launch(g.grid, g.block, [&] {
         if (silu)
             conv_seg_bwd_kernel<KK, V, true, true>(dxg2.data(), part2.data(), dout.data(), x.data(), w.data(), bp, n,
-                                                   C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data());
+                                                   C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data(), C);
         else
             conv_seg_bwd_kernel<KK, V, false, true>(dxg2.data(), part2.data(), dout.data(), x.data(), w.data(), bp, n,
-                                                    C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data());
+                                                    C, g.seg, g.nseg, g.nsegs_all, acc, dxb.data(), C);
     });
     launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg2.data(), dbg2.data(), part2.data(), (int)g.grid.y, C, KK); });
     cmp("dx (prefetching)", dxc, dxg2); cmp("dw (prefetching)", dwc, dwg2); cmp("db (prefetching)", dbc, dbg2);
@@ -202,10 +206,10 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     for (auto &v : w) v += 1.f;
     std::vector<float> oc(nc), og(nc, NAN), rc(N), rg(N, NAN);
     printf("  gated_rmsnorm NPT=%d N=%d C=%d blocks %d acc=%d\n", NPT, N, C, nblk, acc);
-    cpu_gated_rmsnorm_fwd(oc.data(), rc.data(), y.data(), z.data(), w.data(), N, C, 1e-5f);
+    cpu_gated_rmsnorm_fwd(oc.data(), rc.data(), y.data(), z.data(), w.data(), N, C, 1e-5f, C);
     std::vector<__nv_bfloat16> ob(nc, __nv_bfloat16{0x7fc0});   /* NaN */
     launch1d(N, GN_THREADS, [&] {
-        gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), z.data(), w.data(), C, 1e-5f, ob.data());
+        gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), z.data(), w.data(), C, 1e-5f, ob.data(), C);
     });
     cmp("out", oc, og); cmp("rstd", rc, rg);
     size_t bad = 0;   /* the rounding written is the rounding of the fp32 value written */
@@ -216,10 +220,10 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     std::vector<float> dyc = acc ? d0 : std::vector<float>(nc, 0.f), dyg = acc ? d0 : std::vector<float>(nc, NAN);
     std::vector<float> dzc = acc ? e0 : std::vector<float>(nc, 0.f), dzg = acc ? e0 : std::vector<float>(nc, NAN);
     std::vector<float> dwc = dw0, dwg = dw0, part((size_t)nblk * C, NAN);
-    cpu_gated_rmsnorm_bwd(dyc.data(), dzc.data(), dwc.data(), dout.data(), y.data(), z.data(), w.data(), rc.data(), N, C, acc);
+    cpu_gated_rmsnorm_bwd(dyc.data(), dzc.data(), dwc.data(), dout.data(), y.data(), z.data(), w.data(), rc.data(), N, C, acc, C);
     launch1d(nblk, GN_THREADS, [&] {
         gnorm_bwd_reg_kernel<NPT>(dyg.data(), dzg.data(), part.data(), dout.data(), y.data(), z.data(), w.data(),
-                                  rc.data(), N, C, acc);
+                                  rc.data(), N, C, acc, C);
     });
     launch1d((C + 255) / 256, 256, [&] { gnorm_dw_finish_kernel(dwg.data(), part.data(), nblk, C); });
     cmp("dy", dyc, dyg); cmp("dz", dzc, dzg); cmp("dw", dwc, dwg);
@@ -230,7 +234,7 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     printf("  gated_rmsnorm pipelined backward: blocks %d\n", nb2);
     launch1d(nb2, GN_THREADS, [&] {
         gnorm_bwd_pipe_kernel<NPT>(dyg2.data(), dzg2.data(), part2.data(), dout.data(), y.data(), z.data(), w.data(),
-                                   rc.data(), N, C, acc);
+                                   rc.data(), N, C, acc, C);
     });
     launch((C + 31) / 32, dim3(32, GN_FIN_ROWS), [&] { gnorm_dw_finish2_kernel(dwg2.data(), part2.data(), nb2, C); });
     cmp("dy", dyc, dyg2); cmp("dz", dzc, dzg2); cmp("dw", dwc, dwg2);
@@ -238,9 +242,93 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     std::vector<float> dyg3 = acc ? d0 : std::vector<float>(nc, NAN);
     launch1d(nb2, GN_THREADS, [&] {
         gnorm_bwd_pipe_kernel<NPT>(dyg3.data(), nullptr, nullptr, dout.data(), y.data(), z.data(), w.data(),
-                                   rc.data(), N, C, acc);
+                                   rc.data(), N, C, acc, C);
     });
     cmp("dy only", dyc, dyg3);
+}
+
+/* the windowed forms (ops.h row strides; Mamba-2's packed in_proj, perf-notes fuse-inproj): x and dx as
+ * columns [col0, col0 + C) of rows of ld floats, the other columns random (x) or a marker (dx) that must
+ * stay; conv + silu with the prefetches (the default kernels), every prefetch inside the window's span */
+template <int KK, int V>
+static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
+    size_t rows = (size_t)B * n, tot = rows * C, wt = rows * ld;
+    auto xw = rnd(wt, 2.f), w = rnd((size_t)C * KK), b = rnd(C), dout = rnd(tot);
+    std::vector<float> x(tot);
+    for (size_t r = 0; r < rows; r++) memcpy(&x[r * C], &xw[r * ld + col0], sizeof(float) * C);
+    const float *xs = xw.data() + col0;
+    std::vector<float> oc(tot), od(tot), og(tot, NAN);
+    cpu_conv1d_silu_fwd(oc.data(), xs, w.data(), b.data(), B, n, C, KK, ld);
+    cpu_conv1d_silu_fwd(od.data(), x.data(), w.data(), b.data(), B, n, C, KK, C);
+    ConvGeom g = conv_geom(B, n, C, V);
+    printf("  conv+silu windowed K=%d V=%d B=%d n=%d C=%d col0=%d ld=%d acc=%d\n", KK, V, B, n, C, col0, ld, acc);
+    pf_lo[0] = xw.data(); pf_hi[0] = xw.data() + wt; pf_lo[1] = dout.data(); pf_hi[1] = dout.data() + tot;
+    long b0 = pf_bad;
+    launch(g.grid, g.block, [&] {
+        conv_seg_fwd_kernel<KK, V, true, true>(og.data(), xs, w.data(), b.data(), n, C, g.seg, g.nseg, g.nsegs_all, ld);
+    });
+    cmp("out (CPU windowed vs dense)", od, oc);
+    cmp("out", oc, og);
+    auto dx0 = rnd(wt), dw0 = rnd((size_t)C * KK), db0 = rnd(C);
+    std::vector<float> dxc = dx0, dxg = dx0, dwc = dw0, dwg = dw0, dbc = db0, dbg = db0;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = col0; c < col0 + C; c++) {
+            if (!acc) dxc[r * ld + c] = 0.f, dxg[r * ld + c] = NAN;
+        }
+    cpu_conv1d_silu_bwd(dxc.data() + col0, dwc.data(), dbc.data(), dout.data(), xs, w.data(), b.data(), B, n, C, KK,
+                        acc, ld);
+    std::vector<float> part((size_t)g.grid.y * (KK + 1) * C, NAN);
+    launch(g.grid, g.block, [&] {
+        conv_seg_bwd_kernel<KK, V, true, true>(dxg.data() + col0, part.data(), dout.data(), xs, w.data(), b.data(), n,
+                                               C, g.seg, g.nseg, g.nsegs_all, acc, nullptr, ld);
+    });
+    int fb = ((KK + 1) * C + 255) / 256;
+    launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg.data(), dbg.data(), part.data(), (int)g.grid.y, C, KK); });
+    cmp("dx (whole rows)", dxc, dxg); cmp("dw", dwc, dwg); cmp("db", dbc, dbg);
+    printf("    %-28s %ld outside x's rows, dout %s\n", "prefetches", pf_bad - b0, pf_bad > b0 ? "FAILED" : "");
+    if (pf_bad > b0) fails++;
+}
+
+/* the gated norm with z, dz windowed likewise (the register forward, both register backwards) */
+template <int NPT>
+static void gnorm_win_case(int N, int C, int col0, int ld, int nblk, int acc) {
+    size_t nc = (size_t)N * C, wt = (size_t)N * ld;
+    auto y = rnd(nc), zw = rnd(wt, 2.f), w = rnd(C), dout = rnd(nc);
+    const float *zs = zw.data() + col0;
+    printf("  gated_rmsnorm windowed NPT=%d N=%d C=%d col0=%d ld=%d acc=%d\n", NPT, N, C, col0, ld, acc);
+    std::vector<float> oc(nc), rc(N), og(nc, NAN), rg(N, NAN);
+    cpu_gated_rmsnorm_fwd(oc.data(), rc.data(), y.data(), zs, w.data(), N, C, 1e-5f, ld);
+    launch1d(N, GN_THREADS, [&] {
+        gnorm_fwd_reg_kernel<NPT>(og.data(), rg.data(), y.data(), zs, w.data(), C, 1e-5f, nullptr, ld);
+    });
+    cmp("out", oc, og); cmp("rstd", rc, rg);
+    auto d0 = rnd(nc), e0 = rnd(wt), dw0 = rnd(C);
+    std::vector<float> dyc = acc ? d0 : std::vector<float>(nc, 0.f), dzc = e0, dwc = dw0;
+    if (!acc)
+        for (int r = 0; r < N; r++)
+            for (int c = col0; c < col0 + C; c++) dzc[(size_t)r * ld + c] = 0.f;
+    cpu_gated_rmsnorm_bwd(dyc.data(), dzc.data() + col0, dwc.data(), dout.data(), y.data(), zs, w.data(), rc.data(),
+                          N, C, acc, ld);
+    for (int pipe = 0; pipe < 2; pipe++) {
+        std::vector<float> dyg = acc ? d0 : std::vector<float>(nc, NAN), dzg = e0, dwg = dw0;
+        if (!acc)
+            for (int r = 0; r < N; r++)
+                for (int c = col0; c < col0 + C; c++) dzg[(size_t)r * ld + c] = NAN;
+        int nb = std::min(N, nblk);
+        std::vector<float> part((size_t)nb * C, NAN);
+        launch1d(nb, GN_THREADS, [&] {
+            if (pipe)
+                gnorm_bwd_pipe_kernel<NPT>(dyg.data(), dzg.data() + col0, part.data(), dout.data(), y.data(), zs,
+                                           w.data(), rc.data(), N, C, acc, ld);
+            else
+                gnorm_bwd_reg_kernel<NPT>(dyg.data(), dzg.data() + col0, part.data(), dout.data(), y.data(), zs,
+                                          w.data(), rc.data(), N, C, acc, ld);
+        });
+        launch((C + 31) / 32, dim3(32, GN_FIN_ROWS), [&] { gnorm_dw_finish2_kernel(dwg.data(), part.data(), nb, C); });
+        cmp(pipe ? "dy (pipelined)" : "dy", dyc, dyg);
+        cmp(pipe ? "dz whole rows (pipelined)" : "dz whole rows", dzc, dzg);
+        cmp(pipe ? "dw (pipelined)" : "dw", dwc, dwg);
+    }
 }
 
 int main() {
@@ -266,6 +354,15 @@ int main() {
         gnorm_case<3>(37, 1536, 6, acc, 5);                     /* pipelined: 8 rows per block, a partial last round */
         gnorm_case<3>(11, 1028, 3, acc, 4);                     /* C/4 = 257: one thread with a third float4 */
         gnorm_case<1>(13, 44, 2, acc, 13);                      /* one row per block (N == blocks) */
+    }
+    for (int acc = 0; acc < 2; acc++) {
+        conv_win_case<4, 4>(2, 67, 128, 4, 140, acc);
+        conv_win_case<4, 1>(2, 19, 12, 3, 17, acc);
+        conv_win_case<3, 1>(3, 40, 7, 1, 9, acc);
+        conv_win_case<4, 4>(1, 200, 1792, 1536, 3352, acc);   /* mamba2-gpt2small's x|B|C in its packed row */
+        gnorm_win_case<1>(7, 36, 0, 40, 3, acc);
+        gnorm_win_case<3>(20, 1536, 0, 3352, 6, acc);         /* mamba2-gpt2small's z in its packed row */
+        gnorm_win_case<3>(5, 1028, 4, 1040, 2, acc);
     }
     printf(fails ? "m2_emu: %d FAILED\n" : "m2_emu: all passed\n", fails);
     return fails != 0;

@@ -48,14 +48,14 @@ void cpu_attention_fwd(real *out, real *lse, const real *q, const real *k, const
 void cpu_attention_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse, const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B, int nq, int nk, int nh, int nkv, int hd, int acc);
 void cpu_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
 void cpu_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, int B, int n, int C, int K, int acc);
-void cpu_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K);
-void cpu_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, const real *b, int B, int n, int C, int K, int acc);
+void cpu_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K, int ldx);
+void cpu_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w, const real *b, int B, int n, int C, int K, int acc, int ldx);
 void cpu_selective_scan_fwd(real *y, real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L);
 void cpu_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, real *dCm, real *dD, real *dz, const real *dy, const real *hs, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int n, int E, int S, int L, int acc);
 void cpu_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L);
 void cpu_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real *dD, const real *dy, const real *states, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int n, int nh, int P, int G, int N, int L, int acc);
-void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C, real eps);
-void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, const real *w, const real *rstd, int N, int C, int acc);
+void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C, real eps, int ldz);
+void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z, const real *w, const real *rstd, int N, int C, int acc, int ldz);
 void cpu_gather_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
 void cpu_gather_bwd(real *din, const real *dout, const int *idx, int B, int T, int n_sel, int C, int ldi, int col0);
 void cpu_scatter_fwd(real *out, const real *in, const int *idx, int B, int T, int n_sel, int C, int ldo, int col0);

@@ -6,10 +6,10 @@
 static inline real sigmoid(real x) { return 1 / (1 + R_EXP(-x)); }
 
 void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, const real *w, int N, int C,
-                           real eps) {
+                           real eps, int ldz) {
 #pragma omp parallel for if (N > 64)
     for (int i = 0; i < N; i++) {
-        const real *yi = y + (size_t)i * C, *zi = z + (size_t)i * C;
+        const real *yi = y + (size_t)i * C, *zi = z + (size_t)i * ldz;
         double ss = 0;
         for (int c = 0; c < C; c++) {
             real g = yi[c] * zi[c] * sigmoid(zi[c]);
@@ -22,10 +22,10 @@ void cpu_gated_rmsnorm_fwd(real *out, real *rstd, const real *y, const real *z, 
 }
 
 void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z,
-                           const real *w, const real *rstd, int N, int C, int acc) {
+                           const real *w, const real *rstd, int N, int C, int acc, int ldz) {
     /* g = y silu(z); out = g r w. dg = r (dout w - g r mean(dout w g r)) */
     for (int i = 0; i < N; i++) {
-        const real *yi = y + (size_t)i * C, *zi = z + (size_t)i * C, *di = dout + (size_t)i * C;
+        const real *yi = y + (size_t)i * C, *zi = z + (size_t)i * ldz, *di = dout + (size_t)i * C;
         real r = rstd[i];
         double dot = 0;
         for (int c = 0; c < C; c++) dot += (double)di[c] * w[c] * yi[c] * zi[c] * sigmoid(zi[c]) * r;
@@ -37,7 +37,8 @@ void cpu_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const
             size_t k = (size_t)i * C + c;
             real gy = dg * silu, gz = dg * yi[c] * s * (1 + zi[c] * (1 - s));
             if (dy) dy[k] = acc ? dy[k] + gy : gy;
-            if (dz) dz[k] = acc ? dz[k] + gz : gz;
+            size_t kz = (size_t)i * ldz + c;
+            if (dz) dz[kz] = acc ? dz[kz] + gz : gz;
         }
     }
 }

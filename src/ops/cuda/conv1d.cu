@@ -123,38 +123,43 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 template <int KK, int V, bool SILU>
 static void conv_seg_fwd_pf(const ConvGeom &g, float *out, const float *x, const float *w, const float *b, int n,
-                            int C, bool pf) {
+                            int C, bool pf, int ldx) {
     if (pf)
         conv_seg_fwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
-                                                                                      g.nsegs_all);
+                                                                                      g.nsegs_all, ldx);
     else
         conv_seg_fwd_kernel<KK, V, SILU, false><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg,
-                                                                                       g.nseg, g.nsegs_all);
+                                                                                       g.nseg, g.nsegs_all, ldx);
 }
 template <int KK, int V>
-static void conv_seg_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu) {
+static void conv_seg_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu,
+                         int ldx) {
     ConvGeom g = conv_geom(B, n, C, V);
     bool pf = cuda_set_conv_new(-1);
-    if (silu) conv_seg_fwd_pf<KK, V, true>(g, out, x, w, b, n, C, pf);
-    else conv_seg_fwd_pf<KK, V, false>(g, out, x, w, b, n, C, pf);
+    if (silu) conv_seg_fwd_pf<KK, V, true>(g, out, x, w, b, n, C, pf, ldx);
+    else conv_seg_fwd_pf<KK, V, false>(g, out, x, w, b, n, C, pf, ldx);
     CUDA_LAUNCHED();
 }
 template <int KK, int V, bool SILU>
 static void conv_seg_bwd_pf(const ConvGeom &g, float *dx, float *part, const float *dout, const float *x,
-                            const float *w, const float *b, int n, int C, int acc, bool pf, __nv_bfloat16 *dxb) {
+                            const float *w, const float *b, int n, int C, int acc, bool pf, __nv_bfloat16 *dxb,
+                            int ldx) {
     if (pf)
         conv_seg_bwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(
-            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb);
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
     else
         conv_seg_bwd_kernel<KK, V, SILU, false><<<g.grid, g.block, 0, cuda_stream()>>>(
-            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb);
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
 }
 /* With the new setting dx's bf16 rounding is written too (a shadow: in_proj's
  * backward reads dx as its dout two products later, linear.cu's declared
- * launches in between) and every range written is declared (cuda_shadow_done). */
+ * launches in between) and every range written is declared (cuda_shadow_done).
+ * A strided dx (ldx > C: a column window of Mamba-2's packed in_proj gradient,
+ * read whole by one product) has no rounding of its own: the product rounds
+ * the packed buffer; its declared range spans the window's rows. */
 template <int KK, int V>
 static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
-                         const float *b, int B, int n, int C, int acc, bool silu) {
+                         const float *b, int B, int n, int C, int acc, bool silu, int ldx) {
     ConvGeom g = conv_geom(B, n, C, V);
     bool nw = cuda_set_conv_new(-1);
     float *part = nullptr;
@@ -164,10 +169,10 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
         if (!part) return;
     }
     /* claimed last, after anything that may allocate: a claim is always filled and declared below */
-    __nv_bfloat16 *dxb = (nw && dx) ? (__nv_bfloat16 *)cuda_shadow_claim(dx, total) : nullptr;
+    __nv_bfloat16 *dxb = (nw && dx && ldx == C) ? (__nv_bfloat16 *)cuda_shadow_claim(dx, total) : nullptr;
     unsigned long before = cuda_epoch;
-    if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb);
-    else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb);
+    if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
+    else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
     CUDA_LAUNCHED();
     if (part) {
         conv_seg_finish_kernel<<<((KK + 1) * C + 255) / 256, 256, 0, cuda_stream()>>>(dw, db, part, (int)g.grid.y, C,
@@ -175,7 +180,8 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
         CUDA_LAUNCHED();
     }
     if (nw) {
-        CudaRange wr[5] = {{dx, dx ? total * sizeof(float) : 0},
+        size_t dx_n = ((size_t)B * n - 1) * ldx + C;   /* the window's span (total when dense) */
+        CudaRange wr[5] = {{dx, dx ? dx_n * sizeof(float) : 0},
                            {dxb, dxb ? total * 2 : 0},
                            {part, part ? part_n * sizeof(float) : 0},
                            {dw, dw ? (size_t)C * KK * sizeof(float) : 0},
@@ -184,39 +190,40 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
     }
 }
 
-/* V = 4 when every row pointer the kernel forms is 16-byte aligned */
-static int conv_vec(int C, const void *a, const void *b2, const void *c) {
-    return (C % 4 == 0 && aligned16(a) && aligned16(b2) && (!c || aligned16(c))) ? 4 : 1;
+/* V = 4 when every row pointer the kernel forms is 16-byte aligned (x's, dx's rows ldx apart) */
+static int conv_vec(int C, int ldx, const void *a, const void *b2, const void *c) {
+    return (C % 4 == 0 && ldx % 4 == 0 && aligned16(a) && aligned16(b2) && (!c || aligned16(c))) ? 4 : 1;
 }
 template <int KK>
-static void conv_fwd_k(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu) {
-    if (conv_vec(C, out, x, nullptr) == 4) conv_seg_fwd<KK, 4>(out, x, w, b, B, n, C, silu);
-    else conv_seg_fwd<KK, 1>(out, x, w, b, B, n, C, silu);
+static void conv_fwd_k(float *out, const float *x, const float *w, const float *b, int B, int n, int C, bool silu,
+                       int ldx) {
+    if (conv_vec(C, ldx, out, x, nullptr) == 4) conv_seg_fwd<KK, 4>(out, x, w, b, B, n, C, silu, ldx);
+    else conv_seg_fwd<KK, 1>(out, x, w, b, B, n, C, silu, ldx);
 }
 template <int KK>
 static void conv_bwd_k(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
-                       const float *b, int B, int n, int C, int acc, bool silu) {
-    if (conv_vec(C, dout, x, dx) == 4) conv_seg_bwd<KK, 4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu);
-    else conv_seg_bwd<KK, 1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu);
+                       const float *b, int B, int n, int C, int acc, bool silu, int ldx) {
+    if (conv_vec(C, ldx, dout, x, dx) == 4) conv_seg_bwd<KK, 4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx);
+    else conv_seg_bwd<KK, 1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx);
 }
 /* the new kernels take K 1..4; 0 when not taken */
 static int conv_new_fwd(float *out, const float *x, const float *w, const float *b, int B, int n, int C, int K,
-                        bool silu) {
+                        bool silu, int ldx) {
     switch (K) {
-    case 1: conv_fwd_k<1>(out, x, w, b, B, n, C, silu); return 1;
-    case 2: conv_fwd_k<2>(out, x, w, b, B, n, C, silu); return 1;
-    case 3: conv_fwd_k<3>(out, x, w, b, B, n, C, silu); return 1;
-    case 4: conv_fwd_k<4>(out, x, w, b, B, n, C, silu); return 1;
+    case 1: conv_fwd_k<1>(out, x, w, b, B, n, C, silu, ldx); return 1;
+    case 2: conv_fwd_k<2>(out, x, w, b, B, n, C, silu, ldx); return 1;
+    case 3: conv_fwd_k<3>(out, x, w, b, B, n, C, silu, ldx); return 1;
+    case 4: conv_fwd_k<4>(out, x, w, b, B, n, C, silu, ldx); return 1;
     default: return 0;
     }
 }
 static int conv_new_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
-                        const float *b, int B, int n, int C, int K, int acc, bool silu) {
+                        const float *b, int B, int n, int C, int K, int acc, bool silu, int ldx) {
     switch (K) {
-    case 1: conv_bwd_k<1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
-    case 2: conv_bwd_k<2>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
-    case 3: conv_bwd_k<3>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
-    case 4: conv_bwd_k<4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu); return 1;
+    case 1: conv_bwd_k<1>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx); return 1;
+    case 2: conv_bwd_k<2>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx); return 1;
+    case 3: conv_bwd_k<3>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx); return 1;
+    case 4: conv_bwd_k<4>(dx, dw, db, dout, x, w, b, B, n, C, acc, silu, ldx); return 1;
     default: return 0;
     }
 }
@@ -231,7 +238,7 @@ static void conv1d_fwd_old(real *out, const real *x, const real *w, const real *
 void cuda_conv1d_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    if (!(cuda_set_m2_kernels(-1) && conv_new_fwd(out, x, w, b, B, n, C, K, false)))
+    if (!(cuda_set_m2_kernels(-1) && conv_new_fwd(out, x, w, b, B, n, C, K, false, C)))
         conv1d_fwd_old(out, x, w, b, B, n, C, K);
     fh_count_macs((uint64_t)B * C * conv_taps(n, K));
 }
@@ -253,32 +260,56 @@ void cuda_conv1d_bwd(real *dx, real *dw, real *db, const real *dout, const real 
                      int B, int n, int C, int K, int acc) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    if (!(cuda_set_m2_kernels(-1) && conv_new_bwd(dx, dw, db, dout, x, w, nullptr, B, n, C, K, acc, false)))
+    if (!(cuda_set_m2_kernels(-1) && conv_new_bwd(dx, dw, db, dout, x, w, nullptr, B, n, C, K, acc, false, C)))
         conv1d_bwd_old(dx, dw, db, dout, x, w, B, n, C, K, acc);
 }
 
 /* conv then SiLU: the segment kernels with the activation fused; for K > 4
  * the first conv kernel, then silu in place (forward) / the pre-activation
- * recomputed into scratch (backward) */
-void cuda_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K) {
+ * recomputed into scratch (backward). The first kernels are dense: a strided
+ * x (ldx > C) goes through a dense copy there, dx through one (a rare path:
+ * Mamba's d_conv is 4) */
+static BranchScratch conv_silu_scratch;
+void cuda_conv1d_silu_fwd(real *out, const real *x, const real *w, const real *b, int B, int n, int C, int K,
+                          int ldx) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    if (!conv_new_fwd(out, x, w, b, B, n, C, K, true)) {
-        conv1d_fwd_old(out, x, w, b, B, n, C, K);
+    if (!conv_new_fwd(out, x, w, b, B, n, C, K, true, ldx)) {
+        const real *xd = x;
+        if (ldx != C) {
+            float *s = (float *)cuda_branch_scratch(&conv_silu_scratch, sizeof(float) * total, "conv1d_silu scratch");
+            if (!s) return;
+            cuda_copy_rows(s, C, x, ldx, B * n, C);
+            xd = s;
+        }
+        conv1d_fwd_old(out, xd, w, b, B, n, C, K);
         cuda_silu_fwd(out, out, total);
     }
     fh_count_macs((uint64_t)B * C * conv_taps(n, K));
 }
 
-static BranchScratch conv_silu_scratch;
 void cuda_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
-                          const real *b, int B, int n, int C, int K, int acc) {
+                          const real *b, int B, int n, int C, int K, int acc, int ldx) {
     size_t total = (size_t)B * n * C;
     if (!total) return;
-    if (conv_new_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, true)) return;
-    float *pre = (float *)cuda_branch_scratch(&conv_silu_scratch, sizeof(float) * 2 * total, "conv1d_silu scratch");
+    if (conv_new_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, true, ldx)) return;
+    int strided = ldx != C;
+    float *pre = (float *)cuda_branch_scratch(&conv_silu_scratch, sizeof(float) * (strided ? 4 : 2) * total,
+                                              "conv1d_silu scratch");
     if (!pre) return;
-    conv1d_fwd_old(pre, x, w, b, B, n, C, K);
+    const real *xd = x;
+    real *dxd = dx;
+    if (strided) {   /* dense x, and a dense dx holding dx's values when accumulating */
+        float *xs = pre + 2 * total;
+        cuda_copy_rows(xs, C, x, ldx, B * n, C);
+        xd = xs;
+        if (dx) {
+            dxd = pre + 3 * total;
+            if (acc) cuda_copy_rows(dxd, C, dx, ldx, B * n, C);
+        }
+    }
+    conv1d_fwd_old(pre, xd, w, b, B, n, C, K);
     cuda_silu_bwd(pre + total, dout, pre, total, FH_OVERWRITE);
-    conv1d_bwd_old(dx, dw, db, pre + total, x, w, B, n, C, K, acc);
+    conv1d_bwd_old(dxd, dw, db, pre + total, xd, w, B, n, C, K, acc);
+    if (strided && dx) cuda_copy_rows(dx, ldx, dxd, C, B * n, C);
 }

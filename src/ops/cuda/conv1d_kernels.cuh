@@ -102,7 +102,7 @@ __device__ __forceinline__ void load_window(float (*win)[V], const float *xs, in
 template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS)
     conv_seg_fwd_kernel(float *__restrict__ out, const float *__restrict__ x, const float *__restrict__ w,
-                        const float *__restrict__ b, int n, int C, int seg, int nseg, int nsegs_all) {
+                        const float *__restrict__ b, int n, int C, int seg, int nseg, int nsegs_all, int ldx) {
     int c0 = (blockIdx.x * 32 + threadIdx.x) * V;
     int g = blockIdx.y * CONV_SEGS + threadIdx.y;
     if (c0 >= C || g >= nsegs_all) return;
@@ -115,23 +115,23 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
         for (int k = 0; k < KK; k++) wr[v][k] = w[(size_t)(c0 + v) * KK + k];
     }
     size_t base = (size_t)bb * n * C + c0;
-    const float *xs = x + base;
+    const float *xs = x + (size_t)bb * n * ldx + c0;   /* x's rows ldx apart */
     float *os = out + base;
     float win[KK][V];  /* win[k] = x[t - (KK-1) + k]; win[KK-1] the current row */
     if (PF)   /* the first rows the walk's prefetches below do not cover */
 #pragma unroll
         for (int r = 0; r < CONV_PF; r++)
-            if (t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * C);
-    load_window<KK, V>(win, xs, t0, C);
+            if (t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * ldx);
+    load_window<KK, V>(win, xs, t0, ldx);
     for (int t = t0; t < t1; t += CONV_U) {
         if (PF)
 #pragma unroll
             for (int u = 0; u < CONV_U; u++)
-                if (t + CONV_PF + u < t1) prefetch_l2(xs + (size_t)(t + CONV_PF + u) * C);
+                if (t + CONV_PF + u < t1) prefetch_l2(xs + (size_t)(t + CONV_PF + u) * ldx);
         float nx[CONV_U][V];
 #pragma unroll
         for (int u = 0; u < CONV_U; u++)
-            if (t + u < t1) ldv<V>(nx[u], xs + (size_t)(t + u) * C);
+            if (t + u < t1) ldv<V>(nx[u], xs + (size_t)(t + u) * ldx);
 #pragma unroll
         for (int u = 0; u < CONV_U; u++) {
             if (t + u >= t1) break;
@@ -157,12 +157,13 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
  * (entry KK: db; part NULL: neither wanted). With SILU, dout is the gradient
  * of silu(conv) and the conv's output is recomputed from x, w, b. */
 /* at most 128 registers: 4 blocks (16 warps) per SM */
-/* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding (a shadow) */
+/* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding (a shadow, dense:
+ * only when ldx == C); ldx: x's and dx's row stride (ops.h), dout's is C */
 template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_seg_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
                         const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ b, int n,
-                        int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb) {
+                        int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb, int ldx) {
     __shared__ float sh[CONV_SEGS][33];
     int c0 = (blockIdx.x * 32 + threadIdx.x) * V;
     int g = blockIdx.y * CONV_SEGS + threadIdx.y;
@@ -185,8 +186,9 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
             for (int k = 0; k < KK; k++) wr[v][k] = w[(size_t)(c0 + v) * KK + k];
         }
         size_t base = (size_t)bb * n * C + c0;
-        const float *xs = x + base, *ds = dout + base;
-        float *dxs = dx ? dx + base : nullptr;
+        size_t xbase = (size_t)bb * n * ldx + c0;   /* x's and dx's rows ldx apart */
+        const float *xs = x + xbase, *ds = dout + base;
+        float *dxs = dx ? dx + xbase : nullptr;
         __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + base : nullptr;
         float win[KK][V];  /* inputs x[t - (KK-1) + k] */
         float dwin[KK][V]; /* conv-output gradients d[t - (KK-1) + k] (0 past the sequence) */
@@ -199,9 +201,9 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
             for (int r = 0; r < CONV_PF; r++)
                 if (t0 + r < tend) {
                     prefetch_l2(ds + (size_t)(t0 + r) * C);
-                    if (SILU || t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * C);
+                    if (SILU || t0 + r < t1) prefetch_l2(xs + (size_t)(t0 + r) * ldx);
                 }
-        load_window<KK, V>(win, xs, t0, C);
+        load_window<KK, V>(win, xs, t0, ldx);
         /* step t: d[t] (t < tend, else 0), then dx[t - (KK-1)] once it is in the segment */
         int tlast = t1 + KK - 1;
         for (int t = t0; t < tlast; t += CONV_UB) {
@@ -211,7 +213,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                     int tp = t + CONV_PF + u;
                     if (tp < tend) {
                         prefetch_l2(ds + (size_t)tp * C);
-                        if (SILU || tp < t1) prefetch_l2(xs + (size_t)tp * C);
+                        if (SILU || tp < t1) prefetch_l2(xs + (size_t)tp * ldx);
                     }
                 }
             float nx[CONV_UB][V], nd[CONV_UB][V];
@@ -219,7 +221,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
             for (int u = 0; u < CONV_UB; u++)
                 if (t + u < tend) {
                     ldv<V>(nd[u], ds + (size_t)(t + u) * C);
-                    if (SILU || t + u < t1) ldv<V>(nx[u], xs + (size_t)(t + u) * C);
+                    if (SILU || t + u < t1) ldv<V>(nx[u], xs + (size_t)(t + u) * ldx);
                 }
 #pragma unroll
             for (int u = 0; u < CONV_UB; u++) {
@@ -256,7 +258,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                 if (dxs && s_ >= t0) {
                     /* dx[s] = sum_k w[k] d[s + KK-1 - k] = sum_k w[k] dwin[KK-1-k] */
                     float o[V];
-                    float *p = dxs + (size_t)s_ * C;
+                    float *p = dxs + (size_t)s_ * ldx;
                     float old[V];
                     if (acc) ldv_rw<V>(old, p);
 #pragma unroll

@@ -9,7 +9,9 @@
  * a fixed grid of blocks, each walking rows r = blockIdx.x + i * gridDim.x
  * with its threads' dw partials (dout * g * rstd per channel) in registers,
  * written once per block: gated_rmsnorm.cu sums the blocks in order, so the
- * separate column pass over dout, y and z goes away. */
+ * separate column pass over dout, y and z goes away. z and dz have their own
+ * row stride ldz (ops.h: a column window of Mamba-2's packed in_proj output;
+ * ldz % 4 == 0 for the float4 accesses, gated_rmsnorm.cu checks). */
 #ifndef FLOWHN_GATED_RMSNORM_KERNELS_CUH
 #define FLOWHN_GATED_RMSNORM_KERNELS_CUH
 
@@ -44,11 +46,11 @@ __device__ __forceinline__ void st4_bf16(__nv_bfloat16 *p, float a, float b, flo
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
     gnorm_fwd_reg_kernel(float *out, float *rstd, const float *y, const float *z, const float *w, int C, float eps,
-                         __nv_bfloat16 *ob) {
+                         __nv_bfloat16 *ob, int ldz) {
     pdl_wait();   /* PDL in the decode graph only (common.cuh); a no-op in training's plain launches */
     pdl_trigger();
     __shared__ float sh[32];
-    size_t off = (size_t)blockIdx.x * C;
+    size_t off = (size_t)blockIdx.x * C, offz = (size_t)blockIdx.x * ldz;
     int C4 = C / 4;
     float g[NPT][4];
     float ss = 0.f;
@@ -56,7 +58,7 @@ __global__ void __launch_bounds__(GN_THREADS)
     for (int i = 0; i < NPT; i++) {
         int j = threadIdx.x + i * GN_THREADS;
         if (j < C4) {
-            float4 yv = ld4(y + off + 4 * j), zv = ld4(z + off + 4 * j);
+            float4 yv = ld4(y + off + 4 * j), zv = ld4(z + offz + 4 * j);
             g[i][0] = gate_of(yv.x, zv.x); g[i][1] = gate_of(yv.y, zv.y);
             g[i][2] = gate_of(yv.z, zv.z); g[i][3] = gate_of(yv.w, zv.w);
 #pragma unroll
@@ -83,7 +85,7 @@ __global__ void __launch_bounds__(GN_THREADS)
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
     gnorm_bwd_reg_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
-                         const float *w, const float *rstd, int N, int C, int acc) {
+                         const float *w, const float *rstd, int N, int C, int acc, int ldz) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float wr[NPT][4], pw[NPT][4];
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(GN_THREADS)
         for (int q = 0; q < 4; q++) pw[i][q] = 0.f;
     }
     for (int row = blockIdx.x; row < N; row += gridDim.x) {   /* the same trip count in every thread */
-        size_t off = (size_t)row * C;
+        size_t off = (size_t)row * C, offz = (size_t)row * ldz;
         float r = rstd[row];
         float dv[NPT][4], yv[NPT][4], zv[NPT][4];
         float dot = 0.f;
@@ -104,7 +106,7 @@ __global__ void __launch_bounds__(GN_THREADS)
         for (int i = 0; i < NPT; i++) {
             int j = threadIdx.x + i * GN_THREADS;
             if (j < C4) {
-                float4 a = ld4(dout + off + 4 * j), b = ld4(y + off + 4 * j), c = ld4(z + off + 4 * j);
+                float4 a = ld4(dout + off + 4 * j), b = ld4(y + off + 4 * j), c = ld4(z + offz + 4 * j);
                 dv[i][0] = a.x; dv[i][1] = a.y; dv[i][2] = a.z; dv[i][3] = a.w;
                 yv[i][0] = b.x; yv[i][1] = b.y; yv[i][2] = b.z; yv[i][3] = b.w;
                 zv[i][0] = c.x; zv[i][1] = c.y; zv[i][2] = c.z; zv[i][3] = c.w;
@@ -127,14 +129,14 @@ __global__ void __launch_bounds__(GN_THREADS)
                     gy[q] = dg * zq * s;
                     gz[q] = dg * yq * s * (1.f + zq * (1.f - s));
                 }
-                size_t k = off + 4 * j;
+                size_t k = off + 4 * j, kz = offz + 4 * j;
                 if (dy) {
                     if (acc) { float4 o = ld4(dy + k); gy[0] += o.x; gy[1] += o.y; gy[2] += o.z; gy[3] += o.w; }
                     st4(dy + k, gy[0], gy[1], gy[2], gy[3]);
                 }
                 if (dz) {
-                    if (acc) { float4 o = ld4(dz + k); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
-                    st4(dz + k, gz[0], gz[1], gz[2], gz[3]);
+                    if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
+                    st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }
         }
@@ -180,7 +182,7 @@ __device__ __forceinline__ float f4_at(const float4 &v, int q) { return q == 0 ?
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS, 4)
     gnorm_bwd_pipe_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
-                          const float *w, const float *rstd, int N, int C, int acc) {
+                          const float *w, const float *rstd, int N, int C, int acc, int ldz) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float4 wr[NPT];
@@ -195,7 +197,8 @@ __global__ void __launch_bounds__(GN_THREADS, 4)
     float r = 0.f;
     if (row < N) {
         size_t off = (size_t)row * C;
-        gn_load_row<NPT>(dv, dout + off, C4); gn_load_row<NPT>(yv, y + off, C4); gn_load_row<NPT>(zv, z + off, C4);
+        gn_load_row<NPT>(dv, dout + off, C4); gn_load_row<NPT>(yv, y + off, C4);
+        gn_load_row<NPT>(zv, z + (size_t)row * ldz, C4);
         r = rstd[row];
     }
     for (; row < N; row += gridDim.x) {   /* the same trip count in every thread */
@@ -204,10 +207,11 @@ __global__ void __launch_bounds__(GN_THREADS, 4)
         float nr = 0.f;
         if (nxt < N) {   /* the next row's loads, in flight during this row's work */
             size_t off = (size_t)nxt * C;
-            gn_load_row<NPT>(nd, dout + off, C4); gn_load_row<NPT>(ny, y + off, C4); gn_load_row<NPT>(nz, z + off, C4);
+            gn_load_row<NPT>(nd, dout + off, C4); gn_load_row<NPT>(ny, y + off, C4);
+            gn_load_row<NPT>(nz, z + (size_t)nxt * ldz, C4);
             nr = rstd[nxt];
         }
-        size_t off = (size_t)row * C;
+        size_t off = (size_t)row * C, offz = (size_t)row * ldz;
         float dot = 0.f;   /* zeros past C4 add nothing */
 #pragma unroll
         for (int i = 0; i < NPT; i++)
@@ -229,14 +233,14 @@ __global__ void __launch_bounds__(GN_THREADS, 4)
                     gy[q] = dg * zq * s;
                     gz[q] = dg * yq * s * (1.f + zq * (1.f - s));
                 }
-                size_t k = off + 4 * j;
+                size_t k = off + 4 * j, kz = offz + 4 * j;
                 if (dy) {
                     if (acc) { float4 o = ld4(dy + k); gy[0] += o.x; gy[1] += o.y; gy[2] += o.z; gy[3] += o.w; }
                     st4(dy + k, gy[0], gy[1], gy[2], gy[3]);
                 }
                 if (dz) {
-                    if (acc) { float4 o = ld4(dz + k); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
-                    st4(dz + k, gz[0], gz[1], gz[2], gz[3]);
+                    if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
+                    st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }
         }
