@@ -26,6 +26,15 @@
  *     attention_rope_fwd (once; if it declines the values stay, as the CUDA
  *     backend writes the fp32 back then) and attention_rope_bwd (as cuDNN's
  *     kept Q | K | V serves it) as their packed q, k, v, on its branch;
+ *   - a once = 4 mark (the fused RoPE attention's out, stored only in its
+ *     kept buffer on the GPU: cuDNN's O) is elided by attention_rope_fwd
+ *     (when it returns 0, kept) and served to products as a once = 0 mark
+ *     and to attention_rope_bwd as its `out` (cuDNN reads the kept rounding),
+ *     on its branch;
+ *   - a once = 5 mark (the attention's d out, the o product's bf16 D on the
+ *     GPU) is elided by linear_bwd (its din, overwritten) and served only to
+ *     attention_rope_bwd as its `dout`, once (if it declines the values stay,
+ *     as the CUDA backend writes the fp32 back then);
  *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN).
  * Any other reader, extent, branch or second read sees NaN, which reaches
  * the loss or the gradients. So a step through this table must give the
@@ -73,6 +82,8 @@ static void mk_only(const real *x, size_t n, int once) {
 }
 static void mk_branch(int b) { branch_now = b; }
 
+/* the marks a product elides (its bf16 D: linear.cu gu_d16, qkv_d16, datt_d16); the others an op's output */
+static int product_mark(int once) { return once == 2 || once == 3 || once == 5; }
 /* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only; a
  * product's output, once = 2, as linear.cu gu_d16: only a product, no bias, kept) */
 static void produced_by(real *out, size_t n, int can, int product) {
@@ -82,13 +93,13 @@ static void produced_by(real *out, size_t n, int can, int product) {
         pend[i] = pend[--npend];   /* a mark serves its producer once */
         int kept = 0;
         for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
-        if ((once >= 2) != product) return;   /* each kind has its own producers */
-        if (!can || !(kept || once == 1) || nmarks == MAX_MARKS) return;
+        if (product_mark(once) != product) return;   /* each kind has its own producers */
+        if (!can || !(kept || once == 1 || once == 5) || nmarks == MAX_MARKS) return;
         real *s = malloc(sizeof(real) * n);
         if (!s) return;
         memcpy(s, out, sizeof(real) * n);
         for (size_t j = 0; j < n; j++) out[j] = NAN;
-        marks[nmarks++] = (Mark){out, n, once >= 2 ? once : once && !kept, branch_now, 0, s};
+        marks[nmarks++] = (Mark){out, n, once >= 2 ? once : once && !kept, branch_now, 0, s};   /* 4: kept only */
         elided++;
         return;
     }
@@ -98,10 +109,12 @@ static void produced(real *out, size_t n, int can) { produced_by(out, n, can, 0)
  * v) reads x[0, n): the saved values if the CUDA backend would serve them (products: once 0, 1 marks; the
  * others: their own once = 2, 3 marks only); returns the mark restored */
 static int kind_of(int once) { return once >= 2 ? once : 0; }
+/* kind 4 (attention_rope_bwd's out) and products (kind 0) are both served a once = 4 mark */
+static int serves(int once, int kind) { return kind_of(once) == kind || (once == 4 && kind == 0); }
 static Mark *restore_by(const real *x, size_t n, int kind) {
     for (int i = 0; i < nmarks; i++) {
         Mark *m = &marks[i];
-        if (m->x != x || m->n != n || !m->saved || kind_of(m->once) != kind) continue;
+        if (m->x != x || m->n != n || !m->saved || !serves(m->once, kind)) continue;
         if (m->branch != branch_now) return NULL;   /* kept roundings and shadows serve their own branch only */
         memcpy((real *)x, m->saved, sizeof(real) * n);
         served++;
@@ -113,7 +126,7 @@ static Mark *restore(const real *x, size_t n) { return restore_by(x, n, 0); }
 static void repoison(Mark *m) {
     if (!m) return;
     for (size_t j = 0; j < m->n; j++) ((real *)m->x)[j] = NAN;
-    if (m->once == 1) {   /* read once: nothing serves it again */
+    if (m->once == 1 || m->once == 5) {   /* read once: nothing serves it again */
         free(m->saved);
         m->saved = NULL;
     }
@@ -179,15 +192,24 @@ static int mk_attention_rope_fwd(real *out, real *lse, const real *q, const real
         free(mq->saved);
         mq->saved = NULL;
     } else repoison(mq);
+    produced(out, (size_t)B * nq * nh * hd, rc == 0);   /* a once = 4 mark: out into its kept buffer only */
     return rc;
 }
 static int mk_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                                  const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                                  int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
     Mark *mq = restore_by(q, (size_t)B * nq * ldq, 3);   /* as cuDNN's kept Q | K | V serves it */
+    size_t no = (size_t)B * nq * nh * hd;
+    Mark *mo = restore_by(out, no, 4);    /* as cuDNN reads out's kept rounding */
+    Mark *md = restore_by(dout, no, 5);   /* as cuDNN reads the o product's bf16 D as dO */
     int rc = cpu_ops.attention_rope_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, kpos, B, nq, nk, nh, nkv, hd,
                                         theta, acc, ldq, ldkv);
     repoison(mq);
+    repoison(mo);
+    if (md && rc) {   /* declined: the CUDA backend writes d out's fp32 back (the values stay), the mark is done */
+        free(md->saved);
+        md->saved = NULL;
+    } else repoison(md);
     if (rc == 0) attn_produced(dq, dk, dv, B, nq, nh, nkv, hd, acc, ldq, ldkv);
     return rc;
 }
@@ -204,6 +226,7 @@ static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const
     cpu_ops.linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
     repoison(md);
     repoison(mi);
+    if (din) produced_by(din, (size_t)N * IC, !acc, 1);   /* a once = 5 mark: the bf16 D (d out) */
 }
 
 static Ops marks_ops;
@@ -263,7 +286,7 @@ static void every_architecture(void) {
 
 /* the emulation can fail: a non-product reading a marked output sees NaN */
 static void emulation_detects(void) {
-    real x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[4], rstd[1], y[1];
+    real x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[4] = {0}, rstd[1], y[1];   /* {0}: for gcc */
     mk_keep(out, 4);
     mk_only(out, 4, 0);
     mk_rmsnorm_fwd(out, rstd, x, w, 1, 4, 1e-5f);
@@ -294,6 +317,37 @@ static void emulation_detects(void) {
     mk_linear_fwd(z, gu, w, NULL, 1, 4, 1);
     CHECK(z[0] != z[0], "a product reading a once = 3 output sees NaN");
     mk_keep(NULL, 0);
+    /* once = 4: the fused attention's out, read by products and by the attention backward only (B 1, two
+     * positions, one head of 2: every tensor [2, 2]) */
+    {
+        int pos[2] = {0, 1};
+        real q2[4] = {0.5f, -1, 0.25f, 2}, k2[4] = {1, 2, -0.5f, 1}, v2[4] = {3, 4, -1, 0.5f}, o2[4], l2[2];
+        real d2[4] = {1, -1, 0.5f, 2}, g[12];
+        mk_keep(o2, 4);
+        mk_only(o2, 4, 4);
+        CHECK(mk_attention_rope_fwd(o2, l2, q2, k2, v2, pos, pos, 1, 2, 2, 1, 1, 2, 10000.f, 2, 2) == 0,
+              "the attention forward ran");
+        CHECK(o2[0] != o2[0], "the attention's once = 4 out holds NaN");
+        mk_linear_fwd(y, o2, w, NULL, 1, 4, 1);
+        CHECK(y[0] == y[0], "a product reading it is served");
+        CHECK(mk_attention_rope_bwd(g, g + 4, g + 8, d2, o2, l2, q2, k2, v2, pos, pos, 1, 2, 2, 1, 1, 2, 10000.f,
+                                    FH_OVERWRITE, 2, 2) == 0 && g[0] == g[0] && g[8] == g[8],
+              "the attention backward reading it is served");
+        cpu_ops.add(y, o2, o2, 1);
+        CHECK(y[0] != y[0], "any other reader of a once = 4 output sees NaN");
+        mk_keep(NULL, 0);
+        /* once = 5: a product's din read by the attention backward only, once */
+        real dd[4], wo[2] = {1, -1}, go[2] = {1, 0.5f}, o3[4] = {0.1f, 0.2f, 0.3f, -0.1f};
+        mk_only(dd, 4, 5);
+        mk_linear_bwd(dd, NULL, NULL, go, NULL, wo, 2, 2, 1, FH_OVERWRITE);   /* din [2, 2] = go [2, 1] wo [1, 2] */
+        CHECK(dd[0] != dd[0], "the product's once = 5 din holds NaN");
+        CHECK(mk_attention_rope_bwd(g, g + 4, g + 8, dd, o3, l2, q2, k2, v2, pos, pos, 1, 2, 2, 1, 1, 2, 10000.f,
+                                    FH_OVERWRITE, 2, 2) == 0 && g[0] == g[0] && g[8] == g[8],
+              "the attention backward reading it as dout is served");
+        mk_linear_fwd(z, dd, w, NULL, 1, 4, 1);
+        CHECK(z[0] != z[0], "a product (or a second read) of a once = 5 output sees NaN");
+        mk_keep(NULL, 0);
+    }
 }
 
 int main(void) {

@@ -27,7 +27,7 @@ typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
                  real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
                  int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
                  int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */
-                 int only;     /* the forward kept (keep_acts): the backward's dqkv may be bf16-only */ } AttnActs;
+                 int only;     /* the forward kept (keep_acts): qkv, att, datt, dqkv may be bf16-only */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -139,6 +139,15 @@ static void keep_end(Model *m) {
  *     the fused RoPE attention's forward and backward (AttnActs.only): the
  *     q|k|v product may write it in bf16 only (one more rounding; CUDA
  *     FLOWHN_BF16_QKV=0 keeps fp32).
+ *   once = 4: the fused RoPE attention's out (att, kept just before), read
+ *     only by the o product (forward, dW) and by that attention's backward
+ *     (AttnActs.only; not Hymba's: forward and backward on two branches);
+ *     CUDA: cuDNN writes O into the kept buffer, FLOWHN_BF16_ATT_O=0 keeps
+ *     fp32.
+ *   once = 5: the fused RoPE attention's d out (datt, the o product's
+ *     dgrad), read only by the attention backward right after, once (a
+ *     declining backward gets the fp32 written back); CUDA: the product
+ *     writes bf16 D, cuDNN reads it as dO, FLOWHN_BF16_ATT_DO=0 keeps fp32.
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -237,6 +246,10 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     a->roped = 0;
     if (attn_rope_fused(m)) keep_bf16(m, a->att, (size_t)rows * qd);
+    /* att is read by the o product (below, and its dW) and the fused attention's backward only (the dense
+     * fallback there reads it only if the fused backward declines, which a backend that elided must refuse
+     * loudly): bf16_only once = 4, on the branch that runs both (not Hymba's, as qkv above) */
+    if (a->only && attn_rope_fused(m) && c->arch != ARCH_HYMBA) bf16_only(m, a->att, (size_t)rows * qd, 4);
     if (attn_rope_fused(m) && o->attention_rope_fwd(a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
                                                     P, P) == 0) {
         a->roped = 1;
@@ -265,6 +278,9 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     real theta = (real)c->rope_theta;
     ENS(a->datt, nqd); ENS(a->dqkv, (size_t)rows * P);
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dqkv, (size_t)rows * P);
+    /* datt is read only by the fused attention backward right below (its dout), once (bf16_only once = 5; if
+     * that op declines, the backend writes the fp32 back for the dense path) */
+    if (a->only && a->roped) bf16_only(m, a->datt, nqd, 5);
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     real *dq = a->dqkv, *dk = dq + qd, *dv = dk + kvd;
@@ -322,6 +338,10 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     /* att is the o product's input, again in its backward: kept right before the op that writes it (the
      * fused one; again before attention_fwd should it decline) */
     if (attn_rope_fused(m)) keep_bf16(m, a->att, (size_t)B * nq * qd);
+    /* as attn_fwd_packed's (once = 4; only where a backend's fused self-attention may serve it, as the keeps
+     * above; a->only: backward_trunk's keep_end follows) */
+    a->only = m->keep_acts && self;
+    if (a->only && attn_rope_fused(m) && c->arch != ARCH_HYMBA) bf16_only(m, a->att, (size_t)B * nq * qd, 4);
     if (attn_rope_fused(m) &&
         o->attention_rope_fwd(a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd,
                               (real)c->rope_theta, qd, kvd) == 0) {
@@ -353,7 +373,9 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
     ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
-    /* every buffer here has one writer */
+    /* every buffer here has one writer; datt is read only by the attention backward (once = 5, as packed; only
+     * for the self-attention the forward marked: where a backend's fused path may read the bf16 D) */
+    if (a->only && a->roped) bf16_only(m, a->datt, nqd, 5);
     o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
     if (a->roped &&
         o->attention_rope_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq,

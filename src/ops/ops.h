@@ -477,6 +477,24 @@ typedef struct Ops {
      *     attention_rope_bwd, if it cannot serve from its own kept copy,
      *     fails loudly instead of returning 1. CUDA: FLOWHN_BF16_QKV=0 writes
      *     fp32 as always.
+     *   once = 4: x is the `out` of the next op, an attention_rope_fwd
+     *     (the attention output, [rows, nh hd], dense), kept just before
+     *     (keep_bf16(x, n)); it is read only by products (the o product:
+     *     linear_fwd's and linear_bwd's `in`) and by that layer's
+     *     attention_rope_bwd as its `out`, on the branch that wrote it. A
+     *     backend may store only x's bf16 rounding (its kept buffer) if its
+     *     attention backward reads that rounding; attention_rope_bwd, if it
+     *     cannot serve from it, fails loudly instead of returning 1. Same
+     *     bits (CUDA: cuDNN's bf16 O is that rounding; FLOWHN_BF16_ATT_O=0
+     *     writes fp32 as always).
+     *   once = 5: x is the `din` of the next op, a linear_bwd overwriting it
+     *     (the attention's d out, [rows, nh hd]); it is read ONLY by the
+     *     attention_rope_bwd that follows, as its `dout`, once, on the branch
+     *     that wrote it; no product reads it. A backend may have the product
+     *     write only its bf16 output and the attention read that; it must
+     *     give any other path of attention_rope_bwd (and, if it declines,
+     *     the model's dense fallback) defined fp32 (CUDA writes bf16(D) back).
+     *     CUDA: FLOWHN_BF16_ATT_DO=0 writes fp32 as always.
      * A backend with bf16 products may then store only x's bf16 rounding where
      * those products read it (CUDA: the kept buffer, or a shadow held until its
      * one read), and leave x's fp32 memory unwritten. It decides per call (the

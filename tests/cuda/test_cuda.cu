@@ -3840,6 +3840,198 @@ static void test_bf16_qkv(void) {
     cuda_set_matmul_precision("fp32");
     cuda_set_attn_cudnn(was);
 }
+
+/* The attention's out and d out in bf16 only (ops.h bf16_only once = 4 and 5; FLOWHN_BF16_ATT_O, _ATT_DO):
+ * att kept and marked as model.c attn_fwd_packed does, cuDNN writes O straight into att's kept buffer (no
+ * from_bf16 pass, no fp32 att), the o product reads that rounding (y = att Wo^T, and dWo); datt marked
+ * before the o product's dgrad, which writes only its bf16 D, read by cuDNN's backward as dO. Modes:
+ *   0: both off (bf16-only on): today's path;
+ *   1: both on: att written by cuDNN 1, d out D 1, written back 0; under the verify switch att's and datt's
+ *      fp32 all NaN; a product reading datt fails loudly (refused + 1);
+ *   2: both on, cuDNN off: our kernels (tile head sizes) write att's fp32 (no elision), the D of d out is
+ *      written back before they read it (back 1); hd 24 declines (then nothing after the forward);
+ *   3: both on, cuDNN off for the backward only: att's fp32 was never written, so the attention backward
+ *      fails loudly (refused + 1, the step's error recorded) instead of reading it; d out written back 1.
+ * y, dWo and dqkv against the CPU at the bf16 bound; mode 1 against mode 0: y and dWo bitwise (O is out's
+ * rounding either way), dqkv at 1e-2 (cuBLASLt's bf16-output plan may sum in another order). */
+static void atto_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *cnt) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
+    int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+    size_t np = (size_t)rows * P, na = (size_t)rows * qd;
+    const float theta = 10000.f;
+    int was_o = cuda_set_bf16_att_o(mode >= 1), was_do = cuda_set_bf16_att_do(mode >= 1);
+    int was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1), was_q = cuda_set_bf16_qkv(0);
+    int was_dnn = cuda_set_attn_cudnn(mode != 2);
+    /* h: qkv [rows, P], Wo [H, qd], dy [rows, H], pos (as float bits), w1 [1, qd], zeros [H, qd] */
+    float *qkv = dev(h[0], np), *Wo = dev(h[1], (size_t)H * qd), *dy = dev(h[2], (size_t)rows * H);
+    float *w1 = dev(h[4], (size_t)qd), *dWo = dev(h[5], (size_t)H * qd);
+    int *dpos = devi((const int *)h[3], n);
+    float *att = dnan(na), *lse = dnan((size_t)B * nh * n), *dqkv = dnan(np), *datt = dnan(na);
+    float *y = dnan((size_t)rows * H), *y1 = dnan((size_t)rows);
+    float *q = qkv, *k = q + qd, *v = k + kvd, *dq = dqkv, *dk = dq + qd, *dv = dk + kvd;
+    unsigned long o0 = cuda_bf16_att_o_written, w0 = cuda_bf16_att_do_written, r0 = cuda_bf16_att_do_restored;
+    unsigned long rf0 = cuda_bf16_only_refused;
+    G->keep_bf16(qkv, np);   /* as model.c attn_fwd_packed (qkv's fp32 written here: no once = 3 mark) */
+    G->keep_bf16(att, na);
+    G->bf16_only(att, na, 4);
+    int rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);
+    res[0] = res[1] = res[2] = NULL;
+    cnt[0] = cuda_bf16_att_o_written - o0;
+    cnt[3] = rc != 0;
+    if (rc == 0) {
+        G->linear_fwd(y, att, Wo, NULL, rows, qd, H);   /* the o product: reads att's kept rounding */
+        G->bf16_only(datt, na, 5);
+        G->linear_bwd(datt, dWo, NULL, dy, att, Wo, rows, qd, H, FH_OVERWRITE);
+        cnt[1] = cuda_bf16_att_do_written - w0;
+        if (mode == 3) cuda_set_attn_cudnn(0);
+        rc = G->attention_rope_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta,
+                                   FH_OVERWRITE, P, P);
+        cnt[2] = cuda_bf16_att_do_restored - r0;
+        CHECK(rc == 0, "mode %d: attention_rope_bwd declined after its forward ran", mode);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        /* mode 3: loud (the error recorded, refused + 1), never a read of att's unwritten fp32 */
+        int ok = mode == 3 ? failed && cuda_bf16_only_refused == rf0 + 1 : !failed && cuda_bf16_only_refused == rf0;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "mode %d: the attention backward %s (refused %lu), expected %s", mode, failed ? "failed" : "ran",
+              cuda_bf16_only_refused - rf0, mode == 3 ? "a loud failure" : "a run");
+        if (mode != 3) {
+            res[0] = (float *)malloc(sizeof(float) * (size_t)rows * H);
+            res[1] = (float *)malloc(sizeof(float) * (size_t)H * qd);
+            res[2] = (float *)malloc(sizeof(float) * np);
+            G->to_host(res[0], y, sizeof(float) * (size_t)rows * H);
+            G->to_host(res[1], dWo, sizeof(float) * (size_t)H * qd);
+            G->to_host(res[2], dqkv, sizeof(float) * np);
+        }
+        /* the verify poison: att's and datt's fp32 all NaN exactly where elided (mode 1) */
+        float *t = (float *)malloc(sizeof(float) * na);
+        const float *which[2] = {att, datt};
+        int elided[2] = {mode == 1 || mode == 3, mode == 1};
+        for (int i = 0; i < 2; i++) {
+            G->to_host(t, which[i], sizeof(float) * na);
+            size_t nan = 0;
+            for (size_t j = 0; j < na; j++) nan += t[j] != t[j];
+            ok = elided[i] ? nan == na : nan == 0;
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %zu of %zu %s fp32 values NaN (expected %s)", mode, nan, na, i ? "datt" : "att",
+                  elided[i] ? "all" : "none");
+        }
+        free(t);
+        /* a product reading datt (once = 5: no product reads it): refused exactly when its fp32 was never written */
+        if (mode != 3) {
+            unsigned long rf = cuda_bf16_only_refused;
+            G->linear_fwd(y1, datt, w1, NULL, rows, qd, 1);
+            failed = cuda_ops_check() != 0;
+            fh_clear_error();
+            ok = failed == elided[1] && cuda_bf16_only_refused == rf + elided[1];
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: a product reading datt %s, expected %s", mode, failed ? "failed" : "ran",
+                  elided[1] ? "an error" : "a run");
+        }
+    } else cnt[1] = cnt[2] = 0;
+    G->keep_bf16(NULL, 0);
+    float *all[] = {qkv, Wo, dy, w1, dWo, att, lse, dqkv, datt, y, y1};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
+    G->release(dpos);
+    cuda_set_attn_cudnn(was_dnn);
+    cuda_set_bf16_qkv(was_q);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_att_do(was_do);
+    cuda_set_bf16_att_o(was_o);
+}
+static size_t bits_differ(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return d;
+}
+static void test_bf16_att_o(void) {
+    int was = cuda_set_attn_cudnn(1);
+    if (!cuda_attn_cudnn_loaded()) {
+        printf("  ********** cuDNN not loadable: SKIPPED the bf16 attention out / d out test **********\n");
+        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+        cuda_set_attn_cudnn(was);
+        return;
+    }
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    static const int shapes[][6] = {/* B, n, nh, nkv, hd, H */
+                                    {2, 64, 8, 2, 64, 96},  {1, 257, 4, 4, 128, 72}, {2, 96, 32, 8, 24, 768},
+                                    {3, 17, 4, 4, 64, 40},  {1, 1024, 12, 12, 64, 768}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *sh = shapes[si];
+        int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], H = sh[5];
+        int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
+        size_t np = (size_t)rows * P, na = (size_t)rows * qd, ny = (size_t)rows * H, nw = (size_t)H * qd;
+        line_start("bf16_att_o", "B=%d n=%d nh=%d nkv=%d hd=%d H=%d", B, n, nh, nkv, hd, H);
+        int *pos = subset(4 * n, n);
+        float *h[6] = {hrand(np, 0, 1), hrand(nw, 0, 0.05f), hrand(ny, 0, 1), (float *)pos, hrand((size_t)qd, 0, 0.05f),
+                       (float *)calloc(nw, sizeof(float))};
+        float *r[4][3];
+        unsigned long c[4][4];
+        for (int mode = 0; mode < 4; mode++) atto_run(mode, sh, H, h, r[mode], c[mode]);
+        /* att by cuDNN, d out D written, written back, forward declined */
+        int hd_tile = hd == 64 || hd == 128;   /* our kernels' head sizes (mode 2) */
+        static const unsigned long want[4][3] = {{0, 0, 0}, {1, 1, 0}, {0, 1, 1}, {1, 1, 1}};
+        for (int mode = 0; mode < 4; mode++) {
+            int dec = mode == 2 && !hd_tile;
+            int ok = c[mode][3] == (unsigned long)dec &&
+                     (dec || (c[mode][0] == want[mode][0] && c[mode][1] == want[mode][1] && c[mode][2] == want[mode][2]));
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: att by cuDNN %lu, d out D %lu, written back %lu (expected %lu %lu %lu), forward %s",
+                  mode, c[mode][0], c[mode][1], c[mode][2], want[mode][0], want[mode][1], want[mode][2],
+                  c[mode][3] ? "declined" : "ran");
+        }
+        /* the CPU in fp32: the attention forward, the o product, its backward, the attention backward */
+        float *q = h[0], *k = q + qd, *v = k + kvd;
+        float *att = hnan(na), *lse = hnan((size_t)B * nh * n), *y = hnan(ny), *datt = hnan(na);
+        float *dWo = (float *)calloc(nw, sizeof(float)), *dqkv = (float *)calloc(np, sizeof(float));
+        cpu_ops.attention_rope_fwd(att, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, 10000.f, P, P);
+        cpu_linear_fwd(y, att, h[1], NULL, rows, qd, H);
+        cpu_ops.linear_bwd(datt, dWo, NULL, h[2], att, h[1], rows, qd, H, FH_OVERWRITE);
+        cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, datt, att, lse, q, k, v, pos, pos, B, n, n, nh,
+                                   nkv, hd, 10000.f, FH_OVERWRITE, P, P);
+        TOL = 1e-2;
+        static const char *mn[3] = {"off", "on", "no_cudnn"};
+        const float *ref[3] = {y, dWo, dqkv};
+        const size_t len3[3] = {ny, nw, np};
+        static const char *what[3] = {"y", "dWo", "dqkv"};
+        for (int mode = 0; mode < 3; mode++)
+            for (int t = 0; t < 3 && r[mode][0]; t++) {
+                char b[32];
+                float *d = dev(r[mode][t], len3[t]);
+                snprintf(b, sizeof b, "%s_%s", what[t], mn[mode]);
+                cmp(b, ref[t], d, len3[t]);
+                G->release(d);
+            }
+        size_t nd[3] = {0, 0, 0};
+        if (r[0][0] && r[1][0]) {
+            for (int t = 0; t < 3; t++) {   /* on against off: y, dWo bitwise; dqkv at the bf16 bound */
+                nd[t] = bits_differ(r[0][t], r[1][t], len3[t]);
+                char b[32];
+                float *d = dev(r[1][t], len3[t]);
+                snprintf(b, sizeof b, "%s_on_vs_off", what[t]);
+                cmp(b, r[0][t], d, len3[t]);
+                G->release(d);
+            }
+            int ok = nd[0] == 0 && nd[1] == 0;
+            if (!ok) line_ok = 0;
+            CHECK(ok, "on vs off: %zu y and %zu dWo values differ in bits (O is out's rounding either way)", nd[0],
+                  nd[1]);
+        }
+        TOL = 1e-5;
+        size_t l = strlen(line);
+        snprintf(line + l, sizeof line - l, " O %lu/%lu/%lu/%lu, dO %lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu, dqkv bits %zu",
+                 c[0][0], c[1][0], c[2][0], c[3][0], c[0][1], c[1][1], c[2][1], c[3][1], c[0][2], c[1][2], c[2][2],
+                 c[3][2], nd[2]);
+        line_end();
+        for (int mode = 0; mode < 4; mode++)
+            for (int t = 0; t < 3; t++) free(r[mode][t]);
+        for (int i = 0; i < 6; i++) free(h[i]);
+        free(att); free(lse); free(y); free(datt); free(dWo); free(dqkv);
+    }
+    cuda_set_matmul_precision("fp32");
+    cuda_set_attn_cudnn(was);
+}
 #endif
 
 /* single-token steps: several steps in a row from a random state, so the
@@ -3957,6 +4149,7 @@ int main(void) {
     RUN(test_attention_strided);
     RUN(test_bf16_only_dqkv);
     RUN(test_bf16_qkv);
+    RUN(test_bf16_att_o);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

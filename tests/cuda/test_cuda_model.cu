@@ -193,8 +193,14 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         int gu_was = ab ? cuda_set_bf16_gu(0) : -1;
         /* the q|k|v product's bf16 D (FLOWHN_BF16_QKV) likewise: off until its own pass after the gate|up one */
         int qkv_was = ab ? cuda_set_bf16_qkv(0) : -1;
+        /* the attention's d out as the o product's bf16 D (FLOWHN_BF16_ATT_DO) likewise (cuBLASLt's bf16-output
+         * plan need not sum in the fp32 plan's order): off until its own pass after the q|k|v one. The
+         * attention's out in its kept buffer only (FLOWHN_BF16_ATT_O) stays on: the same bits, so the bitwise
+         * A/B below covers it */
+        int ado_was = ab ? cuda_set_bf16_att_do(0) : -1;
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
+        unsigned long ao0 = cuda_bf16_att_o_written, aruns0 = cuda_attn_cudnn_runs;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
         /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
@@ -224,8 +230,13 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * would have broken the bounds above. Against the switch-off step: the same rounding is read by
          * the same products, so the loss and gradients should agree bit for bit (bounded at 1e-6, reported). */
         if (okf && ab && cuda_set_bf16_only(-1)) {
-            unsigned long el = cuda_bf16_only_elided - elided0;
+            unsigned long el = cuda_bf16_only_elided - elided0, ao = cuda_bf16_att_o_written - ao0;
             CHECK(el > 0, "%s: no output of the fused bf16 step was written bf16-only", name);
+            /* LLaMA (packed, self-causal: cuDNN's path): the layers' out went straight into their kept buffers */
+            if (c->arch == ARCH_LLAMA && cuda_attn_cudnn_runs > aruns0 && cuda_set_bf16_att_o(-1) &&
+                cuda_set_bf16_keep(-1))
+                CHECK(ao > 0, "%s: no attention output written by cuDNN into its kept buffer (FLOWHN_BF16_ATT_O; "
+                      "%d layers)", name, c->num_layers);
             CHECK(cuda_bf16_only_refused == refused0, "%s: %lu products refused a bf16-only operand", name,
                   cuda_bf16_only_refused - refused0);
             if (g_off) {
@@ -241,9 +252,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 double gtol = bwd_uses_atomics(c) ? 1e-2 : 1e-6;
                 CHECK(dlo <= 1e-6 && rel <= gtol, "%s: bf16-only on vs off: loss rel %.2e, gradient rel L2 %.2e (bound %.0e)",
                       name, dlo, rel, gtol);
-                printf("  %-5s %-22s bf16-only on vs off: %lu outputs elided, loss rel %.1e, grad rel %.1e, %zu of "
-                       "%zu gradient values differ in bits\n", mode, name, el, dlo, rel, ndiff,
-                       (size_t)mg.layout.total);
+                printf("  %-5s %-22s bf16-only on vs off: %lu outputs elided (%lu attention outs by cuDNN), loss "
+                       "rel %.1e, grad rel %.1e, %zu of %zu gradient values differ in bits\n", mode, name, el, ao, dlo,
+                       rel, ndiff, (size_t)mg.layout.total);
                 free(g_on);
             }
         }
@@ -316,6 +327,48 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_q);
             }
             free(g_noqkv);
+        }
+        if (ab) cuda_set_bf16_att_do(ado_was);
+        /* FLOWHN_BF16_ATT_DO on (the default): the o product's dgrad writes the attention's d out as bf16 D only
+         * and cuDNN's backward reads it as dO (no dout conversion). Against the CPU and against the step just
+         * run (ATT_DO off; bf16 bound: the same rounding, perhaps another summation order); none refused (d out's
+         * fp32 is NaN under the verify switch, on here); where cuDNN ran the backward, every D was read by it
+         * (none written back). */
+        if (okf && ab && cuda_set_bf16_att_do(-1) && cuda_set_bf16_only(-1)) {
+            float *g_nodo = host_copy(&mg, mg.grads);
+            double loss_nodo = mg.loss;
+            unsigned long dw0 = cuda_bf16_att_do_written, dr0 = cuda_bf16_att_do_restored, rf0 = cuda_bf16_only_refused;
+            unsigned long runs0 = cuda_attn_cudnn_runs;
+            model_zero_grad(&mg);
+            int okd = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(okd, "%s: cuda fused forward_backward, bf16 attention d out: %s", name, fh_last_error());
+            if (okd) {
+                double dld = rel_diff(mc.loss, mg.loss), wholed;
+                char worstd_name[96];
+                double worstd = compare_grads(&mc, &mg, worstd_name, sizeof worstd_name, &wholed);
+                CHECK(dld <= LOSS_TOL && wholed < WHOLE_TOL && worstd < GRAD_TOL,
+                      "%s: bf16 attention d out against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dld,
+                      wholed, worstd_name, worstd);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 attention d out", name,
+                      cuda_bf16_only_refused - rf0);
+                unsigned long dw = cuda_bf16_att_do_written - dw0, dr = cuda_bf16_att_do_restored - dr0;
+                if (cuda_attn_cudnn_runs > runs0 && dw)
+                    CHECK(dr == 0, "%s: %lu of %lu attention d out D written back to fp32 although cuDNN ran", name,
+                          dr, dw);
+                if (c->arch == ARCH_LLAMA && cuda_attn_cudnn_runs > runs0)
+                    CHECK(dw > 0, "%s: no o product wrote d out as bf16 D (%d layers)", name, c->num_layers);
+                float *g_d = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_nodo, g_d, mg.layout.total, &nd), dlo = rel_diff(loss_nodo, mg.loss);
+                /* the loss is the forward's: equal; the gradients at the bf16 bound */
+                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 attention d out on vs off: loss rel %.2e, gradient "
+                      "rel %.2e", name, dlo, rel);
+                printf("  %-5s %-22s bf16 attention d out on vs off: %lu products, %lu written back, loss rel %.1e, "
+                       "grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, dw, dr,
+                       dlo, rel, nd, dld, wholed);
+                free(g_d);
+            }
+            free(g_nodo);
         }
 
         /* AdamW steps from the same start on both sides */

@@ -630,17 +630,24 @@ int cuda_attention_rope_fwd(real *out, real *lse, const real *q, const real *k, 
 int cuda_attention_rope_bwd(real *dq, real *dk, real *dv, const real *dout, const real *out, const real *lse,
                             const real *q, const real *k, const real *v, const int *qpos, const int *kpos, int B,
                             int nq, int nk, int nh, int nkv, int hd, real theta, int acc, int ldq, int ldkv) {
-    if (!(theta > 0)) return 1;
+    /* d out as the o product's bf16 D only (ops.h bf16_only once = 5, linear.cu datt_d16): only the cuDNN
+     * backward reads it; every other outcome writes d out's fp32 back from it first (as the forward's q|k|v D) */
+    if (!(theta > 0)) { cuda_datt_d16_restore(dout); return 1; }
     int dnn = attention_tc_applies(hd) && self_causal(qpos, kpos, nq, nk) && hd % 8 == 0 && hd <= 128;
-    if (!attention_tc_rope_applies(hd) && !dnn) return 1;
-    if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) return 0;
+    if (!attention_tc_rope_applies(hd) && !dnn) { cuda_datt_d16_restore(dout); return 1; }
+    if (B <= 0 || nq <= 0 || (!dq && !dk && !dv)) { cuda_datt_d16_restore(dout); return 0; }
     if (nk <= 0) {  /* no key: dq is 0 (and dk, dv are empty) */
+        cuda_datt_d16_restore(dout);
         if (!acc && dq) rows_copy(dq, ldq, NULL, 0, (size_t)B * nq, nh * hd, 0);
         return 0;
     }
     if (dnn &&
         attention_cudnn_bwd(dq, dk, dv, dout, out, lse, q, k, v, qpos, B, nq, nh, nkv, hd, acc, theta, ldq, ldkv) == 0)
         return 0;
+    cuda_datt_d16_restore(dout);   /* cuDNN declined (before or after reading D: D is still there) */
+    /* out's fp32 never written (ops.h bf16_only once = 4): only cuDNN's read of its kept rounding could serve.
+     * Loud, as for q, k, v below */
+    if (cuda_bf16_missing(out, (size_t)B * nq * nh * hd, "the attention backward (its out)")) return 0;
     /* q, k, v's fp32 never written (ops.h bf16_only once = 3): only cuDNN's kept Q | K | V could serve. Loud (the
      * error is recorded, cuda_ops_check fails the step), not a read of unwritten memory here or in the model's
      * dense fallback */

@@ -979,6 +979,10 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     if (kq) Qh = kq;
     if (kk) Kh = kk;
     if (kv) Vh = kv;
+    /* out marked bf16-only (ops.h once = 4, FLOWHN_BF16_ATT_O): cuDNN writes O straight into out's kept buffer,
+     * which is then out's bf16 rounding (round(float(O)) = O: the same bits); no fp32 out, no from_bf16 pass */
+    bf16 *oh = keep ? (bf16 *)cuda_att_o_home(out, nq) : NULL;   /* the backward reads it only with the keep */
+    if (oh) Oh = oh;
     const void *d16 = NULL;   /* the q|k|v product's bf16 D (linear.cu qkv_d16), read instead of q, k, v's fp32 */
     {
         void *dst[3] = {Qh, Kh, Vh};
@@ -998,15 +1002,22 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
     if (execute(p, uids, ptrs, 7, ws, "forward")) { path_off("the forward failed"); return 1; }
     if (d16) cuda_qkv_d16_done(q);   /* read: from here the kept Q | K | V serves (the fp32 stays absent) */
-    /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten */
-    bf16 *ob = (bf16 *)cuda_shadow_claim(out, nq);
+    /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten. With
+     * a once = 4 mark the claim hands out the kept buffer cuDNN just wrote (oh) and skip: nothing to launch.
+     * Without oh, a claim that cannot skip (the mark, if any, is spent: fp32 written as always) */
+    int oskip = 0;
+    bf16 *ob = (bf16 *)cuda_shadow_claim_only(out, nq, oh ? &oskip : NULL);
     unsigned long before = cuda_epoch;
-    if (!cuda_set_cudnn_conv_old(-1) && al16(out) && al16(Oh) && (!ob || al16(ob)))
-        cudnn_from_bf16_vec_kernel<<<grid_for(nq / 4, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq / 4);
-    else
-        cudnn_from_bf16_kernel<<<grid_for(nq, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq);
-    CUDA_LAUNCHED();
-    CudaRange wr[3] = {{out, nq * sizeof(float)}, {lse, sizeof(float) * B * nh * n}, {ob, ob ? nq * sizeof(bf16) : 0}};
+    int direct = oh && ob == oh && oskip;
+    if (!direct) {   /* (ob == Oh == oh without skip: each value read, then written back, by its own thread) */
+        if (!cuda_set_cudnn_conv_old(-1) && al16(out) && al16(Oh) && (!ob || al16(ob)))
+            cudnn_from_bf16_vec_kernel<<<grid_for(nq / 4, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq / 4);
+        else
+            cudnn_from_bf16_kernel<<<grid_for(nq, 256), 256, 0, cuda_stream()>>>(out, ob, Oh, nq);
+        CUDA_LAUNCHED();
+    } else cuda_bf16_att_o_written++;
+    CudaRange wr[3] = {{out, direct ? 0 : nq * sizeof(float)}, {lse, sizeof(float) * B * nh * n},
+                       {ob, ob ? nq * sizeof(bf16) : 0}};
     cuda_shadow_done(before, wr, 3);
     /* the kept Q, K, V are written (after cuda_shadow_done: out and lse, declared there, do not overlap them) */
     float th = theta > 0.f ? theta : 0.f;
@@ -1059,6 +1070,15 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         kv = (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
     }
     const bf16 *ko = keep ? (const bf16 *)cuda_keep_rounding(out, nq) : NULL;
+    /* out's fp32 never written (ops.h bf16_only once = 4: cuDNN's forward wrote O into its kept buffer): only
+     * that kept rounding can serve; loud otherwise (another branch, keeps off), as for q | k | v below */
+    int oabs = cuda_bf16_absent(out, nq);
+    if (oabs && !ko) {
+        cuda_bf16_missing(out, nq, "the cuDNN attention backward (its out)");
+        return 0;
+    }
+    /* d out written by the o product as bf16 D only (ops.h once = 5): that is dO itself (dense, cuDNN's layout) */
+    const bf16 *dd = (const bf16 *)cuda_datt_d16(dout, nq);
     /* q | k | v's fp32 never written (the product's bf16 D read by the forward, ops.h bf16_only once = 3): only
      * the kept Q | K | V can serve, and the verification has no fp32 to convert */
     size_t qext = (size_t)(B * n - 1) * ldq + (size_t)nh * hd;
@@ -1071,8 +1091,8 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     int vqkv = verify && !qabs;
     {
         /* under FLOWHN_BF16_KEEP_VERIFY the kept ones are converted too (into the scratch) and compared */
-        void *dst[5] = {dOh, (!kq || vqkv) ? Qh : NULL, (!ko || verify) ? Oh : NULL, (!kk || vqkv) ? Kh : NULL,
-                        (!kv || vqkv) ? Vh : NULL};
+        void *dst[5] = {dd ? NULL : dOh, (!kq || vqkv) ? Qh : NULL, (!ko || (verify && !oabs)) ? Oh : NULL,
+                        (!kk || vqkv) ? Kh : NULL, (!kv || vqkv) ? Vh : NULL};
         const void *src[5] = {dout, q, out, k, v};
         int heads[5] = {nh, nh, nh, nkv, nkv}, rope[5] = {0, 1, 0, 1, 0};
         int ld[5] = {nh * hd, ldq, nh * hd, ldkv, ldkv};   /* dout and out are dense */
@@ -1081,7 +1101,7 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     }
     if (verify) {
         if (kq && vqkv) cuda_keep_verify_pair(kq, Qh, nq);
-        if (ko) cuda_keep_verify_pair(ko, Oh, nq);
+        if (ko && !oabs) cuda_keep_verify_pair(ko, Oh, nq);
         if (kk && vqkv) cuda_keep_verify_pair(kk, Kh, nk);
         if (kv && vqkv) cuda_keep_verify_pair(kv, Vh, nk);
     }
@@ -1090,12 +1110,14 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     if (kk) Kh = (bf16 *)kk;
     if (kv) Vh = (bf16 *)kv;
     if (ko) Oh = (bf16 *)ko;
+    if (dd) dOh = (bf16 *)dd;
     /* cuDNN before 9.6 expects the dQ accumulator zeroed (cudnn-frontend memsets it there) */
     if (dn.version() < 90600) CUDA_CALL(cudaMemsetAsync(dQacc, 0, nq * sizeof(float), cuda_stream()));
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value(), one = 1.f;
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_DO, U_STATS, U_SCALE, U_NEGINF, U_ONE, U_DQ, U_DK, U_DV, U_SSUM, U_DQACC};
     void *ptrs[] = {Qh, Kh, Vh, Oh, dOh, (void *)lse, &scale, &neginf, &one, dQh, dKh, dVh, ssum, dQacc};
     if (execute(p, uids, ptrs, 14, ws, "backward")) { path_off("the backward failed"); return 1; }
+    if (dd) cuda_datt_d16_done(dout);   /* read: d out's fp32 stays absent (nothing else reads it) */
     /* dq from the graph's bf16 dQ: reading the fp32 accumulator as [B, nh, n, hd] gave
      * 0.1-0.4 relative errors on the H200 (cuDNN 9.19, session 8 call 1) while dk, dv
      * passed, so its layout or finality is not what cudnn-frontend's graph suggests.

@@ -408,6 +408,14 @@ const void *cuda_gu_bf16(const float *gu, size_t n, int *bad);
 const void *cuda_qkv_d16(const float *x, size_t n);
 void cuda_qkv_d16_done(const float *x);
 void cuda_qkv_d16_restore(const float *x);
+/* the attention's d out as the o product's bf16 D (ops.h bf16_only once = 5; linear.cu datt_d16): the same
+ * three for it (cuDNN's backward reads it as dO) */
+const void *cuda_datt_d16(const float *x, size_t n);
+void cuda_datt_d16_done(const float *x);
+void cuda_datt_d16_restore(const float *x);
+/* the attention's out marked once = 4 (FLOWHN_BF16_ATT_O): its kept buffer, where cuDNN may write O, or NULL;
+ * claims nothing (the claim comes after cuDNN ran, cuda_shadow_claim_only, and hands out that buffer) */
+void *cuda_att_o_home(const float *out, size_t n);
 int cuda_bf16_absent(const float *x, size_t n);
 int cuda_bf16_missing(const float *x, size_t n, const char *who);
 void cuda_keep_released(const void *p, size_t bytes);

@@ -118,6 +118,16 @@ extern unsigned long cuda_bf16_gu_written;
  * did not take the cuDNN path that reads it). */
 int cuda_set_bf16_qkv(int on);
 extern unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
+/* FLOWHN_BF16_ATT_O (default on; needs FLOWHN_BF16_ONLY on): the fused RoPE attention's out marked bf16_only
+ * once = 4 is stored only as its bf16 rounding: cuDNN's forward writes O straight into out's kept buffer (no
+ * from_bf16 pass, no fp32 out; the same bits). cuda_bf16_att_o_written counts such forwards (tests).
+ * FLOWHN_BF16_ATT_DO (default on; needs FLOWHN_BF16_ONLY on): the attention's d out marked once = 5 (the o
+ * product's dgrad) is written by that product as bf16 D only, which cuDNN's backward reads as dO (no dout
+ * conversion). cuda_bf16_att_do_written counts such products, cuda_bf16_att_do_restored the D written back to
+ * fp32 because the attention backward did not take the cuDNN path that reads it. */
+int cuda_set_bf16_att_o(int on);
+int cuda_set_bf16_att_do(int on);
+extern unsigned long cuda_bf16_att_o_written, cuda_bf16_att_do_written, cuda_bf16_att_do_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

@@ -559,15 +559,24 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     if (skip) *skip = 0;
     if (!n || !out || precision != MM_BF16) return NULL;
     /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
-    int mark = skip && only_on > 0 ? only_mark(out, n) : -1;
-    if (mark >= 0 && only_marks[mark].once >= 2) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16), not an op's */
-    int once = mark >= 0 && only_marks[mark].once;
+    int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
+    int mo = mark >= 0 ? only_marks[mark].once : -1;
+    if (mo == 2 || mo == 3 || mo == 5) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16), not an op's */
+    if (mark >= 0 && !skip) {
+        /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
+         * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
+        if (mo == 4) only_marks[mark] = only_marks[--n_only_marks];
+        mark = -1;
+    }
+    int once = mark >= 0 && mo == 1;
     if (mark >= 0) only_marks[mark] = only_marks[--n_only_marks];   /* a mark serves its producer once */
+    /* once = 4 (the attention's out): only its kept buffer is a home, and only with FLOWHN_BF16_ATT_O on */
+    if (mo == 4 && mark >= 0 && !cuda_set_bf16_att_o(-1)) mark = -1;
     for (int i = 0; keep_on > 0 && i < nkept; i++)   /* a kept input's producer writes its kept buffer */
         if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid &&
             !kept[i].owned) {
             kept[i].claimed = 1;   /* counted in cuda_keep_produced at done, not as a shadow */
-            kept[i].claim_skip = mark >= 0;   /* a kept buffer lasts until keep_bf16(NULL, 0): a home for either mark */
+            kept[i].claim_skip = mark >= 0;   /* a kept buffer lasts until keep_bf16(NULL, 0): a home for any mark */
             if (mark >= 0) *skip = 1;
             return kept[i].buf;
         }
@@ -621,7 +630,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     h->claimed = out;
     h->claimed_n = n;
     /* a shadow is a home for a once-read output only: pinned until that read */
-    h->claim_skip = once;
+    h->claim_skip = once;   /* never once = 4: a shadow serves one read, out has two readers */
     if (h->claim_skip) *skip = 1;
     cuda_shadow_claims++;
     return h->buf;
@@ -1858,71 +1867,132 @@ const void *cuda_gu_bf16(const float *gu, size_t n, int *bad) {
  * every other path first writes qkv's fp32 back from D (cuda_qkv_d16_restore: qkv = bf16(D) as fp32, the
  * same values the bf16 path reads), so no fallback ever reads unwritten memory. Until then qkv's fp32 is
  * listed absent (a product reading it fails) and, verifying, NaN. Not the same bits as the switch off
- * (rope(bf16 x) rounded again, a double rounding): its own switch, its A/B at the bf16 bounds. */
-static int qkv_on = -1;
+ * (rope(bf16 x) rounded again, a double rounding): its own switch, its A/B at the bf16 bounds.
+ * The attention's d out (ops.h bf16_only once = 5; FLOWHN_BF16_ATT_DO=0 off) is the same pattern one op
+ * later in the backward: the o product's dgrad writes only its bf16 D [rows, nh hd] into a branch scratch,
+ * which is exactly cuDNN's dO (dense, the same layout), read by attention_cudnn_bwd in place of the dout
+ * conversion (cuda_datt_d16, cuda_datt_d16_done); every other path of attention_rope_bwd writes the fp32
+ * back first (cuda_datt_d16_restore). */
+static int qkv_on = -1, att_o_on = -1, att_do_on = -1;
 unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
+unsigned long cuda_bf16_att_o_written, cuda_bf16_att_do_written, cuda_bf16_att_do_restored;
 int cuda_set_bf16_qkv(int on) { return env_switch(&qkv_on, "FLOWHN_BF16_QKV", 1, on); }
-static struct {
+int cuda_set_bf16_att_o(int on) { return env_switch(&att_o_on, "FLOWHN_BF16_ATT_O", 1, on); }
+int cuda_set_bf16_att_do(int on) { return env_switch(&att_do_on, "FLOWHN_BF16_ATT_DO", 1, on); }
+typedef struct {
     const float *x;   /* NULL: no record */
     size_t n;
     int branch;
     __nv_bfloat16 *d;
-} qkv_rec;
-static BranchScratch qkv_scratch;
-static void qkv_rec_end(void) { qkv_rec.x = NULL; }
-static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
-    size_t n = (size_t)N * OC;
+} D16Rec;
+static D16Rec qkv_rec, datt_rec;
+static BranchScratch qkv_scratch, datt_scratch;
+static void qkv_rec_end(void) { qkv_rec.x = NULL; datt_rec.x = NULL; }   /* both end with every bf16-only state */
+/* a product whose marked output (once = `once`, over exactly (out, n)) may be written as bf16 D only: the
+ * mark is spent; 1 and *d set when D is to go to the branch scratch s (nothing written yet) */
+static int d16_begin(const float *out, size_t n, int once, int on, const D16Rec *r, BranchScratch *s,
+                     const char *what, __nv_bfloat16 **d) {
     int mk = n_only_marks ? only_mark(out, n) : -1;
-    if (mk < 0 || only_marks[mk].once != 3) return 0;
+    if (mk < 0 || only_marks[mk].once != once) return 0;
     only_marks[mk] = only_marks[--n_only_marks];   /* a mark serves its producer once */
-    if (!cuda_set_bf16_qkv(-1) || b || !wo || !io || qkv_rec.x) return 0;   /* one record at a time */
+    if (!on || r->x) return 0;   /* one record at a time */
     size_t bytes = n * sizeof(__nv_bfloat16);
     /* a growth during recording would free memory a recorded graph uses: fp32 as always instead */
-    if (cuda_capturing() && qkv_scratch.cap[cuda_branch()] < bytes) return 0;
-    __nv_bfloat16 *d = (__nv_bfloat16 *)cuda_branch_scratch(&qkv_scratch, bytes, "the q|k|v product's bf16 D");
-    if (!d) return 0;
-    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
-    /* out's fp32 is, for every rounding of it, rewritten (and, verifying, NaN) */
+    if (cuda_capturing() && s->cap[cuda_branch()] < bytes) return 0;
+    *d = (__nv_bfloat16 *)cuda_branch_scratch(s, bytes, what);
+    return *d != NULL;
+}
+/* after the product wrote D: out's fp32 is, for every rounding of it, rewritten (and, verifying, NaN), listed
+ * absent, and the record says where D is */
+static void d16_written(D16Rec *r, const float *out, size_t n, __nv_bfloat16 *d) {
     unsigned long before = cuda_epoch;
     __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
     bf16_only_poison(out, n);
     own_launch_done(before, out, n * sizeof(float));
     absent_add(out, n);
-    qkv_rec.x = out;
-    qkv_rec.n = n;
-    qkv_rec.branch = cuda_branch();
-    qkv_rec.d = d;
+    r->x = out;
+    r->n = n;
+    r->branch = cuda_branch();
+    r->d = d;
     cuda_bf16_only_elided++;
+}
+static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
+    size_t n = (size_t)N * OC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(out, n, 3, cuda_set_bf16_qkv(-1) && !b && wo && io, &qkv_rec, &qkv_scratch,
+                   "the q|k|v product's bf16 D", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    d16_written(&qkv_rec, out, n, d);
     cuda_bf16_qkv_written++;
     return 1;
 }
-const void *cuda_qkv_d16(const float *x, size_t n) {
-    if (!qkv_rec.x || qkv_rec.x != x || qkv_rec.n != n || qkv_rec.branch != cuda_branch()) return NULL;
-    return qkv_rec.d;
+/* the o product's dgrad din [N, IC] = dout W (linear_bwd, overwritten) as bf16 D only (once = 5) */
+static int datt_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+    size_t n = (size_t)N * IC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(din, n, 5, cuda_set_bf16_att_do(-1) && !acc && wo && go, &datt_rec, &datt_scratch,
+                   "the attention's bf16 d out", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
+    d16_written(&datt_rec, din, n, d);
+    cuda_bf16_att_do_written++;
+    return 1;
 }
-void cuda_qkv_d16_done(const float *x) {
-    if (qkv_rec.x == x) qkv_rec_end();   /* read: the fp32 stays absent (the attention's keep serves on) */
+static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
+    if (!r->x || r->x != x || r->n != n || r->branch != cuda_branch()) return NULL;
+    return r->d;
 }
 __global__ void qkv_restore_kernel(float *out, const __nv_bfloat16 *d, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = __bfloat162float(d[i]);
 }
-void cuda_qkv_d16_restore(const float *x) {
-    if (!qkv_rec.x || qkv_rec.x != x) return;
-    if (qkv_rec.branch != cuda_branch()) {   /* the scratch is another stream's: no ordering with it here */
+/* x's fp32 written back from D (x = bf16(D) as fp32), the record ended; 1 when it was written back */
+static int d16_restore(D16Rec *r, const float *x, const char *what) {
+    if (!r->x || r->x != x) return 0;
+    if (r->branch != cuda_branch()) {   /* the scratch is another stream's: no ordering with it here */
         cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", "the q|k|v product's bf16 D is read on another branch than the one that "
-                          "wrote it: the op contract (ops.h bf16_only, once = 3) was broken", __FILE__, __LINE__);
-        qkv_rec_end();
-        return;
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s is read on another branch than the one that wrote it: the op contract "
+                 "(ops.h bf16_only) was broken", what);
+        cuda_record_error("bf16_only", msg, __FILE__, __LINE__);
+        r->x = NULL;
+        return 0;
     }
     unsigned long before = cuda_epoch;
     __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
-    qkv_restore_kernel<<<grid_for(qkv_rec.n, 256), 256, 0, cuda_stream()>>>((float *)x, qkv_rec.d, qkv_rec.n);
+    qkv_restore_kernel<<<grid_for(r->n, 256), 256, 0, cuda_stream()>>>((float *)x, r->d, r->n);
     CUDA_LAUNCHED();
-    own_launch_done(before, x, qkv_rec.n * sizeof(float));   /* written whole: no longer absent */
-    cuda_bf16_qkv_restored++;
-    qkv_rec_end();
+    own_launch_done(before, x, r->n * sizeof(float));   /* written whole: no longer absent */
+    r->x = NULL;
+    return 1;
+}
+const void *cuda_qkv_d16(const float *x, size_t n) { return d16_of(&qkv_rec, x, n); }
+void cuda_qkv_d16_done(const float *x) {
+    if (qkv_rec.x == x) qkv_rec.x = NULL;   /* read: the fp32 stays absent (the attention's keep serves on) */
+}
+void cuda_qkv_d16_restore(const float *x) {
+    if (d16_restore(&qkv_rec, x, "the q|k|v product's bf16 D (once = 3)")) cuda_bf16_qkv_restored++;
+}
+const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
+void cuda_datt_d16_done(const float *x) {
+    if (datt_rec.x == x) datt_rec.x = NULL;   /* read once, by cuDNN's backward: the fp32 stays absent */
+}
+void cuda_datt_d16_restore(const float *x) {
+    if (d16_restore(&datt_rec, x, "the attention's bf16 d out (once = 5)")) cuda_bf16_att_do_restored++;
+}
+/* where cuDNN's forward may write O: out's kept buffer, when out is marked once = 4 (FLOWHN_BF16_ATT_O on)
+ * and its producer's claim (cuda_shadow_claim_only, after cuDNN ran) would hand out that buffer with skip
+ * set. Nothing is claimed here: cuDNN may still fail, and then the fallback's producer fills the buffer. */
+void *cuda_att_o_home(const float *out, size_t n) {
+    if (!n || !out || precision != MM_BF16 || only_on <= 0 || keep_on <= 0 || !cuda_set_bf16_att_o(-1)) return NULL;
+    int mk = n_only_marks ? only_mark(out, n) : -1;
+    if (mk < 0 || only_marks[mk].once != 4) return NULL;
+    for (int i = 0; i < nkept; i++)
+        if (kept[i].armed && kept[i].src == out && kept[i].n == n && !kept[i].claimed && !kept[i].valid &&
+            !kept[i].owned)
+            return kept[i].buf;
+    return NULL;
 }
 int cuda_bf16_absent(const float *x, size_t n) { return n_absent && x && n && absent_overlaps(x, n); }
 int cuda_bf16_missing(const float *x, size_t n, const char *who) {
@@ -1964,8 +2034,10 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     if (N <= 0) return;
     const void *go = (din || dw) ? operand(dout, (size_t)N * OC, 2) : NULL;  /* rounded once, used twice */
     /* beta 0 (acc FH_OVERWRITE): cuBLASLt does not read din, so it need not be zeroed first */
-    if (din && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, operand(w, (size_t)OC * IC, 0), IC, go, OC, din, IC,
-                         acc ? 1.f : 0.f, NULL))
+    const void *wo = din ? operand(w, (size_t)OC * IC, 0) : NULL;
+    /* the attention's d out, marked once = 5: its bf16 D only, read by cuDNN's backward as dO */
+    if (din && !datt_d16(din, wo, go, N, IC, OC, acc) &&
+        lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, acc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,
                         1.f, NULL))
