@@ -70,6 +70,34 @@ inline float from_bf(bf16t v) { return v.v; }
 inline void st_bf4(bf16t *p, float4 v) { p[0] = to_bf(v.x); p[1] = to_bf(v.y); p[2] = to_bf(v.z); p[3] = to_bf(v.w); }
 inline float2 ld_bf2(const bf16t *p) { return {p[0].v, p[1].v}; }
 """ + s[b:]
+# The ldmatrix primitives of mm_mma_l (the bf16 variant's V 8, ssd-ldsm): each lane hands in its row address, the
+# warp exchanges them (a warp barrier each side), and lane (g, t) reads what the PTX ISA gives it ("Warp-level
+# matrix load instruction: ldmatrix"): word t of row g of each matrix (fp32 rows: the float; bf16 rows: elements
+# 2t, 2t + 1), or with .trans elements g of rows 2t, 2t + 1. Rounded as mm_mma_s rounds its operands.
+a = s.index("/* ldmatrix primitives")
+b = s.index("/* end of the ldmatrix primitives */")
+s = s[:a] + """template <class T, class F>
+inline void ldsm_emu(const T *p, F f) {
+    static const void *pa[8][32];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    pa[w][l] = p;
+    __syncwarp();
+    for (int j = 0; j < 4; j++) f(j, [&](int i) { return (const T *)pa[w][8 * j + i]; });
+    __syncwarp();
+}
+inline void ldsm_f32(unsigned r[4], const float *p) {
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    ldsm_emu(p, [&](int j, auto row) { r[j] = tf32_bits(row(g)[t]); });
+}
+inline void ldsm_bf(unsigned lo[4], unsigned hi[4], const bf16t *p) {
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    ldsm_emu(p, [&](int j, auto row) { lo[j] = tf32_bits(from_bf(row(g)[2 * t])); hi[j] = tf32_bits(from_bf(row(g)[2 * t + 1])); });
+}
+inline void ldsm_bf_t(unsigned lo[4], unsigned hi[4], const bf16t *p) {
+    const int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    ldsm_emu(p, [&](int j, auto row) { lo[j] = tf32_bits(from_bf(row(2 * t)[g])); hi[j] = tf32_bits(from_bf(row(2 * t + 1)[g])); });
+}
+""" + s[b:]
 wait = '    if constexpr (TC) asm volatile("cp.async.wait_all;\\n" ::);\n'
 cp16z = r'__device__ __forceinline__ void cp16z\(float \*dst, const float \*src, bool valid\) \{.*?\n\}'
 if tc:

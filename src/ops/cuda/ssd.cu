@@ -232,12 +232,16 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
             if (cbwd >= 3 && K::TC && bf) {                                                                        \
                 /* =bf3 the ssd-cbwd3 kernel (V 3), else V 4 (ssd-cbwd4: its shared and global accesses), or  \
                  * V 5 (the same with scalar global accesses) where W, P or N is odd or dxbc not 8-byte aligned */ \
-                static int bf_attr[3];                                                                             \
-                const int v = cbwd == 3 ? 3 : ((d.W | P | N) & 1) == 0 && ((uintptr_t)dxbc & 7) == 0 ? 4 : 5;     \
+                /* =bf4 V 4 / 5; by default V 8 / 9 (ssd-ldsm: V 4 / 5 with ldmatrix fragment loads) */          \
+                static int bf_attr[7];                                                                             \
+                const int ev = ((d.W | P | N) & 1) == 0 && ((uintptr_t)dxbc & 7) == 0;                             \
+                const int v = cbwd == 3 ? 3 : cbwd == 4 ? (ev ? 4 : 5) : (ev ? 8 : 9);                             \
                 const void *kf = v == 4   ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<4>                        \
                                  : v == 5 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<5>                        \
+                                 : v == 8 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<8>                        \
+                                 : v == 9 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<9>                        \
                                           : (const void *)K::ssd_chunk_bwd_p64_bf_kernel<3>;                       \
-                const size_t sm = v == 3 ? K::P64_BF_SMEM : K::P64_BF4_SMEM;                                       \
+                const size_t sm = v == 3 ? K::P64_BF_SMEM : v >= 8 ? K::P64_BF8_SMEM : K::P64_BF4_SMEM;             \
                 if (!bf_attr[v - 3]++) {                                                                           \
                     CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));     \
                     CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,             \
@@ -249,6 +253,14 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                         d);                                                                                        \
                 else if (v == 5)                                                                                   \
                     K::ssd_chunk_bwd_p64_bf_kernel<5><<<grid, NT, sm, cuda_stream()>>>(                            \
+                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
+                        d);                                                                                        \
+                else if (v == 8)                                                                                   \
+                    K::ssd_chunk_bwd_p64_bf_kernel<8><<<grid, NT, sm, cuda_stream()>>>(                            \
+                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
+                        d);                                                                                        \
+                else if (v == 9)                                                                                   \
+                    K::ssd_chunk_bwd_p64_bf_kernel<9><<<grid, NT, sm, cuda_stream()>>>(                            \
                         dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
                         d);                                                                                        \
                 else                                                                                               \
@@ -333,10 +345,11 @@ int cuda_set_ssd_cbwd(int v) {
                    : e && strcmp(e, "wl") == 0  ? 1
                    : e && strcmp(e, "mma") == 0 ? 2
                    : e && strcmp(e, "bf3") == 0 ? 3
-                                                : 4;
+                   : e && strcmp(e, "bf4") == 0 ? 4
+                                                : 5;
     }
     int was = ssd_cbwd;
-    if (v >= 0 && v <= 4) ssd_cbwd = v;
+    if (v >= 0 && v <= 5) ssd_cbwd = v;
     return was;
 }
 
@@ -394,8 +407,9 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * barriers), =wl the warp-local one (wmma through the warp's scratch strip), =mma the mma.sync
      * fragment layout ( accumulators in registers; the tensor-core build only: the exact build's
      * products are FMAs, it runs the warp-local layout then); =bf3 the bf16 variant of the mma layout
-     * as ssd-cbwd3 left it; by default the same with ssd-cbwd4's conflict-free shared tiles and float2
-     * global accesses (V 4) at the bf16 precision, the mma layout at tf32 */
+     * as ssd-cbwd3 left it; =bf4 the same with ssd-cbwd4's conflict-free shared tiles and float2 global
+     * accesses (V 4); by default V 4 with four products' fragments by ldmatrix (V 8, ssd-ldsm) at the bf16
+     * precision, the mma layout at tf32 */
     const int cbwd = cuda_set_ssd_cbwd(-1);
     /* the bf16 variant (ssd_chunk_bwd_p64_bf_kernel: bf16 operand tiles in the N loop, 3 blocks per SM;
      * perf-notes, ssd-cbwd3) only where the products may round to bf16: the tf32 precision keeps

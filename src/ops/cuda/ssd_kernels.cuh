@@ -259,6 +259,130 @@ __device__ __forceinline__ float2 ld_bf2(const bf16t *p) { return __bfloat1622fl
 __device__ __forceinline__ float ld_op(const float *p) { return *p; }
 __device__ __forceinline__ float ld_op(const bf16t *p) { return from_bf(*p); }
 
+/* ldmatrix primitives (the bf16 variant's V 8, ssd-ldsm). Each lane hands in the address of one 16-byte row: lane
+ * 8j + i the row i of 8 x 8 matrix j (j < 4); lane (g, t) gets a 32-bit word of each matrix. ldsm_f32: fp32 rows
+ * of 4 floats, lane (g, t) gets float t of row g of each matrix, rounded as tf32_bits (the TF32 fragment
+ * element). ldsm_bf / ldsm_bf_t: bf16 rows of 8 elements, lane (g, t) gets elements 2t and 2t + 1 of row g
+ * (ldsm_bf) or rows 2t, 2t + 1 at column g (ldsm_bf_t, .trans), widened exactly to fp32 (lo, hi): a bf16 value is
+ * a TF32 value, so tf32_bits would leave it as it is. (tools/ssd_emu/gen.py replaces these with host versions
+ * that exchange the row addresses through the warp.) */
+__device__ __forceinline__ void ldsm_raw(unsigned r[4], const void *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_raw_t(unsigned r[4], const void *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_f32(unsigned r[4], const float *p) {
+    ldsm_raw(r, p);
+#pragma unroll
+    for (int j = 0; j < 4; j++) r[j] = tf32_bits(__uint_as_float(r[j]));
+}
+__device__ __forceinline__ void ldsm_bf(unsigned lo[4], unsigned hi[4], const bf16t *p) {
+    unsigned r[4];
+    ldsm_raw(r, p);
+#pragma unroll
+    for (int j = 0; j < 4; j++) lo[j] = r[j] << 16, hi[j] = r[j] & 0xffff0000u;
+}
+__device__ __forceinline__ void ldsm_bf_t(unsigned lo[4], unsigned hi[4], const bf16t *p) {
+    unsigned r[4];
+    ldsm_raw_t(r, p);
+#pragma unroll
+    for (int j = 0; j < 4; j++) lo[j] = r[j] << 16, hi[j] = r[j] & 0xffff0000u;
+}
+/* end of the ldmatrix primitives */
+
+/* acc += A Bm as mm_mma_s (Lay<2>, m16n8k8 TF32, tiles by tixs), for the bf16 variant's V 8 (ssd-ldsm): its
+ * fragments loaded with ldmatrix and 8-byte loads instead of one 2- or 4-byte load an element.
+ * PAIR = false (A fp32 [r][k], Bm fp32 [c][k]): the mma's k order; ldsm_f32 gives a0..a3 of a 16-row tile
+ * (matrices: rows +0 / +8, k +0 / +4) and b0, b1 of both 8-column tiles in one instruction each: 3 a k-step
+ * instead of 12 loads. PAIR = true: in each k-step the mma's k slots t and t + 4 take k0 + 2t and k0 + 2t + 1
+ * (the same permutation in A and Bm, so the same sum: only the order of the adds inside an mma changes), so
+ * that a lane's two k of a row are adjacent: A fp32 [r][k] as one float2 a row (4 a k-step), A bf16 [r][k] by
+ * ldsm_bf (one a k-step), Bm bf16 [k][c] by ldsm_bf_t or [c][k] by ldsm_bf (one for two k-steps: the 2 x 2
+ * matrices (k-step, column tile)). Tiles must be readable (not necessarily valid) up to k 16 ceil(K / 16) <=
+ * TS: the second k-step's mmas are skipped past K rounded to 8, as mm_mma_s's. rs as mm_mma_s's (fp32 A). */
+template <bool PAIR, bool B_CK, class TA, class TB, int MA, int MB>
+__device__ __forceinline__ void mm_mma_l(float acc[4][4], const TA *A, const TB *Bm, int K,
+                                       const float *rs = nullptr) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3, li = l & 7, lj = l >> 3;
+    const int rb = 32 * (w >> 2), cb = 16 * (w & 3);
+    const int r0 = rb + g;
+    float sc[4] = {1.f, 1.f, 1.f, 1.f};  /* rows r0 + 8q */
+    if (rs) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) sc[q] = rs[r0 + 8 * q];
+    }
+    if constexpr (!PAIR) {
+        static_assert(B_CK, "mm_mma_l: the natural order takes fp32 [r][k] and [c][k] tiles");
+#pragma unroll 2
+        for (int k0 = 0; k0 < K; k0 += 8) {
+            unsigned fa[2][4], fb[4];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)  /* matrix lj: rows +8 (lj & 1), k +4 (lj >> 1): a0, a1, a2, a3 */
+                ldsm_f32(fa[mi], A + tixs<MA>(rb + 16 * mi + 8 * (lj & 1), li, k0, 4 * (lj >> 1)));
+            /* matrix lj: column tile lj >> 1, k +4 (lj & 1): b0, b1 of tile 0, then of tile 1 */
+            ldsm_f32(fb, Bm + tixs<MB>(cb + 8 * (lj >> 1), li, k0, 4 * (lj & 1)));
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int ni = 0; ni < 2; ni++)
+                    mma_tf32(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
+                             acc[2 * mi + 1][2 * ni + 1], fa[mi], fb + 2 * ni);
+        }
+    } else {
+#pragma unroll 1
+        for (int k0 = 0; k0 < K; k0 += 16) {
+            /* Bm's 2 x 2 matrices (k-step lj >> 1, column tile lj & 1): lo = b0, hi = b1 */
+            unsigned blo[4], bhi[4];
+            if constexpr (B_CK) ldsm_bf(blo, bhi, Bm + tixs<MB>(cb + 8 * (lj & 1), li, k0 + 8 * (lj >> 1), 0));
+            else ldsm_bf_t(blo, bhi, Bm + tixs<MB>(k0 + 8 * (lj >> 1), li, cb + 8 * (lj & 1), 0));
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int k1 = k0 + 8 * h;
+                if (h && k1 >= K) break;
+                unsigned fa[2][4];
+                if constexpr (std::is_same<TA, float>::value) {
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {  /* rows r0 + 16 mi + 8 e: slots (a_e, a_{e+2}) */
+                            float2 v = *(const float2 *)(A + tixs<MA>(rb + 16 * mi + 8 * e, g, k1, 2 * t));
+                            const float s = sc[2 * mi + e];
+                            fa[mi][e] = tf32_bits(rs ? v.x * s : v.x);
+                            fa[mi][e + 2] = tf32_bits(rs ? v.y * s : v.y);
+                        }
+                } else {
+                    /* matrix lj: rows 16 (lj >> 1) + 8 (lj & 1): lo = a0 / a1, hi = a2 / a3 of tile lj >> 1 */
+                    unsigned lo[4], hi[4];
+                    ldsm_bf(lo, hi, A + tixs<MA>(rb + 8 * lj, li, k1, 0));
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) {
+                        fa[mi][0] = lo[2 * mi];
+                        fa[mi][1] = lo[2 * mi + 1];
+                        fa[mi][2] = hi[2 * mi];
+                        fa[mi][3] = hi[2 * mi + 1];
+                    }
+                }
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int ni = 0; ni < 2; ni++) {
+                        const unsigned fb[2] = {blo[2 * h + ni], bhi[2 * h + ni]};
+                        mma_tf32(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
+                                 acc[2 * mi + 1][2 * ni + 1], fa[mi], fb);
+                    }
+            }
+        }
+    }
+}
+
+
 /* acc[a][b] += sum_{k<K} A(row(a), k) Bm(k, col(b)) in Lay<2>, on the tensor cores with the
  * accumulators in registers (A(r, k) = A[r][k] (A_RK) or A[k][r]; Bm(k, c) = Bm[c][k] (B_CK) or
  * Bm[k][c]; the same operand tiles and the same TF32 rounding as mm_tc, no scratch tile). Per
@@ -1322,6 +1446,9 @@ constexpr int LDH = 72;
 constexpr size_t P64_BF4_SMEM = (TILE + 2 * TS * LDS) * sizeof(float) +
                                 (TILE * sizeof(float) > 2 * TS * LDH * sizeof(bf16t) ? TILE * sizeof(float)
                                                                                       : 2 * TS * LDH * sizeof(bf16t));
+/* V 8, 9 (ssd-ldsm): x swizzled at LDS too (its ldmatrix rows and C-layout float2 reads conflict-free), 1 KB more:
+ * 3 x (73,728 + 2,816 + 1,024) = 232,704 <= 233,472 B, still 3 blocks per SM */
+constexpr size_t P64_BF8_SMEM = P64_BF4_SMEM + (TS * LDS - TILE) * sizeof(float);
 /* two adjacent fp32 atomic adds (p 8-byte aligned) by one vector atomic where the GPU has it (sm_90: each
  * element added on its own, as two atomicAdds) */
 __device__ __forceinline__ void atomic_add2(float *p, float a, float b) {
@@ -1351,11 +1478,14 @@ __device__ __forceinline__ void atomic_add_tile2(const float acc[4][4], int rows
             }
         }
 }
-/* V: 3 the ssd-cbwd3 kernel as it was (FLOWHN_SSD_CBWD=bf3); 4 (default) the same sums with the memory side
+/* V: 3 the ssd-cbwd3 kernel as it was (FLOWHN_SSD_CBWD=bf3); 4 (=bf4) the same sums with the memory side
  * of ssd-cbwd4 (perf-notes): the bf16 pair at LDH with 8-byte stores and bf16x2 reads of C_n; Ua and Ys at
  * LDS, swizzled (tix<0>), with float2 C-layout accesses; float2 global loads of cbuf and float2 atomics of
  * the C layout (dB, dC, dx's second part). 5: V 4 with scalar global accesses, for shapes where W, P or N
- * is odd (the host picks 4 or 5). Only the order of the float2 atomics' adds differs from V 3. */
+ * is odd (the host picks 4 or 5). Only the order of the float2 atomics' adds differs from V 3.
+ * 8, 9 (ssd-ldsm, the default): V 4, 5 with the dy x^T, dy h0_n, dCB B_n and B G^T products' fragments loaded by ldmatrix and
+ * 8-byte loads (mm_mma_l; perf-notes "SSD chunk backward: mma fragments by ldmatrix") and x swizzled at LDS as Ys:
+ * the same sums, the adds inside an mma in another k order. */
 template <int V>
 __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                   float *dA_log, float *dD, const float *dy,
@@ -1364,11 +1494,14 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
                                                                   const float *dt_bias, const float *A_log,
                                                                   const float *D, const float *cbuf, SsdDims d) {
     constexpr bool N4 = V >= 4;
+    constexpr bool LM = V >= 8;  /* V 8, 9 (ssd-ldsm): four of the products' fragments by ldmatrix (mm_mma_l) */
     constexpr int MU = N4 ? 0 : LD;    /* Ua's and Ys's tix */
     constexpr int MH = N4 ? LDH : LD;  /* the bf16 pair's row */
     constexpr int UT = N4 ? TS * LDS : TILE;  /* Ys's and Ua's size */
+    constexpr int MX = LM ? 0 : LD;           /* Xs's tix (V 8: swizzled at LDS as Ys) */
+    constexpr int XT = LM ? TS * LDS : TILE;  /* Xs's size */
     extern __shared__ __align__(128) float smem[];
-    float *Xs = smem, *Ys = Xs + TILE, *Ua = Ys + UT, *Ms = Ua + UT;
+    float *Xs = smem, *Ys = Xs + XT, *Ua = Ys + UT, *Ms = Ua + UT;
     bf16t *S0 = (bf16t *)Ms, *S1 = S0 + (N4 ? TS * LDH : TILE);  /* the N loop's pair, from Ms on the GPU */
     __shared__ float u_s[TS], dt_s[TS], la_s[TS], ecum_s[TS], etail_s[TS], etot;
     __shared__ float ddtw_s[TS], q_s[TS], dcum_s[TS], dseg_s[TS], sx_s[TS], red[32];
@@ -1384,7 +1517,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     /* float2 global accesses at the C layout's column pairs (V 4; the host takes V 5 unless d.W, P and
      * d.N are even and dxbc is 8-byte aligned). A compile-time choice: the run-time one (both paths in
      * one kernel) cost ptxas ~100 bytes of spills at 80 registers. */
-    constexpr bool v2 = V == 4;
+    constexpr bool v2 = V == 4 || V == 8;
     const float *X = xbc + row0 * d.W + (size_t)k.h * P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
@@ -1392,7 +1525,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     const float *h0 = states + (((size_t)k.b * (d.nch + 1) + k.c) * d.nh + k.h) * PN;
     const float *Gc = gbuf + (((size_t)k.b * d.nch + k.c) * d.nh + k.h) * PN;
     const float *CB = cbuf + (((size_t)k.b * d.nch + k.c) * d.G + k.g) * (TS * TS);
-    load_tile(Xs, X, d.W, k.l, P);
+    load_tile_m<MX>(Xs, X, d.W, k.l, P);
     load_tile_m<MU>(Ys, dY, d.E, k.l, P);
     if (threadIdx.x < TS) ddtw_s[threadIdx.x] = q_s[threadIdx.x] = dcum_s[threadIdx.x] = 0.f;
     /* sum(G * h0) after the decays (the mma kernel prefetches 4 pairs first: 32 registers here) */
@@ -1421,7 +1554,8 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
         }
         zero(dw);
         bar();  /* x, dy (and the decays' shared arrays, sx_s) */
-        mm_mma<true, true, float, float, 2, MU, LD>(dw, Ys, Xs, P);  /* [i][j] += dy[i][p] x[j][p] */
+        if constexpr (LM) mm_mma_l<false, true, float, float, MU, MX>(dw, Ys, Xs, P);
+        else mm_mma<true, true, float, float, 2, MU, LD>(dw, Ys, Xs, P);  /* [i][j] += dy[i][p] x[j][p] */
         /* W (Ua), dSeg (Ms, in place of M), dCB (registers); ddtw_s[j] = sum_i dW_ij CB_ij M_ij: the
          * expressions of w_dcb_dseg (V 4: a column pair at a time, the same sums in the same order) */
         if constexpr (N4) {
@@ -1486,7 +1620,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
 #pragma unroll
                 for (int bb = 0; bb < 2; bb++) {
                     int j = L.row(a), p = L.col(2 * bb);
-                    float2 x2 = *(const float2 *)&Xs[j * LD + p], y2 = *(const float2 *)&Ys[uix(a, bb)];
+                    float2 x2 = *(const float2 *)&Xs[LM ? uix(a, bb) : j * LD + p], y2 = *(const float2 *)&Ys[uix(a, bb)];
                     dDp += x2.x * y2.x;
                     float r0 = old[a][2 * bb] + acc[a][2 * bb] + Dh * y2.x;
                     dDp += x2.y * y2.y;
@@ -1545,7 +1679,8 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
         load_tile_bf<MH, N4>(S1, Cm + n0, W, k.l, nc);
         sync_plain();  /* h0_n (S0), C_n (S1) */
         zero(accC);
-        mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ys, S0, P);  /* [i][n] += dy_i[p] h0[p][n] */
+        if constexpr (LM) mm_mma_l<true, false, float, bf16t, MU, MH>(accC, Ys, S0, P);
+        else mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ys, S0, P);  /* [i][n] += dy_i[p] h0[p][n] */
         /* accC *= ecum_i; dcum_s[i] += C_i . accC_i (dcum_add on the bf16 tile; V 4 reads the column pairs
          * as bf16x2, the same sum in the same order) */
 #pragma unroll
@@ -1570,19 +1705,22 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
         load_tile_bf<MH, N4>(S0, Gc + n0, Nn, P, nc);
         load_tile_bf<MH, N4>(S1, Bm + n0, W, k.l, nc);
         sync_plain();  /* G_n (S0), B_n (S1) */
-        mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ua, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
+        if constexpr (LM) mm_mma_l<true, false, float, bf16t, MU, MH>(accC, Ua, S1, k.l);
+        else mm_mma<true, false, float, bf16t, 2, MU, MH>(accC, Ua, S1, k.l);  /* [i][n] += dCB[i][j] B[j][n] */
         if (dxbc && !d.no_bc_atomics) {
             auto at = [&](int i, int nn) { return &dxbc[(r0 + i) * W + d.E + (size_t)(d.G + k.g) * Nn + n0 + nn]; };
             if constexpr (N4) atomic_add_tile2(accC, k.l, nc, v2, at);
             else atomic_add_tile<2>(accC, k.l, nc, at);
         }
-        mm_mma<true, false, float, bf16t, 2, LD, MH>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
+        /* (V 8: through mm_mma_l (x's rows as 8-byte pairs) ptxas spilled 44 B at 80 registers, 16 B here) */
+        mm_mma<true, false, float, bf16t, 2, MX, MH>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
         if (dxbc && !d.no_bc_atomics) {
             auto at = [&](int j, int nn) { return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn]; };
             if constexpr (N4) atomic_add_tile2(accB, k.l, nc, v2, at);
             else atomic_add_tile<2>(accB, k.l, nc, at);
         }
-        mm_mma<true, true, bf16t, bf16t, 2, MH, MH>(bg, S1, S0, nc);  /* [j][p] += B[j][n] G[p][n] */
+        if constexpr (LM) mm_mma_l<true, true, bf16t, bf16t, MH, MH>(bg, S1, S0, nc);
+        else mm_mma<true, true, bf16t, bf16t, 2, MH, MH>(bg, S1, S0, nc);  /* [j][p] += B[j][n] G[p][n] */
         sync_plain();  /* G_n, B_n read: the pair takes h0_{n+1}, C_{n+1} */
     }
 
@@ -1596,7 +1734,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
             for (int bb = 0; bb < 2; bb++) {
                 int p = L.col(2 * bb);
                 float *o = dxbc + (row0 + j) * d.W + (size_t)k.h * P + p;
-                float2 x2 = *(const float2 *)&Xs[j * LD + p];
+                float2 x2 = *(const float2 *)&Xs[LM ? uix(a, bb) : j * LD + p];
                 q += x2.x * bg[a][2 * bb];
                 q += x2.y * bg[a][2 * bb + 1];
                 if (dxbc && j < k.l) {
