@@ -1279,11 +1279,15 @@ static void test_conv1d_op(int silu) {
         grad_free(gx); grad_free(gw); grad_free(gb); grad_free(gx2); grad_free(gw2);
     }
 }
-/* the new kernels (default: with prefetches), the same as before elem-mamba
- * (FLOWHN_CONV=old), then the first ones (FLOWHN_M2_KERNELS=old) */
+/* the new kernels (default: the cp.async ring ones), the prefetching segment ones (FLOWHN_CONV_RING=0),
+ * the same as before elem-mamba (FLOWHN_CONV=old), then the first ones (FLOWHN_M2_KERNELS=old) */
 static void test_conv1d(void) {
-    int was = cuda_set_m2_kernels(1), was_c = cuda_set_conv_new(1);
+    int was = cuda_set_m2_kernels(1), was_c = cuda_set_conv_new(1), was_r = cuda_set_conv_ring(1);
     test_conv1d_op(0);
+    cuda_set_conv_ring(0);
+    printf("  (the prefetching segment kernels: FLOWHN_CONV_RING=0)\n");
+    test_conv1d_op(0);
+    cuda_set_conv_ring(was_r);
     cuda_set_conv_new(0);
     printf("  (the segment kernels as before elem-mamba: FLOWHN_CONV=old)\n");
     test_conv1d_op(0);
@@ -1326,9 +1330,14 @@ static void test_conv1d_silu_strided(void) {
     }
 }
 static void test_conv1d_silu(void) {
-    int was_c = cuda_set_conv_new(1);
+    int was_c = cuda_set_conv_new(1), was_r = cuda_set_conv_ring(1);
     test_conv1d_op(1);
     test_conv1d_silu_strided();
+    cuda_set_conv_ring(0);
+    printf("  (the prefetching segment kernels: FLOWHN_CONV_RING=0)\n");
+    test_conv1d_op(1);
+    test_conv1d_silu_strided();
+    cuda_set_conv_ring(was_r);
     cuda_set_conv_new(0);
     printf("  (the segment kernels as before elem-mamba: FLOWHN_CONV=old)\n");
     test_conv1d_op(1);

@@ -44,6 +44,7 @@ static dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 template <class T> static inline T __ldg(const T *p) { return *p; }
 static pthread_barrier_t g_bar, w_bar[32];
 static void __syncthreads() { pthread_barrier_wait(&g_bar); }
@@ -87,6 +88,36 @@ static void conv_prefetch_seen(const float *p) {
     if (!in) pf_bad++;
 }
 
+/* conv1d_kernels.cuh's cp.async rings: a copy is queued with its commit group
+ * and lands only when a wait_group needs it (the latest the GPU may land it),
+ * so a read of a slot before its wait sees the old bytes (another row's, or
+ * another block's: a wrong value); its source is bounds-checked as the prefetches'
+ * are. A copy still queued when the thread ends was never waited for: a
+ * failure (cp_left). */
+struct CpCopy { float *dst; const float *src; int n; long group; };
+thread_local std::vector<CpCopy> cp_q;
+thread_local long cp_committed;
+static std::atomic<long> cp_count{0}, cp_left{0};
+static void conv_cp_async(float *dst, const float *src, int n) {
+    for (int v = 0; v < n; v++) conv_prefetch_seen(src + v);
+    cp_q.push_back({dst, src, n, cp_committed});
+    cp_count++;
+}
+static void conv_cp_commit() { cp_committed++; }
+static void conv_cp_wait(int n) {   /* groups [0, cp_committed - n) land */
+    std::vector<CpCopy> keep;
+    for (auto &c : cp_q)
+        if (c.group < cp_committed - n) memcpy(c.dst, c.src, sizeof(float) * c.n);
+        else keep.push_back(c);
+    cp_q.swap(keep);
+}
+/* at a thread's end (launch): copies never waited for */
+static void conv_cp_end() {
+    cp_left += (long)cp_q.size();
+    cp_q.clear();
+    cp_committed = 0;
+}
+
 #include "../../src/ops/cuda/conv1d_kernels.cuh"
 #include "../../src/ops/cuda/gated_rmsnorm_kernels.cuh"
 
@@ -104,6 +135,7 @@ static void launch(dim3 grid, dim3 block, const std::function<void()> &f) {
                 for (unsigned bx = 0; bx < grid.x; bx++) {
                     blockIdx = dim3(bx, by);
                     f();
+                    conv_cp_end();
                     pthread_barrier_wait(&g_bar);  /* the block is done before the next reuses shared memory */
                 }
         });
@@ -131,6 +163,13 @@ static void cmp(const char *what, const std::vector<float> &a, const std::vector
     printf("    %-28s rel L2 %.2e max rel %.2e %s\n", what, rel, mx, ok ? "" : "FAILED");
 }
 
+/* the ring kernels promise the segment kernels' bits */
+static void same_bits(const char *what, const std::vector<float> &a, const std::vector<float> &b) {
+    size_t bad = 0;
+    for (size_t i = 0; i < a.size(); i++) bad += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    printf("    %-28s %zu of %zu differ %s\n", what, bad, a.size(), bad ? "FAILED" : "");
+    if (bad) fails++;
+}
 /* conv (silu or not), V forced (1 or 4), acc mode; dw/db accumulate into a random start */
 template <int KK, int V>
 static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
@@ -197,6 +236,38 @@ static void conv_case(int B, int n, int C, bool silu, bool bias, int acc) {
     printf("    %-28s %ld, %ld outside x, dout; dx bf16: %zu of %zu differ %s\n", "prefetches", pf_count - c0,
            pf_bad - b0, bad, tot, (pf_bad > b0 || bad) ? "FAILED" : "");
     if (pf_bad > b0 || bad) fails++;
+    /* the ring kernels (conv-bwd): the prefetching kernels' bits, every copy inside x / dout and waited for */
+    std::vector<float> og3(tot, NAN);
+    pf_lo[0] = x.data(); pf_hi[0] = x.data() + tot; pf_lo[1] = pf_hi[1] = nullptr;
+    b0 = pf_bad;
+    long q0 = cp_count, l0 = cp_left;
+    launch(g.grid, g.block, [&] {
+        if (silu) conv_ring_fwd_kernel<KK, V, true>(og3.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
+        else conv_ring_fwd_kernel<KK, V, false>(og3.data(), x.data(), w.data(), bp, n, C, g.seg, g.nseg, g.nsegs_all, C);
+    });
+    cmp("out (ring)", oc, og3);
+    same_bits("out ring vs prefetching", og2, og3);
+    std::vector<float> dxg3 = acc ? dx0 : std::vector<float>(tot, NAN), dwg3 = dw0, dbg3 = db0;
+    std::vector<float> part3((size_t)g.grid.y * (KK + 1) * C, NAN);
+    std::vector<__nv_bfloat16> dxb3(tot, __nv_bfloat16{0x7fc0});
+    pf_lo[1] = dout.data(); pf_hi[1] = dout.data() + tot;
+    launch(g.grid, g.block, [&] {
+        if (silu)
+            conv_ring_bwd_kernel<KK, V, true>(dxg3.data(), part3.data(), dout.data(), x.data(), w.data(), bp, n, C,
+                                              g.seg, g.nseg, g.nsegs_all, acc, dxb3.data(), C);
+        else
+            conv_ring_bwd_kernel<KK, V, false>(dxg3.data(), part3.data(), dout.data(), x.data(), w.data(), bp, n, C,
+                                               g.seg, g.nseg, g.nsegs_all, acc, dxb3.data(), C);
+    });
+    launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg3.data(), dbg3.data(), part3.data(), (int)g.grid.y, C, KK); });
+    cmp("dx (ring)", dxc, dxg3); cmp("dw (ring)", dwc, dwg3); cmp("db (ring)", dbc, dbg3);
+    same_bits("dx ring vs prefetching", dxg2, dxg3);
+    same_bits("dw ring vs prefetching", dwg2, dwg3);
+    bad = 0;
+    for (size_t i = 0; i < tot; i++) bad += dxb3[i].x != dxb[i].x;
+    printf("    %-28s %ld, %ld outside x, dout, %ld never waited; dx bf16: %zu differ %s\n", "ring copies",
+           cp_count - q0, pf_bad - b0, cp_left - l0, bad, (pf_bad > b0 || cp_left > l0 || bad) ? "FAILED" : "");
+    if (pf_bad > b0 || cp_left > l0 || bad) fails++;
 }
 
 template <int NPT>
@@ -287,6 +358,29 @@ static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
     cmp("dx (whole rows)", dxc, dxg); cmp("dw", dwc, dwg); cmp("db", dbc, dbg);
     printf("    %-28s %ld outside x's rows, dout %s\n", "prefetches", pf_bad - b0, pf_bad > b0 ? "FAILED" : "");
     if (pf_bad > b0) fails++;
+    /* the ring kernels (conv-bwd), windowed: the same bits, copies inside the window's span */
+    std::vector<float> og3(tot, NAN), dxg3 = dx0, dwg3 = dw0, dbg3 = db0;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = col0; c < col0 + C; c++)
+            if (!acc) dxg3[r * ld + c] = NAN;
+    std::vector<float> part3((size_t)g.grid.y * (KK + 1) * C, NAN);
+    b0 = pf_bad;
+    long l0 = cp_left;
+    launch(g.grid, g.block, [&] {
+        conv_ring_fwd_kernel<KK, V, true>(og3.data(), xs, w.data(), b.data(), n, C, g.seg, g.nseg, g.nsegs_all, ld);
+    });
+    launch(g.grid, g.block, [&] {
+        conv_ring_bwd_kernel<KK, V, true>(dxg3.data() + col0, part3.data(), dout.data(), xs, w.data(), b.data(), n, C,
+                                          g.seg, g.nseg, g.nsegs_all, acc, nullptr, ld);
+    });
+    launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg3.data(), dbg3.data(), part3.data(), (int)g.grid.y, C, KK); });
+    same_bits("out ring vs prefetching", og, og3);
+    same_bits("dx whole rows ring vs pf", dxg, dxg3);
+    same_bits("dw ring vs prefetching", dwg, dwg3);
+    same_bits("db ring vs prefetching", dbg, dbg3);
+    printf("    %-28s %ld outside, %ld never waited %s\n", "ring copies", pf_bad - b0, cp_left - l0,
+           (pf_bad > b0 || cp_left > l0) ? "FAILED" : "");
+    if (pf_bad > b0 || cp_left > l0) fails++;
 }
 
 /* the gated norm with z, dz windowed likewise (the register forward, both register backwards) */

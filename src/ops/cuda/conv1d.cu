@@ -19,7 +19,10 @@
  *
  * Since branch elem-mamba the segment walks prefetch the rows 8 ahead into L2
  * and the backward writes dx's bf16 rounding (a shadow for in_proj's
- * backward); FLOWHN_CONV=old (cuda_set_conv_new) runs them as before. */
+ * backward); FLOWHN_CONV=old (cuda_set_conv_new) runs them as before.
+ * Since branch conv-bwd the walks stream their rows through per-thread
+ * cp.async rings in shared memory instead (conv1d_kernels.cuh, perf-notes
+ * conv-bwd); FLOWHN_CONV_RING=0 (cuda_set_conv_ring) runs the prefetching ones. */
 #include <algorithm>
 #include <stdlib.h>
 #include <string.h>
@@ -119,12 +122,33 @@ int cuda_set_m2_kernels(int on) { return cuda_env_switch(&m2_new_kernels, "FLOWH
 static int conv_new = -1;
 int cuda_set_conv_new(int on) { return cuda_env_switch(&conv_new, "FLOWHN_CONV", "old", 1, on); }
 
+/* -1: not read yet; FLOWHN_CONV_RING=0: the prefetching segment kernels instead of the ring ones (cuda_ops.h) */
+static int conv_ring = -1;
+int cuda_set_conv_ring(int on) { return cuda_env_switch(&conv_ring, "FLOWHN_CONV_RING", "0", 1, on); }
+
+/* the ring kernels want shared memory over L1 (their copies skip L1 for V = 4):
+ * 4 backward blocks an SM hold 130 KB. Asked once per kernel, at its first
+ * launch (a warm-up step, not inside a recording); a refusal only costs occupancy. */
+template <class K>
+static void conv_ring_carveout(K kernel, bool *asked) {
+    if (*asked) return;
+    *asked = true;
+    if (cudaFuncSetAttribute((const void *)kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             cudaSharedmemCarveoutMaxShared) != cudaSuccess)
+        cudaGetLastError();
+}
+
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 template <int KK, int V, bool SILU>
 static void conv_seg_fwd_pf(const ConvGeom &g, float *out, const float *x, const float *w, const float *b, int n,
                             int C, bool pf, int ldx) {
-    if (pf)
+    if (pf && cuda_set_conv_ring(-1)) {
+        static bool asked;
+        conv_ring_carveout(conv_ring_fwd_kernel<KK, V, SILU>, &asked);
+        conv_ring_fwd_kernel<KK, V, SILU><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
+                                                                               g.nsegs_all, ldx);
+    } else if (pf)
         conv_seg_fwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(out, x, w, b, n, C, g.seg, g.nseg,
                                                                                       g.nsegs_all, ldx);
     else
@@ -144,7 +168,12 @@ template <int KK, int V, bool SILU>
 static void conv_seg_bwd_pf(const ConvGeom &g, float *dx, float *part, const float *dout, const float *x,
                             const float *w, const float *b, int n, int C, int acc, bool pf, __nv_bfloat16 *dxb,
                             int ldx) {
-    if (pf)
+    if (pf && cuda_set_conv_ring(-1)) {
+        static bool asked;
+        conv_ring_carveout(conv_ring_bwd_kernel<KK, V, SILU>, &asked);
+        conv_ring_bwd_kernel<KK, V, SILU><<<g.grid, g.block, 0, cuda_stream()>>>(
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
+    } else if (pf)
         conv_seg_bwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(
             dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
     else

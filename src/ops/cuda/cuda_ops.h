@@ -177,6 +177,11 @@ int cuda_set_gnorm_new(int on);
  * (FLOWHN_CONV=old) those kernels as before (A/B). Returns the previous
  * setting; -1 leaves it as it is. */
 int cuda_set_conv_new(int on);
+/* within the new segment conv kernels (cuda_set_conv_new on): 1 (default) the
+ * ring kernels, each thread's rows streamed through shared memory with
+ * cp.async (same bits); 0 (FLOWHN_CONV_RING=0) the prefetching segment
+ * kernels (A/B). Returns the previous setting; -1 leaves it as it is. */
+int cuda_set_conv_ring(int on);
 
 /* Mamba-1 selective scan kernels (selective_scan.cu): 1 the register-resident
  * ones (a thread per (b, e) holding its <= 16 states; default), 0 the
