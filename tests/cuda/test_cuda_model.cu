@@ -232,9 +232,11 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         if (okf && ab && cuda_set_bf16_only(-1)) {
             unsigned long el = cuda_bf16_only_elided - elided0, ao = cuda_bf16_att_o_written - ao0;
             CHECK(el > 0, "%s: no output of the fused bf16 step was written bf16-only", name);
-            /* LLaMA (packed, self-causal: cuDNN's path): the layers' out went straight into their kept buffers */
-            if (c->arch == ARCH_LLAMA && cuda_attn_cudnn_runs > aruns0 && cuda_set_bf16_att_o(-1) &&
-                cuda_set_bf16_keep(-1))
+            /* LLaMA (packed, self-causal: cuDNN's path): the layers' out went straight into their kept buffers.
+             * Not with RoPE as its own op (gpu_unfused_attn_rope): cuDNN's keep of q, k, v, O is made only where
+             * the attention op reads them as written (RoPE fused into it, or none), so out is not marked there. */
+            if (c->arch == ARCH_LLAMA && !gpu_unfused_attn_rope && cuda_attn_cudnn_runs > aruns0 &&
+                cuda_set_bf16_att_o(-1) && cuda_set_bf16_keep(-1))
                 CHECK(ao > 0, "%s: no attention output written by cuDNN into its kept buffer (FLOWHN_BF16_ATT_O; "
                       "%d layers)", name, c->num_layers);
             CHECK(cuda_bf16_only_refused == refused0, "%s: %lu products refused a bf16-only operand", name,
@@ -355,7 +357,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 if (cuda_attn_cudnn_runs > runs0 && dw)
                     CHECK(dr == 0, "%s: %lu of %lu attention d out D written back to fp32 although cuDNN ran", name,
                           dr, dw);
-                if (c->arch == ARCH_LLAMA && cuda_attn_cudnn_runs > runs0)
+                if (c->arch == ARCH_LLAMA && !gpu_unfused_attn_rope && cuda_attn_cudnn_runs > runs0)
                     CHECK(dw > 0, "%s: no o product wrote d out as bf16 D (%d layers)", name, c->num_layers);
                 float *g_d = host_copy(&mg, mg.grads);
                 size_t nd;
