@@ -2298,9 +2298,9 @@ static void ssd_cases(void) {
         grad_cmp_mag("dA_log", gA, bmag);
         free(bmag);
         grad_cmp("dD", gD);
-        /* at the bf16 precision with P <= 64, N <= 128, L <= 64 the chained own terms + state pass are the bf16-tile
-         * kernel (ssd-sbwd; cuda_set_ssd_sbwd, FLOWHN_SSD_SBWD): dxbc and ddt of the whole backward against the other
-         * setting's from the same inputs too ("dxbc-sbwd", "ddt-sbwd": the other setting as the reference; both from
+        /* at the bf16 precision with P <= 64, N <= 128, L <= 64 the own terms + state pass are the walk (ssd-sbwd-lb)
+         * or the chained bf16-tile kernel (ssd-sbwd; cuda_set_ssd_sbwd, FLOWHN_SSD_SBWD): dxbc and ddt of the whole
+         * backward against the other settings' from the same inputs too (the default as the reference; all from
          * zero, acc 1) */
         if (strcmp(cuda_matmul_precision(), "bf16") == 0 && P <= 64 && N <= 128 && L <= 64) {
             float *gx1 = dnan(nx), *gx2 = dnan(nx), *gt1 = dnan(ndt), *gt2 = dnan(ndt);
