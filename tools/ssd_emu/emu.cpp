@@ -237,7 +237,7 @@ int main(int argc, char **argv) {
      * chained kernel's (not bit for bit: its products sum in the mma fragments' order; exact tiles unless EMU_TILE=bf16);
      * the chunk kernel then gets its G, as on the GPU, unless EMU_SBWD=old */
     double rgb = 0;
-    std::vector<float> gbuf3;
+    std::vector<float> gbuf3, gbufw;
     if (ssd_exact::TC && P <= 64 && N <= 128) {
         const bool vec = ((E | W | P | N) & 3) == 0;
         for (int v = vec ? 1 : 0; v >= 0; v--) {
@@ -255,11 +255,28 @@ int main(int argc, char **argv) {
             printf("   chain bf <%d>: G %.2e against the old chained kernel's; %zu not finite\n", v, r, nonfin);
             rgb = std::max(rgb, nonfin ? 1.0 : r);
             if (v == (vec ? 1 : 0)) gbuf3 = gb;
+            /* ssd-sbwd-lb: the walk (ssd_chunk_state_bwd_walk_bf_kernel, FLOWHN_SSD_SBWD=walk; grid (N tiles, nh, B), no
+             * chain): the same tiles, products and combine as the chained bf kernel, so its G must equal that kernel's
+             * bit for bit (in any EMU_TILE / EMU_ROUND setting); it feeds the chunk kernel unless EMU_SBWD=chain or old */
+            std::vector<float> gw(gbuf.size(), NAN);
+            const dim3 wg = {(unsigned)((N + 63) / 64), (unsigned)nh, (unsigned)B};
+            if (v)
+                launch(wg, [&] { ssd_exact::ssd_chunk_state_bwd_walk_bf_kernel<true>(gw.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            else
+                launch(wg, [&] { ssd_exact::ssd_chunk_state_bwd_walk_bf_kernel<false>(gw.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            size_t wdiff = 0;
+            for (size_t i = 0; i < gw.size(); i++) wdiff += memcmp(&gw[i], &gb[i], sizeof(float)) != 0;
+            printf("   walk bf <%d>: G differs from the chained bf kernel's in %zu of %zu elements; %.2e against the old chained kernel's\n",
+                   v, wdiff, gw.size(), rel(gbuf2, gw, zg));
+            if (wdiff) rgb = 1.0;
+            if (v == (vec ? 1 : 0)) gbufw = gw;
         }
     }
     if (!(getenv("EMU_BWD_OLD") && atoi(getenv("EMU_BWD_OLD")))) {
         gbuf.swap(gbuf2);
-        if (!gbuf3.empty() && !(getenv("EMU_SBWD") && !strcmp(getenv("EMU_SBWD"), "old"))) gbuf.swap(gbuf3);
+        /* as ssd.cu's FLOWHN_SSD_SBWD: the walk by default (ssd-sbwd-lb), =chain the chained bf kernel, =old the old one */
+        const char *sw = getenv("EMU_SBWD");
+        if (!gbuf3.empty() && !(sw && !strcmp(sw, "old"))) gbuf.swap(!gbufw.empty() && !(sw && !strcmp(sw, "chain")) ? gbufw : gbuf3);
     }
     d.acc = ACC;
     /* as ssd.cu: C B^T once per (batch, chunk, group) for the p64 backward and chunk_scan */

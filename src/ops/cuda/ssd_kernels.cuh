@@ -2110,3 +2110,111 @@ __global__ void __launch_bounds__(NT, MINB) ssd_chunk_state_bwd_chain_bf_kernel(
     __syncthreads();  /* every thread's fence done */
     if (threadIdx.x == 0) *(volatile int *)&flag[t2] = 1;
 }
+
+/* ---- backward: own terms and the state pass with no chain between blocks (ssd-sbwd-lb, FLOWHN_SSD_SBWD=walk) ----
+ * The recurrence dstates[c] = own_c + a_c dstates[c+1] is element-wise in (p, n): an element's chain never reads
+ * another element. So one block owns (b, h, a TS-wide N tile: blockIdx (n tile, h, b)) and walks the chunks from the
+ * last to the first, carrying G = dstates[c+1] at its accumulators' elements (16 floats a thread, the mma fragment
+ * layout) in registers: no tickets, flags, fences, polls or G reads, and no block ever waits on another (no deadlock
+ * question in any launch order). Each step is ssd_chunk_state_bwd_chain_bf_kernel's own term on the N tile (the same
+ * bf16 tiles: C as loaded, dy scaled by ecum; the same decays as chunk_decays, in the CPU's order) and its combine
+ * own + a_c G, so the same floats, stored once into gbuf[b, c-1]; gbuf[b, nch-1] = dstates[nch] = 0 is stored first,
+ * chunk 0 is never computed (dstates[0] is never read). The decay scan's serial part is only the adds (one thread,
+ * as chunk_decays' order); each thread takes expf of the sums it scales by (the same floats as chunk_decays' ecum),
+ * so the per-chunk scan is ~64 dependent adds instead of 64 dependent add + expf rounds. The next chunk's C tile and dt are loaded as soon as the
+ * current ones are in shared memory, its dy as soon as the current dy is (registers, one chunk ahead), so the loads'
+ * latency runs under the decay scan, the product and the stores. 2 bf16 tiles, 18,432 B; 3 blocks per SM (the grid
+ * B nh ceil(N / TS) is 384 blocks at the gpt2small layer: one wave of 396 slots). VEC: 16-byte loads and 8-byte
+ * stores (E, W, P, N multiples of 4, arrays aligned), as the chained bf kernel. Perf-notes ssd-sbwd-lb. */
+constexpr size_t STATE_WALK_SMEM = 2 * TS * LDH * sizeof(bf16t);
+template <bool VEC>
+__global__ void __launch_bounds__(NT, 3) ssd_chunk_state_bwd_walk_bf_kernel(float *g, const float *dy, const float *xbc,
+                                                                        const float *dt_raw, const float *dt_bias,
+                                                                        const float *A_log, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Us = (bf16t *)smem, *Cs = Us + TS * LDH;
+    __shared__ float la_s[TS], ecum_s[TS], etot_s;  /* ecum_s: the running sums of la (their expf is ecum) */
+    const int tid = threadIdx.x, n0 = blockIdx.x * TS, h = blockIdx.y, b = blockIdx.z;
+    const int grp = h / (d.nh / d.G);
+    const float Ae = expf(A_log[h]), bias = dt_bias[h];
+    const size_t PN = (size_t)d.P * d.N;
+    const Lay<2> L;
+    /* gbuf[b, c]: G_c = dstates[c + 1], this block's columns [n0, n0 + TS) */
+    auto slot = [&](int c) { return g + (((size_t)b * d.nch + c) * d.nh + h) * PN + n0; };
+    auto store = [&](float *o, const float v[4][4]) {
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int p = L.row(a);
+            if (p >= d.P) continue;
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int nn = L.col(2 * bb);  /* even; nn + 1 = L.col(2 bb + 1) */
+                if constexpr (VEC) {
+                    if (n0 + nn < d.N) *(float2 *)(o + (size_t)p * d.N + nn) = make_float2(v[a][2 * bb], v[a][2 * bb + 1]);
+                } else {
+                    if (n0 + nn < d.N) o[(size_t)p * d.N + nn] = v[a][2 * bb];
+                    if (n0 + nn + 1 < d.N) o[(size_t)p * d.N + nn + 1] = v[a][2 * bb + 1];
+                }
+            }
+        }
+    };
+    float gc[4][4];  /* G: dstates[c + 1] at this thread's elements */
+    zero(gc);
+    store(slot(d.nch - 1), gc);  /* dstates[nch] = 0 */
+    if (d.nch == 1) return;
+    float4 uv[4], v[4];
+    float u = 0.f;
+    auto rows = [&](int c) { return min(d.L, d.n - c * d.L); };
+    auto row0_of = [&](int c) { return (size_t)b * d.n + (size_t)c * d.L; };
+    auto load_c = [&](int c) {  /* C's N tile and dt_raw + bias of chunk c */
+        const size_t r0 = row0_of(c);
+        const int l = rows(c);
+        ld_tile4<VEC>(v, xbc + r0 * d.W + d.E + (size_t)(d.G + grp) * d.N + n0, d.W, l, d.N - n0);
+        u = tid < l ? dt_raw[(r0 + tid) * d.nh + h] + bias : 0.f;
+    };
+    auto load_u = [&](int c) { ld_tile4<VEC>(uv, dy + row0_of(c) * d.E + (size_t)h * d.P, d.E, rows(c), d.P); };
+    load_c(d.nch - 1);
+    load_u(d.nch - 1);
+#pragma unroll 1
+    for (int c = d.nch - 1; c >= 1; c--) {
+        const int l = rows(c);
+        if (tid < TS) {  /* chunk_decays' la (0 past l) */
+            float la = 0.f;
+            if (tid < l) la = -softplusf_(u) * Ae;
+            la_s[tid] = la;
+        }
+        st_tile4(Cs, v);
+        if (c > 1) load_c(c - 1);  /* v and u are free: the next chunk's C and dt in flight from here */
+        __syncthreads();
+        if (tid == 64) {  /* the running sum from the chunk's start (the CPU's order, as chunk_decays); only the
+                           * adds are serial here, the exponentials are taken by the threads that use them */
+            float s = 0.f;
+#pragma unroll 8
+            for (int i = 0; i < l; i++) { s += la_s[i]; ecum_s[i] = s; }
+            etot_s = expf(s);
+        }
+        __syncthreads();
+        {
+            const int r0 = tid >> 4;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int r = r0 + 16 * q;
+                const float s = r < l ? expf(ecum_s[r]) : 0.f;  /* chunk_decays' ecum_r: expf of the same sum */
+                uv[q] = make_float4(uv[q].x * s, uv[q].y * s, uv[q].z * s, uv[q].w * s);
+            }
+            st_tile4(Us, uv);
+        }
+        const float ac = etot_s;
+        if (c > 1) load_u(c - 1);  /* uv is free: the next chunk's dy in flight from here */
+        __syncthreads();
+        float acc[4][4];  /* own_c on the N tile */
+        zero(acc);
+        mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc, Us, Cs, l);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) gc[a][j] = acc[a][j] + ac * gc[a][j];  /* the chained kernels' expression */
+        store(slot(c - 1), gc);
+        __syncthreads();  /* the tiles, la_s, ecum_s and etot_s are rewritten by the next step */
+    }
+}
