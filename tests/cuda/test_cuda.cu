@@ -2378,6 +2378,15 @@ static void ssd_cases(void) {
             G->to_host(hy2, gy2, sizeof(float) * ny);
             G->to_host(hst2, gst2, sizeof(float) * nst);
             cmp("y-old", hy2, gy, ny); cmp("states-old", hst2, gst, nst);
+            /* ssd-fwd3's V 3 kernels (ldmatrix + bf16 m16n8k16; cuda_set_ssd_fwd3, FLOWHN_SSD_FWD3) against ssd-fwd2's
+             * V 2 from the same inputs ("y-fwd2", "states-fwd2": the other setting's kernels as the reference; the
+             * default run above is the one checked against the CPU) */
+            int f3 = cuda_set_ssd_fwd3(!cuda_set_ssd_fwd3(-1));
+            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+            cuda_set_ssd_fwd3(f3);
+            G->to_host(hy2, gy2, sizeof(float) * ny);
+            G->to_host(hst2, gst2, sizeof(float) * nst);
+            cmp("y-fwd2", hy2, gy, ny); cmp("states-fwd2", hst2, gst, nst);
             free(hy2); free(hst2);
             G->release(gy2); G->release(gst2);
         }

@@ -210,6 +210,10 @@ int cuda_set_ssd_cbwd(int v);
  * ssd-fwd2), 0 (=old) ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel. Returns the
  * previous setting; -1 leaves it as it is (tests run both). */
 int cuda_set_ssd_fwd_kernel(int on);
+/* The bf16 forward kernels' variant where cuda_set_ssd_fwd_kernel is on (ssd.cu, FLOWHN_SSD_FWD3, read on first
+ * use): 1 (default) ssd-fwd3's (ldmatrix + bf16 m16n8k16 products, chunk_scan at 4 blocks/SM), 0 ssd-fwd2's.
+ * Same -1 / 0 / 1 convention. */
+int cuda_set_ssd_fwd3(int on);
 /* The Mamba-2 SSD backward's chained own terms + state pass at the bf16 matmul precision with P <= 64,
  * N <= 128 (ssd.cu, FLOWHN_SSD_SBWD, read on first use; FLOWHN_SSD_BWD=old, the two separate kernels, comes
  * first): 2 (default) ssd_chunk_state_bwd_walk_bf_kernel (no chain between blocks: one block walks the chunks of

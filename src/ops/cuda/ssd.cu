@@ -125,18 +125,17 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         const int vec = ((d.W | d.E | P | N) & 3) == 0 &&                                                          \
                         (((uintptr_t)y | (uintptr_t)states | (uintptr_t)xbc) & 15) == 0;                          \
         if (K::TC && scan_bf) {                                                                                    \
-            static int st_attr[2];                                                                                 \
-            const void *kf = vec ? (const void *)K::ssd_chunk_state_bf_kernel<true>                                \
-                                 : (const void *)K::ssd_chunk_state_bf_kernel<false>;                              \
-            if (!st_attr[vec]++)                                                                                   \
+            /* fwd3: the V 3 variants (mm_ldsm products; perf-notes ssd-fwd3), else ssd-fwd2's V 2 */               \
+            static int st_attr[2][2];                                                                              \
+            const void *kf = fwd3 ? (vec ? (const void *)K::ssd_chunk_state_bf_kernel<true, 3>                      \
+                                         : (const void *)K::ssd_chunk_state_bf_kernel<false, 3>)                    \
+                                  : (vec ? (const void *)K::ssd_chunk_state_bf_kernel<true, 2>                      \
+                                         : (const void *)K::ssd_chunk_state_bf_kernel<false, 2>);                   \
+            if (!st_attr[fwd3][vec]++)                                                                             \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
                                                (int)K::STATE_BF_SMEM));                                            \
-            if (vec)                                                                                               \
-                K::ssd_chunk_state_bf_kernel<true><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                 \
-                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
-            else                                                                                                   \
-                K::ssd_chunk_state_bf_kernel<false><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                \
-                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
+            void *args[] = {&states, &achunk, &xbc, &dt_raw, &dt_bias, &A_log, &d};                               \
+            CUDA_CALL(cudaLaunchKernel(kf, grid, dim3(NT), args, K::STATE_BF_SMEM, cuda_stream()));                \
         } else                                                                                                     \
             K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc, \
                                                                                         dt_raw, dt_bias, A_log, d); \
@@ -145,21 +144,19 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
         if (K::TC && scan_bf) {                                                                                    \
-            static int bf_attr[2];                                                                                 \
-            const void *kf = vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true>                                 \
-                                 : (const void *)K::ssd_chunk_scan_bf_kernel<false>;                               \
-            if (!bf_attr[vec]++) {                                                                                 \
+            static int bf_attr[2][2];                                                                              \
+            const void *kf = fwd3 ? (vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true, 3>                       \
+                                         : (const void *)K::ssd_chunk_scan_bf_kernel<false, 3>)                     \
+                                  : (vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true, 2>                       \
+                                         : (const void *)K::ssd_chunk_scan_bf_kernel<false, 2>);                    \
+            if (!bf_attr[fwd3][vec]++) {                                                                           \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
                                                (int)K::SCAN_BF_SMEM));                                             \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,                 \
                                                (int)cudaSharedmemCarveoutMaxShared));                              \
             }                                                                                                      \
-            if (vec)                                                                                               \
-                K::ssd_chunk_scan_bf_kernel<true><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                   \
-                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
-            else                                                                                                   \
-                K::ssd_chunk_scan_bf_kernel<false><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                  \
-                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
+            void *args[] = {&y, &states, &xbc, &dt_raw, &dt_bias, &A_log, &D, &cbuf, &d};                          \
+            CUDA_CALL(cudaLaunchKernel(kf, grid, dim3(NT), args, K::SCAN_BF_SMEM, cuda_stream()));                 \
         } else                                                                                                     \
             K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,   \
                                                                                 A_log, D, cbuf, d);                \
@@ -338,6 +335,8 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
      * (cuda_set_ssd_fwd_kernel) keeps ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel */
     const bool scan_bf = cuda_set_ssd_fwd_kernel(-1) && strcmp(cuda_matmul_precision(), "bf16") == 0 &&
                          P <= TS && N <= 2 * TS;
+    /* ssd-fwd3 (FLOWHN_SSD_FWD3=0 / cuda_set_ssd_fwd3(0): ssd-fwd2's V 2 kernels for an A/B) */
+    const int fwd3 = cuda_set_ssd_fwd3(-1) ? 1 : 0;
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
 }
@@ -345,6 +344,9 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd_kernel) */
 static int ssd_fwd_kernel = -1;
 int cuda_set_ssd_fwd_kernel(int on) { return cuda_env_switch(&ssd_fwd_kernel, "FLOWHN_SSD_FWD_KERNEL", "old", 1, on); }
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd3) */
+static int ssd_fwd3 = -1;
+int cuda_set_ssd_fwd3(int on) { return cuda_env_switch(&ssd_fwd3, "FLOWHN_SSD_FWD3", "0", 1, on); }
 
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd) */
 static int ssd_sbwd = -1;
