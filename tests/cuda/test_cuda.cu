@@ -2333,7 +2333,9 @@ static void ssd_cases(void) {
      * and against each other: VEC loads at {1, 333, 4, 64, 1, 128, 64}, {1, 77, 3, 36, 3, 72, 32} (G 3), {3, 257,
      * 5, 64, 1, 100, 32} (a ragged second N tile, a 1-token last chunk) and the T 1024 layer, scalar ones at {2, 19,
      * 4, 3, 2, 5, 4} (G 2), {3, 45, 5, 7, 1, 9, 64} and {2, 150, 3, 62, 1, 126, 56}; one chunk at {2, 40, 3, 64,
-     * 1, 128, 64} (its blocks only zero dstates[nch]).
+     * 1, 128, 64} (its blocks only zero dstates[nch]). The same shapes run the walk (ssd-sbwd-lb, the default there
+     * now; FLOWHN_SSD_SBWD=chain the chained bf kernel) against the CPU and the other settings: N tiles 1 (N <= 64)
+     * and 2, scalar and VEC loads, one chunk, short last chunks and the T 1024 layer.
      * {3, 45, 5, 7, 1, 9, 64} (odd heads,
      * P and N under one wmma k-step, one short chunk) runs the p64 kernel's
      * warp-local layout (the default; FLOWHN_SSD_CBWD=old the first one) where most
@@ -2376,6 +2378,15 @@ static void ssd_cases(void) {
             G->to_host(hy2, gy2, sizeof(float) * ny);
             G->to_host(hst2, gst2, sizeof(float) * nst);
             cmp("y-old", hy2, gy, ny); cmp("states-old", hst2, gst, nst);
+            /* ssd-fwd3's V 3 kernels (ldmatrix + bf16 m16n8k16; cuda_set_ssd_fwd3, FLOWHN_SSD_FWD3) against ssd-fwd2's
+             * V 2 from the same inputs ("y-fwd2", "states-fwd2": the other setting's kernels as the reference; the
+             * default run above is the one checked against the CPU) */
+            int f3 = cuda_set_ssd_fwd3(!cuda_set_ssd_fwd3(-1));
+            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+            cuda_set_ssd_fwd3(f3);
+            G->to_host(hy2, gy2, sizeof(float) * ny);
+            G->to_host(hst2, gst2, sizeof(float) * nst);
+            cmp("y-fwd2", hy2, gy, ny); cmp("states-fwd2", hst2, gst, nst);
             free(hy2); free(hst2);
             G->release(gy2); G->release(gst2);
         }
@@ -2410,9 +2421,9 @@ static void ssd_cases(void) {
         grad_cmp_mag("dA_log", gA, bmag);
         free(bmag);
         grad_cmp("dD", gD);
-        /* at the bf16 precision with P <= 64, N <= 128, L <= 64 the chained own terms + state pass are the bf16-tile
-         * kernel (ssd-sbwd; cuda_set_ssd_sbwd, FLOWHN_SSD_SBWD): dxbc and ddt of the whole backward against the other
-         * setting's from the same inputs too ("dxbc-sbwd", "ddt-sbwd": the other setting as the reference; both from
+        /* at the bf16 precision with P <= 64, N <= 128, L <= 64 the own terms + state pass are the walk (ssd-sbwd-lb)
+         * or the chained bf16-tile kernel (ssd-sbwd; cuda_set_ssd_sbwd, FLOWHN_SSD_SBWD): dxbc and ddt of the whole
+         * backward against the other settings' from the same inputs too (the default as the reference; all from
          * zero, acc 1) */
         if (strcmp(cuda_matmul_precision(), "bf16") == 0 && P <= 64 && N <= 128 && L <= 64) {
             float *gx1 = dnan(nx), *gx2 = dnan(nx), *gt1 = dnan(ndt), *gt2 = dnan(ndt);
@@ -2420,22 +2431,23 @@ static void ssd_cases(void) {
             G->zero(gx1, sizeof(float) * nx); G->zero(gx2, sizeof(float) * nx);
             G->zero(gt1, sizeof(float) * ndt); G->zero(gt2, sizeof(float) * ndt);
             G->ssd_bwd(gx1, gt1, NULL, NULL, NULL, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L, 1);
-            int sb = cuda_set_ssd_sbwd(!cuda_set_ssd_sbwd(-1));
-            G->ssd_bwd(gx2, gt2, NULL, NULL, NULL, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L, 1);
-            cuda_set_ssd_sbwd(sb);
-            G->to_host(hx2, gx2, sizeof(float) * nx);
-            G->to_host(ht2, gt2, sizeof(float) * ndt);
-            cmp("dxbc-sbwd", hx2, gx1, nx); cmp("ddt-sbwd", ht2, gt1, ndt);
-            /* the same kernel built at 3 blocks per SM (cuda_set_ssd_sbwd_blocks, FLOWHN_SSD_SBWD_BLOCKS=3): the same
-             * arithmetic under other launch bounds ("dxbc-sb3", against the default run above) */
-            if (cuda_set_ssd_sbwd(-1)) {
+            /* every other setting of FLOWHN_SSD_SBWD against the default run gx1 / gt1: 0 (=old, the fp32-tile chained
+             * kernel: "dxbc-sbwd"), 1 (=chain, the chained bf16-tile kernel: "dxbc-chain"; the same floats as the walk by
+             * construction), 2 (the walk, ssd-sbwd-lb: "dxbc-walk"), and the chained bf kernel built at 3 blocks per SM
+             * (cuda_set_ssd_sbwd_blocks, FLOWHN_SSD_SBWD_BLOCKS=3: "dxbc-sb3") */
+            const int sb = cuda_set_ssd_sbwd(-1);
+            static const char *sbx[3] = {"dxbc-sbwd", "dxbc-chain", "dxbc-walk"}, *sbt[3] = {"ddt-sbwd", "ddt-chain", "ddt-walk"};
+            for (int v = 0; v <= 3; v++) {
+                if (v == sb) continue;
                 G->zero(gx2, sizeof(float) * nx); G->zero(gt2, sizeof(float) * ndt);
-                int b4 = cuda_set_ssd_sbwd_blocks(!cuda_set_ssd_sbwd_blocks(-1));
+                cuda_set_ssd_sbwd(v == 3 ? 1 : v);
+                int b4 = v == 3 ? cuda_set_ssd_sbwd_blocks(!cuda_set_ssd_sbwd_blocks(-1)) : -1;
                 G->ssd_bwd(gx2, gt2, NULL, NULL, NULL, ddy, gst, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L, 1);
-                cuda_set_ssd_sbwd_blocks(b4);
+                if (v == 3) cuda_set_ssd_sbwd_blocks(b4);
+                cuda_set_ssd_sbwd(sb);
                 G->to_host(hx2, gx2, sizeof(float) * nx);
                 G->to_host(ht2, gt2, sizeof(float) * ndt);
-                cmp("dxbc-sb3", hx2, gx1, nx); cmp("ddt-sb3", ht2, gt1, ndt);
+                cmp(v == 3 ? "dxbc-sb3" : sbx[v], hx2, gx1, nx); cmp(v == 3 ? "ddt-sb3" : sbt[v], ht2, gt1, ndt);
             }
             free(hx2); free(ht2);
             G->release(gx1); G->release(gx2); G->release(gt1); G->release(gt2);

@@ -237,7 +237,7 @@ int main(int argc, char **argv) {
      * chained kernel's (not bit for bit: its products sum in the mma fragments' order; exact tiles unless EMU_TILE=bf16);
      * the chunk kernel then gets its G, as on the GPU, unless EMU_SBWD=old */
     double rgb = 0;
-    std::vector<float> gbuf3;
+    std::vector<float> gbuf3, gbufw;
     if (ssd_exact::TC && P <= 64 && N <= 128) {
         const bool vec = ((E | W | P | N) & 3) == 0;
         for (int v = vec ? 1 : 0; v >= 0; v--) {
@@ -255,11 +255,28 @@ int main(int argc, char **argv) {
             printf("   chain bf <%d>: G %.2e against the old chained kernel's; %zu not finite\n", v, r, nonfin);
             rgb = std::max(rgb, nonfin ? 1.0 : r);
             if (v == (vec ? 1 : 0)) gbuf3 = gb;
+            /* ssd-sbwd-lb: the walk (ssd_chunk_state_bwd_walk_bf_kernel, FLOWHN_SSD_SBWD=walk; grid (N tiles, nh, B), no
+             * chain): the same tiles, products and combine as the chained bf kernel, so its G must equal that kernel's
+             * bit for bit (in any EMU_TILE / EMU_ROUND setting); it feeds the chunk kernel unless EMU_SBWD=chain or old */
+            std::vector<float> gw(gbuf.size(), NAN);
+            const dim3 wg = {(unsigned)((N + 63) / 64), (unsigned)nh, (unsigned)B};
+            if (v)
+                launch(wg, [&] { ssd_exact::ssd_chunk_state_bwd_walk_bf_kernel<true>(gw.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            else
+                launch(wg, [&] { ssd_exact::ssd_chunk_state_bwd_walk_bf_kernel<false>(gw.data(), dy.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+            size_t wdiff = 0;
+            for (size_t i = 0; i < gw.size(); i++) wdiff += memcmp(&gw[i], &gb[i], sizeof(float)) != 0;
+            printf("   walk bf <%d>: G differs from the chained bf kernel's in %zu of %zu elements; %.2e against the old chained kernel's\n",
+                   v, wdiff, gw.size(), rel(gbuf2, gw, zg));
+            if (wdiff) rgb = 1.0;
+            if (v == (vec ? 1 : 0)) gbufw = gw;
         }
     }
     if (!(getenv("EMU_BWD_OLD") && atoi(getenv("EMU_BWD_OLD")))) {
         gbuf.swap(gbuf2);
-        if (!gbuf3.empty() && !(getenv("EMU_SBWD") && !strcmp(getenv("EMU_SBWD"), "old"))) gbuf.swap(gbuf3);
+        /* as ssd.cu's FLOWHN_SSD_SBWD: the walk by default (ssd-sbwd-lb), =chain the chained bf kernel, =old the old one */
+        const char *sw = getenv("EMU_SBWD");
+        if (!gbuf3.empty() && !(sw && !strcmp(sw, "old"))) gbuf.swap(!gbufw.empty() && !(sw && !strcmp(sw, "chain")) ? gbufw : gbuf3);
     }
     d.acc = ACC;
     /* as ssd.cu: C B^T once per (batch, chunk, group) for the p64 backward and chunk_scan */
@@ -310,25 +327,31 @@ int main(int argc, char **argv) {
     double ryb = 0;
     if (ssd_exact::TC && P <= 64 && N <= 128) {
         const bool vec = ((W | E | P | N) & 3) == 0;
-        for (int v = vec ? 1 : 0; v >= 0; v--) {
+        const int fwd_hi = getenv("EMU_FWD") && atoi(getenv("EMU_FWD")) == 2 ? 0 : 1;
+        for (int vv = (vec ? 1 : 0) + 2 * fwd_hi; vv >= 0; vv--) {
+            /* vv: VEC (bit 0) and the variant V = 2 + (vv >> 1): ssd-fwd3's (V 3: ldmatrix, bf16 m16n8k16, unrolled
+             * walks; ssd.cu's default) first, then ssd-fwd2's (V 2); EMU_FWD=2 runs only V 2 */
+            const int v = vv & 1, V3 = vv >> 1;
+            if (!vec && v) continue;
             /* as ssd.cu: ssd_chunk_state_bf_kernel, the state pass, ssd_chunk_scan_bf_kernel on its states */
             std::vector<float> eyb(ny, NAN), estb(st.size(), NAN), ach3((size_t)B * nh * nch, NAN);
-            if (v) {
-                launch(grid, [&] { ssd_exact::ssd_chunk_state_bf_kernel<true>(estb.data(), ach3.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
-                launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_fwd(estb.data(), ach3.data(), d); });
-                launch(grid, [&] { ssd_exact::ssd_chunk_scan_bf_kernel<true>(eyb.data(), estb.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-            } else {
-                launch(grid, [&] { ssd_exact::ssd_chunk_state_bf_kernel<false>(estb.data(), ach3.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
-                launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_fwd(estb.data(), ach3.data(), d); });
-                launch(grid, [&] { ssd_exact::ssd_chunk_scan_bf_kernel<false>(eyb.data(), estb.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-            }
+            auto pass = [&] { launch({(unsigned)((PN + 255) / 256), (unsigned)nh, (unsigned)B}, [&] { ssd_exact::ssd_state_pass_fwd(estb.data(), ach3.data(), d); }); };
+#define EMU_FWD_BF(VEC, VV)                                                                                                         \
+            launch(grid, [&] { ssd_exact::ssd_chunk_state_bf_kernel<VEC, VV>(estb.data(), ach3.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); }); \
+            pass();                                                                                                                 \
+            launch(grid, [&] { ssd_exact::ssd_chunk_scan_bf_kernel<VEC, VV>(eyb.data(), estb.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); })
+            if (v && V3) { EMU_FWD_BF(true, 3); }
+            else if (V3) { EMU_FWD_BF(false, 3); }
+            else if (v) { EMU_FWD_BF(true, 2); }
+            else { EMU_FWD_BF(false, 2); }
+#undef EMU_FWD_BF
             double r1 = rel(y, eyb, z0), r2 = rel(ey, eyb, z0), r3 = rel(st, estb, zs), r4 = rel(est, estb, zs);
             size_t nonfin = 0, adiff = 0;
             for (float q : eyb) nonfin += !std::isfinite(q);
             for (float q : estb) nonfin += !std::isfinite(q);
             for (size_t i = 0; i < ach3.size(); i++) adiff += memcmp(&ach3[i], &ach2[i], sizeof(float)) != 0;
-            printf("     fwd2 <%d>: y %.2e against the CPU, %.2e against the old kernels; states %.2e, %.2e; "
-                   "a_c differs in %zu; %zu not finite\n", v, r1, r2, r3, r4, adiff, nonfin);
+            printf("     fwd%d <%d>: y %.2e against the CPU, %.2e against the old kernels; states %.2e, %.2e; "
+                   "a_c differs in %zu; %zu not finite\n", 2 + V3, v, r1, r2, r3, r4, adiff, nonfin);
             ryb = std::max(ryb, nonfin || adiff ? 1.0 : std::max(std::max(r1, r2), std::max(r3, r4)));
         }
     }

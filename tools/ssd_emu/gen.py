@@ -70,12 +70,54 @@ inline float from_bf(bf16t v) { return v.v; }
 inline void st_bf4(bf16t *p, float4 v) { p[0] = to_bf(v.x); p[1] = to_bf(v.y); p[2] = to_bf(v.z); p[3] = to_bf(v.w); }
 inline float2 ld_bf2(const bf16t *p) { return {p[0].v, p[1].v}; }
 """ + s[b:]
+# ssd-fwd3's ldmatrix and bf16 mma.m16n8k16 (mm_ldsm): the warp exchanges what the PTX ISA defines
+# ("Warp-level matrix load instruction: ldmatrix", "Matrix Fragments for mma.m16n8k16" .bf16): lanes 8i..8i+7 hand
+# in the row addresses of matrix i (each must be 16-byte aligned on the GPU: 8 host elements, checked here against
+# shared memory's start), lane (g, t) gets row g, columns 2t, 2t+1 of each (or with .trans row 2t, 2t+1 of column
+# g) as one register (host: the two values); the mma reads A(r, k) from lane 4 (r & 7) + ((k & 7) >> 1)'s register
+# (r >> 3) + 2 (k >> 3), half k & 1, and B(k, n) from lane 4 n + ((k & 7) >> 1)'s register k >> 3, half k & 1.
+a = s.index("typedef unsigned bfrag;")
+b = s.index("/* end of the ldmatrix primitives */")
+s = s[:a] + """struct bfrag { float lo, hi; };
+inline void ldsm_(bfrag r[4], const bf16t *p, bool tr) {
+    static const bf16t *rows[8][32];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    if (((const float *)p - g_smem) % 8 != 0) { fprintf(stderr, "ldmatrix: row address not 16-byte aligned\\n"); abort(); }
+    rows[w][l] = p;
+    __syncwarp();
+    for (int i = 0; i < 4; i++) {
+        if (tr) r[i] = {rows[w][8 * i + 2 * t][g].v, rows[w][8 * i + 2 * t + 1][g].v};
+        else r[i] = {rows[w][8 * i + g][2 * t].v, rows[w][8 * i + g][2 * t + 1].v};
+    }
+    __syncwarp();
+}
+inline void ldsm_x4(bfrag r[4], const bf16t *p) { ldsm_(r, p, false); }
+inline void ldsm_x4_t(bfrag r[4], const bf16t *p) { ldsm_(r, p, true); }
+inline void mma_bf16(float &d0, float &d1, float &d2, float &d3, const bfrag a[4], const bfrag b[2]) {
+    static bfrag fa[8][32][4], fb[8][32][2];
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3;
+    for (int q = 0; q < 4; q++) fa[w][l][q] = a[q];
+    fb[w][l][0] = b[0]; fb[w][l][1] = b[1];
+    __syncwarp();
+    auto half = [](const bfrag &f, int h) { return h ? f.hi : f.lo; };
+    auto A = [&](int r, int k) { return half(fa[w][4 * (r & 7) + ((k & 7) >> 1)][(r >> 3) + 2 * (k >> 3)], k & 1); };
+    auto B = [&](int k, int n) { return half(fb[w][4 * n + ((k & 7) >> 1)][k >> 3], k & 1); };
+    float *d[4] = {&d0, &d1, &d2, &d3};
+    for (int i = 0; i < 4; i++) {
+        int r = g + 8 * (i >> 1), c = 2 * t + (i & 1);
+        float s = 0.f;
+        for (int k = 0; k < 16; k++) s += A(r, k) * B(k, c);
+        *d[i] += s;
+    }
+    __syncwarp();
+}
+""" + s[b:]
 # The ldmatrix primitives of mm_mma_l (the bf16 variant's V 8, ssd-ldsm): each lane hands in its row address, the
 # warp exchanges them (a warp barrier each side), and lane (g, t) reads what the PTX ISA gives it ("Warp-level
 # matrix load instruction: ldmatrix"): word t of row g of each matrix (fp32 rows: the float; bf16 rows: elements
 # 2t, 2t + 1), or with .trans elements g of rows 2t, 2t + 1. Rounded as mm_mma_s rounds its operands.
 a = s.index("/* ldmatrix primitives")
-b = s.index("/* end of the ldmatrix primitives */")
+b = s.index("/* end of the ldmatrix primitives */", a)   # the second marker: ssd-fwd3's block comes first
 s = s[:a] + """template <class T, class F>
 inline void ldsm_emu(const T *p, F f) {
     static const void *pa[8][32];

@@ -52,6 +52,9 @@ $out/emu_tc 2 300 7 80 1 72 64 0 0 0 || fail=1
 # ssd-fwd2's chunk_scan (ssd_chunk_scan_bf_kernel; every run of emu_tc with P <= 64, N <= 128 checks it, both
 # variants where 16-byte loads apply): P 62 / N 126 (scalar loads, a ragged second N tile, a short last chunk),
 # and its bf16-rounded tiles at the bf16 mode's bound
+# ssd-fwd3's V 3 of both kernels (mm_ldsm: host ldmatrix and bf16 mma.m16n8k16 in the PTX ISA's fragment layout,
+# gen.py; row addresses checked 16-byte aligned) runs first in every such emu_tc run ("fwd3 <VEC>" lines), then V 2
+# ("fwd2"); EMU_FWD=2 runs V 2 only
 $out/emu_tc 2 150 3 62 1 126 56 1 1 1 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 150 3 62 1 126 56 1 0 1 || fail=1
 # ssd-sbwd's chained state backward (ssd_chunk_state_bwd_chain_bf_kernel; every run of emu_tc with P <= 64, N <= 128
@@ -59,11 +62,18 @@ EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 150 3 62 1 126 56 1 0 1 
 # mode's bound, and the old kernel in the same setting (EMU_SBWD=old) for the error growth
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 70 4 16 1 40 16 1 0 0 || fail=1
 EMU_SBWD=old EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 70 4 16 1 40 16 1 0 0 || fail=1
+# ssd-sbwd-lb's walk (ssd_chunk_state_bwd_walk_bf_kernel, FLOWHN_SSD_SBWD=walk; every run of emu_tc with P <= 64,
+# N <= 128 runs it after the chained bf kernel, requires its G bit for bit and feeds it to the chunk kernel, as ssd.cu's
+# default; EMU_SBWD=chain the chained bf kernel's G): exact and with the GPU's rounding
+EMU_SBWD=walk $out/emu_tc 2 150 3 62 1 126 56 1 1 0 || fail=1
+EMU_SBWD=walk EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 70 4 16 1 40 16 1 0 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 1 0 || fail=1
 $out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then
     $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=bf4 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
+
+    EMU_SBWD=chain $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=bf3 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=mma $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=wl $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1

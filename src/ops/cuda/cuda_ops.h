@@ -210,11 +210,16 @@ int cuda_set_ssd_cbwd(int v);
  * ssd-fwd2), 0 (=old) ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel. Returns the
  * previous setting; -1 leaves it as it is (tests run both). */
 int cuda_set_ssd_fwd_kernel(int on);
+/* The bf16 forward kernels' variant where cuda_set_ssd_fwd_kernel is on (ssd.cu, FLOWHN_SSD_FWD3, read on first
+ * use): 1 (default) ssd-fwd3's (ldmatrix + bf16 m16n8k16 products, chunk_scan at 4 blocks/SM), 0 ssd-fwd2's.
+ * Same -1 / 0 / 1 convention. */
+int cuda_set_ssd_fwd3(int on);
 /* The Mamba-2 SSD backward's chained own terms + state pass at the bf16 matmul precision with P <= 64,
  * N <= 128 (ssd.cu, FLOWHN_SSD_SBWD, read on first use; FLOWHN_SSD_BWD=old, the two separate kernels, comes
- * first): 1 (default) ssd_chunk_state_bwd_chain_bf_kernel (bf16 operand tiles, own_c kept in the mma
- * accumulators across the chain's wait; perf-notes ssd-sbwd), 0 (=old) ssd_chunk_state_bwd_chain_kernel.
- * Returns the previous setting; -1 leaves it as it is (tests run both). */
+ * first): 2 (default) ssd_chunk_state_bwd_walk_bf_kernel (no chain between blocks: one block walks the chunks of
+ * a (b, h, N tile); perf-notes ssd-sbwd-lb), 1 (=chain) ssd_chunk_state_bwd_chain_bf_kernel (bf16 operand tiles,
+ * own_c kept in the mma accumulators across the chain's wait; perf-notes ssd-sbwd; the same floats as 2), 0 (=old)
+ * ssd_chunk_state_bwd_chain_kernel. Returns the previous setting; -1 leaves it as it is (tests run all). */
 int cuda_set_ssd_sbwd(int on);
 /* That kernel's launch bounds (FLOWHN_SSD_SBWD_BLOCKS, read on first use): 1 (default) 4 blocks per SM (64
  * registers, a 64-byte spill), 0 (=3) 3 blocks per SM (80 registers, no spill). Returns the previous setting;

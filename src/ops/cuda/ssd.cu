@@ -25,7 +25,9 @@
  *   block takes G_c from chunk c+1's block as soon as it is published; FLOWHN_SSD_BWD=old
  *   runs the two kernels; at the bf16 precision with P <= 64, N <= 128 its bf16-tile variant
  *   ssd_chunk_state_bwd_chain_bf_kernel, own_c kept in registers across the wait: ssd-sbwd,
- *   FLOWHN_SSD_SBWD=old keeps the fp32-tile one)
+ *   FLOWHN_SSD_SBWD=old keeps the fp32-tile one; by default there the same floats with no chain,
+ *   ssd_chunk_state_bwd_walk_bf_kernel: one block walks a (b, h, N tile)'s chunks, ssd-sbwd-lb;
+ *   FLOWHN_SSD_SBWD=chain keeps the chained bf16-tile kernel)
  *   chunk_bwd (per b, h, c), everything else; with dW_ij = dy_i . x_j,
  *   dCB_ij = dW_ij M_ij dt_j and the decays differentiated through their exponents:
  *     dx_j = sum_i W_ij dy_i + etail_j dt_j G B_j + D dy_j
@@ -123,18 +125,17 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         const int vec = ((d.W | d.E | P | N) & 3) == 0 &&                                                          \
                         (((uintptr_t)y | (uintptr_t)states | (uintptr_t)xbc) & 15) == 0;                          \
         if (K::TC && scan_bf) {                                                                                    \
-            static int st_attr[2];                                                                                 \
-            const void *kf = vec ? (const void *)K::ssd_chunk_state_bf_kernel<true>                                \
-                                 : (const void *)K::ssd_chunk_state_bf_kernel<false>;                              \
-            if (!st_attr[vec]++)                                                                                   \
+            /* fwd3: the V 3 variants (mm_ldsm products; perf-notes ssd-fwd3), else ssd-fwd2's V 2 */               \
+            static int st_attr[2][2];                                                                              \
+            const void *kf = fwd3 ? (vec ? (const void *)K::ssd_chunk_state_bf_kernel<true, 3>                      \
+                                         : (const void *)K::ssd_chunk_state_bf_kernel<false, 3>)                    \
+                                  : (vec ? (const void *)K::ssd_chunk_state_bf_kernel<true, 2>                      \
+                                         : (const void *)K::ssd_chunk_state_bf_kernel<false, 2>);                   \
+            if (!st_attr[fwd3][vec]++)                                                                             \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
                                                (int)K::STATE_BF_SMEM));                                            \
-            if (vec)                                                                                               \
-                K::ssd_chunk_state_bf_kernel<true><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                 \
-                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
-            else                                                                                                   \
-                K::ssd_chunk_state_bf_kernel<false><<<grid, NT, K::STATE_BF_SMEM, cuda_stream()>>>(                \
-                    states, achunk, xbc, dt_raw, dt_bias, A_log, d);                                               \
+            void *args[] = {&states, &achunk, &xbc, &dt_raw, &dt_bias, &A_log, &d};                               \
+            CUDA_CALL(cudaLaunchKernel(kf, grid, dim3(NT), args, K::STATE_BF_SMEM, cuda_stream()));                \
         } else                                                                                                     \
             K::ssd_chunk_state_kernel<true><<<grid, NT, K::STATE_SMEM, cuda_stream()>>>(states, achunk, NULL, xbc, \
                                                                                         dt_raw, dt_bias, A_log, d); \
@@ -143,21 +144,19 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
         if (K::TC && scan_bf) {                                                                                    \
-            static int bf_attr[2];                                                                                 \
-            const void *kf = vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true>                                 \
-                                 : (const void *)K::ssd_chunk_scan_bf_kernel<false>;                               \
-            if (!bf_attr[vec]++) {                                                                                 \
+            static int bf_attr[2][2];                                                                              \
+            const void *kf = fwd3 ? (vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true, 3>                       \
+                                         : (const void *)K::ssd_chunk_scan_bf_kernel<false, 3>)                     \
+                                  : (vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true, 2>                       \
+                                         : (const void *)K::ssd_chunk_scan_bf_kernel<false, 2>);                    \
+            if (!bf_attr[fwd3][vec]++) {                                                                           \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
                                                (int)K::SCAN_BF_SMEM));                                             \
                 CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,                 \
                                                (int)cudaSharedmemCarveoutMaxShared));                              \
             }                                                                                                      \
-            if (vec)                                                                                               \
-                K::ssd_chunk_scan_bf_kernel<true><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                   \
-                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
-            else                                                                                                   \
-                K::ssd_chunk_scan_bf_kernel<false><<<grid, NT, K::SCAN_BF_SMEM, cuda_stream()>>>(                  \
-                    y, states, xbc, dt_raw, dt_bias, A_log, D, cbuf, d);                                           \
+            void *args[] = {&y, &states, &xbc, &dt_raw, &dt_bias, &A_log, &D, &cbuf, &d};                          \
+            CUDA_CALL(cudaLaunchKernel(kf, grid, dim3(NT), args, K::SCAN_BF_SMEM, cuda_stream()));                 \
         } else                                                                                                     \
             K::ssd_chunk_scan_kernel<<<grid, NT, K::SCAN_SMEM, cuda_stream()>>>(y, states, xbc, dt_raw, dt_bias,   \
                                                                                 A_log, D, cbuf, d);                \
@@ -181,7 +180,24 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
             CUDA_CALL(cudaFuncSetAttribute(K::ssd_cb_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
                                            (int)K::CB_SMEM));                                                      \
         }                                                                                                          \
-        if (bsync) { /* own terms and the state pass chained in one kernel (tickets, a flag per chunk) */         \
+        if (bsync && K::TC && sbwd_walk) { /* ssd-sbwd-lb: a block walks a (b, h, N tile)'s chunks, no chain */  \
+            const int vec = ((d.E | d.W | P | N) & 3) == 0 &&                                                      \
+                            (((uintptr_t)dy | (uintptr_t)xbc | (uintptr_t)gbuf) & 15) == 0;                        \
+            static int sw_attr[2];                                                                                 \
+            const void *kf = vec ? (const void *)K::ssd_chunk_state_bwd_walk_bf_kernel<true>                       \
+                                 : (const void *)K::ssd_chunk_state_bwd_walk_bf_kernel<false>;                     \
+            if (!sw_attr[vec]++)                                                                                   \
+                CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
+                                               (int)K::STATE_WALK_SMEM));                                          \
+            const dim3 wg((unsigned)((N + TS - 1) / TS), (unsigned)nh, (unsigned)B);                              \
+            if (vec)                                                                                               \
+                K::ssd_chunk_state_bwd_walk_bf_kernel<true><<<wg, NT, K::STATE_WALK_SMEM, cuda_stream()>>>(        \
+                    gbuf, dy, xbc, dt_raw, dt_bias, A_log, d);                                                     \
+            else                                                                                                   \
+                K::ssd_chunk_state_bwd_walk_bf_kernel<false><<<wg, NT, K::STATE_WALK_SMEM, cuda_stream()>>>(       \
+                    gbuf, dy, xbc, dt_raw, dt_bias, A_log, d);                                                     \
+            CUDA_LAUNCHED();                                                                                       \
+        } else if (bsync) { /* own terms and the state pass chained in one kernel (tickets, a flag per chunk) */  \
             if (!chain_attr++)                                                                                     \
                 CUDA_CALL(cudaFuncSetAttribute(K::ssd_chunk_state_bwd_chain_kernel,                                \
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)K::STATE_SMEM));  \
@@ -319,6 +335,8 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
      * (cuda_set_ssd_fwd_kernel) keeps ssd_chunk_state_kernel<true> and ssd_chunk_scan_kernel */
     const bool scan_bf = cuda_set_ssd_fwd_kernel(-1) && strcmp(cuda_matmul_precision(), "bf16") == 0 &&
                          P <= TS && N <= 2 * TS;
+    /* ssd-fwd3 (FLOWHN_SSD_FWD3=0 / cuda_set_ssd_fwd3(0): ssd-fwd2's V 2 kernels for an A/B) */
+    const int fwd3 = cuda_set_ssd_fwd3(-1) ? 1 : 0;
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
 }
@@ -326,10 +344,21 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd_kernel) */
 static int ssd_fwd_kernel = -1;
 int cuda_set_ssd_fwd_kernel(int on) { return cuda_env_switch(&ssd_fwd_kernel, "FLOWHN_SSD_FWD_KERNEL", "old", 1, on); }
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd3) */
+static int ssd_fwd3 = -1;
+int cuda_set_ssd_fwd3(int on) { return cuda_env_switch(&ssd_fwd3, "FLOWHN_SSD_FWD3", "0", 1, on); }
 
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd) */
 static int ssd_sbwd = -1;
-int cuda_set_ssd_sbwd(int on) { return cuda_env_switch(&ssd_sbwd, "FLOWHN_SSD_SBWD", "old", 1, on); }
+int cuda_set_ssd_sbwd(int on) {
+    if (ssd_sbwd < 0) {  /* =old 0, =chain 1 (ssd-sbwd's chained bf16-tile kernel), else the walk (2, ssd-sbwd-lb) */
+        const char *e = getenv("FLOWHN_SSD_SBWD");
+        ssd_sbwd = e && strcmp(e, "old") == 0 ? 0 : e && strcmp(e, "chain") == 0 ? 1 : 2;
+    }
+    int was = ssd_sbwd;
+    if (on >= 0 && on <= 2) ssd_sbwd = on;
+    return was;
+}
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd_blocks) */
 static int ssd_sbwd_blocks = -1;
 int cuda_set_ssd_sbwd_blocks(int on) {
@@ -420,6 +449,10 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * bf16 precision with P <= 64, N <= 128; FLOWHN_SSD_SBWD=old (cuda_set_ssd_sbwd) keeps
      * ssd_chunk_state_bwd_chain_kernel */
     const bool sbwd_bf = cuda_set_ssd_sbwd(-1) && bf && P <= TS && N <= 2 * TS;
+    /* by default (cuda_set_ssd_sbwd 2) ssd_chunk_state_bwd_walk_bf_kernel instead: the same floats with no chain
+     * between blocks (one block walks the chunks of a (b, h, N tile); perf-notes ssd-sbwd-lb); FLOWHN_SSD_SBWD=chain
+     * keeps the chained bf16-tile kernel */
+    const bool sbwd_walk = sbwd_bf && cuda_set_ssd_sbwd(-1) == 2;
     /* its launch bounds: 4 blocks per SM (64 registers, a 64-byte spill) by default, FLOWHN_SSD_SBWD_BLOCKS=3 the
      * build at 3 (80 registers, no spill): an A/B for the GPU (read once, switches.cu) */
     const int sbwd_b4 = cuda_set_ssd_sbwd_blocks(-1);

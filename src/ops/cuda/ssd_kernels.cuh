@@ -256,6 +256,38 @@ __device__ __forceinline__ void st_bf4(bf16t *p, float4 v) {
 }
 __device__ __forceinline__ float2 ld_bf2(const bf16t *p) { return __bfloat1622float2(*(const __nv_bfloat162 *)p); }
 /* end of the bf16 primitives */
+
+/* ldmatrix and the bf16 mma (ssd-fwd3's mm_ldsm). bfrag: one 32-bit register holding two bf16 (the lower
+ * address in the low half). ldsm_x4 loads four 8 x 8 bf16 matrices, lanes 8i..8i+7 giving the 16-byte rows
+ * of matrix i; lane (g = l >> 2, t = l & 3) receives row g, columns 2t, 2t + 1 of each (register i), or with
+ * ldsm_x4_t (.trans) row 2t and 2t + 1 of column g. mma_bf16 is mma.m16n8k16 .bf16 with fp32 accumulation:
+ * A fragment registers (rows g / g + 8, k 2t.. / 2t + 8..) in the order (r, k), (r + 8, k), (r, k + 8),
+ * (r + 8, k + 8); B (k 2t.., n g), (k 2t + 8.., n g); C as mma_tf32's. The "memory" clobber keeps the
+ * shared reads on their side of the barriers. (tools/ssd_emu/gen.py replaces these with host versions that
+ * exchange the rows and fragments through the warp in exactly this layout.) */
+typedef unsigned bfrag;
+__device__ __forceinline__ void ldsm_x4(bfrag r[4], const bf16t *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(bfrag r[4], const bf16t *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+}
+__device__ __forceinline__ void mma_bf16(float &d0, float &d1, float &d2, float &d3, const bfrag a[4],
+                                         const bfrag b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d0), "+f"(d1), "+f"(d2), "+f"(d3)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+/* end of the ldmatrix primitives */
 __device__ __forceinline__ float ld_op(const float *p) { return *p; }
 __device__ __forceinline__ float ld_op(const bf16t *p) { return from_bf(*p); }
 
@@ -1765,6 +1797,43 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     }, u_s, dt_s, la_s, etail_s, ddtw_s, q_s, red, dDp, ddt_raw, ddt_bias, dA_log, dD);
 }
 
+/* acc[a][b] += sum_{k<K} A(row(a), k) Bm(k, col(b)) in Lay<2>, as mm_mma on bf16 tiles of row length LDH
+ * (A(r, k) = A[r][k] (A_RK) or A[k][r]; Bm(k, c) = Bm[c][k] (B_CK) or Bm[k][c]), but with the fragments loaded by
+ * ldmatrix and the products as bf16 m16n8k16 (ssd-fwd3): per k-step of 16 the warp's 32 x 16 strip takes two
+ * ldsm_x4 for A (its two 16-row tiles; .trans where A is [k][r]), one for B (two 8-column tiles x two k halves;
+ * .trans where B is [k][c]) and 4 mma_bf16: ~10 instructions where mm_mma issues ~90 for two k-steps of 8
+ * (12 scalar LDS, 24 conversions and 4 TF32 mmas each). The same products of the same bf16 values with fp32
+ * accumulation (a bf16 value is exact in TF32 too); only the mma's internal order of addition can differ.
+ * K is rounded up to 16: the tiles must hold zeros (not garbage) up to that column/row, as ld_tile4 / st_tile4
+ * leave them for K <= TS. Row addresses are 16-byte aligned (LDH 72 = 144 B, offsets multiples of 8
+ * elements) and each 8-row phase hits 8 distinct 16-byte bank groups (144 / 16 = 9, odd). No barrier. */
+template <bool A_RK, bool B_CK>
+__device__ __forceinline__ void mm_ldsm(float acc[4][4], const bf16t *A, const bf16t *Bm, int K) {
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, li = l & 7, i = l >> 3;
+    const int rb = 32 * (w >> 2), cb = 16 * (w & 3);
+    /* the lane's row address in its matrix i: A's register i is (rows + 8 (i & 1), k + 8 (i >> 1)), B's
+     * 2 ni + h is (k + 8 h, columns + 8 ni) with i = 2 ni + h */
+    const bf16t *pa = A_RK ? A + (rb + li + 8 * (i & 1)) * LDH + 8 * (i >> 1) : A + (li + 8 * (i >> 1)) * LDH + rb + 8 * (i & 1);
+    const bf16t *pb = B_CK ? Bm + (cb + li + 8 * (i >> 1)) * LDH + 8 * (i & 1) : Bm + (li + 8 * (i & 1)) * LDH + cb + 8 * (i >> 1);
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        bfrag fa[2][4], fb[4];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++) {
+            if constexpr (A_RK) ldsm_x4(fa[mi], pa + 16 * mi * LDH + k0);
+            else ldsm_x4_t(fa[mi], pa + k0 * LDH + 16 * mi);
+        }
+        if constexpr (B_CK) ldsm_x4(fb, pb + k0);
+        else ldsm_x4_t(fb, pb + k0 * LDH);
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int ni = 0; ni < 2; ni++)
+                mma_bf16(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
+                         acc[2 * mi + 1][2 * ni + 1], fa[mi], fb + 2 * ni);
+    }
+}
+
 /* ---- forward: the chunk's outputs for P <= 64, N <= 128 at the bf16 precision (branch ssdfwd2) ----
  * The same y as ssd_chunk_scan_kernel: y_i = ecum_i (C_i . h0) + sum_j W_ij x_j + D x_i, W = (C B^T) o M o dt.
  * That kernel waits five times a block (C B^T; C_0 and h0_0; C_1 and h0_1; x; each load -> barrier ->
@@ -1822,8 +1891,12 @@ __device__ __forceinline__ void st_ntile8(bf16t *dst, const float4 v[8]) {
     st_tile4(dst + TS * LDH, v + 4);
 }
 
-template <bool VEC>
-__global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, const float *states, const float *xbc,
+/* V 2: as ssd-fwd2 left it (FLOWHN_SSD_FWD3=0); V 3 (ssd-fwd3, the default): the products through mm_ldsm
+ * (ldmatrix + bf16 m16n8k16), the W walk and the ecum scan unrolled by 4 (the same additions in the same
+ * order, so the same bits; the LDS leave the chain), and 4 blocks per SM (launch bounds 4: 64 registers;
+ * shared memory 4 x 57 KB fits) so that a third more blocks cover the three load rounds. */
+template <bool VEC, int V = 2>
+__global__ void __launch_bounds__(NT, V >= 3 ? 4 : 3) ssd_chunk_scan_bf_kernel(float *y, const float *states, const float *xbc,
                                                               const float *dt_raw, const float *dt_bias,
                                                               const float *A_log, const float *D,
                                                               const float *cbuf, SsdDims d) {
@@ -1864,9 +1937,17 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, cons
     __syncthreads();
     if (tid == 64) {  /* the running sum from the chunk's start (the CPU's order, as chunk_decays) */
         float s = 0.f;
-        for (int i = 0; i < k.l; i++) {
-            s += la_s[i];
-            ecum_s[i] = expf(s);
+        if constexpr (V >= 3) {
+#pragma unroll 4
+            for (int i = 0; i < k.l; i++) {
+                s += la_s[i];
+                ecum_s[i] = expf(s);
+            }
+        } else {
+            for (int i = 0; i < k.l; i++) {
+                s += la_s[i];
+                ecum_s[i] = expf(s);
+            }
         }
     }
     {  /* W = C B^T o M o dt, the thread's (r, c..c+3) of each q: M_rj summed walking j down from r */
@@ -1879,7 +1960,12 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, cons
             if (r < k.l && c <= r) {
                 float s = 0.f;
                 int j = r - 1;
-                for (; j >= c + 4; j--) s += la_s[j + 1];
+                if constexpr (V >= 3) {
+#pragma unroll 4
+                    for (; j >= c + 4; j--) s += la_s[j + 1];
+                } else {
+                    for (; j >= c + 4; j--) s += la_s[j + 1];
+                }
 #pragma unroll
                 for (int e = 3; e >= 0; e--) {
                     if (c + e < r) {
@@ -1898,14 +1984,20 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, cons
     __syncthreads();  /* every tile and ecum */
     float acc[4][4];
     zero(acc);
-    mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs, Hs, min(TS, d.N));  /* [i][p] += C_i[n] h0[p][n] */
-    if (d.N > TS) mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs + TS * LDH, Hs + TS * LDH, d.N - TS);
+    if constexpr (V >= 3) {
+        mm_ldsm<true, true>(acc, Cs, Hs, min(TS, d.N));  /* [i][p] += C_i[n] h0[p][n] */
+        if (d.N > TS) mm_ldsm<true, true>(acc, Cs + TS * LDH, Hs + TS * LDH, d.N - TS);
+    } else {
+        mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs, Hs, min(TS, d.N));  /* [i][p] += C_i[n] h0[p][n] */
+        if (d.N > TS) mm_mma<true, true, bf16t, bf16t, 2, LDH, LDH>(acc, Cs + TS * LDH, Hs + TS * LDH, d.N - TS);
+    }
     const Lay<2> L;
 #pragma unroll
     for (int a = 0; a < 4; a++)
 #pragma unroll
         for (int b = 0; b < 4; b++) acc[a][b] *= ecum_s[L.row(a)];
-    mm_mma<true, false, bf16t, bf16t, 2, LDH, LDH>(acc, Ws, Xs, k.l);  /* [i][p] += W[i][j] x[j][p] */
+    if constexpr (V >= 3) mm_ldsm<true, false>(acc, Ws, Xs, k.l);  /* [i][p] += W[i][j] x[j][p] */
+    else mm_mma<true, false, bf16t, bf16t, 2, LDH, LDH>(acc, Ws, Xs, k.l);
     const float Dh = D[k.h];
     const float *X = xbc + row0 * d.W + (size_t)k.h * d.P;
     float *Y = y + row0 * d.E + (size_t)k.h * d.P;
@@ -1941,7 +2033,9 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_scan_bf_kernel(float *y, cons
  * straight from the accumulators (8 consecutive floats a quad row). 3 bf16 tiles, 27,648 B; 4 blocks per SM
  * (ptxas: 64 registers, 0 spills at launch bounds 4; 72 at 3). */
 constexpr size_t STATE_BF_SMEM = 3 * TS * LDH * sizeof(bf16t);
-template <bool VEC>
+/* V 2: as ssd-fwd2 left it (FLOWHN_SSD_FWD3=0); V 3 (ssd-fwd3, the default): the two products through mm_ldsm
+ * (both operands [j][..]: ldmatrix .trans) */
+template <bool VEC, int V = 2>
 __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bf_kernel(float *states, float *achunk, const float *xbc,
                                                                const float *dt_raw, const float *dt_bias,
                                                                const float *A_log, SsdDims d) {
@@ -1975,7 +2069,8 @@ __global__ void __launch_bounds__(NT, 4) ssd_chunk_state_bf_kernel(float *states
     for (int n0 = 0; n0 < d.N; n0 += TS) {
         float acc[4][4];
         zero(acc);
-        mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc, Xs, Bs + (n0 / TS) * TS * LDH, k.l);  /* [p][n] */
+        if constexpr (V >= 3) mm_ldsm<false, false>(acc, Xs, Bs + (n0 / TS) * TS * LDH, k.l);  /* [p][n] */
+        else mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc, Xs, Bs + (n0 / TS) * TS * LDH, k.l);
 #pragma unroll
         for (int a = 0; a < 4; a++) {
             const int p = L.row(a);
@@ -2109,4 +2204,112 @@ __global__ void __launch_bounds__(NT, MINB) ssd_chunk_state_bwd_chain_bf_kernel(
     __threadfence();  /* dstates[c] visible device-wide before the flag */
     __syncthreads();  /* every thread's fence done */
     if (threadIdx.x == 0) *(volatile int *)&flag[t2] = 1;
+}
+
+/* ---- backward: own terms and the state pass with no chain between blocks (ssd-sbwd-lb, FLOWHN_SSD_SBWD=walk) ----
+ * The recurrence dstates[c] = own_c + a_c dstates[c+1] is element-wise in (p, n): an element's chain never reads
+ * another element. So one block owns (b, h, a TS-wide N tile: blockIdx (n tile, h, b)) and walks the chunks from the
+ * last to the first, carrying G = dstates[c+1] at its accumulators' elements (16 floats a thread, the mma fragment
+ * layout) in registers: no tickets, flags, fences, polls or G reads, and no block ever waits on another (no deadlock
+ * question in any launch order). Each step is ssd_chunk_state_bwd_chain_bf_kernel's own term on the N tile (the same
+ * bf16 tiles: C as loaded, dy scaled by ecum; the same decays as chunk_decays, in the CPU's order) and its combine
+ * own + a_c G, so the same floats, stored once into gbuf[b, c-1]; gbuf[b, nch-1] = dstates[nch] = 0 is stored first,
+ * chunk 0 is never computed (dstates[0] is never read). The decay scan's serial part is only the adds (one thread,
+ * as chunk_decays' order); each thread takes expf of the sums it scales by (the same floats as chunk_decays' ecum),
+ * so the per-chunk scan is ~64 dependent adds instead of 64 dependent add + expf rounds. The next chunk's C tile and dt are loaded as soon as the
+ * current ones are in shared memory, its dy as soon as the current dy is (registers, one chunk ahead), so the loads'
+ * latency runs under the decay scan, the product and the stores. 2 bf16 tiles, 18,432 B; 3 blocks per SM (the grid
+ * B nh ceil(N / TS) is 384 blocks at the gpt2small layer: one wave of 396 slots). VEC: 16-byte loads and 8-byte
+ * stores (E, W, P, N multiples of 4, arrays aligned), as the chained bf kernel. Perf-notes ssd-sbwd-lb. */
+constexpr size_t STATE_WALK_SMEM = 2 * TS * LDH * sizeof(bf16t);
+template <bool VEC>
+__global__ void __launch_bounds__(NT, 3) ssd_chunk_state_bwd_walk_bf_kernel(float *g, const float *dy, const float *xbc,
+                                                                        const float *dt_raw, const float *dt_bias,
+                                                                        const float *A_log, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Us = (bf16t *)smem, *Cs = Us + TS * LDH;
+    __shared__ float la_s[TS], ecum_s[TS], etot_s;  /* ecum_s: the running sums of la (their expf is ecum) */
+    const int tid = threadIdx.x, n0 = blockIdx.x * TS, h = blockIdx.y, b = blockIdx.z;
+    const int grp = h / (d.nh / d.G);
+    const float Ae = expf(A_log[h]), bias = dt_bias[h];
+    const size_t PN = (size_t)d.P * d.N;
+    const Lay<2> L;
+    /* gbuf[b, c]: G_c = dstates[c + 1], this block's columns [n0, n0 + TS) */
+    auto slot = [&](int c) { return g + (((size_t)b * d.nch + c) * d.nh + h) * PN + n0; };
+    auto store = [&](float *o, const float v[4][4]) {
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int p = L.row(a);
+            if (p >= d.P) continue;
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int nn = L.col(2 * bb);  /* even; nn + 1 = L.col(2 bb + 1) */
+                if constexpr (VEC) {
+                    if (n0 + nn < d.N) *(float2 *)(o + (size_t)p * d.N + nn) = make_float2(v[a][2 * bb], v[a][2 * bb + 1]);
+                } else {
+                    if (n0 + nn < d.N) o[(size_t)p * d.N + nn] = v[a][2 * bb];
+                    if (n0 + nn + 1 < d.N) o[(size_t)p * d.N + nn + 1] = v[a][2 * bb + 1];
+                }
+            }
+        }
+    };
+    float gc[4][4];  /* G: dstates[c + 1] at this thread's elements */
+    zero(gc);
+    store(slot(d.nch - 1), gc);  /* dstates[nch] = 0 */
+    if (d.nch == 1) return;
+    float4 uv[4], v[4];
+    float u = 0.f;
+    auto rows = [&](int c) { return min(d.L, d.n - c * d.L); };
+    auto row0_of = [&](int c) { return (size_t)b * d.n + (size_t)c * d.L; };
+    auto load_c = [&](int c) {  /* C's N tile and dt_raw + bias of chunk c */
+        const size_t r0 = row0_of(c);
+        const int l = rows(c);
+        ld_tile4<VEC>(v, xbc + r0 * d.W + d.E + (size_t)(d.G + grp) * d.N + n0, d.W, l, d.N - n0);
+        u = tid < l ? dt_raw[(r0 + tid) * d.nh + h] + bias : 0.f;
+    };
+    auto load_u = [&](int c) { ld_tile4<VEC>(uv, dy + row0_of(c) * d.E + (size_t)h * d.P, d.E, rows(c), d.P); };
+    load_c(d.nch - 1);
+    load_u(d.nch - 1);
+#pragma unroll 1
+    for (int c = d.nch - 1; c >= 1; c--) {
+        const int l = rows(c);
+        if (tid < TS) {  /* chunk_decays' la (0 past l) */
+            float la = 0.f;
+            if (tid < l) la = -softplusf_(u) * Ae;
+            la_s[tid] = la;
+        }
+        st_tile4(Cs, v);
+        if (c > 1) load_c(c - 1);  /* v and u are free: the next chunk's C and dt in flight from here */
+        __syncthreads();
+        if (tid == 64) {  /* the running sum from the chunk's start (the CPU's order, as chunk_decays); only the
+                           * adds are serial here, the exponentials are taken by the threads that use them */
+            float s = 0.f;
+#pragma unroll 8
+            for (int i = 0; i < l; i++) { s += la_s[i]; ecum_s[i] = s; }
+            etot_s = expf(s);
+        }
+        __syncthreads();
+        {
+            const int r0 = tid >> 4;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int r = r0 + 16 * q;
+                const float s = r < l ? expf(ecum_s[r]) : 0.f;  /* chunk_decays' ecum_r: expf of the same sum */
+                uv[q] = make_float4(uv[q].x * s, uv[q].y * s, uv[q].z * s, uv[q].w * s);
+            }
+            st_tile4(Us, uv);
+        }
+        const float ac = etot_s;
+        if (c > 1) load_u(c - 1);  /* uv is free: the next chunk's dy in flight from here */
+        __syncthreads();
+        float acc[4][4];  /* own_c on the N tile */
+        zero(acc);
+        mm_mma<false, false, bf16t, bf16t, 2, LDH, LDH>(acc, Us, Cs, l);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) gc[a][j] = acc[a][j] + ac * gc[a][j];  /* the chained kernels' expression */
+        store(slot(c - 1), gc);
+        __syncthreads();  /* the tiles, la_s, ecum_s and etot_s are rewritten by the next step */
+    }
 }
