@@ -379,6 +379,22 @@ static void fuse_proj_close(void) { fused_close(0); }
  * every tiny architecture, those without a Mamba-2 mixer as a control (identical) */
 static void fuse_inproj_close(void) { fused_close(1); }
 
+/* copies the window [col0, col0 + C) of each of `rows` rows of a strided buffer (row stride ld) into a dense
+ * [rows, C] one; returns whether every value outside the window still holds `fill` (NaN: still NaN), i.e. the
+ * strided op wrote only its window */
+static int unpack_window(real *dense, const real *strided, int rows, int C, int ld, int col0, real fill) {
+    int untouched = 1;
+    for (int i = 0; i < rows; i++) {
+        memcpy(dense + (size_t)i * C, strided + (size_t)i * ld + col0, sizeof(real) * C);
+        for (int c = 0; c < ld; c++)
+            if (c < col0 || c >= col0 + C) {
+                real v = strided[(size_t)i * ld + c];
+                untouched &= fill != fill ? v != v : v == fill;
+            }
+    }
+    return untouched;
+}
+
 /* the ops with a row stride (ldz, ldx: a column window of a packed buffer) give the dense op's bits, and
  * leave the window's other columns alone */
 static void strided_ops_same(void) {
@@ -396,15 +412,7 @@ static void strided_ops_same(void) {
         real *dw1 = filled(C, 0), *dw2 = filled(C, 0), *dz2 = filled(N * C, 0);
         cpu_gated_rmsnorm_bwd(dy1, dz1, dw1, dout, y, z, w, r1, N, C, acc ? FH_ACC : FH_OVERWRITE, C);
         cpu_gated_rmsnorm_bwd(dy2, dzs + 3, dw2, dout, y, zs + 3, w, r1, N, C, acc ? FH_ACC : FH_OVERWRITE, ld);
-        int untouched = 1;
-        for (int i = 0; i < N; i++) {
-            memcpy(dz2 + (size_t)i * C, dzs + (size_t)i * ld + 3, sizeof(real) * C);
-            for (int c = 0; c < ld; c++)
-                if (c < 3 || c >= 3 + C) {
-                    real v = dzs[(size_t)i * ld + c];
-                    untouched &= acc ? v == 0.25f : v != v;
-                }
-        }
+        int untouched = unpack_window(dz2, dzs, N, C, ld, 3, acc ? 0.25f : NAN);
         SAME("gated rmsnorm dy, strided z", dy1, dy2, (size_t)N * C);
         SAME("gated rmsnorm dz, strided", dz1, dz2, (size_t)N * C);
         SAME("gated rmsnorm dw, strided z", dw1, dw2, (size_t)C);
@@ -424,15 +432,7 @@ static void strided_ops_same(void) {
         real *db1 = filled(C, 0), *db2 = filled(C, 0);
         cpu_conv1d_silu_bwd(dx1, dw1, db1, dc, x, cw, cb, B, n, C, K, acc ? FH_ACC : FH_OVERWRITE, C);
         cpu_conv1d_silu_bwd(dxs + 5, dw2, db2, dc, xs + 5, cw, cb, B, n, C, K, acc ? FH_ACC : FH_OVERWRITE, ld);
-        int untouched = 1;
-        for (int i = 0; i < R; i++) {
-            memcpy(dx2 + (size_t)i * C, dxs + (size_t)i * ld + 5, sizeof(real) * C);
-            for (int c = 0; c < ld; c++)
-                if (c < 5 || c >= 5 + C) {
-                    real v = dxs[(size_t)i * ld + c];
-                    untouched &= acc ? v == 0.5f : v != v;
-                }
-        }
+        int untouched = unpack_window(dx2, dxs, R, C, ld, 5, acc ? 0.5f : NAN);
         SAME("conv1d_silu dx, strided", dx1, dx2, (size_t)R * C);
         SAME("conv1d_silu dw, strided x", dw1, dw2, (size_t)C * K);
         SAME("conv1d_silu db, strided x", db1, db2, (size_t)C);
