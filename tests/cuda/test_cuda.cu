@@ -2060,14 +2060,20 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     G->release(gout); G->release(glse);
     grad_free(gq); grad_free(gk); grad_free(gv);
 }
+/* turns cuDNN's attention path on (the previous setting in *was, for the caller to restore); where cuDNN
+ * cannot be loaded, prints that `what` was skipped, fails if FLOWHN_TEST_REQUIRE_CUDNN is set, restores
+ * the setting and returns 0 */
+static int cudnn_on_or_skip(int *was, const char *what) {
+    *was = cuda_set_attn_cudnn(1);
+    if (cuda_attn_cudnn_loaded()) return 1;
+    printf("  ********** cuDNN not loadable: SKIPPED %s **********\n", what);
+    CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+    cuda_set_attn_cudnn(*was);
+    return 0;
+}
 static void test_attention_cudnn(void) {
-    int was = cuda_set_attn_cudnn(1);
-    if (!cuda_attn_cudnn_loaded()) {
-        printf("  ********** cuDNN not loadable: SKIPPED the cuDNN attention tests **********\n");
-        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
-        cuda_set_attn_cudnn(was);
-        return;
-    }
+    int was;
+    if (!cudnn_on_or_skip(&was, "the cuDNN attention tests")) return;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     TOL = 1e-2;
     const float theta = 10000.f;
@@ -3631,13 +3637,8 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     cuda_set_bf16_shadow(was_sh);
 }
 static void test_bf16_only_dqkv(void) {
-    int was = cuda_set_attn_cudnn(1);
-    if (!cuda_attn_cudnn_loaded()) {
-        printf("  ********** cuDNN not loadable: SKIPPED the bf16-only dqkv test **********\n");
-        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
-        cuda_set_attn_cudnn(was);
-        return;
-    }
+    int was;
+    if (!cudnn_on_or_skip(&was, "the bf16-only dqkv test")) return;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     static const int shapes[][7] = {/* B, n, nh, nkv, hd, rope, H */
                                     {2, 64, 8, 2, 64, 1, 96},   {1, 257, 4, 4, 128, 0, 72}, {2, 96, 32, 8, 24, 1, 768},
@@ -3786,13 +3787,8 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
     cuda_set_bf16_qkv(was_q);
 }
 static void test_bf16_qkv(void) {
-    int was = cuda_set_attn_cudnn(1);
-    if (!cuda_attn_cudnn_loaded()) {
-        printf("  ********** cuDNN not loadable: SKIPPED the bf16 q|k|v D test **********\n");
-        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
-        cuda_set_attn_cudnn(was);
-        return;
-    }
+    int was;
+    if (!cudnn_on_or_skip(&was, "the bf16 q|k|v D test")) return;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     static const int shapes[][6] = {/* B, n, nh, nkv, hd, H */
                                     {2, 64, 8, 2, 64, 96},  {1, 257, 4, 4, 128, 72}, {2, 96, 32, 8, 24, 768},
@@ -3968,13 +3964,8 @@ static size_t bits_differ(const float *a, const float *b, size_t n) {
     return d;
 }
 static void test_bf16_att_o(void) {
-    int was = cuda_set_attn_cudnn(1);
-    if (!cuda_attn_cudnn_loaded()) {
-        printf("  ********** cuDNN not loadable: SKIPPED the bf16 attention out / d out test **********\n");
-        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
-        cuda_set_attn_cudnn(was);
-        return;
-    }
+    int was;
+    if (!cudnn_on_or_skip(&was, "the bf16 attention out / d out test")) return;
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     static const int shapes[][6] = {/* B, n, nh, nkv, hd, H */
                                     {2, 64, 8, 2, 64, 96},  {1, 257, 4, 4, 128, 72}, {2, 96, 32, 8, 24, 768},
