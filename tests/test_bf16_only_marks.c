@@ -35,7 +35,16 @@
  *     GPU) is elided by linear_bwd (its din, overwritten) and served only to
  *     attention_rope_bwd as its `dout`, once (if it declines the values stay,
  *     as the CUDA backend writes the fp32 back then);
- *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN).
+ *   - pack_bf16(x, n, ld) (Mamba-2's packed in_proj gradient, ops.h): the
+ *     window writers (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx, copy_rows'
+ *     dst) that write whole column windows of x at its stride, on the pack's
+ *     branch, save their window's values as they write them (the CUDA
+ *     backend's bf16 copy); a linear_bwd reading exactly (x, n) as its dout on
+ *     that branch, once every column was saved, reads the saved values (x's
+ *     own are put back after). A write to x between the windows and the
+ *     product that the contract forbids makes the product's values differ;
+ *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN)
+ *     and every pack.
  * Any other reader, extent, branch or second read sees NaN, which reaches
  * the loss or the gradients. So a step through this table must give the
  * very bits of a step through cpu_ops, and elide something, on every
@@ -69,8 +78,61 @@ static size_t kept_n[MAX_MARKS];
 static int nkept, branch_now;
 static unsigned long elided, served;
 
+/* packs (ops.h pack_bf16), one per branch as the CUDA backend's */
+typedef struct {
+    const real *x;   /* NULL: none */
+    size_t n;
+    int ld, rows, ncov;
+    real *saved;     /* [n]: the windows' values as their writers stored them */
+    unsigned char *cov;
+} Pack;
+static Pack packs[8];
+static unsigned long packs_served, pack_windows;
+static void pack_end(Pack *p) {
+    free(p->saved);
+    free(p->cov);
+    memset(p, 0, sizeof *p);
+}
+static void mk_pack(const real *x, size_t n, int ld) {
+    Pack *p = &packs[branch_now];
+    pack_end(p);
+    if (!x || !n || ld <= 0 || n % (size_t)ld) return;
+    p->saved = malloc(sizeof(real) * n);
+    p->cov = calloc((size_t)ld, 1);
+    if (!p->saved || !p->cov) { pack_end(p); return; }
+    for (size_t i = 0; i < n; i++) p->saved[i] = NAN;
+    p->x = x, p->n = n, p->ld = ld, p->rows = (int)(n / (size_t)ld);
+}
+/* after a window writer stored out's [rows, cols] at stride ld: its values saved, if a window of the pack */
+static void pack_window(const real *out, int rows, int cols, int ld) {
+    Pack *p = &packs[branch_now];
+    if (!p->x || !out || ld != p->ld || rows != p->rows || cols <= 0 || out < p->x) return;
+    size_t off = (size_t)(out - p->x);
+    if (off >= (size_t)ld || off + (size_t)cols > (size_t)ld) return;
+    for (int r = 0; r < rows; r++)
+        memcpy(p->saved + (size_t)r * ld + off, p->x + (size_t)r * ld + off, sizeof(real) * cols);
+    for (int c = (int)off; c < (int)off + cols; c++)
+        if (!p->cov[c]) p->cov[c] = 1, p->ncov++;
+    pack_windows++;
+}
+static void mk_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z,
+                                 const real *w, const real *rstd, int N, int C, int acc, int ldz) {
+    cpu_ops.gated_rmsnorm_bwd(dy, dz, dw, dout, y, z, w, rstd, N, C, acc, ldz);
+    pack_window(dz, N, C, ldz);
+}
+static void mk_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
+                               const real *b, int B, int n, int C, int K, int acc, int ldx) {
+    cpu_ops.conv1d_silu_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, ldx);
+    pack_window(dx, B * n, C, ldx);
+}
+static void mk_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols) {
+    cpu_ops.copy_rows(dst, ldd, src, lds, rows, cols);
+    pack_window(dst, rows, cols, ldd);
+}
+
 static void mk_keep(const real *x, size_t n) {
     if (!x) {   /* every keep and mark ends */
+        for (int b = 0; b < 8; b++) pack_end(&packs[b]);
         for (int i = 0; i < nmarks; i++) free(marks[i].saved);
         nmarks = npend = nkept = 0;
         return;
@@ -223,7 +285,19 @@ static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const
                           int IC, int OC, int acc) {
     Mark *md = restore(dout, (size_t)N * OC);
     Mark *mi = in != dout ? restore(in, (size_t)N * IC) : NULL;
+    /* dout a complete pack of this branch: the product reads the windows' saved values */
+    Pack *p = &packs[branch_now];
+    real *held = NULL;
+    if (p->x && p->x == dout && p->n == (size_t)N * OC && p->ncov == p->ld && (held = malloc(sizeof(real) * p->n))) {
+        memcpy(held, dout, sizeof(real) * p->n);
+        memcpy((real *)dout, p->saved, sizeof(real) * p->n);
+        packs_served++;
+    }
     cpu_ops.linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
+    if (held) {
+        memcpy((real *)dout, held, sizeof(real) * p->n);
+        free(held);
+    }
     repoison(md);
     repoison(mi);
     if (din) produced_by(din, (size_t)N * IC, !acc, 1);   /* a once = 5 mark: the bf16 D (d out) */
@@ -247,7 +321,7 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
              !model_init_params(&m, 7);
     CHECK(ok, "%s: %s", s->name, fh_last_error());
     ref.unfused_proj = m.unfused_proj = unfused_proj;
-    unsigned long e0 = elided, s0 = served;
+    unsigned long e0 = elided, s0 = served, p0 = packs_served;
     for (int st = 0; ok && st < 2; st++) {
         ok = !step(&ref, tok, tgt, B, T) && !step(&m, tok, tgt, B, T);
         CHECK(ok, "%s: %s", s->name, fh_last_error());
@@ -268,8 +342,12 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
         tiny_batch(tok, tgt, B, T, V, 4 + st);
     }
     CHECK(elided > e0, "%s: nothing was marked and elided", s->name);
-    if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, same bits\n", s->name, B, T,
-                   unfused_proj ? "separate products" : "fused products   ", elided - e0, served - s0);
+    /* Mamba-2 (its in_proj packed, the default): every layer's packed gradient served from its windows */
+    if (c.arch == ARCH_MAMBA2 && !m.unfused_inproj)
+        CHECK(packs_served > p0, "%s: no in_proj backward product served its packed gradient (pack_bf16)", s->name);
+    if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, %lu packs served, same "
+                   "bits\n", s->name, B, T, unfused_proj ? "separate products" : "fused products   ", elided - e0,
+                   served - s0, packs_served - p0);
     model_free(&ref);
     model_free(&m);
     free(tok);
@@ -286,6 +364,28 @@ static void every_architecture(void) {
 
 /* the emulation can fail: a non-product reading a marked output sees NaN */
 static void emulation_detects(void) {
+    {   /* a pack: two windows tiling [2, 4] at stride 4 serve the product; a write between them and the product
+         * (which the contract forbids) shows in its result */
+        real px[8] = {0}, src[8] = {1, 2, 3, 4, 5, 6, 7, 8}, wq[4] = {1, -2, 3, 0.5f}, uin[2] = {1, 2}, dw1[4], dw2[4];
+        mk_pack(px, 8, 4);
+        mk_copy_rows(px, 4, src, 4, 2, 3);
+        mk_copy_rows(px + 3, 4, src + 3, 4, 2, 1);
+        unsigned long s0 = packs_served;
+        mk_linear_bwd(NULL, dw1, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);   /* dW [4, 1] = px^T uin */
+        cpu_ops.linear_bwd(NULL, dw2, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        CHECK(packs_served == s0 + 1 && !memcmp(dw1, dw2, sizeof dw1), "a complete pack is served, the same values");
+        px[5] = 100;   /* a write the windows did not make */
+        mk_linear_bwd(NULL, dw1, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        cpu_ops.linear_bwd(NULL, dw2, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        CHECK(memcmp(dw1, dw2, sizeof dw1) != 0, "a write to a pack outside its windows changes the product");
+        mk_keep(NULL, 0);
+        mk_pack(px, 8, 4);
+        mk_copy_rows(px, 4, src, 4, 2, 3);   /* column 3 never written by a window: not served */
+        s0 = packs_served;
+        mk_linear_bwd(NULL, dw1, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        CHECK(packs_served == s0, "an incomplete pack is not served");
+        mk_keep(NULL, 0);
+    }
     real x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[4] = {0}, rstd[1], y[1];   /* {0}: for gcc */
     mk_keep(out, 4);
     mk_only(out, 4, 0);
@@ -367,6 +467,10 @@ int main(void) {
     marks_ops.attention_rope_bwd = mk_attention_rope_bwd;
     marks_ops.linear_fwd = mk_linear_fwd;
     marks_ops.linear_bwd = mk_linear_bwd;
+    marks_ops.pack_bf16 = mk_pack;
+    marks_ops.gated_rmsnorm_bwd = mk_gated_rmsnorm_bwd;
+    marks_ops.conv1d_silu_bwd = mk_conv1d_silu_bwd;
+    marks_ops.copy_rows = mk_copy_rows;
     RUN(emulation_detects);
     RUN(every_architecture);
     TEST_SUMMARY();

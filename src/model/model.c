@@ -34,7 +34,9 @@ typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt
 /* zxd, dzxd: the packed in_proj output and its gradient [N, E + CX + nh] (m2_packed); then z,
  * xbc_pre (dz, dxbc_pre) are not allocated: the ops read their column windows in place */
 typedef struct { real *z, *xbc_pre, *dtr, *xbc_conv, *xbc, *y, *states, *yn, *g_rstd, *zxd;
-                 real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn, *dzxd; } M2Acts;
+                 real *dz, *dxbc_pre, *ddtr, *dxbc_conv, *dxbc, *dy, *dyn, *dzxd;
+                 int only;   /* the forward kept (keep_acts): backward_trunk's keep_end follows the backward, so
+                              * dzxd may be declared a pack (pack_bf16) */ } M2Acts;
 typedef struct { const real *h; real *v, *v_rstd, *g, *up, *act, *gu;
                  real *dv, *dg, *dup, *dact, *dgu;
                  int packed;   /* the forward ran one gate|up product into gu (mlp_packed) */
@@ -153,6 +155,14 @@ static void keep_end(Model *m) {
  * has no bf16_only (it is the oracle: fp32 everywhere). */
 static void bf16_only(Model *m, const real *x, size_t n, int once) {
     if (m->ops->bf16_only) m->ops->bf16_only(x, n, once);
+}
+/* Ops.pack_bf16: x [n / ld, ld] is filled next by column-window writers that tile its columns, then read by
+ * one product as its dout (nothing else writes it in between). Used for Mamba-2's packed in_proj gradient
+ * dzxd (mamba2_bwd: gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx|B|C, copy_rows' ddt, then the in_proj
+ * backward product), only in a backward whose forward kept (M2Acts.only: backward_trunk's keep_end follows
+ * and ends the hint; the next pack on the branch ends it too). */
+static void pack_bf16(Model *m, const real *x, size_t n, int ld) {
+    if (m->ops->pack_bf16) m->ops->pack_bf16(x, n, ld);
 }
 #define G(off) (m->grads + (off))
 
@@ -530,6 +540,7 @@ static int mamba2_fwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     int CX = E + 2 * G_ * Ns, nchunks = (n + L - 1) / L, PW = E + CX + nh;
     size_t N = (size_t)B * n;
     int fuse = conv_silu_fused(m), packed = m2_packed(m);
+    a->only = m->keep_acts;   /* a backward follows, then keep_end (pack_bf16 in mamba2_bwd) */
     if (packed) ENS(a->zxd, N * PW);
     else { ENS(a->z, N * E); ENS(a->xbc_pre, N * CX); }
     ENS(a->dtr, N * nh);
@@ -586,6 +597,10 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     int ld = packed ? PW : E, ldx = packed ? PW : CX;
     /* every buffer here has one writer (dzxd: three, each its own columns) */
     o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
+    /* dzxd's three writers below (dz [0, E), dx|B|C [E, E+CX), ddt [E+CX, PW): its columns, tiled) and then
+     * its one reader, the in_proj backward product (ssd_bwd in between writes dxbc and ddtr, not dzxd): a
+     * backend may have the writers round their windows into one bf16 copy the product reads (ops.h pack_bf16) */
+    if (packed && a->only) pack_bf16(m, a->dzxd, N * PW, PW);
     o->gated_rmsnorm_bwd(a->dy, dz, G(w->gate_norm), a->dyn, a->y, z, W(w->gate_norm), a->g_rstd, (int)N, E,
                          FIRST, ld);
     o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,

@@ -506,6 +506,25 @@ typedef struct Ops {
      * calls it only where it can prove the readers are products (model.c
      * bf16_only). */
     void (*bf16_only)(const real *x, size_t n, int once);
+
+    /* ---- packed gradient hint (may be NULL: CPU) ----
+     * pack_bf16(x, n, ld): x is a [n / ld, ld] matrix (row stride ld) that the
+     * next ops fill by column windows: each window op overwrites (or
+     * accumulates into) its own columns of every row, as its output with row
+     * stride ld (gated_rmsnorm_bwd's dz with ldz = ld, conv1d_silu_bwd's dx
+     * with ldx = ld, copy_rows' dst with ldd = ld), and those windows tile
+     * [0, ld). Nothing else writes [x, x + n) until a product reads it, as
+     * linear_bwd's dout over exactly (x, n), on the branch that called this;
+     * the hint ends there (the next pack_bf16 on the branch, or
+     * keep_bf16(NULL, 0), which the model calls at the end of the backward).
+     * A backend with bf16 products may have each window op write its
+     * window's bf16 rounding into one packed bf16 copy of x and the product
+     * read that copy, if every column was written so (CUDA: linear.cu "packed
+     * gradient roundings", FLOWHN_INPROJ_D16=0 off). The fp32 values are
+     * still written: results are the same bits with or without it; a caller
+     * that breaks the promise gets a stale operand. pack_bf16(NULL, 0, 0)
+     * ends the branch's hint. */
+    void (*pack_bf16)(const real *x, size_t n, int ld);
 } Ops;
 
 /* The CPU backend (fp32 in the library, fp64 in the gradient-check build). */

@@ -3859,6 +3859,100 @@ static void test_bf16_qkv(void) {
     cuda_set_attn_cudnn(was);
 }
 
+/* FLOWHN_INPROJ_D16 (linear.cu "packed gradient roundings", ops.h pack_bf16): Mamba-2's packed in_proj
+ * gradient dzxd [N, E + CX + nh] declared as a pack, then filled as the model does (gated_rmsnorm_bwd's dz at
+ * column 0, conv1d_silu_bwd's dx|B|C at column E, copy_rows' ddt at column E + CX, all with row stride PW)
+ * and read by the in_proj backward product. With the switch on: each window's bf16 copy equals the rounding
+ * of its fp32 output bit for bit (the three windows counted, the product served the pack); the fp32 dzxd,
+ * du and dW equal the switch-off run's (the product rounding dzxd itself) bit for bit. Where a window
+ * cannot write its rounding (PW % 4 != 0: the gated norm's vector path, the only one that writes it, is
+ * off) the pack is incomplete: nothing served, the same bits. */
+static int d16_sequence(int on, int N, int B, int n, int E, int CX, int nh, int H, int K, float **h, float **res,
+                        int *served, int *windows, int check_round) {
+    int PW = E + CX + nh;
+    size_t np = (size_t)N * PW;
+    int was = cuda_set_inproj_d16(on);
+    float *y = dev(h[0], (size_t)N * E), *zxd = dev(h[1], np), *gw = dev(h[2], E), *dyn = dev(h[3], (size_t)N * E);
+    float *dxbc = dev(h[4], (size_t)N * CX), *cw = dev(h[5], (size_t)CX * K), *cb = dev(h[6], CX);
+    float *ddt = dev(h[7], (size_t)N * nh), *u = dev(h[8], (size_t)N * H), *W = dev(h[9], (size_t)PW * H);
+    float *yn = dnan((size_t)N * E), *rstd = dnan(N), *dy = dnan((size_t)N * E), *dzxd = dnan(np);
+    float *dgw = dnan(E), *dcw = dnan((size_t)CX * K), *dcb = dnan(CX), *du = dnan((size_t)N * H);
+    float *dW = dnan((size_t)PW * H);
+    G->gated_rmsnorm_fwd(yn, rstd, y, zxd, gw, N, E, 1e-5f, PW);
+    G->keep_bf16(NULL, 0);
+    unsigned long s0 = cuda_pack_served, w0 = cuda_pack_windows;
+    G->pack_bf16(dzxd, np, PW);
+    G->gated_rmsnorm_bwd(dy, dzxd, dgw, dyn, y, zxd, gw, rstd, N, E, FH_OVERWRITE, PW);
+    G->conv1d_silu_bwd(dzxd + E, dcw, dcb, dxbc, zxd + E, cw, cb, B, n, CX, K, FH_OVERWRITE, PW);
+    G->copy_rows(dzxd + E + CX, PW, ddt, nh, N, nh);
+    int bad = 0;
+    const void *pk = cuda_pack_rounding(dzxd, np);
+    if (check_round && pk) {   /* each window's bf16 copy: the rounding of its fp32 values, bit for bit */
+        uint16_t *hb = (uint16_t *)malloc(sizeof(uint16_t) * np);
+        float *hf = (float *)malloc(sizeof(float) * np);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaMemcpy(hb, pk, sizeof(uint16_t) * np,
+                                                                   cudaMemcpyDeviceToHost) == cudaSuccess,
+              "reading the pack");
+        G->to_host(hf, dzxd, sizeof(float) * np);
+        for (size_t i = 0; i < np; i++) bad += hb[i] != rne_bf16(hf[i]);
+        free(hb); free(hf);
+    }
+    G->linear_bwd(du, dW, NULL, dzxd, u, W, N, H, PW, FH_OVERWRITE);
+    *served = (int)(cuda_pack_served - s0);
+    *windows = (int)(cuda_pack_windows - w0);
+    G->keep_bf16(NULL, 0);   /* ends the pack (the model's keep_end) */
+    res[0] = (float *)malloc(sizeof(float) * np);
+    res[1] = (float *)malloc(sizeof(float) * (size_t)N * H);
+    res[2] = (float *)malloc(sizeof(float) * (size_t)PW * H);
+    G->to_host(res[0], dzxd, sizeof(float) * np);
+    G->to_host(res[1], du, sizeof(float) * (size_t)N * H);
+    G->to_host(res[2], dW, sizeof(float) * (size_t)PW * H);
+    float *all[] = {y, zxd, gw, dyn, dxbc, cw, cb, ddt, u, W, yn, rstd, dy, dzxd, dgw, dcw, dcb, du, dW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
+    cuda_set_inproj_d16(was);
+    return bad;
+}
+
+#define D16_CHECK(cond, ...) do { if (!(cond)) line_ok = 0; CHECK(cond, __VA_ARGS__); } while (0)
+static void test_inproj_d16(void) {
+    /* B, n, E, CX, nh, H, K: PW % 4 == 0 (the vector paths: every window writes its rounding), the model's
+     * mamba2-gpt2small widths at a short sequence, and PW % 4 != 0 (no pack served) */
+    static const int shapes[][7] = {{2, 37, 96, 128, 8, 48, 4}, {1, 96, 1536, 1792, 24, 768, 4},
+                                    {3, 11, 36, 52, 3, 20, 4}, {2, 19, 40, 56, 5, 24, 3}};
+    D16_CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], CX = shapes[si][3], nh = shapes[si][4];
+        int H = shapes[si][5], K = shapes[si][6], N = B * n, PW = E + CX + nh;
+        int full = PW % 4 == 0 && E % 4 == 0 && CX % 4 == 0;
+        line_start("inproj_d16", "B=%d n=%d E=%d CX=%d nh=%d H=%d K=%d (PW %d)", B, n, E, CX, nh, H, K, PW);
+        float *h[10] = {hrand((size_t)N * E, 0, 1), hrand((size_t)N * PW, 0.5f, 1.5f), hrand(E, 1, 0.2f),
+                        hrand((size_t)N * E, 0, 1), hrand((size_t)N * CX, 0, 1), hrand((size_t)CX * K, 0, 0.3f),
+                        hrand(CX, 0, 0.3f), hrand((size_t)N * nh, 0, 1), hrand((size_t)N * H, 0, 1),
+                        hrand((size_t)PW * H, 0, 0.05f)};
+        float *on[3], *off[3];
+        int s_on, w_on, s_off, w_off;
+        d16_sequence(1, N, B, n, E, CX, nh, H, K, h, on, &s_on, &w_on, 0);   /* warm-up: plans, buffers */
+        for (int k = 0; k < 3; k++) free(on[k]);
+        int bad = d16_sequence(1, N, B, n, E, CX, nh, H, K, h, on, &s_on, &w_on, 1);
+        d16_sequence(0, N, B, n, E, CX, nh, H, K, h, off, &s_off, &w_off, 0);
+        D16_CHECK(bad == 0, "inproj_d16: %d bf16 values of the pack differ from the rounding of dzxd", bad);
+        D16_CHECK(s_off == 0 && w_off == 0, "inproj_d16 off: %d served, %d windows", s_off, w_off);
+        if (full) D16_CHECK(s_on == 1 && w_on == 3, "inproj_d16 on: %d served (1), %d windows (3)", s_on, w_on);
+        else D16_CHECK(s_on == 0, "inproj_d16 on, PW %% 4 != 0: %d served (0: the gated norm writes no rounding)", s_on);
+        size_t sz[3] = {(size_t)N * PW, (size_t)N * H, (size_t)PW * H};
+        static const char *names[3] = {"dzxd", "du", "dW"};
+        for (int k = 0; k < 3; k++) {
+            size_t nd = 0;
+            for (size_t i = 0; i < sz[k]; i++) nd += memcmp(&on[k][i], &off[k][i], sizeof(float)) != 0;
+            D16_CHECK(nd == 0, "inproj_d16 %s: %zu of %zu values differ in bits on vs off", names[k], nd, sz[k]);
+            free(on[k]); free(off[k]);
+        }
+        line_end();
+        for (int k = 0; k < 10; k++) free(h[k]);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 /* The attention's out and d out in bf16 only (ops.h bf16_only once = 4 and 5; FLOWHN_BF16_ATT_O, _ATT_DO):
  * att kept and marked as model.c attn_fwd_packed does, cuDNN writes O straight into att's kept buffer (no
  * from_bf16 pass, no fp32 att), the o product reads that rounding (y = att Wo^T, and dWo); datt marked
@@ -4163,6 +4257,7 @@ int main(void) {
     RUN(test_bf16_only_dqkv);
     RUN(test_bf16_qkv);
     RUN(test_bf16_att_o);
+    RUN(test_inproj_d16);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

@@ -201,6 +201,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         unsigned long ao0 = cuda_bf16_att_o_written, aruns0 = cuda_attn_cudnn_runs;
+        unsigned long pack0 = cuda_pack_served;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
         /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
@@ -258,6 +259,42 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                        "rel %.1e, grad rel %.1e, %zu of %zu gradient values differ in bits\n", mode, name, el, ao, dlo,
                        rel, ndiff, (size_t)mg.layout.total);
                 free(g_on);
+            }
+        }
+        /* FLOWHN_INPROJ_D16 (on by default): Mamba-2's packed in_proj gradient gets its bf16 rounding from its
+         * three window writers (ops.h pack_bf16) and the in_proj backward product reads that instead of rounding
+         * dzxd: served in every packed Mamba-2 layer of the step above, and against the switch-off step (the
+         * product rounding dzxd itself) the same loss and gradients bit for bit (bounded at 1e-6, as the
+         * bf16-only A/B; atomics' order as there) */
+        if (okf && ab && cuda_set_inproj_d16(-1)) {
+            unsigned long served = cuda_pack_served - pack0;
+            if (c->arch == ARCH_MAMBA2 && !gpu_unfused_inproj)
+                CHECK(served > 0, "%s: no in_proj backward product read its packed bf16 gradient (FLOWHN_INPROJ_D16)",
+                      name);
+            if (served) {
+                float *g_d16 = host_copy(&mg, mg.grads);
+                double loss_d16 = mg.loss;
+                int was = cuda_set_inproj_d16(0);
+                unsigned long s1 = cuda_pack_served;
+                model_zero_grad(&mg);
+                int okd = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+                CHECK(okd, "%s: cuda fused forward_backward, FLOWHN_INPROJ_D16=0: %s", name, fh_last_error());
+                CHECK(cuda_pack_served == s1, "%s: %lu packs served with FLOWHN_INPROJ_D16=0", name,
+                      cuda_pack_served - s1);
+                if (okd) {
+                    float *g_nod = host_copy(&mg, mg.grads);
+                    size_t nd;
+                    double rel = grad_rel(g_nod, g_d16, mg.layout.total, &nd), dlo = rel_diff(mg.loss, loss_d16);
+                    double gtol = bwd_uses_atomics(c) ? 1e-2 : 1e-6;
+                    CHECK(dlo <= 1e-6 && rel <= gtol, "%s: in_proj packed bf16 gradient on vs off: loss rel %.2e, "
+                          "gradient rel L2 %.2e (bound %.0e)", name, dlo, rel, gtol);
+                    printf("  %-5s %-22s in_proj d16 on vs off: %lu packs served, loss rel %.1e, grad rel %.1e, %zu "
+                           "of %zu gradient values differ in bits\n", mode, name, served, dlo, rel, nd,
+                           (size_t)mg.layout.total);
+                    free(g_nod);
+                }
+                cuda_set_inproj_d16(was);
+                free(g_d16);
             }
         }
         free(g_off);

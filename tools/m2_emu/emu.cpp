@@ -294,7 +294,7 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     cpu_gated_rmsnorm_bwd(dyc.data(), dzc.data(), dwc.data(), dout.data(), y.data(), z.data(), w.data(), rc.data(), N, C, acc, C);
     launch1d(nblk, GN_THREADS, [&] {
         gnorm_bwd_reg_kernel<NPT>(dyg.data(), dzg.data(), part.data(), dout.data(), y.data(), z.data(), w.data(),
-                                  rc.data(), N, C, acc, C);
+                                  rc.data(), N, C, acc, C, nullptr);
     });
     launch1d((C + 255) / 256, 256, [&] { gnorm_dw_finish_kernel(dwg.data(), part.data(), nblk, C); });
     cmp("dy", dyc, dyg); cmp("dz", dzc, dzg); cmp("dw", dwc, dwg);
@@ -305,7 +305,7 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     printf("  gated_rmsnorm pipelined backward: blocks %d\n", nb2);
     launch1d(nb2, GN_THREADS, [&] {
         gnorm_bwd_pipe_kernel<NPT>(dyg2.data(), dzg2.data(), part2.data(), dout.data(), y.data(), z.data(), w.data(),
-                                   rc.data(), N, C, acc, C);
+                                   rc.data(), N, C, acc, C, nullptr);
     });
     launch((C + 31) / 32, dim3(32, GN_FIN_ROWS), [&] { gnorm_dw_finish2_kernel(dwg2.data(), part2.data(), nb2, C); });
     cmp("dy", dyc, dyg2); cmp("dz", dzc, dzg2); cmp("dw", dwc, dwg2);
@@ -313,7 +313,7 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
     std::vector<float> dyg3 = acc ? d0 : std::vector<float>(nc, NAN);
     launch1d(nb2, GN_THREADS, [&] {
         gnorm_bwd_pipe_kernel<NPT>(dyg3.data(), nullptr, nullptr, dout.data(), y.data(), z.data(), w.data(),
-                                   rc.data(), N, C, acc, C);
+                                   rc.data(), N, C, acc, C, nullptr);
     });
     cmp("dy only", dyc, dyg3);
 }
@@ -321,6 +321,22 @@ static void gnorm_case(int N, int C, int nblk, int acc, int nblk2 = GN_BWD2_BLOC
 /* the windowed forms (ops.h row strides; Mamba-2's packed in_proj, perf-notes fuse-inproj): x and dx as
  * columns [col0, col0 + C) of rows of ld floats, the other columns random (x) or a marker (dx) that must
  * stay; conv + silu with the prefetches (the default kernels), every prefetch inside the window's span */
+/* a window's bf16 copy (inproj-d16: a packed gradient's bf16 copy, laid out as the fp32 one, ld apart): the
+ * rounding of the fp32 window bit for bit, and nothing written outside the window (NaN there) */
+static void win_bf16_check(const char *what, const std::vector<float> &f, const std::vector<__nv_bfloat16> &b,
+                           size_t rows, int ld, int col0, int C) {
+    size_t bad = 0, stray = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < ld; c++) {
+            size_t i = r * ld + c;
+            if (c >= col0 && c < col0 + C) bad += __float2bfloat16_rn(f[i]).x != b[i].x;
+            else stray += b[i].x != 0x7fc0;
+        }
+    printf("    %-28s %zu of %zu differ, %zu written outside %s\n", what, bad, rows * C, stray,
+           (bad || stray) ? "FAILED" : "");
+    if (bad || stray) fails++;
+}
+
 template <int KK, int V>
 static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
     size_t rows = (size_t)B * n, tot = rows * C, wt = rows * ld;
@@ -348,10 +364,12 @@ static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
         }
     cpu_conv1d_silu_bwd(dxc.data() + col0, dwc.data(), dbc.data(), dout.data(), xs, w.data(), b.data(), B, n, C, KK,
                         acc, ld);
+    /* dx's bf16 rounding into the window of a packed bf16 copy laid out as dx (inproj-d16), NaN elsewhere */
+    std::vector<__nv_bfloat16> dxbw(wt, __nv_bfloat16{0x7fc0}), dxbw3(wt, __nv_bfloat16{0x7fc0});
     std::vector<float> part((size_t)g.grid.y * (KK + 1) * C, NAN);
     launch(g.grid, g.block, [&] {
         conv_seg_bwd_kernel<KK, V, true, true>(dxg.data() + col0, part.data(), dout.data(), xs, w.data(), b.data(), n,
-                                               C, g.seg, g.nseg, g.nsegs_all, acc, nullptr, ld);
+                                               C, g.seg, g.nseg, g.nsegs_all, acc, dxbw.data() + col0, ld);
     });
     int fb = ((KK + 1) * C + 255) / 256;
     launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg.data(), dbg.data(), part.data(), (int)g.grid.y, C, KK); });
@@ -371,13 +389,15 @@ static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
     });
     launch(g.grid, g.block, [&] {
         conv_ring_bwd_kernel<KK, V, true>(dxg3.data() + col0, part3.data(), dout.data(), xs, w.data(), b.data(), n, C,
-                                          g.seg, g.nseg, g.nsegs_all, acc, nullptr, ld);
+                                          g.seg, g.nseg, g.nsegs_all, acc, dxbw3.data() + col0, ld);
     });
     launch1d(fb, 256, [&] { conv_seg_finish_kernel(dwg3.data(), dbg3.data(), part3.data(), (int)g.grid.y, C, KK); });
     same_bits("out ring vs prefetching", og, og3);
     same_bits("dx whole rows ring vs pf", dxg, dxg3);
     same_bits("dw ring vs prefetching", dwg, dwg3);
     same_bits("db ring vs prefetching", dbg, dbg3);
+    win_bf16_check("dx bf16 window (pf)", dxg, dxbw, rows, ld, col0, C);
+    win_bf16_check("dx bf16 window (ring)", dxg3, dxbw3, rows, ld, col0, C);
     printf("    %-28s %ld outside, %ld never waited %s\n", "ring copies", pf_bad - b0, cp_left - l0,
            (pf_bad > b0 || cp_left > l0) ? "FAILED" : "");
     if (pf_bad > b0 || cp_left > l0) fails++;
@@ -410,18 +430,20 @@ static void gnorm_win_case(int N, int C, int col0, int ld, int nblk, int acc) {
                 for (int c = col0; c < col0 + C; c++) dzg[(size_t)r * ld + c] = NAN;
         int nb = std::min(N, nblk);
         std::vector<float> part((size_t)nb * C, NAN);
+        std::vector<__nv_bfloat16> dzb((size_t)N * ld, __nv_bfloat16{0x7fc0});   /* inproj-d16: laid out as dz */
         launch1d(nb, GN_THREADS, [&] {
             if (pipe)
                 gnorm_bwd_pipe_kernel<NPT>(dyg.data(), dzg.data() + col0, part.data(), dout.data(), y.data(), zs,
-                                           w.data(), rc.data(), N, C, acc, ld);
+                                           w.data(), rc.data(), N, C, acc, ld, dzb.data() + col0);
             else
                 gnorm_bwd_reg_kernel<NPT>(dyg.data(), dzg.data() + col0, part.data(), dout.data(), y.data(), zs,
-                                          w.data(), rc.data(), N, C, acc, ld);
+                                          w.data(), rc.data(), N, C, acc, ld, dzb.data() + col0);
         });
         launch((C + 31) / 32, dim3(32, GN_FIN_ROWS), [&] { gnorm_dw_finish2_kernel(dwg.data(), part.data(), nb, C); });
         cmp(pipe ? "dy (pipelined)" : "dy", dyc, dyg);
         cmp(pipe ? "dz whole rows (pipelined)" : "dz whole rows", dzc, dzg);
         cmp(pipe ? "dw (pipelined)" : "dw", dwc, dwg);
+        win_bf16_check(pipe ? "dz bf16 window (pipelined)" : "dz bf16 window", dzg, dzb, N, ld, col0, C);
     }
 }
 

@@ -73,6 +73,14 @@ void cuda_shadow_done(unsigned long before, const CudaRange *w, int nw);
  * cuda_shadow_done. Call it only when the launch overwrites out whole (not an
  * accumulation, which reads the fp32 values). */
 void *cuda_shadow_claim_only(const float *out, size_t n, int *skip);
+/* Packed gradient roundings (linear.cu, Ops.pack_bf16): a producer that overwrites a column window
+ * [out, out + cols) of `rows` rows, ld apart, asks for the same window of the pack's bf16 buffer (row
+ * stride ld; NULL: none, write fp32 only), writes there the rounding of every value it stores in its
+ * window, and calls cuda_pack_done() after its launches (after cuda_shadow_done if it declares: its own
+ * declared write over the pack does not end it). Claim after anything that may allocate; a claim is
+ * always filled and done. */
+void *cuda_pack_claim(const float *out, int rows, int cols, int ld);
+void cuda_pack_done(void);
 
 #define CUDA_CALL(call)                                                              \
     do {                                                                             \
@@ -394,6 +402,7 @@ void cuda_weights_released(const void *p, size_t bytes);
  * op; a backend block freed (keeps of inputs inside it end, their buffers
  * go); before a recording (every keep ends). */
 void cuda_keep_bf16(const real *x, size_t n);
+void cuda_pack_bf16(const real *x, size_t n, int ld);
 void cuda_bf16_only(const real *x, size_t n, int once);
 /* swiglu_packed_*'s gu where the gate|up product wrote only its bf16 D (ops.h bf16_only once = 2; linear.cu):
  * that D, or NULL (read gu's fp32). *bad = 1: gu's fp32 was never written and no D serves this read (another

@@ -184,8 +184,10 @@ static void conv_seg_bwd_pf(const ConvGeom &g, float *dx, float *part, const flo
  * backward reads dx as its dout two products later, linear.cu's declared
  * launches in between) and every range written is declared (cuda_shadow_done).
  * A strided dx (ldx > C: a column window of Mamba-2's packed in_proj gradient,
- * read whole by one product) has no rounding of its own: the product rounds
- * the packed buffer; its declared range spans the window's rows. */
+ * read whole by one product) has no shadow of its own: its rounding goes into
+ * the window of the pack's bf16 copy (Ops.pack_bf16) if the model declared
+ * one, else the product rounds the packed buffer; its declared range spans the
+ * window's rows. */
 template <int KK, int V>
 static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
                          const float *b, int B, int n, int C, int acc, bool silu, int ldx) {
@@ -197,8 +199,13 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
         part = cuda_colsum_scratch(part_n);
         if (!part) return;
     }
-    /* claimed last, after anything that may allocate: a claim is always filled and declared below */
-    __nv_bfloat16 *dxb = (nw && dx && ldx == C) ? (__nv_bfloat16 *)cuda_shadow_claim(dx, total) : nullptr;
+    /* claimed last, after anything that may allocate: a claim is always filled and declared below. A strided
+     * dx (a window of Mamba-2's packed in_proj gradient) writes its rounding into the window of the pack's
+     * bf16 copy when the model declared one (Ops.pack_bf16), laid out as dx */
+    __nv_bfloat16 *dxb = nullptr;
+    int packed = 0;
+    if (nw && dx && ldx == C) dxb = (__nv_bfloat16 *)cuda_shadow_claim(dx, total);
+    else if (nw && dx) packed = (dxb = (__nv_bfloat16 *)cuda_pack_claim(dx, B * n, C, ldx)) != nullptr;
     unsigned long before = cuda_epoch;
     if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
     else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
@@ -211,11 +218,12 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
     if (nw) {
         size_t dx_n = ((size_t)B * n - 1) * ldx + C;   /* the window's span (total when dense) */
         CudaRange wr[5] = {{dx, dx ? dx_n * sizeof(float) : 0},
-                           {dxb, dxb ? total * 2 : 0},
+                           {dxb, dxb ? dx_n * 2 : 0},
                            {part, part ? part_n * sizeof(float) : 0},
                            {dw, dw ? (size_t)C * KK * sizeof(float) : 0},
                            {db, db ? (size_t)C * sizeof(float) : 0}};
         cuda_shadow_done(before, wr, 5);
+        if (packed) cuda_pack_done();   /* after: its own declared write over the pack does not end it */
     }
 }
 

@@ -157,8 +157,9 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
  * (entry KK: db; part NULL: neither wanted). With SILU, dout is the gradient
  * of silu(conv) and the conv's output is recomputed from x, w, b. */
 /* at most 128 registers: 4 blocks (16 warps) per SM */
-/* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding (a shadow, dense:
- * only when ldx == C); ldx: x's and dx's row stride (ops.h), dout's is C */
+/* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding, laid out as dx (row
+ * stride ldx: a dense shadow when ldx == C, else the window of a packed gradient's bf16 copy, linear.cu
+ * cuda_pack_claim); ldx: x's and dx's row stride (ops.h), dout's is C */
 template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_seg_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
@@ -189,7 +190,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
         size_t xbase = (size_t)bb * n * ldx + c0;   /* x's and dx's rows ldx apart */
         const float *xs = x + xbase, *ds = dout + base;
         float *dxs = dx ? dx + xbase : nullptr;
-        __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + base : nullptr;
+        __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + xbase : nullptr;   /* laid out as dx (ldx) */
         float win[KK][V];  /* inputs x[t - (KK-1) + k] */
         float dwin[KK][V]; /* conv-output gradients d[t - (KK-1) + k] (0 past the sequence) */
 #pragma unroll
@@ -269,7 +270,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                         o[v] = acc ? old[v] + a : a;
                     }
                     stv<V>(p, o);
-                    if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * C, o);
+                    if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * ldx, o);
                 }
 #pragma unroll
                 for (int k = 0; k < KK - 1; k++)
@@ -436,7 +437,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
         size_t xbase = (size_t)bb * n * ldx + c0;   /* x's and dx's rows ldx apart */
         const float *xs = x + xbase, *ds = dout + base;
         float *dxs = dx ? dx + xbase : nullptr;
-        __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + base : nullptr;
+        __nv_bfloat16 *dxbs = (dx && dxb) ? dxb + xbase : nullptr;   /* laid out as dx (ldx) */
         float *myd = &ring[0][0][threadIdx.y][threadIdx.x * V];   /* dout's slot s at myd + s * SL, x's + XO */
         const int SL = 2 * CONV_SEGS * 32 * V, XO = CONV_SEGS * 32 * V;
 #pragma unroll
@@ -510,7 +511,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                     o[v] = acc ? old[v] + a : a;
                 }
                 stv<V>(p, o);
-                if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * C, o);
+                if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * ldx, o);
             }
 #pragma unroll
             for (int k = 0; k < KK - 1; k++)

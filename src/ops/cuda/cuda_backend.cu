@@ -97,4 +97,5 @@ const Ops cuda_ops = {
     .attention_rope_fwd = cuda_attention_rope_fwd,
     .attention_rope_bwd = cuda_attention_rope_bwd,
     .bf16_only = cuda_bf16_only,
+    .pack_bf16 = cuda_pack_bf16,
 };

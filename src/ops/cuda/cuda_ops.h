@@ -125,6 +125,14 @@ extern unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
  * product's dgrad) is written by that product as bf16 D only, which cuDNN's backward reads as dO (no dout
  * conversion). cuda_bf16_att_do_written counts such products, cuda_bf16_att_do_restored the D written back to
  * fp32 because the attention backward did not take the cuDNN path that reads it. */
+/* FLOWHN_INPROJ_D16 (default on): Mamba-2's packed in_proj gradient (Ops.pack_bf16) gets its bf16 rounding
+ * from its three window producers (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx|B|C, copy_rows' ddt), and
+ * the in_proj backward product reads that instead of rounding the fp32 matrix (the same bits). Counters
+ * (tests): cuda_pack_windows (windows written with their rounding), cuda_pack_served (products served a
+ * complete pack). cuda_pack_rounding: the current branch's pack buffer if (x, n) is its pack and complete. */
+int cuda_set_inproj_d16(int on);
+extern unsigned long cuda_pack_served, cuda_pack_windows;
+const void *cuda_pack_rounding(const float *x, size_t n);
 int cuda_set_bf16_att_o(int on);
 int cuda_set_bf16_att_do(int on);
 extern unsigned long cuda_bf16_att_o_written, cuda_bf16_att_do_written, cuda_bf16_att_do_restored;

@@ -133,20 +133,23 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
         int nblk = N < cap ? N : cap;
         float *part = NULL;
         if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
+        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16) */
+        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim(dz, N, C, ldz) : NULL;
         switch (npt) {
 #define GN_BWD(k) \
     case k: \
-        gnorm_bwd_pipe_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz); \
+        gnorm_bwd_pipe_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
         break;
 #define GN_BWD_REG(k) \
     case k: \
-        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz); \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
         break;
             GN_BWD(1) GN_BWD(2) GN_BWD(3) GN_BWD_REG(4) GN_BWD_REG(5) GN_BWD_REG(6) GN_BWD_REG(7) GN_BWD_REG(8)
 #undef GN_BWD
 #undef GN_BWD_REG
         }
         CUDA_LAUNCHED();
+        if (dzb) cuda_pack_done();
         if (part) {
             gnorm_dw_finish2_kernel<<<(C + 31) / 32, dim3(32, GN_FIN_ROWS), 0, cuda_stream()>>>(dw, part, nblk, C);
             CUDA_LAUNCHED();
@@ -157,15 +160,18 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
         int nblk = N < GN_BWD_BLOCKS ? N : GN_BWD_BLOCKS;
         float *part = NULL;
         if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
+        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16) */
+        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim(dz, N, C, ldz) : NULL;
         switch (npt) {
 #define GN_BWD(k) \
     case k: \
-        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz); \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
         break;
             GN_CASES(GN_BWD)
 #undef GN_BWD
         }
         CUDA_LAUNCHED();
+        if (dzb) cuda_pack_done();
         if (part) {
             gnorm_dw_finish_kernel<<<(C + 255) / 256, 256, 0, cuda_stream()>>>(dw, part, nblk, C);
             CUDA_LAUNCHED();

@@ -81,11 +81,14 @@ __global__ void __launch_bounds__(GN_THREADS)
 
 /* dg = r (dout w - g r m), m = mean(dout w g) r; dy = dg silu(z); dz = dg y silu'(z)
  * (acc 0: dy, dz overwritten, ops.h); part[blockIdx.x][C]: this block's rows'
- * sum of dout g r (NULL: dw not wanted) */
+ * sum of dout g r (NULL: dw not wanted); dzb: NULL, or the bf16 rounding of
+ * what is stored in dz, laid out as dz (row stride ldz: the window of a packed
+ * gradient's bf16 copy, linear.cu cuda_pack_claim) */
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
     gnorm_bwd_reg_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
-                         const float *w, const float *rstd, int N, int C, int acc, int ldz) {
+                         const float *w, const float *rstd, int N, int C, int acc, int ldz,
+                         __nv_bfloat16 *dzb) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float wr[NPT][4], pw[NPT][4];
@@ -137,6 +140,7 @@ __global__ void __launch_bounds__(GN_THREADS)
                 if (dz) {
                     if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
                     st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
+                    if (dzb) st4_bf16(dzb + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }
         }
@@ -182,7 +186,8 @@ __device__ __forceinline__ float f4_at(const float4 &v, int q) { return q == 0 ?
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS, 4)
     gnorm_bwd_pipe_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
-                          const float *w, const float *rstd, int N, int C, int acc, int ldz) {
+                          const float *w, const float *rstd, int N, int C, int acc, int ldz,
+                         __nv_bfloat16 *dzb) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float4 wr[NPT];
@@ -241,6 +246,7 @@ __global__ void __launch_bounds__(GN_THREADS, 4)
                 if (dz) {
                     if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
                     st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
+                    if (dzb) st4_bf16(dzb + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }
         }

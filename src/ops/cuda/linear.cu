@@ -410,6 +410,53 @@ static void kept_end(Kept *k) {
     k->armed = k->claimed = k->valid = k->owned = k->claim_skip = k->no_f32 = 0;
 }
 
+/* ---- packed gradient roundings (Ops.pack_bf16; FLOWHN_INPROJ_D16=0 turns them off) ----
+ * Mamba-2's packed in_proj gradient dzxd [rows, ld] is filled by three ops, each
+ * overwriting one column window (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's
+ * dx|B|C, copy_rows' ddt), and then read by one product as its dout. Without
+ * help that product rounds the whole fp32 matrix (4 bytes read + 2 written a
+ * value and a launch). The model declares the matrix first (Ops.pack_bf16,
+ * ops.h states the promise: the next writes of x are window writes that tile
+ * its columns, nothing else writes x until the product reads it, or until
+ * keep_bf16(NULL, 0)); each window's producer asks cuda_pack_claim for the
+ * window of a bf16 buffer laid out as x (row stride ld) and writes its
+ * rounding there along with its fp32 values, then cuda_pack_done records the
+ * columns as written. The product is served the buffer (operand()) only when
+ * every column [0, ld) was written by such a producer and nothing broke the
+ * pack: a declared write over x by anyone else (launch_done), a new pack on
+ * the branch, keep_bf16(NULL, 0), x's release, a recording's start. A window
+ * whose producer cannot write the rounding (another kernel path, another
+ * shape) simply leaves its columns unwritten here: the product rounds the
+ * fp32 matrix as before. The fp32 values are still written (a later change
+ * may elide them under bf16_only), so a product served the buffer reads the
+ * very bits to_bf16 would give it: the same result. One pack per branch (its
+ * buffer is reused by the next pack on that branch, ordered after the
+ * product by the branch's stream); served only on that branch. Buffers are
+ * allocated outside recordings only. */
+typedef struct {
+    const float *src;      /* NULL: not armed */
+    size_t n;
+    int ld, rows;
+    __nv_bfloat16 *buf;
+    size_t cap;
+    unsigned char *cov;    /* [ld]: column written by a window producer */
+    int ncov, cov_cap;
+    int claim_c0, claim_c1;   /* between claim and done: the producer's window; claim_c1 == 0: none */
+} Pack;
+static Pack packs[CUDA_BRANCHES];
+static int pack_on = -1;   /* -1: FLOWHN_INPROJ_D16 not read yet */
+unsigned long cuda_pack_served, cuda_pack_windows;   /* for tests */
+
+int cuda_set_inproj_d16(int on) { return env_switch(&pack_on, "FLOWHN_INPROJ_D16", 1, on); }
+
+static void pack_end(Pack *p) {
+    p->src = NULL;
+    p->claim_c0 = p->claim_c1 = 0;
+}
+static void packs_end_all(void) {
+    for (int b = 0; b < CUDA_BRANCHES; b++) pack_end(&packs[b]);
+}
+
 /* ---- bf16-only outputs (Ops.bf16_only; FLOWHN_BF16_ONLY=0 writes fp32 as before) ----
  * With bf16 products some fp32 activations are never read in fp32: the norm
  * outputs u and v and SwiGLU's act reach their products (forward and dW)
@@ -545,6 +592,9 @@ static void launch_done(unsigned long before, const CudaRange *w, int nw) {
         }
     for (int i = 0; kept_valid && i < nkept; i++)   /* the contract forbids it; if it happens, exactness wins */
         if (kept[i].valid && overlaps(kept[i].src, kept[i].n * sizeof(float), w, nw)) kept_end(&kept[i]);
+    for (int b = 0; b < CUDA_BRANCHES; b++)   /* a declared write over a pack, not by its window's producer */
+        if (packs[b].src && !packs[b].claim_c1 && overlaps(packs[b].src, packs[b].n * sizeof(float), w, nw))
+            pack_end(&packs[b]);
     for (int i = 0; n_absent && i < nw; i++)   /* fp32 written again over a whole elided range: readable again */
         if (w[i].p && w[i].bytes) absent_drop_inside((uintptr_t)w[i].p, (uintptr_t)w[i].p + w[i].bytes);
 }
@@ -684,11 +734,93 @@ static const void *shadow_of(const float *x, size_t n) {
     return NULL;
 }
 
+/* Ops.pack_bf16 (see "packed gradient roundings" above) */
+void cuda_pack_bf16(const real *x, size_t n, int ld) {
+    Pack *p = &packs[cuda_branch()];
+    pack_end(p);   /* the branch's last pack: its product ran (stream order puts the next writes after it) */
+    if (!x || !n || ld <= 0 || n % (size_t)ld || precision != MM_BF16 || !cuda_set_inproj_d16(-1)) return;
+    /* x 16-byte aligned: a window whose fp32 pointer a producer finds 16-byte aligned (its vector path) then
+     * has its bf16 place 8-byte aligned (the buffer is 256-byte aligned, the same offset) */
+    if ((uintptr_t)x & 15) return;
+    if (p->cov_cap < ld) {
+        unsigned char *c = (unsigned char *)realloc(p->cov, (size_t)ld);
+        if (!c) return;   /* no pack: the product rounds, as before */
+        p->cov = c;
+        p->cov_cap = ld;
+    }
+    if (p->cap < n) {
+        if (cuda_capturing()) return;   /* no allocation inside a recording: the product rounds */
+        if (p->buf) cuda_scratch_free(p->buf);   /* counts the free: a recorded graph may have used it */
+        p->buf = NULL;
+        p->cap = 0;
+        if (cudaMalloc(&p->buf, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            p->buf = NULL;
+            cudaGetLastError();   /* no room: not an error, the product rounds */
+            return;
+        }
+        p->cap = n;
+    }
+    memset(p->cov, 0, (size_t)ld);
+    p->ncov = 0;
+    p->src = x;
+    p->n = n;
+    p->ld = ld;
+    p->rows = (int)(n / (size_t)ld);
+}
+
+/* the window [out, out + cols) of every one of `rows` rows, ld apart: inside this branch's pack, whole in its
+ * rows and at its stride? Then its place in the pack's bf16 buffer (same layout), for the producer to write
+ * the rounding of what it stores in out; NULL otherwise (the producer writes fp32 only). At most one claim
+ * at a time; cuda_pack_done after the launch (and after cuda_shadow_done, if the producer declares). */
+void *cuda_pack_claim(const float *out, int rows, int cols, int ld) {
+    if (!out || precision != MM_BF16 || pack_on <= 0) return NULL;
+    Pack *p = &packs[cuda_branch()];
+    if (!p->src || p->claim_c1 || ld != p->ld || rows != p->rows || cols <= 0 || out < p->src) return NULL;
+    size_t off = (size_t)(out - p->src);
+    if (off >= (size_t)ld || off + (size_t)cols > (size_t)ld) return NULL;
+    p->claim_c0 = (int)off;
+    p->claim_c1 = (int)off + cols;
+    return p->buf + off;
+}
+
+/* the claimed window's launches are done: its columns hold their rounding */
+void cuda_pack_done(void) {
+    Pack *p = &packs[cuda_branch()];
+    if (!p->claim_c1) return;
+    if (p->src) {
+        for (int c = p->claim_c0; c < p->claim_c1; c++)
+            if (!p->cov[c]) p->cov[c] = 1, p->ncov++;
+        cuda_pack_windows++;
+    }
+    p->claim_c0 = p->claim_c1 = 0;
+}
+
+/* this branch's pack of exactly [x, x + n), if every column was written */
+static const void *packed_of(const float *x, size_t n) {
+    Pack *p = &packs[cuda_branch()];
+    if (pack_on <= 0 || p->src != x || p->n != n || p->ncov != p->ld || p->claim_c1) return NULL;
+    cuda_pack_served++;
+    Kept chk;   /* FLOWHN_BF16_KEEP_VERIFY: compared with a fresh rounding of x, as a kept rounding is */
+    memset(&chk, 0, sizeof chk);
+    chk.src = x;
+    chk.n = n;
+    chk.buf = p->buf;
+    kept_verify(&chk);
+    return p->buf;
+}
+
+/* tests: this branch's pack buffer, if (x, n) is its pack and every column was written */
+const void *cuda_pack_rounding(const float *x, size_t n) {
+    Pack *p = &packs[cuda_branch()];
+    return (p->src == x && p->n == n && p->ncov == p->ld) ? p->buf : NULL;
+}
+
 /* Ops.keep_bf16 (see the block comment "kept roundings" above) */
 void cuda_keep_bf16(const real *x, size_t n) {
     if (!x) {   /* every keep ends, and with them every bf16-only promise */
         for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
         bf16_only_end();
+        packs_end_all();
         return;
     }
     if (!n || precision != MM_BF16 || !cuda_set_bf16_keep(-1)) return;
@@ -736,6 +868,8 @@ void cuda_keep_released(const void *p, size_t bytes) {
     uintptr_t a = (uintptr_t)p, b = a + (bytes ? bytes : 1);
     absent_drop_inside(a, b);
     for (int br = 0; br < CUDA_BRANCHES; br++)
+        if (packs[br].src && (uintptr_t)packs[br].src >= a && (uintptr_t)packs[br].src < b) pack_end(&packs[br]);
+    for (int br = 0; br < CUDA_BRANCHES; br++)
         for (int k = 0; k < SHADOWS; k++) {
             Shadow *h = &shadows[br][k];
             if (h->pinned && (uintptr_t)h->src >= a && (uintptr_t)h->src < b) h->pinned = 0, h->src = NULL;
@@ -755,6 +889,7 @@ void cuda_keep_released(const void *p, size_t bytes) {
 void cuda_keep_before_recording(void) {
     for (int i = 0; i < nkept; i++) kept_end(&kept[i]);
     bf16_only_end();
+    packs_end_all();
 }
 
 void cuda_keep_stats(size_t *bytes, int *entries) {
@@ -1183,6 +1318,7 @@ static const void *operand(const float *x, size_t n, int slot) {
     const void *f = weight_copy(x, n);
     if (!f) f = kept_of(x, n);
     if (!f) f = shadow_of(x, n);
+    if (!f) f = packed_of(x, n);
     if (f) return f;
     if (n_absent && absent_overlaps(x, n)) {   /* its fp32 values were never written (bf16-only outputs) */
         cuda_bf16_only_refused++;
