@@ -2196,6 +2196,118 @@ static void test_attention_cudnn(void) {
     cuda_set_matmul_precision("fp32");
     TOL = 1e-5;
 }
+
+/* FLOWHN_ROPE_CACHE (attention_cudnn.cu rope_table): the cuDNN attention's RoPE table made again only when its
+ * inputs may have changed. Per shape, with the cache on: a forward makes one table, a second forward and the
+ * backward with the same positions make none, and give the first forward's bits; new positions uploaded into
+ * the SAME buffer (from_host) are seen: one table made, the output matches the CPU at the new positions and
+ * differs from the old one; positions zeroed (zero) likewise; a release and a new buffer likewise. Off: a table
+ * every call and the same bits as on. Every output against the CPU at 1e-2. */
+static void test_rope_cache(void) {
+    int was = cuda_set_attn_cudnn(1);
+    if (!cuda_attn_cudnn_loaded()) {
+        printf("  ********** cuDNN not loadable: SKIPPED the RoPE table cache test **********\n");
+        CHECK(!getenv("FLOWHN_TEST_REQUIRE_CUDNN"), "cuDNN not loadable and FLOWHN_TEST_REQUIRE_CUDNN is set");
+        cuda_set_attn_cudnn(was);
+        return;
+    }
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    TOL = 1e-2;
+    const float theta = 10000.f;
+    static const int shapes[][5] = {{2, 64, 4, 4, 64}, {1, 257, 8, 2, 128}, {2, 96, 32, 8, 24}};
+    int was_c = cuda_set_rope_cache(1);
+    for (int si = 0; si < 3; si++) {
+        int B = shapes[si][0], n = shapes[si][1], nh = shapes[si][2], nkv = shapes[si][3], hd = shapes[si][4];
+        line_start("rope_cache", "B=%d n=%d nh=%d nkv=%d hd=%d", B, n, nh, nkv, hd);
+        size_t nqe = (size_t)B * n * nh * hd, nke = (size_t)B * n * nkv * hd, nl = (size_t)B * nh * n;
+        int *pos1 = subset(4 * n, n), *pos2 = subset(8 * n, n);
+        if (pos2[n - 1] == pos1[n - 1]) pos2[n - 1]++;   /* surely other positions */
+        int *zeros = (int *)calloc(n, sizeof(int));
+        float *q = hrand(nqe, 0, 1), *k = hrand(nke, 0, 1), *v = hrand(nke, 0, 1), *dout = hrand(nqe, 0, 1);
+        float *dq_ = dev(q, nqe), *dk_ = dev(k, nke), *dv_ = dev(v, nke), *ddout = dev(dout, nqe);
+        float *out = hnan(nqe), *lse = hnan(nl), *ref1 = hnan(nqe);
+        float *g1 = dnan(nqe), *g2 = dnan(nqe), *g3 = dnan(nqe), *glse = dnan(nl);
+        float *h1 = (float *)malloc(sizeof(float) * nqe), *h2 = (float *)malloc(sizeof(float) * nqe);
+        Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+        int *dpos = devi(pos1, n);
+        unsigned long r0 = cuda_attn_cudnn_runs, t0 = cuda_rope_tables;
+        /* pos1: a table, then none for the same positions (forward again, backward) */
+        G->attention_rope_fwd(g1, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+        unsigned long t1 = cuda_rope_tables;
+        G->attention_rope_fwd(g2, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+        G->attention_rope_bwd(gq.d, gk.d, gv.d, ddout, g2, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
+                              theta, ACC_MODE, nh * hd, nkv * hd);
+        unsigned long t2 = cuda_rope_tables;
+        CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+        CHECK(cuda_attn_cudnn_runs == r0 + 3, "cuDNN ran %lu of 3 calls", cuda_attn_cudnn_runs - r0);
+        int ok = t1 - t0 == 1 && t2 == t1;
+        CHECK(ok, "same positions: %lu tables for the first forward (want 1), %lu after (want 0)", t1 - t0, t2 - t1);
+        G->to_host(h1, g1, sizeof(float) * nqe);
+        G->to_host(h2, g2, sizeof(float) * nqe);
+        int same = !memcmp(h1, h2, sizeof(float) * nqe);
+        CHECK(same, "the cached table's forward differs from the first one's bits");
+        ok &= same;
+        cpu_attention_rope_fwd(ref1, lse, q, k, v, pos1, pos1, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+        cmp("out pos1", ref1, g1, nqe);
+        cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, ref1, lse, q, k, v, pos1, pos1, B, n, n, nh, nkv, hd, theta,
+                               ACC_MODE, nh * hd, nkv * hd);
+        cmp_attention_grads(gq, gk, gv, n);
+        /* pos2 uploaded into the same buffer, then zeros by Ops.zero: each seen (one table each) */
+        for (int c = 0; c < 2; c++) {
+            const int *pc = c == 0 ? pos2 : zeros;
+            if (c == 0) G->from_host(dpos, pos2, sizeof(int) * n);
+            else G->zero(dpos, sizeof(int) * n);
+            unsigned long ta = cuda_rope_tables;
+            G->attention_rope_fwd(g3, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd,
+                                  nkv * hd);
+            unsigned long made = cuda_rope_tables - ta;
+            CHECK(made == 1, "%s: %lu tables made (want 1)", c ? "positions zeroed" : "positions uploaded", made);
+            ok &= made == 1;
+            cpu_attention_rope_fwd(out, lse, q, k, v, pc, pc, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+            cmp(c ? "out zeros" : "out pos2", out, g3, nqe);
+            G->to_host(h2, g3, sizeof(float) * nqe);
+            int differs = memcmp(h1, h2, sizeof(float) * nqe) != 0;
+            CHECK(differs, "new positions gave the old output: the stale table was used");
+            ok &= differs;
+            /* off: a table every call, the same bits */
+            cuda_set_rope_cache(0);
+            ta = cuda_rope_tables;
+            G->attention_rope_fwd(g2, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd,
+                                  nkv * hd);
+            G->attention_rope_fwd(g2, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd,
+                                  nkv * hd);
+            made = cuda_rope_tables - ta;
+            cuda_set_rope_cache(1);
+            G->to_host(h1, g2, sizeof(float) * nqe);
+            same = !memcmp(h1, h2, sizeof(float) * nqe);
+            CHECK(made == 2 && same, "cache off: %lu tables for 2 calls (want 2), bits %s", made,
+                  same ? "the same" : "differ");
+            ok &= made == 2 && same;
+        }
+        /* a released position buffer and a new one (possibly at the same address) with pos1 again */
+        G->release(dpos);
+        dpos = devi(pos1, n);
+        unsigned long ta = cuda_rope_tables;
+        G->attention_rope_fwd(g3, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd, theta, nh * hd, nkv * hd);
+        CHECK(cuda_rope_tables - ta == 1, "a new position buffer: %lu tables made (want 1)", cuda_rope_tables - ta);
+        ok &= cuda_rope_tables - ta == 1;
+        cmp("out new buffer", ref1, g3, nqe);
+        CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+        if (!ok) line_ok = 0;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " tables: 1 then 0 for the same positions, 1 a change");
+        line_end();
+        free(pos1); free(pos2); free(zeros); free(q); free(k); free(v); free(dout); free(out); free(lse); free(ref1);
+        free(h1); free(h2);
+        G->release(dq_); G->release(dk_); G->release(dv_); G->release(ddout); G->release(dpos);
+        G->release(g1); G->release(g2); G->release(g3); G->release(glse);
+        grad_free(gq); grad_free(gk); grad_free(gv);
+    }
+    cuda_set_rope_cache(was_c);
+    cuda_set_attn_cudnn(was);
+    cuda_set_matmul_precision("fp32");
+    TOL = 1e-5;
+}
 #endif
 
 #ifdef HAVE_CPU_SELECTIVE_SCAN
@@ -3564,19 +3676,38 @@ static void test_bf16_gu(void) {
  *           product reads it (served 1, elided 0);
  *   mode 2: both on, dqkv marked once (the model's mark): only the rounding is stored (elided 1); under
  *           the verify switch dqkv's fp32 holds NaN; a second read fails loudly;
- *   mode 3: mode 2 with FLOWHN_CUDNN_CONV=old (scalar kernels, no shadow): elided 0, fp32 written.
+ *   mode 3: mode 2 with FLOWHN_CUDNN_CONV=old (scalar kernels, no shadow): elided 0, fp32 written;
+ *   mode 4: mode 2 with FLOWHN_CUDNN_DV=0 (dV copied by the conversion: mode 2's A/B);
+ *   mode 5: mode 2 with the strided dV plan counted as declined by cuDNN (cuda_cudnn_dv_decline: the fallback,
+ *           the dense plan and the copy).
+ * Mode 2 (FLOWHN_CUDNN_DV on, the default) has cuDNN write dV straight into the rounding's dv columns when
+ * cuDNN builds that plan (the line says "dV straight" or "dV strided plan declined by cuDNN"); modes 4, 5
+ * never. du, dW of modes 1, 2, 4, 5 equal mode 0's bit for bit (dv's rounding is dV itself either way).
  * du and dW of modes 1, 2 equal mode 0's bit for bit (the shadow holds the rounding the product would
  * make; mode 3's kernels may contract the rotation differently: judged against the CPU); mode 0's dqkv against the CPU attention backward and its du, dW against the CPU product on the
  * GPU's dqkv (bf16 bound). Shapes: GQA, hd 24 (llama-135m's 32/8 heads), hd 128, no RoPE, llama-gpt2small's
  * 12 heads at n 1024. */
+/* relative L2 difference of b from a (host arrays) */
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = (double)b[i] - a[i];
+        d += x * x;
+        s += (double)a[i] * a[i];
+    }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
 static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *elided,
-                     unsigned long *served) {
+                     unsigned long *served, unsigned long *direct, unsigned long *planned) {
     int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     size_t np = (size_t)rows * P;
     const float theta = 10000.f;
     int was_sh = cuda_set_bf16_shadow(mode >= 1), was_only = cuda_set_bf16_only(mode >= 2);
     int was_v = cuda_set_bf16_keep_verify(1), was_c = cuda_set_cudnn_conv_old(mode == 3);
+    int was_dv = cuda_set_cudnn_dv(mode != 4);
+    cuda_cudnn_dv_decline = mode == 5;
+    unsigned long dv0 = cuda_cudnn_dv_direct, pl0 = cuda_cudnn_dv_planned;
     /* h: qkv [rows, P], datt [rows, qd], u [rows, H], W [P, H], pos (as float bits: see dqkv_case) */
     float *qkv = dev(h[0], np), *datt = dev(h[1], (size_t)rows * qd), *u = dev(h[2], (size_t)rows * H);
     float *W = dev(h[3], (size_t)P * H);
@@ -3598,6 +3729,8 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     CHECK(rc == 0, "attention_rope_bwd declined");
     CHECK(cuda_attn_cudnn_runs == runs0 + 1, "the backward did not run cuDNN: a silent fallback");
     *elided = cuda_bf16_only_elided - e0;
+    *direct = cuda_cudnn_dv_direct - dv0;
+    *planned = cuda_cudnn_dv_planned - pl0;
     /* the q|k|v backward product right after (as the model: any CUDA call between, a download too, would
      * retire an unpinned shadow) */
     unsigned long s0 = cuda_shadow_served;
@@ -3631,6 +3764,8 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     float *all[] = {qkv, datt, u, W, att, lse, dqkv, du, dW};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
     G->release(dpos);
+    cuda_cudnn_dv_decline = 0;
+    cuda_set_cudnn_dv(was_dv);
     cuda_set_cudnn_conv_old(was_c);
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
@@ -3653,17 +3788,31 @@ static void test_bf16_only_dqkv(void) {
         int *pos = subset(rope ? 4 * n : n, n);
         float *h[5] = {hrand(np, 0, 1), hrand((size_t)rows * qd, 0, 1), hrand((size_t)rows * H, 0, 1),
                        hrand((size_t)P * H, 0, 0.05f), (float *)pos};
-        float *r[4][3];
-        unsigned long el[4], sv[4];
-        for (int mode = 0; mode < 4; mode++) dqkv_run(mode, sh, H, h, r[mode], &el[mode], &sv[mode]);
-        static const unsigned long want_el[4] = {0, 0, 1, 0}, want_sv[4] = {0, 1, 1, 0};
-        for (int mode = 0; mode < 4; mode++) {
+        float *r[6][3];
+        unsigned long el[6], sv[6], dvd[6], dvp[6];
+        for (int mode = 0; mode < 6; mode++)
+            dqkv_run(mode, sh, H, h, r[mode], &el[mode], &sv[mode], &dvd[mode], &dvp[mode]);
+        static const unsigned long want_el[6] = {0, 0, 1, 0, 1, 1}, want_sv[6] = {0, 1, 1, 0, 1, 1};
+        for (int mode = 0; mode < 6; mode++) {
             int ok = el[mode] == want_el[mode] && sv[mode] == want_sv[mode];
+            /* dV straight only in mode 2, and there exactly when cuDNN built the strided plan */
+            ok &= dvd[mode] == (mode == 2 ? dvp[mode] : 0) && (mode == 2 || dvp[mode] == 0) && dvp[mode] <= 1;
             if (!ok) line_ok = 0;
-            CHECK(ok, "mode %d: %lu elided (expected %lu), %lu shadow reads (expected %lu)", mode, el[mode],
-                  want_el[mode], sv[mode], want_sv[mode]);
-            for (int k = 0; mode && mode < 3 && k < 2; k++) {   /* mode 3's scalar kernels: against the CPU below */
-                int same = !memcmp(r[mode][k], r[0][k], sizeof(float) * (k ? (size_t)P * H : (size_t)rows * H));
+            CHECK(ok, "mode %d: %lu elided (expected %lu), %lu shadow reads (expected %lu), dV straight %lu "
+                  "(strided plan %lu)", mode, el[mode], want_el[mode], sv[mode], want_sv[mode], dvd[mode], dvp[mode]);
+            for (int k = 0; mode && mode != 3 && k < 2; k++) {   /* mode 3's scalar kernels: against the CPU below */
+                size_t cnt = k ? (size_t)P * H : (size_t)rows * H;
+                int same = !memcmp(r[mode][k], r[0][k], sizeof(float) * cnt);
+                if (mode == 2 && dvd[2] && !same) {
+                    /* cuDNN's strided-dV plan may be another engine config than the dense one (its own
+                     * summation order): then the bf16 bound against mode 0, and for dW separately on the rows of
+                     * V's weights, which only dv feeds (a wrong dv column block cannot hide in the whole) */
+                    size_t off = k ? (size_t)(qd + kvd) * H : 0, m2 = k ? (size_t)kvd * H : cnt;
+                    double e = rel_l2(r[0][k] + off, r[2][k] + off, m2), w = rel_l2(r[0][k], r[2][k], cnt);
+                    same = e <= 1e-2 && w <= 1e-2;
+                    printf("    mode 2 (dV straight) %s: not bitwise, rel %.1e%s%.1e\n", k ? "dW" : "du", w,
+                           k ? ", V rows " : "", k ? e : 0.0);
+                }
                 if (!same) line_ok = 0;
                 CHECK(same, "mode %d: %s differs from the fp32-dqkv path's bits", mode, k ? "dW" : "du");
             }
@@ -3697,9 +3846,10 @@ static void test_bf16_only_dqkv(void) {
         G->release(d);
         TOL = 1e-5;
         size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " elided %lu, modes 1-2 == mode 0 bitwise", el[2]);
+        snprintf(line + len, sizeof line - len, " elided %lu, modes 1-2, 4-5 == mode 0 bitwise, %s", el[2],
+                 dvd[2] ? "dV straight" : "dV strided plan declined by cuDNN");
         line_end();
-        for (int mode = 0; mode < 4; mode++)
+        for (int mode = 0; mode < 6; mode++)
             for (int k = 0; k < 3; k++) free(r[mode][k]);
         for (int k = 0; k < 5; k++) free(h[k]);
         free(out); free(lse); free(dqkv); free(du); free(dW);
@@ -4253,6 +4403,7 @@ int main(void) {
     RUN(test_attention_bf16);
     RUN(test_attention_rope);
     RUN(test_attention_cudnn);
+    RUN(test_rope_cache);
     RUN(test_attention_strided);
     RUN(test_bf16_only_dqkv);
     RUN(test_bf16_qkv);

@@ -198,6 +198,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * attention's out in its kept buffer only (FLOWHN_BF16_ATT_O) stays on: the same bits, so the bitwise
          * A/B below covers it */
         int ado_was = ab ? cuda_set_bf16_att_do(0) : -1;
+        /* cuDNN's dV straight into the bf16-only dqkv (FLOWHN_CUDNN_DV) likewise: its strided plan may be another
+         * engine config (its own order), so off until its own pass at the end, keeping the A/Bs above bitwise */
+        int dv_was = ab ? cuda_set_cudnn_dv(0) : -1;
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         unsigned long ao0 = cuda_bf16_att_o_written, aruns0 = cuda_attn_cudnn_runs;
@@ -408,6 +411,54 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_d);
             }
             free(g_nodo);
+        }
+        /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
+         * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so
+         * every step above ran them. One step with both on, one with both off: the same arithmetic (dv's rounding
+         * is dV either way; the same table), so the loss is equal and the gradients differ only by cuDNN's own
+         * run-to-run order (its dQ accumulation), within the on/off bound; off writes no dV straight; on makes
+         * fewer tables where cuDNN ran with RoPE (LLaMA: one after the token upload, one after the classifier's
+         * zeroing, instead of two a layer). */
+        if (ab) cuda_set_cudnn_dv(dv_was);
+        if (okf && ab) {
+            unsigned long dv0 = cuda_cudnn_dv_direct, t0 = cuda_rope_tables, runs0 = cuda_attn_cudnn_runs;
+            unsigned long pl0 = cuda_cudnn_dv_planned;
+            model_zero_grad(&mg);
+            int ok1 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            unsigned long dv_on = cuda_cudnn_dv_direct - dv0, t_on = cuda_rope_tables - t0;
+            unsigned long pl_on = cuda_cudnn_dv_planned - pl0;
+            unsigned long runs = cuda_attn_cudnn_runs - runs0;
+            float *g_on = ok1 ? host_copy(&mg, mg.grads) : NULL;
+            double loss_on = mg.loss;
+            int wdv = cuda_set_cudnn_dv(0), wrc = cuda_set_rope_cache(0);
+            dv0 = cuda_cudnn_dv_direct;
+            t0 = cuda_rope_tables;
+            model_zero_grad(&mg);
+            int ok2 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            unsigned long dv_off = cuda_cudnn_dv_direct - dv0, t_off = cuda_rope_tables - t0;
+            cuda_set_cudnn_dv(wdv);
+            cuda_set_rope_cache(wrc);
+            CHECK(ok1 && ok2, "%s: cuda fused forward_backward, dV straight / RoPE table cache %s: %s", name,
+                  ok1 ? "off" : "on", fh_last_error());
+            if (ok1 && ok2) {
+                float *g_off2 = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_off2, g_on, mg.layout.total, &nd), dlo = rel_diff(loss_on, mg.loss);
+                CHECK(rel <= ON_OFF_TOL && dlo <= 1e-6, "%s: dV straight + RoPE table cache on vs off: loss rel %.2e, "
+                      "gradient rel %.2e", name, dlo, rel);
+                CHECK(dv_off == 0, "%s: %lu dV written straight with FLOWHN_CUDNN_DV off", name, dv_off);
+                /* the strided plan found (pl_on) but no dV straight: no bf16-only home for dqkv's rounding */
+                CHECK(pl_on == 0 || dv_on > 0, "%s: %lu backwards had the strided dV plan, none wrote dV straight",
+                      name, pl_on);
+                CHECK(t_on <= t_off, "%s: %lu RoPE tables with the cache, %lu without", name, t_on, t_off);
+                if (c->arch == ARCH_LLAMA && !gpu_unfused_attn_rope && runs > 0 && t_off > 2)
+                    CHECK(t_on < t_off, "%s: the RoPE table cache saved nothing (%lu tables)", name, t_on);
+                printf("  %-5s %-22s dV straight + RoPE table cache on vs off: %lu dV straight (%lu with the strided "
+                       "plan), RoPE tables %lu vs %lu, loss rel %.1e, grad rel %.1e, %zu values differ in bits\n", mode, name, dv_on, pl_on,
+                       t_on, t_off, dlo, rel, nd);
+                free(g_off2);
+            }
+            free(g_on);
         }
 
         /* AdamW steps from the same start on both sides */

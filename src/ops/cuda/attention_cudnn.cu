@@ -88,6 +88,11 @@ int attention_cudnn_bwd(float *, float *, float *, const float *, const float *,
 int cuda_set_cudnn_conv_old(int) { return 0; }
 int cuda_set_cudnn_keep(int) { return 0; }
 unsigned long cuda_cudnn_kept_served;
+int cuda_set_rope_cache(int) { return 0; }
+unsigned long cuda_rope_tables;
+int cuda_set_cudnn_dv(int) { return 0; }
+unsigned long cuda_cudnn_dv_direct, cuda_cudnn_dv_planned;
+int cuda_cudnn_dv_decline;
 #else
 #include <cudnn_graph.h>
 
@@ -320,6 +325,7 @@ enum { U_Q = 1, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF, U_DO, U_ONE, U_DQ, U
 
 typedef struct {
     int bwd, B, n, nh, nkv, hd;
+    int dvld;    /* backward: 0 dV dense [B, n, nkv, hd]; else its rows dvld values apart (FLOWHN_CUDNN_DV) */
     int state;   /* 1 built, -1 declined (the build failed) */
     cudnnBackendDescriptor_t plan;
     int64_t ws;
@@ -366,7 +372,7 @@ static int build_fwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
     return 0;
 }
 
-static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
+static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd, int dvld) {
     int64_t d[4], s[4], st[4], sts[4], sd[4], ss[4], sdt[4], sst[4], one4[4] = {1, 1, 1, 1};
     cudnnBackendDescriptor_t Q, KT, VT, O, dO, Stats, scale, neginf, one, dQ, dK, dV, ssum, dQacc;
     int64_t qs[4];
@@ -384,8 +390,13 @@ static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
         return -1;
     int64_t kd[4], ks[4];
     dims(kd, B, nkv, n, hd); dims(ks, (int64_t)n * nkv * hd, hd, (int64_t)nkv * hd, 1);
+    /* dV with a row stride (BSHD rows dvld values apart: the dv columns of the packed dq | dk | dv's bf16
+     * rounding, cuDNN's "interleaved" layout); a layout the engines refuse fails the plan: declined */
+    int64_t vs[4];
+    if (dvld > 0) dims(vs, (int64_t)n * dvld, hd, dvld, 1);
+    else memcpy(vs, ks, sizeof vs);
     if (tensor(g->p, &dK, U_DK, CUDNN_DATA_BFLOAT16, kd, ks, false, false, "dK") ||
-        tensor(g->p, &dV, U_DV, CUDNN_DATA_BFLOAT16, kd, ks, false, false, "dV"))
+        tensor(g->p, &dV, U_DV, CUDNN_DATA_BFLOAT16, kd, vs, false, false, "dV"))
         return -1;
     dims(st, B, nh, n, 1); dims(sts, (int64_t)nh * n, n, 1, 1);
     if (tensor(g->p, &Stats, U_STATS, CUDNN_DATA_FLOAT, st, sts, false, false, "Stats") ||
@@ -465,7 +476,7 @@ static int build_plan(Plan *p) {
     if (log_on)
         fprintf(stderr, "cudnn-attn: building the %s graph B %d n %d nh %d nkv %d hd %d\n", kind, p->B, p->n, p->nh,
                 p->nkv, p->hd);
-    int rc = p->bwd ? build_bwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd)
+    int rc = p->bwd ? build_bwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd, p->dvld)
                     : build_fwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd);
     if (rc) { pool_free(&pool); return -1; }
     if (log_on) fprintf(stderr, "cudnn-attn:   %d operations, %d descriptors\n", g.nops, pool.n);
@@ -528,9 +539,14 @@ static int build_plan(Plan *p) {
     }
     if (!plan) {
         pool_free(&pool);
-        fprintf(stderr, "cudnn-attn: no cuDNN engine runs the %s graph of B %d n %d nh %d nkv %d hd %d: our kernel "
-                        "runs that shape (FLOWHN_ATTN_CUDNN_LOG=1 shows the steps)\n", kind, p->B, p->n, p->nh,
-                p->nkv, p->hd);
+        if (p->dvld)
+            fprintf(stderr, "cudnn-attn: no cuDNN engine runs the backward graph of B %d n %d nh %d nkv %d hd %d with "
+                            "dV rows %d values apart: the dense dV plan runs (FLOWHN_CUDNN_DV)\n", p->B, p->n, p->nh,
+                    p->nkv, p->hd, p->dvld);
+        else
+            fprintf(stderr, "cudnn-attn: no cuDNN engine runs the %s graph of B %d n %d nh %d nkv %d hd %d: our kernel "
+                            "runs that shape (FLOWHN_ATTN_CUDNN_LOG=1 shows the steps)\n", kind, p->B, p->n, p->nh,
+                    p->nkv, p->hd);
         return -1;
     }
     /* the graph's descriptors stay alive with the plan (cudnn-frontend keeps them too; whether a finalized plan
@@ -540,16 +556,17 @@ static int build_plan(Plan *p) {
 }
 
 /* the shape's plan, built now if need be; NULL: decline */
-static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd) {
+static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd, int dvld) {
     for (int i = 0; i < nplans; i++) {
         Plan *p = &plans[i];
-        if (p->bwd == bwd && p->B == B && p->n == n && p->nh == nh && p->nkv == nkv && p->hd == hd)
+        if (p->bwd == bwd && p->B == B && p->n == n && p->nh == nh && p->nkv == nkv && p->hd == hd &&
+            p->dvld == dvld)
             return p->state > 0 ? p : NULL;
     }
     if (cuda_capturing() || nplans >= MAXPLANS) return NULL;   /* no build while a graph is recorded */
     Plan *p = &plans[nplans++];
     memset(p, 0, sizeof *p);
-    p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd;
+    p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd; p->dvld = dvld;
     p->state = build_plan(p) ? -1 : 1;
     return p->state > 0 ? p : NULL;
 }
@@ -825,6 +842,10 @@ int cuda_set_cudnn_conv_old(int on) {
 }
 int cuda_set_cudnn_keep(int on) { return cuda_env_switch(&keep_on, "FLOWHN_CUDNN_KEEP", "0", 1, on); }
 unsigned long cuda_cudnn_kept_served;   /* backward inputs read from the forward's bf16 (tests) */
+static int dv_on = -1;   /* FLOWHN_CUDNN_DV (default 1): dV straight into the packed dqkv's bf16 rounding */
+int cuda_set_cudnn_dv(int on) { return cuda_env_switch(&dv_on, "FLOWHN_CUDNN_DV", "0", 1, on); }
+unsigned long cuda_cudnn_dv_direct, cuda_cudnn_dv_planned;
+int cuda_cudnn_dv_decline;
 
 static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
@@ -907,15 +928,51 @@ static unsigned long long keep_tag(const int *pos, int B, int n, int heads, int 
     return h;
 }
 
-/* RoPE's (cos, sin) table of pos (rope.cu's bits), per branch; NULL when theta <= 0 */
+/* RoPE's (cos, sin) table of pos (rope.cu's bits), per branch; NULL when theta <= 0.
+ * FLOWHN_ROPE_CACHE (default 1): the table is made again only when its inputs may differ from the last one
+ * made on this branch: another pos pointer, n, hd, theta or table buffer, or cuda_host_writes moved. Why
+ * that suffices: the table is a function of (pos[0, n), n, hd, theta) only; pos is an int array, which no
+ * compute op writes (ops.h: every int pointer an op takes is const), so its contents change only through
+ * from_host / zero / alloc / release (a new buffer at a reused address), each of which bumps
+ * cuda_host_writes (memory.cu). The buffer itself is this branch's scratch, written only here and freed only
+ * when it grows, i.e. for a larger n x hd/2 than every call before, which is then a miss (n or hd differ from
+ * the entry's) and replaces the entry: a hit always finds its table where it was made. A recording bumps the
+ * counter at graph_begin, so a graph always contains the kernel for its first table and a replay recomputes
+ * it from what pos holds then (positions uploaded between replays are seen); and at graph_end, since the
+ * recorded kernel did not run (an entry made inside a recording names a table never written). Kernels that
+ * read the table run on this branch's stream after the kernel that wrote it. In a LLaMA training step the
+ * token upload and the zeroing of the classifier's gradients bump the counter: two tables a step (24 before
+ * at gpt2small: every layer's forward and backward). 0: every call makes it (the old behaviour).
+ * cuda_rope_tables counts the tables made (tests). */
+static int rope_cache_on = -1;
+int cuda_set_rope_cache(int on) { return cuda_env_switch(&rope_cache_on, "FLOWHN_ROPE_CACHE", "0", 1, on); }
+unsigned long cuda_rope_tables;
+static struct {
+    const int *pos;
+    const float2 *t;
+    int n, hd;
+    float theta;
+    unsigned long gen;
+    int valid;
+} rope_cached[CUDA_BRANCHES];
 static int rope_table(const float2 **cs, const int *pos, int n, int hd, float theta) {
     *cs = NULL;
     if (!(theta > 0.f)) return 0;
     static BranchScratch s;
     float2 *t = (float2 *)cuda_branch_scratch(&s, sizeof(float2) * (size_t)n * (hd / 2), "the cuDNN attention's RoPE table");
     if (!t) return -1;
-    cuda_rope_table(t, pos, n, hd, theta);
     *cs = t;
+    int br = cuda_branch();
+    if (br < 0 || br >= CUDA_BRANCHES) br = 0;
+    if (cuda_set_rope_cache(-1) > 0 && rope_cached[br].valid && rope_cached[br].pos == pos &&
+        rope_cached[br].t == t && rope_cached[br].n == n && rope_cached[br].hd == hd &&
+        rope_cached[br].theta == theta && rope_cached[br].gen == cuda_host_writes)
+        return 0;
+    cuda_rope_table(t, pos, n, hd, theta);
+    cuda_rope_tables++;
+    rope_cached[br].pos = pos; rope_cached[br].t = t; rope_cached[br].n = n; rope_cached[br].hd = hd;
+    rope_cached[br].theta = theta; rope_cached[br].gen = cuda_host_writes;
+    rope_cached[br].valid = 1;
     return 0;
 }
 
@@ -948,7 +1005,7 @@ static void path_off(const char *why) {
 int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
                         int n, int nh, int nkv, int hd, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
-    Plan *p = get_plan(0, B, n, nh, nkv, hd);
+    Plan *p = get_plan(0, B, n, nh, nkv, hd, 0);
     if (!p) return 1;
     size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd;
     size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16));
@@ -1035,11 +1092,27 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
                         int hd, int acc, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
-    Plan *p = get_plan(1, B, n, nh, nkv, hd);
+    Plan *p = get_plan(1, B, n, nh, nkv, hd, 0);
     if (!p) return 1;
-    size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd;
+    size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd, np = nq + 2 * nk;
+    /* dq from the graph's bf16 dQ: reading the fp32 accumulator as [B, nh, n, hd] gave
+     * 0.1-0.4 relative errors on the H200 (cuDNN 9.19, session 8 call 1) while dk, dv
+     * passed, so its layout or finality is not what cudnn-frontend's graph suggests.
+     * FLOWHN_CUDNN_DQ=acc reads the accumulator again (for that investigation). */
+    static int dq_acc = -1;
+    if (dq_acc < 0) { const char *e = getenv("FLOWHN_CUDNN_DQ"); dq_acc = e && !strcmp(e, "acc"); }
+    /* FLOWHN_CUDNN_DV: when only the bf16 rounding of the packed dq | dk | dv is to be stored (marked bf16-only
+     * once = 1: the q|k|v product's one read; overwritten), cuDNN writes dV straight into that rounding's dv
+     * columns (the plan pv binds dV with the row stride P) and the conversion handles dq, dk only. The same
+     * bits: the conversion's dv was float(dV) rounded to nearest again, i.e. dV. pv NULL: off, not that case,
+     * or cuDNN declines the strided layout (then the dense plan p, as before). */
+    Plan *pv = NULL;
+    if (cuda_set_cudnn_dv(-1) > 0 && !cuda_set_cudnn_conv_old(-1) && !acc && !dq_acc && dq && dk && dv &&
+        packed_qkv(dq, dk, dv, nh, nkv, hd, ldq, ldkv) && cuda_bf16_only_marked(dq, np) == 1 && !cuda_cudnn_dv_decline)
+        pv = get_plan(1, B, n, nh, nkv, hd, ldq);
     size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16)), bacc = align256(nq * sizeof(float));
-    size_t bsum = align256(sizeof(float) * B * nh * n), wsb = align256((size_t)p->ws);
+    size_t bsum = align256(sizeof(float) * B * nh * n);
+    size_t wsb = align256((size_t)(pv && pv->ws > p->ws ? pv->ws : p->ws));
     /* Q, O, dO, dQ (bf16), K, V, dK, dV (bf16), dQ_accum (fp32), softmax_sum, workspace */
     size_t total = 4 * bq + 4 * bk + bacc + bsum + wsb;
     static BranchScratch s;
@@ -1050,7 +1123,7 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     unsigned char *mk = m + 4 * bq;
     bf16 *Kh = (bf16 *)mk, *Vh = (bf16 *)(mk + bk), *dKh = (bf16 *)(mk + 2 * bk), *dVh = (bf16 *)(mk + 3 * bk);
     float *dQacc = (float *)(mk + 4 * bk), *ssum = (float *)(mk + 4 * bk + bacc);
-    void *ws = p->ws ? mk + 4 * bk + bacc + bsum : NULL;
+    void *ws = wsb ? mk + 4 * bk + bacc + bsum : NULL;
     const float2 *cs;
     if (rope_table(&cs, pos, n, hd, theta)) return 1;
     /* the forward's Q, K, V and O where still kept (linear.cu "owned keeps", the keep contract: q, k, v, out
@@ -1111,43 +1184,62 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     if (kv) Vh = (bf16 *)kv;
     if (ko) Oh = (bf16 *)ko;
     if (dd) dOh = (bf16 *)dd;
+    /* dq | dk | dv packed (one [rows, P] buffer, the q|k|v product's backward dout, model.c attn_bwd_packed),
+     * overwritten, vectorised: their bf16 rounding goes into a shadow of the whole buffer, so the product reads
+     * it instead of rounding dqkv again; if the model marked dqkv bf16-only (once: that product is its one
+     * reader) and the shadow can be pinned, the fp32 values are not stored at all (linear.cu "bf16-only
+     * outputs"). The shadow is claimed only after cuDNN ran (a claim is never left unwritten), except with pv:
+     * then before, so cuDNN can write dV into it; a failure of cuDNN after that claim is loud (below). */
+    void *dst[3] = {dq_acc ? NULL : dq, dk, dv};
+    const void *src[3] = {dQh, dKh, dVh};
+    int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
+    bf16 *sh = NULL;
+    int skip = 0;
+    /* shadows and kept buffers are cudaMalloc'd (256-byte aligned) and every offset is a multiple of 4 values
+     * (P, hd multiples of 8), so the vector kernel's 8-byte bf16 stores are aligned; so are cuDNN's dV rows
+     * (16-byte aligned: hd x 2 and P x 2 bytes are multiples of 16) */
+    int shok = !acc && !dq_acc && dq && dk && dv && packed_qkv(dq, dk, dv, nh, nkv, hd, ldq, ldkv) &&
+               conv_vec(3, dst, src, heads, ld, B, n, hd);
+    int early = pv && shok, direct = 0;
+    if (early) {
+        cuda_cudnn_dv_planned++;
+        sh = (bf16 *)cuda_shadow_claim_only(dq, np, &skip);
+        if (!sh) skip = 0;
+        direct = sh && skip;
+        if (direct) {
+            dVh = sh + (dv - dq);   /* the dv columns of the rounding, rows P values apart */
+            dst[2] = NULL;          /* the conversion: dq, dk only */
+            p = pv;
+        }
+    }
+    unsigned long before = cuda_epoch;   /* with the early claim: cuDNN's writes are this producer's too */
+    CudaRange wr[3] = {{dq, np * sizeof(float)}, {sh, np * sizeof(bf16)}, {m, total}};
     /* cuDNN before 9.6 expects the dQ accumulator zeroed (cudnn-frontend memsets it there) */
     if (dn.version() < 90600) CUDA_CALL(cudaMemsetAsync(dQacc, 0, nq * sizeof(float), cuda_stream()));
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value(), one = 1.f;
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_DO, U_STATS, U_SCALE, U_NEGINF, U_ONE, U_DQ, U_DK, U_DV, U_SSUM, U_DQACC};
     void *ptrs[] = {Qh, Kh, Vh, Oh, dOh, (void *)lse, &scale, &neginf, &one, dQh, dKh, dVh, ssum, dQacc};
-    if (execute(p, uids, ptrs, 14, ws, "backward")) { path_off("the backward failed"); return 1; }
-    if (dd) cuda_datt_d16_done(dout);   /* read: d out's fp32 stays absent (nothing else reads it) */
-    /* dq from the graph's bf16 dQ: reading the fp32 accumulator as [B, nh, n, hd] gave
-     * 0.1-0.4 relative errors on the H200 (cuDNN 9.19, session 8 call 1) while dk, dv
-     * passed, so its layout or finality is not what cudnn-frontend's graph suggests.
-     * FLOWHN_CUDNN_DQ=acc reads the accumulator again (for that investigation). */
-    static int dq_acc = -1;
-    if (dq_acc < 0) { const char *e = getenv("FLOWHN_CUDNN_DQ"); dq_acc = e && !strcmp(e, "acc"); }
-    if (dq_acc) grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc, ldq);
-    void *dst[3] = {dq_acc ? NULL : dq, dk, dv};
-    const void *src[3] = {dQh, dKh, dVh};
-    int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
-    /* dq | dk | dv packed (one [rows, P] buffer, the q|k|v product's backward dout, model.c attn_bwd_packed),
-     * overwritten, vectorised: their bf16 rounding goes into a shadow of the whole buffer, claimed only now
-     * that cuDNN ran (a claim is never left unwritten), so the product reads it instead of rounding dqkv
-     * again; if the model marked dqkv bf16-only (once: that product is its one reader) and the shadow can be
-     * pinned, the fp32 values are not stored at all (linear.cu "bf16-only outputs"). */
-    size_t np = nq + 2 * nk;
-    bf16 *sh = NULL;
-    int skip = 0;
-    /* shadows and kept buffers are cudaMalloc'd (256-byte aligned) and every offset is a multiple of 4 values
-     * (P, hd multiples of 8), so the vector kernel's 8-byte bf16 stores are aligned */
-    if (!acc && !dq_acc && dq && dk && dv && packed_qkv(dq, dk, dv, nh, nkv, hd, ldq, ldkv) &&
-        conv_vec(3, dst, src, heads, ld, B, n, hd))
-        sh = (bf16 *)cuda_shadow_claim_only(dq, np, &skip);
-    if (!sh) skip = 0;
-    unsigned long before = cuda_epoch;
-    convert_sh(1, 3, dst, src, heads, rope, ld, cs, B, n, hd, acc, sh, dq, !skip);
-    if (sh) {
-        CudaRange wr[2] = {{dq, np * sizeof(float)}, {sh, np * sizeof(bf16)}};
-        cuda_shadow_done(before, wr, 2);
+    if (execute(p, uids, ptrs, 14, ws, "backward")) {
+        path_off("the backward failed");
+        if (!sh) return 1;   /* nothing claimed (a spent mark without a home: the fallback writes fp32) */
+        /* the rounding was claimed (and, with skip, dqkv's mark spent): no fallback can write it now; the step
+         * fails (the error is recorded) and the claim is settled */
+        cuda_record_error("cudnn-attn", "the backward failed after dq | dk | dv's rounding was claimed for dV",
+                          __FILE__, __LINE__);
+        cuda_shadow_done(before, wr, 3);
+        return 0;
     }
+    if (dd) cuda_datt_d16_done(dout);   /* read: d out's fp32 stays absent (nothing else reads it) */
+    if (direct) cuda_cudnn_dv_direct++;
+    if (dq_acc) grad_back<float>(dq, dQacc, cs, B, n, nh, hd, 1, acc, ldq);
+    if (!early && shok) {
+        sh = (bf16 *)cuda_shadow_claim_only(dq, np, &skip);
+        if (!sh) skip = 0;
+        wr[1].p = sh;
+        before = cuda_epoch;
+    }
+    convert_sh(1, 3, dst, src, heads, rope, ld, cs, B, n, hd, acc, sh, dq, !skip);
+    if (sh) cuda_shadow_done(before, wr, early ? 3 : 2);
     return 0;
 }
 #endif

@@ -49,6 +49,13 @@ static inline void cuda_scratch_free(void *p);
 /* Counts CUDA calls and launches (each may write device memory): linear.cu
  * reuses a bf16 rounding of an operand only while nothing else ran since. */
 extern unsigned long cuda_epoch;
+/* Counts the writes to device memory that are not a compute op's (memory.cu: from_host, zero, alloc's
+ * zero fill, release, whose address a later alloc may reuse; stream.cu: graph_begin, graph_end (what was
+ * recorded did not run), graph_launch). ops.h
+ * types every int array a compute op takes as const (no op writes one), so an int array on the device (the
+ * RoPE positions) changes only through these: a value computed from it stays valid while this is unchanged
+ * (attention_cudnn.cu's RoPE table). */
+extern unsigned long cuda_host_writes;
 
 /* bf16 shadows (linear.cu): a producer kernel that writes an fp32 matrix a
  * bf16 product reads next also writes its bf16 rounding. The op claims a
@@ -426,6 +433,9 @@ void cuda_datt_d16_restore(const float *x);
  * claims nothing (the claim comes after cuDNN ran, cuda_shadow_claim_only, and hands out that buffer) */
 void *cuda_att_o_home(const float *out, size_t n);
 int cuda_bf16_absent(const float *x, size_t n);
+/* the once of the bf16-only mark on exactly (x, n) (FLOWHN_BF16_ONLY on, bf16 products), 0 when none; spends
+ * nothing (attention_cudnn_bwd asks before claiming dq | dk | dv's rounding ahead of cuDNN) */
+int cuda_bf16_only_marked(const float *x, size_t n);
 int cuda_bf16_missing(const float *x, size_t n, const char *who);
 void cuda_keep_released(const void *p, size_t bytes);
 void cuda_keep_before_recording(void);

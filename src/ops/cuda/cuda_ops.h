@@ -158,6 +158,20 @@ extern unsigned long cuda_attn_cudnn_runs;
 int cuda_set_cudnn_keep(int on);
 int cuda_set_cudnn_conv_old(int on);
 extern unsigned long cuda_cudnn_kept_served;
+/* FLOWHN_ROPE_CACHE (default 1): the cuDNN attention's RoPE (cos, sin) table is made again only when its
+ * inputs may have changed (attention_cudnn.cu rope_table says why that is safe); 0 makes it every call.
+ * cuda_rope_tables counts the tables made (tests). */
+int cuda_set_rope_cache(int on);
+extern unsigned long cuda_rope_tables;
+/* FLOWHN_CUDNN_DV (default 1): when the attention backward stores only the bf16 rounding of the packed
+ * dq | dk | dv (bf16-only dqkv, the q|k|v product's one read), cuDNN's backward writes dV straight into that
+ * rounding's dv columns (row stride P) and the conversion handles dq, dk only; 0 copies dV as before.
+ * cuda_cudnn_dv_direct counts such backwards; cuda_cudnn_dv_decline (tests) makes the strided plan count as
+ * declined by cuDNN, so the dense one runs (the fallback). */
+int cuda_set_cudnn_dv(int on);
+extern unsigned long cuda_cudnn_dv_direct;
+extern unsigned long cuda_cudnn_dv_planned;   /* backwards that had the strided plan and claimed early */
+extern int cuda_cudnn_dv_decline;
 
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest

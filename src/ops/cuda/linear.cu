@@ -2130,6 +2130,13 @@ void *cuda_att_o_home(const float *out, size_t n) {
             return kept[i].buf;
     return NULL;
 }
+/* the once of the bf16-only mark on exactly (x, n) that cuda_shadow_claim_only would honour (FLOWHN_BF16_ONLY
+ * on, bf16 products), or 0; claims and spends nothing */
+int cuda_bf16_only_marked(const float *x, size_t n) {
+    if (!x || !n || precision != MM_BF16 || only_on <= 0 || !n_only_marks) return 0;
+    int mk = only_mark(x, n);
+    return mk < 0 ? 0 : only_marks[mk].once;
+}
 int cuda_bf16_absent(const float *x, size_t n) { return n_absent && x && n && absent_overlaps(x, n); }
 int cuda_bf16_missing(const float *x, size_t n, const char *who) {
     if (!n_absent || !x || !n || !absent_overlaps(x, n)) return 0;

@@ -11,8 +11,11 @@ static std::unordered_map<void *, size_t> block_bytes;
 static size_t live_bytes, peak_bytes;
 static std::mutex table_lock;
 
+unsigned long cuda_host_writes;
+
 void *cuda_alloc(size_t bytes) {
     void *p = NULL;
+    cuda_host_writes++;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
         fh_error("cudaMalloc of %zu bytes failed (%s): reduce batch_size or the model size", bytes,
@@ -29,6 +32,7 @@ void *cuda_alloc(size_t bytes) {
 
 void cuda_release(void *p) {
     if (!p) return;
+    cuda_host_writes++;
     size_t bytes = 0;
     {
         std::lock_guard<std::mutex> g(table_lock);
@@ -65,6 +69,7 @@ void cuda_memory_stats(size_t *live, size_t *peak) {
 
 /* on the current branch's stream (stream.cu), so zeroing inside a branch does not serialize */
 void cuda_zero(void *p, size_t bytes) {
+    cuda_host_writes++;
     cuda_weights_written(p, bytes);
     CUDA_CALL(cudaMemsetAsync(p, 0, bytes, cuda_stream()));
 }
@@ -76,6 +81,7 @@ void cuda_to_host(void *dst_host, const void *src, size_t bytes) {
 }
 
 void cuda_from_host(void *dst, const void *src_host, size_t bytes) {
+    cuda_host_writes++;
     cuda_weights_written(dst, bytes);   /* an upload of parameters (init, checkpoint load) makes their bf16 copy stale */
     CUDA_CALL(cudaMemcpy(dst, src_host, bytes, cudaMemcpyHostToDevice));
 }

@@ -144,6 +144,9 @@ int cuda_graph_begin(void) {
     streams[0] = capture_stream;
     /* thread-local mode: an unsafe call from this thread (a synchronous copy,
      * an allocation) fails the recording instead of silently syncing */
+    /* a value computed before from device data (the cuDNN attention's RoPE table) is computed again inside:
+     * the graph then contains its kernel and a replay recomputes it from whatever the inputs hold then */
+    cuda_host_writes++;
     cudaError_t e = cudaStreamBeginCapture(capture_stream, cudaStreamCaptureModeThreadLocal);
     __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);  /* no bf16 rounding from before is reused inside */
     if (e != cudaSuccess) {
@@ -157,6 +160,9 @@ int cuda_graph_begin(void) {
 
 void *cuda_graph_end(void) {
     if (!capturing) { fh_error("cuda_graph_end without cuda_graph_begin"); return NULL; }
+    /* the recorded ops did not run: nothing computed inside the recording may be reused after it (the cuDNN
+     * attention's RoPE table, attention_cudnn.cu) */
+    cuda_host_writes++;
     if (current != 0) cuda_set_branch(0);
     cudaGraph_t graph = NULL;
     cudaError_t e = cudaStreamEndCapture(capture_stream, &graph);
@@ -198,6 +204,7 @@ int cuda_graph_launch(void *graph) {
     Graph *g = (Graph *)graph;
     if (!g) return fh_error("no CUDA graph to launch");
     if (g->gen != cuda_free_gen) return 1;  /* a buffer it uses may be gone: record again */
+    cuda_host_writes++;   /* the replay rewrote the recorded ops' outputs (tables cached by eager calls) */
     cuda_weights_before_replay(g->stales);  /* parameters uploaded since: their bf16 copy made again first */
     CUDA_CALL(cudaGraphLaunch(g->exec, 0));
     return 0;
