@@ -2512,6 +2512,17 @@ static void ssd_cases(void) {
             G->to_host(hy2, gy2, sizeof(float) * ny);
             G->to_host(hst2, gst2, sizeof(float) * nst);
             cmp("y-fwd2", hy2, gy, ny); cmp("states-fwd2", hst2, gst, nst);
+            /* ssd-fwd-walk (cuda_set_ssd_fwd_walk, FLOWHN_SSD_FWD_WALK; on by default over V 3): chunk_state V 3 and
+             * the state pass as one walk, against the two kernels from the same inputs ("y-walk", "states-walk": the
+             * other setting's kernels as the reference; expected equal up to the GPU's contraction choices). The
+             * default run above (the walk unless FLOWHN_SSD_FWD_WALK=0) is checked against the CPU and feeds the
+             * backward below. */
+            int fwk = cuda_set_ssd_fwd_walk(!cuda_set_ssd_fwd_walk(-1));
+            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+            cuda_set_ssd_fwd_walk(fwk);
+            G->to_host(hy2, gy2, sizeof(float) * ny);
+            G->to_host(hst2, gst2, sizeof(float) * nst);
+            cmp("y-walk", hy2, gy, ny); cmp("states-walk", hst2, gst, nst);
             free(hy2); free(hst2);
             G->release(gy2); G->release(gst2);
         }

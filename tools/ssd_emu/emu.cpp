@@ -353,6 +353,24 @@ int main(int argc, char **argv) {
             printf("     fwd%d <%d>: y %.2e against the CPU, %.2e against the old kernels; states %.2e, %.2e; "
                    "a_c differs in %zu; %zu not finite\n", 2 + V3, v, r1, r2, r3, r4, adiff, nonfin);
             ryb = std::max(ryb, nonfin || adiff ? 1.0 : std::max(std::max(r1, r2), std::max(r3, r4)));
+            if (V3) {
+                /* ssd-fwd-walk (FLOWHN_SSD_FWD_WALK, ssd.cu's default over V 3): chunk_state V 3 and the pass as one
+                 * walk, grid (N tiles, nh, B); its states must equal the two kernels' bit for bit (every slot
+                 * NaN-initialised, so a missed element shows), and chunk_scan V 3 on them must give the same y */
+                std::vector<float> estw(st.size(), NAN), eyw(ny, NAN);
+                const dim3 wg{(unsigned)((N + 63) / 64), (unsigned)nh, (unsigned)B};
+                if (v) launch(wg, [&] { ssd_exact::ssd_chunk_state_fwd_walk_bf_kernel<true>(estw.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+                else launch(wg, [&] { ssd_exact::ssd_chunk_state_fwd_walk_bf_kernel<false>(estw.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), d); });
+                if (v) launch(grid, [&] { ssd_exact::ssd_chunk_scan_bf_kernel<true, 3>(eyw.data(), estw.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+                else launch(grid, [&] { ssd_exact::ssd_chunk_scan_bf_kernel<false, 3>(eyw.data(), estw.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
+                size_t sdiff = 0, ydiff = 0;
+                for (size_t i = 0; i < estw.size(); i++) sdiff += memcmp(&estw[i], &estb[i], sizeof(float)) != 0;
+                for (size_t i = 0; i < eyw.size(); i++) ydiff += memcmp(&eyw[i], &eyb[i], sizeof(float)) != 0;
+                const double rw = rel(st, estw, zs), ryw = rel(y, eyw, z0);
+                printf("     fwd walk <%d>: states differ from chunk_state V 3 + pass in %zu of %zu, y in %zu of %zu; "
+                       "states %.2e, y %.2e against the CPU\n", v, sdiff, estw.size(), ydiff, eyw.size(), rw, ryw);
+                ryb = std::max(ryb, sdiff || ydiff ? 1.0 : std::max(rw, ryw));
+            }
         }
     }
     double r[5] = {rel(cx, ex, gx0), rel(cdt, edt, gdt0), rel(cdb, edb, gdb0), rel(cA, eA, gA0), rel(cD, eD, gD0)};

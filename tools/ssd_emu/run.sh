@@ -10,6 +10,8 @@
 # ssd-cbwd3 left it (<3>), EMU_CBWD=bf5 <5> and EMU_CBWD=bf9 <9> forced, EMU_CBWD=mma in
 # the mma.sync fragment layout (host mma.sync in the PTX ISA's fragment layout, gen.py), EMU_CBWD=wl in
 # the warp-local one and EMU_CBWD=old in its first one; the exact build runs the warp-local layout (as ssd.cu).
+# Every emu_tc run with P <= 64, N <= 128 also runs the forward walk (ssd_chunk_state_fwd_walk_bf_kernel, ssd-fwd-walk)
+# and requires its states and chunk_scan V 3's y on them equal to chunk_state V 3 + the state pass's bit for bit.
 # The tensor-core build is also run once with the operands rounded to TF32 (EMU_ROUND=tf32) at the
 # bf16 mode's bound 1e-2 (test_ssd_tc's), as the GPU rounds them, and the bf16 variant with its tiles
 # rounded to bf16 too (EMU_TILE=bf16), as the GPU does at the bf16 precision.

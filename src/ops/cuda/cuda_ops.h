@@ -236,6 +236,10 @@ int cuda_set_ssd_fwd_kernel(int on);
  * use): 1 (default) ssd-fwd3's (ldmatrix + bf16 m16n8k16 products, chunk_scan at 4 blocks/SM), 0 ssd-fwd2's.
  * Same -1 / 0 / 1 convention. */
 int cuda_set_ssd_fwd3(int on);
+/* Where the V 3 bf16 forward runs (cuda_set_ssd_fwd3 on, P <= 64, N <= 128): 1 (default) chunk_state and the
+ * state pass as one walk per (b, h, 64-wide N tile) writing only the prefix states (ssd.cu, FLOWHN_SSD_FWD_WALK, read
+ * on first use; perf-notes ssd-fwd-walk), 0 the two kernels. Same -1 / 0 / 1 convention. */
+int cuda_set_ssd_fwd_walk(int on);
 /* The Mamba-2 SSD backward's chained own terms + state pass at the bf16 matmul precision with P <= 64,
  * N <= 128 (ssd.cu, FLOWHN_SSD_SBWD, read on first use; FLOWHN_SSD_BWD=old, the two separate kernels, comes
  * first): 2 (default) ssd_chunk_state_bwd_walk_bf_kernel (no chain between blocks: one block walks the chunks of

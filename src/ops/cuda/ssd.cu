@@ -124,6 +124,20 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
          * loads where W, E, P, N are multiples of 4 and the arrays 16-byte aligned (vec), else scalar ones */   \
         const int vec = ((d.W | d.E | P | N) & 3) == 0 &&                                                          \
                         (((uintptr_t)y | (uintptr_t)states | (uintptr_t)xbc) & 15) == 0;                          \
+        if (K::TC && scan_bf && fwd3 && fwd_walk) {                                                                \
+            /* ssd-fwd-walk: chunk_state V 3 and the state pass as one walk per (b, h, N tile); only the prefix     \
+             * states are stored (perf-notes ssd-fwd-walk) */                                                      \
+            static int walk_attr[2];                                                                               \
+            const void *kf = vec ? (const void *)K::ssd_chunk_state_fwd_walk_bf_kernel<true>                        \
+                                 : (const void *)K::ssd_chunk_state_fwd_walk_bf_kernel<false>;                      \
+            if (!walk_attr[vec]++)                                                                                 \
+                CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize,                    \
+                                               (int)K::STATE_WALK_SMEM));                                          \
+            void *args[] = {&states, &xbc, &dt_raw, &dt_bias, &A_log, &d};                                         \
+            CUDA_CALL(cudaLaunchKernel(kf, dim3((N + TS - 1) / TS, nh, B), dim3(NT), args, K::STATE_WALK_SMEM,     \
+                                       cuda_stream()));                                                            \
+            CUDA_LAUNCHED();                                                                                       \
+        } else {                                                                                                   \
         if (K::TC && scan_bf) {                                                                                    \
             /* fwd3: the V 3 variants (mm_ldsm products; perf-notes ssd-fwd3), else ssd-fwd2's V 2 */               \
             static int st_attr[2][2];                                                                              \
@@ -143,6 +157,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
         K::ssd_state_pass_fwd<<<dim3(blocks_for((size_t)P * N, NT), nh, B), NT, 0, cuda_stream()>>>(states,       \
                                                                                                    achunk, d);    \
         CUDA_LAUNCHED();                                                                                           \
+        }                                                                                                          \
         if (K::TC && scan_bf) {                                                                                    \
             static int bf_attr[2][2];                                                                              \
             const void *kf = fwd3 ? (vec ? (const void *)K::ssd_chunk_scan_bf_kernel<true, 3>                       \
@@ -337,6 +352,9 @@ void cuda_ssd_fwd(real *y, real *states, const real *xbc, const real *dt_raw, co
                          P <= TS && N <= 2 * TS;
     /* ssd-fwd3 (FLOWHN_SSD_FWD3=0 / cuda_set_ssd_fwd3(0): ssd-fwd2's V 2 kernels for an A/B) */
     const int fwd3 = cuda_set_ssd_fwd3(-1) ? 1 : 0;
+    /* ssd-fwd-walk (FLOWHN_SSD_FWD_WALK=0 / cuda_set_ssd_fwd_walk(0): chunk_state V 3 and the state pass as two
+     * kernels, for an A/B); the walk needs the V 3 kernels (its product is chunk_state V 3's) */
+    const bool fwd_walk = cuda_set_ssd_fwd_walk(-1) != 0;
     if (ssd_use_tc()) SSD_FWD_LAUNCH(ssd_tc);
     else SSD_FWD_LAUNCH(ssd_exact);
 }
@@ -347,6 +365,9 @@ int cuda_set_ssd_fwd_kernel(int on) { return cuda_env_switch(&ssd_fwd_kernel, "F
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd3) */
 static int ssd_fwd3 = -1;
 int cuda_set_ssd_fwd3(int on) { return cuda_env_switch(&ssd_fwd3, "FLOWHN_SSD_FWD3", "0", 1, on); }
+/* -1: not read yet (cuda_ops.h cuda_set_ssd_fwd_walk) */
+static int ssd_fwd_walk = -1;
+int cuda_set_ssd_fwd_walk(int on) { return cuda_env_switch(&ssd_fwd_walk, "FLOWHN_SSD_FWD_WALK", "0", 1, on); }
 
 /* -1: not read yet (cuda_ops.h cuda_set_ssd_sbwd) */
 static int ssd_sbwd = -1;

@@ -2313,3 +2313,119 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_state_bwd_walk_bf_kernel(floa
         __syncthreads();  /* the tiles, la_s, ecum_s and etot_s are rewritten by the next step */
     }
 }
+
+/* ---- forward: chunk_state and the state pass in one walk, for P <= 64, N <= 128 at bf16 (ssd-fwd-walk,
+ * FLOWHN_SSD_FWD_WALK=1) ----
+ * states[c+1] = S_c + a_c states[c] is element-wise in (p, n), as the backward's recurrence: one block owns (b, h, a
+ * TS-wide N tile: blockIdx (n tile, h, b)) and walks the chunks from the first, carrying the prefix state at its
+ * accumulators' elements (16 floats a thread) in registers. The local states S_c never reach memory (today's
+ * chunk_state wrote them, 100 MB at gpt2small, and the pass read them back before overwriting them in place); only
+ * the prefix states are stored, states[b, 0] = 0 included, which is all chunk_scan and the backward read. achunk is
+ * not written (only the pass read it; the backward computes its own). Each step is ssd_chunk_state_bf_kernel<., 3>'s
+ * product on the N tile (B's N tile as loaded, x scaled by etail dt in the registers that loaded it, both bf16,
+ * mm_ldsm) and the pass's expression S + a_c carry, so the same floats as the two kernels. The decays as
+ * chunk_decays computes them (dt, la; ecum_{l-1} summed from the chunk's start, etail summed from its end, the CPU's
+ * orders), but only the adds are serial (two threads, the two sums at once); the threads that scale take expf of
+ * the sums they need, as the backward walk. The next chunk's B tile and dt are loaded as soon as the current ones
+ * are in shared memory, its x as soon as the current x is: one chunk ahead, under the scans, the product and the
+ * stores. 2 bf16 tiles, 18,432 B; 3 blocks per SM (384 blocks at the gpt2small layer: one wave of 396). VEC: 16-byte
+ * loads and 8-byte stores (W, E, P, N multiples of 4, arrays aligned). Perf-notes ssd-fwd-walk. */
+template <bool VEC>
+__global__ void __launch_bounds__(NT, 3) ssd_chunk_state_fwd_walk_bf_kernel(float *states, const float *xbc,
+                                                                        const float *dt_raw, const float *dt_bias,
+                                                                        const float *A_log, SsdDims d) {
+    extern __shared__ __align__(128) float smem[];
+    bf16t *Xs = (bf16t *)smem, *Bs = Xs + TS * LDH;
+    /* la_s, dt_s: chunk_decays' la and dt (0 past l); etl_s: the sums from the chunk's end (their expf is etail) */
+    __shared__ float la_s[TS], dt_s[TS], etl_s[TS], etot_s;
+    const int tid = threadIdx.x, n0 = blockIdx.x * TS, h = blockIdx.y, b = blockIdx.z;
+    const int grp = h / (d.nh / d.G);
+    const float Ae = expf(A_log[h]), bias = dt_bias[h];
+    const size_t PN = (size_t)d.P * d.N;
+    const Lay<2> L;
+    /* states[b, c]: the prefix state before chunk c, this block's columns [n0, n0 + TS) */
+    auto slot = [&](int c) { return states + (((size_t)b * (d.nch + 1) + c) * d.nh + h) * PN + n0; };
+    auto store = [&](float *o, const float v[4][4]) {
+#pragma unroll
+        for (int a = 0; a < 4; a++) {
+            const int p = L.row(a);
+            if (p >= d.P) continue;
+#pragma unroll
+            for (int bb = 0; bb < 2; bb++) {
+                const int nn = L.col(2 * bb);  /* even; nn + 1 = L.col(2 bb + 1) */
+                if constexpr (VEC) {
+                    if (n0 + nn < d.N) *(float2 *)(o + (size_t)p * d.N + nn) = make_float2(v[a][2 * bb], v[a][2 * bb + 1]);
+                } else {
+                    if (n0 + nn < d.N) o[(size_t)p * d.N + nn] = v[a][2 * bb];
+                    if (n0 + nn + 1 < d.N) o[(size_t)p * d.N + nn + 1] = v[a][2 * bb + 1];
+                }
+            }
+        }
+    };
+    float sc[4][4];  /* states[c] at this thread's elements */
+    zero(sc);
+    store(slot(0), sc);  /* states[b, 0] = 0, as the pass stores it */
+    float4 xv[4], v[4];
+    float u = 0.f;
+    auto rows = [&](int c) { return min(d.L, d.n - c * d.L); };
+    auto row0_of = [&](int c) { return (size_t)b * d.n + (size_t)c * d.L; };
+    auto load_b = [&](int c) {  /* B's N tile and dt_raw + bias of chunk c */
+        const size_t r0 = row0_of(c);
+        const int l = rows(c);
+        ld_tile4<VEC>(v, xbc + r0 * d.W + d.E + (size_t)grp * d.N + n0, d.W, l, d.N - n0);
+        u = tid < l ? dt_raw[(r0 + tid) * d.nh + h] + bias : 0.f;
+    };
+    auto load_x = [&](int c) { ld_tile4<VEC>(xv, xbc + row0_of(c) * d.W + (size_t)h * d.P, d.W, rows(c), d.P); };
+    load_b(0);
+    load_x(0);
+#pragma unroll 1
+    for (int c = 0; c < d.nch; c++) {
+        const int l = rows(c);
+        if (tid < TS) {  /* chunk_decays' dt and la (0 past l) */
+            float dt = 0.f, la = 0.f;
+            if (tid < l) {
+                dt = softplusf_(u);
+                la = -dt * Ae;
+            }
+            dt_s[tid] = dt;
+            la_s[tid] = la;
+        }
+        st_tile4(Bs, v);
+        if (c + 1 < d.nch) load_b(c + 1);  /* v and u are free: the next chunk's B and dt in flight from here */
+        __syncthreads();
+        if (tid == 64) {  /* a_c: the running sum from the chunk's start (chunk_decays' etot, the CPU's order) */
+            float s = 0.f;
+#pragma unroll 8
+            for (int i = 0; i < l; i++) s += la_s[i];
+            etot_s = expf(s);
+        } else if (tid == 96) {  /* etail's sums, from the end walking down (chunk_decays' order); etail_{l-1} = 1 */
+            float s = 0.f;
+#pragma unroll 8
+            for (int j = l - 2; j >= 0; j--) { s += la_s[j + 1]; etl_s[j] = s; }
+        }
+        __syncthreads();
+        {
+            const int r0 = tid >> 4;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int r = r0 + 16 * q;
+                /* chunk_state_bf's scale etail_r dt_r (0 past l), etail_r the expf of chunk_decays' sum */
+                const float s = r < l ? (r == l - 1 ? 1.f : expf(etl_s[r])) * dt_s[r] : 0.f;
+                xv[q] = make_float4(xv[q].x * s, xv[q].y * s, xv[q].z * s, xv[q].w * s);
+            }
+            st_tile4(Xs, xv);
+        }
+        const float ac = etot_s;
+        if (c + 1 < d.nch) load_x(c + 1);  /* xv is free: the next chunk's x in flight from here */
+        __syncthreads();
+        float acc[4][4];  /* S_c on the N tile, [p][n] */
+        zero(acc);
+        mm_ldsm<false, false>(acc, Xs, Bs, l);
+#pragma unroll
+        for (int a = 0; a < 4; a++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) sc[a][j] = acc[a][j] + ac * sc[a][j];  /* the pass's v + a_c carry */
+        store(slot(c + 1), sc);
+        __syncthreads();  /* the tiles, la_s, dt_s, etl_s and etot_s are rewritten by the next step */
+    }
+}
