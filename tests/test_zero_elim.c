@@ -443,6 +443,81 @@ static void strided_ops_same(void) {
     free(x); free(xs); free(cw); free(cb); free(dc); free(f1); free(f2);
 }
 
+/* ---- the parameter gradients without the whole-buffer memset (model.h zero_grad_full) ----
+ * The model under test zeroes only the non-product tensors and overwrites each product weight's gradient
+ * with its first linear_bwd (ops.h FH_DW_OVERWRITE); the reference memsets everything and accumulates.
+ * Before each accumulation the model under test's gradient buffer is filled with NaN, so an element of
+ * a weight that nothing overwrote or zeroed shows. Accumulations of 1, 2 and 3 micro-batches (only the
+ * first may overwrite), fused and unfused heads; the batches use 5 of the vocabulary's tokens (the
+ * embedding's scatter leaves the other rows alone: they must be zeros, not NaN); T = 1 and 2 give FlowHN
+ * splits where a branch gets one or no token (its weights then get no product: zeroed at the layer's end). */
+static int grad_accum(Model *m, int n_micro, int B, int T, int V, int fused, int poison) {
+    if (poison) {
+        real *nan = filled(m->layout.total, (real)NAN);
+        m->ops->from_host(m->grads, nan, sizeof(real) * m->layout.total);
+        free(nan);
+    }
+    model_zero_grad(m);
+    int *tok = malloc(sizeof(int) * B * T), *tgt = malloc(sizeof(int) * B * T);
+    int rc = 0;
+    for (int a = 0; !rc && a < n_micro; a++) {
+        tiny_batch(tok, tgt, B, T, V, 11 + a);
+        for (int i = 0; i < B * T; i++) tok[i] %= 5;   /* most embedding rows untouched */
+        rc = fused ? model_forward_backward(m, tok, tgt, B, T)
+                   : (model_forward(m, tok, tgt, B, T) || model_backward(m) ? -1 : 0);
+    }
+    free(tok);
+    free(tgt);
+    return rc;
+}
+static void grads_no_memset(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    static const int shapes[][2] = {{2, 24}, {3, 17}, {2, 2}, {3, 1}};
+    int n_lazy_seen = 0;
+    for (int i = 0; i < n_tiny_specs; i++)
+        for (int sh = 0; sh < 4; sh++)
+            for (int n_micro = 1; n_micro <= 3; n_micro++) {
+                const TinySpec *sp = &tiny_specs[i];
+                int B = shapes[sh][0], T = shapes[sh][1], fused = (n_micro + sh) % 2;
+                Config c = tiny_config(sp);
+                Model ref, m;
+                int ok = !model_create(&ref, &c, &cpu_ops) && !model_init_params(&ref, 7) &&
+                         !model_create(&m, &c, &cpu_ops) && !model_init_params(&m, 7);
+                CHECK(ok, "%s: %s", sp->name, fh_last_error());
+                if (!ok) continue;
+                ref.zero_grad_full = 1;
+                CHECK(m.zero_grad_full == 0 && m.n_lazy > 0, "%s: %d product weights without the memset", sp->name,
+                      m.n_lazy);
+                n_lazy_seen += m.n_lazy;
+                /* with 2 micro-batches twice: the second accumulation's model_zero_grad follows a finished one */
+                for (int rep = 0; ok && rep < (n_micro == 2 ? 2 : 1); rep++) {
+                    ok = !grad_accum(&ref, n_micro, B, T, c.vocab_size, fused, 0) &&
+                         !grad_accum(&m, n_micro, B, T, c.vocab_size, fused, 1);
+                    CHECK(ok, "%s B=%d T=%d: %s", sp->name, B, T, fh_last_error());
+                    if (!ok) break;
+                    size_t first = 0, d = n_differ(ref.grads, m.grads, ref.layout.total, &first);
+                    const char *where = "";
+                    for (int t = 0; d && t < ref.layout.n; t++)
+                        if (first >= ref.layout.entries[t].offset) where = ref.layout.entries[t].name;
+                    CHECK(d == 0, "%s B=%d T=%d micro-batches %d (%s): %zu of %zu gradients differ, the first in %s: "
+                          "%.9g vs %.9g", sp->name, B, T, n_micro, fused ? "fused" : "unfused", d, ref.layout.total,
+                          where, (double)ref.grads[first], (double)m.grads[first]);
+                }
+                model_free(&ref);
+                model_free(&m);
+            }
+    printf("  %d architectures x 4 shapes x 1-3 micro-batches: gradients identical (%d product weights)\n",
+           n_tiny_specs, n_lazy_seen);
+    /* the switch: FLOWHN_ZERO_GRAD=1 keeps the whole memset */
+    setenv("FLOWHN_ZERO_GRAD", "1", 1);
+    Config c = tiny_config(&tiny_specs[0]);
+    Model m;
+    CHECK(!model_create(&m, &c, &cpu_ops), "%s", fh_last_error());
+    CHECK(m.zero_grad_full == 1, "FLOWHN_ZERO_GRAD=1 sets zero_grad_full");
+    model_free(&m);
+    unsetenv("FLOWHN_ZERO_GRAD");
+}
+
 /* the comparison can fail: one ulp in one gradient is found */
 static void comparison_detects(void) {
     real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
@@ -460,5 +535,6 @@ int main(void) {
     RUN(fuse_proj_close);
     RUN(strided_ops_same);
     RUN(fuse_inproj_close);
+    RUN(grads_no_memset);
     TEST_SUMMARY();
 }

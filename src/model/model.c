@@ -166,6 +166,97 @@ static void pack_bf16(Model *m, const real *x, size_t n, int ld) {
 }
 #define G(off) (m->grads + (off))
 
+/* ---- gradient zeroing (model.h zero_grad_full) ----
+ * The product weights are most of the parameters (~90% at flowhn-fac-1b), and
+ * every one of their gradients is written by linear_bwd calls over whole rows:
+ * the first call of an accumulation overwrites (FH_DW_OVERWRITE), so only the
+ * other tensors need the memset. A weight may be written in parts (Mamba's
+ * x_proj, unpacked in_proj: row blocks in ascending order) or together with
+ * its neighbours (packed q|k|v, gate|up): lazy_done[i] counts the reals of
+ * tensor i written from its start, and a call overwrites only when it
+ * continues exactly there in every tensor it touches. Any other call into a
+ * lazy tensor first zeroes what is not written yet and accumulates, as does
+ * every call once the accumulation's first backward is done. */
+static int lazy_first(const Model *m, size_t lo) {   /* first lazy tensor ending after lo */
+    int a = 0, b = m->n_lazy;
+    while (a < b) {
+        int c = (a + b) / 2;
+        if (m->lazy_off[c] + m->lazy_n[c] <= lo) a = c + 1;
+        else b = c;
+    }
+    return a;
+}
+static int dw_flag(Model *m, const real *dw, size_t n) {
+    if (!m->grad_fresh || !n) return 0;
+    size_t lo = (size_t)(dw - m->grads), hi = lo + n, pos = lo;
+    int i0 = lazy_first(m, lo), ok = 1, j;
+    for (j = i0; j < m->n_lazy && m->lazy_off[j] < hi; j++) {
+        size_t a = lo > m->lazy_off[j] ? lo : m->lazy_off[j];
+        size_t e = m->lazy_off[j] + m->lazy_n[j], b = hi < e ? hi : e;
+        if (a != pos || a != m->lazy_off[j] + m->lazy_done[j]) ok = 0;
+        pos = b;
+    }
+    if (j == i0) return 0;   /* no lazy tensor: zeroed by model_zero_grad, accumulate */
+    if (pos != hi) ok = 0;   /* a tail outside the lazy tensors */
+    for (j = i0; j < m->n_lazy && m->lazy_off[j] < hi; j++) {
+        size_t e = m->lazy_off[j] + m->lazy_n[j], b = (hi < e ? hi : e) - m->lazy_off[j];
+        if (ok) m->lazy_done[j] = b;
+        else if (m->lazy_done[j] < b) {   /* not written yet: zero the rest, then it accumulates */
+            ZERO(G(m->lazy_off[j] + m->lazy_done[j]), m->lazy_n[j] - m->lazy_done[j]);
+            m->lazy_done[j] = m->lazy_n[j];
+        }
+    }
+    return ok ? FH_DW_OVERWRITE : 0;
+}
+/* The lazy tensors in [off, total) are final: zero what no product wrote (a FlowHN branch with no tokens). */
+static void lazy_finish(Model *m, size_t off) {
+    if (!m->grad_fresh) return;
+    for (int j = lazy_first(m, off); j < m->n_lazy; j++)
+        if (m->lazy_done[j] < m->lazy_n[j]) {
+            ZERO(G(m->lazy_off[j] + m->lazy_done[j]), m->lazy_n[j] - m->lazy_done[j]);
+            m->lazy_done[j] = m->lazy_n[j];
+        }
+    if (off == 0) m->grad_fresh = 0;   /* the accumulation's later backwards add */
+}
+/* linear_bwd with dw's first write of an accumulation overwriting (an N = 0 call writes nothing) */
+static void lin_bwd(Model *m, real *din, real *dw, real *db, const real *dout, const real *in, const real *w,
+                    int N, int IC, int OC, int acc) {
+    if (N > 0 && dw) acc |= dw_flag(m, dw, (size_t)OC * IC);
+    m->ops->linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
+}
+/* Which tensors are lazy: the product weights (PK_MATRIX but the conv1d
+ * kernels, written by the conv ops, and the head, written by the classifier
+ * and, tied, by the embedding's scatter). */
+static int lazy_build(Model *m) {
+    const ParamLayout *L = &m->layout;
+    m->lazy_off = malloc(sizeof(size_t) * (L->n + 1));
+    m->lazy_n = malloc(sizeof(size_t) * (L->n + 1));
+    m->lazy_done = calloc(L->n + 1, sizeof(size_t));
+    m->zrun = malloc(sizeof(size_t) * 2 * (L->n + 1));
+    if (!m->lazy_off || !m->lazy_n || !m->lazy_done || !m->zrun) return fh_error("out of memory");
+    size_t pos = 0;
+    for (int i = 0; i < L->n; i++) {
+        const ParamEntry *p = &L->entries[i];
+        if (p->kind != PK_MATRIX || strstr(p->name, "conv1d") || p->offset == L->lm_head || p->offset == L->embed ||
+            !p->numel)
+            continue;
+        if (p->offset > pos) {
+            m->zrun[2 * m->n_zruns] = pos;
+            m->zrun[2 * m->n_zruns + 1] = p->offset - pos;
+            m->n_zruns++;
+        }
+        m->lazy_off[m->n_lazy] = p->offset;
+        m->lazy_n[m->n_lazy++] = p->numel;
+        pos = p->offset + p->numel;
+    }
+    if (L->total > pos) {
+        m->zrun[2 * m->n_zruns] = pos;
+        m->zrun[2 * m->n_zruns + 1] = L->total - pos;
+        m->n_zruns++;
+    }
+    return 0;
+}
+
 static void acts_release(Model *m) {
     ModelActs *A = m->acts;
     if (!A) return;
@@ -291,7 +382,7 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     /* datt is read only by the fused attention backward right below (its dout), once (bf16_only once = 5; if
      * that op declines, the backend writes the fp32 back for the dense path) */
     if (a->only && a->roped) bf16_only(m, a->datt, nqd, 5);
-    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
+    lin_bwd(m, a->datt, G(w->o), NULL, dout, a->att, W(w->o), rows, qd, H, FIRST);
     const real *q = a->qkv, *k = q + qd, *v = k + kvd;
     real *dq = a->dqkv, *dk = dq + qd, *dv = dk + kvd;
     /* dqkv is read by one op only, the q|k|v backward product below (its dout), once: the fused attention
@@ -319,7 +410,7 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
         o->attention_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, FIRST, P, P);
     }
     /* one product: du and the gradients of Wq, Wk, Wv (adjacent: G(w->q) with P rows) */
-    o->linear_bwd(du, G(w->q), NULL, a->dqkv, u, W(w->q), rows, H, P, acc);
+    lin_bwd(m, du, G(w->q), NULL, a->dqkv, u, W(w->q), rows, H, P, acc);
     return 0;
 }
 
@@ -386,7 +477,7 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     /* every buffer here has one writer; datt is read only by the attention backward (once = 5, as packed; only
      * for the self-attention the forward marked: where a backend's fused path may read the bf16 D) */
     if (a->only && a->roped) bf16_only(m, a->datt, nqd, 5);
-    o->linear_bwd(a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
+    lin_bwd(m, a->datt, G(w->o), NULL, dout, a->att, W(w->o), B * nq, qd, H, FIRST);
     if (a->roped &&
         o->attention_rope_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq,
                               nk, nh, nkv, hd, (real)c->rope_theta, FIRST, qd, kvd) == 0) {
@@ -407,9 +498,9 @@ static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         o->attention_bwd(a->dq, a->dk, a->dv, a->datt, a->att, a->lse, a->q, a->k, a->v, qpos, kpos,
                          B, nq, nk, nh, nkv, hd, FIRST, qd, kvd);
     }
-    o->linear_bwd(duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd, acc);
-    o->linear_bwd(dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd, dukv == duq ? FH_ACC : acc);
-    o->linear_bwd(dukv, G(w->v), NULL, a->dv, ukv, W(w->v), B * nk, H, kvd, FH_ACC);
+    lin_bwd(m, duq, G(w->q), NULL, a->dq, uq, W(w->q), B * nq, H, qd, acc);
+    lin_bwd(m, dukv, G(w->k), NULL, a->dk, ukv, W(w->k), B * nk, H, kvd, dukv == duq ? FH_ACC : acc);
+    lin_bwd(m, dukv, G(w->v), NULL, a->dv, ukv, W(w->v), B * nk, H, kvd, FH_ACC);
     return 0;
 }
 
@@ -491,17 +582,17 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
     REF_ZERO(a->ddtn, N * R); REF_ZERO(a->dbn, N * S); REF_ZERO(a->dcn, N * S);
     REF_ZERO(a->ddtr, N * R); REF_ZERO(a->dbr, N * S); REF_ZERO(a->dcr, N * S);
     /* one writer each, but dxc: the scan first, then the three x_proj products */
-    o->linear_bwd(a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H, FIRST);
+    lin_bwd(m, a->dy, G(w->out_proj), NULL, dout, a->y, W(w->out_proj), (int)N, E, H, FIRST);
     o->selective_scan_bwd(a->dxc, a->ddtraw, G(w->A_log), a->dbn, a->dcn, G(w->D), a->dzm, a->dy, a->hs, a->xc,
                           a->dtraw, W(w->A_log), a->bn, a->cn, W(w->D), a->zm, B, n, E, S, M1_SCAN_CHUNK, FIRST);
-    o->linear_bwd(a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E, FIRST);
+    lin_bwd(m, a->ddtn, G(w->dt_w), G(w->dt_b), a->ddtraw, a->dtn, W(w->dt_w), (int)N, R, E, FIRST);
     o->rmsnorm_bwd(a->ddtr, G(w->dt_norm), a->ddtn, a->dtr, W(w->dt_norm), a->dt_rstd, (int)N, R, FIRST);
     o->rmsnorm_bwd(a->dbr, G(w->b_norm), a->dbn, a->br, W(w->b_norm), a->b_rstd, (int)N, S, FIRST);
     o->rmsnorm_bwd(a->dcr, G(w->c_norm), a->dcn, a->cr, W(w->c_norm), a->c_rstd, (int)N, S, FIRST);
-    o->linear_bwd(a->dxc, G(w->x_proj), NULL, a->ddtr, a->xc, W(w->x_proj), (int)N, E, R, FH_ACC);
-    o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)R * E, NULL, a->dbr, a->xc, W(w->x_proj) + (size_t)R * E,
+    lin_bwd(m, a->dxc, G(w->x_proj), NULL, a->ddtr, a->xc, W(w->x_proj), (int)N, E, R, FH_ACC);
+    lin_bwd(m, a->dxc, G(w->x_proj) + (size_t)R * E, NULL, a->dbr, a->xc, W(w->x_proj) + (size_t)R * E,
                   (int)N, E, S, FH_ACC);
-    o->linear_bwd(a->dxc, G(w->x_proj) + (size_t)(R + S) * E, NULL, a->dcr, a->xc,
+    lin_bwd(m, a->dxc, G(w->x_proj) + (size_t)(R + S) * E, NULL, a->dcr, a->xc,
                   W(w->x_proj) + (size_t)(R + S) * E, (int)N, E, S, FH_ACC);
     if (fuse) {
         o->conv1d_silu_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxc, a->xm, W(w->conv_w), W(w->conv_b), B, n, E,
@@ -510,8 +601,8 @@ static int mamba1_bwd(Model *m, const Mamba1W *w, M1Acts *a, int B, int n, const
         o->silu_bwd(a->dxconv, a->dxc, a->xconv, N * E, FIRST);
         o->conv1d_bwd(a->dxm, G(w->conv_w), G(w->conv_b), a->dxconv, a->xm, W(w->conv_w), B, n, E, K, FIRST);
     }
-    o->linear_bwd(du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E, acc);
-    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E,
+    lin_bwd(m, du, G(w->in_proj), NULL, a->dxm, u, W(w->in_proj), (int)N, H, E, acc);
+    lin_bwd(m, du, G(w->in_proj) + (size_t)E * H, NULL, a->dzm, u, W(w->in_proj) + (size_t)E * H, (int)N, H, E,
                   FH_ACC);
     return 0;
 }
@@ -596,7 +687,7 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     real *dz = packed ? a->dzxd : a->dz, *dxbc_pre = packed ? a->dzxd + E : a->dxbc_pre;
     int ld = packed ? PW : E, ldx = packed ? PW : CX;
     /* every buffer here has one writer (dzxd: three, each its own columns) */
-    o->linear_bwd(a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
+    lin_bwd(m, a->dyn, G(w->out_proj), NULL, dout, a->yn, W(w->out_proj), (int)N, E, H, FIRST);
     /* dzxd's three writers below (dz [0, E), dx|B|C [E, E+CX), ddt [E+CX, PW): its columns, tiled) and then
      * its one reader, the in_proj backward product (ssd_bwd in between writes dxbc and ddtr, not dzxd): a
      * backend may have the writers round their windows into one bf16 copy the product reads (ops.h pack_bf16) */
@@ -615,13 +706,13 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
     }
     if (packed) {   /* ddtr into its columns: copy_rows overwrites, so under zero_first too (REF_ZERO above) */
         o->copy_rows(a->dzxd + E + CX, PW, a->ddtr, nh, (int)N, nh);
-        o->linear_bwd(du, G(w->in_proj), NULL, a->dzxd, u, W(w->in_proj), (int)N, H, PW, acc);
+        lin_bwd(m, du, G(w->in_proj), NULL, a->dzxd, u, W(w->in_proj), (int)N, H, PW, acc);
         return 0;
     }
-    o->linear_bwd(du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E, acc);
-    o->linear_bwd(du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
+    lin_bwd(m, du, G(w->in_proj), NULL, a->dz, u, W(w->in_proj), (int)N, H, E, acc);
+    lin_bwd(m, du, G(w->in_proj) + (size_t)E * H, NULL, a->dxbc_pre, u, W(w->in_proj) + (size_t)E * H,
                   (int)N, H, CX, FH_ACC);
-    o->linear_bwd(du, G(w->in_proj) + (size_t)(E + CX) * H, NULL, a->ddtr, u,
+    lin_bwd(m, du, G(w->in_proj) + (size_t)(E + CX) * H, NULL, a->ddtr, u,
                   W(w->in_proj) + (size_t)(E + CX) * H, (int)N, H, nh, FH_ACC);
     return 0;
 }
@@ -695,13 +786,13 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
     int H = c->hidden_size, I = c->intermediate_size;
     ENS(a->dv, (size_t)N * H); ENS(a->dact, (size_t)N * I);
     REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dact, (size_t)N * I);
-    o->linear_bwd(a->dact, G(w->down), NULL, d, a->act, W(w->down), N, I, H, FIRST);
+    lin_bwd(m, a->dact, G(w->down), NULL, d, a->act, W(w->down), N, I, H, FIRST);
     if (a->packed) {   /* one product for gate and up (mlp_packed): dgu [N, 2I] in gu's layout */
         ENS(a->dgu, (size_t)N * 2 * I);
         REF_ZERO(a->dgu, (size_t)N * 2 * I);
         if (a->only) bf16_only(m, a->dgu, (size_t)N * 2 * I, 1);   /* the next product's dout, read once */
         o->swiglu_packed_bwd(a->dgu, a->dact, a->gu, N, I, FIRST);
-        o->linear_bwd(a->dv, G(w->gate), NULL, a->dgu, a->v, W(w->gate), N, H, 2 * I, FIRST);
+        lin_bwd(m, a->dv, G(w->gate), NULL, a->dgu, a->v, W(w->gate), N, H, 2 * I, FIRST);
     } else {
         ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I);
         REF_ZERO(a->dg, (size_t)N * I); REF_ZERO(a->dup, (size_t)N * I);
@@ -710,8 +801,8 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
             bf16_only(m, a->dup, (size_t)N * I, 1);
         }
         o->swiglu_bwd(a->dg, a->dup, a->dact, a->g, a->up, (size_t)N * I, FIRST);
-        o->linear_bwd(a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
-        o->linear_bwd(a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
+        lin_bwd(m, a->dv, G(w->gate), NULL, a->dg, a->v, W(w->gate), N, H, I, FIRST);
+        lin_bwd(m, a->dv, G(w->up), NULL, a->dup, a->v, W(w->up), N, H, I, FH_ACC);
     }
     o->rmsnorm_bwd(d, G(norm), a->dv, a->h, W(norm), a->v_rstd, N, H, FH_ACC);
     return 0;
@@ -870,9 +961,9 @@ static int flowhn_bwd(Model *m, int l, real *d) {
      * branch) and, row by row, the branches' inputs' (the gathers write only
      * their branch's rows, so they accumulate). */
     const real *dzz = d;
-    o->linear_bwd(a->dzn, G(w->out_proj), NULL, d, a->zn, W(w->out_proj), (int)BT, H, H, FIRST);
+    lin_bwd(m, a->dzn, G(w->out_proj), NULL, d, a->zn, W(w->out_proj), (int)BT, H, H, FIRST);
     o->rmsnorm_bwd(d, G(w->out_norm), a->dzn, a->zz, W(w->out_norm), a->zn_rstd, (int)BT, H, FH_ACC);
-    o->linear_bwd(a->dy, G(w->fuse), NULL, dzz, a->y, W(w->fuse), (int)BT, Hin, H, FIRST);
+    lin_bwd(m, a->dy, G(w->fuse), NULL, dzz, a->y, W(w->fuse), (int)BT, Hin, H, FIRST);
     /* each scatter_bwd writes all of its branch's rows: dya and dys have one writer */
     if (c->split == SPLIT_NONE) {
         o->scatter_bwd(a->dys, a->dy, ps, B, T, ns, H, 2 * H, 0, FIRST);
@@ -945,7 +1036,7 @@ static int hymba_bwd(Model *m, int l, const real *x, real *d) {
     ENS(a->dc, n); ENS(a->dan, n); ENS(a->da, n); ENS(a->ds, n); ENS(a->du, n);
     REF_ZERO(a->dc, n); REF_ZERO(a->da, n); REF_ZERO(a->ds, n); REF_ZERO(a->du, n);
     if (mlp_bwd(m, &w->mlp, w->mlp_norm, &a->mlp, (int)BT, d)) return -1;   /* d: the gradient at h */
-    o->linear_bwd(a->dc, G(w->out_proj), NULL, d, a->c, W(w->out_proj), (int)BT, H, H, FIRST);
+    lin_bwd(m, a->dc, G(w->out_proj), NULL, d, a->c, W(w->out_proj), (int)BT, H, H, FIRST);
     /* c = 0.5 an + 0.5 sn: both norms get 0 + 0.5 dc, one buffer (the zero stays:
      * there is no scaled copy op, and it is Hymba's only one) */
     ZERO(a->dan, n);
@@ -985,7 +1076,13 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_proj = fp && !strcmp(fp, "0");
     const char *fi = getenv("FLOWHN_FUSE_INPROJ");
     m->unfused_inproj = fi && !strcmp(fi, "0");
+    const char *zg = getenv("FLOWHN_ZERO_GRAD");
+    m->zero_grad_full = zg && !strcmp(zg, "1");
     if (layout_build(&m->layout, c)) return -1;
+    if (lazy_build(m)) {
+        model_free(m);
+        return -1;
+    }
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);
     if (!m->params || !m->grads) {
@@ -1018,6 +1115,10 @@ void model_free(Model *m) {
         m->ops->release(m->targets_dev);
     }
     free(m->targets_host);
+    free(m->lazy_off);
+    free(m->lazy_n);
+    free(m->lazy_done);
+    free(m->zrun);
     layout_free(&m->layout);
     memset(m, 0, sizeof *m);
 }
@@ -1031,7 +1132,16 @@ int model_init_params(Model *m, uint64_t seed) {
     return 0;
 }
 
-void model_zero_grad(Model *m) { m->ops->zero(m->grads, sizeof(real) * m->layout.total); }
+void model_zero_grad(Model *m) {
+    m->grad_fresh = 0;
+    if (m->zero_grad_full || m->zero_first) {   /* the old path (model.h zero_grad_full) */
+        m->ops->zero(m->grads, sizeof(real) * m->layout.total);
+        return;
+    }
+    for (int i = 0; i < m->n_zruns; i++) ZERO(G(m->zrun[2 * i]), m->zrun[2 * i + 1]);
+    memset(m->lazy_done, 0, sizeof(size_t) * (m->n_lazy ? m->n_lazy : 1));
+    m->grad_fresh = 1;
+}
 
 const real *model_logits(const Model *m) { return m->acts ? m->acts->logits : NULL; }
 const real *model_token_losses(const Model *m) { return m->acts ? m->acts->losses : NULL; }
@@ -1369,7 +1479,7 @@ int model_backward(Model *m) {
     free(dl);
     ZERO(A->dlogits, BT * V); REF_ZERO(A->dxf, BT * H);
     o->xent_bwd(A->dlogits, A->dlosses, A->logits, A->lse, m->targets_dev, (int)BT, V);
-    o->linear_bwd(A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V, FIRST);
+    lin_bwd(m, A->dxf, G(m->layout.lm_head), NULL, A->dlogits, A->xf, W(m->layout.lm_head), (int)BT, H, V, FIRST);
     return backward_trunk(m);
 }
 
@@ -1385,6 +1495,7 @@ int model_grad_frontiers(const Model *m, size_t *out, int cap) {
 
 /* Tells the hook that the gradients of [off, total) are final. */
 static int grads_ready(Model *m, size_t off) {
+    lazy_finish(m, off);
     if (!m->grads_ready || !m->grads_ready(m->grads_ready_ctx, off)) return 0;
     char why[512];   /* copied: fh_error formats into the buffer fh_last_error returns */
     snprintf(why, sizeof why, "%s", fh_last_error());

@@ -86,6 +86,19 @@ typedef struct {
      * outputs packed in rows and read with a row stride (model.c m2_packed; perf-notes, fuse-inproj) */
     int unfused_inproj;
     int prefilling;   /* set by model_prefill while it runs (its caches take the stored rotated keys) */
+    /* Gradient zeroing (model_zero_grad). 1 (FLOWHN_ZERO_GRAD=1, or zero_first): one memset of the whole
+     * gradient buffer, every writer accumulates (the old path: the A/B's other side and the reference).
+     * 0: model_zero_grad zeroes only the tensors that are not product weights; each product weight's
+     * gradient is overwritten by its first linear_bwd of the accumulation (ops.h FH_DW_OVERWRITE), and
+     * one that no product reaches (a FlowHN branch without tokens) is zeroed when its layer's backward
+     * ends. The buffer then holds zeros + the first backward's gradients once that backward is done;
+     * between model_zero_grad and that backward's end the lazy tensors hold anything. */
+    int zero_grad_full;
+    int grad_fresh;            /* model_zero_grad ran, its first backward has not finished */
+    int n_lazy;                /* the product weights: [lazy_off[i], + lazy_n[i]), ascending */
+    size_t *lazy_off, *lazy_n, *lazy_done;   /* lazy_done: reals written from the start this accumulation */
+    int n_zruns;               /* the rest of the buffer: runs [zrun[2i], + zrun[2i+1]) */
+    size_t *zrun;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */
@@ -118,6 +131,8 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
 int model_stage_batch(Model *m, const int *tokens, const int *targets, int B, int T);
 int model_step_body(Model *m, double *loss_sum);
 int model_step_loss(Model *m, double loss_sum);
+/* Starts a gradient accumulation: the next backward's gradients are written over the old ones (see
+ * Model.zero_grad_full), later backwards add to them. */
 void model_zero_grad(Model *m);
 /* The offsets the backward reports to grads_ready, in order (decreasing,
  * the last is 0): norm_f's offset, then each layer's begin from the last

@@ -8,7 +8,8 @@
  *   - Tensors are row-major and contiguous; activations are [B, n, C] with the
  *     channel dimension last. Linear weights are [out, in] (PyTorch layout).
  *   - Forward ops overwrite their outputs.
- *   - Backward ops ACCUMULATE (+=) into the parameter gradients they produce.
+ *   - Backward ops ACCUMULATE (+=) into the parameter gradients they produce
+ *     (one exception: linear_bwd's dw under FH_DW_OVERWRITE, below).
  *     Their input (activation) gradients are accumulated when the op's last
  *     argument `acc` is FH_ACC, and overwritten when it is FH_OVERWRITE (the
  *     buffer's first writer in the step: no zeroing pass before it, and no
@@ -43,8 +44,13 @@ typedef struct {
     int pad_;
 } StepScalars;
 
-/* the `acc` argument of the backward ops (see the conventions above) */
-enum { FH_OVERWRITE = 0, FH_ACC = 1 };
+/* the `acc` argument of the backward ops (see the conventions above).
+ * FH_DW_OVERWRITE, for linear_bwd only, OR-ed into acc: dw is overwritten
+ * (beta 0: not read, not zeroed first) instead of accumulated; db still
+ * accumulates. The model sets it on a weight gradient's first writer of an
+ * accumulation (model.c lin_bwd), which saves the per-step gradient memset
+ * of the product weights. Other ops never see it. */
+enum { FH_OVERWRITE = 0, FH_ACC = 1, FH_DW_OVERWRITE = 2 };
 
 typedef struct Ops {
     const char *name;

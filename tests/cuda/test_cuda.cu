@@ -188,6 +188,15 @@ static Grad gradx(size_t n) {
     g.n = n;
     return g;
 }
+/* a weight gradient under FH_DW_OVERWRITE (ops.h, linear_bwd): NaN on the CUDA side, zeros on the CPU's */
+static Grad grad_over(size_t n) {
+    Grad g;
+    g.h = (float *)calloc(n ? n : 1, sizeof(float));
+    g.h0 = (float *)calloc(n ? n : 1, sizeof(float));
+    g.d = dnan(n);
+    g.n = n;
+    return g;
+}
 static void grad_cmp(const char *what, Grad g) { cmp_full(what, g.h, g.d, g.n, g.h0, NULL); }
 static void grad_cmp_mag(const char *what, Grad g, const float *mag) { cmp_full(what, g.h, g.d, g.n, g.h0, mag); }
 static void grad_free(Grad g) { free(g.h); free(g.h0); G->release(g.d); }
@@ -414,20 +423,23 @@ static void test_add_rmsnorm(void) {
 static void test_linear_shapes(int first, int last) {
     int shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {257, 512, 384}, {64, 768, 2304}, {1024, 768, 3072}};  /* N, IC, OC */
     for (int si = first; si <= last; si++) {
-        for (int with_bias = 0; with_bias < 2; with_bias++) {
+        /* with_bias 2: no bias, dw overwritten (FH_DW_OVERWRITE: the model's first write of an accumulation) */
+        for (int with_bias = 0; with_bias < 3; with_bias++) {
             int N = shapes[si][0], IC = shapes[si][1], OC = shapes[si][2];
-            line_start("linear", "N=%d IC=%d OC=%d %s", N, IC, OC, with_bias ? "bias" : "no-bias");
+            int dwo = with_bias == 2 ? FH_DW_OVERWRITE : 0;
+            line_start("linear", "N=%d IC=%d OC=%d %s", N, IC, OC,
+                       with_bias == 1 ? "bias" : dwo ? "no-bias dw-overwrite" : "no-bias");
             float *in = hrand((size_t)N * IC, 0, 1), *w = hrand((size_t)OC * IC, 0, 0.05f), *b = hrand(OC, 0, 1);
             float *dout = hrand((size_t)N * OC, 0, 1);
             float *din_ = dev(in, (size_t)N * IC), *dw_ = dev(w, (size_t)OC * IC), *db_ = dev(b, OC);
             float *ddout = dev(dout, (size_t)N * OC);
             float *out = hnan((size_t)N * OC), *gout = dnan((size_t)N * OC);
-            BOTH_FWD(cpu_linear_fwd(out, in, w, with_bias ? b : NULL, N, IC, OC),
-                     G->linear_fwd(gout, din_, dw_, with_bias ? db_ : NULL, N, IC, OC));
+            BOTH_FWD(cpu_linear_fwd(out, in, w, with_bias == 1 ? b : NULL, N, IC, OC),
+                     G->linear_fwd(gout, din_, dw_, with_bias == 1 ? db_ : NULL, N, IC, OC));
             cmp("out", out, gout, (size_t)N * OC);
-            Grad gi = gradx((size_t)N * IC), gw = grad((size_t)OC * IC), gb = grad(OC);
-            cpu_linear_bwd(gi.h, gw.h, with_bias ? gb.h : NULL, dout, in, w, N, IC, OC, ACC_MODE);
-            G->linear_bwd(gi.d, gw.d, with_bias ? gb.d : NULL, ddout, din_, dw_, N, IC, OC, ACC_MODE);
+            Grad gi = gradx((size_t)N * IC), gw = dwo ? grad_over((size_t)OC * IC) : grad((size_t)OC * IC), gb = grad(OC);
+            cpu_linear_bwd(gi.h, gw.h, with_bias == 1 ? gb.h : NULL, dout, in, w, N, IC, OC, ACC_MODE | dwo);
+            G->linear_bwd(gi.d, gw.d, with_bias == 1 ? gb.d : NULL, ddout, din_, dw_, N, IC, OC, ACC_MODE | dwo);
             grad_cmp("din", gi); grad_cmp("dw", gw); grad_cmp("db", gb);
             line_end();
             free(in); free(w); free(b); free(dout); free(out);

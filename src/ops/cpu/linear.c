@@ -20,8 +20,12 @@ void cpu_linear_bwd(real *din, real *dw, real *db, const real *dout, const real 
     /* din[N,IC] (+)= dout[N,OC] @ w[OC,IC];  dw[OC,IC] += dout^T @ in.
      * beta = 0 does not read din (BLAS: C need not be set when beta is 0) */
     if (din)
-        cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, w, IC, acc ? 1 : 0, din, IC);
-    if (dw) cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, in, IC, 1, dw, IC);
+        cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1, dout, OC, w, IC, (acc & FH_ACC) ? 1 : 0,
+                   din, IC);
+    /* FH_DW_OVERWRITE (ops.h): dw = dout^T @ in, beta 0 */
+    if (dw)
+        cblas_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1, dout, OC, in, IC,
+                   (acc & FH_DW_OVERWRITE) ? 0 : 1, dw, IC);
     if (db) {
 #pragma omp parallel for if ((long)N * OC > 65536)
         for (int o = 0; o < OC; o++) {

@@ -2179,11 +2179,12 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     /* beta 0 (acc FH_OVERWRITE): cuBLASLt does not read din, so it need not be zeroed first */
     const void *wo = din ? operand(w, (size_t)OC * IC, 0) : NULL;
     /* the attention's d out, marked once = 5: its bf16 D only, read by cuDNN's backward as dO */
-    if (din && !datt_d16(din, wo, go, N, IC, OC, acc) &&
-        lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, acc ? 1.f : 0.f, NULL))
+    const int dacc = acc & FH_ACC;   /* FH_DW_OVERWRITE (ops.h) is dw's: beta 0, dw not read */
+    if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) &&
+        lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, dacc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,
-                        1.f, NULL))
+                        (acc & FH_DW_OVERWRITE) ? 0.f : 1.f, NULL))
         failed("linear_bwd dw");
     if (db) colsum(db, 1, N, OC, ColOf{dout, OC});
 }
