@@ -330,7 +330,10 @@ typedef struct {
     cudnnBackendDescriptor_t plan;
     int64_t ws;
 } Plan;
-#define MAXPLANS 64
+/* One entry per (direction, shape, dV layout), never evicted (a graph may have recorded an entry's plan).
+ * 64 was too few once the strided-dV plans came (session 12 call 1: test_cuda's later shapes found the table
+ * full, so get_plan declined them and our kernel ran them silently); a full table now says so once. */
+#define MAXPLANS 512
 static Plan plans[MAXPLANS];
 static int nplans;
 
@@ -563,7 +566,13 @@ static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd, int dvld) 
             p->dvld == dvld)
             return p->state > 0 ? p : NULL;
     }
-    if (cuda_capturing() || nplans >= MAXPLANS) return NULL;   /* no build while a graph is recorded */
+    if (cuda_capturing()) return NULL;   /* no build while a graph is recorded */
+    if (nplans >= MAXPLANS) {
+        static int told;
+        if (!told++)
+            fprintf(stderr, "cudnn-attn: the plan table is full (%d shapes): new shapes run our kernel\n", MAXPLANS);
+        return NULL;
+    }
     Plan *p = &plans[nplans++];
     memset(p, 0, sizeof *p);
     p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd; p->dvld = dvld;
