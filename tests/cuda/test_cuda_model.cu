@@ -105,7 +105,11 @@ static double grad_rel(const float *a, const float *b, size_t n, size_t *ndiff) 
 
 /* the Mamba-1 scan backward adds dB, dC, dA_log and dD by float atomics across channels
  * (selective_scan*.cu): two identical steps of these architectures may differ in the order of those sums */
-static int bwd_uses_atomics(const Config *c) { return c->arch != ARCH_LLAMA && c->arch != ARCH_MAMBA2; }
+/* Mamba-2 too: the SSD backward adds dx's second part, dB | dC and the per-head dt_bias, A_log, D gradients by
+ * atomics (ssd_kernels.cuh). Session 12 call 2: mamba2-H256 gave 3e-8 to 4e-9 between identical steps, and in
+ * about one A/B of five 4.1e-5 (277K values: one order flips a bf16 rounding that later products read), in
+ * whichever A/B it fell, one whose switch changed nothing included. Only LLaMA's backward is deterministic. */
+static int bwd_uses_atomics(const Config *c) { return c->arch != ARCH_LLAMA; }
 
 /* 1: the CUDA model runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu) */
 static int gpu_unfused_conv_silu = 0;
