@@ -43,6 +43,12 @@
  *     that branch, once every column was saved, reads the saved values (x's
  *     own are put back after). A write to x between the windows and the
  *     product that the contract forbids makes the product's values differ;
+ *   - a pack also marked bf16_only(x, n, 6) (its fp32 read by no one, ops.h):
+ *     each window writer in overwrite mode fills its window with NaN after
+ *     saving it (the CUDA backend stores only the rounding), and the product
+ *     is served even with columns no window saved (as the CUDA backend's
+ *     pack_fill: those columns' fp32 as written); any other reader of x, or
+ *     one after the product, sees NaN;
  *   - keep_bf16(NULL, 0) ends every mark (the saved values go; x stays NaN)
  *     and every pack.
  * Any other reader, extent, branch or second read sees NaN, which reaches
@@ -83,16 +89,18 @@ typedef struct {
     const real *x;   /* NULL: none */
     size_t n;
     int ld, rows, ncov;
+    int only, elided;   /* marked bf16_only once = 6; a window's fp32 filled with NaN */
     real *saved;     /* [n]: the windows' values as their writers stored them */
     unsigned char *cov;
 } Pack;
 static Pack packs[8];
-static unsigned long packs_served, pack_windows;
+static unsigned long packs_served, pack_windows, pack_elided;
 static void pack_end(Pack *p) {
     free(p->saved);
     free(p->cov);
     memset(p, 0, sizeof *p);
 }
+static void mk_only(const real *x, size_t n, int once);
 static void mk_pack(const real *x, size_t n, int ld) {
     Pack *p = &packs[branch_now];
     pack_end(p);
@@ -104,7 +112,7 @@ static void mk_pack(const real *x, size_t n, int ld) {
     p->x = x, p->n = n, p->ld = ld, p->rows = (int)(n / (size_t)ld);
 }
 /* after a window writer stored out's [rows, cols] at stride ld: its values saved, if a window of the pack */
-static void pack_window(const real *out, int rows, int cols, int ld) {
+static void pack_window(const real *out, int rows, int cols, int ld, int acc) {
     Pack *p = &packs[branch_now];
     if (!p->x || !out || ld != p->ld || rows != p->rows || cols <= 0 || out < p->x) return;
     size_t off = (size_t)(out - p->x);
@@ -114,20 +122,26 @@ static void pack_window(const real *out, int rows, int cols, int ld) {
     for (int c = (int)off; c < (int)off + cols; c++)
         if (!p->cov[c]) p->cov[c] = 1, p->ncov++;
     pack_windows++;
+    if (p->only && !acc) {   /* overwritten: the rounding only, no fp32 (cuda_pack_claim_only) */
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) ((real *)p->x)[(size_t)r * ld + off + c] = NAN;
+        p->elided = 1;
+        pack_elided++;
+    }
 }
 static void mk_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, const real *y, const real *z,
                                  const real *w, const real *rstd, int N, int C, int acc, int ldz) {
     cpu_ops.gated_rmsnorm_bwd(dy, dz, dw, dout, y, z, w, rstd, N, C, acc, ldz);
-    pack_window(dz, N, C, ldz);
+    pack_window(dz, N, C, ldz, acc);
 }
 static void mk_conv1d_silu_bwd(real *dx, real *dw, real *db, const real *dout, const real *x, const real *w,
                                const real *b, int B, int n, int C, int K, int acc, int ldx) {
     cpu_ops.conv1d_silu_bwd(dx, dw, db, dout, x, w, b, B, n, C, K, acc, ldx);
-    pack_window(dx, B * n, C, ldx);
+    pack_window(dx, B * n, C, ldx, acc);
 }
 static void mk_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int cols) {
     cpu_ops.copy_rows(dst, ldd, src, lds, rows, cols);
-    pack_window(dst, rows, cols, ldd);
+    pack_window(dst, rows, cols, ldd, 0);
 }
 
 static void mk_keep(const real *x, size_t n) {
@@ -140,6 +154,11 @@ static void mk_keep(const real *x, size_t n) {
     if (nkept < MAX_MARKS) kept_x[nkept] = x, kept_n[nkept++] = n;
 }
 static void mk_only(const real *x, size_t n, int once) {
+    if (once == 6) {   /* the branch's pack, declared just before: its windows' fp32 may go */
+        Pack *p = &packs[branch_now];
+        if (p->x == x && p->n == n && !p->ncov) p->only = 1;
+        return;
+    }
     if (npend < 8) pend[npend++] = (Pending){x, n, once};
 }
 static void mk_branch(int b) { branch_now = b; }
@@ -288,6 +307,14 @@ static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const
     /* dout a complete pack of this branch: the product reads the windows' saved values */
     Pack *p = &packs[branch_now];
     real *held = NULL;
+    if (p->x && p->x == dout && p->n == (size_t)N * OC && p->elided && p->ncov != p->ld) {
+        /* an elided pack with columns no window saved (their writers wrote fp32): those columns as written */
+        for (int c = 0; c < p->ld; c++)
+            if (!p->cov[c]) {
+                for (int r = 0; r < p->rows; r++) p->saved[(size_t)r * p->ld + c] = dout[(size_t)r * p->ld + c];
+                p->cov[c] = 1, p->ncov++;
+            }
+    }
     if (p->x && p->x == dout && p->n == (size_t)N * OC && p->ncov == p->ld && (held = malloc(sizeof(real) * p->n))) {
         memcpy(held, dout, sizeof(real) * p->n);
         memcpy((real *)dout, p->saved, sizeof(real) * p->n);
@@ -321,7 +348,7 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
              !model_init_params(&m, 7);
     CHECK(ok, "%s: %s", s->name, fh_last_error());
     ref.unfused_proj = m.unfused_proj = unfused_proj;
-    unsigned long e0 = elided, s0 = served, p0 = packs_served;
+    unsigned long e0 = elided, s0 = served, p0 = packs_served, q0 = pack_elided;
     for (int st = 0; ok && st < 2; st++) {
         ok = !step(&ref, tok, tgt, B, T) && !step(&m, tok, tgt, B, T);
         CHECK(ok, "%s: %s", s->name, fh_last_error());
@@ -344,10 +371,13 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
     CHECK(elided > e0, "%s: nothing was marked and elided", s->name);
     /* Mamba-2 (its in_proj packed, the default): every layer's packed gradient served from its windows */
     if (c.arch == ARCH_MAMBA2 && !m.unfused_inproj)
+    {
         CHECK(packs_served > p0, "%s: no in_proj backward product served its packed gradient (pack_bf16)", s->name);
-    if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, %lu packs served, same "
-                   "bits\n", s->name, B, T, unfused_proj ? "separate products" : "fused products   ", elided - e0,
-                   served - s0, packs_served - p0);
+        CHECK(pack_elided > q0, "%s: no packed gradient window's fp32 elided (bf16_only once = 6)", s->name);
+    }
+    if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, %lu packs served (%lu "
+                   "windows without fp32), same bits\n", s->name, B, T, unfused_proj ? "separate products" :
+                   "fused products   ", elided - e0, served - s0, packs_served - p0, pack_elided - q0);
     model_free(&ref);
     model_free(&m);
     free(tok);
@@ -384,6 +414,24 @@ static void emulation_detects(void) {
         s0 = packs_served;
         mk_linear_bwd(NULL, dw1, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
         CHECK(packs_served == s0, "an incomplete pack is not served");
+        mk_keep(NULL, 0);
+        /* marked bf16-only (once = 6): the windows' fp32 is NaN, the product is served the saved values; a
+         * column written by a writer that cannot round (its fp32 as written) is taken into the pack there */
+        mk_pack(px, 8, 4);
+        mk_only(px, 8, 6);
+        mk_copy_rows(px, 4, src, 4, 2, 3);
+        CHECK(px[0] != px[0] && px[6] != px[6], "an elided pack's window holds NaN");
+        px[3] = src[3], px[7] = src[7];   /* column 3 written in fp32 (a writer that cannot round) */
+        s0 = packs_served;
+        memset(dw1, 0, sizeof dw1);   /* dW accumulates (FH_OVERWRITE is din's mode) */
+        memset(dw2, 0, sizeof dw2);
+        mk_linear_bwd(NULL, dw1, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        cpu_ops.linear_bwd(NULL, dw2, NULL, src, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        CHECK(packs_served == s0 + 1 && !memcmp(dw1, dw2, sizeof dw1),
+              "an elided pack with a column written in fp32 is served, the same values");
+        memset(dw2, 0, sizeof dw2);
+        cpu_ops.linear_bwd(NULL, dw2, NULL, px, uin, wq, 2, 1, 4, FH_OVERWRITE);
+        CHECK(dw2[0] != dw2[0], "a reader of an elided pack's fp32 (not its product) sees NaN");
         mk_keep(NULL, 0);
     }
     real x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[4] = {0}, rstd[1], y[1];   /* {0}: for gcc */

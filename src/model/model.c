@@ -150,6 +150,10 @@ static void keep_end(Model *m) {
  *     dgrad), read only by the attention backward right after, once (a
  *     declining backward gets the fp32 written back); CUDA: the product
  *     writes bf16 D, cuDNN reads it as dO, FLOWHN_BF16_ATT_DO=0 keeps fp32.
+ *   once = 6: Mamba-2's packed in_proj gradient dzxd, declared a pack just
+ *     before (pack_bf16), read only by the in_proj backward product through
+ *     the pack (M2Acts.only); its three window writers may store only their
+ *     rounding (the same bits; CUDA FLOWHN_DZXD_FP32=1 keeps fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -692,6 +696,9 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
      * its one reader, the in_proj backward product (ssd_bwd in between writes dxbc and ddtr, not dzxd): a
      * backend may have the writers round their windows into one bf16 copy the product reads (ops.h pack_bf16) */
     if (packed && a->only) pack_bf16(m, a->dzxd, N * PW, PW);
+    /* and dzxd's fp32 is read by no one (the product reads the pack; nothing after it reads dzxd): a backend
+     * may have those writers store only their rounding (ops.h bf16_only once = 6) */
+    if (packed && a->only) bf16_only(m, a->dzxd, N * PW, 6);
     o->gated_rmsnorm_bwd(a->dy, dz, G(w->gate_norm), a->dyn, a->y, z, W(w->gate_norm), a->g_rstd, (int)N, E,
                          FIRST, ld);
     o->ssd_bwd(a->dxbc, a->ddtr, G(w->dt_bias), G(w->A_log), G(w->D), a->dy, a->states, a->xbc, a->dtr,

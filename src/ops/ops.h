@@ -501,6 +501,17 @@ typedef struct Ops {
      *     give any other path of attention_rope_bwd (and, if it declines,
      *     the model's dense fallback) defined fp32 (CUDA writes bf16(D) back).
      *     CUDA: FLOWHN_BF16_ATT_DO=0 writes fp32 as always.
+     *   once = 6: x is the pack declared just before (pack_bf16(x, n, ld),
+     *     same x and n, on this branch; not the next op's output: its window
+     *     writers'); x's fp32 is read by no one: only the linear_bwd that
+     *     reads x as its dout over exactly (x, n) (the pack's product), on
+     *     that branch, once; nothing reads x after it. A backend may have the
+     *     window writers that overwrite their window store only its bf16
+     *     rounding into the pack, which the product reads: the same bits (the
+     *     product reads that rounding anyway). It must serve that product
+     *     even when a writer could not round its window (CUDA rounds the
+     *     fp32 those wrote); a product reading x where the pack was broken
+     *     fails loudly. CUDA: FLOWHN_DZXD_FP32=1 writes fp32 as always.
      * A backend with bf16 products may then store only x's bf16 rounding where
      * those products read it (CUDA: the kept buffer, or a shadow held until its
      * one read), and leave x's fp32 memory unwritten. It decides per call (the
@@ -527,7 +538,8 @@ typedef struct Ops {
      * window's bf16 rounding into one packed bf16 copy of x and the product
      * read that copy, if every column was written so (CUDA: linear.cu "packed
      * gradient roundings", FLOWHN_INPROJ_D16=0 off). The fp32 values are
-     * still written: results are the same bits with or without it; a caller
+     * still written unless x is also marked bf16_only(x, n, 6) (above):
+     * results are the same bits with or without either; a caller
      * that breaks the promise gets a stale operand. pack_bf16(NULL, 0, 0)
      * ends the branch's hint. */
     void (*pack_bf16)(const real *x, size_t n, int ld);

@@ -4077,7 +4077,8 @@ static int d16_sequence(int on, int N, int B, int n, int E, int CX, int nh, int 
         for (size_t i = 0; i < np; i++) bad += hb[i] != rne_bf16(hf[i]);
         free(hb); free(hf);
     }
-    G->linear_bwd(du, dW, NULL, dzxd, u, W, N, H, PW, FH_OVERWRITE);
+    /* dW overwritten (FH_DW_OVERWRITE): accumulated into its NaN allocation, every run's dW would be NaN */
+    G->linear_bwd(du, dW, NULL, dzxd, u, W, N, H, PW, FH_OVERWRITE | FH_DW_OVERWRITE);
     *served = (int)(cuda_pack_served - s0);
     *windows = (int)(cuda_pack_windows - w0);
     G->keep_bf16(NULL, 0);   /* ends the pack (the model's keep_end) */
@@ -4128,6 +4129,143 @@ static void test_inproj_d16(void) {
             free(on[k]); free(off[k]);
         }
         line_end();
+        for (int k = 0; k < 10; k++) free(h[k]);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
+/* FLOWHN_DZXD_FP32 (ops.h bf16_only once = 6, linear.cu "the pack's fp32 elided"): the same sequence as
+ * test_inproj_d16's, the pack also marked bf16-only as model.c mamba2_bwd does, run three ways: the pack off,
+ * marked with FLOWHN_DZXD_FP32=1 (fp32 written: inproj-d16's path), marked with the fp32 elided. Elided: the
+ * windows whose producer writes the rounding keep dzxd's fp32 untouched (the NaN it was allocated with), the
+ * pack's bf16 bits equal the fp32-written run's bit for bit, du and dW equal both other runs' bit for bit;
+ * where the gated norm cannot round (PW % 4 != 0) its window is written in fp32 and rounded into the pack at
+ * the product (one fill), so the product is still served; a read of dzxd other than the pack's product
+ * (another extent) is refused as an error, not a rounding of unwritten memory. */
+static void dz16_sequence(int mode, int N, int B, int n, int E, int CX, int nh, int H, int K, float **h, float **res,
+                          uint16_t **pbits, unsigned long *cnt) {
+    int PW = E + CX + nh;
+    size_t np = (size_t)N * PW;
+    int was = cuda_set_inproj_d16(mode != 0), wasf = cuda_set_dzxd_fp32(mode == 1);
+    float *y = dev(h[0], (size_t)N * E), *zxd = dev(h[1], np), *gw = dev(h[2], E), *dyn = dev(h[3], (size_t)N * E);
+    float *dxbc = dev(h[4], (size_t)N * CX), *cw = dev(h[5], (size_t)CX * K), *cb = dev(h[6], CX);
+    float *ddt = dev(h[7], (size_t)N * nh), *u = dev(h[8], (size_t)N * H), *W = dev(h[9], (size_t)PW * H);
+    float *yn = dnan((size_t)N * E), *rstd = dnan(N), *dy = dnan((size_t)N * E), *dzxd = dnan(np);
+    float *dgw = dnan(E), *dcw = dnan((size_t)CX * K), *dcb = dnan(CX), *du = dnan((size_t)N * H);
+    float *dW = dnan((size_t)PW * H);
+    G->gated_rmsnorm_fwd(yn, rstd, y, zxd, gw, N, E, 1e-5f, PW);
+    G->keep_bf16(NULL, 0);
+    unsigned long s0 = cuda_pack_served, e0 = cuda_pack_elided, f0 = cuda_pack_filled;
+    G->pack_bf16(dzxd, np, PW);
+    G->bf16_only(dzxd, np, 6);
+    G->gated_rmsnorm_bwd(dy, dzxd, dgw, dyn, y, zxd, gw, rstd, N, E, FH_OVERWRITE, PW);
+    G->conv1d_silu_bwd(dzxd + E, dcw, dcb, dxbc, zxd + E, cw, cb, B, n, CX, K, FH_OVERWRITE, PW);
+    G->copy_rows(dzxd + E + CX, PW, ddt, nh, N, nh);
+    cnt[3] = (unsigned long)cuda_bf16_absent(dzxd, np);
+    /* dW overwritten (FH_DW_OVERWRITE): accumulated into its NaN allocation, every run's dW would be NaN */
+    G->linear_bwd(du, dW, NULL, dzxd, u, W, N, H, PW, FH_OVERWRITE | FH_DW_OVERWRITE);
+    cnt[0] = cuda_pack_served - s0;
+    cnt[1] = cuda_pack_elided - e0;
+    cnt[2] = cuda_pack_filled - f0;
+    const void *pk = cuda_pack_rounding(dzxd, np);   /* complete after the product (filled, if elided) */
+    *pbits = NULL;
+    if (pk) {
+        *pbits = (uint16_t *)malloc(sizeof(uint16_t) * np);
+        CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaMemcpy(*pbits, pk, sizeof(uint16_t) * np,
+                                                                   cudaMemcpyDeviceToHost) == cudaSuccess,
+              "reading the pack");
+    }
+    res[0] = (float *)malloc(sizeof(float) * np);
+    res[1] = (float *)malloc(sizeof(float) * (size_t)N * H);
+    res[2] = (float *)malloc(sizeof(float) * (size_t)PW * H);
+    G->to_host(res[0], dzxd, sizeof(float) * np);
+    G->to_host(res[1], du, sizeof(float) * (size_t)N * H);
+    G->to_host(res[2], dW, sizeof(float) * (size_t)PW * H);
+    /* another extent of dzxd (N - 1 rows): not the pack's product; elided, an error (nothing serves it) */
+    unsigned long rf = cuda_bf16_only_refused;
+    G->linear_bwd(NULL, dW, NULL, dzxd, u, W, N - 1, H, PW, FH_OVERWRITE);
+    cnt[4] = cuda_ops_check() != 0;
+    fh_clear_error();
+    cnt[5] = cuda_bf16_only_refused - rf;
+    G->keep_bf16(NULL, 0);   /* ends the pack and the absent listing (the model's keep_end) */
+    float *all[] = {y, zxd, gw, dyn, dxbc, cw, cb, ddt, u, W, yn, rstd, dy, dzxd, dgw, dcw, dcb, du, dW};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
+    cuda_set_dzxd_fp32(wasf);
+    cuda_set_inproj_d16(was);
+}
+
+static void test_dzxd16(void) {
+    static const int shapes[][7] = {{2, 37, 96, 128, 8, 48, 4}, {1, 96, 1536, 1792, 24, 768, 4},
+                                    {3, 11, 36, 52, 3, 20, 4}, {2, 19, 40, 56, 5, 24, 3}};
+    D16_CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], CX = shapes[si][3], nh = shapes[si][4];
+        int H = shapes[si][5], K = shapes[si][6], N = B * n, PW = E + CX + nh;
+        int full = PW % 4 == 0 && E % 4 == 0 && CX % 4 == 0;
+        line_start("dzxd16", "B=%d n=%d E=%d CX=%d nh=%d H=%d K=%d (PW %d)", B, n, E, CX, nh, H, K, PW);
+        float *h[10] = {hrand((size_t)N * E, 0, 1), hrand((size_t)N * PW, 0.5f, 1.5f), hrand(E, 1, 0.2f),
+                        hrand((size_t)N * E, 0, 1), hrand((size_t)N * CX, 0, 1), hrand((size_t)CX * K, 0, 0.3f),
+                        hrand(CX, 0, 0.3f), hrand((size_t)N * nh, 0, 1), hrand((size_t)N * H, 0, 1),
+                        hrand((size_t)PW * H, 0, 0.05f)};
+        float *r[3][3];
+        uint16_t *pb[3];
+        unsigned long c[3][6];
+        dz16_sequence(2, N, B, n, E, CX, nh, H, K, h, r[2], &pb[2], c[2]);   /* warm-up: plans, buffers */
+        for (int k = 0; k < 3; k++) free(r[2][k]);
+        free(pb[2]);
+        for (int mode = 0; mode < 3; mode++) dz16_sequence(mode, N, B, n, E, CX, nh, H, K, h, r[mode], &pb[mode], c[mode]);
+        /* elided: served (filled where the gated norm cannot round), 3 (2) windows without fp32, listed absent,
+         * the other extent refused */
+        D16_CHECK(c[2][0] == 1 && c[2][1] == (full ? 3u : 2u) && c[2][2] == (full ? 0u : 1u) && c[2][3] == 1,
+                  "dzxd16 elided: %lu served (1), %lu windows without fp32 (%d), %lu fills (%d), absent %lu (1)",
+                  c[2][0], c[2][1], full ? 3 : 2, c[2][2], full ? 0 : 1, c[2][3]);
+        D16_CHECK(c[2][4] == 1 && c[2][5] == 1, "dzxd16 elided: reading dzxd at another extent %s (refused %lu)",
+                  c[2][4] ? "failed" : "ran: an unwritten fp32 was rounded", c[2][5]);
+        /* FLOWHN_DZXD_FP32=1 and off: nothing elided, nothing refused */
+        for (int mode = 0; mode < 2; mode++)
+            D16_CHECK(c[mode][1] == 0 && c[mode][3] == 0 && c[mode][4] == 0 && c[mode][5] == 0,
+                      "dzxd16 mode %d: %lu windows elided, absent %lu, other extent %s", mode, c[mode][1], c[mode][3],
+                      c[mode][4] ? "failed" : "ran");
+        D16_CHECK(c[1][0] == (full ? 1u : 0u) && c[0][0] == 0, "dzxd16: %lu served with fp32 (%d), %lu off (0)",
+                  c[1][0], full ? 1 : 0, c[0][0]);
+        /* the pack's bf16 bits: the same with the fp32 skipped as with it written (and the fp32-written run's
+         * pack the rounding of its dzxd, test_inproj_d16) */
+        size_t np = (size_t)N * PW, pd = 0, f32w = 0;
+        if (full) {
+            D16_CHECK(pb[1] && pb[2], "dzxd16: no complete pack to compare");
+            if (pb[1] && pb[2]) for (size_t i = 0; i < np; i++) pd += pb[1][i] != pb[2][i];
+        } else if (pb[2]) {   /* the fp32 run served nothing: the elided pack against the rounding of its dzxd */
+            for (size_t i = 0; i < np; i++) pd += pb[2][i] != rne_bf16(r[1][0][i]);
+        }
+        D16_CHECK(pd == 0, "dzxd16: %zu bf16 values of the elided pack differ from the fp32-written run's", pd);
+        /* elided: the skipped windows' fp32 untouched (NaN as allocated); every column where the gated norm
+         * wrote fp32 (PW % 4 != 0) equal to the fp32 run's */
+        for (int row = 0; row < N; row++)
+            for (int col = full ? 0 : E; col < PW; col++) {
+                uint32_t bits;
+                memcpy(&bits, &r[2][0][(size_t)row * PW + col], 4);
+                f32w += bits != 0xffffffffu;
+            }
+        D16_CHECK(f32w == 0, "dzxd16 elided: %zu fp32 values written in the skipped windows", f32w);
+        size_t sz[3] = {(size_t)N * PW, (size_t)N * H, (size_t)PW * H};
+        static const char *names[3] = {"dzxd", "du", "dW"};
+        for (int k = 1; k < 3; k++)
+            for (int mode = 0; mode < 2; mode++) {
+                size_t nd = 0;
+                for (size_t i = 0; i < sz[k]; i++) nd += memcmp(&r[2][k][i], &r[mode][k][i], sizeof(float)) != 0;
+                D16_CHECK(nd == 0, "dzxd16 %s: %zu of %zu values differ in bits elided vs %s", names[k], nd, sz[k],
+                          mode ? "FLOWHN_DZXD_FP32=1" : "pack off");
+            }
+        {   /* fp32 written: dzxd the same bits as with the pack off */
+            size_t nd = 0;
+            for (size_t i = 0; i < sz[0]; i++) nd += memcmp(&r[1][0][i], &r[0][0][i], sizeof(float)) != 0;
+            D16_CHECK(nd == 0, "dzxd16 dzxd: %zu values differ, FLOWHN_DZXD_FP32=1 vs pack off", nd);
+        }
+        line_end();
+        for (int mode = 0; mode < 3; mode++) {
+            for (int k = 0; k < 3; k++) free(r[mode][k]);
+            free(pb[mode]);
+        }
         for (int k = 0; k < 10; k++) free(h[k]);
     }
     cuda_set_matmul_precision("fp32");
@@ -4439,6 +4577,7 @@ int main(void) {
     RUN(test_bf16_qkv);
     RUN(test_bf16_att_o);
     RUN(test_inproj_d16);
+    RUN(test_dzxd16);
 #else
     printf("skipped attention: no src/ops/cpu/attention.c in this checkout\n");
 #endif

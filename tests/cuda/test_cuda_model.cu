@@ -208,7 +208,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         model_zero_grad(&mg);
         unsigned long kept0 = cuda_keep_served, elided0 = cuda_bf16_only_elided, refused0 = cuda_bf16_only_refused;
         unsigned long ao0 = cuda_bf16_att_o_written, aruns0 = cuda_attn_cudnn_runs;
-        unsigned long pack0 = cuda_pack_served;
+        unsigned long pack0 = cuda_pack_served, pel0 = cuda_pack_elided;
         int okf = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
         CHECK(okf, "%s: cuda fused forward_backward: %s", name, fh_last_error());
         /* bf16: the backward's weight gradients read the forward inputs' kept roundings (linear.cu, Ops.keep_bf16),
@@ -266,6 +266,43 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                        "rel %.1e, grad rel %.1e, %zu of %zu gradient values differ in bits\n", mode, name, el, ao, dlo,
                        rel, ndiff, (size_t)mg.layout.total);
                 free(g_on);
+            }
+        }
+        /* FLOWHN_DZXD_FP32 (off by default): the packed gradient is also marked bf16-only (ops.h bf16_only
+         * once = 6), so its window writers store only their rounding (dzxd's fp32 NaN under the verify switch,
+         * on here: a reader the mark missed would have broken the bounds above). Against the fp32-written
+         * step (which the inproj-d16 A/B below then compares with the pack off): the product reads the same
+         * pack, so the same loss and gradients bit for bit (atomics' order aside, as above) */
+        if (okf && ab && cuda_set_inproj_d16(-1) && cuda_set_bf16_only(-1) && !cuda_set_dzxd_fp32(-1)) {
+            unsigned long pel = cuda_pack_elided - pel0;
+            if (c->arch == ARCH_MAMBA2 && !gpu_unfused_inproj)
+                CHECK(pel > 0, "%s: no packed gradient window written without its fp32 (FLOWHN_DZXD_FP32)", name);
+            if (pel) {
+                float *g_el = host_copy(&mg, mg.grads);
+                double loss_el = mg.loss;
+                int was = cuda_set_dzxd_fp32(1);
+                unsigned long e1 = cuda_pack_elided, s1 = cuda_pack_served;
+                model_zero_grad(&mg);
+                int okd = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+                CHECK(okd, "%s: cuda fused forward_backward, FLOWHN_DZXD_FP32=1: %s", name, fh_last_error());
+                CHECK(cuda_pack_elided == e1 && cuda_pack_served > s1, "%s: FLOWHN_DZXD_FP32=1: %lu windows "
+                      "elided (0), %lu packs served (> 0)", name, cuda_pack_elided - e1, cuda_pack_served - s1);
+                if (okd) {
+                    float *g_f32 = host_copy(&mg, mg.grads);
+                    size_t nd;
+                    double rel = grad_rel(g_f32, g_el, mg.layout.total, &nd), dlo = rel_diff(mg.loss, loss_el);
+                    int atom = bwd_uses_atomics(c);
+                    double gtol = atom ? 1e-2 : 0;
+                    CHECK(dlo == 0 && rel <= gtol && (atom || nd == 0), "%s: dzxd fp32 elided vs written: loss rel "
+                          "%.2e, gradient rel L2 %.2e, %zu values differ in bits (bound %.0e)", name, dlo, rel, nd,
+                          gtol);
+                    printf("  %-5s %-22s dzxd fp32 elided vs written: %lu windows without fp32, loss rel %.1e, grad "
+                           "rel %.1e, %zu of %zu gradient values differ in bits\n", mode, name, pel, dlo, rel, nd,
+                           (size_t)mg.layout.total);
+                    free(g_f32);
+                }
+                cuda_set_dzxd_fp32(was);
+                free(g_el);
             }
         }
         /* FLOWHN_INPROJ_D16 (on by default): Mamba-2's packed in_proj gradient gets its bf16 rounding from its

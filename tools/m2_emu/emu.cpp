@@ -398,6 +398,31 @@ static void conv_win_case(int B, int n, int C, int col0, int ld, int acc) {
     same_bits("db ring vs prefetching", dbg, dbg3);
     win_bf16_check("dx bf16 window (pf)", dxg, dxbw, rows, ld, col0, C);
     win_bf16_check("dx bf16 window (ring)", dxg3, dxbw3, rows, ld, col0, C);
+    if (!acc) {   /* dzxd16: dxf = 0, the rounding only: the same bf16 bits, dx's memory untouched */
+        for (int ring = 0; ring < 2; ring++) {
+            std::vector<float> dxs = dx0, dxbefore, partk((size_t)g.grid.y * (KK + 1) * C, NAN);
+            for (size_t r = 0; r < rows; r++)
+                for (int c = col0; c < col0 + C; c++) dxs[r * ld + c] = NAN;
+            dxbefore = dxs;
+            std::vector<__nv_bfloat16> bk(wt, __nv_bfloat16{0x7fc0});
+            launch(g.grid, g.block, [&] {
+                if (ring)
+                    conv_ring_bwd_kernel<KK, V, true>(dxs.data() + col0, partk.data(), dout.data(), xs, w.data(),
+                                                      b.data(), n, C, g.seg, g.nseg, g.nsegs_all, 0, bk.data() + col0,
+                                                      ld, 0);
+                else
+                    conv_seg_bwd_kernel<KK, V, true, true>(dxs.data() + col0, partk.data(), dout.data(), xs, w.data(),
+                                                           b.data(), n, C, g.seg, g.nseg, g.nsegs_all, 0,
+                                                           bk.data() + col0, ld, 0);
+            });
+            size_t nb = 0;
+            for (size_t i = 0; i < wt; i++) nb += bk[i].x != (ring ? dxbw3 : dxbw)[i].x;
+            same_bits(ring ? "dx memory, no fp32 (ring)" : "dx memory, no fp32 (pf)", dxbefore, dxs);
+            printf("    %-28s %zu of %zu bf16 differ from the fp32-writing run %s\n",
+                   ring ? "dx bf16 no fp32 (ring)" : "dx bf16 no fp32 (pf)", nb, wt, nb ? "FAILED" : "");
+            if (nb) fails++;
+        }
+    }
     printf("    %-28s %ld outside, %ld never waited %s\n", "ring copies", pf_bad - b0, cp_left - l0,
            (pf_bad > b0 || cp_left > l0) ? "FAILED" : "");
     if (pf_bad > b0 || cp_left > l0) fails++;
@@ -444,6 +469,28 @@ static void gnorm_win_case(int N, int C, int col0, int ld, int nblk, int acc) {
         cmp(pipe ? "dz whole rows (pipelined)" : "dz whole rows", dzc, dzg);
         cmp(pipe ? "dw (pipelined)" : "dw", dwc, dwg);
         win_bf16_check(pipe ? "dz bf16 window (pipelined)" : "dz bf16 window", dzg, dzb, N, ld, col0, C);
+        if (!acc) {   /* dzxd16: dzf = 0, the rounding only: dy and the bf16 bits the same, dz's memory untouched */
+            std::vector<float> dy2(nc, NAN), dz2 = e0, dzbefore, part2((size_t)nb * C, NAN);
+            for (int r = 0; r < N; r++)
+                for (int c = col0; c < col0 + C; c++) dz2[(size_t)r * ld + c] = NAN;
+            dzbefore = dz2;
+            std::vector<__nv_bfloat16> dzb2((size_t)N * ld, __nv_bfloat16{0x7fc0});
+            launch1d(nb, GN_THREADS, [&] {
+                if (pipe)
+                    gnorm_bwd_pipe_kernel<NPT>(dy2.data(), dz2.data() + col0, part2.data(), dout.data(), y.data(), zs,
+                                               w.data(), rc.data(), N, C, 0, ld, dzb2.data() + col0, 0);
+                else
+                    gnorm_bwd_reg_kernel<NPT>(dy2.data(), dz2.data() + col0, part2.data(), dout.data(), y.data(), zs,
+                                              w.data(), rc.data(), N, C, 0, ld, dzb2.data() + col0, 0);
+            });
+            size_t nbd = 0;
+            for (size_t i = 0; i < dzb.size(); i++) nbd += dzb2[i].x != dzb[i].x;
+            same_bits("dy, dz no fp32", dyg, dy2);
+            same_bits("dz memory, no fp32", dzbefore, dz2);
+            printf("    %-28s %zu of %zu bf16 differ from the fp32-writing run %s\n", "dz bf16 no fp32", nbd,
+                   dzb.size(), nbd ? "FAILED" : "");
+            if (nbd) fails++;
+        }
     }
 }
 

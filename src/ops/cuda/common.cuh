@@ -88,6 +88,10 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip);
  * always filled and done. */
 void *cuda_pack_claim(const float *out, int rows, int cols, int ld);
 void cuda_pack_done(void);
+/* The same for a producer that can leave its window's fp32 unwritten: *skip = 1 when the model marked the
+ * pack bf16-only (Ops.bf16_only once = 6) and acc is 0 (the launch overwrites its window); the producer then
+ * stores only the rounding (the window's fp32 memory untouched). skip NULL: never. */
+void *cuda_pack_claim_only(const float *out, int rows, int cols, int ld, int acc, int *skip);
 
 #define CUDA_CALL(call)                                                              \
     do {                                                                             \

@@ -167,18 +167,18 @@ static void conv_seg_fwd(float *out, const float *x, const float *w, const float
 template <int KK, int V, bool SILU>
 static void conv_seg_bwd_pf(const ConvGeom &g, float *dx, float *part, const float *dout, const float *x,
                             const float *w, const float *b, int n, int C, int acc, bool pf, __nv_bfloat16 *dxb,
-                            int ldx) {
+                            int ldx, int dxf) {
     if (pf && cuda_set_conv_ring(-1)) {
         static bool asked;
         conv_ring_carveout(conv_ring_bwd_kernel<KK, V, SILU>, &asked);
         conv_ring_bwd_kernel<KK, V, SILU><<<g.grid, g.block, 0, cuda_stream()>>>(
-            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx, dxf);
     } else if (pf)
         conv_seg_bwd_kernel<KK, V, SILU, true><<<g.grid, g.block, 0, cuda_stream()>>>(
-            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx, dxf);
     else
         conv_seg_bwd_kernel<KK, V, SILU, false><<<g.grid, g.block, 0, cuda_stream()>>>(
-            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx);
+            dx, part, dout, x, w, b, n, C, g.seg, g.nseg, g.nsegs_all, acc, dxb, ldx, dxf);
 }
 /* With the new setting dx's bf16 rounding is written too (a shadow: in_proj's
  * backward reads dx as its dout two products later, linear.cu's declared
@@ -203,12 +203,12 @@ static void conv_seg_bwd(float *dx, float *dw, float *db, const float *dout, con
      * dx (a window of Mamba-2's packed in_proj gradient) writes its rounding into the window of the pack's
      * bf16 copy when the model declared one (Ops.pack_bf16), laid out as dx */
     __nv_bfloat16 *dxb = nullptr;
-    int packed = 0;
+    int packed = 0, skip = 0;   /* skip: the pack was marked bf16-only, dx overwritten: no fp32 stored */
     if (nw && dx && ldx == C) dxb = (__nv_bfloat16 *)cuda_shadow_claim(dx, total);
-    else if (nw && dx) packed = (dxb = (__nv_bfloat16 *)cuda_pack_claim(dx, B * n, C, ldx)) != nullptr;
+    else if (nw && dx) packed = (dxb = (__nv_bfloat16 *)cuda_pack_claim_only(dx, B * n, C, ldx, acc, &skip)) != nullptr;
     unsigned long before = cuda_epoch;
-    if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
-    else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx);
+    if (silu) conv_seg_bwd_pf<KK, V, true>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx, !skip);
+    else conv_seg_bwd_pf<KK, V, false>(g, dx, part, dout, x, w, b, n, C, acc, nw, dxb, ldx, !skip);
     CUDA_LAUNCHED();
     if (part) {
         conv_seg_finish_kernel<<<((KK + 1) * C + 255) / 256, 256, 0, cuda_stream()>>>(dw, db, part, (int)g.grid.y, C,

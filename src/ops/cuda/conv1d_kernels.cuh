@@ -159,12 +159,13 @@ __global__ void __launch_bounds__(32 * CONV_SEGS)
 /* at most 128 registers: 4 blocks (16 warps) per SM */
 /* PF: the rows CONV_PF ahead prefetched into L2; dxb: NULL, or dx's bf16 rounding, laid out as dx (row
  * stride ldx: a dense shadow when ldx == C, else the window of a packed gradient's bf16 copy, linear.cu
- * cuda_pack_claim); ldx: x's and dx's row stride (ops.h), dout's is C */
+ * cuda_pack_claim); ldx: x's and dx's row stride (ops.h), dout's is C; dxf 0 (with dxb, acc 0): dx's fp32
+ * not stored, only dxb (the pack's fp32 elided, linear.cu cuda_pack_claim_only) */
 template <int KK, int V, bool SILU, bool PF>
 __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_seg_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
                         const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ b, int n,
-                        int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb, int ldx) {
+                        int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb, int ldx, int dxf = 1) {
     __shared__ float sh[CONV_SEGS][33];
     int c0 = (blockIdx.x * 32 + threadIdx.x) * V;
     int g = blockIdx.y * CONV_SEGS + threadIdx.y;
@@ -269,7 +270,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                         for (int k = 0; k < KK; k++) a += wr[v][k] * dwin[KK - 1 - k][v];
                         o[v] = acc ? old[v] + a : a;
                     }
-                    stv<V>(p, o);
+                    if (dxf) stv<V>(p, o);
                     if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * ldx, o);
                 }
 #pragma unroll
@@ -410,7 +411,7 @@ template <int KK, int V, bool SILU>
 __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
     conv_ring_bwd_kernel(float *dx, float *__restrict__ part, const float *__restrict__ dout,
                          const float *__restrict__ x, const float *__restrict__ w, const float *__restrict__ b, int n,
-                         int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb, int ldx) {
+                         int C, int seg, int nseg, int nsegs_all, int acc, __nv_bfloat16 *dxb, int ldx, int dxf = 1) {
     __shared__ __align__(16) float ring[CONV_RD][2][CONV_SEGS][32 * V];   /* [slot][dout, x] */
     __shared__ float sh[CONV_SEGS][33];
     int c0 = (blockIdx.x * 32 + threadIdx.x) * V;
@@ -510,7 +511,7 @@ __global__ void __launch_bounds__(32 * CONV_SEGS, 4)
                     for (int k = 0; k < KK; k++) a += wr[v][k] * dwin[KK - 1 - k][v];
                     o[v] = acc ? old[v] + a : a;
                 }
-                stv<V>(p, o);
+                if (dxf) stv<V>(p, o);
                 if (dxbs) stv_bf16<V>(dxbs + (size_t)s_ * ldx, o);
             }
 #pragma unroll

@@ -132,6 +132,15 @@ extern unsigned long cuda_bf16_qkv_written, cuda_bf16_qkv_restored;
  * complete pack). cuda_pack_rounding: the current branch's pack buffer if (x, n) is its pack and complete. */
 int cuda_set_inproj_d16(int on);
 extern unsigned long cuda_pack_served, cuda_pack_windows;
+/* FLOWHN_DZXD_FP32 (default off; "1" on): with a pack the model marked bf16-only (Ops.bf16_only once = 6:
+ * Mamba-2's dzxd, read only by its product), the window producers store only their rounding, not the fp32
+ * (needs FLOWHN_BF16_ONLY and FLOWHN_INPROJ_D16 on); on: fp32 written as well, as before. The same bits either
+ * way. Counters (tests): cuda_pack_elided (windows written without fp32), cuda_pack_filled (column runs of an
+ * elided pack rounded from fp32 at the product because their producer could not write the rounding). */
+int cuda_set_dzxd_fp32(int on);
+extern unsigned long cuda_pack_elided, cuda_pack_filled;
+/* 1 when [x, x + n) overlaps fp32 a bf16-only producer never wrote (linear.cu; also in common.cuh) */
+int cuda_bf16_absent(const float *x, size_t n);
 const void *cuda_pack_rounding(const float *x, size_t n);
 int cuda_set_bf16_att_o(int on);
 int cuda_set_bf16_att_do(int on);

@@ -13,14 +13,15 @@ namespace cg = cooperative_groups;
 
 /* a 2-D device-to-device copy on the current stream (capturable, no host sync) */
 /* copy_rows into a window of a declared pack (linear.cu cuda_pack_claim): the fp32 values and their bf16
- * rounding (round to nearest even, as to_bf16_kernel), one thread a value */
+ * rounding (round to nearest even, as to_bf16_kernel), one thread a value; dst NULL: the rounding only (the
+ * pack's fp32 elided, linear.cu cuda_pack_claim_only) */
 __global__ void copy_rows_pack_kernel(float *dst, __nv_bfloat16 *dstb, int ldd, const float *src, int lds, int rows,
                                       int cols) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * cols) return;
     size_t r = i / cols, c = i % cols;
     float v = src[r * lds + c];
-    dst[r * ldd + c] = v;
+    if (dst) dst[r * ldd + c] = v;
     dstb[r * ldd + c] = __float2bfloat16_rn(v);
 }
 
@@ -28,11 +29,12 @@ void cuda_copy_rows(real *dst, int ldd, const real *src, int lds, int rows, int 
     if (rows <= 0 || cols <= 0) return;
     cuda_weights_written(dst, sizeof(float) * ((size_t)(rows - 1) * ldd + cols));
     /* dst a window of a declared pack (Ops.pack_bf16: Mamba-2's ddt into its in_proj gradient) */
-    __nv_bfloat16 *db = (__nv_bfloat16 *)cuda_pack_claim(dst, rows, cols, ldd);
+    int skip = 0;   /* the pack marked bf16-only (Ops.bf16_only once = 6): the rounding only, no fp32 */
+    __nv_bfloat16 *db = (__nv_bfloat16 *)cuda_pack_claim_only(dst, rows, cols, ldd, 0, &skip);
     if (db) {
         size_t n = (size_t)rows * cols;
-        copy_rows_pack_kernel<<<(unsigned)((n + 255) / 256), 256, 0, cuda_stream()>>>(dst, db, ldd, src, lds, rows,
-                                                                                     cols);
+        copy_rows_pack_kernel<<<(unsigned)((n + 255) / 256), 256, 0, cuda_stream()>>>(skip ? nullptr : dst, db, ldd,
+                                                                                     src, lds, rows, cols);
         CUDA_LAUNCHED();
         cuda_pack_done();
         return;

@@ -133,16 +133,19 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
         int nblk = N < cap ? N : cap;
         float *part = NULL;
         if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
-        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16) */
-        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim(dz, N, C, ldz) : NULL;
+        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16); its
+         * fp32 not stored when the pack was marked bf16-only and dz is overwritten (cuda_pack_claim_only) */
+        int skip = 0;
+        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim_only(dz, N, C, ldz, acc, &skip) : NULL;
+        int dzf = !skip;
         switch (npt) {
 #define GN_BWD(k) \
     case k: \
-        gnorm_bwd_pipe_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
+        gnorm_bwd_pipe_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb, dzf); \
         break;
 #define GN_BWD_REG(k) \
     case k: \
-        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb, dzf); \
         break;
             GN_BWD(1) GN_BWD(2) GN_BWD(3) GN_BWD_REG(4) GN_BWD_REG(5) GN_BWD_REG(6) GN_BWD_REG(7) GN_BWD_REG(8)
 #undef GN_BWD
@@ -160,12 +163,15 @@ void cuda_gated_rmsnorm_bwd(real *dy, real *dz, real *dw, const real *dout, cons
         int nblk = N < GN_BWD_BLOCKS ? N : GN_BWD_BLOCKS;
         float *part = NULL;
         if (dw && !(part = cuda_colsum_scratch((size_t)nblk * C))) return;
-        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16) */
-        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim(dz, N, C, ldz) : NULL;
+        /* claimed after the scratch (which may allocate): dz a window of a declared pack (Ops.pack_bf16); its
+         * fp32 not stored when the pack was marked bf16-only and dz is overwritten (cuda_pack_claim_only) */
+        int skip = 0;
+        __nv_bfloat16 *dzb = dz ? (__nv_bfloat16 *)cuda_pack_claim_only(dz, N, C, ldz, acc, &skip) : NULL;
+        int dzf = !skip;
         switch (npt) {
 #define GN_BWD(k) \
     case k: \
-        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb); \
+        gnorm_bwd_reg_kernel<k><<<nblk, GN_THREADS, 0, cuda_stream()>>>(dy, dz, part, dout, y, z, w, rstd, N, C, acc, ldz, dzb, dzf); \
         break;
             GN_CASES(GN_BWD)
 #undef GN_BWD

@@ -83,12 +83,14 @@ __global__ void __launch_bounds__(GN_THREADS)
  * (acc 0: dy, dz overwritten, ops.h); part[blockIdx.x][C]: this block's rows'
  * sum of dout g r (NULL: dw not wanted); dzb: NULL, or the bf16 rounding of
  * what is stored in dz, laid out as dz (row stride ldz: the window of a packed
- * gradient's bf16 copy, linear.cu cuda_pack_claim) */
+ * gradient's bf16 copy, linear.cu cuda_pack_claim); dzf 0 (with dzb, acc 0):
+ * dz's fp32 not stored, only dzb (the pack's fp32 elided, linear.cu
+ * cuda_pack_claim_only) */
 template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS)
     gnorm_bwd_reg_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
                          const float *w, const float *rstd, int N, int C, int acc, int ldz,
-                         __nv_bfloat16 *dzb) {
+                         __nv_bfloat16 *dzb, int dzf = 1) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float wr[NPT][4], pw[NPT][4];
@@ -139,7 +141,7 @@ __global__ void __launch_bounds__(GN_THREADS)
                 }
                 if (dz) {
                     if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
-                    st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
+                    if (dzf) st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
                     if (dzb) st4_bf16(dzb + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }
@@ -187,7 +189,7 @@ template <int NPT>
 __global__ void __launch_bounds__(GN_THREADS, 4)
     gnorm_bwd_pipe_kernel(float *dy, float *dz, float *part, const float *dout, const float *y, const float *z,
                           const float *w, const float *rstd, int N, int C, int acc, int ldz,
-                         __nv_bfloat16 *dzb) {
+                         __nv_bfloat16 *dzb, int dzf = 1) {
     __shared__ float sh[32];
     int C4 = C / 4;
     float4 wr[NPT];
@@ -245,7 +247,7 @@ __global__ void __launch_bounds__(GN_THREADS, 4)
                 }
                 if (dz) {
                     if (acc) { float4 o = ld4(dz + kz); gz[0] += o.x; gz[1] += o.y; gz[2] += o.z; gz[3] += o.w; }
-                    st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
+                    if (dzf) st4(dz + kz, gz[0], gz[1], gz[2], gz[3]);
                     if (dzb) st4_bf16(dzb + kz, gz[0], gz[1], gz[2], gz[3]);
                 }
             }

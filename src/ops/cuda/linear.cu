@@ -427,8 +427,9 @@ static void kept_end(Kept *k) {
  * the branch, keep_bf16(NULL, 0), x's release, a recording's start. A window
  * whose producer cannot write the rounding (another kernel path, another
  * shape) simply leaves its columns unwritten here: the product rounds the
- * fp32 matrix as before. The fp32 values are still written (a later change
- * may elide them under bf16_only), so a product served the buffer reads the
+ * fp32 matrix as before. The fp32 values are still written unless the model
+ * also marked x bf16-only (Ops.bf16_only once = 6, right after the pack; see
+ * "the pack's fp32 elided" below), so a product served the buffer reads the
  * very bits to_bf16 would give it: the same result. One pack per branch (its
  * buffer is reused by the next pack on that branch, ordered after the
  * product by the branch's stream); served only on that branch. Buffers are
@@ -442,16 +443,22 @@ typedef struct {
     unsigned char *cov;    /* [ld]: column written by a window producer */
     int ncov, cov_cap;
     int claim_c0, claim_c1;   /* between claim and done: the producer's window; claim_c1 == 0: none */
+    int no_f32;       /* marked bf16-only (Ops.bf16_only once = 6): overwriting window producers may skip fp32 */
+    int claim_skip;   /* between claim and done: the claiming producer stores no fp32 */
+    int elided;       /* some window's fp32 was not written: x listed absent; gaps filled at the product */
 } Pack;
 static Pack packs[CUDA_BRANCHES];
 static int pack_on = -1;   /* -1: FLOWHN_INPROJ_D16 not read yet */
-unsigned long cuda_pack_served, cuda_pack_windows;   /* for tests */
+static int dzxd_f32_on = -1;   /* -1: FLOWHN_DZXD_FP32 not read yet */
+unsigned long cuda_pack_served, cuda_pack_windows, cuda_pack_elided, cuda_pack_filled;   /* for tests */
 
 int cuda_set_inproj_d16(int on) { return env_switch(&pack_on, "FLOWHN_INPROJ_D16", 1, on); }
+int cuda_set_dzxd_fp32(int on) { return env_switch(&dzxd_f32_on, "FLOWHN_DZXD_FP32", 0, on); }
 
 static void pack_end(Pack *p) {
     p->src = NULL;
     p->claim_c0 = p->claim_c1 = 0;
+    p->no_f32 = p->claim_skip = p->elided = 0;
 }
 static void packs_end_all(void) {
     for (int b = 0; b < CUDA_BRANCHES; b++) pack_end(&packs[b]);
@@ -507,8 +514,13 @@ unsigned long cuda_bf16_only_elided, cuda_bf16_only_refused;   /* for tests */
 
 int cuda_set_bf16_only(int on) { return env_switch(&only_on, "FLOWHN_BF16_ONLY", 1, on); }
 
+static void pack_mark_only(const float *x, size_t n);
 void cuda_bf16_only(const real *x, size_t n, int once) {
     if (!x || !n || precision != MM_BF16 || !cuda_set_bf16_only(-1)) return;
+    if (once == 6) {   /* the branch's pack (no producer claims it as a whole): its window producers */
+        pack_mark_only(x, n);
+        return;
+    }
     if (n_only_marks == ONLY_MARKS) n_only_marks = 0;   /* marks nobody claimed: forget them (no elision) */
     only_marks[n_only_marks++] = (OnlyMark){x, n, once};
 }
@@ -738,6 +750,9 @@ static const void *shadow_of(const float *x, size_t n) {
 void cuda_pack_bf16(const real *x, size_t n, int ld) {
     Pack *p = &packs[cuda_branch()];
     pack_end(p);   /* the branch's last pack: its product ran (stream order puts the next writes after it) */
+    /* x's windows are all rewritten next (the promise): an older pack's elision of x (listed absent) no longer
+     * describes it, pack or not; this pack lists x again if it elides */
+    if (x && n && n_absent) absent_drop_inside((uintptr_t)x, (uintptr_t)(x + n));
     if (!x || !n || ld <= 0 || n % (size_t)ld || precision != MM_BF16 || !cuda_set_inproj_d16(-1)) return;
     /* x 16-byte aligned: a window whose fp32 pointer a producer finds 16-byte aligned (its vector path) then
      * has its bf16 place 8-byte aligned (the buffer is 256-byte aligned, the same offset) */
@@ -773,6 +788,11 @@ void cuda_pack_bf16(const real *x, size_t n, int ld) {
  * the rounding of what it stores in out; NULL otherwise (the producer writes fp32 only). At most one claim
  * at a time; cuda_pack_done after the launch (and after cuda_shadow_done, if the producer declares). */
 void *cuda_pack_claim(const float *out, int rows, int cols, int ld) {
+    return cuda_pack_claim_only(out, rows, cols, ld, 1, NULL);
+}
+
+void *cuda_pack_claim_only(const float *out, int rows, int cols, int ld, int acc, int *skip) {
+    if (skip) *skip = 0;
     if (!out || precision != MM_BF16 || pack_on <= 0) return NULL;
     Pack *p = &packs[cuda_branch()];
     if (!p->src || p->claim_c1 || ld != p->ld || rows != p->rows || cols <= 0 || out < p->src) return NULL;
@@ -780,10 +800,14 @@ void *cuda_pack_claim(const float *out, int rows, int cols, int ld) {
     if (off >= (size_t)ld || off + (size_t)cols > (size_t)ld) return NULL;
     p->claim_c0 = (int)off;
     p->claim_c1 = (int)off + cols;
+    /* the fp32 may stay unwritten: the model marked the pack bf16-only and this write overwrites its window
+     * (an accumulation reads the fp32 values); the switches are read at the mark */
+    p->claim_skip = skip && !acc && p->no_f32;
+    if (p->claim_skip) *skip = 1;
     return p->buf + off;
 }
 
-/* the claimed window's launches are done: its columns hold their rounding */
+/* the claimed window's launches are done: its columns hold their rounding (and, skipped, no fp32) */
 void cuda_pack_done(void) {
     Pack *p = &packs[cuda_branch()];
     if (!p->claim_c1) return;
@@ -791,15 +815,71 @@ void cuda_pack_done(void) {
         for (int c = p->claim_c0; c < p->claim_c1; c++)
             if (!p->cov[c]) p->cov[c] = 1, p->ncov++;
         cuda_pack_windows++;
+        if (p->claim_skip) {
+            if (!p->elided) absent_add(p->src, p->n);   /* the whole matrix: only its product may read it */
+            p->elided = 1;
+            cuda_pack_elided++;
+            cuda_bf16_only_elided++;
+        }
     }
     p->claim_c0 = p->claim_c1 = 0;
+    p->claim_skip = 0;
+}
+
+/* ---- the pack's fp32 elided (Ops.bf16_only once = 6; FLOWHN_DZXD_FP32=1 writes it as before) ----
+ * Mamba-2's dzxd is read by its product only, through the pack; the model
+ * says so with bf16_only(x, n, 6) right after pack_bf16(x, n, ld). Its window
+ * producers, when they claim in overwrite mode, then store only the rounding
+ * (cuda_pack_claim_only's *skip) and the matrix is listed absent (a product
+ * not served the pack fails in operand(); cuda_bf16_absent for other ops);
+ * under FLOWHN_BF16_KEEP_VERIFY=1 it is filled with NaN here, before its
+ * producers, so any other reader poisons the loss (windows that do write
+ * fp32 overwrite their columns). A producer that cannot write the rounding
+ * (another kernel path) writes fp32 as before and leaves its columns
+ * uncovered: at the product, an elided pack's uncovered columns are rounded
+ * from their fp32 into the pack (pack_fill_kernel), so the pack serves on
+ * every path. Host-side decisions: recorded graphs replay them. */
+static void pack_mark_only(const float *x, size_t n) {
+    Pack *p = &packs[cuda_branch()];
+    if (p->src != x || p->n != n || p->ncov || p->claim_c1 || cuda_set_dzxd_fp32(-1)) return;
+    p->no_f32 = 1;
+    if (cuda_set_bf16_keep_verify(-1) > 0) {   /* a write over x: roundings made before it are not reused */
+        __atomic_add_fetch(&cuda_epoch, 1, __ATOMIC_RELAXED);
+        bf16_only_poison(x, n);
+    }
+}
+
+/* the columns [c0, c1) of every row (ld apart) rounded into the pack's buffer, laid out as x */
+__global__ void pack_fill_kernel(__nv_bfloat16 *dst, const float *src, int rows, int ld, int c0, int c1) {
+    size_t w = (size_t)(c1 - c0), i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * w) return;
+    size_t k = (i / w) * (size_t)ld + c0 + i % w;
+    dst[k] = __float2bfloat16_rn(src[k]);
+}
+static void pack_fill(Pack *p) {
+    for (int c0 = 0; c0 < p->ld;) {
+        if (p->cov[c0]) { c0++; continue; }
+        int c1 = c0;
+        while (c1 < p->ld && !p->cov[c1]) c1++;
+        size_t m = (size_t)p->rows * (size_t)(c1 - c0);
+        pack_fill_kernel<<<grid_for(m, 256), 256, 0, cuda_stream()>>>(p->buf, p->src, p->rows, p->ld, c0, c1);
+        cudaError_t e = cudaGetLastError();   /* not CUDA_CALL: writes only the pack (scratch), like as_bf16's */
+        if (e != cudaSuccess) cuda_record_error("pack_fill_kernel", cudaGetErrorString(e), __FILE__, __LINE__);
+        for (int c = c0; c < c1; c++) p->cov[c] = 1;
+        p->ncov += c1 - c0;
+        cuda_pack_filled++;
+        c0 = c1;
+    }
 }
 
 /* this branch's pack of exactly [x, x + n), if every column was written */
 static const void *packed_of(const float *x, size_t n) {
     Pack *p = &packs[cuda_branch()];
-    if (pack_on <= 0 || p->src != x || p->n != n || p->ncov != p->ld || p->claim_c1) return NULL;
+    if (pack_on <= 0 || p->src != x || p->n != n || p->claim_c1) return NULL;
+    if (p->ncov != p->ld && p->elided) pack_fill(p);   /* the uncovered windows' fp32 was written: round it */
+    if (p->ncov != p->ld) return NULL;
     cuda_pack_served++;
+    if (p->elided) return p->buf;   /* no fp32 to compare with (as bf16-only kept entries) */
     Kept chk;   /* FLOWHN_BF16_KEEP_VERIFY: compared with a fresh rounding of x, as a kept rounding is */
     memset(&chk, 0, sizeof chk);
     chk.src = x;
