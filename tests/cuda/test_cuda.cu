@@ -3692,6 +3692,23 @@ static void test_bf16_gu(void) {
         unsigned long w_on, w_off;
         gu_run(0, N, C, I, h, r_off, &w_off);
         gu_run(1, N, C, I, h, r_on, &w_on);
+        /* swiglu_packed_fwd's V 8 kernel (default; I % 8 == 0 on the bf16 D) against V 4 (FLOWHN_SWIGLU_V8=0,
+         * perf-notes llamapass): the same swiglu_one per value, so act and dgu are the same bits */
+        {
+            float *r_v4[3];
+            unsigned long w_v4;
+            int wv8 = cuda_set_swiglu_v8(0);
+            gu_run(1, N, C, I, h, r_v4, &w_v4);
+            cuda_set_swiglu_v8(wv8);
+            int same = w_v4 == w_on && !memcmp(r_v4[1], r_on[1], sizeof(float) * ni) &&
+                       !memcmp(r_v4[2], r_on[2], sizeof(float) * 2 * ni);
+            if (!same) line_ok = 0;
+            CHECK(same, "bf16_gu N=%d C=%d I=%d: swiglu V 8 vs V 4 differ", N, C, I);
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, " v8%s %s", w_on && I % 8 == 0 ? "" : "(n/a)",
+                     same ? "bitwise" : "DIFFER");
+            for (int k = 0; k < 3; k++) free(r_v4[k]);
+        }
         int ok = w_off == 0 && (w_on == 1 || I % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
         if (!ok) line_ok = 0;
         CHECK(ok, "%lu products bf16-only on, %lu off", w_on, w_off);

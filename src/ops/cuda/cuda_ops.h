@@ -58,6 +58,10 @@ int cuda_set_cls_smem(int mode);
  * on (default): 32 lanes a column (perf-notes, llamapass; another fixed order of the same sum). Returns the
  * previous setting; -1 leaves it. */
 int cuda_set_dw_finish_wide(int on);
+/* FLOWHN_SWIGLU_V8=0 (or cuda_set_swiglu_v8(0)): swiglu_packed_fwd on the gate|up product's bf16 D with 8-byte
+ * accesses (V 4, the old kernel); on (default): 16-byte ones (V 8, perf-notes llamapass; the same bits).
+ * Returns the previous setting; -1 leaves it. */
+int cuda_set_swiglu_v8(int on);
 
 /* add_rmsnorm_fwd's kernel (rmsnorm.cu): 1 the fused one, 0 the add and
  * rmsnorm_fwd kernels one after the other (the same op, two passes more).
