@@ -166,21 +166,29 @@ static void xent16_rows(float *loss, __nv_bfloat16 *l16, const int *targets, flo
     if (optin < 0) {
         int dev = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
             optin = 0;   /* unknown: the unstaged kernel */
-        cudaGetLastError();
+            cudaGetLastError();   /* our query's error only (it failed just now) */
+        }
     }
     /* two blocks an SM need 2 (bytes + the reductions' 128 B + the runtime's 1 KB a block) of ~228 KB */
     size_t cap = optin < 4096 ? 0 : mode == 2 ? (size_t)optin - 256 : ((size_t)optin - 2048) / 2;
     int stage = mode > 0 && V % 8 == 0 && !((uintptr_t)l16 & 15) && bytes <= cap;
     if (stage && bytes > granted) {
-        if (cudaFuncSetAttribute(classifier_xent16_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)bytes) == cudaSuccess)
-            granted = bytes;
-        else {
-            cudaGetLastError();   /* not granted: the unstaged kernel, no error left behind */
+        /* not inside a recording (train_step's first step at a shape is eager, so the limit is raised there):
+         * a recording made before any eager call gets the unstaged kernel, rather than a function attribute
+         * changed in the middle of a capture */
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        cudaError_t e = cudaStreamIsCapturing(cuda_stream(), &cs);
+        if (e == cudaSuccess && cs == cudaStreamCaptureStatusNone)
+            e = cudaFuncSetAttribute(classifier_xent16_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)bytes);
+        else stage = 0;
+        if (e != cudaSuccess) {
+            cudaGetLastError();   /* the failed call's error (just now): not granted, the unstaged kernel */
             stage = 0;
-        }
+        } else if (stage)
+            granted = bytes;
     }
     if (stage)
         classifier_xent16_kernel<true><<<n, CLS_THREADS, bytes, cuda_stream()>>>(loss, l16, targets, scale, V);
