@@ -340,15 +340,18 @@ static void test_embedding(void) {
  * (2500, 5000: a warp takes several rows and dw adds 264 blocks' parts) */
 static void test_rmsnorm(void) {
     static const int shapes[][2] = {{1, 1},    {7, 33},     {300, 1024}, {37, 100},  {20, 250},
-                                    {5, 767},  {3, 1028},   {64, 2048},  {2500, 768}, {5000, 128}};
+                                    {5, 767},  {3, 1028},   {64, 2048},  {2500, 768}, {5000, 128},
+                                    {8192, 768}, {3001, 36}};   /* llama-gpt2small's rows; odd N at 264 blocks */
     const int ns = (int)(sizeof shapes / sizeof shapes[0]);
-    int was = cuda_set_elem_old(-1);
-    for (int k = 0; k < 2 * ns; k++) {
-        int si = k / 2, old = k & 1;
+    int was = cuda_set_elem_old(-1), was_dwf = cuda_set_dw_finish_wide(-1);
+    for (int k = 0; k < 3 * ns; k++) {
+        /* variant 2: the row kernels with the old (8-lane) dw finish, FLOWHN_DW_FINISH=0 (perf-notes, llamapass) */
+        int si = k / 3, old = k % 3 == 1, dwf_old = k % 3 == 2;
         cuda_set_elem_old(old);
+        cuda_set_dw_finish_wide(!dwf_old);
         int N = shapes[si][0], C = shapes[si][1];
         size_t nc = (size_t)N * C;
-        line_start(old ? "rmsnorm-old" : "rmsnorm", "N=%d C=%d", N, C);
+        line_start(old ? "rmsnorm-old" : dwf_old ? "rmsnorm-dwf0" : "rmsnorm", "N=%d C=%d", N, C);
         float *x = hrand(nc, 0.3f, 1.5f), *w = hrand(C, 1, 0.2f), *dout = hrand(nc, 0, 1);
         float *dx_ = dev(x, nc), *dw_ = dev(w, C), *ddout = dev(dout, nc);
         float *out = hnan(nc), *rstd = hnan(N), *gout = dnan(nc), *grstd = dnan(N);
@@ -380,6 +383,7 @@ static void test_rmsnorm(void) {
         grad_free(gx); grad_free(gw);
     }
     cuda_set_elem_old(was);
+    cuda_set_dw_finish_wide(was_dwf);
 }
 
 /* r = a + b and rmsnorm(r) in one op, against the CPU op (itself bit-equal to
@@ -1127,7 +1131,7 @@ static void test_classifier_fp32(void) { classifier_modes(0, 0, 2); }
  * judged on that scale (cmp_mag). */
 static void test_classifier_rows(void) {
     int shapes[][2] = {{1, 2}, {37, 50}, {13, 1001}, {64, 4096}, {5, 50304}, {3, 50257}, {1, 1000}, {37, 1000},
-                       {2048, 1000}, {37, 50257}};  /* n, V */
+                       {2048, 1000}, {37, 50257}, {3, 65536}, {11, 8}, {300, 50304}};  /* n, V */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int n = shapes[si][0], V = shapes[si][1];
         size_t nv = (size_t)n * V;
@@ -1192,6 +1196,37 @@ static void test_classifier_rows(void) {
         TOL = 5e-3;
         cmp_mag("dl16_in_place", dl_r, dg16b, nv, mag);
         TOL = 1e-5;
+        /* the row staged in shared memory or not (cuda_set_cls_smem 0 / 1 / 2, perf-notes llamapass): the same
+         * threads add the same values in the same order, so every mode gives the default's bits (loss and
+         * gradients); h16 holds the default's gradients. V 65536 is staged only in mode 2 (one block an SM) */
+        {
+            float *hl3 = (float *)malloc(sizeof(float) * n), *hlm = (float *)malloc(sizeof(float) * n);
+            uint16_t *hm = (uint16_t *)malloc(sizeof(uint16_t) * nv);
+            G->to_host(hl3, gloss3, sizeof(float) * n);
+            int was = cuda_set_cls_smem(-1);
+            size_t diff = 0;
+            for (int mode = 0; mode <= 2; mode++) {
+                cuda_set_cls_smem(mode);
+                uint16_t *lm = (uint16_t *)G->alloc(sizeof(uint16_t) * nv);
+                G->from_host(lm, l16h, sizeof(uint16_t) * nv);
+                float *glm = dnan(n);
+                cuda_classifier_rows16(glm, lm, dtg, scale, n, V);
+                cuda_ops_check();
+                G->to_host(hlm, glm, sizeof(float) * n);
+                G->to_host(hm, lm, sizeof(uint16_t) * nv);
+                size_t d = (size_t)(memcmp(hl3, hlm, sizeof(float) * n) != 0);
+                for (size_t i = 0; i < nv; i++) d += hm[i] != h16[i];
+                CHECK(d == 0, "classifier_rows16 n=%d V=%d: cls_smem mode %d differs from the default in %zu values",
+                      n, V, mode, d);
+                diff += d;
+                G->release(lm); G->release(glm);
+            }
+            cuda_set_cls_smem(was);
+            if (diff) line_ok = 0;
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, " smem 0/1/2 %s", diff ? "DIFFER" : "bitwise");
+            free(hl3); free(hlm); free(hm);
+        }
         free(l16h); free(lr); free(loss_r); free(lse_r); free(dl_r); free(lml_r);
         G->release(dl16in); G->release(gloss3); G->release(dg16b);
         line_end();
@@ -3657,6 +3692,23 @@ static void test_bf16_gu(void) {
         unsigned long w_on, w_off;
         gu_run(0, N, C, I, h, r_off, &w_off);
         gu_run(1, N, C, I, h, r_on, &w_on);
+        /* swiglu_packed_fwd's V 8 kernel (default; I % 8 == 0 on the bf16 D) against V 4 (FLOWHN_SWIGLU_V8=0,
+         * perf-notes llamapass): the same swiglu_one per value, so act and dgu are the same bits */
+        {
+            float *r_v4[3];
+            unsigned long w_v4;
+            int wv8 = cuda_set_swiglu_v8(0);
+            gu_run(1, N, C, I, h, r_v4, &w_v4);
+            cuda_set_swiglu_v8(wv8);
+            int same = w_v4 == w_on && !memcmp(r_v4[1], r_on[1], sizeof(float) * ni) &&
+                       !memcmp(r_v4[2], r_on[2], sizeof(float) * 2 * ni);
+            if (!same) line_ok = 0;
+            CHECK(same, "bf16_gu N=%d C=%d I=%d: swiglu V 8 vs V 4 differ", N, C, I);
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, " v8%s %s", w_on && I % 8 == 0 ? "" : "(n/a)",
+                     same ? "bitwise" : "DIFFER");
+            for (int k = 0; k < 3; k++) free(r_v4[k]);
+        }
         int ok = w_off == 0 && (w_on == 1 || I % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
         if (!ok) line_ok = 0;
         CHECK(ok, "%lu products bf16-only on, %lu off", w_on, w_off);

@@ -501,6 +501,38 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
             }
             free(g_on);
         }
+        /* FLOWHN_CLS_SMEM (the bf16 classifier's row staged in shared memory: the same bits), FLOWHN_SWIGLU_V8
+         * (swiglu_packed_fwd's 16-byte kernel on the bf16 D: the same bits) and FLOWHN_DW_FINISH (rmsnorm's dw
+         * finish with 32 lanes a column: another fixed order of the same sum), perf-notes llamapass;
+         * both on by default, so every step above ran them. One step with both on, one with both off: the loss
+         * equal (1e-6: the forward does not change), the gradients within the on/off bound in bf16 (cuDNN's own
+         * run-to-run order) and 1e-5 in fp32 (the norms' dw by fp32 rounding only). */
+        if (okf) {
+            model_zero_grad(&mg);
+            int ok1 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            float *g_on = ok1 ? host_copy(&mg, mg.grads) : NULL;
+            double loss_on = mg.loss;
+            int wcs = cuda_set_cls_smem(0), wdf = cuda_set_dw_finish_wide(0), wv8 = cuda_set_swiglu_v8(0);
+            model_zero_grad(&mg);
+            int ok2 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            cuda_set_cls_smem(wcs);
+            cuda_set_dw_finish_wide(wdf);
+            cuda_set_swiglu_v8(wv8);
+            CHECK(ok1 && ok2, "%s: cuda fused forward_backward, classifier staging / wide dw finish %s: %s", name,
+                  ok1 ? "off" : "on", fh_last_error());
+            if (ok1 && ok2) {
+                float *g_off3 = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_off3, g_on, mg.layout.total, &nd), dlo = rel_diff(loss_on, mg.loss);
+                double tol = ab ? ON_OFF_TOL : 1e-5;
+                CHECK(rel <= tol && dlo <= 1e-6, "%s: classifier staging + swiglu v8 + wide dw finish on vs off: loss rel %.2e, "
+                      "gradient rel %.2e", name, dlo, rel);
+                printf("  %-5s %-22s classifier staging + swiglu v8 + wide dw finish on vs off: loss rel %.1e, grad rel %.1e, "
+                       "%zu values differ in bits\n", mode, name, dlo, rel, nd);
+                free(g_off3);
+            }
+            free(g_on);
+        }
 
         /* AdamW steps from the same start on both sides */
         AdamWConfig oc;

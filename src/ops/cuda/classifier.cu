@@ -21,6 +21,9 @@
  * In bf16 mode w and x are rounded once per call, not once per chunk; in
  * training w is not rounded at all but read from the weights' bf16 copy
  * (linear.cu, Ops.train_weights) where it has one. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "common.cuh"
 #include "matmul.cuh"
 
@@ -62,22 +65,52 @@ __global__ void classifier_xent_kernel(float *loss, float *logits, __nv_bfloat16
 /* bf16 mode's row kernel: bf16 logits in, bf16 gradients in place, fp32
  * arithmetic (the expressions of classifier_xent_kernel's bf16 path). 8
  * logits a 16-byte load and store when the row allows (V % 8 == 0, 16-byte
- * aligned: the padded vocabularies); else one at a time (odd V, tests). */
-
+ * aligned: the padded vocabularies); else one at a time (odd V, tests).
+ * STAGE (perf-notes, llamapass; vec rows only, the caller checks): the first
+ * loop also stores each 16-byte load into dynamic shared memory (V x 2 B) and
+ * the gradient loop reads the row from there. Without it the gradient loop
+ * reads the row from global a second time, and at 4 blocks an SM (53 MB of rows
+ * in flight at V 50304) that re-read misses the 50 MB L2: 3 passes over HBM
+ * instead of 2. The same threads add the same values in the same order, so the
+ * output is the same bits either way. */
+template <bool STAGE>
 __global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, const int *targets, float scale, int V) {
     __shared__ float sh[32];
+    extern __shared__ uint4 srow[];   /* STAGE: the row, V / 8 words */
     __nv_bfloat16 *row = logits + (size_t)blockIdx.x * V;
     int t = targets[blockIdx.x];
     float xt = (t >= 0 && threadIdx.x == 0) ? __bfloat162float(row[t]) : 0.f;  /* before any overwrite */
-    int vec = (V & 7) == 0 && ((uintptr_t)row & 15) == 0;
+    int vec = STAGE || ((V & 7) == 0 && ((uintptr_t)row & 15) == 0);
     float m = -INFINITY, s = 0.f;
     if (vec) {
         const uint4 *r8 = (const uint4 *)row;
-        for (int v = threadIdx.x; v < V / 8; v += blockDim.x) {
-            float f[8];
-            bf16x8_unpack(r8[v], f);
+        int nw = V / 8;
+        if (STAGE) {   /* 4 loads in flight a thread, then the adds in the unstaged loop's order */
+            for (int v0 = threadIdx.x; v0 < nw; v0 += 4 * blockDim.x) {
+                uint4 u[4];
 #pragma unroll
-            for (int j = 0; j < 8; j++) online_softmax_add(f[j], m, s);
+                for (int k = 0; k < 4; k++) {
+                    int v = v0 + k * blockDim.x;
+                    u[k] = v < nw ? r8[v] : make_uint4(0u, 0u, 0u, 0u);
+                }
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    int v = v0 + k * blockDim.x;
+                    if (v >= nw) break;
+                    srow[v] = u[k];
+                    float f[8];
+                    bf16x8_unpack(u[k], f);
+#pragma unroll
+                    for (int j = 0; j < 8; j++) online_softmax_add(f[j], m, s);
+                }
+            }
+        } else {
+            for (int v = threadIdx.x; v < nw; v += blockDim.x) {
+                float f[8];
+                bf16x8_unpack(r8[v], f);
+#pragma unroll
+                for (int j = 0; j < 8; j++) online_softmax_add(f[j], m, s);
+            }
         }
     } else {
         for (int v = threadIdx.x; v < V; v += blockDim.x) online_softmax_add(__bfloat162float(row[v]), m, s);
@@ -89,9 +122,11 @@ __global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, con
     float g = t >= 0 ? scale : 0.f;
     if (vec) {
         uint4 *r8 = (uint4 *)row;
+        /* STAGE: a thread reads back only the words it stored itself (same v), so no barrier is needed beyond
+         * the reductions' */
         for (int v = threadIdx.x; v < V / 8; v += blockDim.x) {
             float f[8];
-            bf16x8_unpack(r8[v], f);
+            bf16x8_unpack(STAGE ? srow[v] : r8[v], f);
             int b = 8 * v;
             uint4 o;
             __nv_bfloat162 *h = (__nv_bfloat162 *)&o;
@@ -107,6 +142,60 @@ __global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, con
     }
 }
 
+/* FLOWHN_CLS_SMEM: "0" the unstaged kernel everywhere; "big" the staged one also where a row takes more than
+ * half an SM's shared memory (1 block an SM: V 65536); default (unset, anything else) the staged one where
+ * two blocks fit an SM (V <= 56K). Read once (cuda_ops.h cuda_set_cls_smem) */
+static int cls_smem = -1;
+int cuda_set_cls_smem(int mode) {
+    if (cls_smem < 0) {
+        const char *e = getenv("FLOWHN_CLS_SMEM");
+        cls_smem = !e || !*e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "big") ? 2 : 1;
+    }
+    int was = cls_smem;
+    if (mode >= 0) cls_smem = mode > 2 ? 2 : mode;
+    return was;
+}
+
+/* launches the row kernel on n rows of bf16 logits at l16 (stream order); the staged kernel when the switch,
+ * V and the row's alignment allow it and the shared memory could be granted */
+static void xent16_rows(float *loss, __nv_bfloat16 *l16, const int *targets, float scale, int n, int V) {
+    static size_t granted;   /* the staged kernel's dynamic shared memory limit set so far */
+    int mode = cuda_set_cls_smem(-1);
+    size_t bytes = (size_t)V * sizeof(__nv_bfloat16);
+    static int optin = -1;   /* the device's opt-in limit a block (227 KB on the H200) */
+    if (optin < 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+            optin = 0;   /* unknown: the unstaged kernel */
+            cudaGetLastError();   /* our query's error only (it failed just now) */
+        }
+    }
+    /* two blocks an SM need 2 (bytes + the reductions' 128 B + the runtime's 1 KB a block) of ~228 KB */
+    size_t cap = optin < 4096 ? 0 : mode == 2 ? (size_t)optin - 256 : ((size_t)optin - 2048) / 2;
+    int stage = mode > 0 && V % 8 == 0 && !((uintptr_t)l16 & 15) && bytes <= cap;
+    if (stage && bytes > granted) {
+        /* not inside a recording (train_step's first step at a shape is eager, so the limit is raised there):
+         * a recording made before any eager call gets the unstaged kernel, rather than a function attribute
+         * changed in the middle of a capture */
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        cudaError_t e = cudaStreamIsCapturing(cuda_stream(), &cs);
+        if (e == cudaSuccess && cs == cudaStreamCaptureStatusNone)
+            e = cudaFuncSetAttribute(classifier_xent16_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)bytes);
+        else stage = 0;
+        if (e != cudaSuccess) {
+            cudaGetLastError();   /* the failed call's error (just now): not granted, the unstaged kernel */
+            stage = 0;
+        } else if (stage)
+            granted = bytes;
+    }
+    if (stage)
+        classifier_xent16_kernel<true><<<n, CLS_THREADS, bytes, cuda_stream()>>>(loss, l16, targets, scale, V);
+    else
+        classifier_xent16_kernel<false><<<n, CLS_THREADS, 0, cuda_stream()>>>(loss, l16, targets, scale, V);
+}
+
 /* For tests (cuda_ops.h): the row kernel alone on n rows of logits already on
  * the device, as cuda_classifier launches it per chunk. Racecheck cannot
  * follow cuBLASLt's bf16 Hopper kernels (the sanitizer stops with an internal
@@ -120,8 +209,7 @@ void cuda_classifier_rows(real *loss, real *logits, void *dl16, const int *targe
 }
 void cuda_classifier_rows16(real *loss, void *logits16, const int *targets, real scale, int n, int V) {
     if (n <= 0) return;
-    classifier_xent16_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss, (__nv_bfloat16 *)logits16, targets, scale,
-                                                                   V);
+    xent16_rows(loss, (__nv_bfloat16 *)logits16, targets, scale, n, V);
     CUDA_LAUNCHED();
 }
 
@@ -188,7 +276,7 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
         /* logits^T[V, n] = w'^T x_c^T (see linear.cu for the column-major reading) */
         if (l16) {
             if (cuda_matmul_c16(CUBLAS_OP_T, CUBLAS_OP_N, V, n, H, wo, H, xc, H, dl16, V)) goto fail;
-            classifier_xent16_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss + r0, dl16, targets + r0, scale, V);
+            xent16_rows(loss + r0, dl16, targets + r0, scale, n, V);
         } else {
             if (cuda_matmul(CUBLAS_OP_T, CUBLAS_OP_N, V, n, H, wo, H, xc, H, logits, V, 0.f)) goto fail;
             classifier_xent_kernel<<<n, CLS_THREADS, 0, cuda_stream()>>>(loss + r0, logits, dl16, targets + r0, scale,

@@ -50,6 +50,18 @@ void cuda_classifier_rows16(real *loss, void *logits16, const int *targets, real
  * the head product writes bf16 logits and the row kernel its gradients over
  * them. Returns the previous setting; -1 leaves it. */
 int cuda_set_cls_bf16(int on);
+/* FLOWHN_CLS_SMEM (perf-notes, llamapass): the bf16 classifier's row kernel with the row staged in shared memory
+ * (2 HBM passes instead of 3, the same bits). 0: the unstaged kernel; 1 (default): staged where two blocks fit an
+ * SM; 2 ("big"): staged wherever one block fits. Returns the previous mode; -1 only reads it. */
+int cuda_set_cls_smem(int mode);
+/* FLOWHN_DW_FINISH=0 (or cuda_set_dw_finish_wide(0)): rmsnorm's dw finish with 8 lanes a column (the old one);
+ * on (default): 32 lanes a column (perf-notes, llamapass; another fixed order of the same sum). Returns the
+ * previous setting; -1 leaves it. */
+int cuda_set_dw_finish_wide(int on);
+/* FLOWHN_SWIGLU_V8=0 (or cuda_set_swiglu_v8(0)): swiglu_packed_fwd on the gate|up product's bf16 D with 8-byte
+ * accesses (V 4, the old kernel); on (default): 16-byte ones (V 8, perf-notes llamapass; the same bits).
+ * Returns the previous setting; -1 leaves it. */
+int cuda_set_swiglu_v8(int on);
 
 /* add_rmsnorm_fwd's kernel (rmsnorm.cu): 1 the fused one, 0 the add and
  * rmsnorm_fwd kernels one after the other (the same op, two passes more).
