@@ -2379,8 +2379,10 @@ static void test_rope_cache(void) {
  * chunk; 2 warps, so K = SR_KMAX-ish segments of 2-3 chunks) and n 16384 at
  * mamba1-135m's width (48 warps: ~40-60 segments) split both directions;
  * B 2 n 1024 E 1536 (96 warps) splits both. The register backward runs in
- * four versions (cuda_set_scan1_bwd): the pair one (the default,
- * "selective_scan" lines: two lanes a channel, 16 channels a warp, so E 5,
+ * five versions (cuda_set_scan1_bwd): the pair one with its per-(t, e) work
+ * done densely (the default since branch scan1b, "selective_scan" lines; its
+ * results also compared with V2's, "v2:" entries), the session-10 pair one
+ * ("selective_scan-pair", FLOWHN_SCAN1_BWD=pair: two lanes a channel, 16 channels a warp, so E 5,
  * 7, 9, 33, 45, 70 leave dead pairs; 16-byte tile copies where E % 4 == 0 and
  * the warp's 16 channels are in range; S 1, 3, 5, 8 leave the odd lanes'
  * states all padding; its results are also compared with V2's on the GPU,
@@ -2403,22 +2405,26 @@ static void test_selective_scan(void) {
                        {2, 77, 45, 16, 32}, {1, 100, 33, 8, 5}, {2, 70, 40, 16, 3}, {1, 300, 4096, 16, 32},
                        {1, 4109, 45, 16, 32}, {2, 1000, 64, 16, 32}, {3, 257, 33, 16, 32}, {2, 257, 45, 5, 32},
                        {2, 1024, 1536, 16, 32}, {1, 999, 1536, 16, 32}, {1, 16384, 1536, 16, 32},
-                       {8, 1024, 1536, 16, 32}};
-    /* the four large shapes once, in the acc = FH_ACC pass: the overwrite pass checks the acc
+                       {8, 1024, 1536, 16, 32}, {2, 448, 4096, 16, 32}};
+    /* the five large shapes once, in the acc = FH_ACC pass: the overwrite pass checks the acc
      * semantics, which do not depend on size, and the CPU oracle at these sizes took most of
      * test_cuda's time (past its 200 s limit on the H200, session 8 call 4) */
     int nshapes = (int)(sizeof shapes / sizeof shapes[0]) -
-                  (getenv("FLOWHN_TEST_QUICK") || ACC_MODE == FH_OVERWRITE ? 4 : 0);
+                  (getenv("FLOWHN_TEST_QUICK") || ACC_MODE == FH_OVERWRITE ? 5 : 0);
     int was = cuda_set_scan1_kernels(-1), was_bwd = cuda_set_scan1_bwd(-1);
-    static const char *names[6] = {"selective_scan", "selective_scan-v2", "selective_scan-low",
-                                   "selective_scan-nosplit", "selective_scan-old", "selective_scan-pair12"};
-    static const int bwd_of[6] = {3, 2, 1, 0, 3, 4};  /* cuda_set_scan1_bwd per line kind */
-    int nlarge = 4, first_large = (int)(sizeof shapes / sizeof shapes[0]) - nlarge;
-    for (int k = 0; k < 6 * nshapes; k++) {
-        /* 0: register kernels, the pair backward (and V2's on the GPU against it); 1: V2; 2: the
-         * session-8 backward; 3: the 63.7 KB one; 4: old; 5: the pair kernel at 12 warps/SM */
-        int si = k / 6, mode = k % 6;
-        if (si >= first_large && mode != 0 && mode != 4) continue;
+    static const char *names[7] = {"selective_scan", "selective_scan-v2", "selective_scan-low",
+                                   "selective_scan-nosplit", "selective_scan-old", "selective_scan-pair12",
+                                   "selective_scan-pair"};
+    static const int bwd_of[7] = {5, 2, 1, 0, 5, 4, 3};  /* cuda_set_scan1_bwd per line kind */
+    /* the five large shapes (the last one flowhn-fac-1b's layer at B 2: n 448 of 14 chunks, E 4096) */
+    int nlarge = 5, first_large = (int)(sizeof shapes / sizeof shapes[0]) - nlarge;
+    for (int k = 0; k < 7 * nshapes; k++) {
+        /* 0: register kernels, the dense pair backward (and V2's on the GPU against it); 1: V2; 2: the
+         * session-8 backward; 3: the 63.7 KB one; 4: old; 5: the session-10 pair kernel at 12 warps/SM;
+         * 6: the session-10 pair kernel */
+        int si = k / 7, mode = k % 7;
+        /* large shapes: the default and old; the 1B-like one (the last, cheap) also the session-10 pair kernel */
+        if (si >= first_large && mode != 0 && mode != 4 && !(mode == 6 && si == first_large + nlarge - 1)) continue;
         cuda_set_scan1_kernels(mode != 4);
         cuda_set_scan1_bwd(bwd_of[mode]);
         int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], S = shapes[si][3], L = shapes[si][4];
@@ -2442,7 +2448,7 @@ static void test_selective_scan(void) {
                               B, n, E, S, L, ACC_MODE);
         grad_cmp("dx", gx); grad_cmp("ddt", gdt); grad_cmp("dA_log", gA); grad_cmp("dB", gB); grad_cmp("dC", gC);
         grad_cmp("dD", gD); grad_cmp("dz", gz);
-        if (mode == 0) {  /* the pair kernel's results against V2's from the same inputs (rounding only) */
+        if (mode == 0) {  /* the dense pair kernel's results against V2's from the same inputs (rounding only) */
             Grad *gs[7] = {&gx, &gdt, &gA, &gB, &gC, &gD, &gz}, vg[7];
             static const char *gn[7] = {"v2:dx", "v2:ddt", "v2:dA_log", "v2:dB", "v2:dC", "v2:dD", "v2:dz"};
             for (int i = 0; i < 7; i++) {
@@ -2458,7 +2464,7 @@ static void test_selective_scan(void) {
             cuda_set_scan1_bwd(2);
             G->selective_scan_bwd(vg[0].d, vg[1].d, vg[2].d, vg[3].d, vg[4].d, vg[5].d, vg[6].d, ddy, ghs, dx_, ddtr,
                                   dAl, dB_, dC_, dD_, dz_, B, n, E, S, L, ACC_MODE);
-            cuda_set_scan1_bwd(3);
+            cuda_set_scan1_bwd(5);
             for (int i = 0; i < 7; i++) {
                 grad_cmp(gn[i], vg[i]);
                 grad_free(vg[i]);

@@ -148,10 +148,11 @@ static double rel(const std::vector<float> &a, const std::vector<float> &b) {
 }
 
 static int fails;
-static int g_bwd = 3;  /* the backward: 3 the pair kernel (default), 2 V2, 1 the session-8 LOW one, 0 nosplit */
+static int g_bwd = 4;  /* the backward: 4 the dense pair kernel (default, scan1b), 3 the session-10 pair kernel,
+                       * 2 V2, 1 the session-8 LOW one, 0 nosplit */
 static bool g_shift;  /* the backward's dt_raw, x, dy, z and hs one float off 16-byte alignment */
 static const char *bwd_name() {
-    return g_bwd == 3 ? (g_shift ? "pair shift" : "pair") : g_bwd == 2 ? (g_shift ? "v2 shift" : "v2") : g_bwd == 1 ? "low" : "nosplit";
+    return g_bwd == 4 ? (g_shift ? "dense shift" : "dense") : g_bwd == 3 ? (g_shift ? "pair shift" : "pair") : g_bwd == 2 ? (g_shift ? "v2 shift" : "v2") : g_bwd == 1 ? "low" : "nosplit";
 }
 static void check(const char *what, const std::vector<float> &ref, const std::vector<float> &got) {
     double r = rel(ref, got);
@@ -239,7 +240,8 @@ static void run(int B, int n, int E, int S, int L, int acc, int Kf, int Kb) {
     g_ranges.push_back({Cm.data(), Cm.data() + nsb});
     /* the pair kernel: 16 channels a warp (the segment pass above keeps 32) */
     if (g_bwd == 3) bwd = S == SR_S ? scan_bwd_pair_kernel<true> : scan_bwd_pair_kernel<false>;
-    launch(g_bwd == 3 ? (E + SP_C - 1) / SP_C : gx, B, K2, [&] {
+    if (g_bwd == 4) bwd = S == SR_S ? scan_bwd_pair_kernel<true, 14, true> : scan_bwd_pair_kernel<false, 14, true>;
+    launch(g_bwd >= 3 ? (E + SP_C - 1) / SP_C : gx, B, K2, [&] {
         bwd(kx.data(), kdt.data(), kA.data(), kB.data(), kC.data(), kD.data(), kz.data(), bdy, bhs, bx, bdt,
             Al.data(), Bm.data(), Cm.data(), D.data(), bz, n, E, S, Lb, acc, bR.data(), bsd, cpb, K2);
     });
@@ -275,26 +277,27 @@ int main(int argc, char **argv) {
                                     {1, 200, 96, 16, 32}, {1, 33, 32, 16, 30}, {1, 203, 37, 16, 32}};
     /* segment counts: none, 2, 3 (odd splits of the chunks), 7, and as many as SR_KMAX allows (clamped to nc) */
     static const int Ks[] = {1, 2, 3, 7, SR_KMAX};
-    /* SCAN1_EMU_BWD=3 (2, 1, 0): only that backward's lines */
+    /* SCAN1_EMU_BWD=4 (3, 2, 1, 0): only that backward's lines */
     const char *only = getenv("SCAN1_EMU_BWD");
     int want = only && *only ? atoi(only) : -1;
-    for (int mode = 0; mode < 8; mode++) {
+    for (int mode = 0; mode < 10; mode++) {
         g_eager = mode & 1;
-        g_bwd = 3 - mode / 2;
+        g_bwd = 4 - mode / 2;
         if (want >= 0 && g_bwd != want) continue;
         for (const auto &s : shapes)
             for (int k = 0; k < 5; k++) run(s[0], s[1], s[2], s[3], s[4], k & 1, Ks[k], Ks[(k + 2) % 5]);
     }
     /* long T, B 1: T not a multiple of the chunk, odd E, the host's K for 48 warps (the model's) */
     g_eager = false;
-    for (int m = 5; m >= 0; m--) {  /* 5 pair, 4 pair shift, 3 v2, 2 v2 shift, 1 low, 0 nosplit */
-        g_bwd = m == 5 || m == 4 ? 3 : m == 3 || m == 2 ? 2 : m;
-        g_shift = m == 4 || m == 2;
+    for (int m = 7; m >= 0; m--) {  /* 7 dense, 6 dense shift, 5 pair, 4 pair shift, 3 v2, 2 v2 shift, 1 low, 0 nosplit */
+        g_bwd = m >= 6 ? 4 : m == 5 || m == 4 ? 3 : m == 3 || m == 2 ? 2 : m;
+        g_shift = m == 6 || m == 4 || m == 2;
         if (want >= 0 && g_bwd != want) continue;
         run(1, 4096 + 13, 45, 16, 32, 0, 63, 8);
         run(1, 4096, 33, 16, 32, 1, 64, 64);
         run(1, 1000, 40, 16, 32, 1, 3, 12);  /* odd T, the 135m-like K */
         run(2, 257, 33, 5, 32, 0, 2, 9);     /* S < 16: the scalar B, C reads, 9 segments of one chunk */
+        if (g_bwd == 4) run(1, 448, 64, 16, 32, 1, 3, 7);  /* flowhn-fac-1b's n and K (14 chunks, 7 segments of 2) */
     }
     printf("%s: %d failed checks\n", fails ? "FAIL" : "ok", fails);
     return fails != 0;

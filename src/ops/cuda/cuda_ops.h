@@ -232,8 +232,9 @@ int cuda_set_conv_ring(int on);
  * d_state > 16 and, in the backward, chunks over 32 steps). Returns the
  * previous setting; -1 leaves it as it is (tests use both). */
 int cuda_set_scan1_kernels(int on);
-/* the register backward (FLOWHN_SCAN1_BWD, read on first use): 3 the pair kernel (default: two
- * lanes a channel, 8 states a lane, 14 warps/SM), 4 the same at 12 warps/SM and no spills
+/* the register backward (FLOWHN_SCAN1_BWD, read on first use): 5 the pair kernel with its
+ * per-(t, e) work done once an element by all lanes (default, branch scan1b), 3 the session-10
+ * pair kernel (=pair: two lanes a channel, 8 states a lane, 14 warps/SM), 4 that at 12 warps/SM and no spills
  * (=pair12), 2 the V2 kernel (=v2: fewer instructions a step,
  * L2-only tile copies), 1 the session-8 30 KB one (=low), 0 the 63.7 KB layout (=nosplit);
  * returns the previous; -1 only reads */

@@ -418,18 +418,18 @@ static float *scan_scratch(size_t n) {
 static int scan1_new = -1;
 int cuda_set_scan1_kernels(int on) { return cuda_env_switch(&scan1_new, "FLOWHN_SCAN1", "old", 1, on); }
 
-/* -1: not read yet; the register backward (cuda_ops.h): 3 the pair kernel (default), 4 the pair
- * kernel at 12 warps/SM (=pair12), 2 the V2 one (=v2), 1 the session-8 30 KB one (=low), 0 the
- * 63.7 KB layout (=nosplit) */
+/* -1: not read yet; the register backward (cuda_ops.h): 5 the pair kernel with the dense
+ * per-(t, e) work (default), 3 the session-10 pair kernel (=pair), 4 that at 12 warps/SM
+ * (=pair12), 2 the V2 one (=v2), 1 the session-8 30 KB one (=low), 0 the 63.7 KB layout (=nosplit) */
 static int scan1_bwd_mode = -1;
 int cuda_set_scan1_bwd(int mode) {
     if (scan1_bwd_mode < 0) {
         const char *e = getenv("FLOWHN_SCAN1_BWD");
         scan1_bwd_mode = e && !strcmp(e, "nosplit") ? 0 : e && !strcmp(e, "low") ? 1 : e && !strcmp(e, "v2") ? 2
-                      : e && !strcmp(e, "pair12") ? 4 : 3;
+                      : e && !strcmp(e, "pair12") ? 4 : e && !strcmp(e, "pair") ? 3 : 5;
     }
     int was = scan1_bwd_mode;
-    if (mode >= 0) scan1_bwd_mode = mode > 4 ? 4 : mode;
+    if (mode >= 0) scan1_bwd_mode = mode > 5 ? 5 : mode;
     return was;
 }
 
@@ -568,13 +568,16 @@ void cuda_selective_scan_bwd(real *dx, real *ddt_raw, real *dA_log, real *dBm, r
                               const float *, int, int);
         int mode = cuda_set_scan1_bwd(-1), low = mode > 0;
         if (mode >= 3) {  /* two lanes a channel: 16 channels a warp, 15 KB a warp (14/SM) */
-            BwdFn pf = mode == 4 ? (S == SR_S ? scan_bwd_pair_kernel<true, 12> : scan_bwd_pair_kernel<false, 12>)
+            BwdFn pf = mode == 5 ? (S == SR_S ? scan_bwd_pair_kernel<true, 14, true> : scan_bwd_pair_kernel<false, 14, true>)
+                     : mode == 4 ? (S == SR_S ? scan_bwd_pair_kernel<true, 12> : scan_bwd_pair_kernel<false, 12>)
                                  : (S == SR_S ? scan_bwd_pair_kernel<true> : scan_bwd_pair_kernel<false>);
             size_t psmem = sizeof(float) * SP_SMEM_FLOATS;
             static bool pcarved;
             if (!pcarved) {  /* 14 x (15 + 1) KB an SM: the largest carveout */
                 for (const void *f : {(const void *)scan_bwd_pair_kernel<true>, (const void *)scan_bwd_pair_kernel<false>,
-                                      (const void *)scan_bwd_pair_kernel<true, 12>, (const void *)scan_bwd_pair_kernel<false, 12>})
+                                      (const void *)scan_bwd_pair_kernel<true, 12>, (const void *)scan_bwd_pair_kernel<false, 12>,
+                                      (const void *)scan_bwd_pair_kernel<true, 14, true>,
+                                      (const void *)scan_bwd_pair_kernel<false, 14, true>})
                     CUDA_CALL(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout,
                                                    (int)cudaSharedmemCarveoutMaxShared));
                 pcarved = true;

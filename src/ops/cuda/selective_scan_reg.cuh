@@ -619,11 +619,21 @@ scan_bwd_reg_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float 
  * (softplus(dt) after pass 1), x, dy, z) and the sub-chunk entry states
  * [SR_T/SR_LS - 1][8][32 lanes]: 15 KB, so 14 warps/SM (V2: 7). */
 #define SP_C 16  /* channels a warp */
+static_assert(SR_LS % 2 == 0, "scan_bwd_pair_kernel<DN>'s outputs: two steps of a sub-chunk a pair, in pairs");
 #define SP_SMEM_FLOATS (4 * SR_T * SP_C + (SR_T / SR_LS - 1) * 8 * 32)
 /* MINB: resident warps an SM asked of ptxas. 14 (the default; shared memory allows 14):
  * 128 registers and 8 B (S16; 12 B S < 16) of spills; 12 (FLOWHN_SCAN1_BWD=pair12): 162, no
- * spills (161 at S16), 12 warps/SM; unbounded it takes 186 */
-template <bool S16, int MINB = 14>
+ * spills (161 at S16), 12 warps/SM; unbounded it takes 186.
+ * DN (the default since branch scan1b; FLOWHN_SCAN1_BWD=pair the kernel without it): the
+ * per-(t, e) scalars, which the pair layout pays twice (both lanes of a pair compute them, or
+ * the even lane alone with the odd one idle in the same issue slots), done once an element with
+ * all 32 lanes busy: a dense prologue per chunk (lane l on channel l & 15, steps (l >> 4) + 2m)
+ * writes softplus(dt) over dt_raw, dyy = dy z sigmoid(z) over dy and gzf = dy sigmoid(z)
+ * (1 + z (1 - sigmoid(z))) over z in the tile and sums dD; pass 1 and the walk read them; the
+ * walk keeps the pair's sums (C.h, dh.B, dh'.hp.A) of the sub-chunk's <= SR_LS steps in
+ * registers, and after the sub-chunk lane 2c + h computes and stores dz, dx, ddt of steps h,
+ * h + 2, ... of channel c. Same shared memory, same per-state arithmetic. */
+template <bool S16, int MINB = 14, bool DN = false>
 __global__ void __launch_bounds__(32, MINB)
 scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float *dCm, float *dD, float *dz,
                      const float *dy, const float *hs, const float *x, const float *dt_raw, const float *A_log,
@@ -654,7 +664,7 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
         for (int i = 0; i < 8; i++)
             if (i < Sh) dh[i] = fmaf(scan_decay(sj * A[i]), dh[i], r4 ? sr_f4(Rq, i) : Rq[i]);
     }
-    float De = D[ec], dDacc = 0.f;
+    float De = D[ec], dDacc = 0.f;  /* DN: dD of channel e0 + (lane & 15), this lane's steps */
     /* 16-byte L2-only copies (4 lanes a 64-byte row, 8 rows an instruction) when the warp's 16
      * channels are in range and the rows aligned; else 4-byte ones zero-filling dead channels */
     bool v16 = e0 + SP_C <= E && (E & 3) == 0, h4 = S16 && ((size_t)hs & 15) == 0;
@@ -682,6 +692,20 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
         sr_commit();
         sr_wait_all();
         __syncwarp();
+        if constexpr (DN) {  /* the dense prologue: each (step, channel) of the tile once */
+            int cc = lane & 15;
+            bool okc = e0 + cc < E;
+            for (int j = lane >> 4; j < tl; j += 2) {
+                float *p = tile + j * SP_C + cc;
+                float dtr = p[0], xv = p[SR_T * SP_C], dyv = p[2 * SR_T * SP_C], zv = p[3 * SR_T * SP_C];
+                float sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                p[0] = softplusf_(dtr);
+                p[2 * SR_T * SP_C] = dyy;
+                p[3 * SR_T * SP_C] = dyv * sg * (1.f + zv * (1.f - sg));
+                if (okc) dDacc = fmaf(dyy, xv, dDacc);
+            }
+            __syncwarp();  /* the pair layout below reads other lanes' elements */
+        }
         if (c > c_lo) {
             /* the next chunk's tile rows and entry states into L2 behind this chunk's walk (its copy
              * is exposed: one buffer). Chunk c - 1 is a whole one: its rows are in range */
@@ -703,9 +727,11 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
             for (int i = 0; i < 8; i++) h[i] = h0(i);
 #pragma unroll 4
             for (int j = 0; j < tl; j++) {
-                float dt = softplusf_(tv(0, j)), dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tv(1, j);
-                __syncwarp();  /* both lanes of the pair have read dt_raw of step j */
-                if (!hf) tile[j * SP_C + ch] = dt;
+                float dt = DN ? tv(0, j) : softplusf_(tv(0, j)), dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * tv(1, j);
+                if constexpr (!DN) {
+                    __syncwarp();  /* both lanes of the pair have read dt_raw of step j */
+                    if (!hf) tile[j * SP_C + ch] = dt;
+                }
 #pragma unroll
                 for (int q = 0; q < 2; q++) {
                     float4 bq = Bq(j, q);
@@ -754,13 +780,16 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
                     }
                 }
             }
+            float spp[SR_LS], sP[SR_LS], sQ[SR_LS];  /* DN: the pair's sums of each step */
+#pragma unroll
+            for (int jj = 0; jj < SR_LS; jj++) spp[jj] = sP[jj] = sQ[jj] = 0.f;
 #pragma unroll
             for (int jj = SR_LS - 1; jj >= 0; jj--) {
                 if (js + jj < je) {  /* V2's walk on 8 states */
                     int j = js + jj, t = t0 + j;
-                    float dt = tv(0, j), xv = tv(1, j), dyv = tv(2, j), zv = tv(3, j);
+                    float dt = tv(0, j), xv = tv(1, j), dyv = DN ? 0.f : tv(2, j), zv = DN ? 0.f : tv(3, j);
                     float dt2 = dt * SCAN_DECAY_SCALE, dtx = dt * xv;
-                    float sg = sigmoidf_(zv), dyy = dyv * zv * sg;
+                    float sg = DN ? 0.f : sigmoidf_(zv), dyy = DN ? tv(2, j) : dyv * zv * sg;
                     float pp[2] = {0.f, 0.f}, P[2] = {0.f, 0.f}, Q[2] = {0.f, 0.f};
                     float r1[8], r2[4], r3[2], v = 0.f;
                     int up = (lane & 16) ? -1 : 0, m8 = (lane & 8) ? -1 : 0, m4 = (lane & 4) ? -1 : 0;
@@ -799,7 +828,9 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
                     pps += __shfl_xor_sync(0xffffffffu, pps, 1);
                     Ps += __shfl_xor_sync(0xffffffffu, Ps, 1);
                     Qs += __shfl_xor_sync(0xffffffffu, Qs, 1);
-                    if (live && !hf) {
+                    if constexpr (DN) {
+                        spp[jj] = pps, sP[jj] = Ps, sQ[jj] = Qs;
+                    } else if (live && !hf) {
                         size_t im = ((size_t)b * n + t) * E + e;
                         float gz = dyv * (pps + De * xv) * sg * (1.f + zv * (1.f - sg));
                         float gx = fmaf(dt, Ps, De * dyy);
@@ -811,6 +842,25 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
                     }
                 }
             }
+            if constexpr (DN) {  /* the sub-chunk's outputs: lane 2c + h takes steps js + h + 2m of channel c */
+                int hm = hf ? -1 : 0;
+#pragma unroll
+                for (int m = 0; 2 * m < SR_LS; m++) {
+                    int j = js + hf + 2 * m;
+                    float pps = sr_pick(spp[2 * m], spp[2 * m + 1], hm), Ps = sr_pick(sP[2 * m], sP[2 * m + 1], hm);
+                    float Qs = sr_pick(sQ[2 * m], sQ[2 * m + 1], hm);
+                    if (live && j < je) {
+                        size_t im = ((size_t)b * n + t0 + j) * E + e;
+                        float dt = tv(0, j), xv = tv(1, j), dyy = tv(2, j), gzf = tv(3, j);
+                        float gz = gzf * fmaf(De, xv, pps);
+                        float gx = fmaf(dt, Ps, De * dyy);
+                        float gdt = fmaf(xv, Ps, Qs) * -expm1f(-dt);  /* sigmoid(dt_raw) = 1 - exp(-dt) */
+                        if (dz) dz[im] = acc ? dz[im] + gz : gz;
+                        if (dx) dx[im] = acc ? dx[im] + gx : gx;
+                        if (ddt_raw) ddt_raw[im] = acc ? ddt_raw[im] + gdt : gdt;
+                    }
+                }
+            }
         }
         __syncwarp();  /* the tile is refilled by the next chunk's copy */
     }
@@ -819,5 +869,8 @@ scan_bwd_pair_kernel(float *dx, float *ddt_raw, float *dA_log, float *dBm, float
         for (int i = 0; i < 8; i++)
             if (i < Sh) atomicAdd(&dA_log[(size_t)e * S + s0 + i], dA[i] * A[i]);
     }
-    if (dD && live && !hf) atomicAdd(&dD[e], dDacc);
+    if constexpr (DN) {  /* lanes l and l ^ 16 summed channel e0 + (l & 15)'s steps */
+        dDacc += __shfl_xor_sync(0xffffffffu, dDacc, 16);
+        if (dD && lane < 16 && e0 + lane < E) atomicAdd(&dD[e0 + lane], dDacc);
+    } else if (dD && live && !hf) atomicAdd(&dD[e], dDacc);
 }
