@@ -1087,8 +1087,7 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     }
     m->params = ops->alloc(sizeof(real) * m->layout.total);
     m->grads = ops->alloc(sizeof(real) * m->layout.total);
-    if (ops->sumsq_part && ops->sumsq_join) m->sumsq_parts = ops->alloc(sizeof(double) * (c->num_layers + 3));
-    if (!m->params || !m->grads || (ops->sumsq_part && ops->sumsq_join && !m->sumsq_parts)) {
+    if (!m->params || !m->grads) {
         model_free(m);
         return fh_error("cannot allocate %zu parameters (%.1f MiB each for weights and gradients)", m->layout.total,
                         sizeof(real) * m->layout.total / 1048576.0);
@@ -1540,7 +1539,14 @@ static int backward_trunk(Model *m) {
     /* the norm's parts: only in the backward that finishes the gradients, and not under a grads_ready hook (its
      * reduction changes them after) */
     model_sumsq_into(m, NULL);
-    if (m->sumsq_arm && m->sumsq_overlap && m->sumsq_parts && !m->grads_ready) {
+    int parts = m->sumsq_arm && m->sumsq_overlap && o->sumsq_part && o->sumsq_join && !m->grads_ready;
+    /* their few doubles at the first such backward (an eager one: a recorded step is warmed up first), not in
+     * model_create, so that the gradients' memory stays the buffer (the memory estimate); none: the old pass */
+    if (parts && !m->sumsq_parts) {
+        m->sumsq_parts = o->alloc(sizeof(double) * (c->num_layers + 3));
+        if (!m->sumsq_parts) m->sumsq_overlap = 0;
+    }
+    if (parts && m->sumsq_parts) {
         m->sumsq_state = 1;
         m->sumsq_k = 0;
         m->sumsq_hi = m->layout.total;

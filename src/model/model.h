@@ -66,7 +66,7 @@ typedef struct {
      * all parts of the finished gradients made. */
     int sumsq_overlap, sumsq_arm, sumsq_state, sumsq_k;
     size_t sumsq_hi;
-    double *sumsq_parts;   /* backend memory: num_layers + 2 parts, then their sum */
+    double *sumsq_parts;   /* backend memory: num_layers + 2 parts, then their sum (made by the first armed backward) */
 
     /* Test hooks (tests/test_zero_elim.c), 0 in normal use.
      * zero_first: the backward zeroes every activation-gradient buffer before
