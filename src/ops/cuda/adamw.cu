@@ -7,6 +7,7 @@
  * 2 bytes more written per parameter instead of a rounding pass per product. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "common.cuh"
 #include "matmul.cuh"
@@ -510,13 +511,25 @@ void cuda_sum_into(double *out, const real *x, size_t n, int squares) {
  * stream's end and makes the main stream wait for it: inside a recording the
  * event record/wait pairs are the graph's fork and join edges (the side
  * stream joins the capture at its first wait), as stream.cu's branch streams.
- * The side grid is small (SIDE_BLOCKS, 256 threads each, ~2 MB of loads in
- * flight: enough for the byte bound) so the part takes few SM slots from the
- * products it runs beside. No stream priority: the main (legacy or capture)
+ * The side grid: at most side_blocks() blocks of 256 threads,
+ * FLOWHN_SUMSQ_BLOCKS (1..1024), by default 1024 as the old pass (~8 MB of
+ * loads in flight: the byte bound), because the last blocks (layer 0, the
+ * embedding) are summed with nothing left to hide them; a smaller grid
+ * (256: ~2 MB in flight, about half the bound) takes less bandwidth from
+ * the memory-bound backward kernels beside the hidden parts: an A/B for the
+ * GPU (perf-notes "sumsq"). No stream priority: the main (legacy or capture)
  * stream already has the lowest, so the side cannot be made lower. Made in the
  * first eager call; a part asked for while recording before that runs on the
  * main stream (the same values: the same kernels and grid). */
-#define SIDE_BLOCKS 256
+static unsigned int side_blocks(void) {
+    static unsigned int nb;
+    if (!nb) {
+        const char *e = getenv("FLOWHN_SUMSQ_BLOCKS");
+        int v = e ? atoi(e) : SS_BLOCKS;
+        nb = v >= 1 && v <= SS_BLOCKS ? (unsigned int)v : SS_BLOCKS;
+    }
+    return nb;
+}
 static cudaStream_t side;
 static cudaEvent_t side_fork, side_join;
 static double *side_scratch;
@@ -546,12 +559,12 @@ void cuda_sumsq_part(double *out, const real *x, size_t n) {
     /* on a branch stream (not the model's use) or without the side stream: in order on the current stream */
     if (cuda_branch() != 0 || side_make()) {
         double *partial = ss_scratch();
-        if (partial) sum_launch(out, partial, x, n, 1, SIDE_BLOCKS, cuda_stream());
+        if (partial) sum_launch(out, partial, x, n, 1, side_blocks(), cuda_stream());
         return;
     }
     CUDA_CALL(cudaEventRecord(side_fork, cuda_stream()));
     CUDA_CALL(cudaStreamWaitEvent(side, side_fork, 0));
-    sum_launch(out, side_scratch, x, n, 1, SIDE_BLOCKS, side);
+    sum_launch(out, side_scratch, x, n, 1, side_blocks(), side);
     side_pending = 1;
     cuda_sumsq_forks++;
 }
