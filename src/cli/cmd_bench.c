@@ -227,7 +227,6 @@ static int train_step(Model *m, Optimizer *o, const int *tok, const int *tgt, in
     double gnorm, loss;
     if (graph_step) return train_step_run(graph_step, m, o, tok, tgt, B, T, &loss, &gnorm);
     model_zero_grad(m);
-    m->sumsq_arm = 1;   /* one backward: it finishes the gradients (the norm's parts during it, Model.sumsq_arm) */
     if (unfused_head ? model_forward(m, tok, tgt, B, T) || model_backward(m)
                      : model_forward_backward(m, tok, tgt, B, T))
         return -1;

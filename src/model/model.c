@@ -1085,8 +1085,6 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_inproj = fi && !strcmp(fi, "0");
     const char *zg = getenv("FLOWHN_ZERO_GRAD");
     m->zero_grad_full = zg && !strcmp(zg, "1");
-    const char *so = getenv("FLOWHN_SUMSQ_OVERLAP");
-    m->sumsq_overlap = so ? strcmp(so, "0") != 0 : strcmp(ops->name, "cpu") != 0;
     if (layout_build(&m->layout, c)) return -1;
     if (lazy_build(m)) {
         model_free(m);
@@ -1118,9 +1116,7 @@ void model_free(Model *m) {
     plan_release(m);
     if (m->ops) {
         m->ops->release(m->params);
-        if (m->sumsq_state && m->ops->sumsq_join) m->ops->sumsq_join(NULL, NULL, 0);   /* nothing reads them then */
         m->ops->release(m->grads);
-        m->ops->release(m->sumsq_parts);
         m->ops->release(m->iota_dev);
         m->ops->release(m->tokens_dev);
         m->ops->release(m->targets_dev);
@@ -1144,7 +1140,6 @@ int model_init_params(Model *m, uint64_t seed) {
 }
 
 void model_zero_grad(Model *m) {
-    model_sumsq_into(m, NULL);   /* no part in flight may read a gradient written from here on */
     m->grad_fresh = 0;
     if (m->zero_grad_full || m->zero_first) {   /* the old path (model.h zero_grad_full) */
         m->ops->zero(m->grads, sizeof(real) * m->layout.total);
@@ -1495,18 +1490,6 @@ int model_backward(Model *m) {
     return backward_trunk(m);
 }
 
-int model_sumsq_into(Model *m, double *out) {
-    int st = m->sumsq_state;
-    m->sumsq_state = 0;
-    if (!st) return 0;
-    if (st == 2 && out) {
-        m->ops->sumsq_join(out, m->sumsq_parts, m->sumsq_k);
-        return 1;
-    }
-    m->ops->sumsq_join(NULL, NULL, 0);   /* a backward that stopped half-way, or nobody wants them */
-    return 0;
-}
-
 int model_grad_frontiers(const Model *m, size_t *out, int cap) {
     int n = 0, L = m->layout.num_layers;
     if (n < cap) out[n] = m->layout.norm_f;
@@ -1517,15 +1500,9 @@ int model_grad_frontiers(const Model *m, size_t *out, int cap) {
     return n + 1;
 }
 
-/* Tells the hook that the gradients of [off, total) are final (and sums the newly final block [off, sumsq_hi)
- * when the backward makes the norm's parts: Model.sumsq_arm). */
+/* Tells the hook that the gradients of [off, total) are final. */
 static int grads_ready(Model *m, size_t off) {
     lazy_finish(m, off);
-    if (m->sumsq_state == 1) {
-        m->ops->sumsq_part(m->sumsq_parts + m->sumsq_k++, G(off), m->sumsq_hi - off);
-        m->sumsq_hi = off;
-        if (off == 0) m->sumsq_state = 2;
-    }
     if (!m->grads_ready || !m->grads_ready(m->grads_ready_ctx, off)) return 0;
     char why[512];   /* copied: fh_error formats into the buffer fh_last_error returns */
     snprintf(why, sizeof why, "%s", fh_last_error());
@@ -1543,22 +1520,6 @@ static int backward_trunk(Model *m) {
     size_t BT = (size_t)B * T;
     ENS(A->dcur, BT * H);
     REF_ZERO(A->dcur, BT * H);
-    /* the norm's parts: only in the backward that finishes the gradients, and not under a grads_ready hook (its
-     * reduction changes them after) */
-    model_sumsq_into(m, NULL);
-    int parts = m->sumsq_arm && m->sumsq_overlap && o->sumsq_part && o->sumsq_join && !m->grads_ready;
-    /* their few doubles at the first such backward (an eager one: a recorded step is warmed up first), not in
-     * model_create, so that the gradients' memory stays the buffer (the memory estimate); none: the old pass */
-    if (parts && !m->sumsq_parts) {
-        m->sumsq_parts = o->alloc(sizeof(double) * (c->num_layers + 3));
-        if (!m->sumsq_parts) m->sumsq_overlap = 0;
-    }
-    if (parts && m->sumsq_parts) {
-        m->sumsq_state = 1;
-        m->sumsq_k = 0;
-        m->sumsq_hi = m->layout.total;
-    }
-    m->sumsq_arm = 0;
     o->rmsnorm_bwd(A->dcur, G(m->layout.norm_f), A->dxf, A->x[c->num_layers], W(m->layout.norm_f), A->xf_rstd,
                    (int)BT, H, FIRST);
     if (grads_ready(m, m->layout.norm_f)) return -1;
@@ -1635,7 +1596,6 @@ int model_step_body(Model *m, double *loss_sum) {
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
                   m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
     o->sum_into(loss_sum, A->losses, BT, 0);   /* ignored tokens' losses are 0 (ops.h classifier) */
-    m->sumsq_arm = 1;   /* one backward: it finishes the gradients */
     return backward_trunk(m);
 }
 

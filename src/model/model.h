@@ -52,22 +52,6 @@ typedef struct {
     int (*grads_ready)(void *ctx, size_t off);
     void *grads_ready_ctx;
 
-    /* The gradient norm's sum of squares block by block during the backward
-     * (ops.h sumsq_part; docs/perf-notes.md "sumsq"). sumsq_overlap: the
-     * switch, FLOWHN_SUMSQ_OVERLAP=0/1, unset: on where the backend has the
-     * ops and is not the CPU (tests turn it on there). sumsq_arm: set by the
-     * caller before the backward that finishes the gradients (the
-     * accumulation's last; model_step_body sets it itself); that backward
-     * then sums each block [off, previous off) as grads_ready's frontiers
-     * close it (before the grads_ready hook, and not while one is set: data
-     * parallelism sums after its reduction) into sumsq_parts[k], k in
-     * frontier order, and model_sumsq_into adds them in that order. Cleared
-     * by each backward. sumsq_state: 0 nothing pending, 1 parts in flight, 2
-     * all parts of the finished gradients made. */
-    int sumsq_overlap, sumsq_arm, sumsq_state, sumsq_k;
-    size_t sumsq_hi;
-    double *sumsq_parts;   /* backend memory: num_layers + 2 parts, then their sum (made by the first armed backward) */
-
     /* Test hooks (tests/test_zero_elim.c), 0 in normal use.
      * zero_first: the backward zeroes every activation-gradient buffer before
      *   its first writer, which then accumulates (the old scheme, kept as the
@@ -150,12 +134,6 @@ int model_step_loss(Model *m, double loss_sum);
 /* Starts a gradient accumulation: the next backward's gradients are written over the old ones (see
  * Model.zero_grad_full), later backwards add to them. */
 void model_zero_grad(Model *m);
-/* The gradient norm's sum of squares over [0, layout.total) from the parts
- * the last backward made (Model.sumsq_arm): waits for them and writes their
- * sum to out (backend memory) and returns 1; 0 when there are none for the
- * current gradients (out untouched: the caller sums the buffer itself). Every
- * part in flight is waited for either way. */
-int model_sumsq_into(Model *m, double *out);
 /* The offsets the backward reports to grads_ready, in order (decreasing,
  * the last is 0): norm_f's offset, then each layer's begin from the last
  * layer to the first, then 0. Writes at most cap; returns how many there are

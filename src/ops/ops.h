@@ -331,20 +331,6 @@ typedef struct Ops {
      * adamw_step: adamw with lr, bias corrections and grad_scale taken from s
      *   (s->scale); does nothing when !s->ok (a NaN/Inf step changes nothing). */
     void (*sum_into)(double *out, const real *x, size_t n, int squares);
-    /* sumsq_part, sumsq_join (may be NULL: the model then leaves the norm to
-     *   one sum_into after the backward): the gradient norm's sum of squares
-     *   block by block while the backward goes on (model.h sumsq_overlap).
-     *   sumsq_part: *out = sum of x[i]^2 in double (sum_into's arithmetic on
-     *   [x, x + n)); it reads x as the ops before it leave it, and may run
-     *   alongside the ops after it (CUDA: a second stream forked by an
-     *   event), so until the next sumsq_join nothing may write x or *out,
-     *   nor read *out. Called from the main sequence only (no set_branch).
-     * sumsq_join: waits for every sumsq_part so far, then (k > 0) *out =
-     *   parts[0] + parts[1] + ... + parts[k-1], in that order, in double.
-     *   Both are capturable (a fork and a join inside a recording). CPU:
-     *   sumsq_part runs at once. */
-    void (*sumsq_part)(double *out, const real *x, size_t n);
-    void (*sumsq_join)(double *out, const double *parts, int k);
     void (*step_scale)(StepScalars *s);
     void (*adamw_step)(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1,
                        real beta2, real eps, real wd);

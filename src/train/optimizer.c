@@ -152,16 +152,8 @@ int optimizer_apply(Optimizer *o, Model *model, double ss, double grad_scale, do
     return 0;
 }
 
-/* The parts the backward made (Model.sumsq_arm) when they cover this optimizer's range: the whole buffer */
-static int sumsq_from_parts(const Optimizer *o, Model *model, double *out) {
-    int whole = o->lo == 0 && o->hi == model->layout.total;
-    return model_sumsq_into(model, whole ? out : NULL);
-}
-
 int optimizer_step(Optimizer *o, Model *model, double grad_scale, double *gnorm) {
-    double ss, *total = model->sumsq_parts ? model->sumsq_parts + model->cfg.num_layers + 2 : NULL;
-    if (total && sumsq_from_parts(o, model, total)) model->ops->to_host(&ss, total, sizeof ss);
-    else ss = optimizer_local_sumsq(o, model);
+    double ss = optimizer_local_sumsq(o, model);
     /* the global norm: every rank's part of the sum of squares */
     if (o->dist && o->dist->world > 1 && o->dist->all_reduce_host(o->dist, &ss, 1, "all-reduce of the gradient norm"))
         return -1;
@@ -182,7 +174,7 @@ void optimizer_stage(const Optimizer *o, double grad_scale, StepScalars *s) {
 
 void optimizer_body(const Optimizer *o, Model *model, StepScalars *s) {
     const Ops *ops = model->ops;
-    if (!sumsq_from_parts(o, model, &s->sumsq)) ops->sum_into(&s->sumsq, model->grads + o->lo, o->hi - o->lo, 1);
+    ops->sum_into(&s->sumsq, model->grads + o->lo, o->hi - o->lo, 1);
     ops->step_scale(s);
     if (ops->adamw_runs && o->n_runs > 0) {
         ops->adamw_runs(model->params + o->lo, model->grads + o->lo, o->m, o->v, o->hi - o->lo, o->n_runs,

@@ -286,9 +286,6 @@ int train_run(Model *m, const TrainOptions *o, BatchSource *train, BatchSource *
             for (int a = 0; a < accum; a++) {
                 /* the earlier micro-batches only accumulate: the buckets go out during the last one's backward */
                 if (overlap && a == accum - 1) { m->grads_ready = grad_reducer_ready; m->grads_ready_ctx = &gr; }
-                /* one process: the last backward sums the norm's parts as its blocks finish (Model.sumsq_arm); with
-                 * several, the norm is summed after the reduction, as before */
-                m->sumsq_arm = !D && a == accum - 1;
                 /* forward and backward in one call: the fused classifier never stores the logits */
                 int fail = train->next(train->ctx, tok, tgt, B, T) || model_forward_backward(m, tok, tgt, B, T);
                 m->grads_ready = NULL;

@@ -212,83 +212,6 @@ static void test_arch(const TinySpec *s) {
 }
 
 
-/* ---- the gradient norm's parts beside the backward (Model.sumsq_arm, adamw.cu sumsq_part; perf-notes "sumsq") ----
- * The norm the step reports from the parts the side stream summed during the backward must be that of the
- * gradients the backward left (read back after the step, squares summed on the host in double): relative 1e-12
- * (the same fp32 squares added in double, in other orders; a lost or doubled block is >= 1e-3 here). Each step on
- * a new batch from updated parameters, so a part that read its block before the block's last writer (a missing
- * fork edge) or after the next step's first writes (a missing join) sums other values. Four ways: the trainer's
- * step (model_forward_backward + optimizer_step) with accumulation 1 and 2 (only the last micro-batch armed),
- * the recordable step op by op, and recorded then replayed (the fork/join as graph edges); the switch on (the
- * parts must have been forked) and off (none forked). With FLOWHN_BRANCH_STREAMS=1 (make test-cuda's second
- * pass) the FlowHN and Hymba branches' streams join before each fork. */
-#define SUMSQ_STEPS 5
-
-static void test_sumsq(const TinySpec *s) {
-    Config c = tiny_config_h256(s, 256);
-    const int B = 4, T = 256, V = c.vocab_size;
-    const char *kinds[] = {"trainer accum 1", "trainer accum 2", "step op by op", "step replayed"};
-    int *tok = (int *)malloc(sizeof(int) * B * T), *tgt = (int *)malloc(sizeof(int) * B * T);
-    for (int kind = 0; kind < 4; kind++)
-        for (int on = 1; on >= 0; on--) {
-            Model m;
-            Optimizer o;
-            TrainStep ts;
-            AdamWConfig oc = test_adamw(1, SUMSQ_STEPS, 0.5);
-            int ok = !model_create(&m, &c, &cuda_ops) && !model_init_params(&m, 77) && !optimizer_create(&o, &m, &oc) &&
-                     (kind < 2 || !train_step_init(&ts, &m, kind == 3));
-            CHECK(ok, "%s %s: %s", s->name, kinds[kind], fh_last_error());
-            if (!ok) continue;
-            m.sumsq_overlap = on;
-            size_t n = m.layout.total;
-            float *g = (float *)malloc(sizeof(float) * n);
-            double worst = 0;
-            int armed = 0, accum = kind == 1 ? 2 : 1;
-            unsigned long forks0 = cuda_sumsq_forks;
-            for (int k = 0; k < SUMSQ_STEPS && ok; k++) {
-                double gn = 0, loss;
-                if (kind >= 2) {
-                    tiny_batch(tok, tgt, B, T, V, 300 + k);
-                    ok = !train_step_run(&ts, &m, &o, tok, tgt, B, T, &loss, &gn);
-                } else {
-                    model_zero_grad(&m);
-                    for (int a = 0; a < accum && ok; a++) {
-                        tiny_batch(tok, tgt, B, T, V, 400 + 2 * k + a);
-                        m.sumsq_arm = a == accum - 1;
-                        ok = !model_forward_backward(&m, tok, tgt, B, T);
-                        armed += m.sumsq_state == 2;
-                    }
-                    ok = ok && !optimizer_step(&o, &m, 1.0 / accum, &gn);
-                }
-                ok = ok && !cuda_ops_check();
-                CHECK(ok, "%s %s step %d: %s", s->name, kinds[kind], k, fh_last_error());
-                if (!ok) break;
-                cuda_ops.to_host(g, m.grads, sizeof(float) * n);
-                double ss = 0;
-                for (size_t i = 0; i < n; i++) ss += (double)g[i] * g[i];
-                worst = fmax(worst, rel(sqrt(ss) / accum, gn));
-            }
-            unsigned long forks = cuda_sumsq_forks - forks0;
-            if (ok) {
-                CHECK(worst <= 1e-12, "%s %s, switch %d: norm rel %.2e against the gradients' own", s->name,
-                      kinds[kind], on, worst);
-                CHECK(on ? forks > 0 : forks == 0, "%s %s, switch %d: %lu parts forked", s->name, kinds[kind], on,
-                      forks);
-                if (kind < 2) CHECK(armed == (on ? SUMSQ_STEPS : 0), "%s %s: %d backwards made parts", s->name,
-                                    kinds[kind], armed);
-                if (kind == 3) CHECK(ts.replays >= 2, "%s: %d replays", s->name, ts.replays);
-                printf("  %-5s %-24s %-16s switch %d: norm rel %.1e, %lu parts forked%s\n", mode, s->name, kinds[kind],
-                       on, worst, forks, kind == 3 ? " (eager and recording steps)" : "");
-            }
-            if (kind >= 2) train_step_free(&ts, &m);
-            optimizer_free(&o, &m);
-            model_free(&m);
-            free(g);
-        }
-    free(tok);
-    free(tgt);
-}
-
 /* ---- training's bf16 weight copy (linear.cu, Ops.train_weights) ----
  * With bf16 products the trained parameters' bf16 rounding is kept in one
  * copy that AdamW writes; the products read it instead of rounding each weight
@@ -545,16 +468,6 @@ int main(void) {
         for (int a = 0; a < 6; a++)
             for (int i = 0; i < n_tiny_specs; i++)
                 if (!strcmp(tiny_specs[i].name, archs[a])) RUN_ARG(test_arch, &tiny_specs[i], archs[a]);
-    }
-    printf("the gradient norm's parts summed beside the backward (FLOWHN_SUMSQ_OVERLAP) against the gradients "
-           "read back: norm rel <= 1e-12\n");
-    const char *sarch[] = {"llama", "flowhn-fac-isolated", "mamba2", "hymba", "shm"};
-    for (int k = 0; k < 2; k++) {
-        mode = modes[k];
-        CHECK(cuda_set_matmul_precision(mode) == 0, "%s", fh_last_error());
-        for (int a = 0; a < 5; a++)
-            for (int i = 0; i < n_tiny_specs; i++)
-                if (!strcmp(tiny_specs[i].name, sarch[a])) RUN_ARG(test_sumsq, &tiny_specs[i], sarch[a]);
     }
     printf("training's bf16 weight copy (FLOWHN_BF16_MASTER) vs none, in lockstep (%d steps, an upload before step "
            "%d, a weight zeroed before step %d): losses and reproducible gradients bit for bit\n", MASTER_STEPS,

@@ -37,16 +37,6 @@ void cpu_sum_into(double *out, const real *x, size_t n, int squares) {
     *out = s;
 }
 
-/* the norm's partials (ops.h sumsq_part): on the CPU at once, nothing to overlap with */
-void cpu_sumsq_part(double *out, const real *x, size_t n) { *out = cpu_sum_squares(x, n); }
-
-void cpu_sumsq_join(double *out, const double *parts, int k) {
-    if (k <= 0) return;
-    double s = 0;
-    for (int i = 0; i < k; i++) s += parts[i];
-    *out = s;
-}
-
 void cpu_step_scale(StepScalars *s) {
     s->ok = isfinite(s->loss_sum) && isfinite(s->sumsq);
     double norm = sqrt(s->sumsq) * s->grad_scale, scale = s->grad_scale;

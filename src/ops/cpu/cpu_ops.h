@@ -67,8 +67,6 @@ void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w
 void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cpu_sum_squares(const real *x, size_t n);
 void cpu_sum_into(double *out, const real *x, size_t n, int squares);
-void cpu_sumsq_part(double *out, const real *x, size_t n);
-void cpu_sumsq_join(double *out, const double *parts, int k);
 void cpu_step_scale(StepScalars *s);
 void cpu_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                     real eps, real wd);

@@ -7,7 +7,6 @@
  * 2 bytes more written per parameter instead of a rounding pass per product. */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "common.cuh"
 #include "matmul.cuh"
@@ -475,115 +474,22 @@ static double *ss_scratch(void) {
     return scratch;
 }
 
-/* The sum into out (device) on stream st, at most max_blocks block partials
- * (in partial): the grid, so the order, depends on n and max_blocks only. */
-static void sum_launch(double *out, double *partial, const real *x, size_t n, int squares, unsigned int max_blocks,
-                       cudaStream_t st) {
-    if (n == 0) { CUDA_CALL(cudaMemsetAsync(out, 0, sizeof(double), st)); return; }
-    unsigned int nb = blocks_for(n, OPT_THREADS);
-    if (nb > max_blocks) nb = max_blocks;
-    if (!cuda_set_elem_old(-1) && !((uintptr_t)x & 15)) {   /* the float4 kernel: a thread 2 float4s at a time */
-        nb = blocks_for(n / 8 + 1, OPT_THREADS);
-        if (nb > max_blocks) nb = max_blocks;
-        if (squares) sum_squares4_kernel<true><<<nb, OPT_THREADS, 0, st>>>(partial, x, n);
-        else sum_squares4_kernel<false><<<nb, OPT_THREADS, 0, st>>>(partial, x, n);
-    } else if (squares) sum_squares_kernel<true><<<nb, OPT_THREADS, 0, st>>>(partial, x, n);
-    else sum_squares_kernel<false><<<nb, OPT_THREADS, 0, st>>>(partial, x, n);
-    CUDA_LAUNCHED();
-    sum_partials_kernel<<<1, OPT_THREADS, 0, st>>>(out, partial, (int)nb);
-    CUDA_LAUNCHED();
-}
-
 /* the sum into out (device), no host copy: capturable */
 void cuda_sum_into(double *out, const real *x, size_t n, int squares) {
     double *partial = ss_scratch();
     if (!partial) return;
-    sum_launch(out, partial, x, n, squares, SS_BLOCKS, cuda_stream());
-}
-
-/* ---- the norm's partials beside the backward (ops.h sumsq_part / sumsq_join) ----
- * Each part is forked to one side stream (non-blocking: the legacy default
- * stream, the eager main sequence, does not wait for it, nor it for that
- * stream, but through the events): record an event on the main stream after
- * the block's last writer, the side stream waits for it and sums the block
- * into *out. The parts queue on the one side stream in the order given (one
- * scratch of block partials serves them all). sumsq_join records the side
- * stream's end and makes the main stream wait for it: inside a recording the
- * event record/wait pairs are the graph's fork and join edges (the side
- * stream joins the capture at its first wait), as stream.cu's branch streams.
- * The side grid: at most side_blocks() blocks of 256 threads,
- * FLOWHN_SUMSQ_BLOCKS (1..1024), by default 1024 as the old pass (~8 MB of
- * loads in flight: the byte bound), because the last blocks (layer 0, the
- * embedding) are summed with nothing left to hide them; a smaller grid
- * (256: ~2 MB in flight, about half the bound) takes less bandwidth from
- * the memory-bound backward kernels beside the hidden parts: an A/B for the
- * GPU (perf-notes "sumsq"). No stream priority: the main (legacy or capture)
- * stream already has the lowest, so the side cannot be made lower. Made in the
- * first eager call; a part asked for while recording before that runs on the
- * main stream (the same values: the same kernels and grid). */
-static unsigned int side_blocks(void) {
-    static unsigned int nb;
-    if (!nb) {
-        const char *e = getenv("FLOWHN_SUMSQ_BLOCKS");
-        int v = e ? atoi(e) : SS_BLOCKS;
-        nb = v >= 1 && v <= SS_BLOCKS ? (unsigned int)v : SS_BLOCKS;
-    }
-    return nb;
-}
-static cudaStream_t side;
-static cudaEvent_t side_fork, side_join;
-static double *side_scratch;
-static int side_pending;   /* parts forked since the last join */
-extern "C" { unsigned long cuda_sumsq_forks; }   /* cuda_ops.h: C linkage, for tests */
-
-static int side_make(void) {
-    if (side) return 0;
-    if (cuda_capturing()) return -1;
-    if (cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) != cudaSuccess) {
-        side = 0;
-        cuda_record_error("cudaStreamCreate", "cannot create the gradient-norm stream", __FILE__, __LINE__);
-        return -1;
-    }
-    if (cudaEventCreateWithFlags(&side_fork, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventCreateWithFlags(&side_join, cudaEventDisableTiming) != cudaSuccess ||
-        cudaMalloc(&side_scratch, sizeof(double) * SS_BLOCKS) != cudaSuccess) {
-        cuda_record_error("cudaMalloc", "cannot set up the gradient-norm stream", __FILE__, __LINE__);
-        cudaStreamDestroy(side);
-        side = 0;
-        return -1;
-    }
-    return 0;
-}
-
-void cuda_sumsq_part(double *out, const real *x, size_t n) {
-    /* on a branch stream (not the model's use) or without the side stream: in order on the current stream */
-    if (cuda_branch() != 0 || side_make()) {
-        double *partial = ss_scratch();
-        if (partial) sum_launch(out, partial, x, n, 1, side_blocks(), cuda_stream());
-        return;
-    }
-    CUDA_CALL(cudaEventRecord(side_fork, cuda_stream()));
-    CUDA_CALL(cudaStreamWaitEvent(side, side_fork, 0));
-    sum_launch(out, side_scratch, x, n, 1, side_blocks(), side);
-    side_pending = 1;
-    cuda_sumsq_forks++;
-}
-
-/* *out = parts[0] + ... + parts[k-1], one thread, in order (the CPU's order) */
-__global__ void sum_parts_kernel(double *out, const double *parts, int k) {
-    double s = 0;
-    for (int i = 0; i < k; i++) s += parts[i];
-    *out = s;
-}
-
-void cuda_sumsq_join(double *out, const double *parts, int k) {
-    if (side_pending) {
-        CUDA_CALL(cudaEventRecord(side_join, side));
-        CUDA_CALL(cudaStreamWaitEvent(cuda_stream(), side_join, 0));
-        side_pending = 0;
-    }
-    if (k <= 0) return;
-    sum_parts_kernel<<<1, 1, 0, cuda_stream()>>>(out, parts, k);
+    if (n == 0) { CUDA_CALL(cudaMemsetAsync(out, 0, sizeof(double), cuda_stream())); return; }
+    unsigned int nb = blocks_for(n, OPT_THREADS);
+    if (nb > SS_BLOCKS) nb = SS_BLOCKS;
+    if (!cuda_set_elem_old(-1) && !((uintptr_t)x & 15)) {   /* the float4 kernel: a thread 2 float4s at a time */
+        nb = blocks_for(n / 8 + 1, OPT_THREADS);
+        if (nb > SS_BLOCKS) nb = SS_BLOCKS;
+        if (squares) sum_squares4_kernel<true><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
+        else sum_squares4_kernel<false><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    } else if (squares) sum_squares_kernel<true><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    else sum_squares_kernel<false><<<nb, OPT_THREADS, 0, cuda_stream()>>>(partial, x, n);
+    CUDA_LAUNCHED();
+    sum_partials_kernel<<<1, OPT_THREADS, 0, cuda_stream()>>>(out, partial, (int)nb);
     CUDA_LAUNCHED();
 }
 

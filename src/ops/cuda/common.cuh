@@ -385,8 +385,6 @@ void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const 
 void cuda_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cuda_sum_squares(const real *x, size_t n);
 void cuda_sum_into(double *out, const real *x, size_t n, int squares);
-void cuda_sumsq_part(double *out, const real *x, size_t n);
-void cuda_sumsq_join(double *out, const double *parts, int k);
 void cuda_step_scale(StepScalars *s);
 void cuda_adamw_step(real *p, const real *g, real *m, real *v, size_t n, const StepScalars *s, real beta1, real beta2,
                      real eps, real wd);

@@ -102,9 +102,6 @@ int cuda_set_bf16_shadow(int on);
 int cuda_set_bf16_keep(int on);
 void cuda_keep_stats(size_t *bytes, int *entries);
 extern unsigned long cuda_keep_served, cuda_keep_fills, cuda_keep_produced;
-/* parts of the gradient norm forked to the side stream (adamw.cu sumsq_part; for tests): host-side, counted when
- * launched or recorded, not per replay */
-extern unsigned long cuda_sumsq_forks;
 /* FLOWHN_BF16_KEEP_VERIFY=1 (or cuda_set_bf16_keep_verify(1)): each served kept
  * rounding is compared on the GPU with a fresh rounding of its source;
  * cuda_keep_stale() (synchronising) is the number of values that differed
