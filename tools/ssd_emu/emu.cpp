@@ -290,12 +290,10 @@ int main(int argc, char **argv) {
         int lay = (cw && !strcmp(cw, "old")) || (getenv("EMU_CBWD_OLD") && atoi(getenv("EMU_CBWD_OLD"))) ? 0
                   : (cw && !strcmp(cw, "wl")) ? 1 : (cw && !strcmp(cw, "mma")) ? 2 : !ssd_exact::TC ? 1
                   : (cw && !strcmp(cw, "bf3")) ? 3 : (cw && !strcmp(cw, "bf5")) ? 5 : (cw && !strcmp(cw, "bf9")) ? 9
-                  : (cw && !strcmp(cw, "bf11")) ? 11
-                  /* EMU_CBWD=bf4: ssd-cbwd4's V 4 where W, P, N are even (as ssd.cu), else V 5; =bf8 ssd-ldsm's V 8 / 9;
-                   * by default ssdtrans's V 10 / 11 (FLOWHN_SSD_CBWD unset) */
+                  /* EMU_CBWD=bf4: ssd-cbwd4's V 4 where W, P, N are even (as ssd.cu), else V 5; by default ssd-ldsm's
+                   * V 8 / 9 (FLOWHN_SSD_CBWD unset) */
                   : (cw && !strcmp(cw, "bf4")) ? (((d.W | P | N) & 1) == 0 ? 4 : 5)
-                  : (cw && !strcmp(cw, "bf8")) ? (((d.W | P | N) & 1) == 0 ? 8 : 9)
-                  : ((d.W | P | N) & 1) == 0 ? 10 : 11;
+                  : ((d.W | P | N) & 1) == 0 ? 8 : 9;
         printf("     p64 layout %d\n", lay);
         if (lay == 0)
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_kernel<0>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
@@ -311,10 +309,6 @@ int main(int argc, char **argv) {
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<5>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
         else if (lay == 8)  /* 8: ssd-ldsm's (V 4 with ldmatrix fragment loads; the default at the bf16 precision) */
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<8>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-        else if (lay == 10)  /* 10: ssdtrans's (V 8 with W transposed, every product by ldmatrix; the default) */
-            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<10>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
-        else if (lay == 11)  /* 11: V 10 with scalar global accesses (odd W, P or N) */
-            launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<11>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
         else  /* 9: V 8 with scalar global accesses (odd W, P or N) */
             launch(grid, [&] { ssd_exact::ssd_chunk_bwd_p64_bf_kernel<9>(ex.data(), edt.data(), edb.data(), eA.data(), eD.data(), dy.data(), st.data(), gbuf.data(), xbc.data(), dtr.data(), dtb.data(), Al.data(), D.data(), cbuf.data(), d); });
     } else

@@ -4,10 +4,9 @@
 # both ways (the chained kernel's G must equal the two kernels' bit for bit). Needs the CPU
 # library (make) and g++; takes minutes on two cores (every block is 256 threads).
 # Usage: tools/ssd_emu/run.sh [--big]   (--big adds the 135M layer at T 1024, B 1)
-# The p64 backward runs in the tensor-core build as its bf16 variant (ssd_chunk_bwd_p64_bf_kernel<10>, ssd.cu's
-# default at the bf16 precision (ssdtrans: W transposed, every product's fragments by ldmatrix), or <11> where W, P or
-# N is odd, as ssd.cu picks; its bf16 tiles exact here unless EMU_TILE=bf16), with EMU_CBWD=bf8 ssd-ldsm's <8> / <9>
-# (EMU_CBWD=bf11 <11> forced), EMU_CBWD=bf4 ssd-cbwd4's <4> / <5>, EMU_CBWD=bf3 as
+# The p64 backward runs in the tensor-core build as its bf16 variant (ssd_chunk_bwd_p64_bf_kernel<8>, ssd.cu's
+# default at the bf16 precision (ssd-ldsm: ldmatrix fragment loads), or <9> where W, P or N is odd, as ssd.cu picks;
+# its bf16 tiles exact here unless EMU_TILE=bf16), with EMU_CBWD=bf4 ssd-cbwd4's <4> / <5>, EMU_CBWD=bf3 as
 # ssd-cbwd3 left it (<3>), EMU_CBWD=bf5 <5> and EMU_CBWD=bf9 <9> forced, EMU_CBWD=mma in
 # the mma.sync fragment layout (host mma.sync in the PTX ISA's fragment layout, gen.py), EMU_CBWD=wl in
 # the warp-local one and EMU_CBWD=old in its first one; the exact build runs the warp-local layout (as ssd.cu).
@@ -37,17 +36,14 @@ for s in "1 1 1 1 1 1 1" "2 19 4 3 2 5 4" "2 70 4 16 1 40 16" "1 64 2 8 2 64 64"
     EMU_CBWD=mma $out/emu_tc $s 1 1 0 || fail=1  # the mma fragment layout (FLOWHN_SSD_CBWD=mma)
     EMU_CBWD=bf3 $out/emu_tc $s 1 1 1 || fail=1  # the bf16 variant as ssd-cbwd3 left it (FLOWHN_SSD_CBWD=bf3)
     EMU_CBWD=bf4 $out/emu_tc $s 1 0 1 || fail=1  # ssd-cbwd4's V 4 / 5 (FLOWHN_SSD_CBWD=bf4)
-    EMU_CBWD=bf8 $out/emu_tc $s 1 1 0 || fail=1  # ssd-ldsm's V 8 / 9 (FLOWHN_SSD_CBWD=bf8)
 done
 EMU_CBWD=bf5 $out/emu_tc 2 130 8 64 2 136 64 1 1 1 || fail=1  # ssd-cbwd4's scalar-global variant at even dims
 EMU_CBWD=bf9 $out/emu_tc 2 130 8 64 2 136 64 1 1 1 || fail=1  # ssd-ldsm's scalar-global variant at even dims
-EMU_CBWD=bf11 $out/emu_tc 2 130 8 64 2 136 64 1 1 1 || fail=1  # ssdtrans's scalar-global variant at even dims
 EMU_ROUND=tf32 EMU_TOL=1e-2 $out/emu_tc 2 97 4 64 2 200 48 1 1 1 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 2 97 4 64 2 200 48 1 1 1 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 $out/emu_tc 1 333 4 64 1 128 64 1 0 0 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 EMU_CBWD=bf3 $out/emu_tc 1 333 4 64 1 128 64 1 0 0 || fail=1
 EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 EMU_CBWD=bf4 $out/emu_tc 1 333 4 64 1 128 64 1 0 0 || fail=1
-EMU_ROUND=tf32 EMU_TILE=bf16 EMU_TOL=1e-2 EMU_CBWD=bf8 $out/emu_tc 1 333 4 64 1 128 64 1 0 0 || fail=1
 $out/emu 1 200 4 80 2 150 48 0 1 0 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 1 1 || fail=1
 $out/emu_tc 1 200 4 80 2 150 48 0 0 0 || fail=1
@@ -78,7 +74,6 @@ $out/emu_tc 2 40 3 64 1 128 64 1 0 1 || fail=1
 if [ "$1" = "--big" ]; then
     $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=bf4 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
-    EMU_CBWD=bf8 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
 
     EMU_SBWD=chain $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1
     EMU_CBWD=bf3 $out/emu_tc 1 1024 24 64 1 128 64 1 1 0 || fail=1

@@ -243,10 +243,9 @@ int cuda_set_scan1_bwd(int mode);
 /* The Mamba-2 SSD chunk backward for P <= 64 (ssd.cu, FLOWHN_SSD_CBWD, read on first use): 0 its
  * first thread layout (=old), 1 the warp-local one (=wl), 2 the mma fragment layout (=mma), 3 the bf16
  * variant at the bf16 matmul precision as ssd-cbwd3 left it (=bf3: bf16 operand tiles, 3 blocks per SM),
- * 4 (=bf4) the same with ssd-cbwd4's conflict-free shared tiles and float2 global accesses, 5 (=bf8) that with
- * four of its products' fragments loaded by ldmatrix (ssd-ldsm), 6 (default) that with W stored transposed and the
- * other three products' fragments by ldmatrix too (ssdtrans; 3 to 6: the mma layout at tf32). The fp32
- * precision runs the warp-local layout for 2 to 6. Returns the previous setting;
+ * 4 (=bf4) the same with ssd-cbwd4's conflict-free shared tiles and float2 global accesses, 5 (default) that with
+ * four of its products' fragments loaded by ldmatrix (ssd-ldsm; 3, 4, 5: the mma layout at tf32). The fp32
+ * precision runs the warp-local layout for 2 to 5. Returns the previous setting;
  * -1 leaves it as it is (tests run each). */
 int cuda_set_ssd_cbwd(int v);
 /* The Mamba-2 SSD forward's chunk_state and chunk_scan at the bf16 matmul precision with P <= 64, N <= 128

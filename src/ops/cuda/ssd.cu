@@ -263,17 +263,11 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
             if (cbwd >= 3 && K::TC && bf) {                                                                        \
                 /* =bf3 the ssd-cbwd3 kernel (V 3), else V 4 (ssd-cbwd4: its shared and global accesses), or  \
                  * V 5 (the same with scalar global accesses) where W, P or N is odd or dxbc not 8-byte aligned */ \
-                /* =bf4 V 4 / 5; =bf8 V 8 / 9 (ssd-ldsm: V 4 / 5 with ldmatrix fragment loads); by default     \
-                 * V 10 / 11 (ssdtrans: V 8 / 9 with W transposed and the other three products by ldmatrix) */    \
-                static int bf_attr[9];                                                                             \
+                /* =bf4 V 4 / 5; by default V 8 / 9 (ssd-ldsm: V 4 / 5 with ldmatrix fragment loads) */          \
+                static int bf_attr[7];                                                                             \
                 const int ev = ((d.W | P | N) & 1) == 0 && ((uintptr_t)dxbc & 7) == 0;                             \
-                const int v = cbwd == 3   ? 3                                                                      \
-                              : cbwd == 4 ? (ev ? 4 : 5)                                                           \
-                              : cbwd == 5 ? (ev ? 8 : 9)                                                           \
-                                          : (ev ? 10 : 11);                                                        \
-                const void *kf = v == 10   ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<10>                      \
-                                 : v == 11 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<11>                      \
-                                 : v == 4  ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<4>                       \
+                const int v = cbwd == 3 ? 3 : cbwd == 4 ? (ev ? 4 : 5) : (ev ? 8 : 9);                             \
+                const void *kf = v == 4   ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<4>                        \
                                  : v == 5 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<5>                        \
                                  : v == 8 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<8>                        \
                                  : v == 9 ? (const void *)K::ssd_chunk_bwd_p64_bf_kernel<9>                        \
@@ -284,15 +278,7 @@ static bool ssd_use_tc(void) { return strcmp(cuda_matmul_precision(), "fp32") !=
                     CUDA_CALL(cudaFuncSetAttribute(kf, cudaFuncAttributePreferredSharedMemoryCarveout,             \
                                                    (int)cudaSharedmemCarveoutMaxShared));                          \
                 }                                                                                                  \
-                if (v == 10)                                                                                       \
-                    K::ssd_chunk_bwd_p64_bf_kernel<10><<<grid, NT, sm, cuda_stream()>>>(                           \
-                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
-                        d);                                                                                        \
-                else if (v == 11)                                                                                  \
-                    K::ssd_chunk_bwd_p64_bf_kernel<11><<<grid, NT, sm, cuda_stream()>>>(                           \
-                        dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
-                        d);                                                                                        \
-                else if (v == 4)                                                                                   \
+                if (v == 4)                                                                                        \
                     K::ssd_chunk_bwd_p64_bf_kernel<4><<<grid, NT, sm, cuda_stream()>>>(                            \
                         dxbc, ddt_raw, ddt_bias, dA_log, dD, dy, states, gbuf, xbc, dt_raw, dt_bias, A_log, D, cbuf, \
                         d);                                                                                        \
@@ -410,11 +396,10 @@ int cuda_set_ssd_cbwd(int v) {
                    : e && strcmp(e, "mma") == 0 ? 2
                    : e && strcmp(e, "bf3") == 0 ? 3
                    : e && strcmp(e, "bf4") == 0 ? 4
-                   : e && strcmp(e, "bf8") == 0 ? 5
-                                                : 6;
+                                                : 5;
     }
     int was = ssd_cbwd;
-    if (v >= 0 && v <= 6) ssd_cbwd = v;
+    if (v >= 0 && v <= 5) ssd_cbwd = v;
     return was;
 }
 
@@ -473,8 +458,7 @@ void cuda_ssd_bwd(real *dxbc, real *ddt_raw, real *ddt_bias, real *dA_log, real 
      * fragment layout ( accumulators in registers; the tensor-core build only: the exact build's
      * products are FMAs, it runs the warp-local layout then); =bf3 the bf16 variant of the mma layout
      * as ssd-cbwd3 left it; =bf4 the same with ssd-cbwd4's conflict-free shared tiles and float2 global
-     * accesses (V 4); =bf8 V 4 with four products' fragments by ldmatrix (V 8, ssd-ldsm); by default V 8 with W
-     * stored transposed and the other three products' fragments by ldmatrix too (V 10, ssdtrans) at the bf16
+     * accesses (V 4); by default V 4 with four products' fragments by ldmatrix (V 8, ssd-ldsm) at the bf16
      * precision, the mma layout at tf32 */
     const int cbwd = cuda_set_ssd_cbwd(-1);
     /* the bf16 variant (ssd_chunk_bwd_p64_bf_kernel: bf16 operand tiles in the N loop, 3 blocks per SM;

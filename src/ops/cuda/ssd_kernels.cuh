@@ -480,81 +480,6 @@ __device__ __forceinline__ void mm_mma_s(float acc[4][4], const TA *A, const TB 
     }
 }
 
-/* acc += A Bm as mm_mma_s (Lay<2>, m16n8k8 TF32, tiles by tixs, the mma's own k order: k slots t and t + 4 take
- * k0 + t and k0 + t + 4), for the bf16 variant's V 10 (ssdtrans): the products ssd-ldsm's mm_mma_l left scalar.
- * A_LD: A fp32 [r][k] by ldsm_f32 (a0..a3 of a 16-row tile in one x4, as mm_mma_l's natural order; no rs), else
- * each element by its own load as mm_mma_s (A_RK as there; rs its row scale). B_LD: Bm bf16 [k][c] by ldsm_bf_t
- * in this k order: .trans hands lane (g, t) rows 2t, 2t + 1 of column g, and each lane gives its own row's
- * address, so the rows handed in as k0 + {0, 4, 1, 5, 2, 6, 3, 7} give it k0 + t (b0) and k0 + t + 4 (b1): the
- * scalar path's fragments exactly, one x4 for 2 k-steps x 2 column tiles (matrix lj: k-step lj >> 1, column tile
- * lj & 1). Else each element by its own load (B_CK as mm_mma_s). The same sums as mm_mma_s in the same order. Tiles
- * must be readable up to k 16 ceil(K / 16) <= TS (the second k-step's mmas are skipped past K rounded to 8). */
-template <bool A_LD, bool A_RK, bool B_LD, bool B_CK, class TA, class TB, int MA, int MB>
-__device__ __forceinline__ void mm_mma_t(float acc[4][4], const TA *A, const TB *Bm, int K,
-                                       const float *rs = nullptr) {
-    static_assert(!A_LD || (A_RK && std::is_same<TA, float>::value), "mm_mma_t: ldmatrix A is fp32 [r][k]");
-    static_assert(!B_LD || (!B_CK && std::is_same<TB, bf16t>::value), "mm_mma_t: ldmatrix B is bf16 [k][c]");
-    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, g = l >> 2, t = l & 3, li = l & 7, lj = l >> 3;
-    const int rb = 32 * (w >> 2), cb = 16 * (w & 3);
-    const int r0 = rb + g;
-    auto at = [&](int rh, int kh, int kl) {
-        return ld_op(A + (A_RK ? tixs<MA>(rh, g, kh, kl) : tixs<MA>(kh, kl, rh, g)));
-    };
-    auto bt = [&](int kh, int kl, int ch) {
-        return ld_op(Bm + (B_CK ? tixs<MB>(ch, g, kh, kl) : tixs<MB>(kh, kl, ch, g)));
-    };
-    float sc[4] = {1.f, 1.f, 1.f, 1.f};  /* rows r0 + 8q */
-    if (!A_LD && rs) {
-#pragma unroll
-        for (int q = 0; q < 4; q++) sc[q] = rs[r0 + 8 * q];
-    }
-#pragma unroll 1
-    for (int k0 = 0; k0 < K; k0 += 16) {
-        unsigned blo[4], bhi[4];
-        if constexpr (B_LD)  /* lane 8 lj + li: k-row k0 + 8 (lj >> 1) + (li >> 1) + 4 (li & 1), column tile lj & 1 */
-            ldsm_bf_t(blo, bhi, Bm + tixs<MB>(k0 + 8 * (lj >> 1), (li >> 1) + 4 * (li & 1), cb + 8 * (lj & 1), 0));
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int k1 = k0 + 8 * h;
-            if (h && k1 >= K) break;
-            unsigned fa[2][4], fb[2][2];
-#pragma unroll
-            for (int mi = 0; mi < 2; mi++) {
-                const int r = rb + 16 * mi;  /* rows r + g, r + 8 + g */
-                if constexpr (A_LD) {  /* matrix lj: rows +8 (lj & 1), k +4 (lj >> 1): a0, a1, a2, a3 */
-                    ldsm_f32(fa[mi], A + tixs<MA>(r + 8 * (lj & 1), li, k1, 4 * (lj >> 1)));
-                } else if (rs) {
-                    fa[mi][0] = tf32_bits(at(r, k1, t) * sc[2 * mi]);
-                    fa[mi][1] = tf32_bits(at(r + 8, k1, t) * sc[2 * mi + 1]);
-                    fa[mi][2] = tf32_bits(at(r, k1, t + 4) * sc[2 * mi]);
-                    fa[mi][3] = tf32_bits(at(r + 8, k1, t + 4) * sc[2 * mi + 1]);
-                } else {
-                    fa[mi][0] = tf32_bits(at(r, k1, t));
-                    fa[mi][1] = tf32_bits(at(r + 8, k1, t));
-                    fa[mi][2] = tf32_bits(at(r, k1, t + 4));
-                    fa[mi][3] = tf32_bits(at(r + 8, k1, t + 4));
-                }
-            }
-#pragma unroll
-            for (int ni = 0; ni < 2; ni++) {
-                if constexpr (B_LD) {
-                    fb[ni][0] = blo[2 * h + ni];
-                    fb[ni][1] = bhi[2 * h + ni];
-                } else {
-                    fb[ni][0] = tf32_bits(bt(k1, t, cb + 8 * ni));
-                    fb[ni][1] = tf32_bits(bt(k1, t + 4, cb + 8 * ni));
-                }
-            }
-#pragma unroll
-            for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-                for (int ni = 0; ni < 2; ni++)
-                    mma_tf32(acc[2 * mi][2 * ni], acc[2 * mi][2 * ni + 1], acc[2 * mi + 1][2 * ni],
-                             acc[2 * mi + 1][2 * ni + 1], fa[mi], fb[ni]);
-        }
-    }
-}
-
 template <bool A_RK, bool B_CK, class TA = float, class TB = float, int UNR = 2, int MA = LD, int MB = LD>
 __device__ __forceinline__ void mm_mma(float acc[4][4], const TA *A, const TB *Bm, int K,
                                        const float *rs = nullptr) {
@@ -1592,10 +1517,7 @@ __device__ __forceinline__ void atomic_add_tile2(const float acc[4][4], int rows
  * is odd (the host picks 4 or 5). Only the order of the float2 atomics' adds differs from V 3.
  * 8, 9 (ssd-ldsm, the default): V 4, 5 with the dy x^T, dy h0_n, dCB B_n and B G^T products' fragments loaded by ldmatrix and
  * 8-byte loads (mm_mma_l; perf-notes "SSD chunk backward: mma fragments by ldmatrix") and x swizzled at LDS as Ys:
- * the same sums, the adds inside an mma in another k order.
- * 10, 11 (ssdtrans, the default): V 8, 9 with W stored transposed in Ua (W^T dy's A by ldmatrix) and the bf16 [k][c]
- * B tiles of dCB^T C_n and x G_n by ldmatrix.trans (mm_mma_t; perf-notes "the transposed products' fragments by
- * ldmatrix too"): the same sums as V 8, 9 in the same order. */
+ * the same sums, the adds inside an mma in another k order. */
 template <int V>
 __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc, float *ddt_raw, float *ddt_bias,
                                                                   float *dA_log, float *dD, const float *dy,
@@ -1605,7 +1527,6 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
                                                                   const float *D, const float *cbuf, SsdDims d) {
     constexpr bool N4 = V >= 4;
     constexpr bool LM = V >= 8;  /* V 8, 9 (ssd-ldsm): four of the products' fragments by ldmatrix (mm_mma_l) */
-    constexpr bool TR = V >= 10; /* V 10, 11 (ssdtrans): W stored transposed, the other three by ldmatrix too (mm_mma_t) */
     constexpr int MU = N4 ? 0 : LD;    /* Ua's and Ys's tix */
     constexpr int MH = N4 ? LDH : LD;  /* the bf16 pair's row */
     constexpr int UT = N4 ? TS * LDS : TILE;  /* Ys's and Ua's size */
@@ -1628,7 +1549,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
     /* float2 global accesses at the C layout's column pairs (V 4; the host takes V 5 unless d.W, P and
      * d.N are even and dxbc is 8-byte aligned). A compile-time choice: the run-time one (both paths in
      * one kernel) cost ptxas ~100 bytes of spills at 80 registers. */
-    constexpr bool v2 = V == 4 || V == 8 || V == 10;
+    constexpr bool v2 = V == 4 || V == 8;
     const float *X = xbc + row0 * d.W + (size_t)k.h * P;
     const float *Bm = xbc + row0 * d.W + d.E + (size_t)k.g * d.N;
     const float *Cm = xbc + row0 * d.W + d.E + (size_t)(d.G + k.g) * d.N;
@@ -1686,11 +1607,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
                         sg[e] = dw[a][b] * w[e];
                         col[e] += dw[a][b] * cb[a][b] * m[e];
                     }
-                    if constexpr (TR) {  /* W^T (Wt[j][i]): W^T dy's A as fp32 [r][k], by ldmatrix */
-                        Ua[tix<MU>(j, i)] = w[0];
-                        Ua[tix<MU>(j + 1, i)] = w[1];
-                    } else
-                        *(float2 *)&Ua[uix(a, bb)] = make_float2(w[0], w[1]);
+                    *(float2 *)&Ua[uix(a, bb)] = make_float2(w[0], w[1]);
                     *(float2 *)&Ms[i * LD + j] = make_float2(sg[0], sg[1]);
                 }
                 atomicAdd(&ddtw_s[L.col(2 * bb)], col[0]);
@@ -1728,8 +1645,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
                 old[a][b] = (d.acc && dxbc && j < k.l && p < P) ? dxbc[(row0 + j) * d.W + (size_t)k.h * P + p] : 0.f;
             }
         zero(acc);
-        if constexpr (TR) mm_mma_t<true, true, false, false, float, float, MU, MU>(acc, Ua, Ys, k.l);  /* Wt[j][i] */
-        else mm_mma<false, false, float, float, 2, MU, MU>(acc, Ua, Ys, k.l);  /* [j][p] += W[i][j] dy[i][p] */
+        mm_mma<false, false, float, float, 2, MU, MU>(acc, Ua, Ys, k.l);  /* [j][p] += W[i][j] dy[i][p] */
         if constexpr (N4) {
 #pragma unroll
             for (int a = 0; a < 4; a++)
@@ -1816,8 +1732,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
             if (L.row_lead()) atomicAdd(&dcum_s[i], dc);
         }
         zero(accB);
-        if constexpr (TR) mm_mma_t<false, false, true, false, float, bf16t, MU, MH>(accB, Ua, S1, k.l);
-        else mm_mma<false, false, float, bf16t, 2, MU, MH>(accB, Ua, S1, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
+        mm_mma<false, false, float, bf16t, 2, MU, MH>(accB, Ua, S1, k.l);  /* [j][n] += dCB[i][j] C[i][n] */
         sync_plain();  /* h0_n, C_n read */
         load_tile_bf<MH, N4>(S0, Gc + n0, Nn, P, nc);
         load_tile_bf<MH, N4>(S1, Bm + n0, W, k.l, nc);
@@ -1830,8 +1745,7 @@ __global__ void __launch_bounds__(NT, 3) ssd_chunk_bwd_p64_bf_kernel(float *dxbc
             else atomic_add_tile<2>(accC, k.l, nc, at);
         }
         /* (V 8: through mm_mma_l (x's rows as 8-byte pairs) ptxas spilled 44 B at 80 registers, 16 B here) */
-        if constexpr (TR) mm_mma_t<false, true, true, false, float, bf16t, MX, MH>(accB, Xs, S0, P, sx_s);
-        else mm_mma<true, false, float, bf16t, 2, MX, MH>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
+        mm_mma<true, false, float, bf16t, 2, MX, MH>(accB, Xs, S0, P, sx_s);  /* [j][n] += etail_j dt_j x[j][p] G[p][n] */
         if (dxbc && !d.no_bc_atomics) {
             auto at = [&](int j, int nn) { return &dxbc[(r0 + j) * W + d.E + (size_t)k.g * Nn + n0 + nn]; };
             if constexpr (N4) atomic_add_tile2(accB, k.l, nc, v2, at);
