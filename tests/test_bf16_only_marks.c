@@ -396,7 +396,7 @@ static void every_architecture(void) {
 static void emulation_detects(void) {
     {   /* a pack: two windows tiling [2, 4] at stride 4 serve the product; a write between them and the product
          * (which the contract forbids) shows in its result */
-        real px[8] = {0}, src[8] = {1, 2, 3, 4, 5, 6, 7, 8}, wq[4] = {1, -2, 3, 0.5f}, uin[2] = {1, 2}, dw1[4], dw2[4];
+        real px[8] = {0}, src[8] = {1, 2, 3, 4, 5, 6, 7, 8}, wq[4] = {1, -2, 3, 0.5f}, uin[2] = {1, 2}, dw1[4] = {0}, dw2[4] = {0};
         mk_pack(px, 8, 4);
         mk_copy_rows(px, 4, src, 4, 2, 3);
         mk_copy_rows(px + 3, 4, src + 3, 4, 2, 1);
