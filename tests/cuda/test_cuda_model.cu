@@ -504,15 +504,19 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         /* FLOWHN_CLS_SMEM (the bf16 classifier's row staged in shared memory: the same bits), FLOWHN_SWIGLU_V8
          * (swiglu_packed_fwd's 16-byte kernel on the bf16 D: the same bits) and FLOWHN_DW_FINISH (rmsnorm's dw
          * finish with 32 lanes a column: another fixed order of the same sum), perf-notes llamapass;
-         * both on by default, so every step above ran them. One step with both on, one with both off: the loss
+         * the last two on by default, so every step above ran them (the staging off: classifier.cu). One step with
+         * all three on, one with all off: the loss
          * equal (1e-6: the forward does not change), the gradients within the on/off bound in bf16 (cuDNN's own
          * run-to-run order) and 1e-5 in fp32 (the norms' dw by fp32 rounding only). */
         if (okf) {
+            /* the staging is off by default (classifier.cu): turned on for the "on" step */
+            int wcs = cuda_set_cls_smem(1);
             model_zero_grad(&mg);
             int ok1 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
             float *g_on = ok1 ? host_copy(&mg, mg.grads) : NULL;
             double loss_on = mg.loss;
-            int wcs = cuda_set_cls_smem(0), wdf = cuda_set_dw_finish_wide(0), wv8 = cuda_set_swiglu_v8(0);
+            cuda_set_cls_smem(0);
+            int wdf = cuda_set_dw_finish_wide(0), wv8 = cuda_set_swiglu_v8(0);
             model_zero_grad(&mg);
             int ok2 = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
             cuda_set_cls_smem(wcs);

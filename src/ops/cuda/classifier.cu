@@ -142,14 +142,17 @@ __global__ void classifier_xent16_kernel(float *loss, __nv_bfloat16 *logits, con
     }
 }
 
-/* FLOWHN_CLS_SMEM: "0" the unstaged kernel everywhere; "big" the staged one also where a row takes more than
- * half an SM's shared memory (1 block an SM: V 65536); default (unset, anything else) the staged one where
- * two blocks fit an SM (V <= 56K). Read once (cuda_ops.h cuda_set_cls_smem) */
+/* FLOWHN_CLS_SMEM: "1" the staged kernel where two blocks fit an SM (V <= 56K); "big" also where a row takes
+ * more than half an SM's shared memory (1 block an SM: V 65536); default (unset, "0", anything else) the
+ * unstaged kernel everywhere. Off by default: session 12 call 4's op profile at llama-gpt2small (V 50304) gave
+ * the classifier 3.416 ms staged against 3.371 unstaged (call 3's llama-135m step: "big" 11.709 ms against
+ * 11.570), so the third HBM pass the staging saves was not what held the kernel (perf-notes llamapass).
+ * Read once (cuda_ops.h cuda_set_cls_smem) */
 static int cls_smem = -1;
 int cuda_set_cls_smem(int mode) {
     if (cls_smem < 0) {
         const char *e = getenv("FLOWHN_CLS_SMEM");
-        cls_smem = !e || !*e ? 1 : !strcmp(e, "0") ? 0 : !strcmp(e, "big") ? 2 : 1;
+        cls_smem = !e || !*e ? 0 : !strcmp(e, "1") ? 1 : !strcmp(e, "big") ? 2 : 0;
     }
     int was = cls_smem;
     if (mode >= 0) cls_smem = mode > 2 ? 2 : mode;
