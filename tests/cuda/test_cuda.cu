@@ -500,11 +500,16 @@ static void test_linear_precision(void) {
  * later eager call keeps the recorded algorithm (no tuning then either). */
 extern unsigned long cuda_lt_tunes, cuda_lt_capture_plans;
 
+/* how many of n floats differ in their bits (host arrays) */
+static size_t bits_differ(const float *a, const float *b, size_t n) {
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return d;
+}
 static size_t bit_mismatches(const float *h, const float *d, size_t n) {
     float *g = (float *)malloc(sizeof(float) * (n ? n : 1));
     G->to_host(g, d, sizeof(float) * n);
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += memcmp(&h[i], &g[i], sizeof(float)) != 0;
+    size_t bad = bits_differ(h, g, n);
     free(g);
     return bad;
 }
@@ -4152,22 +4157,29 @@ static int d16_sequence(int on, int N, int B, int n, int E, int CX, int nh, int 
     return bad;
 }
 
+/* test_inproj_d16's and test_dzxd16's shapes, B, n, E, CX, nh, H, K: PW % 4 == 0 (the vector paths: every
+ * window writes its rounding), the model's mamba2-gpt2small widths at a short sequence, and PW % 4 != 0 */
+static const int d16_shapes[][7] = {{2, 37, 96, 128, 8, 48, 4}, {1, 96, 1536, 1792, 24, 768, 4},
+                                    {3, 11, 36, 52, 3, 20, 4}, {2, 19, 40, 56, 5, 24, 3}};
+#define D16_NSHAPES (sizeof d16_shapes / sizeof d16_shapes[0])
+/* their inputs (host): y, zxd, the gate norm's weight, dyn, dxbc, conv weight and bias, ddt, u, W */
+static void d16_inputs(int N, int E, int CX, int nh, int H, int K, int PW, float **h) {
+    h[0] = hrand((size_t)N * E, 0, 1);      h[1] = hrand((size_t)N * PW, 0.5f, 1.5f); h[2] = hrand(E, 1, 0.2f);
+    h[3] = hrand((size_t)N * E, 0, 1);      h[4] = hrand((size_t)N * CX, 0, 1);       h[5] = hrand((size_t)CX * K, 0, 0.3f);
+    h[6] = hrand(CX, 0, 0.3f);              h[7] = hrand((size_t)N * nh, 0, 1);       h[8] = hrand((size_t)N * H, 0, 1);
+    h[9] = hrand((size_t)PW * H, 0, 0.05f);
+}
+
 #define D16_CHECK(cond, ...) do { if (!(cond)) line_ok = 0; CHECK(cond, __VA_ARGS__); } while (0)
 static void test_inproj_d16(void) {
-    /* B, n, E, CX, nh, H, K: PW % 4 == 0 (the vector paths: every window writes its rounding), the model's
-     * mamba2-gpt2small widths at a short sequence, and PW % 4 != 0 (no pack served) */
-    static const int shapes[][7] = {{2, 37, 96, 128, 8, 48, 4}, {1, 96, 1536, 1792, 24, 768, 4},
-                                    {3, 11, 36, 52, 3, 20, 4}, {2, 19, 40, 56, 5, 24, 3}};
     D16_CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], CX = shapes[si][3], nh = shapes[si][4];
-        int H = shapes[si][5], K = shapes[si][6], N = B * n, PW = E + CX + nh;
+    for (size_t si = 0; si < D16_NSHAPES; si++) {
+        int B = d16_shapes[si][0], n = d16_shapes[si][1], E = d16_shapes[si][2], CX = d16_shapes[si][3], nh = d16_shapes[si][4];
+        int H = d16_shapes[si][5], K = d16_shapes[si][6], N = B * n, PW = E + CX + nh;
         int full = PW % 4 == 0 && E % 4 == 0 && CX % 4 == 0;
         line_start("inproj_d16", "B=%d n=%d E=%d CX=%d nh=%d H=%d K=%d (PW %d)", B, n, E, CX, nh, H, K, PW);
-        float *h[10] = {hrand((size_t)N * E, 0, 1), hrand((size_t)N * PW, 0.5f, 1.5f), hrand(E, 1, 0.2f),
-                        hrand((size_t)N * E, 0, 1), hrand((size_t)N * CX, 0, 1), hrand((size_t)CX * K, 0, 0.3f),
-                        hrand(CX, 0, 0.3f), hrand((size_t)N * nh, 0, 1), hrand((size_t)N * H, 0, 1),
-                        hrand((size_t)PW * H, 0, 0.05f)};
+        float *h[10];
+        d16_inputs(N, E, CX, nh, H, K, PW, h);
         float *on[3], *off[3];
         int s_on, w_on, s_off, w_off;
         d16_sequence(1, N, B, n, E, CX, nh, H, K, h, on, &s_on, &w_on, 0);   /* warm-up: plans, buffers */
@@ -4181,8 +4193,7 @@ static void test_inproj_d16(void) {
         size_t sz[3] = {(size_t)N * PW, (size_t)N * H, (size_t)PW * H};
         static const char *names[3] = {"dzxd", "du", "dW"};
         for (int k = 0; k < 3; k++) {
-            size_t nd = 0;
-            for (size_t i = 0; i < sz[k]; i++) nd += memcmp(&on[k][i], &off[k][i], sizeof(float)) != 0;
+            size_t nd = bits_differ(on[k], off[k], sz[k]);
             D16_CHECK(nd == 0, "inproj_d16 %s: %zu of %zu values differ in bits on vs off", names[k], nd, sz[k]);
             free(on[k]); free(off[k]);
         }
@@ -4253,18 +4264,14 @@ static void dz16_sequence(int mode, int N, int B, int n, int E, int CX, int nh, 
 }
 
 static void test_dzxd16(void) {
-    static const int shapes[][7] = {{2, 37, 96, 128, 8, 48, 4}, {1, 96, 1536, 1792, 24, 768, 4},
-                                    {3, 11, 36, 52, 3, 20, 4}, {2, 19, 40, 56, 5, 24, 3}};
     D16_CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        int B = shapes[si][0], n = shapes[si][1], E = shapes[si][2], CX = shapes[si][3], nh = shapes[si][4];
-        int H = shapes[si][5], K = shapes[si][6], N = B * n, PW = E + CX + nh;
+    for (size_t si = 0; si < D16_NSHAPES; si++) {
+        int B = d16_shapes[si][0], n = d16_shapes[si][1], E = d16_shapes[si][2], CX = d16_shapes[si][3], nh = d16_shapes[si][4];
+        int H = d16_shapes[si][5], K = d16_shapes[si][6], N = B * n, PW = E + CX + nh;
         int full = PW % 4 == 0 && E % 4 == 0 && CX % 4 == 0;
         line_start("dzxd16", "B=%d n=%d E=%d CX=%d nh=%d H=%d K=%d (PW %d)", B, n, E, CX, nh, H, K, PW);
-        float *h[10] = {hrand((size_t)N * E, 0, 1), hrand((size_t)N * PW, 0.5f, 1.5f), hrand(E, 1, 0.2f),
-                        hrand((size_t)N * E, 0, 1), hrand((size_t)N * CX, 0, 1), hrand((size_t)CX * K, 0, 0.3f),
-                        hrand(CX, 0, 0.3f), hrand((size_t)N * nh, 0, 1), hrand((size_t)N * H, 0, 1),
-                        hrand((size_t)PW * H, 0, 0.05f)};
+        float *h[10];
+        d16_inputs(N, E, CX, nh, H, K, PW, h);
         float *r[3][3];
         uint16_t *pb[3];
         unsigned long c[3][6];
@@ -4309,14 +4316,12 @@ static void test_dzxd16(void) {
         static const char *names[3] = {"dzxd", "du", "dW"};
         for (int k = 1; k < 3; k++)
             for (int mode = 0; mode < 2; mode++) {
-                size_t nd = 0;
-                for (size_t i = 0; i < sz[k]; i++) nd += memcmp(&r[2][k][i], &r[mode][k][i], sizeof(float)) != 0;
+                size_t nd = bits_differ(r[2][k], r[mode][k], sz[k]);
                 D16_CHECK(nd == 0, "dzxd16 %s: %zu of %zu values differ in bits elided vs %s", names[k], nd, sz[k],
                           mode ? "FLOWHN_DZXD_FP32=1" : "pack off");
             }
         {   /* fp32 written: dzxd the same bits as with the pack off */
-            size_t nd = 0;
-            for (size_t i = 0; i < sz[0]; i++) nd += memcmp(&r[1][0][i], &r[0][0][i], sizeof(float)) != 0;
+            size_t nd = bits_differ(r[1][0], r[0][0], sz[0]);
             D16_CHECK(nd == 0, "dzxd16 dzxd: %zu values differ, FLOWHN_DZXD_FP32=1 vs pack off", nd);
         }
         line_end();
@@ -4427,11 +4432,6 @@ static void atto_run(int mode, const int *sh, int H, float *const *h, float **re
     cuda_set_bf16_only(was_only);
     cuda_set_bf16_att_do(was_do);
     cuda_set_bf16_att_o(was_o);
-}
-static size_t bits_differ(const float *a, const float *b, size_t n) {
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
-    return d;
 }
 static void test_bf16_att_o(void) {
     int was;
