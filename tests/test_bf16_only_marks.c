@@ -327,7 +327,9 @@ static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const
     }
     repoison(md);
     repoison(mi);
-    if (din) produced_by(din, (size_t)N * IC, !acc, 1);   /* a once = 5 mark: the bf16 D (d out) */
+    /* a once = 5 mark: the bf16 D (d out), din overwritten (FH_DW_OVERWRITE is dw's, as linear.cu reads it:
+     * since grad-zero-elim the model passes it, and `!acc` stopped eliding d out here) */
+    if (din) produced_by(din, (size_t)N * IC, !(acc & FH_ACC), 1);
 }
 
 static Ops marks_ops;
