@@ -2555,32 +2555,27 @@ static void ssd_cases(void) {
         if (strcmp(cuda_matmul_precision(), "bf16") == 0 && P <= 64 && N <= 128) {
             float *gy2 = dnan(ny), *gst2 = dnan(nst), *hy2 = (float *)malloc(sizeof(float) * ny);
             float *hst2 = (float *)malloc(sizeof(float) * nst);
-            int fw = cuda_set_ssd_fwd_kernel(!cuda_set_ssd_fwd_kernel(-1));
-            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
-            cuda_set_ssd_fwd_kernel(fw);
-            G->to_host(hy2, gy2, sizeof(float) * ny);
-            G->to_host(hst2, gst2, sizeof(float) * nst);
-            cmp("y-old", hy2, gy, ny); cmp("states-old", hst2, gst, nst);
+            /* the forward again with one kernel switch flipped (set(-1) reads it, set(v) sets it and returns the
+             * old value), its y and states against the default run's under the names given */
+            auto flipped = [&](int (*set)(int), const char *ny_name, const char *nst_name) {
+                int was = set(!set(-1));
+                G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
+                set(was);
+                G->to_host(hy2, gy2, sizeof(float) * ny);
+                G->to_host(hst2, gst2, sizeof(float) * nst);
+                cmp(ny_name, hy2, gy, ny); cmp(nst_name, hst2, gst, nst);
+            };
+            flipped(cuda_set_ssd_fwd_kernel, "y-old", "states-old");
             /* ssd-fwd3's V 3 kernels (ldmatrix + bf16 m16n8k16; cuda_set_ssd_fwd3, FLOWHN_SSD_FWD3) against ssd-fwd2's
              * V 2 from the same inputs ("y-fwd2", "states-fwd2": the other setting's kernels as the reference; the
              * default run above is the one checked against the CPU) */
-            int f3 = cuda_set_ssd_fwd3(!cuda_set_ssd_fwd3(-1));
-            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
-            cuda_set_ssd_fwd3(f3);
-            G->to_host(hy2, gy2, sizeof(float) * ny);
-            G->to_host(hst2, gst2, sizeof(float) * nst);
-            cmp("y-fwd2", hy2, gy, ny); cmp("states-fwd2", hst2, gst, nst);
+            flipped(cuda_set_ssd_fwd3, "y-fwd2", "states-fwd2");
             /* ssd-fwd-walk (cuda_set_ssd_fwd_walk, FLOWHN_SSD_FWD_WALK; on by default over V 3): chunk_state V 3 and
              * the state pass as one walk, against the two kernels from the same inputs ("y-walk", "states-walk": the
              * other setting's kernels as the reference; expected equal up to the GPU's contraction choices). The
              * default run above (the walk unless FLOWHN_SSD_FWD_WALK=0) is checked against the CPU and feeds the
              * backward below. */
-            int fwk = cuda_set_ssd_fwd_walk(!cuda_set_ssd_fwd_walk(-1));
-            G->ssd_fwd(gy2, gst2, dxbc_, ddtr, ddtb, dAl, dD_, B, n, nh, P, Gr, N, L);
-            cuda_set_ssd_fwd_walk(fwk);
-            G->to_host(hy2, gy2, sizeof(float) * ny);
-            G->to_host(hst2, gst2, sizeof(float) * nst);
-            cmp("y-walk", hy2, gy, ny); cmp("states-walk", hst2, gst, nst);
+            flipped(cuda_set_ssd_fwd_walk, "y-walk", "states-walk");
             free(hy2); free(hst2);
             G->release(gy2); G->release(gst2);
         }
