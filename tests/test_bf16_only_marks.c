@@ -35,6 +35,9 @@
  *     GPU) is elided by linear_bwd (its din, overwritten) and served only to
  *     attention_rope_bwd as its `dout`, once (if it declines the values stay,
  *     as the CUDA backend writes the fp32 back then);
+ *   - a once = 7 mark (the MLP's d act, the down product's bf16 D on the
+ *     GPU) is elided by linear_bwd (its din, overwritten) and served only to
+ *     swiglu_packed_bwd as its `dout`, once (it never declines);
  *   - pack_bf16(x, n, ld) (Mamba-2's packed in_proj gradient, ops.h): the
  *     window writers (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx, copy_rows'
  *     dst) that write whole column windows of x at its stride, on the pack's
@@ -163,8 +166,9 @@ static void mk_only(const real *x, size_t n, int once) {
 }
 static void mk_branch(int b) { branch_now = b; }
 
-/* the marks a product elides (its bf16 D: linear.cu gu_d16, qkv_d16, datt_d16); the others an op's output */
-static int product_mark(int once) { return once == 2 || once == 3 || once == 5; }
+/* the marks a product elides (its bf16 D: linear.cu gu_d16, qkv_d16, datt_d16, dact_d16); the others an op's
+ * output */
+static int product_mark(int once) { return once == 2 || once == 3 || once == 5 || once == 7; }
 /* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only; a
  * product's output, once = 2, as linear.cu gu_d16: only a product, no bias, kept) */
 static void produced_by(real *out, size_t n, int can, int product) {
@@ -175,7 +179,7 @@ static void produced_by(real *out, size_t n, int can, int product) {
         int kept = 0;
         for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
         if (product_mark(once) != product) return;   /* each kind has its own producers */
-        if (!can || !(kept || once == 1 || once == 5) || nmarks == MAX_MARKS) return;
+        if (!can || !(kept || once == 1 || once == 5 || once == 7) || nmarks == MAX_MARKS) return;
         real *s = malloc(sizeof(real) * n);
         if (!s) return;
         memcpy(s, out, sizeof(real) * n);
@@ -207,7 +211,7 @@ static Mark *restore(const real *x, size_t n) { return restore_by(x, n, 0); }
 static void repoison(Mark *m) {
     if (!m) return;
     for (size_t j = 0; j < m->n; j++) ((real *)m->x)[j] = NAN;
-    if (m->once == 1 || m->once == 5) {   /* read once: nothing serves it again */
+    if (m->once == 1 || m->once == 5 || m->once == 7) {   /* read once: nothing serves it again */
         free(m->saved);
         m->saved = NULL;
     }
@@ -245,8 +249,10 @@ static void mk_swiglu_bwd(real *dg, real *du, const real *dout, const real *g, c
 }
 static void mk_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
     Mark *mg = restore_by(gu, 2 * (size_t)N * C, 2);
+    Mark *md = restore_by(dout, (size_t)N * C, 7);   /* as it reads the down product's bf16 D (d act) */
     cpu_ops.swiglu_packed_bwd(dgu, dout, gu, N, C, acc);
     repoison(mg);
+    repoison(md);
     produced(dgu, 2 * (size_t)N * C, !acc);
 }
 /* the attention backward writing dq | dk | dv packed in one [rows, P] buffer, overwritten (the CUDA backend's
@@ -327,8 +333,7 @@ static void mk_linear_bwd(real *din, real *dw, real *db, const real *dout, const
     }
     repoison(md);
     repoison(mi);
-    /* a once = 5 mark: the bf16 D (d out), din overwritten (FH_DW_OVERWRITE is dw's, as linear.cu reads it:
-     * since grad-zero-elim the model passes it, and `!acc` stopped eliding d out here) */
+    /* a once = 5 or 7 mark: the bf16 D (d out, d act), din overwritten (FH_DW_OVERWRITE is dw's: as linear.cu) */
     if (din) produced_by(din, (size_t)N * IC, !(acc & FH_ACC), 1);
 }
 
@@ -496,6 +501,18 @@ static void emulation_detects(void) {
               "the attention backward reading it as dout is served");
         mk_linear_fwd(z, dd, w, NULL, 1, 4, 1);
         CHECK(z[0] != z[0], "a product (or a second read) of a once = 5 output sees NaN");
+        mk_keep(NULL, 0);
+        /* once = 7: a product's din read by swiglu_packed_bwd only, once */
+        real da[4], gu4[8] = {0.5f, -1, 2, 0.25f, 1, 2, -0.5f, 3}, dgu[8];
+        mk_only(da, 4, 7);
+        mk_linear_bwd(da, NULL, NULL, go, NULL, wo, 2, 2, 1, FH_OVERWRITE);   /* d act [2, 2] */
+        CHECK(da[0] != da[0], "the product's once = 7 din holds NaN");
+        mk_swiglu_packed_bwd(dgu, da, gu4, 2, 2, FH_OVERWRITE);
+        CHECK(dgu[0] == dgu[0] && dgu[7] == dgu[7], "swiglu_packed_bwd reading it as dout is served");
+        mk_swiglu_packed_bwd(dgu, da, gu4, 2, 2, FH_OVERWRITE);
+        CHECK(dgu[0] != dgu[0], "a second read of a once = 7 output sees NaN");
+        mk_linear_fwd(z, da, w, NULL, 1, 4, 1);
+        CHECK(z[0] != z[0], "a product reading a once = 7 output sees NaN");
         mk_keep(NULL, 0);
     }
 }

@@ -793,6 +793,9 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
     int H = c->hidden_size, I = c->intermediate_size;
     ENS(a->dv, (size_t)N * H); ENS(a->dact, (size_t)N * I);
     REF_ZERO(a->dv, (size_t)N * H); REF_ZERO(a->dact, (size_t)N * I);
+    /* d act is read only by swiglu_packed_bwd right below (its dout), once: the down product may write only its
+     * bf16 rounding (bf16_only once = 7; ops.h). Not on the unpacked path (swiglu_bwd has no such reader). */
+    if (a->only && a->packed) bf16_only(m, a->dact, (size_t)N * I, 7);
     lin_bwd(m, a->dact, G(w->down), NULL, d, a->act, W(w->down), N, I, H, FIRST);
     if (a->packed) {   /* one product for gate and up (mlp_packed): dgu [N, 2I] in gu's layout */
         ENS(a->dgu, (size_t)N * 2 * I);

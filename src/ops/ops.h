@@ -501,6 +501,15 @@ typedef struct Ops {
      *     give any other path of attention_rope_bwd (and, if it declines,
      *     the model's dense fallback) defined fp32 (CUDA writes bf16(D) back).
      *     CUDA: FLOWHN_BF16_ATT_DO=0 writes fp32 as always.
+     *   once = 7: x is the `din` of the next op, a linear_bwd overwriting it
+     *     (the MLP's d act, [N, C]); it is read ONLY by the swiglu_packed_bwd
+     *     that follows, as its `dout` (N x C), once, on the branch that wrote
+     *     it; no product reads it. A backend may have the product write only
+     *     its bf16 output (fp32 accumulation, rounded once) and
+     *     swiglu_packed_bwd read that: NOT the same bits as the fp32 path
+     *     (d act rounded to bf16 before SwiGLU's backward, as PyTorch
+     *     autocast's bf16 matmul output). CUDA: FLOWHN_BF16_DACT=0 writes
+     *     fp32 as always.
      *   once = 6: x is the pack declared just before (pack_bf16(x, n, ld),
      *     same x and n, on this branch; not the next op's output: its window
      *     writers'); x's fp32 is read by no one: only the linear_bwd that

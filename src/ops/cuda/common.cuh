@@ -433,6 +433,10 @@ void cuda_qkv_d16_restore(const float *x);
 const void *cuda_datt_d16(const float *x, size_t n);
 void cuda_datt_d16_done(const float *x);
 void cuda_datt_d16_restore(const float *x);
+/* the MLP's d act as the down product's bf16 D (ops.h bf16_only once = 7; linear.cu dact_d16): for
+ * swiglu_packed_bwd's dout x [0, n), the D (read once: the record ends) or NULL; *bad: the record is for x on
+ * another branch or extent (the error recorded, the caller does nothing) */
+const void *cuda_dact_d16(const float *x, size_t n, int *bad);
 /* the attention's out marked once = 4 (FLOWHN_BF16_ATT_O): its kept buffer, where cuDNN may write O, or NULL;
  * claims nothing (the claim comes after cuDNN ran, cuda_shadow_claim_only, and hands out that buffer) */
 void *cuda_att_o_home(const float *out, size_t n);

@@ -157,6 +157,12 @@ const void *cuda_pack_rounding(const float *x, size_t n);
 int cuda_set_bf16_att_o(int on);
 int cuda_set_bf16_att_do(int on);
 extern unsigned long cuda_bf16_att_o_written, cuda_bf16_att_do_written, cuda_bf16_att_do_restored;
+/* FLOWHN_BF16_DACT (default on; needs FLOWHN_BF16_ONLY on): the MLP's d act marked once = 7 (the down
+ * product's dgrad) is written by that product as bf16 D only, which swiglu_packed_bwd reads as its dout (not
+ * the same bits: d act rounded once more). cuda_bf16_dact_written counts such products, cuda_bf16_dact_read
+ * the swiglu_packed_bwd calls that read one (tests). */
+int cuda_set_bf16_dact(int on);
+extern unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

@@ -279,15 +279,17 @@ __global__ void swiglu_packed_fwd_kernel(float *out, const GI *gu, size_t n, int
         }
     }
 }
-template <int V, typename GI>
-__global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const GI *gu, size_t n, int C, int acc,
+/* dout's values: fp32, or bf16 (DI = __nv_bfloat16: the down product's bf16 D, ops.h bf16_only once = 7,
+ * linear.cu dact_d16; loaded as gu's are) */
+template <int V, typename GI, typename DI>
+__global__ void swiglu_packed_bwd_kernel(float *dgu, const DI *dout, const GI *gu, size_t n, int C, int acc,
                                          __nv_bfloat16 *b, int f32) {
     size_t nv = n / V, cv = (size_t)C / V;
     GRID_STRIDE(i, nv) {
         size_t r = i / cv, c = i - r * cv, go = r * 2 * C + c * V, uo = go + C;
         if (V == 4) {
             const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
-            float4 d = reinterpret_cast<const float4 *>(dout)[i], g = ld_gu4(gu + go), u = ld_gu4(gu + uo);
+            float4 d = ld_gu4(dout + 4 * i), g = ld_gu4(gu + go), u = ld_gu4(gu + uo);
             float4 pg = acc ? *reinterpret_cast<const float4 *>(dgu + go) : z;
             float4 pu = acc ? *reinterpret_cast<const float4 *>(dgu + uo) : z;
             float4 og, ou;
@@ -302,8 +304,8 @@ __global__ void swiglu_packed_bwd_kernel(float *dgu, const float *dout, const GI
             }
         } else {
             float og, ou;
-            swiglu_bwd_one(dout[i], ld_gu(gu + go), ld_gu(gu + uo), acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f, acc, og,
-                           ou);
+            swiglu_bwd_one(ld_gu(dout + i), ld_gu(gu + go), ld_gu(gu + uo), acc ? dgu[go] : 0.f, acc ? dgu[uo] : 0.f,
+                           acc, og, ou);
             if (f32) {
                 dgu[go] = og;
                 dgu[uo] = ou;
@@ -351,27 +353,32 @@ void cuda_swiglu_packed_fwd(real *out, const real *gu, int N, int C) {
     CudaRange wr[2] = {{out, n * sizeof(float)}, {ob, ob ? n * 2 : 0}};
     cuda_shadow_done(before, wr, 2);
 }
+template <typename GI, typename DI>
+static void swiglu_packed_bwd_launch(int v4, float *dgu, const DI *dout, const GI *gu, size_t n, int C, int acc,
+                                     __nv_bfloat16 *b, int f32) {
+    if (v4) swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b, f32);
+    else
+        swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C,
+                                                                                                acc, b, f32);
+}
 void cuda_swiglu_packed_bwd(real *dgu, const real *dout, const real *gu, int N, int C, int acc) {
     size_t n = (size_t)N * C;
     if (!dgu || n == 0) return;
     int bad;
     const __nv_bfloat16 *gb = gu_bf16(gu, 2 * n, &bad);
     if (bad) return;
+    /* dout as the down product's bf16 D (once = 7): read once, here; else dout's fp32, which must exist */
+    const __nv_bfloat16 *db = (const __nv_bfloat16 *)cuda_dact_d16(dout, n, &bad);
+    if (bad || (!db && cuda_bf16_missing(dout, n, "swiglu_packed_bwd (its dout)"))) return;
     int skip = 0;   /* bf16-only dgu (as swiglu_bwd): only when overwriting */
     __nv_bfloat16 *b = (__nv_bfloat16 *)cuda_shadow_claim_only(dgu, 2 * n, acc ? NULL : &skip);
     unsigned long before = cuda_epoch;
-    const void *p[3] = {dgu, dout, gu};
-    int v4 = C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, gb);
-    if (v4 && gb)
-        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gb, n, C, acc, b, !skip);
-    else if (v4)
-        swiglu_packed_bwd_kernel<4><<<grid4(n), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C, acc, b, !skip);
-    else if (gb)
-        swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gb, n, C,
-                                                                                                acc, b, !skip);
-    else
-        swiglu_packed_bwd_kernel<1><<<grid_for(n, EW_THREADS), EW_THREADS, 0, cuda_stream()>>>(dgu, dout, gu, n, C,
-                                                                                                acc, b, !skip);
+    const void *p[3] = {dgu, db ? (const void *)dgu : (const void *)dout, gu};
+    int v4 = C % 4 == 0 && ew4_ok(p, 3) && bf8_ok(b, gb) && bf8_ok(db, NULL);
+    if (gb && db) swiglu_packed_bwd_launch(v4, dgu, db, gb, n, C, acc, b, !skip);
+    else if (gb) swiglu_packed_bwd_launch(v4, dgu, dout, gb, n, C, acc, b, !skip);
+    else if (db) swiglu_packed_bwd_launch(v4, dgu, db, gu, n, C, acc, b, !skip);
+    else swiglu_packed_bwd_launch(v4, dgu, dout, gu, n, C, acc, b, !skip);
     CUDA_LAUNCHED();
     CudaRange wr[2] = {{dgu, 2 * n * sizeof(float)}, {b, b ? 2 * n * 2 : 0}};
     cuda_shadow_done(before, wr, 2);

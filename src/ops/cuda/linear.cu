@@ -623,7 +623,8 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
     int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
     int mo = mark >= 0 ? only_marks[mark].once : -1;
-    if (mo == 2 || mo == 3 || mo == 5) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16), not an op's */
+    if (mo == 2 || mo == 3 || mo == 5 || mo == 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
+                                                                  * dact_d16), not an op's */
     if (mark >= 0 && !skip) {
         /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
          * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
@@ -2101,9 +2102,13 @@ typedef struct {
     int branch;
     __nv_bfloat16 *d;
 } D16Rec;
-static D16Rec qkv_rec, datt_rec;
-static BranchScratch qkv_scratch, datt_scratch;
-static void qkv_rec_end(void) { qkv_rec.x = NULL; datt_rec.x = NULL; }   /* both end with every bf16-only state */
+static D16Rec qkv_rec, datt_rec, dact_rec;
+static BranchScratch qkv_scratch, datt_scratch, dact_scratch;
+static void qkv_rec_end(void) {   /* all end with every bf16-only state */
+    qkv_rec.x = NULL;
+    datt_rec.x = NULL;
+    dact_rec.x = NULL;
+}
 /* a product whose marked output (once = `once`, over exactly (out, n)) may be written as bf16 D only: the
  * mark is spent; 1 and *d set when D is to go to the branch scratch s (nothing written yet) */
 static int d16_begin(const float *out, size_t n, int once, int on, const D16Rec *r, BranchScratch *s,
@@ -2155,6 +2160,26 @@ static int datt_d16(real *din, const void *wo, const void *go, int N, int IC, in
     cuda_bf16_att_do_written++;
     return 1;
 }
+/* ---- the MLP's d act as the down product's bf16 D (ops.h bf16_only once = 7; FLOWHN_BF16_DACT=0 off) ----
+ * The down product's dgrad din = d act [N, I] (overwritten) is read only by the swiglu_packed_bwd that follows,
+ * as its dout: the product writes only D = bf16(fp32 accumulation) into a branch scratch (one a branch, reused
+ * by every layer: written by the product, read by SwiGLU's backward right after) and SwiGLU's backward reads
+ * it (elementwise.cu, cuda_dact_d16): 4 bytes a value fewer (perf-notes llamad16). swiglu_packed_bwd never
+ * declines, so there is no write-back path; d act's fp32 stays absent after the read (nothing else reads it). */
+static int dact_on = -1;
+unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
+int cuda_set_bf16_dact(int on) { return env_switch(&dact_on, "FLOWHN_BF16_DACT", 1, on); }
+static int dact_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+    size_t n = (size_t)N * IC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(din, n, 7, cuda_set_bf16_dact(-1) && !acc && wo && go, &dact_rec, &dact_scratch,
+                   "the MLP's bf16 d act", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
+    d16_written(&dact_rec, din, n, d);
+    cuda_bf16_dact_written++;
+    return 1;
+}
 static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
     if (!r->x || r->x != x || r->n != n || r->branch != cuda_branch()) return NULL;
     return r->d;
@@ -2189,6 +2214,25 @@ void cuda_qkv_d16_done(const float *x) {
 }
 void cuda_qkv_d16_restore(const float *x) {
     if (d16_restore(&qkv_rec, x, "the q|k|v product's bf16 D (once = 3)")) cuda_bf16_qkv_restored++;
+}
+/* d act's bf16 D for swiglu_packed_bwd reading dout = x [0, n): the D, or NULL (read x's fp32). Read once: the
+ * record ends here (the fp32 stays absent). A record for x on another branch is the contract broken: *bad set,
+ * the error recorded (the caller does nothing). */
+const void *cuda_dact_d16(const float *x, size_t n, int *bad) {
+    *bad = 0;
+    if (!dact_rec.x || dact_rec.x != x) return NULL;
+    if (dact_rec.n != n || dact_rec.branch != cuda_branch()) {
+        *bad = 1;
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "swiglu_packed_bwd reads the MLP's bf16 d act (once = 7) over another extent "
+                          "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
+                          "broken", __FILE__, __LINE__);
+        dact_rec.x = NULL;
+        return NULL;
+    }
+    dact_rec.x = NULL;
+    cuda_bf16_dact_read++;
+    return dact_rec.d;
 }
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
@@ -2260,7 +2304,8 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     const void *wo = din ? operand(w, (size_t)OC * IC, 0) : NULL;
     /* the attention's d out, marked once = 5: its bf16 D only, read by cuDNN's backward as dO */
     const int dacc = acc & FH_ACC;   /* FH_DW_OVERWRITE (ops.h) is dw's: beta 0, dw not read */
-    if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) &&
+    /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout */
+    if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) && !dact_d16(din, wo, go, N, IC, OC, dacc) &&
         lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, dacc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,
