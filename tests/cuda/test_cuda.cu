@@ -3755,6 +3755,106 @@ static void test_bf16_gu(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* The MLP's d act as the down product's bf16 D (ops.h bf16_only once = 7, linear.cu dact_d16, perf-notes
+ * llamad16): as model.c mlp_bwd, d act [N, I] marked, then the down product's dgrad (din = dout [N, H] W
+ * [H, I], overwritten) and swiglu_packed_bwd reading it as its dout. on: FLOWHN_BF16_DACT on (the product writes
+ * only D, SwiGLU's backward reads it; under the verify switch d act's fp32 is all NaN; a second read fails
+ * loudly), off: today's fp32 path. res: d act's fp32 as left, dgu. */
+static void dact_run(int on, int N, int H, int I, float *const *h, float **res, unsigned long *written,
+                     unsigned long *read) {
+    size_t nh = (size_t)N * H, ni = (size_t)N * I;
+    int was = cuda_set_bf16_dact(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *dout = dev(h[0], nh), *W = dev(h[1], (size_t)H * I), *gu = dev(h[2], 2 * ni);
+    float *dact = dnan(ni), *dgu = dnan(2 * ni), *dgu2 = dnan(2 * ni);
+    unsigned long w0 = cuda_bf16_dact_written, r0 = cuda_bf16_dact_read;
+    G->bf16_only(dact, ni, 7);   /* as model.c mlp_bwd */
+    G->linear_bwd(dact, NULL, NULL, dout, NULL, W, N, I, H, FH_OVERWRITE);
+    G->swiglu_packed_bwd(dgu, dact, gu, N, I, FH_OVERWRITE);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    *written = cuda_bf16_dact_written - w0;
+    *read = cuda_bf16_dact_read - r0;
+    res[0] = (float *)malloc(sizeof(float) * ni);
+    res[1] = (float *)malloc(sizeof(float) * 2 * ni);
+    G->to_host(res[0], dact, sizeof(float) * ni);
+    G->to_host(res[1], dgu, sizeof(float) * 2 * ni);
+    size_t nan = 0;
+    for (size_t i = 0; i < ni; i++) nan += res[0][i] != res[0][i];
+    int ok = (*written ? nan == ni : nan == 0) && *read == *written;
+    if (!ok) line_ok = 0;
+    CHECK(ok, "d act %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read", on ? "on" : "off", nan, ni,
+          *written, *read);
+    {   /* a second read: D was read once; where the fp32 was not written, nothing serves it (loud) */
+        unsigned long rf = cuda_bf16_only_refused;
+        G->swiglu_packed_bwd(dgu2, dact, gu, N, I, FH_OVERWRITE);
+        int failed = cuda_ops_check() != 0;
+        fh_clear_error();
+        int want = *written != 0;
+        ok = failed == want && cuda_bf16_only_refused == rf + want;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "a second swiglu_packed_bwd reading d act: %s, expected %s", failed ? "failed" : "ran",
+              want ? "an error" : "a run");
+    }
+    G->keep_bf16(NULL, 0);
+    float *all[] = {dout, W, gu, dact, dgu, dgu2};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_dact(was);
+}
+static void test_bf16_dact(void) {
+    /* {N, H, I}: odd shapes (the V 1 kernel, cuBLASLt may decline the bf16 output), and gpt2small's
+     * [8192 x 2048] d act at reduced rows (H 768, I 2048) */
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 160}, {64, 40, 24}, {512, 768, 2048}, {8, 64, 9},
+                                    {3, 16, 4}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], H = shapes[si][1], I = shapes[si][2];
+        size_t nh = (size_t)N * H, ni = (size_t)N * I;
+        line_start("bf16_dact", "N=%d H=%d I=%d", N, H, I);
+        float *h[3] = {hrand(nh, 0, 1), hrand((size_t)H * I, 0, 0.1f), hrand(2 * ni, 0, 1)};
+        float *da = hnan(ni), *dgu = hnan(2 * ni);
+        cpu_linear_bwd(da, NULL, NULL, h[0], NULL, h[1], N, I, H, FH_OVERWRITE);
+        cpu_swiglu_packed_bwd(dgu, da, h[2], N, I, FH_OVERWRITE);
+        float *r_on[2], *r_off[2];
+        unsigned long w_on, w_off, rd_on, rd_off;
+        dact_run(0, N, H, I, h, r_off, &w_off, &rd_off);
+        dact_run(1, N, H, I, h, r_on, &w_on, &rd_on);
+        int ok = w_off == 0 && (w_on == 1 || I % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+        if (!ok) line_ok = 0;
+        CHECK(ok, "%lu products bf16 d act on, %lu off", w_on, w_off);
+        TOL = 1e-2;
+        float *d = dev(r_on[1], 2 * ni);
+        cmp("dgu_on", dgu, d, 2 * ni);
+        G->release(d);
+        d = dev(r_off[1], 2 * ni);
+        cmp("dgu_off", dgu, d, 2 * ni);
+        G->release(d);
+        d = dev(r_off[0], ni);
+        cmp("dact_off", da, d, ni);
+        G->release(d);
+        /* on vs off within the bf16 bound; and on == the CPU's SwiGLU backward of the off run's d act rounded
+         * to bf16 (what D holds, up to cuBLASLt's summation order) */
+        d = dev(r_on[1], 2 * ni);
+        cmp("dgu_on_vs_off", r_off[1], d, 2 * ni);
+        G->release(d);
+        float *ar = (float *)malloc(sizeof(float) * ni), *dr = hnan(2 * ni);
+        for (size_t i = 0; i < ni; i++) ar[i] = bf16_float(rne_bf16(r_off[0][i]));
+        cpu_swiglu_packed_bwd(dr, ar, h[2], N, I, FH_OVERWRITE);
+        TOL = w_on ? 1e-3 : 1e-2;
+        d = dev(r_on[1], 2 * ni);
+        cmp("dgu_vs_bf16dact", dr, d, 2 * ni);
+        G->release(d);
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " D16 %lu read %lu", w_on, rd_on);
+        line_end();
+        for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
+        for (int k = 0; k < 3; k++) free(h[k]);
+        free(da); free(dgu); free(ar); free(dr);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 #ifdef HAVE_CPU_ATTENTION
 /* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
  * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
@@ -4605,6 +4705,7 @@ int main(void) {
     RUN(test_bf16_keep_verify);
     RUN(test_bf16_only);
     RUN(test_bf16_gu);
+    RUN(test_bf16_dact);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

@@ -202,6 +202,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * attention's out in its kept buffer only (FLOWHN_BF16_ATT_O) stays on: the same bits, so the bitwise
          * A/B below covers it */
         int ado_was = ab ? cuda_set_bf16_att_do(0) : -1;
+        /* the MLP's d act as the down product's bf16 D (FLOWHN_BF16_DACT: d act rounded once more) likewise: off
+         * until its own pass after the attention d out one */
+        int dact_was = ab ? cuda_set_bf16_dact(0) : -1;
         /* cuDNN's dV straight into the bf16-only dqkv (FLOWHN_CUDNN_DV) likewise: its strided plan may be another
          * engine config (its own order), so off until its own pass at the end, keeping the A/Bs above bitwise */
         int dv_was = ab ? cuda_set_cudnn_dv(0) : -1;
@@ -452,6 +455,45 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_d);
             }
             free(g_nodo);
+        }
+        if (ab) cuda_set_bf16_dact(dact_was);
+        /* FLOWHN_BF16_DACT on (the default): the down product's dgrad writes the MLP's d act as bf16 D only and
+         * swiglu_packed_bwd reads it (perf-notes llamad16). Against the CPU and against the step just run (DACT
+         * off): the bf16 bounds (d act rounded once more, where autocast rounds too); none refused (d act's fp32
+         * is NaN under the verify switch, on here); every D written is read by SwiGLU's backward; > 0 for the
+         * packed MLP (LLaMA's fused products). */
+        if (okf && ab && cuda_set_bf16_dact(-1) && cuda_set_bf16_only(-1)) {
+            float *g_noda = host_copy(&mg, mg.grads);
+            double loss_noda = mg.loss;
+            unsigned long aw0 = cuda_bf16_dact_written, ar0 = cuda_bf16_dact_read, rf0 = cuda_bf16_only_refused;
+            model_zero_grad(&mg);
+            int oka = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(oka, "%s: cuda fused forward_backward, bf16 d act: %s", name, fh_last_error());
+            if (oka) {
+                double dla = rel_diff(mc.loss, mg.loss), wholea;
+                char worsta_name[96];
+                double worsta = compare_grads(&mc, &mg, worsta_name, sizeof worsta_name, &wholea);
+                CHECK(dla <= LOSS_TOL && wholea < WHOLE_TOL && worsta < GRAD_TOL,
+                      "%s: bf16 d act against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dla, wholea,
+                      worsta_name, worsta);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 d act", name,
+                      cuda_bf16_only_refused - rf0);
+                unsigned long aw = cuda_bf16_dact_written - aw0, ar = cuda_bf16_dact_read - ar0;
+                CHECK(ar == aw, "%s: %lu d act D written, %lu read by swiglu_packed_bwd", name, aw, ar);
+                if (c->arch == ARCH_LLAMA && !mg.unfused_proj)
+                    CHECK(aw > 0, "%s: no down product wrote d act as bf16 D (%d layers)", name, c->num_layers);
+                float *g_a = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_noda, g_a, mg.layout.total, &nd), dlo = rel_diff(loss_noda, mg.loss);
+                /* the loss is the forward's: equal; the gradients at the bf16 bound */
+                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 d act on vs off: loss rel %.2e, gradient rel %.2e", name,
+                      dlo, rel);
+                printf("  %-5s %-22s bf16 d act on vs off: %lu products, %lu read, loss rel %.1e, grad rel %.1e, %zu "
+                       "values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, aw, ar, dlo, rel, nd, dla,
+                       wholea);
+                free(g_a);
+            }
+            free(g_noda);
         }
         /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
          * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so
