@@ -38,6 +38,9 @@
  *   - a once = 7 mark (the MLP's d act, the down product's bf16 D on the
  *     GPU) is elided by linear_bwd (its din, overwritten) and served only to
  *     swiglu_packed_bwd as its `dout`, once (it never declines);
+ *   - a once = 8 mark (the MLP norm's d out, the gate|up product's bf16 D
+ *     on the GPU) likewise, served only to rmsnorm_bwd as its `dout`, once
+ *     (its other path gets the fp32 written back: the values stay);
  *   - pack_bf16(x, n, ld) (Mamba-2's packed in_proj gradient, ops.h): the
  *     window writers (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx, copy_rows'
  *     dst) that write whole column windows of x at its stride, on the pack's
@@ -168,7 +171,7 @@ static void mk_branch(int b) { branch_now = b; }
 
 /* the marks a product elides (its bf16 D: linear.cu gu_d16, qkv_d16, datt_d16, dact_d16); the others an op's
  * output */
-static int product_mark(int once) { return once == 2 || once == 3 || once == 5 || once == 7; }
+static int product_mark(int once) { return once == 2 || once == 3 || once == 5 || once >= 7; }
 /* after a producer wrote out[0, n): elide it if marked and it has a home (as cuda_shadow_claim_only; a
  * product's output, once = 2, as linear.cu gu_d16: only a product, no bias, kept) */
 static void produced_by(real *out, size_t n, int can, int product) {
@@ -179,7 +182,7 @@ static void produced_by(real *out, size_t n, int can, int product) {
         int kept = 0;
         for (int k = 0; k < nkept; k++) kept |= kept_x[k] == out && kept_n[k] == n;
         if (product_mark(once) != product) return;   /* each kind has its own producers */
-        if (!can || !(kept || once == 1 || once == 5 || once == 7) || nmarks == MAX_MARKS) return;
+        if (!can || !(kept || once == 1 || once == 5 || once >= 7) || nmarks == MAX_MARKS) return;
         real *s = malloc(sizeof(real) * n);
         if (!s) return;
         memcpy(s, out, sizeof(real) * n);
@@ -211,7 +214,7 @@ static Mark *restore(const real *x, size_t n) { return restore_by(x, n, 0); }
 static void repoison(Mark *m) {
     if (!m) return;
     for (size_t j = 0; j < m->n; j++) ((real *)m->x)[j] = NAN;
-    if (m->once == 1 || m->once == 5 || m->once == 7) {   /* read once: nothing serves it again */
+    if (m->once == 1 || m->once == 5 || m->once >= 7) {   /* read once: nothing serves it again */
         free(m->saved);
         m->saved = NULL;
     }
@@ -230,6 +233,12 @@ static void mk_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real 
                                   int B, int T, int n_sel, int C, real eps) {
     cpu_ops.rmsnorm_gather_fwd(xsel, out, rstd, x, idx, w, B, T, n_sel, C, eps);
     produced(out, (size_t)B * n_sel * C, 1);
+}
+static void mk_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd,
+                           int N, int C, int acc) {
+    Mark *md = restore_by(dout, (size_t)N * C, 8);   /* as its row kernel reads the gate|up product's bf16 D */
+    cpu_ops.rmsnorm_bwd(dx, dw, dout, x, w, rstd, N, C, acc);
+    repoison(md);
 }
 static void mk_swiglu_fwd(real *out, const real *g, const real *u, size_t n) {
     cpu_ops.swiglu_fwd(out, g, u, n);
@@ -514,6 +523,16 @@ static void emulation_detects(void) {
         mk_linear_fwd(z, da, w, NULL, 1, 4, 1);
         CHECK(z[0] != z[0], "a product reading a once = 7 output sees NaN");
         mk_keep(NULL, 0);
+        /* once = 8: a product's din read by rmsnorm_bwd only, once */
+        real xr[4] = {1, -2, 0.5f, 3}, wr[2] = {1, 0.5f}, rs[2] = {0.7f, 0.4f}, dxr[4], dwr[2] = {0, 0};
+        mk_only(da, 4, 8);
+        mk_linear_bwd(da, NULL, NULL, go, NULL, wo, 2, 2, 1, FH_OVERWRITE);
+        CHECK(da[0] != da[0], "the product's once = 8 din holds NaN");
+        mk_rmsnorm_bwd(dxr, dwr, da, xr, wr, rs, 2, 2, FH_OVERWRITE);
+        CHECK(dxr[0] == dxr[0] && dwr[1] == dwr[1], "rmsnorm_bwd reading it as dout is served");
+        mk_rmsnorm_bwd(dxr, dwr, da, xr, wr, rs, 2, 2, FH_OVERWRITE);
+        CHECK(dxr[0] != dxr[0], "a second read of a once = 8 output sees NaN");
+        mk_keep(NULL, 0);
     }
 }
 
@@ -526,6 +545,7 @@ int main(void) {
     marks_ops.add_rmsnorm_fwd = mk_add_rmsnorm_fwd;
     marks_ops.rmsnorm_gather_fwd = mk_rmsnorm_gather_fwd;
     marks_ops.swiglu_fwd = mk_swiglu_fwd;
+    marks_ops.rmsnorm_bwd = mk_rmsnorm_bwd;
     marks_ops.swiglu_packed_fwd = mk_swiglu_packed_fwd;
     marks_ops.swiglu_bwd = mk_swiglu_bwd;
     marks_ops.swiglu_packed_bwd = mk_swiglu_packed_bwd;

@@ -802,6 +802,9 @@ static int mlp_bwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, real
         REF_ZERO(a->dgu, (size_t)N * 2 * I);
         if (a->only) bf16_only(m, a->dgu, (size_t)N * 2 * I, 1);   /* the next product's dout, read once */
         o->swiglu_packed_bwd(a->dgu, a->dact, a->gu, N, I, FIRST);
+        /* dv is read only by the norm's backward below (its dout), once: the gate|up product may write only its
+         * bf16 rounding (bf16_only once = 8; ops.h) */
+        if (a->only) bf16_only(m, a->dv, (size_t)N * H, 8);
         lin_bwd(m, a->dv, G(w->gate), NULL, a->dgu, a->v, W(w->gate), N, H, 2 * I, FIRST);
     } else {
         ENS(a->dg, (size_t)N * I); ENS(a->dup, (size_t)N * I);

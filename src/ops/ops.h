@@ -510,6 +510,13 @@ typedef struct Ops {
      *     (d act rounded to bf16 before SwiGLU's backward, as PyTorch
      *     autocast's bf16 matmul output). CUDA: FLOWHN_BF16_DACT=0 writes
      *     fp32 as always.
+     *   once = 8: as once = 7, but x is the `din` of a linear_bwd (the
+     *     MLP norm's output gradient dv, [N, C]) read ONLY by the rmsnorm_bwd
+     *     that follows, as its `dout`, once, on the branch that wrote it. A
+     *     backend may have the product write only its bf16 output and the
+     *     norm backward read that; it must give any other path of
+     *     rmsnorm_bwd defined fp32 (CUDA writes bf16(D) back). CUDA:
+     *     FLOWHN_BF16_DNORM=0 writes fp32 as always.
      *   once = 6: x is the pack declared just before (pack_bf16(x, n, ld),
      *     same x and n, on this branch; not the next op's output: its window
      *     writers'); x's fp32 is read by no one: only the linear_bwd that

@@ -3855,6 +3855,100 @@ static void test_bf16_dact(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* The MLP norm's d out as the gate|up product's bf16 D (ops.h bf16_only once = 8, linear.cu dnorm_d16, perf-notes
+ * llamad16): as model.c mlp_bwd, dv [N, H] marked, the gate|up product's dgrad (dv = dgu [N, 2I] W [2I, H],
+ * overwritten), then rmsnorm_bwd reading dv as its dout (dx, dw accumulated, as the model). on: the row kernel
+ * reads D (its fp32 NaN under the verify switch), or, where the row kernel does not apply (odd H > 256), D is
+ * written back to fp32 first (restored); off: today's path. res: dx, dw. */
+static void dnorm_run(int on, int N, int H, int I, float *const *h, float **res, unsigned long *cnt) {
+    size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
+    int was = cuda_set_bf16_dnorm(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *dgu = dev(h[0], ni2), *W = dev(h[1], 2 * (size_t)I * H), *x = dev(h[2], nh), *wn = dev(h[3], H);
+    float *rstd = dev(h[4], N), *dx = dev(h[5], nh), *dw = dev(h[6], H), *dv = dnan(nh);
+    unsigned long w0 = cuda_bf16_dnorm_written, r0 = cuda_bf16_dnorm_read, s0 = cuda_bf16_dnorm_restored;
+    G->bf16_only(dv, nh, 8);   /* as model.c mlp_bwd */
+    G->linear_bwd(dv, NULL, NULL, dgu, NULL, W, N, H, 2 * I, FH_OVERWRITE);
+    G->rmsnorm_bwd(dx, dw, dv, x, wn, rstd, N, H, FH_ACC);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    cnt[0] = cuda_bf16_dnorm_written - w0;
+    cnt[1] = cuda_bf16_dnorm_read - r0;
+    cnt[2] = cuda_bf16_dnorm_restored - s0;
+    res[0] = (float *)malloc(sizeof(float) * nh);
+    res[1] = (float *)malloc(sizeof(float) * H);
+    float *dvh = (float *)malloc(sizeof(float) * nh);
+    G->to_host(res[0], dx, sizeof(float) * nh);
+    G->to_host(res[1], dw, sizeof(float) * H);
+    G->to_host(dvh, dv, sizeof(float) * nh);
+    size_t nan = 0;
+    for (size_t i = 0; i < nh; i++) nan += dvh[i] != dvh[i];
+    free(dvh);
+    /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none */
+    int ok = cnt[1] + cnt[2] == cnt[0] && (cnt[1] ? nan == nh : nan == 0);
+    if (!ok) line_ok = 0;
+    CHECK(ok, "dv %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read, %lu restored", on ? "on" : "off",
+          nan, nh, cnt[0], cnt[1], cnt[2]);
+    G->keep_bf16(NULL, 0);
+    float *all[] = {dgu, W, x, wn, rstd, dx, dw, dv};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_dnorm(was);
+}
+static void test_bf16_dnorm(void) {
+    /* {N, H, I}: the row kernel's VW 1 (H 33) and VW 4 paths, the block fallback (odd H > 256: D written back),
+     * and gpt2small's [8192 x 768] dv at reduced rows (H 768, I 2048) */
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 40}, {64, 300, 24}, {9, 301, 16}, {512, 768, 2048},
+                                    {3, 8, 4}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], H = shapes[si][1], I = shapes[si][2];
+        size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
+        line_start("bf16_dnorm", "N=%d H=%d I=%d", N, H, I);
+        float *h[7] = {hrand(ni2, 0, 1), hrand(2 * (size_t)I * H, 0, 0.1f), hrand(nh, 0, 1), hrand(H, 1, 0.1f),
+                       hrand(N, 0, 1), hrand(nh, 0, 1), hrand(H, 0, 1)};
+        for (int r = 0; r < N; r++) h[4][r] = 0.5f + fabsf(h[4][r]);   /* rstd > 0 */
+        float *dv = hnan(nh), *dx = (float *)malloc(sizeof(float) * nh), *dw = (float *)malloc(sizeof(float) * H);
+        memcpy(dx, h[5], sizeof(float) * nh);
+        memcpy(dw, h[6], sizeof(float) * H);
+        cpu_linear_bwd(dv, NULL, NULL, h[0], NULL, h[1], N, H, 2 * I, FH_OVERWRITE);
+        cpu_rmsnorm_bwd(dx, dw, dv, h[2], h[3], h[4], N, H, FH_ACC);
+        float *r_on[2], *r_off[2];
+        unsigned long c_on[3], c_off[3];
+        dnorm_run(0, N, H, I, h, r_off, c_off);
+        dnorm_run(1, N, H, I, h, r_on, c_on);
+        int ok = c_off[0] == 0 && (c_on[0] == 1 || H % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+        if (!ok) line_ok = 0;
+        CHECK(ok, "%lu products bf16 dv on, %lu off", c_on[0], c_off[0]);
+        TOL = 1e-2;
+        const char *nm[2] = {"dx", "dw"};
+        float *ref[2] = {dx, dw};
+        size_t sz[2] = {nh, (size_t)H};
+        for (int k = 0; k < 2; k++) {
+            char b[24];
+            float *d = dev(r_on[k], sz[k]);
+            snprintf(b, sizeof b, "%s_on", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+            d = dev(r_off[k], sz[k]);
+            snprintf(b, sizeof b, "%s_off", nm[k]);
+            cmp(b, ref[k], d, sz[k]);
+            G->release(d);
+            d = dev(r_on[k], sz[k]);   /* on vs off within the bf16 bound */
+            snprintf(b, sizeof b, "%s_on_vs_off", nm[k]);
+            cmp(b, r_off[k], d, sz[k]);
+            G->release(d);
+        }
+        TOL = 1e-5;
+        size_t len = strlen(line);
+        snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu", c_on[0], c_on[1], c_on[2]);
+        line_end();
+        for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
+        for (int k = 0; k < 7; k++) free(h[k]);
+        free(dv); free(dx); free(dw);
+    }
+    cuda_set_matmul_precision("fp32");
+}
+
 #ifdef HAVE_CPU_ATTENTION
 /* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
  * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
@@ -4706,6 +4800,7 @@ int main(void) {
     RUN(test_bf16_only);
     RUN(test_bf16_gu);
     RUN(test_bf16_dact);
+    RUN(test_bf16_dnorm);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

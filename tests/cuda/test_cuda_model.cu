@@ -205,6 +205,8 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         /* the MLP's d act as the down product's bf16 D (FLOWHN_BF16_DACT: d act rounded once more) likewise: off
          * until its own pass after the attention d out one */
         int dact_was = ab ? cuda_set_bf16_dact(0) : -1;
+        /* the MLP norm's d out as the gate|up product's bf16 D (FLOWHN_BF16_DNORM) likewise: after the d act one */
+        int dnorm_was = ab ? cuda_set_bf16_dnorm(0) : -1;
         /* cuDNN's dV straight into the bf16-only dqkv (FLOWHN_CUDNN_DV) likewise: its strided plan may be another
          * engine config (its own order), so off until its own pass at the end, keeping the A/Bs above bitwise */
         int dv_was = ab ? cuda_set_cudnn_dv(0) : -1;
@@ -494,6 +496,46 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_a);
             }
             free(g_noda);
+        }
+        if (ab) cuda_set_bf16_dnorm(dnorm_was);
+        /* FLOWHN_BF16_DNORM on (the default): the gate|up product's dgrad writes the MLP norm's d out as bf16 D
+         * only and rmsnorm_bwd's row kernel reads it (perf-notes llamad16). As the d act pass: against the CPU
+         * and the step just run (DNORM off) at the bf16 bounds; none refused; every D read or written back;
+         * > 0 for the packed MLP. */
+        if (okf && ab && cuda_set_bf16_dnorm(-1) && cuda_set_bf16_only(-1)) {
+            float *g_nodn = host_copy(&mg, mg.grads);
+            double loss_nodn = mg.loss;
+            unsigned long nw0 = cuda_bf16_dnorm_written, nr0 = cuda_bf16_dnorm_read, ns0 = cuda_bf16_dnorm_restored;
+            unsigned long rf0 = cuda_bf16_only_refused;
+            model_zero_grad(&mg);
+            int okn = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(okn, "%s: cuda fused forward_backward, bf16 norm d out: %s", name, fh_last_error());
+            if (okn) {
+                double dln = rel_diff(mc.loss, mg.loss), wholen;
+                char worstn_name[96];
+                double worstn = compare_grads(&mc, &mg, worstn_name, sizeof worstn_name, &wholen);
+                CHECK(dln <= LOSS_TOL && wholen < WHOLE_TOL && worstn < GRAD_TOL,
+                      "%s: bf16 norm d out against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dln, wholen,
+                      worstn_name, worstn);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 norm d out", name,
+                      cuda_bf16_only_refused - rf0);
+                unsigned long nw = cuda_bf16_dnorm_written - nw0, nr = cuda_bf16_dnorm_read - nr0;
+                unsigned long ns = cuda_bf16_dnorm_restored - ns0;
+                CHECK(nr + ns == nw, "%s: %lu norm d out D written, %lu read, %lu written back", name, nw, nr, ns);
+                if (c->arch == ARCH_LLAMA && !mg.unfused_proj)
+                    CHECK(nw > 0, "%s: no gate|up product wrote the norm's d out as bf16 D (%d layers)", name,
+                          c->num_layers);
+                float *g_n = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_nodn, g_n, mg.layout.total, &nd), dlo = rel_diff(loss_nodn, mg.loss);
+                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 norm d out on vs off: loss rel %.2e, gradient rel %.2e",
+                      name, dlo, rel);
+                printf("  %-5s %-22s bf16 norm d out on vs off: %lu products, %lu read, %lu written back, loss rel "
+                       "%.1e, grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name,
+                       nw, nr, ns, dlo, rel, nd, dln, wholen);
+                free(g_n);
+            }
+            free(g_nodn);
         }
         /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
          * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so

@@ -163,6 +163,11 @@ extern unsigned long cuda_bf16_att_o_written, cuda_bf16_att_do_written, cuda_bf1
  * the swiglu_packed_bwd calls that read one (tests). */
 int cuda_set_bf16_dact(int on);
 extern unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
+/* FLOWHN_BF16_DNORM (default on; needs FLOWHN_BF16_ONLY on): the MLP norm's output gradient dv marked once = 8
+ * (the gate|up product's dgrad) is written by that product as bf16 D only, which rmsnorm_bwd's row kernel reads
+ * as its dout. Counters (tests): products, reads, and D written back to fp32 (rmsnorm_bwd's other path). */
+int cuda_set_bf16_dnorm(int on);
+extern unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

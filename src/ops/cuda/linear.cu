@@ -623,8 +623,8 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     /* marked bf16-only (Ops.bf16_only) and the producer can skip fp32 */
     int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
     int mo = mark >= 0 ? only_marks[mark].once : -1;
-    if (mo == 2 || mo == 3 || mo == 5 || mo == 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
-                                                                  * dact_d16), not an op's */
+    if (mo == 2 || mo == 3 || mo == 5 || mo >= 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
+                                                                  * dact_d16, dnorm_d16), not an op's */
     if (mark >= 0 && !skip) {
         /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
          * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
@@ -2102,12 +2102,13 @@ typedef struct {
     int branch;
     __nv_bfloat16 *d;
 } D16Rec;
-static D16Rec qkv_rec, datt_rec, dact_rec;
-static BranchScratch qkv_scratch, datt_scratch, dact_scratch;
+static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec;
+static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch;
 static void qkv_rec_end(void) {   /* all end with every bf16-only state */
     qkv_rec.x = NULL;
     datt_rec.x = NULL;
     dact_rec.x = NULL;
+    dnorm_rec.x = NULL;
 }
 /* a product whose marked output (once = `once`, over exactly (out, n)) may be written as bf16 D only: the
  * mark is spent; 1 and *d set when D is to go to the branch scratch s (nothing written yet) */
@@ -2180,6 +2181,23 @@ static int dact_d16(real *din, const void *wo, const void *go, int N, int IC, in
     cuda_bf16_dact_written++;
     return 1;
 }
+/* the MLP norm's output gradient dv as the gate|up product's bf16 D (ops.h bf16_only once = 8; FLOWHN_BF16_DNORM=0
+ * off): the same, read by rmsnorm_bwd's row kernel as its dout (rmsnorm.cu, cuda_dnorm_d16); its other path
+ * writes the fp32 back first (cuda_dnorm_d16_restore) */
+static int dnorm_on = -1;
+unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
+int cuda_set_bf16_dnorm(int on) { return env_switch(&dnorm_on, "FLOWHN_BF16_DNORM", 1, on); }
+static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+    size_t n = (size_t)N * IC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(din, n, 8, cuda_set_bf16_dnorm(-1) && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
+                   "the MLP norm's bf16 d out", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
+    d16_written(&dnorm_rec, din, n, d);
+    cuda_bf16_dnorm_written++;
+    return 1;
+}
 static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
     if (!r->x || r->x != x || r->n != n || r->branch != cuda_branch()) return NULL;
     return r->d;
@@ -2233,6 +2251,31 @@ const void *cuda_dact_d16(const float *x, size_t n, int *bad) {
     dact_rec.x = NULL;
     cuda_bf16_dact_read++;
     return dact_rec.d;
+}
+/* dv's bf16 D for rmsnorm_bwd reading dout = x [0, n), or NULL; the record stays until _done (read) or _restore
+ * (fp32 written back); *bad: the record is for x on another branch or extent (error recorded) */
+const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
+    *bad = 0;
+    if (!dnorm_rec.x || dnorm_rec.x != x) return NULL;
+    if (dnorm_rec.n != n || dnorm_rec.branch != cuda_branch()) {
+        *bad = 1;
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
+                          "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
+                          "broken", __FILE__, __LINE__);
+        dnorm_rec.x = NULL;
+        return NULL;
+    }
+    return dnorm_rec.d;
+}
+void cuda_dnorm_d16_done(const float *x) {
+    if (dnorm_rec.x == x) {   /* read once, by the row kernel: the fp32 stays absent (nothing else reads it) */
+        dnorm_rec.x = NULL;
+        cuda_bf16_dnorm_read++;
+    }
+}
+void cuda_dnorm_d16_restore(const float *x) {
+    if (d16_restore(&dnorm_rec, x, "the MLP norm's bf16 d out (once = 8)")) cuda_bf16_dnorm_restored++;
 }
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
@@ -2306,6 +2349,7 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     const int dacc = acc & FH_ACC;   /* FH_DW_OVERWRITE (ops.h) is dw's: beta 0, dw not read */
     /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout */
     if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) && !dact_d16(din, wo, go, N, IC, OC, dacc) &&
+        !dnorm_d16(din, wo, go, N, IC, OC, dacc) &&
         lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, dacc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,

@@ -110,6 +110,19 @@ __device__ __forceinline__ void ld_v(float (&v)[VW], const float *p) {
         v[0] = *p;
     }
 }
+/* VW bf16 values (the gate|up product's bf16 D as rmsnorm_bwd's dout, linear.cu dnorm_d16): 8-byte loads for
+ * VW = 4 (D is cudaMalloc'd and C % 4 == 0 then: 8-byte aligned) */
+template <int VW>
+__device__ __forceinline__ void ld_v(float (&v)[VW], const __nv_bfloat16 *p) {
+    if constexpr (VW == 4) {
+        uint2 r = *reinterpret_cast<const uint2 *>(p);
+        float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.x));
+        float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.y));
+        v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+    } else {
+        v[0] = __bfloat162float(*p);
+    }
+}
 template <int VW>
 __device__ __forceinline__ void st_v(float *p, const float (&v)[VW]) {
     if constexpr (VW == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
@@ -191,9 +204,10 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
  * per column into part[block][C] (each warp's running sums in its own shared
  * row, then the 8 rows added in order); rmsnorm_dw_finish adds the blocks'
  * parts in order: deterministic. Warps take rows w, w + 8 G, ... (G blocks). */
-template <int VW, int NV>
+/* DI: dout's type, float or __nv_bfloat16 (the product's bf16 D, ops.h bf16_only once = 8) */
+template <int VW, int NV, typename DI>
 __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
-    rmsnorm_bwd_rows_kernel(float *dx, float *part, const float *dout, const float *x, const float *w,
+    rmsnorm_bwd_rows_kernel(float *dx, float *part, const DI *dout, const float *x, const float *w,
                             const float *rstd, int N, int C, int acc, __nv_bfloat16 *ob, float *dfull,
                             const int *idx, int T, int nsel) {
     extern __shared__ float sdw[];   /* [ROW_WARPS][C] when part */
@@ -475,10 +489,12 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
  * write (dx, the shadow, the parts, dw), so it stays current for the next product. */
 static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float *x, const float *w,
                             const float *rstd, int N, int C, int acc, float *dfull = NULL, const int *idx = NULL,
-                            int T = 0, int nsel = 1) {
+                            int T = 0, int nsel = 1, const __nv_bfloat16 *db = NULL) {
     if (!dx && !dw && !dfull) return 1;
     size_t n = (size_t)N * C;
-    const float *p[5] = {dout, x, dx ? dx : dout, w, dfull ? dfull : dout};   /* w too: the kernel reads it by float4s */
+    /* db (dout's bf16 D) is 256-byte aligned: its rows are 8-byte aligned when C % 4 == 0, as VW 4 needs; so
+     * dout's fp32 pointer (never read then) is not checked */
+    const float *p[5] = {db ? x : dout, x, dx ? dx : x, w, dfull ? dfull : x};   /* w too: the kernel reads it by float4s */
     int vw, nv;
     if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
     unsigned int rows_blocks = (unsigned int)((N + ROW_WARPS - 1) / ROW_WARPS);
@@ -491,8 +507,13 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
 #define RMS_BWD_LAUNCH(V, K)                                                                                   \
     rmsnorm_bwd_rows_kernel<V, K><<<G, ROW_WARPS * 32, smem, cuda_stream()>>>(dx, part, dout, x, w, rstd, N, C, \
                                                                               acc, ob, dfull, idx, T, nsel)
-    ROWS_DISPATCH(vw, nv, RMS_BWD_LAUNCH);
+#define RMS_BWD_LAUNCH16(V, K)                                                                                 \
+    rmsnorm_bwd_rows_kernel<V, K><<<G, ROW_WARPS * 32, smem, cuda_stream()>>>(dx, part, db, x, w, rstd, N, C,   \
+                                                                              acc, ob, dfull, idx, T, nsel)
+    if (db) ROWS_DISPATCH(vw, nv, RMS_BWD_LAUNCH16);
+    else ROWS_DISPATCH(vw, nv, RMS_BWD_LAUNCH);
 #undef RMS_BWD_LAUNCH
+#undef RMS_BWD_LAUNCH16
     CUDA_LAUNCHED();
     if (dw) {
         if (cuda_set_dw_finish_wide(-1))
@@ -514,7 +535,17 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                       const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
-    if (rmsnorm_bwd_rows(dx, dw, dout, x, w, rstd, N, C, acc)) return;
+    /* dout as the gate|up product's bf16 D (once = 8): the row kernel reads it; any other path gets the fp32
+     * written back from it first */
+    int bad;
+    const __nv_bfloat16 *db = (const __nv_bfloat16 *)cuda_dnorm_d16(dout, (size_t)N * C, &bad);
+    if (bad) return;
+    if (rmsnorm_bwd_rows(dx, dw, dout, x, w, rstd, N, C, acc, NULL, NULL, 0, 1, db)) {
+        if (db) cuda_dnorm_d16_done(dout);
+        return;
+    }
+    if (db) cuda_dnorm_d16_restore(dout);
+    if (cuda_bf16_missing(dout, (size_t)N * C, "rmsnorm_bwd (its dout)")) return;
     /* dw first: dx is the residual gradient, which the next product (the o or down projection's backward)
      * reads as its dout, so its bf16 rounding is written too and must be the last launch here (colsum's
      * launches are not declared: they would retire it). The order is free: colsum writes only dw (and its
