@@ -2092,6 +2092,7 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     cmp("out", out, gout, nqe);
     cmp_lse(lse, glse, pos, pos, q, k, B, n, n, nh, nkv, hd, rope);
     Grad gq = gradx(nqe), gk = gradx(nke), gv = gradx(nke);
+    unsigned long gr0 = cuda_cudnn_grad_rows;
     if (rope) {
         cpu_attention_rope_bwd(gq.h, gk.h, gv.h, dout, out, lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, theta,
                                ACC_MODE, nh * hd, nkv * hd);
@@ -2105,6 +2106,41 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     CHECK(rc == 0, "attention_rope_bwd declined");
     CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
           cuda_attn_cudnn_runs - runs1);
+    {   /* FLOWHN_CUDNN_GRADVEC: the row conversion kernel ran where hd % 16 == 0 (vectorised conversions); the
+         * same backward again with it off (the quad kernel), from the same start, gives the same bits */
+        unsigned long want = hd % 16 == 0 && !cuda_set_cudnn_conv_old(-1), got = cuda_cudnn_grad_rows - gr0;
+        int ok = got == want;
+        if (!ok) line_ok = 0;
+        CHECK(ok, "%lu row-kernel conversions, expected %lu", got, want);
+        if (want) {
+            size_t cnt[3] = {nqe, nke, nke};
+            const Grad *gg[3] = {&gq, &gk, &gv};
+            float *e[3];
+            for (int t = 0; t < 3; t++) e[t] = ACC_MODE == FH_ACC ? dev(gg[t]->h0, cnt[t]) : dnan(cnt[t]);
+            int gv_was = cuda_set_cudnn_gradvec(0);
+            if (rope)
+                rc = G->attention_rope_bwd(e[0], e[1], e[2], ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh,
+                                           nkv, hd, theta, ACC_MODE, nh * hd, nkv * hd);
+            else
+                G->attention_bwd(e[0], e[1], e[2], ddout, gout, glse, dq_, dk_, dv_, dpos, dpos, B, n, n, nh, nkv, hd,
+                                 ACC_MODE, nh * hd, nkv * hd);
+            cuda_set_cudnn_gradvec(gv_was);
+            CHECK(rc == 0, "the backward (FLOWHN_CUDNN_GRADVEC=0) declined");
+            CHECK(cuda_attn_cudnn_runs == runs1 + 2, "the second backward did not run cuDNN");
+            CHECK(cuda_cudnn_grad_rows - gr0 == want, "the row kernel ran with FLOWHN_CUDNN_GRADVEC=0");
+            for (int t = 0; t < 3; t++) {
+                float *a = (float *)malloc(sizeof(float) * cnt[t]), *b = (float *)malloc(sizeof(float) * cnt[t]);
+                G->to_host(a, gg[t]->d, sizeof(float) * cnt[t]);
+                G->to_host(b, e[t], sizeof(float) * cnt[t]);
+                int same = !memcmp(a, b, sizeof(float) * cnt[t]);
+                if (!same) line_ok = 0;
+                CHECK(same, "d%c: the row kernel's bits differ from the quad kernel's (FLOWHN_CUDNN_GRADVEC=0)",
+                      "qkv"[t]);
+                free(a); free(b);
+                G->release(e[t]);
+            }
+        }
+    }
     cmp_attention_grads(gq, gk, gv, n);
     line_end();
     free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse);
@@ -3961,7 +3997,9 @@ static void test_bf16_dnorm(void) {
  *   mode 3: mode 2 with FLOWHN_CUDNN_CONV=old (scalar kernels, no shadow): elided 0, fp32 written;
  *   mode 4: mode 2 with FLOWHN_CUDNN_DV=0 (dV copied by the conversion: mode 2's A/B);
  *   mode 5: mode 2 with the strided dV plan counted as declined by cuDNN (cuda_cudnn_dv_decline: the fallback,
- *           the dense plan and the copy).
+ *           the dense plan and the copy);
+ *   modes 6-8: modes 0-2 with FLOWHN_CUDNN_GRADVEC=0 (the quad conversion kernel; modes 0-2, 4-5 run the row
+ *           kernel where hd % 16 == 0): du, dW and dqkv (fp32 or its NaN poison) the same bits as modes 0-2's.
  * Mode 2 (FLOWHN_CUDNN_DV on, the default) has cuDNN write dV straight into the rounding's dv columns when
  * cuDNN builds that plan (the line says "dV straight" or "dV strided plan declined by cuDNN"); modes 4, 5
  * never. du, dW of modes 1, 2, 4, 5 equal mode 0's bit for bit (dv's rounding is dV itself either way).
@@ -3980,7 +4018,11 @@ static double rel_l2(const float *a, const float *b, size_t n) {
     return s > 0 ? sqrt(d / s) : sqrt(d);
 }
 static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *elided,
-                     unsigned long *served, unsigned long *direct, unsigned long *planned) {
+                     unsigned long *served, unsigned long *direct, unsigned long *planned, unsigned long *rowsk) {
+    /* modes 6-8: modes 0-2 with FLOWHN_CUDNN_GRADVEC=0 (the quad conversion kernel instead of the row one) */
+    int gv_was = cuda_set_cudnn_gradvec(mode < 6);
+    unsigned long gr0 = cuda_cudnn_grad_rows;
+    if (mode >= 6) mode -= 6;
     int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4], rope = sh[5];
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     size_t np = (size_t)rows * P;
@@ -4052,6 +4094,8 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
     cuda_set_bf16_shadow(was_sh);
+    *rowsk = cuda_cudnn_grad_rows - gr0;
+    cuda_set_cudnn_gradvec(gv_was);
 }
 static void test_bf16_only_dqkv(void) {
     int was;
@@ -4070,10 +4114,27 @@ static void test_bf16_only_dqkv(void) {
         int *pos = subset(rope ? 4 * n : n, n);
         float *h[5] = {hrand(np, 0, 1), hrand((size_t)rows * qd, 0, 1), hrand((size_t)rows * H, 0, 1),
                        hrand((size_t)P * H, 0, 0.05f), (float *)pos};
-        float *r[6][3];
-        unsigned long el[6], sv[6], dvd[6], dvp[6];
-        for (int mode = 0; mode < 6; mode++)
-            dqkv_run(mode, sh, H, h, r[mode], &el[mode], &sv[mode], &dvd[mode], &dvp[mode]);
+        float *r[9][3];
+        unsigned long el[9], sv[9], dvd[9], dvp[9], rk[9];
+        for (int mode = 0; mode < 9; mode++)
+            dqkv_run(mode, sh, H, h, r[mode], &el[mode], &sv[mode], &dvd[mode], &dvp[mode], &rk[mode]);
+        /* the row conversion kernel (FLOWHN_CUDNN_GRADVEC) ran in modes 0-2, 4-5 where hd % 16 == 0 (mode 3:
+         * the scalar kernels), never in modes 6-8 (switch off), whose every result (du, dW, the fp32 dqkv or
+         * its NaN poison) is the same bits as modes 0-2's */
+        for (int mode = 0; mode < 9; mode++) {
+            unsigned long want = mode < 6 && mode != 3 && hd % 16 == 0;
+            int ok = rk[mode] == want;
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %lu row-kernel conversions, expected %lu", mode, rk[mode], want);
+        }
+        for (int mode = 6; mode < 9; mode++)
+            for (int k = 0; k < 3; k++) {
+                size_t cnt = k == 2 ? np : k ? (size_t)P * H : (size_t)rows * H;
+                int same = !memcmp(r[mode][k], r[mode - 6][k], sizeof(float) * cnt);
+                if (!same) line_ok = 0;
+                CHECK(same, "mode %d (FLOWHN_CUDNN_GRADVEC=0): %s differs from mode %d's bits", mode,
+                      k == 2 ? "dqkv" : k ? "dW" : "du", mode - 6);
+            }
         static const unsigned long want_el[6] = {0, 0, 1, 0, 1, 1}, want_sv[6] = {0, 1, 1, 0, 1, 1};
         for (int mode = 0; mode < 6; mode++) {
             int ok = el[mode] == want_el[mode] && sv[mode] == want_sv[mode];
@@ -4128,10 +4189,10 @@ static void test_bf16_only_dqkv(void) {
         G->release(d);
         TOL = 1e-5;
         size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " elided %lu, modes 1-2, 4-5 == mode 0 bitwise, %s", el[2],
+        snprintf(line + len, sizeof line - len, " elided %lu, modes 1-2, 4-5 == mode 0 bitwise, %s, row kernel == quad kernel bitwise", el[2],
                  dvd[2] ? "dV straight" : "dV strided plan declined by cuDNN");
         line_end();
-        for (int mode = 0; mode < 6; mode++)
+        for (int mode = 0; mode < 9; mode++)
             for (int k = 0; k < 3; k++) free(r[mode][k]);
         for (int k = 0; k < 5; k++) free(h[k]);
         free(out); free(lse); free(dqkv); free(du); free(dW);

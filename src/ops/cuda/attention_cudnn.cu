@@ -93,6 +93,8 @@ unsigned long cuda_rope_tables;
 int cuda_set_cudnn_dv(int) { return 0; }
 unsigned long cuda_cudnn_dv_direct, cuda_cudnn_dv_planned;
 int cuda_cudnn_dv_decline;
+int cuda_set_cudnn_gradvec(int) { return 0; }
+unsigned long cuda_cudnn_grad_rows;
 #else
 #include <cudnn_graph.h>
 
@@ -834,6 +836,65 @@ __global__ void cudnn_grad_vec_kernel(ConvArgs a, size_t total) {
     }
 }
 
+/* FLOWHN_CUDNN_GRADVEC (default 1; 0: cudnn_grad_vec_kernel above): the same conversion by rows (perf-notes
+ * "gradvec"). Block (half/8, slots, rz): threadIdx.x the octet of 8 rotation pairs (i..i+7 and
+ * i+half..i+half+7), threadIdx.y the head slot over the segments in turn (s[0]'s heads, then s[1]'s, s[2]'s),
+ * threadIdx.z the row within the block; the grid covers the rows once (no grid-stride loop). A thread: two
+ * 16-byte bf16 loads, the table's 8 (cos, sin) as four 16-byte loads (the same 64 bytes for every head slot of a
+ * row: a broadcast within the warp), 16-byte stores; no division but the token's % n (the old kernel: four per
+ * 8 values). Each quad goes through the same rot4 and the same acc order as cudnn_grad_vec_kernel: the same
+ * fp32 expressions, the same bits (tests compare the two bitwise). Needs hd % 16 == 0, every ld % 8 == 0 and
+ * 16-byte aligned pointers (grad_rows_ok). */
+__global__ void cudnn_grad_rows_kernel(ConvArgs a, unsigned int rows) {
+    unsigned int row = blockIdx.x * blockDim.z + threadIdx.z;
+    if (row >= rows) return;
+    unsigned int half = a.hd / 2, i = threadIdx.x * 8, h = threadIdx.y;
+    SegView g;   /* fields picked by constant indices (no local-memory copy of the parameter struct) */
+    if (h < (unsigned int)a.s[0].heads) {
+        g.dst = a.s[0].dst; g.src = a.s[0].src; g.sh = a.s[0].sh; g.heads = a.s[0].heads; g.rope = a.s[0].rope;
+        g.ld = a.s[0].ld;
+    } else if (h - a.s[0].heads < (unsigned int)a.s[1].heads) {
+        h -= a.s[0].heads;
+        g.dst = a.s[1].dst; g.src = a.s[1].src; g.sh = a.s[1].sh; g.heads = a.s[1].heads; g.rope = a.s[1].rope;
+        g.ld = a.s[1].ld;
+    } else {
+        h -= a.s[0].heads + a.s[1].heads;
+        g.dst = a.s[2].dst; g.src = a.s[2].src; g.sh = a.s[2].sh; g.heads = a.s[2].heads; g.rope = a.s[2].rope;
+        g.ld = a.s[2].ld;
+    }
+    const bf16 *src = (const bf16 *)g.src + ((size_t)row * g.heads + h) * a.hd;
+    uint4 r0 = *(const uint4 *)(src + i), r1 = *(const uint4 *)(src + i + half);
+    float4 x0a = unpack4(make_uint2(r0.x, r0.y)), x0b = unpack4(make_uint2(r0.z, r0.w));
+    float4 x1a = unpack4(make_uint2(r1.x, r1.y)), x1b = unpack4(make_uint2(r1.z, r1.w));
+    if (g.rope) {
+        const float2 *cs = a.cs + (size_t)(row % (unsigned int)a.n) * half + i;
+        rot4(x0a, x1a, cs, -1.f);   /* rotation by -angle, as cudnn_grad_vec_kernel */
+        rot4(x0b, x1b, cs + 4, -1.f);
+    }
+    size_t off = (size_t)row * g.ld + (size_t)h * a.hd;
+    float *dst = (float *)g.dst + off;
+    if (a.acc) {
+        float4 d0a = *(const float4 *)(dst + i), d0b = *(const float4 *)(dst + i + 4);
+        float4 d1a = *(const float4 *)(dst + i + half), d1b = *(const float4 *)(dst + i + half + 4);
+        x0a.x += d0a.x; x0a.y += d0a.y; x0a.z += d0a.z; x0a.w += d0a.w;
+        x0b.x += d0b.x; x0b.y += d0b.y; x0b.z += d0b.z; x0b.w += d0b.w;
+        x1a.x += d1a.x; x1a.y += d1a.y; x1a.z += d1a.z; x1a.w += d1a.w;
+        x1b.x += d1b.x; x1b.y += d1b.y; x1b.z += d1b.z; x1b.w += d1b.w;
+    }
+    if (a.f32) {
+        *(float4 *)(dst + i) = x0a;
+        *(float4 *)(dst + i + 4) = x0b;
+        *(float4 *)(dst + i + half) = x1a;
+        *(float4 *)(dst + i + half + 4) = x1b;
+    }
+    if (g.sh) {
+        bf16 *sh = (bf16 *)g.sh + off;
+        uint2 p0a = pack4(x0a), p0b = pack4(x0b), p1a = pack4(x1a), p1b = pack4(x1b);
+        *(uint4 *)(sh + i) = make_uint4(p0a.x, p0a.y, p0b.x, p0b.y);
+        *(uint4 *)(sh + i + half) = make_uint4(p1a.x, p1a.y, p1b.x, p1b.y);
+    }
+}
+
 /* out (fp32) = O (bf16) and its shadow, 4 values a thread (count a multiple of 4) */
 __global__ void cudnn_from_bf16_vec_kernel(float *out, bf16 *shadow, const bf16 *o, size_t count4) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count4; i += (size_t)gridDim.x * blockDim.x) {
@@ -855,6 +916,9 @@ static int dv_on = -1;   /* FLOWHN_CUDNN_DV (default 1): dV straight into the pa
 int cuda_set_cudnn_dv(int on) { return cuda_env_switch(&dv_on, "FLOWHN_CUDNN_DV", "0", 1, on); }
 unsigned long cuda_cudnn_dv_direct, cuda_cudnn_dv_planned;
 int cuda_cudnn_dv_decline;
+static int gradvec_on = -1;   /* FLOWHN_CUDNN_GRADVEC (default 1): cudnn_grad_rows_kernel; 0: cudnn_grad_vec_kernel */
+int cuda_set_cudnn_gradvec(int on) { return cuda_env_switch(&gradvec_on, "FLOWHN_CUDNN_GRADVEC", "0", 1, on); }
+unsigned long cuda_cudnn_grad_rows;   /* launches of cudnn_grad_rows_kernel (tests) */
 
 static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
@@ -916,6 +980,24 @@ static void convert_sh(int grad, int nt, void *const *dst, const void *const *sr
         total += g.items;
     }
     if (!vec || !total) return;
+    /* the row kernel (FLOWHN_CUDNN_GRADVEC): hd a multiple of 16 (octets of pairs), the rounding's 16-byte
+     * stores aligned (every ld a multiple of 8, shadows 16-byte aligned), one row's threads in one block */
+    int oct = hd / 16, slots = 0, rowsk = grad && cuda_set_cudnn_gradvec(-1) > 0 && hd % 16 == 0;
+    for (int t = 0; t < a.nseg; t++) {
+        slots += a.s[t].heads;
+        rowsk &= a.s[t].ld % 8 == 0 && (!a.s[t].sh || al16(a.s[t].sh));
+    }
+    if (rowsk && oct * slots <= 1024) {
+        int rz = 256 / (oct * slots);
+        if (rz < 1) rz = 1;
+        if (rz > 64) rz = 64;   /* blockDim.z's limit */
+        unsigned int rows = (unsigned int)((size_t)B * n);
+        dim3 blk((unsigned int)oct, (unsigned int)slots, (unsigned int)rz);
+        cudnn_grad_rows_kernel<<<(rows + rz - 1) / rz, blk, 0, cuda_stream()>>>(a, rows);
+        CUDA_LAUNCHED();
+        cuda_cudnn_grad_rows++;
+        return;
+    }
     if (grad) cudnn_grad_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     else if (s16) cudnn_to_bf16_vec_kernel<true><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     else cudnn_to_bf16_vec_kernel<false><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);

@@ -204,6 +204,11 @@ int cuda_set_cudnn_dv(int on);
 extern unsigned long cuda_cudnn_dv_direct;
 extern unsigned long cuda_cudnn_dv_planned;   /* backwards that had the strided plan and claimed early */
 extern int cuda_cudnn_dv_decline;
+/* FLOWHN_CUDNN_GRADVEC (default 1): the backward's gradient conversion (dq, dk, dv from cuDNN's bf16, RoPE's
+ * inverse) by rows with 16-byte accesses (cudnn_grad_rows_kernel, where hd % 16 == 0); 0: the quad kernel
+ * (cudnn_grad_vec_kernel). The same bits. cuda_cudnn_grad_rows counts the row kernel's launches (tests). */
+int cuda_set_cudnn_gradvec(int on);
+extern unsigned long cuda_cudnn_grad_rows;
 
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest
