@@ -41,6 +41,10 @@
  *   - a once = 8 mark (the MLP norm's d out, the gate|up product's bf16 D
  *     on the GPU) likewise, served only to rmsnorm_bwd as its `dout`, once
  *     (its other path gets the fp32 written back: the values stay);
+ *   - a once = 9 mark (the attention norm's d out, the q|k|v product's bf16
+ *     D on the GPU) likewise: elided by linear_bwd, served only to
+ *     rmsnorm_bwd as its `dout`, once (rmsnorm_gather_bwd, a second read or
+ *     a product see NaN); counted, and required on LLaMA's fused products;
  *   - pack_bf16(x, n, ld) (Mamba-2's packed in_proj gradient, ops.h): the
  *     window writers (gated_rmsnorm_bwd's dz, conv1d_silu_bwd's dx, copy_rows'
  *     dst) that write whole column windows of x at its stride, on the pack's
@@ -88,7 +92,7 @@ static int npend;
 static const real *kept_x[MAX_MARKS];
 static size_t kept_n[MAX_MARKS];
 static int nkept, branch_now;
-static unsigned long elided, served;
+static unsigned long elided, served, elided9;   /* elided9: once = 9 marks elided (the attention norm's d out) */
 
 /* packs (ops.h pack_bf16), one per branch as the CUDA backend's */
 typedef struct {
@@ -189,6 +193,7 @@ static void produced_by(real *out, size_t n, int can, int product) {
         for (size_t j = 0; j < n; j++) out[j] = NAN;
         marks[nmarks++] = (Mark){out, n, once >= 2 ? once : once && !kept, branch_now, 0, s};   /* 4: kept only */
         elided++;
+        elided9 += once == 9;
         return;
     }
 }
@@ -236,7 +241,9 @@ static void mk_rmsnorm_gather_fwd(real *xsel, real *out, real *rstd, const real 
 }
 static void mk_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w, const real *rstd,
                            int N, int C, int acc) {
-    Mark *md = restore_by(dout, (size_t)N * C, 8);   /* as its row kernel reads the gate|up product's bf16 D */
+    /* as its row kernel reads the gate|up product's bf16 D (once = 8) or the q|k|v product's (once = 9) */
+    Mark *md = restore_by(dout, (size_t)N * C, 8);
+    if (!md) md = restore_by(dout, (size_t)N * C, 9);
     cpu_ops.rmsnorm_bwd(dx, dw, dout, x, w, rstd, N, C, acc);
     repoison(md);
 }
@@ -364,7 +371,7 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
              !model_init_params(&m, 7);
     CHECK(ok, "%s: %s", s->name, fh_last_error());
     ref.unfused_proj = m.unfused_proj = unfused_proj;
-    unsigned long e0 = elided, s0 = served, p0 = packs_served, q0 = pack_elided;
+    unsigned long e0 = elided, s0 = served, p0 = packs_served, q0 = pack_elided, n90 = elided9;
     for (int st = 0; ok && st < 2; st++) {
         ok = !step(&ref, tok, tgt, B, T) && !step(&m, tok, tgt, B, T);
         CHECK(ok, "%s: %s", s->name, fh_last_error());
@@ -385,6 +392,10 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
         tiny_batch(tok, tgt, B, T, V, 4 + st);
     }
     CHECK(elided > e0, "%s: nothing was marked and elided", s->name);
+    /* LLaMA with fused products: every layer's attention norm d out (once = 9) elided, each step */
+    if (c.arch == ARCH_LLAMA && !unfused_proj)
+        CHECK(elided9 - n90 == 2 * (unsigned long)c.num_layers, "%s: %lu attention norm d outs elided (once = 9), "
+              "%d expected", s->name, elided9 - n90, 2 * c.num_layers);
     /* Mamba-2 (its in_proj packed, the default): every layer's packed gradient served from its windows */
     if (c.arch == ARCH_MAMBA2 && !m.unfused_inproj)
     {
@@ -392,8 +403,9 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
         CHECK(pack_elided > q0, "%s: no packed gradient window's fp32 elided (bf16_only once = 6)", s->name);
     }
     if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, %lu packs served (%lu "
-                   "windows without fp32), same bits\n", s->name, B, T, unfused_proj ? "separate products" :
-                   "fused products   ", elided - e0, served - s0, packs_served - p0, pack_elided - q0);
+                   "windows without fp32; %lu attention norm d outs), same bits\n", s->name, B, T,
+                   unfused_proj ? "separate products" : "fused products   ", elided - e0, served - s0,
+                   packs_served - p0, pack_elided - q0, elided9 - n90);
     model_free(&ref);
     model_free(&m);
     free(tok);
@@ -532,6 +544,30 @@ static void emulation_detects(void) {
         CHECK(dxr[0] == dxr[0] && dwr[1] == dwr[1], "rmsnorm_bwd reading it as dout is served");
         mk_rmsnorm_bwd(dxr, dwr, da, xr, wr, rs, 2, 2, FH_OVERWRITE);
         CHECK(dxr[0] != dxr[0], "a second read of a once = 8 output sees NaN");
+        mk_keep(NULL, 0);
+        /* once = 9: the same for the attention norm's d out; rmsnorm_gather_bwd (the fused split's norm backward,
+         * never handed it by model.c) and a product are not served */
+        mk_only(da, 4, 9);
+        mk_linear_bwd(da, NULL, NULL, go, NULL, wo, 2, 2, 1, FH_OVERWRITE);
+        CHECK(da[0] != da[0], "the product's once = 9 din holds NaN");
+        dwr[0] = dwr[1] = 0;
+        mk_rmsnorm_bwd(dxr, dwr, da, xr, wr, rs, 2, 2, FH_OVERWRITE);
+        CHECK(dxr[0] == dxr[0] && dxr[3] == dxr[3] && dwr[1] == dwr[1], "rmsnorm_bwd reading a once = 9 dout is "
+              "served");
+        mk_rmsnorm_bwd(dxr, dwr, da, xr, wr, rs, 2, 2, FH_OVERWRITE);
+        CHECK(dxr[0] != dxr[0], "a second read of a once = 9 output sees NaN");
+        mk_keep(NULL, 0);
+        mk_only(da, 4, 9);
+        mk_linear_bwd(da, NULL, NULL, go, NULL, wo, 2, 2, 1, FH_OVERWRITE);
+        {
+            int idx[2] = {1, 0};
+            real dfull[4] = {0}, dres[4] = {0};
+            dwr[0] = dwr[1] = 0;
+            cpu_ops.rmsnorm_gather_bwd(dfull, dwr, dres, da, xr, wr, rs, idx, 1, 2, 2, 2);
+            CHECK(dfull[0] != dfull[0], "rmsnorm_gather_bwd reading a once = 9 output sees NaN");
+        }
+        mk_linear_fwd(z, da, w, NULL, 1, 4, 1);
+        CHECK(z[0] != z[0], "a product reading a once = 9 output sees NaN");
         mk_keep(NULL, 0);
     }
 }

@@ -154,6 +154,17 @@ static void keep_end(Model *m) {
  *     before (pack_bf16), read only by the in_proj backward product through
  *     the pack (M2Acts.only); its three window writers may store only their
  *     rounding (the same bits; CUDA FLOWHN_DZXD_FP32=1 keeps fp32).
+ *   once = 7, 8: the packed MLP's d act (the down product's dgrad, read only
+ *     by swiglu_packed_bwd) and the MLP norm's d out dv (the gate|up
+ *     product's dgrad, read only by the norm's rmsnorm_bwd): mlp_bwd.
+ *   once = 9: the attention norm's d out du, the packed q|k|v product's
+ *     dgrad (attn_bwd_packed's last op, overwriting du), read only by the
+ *     first norm's rmsnorm_bwd that decoder_bwd runs right after, once, on
+ *     the same branch. Only where that holds: a decoder's attention mixer
+ *     without prefix keys (else the non-packed products accumulate into
+ *     du) and without the fused split's gather (rmsnorm_gather_bwd reads du
+ *     there), packed, kept (AttnActs.only); not Hymba (its Mamba head
+ *     accumulates into du). CUDA FLOWHN_BF16_DNORM_ATT=0 keeps fp32.
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -372,9 +383,10 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     return 0;
 }
 
-/* attn_bwd's packed path (du overwritten when acc is FH_OVERWRITE) */
+/* attn_bwd's packed path (du overwritten when acc is FH_OVERWRITE). norm_only: the caller's next op is the norm's
+ * rmsnorm_bwd reading du as its dout, on this branch, and nothing else reads or writes du (attn_bwd) */
 static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, const int *pos, const real *u,
-                           const real *dout, real *du, int acc) {
+                           const real *dout, real *du, int acc, int norm_only) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
@@ -413,6 +425,11 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     } else {
         o->attention_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, FIRST, P, P);
     }
+    /* du is written whole by the product below (overwritten: acc FH_OVERWRITE) and, by norm_only, read only by
+     * the caller's rmsnorm_bwd right after, once, on this branch: the product may write only its bf16 rounding
+     * (bf16_only once = 9; ops.h). Marked here, after every fallback above (they write dqkv, never du), so
+     * nothing runs between the mark's producer and its reader. a->only: backward_trunk's keep_end follows. */
+    if (a->only && norm_only && acc == FH_OVERWRITE) bf16_only(m, du, (size_t)rows * H, 9);
     /* one product: du and the gradients of Wq, Wk, Wv (adjacent: G(w->q) with P rows) */
     lin_bwd(m, du, G(w->q), NULL, a->dqkv, u, W(w->q), rows, H, P, acc);
     return 0;
@@ -467,14 +484,19 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
 }
 
 /* duq, dukv: overwritten when acc is FH_OVERWRITE, else accumulated (they may
- * be the same buffer when uq == ukv: the query product writes it first) */
+ * be the same buffer when uq == ukv: the query product writes it first).
+ * norm_only: duq == dukv and the caller's next op is the first norm's
+ * rmsnorm_bwd reading it as its dout (once, on this branch; nothing else
+ * reads or writes it): the packed path may mark it (bf16_only once = 9) */
 static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
-                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv, int acc) {
+                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv, int acc,
+                    int norm_only) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
-    if (a->packed) return attn_bwd_packed(m, w, a, B, nq, qpos, uq, dout, duq, acc);   /* duq == dukv there */
+    if (a->packed)   /* duq == dukv there */
+        return attn_bwd_packed(m, w, a, B, nq, qpos, uq, dout, duq, acc, norm_only && duq == dukv);
     size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
     ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
@@ -884,11 +906,14 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *d
             ENS(a->at.duk, (size_t)B * T * H);
             REF_ZERO(a->at.duk, (size_t)B * T * H);
             if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, T, m->iota_dev, a->at.uk, dmix, a->du, a->at.duk,
-                         FIRST))
+                         FIRST, 0))
                 return -1;
             o->rmsnorm_bwd(dx_full, G(w->mixer_norm), a->at.duk, a->x_full, W(w->mixer_norm), a->at.uk_rstd, B * T, H,
                            FH_ACC);
-        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du, FIRST))
+        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du, FIRST,
+                            /* du is read next only by the norm's backward below, as its dout: by rmsnorm_bwd
+                             * (not the fused split's rmsnorm_gather_bwd, d_dst) */
+                            !d_dst))
             return -1;
     } else if (w->mixer == MIXER_MAMBA1) {
         if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du, FIRST)) return -1;
@@ -1057,7 +1082,8 @@ static int hymba_bwd(Model *m, int l, const real *x, real *d) {
     o->rmsnorm_bwd(a->da, G(w->attn_out_norm), a->dan, a->a, W(w->attn_out_norm), a->an_rstd, (int)BT, H, FIRST);
     o->rmsnorm_bwd(a->ds, G(w->ssm_out_norm), a->dan, a->s, W(w->ssm_out_norm), a->sn_rstd, (int)BT, H, FIRST);
     /* du: the attention's products write it first, the Mamba's add */
-    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST))
+    /* not norm_only: the Mamba head's dgrad accumulates into du before the norm reads it */
+    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST, 0))
         return -1;
     if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du, FH_ACC)) return -1;
     /* d: the residual's share (dh) is there, the norm's is added (see mlp_bwd) */

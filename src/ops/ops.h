@@ -517,6 +517,19 @@ typedef struct Ops {
      *     norm backward read that; it must give any other path of
      *     rmsnorm_bwd defined fp32 (CUDA writes bf16(D) back). CUDA:
      *     FLOWHN_BF16_DNORM=0 writes fp32 as always.
+     *   once = 9: as once = 8, but x is the `din` of the packed q|k|v
+     *     product's linear_bwd, overwriting it (the attention norm's input
+     *     gradient du, [N, C]); it is read ONLY by the rmsnorm_bwd that
+     *     follows (the mixer norm's backward, not rmsnorm_gather_bwd), as
+     *     its `dout`, once, on the branch that wrote it; nothing writes x
+     *     between the product and that read (no other dgrad accumulates
+     *     into it) and no product reads it. A backend may have the product
+     *     write only its bf16 output and the norm backward read that; it
+     *     must give any other path of rmsnorm_bwd defined fp32 (CUDA writes
+     *     bf16(D) back), and any other reader fails loudly. NOT the same
+     *     bits as the fp32 path (du rounded to bf16 before the norm's
+     *     backward). CUDA: FLOWHN_BF16_DNORM_ATT=0 writes fp32 as always
+     *     (independent of FLOWHN_BF16_DNORM, so each norm is A/B'd alone).
      *   once = 6: x is the pack declared just before (pack_bf16(x, n, ld),
      *     same x and n, on this branch; not the next op's output: its window
      *     writers'); x's fp32 is read by no one: only the linear_bwd that

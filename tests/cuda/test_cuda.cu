@@ -3892,23 +3892,34 @@ static void test_bf16_dact(void) {
 }
 
 /* The MLP norm's d out as the gate|up product's bf16 D (ops.h bf16_only once = 8, linear.cu dnorm_d16, perf-notes
- * llamad16): as model.c mlp_bwd, dv [N, H] marked, the gate|up product's dgrad (dv = dgu [N, 2I] W [2I, H],
+ * llamad16): as model.c mlp_bwd, dv [N, H] marked, the gate|up product's dgrad (dv = dgu [N, K] W [K, H], K = 2I,
  * overwritten), then rmsnorm_bwd reading dv as its dout (dx, dw accumulated, as the model). on: the row kernel
  * reads D (its fp32 NaN under the verify switch), or, where the row kernel does not apply (odd H > 256), D is
- * written back to fp32 first (restored); off: today's path. res: dx, dw. */
-static void dnorm_run(int on, int N, int H, int I, float *const *h, float **res, unsigned long *cnt) {
-    size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
-    int was = cuda_set_bf16_dnorm(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
-    float *dgu = dev(h[0], ni2), *W = dev(h[1], 2 * (size_t)I * H), *x = dev(h[2], nh), *wn = dev(h[3], H);
+ * written back to fp32 first (restored); off: today's path. res: dx, dw.
+ * once = 9 (perf-notes attnorm16): the attention norm's d out du as the packed q|k|v product's dgrad (K = P =
+ * qd + 2 kvd), as model.c attn_bwd_packed then decoder_bwd; `on` is FLOWHN_BF16_DNORM_ATT's position, and the
+ * other switch (FLOWHN_BF16_DNORM) is set the opposite way: the two are independent, and the other mark's
+ * counters must not move. */
+static void dnorm_run(int once, int on, int N, int H, int K, float *const *h, float **res, unsigned long *cnt) {
+    size_t nh = (size_t)N * H, nk = (size_t)N * K;
+    int att = once == 9;
+    int was = cuda_set_bf16_dnorm(att ? !on : on), was_a = cuda_set_bf16_dnorm_att(att ? on : !on);
+    int was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *dgu = dev(h[0], nk), *W = dev(h[1], (size_t)K * H), *x = dev(h[2], nh), *wn = dev(h[3], H);
     float *rstd = dev(h[4], N), *dx = dev(h[5], nh), *dw = dev(h[6], H), *dv = dnan(nh);
-    unsigned long w0 = cuda_bf16_dnorm_written, r0 = cuda_bf16_dnorm_read, s0 = cuda_bf16_dnorm_restored;
-    G->bf16_only(dv, nh, 8);   /* as model.c mlp_bwd */
-    G->linear_bwd(dv, NULL, NULL, dgu, NULL, W, N, H, 2 * I, FH_OVERWRITE);
+    unsigned long *wc = att ? &cuda_bf16_dnorm_att_written : &cuda_bf16_dnorm_written;
+    unsigned long *rc = att ? &cuda_bf16_dnorm_att_read : &cuda_bf16_dnorm_read;
+    unsigned long *sc = att ? &cuda_bf16_dnorm_att_restored : &cuda_bf16_dnorm_restored;
+    unsigned long *ow = att ? &cuda_bf16_dnorm_written : &cuda_bf16_dnorm_att_written;
+    unsigned long *orr = att ? &cuda_bf16_dnorm_read : &cuda_bf16_dnorm_att_read;
+    unsigned long w0 = *wc, r0 = *rc, s0 = *sc, ow0 = *ow, or0 = *orr;
+    G->bf16_only(dv, nh, once);   /* as model.c mlp_bwd (8) or attn_bwd_packed (9) */
+    G->linear_bwd(dv, NULL, NULL, dgu, NULL, W, N, H, K, FH_OVERWRITE);
     G->rmsnorm_bwd(dx, dw, dv, x, wn, rstd, N, H, FH_ACC);
     CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
-    cnt[0] = cuda_bf16_dnorm_written - w0;
-    cnt[1] = cuda_bf16_dnorm_read - r0;
-    cnt[2] = cuda_bf16_dnorm_restored - s0;
+    cnt[0] = *wc - w0;
+    cnt[1] = *rc - r0;
+    cnt[2] = *sc - s0;
     res[0] = (float *)malloc(sizeof(float) * nh);
     res[1] = (float *)malloc(sizeof(float) * H);
     float *dvh = (float *)malloc(sizeof(float) * nh);
@@ -3918,17 +3929,67 @@ static void dnorm_run(int on, int N, int H, int I, float *const *h, float **res,
     size_t nan = 0;
     for (size_t i = 0; i < nh; i++) nan += dvh[i] != dvh[i];
     free(dvh);
-    /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none */
-    int ok = cnt[1] + cnt[2] == cnt[0] && (cnt[1] ? nan == nh : nan == 0);
+    /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none. The other mark's counters
+     * stay (its switch is the opposite of this one's) */
+    int ok = cnt[1] + cnt[2] == cnt[0] && (cnt[1] ? nan == nh : nan == 0) && *ow == ow0 && *orr == or0;
     if (!ok) line_ok = 0;
-    CHECK(ok, "dv %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read, %lu restored", on ? "on" : "off",
-          nan, nh, cnt[0], cnt[1], cnt[2]);
+    CHECK(ok, "%s %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read, %lu restored; the other "
+          "mark's: %lu written, %lu read", att ? "du" : "dv", on ? "on" : "off", nan, nh, cnt[0], cnt[1], cnt[2],
+          *ow - ow0, *orr - or0);
     G->keep_bf16(NULL, 0);
     float *all[] = {dgu, W, x, wn, rstd, dx, dw, dv};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
+    cuda_set_bf16_dnorm_att(was_a);
     cuda_set_bf16_dnorm(was);
+}
+/* one shape of test_bf16_dnorm (once = 8, K = 2I) or test_bf16_dnorm_att (once = 9, K = P): on and off against
+ * the CPU (linear_bwd then rmsnorm_bwd) and against each other, at the bf16 bound */
+static void dnorm_shape(const char *op, int once, int N, int H, int K) {
+    size_t nh = (size_t)N * H, nk = (size_t)N * K;
+    line_start(op, "N=%d H=%d K=%d", N, H, K);
+    float *h[7] = {hrand(nk, 0, 1), hrand((size_t)K * H, 0, 0.1f), hrand(nh, 0, 1), hrand(H, 1, 0.1f),
+                   hrand(N, 0, 1), hrand(nh, 0, 1), hrand(H, 0, 1)};
+    for (int r = 0; r < N; r++) h[4][r] = 0.5f + fabsf(h[4][r]);   /* rstd > 0 */
+    float *dv = hnan(nh), *dx = (float *)malloc(sizeof(float) * nh), *dw = (float *)malloc(sizeof(float) * H);
+    memcpy(dx, h[5], sizeof(float) * nh);
+    memcpy(dw, h[6], sizeof(float) * H);
+    cpu_linear_bwd(dv, NULL, NULL, h[0], NULL, h[1], N, H, K, FH_OVERWRITE);
+    cpu_rmsnorm_bwd(dx, dw, dv, h[2], h[3], h[4], N, H, FH_ACC);
+    float *r_on[2], *r_off[2];
+    unsigned long c_on[3], c_off[3];
+    dnorm_run(once, 0, N, H, K, h, r_off, c_off);
+    dnorm_run(once, 1, N, H, K, h, r_on, c_on);
+    int ok = c_off[0] == 0 && (c_on[0] == 1 || H % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%lu products bf16 d out on, %lu off (once = %d)", c_on[0], c_off[0], once);
+    TOL = 1e-2;
+    const char *nm[2] = {"dx", "dw"};
+    float *ref[2] = {dx, dw};
+    size_t sz[2] = {nh, (size_t)H};
+    for (int k = 0; k < 2; k++) {
+        char b[24];
+        float *d = dev(r_on[k], sz[k]);
+        snprintf(b, sizeof b, "%s_on", nm[k]);
+        cmp(b, ref[k], d, sz[k]);
+        G->release(d);
+        d = dev(r_off[k], sz[k]);
+        snprintf(b, sizeof b, "%s_off", nm[k]);
+        cmp(b, ref[k], d, sz[k]);
+        G->release(d);
+        d = dev(r_on[k], sz[k]);   /* on vs off within the bf16 bound */
+        snprintf(b, sizeof b, "%s_on_vs_off", nm[k]);
+        cmp(b, r_off[k], d, sz[k]);
+        G->release(d);
+    }
+    TOL = 1e-5;
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu", c_on[0], c_on[1], c_on[2]);
+    line_end();
+    for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
+    for (int k = 0; k < 7; k++) free(h[k]);
+    free(dv); free(dx); free(dw);
 }
 static void test_bf16_dnorm(void) {
     /* {N, H, I}: the row kernel's VW 1 (H 33) and VW 4 paths, the block fallback (odd H > 256: D written back),
@@ -3936,51 +3997,22 @@ static void test_bf16_dnorm(void) {
     static const int shapes[][3] = {{5, 33, 17}, {37, 96, 40}, {64, 300, 24}, {9, 301, 16}, {512, 768, 2048},
                                     {3, 8, 4}};
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        dnorm_shape("bf16_dnorm", 8, shapes[si][0], shapes[si][1], 2 * shapes[si][2]);
+    cuda_set_matmul_precision("fp32");
+}
+/* The attention norm's d out as the packed q|k|v product's bf16 D (ops.h bf16_only once = 9, FLOWHN_BF16_DNORM_ATT,
+ * perf-notes attnorm16): the same on / off checks at the attention path's shapes, K = P = (nh + 2 nkv) hd */
+static void test_bf16_dnorm_att(void) {
+    /* {N, H, nh, nkv, hd}: gpt2small (12 heads of 64, H 768: P 2304) at reduced rows; configs/llama-135m.json (32
+     * heads, 8 kv heads of 24: P 1152); GQA at H 96; odd widths: H 33 (VW 1), H 301 (the block fallback: D
+     * written back, if cuBLASLt takes the odd bf16 output), an odd row count */
+    static const int shapes[][5] = {{512, 768, 12, 12, 64}, {256, 768, 32, 8, 24}, {37, 96, 4, 2, 24},
+                                    {5, 33, 3, 3, 11}, {9, 301, 7, 1, 43}, {3, 8, 2, 1, 4}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        int N = shapes[si][0], H = shapes[si][1], I = shapes[si][2];
-        size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
-        line_start("bf16_dnorm", "N=%d H=%d I=%d", N, H, I);
-        float *h[7] = {hrand(ni2, 0, 1), hrand(2 * (size_t)I * H, 0, 0.1f), hrand(nh, 0, 1), hrand(H, 1, 0.1f),
-                       hrand(N, 0, 1), hrand(nh, 0, 1), hrand(H, 0, 1)};
-        for (int r = 0; r < N; r++) h[4][r] = 0.5f + fabsf(h[4][r]);   /* rstd > 0 */
-        float *dv = hnan(nh), *dx = (float *)malloc(sizeof(float) * nh), *dw = (float *)malloc(sizeof(float) * H);
-        memcpy(dx, h[5], sizeof(float) * nh);
-        memcpy(dw, h[6], sizeof(float) * H);
-        cpu_linear_bwd(dv, NULL, NULL, h[0], NULL, h[1], N, H, 2 * I, FH_OVERWRITE);
-        cpu_rmsnorm_bwd(dx, dw, dv, h[2], h[3], h[4], N, H, FH_ACC);
-        float *r_on[2], *r_off[2];
-        unsigned long c_on[3], c_off[3];
-        dnorm_run(0, N, H, I, h, r_off, c_off);
-        dnorm_run(1, N, H, I, h, r_on, c_on);
-        int ok = c_off[0] == 0 && (c_on[0] == 1 || H % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
-        if (!ok) line_ok = 0;
-        CHECK(ok, "%lu products bf16 dv on, %lu off", c_on[0], c_off[0]);
-        TOL = 1e-2;
-        const char *nm[2] = {"dx", "dw"};
-        float *ref[2] = {dx, dw};
-        size_t sz[2] = {nh, (size_t)H};
-        for (int k = 0; k < 2; k++) {
-            char b[24];
-            float *d = dev(r_on[k], sz[k]);
-            snprintf(b, sizeof b, "%s_on", nm[k]);
-            cmp(b, ref[k], d, sz[k]);
-            G->release(d);
-            d = dev(r_off[k], sz[k]);
-            snprintf(b, sizeof b, "%s_off", nm[k]);
-            cmp(b, ref[k], d, sz[k]);
-            G->release(d);
-            d = dev(r_on[k], sz[k]);   /* on vs off within the bf16 bound */
-            snprintf(b, sizeof b, "%s_on_vs_off", nm[k]);
-            cmp(b, r_off[k], d, sz[k]);
-            G->release(d);
-        }
-        TOL = 1e-5;
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu", c_on[0], c_on[1], c_on[2]);
-        line_end();
-        for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
-        for (int k = 0; k < 7; k++) free(h[k]);
-        free(dv); free(dx); free(dw);
+        const int *s = shapes[si];
+        dnorm_shape("bf16_dnorm_att", 9, s[0], s[1], (s[2] + 2 * s[3]) * s[4]);
     }
     cuda_set_matmul_precision("fp32");
 }
@@ -4862,6 +4894,7 @@ int main(void) {
     RUN(test_bf16_gu);
     RUN(test_bf16_dact);
     RUN(test_bf16_dnorm);
+    RUN(test_bf16_dnorm_att);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

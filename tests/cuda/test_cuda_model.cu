@@ -207,6 +207,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         int dact_was = ab ? cuda_set_bf16_dact(0) : -1;
         /* the MLP norm's d out as the gate|up product's bf16 D (FLOWHN_BF16_DNORM) likewise: after the d act one */
         int dnorm_was = ab ? cuda_set_bf16_dnorm(0) : -1;
+        /* the attention norm's d out as the q|k|v product's bf16 D (FLOWHN_BF16_DNORM_ATT) likewise: after the MLP
+         * norm's */
+        int dnatt_was = ab ? cuda_set_bf16_dnorm_att(0) : -1;
         /* cuDNN's dV straight into the bf16-only dqkv (FLOWHN_CUDNN_DV) likewise: its strided plan may be another
          * engine config (its own order), so off until its own pass at the end, keeping the A/Bs above bitwise */
         int dv_was = ab ? cuda_set_cudnn_dv(0) : -1;
@@ -536,6 +539,54 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_n);
             }
             free(g_nodn);
+        }
+        if (ab) cuda_set_bf16_dnorm_att(dnatt_was);
+        /* FLOWHN_BF16_DNORM_ATT on (the default): the packed q|k|v product's dgrad writes the attention norm's d
+         * out du as bf16 D only and rmsnorm_bwd's row kernel reads it (perf-notes attnorm16). As the MLP norm's
+         * pass: against the CPU and the step just run (ATT off, DNORM on) at the bf16 bounds; none refused; every
+         * D read or written back; one a layer and step for LLaMA with fused products (model.c marks it there),
+         * none where the model cannot prove the norm is the one reader (Hymba, prefix, the fused split's gather);
+         * the MLP norm's D as in the step before. */
+        if (okf && ab && cuda_set_bf16_dnorm_att(-1) && cuda_set_bf16_only(-1)) {
+            float *g_noat = host_copy(&mg, mg.grads);
+            double loss_noat = mg.loss;
+            unsigned long aw0 = cuda_bf16_dnorm_att_written, ar0 = cuda_bf16_dnorm_att_read;
+            unsigned long as0 = cuda_bf16_dnorm_att_restored, mw0 = cuda_bf16_dnorm_written;
+            unsigned long rf0 = cuda_bf16_only_refused;
+            model_zero_grad(&mg);
+            int oka = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(oka, "%s: cuda fused forward_backward, bf16 attention norm d out: %s", name, fh_last_error());
+            if (oka) {
+                double dla = rel_diff(mc.loss, mg.loss), wholea;
+                char worsta_name[96];
+                double worsta = compare_grads(&mc, &mg, worsta_name, sizeof worsta_name, &wholea);
+                CHECK(dla <= LOSS_TOL && wholea < WHOLE_TOL && worsta < GRAD_TOL,
+                      "%s: bf16 attention norm d out against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dla,
+                      wholea, worsta_name, worsta);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 attention norm d out",
+                      name, cuda_bf16_only_refused - rf0);
+                unsigned long aw = cuda_bf16_dnorm_att_written - aw0, ar = cuda_bf16_dnorm_att_read - ar0;
+                unsigned long as = cuda_bf16_dnorm_att_restored - as0, mw = cuda_bf16_dnorm_written - mw0;
+                CHECK(ar + as == aw, "%s: %lu attention norm d out D written, %lu read, %lu written back", name, aw,
+                      ar, as);
+                /* H % 8: cuBLASLt may decline an odd bf16 output (fp32 then, the mark spent): some, not all */
+                if (c->arch == ARCH_LLAMA && !mg.unfused_proj)
+                    CHECK(c->hidden_size % 8 ? aw > 0 : aw == (unsigned long)c->num_layers, "%s: %lu q|k|v products "
+                          "wrote the attention norm's d out as bf16 D, %d layers", name, aw, c->num_layers);
+                if (c->arch == ARCH_HYMBA)
+                    CHECK(aw == 0, "%s: %lu attention norm d outs as bf16 D in Hymba (its Mamba head accumulates "
+                          "into du: never marked)", name, aw);
+                float *g_a = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_noat, g_a, mg.layout.total, &nd), dlo = rel_diff(loss_noat, mg.loss);
+                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 attention norm d out on vs off: loss rel %.2e, "
+                      "gradient rel %.2e", name, dlo, rel);
+                printf("  %-5s %-22s bf16 attention norm d out on vs off: %lu products, %lu read, %lu written back "
+                       "(MLP norm's %lu), loss rel %.1e, grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, "
+                       "grad %.1e\n", mode, name, aw, ar, as, mw, dlo, rel, nd, dla, wholea);
+                free(g_a);
+            }
+            free(g_noat);
         }
         /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
          * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so

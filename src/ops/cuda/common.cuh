@@ -437,7 +437,8 @@ void cuda_datt_d16_restore(const float *x);
  * swiglu_packed_bwd's dout x [0, n), the D (read once: the record ends) or NULL; *bad: the record is for x on
  * another branch or extent (the error recorded, the caller does nothing) */
 const void *cuda_dact_d16(const float *x, size_t n, int *bad);
-/* the MLP norm's d out as the gate|up product's bf16 D (once = 8; linear.cu dnorm_d16): for rmsnorm_bwd's dout
+/* the MLP norm's d out as the gate|up product's bf16 D (once = 8), or the attention norm's as the q|k|v product's
+ * (once = 9; linear.cu dnorm_d16, one record for both): for rmsnorm_bwd's dout
  * x [0, n), the D or NULL (*bad as above); _done after the row kernel read it, _restore (x's fp32 written back
  * from it, the record ended) before any other path */
 const void *cuda_dnorm_d16(const float *x, size_t n, int *bad);

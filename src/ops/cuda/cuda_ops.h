@@ -168,6 +168,11 @@ extern unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
  * as its dout. Counters (tests): products, reads, and D written back to fp32 (rmsnorm_bwd's other path). */
 int cuda_set_bf16_dnorm(int on);
 extern unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
+/* FLOWHN_BF16_DNORM_ATT (default on; needs FLOWHN_BF16_ONLY on; independent of FLOWHN_BF16_DNORM): the
+ * attention norm's input gradient du marked once = 9 (the packed q|k|v product's dgrad) likewise, read by the same
+ * rmsnorm_bwd row kernel. Counters (tests) as above, for once = 9 only. */
+int cuda_set_bf16_dnorm_att(int on);
+extern unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_dnorm_att_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

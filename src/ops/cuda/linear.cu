@@ -624,7 +624,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
     int mo = mark >= 0 ? only_marks[mark].once : -1;
     if (mo == 2 || mo == 3 || mo == 5 || mo >= 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
-                                                                  * dact_d16, dnorm_d16), not an op's */
+                                                                  * dact_d16, dnorm_d16: 8, 9), not an op's */
     if (mark >= 0 && !skip) {
         /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
          * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
@@ -2101,6 +2101,7 @@ typedef struct {
     size_t n;
     int branch;
     __nv_bfloat16 *d;
+    int once;   /* the mark it came from (dnorm_rec: 8 the MLP norm's, 9 the attention norm's) */
 } D16Rec;
 static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec;
 static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch;
@@ -2183,19 +2184,28 @@ static int dact_d16(real *din, const void *wo, const void *go, int N, int IC, in
 }
 /* the MLP norm's output gradient dv as the gate|up product's bf16 D (ops.h bf16_only once = 8; FLOWHN_BF16_DNORM=0
  * off): the same, read by rmsnorm_bwd's row kernel as its dout (rmsnorm.cu, cuda_dnorm_d16); its other path
- * writes the fp32 back first (cuda_dnorm_d16_restore) */
-static int dnorm_on = -1;
+ * writes the fp32 back first (cuda_dnorm_d16_restore).
+ * The attention norm's input gradient du as the q|k|v product's bf16 D (once = 9; FLOWHN_BF16_DNORM_ATT=0 off,
+ * perf-notes attnorm16) is the same read by the same rmsnorm_bwd, so it shares the record and the scratch: one
+ * record at a time (d16_begin declines while one is live, and the MLP norm's is read or written back by its
+ * rmsnorm_bwd before the attention's backward starts); the record's once picks the counters. */
+static int dnorm_on = -1, dnorm_att_on = -1;
 unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
+unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_dnorm_att_restored;
 int cuda_set_bf16_dnorm(int on) { return env_switch(&dnorm_on, "FLOWHN_BF16_DNORM", 1, on); }
-static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+int cuda_set_bf16_dnorm_att(int on) { return env_switch(&dnorm_att_on, "FLOWHN_BF16_DNORM_ATT", 1, on); }
+static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc, int once) {
     size_t n = (size_t)N * IC;
     __nv_bfloat16 *d = NULL;
-    if (!d16_begin(din, n, 8, cuda_set_bf16_dnorm(-1) && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
-                   "the MLP norm's bf16 d out", &d))
+    int on = once == 9 ? cuda_set_bf16_dnorm_att(-1) : cuda_set_bf16_dnorm(-1);
+    if (!d16_begin(din, n, once, on && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
+                   once == 9 ? "the attention norm's bf16 d out" : "the MLP norm's bf16 d out", &d))
         return 0;
     if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
     d16_written(&dnorm_rec, din, n, d);
-    cuda_bf16_dnorm_written++;
+    dnorm_rec.once = once;
+    if (once == 9) cuda_bf16_dnorm_att_written++;
+    else cuda_bf16_dnorm_written++;
     return 1;
 }
 static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
@@ -2260,7 +2270,10 @@ const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
     if (dnorm_rec.n != n || dnorm_rec.branch != cuda_branch()) {
         *bad = 1;
         cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
+        cuda_record_error("bf16_only", dnorm_rec.once == 9 ?
+                          "rmsnorm_bwd reads the attention norm's bf16 d out (once = 9) over another extent or on "
+                          "another branch than the one that wrote it: the op contract (ops.h bf16_only) was broken" :
+                          "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
                           "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
                           "broken", __FILE__, __LINE__);
         dnorm_rec.x = NULL;
@@ -2271,11 +2284,17 @@ const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
 void cuda_dnorm_d16_done(const float *x) {
     if (dnorm_rec.x == x) {   /* read once, by the row kernel: the fp32 stays absent (nothing else reads it) */
         dnorm_rec.x = NULL;
-        cuda_bf16_dnorm_read++;
+        if (dnorm_rec.once == 9) cuda_bf16_dnorm_att_read++;
+        else cuda_bf16_dnorm_read++;
     }
 }
 void cuda_dnorm_d16_restore(const float *x) {
-    if (d16_restore(&dnorm_rec, x, "the MLP norm's bf16 d out (once = 8)")) cuda_bf16_dnorm_restored++;
+    int att = dnorm_rec.once == 9;
+    if (d16_restore(&dnorm_rec, x, att ? "the attention norm's bf16 d out (once = 9)" :
+                                         "the MLP norm's bf16 d out (once = 8)")) {
+        if (att) cuda_bf16_dnorm_att_restored++;
+        else cuda_bf16_dnorm_restored++;
+    }
 }
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
@@ -2347,9 +2366,10 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     const void *wo = din ? operand(w, (size_t)OC * IC, 0) : NULL;
     /* the attention's d out, marked once = 5: its bf16 D only, read by cuDNN's backward as dO */
     const int dacc = acc & FH_ACC;   /* FH_DW_OVERWRITE (ops.h) is dw's: beta 0, dw not read */
-    /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout */
+    /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout; a norm's d out
+     * (the MLP norm's once = 8, the attention norm's once = 9): read by rmsnorm_bwd */
     if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) && !dact_d16(din, wo, go, N, IC, OC, dacc) &&
-        !dnorm_d16(din, wo, go, N, IC, OC, dacc) &&
+        !dnorm_d16(din, wo, go, N, IC, OC, dacc, 8) && !dnorm_d16(din, wo, go, N, IC, OC, dacc, 9) &&
         lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, dacc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,

@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
  * per column into part[block][C] (each warp's running sums in its own shared
  * row, then the 8 rows added in order); rmsnorm_dw_finish adds the blocks'
  * parts in order: deterministic. Warps take rows w, w + 8 G, ... (G blocks). */
-/* DI: dout's type, float or __nv_bfloat16 (the product's bf16 D, ops.h bf16_only once = 8) */
+/* DI: dout's type, float or __nv_bfloat16 (the product's bf16 D, ops.h bf16_only once = 8 or 9) */
 template <int VW, int NV, typename DI>
 __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
     rmsnorm_bwd_rows_kernel(float *dx, float *part, const DI *dout, const float *x, const float *w,
@@ -535,8 +535,8 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                       const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
-    /* dout as the gate|up product's bf16 D (once = 8): the row kernel reads it; any other path gets the fp32
-     * written back from it first */
+    /* dout as the gate|up product's bf16 D (once = 8) or the q|k|v product's (once = 9, the attention norm's):
+     * the row kernel reads it; any other path gets the fp32 written back from it first */
     int bad;
     const __nv_bfloat16 *db = (const __nv_bfloat16 *)cuda_dnorm_d16(dout, (size_t)N * C, &bad);
     if (bad) return;
@@ -595,6 +595,9 @@ void cuda_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real
     if (N <= 0 || C <= 0) return;
     int acc = dres != NULL;   /* the kernels read dx (here dres) only when acc */
     float *dr = (float *)dres;   /* read only with dfull set */
+    /* no norm d out is served here (model.c never marks the fused split's du, ops.h bf16_only once = 9): a dout
+     * whose fp32 a product left unwritten is the contract broken, loud rather than read */
+    if (cuda_bf16_missing(dout, (size_t)N * C, "rmsnorm_gather_bwd (its dout)")) return;
     if (rmsnorm_bwd_rows(dr, dw, dout, x, w, rstd, N, C, acc, dfull, idx, T, n_sel)) return;
     if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});
     if (dfull) {
