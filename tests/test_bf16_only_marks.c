@@ -360,7 +360,9 @@ static int step(Model *m, const int *tok, const int *tgt, int B, int T) {
     return model_forward_backward(m, tok, tgt, B, T);
 }
 
-static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
+/* unfused_split (FlowHN): the split's gathers as separate ops (Model.unfused_split), so the attention branch's
+ * first norm is rmsnorm_bwd on the branch's own du and its d out is marked once = 9 (isolated context) */
+static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj, int unfused_split) {
     Config c = tiny_config(s);
     if (T > c.max_seq_len) c.max_seq_len = T;
     int V = c.vocab_size;
@@ -371,6 +373,7 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
              !model_init_params(&m, 7);
     CHECK(ok, "%s: %s", s->name, fh_last_error());
     ref.unfused_proj = m.unfused_proj = unfused_proj;
+    ref.unfused_split = m.unfused_split = unfused_split;
     unsigned long e0 = elided, s0 = served, p0 = packs_served, q0 = pack_elided, n90 = elided9;
     for (int st = 0; ok && st < 2; st++) {
         ok = !step(&ref, tok, tgt, B, T) && !step(&m, tok, tgt, B, T);
@@ -396,6 +399,9 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
     if (c.arch == ARCH_LLAMA && !unfused_proj)
         CHECK(elided9 - n90 == 2 * (unsigned long)c.num_layers, "%s: %lu attention norm d outs elided (once = 9), "
               "%d expected", s->name, elided9 - n90, 2 * c.num_layers);
+    /* FlowHN with its gathers separate, isolated context, fused products: the attention branch's too */
+    if (c.arch == ARCH_FLOWHN && unfused_split && !unfused_proj && c.context != CONTEXT_PREFIX)
+        CHECK(elided9 > n90, "%s: no attention norm d out elided with the split's gathers unfused", s->name);
     /* Mamba-2 (its in_proj packed, the default): every layer's packed gradient served from its windows */
     if (c.arch == ARCH_MAMBA2 && !m.unfused_inproj)
     {
@@ -404,7 +410,8 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
     }
     if (ok) printf("  %-22s B=%d T=%d %s: %lu outputs elided, %lu product reads served, %lu packs served (%lu "
                    "windows without fp32; %lu attention norm d outs), same bits\n", s->name, B, T,
-                   unfused_proj ? "separate products" : "fused products   ", elided - e0, served - s0,
+                   unfused_proj ? "separate products" : unfused_split ? "split unfused    " : "fused products   ",
+                   elided - e0, served - s0,
                    packs_served - p0, pack_elided - q0, elided9 - n90);
     model_free(&ref);
     model_free(&m);
@@ -415,8 +422,9 @@ static void marks_hold(const TinySpec *s, int B, int T, int unfused_proj) {
 static void every_architecture(void) {
     if (omp_get_max_threads() > 2) omp_set_num_threads(2);
     for (int i = 0; i < n_tiny_specs; i++) {
-        marks_hold(&tiny_specs[i], 2, 24, 0);
-        marks_hold(&tiny_specs[i], 2, 24, 1);
+        marks_hold(&tiny_specs[i], 2, 24, 0, 0);
+        marks_hold(&tiny_specs[i], 2, 24, 1, 0);
+        if (tiny_config(&tiny_specs[i]).arch == ARCH_FLOWHN) marks_hold(&tiny_specs[i], 2, 24, 0, 1);
     }
 }
 
