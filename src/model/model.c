@@ -27,7 +27,9 @@ typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
                  real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
                  int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
                  int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */
-                 int only;     /* the forward kept (keep_acts): qkv, att, datt, dqkv may be bf16-only */ } AttnActs;
+                 int only;     /* the forward kept (keep_acts): qkv, att, datt, dqkv may be bf16-only */
+                 int out16;    /* set by the caller: the output (o product) is read only by the MLP's
+                                * add_rmsnorm_fwd right after (bf16_only once = 10) */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -165,6 +167,15 @@ static void keep_end(Model *m) {
  *     du) and without the fused split's gather (rmsnorm_gather_bwd reads du
  *     there), packed, kept (AttnActs.only); not Hymba (its Mamba head
  *     accumulates into du). CUDA FLOWHN_BF16_DNORM_ATT=0 keeps fp32.
+ *   once = 10: a residual branch's output, read only by the add_rmsnorm_fwd
+ *     that makes the residual: the attention's o product output (mix) in a
+ *     decoder layer with an MLP (mlp_fwd's add, AttnActs.out16), and the
+ *     MLP's down product output when the layer's output add is left to the
+ *     next decoder / Hymba layer's first norm or to the final norm
+ *     (Residual.norm). The product may write it in bf16 only (one more
+ *     rounding; CUDA FLOWHN_BF16_RESID=0 keeps fp32). Nothing else reads
+ *     them: the products' backwards read their inputs, mlp_bwd reads h and
+ *     the first norm's backward x_in (the adds' r, written in fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -379,6 +390,7 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
         keep_bf16(m, a->att, (size_t)rows * qd);   /* the o product's input, again in its backward */
         o->attention_fwd(a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, P, P);
     }
+    if (a->out16) bf16_only(m, out, (size_t)rows * H, 10);   /* read only by the caller's add (AttnActs.out16) */
     o->linear_fwd(out, a->att, W(w->o), NULL, rows, qd, H);
     return 0;
 }
@@ -468,6 +480,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         o->attention_rope_fwd(a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd,
                               (real)c->rope_theta, qd, kvd) == 0) {
         a->roped = 1;   /* RoPE inside the attention op: no qr, kr */
+        if (a->out16) bf16_only(m, out, (size_t)B * nq * H, 10);   /* as attn_fwd_packed's */
         o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
         return 0;
     }
@@ -479,6 +492,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     }
     keep_bf16(m, a->att, (size_t)B * nq * qd);   /* the o product's input, again in its backward */
     o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd, qd, kvd);
+    if (a->out16) bf16_only(m, out, (size_t)B * nq * H, 10);   /* as attn_fwd_packed's */
     o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
     return 0;
 }
@@ -751,7 +765,13 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
  * add would have written. A block's output add is left to the next layer
  * (or the final norm), which makes it in one op with its input norm
  * (ops.h add_rmsnorm_fwd): the same operands in the same order, the same bits. */
-typedef struct { const real *a, *b; } Residual;
+typedef struct {
+    const real *a, *b;
+    /* set by the caller before the producer runs: the add will be made by an add_rmsnorm_fwd (the next decoder or
+     * Hymba layer's first norm, or the final norm) with nothing in between, so a product writing a or b may mark
+     * it bf16-only (once = 10; producers keep this field when they fill a, b) */
+    int norm;
+} Residual;
 
 /* ------------------------------------------------------------------------ */
 /* MLP with its norm and residual: out = h + down(silu(gate(v)) * up(v)), v = RMSNorm(h).
@@ -799,8 +819,11 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
         if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);
         o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
     }
+    /* out is read only by the deferred add (defer->norm: an add_rmsnorm_fwd, out its a, r written over it): the
+     * down product may write only its bf16 rounding (bf16_only once = 10; ops.h) */
+    if (a->only && defer && defer->norm) bf16_only(m, out, (size_t)N * H, 10);
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
-    if (defer) *defer = (Residual){out, h};   /* out = out + h, made by the next op */
+    if (defer) defer->a = out, defer->b = h;   /* out = out + h, made by the next op */
     else o->add(out, out, h, (size_t)N * H);
     return 0;
 }
@@ -866,6 +889,9 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
     else if (x_src) o->rmsnorm_gather_fwd((real *)x_in, a->u, a->u_rstd, x_src, pos, W(w->mixer_norm), B, T, n, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
+    /* mix (the o product's output) is read only by the MLP's add below (its b, h = x_in + mix): bf16_only once
+     * = 10 there (attn_fwd) */
+    a->at.out16 = m->keep_acts && w->has_mlp;
     if (w->mixer == MIXER_ATTN) {
         if (x_full) {
             ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
@@ -878,7 +904,7 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
         if (mamba1_fwd(m, &w->m1, &a->m1, B, n, a->u, a->mix)) return -1;
     } else if (mamba2_fwd(m, &w->m2, &a->m2, B, n, a->u, a->mix)) return -1;
     if (!w->has_mlp) {
-        if (defer) *defer = (Residual){x_in, a->mix};   /* out = x_in + mix, made by the next op */
+        if (defer) defer->a = x_in, defer->b = a->mix;   /* out = x_in + mix, made by the next op */
         else o->add(out, x_in, a->mix, N * H);
         return 0;
     }
@@ -972,7 +998,7 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, R
     o->linear_fwd(a->zz, a->y, W(w->fuse), NULL, (int)BT, Hin, H);
     o->add_rmsnorm_fwd(a->zz, a->zn, a->zn_rstd, a->zz, x, W(w->out_norm), (int)BT, H, (real)c->norm_eps);   /* zz += x */
     o->linear_fwd(out, a->zn, W(w->out_proj), NULL, (int)BT, H, H);
-    if (defer) *defer = (Residual){out, a->zz};   /* out = out + zz, made by the next op */
+    if (defer) defer->a = out, defer->b = a->zz;   /* out = out + zz, made by the next op */
     else o->add(out, out, a->zz, BT * H);
     return 0;
 }
@@ -1049,6 +1075,7 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, co
     /* attention and Mamba heads read u and write their own outputs: two branches
      * (the backward adds both into du, so it stays in order) */
     branch(o, 1);
+    a->at.out16 = 0;   /* its output is read by the out norm, not an add */
     int rc = attn_fwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->a);
     branch(o, 2);
     if (!rc) rc = mamba1_fwd(m, &w->m1, &a->m1, B, T, a->u, a->s);
@@ -1327,6 +1354,10 @@ static int trunk_compute(Model *m, int keep) {
      * (x[l + 1] = res.a + res.b), the last one's by the final norm */
     Residual res = {0}, next;
     for (int l = 0; l < c->num_layers; l++) {
+        /* the next layer makes this one's output add with its first norm, unless it is FlowHN's (a plain add):
+         * then, and for the final norm, the add is an add_rmsnorm_fwd right after the layer (Residual.norm) */
+        next = (Residual){0};
+        next.norm = l + 1 == c->num_layers || m->layout.layers[l + 1].kind != LAYER_FLOWHN;
         if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1], l ? &res : NULL, &next)) return -1;
         res = next;
     }

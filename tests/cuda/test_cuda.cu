@@ -4017,6 +4017,128 @@ static void test_bf16_dnorm_att(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* A residual branch's output as its product's bf16 D (ops.h bf16_only once = 10, linear.cu resid_d16,
+ * perf-notes resid16): as model.c, y [N, C] marked, the product y = in W^T (linear_fwd, no bias), then
+ * add_rmsnorm_fwd reading y as its b (r another buffer: the o product's case) or as its a with r = y (in
+ * place: the down product's case). mode 0: FLOWHN_BF16_RESID off (today's path); 1: on (the row kernel reads
+ * D; y's fp32 NaN under the verify switch unless r = y); 2: on with FLOWHN_ELEM=old and 3: on with
+ * FLOWHN_ADD_NORM=0 (D written back to fp32 first, then the old kernels). h: in, W, the other operand, the
+ * norm weight. res: r, out, rstd, y before the add (host), y after it. cnt: written, read, restored. */
+static void resid_run(int mode, int which, int N, int C, int IC, float *const *h, float **res, unsigned long *cnt) {
+    size_t nc = (size_t)N * C;
+    int was = cuda_set_bf16_resid(mode > 0), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    int was_old = cuda_set_elem_old(mode == 2), was_f = cuda_set_add_norm_fused(mode != 3);
+    float *in = dev(h[0], (size_t)N * IC), *W = dev(h[1], (size_t)C * IC), *o = dev(h[2], nc), *wn = dev(h[3], C);
+    float *y = dnan(nc), *r = dnan(nc), *out = dnan(nc), *rstd = dnan(N);
+    unsigned long w0 = cuda_bf16_resid_written, r0 = cuda_bf16_resid_read, s0 = cuda_bf16_resid_restored;
+    G->bf16_only(y, nc, 10);   /* as model.c (attn_fwd's o product, mlp_fwd's down product) */
+    G->linear_fwd(y, in, W, NULL, N, IC, C);
+    for (int k = 0; k < 5; k++) res[k] = (float *)malloc(sizeof(float) * (k == 2 ? N : nc));
+    G->to_host(res[3], y, sizeof(float) * nc);   /* off: the product's fp32 output; on: NaN (not an op's read) */
+    if (which) G->add_rmsnorm_fwd(y, out, rstd, y, o, wn, N, C, 1e-5f);   /* r = y + o, over y */
+    else G->add_rmsnorm_fwd(r, out, rstd, o, y, wn, N, C, 1e-5f);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    cnt[0] = cuda_bf16_resid_written - w0;
+    cnt[1] = cuda_bf16_resid_read - r0;
+    cnt[2] = cuda_bf16_resid_restored - s0;
+    G->to_host(res[0], which ? y : r, sizeof(float) * nc);
+    G->to_host(res[1], out, sizeof(float) * nc);
+    G->to_host(res[2], rstd, sizeof(float) * N);
+    G->to_host(res[4], y, sizeof(float) * nc);
+    G->keep_bf16(NULL, 0);
+    float *all[] = {in, W, o, wn, y, r, out, rstd};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_add_norm_fused(was_f);
+    cuda_set_elem_old(was_old);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_resid(was);
+}
+static void test_bf16_resid(void) {
+    /* {N, C, IC}: the row kernel's VW 1 (C 33) and VW 4 paths, the block fallback (odd C > 256; C > 1024: D
+     * written back), gpt2small's o and down products at reduced rows (C 768, IC 768 / 2048) */
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 40}, {19, 300, 24}, {9, 301, 16}, {3, 1032, 8},
+                                    {256, 768, 768}, {512, 768, 2048}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int which = 0; which < 2; which++) {
+            int N = shapes[si][0], C = shapes[si][1], IC = shapes[si][2];
+            size_t nc = (size_t)N * C;
+            line_start("bf16_resid", "N=%d C=%d IC=%d %s", N, C, IC, which ? "a, r=a" : "b");
+            float *h[4] = {hrand((size_t)N * IC, 0, 1), hrand((size_t)C * IC, 0, 0.2f), hrand(nc, 0.3f, 1.5f),
+                           hrand(C, 1, 0.2f)};
+            /* the CPU: the fp32 product and the add on it */
+            float *y = hnan(nc), *r = hnan(nc), *out = hnan(nc), *rstd = hnan(N);
+            cpu_linear_fwd(y, h[0], h[1], NULL, N, IC, C);
+            if (which) cpu_add_rmsnorm_fwd(r, out, rstd, y, h[2], h[3], N, C, 1e-5f);
+            else cpu_add_rmsnorm_fwd(r, out, rstd, h[2], y, h[3], N, C, 1e-5f);
+            float *res[4][5];
+            unsigned long cnt[4][3];
+            for (int mode = 0; mode < 4; mode++) resid_run(mode, which, N, C, IC, h, res[mode], cnt[mode]);
+            /* the add on bf16(the GPU product's fp32 output): what the row kernel computes from D (D is that
+             * rounding up to cuBLASLt's order in its bf16-output plan) */
+            float *y16 = (float *)malloc(sizeof(float) * nc), *r16 = hnan(nc), *o16 = hnan(nc), *s16 = hnan(N);
+            float *r32 = hnan(nc), *o32 = hnan(nc), *s32 = hnan(N);
+            for (size_t i = 0; i < nc; i++) y16[i] = bf16_float(rne_bf16(res[0][3][i]));
+            if (which) {
+                cpu_add_rmsnorm_fwd(r16, o16, s16, y16, h[2], h[3], N, C, 1e-5f);
+                cpu_add_rmsnorm_fwd(r32, o32, s32, res[0][3], h[2], h[3], N, C, 1e-5f);
+            } else {
+                cpu_add_rmsnorm_fwd(r16, o16, s16, h[2], y16, h[3], N, C, 1e-5f);
+                cpu_add_rmsnorm_fwd(r32, o32, s32, h[2], res[0][3], h[3], N, C, 1e-5f);
+            }
+            int rows = C <= 1024 && (C % 4 == 0 || C <= 256);   /* the row kernel applies (rmsnorm.cu rows_plan) */
+            int ok = cnt[0][0] == 0 && cnt[0][1] + cnt[0][2] == 0;
+            for (int mode = 1; mode < 4; mode++) {
+                /* odd widths: cuBLASLt may decline the bf16 output (fp32 as always then) */
+                int w = cnt[mode][0];
+                ok = ok && (w == 1 || (C % 4 && w == 0)) && cnt[mode][1] + cnt[mode][2] == cnt[mode][0] &&
+                     (mode == 1 && rows ? cnt[mode][1] == cnt[mode][0] : cnt[mode][2] == cnt[mode][0]);
+                size_t nan = 0;   /* y after the add: NaN when D was read and r is elsewhere; else written */
+                for (size_t i = 0; i < nc; i++) nan += res[mode][4][i] != res[mode][4][i];
+                ok = ok && (cnt[mode][1] && !which ? nan == nc : nan == 0);
+            }
+            if (!ok) line_ok = 0;
+            CHECK(ok, "D16 written/read/restored: off %lu/%lu/%lu, on %lu/%lu/%lu, old %lu/%lu/%lu, unfused "
+                  "%lu/%lu/%lu", cnt[0][0], cnt[0][1], cnt[0][2], cnt[1][0], cnt[1][1], cnt[1][2], cnt[2][0],
+                  cnt[2][1], cnt[2][2], cnt[3][0], cnt[3][1], cnt[3][2]);
+            const char *nm[3] = {"r", "out", "rstd"};
+            float *ref[3] = {r, out, rstd}, *ref16[3] = {r16, o16, s16}, *ref32[3] = {r32, o32, s32};
+            size_t sz[3] = {nc, nc, (size_t)N};
+            static const char *mn[4] = {"off", "on", "old", "unf"};
+            for (int k = 0; k < 3; k++) {
+                char b[32];
+                for (int mode = 0; mode < 4; mode++) {
+                    float *d = dev(res[mode][k], sz[k]);
+                    /* the same math as the CPU op on the values read: bf16(y) where D was written, fp32 y off
+                     * (row sums in another order: the fp32 bound; D's own accumulation order: 3e-4) */
+                    TOL = mode && cnt[mode][0] ? 3e-4 : 1e-5;
+                    snprintf(b, sizeof b, "%s_%s", nm[k], mn[mode]);
+                    cmp(b, mode && cnt[mode][0] ? ref16[k] : ref32[k], d, sz[k]);
+                    TOL = 1e-2;   /* against the CPU's fp32 product (bf16 operands) and on vs off */
+                    snprintf(b, sizeof b, "%s_%s_cpu", nm[k], mn[mode]);
+                    cmp(b, ref[k], d, sz[k]);
+                    if (mode) {
+                        snprintf(b, sizeof b, "%s_%s_vs_off", nm[k], mn[mode]);
+                        cmp(b, res[0][k], d, sz[k]);
+                    }
+                    G->release(d);
+                }
+            }
+            TOL = 1e-5;
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu (old: restored %lu, unfused: "
+                     "restored %lu)", cnt[1][0], cnt[1][1], cnt[1][2], cnt[2][2], cnt[3][2]);
+            line_end();
+            for (int mode = 0; mode < 4; mode++)
+                for (int k = 0; k < 5; k++) free(res[mode][k]);
+            for (int k = 0; k < 4; k++) free(h[k]);
+            free(y); free(r); free(out); free(rstd); free(y16); free(r16); free(o16); free(s16);
+            free(r32); free(o32); free(s32);
+        }
+    cuda_set_matmul_precision("fp32");
+}
+
 #ifdef HAVE_CPU_ATTENTION
 /* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
  * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
@@ -4895,6 +5017,7 @@ int main(void) {
     RUN(test_bf16_dact);
     RUN(test_bf16_dnorm);
     RUN(test_bf16_dnorm_att);
+    RUN(test_bf16_resid);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

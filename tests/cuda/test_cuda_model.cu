@@ -210,6 +210,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         /* the attention norm's d out as the q|k|v product's bf16 D (FLOWHN_BF16_DNORM_ATT) likewise: after the MLP
          * norm's */
         int dnatt_was = ab ? cuda_set_bf16_dnorm_att(0) : -1;
+        /* a residual branch's output as its product's bf16 D (FLOWHN_BF16_RESID: the branch rounded once more
+         * before the add) likewise: after the norm d out one */
+        int resid_was = ab ? cuda_set_bf16_resid(0) : -1;
         /* cuDNN's dV straight into the bf16-only dqkv (FLOWHN_CUDNN_DV) likewise: its strided plan may be another
          * engine config (its own order), so off until its own pass at the end, keeping the A/Bs above bitwise */
         int dv_was = ab ? cuda_set_cudnn_dv(0) : -1;
@@ -587,6 +590,47 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_a);
             }
             free(g_noat);
+        if (ab) cuda_set_bf16_resid(resid_was);
+        /* FLOWHN_BF16_RESID on (the default): the o and down products write their output (a residual branch) as
+         * bf16 D only and add_rmsnorm_fwd's row kernel reads it (perf-notes resid16). The forward changes too
+         * (the branch rounded before the add): against the CPU at the usual bounds, against the step just run
+         * (RESID off) at the bf16 bound for the loss and the gradients; none refused; every D read or written
+         * back; > 0 for LLaMA (every o and down product) and Hymba (its down products). */
+        if (okf && ab && cuda_set_bf16_resid(-1) && cuda_set_bf16_only(-1)) {
+            float *g_nors = host_copy(&mg, mg.grads);
+            double loss_nors = mg.loss;
+            unsigned long sw0 = cuda_bf16_resid_written, sr0 = cuda_bf16_resid_read, ss0 = cuda_bf16_resid_restored;
+            unsigned long rf0 = cuda_bf16_only_refused;
+            model_zero_grad(&mg);
+            int oks = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
+            CHECK(oks, "%s: cuda fused forward_backward, bf16 resid: %s", name, fh_last_error());
+            if (oks) {
+                double dls = rel_diff(mc.loss, mg.loss), wholes;
+                char worsts_name[96];
+                double worsts = compare_grads(&mc, &mg, worsts_name, sizeof worsts_name, &wholes);
+                CHECK(dls <= LOSS_TOL && wholes < WHOLE_TOL && worsts < GRAD_TOL,
+                      "%s: bf16 resid against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dls, wholes,
+                      worsts_name, worsts);
+                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 resid", name,
+                      cuda_bf16_only_refused - rf0);
+                unsigned long sw = cuda_bf16_resid_written - sw0, sr = cuda_bf16_resid_read - sr0;
+                unsigned long ss = cuda_bf16_resid_restored - ss0;
+                CHECK(sr + ss == sw, "%s: %lu residual branch D written, %lu read, %lu written back", name, sw, sr,
+                      ss);
+                if (c->arch == ARCH_LLAMA || c->arch == ARCH_HYMBA)
+                    CHECK(sw > 0, "%s: no o or down product wrote its output as bf16 D (%d layers)", name,
+                          c->num_layers);
+                float *g_s = host_copy(&mg, mg.grads);
+                size_t nd;
+                double rel = grad_rel(g_nors, g_s, mg.layout.total, &nd), dlo = rel_diff(loss_nors, mg.loss);
+                CHECK(rel <= 1e-2 && dlo <= 1e-2, "%s: bf16 resid on vs off: loss rel %.2e, gradient rel %.2e", name,
+                      dlo, rel);
+                printf("  %-5s %-22s bf16 resid on vs off: %lu products, %lu read, %lu written back, loss rel %.1e, "
+                       "grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, sw,
+                       sr, ss, dlo, rel, nd, dls, wholes);
+                free(g_s);
+            }
+            free(g_nors);
         }
         /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
          * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so

@@ -444,6 +444,12 @@ const void *cuda_dact_d16(const float *x, size_t n, int *bad);
 const void *cuda_dnorm_d16(const float *x, size_t n, int *bad);
 void cuda_dnorm_d16_done(const float *x);
 void cuda_dnorm_d16_restore(const float *x);
+/* a residual branch's output as its product's bf16 D (once = 10; linear.cu resid_d16): for add_rmsnorm_fwd's a
+ * or b = x [0, n), the D or NULL (*bad as above); _done after the row kernel read it, _restore before any other
+ * path */
+const void *cuda_resid_d16(const float *x, size_t n, int *bad);
+void cuda_resid_d16_done(const float *x);
+void cuda_resid_d16_restore(const float *x);
 /* the attention's out marked once = 4 (FLOWHN_BF16_ATT_O): its kept buffer, where cuDNN may write O, or NULL;
  * claims nothing (the claim comes after cuDNN ran, cuda_shadow_claim_only, and hands out that buffer) */
 void *cuda_att_o_home(const float *out, size_t n);

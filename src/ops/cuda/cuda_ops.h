@@ -173,6 +173,12 @@ extern unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dn
  * rmsnorm_bwd row kernel. Counters (tests) as above, for once = 9 only. */
 int cuda_set_bf16_dnorm_att(int on);
 extern unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_dnorm_att_restored;
+/* FLOWHN_BF16_RESID (default on; needs FLOWHN_BF16_ONLY on): a residual branch's output marked once = 10 (the
+ * o product's, the down product's; model.c) is written by that product as bf16 D only, which add_rmsnorm_fwd's
+ * row kernel reads as its a or b (not the same bits: the branch rounded once more before the add). Counters
+ * (tests): products, reads, and D written back to fp32 (the add's other paths). */
+int cuda_set_bf16_resid(int on);
+extern unsigned long cuda_bf16_resid_written, cuda_bf16_resid_read, cuda_bf16_resid_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

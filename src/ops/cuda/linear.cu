@@ -624,7 +624,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
     int mo = mark >= 0 ? only_marks[mark].once : -1;
     if (mo == 2 || mo == 3 || mo == 5 || mo >= 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
-                                                                  * dact_d16, dnorm_d16: 8, 9), not an op's */
+                                                                  * dact_d16, dnorm_d16: 8, 9; resid_d16: 10), not an op's */
     if (mark >= 0 && !skip) {
         /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
          * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
@@ -2103,13 +2103,14 @@ typedef struct {
     __nv_bfloat16 *d;
     int once;   /* the mark it came from (dnorm_rec: 8 the MLP norm's, 9 the attention norm's) */
 } D16Rec;
-static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec;
-static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch;
+static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec, resid_rec;
+static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch, resid_scratch;
 static void qkv_rec_end(void) {   /* all end with every bf16-only state */
     qkv_rec.x = NULL;
     datt_rec.x = NULL;
     dact_rec.x = NULL;
     dnorm_rec.x = NULL;
+    resid_rec.x = NULL;
 }
 /* a product whose marked output (once = `once`, over exactly (out, n)) may be written as bf16 D only: the
  * mark is spent; 1 and *d set when D is to go to the branch scratch s (nothing written yet) */
@@ -2208,6 +2209,27 @@ static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, i
     else cuda_bf16_dnorm_written++;
     return 1;
 }
+/* ---- a residual branch's output as its product's bf16 D (ops.h bf16_only once = 10; FLOWHN_BF16_RESID=0 off) ----
+ * The o product's output (mix) and the down product's (a layer's output before its add) are read only by one
+ * add_rmsnorm_fwd, as its a or b (model.c): the product (linear_fwd, no bias) writes only D = bf16(fp32
+ * accumulation) into a branch scratch (one a branch: written by the product, read by the add right after) and
+ * the add's row kernel reads it (rmsnorm.cu, cuda_resid_d16): 4 bytes a value fewer (perf-notes resid16). Its
+ * other paths (block kernel, FLOWHN_ADD_NORM=0) get the fp32 written back first (cuda_resid_d16_restore). After
+ * the read x's fp32 stays absent unless the add wrote its r over x (the down product's case). */
+static int resid_on = -1;
+unsigned long cuda_bf16_resid_written, cuda_bf16_resid_read, cuda_bf16_resid_restored;
+int cuda_set_bf16_resid(int on) { return env_switch(&resid_on, "FLOWHN_BF16_RESID", 1, on); }
+static int resid_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
+    size_t n = (size_t)N * OC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(out, n, 10, cuda_set_bf16_resid(-1) && !b && wo && io, &resid_rec, &resid_scratch,
+                   "a residual branch's bf16 D", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    d16_written(&resid_rec, out, n, d);
+    cuda_bf16_resid_written++;
+    return 1;
+}
 static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
     if (!r->x || r->x != x || r->n != n || r->branch != cuda_branch()) return NULL;
     return r->d;
@@ -2296,6 +2318,32 @@ void cuda_dnorm_d16_restore(const float *x) {
         else cuda_bf16_dnorm_restored++;
     }
 }
+/* the residual branch's bf16 D for add_rmsnorm_fwd reading x [0, n) as its a or b, or NULL; the record stays
+ * until _done (read) or _restore (fp32 written back); *bad: the record is for x on another branch or extent
+ * (error recorded) */
+const void *cuda_resid_d16(const float *x, size_t n, int *bad) {
+    *bad = 0;
+    if (!resid_rec.x || resid_rec.x != x) return NULL;
+    if (resid_rec.n != n || resid_rec.branch != cuda_branch()) {
+        *bad = 1;
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "add_rmsnorm_fwd reads a residual branch's bf16 D (once = 10) over another "
+                          "extent or on another branch than the one that wrote it: the op contract (ops.h "
+                          "bf16_only) was broken", __FILE__, __LINE__);
+        resid_rec.x = NULL;
+        return NULL;
+    }
+    return resid_rec.d;
+}
+void cuda_resid_d16_done(const float *x) {
+    if (resid_rec.x == x) {   /* read once, by the add's row kernel */
+        resid_rec.x = NULL;
+        cuda_bf16_resid_read++;
+    }
+}
+void cuda_resid_d16_restore(const float *x) {
+    if (d16_restore(&resid_rec, x, "a residual branch's bf16 D (once = 10)")) cuda_bf16_resid_restored++;
+}
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
     if (datt_rec.x == x) datt_rec.x = NULL;   /* read once, by cuDNN's backward: the fp32 stays absent */
@@ -2342,7 +2390,8 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
         return;
     }
     const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
-    if (gu_d16(out, wo, io, b, N, IC, OC) || qkv_d16(out, wo, io, b, N, IC, OC)) {
+    if (gu_d16(out, wo, io, b, N, IC, OC) || qkv_d16(out, wo, io, b, N, IC, OC) ||
+        resid_d16(out, wo, io, b, N, IC, OC)) {
         fh_count_macs((uint64_t)N * IC * OC);
         return;
     }
