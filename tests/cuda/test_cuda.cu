@@ -4365,17 +4365,48 @@ static void test_bf16_only_dqkv(void) {
  *      qkv's fp32 = bf16(D) (no NaN), the product reading it runs;
  *   3: QKV on, cuDNN off: our kernels (tile head sizes) or the op declines (then the fp32 is written back
  *      before it returns 1: the model's dense fallback reads defined values); written back 1.
+ *   4: mode 1 with FLOWHN_CUDNN_VKEEP=0: D into the branch scratch, the forward's conversion copies V into the
+ *      dense kept Q | K | V (the path before vkeep);
+ *   5: mode 1 with the strided Q, K, V plans counted as declined (cuda_cudnn_vkeep_decline): D written into the
+ *      keep, then back to fp32 (written back 1), the keep given back, the dense path from the fp32.
+ * Modes 1-3, 5 write D into qkv's kept buffer (FLOWHN_CUDNN_VKEEP on: in-keep 1); mode 1 rotates Q, K in place
+ * there and cuDNN reads Q, K, V at row stride P in both directions (vkeep 1/1) unless cuDNN declines the strided
+ * plans (then mode 1 is mode 5: the line says so). The kept Q | K | V after the backward (read back through
+ * cuda_cudnn_kept_qkv, strided or dense, into one dense order) of modes 1 and 5 equal mode 4's bit for bit (the
+ * same roundings; only where V lies changes); att, lse and dqkv of mode 5 equal mode 4's bit for bit (the same
+ * plans on the same tensors), mode 1's bit for bit or, if cuDNN's strided engine differs, within 1e-2 (printed).
  * att and dqkv of every mode against the CPU (product + attention, fp32) at the bf16 bound; modes 1-2 against
  * mode 0 at 1e-2 (one more rounding of q, k, v). */
+/* the attention's kept Q | K | V as 16-bit patterns in the dense order (Q [rows, nh hd], then K, then V), or NULL */
+static uint16_t *kept_qkv_dense(const float *q, const int *dpos, const int *sh, float theta, int *strided) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
+    size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd, P = qd + 2 * kvd, rows = (size_t)B * n, np = rows * P;
+    const void *kb = cuda_cudnn_kept_qkv(q, dpos, B, n, nh, nkv, hd, theta, strided);
+    if (!kb) return NULL;
+    uint16_t *t = (uint16_t *)malloc(sizeof(uint16_t) * np), *r = (uint16_t *)malloc(sizeof(uint16_t) * np);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess &&
+          cudaMemcpy(t, kb, sizeof(uint16_t) * np, cudaMemcpyDeviceToHost) == cudaSuccess, "reading the kept Q|K|V");
+    if (!*strided) { free(r); return t; }
+    for (size_t row = 0; row < rows; row++)
+        for (size_t c = 0; c < P; c++) {
+            size_t at = c < qd ? row * qd + c
+                        : c < qd + kvd ? rows * qd + row * kvd + (c - qd) : rows * (qd + kvd) + row * kvd + (c - qd - kvd);
+            r[at] = t[row * P + c];
+        }
+    free(t);
+    return r;
+}
 static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *written,
-                    unsigned long *restored, int *declined) {
+                    unsigned long *restored, int *declined, unsigned long *vk, uint16_t **kept, int *kstrided) {
     int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     size_t np = (size_t)rows * P;
     const float theta = 10000.f;
     int was_q = cuda_set_bf16_qkv(mode >= 1), was_only = cuda_set_bf16_only(1);
     int was_v = cuda_set_bf16_keep_verify(1), was_c = cuda_set_cudnn_conv_old(mode == 2);
-    int was_dnn = cuda_set_attn_cudnn(mode != 3);
+    int was_dnn = cuda_set_attn_cudnn(mode != 3), was_vk = cuda_set_cudnn_vkeep(mode != 4);
+    cuda_cudnn_vkeep_decline = mode == 5;
+    unsigned long ik0 = cuda_bf16_qkv_in_keep, vr0 = cuda_cudnn_vkeep_runs, vs0 = cuda_cudnn_vkeep_served;
     /* h: u [rows, H], W [P, H], datt [rows, qd], pos (as float bits), w1 [1, P] */
     float *u = dev(h[0], (size_t)rows * H), *W = dev(h[1], (size_t)P * H), *datt = dev(h[2], (size_t)rows * qd);
     float *w1 = dev(h[4], (size_t)P);
@@ -4391,7 +4422,9 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
     int rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);
     *declined = rc != 0;
     *restored = cuda_bf16_qkv_restored - r0;
-    res[0] = res[1] = NULL;
+    res[0] = res[1] = res[2] = NULL;
+    *kept = NULL;
+    *kstrided = 0;
     if (rc == 0) {
         rc = G->attention_rope_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta,
                                    FH_OVERWRITE, P, P);
@@ -4399,9 +4432,15 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
         CHECK(cuda_ops_check() == 0, "mode %d: %s", mode, fh_last_error());
         res[0] = (float *)malloc(sizeof(float) * (size_t)rows * qd);
         res[1] = (float *)malloc(sizeof(float) * np);
+        res[2] = (float *)malloc(sizeof(float) * (size_t)B * nh * n);
         G->to_host(res[0], att, sizeof(float) * (size_t)rows * qd);
         G->to_host(res[1], dqkv, sizeof(float) * np);
+        G->to_host(res[2], lse, sizeof(float) * (size_t)B * nh * n);
+        *kept = kept_qkv_dense(q, dpos, sh, theta, kstrided);
     }
+    vk[0] = cuda_bf16_qkv_in_keep - ik0;
+    vk[1] = cuda_cudnn_vkeep_runs - vr0;
+    vk[2] = cuda_cudnn_vkeep_served - vs0;
     {   /* the verify poison: qkv's fp32 all NaN where D was read by cuDNN, none where written (back) */
         float *t = (float *)malloc(sizeof(float) * np);
         G->to_host(t, qkv, sizeof(float) * np);
@@ -4427,11 +4466,30 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
     float *all[] = {u, W, datt, w1, qkv, att, lse, dqkv, y1};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
     G->release(dpos);
+    cuda_cudnn_vkeep_decline = 0;
+    cuda_set_cudnn_vkeep(was_vk);
     cuda_set_attn_cudnn(was_dnn);
     cuda_set_cudnn_conv_old(was_c);
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
     cuda_set_bf16_qkv(was_q);
+}
+/* 1 when a and b (n floats) are the same bits; else prints the largest difference relative to a's largest value */
+static int same_bits(const char *what, const float *a, const float *b, size_t n, double *rel) {
+    size_t nd = 0;
+    double md = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x, y;
+        memcpy(&x, &a[i], 4);
+        memcpy(&y, &b[i], 4);
+        nd += x != y;
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || d != d) md = d;
+        if (fabs(a[i]) > mx) mx = fabs(a[i]);
+    }
+    *rel = mx > 0 ? md / mx : md;
+    if (nd) printf("    %s: %zu of %zu values differ in bits, max |diff| / max |ref| %.2e\n", what, nd, n, *rel);
+    return nd == 0;
 }
 static void test_bf16_qkv(void) {
     int was;
@@ -4449,16 +4507,61 @@ static void test_bf16_qkv(void) {
         int *pos = subset(4 * n, n);
         float *h[5] = {hrand((size_t)rows * H, 0, 1), hrand((size_t)P * H, 0, 0.05f), hrand(na, 0, 1), (float *)pos,
                        hrand((size_t)P, 0, 0.05f)};
-        float *r[4][2];
-        unsigned long wr[4], rs[4];
-        int dec[4];
-        for (int mode = 0; mode < 4; mode++) qkv_run(mode, sh, H, h, r[mode], &wr[mode], &rs[mode], &dec[mode]);
-        static const unsigned long want_w[4] = {0, 1, 1, 1}, want_r[4] = {0, 0, 1, 1};
-        for (int mode = 0; mode < 4; mode++) {
+        float *r[6][3];
+        unsigned long wr[6], rs[6], vk[6][3];
+        int dec[6], kst[6];
+        uint16_t *kq[6];
+        for (int mode = 0; mode < 6; mode++)
+            qkv_run(mode, sh, H, h, r[mode], &wr[mode], &rs[mode], &dec[mode], vk[mode], &kq[mode], &kst[mode]);
+        /* mode 1 on the strided layout, or (cuDNN declined the strided plans) the write-back fallback, as mode 5 */
+        int strided = vk[1][1] == 1;
+        unsigned long want_w[6] = {0, 1, 1, 1, 1, 1}, want_r[6] = {0, (unsigned long)!strided, 1, 1, 0, 1};
+        unsigned long want_k[6] = {0, 1, 1, 1, 0, 1};
+        for (int mode = 0; mode < 6; mode++) {
             int ok = wr[mode] == want_w[mode] && rs[mode] == want_r[mode] && (mode == 3 || !dec[mode]);
             if (!ok) line_ok = 0;
             CHECK(ok, "mode %d: %lu written bf16 (expected %lu), %lu written back (expected %lu), %s", mode, wr[mode],
                   want_w[mode], rs[mode], want_r[mode], dec[mode] ? "declined" : "ran");
+            /* D in the keep: modes 1-3, 5; the strided layout (forward and backward) only in mode 1 */
+            ok = vk[mode][0] == want_k[mode] && vk[mode][1] == (mode == 1 && strided) &&
+                 vk[mode][2] == vk[mode][1] && (mode == 3 || mode == 2 || kq[mode]) &&
+                 kst[mode] == (mode == 1 && strided);
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %lu D in the keep (expected %lu), %lu strided forwards, %lu strided backwards, kept "
+                  "Q|K|V %s", mode, vk[mode][0], want_k[mode], vk[mode][1], vk[mode][2],
+                  kq[mode] ? (kst[mode] ? "strided" : "dense") : "none");
+        }
+        /* the same roundings: the kept Q | K | V of modes 1 and 5 equal mode 4's (D in the scratch) bit for bit */
+        int kbits = 1;
+        for (int mode = 1; mode < 6; mode += 4) {
+            if (!kq[mode] || !kq[4]) { kbits = 0; continue; }   /* reported above */
+            size_t nd = 0;
+            for (size_t i = 0; i < np; i++) nd += kq[mode][i] != kq[4][i];
+            if (nd) kbits = 0;
+            CHECK(nd == 0, "mode %d: %zu of %zu kept Q|K|V values differ from the scratch path's", mode, nd, np);
+        }
+        if (!kbits) line_ok = 0;
+        /* mode 5 (the fallback) runs the scratch path's plans on the same tensors: the same bits; mode 1 (strided
+         * plans) the same bits unless cuDNN's engine for the strided layout differs: then within 1e-2 */
+        int bits1 = 1;
+        for (int mode = 1; mode < 6; mode += 4) {
+            if (!r[mode][0] || !r[4][0]) continue;
+            size_t cnt[3] = {na, np, (size_t)B * nh * n};
+            static const char *nm[3] = {"att", "dqkv", "lse"};
+            for (int t = 0; t < 3; t++) {
+                char b[48];
+                double rel;
+                snprintf(b, sizeof b, "%s mode %d vs vkeep off", nm[t], mode);
+                int same = same_bits(b, r[4][t], r[mode][t], cnt[t], &rel);
+                if (mode == 5 || !strided) {
+                    if (!same) line_ok = 0;
+                    CHECK(same, "%s: not the same bits (the same plans on the same tensors)", b);
+                } else if (!same) {
+                    bits1 = 0;
+                    if (!(rel <= 1e-2)) line_ok = 0;
+                    CHECK(rel <= 1e-2, "%s: %.2e", b, rel);
+                }
+            }
         }
         /* the CPU: the product, then the attention forward and backward, in fp32 */
         float *qkv = hnan(np), *out = hnan(na), *lse = hnan((size_t)B * nh * n), *dqkv = (float *)calloc(np, 4);
@@ -4468,8 +4571,8 @@ static void test_bf16_qkv(void) {
         cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[2], out, lse, q, k, v, pos, pos, B, n, n, nh,
                                    nkv, hd, 10000.f, FH_OVERWRITE, P, P);
         TOL = 1e-2;
-        static const char *mn[4] = {"off", "on", "conv_old", "no_cudnn"};
-        for (int mode = 0; mode < 4; mode++) {
+        static const char *mn[6] = {"off", "on", "conv_old", "no_cudnn", "vkeep_off", "vkeep_declined"};
+        for (int mode = 0; mode < 6; mode++) {
             if (!r[mode][0]) continue;   /* declined (mode 3, a head size only cuDNN takes) */
             char b[32];
             float *d = dev(r[mode][0], na);
@@ -4495,10 +4598,14 @@ static void test_bf16_qkv(void) {
         }
         TOL = 1e-5;
         size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " D16 %lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu%s", wr[0], wr[1], wr[2],
-                 wr[3], rs[0], rs[1], rs[2], rs[3], dec[3] ? ", no-cuDNN declined" : "");
+        snprintf(line + len, sizeof line - len, " D16 %lu/%lu/%lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu/%lu/%lu%s, vkeep "
+                 "%lu/%lu%s, Q|K|V == scratch path bitwise%s, att/lse/dqkv %s", wr[0], wr[1], wr[2], wr[3], wr[4],
+                 wr[5], rs[0], rs[1], rs[2], rs[3], rs[4], rs[5], dec[3] ? ", no-cuDNN declined" : "", vk[1][1],
+                 vk[1][2], strided ? "" : " (strided Q, K, V plan declined by cuDNN)", kbits ? "" : " FAILED",
+                 !strided ? "(fallback) == vkeep off bitwise" : bits1 ? "== vkeep off bitwise"
+                                                             : "within 1e-2 of vkeep off (not bitwise)");
         line_end();
-        for (int mode = 0; mode < 4; mode++) { free(r[mode][0]); free(r[mode][1]); }
+        for (int mode = 0; mode < 6; mode++) { free(r[mode][0]); free(r[mode][1]); free(r[mode][2]); free(kq[mode]); }
         free(h[0]); free(h[1]); free(h[2]); free(h[3]); free(h[4]);
         free(qkv); free(out); free(lse); free(dqkv);
     }

@@ -425,7 +425,10 @@ const void *cuda_gu_bf16(const float *gu, size_t n, int *bad);
  * cuda_qkv_d16_restore(x) writes x's fp32 from it (x = bf16(D) as fp32) and ends it: every other path. No-ops
  * when no D is recorded for x. cuda_bf16_absent: 1 when [x, x + n) overlaps fp32 never written (a bf16-only
  * output); cuda_bf16_missing: the same, and then records the error (who reads it) and counts it refused. */
+/* cuda_qkv_d16_in_keep: 1 when the D recorded for x lies in x's kept buffer (FLOWHN_CUDNN_VKEEP: the product
+ * owns that keep; cuda_qkv_d16_restore then also gives it back) */
 const void *cuda_qkv_d16(const float *x, size_t n);
+int cuda_qkv_d16_in_keep(const float *x);
 void cuda_qkv_d16_done(const float *x);
 void cuda_qkv_d16_restore(const float *x);
 /* the attention's d out as the o product's bf16 D (ops.h bf16_only once = 5; linear.cu datt_d16): the same

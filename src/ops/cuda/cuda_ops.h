@@ -220,6 +220,20 @@ extern int cuda_cudnn_dv_decline;
  * (cudnn_grad_vec_kernel). The same bits. cuda_cudnn_grad_rows counts the row kernel's launches (tests). */
 int cuda_set_cudnn_gradvec(int on);
 extern unsigned long cuda_cudnn_grad_rows;
+/* FLOWHN_CUDNN_VKEEP (default 1; perf-notes "vkeep"): the packed q|k|v product marked bf16_only once = 3 writes
+ * its bf16 D straight into qkv's kept buffer (not a branch scratch); cuDNN's forward rotates Q and K in place
+ * there and both cuDNN graphs bind Q, K, V with row stride P, so V is never copied. 0: D into the scratch, the
+ * forward's conversion copies V (today's path). Counters (tests): cuda_bf16_qkv_in_keep (products that wrote D
+ * into the keep), cuda_cudnn_vkeep_runs (forwards on the strided layout), cuda_cudnn_vkeep_served (backwards
+ * reading it). cuda_cudnn_vkeep_decline (tests): the strided plans count as declined by cuDNN (the fallback: D
+ * written back to fp32, the keep given back, today's path). cuda_cudnn_kept_qkv (tests): the attention's owned
+ * keep of the packed q | k | v (B n P bf16 values) for these parameters, NULL if none; *strided 1 when it is
+ * the strided layout (the product's [rows, P], Q and K rotated), 0 when dense (Q, K, V one after the other). */
+int cuda_set_cudnn_vkeep(int on);
+extern unsigned long cuda_bf16_qkv_in_keep, cuda_cudnn_vkeep_runs, cuda_cudnn_vkeep_served;
+extern int cuda_cudnn_vkeep_decline;
+const void *cuda_cudnn_kept_qkv(const float *q, const int *pos, int B, int n, int nh, int nkv, int hd, float theta,
+                                int *strided);
 
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest

@@ -896,6 +896,8 @@ const void *cuda_pack_rounding(const float *x, size_t n) {
     return (p->src == x && p->n == n && p->ncov == p->ld) ? p->buf : NULL;
 }
 
+static void qkv_home_freed(const void *buf);   /* below: the q|k|v D record loses a kept buffer it lies in */
+
 /* Ops.keep_bf16 (see the block comment "kept roundings" above) */
 void cuda_keep_bf16(const real *x, size_t n) {
     if (!x) {   /* every keep ends, and with them every bf16-only promise */
@@ -928,6 +930,7 @@ void cuda_keep_bf16(const real *x, size_t n) {
     if (k->cap < n) {
         if (cuda_capturing()) return;   /* no allocation inside a recording: x is rounded per product */
         if (k->buf) {
+            qkv_home_freed(k->buf);
             cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
             cuda_scratch_free(k->buf);   /* counts the free: a recorded graph may have used it */
         }
@@ -960,6 +963,7 @@ void cuda_keep_released(const void *p, size_t bytes) {
         if (!k->src || (uintptr_t)k->src < a || (uintptr_t)k->src >= b) continue;
         kept_end(k);
         if (k->buf) {
+            qkv_home_freed(k->buf);
             cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
             cuda_scratch_free(k->buf);
         }
@@ -1058,6 +1062,15 @@ const void *cuda_keep_owned(const float *x, size_t n, unsigned long long tag) {
             return k->buf;
     }
     return NULL;
+}
+/* an owned keep of exactly (x, n) taken and not written (cuda_keep_own with no cuda_keep_owned_done) given back:
+ * the entry is again an armed keep nobody owns, as if it had never been taken (linear.cu qkv_d16's D written
+ * back to fp32: today's path then takes the keep again) */
+static void keep_disown(const float *x, size_t n) {
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src == x && k->n == n && k->owned && !k->valid) k->owned = 0;
+    }
 }
 /* the kept rounding of exactly [x, x + n) (made now if not yet), for ops other than the products; NULL: none */
 const void *cuda_keep_rounding(const float *x, size_t n) { return precision == MM_BF16 ? kept_of(x, n) : NULL; }
@@ -2102,6 +2115,7 @@ typedef struct {
     int branch;
     __nv_bfloat16 *d;
     int once;   /* the mark it came from (dnorm_rec: 8 the MLP norm's, 9 the attention norm's) */
+    int in_keep;   /* qkv_rec only: d is x's kept buffer, owned by the product (FLOWHN_CUDNN_VKEEP), not a scratch */
 } D16Rec;
 static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec, resid_rec;
 static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch, resid_scratch;
@@ -2140,15 +2154,35 @@ static void d16_written(D16Rec *r, const float *out, size_t n, __nv_bfloat16 *d)
     r->d = d;
     cuda_bf16_only_elided++;
 }
+/* FLOWHN_CUDNN_VKEEP (attention_cudnn.cu, default on): D's home is qkv's kept buffer itself (np values, its
+ * size; the same [rows, P] layout as the scratch), taken here as an owned keep: cuDNN's forward then rotates Q
+ * and K in place there and reads V where it lies (its plans bind Q, K, V with row stride P), and the backward
+ * reads the same buffer. Every path that writes qkv's fp32 back from D (cuda_qkv_d16_restore) also gives the
+ * keep back (keep_disown), so what follows is today's path exactly. No keep (off, no room, recording before
+ * the warm-up allocated it): the scratch, as with the switch off. */
+unsigned long cuda_bf16_qkv_in_keep;
+static void qkv_home_freed(const void *buf) {
+    if (qkv_rec.x && qkv_rec.in_keep && (const void *)qkv_rec.d == buf) qkv_rec.x = NULL;   /* a contract break */
+}
 static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
     size_t n = (size_t)N * OC;
-    __nv_bfloat16 *d = NULL;
-    if (!d16_begin(out, n, 3, cuda_set_bf16_qkv(-1) && !b && wo && io, &qkv_rec, &qkv_scratch,
-                   "the q|k|v product's bf16 D", &d))
+    __nv_bfloat16 *d = NULL, *kb = NULL;
+    int on = cuda_set_bf16_qkv(-1) && !b && wo && io;
+    int mk = n_only_marks ? only_mark(out, n) : -1;
+    if (on && mk >= 0 && only_marks[mk].once == 3 && !qkv_rec.x && cuda_set_cudnn_vkeep(-1) > 0 &&
+        (kb = (__nv_bfloat16 *)cuda_keep_own(out, n)) != NULL) {
+        only_marks[mk] = only_marks[--n_only_marks];   /* a mark serves its producer once */
+        d = kb;
+    } else if (!d16_begin(out, n, 3, on, &qkv_rec, &qkv_scratch, "the q|k|v product's bf16 D", &d))
         return 0;
-    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) {
+        if (kb) keep_disown(out, n);   /* fp32 as always, the keep as if not taken */
+        return 0;
+    }
     d16_written(&qkv_rec, out, n, d);
+    qkv_rec.in_keep = kb != NULL;
     cuda_bf16_qkv_written++;
+    if (kb) cuda_bf16_qkv_in_keep++;
     return 1;
 }
 /* the o product's dgrad din [N, IC] = dout W (linear_bwd, overwritten) as bf16 D only (once = 5) */
@@ -2262,8 +2296,12 @@ const void *cuda_qkv_d16(const float *x, size_t n) { return d16_of(&qkv_rec, x, 
 void cuda_qkv_d16_done(const float *x) {
     if (qkv_rec.x == x) qkv_rec.x = NULL;   /* read: the fp32 stays absent (the attention's keep serves on) */
 }
+int cuda_qkv_d16_in_keep(const float *x) { return qkv_rec.x && qkv_rec.x == x && qkv_rec.in_keep; }
 void cuda_qkv_d16_restore(const float *x) {
+    int home = cuda_qkv_d16_in_keep(x);
+    size_t n = qkv_rec.n;
     if (d16_restore(&qkv_rec, x, "the q|k|v product's bf16 D (once = 3)")) cuda_bf16_qkv_restored++;
+    if (home) keep_disown(x, n);   /* after the write-back's launch (stream order): the keep is free again */
 }
 /* d act's bf16 D for swiglu_packed_bwd reading dout = x [0, n): the D, or NULL (read x's fp32). Read once: the
  * record ends here (the fp32 stays absent). A record for x on another branch is the contract broken: *bad set,
