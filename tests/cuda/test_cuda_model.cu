@@ -718,8 +718,9 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                       "forwards, %lu strided backwards", name, ik_off, vr_off, vs_off);
                 CHECK(vs_on == vr_on && vr_on <= ik_on, "%s: vkeep on: %lu D in the keep, %lu strided forwards, %lu "
                       "strided backwards", name, ik_on, vr_on, vs_on);
-                if (c->arch == ARCH_LLAMA && !gpu_unfused_attn_rope && runs > 0 && cuda_set_bf16_qkv(-1) &&
-                    cuda_set_bf16_only(-1) && cuda_set_bf16_keep(-1) > 0 && cuda_set_cudnn_keep(-1) > 0)
+                if (c->arch == ARCH_LLAMA && !gpu_unfused_attn_rope && !mg.unfused_proj && runs > 0 &&
+                    cuda_set_bf16_qkv(-1) && cuda_set_bf16_only(-1) && cuda_set_bf16_keep(-1) > 0 &&
+                    cuda_set_cudnn_keep(-1) > 0)
                     CHECK(ik_on > 0, "%s: vkeep on: no q|k|v product wrote its D into the keep", name);
                 printf("  %-5s %-22s vkeep on vs off: %lu D in the keep, %lu strided forwards, %lu strided backwards%s, "
                        "loss rel %.1e, grad rel %.1e, %zu values differ in bits\n", mode, name, ik_on, vr_on, vs_on,
