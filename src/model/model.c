@@ -27,7 +27,9 @@ typedef struct { real *q, *k, *v, *qr, *kr, *att, *lse, *uk, *uk_rstd, *qkv;
                  real *dq, *dk, *dv, *dqr, *dkr, *datt, *duk, *dqkv;
                  int roped;    /* the forward ran attention_rope_fwd: qr, kr were not written */
                  int packed;   /* the forward ran one q/k/v product into qkv (attn_packed) */
-                 int only;     /* the forward kept (keep_acts): qkv, att, datt, dqkv may be bf16-only */ } AttnActs;
+                 int only;     /* the forward kept (keep_acts): qkv, att, datt, dqkv may be bf16-only */
+                 int out16;    /* set by the caller: the output (o product) is read only by the MLP's
+                                * add_rmsnorm_fwd right after (bf16_only once = 10) */ } AttnActs;
 typedef struct { real *xm, *zm, *xconv, *xc, *dtr, *br, *cr, *dtn, *bn, *cn, *dt_rstd, *b_rstd, *c_rstd,
                  *dtraw, *hs, *y;
                  real *dxm, *dzm, *dxconv, *dxc, *ddtr, *dbr, *dcr, *ddtn, *dbn, *dcn, *ddtraw, *dy; } M1Acts;
@@ -154,6 +156,26 @@ static void keep_end(Model *m) {
  *     before (pack_bf16), read only by the in_proj backward product through
  *     the pack (M2Acts.only); its three window writers may store only their
  *     rounding (the same bits; CUDA FLOWHN_DZXD_FP32=1 keeps fp32).
+ *   once = 7, 8: the packed MLP's d act (the down product's dgrad, read only
+ *     by swiglu_packed_bwd) and the MLP norm's d out dv (the gate|up
+ *     product's dgrad, read only by the norm's rmsnorm_bwd): mlp_bwd.
+ *   once = 9: the attention norm's d out du, the packed q|k|v product's
+ *     dgrad (attn_bwd_packed's last op, overwriting du), read only by the
+ *     first norm's rmsnorm_bwd that decoder_bwd runs right after, once, on
+ *     the same branch. Only where that holds: a decoder's attention mixer
+ *     without prefix keys (else the non-packed products accumulate into
+ *     du) and without the fused split's gather (rmsnorm_gather_bwd reads du
+ *     there), packed, kept (AttnActs.only); not Hymba (its Mamba head
+ *     accumulates into du). CUDA FLOWHN_BF16_DNORM_ATT=0 keeps fp32.
+ *   once = 10: a residual branch's output, read only by the add_rmsnorm_fwd
+ *     that makes the residual: the attention's o product output (mix) in a
+ *     decoder layer with an MLP (mlp_fwd's add, AttnActs.out16), and the
+ *     MLP's down product output when the layer's output add is left to the
+ *     next decoder / Hymba layer's first norm or to the final norm
+ *     (Residual.norm). The product may write it in bf16 only (one more
+ *     rounding; CUDA FLOWHN_BF16_RESID=0 keeps fp32). Nothing else reads
+ *     them: the products' backwards read their inputs, mlp_bwd reads h and
+ *     the first norm's backward x_in (the adds' r, written in fp32).
  * Only while keeping (a backward follows, which ends with keep_end): the
  * evaluation forward and the prefill write fp32 as always. The CPU backend
  * has no bf16_only (it is the oracle: fp32 everywhere). */
@@ -368,13 +390,15 @@ static int attn_fwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
         keep_bf16(m, a->att, (size_t)rows * qd);   /* the o product's input, again in its backward */
         o->attention_fwd(a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, P, P);
     }
+    if (a->out16) bf16_only(m, out, (size_t)rows * H, 10);   /* read only by the caller's add (AttnActs.out16) */
     o->linear_fwd(out, a->att, W(w->o), NULL, rows, qd, H);
     return 0;
 }
 
-/* attn_bwd's packed path (du overwritten when acc is FH_OVERWRITE) */
+/* attn_bwd's packed path (du overwritten when acc is FH_OVERWRITE). norm_only: the caller's next op is the norm's
+ * rmsnorm_bwd reading du as its dout, on this branch, and nothing else reads or writes du (attn_bwd) */
 static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, const int *pos, const real *u,
-                           const real *dout, real *du, int acc) {
+                           const real *dout, real *du, int acc, int norm_only) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
@@ -413,6 +437,11 @@ static int attn_bwd_packed(Model *m, const AttnW *w, AttnActs *a, int B, int n, 
     } else {
         o->attention_bwd(dq, dk, dv, a->datt, a->att, a->lse, q, k, v, pos, pos, B, n, n, nh, nkv, hd, FIRST, P, P);
     }
+    /* du is written whole by the product below (overwritten: acc FH_OVERWRITE) and, by norm_only, read only by
+     * the caller's rmsnorm_bwd right after, once, on this branch: the product may write only its bf16 rounding
+     * (bf16_only once = 9; ops.h). Marked here, after every fallback above (they write dqkv, never du), so
+     * nothing runs between the mark's producer and its reader. a->only: backward_trunk's keep_end follows. */
+    if (a->only && norm_only && acc == FH_OVERWRITE) bf16_only(m, du, (size_t)rows * H, 9);
     /* one product: du and the gradients of Wq, Wk, Wv (adjacent: G(w->q) with P rows) */
     lin_bwd(m, du, G(w->q), NULL, a->dqkv, u, W(w->q), rows, H, P, acc);
     return 0;
@@ -451,6 +480,7 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
         o->attention_rope_fwd(a->att, a->lse, a->q, a->k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd,
                               (real)c->rope_theta, qd, kvd) == 0) {
         a->roped = 1;   /* RoPE inside the attention op: no qr, kr */
+        if (a->out16) bf16_only(m, out, (size_t)B * nq * H, 10);   /* as attn_fwd_packed's */
         o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
         return 0;
     }
@@ -462,19 +492,25 @@ static int attn_fwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const 
     }
     keep_bf16(m, a->att, (size_t)B * nq * qd);   /* the o product's input, again in its backward */
     o->attention_fwd(a->att, a->lse, q, k, a->v, qpos, kpos, B, nq, nk, nh, nkv, hd, qd, kvd);
+    if (a->out16) bf16_only(m, out, (size_t)B * nq * H, 10);   /* as attn_fwd_packed's */
     o->linear_fwd(out, a->att, W(w->o), NULL, B * nq, qd, H);
     return 0;
 }
 
 /* duq, dukv: overwritten when acc is FH_OVERWRITE, else accumulated (they may
- * be the same buffer when uq == ukv: the query product writes it first) */
+ * be the same buffer when uq == ukv: the query product writes it first).
+ * norm_only: duq == dukv and the caller's next op is the first norm's
+ * rmsnorm_bwd reading it as its dout (once, on this branch; nothing else
+ * reads or writes it): the packed path may mark it (bf16_only once = 9) */
 static int attn_bwd(Model *m, const AttnW *w, AttnActs *a, int B, int nq, const int *qpos, const real *uq,
-                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv, int acc) {
+                    int nk, const int *kpos, const real *ukv, const real *dout, real *duq, real *dukv, int acc,
+                    int norm_only) {
     const Config *c = &m->cfg;
     const Ops *o = m->ops;
     int H = c->hidden_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd;
-    if (a->packed) return attn_bwd_packed(m, w, a, B, nq, qpos, uq, dout, duq, acc);   /* duq == dukv there */
+    if (a->packed)   /* duq == dukv there */
+        return attn_bwd_packed(m, w, a, B, nq, qpos, uq, dout, duq, acc, norm_only && duq == dukv);
     size_t nqd = (size_t)B * nq * qd, nkd = (size_t)B * nk * kvd;
     ENS(a->datt, nqd); ENS(a->dq, nqd); ENS(a->dk, nkd); ENS(a->dv, nkd);
     REF_ZERO(a->datt, nqd); REF_ZERO(a->dq, nqd); REF_ZERO(a->dk, nkd); REF_ZERO(a->dv, nkd);
@@ -729,7 +765,13 @@ static int mamba2_bwd(Model *m, const Mamba2W *w, M2Acts *a, int B, int n, const
  * add would have written. A block's output add is left to the next layer
  * (or the final norm), which makes it in one op with its input norm
  * (ops.h add_rmsnorm_fwd): the same operands in the same order, the same bits. */
-typedef struct { const real *a, *b; } Residual;
+typedef struct {
+    const real *a, *b;
+    /* set by the caller before the producer runs: the add will be made by an add_rmsnorm_fwd (the next decoder or
+     * Hymba layer's first norm, or the final norm) with nothing in between, so a product writing a or b may mark
+     * it bf16-only (once = 10; producers keep this field when they fill a, b) */
+    int norm;
+} Residual;
 
 /* ------------------------------------------------------------------------ */
 /* MLP with its norm and residual: out = h + down(silu(gate(v)) * up(v)), v = RMSNorm(h).
@@ -777,8 +819,11 @@ static int mlp_fwd(Model *m, const MlpW *w, size_t norm, MlpActs *a, int N, cons
         if (a->only) bf16_only(m, a->act, (size_t)N * I, 0);
         o->swiglu_fwd(a->act, a->g, a->up, (size_t)N * I);
     }
+    /* out is read only by the deferred add (defer->norm: an add_rmsnorm_fwd, out its a, r written over it): the
+     * down product may write only its bf16 rounding (bf16_only once = 10; ops.h) */
+    if (a->only && defer && defer->norm) bf16_only(m, out, (size_t)N * H, 10);
     o->linear_fwd(out, a->act, W(w->down), NULL, N, I, H);
-    if (defer) *defer = (Residual){out, h};   /* out = out + h, made by the next op */
+    if (defer) defer->a = out, defer->b = h;   /* out = out + h, made by the next op */
     else o->add(out, out, h, (size_t)N * H);
     return 0;
 }
@@ -844,6 +889,9 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
     if (in) o->add_rmsnorm_fwd((real *)x_in, a->u, a->u_rstd, in->a, in->b, W(w->mixer_norm), (int)N, H, eps);
     else if (x_src) o->rmsnorm_gather_fwd((real *)x_in, a->u, a->u_rstd, x_src, pos, W(w->mixer_norm), B, T, n, H, eps);
     else o->rmsnorm_fwd(a->u, a->u_rstd, x_in, W(w->mixer_norm), (int)N, H, eps);
+    /* mix (the o product's output) is read only by the MLP's add below (its b, h = x_in + mix): bf16_only once
+     * = 10 there (attn_fwd) */
+    a->at.out16 = m->keep_acts && w->has_mlp;
     if (w->mixer == MIXER_ATTN) {
         if (x_full) {
             ENS(a->at.uk, (size_t)B * T * H); ENS(a->at.uk_rstd, (size_t)B * T);
@@ -856,7 +904,7 @@ static int decoder_fwd(Model *m, const DecoderW *w, DecActs *a, int B, int n, co
         if (mamba1_fwd(m, &w->m1, &a->m1, B, n, a->u, a->mix)) return -1;
     } else if (mamba2_fwd(m, &w->m2, &a->m2, B, n, a->u, a->mix)) return -1;
     if (!w->has_mlp) {
-        if (defer) *defer = (Residual){x_in, a->mix};   /* out = x_in + mix, made by the next op */
+        if (defer) defer->a = x_in, defer->b = a->mix;   /* out = x_in + mix, made by the next op */
         else o->add(out, x_in, a->mix, N * H);
         return 0;
     }
@@ -884,11 +932,14 @@ static int decoder_bwd(Model *m, const DecoderW *w, DecActs *a, real *d, real *d
             ENS(a->at.duk, (size_t)B * T * H);
             REF_ZERO(a->at.duk, (size_t)B * T * H);
             if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, T, m->iota_dev, a->at.uk, dmix, a->du, a->at.duk,
-                         FIRST))
+                         FIRST, 0))
                 return -1;
             o->rmsnorm_bwd(dx_full, G(w->mixer_norm), a->at.duk, a->x_full, W(w->mixer_norm), a->at.uk_rstd, B * T, H,
                            FH_ACC);
-        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du, FIRST))
+        } else if (attn_bwd(m, &w->attn, &a->at, B, n, a->pos, a->u, n, a->pos, a->u, dmix, a->du, a->du, FIRST,
+                            /* du is read next only by the norm's backward below, as its dout: by rmsnorm_bwd
+                             * (not the fused split's rmsnorm_gather_bwd, d_dst) */
+                            !d_dst))
             return -1;
     } else if (w->mixer == MIXER_MAMBA1) {
         if (mamba1_bwd(m, &w->m1, &a->m1, B, n, a->u, dmix, a->du, FIRST)) return -1;
@@ -947,7 +998,7 @@ static int flowhn_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, R
     o->linear_fwd(a->zz, a->y, W(w->fuse), NULL, (int)BT, Hin, H);
     o->add_rmsnorm_fwd(a->zz, a->zn, a->zn_rstd, a->zz, x, W(w->out_norm), (int)BT, H, (real)c->norm_eps);   /* zz += x */
     o->linear_fwd(out, a->zn, W(w->out_proj), NULL, (int)BT, H, H);
-    if (defer) *defer = (Residual){out, a->zz};   /* out = out + zz, made by the next op */
+    if (defer) defer->a = out, defer->b = a->zz;   /* out = out + zz, made by the next op */
     else o->add(out, out, a->zz, BT * H);
     return 0;
 }
@@ -1024,6 +1075,7 @@ static int hymba_fwd(Model *m, int l, LayerActs *a, const real *x, real *out, co
     /* attention and Mamba heads read u and write their own outputs: two branches
      * (the backward adds both into du, so it stays in order) */
     branch(o, 1);
+    a->at.out16 = 0;   /* its output is read by the out norm, not an add */
     int rc = attn_fwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->a);
     branch(o, 2);
     if (!rc) rc = mamba1_fwd(m, &w->m1, &a->m1, B, T, a->u, a->s);
@@ -1057,7 +1109,8 @@ static int hymba_bwd(Model *m, int l, const real *x, real *d) {
     o->rmsnorm_bwd(a->da, G(w->attn_out_norm), a->dan, a->a, W(w->attn_out_norm), a->an_rstd, (int)BT, H, FIRST);
     o->rmsnorm_bwd(a->ds, G(w->ssm_out_norm), a->dan, a->s, W(w->ssm_out_norm), a->sn_rstd, (int)BT, H, FIRST);
     /* du: the attention's products write it first, the Mamba's add */
-    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST))
+    /* not norm_only: the Mamba head's dgrad accumulates into du before the norm reads it */
+    if (attn_bwd(m, &w->attn, &a->at, B, T, m->iota_dev, a->u, T, m->iota_dev, a->u, a->da, a->du, a->du, FIRST, 0))
         return -1;
     if (mamba1_bwd(m, &w->m1, &a->m1, B, T, a->u, a->ds, a->du, FH_ACC)) return -1;
     /* d: the residual's share (dh) is there, the norm's is added (see mlp_bwd) */
@@ -1301,6 +1354,10 @@ static int trunk_compute(Model *m, int keep) {
      * (x[l + 1] = res.a + res.b), the last one's by the final norm */
     Residual res = {0}, next;
     for (int l = 0; l < c->num_layers; l++) {
+        /* the next layer makes this one's output add with its first norm, unless it is FlowHN's (a plain add):
+         * then, and for the final norm, the add is an add_rmsnorm_fwd right after the layer (Residual.norm) */
+        next = (Residual){0};
+        next.norm = l + 1 == c->num_layers || m->layout.layers[l + 1].kind != LAYER_FLOWHN;
         if (layer_fwd(m, l, &A->layers[l], A->x[l], A->x[l + 1], l ? &res : NULL, &next)) return -1;
         res = next;
     }

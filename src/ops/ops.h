@@ -517,6 +517,33 @@ typedef struct Ops {
      *     norm backward read that; it must give any other path of
      *     rmsnorm_bwd defined fp32 (CUDA writes bf16(D) back). CUDA:
      *     FLOWHN_BF16_DNORM=0 writes fp32 as always.
+     *   once = 9: as once = 8, but x is the `din` of the packed q|k|v
+     *     product's linear_bwd, overwriting it (the attention norm's input
+     *     gradient du, [N, C]); it is read ONLY by the rmsnorm_bwd that
+     *     follows (the mixer norm's backward, not rmsnorm_gather_bwd), as
+     *     its `dout`, once, on the branch that wrote it; nothing writes x
+     *     between the product and that read (no other dgrad accumulates
+     *     into it) and no product reads it. A backend may have the product
+     *     write only its bf16 output and the norm backward read that; it
+     *     must give any other path of rmsnorm_bwd defined fp32 (CUDA writes
+     *     bf16(D) back), and any other reader fails loudly. NOT the same
+     *     bits as the fp32 path (du rounded to bf16 before the norm's
+     *     backward). CUDA: FLOWHN_BF16_DNORM_ATT=0 writes fp32 as always
+     *     (independent of FLOWHN_BF16_DNORM, so each norm is A/B'd alone).
+     *   once = 10: x is the output of the next op, a linear_fwd without
+     *     bias (overwritten: a residual branch's output, [N, C], the o or
+     *     the down product's); it is read ONLY by one add_rmsnorm_fwd, as
+     *     its a or its b (over exactly (x, n), N x C), once, on the branch
+     *     that wrote it; no product or other op reads it, and nothing writes
+     *     [x, x + n) before that add (which may write its r over x: in
+     *     place). A backend may have the product write only its bf16 output
+     *     (fp32 accumulation, rounded once) and the add read that: NOT the
+     *     same bits as the fp32 path (the branch rounded to bf16 before the
+     *     add, as PyTorch autocast's bf16 matmul output; r itself is fp32).
+     *     It must give any path of add_rmsnorm_fwd that cannot read the
+     *     rounding defined fp32 (CUDA writes bf16(D) back first); x's fp32
+     *     stays unwritten after the add unless r is x. CUDA:
+     *     FLOWHN_BF16_RESID=0 writes fp32 as always.
      *   once = 6: x is the pack declared just before (pack_bf16(x, n, ld),
      *     same x and n, on this branch; not the next op's output: its window
      *     writers'); x's fp32 is read by no one: only the linear_bwd that

@@ -3892,23 +3892,34 @@ static void test_bf16_dact(void) {
 }
 
 /* The MLP norm's d out as the gate|up product's bf16 D (ops.h bf16_only once = 8, linear.cu dnorm_d16, perf-notes
- * llamad16): as model.c mlp_bwd, dv [N, H] marked, the gate|up product's dgrad (dv = dgu [N, 2I] W [2I, H],
+ * llamad16): as model.c mlp_bwd, dv [N, H] marked, the gate|up product's dgrad (dv = dgu [N, K] W [K, H], K = 2I,
  * overwritten), then rmsnorm_bwd reading dv as its dout (dx, dw accumulated, as the model). on: the row kernel
  * reads D (its fp32 NaN under the verify switch), or, where the row kernel does not apply (odd H > 256), D is
- * written back to fp32 first (restored); off: today's path. res: dx, dw. */
-static void dnorm_run(int on, int N, int H, int I, float *const *h, float **res, unsigned long *cnt) {
-    size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
-    int was = cuda_set_bf16_dnorm(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
-    float *dgu = dev(h[0], ni2), *W = dev(h[1], 2 * (size_t)I * H), *x = dev(h[2], nh), *wn = dev(h[3], H);
+ * written back to fp32 first (restored); off: today's path. res: dx, dw.
+ * once = 9 (perf-notes attnorm16): the attention norm's d out du as the packed q|k|v product's dgrad (K = P =
+ * qd + 2 kvd), as model.c attn_bwd_packed then decoder_bwd; `on` is FLOWHN_BF16_DNORM_ATT's position, and the
+ * other switch (FLOWHN_BF16_DNORM) is set the opposite way: the two are independent, and the other mark's
+ * counters must not move. */
+static void dnorm_run(int once, int on, int N, int H, int K, float *const *h, float **res, unsigned long *cnt) {
+    size_t nh = (size_t)N * H, nk = (size_t)N * K;
+    int att = once == 9;
+    int was = cuda_set_bf16_dnorm(att ? !on : on), was_a = cuda_set_bf16_dnorm_att(att ? on : !on);
+    int was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    float *dgu = dev(h[0], nk), *W = dev(h[1], (size_t)K * H), *x = dev(h[2], nh), *wn = dev(h[3], H);
     float *rstd = dev(h[4], N), *dx = dev(h[5], nh), *dw = dev(h[6], H), *dv = dnan(nh);
-    unsigned long w0 = cuda_bf16_dnorm_written, r0 = cuda_bf16_dnorm_read, s0 = cuda_bf16_dnorm_restored;
-    G->bf16_only(dv, nh, 8);   /* as model.c mlp_bwd */
-    G->linear_bwd(dv, NULL, NULL, dgu, NULL, W, N, H, 2 * I, FH_OVERWRITE);
+    unsigned long *wc = att ? &cuda_bf16_dnorm_att_written : &cuda_bf16_dnorm_written;
+    unsigned long *rc = att ? &cuda_bf16_dnorm_att_read : &cuda_bf16_dnorm_read;
+    unsigned long *sc = att ? &cuda_bf16_dnorm_att_restored : &cuda_bf16_dnorm_restored;
+    unsigned long *ow = att ? &cuda_bf16_dnorm_written : &cuda_bf16_dnorm_att_written;
+    unsigned long *orr = att ? &cuda_bf16_dnorm_read : &cuda_bf16_dnorm_att_read;
+    unsigned long w0 = *wc, r0 = *rc, s0 = *sc, ow0 = *ow, or0 = *orr;
+    G->bf16_only(dv, nh, once);   /* as model.c mlp_bwd (8) or attn_bwd_packed (9) */
+    G->linear_bwd(dv, NULL, NULL, dgu, NULL, W, N, H, K, FH_OVERWRITE);
     G->rmsnorm_bwd(dx, dw, dv, x, wn, rstd, N, H, FH_ACC);
     CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
-    cnt[0] = cuda_bf16_dnorm_written - w0;
-    cnt[1] = cuda_bf16_dnorm_read - r0;
-    cnt[2] = cuda_bf16_dnorm_restored - s0;
+    cnt[0] = *wc - w0;
+    cnt[1] = *rc - r0;
+    cnt[2] = *sc - s0;
     res[0] = (float *)malloc(sizeof(float) * nh);
     res[1] = (float *)malloc(sizeof(float) * H);
     float *dvh = (float *)malloc(sizeof(float) * nh);
@@ -3918,17 +3929,67 @@ static void dnorm_run(int on, int N, int H, int I, float *const *h, float **res,
     size_t nan = 0;
     for (size_t i = 0; i < nh; i++) nan += dvh[i] != dvh[i];
     free(dvh);
-    /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none */
-    int ok = cnt[1] + cnt[2] == cnt[0] && (cnt[1] ? nan == nh : nan == 0);
+    /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none. The other mark's counters
+     * stay (its switch is the opposite of this one's) */
+    int ok = cnt[1] + cnt[2] == cnt[0] && (cnt[1] ? nan == nh : nan == 0) && *ow == ow0 && *orr == or0;
     if (!ok) line_ok = 0;
-    CHECK(ok, "dv %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read, %lu restored", on ? "on" : "off",
-          nan, nh, cnt[0], cnt[1], cnt[2]);
+    CHECK(ok, "%s %s: %zu of %zu fp32 values NaN, %lu products bf16-only, %lu read, %lu restored; the other "
+          "mark's: %lu written, %lu read", att ? "du" : "dv", on ? "on" : "off", nan, nh, cnt[0], cnt[1], cnt[2],
+          *ow - ow0, *orr - or0);
     G->keep_bf16(NULL, 0);
     float *all[] = {dgu, W, x, wn, rstd, dx, dw, dv};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
+    cuda_set_bf16_dnorm_att(was_a);
     cuda_set_bf16_dnorm(was);
+}
+/* one shape of test_bf16_dnorm (once = 8, K = 2I) or test_bf16_dnorm_att (once = 9, K = P): on and off against
+ * the CPU (linear_bwd then rmsnorm_bwd) and against each other, at the bf16 bound */
+static void dnorm_shape(const char *op, int once, int N, int H, int K) {
+    size_t nh = (size_t)N * H, nk = (size_t)N * K;
+    line_start(op, "N=%d H=%d K=%d", N, H, K);
+    float *h[7] = {hrand(nk, 0, 1), hrand((size_t)K * H, 0, 0.1f), hrand(nh, 0, 1), hrand(H, 1, 0.1f),
+                   hrand(N, 0, 1), hrand(nh, 0, 1), hrand(H, 0, 1)};
+    for (int r = 0; r < N; r++) h[4][r] = 0.5f + fabsf(h[4][r]);   /* rstd > 0 */
+    float *dv = hnan(nh), *dx = (float *)malloc(sizeof(float) * nh), *dw = (float *)malloc(sizeof(float) * H);
+    memcpy(dx, h[5], sizeof(float) * nh);
+    memcpy(dw, h[6], sizeof(float) * H);
+    cpu_linear_bwd(dv, NULL, NULL, h[0], NULL, h[1], N, H, K, FH_OVERWRITE);
+    cpu_rmsnorm_bwd(dx, dw, dv, h[2], h[3], h[4], N, H, FH_ACC);
+    float *r_on[2], *r_off[2];
+    unsigned long c_on[3], c_off[3];
+    dnorm_run(once, 0, N, H, K, h, r_off, c_off);
+    dnorm_run(once, 1, N, H, K, h, r_on, c_on);
+    int ok = c_off[0] == 0 && (c_on[0] == 1 || H % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%lu products bf16 d out on, %lu off (once = %d)", c_on[0], c_off[0], once);
+    TOL = 1e-2;
+    const char *nm[2] = {"dx", "dw"};
+    float *ref[2] = {dx, dw};
+    size_t sz[2] = {nh, (size_t)H};
+    for (int k = 0; k < 2; k++) {
+        char b[24];
+        float *d = dev(r_on[k], sz[k]);
+        snprintf(b, sizeof b, "%s_on", nm[k]);
+        cmp(b, ref[k], d, sz[k]);
+        G->release(d);
+        d = dev(r_off[k], sz[k]);
+        snprintf(b, sizeof b, "%s_off", nm[k]);
+        cmp(b, ref[k], d, sz[k]);
+        G->release(d);
+        d = dev(r_on[k], sz[k]);   /* on vs off within the bf16 bound */
+        snprintf(b, sizeof b, "%s_on_vs_off", nm[k]);
+        cmp(b, r_off[k], d, sz[k]);
+        G->release(d);
+    }
+    TOL = 1e-5;
+    size_t len = strlen(line);
+    snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu", c_on[0], c_on[1], c_on[2]);
+    line_end();
+    for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
+    for (int k = 0; k < 7; k++) free(h[k]);
+    free(dv); free(dx); free(dw);
 }
 static void test_bf16_dnorm(void) {
     /* {N, H, I}: the row kernel's VW 1 (H 33) and VW 4 paths, the block fallback (odd H > 256: D written back),
@@ -3936,52 +3997,145 @@ static void test_bf16_dnorm(void) {
     static const int shapes[][3] = {{5, 33, 17}, {37, 96, 40}, {64, 300, 24}, {9, 301, 16}, {512, 768, 2048},
                                     {3, 8, 4}};
     CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        dnorm_shape("bf16_dnorm", 8, shapes[si][0], shapes[si][1], 2 * shapes[si][2]);
+    cuda_set_matmul_precision("fp32");
+}
+/* The attention norm's d out as the packed q|k|v product's bf16 D (ops.h bf16_only once = 9, FLOWHN_BF16_DNORM_ATT,
+ * perf-notes attnorm16): the same on / off checks at the attention path's shapes, K = P = (nh + 2 nkv) hd */
+static void test_bf16_dnorm_att(void) {
+    /* {N, H, nh, nkv, hd}: gpt2small (12 heads of 64, H 768: P 2304) at reduced rows; configs/llama-135m.json (32
+     * heads, 8 kv heads of 24: P 1152); GQA at H 96; odd widths: H 33 (VW 1), H 301 (the block fallback: D
+     * written back, if cuBLASLt takes the odd bf16 output), an odd row count */
+    static const int shapes[][5] = {{512, 768, 12, 12, 64}, {256, 768, 32, 8, 24}, {37, 96, 4, 2, 24},
+                                    {5, 33, 3, 3, 11}, {9, 301, 7, 1, 43}, {3, 8, 2, 1, 4}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        int N = shapes[si][0], H = shapes[si][1], I = shapes[si][2];
-        size_t nh = (size_t)N * H, ni2 = 2 * (size_t)N * I;
-        line_start("bf16_dnorm", "N=%d H=%d I=%d", N, H, I);
-        float *h[7] = {hrand(ni2, 0, 1), hrand(2 * (size_t)I * H, 0, 0.1f), hrand(nh, 0, 1), hrand(H, 1, 0.1f),
-                       hrand(N, 0, 1), hrand(nh, 0, 1), hrand(H, 0, 1)};
-        for (int r = 0; r < N; r++) h[4][r] = 0.5f + fabsf(h[4][r]);   /* rstd > 0 */
-        float *dv = hnan(nh), *dx = (float *)malloc(sizeof(float) * nh), *dw = (float *)malloc(sizeof(float) * H);
-        memcpy(dx, h[5], sizeof(float) * nh);
-        memcpy(dw, h[6], sizeof(float) * H);
-        cpu_linear_bwd(dv, NULL, NULL, h[0], NULL, h[1], N, H, 2 * I, FH_OVERWRITE);
-        cpu_rmsnorm_bwd(dx, dw, dv, h[2], h[3], h[4], N, H, FH_ACC);
-        float *r_on[2], *r_off[2];
-        unsigned long c_on[3], c_off[3];
-        dnorm_run(0, N, H, I, h, r_off, c_off);
-        dnorm_run(1, N, H, I, h, r_on, c_on);
-        int ok = c_off[0] == 0 && (c_on[0] == 1 || H % 4);   /* odd widths: cuBLASLt may decline the bf16 output */
-        if (!ok) line_ok = 0;
-        CHECK(ok, "%lu products bf16 dv on, %lu off", c_on[0], c_off[0]);
-        TOL = 1e-2;
-        const char *nm[2] = {"dx", "dw"};
-        float *ref[2] = {dx, dw};
-        size_t sz[2] = {nh, (size_t)H};
-        for (int k = 0; k < 2; k++) {
-            char b[24];
-            float *d = dev(r_on[k], sz[k]);
-            snprintf(b, sizeof b, "%s_on", nm[k]);
-            cmp(b, ref[k], d, sz[k]);
-            G->release(d);
-            d = dev(r_off[k], sz[k]);
-            snprintf(b, sizeof b, "%s_off", nm[k]);
-            cmp(b, ref[k], d, sz[k]);
-            G->release(d);
-            d = dev(r_on[k], sz[k]);   /* on vs off within the bf16 bound */
-            snprintf(b, sizeof b, "%s_on_vs_off", nm[k]);
-            cmp(b, r_off[k], d, sz[k]);
-            G->release(d);
-        }
-        TOL = 1e-5;
-        size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu", c_on[0], c_on[1], c_on[2]);
-        line_end();
-        for (int k = 0; k < 2; k++) { free(r_on[k]); free(r_off[k]); }
-        for (int k = 0; k < 7; k++) free(h[k]);
-        free(dv); free(dx); free(dw);
+        const int *s = shapes[si];
+        dnorm_shape("bf16_dnorm_att", 9, s[0], s[1], (s[2] + 2 * s[3]) * s[4]);
     }
+    cuda_set_matmul_precision("fp32");
+}
+
+/* A residual branch's output as its product's bf16 D (ops.h bf16_only once = 10, linear.cu resid_d16,
+ * perf-notes resid16): as model.c, y [N, C] marked, the product y = in W^T (linear_fwd, no bias), then
+ * add_rmsnorm_fwd reading y as its b (r another buffer: the o product's case) or as its a with r = y (in
+ * place: the down product's case). mode 0: FLOWHN_BF16_RESID off (today's path); 1: on (the row kernel reads
+ * D; y's fp32 NaN under the verify switch unless r = y); 2: on with FLOWHN_ELEM=old and 3: on with
+ * FLOWHN_ADD_NORM=0 (D written back to fp32 first, then the old kernels). h: in, W, the other operand, the
+ * norm weight. res: r, out, rstd, y before the add (host), y after it. cnt: written, read, restored. */
+static void resid_run(int mode, int which, int N, int C, int IC, float *const *h, float **res, unsigned long *cnt) {
+    size_t nc = (size_t)N * C;
+    int was = cuda_set_bf16_resid(mode > 0), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+    int was_old = cuda_set_elem_old(mode == 2), was_f = cuda_set_add_norm_fused(mode != 3);
+    float *in = dev(h[0], (size_t)N * IC), *W = dev(h[1], (size_t)C * IC), *o = dev(h[2], nc), *wn = dev(h[3], C);
+    float *y = dnan(nc), *r = dnan(nc), *out = dnan(nc), *rstd = dnan(N);
+    unsigned long w0 = cuda_bf16_resid_written, r0 = cuda_bf16_resid_read, s0 = cuda_bf16_resid_restored;
+    G->bf16_only(y, nc, 10);   /* as model.c (attn_fwd's o product, mlp_fwd's down product) */
+    G->linear_fwd(y, in, W, NULL, N, IC, C);
+    for (int k = 0; k < 5; k++) res[k] = (float *)malloc(sizeof(float) * (k == 2 ? N : nc));
+    G->to_host(res[3], y, sizeof(float) * nc);   /* off: the product's fp32 output; on: NaN (not an op's read) */
+    if (which) G->add_rmsnorm_fwd(y, out, rstd, y, o, wn, N, C, 1e-5f);   /* r = y + o, over y */
+    else G->add_rmsnorm_fwd(r, out, rstd, o, y, wn, N, C, 1e-5f);
+    CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+    cnt[0] = cuda_bf16_resid_written - w0;
+    cnt[1] = cuda_bf16_resid_read - r0;
+    cnt[2] = cuda_bf16_resid_restored - s0;
+    G->to_host(res[0], which ? y : r, sizeof(float) * nc);
+    G->to_host(res[1], out, sizeof(float) * nc);
+    G->to_host(res[2], rstd, sizeof(float) * N);
+    G->to_host(res[4], y, sizeof(float) * nc);
+    G->keep_bf16(NULL, 0);
+    float *all[] = {in, W, o, wn, y, r, out, rstd};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+    cuda_set_add_norm_fused(was_f);
+    cuda_set_elem_old(was_old);
+    cuda_set_bf16_keep_verify(was_v);
+    cuda_set_bf16_only(was_only);
+    cuda_set_bf16_resid(was);
+}
+static void test_bf16_resid(void) {
+    /* {N, C, IC}: the row kernel's VW 1 (C 33) and VW 4 paths, the block fallback (odd C > 256; C > 1024: D
+     * written back), gpt2small's o and down products at reduced rows (C 768, IC 768 / 2048) */
+    static const int shapes[][3] = {{5, 33, 17}, {37, 96, 40}, {19, 300, 24}, {9, 301, 16}, {3, 1032, 8},
+                                    {256, 768, 768}, {512, 768, 2048}};
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int which = 0; which < 2; which++) {
+            int N = shapes[si][0], C = shapes[si][1], IC = shapes[si][2];
+            size_t nc = (size_t)N * C;
+            line_start("bf16_resid", "N=%d C=%d IC=%d %s", N, C, IC, which ? "a, r=a" : "b");
+            float *h[4] = {hrand((size_t)N * IC, 0, 1), hrand((size_t)C * IC, 0, 0.2f), hrand(nc, 0.3f, 1.5f),
+                           hrand(C, 1, 0.2f)};
+            /* the CPU: the fp32 product and the add on it */
+            float *y = hnan(nc), *r = hnan(nc), *out = hnan(nc), *rstd = hnan(N);
+            cpu_linear_fwd(y, h[0], h[1], NULL, N, IC, C);
+            if (which) cpu_add_rmsnorm_fwd(r, out, rstd, y, h[2], h[3], N, C, 1e-5f);
+            else cpu_add_rmsnorm_fwd(r, out, rstd, h[2], y, h[3], N, C, 1e-5f);
+            float *res[4][5];
+            unsigned long cnt[4][3];
+            for (int mode = 0; mode < 4; mode++) resid_run(mode, which, N, C, IC, h, res[mode], cnt[mode]);
+            /* the add on bf16(the GPU product's fp32 output): what the row kernel computes from D (D is that
+             * rounding up to cuBLASLt's order in its bf16-output plan) */
+            float *y16 = (float *)malloc(sizeof(float) * nc), *r16 = hnan(nc), *o16 = hnan(nc), *s16 = hnan(N);
+            float *r32 = hnan(nc), *o32 = hnan(nc), *s32 = hnan(N);
+            for (size_t i = 0; i < nc; i++) y16[i] = bf16_float(rne_bf16(res[0][3][i]));
+            if (which) {
+                cpu_add_rmsnorm_fwd(r16, o16, s16, y16, h[2], h[3], N, C, 1e-5f);
+                cpu_add_rmsnorm_fwd(r32, o32, s32, res[0][3], h[2], h[3], N, C, 1e-5f);
+            } else {
+                cpu_add_rmsnorm_fwd(r16, o16, s16, h[2], y16, h[3], N, C, 1e-5f);
+                cpu_add_rmsnorm_fwd(r32, o32, s32, h[2], res[0][3], h[3], N, C, 1e-5f);
+            }
+            int rows = C <= 1024 && (C % 4 == 0 || C <= 256);   /* the row kernel applies (rmsnorm.cu rows_plan) */
+            int ok = cnt[0][0] == 0 && cnt[0][1] + cnt[0][2] == 0;
+            for (int mode = 1; mode < 4; mode++) {
+                /* odd widths: cuBLASLt may decline the bf16 output (fp32 as always then) */
+                int w = cnt[mode][0];
+                ok = ok && (w == 1 || (C % 4 && w == 0)) && cnt[mode][1] + cnt[mode][2] == cnt[mode][0] &&
+                     (mode == 1 && rows ? cnt[mode][1] == cnt[mode][0] : cnt[mode][2] == cnt[mode][0]);
+                size_t nan = 0;   /* y after the add: NaN when D was read and r is elsewhere; else written */
+                for (size_t i = 0; i < nc; i++) nan += res[mode][4][i] != res[mode][4][i];
+                ok = ok && (cnt[mode][1] && !which ? nan == nc : nan == 0);
+            }
+            if (!ok) line_ok = 0;
+            CHECK(ok, "D16 written/read/restored: off %lu/%lu/%lu, on %lu/%lu/%lu, old %lu/%lu/%lu, unfused "
+                  "%lu/%lu/%lu", cnt[0][0], cnt[0][1], cnt[0][2], cnt[1][0], cnt[1][1], cnt[1][2], cnt[2][0],
+                  cnt[2][1], cnt[2][2], cnt[3][0], cnt[3][1], cnt[3][2]);
+            const char *nm[3] = {"r", "out", "rstd"};
+            float *ref[3] = {r, out, rstd}, *ref16[3] = {r16, o16, s16}, *ref32[3] = {r32, o32, s32};
+            size_t sz[3] = {nc, nc, (size_t)N};
+            static const char *mn[4] = {"off", "on", "old", "unf"};
+            for (int k = 0; k < 3; k++) {
+                char b[32];
+                for (int mode = 0; mode < 4; mode++) {
+                    float *d = dev(res[mode][k], sz[k]);
+                    /* the same math as the CPU op on the values read: bf16(y) where D was written, fp32 y off
+                     * (row sums in another order: the fp32 bound; D's own accumulation order: 3e-4) */
+                    TOL = mode && cnt[mode][0] ? 3e-4 : 1e-5;
+                    snprintf(b, sizeof b, "%s_%s", nm[k], mn[mode]);
+                    cmp(b, mode && cnt[mode][0] ? ref16[k] : ref32[k], d, sz[k]);
+                    TOL = 1e-2;   /* against the CPU's fp32 product (bf16 operands) and on vs off */
+                    snprintf(b, sizeof b, "%s_%s_cpu", nm[k], mn[mode]);
+                    cmp(b, ref[k], d, sz[k]);
+                    if (mode) {
+                        snprintf(b, sizeof b, "%s_%s_vs_off", nm[k], mn[mode]);
+                        cmp(b, res[0][k], d, sz[k]);
+                    }
+                    G->release(d);
+                }
+            }
+            TOL = 1e-5;
+            size_t len = strlen(line);
+            snprintf(line + len, sizeof line - len, " D16 %lu read %lu restored %lu (old: restored %lu, unfused: "
+                     "restored %lu)", cnt[1][0], cnt[1][1], cnt[1][2], cnt[2][2], cnt[3][2]);
+            line_end();
+            for (int mode = 0; mode < 4; mode++)
+                for (int k = 0; k < 5; k++) free(res[mode][k]);
+            for (int k = 0; k < 4; k++) free(h[k]);
+            free(y); free(r); free(out); free(rstd); free(y16); free(r16); free(o16); free(s16);
+            free(r32); free(o32); free(s32);
+        }
     cuda_set_matmul_precision("fp32");
 }
 
@@ -4211,17 +4365,48 @@ static void test_bf16_only_dqkv(void) {
  *      qkv's fp32 = bf16(D) (no NaN), the product reading it runs;
  *   3: QKV on, cuDNN off: our kernels (tile head sizes) or the op declines (then the fp32 is written back
  *      before it returns 1: the model's dense fallback reads defined values); written back 1.
+ *   4: mode 1 with FLOWHN_CUDNN_VKEEP=0: D into the branch scratch, the forward's conversion copies V into the
+ *      dense kept Q | K | V (the path before vkeep);
+ *   5: mode 1 with the strided Q, K, V plans counted as declined (cuda_cudnn_vkeep_decline): D written into the
+ *      keep, then back to fp32 (written back 1), the keep given back, the dense path from the fp32.
+ * Modes 1-3, 5 write D into qkv's kept buffer (FLOWHN_CUDNN_VKEEP on: in-keep 1); mode 1 rotates Q, K in place
+ * there and cuDNN reads Q, K, V at row stride P in both directions (vkeep 1/1) unless cuDNN declines the strided
+ * plans (then mode 1 is mode 5: the line says so). The kept Q | K | V after the backward (read back through
+ * cuda_cudnn_kept_qkv, strided or dense, into one dense order) of modes 1 and 5 equal mode 4's bit for bit (the
+ * same roundings; only where V lies changes); att, lse and dqkv of mode 5 equal mode 4's bit for bit (the same
+ * plans on the same tensors), mode 1's bit for bit or, if cuDNN's strided engine differs, within 1e-2 (printed).
  * att and dqkv of every mode against the CPU (product + attention, fp32) at the bf16 bound; modes 1-2 against
  * mode 0 at 1e-2 (one more rounding of q, k, v). */
+/* the attention's kept Q | K | V as 16-bit patterns in the dense order (Q [rows, nh hd], then K, then V), or NULL */
+static uint16_t *kept_qkv_dense(const float *q, const int *dpos, const int *sh, float theta, int *strided) {
+    int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
+    size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd, P = qd + 2 * kvd, rows = (size_t)B * n, np = rows * P;
+    const void *kb = cuda_cudnn_kept_qkv(q, dpos, B, n, nh, nkv, hd, theta, strided);
+    if (!kb) return NULL;
+    uint16_t *t = (uint16_t *)malloc(sizeof(uint16_t) * np), *r = (uint16_t *)malloc(sizeof(uint16_t) * np);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess &&
+          cudaMemcpy(t, kb, sizeof(uint16_t) * np, cudaMemcpyDeviceToHost) == cudaSuccess, "reading the kept Q|K|V");
+    if (!*strided) { free(r); return t; }
+    for (size_t row = 0; row < rows; row++)
+        for (size_t c = 0; c < P; c++) {
+            size_t at = c < qd ? row * qd + c
+                        : c < qd + kvd ? rows * qd + row * kvd + (c - qd) : rows * (qd + kvd) + row * kvd + (c - qd - kvd);
+            r[at] = t[row * P + c];
+        }
+    free(t);
+    return r;
+}
 static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *written,
-                    unsigned long *restored, int *declined) {
+                    unsigned long *restored, int *declined, unsigned long *vk, uint16_t **kept, int *kstrided) {
     int B = sh[0], n = sh[1], nh = sh[2], nkv = sh[3], hd = sh[4];
     int qd = nh * hd, kvd = nkv * hd, P = qd + 2 * kvd, rows = B * n;
     size_t np = (size_t)rows * P;
     const float theta = 10000.f;
     int was_q = cuda_set_bf16_qkv(mode >= 1), was_only = cuda_set_bf16_only(1);
     int was_v = cuda_set_bf16_keep_verify(1), was_c = cuda_set_cudnn_conv_old(mode == 2);
-    int was_dnn = cuda_set_attn_cudnn(mode != 3);
+    int was_dnn = cuda_set_attn_cudnn(mode != 3), was_vk = cuda_set_cudnn_vkeep(mode != 4);
+    cuda_cudnn_vkeep_decline = mode == 5;
+    unsigned long ik0 = cuda_bf16_qkv_in_keep, vr0 = cuda_cudnn_vkeep_runs, vs0 = cuda_cudnn_vkeep_served;
     /* h: u [rows, H], W [P, H], datt [rows, qd], pos (as float bits), w1 [1, P] */
     float *u = dev(h[0], (size_t)rows * H), *W = dev(h[1], (size_t)P * H), *datt = dev(h[2], (size_t)rows * qd);
     float *w1 = dev(h[4], (size_t)P);
@@ -4237,7 +4422,9 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
     int rc = G->attention_rope_fwd(att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta, P, P);
     *declined = rc != 0;
     *restored = cuda_bf16_qkv_restored - r0;
-    res[0] = res[1] = NULL;
+    res[0] = res[1] = res[2] = NULL;
+    *kept = NULL;
+    *kstrided = 0;
     if (rc == 0) {
         rc = G->attention_rope_bwd(dq, dk, dv, datt, att, lse, q, k, v, dpos, dpos, B, n, n, nh, nkv, hd, theta,
                                    FH_OVERWRITE, P, P);
@@ -4245,9 +4432,15 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
         CHECK(cuda_ops_check() == 0, "mode %d: %s", mode, fh_last_error());
         res[0] = (float *)malloc(sizeof(float) * (size_t)rows * qd);
         res[1] = (float *)malloc(sizeof(float) * np);
+        res[2] = (float *)malloc(sizeof(float) * (size_t)B * nh * n);
         G->to_host(res[0], att, sizeof(float) * (size_t)rows * qd);
         G->to_host(res[1], dqkv, sizeof(float) * np);
+        G->to_host(res[2], lse, sizeof(float) * (size_t)B * nh * n);
+        *kept = kept_qkv_dense(q, dpos, sh, theta, kstrided);
     }
+    vk[0] = cuda_bf16_qkv_in_keep - ik0;
+    vk[1] = cuda_cudnn_vkeep_runs - vr0;
+    vk[2] = cuda_cudnn_vkeep_served - vs0;
     {   /* the verify poison: qkv's fp32 all NaN where D was read by cuDNN, none where written (back) */
         float *t = (float *)malloc(sizeof(float) * np);
         G->to_host(t, qkv, sizeof(float) * np);
@@ -4273,11 +4466,30 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
     float *all[] = {u, W, datt, w1, qkv, att, lse, dqkv, y1};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) G->release(all[i]);
     G->release(dpos);
+    cuda_cudnn_vkeep_decline = 0;
+    cuda_set_cudnn_vkeep(was_vk);
     cuda_set_attn_cudnn(was_dnn);
     cuda_set_cudnn_conv_old(was_c);
     cuda_set_bf16_keep_verify(was_v);
     cuda_set_bf16_only(was_only);
     cuda_set_bf16_qkv(was_q);
+}
+/* 1 when a and b (n floats) are the same bits; else prints the largest difference relative to a's largest value */
+static int same_bits(const char *what, const float *a, const float *b, size_t n, double *rel) {
+    size_t nd = 0;
+    double md = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x, y;
+        memcpy(&x, &a[i], 4);
+        memcpy(&y, &b[i], 4);
+        nd += x != y;
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || d != d) md = d;
+        if (fabs(a[i]) > mx) mx = fabs(a[i]);
+    }
+    *rel = mx > 0 ? md / mx : md;
+    if (nd) printf("    %s: %zu of %zu values differ in bits, max |diff| / max |ref| %.2e\n", what, nd, n, *rel);
+    return nd == 0;
 }
 static void test_bf16_qkv(void) {
     int was;
@@ -4295,16 +4507,61 @@ static void test_bf16_qkv(void) {
         int *pos = subset(4 * n, n);
         float *h[5] = {hrand((size_t)rows * H, 0, 1), hrand((size_t)P * H, 0, 0.05f), hrand(na, 0, 1), (float *)pos,
                        hrand((size_t)P, 0, 0.05f)};
-        float *r[4][2];
-        unsigned long wr[4], rs[4];
-        int dec[4];
-        for (int mode = 0; mode < 4; mode++) qkv_run(mode, sh, H, h, r[mode], &wr[mode], &rs[mode], &dec[mode]);
-        static const unsigned long want_w[4] = {0, 1, 1, 1}, want_r[4] = {0, 0, 1, 1};
-        for (int mode = 0; mode < 4; mode++) {
+        float *r[6][3];
+        unsigned long wr[6], rs[6], vk[6][3];
+        int dec[6], kst[6];
+        uint16_t *kq[6];
+        for (int mode = 0; mode < 6; mode++)
+            qkv_run(mode, sh, H, h, r[mode], &wr[mode], &rs[mode], &dec[mode], vk[mode], &kq[mode], &kst[mode]);
+        /* mode 1 on the strided layout, or (cuDNN declined the strided plans) the write-back fallback, as mode 5 */
+        int strided = vk[1][1] == 1;
+        unsigned long want_w[6] = {0, 1, 1, 1, 1, 1}, want_r[6] = {0, (unsigned long)!strided, 1, 1, 0, 1};
+        unsigned long want_k[6] = {0, 1, 1, 1, 0, 1};
+        for (int mode = 0; mode < 6; mode++) {
             int ok = wr[mode] == want_w[mode] && rs[mode] == want_r[mode] && (mode == 3 || !dec[mode]);
             if (!ok) line_ok = 0;
             CHECK(ok, "mode %d: %lu written bf16 (expected %lu), %lu written back (expected %lu), %s", mode, wr[mode],
                   want_w[mode], rs[mode], want_r[mode], dec[mode] ? "declined" : "ran");
+            /* D in the keep: modes 1-3, 5; the strided layout (forward and backward) only in mode 1 */
+            ok = vk[mode][0] == want_k[mode] && vk[mode][1] == (mode == 1 && strided) &&
+                 vk[mode][2] == vk[mode][1] && (mode == 3 || mode == 2 || kq[mode]) &&
+                 kst[mode] == (mode == 1 && strided);
+            if (!ok) line_ok = 0;
+            CHECK(ok, "mode %d: %lu D in the keep (expected %lu), %lu strided forwards, %lu strided backwards, kept "
+                  "Q|K|V %s", mode, vk[mode][0], want_k[mode], vk[mode][1], vk[mode][2],
+                  kq[mode] ? (kst[mode] ? "strided" : "dense") : "none");
+        }
+        /* the same roundings: the kept Q | K | V of modes 1 and 5 equal mode 4's (D in the scratch) bit for bit */
+        int kbits = 1;
+        for (int mode = 1; mode < 6; mode += 4) {
+            if (!kq[mode] || !kq[4]) { kbits = 0; continue; }   /* reported above */
+            size_t nd = 0;
+            for (size_t i = 0; i < np; i++) nd += kq[mode][i] != kq[4][i];
+            if (nd) kbits = 0;
+            CHECK(nd == 0, "mode %d: %zu of %zu kept Q|K|V values differ from the scratch path's", mode, nd, np);
+        }
+        if (!kbits) line_ok = 0;
+        /* mode 5 (the fallback) runs the scratch path's plans on the same tensors: the same bits; mode 1 (strided
+         * plans) the same bits unless cuDNN's engine for the strided layout differs: then within 1e-2 */
+        int bits1 = 1;
+        for (int mode = 1; mode < 6; mode += 4) {
+            if (!r[mode][0] || !r[4][0]) continue;
+            size_t cnt[3] = {na, np, (size_t)B * nh * n};
+            static const char *nm[3] = {"att", "dqkv", "lse"};
+            for (int t = 0; t < 3; t++) {
+                char b[48];
+                double rel;
+                snprintf(b, sizeof b, "%s mode %d vs vkeep off", nm[t], mode);
+                int same = same_bits(b, r[4][t], r[mode][t], cnt[t], &rel);
+                if (mode == 5 || !strided) {
+                    if (!same) line_ok = 0;
+                    CHECK(same, "%s: not the same bits (the same plans on the same tensors)", b);
+                } else if (!same) {
+                    bits1 = 0;
+                    if (!(rel <= 1e-2)) line_ok = 0;
+                    CHECK(rel <= 1e-2, "%s: %.2e", b, rel);
+                }
+            }
         }
         /* the CPU: the product, then the attention forward and backward, in fp32 */
         float *qkv = hnan(np), *out = hnan(na), *lse = hnan((size_t)B * nh * n), *dqkv = (float *)calloc(np, 4);
@@ -4314,8 +4571,8 @@ static void test_bf16_qkv(void) {
         cpu_ops.attention_rope_bwd(dqkv, dqkv + qd, dqkv + qd + kvd, h[2], out, lse, q, k, v, pos, pos, B, n, n, nh,
                                    nkv, hd, 10000.f, FH_OVERWRITE, P, P);
         TOL = 1e-2;
-        static const char *mn[4] = {"off", "on", "conv_old", "no_cudnn"};
-        for (int mode = 0; mode < 4; mode++) {
+        static const char *mn[6] = {"off", "on", "conv_old", "no_cudnn", "vkeep_off", "vkeep_declined"};
+        for (int mode = 0; mode < 6; mode++) {
             if (!r[mode][0]) continue;   /* declined (mode 3, a head size only cuDNN takes) */
             char b[32];
             float *d = dev(r[mode][0], na);
@@ -4341,10 +4598,14 @@ static void test_bf16_qkv(void) {
         }
         TOL = 1e-5;
         size_t len = strlen(line);
-        snprintf(line + len, sizeof line - len, " D16 %lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu%s", wr[0], wr[1], wr[2],
-                 wr[3], rs[0], rs[1], rs[2], rs[3], dec[3] ? ", no-cuDNN declined" : "");
+        snprintf(line + len, sizeof line - len, " D16 %lu/%lu/%lu/%lu/%lu/%lu, back %lu/%lu/%lu/%lu/%lu/%lu%s, vkeep "
+                 "%lu/%lu%s, Q|K|V == scratch path bitwise%s, att/lse/dqkv %s", wr[0], wr[1], wr[2], wr[3], wr[4],
+                 wr[5], rs[0], rs[1], rs[2], rs[3], rs[4], rs[5], dec[3] ? ", no-cuDNN declined" : "", vk[1][1],
+                 vk[1][2], strided ? "" : " (strided Q, K, V plan declined by cuDNN)", kbits ? "" : " FAILED",
+                 !strided ? "(fallback) == vkeep off bitwise" : bits1 ? "== vkeep off bitwise"
+                                                             : "within 1e-2 of vkeep off (not bitwise)");
         line_end();
-        for (int mode = 0; mode < 4; mode++) { free(r[mode][0]); free(r[mode][1]); }
+        for (int mode = 0; mode < 6; mode++) { free(r[mode][0]); free(r[mode][1]); free(r[mode][2]); free(kq[mode]); }
         free(h[0]); free(h[1]); free(h[2]); free(h[3]); free(h[4]);
         free(qkv); free(out); free(lse); free(dqkv);
     }
@@ -4862,6 +5123,8 @@ int main(void) {
     RUN(test_bf16_gu);
     RUN(test_bf16_dact);
     RUN(test_bf16_dnorm);
+    RUN(test_bf16_dnorm_att);
+    RUN(test_bf16_resid);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);

@@ -95,6 +95,13 @@ unsigned long cuda_cudnn_dv_direct, cuda_cudnn_dv_planned;
 int cuda_cudnn_dv_decline;
 int cuda_set_cudnn_gradvec(int) { return 0; }
 unsigned long cuda_cudnn_grad_rows;
+int cuda_set_cudnn_vkeep(int) { return 0; }
+unsigned long cuda_cudnn_vkeep_runs, cuda_cudnn_vkeep_served;
+int cuda_cudnn_vkeep_decline;
+const void *cuda_cudnn_kept_qkv(const float *, const int *, int, int, int, int, int, float, int *strided) {
+    *strided = 0;
+    return NULL;
+}
 #else
 #include <cudnn_graph.h>
 
@@ -328,11 +335,13 @@ enum { U_Q = 1, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF, U_DO, U_ONE, U_DQ, U
 typedef struct {
     int bwd, B, n, nh, nkv, hd;
     int dvld;    /* backward: 0 dV dense [B, n, nkv, hd]; else its rows dvld values apart (FLOWHN_CUDNN_DV) */
+    int qld;     /* 0: Q, K, V dense per tensor; else all three rows qld values apart (FLOWHN_CUDNN_VKEEP: the
+                  * packed q|k|v product's layout, P) */
     int state;   /* 1 built, -1 declined (the build failed) */
     cudnnBackendDescriptor_t plan;
     int64_t ws;
 } Plan;
-/* One entry per (direction, shape, dV layout), never evicted (a graph may have recorded an entry's plan).
+/* One entry per (direction, shape, dV layout, Q/K/V layout), never evicted (a graph may have recorded an entry's plan).
  * 64 was too few once the strided-dV plans came (session 12 call 1: test_cuda's later shapes found the table
  * full, so get_plan declined them and our kernel ran them silently); a full table now says so once. */
 #define MAXPLANS 512
@@ -341,15 +350,23 @@ static int nplans;
 
 static void dims(int64_t d[4], int64_t a, int64_t b, int64_t c, int64_t e) { d[0] = a; d[1] = b; d[2] = c; d[3] = e; }
 
-static int build_fwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
-    int64_t d[4], s[4], sd[4], ss[4], st[4], sts[4], one4[4] = {1, 1, 1, 1};
+/* the row strides of Q and of K, V: dense per tensor, or qld (> 0) for all three (cuDNN's "interleaved" BSHD) */
+static void qkv_rows(int nh, int nkv, int hd, int qld, int64_t *lq, int64_t *lkv) {
+    *lq = qld > 0 ? qld : (int64_t)nh * hd;
+    *lkv = qld > 0 ? qld : (int64_t)nkv * hd;
+}
+
+static int build_fwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd, int qld) {
+    int64_t d[4], s[4], sd[4], ss[4], st[4], sts[4], one4[4] = {1, 1, 1, 1}, lq, lkv;
     cudnnBackendDescriptor_t Q, KT, V, O, Stats, scale, neginf;
+    qkv_rows(nh, nkv, hd, qld, &lq, &lkv);
     dims(d, B, nh, n, hd); dims(s, (int64_t)n * nh * hd, hd, (int64_t)nh * hd, 1);
-    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, s, false, false, "Q")) return -1;
     if (tensor(g->p, &O, U_O, CUDNN_DATA_BFLOAT16, d, s, false, false, "O")) return -1;
-    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * nkv * hd, hd, 1, (int64_t)nkv * hd);
+    dims(s, (int64_t)n * lq, hd, lq, 1);
+    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, s, false, false, "Q")) return -1;
+    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * lkv, hd, 1, lkv);
     if (tensor(g->p, &KT, U_KT, CUDNN_DATA_BFLOAT16, d, s, false, false, "K^T")) return -1;
-    dims(d, B, nkv, n, hd); dims(s, (int64_t)n * nkv * hd, hd, (int64_t)nkv * hd, 1);
+    dims(d, B, nkv, n, hd); dims(s, (int64_t)n * lkv, hd, lkv, 1);
     if (tensor(g->p, &V, U_V, CUDNN_DATA_BFLOAT16, d, s, false, false, "V")) return -1;
     dims(st, B, nh, n, 1); dims(sts, (int64_t)nh * n, n, 1, 1);
     if (tensor(g->p, &Stats, U_STATS, CUDNN_DATA_FLOAT, st, sts, false, false, "Stats")) return -1;
@@ -377,24 +394,27 @@ static int build_fwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd) {
     return 0;
 }
 
-static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd, int dvld) {
-    int64_t d[4], s[4], st[4], sts[4], sd[4], ss[4], sdt[4], sst[4], one4[4] = {1, 1, 1, 1};
+static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd, int dvld, int qld) {
+    int64_t d[4], s[4], st[4], sts[4], sd[4], ss[4], sdt[4], sst[4], one4[4] = {1, 1, 1, 1}, lq, lkv;
     cudnnBackendDescriptor_t Q, KT, VT, O, dO, Stats, scale, neginf, one, dQ, dK, dV, ssum, dQacc;
-    int64_t qs[4];
+    int64_t qs[4], qin[4];
+    qkv_rows(nh, nkv, hd, qld, &lq, &lkv);
     dims(d, B, nh, n, hd); dims(qs, (int64_t)n * nh * hd, hd, (int64_t)nh * hd, 1);
-    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, qs, false, false, "Q") ||
+    dims(qin, (int64_t)n * lq, hd, lq, 1);   /* Q as read (qld: the packed rows); O, dO, dQ dense */
+    if (tensor(g->p, &Q, U_Q, CUDNN_DATA_BFLOAT16, d, qin, false, false, "Q") ||
         tensor(g->p, &O, U_O, CUDNN_DATA_BFLOAT16, d, qs, false, false, "O") ||
         tensor(g->p, &dO, U_DO, CUDNN_DATA_BFLOAT16, d, qs, false, false, "dO") ||
         tensor(g->p, &dQ, U_DQ, CUDNN_DATA_BFLOAT16, d, qs, false, false, "dQ"))
         return -1;
     dims(s, (int64_t)nh * n * hd, (int64_t)n * hd, hd, 1);   /* BHSD, as cudnn-frontend's dQ accumulator */
     if (tensor(g->p, &dQacc, U_DQACC, CUDNN_DATA_FLOAT, d, s, false, false, "dQ_accum")) return -1;
-    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * nkv * hd, hd, 1, (int64_t)nkv * hd);
+    dims(d, B, nkv, hd, n); dims(s, (int64_t)n * lkv, hd, 1, lkv);
     if (tensor(g->p, &KT, U_KT, CUDNN_DATA_BFLOAT16, d, s, false, false, "K^T") ||
         tensor(g->p, &VT, U_V, CUDNN_DATA_BFLOAT16, d, s, false, false, "V^T"))
         return -1;
-    int64_t kd[4], ks[4];
+    int64_t kd[4], ks[4], kin[4];
     dims(kd, B, nkv, n, hd); dims(ks, (int64_t)n * nkv * hd, hd, (int64_t)nkv * hd, 1);
+    dims(kin, (int64_t)n * lkv, hd, lkv, 1);   /* K as K^T's reshape sees it (K^T's strides, transposed back) */
     /* dV with a row stride (BSHD rows dvld values apart: the dv columns of the packed dq | dk | dv's bf16
      * rounding, cuDNN's "interleaved" layout); a layout the engines refuse fails the plan: declined */
     int64_t vs[4];
@@ -466,7 +486,7 @@ static int build_bwd_graph(Graph *g, int B, int n, int nh, int nkv, int hd, int 
             return -1;
     }
     /* dQ = dS K: K as the reshaped K^T, into the fp32 accumulator, then bf16 dQ */
-    if (vt(g, &K, CUDNN_DATA_BFLOAT16, kd, ks, "K") || reshape(g, KT, K, "K") || matmul(g, dSs, K, dQacc, "dS K") ||
+    if (vt(g, &K, CUDNN_DATA_BFLOAT16, kd, kin, "K") || reshape(g, KT, K, "K") || matmul(g, dSs, K, dQacc, "dS K") ||
         pw(g, CUDNN_POINTWISE_IDENTITY, CUDNN_DATA_FLOAT, dQacc, NULL, NULL, dQ, -1, "dQ"))
         return -1;
     return 0;
@@ -479,10 +499,10 @@ static int build_plan(Plan *p) {
     Graph g = {&pool, {0}, 0, 1000};
     const char *kind = p->bwd ? "backward" : "forward";
     if (log_on)
-        fprintf(stderr, "cudnn-attn: building the %s graph B %d n %d nh %d nkv %d hd %d\n", kind, p->B, p->n, p->nh,
-                p->nkv, p->hd);
-    int rc = p->bwd ? build_bwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd, p->dvld)
-                    : build_fwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd);
+        fprintf(stderr, "cudnn-attn: building the %s graph B %d n %d nh %d nkv %d hd %d (dV rows %d, Q/K/V rows %d)\n",
+                kind, p->B, p->n, p->nh, p->nkv, p->hd, p->dvld, p->qld);
+    int rc = p->bwd ? build_bwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd, p->dvld, p->qld)
+                    : build_fwd_graph(&g, p->B, p->n, p->nh, p->nkv, p->hd, p->qld);
     if (rc) { pool_free(&pool); return -1; }
     if (log_on) fprintf(stderr, "cudnn-attn:   %d operations, %d descriptors\n", g.nops, pool.n);
     cudnnBackendDescriptor_t og, heur, plan = NULL;
@@ -544,7 +564,11 @@ static int build_plan(Plan *p) {
     }
     if (!plan) {
         pool_free(&pool);
-        if (p->dvld)
+        if (p->qld)
+            fprintf(stderr, "cudnn-attn: no cuDNN engine runs the %s graph of B %d n %d nh %d nkv %d hd %d with "
+                            "Q, K, V rows %d values apart (dV rows %d): the dense Q, K, V path runs "
+                            "(FLOWHN_CUDNN_VKEEP)\n", kind, p->B, p->n, p->nh, p->nkv, p->hd, p->qld, p->dvld);
+        else if (p->dvld)
             fprintf(stderr, "cudnn-attn: no cuDNN engine runs the backward graph of B %d n %d nh %d nkv %d hd %d with "
                             "dV rows %d values apart: the dense dV plan runs (FLOWHN_CUDNN_DV)\n", p->B, p->n, p->nh,
                     p->nkv, p->hd, p->dvld);
@@ -561,11 +585,11 @@ static int build_plan(Plan *p) {
 }
 
 /* the shape's plan, built now if need be; NULL: decline */
-static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd, int dvld) {
+static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd, int dvld, int qld) {
     for (int i = 0; i < nplans; i++) {
         Plan *p = &plans[i];
         if (p->bwd == bwd && p->B == B && p->n == n && p->nh == nh && p->nkv == nkv && p->hd == hd &&
-            p->dvld == dvld)
+            p->dvld == dvld && p->qld == qld)
             return p->state > 0 ? p : NULL;
     }
     if (cuda_capturing()) return NULL;   /* no build while a graph is recorded */
@@ -577,7 +601,7 @@ static Plan *get_plan(int bwd, int B, int n, int nh, int nkv, int hd, int dvld) 
     }
     Plan *p = &plans[nplans++];
     memset(p, 0, sizeof *p);
-    p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd; p->dvld = dvld;
+    p->bwd = bwd; p->B = B; p->n = n; p->nh = nh; p->nkv = nkv; p->hd = hd; p->dvld = dvld; p->qld = qld;
     p->state = build_plan(p) ? -1 : 1;
     return p->state > 0 ? p : NULL;
 }
@@ -766,8 +790,10 @@ __device__ __forceinline__ SegView quad_of(const ConvArgs &a, size_t idx, unsign
 
 /* fp32 -> (rotated) bf16: the same fp32 arithmetic as cudnn_to_bf16_kernel, the same bits. S16: the source
  * is bf16 at the fp32 side's offsets (the q|k|v product's bf16 D, ops.h bf16_only once = 3): one 8-byte load
- * of 4 values, widened, then the same fp32 rotation and rounding (a second rounding of the rotated values) */
-template <bool S16>
+ * of 4 values, widened, then the same fp32 rotation and rounding (a second rounding of the rotated values).
+ * AT: the result goes to dst at the source's offsets (rows ld apart), not dense: with dst == src, the rotation
+ * in place in the product's D (FLOWHN_CUDNN_VKEEP; each thread stores exactly the 8 values it loaded) */
+template <bool S16, bool AT>
 __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
     unsigned int half = a.hd / 2, quads = half / 4;
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
@@ -792,7 +818,7 @@ __global__ void cudnn_to_bf16_vec_kernel(ConvArgs a, size_t total) {
             int t = (int)((rh / (unsigned int)g.heads) % (unsigned int)a.n);
             rot4(x0, x1, a.cs + (size_t)t * half + i, 1.f);
         }
-        bf16 *dst = (bf16 *)g.dst + base;
+        bf16 *dst = (bf16 *)g.dst + (AT ? off : base);
         *(uint2 *)(dst + i) = pack4(x0);
         *(uint2 *)(dst + i + half) = pack4(x1);
     }
@@ -919,6 +945,10 @@ int cuda_cudnn_dv_decline;
 static int gradvec_on = -1;   /* FLOWHN_CUDNN_GRADVEC (default 1): cudnn_grad_rows_kernel; 0: cudnn_grad_vec_kernel */
 int cuda_set_cudnn_gradvec(int on) { return cuda_env_switch(&gradvec_on, "FLOWHN_CUDNN_GRADVEC", "0", 1, on); }
 unsigned long cuda_cudnn_grad_rows;   /* launches of cudnn_grad_rows_kernel (tests) */
+static int vkeep_on = -1;   /* FLOWHN_CUDNN_VKEEP (default 1): Q, K rotated in place in the product's D, V read there */
+int cuda_set_cudnn_vkeep(int on) { return cuda_env_switch(&vkeep_on, "FLOWHN_CUDNN_VKEEP", "0", 1, on); }
+unsigned long cuda_cudnn_vkeep_runs, cuda_cudnn_vkeep_served;
+int cuda_cudnn_vkeep_decline;
 
 static int al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
@@ -999,8 +1029,8 @@ static void convert_sh(int grad, int nt, void *const *dst, const void *const *sr
         return;
     }
     if (grad) cudnn_grad_vec_kernel<<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
-    else if (s16) cudnn_to_bf16_vec_kernel<true><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
-    else cudnn_to_bf16_vec_kernel<false><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    else if (s16) cudnn_to_bf16_vec_kernel<true, false><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    else cudnn_to_bf16_vec_kernel<false, false><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
     CUDA_LAUNCHED();
 }
 static void convert(int grad, int nt, void *const *dst, const void *const *src, const int *heads, const int *rope,
@@ -1078,6 +1108,44 @@ static int packed_qkv(const float *q, const float *k, const float *v, int nh, in
 static unsigned long long packed_tag(const int *pos, int B, int n, int nh, int nkv, int hd, float theta) {
     return keep_tag(pos, B, n, nh * 65536 + nkv, hd, theta, 3);
 }
+/* FLOWHN_CUDNN_VKEEP: the same keep holding the product's D laid out as q | k | v ([rows, P]) with Q and K
+ * rotated in place; its own tag, so neither layout is ever read as the other */
+static unsigned long long vkeep_tag(const int *pos, int B, int n, int nh, int nkv, int hd, float theta) {
+    return keep_tag(pos, B, n, nh * 65536 + nkv, hd, theta, 4);
+}
+/* tests: the attention's owned keep of the packed q | k | v (either layout), *strided saying which */
+const void *cuda_cudnn_kept_qkv(const float *q, const int *pos, int B, int n, int nh, int nkv, int hd, float theta,
+                                int *strided) {
+    size_t np = (size_t)B * n * (nh + 2 * nkv) * hd;
+    float th = theta > 0.f ? theta : 0.f;
+    const void *k = cuda_keep_owned(q, np, packed_tag(pos, B, n, nh, nkv, hd, th));
+    *strided = 0;
+    if (k) return k;
+    k = cuda_keep_owned(q, np, vkeep_tag(pos, B, n, nh, nkv, hd, th));
+    *strided = k != NULL;
+    return k;
+}
+/* Q and K rotated in place in the packed [rows, P] bf16 buffer kb (the product's D): Q's nh heads at column 0,
+ * K's nkv at nh hd, rows P apart; V (after them) untouched. The S16 vector kernel's arithmetic (the same bits
+ * as its dense output). Needs conv_vec's conditions (checked by the caller). */
+static void rotate_in_place(bf16 *kb, const float2 *cs, int B, int n, int nh, int nkv, int hd, int P) {
+    if (!cs) return;   /* nothing to rotate: D is Q, K, V already */
+    ConvArgs a;
+    memset(&a, 0, sizeof a);
+    a.n = n; a.hd = hd; a.cs = cs; a.f32 = 1;
+    bf16 *at[2] = {kb, kb + (size_t)nh * hd};
+    int heads[2] = {nh, nkv};
+    size_t total = 0;
+    for (int t = 0; t < 2; t++) {
+        ConvSeg &g = a.s[a.nseg++];
+        g.dst = at[t]; g.src = at[t]; g.heads = heads[t]; g.rope = 1; g.ld = P;
+        g.items = (size_t)B * n * heads[t] * (hd / 8);
+        total += g.items;
+    }
+    if (!total) return;
+    cudnn_to_bf16_vec_kernel<true, true><<<grid_for(total, 256), 256, 0, cuda_stream()>>>(a, total);
+    CUDA_LAUNCHED();
+}
 
 /* the masked scores' value: -inf, but cuDNN before 9.10 wants the lowest float there (cudnn-frontend does so) */
 static float mask_value(void) { return dn.version() < 91000 ? -3.402823466e38f : -INFINITY; }
@@ -1096,9 +1164,34 @@ static void path_off(const char *why) {
 int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *pos, int B,
                         int n, int nh, int nkv, int hd, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
-    Plan *p = get_plan(0, B, n, nh, nkv, hd, 0);
-    if (!p) return 1;
     size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd;
+    int keep = cuda_set_cudnn_keep(-1) > 0;
+    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
+    size_t np = nq + 2 * nk;   /* the packed buffer's values */
+    /* FLOWHN_CUDNN_VKEEP: the product wrote its bf16 D into q|k|v's kept buffer (linear.cu qkv_d16, which owns
+     * that keep now). With the keep and the vector kernel on and cuDNN's plans for Q, K, V at row stride P
+     * (the forward's, and the backward's: built here, so the backward can always read the keep, q|k|v's fp32
+     * being absent), Q and K are rotated in place there and V is read where it lies. Otherwise D is written
+     * back to the fp32 (which also gives the keep back) and today's path runs from it: float(D), the values
+     * the S16 kernel would widen, the same bits. */
+    bf16 *vk = NULL;
+    Plan *p = NULL;
+    if (packed && cuda_qkv_d16_in_keep(q)) {
+        bf16 *d = (bf16 *)cuda_qkv_d16(q, np);
+        void *dst[2] = {d, d ? d + (size_t)nh * hd : NULL};
+        const void *src[2] = {dst[0], dst[1]};
+        int heads[2] = {nh, nkv}, ld[2] = {ldq, ldkv};
+        if (d && keep && cuda_set_cudnn_vkeep(-1) > 0 && !cuda_cudnn_vkeep_decline &&
+            conv_vec(2, dst, src, heads, ld, B, n, hd) && (p = get_plan(0, B, n, nh, nkv, hd, 0, ldq)) != NULL &&
+            get_plan(1, B, n, nh, nkv, hd, 0, ldq) != NULL)
+            vk = d;
+        else {
+            p = NULL;
+            cuda_qkv_d16_restore(q);
+        }
+    }
+    if (!vk) p = get_plan(0, B, n, nh, nkv, hd, 0, 0);
+    if (!p) return 1;   /* (with vk: D is untouched yet; attention.cu writes it back) */
     size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16));
     size_t wsb = align256((size_t)p->ws);
     static BranchScratch s;
@@ -1112,11 +1205,12 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     if (rope_table(&cs, pos, n, hd, theta)) return 1;
     /* Q, K, V into the kept buffers of q, k, v when the model keeps them (linear.cu "owned keeps"): the
      * backward then reads them instead of converting again */
-    int keep = cuda_set_cudnn_keep(-1) > 0;
-    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
-    size_t np = nq + 2 * nk;   /* the packed buffer's values */
     bf16 *kq = NULL, *kk = NULL, *kv = NULL;
-    if (keep && packed && (kq = (bf16 *)cuda_keep_own(q, np)) != NULL) {   /* Q, K, V one after the other */
+    if (vk) {   /* the product's D: Q | K | V in its rows, P apart */
+        Qh = vk;
+        Kh = vk + (size_t)nh * hd;
+        Vh = Kh + (size_t)nkv * hd;
+    } else if (keep && packed && (kq = (bf16 *)cuda_keep_own(q, np)) != NULL) {   /* Q, K, V one after the other */
         kk = kq + nq;
         kv = kk + nk;
     } else if (keep && dense) {
@@ -1132,7 +1226,8 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     bf16 *oh = keep ? (bf16 *)cuda_att_o_home(out, nq) : NULL;   /* the backward reads it only with the keep */
     if (oh) Oh = oh;
     const void *d16 = NULL;   /* the q|k|v product's bf16 D (linear.cu qkv_d16), read instead of q, k, v's fp32 */
-    {
+    if (vk) rotate_in_place(vk, cs, B, n, nh, nkv, hd, ldq);
+    else {
         void *dst[3] = {Qh, Kh, Vh};
         const void *src[3] = {q, k, v};
         int heads[3] = {nh, nkv, nkv}, rope[3] = {1, 1, 0}, ld[3] = {ldq, ldkv, ldkv};
@@ -1148,8 +1243,17 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     float scale = 1.f / sqrtf((float)hd), neginf = mask_value();
     int64_t uids[] = {U_Q, U_KT, U_V, U_O, U_STATS, U_SCALE, U_NEGINF};
     void *ptrs[] = {Qh, Kh, Vh, Oh, lse, &scale, &neginf};
-    if (execute(p, uids, ptrs, 7, ws, "forward")) { path_off("the forward failed"); return 1; }
-    if (d16) cuda_qkv_d16_done(q);   /* read: from here the kept Q | K | V serves (the fp32 stays absent) */
+    if (execute(p, uids, ptrs, 7, ws, "forward")) {
+        path_off("the forward failed");
+        if (!vk) return 1;
+        /* D's Q and K are rotated in place: no write-back can give the product's values now; the step fails
+         * (the error is recorded), nothing reads D again */
+        cuda_record_error("cudnn-attn", "the forward failed after Q, K were rotated in the q|k|v product's D",
+                          __FILE__, __LINE__);
+        cuda_qkv_d16_done(q);
+        return 0;
+    }
+    if (d16 || vk) cuda_qkv_d16_done(q);   /* read: from here the kept Q | K | V serves (the fp32 stays absent) */
     /* out (and its bf16 shadow for the o product) only after cuDNN ran: a claim is never left unwritten. With
      * a once = 4 mark the claim hands out the kept buffer cuDNN just wrote (oh) and skip: nothing to launch.
      * Without oh, a claim that cannot skip (the mark, if any, is spent: fp32 written as always) */
@@ -1169,6 +1273,11 @@ int attention_cudnn_fwd(float *out, float *lse, const float *q, const float *k, 
     cuda_shadow_done(before, wr, 3);
     /* the kept Q, K, V are written (after cuda_shadow_done: out and lse, declared there, do not overlap them) */
     float th = theta > 0.f ? theta : 0.f;
+    if (vk) {
+        cuda_keep_owned_done(q, np, vkeep_tag(pos, B, n, nh, nkv, hd, th));
+        cuda_cudnn_vkeep_runs++;
+        return 0;
+    }
     if (kq && packed) {
         cuda_keep_owned_done(q, np, packed_tag(pos, B, n, nh, nkv, hd, th));
         return 0;
@@ -1183,9 +1292,33 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *q, const float *k, const float *v, const int *pos, int B, int n, int nh, int nkv,
                         int hd, int acc, float theta, int ldq, int ldkv) {
     if (!usable(hd)) return 1;
-    Plan *p = get_plan(1, B, n, nh, nkv, hd, 0);
-    if (!p) return 1;
     size_t nq = (size_t)B * n * nh * hd, nk = (size_t)B * n * nkv * hd, np = nq + 2 * nk;
+    /* the forward's Q, K, V where still kept (linear.cu "owned keeps", the keep contract: q, k, v, out
+     * unchanged since), else converted again below: Q, K rotated. Looked up first: the layout picks the plans
+     * (qld: FLOWHN_CUDNN_VKEEP's strided keep, the product's D with Q, K rotated in place, rows P apart) */
+    float th = theta > 0.f ? theta : 0.f;
+    int keep = cuda_set_cudnn_keep(-1) > 0;
+    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
+    const bf16 *kq = NULL, *kk = NULL, *kv = NULL;
+    int qld = 0;
+    if (keep && packed &&
+        (kq = (const bf16 *)cuda_keep_owned(q, nq + 2 * nk, packed_tag(pos, B, n, nh, nkv, hd, th))) != NULL) {
+        kk = kq + nq;   /* as the forward laid them out */
+        kv = kk + nk;
+    } else if (keep && packed &&
+               (kq = (const bf16 *)cuda_keep_owned(q, np, vkeep_tag(pos, B, n, nh, nkv, hd, th))) != NULL) {
+        kk = kq + (size_t)nh * hd;   /* the product's columns */
+        kv = kk + (size_t)nkv * hd;
+        qld = ldq;
+    } else if (keep && dense) {
+        kq = (const bf16 *)cuda_keep_owned(q, nq, keep_tag(pos, B, n, nh, hd, th, 0));
+        kk = (const bf16 *)cuda_keep_owned(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1));
+        kv = (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
+    }
+    /* (qld: built by the forward that wrote the keep; NULL only if the table was full then, and then q|k|v's
+     * fp32 is absent: attention.cu's fallback says so loudly) */
+    Plan *p = get_plan(1, B, n, nh, nkv, hd, 0, qld);
+    if (!p) return 1;
     /* dq from the graph's bf16 dQ: reading the fp32 accumulator as [B, nh, n, hd] gave
      * 0.1-0.4 relative errors on the H200 (cuDNN 9.19, session 8 call 1) while dk, dv
      * passed, so its layout or finality is not what cudnn-frontend's graph suggests.
@@ -1200,7 +1333,7 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     Plan *pv = NULL;
     if (cuda_set_cudnn_dv(-1) > 0 && !cuda_set_cudnn_conv_old(-1) && !acc && !dq_acc && dq && dk && dv &&
         packed_qkv(dq, dk, dv, nh, nkv, hd, ldq, ldkv) && cuda_bf16_only_marked(dq, np) == 1 && !cuda_cudnn_dv_decline)
-        pv = get_plan(1, B, n, nh, nkv, hd, ldq);
+        pv = get_plan(1, B, n, nh, nkv, hd, ldq, qld);
     size_t bq = align256(nq * sizeof(bf16)), bk = align256(nk * sizeof(bf16)), bacc = align256(nq * sizeof(float));
     size_t bsum = align256(sizeof(float) * B * nh * n);
     size_t wsb = align256((size_t)(pv && pv->ws > p->ws ? pv->ws : p->ws));
@@ -1217,22 +1350,8 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
     void *ws = wsb ? mk + 4 * bk + bacc + bsum : NULL;
     const float2 *cs;
     if (rope_table(&cs, pos, n, hd, theta)) return 1;
-    /* the forward's Q, K, V and O where still kept (linear.cu "owned keeps", the keep contract: q, k, v, out
-     * unchanged since), else converted again: Q, K rotated, O from out (exactly the forward's O: out holds
-     * its values); dO always */
-    float th = theta > 0.f ? theta : 0.f;
-    int keep = cuda_set_cudnn_keep(-1) > 0;
-    int packed = packed_qkv(q, k, v, nh, nkv, hd, ldq, ldkv), dense = ldq == nh * hd && ldkv == nkv * hd;
-    const bf16 *kq = NULL, *kk = NULL, *kv = NULL;
-    if (keep && packed &&
-        (kq = (const bf16 *)cuda_keep_owned(q, nq + 2 * nk, packed_tag(pos, B, n, nh, nkv, hd, th))) != NULL) {
-        kk = kq + nq;   /* as the forward laid them out */
-        kv = kk + nk;
-    } else if (keep && dense) {
-        kq = (const bf16 *)cuda_keep_owned(q, nq, keep_tag(pos, B, n, nh, hd, th, 0));
-        kk = (const bf16 *)cuda_keep_owned(k, nk, keep_tag(pos, B, n, nkv, hd, th, 1));
-        kv = (const bf16 *)cuda_keep_owned(v, nk, keep_tag(pos, B, n, nkv, hd, 0.f, 2));
-    }
+    /* O from out's kept rounding, else converted again (exactly the forward's O: out holds its values); dO
+     * always (but where the o product wrote it as bf16 D) */
     const bf16 *ko = keep ? (const bf16 *)cuda_keep_rounding(out, nq) : NULL;
     /* out's fp32 never written (ops.h bf16_only once = 4: cuDNN's forward wrote O into its kept buffer): only
      * that kept rounding can serve; loud otherwise (another branch, keeps off), as for q | k | v below */
@@ -1252,7 +1371,10 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         return 0;
     }
     int verify = (kq || kk || kv || ko) && cuda_keep_verify_on();
-    int vqkv = verify && !qabs;
+    /* the strided keep (qld) holds the product's D: it exists only while q|k|v's fp32 is absent (a write-back
+     * gives the keep back before any attention takes it), so there is nothing to convert and compare, as for
+     * the dense keep made from D (qabs); the condition is stated for the case the contract rules out */
+    int vqkv = verify && !qabs && !qld;
     {
         /* under FLOWHN_BF16_KEEP_VERIFY the kept ones are converted too (into the scratch) and compared */
         void *dst[5] = {dd ? NULL : dOh, (!kq || vqkv) ? Qh : NULL, (!ko || (verify && !oabs)) ? Oh : NULL,
@@ -1270,6 +1392,7 @@ int attention_cudnn_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         if (kv && vqkv) cuda_keep_verify_pair(kv, Vh, nk);
     }
     cuda_cudnn_kept_served += (kq != NULL) + (kk != NULL) + (kv != NULL) + (ko != NULL);
+    if (qld) cuda_cudnn_vkeep_served++;
     if (kq) Qh = (bf16 *)kq;
     if (kk) Kh = (bf16 *)kk;
     if (kv) Vh = (bf16 *)kv;

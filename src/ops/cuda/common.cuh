@@ -425,7 +425,10 @@ const void *cuda_gu_bf16(const float *gu, size_t n, int *bad);
  * cuda_qkv_d16_restore(x) writes x's fp32 from it (x = bf16(D) as fp32) and ends it: every other path. No-ops
  * when no D is recorded for x. cuda_bf16_absent: 1 when [x, x + n) overlaps fp32 never written (a bf16-only
  * output); cuda_bf16_missing: the same, and then records the error (who reads it) and counts it refused. */
+/* cuda_qkv_d16_in_keep: 1 when the D recorded for x lies in x's kept buffer (FLOWHN_CUDNN_VKEEP: the product
+ * owns that keep; cuda_qkv_d16_restore then also gives it back) */
 const void *cuda_qkv_d16(const float *x, size_t n);
+int cuda_qkv_d16_in_keep(const float *x);
 void cuda_qkv_d16_done(const float *x);
 void cuda_qkv_d16_restore(const float *x);
 /* the attention's d out as the o product's bf16 D (ops.h bf16_only once = 5; linear.cu datt_d16): the same
@@ -437,12 +440,19 @@ void cuda_datt_d16_restore(const float *x);
  * swiglu_packed_bwd's dout x [0, n), the D (read once: the record ends) or NULL; *bad: the record is for x on
  * another branch or extent (the error recorded, the caller does nothing) */
 const void *cuda_dact_d16(const float *x, size_t n, int *bad);
-/* the MLP norm's d out as the gate|up product's bf16 D (once = 8; linear.cu dnorm_d16): for rmsnorm_bwd's dout
+/* the MLP norm's d out as the gate|up product's bf16 D (once = 8), or the attention norm's as the q|k|v product's
+ * (once = 9; linear.cu dnorm_d16, one record for both): for rmsnorm_bwd's dout
  * x [0, n), the D or NULL (*bad as above); _done after the row kernel read it, _restore (x's fp32 written back
  * from it, the record ended) before any other path */
 const void *cuda_dnorm_d16(const float *x, size_t n, int *bad);
 void cuda_dnorm_d16_done(const float *x);
 void cuda_dnorm_d16_restore(const float *x);
+/* a residual branch's output as its product's bf16 D (once = 10; linear.cu resid_d16): for add_rmsnorm_fwd's a
+ * or b = x [0, n), the D or NULL (*bad as above); _done after the row kernel read it, _restore before any other
+ * path */
+const void *cuda_resid_d16(const float *x, size_t n, int *bad);
+void cuda_resid_d16_done(const float *x);
+void cuda_resid_d16_restore(const float *x);
 /* the attention's out marked once = 4 (FLOWHN_BF16_ATT_O): its kept buffer, where cuDNN may write O, or NULL;
  * claims nothing (the claim comes after cuDNN ran, cuda_shadow_claim_only, and hands out that buffer) */
 void *cuda_att_o_home(const float *out, size_t n);

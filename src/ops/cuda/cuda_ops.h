@@ -168,6 +168,17 @@ extern unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
  * as its dout. Counters (tests): products, reads, and D written back to fp32 (rmsnorm_bwd's other path). */
 int cuda_set_bf16_dnorm(int on);
 extern unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
+/* FLOWHN_BF16_DNORM_ATT (default on; needs FLOWHN_BF16_ONLY on; independent of FLOWHN_BF16_DNORM): the
+ * attention norm's input gradient du marked once = 9 (the packed q|k|v product's dgrad) likewise, read by the same
+ * rmsnorm_bwd row kernel. Counters (tests) as above, for once = 9 only. */
+int cuda_set_bf16_dnorm_att(int on);
+extern unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_dnorm_att_restored;
+/* FLOWHN_BF16_RESID (default on; needs FLOWHN_BF16_ONLY on): a residual branch's output marked once = 10 (the
+ * o product's, the down product's; model.c) is written by that product as bf16 D only, which add_rmsnorm_fwd's
+ * row kernel reads as its a or b (not the same bits: the branch rounded once more before the add). Counters
+ * (tests): products, reads, and D written back to fp32 (the add's other paths). */
+int cuda_set_bf16_resid(int on);
+extern unsigned long cuda_bf16_resid_written, cuda_bf16_resid_read, cuda_bf16_resid_restored;
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on
@@ -209,6 +220,20 @@ extern int cuda_cudnn_dv_decline;
  * (cudnn_grad_vec_kernel). The same bits. cuda_cudnn_grad_rows counts the row kernel's launches (tests). */
 int cuda_set_cudnn_gradvec(int on);
 extern unsigned long cuda_cudnn_grad_rows;
+/* FLOWHN_CUDNN_VKEEP (default 1; perf-notes "vkeep"): the packed q|k|v product marked bf16_only once = 3 writes
+ * its bf16 D straight into qkv's kept buffer (not a branch scratch); cuDNN's forward rotates Q and K in place
+ * there and both cuDNN graphs bind Q, K, V with row stride P, so V is never copied. 0: D into the scratch, the
+ * forward's conversion copies V (today's path). Counters (tests): cuda_bf16_qkv_in_keep (products that wrote D
+ * into the keep), cuda_cudnn_vkeep_runs (forwards on the strided layout), cuda_cudnn_vkeep_served (backwards
+ * reading it). cuda_cudnn_vkeep_decline (tests): the strided plans count as declined by cuDNN (the fallback: D
+ * written back to fp32, the keep given back, today's path). cuda_cudnn_kept_qkv (tests): the attention's owned
+ * keep of the packed q | k | v (B n P bf16 values) for these parameters, NULL if none; *strided 1 when it is
+ * the strided layout (the product's [rows, P], Q and K rotated), 0 when dense (Q, K, V one after the other). */
+int cuda_set_cudnn_vkeep(int on);
+extern unsigned long cuda_bf16_qkv_in_keep, cuda_cudnn_vkeep_runs, cuda_cudnn_vkeep_served;
+extern int cuda_cudnn_vkeep_decline;
+const void *cuda_cudnn_kept_qkv(const float *q, const int *pos, int B, int n, int nh, int nkv, int hd, float theta,
+                                int *strided);
 
 /* cuBLASLt algorithm tuning (linear.cu lt_tune): 1 a new plan times the
  * heuristic's first 8 algorithms on its first product and keeps the fastest

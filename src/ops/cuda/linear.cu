@@ -624,7 +624,7 @@ void *cuda_shadow_claim_only(const float *out, size_t n, int *skip) {
     int mark = only_on > 0 && n_only_marks ? only_mark(out, n) : -1;
     int mo = mark >= 0 ? only_marks[mark].once : -1;
     if (mo == 2 || mo == 3 || mo == 5 || mo >= 7) mark = -1;   /* a product's bf16 D (gu_d16, qkv_d16, datt_d16,
-                                                                  * dact_d16, dnorm_d16), not an op's */
+                                                                  * dact_d16, dnorm_d16: 8, 9; resid_d16: 10), not an op's */
     if (mark >= 0 && !skip) {
         /* the attention's out (once = 4) claimed by a producer that cannot skip (our attention kernels): the
          * mark is spent (fp32 written), so it does not linger; other marks wait for a producer that can */
@@ -896,6 +896,8 @@ const void *cuda_pack_rounding(const float *x, size_t n) {
     return (p->src == x && p->n == n && p->ncov == p->ld) ? p->buf : NULL;
 }
 
+static void qkv_home_freed(const void *buf);   /* below: the q|k|v D record loses a kept buffer it lies in */
+
 /* Ops.keep_bf16 (see the block comment "kept roundings" above) */
 void cuda_keep_bf16(const real *x, size_t n) {
     if (!x) {   /* every keep ends, and with them every bf16-only promise */
@@ -928,6 +930,7 @@ void cuda_keep_bf16(const real *x, size_t n) {
     if (k->cap < n) {
         if (cuda_capturing()) return;   /* no allocation inside a recording: x is rounded per product */
         if (k->buf) {
+            qkv_home_freed(k->buf);
             cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
             cuda_scratch_free(k->buf);   /* counts the free: a recorded graph may have used it */
         }
@@ -960,6 +963,7 @@ void cuda_keep_released(const void *p, size_t bytes) {
         if (!k->src || (uintptr_t)k->src < a || (uintptr_t)k->src >= b) continue;
         kept_end(k);
         if (k->buf) {
+            qkv_home_freed(k->buf);
             cuda_memory_account(k->cap * sizeof(__nv_bfloat16), 0);
             cuda_scratch_free(k->buf);
         }
@@ -1058,6 +1062,15 @@ const void *cuda_keep_owned(const float *x, size_t n, unsigned long long tag) {
             return k->buf;
     }
     return NULL;
+}
+/* an owned keep of exactly (x, n) taken and not written (cuda_keep_own with no cuda_keep_owned_done) given back:
+ * the entry is again an armed keep nobody owns, as if it had never been taken (linear.cu qkv_d16's D written
+ * back to fp32: today's path then takes the keep again) */
+static void keep_disown(const float *x, size_t n) {
+    for (int i = 0; i < nkept; i++) {
+        Kept *k = &kept[i];
+        if (k->src == x && k->n == n && k->owned && !k->valid) k->owned = 0;
+    }
 }
 /* the kept rounding of exactly [x, x + n) (made now if not yet), for ops other than the products; NULL: none */
 const void *cuda_keep_rounding(const float *x, size_t n) { return precision == MM_BF16 ? kept_of(x, n) : NULL; }
@@ -2101,14 +2114,17 @@ typedef struct {
     size_t n;
     int branch;
     __nv_bfloat16 *d;
+    int once;   /* the mark it came from (dnorm_rec: 8 the MLP norm's, 9 the attention norm's) */
+    int in_keep;   /* qkv_rec only: d is x's kept buffer, owned by the product (FLOWHN_CUDNN_VKEEP), not a scratch */
 } D16Rec;
-static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec;
-static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch;
+static D16Rec qkv_rec, datt_rec, dact_rec, dnorm_rec, resid_rec;
+static BranchScratch qkv_scratch, datt_scratch, dact_scratch, dnorm_scratch, resid_scratch;
 static void qkv_rec_end(void) {   /* all end with every bf16-only state */
     qkv_rec.x = NULL;
     datt_rec.x = NULL;
     dact_rec.x = NULL;
     dnorm_rec.x = NULL;
+    resid_rec.x = NULL;
 }
 /* a product whose marked output (once = `once`, over exactly (out, n)) may be written as bf16 D only: the
  * mark is spent; 1 and *d set when D is to go to the branch scratch s (nothing written yet) */
@@ -2138,15 +2154,35 @@ static void d16_written(D16Rec *r, const float *out, size_t n, __nv_bfloat16 *d)
     r->d = d;
     cuda_bf16_only_elided++;
 }
+/* FLOWHN_CUDNN_VKEEP (attention_cudnn.cu, default on): D's home is qkv's kept buffer itself (np values, its
+ * size; the same [rows, P] layout as the scratch), taken here as an owned keep: cuDNN's forward then rotates Q
+ * and K in place there and reads V where it lies (its plans bind Q, K, V with row stride P), and the backward
+ * reads the same buffer. Every path that writes qkv's fp32 back from D (cuda_qkv_d16_restore) also gives the
+ * keep back (keep_disown), so what follows is today's path exactly. No keep (off, no room, recording before
+ * the warm-up allocated it): the scratch, as with the switch off. */
+unsigned long cuda_bf16_qkv_in_keep;
+static void qkv_home_freed(const void *buf) {
+    if (qkv_rec.x && qkv_rec.in_keep && (const void *)qkv_rec.d == buf) qkv_rec.x = NULL;   /* a contract break */
+}
 static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
     size_t n = (size_t)N * OC;
-    __nv_bfloat16 *d = NULL;
-    if (!d16_begin(out, n, 3, cuda_set_bf16_qkv(-1) && !b && wo && io, &qkv_rec, &qkv_scratch,
-                   "the q|k|v product's bf16 D", &d))
+    __nv_bfloat16 *d = NULL, *kb = NULL;
+    int on = cuda_set_bf16_qkv(-1) && !b && wo && io;
+    int mk = n_only_marks ? only_mark(out, n) : -1;
+    if (on && mk >= 0 && only_marks[mk].once == 3 && !qkv_rec.x && cuda_set_cudnn_vkeep(-1) > 0 &&
+        (kb = (__nv_bfloat16 *)cuda_keep_own(out, n)) != NULL) {
+        only_marks[mk] = only_marks[--n_only_marks];   /* a mark serves its producer once */
+        d = kb;
+    } else if (!d16_begin(out, n, 3, on, &qkv_rec, &qkv_scratch, "the q|k|v product's bf16 D", &d))
         return 0;
-    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) {
+        if (kb) keep_disown(out, n);   /* fp32 as always, the keep as if not taken */
+        return 0;
+    }
     d16_written(&qkv_rec, out, n, d);
+    qkv_rec.in_keep = kb != NULL;
     cuda_bf16_qkv_written++;
+    if (kb) cuda_bf16_qkv_in_keep++;
     return 1;
 }
 /* the o product's dgrad din [N, IC] = dout W (linear_bwd, overwritten) as bf16 D only (once = 5) */
@@ -2183,19 +2219,49 @@ static int dact_d16(real *din, const void *wo, const void *go, int N, int IC, in
 }
 /* the MLP norm's output gradient dv as the gate|up product's bf16 D (ops.h bf16_only once = 8; FLOWHN_BF16_DNORM=0
  * off): the same, read by rmsnorm_bwd's row kernel as its dout (rmsnorm.cu, cuda_dnorm_d16); its other path
- * writes the fp32 back first (cuda_dnorm_d16_restore) */
-static int dnorm_on = -1;
+ * writes the fp32 back first (cuda_dnorm_d16_restore).
+ * The attention norm's input gradient du as the q|k|v product's bf16 D (once = 9; FLOWHN_BF16_DNORM_ATT=0 off,
+ * perf-notes attnorm16) is the same read by the same rmsnorm_bwd, so it shares the record and the scratch: one
+ * record at a time (d16_begin declines while one is live, and the MLP norm's is read or written back by its
+ * rmsnorm_bwd before the attention's backward starts); the record's once picks the counters. */
+static int dnorm_on = -1, dnorm_att_on = -1;
 unsigned long cuda_bf16_dnorm_written, cuda_bf16_dnorm_read, cuda_bf16_dnorm_restored;
+unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_dnorm_att_restored;
 int cuda_set_bf16_dnorm(int on) { return env_switch(&dnorm_on, "FLOWHN_BF16_DNORM", 1, on); }
-static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+int cuda_set_bf16_dnorm_att(int on) { return env_switch(&dnorm_att_on, "FLOWHN_BF16_DNORM_ATT", 1, on); }
+static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc, int once) {
     size_t n = (size_t)N * IC;
     __nv_bfloat16 *d = NULL;
-    if (!d16_begin(din, n, 8, cuda_set_bf16_dnorm(-1) && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
-                   "the MLP norm's bf16 d out", &d))
+    int on = once == 9 ? cuda_set_bf16_dnorm_att(-1) : cuda_set_bf16_dnorm(-1);
+    if (!d16_begin(din, n, once, on && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
+                   once == 9 ? "the attention norm's bf16 d out" : "the MLP norm's bf16 d out", &d))
         return 0;
     if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
     d16_written(&dnorm_rec, din, n, d);
-    cuda_bf16_dnorm_written++;
+    dnorm_rec.once = once;
+    if (once == 9) cuda_bf16_dnorm_att_written++;
+    else cuda_bf16_dnorm_written++;
+    return 1;
+}
+/* ---- a residual branch's output as its product's bf16 D (ops.h bf16_only once = 10; FLOWHN_BF16_RESID=0 off) ----
+ * The o product's output (mix) and the down product's (a layer's output before its add) are read only by one
+ * add_rmsnorm_fwd, as its a or b (model.c): the product (linear_fwd, no bias) writes only D = bf16(fp32
+ * accumulation) into a branch scratch (one a branch: written by the product, read by the add right after) and
+ * the add's row kernel reads it (rmsnorm.cu, cuda_resid_d16): 4 bytes a value fewer (perf-notes resid16). Its
+ * other paths (block kernel, FLOWHN_ADD_NORM=0) get the fp32 written back first (cuda_resid_d16_restore). After
+ * the read x's fp32 stays absent unless the add wrote its r over x (the down product's case). */
+static int resid_on = -1;
+unsigned long cuda_bf16_resid_written, cuda_bf16_resid_read, cuda_bf16_resid_restored;
+int cuda_set_bf16_resid(int on) { return env_switch(&resid_on, "FLOWHN_BF16_RESID", 1, on); }
+static int resid_d16(real *out, const void *wo, const void *io, const real *b, int N, int IC, int OC) {
+    size_t n = (size_t)N * OC;
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(out, n, 10, cuda_set_bf16_resid(-1) && !b && wo && io, &resid_rec, &resid_scratch,
+                   "a residual branch's bf16 D", &d))
+        return 0;
+    if (lt_matmul_c(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, IC, wo, IC, io, IC, d, 1, OC, 0.f, NULL)) return 0;
+    d16_written(&resid_rec, out, n, d);
+    cuda_bf16_resid_written++;
     return 1;
 }
 static const void *d16_of(const D16Rec *r, const float *x, size_t n) {
@@ -2230,8 +2296,12 @@ const void *cuda_qkv_d16(const float *x, size_t n) { return d16_of(&qkv_rec, x, 
 void cuda_qkv_d16_done(const float *x) {
     if (qkv_rec.x == x) qkv_rec.x = NULL;   /* read: the fp32 stays absent (the attention's keep serves on) */
 }
+int cuda_qkv_d16_in_keep(const float *x) { return qkv_rec.x && qkv_rec.x == x && qkv_rec.in_keep; }
 void cuda_qkv_d16_restore(const float *x) {
+    int home = cuda_qkv_d16_in_keep(x);
+    size_t n = qkv_rec.n;
     if (d16_restore(&qkv_rec, x, "the q|k|v product's bf16 D (once = 3)")) cuda_bf16_qkv_restored++;
+    if (home) keep_disown(x, n);   /* after the write-back's launch (stream order): the keep is free again */
 }
 /* d act's bf16 D for swiglu_packed_bwd reading dout = x [0, n): the D, or NULL (read x's fp32). Read once: the
  * record ends here (the fp32 stays absent). A record for x on another branch is the contract broken: *bad set,
@@ -2260,7 +2330,10 @@ const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
     if (dnorm_rec.n != n || dnorm_rec.branch != cuda_branch()) {
         *bad = 1;
         cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
+        cuda_record_error("bf16_only", dnorm_rec.once == 9 ?
+                          "rmsnorm_bwd reads the attention norm's bf16 d out (once = 9) over another extent or on "
+                          "another branch than the one that wrote it: the op contract (ops.h bf16_only) was broken" :
+                          "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
                           "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
                           "broken", __FILE__, __LINE__);
         dnorm_rec.x = NULL;
@@ -2271,11 +2344,43 @@ const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
 void cuda_dnorm_d16_done(const float *x) {
     if (dnorm_rec.x == x) {   /* read once, by the row kernel: the fp32 stays absent (nothing else reads it) */
         dnorm_rec.x = NULL;
-        cuda_bf16_dnorm_read++;
+        if (dnorm_rec.once == 9) cuda_bf16_dnorm_att_read++;
+        else cuda_bf16_dnorm_read++;
     }
 }
 void cuda_dnorm_d16_restore(const float *x) {
-    if (d16_restore(&dnorm_rec, x, "the MLP norm's bf16 d out (once = 8)")) cuda_bf16_dnorm_restored++;
+    int att = dnorm_rec.once == 9;
+    if (d16_restore(&dnorm_rec, x, att ? "the attention norm's bf16 d out (once = 9)" :
+                                         "the MLP norm's bf16 d out (once = 8)")) {
+        if (att) cuda_bf16_dnorm_att_restored++;
+        else cuda_bf16_dnorm_restored++;
+    }
+}
+/* the residual branch's bf16 D for add_rmsnorm_fwd reading x [0, n) as its a or b, or NULL; the record stays
+ * until _done (read) or _restore (fp32 written back); *bad: the record is for x on another branch or extent
+ * (error recorded) */
+const void *cuda_resid_d16(const float *x, size_t n, int *bad) {
+    *bad = 0;
+    if (!resid_rec.x || resid_rec.x != x) return NULL;
+    if (resid_rec.n != n || resid_rec.branch != cuda_branch()) {
+        *bad = 1;
+        cuda_bf16_only_refused++;
+        cuda_record_error("bf16_only", "add_rmsnorm_fwd reads a residual branch's bf16 D (once = 10) over another "
+                          "extent or on another branch than the one that wrote it: the op contract (ops.h "
+                          "bf16_only) was broken", __FILE__, __LINE__);
+        resid_rec.x = NULL;
+        return NULL;
+    }
+    return resid_rec.d;
+}
+void cuda_resid_d16_done(const float *x) {
+    if (resid_rec.x == x) {   /* read once, by the add's row kernel */
+        resid_rec.x = NULL;
+        cuda_bf16_resid_read++;
+    }
+}
+void cuda_resid_d16_restore(const float *x) {
+    if (d16_restore(&resid_rec, x, "a residual branch's bf16 D (once = 10)")) cuda_bf16_resid_restored++;
 }
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
@@ -2323,7 +2428,8 @@ void cuda_linear_fwd(real *out, const real *in, const real *w, const real *b, in
         return;
     }
     const void *wo = operand(w, (size_t)OC * IC, 0), *io = operand(in, (size_t)N * IC, 1);
-    if (gu_d16(out, wo, io, b, N, IC, OC) || qkv_d16(out, wo, io, b, N, IC, OC)) {
+    if (gu_d16(out, wo, io, b, N, IC, OC) || qkv_d16(out, wo, io, b, N, IC, OC) ||
+        resid_d16(out, wo, io, b, N, IC, OC)) {
         fh_count_macs((uint64_t)N * IC * OC);
         return;
     }
@@ -2347,9 +2453,10 @@ void cuda_linear_bwd(real *din, real *dw, real *db, const real *dout, const real
     const void *wo = din ? operand(w, (size_t)OC * IC, 0) : NULL;
     /* the attention's d out, marked once = 5: its bf16 D only, read by cuDNN's backward as dO */
     const int dacc = acc & FH_ACC;   /* FH_DW_OVERWRITE (ops.h) is dw's: beta 0, dw not read */
-    /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout */
+    /* the MLP's d act, marked once = 7: its bf16 D only, read by swiglu_packed_bwd as its dout; a norm's d out
+     * (the MLP norm's once = 8, the attention norm's once = 9): read by rmsnorm_bwd */
     if (din && !datt_d16(din, wo, go, N, IC, OC, dacc) && !dact_d16(din, wo, go, N, IC, OC, dacc) &&
-        !dnorm_d16(din, wo, go, N, IC, OC, dacc) &&
+        !dnorm_d16(din, wo, go, N, IC, OC, dacc, 8) && !dnorm_d16(din, wo, go, N, IC, OC, dacc, 9) &&
         lt_matmul(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, din, IC, dacc ? 1.f : 0.f, NULL))
         failed("linear_bwd din");
     if (dw && lt_matmul(CUBLAS_OP_N, CUBLAS_OP_T, IC, OC, N, operand(in, (size_t)N * IC, 1), IC, go, OC, dw, IC,

@@ -150,10 +150,12 @@ __device__ __forceinline__ void st_bf(__nv_bfloat16 *p, const float (&v)[VW]) {
 
 /* out = norm(a [+ b]); ADD also writes r = a + b (r may alias a or b: a lane
  * loads all of its elements before it stores any). idx != NULL (not with ADD):
- * a's row through the map (sel_row), copied to r when r != NULL. */
-template <int VW, int NV, bool ADD>
+ * a's row through the map (sel_row), copied to r when r != NULL.
+ * BT: b's type, float or __nv_bfloat16 (a residual branch's bf16 D, ops.h
+ * bf16_only once = 10, linear.cu resid_d16: 8-byte loads for VW 4). */
+template <int VW, int NV, bool ADD, typename BT = float>
 __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r, float *out, float *rstd,
-                                                                      const float *a, const float *b,
+                                                                      const float *a, const BT *b,
                                                                       const float *w, int N, int C, float eps,
                                                                       __nv_bfloat16 *ob, const int *idx, int T,
                                                                       int nsel) {
@@ -204,7 +206,7 @@ __global__ void __launch_bounds__(ROW_WARPS * 32) norm_rows_fwd_kernel(float *r,
  * per column into part[block][C] (each warp's running sums in its own shared
  * row, then the 8 rows added in order); rmsnorm_dw_finish adds the blocks'
  * parts in order: deterministic. Warps take rows w, w + 8 G, ... (G blocks). */
-/* DI: dout's type, float or __nv_bfloat16 (the product's bf16 D, ops.h bf16_only once = 8) */
+/* DI: dout's type, float or __nv_bfloat16 (the product's bf16 D, ops.h bf16_only once = 8 or 9) */
 template <int VW, int NV, typename DI>
 __global__ void __launch_bounds__(ROW_WARPS * 32, 2)
     rmsnorm_bwd_rows_kernel(float *dx, float *part, const DI *dout, const float *x, const float *w,
@@ -402,10 +404,13 @@ static int rows_plan(int C, const float *const *p, int np, int *vw, int *nv) {
 /* launches the row-per-warp forward; 0: not applicable (the caller runs the block kernels) */
 /* f32 false: out's fp32 values are not stored (a bf16-only output); out still decides the plan, so the
  * kernel, and the sums' order, are the ones the fp32-writing call gets: the same bits */
+/* b16 != NULL (with ADD): b's values are read from it, its bf16 D (b's fp32 pointer is not read, so not checked:
+ * D is 256-byte aligned, its rows 8-byte aligned when C % 4 == 0, as VW 4 needs); add_rows_apply says beforehand
+ * whether this applies */
 static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, const float *b, const float *w, int N,
                          int C, float eps, __nv_bfloat16 *ob, const int *idx = NULL, int T = 0, int nsel = 1,
-                         bool f32 = true) {
-    const float *p[5] = {out, a, b ? b : a, r ? r : a, w};   /* w too: the kernel reads it by float4s */
+                         bool f32 = true, const __nv_bfloat16 *b16 = NULL) {
+    const float *p[5] = {out, a, b && !b16 ? b : a, r ? r : a, w};   /* w too: the kernel reads it by float4s */
     if (!f32) out = NULL;
     int vw, nv;
     if (!rows_plan(C, p, 5, &vw, &nv)) return 0;
@@ -413,7 +418,10 @@ static int norm_rows_fwd(float *r, float *out, float *rstd, const float *a, cons
     /* PDL-launched in the decode graph (weights frozen), as the block kernels are there */
     bool pdl = cuda_weights_frozen();
 #define NORM_FWD_LAUNCH(V, K)                                                                                    \
-    if (b)                                                                                                       \
+    if (b16)                                                                                                     \
+        cuda_launch(pdl, norm_rows_fwd_kernel<V, K, true, __nv_bfloat16>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, \
+                    out, rstd, a, b16, w, N, C, eps, ob, idx, T, nsel);                                          \
+    else if (b)                                                                                                  \
         cuda_launch(pdl, norm_rows_fwd_kernel<V, K, true>, dim3(blocks), dim3(ROW_WARPS * 32), 0, r, out, rstd, a, \
                     b, w, N, C, eps, ob, idx, T, nsel);                                                          \
     else                                                                                                         \
@@ -458,10 +466,37 @@ static int add_norm_fused = -1;
 /* on by default: passed test_cuda / test_cuda_model on the H200, session 6 */
 int cuda_set_add_norm_fused(int on) { return cuda_env_switch(&add_norm_fused, "FLOWHN_ADD_NORM", "0", 1, on); }
 
+/* whether norm_rows_fwd applies to an add whose b is read as bf16 D (its pointer list then) */
+static int add_rows_apply(const float *r, const float *out, const float *a, const float *w, int C) {
+    const float *p[5] = {out, a, a, r ? r : a, w};
+    int vw, nv;
+    return rows_plan(C, p, 5, &vw, &nv);
+}
+
 void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const real *b, const real *w, int N, int C,
                           real eps) {
     if (N <= 0) return;
     size_t n = (size_t)N * C;
+    /* a or b as a residual branch's bf16 D (once = 10; linear.cu resid_d16): the row kernel reads it as its b
+     * (a + b = b + a in fp32: the fp32 operand goes first); any other path gets x16's fp32 written back first */
+    int bad;
+    const real *x16 = b;
+    const __nv_bfloat16 *b16 = (const __nv_bfloat16 *)cuda_resid_d16(b, n, &bad);
+    if (bad) return;
+    if (!b16 && a != b) {
+        x16 = a;
+        b16 = (const __nv_bfloat16 *)cuda_resid_d16(a, n, &bad);
+        if (bad) return;
+    }
+    const real *fa = x16 == a ? b : a;   /* the fp32 operand, when one is D */
+    if (b16 && (!cuda_set_add_norm_fused(-1) || !add_rows_apply(r, out, fa, w, C))) {
+        cuda_resid_d16_restore(x16);   /* before the claims below: an ordinary launch */
+        b16 = NULL;
+    }
+    /* fp32 that no one wrote (a bf16-only output this add cannot be served) is an error, never read */
+    if (b16 ? cuda_bf16_missing(fa, n, "add_rmsnorm_fwd (its fp32 operand)")
+            : cuda_bf16_missing(a, n, "add_rmsnorm_fwd (its a)") || cuda_bf16_missing(b, n, "add_rmsnorm_fwd (its b)"))
+        return;
     if (!cuda_set_add_norm_fused(-1)) {   /* the unfused path, as before the op existed */
         unsigned long before = cuda_epoch;
         cuda_add(r, a, b, n);
@@ -474,7 +509,10 @@ void cuda_add_rmsnorm_fwd(real *r, real *out, real *rstd, const real *a, const r
     __nv_bfloat16 *ob = (__nv_bfloat16 *)cuda_shadow_claim_only(out, n, &skip);
     float *fo = skip ? NULL : out;
     unsigned long before = cuda_epoch;
-    if (!norm_rows_fwd(r, out, rstd, a, b, w, N, C, eps, ob, NULL, 0, 1, !skip)) {
+    if (b16) {   /* add_rows_apply said yes: the row kernel, x16's D as its b */
+        norm_rows_fwd(r, out, rstd, fa, x16, w, N, C, eps, ob, NULL, 0, 1, !skip, b16);
+        cuda_resid_d16_done(x16);
+    } else if (!norm_rows_fwd(r, out, rstd, a, b, w, N, C, eps, ob, NULL, 0, 1, !skip)) {
         add_rmsnorm_fwd_kernel<<<N, NORM_THREADS, 0, cuda_stream()>>>(r, fo, rstd, a, b, w, C, eps, ob);
         CUDA_LAUNCHED();
     }
@@ -535,8 +573,8 @@ static int rmsnorm_bwd_rows(float *dx, float *dw, const float *dout, const float
 void cuda_rmsnorm_bwd(real *dx, real *dw, const real *dout, const real *x, const real *w,
                       const real *rstd, int N, int C, int acc) {
     if (N <= 0) return;
-    /* dout as the gate|up product's bf16 D (once = 8): the row kernel reads it; any other path gets the fp32
-     * written back from it first */
+    /* dout as the gate|up product's bf16 D (once = 8) or the q|k|v product's (once = 9, the attention norm's):
+     * the row kernel reads it; any other path gets the fp32 written back from it first */
     int bad;
     const __nv_bfloat16 *db = (const __nv_bfloat16 *)cuda_dnorm_d16(dout, (size_t)N * C, &bad);
     if (bad) return;
@@ -595,6 +633,9 @@ void cuda_rmsnorm_gather_bwd(real *dfull, real *dw, const real *dres, const real
     if (N <= 0 || C <= 0) return;
     int acc = dres != NULL;   /* the kernels read dx (here dres) only when acc */
     float *dr = (float *)dres;   /* read only with dfull set */
+    /* no norm d out is served here (model.c never marks the fused split's du, ops.h bf16_only once = 9): a dout
+     * whose fp32 a product left unwritten is the contract broken, loud rather than read */
+    if (cuda_bf16_missing(dout, (size_t)N * C, "rmsnorm_gather_bwd (its dout)")) return;
     if (rmsnorm_bwd_rows(dr, dw, dout, x, w, rstd, N, C, acc, dfull, idx, T, n_sel)) return;
     if (dw) colsum(dw, 1, N, C, RmsnormDw{dout, x, rstd, C});
     if (dfull) {
