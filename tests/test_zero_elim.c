@@ -518,6 +518,53 @@ static void grads_no_memset(void) {
     unsetenv("FLOWHN_ZERO_GRAD");
 }
 
+/* model_zero_grad's runs in one ops->zero_runs call (the default where the backend has the op) against one
+ * ops->zero a run (FLOWHN_ZERO_RUNS=0): over a poisoned buffer the same gradients bit for bit, every
+ * architecture, 1-2 micro-batches; and the zeroing alone leaves exactly the runs zero */
+static void zero_runs_switch(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    int n_runs_seen = 0;
+    for (int i = 0; i < n_tiny_specs; i++)
+        for (int n_micro = 1; n_micro <= 2; n_micro++) {
+            const TinySpec *sp = &tiny_specs[i];
+            Config c = tiny_config(sp);
+            Model one, loop;
+            setenv("FLOWHN_ZERO_RUNS", "0", 1);
+            int ok = !model_create(&loop, &c, &cpu_ops) && !model_init_params(&loop, 7);
+            unsetenv("FLOWHN_ZERO_RUNS");
+            ok = ok && !model_create(&one, &c, &cpu_ops) && !model_init_params(&one, 7);
+            CHECK(ok, "%s: %s", sp->name, fh_last_error());
+            if (!ok) continue;
+            CHECK(one.zrun_dev && one.n_zruns > 0 && !loop.zrun_dev, "%s: the table uploaded by default (%d runs), "
+                  "not under FLOWHN_ZERO_RUNS=0", sp->name, one.n_zruns);
+            n_runs_seen += one.n_zruns;
+            /* the zeroing alone: the runs zero, the product weights still the poison */
+            real *nan = filled(one.layout.total, (real)NAN);
+            one.ops->from_host(one.grads, nan, sizeof(real) * one.layout.total);
+            model_zero_grad(&one);
+            size_t z = 0, r = 0, touched = 0;
+            for (size_t k = 0; k < one.layout.total; k++) {
+                int in_run = 0;
+                for (int j = 0; j < one.n_zruns; j++)
+                    if (k >= one.zrun[2 * j] && k < one.zrun[2 * j] + one.zrun[2 * j + 1]) in_run = 1;
+                if (in_run) r++, z += one.grads[k] == 0 && !signbit(one.grads[k]);
+                else touched += !isnan(one.grads[k]);
+            }
+            CHECK(z == r && r > 0 && !touched, "%s: %zu of %zu run values zeroed, %zu values outside touched",
+                  sp->name, z, r, touched);
+            free(nan);
+            ok = !grad_accum(&loop, n_micro, 2, 17, c.vocab_size, n_micro % 2, 1) &&
+                 !grad_accum(&one, n_micro, 2, 17, c.vocab_size, n_micro % 2, 1);
+            CHECK(ok, "%s: %s", sp->name, fh_last_error());
+            size_t first = 0, d = ok ? n_differ(loop.grads, one.grads, one.layout.total, &first) : 0;
+            CHECK(d == 0, "%s micro-batches %d: %zu gradients differ (the first at %zu)", sp->name, n_micro, d, first);
+            model_free(&one);
+            model_free(&loop);
+        }
+    printf("  %d architectures x 1-2 micro-batches: one zero_runs == a zero a run, bitwise (%d runs)\n",
+           n_tiny_specs, n_runs_seen);
+}
+
 /* the comparison can fail: one ulp in one gradient is found */
 static void comparison_detects(void) {
     real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
@@ -536,5 +583,6 @@ int main(void) {
     RUN(strided_ops_same);
     RUN(fuse_inproj_close);
     RUN(grads_no_memset);
+    RUN(zero_runs_switch);
     TEST_SUMMARY();
 }

@@ -1156,6 +1156,17 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
         return fh_error("cannot allocate %zu parameters (%.1f MiB each for weights and gradients)", m->layout.total,
                         sizeof(real) * m->layout.total / 1048576.0);
     }
+    /* the zeroing runs' table, where the step reads it (a recorded step holds its pointer: written once, here) */
+    const char *zr = getenv("FLOWHN_ZERO_RUNS");
+    if (ops->zero_runs && m->n_zruns && !(zr && !strcmp(zr, "0"))) {
+        size_t bytes = sizeof(size_t) * 2 * (size_t)m->n_zruns;
+        m->zrun_dev = ops->alloc(bytes);
+        if (!m->zrun_dev) {
+            model_free(m);
+            return -1;
+        }
+        ops->from_host(m->zrun_dev, m->zrun, bytes);
+    }
     return 0;
 }
 
@@ -1176,6 +1187,7 @@ void model_free(Model *m) {
     if (m->ops) {
         m->ops->release(m->params);
         m->ops->release(m->grads);
+        m->ops->release(m->zrun_dev);
         m->ops->release(m->iota_dev);
         m->ops->release(m->tokens_dev);
         m->ops->release(m->targets_dev);
@@ -1204,7 +1216,10 @@ void model_zero_grad(Model *m) {
         m->ops->zero(m->grads, sizeof(real) * m->layout.total);
         return;
     }
-    for (int i = 0; i < m->n_zruns; i++) ZERO(G(m->zrun[2 * i]), m->zrun[2 * i + 1]);
+    if (m->zrun_dev && m->ops->zero_runs)   /* one launch for every run (ops.h zero_runs) */
+        m->ops->zero_runs(m->grads, m->layout.total, m->zrun_dev, m->n_zruns);
+    else
+        for (int i = 0; i < m->n_zruns; i++) ZERO(G(m->zrun[2 * i]), m->zrun[2 * i + 1]);
     memset(m->lazy_done, 0, sizeof(size_t) * (m->n_lazy ? m->n_lazy : 1));
     m->grad_fresh = 1;
 }

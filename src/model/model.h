@@ -99,6 +99,9 @@ typedef struct {
     size_t *lazy_off, *lazy_n, *lazy_done;   /* lazy_done: reals written from the start this accumulation */
     int n_zruns;               /* the rest of the buffer: runs [zrun[2i], + zrun[2i+1]) */
     size_t *zrun;
+    /* zrun in the backend's memory, uploaded once by model_create for ops->zero_runs (one launch for all
+     * runs; NULL without the op, or with FLOWHN_ZERO_RUNS=0: one ops->zero a run, the A/B's other side) */
+    size_t *zrun_dev;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

@@ -59,6 +59,14 @@ typedef struct Ops {
     void *(*alloc)(size_t bytes);                 /* zero-filled; NULL + fh_error on failure */
     void (*release)(void *p);
     void (*zero)(void *p, size_t bytes);
+    /* Optional (NULL: the caller loops over zero). Zeroes the n runs
+     * [base + runs[2i], + runs[2i + 1]) (offsets and counts in reals; disjoint,
+     * ascending, inside [base, base + span)) and nothing else. `runs` lives in
+     * the backend's memory and is written by the caller once (from_host), so a
+     * recorded step holds one launch with fixed pointers (model.c
+     * model_zero_grad: the gradient buffer's non-product tensors). span: the
+     * extent the backend may count as written (its bookkeeping, as for zero). */
+    void (*zero_runs)(real *base, size_t span, const size_t *runs, int n);
     void (*to_host)(void *dst_host, const void *src, size_t bytes);
     void (*from_host)(void *dst, const void *src_host, size_t bytes);
 

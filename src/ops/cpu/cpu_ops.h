@@ -8,6 +8,7 @@
 void * cpu_alloc(size_t bytes);
 void cpu_release(void *p);
 void cpu_zero(void *p, size_t bytes);
+void cpu_zero_runs(real *base, size_t span, const size_t *runs, int n);
 void cpu_to_host(void *dst_host, const void *src, size_t bytes);
 void cpu_from_host(void *dst, const void *src_host, size_t bytes);
 void cpu_add(real *out, const real *a, const real *b, size_t n);

@@ -326,6 +326,7 @@ __device__ __forceinline__ float softplusf_(float x) { return fmaxf(x, 0.f) + lo
 void *cuda_alloc(size_t bytes);
 void cuda_release(void *p);
 void cuda_zero(void *p, size_t bytes);
+void cuda_zero_runs(real *base, size_t span, const size_t *runs, int n);
 void cuda_to_host(void *dst_host, const void *src, size_t bytes);
 void cuda_from_host(void *dst, const void *src_host, size_t bytes);
 void cuda_add(real *out, const real *a, const real *b, size_t n);
