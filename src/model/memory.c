@@ -105,7 +105,7 @@ static void dry_scatter_bwd(real *o, const real *i, const int *idx, int B, int T
 static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}
 static void dry_xent_bwd(real *dl, const real *d, const real *lg, const real *lse, const int *t, int N, int V) {}
 static void dry_classifier(real *l, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
-                           int H, int V) {}
+                           int H, int V, int acc) {}
 static void dry_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
                           const real *Cm, const real *D, const real *z, int B, int E, int S) {}
 static void dry_ssd_step(real *y, real *h, const real *xbc, const real *dt, const real *dtb, const real *A,

@@ -250,9 +250,22 @@ static void lin_bwd(Model *m, real *din, real *dw, real *db, const real *dout, c
     if (N > 0 && dw) acc |= dw_flag(m, dw, (size_t)OC * IC);
     m->ops->linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
 }
+/* A scatter into a lazy tensor (the tied head's embedding_bwd) cannot overwrite: whatever of
+ * [off, + n)'s lazy tensors no product has written yet is zeroed first, then it accumulates. */
+static void lazy_fill(Model *m, size_t off, size_t n) {
+    if (!m->grad_fresh) return;
+    for (int j = lazy_first(m, off); j < m->n_lazy && m->lazy_off[j] < off + n; j++)
+        if (m->lazy_done[j] < m->lazy_n[j]) {
+            ZERO(G(m->lazy_off[j] + m->lazy_done[j]), m->lazy_n[j] - m->lazy_done[j]);
+            m->lazy_done[j] = m->lazy_n[j];
+        }
+}
 /* Which tensors are lazy: the product weights (PK_MATRIX but the conv1d
- * kernels, written by the conv ops, and the head, written by the classifier
- * and, tied, by the embedding's scatter). */
+ * kernels, written by the conv ops) and the head (unless FLOWHN_LAZY_HEAD=0),
+ * whose first writer is the classifier (or the unfused head product) over
+ * whole rows, before the backward; tied, it is the embedding, whose scatter
+ * comes last and accumulates (lazy_fill). An untied embedding is not lazy:
+ * its only writer is the scatter. */
 static int lazy_build(Model *m) {
     const ParamLayout *L = &m->layout;
     m->lazy_off = malloc(sizeof(size_t) * (L->n + 1));
@@ -263,8 +276,9 @@ static int lazy_build(Model *m) {
     size_t pos = 0;
     for (int i = 0; i < L->n; i++) {
         const ParamEntry *p = &L->entries[i];
-        if (p->kind != PK_MATRIX || strstr(p->name, "conv1d") || p->offset == L->lm_head || p->offset == L->embed ||
-            !p->numel)
+        int head = p->offset == L->lm_head && m->lazy_head;
+        if (!p->numel || (!head && (p->kind != PK_MATRIX || strstr(p->name, "conv1d") || p->offset == L->lm_head ||
+                                    p->offset == L->embed)))
             continue;
         if (p->offset > pos) {
             m->zrun[2 * m->n_zruns] = pos;
@@ -1144,6 +1158,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_inproj = fi && !strcmp(fi, "0");
     const char *zg = getenv("FLOWHN_ZERO_GRAD");
     m->zero_grad_full = zg && !strcmp(zg, "1");
+    const char *lh = getenv("FLOWHN_LAZY_HEAD");
+    m->lazy_head = !(lh && !strcmp(lh, "0"));
     if (layout_build(&m->layout, c)) return -1;
     if (lazy_build(m)) {
         model_free(m);
@@ -1612,8 +1628,14 @@ static int backward_trunk(Model *m) {
         if (grads_ready(m, w->begin)) return -1;
     }
     keep_end(m);   /* every saved input has been read for the last time */
+    lazy_fill(m, m->layout.embed, (size_t)c->vocab_size * H);   /* the tied head: written by the classifier */
     o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
     return grads_ready(m, 0);
+}
+
+/* the classifier's acc: its dw overwrites when it is the lazy head's first writer (an N = 0 call writes nothing) */
+static int head_flag(Model *m, size_t BT) {
+    return BT > 0 ? dw_flag(m, G(m->layout.lm_head), (size_t)m->cfg.vocab_size * m->cfg.hidden_size) : 0;
 }
 
 /* The training step's forward and backward with the fused classifier: the
@@ -1640,7 +1662,7 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
     ZERO(A->dxf, BT * H);
     /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, BT));
     if (mean_loss(m, BT)) return -1;
     return backward_trunk(m);
 }
@@ -1672,7 +1694,7 @@ int model_step_body(Model *m, double *loss_sum) {
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
     ZERO(A->dxf, BT * H);
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, BT));
     o->sum_into(loss_sum, A->losses, BT, 0);   /* ignored tokens' losses are 0 (ops.h classifier) */
     return backward_trunk(m);
 }

@@ -244,8 +244,9 @@ static void w_xent_bwd(real *dl, const real *d, const real *lg, const real *lse,
 }
 /* the head's forward and, inside the same call, its backward (dx when asked, dw) */
 static void w_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
-                         int H, int V) {
-    TIMED(classifier, 2.0 * N * H * V * (1 + (dx != NULL) + (dw != NULL)), B->classifier(loss, dx, dw, x, w, t, sc, N, H, V));
+                         int H, int V, int acc) {
+    TIMED(classifier, 2.0 * N * H * V * (1 + (dx != NULL) + (dw != NULL)),
+          B->classifier(loss, dx, dw, x, w, t, sc, N, H, V, acc));
 }
 static void w_selective_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
                                   const real *Cm, const real *D, const real *z, int Bn, int E, int S) {

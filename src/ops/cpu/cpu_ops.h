@@ -64,7 +64,7 @@ void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, 
 void cpu_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cpu_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
 void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                    int N, int H, int V);
+                    int N, int H, int V, int acc);
 void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cpu_sum_squares(const real *x, size_t n);
 void cpu_sum_into(double *out, const real *x, size_t n, int squares);

@@ -379,7 +379,7 @@ void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T,
 void cuda_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cuda_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
 void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                     int N, int H, int V);
+                     int N, int H, int V, int acc);
 
 void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
 void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);
