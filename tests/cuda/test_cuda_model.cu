@@ -624,6 +624,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 free(g_a);
             }
             free(g_noat);
+        }
         if (ab) cuda_set_bf16_resid(resid_was);
         /* FLOWHN_BF16_RESID on (the default): the o and down products write their output (a residual branch) as
          * bf16 D only and add_rmsnorm_fwd's row kernel reads it (perf-notes resid16). The forward changes too
