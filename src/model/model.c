@@ -1633,9 +1633,13 @@ static int backward_trunk(Model *m) {
     return grads_ready(m, 0);
 }
 
-/* the classifier's acc: its dw overwrites when it is the lazy head's first writer (an N = 0 call writes nothing) */
-static int head_flag(Model *m, size_t BT) {
-    return BT > 0 ? dw_flag(m, G(m->layout.lm_head), (size_t)m->cfg.vocab_size * m->cfg.hidden_size) : 0;
+/* the classifier's acc: dx [BT, H] is its own (no zeroing before it: overwritten, every row), and its dw overwrites
+ * when it is the lazy head's first writer (an N = 0 call writes nothing). FLOWHN_LAZY_HEAD=0: dx zeroed and added
+ * into, the head's gradient zeroed by model_zero_grad and added into (the old path). */
+static int head_flag(Model *m, real *dx, size_t BT) {
+    int first = m->lazy_head ? FIRST : FH_ACC;   /* zero_first (test hook): zeroed and added, as the old path */
+    if (first == FH_ACC) ZERO(dx, BT * m->cfg.hidden_size);
+    return BT > 0 ? first | dw_flag(m, G(m->layout.lm_head), (size_t)m->cfg.vocab_size * m->cfg.hidden_size) : first;
 }
 
 /* The training step's forward and backward with the fused classifier: the
@@ -1659,10 +1663,9 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
     set_targets(m, targets, BT);
     m->has_targets = 0;  /* no logits to run model_backward from */
-    ZERO(A->dxf, BT * H);
     /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, BT));
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, A->dxf, BT));
     if (mean_loss(m, BT)) return -1;
     return backward_trunk(m);
 }
@@ -1692,9 +1695,8 @@ int model_step_body(Model *m, double *loss_sum) {
     model_zero_grad(m);
     if (trunk_compute(m, 1)) return -1;
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
-    ZERO(A->dxf, BT * H);
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, BT));
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, A->dxf, BT));
     o->sum_into(loss_sum, A->losses, BT, 0);   /* ignored tokens' losses are 0 (ops.h classifier) */
     return backward_trunk(m);
 }

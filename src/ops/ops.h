@@ -256,9 +256,10 @@ typedef struct Ops {
      *   logits = x w^T; loss[i] as xent_fwd (0 when targets[i] < 0);
      *   dlogits[i,:] = scale * (softmax(logits_i) - onehot(t_i)) for counted rows, 0 otherwise;
      *   dx [N, H] += dlogits w;  dw [V, H] += dlogits^T x  (accumulate; dx may be NULL).
-     * acc: FH_DW_OVERWRITE OR-ed in: dw = dlogits^T x instead (not read, not
-     * zeroed first: the first row chunk overwrites, the rest add; the model's
-     * lazy head gradient, model.c dw_flag); other bits are ignored (dx adds).
+     * acc: dx as the other backward ops (FH_ACC adds, FH_OVERWRITE writes
+     * every row: each row chunk its own rows); FH_DW_OVERWRITE OR-ed in:
+     * dw = dlogits^T x instead (not read, not zeroed first: the first row
+     * chunk overwrites, the rest add; the model's lazy head, model.c dw_flag).
      * For training only: it runs the head's backward inside the forward.
      * MACs: N*H*V (the forward product, as linear_fwd). ---- */
     void (*classifier)(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,

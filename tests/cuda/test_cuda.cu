@@ -1149,10 +1149,11 @@ static void classifier_modes(int k0, int k1, int nshapes) {
         int cls16 = cuda_set_cls_bf16(k != 2);
         TOL = tols[k];
         for (int si = 0; si < 2 * nshapes; si++) {
-            /* each shape twice: dw accumulated, then dw overwritten by the first chunk (FH_DW_OVERWRITE, the lazy
-             * head: NaN on the GPU, zeros on the CPU, so a chunk that read it or skipped rows fails) */
+            /* each shape twice: dx and dw accumulated, then both overwritten (FH_OVERWRITE: every chunk its own dx
+             * rows; FH_DW_OVERWRITE: dw by the first chunk, the lazy head): NaN on the GPU, zeros on the CPU, so
+             * a chunk that read them or skipped rows fails */
             int over = si >= nshapes, N = shapes[si % nshapes][0], H = shapes[si % nshapes][1];
-            int V = shapes[si % nshapes][2], acc = over ? FH_ACC | FH_DW_OVERWRITE : FH_ACC;
+            int V = shapes[si % nshapes][2], acc = over ? FH_OVERWRITE | FH_DW_OVERWRITE : FH_ACC;
             line_start("classifier", "%s N=%d H=%d V=%d%s", names[k], N, H, V, over ? " over" : "");
             int *tg = (int *)malloc(sizeof(int) * N);
             for (int i = 0; i < N; i++) tg[i] = (i % 7 == 3) ? -1 : (int)(rng_u32(&rng) % V);
@@ -1160,7 +1161,8 @@ static void classifier_modes(int k0, int k1, int nshapes) {
             float *dx_ = dev(x, (size_t)N * H), *dw_ = dev(w, (size_t)V * H);
             int *dtg = devi(tg, N);
             float *loss = hnan(N), *gloss = dnan(N);
-            Grad gx = grad((size_t)N * H), gw = over ? grad_over((size_t)V * H) : grad((size_t)V * H);
+            Grad gx = over ? grad_over((size_t)N * H) : grad((size_t)N * H);
+            Grad gw = over ? grad_over((size_t)V * H) : grad((size_t)V * H);
             uint64_t m0 = fh_macs;
             cpu_classifier(loss, gx.h, gw.h, x, w, tg, 1.f / N, N, H, V, acc);
             uint64_t m1 = fh_macs;

@@ -286,7 +286,9 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
                                                                          V);
         }
         CUDA_LAUNCHED();
-        if (dx && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_N, H, n, V, wo, H, go, V, dx + r0 * H, H, 1.f)) goto fail;
+        /* dx's rows: this chunk's own, added or (FH_OVERWRITE) overwritten (ops.h acc) */
+        if (dx && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_N, H, n, V, wo, H, go, V, dx + r0 * H, H, (acc & FH_ACC) ? 1.f : 0.f))
+            goto fail;
         /* FH_DW_OVERWRITE (ops.h): the first chunk's dw product with beta 0 (dw not read: the lazy head gradient
          * holds anything before it), the rest add */
         float dw_beta = r0 == 0 && (acc & FH_DW_OVERWRITE) ? 0.f : 1.f;
