@@ -161,6 +161,40 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
         CHECK(worst < GRAD_TOL, "%s: gradient of %s differs by relative L2 %.2e (bound %.0e)", name, worst_name,
               worst, GRAD_TOL);
 
+        /* model_zero_grad's runs in one zero_runs launch (the default) vs one memset a run (FLOWHN_ZERO_RUNS=0,
+         * here by hiding the uploaded table), each step over a NaN-poisoned gradient buffer: the same step, so
+         * the same bits where the backward has no atomics, within GRAD_TOL where it has */
+        if (!mg.zrun_dev) {   /* FLOWHN_ZERO_RUNS=0: nothing to compare (the table is made only when on) */
+            const char *zr = getenv("FLOWHN_ZERO_RUNS");
+            CHECK(zr && !strcmp(zr, "0"), "%s: no zero_runs table on the GPU model", name);
+            printf("  %-5s %-22s zero_runs off (FLOWHN_ZERO_RUNS=0): a memset a run\n", mode, name);
+        } else {
+            float *g_runs = NULL, *g_loop = NULL, *nan = (float *)malloc(sizeof(float) * mg.layout.total);
+            for (size_t i = 0; i < mg.layout.total; i++) nan[i] = NAN;
+            size_t *tab = mg.zrun_dev;
+            /* pass 0 a warm-up (a first fused step may arm keeps the later ones read), 1 the loop, 2 one launch */
+            for (int pass = 0; pass < 3; pass++) {
+                mg.zrun_dev = pass == 1 ? NULL : tab;
+                mg.ops->from_host(mg.grads, nan, sizeof(float) * mg.layout.total);
+                model_zero_grad(&mg);
+                if (!model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name)) {
+                    if (pass) (pass == 1 ? g_loop : g_runs) = host_copy(&mg, mg.grads);
+                } else CHECK(0, "%s: cuda fused forward_backward, zero_runs pass %d: %s", name, pass, fh_last_error());
+            }
+            mg.zrun_dev = tab;
+            free(nan);
+            if (g_runs && g_loop) {
+                size_t nd;
+                double r = grad_rel(g_loop, g_runs, mg.layout.total, &nd);
+                int at = bwd_uses_atomics(c);
+                printf("  %-5s %-22s zero_runs (%d runs, one launch) vs a memset a run: grad rel %.1e, %zu values "
+                       "differ in bits%s\n", mode, name, mg.n_zruns, r, nd, at ? " (atomics)" : "");
+                CHECK(at ? r < GRAD_TOL : nd == 0, "%s: zero_runs vs per-run memsets: rel %.2e, %zu values differ",
+                      name, r, nd);
+            }
+            free(g_runs);
+            free(g_loop);
+        }
         /* bf16: the same fused step with bf16-only outputs off first (FLOWHN_BF16_ONLY=0: every
          * activation written in fp32 as before), the A/B's other side, compared below */
         int ab = !strncmp(mode, "bf16", 4);
