@@ -925,7 +925,11 @@ static void decode_fused_cases(int rc) {
         cmp("res_unfused", h, gres, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("swiglu_unfused", h, gsw, o0);
-        /* with the norm: rmsnorm_fwd's kernel, then the same products (the fused kernel's block sums as it does) */
+        /* with the norm: rmsnorm_fwd's kernel, then the same products. rmsnorm_fwd runs its row kernel (session 8:
+         * the row kernels wherever they apply) and the fused gemv kernel sums a row its own way, so rstd may differ
+         * in the last bit and flip the bf16 rounding of a few normed values the products read: 3.0e-5 and 4.2e-5
+         * at N 3, IC 1024 in session 13 call 3 (once test_zero_runs moved the seeded draws). Bounded at 2e-4: a
+         * few flipped roundings, far below one bf16 rounding of every input (~2e-3, the CPU lines above) */
         G->rmsnorm_fwd(gnormed, grstd, din, dnw, N, IC, eps);
         G->linear_fwd(u0, gnormed, d0, NULL, N, IC, OC);
         G->linear_fwd(ug, gnormed, dg, NULL, N, IC, OC);
@@ -934,10 +938,12 @@ static void decode_fused_cases(int rc) {
         took = cuda_gemv_launches - before_unfused;   /* 7 products: all on gemv, or none */
         CHECK(took == (cases[ci].want ? 7ul : 0ul), "unfused products on gemv %lu, expected %d", took,
               cases[ci].want ? 7 : 0);
+        TOL = 2e-4;
         G->to_host(h, u0, sizeof(float) * o0);
         cmp("norm_q_unfused", h, g0n, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("norm_swiglu_unfused", h, gswn, o0);
+        TOL = 1e-5;
         for (int mode = 1; cases[ci].want && mode <= 2; mode++) {
             /* the five fused ops recorded with PDL on: gemv_fused_pdl_kernel (mode 1, linear.cu), whose
              * first weight loads come before the wait, and main's code after a wait (mode 2,

@@ -108,7 +108,9 @@ static double grad_rel(const float *a, const float *b, size_t n, size_t *ndiff) 
 /* Mamba-2 too: the SSD backward adds dx's second part, dB | dC and the per-head dt_bias, A_log, D gradients by
  * atomics (ssd_kernels.cuh). Session 12 call 2: mamba2-H256 gave 3e-8 to 4e-9 between identical steps, and in
  * about one A/B of five 4.1e-5 (277K values: one order flips a bf16 rounding that later products read), in
- * whichever A/B it fell, one whose switch changed nothing included. Only LLaMA's backward is deterministic. */
+ * whichever A/B it fell, one whose switch changed nothing included. LLaMA's backward has no such sums; only its
+ * attention's dQ accumulation may change order between identical steps (~1e-8, session 13 call 3), which its 1e-6
+ * bounds allow. */
 static int bwd_uses_atomics(const Config *c) { return c->arch != ARCH_LLAMA; }
 
 /* 1: the CUDA model runs Mamba's conv and SiLU as two ops (Model.unfused_conv_silu) */
@@ -163,7 +165,7 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
 
         /* model_zero_grad's runs in one zero_runs launch (the default) vs one memset a run (FLOWHN_ZERO_RUNS=0,
          * here by hiding the uploaded table), each step over a NaN-poisoned gradient buffer: the same step, so
-         * the same bits where the backward has no atomics, within GRAD_TOL where it has */
+         * within 1e-6 where the backward has no scan / SSD atomics (LLaMA), within GRAD_TOL where it has */
         if (!mg.zrun_dev) {   /* FLOWHN_ZERO_RUNS=0: nothing to compare (the table is made only when on) */
             const char *zr = getenv("FLOWHN_ZERO_RUNS");
             CHECK(zr && !strcmp(zr, "0"), "%s: no zero_runs table on the GPU model", name);
@@ -189,7 +191,11 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 int at = bwd_uses_atomics(c);
                 printf("  %-5s %-22s zero_runs (%d runs, one launch) vs a memset a run: grad rel %.1e, %zu values "
                        "differ in bits%s\n", mode, name, mg.n_zruns, r, nd, at ? " (atomics)" : "");
-                CHECK(at ? r < GRAD_TOL : nd == 0, "%s: zero_runs vs per-run memsets: rel %.2e, %zu values differ",
+                /* LLaMA is not bit for bit either: its attention's dQ sums (cuDNN's backward, our kernels' dq
+                 * atomics) change order between identical steps (session 13 call 3: 4 to 3,652 values, rel L2 at
+                 * most 2.1e-8, every LLaMA variant; the other A/Bs bound it at 1e-6 too). A run the one launch
+                 * missed would leave NaN (the poisoned buffer) or a stale gradient: far above either bound. */
+                CHECK(r < (at ? GRAD_TOL : 1e-6), "%s: zero_runs vs per-run memsets: rel %.2e, %zu values differ",
                       name, r, nd);
             }
             free(g_runs);
