@@ -82,6 +82,22 @@ static void ops_overwrite(void) {
         SAME("linear dw (accumulates either way)", dwa, dwb, (size_t)OC * IC);
         free(dout); free(in); free(w); free(a); free(b); free(dwa); free(dwb);
     }
+    {   /* the classifier's dw under FH_DW_OVERWRITE (the lazy head): its first row chunk overwrites NaN, the rest
+         * add; dx under FH_OVERWRITE: each chunk its rows; the same bits as adding into zeros. N 600: three chunks
+         * of CLASSIFIER_ROWS (256) */
+        int N = 600, H = 11, V = 17;
+        real *x = rnd((size_t)N * H, -1, 1), *w = rnd((size_t)V * H, -1, 1), *la = filled(N, 0), *lb = filled(N, 0);
+        real *dxa = filled((size_t)N * H, 0), *dxb = filled((size_t)N * H, NaN);
+        real *dwa = filled((size_t)V * H, 0), *dwb = filled((size_t)V * H, NaN);
+        int *tg = malloc(sizeof(int) * N);
+        for (int i = 0; i < N; i++) tg[i] = i % 5 == 2 ? -1 : (i * 7) % V;
+        cpu_classifier(la, dxa, dwa, x, w, tg, (real)1 / N, N, H, V, FH_ACC);
+        cpu_classifier(lb, dxb, dwb, x, w, tg, (real)1 / N, N, H, V, FH_OVERWRITE | FH_DW_OVERWRITE);
+        SAME("classifier dw", dwa, dwb, (size_t)V * H);
+        SAME("classifier dx", dxa, dxb, (size_t)N * H);
+        SAME("classifier loss", la, lb, (size_t)N);
+        free(x); free(w); free(la); free(lb); free(dxa); free(dxb); free(dwa); free(dwb); free(tg);
+    }
     {   /* rmsnorm, gated rmsnorm */
         int N = 13, C = 19;
         size_t n = (size_t)N * C;
@@ -518,6 +534,96 @@ static void grads_no_memset(void) {
     unsetenv("FLOWHN_ZERO_GRAD");
 }
 
+/* the head's gradient is lazy by default (written first by the classifier / head product; tied, the embedding's
+ * scatter adds after it), not under FLOWHN_LAZY_HEAD=0; either way the same gradients as the whole memset
+ * (grads_no_memset runs the default over every architecture, tied and untied) */
+static void lazy_head_switch(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    int tied_seen = 0, untied_seen = 0;
+    for (int i = 0; i < n_tiny_specs; i++) {
+        const TinySpec *sp = &tiny_specs[i];
+        Config c = tiny_config(sp);
+        Model on, off, ref;
+        setenv("FLOWHN_LAZY_HEAD", "0", 1);
+        int ok = !model_create(&off, &c, &cpu_ops) && !model_init_params(&off, 7);
+        unsetenv("FLOWHN_LAZY_HEAD");
+        ok = ok && !model_create(&on, &c, &cpu_ops) && !model_init_params(&on, 7) && !model_create(&ref, &c, &cpu_ops) &&
+             !model_init_params(&ref, 7);
+        CHECK(ok, "%s: %s", sp->name, fh_last_error());
+        if (!ok) continue;
+        ref.zero_grad_full = 1;
+        size_t head = on.layout.lm_head;
+        int lazy_on = 0, lazy_off = 0;
+        for (int j = 0; j < on.n_lazy; j++) lazy_on += on.lazy_off[j] == head;
+        for (int j = 0; j < off.n_lazy; j++) lazy_off += off.lazy_off[j] == head;
+        CHECK(on.lazy_head && lazy_on == 1 && !off.lazy_head && lazy_off == 0, "%s: head lazy %d by default, %d with "
+              "FLOWHN_LAZY_HEAD=0", sp->name, lazy_on, lazy_off);
+        if (head == on.layout.embed) tied_seen++;
+        else untied_seen++;
+        for (int fused = 0; ok && fused < 2; fused++) {
+            ok = !grad_accum(&ref, 2, 2, 17, c.vocab_size, fused, 0) && !grad_accum(&on, 2, 2, 17, c.vocab_size, fused, 1) &&
+                 !grad_accum(&off, 2, 2, 17, c.vocab_size, fused, 1);
+            CHECK(ok, "%s: %s", sp->name, fh_last_error());
+            size_t first = 0, d1 = ok ? n_differ(ref.grads, on.grads, ref.layout.total, &first) : 0;
+            size_t d2 = ok ? n_differ(ref.grads, off.grads, ref.layout.total, &first) : 0;
+            CHECK(d1 == 0 && d2 == 0, "%s (%s): %zu (lazy head) / %zu (switch off) gradients differ from the memset's",
+                  sp->name, fused ? "fused" : "unfused", d1, d2);
+        }
+        model_free(&on);
+        model_free(&off);
+        model_free(&ref);
+    }
+    printf("  %d architectures (%d tied, %d untied heads): lazy head == switch off == whole memset, bitwise\n",
+           n_tiny_specs, tied_seen, untied_seen);
+}
+
+/* model_zero_grad's runs in one ops->zero_runs call (the default where the backend has the op) against one
+ * ops->zero a run (FLOWHN_ZERO_RUNS=0): over a poisoned buffer the same gradients bit for bit, every
+ * architecture, 1-2 micro-batches; and the zeroing alone leaves exactly the runs zero */
+static void zero_runs_switch(void) {
+    if (omp_get_max_threads() > 2) omp_set_num_threads(2);
+    int n_runs_seen = 0;
+    for (int i = 0; i < n_tiny_specs; i++)
+        for (int n_micro = 1; n_micro <= 2; n_micro++) {
+            const TinySpec *sp = &tiny_specs[i];
+            Config c = tiny_config(sp);
+            Model one, loop;
+            setenv("FLOWHN_ZERO_RUNS", "0", 1);
+            int ok = !model_create(&loop, &c, &cpu_ops) && !model_init_params(&loop, 7);
+            unsetenv("FLOWHN_ZERO_RUNS");
+            ok = ok && !model_create(&one, &c, &cpu_ops) && !model_init_params(&one, 7);
+            CHECK(ok, "%s: %s", sp->name, fh_last_error());
+            if (!ok) continue;
+            CHECK(one.zrun_dev && one.n_zruns > 0 && !loop.zrun_dev, "%s: the table uploaded by default (%d runs), "
+                  "not under FLOWHN_ZERO_RUNS=0", sp->name, one.n_zruns);
+            n_runs_seen += one.n_zruns;
+            /* the zeroing alone: the runs zero, the product weights still the poison */
+            real *nan = filled(one.layout.total, (real)NAN);
+            one.ops->from_host(one.grads, nan, sizeof(real) * one.layout.total);
+            model_zero_grad(&one);
+            size_t z = 0, r = 0, touched = 0;
+            for (size_t k = 0; k < one.layout.total; k++) {
+                int in_run = 0;
+                for (int j = 0; j < one.n_zruns; j++)
+                    if (k >= one.zrun[2 * j] && k < one.zrun[2 * j] + one.zrun[2 * j + 1]) in_run = 1;
+                if (in_run) r++, z += one.grads[k] == 0 && !signbit(one.grads[k]);
+                else touched += !isnan(one.grads[k]);
+            }
+            CHECK(z == r && r > 0 && !touched, "%s: %zu of %zu run values zeroed, %zu values outside touched",
+                  sp->name, z, r, touched);
+            free(nan);
+            ok = !grad_accum(&loop, n_micro, 2, 17, c.vocab_size, n_micro % 2, 1) &&
+                 !grad_accum(&one, n_micro, 2, 17, c.vocab_size, n_micro % 2, 1);
+            CHECK(ok, "%s: %s", sp->name, fh_last_error());
+            size_t first = 0, d = ok ? n_differ(loop.grads, one.grads, one.layout.total, &first) : 0;
+            CHECK(d == 0, "%s micro-batches %d: %zu gradients differ (the first at %zu)", sp->name, n_micro, d, first);
+            model_free(&one);
+            model_free(&loop);
+        }
+    printf("  %d architectures x 1-2 micro-batches: one zero_runs == a zero a run, bitwise (%d runs)\n",
+           n_tiny_specs, n_runs_seen);
+}
+
 /* the comparison can fail: one ulp in one gradient is found */
 static void comparison_detects(void) {
     real a[3] = {1, -0.0f, 2}, b[3] = {1, 0, 2};
@@ -536,5 +642,7 @@ int main(void) {
     RUN(strided_ops_same);
     RUN(fuse_inproj_close);
     RUN(grads_no_memset);
+    RUN(zero_runs_switch);
+    RUN(lazy_head_switch);
     TEST_SUMMARY();
 }

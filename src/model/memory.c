@@ -36,6 +36,7 @@ static void dry_release(void *p) {
     free(p);
 }
 static void dry_zero(void *p, size_t bytes) {}
+static void dry_zero_runs(real *b, size_t span, const size_t *r, int n) {}
 /* Ops.keep_bf16: the CUDA backend holds one bf16 buffer per kept input (linear.cu "kept roundings"), as long as
  * the activation: counted here, added by memory_add_backend for CUDA bf16 training (one step: no input twice) */
 static void dry_keep_bf16(const real *x, size_t n) { if (x) dry.kept += 2 * n; }
@@ -105,7 +106,7 @@ static void dry_scatter_bwd(real *o, const real *i, const int *idx, int B, int T
 static void dry_xent_fwd(real *l, real *lse, const real *lg, const int *t, int N, int V) {}
 static void dry_xent_bwd(real *dl, const real *d, const real *lg, const real *lse, const int *t, int N, int V) {}
 static void dry_classifier(real *l, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
-                           int H, int V) {}
+                           int H, int V, int acc) {}
 static void dry_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
                           const real *Cm, const real *D, const real *z, int B, int E, int S) {}
 static void dry_ssd_step(real *y, real *h, const real *xbc, const real *dt, const real *dtb, const real *A,
@@ -125,7 +126,7 @@ static void dry_attention_decode_at(real *o, const real *q, const real *k, const
 #pragma GCC diagnostic error "-Wincompatible-pointer-types"
 static const Ops dry_ops = {
     .name = "dry-run",
-    .alloc = dry_alloc, .release = dry_release, .zero = dry_zero,
+    .alloc = dry_alloc, .release = dry_release, .zero = dry_zero, .zero_runs = dry_zero_runs,
     .to_host = dry_to_host, .from_host = dry_from_host,
     .add = dry_add, .accumulate = dry_accumulate,
     .embedding_fwd = dry_embedding_fwd, .embedding_bwd = dry_embedding_bwd,

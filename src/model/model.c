@@ -250,9 +250,22 @@ static void lin_bwd(Model *m, real *din, real *dw, real *db, const real *dout, c
     if (N > 0 && dw) acc |= dw_flag(m, dw, (size_t)OC * IC);
     m->ops->linear_bwd(din, dw, db, dout, in, w, N, IC, OC, acc);
 }
+/* A scatter into a lazy tensor (the tied head's embedding_bwd) cannot overwrite: whatever of
+ * [off, + n)'s lazy tensors no product has written yet is zeroed first, then it accumulates. */
+static void lazy_fill(Model *m, size_t off, size_t n) {
+    if (!m->grad_fresh) return;
+    for (int j = lazy_first(m, off); j < m->n_lazy && m->lazy_off[j] < off + n; j++)
+        if (m->lazy_done[j] < m->lazy_n[j]) {
+            ZERO(G(m->lazy_off[j] + m->lazy_done[j]), m->lazy_n[j] - m->lazy_done[j]);
+            m->lazy_done[j] = m->lazy_n[j];
+        }
+}
 /* Which tensors are lazy: the product weights (PK_MATRIX but the conv1d
- * kernels, written by the conv ops, and the head, written by the classifier
- * and, tied, by the embedding's scatter). */
+ * kernels, written by the conv ops) and the head (unless FLOWHN_LAZY_HEAD=0),
+ * whose first writer is the classifier (or the unfused head product) over
+ * whole rows, before the backward; tied, it is the embedding, whose scatter
+ * comes last and accumulates (lazy_fill). An untied embedding is not lazy:
+ * its only writer is the scatter. */
 static int lazy_build(Model *m) {
     const ParamLayout *L = &m->layout;
     m->lazy_off = malloc(sizeof(size_t) * (L->n + 1));
@@ -263,8 +276,9 @@ static int lazy_build(Model *m) {
     size_t pos = 0;
     for (int i = 0; i < L->n; i++) {
         const ParamEntry *p = &L->entries[i];
-        if (p->kind != PK_MATRIX || strstr(p->name, "conv1d") || p->offset == L->lm_head || p->offset == L->embed ||
-            !p->numel)
+        int head = p->offset == L->lm_head && m->lazy_head;
+        if (!p->numel || (!head && (p->kind != PK_MATRIX || strstr(p->name, "conv1d") || p->offset == L->lm_head ||
+                                    p->offset == L->embed)))
             continue;
         if (p->offset > pos) {
             m->zrun[2 * m->n_zruns] = pos;
@@ -1144,6 +1158,8 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
     m->unfused_inproj = fi && !strcmp(fi, "0");
     const char *zg = getenv("FLOWHN_ZERO_GRAD");
     m->zero_grad_full = zg && !strcmp(zg, "1");
+    const char *lh = getenv("FLOWHN_LAZY_HEAD");
+    m->lazy_head = !(lh && !strcmp(lh, "0"));
     if (layout_build(&m->layout, c)) return -1;
     if (lazy_build(m)) {
         model_free(m);
@@ -1155,6 +1171,17 @@ int model_create(Model *m, const Config *c, const Ops *ops) {
         model_free(m);
         return fh_error("cannot allocate %zu parameters (%.1f MiB each for weights and gradients)", m->layout.total,
                         sizeof(real) * m->layout.total / 1048576.0);
+    }
+    /* the zeroing runs' table, where the step reads it (a recorded step holds its pointer: written once, here) */
+    const char *zr = getenv("FLOWHN_ZERO_RUNS");
+    if (ops->zero_runs && m->n_zruns && !(zr && !strcmp(zr, "0"))) {
+        size_t bytes = sizeof(size_t) * 2 * (size_t)m->n_zruns;
+        m->zrun_dev = ops->alloc(bytes);
+        if (!m->zrun_dev) {
+            model_free(m);
+            return -1;
+        }
+        ops->from_host(m->zrun_dev, m->zrun, bytes);
     }
     return 0;
 }
@@ -1176,6 +1203,7 @@ void model_free(Model *m) {
     if (m->ops) {
         m->ops->release(m->params);
         m->ops->release(m->grads);
+        m->ops->release(m->zrun_dev);
         m->ops->release(m->iota_dev);
         m->ops->release(m->tokens_dev);
         m->ops->release(m->targets_dev);
@@ -1204,7 +1232,10 @@ void model_zero_grad(Model *m) {
         m->ops->zero(m->grads, sizeof(real) * m->layout.total);
         return;
     }
-    for (int i = 0; i < m->n_zruns; i++) ZERO(G(m->zrun[2 * i]), m->zrun[2 * i + 1]);
+    if (m->zrun_dev && m->ops->zero_runs)   /* one launch for every run (ops.h zero_runs) */
+        m->ops->zero_runs(m->grads, m->layout.total, m->zrun_dev, m->n_zruns);
+    else
+        for (int i = 0; i < m->n_zruns; i++) ZERO(G(m->zrun[2 * i]), m->zrun[2 * i + 1]);
     memset(m->lazy_done, 0, sizeof(size_t) * (m->n_lazy ? m->n_lazy : 1));
     m->grad_fresh = 1;
 }
@@ -1597,8 +1628,18 @@ static int backward_trunk(Model *m) {
         if (grads_ready(m, w->begin)) return -1;
     }
     keep_end(m);   /* every saved input has been read for the last time */
+    lazy_fill(m, m->layout.embed, (size_t)c->vocab_size * H);   /* the tied head: written by the classifier */
     o->embedding_bwd(G(m->layout.embed), A->dcur, m->tokens_dev, (int)BT, H);
     return grads_ready(m, 0);
+}
+
+/* the classifier's acc: dx [BT, H] is its own (no zeroing before it: overwritten, every row), and its dw overwrites
+ * when it is the lazy head's first writer (an N = 0 call writes nothing). FLOWHN_LAZY_HEAD=0: dx zeroed and added
+ * into, the head's gradient zeroed by model_zero_grad and added into (the old path). */
+static int head_flag(Model *m, real *dx, size_t BT) {
+    int first = m->lazy_head ? FIRST : FH_ACC;   /* zero_first (test hook): zeroed and added, as the old path */
+    if (first == FH_ACC) ZERO(dx, BT * m->cfg.hidden_size);
+    return BT > 0 ? first | dw_flag(m, G(m->layout.lm_head), (size_t)m->cfg.vocab_size * m->cfg.hidden_size) : first;
 }
 
 /* The training step's forward and backward with the fused classifier: the
@@ -1622,10 +1663,9 @@ int model_forward_backward(Model *m, const int *tokens, const int *targets, int 
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
     set_targets(m, targets, BT);
     m->has_targets = 0;  /* no logits to run model_backward from */
-    ZERO(A->dxf, BT * H);
     /* d(mean loss)/d(loss_i) = 1/n_valid for counted tokens */
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, A->dxf, BT));
     if (mean_loss(m, BT)) return -1;
     return backward_trunk(m);
 }
@@ -1655,9 +1695,8 @@ int model_step_body(Model *m, double *loss_sum) {
     model_zero_grad(m);
     if (trunk_compute(m, 1)) return -1;
     ENS(A->losses, BT); ENS(A->dxf, BT * H);
-    ZERO(A->dxf, BT * H);
     o->classifier(A->losses, A->dxf, G(m->layout.lm_head), A->xf, W(m->layout.lm_head), m->targets_dev,
-                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V);
+                  m->n_valid ? (real)1 / m->n_valid : 0, (int)BT, H, V, head_flag(m, A->dxf, BT));
     o->sum_into(loss_sum, A->losses, BT, 0);   /* ignored tokens' losses are 0 (ops.h classifier) */
     return backward_trunk(m);
 }

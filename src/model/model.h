@@ -94,11 +94,17 @@ typedef struct {
      * ends. The buffer then holds zeros + the first backward's gradients once that backward is done;
      * between model_zero_grad and that backward's end the lazy tensors hold anything. */
     int zero_grad_full;
+    /* 1 (default; FLOWHN_LAZY_HEAD=0 makes it 0): the head's gradient (the embedding's when tied) is lazy too, its
+     * first writer the classifier (ops.h classifier acc) or the unfused head product; 0: zeroed with the rest */
+    int lazy_head;
     int grad_fresh;            /* model_zero_grad ran, its first backward has not finished */
     int n_lazy;                /* the product weights: [lazy_off[i], + lazy_n[i]), ascending */
     size_t *lazy_off, *lazy_n, *lazy_done;   /* lazy_done: reals written from the start this accumulation */
     int n_zruns;               /* the rest of the buffer: runs [zrun[2i], + zrun[2i+1]) */
     size_t *zrun;
+    /* zrun in the backend's memory, uploaded once by model_create for ops->zero_runs (one launch for all
+     * runs; NULL without the op, or with FLOWHN_ZERO_RUNS=0: one ops->zero a run, the A/B's other side) */
+    size_t *zrun_dev;
 } Model;
 
 /* Builds the layout and allocates parameters and gradients (zeroed). */

@@ -45,11 +45,12 @@ typedef struct {
 } StepScalars;
 
 /* the `acc` argument of the backward ops (see the conventions above).
- * FH_DW_OVERWRITE, for linear_bwd only, OR-ed into acc: dw is overwritten
- * (beta 0: not read, not zeroed first) instead of accumulated; db still
- * accumulates. The model sets it on a weight gradient's first writer of an
- * accumulation (model.c lin_bwd), which saves the per-step gradient memset
- * of the product weights. Other ops never see it. */
+ * FH_DW_OVERWRITE, for linear_bwd and the classifier only, OR-ed into acc: dw
+ * is overwritten (beta 0: not read, not zeroed first; the classifier's first
+ * row chunk) instead of accumulated; db still accumulates. The model sets it
+ * on a weight gradient's first writer of an accumulation (model.c lin_bwd,
+ * dw_flag), which saves the per-step gradient memset of the product weights
+ * and the head. Other ops never see it. */
 enum { FH_OVERWRITE = 0, FH_ACC = 1, FH_DW_OVERWRITE = 2 };
 
 typedef struct Ops {
@@ -59,6 +60,14 @@ typedef struct Ops {
     void *(*alloc)(size_t bytes);                 /* zero-filled; NULL + fh_error on failure */
     void (*release)(void *p);
     void (*zero)(void *p, size_t bytes);
+    /* Optional (NULL: the caller loops over zero). Zeroes the n runs
+     * [base + runs[2i], + runs[2i + 1]) (offsets and counts in reals; disjoint,
+     * ascending, inside [base, base + span)) and nothing else. `runs` lives in
+     * the backend's memory and is written by the caller once (from_host), so a
+     * recorded step holds one launch with fixed pointers (model.c
+     * model_zero_grad: the gradient buffer's non-product tensors). span: the
+     * extent the backend may count as written (its bookkeeping, as for zero). */
+    void (*zero_runs)(real *base, size_t span, const size_t *runs, int n);
     void (*to_host)(void *dst_host, const void *src, size_t bytes);
     void (*from_host)(void *dst, const void *src_host, size_t bytes);
 
@@ -247,10 +256,14 @@ typedef struct Ops {
      *   logits = x w^T; loss[i] as xent_fwd (0 when targets[i] < 0);
      *   dlogits[i,:] = scale * (softmax(logits_i) - onehot(t_i)) for counted rows, 0 otherwise;
      *   dx [N, H] += dlogits w;  dw [V, H] += dlogits^T x  (accumulate; dx may be NULL).
+     * acc: dx as the other backward ops (FH_ACC adds, FH_OVERWRITE writes
+     * every row: each row chunk its own rows); FH_DW_OVERWRITE OR-ed in:
+     * dw = dlogits^T x instead (not read, not zeroed first: the first row
+     * chunk overwrites, the rest add; the model's lazy head, model.c dw_flag).
      * For training only: it runs the head's backward inside the forward.
      * MACs: N*H*V (the forward product, as linear_fwd). ---- */
     void (*classifier)(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                       int N, int H, int V);
+                       int N, int H, int V, int acc);
 
     /* ---- single-token recurrent steps for generation (state updated in place) ----
      * Mamba-1: h [B, E, S]; x, z, dt_raw, y [B, E]; Bm, Cm [B, S]; same math as

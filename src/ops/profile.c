@@ -8,7 +8,7 @@
 
 /* the op kinds timed, in table order; the X-macro keeps the names and ids in step */
 #define TIMED_OPS(X)                                                                                               \
-    X(zero) X(to_host) X(from_host) X(add) X(accumulate) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)         \
+    X(zero) X(zero_runs) X(to_host) X(from_host) X(add) X(accumulate) X(embedding_fwd) X(embedding_bwd) X(rmsnorm_fwd)         \
     X(rmsnorm_bwd) X(add_rmsnorm_fwd) X(linear_fwd) X(linear_bwd) X(swiglu_fwd) X(swiglu_bwd) X(silu_fwd) X(silu_bwd) X(rope_fwd)    \
     X(rope_bwd) X(attention_fwd) X(attention_bwd) X(conv1d_fwd) X(conv1d_bwd) X(conv1d_silu_fwd) X(conv1d_silu_bwd) X(selective_scan_fwd) \
     X(selective_scan_bwd) X(ssd_fwd) X(ssd_bwd) X(gated_rmsnorm_fwd) X(gated_rmsnorm_bwd) X(gather_fwd)           \
@@ -90,6 +90,7 @@ static void span_end(int op, int mark, double flops) {
     } while (0)
 
 static void w_zero(void *p, size_t n) { TIMED(zero, 0, B->zero(p, n)); }
+static void w_zero_runs(real *p, size_t span, const size_t *r, int n) { TIMED(zero_runs, 0, B->zero_runs(p, span, r, n)); }
 static void w_to_host(void *d, const void *s, size_t n) { TIMED(to_host, 0, B->to_host(d, s, n)); }
 static void w_from_host(void *d, const void *s, size_t n) { TIMED(from_host, 0, B->from_host(d, s, n)); }
 static void w_add(real *o, const real *a, const real *b, size_t n) { TIMED(add, 0, B->add(o, a, b, n)); }
@@ -243,8 +244,9 @@ static void w_xent_bwd(real *dl, const real *d, const real *lg, const real *lse,
 }
 /* the head's forward and, inside the same call, its backward (dx when asked, dw) */
 static void w_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *t, real sc, int N,
-                         int H, int V) {
-    TIMED(classifier, 2.0 * N * H * V * (1 + (dx != NULL) + (dw != NULL)), B->classifier(loss, dx, dw, x, w, t, sc, N, H, V));
+                         int H, int V, int acc) {
+    TIMED(classifier, 2.0 * N * H * V * (1 + (dx != NULL) + (dw != NULL)),
+          B->classifier(loss, dx, dw, x, w, t, sc, N, H, V, acc));
 }
 static void w_selective_scan_step(real *y, real *h, const real *x, const real *dt, const real *A, const real *Bm,
                                   const real *Cm, const real *D, const real *z, int Bn, int E, int S) {

@@ -333,6 +333,67 @@ static void test_embedding(void) {
     }
 }
 
+/* ops.h zero_runs (model_zero_grad's one launch): random run tables over a poisoned buffer (random
+ * bits, NaN included) at a base 0-3 floats past a 16-byte boundary; runs of 1 float, odd and even offsets
+ * and lengths, runs touching, a long one (the float4 body), none. The kernel's result must equal, bit for
+ * bit, both the host's expectation (exactly the runs zeroed, every other bit as it was) and the old path
+ * (one G->zero a run); the CPU op likewise. */
+static void test_zero_runs(void) {
+    static const int cases[][3] = {   /* runs, max length, max gap */
+        {0, 1, 5}, {1, 1, 0}, {1, 1000003, 7}, {2, 9, 0}, {26, 40000, 3000}, {26, 768, 1}, {300, 37, 2},
+        {64, 5, 0}, {7, 300001, 64}};
+    const int nc = (int)(sizeof cases / sizeof cases[0]);
+    int n_ok = 0;
+    for (int ci = 0; ci < nc; ci++) {
+        int k = cases[ci][0], maxlen = cases[ci][1], maxgap = cases[ci][2], skew = ci % 4;
+        size_t *runs = (size_t *)malloc(sizeof(size_t) * 2 * (k ? k : 1)), pos = rng_u32(&rng) % 5, zeroed = 0;
+        for (int r = 0; r < k; r++) {
+            runs[2 * r] = pos;
+            runs[2 * r + 1] = 1 + rng_u32(&rng) % (uint32_t)maxlen;
+            if (r == 1 && maxlen > 1) runs[2 * r + 1] |= 1;   /* an odd length at least once */
+            zeroed += runs[2 * r + 1];
+            pos += runs[2 * r + 1] + (maxgap ? rng_u32(&rng) % (uint32_t)(maxgap + 1) : 0);
+        }
+        size_t span = pos + rng_u32(&rng) % 9, total = span + skew;
+        line_start("zero_runs", "runs=%d span=%zu base+%d", k, span, skew);
+        uint32_t *init = (uint32_t *)malloc(sizeof(uint32_t) * total);
+        for (size_t i = 0; i < total; i++) init[i] = rng_u32(&rng) | (i % 7 == 0 ? 0x7fc00000u : 0u);   /* NaNs too */
+        uint32_t *want = (uint32_t *)malloc(sizeof(uint32_t) * total), *got = (uint32_t *)malloc(sizeof(uint32_t) * total);
+        uint32_t *cpu = (uint32_t *)malloc(sizeof(uint32_t) * total);
+        memcpy(want, init, sizeof(uint32_t) * total);
+        for (int r = 0; r < k; r++) memset(want + skew + runs[2 * r], 0, sizeof(uint32_t) * runs[2 * r + 1]);
+        memcpy(cpu, init, sizeof(uint32_t) * total);
+        cpu_zero_runs((float *)cpu + skew, span, runs, k);
+        float *a = (float *)G->alloc(sizeof(float) * total), *b = (float *)G->alloc(sizeof(float) * total);
+        size_t *druns = (size_t *)G->alloc(sizeof(size_t) * 2 * (k ? k : 1));
+        G->from_host(a, init, sizeof(float) * total);
+        G->from_host(b, init, sizeof(float) * total);
+        G->from_host(druns, runs, sizeof(size_t) * 2 * (k ? k : 1));
+        G->zero_runs(a + skew, span, druns, k);
+        for (int r = 0; r < k; r++) G->zero(b + skew + runs[2 * r], sizeof(float) * runs[2 * r + 1]);
+        G->to_host(got, a, sizeof(float) * total);
+        int bad = memcmp(got, want, sizeof(uint32_t) * total) != 0;
+        CHECK(!bad, "zero_runs case %d: not exactly the runs zeroed", ci);
+        G->to_host(got, b, sizeof(float) * total);
+        int bad_old = memcmp(got, want, sizeof(uint32_t) * total) != 0;
+        CHECK(!bad_old, "zero_runs case %d: the per-run memsets differ", ci);
+        int bad_cpu = memcmp(cpu, want, sizeof(uint32_t) * total) != 0;
+        CHECK(!bad_cpu, "zero_runs case %d: cpu_zero_runs differs", ci);
+        /* the test can fail: something was zeroed that was not zero, and the poison around it stayed */
+        int idle = k > 0 && !memcmp(init, want, sizeof(uint32_t) * total);
+        CHECK(!idle, "zero_runs case %d: nothing to zero", ci);
+        bad |= bad_old | bad_cpu | idle;
+        if (bad) line_ok = 0;
+        else n_ok++;
+        line_end();
+        printf("    %zu of %zu floats zeroed\n", zeroed, total);
+        free(runs); free(init); free(want); free(got); free(cpu);
+        G->release(a); G->release(b); G->release(druns);
+    }
+    printf("  zero_runs: %d of %d cases, exactly the runs zeroed, nothing else touched, == per-run memsets bitwise\n",
+           n_ok, nc);
+}
+
 /* rmsnorm's own shapes, each with the row-per-warp kernels and with
  * FLOWHN_ELEM=old's (cuda_set_elem_old): float4 rows of 1, 6, 8 vectors a
  * lane (C 100, 768, 1024), scalar rows (33, 250), C past the row kernels
@@ -864,7 +925,11 @@ static void decode_fused_cases(int rc) {
         cmp("res_unfused", h, gres, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("swiglu_unfused", h, gsw, o0);
-        /* with the norm: rmsnorm_fwd's kernel, then the same products (the fused kernel's block sums as it does) */
+        /* with the norm: rmsnorm_fwd's kernel, then the same products. rmsnorm_fwd runs its row kernel (session 8:
+         * the row kernels wherever they apply) and the fused gemv kernel sums a row its own way, so rstd may differ
+         * in the last bit and flip the bf16 rounding of a few normed values the products read: 3.0e-5 and 4.2e-5
+         * at N 3, IC 1024 in session 13 call 3 (once test_zero_runs moved the seeded draws). Bounded at 2e-4: a
+         * few flipped roundings, far below one bf16 rounding of every input (~2e-3, the CPU lines above) */
         G->rmsnorm_fwd(gnormed, grstd, din, dnw, N, IC, eps);
         G->linear_fwd(u0, gnormed, d0, NULL, N, IC, OC);
         G->linear_fwd(ug, gnormed, dg, NULL, N, IC, OC);
@@ -873,10 +938,12 @@ static void decode_fused_cases(int rc) {
         took = cuda_gemv_launches - before_unfused;   /* 7 products: all on gemv, or none */
         CHECK(took == (cases[ci].want ? 7ul : 0ul), "unfused products on gemv %lu, expected %d", took,
               cases[ci].want ? 7 : 0);
+        TOL = 2e-4;
         G->to_host(h, u0, sizeof(float) * o0);
         cmp("norm_q_unfused", h, g0n, o0);
         G->to_host(h, us, sizeof(float) * o0);
         cmp("norm_swiglu_unfused", h, gswn, o0);
+        TOL = 1e-5;
         for (int mode = 1; cases[ci].want && mode <= 2; mode++) {
             /* the five fused ops recorded with PDL on: gemv_fused_pdl_kernel (mode 1, linear.cu), whose
              * first weight loads come before the wait, and main's code after a wait (mode 2,
@@ -1087,20 +1154,25 @@ static void classifier_modes(int k0, int k1, int nshapes) {
         CHECK(cuda_set_matmul_precision(modes[k]) == 0, "%s", fh_last_error());
         int cls16 = cuda_set_cls_bf16(k != 2);
         TOL = tols[k];
-        for (int si = 0; si < nshapes; si++) {
-            int N = shapes[si][0], H = shapes[si][1], V = shapes[si][2];
-            line_start("classifier", "%s N=%d H=%d V=%d", names[k], N, H, V);
+        for (int si = 0; si < 2 * nshapes; si++) {
+            /* each shape twice: dx and dw accumulated, then both overwritten (FH_OVERWRITE: every chunk its own dx
+             * rows; FH_DW_OVERWRITE: dw by the first chunk, the lazy head): NaN on the GPU, zeros on the CPU, so
+             * a chunk that read them or skipped rows fails */
+            int over = si >= nshapes, N = shapes[si % nshapes][0], H = shapes[si % nshapes][1];
+            int V = shapes[si % nshapes][2], acc = over ? FH_OVERWRITE | FH_DW_OVERWRITE : FH_ACC;
+            line_start("classifier", "%s N=%d H=%d V=%d%s", names[k], N, H, V, over ? " over" : "");
             int *tg = (int *)malloc(sizeof(int) * N);
             for (int i = 0; i < N; i++) tg[i] = (i % 7 == 3) ? -1 : (int)(rng_u32(&rng) % V);
             float *x = hrand((size_t)N * H, 0, 1), *w = hrand((size_t)V * H, 0, 0.3f);
             float *dx_ = dev(x, (size_t)N * H), *dw_ = dev(w, (size_t)V * H);
             int *dtg = devi(tg, N);
             float *loss = hnan(N), *gloss = dnan(N);
-            Grad gx = grad((size_t)N * H), gw = grad((size_t)V * H);
+            Grad gx = over ? grad_over((size_t)N * H) : grad((size_t)N * H);
+            Grad gw = over ? grad_over((size_t)V * H) : grad((size_t)V * H);
             uint64_t m0 = fh_macs;
-            cpu_classifier(loss, gx.h, gw.h, x, w, tg, 1.f / N, N, H, V);
+            cpu_classifier(loss, gx.h, gw.h, x, w, tg, 1.f / N, N, H, V, acc);
             uint64_t m1 = fh_macs;
-            G->classifier(gloss, gx.d, gw.d, dx_, dw_, dtg, 1.f / N, N, H, V);
+            G->classifier(gloss, gx.d, gw.d, dx_, dw_, dtg, 1.f / N, N, H, V, acc);
             cuda_ops_check();
             cmp_macs(m1 - m0, fh_macs - m1);
             cmp("loss", loss, gloss, N);
@@ -5094,6 +5166,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_swiglu_packed);
     RUN(test_embedding);
+    RUN(test_zero_runs);
     RUN(test_rmsnorm);
     RUN(test_add_rmsnorm);
     RUN(test_linear);

@@ -13,7 +13,7 @@
 #define CLASSIFIER_ROWS 256
 
 void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                    int N, int H, int V) {
+                    int N, int H, int V, int acc) {
     int R = N < CLASSIFIER_ROWS ? N : CLASSIFIER_ROWS;
     if (N <= 0) return;
     real *logits = fh_malloc(sizeof(real) * (size_t)R * V, "classifier logits chunk");
@@ -34,7 +34,9 @@ void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w
         for (int i = 0; i < n; i++) dloss[i] = targets[r0 + i] >= 0 ? scale : 0;
         memset(dlogits, 0, sizeof(real) * (size_t)n * V);
         cpu_xent_bwd(dlogits, dloss, logits, lse, targets + r0, n, V);
-        cpu_linear_bwd(dx ? dx + (size_t)r0 * H : NULL, dw, NULL, dlogits, xc, w, n, H, V, FH_ACC);
+        /* dw overwritten by the first chunk under FH_DW_OVERWRITE (ops.h), added by the rest; dx's rows per acc */
+        int dwo = r0 == 0 && (acc & FH_DW_OVERWRITE) ? FH_DW_OVERWRITE : 0;
+        cpu_linear_bwd(dx ? dx + (size_t)r0 * H : NULL, dw, NULL, dlogits, xc, w, n, H, V, (acc & FH_ACC) | dwo);
     }
     free(logits); free(dlogits); free(lse); free(dloss);
 }

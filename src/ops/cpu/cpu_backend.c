@@ -6,6 +6,7 @@ const Ops cpu_ops = {
     .alloc = cpu_alloc,
     .release = cpu_release,
     .zero = cpu_zero,
+    .zero_runs = cpu_zero_runs,
     .to_host = cpu_to_host,
     .from_host = cpu_from_host,
     .add = cpu_add,

@@ -8,6 +8,7 @@
 void * cpu_alloc(size_t bytes);
 void cpu_release(void *p);
 void cpu_zero(void *p, size_t bytes);
+void cpu_zero_runs(real *base, size_t span, const size_t *runs, int n);
 void cpu_to_host(void *dst_host, const void *src, size_t bytes);
 void cpu_from_host(void *dst, const void *src_host, size_t bytes);
 void cpu_add(real *out, const real *a, const real *b, size_t n);
@@ -63,7 +64,7 @@ void cpu_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T, 
 void cpu_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cpu_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
 void cpu_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                    int N, int H, int V);
+                    int N, int H, int V, int acc);
 void cpu_adamw(real *p, const real *g, real *m, real *v, size_t n, real lr, real beta1, real beta2, real eps, real wd, real grad_scale, int step);
 double cpu_sum_squares(const real *x, size_t n);
 void cpu_sum_into(double *out, const real *x, size_t n, int squares);

@@ -244,7 +244,7 @@ static void *scratch(int k, size_t bytes) {
 }
 
 void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                     int N, int H, int V) {
+                     int N, int H, int V, int acc) {
     if (N <= 0) return;
     size_t R = CLS_CHUNK_ELEMS / (size_t)V;
     if (R < 64) R = 64;
@@ -286,8 +286,13 @@ void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *
                                                                          V);
         }
         CUDA_LAUNCHED();
-        if (dx && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_N, H, n, V, wo, H, go, V, dx + r0 * H, H, 1.f)) goto fail;
-        if (dw && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_T, H, V, n, xc, H, go, V, dw, H, 1.f)) goto fail;
+        /* dx's rows: this chunk's own, added or (FH_OVERWRITE) overwritten (ops.h acc) */
+        if (dx && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_N, H, n, V, wo, H, go, V, dx + r0 * H, H, (acc & FH_ACC) ? 1.f : 0.f))
+            goto fail;
+        /* FH_DW_OVERWRITE (ops.h): the first chunk's dw product with beta 0 (dw not read: the lazy head gradient
+         * holds anything before it), the rest add */
+        float dw_beta = r0 == 0 && (acc & FH_DW_OVERWRITE) ? 0.f : 1.f;
+        if (dw && cuda_matmul(CUBLAS_OP_N, CUBLAS_OP_T, H, V, n, xc, H, go, V, dw, H, dw_beta)) goto fail;
     }
     fh_count_macs((uint64_t)N * H * V);
     return;

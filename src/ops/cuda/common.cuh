@@ -326,6 +326,7 @@ __device__ __forceinline__ float softplusf_(float x) { return fmaxf(x, 0.f) + lo
 void *cuda_alloc(size_t bytes);
 void cuda_release(void *p);
 void cuda_zero(void *p, size_t bytes);
+void cuda_zero_runs(real *base, size_t span, const size_t *runs, int n);
 void cuda_to_host(void *dst_host, const void *src, size_t bytes);
 void cuda_from_host(void *dst, const void *src_host, size_t bytes);
 void cuda_add(real *out, const real *a, const real *b, size_t n);
@@ -378,7 +379,7 @@ void cuda_scatter_bwd(real *din, const real *dout, const int *idx, int B, int T,
 void cuda_xent_fwd(real *loss, real *lse, const real *logits, const int *targets, int N, int V);
 void cuda_xent_bwd(real *dlogits, const real *dloss, const real *logits, const real *lse, const int *targets, int N, int V);
 void cuda_classifier(real *loss, real *dx, real *dw, const real *x, const real *w, const int *targets, real scale,
-                     int N, int H, int V);
+                     int N, int H, int V, int acc);
 
 void cuda_selective_scan_step(real *y, real *h, const real *x, const real *dt_raw, const real *A_log, const real *Bm, const real *Cm, const real *D, const real *z, int B, int E, int S);
 void cuda_ssd_step(real *y, real *h, const real *xbc, const real *dt_raw, const real *dt_bias, const real *A_log, const real *D, int B, int nh, int P, int G, int N);

@@ -29,6 +29,7 @@ const Ops cuda_ops = {
     .alloc = cuda_alloc,
     .release = cuda_release,
     .zero = cuda_zero,
+    .zero_runs = cuda_zero_runs,
     .to_host = cuda_to_host,
     .from_host = cuda_from_host,
     .add = cuda_add,

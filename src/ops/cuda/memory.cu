@@ -74,6 +74,42 @@ void cuda_zero(void *p, size_t bytes) {
     CUDA_CALL(cudaMemsetAsync(p, 0, bytes, cuda_stream()));
 }
 
+/* ops.h zero_runs: every run of the table in one launch (model_zero_grad's ~26 memsets at
+ * llama-gpt2small: one 154 MB embedding gradient and 25 norm weights of 3 KB, which cost a
+ * memset node each; perf-notes, zeroruns). A fixed grid; every thread walks the table (a
+ * few dozen entries, the same addresses for all: cached broadcasts) and takes its share of
+ * each run by a grid stride: the floats before the run's first 16-byte boundary and after
+ * its last one singly, the rest by 16-byte stores. */
+__global__ void zero_runs_kernel(real *base, const size_t *runs, int n) {
+    size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (size_t)gridDim.x * blockDim.x;
+    for (int r = 0; r < n; r++) {
+        size_t cnt = runs[2 * r + 1];
+        real *p = base + runs[2 * r];
+        size_t head = ((16 - ((uintptr_t)p & 15)) & 15) / sizeof(real);   /* floats up to the boundary */
+        if (head > cnt) head = cnt;
+        size_t nv = (cnt - head) / 4;
+        if (tid < head) p[tid] = 0.f;   /* head < 4 <= the grid */
+        float4 *q = (float4 *)(p + head);
+        for (size_t i = tid; i < nv; i += stride) q[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (size_t i = head + 4 * nv + tid; i < cnt; i += stride) p[i] = 0.f;
+    }
+}
+
+void cuda_zero_runs(real *base, size_t span, const size_t *runs, int n) {
+    static int grid;   /* 8 blocks an SM: enough stores in flight for HBM; read once (the same on every device) */
+    cuda_host_writes++;   /* as cuda_zero, for the span the runs lie in */
+    cuda_weights_written(base, sizeof(real) * span);
+    if (n <= 0) return;
+    if (!grid) {
+        int dev = 0, sms = 0;
+        CUDA_CALL(cudaGetDevice(&dev));
+        CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        grid = 8 * (sms > 0 ? sms : 132);
+    }
+    zero_runs_kernel<<<grid, 256, 0, cuda_stream()>>>(base, runs, n);
+    CUDA_LAUNCHED();
+}
+
 /* Plain cudaMemcpy: synchronous with respect to the host, so a to_host result
  * is ready to read. */
 void cuda_to_host(void *dst_host, const void *src, size_t bytes) {
