@@ -126,6 +126,44 @@ static int gpu_unfused_proj = 0;
  * the default (0) one product, z and x|B|C read with row strides (perf-notes fuse-inproj) */
 static int gpu_unfused_inproj = 0;
 
+/* One bf16-only on/off pass of compare_model (FLOWHN_BF16_DACT, _DNORM, _DNORM_ATT, _RESID): the caller has run
+ * the step with the switch off and turned it on since. Runs the step again and checks it against the CPU (mc) at
+ * the usual bounds, that no bf16-only read was refused, and on vs off within loss_tol (1e-6 where only the
+ * backward changes: the loss is the forward's) and 1e-2 for the gradients (one more bf16 rounding). The caller
+ * snapshots its own counters before and checks them after. 1: the step ran (*p filled for its printed line). */
+typedef struct {
+    double dl_cpu, whole_cpu;   /* against the CPU: the loss's and the whole gradient's relative errors */
+    double dlo, rel;            /* on vs off: loss, gradient (relative L2) */
+    size_t nd;                  /* gradient values that differ in bits */
+} Bf16Pass;
+static int bf16_pass(const Model *mc, Model *mg, const int *tok, const int *tgt, int B, int T, const char *name,
+                     const char *what, double loss_tol, Bf16Pass *p) {
+    float *g_off = host_copy(mg, mg->grads);
+    double loss_off = mg->loss;
+    unsigned long rf0 = cuda_bf16_only_refused;
+    model_zero_grad(mg);
+    int ok = !model_forward_backward(mg, tok, tgt, B, T) && gpu_ok(name);
+    CHECK(ok, "%s: cuda fused forward_backward, %s: %s", name, what, fh_last_error());
+    if (ok) {
+        char worst_name[96];
+        double worst = compare_grads(mc, mg, worst_name, sizeof worst_name, &p->whole_cpu);
+        p->dl_cpu = rel_diff(mc->loss, mg->loss);
+        CHECK(p->dl_cpu <= LOSS_TOL && p->whole_cpu < WHOLE_TOL && worst < GRAD_TOL,
+              "%s: %s against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, what, p->dl_cpu, p->whole_cpu,
+              worst_name, worst);
+        CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the %s", name, cuda_bf16_only_refused - rf0,
+              what);
+        float *g_on = host_copy(mg, mg->grads);
+        p->rel = grad_rel(g_off, g_on, mg->layout.total, &p->nd);
+        p->dlo = rel_diff(loss_off, mg->loss);
+        CHECK(p->rel <= 1e-2 && p->dlo <= loss_tol, "%s: %s on vs off: loss rel %.2e, gradient rel %.2e", name, what,
+              p->dlo, p->rel);
+        free(g_on);
+    }
+    free(g_off);
+    return ok;
+}
+
 /* one architecture: forward, backward, then ADAM_STEPS optimizer steps */
 static void compare_model(const char *name, const Config *c, int B, int T) {
     Model mc, mg;
@@ -514,37 +552,17 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * is NaN under the verify switch, on here); every D written is read by SwiGLU's backward; > 0 for the
          * packed MLP (LLaMA's fused products). */
         if (okf && ab && cuda_set_bf16_dact(-1) && cuda_set_bf16_only(-1)) {
-            float *g_noda = host_copy(&mg, mg.grads);
-            double loss_noda = mg.loss;
-            unsigned long aw0 = cuda_bf16_dact_written, ar0 = cuda_bf16_dact_read, rf0 = cuda_bf16_only_refused;
-            model_zero_grad(&mg);
-            int oka = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
-            CHECK(oka, "%s: cuda fused forward_backward, bf16 d act: %s", name, fh_last_error());
-            if (oka) {
-                double dla = rel_diff(mc.loss, mg.loss), wholea;
-                char worsta_name[96];
-                double worsta = compare_grads(&mc, &mg, worsta_name, sizeof worsta_name, &wholea);
-                CHECK(dla <= LOSS_TOL && wholea < WHOLE_TOL && worsta < GRAD_TOL,
-                      "%s: bf16 d act against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dla, wholea,
-                      worsta_name, worsta);
-                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 d act", name,
-                      cuda_bf16_only_refused - rf0);
+            unsigned long aw0 = cuda_bf16_dact_written, ar0 = cuda_bf16_dact_read;
+            Bf16Pass p;
+            if (bf16_pass(&mc, &mg, tok, tgt, B, T, name, "bf16 d act", 1e-6, &p)) {
                 unsigned long aw = cuda_bf16_dact_written - aw0, ar = cuda_bf16_dact_read - ar0;
                 CHECK(ar == aw, "%s: %lu d act D written, %lu read by swiglu_packed_bwd", name, aw, ar);
                 if (c->arch == ARCH_LLAMA && !mg.unfused_proj)
                     CHECK(aw > 0, "%s: no down product wrote d act as bf16 D (%d layers)", name, c->num_layers);
-                float *g_a = host_copy(&mg, mg.grads);
-                size_t nd;
-                double rel = grad_rel(g_noda, g_a, mg.layout.total, &nd), dlo = rel_diff(loss_noda, mg.loss);
-                /* the loss is the forward's: equal; the gradients at the bf16 bound */
-                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 d act on vs off: loss rel %.2e, gradient rel %.2e", name,
-                      dlo, rel);
                 printf("  %-5s %-22s bf16 d act on vs off: %lu products, %lu read, loss rel %.1e, grad rel %.1e, %zu "
-                       "values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, aw, ar, dlo, rel, nd, dla,
-                       wholea);
-                free(g_a);
+                       "values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, aw, ar, p.dlo, p.rel, p.nd,
+                       p.dl_cpu, p.whole_cpu);
             }
-            free(g_noda);
         }
         if (ab) cuda_set_bf16_dnorm(dnorm_was);
         /* FLOWHN_BF16_DNORM on (the default): the gate|up product's dgrad writes the MLP norm's d out as bf16 D
@@ -552,39 +570,19 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * and the step just run (DNORM off) at the bf16 bounds; none refused; every D read or written back;
          * > 0 for the packed MLP. */
         if (okf && ab && cuda_set_bf16_dnorm(-1) && cuda_set_bf16_only(-1)) {
-            float *g_nodn = host_copy(&mg, mg.grads);
-            double loss_nodn = mg.loss;
             unsigned long nw0 = cuda_bf16_dnorm_written, nr0 = cuda_bf16_dnorm_read, ns0 = cuda_bf16_dnorm_restored;
-            unsigned long rf0 = cuda_bf16_only_refused;
-            model_zero_grad(&mg);
-            int okn = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
-            CHECK(okn, "%s: cuda fused forward_backward, bf16 norm d out: %s", name, fh_last_error());
-            if (okn) {
-                double dln = rel_diff(mc.loss, mg.loss), wholen;
-                char worstn_name[96];
-                double worstn = compare_grads(&mc, &mg, worstn_name, sizeof worstn_name, &wholen);
-                CHECK(dln <= LOSS_TOL && wholen < WHOLE_TOL && worstn < GRAD_TOL,
-                      "%s: bf16 norm d out against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dln, wholen,
-                      worstn_name, worstn);
-                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 norm d out", name,
-                      cuda_bf16_only_refused - rf0);
+            Bf16Pass p;
+            if (bf16_pass(&mc, &mg, tok, tgt, B, T, name, "bf16 norm d out", 1e-6, &p)) {
                 unsigned long nw = cuda_bf16_dnorm_written - nw0, nr = cuda_bf16_dnorm_read - nr0;
                 unsigned long ns = cuda_bf16_dnorm_restored - ns0;
                 CHECK(nr + ns == nw, "%s: %lu norm d out D written, %lu read, %lu written back", name, nw, nr, ns);
                 if (c->arch == ARCH_LLAMA && !mg.unfused_proj)
                     CHECK(nw > 0, "%s: no gate|up product wrote the norm's d out as bf16 D (%d layers)", name,
                           c->num_layers);
-                float *g_n = host_copy(&mg, mg.grads);
-                size_t nd;
-                double rel = grad_rel(g_nodn, g_n, mg.layout.total, &nd), dlo = rel_diff(loss_nodn, mg.loss);
-                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 norm d out on vs off: loss rel %.2e, gradient rel %.2e",
-                      name, dlo, rel);
                 printf("  %-5s %-22s bf16 norm d out on vs off: %lu products, %lu read, %lu written back, loss rel "
                        "%.1e, grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name,
-                       nw, nr, ns, dlo, rel, nd, dln, wholen);
-                free(g_n);
+                       nw, nr, ns, p.dlo, p.rel, p.nd, p.dl_cpu, p.whole_cpu);
             }
-            free(g_nodn);
         }
         if (ab) cuda_set_bf16_dnorm_att(dnatt_was);
         /* FLOWHN_BF16_DNORM_ATT on (the default): the packed q|k|v product's dgrad writes the attention norm's d
@@ -594,23 +592,10 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * none where the model cannot prove the norm is the one reader (Hymba, prefix, the fused split's gather);
          * the MLP norm's D as in the step before. */
         if (okf && ab && cuda_set_bf16_dnorm_att(-1) && cuda_set_bf16_only(-1)) {
-            float *g_noat = host_copy(&mg, mg.grads);
-            double loss_noat = mg.loss;
             unsigned long aw0 = cuda_bf16_dnorm_att_written, ar0 = cuda_bf16_dnorm_att_read;
             unsigned long as0 = cuda_bf16_dnorm_att_restored, mw0 = cuda_bf16_dnorm_written;
-            unsigned long rf0 = cuda_bf16_only_refused;
-            model_zero_grad(&mg);
-            int oka = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
-            CHECK(oka, "%s: cuda fused forward_backward, bf16 attention norm d out: %s", name, fh_last_error());
-            if (oka) {
-                double dla = rel_diff(mc.loss, mg.loss), wholea;
-                char worsta_name[96];
-                double worsta = compare_grads(&mc, &mg, worsta_name, sizeof worsta_name, &wholea);
-                CHECK(dla <= LOSS_TOL && wholea < WHOLE_TOL && worsta < GRAD_TOL,
-                      "%s: bf16 attention norm d out against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dla,
-                      wholea, worsta_name, worsta);
-                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 attention norm d out",
-                      name, cuda_bf16_only_refused - rf0);
+            Bf16Pass p;
+            if (bf16_pass(&mc, &mg, tok, tgt, B, T, name, "bf16 attention norm d out", 1e-6, &p)) {
                 unsigned long aw = cuda_bf16_dnorm_att_written - aw0, ar = cuda_bf16_dnorm_att_read - ar0;
                 unsigned long as = cuda_bf16_dnorm_att_restored - as0, mw = cuda_bf16_dnorm_written - mw0;
                 CHECK(ar + as == aw, "%s: %lu attention norm d out D written, %lu read, %lu written back", name, aw,
@@ -622,17 +607,10 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 if (c->arch == ARCH_HYMBA)
                     CHECK(aw == 0, "%s: %lu attention norm d outs as bf16 D in Hymba (its Mamba head accumulates "
                           "into du: never marked)", name, aw);
-                float *g_a = host_copy(&mg, mg.grads);
-                size_t nd;
-                double rel = grad_rel(g_noat, g_a, mg.layout.total, &nd), dlo = rel_diff(loss_noat, mg.loss);
-                CHECK(rel <= 1e-2 && dlo <= 1e-6, "%s: bf16 attention norm d out on vs off: loss rel %.2e, "
-                      "gradient rel %.2e", name, dlo, rel);
                 printf("  %-5s %-22s bf16 attention norm d out on vs off: %lu products, %lu read, %lu written back "
                        "(MLP norm's %lu), loss rel %.1e, grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, "
-                       "grad %.1e\n", mode, name, aw, ar, as, mw, dlo, rel, nd, dla, wholea);
-                free(g_a);
+                       "grad %.1e\n", mode, name, aw, ar, as, mw, p.dlo, p.rel, p.nd, p.dl_cpu, p.whole_cpu);
             }
-            free(g_noat);
         }
         if (ab) cuda_set_bf16_resid(resid_was);
         /* FLOWHN_BF16_RESID on (the default): the o and down products write their output (a residual branch) as
@@ -641,22 +619,10 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
          * (RESID off) at the bf16 bound for the loss and the gradients; none refused; every D read or written
          * back; > 0 for LLaMA (every o and down product) and Hymba (its down products). */
         if (okf && ab && cuda_set_bf16_resid(-1) && cuda_set_bf16_only(-1)) {
-            float *g_nors = host_copy(&mg, mg.grads);
-            double loss_nors = mg.loss;
             unsigned long sw0 = cuda_bf16_resid_written, sr0 = cuda_bf16_resid_read, ss0 = cuda_bf16_resid_restored;
-            unsigned long rf0 = cuda_bf16_only_refused;
-            model_zero_grad(&mg);
-            int oks = !model_forward_backward(&mg, tok, tgt, B, T) && gpu_ok(name);
-            CHECK(oks, "%s: cuda fused forward_backward, bf16 resid: %s", name, fh_last_error());
-            if (oks) {
-                double dls = rel_diff(mc.loss, mg.loss), wholes;
-                char worsts_name[96];
-                double worsts = compare_grads(&mc, &mg, worsts_name, sizeof worsts_name, &wholes);
-                CHECK(dls <= LOSS_TOL && wholes < WHOLE_TOL && worsts < GRAD_TOL,
-                      "%s: bf16 resid against the CPU: loss rel %.2e, whole %.2e, %s %.2e", name, dls, wholes,
-                      worsts_name, worsts);
-                CHECK(cuda_bf16_only_refused == rf0, "%s: %lu reads refused with the bf16 resid", name,
-                      cuda_bf16_only_refused - rf0);
+            Bf16Pass p;
+            /* the forward changes: the loss on vs off at the bf16 bound too */
+            if (bf16_pass(&mc, &mg, tok, tgt, B, T, name, "bf16 resid", 1e-2, &p)) {
                 unsigned long sw = cuda_bf16_resid_written - sw0, sr = cuda_bf16_resid_read - sr0;
                 unsigned long ss = cuda_bf16_resid_restored - ss0;
                 CHECK(sr + ss == sw, "%s: %lu residual branch D written, %lu read, %lu written back", name, sw, sr,
@@ -664,17 +630,10 @@ static void compare_model(const char *name, const Config *c, int B, int T) {
                 if (c->arch == ARCH_LLAMA || c->arch == ARCH_HYMBA)
                     CHECK(sw > 0, "%s: no o or down product wrote its output as bf16 D (%d layers)", name,
                           c->num_layers);
-                float *g_s = host_copy(&mg, mg.grads);
-                size_t nd;
-                double rel = grad_rel(g_nors, g_s, mg.layout.total, &nd), dlo = rel_diff(loss_nors, mg.loss);
-                CHECK(rel <= 1e-2 && dlo <= 1e-2, "%s: bf16 resid on vs off: loss rel %.2e, gradient rel %.2e", name,
-                      dlo, rel);
                 printf("  %-5s %-22s bf16 resid on vs off: %lu products, %lu read, %lu written back, loss rel %.1e, "
                        "grad rel %.1e, %zu values differ in bits; vs CPU loss %.1e, grad %.1e\n", mode, name, sw,
-                       sr, ss, dlo, rel, nd, dls, wholes);
-                free(g_s);
+                       sr, ss, p.dlo, p.rel, p.nd, p.dl_cpu, p.whole_cpu);
             }
-            free(g_nors);
         }
         /* FLOWHN_CUDNN_DV (cuDNN writes dV straight into the bf16-only dqkv's rounding) and FLOWHN_ROPE_CACHE (the
          * cuDNN attention's RoPE table made again only when its inputs may have changed): both on by default, so
