@@ -2303,43 +2303,41 @@ void cuda_qkv_d16_restore(const float *x) {
     if (d16_restore(&qkv_rec, x, "the q|k|v product's bf16 D (once = 3)")) cuda_bf16_qkv_restored++;
     if (home) keep_disown(x, n);   /* after the write-back's launch (stream order): the keep is free again */
 }
-/* d act's bf16 D for swiglu_packed_bwd reading dout = x [0, n): the D, or NULL (read x's fp32). Read once: the
- * record ends here (the fp32 stays absent). A record for x on another branch is the contract broken: *bad set,
- * the error recorded (the caller does nothing). */
-const void *cuda_dact_d16(const float *x, size_t n, int *bad) {
+/* The D of record r for an op reading x [0, n) (what: the reader and the mark, for the message), or NULL where r
+ * is not x's (the op reads x's fp32). A record for x over another extent or on another branch is the contract
+ * broken: *bad set, the error recorded, the record ended (the caller does nothing). The record stays otherwise:
+ * the caller ends it when read (_done) or written back (_restore). */
+static const void *d16_claim(D16Rec *r, const float *x, size_t n, int *bad, const char *what) {
     *bad = 0;
-    if (!dact_rec.x || dact_rec.x != x) return NULL;
-    if (dact_rec.n != n || dact_rec.branch != cuda_branch()) {
+    if (!r->x || r->x != x) return NULL;
+    if (r->n != n || r->branch != cuda_branch()) {
         *bad = 1;
         cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", "swiglu_packed_bwd reads the MLP's bf16 d act (once = 7) over another extent "
-                          "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
-                          "broken", __FILE__, __LINE__);
-        dact_rec.x = NULL;
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s over another extent or on another branch than the one that wrote it: the op "
+                 "contract (ops.h bf16_only) was broken", what);
+        cuda_record_error("bf16_only", msg, __FILE__, __LINE__);
+        r->x = NULL;
         return NULL;
     }
-    dact_rec.x = NULL;
-    cuda_bf16_dact_read++;
-    return dact_rec.d;
+    return r->d;
 }
-/* dv's bf16 D for rmsnorm_bwd reading dout = x [0, n), or NULL; the record stays until _done (read) or _restore
- * (fp32 written back); *bad: the record is for x on another branch or extent (error recorded) */
-const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
-    *bad = 0;
-    if (!dnorm_rec.x || dnorm_rec.x != x) return NULL;
-    if (dnorm_rec.n != n || dnorm_rec.branch != cuda_branch()) {
-        *bad = 1;
-        cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", dnorm_rec.once == 9 ?
-                          "rmsnorm_bwd reads the attention norm's bf16 d out (once = 9) over another extent or on "
-                          "another branch than the one that wrote it: the op contract (ops.h bf16_only) was broken" :
-                          "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8) over another extent "
-                          "or on another branch than the one that wrote it: the op contract (ops.h bf16_only) was "
-                          "broken", __FILE__, __LINE__);
-        dnorm_rec.x = NULL;
-        return NULL;
+/* d act's bf16 D for swiglu_packed_bwd reading dout = x [0, n): the D, or NULL (read x's fp32). Read once: the
+ * record ends here (the fp32 stays absent). */
+const void *cuda_dact_d16(const float *x, size_t n, int *bad) {
+    const void *d = d16_claim(&dact_rec, x, n, bad, "swiglu_packed_bwd reads the MLP's bf16 d act (once = 7)");
+    if (d) {
+        dact_rec.x = NULL;
+        cuda_bf16_dact_read++;
     }
-    return dnorm_rec.d;
+    return d;
+}
+/* dv's (or du's) bf16 D for rmsnorm_bwd reading dout = x [0, n), or NULL; the record stays until _done (read) or
+ * _restore (fp32 written back) */
+const void *cuda_dnorm_d16(const float *x, size_t n, int *bad) {
+    return d16_claim(&dnorm_rec, x, n, bad, dnorm_rec.once == 9 ?
+                     "rmsnorm_bwd reads the attention norm's bf16 d out (once = 9)" :
+                     "rmsnorm_bwd reads the MLP norm's bf16 d out (once = 8)");
 }
 void cuda_dnorm_d16_done(const float *x) {
     if (dnorm_rec.x == x) {   /* read once, by the row kernel: the fp32 stays absent (nothing else reads it) */
@@ -2357,21 +2355,9 @@ void cuda_dnorm_d16_restore(const float *x) {
     }
 }
 /* the residual branch's bf16 D for add_rmsnorm_fwd reading x [0, n) as its a or b, or NULL; the record stays
- * until _done (read) or _restore (fp32 written back); *bad: the record is for x on another branch or extent
- * (error recorded) */
+ * until _done (read) or _restore (fp32 written back) */
 const void *cuda_resid_d16(const float *x, size_t n, int *bad) {
-    *bad = 0;
-    if (!resid_rec.x || resid_rec.x != x) return NULL;
-    if (resid_rec.n != n || resid_rec.branch != cuda_branch()) {
-        *bad = 1;
-        cuda_bf16_only_refused++;
-        cuda_record_error("bf16_only", "add_rmsnorm_fwd reads a residual branch's bf16 D (once = 10) over another "
-                          "extent or on another branch than the one that wrote it: the op contract (ops.h "
-                          "bf16_only) was broken", __FILE__, __LINE__);
-        resid_rec.x = NULL;
-        return NULL;
-    }
-    return resid_rec.d;
+    return d16_claim(&resid_rec, x, n, bad, "add_rmsnorm_fwd reads a residual branch's bf16 D (once = 10)");
 }
 void cuda_resid_d16_done(const float *x) {
     if (resid_rec.x == x) {   /* read once, by the add's row kernel */
