@@ -2185,15 +2185,22 @@ static int qkv_d16(real *out, const void *wo, const void *io, const real *b, int
     if (kb) cuda_bf16_qkv_in_keep++;
     return 1;
 }
-/* the o product's dgrad din [N, IC] = dout W (linear_bwd, overwritten) as bf16 D only (once = 5) */
-static int datt_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+/* A product's dgrad din [N, IC] = dout W (linear_bwd, overwritten: acc 0) as bf16 D only, when din carries the
+ * mark `once` and its switch is on: into s, recorded in r (once = 5, 7, 8, 9 below). 1: written. */
+static int dgrad_d16(D16Rec *r, BranchScratch *s, int once, int on, const char *what, real *din, const void *wo,
+                     const void *go, int N, int IC, int OC, int acc) {
     size_t n = (size_t)N * IC;
     __nv_bfloat16 *d = NULL;
-    if (!d16_begin(din, n, 5, cuda_set_bf16_att_do(-1) && !acc && wo && go, &datt_rec, &datt_scratch,
-                   "the attention's bf16 d out", &d))
-        return 0;
+    if (!d16_begin(din, n, once, on && !acc && wo && go, r, s, what, &d)) return 0;
     if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
-    d16_written(&datt_rec, din, n, d);
+    d16_written(r, din, n, d);
+    return 1;
+}
+/* the o product's dgrad din [N, IC] = dout W (linear_bwd, overwritten) as bf16 D only (once = 5) */
+static int datt_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
+    if (!dgrad_d16(&datt_rec, &datt_scratch, 5, cuda_set_bf16_att_do(-1), "the attention's bf16 d out", din, wo, go,
+                   N, IC, OC, acc))
+        return 0;
     cuda_bf16_att_do_written++;
     return 1;
 }
@@ -2207,13 +2214,9 @@ static int dact_on = -1;
 unsigned long cuda_bf16_dact_written, cuda_bf16_dact_read;
 int cuda_set_bf16_dact(int on) { return env_switch(&dact_on, "FLOWHN_BF16_DACT", 1, on); }
 static int dact_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc) {
-    size_t n = (size_t)N * IC;
-    __nv_bfloat16 *d = NULL;
-    if (!d16_begin(din, n, 7, cuda_set_bf16_dact(-1) && !acc && wo && go, &dact_rec, &dact_scratch,
-                   "the MLP's bf16 d act", &d))
+    if (!dgrad_d16(&dact_rec, &dact_scratch, 7, cuda_set_bf16_dact(-1), "the MLP's bf16 d act", din, wo, go, N, IC,
+                   OC, acc))
         return 0;
-    if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
-    d16_written(&dact_rec, din, n, d);
     cuda_bf16_dact_written++;
     return 1;
 }
@@ -2230,14 +2233,11 @@ unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda_bf16_d
 int cuda_set_bf16_dnorm(int on) { return env_switch(&dnorm_on, "FLOWHN_BF16_DNORM", 1, on); }
 int cuda_set_bf16_dnorm_att(int on) { return env_switch(&dnorm_att_on, "FLOWHN_BF16_DNORM_ATT", 1, on); }
 static int dnorm_d16(real *din, const void *wo, const void *go, int N, int IC, int OC, int acc, int once) {
-    size_t n = (size_t)N * IC;
-    __nv_bfloat16 *d = NULL;
     int on = once == 9 ? cuda_set_bf16_dnorm_att(-1) : cuda_set_bf16_dnorm(-1);
-    if (!d16_begin(din, n, once, on && !acc && wo && go, &dnorm_rec, &dnorm_scratch,
-                   once == 9 ? "the attention norm's bf16 d out" : "the MLP norm's bf16 d out", &d))
+    if (!dgrad_d16(&dnorm_rec, &dnorm_scratch, once, on,
+                   once == 9 ? "the attention norm's bf16 d out" : "the MLP norm's bf16 d out", din, wo, go, N, IC, OC,
+                   acc))
         return 0;
-    if (lt_matmul_c(CUBLAS_OP_N, CUBLAS_OP_N, IC, N, OC, wo, IC, go, OC, d, 1, IC, 0.f, NULL)) return 0;
-    d16_written(&dnorm_rec, din, n, d);
     dnorm_rec.once = once;
     if (once == 9) cuda_bf16_dnorm_att_written++;
     else cuda_bf16_dnorm_written++;
