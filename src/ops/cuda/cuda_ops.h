@@ -179,6 +179,11 @@ extern unsigned long cuda_bf16_dnorm_att_written, cuda_bf16_dnorm_att_read, cuda
  * (tests): products, reads, and D written back to fp32 (the add's other paths). */
 int cuda_set_bf16_resid(int on);
 extern unsigned long cuda_bf16_resid_written, cuda_bf16_resid_read, cuda_bf16_resid_restored;
+/* TEST HOOK (test_cuda's test_bf16_d16_rc only; linear.cu): installs the bf16 D record of mark once (7, 8, 9,
+ * 10) over x [0, n) from the device bf16 values d16 [n], as that mark's product would (mark spent, switch and
+ * one-record rules, x's fp32 poisoned and absent, written counter), without a cuBLASLt product, so racecheck can
+ * follow the reading kernels. 1 installed, 0 declined (as the product would), -1 error. */
+int cuda_test_d16_install(int once, const float *x, size_t n, const void *d16);
 
 /* cuDNN's fused flash attention (attention_cudnn.cu) for bf16 causal
  * self-attention (qpos == kpos): FLOWHN_ATTN_CUDNN=0 turns it off (read on

@@ -2368,6 +2368,46 @@ void cuda_resid_d16_done(const float *x) {
 void cuda_resid_d16_restore(const float *x) {
     if (d16_restore(&resid_rec, x, "a residual branch's bf16 D (once = 10)")) cuda_bf16_resid_restored++;
 }
+/* ---- TEST HOOK (tests/cuda/test_cuda.cu test_bf16_d16_rc only; nothing in src/ calls it) ----
+ * The bf16 D record of mark `once` (7 d act, 8 / 9 a norm's d out, 10 a residual branch) over x [0, n), made as
+ * its product makes it (dact_d16, dnorm_d16, resid_d16: d16_begin spends the mark and applies the switch and
+ * one-record rules, d16_written poisons and lists x's fp32 and sets the record, the same written counter), but
+ * with D = a device copy of the caller's bf16 values d16 [n] in place of the cuBLASLt product. Why: the records'
+ * readers (swiglu_packed_bwd, rmsnorm_bwd's row kernel, the add's row kernel) otherwise run only right after a
+ * bf16 cuBLASLt product, where compute-sanitizer racecheck stops (perf-notes "Racecheck coverage, session 13").
+ * 1: installed; 0: declined as the product would decline (no mark, switch off, a record live, recording
+ * without room); -1: a bad once or the copy failed (the error recorded). */
+int cuda_test_d16_install(int once, const float *x, size_t n, const void *d16) {
+    D16Rec *r;
+    BranchScratch *s;
+    int on;
+    const char *what;
+    unsigned long *cnt;
+    switch (once) {
+    case 7: r = &dact_rec; s = &dact_scratch; on = cuda_set_bf16_dact(-1); what = "the MLP's bf16 d act";
+        cnt = &cuda_bf16_dact_written; break;
+    case 8: r = &dnorm_rec; s = &dnorm_scratch; on = cuda_set_bf16_dnorm(-1); what = "the MLP norm's bf16 d out";
+        cnt = &cuda_bf16_dnorm_written; break;
+    case 9: r = &dnorm_rec; s = &dnorm_scratch; on = cuda_set_bf16_dnorm_att(-1);
+        what = "the attention norm's bf16 d out"; cnt = &cuda_bf16_dnorm_att_written; break;
+    case 10: r = &resid_rec; s = &resid_scratch; on = cuda_set_bf16_resid(-1); what = "a residual branch's bf16 D";
+        cnt = &cuda_bf16_resid_written; break;
+    default:
+        cuda_record_error("cuda_test_d16_install", "once must be 7, 8, 9 or 10", __FILE__, __LINE__);
+        return -1;
+    }
+    __nv_bfloat16 *d = NULL;
+    if (!d16_begin(x, n, once, on && d16, r, s, what, &d)) return 0;
+    cudaError_t e = cudaMemcpyAsync(d, d16, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToDevice, cuda_stream());
+    if (e != cudaSuccess) {
+        cuda_record_error("cudaMemcpyAsync", cudaGetErrorString(e), __FILE__, __LINE__);
+        return -1;
+    }
+    d16_written(r, x, n, d);
+    r->once = once;
+    (*cnt)++;
+    return 1;
+}
 const void *cuda_datt_d16(const float *x, size_t n) { return d16_of(&datt_rec, x, n); }
 void cuda_datt_d16_done(const float *x) {
     if (datt_rec.x == x) datt_rec.x = NULL;   /* read once, by cuDNN's backward: the fp32 stays absent */
