@@ -4211,6 +4211,234 @@ static void test_bf16_resid(void) {
     cuda_set_matmul_precision("fp32");
 }
 
+/* ---- test_bf16_d16_rc: the bf16 D records' readers without a cuBLASLt product (racecheck) ----
+ * test_bf16_dact / _dnorm / _dnorm_att / _resid make each record with the bf16 cuBLASLt product that writes D,
+ * where compute-sanitizer racecheck stops (tools/gpu/racecheck_cases.sh). Here linear.cu's test hook
+ * cuda_test_d16_install makes the same record (mark spent, switch rules, x's fp32 poisoned and absent, the written
+ * counter) from D = RNE(x) made on the host, so the readers (swiglu_packed_bwd's bf16-dout kernel, rmsnorm_bwd's
+ * row kernel with a bf16 dout, the add's row kernel with a bf16 b, and the write-back paths) run alone. Each with
+ * its switch on (D read, or written back) and off (the hook declines as the product would: x's fp32 read): on
+ * against the CPU op on bf16(x) (what D holds) at the fp32 bound, off against the CPU op on x at the fp32
+ * bound, both against the CPU op on x at the bf16 bound (perf-notes "Racecheck coverage, session 13"). */
+/* D = RNE(x) on the device; x16 (host) gets its values as floats */
+static void *dev_rne16(const float *x, size_t n, float *x16) {
+    uint16_t *b = (uint16_t *)malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        b[i] = rne_bf16(x[i]);
+        x16[i] = bf16_float(b[i]);
+    }
+    void *d = G->alloc(sizeof(uint16_t) * n);
+    G->from_host(d, b, sizeof(uint16_t) * n);
+    free(b);
+    return d;
+}
+static size_t nan_count(const float *d, size_t n) {
+    float *h = (float *)malloc(sizeof(float) * (n ? n : 1));
+    G->to_host(h, d, sizeof(float) * n);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += h[i] != h[i];
+    free(h);
+    return k;
+}
+/* installs once's record over (x, n) from D; the hook's answer must be `on` (declined when the switch is off) */
+static void rc_install(int once, int on, float *x, size_t n, const void *D) {
+    G->bf16_only(x, n, once);   /* as model.c */
+    int got = cuda_test_d16_install(once, x, n, D);
+    if (got != on) line_ok = 0;
+    CHECK(got == on, "cuda_test_d16_install(once = %d) returned %d with its switch %s", once, got, on ? "on" : "off");
+}
+static void rc_dact(void) {
+    static const int shapes[][2] = {{5, 17}, {37, 160}, {64, 24}, {512, 2048}, {8, 9}, {3, 4}};   /* {N, I} */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], I = shapes[si][1];
+        size_t ni = (size_t)N * I;
+        line_start("bf16_d16_rc", "dact N=%d I=%d", N, I);
+        float *da = hrand(ni, 0, 1), *gu = hrand(2 * ni, 0, 1), *da16 = hnan(ni);
+        float *ref = hnan(2 * ni), *ref16 = hnan(2 * ni);
+        cpu_swiglu_packed_bwd(ref, da, gu, N, I, FH_OVERWRITE);
+        void *D = dev_rne16(da, ni, da16);
+        cpu_swiglu_packed_bwd(ref16, da16, gu, N, I, FH_OVERWRITE);
+        for (int on = 0; on < 2; on++) {
+            int was = cuda_set_bf16_dact(on), was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+            float *dact = dev(da, ni), *dgu_d = dev(gu, 2 * ni), *dgu = dnan(2 * ni);
+            unsigned long w0 = cuda_bf16_dact_written, r0 = cuda_bf16_dact_read;
+            rc_install(7, on, dact, ni, D);
+            G->swiglu_packed_bwd(dgu, dact, dgu_d, N, I, FH_OVERWRITE);
+            CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+            unsigned long w = cuda_bf16_dact_written - w0, rd = cuda_bf16_dact_read - r0;
+            size_t nan = nan_count(dact, ni);   /* on: poisoned by the record (verify); off: the fp32 as uploaded */
+            int ok = w == (unsigned long)on && rd == w && nan == (on ? ni : 0);
+            if (!ok) line_ok = 0;
+            CHECK(ok, "d act %s: %lu written, %lu read, %zu of %zu fp32 NaN", on ? "on" : "off", w, rd, nan, ni);
+            TOL = 1e-5;
+            cmp(on ? "dgu_on" : "dgu_off", on ? ref16 : ref, dgu, 2 * ni);
+            TOL = 1e-2;
+            cmp(on ? "dgu_on_cpu" : "dgu_off_cpu", ref, dgu, 2 * ni);
+            TOL = 1e-5;
+            G->keep_bf16(NULL, 0);
+            G->release(dact); G->release(dgu_d); G->release(dgu);
+            cuda_set_bf16_keep_verify(was_v);
+            cuda_set_bf16_only(was_only);
+            cuda_set_bf16_dact(was);
+        }
+        line_end();
+        G->release(D);
+        free(da); free(gu); free(da16); free(ref); free(ref16);
+    }
+}
+/* once 8 (the MLP norm's d out) or 9 (the attention norm's); the other switch set the opposite way, its counters
+ * must not move. Widths: the row kernel's VW 1 (33) and VW 4, the block fallback (odd > 256: D written back),
+ * gpt2small's 768 */
+static void rc_dnorm(int once) {
+    static const int shapes[][2] = {{5, 33}, {37, 96}, {64, 300}, {9, 301}, {512, 768}, {3, 8}};   /* {N, H} */
+    int att = once == 9;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int N = shapes[si][0], H = shapes[si][1];
+        size_t nh = (size_t)N * H;
+        line_start("bf16_d16_rc", "dnorm once=%d N=%d H=%d", once, N, H);
+        float *dv = hrand(nh, 0, 1), *x = hrand(nh, 0.3f, 1.5f), *wn = hrand(H, 1, 0.2f), *rs = hrand(N, 0, 1);
+        for (int r = 0; r < N; r++) rs[r] = 0.5f + fabsf(rs[r]);   /* rstd > 0 */
+        float *dx0 = hrand(nh, 0, 1), *dw0 = hrand(H, 0, 1), *dv16 = hnan(nh);
+        void *D = dev_rne16(dv, nh, dv16);
+        float *rdx = (float *)malloc(sizeof(float) * nh), *rdw = (float *)malloc(sizeof(float) * H);
+        float *rdx16 = (float *)malloc(sizeof(float) * nh), *rdw16 = (float *)malloc(sizeof(float) * H);
+        memcpy(rdx, dx0, sizeof(float) * nh); memcpy(rdx16, dx0, sizeof(float) * nh);
+        memcpy(rdw, dw0, sizeof(float) * H); memcpy(rdw16, dw0, sizeof(float) * H);
+        cpu_rmsnorm_bwd(rdx, rdw, dv, x, wn, rs, N, H, FH_ACC);
+        cpu_rmsnorm_bwd(rdx16, rdw16, dv16, x, wn, rs, N, H, FH_ACC);
+        /* dx judged on its first term's size, rstd |w dy| (as test_rmsnorm) */
+        float *mag = (float *)malloc(sizeof(float) * nh);
+        for (size_t i = 0; i < nh; i++) mag[i] = fabsf(wn[i % H] * dv[i]) * rs[i / H];
+        for (int on = 0; on < 2; on++) {
+            int was = cuda_set_bf16_dnorm(att ? !on : on), was_a = cuda_set_bf16_dnorm_att(att ? on : !on);
+            int was_only = cuda_set_bf16_only(1), was_v = cuda_set_bf16_keep_verify(1);
+            float *ddv = dev(dv, nh), *dx_ = dev(x, nh), *dwn = dev(wn, H), *drs = dev(rs, N);
+            float *gdx = dev(dx0, nh), *gdw = dev(dw0, H);
+            unsigned long *wc = att ? &cuda_bf16_dnorm_att_written : &cuda_bf16_dnorm_written;
+            unsigned long *rc = att ? &cuda_bf16_dnorm_att_read : &cuda_bf16_dnorm_read;
+            unsigned long *sc = att ? &cuda_bf16_dnorm_att_restored : &cuda_bf16_dnorm_restored;
+            unsigned long *ow = att ? &cuda_bf16_dnorm_written : &cuda_bf16_dnorm_att_written;
+            unsigned long *orr = att ? &cuda_bf16_dnorm_read : &cuda_bf16_dnorm_att_read;
+            unsigned long w0 = *wc, r0 = *rc, s0 = *sc, ow0 = *ow, or0 = *orr;
+            rc_install(once, on, ddv, nh, D);
+            G->rmsnorm_bwd(gdx, gdw, ddv, dx_, dwn, drs, N, H, FH_ACC);
+            CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+            unsigned long w = *wc - w0, rd = *rc - r0, st = *sc - s0;
+            size_t nan = nan_count(ddv, nh);
+            /* read by the row kernel: the fp32 stays NaN; written back: none NaN; off: none. The row kernel
+             * applies to H % 4 == 0 or H <= 256 (rmsnorm.cu rows_plan) */
+            int rows = H % 4 == 0 || H <= 256;
+            int ok = w == (unsigned long)on && rd + st == w && (on ? (rows ? rd : st) == 1 : 1) &&
+                     nan == (rd ? nh : 0) && *ow == ow0 && *orr == or0;
+            if (!ok) line_ok = 0;
+            CHECK(ok, "%s %s: %lu written, %lu read, %lu restored, %zu of %zu fp32 NaN; the other mark's: %lu "
+                  "written, %lu read", att ? "du" : "dv", on ? "on" : "off", w, rd, st, nan, nh, *ow - ow0,
+                  *orr - or0);
+            char b[24];
+            TOL = 1e-5;
+            snprintf(b, sizeof b, "dx_%s", on ? "on" : "off");
+            cmp_full(b, on ? rdx16 : rdx, gdx, nh, dx0, mag);
+            snprintf(b, sizeof b, "dw_%s", on ? "on" : "off");
+            cmp_full(b, on ? rdw16 : rdw, gdw, H, dw0, NULL);
+            TOL = 1e-2;
+            snprintf(b, sizeof b, "dx_%s_cpu", on ? "on" : "off");
+            cmp_full(b, rdx, gdx, nh, dx0, mag);
+            snprintf(b, sizeof b, "dw_%s_cpu", on ? "on" : "off");
+            cmp_full(b, rdw, gdw, H, dw0, NULL);
+            TOL = 1e-5;
+            G->keep_bf16(NULL, 0);
+            float *all[] = {ddv, dx_, dwn, drs, gdx, gdw};
+            for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+            cuda_set_bf16_keep_verify(was_v);
+            cuda_set_bf16_only(was_only);
+            cuda_set_bf16_dnorm_att(was_a);
+            cuda_set_bf16_dnorm(was);
+        }
+        line_end();
+        G->release(D);
+        free(dv); free(x); free(wn); free(rs); free(dx0); free(dw0); free(dv16);
+        free(rdx); free(rdw); free(rdx16); free(rdw16); free(mag);
+    }
+}
+/* once 10: y as the add's b (r another buffer: the o product's case) or as its a with r = y (the down product's);
+ * mode 0 off, 1 on (the row kernel reads D, or D written back where it does not apply), 2 on with
+ * FLOWHN_ELEM=old, 3 on with FLOWHN_ADD_NORM=0 (D written back, then the old kernels) */
+static void rc_resid(void) {
+    static const int shapes[][2] = {{5, 33}, {37, 96}, {19, 300}, {9, 301}, {3, 1032}, {256, 768}};   /* {N, C} */
+    static const char *mn[4] = {"off", "on", "old", "unf"};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int which = 0; which < 2; which++) {
+            int N = shapes[si][0], C = shapes[si][1];
+            size_t nc = (size_t)N * C;
+            line_start("bf16_d16_rc", "resid N=%d C=%d %s", N, C, which ? "a, r=a" : "b");
+            float *y = hrand(nc, 0, 1), *o = hrand(nc, 0.3f, 1.5f), *wn = hrand(C, 1, 0.2f), *y16 = hnan(nc);
+            void *D = dev_rne16(y, nc, y16);
+            float *ref[2][3];   /* [fp32 y, bf16(y)][r, out, rstd] */
+            for (int v = 0; v < 2; v++) {
+                for (int k = 0; k < 3; k++) ref[v][k] = hnan(k == 2 ? (size_t)N : nc);
+                const float *yy = v ? y16 : y;
+                if (which) cpu_add_rmsnorm_fwd(ref[v][0], ref[v][1], ref[v][2], yy, o, wn, N, C, 1e-5f);
+                else cpu_add_rmsnorm_fwd(ref[v][0], ref[v][1], ref[v][2], o, yy, wn, N, C, 1e-5f);
+            }
+            int rows = C <= 1024 && (C % 4 == 0 || C <= 256);   /* the row kernel applies (rmsnorm.cu rows_plan) */
+            for (int mode = 0; mode < 4; mode++) {
+                int was = cuda_set_bf16_resid(mode > 0), was_only = cuda_set_bf16_only(1);
+                int was_v = cuda_set_bf16_keep_verify(1);
+                int was_old = cuda_set_elem_old(mode == 2), was_f = cuda_set_add_norm_fused(mode != 3);
+                float *dy = dev(y, nc), *dor = dev(o, nc), *dwn = dev(wn, C);
+                float *r = dnan(nc), *out = dnan(nc), *rstd = dnan(N);
+                unsigned long w0 = cuda_bf16_resid_written, r0 = cuda_bf16_resid_read, s0 = cuda_bf16_resid_restored;
+                rc_install(10, mode > 0, dy, nc, D);
+                if (which) G->add_rmsnorm_fwd(dy, out, rstd, dy, dor, dwn, N, C, 1e-5f);   /* r = y + o, over y */
+                else G->add_rmsnorm_fwd(r, out, rstd, dor, dy, dwn, N, C, 1e-5f);
+                CHECK(cuda_ops_check() == 0, "%s", fh_last_error());
+                unsigned long w = cuda_bf16_resid_written - w0, rd = cuda_bf16_resid_read - r0;
+                unsigned long st = cuda_bf16_resid_restored - s0;
+                size_t nan = nan_count(dy, nc);   /* y after the add: NaN when D was read and r is elsewhere */
+                int ok = w == (unsigned long)(mode > 0) && rd + st == w &&
+                         (mode == 0 || (mode == 1 && rows ? rd : st) == 1) && nan == (rd && !which ? nc : 0);
+                if (!ok) line_ok = 0;
+                CHECK(ok, "resid %s: %lu written, %lu read, %lu restored, %zu of %zu of y NaN", mn[mode], w, rd, st,
+                      nan, nc);
+                float *got[3] = {which ? dy : r, out, rstd};
+                const char *nm[3] = {"r", "out", "rstd"};
+                size_t sz[3] = {nc, nc, (size_t)N};
+                for (int k = 0; k < 3; k++) {
+                    char b[32];
+                    TOL = 1e-5;   /* the same math on the values read: bf16(y) where D was installed */
+                    snprintf(b, sizeof b, "%s_%s", nm[k], mn[mode]);
+                    cmp(b, ref[mode > 0][k], got[k], sz[k]);
+                    TOL = 1e-2;
+                    snprintf(b, sizeof b, "%s_%s_cpu", nm[k], mn[mode]);
+                    cmp(b, ref[0][k], got[k], sz[k]);
+                }
+                TOL = 1e-5;
+                G->keep_bf16(NULL, 0);
+                float *all[] = {dy, dor, dwn, r, out, rstd};
+                for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) G->release(all[k]);
+                cuda_set_add_norm_fused(was_f);
+                cuda_set_elem_old(was_old);
+                cuda_set_bf16_keep_verify(was_v);
+                cuda_set_bf16_only(was_only);
+                cuda_set_bf16_resid(was);
+            }
+            line_end();
+            G->release(D);
+            for (int v = 0; v < 2; v++)
+                for (int k = 0; k < 3; k++) free(ref[v][k]);
+            free(y); free(o); free(wn); free(y16);
+        }
+}
+static void test_bf16_d16_rc(void) {
+    /* the bf16 precision only arms the marks (linear.cu cuda_bf16_only): no product is called in this case */
+    CHECK(cuda_set_matmul_precision("bf16") == 0, "%s", fh_last_error());
+    rc_dact();
+    rc_dnorm(8);
+    rc_dnorm(9);
+    rc_resid();
+    cuda_set_matmul_precision("fp32");
+}
+
 #ifdef HAVE_CPU_ATTENTION
 /* bf16-only dq | dk | dv (attention_cudnn.cu attention_cudnn_bwd, model.c attn_bwd_packed): the cuDNN
  * backward writing dq, dk, dv into one packed [rows, P] buffer (the q|k|v product's layout, row stride P),
@@ -5198,6 +5426,7 @@ int main(void) {
     RUN(test_bf16_dnorm);
     RUN(test_bf16_dnorm_att);
     RUN(test_bf16_resid);
+    RUN(test_bf16_d16_rc);
     RUN(test_ssm_step);
 #ifdef HAVE_CPU_CONV1D
     RUN(test_conv1d);
