@@ -19,8 +19,11 @@
 # sanitizer may get through them); their *_rc variants (test_linear_gemv_rc, test_decode_fused_rc,
 # test_adamw_copy_rc) and test_classifier_rows / test_classifier_fp32 check the same kernels of ours
 # against the CPU without entering cuBLASLt's bf16/tf32 kernels (docs/perf-notes.md, "Racecheck
-# coverage"). cuBLASLt's nvjet_* kernels are excluded: they synchronise shared memory with TMA
-# mbarriers, which racecheck does not model.
+# coverage"). test_bf16_d16_rc does so for the readers of the products' bf16 D (session 13: test_bf16_dact,
+# test_bf16_dnorm, test_bf16_dnorm_att, test_bf16_resid run them only after a bf16 product): D is installed
+# by linear.cu's test hook cuda_test_d16_install instead (perf-notes "Racecheck coverage, session 13", which
+# lists every kernel since session 10 and its product-free case). cuBLASLt's nvjet_* kernels are excluded:
+# they synchronise shared memory with TMA mbarriers, which racecheck does not model.
 # Exit status 1 if any case reports a hazard or fails; sanitizer internal errors are listed, not counted.
 set -uo pipefail
 BIN=$1; LOGS=${2:-runs/racecheck}; mkdir -p "$LOGS"
