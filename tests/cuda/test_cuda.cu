@@ -2179,7 +2179,7 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
     CHECK(cuda_attn_cudnn_runs == runs1 + 1, "the backward did not run cuDNN (%lu executions): a silent fallback",
           cuda_attn_cudnn_runs - runs1);
     {   /* FLOWHN_CUDNN_GRADVEC: the row conversion kernel ran where hd % 16 == 0 (vectorised conversions); the
-         * same backward again with it off (the quad kernel), from the same start, gives the same bits */
+         * same backward again with it off (the quad kernel), from the same start, gives the same bits for dk and dv, dq to 1e-6 (below) */
         unsigned long want = hd % 16 == 0 && !cuda_set_cudnn_conv_old(-1), got = cuda_cudnn_grad_rows - gr0;
         int ok = got == want;
         if (!ok) line_ok = 0;
@@ -2204,10 +2204,26 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
                 float *a = (float *)malloc(sizeof(float) * cnt[t]), *b = (float *)malloc(sizeof(float) * cnt[t]);
                 G->to_host(a, gg[t]->d, sizeof(float) * cnt[t]);
                 G->to_host(b, e[t], sizeof(float) * cnt[t]);
+                /* dk and dv: bit for bit. dq: cuDNN accumulates it with fp32 atomics whose order changes
+                 * between two runs of the same backward (racecheck's scheduling showed it, session 14; the
+                 * model's steps see ~2e-8), so its two conversions are compared to 1e-6: a conversion that
+                 * reads or writes the wrong element errs by O(1) */
                 int same = !memcmp(a, b, sizeof(float) * cnt[t]);
+                if (t == 0 && !same) {
+                    double num = 0, den = 0;
+                    for (size_t i = 0; i < cnt[t]; i++) {
+                        double x = (double)a[i] - b[i];
+                        num += x * x;
+                        den += (double)a[i] * a[i];
+                    }
+                    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+                    same = rel <= 1e-6;
+                    CHECK(same, "dq: the row kernel's conversion differs from the quad kernel's by %.2e > 1e-6 "
+                          "(FLOWHN_CUDNN_GRADVEC=0)", rel);
+                } else
+                    CHECK(same, "d%c: the row kernel's bits differ from the quad kernel's (FLOWHN_CUDNN_GRADVEC=0)",
+                          "qkv"[t]);
                 if (!same) line_ok = 0;
-                CHECK(same, "d%c: the row kernel's bits differ from the quad kernel's (FLOWHN_CUDNN_GRADVEC=0)",
-                      "qkv"[t]);
                 free(a); free(b);
                 G->release(e[t]);
             }
