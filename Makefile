@@ -86,15 +86,18 @@ test-cuda: cuda
 	@FLOWHN_NO_PY_TESTS=1 sh tools/run_tests.sh $(CUDA_TESTS)
 	@# the recorded step again with FlowHN/Hymba's branches on two streams (fork/join recorded as graph edges)
 	FLOWHN_BRANCH_STREAMS=1 build/tests/test_cuda_graph
-# racecheck runs one case per process and skips cuBLASLt's own Hopper kernels (nvjet_*): see
-# tools/gpu/racecheck_cases.sh for why, and docs/perf-notes.md "Racecheck coverage" for which of our
-# kernels each case covers (the *_rc variants avoid cuBLASLt's bf16/tf32 kernels, which stop the sanitizer).
+# memcheck and racecheck run one case per process; racecheck skips cuBLASLt's and cuDNN's own Hopper
+# kernels (nvjet_*, cudnn_generated_*): see tools/gpu/sanitize_cases.sh for why, and docs/perf-notes.md
+# "Racecheck coverage" for which of our kernels each case covers (the *_rc variants avoid cuBLASLt's
+# bf16/tf32 kernels, which stop the sanitizer). All four runs go on after a failure; the target fails if any did.
 test-cuda-sanitize: cuda
-	FLOWHN_TEST_QUICK=1 compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda
-	tools/gpu/racecheck_cases.sh build/tests/test_cuda runs/racecheck
-	compute-sanitizer --tool memcheck --error-exitcode 1 build/tests/test_cuda_decode
-	RACECHECK_CASES=copy_rows,conv1d_step,attention_decode RACECHECK_TIMEOUT=300 \
-	  tools/gpu/racecheck_cases.sh build/tests/test_cuda_decode runs/racecheck-decode
+	rc=0; export SANITIZE_TIMEOUT=300; \
+	tools/gpu/sanitize_cases.sh memcheck build/tests/test_cuda runs/memcheck || rc=1; \
+	tools/gpu/sanitize_cases.sh racecheck build/tests/test_cuda runs/racecheck || rc=1; \
+	tools/gpu/sanitize_cases.sh memcheck build/tests/test_cuda_decode runs/memcheck-decode || rc=1; \
+	SANITIZE_CASES=copy_rows,conv1d_step,attention_decode \
+	  tools/gpu/sanitize_cases.sh racecheck build/tests/test_cuda_decode runs/racecheck-decode || rc=1; \
+	exit $$rc
 
 clean:
 	rm -rf build build-asan flowhn

@@ -7,8 +7,11 @@
 # Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
 #   tests     test_cuda, test_cuda_model, test_cuda_decode (also without the gemv products and FlowHN's graphs),
 #             test_cuda_graph (also with branch streams)                                               ~3.5 min
-#   sanitize  memcheck (test_cuda quick, test_cuda_decode), racecheck (test_cuda quick, one case per
-#             process, cuBLASLt's nvjet kernels excluded)                                                                         ~4 min
+#   memcheck  compute-sanitizer memcheck, one case per process, two at once: test_cuda (quick), test_cuda_decode
+#             (more than one call's 10 minutes in session 14, where 29 of 73 cases took 305 s beside other work)
+#   racecheck the same with racecheck over test_cuda (quick), cuBLASLt's and cuDNN's own kernels excluded, and
+#             test_cuda_decode's three own-kernel cases                                     ~8 min (session 14)
+#   sanitize  both (tools/gpu/sanitize_cases.sh SANITIZE_CASES=... picks cases to split a run over calls)
 #   bench     tools/bench_all.sh: every architecture at 135M; LLaMA and the FlowHN splits at 350M and 1B
 #             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
 #   decode    bench --decode, B 1 and 64: llama, flowhn-fac, mamba2 at 135M and 1B                      ~1 min
@@ -53,12 +56,16 @@ for stage in "$@"; do
         run_test test_cuda_decode_no_gemv FLOWHN_GEMV=0 FLOWHN_SPLIT_DECODE_GRAPH=0 timeout 200 "$FB/test_cuda_decode"
         run_test test_cuda_graph timeout 200 "$FB/test_cuda_graph"
         run_test test_cuda_graph_streams FLOWHN_BRANCH_STREAMS=1 timeout 200 "$FB/test_cuda_graph" ;;
-    sanitize)
-        run_test memcheck FLOWHN_TEST_QUICK=1 timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda"
-        run_test memcheck_decode timeout 200 compute-sanitizer --tool memcheck --error-exitcode 1 "$FB/test_cuda_decode"
-        # racecheck, one case per process (see the script for why)
-        tools/gpu/racecheck_cases.sh "$FB/test_cuda" "$LOGS" | tee -a "$SUMMARY"
-        grep -h "ERROR SUMMARY" "$LOGS"/memcheck*.log | tee -a "$SUMMARY" ;;
+    memcheck|racecheck|sanitize)
+        # one case per process, two at once (see the script for why)
+        for t in memcheck racecheck; do
+            [ $stage = sanitize ] || [ $stage = $t ] || continue
+            SANITIZE_LANES=2 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh $t "$FB/test_cuda" "$LOGS/$t" | tee -a "$SUMMARY"
+        done
+        [ $stage = racecheck ] || SANITIZE_LANES=2 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh memcheck \
+            "$FB/test_cuda_decode" "$LOGS/memcheck-decode" | tee -a "$SUMMARY"
+        [ $stage = memcheck ] || SANITIZE_CASES=copy_rows,conv1d_step,attention_decode SANITIZE_TIMEOUT=300 \
+            tools/gpu/sanitize_cases.sh racecheck "$FB/test_cuda_decode" "$LOGS/racecheck-decode" | tee -a "$SUMMARY" ;;
     bench)
         tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b135" --sizes 135m > /dev/null 2>&1
         tools/bench_all.sh --bin "$FB/flowhn-cuda" --out "$LOGS/b350" --sizes "350m 1b" \
@@ -125,7 +132,7 @@ for stage in "$@"; do
         tools/gpu/ncu_kernels.sh --bin "$FB/flowhn-cuda" --out "$LOGS/ncu-ssd" configs/mamba2-gpt2small.json \
             'ssd_chunk_(scan|bwd_p64)_kernel' 2 > "$LOGS/ncu-ssd.log" 2>&1
         for f in ncu-attn ncu-ssd; do note ""; note "### $f"; head -60 "$LOGS/$f.log" >> "$SUMMARY"; done ;;
-    *) note "unknown stage $stage (tests sanitize bench decode torch fill profile ab ncu)" ;;
+    *) note "unknown stage $stage (tests memcheck racecheck sanitize bench decode torch fill profile ab ncu)" ;;
     esac
 done
 echo; cat "$SUMMARY"
