@@ -3604,6 +3604,15 @@ static void only_expect(int on, unsigned long before, unsigned long want, const 
     if (!ok) line_ok = 0;
     CHECK(ok, "%s: %lu outputs written bf16-only, expected %lu", what, got, on ? want : 0);
 }
+/* After an op that reads a bf16-only output: it must have failed loudly (an error recorded, the refusal
+ * counter up by one since rf0) exactly when want, and run cleanly otherwise. Clears the error. */
+static void expect_refused(int want, unsigned long rf0, const char *what) {
+    int failed = cuda_ops_check() != 0;
+    fh_clear_error();
+    int ok = failed == want && cuda_bf16_only_refused == rf0 + (unsigned long)want;
+    if (!ok) line_ok = 0;
+    CHECK(ok, "%s: %s, expected %s", what, failed ? "failed" : "ran", want ? "an error" : "a run");
+}
 static void only_sequence(int on, int N, int C, int I, int OC, float *const *h, float **res) {
     /* h: x, wn, Wq, a, b, Wgu (2I x C), Wd (OC x I), dY (N x OC), g, u */
     size_t nc = (size_t)N * C, ni = (size_t)N * I;
@@ -3791,13 +3800,7 @@ static void gu_run(int on, int N, int C, int I, float *const *h, float **res, un
     if (N > 1) {   /* another extent of gu: nothing serves it where the fp32 was not written */
         unsigned long rf = cuda_bf16_only_refused;
         G->swiglu_packed_fwd(act2, gu, N - 1, I);
-        int failed = cuda_ops_check() != 0;
-        fh_clear_error();
-        int want = *written != 0;
-        ok = failed == want && cuda_bf16_only_refused == rf + want;
-        if (!ok) line_ok = 0;
-        CHECK(ok, "swiglu_packed_fwd on another extent of gu: %s, expected %s", failed ? "failed" : "ran",
-              want ? "an error" : "a run");
+        expect_refused(*written != 0, rf, "swiglu_packed_fwd on another extent of gu");
     }
     G->keep_bf16(NULL, 0);
     float *all[] = {v, Wgu, dact, gu, act, dgu, act2};
@@ -3910,13 +3913,7 @@ static void dact_run(int on, int N, int H, int I, float *const *h, float **res, 
     {   /* a second read: D was read once; where the fp32 was not written, nothing serves it (loud) */
         unsigned long rf = cuda_bf16_only_refused;
         G->swiglu_packed_bwd(dgu2, dact, gu, N, I, FH_OVERWRITE);
-        int failed = cuda_ops_check() != 0;
-        fh_clear_error();
-        int want = *written != 0;
-        ok = failed == want && cuda_bf16_only_refused == rf + want;
-        if (!ok) line_ok = 0;
-        CHECK(ok, "a second swiglu_packed_bwd reading d act: %s, expected %s", failed ? "failed" : "ran",
-              want ? "an error" : "a run");
+        expect_refused(*written != 0, rf, "a second swiglu_packed_bwd reading d act");
     }
     G->keep_bf16(NULL, 0);
     float *all[] = {dout, W, gu, dact, dgu, dgu2};
@@ -4548,11 +4545,7 @@ static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **re
     if (mode == 2) {   /* a second read of the once-output: nothing serves it, an error (switch on) */
         unsigned long rf = cuda_bf16_only_refused;
         G->linear_bwd(du, dW, NULL, dqkv, u, W, rows, H, P, FH_OVERWRITE);
-        int failed = cuda_ops_check() != 0;
-        fh_clear_error();
-        int ok = failed == (*elided != 0) && cuda_bf16_only_refused == rf + (*elided != 0);
-        if (!ok) line_ok = 0;
-        CHECK(ok, "a second read of the bf16-only dqkv: %s", failed ? "failed" : "ran");
+        expect_refused(*elided != 0, rf, "a second read of the bf16-only dqkv");
     }
     G->keep_bf16(NULL, 0);   /* every bf16-only state ends (as the model's keep_end) */
     float *all[] = {qkv, datt, u, W, att, lse, dqkv, du, dW};
@@ -4771,12 +4764,9 @@ static void qkv_run(int mode, const int *sh, int H, float *const *h, float **res
         /* a product reading qkv: refused (loud) exactly when its fp32 was never written */
         unsigned long rf = cuda_bf16_only_refused;
         G->linear_fwd(y1, qkv, w1, NULL, rows, P, 1);
-        int failed = cuda_ops_check() != 0;
-        fh_clear_error();
-        ok = failed == elided && cuda_bf16_only_refused == rf + elided;
-        if (!ok) line_ok = 0;
-        CHECK(ok, "mode %d: a product reading qkv %s, expected %s", mode, failed ? "failed" : "ran",
-              elided ? "an error" : "a run");
+        char what[48];
+        snprintf(what, sizeof what, "mode %d: a product reading qkv", mode);
+        expect_refused(elided, rf, what);
     }
     G->keep_bf16(NULL, 0);
     float *all[] = {u, W, datt, w1, qkv, att, lse, dqkv, y1};
@@ -5208,13 +5198,10 @@ static void atto_run(int mode, const int *sh, int H, float *const *h, float **re
                                    FH_OVERWRITE, P, P);
         cnt[2] = cuda_bf16_att_do_restored - r0;
         CHECK(rc == 0, "mode %d: attention_rope_bwd declined after its forward ran", mode);
-        int failed = cuda_ops_check() != 0;
-        fh_clear_error();
         /* mode 3: loud (the error recorded, refused + 1), never a read of att's unwritten fp32 */
-        int ok = mode == 3 ? failed && cuda_bf16_only_refused == rf0 + 1 : !failed && cuda_bf16_only_refused == rf0;
-        if (!ok) line_ok = 0;
-        CHECK(ok, "mode %d: the attention backward %s (refused %lu), expected %s", mode, failed ? "failed" : "ran",
-              cuda_bf16_only_refused - rf0, mode == 3 ? "a loud failure" : "a run");
+        char what[48];
+        snprintf(what, sizeof what, "mode %d: the attention backward", mode);
+        expect_refused(mode == 3, rf0, what);
         if (mode != 3) {
             res[0] = (float *)malloc(sizeof(float) * (size_t)rows * H);
             res[1] = (float *)malloc(sizeof(float) * (size_t)H * qd);
@@ -5231,7 +5218,7 @@ static void atto_run(int mode, const int *sh, int H, float *const *h, float **re
             G->to_host(t, which[i], sizeof(float) * na);
             size_t nan = 0;
             for (size_t j = 0; j < na; j++) nan += t[j] != t[j];
-            ok = elided[i] ? nan == na : nan == 0;
+            int ok = elided[i] ? nan == na : nan == 0;
             if (!ok) line_ok = 0;
             CHECK(ok, "mode %d: %zu of %zu %s fp32 values NaN (expected %s)", mode, nan, na, i ? "datt" : "att",
                   elided[i] ? "all" : "none");
@@ -5241,12 +5228,8 @@ static void atto_run(int mode, const int *sh, int H, float *const *h, float **re
         if (mode != 3) {
             unsigned long rf = cuda_bf16_only_refused;
             G->linear_fwd(y1, datt, w1, NULL, rows, qd, 1);
-            failed = cuda_ops_check() != 0;
-            fh_clear_error();
-            ok = failed == elided[1] && cuda_bf16_only_refused == rf + elided[1];
-            if (!ok) line_ok = 0;
-            CHECK(ok, "mode %d: a product reading datt %s, expected %s", mode, failed ? "failed" : "ran",
-                  elided[1] ? "an error" : "a run");
+            snprintf(what, sizeof what, "mode %d: a product reading datt", mode);
+            expect_refused(elided[1], rf, what);
         }
     } else cnt[1] = cnt[2] = 0;
     G->keep_bf16(NULL, 0);
