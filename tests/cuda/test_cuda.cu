@@ -147,6 +147,16 @@ static void cmp(const char *what, const float *h, const float *d, size_t n) { cm
 static void cmp_mag(const char *what, const float *h, const float *d, size_t n, const float *mag) {
     cmp_full(what, h, d, n, NULL, mag);
 }
+/* relative L2 difference of b from a (host arrays) */
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = (double)b[i] - a[i];
+        d += x * x;
+        s += (double)a[i] * a[i];
+    }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
 static void cmp_macs(uint64_t cpu, uint64_t gpu) {
     if (cpu != gpu) line_ok = 0;
     CHECK(cpu == gpu, "MACs: cpu %llu, cuda %llu", (unsigned long long)cpu, (unsigned long long)gpu);
@@ -2210,13 +2220,7 @@ static void cudnn_case(const int *sh, float theta, const char *name) {
                  * reads or writes the wrong element errs by O(1) */
                 int same = !memcmp(a, b, sizeof(float) * cnt[t]);
                 if (t == 0 && !same) {
-                    double num = 0, den = 0;
-                    for (size_t i = 0; i < cnt[t]; i++) {
-                        double x = (double)a[i] - b[i];
-                        num += x * x;
-                        den += (double)a[i] * a[i];
-                    }
-                    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+                    double rel = rel_l2(a, b, cnt[t]);
                     same = rel <= 1e-6;
                     CHECK(same, "dq: the row kernel's conversion differs from the quad kernel's by %.2e > 1e-6 "
                           "(FLOWHN_CUDNN_GRADVEC=0)", rel);
@@ -4474,16 +4478,6 @@ static void test_bf16_d16_rc(void) {
  * make; mode 3's kernels may contract the rotation differently: judged against the CPU); mode 0's dqkv against the CPU attention backward and its du, dW against the CPU product on the
  * GPU's dqkv (bf16 bound). Shapes: GQA, hd 24 (llama-135m's 32/8 heads), hd 128, no RoPE, llama-gpt2small's
  * 12 heads at n 1024. */
-/* relative L2 difference of b from a (host arrays) */
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double d = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = (double)b[i] - a[i];
-        d += x * x;
-        s += (double)a[i] * a[i];
-    }
-    return s > 0 ? sqrt(d / s) : sqrt(d);
-}
 static void dqkv_run(int mode, const int *sh, int H, float *const *h, float **res, unsigned long *elided,
                      unsigned long *served, unsigned long *direct, unsigned long *planned, unsigned long *rowsk) {
     /* modes 6-8: modes 0-2 with FLOWHN_CUDNN_GRADVEC=0 (the quad conversion kernel instead of the row one) */
