@@ -86,14 +86,14 @@ test-cuda: cuda
 	@FLOWHN_NO_PY_TESTS=1 sh tools/run_tests.sh $(CUDA_TESTS)
 	@# the recorded step again with FlowHN/Hymba's branches on two streams (fork/join recorded as graph edges)
 	FLOWHN_BRANCH_STREAMS=1 build/tests/test_cuda_graph
-# memcheck and racecheck run one case per process; racecheck skips cuBLASLt's and cuDNN's own Hopper
-# kernels (nvjet_*, cudnn_generated_*): see tools/gpu/sanitize_cases.sh for why, and docs/perf-notes.md
+# memcheck and racecheck run one case per process; racecheck skips cuBLAS's and cuDNN's own Hopper
+# kernels (nvjet_*, sm90_xmma_*, cutlass, cudnn_generated_*): see tools/gpu/sanitize_cases.sh for why, and docs/perf-notes.md
 # "Racecheck coverage" for which of our kernels each case covers (the *_rc variants avoid cuBLASLt's
 # bf16/tf32 kernels, which stop the sanitizer). All four runs go on after a failure; the target fails if any did.
 test-cuda-sanitize: cuda
 	rc=0; export SANITIZE_TIMEOUT=300; \
 	tools/gpu/sanitize_cases.sh memcheck build/tests/test_cuda runs/memcheck || rc=1; \
-	tools/gpu/sanitize_cases.sh racecheck build/tests/test_cuda runs/racecheck || rc=1; \
+	SANITIZE_TIMEOUT=600 tools/gpu/sanitize_cases.sh racecheck build/tests/test_cuda runs/racecheck || rc=1; \
 	tools/gpu/sanitize_cases.sh memcheck build/tests/test_cuda_decode runs/memcheck-decode || rc=1; \
 	SANITIZE_CASES=copy_rows,conv1d_step,attention_decode \
 	  tools/gpu/sanitize_cases.sh racecheck build/tests/test_cuda_decode runs/racecheck-decode || rc=1; \

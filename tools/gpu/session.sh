@@ -7,10 +7,11 @@
 # Stages (each command under a timeout; logs in $OUT, else runs/gpu_session; a summary last):
 #   tests     test_cuda, test_cuda_model, test_cuda_decode (also without the gemv products and FlowHN's graphs),
 #             test_cuda_graph (also with branch streams)                                               ~3.5 min
-#   memcheck  compute-sanitizer memcheck, one case per process, two at once: test_cuda (quick), test_cuda_decode
-#             (more than one call's 10 minutes in session 14, where 29 of 73 cases took 305 s beside other work)
-#   racecheck the same with racecheck over test_cuda (quick), cuBLASLt's and cuDNN's own kernels excluded, and
-#             test_cuda_decode's three own-kernel cases                                     ~8 min (session 14)
+#   memcheck  compute-sanitizer memcheck, one case per process, three at once: test_cuda (quick), test_cuda_decode
+#             ~5 min (session 15 on an H200: test_cuda's 56 cases in 73 + 97 s, test_cuda_decode's 29 in 140 s)
+#   racecheck the same with racecheck over test_cuda (quick, two at once), cuBLAS's and cuDNN's own kernels excluded,
+#             and test_cuda_decode's three own-kernel cases: more than one call (test_ssd_tc alone 458 s): split
+#             it over calls with SANITIZE_CASES
 #   sanitize  both (tools/gpu/sanitize_cases.sh SANITIZE_CASES=... picks cases to split a run over calls)
 #   bench     tools/bench_all.sh: every architecture at 135M; LLaMA and the FlowHN splits at 350M and 1B
 #             (T 1024, 8192 tokens a step); LLaMA and FlowHN-FAC at T 4K, 16K, 32K                       ~4 min
@@ -57,12 +58,13 @@ for stage in "$@"; do
         run_test test_cuda_graph timeout 200 "$FB/test_cuda_graph"
         run_test test_cuda_graph_streams FLOWHN_BRANCH_STREAMS=1 timeout 200 "$FB/test_cuda_graph" ;;
     memcheck|racecheck|sanitize)
-        # one case per process, two at once (see the script for why)
-        for t in memcheck racecheck; do
-            [ $stage = sanitize ] || [ $stage = $t ] || continue
-            SANITIZE_LANES=2 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh $t "$FB/test_cuda" "$LOGS/$t" | tee -a "$SUMMARY"
-        done
-        [ $stage = racecheck ] || SANITIZE_LANES=2 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh memcheck \
+        # one case per process (see the script for why); memcheck three at once (session 15: test_cuda's 56
+        # cases in 170 s, test_cuda_decode's 29 in 140 s), racecheck two (test_ssd_tc alone takes 458 s)
+        [ $stage = racecheck ] || SANITIZE_LANES=3 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh memcheck \
+            "$FB/test_cuda" "$LOGS/memcheck" | tee -a "$SUMMARY"
+        [ $stage = memcheck ] || SANITIZE_LANES=2 SANITIZE_TIMEOUT=600 tools/gpu/sanitize_cases.sh racecheck \
+            "$FB/test_cuda" "$LOGS/racecheck" | tee -a "$SUMMARY"
+        [ $stage = racecheck ] || SANITIZE_LANES=3 SANITIZE_TIMEOUT=300 tools/gpu/sanitize_cases.sh memcheck \
             "$FB/test_cuda_decode" "$LOGS/memcheck-decode" | tee -a "$SUMMARY"
         [ $stage = memcheck ] || SANITIZE_CASES=copy_rows,conv1d_step,attention_decode SANITIZE_TIMEOUT=300 \
             tools/gpu/sanitize_cases.sh racecheck "$FB/test_cuda_decode" "$LOGS/racecheck-decode" | tee -a "$SUMMARY" ;;
